@@ -1,0 +1,61 @@
+/*
+ * common.h - macros shared by every module of the core.
+ *
+ * Assertions come in tiers chosen at build time by ENG_DEBUG:
+ *   ENG_ASSERT            cheap checks, on when ENG_DEBUG >= 1
+ *   ENG_ASSERT_INTERNAL   per-operation consistency, ENG_DEBUG >= 2
+ *   ENG_ASSERT_EXPENSIVE  whole-structure walks (verify), ENG_DEBUG >= 3
+ * They guard internal invariants only. Input from callers is validated and
+ * rejected with an error code, never asserted.
+ */
+#ifndef ENG_COMMON_H
+#define ENG_COMMON_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef ENG_DEBUG
+#define ENG_DEBUG 0
+#endif
+
+#define ENG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define ENG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+#define eng_container_of(ptr, type, member) \
+    ((type *)((char *)(ptr) - offsetof(type, member)))
+
+#define ENG_ASSERT_FAIL_(expr)                                                    \
+    (fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, expr), \
+     abort())
+
+#if ENG_DEBUG >= 1
+#define ENG_ASSERT(x) ((x) ? (void)0 : ENG_ASSERT_FAIL_(#x))
+#else
+#define ENG_ASSERT(x) ((void)0)
+#endif
+
+#if ENG_DEBUG >= 2
+#define ENG_ASSERT_INTERNAL(x) ((x) ? (void)0 : ENG_ASSERT_FAIL_(#x))
+#else
+#define ENG_ASSERT_INTERNAL(x) ((void)0)
+#endif
+
+#if ENG_DEBUG >= 3
+#define ENG_ASSERT_EXPENSIVE(x) ((x) ? (void)0 : ENG_ASSERT_FAIL_(#x))
+#else
+#define ENG_ASSERT_EXPENSIVE(x) ((void)0)
+#endif
+
+/*
+ * Defensive checks for conditions that "cannot happen" but must not crash a
+ * release build: they abort in debug builds and evaluate to the condition
+ * otherwise, so the caller can take a safe way out.
+ */
+#if ENG_DEBUG >= 1
+#define ENG_NEVER(x) ((x) ? (ENG_ASSERT_FAIL_("NEVER(" #x ")"), 1) : 0)
+#else
+#define ENG_NEVER(x) ENG_UNLIKELY(x)
+#endif
+
+#endif /* ENG_COMMON_H */

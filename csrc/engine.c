@@ -1,0 +1,390 @@
+/*
+ * engine.c - engine lifecycle, instruments, the event buffer and command
+ * dispatch.
+ *
+ * Memory ownership: the engine owns one arena from which its two node pools
+ * (orders, levels) take slabs; the order index, the client-order-id index, the
+ * instrument table and the event buffer are malloc'ed separately because they
+ * are replaced wholesale when they grow (rarely: doubling, never per order).
+ * eng_destroy() returns every byte.
+ *
+ * Determinism: nothing here depends on time, addresses or hash iteration
+ * order. Sequence numbers, order ids and trade ids are plain counters, so the
+ * same commands always give the same events and the same books.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine_int.h"
+
+enum {
+    ENG_ARENA_CHUNK = 4u << 20,   /* bytes per arena chunk */
+    ENG_ORDER_SLAB_SHIFT = 12,    /* 4096 orders (256 KiB) per slab */
+    ENG_LEVEL_SLAB_SHIFT = 10,    /* 1024 levels per slab */
+    ENG_INITIAL_EVENTS = 1024,
+    ENG_DEFAULT_EXPECTED_ORDERS = 1024
+};
+
+/* ---- indexes -------------------------------------------------------------- */
+
+static uint64_t coid_hash_of(const void *ctx, uint32_t handle)
+{
+    const struct order *o = eng__order_at(ctx, handle);
+    return eng__hash_coid(o->account, o->coid);
+}
+
+const struct idx_ops eng__coid_ops = {coid_hash_of};
+
+static bool same_id(const void *ctx, uint32_t handle, uint64_t id)
+{
+    return eng__order_at(ctx, handle)->id == id;
+}
+
+struct coid_key {
+    uint32_t account;
+    const char *coid;
+};
+
+static bool coid_match(const void *ctx, uint32_t handle, const void *key)
+{
+    const struct order *o = eng__order_at(ctx, handle);
+    const struct coid_key *k = key;
+    return o->account == k->account && memcmp(o->coid, k->coid, ENG_COID_LEN) == 0;
+}
+
+struct order *eng__find_order(const struct eng *e, uint64_t id)
+{
+    uint32_t handle = ids_find(&e->ids, id, same_id, e);
+    return handle ? eng__order_at(e, handle) : NULL;
+}
+
+struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16])
+{
+    struct coid_key key = {account, coid};
+    int64_t pos = idx_find(&e->coids, eng__hash_coid(account, coid), coid_match, e, &key);
+    return pos < 0 ? NULL : eng__order_at(e, e->coids.slots[pos]);
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+struct eng *eng_create(const struct eng_config *cfg)
+{
+    uint32_t expected = cfg && cfg->expected_orders ? cfg->expected_orders
+                                                     : ENG_DEFAULT_EXPECTED_ORDERS;
+    struct eng *e = calloc(1, sizeof(*e));
+
+    if (!e)
+        return NULL;
+    arena_init(&e->arena, NULL, 0, ENG_ARENA_CHUNK);
+    if (pool_init(&e->orders, &e->arena, sizeof(struct order), ENG_ORDER_SLAB_SHIFT) != 0 ||
+        pool_init(&e->levels, &e->arena, sizeof(struct level), ENG_LEVEL_SLAB_SHIFT) != 0)
+        goto fail;
+    if (ids_init(&e->ids, expected) != 0)
+        goto fail;
+    if (idx_init(&e->coids, expected) != 0) {
+        ids_destroy(&e->ids);
+        goto fail;
+    }
+    e->ev = malloc(ENG_INITIAL_EVENTS * sizeof(*e->ev));
+    if (!e->ev) {
+        idx_destroy(&e->coids);
+        ids_destroy(&e->ids);
+        goto fail;
+    }
+    e->ev_cap = ENG_INITIAL_EVENTS;
+    return e;
+fail:
+    arena_destroy(&e->arena);
+    free(e);
+    return NULL;
+}
+
+void eng_destroy(struct eng *e)
+{
+    if (!e)
+        return;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        book_destroy(&e->inst[i].book, &e->orders);
+    /* Every node went back to its pool: anything else is a leak. */
+    ENG_ASSERT(pool_destroy(&e->orders) == 0 && pool_destroy(&e->levels) == 0);
+    ids_destroy(&e->ids);
+    idx_destroy(&e->coids);
+    free(e->inst);
+    free(e->ev);
+    arena_destroy(&e->arena);
+    free(e);
+}
+
+/* ---- instruments ---------------------------------------------------------- */
+
+static bool symbol_valid(const char symbol[ENG_SYMBOL_MAX])
+{
+    size_t n = strnlen(symbol, ENG_SYMBOL_MAX);
+    if (n == 0 || n == ENG_SYMBOL_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (symbol[i] < 0x21 || symbol[i] > 0x7e)
+            return false;
+    for (size_t i = n; i < ENG_SYMBOL_MAX; i++)
+        if (symbol[i] != 0)
+            return false;
+    return true;
+}
+
+static int spec_check(const struct eng_instrument_spec *s)
+{
+    bool band = s->min_price != 0 || s->max_price != 0;
+    if (!symbol_valid(s->symbol) || s->tick_size <= 0 || s->lot_size <= 0)
+        return ENG_INVALID_ARGUMENT;
+    if (band && (s->min_price <= 0 || s->max_price < s->min_price))
+        return ENG_INVALID_ARGUMENT;
+    return ENG_OK;
+}
+
+int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, uint32_t *id)
+{
+    struct instrument *in;
+    int err = spec_check(spec);
+
+    if (err)
+        return err;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        if (strncmp(e->inst[i].spec.symbol, spec->symbol, ENG_SYMBOL_MAX) == 0)
+            return ENG_DUPLICATE_SYMBOL;
+    if (e->ninst == ENG_MAX_INSTRUMENTS)
+        return ENG_TOO_MANY_INSTRUMENTS;
+    if (e->ninst == e->cap_inst) {
+        /* Books hold no pointers to themselves, so moving them is safe. */
+        uint32_t cap = e->cap_inst ? e->cap_inst * 2 : 8;
+        struct instrument *inst = realloc(e->inst, cap * sizeof(*inst));
+        if (!inst)
+            return ENG_NO_MEMORY;
+        e->inst = inst;
+        e->cap_inst = cap;
+    }
+    in = &e->inst[e->ninst];
+    if (book_init(&in->book, &e->levels, e->ninst) != 0)
+        return ENG_NO_MEMORY;
+    in->spec = *spec;
+    in->band_lo = spec->min_price ? spec->min_price : 1;
+    in->band_hi = spec->max_price ? spec->max_price : INT64_MAX;
+    *id = e->ninst++;
+    return ENG_OK;
+}
+
+uint32_t eng_instrument_count(const struct eng *e)
+{
+    return e->ninst;
+}
+
+const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t id)
+{
+    return id < e->ninst ? &e->inst[id].spec : NULL;
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+int eng__reserve_events(struct eng *e, size_t n)
+{
+    size_t cap = e->ev_cap;
+    struct eng_event *ev;
+
+    if (ENG_LIKELY(cap - e->ev_len >= n))
+        return 0;
+    while (cap - e->ev_len < n) {
+        if (cap > SIZE_MAX / 2 / sizeof(*ev))
+            return -1;
+        cap *= 2;
+    }
+    ev = realloc(e->ev, cap * sizeof(*ev));
+    if (!ev)
+        return -1;
+    e->ev = ev;
+    e->ev_cap = cap;
+    return 0;
+}
+
+const struct eng_event *eng_events(const struct eng *e, size_t *count)
+{
+    *count = e->ev_len;
+    return e->ev;
+}
+
+void eng_clear_events(struct eng *e)
+{
+    e->ev_len = 0;
+}
+
+/* ---- processing ----------------------------------------------------------- */
+
+int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
+{
+    size_t before = e->ev_len;
+
+    /* Every command produces at least one event; a command that can produce
+       more reserves the rest itself, and rejects with no_memory if it can't. */
+    if (eng__reserve_events(e, 1) != 0)
+        return -1;
+    e->seq++;
+    e->stats.commands++;
+    switch (cmd->type) {
+    case ENG_CMD_NEW:
+        eng__new_order(e, cmd);
+        break;
+    case ENG_CMD_CANCEL:
+        eng__cancel(e, cmd);
+        break;
+    case ENG_CMD_MODIFY:
+        eng__modify(e, cmd);
+        break;
+    default:
+        eng__reject(e, cmd, ENG_BAD_COMMAND);
+        break;
+    }
+    e->stats.events += e->ev_len - before;
+    return (int64_t)(e->ev_len - before);
+}
+
+/*
+ * A batch knows its future: while command i runs, the memory later commands
+ * will need is fetched, in stages so each stage's load is already cached when
+ * the next one reads it: the command itself (PREFETCH_CMD commands ahead),
+ * then for a cancel or modify the order-id index slot (PREFETCH_SLOT ahead),
+ * then the order that slot names (PREFETCH_ORDER ahead).
+ * Only hints: a slot that changes in between costs a wasted fetch, nothing
+ * else.
+ */
+enum { PREFETCH_CMD = 16, PREFETCH_SLOT = 8, PREFETCH_ORDER = 4 };
+
+static inline bool targets_order(const struct eng_cmd *c)
+{
+    return (c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY) && c->order_id;
+}
+
+static inline const struct ids_slot *home_slot(const struct eng *e, uint64_t order_id)
+{
+    return &e->ids.slots[(uint32_t)order_id & e->ids.mask];
+}
+
+size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (i + PREFETCH_CMD < n)
+            __builtin_prefetch(&cmds[i + PREFETCH_CMD]);
+        if (i + PREFETCH_SLOT < n && targets_order(&cmds[i + PREFETCH_SLOT]))
+            __builtin_prefetch(home_slot(e, cmds[i + PREFETCH_SLOT].order_id));
+        if (i + PREFETCH_ORDER < n && targets_order(&cmds[i + PREFETCH_ORDER])) {
+            uint32_t h = home_slot(e, cmds[i + PREFETCH_ORDER].order_id)->handle;
+            if (h)
+                __builtin_prefetch(eng__order_at(e, h));
+        }
+        if (eng_process(e, &cmds[i]) < 0)
+            return i;
+    }
+    return n;
+}
+
+static inline void set_coid(struct eng_cmd *c, const char *coid)
+{
+    if (coid)
+        memcpy(c->coid, coid, ENG_COID_LEN);
+}
+
+void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap)
+{
+    e->sink = sink;
+    e->sink_cap = sink ? cap : 0;
+}
+
+/*
+ * Process one fast-path command and encode where its events are (see
+ * pyengine.h): a lone ACCEPTED of a new order returns its id, a lone
+ * CANCELLED of a cancel by id its leaves, a lone REJECTED minus its reason.
+ */
+static int64_t run_fast(struct eng *e, const struct eng_cmd *c)
+{
+    const struct eng_event *ev;
+
+    e->ev_len = 0;
+    if (eng_process(e, c) < 0)
+        return 0;
+    ev = e->ev;
+    if (e->ev_len == 1) {
+        if (ev->type == ENG_EV_REJECTED)
+            return -(int64_t)ev->reason;
+        if (ev->type == ENG_EV_ACCEPTED && c->type == ENG_CMD_NEW)
+            return (int64_t)ev->order_id;
+        if (ev->type == ENG_EV_CANCELLED && c->type == ENG_CMD_CANCEL && c->order_id)
+            return ev->leaves;
+    }
+    if (e->ev_len <= e->sink_cap)
+        memcpy(e->sink, ev, e->ev_len * sizeof(*ev));
+    return -(int64_t)(ENG_ERR__COUNT + e->ev_len);
+}
+
+int64_t eng_limit(struct eng *e, uint32_t instrument, uint8_t side, uint32_t account, int64_t qty,
+                  int64_t price)
+{
+    struct eng_cmd c = {.type = ENG_CMD_NEW,
+                        .side = side,
+                        .order_type = ENG_LIMIT,
+                        .tif = ENG_GTC,
+                        .instrument = instrument,
+                        .account = account,
+                        .price = price,
+                        .qty = qty};
+    return run_fast(e, &c);
+}
+int64_t eng_new_order(struct eng *e, uint32_t instrument, uint8_t side, uint8_t order_type,
+                      uint8_t tif, uint8_t stp, uint8_t flags, uint32_t account, int64_t qty,
+                      int64_t price, const char *coid)
+{
+    struct eng_cmd c = {.type = ENG_CMD_NEW,
+                        .side = side,
+                        .order_type = order_type,
+                        .tif = tif,
+                        .stp = stp,
+                        .flags = flags,
+                        .instrument = instrument,
+                        .account = account,
+                        .price = price,
+                        .qty = qty};
+
+    set_coid(&c, coid);
+    return run_fast(e, &c);
+}
+
+int64_t eng_cancel(struct eng *e, uint64_t order_id, uint32_t account)
+{
+    struct eng_cmd c = {.type = ENG_CMD_CANCEL, .account = account, .order_id = order_id};
+    return run_fast(e, &c);
+}
+
+int64_t eng_cancel_order(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                         const char *coid)
+{
+    struct eng_cmd c = {
+        .type = ENG_CMD_CANCEL, .flags = flags, .account = account, .order_id = order_id};
+
+    set_coid(&c, coid);
+    return run_fast(e, &c);
+}
+
+int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                         int64_t qty, int64_t price, const char *coid)
+{
+    struct eng_cmd c = {.type = ENG_CMD_MODIFY,
+                        .flags = flags,
+                        .account = account,
+                        .order_id = order_id,
+                        .price = price,
+                        .qty = qty};
+
+    set_coid(&c, coid);
+    return run_fast(e, &c);
+}
+
+uint64_t eng_seq(const struct eng *e)
+{
+    return e->seq;
+}

@@ -1,0 +1,97 @@
+/*
+ * engine_int.h - the engine's internal state, shared by engine.c (lifecycle,
+ * dispatch, event buffer), match.c (command semantics), query.c (read-only
+ * views and verify).
+ */
+#ifndef ENG_ENGINE_INT_H
+#define ENG_ENGINE_INT_H
+
+#include <string.h>
+
+#include "arena.h"
+#include "book.h"
+#include "common.h"
+#include "idx.h"
+#include "ids.h"
+#include "pool.h"
+#include "pyengine.h"
+
+struct instrument {
+    struct eng_instrument_spec spec;
+    int64_t band_lo;    /* effective band: [1, INT64_MAX] when none */
+    int64_t band_hi;
+    struct book book;
+};
+
+struct eng {
+    struct arena arena;
+    struct pool orders;      /* struct order */
+    struct pool levels;      /* struct level */
+    struct ids ids;          /* order id -> order handle (resting orders) */
+    struct idx coids;        /* (account, coid) -> order handle (resting, with coid) */
+    struct instrument *inst; /* malloc'ed; grows only in eng_add_instrument */
+    uint32_t ninst;
+    uint32_t cap_inst;
+    uint64_t seq;            /* last sequence number assigned */
+    uint64_t last_order_id;
+    uint64_t last_trade_id;
+    struct eng_event *ev;    /* event buffer, grows by doubling */
+    size_t ev_len;
+    size_t ev_cap;
+    struct eng_event *sink;  /* caller's copy of a fast path's events */
+    size_t sink_cap;
+    struct eng_stats stats;  /* counters; the memory fields are filled on demand */
+};
+
+extern const struct idx_ops eng__coid_ops;
+
+static inline uint64_t eng__hash_coid(uint32_t account, const char coid[16])
+{
+    uint64_t w0, w1, h;
+    memcpy(&w0, coid, 8);
+    memcpy(&w1, coid + 8, 8);
+    /* Each step is a bijection of the running value, so distinct keys that
+       agree in all but one word never collide; the end folds the high bits
+       into the low ones the index uses. */
+    h = w0 * 0xff51afd7ed558ccdull;
+    h ^= h >> 29;
+    h += w1 * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 32;
+    h += (uint64_t)account * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    h *= 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 32); /* the index uses the low bits */
+}
+
+static inline bool eng__coid_empty(const char coid[16])
+{
+    uint64_t w0, w1;
+    memcpy(&w0, coid, 8);
+    memcpy(&w1, coid + 8, 8);
+    return (w0 | w1) == 0;
+}
+
+static inline struct order *eng__order_at(const struct eng *e, uint32_t handle)
+{
+    return pool_at(&e->orders, handle);
+}
+
+/* The open order with this id, or NULL. */
+struct order *eng__find_order(const struct eng *e, uint64_t id);
+/* The open order of `account` with this client order id, or NULL. */
+struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16]);
+
+/*
+ * Make room for `n` more events. Returns 0, or -1 when out of memory (the
+ * buffer is unchanged then).
+ */
+int eng__reserve_events(struct eng *e, size_t n);
+
+/* Command semantics (match.c). Each is called with the command's sequence
+   number already assigned and room for at least one event. */
+void eng__new_order(struct eng *e, const struct eng_cmd *c);
+void eng__cancel(struct eng *e, const struct eng_cmd *c);
+void eng__modify(struct eng *e, const struct eng_cmd *c);
+void eng__reject(struct eng *e, const struct eng_cmd *c, int err);
+
+#endif /* ENG_ENGINE_INT_H */

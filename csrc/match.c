@@ -1,0 +1,581 @@
+/*
+ * match.c - the semantics of new order, cancel and modify: validation,
+ * price-time matching, self-trade prevention, resting. docs/semantics.md is
+ * the specification; this file follows its order of checks and events.
+ *
+ * A taker is matched from a `struct taker` on the stack: an order that trades
+ * completely or does not rest never touches the order pool or the indexes.
+ * Only what rests is allocated, appended to its level and indexed.
+ *
+ * Before producing more than one event, a command reserves room for the most
+ * events it can cause (see match_event_bound), so no event is ever dropped
+ * mid-command; if that reservation fails the command is rejected with
+ * no_memory before anything changes.
+ */
+#include "engine_int.h"
+
+struct taker {
+    const char *coid;   /* its client order id (ENG_COID_LEN bytes) */
+    uint64_t id;
+    int64_t qty;        /* open quantity */
+    int64_t limit;      /* inclusive price limit; INT64_MAX/INT64_MIN = none */
+    uint32_t account;
+    int side;           /* BOOK_BID for a buy */
+    uint8_t stp;
+    bool stp_cancelled; /* self-trade prevention cancelled the taker */
+    bool hit_limit;     /* matching stopped at a level beyond the limit */
+};
+
+static inline uint8_t side_of(int book_side)
+{
+    return book_side == BOOK_BID ? ENG_BUY : ENG_SELL;
+}
+
+/* ---- events --------------------------------------------------------------- */
+
+/*
+ * Append an event with every field written. Explicit stores, not a zeroing
+ * compound literal: compilers turn the latter into `rep stos`, whose start-up
+ * cost is most of the price of a 96-byte event.
+ */
+static inline struct eng_event *ev_put(struct eng *e, uint8_t type, uint8_t side,
+                                       uint8_t reason, uint8_t flags, uint32_t instrument,
+                                       uint64_t order_id, int64_t price, int64_t qty,
+                                       int64_t leaves, uint32_t account)
+{
+    struct eng_event *ev;
+
+    ENG_ASSERT(e->ev_len < e->ev_cap);
+    ev = &e->ev[e->ev_len++];
+    ev->type = type;
+    ev->side = side;
+    ev->reason = reason;
+    ev->flags = flags;
+    ev->instrument = instrument;
+    ev->seq = e->seq;
+    ev->order_id = order_id;
+    ev->maker_order_id = 0;
+    ev->trade_id = 0;
+    ev->price = price;
+    ev->qty = qty;
+    ev->leaves = leaves;
+    ev->maker_leaves = 0;
+    ev->account = account;
+    ev->maker_account = 0;
+    return ev;
+}
+
+static inline void ev_set_coid(struct eng_event *ev, const char coid[16])
+{
+    memcpy(ev->coid, coid, ENG_COID_LEN);
+}
+
+static inline void ev_clear_coid(struct eng_event *ev)
+{
+    memset(ev->coid, 0, ENG_COID_LEN);
+}
+
+void eng__reject(struct eng *e, const struct eng_cmd *c, int err)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_REJECTED, 0, (uint8_t)err, 0, c->instrument,
+                                  c->type == ENG_CMD_NEW ? 0 : c->order_id, 0, 0, 0, c->account);
+    ev_set_coid(ev, c->coid);
+    e->stats.rejected++;
+}
+
+static void emit_accepted(struct eng *e, const struct eng_cmd *c, uint64_t id)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_ACCEPTED, c->side, 0, 0, c->instrument, id,
+                                  c->order_type == ENG_LIMIT ? c->price : 0, c->qty, 0,
+                                  c->account);
+    ev_set_coid(ev, c->coid);
+    e->stats.accepted++;
+}
+
+static void emit_cancelled(struct eng *e, uint64_t id, uint32_t instrument, int side,
+                           int64_t price, int64_t leaves, uint32_t account, const char *coid,
+                           int reason)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_CANCELLED, side_of(side), (uint8_t)reason, 0,
+                                  instrument, id, price, 0, leaves, account);
+    ev_set_coid(ev, coid);
+    e->stats.cancelled++;
+}
+
+/* A resting order leaves the book. */
+static void emit_order_cancelled(struct eng *e, const struct order *o, const struct level *lv,
+                                 int reason)
+{
+    emit_cancelled(e, o->id, lv->instrument, lv->side, lv->price, o->qty, o->account, o->coid,
+                   reason);
+}
+
+/* A taker's open quantity leaves without resting. */
+static void emit_taker_cancelled(struct eng *e, const struct taker *t, uint32_t instrument,
+                                 int64_t price, int reason)
+{
+    emit_cancelled(e, t->id, instrument, t->side, price, t->qty, t->account, t->coid, reason);
+}
+
+static void emit_modified(struct eng *e, const struct order *o, uint32_t instrument, int side,
+                          int64_t price, int64_t qty, bool kept)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_MODIFIED, side_of(side), 0,
+                                  kept ? ENG_EV_F_PRIORITY_KEPT : 0, instrument, o->id, price,
+                                  qty, 0, o->account);
+    ev_set_coid(ev, o->coid);
+    e->stats.modified++;
+}
+
+static void emit_trade(struct eng *e, const struct taker *t, const struct level *lv,
+                       const struct order *m, int64_t q)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_TRADE, side_of(t->side), 0, 0, lv->instrument,
+                                  t->id, lv->price, q, t->qty, t->account);
+    ev->maker_order_id = m->id;
+    ev->trade_id = ++e->last_trade_id;
+    ev->maker_leaves = m->qty;
+    ev->maker_account = m->account;
+    ev_clear_coid(ev);
+    e->stats.trades++;
+}
+
+/* ---- order storage -------------------------------------------------------- */
+
+/* Take an order that is out of the book out of both indexes and back to the
+   pool. Can't fail. */
+static void forget_order(struct eng *e, struct order *o)
+{
+    ids_erase(&e->ids, o->id, o->handle);
+    if (!eng__coid_empty(o->coid))
+        idx_erase_at(&e->coids,
+                     idx_slot_of(&e->coids, eng__hash_coid(o->account, o->coid), o->handle),
+                     &eng__coid_ops, e);
+    pool_free(&e->orders, o, o->handle);
+}
+
+/* Take a resting order out of its level and forget it. Can't fail. */
+static void drop_order(struct eng *e, struct book *b, struct order *o)
+{
+    book_unlink(b, o);
+    forget_order(e, o);
+}
+
+/*
+ * Put `o` (qty set, already indexed, in no level) at the back of the level at
+ * `price`. On failure the order is forgotten and a Cancelled event says why.
+ */
+static void rest_order(struct eng *e, struct book *b, struct order *o, int side, int64_t price)
+{
+    struct level *lv = book_level_get(b, side, price);
+    int reason;
+
+    if (!lv) {
+        reason = ENG_CANCEL_NO_MEMORY;
+    } else if (lv->total_qty > INT64_MAX - o->qty) {
+        /* Only an existing level can be full: a new one has total 0. */
+        reason = ENG_CANCEL_LEVEL_FULL;
+    } else {
+        book_append(b, lv, o);
+        return;
+    }
+    emit_cancelled(e, o->id, b->instrument, side, price, o->qty, o->account, o->coid, reason);
+    forget_order(e, o);
+}
+
+/* Allocate, index and rest what is left of a new GTC limit order. */
+static void rest_new(struct eng *e, struct book *b, const struct taker *t,
+                     const struct eng_cmd *c)
+{
+    bool has_coid = !eng__coid_empty(c->coid);
+    struct order *o;
+    uint32_t handle;
+
+    if (ids_reserve_one(&e->ids) != 0 ||
+        (has_coid && idx_reserve_one(&e->coids, &eng__coid_ops, e) != 0) ||
+        (o = pool_alloc(&e->orders, &handle)) == NULL) {
+        emit_taker_cancelled(e, t, b->instrument, c->price, ENG_CANCEL_NO_MEMORY);
+        return;
+    }
+    o->id = t->id;
+    o->qty = t->qty;
+    o->handle = handle;
+    o->account = t->account;
+    o->stp = t->stp;
+    o->flags = (c->flags & ENG_CMD_F_POST_ONLY) ? ORDER_F_POST_ONLY : 0;
+    o->reserved = 0;
+    memcpy(o->coid, c->coid, ENG_COID_LEN);
+    ids_insert(&e->ids, o->id, handle);
+    if (has_coid)
+        idx_insert(&e->coids, eng__hash_coid(o->account, o->coid), handle);
+    rest_order(e, b, o, t->side, c->price);
+}
+
+/* ---- validation ----------------------------------------------------------- */
+
+static inline bool multiple_of(int64_t v, int64_t d)
+{
+    /* Most ticks and lots are powers of two (often 1): skip the division. */
+    if ((d & (d - 1)) == 0)
+        return (v & (d - 1)) == 0;
+    return v % d == 0;
+}
+
+static bool coid_valid(const char coid[16])
+{
+    int i = 0;
+
+    if (eng__coid_empty(coid))
+        return true;
+    while (i < ENG_COID_LEN && coid[i] != 0) {
+        if (coid[i] < 0x20 || coid[i] > 0x7e)
+            return false;
+        i++;
+    }
+    while (i < ENG_COID_LEN)
+        if (coid[i++] != 0)
+            return false;
+    return true;
+}
+
+static int check_qty(const struct instrument *in, int64_t qty, bool zero_ok)
+{
+    if (qty < 0 || (qty == 0 && !zero_ok))
+        return ENG_BAD_QTY;
+    if (!multiple_of(qty, in->spec.lot_size))
+        return ENG_OFF_LOT;
+    return ENG_OK;
+}
+
+static int check_price(const struct instrument *in, int64_t price)
+{
+    if (price <= 0)
+        return ENG_BAD_PRICE;
+    if (!multiple_of(price, in->spec.tick_size))
+        return ENG_OFF_TICK;
+    if (price < in->band_lo || price > in->band_hi)
+        return ENG_OUTSIDE_BAND;
+    return ENG_OK;
+}
+
+/* Fields of a packed NEW command that the Python API never gets wrong. */
+static int check_new_shape(const struct eng_cmd *c)
+{
+    bool market = c->order_type == ENG_MARKET;
+
+    if (c->reserved)
+        return ENG_BAD_COMMAND;
+    if (c->side != ENG_BUY && c->side != ENG_SELL)
+        return ENG_BAD_SIDE;
+    if ((c->order_type != ENG_LIMIT && !market) || (market && c->price != 0))
+        return ENG_BAD_ORDER_TYPE;
+    if (c->tif < ENG_GTC || c->tif > ENG_FOK || (market && c->tif == ENG_GTC))
+        return ENG_BAD_TIF;
+    if (c->stp > ENG_STP_CANCEL_BOTH)
+        return ENG_BAD_STP;
+    if ((c->flags & ~ENG_CMD_F_POST_ONLY) ||
+        ((c->flags & ENG_CMD_F_POST_ONLY) && (market || c->tif != ENG_GTC)))
+        return ENG_BAD_FLAGS;
+    if (!coid_valid(c->coid))
+        return ENG_BAD_CLIENT_ORDER_ID;
+    return ENG_OK;
+}
+
+/* Would a `side` order at `price` trade against the opposite best level? */
+static inline bool would_cross(const struct book *b, int side, int64_t price)
+{
+    const struct level *best = book_best(b, side ^ 1);
+    return best && book_at_least(side, price, best->price);
+}
+
+/* ---- matching ------------------------------------------------------------- */
+
+/*
+ * The most events a match can cause, besides the one that opens the command:
+ * one per maker visited (a trade or a self-trade cancel), at most qty/lot
+ * trades (every open quantity is a multiple of the lot), plus a maker and a
+ * taker cancel.
+ */
+static int reserve_match(struct eng *e, const struct book *b, int side, int64_t qty,
+                         int64_t lot, uint8_t stp)
+{
+    uint64_t makers = b->side[side ^ 1].norders;
+    uint64_t room = e->ev_cap - e->ev_len;
+
+    /* qty >= qty / lot: the common small order needs no division. */
+    if (ENG_LIKELY(room >= makers + 3 ||
+                   (stp != ENG_STP_CANCEL_OLDEST && room >= (uint64_t)qty + 3)))
+        return 0;
+    if (stp != ENG_STP_CANCEL_OLDEST && (uint64_t)(qty / lot) < makers)
+        makers = (uint64_t)(qty / lot);
+    return eng__reserve_events(e, makers + 3);
+}
+
+static int64_t market_limit(const struct instrument *in, int side)
+{
+    const struct level *best = book_best(&in->book, side ^ 1);
+    int64_t p = in->spec.market_protection;
+
+    if (p < 0 || !best)
+        return side == BOOK_BID ? INT64_MAX : INT64_MIN;
+    if (side == BOOK_BID)
+        return best->price > INT64_MAX - p ? INT64_MAX : best->price + p;
+    return best->price - p; /* prices are > 0, so this cannot overflow */
+}
+
+/* Can the taker trade its whole quantity right now (FOK pre-check)? */
+static bool fok_fillable(const struct book *b, const struct taker *t)
+{
+    int64_t need = t->qty;
+
+    for (const struct level *lv = book_best(b, t->side ^ 1);
+         lv && book_at_least(t->side, t->limit, lv->price); lv = book_next_level(lv)) {
+        if (t->stp == ENG_STP_NONE) {
+            if (lv->total_qty >= need)
+                return true;
+            need -= lv->total_qty;
+            continue;
+        }
+        for (const struct list_node *it = lv->orders.next; it != &lv->orders; it = it->next) {
+            const struct order *m = eng_container_of(it, struct order, link);
+            if (m->account == t->account) {
+                if (t->stp == ENG_STP_CANCEL_OLDEST)
+                    continue; /* would be cancelled, not traded */
+                return false;  /* matching would stop here */
+            }
+            if (m->qty >= need)
+                return true;
+            need -= m->qty;
+        }
+    }
+    return false;
+}
+
+/*
+ * Trade the taker against the opposite side while it has quantity and the
+ * best level is within its limit. Sets t->stp_cancelled or t->hit_limit when
+ * those stop it.
+ */
+static void match(struct eng *e, struct book *b, struct taker *t)
+{
+    int opp = t->side ^ 1;
+
+    while (t->qty > 0) {
+        struct level *lv = book_best(b, opp);
+
+        if (!lv)
+            return;
+        if (!book_at_least(t->side, t->limit, lv->price)) {
+            t->hit_limit = true;
+            return;
+        }
+        /* Walk the level oldest first; leave the loop when the level has
+           been freed (its last order gone) or the taker is done. */
+        for (;;) {
+            struct order *m = book_level_head(lv);
+            bool last = lv->count == 1;
+
+            if (ENG_UNLIKELY(t->stp != ENG_STP_NONE && m->account == t->account)) {
+                if (t->stp == ENG_STP_CANCEL_NEWEST) {
+                    t->stp_cancelled = true;
+                    return;
+                }
+                emit_order_cancelled(e, m, lv, ENG_CANCEL_STP);
+                drop_order(e, b, m);
+                if (t->stp == ENG_STP_CANCEL_BOTH) {
+                    t->stp_cancelled = true;
+                    return;
+                }
+            } else {
+                int64_t q = t->qty < m->qty ? t->qty : m->qty;
+                t->qty -= q;
+                book_reduce(lv, m, q);
+                emit_trade(e, t, lv, m, q);
+                if (m->qty > 0)
+                    return; /* the taker is done */
+                drop_order(e, b, m);
+            }
+            if (last)
+                break;
+            if (t->qty == 0)
+                return;
+        }
+    }
+}
+
+/* ---- commands ------------------------------------------------------------- */
+
+void eng__new_order(struct eng *e, const struct eng_cmd *c)
+{
+    const struct instrument *in = NULL;
+    struct book *b;
+    struct taker t;
+    int err = check_new_shape(c);
+    bool limit = c->order_type == ENG_LIMIT;
+    int64_t event_price = limit ? c->price : 0;
+
+    if (!err) {
+        if (c->instrument >= e->ninst)
+            err = ENG_UNKNOWN_INSTRUMENT;
+        else if (!(err = check_qty(in = &e->inst[c->instrument], c->qty, false)) && limit)
+            err = check_price(in, c->price);
+    }
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    b = &e->inst[c->instrument].book;
+    t = (struct taker){.coid = c->coid,
+                       .qty = c->qty,
+                       .account = c->account,
+                       .side = c->side == ENG_BUY ? BOOK_BID : BOOK_ASK,
+                       .stp = c->stp};
+    if (!eng__coid_empty(c->coid) && eng__find_coid(e, c->account, c->coid))
+        err = ENG_DUPLICATE_CLIENT_ORDER_ID;
+    else if ((c->flags & ENG_CMD_F_POST_ONLY) && would_cross(b, t.side, c->price))
+        err = ENG_POST_ONLY_WOULD_CROSS;
+    else if (reserve_match(e, b, t.side, c->qty, in->spec.lot_size, c->stp) != 0)
+        err = ENG_NO_MEMORY;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+
+    t.id = ++e->last_order_id;
+    t.limit = limit ? c->price : market_limit(in, t.side);
+    emit_accepted(e, c, t.id);
+    if (c->tif == ENG_FOK && !fok_fillable(b, &t)) {
+        emit_taker_cancelled(e, &t, c->instrument, event_price, ENG_CANCEL_FOK);
+        return;
+    }
+    match(e, b, &t);
+    if (t.stp_cancelled)
+        emit_taker_cancelled(e, &t, c->instrument, event_price, ENG_CANCEL_STP);
+    else if (t.qty == 0)
+        return;
+    else if (!limit)
+        emit_taker_cancelled(e, &t, c->instrument, 0,
+                             t.hit_limit ? ENG_CANCEL_BAND : ENG_CANCEL_MARKET_REMAINDER);
+    else if (c->tif == ENG_IOC)
+        emit_taker_cancelled(e, &t, c->instrument, c->price, ENG_CANCEL_IOC);
+    else if (ENG_NEVER(c->tif == ENG_FOK))
+        emit_taker_cancelled(e, &t, c->instrument, c->price, ENG_CANCEL_FOK);
+    else
+        rest_new(e, b, &t, c);
+}
+
+/*
+ * The open order a CANCEL or MODIFY addresses, checked for shape and
+ * ownership, or NULL with the reject code in *err.
+ */
+static struct order *target_order(const struct eng *e, const struct eng_cmd *c,
+                                   uint8_t allowed_flags, int *err)
+{
+    struct order *o = NULL;
+
+    if (c->reserved)
+        *err = ENG_BAD_COMMAND;
+    else if (c->flags & ~allowed_flags)
+        *err = ENG_BAD_FLAGS;
+    else if (!coid_valid(c->coid))
+        *err = ENG_BAD_CLIENT_ORDER_ID;
+    else if (c->order_id)
+        o = eng__find_order(e, c->order_id);
+    else if (!eng__coid_empty(c->coid))
+        o = eng__find_coid(e, c->account, c->coid);
+    if (!o) {
+        if (*err == ENG_OK)
+            *err = ENG_UNKNOWN_ORDER;
+        return NULL;
+    }
+    if (!(c->flags & ENG_CMD_F_ANY_ACCOUNT) && o->account != c->account) {
+        *err = ENG_NOT_OWNER;
+        return NULL;
+    }
+    return o;
+}
+
+void eng__cancel(struct eng *e, const struct eng_cmd *c)
+{
+    int err = ENG_OK;
+    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT, &err);
+    struct level *lv;
+
+    if (!o) {
+        eng__reject(e, c, err);
+        return;
+    }
+    lv = pool_at(&e->levels, o->level);
+    emit_order_cancelled(e, o, lv, ENG_CANCEL_USER);
+    drop_order(e, &e->inst[lv->instrument].book, o);
+}
+
+void eng__modify(struct eng *e, const struct eng_cmd *c)
+{
+    int err = ENG_OK;
+    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT | ENG_CMD_F_KEEP_PRICE, &err);
+    const struct instrument *in;
+    struct level *lv;
+    struct book *b;
+    int64_t price;
+    int side;
+    struct taker t;
+
+    if (!o) {
+        eng__reject(e, c, err);
+        return;
+    }
+    lv = pool_at(&e->levels, o->level);
+    in = &e->inst[lv->instrument];
+    b = &e->inst[lv->instrument].book;
+    side = lv->side;
+    price = (c->flags & ENG_CMD_F_KEEP_PRICE) ? lv->price : c->price;
+    err = check_qty(in, c->qty, true);
+    if (!err && !(c->flags & ENG_CMD_F_KEEP_PRICE))
+        err = check_price(in, price);
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+
+    if (c->qty == 0) {
+        emit_order_cancelled(e, o, lv, ENG_CANCEL_USER);
+        drop_order(e, b, o);
+        return;
+    }
+    if (price == lv->price && c->qty <= o->qty) {
+        book_reduce(lv, o, o->qty - c->qty);
+        emit_modified(e, o, lv->instrument, side, price, c->qty, true);
+        return;
+    }
+    if ((o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
+        err = ENG_POST_ONLY_WOULD_CROSS;
+    else if (reserve_match(e, b, side, c->qty, in->spec.lot_size, o->stp) != 0)
+        err = ENG_NO_MEMORY;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+
+    /* Losing priority: out of the book, matched like a new GTC limit order
+       with the same id, then back at the end of its (new) level. */
+    book_unlink(b, o);
+    emit_modified(e, o, b->instrument, side, price, c->qty, false);
+    t = (struct taker){.coid = o->coid,
+                       .id = o->id,
+                       .qty = c->qty,
+                       .limit = price,
+                       .account = o->account,
+                       .side = side,
+                       .stp = o->stp};
+    match(e, b, &t);
+    if (t.stp_cancelled) {
+        emit_taker_cancelled(e, &t, b->instrument, price, ENG_CANCEL_STP);
+        forget_order(e, o);
+    } else if (t.qty == 0) {
+        forget_order(e, o);
+    } else {
+        o->qty = t.qty;
+        rest_order(e, b, o, side, price);
+    }
+}

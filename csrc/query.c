@@ -1,0 +1,159 @@
+/*
+ * query.c - read-only views of the engine (book depth, open orders, stats)
+ * and eng_verify(), which checks every invariant of every structure.
+ *
+ * Nothing here changes state, so these may be called between any two
+ * commands. eng_verify() is O(open orders) plus the index sizes: meant for
+ * tests and debug builds, not for the hot path.
+ */
+#include <stdio.h>
+
+#include "engine_int.h"
+
+static void order_info(const struct eng *e, const struct order *o, struct eng_order_info *out)
+{
+    const struct level *lv = pool_at(&e->levels, o->level);
+
+    *out = (struct eng_order_info){.order_id = o->id,
+                                   .price = lv->price,
+                                   .qty = o->qty,
+                                   .instrument = lv->instrument,
+                                   .account = o->account,
+                                   .side = lv->side == BOOK_BID ? ENG_BUY : ENG_SELL,
+                                   .stp = o->stp,
+                                   .post_only = (o->flags & ORDER_F_POST_ONLY) != 0};
+    memcpy(out->coid, o->coid, ENG_COID_LEN);
+}
+
+static const struct book *book_side_of(const struct eng *e, uint32_t instrument, uint8_t side,
+                                       int *s)
+{
+    if (instrument >= e->ninst || (side != ENG_BUY && side != ENG_SELL))
+        return NULL;
+    *s = side == ENG_BUY ? BOOK_BID : BOOK_ASK;
+    return &e->inst[instrument].book;
+}
+
+int64_t eng_book_levels(const struct eng *e, uint32_t instrument, uint8_t side,
+                        struct eng_level_info *out, size_t max)
+{
+    int s;
+    const struct book *b = book_side_of(e, instrument, side, &s);
+    size_t n = 0;
+
+    if (!b)
+        return -1;
+    for (const struct level *lv = book_best(b, s); lv && n < max; lv = book_next_level(lv))
+        out[n++] = (struct eng_level_info){lv->price, lv->total_qty, lv->count, 0};
+    return (int64_t)n;
+}
+
+int eng_get_order(const struct eng *e, uint64_t order_id, struct eng_order_info *out)
+{
+    const struct order *o = eng__find_order(e, order_id);
+    if (!o)
+        return 0;
+    order_info(e, o, out);
+    return 1;
+}
+
+int64_t eng_book_orders(const struct eng *e, uint32_t instrument, uint8_t side, size_t skip,
+                        struct eng_order_info *out, size_t max)
+{
+    int s;
+    const struct book *b = book_side_of(e, instrument, side, &s);
+    size_t n = 0;
+
+    if (!b)
+        return -1;
+    for (const struct level *lv = book_best(b, s); lv && n < max; lv = book_next_level(lv)) {
+        if (skip >= lv->count) {
+            skip -= lv->count; /* whole level skipped without walking it */
+            continue;
+        }
+        for (const struct list_node *it = lv->orders.next; it != &lv->orders && n < max;
+             it = it->next) {
+            if (skip) {
+                skip--;
+                continue;
+            }
+            order_info(e, eng_container_of(it, struct order, link), &out[n++]);
+        }
+    }
+    return (int64_t)n;
+}
+
+void eng_get_stats(const struct eng *e, struct eng_stats *out)
+{
+    uint64_t levels = 0;
+
+    for (uint32_t i = 0; i < e->ninst; i++)
+        levels += e->inst[i].book.side[0].nlevels + e->inst[i].book.side[1].nlevels;
+    *out = e->stats;
+    out->open_orders = e->ids.count;
+    out->levels = levels;
+    out->bytes_per_order_node = e->orders.node_size;
+    out->index_bytes = ids_bytes(&e->ids) + idx_bytes(&e->coids);
+    out->bytes_reserved = e->arena.bytes_reserved + out->index_bytes +
+                          e->cap_inst * sizeof(*e->inst) + sizeof(*e);
+}
+
+/* ---- verify --------------------------------------------------------------- */
+
+struct verify_ctx {
+    const struct eng *e;
+    uint64_t with_coid;
+};
+
+/* An order in a book must be found through both indexes, as itself. */
+static bool order_indexed(const void *ctx, const struct order *o)
+{
+    struct verify_ctx *v = (struct verify_ctx *)ctx;
+    const struct eng *e = v->e;
+
+    if (eng__order_at(e, o->handle) != o || eng__find_order(e, o->id) != o)
+        return false;
+    if (eng__coid_empty(o->coid))
+        return true;
+    v->with_coid++;
+    return eng__find_coid(e, o->account, o->coid) == o;
+}
+
+static int fail(char *why, size_t why_len, const char *reason)
+{
+    if (why && why_len) {
+        snprintf(why, why_len, "%s", reason);
+    }
+    return ENG_CORRUPT;
+}
+
+int eng_verify(const struct eng *e, char *why, size_t why_len)
+{
+    struct verify_ctx v = {e, 0};
+    const char *reason = NULL;
+    uint64_t orders = 0, levels = 0;
+
+    for (uint32_t i = 0; i < e->ninst; i++) {
+        const struct book *b = &e->inst[i].book;
+        if (b->instrument != i)
+            return fail(why, why_len, "engine: book numbered wrongly");
+        if (!book_verify(b, order_indexed, &v, &reason))
+            return fail(why, why_len, reason);
+        orders += b->side[0].norders + b->side[1].norders;
+        levels += b->side[0].nlevels + b->side[1].nlevels;
+    }
+    /* Both ways: every indexed order was met in a book exactly once. */
+    if (orders != e->ids.count || v.with_coid != e->coids.count)
+        return fail(why, why_len, "engine: index counts do not match the books");
+    if (orders != e->orders.in_use || levels != e->levels.in_use)
+        return fail(why, why_len, "engine: pool use does not match the books");
+    if (!ids_verify(&e->ids, &reason) ||
+        !idx_verify(&e->coids, &eng__coid_ops, e, &reason) ||
+        !pool_verify(&e->orders, &reason) || !pool_verify(&e->levels, &reason))
+        return fail(why, why_len, reason);
+    if (e->ev_len > e->ev_cap)
+        return fail(why, why_len, "engine: event buffer overrun");
+    if (why && why_len)
+        why[0] = '\0';
+    return ENG_OK;
+}

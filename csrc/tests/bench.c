@@ -1,0 +1,190 @@
+/*
+ * bench.c - the C micro-benchmark of the matching core, single thread.
+ *
+ * Each case builds its book untimed, then times a run of commands through
+ * eng_process_batch() in batches of 1024, draining the event buffer after
+ * each as a consumer would. Each case runs `reps` times on a fresh engine; the median is
+ * reported. Usage: pyengine_bench [N [REPS [CASE]]]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "flow.h"
+#include "pyengine.h"
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static struct eng *fresh(uint32_t expected)
+{
+    struct eng *e = eng_create(&(struct eng_config){.expected_orders = expected});
+    uint32_t id;
+    if (!e || eng_add_instrument(e, &flow_instrument, &id) != ENG_OK) {
+        fprintf(stderr, "out of memory\n");
+        exit(1);
+    }
+    return e;
+}
+
+/* In batches of 1024, as the engine thread takes them from its ring. */
+static void feed(struct eng *e, const struct eng_cmd *cmds, size_t n)
+{
+    for (size_t i = 0; i < n; i += 1024) {
+        eng_process_batch(e, cmds + i, n - i < 1024 ? n - i : 1024);
+        eng_clear_events(e);
+    }
+}
+
+/* Returns ns per command of `run` on a book built by `setup`. */
+static double time_run(const struct eng_cmd *setup, size_t nsetup, const struct eng_cmd *run,
+                       size_t nrun, uint32_t expected)
+{
+    struct eng *e = fresh(expected);
+    double t0, t1;
+    feed(e, setup, nsetup);
+    t0 = now_ns();
+    feed(e, run, nrun);
+    t1 = now_ns();
+    eng_destroy(e);
+    return (t1 - t0) / (double)nrun;
+}
+
+static const char *only; /* run just this case, if set */
+
+/* `expected`: open orders to size the engine's order index for. */
+static void report(const char *name, const char *what, const struct eng_cmd *setup,
+                   size_t nsetup, const struct eng_cmd *run, size_t nrun, uint32_t expected,
+                   int reps)
+{
+    double ns[32];
+    if (only && strcmp(only, name) != 0)
+        return;
+    for (int r = 0; r < reps; r++)
+        ns[r] = time_run(setup, nsetup, run, nrun, expected);
+    qsort(ns, (size_t)reps, sizeof(ns[0]), cmp_double);
+    printf("%-22s %9.1f ns/op %12.0f ops/s   %s\n", name, ns[reps / 2], 1e9 / ns[reps / 2],
+           what);
+    fflush(stdout);
+}
+
+static struct eng_cmd limit(uint8_t side, int64_t qty, int64_t price)
+{
+    return (struct eng_cmd){.type = ENG_CMD_NEW, .side = side, .order_type = ENG_LIMIT,
+                            .tif = ENG_GTC, .account = 1, .price = price, .qty = qty};
+}
+
+static uint64_t rng = 0x1234567;
+static uint64_t rnd(void)
+{
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 0x2545F4914F6CDD1Dull;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
+    int reps = argc > 2 ? atoi(argv[2]) : 5;
+    size_t depth = 10000; /* resting orders on each side before each case */
+    /* Cache-line aligned, as the engine thread's ring will be. */
+    struct eng_cmd *setup = aligned_alloc(64, (2 * depth + n) * sizeof(*setup));
+    struct eng_cmd *run = aligned_alloc(64, 2 * n * sizeof(*run));
+    size_t ns = 0;
+
+    only = argc > 3 ? argv[3] : NULL;
+    if (!setup || !run || reps < 1 || reps > 32 || n == 0) {
+        fprintf(stderr, "usage: pyengine_bench [N [REPS<=32 [CASE]]]\n");
+        return 2;
+    }
+    printf("pyengine C core, single thread, median of %d runs, %zu commands per run\n", reps, n);
+
+    /* A two-sided book of `depth` orders a side over 100 levels. */
+    for (size_t i = 0; i < depth; i++) {
+        setup[ns++] = limit(ENG_BUY, 10, 10000 - 1 - (int64_t)(i % 100));
+        setup[ns++] = limit(ENG_SELL, 10, 10000 + 1 + (int64_t)(i % 100));
+    }
+
+    /* add resting: n passive orders into that book. */
+    for (size_t i = 0; i < n; i++)
+        run[i] = limit(i % 2 ? ENG_BUY : ENG_SELL, 1 + (int64_t)(rnd() % 10),
+                       i % 2 ? 9999 - (int64_t)(rnd() % 100) : 10001 + (int64_t)(rnd() % 100));
+    report("add_resting", "GTC limit that rests, 100 levels a side", setup, ns, run, n,
+           (uint32_t)(ns + n), reps);
+
+    /* cancel: the same n orders added in setup, cancelled in random order. */
+    {
+        size_t nsetup = ns;
+        memcpy(setup + nsetup, run, n * sizeof(*run));
+        for (size_t i = 0; i < n; i++)
+            run[i] = (struct eng_cmd){.type = ENG_CMD_CANCEL, .account = 1,
+                                      .order_id = 2 * depth + 1 + i};
+        for (size_t i = n - 1; i > 0; i--) {
+            size_t j = rnd() % (i + 1);
+            struct eng_cmd tmp = run[i];
+            run[i] = run[j];
+            run[j] = tmp;
+        }
+        report("cancel", "cancel of an open order, random order", setup, nsetup + n, run, n,
+               (uint32_t)(nsetup + n), reps);
+    }
+
+    /* aggressive match: each taker fills exactly one resting 1-lot maker. */
+    {
+        size_t nsetup = 0;
+        for (size_t i = 0; i < n; i++)
+            setup[nsetup++] = limit(ENG_SELL, 1, 10001 + (int64_t)(i / 1000));
+        for (size_t i = 0; i < n; i++)
+            run[i] = limit(ENG_BUY, 1, 10001 + (int64_t)(n / 1000));
+        report("aggressive_match", "taker fills one maker, 1000 per level", setup, nsetup, run,
+               n, (uint32_t)nsetup, reps);
+    }
+
+    /* modify: alternately qty down in place and a reprice that loses priority. */
+    {
+        size_t nsetup = 0;
+        for (size_t i = 0; i < n; i++)
+            setup[nsetup++] = limit(ENG_BUY, 100, 9000 + (int64_t)(i % 500));
+        for (size_t i = 0; i < n; i++) {
+            uint64_t id = 1 + rnd() % n;
+            run[i] = (struct eng_cmd){.type = ENG_CMD_MODIFY, .account = 1, .order_id = id};
+            if (i % 2) {
+                run[i].qty = 50 + (int64_t)(rnd() % 40);
+                run[i].flags = ENG_CMD_F_KEEP_PRICE;
+            } else {
+                run[i].qty = 100;
+                run[i].price = 9000 + (int64_t)(rnd() % 500);
+            }
+        }
+        report("modify", "half qty-down in place, half reprice", setup, nsetup, run, n,
+               (uint32_t)nsetup, reps);
+    }
+
+    /* The mixed flow: see flow.h. */
+    {
+        struct flow f;
+        struct flow_params p = {.seed = 7, .resting = 50000, .levels = 200, .mid = 100000};
+        if (flow_generate(&f, n, &p) != 0) {
+            fprintf(stderr, "out of memory\n");
+            return 1;
+        }
+        report("mixed_flow", "60% add (1/6 crossing), 35% cancel, 5% market, ~50k resting",
+               f.warmup, f.nwarmup, f.cmds, f.ncmds, p.resting, reps);
+        flow_free(&f);
+    }
+    free(setup);
+    free(run);
+    return 0;
+}

@@ -1,0 +1,717 @@
+/*
+ * Engine tests through the public API only; eng_verify() runs after every
+ * command (see run()).
+ */
+#include "test.h"
+
+enum { ES = 0, BTC = 1 }; /* instruments made by make_engine() */
+
+static struct eng *make_engine(void)
+{
+    struct eng *e = eng_create(NULL);
+    struct eng_instrument_spec es = {.symbol = "ESZ6", .tick_size = 25, .lot_size = 1,
+                                     .market_protection = -1};
+    struct eng_instrument_spec btc = {.symbol = "BTCUSD", .tick_size = 1, .lot_size = 10,
+                                      .min_price = 1000, .max_price = 2000,
+                                      .market_protection = 50};
+    uint32_t id;
+    ASSERT_TRUE(e != NULL);
+    ASSERT_EQ(eng_add_instrument(e, &es, &id), ENG_OK);
+    ASSERT_EQ(id, ES);
+    ASSERT_EQ(eng_add_instrument(e, &btc, &id), ENG_OK);
+    ASSERT_EQ(id, BTC);
+    return e;
+}
+
+/* Process one command; returns its events (valid until the next call). */
+static const struct eng_event *run(struct eng *e, struct eng_cmd c, size_t *n)
+{
+    eng_clear_events(e);
+    ASSERT_TRUE(eng_process(e, &c) >= 1);
+    ASSERT_VERIFY(e);
+    return eng_events(e, n);
+}
+
+static struct eng_cmd new_limit(uint32_t inst, uint8_t side, int64_t qty, int64_t price,
+                                uint32_t account)
+{
+    return (struct eng_cmd){.type = ENG_CMD_NEW, .side = side, .order_type = ENG_LIMIT,
+                            .tif = ENG_GTC, .instrument = inst, .account = account,
+                            .price = price, .qty = qty};
+}
+
+static struct eng_cmd new_market(uint32_t inst, uint8_t side, int64_t qty, uint32_t account)
+{
+    return (struct eng_cmd){.type = ENG_CMD_NEW, .side = side, .order_type = ENG_MARKET,
+                            .tif = ENG_IOC, .instrument = inst, .account = account, .qty = qty};
+}
+
+static struct eng_cmd cancel_cmd(uint64_t id, uint32_t account)
+{
+    return (struct eng_cmd){.type = ENG_CMD_CANCEL, .order_id = id, .account = account};
+}
+
+static struct eng_cmd modify_cmd(uint64_t id, uint32_t account, int64_t qty, int64_t price)
+{
+    return (struct eng_cmd){.type = ENG_CMD_MODIFY, .order_id = id, .account = account,
+                            .qty = qty, .price = price,
+                            .flags = price ? 0 : ENG_CMD_F_KEEP_PRICE};
+}
+
+/* Rest a limit order that must not trade; returns its id. */
+static uint64_t rest(struct eng *e, uint32_t inst, uint8_t side, int64_t qty, int64_t price,
+                     uint32_t account)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, new_limit(inst, side, qty, price, account), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    return ev[0].order_id;
+}
+
+static void expect_trade(const struct eng_event *ev, uint64_t taker, uint64_t maker,
+                         int64_t price, int64_t qty, int64_t taker_leaves, int64_t maker_leaves)
+{
+    ASSERT_EQ(ev->type, ENG_EV_TRADE);
+    ASSERT_EQ(ev->order_id, taker);
+    ASSERT_EQ(ev->maker_order_id, maker);
+    ASSERT_EQ(ev->price, price);
+    ASSERT_EQ(ev->qty, qty);
+    ASSERT_EQ(ev->leaves, taker_leaves);
+    ASSERT_EQ(ev->maker_leaves, maker_leaves);
+}
+
+static void expect_cancel(const struct eng_event *ev, uint64_t id, int reason, int64_t leaves)
+{
+    ASSERT_EQ(ev->type, ENG_EV_CANCELLED);
+    ASSERT_EQ(ev->order_id, id);
+    ASSERT_EQ(ev->reason, reason);
+    ASSERT_EQ(ev->leaves, leaves);
+}
+
+static void expect_reject(const struct eng_event *ev, int reason)
+{
+    ASSERT_EQ(ev->type, ENG_EV_REJECTED);
+    ASSERT_EQ(ev->reason, reason);
+}
+
+static int64_t level_qty(struct eng *e, uint32_t inst, uint8_t side, size_t i)
+{
+    struct eng_level_info lv[16];
+    int64_t n = eng_book_levels(e, inst, side, lv, 16);
+    return (int64_t)i < n ? lv[i].total_qty : -1;
+}
+
+void test_engine_rest_and_query(void)
+{
+    struct eng *e = make_engine();
+    struct eng_level_info lv[4];
+    struct eng_order_info oi;
+    size_t n;
+
+    uint64_t a = rest(e, ES, ENG_BUY, 10, 4500, 7);
+    uint64_t b = rest(e, ES, ENG_BUY, 5, 4500, 8);
+    uint64_t c = rest(e, ES, ENG_BUY, 3, 4475, 7);
+    uint64_t d = rest(e, ES, ENG_SELL, 4, 4550, 9);
+    ASSERT_EQ(a, 1);
+    ASSERT_EQ(d, 4);
+    ASSERT_EQ(eng_seq(e), 4);
+    ASSERT_EQ(eng_book_levels(e, ES, ENG_BUY, lv, 4), 2);
+    ASSERT_EQ(lv[0].price, 4500);
+    ASSERT_EQ(lv[0].total_qty, 15);
+    ASSERT_EQ(lv[0].order_count, 2);
+    ASSERT_EQ(lv[1].price, 4475);
+    ASSERT_EQ(eng_book_levels(e, ES, ENG_SELL, lv, 4), 1);
+    ASSERT_EQ(eng_book_levels(e, ES, ENG_BUY, lv, 1), 1); /* depth limit */
+    ASSERT_EQ(eng_book_levels(e, 9, ENG_BUY, lv, 4), -1);
+    ASSERT_EQ(eng_book_levels(e, ES, 0, lv, 4), -1);
+
+    ASSERT_EQ(eng_get_order(e, b, &oi), 1);
+    ASSERT_EQ(oi.price, 4500);
+    ASSERT_EQ(oi.qty, 5);
+    ASSERT_EQ(oi.account, 8);
+    ASSERT_EQ(oi.side, ENG_BUY);
+    ASSERT_EQ(eng_get_order(e, 99, &oi), 0);
+
+    /* Book order listing: best level first, oldest first, with skip. */
+    struct eng_order_info all[8];
+    ASSERT_EQ(eng_book_orders(e, ES, ENG_BUY, 0, all, 8), 3);
+    ASSERT_EQ(all[0].order_id, a);
+    ASSERT_EQ(all[1].order_id, b);
+    ASSERT_EQ(all[2].order_id, c);
+    ASSERT_EQ(eng_book_orders(e, ES, ENG_BUY, 2, all, 8), 1);
+    ASSERT_EQ(all[0].order_id, c);
+    ASSERT_EQ(eng_book_orders(e, ES, ENG_BUY, 1, all, 1), 1);
+    ASSERT_EQ(all[0].order_id, b);
+
+    const struct eng_event *ev = run(e, cancel_cmd(a, 7), &n);
+    ASSERT_EQ(n, 1);
+    expect_cancel(&ev[0], a, ENG_CANCEL_USER, 10);
+    ASSERT_EQ(ev[0].price, 4500);
+    ASSERT_EQ(ev[0].side, ENG_BUY);
+    ASSERT_EQ(ev[0].seq, 5);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), 5);
+    eng_destroy(e);
+}
+
+void test_engine_trade_at_maker_price(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    uint64_t ask = rest(e, ES, ENG_SELL, 10, 4500, 1);
+    /* A buy at a higher price trades at the resting (maker) price. */
+    const struct eng_event *ev = run(e, new_limit(ES, ENG_BUY, 4, 4600, 2), &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    expect_trade(&ev[1], ev[0].order_id, ask, 4500, 4, 0, 6);
+    ASSERT_EQ(ev[1].side, ENG_BUY);
+    ASSERT_EQ(ev[1].account, 2);
+    ASSERT_EQ(ev[1].maker_account, 1);
+    ASSERT_EQ(ev[1].trade_id, 1);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 6);
+    /* A sell below the best bid trades at the bid. */
+    uint64_t bid = rest(e, ES, ENG_BUY, 3, 4400, 3);
+    ev = run(e, new_limit(ES, ENG_SELL, 5, 4300, 4), &n);
+    ASSERT_EQ(n, 2);
+    expect_trade(&ev[1], ev[0].order_id, bid, 4400, 3, 2, 0);
+    ASSERT_EQ(ev[1].trade_id, 2);
+    /* Its rest (2) now rests at 4300 on the ask side, ahead of 4500. */
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 2);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), -1);
+    eng_destroy(e);
+}
+
+void test_engine_price_time_priority(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    uint64_t a = rest(e, ES, ENG_SELL, 2, 4525, 1);
+    uint64_t b = rest(e, ES, ENG_SELL, 3, 4500, 2);
+    uint64_t c = rest(e, ES, ENG_SELL, 4, 4500, 3);
+    /* Best price first (b, c at 4500, oldest first), then a at 4525. */
+    const struct eng_event *ev = run(e, new_limit(ES, ENG_BUY, 8, 4525, 9), &n);
+    ASSERT_EQ(n, 4);
+    uint64_t t = ev[0].order_id;
+    expect_trade(&ev[1], t, b, 4500, 3, 5, 0);
+    expect_trade(&ev[2], t, c, 4500, 4, 1, 0);
+    expect_trade(&ev[3], t, a, 4525, 1, 0, 1);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 1);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 1), -1);
+    eng_destroy(e);
+}
+
+void test_engine_ioc_fok_market(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    uint64_t a = rest(e, ES, ENG_SELL, 5, 4500, 1);
+    rest(e, ES, ENG_SELL, 5, 4550, 1);
+
+    struct eng_cmd ioc = new_limit(ES, ENG_BUY, 8, 4500, 2);
+    ioc.tif = ENG_IOC;
+    const struct eng_event *ev = run(e, ioc, &n);
+    ASSERT_EQ(n, 3);
+    expect_trade(&ev[1], ev[0].order_id, a, 4500, 5, 3, 0);
+    expect_cancel(&ev[2], ev[0].order_id, ENG_CANCEL_IOC, 3);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), -1); /* never rests */
+
+    /* FOK that cannot fill: cancelled, no trade, book untouched. */
+    struct eng_cmd fok = new_limit(ES, ENG_BUY, 6, 4550, 2);
+    fok.tif = ENG_FOK;
+    ev = run(e, fok, &n);
+    ASSERT_EQ(n, 2);
+    expect_cancel(&ev[1], ev[0].order_id, ENG_CANCEL_FOK, 6);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 5);
+    /* FOK that can: fills completely. */
+    fok.qty = 5;
+    ev = run(e, fok, &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[1].leaves, 0);
+
+    /* Market order on an empty side: the whole qty is the remainder. */
+    ev = run(e, new_market(ES, ENG_BUY, 3, 2), &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].price, 0);
+    expect_cancel(&ev[1], ev[0].order_id, ENG_CANCEL_MARKET_REMAINDER, 3);
+    /* Market sweeps any price and never rests. */
+    uint64_t b1 = rest(e, ES, ENG_BUY, 2, 4000, 3);
+    uint64_t b2 = rest(e, ES, ENG_BUY, 2, 100, 3);
+    ev = run(e, new_market(ES, ENG_SELL, 5, 4), &n);
+    ASSERT_EQ(n, 4);
+    expect_trade(&ev[1], ev[0].order_id, b1, 4000, 2, 3, 0);
+    expect_trade(&ev[2], ev[0].order_id, b2, 100, 2, 1, 0);
+    expect_cancel(&ev[3], ev[0].order_id, ENG_CANCEL_MARKET_REMAINDER, 1);
+    eng_destroy(e);
+}
+
+void test_engine_market_protection_band(void)
+{
+    struct eng *e = make_engine(); /* BTC: protection 50, lot 10 */
+    size_t n;
+    uint64_t a = rest(e, BTC, ENG_SELL, 10, 1500, 1);
+    uint64_t b = rest(e, BTC, ENG_SELL, 10, 1550, 1);
+    rest(e, BTC, ENG_SELL, 10, 1551, 1);
+    const struct eng_event *ev = run(e, new_market(BTC, ENG_BUY, 40, 2), &n);
+    ASSERT_EQ(n, 4);
+    expect_trade(&ev[1], ev[0].order_id, a, 1500, 10, 30, 0);
+    expect_trade(&ev[2], ev[0].order_id, b, 1550, 10, 20, 0);
+    expect_cancel(&ev[3], ev[0].order_id, ENG_CANCEL_BAND, 20);
+    ASSERT_EQ(level_qty(e, BTC, ENG_SELL, 0), 10);
+    /* Within the band and the side runs dry: market_remainder, not band. */
+    ev = run(e, new_market(BTC, ENG_BUY, 20, 2), &n);
+    ASSERT_EQ(n, 3);
+    expect_cancel(&ev[2], ev[0].order_id, ENG_CANCEL_MARKET_REMAINDER, 10);
+    /* Sell side: bids >= best bid - 50. */
+    uint64_t c = rest(e, BTC, ENG_BUY, 10, 1200, 1);
+    rest(e, BTC, ENG_BUY, 10, 1149, 1);
+    ev = run(e, new_market(BTC, ENG_SELL, 20, 2), &n);
+    ASSERT_EQ(n, 3);
+    expect_trade(&ev[1], ev[0].order_id, c, 1200, 10, 10, 0);
+    expect_cancel(&ev[2], ev[0].order_id, ENG_CANCEL_BAND, 10);
+    eng_destroy(e);
+}
+
+void test_engine_post_only(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    rest(e, ES, ENG_SELL, 5, 4500, 1);
+    struct eng_cmd po = new_limit(ES, ENG_BUY, 5, 4500, 2);
+    po.flags = ENG_CMD_F_POST_ONLY;
+    const struct eng_event *ev = run(e, po, &n);
+    ASSERT_EQ(n, 1);
+    expect_reject(&ev[0], ENG_POST_ONLY_WOULD_CROSS);
+    ASSERT_EQ(ev[0].order_id, 0);
+    po.price = 4475;
+    ev = run(e, po, &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(ev[0].order_id, 2); /* the reject took no id */
+    eng_destroy(e);
+}
+
+void test_engine_self_trade_prevention(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    const struct eng_event *ev;
+
+    /* none: self-trade allowed. */
+    uint64_t m = rest(e, ES, ENG_SELL, 5, 4500, 1);
+    ev = run(e, new_limit(ES, ENG_BUY, 2, 4500, 1), &n);
+    ASSERT_EQ(n, 2);
+    expect_trade(&ev[1], ev[0].order_id, m, 4500, 2, 0, 3);
+
+    /* cancel_newest: the taker stops at its own order, earlier fills stay. */
+    uint64_t other = rest(e, ES, ENG_SELL, 1, 4500, 2); /* behind m (3 left) */
+    struct eng_cmd buy = new_limit(ES, ENG_BUY, 4, 4500, 2);
+    buy.stp = ENG_STP_CANCEL_NEWEST;
+    ev = run(e, buy, &n);
+    /* m belongs to account 1, other to account 2: trades m (3), then stops at other. */
+    ASSERT_EQ(n, 3);
+    expect_trade(&ev[1], ev[0].order_id, m, 4500, 3, 1, 0);
+    expect_cancel(&ev[2], ev[0].order_id, ENG_CANCEL_STP, 1);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 1);
+
+    /* cancel_oldest: the maker goes, matching continues behind it. */
+    uint64_t behind = rest(e, ES, ENG_SELL, 2, 4500, 3);
+    buy.stp = ENG_STP_CANCEL_OLDEST;
+    buy.qty = 2;
+    ev = run(e, buy, &n);
+    ASSERT_EQ(n, 3);
+    expect_cancel(&ev[1], other, ENG_CANCEL_STP, 1);
+    expect_trade(&ev[2], ev[0].order_id, behind, 4500, 2, 0, 0);
+
+    /* cancel_both: maker then taker cancelled. */
+    uint64_t mine = rest(e, ES, ENG_SELL, 2, 4500, 2);
+    buy.stp = ENG_STP_CANCEL_BOTH;
+    ev = run(e, buy, &n);
+    ASSERT_EQ(n, 3);
+    expect_cancel(&ev[1], mine, ENG_CANCEL_STP, 2);
+    expect_cancel(&ev[2], ev[0].order_id, ENG_CANCEL_STP, 2);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), -1);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), -1);
+    eng_destroy(e);
+}
+
+void test_engine_fok_counts_stp(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    rest(e, ES, ENG_SELL, 5, 4500, 1);
+    uint64_t own = rest(e, ES, ENG_SELL, 5, 4500, 2);
+    rest(e, ES, ENG_SELL, 5, 4500, 1);
+    struct eng_cmd fok = new_limit(ES, ENG_BUY, 10, 4500, 2);
+    fok.tif = ENG_FOK;
+
+    /* cancel_newest: matching would stop at the own order after 5. */
+    fok.stp = ENG_STP_CANCEL_NEWEST;
+    const struct eng_event *ev = run(e, fok, &n);
+    ASSERT_EQ(n, 2);
+    expect_cancel(&ev[1], ev[0].order_id, ENG_CANCEL_FOK, 10);
+    ASSERT_EQ(level_qty(e, ES, ENG_SELL, 0), 15); /* no side effect */
+
+    /* cancel_oldest: the own order counts as nothing, 10 available. */
+    fok.stp = ENG_STP_CANCEL_OLDEST;
+    ev = run(e, fok, &n);
+    ASSERT_EQ(n, 4);
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    expect_cancel(&ev[2], own, ENG_CANCEL_STP, 5);
+    ASSERT_EQ(ev[3].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[3].leaves, 0);
+    eng_destroy(e);
+}
+
+void test_engine_modify(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    struct eng_order_info all[4];
+    uint64_t a = rest(e, ES, ENG_BUY, 10, 4500, 1);
+    uint64_t b = rest(e, ES, ENG_BUY, 10, 4500, 2);
+
+    /* qty down at the same price keeps priority. */
+    const struct eng_event *ev = run(e, modify_cmd(a, 1, 4, 0), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(ev[0].flags, ENG_EV_F_PRIORITY_KEPT);
+    ASSERT_EQ(ev[0].qty, 4);
+    ASSERT_EQ(ev[0].price, 4500);
+    eng_book_orders(e, ES, ENG_BUY, 0, all, 4);
+    ASSERT_EQ(all[0].order_id, a);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), 14);
+
+    /* qty up loses priority. */
+    ev = run(e, modify_cmd(a, 1, 6, 4500), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].flags, 0);
+    eng_book_orders(e, ES, ENG_BUY, 0, all, 4);
+    ASSERT_EQ(all[0].order_id, b);
+    ASSERT_EQ(all[1].order_id, a);
+    ASSERT_EQ(all[1].qty, 6);
+
+    /* A price change across the book trades at once, with the same id. */
+    uint64_t s = rest(e, ES, ENG_SELL, 3, 4600, 3);
+    ev = run(e, modify_cmd(a, 1, 6, 4600), &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(ev[0].price, 4600);
+    expect_trade(&ev[1], a, s, 4600, 3, 3, 0);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 0), 3); /* rests at 4600 */
+
+    /* Zero cancels. */
+    ev = run(e, modify_cmd(a, 1, 0, 0), &n);
+    ASSERT_EQ(n, 1);
+    expect_cancel(&ev[0], a, ENG_CANCEL_USER, 3);
+
+    /* Post-only: a modify that would cross is rejected, order unchanged. */
+    rest(e, ES, ENG_SELL, 1, 4700, 3);
+    struct eng_cmd po = new_limit(ES, ENG_BUY, 2, 4650, 4);
+    po.flags = ENG_CMD_F_POST_ONLY;
+    uint64_t p = run(e, po, &n)[0].order_id;
+    ev = run(e, modify_cmd(p, 4, 2, 4700), &n);
+    ASSERT_EQ(n, 1);
+    expect_reject(&ev[0], ENG_POST_ONLY_WOULD_CROSS);
+    ASSERT_EQ(ev[0].order_id, p);
+    struct eng_order_info oi;
+    ASSERT_EQ(eng_get_order(e, p, &oi), 1);
+    ASSERT_EQ(oi.price, 4650);
+    ASSERT_EQ(oi.post_only, 1);
+
+    /* Modify validation. */
+    expect_reject(&run(e, modify_cmd(p, 4, -1, 0), &n)[0], ENG_BAD_QTY);
+    expect_reject(&run(e, modify_cmd(p, 4, 2, 4610), &n)[0], ENG_OFF_TICK);
+    expect_reject(&run(e, modify_cmd(p, 5, 2, 0), &n)[0], ENG_NOT_OWNER);
+    expect_reject(&run(e, modify_cmd(999, 4, 2, 0), &n)[0], ENG_UNKNOWN_ORDER);
+    eng_destroy(e);
+}
+
+void test_engine_cancel_rules(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    uint64_t a = rest(e, ES, ENG_BUY, 10, 4500, 1);
+    const struct eng_event *ev = run(e, cancel_cmd(a, 2), &n);
+    expect_reject(&ev[0], ENG_NOT_OWNER);
+    ASSERT_EQ(ev[0].order_id, a);
+    ev = run(e, cancel_cmd(a, 1), &n);
+    expect_cancel(&ev[0], a, ENG_CANCEL_USER, 10);
+    ev = run(e, cancel_cmd(a, 1), &n); /* already finished */
+    expect_reject(&ev[0], ENG_UNKNOWN_ORDER);
+    ev = run(e, cancel_cmd(12345, 1), &n);
+    expect_reject(&ev[0], ENG_UNKNOWN_ORDER);
+    /* Administrator cancel: no owner check. */
+    uint64_t b = rest(e, ES, ENG_BUY, 10, 4500, 1);
+    struct eng_cmd admin = cancel_cmd(b, 0);
+    admin.flags = ENG_CMD_F_ANY_ACCOUNT;
+    ev = run(e, admin, &n);
+    expect_cancel(&ev[0], b, ENG_CANCEL_USER, 10);
+    /* A filled order cannot be cancelled. */
+    uint64_t c = rest(e, ES, ENG_SELL, 1, 4500, 1);
+    run(e, new_limit(ES, ENG_BUY, 1, 4500, 2), &n);
+    expect_reject(&run(e, cancel_cmd(c, 1), &n)[0], ENG_UNKNOWN_ORDER);
+    eng_destroy(e);
+}
+
+void test_engine_validation_rejects(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    struct {
+        struct eng_cmd cmd;
+        int reason;
+    } cases[] = {
+        {new_limit(7, ENG_BUY, 1, 4500, 1), ENG_UNKNOWN_INSTRUMENT},
+        {new_limit(ES, ENG_BUY, 0, 4500, 1), ENG_BAD_QTY},
+        {new_limit(ES, ENG_BUY, -5, 4500, 1), ENG_BAD_QTY},
+        {new_limit(BTC, ENG_BUY, 15, 1500, 1), ENG_OFF_LOT},
+        {new_limit(ES, ENG_BUY, 1, 0, 1), ENG_BAD_PRICE},
+        {new_limit(ES, ENG_BUY, 1, -25, 1), ENG_BAD_PRICE},
+        {new_limit(ES, ENG_BUY, 1, 4510, 1), ENG_OFF_TICK},
+        {new_limit(BTC, ENG_BUY, 10, 999, 1), ENG_OUTSIDE_BAND},
+        {new_limit(BTC, ENG_BUY, 10, 2001, 1), ENG_OUTSIDE_BAND},
+        /* First failing check wins: bad qty before off tick. */
+        {new_limit(ES, ENG_BUY, 0, 4510, 1), ENG_BAD_QTY},
+        {new_limit(BTC, ENG_BUY, 15, 5, 1), ENG_OFF_LOT},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const struct eng_event *ev = run(e, cases[i].cmd, &n);
+        ASSERT_EQ(n, 1);
+        expect_reject(&ev[0], cases[i].reason);
+        ASSERT_EQ(ev[0].seq, i + 1);
+    }
+    /* Band limits are inclusive. */
+    rest(e, BTC, ENG_BUY, 10, 1000, 1);
+    rest(e, BTC, ENG_SELL, 10, 2000, 1);
+    eng_destroy(e);
+}
+
+void test_engine_malformed_commands(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    struct eng_cmd c;
+
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.type = 9;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_COMMAND);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.reserved = 1;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_COMMAND);
+    c = new_limit(ES, 3, 1, 4500, 1);
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_SIDE);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.order_type = 0;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_ORDER_TYPE);
+    c = new_market(ES, ENG_BUY, 1, 1);
+    c.price = 4500;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_ORDER_TYPE);
+    c = new_market(ES, ENG_BUY, 1, 1);
+    c.tif = ENG_GTC;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_TIF);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.tif = 4;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_TIF);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.stp = 4;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_STP);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.flags = 0x80;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_FLAGS);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    c.flags = ENG_CMD_F_POST_ONLY;
+    c.tif = ENG_IOC;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_FLAGS);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    memcpy(c.coid, "ab\ncd", 5);
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_CLIENT_ORDER_ID);
+    c = new_limit(ES, ENG_BUY, 1, 4500, 1);
+    memcpy(c.coid, "ab\0cd", 5); /* a hole in the padding */
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_CLIENT_ORDER_ID);
+    c = cancel_cmd(1, 1);
+    c.flags = ENG_CMD_F_POST_ONLY;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_FLAGS);
+    ASSERT_EQ(eng_seq(e), 13); /* every command took a sequence number */
+    eng_destroy(e);
+}
+
+void test_engine_client_order_ids(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    struct eng_cmd c = new_limit(ES, ENG_BUY, 1, 4500, 7);
+    memcpy(c.coid, "c1", 2);
+    const struct eng_event *ev = run(e, c, &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_TRUE(memcmp(ev[0].coid, "c1\0\0", 4) == 0);
+    uint64_t id = ev[0].order_id;
+    /* Same account, same coid, while open: duplicate. */
+    expect_reject(&run(e, c, &n)[0], ENG_DUPLICATE_CLIENT_ORDER_ID);
+    /* Another account may use it. */
+    c.account = 8;
+    ASSERT_EQ(run(e, c, &n)[0].type, ENG_EV_ACCEPTED);
+    /* Cancel by (account, coid). */
+    struct eng_cmd cc = {.type = ENG_CMD_CANCEL, .account = 7};
+    memcpy(cc.coid, "c1", 2);
+    ev = run(e, cc, &n);
+    expect_cancel(&ev[0], id, ENG_CANCEL_USER, 1);
+    /* Once finished, the coid is free again. */
+    c.account = 7;
+    ASSERT_EQ(run(e, c, &n)[0].type, ENG_EV_ACCEPTED);
+    /* A coid of a taker that never rested is never in use. */
+    struct eng_cmd ioc = new_limit(ES, ENG_SELL, 1, 4500, 9);
+    ioc.tif = ENG_IOC;
+    memcpy(ioc.coid, "full-sixteen-chr", 16);
+    ASSERT_EQ(run(e, ioc, &n)[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(run(e, ioc, &n)[0].type, ENG_EV_ACCEPTED);
+    eng_destroy(e);
+}
+
+void test_engine_level_full(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    int64_t big = INT64_MAX / 2 - 10;
+    rest(e, ES, ENG_BUY, big - big % 25, 4500, 1);
+    rest(e, ES, ENG_BUY, big - big % 25, 4500, 1);
+    /* The level total would pass 2**63 - 1: cancelled instead of resting. */
+    const struct eng_event *ev = run(e, new_limit(ES, ENG_BUY, 100, 4500, 1), &n);
+    ASSERT_EQ(n, 2);
+    expect_cancel(&ev[1], ev[0].order_id, ENG_CANCEL_LEVEL_FULL, 100);
+    ASSERT_EQ(eng_get_order(e, ev[0].order_id, &(struct eng_order_info){0}), 0);
+    /* Another level takes it fine. */
+    rest(e, ES, ENG_BUY, 100, 4475, 1);
+    eng_destroy(e);
+}
+
+void test_engine_instruments(void)
+{
+    struct eng *e = eng_create(NULL);
+    uint32_t id;
+    struct eng_instrument_spec s = {.symbol = "A", .tick_size = 1, .lot_size = 1};
+    ASSERT_EQ(eng_add_instrument(e, &s, &id), ENG_OK);
+    ASSERT_EQ(eng_add_instrument(e, &s, &id), ENG_DUPLICATE_SYMBOL);
+    struct eng_instrument_spec bad = s;
+    bad.tick_size = 0;
+    memcpy(bad.symbol, "B", 2);
+    ASSERT_EQ(eng_add_instrument(e, &bad, &id), ENG_INVALID_ARGUMENT);
+    bad = s;
+    memcpy(bad.symbol, "C", 2);
+    bad.min_price = 10;
+    bad.max_price = 5;
+    ASSERT_EQ(eng_add_instrument(e, &bad, &id), ENG_INVALID_ARGUMENT);
+    bad = s;
+    memcpy(bad.symbol, "has space", 10);
+    ASSERT_EQ(eng_add_instrument(e, &bad, &id), ENG_INVALID_ARGUMENT);
+    bad = s;
+    memset(bad.symbol, 'x', 16); /* not terminated */
+    ASSERT_EQ(eng_add_instrument(e, &bad, &id), ENG_INVALID_ARGUMENT);
+    /* Many instruments: the table grows and books keep working. */
+    for (int i = 0; i < 100; i++) {
+        struct eng_instrument_spec t = s;
+        snprintf(t.symbol, sizeof(t.symbol), "I%d", i);
+        ASSERT_EQ(eng_add_instrument(e, &t, &id), ENG_OK);
+        ASSERT_EQ(id, i + 1);
+        size_t n;
+        run(e, new_limit(id, ENG_BUY, 1, 10 + i, 1), &n);
+    }
+    ASSERT_EQ(eng_instrument_count(e), 101);
+    ASSERT_STREQ(eng_instrument(e, 5)->symbol, "I4");
+    ASSERT_TRUE(eng_instrument(e, 101) == NULL);
+    ASSERT_STREQ(eng_err_name(ENG_OFF_TICK), "off_tick");
+    ASSERT_STREQ(eng_strerror(ENG_BAD_QTY), "quantity must be positive");
+    ASSERT_STREQ(eng_err_name(-1), "?");
+    ASSERT_STREQ(eng_cancel_reason_name(ENG_CANCEL_MARKET_REMAINDER), "market_remainder");
+    eng_destroy(e);
+}
+
+void test_engine_fast_paths(void)
+{
+    struct eng *e = make_engine();
+    struct eng_event sink[4];
+    size_t n;
+    char coid[16] = "x1";
+    const int64_t many = -(int64_t)ENG_ERR__COUNT; /* r = many - n: n events */
+
+    eng_set_event_sink(e, sink, 4);
+    int64_t id = eng_new_order(e, ES, ENG_BUY, ENG_LIMIT, ENG_GTC, ENG_STP_NONE, 0, 3, 5, 4500,
+                               coid);
+    ASSERT_EQ(id, 1);
+    eng_events(e, &n);
+    ASSERT_EQ(n, 1);
+    /* A reject: minus its reason. */
+    ASSERT_EQ(eng_new_order(e, ES, ENG_BUY, ENG_LIMIT, ENG_GTC, 0, 0, 3, 5, 4510, NULL),
+              -ENG_OFF_TICK);
+    ASSERT_EQ(eng_limit(e, ES, ENG_BUY, 3, 0, 4500), -ENG_BAD_QTY);
+    /* A trade: two events, copied to the sink. */
+    ASSERT_EQ(eng_limit(e, ES, ENG_SELL, 4, 2, 4500), many - 2);
+    ASSERT_EQ(sink[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(sink[1].type, ENG_EV_TRADE);
+    ASSERT_EQ(sink[1].maker_order_id, id);
+    ASSERT_EQ(eng_cancel(e, (uint64_t)id, 3), 3);
+    ASSERT_EQ(eng_cancel(e, (uint64_t)id, 3), -ENG_UNKNOWN_ORDER);
+    ASSERT_EQ(eng_cancel_order(e, 1, 3, 0, NULL), -ENG_UNKNOWN_ORDER);
+    id = eng_limit(e, ES, ENG_BUY, 3, 5, 4500);
+    ASSERT_TRUE(id > 0);
+    ASSERT_EQ(eng_cancel(e, (uint64_t)id, 4), -ENG_NOT_OWNER);
+    /* By client order id: the id is not an argument, so the event is in the sink. */
+    char c2[16] = "c2";
+    ASSERT_TRUE(eng_new_order(e, ES, ENG_BUY, ENG_LIMIT, ENG_GTC, 0, 0, 3, 5, 4475, c2) > 0);
+    ASSERT_EQ(eng_cancel_order(e, 0, 3, 0, c2), many - 1);
+    ASSERT_EQ(sink[0].type, ENG_EV_CANCELLED);
+    ASSERT_EQ(sink[0].leaves, 5);
+    ASSERT_TRUE(memcmp(sink[0].coid, "c2", 3) == 0);
+    /* Modify always reports through the buffer. */
+    ASSERT_EQ(eng_modify_order(e, (uint64_t)id, 3, ENG_CMD_F_KEEP_PRICE, 2, 0, NULL), many - 1);
+    ASSERT_EQ(sink[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(eng_modify_order(e, (uint64_t)id, 3, 0, 2, 4510, NULL), -ENG_OFF_TICK);
+    /* More events than the sink holds: only the engine's buffer has them. */
+    for (int i = 0; i < 5; i++)
+        eng_limit(e, ES, ENG_SELL, 6, 1, 4600);
+    memset(sink, 0, sizeof(sink));
+    ASSERT_EQ(eng_limit(e, ES, ENG_BUY, 7, 5, 4600), many - 6);
+    ASSERT_EQ(sink[0].type, 0);
+    ASSERT_EQ(eng_events(e, &n)[5].type, ENG_EV_TRADE);
+    ASSERT_EQ(eng_seq(e), 19);
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+}
+
+void test_engine_batch_and_memory_reuse(void)
+{
+    struct eng *e = make_engine();
+    enum { N = 20000 };
+    static struct eng_cmd cmds[2 * N];
+    struct eng_stats st;
+
+    /* Add and cancel in a loop: the pools recycle, memory stays flat. */
+    for (int round = 0; round < 3; round++) {
+        /* Order ids are assigned in order after the last accepted one. */
+        eng_get_stats(e, &st);
+        uint64_t first = st.accepted + 1;
+        for (int i = 0; i < N; i++) {
+            cmds[i] = new_limit(ES, ENG_BUY, 1 + i % 7, 25 * (100 + i % 50), 1);
+            cmds[N + i] = cancel_cmd(first + (uint64_t)i, 1);
+        }
+        eng_clear_events(e);
+        ASSERT_EQ(eng_process_batch(e, cmds, 2 * N), 2 * N);
+        size_t n;
+        const struct eng_event *ev = eng_events(e, &n);
+        ASSERT_EQ(n, 2 * N);
+        ASSERT_EQ(ev[2 * N - 1].type, ENG_EV_CANCELLED);
+        ASSERT_VERIFY(e);
+        eng_get_stats(e, &st);
+        ASSERT_EQ(st.open_orders, 0);
+        ASSERT_EQ(st.levels, 0);
+        static uint64_t reserved_after_first;
+        if (round == 0)
+            reserved_after_first = st.bytes_reserved;
+        else
+            ASSERT_EQ(st.bytes_reserved, reserved_after_first);
+    }
+    ASSERT_EQ(st.accepted, 3 * N);
+    ASSERT_EQ(st.cancelled, 3 * N);
+    ASSERT_EQ(st.bytes_per_order_node, 64);
+    eng_destroy(e);
+}

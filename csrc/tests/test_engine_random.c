@@ -1,0 +1,233 @@
+/*
+ * Randomized engine tests: long random command streams over several
+ * instruments and accounts, with eng_verify() after every command and the
+ * conservation laws checked from the events alone:
+ *   - every accepted quantity ends up traded, cancelled or resting;
+ *   - each trade's maker and taker leaves follow from the previous state;
+ *   - the open quantity an observer derives equals eng_get_order();
+ *   - the book is never crossed (eng_verify).
+ * And determinism: the same stream on two engines gives byte-identical events.
+ */
+#include "test.h"
+
+enum { NINST = 3, NACCOUNTS = 4, MAX_IDS = 200000 };
+
+struct observer {
+    int64_t open[MAX_IDS];     /* open qty per order id, as the events tell */
+    int64_t accepted[MAX_IDS]; /* accepted qty */
+    int64_t done[MAX_IDS];     /* traded + cancelled */
+    uint64_t last_id;
+};
+
+static struct eng *make(void)
+{
+    struct eng *e = eng_create(&(struct eng_config){.expected_orders = 16});
+    static const struct eng_instrument_spec specs[NINST] = {
+        {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
+        {.symbol = "B", .tick_size = 5, .lot_size = 3, .market_protection = 20},
+        {.symbol = "C", .tick_size = 2, .lot_size = 1, .min_price = 900, .max_price = 1100,
+         .market_protection = -1},
+    };
+    uint32_t id;
+    for (int i = 0; i < NINST; i++)
+        ASSERT_EQ(eng_add_instrument(e, &specs[i], &id), ENG_OK);
+    return e;
+}
+
+static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid)
+{
+    struct eng_cmd c = {0};
+    uint64_t r = test_rand(rng);
+    uint32_t inst = (uint32_t)(r % NINST);
+    int64_t tick = inst == 1 ? 5 : inst == 2 ? 2 : 1;
+    int64_t lot = inst == 1 ? 3 : 1;
+
+    if (test_rand(rng) % 8 == 0)
+        mid[inst] += (int64_t)(test_rand(rng) % 3) - 1;
+    r = test_rand(rng) % 100;
+    c.account = (uint32_t)(test_rand(rng) % NACCOUNTS);
+    if (r < 60 || last_id == 0) {
+        c.type = ENG_CMD_NEW;
+        c.instrument = inst;
+        c.side = test_rand(rng) % 2 ? ENG_BUY : ENG_SELL;
+        c.order_type = test_rand(rng) % 12 == 0 ? ENG_MARKET : ENG_LIMIT;
+        c.tif = c.order_type == ENG_MARKET ? ENG_IOC + test_rand(rng) % 2
+                                           : ENG_GTC + (test_rand(rng) % 10 < 7 ? 0 : 1 + test_rand(rng) % 2);
+        c.stp = (uint8_t)(test_rand(rng) % 4);
+        c.qty = lot * (int64_t)(1 + test_rand(rng) % 20);
+        if (test_rand(rng) % 50 == 0)
+            c.qty += 1; /* sometimes off-lot */
+        if (c.order_type == ENG_LIMIT) {
+            /* Mostly behind the mid (resting), sometimes through it. */
+            int64_t off = (int64_t)(test_rand(rng) % 11) - 2;
+            c.price = (c.side == ENG_BUY ? mid[inst] - off : mid[inst] + off) * tick;
+            if (c.tif == ENG_GTC && test_rand(rng) % 5 == 0)
+                c.flags = ENG_CMD_F_POST_ONLY;
+            if (test_rand(rng) % 50 == 0)
+                c.price += 1; /* sometimes off-tick */
+        }
+        if (test_rand(rng) % 3 == 0)
+            snprintf(c.coid, sizeof(c.coid), "k%u", (unsigned)(test_rand(rng) % 6));
+    } else {
+        c.type = r < 88 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
+        /* Mostly recent orders (often still open), sometimes any id. */
+        if (test_rand(rng) % 4 == 0)
+            c.order_id = 1 + test_rand(rng) % (last_id + 2);
+        else
+            c.order_id = last_id - test_rand(rng) % (last_id < 40 ? last_id : 40);
+        if (test_rand(rng) % 2 == 0)
+            c.flags |= ENG_CMD_F_ANY_ACCOUNT;
+        if (c.type == ENG_CMD_MODIFY) {
+            /* Multiples of 3 suit every lot size here; sometimes not, or < 0. */
+            c.qty = test_rand(rng) % 10 ? 3 * (int64_t)(test_rand(rng) % 9)
+                                        : (int64_t)(test_rand(rng) % 4) - 2;
+            if (test_rand(rng) % 10 < 7) {
+                c.flags |= ENG_CMD_F_KEEP_PRICE;
+            } else {
+                int64_t off = (int64_t)(test_rand(rng) % 11) - 5;
+                c.price = (mid[inst] + off) * tick; /* instrument may differ: off-tick */
+            }
+        }
+    }
+    return c;
+}
+
+/* Fold one command's events into the observer and check them. */
+static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct eng_event *x = &ev[i];
+        switch (x->type) {
+        case ENG_EV_ACCEPTED:
+            ASSERT_EQ(x->order_id, ob->last_id + 1);
+            ob->last_id = x->order_id;
+            ASSERT_TRUE(x->order_id < MAX_IDS);
+            ob->open[x->order_id] = x->qty;
+            ob->accepted[x->order_id] = x->qty;
+            break;
+        case ENG_EV_TRADE:
+            ASSERT_TRUE(x->qty > 0);
+            ASSERT_EQ(ob->open[x->order_id] - x->qty, x->leaves);
+            ASSERT_EQ(ob->open[x->maker_order_id] - x->qty, x->maker_leaves);
+            ob->open[x->order_id] -= x->qty;
+            ob->open[x->maker_order_id] -= x->qty;
+            ob->done[x->order_id] += x->qty;
+            ob->done[x->maker_order_id] += x->qty;
+            break;
+        case ENG_EV_CANCELLED:
+            ASSERT_EQ(ob->open[x->order_id], x->leaves);
+            ASSERT_TRUE(x->leaves > 0);
+            ob->done[x->order_id] += x->leaves;
+            ob->open[x->order_id] = 0;
+            break;
+        case ENG_EV_MODIFIED:
+            /* The new open quantity replaces the old: count the difference
+               as accepted (up) or done (down). */
+            if (x->qty > ob->open[x->order_id])
+                ob->accepted[x->order_id] += x->qty - ob->open[x->order_id];
+            else
+                ob->done[x->order_id] += ob->open[x->order_id] - x->qty;
+            ob->open[x->order_id] = x->qty;
+            break;
+        case ENG_EV_REJECTED:
+            break;
+        default:
+            TEST_FAIL_("unknown event type %d", x->type);
+        }
+    }
+}
+
+static void check_orders(struct eng *e, const struct observer *ob, const struct eng_event *ev,
+                         size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t ids[2] = {ev[i].order_id, ev[i].type == ENG_EV_TRADE ? ev[i].maker_order_id : 0};
+        for (int k = 0; k < 2; k++) {
+            struct eng_order_info oi;
+            uint64_t id = ids[k];
+            if (!id || ev[i].type == ENG_EV_REJECTED)
+                continue;
+            int open = eng_get_order(e, id, &oi);
+            ASSERT_EQ(open ? oi.qty : 0, ob->open[id]);
+            ASSERT_EQ(ob->accepted[id], ob->done[id] + ob->open[id]);
+        }
+    }
+}
+
+void test_engine_random_flow_invariants(void)
+{
+    static struct observer ob;
+    struct eng *e = make();
+    uint64_t rng = 0xC0FFEE;
+    int64_t mid[NINST] = {1000, 200, 500};
+    struct eng_stats st;
+    int64_t resting = 0;
+
+    memset(&ob, 0, sizeof(ob));
+    for (int step = 0; step < 60000; step++) {
+        struct eng_cmd c = random_cmd(&rng, ob.last_id, mid);
+        size_t n;
+        eng_clear_events(e);
+        ASSERT_TRUE(eng_process(e, &c) >= 1);
+        const struct eng_event *ev = eng_events(e, &n);
+        for (size_t i = 0; i < n; i++)
+            ASSERT_EQ(ev[i].seq, (uint64_t)step + 1);
+        observe(&ob, ev, n);
+        check_orders(e, &ob, ev, n);
+        ASSERT_VERIFY(e);
+    }
+    for (uint64_t id = 1; id <= ob.last_id; id++) {
+        ASSERT_EQ(ob.accepted[id], ob.done[id] + ob.open[id]);
+        resting += ob.open[id] > 0;
+    }
+    eng_get_stats(e, &st);
+    ASSERT_EQ(st.open_orders, resting);
+    ASSERT_EQ(st.accepted, ob.last_id);
+    ASSERT_TRUE(st.trades > 1000); /* the stream really trades */
+    printf("[%llu trades, %llu rejects, %llu modified, %llu cancelled, %llu open] ",
+           (unsigned long long)st.trades, (unsigned long long)st.rejected,
+           (unsigned long long)st.modified, (unsigned long long)st.cancelled,
+           (unsigned long long)st.open_orders);
+    ASSERT_TRUE(st.rejected > 1000 && st.modified > 1000 && st.cancelled > 1000);
+    eng_destroy(e);
+}
+
+void test_engine_random_determinism(void)
+{
+    enum { N = 20000 };
+    static struct eng_cmd cmds[N];
+    struct eng *a = make(), *b = make();
+    uint64_t rng = 42;
+    int64_t mid[NINST] = {1000, 200, 500};
+    size_t na, nb;
+
+    /* Ids for cancels come from a first engine's view of the stream. */
+    for (int i = 0; i < N; i++) {
+        struct eng_stats st;
+        eng_get_stats(a, &st);
+        cmds[i] = random_cmd(&rng, st.accepted, mid);
+        cmds[i].ts = i;
+        eng_process(a, &cmds[i]);
+    }
+    eng_clear_events(a);
+    eng_destroy(a);
+    a = make();
+    ASSERT_EQ(eng_process_batch(a, cmds, N), N);
+    for (int i = 0; i < N; i++)
+        eng_process(b, &cmds[i]); /* one at a time vs one batch */
+    const struct eng_event *ea = eng_events(a, &na);
+    const struct eng_event *eb = eng_events(b, &nb);
+    ASSERT_EQ(na, nb);
+    ASSERT_TRUE(memcmp(ea, eb, na * sizeof(*ea)) == 0);
+    for (uint32_t inst = 0; inst < NINST; inst++)
+        for (uint8_t side = ENG_BUY; side <= ENG_SELL; side++) {
+            static struct eng_order_info oa[N], ob[N];
+            int64_t ka = eng_book_orders(a, inst, side, 0, oa, N);
+            int64_t kb = eng_book_orders(b, inst, side, 0, ob, N);
+            ASSERT_EQ(ka, kb);
+            ASSERT_TRUE(memcmp(oa, ob, (size_t)ka * sizeof(*oa)) == 0);
+        }
+    ASSERT_VERIFY(a);
+    eng_destroy(a);
+    eng_destroy(b);
+}

@@ -1,0 +1,85 @@
+#include "ids.h"
+#include "test.h"
+
+/* The "orders": the full id of handle h is ids_of[h]. */
+static uint64_t ids_of[70000];
+
+static bool same(const void *ctx, uint32_t h, uint64_t id)
+{
+    (void)ctx;
+    return ids_of[h] == id;
+}
+
+static void verify(const struct ids *t)
+{
+    const char *why = NULL;
+    if (!ids_verify(t, &why))
+        TEST_FAIL_("ids_verify: %s", why);
+}
+
+void test_ids_dense_run_insert_erase(void)
+{
+    enum { N = 60000 };
+    struct ids t;
+
+    ASSERT_EQ(ids_init(&t, 16), 0);
+    for (uint32_t h = 1; h <= N; h++) {
+        ids_of[h] = 1000 + h; /* consecutive ids: one dense run */
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+    }
+    verify(&t);
+    ASSERT_TRUE(ids_bytes(&t) >= N * sizeof(struct ids_slot));
+    for (uint32_t h = 1; h <= N; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
+    ASSERT_EQ(ids_find(&t, 999, same, NULL), 0);
+    ASSERT_EQ(ids_find(&t, 1000 + N + 1, same, NULL), 0);
+    /* FIFO erase, as fills take the oldest orders. */
+    for (uint32_t h = 1; h <= N; h += 3)
+        ids_erase(&t, ids_of[h], h);
+    verify(&t);
+    for (uint32_t h = 1; h <= N; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), (h - 1) % 3 == 0 ? 0 : h);
+    ids_destroy(&t);
+}
+
+void test_ids_wraparound_and_stragglers(void)
+{
+    struct ids t;
+    uint64_t rng = 99;
+
+    /* Ids that share home slots (equal modulo the capacity, or equal in the
+       low 32 bits) interleave in clusters; every step keeps the order. */
+    ASSERT_EQ(ids_init(&t, 40), 0); /* capacity 64 */
+    bool present[200] = {false};
+    memset(ids_of, 0, sizeof(ids_of));
+    for (int step = 0; step < 5000; step++) {
+        uint32_t h = 1 + (uint32_t)(test_rand(&rng) % 199);
+        if (!ids_of[h])
+            ids_of[h] = (test_rand(&rng) % 2 ? ((uint64_t)1 << 32) : 0) + 64 * (h % 7) + h % 3;
+        if (present[h]) {
+            ids_erase(&t, ids_of[h], h);
+            present[h] = false;
+        } else if (t.count < 40) {
+            /* Keep the load fixed so clusters stay long. */
+            bool clash = false;
+            for (uint32_t k = 1; k < 200; k++)
+                clash |= present[k] && ids_of[k] == ids_of[h];
+            if (clash)
+                continue;
+            ASSERT_EQ(ids_reserve_one(&t), 0);
+            ids_insert(&t, ids_of[h], h);
+            present[h] = true;
+        }
+        verify(&t);
+        for (uint32_t k = 1; k < 200; k++) {
+            uint32_t holder = 0; /* the present handle with this id, if any */
+            for (uint32_t j = 1; j < 200 && ids_of[k]; j++)
+                if (present[j] && ids_of[j] == ids_of[k])
+                    holder = j;
+            if (ids_of[k])
+                ASSERT_EQ(ids_find(&t, ids_of[k], same, NULL), holder);
+        }
+    }
+    ids_destroy(&t);
+}

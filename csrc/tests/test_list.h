@@ -1,0 +1,42 @@
+/* Every C unit test, by module. `pyengine_tests MODULE` runs a module's tests;
+   ctest runs each module (CMakeLists.txt). */
+#define TEST_LIST(XX)                                  \
+    XX(arena, arena_bump_and_align)                    \
+    XX(arena, arena_fixed_buffer_exhausts)             \
+    XX(arena, arena_grows_in_chunks)                   \
+    XX(pool, pool_handles_map_back)                    \
+    XX(pool, pool_free_list_reuses_lifo)               \
+    XX(pool, pool_never_hands_out_handle_zero)         \
+    XX(pool, pool_destroy_busy_while_in_use)           \
+    XX(pool, pool_out_of_memory)                       \
+    XX(rbtree, rbtree_sequential_insert_erase)         \
+    XX(rbtree, rbtree_random_insert_erase)             \
+    XX(rbtree, rbtree_cached_leftmost)                 \
+    XX(idx, idx_insert_find_erase)                     \
+    XX(idx, idx_grows_and_keeps_entries)               \
+    XX(idx, idx_backward_shift_on_collisions)          \
+    XX(ids, ids_dense_run_insert_erase)                \
+    XX(ids, ids_wraparound_and_stragglers)             \
+    XX(book, book_levels_ordered_best_first)           \
+    XX(book, book_fifo_within_level)                   \
+    XX(book, book_unlink_frees_empty_level)            \
+    XX(book, book_verify_catches_corruption)           \
+    XX(engine, engine_rest_and_query)                  \
+    XX(engine, engine_trade_at_maker_price)            \
+    XX(engine, engine_price_time_priority)             \
+    XX(engine, engine_ioc_fok_market)                  \
+    XX(engine, engine_market_protection_band)          \
+    XX(engine, engine_post_only)                       \
+    XX(engine, engine_self_trade_prevention)           \
+    XX(engine, engine_fok_counts_stp)                  \
+    XX(engine, engine_modify)                          \
+    XX(engine, engine_cancel_rules)                    \
+    XX(engine, engine_validation_rejects)              \
+    XX(engine, engine_malformed_commands)              \
+    XX(engine, engine_client_order_ids)                \
+    XX(engine, engine_level_full)                      \
+    XX(engine, engine_instruments)                     \
+    XX(engine, engine_fast_paths)                      \
+    XX(engine, engine_batch_and_memory_reuse)          \
+    XX(engine_random, engine_random_flow_invariants)   \
+    XX(engine_random, engine_random_determinism)

@@ -1,0 +1,94 @@
+"""pyengine: an exchange-grade order matching engine with a C core.
+
+The in-process API::
+
+    from pyengine import Engine
+    eng = Engine()
+    eng.add_instrument("ESZ6", tick_size=25, lot_size=1)
+    events = eng.submit("ESZ6", "buy", qty=10, price=450000, account=7)
+
+Semantics: docs/semantics.md. The batch path (packed commands in, packed
+events out): ``Engine.process_batch`` and ``pyengine.batch``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import batch
+from .batch import BatchResult, pack_cancel, pack_modify, pack_new_order
+from .engine import Engine, EngineStats, Instrument
+from .enums import (
+    CancelReason,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from .errors import (
+    ConcurrentUseError,
+    DuplicateSymbol,
+    EngineClosed,
+    EngineError,
+    EngineMemoryError,
+    InvalidArgument,
+    InvalidArgumentType,
+    InvariantError,
+)
+from .events import (
+    Accepted,
+    BookView,
+    Cancelled,
+    Event,
+    Level,
+    Modified,
+    OrderState,
+    Rejected,
+    Trade,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "EngineStats",
+    "Instrument",
+    "BatchResult",
+    "batch",
+    "pack_new_order",
+    "pack_cancel",
+    "pack_modify",
+    "COMMAND_DTYPE",
+    "EVENT_DTYPE",
+    "Accepted",
+    "Rejected",
+    "Trade",
+    "Cancelled",
+    "Modified",
+    "Event",
+    "Level",
+    "BookView",
+    "OrderState",
+    "Side",
+    "OrderType",
+    "TimeInForce",
+    "SelfTradePrevention",
+    "RejectReason",
+    "CancelReason",
+    "EngineError",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "DuplicateSymbol",
+    "ConcurrentUseError",
+    "EngineClosed",
+    "InvariantError",
+    "EngineMemoryError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The numpy dtypes are built on first use, so numpy stays optional.
+    if name in ("COMMAND_DTYPE", "EVENT_DTYPE"):
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,91 @@
+"""Checks of the arguments of the public API, with the error messages.
+
+The Engine's hot paths inline the cheap happy-path checks (``type(x) is int``,
+a dict lookup) and call into this module only to normalise an unusual but
+valid value (a numpy integer, an enum member) or to raise the error.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import InvalidArgument, InvalidArgumentType
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+COID_LEN = 16
+SYMBOL_MAX = 15
+
+
+def as_int(name: str, value: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
+    """``value`` as an int in [lo, hi]; accepts anything with ``__index__``
+    (numpy integers) but not bool or float."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise InvalidArgumentType(f"{name} must be an int, not {type(value).__name__}")
+    v = operator.index(value)
+    if not lo <= v <= hi:
+        raise InvalidArgument(f"{name}={v} is out of range [{lo}, {hi}]")
+    return v
+
+
+def as_code(name: str, value: Any, table: Mapping[str, int]) -> int:
+    """The C code of an enum argument given as a member or its string value."""
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        return table[value]
+    except KeyError:
+        choices = ", ".join(repr(str(k)) for k in table)
+        raise InvalidArgument(f"{name} must be one of {choices}, not {value!r}") from None
+
+
+def coid_bytes(value: Any) -> bytes:
+    """A client order id as the 16 NUL-padded bytes the core stores."""
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"client_order_id must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= COID_LEN or not value.isascii() or not value.isprintable():
+        raise InvalidArgument(
+            f"client_order_id must be 1 to {COID_LEN} printable ASCII characters, not {value!r}"
+        )
+    return value.encode("ascii").ljust(COID_LEN, b"\0")
+
+
+def symbol_bytes(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"symbol must be a str, not {type(value).__name__}")
+    if (
+        not 1 <= len(value) <= SYMBOL_MAX
+        or not value.isascii()
+        or not value.isprintable()
+        or " " in value
+    ):
+        raise InvalidArgument(
+            f"symbol must be 1 to {SYMBOL_MAX} printable ASCII characters without spaces, not {value!r}"
+        )
+    return value.encode("ascii")
+
+
+def check_order_shape(market: bool, gtc: bool, price: int | None, post_only: bool) -> None:
+    """Refuse argument combinations that are not orders at all."""
+    if market:
+        if price is not None:
+            raise InvalidArgument("a market order has no price (pass price=None)")
+        if gtc:
+            raise InvalidArgument("a market order cannot be gtc: use tif='ioc' or 'fok'")
+        if post_only:
+            raise InvalidArgument("post_only needs a limit order")
+    else:
+        if price is None:
+            raise InvalidArgument("a limit order needs a price")
+        if post_only and not gtc:
+            raise InvalidArgument("post_only needs tif='gtc'")
+
+
+def as_bool(name: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise InvalidArgumentType(f"{name} must be a bool, not {type(value).__name__}")
+    return value

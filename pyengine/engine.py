@@ -1,0 +1,561 @@
+"""``Engine``: the in-process, synchronous API of the matching core.
+
+Each call crosses into C once and returns the events it caused as a list of
+event objects (``pyengine.events``). The common outcomes, an order that rests
+and a cancel that succeeds, come back from C as a single integer and the event
+is built from the call's own arguments; everything else is read from the
+engine's event buffer in one go. This keeps a call at a few hundred
+nanoseconds; ``process_batch`` is the path for millions of commands.
+
+An Engine is single-threaded. Using one from two threads at once raises
+``ConcurrentUseError`` (a flag, not a lock: a lock would cost a fifth of a
+call; see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from . import _args
+from ._args import InvalidArgument, InvalidArgumentType
+from ._codes import (
+    CANCEL_BY_CODE,
+    ORDER_TYPE_CODE,
+    REJECT_BY_CODE,
+    SIDE_BY_CODE,
+    SIDE_CODE,
+    STP_BY_CODE,
+    STP_CODE,
+    TIF_CODE,
+)
+from ._ffi import ffi, lib
+from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
+from .enums import REJECT_MESSAGES, CancelReason
+from .errors import (
+    ConcurrentUseError,
+    DuplicateSymbol,
+    EngineClosed,
+    EngineError,
+    EngineMemoryError,
+    InvariantError,
+)
+from .events import Accepted, BookView, Cancelled, Event, Level, OrderState, Rejected
+
+__all__ = ["Engine", "Instrument", "EngineStats"]
+
+_NEW = tuple.__new__
+_LIMIT = lib.ENG_LIMIT
+_ANY_ACCOUNT = lib.ENG_CMD_F_ANY_ACCOUNT
+_KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE
+_POST_ONLY = lib.ENG_CMD_F_POST_ONLY
+_UNKNOWN_INSTRUMENT = _args.UINT32_MAX  # never a valid number: the core rejects it
+_LEVEL = struct.Struct("<qqII")
+_BATCH_CHUNK = 1 << 16  # commands per call into C; bounds the event buffer
+_USER = CancelReason.USER
+_ERR_COUNT = lib.ENG_ERR__COUNT  # see the fast-path results in pyengine.h
+_SINK = 64  # events a fast path copies to the Engine's own buffer
+# The defaults of submit(), compared by identity: literals are interned, so a
+# caller's "gtc" is this very object; anything else takes the general path.
+_GTC, _LIMIT_STR, _NONE_STR = "gtc", "limit", "none"
+# Reject code -> (reason, message), by index.
+_REJECTS = tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
+
+
+class Instrument(NamedTuple):
+    id: int
+    symbol: str
+    tick_size: int
+    lot_size: int
+    price_band: tuple[int, int] | None
+    market_protection: int | None
+
+
+class EngineStats(NamedTuple):
+    commands: int
+    accepted: int
+    rejected: int
+    trades: int
+    cancelled: int
+    modified: int
+    events: int
+    open_orders: int
+    levels: int
+    bytes_reserved: int  # C memory held by the engine, indexes included
+    bytes_per_order_node: int
+    index_bytes: int
+
+
+def _concurrent() -> ConcurrentUseError:
+    return ConcurrentUseError("this Engine is in use by another thread; an Engine is single-threaded")
+
+
+class Engine:
+    """An order book engine for any number of instruments.
+
+    >>> eng = Engine()
+    >>> eng.add_instrument("ESZ6", tick_size=25, lot_size=1)
+    0
+    >>> eng.submit("ESZ6", "buy", 10, 450000, account=7)[0].order_id
+    1
+    """
+
+    __slots__ = (
+        "_ptr",
+        "_symbols",
+        "_names",
+        "_instruments",
+        "_seq",
+        "_busy",
+        "_count",
+        "_order_buf",
+        "_sink",
+        "_sink_c",
+        "__weakref__",
+    )
+
+    def __init__(self, *, expected_orders: int = 0) -> None:
+        """``expected_orders`` sizes the order index up front (it grows anyway)."""
+        cfg = ffi.new("struct eng_config *")
+        cfg.expected_orders = _args.as_int("expected_orders", expected_orders, 0, _args.UINT32_MAX)
+        ptr = lib.eng_create(cfg)
+        if ptr == ffi.NULL:
+            raise EngineMemoryError("could not allocate an engine")
+        self._ptr: Any = ffi.gc(ptr, lib.eng_destroy)
+        self._symbols: dict[str, int] = {}
+        self._names: list[str] = []
+        self._instruments: list[Instrument] = []
+        self._seq = 0  # mirrors eng_seq(): one per command call
+        self._busy = False
+        self._count = ffi.new("size_t *")
+        self._order_buf = ffi.new("struct eng_order_info *")
+        # The fast paths copy their events here, so reading them costs no call.
+        self._sink = bytearray(_SINK * EVENT_SIZE)
+        self._sink_c = ffi.from_buffer("struct eng_event[]", self._sink)
+        lib.eng_set_event_sink(ptr, self._sink_c, _SINK)
+
+    # ---- lifetime ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the C engine now (also done when the Engine is collected)."""
+        if self._ptr is not None:
+            ffi.release(self._ptr)
+            self._ptr = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else f"seq={self._seq}"
+        return f"<Engine {len(self._names)} instruments, {state}>"
+
+    def _live(self) -> Any:
+        if self._ptr is None:
+            raise EngineClosed("this Engine is closed")
+        return self._ptr
+
+    # ---- instruments ---------------------------------------------------------
+
+    def add_instrument(
+        self,
+        symbol: str,
+        *,
+        tick_size: int = 1,
+        lot_size: int = 1,
+        price_band: tuple[int, int] | None = None,
+        market_protection: int | None = None,
+    ) -> int:
+        """Add an instrument and return its number (0, 1, 2, ... in order)."""
+        spec = ffi.new("struct eng_instrument_spec *")
+        spec.symbol = _args.symbol_bytes(symbol)
+        spec.tick_size = _args.as_int("tick_size", tick_size, 1)
+        spec.lot_size = _args.as_int("lot_size", lot_size, 1)
+        if price_band is not None:
+            if not isinstance(price_band, (tuple, list)) or len(price_band) != 2:
+                raise InvalidArgumentType("price_band must be a (min_price, max_price) pair")
+            lo = _args.as_int("price_band[0]", price_band[0], 1)
+            hi = _args.as_int("price_band[1]", price_band[1], lo)
+            spec.min_price, spec.max_price = lo, hi
+            price_band = (lo, hi)
+        spec.market_protection = (
+            -1 if market_protection is None else _args.as_int("market_protection", market_protection, 0)
+        )
+        if symbol in self._symbols:
+            raise DuplicateSymbol(f"an instrument {symbol!r} exists already")
+        out = ffi.new("uint32_t *")
+        rc = lib.eng_add_instrument(self._live(), spec, out)
+        if rc == lib.ENG_NO_MEMORY:
+            raise EngineMemoryError("could not allocate the instrument's book")
+        if rc != lib.ENG_OK:
+            raise EngineError(f"add_instrument: {ffi.string(lib.eng_strerror(rc)).decode()}")
+        number = out[0]
+        name = str(symbol)
+        self._symbols[name] = number
+        self._names.append(name)
+        self._instruments.append(
+            Instrument(number, name, spec.tick_size, spec.lot_size, price_band, market_protection)
+        )
+        return number
+
+    @property
+    def instruments(self) -> tuple[Instrument, ...]:
+        return tuple(self._instruments)
+
+    def instrument_id(self, symbol: str) -> int:
+        """The number of the instrument `symbol` (for packed commands)."""
+        try:
+            return self._symbols[symbol]
+        except (KeyError, TypeError):
+            raise InvalidArgument(f"unknown symbol {symbol!r}") from None
+
+    # ---- commands ------------------------------------------------------------
+
+    def submit(
+        self,
+        symbol: str,
+        side: str,
+        qty: int,
+        price: int | None = None,
+        *,
+        tif: str = "gtc",
+        account: int = 0,
+        client_order_id: str | None = None,
+        order_type: str = "limit",
+        post_only: bool = False,
+        stp: str = "none",
+    ) -> list[Event]:
+        """Enter a new order; returns its events (Accepted or Rejected first)."""
+        if self._busy:
+            raise _concurrent()
+        self._busy = True
+        try:
+            try:
+                inst = self._symbols[symbol]
+                sd = SIDE_CODE[side]
+            except (KeyError, TypeError):
+                inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT) if isinstance(symbol, str) else None
+                if inst is None:
+                    raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}") from None
+                sd = _args.as_code("side", side, SIDE_CODE)
+            if (
+                tif is _GTC
+                and order_type is _LIMIT_STR
+                and stp is _NONE_STR
+                and post_only is False
+                and client_order_id is None
+                and type(qty) is int
+                and type(price) is int
+                and type(account) is int
+            ):
+                try:
+                    r = lib.eng_limit(self._ptr, inst, sd, account, qty, price)
+                except (OverflowError, TypeError):
+                    self._check_new(qty, price, account)
+                    raise
+            else:
+                r = self._submit_general(inst, sd, qty, price, tif, account, client_order_id, order_type, post_only, stp)
+                if type(price) is not int and price is not None:
+                    price = _args.as_int("price", price)
+                if type(qty) is not int:
+                    qty = _args.as_int("qty", qty)
+                if type(account) is not int:
+                    account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+            if r > 0:
+                self._seq += 1
+                return [
+                    _NEW(
+                        Accepted,
+                        (self._seq, r, self._names[inst], SIDE_BY_CODE[sd], price, qty, account, client_order_id),
+                    )
+                ]
+            if r > -_ERR_COUNT:
+                return self._rejected(r, client_order_id, None)
+            return self._events(r)
+        finally:
+            self._busy = False
+
+    def _check_new(self, qty: Any, price: Any, account: Any) -> None:
+        """Raise the clear error for what made a fast path's call fail."""
+        self._live()
+        _args.as_int("qty", qty)
+        if price is not None:
+            _args.as_int("price", price)
+        _args.as_int("account", account, 0, _args.UINT32_MAX)
+
+    def _submit_general(
+        self,
+        inst: int,
+        sd: int,
+        qty: Any,
+        price: Any,
+        tif: Any,
+        account: Any,
+        client_order_id: Any,
+        order_type: Any,
+        post_only: Any,
+        stp: Any,
+    ) -> int:
+        """submit() for anything but a plain GTC limit order."""
+        ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
+        tf = _args.as_code("tif", tif, TIF_CODE)
+        sp = _args.as_code("stp", stp, STP_CODE)
+        _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
+        qty = _args.as_int("qty", qty)
+        price = 0 if price is None else _args.as_int("price", price)
+        account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+        coid = ffi.NULL if client_order_id is None else _args.coid_bytes(client_order_id)
+        flags = _POST_ONLY if post_only else 0
+        return lib.eng_new_order(self._live(), inst, sd, ot, tf, sp, flags, account, qty, price, coid)
+
+    def _rejected(self, r: int, client_order_id: str | None, order_id: int | None) -> list[Event]:
+        """The lone Rejected event of a fast path that returned r = -reason."""
+        self._seq += 1
+        reason, message = _REJECTS[-r]  # type: ignore[misc]
+        return [_NEW(Rejected, (self._seq, reason, message, client_order_id, order_id))]
+
+    def cancel(
+        self,
+        order_id: int | None = None,
+        *,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Event]:
+        """Cancel an open order by id, or by client order id with its account.
+
+        ``account=None`` cancels as an administrator (no ownership check).
+        """
+        if self._busy:
+            raise _concurrent()
+        self._busy = True
+        try:
+            if (
+                client_order_id is None
+                and type(order_id) is int
+                and type(account) is int
+                and 0 < order_id <= _args.UINT64_MAX
+                and 0 <= account <= _args.UINT32_MAX
+            ):
+                r = lib.eng_cancel(self._live() if self._ptr is None else self._ptr, order_id, account)
+            else:
+                order_id, acct, flags, coid = self._target(order_id, account, client_order_id)
+                r = lib.eng_cancel_order(self._live(), order_id, acct, flags, coid)
+            if r > 0:
+                self._seq += 1
+                return [_NEW(Cancelled, (self._seq, order_id, r, _USER))]
+            if r > -_ERR_COUNT:
+                return self._rejected(r, client_order_id, order_id or None)
+            return self._events(r)
+        finally:
+            self._busy = False
+
+    def modify(
+        self,
+        order_id: int | None = None,
+        *,
+        qty: int,
+        price: int | None = None,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Event]:
+        """Change an open order: ``qty`` is its new open quantity (0 cancels),
+        ``price`` its new price (None keeps it). Lowering qty at the same price
+        keeps time priority; anything else loses it and may trade at once."""
+        if self._busy:
+            raise _concurrent()
+        self._busy = True
+        try:
+            oid, acct, flags, coid = self._target(order_id, account, client_order_id)
+            if type(qty) is not int:
+                qty = _args.as_int("qty", qty)
+            if price is None:
+                flags |= _KEEP_PRICE
+            elif type(price) is not int:
+                price = _args.as_int("price", price)
+            try:
+                r = lib.eng_modify_order(self._live(), oid, acct, flags, qty, price or 0, coid)
+            except OverflowError:
+                _args.as_int("qty", qty)
+                _args.as_int("price", price or 0)
+                raise
+            if r > -_ERR_COUNT:
+                return self._rejected(r, client_order_id, oid or None)
+            return self._events(r)
+        finally:
+            self._busy = False
+
+    def _target(
+        self, order_id: int | None, account: int | None, client_order_id: str | None
+    ) -> tuple[int, int, int, Any]:
+        """(order_id, account, flags, coid) of a cancel or modify."""
+        if client_order_id is None:
+            if type(order_id) is not int or not 0 < order_id <= _args.UINT64_MAX:
+                if order_id is None:
+                    raise InvalidArgument("give an order_id or a client_order_id")
+                order_id = _args.as_int("order_id", order_id, 1, _args.UINT64_MAX)
+            coid = ffi.NULL
+        else:
+            if order_id is not None:
+                raise InvalidArgument("give an order_id or a client_order_id, not both")
+            if account is None:
+                raise InvalidArgument("a client_order_id is per account: give the account too")
+            order_id = 0
+            coid = _args.coid_bytes(client_order_id)
+        if account is None:
+            return order_id, 0, _ANY_ACCOUNT, coid
+        if type(account) is not int or not 0 <= account <= _args.UINT32_MAX:
+            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+        return order_id, account, 0, coid
+
+    def _events(self, r: int) -> list[Event]:
+        """The events of the last command when r <= -ENG_ERR__COUNT: in the
+        sink if they fit, else in the engine's buffer."""
+        if r == 0:
+            raise EngineMemoryError("the engine could not grow its event buffer")
+        n = -r - _ERR_COUNT
+        if n <= _SINK:
+            events = decode_events(self._sink, self._names, REJECT_BY_CODE, CANCEL_BY_CODE, n)
+        else:
+            ptr = lib.eng_events(self._ptr, self._count)
+            raw = ffi.buffer(ptr, n * EVENT_SIZE)
+            events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
+        self._seq = events[-1].seq
+        return events
+
+    # ---- batch ---------------------------------------------------------------
+
+    def process_batch(self, commands: Any) -> BatchResult:
+        """Run a buffer of packed commands through the engine in C.
+
+        ``commands``: bytes, bytearray, memoryview or a numpy array of
+        ``pyengine.COMMAND_DTYPE``: contiguous 64-byte ``struct eng_cmd``
+        records (see ``pyengine.batch``). Returns the events, packed, with
+        counts.
+        """
+        if self._busy:
+            raise _concurrent()
+        self._busy = True
+        try:
+            e = self._live()
+            try:
+                view = memoryview(commands)
+            except TypeError:
+                raise InvalidArgumentType(
+                    f"commands must support the buffer protocol, not {type(commands).__name__}"
+                ) from None
+            if not view.c_contiguous:
+                raise InvalidArgument("commands must be a contiguous buffer")
+            if view.nbytes % COMMAND_SIZE:
+                raise InvalidArgument(f"commands must be a whole number of {COMMAND_SIZE}-byte records")
+            total = view.nbytes // COMMAND_SIZE
+            cmds = ffi.cast("const struct eng_cmd *", ffi.from_buffer(view))
+            before = self.stats()
+            chunks = []
+            done = 0
+            while done < total:
+                n = min(_BATCH_CHUNK, total - done)
+                lib.eng_clear_events(e)
+                got = lib.eng_process_batch(e, cmds + done, n)
+                ptr = lib.eng_events(e, self._count)
+                chunks.append(ffi.buffer(ptr, self._count[0] * EVENT_SIZE)[:])
+                done += got
+                if got < n:
+                    raise EngineMemoryError(f"out of memory after {done} of {total} commands")
+            lib.eng_clear_events(e)
+            self._seq = lib.eng_seq(e)
+            after = self.stats()
+            return BatchResult(
+                events=b"".join(chunks),
+                commands=total,
+                event_count=after.events - before.events,
+                accepted=after.accepted - before.accepted,
+                rejected=after.rejected - before.rejected,
+                trades=after.trades - before.trades,
+                cancelled=after.cancelled - before.cancelled,
+                modified=after.modified - before.modified,
+            )
+        finally:
+            self._busy = False
+
+    def decode_events(self, raw: bytes | bytearray | memoryview) -> list[Event]:
+        """Packed event records (``BatchResult.events``) as event objects."""
+        if len(raw) % EVENT_SIZE:
+            raise InvalidArgument(f"events must be a whole number of {EVENT_SIZE}-byte records")
+        return decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
+
+    # ---- views ---------------------------------------------------------------
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last command processed."""
+        return int(lib.eng_seq(self._live()))
+
+    def book(self, symbol: str, depth: int = 10) -> BookView:
+        """The best `depth` levels of each side: (price, total_qty, order_count)."""
+        inst = self.instrument_id(symbol)
+        depth = _args.as_int("depth", depth, 0, _args.INT64_MAX)
+        e = self._live()
+        # No side has more levels than the engine has: size the buffer by that.
+        depth = min(depth, self.stats().levels)
+        buf = ffi.new("struct eng_level_info[]", max(depth, 1))
+        sides = []
+        for side in (lib.ENG_BUY, lib.ENG_SELL):
+            n = lib.eng_book_levels(e, inst, side, buf, depth)
+            raw = ffi.buffer(buf, n * _LEVEL.size)
+            sides.append([_NEW(Level, (p, q, c)) for p, q, c, _ in _LEVEL.iter_unpack(raw)])
+        return BookView(self._names[inst], sides[0], sides[1])
+
+    def order(self, order_id: int) -> OrderState | None:
+        """The open order `order_id`, or None if it is not open."""
+        order_id = _args.as_int("order_id", order_id, 0, _args.UINT64_MAX)
+        if not lib.eng_get_order(self._live(), order_id, self._order_buf):
+            return None
+        return self._order_state(self._order_buf)
+
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        """Every open order (of one instrument, or all), in book order: bids
+        best first then asks best first, oldest first within a level."""
+        e = self._live()
+        insts: Iterable[int] = range(len(self._names)) if symbol is None else (self.instrument_id(symbol),)
+        page = 4096
+        buf = ffi.new("struct eng_order_info[]", page)
+        out: list[OrderState] = []
+        for inst in insts:
+            for side in (lib.ENG_BUY, lib.ENG_SELL):
+                skip = 0
+                while True:
+                    n = lib.eng_book_orders(e, inst, side, skip, buf, page)
+                    out.extend(self._order_state(buf[i]) for i in range(n))
+                    if n < page:
+                        break
+                    skip += n
+        return out
+
+    def _order_state(self, info: Any) -> OrderState:
+        coid = ffi.string(info.coid, 16)
+        return OrderState(
+            info.order_id,
+            self._names[info.instrument],
+            SIDE_BY_CODE[info.side],
+            info.price,
+            info.qty,
+            info.account,
+            coid.decode("ascii") if coid else None,
+            bool(info.post_only),
+            STP_BY_CODE[info.stp],
+        )
+
+    def stats(self) -> EngineStats:
+        st = ffi.new("struct eng_stats *")
+        lib.eng_get_stats(self._live(), st)
+        return EngineStats(*(getattr(st, f) for f in EngineStats._fields))
+
+    def verify(self) -> None:
+        """Check every invariant of every book and index; raise InvariantError
+        naming the first that is broken."""
+        why = ffi.new("char[]", 256)
+        if lib.eng_verify(self._live(), why, 256) != lib.ENG_OK:
+            raise InvariantError(ffi.string(why).decode())

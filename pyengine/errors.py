@@ -1,0 +1,54 @@
+"""Exceptions raised by pyengine.
+
+Every exception subclasses :class:`EngineError` and the builtin a caller would
+expect (``ValueError`` for a bad value, ``TypeError`` for a wrong type, ...), so
+both ``except pyengine.EngineError`` and ``except ValueError`` work.
+
+A well-formed request that the market refuses (off tick, unknown order,
+post-only would cross, ...) is not an exception: it is a ``Rejected`` event.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EngineError",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "DuplicateSymbol",
+    "ConcurrentUseError",
+    "EngineClosed",
+    "InvariantError",
+    "EngineMemoryError",
+]
+
+
+class EngineError(Exception):
+    """Base class of every pyengine exception."""
+
+
+class InvalidArgument(EngineError, ValueError):
+    """An argument has a value the API does not accept."""
+
+
+class InvalidArgumentType(EngineError, TypeError):
+    """An argument has the wrong type."""
+
+
+class DuplicateSymbol(InvalidArgument):
+    """An instrument with this symbol already exists."""
+
+
+class ConcurrentUseError(EngineError, RuntimeError):
+    """Two threads used one Engine at the same time; an Engine is single-threaded."""
+
+
+class EngineClosed(EngineError, RuntimeError):
+    """The Engine was closed."""
+
+
+class InvariantError(EngineError, AssertionError):
+    """``Engine.verify()`` found a broken internal invariant (a bug in the core)."""
+
+
+class EngineMemoryError(EngineError, MemoryError):
+    """The C core could not allocate memory."""

@@ -1,0 +1,46 @@
+"""Test support: the reference matcher and Hypothesis strategies.
+
+``ReferenceEngine`` is a small pure-Python model of docs/semantics.md with the
+same API as ``pyengine.Engine``. The strategies in ``pyengine.testing.strategies``
+generate instruments and commands that hit the interesting cases often, and
+``apply`` runs one command on any engine. The project's own property tests
+use them to check the C engine against the model; you can use the same model
+to property-test your own code (a strategy, a gateway, a risk check) against
+the exact matching rules.
+
+Importing this package needs only the standard library; the strategies need
+``hypothesis`` and are imported on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .reference import ReferenceEngine
+
+__all__ = [
+    "Cancel",
+    "Command",
+    "Modify",
+    "NewOrder",
+    "ReferenceEngine",
+    "accepted_order_ids",
+    "apply",
+    "commands",
+    "instrument_spec_lists",
+    "instrument_specs",
+]
+
+_STRATEGY_NAMES = frozenset(__all__) - {"ReferenceEngine"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``pyengine.testing.strategies`` (and so hypothesis) only when used."""
+    if name in _STRATEGY_NAMES:
+        return getattr(importlib.import_module(".strategies", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _STRATEGY_NAMES)

@@ -1,0 +1,695 @@
+"""A small, obviously-correct pure-Python matcher: the model of docs/semantics.md.
+
+``ReferenceEngine`` has the same public API as the C-backed ``pyengine.Engine``
+and produces the same events, so property tests can run both on the same
+commands and compare them event by event. It is written for clarity, not speed:
+
+- per instrument and side, a dict ``price -> list of open orders`` (oldest
+  first); the best price is ``max()``/``min()`` over the keys;
+- an index ``order id -> open order`` of every resting order;
+- a level's total quantity and order count are computed from its orders, never
+  cached, so they cannot drift.
+
+A taker is an ``_Order`` that is not (yet) in the book. Orders that are not
+resting are forgotten: ``order()`` answers for resting orders only.
+
+Argument errors that are not orders at all (wrong types, a market order with a
+price, ...) raise ``TypeError``/``ValueError`` from the ``_check_*`` helpers at
+the end of this file, before any state changes; they take no sequence number.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NamedTuple, TypeVar
+
+from ..enums import (
+    REJECT_MESSAGES,
+    CancelReason,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from ..events import (
+    Accepted,
+    BookView,
+    Cancelled,
+    Event,
+    Level,
+    Modified,
+    OrderState,
+    Rejected,
+    Trade,
+)
+
+__all__ = ["MAX_INT64", "ReferenceEngine"]
+
+MAX_INT64 = 2**63 - 1
+"""The largest quantity or price, and the largest total quantity of a level."""
+
+_MIN_INT64 = -(2**63)
+_MAX_ACCOUNT = 2**32 - 1
+_MAX_ORDER_ID = 2**64 - 1
+_MAX_SYMBOL_LEN = 15
+_MAX_CLIENT_ORDER_ID_LEN = 16
+
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+_Book = dict[int, list["_Order"]]
+"""One side of one instrument: price -> open orders, oldest first."""
+
+
+class _Stop(enum.Enum):
+    """Why the matching loop stopped."""
+
+    FILLED = enum.auto()  # the taker has no open qty left
+    EMPTY = enum.auto()  # the opposite side is empty
+    LIMIT = enum.auto()  # the best opposite level is beyond the taker's limit
+    STP = enum.auto()  # self-trade prevention cancelled the taker
+
+
+@dataclass
+class _Instrument:
+    number: int
+    symbol: str
+    tick_size: int
+    lot_size: int
+    price_band: tuple[int, int] | None
+    market_protection: int | None
+    bids: _Book = field(default_factory=dict)
+    asks: _Book = field(default_factory=dict)
+
+    def book(self, side: Side) -> _Book:
+        return self.bids if side is Side.BUY else self.asks
+
+
+@dataclass
+class _Order:
+    order_id: int
+    instrument: _Instrument
+    side: Side
+    price: int | None  # None only for a market taker
+    qty: int  # open quantity
+    account: int
+    client_order_id: str | None
+    post_only: bool
+    stp: SelfTradePrevention
+
+    def state(self) -> OrderState:
+        assert self.price is not None, "only resting orders have a state"
+        return OrderState(
+            self.order_id,
+            self.instrument.symbol,
+            self.side,
+            self.price,
+            self.qty,
+            self.account,
+            self.client_order_id,
+            self.post_only,
+            self.stp,
+        )
+
+
+class _NewOrder(NamedTuple):
+    """The arguments of ``submit`` after the type checks, as enum members."""
+
+    symbol: str
+    side: Side
+    qty: int
+    price: int | None
+    tif: TimeInForce
+    account: int
+    client_order_id: str | None
+    order_type: OrderType
+    post_only: bool
+    stp: SelfTradePrevention
+
+
+class ReferenceEngine:
+    """The pure-Python model of the matching engine (see docs/semantics.md)."""
+
+    def __init__(self) -> None:
+        self._instruments: dict[str, _Instrument] = {}
+        self._orders: dict[int, _Order] = {}
+        self._last_seq = 0
+        self._last_order_id = 0
+        self._last_trade_id = 0
+
+    # Configuration
+
+    def add_instrument(
+        self,
+        symbol: str,
+        *,
+        tick_size: int = 1,
+        lot_size: int = 1,
+        price_band: tuple[int, int] | None = None,
+        market_protection: int | None = None,
+    ) -> int:
+        """Add an instrument and return its number (0, 1, 2, ...)."""
+        _check_text("symbol", symbol, _MAX_SYMBOL_LEN)
+        if symbol in self._instruments:
+            raise ValueError(f"instrument {symbol!r} already exists")
+        _check_int("tick_size", tick_size, 1, MAX_INT64)
+        _check_int("lot_size", lot_size, 1, MAX_INT64)
+        band = _check_band(price_band)
+        if market_protection is not None:
+            _check_int("market_protection", market_protection, 0, MAX_INT64)
+        number = len(self._instruments)
+        self._instruments[symbol] = _Instrument(
+            number, symbol, tick_size, lot_size, band, market_protection
+        )
+        return number
+
+    # Commands
+
+    def submit(
+        self,
+        symbol: str,
+        side: str,
+        qty: int,
+        price: int | None = None,
+        *,
+        tif: str = "gtc",
+        account: int = 0,
+        client_order_id: str | None = None,
+        order_type: str = "limit",
+        post_only: bool = False,
+        stp: str = "none",
+    ) -> list[Event]:
+        """Process a new order and return its events."""
+        new = _check_new_order(
+            symbol, side, qty, price, tif, account, client_order_id, order_type, post_only, stp
+        )
+        seq = self._next_seq()
+        reason = self._validate_new(new)
+        if reason is not None:
+            return [_rejected(seq, reason, client_order_id, None)]
+        self._last_order_id += 1
+        inst = self._instruments[symbol]
+        taker = _Order(
+            self._last_order_id,
+            inst,
+            new.side,
+            price,
+            qty,
+            account,
+            client_order_id,
+            post_only,
+            new.stp,
+        )
+        events: list[Event] = [
+            Accepted(seq, taker.order_id, symbol, new.side, price, qty, account, client_order_id)
+        ]
+        limit = self._limit_of(taker)
+        if new.tif is TimeInForce.FOK and not self._fok_fillable(taker, limit):
+            events.append(Cancelled(seq, taker.order_id, taker.qty, CancelReason.FOK))
+            return events
+        stop = self._match(seq, taker, limit, events)
+        self._finish_taker(seq, taker, new.tif, stop, events)
+        return events
+
+    def cancel(
+        self,
+        order_id: int | None = None,
+        *,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Event]:
+        """Cancel an open order; ``account=None`` is an administrator."""
+        _check_target(order_id, account, client_order_id)
+        seq = self._next_seq()
+        order = self._find_target(order_id, account, client_order_id)
+        if isinstance(order, RejectReason):
+            return [_rejected(seq, order, client_order_id, order_id)]
+        self._remove(order)
+        return [Cancelled(seq, order.order_id, order.qty, CancelReason.USER)]
+
+    def modify(
+        self,
+        order_id: int | None = None,
+        *,
+        qty: int,
+        price: int | None = None,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Event]:
+        """Change the open qty and/or the price of an open order."""
+        _check_target(order_id, account, client_order_id)
+        _check_int("qty", qty, _MIN_INT64, MAX_INT64)
+        if price is not None:
+            _check_int("price", price, _MIN_INT64, MAX_INT64)
+        seq = self._next_seq()
+        order = self._find_target(order_id, account, client_order_id)
+        if isinstance(order, RejectReason):
+            return [_rejected(seq, order, client_order_id, order_id)]
+        assert order.price is not None
+        new_price = order.price if price is None else price
+        reason = self._validate_modify(order, qty, price, new_price)
+        if reason is not None:
+            return [_rejected(seq, reason, client_order_id, order_id)]
+        if qty == 0:
+            self._remove(order)
+            return [Cancelled(seq, order.order_id, order.qty, CancelReason.USER)]
+        if _keeps_priority(order, qty, new_price):
+            order.qty = qty
+            return [Modified(seq, order.order_id, new_price, qty, True)]
+        return self._reprice(seq, order, qty, new_price)
+
+    # Queries
+
+    def book(self, symbol: str, depth: int = 10) -> BookView:
+        """At most ``depth`` levels per side, best first."""
+        if not isinstance(symbol, str):
+            raise TypeError(f"symbol must be a str, not {type(symbol).__name__}")
+        _check_int("depth", depth, 0, MAX_INT64)
+        inst = self._instruments.get(symbol)
+        if inst is None:
+            raise ValueError(f"unknown instrument {symbol!r}")
+        return BookView(
+            symbol, _levels(inst.bids, Side.BUY, depth), _levels(inst.asks, Side.SELL, depth)
+        )
+
+    def order(self, order_id: int) -> OrderState | None:
+        """The state of a resting order; None if it is not resting."""
+        _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
+        order = self._orders.get(order_id)
+        return None if order is None else order.state()
+
+    @property
+    def seq(self) -> int:
+        """The sequence number of the last command processed."""
+        return self._last_seq
+
+    def open_orders(self) -> list[OrderState]:
+        """Every resting order, by order id."""
+        return [self._orders[order_id].state() for order_id in sorted(self._orders)]
+
+    def verify(self) -> None:
+        """Check the model's own invariants; raise AssertionError if one fails."""
+        seen: list[int] = []
+        for inst in self._instruments.values():
+            for side in Side:
+                for price, level in inst.book(side).items():
+                    _verify_level(inst, side, price, level)
+                    seen.extend(order.order_id for order in level)
+            bid = _best_price(inst.bids, Side.BUY)
+            ask = _best_price(inst.asks, Side.SELL)
+            _require(bid is None or ask is None or bid < ask, f"{inst.symbol}: crossed book")
+        _require(len(seen) == len(set(seen)), "an order is in the book twice")
+        _require(set(seen) == set(self._orders), "the order index and the book disagree")
+        for order in self._orders.values():
+            _require(0 < order.order_id <= self._last_order_id, f"order id {order.order_id}")
+            _require(0 <= order.account <= _MAX_ACCOUNT, f"order {order.order_id}: account")
+        keys = [(o.account, o.client_order_id) for o in self._orders.values() if o.client_order_id]
+        _require(len(keys) == len(set(keys)), "an account uses a client order id twice")
+
+    # Validation
+
+    def _validate_new(self, new: _NewOrder) -> RejectReason | None:
+        """The first failing check of a new order (docs/semantics.md, Validation)."""
+        inst = self._instruments.get(new.symbol)
+        if inst is None:
+            return RejectReason.UNKNOWN_INSTRUMENT
+        reason = _qty_reason(inst, new.qty, allow_zero=False)
+        if reason is None and new.order_type is OrderType.LIMIT:
+            assert new.price is not None
+            reason = _price_reason(inst, new.price)
+        if reason is not None:
+            return reason
+        if new.client_order_id is not None and self._find_by_client_order_id(
+            new.account, new.client_order_id
+        ):
+            return RejectReason.DUPLICATE_CLIENT_ORDER_ID
+        if new.post_only and new.price is not None and self._would_cross(inst, new.side, new.price):
+            return RejectReason.POST_ONLY_WOULD_CROSS
+        return None
+
+    def _validate_modify(
+        self, order: _Order, qty: int, price: int | None, new_price: int
+    ) -> RejectReason | None:
+        """The first failing check of a modify of an open order (rules 3 to 8)."""
+        inst = order.instrument
+        reason = _qty_reason(inst, qty, allow_zero=True)
+        if reason is None and price is not None:
+            reason = _price_reason(inst, price)
+        if reason is not None:
+            return reason
+        if qty == 0 or _keeps_priority(order, qty, new_price):
+            return None
+        if order.post_only and self._would_cross(inst, order.side, new_price):
+            return RejectReason.POST_ONLY_WOULD_CROSS
+        return None
+
+    def _would_cross(self, inst: _Instrument, side: Side, price: int) -> bool:
+        """Whether a limit at ``price`` would trade against the best opposite level."""
+        best = _best_price(inst.book(_opposite(side)), _opposite(side))
+        return best is not None and _within(side, best, price)
+
+    def _find_target(
+        self, order_id: int | None, account: int | None, client_order_id: str | None
+    ) -> _Order | RejectReason:
+        """The open order a cancel/modify addresses, or why there is none."""
+        if client_order_id is not None:
+            assert account is not None
+            order = self._find_by_client_order_id(account, client_order_id)
+        else:
+            assert order_id is not None
+            order = self._orders.get(order_id)
+        if order is None:
+            return RejectReason.UNKNOWN_ORDER
+        if account is not None and order.account != account:
+            return RejectReason.NOT_OWNER
+        return order
+
+    def _find_by_client_order_id(self, account: int, client_order_id: str) -> _Order | None:
+        for order in self._orders.values():
+            if order.account == account and order.client_order_id == client_order_id:
+                return order
+        return None
+
+    # Matching
+
+    def _limit_of(self, taker: _Order) -> int | None:
+        """The worst price the taker may trade at; None means no limit."""
+        if taker.price is not None:
+            return taker.price
+        protection = taker.instrument.market_protection
+        best = _best_price(taker.instrument.book(_opposite(taker.side)), _opposite(taker.side))
+        if protection is None or best is None:
+            return None
+        return best + protection if taker.side is Side.BUY else best - protection
+
+    def _fok_fillable(self, taker: _Order, limit: int | None) -> bool:
+        """Whether the whole qty of a FOK taker can trade within its limit now.
+
+        A same-account maker counts as nothing under cancel_oldest (it would be
+        cancelled) and ends the count under cancel_newest and cancel_both.
+        """
+        book = taker.instrument.book(_opposite(taker.side))
+        needed = taker.qty
+        for price in _prices_best_first(book, _opposite(taker.side)):
+            if not _within(taker.side, price, limit):
+                return False
+            for maker in book[price]:
+                if _self_trade(taker, maker):
+                    if taker.stp is SelfTradePrevention.CANCEL_OLDEST:
+                        continue
+                    return False
+                needed -= maker.qty
+                if needed <= 0:
+                    return True
+        return False
+
+    def _match(self, seq: int, taker: _Order, limit: int | None, events: list[Event]) -> _Stop:
+        """Trade the taker against the opposite side, appending the events."""
+        book = taker.instrument.book(_opposite(taker.side))
+        while taker.qty > 0:
+            best = _best_price(book, _opposite(taker.side))
+            if best is None:
+                return _Stop.EMPTY
+            if not _within(taker.side, best, limit):
+                return _Stop.LIMIT
+            maker = book[best][0]
+            if not _self_trade(taker, maker):
+                self._trade(seq, taker, maker, events)
+            elif self._prevent_self_trade(seq, taker, maker, events):
+                return _Stop.STP
+        return _Stop.FILLED
+
+    def _prevent_self_trade(
+        self, seq: int, taker: _Order, maker: _Order, events: list[Event]
+    ) -> bool:
+        """Apply the taker's STP mode to a same-account maker; True if the taker is done."""
+        if taker.stp is not SelfTradePrevention.CANCEL_NEWEST:
+            self._remove(maker)
+            events.append(Cancelled(seq, maker.order_id, maker.qty, CancelReason.STP))
+        if taker.stp is SelfTradePrevention.CANCEL_OLDEST:
+            return False
+        events.append(Cancelled(seq, taker.order_id, taker.qty, CancelReason.STP))
+        taker.qty = 0
+        return True
+
+    def _trade(self, seq: int, taker: _Order, maker: _Order, events: list[Event]) -> None:
+        assert maker.price is not None
+        qty = min(taker.qty, maker.qty)
+        taker.qty -= qty
+        maker.qty -= qty
+        if maker.qty == 0:
+            self._remove(maker)
+        self._last_trade_id += 1
+        events.append(
+            Trade(
+                seq,
+                self._last_trade_id,
+                taker.instrument.symbol,
+                maker.price,
+                qty,
+                maker.order_id,
+                taker.order_id,
+                maker.account,
+                taker.account,
+                taker.side,
+                maker.qty,
+                taker.qty,
+            )
+        )
+
+    def _finish_taker(
+        self, seq: int, taker: _Order, tif: TimeInForce, stop: _Stop, events: list[Event]
+    ) -> None:
+        """Deal with what is left of a new order after matching."""
+        if stop is _Stop.FILLED or stop is _Stop.STP:
+            return
+        if taker.price is None:
+            reason = CancelReason.BAND if stop is _Stop.LIMIT else CancelReason.MARKET_REMAINDER
+            events.append(Cancelled(seq, taker.order_id, taker.qty, reason))
+        elif tif is TimeInForce.IOC:
+            events.append(Cancelled(seq, taker.order_id, taker.qty, CancelReason.IOC))
+        else:
+            assert tif is TimeInForce.GTC, "a FOK order that passed its check fills completely"
+            self._rest(seq, taker, events)
+
+    def _reprice(self, seq: int, order: _Order, qty: int, price: int) -> list[Event]:
+        """Modify rule 8: leave the level, match like a new GTC limit order, rest."""
+        self._remove(order)
+        order.qty = qty
+        order.price = price
+        events: list[Event] = [Modified(seq, order.order_id, price, qty, False)]
+        stop = self._match(seq, order, price, events)
+        if stop is not _Stop.FILLED and stop is not _Stop.STP:
+            self._rest(seq, order, events)
+        return events
+
+    # The book
+
+    def _rest(self, seq: int, order: _Order, events: list[Event]) -> None:
+        """Put an order at the back of its level, or cancel it if the level is full."""
+        assert order.price is not None
+        book = order.instrument.book(order.side)
+        if _level_total(book.get(order.price, [])) + order.qty > MAX_INT64:
+            events.append(Cancelled(seq, order.order_id, order.qty, CancelReason.LEVEL_FULL))
+            return
+        book.setdefault(order.price, []).append(order)
+        self._orders[order.order_id] = order
+
+    def _remove(self, order: _Order) -> None:
+        """Take a resting order out of its level and out of the index."""
+        assert order.price is not None
+        book = order.instrument.book(order.side)
+        book[order.price].remove(order)
+        if not book[order.price]:
+            del book[order.price]
+        del self._orders[order.order_id]
+
+    def _next_seq(self) -> int:
+        self._last_seq += 1
+        return self._last_seq
+
+
+# Small pure helpers
+
+
+def _opposite(side: Side) -> Side:
+    return Side.SELL if side is Side.BUY else Side.BUY
+
+
+def _best_price(book: _Book, side: Side) -> int | None:
+    """The best price of one side (highest bid, lowest ask); None if it is empty."""
+    if not book:
+        return None
+    return max(book) if side is Side.BUY else min(book)
+
+
+def _prices_best_first(book: _Book, side: Side) -> list[int]:
+    return sorted(book, reverse=side is Side.BUY)
+
+
+def _within(taker_side: Side, maker_price: int, limit: int | None) -> bool:
+    """Whether a taker with this limit (None: no limit) may trade at ``maker_price``."""
+    if limit is None:
+        return True
+    return maker_price <= limit if taker_side is Side.BUY else maker_price >= limit
+
+
+def _self_trade(taker: _Order, maker: _Order) -> bool:
+    """Whether self-trade prevention applies to this maker."""
+    return maker.account == taker.account and taker.stp is not SelfTradePrevention.NONE
+
+
+def _keeps_priority(order: _Order, qty: int, new_price: int) -> bool:
+    """Modify rule 7: same price and no more than the open qty."""
+    return new_price == order.price and qty <= order.qty
+
+
+def _level_total(level: list[_Order]) -> int:
+    return sum(order.qty for order in level)
+
+
+def _levels(book: _Book, side: Side, depth: int) -> list[Level]:
+    prices = _prices_best_first(book, side)[:depth]
+    return [Level(price, _level_total(book[price]), len(book[price])) for price in prices]
+
+
+def _rejected(
+    seq: int, reason: RejectReason, client_order_id: str | None, order_id: int | None
+) -> Rejected:
+    return Rejected(seq, reason, REJECT_MESSAGES[reason], client_order_id, order_id)
+
+
+def _qty_reason(inst: _Instrument, qty: int, *, allow_zero: bool) -> RejectReason | None:
+    if qty < 0 or (qty == 0 and not allow_zero):
+        return RejectReason.BAD_QTY
+    if qty % inst.lot_size != 0:
+        return RejectReason.OFF_LOT
+    return None
+
+
+def _price_reason(inst: _Instrument, price: int) -> RejectReason | None:
+    if price <= 0:
+        return RejectReason.BAD_PRICE
+    if price % inst.tick_size != 0:
+        return RejectReason.OFF_TICK
+    band = inst.price_band
+    if band is not None and not band[0] <= price <= band[1]:
+        return RejectReason.OUTSIDE_BAND
+    return None
+
+
+def _require(condition: bool, message: str) -> None:
+    """An invariant check that also runs under ``python -O``."""
+    if not condition:
+        raise AssertionError(message)
+
+
+def _verify_level(inst: _Instrument, side: Side, price: int, level: list[_Order]) -> None:
+    where = f"{inst.symbol} {side} level {price}"
+    _require(bool(level), f"{where}: empty level")
+    _require(_price_reason(inst, price) is None, f"{where}: a price no order may rest at")
+    _require(_level_total(level) <= MAX_INT64, f"{where}: total over 2**63-1")
+    for order in level:
+        what = f"{where}: order {order.order_id}"
+        _require(order.instrument is inst, f"{what} has another instrument")
+        _require(order.side is side and order.price == price, f"{what} has another side/price")
+        _require(order.qty > 0 and order.qty % inst.lot_size == 0, f"{what} has qty {order.qty}")
+
+
+# Argument checks of the Python API (not market refusals: those are Rejected events)
+
+
+def _check_new_order(
+    symbol: object,
+    side: object,
+    qty: object,
+    price: object,
+    tif: object,
+    account: object,
+    client_order_id: object,
+    order_type: object,
+    post_only: object,
+    stp: object,
+) -> _NewOrder:
+    """Check the types and the combination of ``submit``'s arguments."""
+    if not isinstance(symbol, str):
+        raise TypeError(f"symbol must be a str, not {type(symbol).__name__}")
+    side_ = _check_choice("side", side, Side)
+    tif_ = _check_choice("tif", tif, TimeInForce)
+    order_type_ = _check_choice("order_type", order_type, OrderType)
+    stp_ = _check_choice("stp", stp, SelfTradePrevention)
+    qty_ = _check_int("qty", qty, _MIN_INT64, MAX_INT64)
+    price_ = None if price is None else _check_int("price", price, _MIN_INT64, MAX_INT64)
+    account_ = _check_int("account", account, 0, _MAX_ACCOUNT)
+    coid = None if client_order_id is None else _check_client_order_id(client_order_id)
+    if not isinstance(post_only, bool):
+        raise TypeError(f"post_only must be a bool, not {type(post_only).__name__}")
+    if order_type_ is OrderType.MARKET and tif_ is TimeInForce.GTC:
+        raise ValueError("a market order cannot be gtc: use tif='ioc' or tif='fok'")
+    if order_type_ is OrderType.MARKET and price_ is not None:
+        raise ValueError("a market order has no price")
+    if order_type_ is OrderType.LIMIT and price_ is None:
+        raise ValueError("a limit order needs a price")
+    if post_only and (order_type_ is OrderType.MARKET or tif_ is not TimeInForce.GTC):
+        raise ValueError("post-only is only for gtc limit orders")
+    return _NewOrder(
+        symbol, side_, qty_, price_, tif_, account_, coid, order_type_, post_only, stp_
+    )
+
+
+def _check_target(order_id: object, account: object, client_order_id: object) -> None:
+    """Check how a cancel/modify addresses its order."""
+    if (order_id is None) == (client_order_id is None):
+        raise ValueError("give exactly one of order_id and client_order_id")
+    if order_id is not None:
+        _check_int("order_id", order_id, 1, _MAX_ORDER_ID)
+    if account is not None:
+        _check_int("account", account, 0, _MAX_ACCOUNT)
+    if client_order_id is not None:
+        _check_client_order_id(client_order_id)
+        if account is None:
+            raise ValueError("an order addressed by client_order_id needs its account")
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value}")
+    return value
+
+
+def _check_choice(name: str, value: object, choices: type[_E]) -> _E:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        return choices(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in choices)
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}") from None
+
+
+def _check_text(name: str, value: object, max_len: int) -> str:
+    """1 to ``max_len`` characters of printable ASCII (space to ``~``)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= max_len or not all(" " <= ch <= "~" for ch in value):
+        raise ValueError(f"{name} must be 1 to {max_len} printable ASCII characters: {value!r}")
+    return value
+
+
+def _check_client_order_id(value: object) -> str:
+    return _check_text("client_order_id", value, _MAX_CLIENT_ORDER_ID_LEN)
+
+
+def _check_band(band: object) -> tuple[int, int] | None:
+    if band is None:
+        return None
+    if not isinstance(band, (tuple, list)) or len(band) != 2:
+        raise TypeError("price_band must be a (min_price, max_price) tuple or None")
+    low = _check_int("price_band min_price", band[0], 1, MAX_INT64)
+    high = _check_int("price_band max_price", band[1], 1, MAX_INT64)
+    if low > high:
+        raise ValueError(f"price_band min_price {low} is above max_price {high}")
+    return (low, high)
