@@ -18,7 +18,9 @@
 #include "engine_int.h"
 
 enum {
-    ENG_ARENA_CHUNK = 4u << 20,   /* bytes per arena chunk */
+    /* Bytes per arena chunk: 16 order slabs (or 64 level slabs) and the
+       chunk header, so whole slabs fill it with nothing left over. */
+    ENG_ARENA_CHUNK = (4u << 20) + 4096,
     ENG_ORDER_SLAB_SHIFT = 12,    /* 4096 orders (256 KiB) per slab */
     ENG_LEVEL_SLAB_SHIFT = 10,    /* 1024 levels per slab */
     ENG_INITIAL_EVENTS = 1024,
@@ -213,6 +215,25 @@ const struct eng_event *eng_events(const struct eng *e, size_t *count)
 void eng_clear_events(struct eng *e)
 {
     e->ev_len = 0;
+}
+
+struct eng_event *eng_take_events(struct eng *e, size_t *count)
+{
+    struct eng_event *fresh = malloc(ENG_INITIAL_EVENTS * sizeof(*fresh));
+    struct eng_event *taken = e->ev;
+
+    if (!fresh)
+        return NULL;
+    *count = e->ev_len;
+    e->ev = fresh;
+    e->ev_cap = ENG_INITIAL_EVENTS;
+    e->ev_len = 0;
+    return taken;
+}
+
+void eng_free_events(struct eng_event *events)
+{
+    free(events);
 }
 
 /* ---- processing ----------------------------------------------------------- */

@@ -258,6 +258,15 @@ const struct eng_event *eng_events(const struct eng *e, size_t *count);
 void eng_clear_events(struct eng *e);
 
 /*
+ * Hand the event buffer, with its *count events, over to the caller, who frees
+ * it with eng_free_events(); the engine carries on with a new, empty buffer.
+ * This is how a batch's events leave without being copied. Returns NULL when
+ * out of memory (nothing changes then).
+ */
+struct eng_event *eng_take_events(struct eng *e, size_t *count);
+void eng_free_events(struct eng_event *events);
+
+/*
  * Fast paths for the Python binding: one command from scalar arguments, the
  * event buffer cleared first. Each call from Python costs about 20 ns per
  * argument, so the common cases have short signatures of their own. The

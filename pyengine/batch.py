@@ -104,7 +104,7 @@ _NO_COID = bytes(16)
 class BatchResult(NamedTuple):
     """What one ``process_batch`` call did."""
 
-    events: bytes  # packed event records (EVENT_STRUCT / EVENT_DTYPE)
+    events: Any  # packed event records, a bytes-like buffer (EVENT_STRUCT / EVENT_DTYPE)
     commands: int  # commands processed
     event_count: int
     accepted: int
@@ -239,6 +239,18 @@ def _coid(raw: bytes) -> str | None:
     return raw.rstrip(b"\0").decode("ascii", "backslashreplace")
 
 
+# Per event type, a Struct that reads just that type's fields, in C order
+# (x = skipped byte). Offsets: type 0, side 1, reason 2, flags 3, instrument 4,
+# seq 8, order_id 16, maker_order_id 24, trade_id 32, price 40, qty 48,
+# leaves 56, maker_leaves 64, account 72, maker_account 76, coid 80.
+_TRADE_FIELDS = struct.Struct("<xBxxIQQQQqqqqII16x")
+_ACCEPTED_FIELDS = struct.Struct("<xBxxIQQ16xqq16xI4x16s")
+_CANCELLED_FIELDS = struct.Struct("<xxBx4xQQ32xq32x")
+_MODIFIED_FIELDS = struct.Struct("<xxxB4xQQ16xqq40x")
+_REJECTED_FIELDS = struct.Struct("<xxBx4xQQ56x16s")
+assert all(f.size == EVENT_SIZE for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS))
+
+
 def decode_events(
     raw: bytes | bytearray | memoryview,
     symbols: Sequence[str],
@@ -252,84 +264,59 @@ def decode_events(
     to enum members (``Engine.decode_events`` passes its own). With `count`,
     only the first `count` records of `raw` are read.
     """
+    raw = memoryview(raw).cast("B")
     if count is None:
-        records: Any = EVENT_STRUCT.iter_unpack(raw)
-    else:
-        unpack_from = EVENT_STRUCT.unpack_from
-        records = [unpack_from(raw, off) for off in range(0, count * EVENT_SIZE, EVENT_SIZE)]
+        count = len(raw) // EVENT_SIZE
     out: list[Event] = []
     append = out.append
     new = tuple.__new__
     sides = _SIDES
     no_coid = _NO_COID
-    for (
-        typ,
-        side,
-        reason,
-        flags,
-        inst,
-        seq,
-        order_id,
-        maker_order_id,
-        trade_id,
-        price,
-        qty,
-        leaves,
-        maker_leaves,
-        account,
-        maker_account,
-        coid,
-    ) in records:
+    trade_fields = _TRADE_FIELDS.unpack_from
+    for off in range(0, count * EVENT_SIZE, EVENT_SIZE):
+        typ = raw[off]
         if typ == _TRADE:
+            side, inst, seq, taker, maker, tid, price, qty, leaves, mleaves, acct, macct = trade_fields(raw, off)
             append(
                 new(
                     Trade,
-                    (
-                        seq,
-                        trade_id,
-                        symbols[inst],
-                        price,
-                        qty,
-                        maker_order_id,
-                        order_id,
-                        maker_account,
-                        account,
-                        sides[side],
-                        maker_leaves,
-                        leaves,
-                    ),
+                    (seq, tid, symbols[inst], price, qty, maker, taker, macct, acct, sides[side], mleaves, leaves),
                 )
             )
         elif typ == _ACCEPTED:
+            side, inst, seq, oid, price, qty, acct, coid = _ACCEPTED_FIELDS.unpack_from(raw, off)
             append(
                 new(
                     Accepted,
                     (
                         seq,
-                        order_id,
+                        oid,
                         symbols[inst],
                         sides[side],
                         price or None,
                         qty,
-                        account,
+                        acct,
                         None if coid == no_coid else _coid(coid),
                     ),
                 )
             )
         elif typ == _CANCELLED:
-            append(new(Cancelled, (seq, order_id, leaves, cancel_reasons[reason])))
+            reason, seq, oid, leaves = _CANCELLED_FIELDS.unpack_from(raw, off)
+            append(new(Cancelled, (seq, oid, leaves, cancel_reasons[reason])))
         elif typ == _MODIFIED:
-            append(new(Modified, (seq, order_id, price, qty, flags & 1 == 1)))
+            flags, seq, oid, price, qty = _MODIFIED_FIELDS.unpack_from(raw, off)
+            append(new(Modified, (seq, oid, price, qty, flags & 1 == 1)))
         elif typ == _REJECTED:
+            reason, seq, oid, coid = _REJECTED_FIELDS.unpack_from(raw, off)
             why = reject_reasons[reason]
             append(
                 new(
                     Rejected,
-                    (seq, why, _REJECTS[why], None if coid == no_coid else _coid(coid), order_id or None),  # type: ignore[index]
+                    (seq, why, _REJECTS[why], None if coid == no_coid else _coid(coid), oid or None),  # type: ignore[index]
                 )
             )
         else:
-            raise ValueError(f"not an event record: type {typ}")
+            raise ValueError(f"not an event record: type {typ} at byte {off}")
     return out
 
 

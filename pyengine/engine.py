@@ -52,7 +52,9 @@ _KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE
 _POST_ONLY = lib.ENG_CMD_F_POST_ONLY
 _UNKNOWN_INSTRUMENT = _args.UINT32_MAX  # never a valid number: the core rejects it
 _LEVEL = struct.Struct("<qqII")
-_BATCH_CHUNK = 1 << 16  # commands per call into C; bounds the event buffer
+# Commands per call into C when a batch's events are dropped: each chunk's
+# events are overwritten while still in cache.
+_BATCH_CHUNK = 4096
 _USER = CancelReason.USER
 _ERR_COUNT = lib.ENG_ERR__COUNT  # see the fast-path results in pyengine.h
 _SINK = 64  # events a fast path copies to the Engine's own buffer
@@ -427,13 +429,23 @@ class Engine:
 
     # ---- batch ---------------------------------------------------------------
 
-    def process_batch(self, commands: Any) -> BatchResult:
+    def process_batch(
+        self, commands: Any, *, collect_events: bool = True, out: bytearray | None = None
+    ) -> BatchResult:
         """Run a buffer of packed commands through the engine in C.
 
         ``commands``: bytes, bytearray, memoryview or a numpy array of
         ``pyengine.COMMAND_DTYPE``: contiguous 64-byte ``struct eng_cmd``
         records (see ``pyengine.batch``). Returns the events, packed, with
-        counts.
+        counts:
+
+        - by default the events are a new buffer handed over from C without a
+          copy;
+        - with ``out``, a bytearray reused from call to call, the events are
+          written into it (it is resized to fit) and ``events`` is ``out``
+          itself; reusing memory that is already mapped is the fastest way to
+          replay many batches;
+        - ``collect_events=False`` keeps only the counts.
         """
         if self._busy:
             raise _concurrent()
@@ -453,23 +465,37 @@ class Engine:
             total = view.nbytes // COMMAND_SIZE
             cmds = ffi.cast("const struct eng_cmd *", ffi.from_buffer(view))
             before = self.stats()
-            chunks = []
-            done = 0
-            while done < total:
-                n = min(_BATCH_CHUNK, total - done)
-                lib.eng_clear_events(e)
-                got = lib.eng_process_batch(e, cmds + done, n)
-                ptr = lib.eng_events(e, self._count)
-                chunks.append(ffi.buffer(ptr, self._count[0] * EVENT_SIZE)[:])
-                done += got
-                if got < n:
-                    raise EngineMemoryError(f"out of memory after {done} of {total} commands")
+            lib.eng_clear_events(e)
+            if out is not None:
+                if not isinstance(out, bytearray):
+                    raise InvalidArgumentType(f"out must be a bytearray, not {type(out).__name__}")
+                done = self._batch_into(e, cmds, total, out)
+                events: Any = out
+            elif collect_events:
+                # One call; the events accumulate in the engine's buffer,
+                # which is then handed over to Python without a copy.
+                done = lib.eng_process_batch(e, cmds, total)
+                ptr = lib.eng_take_events(e, self._count)
+                if ptr == ffi.NULL:
+                    raise EngineMemoryError("out of memory taking the events")
+                events = ffi.buffer(ffi.gc(ptr, lib.eng_free_events), self._count[0] * EVENT_SIZE)
+            else:
+                # In chunks, dropping each chunk's events while they are in cache.
+                done = 0
+                while done < total:
+                    n = min(_BATCH_CHUNK, total - done)
+                    got = lib.eng_process_batch(e, cmds + done, n)
+                    lib.eng_clear_events(e)
+                    done += got
+                    if got < n:
+                        break
+                events = b""
             lib.eng_clear_events(e)
             self._seq = lib.eng_seq(e)
             after = self.stats()
-            return BatchResult(
-                events=b"".join(chunks),
-                commands=total,
+            result = BatchResult(
+                events=events,
+                commands=done,
                 event_count=after.events - before.events,
                 accepted=after.accepted - before.accepted,
                 rejected=after.rejected - before.rejected,
@@ -477,8 +503,34 @@ class Engine:
                 cancelled=after.cancelled - before.cancelled,
                 modified=after.modified - before.modified,
             )
+            if done < total:
+                # What was processed stays processed: its events go with the error.
+                err = EngineMemoryError(f"out of memory after {done} of {total} commands")
+                err.partial = result  # type: ignore[attr-defined]
+                raise err
+            return result
         finally:
             self._busy = False
+
+    def _batch_into(self, e: Any, cmds: Any, total: int, out: bytearray) -> int:
+        """process_batch into a caller's bytearray: in chunks whose events are
+        copied out while still in cache. Returns the commands processed."""
+        done = pos = 0
+        while done < total:
+            n = min(_BATCH_CHUNK, total - done)
+            got = lib.eng_process_batch(e, cmds + done, n)
+            ptr = lib.eng_events(e, self._count)
+            nbytes = self._count[0] * EVENT_SIZE
+            if pos + nbytes > len(out):
+                out += bytes(max(nbytes, len(out)))
+            out[pos : pos + nbytes] = ffi.buffer(ptr, nbytes)
+            lib.eng_clear_events(e)
+            pos += nbytes
+            done += got
+            if got < n:
+                break
+        del out[pos:]
+        return done
 
     def decode_events(self, raw: bytes | bytearray | memoryview) -> list[Event]:
         """Packed event records (``BatchResult.events``) as event objects."""

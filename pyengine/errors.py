@@ -51,4 +51,8 @@ class InvariantError(EngineError, AssertionError):
 
 
 class EngineMemoryError(EngineError, MemoryError):
-    """The C core could not allocate memory."""
+    """The C core could not allocate memory.
+
+    From ``process_batch``, ``partial`` holds the ``BatchResult`` of the
+    commands processed before memory ran out.
+    """

@@ -172,6 +172,30 @@ int main(int argc, char **argv)
                (uint32_t)nsetup, reps);
     }
 
+    /* Memory: C bytes per resting order, with and without client order ids. */
+    if (!only || strcmp(only, "memory") == 0) {
+        for (int with_coid = 0; with_coid < 2; with_coid++) {
+            struct eng *e = fresh(0);
+            struct eng_stats st;
+            for (size_t i = 0; i < n; i++) {
+                struct eng_cmd c = limit(i % 2 ? ENG_BUY : ENG_SELL, 1,
+                                         i % 2 ? 9999 - (int64_t)(i % 500) : 10001 + (int64_t)(i % 500));
+                if (with_coid)
+                    snprintf(c.coid, sizeof(c.coid), "c%u", (unsigned)(i % 1000000000u));
+                eng_process(e, &c);
+                eng_clear_events(e);
+            }
+            eng_get_stats(e, &st);
+            printf("%-22s %9.1f B/order  %llu orders, %llu levels, %.1f MiB held (%s)\n",
+                   with_coid ? "memory_with_coid" : "memory", (double)st.bytes_reserved / (double)st.open_orders,
+                   (unsigned long long)st.open_orders, (unsigned long long)st.levels,
+                   (double)st.bytes_reserved / (1 << 20),
+                   with_coid ? "order node + id index + client-order-id index + levels"
+                             : "order node + id index + levels");
+            eng_destroy(e);
+        }
+    }
+
     /* The mixed flow: see flow.h. */
     {
         struct flow f;

@@ -101,11 +101,11 @@ static struct eng_cmd next_cmd(struct tracker *t, const struct flow_params *p)
     if (r < 50)
         return passive(t, p);
     if (r < 60) {
-        /* Crossing limit order: a few ticks through the mid. */
+        /* Crossing limit order: a few ticks through the mid, sized like
+           the passive ones. */
         struct eng_cmd c = passive(t, p);
         int64_t through = 1 + (int64_t)below(t, 4);
         c.price = c.side == ENG_BUY ? t->mid + through : t->mid - through;
-        c.qty = 5 + (int64_t)below(t, 40);
         return c;
     }
     if (r < 95) {
@@ -126,7 +126,7 @@ static struct eng_cmd next_cmd(struct tracker *t, const struct flow_params *p)
                             .order_type = ENG_MARKET,
                             .tif = ENG_IOC,
                             .account = (uint32_t)below(t, 1000),
-                            .qty = 5 + (int64_t)below(t, 30)};
+                            .qty = 1 + (int64_t)below(t, 10)};
 }
 
 int flow_generate(struct flow *f, size_t n, const struct flow_params *p)

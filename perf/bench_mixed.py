@@ -1,0 +1,109 @@
+"""pyperf suite: the mixed order flow through every path, time per operation.
+
+    python perf/bench_mixed.py [pyperf options, e.g. --fast, -o out.json]
+
+Benchmarks (each value is the time of one operation of the flow, its book
+built untimed first):
+- mixed_one_call: ``Engine.submit``/``cancel``, one call per operation,
+  events returned as Python objects;
+- mixed_process_batch: the same operations packed, one ``process_batch``
+  call, events handed over packed;
+- mixed_process_batch_out: the same into a reused ``out`` bytearray;
+- mixed_pure_python: a careful pure-Python matcher (perf/pymatcher.py) on
+  the same operations, giving the same events.
+
+The flow (perf/flow.py) is generated once and cached in the temp directory.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyperf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import flow  # noqa: E402
+import pymatcher  # noqa: E402
+
+OPS = int(os.environ.get("PYENGINE_BENCH_OPS", "200000"))
+
+
+def load_flow(n: int) -> flow.Flow:
+    cache = Path(tempfile.gettempdir()) / f"pyengine-flow-{n}-v1.pickle"
+    try:
+        return pickle.loads(cache.read_bytes())
+    except (OSError, pickle.PickleError, EOFError):
+        f = flow.generate(n)
+        tmp = cache.with_suffix(f".{os.getpid()}")
+        tmp.write_bytes(pickle.dumps(f))
+        tmp.replace(cache)
+        return f
+
+
+def time_one_call(loops: int, f: flow.Flow) -> float:
+    total = 0.0
+    for _ in range(loops):
+        eng = flow.new_engine()
+        flow.replay(eng, f.warmup)
+        t0 = time.perf_counter()
+        flow.replay(eng, f.ops)
+        total += time.perf_counter() - t0
+    return total
+
+
+def time_batch(loops: int, warmup: bytes, ops: bytes, reuse_out: bool) -> float:
+    total = 0.0
+    out = bytearray()
+    for _ in range(loops):
+        eng = flow.new_engine()
+        eng.process_batch(warmup, collect_events=False)
+        t0 = time.perf_counter()
+        result = eng.process_batch(ops, out=out) if reuse_out else eng.process_batch(ops)
+        total += time.perf_counter() - t0
+        del result
+    return total
+
+
+def replay_pure(m: pymatcher.PyMatcher, ops: list[tuple]) -> None:
+    submit, cancel = m.submit, m.cancel
+    for op in ops:
+        kind = op[0]
+        if kind == flow.ADD:
+            submit(op[1], op[2], op[3], op[4])
+        elif kind == flow.CANCEL:
+            cancel(op[1], op[2])
+        else:
+            submit(op[1], op[2], None, op[3])
+
+
+def time_pure_python(loops: int, f: flow.Flow) -> float:
+    total = 0.0
+    for _ in range(loops):
+        m = pymatcher.PyMatcher(flow.SYMBOL)
+        replay_pure(m, f.warmup)
+        t0 = time.perf_counter()
+        replay_pure(m, f.ops)
+        total += time.perf_counter() - t0
+    return total
+
+
+def main() -> None:
+    runner = pyperf.Runner()
+    runner.metadata["description"] = "pyengine mixed flow, time per operation"
+    f = load_flow(OPS)
+    n = len(f.ops)
+    warmup, ops = f.packed(f.warmup), f.packed(f.ops)
+    runner.bench_time_func("mixed_one_call", time_one_call, f, inner_loops=n)
+    runner.bench_time_func("mixed_process_batch", time_batch, warmup, ops, False, inner_loops=n)
+    runner.bench_time_func("mixed_process_batch_out", time_batch, warmup, ops, True, inner_loops=n)
+    runner.bench_time_func("mixed_pure_python", time_pure_python, f, inner_loops=n)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The batch path: packed commands in, packed events out."""
+
+from __future__ import annotations
+
+import pytest
+
+import pyengine
+from pyengine import (
+    Accepted,
+    CancelReason,
+    Cancelled,
+    Engine,
+    InvalidArgument,
+    InvalidArgumentType,
+    Rejected,
+    RejectReason,
+    Trade,
+    pack_cancel,
+    pack_modify,
+    pack_new_order,
+)
+from pyengine.batch import COMMAND_STRUCT, CommandType, EventType, OrderTypeCode, SideCode, TifCode
+
+
+@pytest.fixture
+def eng() -> Engine:
+    e = Engine()
+    e.add_instrument("A", tick_size=5)
+    e.add_instrument("B")
+    return e
+
+
+def cross(eng: Engine) -> bytes:
+    a = eng.instrument_id("A")
+    return (
+        pack_new_order(a, "sell", 5, 100, account=1)
+        + pack_new_order(a, "sell", 5, 105, account=1, client_order_id="s2")
+        + pack_new_order(a, "buy", 7, 105, account=2)
+        + pack_cancel(2, account=1)
+        + pack_modify(1, qty=3, account=1)
+    )
+
+
+def test_batch_events_and_counts(eng: Engine) -> None:
+    result = eng.process_batch(cross(eng))
+    events = eng.decode_events(result.events)
+    assert [type(e) for e in events] == [Accepted, Accepted, Accepted, Trade, Trade, Cancelled, Rejected]
+    assert events[3].price == 100 and events[4].price == 105
+    assert events[5] == Cancelled(4, 2, 3, CancelReason.USER)
+    assert events[6].reason is RejectReason.UNKNOWN_ORDER  # order 1 was filled
+    assert result[1:] == (5, 7, 3, 1, 2, 1, 0)
+    assert eng.seq == 5
+    eng.verify()
+
+
+def test_buffer_kinds_give_the_same_result(eng: Engine) -> None:
+    raw = cross(eng)
+    outs = []
+    for buf in (raw, bytearray(raw), memoryview(raw)):
+        e = Engine()
+        e.add_instrument("A", tick_size=5)
+        outs.append(bytes(e.process_batch(buf).events))
+    assert outs[0] == outs[1] == outs[2]
+
+
+def test_out_buffer_is_reused(eng: Engine) -> None:
+    out = bytearray(b"junk" * 100)
+    result = eng.process_batch(cross(eng), out=out)
+    assert result.events is out
+    assert len(out) == 7 * pyengine.batch.EVENT_SIZE
+    first = bytes(out)
+    e2 = Engine()
+    e2.add_instrument("A", tick_size=5)
+    assert bytes(e2.process_batch(cross(e2)).events) == first
+    with pytest.raises(InvalidArgumentType):
+        eng.process_batch(b"", out=memoryview(bytearray(10)))  # type: ignore[arg-type]
+
+
+def test_out_buffer_grows_for_large_batches(eng: Engine) -> None:
+    a = eng.instrument_id("A")
+    cmds = b"".join(pack_new_order(a, "buy", 1, 100 + 5 * (i % 10), account=1) for i in range(10_000))
+    out = bytearray()
+    result = eng.process_batch(cmds, out=out)
+    assert result.accepted == 10_000
+    assert len(eng.decode_events(out)) == 10_000
+
+
+def test_counts_only(eng: Engine) -> None:
+    result = eng.process_batch(cross(eng), collect_events=False)
+    assert len(result.events) == 0
+    assert (result.commands, result.event_count, result.trades) == (5, 7, 2)
+
+
+def test_numpy_commands_and_events(eng: Engine) -> None:
+    np = pytest.importorskip("numpy")
+    cmds = np.zeros(3, dtype=pyengine.COMMAND_DTYPE)
+    assert cmds.itemsize == 64 and pyengine.EVENT_DTYPE.itemsize == 96
+    cmds["type"] = CommandType.NEW
+    cmds["side"] = [SideCode.SELL, SideCode.SELL, SideCode.BUY]
+    cmds["order_type"] = OrderTypeCode.LIMIT
+    cmds["tif"] = TifCode.GTC
+    cmds["instrument"] = eng.instrument_id("A")
+    cmds["price"] = [100, 105, 105]
+    cmds["qty"] = [5, 5, 7]
+    cmds["coid"][2] = b"x9"
+    result = eng.process_batch(cmds)
+    events = np.frombuffer(result.events, dtype=pyengine.EVENT_DTYPE)
+    trades = events[events["type"] == EventType.TRADE]
+    assert trades["price"].tolist() == [100, 105]
+    assert trades["qty"].tolist() == [5, 2]
+    assert events["coid"][2] == b"x9"
+    # The same as packing by hand.
+    e2 = Engine()
+    e2.add_instrument("A", tick_size=5)
+    assert bytes(e2.process_batch(cmds.tobytes()).events) == bytes(result.events)
+
+
+def test_malformed_records_are_rejected_not_raised(eng: Engine) -> None:
+    bad = [
+        COMMAND_STRUCT.pack(9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b""),  # type
+        COMMAND_STRUCT.pack(1, 3, 1, 1, 0, 0, 0, 0, 0, 0, 100, 1, 0, b""),  # side
+        COMMAND_STRUCT.pack(1, 1, 2, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, b""),  # market gtc
+        COMMAND_STRUCT.pack(1, 1, 1, 1, 7, 0, 0, 0, 0, 0, 100, 1, 0, b""),  # stp
+        COMMAND_STRUCT.pack(1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 100, 1, 0, b""),  # reserved
+        COMMAND_STRUCT.pack(1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 100, 1, 0, b"\xff"),  # coid
+    ]
+    events = eng.decode_events(eng.process_batch(b"".join(bad)).events)
+    assert [e.reason for e in events] == [
+        RejectReason.BAD_COMMAND,
+        RejectReason.BAD_SIDE,
+        RejectReason.BAD_TIF,
+        RejectReason.BAD_STP,
+        RejectReason.BAD_COMMAND,
+        RejectReason.BAD_CLIENT_ORDER_ID,
+    ]
+    assert events[-1].client_order_id == "\\xff"
+    eng.verify()
+
+
+def test_bad_buffers_raise(eng: Engine) -> None:
+    with pytest.raises(InvalidArgument):
+        eng.process_batch(b"x" * 63)
+    with pytest.raises(InvalidArgumentType):
+        eng.process_batch("text")  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        eng.process_batch(memoryview(bytes(128))[::2])
+    with pytest.raises(InvalidArgument):
+        eng.decode_events(b"x" * 95)
+    assert eng.seq == 0
+
+
+def test_pack_helpers_check_arguments(eng: Engine) -> None:
+    with pytest.raises(InvalidArgument):
+        pack_new_order(0, "buy", 1, None)
+    with pytest.raises(InvalidArgument):
+        pack_new_order(0, "buy", 1, 10, order_type="market")
+    with pytest.raises(InvalidArgumentType):
+        pack_new_order(0, "buy", 1.0, 10)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        pack_cancel()
+    with pytest.raises(InvalidArgument):
+        pack_cancel(client_order_id="a")
+    with pytest.raises(InvalidArgument):
+        pack_modify(1, qty=-(2**63) - 1)
+
+
+def test_batch_and_single_calls_interleave(eng: Engine) -> None:
+    """Sequence numbers and ids continue across both paths."""
+    (first,) = eng.submit("A", "buy", 1, 100, account=1)
+    result = eng.process_batch(pack_new_order(0, "buy", 1, 100, account=1))
+    (batched,) = eng.decode_events(result.events)
+    (last,) = eng.submit("A", "buy", 1, 100, account=1)
+    assert (first.seq, batched.seq, last.seq) == (1, 2, 3)
+    assert (first.order_id, batched.order_id, last.order_id) == (1, 2, 3)
