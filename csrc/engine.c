@@ -94,6 +94,7 @@ struct eng *eng_create(const struct eng_config *cfg)
         goto fail;
     }
     e->ev_cap = ENG_INITIAL_EVENTS;
+    e->level_events = cfg && cfg->level_events;
     return e;
 fail:
     arena_destroy(&e->arena);
@@ -242,9 +243,10 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
 {
     size_t before = e->ev_len;
 
-    /* Every command produces at least one event; a command that can produce
-       more reserves the rest itself, and rejects with no_memory if it can't. */
-    if (eng__reserve_events(e, 1) != 0)
+    /* Every command produces at least one event, two with level events (a
+       cancel and its level); one that can produce more reserves the rest
+       itself, and rejects with no_memory if it can't. */
+    if (eng__reserve_events(e, e->level_events ? 2 : 1) != 0)
         return -1;
     e->seq++;
     e->stats.commands++;

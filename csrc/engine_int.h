@@ -41,6 +41,7 @@ struct eng {
     struct eng_event *sink;  /* caller's copy of a fast path's events */
     size_t sink_cap;
     struct eng_stats stats;  /* counters; the memory fields are filled on demand */
+    bool level_events;       /* emit ENG_EV_LEVEL after every level change */
 };
 
 extern const struct idx_ops eng__coid_ops;

@@ -140,6 +140,21 @@ static void emit_trade(struct eng *e, const struct taker *t, const struct level 
     e->stats.trades++;
 }
 
+/* The state of a level after a change (total 0: the level is gone). */
+static void emit_level(struct eng *e, uint32_t instrument, int side, int64_t price,
+                       int64_t total, uint32_t count)
+{
+    struct eng_event *ev = ev_put(e, ENG_EV_LEVEL, side_of(side), 0, 0, instrument, 0, price,
+                                  total, count, 0);
+    ev_clear_coid(ev);
+}
+
+static inline void note_level(struct eng *e, const struct level *lv)
+{
+    if (e->level_events)
+        emit_level(e, lv->instrument, lv->side, lv->price, lv->total_qty, lv->count);
+}
+
 /* ---- order storage -------------------------------------------------------- */
 
 /* Take an order that is out of the book out of both indexes and back to the
@@ -154,10 +169,28 @@ static void forget_order(struct eng *e, struct order *o)
     pool_free(&e->orders, o, o->handle);
 }
 
+/* Take a resting order out of its level (which may go). Can't fail. */
+static void unlink_order(struct eng *e, struct book *b, struct order *o)
+{
+    struct level *lv = book_order_level(b, o);
+    bool last = lv->count == 1;
+    uint32_t instrument = lv->instrument;
+    int side = lv->side;
+    int64_t price = lv->price;
+
+    book_unlink(b, o);
+    if (!e->level_events)
+        return;
+    if (last)
+        emit_level(e, instrument, side, price, 0, 0);
+    else
+        note_level(e, lv);
+}
+
 /* Take a resting order out of its level and forget it. Can't fail. */
 static void drop_order(struct eng *e, struct book *b, struct order *o)
 {
-    book_unlink(b, o);
+    unlink_order(e, b, o);
     forget_order(e, o);
 }
 
@@ -177,6 +210,7 @@ static void rest_order(struct eng *e, struct book *b, struct order *o, int side,
         reason = ENG_CANCEL_LEVEL_FULL;
     } else {
         book_append(b, lv, o);
+        note_level(e, lv);
         return;
     }
     emit_cancelled(e, o->id, b->instrument, side, price, o->qty, o->account, o->coid, reason);
@@ -294,21 +328,23 @@ static inline bool would_cross(const struct book *b, int side, int64_t price)
  * The most events a match can cause, besides the one that opens the command:
  * one per maker visited (a trade or a self-trade cancel), at most qty/lot
  * trades (every open quantity is a multiple of the lot), plus a maker and a
- * taker cancel.
+ * taker cancel; with level events, one more per maker visited and two for
+ * the order's own levels (left and joined).
  */
 static int reserve_match(struct eng *e, const struct book *b, int side, int64_t qty,
                          int64_t lot, uint8_t stp)
 {
     uint64_t makers = b->side[side ^ 1].norders;
     uint64_t room = e->ev_cap - e->ev_len;
+    uint64_t per = e->level_events ? 2 : 1, extra = e->level_events ? 5 : 3;
 
     /* qty >= qty / lot: the common small order needs no division. */
-    if (ENG_LIKELY(room >= makers + 3 ||
-                   (stp != ENG_STP_CANCEL_OLDEST && room >= (uint64_t)qty + 3)))
+    if (ENG_LIKELY(room >= makers * per + extra ||
+                   (stp != ENG_STP_CANCEL_OLDEST && room >= (uint64_t)qty * per + extra)))
         return 0;
     if (stp != ENG_STP_CANCEL_OLDEST && (uint64_t)(qty / lot) < makers)
         makers = (uint64_t)(qty / lot);
-    return eng__reserve_events(e, makers + 3);
+    return eng__reserve_events(e, makers * per + extra);
 }
 
 static int64_t market_limit(const struct instrument *in, int side)
@@ -391,8 +427,10 @@ static void match(struct eng *e, struct book *b, struct taker *t)
                 t->qty -= q;
                 book_reduce(lv, m, q);
                 emit_trade(e, t, lv, m, q);
-                if (m->qty > 0)
+                if (m->qty > 0) {
+                    note_level(e, lv);
                     return; /* the taker is done */
+                }
                 drop_order(e, b, m);
             }
             if (last)
@@ -546,6 +584,7 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
     if (price == lv->price && c->qty <= o->qty) {
         book_reduce(lv, o, o->qty - c->qty);
         emit_modified(e, o, lv->instrument, side, price, c->qty, true);
+        note_level(e, lv);
         return;
     }
     if ((o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
@@ -559,8 +598,8 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
 
     /* Losing priority: out of the book, matched like a new GTC limit order
        with the same id, then back at the end of its (new) level. */
-    book_unlink(b, o);
     emit_modified(e, o, b->instrument, side, price, c->qty, false);
+    unlink_order(e, b, o);
     t = (struct taker){.coid = o->coid,
                        .id = o->id,
                        .qty = c->qty,

@@ -103,7 +103,8 @@ enum eng_event_type {
     ENG_EV_REJECTED = 2,
     ENG_EV_TRADE = 3,
     ENG_EV_CANCELLED = 4,
-    ENG_EV_MODIFIED = 5
+    ENG_EV_MODIFIED = 5,
+    ENG_EV_LEVEL = 6 /* only with eng_config.level_events */
 };
 
 enum eng_event_flags {
@@ -150,6 +151,9 @@ struct eng_cmd {
  *             instrument side price(0 = market) account coid
  *   MODIFIED  order_id instrument side price qty(new open qty) account coid
  *             flags(PRIORITY_KEPT)
+ *   LEVEL     instrument side price qty(the level's total open qty now,
+ *             0 = the level is gone) leaves(its order count now); one after
+ *             every change to a level, right after the event that caused it
  * Fields a type does not use are zero.
  */
 struct eng_event {
@@ -183,6 +187,7 @@ struct eng_instrument_spec {
 
 struct eng_config {
     uint32_t expected_orders; /* sizes the order index up front; 0 = default */
+    uint32_t level_events;    /* nonzero: also emit LEVEL events (market data) */
 };
 
 /* One price level as seen from outside. */
@@ -336,6 +341,77 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out);
  * (NUL-terminated, truncated to `why_len`; `why` may be NULL).
  */
 int eng_verify(const struct eng *e, char *why, size_t why_len);
+
+/*
+ * ---- The engine thread ---------------------------------------------------
+ *
+ * A runner runs one engine on a thread of its own, fed commands through a
+ * lock-free single-producer/single-consumer ring and answering with events
+ * through another. Each command carries a caller's tag that all its events
+ * repeat, so a server can route them. One thread submits, one thread polls
+ * (they may be the same thread). The engine thread never calls back.
+ */
+struct runner_cmd {
+    struct eng_cmd cmd;
+    uint64_t tag;
+};
+
+struct runner_event {
+    struct eng_event ev;
+    uint64_t tag; /* the tag of the command that caused it */
+};
+
+struct runner_config {
+    int32_t cpu;           /* CPU to pin the engine thread to; -1: do not pin */
+    uint32_t spin_us;      /* how long an idle engine thread polls before it sleeps */
+    uint32_t in_capacity;  /* commands the input ring holds, a power of two */
+    uint32_t out_capacity; /* events the output ring holds, a power of two */
+};
+
+struct runner_stats {
+    uint64_t commands; /* processed */
+    uint64_t events;   /* published */
+    uint64_t batches;  /* command batches taken from the input ring */
+    uint64_t sleeps;   /* times the engine thread went to sleep when idle */
+    uint64_t in_queued;  /* commands waiting in the input ring */
+    uint64_t out_queued; /* events waiting in the output ring */
+    int32_t cpu;       /* the CPU the thread is pinned to, or -1 */
+    int32_t running;   /* 1 while the engine thread runs */
+};
+
+struct runner;
+
+/*
+ * Create a runner for `e`, which must outlive it and which nobody else may use
+ * from runner_start() until runner_destroy(). Returns NULL when out of memory,
+ * out of file descriptors, or for a capacity that is not a power of two.
+ */
+struct runner *runner_create(struct eng *e, const struct runner_config *cfg);
+/* Start the engine thread. Returns 0, or -1 (errno set). */
+int runner_start(struct runner *r);
+/*
+ * Producer: queue up to `n` commands; returns how many fit. Wakes a sleeping
+ * engine thread. Can't block.
+ */
+size_t runner_submit(struct runner *r, const struct runner_cmd *cmds, size_t n);
+/*
+ * Consumer: take up to `max` events. When there are none it returns 0 having
+ * armed the wake-up: the descriptor of runner_event_fd() then becomes readable
+ * as soon as events arrive (read it to reset it, then poll again).
+ */
+size_t runner_poll(struct runner *r, struct runner_event *out, size_t max);
+/* The eventfd the consumer waits on (non-blocking, close-on-exec). */
+int runner_event_fd(const struct runner *r);
+/*
+ * Ask the engine thread to stop once every queued command is processed and
+ * its events published; the consumer must keep polling until
+ * runner_stats().running is 0 and no events are left. Can't fail.
+ */
+void runner_request_stop(struct runner *r);
+/* Join the thread (after runner_request_stop) and free the runner, not the
+   engine. `r` may be NULL. */
+void runner_destroy(struct runner *r);
+void runner_get_stats(struct runner *r, struct runner_stats *out);
 
 /* Stable names and messages of the codes above ("?" when out of range). */
 const char *eng_err_name(int err);

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from . import _args
 from .enums import CancelReason, RejectReason, SelfTradePrevention, Side
 from .enums import REJECT_MESSAGES
-from .events import Accepted, Cancelled, Event, Modified, Rejected, Trade
+from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, Trade
 
 __all__ = [
     "CommandType",
@@ -86,6 +86,7 @@ class EventType(IntEnum):
     TRADE = 3
     CANCELLED = 4
     MODIFIED = 5
+    LEVEL = 6
 
 
 # type side order_type tif stp flags reserved instrument account order_id
@@ -224,12 +225,13 @@ _SIDES = (None, Side.BUY, Side.SELL)
 _REJECTS = {m: REJECT_MESSAGES[m] for m in RejectReason}
 # Plain ints: comparing with an IntEnum member costs an attribute lookup on
 # the enum class each time, which dominated decoding.
-_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED = (
+_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL = (
     int(EventType.TRADE),
     int(EventType.ACCEPTED),
     int(EventType.CANCELLED),
     int(EventType.MODIFIED),
     int(EventType.REJECTED),
+    int(EventType.LEVEL),
 )
 
 
@@ -248,7 +250,11 @@ _ACCEPTED_FIELDS = struct.Struct("<xBxxIQQ16xqq16xI4x16s")
 _CANCELLED_FIELDS = struct.Struct("<xxBx4xQQ32xq32x")
 _MODIFIED_FIELDS = struct.Struct("<xxxB4xQQ16xqq40x")
 _REJECTED_FIELDS = struct.Struct("<xxBx4xQQ56x16s")
-assert all(f.size == EVENT_SIZE for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS))
+_LEVEL_FIELDS = struct.Struct("<xBxxIQ24xqqq32x")
+assert all(
+    f.size == EVENT_SIZE
+    for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS, _LEVEL_FIELDS)
+)
 
 
 def decode_events(
@@ -300,6 +306,9 @@ def decode_events(
                     ),
                 )
             )
+        elif typ == _LEVEL:
+            side, inst, seq, price, total, count = _LEVEL_FIELDS.unpack_from(raw, off)
+            append(new(LevelUpdate, (seq, symbols[inst], sides[side], price, total, count)))
         elif typ == _CANCELLED:
             reason, seq, oid, leaves = _CANCELLED_FIELDS.unpack_from(raw, off)
             append(new(Cancelled, (seq, oid, leaves, cancel_reasons[reason])))

@@ -117,10 +117,13 @@ class Engine:
         "__weakref__",
     )
 
-    def __init__(self, *, expected_orders: int = 0) -> None:
-        """``expected_orders`` sizes the order index up front (it grows anyway)."""
+    def __init__(self, *, expected_orders: int = 0, level_updates: bool = False) -> None:
+        """``expected_orders`` sizes the order index up front (it grows anyway);
+        ``level_updates`` adds a LevelUpdate event after every change to a
+        price level (market data)."""
         cfg = ffi.new("struct eng_config *")
         cfg.expected_orders = _args.as_int("expected_orders", expected_orders, 0, _args.UINT32_MAX)
+        cfg.level_events = _args.as_bool("level_updates", level_updates)
         ptr = lib.eng_create(cfg)
         if ptr == ffi.NULL:
             raise EngineMemoryError("could not allocate an engine")

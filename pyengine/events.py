@@ -21,6 +21,7 @@ __all__ = [
     "Trade",
     "Cancelled",
     "Modified",
+    "LevelUpdate",
     "Event",
     "Level",
     "BookView",
@@ -77,7 +78,22 @@ class Modified(NamedTuple):
     priority_kept: bool
 
 
-Event = Union[Accepted, Rejected, Trade, Cancelled, Modified]
+class LevelUpdate(NamedTuple):
+    """A price level changed (only from an Engine made with level_updates=True).
+
+    Comes right after the event that changed the level; ``total_qty`` 0 means
+    the level is gone. Enough to maintain an L2 book without reading it.
+    """
+
+    seq: int
+    symbol: str
+    side: Side
+    price: int
+    total_qty: int
+    order_count: int
+
+
+Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate]
 
 
 class Level(NamedTuple):

@@ -3,7 +3,8 @@
 #   1. the C unit tests (ctest) with every invariant check on and -Werror,
 #   2. the Python suite (unit, property-based, integration) against the
 #      installed package,
-#   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer.
+#   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, and the
+#      ring and engine-thread tests under ThreadSanitizer.
 # Installs what it needs first (a fresh machine has nothing of ours).
 # Environment: PYTHON (default python3), SKIP_SANITIZERS=1 to stop after 2.
 set -euo pipefail
@@ -35,6 +36,12 @@ cmake -S . -B build/c-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DPYENGINE_SANITIZE=address,undefined >/dev/null
 cmake --build build/c-asan
 ctest --test-dir build/c-asan --output-on-failure
+
+step "ring and engine-thread tests under TSan"
+cmake -S . -B build/c-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+    -DPYENGINE_SANITIZE=thread >/dev/null
+cmake --build build/c-tsan
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/c-tsan --output-on-failure -R 'c_ring|c_runner'
 
 step "Python tests under ASan + UBSan"
 venv=build/venv-asan

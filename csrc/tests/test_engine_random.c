@@ -231,3 +231,61 @@ void test_engine_random_determinism(void)
     eng_destroy(a);
     eng_destroy(b);
 }
+
+/* With level events on, the book rebuilt from LEVEL events alone equals the
+   engine's book after every command. */
+void test_engine_random_level_events(void)
+{
+    enum { MAXP = 4096 };
+    static int64_t total[NINST][2][MAXP];
+    static uint32_t count[NINST][2][MAXP];
+    struct eng_config cfg = {.level_events = 1};
+    struct eng *e = eng_create(&cfg);
+    static const struct eng_instrument_spec specs[NINST] = {
+        {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
+        {.symbol = "B", .tick_size = 5, .lot_size = 3, .market_protection = 20},
+        {.symbol = "C", .tick_size = 2, .lot_size = 1, .min_price = 900, .max_price = 1100,
+         .market_protection = -1},
+    };
+    uint64_t rng = 77, accepted = 0;
+    int64_t mid[NINST] = {1000, 200, 500};
+    uint32_t id;
+
+    memset(total, 0, sizeof(total));
+    memset(count, 0, sizeof(count));
+    for (int i = 0; i < NINST; i++)
+        ASSERT_EQ(eng_add_instrument(e, &specs[i], &id), ENG_OK);
+    for (int step = 0; step < 30000; step++) {
+        struct eng_cmd c = random_cmd(&rng, accepted, mid);
+        size_t n;
+        eng_clear_events(e);
+        ASSERT_TRUE(eng_process(e, &c) >= 1);
+        const struct eng_event *ev = eng_events(e, &n);
+        for (size_t i = 0; i < n; i++) {
+            if (ev[i].type == ENG_EV_ACCEPTED)
+                accepted++;
+            if (ev[i].type != ENG_EV_LEVEL)
+                continue;
+            ASSERT_TRUE(ev[i].price > 0 && ev[i].price < MAXP);
+            total[ev[i].instrument][ev[i].side - 1][ev[i].price] = ev[i].qty;
+            count[ev[i].instrument][ev[i].side - 1][ev[i].price] = (uint32_t)ev[i].leaves;
+            ASSERT_EQ(ev[i].qty == 0, ev[i].leaves == 0);
+        }
+        if (step % 7)
+            continue;
+        for (uint32_t inst = 0; inst < NINST; inst++)
+            for (uint8_t side = ENG_BUY; side <= ENG_SELL; side++) {
+                static struct eng_level_info lv[MAXP];
+                int64_t k = eng_book_levels(e, inst, side, lv, MAXP), seen = 0;
+                for (int64_t i = 0; i < k; i++) {
+                    ASSERT_EQ(total[inst][side - 1][lv[i].price], lv[i].total_qty);
+                    ASSERT_EQ(count[inst][side - 1][lv[i].price], lv[i].order_count);
+                }
+                for (int p = 0; p < MAXP; p++)
+                    seen += total[inst][side - 1][p] != 0;
+                ASSERT_EQ(seen, k); /* no level the engine does not have */
+            }
+        ASSERT_VERIFY(e);
+    }
+    eng_destroy(e);
+}

@@ -39,4 +39,12 @@
     XX(engine, engine_fast_paths)                      \
     XX(engine, engine_batch_and_memory_reuse)          \
     XX(engine_random, engine_random_flow_invariants)   \
-    XX(engine_random, engine_random_determinism)
+    XX(engine_random, engine_random_determinism)       \
+    XX(engine_random, engine_random_level_events)      \
+    XX(ring, ring_push_pop_wrap)                       \
+    XX(ring, ring_two_threads)                         \
+    XX(runner, runner_round_trip_with_tags)            \
+    XX(runner, runner_sleeps_and_wakes)                \
+    XX(runner, runner_backpressure_keeps_order)        \
+    XX(runner, runner_stop_drains_everything)          \
+    XX(runner, runner_rejects_bad_config)

@@ -140,3 +140,37 @@ def test_same_commands_give_the_same_events(scenario: tuple[list[dict[str, Any]]
     second = run_sequence(Engine(), specs, cmds)
     assert first == second
     assert [type(e) for e in first] == [type(e) for e in second]
+
+
+@given(scenarios())
+def test_level_updates_rebuild_the_book(scenario: tuple[list[dict[str, Any]], list[Any]]) -> None:
+    """With level_updates, LevelUpdate events alone rebuild every book, and
+    without them the event stream is exactly that of a plain engine."""
+    from pyengine import LevelUpdate
+
+    specs, cmds = scenario
+    plain = Engine()
+    md = Engine(level_updates=True)
+    for spec in specs:
+        plain.add_instrument(**spec)
+        md.add_instrument(**spec)
+    books: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
+    order_ids: list[int] = []
+    for command in cmds:
+        expected = apply(plain, command, order_ids)
+        got = apply(md, command, order_ids)
+        order_ids.extend(accepted_order_ids(expected))
+        assert [e for e in got if type(e) is not LevelUpdate] == expected
+        for ev in got:
+            if type(ev) is LevelUpdate:
+                levels = books.setdefault((ev.symbol, ev.side), {})
+                if ev.total_qty:
+                    levels[ev.price] = (ev.total_qty, ev.order_count)
+                else:
+                    assert ev.order_count == 0
+                    levels.pop(ev.price)
+        for spec in specs:
+            view = md.book(spec["symbol"], 10_000)
+            for side, levels in (("buy", view.bids), ("sell", view.asks)):
+                rebuilt = books.get((spec["symbol"], side), {})
+                assert {lv.price: (lv.total_qty, lv.order_count) for lv in levels} == rebuilt
