@@ -230,25 +230,13 @@ static void idle(struct runner *r)
     atomic_store_explicit(&r->engine_sleeping, 0, memory_order_relaxed);
 }
 
-static void pin(struct runner *r)
-{
-    char name[16];
-    if (r->cfg.cpu >= 0) {
-        cpu_set_t set;
-        CPU_ZERO(&set);
-        CPU_SET(r->cfg.cpu, &set);
-        if (pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0)
-            atomic_store(&r->cpu, r->cfg.cpu);
-    }
-    snprintf(name, sizeof(name), "pyeng-cpu%d", (int)atomic_load(&r->cpu));
-    pthread_setname_np(pthread_self(), name);
-}
-
 static void *engine_thread(void *arg)
 {
     struct runner *r = arg;
+    char name[16];
 
-    pin(r);
+    snprintf(name, sizeof(name), "pyeng-cpu%d", (int)atomic_load(&r->cpu));
+    pthread_setname_np(pthread_self(), name);
     for (;;) {
         if (run_batch(r))
             continue;
@@ -264,15 +252,35 @@ static void *engine_thread(void *arg)
     return NULL;
 }
 
+/*
+ * Start the thread pinned to cfg.cpu when that is set and allowed; pinning is
+ * a setting, not a requirement, so a CPU we may not use means no pinning
+ * (stats report cpu -1).
+ */
 int runner_start(struct runner *r)
 {
-    int rc;
+    pthread_attr_t attr;
+    int rc = EINVAL;
+
     if (r->started) {
         errno = EBUSY;
         return -1;
     }
     atomic_store(&r->running, 1);
-    rc = pthread_create(&r->thread, NULL, engine_thread, r);
+    if (r->cfg.cpu >= 0 && r->cfg.cpu < CPU_SETSIZE && pthread_attr_init(&attr) == 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(r->cfg.cpu, &set);
+        if (pthread_attr_setaffinity_np(&attr, sizeof(set), &set) == 0) {
+            atomic_store(&r->cpu, r->cfg.cpu);
+            rc = pthread_create(&r->thread, &attr, engine_thread, r);
+        }
+        pthread_attr_destroy(&attr);
+    }
+    if (rc != 0) {
+        atomic_store(&r->cpu, -1);
+        rc = pthread_create(&r->thread, NULL, engine_thread, r);
+    }
     if (rc != 0) {
         atomic_store(&r->running, 0);
         errno = rc;

@@ -51,8 +51,11 @@ venv=build/venv-asan
     -C cmake.define.PYENGINE_SANITIZE=address,undefined \
     -C cmake.define.PYENGINE_DEBUG=2 .
 # CPython frees little at exit, so leak detection would only report noise.
-LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
+# libstdc++ is preloaded with ASan so that its __cxa_throw interceptor finds
+# the real one (greenlet is C++ and throws).
+LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libstdc++.so)" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+PYENGINE_SANITIZED=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 PYENGINE_HYPOTHESIS_PROFILE=quick PYTHONSAFEPATH=1 \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider

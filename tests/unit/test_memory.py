@@ -41,8 +41,10 @@ def test_add_cancel_loop_holds_memory_flat() -> None:
         assert eng.stats().open_orders == 0
     eng.verify()
     # 200k more orders came and went; a leak of even a few bytes per order
-    # would show as megabytes.
-    assert rss_bytes() - rss < 4 << 20
+    # would show as megabytes. Under AddressSanitizer RSS measures its
+    # quarantine of freed memory instead (the exact check above still holds).
+    if not os.environ.get("PYENGINE_SANITIZED"):
+        assert rss_bytes() - rss < 4 << 20
 
 
 def test_memory_per_resting_order_is_bounded() -> None:

@@ -1,0 +1,195 @@
+"""A small client for pyengine-server.
+
+Blocking sockets, so it works in plain Python, in threads, and under gevent
+(monkey-patched, or with gevent's socket module passed as ``socket_module``).
+
+    from pyengine.client import Client
+
+    with Client("127.0.0.1", 7001) as c:
+        c.login(7)
+        ack = c.request(c.new_order("ESZ6", "buy", 5, 450_000, client_order_id="b1"))
+        print(ack)                                  # {'type': 'ack', 'order_id': ..., ...}
+        print(c.request(c.cancel(order_id=ack["order_id"])))
+
+``new_order``, ``cancel`` and the other request methods send and return the
+``req_id`` they used; ``request(req_id)`` waits for the direct reply to it
+(``ack``/``reject``/``cancelled``/...), keeping every other message (fills,
+market data) for ``recv``. Protocol: docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import collections
+import socket as _socket
+import struct
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+__all__ = ["Client", "ServerError", "ConnectionClosed"]
+
+_HEADER = struct.Struct(">I")
+
+
+class ConnectionClosed(ConnectionError):
+    """The server closed the connection."""
+
+
+class ServerError(Exception):
+    """The server answered a request with ``error``."""
+
+    def __init__(self, reply: dict[str, Any]) -> None:
+        super().__init__(f"{reply.get('code')}: {reply.get('message')}")
+        self.reply = reply
+        self.code = reply.get("code")
+
+
+class Client:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 7001,
+        *,
+        timeout: float | None = 10.0,
+        socket_module: ModuleType = _socket,
+    ) -> None:
+        self.sock = socket_module.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self._buf = bytearray()
+        self._inbox: collections.deque[dict[str, Any]] = collections.deque()
+        self._next_req = 0
+
+    # ---- plumbing ----------------------------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = orjson.dumps(message)
+        self.sock.sendall(_HEADER.pack(len(body)) + body)
+
+    def send_raw(self, data: bytes) -> None:
+        """Send bytes as they are (for tests of broken input)."""
+        self.sock.sendall(data)
+
+    def _read_frame(self) -> dict[str, Any]:
+        while True:
+            if len(self._buf) >= 4:
+                (n,) = _HEADER.unpack_from(self._buf)
+                if len(self._buf) >= 4 + n:
+                    body = bytes(self._buf[4 : 4 + n])
+                    del self._buf[: 4 + n]
+                    return orjson.loads(body)  # type: ignore[no-any-return]
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionClosed("the server closed the connection")
+            self._buf += data
+
+    def recv(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message (a reply or a push), in the order received."""
+        if self._inbox:
+            return self._inbox.popleft()
+        if timeout is not None:
+            old = self.sock.gettimeout()
+            self.sock.settimeout(timeout)
+            try:
+                return self._read_frame()
+            finally:
+                self.sock.settimeout(old)
+        return self._read_frame()
+
+    def request(self, req_id: Any, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for the direct reply to `req_id`; other messages are kept for
+        recv(). An ``error`` reply raises ServerError."""
+        for i, m in enumerate(self._inbox):
+            if m.get("req_id") == req_id and m.get("type") not in ("fill",):
+                del self._inbox[i]
+                return self._checked(m)
+        while True:
+            m = self._read_frame() if timeout is None else self._read_with(timeout)
+            if m.get("req_id") == req_id and m.get("type") != "fill":
+                return self._checked(m)
+            self._inbox.append(m)
+
+    def _read_with(self, timeout: float) -> dict[str, Any]:
+        old = self.sock.gettimeout()
+        self.sock.settimeout(timeout)
+        try:
+            return self._read_frame()
+        finally:
+            self.sock.settimeout(old)
+
+    @staticmethod
+    def _checked(m: dict[str, Any]) -> dict[str, Any]:
+        if m.get("type") == "error":
+            raise ServerError(m)
+        return m
+
+    def _send_request(self, message: dict[str, Any]) -> Any:
+        self._next_req += 1
+        message["req_id"] = self._next_req
+        self.send(message)
+        return self._next_req
+
+    # ---- requests ----------------------------------------------------------
+
+    def login(self, account: int, secret: str | None = None, *, cancel_on_disconnect: bool = True) -> dict[str, Any]:
+        """Log in and wait for the reply."""
+        msg: dict[str, Any] = {"type": "login", "account": account, "cancel_on_disconnect": cancel_on_disconnect}
+        if secret is not None:
+            msg["secret"] = secret
+        return self.request(self._send_request(msg))
+
+    def new_order(self, symbol: str, side: str, qty: int, price: int | None = None, **options: Any) -> Any:
+        """Send a new order (options: order_type, tif, post_only, stp,
+        client_order_id); returns its req_id."""
+        msg = {"type": "new_order", "symbol": symbol, "side": side, "qty": qty, **options}
+        if price is not None:
+            msg["price"] = price
+        return self._send_request(msg)
+
+    def cancel(self, *, order_id: int | None = None, client_order_id: str | None = None) -> Any:
+        msg: dict[str, Any] = {"type": "cancel"}
+        if order_id is not None:
+            msg["order_id"] = order_id
+        if client_order_id is not None:
+            msg["client_order_id"] = client_order_id
+        return self._send_request(msg)
+
+    def modify(self, *, qty: int, price: int | None = None, order_id: int | None = None,
+               client_order_id: str | None = None) -> Any:
+        msg: dict[str, Any] = {"type": "modify", "qty": qty}
+        if price is not None:
+            msg["price"] = price
+        if order_id is not None:
+            msg["order_id"] = order_id
+        if client_order_id is not None:
+            msg["client_order_id"] = client_order_id
+        return self._send_request(msg)
+
+    def mass_cancel(self, symbol: str | None = None) -> Any:
+        msg: dict[str, Any] = {"type": "mass_cancel"}
+        if symbol is not None:
+            msg["symbol"] = symbol
+        return self._send_request(msg)
+
+    def subscribe(self, symbol: str) -> Any:
+        return self._send_request({"type": "subscribe", "symbol": symbol})
+
+    def unsubscribe(self, symbol: str) -> Any:
+        return self._send_request({"type": "unsubscribe", "symbol": symbol})
+
+    def ping(self) -> Any:
+        return self._send_request({"type": "ping"})
+
+    # ---- lifetime ----------------------------------------------------------
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,59 @@
+"""Structured logging: one event per line, ``key=value`` fields.
+
+    2026-11-25T16:00:00.123Z level=info event=listening host=127.0.0.1 port=7001
+
+Log with ``log.info("listening", extra=fields(host=h, port=p))``: the
+message is the event name and the fields follow it. The level comes from the
+``--log-level`` flag or the ``PYENGINE_LOG`` environment variable (debug,
+info, warning, error), info by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+__all__ = ["fields", "setup_logging", "KeyValueFormatter", "LEVELS"]
+
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def fields(**kv: Any) -> dict[str, Any]:
+    """The ``extra=`` of a structured log call."""
+    return {"kv": kv}
+
+
+def _value(v: Any) -> str:
+    s = str(v)
+    if s == "" or any(c in s for c in ' "=\n'):
+        return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return s
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        t = time.gmtime(record.created)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.msecs):03d}Z"
+        parts = [stamp, f"level={record.levelname.lower()}", f"event={_value(record.getMessage())}"]
+        for k, v in getattr(record, "kv", {}).items():
+            parts.append(f"{k}={_value(v)}")
+        if record.exc_info:
+            parts.append("exc=" + _value(self.formatException(record.exc_info)))
+        return " ".join(parts)
+
+
+def setup_logging(level: str | None = None, stream: Any = None) -> None:
+    """Send pyengine's logs to `stream` (stderr) at `level`, else PYENGINE_LOG,
+    else info."""
+    name = (level or os.environ.get("PYENGINE_LOG") or "info").lower()
+    if name not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {name!r}")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(KeyValueFormatter())
+    root = logging.getLogger("pyengine")
+    root.handlers[:] = [handler]
+    root.setLevel(name.upper())
+    root.propagate = False

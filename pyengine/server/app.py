@@ -1,0 +1,231 @@
+"""The server: listener, sessions, the command queue, the dispatcher, shutdown.
+
+Threads: the gevent hub runs on the main OS thread with one reader and one
+writer greenlet per connection, the dispatcher greenlet and a stats greenlet;
+the engine runs on its own OS thread (``EngineThread``). Commands from all
+sessions go through one ``CommandQueue`` into the engine thread's input ring
+in batches; the dispatcher brings the events back.
+
+Shutdown, on SIGINT/SIGTERM or ``stop()``: stop accepting, close every
+session (each writer sends what is queued, with a deadline), let the engine
+thread finish the commands it has, drain its events, then free it.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+import gevent
+from gevent.event import Event
+from gevent.server import StreamServer
+
+from .._ffi import ffi
+from ..log import fields
+from .config import ServerConfig
+from .dispatch import Dispatcher
+from .engine_thread import CMD, CMD_SIZE, EngineThread
+from .marketdata import MarketData
+from .session import Session
+
+__all__ = ["Server", "CommandQueue"]
+
+log = logging.getLogger("pyengine.server")
+
+_NO_COID = bytes(16)
+
+
+class CommandQueue:
+    """Commands gathered by the sessions, pushed to the engine thread in
+    batches: one ring operation (and at most one wake-up) per flush."""
+
+    def __init__(self, engine: EngineThread, capacity: int = 4096) -> None:
+        self._engine = engine
+        self._cap = capacity
+        self._buf = bytearray(capacity * CMD_SIZE)
+        self._c = ffi.from_buffer("struct runner_cmd[]", self._buf)
+        self._n = 0  # records in the buffer
+        self._sent = 0  # of them already in the ring
+        self._flushing = False
+        self._room = Event()
+        self._room.set()
+
+    def add(self, typ: int, side: int, order_type: int, tif: int, stp: int, flags: int, inst: int,
+            account: int, order_id: int, price: int, qty: int, coid: bytes, tag: int) -> None:
+        while self._n == self._cap:
+            self._room.clear()
+            self.flush()
+            if self._n == self._cap:
+                self._room.wait()
+        CMD.pack_into(self._buf, self._n * CMD_SIZE, typ, side, order_type, tif, stp, flags, 0, inst, account,
+                      order_id, price, qty, time.time_ns(), coid, tag)
+        self._n += 1
+
+    def flush(self) -> None:
+        """Push everything queued, waiting (cooperatively) while the input
+        ring is full. A flush that is running already takes new records too."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._sent < self._n:
+                self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
+                if self._sent < self._n:
+                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
+            self._n = self._sent = 0
+            self._room.set()
+        finally:
+            self._flushing = False
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.hub = gevent.get_hub()
+        self.engine = EngineThread(config)
+        self.commands = CommandQueue(self.engine)
+        self.marketdata = MarketData(self.engine.symbols)
+        self.dispatcher = Dispatcher(self)
+        self.sessions: dict[int, Session] = {}
+        self.dirty: list[Session] = []  # sessions with output queued since the last flush
+        self.closed_sessions = 0  # closed sessions still in `sessions`
+        self._next_sid = 0
+        self._listener: StreamServer | None = None
+        self._greenlets: list[gevent.Greenlet] = []
+        self.stopping = False
+        self.stopped = Event()
+        self.address: tuple[str, int] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self.engine.start()
+        self._greenlets.append(gevent.spawn(self.dispatcher.run))
+        self._listener = StreamServer((self.config.host, self.config.port), self._handle)
+        self._listener.init_socket()
+        self._listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._listener.start()
+        self.address = self._listener.address[:2]
+        if self.config.stats_interval > 0:
+            self._greenlets.append(gevent.spawn(self._stats_loop))
+        log.info("listening", extra=fields(host=self.address[0], port=self.address[1],
+                                          instruments=",".join(self.engine.symbols),
+                                          auth=self.config.auth_required))
+
+    def serve_forever(self) -> None:
+        self.start()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(sig, self._on_signal, sig)
+        self.stopped.wait()
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("signal", extra=fields(signal=signal.Signals(sig).name))
+        gevent.spawn(self.stop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop in stages; safe to call more than once."""
+        if self.stopping:
+            self.stopped.wait()
+            return
+        self.stopping = True
+        if self._listener is not None:
+            self._listener.close()
+        for session in list(self.sessions.values()):
+            session.close("server_stopping")
+        deadline = time.monotonic() + timeout
+        while any(s.unsent for s in self.sessions.values()) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        self.commands.flush()
+        self.engine.request_stop()
+        dispatcher = self._greenlets[0] if self._greenlets else None
+        if dispatcher is not None:
+            dispatcher.join(timeout=max(0.1, deadline - time.monotonic()))
+        gevent.killall(self._greenlets[1:], timeout=1)
+        st = self.engine.stats()
+        self.engine.close()
+        log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))
+        self.stopped.set()
+
+    # ---- sessions ----------------------------------------------------------
+
+    def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
+        peer = f"{address[0]}:{address[1]}"
+        live = sum(1 for s in self.sessions.values() if not s.closed)
+        if self.stopping or live >= self.config.max_connections:
+            self._refuse(sock, peer)
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._next_sid += 1
+        session = Session(self, sock, peer, self._next_sid)
+        self.sessions[session.sid] = session
+        log.info("session_open", extra=fields(sid=session.sid, peer=peer))
+        writer = gevent.spawn(session.writer)
+        try:
+            session.reader()
+        finally:
+            session.close(session.close_reason or "reader_done")
+            writer.join(timeout=5)
+            writer.kill()
+            sock.close()
+            log.info("session_close", extra=fields(sid=session.sid, peer=peer, reason=session.close_reason,
+                                                   account=session.account))
+
+    def _refuse(self, sock: socket.socket, peer: str) -> None:
+        from .protocol import encode
+
+        log.warning("connection_refused", extra=fields(peer=peer, reason="too_many_connections"))
+        try:
+            sock.sendall(encode({"type": "error", "req_id": None, "code": "too_many_connections",
+                                 "message": f"the server serves at most {self.config.max_connections} connections"}))
+        except OSError:
+            pass
+        sock.close()
+
+    def flush_sessions(self) -> None:
+        """Write out what every session has queued (see Session.flush)."""
+        dirty, self.dirty = self.dirty, []
+        for session in dirty:
+            session.flush()
+
+    def session_closed(self, session: Session) -> None:
+        """A session ended: drop its subscriptions and, with cancel-on-disconnect,
+        cancel its open orders (not when the whole server stops: orders
+        outlive a planned restart)."""
+        self.closed_sessions += 1
+        self.marketdata.drop(session)
+        if session.cancel_on_disconnect and session.orders and not self.stopping:
+            for oid in list(session.orders):
+                self.cancel_order(oid)
+            self.commands.flush()
+            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(session.orders)))
+
+    def cancel_order(self, order_id: int) -> None:
+        """Cancel an order as the server itself (tag 0: no one to reply to)."""
+        self.commands.add(2, 0, 0, 0, 0, 2, 0, 0, order_id, 0, 0, _NO_COID, 0)
+
+    def sweep_closed(self) -> None:
+        """Forget closed sessions that have nothing left in flight."""
+        done = [sid for sid, s in self.sessions.items() if s.closed and not s.pending and not s.orders]
+        for sid in done:
+            del self.sessions[sid]
+        self.closed_sessions -= len(done)
+
+    # ---- stats -------------------------------------------------------------
+
+    def _stats_loop(self) -> None:
+        last = self.engine.stats()
+        last_trades, last_t = self.dispatcher.trades, time.monotonic()
+        while True:
+            gevent.sleep(self.config.stats_interval)
+            now, st = time.monotonic(), self.engine.stats()
+            dt = max(now - last_t, 1e-9)
+            log.info("stats", extra=fields(
+                commands_per_s=round((st["commands"] - last["commands"]) / dt),
+                trades_per_s=round((self.dispatcher.trades - last_trades) / dt),
+                connections=sum(1 for s in self.sessions.values() if not s.closed),
+                in_ring=st["in_queued"],
+                out_ring=st["out_queued"],
+                engine_sleeps=st["sleeps"] - last["sleeps"],
+            ))
+            last, last_trades, last_t = st, self.dispatcher.trades, now

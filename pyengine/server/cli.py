@@ -1,0 +1,91 @@
+"""The ``pyengine-server`` console script.
+
+    pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
+                    [--spin-us N] [--log-level LEVEL]
+    pyengine-server hash-secret        # read a secret, print its config form
+
+With no arguments it serves the embedded default configuration (a few futures
+instruments, no authentication) on 127.0.0.1:7001.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import logging
+import sys
+
+from ..log import LEVELS, fields, setup_logging
+from .config import ConfigError, ServerConfig, hash_secret, load_config
+
+log = logging.getLogger("pyengine.server")
+
+
+def _serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded one)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default 7001; 0: any free port)")
+    p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
+    p.add_argument("--spin-us", type=int, metavar="N", help="idle polling of the engine thread before it sleeps")
+    p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
+    p.add_argument("--log-level", choices=LEVELS, help="default: $PYENGINE_LOG or info")
+
+
+def build_config(args: argparse.Namespace) -> ServerConfig:
+    config = load_config(args.config) if args.config else ServerConfig()
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "engine_cpu": args.engine_cpu,
+        "spin_us": args.spin_us,
+        "stats_interval": args.stats_interval,
+    }
+    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def serve(args: argparse.Namespace) -> int:
+    # gevent first: the server's sockets must be gevent's.
+    from .app import Server
+
+    try:
+        config = build_config(args)
+    except ConfigError as exc:
+        log.error("bad_config", extra=fields(error=str(exc)))
+        return 2
+    server = Server(config)
+    try:
+        server.serve_forever()
+    except OSError as exc:
+        log.error("cannot_serve", extra=fields(error=str(exc)))
+        server.stop()
+        return 1
+    return 0
+
+
+def hash_secret_cmd(args: argparse.Namespace) -> int:
+    secret = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("secret: ")
+    if not secret:
+        print("an empty secret is not a secret", file=sys.stderr)
+        return 2
+    print(hash_secret(secret))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyengine-server", description="The pyengine matching server.")
+    _serve_args(parser)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("hash-secret", help="read a secret on stdin, print the form for the configuration file")
+    args = parser.parse_args(argv)
+    try:
+        setup_logging(args.log_level)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.command == "hash-secret":
+        return hash_secret_cmd(args)
+    return serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

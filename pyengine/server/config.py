@@ -1,0 +1,247 @@
+"""Server configuration: the embedded default, and TOML files.
+
+A file looks like this (every key optional, defaults as shown)::
+
+    [server]
+    host = "127.0.0.1"
+    port = 7001
+    max_connections = 1024       # connections served at once
+    max_frame = 65536            # bytes in one frame
+    max_unsent = 8388608         # unsent bytes before a slow reader is dropped
+    stats_interval = 10.0        # seconds between stats log lines; 0: none
+
+    [engine]
+    cpu = "last"                 # CPU to pin the engine thread to, or -1: don't pin
+    spin_us = 50                 # idle polling before the engine thread sleeps
+    in_capacity = 65536          # commands the input ring holds (power of two)
+    out_capacity = 262144        # events the output ring holds (power of two)
+
+    [[instruments]]
+    symbol = "ESZ6"
+    tick_size = 25
+    lot_size = 1
+    price_band = [100000, 1000000]   # optional
+    market_protection = 2500         # optional, price units
+    kind = "future"                  # or "spot"; informational
+
+    [[accounts]]                     # none: no authentication
+    account = 7
+    secret = "pbkdf2_sha256$100000$<salt hex>$<hash hex>"   # pyengine-server hash-secret
+    admin = false
+
+Unknown keys are errors, so a typo does not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "InstrumentConfig",
+    "AccountConfig",
+    "ServerConfig",
+    "DEFAULT_INSTRUMENTS",
+    "load_config",
+    "hash_secret",
+    "check_secret",
+]
+
+
+class ConfigError(ValueError):
+    """The configuration file is wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class InstrumentConfig:
+    symbol: str
+    tick_size: int = 1
+    lot_size: int = 1
+    price_band: tuple[int, int] | None = None
+    market_protection: int | None = None
+    kind: str = "future"
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    account: int
+    secret: str | None = None  # a hash made by hash_secret()
+    admin: bool = False
+
+
+# Prices are integers in each instrument's minimum unit: here cents (ES, NQ,
+# CL) and US dollars (BTC-PERP); quantities in contracts.
+DEFAULT_INSTRUMENTS = (
+    InstrumentConfig("ESZ6", tick_size=25, lot_size=1, price_band=(100_000, 2_000_000), market_protection=2_500),
+    InstrumentConfig("NQZ6", tick_size=25, lot_size=1, price_band=(500_000, 5_000_000), market_protection=10_000),
+    InstrumentConfig("CLF7", tick_size=1, lot_size=1, price_band=(1_000, 50_000), market_protection=200),
+    InstrumentConfig("BTC-PERP", tick_size=1, lot_size=1, price_band=(1_000, 1_000_000), market_protection=1_000),
+)
+
+
+def _last_cpu() -> int:
+    return max(os.sched_getaffinity(0))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 7001
+    max_connections: int = 1024
+    max_frame: int = 65536
+    max_unsent: int = 8 << 20
+    stats_interval: float = 10.0
+    engine_cpu: int = field(default_factory=_last_cpu)
+    spin_us: int = 50
+    in_capacity: int = 1 << 16
+    out_capacity: int = 1 << 18
+    instruments: tuple[InstrumentConfig, ...] = DEFAULT_INSTRUMENTS
+    accounts: tuple[AccountConfig, ...] = ()
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.accounts)
+
+    def account(self, account: int) -> AccountConfig | None:
+        for a in self.accounts:
+            if a.account == account:
+                return a
+        return None
+
+
+def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+
+
+def _typed(where: str, key: str, value: Any, typ: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and typ is not bool:
+        raise ConfigError(f"{where}: {key} must be {getattr(typ, '__name__', typ)}, not a boolean")
+    if not isinstance(value, typ):
+        raise ConfigError(f"{where}: {key} must be {getattr(typ, '__name__', typ)}, not {type(value).__name__}")
+    return value
+
+
+def _positive_pow2(where: str, key: str, value: int) -> int:
+    if value <= 0 or value & (value - 1):
+        raise ConfigError(f"{where}: {key} must be a power of two, not {value}")
+    return value
+
+
+def _instrument(i: int, table: dict[str, Any]) -> InstrumentConfig:
+    where = f"instruments[{i}]"
+    _check_keys(where, table, {f.name for f in fields(InstrumentConfig)})
+    if "symbol" not in table:
+        raise ConfigError(f"{where}: symbol is required")
+    band = table.get("price_band")
+    if band is not None:
+        if not isinstance(band, list) or len(band) != 2 or not all(type(x) is int for x in band):
+            raise ConfigError(f"{where}: price_band must be [min_price, max_price]")
+        band = (band[0], band[1])
+    kind = table.get("kind", "future")
+    if kind not in ("future", "spot"):
+        raise ConfigError(f"{where}: kind must be 'future' or 'spot', not {kind!r}")
+    return InstrumentConfig(
+        symbol=_typed(where, "symbol", table["symbol"], str),
+        tick_size=_typed(where, "tick_size", table.get("tick_size", 1), int),
+        lot_size=_typed(where, "lot_size", table.get("lot_size", 1), int),
+        price_band=band,
+        market_protection=_typed(where, "market_protection", table.get("market_protection", 0), int)
+        if "market_protection" in table
+        else None,
+        kind=kind,
+    )
+
+
+def _account(i: int, table: dict[str, Any]) -> AccountConfig:
+    where = f"accounts[{i}]"
+    _check_keys(where, table, {f.name for f in fields(AccountConfig)})
+    if "account" not in table:
+        raise ConfigError(f"{where}: account is required")
+    secret = table.get("secret")
+    if secret is not None and not _typed(where, "secret", secret, str).startswith("pbkdf2_sha256$"):
+        raise ConfigError(f"{where}: secret must be a hash from 'pyengine-server hash-secret', not a plain secret")
+    return AccountConfig(
+        account=_typed(where, "account", table["account"], int),
+        secret=secret,
+        admin=_typed(where, "admin", table.get("admin", False), bool),
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> ServerConfig:
+    """Read a TOML configuration file; raise ConfigError saying what is wrong."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> ServerConfig:
+    _check_keys("top level", data, {"server", "engine", "instruments", "accounts"})
+    server = data.get("server", {})
+    engine = data.get("engine", {})
+    _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval"})
+    _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
+    kw: dict[str, Any] = {}
+    for key, typ in (("host", str), ("port", int), ("max_connections", int), ("max_frame", int), ("max_unsent", int)):
+        if key in server:
+            kw[key] = _typed("[server]", key, server[key], typ)
+    if "stats_interval" in server:
+        kw["stats_interval"] = float(_typed("[server]", "stats_interval", server["stats_interval"], (int, float)))
+    if "cpu" in engine:
+        cpu = engine["cpu"]
+        kw["engine_cpu"] = _last_cpu() if cpu == "last" else _typed("[engine]", "cpu", cpu, int)
+    if "spin_us" in engine:
+        kw["spin_us"] = _typed("[engine]", "spin_us", engine["spin_us"], int)
+    for key in ("in_capacity", "out_capacity"):
+        if key in engine:
+            kw[key] = _positive_pow2("[engine]", key, _typed("[engine]", key, engine[key], int))
+    if "instruments" in data:
+        instruments = tuple(_instrument(i, t) for i, t in enumerate(data["instruments"]))
+        if not instruments:
+            raise ConfigError("instruments: at least one is needed")
+        kw["instruments"] = instruments
+    if "accounts" in data:
+        kw["accounts"] = tuple(_account(i, t) for i, t in enumerate(data["accounts"]))
+    config = ServerConfig(**kw)
+    symbols = [i.symbol for i in config.instruments]
+    if len(set(symbols)) != len(symbols):
+        raise ConfigError("instruments: a symbol appears twice")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"[server]: port {config.port} is out of range")
+    if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
+        raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
+    return config
+
+
+# ---- secrets --------------------------------------------------------------------
+
+_ITERATIONS = 100_000
+
+
+def hash_secret(secret: str, *, iterations: int = _ITERATIONS, salt: bytes | None = None) -> str:
+    """The form of `secret` to put in a configuration file."""
+    salt = os.urandom(16) if salt is None else salt
+    digest = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, iterations)
+    return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
+
+
+def check_secret(stored: str, given: str) -> bool:
+    """Whether `given` is the secret `stored` was made from (constant time)."""
+    try:
+        scheme, iterations, salt, digest = stored.split("$")
+        expected = bytes.fromhex(digest)
+        got = hashlib.pbkdf2_hmac("sha256", given.encode(), bytes.fromhex(salt), int(iterations))
+    except (ValueError, TypeError):
+        return False
+    return scheme == "pbkdf2_sha256" and hmac.compare_digest(expected, got)

@@ -1,0 +1,268 @@
+"""The dispatcher: the one greenlet that takes events from the engine thread
+and routes them.
+
+It waits on the engine thread's eventfd through the gevent hub, drains the
+output ring in batches, and for each event: replies to the session whose
+request caused it (matched by the command's tag, echoing its ``req_id``),
+sends fills to both sides' sessions, and feeds market data. Sessions, owners
+and books change only here and in the session greenlets of the same OS
+thread, so nothing needs a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from typing import TYPE_CHECKING, Any
+
+from .._ffi import ffi
+from ..enums import REJECT_MESSAGES
+from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
+from ..log import fields
+from .engine_thread import EVENT_SIZE
+from .session import MassCancelState, OpenOrder
+
+if TYPE_CHECKING:
+    from .app import Server
+    from .session import Session
+
+__all__ = ["Dispatcher"]
+
+log = logging.getLogger("pyengine.server")
+
+# struct runner_event: struct eng_event, then the tag.
+_EVENT = struct.Struct("<BBBBIQQQQqqqqII16sQ")
+assert _EVENT.size == EVENT_SIZE
+_BATCH = 4096
+_ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _MODIFIED, _LEVEL = 1, 2, 3, 4, 5, 6
+_SIDES = ("", "buy", "sell")
+_NO_COID = bytes(16)
+_REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
+_CANCEL_REASONS = tuple(str(r) for r in CANCEL_BY_CODE)
+
+
+def _coid(raw: bytes) -> str | None:
+    return None if raw == _NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
+
+
+class Dispatcher:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.owners: dict[int, Session] = {}  # open order id -> the session that entered it
+        self._buf = ffi.new("struct runner_event[]", _BATCH)
+        self._raw = ffi.buffer(self._buf)
+        self._cod: list[int] = []  # orders of closed sessions, to cancel
+        self.trades = 0
+        self.orders = 0
+
+    def owner(self, order_id: int) -> Session | None:
+        return self.owners.get(order_id)
+
+    def run(self) -> None:
+        """Route events until the engine thread has stopped and nothing is left."""
+        engine = self.server.engine
+        hub = self.server.hub
+        watcher = hub.loop.io(engine.fd, 1)
+        try:
+            while True:
+                n = engine.poll(self._buf, _BATCH)
+                if n:
+                    self.route(n)
+                    continue
+                if self.server.stopping and not engine.stats()["running"]:
+                    n = engine.poll(self._buf, _BATCH)
+                    if not n:
+                        return
+                    self.route(n)
+                    continue
+                hub.wait(watcher)
+                try:
+                    os.read(engine.fd, 8)
+                except BlockingIOError:
+                    pass
+        finally:
+            watcher.close()
+
+    def route(self, n: int) -> None:
+        sessions = self.server.sessions
+        md = self.server.marketdata
+        symbols = self.server.engine.symbols
+        owners = self.owners
+        unpack = _EVENT.unpack_from
+        raw = self._raw
+        last_tag = -1
+        session: Session | None = None
+        info: tuple[str, Any, Any] | None = None
+        for off in range(0, n * EVENT_SIZE, EVENT_SIZE):
+            (typ, side, reason, flags, inst, seq, oid, maker_id, trade_id, price, qty, leaves, maker_leaves,
+             account, maker_account, coid_raw, tag) = unpack(raw, off)
+            first = tag != last_tag
+            if first:
+                last_tag = tag
+                session = sessions.get(tag >> 32)
+                info = session.pending.pop(tag & 0xFFFFFFFF, None) if session is not None else None
+            if typ == _LEVEL:
+                md.level(inst, side, price, qty, leaves)
+            elif typ == _TRADE:
+                self.trades += 1
+                symbol = symbols[inst]
+                taker = owners.get(oid)
+                if taker is not None:
+                    self._fill(taker, oid, symbol, side, price, qty, leaves, trade_id, "taker", seq)
+                maker = owners.get(maker_id)
+                if maker is not None:
+                    self._fill(maker, maker_id, symbol, 3 - side, price, qty, maker_leaves, trade_id, "maker", seq)
+                md.trade(inst, trade_id, price, qty, side)
+            elif typ == _ACCEPTED:
+                self.orders += 1
+                if session is None:
+                    continue
+                coid = _coid(coid_raw)
+                owners[oid] = session
+                session.orders[oid] = OpenOrder(inst, coid)
+                if coid is not None:
+                    session.coids[coid] = oid
+                if session.closed:
+                    if session.cancel_on_disconnect:
+                        self._cod.append(oid)
+                    continue
+                session.reply(
+                    {
+                        "type": "ack",
+                        "req_id": info[1] if info else None,
+                        "order_id": oid,
+                        "client_order_id": coid,
+                        "symbol": symbols[inst],
+                        "side": _SIDES[side],
+                        "price": price or None,
+                        "qty": qty,
+                        "seq": seq,
+                    }
+                )
+            elif typ == _CANCELLED:
+                self._cancelled(owners.get(oid), oid, leaves, reason, seq, session, info, first)
+            elif typ == _MODIFIED:
+                self._modified(owners.get(oid), oid, price, qty, bool(flags & 1), seq, session, info, first)
+            elif typ == _REJECTED:
+                self._rejected(session, info, reason, coid_raw, oid, seq)
+        self.server.marketdata.flush()
+        self.server.flush_sessions()
+        if self._cod and not self.server.stopping:
+            self._cancel_orphans()
+        if self.server.closed_sessions:
+            self.server.sweep_closed()
+
+    def _fill(self, s: Session, oid: int, symbol: str, side: int, price: int, qty: int, leaves: int,
+              trade_id: int, liquidity: str, seq: int) -> None:
+        o = s.orders.get(oid)
+        s.reply(
+            {
+                "type": "fill",
+                "order_id": oid,
+                "client_order_id": o.coid if o else None,
+                "symbol": symbol,
+                "side": _SIDES[side],
+                "price": price,
+                "qty": qty,
+                "leaves": leaves,
+                "trade_id": trade_id,
+                "liquidity": liquidity,
+                "seq": seq,
+            }
+        )
+        if leaves == 0:
+            self._forget(s, oid)
+
+    def _cancelled(self, owner: Session | None, oid: int, leaves: int, reason: int, seq: int,
+                   session: Session | None, info: tuple[str, Any, Any] | None, first: bool) -> None:
+        """To the order's session; and, when someone else (an administrator)
+        cancelled it, the direct reply to them."""
+        req_id = mass = None
+        if info and first:
+            kind, req_id, extra = info
+            if kind == "mass_cancel":
+                # Its one reply is mass_cancelled; the cancels are pushes.
+                req_id, mass = None, extra
+        o = owner.orders.get(oid) if owner is not None else None
+        message = {
+            "type": "cancelled",
+            "req_id": None,
+            "order_id": oid,
+            "client_order_id": o.coid if o else None,
+            "leaves": leaves,
+            "reason": _CANCEL_REASONS[reason],
+            "seq": seq,
+        }
+        if owner is not None:
+            message["req_id"] = req_id if owner is session else None
+            owner.reply(message)
+            self._forget(owner, oid)
+        if req_id is not None and session is not None and session is not owner:
+            session.reply(dict(message, req_id=req_id))
+        if mass is not None:
+            mass.cancelled += 1
+            self._mass_part_done(session, mass)  # type: ignore[arg-type]
+
+    def _modified(self, owner: Session | None, oid: int, price: int, qty: int, kept: bool, seq: int,
+                  session: Session | None, info: tuple[str, Any, Any] | None, first: bool) -> None:
+        req_id = info[1] if info and first else None
+        o = owner.orders.get(oid) if owner is not None else None
+        message = {
+            "type": "modified",
+            "req_id": None,
+            "order_id": oid,
+            "client_order_id": o.coid if o else None,
+            "price": price,
+            "qty": qty,
+            "priority_kept": kept,
+            "seq": seq,
+        }
+        if owner is not None:
+            message["req_id"] = req_id if owner is session else None
+            owner.reply(message)
+        if req_id is not None and session is not None and session is not owner:
+            session.reply(dict(message, req_id=req_id))
+
+    def _rejected(self, session: Session | None, info: tuple[str, Any, Any] | None, reason: int,
+                  coid_raw: bytes, oid: int, seq: int) -> None:
+        if session is None or info is None:
+            return
+        kind, req_id, extra = info
+        if kind == "mass_cancel":
+            self._mass_part_done(session, extra)  # the order was gone already
+            return
+        code, message = _REJECTS[reason]  # type: ignore[misc]
+        log.debug("reject", extra=fields(sid=session.sid, code=code, req_id=req_id))
+        session.reply(
+            {
+                "type": "reject",
+                "req_id": req_id,
+                "code": code,
+                "message": message,
+                "client_order_id": _coid(coid_raw),
+                "order_id": oid or None,
+                "seq": seq,
+            }
+        )
+
+    @staticmethod
+    def _mass_part_done(session: Session, state: MassCancelState) -> None:
+        state.remaining -= 1
+        if state.remaining == 0:
+            session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled})
+
+    def _forget(self, s: Session, oid: int) -> None:
+        self.owners.pop(oid, None)
+        o = s.orders.pop(oid, None)
+        if o is not None and o.coid is not None and s.coids.get(o.coid) == oid:
+            del s.coids[o.coid]
+
+    def _cancel_orphans(self) -> None:
+        """Orders accepted for sessions that had already closed with
+        cancel-on-disconnect: cancel those still open."""
+        orders, self._cod = self._cod, []
+        for oid in orders:
+            if oid in self.owners:
+                self.server.cancel_order(oid)
+        self.server.commands.flush()

@@ -1,0 +1,114 @@
+"""Market data: an L2 book per instrument, public trades, subscriptions.
+
+The books are kept from the engine's level events, so they are exactly the
+engine's books at each point of the event stream. Each instrument has its own
+market-data sequence number, one per message, so a subscriber sees a gap at
+once. Level changes are gathered while the dispatcher routes a batch of
+events and go out as one ``book_update`` per instrument (the latest state of
+each changed level), after that batch's ``trade`` messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .protocol import encode
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["MarketData"]
+
+_SIDE_NAMES = ("", "buy", "sell")
+
+
+class MarketData:
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = symbols
+        n = len(symbols)
+        # books[i][side] maps price -> (total qty, order count); side 1 bids, 2 asks.
+        self.books: list[tuple[dict[int, tuple[int, int]], ...]] = [({}, {}, {}) for _ in range(n)]
+        self.seq = [0] * n
+        self.subscribers: list[set[Session]] = [set() for _ in range(n)]
+        self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
+        self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
+
+    def level(self, inst: int, side: int, price: int, total: int, count: int) -> None:
+        """A level changed (total 0: it is gone)."""
+        book = self.books[inst][side]
+        if total:
+            book[price] = (total, count)
+        else:
+            book.pop(price, None)
+        if self.subscribers[inst]:
+            self._changes.setdefault(inst, {})[(side, price)] = (total, count)
+
+    def trade(self, inst: int, trade_id: int, price: int, qty: int, aggressor: int) -> None:
+        if self.subscribers[inst]:
+            self._trades.setdefault(inst, []).append((trade_id, price, qty, aggressor))
+
+    def flush(self) -> None:
+        """Send what this batch of events changed to the subscribers."""
+        for inst, trades in self._trades.items():
+            symbol = self.symbols[inst]
+            for trade_id, price, qty, aggressor in trades:
+                self._publish(
+                    inst,
+                    {
+                        "type": "trade",
+                        "symbol": symbol,
+                        "seq": 0,
+                        "trade_id": trade_id,
+                        "price": price,
+                        "qty": qty,
+                        "aggressor_side": _SIDE_NAMES[aggressor],
+                    },
+                )
+        self._trades.clear()
+        for inst, changes in self._changes.items():
+            self._publish(
+                inst,
+                {
+                    "type": "book_update",
+                    "symbol": self.symbols[inst],
+                    "seq": 0,
+                    "changes": [[_SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
+                },
+            )
+        self._changes.clear()
+
+    def _publish(self, inst: int, message: dict[str, Any]) -> None:
+        self.seq[inst] += 1
+        message["seq"] = self.seq[inst]
+        frame = encode(message)
+        for session in tuple(self.subscribers[inst]):
+            session.send(frame)
+
+    def snapshot(self, inst: int, req_id: Any) -> dict[str, Any]:
+        """The whole book now, as the reply to a subscribe."""
+        bids, asks = self.books[inst][1], self.books[inst][2]
+        return {
+            "type": "book_snapshot",
+            "req_id": req_id,
+            "symbol": self.symbols[inst],
+            "seq": self.seq[inst],
+            "bids": [[p, *bids[p]] for p in sorted(bids, reverse=True)],
+            "asks": [[p, *asks[p]] for p in sorted(asks)],
+        }
+
+    def subscribe(self, session: Session, inst: int, req_id: Any) -> dict[str, Any]:
+        # Anything gathered so far goes out first, so the snapshot and the
+        # updates after it meet exactly.
+        self.flush()
+        self.subscribers[inst].add(session)
+        return self.snapshot(inst, req_id)
+
+    def unsubscribe(self, session: Session, inst: int) -> bool:
+        if session in self.subscribers[inst]:
+            self.subscribers[inst].discard(session)
+            return True
+        return False
+
+    def drop(self, session: Session) -> None:
+        for subs in self.subscribers:
+            subs.discard(session)

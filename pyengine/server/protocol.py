@@ -1,0 +1,324 @@
+"""The wire protocol: framing, request validation, reply encoding.
+
+A frame is a 4-byte big-endian length, then that many bytes of one JSON
+object (UTF-8). Every message has a ``"type"``; a request may carry a
+``"req_id"`` (an integer or a string) that every direct reply to it repeats.
+docs/protocol.md lists every message with an example.
+
+Bad framing (an empty frame, a frame over the size limit, a stream that ends
+inside a frame) is a ``FrameError``: the connection cannot be trusted to
+stay in step and is closed. A bad message inside a good frame is a
+``RequestError``: the reply is an ``error`` and the connection stays open.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+import orjson
+
+from .. import _args
+from ..errors import EngineError
+
+__all__ = [
+    "MAX_FRAME",
+    "FrameError",
+    "RequestError",
+    "FrameReader",
+    "encode",
+    "parse",
+    "Login",
+    "NewOrder",
+    "Cancel",
+    "Modify",
+    "MassCancel",
+    "Subscribe",
+    "Unsubscribe",
+    "Ping",
+    "Request",
+]
+
+MAX_FRAME = 64 * 1024
+_HEADER = struct.Struct(">I")
+_dumps = orjson.dumps
+_loads = orjson.loads
+_new = tuple.__new__
+
+
+class FrameError(Exception):
+    """The byte stream is broken; close the connection."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RequestError(Exception):
+    """A message that cannot be carried out; reply ``error``, keep going."""
+
+    def __init__(self, code: str, message: str, req_id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.req_id = req_id
+
+
+class FrameReader:
+    """Splits a byte stream into frames."""
+
+    __slots__ = ("_buf", "_max")
+
+    def __init__(self, max_frame: int = MAX_FRAME) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the frames now complete, in order.
+        The size is checked from the header, before the body arrives."""
+        buf = self._buf
+        buf += data
+        frames = []
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (n,) = _HEADER.unpack_from(buf, pos)
+            if n == 0:
+                raise FrameError("empty_frame", "a frame of length 0")
+            if n > self._max:
+                raise FrameError("frame_too_large", f"a frame of {n} bytes is over the limit of {self._max}")
+            if end - pos - 4 < n:
+                break
+            frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
+            pos += 4 + n
+        if pos:
+            del buf[:pos]
+        return frames
+
+    def close(self) -> None:
+        """The peer closed its side: a partial frame left over is an error."""
+        if self._buf:
+            raise FrameError("truncated_frame", f"the stream ended {len(self._buf)} bytes into a frame")
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One frame holding `message`."""
+    body = _dumps(message)
+    return _HEADER.pack(len(body)) + body
+
+
+# ---- requests -----------------------------------------------------------------
+
+
+class Login(NamedTuple):
+    req_id: Any
+    account: int
+    secret: str | None
+    cancel_on_disconnect: bool
+
+
+class NewOrder(NamedTuple):
+    req_id: Any
+    symbol: str
+    side: str
+    qty: int
+    price: int | None
+    order_type: str
+    tif: str
+    post_only: bool
+    stp: str
+    client_order_id: str | None
+
+
+class Cancel(NamedTuple):
+    req_id: Any
+    order_id: int | None
+    client_order_id: str | None
+
+
+class Modify(NamedTuple):
+    req_id: Any
+    order_id: int | None
+    client_order_id: str | None
+    qty: int
+    price: int | None
+
+
+class MassCancel(NamedTuple):
+    req_id: Any
+    symbol: str | None
+
+
+class Subscribe(NamedTuple):
+    req_id: Any
+    symbol: str
+
+
+class Unsubscribe(NamedTuple):
+    req_id: Any
+    symbol: str
+
+
+class Ping(NamedTuple):
+    req_id: Any
+
+
+Request = Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping
+
+_SIDES = frozenset(("buy", "sell"))
+_ORDER_TYPES = frozenset(("limit", "market"))
+_TIFS = frozenset(("gtc", "ioc", "fok"))
+_STPS = frozenset(("none", "cancel_newest", "cancel_oldest", "cancel_both"))
+_MISSING = object()
+
+
+def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
+    v = msg.get(key, _MISSING)
+    if v is _MISSING:
+        raise RequestError("missing_field", f"{key} is required", req_id)
+    if type(v) is not int:
+        raise RequestError("bad_field", f"{key} must be an integer, not {_json_type(v)}", req_id)
+    if not lo <= v <= hi:
+        raise RequestError("bad_field", f"{key}={v} is out of range [{lo}, {hi}]", req_id)
+    return v
+
+
+def _opt_int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN) -> int | None:
+    if msg.get(key) is None:
+        return None
+    return _int(msg, key, req_id, lo)
+
+
+def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
+    v = msg.get(key, _MISSING)
+    if v is _MISSING:
+        raise RequestError("missing_field", f"{key} is required", req_id)
+    if type(v) is not str:
+        raise RequestError("bad_field", f"{key} must be a string, not {_json_type(v)}", req_id)
+    return v
+
+
+def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: Any) -> str:
+    v = msg.get(key, default)
+    if v is None:
+        raise RequestError("missing_field", f"{key} is required", req_id)
+    if type(v) is not str or v not in choices:
+        raise RequestError("bad_field", f"{key} must be one of {sorted(choices)}, not {v!r}", req_id)
+    return v
+
+
+def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
+    v = msg.get(key, default)
+    if type(v) is not bool:
+        raise RequestError("bad_field", f"{key} must be true or false, not {_json_type(v)}", req_id)
+    return v
+
+
+def _coid(msg: dict[str, Any], req_id: Any) -> str | None:
+    v = msg.get("client_order_id")
+    if v is None:
+        return None
+    try:
+        _args.coid_bytes(v)
+    except EngineError as exc:
+        raise RequestError("bad_field", str(exc), req_id) from None
+    return v  # type: ignore[no-any-return]
+
+
+def _json_type(v: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
+        type(v), "null"
+    )
+
+
+def _target(msg: dict[str, Any], req_id: Any) -> tuple[int | None, str | None]:
+    order_id = _opt_int(msg, "order_id", req_id, 1)
+    coid = _coid(msg, req_id)
+    if (order_id is None) == (coid is None):
+        raise RequestError("bad_field", "give exactly one of order_id and client_order_id", req_id)
+    return order_id, coid
+
+
+def _parse_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
+    order_type = _choice(msg, "order_type", _ORDER_TYPES, "limit", req_id)
+    market = order_type == "market"
+    tif = _choice(msg, "tif", _TIFS, "ioc" if market else "gtc", req_id)
+    post_only = _bool(msg, "post_only", False, req_id)
+    price = _opt_int(msg, "price", req_id)
+    try:
+        _args.check_order_shape(market, tif == "gtc", price, post_only)
+    except EngineError as exc:
+        raise RequestError("bad_field", str(exc), req_id) from None
+    return _new(
+        NewOrder,
+        (
+            req_id,
+            _str(msg, "symbol", req_id),
+            _choice(msg, "side", _SIDES, None, req_id),
+            _int(msg, "qty", req_id),
+            price,
+            order_type,
+            tif,
+            post_only,
+            _choice(msg, "stp", _STPS, "none", req_id),
+            _coid(msg, req_id),
+        ),
+    )
+
+
+def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
+    secret = msg.get("secret")
+    if secret is not None and type(secret) is not str:
+        raise RequestError("bad_field", f"secret must be a string, not {_json_type(secret)}", req_id)
+    return Login(
+        req_id,
+        _int(msg, "account", req_id, 0, _args.UINT32_MAX),
+        secret,
+        _bool(msg, "cancel_on_disconnect", True, req_id),
+    )
+
+
+def _parse_cancel(msg: dict[str, Any], req_id: Any) -> Cancel:
+    order_id, coid = _target(msg, req_id)
+    return Cancel(req_id, order_id, coid)
+
+
+def _parse_modify(msg: dict[str, Any], req_id: Any) -> Modify:
+    order_id, coid = _target(msg, req_id)
+    return Modify(req_id, order_id, coid, _int(msg, "qty", req_id), _opt_int(msg, "price", req_id))
+
+
+def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
+    symbol = msg.get("symbol")
+    if symbol is not None and type(symbol) is not str:
+        raise RequestError("bad_field", f"symbol must be a string, not {_json_type(symbol)}", req_id)
+    return MassCancel(req_id, symbol)
+
+
+_PARSERS = {
+    "new_order": _parse_new_order,
+    "cancel": _parse_cancel,
+    "modify": _parse_modify,
+    "login": _parse_login,
+    "mass_cancel": _parse_mass_cancel,
+    "subscribe": lambda m, r: Subscribe(r, _str(m, "symbol", r)),
+    "unsubscribe": lambda m, r: Unsubscribe(r, _str(m, "symbol", r)),
+    "ping": lambda m, r: Ping(r),
+}
+
+
+def parse(frame: bytes) -> Request:
+    """Decode and check one request frame; raise RequestError if it is not a
+    request we can carry out."""
+    try:
+        msg = _loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError("bad_json", f"not valid JSON: {exc}") from None
+    if type(msg) is not dict:
+        raise RequestError("bad_message", f"a message must be a JSON object, not {_json_type(msg)}")
+    req_id = msg.get("req_id")
+    if req_id is not None and type(req_id) not in (int, str):
+        raise RequestError("bad_field", "req_id must be an integer or a string")
+    typ = msg.get("type")
+    parser = _PARSERS.get(typ) if type(typ) is str else None
+    if parser is None:
+        raise RequestError("unknown_type", f"unknown message type {typ!r}", req_id)
+    return parser(msg, req_id)

@@ -1,0 +1,359 @@
+"""One client connection: its reader and writer greenlets and what it owns.
+
+The reader splits frames, checks each request and queues engine commands
+(tagged with the session and a request number) for the dispatcher's engine
+thread; the writer sends everything queued for the session in one ``sendall``
+per wake-up. A session whose unsent output passes ``max_unsent`` is
+disconnected rather than buffered without end.
+
+A session owns the orders it entered: ``orders`` (order id -> instrument,
+client order id) and ``coids`` (client order id -> order id) are kept by the
+dispatcher from the events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from gevent.event import Event
+
+from ..log import fields
+from .config import check_secret
+from .protocol import (
+    Cancel,
+    FrameError,
+    FrameReader,
+    Login,
+    MassCancel,
+    Modify,
+    NewOrder,
+    Ping,
+    RequestError,
+    Subscribe,
+    Unsubscribe,
+    encode,
+    parse,
+)
+
+if TYPE_CHECKING:
+    from .app import Server
+
+__all__ = ["Session", "OpenOrder"]
+
+log = logging.getLogger("pyengine.server")
+
+_RECV = 65536
+_SIDE = {"buy": 1, "sell": 2}
+_TYPE = {"limit": 1, "market": 2}
+_TIF = {"gtc": 1, "ioc": 2, "fok": 3}
+_STP = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
+_NO_COID = bytes(16)
+
+
+class OpenOrder:
+    __slots__ = ("inst", "coid")
+
+    def __init__(self, inst: int, coid: str | None) -> None:
+        self.inst = inst
+        self.coid = coid
+
+
+class Session:
+    def __init__(self, server: Server, sock: socket.socket, peer: str, sid: int) -> None:
+        self.server = server
+        self.sock = sock
+        self.peer = peer
+        self.sid = sid
+        self.account: int | None = None
+        self.admin = False
+        self.cancel_on_disconnect = True
+        self.closed = False
+        self.orders: dict[int, OpenOrder] = {}
+        self.coids: dict[str, int] = {}
+        # Request number -> (kind, req_id, extra) until its first event.
+        self.pending: dict[int, tuple[str, Any, Any]] = {}
+        self._next = 0
+        self._out: list[bytes] = []
+        self.unsent = 0
+        self._dirty = False
+        self._writer_busy = False
+        self._fd = sock.fileno()
+        self._wake = Event()
+        self._reader = FrameReader(server.config.max_frame)
+        self.close_reason = ""
+
+    # ---- output ------------------------------------------------------------
+
+    def send(self, frame: bytes) -> None:
+        """Queue a frame; it goes out at the next flush point (the end of the
+        dispatcher's batch or of the reader's), in one write with the rest."""
+        if self.closed:
+            return
+        self._out.append(frame)
+        self.unsent += len(frame)
+        if self.unsent > self.server.config.max_unsent:
+            self.close("slow_reader")
+            return
+        if not self._dirty:
+            self._dirty = True
+            self.server.dirty.append(self)
+
+    def reply(self, message: dict[str, Any]) -> None:
+        self.send(encode(message))
+
+    def error(self, code: str, message: str, req_id: Any = None) -> None:
+        self.reply({"type": "error", "req_id": req_id, "code": code, "message": message})
+
+    def flush(self) -> None:
+        """Write what is queued without blocking. The socket is non-blocking
+        (gevent's), so a plain write takes what fits; the rest, if any, goes
+        to the writer greenlet, which waits for the socket to drain. Most
+        flushes thus cost one write and no greenlet switch."""
+        self._dirty = False
+        if self._writer_busy or not self._out:
+            return
+        data = b"".join(self._out)
+        self._out.clear()
+        try:
+            n = os.write(self._fd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self.close(f"send_failed:{exc.__class__.__name__}")
+            return
+        self.unsent -= n
+        if n < len(data):
+            self._out.append(data[n:])
+            self._writer_busy = True
+            self._wake.set()
+
+    def writer(self) -> None:
+        """Sends what a flush could not: waits until the socket drains."""
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._out:
+                data = b"".join(self._out)
+                self._out.clear()
+                try:
+                    self.sock.sendall(data)
+                except OSError as exc:
+                    self.close(f"send_failed:{exc.__class__.__name__}")
+                    return
+                self.unsent -= len(data)
+            self._writer_busy = False
+            if self.closed:
+                return
+
+    # ---- input -------------------------------------------------------------
+
+    def reader(self) -> None:
+        sock, frames_of = self.sock, self._reader.feed
+        try:
+            while not self.closed:
+                data = sock.recv(_RECV)
+                if not data:
+                    self._reader.close()
+                    self.close("peer_closed")
+                    return
+                for frame in frames_of(data):
+                    self.handle(frame)
+                self.server.commands.flush()
+                self.server.flush_sessions()
+        except FrameError as exc:
+            self.error(exc.code, str(exc))
+            self.close(exc.code)
+        except OSError as exc:
+            self.close(f"recv_failed:{exc.__class__.__name__}")
+
+    def handle(self, frame: bytes) -> None:
+        try:
+            req = parse(frame)
+            if type(req) is NewOrder:
+                self.new_order(req)
+            elif type(req) is Cancel:
+                self.cancel(req)
+            elif type(req) is Modify:
+                self.modify(req)
+            elif type(req) is Ping:
+                self.reply({"type": "pong", "req_id": req.req_id})
+            elif type(req) is Login:
+                self.login(req)
+            elif type(req) is MassCancel:
+                self.mass_cancel(req)
+            elif type(req) is Subscribe:
+                self.subscribe(req)
+            elif type(req) is Unsubscribe:
+                self.unsubscribe(req)
+        except RequestError as exc:
+            log.debug("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
+            self.error(exc.code, str(exc), exc.req_id)
+
+    def _tag(self, kind: str, req_id: Any, extra: Any = None) -> int:
+        self._next = n = (self._next + 1) & 0xFFFFFFFF
+        self.pending[n] = (kind, req_id, extra)
+        return (self.sid << 32) | n
+
+    def _account(self, req_id: Any) -> int:
+        if self.account is None:
+            raise RequestError("not_logged_in", "log in first", req_id)
+        return self.account
+
+    # ---- requests ----------------------------------------------------------
+
+    def login(self, req: Login) -> None:
+        if self.account is not None:
+            raise RequestError("already_logged_in", f"this session is logged in as account {self.account}", req.req_id)
+        config = self.server.config
+        if config.auth_required:
+            entry = config.account(req.account)
+            ok = entry is not None and (entry.secret is None or (req.secret is not None and check_secret(entry.secret, req.secret)))
+            if not ok:
+                log.warning("login_failed", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
+                raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
+            self.admin = entry.admin  # type: ignore[union-attr]
+        self.account = req.account
+        self.cancel_on_disconnect = req.cancel_on_disconnect
+        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=self.admin))
+        self.reply(
+            {
+                "type": "logged_in",
+                "req_id": req.req_id,
+                "account": req.account,
+                "admin": self.admin,
+                "cancel_on_disconnect": req.cancel_on_disconnect,
+            }
+        )
+
+    def new_order(self, req: NewOrder) -> None:
+        account = self._account(req.req_id)
+        inst = self.server.engine.instrument_ids.get(req.symbol, 0xFFFFFFFF)
+        coid = _NO_COID if req.client_order_id is None else req.client_order_id.encode().ljust(16, b"\0")
+        self.server.commands.add(
+            1,
+            _SIDE[req.side],
+            _TYPE[req.order_type],
+            _TIF[req.tif],
+            _STP[req.stp],
+            1 if req.post_only else 0,
+            inst,
+            account,
+            0,
+            req.price or 0,
+            req.qty,
+            coid,
+            self._tag("new_order", req.req_id, req.client_order_id),
+        )
+
+    def _target(self, order_id: int | None, client_order_id: str | None, req_id: Any) -> tuple[int, int, bytes] | None:
+        """(order id, flags, coid) for a cancel or modify by this session, or
+        None (having replied) when the order is another session's."""
+        if order_id is not None:
+            owner = self.server.dispatcher.owner(order_id)
+            if owner is not None and owner is not self and not self.admin:
+                # The engine checks accounts; sessions of one account are
+                # kept apart here, with the engine's reject for it.
+                self.reply({"type": "reject", "req_id": req_id, "code": "not_owner",
+                            "message": "order belongs to another session", "client_order_id": None,
+                            "order_id": order_id, "seq": None})
+                return None
+            coid = _NO_COID
+        else:
+            coid = client_order_id.encode().ljust(16, b"\0")  # type: ignore[union-attr]
+        return order_id or 0, 2 if self.admin else 0, coid
+
+    def cancel(self, req: Cancel) -> None:
+        account = self._account(req.req_id)
+        target = self._target(req.order_id, req.client_order_id, req.req_id)
+        if target is None:
+            return
+        order_id, flags, coid = target
+        self.server.commands.add(
+            2, 0, 0, 0, 0, flags, 0, account, order_id, 0, 0, coid, self._tag("cancel", req.req_id, req.client_order_id)
+        )
+
+    def modify(self, req: Modify) -> None:
+        account = self._account(req.req_id)
+        target = self._target(req.order_id, req.client_order_id, req.req_id)
+        if target is None:
+            return
+        order_id, flags, coid = target
+        if req.price is None:
+            flags |= 4
+        self.server.commands.add(
+            3,
+            0,
+            0,
+            0,
+            0,
+            flags,
+            0,
+            account,
+            order_id,
+            req.price or 0,
+            req.qty,
+            coid,
+            self._tag("modify", req.req_id, req.client_order_id),
+        )
+
+    def mass_cancel(self, req: MassCancel) -> None:
+        self._account(req.req_id)
+        inst = None
+        if req.symbol is not None:
+            inst = self.server.engine.instrument_ids.get(req.symbol)
+            if inst is None:
+                raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+        targets = [oid for oid, o in self.orders.items() if inst is None or o.inst == inst]
+        if not targets:
+            self.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
+            return
+        state = MassCancelState(req.req_id, len(targets))
+        for oid in targets:
+            self.server.commands.add(2, 0, 0, 0, 0, 2, 0, 0, oid, 0, 0, _NO_COID, self._tag("mass_cancel", req.req_id, state))
+
+    def subscribe(self, req: Subscribe) -> None:
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+        self.reply(self.server.marketdata.subscribe(self, inst, req.req_id))
+
+    def unsubscribe(self, req: Unsubscribe) -> None:
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None or not self.server.marketdata.unsubscribe(self, inst):
+            raise RequestError("not_subscribed", f"not subscribed to {req.symbol!r}", req.req_id)
+        self.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
+
+    # ---- end ---------------------------------------------------------------
+
+    def close(self, reason: str) -> None:
+        """Stop the session; its writer sends what is queued, then ends. With
+        cancel-on-disconnect, its open orders are cancelled."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        if reason == "slow_reader":
+            self._out.clear()  # it would not read them anyway
+        else:
+            self.flush()  # what is queued (an error saying why) still goes out
+        self._wake.set()
+        self.server.session_closed(self)
+        try:
+            self.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+
+class MassCancelState:
+    """Counts the answers to a mass cancel, to reply once they are all in."""
+
+    __slots__ = ("req_id", "remaining", "cancelled")
+
+    def __init__(self, req_id: Any, remaining: int) -> None:
+        self.req_id = req_id
+        self.remaining = remaining
+        self.cancelled = 0
+

@@ -1,0 +1,51 @@
+"""tools/loadgen.py against a spawned server: the output is well formed and
+the counts add up (every order answered; cancels and fills balance)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_loadgen(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--spawn-server", "--json", str(out),
+         "--connections", "6", "--workers", "2", *args],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "order->ack" in proc.stdout and "throughput" in proc.stdout
+    return json.loads(out.read_text())
+
+
+def check_counts(r: dict) -> None:
+    for key in ("ack_us", "fill_us"):
+        assert set(r[key]) >= {"p50", "p90", "p99", "p99.9", "max"}
+        assert r[key]["p50"] <= r[key]["p90"] <= r[key]["p99"] <= r[key]["p99.9"] <= r[key]["max"]
+    # Every order got its answer: acks and rejects for new orders, a
+    # cancelled or (if it had traded away meanwhile) a reject for cancels.
+    assert r["unanswered"] == 0 and r["errors"] == 0
+    assert r["sent"] == r["acked"] + r["rejected"] + r["cancelled"] + r["cancel_rejects"]
+    # Every connection is the generator's, so each trade's two fills came
+    # back: one to the maker, one to the taker.
+    assert r["acked"] > 0 and r["fills"] > 0
+    assert r["maker_fills"] == r["taker_fills"] == r["fills"] // 2
+    assert r["throughput_per_s"] > 0
+    assert r["ack_us"]["count"] > 0
+
+
+def test_open_loop(tmp_path: Path) -> None:
+    r = run_loadgen(tmp_path, "--rate", "2000", "--duration", "2", "--warmup", "0.2")
+    check_counts(r)
+    assert r["params"]["rate"] == 2000
+
+
+def test_closed_loop_count(tmp_path: Path) -> None:
+    r = run_loadgen(tmp_path, "--rate", "0", "--count", "3000", "--warmup", "0")
+    check_counts(r)
+    assert r["sent"] == 3000

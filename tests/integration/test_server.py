@@ -1,0 +1,355 @@
+"""pyengine-server over real TCP: every message type, routing, ownership,
+cancel-on-disconnect, market data, bad input, slow readers, limits, shutdown.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from typing import Any
+
+import orjson
+import pytest
+
+from pyengine.client import Client, ConnectionClosed, ServerError
+from pyengine.server.config import hash_secret
+
+from .conftest import RunningServer
+
+ES = "ESZ6"
+
+
+def login(server: RunningServer, account: int, **kw: Any) -> Client:
+    c = server.client()
+    reply = c.login(account, **kw)
+    assert reply["type"] == "logged_in" and reply["account"] == account
+    return c
+
+
+def frame(obj: Any) -> bytes:
+    body = obj if isinstance(obj, bytes) else orjson.dumps(obj)
+    return struct.pack(">I", len(body)) + body
+
+
+def drain(c: Client, until: float = 0.3) -> list[dict[str, Any]]:
+    """Every message that arrives within `until` seconds of quiet."""
+    out = []
+    while True:
+        try:
+            out.append(c.recv(timeout=until))
+        except (TimeoutError, socket.timeout):
+            return out
+
+
+def test_login_and_ping(server: RunningServer) -> None:
+    with server.client() as c:
+        assert c.request(c.ping()) == {"type": "pong", "req_id": 1}
+        with pytest.raises(ServerError) as info:
+            c.request(c.new_order(ES, "buy", 1, 450_000))
+        assert info.value.code == "not_logged_in"
+        assert c.login(5) == {"type": "logged_in", "req_id": 3, "account": 5, "admin": False,
+                              "cancel_on_disconnect": True}
+        with pytest.raises(ServerError) as info:
+            c.login(6)
+        assert info.value.code == "already_logged_in"
+        c.send({"type": "ping", "req_id": "text-ids-work"})
+        assert c.recv(2) == {"type": "pong", "req_id": "text-ids-work"}
+
+
+def test_ack_and_rejects(server: RunningServer) -> None:
+    with login(server, 1) as c:
+        ack = c.request(c.new_order(ES, "buy", 2, 450_000, client_order_id="b1"))
+        assert ack == {"type": "ack", "req_id": 2, "order_id": 1, "client_order_id": "b1", "symbol": ES,
+                       "side": "buy", "price": 450_000, "qty": 2, "seq": 1}
+        rej = c.request(c.new_order(ES, "buy", 2, 450_010))
+        assert (rej["type"], rej["code"], rej["seq"]) == ("reject", "off_tick", 2)
+        assert rej["message"] == "price is not a multiple of the tick size"
+        rej = c.request(c.new_order("NOPE", "buy", 2, 450_000))
+        assert rej["code"] == "unknown_instrument"
+        rej = c.request(c.new_order(ES, "buy", 0, 450_000))
+        assert rej["code"] == "bad_qty"
+        rej = c.request(c.new_order(ES, "buy", 1, 450_000, client_order_id="b1"))
+        assert (rej["code"], rej["client_order_id"]) == ("duplicate_client_order_id", "b1")
+        rej = c.request(c.cancel(order_id=999))
+        assert (rej["code"], rej["order_id"]) == ("unknown_order", 999)
+
+
+def test_two_clients_cross_and_both_get_fills(server: RunningServer) -> None:
+    with login(server, 1) as a, login(server, 2) as b:
+        ask = a.request(a.new_order(ES, "sell", 5, 450_000, client_order_id="s1"))
+        ack = b.request(b.new_order(ES, "buy", 3, 450_025, client_order_id="b1"))
+        taker_fill = b.recv(2)
+        maker_fill = a.recv(2)
+        assert taker_fill == {"type": "fill", "order_id": ack["order_id"], "client_order_id": "b1", "symbol": ES,
+                              "side": "buy", "price": 450_000, "qty": 3, "leaves": 0, "trade_id": 1,
+                              "liquidity": "taker", "seq": ack["seq"]}
+        assert maker_fill == {"type": "fill", "order_id": ask["order_id"], "client_order_id": "s1", "symbol": ES,
+                              "side": "sell", "price": 450_000, "qty": 3, "leaves": 2, "trade_id": 1,
+                              "liquidity": "maker", "seq": ack["seq"]}
+        # An IOC that cannot fill completely: fill, then its remainder cancelled.
+        ioc = b.request(b.new_order(ES, "buy", 4, 450_000, tif="ioc"))
+        assert b.recv(2)["leaves"] == 2
+        assert b.recv(2) == {"type": "cancelled", "req_id": None, "order_id": ioc["order_id"],
+                             "client_order_id": None, "leaves": 2, "reason": "ioc", "seq": ioc["seq"]}
+        assert a.recv(2)["leaves"] == 0
+        market = b.request(b.new_order(ES, "sell", 1, order_type="market"))
+        assert market["price"] is None
+        assert b.recv(2)["reason"] == "market_remainder"
+
+
+def test_cancel_and_modify(server: RunningServer) -> None:
+    with login(server, 1) as c:
+        a = c.request(c.new_order(ES, "buy", 5, 450_000, client_order_id="x"))
+        m = c.request(c.modify(order_id=a["order_id"], qty=3))
+        assert (m["type"], m["qty"], m["priority_kept"], m["client_order_id"]) == ("modified", 3, True, "x")
+        m = c.request(c.modify(client_order_id="x", qty=3, price=450_025))
+        assert (m["price"], m["priority_kept"]) == (450_025, False)
+        done = c.request(c.cancel(client_order_id="x"))
+        assert (done["type"], done["reason"], done["leaves"], done["order_id"]) == ("cancelled", "user", 3, a["order_id"])
+        rej = c.request(c.cancel(client_order_id="x"))
+        assert rej["code"] == "unknown_order"
+        b = c.request(c.new_order(ES, "buy", 5, 450_000))
+        done = c.request(c.modify(order_id=b["order_id"], qty=0))
+        assert (done["type"], done["reason"]) == ("cancelled", "user")
+
+
+def test_mass_cancel(server: RunningServer) -> None:
+    with login(server, 1) as c, login(server, 2) as other:
+        for i in range(3):
+            c.request(c.new_order(ES, "buy", 1, 450_000 - 25 * i))
+        c.request(c.new_order("CLF7", "sell", 1, 7_000))
+        mine_elsewhere = other.request(other.new_order(ES, "buy", 1, 449_000))
+        rid = c.mass_cancel(ES)
+        got = [c.recv(2) for _ in range(4)]
+        assert [m["type"] for m in got] == ["cancelled"] * 3 + ["mass_cancelled"]
+        assert got[-1] == {"type": "mass_cancelled", "req_id": rid, "count": 3}
+        assert c.request(c.mass_cancel()) == {"type": "mass_cancelled", "req_id": 7, "count": 1}
+        # drain the CLF7 cancel pushed before the final reply
+        assert c.request(c.mass_cancel()) == {"type": "mass_cancelled", "req_id": 8, "count": 0}
+        # The other session's order is untouched.
+        rej = other.request(other.modify(order_id=mine_elsewhere["order_id"], qty=1))
+        assert rej["type"] == "modified"
+
+
+def test_ownership(server: RunningServer) -> None:
+    with login(server, 1) as a, login(server, 2) as b, login(server, 1) as a2:
+        order = a.request(a.new_order(ES, "buy", 5, 450_000, client_order_id="mine"))
+        # Another account, or the same account from another session.
+        for other in (b, a2):
+            rej = other.request(other.cancel(order_id=order["order_id"]))
+            assert (rej["type"], rej["code"], rej["order_id"]) == ("reject", "not_owner", order["order_id"])
+            rej = other.request(other.modify(order_id=order["order_id"], qty=1))
+            assert rej["code"] == "not_owner"
+        # By client order id, another account does not even see it.
+        assert b.request(b.cancel(client_order_id="mine"))["code"] == "unknown_order"
+        assert a.request(a.cancel(order_id=order["order_id"]))["type"] == "cancelled"
+
+
+def book_of(c: Client, symbol: str) -> dict[str, Any]:
+    snap = c.request(c.subscribe(symbol))
+    c.request(c.unsubscribe(symbol))
+    return snap
+
+
+def test_cancel_on_disconnect(server: RunningServer) -> None:
+    with login(server, 9) as watcher:
+        a = login(server, 1)
+        for i in range(5):
+            a.request(a.new_order(ES, "buy", 1, 450_000 - 25 * i))
+        keep = login(server, 2, cancel_on_disconnect=False)
+        keep.request(keep.new_order(ES, "sell", 1, 460_000))
+        a.close()
+        keep.close()
+        server.wait_log(r"event=cancel_on_disconnect .*orders=5")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            snap = book_of(watcher, ES)
+            if not snap["bids"]:
+                break
+            time.sleep(0.05)
+        assert snap["bids"] == []
+        assert snap["asks"] == [[460_000, 1, 1]]  # its session asked to keep it
+
+
+def test_market_data_rebuilds_the_book(server: RunningServer) -> None:
+    """Snapshot plus updates give the book a late subscriber sees, which is
+    the book of an in-process Engine fed the same orders in the order the
+    server sequenced them."""
+    import random
+
+    from pyengine import Engine
+    from pyengine.server.config import DEFAULT_INSTRUMENTS
+
+    rng = random.Random(5)
+    with login(server, 1) as a, login(server, 2) as b, login(server, 3) as md:
+        snap = md.request(md.subscribe(ES))
+        book: dict[str, dict[int, list[int]]] = {"buy": {}, "sell": {}}
+        seq = snap["seq"]
+        sent = []
+        for i in range(300):
+            c, account = (a, 1) if i % 2 else (b, 2)
+            side = rng.choice(["buy", "sell"])
+            price = 450_000 + 25 * rng.randint(-4, 4)
+            qty = rng.randint(1, 5)
+            tif = rng.choice(["gtc", "gtc", "ioc"])
+            reply = c.request(c.new_order(ES, side, qty, price, tif=tif))
+            sent.append((reply["seq"], side, qty, price, tif, account))
+        for m in drain(md):
+            assert m["seq"] == seq + 1, "gap or reorder in market data"
+            seq = m["seq"]
+            if m["type"] == "book_update":
+                for side, price, qty, count in m["changes"]:
+                    if qty:
+                        book[side][price] = [qty, count]
+                    else:
+                        book[side].pop(price)
+        rebuilt_bids = [[p, *book["buy"][p]] for p in sorted(book["buy"], reverse=True)]
+        rebuilt_asks = [[p, *book["sell"][p]] for p in sorted(book["sell"])]
+        assert rebuilt_bids and rebuilt_asks
+        late = book_of(a, ES)
+        assert (late["bids"], late["asks"]) == (rebuilt_bids, rebuilt_asks)
+    eng = Engine()
+    for inst in DEFAULT_INSTRUMENTS:
+        eng.add_instrument(inst.symbol, tick_size=inst.tick_size, lot_size=inst.lot_size,
+                           price_band=inst.price_band, market_protection=inst.market_protection)
+    for _, side, qty, price, tif, account in sorted(sent):
+        eng.submit(ES, side, qty, price, tif=tif, account=account)
+    view = eng.book(ES, 1000)
+    assert [[lv.price, lv.total_qty, lv.order_count] for lv in view.bids] == rebuilt_bids
+    assert [[lv.price, lv.total_qty, lv.order_count] for lv in view.asks] == rebuilt_asks
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [
+        (b"{not json", "bad_json"),
+        (b"[1, 2]", "bad_message"),
+        (b'"text"', "bad_message"),
+        ({"type": "teleport"}, "unknown_type"),
+        ({"no_type": 1}, "unknown_type"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "price": 450_000}, "missing_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": "10", "price": 450_000}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1.5, "price": 450_000}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 2**63, "price": 450_000}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "up", "qty": 1, "price": 450_000}, "bad_field"),
+        ({"type": "new_order", "symbol": 7, "side": "buy", "qty": 1, "price": 450_000}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1, "price": "450000"}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1, "price": 1, "order_type": "market"}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1, "price": 1, "post_only": "yes"}, "bad_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1, "price": 1, "client_order_id": "x" * 17}, "bad_field"),
+        ({"type": "cancel"}, "bad_field"),
+        ({"type": "cancel", "order_id": -1}, "bad_field"),
+        ({"type": "modify", "order_id": 1}, "missing_field"),
+        ({"type": "login", "account": -5}, "bad_field"),
+        ({"type": "subscribe", "symbol": "NOPE"}, "unknown_symbol"),
+        ({"type": "ping", "req_id": [1]}, "bad_field"),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_connection_stays(server: RunningServer, payload: Any, code: str) -> None:
+    with login(server, 1) as c:
+        c.send_raw(frame(payload))
+        reply = c.recv(2)
+        assert (reply["type"], reply["code"]) == ("error", code), reply
+        assert c.request(c.ping(), timeout=2)["type"] == "pong"
+        assert c.request(c.new_order(ES, "buy", 1, 450_000), timeout=2)["type"] == "ack"
+
+
+@pytest.mark.parametrize(
+    "data, code",
+    [
+        (struct.pack(">I", 0), "empty_frame"),
+        (struct.pack(">I", 10_000_000) + b"{}", "frame_too_large"),
+        (struct.pack(">I", 100) + b'{"type": "pi', "truncated_frame"),
+    ],
+)
+def test_broken_framing_closes_only_that_connection(server: RunningServer, data: bytes, code: str) -> None:
+    with login(server, 1) as bystander:
+        bad = server.client()
+        bad.send_raw(data)
+        if code == "truncated_frame":
+            bad.sock.shutdown(socket.SHUT_WR)
+        else:
+            assert bad.recv(2)["code"] == code
+        with pytest.raises(ConnectionClosed):
+            while True:
+                bad.recv(2)
+        bad.close()
+        server.wait_log(rf"event=session_close .*reason={code}")
+        assert bystander.request(bystander.ping(), timeout=2)["type"] == "pong"
+
+
+def test_slow_reader_is_dropped_and_the_fast_one_is_served(server_factory: Any) -> None:
+    server = server_factory("[server]\nmax_unsent = 262144\n")
+    slow = socket.create_connection(("127.0.0.1", server.port))
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.sendall(frame({"type": "subscribe", "symbol": ES}))  # market data it never reads
+    with login(server, 1) as fast:
+        deadline = time.monotonic() + 30
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            # Orders that trade and move the book: trades and updates pile up
+            # for the slow subscriber while the fast client gets its replies.
+            fast.request(fast.new_order(ES, "buy" if i % 2 else "sell", 1, 450_000), timeout=5)
+            if i % 50 == 0 and any("reason=slow_reader" in line for line in server.lines):
+                break
+        server.wait_log(r"event=session_close .*reason=slow_reader")
+        assert fast.request(fast.ping(), timeout=2)["type"] == "pong"
+    slow.close()
+
+
+def test_connection_limit(server_factory: Any) -> None:
+    server = server_factory("[server]\nmax_connections = 2\n")
+    with server.client() as a, server.client() as b:
+        assert a.request(a.ping())["type"] == "pong"
+        assert b.request(b.ping())["type"] == "pong"
+        with server.client() as c:
+            reply = c.recv(2)
+            assert reply["code"] == "too_many_connections"
+            with pytest.raises(ConnectionClosed):
+                c.recv(2)
+    time.sleep(0.3)  # the two close; there is room again
+    with server.client() as d:
+        assert d.request(d.ping(), timeout=2)["type"] == "pong"
+
+
+def test_authentication(server_factory: Any) -> None:
+    config = f"""
+[[accounts]]
+account = 7
+secret = "{hash_secret('s3cret', iterations=1000)}"
+
+[[accounts]]
+account = 1
+secret = "{hash_secret('admin-pw', iterations=1000)}"
+admin = true
+"""
+    server = server_factory(config)
+    with server.client() as c:
+        for account, secret in ((7, "wrong"), (7, None), (8, "s3cret")):
+            with pytest.raises(ServerError) as info:
+                c.login(account, secret)
+            assert info.value.code == "auth_failed"
+        assert c.login(7, "s3cret")["admin"] is False
+        order = c.request(c.new_order(ES, "buy", 1, 450_000))
+    server.wait_log(r"event=login_failed .*account=8")
+    # An order that outlives its session, cancelled by the administrator.
+    with server.client() as c7:
+        c7.login(7, "s3cret", cancel_on_disconnect=False)
+        order = c7.request(c7.new_order(ES, "buy", 1, 450_000))
+    with server.client() as admin:
+        assert admin.login(1, "admin-pw")["admin"] is True
+        done = admin.request(admin.cancel(order_id=order["order_id"]))
+        assert (done["type"], done["order_id"]) == ("cancelled", order["order_id"])
+
+
+def test_clean_shutdown(server_factory: Any) -> None:
+    server = server_factory()
+    c = login(server, 1)
+    c.request(c.new_order(ES, "buy", 1, 450_000))
+    assert server.stop() == 0
+    server.wait_log(r"event=stopped commands=1 ")
+    with pytest.raises((ConnectionClosed, ConnectionResetError)):
+        c.recv(2)
+    c.close()

@@ -1,0 +1,96 @@
+"""Server configuration files and secrets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyengine.server.config import (
+    DEFAULT_INSTRUMENTS,
+    ConfigError,
+    ServerConfig,
+    check_secret,
+    hash_secret,
+    load_config,
+)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults() -> None:
+    c = ServerConfig()
+    assert (c.host, c.port, c.max_frame) == ("127.0.0.1", 7001, 65536)
+    assert c.instruments == DEFAULT_INSTRUMENTS and not c.auth_required
+    assert c.engine_cpu >= 0
+
+
+def test_full_file(tmp_path: Path) -> None:
+    secret = hash_secret("pw", iterations=1000)
+    c = load_config(write(tmp_path, f"""
+[server]
+host = "0.0.0.0"
+port = 9000
+max_unsent = 1048576
+stats_interval = 0.5
+
+[engine]
+cpu = -1
+spin_us = 10
+out_capacity = 1024
+
+[[instruments]]
+symbol = "ABC"
+tick_size = 5
+price_band = [100, 1000]
+market_protection = 50
+kind = "spot"
+
+[[accounts]]
+account = 3
+secret = "{secret}"
+admin = true
+"""))
+    assert (c.host, c.port, c.max_unsent, c.stats_interval, c.engine_cpu, c.spin_us, c.out_capacity) == (
+        "0.0.0.0", 9000, 1048576, 0.5, -1, 10, 1024)
+    (inst,) = c.instruments
+    assert (inst.symbol, inst.tick_size, inst.price_band, inst.market_protection, inst.kind) == ("ABC", 5, (100, 1000), 50, "spot")
+    assert c.auth_required and c.account(3).admin and c.account(4) is None
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[server]\nprot = 1\n", "unknown key"),
+        ("[server]\nport = 'x'\n", "port must be int"),
+        ("[server]\nport = 70000\n", "out of range"),
+        ("[engine]\nout_capacity = 1000\n", "power of two"),
+        ("[[instruments]]\ntick_size = 5\n", "symbol is required"),
+        ("[[instruments]]\nsymbol = 'A'\nprice_band = [1]\n", "price_band"),
+        ("[[instruments]]\nsymbol = 'A'\n[[instruments]]\nsymbol = 'A'\n", "twice"),
+        ("[[accounts]]\naccount = 1\nsecret = 'plain'\n", "not a plain secret"),
+        ("instruments = []\n", "at least one"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_config(write(tmp_path, text))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secrets() -> None:
+    h = hash_secret("correct horse", iterations=1000)
+    assert h.startswith("pbkdf2_sha256$1000$")
+    assert check_secret(h, "correct horse")
+    assert not check_secret(h, "correct horse ")
+    assert not check_secret("garbage", "x")
+    assert hash_secret("a", iterations=1000) != hash_secret("a", iterations=1000)  # salted

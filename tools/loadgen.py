@@ -1,0 +1,441 @@
+"""End-to-end load generator for pyengine-server: throughput and latency.
+
+    python tools/loadgen.py --spawn-server --rate 20000 --duration 10 --json out.json
+    python tools/loadgen.py --port 7001 --rate 0 --count 200000        # closed loop
+
+Connections (default 50) are spread over worker processes (default 2), each
+running its connections on one non-blocking event loop. Every connection logs
+in as its own account and sends a mix shaped like real flow over several
+instruments: limit adds near the touch (60%), crossing IOC limit orders (10%),
+cancels of its own open orders (25%), market orders (5%).
+
+- Open loop (``--rate R``, orders/s offered in total): each order has an
+  intended send time on a fixed schedule and latency is measured from that
+  time, so a server that falls behind shows it in the figures (no
+  coordinated omission).
+- Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
+  flight and sends the next as soon as one is answered: maximum throughput.
+
+Order-to-ack latency (to the ``ack``/``reject``) and order-to-fill latency (to
+the first fill of a crossing or market order) go into HDR histograms
+(microseconds). Prints a progress line each second and the summary; ``--json``
+writes it, ``--plot`` draws the percentile curve (needs matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import re
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from hdrh.histogram import HdrHistogram
+
+HEADER = struct.Struct(">I")
+LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
+# Mid price and tick of each instrument of the server's default configuration.
+INSTRUMENTS = {"ESZ6": (450_000, 25), "NQZ6": (2_000_000, 25), "CLF7": (7_000, 1), "BTC-PERP": (90_000, 1)}
+PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+
+
+@dataclass
+class Params:
+    host: str
+    port: int
+    connections: int
+    workers: int
+    rate: float
+    window: int
+    duration: float | None
+    count: int | None
+    warmup: float
+    seed: int
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, DIGITS)
+
+
+class Conn:
+    """One connection's state inside a worker."""
+
+    __slots__ = ("sock", "rng", "buf", "out", "next_req", "pending", "open", "account", "due",
+                 "interval", "inflight", "fill_wait")
+
+    def __init__(self, sock: socket.socket, account: int, rng: random.Random, start: float, interval: float) -> None:
+        self.sock = sock
+        self.rng = rng
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.next_req = 0
+        self.pending: dict[int, tuple[float, str]] = {}  # req_id -> (t0, kind)
+        self.open: list[int] = []  # this connection's open order ids (ack'd, not finished)
+        self.account = account
+        self.due = start  # intended time of the next order (open loop)
+        self.interval = interval
+        self.inflight = 0
+        self.fill_wait: dict[int, float] = {}  # order id -> t0, until its first fill
+
+    def next_message(self) -> tuple[dict[str, Any], str]:
+        rng = self.rng
+        r = rng.random()
+        if 0.6 <= r < 0.85 and self.open:
+            i = rng.randrange(len(self.open))
+            oid = self.open[i]
+            self.open[i] = self.open[-1]
+            self.open.pop()
+            return {"type": "cancel", "order_id": oid}, "cancel"
+        symbol = rng.choice(tuple(INSTRUMENTS))
+        mid, tick = INSTRUMENTS[symbol]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        qty = rng.randint(1, 10)
+        if r >= 0.95:
+            msg = {"type": "new_order", "symbol": symbol, "side": side, "qty": qty, "order_type": "market"}
+            return msg, "taker"
+        if r < 0.6 or r >= 0.85:
+            depth = 1 + int(rng.random() * rng.random() * 20)  # near the touch
+            price = mid - depth * tick if side == "buy" else mid + depth * tick
+            return {"type": "new_order", "symbol": symbol, "side": side, "qty": qty, "price": price}, "new"
+        # A crossing order: IOC, so it trades on arrival or is cancelled.
+        through = rng.randint(0, 3)
+        price = mid + through * tick if side == "buy" else mid - through * tick
+        msg = {"type": "new_order", "symbol": symbol, "side": side, "qty": qty, "price": price, "tif": "ioc"}
+        return msg, "taker"
+
+
+def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # select() takes its timeout in microseconds; epoll and poll round it up
+    # to whole milliseconds, which would make every order of an open-loop
+    # schedule up to a millisecond late (and count it as latency).
+    sel = selectors.SelectSelector() if conns < 1000 else selectors.DefaultSelector()
+    rate_per_conn = params.rate / params.connections if params.rate > 0 else 0.0
+    start = time.perf_counter() + 0.2
+    connections: list[Conn] = []
+    for k in range(conns):
+        s = socket.create_connection((params.host, params.port))
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        account = 1 + index * 10_000 + k
+        login = orjson.dumps({"type": "login", "account": account, "req_id": 0})
+        s.sendall(HEADER.pack(len(login)) + login)
+        s.setblocking(False)
+        rng = random.Random(params.seed * 1_000_003 + index * 1009 + k)
+        # Spread the connections' schedules evenly over one interval.
+        interval = 1.0 / rate_per_conn if rate_per_conn else 0.0
+        c = Conn(s, account, rng, start + interval * k / max(conns, 1), interval)
+        connections.append(c)
+        sel.register(s, selectors.EVENT_READ, c)
+    ack_h, fill_h = new_histogram(), new_histogram()
+    counts = {"sent": 0, "acked": 0, "rejected": 0, "cancelled": 0, "fills": 0, "errors": 0, "cancel_rejects": 0,
+              "maker_fills": 0, "taker_fills": 0}
+    count_limit = None if params.count is None else params.count // params.workers + (index < params.count % params.workers)
+    warm_until = start + params.warmup
+    end = start + params.duration if params.duration else float("inf")
+    last_report = time.perf_counter()
+
+    def send(c: Conn, t0: float) -> None:
+        msg, kind = c.next_message()
+        c.next_req += 1
+        msg["req_id"] = c.next_req
+        body = orjson.dumps(msg)
+        c.out += HEADER.pack(len(body)) + body
+        c.pending[c.next_req] = (t0, kind)
+        c.inflight += 1
+        counts["sent"] += 1
+
+    def flush(c: Conn) -> None:
+        if c.out:
+            try:
+                n = c.sock.send(c.out)
+            except BlockingIOError:
+                return
+            del c.out[:n]
+
+    def on_message(c: Conn, m: dict[str, Any], now: float) -> None:
+        typ = m["type"]
+        if typ == "fill":
+            oid = m["order_id"]
+            t0 = c.fill_wait.pop(oid, None)  # only an order's first taker fill
+            if t0 is not None and t0 >= warm_until:
+                fill_h.record_value(max(LOWEST_US, int((now - t0) * 1e6)))
+            counts["fills"] += 1
+            counts["maker_fills" if m["liquidity"] == "maker" else "taker_fills"] += 1
+            if m["leaves"] == 0 and oid in c.open:
+                c.open.remove(oid)
+            return
+        req_id = m.get("req_id")
+        if typ == "cancelled" and req_id is None:
+            oid = m["order_id"]
+            c.fill_wait.pop(oid, None)
+            if oid in c.open:
+                c.open.remove(oid)
+            return
+        if req_id is None or req_id == 0:
+            if typ == "error":
+                counts["errors"] += 1
+            return
+        t0, kind = c.pending.pop(req_id)
+        c.inflight -= 1
+        if t0 >= warm_until:
+            ack_h.record_value(max(LOWEST_US, int((now - t0) * 1e6)))
+        if typ == "ack":
+            counts["acked"] += 1
+            if kind == "taker":
+                c.fill_wait[m["order_id"]] = t0  # a fill or its cancel follows at once
+            else:
+                c.open.append(m["order_id"])
+        elif typ == "reject":
+            if kind == "cancel":
+                counts["cancel_rejects"] += 1  # it had traded away meanwhile
+            else:
+                counts["rejected"] += 1
+        elif typ == "cancelled":
+            counts["cancelled"] += 1
+        elif typ == "error":
+            counts["errors"] += 1
+
+    # Stopping: drain our own replies, tell the parent we are quiet, and keep
+    # reading until every worker is (fills for our resting orders can still
+    # come from the others' orders), then a last short drain.
+    stopping = quiet = False
+    final_until = None
+    while True:
+        now = time.perf_counter()
+        if not stopping and (now >= end or stop_at.value or (count_limit is not None and counts["sent"] >= count_limit)):
+            stopping = True
+            drain_until = now + 5.0
+        if stopping and not quiet and (all(c.inflight == 0 for c in connections) or now >= drain_until):
+            quiet = True
+            report.put(("quiet", index, dict(counts)))
+        if quiet and final_until is None and stop_at.value >= 2:
+            final_until = now + 0.2
+        if final_until is not None and now >= final_until:
+            break
+        if not stopping:
+            for c in connections:
+                if params.rate > 0:
+                    while c.due <= now and (count_limit is None or counts["sent"] < count_limit):
+                        send(c, c.due)
+                        c.due += c.interval
+                elif now >= start:
+                    while c.inflight < params.window and (count_limit is None or counts["sent"] < count_limit):
+                        send(c, now)
+                flush(c)
+        else:
+            for c in connections:
+                flush(c)
+        timeout = 0.0005
+        if params.rate > 0 and not stopping:
+            timeout = max(0.0, min(c.due for c in connections) - time.perf_counter())
+        for key, _ in sel.select(timeout):
+            c = key.data
+            try:
+                data = c.sock.recv(1 << 18)
+            except BlockingIOError:
+                continue
+            if not data:
+                raise SystemExit(f"worker {index}: the server closed a connection")
+            now = time.perf_counter()
+            c.buf += data
+            buf, pos = c.buf, 0
+            while len(buf) - pos >= 4:
+                (n,) = HEADER.unpack_from(buf, pos)
+                if len(buf) - pos - 4 < n:
+                    break
+                on_message(c, orjson.loads(bytes(buf[pos + 4 : pos + 4 + n])), now)
+                pos += 4 + n
+            del buf[:pos]
+        if now - last_report >= 1.0:
+            report.put(("progress", index, dict(counts)))
+            last_report = now
+    elapsed = time.perf_counter() - start
+    for c in connections:
+        c.sock.close()
+    report.put(("done", index, dict(counts), ack_h.encode(), fill_h.encode(), elapsed,
+                sum(c.inflight for c in connections)))
+
+
+def spawn_server() -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        m = re.search(r"event=listening .*port=(\d+)", line)
+        if m:
+            return proc, int(m.group(1))
+    raise SystemExit("the spawned server did not start")
+
+
+def summarize(h: HdrHistogram) -> dict[str, float]:
+    out = {name: float(h.get_value_at_percentile(p)) for name, p in PERCENTILES}
+    out["max"] = float(h.get_max_value())
+    out["count"] = h.get_total_count()
+    return out
+
+
+def run(params: Params) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    report = ctx.Queue()
+    stop_at = ctx.Value("b", 0)
+    per = [params.connections // params.workers + (i < params.connections % params.workers) for i in range(params.workers)]
+    procs = [ctx.Process(target=worker, args=(i, params, per[i], report, stop_at)) for i in range(params.workers) if per[i]]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    progress: dict[int, dict[str, int]] = {}
+    quiet: set[int] = set()
+    results = []
+    last_sent, last_t = 0, t0
+    try:
+        while len(results) < len(procs):
+            try:
+                item = report.get(timeout=1.0)
+            except Exception:
+                if not any(p.is_alive() for p in procs):
+                    raise SystemExit("a load generator worker died") from None
+                continue
+            if item[0] == "quiet":
+                quiet.add(item[1])
+                if len(quiet) == len(procs):
+                    stop_at.value = 2  # everyone has sent and been answered
+            elif item[0] == "progress":
+                progress[item[1]] = item[2]
+                now = time.perf_counter()
+                sent = sum(c["sent"] for c in progress.values())
+                if now - last_t >= 1.0:
+                    acked = sum(c["acked"] for c in progress.values())
+                    print(f"[{now - t0:5.1f}s] sent {sent} ({(sent - last_sent) / (now - last_t):,.0f}/s) "
+                          f"acked {acked}", file=sys.stderr, flush=True)
+                    last_sent, last_t = sent, now
+            else:
+                results.append(item)
+    except KeyboardInterrupt:
+        stop_at.value = 2
+        while len(results) < len(procs):
+            item = report.get()
+            if item[0] == "done":
+                results.append(item)
+    for p in procs:
+        p.join()
+    ack_h, fill_h = new_histogram(), new_histogram()
+    counts: dict[str, int] = {}
+    elapsed = 0.0
+    unanswered = 0
+    for _, _, c, ack_enc, fill_enc, el, inflight in results:
+        for k, v in c.items():
+            counts[k] = counts.get(k, 0) + v
+        ack_h.add(HdrHistogram.decode(ack_enc))
+        fill_h.add(HdrHistogram.decode(fill_enc))
+        elapsed = max(elapsed, el)
+        unanswered += inflight
+    return {
+        "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
+                   "window": params.window, "duration": params.duration, "count": params.count,
+                   "warmup": params.warmup, "seed": params.seed},
+        "ack_us": summarize(ack_h),
+        "fill_us": summarize(fill_h),
+        "throughput_per_s": counts.get("sent", 0) / elapsed if elapsed else 0.0,
+        "elapsed_s": elapsed,
+        "sent": counts.get("sent", 0),
+        "acked": counts.get("acked", 0),
+        "rejected": counts.get("rejected", 0),
+        "cancelled": counts.get("cancelled", 0),
+        "cancel_rejects": counts.get("cancel_rejects", 0),
+        "fills": counts.get("fills", 0),
+        "maker_fills": counts.get("maker_fills", 0),
+        "taker_fills": counts.get("taker_fills", 0),
+        "errors": counts.get("errors", 0),
+        "unanswered": unanswered,
+        "_hist": {"ack": ack_h, "fill": fill_h},
+    }
+
+
+def plot(result: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name, h in result["_hist"].items():
+        if not h.get_total_count():
+            continue
+        pcts = [50, 75, 90, 95, 99, 99.5, 99.9, 99.95, 99.99, 100]
+        xs = [1 / (1 - p / 100) if p < 100 else 1e5 for p in pcts]
+        ax.plot(xs, [h.get_value_at_percentile(p) for p in pcts], marker="o", label=f"order to {name}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xticks([1 / (1 - p / 100) if p < 100 else 1e5 for p in (50, 90, 99, 99.9, 99.99, 100)])
+    ax.set_xticklabels(["50%", "90%", "99%", "99.9%", "99.99%", "max"])
+    ax.set_ylabel("latency (µs)")
+    p = result["params"]
+    mode = f"{p['rate']:,.0f} orders/s offered" if p["rate"] else f"closed loop, window {p['window']}"
+    ax.set_title(f"pyengine-server, {p['connections']} connections, {mode}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=7001)
+    ap.add_argument("--spawn-server", action="store_true", help="start a local server for the run, stop it after")
+    ap.add_argument("--connections", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--rate", type=float, default=0.0, help="orders/s offered in total (open loop); 0: closed loop")
+    ap.add_argument("--window", type=int, default=8, help="orders in flight per connection in closed loop")
+    ap.add_argument("--duration", type=float, help="seconds to send for (default 10 unless --count)")
+    ap.add_argument("--count", type=int, help="orders to send in total")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the histograms")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--plot", metavar="FILE", help="latency percentile curve as PNG (matplotlib)")
+    args = ap.parse_args(argv)
+    if args.duration is None and args.count is None:
+        args.duration = 10.0
+    if args.connections < 1 or args.workers < 1 or args.window < 1:
+        ap.error("--connections, --workers and --window must be at least 1")
+    server = None
+    if args.spawn_server:
+        server, args.port = spawn_server()
+    try:
+        params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
+                        args.window, args.duration, args.count, args.warmup, args.seed)
+        result = run(params)
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    if args.plot:
+        plot(result, args.plot)
+    result.pop("_hist")
+    a, f = result["ack_us"], result["fill_us"]
+    print(f"sent {result['sent']}  acked {result['acked']}  rejected {result['rejected']}  "
+          f"cancelled {result['cancelled']}  fills {result['fills']}  errors {result['errors']}  "
+          f"unanswered {result['unanswered']}")
+    print(f"throughput {result['throughput_per_s']:,.0f} orders/s over {result['elapsed_s']:.1f} s")
+    for name, h in (("order->ack ", a), ("order->fill", f)):
+        print(f"{name} us  p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "
+              f"p99.9 {h['p99.9']:.0f}  max {h['max']:.0f}  (n={h['count']})")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0 if result["errors"] == 0 and result["unanswered"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
