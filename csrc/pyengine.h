@@ -408,8 +408,9 @@ int runner_event_fd(const struct runner *r);
  * runner_stats().running is 0 and no events are left. Can't fail.
  */
 void runner_request_stop(struct runner *r);
-/* Join the thread (after runner_request_stop) and free the runner, not the
-   engine. `r` may be NULL. */
+/* Stop and join the thread and free the runner, not the engine; events that
+   no longer fit in a full output ring are dropped (call it after draining).
+   `r` may be NULL. */
 void runner_destroy(struct runner *r);
 void runner_get_stats(struct runner *r, struct runner_stats *out);
 

@@ -53,6 +53,7 @@ struct runner {
     _Atomic int engine_sleeping;
     _Atomic int consumer_waiting;
     _Atomic int stop;
+    _Atomic int abandon; /* the consumer is gone: drop what cannot be published */
     _Atomic int running;
     _Atomic int32_t cpu;
     _Atomic uint64_t commands;
@@ -147,6 +148,8 @@ static void publish(struct runner *r, const struct runner_event *evs, size_t n)
         n -= k;
         wake_if_sleeping(&r->consumer_waiting, r->out_fd);
         if (n) {
+            if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
+                return;
             /* Full: the consumer is behind. Back off without burning a core. */
             struct timespec pause = {0, 20000};
             nanosleep(&pause, NULL);
@@ -330,6 +333,9 @@ void runner_destroy(struct runner *r)
     if (!r)
         return;
     if (r->started) {
+        /* Whoever destroys the runner no longer polls: a thread waiting for
+           room in a full output ring must not wait for ever. */
+        atomic_store_explicit(&r->abandon, 1, memory_order_relaxed);
         runner_request_stop(r);
         pthread_join(r->thread, NULL);
     }

@@ -47,4 +47,5 @@
     XX(runner, runner_sleeps_and_wakes)                \
     XX(runner, runner_backpressure_keeps_order)        \
     XX(runner, runner_stop_drains_everything)          \
-    XX(runner, runner_rejects_bad_config)
+    XX(runner, runner_rejects_bad_config)              \
+    XX(runner, runner_destroy_without_consumer)

@@ -191,3 +191,25 @@ void test_runner_rejects_bad_config(void)
     runner_destroy(r); /* never started */
     eng_destroy(e);
 }
+
+/* The consumer stops polling with the output ring full: destroy still returns. */
+void test_runner_destroy_without_consumer(void)
+{
+    struct eng *e = make_engine(0);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 1024, .out_capacity = 4};
+    struct runner *r = runner_create(e, &cfg);
+    static struct runner_cmd cmds[1000];
+    struct runner_stats st;
+    struct timespec nap = {0, 20 * 1000 * 1000};
+
+    for (size_t i = 0; i < 1000; i++)
+        cmds[i] = limit(i, ENG_BUY, 1, 1 + (int64_t)(i % 50));
+    ASSERT_EQ(runner_start(r), 0);
+    ASSERT_EQ(runner_submit(r, cmds, 1000), 1000);
+    nanosleep(&nap, NULL);
+    runner_get_stats(r, &st);
+    ASSERT_EQ(st.out_queued, 4); /* full, and nobody reads */
+    runner_destroy(r);           /* must not hang */
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+}

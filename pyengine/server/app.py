@@ -94,6 +94,7 @@ class Server:
         self._listener: StreamServer | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.stopping = False
+        self.failed = False
         self.stopped = Event()
         self.address: tuple[str, int] | None = None
 
@@ -101,7 +102,9 @@ class Server:
 
     def start(self) -> None:
         self.engine.start()
-        self._greenlets.append(gevent.spawn(self.dispatcher.run))
+        dispatcher = gevent.spawn(self.dispatcher.run)
+        dispatcher.link_exception(self._dispatcher_failed)
+        self._greenlets.append(dispatcher)
         self._listener = StreamServer((self.config.host, self.config.port), self._handle)
         self._listener.init_socket()
         self._listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -118,6 +121,14 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(sig, self._on_signal, sig)
         self.stopped.wait()
+
+    def _dispatcher_failed(self, greenlet: gevent.Greenlet) -> None:
+        """A bug in routing: events could be lost from here on, so the server
+        stops (and exits non-zero) rather than serve half-broken."""
+        log.error("dispatcher_failed", exc_info=(type(greenlet.exception), greenlet.exception,
+                                                 greenlet.exception.__traceback__))
+        self.failed = True
+        gevent.spawn(self.stop)
 
     def _on_signal(self, sig: int) -> None:
         log.info("signal", extra=fields(signal=signal.Signals(sig).name))

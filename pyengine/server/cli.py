@@ -60,7 +60,7 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot_serve", extra=fields(error=str(exc)))
         server.stop()
         return 1
-    return 0
+    return 1 if server.failed else 0
 
 
 def hash_secret_cmd(args: argparse.Namespace) -> int:

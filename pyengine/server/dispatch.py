@@ -21,7 +21,7 @@ from ..enums import REJECT_MESSAGES
 from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
 from ..log import fields
 from .engine_thread import EVENT_SIZE
-from .session import MassCancelState, OpenOrder
+from .session import MassCancelState
 
 if TYPE_CHECKING:
     from .app import Server
@@ -33,7 +33,10 @@ log = logging.getLogger("pyengine.server")
 
 # struct runner_event: struct eng_event, then the tag.
 _EVENT = struct.Struct("<BBBBIQQQQqqqqII16sQ")
-assert _EVENT.size == EVENT_SIZE
+# A level event's fields alone (side, instrument, price, total, count): they
+# are about half of all events, so they skip the full unpack.
+_LEVEL_EVENT = struct.Struct("<xBxxI32xqqq40x")
+assert _EVENT.size == _LEVEL_EVENT.size == EVENT_SIZE
 _BATCH = 4096
 _ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _MODIFIED, _LEVEL = 1, 2, 3, 4, 5, 6
 _SIDES = ("", "buy", "sell")
@@ -51,7 +54,7 @@ class Dispatcher:
         self.server = server
         self.owners: dict[int, Session] = {}  # open order id -> the session that entered it
         self._buf = ffi.new("struct runner_event[]", _BATCH)
-        self._raw = ffi.buffer(self._buf)
+        self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
         self.trades = 0
         self.orders = 0
@@ -90,11 +93,19 @@ class Dispatcher:
         symbols = self.server.engine.symbols
         owners = self.owners
         unpack = _EVENT.unpack_from
+        unpack_level = _LEVEL_EVENT.unpack_from
+        md_level = md.level
         raw = self._raw
         last_tag = -1
         session: Session | None = None
         info: tuple[str, Any, Any] | None = None
         for off in range(0, n * EVENT_SIZE, EVENT_SIZE):
+            if raw[off] == _LEVEL:
+                # Never the first event of a command: the tag bookkeeping
+                # below is not needed for it.
+                side, inst, price, total, count = unpack_level(raw, off)
+                md_level(inst, side, price, total, count)
+                continue
             (typ, side, reason, flags, inst, seq, oid, maker_id, trade_id, price, qty, leaves, maker_leaves,
              account, maker_account, coid_raw, tag) = unpack(raw, off)
             first = tag != last_tag
@@ -102,9 +113,7 @@ class Dispatcher:
                 last_tag = tag
                 session = sessions.get(tag >> 32)
                 info = session.pending.pop(tag & 0xFFFFFFFF, None) if session is not None else None
-            if typ == _LEVEL:
-                md.level(inst, side, price, qty, leaves)
-            elif typ == _TRADE:
+            if typ == _TRADE:
                 self.trades += 1
                 symbol = symbols[inst]
                 taker = owners.get(oid)
@@ -120,7 +129,7 @@ class Dispatcher:
                     continue
                 coid = _coid(coid_raw)
                 owners[oid] = session
-                session.orders[oid] = OpenOrder(inst, coid)
+                session.orders[oid] = (inst, coid)
                 if coid is not None:
                     session.coids[coid] = oid
                 if session.closed:
@@ -160,7 +169,7 @@ class Dispatcher:
             {
                 "type": "fill",
                 "order_id": oid,
-                "client_order_id": o.coid if o else None,
+                "client_order_id": o[1] if o else None,
                 "symbol": symbol,
                 "side": _SIDES[side],
                 "price": price,
@@ -189,7 +198,7 @@ class Dispatcher:
             "type": "cancelled",
             "req_id": None,
             "order_id": oid,
-            "client_order_id": o.coid if o else None,
+            "client_order_id": o[1] if o else None,
             "leaves": leaves,
             "reason": _CANCEL_REASONS[reason],
             "seq": seq,
@@ -212,7 +221,7 @@ class Dispatcher:
             "type": "modified",
             "req_id": None,
             "order_id": oid,
-            "client_order_id": o.coid if o else None,
+            "client_order_id": o[1] if o else None,
             "price": price,
             "qty": qty,
             "priority_kept": kept,
@@ -255,8 +264,8 @@ class Dispatcher:
     def _forget(self, s: Session, oid: int) -> None:
         self.owners.pop(oid, None)
         o = s.orders.pop(oid, None)
-        if o is not None and o.coid is not None and s.coids.get(o.coid) == oid:
-            del s.coids[o.coid]
+        if o is not None and o[1] is not None and s.coids.get(o[1]) == oid:
+            del s.coids[o[1]]
 
     def _cancel_orphans(self) -> None:
         """Orders accepted for sessions that had already closed with

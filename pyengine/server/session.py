@@ -6,8 +6,8 @@ thread; the writer sends everything queued for the session in one ``sendall``
 per wake-up. A session whose unsent output passes ``max_unsent`` is
 disconnected rather than buffered without end.
 
-A session owns the orders it entered: ``orders`` (order id -> instrument,
-client order id) and ``coids`` (client order id -> order id) are kept by the
+A session owns the orders it entered: ``orders`` (order id -> (instrument,
+client order id)) and ``coids`` (client order id -> order id) are kept by the
 dispatcher from the events.
 """
 
@@ -41,7 +41,7 @@ from .protocol import (
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["Session", "OpenOrder"]
+__all__ = ["Session", "MassCancelState"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -51,14 +51,6 @@ _TYPE = {"limit": 1, "market": 2}
 _TIF = {"gtc": 1, "ioc": 2, "fok": 3}
 _STP = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
 _NO_COID = bytes(16)
-
-
-class OpenOrder:
-    __slots__ = ("inst", "coid")
-
-    def __init__(self, inst: int, coid: str | None) -> None:
-        self.inst = inst
-        self.coid = coid
 
 
 class Session:
@@ -71,7 +63,7 @@ class Session:
         self.admin = False
         self.cancel_on_disconnect = True
         self.closed = False
-        self.orders: dict[int, OpenOrder] = {}
+        self.orders: dict[int, tuple[int, str | None]] = {}
         self.coids: dict[str, int] = {}
         # Request number -> (kind, req_id, extra) until its first event.
         self.pending: dict[int, tuple[str, Any, Any]] = {}
@@ -306,7 +298,7 @@ class Session:
             inst = self.server.engine.instrument_ids.get(req.symbol)
             if inst is None:
                 raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
-        targets = [oid for oid, o in self.orders.items() if inst is None or o.inst == inst]
+        targets = [oid for oid, (order_inst, _) in self.orders.items() if inst is None or order_inst == inst]
         if not targets:
             self.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
