@@ -1,6 +1,6 @@
 """pyperf suite: the mixed order flow through every path, time per operation.
 
-    python perf/bench_mixed.py [pyperf options, e.g. --fast, -o out.json]
+    python perf/bench_mixed.py [--ops 200000] [pyperf options, e.g. --fast, -o out.json]
 
 Benchmarks (each value is the time of one operation of the flow, its book
 built untimed first):
@@ -31,7 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import flow  # noqa: E402
 import pymatcher  # noqa: E402
 
-OPS = int(os.environ.get("PYENGINE_BENCH_OPS", "200000"))
+
+def runner_with_ops(default_ops: int, description: str) -> tuple[pyperf.Runner, int]:
+    """A pyperf Runner taking ``--ops N``, and N."""
+    # pyperf reruns the script in worker processes: pass the option along.
+    runner = pyperf.Runner(add_cmdline_args=lambda cmd, args: cmd.extend(("--ops", str(args.ops))))
+    runner.argparser.add_argument("--ops", type=int, default=default_ops, help="operations of the flow")
+    args = runner.parse_args()
+    runner.metadata["description"] = description
+    return runner, args.ops
 
 
 def load_flow(n: int) -> flow.Flow:
@@ -94,9 +102,8 @@ def time_pure_python(loops: int, f: flow.Flow) -> float:
 
 
 def main() -> None:
-    runner = pyperf.Runner()
-    runner.metadata["description"] = "pyengine mixed flow, time per operation"
-    f = load_flow(OPS)
+    runner, n_ops = runner_with_ops(200_000, "pyengine mixed flow, time per operation")
+    f = load_flow(n_ops)
     n = len(f.ops)
     warmup, ops = f.packed(f.warmup), f.packed(f.ops)
     runner.bench_time_func("mixed_one_call", time_one_call, f, inner_loops=n)

@@ -226,12 +226,13 @@ class Server:
 
     def _stats_loop(self) -> None:
         last = self.engine.stats()
-        last_trades, last_t = self.dispatcher.trades, time.monotonic()
+        last_trades, last_orders, last_t = self.dispatcher.trades, self.dispatcher.orders, time.monotonic()
         while True:
             gevent.sleep(self.config.stats_interval)
             now, st = time.monotonic(), self.engine.stats()
             dt = max(now - last_t, 1e-9)
             log.info("stats", extra=fields(
+                orders_per_s=round((self.dispatcher.orders - last_orders) / dt),
                 commands_per_s=round((st["commands"] - last["commands"]) / dt),
                 trades_per_s=round((self.dispatcher.trades - last_trades) / dt),
                 connections=sum(1 for s in self.sessions.values() if not s.closed),
@@ -239,4 +240,4 @@ class Server:
                 out_ring=st["out_queued"],
                 engine_sleeps=st["sleeps"] - last["sleeps"],
             ))
-            last, last_trades, last_t = st, self.dispatcher.trades, now
+            last, last_trades, last_orders, last_t = st, self.dispatcher.trades, self.dispatcher.orders, now

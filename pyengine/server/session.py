@@ -181,7 +181,7 @@ class Session:
             elif type(req) is Unsubscribe:
                 self.unsubscribe(req)
         except RequestError as exc:
-            log.debug("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
+            log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
             self.error(exc.code, str(exc), exc.req_id)
 
     def _tag(self, kind: str, req_id: Any, extra: Any = None) -> int:

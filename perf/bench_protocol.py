@@ -1,0 +1,34 @@
+"""pyperf suite: the server's per-message work in Python.
+
+    python perf/bench_protocol.py [pyperf options]
+
+- decode_validate_order: one ``new_order`` frame body through
+  ``protocol.parse`` (orjson decode and every check), as a session does it;
+- encode_fill: one ``fill`` reply through ``protocol.encode`` (orjson and the
+  length prefix).
+"""
+
+from __future__ import annotations
+
+import orjson
+import pyperf
+
+from pyengine.server.protocol import encode, parse
+
+ORDER = orjson.dumps(
+    {"type": "new_order", "req_id": 1234, "symbol": "ESZ6", "side": "buy", "qty": 10, "price": 450_000,
+     "tif": "gtc", "client_order_id": "b-000123"}
+)
+FILL = {"type": "fill", "order_id": 123456, "client_order_id": "b-000123", "symbol": "ESZ6", "side": "buy",
+        "price": 450_000, "qty": 4, "leaves": 6, "trade_id": 98765, "liquidity": "taker", "seq": 456789}
+
+
+def main() -> None:
+    runner = pyperf.Runner()
+    runner.metadata["description"] = "pyengine-server protocol, per message"
+    runner.bench_func("decode_validate_order", parse, ORDER)
+    runner.bench_func("encode_fill", encode, FILL)
+
+
+if __name__ == "__main__":
+    main()
