@@ -95,4 +95,15 @@ void eng__cancel(struct eng *e, const struct eng_cmd *c);
 void eng__modify(struct eng *e, const struct eng_cmd *c);
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err);
 
+/*
+ * Put an order straight into the book, at the back of its level, with no
+ * matching and no events: for loading a snapshot. Returns ENG_OK, ENG_CORRUPT
+ * for anything a consistent engine could not hold (an unknown instrument, qty
+ * <= 0, a duplicate id or client order id, a crossed book, ...), or
+ * ENG_NO_MEMORY. On error nothing is added.
+ */
+int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t price,
+                       int64_t qty, uint64_t id, uint32_t account, uint8_t stp, uint8_t flags,
+                       const char coid[16]);
+
 #endif /* ENG_ENGINE_INT_H */

@@ -618,3 +618,51 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
         rest_order(e, b, o, side, price);
     }
 }
+
+/* ---- snapshots -------------------------------------------------------------- */
+
+int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t price,
+                       int64_t qty, uint64_t id, uint32_t account, uint8_t stp, uint8_t flags,
+                       const char coid[16])
+{
+    bool has_coid = !eng__coid_empty(coid);
+    int s = side == ENG_BUY ? BOOK_BID : BOOK_ASK;
+    struct book *b;
+    struct level *lv;
+    struct order *o;
+    uint32_t handle;
+
+    if (instrument >= e->ninst || (side != ENG_BUY && side != ENG_SELL) || qty <= 0 ||
+        price <= 0 || stp > ENG_STP_CANCEL_BOTH || (flags & ~ORDER_F_POST_ONLY) ||
+        !coid_valid(coid) || eng__find_order(e, id) ||
+        (has_coid && eng__find_coid(e, account, coid)))
+        return ENG_CORRUPT;
+    b = &e->inst[instrument].book;
+    if (would_cross(b, s, price))
+        return ENG_CORRUPT;
+    if (ids_reserve_one(&e->ids) != 0 ||
+        (has_coid && idx_reserve_one(&e->coids, &eng__coid_ops, e) != 0))
+        return ENG_NO_MEMORY;
+    o = pool_alloc(&e->orders, &handle);
+    if (!o)
+        return ENG_NO_MEMORY;
+    lv = book_level_get(b, s, price);
+    if (!lv || lv->total_qty > INT64_MAX - qty) {
+        /* Only an existing level can be full; a new one gets this order. */
+        pool_free(&e->orders, o, handle);
+        return lv ? ENG_CORRUPT : ENG_NO_MEMORY;
+    }
+    o->id = id;
+    o->qty = qty;
+    o->handle = handle;
+    o->account = account;
+    o->stp = stp;
+    o->flags = flags;
+    o->reserved = 0;
+    memcpy(o->coid, coid, ENG_COID_LEN);
+    ids_insert(&e->ids, id, handle);
+    if (has_coid)
+        idx_insert(&e->coids, eng__hash_coid(account, coid), handle);
+    book_append(b, lv, o);
+    return ENG_OK;
+}

@@ -343,6 +343,99 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out);
 int eng_verify(const struct eng *e, char *why, size_t why_len);
 
 /*
+ * ---- Snapshots -------------------------------------------------------------
+ *
+ * A snapshot is the whole state of an engine after command `seq`: its
+ * instruments, every resting order in priority order, and its id counters.
+ * Loading one into an empty engine and replaying the journal after `seq`
+ * gives back exactly the state at the end of the journal.
+ */
+
+/*
+ * Serialize `e` into a malloc'ed buffer (free it with free() or
+ * eng_free_buffer()); stores its size in *len. Returns NULL when out of memory.
+ * O(open orders).
+ */
+void *eng_snapshot_serialize(const struct eng *e, size_t *len);
+void eng_free_buffer(void *buf);
+/*
+ * Write a serialized snapshot to `dir`/snapshot-<seq>.snap atomically
+ * (temporary file, fsync, rename, fsync of the directory). Returns 0, or -1
+ * with errno set (no file is left behind then).
+ */
+int eng_snapshot_write_file(const char *dir, const void *buf, size_t len);
+/*
+ * Load a snapshot file into `e`, which must have no instruments yet. Returns
+ * ENG_OK, or ENG_CORRUPT for a file that is not a whole, valid snapshot
+ * (its checksum or structure is wrong; `e` is then unusable and must be
+ * destroyed), or ENG_INVALID_ARGUMENT when `e` is not empty or the file
+ * cannot be read (errno set).
+ */
+int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq);
+/*
+ * A 64-bit hash of the engine's matching state: counters, instruments and
+ * every resting order in priority order. Two engines with the same hash hold
+ * the same books (to the odds of a 64-bit collision).
+ */
+uint64_t eng_state_hash(const struct eng *e);
+
+/*
+ * ---- The journal -----------------------------------------------------------
+ *
+ * A journal segment file starts with a header naming the instruments, then
+ * fixed-size records, one per command the engine sequenced, in sequence
+ * order. Each record is checksummed (CRC-32C), so a torn or corrupt record is
+ * found, and everything from it on is left out of a replay.
+ */
+enum jnl_fsync { JNL_FSYNC_OFF = 0, JNL_FSYNC_BATCH = 1, JNL_FSYNC_ALWAYS = 2 };
+
+enum jnl_stop {
+    JNL_END = 0,          /* the file ends after a whole record */
+    JNL_TORN = 1,         /* the file ends inside a record (a write cut short) */
+    JNL_BAD_CHECKSUM = 2, /* a record's checksum or length is wrong */
+    JNL_SEQ_GAP = 3,      /* a record's seq is not the next one */
+    JNL_BAD_HEADER = 4,   /* the file has no valid segment header */
+    JNL_IO_ERROR = 5,     /* the file could not be read (errno) */
+    JNL_APPLY_ERROR = 6   /* the engine could not process a record (memory) */
+};
+
+struct jnl_record {
+    uint32_t len;  /* sizeof(struct jnl_record) */
+    uint32_t crc;  /* CRC-32C of the bytes after this field */
+    uint64_t seq;  /* the engine's sequence number of the command */
+    int64_t ts;    /* when it was received (the command's ts) */
+    struct eng_cmd cmd;
+};
+
+struct jnl_scan {
+    uint64_t first_seq;   /* the segment's first sequence number (header) */
+    uint64_t records;     /* whole, valid records read */
+    uint64_t applied;     /* of them, applied to the engine */
+    uint64_t last_seq;    /* seq of the last valid record (first_seq - 1 if none) */
+    uint64_t valid_bytes; /* file offset just after the last valid record */
+    uint64_t file_bytes;
+    int32_t stop;         /* enum jnl_stop */
+    int32_t err;          /* errno for JNL_IO_ERROR */
+    uint32_t ninstruments;
+    uint32_t reserved;
+};
+
+/*
+ * Read the journal segment `path` up to its first invalid record. With `e`
+ * not NULL, apply every record with seq > after_seq to it (each must carry
+ * the engine's next sequence number, else the scan stops with JNL_SEQ_GAP);
+ * the engine's event buffer is cleared as it goes. With `e` NULL, only check.
+ * `counts`, if not NULL, receives the number of records per command type
+ * (indexed by type, 4 entries). Returns ENG_OK, even when the scan stopped
+ * early: read out->stop.
+ */
+int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
+                  uint64_t *counts);
+/* The instrument specs of a segment's header into `out` (up to `max`).
+   Returns how many the header holds, or -1 if it is not valid. */
+int64_t jnl_read_instruments(const char *path, struct eng_instrument_spec *out, size_t max);
+
+/*
  * ---- The engine thread ---------------------------------------------------
  *
  * A runner runs one engine on a thread of its own, fed commands through a
@@ -366,6 +459,24 @@ struct runner_config {
     uint32_t spin_us;      /* how long an idle engine thread polls before it sleeps */
     uint32_t in_capacity;  /* commands the input ring holds, a power of two */
     uint32_t out_capacity; /* events the output ring holds, a power of two */
+    /* Durability. With a journal directory, every command is journaled by a
+       journal thread, and events come out of runner_poll only once the
+       command that caused them is in the journal (per `fsync`). */
+    const char *journal_dir;   /* NULL: no journal */
+    uint32_t fsync;            /* enum jnl_fsync */
+    uint32_t keep_segments;    /* nonzero: keep the segments and snapshots a newer
+                                  snapshot covers (default: remove them) */
+    uint64_t snapshot_every;   /* snapshot after this many commands; 0: never */
+};
+
+/* A command that is not for the engine but for the runner. */
+enum runner_control {
+    RUNNER_CTL_SNAPSHOT = 128 /* snapshot now; answers RUNNER_EV_SNAPSHOT */
+};
+
+/* An event that is not the engine's: the runner's answer to a control. */
+enum runner_event_type {
+    RUNNER_EV_SNAPSHOT = 128 /* seq: the snapshot's; leaves: 0, or an errno */
 };
 
 struct runner_stats {
@@ -377,7 +488,14 @@ struct runner_stats {
     uint64_t out_queued; /* events waiting in the output ring */
     int32_t cpu;       /* the CPU the thread is pinned to, or -1 */
     int32_t running;   /* 1 while the engine thread runs */
+    uint64_t journaled;      /* seq up to which the journal is written (and synced per policy) */
+    uint64_t journal_syncs;  /* fsyncs done */
+    uint64_t snapshots;      /* snapshot files written */
+    uint64_t snapshot_seq;   /* seq of the last one */
+    int32_t journal_errno;   /* nonzero: the journal failed; events are held */
+    int32_t reserved;
 };
+
 
 struct runner;
 

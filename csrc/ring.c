@@ -86,6 +86,27 @@ size_t ring_pop(struct ring *r, void *out, size_t max)
     return max;
 }
 
+size_t ring_pop_if(struct ring *r, void *out, size_t max,
+                   bool (*ok)(const void *record, const void *ctx), const void *ctx)
+{
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed); /* ours */
+    size_t avail, n = 0;
+
+    /* Acquire: pairs with the producer's release of head. */
+    r->head_cache = atomic_load_explicit(&r->head, memory_order_acquire);
+    avail = r->head_cache - tail;
+    if (max > avail)
+        max = avail;
+    while (n < max && ok(r->buf + ((tail + n) & r->mask) * r->elem, ctx))
+        n++;
+    if (n == 0)
+        return 0;
+    copy_out(r, tail, out, n);
+    /* Release: we are done reading these slots before the producer reuses them. */
+    atomic_store_explicit(&r->tail, tail + n, memory_order_release);
+    return n;
+}
+
 size_t ring_count(struct ring *r)
 {
     size_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);

@@ -14,6 +14,7 @@
 #define ENG_RING_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define RING_CACHE_LINE 64
@@ -43,6 +44,11 @@ size_t ring_push(struct ring *r, const void *items, size_t n);
 
 /* Consumer: copy up to `max` records out into `out`; returns how many. */
 size_t ring_pop(struct ring *r, void *out, size_t max);
+
+/* Consumer: as ring_pop, but stop before the first record for which
+   `ok(record, ctx)` is false (it stays in the ring). */
+size_t ring_pop_if(struct ring *r, void *out, size_t max,
+                   bool (*ok)(const void *record, const void *ctx), const void *ctx);
 
 /* Records in the ring right now; exact on either side's thread when the
    other side is idle, a snapshot otherwise. */

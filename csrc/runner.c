@@ -1,16 +1,30 @@
 /*
- * runner.c - the engine thread: one engine, fed through an SPSC ring of
- * commands, answering through an SPSC ring of events.
+ * runner.c - the engine thread and the journal thread.
  *
- * Threads: the producer (submit), the consumer (poll) and the engine thread.
- * The engine is touched only by the engine thread once it runs.
+ * Threads: the producer (submit), the consumer (poll), the engine thread and,
+ * with a journal directory, the journal thread. The engine is touched only by
+ * the engine thread once it runs.
+ *
+ *   producer --in ring--> engine thread --out ring--> consumer
+ *                              |                         ^
+ *                         jnl ring                       | (events released
+ *                              v                         |  once journaled)
+ *                        journal thread ---- journaled seq
+ *
+ * Durability: the engine thread hands each command it has sequenced to the
+ * journal thread and goes on with the next; it never waits for the disk. The
+ * journal thread writes whatever has gathered as one batch, fsyncs once (per
+ * policy) and advances `journaled`. runner_poll releases an event only when
+ * the command that caused it is journaled, so no effect of a command (ack,
+ * fill, market data) leaves before the command is in the journal.
  *
  * Idle strategy: with no commands the engine thread polls its input ring for
  * `spin_us`, then sleeps in a blocking read of an eventfd that the producer
- * writes only when it sees the thread asleep. The consumer likewise arms a
- * flag before it waits on its own eventfd, and the engine thread writes that
- * eventfd only when it publishes to an armed (idle) consumer: under load,
- * neither side makes a system call per command or per event.
+ * writes only when it sees the thread asleep. The journal thread sleeps the
+ * same way at once (it waits for the disk anyway). The consumer arms a flag
+ * before it waits on its own eventfd, and the engine and journal threads
+ * write that eventfd only when they publish to an armed (idle) consumer:
+ * under load, nobody makes a system call per command or per event.
  *
  * No lost wake-ups: each side stores its "I am asleep" flag and then
  * re-checks the ring, while the other side publishes to the ring and then
@@ -18,6 +32,7 @@
  * at least one of them sees the other (the Dekker pattern).
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -30,6 +45,8 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "fileio.h"
+#include "journal.h"
 #include "pyengine.h"
 #include "ring.h"
 
@@ -38,33 +55,64 @@ enum {
     RUNNER_STAGING = 1024,        /* events gathered before they are published */
     RUNNER_DEFAULT_IN = 1 << 16,  /* commands */
     RUNNER_DEFAULT_OUT = 1 << 18, /* events */
-    RUNNER_DEFAULT_SPIN_US = 50
+    RUNNER_DEFAULT_SPIN_US = 50,
+    JNL_RING = 1 << 16,           /* journal items */
+    JNL_BATCH = 8192              /* records written with one write() */
+};
+
+/* What the engine thread hands the journal thread: a sequenced command, or
+   (with `snapshot` set) a snapshot of the state after record `rec.seq`. */
+struct jnl_item {
+    struct jnl_record rec;
+    void *snapshot;
+    size_t snapshot_len;
+};
+
+struct sleeper {
+    _Atomic int asleep;
+    int fd; /* eventfd the sleeper blocks reading */
 };
 
 struct runner {
     struct ring in;  /* struct runner_cmd */
     struct ring out; /* struct runner_event */
+    struct ring jnl; /* struct jnl_item */
     struct eng *eng;
     struct runner_config cfg;
-    int in_fd;  /* the engine thread sleeps reading it */
-    int out_fd; /* the consumer waits for it to be readable */
-    pthread_t thread;
-    bool started;
-    _Atomic int engine_sleeping;
+    char *journal_dir;
+    int jnl_fd;          /* the open segment (journal thread) */
+    int out_fd;          /* the consumer waits for it to be readable */
+    struct sleeper engine_sleep;
+    struct sleeper journal_sleep;
     _Atomic int consumer_waiting;
+    pthread_t thread;
+    pthread_t journal_thread;
+    bool started;
     _Atomic int stop;
-    _Atomic int abandon; /* the consumer is gone: drop what cannot be published */
+    _Atomic int journal_stop; /* the engine thread is done: drain and end */
+    _Atomic int abandon;      /* the consumer is gone: drop what cannot be published */
     _Atomic int running;
     _Atomic int32_t cpu;
     _Atomic uint64_t commands;
     _Atomic uint64_t events;
     _Atomic uint64_t batches;
     _Atomic uint64_t sleeps;
+    _Atomic uint64_t journaled; /* highest seq written (and synced per policy) */
+    _Atomic uint64_t journal_syncs;
+    _Atomic uint64_t snapshots;
+    _Atomic uint64_t snapshot_seq;
+    _Atomic int32_t journal_errno;
     /* Engine thread only. */
+    uint64_t since_snapshot;
     struct runner_cmd batch[RUNNER_BATCH];
     struct runner_event staging[RUNNER_STAGING];
+    struct jnl_item jstage[RUNNER_BATCH];
+    /* Journal thread only. */
+    struct jnl_item jbatch[JNL_BATCH];
+    struct jnl_record jwrite[JNL_BATCH];
     void *in_buf;
     void *out_buf;
+    void *jnl_buf;
 };
 
 static inline void cpu_relax(void)
@@ -79,6 +127,12 @@ static uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void nap_us(long us)
+{
+    struct timespec pause = {0, us * 1000};
+    nanosleep(&pause, NULL);
 }
 
 static void signal_fd(int fd)
@@ -99,9 +153,34 @@ static void wake_if_sleeping(_Atomic int *flag, int fd)
         signal_fd(fd);
 }
 
+/*
+ * Sleep until woken, unless `ring` has work or `quit` is set: say so first,
+ * then look again (see the file comment).
+ */
+static bool sleep_until_work(struct sleeper *s, struct ring *ring, _Atomic int *quit)
+{
+    bool slept = false;
+    atomic_store_explicit(&s->asleep, 1, memory_order_relaxed);
+    /* Full fence: the flag is visible before we look at the ring again. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!ring_count(ring) && !atomic_load_explicit(quit, memory_order_relaxed)) {
+        uint64_t v;
+        while (read(s->fd, &v, sizeof(v)) < 0 && errno == EINTR)
+            ;
+        slept = true;
+    }
+    atomic_store_explicit(&s->asleep, 0, memory_order_relaxed);
+    return slept;
+}
+
 static bool is_pow2(uint32_t v)
 {
     return v && (v & (v - 1)) == 0;
+}
+
+static bool journaling(const struct runner *r)
+{
+    return r->journal_dir != NULL;
 }
 
 struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
@@ -113,15 +192,19 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     if (!r)
         return NULL;
     memset(r, 0, sizeof(*r));
-    r->cfg = cfg ? *cfg
-                 : (struct runner_config){-1, RUNNER_DEFAULT_SPIN_US, RUNNER_DEFAULT_IN,
-                                          RUNNER_DEFAULT_OUT};
+    if (cfg) {
+        r->cfg = *cfg;
+    } else {
+        r->cfg.cpu = -1;
+        r->cfg.spin_us = RUNNER_DEFAULT_SPIN_US;
+    }
     in_cap = r->cfg.in_capacity ? r->cfg.in_capacity : RUNNER_DEFAULT_IN;
     out_cap = r->cfg.out_capacity ? r->cfg.out_capacity : RUNNER_DEFAULT_OUT;
     r->eng = e;
-    r->in_fd = r->out_fd = -1;
+    r->jnl_fd = r->out_fd = r->engine_sleep.fd = r->journal_sleep.fd = -1;
     atomic_init(&r->cpu, -1);
-    if (!is_pow2(in_cap) || !is_pow2(out_cap))
+    atomic_init(&r->journaled, eng_seq(e));
+    if (!is_pow2(in_cap) || !is_pow2(out_cap) || r->cfg.fsync > JNL_FSYNC_ALWAYS)
         goto fail;
     r->in_buf = malloc((size_t)in_cap * sizeof(struct runner_cmd));
     r->out_buf = malloc((size_t)out_cap * sizeof(struct runner_event));
@@ -129,15 +212,29 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
         goto fail;
     ring_init(&r->in, r->in_buf, in_cap, sizeof(struct runner_cmd));
     ring_init(&r->out, r->out_buf, out_cap, sizeof(struct runner_event));
-    r->in_fd = eventfd(0, EFD_CLOEXEC);
+    r->engine_sleep.fd = eventfd(0, EFD_CLOEXEC);
+    r->journal_sleep.fd = eventfd(0, EFD_CLOEXEC);
     r->out_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (r->in_fd < 0 || r->out_fd < 0)
+    if (r->engine_sleep.fd < 0 || r->journal_sleep.fd < 0 || r->out_fd < 0)
         goto fail;
+    if (r->cfg.journal_dir) {
+        r->journal_dir = strdup(r->cfg.journal_dir);
+        r->jnl_buf = malloc(JNL_RING * sizeof(struct jnl_item));
+        if (!r->journal_dir || !r->jnl_buf)
+            goto fail;
+        ring_init(&r->jnl, r->jnl_buf, JNL_RING, sizeof(struct jnl_item));
+        r->jnl_fd = jnl__open_segment(r->journal_dir, eng_seq(e) + 1, e);
+        if (r->jnl_fd < 0)
+            goto fail;
+    }
+    r->cfg.journal_dir = NULL; /* the caller's string; we keep our copy */
     return r;
 fail:
     runner_destroy(r);
     return NULL;
 }
+
+/* ---- engine thread -------------------------------------------------------- */
 
 /* Push every event to the output ring, waiting for room when it is full. */
 static void publish(struct runner *r, const struct runner_event *evs, size_t n)
@@ -150,9 +247,23 @@ static void publish(struct runner *r, const struct runner_event *evs, size_t n)
         if (n) {
             if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
                 return;
-            /* Full: the consumer is behind. Back off without burning a core. */
-            struct timespec pause = {0, 20000};
-            nanosleep(&pause, NULL);
+            nap_us(20); /* full: the consumer is behind; back off without burning a core */
+        }
+    }
+}
+
+/* Hand items to the journal thread, waiting for room when its ring is full. */
+static void journal_push(struct runner *r, const struct jnl_item *items, size_t n)
+{
+    while (n) {
+        size_t k = ring_push(&r->jnl, items, n);
+        items += k;
+        n -= k;
+        wake_if_sleeping(&r->journal_sleep.asleep, r->journal_sleep.fd);
+        if (n) {
+            if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
+                return;
+            nap_us(20); /* the disk is behind */
         }
     }
 }
@@ -169,34 +280,83 @@ static inline void stage(struct runner *r, size_t *used, const struct eng_event 
     (*used)++;
 }
 
+/*
+ * Snapshot the engine's state now (after command eng_seq) for the journal
+ * thread to write. Returns 0 or an errno.
+ */
+static int take_snapshot(struct runner *r, size_t *jused)
+{
+    struct jnl_item *it;
+    size_t len;
+    void *buf;
+
+    if (!journaling(r))
+        return ENOTSUP;
+    buf = eng_snapshot_serialize(r->eng, &len);
+    if (!buf)
+        return ENOMEM;
+    /* Items ahead of it in the batch go first: the snapshot follows them. */
+    journal_push(r, r->jstage, *jused);
+    *jused = 0;
+    it = &r->jstage[0];
+    memset(it, 0, sizeof(*it));
+    it->rec.seq = eng_seq(r->eng);
+    it->snapshot = buf;
+    it->snapshot_len = len;
+    journal_push(r, it, 1);
+    r->since_snapshot = 0;
+    return 0;
+}
+
 /* Process one batch of commands; returns how many were taken. */
 static size_t run_batch(struct runner *r)
 {
-    size_t n = ring_pop(&r->in, r->batch, RUNNER_BATCH), used = 0, events = 0;
+    size_t n = ring_pop(&r->in, r->batch, RUNNER_BATCH), used = 0, events = 0, jused = 0;
 
     for (size_t i = 0; i < n; i++) {
+        const struct runner_cmd *c = &r->batch[i];
         const struct eng_event *ev;
         size_t count;
+
+        if (c->cmd.type == RUNNER_CTL_SNAPSHOT) {
+            struct eng_event done = {.type = RUNNER_EV_SNAPSHOT, .seq = eng_seq(r->eng)};
+            done.leaves = take_snapshot(r, &jused);
+            stage(r, &used, &done, c->tag);
+            events++;
+            continue;
+        }
         eng_clear_events(r->eng);
-        if (eng_process(r->eng, &r->batch[i].cmd) < 0) {
+        if (eng_process(r->eng, &c->cmd) < 0) {
             /* Not even room for one event: the engine is unchanged and the
                command took no sequence number. Answer it all the same, so
                its sender is not left waiting. */
             struct eng_event reject = {.type = ENG_EV_REJECTED,
                                        .reason = ENG_NO_MEMORY,
-                                       .instrument = r->batch[i].cmd.instrument,
-                                       .order_id = r->batch[i].cmd.order_id,
-                                       .account = r->batch[i].cmd.account};
-            memcpy(reject.coid, r->batch[i].cmd.coid, sizeof(reject.coid));
-            stage(r, &used, &reject, r->batch[i].tag);
+                                       .instrument = c->cmd.instrument,
+                                       .order_id = c->cmd.order_id,
+                                       .account = c->cmd.account};
+            memcpy(reject.coid, c->cmd.coid, sizeof(reject.coid));
+            stage(r, &used, &reject, c->tag);
             events++;
             continue;
         }
+        if (journaling(r)) {
+            struct jnl_item *it = &r->jstage[jused++];
+            it->rec.seq = eng_seq(r->eng);
+            it->rec.ts = c->cmd.ts;
+            it->rec.cmd = c->cmd;
+            it->snapshot = NULL;
+            if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
+                take_snapshot(r, &jused);
+        }
         ev = eng_events(r->eng, &count);
         for (size_t k = 0; k < count; k++)
-            stage(r, &used, &ev[k], r->batch[i].tag);
+            stage(r, &used, &ev[k], c->tag);
         events += count;
     }
+    /* Journal first, so the disk write starts before we publish. */
+    if (jused)
+        journal_push(r, r->jstage, jused);
     if (n) {
         /* Counted before the last publish: a consumer that has seen the
            events sees them counted (the ring's release orders these). */
@@ -221,16 +381,8 @@ static void idle(struct runner *r)
         if ((i & 255) == 255 && now_us() >= until)
             break;
     }
-    atomic_store_explicit(&r->engine_sleeping, 1, memory_order_relaxed);
-    /* Full fence: the flag is visible before we look at the ring again. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!ring_count(&r->in) && !atomic_load_explicit(&r->stop, memory_order_relaxed)) {
-        uint64_t v;
+    if (sleep_until_work(&r->engine_sleep, &r->in, &r->stop))
         atomic_fetch_add_explicit(&r->sleeps, 1, memory_order_relaxed);
-        while (read(r->in_fd, &v, sizeof(v)) < 0 && errno == EINTR)
-            ;
-    }
-    atomic_store_explicit(&r->engine_sleeping, 0, memory_order_relaxed);
 }
 
 static void *engine_thread(void *arg)
@@ -248,17 +400,155 @@ static void *engine_thread(void *arg)
             break;
         idle(r);
     }
+    if (journaling(r)) {
+        /* Release: every item is in the journal ring before the journal
+           thread sees it must finish. */
+        atomic_store_explicit(&r->journal_stop, 1, memory_order_release);
+        signal_fd(r->journal_sleep.fd);
+    } else {
+        atomic_store_explicit(&r->running, 0, memory_order_release);
+        atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
+        signal_fd(r->out_fd);
+    }
+    return NULL;
+}
+
+/* ---- journal thread --------------------------------------------------------- */
+
+static void journal_failed(struct runner *r, int err)
+{
+    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_relaxed);
+}
+
+/* Write (and sync per policy) the gathered records; publish how far the
+   journal now reaches. Returns 0 or -1. */
+static int journal_flush(struct runner *r, size_t n)
+{
+    if (n == 0 || atomic_load_explicit(&r->journal_errno, memory_order_relaxed))
+        return n ? -1 : 0;
+    if (r->cfg.fsync == JNL_FSYNC_ALWAYS) {
+        for (size_t i = 0; i < n; i++) {
+            if (fio_write_all(r->jnl_fd, &r->jwrite[i], sizeof(r->jwrite[i])) != 0 ||
+                fdatasync(r->jnl_fd) != 0) {
+                journal_failed(r, errno);
+                return -1;
+            }
+            atomic_fetch_add_explicit(&r->journal_syncs, 1, memory_order_relaxed);
+            atomic_store_explicit(&r->journaled, r->jwrite[i].seq, memory_order_release);
+            wake_if_sleeping(&r->consumer_waiting, r->out_fd);
+        }
+        return 0;
+    }
+    if (fio_write_all(r->jnl_fd, r->jwrite, n * sizeof(r->jwrite[0])) != 0) {
+        journal_failed(r, errno);
+        return -1;
+    }
+    if (r->cfg.fsync == JNL_FSYNC_BATCH) {
+        if (fdatasync(r->jnl_fd) != 0) {
+            journal_failed(r, errno);
+            return -1;
+        }
+        atomic_fetch_add_explicit(&r->journal_syncs, 1, memory_order_relaxed);
+    }
+    /* Release: the consumer that sees the new value may send the effects. */
+    atomic_store_explicit(&r->journaled, r->jwrite[n - 1].seq, memory_order_release);
+    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
+    return 0;
+}
+
+/* Remove segments and snapshots older than the snapshot at `seq`. */
+static void prune(struct runner *r, uint64_t seq)
+{
+    DIR *d = opendir(r->journal_dir);
+    struct dirent *de;
+    char path[4096];
+
+    if (!d)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        unsigned long long n;
+        char tail;
+        bool old_segment = sscanf(de->d_name, "journal-%llu.lo%c", &n, &tail) == 2 && n <= seq;
+        bool old_snapshot = sscanf(de->d_name, "snapshot-%llu.sna%c", &n, &tail) == 2 && n < seq;
+        if (old_segment || old_snapshot) {
+            snprintf(path, sizeof(path), "%s/%s", r->journal_dir, de->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+}
+
+/*
+ * Write a snapshot taken after record `seq` (all records up to it are
+ * written by now), then start a new segment at seq + 1.
+ */
+static void journal_snapshot(struct runner *r, struct jnl_item *it)
+{
+    uint64_t seq = it->rec.seq;
+    int fd;
+
+    if (eng_snapshot_write_file(r->journal_dir, it->snapshot, it->snapshot_len) != 0) {
+        journal_failed(r, errno);
+        goto out;
+    }
+    /* The engine is running on: a new segment names the same instruments,
+       which never change once trading starts. */
+    fd = jnl__open_segment(r->journal_dir, seq + 1, r->eng);
+    if (fd < 0) {
+        journal_failed(r, errno);
+        goto out;
+    }
+    close(r->jnl_fd);
+    r->jnl_fd = fd;
+    if (!r->cfg.keep_segments)
+        prune(r, seq);
+    atomic_store_explicit(&r->snapshot_seq, seq, memory_order_relaxed);
+    atomic_fetch_add_explicit(&r->snapshots, 1, memory_order_release);
+    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
+out:
+    eng_free_buffer(it->snapshot);
+}
+
+static void *journal_thread(void *arg)
+{
+    struct runner *r = arg;
+
+    pthread_setname_np(pthread_self(), "pyeng-journal");
+    for (;;) {
+        size_t n = ring_pop(&r->jnl, r->jbatch, JNL_BATCH), w = 0;
+        if (n == 0) {
+            if (atomic_load_explicit(&r->journal_stop, memory_order_acquire) &&
+                !ring_count(&r->jnl))
+                break;
+            sleep_until_work(&r->journal_sleep, &r->jnl, &r->journal_stop);
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct jnl_item *it = &r->jbatch[i];
+            if (it->snapshot) {
+                journal_flush(r, w);
+                w = 0;
+                journal_snapshot(r, it);
+                continue;
+            }
+            r->jwrite[w] = it->rec;
+            jnl__seal(&r->jwrite[w]);
+            w++;
+        }
+        journal_flush(r, w);
+    }
     atomic_store_explicit(&r->running, 0, memory_order_release);
-    /* The consumer may be waiting for the last events or for us to end. */
     atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
     signal_fd(r->out_fd);
     return NULL;
 }
 
+/* ---- lifecycle and the consumer --------------------------------------------- */
+
 /*
- * Start the thread pinned to cfg.cpu when that is set and allowed; pinning is
- * a setting, not a requirement, so a CPU we may not use means no pinning
- * (stats report cpu -1).
+ * Start the engine thread pinned to cfg.cpu when that is set and allowed;
+ * pinning is a setting, not a requirement, so a CPU we may not use means no
+ * pinning (stats report cpu -1). Then the journal thread, unpinned.
  */
 int runner_start(struct runner *r)
 {
@@ -270,6 +560,15 @@ int runner_start(struct runner *r)
         return -1;
     }
     atomic_store(&r->running, 1);
+    if (journaling(r)) {
+        rc = pthread_create(&r->journal_thread, NULL, journal_thread, r);
+        if (rc != 0) {
+            atomic_store(&r->running, 0);
+            errno = rc;
+            return -1;
+        }
+        rc = EINVAL;
+    }
     if (r->cfg.cpu >= 0 && r->cfg.cpu < CPU_SETSIZE && pthread_attr_init(&attr) == 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
@@ -285,6 +584,11 @@ int runner_start(struct runner *r)
         rc = pthread_create(&r->thread, NULL, engine_thread, r);
     }
     if (rc != 0) {
+        if (journaling(r)) {
+            atomic_store(&r->journal_stop, 1);
+            signal_fd(r->journal_sleep.fd);
+            pthread_join(r->journal_thread, NULL);
+        }
         atomic_store(&r->running, 0);
         errno = rc;
         return -1;
@@ -297,20 +601,42 @@ size_t runner_submit(struct runner *r, const struct runner_cmd *cmds, size_t n)
 {
     size_t k = ring_push(&r->in, cmds, n);
     if (k)
-        wake_if_sleeping(&r->engine_sleeping, r->in_fd);
+        wake_if_sleeping(&r->engine_sleep.asleep, r->engine_sleep.fd);
     return k;
+}
+
+/* May this event leave? Only once its command is in the journal (and, for a
+   snapshot's answer, the snapshot is written). */
+static bool released(const void *record, const void *ctx)
+{
+    const struct runner_event *x = record;
+    const struct runner *r = ctx;
+    if (x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
+        return (atomic_load_explicit(&r->snapshots, memory_order_acquire) &&
+                atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed) >= x->ev.seq) ||
+               atomic_load_explicit(&r->journal_errno, memory_order_relaxed);
+    /* Acquire: pairs with the journal thread's release of `journaled`. */
+    return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
+}
+
+static size_t take(struct runner *r, struct runner_event *out, size_t max)
+{
+    if (!journaling(r))
+        return ring_pop(&r->out, out, max);
+    return ring_pop_if(&r->out, out, max, released, r);
 }
 
 size_t runner_poll(struct runner *r, struct runner_event *out, size_t max)
 {
-    size_t n = ring_pop(&r->out, out, max);
+    size_t n = take(r, out, max);
     if (n || max == 0)
         return n;
-    /* Empty: arm the wake-up, then look once more, so that events published
-       between the first look and the arming are not slept through. */
+    /* Nothing (to release): arm the wake-up, then look once more, so that
+       events published or journaled between the first look and the arming
+       are not slept through. */
     atomic_store_explicit(&r->consumer_waiting, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
-    n = ring_pop(&r->out, out, max);
+    n = take(r, out, max);
     if (n)
         atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
     return n;
@@ -325,7 +651,7 @@ void runner_request_stop(struct runner *r)
 {
     /* Release: every command submitted before is in the ring first. */
     atomic_store_explicit(&r->stop, 1, memory_order_release);
-    signal_fd(r->in_fd);
+    signal_fd(r->engine_sleep.fd);
 }
 
 void runner_destroy(struct runner *r)
@@ -338,13 +664,21 @@ void runner_destroy(struct runner *r)
         atomic_store_explicit(&r->abandon, 1, memory_order_relaxed);
         runner_request_stop(r);
         pthread_join(r->thread, NULL);
+        if (journaling(r))
+            pthread_join(r->journal_thread, NULL);
     }
-    if (r->in_fd >= 0)
-        close(r->in_fd);
+    if (r->jnl_fd >= 0)
+        close(r->jnl_fd);
+    if (r->engine_sleep.fd >= 0)
+        close(r->engine_sleep.fd);
+    if (r->journal_sleep.fd >= 0)
+        close(r->journal_sleep.fd);
     if (r->out_fd >= 0)
         close(r->out_fd);
+    free(r->journal_dir);
     free(r->in_buf);
     free(r->out_buf);
+    free(r->jnl_buf);
     free(r);
 }
 
@@ -359,5 +693,10 @@ void runner_get_stats(struct runner *r, struct runner_stats *out)
         .out_queued = ring_count(&r->out),
         .cpu = atomic_load_explicit(&r->cpu, memory_order_relaxed),
         .running = atomic_load_explicit(&r->running, memory_order_acquire),
+        .journaled = atomic_load_explicit(&r->journaled, memory_order_relaxed),
+        .journal_syncs = atomic_load_explicit(&r->journal_syncs, memory_order_relaxed),
+        .snapshots = atomic_load_explicit(&r->snapshots, memory_order_relaxed),
+        .snapshot_seq = atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed),
+        .journal_errno = atomic_load_explicit(&r->journal_errno, memory_order_relaxed),
     };
 }

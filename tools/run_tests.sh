@@ -41,7 +41,7 @@ step "ring and engine-thread tests under TSan"
 cmake -S . -B build/c-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DPYENGINE_SANITIZE=thread >/dev/null
 cmake --build build/c-tsan
-TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/c-tsan --output-on-failure -R 'c_ring|c_runner'
+TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/c-tsan --output-on-failure -R 'c_ring|c_runner|c_journal'
 
 step "Python tests under ASan + UBSan"
 venv=build/venv-asan

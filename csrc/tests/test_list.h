@@ -48,4 +48,10 @@
     XX(runner, runner_backpressure_keeps_order)        \
     XX(runner, runner_stop_drains_everything)          \
     XX(runner, runner_rejects_bad_config)              \
-    XX(runner, runner_destroy_without_consumer)
+    XX(runner, runner_destroy_without_consumer)        \
+    XX(journal, snapshot_round_trip)                   \
+    XX(journal, snapshot_damage_is_refused)            \
+    XX(journal, journal_replay_gives_the_same_state)   \
+    XX(journal, journal_torn_and_damaged_records)      \
+    XX(journal, journal_snapshots_rotate_segments)     \
+    XX(journal, runner_snapshot_control)

@@ -1,0 +1,238 @@
+/*
+ * journal.c - the journal segment format: writing and scanning.
+ *
+ * A segment is a header (struct jnl_header, then the instrument specs), then
+ * fixed-size records, one per sequenced command, with consecutive sequence
+ * numbers starting at the header's first_seq. A record is valid when its
+ * length field is right, its CRC-32C matches and its seq is the next one; a
+ * scan stops at the first record that is not, and says why (a file that ends
+ * part-way through a record is a torn write; a whole record that fails its
+ * checksum is damage). Nothing after that point is ever applied.
+ */
+#include "journal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "engine_int.h"
+#include "fileio.h"
+
+_Static_assert(sizeof(struct jnl_record) == 88, "journal record layout");
+_Static_assert(sizeof(struct jnl_header) == 32, "journal header layout");
+
+enum { SCAN_CHUNK = 4096 /* records read at a time */ };
+
+void jnl__seal(struct jnl_record *r)
+{
+    r->len = sizeof(*r);
+    r->crc = crc32c(0, (const char *)r + 8, sizeof(*r) - 8);
+}
+
+int jnl__open_segment(const char *dir, uint64_t first_seq, const struct eng *e)
+{
+    char path[4096];
+    struct jnl_header h;
+    size_t specs = e->ninst * sizeof(struct eng_instrument_spec);
+    char *buf = malloc(sizeof(h) + specs);
+    int fd, saved;
+
+    if (!buf)
+        return -1;
+    memset(&h, 0, sizeof(h));
+    memcpy(h.magic, JNL_MAGIC, 8);
+    h.version = JNL_VERSION;
+    h.record_size = sizeof(struct jnl_record);
+    h.first_seq = first_seq;
+    h.ninstruments = e->ninst;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        memcpy(buf + sizeof(h) + i * sizeof(struct eng_instrument_spec), &e->inst[i].spec,
+               sizeof(struct eng_instrument_spec));
+    memcpy(buf, &h, sizeof(h));
+    h.crc = crc32c(0, buf, sizeof(h) + specs);
+    memcpy(buf, &h, sizeof(h));
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, (unsigned long long)first_seq);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0 || fio_write_all(fd, buf, sizeof(h) + specs) != 0 || fsync(fd) != 0 ||
+        fio_fsync_dir(dir) != 0) {
+        saved = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(path);
+        }
+        free(buf);
+        errno = saved;
+        return -1;
+    }
+    free(buf);
+    return fd;
+}
+
+/* Read exactly `len` bytes (fewer only at end of file). Returns the count, or -1. */
+static ssize_t read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t k = read(fd, (char *)buf + got, len - got);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (k == 0)
+            break;
+        got += (size_t)k;
+    }
+    return (ssize_t)got;
+}
+
+/* Read and check a segment header; leaves `fd` just after it. Returns the
+   number of instruments, or -1 (stop set). */
+static int64_t read_header(int fd, struct jnl_header *h, struct eng_instrument_spec *specs,
+                           size_t max, int32_t *stop)
+{
+    char *buf;
+    size_t specs_len;
+    uint32_t want;
+
+    if (read_full(fd, h, sizeof(*h)) != (ssize_t)sizeof(*h) || memcmp(h->magic, JNL_MAGIC, 8) ||
+        h->version != JNL_VERSION || h->record_size != sizeof(struct jnl_record) ||
+        h->ninstruments > ENG_MAX_INSTRUMENTS) {
+        *stop = JNL_BAD_HEADER;
+        return -1;
+    }
+    specs_len = h->ninstruments * sizeof(struct eng_instrument_spec);
+    buf = malloc(sizeof(*h) + specs_len);
+    if (!buf) {
+        *stop = JNL_IO_ERROR;
+        return -1;
+    }
+    want = h->crc;
+    h->crc = 0;
+    memcpy(buf, h, sizeof(*h));
+    if (read_full(fd, buf + sizeof(*h), specs_len) != (ssize_t)specs_len ||
+        crc32c(0, buf, sizeof(*h) + specs_len) != want) {
+        free(buf);
+        *stop = JNL_BAD_HEADER;
+        return -1;
+    }
+    h->crc = want;
+    if (specs)
+        memcpy(specs, buf + sizeof(*h),
+               (h->ninstruments < max ? h->ninstruments : max) * sizeof(*specs));
+    free(buf);
+    return h->ninstruments;
+}
+
+int64_t jnl_read_instruments(const char *path, struct eng_instrument_spec *out, size_t max)
+{
+    struct jnl_header h;
+    int32_t stop;
+    int64_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    n = read_header(fd, &h, out, max, &stop);
+    close(fd);
+    return n;
+}
+
+static bool record_valid(const struct jnl_record *r)
+{
+    return r->len == sizeof(*r) && r->crc == crc32c(0, (const char *)r + 8, sizeof(*r) - 8);
+}
+
+int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
+                  uint64_t *counts)
+{
+    struct jnl_header h;
+    struct jnl_record *chunk;
+    uint64_t expect;
+    off_t pos;
+    int fd;
+
+    memset(out, 0, sizeof(*out));
+    if (counts)
+        memset(counts, 0, 4 * sizeof(*counts));
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        out->stop = JNL_IO_ERROR;
+        out->err = errno;
+        return ENG_OK;
+    }
+    out->file_bytes = (uint64_t)lseek(fd, 0, SEEK_END);
+    lseek(fd, 0, SEEK_SET);
+    if (read_header(fd, &h, NULL, 0, &out->stop) < 0) {
+        close(fd);
+        return ENG_OK;
+    }
+    out->first_seq = h.first_seq;
+    out->ninstruments = h.ninstruments;
+    out->last_seq = h.first_seq - 1;
+    pos = lseek(fd, 0, SEEK_CUR);
+    out->valid_bytes = (uint64_t)pos;
+    expect = h.first_seq;
+    chunk = malloc(SCAN_CHUNK * sizeof(*chunk));
+    if (!chunk) {
+        out->stop = JNL_IO_ERROR;
+        out->err = ENOMEM;
+        close(fd);
+        return ENG_OK;
+    }
+    for (;;) {
+        ssize_t got = read_full(fd, chunk, SCAN_CHUNK * sizeof(*chunk));
+        size_t whole;
+        if (got < 0) {
+            out->stop = JNL_IO_ERROR;
+            out->err = errno;
+            break;
+        }
+        whole = (size_t)got / sizeof(*chunk);
+        for (size_t i = 0; i < whole; i++) {
+            const struct jnl_record *r = &chunk[i];
+            if (!record_valid(r)) {
+                out->stop = JNL_BAD_CHECKSUM;
+                goto done;
+            }
+            if (r->seq != expect) {
+                out->stop = JNL_SEQ_GAP;
+                goto done;
+            }
+            if (e && r->seq > after_seq) {
+                if (r->seq != eng_seq(e) + 1) {
+                    out->stop = JNL_SEQ_GAP;
+                    goto done;
+                }
+                eng_clear_events(e);
+                if (eng_process(e, &r->cmd) < 0) {
+                    out->stop = JNL_APPLY_ERROR;
+                    goto done;
+                }
+                out->applied++;
+            }
+            if (counts && r->cmd.type >= 1 && r->cmd.type <= 3)
+                counts[r->cmd.type]++;
+            else if (counts)
+                counts[0]++;
+            out->records++;
+            out->last_seq = r->seq;
+            out->valid_bytes += sizeof(*r);
+            expect++;
+        }
+        if ((size_t)got < SCAN_CHUNK * sizeof(*chunk)) {
+            /* End of file: a part-record left over is a torn write. */
+            out->stop = (size_t)got % sizeof(*chunk) ? JNL_TORN : JNL_END;
+            break;
+        }
+    }
+done:
+    if (e)
+        eng_clear_events(e);
+    free(chunk);
+    close(fd);
+    return ENG_OK;
+}

@@ -1,0 +1,36 @@
+/*
+ * journal.h - the journal's file format, its writing (for the runner's
+ * journal thread) and reading (public: jnl_scan_file in pyengine.h).
+ */
+#ifndef ENG_JOURNAL_H
+#define ENG_JOURNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pyengine.h"
+
+#define JNL_MAGIC "PYENGJL1"
+enum { JNL_VERSION = 1 };
+
+/* The start of every segment file; the instrument specs follow it. */
+struct jnl_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t record_size;  /* sizeof(struct jnl_record) */
+    uint64_t first_seq;    /* the seq of the segment's first record */
+    uint32_t ninstruments;
+    uint32_t crc;          /* CRC-32C of the header (this field 0) and the specs */
+};
+
+/* Fill in a record's length and checksum. Can't fail. */
+void jnl__seal(struct jnl_record *r);
+
+/*
+ * Create `dir`/journal-<first_seq>.log with its header (naming e's
+ * instruments), fsync it and the directory. Returns the open descriptor
+ * (positioned at the end, O_APPEND), or -1 with errno set.
+ */
+int jnl__open_segment(const char *dir, uint64_t first_seq, const struct eng *e);
+
+#endif /* ENG_JOURNAL_H */

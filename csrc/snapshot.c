@@ -1,0 +1,279 @@
+/*
+ * snapshot.c - the engine's whole state as a file, and back; its hash.
+ *
+ * Layout (little-endian, no padding):
+ *   struct snap_header                         64 bytes
+ *   struct eng_instrument_spec x ninstruments  the instruments, by number
+ *   struct snap_order x norders                every resting order: per
+ *                                              instrument, bids then asks,
+ *                                              best level first, oldest first
+ * The header holds a CRC-32C of itself (with that field zero) and one of the
+ * body, so a torn or damaged file is refused whole.
+ *
+ * Loading appends each order at the back of its level in file order, which is
+ * the order they had: time priority survives. Order ids, trade ids and the
+ * sequence number continue from the counters.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crc32c.h"
+#include "engine_int.h"
+#include "fileio.h"
+
+#define SNAP_MAGIC "PYENGSN1"
+enum { SNAP_VERSION = 1 };
+
+struct snap_header {
+    char magic[8];
+    uint32_t version;
+    uint32_t ninstruments;
+    uint64_t seq;
+    uint64_t last_order_id;
+    uint64_t last_trade_id;
+    uint64_t norders;
+    uint32_t body_crc;
+    uint32_t header_crc;
+    uint64_t reserved;
+};
+
+struct snap_order {
+    uint64_t id;
+    int64_t price;
+    int64_t qty;
+    uint32_t instrument;
+    uint32_t account;
+    uint8_t side; /* enum eng_side */
+    uint8_t stp;
+    uint8_t flags;
+    uint8_t reserved[5];
+    char coid[16];
+};
+
+_Static_assert(sizeof(struct snap_header) == 64, "snapshot header layout");
+_Static_assert(sizeof(struct snap_order) == 56, "snapshot order layout");
+
+/* Call `fn` for every resting order in priority order (see the layout). */
+static void each_order(const struct eng *e, void (*fn)(void *ctx, const struct order *o,
+                                                       const struct level *lv),
+                       void *ctx)
+{
+    for (uint32_t i = 0; i < e->ninst; i++)
+        for (int s = 0; s < 2; s++)
+            for (const struct level *lv = book_best(&e->inst[i].book, s); lv;
+                 lv = book_next_level(lv))
+                for (const struct list_node *it = lv->orders.next; it != &lv->orders;
+                     it = it->next)
+                    fn(ctx, eng_container_of(it, struct order, link), lv);
+}
+
+static void put_order(void *ctx, const struct order *o, const struct level *lv)
+{
+    struct snap_order **out = ctx;
+    struct snap_order *so = (*out)++;
+    memset(so, 0, sizeof(*so));
+    so->id = o->id;
+    so->price = lv->price;
+    so->qty = o->qty;
+    so->instrument = lv->instrument;
+    so->account = o->account;
+    so->side = lv->side == BOOK_BID ? ENG_BUY : ENG_SELL;
+    so->stp = o->stp;
+    so->flags = o->flags;
+    memcpy(so->coid, o->coid, sizeof(so->coid));
+}
+
+void *eng_snapshot_serialize(const struct eng *e, size_t *len)
+{
+    size_t specs = e->ninst * sizeof(struct eng_instrument_spec);
+    size_t orders = e->ids.count * sizeof(struct snap_order);
+    size_t total = sizeof(struct snap_header) + specs + orders;
+    char *buf = malloc(total);
+    struct snap_header *h = (struct snap_header *)buf;
+    struct snap_order *cursor;
+
+    if (!buf)
+        return NULL;
+    memset(h, 0, sizeof(*h));
+    memcpy(h->magic, SNAP_MAGIC, 8);
+    h->version = SNAP_VERSION;
+    h->ninstruments = e->ninst;
+    h->seq = e->seq;
+    h->last_order_id = e->last_order_id;
+    h->last_trade_id = e->last_trade_id;
+    h->norders = e->ids.count;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        memcpy(buf + sizeof(*h) + i * sizeof(struct eng_instrument_spec), &e->inst[i].spec,
+               sizeof(struct eng_instrument_spec));
+    cursor = (struct snap_order *)(buf + sizeof(*h) + specs);
+    each_order(e, put_order, &cursor);
+    h->body_crc = crc32c(0, buf + sizeof(*h), total - sizeof(*h));
+    h->header_crc = crc32c(0, h, sizeof(*h));
+    *len = total;
+    return buf;
+}
+
+void eng_free_buffer(void *buf)
+{
+    free(buf);
+}
+
+int eng_snapshot_write_file(const char *dir, const void *buf, size_t len)
+{
+    const struct snap_header *h = buf;
+    char path[4096], tmp[4200];
+    int fd, saved;
+
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)h->seq);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    if (fio_write_all(fd, buf, len) != 0 || fsync(fd) != 0)
+        goto fail;
+    if (close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) != 0 || fio_fsync_dir(dir) != 0)
+        goto fail;
+    return 0;
+fail:
+    saved = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
+}
+
+static char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long size;
+
+    if (!f)
+        return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0)
+        goto out;
+    buf = malloc((size_t)size + 1);
+    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) {
+        free(buf);
+        buf = NULL;
+    }
+    *len = (size_t)size;
+out:
+    fclose(f);
+    return buf;
+}
+
+/* Check header, sizes and checksums of a snapshot image. */
+static bool image_valid(const char *buf, size_t len)
+{
+    struct snap_header h;
+    size_t expect;
+
+    if (len < sizeof(h))
+        return false;
+    memcpy(&h, buf, sizeof(h));
+    if (memcmp(h.magic, SNAP_MAGIC, 8) != 0 || h.version != SNAP_VERSION)
+        return false;
+    {
+        uint32_t want = h.header_crc;
+        h.header_crc = 0;
+        if (crc32c(0, &h, sizeof(h)) != want)
+            return false;
+    }
+    if (h.ninstruments > ENG_MAX_INSTRUMENTS || h.norders > (len / sizeof(struct snap_order)))
+        return false;
+    expect = sizeof(h) + h.ninstruments * sizeof(struct eng_instrument_spec) +
+             h.norders * sizeof(struct snap_order);
+    return expect == len && crc32c(0, buf + sizeof(h), len - sizeof(h)) == h.body_crc;
+}
+
+int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
+{
+    size_t len = 0;
+    char *buf;
+    const struct snap_header *h;
+    const struct eng_instrument_spec *specs;
+    const struct snap_order *orders;
+    int rc = ENG_CORRUPT;
+
+    if (e->ninst != 0 || e->ids.count != 0 || e->seq != 0) {
+        errno = EINVAL;
+        return ENG_INVALID_ARGUMENT;
+    }
+    buf = read_file(path, &len);
+    if (!buf)
+        return ENG_INVALID_ARGUMENT;
+    if (!image_valid(buf, len))
+        goto out;
+    h = (const struct snap_header *)buf;
+    specs = (const struct eng_instrument_spec *)(buf + sizeof(*h));
+    orders = (const struct snap_order *)(specs + h->ninstruments);
+    for (uint32_t i = 0; i < h->ninstruments; i++) {
+        uint32_t id;
+        if (eng_add_instrument(e, &specs[i], &id) != ENG_OK)
+            goto out;
+    }
+    for (uint64_t i = 0; i < h->norders; i++) {
+        const struct snap_order *o = &orders[i];
+        if (o->id == 0 || o->id > h->last_order_id ||
+            eng__restore_order(e, o->instrument, o->side, o->price, o->qty, o->id, o->account,
+                               o->stp, o->flags, o->coid) != ENG_OK)
+            goto out;
+    }
+    e->seq = h->seq;
+    e->last_order_id = h->last_order_id;
+    e->last_trade_id = h->last_trade_id;
+    *seq = h->seq;
+    rc = ENG_OK;
+out:
+    free(buf);
+    return rc;
+}
+
+/* ---- state hash ------------------------------------------------------------ */
+
+static inline uint64_t mix(uint64_t h, uint64_t v)
+{
+    h ^= v;
+    h *= 0x100000001B3ull; /* FNV-1a's prime, over 64-bit words */
+    return h ^ (h >> 29);
+}
+
+static void hash_order(void *ctx, const struct order *o, const struct level *lv)
+{
+    uint64_t *h = ctx, w0, w1;
+    memcpy(&w0, o->coid, 8);
+    memcpy(&w1, o->coid + 8, 8);
+    *h = mix(*h, o->id);
+    *h = mix(*h, (uint64_t)lv->price);
+    *h = mix(*h, (uint64_t)o->qty);
+    *h = mix(*h, ((uint64_t)lv->instrument << 32) | o->account);
+    *h = mix(*h, ((uint64_t)lv->side << 16) | ((uint64_t)o->stp << 8) | o->flags);
+    *h = mix(*h, w0);
+    *h = mix(*h, w1);
+}
+
+uint64_t eng_state_hash(const struct eng *e)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = mix(h, e->seq);
+    h = mix(h, e->last_order_id);
+    h = mix(h, e->last_trade_id);
+    h = mix(h, e->ninst);
+    for (uint32_t i = 0; i < e->ninst; i++) {
+        const struct eng_instrument_spec *s = &e->inst[i].spec;
+        h = mix(h, crc32c(0, s, sizeof(*s)));
+    }
+    each_order(e, hash_order, &h);
+    return h;
+}

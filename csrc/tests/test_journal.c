@@ -1,0 +1,369 @@
+/*
+ * Snapshots and the journal: round trips, damage detection, and the runner's
+ * journal thread (durable release of events, snapshots and segment rotation).
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+
+static const struct eng_instrument_spec SPECS[2] = {
+    {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
+    {.symbol = "B", .tick_size = 5, .lot_size = 2, .market_protection = 10},
+};
+
+static struct eng *make(int with_instruments)
+{
+    struct eng *e = eng_create(NULL);
+    uint32_t id;
+    ASSERT_TRUE(e != NULL);
+    for (int i = 0; with_instruments && i < 2; i++)
+        ASSERT_EQ(eng_add_instrument(e, &SPECS[i], &id), ENG_OK);
+    return e;
+}
+
+/* A deterministic stream of mostly valid commands that rest, trade and cancel. */
+static struct eng_cmd command(uint64_t i, uint64_t *rng)
+{
+    struct eng_cmd c = {0};
+    uint64_t r = test_rand(rng) % 10;
+    uint32_t inst = (uint32_t)(test_rand(rng) % 2);
+    if (r < 7 || i < 10) {
+        int64_t tick = inst ? 5 : 1, lot = inst ? 2 : 1;
+        c.type = ENG_CMD_NEW;
+        c.instrument = inst;
+        c.side = test_rand(rng) % 2 ? ENG_BUY : ENG_SELL;
+        c.order_type = ENG_LIMIT;
+        c.tif = ENG_GTC;
+        c.account = (uint32_t)(test_rand(rng) % 5);
+        c.qty = lot * (int64_t)(1 + test_rand(rng) % 9);
+        c.price = tick * (100 + (int64_t)(test_rand(rng) % 11) - 5);
+        if (test_rand(rng) % 4 == 0)
+            snprintf(c.coid, sizeof(c.coid), "c%llu", (unsigned long long)i);
+    } else {
+        c.type = r < 9 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
+        c.order_id = 1 + test_rand(rng) % (i / 2 + 1);
+        c.flags = ENG_CMD_F_ANY_ACCOUNT | ENG_CMD_F_KEEP_PRICE;
+        c.qty = 2;
+    }
+    c.ts = (int64_t)i;
+    return c;
+}
+
+static char *tmpdir(void)
+{
+    static char buf[64];
+    snprintf(buf, sizeof(buf), "/tmp/pyengine-test-XXXXXX");
+    ASSERT_TRUE(mkdtemp(buf) != NULL);
+    return buf;
+}
+
+static void rmtree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    char path[512];
+    while (d && (de = readdir(d)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+static int count_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int n = 0;
+    while (d && (de = readdir(d)) != NULL)
+        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+void test_snapshot_round_trip(void)
+{
+    struct eng *a = make(1), *b = make(0);
+    uint64_t rng = 5, seq = 0;
+    char path[256];
+    const char *dir = tmpdir();
+    size_t len, na, nb;
+    void *buf;
+
+    for (uint64_t i = 0; i < 3000; i++) {
+        struct eng_cmd c = command(i, &rng);
+        eng_process(a, &c);
+    }
+    eng_clear_events(a);
+    buf = eng_snapshot_serialize(a, &len);
+    ASSERT_TRUE(buf != NULL);
+    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
+    eng_free_buffer(buf);
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)eng_seq(a));
+    ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_OK);
+    ASSERT_EQ(seq, 3000);
+    ASSERT_VERIFY(b);
+    ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
+    ASSERT_EQ(eng_seq(b), 3000);
+    /* Loading into an engine that is not empty is refused. */
+    ASSERT_EQ(eng_snapshot_load(a, path, &seq), ENG_INVALID_ARGUMENT);
+    /* The same commands from here on give the same events on both. */
+    for (uint64_t i = 3000; i < 4000; i++) {
+        struct eng_cmd c = command(i, &rng);
+        eng_process(a, &c);
+        eng_process(b, &c);
+    }
+    const struct eng_event *ea = eng_events(a, &na), *eb = eng_events(b, &nb);
+    ASSERT_EQ(na, nb);
+    ASSERT_TRUE(memcmp(ea, eb, na * sizeof(*ea)) == 0);
+    ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
+    eng_destroy(a);
+    eng_destroy(b);
+    rmtree(dir);
+}
+
+void test_snapshot_damage_is_refused(void)
+{
+    struct eng *a = make(1);
+    uint64_t rng = 9, seq;
+    const char *dir = tmpdir();
+    char path[256];
+    size_t len;
+    void *buf;
+
+    for (uint64_t i = 0; i < 500; i++) {
+        struct eng_cmd c = command(i, &rng);
+        eng_process(a, &c);
+    }
+    buf = eng_snapshot_serialize(a, &len);
+    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)eng_seq(a));
+    /* Flip one byte anywhere: refused. */
+    for (size_t at = 0; at < len; at += len / 17 + 1) {
+        struct eng *b = make(0);
+        FILE *f = fopen(path, "r+b");
+        unsigned char byte;
+        fseek(f, (long)at, SEEK_SET);
+        byte = (unsigned char)fgetc(f);
+        fseek(f, (long)at, SEEK_SET);
+        fputc(byte ^ 0x40, f);
+        fclose(f);
+        ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_CORRUPT);
+        eng_destroy(b);
+        f = fopen(path, "r+b");
+        fseek(f, (long)at, SEEK_SET);
+        fputc(byte, f);
+        fclose(f);
+    }
+    /* Cut short: refused. */
+    ASSERT_EQ(truncate(path, (off_t)len - 1), 0);
+    struct eng *b = make(0);
+    ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_CORRUPT);
+    eng_destroy(b);
+    eng_free_buffer(buf);
+    eng_destroy(a);
+    rmtree(dir);
+}
+
+/* Run `n` commands through a journaling runner; returns the engine. */
+static struct eng *journal_run(const char *dir, uint64_t n, uint64_t snapshot_every, uint32_t keep)
+{
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 1 << 14,
+                                .out_capacity = 1 << 16, .journal_dir = dir,
+                                .fsync = JNL_FSYNC_OFF, .keep_segments = keep,
+                                .snapshot_every = snapshot_every};
+    struct runner *r = runner_create(e, &cfg);
+    static struct runner_event ev[4096];
+    struct runner_stats st;
+    uint64_t rng = 77, sent = 0;
+
+    ASSERT_TRUE(r != NULL);
+    ASSERT_EQ(runner_start(r), 0);
+    while (sent < n) {
+        struct runner_cmd c = {.cmd = command(sent, &rng), .tag = sent};
+        if (runner_submit(r, &c, 1))
+            sent++;
+        size_t k = runner_poll(r, ev, 4096);
+        runner_get_stats(r, &st);
+        for (size_t i = 0; i < k; i++)
+            ASSERT_TRUE(ev[i].ev.seq <= st.journaled); /* released only once journaled */
+    }
+    runner_request_stop(r);
+    do {
+        runner_poll(r, ev, 4096);
+        runner_get_stats(r, &st);
+    } while (st.running || st.out_queued);
+    ASSERT_EQ(st.journaled, n);
+    ASSERT_EQ(st.journal_errno, 0);
+    runner_destroy(r);
+    return e;
+}
+
+void test_journal_replay_gives_the_same_state(void)
+{
+    const char *dir = tmpdir();
+    char path[256];
+    struct eng *live = journal_run(dir, 5000, 0, 0);
+    struct eng *replay = make(1);
+    struct jnl_scan scan;
+    uint64_t counts[4];
+
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, 1ull);
+    ASSERT_EQ(jnl_scan_file(path, replay, 0, &scan, counts), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_END);
+    ASSERT_EQ(scan.records, 5000);
+    ASSERT_EQ(scan.applied, 5000);
+    ASSERT_EQ(scan.first_seq, 1);
+    ASSERT_EQ(scan.last_seq, 5000);
+    ASSERT_EQ(counts[ENG_CMD_NEW] + counts[ENG_CMD_CANCEL] + counts[ENG_CMD_MODIFY], 5000);
+    ASSERT_EQ(scan.valid_bytes, scan.file_bytes);
+    ASSERT_EQ(eng_state_hash(live), eng_state_hash(replay));
+    ASSERT_VERIFY(replay);
+    struct eng_instrument_spec specs[4];
+    ASSERT_EQ(jnl_read_instruments(path, specs, 4), 2);
+    ASSERT_STREQ(specs[1].symbol, "B");
+    eng_destroy(live);
+    eng_destroy(replay);
+    rmtree(dir);
+}
+
+void test_journal_torn_and_damaged_records(void)
+{
+    const char *dir = tmpdir();
+    char path[256];
+    struct eng *live = journal_run(dir, 1000, 0, 0);
+    struct jnl_scan scan;
+    off_t size;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, 1ull);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    size = (off_t)scan.file_bytes;
+    /* A torn last record: everything before it is whole and replays. */
+    ASSERT_EQ(truncate(path, size - 30), 0);
+    struct eng *e = make(1);
+    ASSERT_EQ(jnl_scan_file(path, e, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_TORN);
+    ASSERT_EQ(scan.records, 999);
+    ASSERT_EQ(eng_seq(e), 999);
+    ASSERT_EQ(scan.valid_bytes, (uint64_t)size - sizeof(struct jnl_record));
+    eng_destroy(e);
+    /* A flipped byte in record 500: the scan stops before it. */
+    fd = open(path, O_RDWR);
+    off_t at = (off_t)(scan.valid_bytes - 500 * sizeof(struct jnl_record) + 40);
+    unsigned char byte;
+    ASSERT_EQ(pread(fd, &byte, 1, at), 1);
+    byte ^= 1;
+    ASSERT_EQ(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+    e = make(1);
+    ASSERT_EQ(jnl_scan_file(path, e, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_CHECKSUM);
+    ASSERT_EQ(scan.records, 499);
+    ASSERT_EQ(scan.last_seq, 499);
+    ASSERT_EQ(eng_seq(e), 499);
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+    /* A file that is not a journal. */
+    ASSERT_EQ(truncate(path, 10), 0);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_HEADER);
+    eng_destroy(live);
+    rmtree(dir);
+}
+
+void test_journal_snapshots_rotate_segments(void)
+{
+    const char *dir = tmpdir();
+    char path[256];
+    struct eng *live = journal_run(dir, 2500, 1000, 0);
+    struct eng *restored = make(0);
+    struct jnl_scan scan;
+    uint64_t seq;
+
+    /* Snapshots after 1000 and 2000; the older one and the segments they
+       cover are gone. */
+    ASSERT_EQ(count_files(dir, "snapshot-"), 1);
+    ASSERT_EQ(count_files(dir, "journal-"), 1);
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, 2000ull);
+    ASSERT_EQ(eng_snapshot_load(restored, path, &seq), ENG_OK);
+    ASSERT_EQ(seq, 2000);
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, 2001ull);
+    ASSERT_EQ(jnl_scan_file(path, restored, seq, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_END);
+    ASSERT_EQ(scan.applied, 500);
+    ASSERT_EQ(eng_state_hash(live), eng_state_hash(restored));
+    eng_destroy(live);
+    eng_destroy(restored);
+    rmtree(dir);
+    /* keep_segments: nothing is pruned. */
+    dir = tmpdir();
+    live = journal_run(dir, 2500, 1000, 1);
+    ASSERT_EQ(count_files(dir, "journal-"), 3);
+    ASSERT_EQ(count_files(dir, "snapshot-"), 2);
+    eng_destroy(live);
+    rmtree(dir);
+}
+
+void test_runner_snapshot_control(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 64, .out_capacity = 64,
+                                .journal_dir = dir, .fsync = JNL_FSYNC_BATCH};
+    struct runner *r = runner_create(e, &cfg);
+    struct runner_cmd cmds[2];
+    struct runner_event ev[8];
+    struct runner_stats st;
+    uint64_t rng = 3;
+    size_t got = 0;
+
+    ASSERT_EQ(runner_start(r), 0);
+    cmds[0] = (struct runner_cmd){.cmd = command(0, &rng), .tag = 1};
+    cmds[1] = (struct runner_cmd){.cmd = {.type = RUNNER_CTL_SNAPSHOT}, .tag = 2};
+    ASSERT_EQ(runner_submit(r, cmds, 2), 2);
+    while (got < 2) {
+        struct pollfd p = {.fd = runner_event_fd(r), .events = POLLIN};
+        size_t n = runner_poll(r, ev + got, 8 - got);
+        uint64_t v;
+        if (!n) {
+            ASSERT_EQ(poll(&p, 1, 5000), 1);
+            ASSERT_TRUE(read(p.fd, &v, sizeof(v)) == (long)sizeof(v));
+        }
+        got += n;
+    }
+    ASSERT_EQ(ev[0].tag, 1);
+    ASSERT_EQ(ev[1].tag, 2);
+    ASSERT_EQ(ev[1].ev.type, RUNNER_EV_SNAPSHOT);
+    ASSERT_EQ(ev[1].ev.seq, 1);
+    ASSERT_EQ(ev[1].ev.leaves, 0);
+    runner_get_stats(r, &st);
+    ASSERT_EQ(st.snapshots, 1);
+    ASSERT_EQ(st.snapshot_seq, 1);
+    ASSERT_TRUE(st.journal_syncs >= 1);
+    ASSERT_EQ(count_files(dir, "snapshot-"), 1);
+    runner_destroy(r);
+    eng_destroy(e);
+    rmtree(dir);
+    /* Without a journal, a snapshot request is answered ENOTSUP. */
+    e = make(1);
+    r = runner_create(e, &(struct runner_config){.cpu = -1});
+    ASSERT_EQ(runner_start(r), 0);
+    ASSERT_EQ(runner_submit(r, &cmds[1], 1), 1);
+    got = 0;
+    while (!got)
+        got = runner_poll(r, ev, 8);
+    ASSERT_EQ(ev[0].ev.type, RUNNER_EV_SNAPSHOT);
+    ASSERT_TRUE(ev[0].ev.leaves != 0);
+    runner_destroy(r);
+    eng_destroy(e);
+}
