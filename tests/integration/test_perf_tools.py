@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,15 @@ ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"bench_engine": ["--depths", "10,1000"], "bench_mixed": ["--ops", "3000"], "bench_batch": ["--ops", "3000"]}
 
 
+# pyperf workers get a scrubbed environment; a sanitizer build needs its
+# runtime preloaded and its options passed on to them as well.
+SANITIZER_ENV = ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "PYTHONMALLOC")
+
+
 def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    inherit = [name for name in SANITIZER_ENV if name in os.environ]
+    if inherit and args[0].startswith("perf/bench_"):
+        args = [*args, f"--inherit-environ={','.join(inherit)}"]
     proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
