@@ -146,6 +146,28 @@ static bool record_valid(const struct jnl_record *r)
     return r->len == sizeof(*r) && r->crc == crc32c(0, (const char *)r + 8, sizeof(*r) - 8);
 }
 
+/*
+ * The records up to after_seq are not to be applied: records have a fixed
+ * size, so go straight to the one after. Only when the record just before
+ * that point is whole, valid and is after_seq; else read everything (and
+ * find out what is wrong on the way).
+ */
+static void skip_applied(int fd, uint64_t after_seq, struct jnl_scan *out, uint64_t *expect)
+{
+    uint64_t skip = after_seq - out->first_seq + 1;
+    uint64_t target = out->valid_bytes + skip * sizeof(struct jnl_record);
+    struct jnl_record last;
+
+    if (target > out->file_bytes ||
+        pread(fd, &last, sizeof(last), (off_t)(target - sizeof(last))) != (ssize_t)sizeof(last) ||
+        !record_valid(&last) || last.seq != after_seq || lseek(fd, (off_t)target, SEEK_SET) < 0)
+        return;
+    out->skipped = skip;
+    out->last_seq = after_seq;
+    out->valid_bytes = target;
+    *expect = after_seq + 1;
+}
+
 int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
                   uint64_t *counts)
 {
@@ -176,6 +198,8 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
     pos = lseek(fd, 0, SEEK_CUR);
     out->valid_bytes = (uint64_t)pos;
     expect = h.first_seq;
+    if (e && after_seq >= h.first_seq)
+        skip_applied(fd, after_seq, out, &expect);
     chunk = malloc(SCAN_CHUNK * sizeof(*chunk));
     if (!chunk) {
         out->stop = JNL_IO_ERROR;

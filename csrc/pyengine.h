@@ -418,12 +418,15 @@ struct jnl_scan {
     int32_t err;          /* errno for JNL_IO_ERROR */
     uint32_t ninstruments;
     uint32_t reserved;
+    uint64_t skipped;     /* records up to after_seq passed over unread */
 };
 
 /*
  * Read the journal segment `path` up to its first invalid record. With `e`
  * not NULL, apply every record with seq > after_seq to it (each must carry
  * the engine's next sequence number, else the scan stops with JNL_SEQ_GAP);
+ * records up to after_seq are then passed over unread when the one at
+ * after_seq is found whole where it should be (out->skipped);
  * the engine's event buffer is cleared as it goes. With `e` NULL, only check.
  * `counts`, if not NULL, receives the number of records per command type
  * (indexed by type, 4 entries). Returns ENG_OK, even when the scan stopped
@@ -476,7 +479,9 @@ enum runner_control {
 
 /* An event that is not the engine's: the runner's answer to a control. */
 enum runner_event_type {
-    RUNNER_EV_SNAPSHOT = 128 /* seq: the snapshot's; leaves: 0, or an errno */
+    RUNNER_EV_SNAPSHOT = 128 /* seq: the snapshot's; leaves: 0, or an errno;
+                                order_id: its number, counting every snapshot
+                                the runner has taken */
 };
 
 struct runner_stats {
@@ -520,6 +525,14 @@ size_t runner_submit(struct runner *r, const struct runner_cmd *cmds, size_t n);
 size_t runner_poll(struct runner *r, struct runner_event *out, size_t max);
 /* The eventfd the consumer waits on (non-blocking, close-on-exec). */
 int runner_event_fd(const struct runner *r);
+/*
+ * 0 while the journal works; once a write, sync or snapshot has failed, its
+ * errno. From then on no event is released (nothing after the failure is
+ * durable): the consumer should stop the service. Check it after a
+ * runner_poll that returned 0 and before waiting: a failure after that wakes
+ * the consumer.
+ */
+int runner_journal_error(const struct runner *r);
 /*
  * Ask the engine thread to stop once every queued command is processed and
  * its events published; the consumer must keep polling until

@@ -81,6 +81,7 @@ struct runner {
     struct runner_config cfg;
     char *journal_dir;
     int jnl_fd;          /* the open segment (journal thread) */
+    uint64_t jnl_first;  /* the seq its first record has or will have */
     int out_fd;          /* the consumer waits for it to be readable */
     struct sleeper engine_sleep;
     struct sleeper journal_sleep;
@@ -104,6 +105,8 @@ struct runner {
     _Atomic int32_t journal_errno;
     /* Engine thread only. */
     uint64_t since_snapshot;
+    uint64_t snapshots_taken; /* serialized and handed to the journal thread */
+    size_t jused;             /* items in jstage */
     struct runner_cmd batch[RUNNER_BATCH];
     struct runner_event staging[RUNNER_STAGING];
     struct jnl_item jstage[RUNNER_BATCH];
@@ -223,7 +226,8 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
         if (!r->journal_dir || !r->jnl_buf)
             goto fail;
         ring_init(&r->jnl, r->jnl_buf, JNL_RING, sizeof(struct jnl_item));
-        r->jnl_fd = jnl__open_segment(r->journal_dir, eng_seq(e) + 1, e);
+        r->jnl_first = eng_seq(e) + 1;
+        r->jnl_fd = jnl__open_segment(r->journal_dir, r->jnl_first, e);
         if (r->jnl_fd < 0)
             goto fail;
     }
@@ -268,10 +272,26 @@ static void journal_push(struct runner *r, const struct jnl_item *items, size_t 
     }
 }
 
-/* Append one event to the staging array, publishing it first when full. */
+/* Hand the staged journal items to the journal thread. */
+static void journal_flush_stage(struct runner *r)
+{
+    if (r->jused) {
+        journal_push(r, r->jstage, r->jused);
+        r->jused = 0;
+    }
+}
+
+/*
+ * Append one event to the staging array, publishing it first when full. The
+ * journal items staged so far go first: the consumer can only take events
+ * whose records are journaled, so publishing events whose records were still
+ * here could fill the output ring with events nobody can take, while we wait
+ * for room in it with the records in hand.
+ */
 static inline void stage(struct runner *r, size_t *used, const struct eng_event *ev, uint64_t tag)
 {
     if (*used == RUNNER_STAGING) {
+        journal_flush_stage(r);
         publish(r, r->staging, *used);
         *used = 0;
     }
@@ -284,7 +304,7 @@ static inline void stage(struct runner *r, size_t *used, const struct eng_event 
  * Snapshot the engine's state now (after command eng_seq) for the journal
  * thread to write. Returns 0 or an errno.
  */
-static int take_snapshot(struct runner *r, size_t *jused)
+static int take_snapshot(struct runner *r)
 {
     struct jnl_item *it;
     size_t len;
@@ -296,8 +316,7 @@ static int take_snapshot(struct runner *r, size_t *jused)
     if (!buf)
         return ENOMEM;
     /* Items ahead of it in the batch go first: the snapshot follows them. */
-    journal_push(r, r->jstage, *jused);
-    *jused = 0;
+    journal_flush_stage(r);
     it = &r->jstage[0];
     memset(it, 0, sizeof(*it));
     it->rec.seq = eng_seq(r->eng);
@@ -305,13 +324,14 @@ static int take_snapshot(struct runner *r, size_t *jused)
     it->snapshot_len = len;
     journal_push(r, it, 1);
     r->since_snapshot = 0;
+    r->snapshots_taken++;
     return 0;
 }
 
 /* Process one batch of commands; returns how many were taken. */
 static size_t run_batch(struct runner *r)
 {
-    size_t n = ring_pop(&r->in, r->batch, RUNNER_BATCH), used = 0, events = 0, jused = 0;
+    size_t n = ring_pop(&r->in, r->batch, RUNNER_BATCH), used = 0, events = 0;
 
     for (size_t i = 0; i < n; i++) {
         const struct runner_cmd *c = &r->batch[i];
@@ -320,7 +340,8 @@ static size_t run_batch(struct runner *r)
 
         if (c->cmd.type == RUNNER_CTL_SNAPSHOT) {
             struct eng_event done = {.type = RUNNER_EV_SNAPSHOT, .seq = eng_seq(r->eng)};
-            done.leaves = take_snapshot(r, &jused);
+            done.leaves = take_snapshot(r);
+            done.order_id = r->snapshots_taken; /* released once that many are written */
             stage(r, &used, &done, c->tag);
             events++;
             continue;
@@ -341,13 +362,13 @@ static size_t run_batch(struct runner *r)
             continue;
         }
         if (journaling(r)) {
-            struct jnl_item *it = &r->jstage[jused++];
+            struct jnl_item *it = &r->jstage[r->jused++];
             it->rec.seq = eng_seq(r->eng);
             it->rec.ts = c->cmd.ts;
             it->rec.cmd = c->cmd;
             it->snapshot = NULL;
             if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
-                take_snapshot(r, &jused);
+                take_snapshot(r);
         }
         ev = eng_events(r->eng, &count);
         for (size_t k = 0; k < count; k++)
@@ -355,8 +376,7 @@ static size_t run_batch(struct runner *r)
         events += count;
     }
     /* Journal first, so the disk write starts before we publish. */
-    if (jused)
-        journal_push(r, r->jstage, jused);
+    journal_flush_stage(r);
     if (n) {
         /* Counted before the last publish: a consumer that has seen the
            events sees them counted (the ring's release orders these). */
@@ -417,7 +437,8 @@ static void *engine_thread(void *arg)
 
 static void journal_failed(struct runner *r, int err)
 {
-    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_relaxed);
+    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_release);
+    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
 }
 
 /* Write (and sync per policy) the gathered records; publish how far the
@@ -466,10 +487,15 @@ static void prune(struct runner *r, uint64_t seq)
     if (!d)
         return;
     while ((de = readdir(d)) != NULL) {
+        /* Exact names only: a tail set aside by recovery (".damaged-...",
+           ".orphan") is the operator's to look at and remove. */
         unsigned long long n;
-        char tail;
-        bool old_segment = sscanf(de->d_name, "journal-%llu.lo%c", &n, &tail) == 2 && n <= seq;
-        bool old_snapshot = sscanf(de->d_name, "snapshot-%llu.sna%c", &n, &tail) == 2 && n < seq;
+        int end = 0;
+        bool old_segment = sscanf(de->d_name, "journal-%llu.log%n", &n, &end) == 1 && end &&
+                           !de->d_name[end] && n <= seq;
+        end = 0;
+        bool old_snapshot = !old_segment && sscanf(de->d_name, "snapshot-%llu.snap%n", &n, &end) == 1 &&
+                            end && !de->d_name[end] && n < seq;
         if (old_segment || old_snapshot) {
             snprintf(path, sizeof(path), "%s/%s", r->journal_dir, de->d_name);
             unlink(path);
@@ -491,15 +517,20 @@ static void journal_snapshot(struct runner *r, struct jnl_item *it)
         journal_failed(r, errno);
         goto out;
     }
-    /* The engine is running on: a new segment names the same instruments,
-       which never change once trading starts. */
-    fd = jnl__open_segment(r->journal_dir, seq + 1, r->eng);
-    if (fd < 0) {
-        journal_failed(r, errno);
-        goto out;
+    /* A new segment starts after the snapshot, unless the open one has no
+       record yet (a snapshot again at the same seq). The engine is running
+       on: the new segment names the same instruments, which never change
+       once trading starts. */
+    if (r->jnl_first != seq + 1) {
+        fd = jnl__open_segment(r->journal_dir, seq + 1, r->eng);
+        if (fd < 0) {
+            journal_failed(r, errno);
+            goto out;
+        }
+        close(r->jnl_fd);
+        r->jnl_fd = fd;
+        r->jnl_first = seq + 1;
     }
-    close(r->jnl_fd);
-    r->jnl_fd = fd;
     if (!r->cfg.keep_segments)
         prune(r, seq);
     atomic_store_explicit(&r->snapshot_seq, seq, memory_order_relaxed);
@@ -612,9 +643,8 @@ static bool released(const void *record, const void *ctx)
     const struct runner_event *x = record;
     const struct runner *r = ctx;
     if (x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
-        return (atomic_load_explicit(&r->snapshots, memory_order_acquire) &&
-                atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed) >= x->ev.seq) ||
-               atomic_load_explicit(&r->journal_errno, memory_order_relaxed);
+        return atomic_load_explicit(&r->snapshots, memory_order_acquire) >= x->ev.order_id ||
+               atomic_load_explicit(&r->journal_errno, memory_order_acquire);
     /* Acquire: pairs with the journal thread's release of `journaled`. */
     return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
 }
@@ -645,6 +675,11 @@ size_t runner_poll(struct runner *r, struct runner_event *out, size_t max)
 int runner_event_fd(const struct runner *r)
 {
     return r->out_fd;
+}
+
+int runner_journal_error(const struct runner *r)
+{
+    return atomic_load_explicit(&r->journal_errno, memory_order_acquire);
 }
 
 void runner_request_stop(struct runner *r)

@@ -3,9 +3,11 @@
  * journal thread (durable release of events, snapshots and segment rotation).
  */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "test.h"
@@ -285,6 +287,12 @@ void test_journal_snapshots_rotate_segments(void)
 {
     const char *dir = tmpdir();
     char path[256];
+    FILE *aside;
+
+    /* A tail an earlier recovery set aside: pruning leaves it alone. */
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log.damaged-1", dir, 1ull);
+    ASSERT_TRUE((aside = fopen(path, "w")) != NULL);
+    fclose(aside);
     struct eng *live = journal_run(dir, 2500, 1000, 0);
     struct eng *restored = make(0);
     struct jnl_scan scan;
@@ -293,7 +301,8 @@ void test_journal_snapshots_rotate_segments(void)
     /* Snapshots after 1000 and 2000; the older one and the segments they
        cover are gone. */
     ASSERT_EQ(count_files(dir, "snapshot-"), 1);
-    ASSERT_EQ(count_files(dir, "journal-"), 1);
+    ASSERT_EQ(count_files(dir, "journal-"), 2);
+    ASSERT_EQ(access(path, F_OK), 0);
     snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, 2000ull);
     ASSERT_EQ(eng_snapshot_load(restored, path, &seq), ENG_OK);
     ASSERT_EQ(seq, 2000);
@@ -310,6 +319,23 @@ void test_journal_snapshots_rotate_segments(void)
     live = journal_run(dir, 2500, 1000, 1);
     ASSERT_EQ(count_files(dir, "journal-"), 3);
     ASSERT_EQ(count_files(dir, "snapshot-"), 2);
+    /* From the first snapshot, the segments it covers are passed over
+       unread, and the rest replays to the same state. */
+    restored = make(0);
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, 1000ull);
+    ASSERT_EQ(eng_snapshot_load(restored, path, &seq), ENG_OK);
+    const unsigned long long firsts[3] = {1, 1001, 2001}, skipped[3] = {1000, 0, 0}, applied[3] = {0, 1000, 500};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, firsts[i]);
+        ASSERT_EQ(jnl_scan_file(path, restored, seq, &scan, NULL), ENG_OK);
+        ASSERT_EQ(scan.stop, JNL_END);
+        ASSERT_EQ(scan.skipped, skipped[i]);
+        ASSERT_EQ(scan.applied, applied[i]);
+        ASSERT_EQ(scan.valid_bytes, scan.file_bytes);
+    }
+    ASSERT_EQ(eng_state_hash(live), eng_state_hash(restored));
+    ASSERT_VERIFY(restored);
+    eng_destroy(restored);
     eng_destroy(live);
     rmtree(dir);
 }
@@ -366,4 +392,143 @@ void test_runner_snapshot_control(void)
     ASSERT_TRUE(ev[0].ev.leaves != 0);
     runner_destroy(r);
     eng_destroy(e);
+}
+
+void test_runner_journal_failure_holds_events(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 64, .out_capacity = 64,
+                                .journal_dir = dir, .fsync = JNL_FSYNC_BATCH};
+    struct runner *r = runner_create(e, &cfg);
+    struct runner_cmd cmds[3];
+    struct runner_event ev[8];
+    struct runner_stats st;
+    uint64_t rng = 9;
+    size_t got = 0;
+
+    ASSERT_EQ(runner_start(r), 0);
+    cmds[0] = (struct runner_cmd){.cmd = command(0, &rng), .tag = 1};
+    cmds[1] = (struct runner_cmd){.cmd = {.type = RUNNER_CTL_SNAPSHOT}, .tag = 2};
+    cmds[2] = (struct runner_cmd){.cmd = command(1, &rng), .tag = 3};
+    ASSERT_EQ(runner_submit(r, cmds, 1), 1);
+    while (!got)
+        got = runner_poll(r, ev, 8);
+    ASSERT_EQ(runner_journal_error(r), 0);
+    /* The directory goes: the snapshot cannot be written, the journal fails. */
+    rmtree(dir);
+    ASSERT_EQ(runner_submit(r, cmds + 1, 2), 2);
+    for (;;) {
+        struct pollfd p = {.fd = runner_event_fd(r), .events = POLLIN};
+        size_t n = runner_poll(r, ev, 8);
+        uint64_t v;
+        for (size_t i = 0; i < n; i++)
+            ASSERT_TRUE(ev[i].tag != 3); /* never released: not durable */
+        if (n)
+            continue;
+        if (runner_journal_error(r))
+            break;
+        ASSERT_EQ(poll(&p, 1, 5000), 1); /* the failure wakes the consumer */
+        ASSERT_TRUE(read(p.fd, &v, sizeof(v)) == (long)sizeof(v));
+    }
+    ASSERT_EQ(runner_journal_error(r), ENOENT);
+    do
+        runner_get_stats(r, &st);
+    while (st.commands < 2);
+    ASSERT_EQ(runner_poll(r, ev, 8), 0);
+    ASSERT_EQ(st.journal_errno, ENOENT);
+    ASSERT_EQ(st.journaled, 1);
+    runner_destroy(r);
+    eng_destroy(e);
+}
+
+void test_runner_snapshot_twice_at_one_seq(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 64, .out_capacity = 64,
+                                .journal_dir = dir, .fsync = JNL_FSYNC_BATCH};
+    struct runner *r = runner_create(e, &cfg);
+    struct runner_cmd cmds[4];
+    struct runner_event ev[64];
+    uint64_t rng = 4, snap_seq[4];
+    size_t got = 0, snaps = 0;
+
+    ASSERT_EQ(runner_start(r), 0);
+    /* Before any command (seq 0), then twice after the first: the open
+       segment has no record yet each time, so it is kept, not re-created. */
+    cmds[0] = (struct runner_cmd){.cmd = {.type = RUNNER_CTL_SNAPSHOT}, .tag = 10};
+    cmds[1] = (struct runner_cmd){.cmd = command(0, &rng), .tag = 1};
+    cmds[2] = (struct runner_cmd){.cmd = {.type = RUNNER_CTL_SNAPSHOT}, .tag = 11};
+    cmds[3] = (struct runner_cmd){.cmd = {.type = RUNNER_CTL_SNAPSHOT}, .tag = 12};
+    ASSERT_EQ(runner_submit(r, cmds, 4), 4);
+    while (snaps < 3) {
+        size_t n = runner_poll(r, ev, 64);
+        for (size_t i = 0; i < n; i++) {
+            if (ev[i].ev.type != RUNNER_EV_SNAPSHOT)
+                continue;
+            ASSERT_EQ(ev[i].tag, 10 + snaps);
+            ASSERT_EQ(ev[i].ev.leaves, 0);
+            snap_seq[snaps++] = ev[i].ev.seq;
+        }
+        got += n;
+    }
+    ASSERT_EQ(runner_journal_error(r), 0);
+    ASSERT_EQ(snap_seq[0], 0);
+    ASSERT_EQ(snap_seq[1], 1);
+    ASSERT_EQ(snap_seq[2], 1);
+    ASSERT_EQ(count_files(dir, "snapshot-"), 1);
+    ASSERT_EQ(count_files(dir, "journal-"), 1);
+    ASSERT_TRUE(got > 3);
+    runner_destroy(r);
+    eng_destroy(e);
+    rmtree(dir);
+}
+
+/*
+ * One command with more events than the output ring holds: its events are
+ * published part by part, each part only once its record is journaled, so
+ * the consumer can always take what is in the ring.
+ */
+void test_runner_journal_large_batch_small_ring(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 2048, .out_capacity = 64,
+                                .journal_dir = dir, .fsync = JNL_FSYNC_BATCH};
+    struct runner *r = runner_create(e, &cfg);
+    enum { MAKERS = 1500 };
+    static struct runner_cmd cmds[MAKERS + 1];
+    struct runner_event ev[64];
+    struct runner_stats st;
+    size_t sent = 0, got = 0, trades = 0;
+    struct timespec t0, t;
+
+    ASSERT_EQ(runner_start(r), 0);
+    for (int i = 0; i < MAKERS; i++)
+        cmds[i] = (struct runner_cmd){.cmd = {.type = ENG_CMD_NEW, .side = ENG_SELL, .order_type = ENG_LIMIT,
+                                              .tif = ENG_GTC, .account = 1, .qty = 1, .price = 1000 + i},
+                                      .tag = (uint64_t)i};
+    /* A market buy that takes all of them: MAKERS trades from one command. */
+    cmds[MAKERS] = (struct runner_cmd){.cmd = {.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_MARKET,
+                                               .tif = ENG_IOC, .account = 2, .qty = MAKERS},
+                                       .tag = MAKERS};
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (got < 2 * MAKERS + 1) {
+        if (sent < MAKERS + 1)
+            sent += runner_submit(r, cmds + sent, MAKERS + 1 - sent);
+        size_t n = runner_poll(r, ev, 64);
+        for (size_t i = 0; i < n; i++)
+            trades += ev[i].ev.type == ENG_EV_TRADE;
+        got += n;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        ASSERT_TRUE(t.tv_sec - t0.tv_sec < 20); /* no deadlock */
+    }
+    ASSERT_EQ(trades, MAKERS);
+    runner_get_stats(r, &st);
+    ASSERT_EQ(st.journaled, MAKERS + 1);
+    ASSERT_VERIFY(e);
+    runner_destroy(r);
+    eng_destroy(e);
+    rmtree(dir);
 }

@@ -54,4 +54,7 @@
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \
     XX(journal, journal_snapshots_rotate_segments)     \
-    XX(journal, runner_snapshot_control)
+    XX(journal, runner_snapshot_control)               \
+    XX(journal, runner_snapshot_twice_at_one_seq)      \
+    XX(journal, runner_journal_failure_holds_events)   \
+    XX(journal, runner_journal_large_batch_small_ring)
