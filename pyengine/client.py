@@ -180,6 +180,10 @@ class Client:
     def ping(self) -> Any:
         return self._send_request({"type": "ping"})
 
+    def snapshot(self) -> Any:
+        """Ask for a snapshot now (an admin request; the reply comes once it is on disk)."""
+        return self._send_request({"type": "snapshot"})
+
     # ---- lifetime ----------------------------------------------------------
 
     def close(self) -> None:

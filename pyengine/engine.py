@@ -618,6 +618,13 @@ class Engine:
         lib.eng_get_stats(self._live(), st)
         return EngineStats(*(getattr(st, f) for f in EngineStats._fields))
 
+    def state_hash(self) -> int:
+        """A 64-bit hash of the whole matching state (instruments, every
+        resting order in priority order, the id counters and seq). Engines fed
+        the same commands have equal hashes; so do a server's recovered state
+        and ``pyengine-replay``'s."""
+        return int(lib.eng_state_hash(self._live()))
+
     def verify(self) -> None:
         """Check every invariant of every book and index; raise InvariantError
         naming the first that is broken."""

@@ -2,6 +2,7 @@
 
     python tools/loadgen.py --spawn-server --rate 20000 --duration 10 --json out.json
     python tools/loadgen.py --port 7001 --rate 0 --count 200000        # closed loop
+    python tools/loadgen.py --spawn-server --spawn-fsync batch --rate 0 # closed loop, journaled
 
 Connections (default 50) are spread over worker processes (default 2), each
 running its connections on one non-blocking event loop. Every connection logs
@@ -31,11 +32,13 @@ import os
 import random
 import re
 import selectors
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -267,8 +270,8 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
                 sum(c.inflight for c in connections)))
 
 
-def spawn_server() -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0"]
+def spawn_server(extra: list[str]) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0", *extra]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -394,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7001)
     ap.add_argument("--spawn-server", action="store_true", help="start a local server for the run, stop it after")
+    ap.add_argument("--spawn-fsync", choices=("always", "batch", "off"),
+                    help="the spawned server journals to a fresh temporary data directory with this fsync policy")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rate", type=float, default=0.0, help="orders/s offered in total (open loop); 0: closed loop")
@@ -410,8 +415,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.connections < 1 or args.workers < 1 or args.window < 1:
         ap.error("--connections, --workers and --window must be at least 1")
     server = None
+    data_dir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server and args.spawn_fsync else None
     if args.spawn_server:
-        server, args.port = spawn_server()
+        extra = ["--data-dir", data_dir, "--fsync", args.spawn_fsync] if data_dir else []
+        server, args.port = spawn_server(extra)
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
                         args.window, args.duration, args.count, args.warmup, args.seed)
@@ -420,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(30)
+        if data_dir is not None:
+            shutil.rmtree(data_dir, ignore_errors=True)
     if args.plot:
         plot(result, args.plot)
     result.pop("_hist")

@@ -24,9 +24,10 @@ from gevent.server import StreamServer
 from .._ffi import ffi
 from ..log import fields
 from .config import ServerConfig
-from .dispatch import Dispatcher
+from .dispatch import Dispatcher, JournalFailed
 from .engine_thread import CMD, CMD_SIZE, EngineThread
 from .marketdata import MarketData
+from .unclaimed import UnclaimedOrders
 from .session import Session
 
 __all__ = ["Server", "CommandQueue"]
@@ -86,6 +87,17 @@ class Server:
         self.engine = EngineThread(config)
         self.commands = CommandQueue(self.engine)
         self.marketdata = MarketData(self.engine.symbols)
+        self.unclaimed = UnclaimedOrders()
+        if self.engine.recovery is not None:
+            # The engine is not running yet: read the recovered books directly.
+            self.unclaimed = UnclaimedOrders(self.engine.open_orders())
+            for inst in range(len(self.engine.symbols)):
+                for side in (1, 2):
+                    for price, total, count in self.engine.book_levels(inst, side):
+                        self.marketdata.level(inst, side, price, total, count)
+        elif not self.config.data_dir:
+            log.warning("no_journal", extra=fields(
+                detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.dispatcher = Dispatcher(self)
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
@@ -125,8 +137,11 @@ class Server:
     def _dispatcher_failed(self, greenlet: gevent.Greenlet) -> None:
         """A bug in routing: events could be lost from here on, so the server
         stops (and exits non-zero) rather than serve half-broken."""
-        log.error("dispatcher_failed", exc_info=(type(greenlet.exception), greenlet.exception,
-                                                 greenlet.exception.__traceback__))
+        exc = greenlet.exception
+        if isinstance(exc, JournalFailed):
+            log.error("journal_failed", extra=fields(error=exc.strerror, data_dir=self.config.data_dir))
+        else:
+            log.error("dispatcher_failed", exc_info=(type(exc), exc, exc.__traceback__))
         self.failed = True
         gevent.spawn(self.stop)
 
@@ -202,14 +217,35 @@ class Server:
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,
         cancel its open orders (not when the whole server stops: orders
-        outlive a planned restart)."""
+        outlive a planned restart); without, leave them to the account's next
+        session."""
         self.closed_sessions += 1
         self.marketdata.drop(session)
-        if session.cancel_on_disconnect and session.orders and not self.stopping:
+        if not session.orders:
+            return
+        if session.cancel_on_disconnect and not self.stopping:
             for oid in list(session.orders):
                 self.cancel_order(oid)
             self.commands.flush()
             log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(session.orders)))
+        elif not session.cancel_on_disconnect:
+            owners = self.dispatcher.owners
+            for oid, (inst, coid) in session.orders.items():
+                owners.pop(oid, None)
+                self.unclaimed.add(oid, inst, session.account, coid)  # type: ignore[arg-type]
+            session.orders.clear()
+            session.coids.clear()
+
+    def claim_orders(self, session: Session) -> int:
+        """Give a session that just logged in the open orders of its account
+        that no session holds (see UnclaimedOrders); returns how many."""
+        orders = self.unclaimed.claim(session.account) if self.unclaimed else {}
+        for oid, (inst, coid) in orders.items():
+            self.dispatcher.owners[oid] = session
+            session.orders[oid] = (inst, coid)
+            if coid is not None:
+                session.coids[coid] = oid
+        return len(orders)
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""
@@ -239,5 +275,9 @@ class Server:
                 in_ring=st["in_queued"],
                 out_ring=st["out_queued"],
                 engine_sleeps=st["sleeps"] - last["sleeps"],
+                **({"journal_syncs_per_s": round((st["journal_syncs"] - last["journal_syncs"]) / dt),
+                    "journaled_seq": st["journaled"],
+                    "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"]}
+                   if self.engine.journaling else {}),
             ))
             last, last_trades, last_orders, last_t = st, self.dispatcher.trades, self.dispatcher.orders, now

@@ -1,11 +1,16 @@
 """The ``pyengine-server`` console script.
 
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
-                    [--spin-us N] [--log-level LEVEL]
+                    [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
+                    [--snapshot-every N] [--log-level LEVEL]
     pyengine-server hash-secret        # read a secret, print its config form
+    pyengine-server snapshot [--host H] [--port P] [--account N]
+                                       # ask a running server for a snapshot
 
 With no arguments it serves the embedded default configuration (a few futures
-instruments, no authentication) on 127.0.0.1:7001.
+instruments, no authentication, nothing journaled) on 127.0.0.1:7001. With
+--data-dir it journals every command there before acknowledging it, and on
+start recovers the state the directory holds.
 """
 
 from __future__ import annotations
@@ -14,10 +19,12 @@ import argparse
 import dataclasses
 import getpass
 import logging
+import os
 import sys
 
+from ..errors import EngineError
 from ..log import LEVELS, fields, setup_logging
-from .config import ConfigError, ServerConfig, hash_secret, load_config
+from .config import FSYNC_POLICIES, ConfigError, ServerConfig, check_config, hash_secret, load_config
 
 log = logging.getLogger("pyengine.server")
 
@@ -29,6 +36,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
     p.add_argument("--spin-us", type=int, metavar="N", help="idle polling of the engine thread before it sleeps")
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
+    p.add_argument("--data-dir", metavar="DIR", help="journal and snapshots here; recover from it on start")
+    p.add_argument("--fsync", choices=FSYNC_POLICIES, help="when the journal is synced: per command, per batch "
+                   "(default) or never (the OS decides)")
+    p.add_argument("--snapshot-every", type=int, metavar="N", help="commands between snapshots (0: on request only)")
     p.add_argument("--log-level", choices=LEVELS, help="default: $PYENGINE_LOG or info")
 
 
@@ -40,8 +51,11 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "engine_cpu": args.engine_cpu,
         "spin_us": args.spin_us,
         "stats_interval": args.stats_interval,
+        "data_dir": args.data_dir,
+        "fsync": args.fsync,
+        "snapshot_every": args.snapshot_every,
     }
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    return check_config(dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -53,7 +67,11 @@ def serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         log.error("bad_config", extra=fields(error=str(exc)))
         return 2
-    server = Server(config)
+    try:
+        server = Server(config)
+    except (EngineError, OSError) as exc:
+        log.error("cannot_start", extra=fields(error=str(exc)))
+        return 1
     try:
         server.serve_forever()
     except OSError as exc:
@@ -72,11 +90,36 @@ def hash_secret_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def snapshot_cmd(args: argparse.Namespace) -> int:
+    """Ask a running server to write a snapshot now; print its sequence number."""
+    from ..client import Client, ServerError
+
+    try:
+        with Client(args.host, args.port, timeout=args.timeout) as c:
+            c.login(args.account, os.environ.get("PYENGINE_SECRET"), cancel_on_disconnect=False)
+            reply = c.request(c.snapshot(), timeout=args.timeout)
+    except ServerError as exc:
+        print(f"pyengine-server snapshot: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"pyengine-server snapshot: cannot reach {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    print(f"snapshot at seq {reply['seq']}: {reply['path']}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyengine-server", description="The pyengine matching server.")
     _serve_args(parser)
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("hash-secret", help="read a secret on stdin, print the form for the configuration file")
+    snap = sub.add_parser("snapshot", help="ask a running server to write a snapshot now",
+                          description="Log in (secret from $PYENGINE_SECRET when the server wants one) and "
+                          "ask the server to snapshot its state; prints the snapshot's sequence number.")
+    snap.add_argument("--host", dest="host", default="127.0.0.1")
+    snap.add_argument("--port", dest="port", type=int, default=7001)
+    snap.add_argument("--account", type=int, default=0, help="an admin account when the server has accounts")
+    snap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the snapshot")
     args = parser.parse_args(argv)
     try:
         setup_logging(args.log_level)
@@ -84,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command == "hash-secret":
         return hash_secret_cmd(args)
+    if args.command == "snapshot":
+        return snapshot_cmd(args)
     return serve(args)
 
 

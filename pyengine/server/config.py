@@ -16,6 +16,12 @@ A file looks like this (every key optional, defaults as shown)::
     in_capacity = 65536          # commands the input ring holds (power of two)
     out_capacity = 262144        # events the output ring holds (power of two)
 
+    [durability]
+    data_dir = "/var/lib/pyengine"   # none (the default): nothing is journaled
+    fsync = "batch"              # "always" (per command), "batch" (per group), "off"
+    snapshot_every = 1000000     # commands between snapshots; 0: only on request
+    keep_segments = false        # keep journal segments a newer snapshot covers
+
     [[instruments]]
     symbol = "ESZ6"
     tick_size = 25
@@ -49,6 +55,8 @@ __all__ = [
     "ServerConfig",
     "DEFAULT_INSTRUMENTS",
     "load_config",
+    "check_config",
+    "FSYNC_POLICIES",
     "hash_secret",
     "check_secret",
 ]
@@ -103,6 +111,10 @@ class ServerConfig:
     out_capacity: int = 1 << 18
     instruments: tuple[InstrumentConfig, ...] = DEFAULT_INSTRUMENTS
     accounts: tuple[AccountConfig, ...] = ()
+    data_dir: str | None = None
+    fsync: str = "batch"
+    snapshot_every: int = 1_000_000
+    keep_segments: bool = False
 
     @property
     def auth_required(self) -> bool:
@@ -186,10 +198,15 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     return config_from_dict(data)
 
 
+FSYNC_POLICIES = ("always", "batch", "off")
+
+
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
-    _check_keys("top level", data, {"server", "engine", "instruments", "accounts"})
+    _check_keys("top level", data, {"server", "engine", "durability", "instruments", "accounts"})
     server = data.get("server", {})
     engine = data.get("engine", {})
+    durability = data.get("durability", {})
+    _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
     kw: dict[str, Any] = {}
@@ -206,6 +223,14 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     for key in ("in_capacity", "out_capacity"):
         if key in engine:
             kw[key] = _positive_pow2("[engine]", key, _typed("[engine]", key, engine[key], int))
+    if "data_dir" in durability:
+        kw["data_dir"] = _typed("[durability]", "data_dir", durability["data_dir"], str)
+    if "fsync" in durability:
+        kw["fsync"] = _typed("[durability]", "fsync", durability["fsync"], str)
+    if "snapshot_every" in durability:
+        kw["snapshot_every"] = _typed("[durability]", "snapshot_every", durability["snapshot_every"], int)
+    if "keep_segments" in durability:
+        kw["keep_segments"] = _typed("[durability]", "keep_segments", durability["keep_segments"], bool)
     if "instruments" in data:
         instruments = tuple(_instrument(i, t) for i, t in enumerate(data["instruments"]))
         if not instruments:
@@ -213,7 +238,11 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         kw["instruments"] = instruments
     if "accounts" in data:
         kw["accounts"] = tuple(_account(i, t) for i, t in enumerate(data["accounts"]))
-    config = ServerConfig(**kw)
+    return check_config(ServerConfig(**kw))
+
+
+def check_config(config: ServerConfig) -> ServerConfig:
+    """Raise ConfigError for values no server can run with."""
     symbols = [i.symbol for i in config.instruments]
     if len(set(symbols)) != len(symbols):
         raise ConfigError("instruments: a symbol appears twice")
@@ -221,6 +250,12 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         raise ConfigError(f"[server]: port {config.port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
         raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
+    if config.fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"[durability]: fsync must be one of {', '.join(FSYNC_POLICIES)}, not {config.fsync!r}")
+    if config.snapshot_every < 0:
+        raise ConfigError(f"[durability]: snapshot_every must be >= 0, not {config.snapshot_every}")
+    if config.data_dir == "":
+        raise ConfigError("[durability]: data_dir must name a directory")
     return config
 
 

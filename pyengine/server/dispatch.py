@@ -20,14 +20,14 @@ from .._ffi import ffi
 from ..enums import REJECT_MESSAGES
 from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
 from ..log import fields
-from .engine_thread import EVENT_SIZE
+from .engine_thread import EVENT_SIZE, SNAPSHOT_EVENT
 from .session import MassCancelState
 
 if TYPE_CHECKING:
     from .app import Server
     from .session import Session
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -43,6 +43,13 @@ _SIDES = ("", "buy", "sell")
 _NO_COID = bytes(16)
 _REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
 _CANCEL_REASONS = tuple(str(r) for r in CANCEL_BY_CODE)
+
+
+class JournalFailed(OSError):
+    """The journal cannot be written: nothing from here on would be durable."""
+
+    def __init__(self, err: int) -> None:
+        super().__init__(err, f"the journal failed: {os.strerror(err)}; no further events are released")
 
 
 def _coid(raw: bytes) -> str | None:
@@ -73,6 +80,9 @@ class Dispatcher:
                 if n:
                     self.route(n)
                     continue
+                err = engine.journal_error()
+                if err:
+                    raise JournalFailed(err)
                 if self.server.stopping and not engine.stats()["running"]:
                     n = engine.poll(self._buf, _BATCH)
                     if not n:
@@ -92,6 +102,7 @@ class Dispatcher:
         md = self.server.marketdata
         symbols = self.server.engine.symbols
         owners = self.owners
+        unclaimed = self.server.unclaimed
         unpack = _EVENT.unpack_from
         unpack_level = _LEVEL_EVENT.unpack_from
         md_level = md.level
@@ -122,19 +133,23 @@ class Dispatcher:
                 maker = owners.get(maker_id)
                 if maker is not None:
                     self._fill(maker, maker_id, symbol, 3 - side, price, qty, maker_leaves, trade_id, "maker", seq)
+                elif maker_leaves == 0 and unclaimed:
+                    unclaimed.gone(maker_id)
                 md.trade(inst, trade_id, price, qty, side)
             elif typ == _ACCEPTED:
                 self.orders += 1
                 if session is None:
                     continue
                 coid = _coid(coid_raw)
+                if session.closed and not session.cancel_on_disconnect:
+                    unclaimed.add(oid, inst, account, coid)  # for the account's next session
+                    continue
                 owners[oid] = session
                 session.orders[oid] = (inst, coid)
                 if coid is not None:
                     session.coids[coid] = oid
                 if session.closed:
-                    if session.cancel_on_disconnect:
-                        self._cod.append(oid)
+                    self._cod.append(oid)
                     continue
                 session.reply(
                     {
@@ -155,6 +170,8 @@ class Dispatcher:
                 self._modified(owners.get(oid), oid, price, qty, bool(flags & 1), seq, session, info, first)
             elif typ == _REJECTED:
                 self._rejected(session, info, reason, coid_raw, oid, seq)
+            elif typ == SNAPSHOT_EVENT:
+                self._snapshot_done(session, info, seq, leaves)
         self.server.marketdata.flush()
         self.server.flush_sessions()
         if self._cod and not self.server.stopping:
@@ -207,6 +224,8 @@ class Dispatcher:
             message["req_id"] = req_id if owner is session else None
             owner.reply(message)
             self._forget(owner, oid)
+        elif self.server.unclaimed:
+            self.server.unclaimed.gone(oid)
         if req_id is not None and session is not None and session is not owner:
             session.reply(dict(message, req_id=req_id))
         if mass is not None:
@@ -254,6 +273,20 @@ class Dispatcher:
                 "seq": seq,
             }
         )
+
+    def _snapshot_done(self, session: Session | None, info: tuple[str, Any, Any] | None, seq: int, err: int) -> None:
+        engine = self.server.engine
+        err = err or engine.journal_error()
+        if err:
+            log.error("snapshot_failed", extra=fields(seq=seq, error=os.strerror(err)))
+        else:
+            log.info("snapshot", extra=fields(seq=seq, requested=session is not None))
+        if session is None or info is None:
+            return
+        if err:
+            session.error("snapshot_failed", f"the snapshot at seq {seq} failed: {os.strerror(err)}", info[1])
+        else:
+            session.reply({"type": "snapshot", "req_id": info[1], "seq": seq, "path": engine.snapshot_path(seq)})
 
     @staticmethod
     def _mass_part_done(session: Session, state: MassCancelState) -> None:

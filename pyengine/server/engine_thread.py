@@ -10,15 +10,18 @@ thread never touches Python objects and never holds the GIL; this side calls
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from typing import Any
 
 from .._ffi import ffi, lib
-from ..errors import EngineError, EngineMemoryError
+from ..durability import DataDirLock, Recovery, new_engine, recover
+from ..errors import EngineError
 from ..log import fields
-from .config import ServerConfig
+from .config import InstrumentConfig, ServerConfig
 
-__all__ = ["EngineThread", "CMD", "CMD_SIZE", "EVENT_SIZE", "UNKNOWN_INSTRUMENT"]
+__all__ = ["EngineThread", "CMD", "CMD_SIZE", "EVENT_SIZE", "UNKNOWN_INSTRUMENT", "SNAPSHOT_COMMAND", "SNAPSHOT_EVENT",
+           "instrument_spec", "run_offline"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -27,54 +30,100 @@ CMD = struct.Struct("<BBBBBBHIIQqqq16sQ")
 CMD_SIZE = CMD.size
 EVENT_SIZE = ffi.sizeof("struct runner_event")
 UNKNOWN_INSTRUMENT = 0xFFFFFFFF  # never a valid number: the engine rejects it
+SNAPSHOT_COMMAND = lib.RUNNER_CTL_SNAPSHOT  # a command for the runner: snapshot now
+SNAPSHOT_EVENT = lib.RUNNER_EV_SNAPSHOT  # its answer, once the snapshot is on disk
 assert CMD_SIZE == ffi.sizeof("struct runner_cmd")
 
 
+_FSYNC = {"off": 0, "batch": 1, "always": 2}
+
+
+def instrument_spec(inst: InstrumentConfig) -> Any:
+    """The C spec (``struct eng_instrument_spec *``) of a configured instrument."""
+    spec = ffi.new("struct eng_instrument_spec *")
+    spec.symbol = inst.symbol.encode("ascii")
+    spec.tick_size = inst.tick_size
+    spec.lot_size = inst.lot_size
+    if inst.price_band:
+        spec.min_price, spec.max_price = inst.price_band
+    spec.market_protection = -1 if inst.market_protection is None else inst.market_protection
+    return spec
+
+
 class EngineThread:
-    """One engine and its thread; created stopped, with its instruments."""
+    """One engine and its thread; created stopped, with its instruments and,
+    with a data directory, the state recovered from it."""
 
     def __init__(self, config: ServerConfig) -> None:
-        cfg = ffi.new("struct eng_config *")
-        cfg.expected_orders = 1 << 16
-        cfg.level_events = 1  # market data is built from them
-        eng = lib.eng_create(cfg)
-        if eng == ffi.NULL:
-            raise EngineMemoryError("could not allocate the engine")
-        self._eng: Any = eng
+        self._eng: Any = ffi.NULL
         self._runner: Any = ffi.NULL
-        self.symbols: list[str] = []
-        self.instrument_ids: dict[str, int] = {}
+        self._lock: DataDirLock | None = None
+        self.journaling = config.data_dir is not None
+        self.data_dir = config.data_dir
+        self.recovery: Recovery | None = None
+        self.symbols = [inst.symbol for inst in config.instruments]
+        self.instrument_ids = {symbol: i for i, symbol in enumerate(self.symbols)}
+        specs = [instrument_spec(inst) for inst in config.instruments]
         try:
-            for inst in config.instruments:
-                self._add_instrument(inst)
+            if config.data_dir is None:
+                self._eng = new_engine(specs, level_events=True)  # market data is built from level events
+            else:
+                self._lock = DataDirLock(config.data_dir)
+                self._eng, self.recovery = recover(config.data_dir, specs, level_events=True)
+                self._log_recovery(self.recovery)
             rc = ffi.new("struct runner_config *")
             rc.cpu = config.engine_cpu
             rc.spin_us = config.spin_us
             rc.in_capacity = config.in_capacity
             rc.out_capacity = config.out_capacity
-            self._runner = lib.runner_create(eng, rc)
+            journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if config.data_dir else ffi.NULL
+            rc.journal_dir = journal_dir  # copied by runner_create
+            rc.fsync = _FSYNC[config.fsync]
+            rc.keep_segments = int(config.keep_segments)
+            rc.snapshot_every = config.snapshot_every
+            self._runner = lib.runner_create(self._eng, rc)
             if self._runner == ffi.NULL:
-                raise EngineError("could not create the engine thread (memory, file descriptors or ring sizes)")
+                raise EngineError(
+                    "could not create the engine thread (memory, file descriptors, ring sizes, "
+                    f"or the journal in {config.data_dir}: {os.strerror(ffi.errno)})"
+                )
         except BaseException:
             self.close()
             raise
         self.fd: int = lib.runner_event_fd(self._runner)
         self._stats = ffi.new("struct runner_stats *")
 
-    def _add_instrument(self, inst: Any) -> None:
-        spec = ffi.new("struct eng_instrument_spec *")
-        spec.symbol = inst.symbol.encode("ascii")
-        spec.tick_size = inst.tick_size
-        spec.lot_size = inst.lot_size
-        if inst.price_band:
-            spec.min_price, spec.max_price = inst.price_band
-        spec.market_protection = -1 if inst.market_protection is None else inst.market_protection
-        out = ffi.new("uint32_t *")
-        rc = lib.eng_add_instrument(self._eng, spec, out)
-        if rc != lib.ENG_OK:
-            raise EngineError(f"instrument {inst.symbol}: {ffi.string(lib.eng_strerror(rc)).decode()}")
-        self.instrument_ids[inst.symbol] = out[0]
-        self.symbols.append(inst.symbol)
+    @staticmethod
+    def _log_recovery(r: Recovery) -> None:
+        log.info("recovered", extra=fields(
+            seq=r.seq, snapshot_seq=r.snapshot_seq, replayed=r.replayed, segments=len(r.segments),
+            seconds=round(r.seconds, 3), commands_per_s=round(r.replayed / r.seconds) if r.seconds else 0,
+        ))
+        for what in r.damaged:
+            log.warning("journal_repaired", extra=fields(detail=what))
+
+    def open_orders(self) -> list[tuple[int, int, int, str | None]]:
+        """(order id, instrument, account, client order id) of every resting
+        order; only before start(), while no other thread uses the engine."""
+        out = []
+        st = ffi.new("struct eng_stats *")
+        lib.eng_get_stats(self._eng, st)
+        buf = ffi.new("struct eng_order_info[]", max(1, st.open_orders))
+        for inst in range(len(self.symbols)):
+            for side in (1, 2):
+                n = lib.eng_book_orders(self._eng, inst, side, 0, buf, st.open_orders)
+                for o in buf[0:n]:
+                    coid = ffi.string(o.coid, 16).decode("ascii") or None
+                    out.append((o.order_id, inst, o.account, coid))
+        return out
+
+    def book_levels(self, inst: int, side: int) -> list[tuple[int, int, int]]:
+        """(price, total, count) of each level of one side; only before start()."""
+        st = ffi.new("struct eng_stats *")
+        lib.eng_get_stats(self._eng, st)
+        buf = ffi.new("struct eng_level_info[]", max(1, st.levels))
+        n = lib.eng_book_levels(self._eng, inst, side, buf, st.levels)
+        return [(lv.price, lv.total_qty, lv.order_count) for lv in buf[0:n]]
 
     def start(self) -> None:
         if lib.runner_start(self._runner) != 0:
@@ -108,7 +157,19 @@ class EngineThread:
             "out_queued": s.out_queued,
             "cpu": s.cpu,
             "running": s.running,
+            "journaled": s.journaled,
+            "journal_syncs": s.journal_syncs,
+            "snapshots": s.snapshots,
+            "snapshot_seq": s.snapshot_seq,
+            "journal_errno": s.journal_errno,
         }
+
+    def snapshot_path(self, seq: int) -> str:
+        return os.path.join(self.data_dir or "", f"snapshot-{seq:020d}.snap")
+
+    def journal_error(self) -> int:
+        """0, or the errno of the journal's failure (see runner_journal_error)."""
+        return int(lib.runner_journal_error(self._runner))
 
     def close(self) -> None:
         """Join the thread (asking it to stop) and free the engine."""
@@ -118,3 +179,45 @@ class EngineThread:
         if self._eng != ffi.NULL:
             lib.eng_destroy(self._eng)
             self._eng = ffi.NULL
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def run_offline(config: ServerConfig, commands: bytes | memoryview, *, chunk: int = 65536) -> dict[str, int]:
+    """Run packed ``struct eng_cmd`` records (as ``pyengine.pack_*`` make
+    them) through an engine thread built from `config` (with a data
+    directory: recovered from it first, and journaled), without a server:
+    to build or extend a data directory from recorded order flow. Waits for
+    every event (so everything is journaled), stops the thread, and returns
+    its final stats."""
+    view = memoryview(commands).cast("B")
+    cmd_size = CMD_SIZE - 8  # a runner command is the engine command and a tag
+    if len(view) % cmd_size:
+        raise ValueError(f"commands must be whole {cmd_size}-byte records")
+    n = len(view) // cmd_size
+    et = EngineThread(config)
+    try:
+        et.start()
+        buf = ffi.new("struct runner_cmd[]", chunk)
+        raw = ffi.buffer(buf)
+        out = ffi.new("struct runner_event[]", 4096)
+        for start in range(0, n, chunk):
+            k = min(chunk, n - start)
+            for i in range(k):  # tags are zero: nobody to route to
+                raw[i * CMD_SIZE : i * CMD_SIZE + cmd_size] = view[(start + i) * cmd_size : (start + i + 1) * cmd_size]
+            sent = 0
+            while sent < k:
+                sent += et.submit(buf + sent, k - sent)
+                et.poll(out, 4096)
+        et.request_stop()
+        while et.poll(out, 4096) or et.stats()["running"]:
+            pass  # the thread finishes only once its events are taken
+        while et.poll(out, 4096):
+            pass
+        st = et.stats()
+        if st["journal_errno"]:
+            raise OSError(st["journal_errno"], f"the journal in {config.data_dir} failed")
+        return st
+    finally:
+        et.close()

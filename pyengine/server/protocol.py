@@ -36,6 +36,7 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "Ping",
+    "Snapshot",
     "Request",
 ]
 
@@ -161,7 +162,11 @@ class Ping(NamedTuple):
     req_id: Any
 
 
-Request = Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping
+class Snapshot(NamedTuple):
+    req_id: Any
+
+
+Request = Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
 
 _SIDES = frozenset(("buy", "sell"))
 _ORDER_TYPES = frozenset(("limit", "market"))
@@ -302,6 +307,7 @@ _PARSERS = {
     "subscribe": lambda m, r: Subscribe(r, _str(m, "symbol", r)),
     "unsubscribe": lambda m, r: Unsubscribe(r, _str(m, "symbol", r)),
     "ping": lambda m, r: Ping(r),
+    "snapshot": lambda m, r: Snapshot(r),
 }
 
 

@@ -22,6 +22,7 @@ from gevent.event import Event
 
 from ..log import fields
 from .config import check_secret
+from .engine_thread import SNAPSHOT_COMMAND
 from .protocol import (
     Cancel,
     FrameError,
@@ -31,6 +32,7 @@ from .protocol import (
     Modify,
     NewOrder,
     Ping,
+    Snapshot,
     RequestError,
     Subscribe,
     Unsubscribe,
@@ -180,6 +182,8 @@ class Session:
                 self.subscribe(req)
             elif type(req) is Unsubscribe:
                 self.unsubscribe(req)
+            elif type(req) is Snapshot:
+                self.snapshot(req)
         except RequestError as exc:
             log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
             self.error(exc.code, str(exc), exc.req_id)
@@ -209,7 +213,8 @@ class Session:
             self.admin = entry.admin  # type: ignore[union-attr]
         self.account = req.account
         self.cancel_on_disconnect = req.cancel_on_disconnect
-        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=self.admin))
+        claimed = self.server.claim_orders(self)
+        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=self.admin, claimed_orders=claimed))
         self.reply(
             {
                 "type": "logged_in",
@@ -217,6 +222,7 @@ class Session:
                 "account": req.account,
                 "admin": self.admin,
                 "cancel_on_disconnect": req.cancel_on_disconnect,
+                "claimed_orders": claimed,
             }
         )
 
@@ -317,6 +323,16 @@ class Session:
         if inst is None or not self.server.marketdata.unsubscribe(self, inst):
             raise RequestError("not_subscribed", f"not subscribed to {req.symbol!r}", req.req_id)
         self.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
+
+    def snapshot(self, req: Snapshot) -> None:
+        self._account(req.req_id)
+        if self.server.config.auth_required and not self.admin:
+            raise RequestError("not_admin", "only an admin account may ask for a snapshot", req.req_id)
+        if not self.server.engine.journaling:
+            raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
+                               req.req_id)
+        self.server.commands.add(SNAPSHOT_COMMAND, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NO_COID,
+                                 self._tag("snapshot", req.req_id))
 
     # ---- end ---------------------------------------------------------------
 

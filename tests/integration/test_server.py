@@ -49,7 +49,7 @@ def test_login_and_ping(server: RunningServer) -> None:
             c.request(c.new_order(ES, "buy", 1, 450_000))
         assert info.value.code == "not_logged_in"
         assert c.login(5) == {"type": "logged_in", "req_id": 3, "account": 5, "admin": False,
-                              "cancel_on_disconnect": True}
+                              "cancel_on_disconnect": True, "claimed_orders": 0}
         with pytest.raises(ServerError) as info:
             c.login(6)
         assert info.value.code == "already_logged_in"

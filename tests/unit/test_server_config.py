@@ -27,6 +27,7 @@ def test_defaults() -> None:
     assert (c.host, c.port, c.max_frame) == ("127.0.0.1", 7001, 65536)
     assert c.instruments == DEFAULT_INSTRUMENTS and not c.auth_required
     assert c.engine_cpu >= 0
+    assert c.data_dir is None and c.fsync == "batch"  # nothing journaled; when it is, synced before acks
 
 
 def test_full_file(tmp_path: Path) -> None:
@@ -42,6 +43,12 @@ stats_interval = 0.5
 cpu = -1
 spin_us = 10
 out_capacity = 1024
+
+[durability]
+data_dir = "/srv/pyengine"
+fsync = "always"
+snapshot_every = 5000
+keep_segments = true
 
 [[instruments]]
 symbol = "ABC"
@@ -60,6 +67,7 @@ admin = true
     (inst,) = c.instruments
     assert (inst.symbol, inst.tick_size, inst.price_band, inst.market_protection, inst.kind) == ("ABC", 5, (100, 1000), 50, "spot")
     assert c.auth_required and c.account(3).admin and c.account(4) is None
+    assert (c.data_dir, c.fsync, c.snapshot_every, c.keep_segments) == ("/srv/pyengine", "always", 5000, True)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +83,11 @@ admin = true
         ("[[accounts]]\naccount = 1\nsecret = 'plain'\n", "not a plain secret"),
         ("instruments = []\n", "at least one"),
         ("[server\n", "not valid TOML"),
+        ("[durability]\nfsync = 'sometimes'\n", "fsync must be one of always, batch, off"),
+        ("[durability]\nsnapshot_every = -1\n", "snapshot_every must be >= 0"),
+        ("[durability]\ndata_dir = ''\n", "data_dir must name a directory"),
+        ("[durability]\nkeep_segments = 1\n", "keep_segments must be bool"),
+        ("[durability]\ndatadir = 'x'\n", "unknown key"),
     ],
 )
 def test_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:

@@ -1,0 +1,227 @@
+"""Journal, snapshots and recovery, in process: the engine thread of the
+server (EngineThread) journals a random flow into a data directory; recovery
+and pyengine-replay must rebuild exactly the state of an in-process Engine fed
+the same commands, and must stop at, report and set aside a damaged tail."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
+from pyengine._ffi import ffi, lib
+from pyengine.durability import COVERED, DataDirLock, RecoveryError, journal_commands, recover, replay_journal, segments, snapshots
+from pyengine.replay import audit, main as replay_main
+from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
+from pyengine.server.engine_thread import EngineThread, instrument_spec, run_offline
+
+RECORD = ffi.sizeof("struct jnl_record")
+
+
+def flow(n: int, seed: int) -> list[bytes]:
+    """A random flow on the default instruments: limit orders around a mid
+    (a fifth crossing), cancels and modifies of earlier ones."""
+    rng = random.Random(seed)
+    cmds: list[bytes] = []
+    placed = 0
+    for _ in range(n):
+        r = rng.random()
+        inst = rng.randrange(2)  # ESZ6 (tick 25), NQZ6 (tick 25)
+        mid = (450_000, 1_800_000)[inst]
+        if r < 0.6 or placed == 0:
+            side = rng.choice(("buy", "sell"))
+            off = rng.randrange(-2, 12) * 25
+            price = mid - off if side == "buy" else mid + off
+            cmds.append(pack_new_order(inst, side, rng.randrange(1, 20), price, account=rng.randrange(1, 5)))
+            placed += 1
+        elif r < 0.85:
+            cmds.append(pack_cancel(rng.randrange(1, placed + 1)))
+        else:
+            cmds.append(pack_modify(rng.randrange(1, placed + 1), qty=rng.randrange(1, 20)))
+    return cmds
+
+
+def journal(data_dir: Path, cmds: list[bytes], **durability: object) -> None:
+    """Run `cmds` through a journaling engine thread, as the server would."""
+    config = ServerConfig(data_dir=str(data_dir), engine_cpu=-1, spin_us=0, **durability)  # type: ignore[arg-type]
+    before = recover(data_dir, specs())
+    lib.eng_destroy(before[0])
+    st = run_offline(config, b"".join(cmds))
+    assert st["journal_errno"] == 0
+    assert st["journaled"] == before[1].seq + len(cmds)  # a seq, continuing the recovered one
+
+
+def reference(cmds: list[bytes]) -> Engine:
+    """An in-process Engine with the server's instruments, fed `cmds`."""
+    eng = Engine()
+    for inst in DEFAULT_INSTRUMENTS:
+        eng.add_instrument(inst.symbol, tick_size=inst.tick_size, lot_size=inst.lot_size,
+                           price_band=inst.price_band, market_protection=inst.market_protection)
+    if cmds:
+        eng.process_batch(b"".join(cmds), collect_events=False)
+    return eng
+
+
+def specs() -> list[object]:
+    return [instrument_spec(i) for i in DEFAULT_INSTRUMENTS]
+
+
+def recovered_hash(data_dir: Path, **kw: object) -> tuple[int, object]:
+    eng, report = recover(data_dir, specs(), **kw)  # type: ignore[arg-type]
+    try:
+        why = ffi.new("char[]", 256)
+        assert lib.eng_verify(eng, why, 256) == lib.ENG_OK, ffi.string(why).decode()
+        return int(lib.eng_state_hash(eng)), report
+    finally:
+        lib.eng_destroy(eng)
+
+
+def test_recovery_rebuilds_the_state_and_numbering(tmp_path: Path) -> None:
+    cmds = flow(3000, seed=1)
+    journal(tmp_path, cmds)
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == report.replayed == 3000
+    assert report.snapshot_path is None and not report.damaged
+    assert h == reference(cmds).state_hash()
+    # A second life continues the numbering and the same journal.
+    more = flow(500, seed=2)
+    journal(tmp_path, more)
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == 3500
+    assert [first for first, _ in segments(tmp_path)] == [1, 3001]
+    assert h == reference(cmds + more).state_hash()
+    assert [seq for seq, _ in journal_commands(tmp_path)] == list(range(1, 3501))
+    assert [c for _, c in journal_commands(tmp_path)] == cmds + more
+    eng, result = replay_journal(tmp_path)
+    assert result.commands == 3500
+    assert eng.state_hash() == h
+
+
+def test_snapshot_plus_suffix_equals_full_replay(tmp_path: Path) -> None:
+    cmds = flow(2500, seed=3)
+    journal(tmp_path, cmds, snapshot_every=700, keep_segments=True)
+    assert [seq for seq, _ in snapshots(tmp_path)] == [700, 1400, 2100]
+    from_snapshot, r1 = recovered_hash(tmp_path)
+    full, r2 = recovered_hash(tmp_path, use_snapshots=False)
+    assert (r1.snapshot_seq, r1.replayed) == (2100, 400)
+    assert (r2.snapshot_seq, r2.replayed) == (0, 2500)
+    # From the snapshot, the segments before it are not read at all.
+    assert [(s.first_seq, s.records, s.skipped, s.stop) for s in r1.segments] == [
+        (1, 0, 700, COVERED), (701, 0, 700, COVERED), (1401, 0, 700, COVERED), (2101, 400, 0, "end")]
+    assert [s.records for s in r2.segments] == [700, 700, 700, 400]
+    assert from_snapshot == full == reference(cmds).state_hash()
+
+
+def test_snapshots_prune_old_segments(tmp_path: Path) -> None:
+    cmds = flow(2500, seed=4)
+    journal(tmp_path, cmds, snapshot_every=1000)
+    assert [seq for seq, _ in snapshots(tmp_path)] == [2000]
+    assert [first for first, _ in segments(tmp_path)] == [2001]
+    h, report = recovered_hash(tmp_path)
+    assert (report.snapshot_seq, report.replayed, report.seq) == (2000, 500, 2500)
+    assert h == reference(cmds).state_hash()
+
+
+def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None:
+    cmds = flow(2500, seed=5)
+    journal(tmp_path, cmds, snapshot_every=1000, keep_segments=True)
+    newest = snapshots(tmp_path)[-1][1]
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    h, report = recovered_hash(tmp_path)
+    assert (report.snapshot_seq, report.seq) == (1000, 2500)
+    assert h == reference(cmds).state_hash()
+
+
+def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path) -> None:
+    cmds = flow(1000, seed=6)
+    journal(tmp_path, cmds)
+    (_, seg), = segments(tmp_path)
+    size = seg.stat().st_size
+    with open(seg, "r+b") as f:
+        f.truncate(size - 30)  # the last write was cut short
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == 999
+    assert report.segments[0].stop == "torn record"
+    assert h == reference(cmds[:999]).state_hash()
+    assert seg.stat().st_size == size - RECORD  # only whole records are left
+    (aside,) = tmp_path.glob("journal-*.log.damaged-*")
+    assert aside.stat().st_size == RECORD - 30
+    assert any("torn record" in d for d in report.damaged)
+    # Repaired: a new life appends after record 999 and recovers cleanly.
+    journal(tmp_path, cmds[999:])
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == 1000 and not report.damaged
+    assert h == reference(cmds).state_hash()
+
+
+def test_flipped_byte_stops_recovery_there(tmp_path: Path) -> None:
+    cmds = flow(1500, seed=7)
+    journal(tmp_path, cmds[:1000])
+    journal(tmp_path, cmds[1000:])  # a second segment, from 1001
+    first = segments(tmp_path)[0][1]
+    header = first.stat().st_size - 1000 * RECORD
+    with open(first, "r+b") as f:  # a bit flips inside record 500
+        f.seek(header + 499 * RECORD + 40)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x10]))
+    before = audit(str(tmp_path))  # read-only: reports, changes nothing
+    assert not before["clean"] and before["seq"] == 499
+    assert before["segments"][0]["stop"] == "bad checksum"
+    assert replay_main([str(tmp_path), "--check"]) == 1
+    assert first.stat().st_size == header + 1000 * RECORD
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == 499
+    assert report.segments[0].stop == "bad checksum"
+    assert h == reference(cmds[:499]).state_hash()
+    # Nothing after the damage is replayed, and nothing is thrown away.
+    assert first.stat().st_size == header + 499 * RECORD
+    assert len(list(tmp_path.glob("journal-*.log.damaged-*"))) == 1
+    assert (tmp_path / "journal-00000000000000001001.log.orphan").exists()
+    assert [f for f, _ in segments(tmp_path)] == [1]
+
+
+def test_recovery_is_deterministic(tmp_path: Path) -> None:
+    cmds = flow(2000, seed=8)
+    a, b = tmp_path / "a", tmp_path / "b"
+    journal(a, cmds, snapshot_every=900)
+    journal(b, cmds)
+    ha, _ = recovered_hash(a)
+    hb, _ = recovered_hash(b)
+    assert ha == hb == reference(cmds).state_hash()
+    assert replay_main([str(a), str(b), "--check"]) == 0
+    journal(b, flow(10, seed=9))
+    assert replay_main([str(a), str(b), "--check"]) == 1
+
+
+def test_instruments_must_match_the_configuration(tmp_path: Path) -> None:
+    journal(tmp_path, flow(100, seed=10))
+    other = [instrument_spec(InstrumentConfig("XYZ", tick_size=5))]
+    with pytest.raises(RecoveryError, match="instruments differ"):
+        recover(tmp_path, other)
+
+
+def test_a_data_dir_serves_one_process(tmp_path: Path) -> None:
+    lock = DataDirLock(tmp_path)
+    try:
+        with pytest.raises(RecoveryError, match="in use by another process"):
+            EngineThread(ServerConfig(data_dir=str(tmp_path), engine_cpu=-1))
+    finally:
+        lock.release()
+    DataDirLock(tmp_path).release()
+
+
+def test_replay_prints_what_it_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmds = flow(1200, seed=11)
+    journal(tmp_path, cmds, snapshot_every=1000)
+    assert replay_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    ref = reference(cmds)
+    assert f"hash {ref.state_hash():016x}" in out
+    assert f"seq 1200, {ref.stats().open_orders} open orders" in out
+    assert "snapshot-00000000000000001000.snap (seq 1000)" in out
+    assert "journal   clean" in out
