@@ -171,6 +171,7 @@ int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, ui
     in->spec = *spec;
     in->band_lo = spec->min_price ? spec->min_price : 1;
     in->band_hi = spec->max_price ? spec->max_price : INT64_MAX;
+    in->state = ENG_STATE_OPEN;
     *id = e->ninst++;
     return ENG_OK;
 }
@@ -183,6 +184,11 @@ uint32_t eng_instrument_count(const struct eng *e)
 const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t id)
 {
     return id < e->ninst ? &e->inst[id].spec : NULL;
+}
+
+int eng_instrument_state(const struct eng *e, uint32_t id)
+{
+    return id < e->ninst ? e->inst[id].state : -1;
 }
 
 /* ---- events --------------------------------------------------------------- */
@@ -259,6 +265,9 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
         break;
     case ENG_CMD_MODIFY:
         eng__modify(e, cmd);
+        break;
+    case ENG_CMD_SET_STATE:
+        eng__set_state(e, cmd);
         break;
     default:
         eng__reject(e, cmd, ENG_BAD_COMMAND);

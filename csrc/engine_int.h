@@ -20,6 +20,7 @@ struct instrument {
     struct eng_instrument_spec spec;
     int64_t band_lo;    /* effective band: [1, INT64_MAX] when none */
     int64_t band_hi;
+    uint8_t state;      /* enum eng_trading_state */
     struct book book;
 };
 
@@ -93,6 +94,7 @@ int eng__reserve_events(struct eng *e, size_t n);
 void eng__new_order(struct eng *e, const struct eng_cmd *c);
 void eng__cancel(struct eng *e, const struct eng_cmd *c);
 void eng__modify(struct eng *e, const struct eng_cmd *c);
+void eng__set_state(struct eng *e, const struct eng_cmd *c);
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err);
 
 /*

@@ -238,7 +238,7 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
                 }
                 out->applied++;
             }
-            if (counts && r->cmd.type >= 1 && r->cmd.type <= 3)
+            if (counts && r->cmd.type >= 1 && r->cmd.type < ENG_CMD__COUNT)
                 counts[r->cmd.type]++;
             else if (counts)
                 counts[0]++;

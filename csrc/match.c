@@ -455,6 +455,8 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
     if (!err) {
         if (c->instrument >= e->ninst)
             err = ENG_UNKNOWN_INSTRUMENT;
+        else if (e->inst[c->instrument].state == ENG_STATE_HALTED)
+            err = ENG_HALTED;
         else if (!(err = check_qty(in = &e->inst[c->instrument], c->qty, false)) && limit)
             err = check_price(in, c->price);
     }
@@ -568,7 +570,7 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
     b = &e->inst[lv->instrument].book;
     side = lv->side;
     price = (c->flags & ENG_CMD_F_KEEP_PRICE) ? lv->price : c->price;
-    err = check_qty(in, c->qty, true);
+    err = in->state == ENG_STATE_HALTED ? ENG_HALTED : check_qty(in, c->qty, true);
     if (!err && !(c->flags & ENG_CMD_F_KEEP_PRICE))
         err = check_price(in, price);
     if (err) {
@@ -617,6 +619,26 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
         o->qty = t.qty;
         rest_order(e, b, o, side, price);
     }
+}
+
+void eng__set_state(struct eng *e, const struct eng_cmd *c)
+{
+    int err = ENG_OK;
+
+    if (c->reserved)
+        err = ENG_BAD_COMMAND;
+    else if (c->flags)
+        err = ENG_BAD_FLAGS;
+    else if (c->instrument >= e->ninst)
+        err = ENG_UNKNOWN_INSTRUMENT;
+    else if (c->qty != ENG_STATE_OPEN && c->qty != ENG_STATE_HALTED)
+        err = ENG_BAD_STATE;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    e->inst[c->instrument].state = (uint8_t)c->qty;
+    ev_clear_coid(ev_put(e, ENG_EV_STATE, 0, 0, 0, c->instrument, 0, 0, c->qty, 0, c->account));
 }
 
 /* ---- snapshots -------------------------------------------------------------- */

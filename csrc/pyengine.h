@@ -54,7 +54,9 @@
     XX(DUPLICATE_SYMBOL, "duplicate_symbol", "an instrument with this symbol exists") \
     XX(TOO_MANY_INSTRUMENTS, "too_many_instruments", "too many instruments")         \
     XX(BUSY, "busy", "resource still in use")                                        \
-    XX(CORRUPT, "corrupt", "an internal invariant does not hold")
+    XX(CORRUPT, "corrupt", "an internal invariant does not hold")                    \
+    XX(HALTED, "halted", "the instrument is halted: only cancels are accepted")      \
+    XX(BAD_STATE, "bad_state", "trading state must be open or halted")
 
 enum eng_err {
 #define ENG_XX_(code, name, msg) ENG_##code,
@@ -81,7 +83,17 @@ enum eng_cancel_reason {
     ENG_CANCEL__COUNT
 };
 
-enum eng_cmd_type { ENG_CMD_NEW = 1, ENG_CMD_CANCEL = 2, ENG_CMD_MODIFY = 3 };
+enum eng_cmd_type {
+    ENG_CMD_NEW = 1,
+    ENG_CMD_CANCEL = 2,
+    ENG_CMD_MODIFY = 3,
+    ENG_CMD_SET_STATE = 4, /* an instrument's trading state (administrator) */
+    ENG_CMD__COUNT
+};
+
+/* While an instrument is halted only cancels are accepted: NEW and MODIFY
+   are rejected with ENG_HALTED. */
+enum eng_trading_state { ENG_STATE_OPEN = 0, ENG_STATE_HALTED = 1 };
 enum eng_side { ENG_BUY = 1, ENG_SELL = 2 };
 enum eng_order_type { ENG_LIMIT = 1, ENG_MARKET = 2 };
 enum eng_tif { ENG_GTC = 1, ENG_IOC = 2, ENG_FOK = 3 };
@@ -104,7 +116,8 @@ enum eng_event_type {
     ENG_EV_TRADE = 3,
     ENG_EV_CANCELLED = 4,
     ENG_EV_MODIFIED = 5,
-    ENG_EV_LEVEL = 6 /* only with eng_config.level_events */
+    ENG_EV_LEVEL = 6, /* only with eng_config.level_events */
+    ENG_EV_STATE = 7
 };
 
 enum eng_event_flags {
@@ -134,7 +147,8 @@ struct eng_cmd {
     uint32_t account;
     uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid) */
     int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE */
-    int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels) */
+    int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels);
+                           SET_STATE: the new enum eng_trading_state */
     int64_t ts;         /* caller's timestamp; recorded, never interpreted */
     char coid[16];      /* client order id, NUL-padded; all zero = none */
 };
@@ -154,6 +168,8 @@ struct eng_cmd {
  *   LEVEL     instrument side price qty(the level's total open qty now,
  *             0 = the level is gone) leaves(its order count now); one after
  *             every change to a level, right after the event that caused it
+ *   STATE     instrument qty(enum eng_trading_state, now) account; after
+ *             every accepted SET_STATE, even one that changes nothing
  * Fields a type does not use are zero.
  */
 struct eng_event {
@@ -242,6 +258,8 @@ int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, ui
 uint32_t eng_instrument_count(const struct eng *e);
 /* The spec of instrument `id`, or NULL if there is none. */
 const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t id);
+/* The trading state (enum eng_trading_state) of instrument `id`, or -1. */
+int eng_instrument_state(const struct eng *e, uint32_t id);
 
 /*
  * Process one command: assigns it the next sequence number and appends the
@@ -429,7 +447,7 @@ struct jnl_scan {
  * after_seq is found whole where it should be (out->skipped);
  * the engine's event buffer is cleared as it goes. With `e` NULL, only check.
  * `counts`, if not NULL, receives the number of records per command type
- * (indexed by type, 4 entries). Returns ENG_OK, even when the scan stopped
+ * (indexed by type, ENG_CMD__COUNT entries; 0 counts unknown types). Returns ENG_OK, even when the scan stopped
  * early: read out->stop.
  */
 int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,

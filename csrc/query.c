@@ -137,6 +137,8 @@ int eng_verify(const struct eng *e, char *why, size_t why_len)
         const struct book *b = &e->inst[i].book;
         if (b->instrument != i)
             return fail(why, why_len, "engine: book numbered wrongly");
+        if (e->inst[i].state > ENG_STATE_HALTED)
+            return fail(why, why_len, "engine: unknown trading state");
         if (!book_verify(b, order_indexed, &v, &reason))
             return fail(why, why_len, reason);
         orders += b->side[0].norders + b->side[1].norders;

@@ -3,7 +3,7 @@
  *
  * Layout (little-endian, no padding):
  *   struct snap_header                         64 bytes
- *   struct eng_instrument_spec x ninstruments  the instruments, by number
+ *   struct snap_instrument x ninstruments      the instruments, by number
  *   struct snap_order x norders                every resting order: per
  *                                              instrument, bids then asks,
  *                                              best level first, oldest first
@@ -26,7 +26,7 @@
 #include "fileio.h"
 
 #define SNAP_MAGIC "PYENGSN1"
-enum { SNAP_VERSION = 1 };
+enum { SNAP_VERSION = 2 };
 
 struct snap_header {
     char magic[8];
@@ -39,6 +39,12 @@ struct snap_header {
     uint32_t body_crc;
     uint32_t header_crc;
     uint64_t reserved;
+};
+
+struct snap_instrument {
+    struct eng_instrument_spec spec;
+    uint32_t state; /* enum eng_trading_state */
+    uint32_t reserved;
 };
 
 struct snap_order {
@@ -55,6 +61,7 @@ struct snap_order {
 };
 
 _Static_assert(sizeof(struct snap_header) == 64, "snapshot header layout");
+_Static_assert(sizeof(struct snap_instrument) == 64, "snapshot instrument layout");
 _Static_assert(sizeof(struct snap_order) == 56, "snapshot order layout");
 
 /* Call `fn` for every resting order in priority order (see the layout). */
@@ -89,11 +96,12 @@ static void put_order(void *ctx, const struct order *o, const struct level *lv)
 
 void *eng_snapshot_serialize(const struct eng *e, size_t *len)
 {
-    size_t specs = e->ninst * sizeof(struct eng_instrument_spec);
+    size_t specs = e->ninst * sizeof(struct snap_instrument);
     size_t orders = e->ids.count * sizeof(struct snap_order);
     size_t total = sizeof(struct snap_header) + specs + orders;
     char *buf = malloc(total);
     struct snap_header *h = (struct snap_header *)buf;
+    struct snap_instrument *si;
     struct snap_order *cursor;
 
     if (!buf)
@@ -106,9 +114,12 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
     h->last_order_id = e->last_order_id;
     h->last_trade_id = e->last_trade_id;
     h->norders = e->ids.count;
-    for (uint32_t i = 0; i < e->ninst; i++)
-        memcpy(buf + sizeof(*h) + i * sizeof(struct eng_instrument_spec), &e->inst[i].spec,
-               sizeof(struct eng_instrument_spec));
+    si = (struct snap_instrument *)(buf + sizeof(*h));
+    for (uint32_t i = 0; i < e->ninst; i++, si++) {
+        memset(si, 0, sizeof(*si));
+        si->spec = e->inst[i].spec;
+        si->state = e->inst[i].state;
+    }
     cursor = (struct snap_order *)(buf + sizeof(*h) + specs);
     each_order(e, put_order, &cursor);
     h->body_crc = crc32c(0, buf + sizeof(*h), total - sizeof(*h));
@@ -192,7 +203,7 @@ static bool image_valid(const char *buf, size_t len)
     }
     if (h.ninstruments > ENG_MAX_INSTRUMENTS || h.norders > (len / sizeof(struct snap_order)))
         return false;
-    expect = sizeof(h) + h.ninstruments * sizeof(struct eng_instrument_spec) +
+    expect = sizeof(h) + h.ninstruments * sizeof(struct snap_instrument) +
              h.norders * sizeof(struct snap_order);
     return expect == len && crc32c(0, buf + sizeof(h), len - sizeof(h)) == h.body_crc;
 }
@@ -202,7 +213,7 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     size_t len = 0;
     char *buf;
     const struct snap_header *h;
-    const struct eng_instrument_spec *specs;
+    const struct snap_instrument *insts;
     const struct snap_order *orders;
     int rc = ENG_CORRUPT;
 
@@ -216,12 +227,14 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     if (!image_valid(buf, len))
         goto out;
     h = (const struct snap_header *)buf;
-    specs = (const struct eng_instrument_spec *)(buf + sizeof(*h));
-    orders = (const struct snap_order *)(specs + h->ninstruments);
+    insts = (const struct snap_instrument *)(buf + sizeof(*h));
+    orders = (const struct snap_order *)(insts + h->ninstruments);
     for (uint32_t i = 0; i < h->ninstruments; i++) {
         uint32_t id;
-        if (eng_add_instrument(e, &specs[i], &id) != ENG_OK)
+        if (insts[i].state > ENG_STATE_HALTED ||
+            eng_add_instrument(e, &insts[i].spec, &id) != ENG_OK)
             goto out;
+        e->inst[id].state = (uint8_t)insts[i].state;
     }
     for (uint64_t i = 0; i < h->norders; i++) {
         const struct snap_order *o = &orders[i];
@@ -273,6 +286,7 @@ uint64_t eng_state_hash(const struct eng *e)
     for (uint32_t i = 0; i < e->ninst; i++) {
         const struct eng_instrument_spec *s = &e->inst[i].spec;
         h = mix(h, crc32c(0, s, sizeof(*s)));
+        h = mix(h, e->inst[i].state);
     }
     each_order(e, hash_order, &h);
     return h;

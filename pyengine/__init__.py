@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import batch
-from .batch import BatchResult, pack_cancel, pack_modify, pack_new_order
+from .batch import BatchResult, pack_cancel, pack_modify, pack_new_order, pack_set_state
 from .engine import Engine, EngineStats, Instrument
 from .enums import (
     CancelReason,
@@ -25,6 +25,7 @@ from .enums import (
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TradingState,
 )
 from .errors import (
     ConcurrentUseError,
@@ -46,6 +47,7 @@ from .events import (
     Modified,
     OrderState,
     Rejected,
+    StateChanged,
     Trade,
 )
 
@@ -60,6 +62,7 @@ __all__ = [
     "pack_new_order",
     "pack_cancel",
     "pack_modify",
+    "pack_set_state",
     "COMMAND_DTYPE",
     "EVENT_DTYPE",
     "Accepted",
@@ -68,6 +71,7 @@ __all__ = [
     "Cancelled",
     "Modified",
     "LevelUpdate",
+    "StateChanged",
     "Event",
     "Level",
     "BookView",
@@ -78,6 +82,7 @@ __all__ = [
     "SelfTradePrevention",
     "RejectReason",
     "CancelReason",
+    "TradingState",
     "EngineError",
     "InvalidArgument",
     "InvalidArgumentType",

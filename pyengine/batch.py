@@ -21,9 +21,9 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from . import _args
-from .enums import CancelReason, RejectReason, SelfTradePrevention, Side
+from .enums import CancelReason, RejectReason, SelfTradePrevention, Side, TradingState
 from .enums import REJECT_MESSAGES
-from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, Trade
+from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, StateChanged, Trade
 
 __all__ = [
     "CommandType",
@@ -41,6 +41,7 @@ __all__ = [
     "pack_new_order",
     "pack_cancel",
     "pack_modify",
+    "pack_set_state",
     "decode_events",
 ]
 
@@ -49,6 +50,12 @@ class CommandType(IntEnum):
     NEW = 1
     CANCEL = 2
     MODIFY = 3
+    SET_STATE = 4
+
+
+class StateCode(IntEnum):
+    OPEN = 0
+    HALTED = 1
 
 
 class SideCode(IntEnum):
@@ -87,6 +94,7 @@ class EventType(IntEnum):
     CANCELLED = 4
     MODIFIED = 5
     LEVEL = 6
+    STATE = 7
 
 
 # type side order_type tif stp flags reserved instrument account order_id
@@ -221,17 +229,27 @@ def pack_modify(
     )
 
 
+def pack_set_state(instrument: int, state: TradingState | str, *, ts: int = 0) -> bytes:
+    """One SET_STATE command record: halt or resume instrument number
+    ``instrument`` (an administrator's command)."""
+    code = StateCode[TradingState(state).name]
+    inst = _args.as_int("instrument", instrument, 0, _args.UINT32_MAX)
+    return COMMAND_STRUCT.pack(CommandType.SET_STATE, 0, 0, 0, 0, 0, 0, inst, 0, 0, 0, code, _args.as_int("ts", ts), _NO_COID)
+
+
 _SIDES = (None, Side.BUY, Side.SELL)
+_STATES = (TradingState.OPEN, TradingState.HALTED)
 _REJECTS = {m: REJECT_MESSAGES[m] for m in RejectReason}
 # Plain ints: comparing with an IntEnum member costs an attribute lookup on
 # the enum class each time, which dominated decoding.
-_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL = (
+_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE = (
     int(EventType.TRADE),
     int(EventType.ACCEPTED),
     int(EventType.CANCELLED),
     int(EventType.MODIFIED),
     int(EventType.REJECTED),
     int(EventType.LEVEL),
+    int(EventType.STATE),
 )
 
 
@@ -251,9 +269,11 @@ _CANCELLED_FIELDS = struct.Struct("<xxBx4xQQ32xq32x")
 _MODIFIED_FIELDS = struct.Struct("<xxxB4xQQ16xqq40x")
 _REJECTED_FIELDS = struct.Struct("<xxBx4xQQ56x16s")
 _LEVEL_FIELDS = struct.Struct("<xBxxIQ24xqqq32x")
+_STATE_FIELDS = struct.Struct("<4xIQ32xq40x")
 assert all(
     f.size == EVENT_SIZE
-    for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS, _LEVEL_FIELDS)
+    for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS, _LEVEL_FIELDS,
+              _STATE_FIELDS)
 )
 
 
@@ -324,6 +344,9 @@ def decode_events(
                     (seq, why, _REJECTS[why], None if coid == no_coid else _coid(coid), oid or None),  # type: ignore[index]
                 )
             )
+        elif typ == _STATE:
+            inst, seq, state = _STATE_FIELDS.unpack_from(raw, off)
+            append(new(StateChanged, (seq, symbols[inst], _STATES[state])))
         else:
             raise ValueError(f"not an event record: type {typ} at byte {off}")
     return out

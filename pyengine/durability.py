@@ -292,8 +292,9 @@ def _add_instruments(eng: Any, root: Path, specs: list[Any] | None) -> None:
 
 def _replay(eng: Any, root: Path, report: Recovery, repair: bool) -> None:
     scan = ffi.new("struct jnl_scan *")
-    counts = ffi.new("uint64_t[4]")
-    names = ("other", "new", "cancel", "modify")
+    counts = ffi.new("uint64_t[]", lib.ENG_CMD__COUNT)
+    names = ("other", "new", "cancel", "modify", "set_state")
+    assert len(names) == lib.ENG_CMD__COUNT
     stopped = False
     found = segments(root)
     for i, (first, path) in enumerate(found):
@@ -322,7 +323,7 @@ def _replay(eng: Any, root: Path, report: Recovery, repair: bool) -> None:
         stop = STOP_REASONS.get(scan.stop, str(scan.stop))
         report.segments.append(
             SegmentReport(str(path), int(scan.first_seq), int(scan.records), int(scan.skipped), int(scan.applied),
-                          int(scan.last_seq), stop, {names[i]: int(counts[i]) for i in range(4) if counts[i]})
+                          int(scan.last_seq), stop, {names[i]: int(counts[i]) for i in range(len(names)) if counts[i]})
         )
         report.replayed += int(scan.applied)
         if scan.stop == lib.JNL_END:

@@ -32,7 +32,7 @@ from ._codes import (
 )
 from ._ffi import ffi, lib
 from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
-from .enums import REJECT_MESSAGES, CancelReason
+from .enums import REJECT_MESSAGES, CancelReason, TradingState
 from .errors import (
     ConcurrentUseError,
     DuplicateSymbol,
@@ -439,6 +439,43 @@ class Engine:
             events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
         self._seq = events[-1].seq
         return events
+
+    # ---- trading state -------------------------------------------------------
+
+    def halt(self, symbol: str) -> list[Event]:
+        """Halt an instrument: until ``resume``, new orders and modifies for it
+        are rejected (``halted``); cancels go through. A sequenced command:
+        returns its ``StateChanged`` event."""
+        return self._set_state(symbol, lib.ENG_STATE_HALTED)
+
+    def resume(self, symbol: str) -> list[Event]:
+        """Open a halted instrument again (``StateChanged`` event)."""
+        return self._set_state(symbol, lib.ENG_STATE_OPEN)
+
+    def trading_state(self, symbol: str) -> TradingState:
+        """Whether the instrument is open or halted."""
+        state = lib.eng_instrument_state(self._live(), self.instrument_id(symbol))
+        return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
+
+    def _set_state(self, symbol: str, state: int) -> list[Event]:
+        if self._busy:
+            raise _concurrent()
+        self._busy = True
+        try:
+            e = self._live()
+            cmd = ffi.new("struct eng_cmd *", {"type": lib.ENG_CMD_SET_STATE, "qty": state})
+            cmd.instrument = self.instrument_id(symbol)
+            lib.eng_clear_events(e)
+            n = lib.eng_process(e, cmd)
+            if n <= 0:
+                raise EngineMemoryError("the engine could not grow its event buffer")
+            raw = ffi.buffer(lib.eng_events(e, self._count), n * EVENT_SIZE)
+            events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
+            lib.eng_clear_events(e)
+            self._seq = events[-1].seq
+            return events
+        finally:
+            self._busy = False
 
     # ---- batch ---------------------------------------------------------------
 

@@ -16,6 +16,7 @@ __all__ = [
     "SelfTradePrevention",
     "RejectReason",
     "CancelReason",
+    "TradingState",
     "REJECT_MESSAGES",
 ]
 
@@ -66,6 +67,10 @@ class RejectReason(StrEnum):
     BAD_CLIENT_ORDER_ID = "bad_client_order_id"
     # The engine could not allocate memory for the command (nothing changed).
     NO_MEMORY = "no_memory"
+    # A new order or a modify for a halted instrument.
+    HALTED = "halted"
+    # A trading-state change to a state that does not exist (batch path only).
+    BAD_STATE = "bad_state"
 
 
 class CancelReason(StrEnum):
@@ -80,6 +85,13 @@ class CancelReason(StrEnum):
     LEVEL_FULL = "level_full"
     # The order traded what it could but memory to rest the remainder ran out.
     NO_MEMORY = "no_memory"
+
+
+class TradingState(StrEnum):
+    """An instrument's trading state; while halted only cancels are accepted."""
+
+    OPEN = "open"
+    HALTED = "halted"
 
 
 REJECT_MESSAGES: dict[RejectReason, str] = {
@@ -101,4 +113,6 @@ REJECT_MESSAGES: dict[RejectReason, str] = {
     RejectReason.BAD_FLAGS: "unknown flags, or post-only on a market, ioc or fok order",
     RejectReason.BAD_CLIENT_ORDER_ID: "client order id must be printable ASCII",
     RejectReason.NO_MEMORY: "out of memory",
+    RejectReason.HALTED: "the instrument is halted: only cancels are accepted",
+    RejectReason.BAD_STATE: "trading state must be open or halted",
 }

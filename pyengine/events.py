@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Union
 
-from .enums import CancelReason, RejectReason, SelfTradePrevention, Side
+from .enums import CancelReason, RejectReason, SelfTradePrevention, Side, TradingState
 
 __all__ = [
     "Accepted",
@@ -22,6 +22,7 @@ __all__ = [
     "Cancelled",
     "Modified",
     "LevelUpdate",
+    "StateChanged",
     "Event",
     "Level",
     "BookView",
@@ -93,7 +94,15 @@ class LevelUpdate(NamedTuple):
     order_count: int
 
 
-Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate]
+class StateChanged(NamedTuple):
+    """An instrument's trading state was set (halted or resumed)."""
+
+    seq: int
+    symbol: str
+    state: TradingState
+
+
+Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate, StateChanged]
 
 
 class Level(NamedTuple):

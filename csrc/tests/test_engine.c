@@ -626,6 +626,77 @@ void test_engine_instruments(void)
     eng_destroy(e);
 }
 
+static struct eng_cmd set_state_cmd(uint32_t inst, int64_t state)
+{
+    return (struct eng_cmd){.type = ENG_CMD_SET_STATE, .instrument = inst, .qty = state,
+                            .account = 99};
+}
+
+static void run_rejected(struct eng *e, struct eng_cmd c, int reason)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, c, &n);
+    ASSERT_EQ(n, 1);
+    expect_reject(ev, reason);
+}
+
+void test_engine_halt_and_resume(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    const struct eng_event *ev;
+    struct eng_order_info info;
+    uint64_t bid = rest(e, ES, ENG_BUY, 10, 4500, 1);
+    uint64_t hash_open = eng_state_hash(e);
+
+    ASSERT_EQ(eng_instrument_state(e, ES), ENG_STATE_OPEN);
+    ev = run(e, set_state_cmd(ES, ENG_STATE_HALTED), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_STATE);
+    ASSERT_EQ(ev[0].instrument, ES);
+    ASSERT_EQ(ev[0].qty, ENG_STATE_HALTED);
+    ASSERT_EQ(ev[0].account, 99);
+    ASSERT_EQ(eng_instrument_state(e, ES), ENG_STATE_HALTED);
+    ASSERT_EQ(eng_instrument_state(e, BTC), ENG_STATE_OPEN);
+    ASSERT_EQ(eng_instrument_state(e, 7), -1);
+    ASSERT_TRUE(eng_state_hash(e) != hash_open);
+
+    /* Halted: new orders (even one that would trade) and modifies are refused,
+       the book is untouched; the other instrument trades on. */
+    run_rejected(e, new_limit(ES, ENG_SELL, 5, 4500, 2), ENG_HALTED);
+    run_rejected(e, new_market(ES, ENG_SELL, 5, 2), ENG_HALTED);
+    run_rejected(e, modify_cmd(bid, 1, 5, 0), ENG_HALTED);
+    run_rejected(e, modify_cmd(bid, 1, 0, 0), ENG_HALTED);
+    ASSERT_EQ(eng_get_order(e, bid, &info), 1);
+    ASSERT_EQ(info.qty, 10);
+    rest(e, BTC, ENG_BUY, 10, 1500, 1);
+    ev = run(e, new_limit(BTC, ENG_SELL, 10, 1500, 2), &n);
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    /* Halting twice is accepted and changes nothing. */
+    ev = run(e, set_state_cmd(ES, ENG_STATE_HALTED), &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_STATE);
+    /* Cancels go through. */
+    ev = run(e, cancel_cmd(bid, 1), &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_CANCELLED);
+    ASSERT_EQ(eng_get_order(e, bid, &info), 0);
+
+    /* Bad commands. */
+    run_rejected(e, set_state_cmd(ES, 2), ENG_BAD_STATE);
+    run_rejected(e, set_state_cmd(ES, -1), ENG_BAD_STATE);
+    run_rejected(e, set_state_cmd(5, ENG_STATE_OPEN), ENG_UNKNOWN_INSTRUMENT);
+    struct eng_cmd flagged = set_state_cmd(ES, ENG_STATE_OPEN);
+    flagged.flags = ENG_CMD_F_POST_ONLY;
+    run_rejected(e, flagged, ENG_BAD_FLAGS);
+    ASSERT_EQ(eng_instrument_state(e, ES), ENG_STATE_HALTED);
+
+    /* Resumed: orders are accepted again. */
+    ev = run(e, set_state_cmd(ES, ENG_STATE_OPEN), &n);
+    ASSERT_EQ(ev[0].qty, ENG_STATE_OPEN);
+    rest(e, ES, ENG_BUY, 10, 4500, 1);
+    ASSERT_STREQ(eng_err_name(ENG_HALTED), "halted");
+    eng_destroy(e);
+}
+
 void test_engine_fast_paths(void)
 {
     struct eng *e = make_engine();

@@ -27,13 +27,18 @@ static struct eng *make(int with_instruments)
     return e;
 }
 
-/* A deterministic stream of mostly valid commands that rest, trade and cancel. */
+/* A deterministic stream of mostly valid commands that rest, trade and
+   cancel, now and then halting or resuming an instrument. */
 static struct eng_cmd command(uint64_t i, uint64_t *rng)
 {
     struct eng_cmd c = {0};
     uint64_t r = test_rand(rng) % 10;
     uint32_t inst = (uint32_t)(test_rand(rng) % 2);
-    if (r < 7 || i < 10) {
+    if (i >= 10 && test_rand(rng) % 64 == 0) {
+        c.type = ENG_CMD_SET_STATE;
+        c.instrument = inst;
+        c.qty = (int64_t)(test_rand(rng) % 2);
+    } else if (r < 7 || i < 10) {
         int64_t tick = inst ? 5 : 1, lot = inst ? 2 : 1;
         c.type = ENG_CMD_NEW;
         c.instrument = inst;
@@ -217,7 +222,7 @@ void test_journal_replay_gives_the_same_state(void)
     struct eng *live = journal_run(dir, 5000, 0, 0);
     struct eng *replay = make(1);
     struct jnl_scan scan;
-    uint64_t counts[4];
+    uint64_t counts[ENG_CMD__COUNT];
 
     snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, 1ull);
     ASSERT_EQ(jnl_scan_file(path, replay, 0, &scan, counts), ENG_OK);
@@ -226,7 +231,11 @@ void test_journal_replay_gives_the_same_state(void)
     ASSERT_EQ(scan.applied, 5000);
     ASSERT_EQ(scan.first_seq, 1);
     ASSERT_EQ(scan.last_seq, 5000);
-    ASSERT_EQ(counts[ENG_CMD_NEW] + counts[ENG_CMD_CANCEL] + counts[ENG_CMD_MODIFY], 5000);
+    ASSERT_EQ(counts[ENG_CMD_NEW] + counts[ENG_CMD_CANCEL] + counts[ENG_CMD_MODIFY] +
+                  counts[ENG_CMD_SET_STATE],
+              5000);
+    ASSERT_TRUE(counts[ENG_CMD_SET_STATE] > 0);
+    ASSERT_EQ(counts[0], 0);
     ASSERT_EQ(scan.valid_bytes, scan.file_bytes);
     ASSERT_EQ(eng_state_hash(live), eng_state_hash(replay));
     ASSERT_VERIFY(replay);

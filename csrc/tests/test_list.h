@@ -36,6 +36,7 @@
     XX(engine, engine_client_order_ids)                \
     XX(engine, engine_level_full)                      \
     XX(engine, engine_instruments)                     \
+    XX(engine, engine_halt_and_resume)                 \
     XX(engine, engine_fast_paths)                      \
     XX(engine, engine_batch_and_memory_reuse)          \
     XX(engine_random, engine_random_flow_invariants)   \

@@ -25,6 +25,7 @@ __all__ = [
     "Modify",
     "NewOrder",
     "ReferenceEngine",
+    "SetState",
     "accepted_order_ids",
     "apply",
     "commands",

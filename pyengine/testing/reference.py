@@ -32,6 +32,7 @@ from ..enums import (
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TradingState,
 )
 from ..events import (
     Accepted,
@@ -42,6 +43,7 @@ from ..events import (
     Modified,
     OrderState,
     Rejected,
+    StateChanged,
     Trade,
 )
 
@@ -79,6 +81,7 @@ class _Instrument:
     lot_size: int
     price_band: tuple[int, int] | None
     market_protection: int | None
+    halted: bool = False
     bids: _Book = field(default_factory=dict)
     asks: _Book = field(default_factory=dict)
 
@@ -259,6 +262,28 @@ class ReferenceEngine:
             return [Modified(seq, order.order_id, new_price, qty, True)]
         return self._reprice(seq, order, qty, new_price)
 
+    def halt(self, symbol: str) -> list[Event]:
+        """Halt an instrument: new orders and modifies are rejected."""
+        return self._set_state(symbol, TradingState.HALTED)
+
+    def resume(self, symbol: str) -> list[Event]:
+        """Open a halted instrument again."""
+        return self._set_state(symbol, TradingState.OPEN)
+
+    def trading_state(self, symbol: str) -> TradingState:
+        return TradingState.HALTED if self._instrument(symbol).halted else TradingState.OPEN
+
+    def _set_state(self, symbol: str, state: TradingState) -> list[Event]:
+        inst = self._instrument(symbol)
+        inst.halted = state is TradingState.HALTED
+        return [StateChanged(self._next_seq(), symbol, state)]
+
+    def _instrument(self, symbol: str) -> _Instrument:
+        try:
+            return self._instruments[symbol]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown symbol {symbol!r}") from None
+
     # Queries
 
     def book(self, symbol: str, depth: int = 10) -> BookView:
@@ -314,6 +339,8 @@ class ReferenceEngine:
         inst = self._instruments.get(new.symbol)
         if inst is None:
             return RejectReason.UNKNOWN_INSTRUMENT
+        if inst.halted:
+            return RejectReason.HALTED
         reason = _qty_reason(inst, new.qty, allow_zero=False)
         if reason is None and new.order_type is OrderType.LIMIT:
             assert new.price is not None
@@ -333,6 +360,8 @@ class ReferenceEngine:
     ) -> RejectReason | None:
         """The first failing check of a modify of an open order (rules 3 to 8)."""
         inst = order.instrument
+        if inst.halted:
+            return RejectReason.HALTED
         reason = _qty_reason(inst, qty, allow_zero=True)
         if reason is None and price is not None:
             reason = _price_reason(inst, price)

@@ -73,6 +73,7 @@ __all__ = [
     "NewOrder",
     "PriceChange",
     "QtyChange",
+    "SetState",
     "Target",
     "accepted_order_ids",
     "apply",
@@ -136,6 +137,10 @@ class EngineAPI(Protocol):
         account: int | None = ...,
         client_order_id: str | None = ...,
     ) -> list[Event]: ...
+
+    def halt(self, symbol: str) -> list[Event]: ...
+
+    def resume(self, symbol: str) -> list[Event]: ...
 
     def book(self, symbol: str, depth: int = ...) -> BookView: ...
 
@@ -240,7 +245,15 @@ class Modify:
     price: PriceChange
 
 
-Command = NewOrder | Cancel | Modify
+@dataclass(frozen=True)
+class SetState:
+    """``engine.halt(symbol)`` or ``engine.resume(symbol)``."""
+
+    symbol: str
+    halt: bool
+
+
+Command = NewOrder | Cancel | Modify | SetState
 
 
 def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list[Event]:
@@ -262,6 +275,8 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
             post_only=command.post_only,
             stp=command.stp,
         )
+    if isinstance(command, SetState):
+        return engine.halt(command.symbol) if command.halt else engine.resume(command.symbol)
     to = resolve_target(engine, command.target, order_ids)
     if isinstance(command, Cancel):
         return engine.cancel(to.order_id, account=to.account, client_order_id=to.client_order_id)
@@ -521,8 +536,9 @@ def commands(
     """One command for an engine holding the instruments ``specs`` describes.
 
     ``specs`` are ``add_instrument`` keyword dicts (as ``instrument_specs``
-    draws them; only ``symbol`` is required). About 70% new orders, 20%
-    modifies, 10% cancels. Run a command with ``apply``.
+    draws them; only ``symbol`` is required). About 67% new orders, 19%
+    modifies, 10% cancels, 5% halts and resumes (three resumes to a halt, so
+    an instrument is mostly open). Run a command with ``apply``.
     """
     if not specs:
         raise ValueError("commands() needs at least one instrument spec")
@@ -532,6 +548,9 @@ def commands(
     modifies = st.builds(
         Modify, targets, _weighted_members(_QTY_WEIGHTS), _weighted_members(_PRICE_WEIGHTS)
     )
+    states = st.builds(
+        SetState, st.sampled_from([spec["symbol"] for spec in specs]), _weighted_members(((True, 1), (False, 3)))
+    )
     return _weighted(
-        (_new_orders(specs, accounts, client_order_ids), 7), (cancels, 1), (modifies, 2)
+        (_new_orders(specs, accounts, client_order_ids), 14), (cancels, 2), (modifies, 4), (states, 1)
     )

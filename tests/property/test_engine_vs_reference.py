@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
+from pyengine import Engine, pack_cancel, pack_modify, pack_new_order, pack_set_state
 from pyengine.events import Event
 from pyengine.testing import ReferenceEngine
 from pyengine.testing.strategies import (
@@ -92,6 +92,14 @@ class Recorder:
     def modify(self, order_id: int | None = None, **kw: Any) -> list[Event]:
         self.packed.append(pack_modify(order_id, **kw))
         return self.engine.modify(order_id, **kw)
+
+    def halt(self, symbol: str) -> list[Event]:
+        self.packed.append(pack_set_state(self.engine.instrument_id(symbol), "halted"))
+        return self.engine.halt(symbol)
+
+    def resume(self, symbol: str) -> list[Event]:
+        self.packed.append(pack_set_state(self.engine.instrument_id(symbol), "open"))
+        return self.engine.resume(symbol)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)

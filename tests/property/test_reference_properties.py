@@ -31,8 +31,9 @@ from pyengine.enums import (
     SelfTradePrevention,
     Side,
     TimeInForce,
+    TradingState,
 )
-from pyengine.events import Accepted, Cancelled, Event, Level, Modified, Rejected, Trade
+from pyengine.events import Accepted, Cancelled, Event, Level, Modified, Rejected, StateChanged, Trade
 from pyengine.testing import ReferenceEngine
 from pyengine.testing.strategies import (
     Addressed,
@@ -40,6 +41,7 @@ from pyengine.testing.strategies import (
     Command,
     Modify,
     NewOrder,
+    SetState,
     accepted_order_ids,
     apply,
     commands,
@@ -59,6 +61,7 @@ _MODIFY_REJECTS = frozenset(
         RejectReason.OFF_TICK,
         RejectReason.OUTSIDE_BAND,
         RejectReason.POST_ONLY_WOULD_CROSS,
+        RejectReason.HALTED,
     }
 )
 
@@ -85,11 +88,15 @@ def _best(levels: Sequence[Level]) -> int | None:
     return levels[0].price if levels else None
 
 
-def _static_reject(order: NewOrder, specs: Mapping[str, Mapping[str, Any]]) -> RejectReason | None:
-    """Validation checks 1 to 6, straight from docs/semantics.md."""
+def _static_reject(
+    order: NewOrder, specs: Mapping[str, Mapping[str, Any]], halted: set[str]
+) -> RejectReason | None:
+    """Validation checks 1 to 7, straight from docs/semantics.md."""
     spec = specs.get(order.symbol)
     if spec is None:
         return RejectReason.UNKNOWN_INSTRUMENT
+    if order.symbol in halted:
+        return RejectReason.HALTED
     if order.qty <= 0:
         return RejectReason.BAD_QTY
     if order.qty % spec["lot_size"]:
@@ -116,19 +123,22 @@ class Ledger:
         self.order_ids: list[int] = []
         self.seq = 0
         self.trades = 0
+        self.halted: set[str] = set()
 
     # Running one command
 
     def run(self, command: Command) -> list[Event]:
         before = {symbol: self.engine.book(symbol, DEPTH) for symbol in self.specs}
         reject_ids: tuple[str | None, int | None]
+        if isinstance(command, SetState):
+            return self._run_set_state(command)
         if isinstance(command, NewOrder):
             to = None
             expected = self._expected_new_order_reject(command, before)
             reject_ids = (command.client_order_id, None)
         else:
             to = resolve_target(self.engine, command.target, self.order_ids)
-            expected = self._expected_target_reject(to)
+            expected = self._expected_target_reject(to, command)
             reject_ids = (to.client_order_id, to.order_id)
         target = None if to is None else self._reached(to)
         target_open = 0 if target is None else target.open
@@ -152,11 +162,25 @@ class Ledger:
         self.engine.verify()
         return events
 
+    def _run_set_state(self, command: SetState) -> list[Event]:
+        """A halt or resume: one StateChanged event, and the book untouched."""
+        before = {symbol: self.engine.book(symbol, DEPTH) for symbol in self.specs}
+        self.seq += 1
+        events = apply(self.engine, command, self.order_ids)
+        state = TradingState.HALTED if command.halt else TradingState.OPEN
+        assert events == [StateChanged(self.seq, command.symbol, state)]
+        (self.halted.add if command.halt else self.halted.discard)(command.symbol)
+        assert {symbol: self.engine.book(symbol, DEPTH) for symbol in self.specs} == before
+        for symbol in self.specs:
+            expected = TradingState.HALTED if symbol in self.halted else TradingState.OPEN
+            assert self.engine.trading_state(symbol) is expected
+        return events
+
     def _expected_new_order_reject(
         self, order: NewOrder, before: Mapping[str, Any]
     ) -> RejectReason | None:
         """The reject a new order must get, from the rules and the ledger alone."""
-        reason = _static_reject(order, self.specs)
+        reason = _static_reject(order, self.specs, self.halted)
         if reason is not None:
             return reason
         if order.client_order_id is not None and self._open_order_of(
@@ -176,13 +200,16 @@ class Ledger:
                 return RejectReason.POST_ONLY_WOULD_CROSS
         return None
 
-    def _expected_target_reject(self, to: Addressed) -> RejectReason | None:
-        """unknown_order / not_owner for a cancel or modify, from the ledger alone."""
+    def _expected_target_reject(self, to: Addressed, command: Command) -> RejectReason | None:
+        """unknown_order / not_owner for a cancel or modify, halted for a modify,
+        from the ledger alone."""
         target = self._reached(to)
         if target is None:
             return RejectReason.UNKNOWN_ORDER
         if to.account is not None and to.account != target.order.account:
             return RejectReason.NOT_OWNER
+        if isinstance(command, Modify) and target.order.symbol in self.halted:
+            return RejectReason.HALTED
         return None
 
     def _reached(self, to: Addressed) -> _Tracked | None:
@@ -436,8 +463,11 @@ _OUTCOMES = frozenset(
                 "post_only_would_cross",
                 "unknown_order",
                 "not_owner",
+                "halted",
             )
         ),
+        "StateChanged:halted",
+        "StateChanged:open",
         "Modified:True",
         "Modified:False",
         "Trade:same_account",
@@ -457,6 +487,8 @@ def _outcomes(events: list[Event]) -> set[str]:
             found.add(f"Modified:{event.priority_kept}")
         elif isinstance(event, Trade) and event.maker_account == event.taker_account:
             found.add("Trade:same_account")
+        elif isinstance(event, StateChanged):
+            found.add(f"StateChanged:{event.state}")
     prices = {event.price for event in events if type(event) is Trade}
     if len(prices) > 1:
         found.add("Trade:sweep")

@@ -61,15 +61,20 @@ def test_cancel_reasons_match_the_c_table() -> None:
 
 
 def test_batch_codes_match_the_c_header() -> None:
-    assert batch.CommandType.NEW == lib.ENG_CMD_NEW
-    assert batch.CommandType.MODIFY == lib.ENG_CMD_MODIFY
-    assert batch.SideCode.SELL == lib.ENG_SELL
-    assert batch.OrderTypeCode.MARKET == lib.ENG_MARKET
-    assert batch.TifCode.FOK == lib.ENG_FOK
-    assert batch.StpCode.CANCEL_BOTH == lib.ENG_STP_CANCEL_BOTH
-    assert batch.CommandFlag.KEEP_PRICE == lib.ENG_CMD_F_KEEP_PRICE
-    assert batch.CommandFlag.ANY_ACCOUNT == lib.ENG_CMD_F_ANY_ACCOUNT
-    assert batch.EventType.MODIFIED == lib.ENG_EV_MODIFIED
+    prefixes = {
+        batch.CommandType: "ENG_CMD_",
+        batch.StateCode: "ENG_STATE_",
+        batch.SideCode: "ENG_",
+        batch.OrderTypeCode: "ENG_",
+        batch.TifCode: "ENG_",
+        batch.StpCode: "ENG_STP_",
+        batch.CommandFlag: "ENG_CMD_F_",
+        batch.EventType: "ENG_EV_",
+    }
+    for enum_class, prefix in prefixes.items():
+        for member in enum_class:
+            assert member == getattr(lib, prefix + member.name), member
+    assert len(batch.CommandType) == lib.ENG_CMD__COUNT - 1
     assert batch.COMMAND_SIZE == ffi.sizeof("struct eng_cmd")
     assert batch.EVENT_SIZE == ffi.sizeof("struct eng_event")
     for name in ("price", "qty", "coid", "order_id", "instrument"):
