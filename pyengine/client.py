@@ -165,10 +165,17 @@ class Client:
             msg["client_order_id"] = client_order_id
         return self._send_request(msg)
 
-    def mass_cancel(self, symbol: str | None = None) -> Any:
+    def mass_cancel(self, symbol: str | None = None, *, account: int | None = None,
+                    all_accounts: bool = False) -> Any:
+        """Cancel this session's open orders (of one instrument, or all); an
+        admin may name another ``account`` or ask for ``all_accounts``."""
         msg: dict[str, Any] = {"type": "mass_cancel"}
         if symbol is not None:
             msg["symbol"] = symbol
+        if account is not None:
+            msg["account"] = account
+        if all_accounts:
+            msg["all_accounts"] = True
         return self._send_request(msg)
 
     def subscribe(self, symbol: str) -> Any:
@@ -183,6 +190,13 @@ class Client:
     def snapshot(self) -> Any:
         """Ask for a snapshot now (an admin request; the reply comes once it is on disk)."""
         return self._send_request({"type": "snapshot"})
+
+    def halt(self, symbol: str) -> Any:
+        """Halt an instrument: only cancels are accepted until ``resume`` (admin)."""
+        return self._send_request({"type": "halt", "symbol": symbol})
+
+    def resume(self, symbol: str) -> Any:
+        return self._send_request({"type": "resume", "symbol": symbol})
 
     # ---- lifetime ----------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .config import ServerConfig
 from .dispatch import Dispatcher, JournalFailed
 from .engine_thread import CMD, CMD_SIZE, EngineThread
 from .marketdata import MarketData
+from .limits import LoginThrottle, OrderLimits
 from .unclaimed import UnclaimedOrders
 from .session import Session
 
@@ -88,9 +89,16 @@ class Server:
         self.commands = CommandQueue(self.engine)
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
+        self.limits = OrderLimits(config.instruments, config.limits)
+        self.login_throttle = LoginThrottle(config.limits.login_failures, config.limits.login_window)
         if self.engine.recovery is not None:
             # The engine is not running yet: read the recovered books directly.
-            self.unclaimed = UnclaimedOrders(self.engine.open_orders())
+            recovered = self.engine.open_orders()
+            self.unclaimed = UnclaimedOrders(recovered)
+            for _, _, account, _ in recovered:
+                self.limits.open[account] += 1
+            for inst, state in enumerate(self.engine.trading_states()):
+                self.marketdata.halted[inst] = state == 1
             for inst in range(len(self.engine.symbols)):
                 for side in (1, 2):
                     for price, total, count in self.engine.book_levels(inst, side):
@@ -124,9 +132,14 @@ class Server:
         self.address = self._listener.address[:2]
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(self._stats_loop))
+        if self.config.limits.idle_timeout > 0:
+            self._greenlets.append(gevent.spawn(self._idle_loop))
         log.info("listening", extra=fields(host=self.address[0], port=self.address[1],
                                           instruments=",".join(self.engine.symbols),
                                           auth=self.config.auth_required))
+        if not self.config.auth_required:
+            log.warning("no_auth", extra=fields(
+                detail="no [[accounts]] in the configuration: any client may log in as any account, with admin rights"))
 
     def serve_forever(self) -> None:
         self.start()
@@ -247,6 +260,14 @@ class Server:
                 session.coids[coid] = oid
         return len(orders)
 
+    def open_orders_of(self, account: int | None) -> list[tuple[int, int]]:
+        """(order id, instrument) of every open order the server knows of one
+        account (None: of every account), held by a session or unclaimed."""
+        out = [(oid, s.orders[oid][0]) for oid, s in self.dispatcher.owners.items()
+               if (account is None or s.account == account) and oid in s.orders]
+        out += self.unclaimed.of_account(account)
+        return out
+
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""
         self.commands.add(2, 0, 0, 0, 0, 2, 0, 0, order_id, 0, 0, _NO_COID, 0)
@@ -257,6 +278,16 @@ class Server:
         for sid in done:
             del self.sessions[sid]
         self.closed_sessions -= len(done)
+
+    def _idle_loop(self) -> None:
+        """Close sessions that have sent nothing for ``idle_timeout`` seconds."""
+        timeout = self.config.limits.idle_timeout
+        while True:
+            gevent.sleep(min(1.0, timeout / 4))
+            now = time.monotonic()
+            for session in [s for s in self.sessions.values() if not s.closed and now - s.last_active > timeout]:
+                session.error("idle_timeout", f"nothing received for {timeout:g} seconds")
+                session.close("idle_timeout")
 
     # ---- stats -------------------------------------------------------------
 

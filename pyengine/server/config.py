@@ -22,12 +22,22 @@ A file looks like this (every key optional, defaults as shown)::
     snapshot_every = 1000000     # commands between snapshots; 0: only on request
     keep_segments = false        # keep journal segments a newer snapshot covers
 
+    [limits]                     # 0 turns a limit off
+    max_open_orders = 10000      # open orders of one account, all its sessions together
+    rate = 10000                 # messages a second one session may send, on average
+    burst = 20000                # ... and at once (token bucket)
+    idle_timeout = 300.0         # seconds without a message before a session is closed
+    login_failures = 5           # failed logins from one host ...
+    login_window = 60.0          # ... within this many seconds lock it out until they age
+
     [[instruments]]
     symbol = "ESZ6"
     tick_size = 25
     lot_size = 1
     price_band = [100000, 1000000]   # optional
     market_protection = 2500         # optional, price units
+    max_qty = 1000                   # optional: the largest order
+    max_notional = 100000000         # optional: the largest price x qty of an order
     kind = "future"                  # or "spot"; informational
 
     [[accounts]]                     # none: no authentication
@@ -53,6 +63,7 @@ __all__ = [
     "InstrumentConfig",
     "AccountConfig",
     "ServerConfig",
+    "LimitsConfig",
     "DEFAULT_INSTRUMENTS",
     "load_config",
     "check_config",
@@ -73,7 +84,21 @@ class InstrumentConfig:
     lot_size: int = 1
     price_band: tuple[int, int] | None = None
     market_protection: int | None = None
+    max_qty: int | None = None
+    max_notional: int | None = None  # price x qty
     kind: str = "future"
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """What one account or session may do; 0 turns a limit off."""
+
+    max_open_orders: int = 10_000
+    rate: float = 10_000.0
+    burst: int = 20_000
+    idle_timeout: float = 300.0
+    login_failures: int = 5
+    login_window: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -115,6 +140,7 @@ class ServerConfig:
     fsync: str = "batch"
     snapshot_every: int = 1_000_000
     keep_segments: bool = False
+    limits: LimitsConfig = LimitsConfig()
 
     @property
     def auth_required(self) -> bool:
@@ -168,6 +194,8 @@ def _instrument(i: int, table: dict[str, Any]) -> InstrumentConfig:
         market_protection=_typed(where, "market_protection", table.get("market_protection", 0), int)
         if "market_protection" in table
         else None,
+        max_qty=_typed(where, "max_qty", table["max_qty"], int) if "max_qty" in table else None,
+        max_notional=_typed(where, "max_notional", table["max_notional"], int) if "max_notional" in table else None,
         kind=kind,
     )
 
@@ -187,6 +215,18 @@ def _account(i: int, table: dict[str, Any]) -> AccountConfig:
     )
 
 
+def _limits(table: dict[str, Any]) -> LimitsConfig:
+    _check_keys("[limits]", table, {f.name for f in fields(LimitsConfig)})
+    kw: dict[str, Any] = {}
+    for f in fields(LimitsConfig):
+        if f.name in table:
+            if f.type == "int":
+                kw[f.name] = _typed("[limits]", f.name, table[f.name], int)
+            else:
+                kw[f.name] = float(_typed("[limits]", f.name, table[f.name], (int, float)))
+    return LimitsConfig(**kw)
+
+
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     """Read a TOML configuration file; raise ConfigError saying what is wrong."""
     try:
@@ -202,7 +242,7 @@ FSYNC_POLICIES = ("always", "batch", "off")
 
 
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
-    _check_keys("top level", data, {"server", "engine", "durability", "instruments", "accounts"})
+    _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts"})
     server = data.get("server", {})
     engine = data.get("engine", {})
     durability = data.get("durability", {})
@@ -231,6 +271,8 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         kw["snapshot_every"] = _typed("[durability]", "snapshot_every", durability["snapshot_every"], int)
     if "keep_segments" in durability:
         kw["keep_segments"] = _typed("[durability]", "keep_segments", durability["keep_segments"], bool)
+    if "limits" in data:
+        kw["limits"] = _limits(data["limits"])
     if "instruments" in data:
         instruments = tuple(_instrument(i, t) for i, t in enumerate(data["instruments"]))
         if not instruments:
@@ -256,6 +298,17 @@ def check_config(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"[durability]: snapshot_every must be >= 0, not {config.snapshot_every}")
     if config.data_dir == "":
         raise ConfigError("[durability]: data_dir must name a directory")
+    for i in config.instruments:
+        for key in ("max_qty", "max_notional"):
+            value = getattr(i, key)
+            if value is not None and value <= 0:
+                raise ConfigError(f"instrument {i.symbol}: {key} must be positive, not {value}")
+    lim = config.limits
+    for f in fields(LimitsConfig):
+        if getattr(lim, f.name) < 0:
+            raise ConfigError(f"[limits]: {f.name} must be >= 0, not {getattr(lim, f.name)}")
+    if lim.rate and lim.burst < 1:
+        raise ConfigError("[limits]: burst must be at least 1 when rate is set")
     return config
 
 

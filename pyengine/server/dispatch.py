@@ -38,7 +38,7 @@ _EVENT = struct.Struct("<BBBBIQQQQqqqqII16sQ")
 _LEVEL_EVENT = struct.Struct("<xBxxI32xqqq40x")
 assert _EVENT.size == _LEVEL_EVENT.size == EVENT_SIZE
 _BATCH = 4096
-_ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _MODIFIED, _LEVEL = 1, 2, 3, 4, 5, 6
+_ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _MODIFIED, _LEVEL, _STATE = 1, 2, 3, 4, 5, 6, 7
 _SIDES = ("", "buy", "sell")
 _NO_COID = bytes(16)
 _REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
@@ -103,6 +103,8 @@ class Dispatcher:
         symbols = self.server.engine.symbols
         owners = self.owners
         unclaimed = self.server.unclaimed
+        open_orders = self.server.limits.open
+        in_flight = self.server.limits.in_flight
         unpack = _EVENT.unpack_from
         unpack_level = _LEVEL_EVENT.unpack_from
         md_level = md.level
@@ -124,8 +126,14 @@ class Dispatcher:
                 last_tag = tag
                 session = sessions.get(tag >> 32)
                 info = session.pending.pop(tag & 0xFFFFFFFF, None) if session is not None else None
+                if info is not None and info[0] == "new_order":
+                    in_flight[account] -= 1
             if typ == _TRADE:
                 self.trades += 1
+                if leaves == 0:
+                    open_orders[account] -= 1
+                if maker_leaves == 0:
+                    open_orders[maker_account] -= 1
                 symbol = symbols[inst]
                 taker = owners.get(oid)
                 if taker is not None:
@@ -138,6 +146,7 @@ class Dispatcher:
                 md.trade(inst, trade_id, price, qty, side)
             elif typ == _ACCEPTED:
                 self.orders += 1
+                open_orders[account] += 1
                 if session is None:
                     continue
                 coid = _coid(coid_raw)
@@ -165,11 +174,14 @@ class Dispatcher:
                     }
                 )
             elif typ == _CANCELLED:
+                open_orders[account] -= 1
                 self._cancelled(owners.get(oid), oid, leaves, reason, seq, session, info, first)
             elif typ == _MODIFIED:
                 self._modified(owners.get(oid), oid, price, qty, bool(flags & 1), seq, session, info, first)
             elif typ == _REJECTED:
                 self._rejected(session, info, reason, coid_raw, oid, seq)
+            elif typ == _STATE:
+                self._trading_state(session, info, inst, qty == 1, seq)
             elif typ == SNAPSHOT_EVENT:
                 self._snapshot_done(session, info, seq, leaves)
         self.server.marketdata.flush()
@@ -273,6 +285,15 @@ class Dispatcher:
                 "seq": seq,
             }
         )
+
+    def _trading_state(self, session: Session | None, info: tuple[str, Any, Any] | None, inst: int,
+                       halted: bool, seq: int) -> None:
+        symbol = self.server.engine.symbols[inst]
+        state = "halted" if halted else "open"
+        log.info("trading_state_set", extra=fields(symbol=symbol, state=state, seq=seq))
+        self.server.marketdata.trading_state(inst, halted)
+        if session is not None and info is not None:
+            session.reply({"type": "trading_state", "req_id": info[1], "symbol": symbol, "state": state, "seq": seq})
 
     def _snapshot_done(self, session: Session | None, info: tuple[str, Any, Any] | None, seq: int, err: int) -> None:
         engine = self.server.engine

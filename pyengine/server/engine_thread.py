@@ -125,6 +125,10 @@ class EngineThread:
         n = lib.eng_book_levels(self._eng, inst, side, buf, st.levels)
         return [(lv.price, lv.total_qty, lv.order_count) for lv in buf[0:n]]
 
+    def trading_states(self) -> list[int]:
+        """Each instrument's trading state (0 open, 1 halted); only before start()."""
+        return [lib.eng_instrument_state(self._eng, i) for i in range(len(self.symbols))]
+
     def start(self) -> None:
         if lib.runner_start(self._runner) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")

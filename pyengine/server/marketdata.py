@@ -29,6 +29,7 @@ class MarketData:
         # books[i][side] maps price -> (total qty, order count); side 1 bids, 2 asks.
         self.books: list[tuple[dict[int, tuple[int, int]], ...]] = [({}, {}, {}) for _ in range(n)]
         self.seq = [0] * n
+        self.halted = [False] * n
         self.subscribers: list[set[Session]] = [set() for _ in range(n)]
         self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
         self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
@@ -46,6 +47,14 @@ class MarketData:
     def trade(self, inst: int, trade_id: int, price: int, qty: int, aggressor: int) -> None:
         if self.subscribers[inst]:
             self._trades.setdefault(inst, []).append((trade_id, price, qty, aggressor))
+
+    def trading_state(self, inst: int, halted: bool) -> None:
+        """An instrument was halted or resumed: subscribers hear it in order
+        with the book changes and trades around it."""
+        self.flush()
+        self.halted[inst] = halted
+        self._publish(inst, {"type": "trading_state", "symbol": self.symbols[inst], "seq": 0,
+                             "state": "halted" if halted else "open"})
 
     def flush(self) -> None:
         """Send what this batch of events changed to the subscribers."""
@@ -92,6 +101,7 @@ class MarketData:
             "req_id": req_id,
             "symbol": self.symbols[inst],
             "seq": self.seq[inst],
+            "state": "halted" if self.halted[inst] else "open",
             "bids": [[p, *bids[p]] for p in sorted(bids, reverse=True)],
             "asks": [[p, *asks[p]] for p in sorted(asks)],
         }

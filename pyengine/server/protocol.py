@@ -37,6 +37,7 @@ __all__ = [
     "Unsubscribe",
     "Ping",
     "Snapshot",
+    "SetTradingState",
     "Request",
 ]
 
@@ -146,6 +147,8 @@ class Modify(NamedTuple):
 class MassCancel(NamedTuple):
     req_id: Any
     symbol: str | None
+    account: int | None  # another account's orders (admin)
+    all_accounts: bool  # every account's orders (admin)
 
 
 class Subscribe(NamedTuple):
@@ -166,7 +169,16 @@ class Snapshot(NamedTuple):
     req_id: Any
 
 
-Request = Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
+class SetTradingState(NamedTuple):
+    """``halt`` or ``resume`` an instrument (admin)."""
+
+    req_id: Any
+    symbol: str
+    halt: bool
+
+
+Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
+           | SetTradingState)
 
 _SIDES = frozenset(("buy", "sell"))
 _ORDER_TYPES = frozenset(("limit", "market"))
@@ -295,7 +307,13 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
     symbol = msg.get("symbol")
     if symbol is not None and type(symbol) is not str:
         raise RequestError("bad_field", f"symbol must be a string, not {_json_type(symbol)}", req_id)
-    return MassCancel(req_id, symbol)
+    account = msg.get("account")
+    if account is not None:
+        account = _int(msg, "account", req_id, 0, _args.UINT32_MAX)
+    all_accounts = _bool(msg, "all_accounts", False, req_id)
+    if all_accounts and account is not None:
+        raise RequestError("bad_field", "give at most one of account and all_accounts", req_id)
+    return MassCancel(req_id, symbol, account, all_accounts)
 
 
 _PARSERS = {
@@ -308,6 +326,8 @@ _PARSERS = {
     "unsubscribe": lambda m, r: Unsubscribe(r, _str(m, "symbol", r)),
     "ping": lambda m, r: Ping(r),
     "snapshot": lambda m, r: Snapshot(r),
+    "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
+    "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
 }
 
 

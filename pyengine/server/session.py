@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import TYPE_CHECKING, Any
 
 from gevent.event import Event
@@ -23,6 +24,7 @@ from gevent.event import Event
 from ..log import fields
 from .config import check_secret
 from .engine_thread import SNAPSHOT_COMMAND
+from .limits import TokenBucket
 from .protocol import (
     Cancel,
     FrameError,
@@ -34,6 +36,7 @@ from .protocol import (
     Ping,
     Snapshot,
     RequestError,
+    SetTradingState,
     Subscribe,
     Unsubscribe,
     encode,
@@ -53,6 +56,9 @@ _TYPE = {"limit": 1, "market": 2}
 _TIF = {"gtc": 1, "ioc": 2, "fok": 3}
 _STP = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
 _NO_COID = bytes(16)
+_CMD_SET_STATE = 4
+_STATE_OPEN, _STATE_HALTED = 0, 1
+_ANY_ACCOUNT = 2
 
 
 class Session:
@@ -78,6 +84,9 @@ class Session:
         self._wake = Event()
         self._reader = FrameReader(server.config.max_frame)
         self.close_reason = ""
+        limits = server.config.limits
+        self._bucket = TokenBucket(limits.rate, limits.burst)
+        self.last_active = time.monotonic()
 
     # ---- output ------------------------------------------------------------
 
@@ -149,6 +158,7 @@ class Session:
         try:
             while not self.closed:
                 data = sock.recv(_RECV)
+                self.last_active = time.monotonic()
                 if not data:
                     self._reader.close()
                     self.close("peer_closed")
@@ -166,6 +176,9 @@ class Session:
     def handle(self, frame: bytes) -> None:
         try:
             req = parse(frame)
+            if not self._bucket.take():
+                raise RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second",
+                                   req.req_id)
             if type(req) is NewOrder:
                 self.new_order(req)
             elif type(req) is Cancel:
@@ -184,6 +197,8 @@ class Session:
                 self.unsubscribe(req)
             elif type(req) is Snapshot:
                 self.snapshot(req)
+            elif type(req) is SetTradingState:
+                self.set_trading_state(req)
         except RequestError as exc:
             log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
             self.error(exc.code, str(exc), exc.req_id)
@@ -198,6 +213,18 @@ class Session:
             raise RequestError("not_logged_in", "log in first", req_id)
         return self.account
 
+    def _admin(self, req_id: Any, what: str) -> None:
+        """Admin commands need an admin account when the server has accounts."""
+        self._account(req_id)
+        if self.server.config.auth_required and not self.admin:
+            raise RequestError("not_admin", f"only an admin account may {what}", req_id)
+
+    def _order_reject(self, req: NewOrder, code: str, message: str) -> None:
+        """A reject decided here rather than by the engine (a limit)."""
+        log.info("order_limit", extra=fields(sid=self.sid, account=self.account, code=code))
+        self.reply({"type": "reject", "req_id": req.req_id, "code": code, "message": message,
+                    "client_order_id": req.client_order_id, "order_id": None, "seq": None})
+
     # ---- requests ----------------------------------------------------------
 
     def login(self, req: Login) -> None:
@@ -205,9 +232,16 @@ class Session:
             raise RequestError("already_logged_in", f"this session is logged in as account {self.account}", req.req_id)
         config = self.server.config
         if config.auth_required:
+            host = self.peer.rpartition(":")[0]
+            throttle = self.server.login_throttle
+            if throttle.blocked(host):
+                log.warning("login_throttled", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
+                raise RequestError("login_throttled", f"too many failed logins from {host}; try again later",
+                                   req.req_id)
             entry = config.account(req.account)
             ok = entry is not None and (entry.secret is None or (req.secret is not None and check_secret(entry.secret, req.secret)))
             if not ok:
+                throttle.failed(host)
                 log.warning("login_failed", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
                 raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
             self.admin = entry.admin  # type: ignore[union-attr]
@@ -229,6 +263,12 @@ class Session:
     def new_order(self, req: NewOrder) -> None:
         account = self._account(req.req_id)
         inst = self.server.engine.instrument_ids.get(req.symbol, 0xFFFFFFFF)
+        limits = self.server.limits
+        broken = limits.check_order(inst, req.qty, req.price) or limits.check_open(account)
+        if broken is not None:
+            self._order_reject(req, *broken)
+            return
+        limits.in_flight[account] += 1
         coid = _NO_COID if req.client_order_id is None else req.client_order_id.encode().ljust(16, b"\0")
         self.server.commands.add(
             1,
@@ -298,19 +338,28 @@ class Session:
         )
 
     def mass_cancel(self, req: MassCancel) -> None:
-        self._account(req.req_id)
+        own = req.account is None and not req.all_accounts
+        if own:
+            self._account(req.req_id)
+        else:
+            self._admin(req.req_id, "cancel the orders of other accounts")
         inst = None
         if req.symbol is not None:
             inst = self.server.engine.instrument_ids.get(req.symbol)
             if inst is None:
                 raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
-        targets = [oid for oid, (order_inst, _) in self.orders.items() if inst is None or order_inst == inst]
+        if own:
+            orders = [(oid, order_inst) for oid, (order_inst, _) in self.orders.items()]
+        else:
+            orders = self.server.open_orders_of(req.account)
+        targets = [oid for oid, order_inst in orders if inst is None or order_inst == inst]
         if not targets:
             self.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
         state = MassCancelState(req.req_id, len(targets))
         for oid in targets:
-            self.server.commands.add(2, 0, 0, 0, 0, 2, 0, 0, oid, 0, 0, _NO_COID, self._tag("mass_cancel", req.req_id, state))
+            self.server.commands.add(2, 0, 0, 0, 0, _ANY_ACCOUNT, 0, 0, oid, 0, 0, _NO_COID,
+                                     self._tag("mass_cancel", req.req_id, state))
 
     def subscribe(self, req: Subscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)
@@ -325,14 +374,23 @@ class Session:
         self.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
 
     def snapshot(self, req: Snapshot) -> None:
-        self._account(req.req_id)
-        if self.server.config.auth_required and not self.admin:
-            raise RequestError("not_admin", "only an admin account may ask for a snapshot", req.req_id)
+        self._admin(req.req_id, "ask for a snapshot")
         if not self.server.engine.journaling:
             raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
                                req.req_id)
         self.server.commands.add(SNAPSHOT_COMMAND, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NO_COID,
                                  self._tag("snapshot", req.req_id))
+
+    def set_trading_state(self, req: SetTradingState) -> None:
+        self._admin(req.req_id, "halt or resume an instrument")
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+        state = _STATE_HALTED if req.halt else _STATE_OPEN
+        log.info("trading_state", extra=fields(sid=self.sid, account=self.account, symbol=req.symbol,
+                                                  state="halted" if req.halt else "open"))
+        self.server.commands.add(_CMD_SET_STATE, 0, 0, 0, 0, 0, inst, self.account, 0, 0, state, _NO_COID,
+                                 self._tag("trading_state", req.req_id))
 
     # ---- end ---------------------------------------------------------------
 

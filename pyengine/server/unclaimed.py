@@ -39,6 +39,11 @@ class UnclaimedOrders:
             if not orders:
                 del self._by_account[account]
 
+    def of_account(self, account: int | None) -> list[tuple[int, int]]:
+        """(order id, instrument) of one account's orders, or of all (None)."""
+        accounts = self._by_account.values() if account is None else (self._by_account.get(account, {}),)
+        return [(oid, inst) for orders in accounts for oid, (inst, _) in orders.items()]
+
     def claim(self, account: int) -> dict[int, tuple[int, str | None]]:
         """Hand over the account's open orders: order id -> (instrument, client order id)."""
         orders = self._by_account.pop(account, {})

@@ -9,6 +9,7 @@ import pytest
 from pyengine.server.config import (
     DEFAULT_INSTRUMENTS,
     ConfigError,
+    LimitsConfig,
     ServerConfig,
     check_secret,
     hash_secret,
@@ -50,11 +51,21 @@ fsync = "always"
 snapshot_every = 5000
 keep_segments = true
 
+[limits]
+max_open_orders = 50
+rate = 250.5
+burst = 300
+idle_timeout = 30
+login_failures = 0
+login_window = 10
+
 [[instruments]]
 symbol = "ABC"
 tick_size = 5
 price_band = [100, 1000]
 market_protection = 50
+max_qty = 500
+max_notional = 100000
 kind = "spot"
 
 [[accounts]]
@@ -68,6 +79,9 @@ admin = true
     assert (inst.symbol, inst.tick_size, inst.price_band, inst.market_protection, inst.kind) == ("ABC", 5, (100, 1000), 50, "spot")
     assert c.auth_required and c.account(3).admin and c.account(4) is None
     assert (c.data_dir, c.fsync, c.snapshot_every, c.keep_segments) == ("/srv/pyengine", "always", 5000, True)
+    assert (inst.max_qty, inst.max_notional) == (500, 100000)
+    assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, login_failures=0,
+                                    login_window=10.0)
 
 
 @pytest.mark.parametrize(
@@ -88,6 +102,13 @@ admin = true
         ("[durability]\ndata_dir = ''\n", "data_dir must name a directory"),
         ("[durability]\nkeep_segments = 1\n", "keep_segments must be bool"),
         ("[durability]\ndatadir = 'x'\n", "unknown key"),
+        ("[limits]\nmax_orders = 1\n", "unknown key"),
+        ("[limits]\nrate = -1\n", "rate must be >= 0"),
+        ("[limits]\nrate = 10\nburst = 0\n", "burst must be at least 1"),
+        ("[limits]\nmax_open_orders = 1.5\n", "max_open_orders must be int"),
+        ("[limits]\nidle_timeout = 'soon'\n", "idle_timeout must be"),
+        ("[[instruments]]\nsymbol = 'A'\nmax_qty = 0\n", "max_qty must be positive"),
+        ("[[instruments]]\nsymbol = 'A'\nmax_notional = -5\n", "max_notional must be positive"),
     ],
 )
 def test_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:

@@ -1,0 +1,233 @@
+"""Authentication, authorization, limits and trading states over real TCP.
+
+Every limit of docs/security.md is hit here and answered with its documented
+code; admin-only requests are refused to other accounts.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+import pytest
+
+from pyengine.client import Client, ConnectionClosed, ServerError
+from pyengine.server.config import hash_secret
+
+ES, NQ = "ESZ6", "NQZ6"
+
+ACCOUNTS = f"""
+[[accounts]]
+account = 7
+secret = "{hash_secret('seven', iterations=1000)}"
+
+[[accounts]]
+account = 8
+secret = "{hash_secret('eight', iterations=1000)}"
+
+[[accounts]]
+account = 1
+secret = "{hash_secret('admin-pw', iterations=1000)}"
+admin = true
+"""
+SECRETS = {7: "seven", 8: "eight", 1: "admin-pw"}
+
+
+def login(server: Any, account: int, **kw: Any) -> Client:
+    c = server.client()
+    c.login(account, SECRETS.get(account), **kw)
+    return c
+
+
+def drain(c: Client, until: float = 0.3) -> list[dict[str, Any]]:
+    out = []
+    while True:
+        try:
+            out.append(c.recv(timeout=until))
+        except (TimeoutError, socket.timeout):
+            return out
+
+
+def error_code(c: Client, req_id: Any) -> str:
+    with pytest.raises(ServerError) as info:
+        c.request(req_id)
+    return str(info.value.code)
+
+
+def test_requests_before_login_are_refused(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    with server.client() as c:
+        assert error_code(c, c.new_order(ES, "buy", 1, 450_000)) == "not_logged_in"
+        assert error_code(c, c.cancel(order_id=1)) == "not_logged_in"
+        assert error_code(c, c.halt(ES)) == "not_logged_in"
+        assert error_code(c, c.mass_cancel()) == "not_logged_in"
+        assert c.request(c.ping())["type"] == "pong"  # the session stays
+
+
+def test_a_session_acts_only_for_its_account(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    with login(server, 7) as seven, login(server, 8) as eight:
+        order = seven.request(seven.new_order(ES, "buy", 1, 450_000, client_order_id="mine"))
+        for req in (eight.cancel(order_id=order["order_id"]),
+                    eight.modify(order_id=order["order_id"], qty=5)):
+            reply = eight.request(req)
+            assert (reply["type"], reply["code"]) == ("reject", "not_owner")
+        # A client order id names only the sender's own orders.
+        reply = eight.request(eight.cancel(client_order_id="mine"))
+        assert (reply["type"], reply["code"]) == ("reject", "unknown_order")
+        assert seven.request(seven.cancel(order_id=order["order_id"]))["type"] == "cancelled"
+
+
+def test_admin_only_requests(server_factory: Any, tmp_path: Any) -> None:
+    server = server_factory(ACCOUNTS, "--data-dir", str(tmp_path / "data"))
+    with login(server, 7) as seven:
+        assert error_code(seven, seven.halt(ES)) == "not_admin"
+        assert error_code(seven, seven.resume(ES)) == "not_admin"
+        assert error_code(seven, seven.snapshot()) == "not_admin"
+        assert error_code(seven, seven.mass_cancel(account=8)) == "not_admin"
+        assert error_code(seven, seven.mass_cancel(all_accounts=True)) == "not_admin"
+    with login(server, 1) as admin:
+        assert admin.request(admin.halt(ES))["state"] == "halted"
+        assert admin.request(admin.resume(ES))["state"] == "open"
+        assert admin.request(admin.snapshot())["type"] == "snapshot"
+
+
+def test_failed_logins_are_throttled_and_logged(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS + "\n[limits]\nlogin_failures = 3\nlogin_window = 1.0\n")
+    with server.client() as c:
+        for _ in range(3):
+            with pytest.raises(ServerError) as info:
+                c.login(7, "guess")
+            assert info.value.code == "auth_failed"
+        # Locked out now, even with the right secret.
+        with pytest.raises(ServerError) as info:
+            c.login(7, "seven")
+        assert info.value.code == "login_throttled"
+        server.wait_log(r"event=login_throttled .*account=7")
+        assert len([line for line in server.lines if "event=login_failed" in line]) == 3
+        time.sleep(1.1)  # the failures age out of the window
+        assert c.login(7, "seven")["account"] == 7
+
+
+def test_admin_mass_cancel_across_accounts(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    with login(server, 7) as seven, login(server, 8) as eight, login(server, 1) as admin:
+        for c, price in ((seven, 450_000), (eight, 449_975)):
+            c.request(c.new_order(ES, "buy", 1, price))
+            c.request(c.new_order(NQ, "buy", 1, 1_800_000))
+        # An order whose session left without cancel-on-disconnect counts too.
+        with login(server, 8, cancel_on_disconnect=False) as gone:
+            gone.request(gone.new_order(ES, "buy", 2, 449_950))
+        done = admin.request(admin.mass_cancel(ES, account=8))
+        assert (done["type"], done["count"]) == ("mass_cancelled", 2)
+        assert [m["type"] for m in drain(eight)] == ["cancelled"]
+        assert drain(seven) == []
+        done = admin.request(admin.mass_cancel(all_accounts=True))
+        assert done["count"] == 3
+        assert sorted(m["type"] for m in drain(seven)) == ["cancelled", "cancelled"]
+
+
+def test_max_open_orders_per_account(server_factory: Any) -> None:
+    server = server_factory("[limits]\nmax_open_orders = 3\n")
+    with server.client() as a, server.client() as b:
+        a.login(5)
+        b.login(5)  # the same account: the limit is for both sessions together
+        ids = [a.request(a.new_order(ES, "buy", 1, 450_000))["order_id"] for _ in range(2)]
+        b.request(b.new_order(ES, "buy", 1, 450_000))
+        reply = b.request(b.new_order(ES, "buy", 1, 450_000, client_order_id="x"))
+        assert (reply["type"], reply["code"], reply["client_order_id"]) == ("reject", "max_open_orders_exceeded", "x")
+        a.request(a.cancel(order_id=ids[0]))
+        assert b.request(b.new_order(ES, "buy", 1, 450_000))["type"] == "ack"
+        # A filled order is no longer open: a counterparty takes two.
+        with server.client() as c:
+            c.login(6)
+            c.request(c.new_order(ES, "sell", 2, 450_000, tif="ioc"))
+        drain(a)
+        drain(b)
+        assert b.request(b.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+        # Another account has its own count, and orders still in flight
+        # count: five sent at once get three acks and two rejects.
+        with server.client() as d:
+            d.login(9)
+            req_ids = [d.new_order(ES, "sell", 1, 460_000) for _ in range(5)]
+            replies = [d.request(r) for r in req_ids]
+            assert sorted(r.get("code", r["type"]) for r in replies) == ["ack"] * 3 + ["max_open_orders_exceeded"] * 2
+
+
+def test_max_qty_and_notional_per_instrument(server_factory: Any) -> None:
+    config = """
+[[instruments]]
+symbol = "ESZ6"
+tick_size = 25
+max_qty = 100
+max_notional = 10000000
+"""
+    server = server_factory(config)
+    with server.client() as c:
+        c.login(1)
+        reply = c.request(c.new_order(ES, "buy", 101, 25))
+        assert (reply["type"], reply["code"]) == ("reject", "max_qty_exceeded")
+        reply = c.request(c.new_order(ES, "buy", 100, 100_025))  # 10,002,500 > 10,000,000
+        assert (reply["type"], reply["code"]) == ("reject", "max_notional_exceeded")
+        assert c.request(c.new_order(ES, "buy", 100, 100_000))["type"] == "ack"  # exactly at the limit
+        reply = c.request(c.new_order(ES, "sell", 101, order_type="market"))
+        assert reply["code"] == "max_qty_exceeded"
+
+
+def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:
+    server = server_factory("[limits]\nrate = 5\nburst = 5\n")
+    with server.client() as c:
+        c.login(1)  # one token
+        replies = []
+        for _ in range(8):
+            try:
+                replies.append(c.request(c.ping())["type"])
+            except ServerError as exc:
+                replies.append(str(exc.code))
+        assert replies[:4] == ["pong"] * 4 and "rate_limited" in replies
+        time.sleep(1.0)  # five more tokens
+        assert c.request(c.ping())["type"] == "pong"
+
+
+def test_idle_sessions_are_closed(server_factory: Any) -> None:
+    server = server_factory("[limits]\nidle_timeout = 0.5\n")
+    with server.client() as idle, server.client() as busy:
+        for _ in range(6):
+            assert busy.request(busy.ping())["type"] == "pong"
+            time.sleep(0.2)
+        reply = idle.recv(timeout=2)
+        assert reply["code"] == "idle_timeout"
+        with pytest.raises(ConnectionClosed):
+            idle.recv(timeout=2)
+    server.wait_log(r"event=session_close .*reason=idle_timeout")
+
+
+def test_halt_and_resume(server_factory: Any, tmp_path: Any) -> None:
+    data = str(tmp_path / "data")
+    server = server_factory(ACCOUNTS, "--data-dir", data)
+    with login(server, 1) as admin, login(server, 7) as seven, server.client() as md:
+        resting = seven.request(seven.new_order(ES, "buy", 2, 450_000))
+        spare = seven.request(seven.new_order(ES, "buy", 2, 449_000))
+        assert md.request(md.subscribe(ES))["state"] == "open"
+        reply = admin.request(admin.halt(ES))
+        assert (reply["type"], reply["symbol"], reply["state"]) == ("trading_state", ES, "halted")
+        pushed = drain(md)
+        assert [(m["type"], m["state"]) for m in pushed] == [("trading_state", "halted")]
+        # Halted: new orders and modifies are rejected, cancels go through.
+        reply = seven.request(seven.new_order(ES, "sell", 1, 450_000))
+        assert (reply["type"], reply["code"]) == ("reject", "halted")
+        reply = seven.request(seven.modify(order_id=resting["order_id"], qty=1))
+        assert (reply["type"], reply["code"]) == ("reject", "halted")
+        assert seven.request(seven.cancel(order_id=spare["order_id"]))["type"] == "cancelled"
+        assert seven.request(seven.new_order(NQ, "buy", 1, 1_800_000))["type"] == "ack"
+    assert server.stop() == 0
+    # The halt is in the journal: it holds after a restart.
+    server = server_factory(ACCOUNTS, "--data-dir", data)
+    with login(server, 1) as admin, login(server, 7) as seven, server.client() as md:
+        assert md.request(md.subscribe(ES))["state"] == "halted"
+        assert seven.request(seven.new_order(ES, "sell", 1, 450_000))["code"] == "halted"
+        admin.request(admin.resume(ES))
+        assert [(m["type"], m["state"]) for m in drain(md)] == [("trading_state", "open")]
+        fill = seven.request(seven.new_order(ES, "sell", 1, 450_000))
+        assert fill["type"] == "ack"
