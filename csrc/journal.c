@@ -179,7 +179,7 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
 
     memset(out, 0, sizeof(*out));
     if (counts)
-        memset(counts, 0, 4 * sizeof(*counts));
+        memset(counts, 0, ENG_CMD__COUNT * sizeof(*counts));
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         out->stop = JNL_IO_ERROR;

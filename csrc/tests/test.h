@@ -14,6 +14,17 @@
 
 #include "pyengine.h"
 
+/*
+ * Steps of a long randomized test: n, or n / $PYENGINE_TEST_SHRINK when that
+ * is set (the memcheck run shrinks them: valgrind is some 50 times slower).
+ */
+static inline int test_steps(int n)
+{
+    const char *s = getenv("PYENGINE_TEST_SHRINK");
+    int d = s ? atoi(s) : 1;
+    return d > 1 ? n / d : n;
+}
+
 #define TEST_FAIL_(...)                                             \
     do {                                                            \
         fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);             \

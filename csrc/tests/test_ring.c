@@ -39,6 +39,7 @@ void test_ring_push_pop_wrap(void)
 }
 
 enum { STRESS_N = 4000000 };
+static uint64_t stress_n; /* STRESS_N, or fewer under valgrind (test_steps) */
 
 struct stress {
     struct ring r;
@@ -49,10 +50,10 @@ static void *producer(void *arg)
 {
     struct stress *s = arg;
     uint64_t next = 0, chunk[37];
-    while (next < STRESS_N) {
+    while (next < stress_n) {
         size_t want = 1 + next % 37, got;
-        if (want > STRESS_N - next)
-            want = STRESS_N - next;
+        if (want > stress_n - next)
+            want = stress_n - next;
         for (size_t i = 0; i < want; i++)
             chunk[i] = next + i;
         got = ring_push(&s->r, chunk, want);
@@ -69,9 +70,10 @@ void test_ring_two_threads(void)
     pthread_t t;
     uint64_t expect = 0, out[53];
 
+    stress_n = (uint64_t)test_steps(STRESS_N);
     ASSERT_EQ(ring_init(&s.r, s.buf, 1024, sizeof(uint64_t)), 0);
     ASSERT_EQ(pthread_create(&t, NULL, producer, &s), 0);
-    while (expect < STRESS_N) {
+    while (expect < stress_n) {
         size_t n = ring_pop(&s.r, out, 1 + expect % 53);
         for (size_t i = 0; i < n; i++)
             if (out[i] != expect + i)
