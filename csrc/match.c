@@ -338,10 +338,13 @@ static int reserve_match(struct eng *e, const struct book *b, int side, int64_t 
     uint64_t room = e->ev_cap - e->ev_len;
     uint64_t per = e->level_events ? 2 : 1, extra = e->level_events ? 5 : 3;
 
-    /* qty >= qty / lot: the common small order needs no division. */
-    if (ENG_LIKELY(room >= makers * per + extra ||
-                   (stp != ENG_STP_CANCEL_OLDEST && room >= (uint64_t)qty * per + extra)))
-        return 0;
+    /* qty >= qty / lot: the common small order needs no division. Compared
+       as room per maker, so a qty near INT64_MAX cannot wrap the product. */
+    if (ENG_LIKELY(room >= extra)) {
+        uint64_t fit = (room - extra) >> (per - 1); /* per is 1 or 2 */
+        if (makers <= fit || (stp != ENG_STP_CANCEL_OLDEST && (uint64_t)qty <= fit))
+            return 0;
+    }
     if (stp != ENG_STP_CANCEL_OLDEST && (uint64_t)(qty / lot) < makers)
         makers = (uint64_t)(qty / lot);
     return eng__reserve_events(e, makers * per + extra);

@@ -568,6 +568,39 @@ void test_engine_client_order_ids(void)
     eng_destroy(e);
 }
 
+/* With level events a match writes two events a maker; reserving room for
+   a qty near INT64_MAX once wrapped to almost nothing and overran the event
+   buffer. */
+void test_engine_huge_qty_with_level_events(void)
+{
+    struct eng_config cfg = {.level_events = 1};
+    struct eng *e = eng_create(&cfg);
+    struct eng_instrument_spec spec = {.symbol = "ONE", .tick_size = 1, .lot_size = 1,
+                                       .market_protection = -1};
+    uint32_t id;
+    size_t n;
+    const struct eng_event *ev;
+    uint64_t buy;
+
+    ASSERT_EQ(eng_add_instrument(e, &spec, &id), ENG_OK);
+    for (int64_t qty = INT64_MAX; qty >= INT64_MAX - 1; qty--) {
+        for (int i = 0; i < 600; i++)
+            run(e, new_limit(id, ENG_SELL, 1, 100 + i % 7, 1), &n);
+        ev = run(e, new_limit(id, ENG_BUY, qty, 200, 2), &n);
+        ASSERT_EQ(n, 1 + 600 * 2 + 1); /* accepted, trade + level each, its own level */
+        ASSERT_EQ(ev[n - 3].type, ENG_EV_TRADE);
+        run(e, cancel_cmd(ev[0].order_id, 2), &n);
+    }
+    /* The same through a modify that loses priority. */
+    for (int i = 0; i < 600; i++)
+        run(e, new_limit(id, ENG_SELL, 1, 100 + i % 7, 1), &n);
+    buy = run(e, new_limit(id, ENG_BUY, 1, 50, 2), &n)[0].order_id;
+    ev = run(e, modify_cmd(buy, 2, INT64_MAX, 200), &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(n, 2 + 600 * 2 + 1); /* modified, its old level, trades and levels, new level */
+    eng_destroy(e);
+}
+
 void test_engine_level_full(void)
 {
     struct eng *e = make_engine();

@@ -35,6 +35,7 @@
     XX(engine, engine_malformed_commands)              \
     XX(engine, engine_client_order_ids)                \
     XX(engine, engine_level_full)                      \
+    XX(engine, engine_huge_qty_with_level_events)      \
     XX(engine, engine_instruments)                     \
     XX(engine, engine_halt_and_resume)                 \
     XX(engine, engine_fast_paths)                      \

@@ -145,6 +145,11 @@ void test_runner_backpressure_keeps_order(void)
         }
     }
     ASSERT_EQ(eng_seq(e), N);
+    {
+        struct eng_stats es;
+        eng_get_stats(e, &es);
+        ASSERT_EQ(got, es.events); /* every event arrived, once */
+    }
     runner_destroy(r);
     ASSERT_VERIFY(e);
     eng_destroy(e);
