@@ -3,8 +3,9 @@
 #   1. the C unit tests (ctest) with every invariant check on and -Werror,
 #   2. the Python suite (unit, property-based, integration) against the
 #      installed package,
-#   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, and the
-#      ring and engine-thread tests under ThreadSanitizer.
+#   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, the C
+#      tests under valgrind memcheck, the ring and engine-thread tests under
+#      ThreadSanitizer, and the C core under libFuzzer for FUZZ_SECONDS (60).
 # Installs what it needs first (a fresh machine has nothing of ours).
 # Environment: PYTHON (default python3), SKIP_SANITIZERS=1 to stop after 2.
 set -euo pipefail
@@ -19,7 +20,8 @@ step() { printf '\n== %s\n' "$*"; }
 need_system_packages() {
     local missing=() pair
     for pair in "$@"; do
-        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+        # shellcheck disable=SC2206  # a command may need several packages
+        command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=(${pair#*:})
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=""
@@ -52,7 +54,7 @@ if [ "${SKIP_SANITIZERS:-0}" = 1 ]; then
     exit 0
 fi
 
-need_system_packages valgrind:valgrind
+need_system_packages valgrind:valgrind "clang:clang libclang-rt-14-dev"
 
 step "C unit tests under ASan + UBSan"
 cmake -S . -B build/c-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
@@ -72,6 +74,9 @@ cmake -S . -B build/c-tsan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DPYENGINE_SANITIZE=thread >/dev/null
 cmake --build build/c-tsan
 TSAN_OPTIONS=halt_on_error=1 ctest --test-dir build/c-tsan --output-on-failure -R 'c_ring|c_runner|c_journal'
+
+step "libFuzzer on the C core (${FUZZ_SECONDS:-60} s, ASan + UBSan, seed corpus csrc/fuzz/corpus)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tools/fuzz_c.sh
 
 step "Python tests under ASan + UBSan"
 venv=build/venv-asan

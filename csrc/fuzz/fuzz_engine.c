@@ -1,0 +1,1212 @@
+/*
+ * fuzz_engine.c - libFuzzer harness for the matching core.
+ *
+ * Every input builds a fresh engine with three instruments and four
+ * accounts, decodes the bytes into a command stream, runs each command
+ * through the engine (eng_process(), a batch or the fast paths, as the
+ * input's first byte says) and checks after every one of them:
+ *   - eng_verify() (every internal invariant);
+ *   - the events against an order-by-order model kept here: ids are
+ *     consecutive, each trade is at the maker's price, within the taker's
+ *     limit, between opposite sides, never a self-trade under STP, never by a
+ *     post-only taker, and its leaves follow from the open quantities; a
+ *     cancel removes exactly the open quantity; FOK, IOC and market orders
+ *     never rest; rejected commands produce one event and change nothing;
+ *   - trading states: a halted instrument takes no NEW or MODIFY;
+ *   - the model against the engine: the open quantity (and fields) of every
+ *     order an event names equals eng_get_order(), the open order count
+ *     equals eng_get_stats(), eng_book_orders() lists exactly the resting
+ *     orders, LEVEL events equal the book, the trading states equal
+ *     eng_instrument_state();
+ *   - conservation per instrument: accepted + modify increases
+ *     - traded (both sides) - cancelled - modify decreases equals the
+ *     quantity resting in the book, and bought == sold;
+ *   - the book is never crossed (best bid < best ask).
+ * Any violation prints one line to stderr and aborts.
+ *
+ * Byte format (bytes past the end read as 0):
+ *   byte 0: engine config. bit 0: level_events; bits 1-2: expected_orders
+ *           0 (default), 1, 16 or 4096; bits 3-4, how commands go in: 0-1
+ *           eng_process(), 2 eng_process_batch() of one and
+ *           eng_take_events(), 3 the fast paths (eng_limit, eng_new_order,
+ *           eng_cancel, eng_cancel_order, eng_modify_order) with an event
+ *           sink of FZ_SINK_CAP, eng_process() for what they cannot carry.
+ *   then records `op a b c`. op bits 0-1: instrument (3 means 0), bits 2-3:
+ *   account, bits 4-7: kind:
+ *     0-5    NEW limit. a: bit 0 sell, bits 1-4 aggressiveness: the price is
+ *            (bits - 8) ticks from the mid toward the other side; bits 5-6
+ *            tif (0-1 GTC, 2 IOC, 3 FOK); bit 7 post-only (GTC only).
+ *            b: bits 0-3 qty in lots - 1, bits 4-5 stp, bit 7 coid "k<c&7>".
+ *            c: bits 0-2 coid number; bits 3-5: 6 off-tick price, 7 off-lot
+ *            qty; bits 6-7 qty scale (1, 1, 5, 40).
+ *     6      NEW market: as NEW limit, without a price; a bit 5: FOK, else IOC.
+ *     7      NEW with extreme values: as NEW limit, then b bits 0-3 pick the
+ *            qty from fz_extreme_qty (rounded to the lot unless c bit 3);
+ *            c bits 4-5: 0 keep the price, 1 the highest on-tick price,
+ *            2 one tick, 3 a market order.
+ *     8-9    CANCEL by order id; 10 CANCEL by coid "k<c&7>".
+ *            a picks the id: bits 6-7 0-1: the (a&63)-th resting order,
+ *            newest first; 2: the id (a&63) below the newest; 3: id a&63.
+ *            b: bit 0 ANY_ACCOUNT, bit 1 send as the order's owner, bit 6
+ *            also set coid "k<c&7>".
+ *     11-12  MODIFY by order id; 13 MODIFY by coid. Target as for CANCEL.
+ *            b bits 2-3, new qty: 0 open - (c&3) lots, 1 (c&15) lots,
+ *            2 open + (c&7)+1 lots, 3 (c&7) - 4 (raw).
+ *            b bits 4-5, price: 0-1 KEEP_PRICE, 2 (c>>4) - 8 ticks from the
+ *            mid of the order's instrument, 3 its current price given.
+ *     14     malformed: two more bytes `d e`. A command is decoded from
+ *            `a b c` (d bits 0-1: 0-1 NEW limit, 2 CANCEL, 3 MODIFY by id),
+ *            then field d bits 2-5 gets an odd value from e (fz_corrupt).
+ *     15     a bits 5-7 0-4: no command, move the instrument's mid by
+ *            (a % 5) - 2 ticks, within +/- FZ_MAX_DRIFT; 5: decode and run
+ *            the last record that ran a command again, b + 1 times (deep
+ *            books, sweeps); 6, or 7 without bit 4: SET_STATE open; 7 with
+ *            bit 4: SET_STATE halted.
+ *   An input runs at most FZ_MAX_COMMANDS commands.
+ */
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pyengine.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+enum {
+    FZ_NINST = 3,
+    FZ_MAX_DRIFT = 24,
+    FZ_SINK_CAP = 4,
+    FZ_PAGE = 64,
+    FZ_MAX_COMMANDS = 4096,
+    FZ_MIN_ORDERS = 64
+};
+
+/* How commands reach the engine (config bits 3-4). */
+enum fz_route { FZ_ROUTE_PROCESS, FZ_ROUTE_BATCH, FZ_ROUTE_FAST };
+
+static const struct eng_instrument_spec fz_specs[FZ_NINST] = {
+    {.symbol = "AAA", .tick_size = 1, .lot_size = 1, .market_protection = -1},
+    {.symbol = "BBB", .tick_size = 5, .lot_size = 3, .market_protection = 0},
+    {.symbol = "CCC", .tick_size = 2, .lot_size = 4, .min_price = 960, .max_price = 1040,
+     .market_protection = 6},
+};
+
+/* Each instrument's starting mid, in ticks (1000 in price for all three). */
+static const int64_t fz_mid0[FZ_NINST] = {1000, 200, 500};
+
+static const int64_t fz_extreme_qty[16] = {
+    INT64_MAX,           INT64_MAX - 1,     INT64_MAX / 2 + 1, INT64_MAX / 2,
+    INT64_C(1) << 62,    INT64_MAX / 3,     INT64_C(1) << 53,  INT64_C(1) << 32,
+    INT64_C(1) << 31,    INT64_MAX - 4,     INT64_MAX / 2 - 1, 2,
+    0,                   -1,                -3,                INT64_MIN,
+};
+
+/* One record of the input: `op a b c`, and `d e` for kind 14. */
+struct fz_rec {
+    uint8_t op, a, b, c, d, e;
+};
+
+/* One order as the events describe it. */
+struct fz_order {
+    int64_t open;  /* open quantity */
+    int64_t price; /* 0 for a market order */
+    uint32_t account;
+    uint32_t instrument;
+    uint8_t side;
+    uint8_t stp;
+    bool post_only;
+    bool market;
+    bool resting; /* open at the end of the last command */
+    char coid[ENG_COID_LEN];
+};
+
+/* The order that trades in the current command (the new or repriced one). */
+struct fz_taker {
+    uint64_t id; /* 0: none (yet) */
+    int64_t limit;
+    int64_t last_price;
+    uint64_t trades;
+    uint8_t tif;
+    bool fok_cancelled;
+};
+
+struct fz {
+    struct eng *e;
+    bool level_events;
+    enum fz_route route;
+    struct eng_event sink[FZ_SINK_CAP]; /* FZ_ROUTE_FAST's event sink */
+    struct fz_order *orders;       /* by order id */
+    size_t cap;                    /* order ids are < cap */
+    struct eng_level_info *levels; /* cap entries: scratch for book queries */
+    struct fz_rec last;            /* the last record that ran a command */
+    bool has_last;
+    uint64_t seq;
+    uint64_t last_order_id;
+    uint64_t last_trade_id;
+    uint64_t nresting;
+    int64_t drift[FZ_NINST];
+    int state[FZ_NINST]; /* enum eng_trading_state */
+    /* Conservation, mod 2^64 (quantities may be huge). */
+    uint64_t qty_in[FZ_NINST];
+    uint64_t qty_out[FZ_NINST];
+    uint64_t filled[FZ_NINST][2]; /* traded, by the side of the order */
+};
+
+/* What the harness knew before the command ran. */
+struct fz_expect {
+    bool clean;            /* decoded as a well-formed command (not kind 14) */
+    bool duplicate_coid;   /* NEW: an open order of the account has its coid */
+    uint64_t target;       /* CANCEL/MODIFY: the open order addressed, 0: none */
+    bool halted;           /* NEW/MODIFY: its instrument is halted */
+    int64_t market_limit;  /* NEW market: the protection limit */
+};
+
+struct fz_in {
+    const uint8_t *p;
+    size_t n;
+};
+
+/* ---- failing -------------------------------------------------------------- */
+
+__attribute__((noreturn)) static void fz_fail(const struct fz *fz, int line, const char *what)
+{
+    fprintf(stderr, "fuzz_engine.c:%d: %s (command seq %llu)\n", line, what,
+            (unsigned long long)fz->seq);
+    abort();
+}
+
+#define FZ_CHECK(fz, cond, what) ((cond) ? (void)0 : fz_fail((fz), __LINE__, (what)))
+
+/* ---- decoding ------------------------------------------------------------- */
+
+static uint8_t fz_byte(struct fz_in *in)
+{
+    if (in->n == 0)
+        return 0;
+    in->n--;
+    return *in->p++;
+}
+
+static int64_t fz_price(const struct fz *fz, uint32_t inst, int64_t ticks_from_mid)
+{
+    return (fz_mid0[inst] + fz->drift[inst] + ticks_from_mid) * fz_specs[inst].tick_size;
+}
+
+static void fz_set_coid(char coid[ENG_COID_LEN], unsigned k)
+{
+    memset(coid, 0, ENG_COID_LEN);
+    coid[0] = 'k';
+    coid[1] = (char)('0' + k);
+}
+
+static bool fz_coid_empty(const char coid[ENG_COID_LEN])
+{
+    for (int i = 0; i < ENG_COID_LEN; i++)
+        if (coid[i])
+            return false;
+    return true;
+}
+
+static int64_t fz_sat_add(int64_t a, int64_t b)
+{
+    return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+static struct fz_order *fz_order_at(const struct fz *fz, uint64_t id)
+{
+    FZ_CHECK(fz, id >= 1 && id <= fz->last_order_id, "event names an order id never accepted");
+    return &fz->orders[id];
+}
+
+/* The k-th resting order (mod their count), newest first; a fresh id if none. */
+static uint64_t fz_nth_resting(const struct fz *fz, unsigned k)
+{
+    if (fz->nresting == 0)
+        return fz->last_order_id + 1;
+    k %= fz->nresting;
+    for (uint64_t id = fz->last_order_id; id >= 1; id--)
+        if (fz->orders[id].resting && k-- == 0)
+            return id;
+    fz_fail(fz, __LINE__, "resting count out of step with the orders");
+}
+
+/* The resting order of `account` with client order id `coid`, or 0. */
+static uint64_t fz_find_coid(const struct fz *fz, uint32_t account, const char *coid)
+{
+    if (fz_coid_empty(coid))
+        return 0;
+    for (uint64_t id = 1; id <= fz->last_order_id; id++) {
+        const struct fz_order *o = &fz->orders[id];
+        if (o->resting && o->account == account && memcmp(o->coid, coid, ENG_COID_LEN) == 0)
+            return id;
+    }
+    return 0;
+}
+
+static struct eng_cmd fz_new_limit(const struct fz *fz, uint32_t inst, uint32_t account,
+                                   uint8_t a, uint8_t b, uint8_t c)
+{
+    static const int64_t scale[4] = {1, 1, 5, 40};
+    static const uint8_t tifs[4] = {ENG_GTC, ENG_GTC, ENG_IOC, ENG_FOK};
+    int64_t aggr = (int64_t)((a >> 1) & 15) - 8;
+    struct eng_cmd cmd = {.type = ENG_CMD_NEW,
+                          .side = (a & 1) ? ENG_SELL : ENG_BUY,
+                          .order_type = ENG_LIMIT,
+                          .tif = tifs[(a >> 5) & 3],
+                          .stp = (uint8_t)((b >> 4) & 3),
+                          .instrument = inst,
+                          .account = account};
+
+    if ((a & 0x80) && cmd.tif == ENG_GTC)
+        cmd.flags = ENG_CMD_F_POST_ONLY;
+    cmd.price = fz_price(fz, inst, cmd.side == ENG_BUY ? aggr : -aggr);
+    cmd.qty = (1 + (b & 15)) * scale[c >> 6] * fz_specs[inst].lot_size;
+    if (b & 0x80)
+        fz_set_coid(cmd.coid, c & 7);
+    if (((c >> 3) & 7) == 6)
+        cmd.price += 1;
+    else if (((c >> 3) & 7) == 7)
+        cmd.qty += 1;
+    return cmd;
+}
+
+static void fz_make_market(struct eng_cmd *cmd, uint8_t a)
+{
+    cmd->order_type = ENG_MARKET;
+    cmd->tif = (a & 0x20) ? ENG_FOK : ENG_IOC;
+    cmd->price = 0;
+    cmd->flags = 0;
+}
+
+static struct eng_cmd fz_new_extreme(const struct fz *fz, uint32_t inst, uint32_t account,
+                                     uint8_t a, uint8_t b, uint8_t c)
+{
+    struct eng_cmd cmd = fz_new_limit(fz, inst, account, a, b, c);
+    int64_t tick = fz_specs[inst].tick_size, lot = fz_specs[inst].lot_size;
+
+    cmd.qty = fz_extreme_qty[b & 15];
+    if (!(c & 8))
+        cmd.qty -= cmd.qty % lot;
+    switch ((c >> 4) & 3) {
+    case 1:
+        cmd.price = INT64_MAX - INT64_MAX % tick;
+        break;
+    case 2:
+        cmd.price = tick;
+        break;
+    case 3:
+        fz_make_market(&cmd, a);
+        break;
+    default:
+        break;
+    }
+    return cmd;
+}
+
+static uint64_t fz_pick_id(const struct fz *fz, uint8_t a)
+{
+    unsigned k = a & 63;
+
+    switch (a >> 6) {
+    case 0:
+    case 1:
+        return fz_nth_resting(fz, k);
+    case 2:
+        return fz->last_order_id > k ? fz->last_order_id - k : 0;
+    default:
+        return k;
+    }
+}
+
+/* A CANCEL or MODIFY with its target; *target is the order it addresses. */
+static struct eng_cmd fz_target_cmd(const struct fz *fz, uint8_t type, bool by_coid,
+                                    uint32_t inst, uint32_t account, uint8_t a, uint8_t b,
+                                    uint8_t c, const struct fz_order **target)
+{
+    struct eng_cmd cmd = {.type = type, .instrument = inst, .account = account};
+    uint64_t id;
+
+    if (b & 1)
+        cmd.flags |= ENG_CMD_F_ANY_ACCOUNT;
+    if (by_coid || (b & 0x40))
+        fz_set_coid(cmd.coid, c & 7);
+    if (by_coid) {
+        id = fz_find_coid(fz, account, cmd.coid);
+    } else {
+        id = cmd.order_id = fz_pick_id(fz, a);
+        if (id > fz->last_order_id)
+            id = 0;
+        if (id && (b & 2))
+            cmd.account = fz->orders[id].account;
+    }
+    *target = id ? &fz->orders[id] : NULL;
+    return cmd;
+}
+
+static struct eng_cmd fz_cancel(const struct fz *fz, bool by_coid, uint32_t inst,
+                                uint32_t account, uint8_t a, uint8_t b, uint8_t c)
+{
+    const struct fz_order *o;
+    return fz_target_cmd(fz, ENG_CMD_CANCEL, by_coid, inst, account, a, b, c, &o);
+}
+
+static struct eng_cmd fz_modify(const struct fz *fz, bool by_coid, uint32_t inst,
+                                uint32_t account, uint8_t a, uint8_t b, uint8_t c)
+{
+    const struct fz_order *o;
+    struct eng_cmd cmd = fz_target_cmd(fz, ENG_CMD_MODIFY, by_coid, inst, account, a, b, c, &o);
+    uint32_t oi = o ? o->instrument : inst;
+    int64_t open = o ? o->open : 0, lot = fz_specs[oi].lot_size;
+
+    switch ((b >> 2) & 3) {
+    case 0:
+        cmd.qty = open - (c & 3) * lot;
+        break;
+    case 1:
+        cmd.qty = (c & 15) * lot;
+        break;
+    case 2:
+        cmd.qty = fz_sat_add(open, ((c & 7) + 1) * lot);
+        break;
+    default:
+        cmd.qty = (int64_t)(c & 7) - 4;
+        break;
+    }
+    switch ((b >> 4) & 3) {
+    case 2:
+        cmd.price = fz_price(fz, oi, (int64_t)(c >> 4) - 8);
+        break;
+    case 3:
+        cmd.price = o ? o->price : fz_price(fz, oi, 0);
+        break;
+    default:
+        cmd.flags |= ENG_CMD_F_KEEP_PRICE;
+        break;
+    }
+    return cmd;
+}
+
+/* Give field `field` of `cmd` a value derived from `v` that is usually wrong. */
+static void fz_corrupt(struct eng_cmd *cmd, unsigned field, uint8_t v)
+{
+    switch (field) {
+    case 0:
+        cmd->type = v;
+        break;
+    case 1:
+        cmd->side = v;
+        break;
+    case 2:
+        cmd->order_type = v;
+        break;
+    case 3:
+        cmd->tif = v;
+        break;
+    case 4:
+        cmd->stp = v;
+        break;
+    case 5:
+        cmd->flags = v;
+        break;
+    case 6:
+        cmd->reserved = (uint16_t)(v + 1);
+        break;
+    case 7:
+        cmd->instrument = v == 255 ? UINT32_MAX : (uint32_t)FZ_NINST + v;
+        break;
+    case 8: /* a byte just outside printable ASCII */
+        cmd->coid[v & 15] = (char)((v & 16) ? 0x7f : 0x1f);
+        break;
+    case 9: /* a printable byte after a NUL: not NUL-padded */
+        fz_set_coid(cmd->coid, v & 7);
+        cmd->coid[3 + (v % 13)] = 'x';
+        break;
+    case 10: /* valid: all 16 bytes used */
+        memset(cmd->coid, 'A' + v % 26, ENG_COID_LEN);
+        break;
+    case 11:
+        cmd->price = -(int64_t)v;
+        break;
+    case 12:
+        cmd->qty = -(int64_t)v;
+        break;
+    case 13: /* a market order with a price */
+        cmd->order_type = ENG_MARKET;
+        cmd->tif = ENG_IOC;
+        break;
+    case 14: /* post-only on an IOC or FOK order */
+        cmd->flags |= ENG_CMD_F_POST_ONLY;
+        cmd->tif = (v & 1) ? ENG_IOC : ENG_FOK;
+        break;
+    default: /* valid: an account far from the others */
+        cmd->account = UINT32_MAX - (v & 3);
+        break;
+    }
+}
+
+static struct eng_cmd fz_malformed(const struct fz *fz, uint32_t inst, uint32_t account,
+                                   const struct fz_rec *r)
+{
+    struct eng_cmd cmd;
+
+    switch (r->d & 3) {
+    case 2:
+        cmd = fz_cancel(fz, false, inst, account, r->a, r->b, r->c);
+        break;
+    case 3:
+        cmd = fz_modify(fz, false, inst, account, r->a, r->b, r->c);
+        break;
+    default:
+        cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
+        break;
+    }
+    fz_corrupt(&cmd, (r->d >> 2) & 15, r->e);
+    return cmd;
+}
+
+static void fz_move_mid(struct fz *fz, uint32_t inst, uint8_t a)
+{
+    int64_t d = fz->drift[inst] + (int64_t)(a % 5) - 2;
+    if (d >= -FZ_MAX_DRIFT && d <= FZ_MAX_DRIFT)
+        fz->drift[inst] = d;
+}
+
+static struct eng_cmd fz_set_state(uint32_t inst, uint32_t account, uint8_t a)
+{
+    bool halt = (a >> 5) == 7 && (a & 16);
+    return (struct eng_cmd){.type = ENG_CMD_SET_STATE,
+                            .instrument = inst,
+                            .account = account,
+                            .qty = halt ? ENG_STATE_HALTED : ENG_STATE_OPEN};
+}
+
+/* ---- the model: one handler per event type -------------------------------- */
+
+/* Make room for order id `id` (and as many levels). */
+static void fz_reserve(struct fz *fz, uint64_t id)
+{
+    size_t cap = fz->cap;
+
+    FZ_CHECK(fz, id <= FZ_MAX_COMMANDS, "more orders than commands");
+    if (id < cap)
+        return;
+    while (cap <= id)
+        cap *= 2;
+    fz->orders = realloc(fz->orders, cap * sizeof(*fz->orders));
+    fz->levels = realloc(fz->levels, cap * sizeof(*fz->levels));
+    FZ_CHECK(fz, fz->orders && fz->levels, "out of memory");
+    memset(&fz->orders[fz->cap], 0, (cap - fz->cap) * sizeof(*fz->orders));
+    fz->cap = cap;
+}
+
+/* Could instrument `inst` accept `qty` at `price` (0: a market order)? */
+static bool fz_order_valid(uint32_t inst, int64_t qty, int64_t price)
+{
+    const struct eng_instrument_spec *s = &fz_specs[inst];
+    bool banded = s->min_price || s->max_price;
+
+    if (qty <= 0 || qty % s->lot_size != 0)
+        return false;
+    if (price == 0)
+        return true;
+    return price > 0 && price % s->tick_size == 0 &&
+           (!banded || (price >= s->min_price && price <= s->max_price));
+}
+
+static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                           size_t i, struct fz_taker *tk, const struct fz_expect *x)
+{
+    struct fz_order *o;
+    bool market = c->order_type == ENG_MARKET;
+
+    FZ_CHECK(fz, i == 0 && c->type == ENG_CMD_NEW, "ACCEPTED not first or not for a NEW");
+    FZ_CHECK(fz, ev->order_id == fz->last_order_id + 1, "order ids not consecutive");
+    fz_reserve(fz, ev->order_id);
+    FZ_CHECK(fz, ev->instrument < FZ_NINST && ev->instrument == c->instrument,
+             "ACCEPTED: wrong instrument");
+    FZ_CHECK(fz, ev->qty > 0 && ev->qty == c->qty, "ACCEPTED: wrong qty");
+    FZ_CHECK(fz, (ev->side == ENG_BUY || ev->side == ENG_SELL) && ev->side == c->side &&
+                     ev->account == c->account,
+             "ACCEPTED: wrong side/account");
+    FZ_CHECK(fz, ev->price == (market ? 0 : c->price), "ACCEPTED: wrong price");
+    FZ_CHECK(fz, memcmp(ev->coid, c->coid, ENG_COID_LEN) == 0, "ACCEPTED: wrong coid");
+    FZ_CHECK(fz, fz_order_valid(ev->instrument, ev->qty, ev->price),
+             "ACCEPTED: off lot, off tick or outside the band");
+    FZ_CHECK(fz, !x->duplicate_coid, "accepted a duplicate client order id");
+    FZ_CHECK(fz, !x->halted, "accepted a NEW on a halted instrument");
+
+    fz->last_order_id = ev->order_id;
+    o = &fz->orders[ev->order_id];
+    *o = (struct fz_order){.open = ev->qty,
+                           .price = ev->price,
+                           .account = ev->account,
+                           .instrument = ev->instrument,
+                           .side = ev->side,
+                           .stp = c->stp,
+                           .post_only = (c->flags & ENG_CMD_F_POST_ONLY) != 0,
+                           .market = market};
+    memcpy(o->coid, ev->coid, ENG_COID_LEN);
+    fz->qty_in[ev->instrument] += (uint64_t)ev->qty;
+    *tk = (struct fz_taker){.id = ev->order_id,
+                            .limit = market ? x->market_limit : c->price,
+                            .last_price = ev->side == ENG_BUY ? INT64_MIN : INT64_MAX,
+                            .tif = c->tif};
+}
+
+static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                           size_t i, size_t n, const struct fz_expect *x)
+{
+    FZ_CHECK(fz, i == 0 && n == 1, "REJECTED is not the command's only event");
+    FZ_CHECK(fz, ev->reason > ENG_OK && ev->reason < ENG_ERR__COUNT, "REJECTED: bad reason");
+    FZ_CHECK(fz, ev->reason != ENG_CORRUPT && ev->reason != ENG_NO_MEMORY,
+             "REJECTED: corrupt or no_memory");
+    FZ_CHECK(fz, ev->order_id == (c->type == ENG_CMD_NEW ? 0 : c->order_id),
+             "REJECTED: wrong order id");
+    FZ_CHECK(fz, ev->account == c->account && memcmp(ev->coid, c->coid, ENG_COID_LEN) == 0,
+             "REJECTED: wrong account/coid");
+    if (c->type == ENG_CMD_NEW && ev->reason == ENG_DUPLICATE_CLIENT_ORDER_ID)
+        FZ_CHECK(fz, x->duplicate_coid, "duplicate_client_order_id without a duplicate");
+    if (ev->reason == ENG_HALTED)
+        FZ_CHECK(fz, x->halted, "rejected as halted, but the instrument is open");
+}
+
+static void fz_on_trade(struct fz *fz, const struct eng_event *ev, struct fz_taker *tk)
+{
+    struct fz_order *t = fz_order_at(fz, ev->order_id);
+    struct fz_order *m = fz_order_at(fz, ev->maker_order_id);
+    bool buy = t->side == ENG_BUY;
+
+    FZ_CHECK(fz, ev->qty > 0, "TRADE: qty not positive");
+    FZ_CHECK(fz, ev->trade_id == fz->last_trade_id + 1, "trade ids not consecutive");
+    FZ_CHECK(fz, tk->id && ev->order_id == tk->id, "TRADE: taker is not the command's order");
+    FZ_CHECK(fz, m != t && m->resting && m->open > 0, "TRADE: maker was not resting");
+    FZ_CHECK(fz, t->instrument == ev->instrument && m->instrument == ev->instrument,
+             "TRADE: instruments differ");
+    FZ_CHECK(fz, ev->side == t->side && m->side != t->side, "TRADE: sides wrong");
+    FZ_CHECK(fz, ev->account == t->account && ev->maker_account == m->account,
+             "TRADE: accounts wrong");
+    FZ_CHECK(fz, ev->price == m->price, "TRADE: not at the maker's price");
+    FZ_CHECK(fz, buy ? ev->price <= tk->limit : ev->price >= tk->limit,
+             "TRADE: beyond the taker's limit");
+    FZ_CHECK(fz, buy ? ev->price >= tk->last_price : ev->price <= tk->last_price,
+             "TRADE: taker got a better price after a worse one");
+    FZ_CHECK(fz, t->stp == ENG_STP_NONE || t->account != m->account, "TRADE: self-trade");
+    FZ_CHECK(fz, !t->post_only, "TRADE: a post-only order took liquidity");
+    FZ_CHECK(fz, ev->leaves >= 0 && ev->leaves == t->open - ev->qty, "TRADE: taker leaves");
+    FZ_CHECK(fz, ev->maker_leaves >= 0 && ev->maker_leaves == m->open - ev->qty,
+             "TRADE: maker leaves");
+
+    fz->last_trade_id = ev->trade_id;
+    tk->last_price = ev->price;
+    tk->trades++;
+    t->open = ev->leaves;
+    m->open = ev->maker_leaves;
+    fz->filled[ev->instrument][t->side - 1] += (uint64_t)ev->qty;
+    fz->filled[ev->instrument][m->side - 1] += (uint64_t)ev->qty;
+    fz->qty_out[ev->instrument] += 2 * (uint64_t)ev->qty;
+}
+
+/* Is a cancel for `reason` one that command `c` may cause to order `o`? */
+static bool fz_cancel_allowed(const struct fz *fz, const struct eng_cmd *c,
+                              const struct eng_event *ev, size_t i, const struct fz_order *o,
+                              const struct fz_taker *tk)
+{
+    bool taker = tk->id && ev->order_id == tk->id;
+
+    switch (ev->reason) {
+    case ENG_CANCEL_USER:
+        if (c->type == ENG_CMD_MODIFY && fz->state[o->instrument] != ENG_STATE_OPEN)
+            return false;
+        return i == 0 && c->type != ENG_CMD_NEW && o->resting &&
+               (c->order_id ? c->order_id == ev->order_id
+                            : o->account == c->account &&
+                                  memcmp(o->coid, c->coid, ENG_COID_LEN) == 0);
+    case ENG_CANCEL_IOC:
+        return taker && !o->market && tk->tif == ENG_IOC;
+    case ENG_CANCEL_FOK:
+        return taker && tk->tif == ENG_FOK && tk->trades == 0 && i == 1;
+    case ENG_CANCEL_MARKET_REMAINDER:
+        return taker && o->market;
+    case ENG_CANCEL_BAND:
+        return taker && o->market && fz_specs[o->instrument].market_protection >= 0;
+    case ENG_CANCEL_STP:
+        if (taker)
+            return o->stp != ENG_STP_NONE;
+        return tk->id && o->resting && fz->orders[tk->id].stp != ENG_STP_NONE &&
+               fz->orders[tk->id].account == o->account;
+    case ENG_CANCEL_LEVEL_FULL:
+        return taker && !o->market;
+    default:
+        return false; /* no_memory cannot happen here */
+    }
+}
+
+static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                            size_t i, struct fz_taker *tk)
+{
+    struct fz_order *o = fz_order_at(fz, ev->order_id);
+
+    FZ_CHECK(fz, ev->leaves > 0 && ev->leaves == o->open, "CANCELLED: leaves != open qty");
+    FZ_CHECK(fz, ev->instrument == o->instrument && ev->side == o->side &&
+                     ev->account == o->account && ev->price == o->price,
+             "CANCELLED: fields differ from the order");
+    FZ_CHECK(fz, memcmp(ev->coid, o->coid, ENG_COID_LEN) == 0, "CANCELLED: wrong coid");
+    FZ_CHECK(fz, fz_cancel_allowed(fz, c, ev, i, o, tk), "CANCELLED: reason not possible here");
+    if (ev->reason == ENG_CANCEL_FOK)
+        tk->fok_cancelled = true;
+    fz->qty_out[o->instrument] += (uint64_t)o->open;
+    o->open = 0;
+}
+
+static void fz_on_modified(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                           size_t i, struct fz_taker *tk, const struct fz_expect *x)
+{
+    struct fz_order *o = fz_order_at(fz, ev->order_id);
+    bool kept = ev->flags & ENG_EV_F_PRIORITY_KEPT;
+    bool keep_price = c->flags & ENG_CMD_F_KEEP_PRICE;
+
+    FZ_CHECK(fz, i == 0 && c->type == ENG_CMD_MODIFY, "MODIFIED not first or not for a MODIFY");
+    FZ_CHECK(fz, o->resting && o->open > 0, "MODIFIED: order was not resting");
+    FZ_CHECK(fz, fz->state[o->instrument] == ENG_STATE_OPEN && !x->halted,
+             "MODIFIED on a halted instrument");
+    FZ_CHECK(fz, ev->qty > 0 && ev->qty == c->qty, "MODIFIED: wrong qty");
+    FZ_CHECK(fz, ev->price == (keep_price ? o->price : c->price), "MODIFIED: wrong price");
+    FZ_CHECK(fz, ev->instrument == o->instrument && ev->side == o->side &&
+                     ev->account == o->account,
+             "MODIFIED: fields differ from the order");
+    FZ_CHECK(fz, memcmp(ev->coid, o->coid, ENG_COID_LEN) == 0, "MODIFIED: wrong coid");
+    FZ_CHECK(fz, fz_order_valid(o->instrument, ev->qty, ev->price) && ev->price > 0,
+             "MODIFIED: off lot, off tick or outside the band");
+    FZ_CHECK(fz, kept == (ev->price == o->price && ev->qty <= o->open),
+             "MODIFIED: priority kept when it should not be, or lost when it should not");
+
+    if (ev->qty > o->open)
+        fz->qty_in[o->instrument] += (uint64_t)(ev->qty - o->open);
+    else
+        fz->qty_out[o->instrument] += (uint64_t)(o->open - ev->qty);
+    o->open = ev->qty;
+    o->price = ev->price;
+    if (!kept)
+        *tk = (struct fz_taker){.id = ev->order_id,
+                                .limit = ev->price,
+                                .last_price = o->side == ENG_BUY ? INT64_MIN : INT64_MAX,
+                                .tif = ENG_GTC};
+}
+
+static void fz_on_level(struct fz *fz, const struct eng_event *ev)
+{
+    FZ_CHECK(fz, fz->level_events, "LEVEL event without level_events");
+    FZ_CHECK(fz, ev->instrument < FZ_NINST && (ev->side == ENG_BUY || ev->side == ENG_SELL),
+             "LEVEL: bad instrument or side");
+    FZ_CHECK(fz, ev->qty >= 0 && ev->leaves >= 0 && (ev->qty == 0) == (ev->leaves == 0),
+             "LEVEL: qty and order count disagree");
+}
+
+static void fz_on_state(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                        size_t i, size_t n)
+{
+    FZ_CHECK(fz, i == 0 && n == 1 && c->type == ENG_CMD_SET_STATE,
+             "STATE not the only event of a SET_STATE");
+    FZ_CHECK(fz, ev->instrument < FZ_NINST && ev->instrument == c->instrument,
+             "STATE: wrong instrument");
+    FZ_CHECK(fz, (ev->qty == ENG_STATE_OPEN || ev->qty == ENG_STATE_HALTED) && ev->qty == c->qty,
+             "STATE: wrong state");
+    FZ_CHECK(fz, ev->account == c->account, "STATE: wrong account");
+    fz->state[ev->instrument] = (int)ev->qty;
+}
+
+/* ---- checks against the engine after a command ---------------------------- */
+
+/* The model's view of order `id` equals the engine's; track resting. */
+static void fz_sync_order(struct fz *fz, uint64_t id)
+{
+    struct fz_order *o = fz_order_at(fz, id);
+    struct eng_order_info oi;
+    bool open = eng_get_order(fz->e, id, &oi) == 1;
+
+    FZ_CHECK(fz, o->open >= 0, "open qty went negative");
+    FZ_CHECK(fz, open == (o->open > 0), "order open in the model but not the engine or back");
+    if (open) {
+        FZ_CHECK(fz, oi.order_id == id && oi.qty == o->open && oi.price == o->price,
+                 "eng_get_order: qty or price differs from the events");
+        FZ_CHECK(fz, oi.instrument == o->instrument && oi.side == o->side &&
+                         oi.account == o->account && oi.stp == o->stp &&
+                         oi.post_only == o->post_only,
+                 "eng_get_order: fields differ from the events");
+        FZ_CHECK(fz, memcmp(oi.coid, o->coid, ENG_COID_LEN) == 0, "eng_get_order: wrong coid");
+    }
+    if (open != o->resting) {
+        fz->nresting += open ? 1 : (uint64_t)-1;
+        o->resting = open;
+    }
+}
+
+/* The level (inst, side, price) of the book, or false if there is none. */
+static bool fz_book_level(struct fz *fz, uint32_t inst, uint8_t side, int64_t price,
+                          struct eng_level_info *out)
+{
+    int64_t n = eng_book_levels(fz->e, inst, side, fz->levels, fz->cap);
+
+    FZ_CHECK(fz, n >= 0, "eng_book_levels failed");
+    for (int64_t i = 0; i < n; i++)
+        if (fz->levels[i].price == price) {
+            *out = fz->levels[i];
+            return true;
+        }
+    return false;
+}
+
+/* The last LEVEL event of each level in a command tells its state now. */
+static void fz_check_level_events(struct fz *fz, const struct eng_event *ev, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct eng_level_info lv;
+        bool later = false, found;
+
+        if (ev[i].type != ENG_EV_LEVEL)
+            continue;
+        for (size_t j = i + 1; j < n && !later; j++)
+            later = ev[j].type == ENG_EV_LEVEL && ev[j].instrument == ev[i].instrument &&
+                    ev[j].side == ev[i].side && ev[j].price == ev[i].price;
+        if (later)
+            continue;
+        found = fz_book_level(fz, ev[i].instrument, ev[i].side, ev[i].price, &lv);
+        FZ_CHECK(fz, found == (ev[i].qty != 0), "LEVEL: level presence differs from the book");
+        if (found)
+            FZ_CHECK(fz, lv.total_qty == ev[i].qty && lv.order_count == (uint64_t)ev[i].leaves,
+                     "LEVEL: total or count differs from the book");
+    }
+}
+
+/* Sum one side of a book's levels; its best price goes to *best (0: empty). */
+static uint64_t fz_side_total(struct fz *fz, uint32_t inst, uint8_t side, int64_t *best,
+                              uint64_t *orders)
+{
+    int64_t n = eng_book_levels(fz->e, inst, side, fz->levels, fz->cap);
+    uint64_t total = 0;
+
+    FZ_CHECK(fz, n >= 0 && (size_t)n < fz->cap, "eng_book_levels: bad count");
+    *best = n ? fz->levels[0].price : 0;
+    for (int64_t i = 0; i < n; i++) {
+        FZ_CHECK(fz, fz->levels[i].total_qty > 0 && fz->levels[i].order_count > 0,
+                 "empty level in the book");
+        total += (uint64_t)fz->levels[i].total_qty;
+        *orders += fz->levels[i].order_count;
+    }
+    return total;
+}
+
+/* Walk one side's orders FZ_PAGE at a time: each is as the model has it, in
+   price order, and they add up to the levels' totals. */
+static void fz_check_side_orders(struct fz *fz, uint32_t inst, uint8_t side, uint64_t total,
+                                 uint64_t count)
+{
+    struct eng_order_info page[FZ_PAGE];
+    uint64_t seen = 0, sum = 0;
+    int64_t last = side == ENG_BUY ? INT64_MAX : INT64_MIN, k;
+
+    do {
+        k = eng_book_orders(fz->e, inst, side, seen, page, FZ_PAGE);
+        FZ_CHECK(fz, k >= 0 && k <= FZ_PAGE, "eng_book_orders: bad count");
+        for (int64_t i = 0; i < k; i++) {
+            const struct fz_order *o = fz_order_at(fz, page[i].order_id);
+            FZ_CHECK(fz, o->resting && o->open == page[i].qty && o->price == page[i].price,
+                     "eng_book_orders: order differs from the model");
+            FZ_CHECK(fz, page[i].instrument == inst && page[i].side == side && o->side == side,
+                     "eng_book_orders: order on the wrong book");
+            FZ_CHECK(fz, side == ENG_BUY ? page[i].price <= last : page[i].price >= last,
+                     "eng_book_orders: not in price order");
+            last = page[i].price;
+            sum += (uint64_t)page[i].qty;
+        }
+        seen += (uint64_t)k;
+    } while (k == FZ_PAGE);
+    FZ_CHECK(fz, seen == count && sum == total, "eng_book_orders differs from eng_book_levels");
+}
+
+static void fz_check_books(struct fz *fz)
+{
+    uint64_t orders = 0;
+    struct eng_stats st;
+
+    for (uint32_t inst = 0; inst < FZ_NINST; inst++) {
+        int64_t bid, ask;
+        uint64_t nbid = 0, nask = 0;
+        uint64_t bids = fz_side_total(fz, inst, ENG_BUY, &bid, &nbid);
+        uint64_t asks = fz_side_total(fz, inst, ENG_SELL, &ask, &nask);
+
+        FZ_CHECK(fz, bid == 0 || ask == 0 || bid < ask, "crossed book");
+        FZ_CHECK(fz, bids + asks == fz->qty_in[inst] - fz->qty_out[inst],
+                 "quantity not conserved: in - out != resting");
+        FZ_CHECK(fz, fz->filled[inst][0] == fz->filled[inst][1], "bought != sold");
+        FZ_CHECK(fz, eng_instrument_state(fz->e, inst) == fz->state[inst],
+                 "trading state differs from the STATE events");
+        fz_check_side_orders(fz, inst, ENG_BUY, bids, nbid);
+        fz_check_side_orders(fz, inst, ENG_SELL, asks, nask);
+        orders += nbid + nask;
+    }
+    eng_get_stats(fz->e, &st);
+    FZ_CHECK(fz, orders == fz->nresting && st.open_orders == fz->nresting,
+             "open order count differs");
+    FZ_CHECK(fz, st.accepted == fz->last_order_id && st.trades == fz->last_trade_id &&
+                     st.commands == fz->seq,
+             "stats counters differ from the events");
+}
+
+/* What the taker's own outcome must be once its command is done. */
+static void fz_check_taker(struct fz *fz, const struct fz_taker *tk)
+{
+    const struct fz_order *o;
+
+    if (!tk->id)
+        return;
+    o = &fz->orders[tk->id];
+    if (tk->tif == ENG_FOK)
+        FZ_CHECK(fz, tk->fok_cancelled ? tk->trades == 0 : o->open == 0,
+                 "FOK order neither filled nor killed whole");
+    if (tk->tif != ENG_GTC || o->market)
+        FZ_CHECK(fz, o->open == 0, "IOC/FOK/market order left open");
+}
+
+/* A clean CANCEL/MODIFY reaches its order exactly when the model says so. */
+static void fz_check_target(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                            const struct fz_expect *x)
+{
+    bool rejected = ev->type == ENG_EV_REJECTED;
+    const struct fz_order *o;
+
+    if (!x->clean || (c->type != ENG_CMD_CANCEL && c->type != ENG_CMD_MODIFY))
+        return;
+    if (!x->target) {
+        FZ_CHECK(fz, rejected && ev->reason == ENG_UNKNOWN_ORDER,
+                 "command on a finished order not rejected as unknown_order");
+        return;
+    }
+    o = &fz->orders[x->target];
+    if (!(c->flags & ENG_CMD_F_ANY_ACCOUNT) && o->account != c->account) {
+        FZ_CHECK(fz, rejected && ev->reason == ENG_NOT_OWNER, "not_owner expected");
+        return;
+    }
+    FZ_CHECK(fz, !rejected || (ev->reason != ENG_UNKNOWN_ORDER && ev->reason != ENG_NOT_OWNER),
+             "open order not found, or wrong owner check");
+    FZ_CHECK(fz, rejected || ev->order_id == x->target, "command reached another order");
+    if (c->type == ENG_CMD_CANCEL)
+        FZ_CHECK(fz, ev->type == ENG_EV_CANCELLED, "CANCEL of an open order did not cancel it");
+}
+
+/* ---- one command ---------------------------------------------------------- */
+
+static int64_t fz_market_limit(struct fz *fz, const struct eng_cmd *c)
+{
+    struct eng_level_info best;
+    uint8_t opp = c->side == ENG_BUY ? ENG_SELL : ENG_BUY;
+    int64_t p;
+
+    if (c->instrument >= FZ_NINST || (c->side != ENG_BUY && c->side != ENG_SELL))
+        return 0;
+    p = fz_specs[c->instrument].market_protection;
+    if (p < 0 || eng_book_levels(fz->e, c->instrument, opp, &best, 1) != 1)
+        return c->side == ENG_BUY ? INT64_MAX : INT64_MIN;
+    return c->side == ENG_BUY ? fz_sat_add(best.price, p) : best.price - p;
+}
+
+static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool clean)
+{
+    struct fz_expect x = {.clean = clean};
+
+    if (c->type == ENG_CMD_NEW) {
+        x.duplicate_coid = fz_find_coid(fz, c->account, c->coid) != 0;
+        x.market_limit = fz_market_limit(fz, c);
+        x.halted = c->instrument < FZ_NINST && fz->state[c->instrument] == ENG_STATE_HALTED;
+        return x;
+    }
+    if (c->type != ENG_CMD_CANCEL && c->type != ENG_CMD_MODIFY)
+        return x;
+    if (c->order_id)
+        x.target = c->order_id <= fz->last_order_id && fz->orders[c->order_id].resting
+                       ? c->order_id
+                       : 0;
+    else
+        x.target = fz_find_coid(fz, c->account, c->coid);
+    x.halted = c->type == ENG_CMD_MODIFY && x.target &&
+               fz->state[fz->orders[x.target].instrument] == ENG_STATE_HALTED;
+    return x;
+}
+
+static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                            size_t n, const struct fz_expect *x)
+{
+    struct fz_taker tk = {0};
+
+    for (size_t i = 0; i < n; i++) {
+        FZ_CHECK(fz, ev[i].seq == fz->seq, "event with the wrong seq");
+        switch (ev[i].type) {
+        case ENG_EV_ACCEPTED:
+            fz_on_accepted(fz, c, &ev[i], i, &tk, x);
+            break;
+        case ENG_EV_REJECTED:
+            fz_on_rejected(fz, c, &ev[i], i, n, x);
+            break;
+        case ENG_EV_TRADE:
+            fz_on_trade(fz, &ev[i], &tk);
+            break;
+        case ENG_EV_CANCELLED:
+            fz_on_cancelled(fz, c, &ev[i], i, &tk);
+            break;
+        case ENG_EV_MODIFIED:
+            fz_on_modified(fz, c, &ev[i], i, &tk, x);
+            break;
+        case ENG_EV_LEVEL:
+            fz_on_level(fz, &ev[i]);
+            break;
+        case ENG_EV_STATE:
+            fz_on_state(fz, c, &ev[i], i, n);
+            break;
+        default:
+            fz_fail(fz, __LINE__, "unknown event type");
+        }
+    }
+    fz_check_taker(fz, &tk);
+}
+
+/* Can a fast path carry `c`? (They set no type, reserved or ts.) */
+static bool fz_fast_fits(const struct eng_cmd *c)
+{
+    return c->reserved == 0 &&
+           (c->type == ENG_CMD_NEW || c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY);
+}
+
+/* `c` as the fast path builds it: the fields it does not take are zero. */
+static struct eng_cmd fz_fast_shape(const struct eng_cmd *c)
+{
+    struct eng_cmd f = *c;
+
+    f.ts = 0;
+    if (c->type == ENG_CMD_NEW)
+        return f;
+    f.side = f.order_type = f.tif = f.stp = 0;
+    f.instrument = 0;
+    if (c->type == ENG_CMD_CANCEL)
+        f.price = f.qty = 0;
+    return f;
+}
+
+/* Run `c` through the shortest fast path that takes it. */
+static int64_t fz_fast_call(struct fz *fz, const struct eng_cmd *c)
+{
+    const char *coid = fz_coid_empty(c->coid) ? NULL : c->coid;
+
+    if (c->type == ENG_CMD_NEW) {
+        if (c->order_type == ENG_LIMIT && c->tif == ENG_GTC && !c->stp && !c->flags && !coid)
+            return eng_limit(fz->e, c->instrument, c->side, c->account, c->qty, c->price);
+        return eng_new_order(fz->e, c->instrument, c->side, c->order_type, c->tif, c->stp,
+                             c->flags, c->account, c->qty, c->price, coid);
+    }
+    if (c->type == ENG_CMD_CANCEL) {
+        if (!c->flags && !coid)
+            return eng_cancel(fz->e, c->order_id, c->account);
+        return eng_cancel_order(fz->e, c->order_id, c->account, c->flags, coid);
+    }
+    return eng_modify_order(fz->e, c->order_id, c->account, c->flags, c->qty, c->price, coid);
+}
+
+/* A fast path's result says where its events are, as pyengine.h tells. */
+static void fz_check_fast_result(struct fz *fz, const struct eng_cmd *c, int64_t r,
+                                 const struct eng_event *ev, size_t n)
+{
+    bool single = n == 1 && (ev->type == ENG_EV_REJECTED ||
+                             (ev->type == ENG_EV_ACCEPTED && c->type == ENG_CMD_NEW) ||
+                             (ev->type == ENG_EV_CANCELLED && c->type == ENG_CMD_CANCEL &&
+                              c->order_id));
+
+    FZ_CHECK(fz, r != 0, "fast path failed");
+    if (r > 0) {
+        FZ_CHECK(fz, single && ev->type != ENG_EV_REJECTED, "fast path: r > 0 for many events");
+        FZ_CHECK(fz, ev->type == ENG_EV_ACCEPTED ? ev->order_id == (uint64_t)r : ev->leaves == r,
+                 "fast path: r is not the order id or leaves");
+        return;
+    }
+    if (r > -ENG_ERR__COUNT) {
+        FZ_CHECK(fz, single && ev->type == ENG_EV_REJECTED && ev->reason == -r,
+                 "fast path: r is not the reject reason");
+        return;
+    }
+    FZ_CHECK(fz, !single, "fast path: a single-event outcome not encoded in r");
+    FZ_CHECK(fz, (uint64_t)(-(r + ENG_ERR__COUNT)) == n, "fast path: wrong event count");
+    if (n <= FZ_SINK_CAP)
+        FZ_CHECK(fz, memcmp(fz->sink, ev, n * sizeof(*ev)) == 0, "fast path: sink differs");
+}
+
+/* Run `c` the input's way; returns its events (*taken: free them). */
+static const struct eng_event *fz_submit(struct fz *fz, const struct eng_cmd *c, size_t *n,
+                                         struct eng_event **taken)
+{
+    const struct eng_event *ev;
+    int64_t r;
+
+    *taken = NULL;
+    eng_clear_events(fz->e);
+    if (fz->route == FZ_ROUTE_FAST && fz_fast_fits(c)) {
+        r = fz_fast_call(fz, c);
+        ev = eng_events(fz->e, n);
+        fz_check_fast_result(fz, c, r, ev, *n);
+        return ev;
+    }
+    if (fz->route == FZ_ROUTE_BATCH) {
+        FZ_CHECK(fz, eng_process_batch(fz->e, c, 1) == 1, "eng_process_batch failed");
+        *taken = eng_take_events(fz->e, n);
+        FZ_CHECK(fz, *taken != NULL, "eng_take_events failed");
+        return *taken;
+    }
+    r = eng_process(fz->e, c);
+    ev = eng_events(fz->e, n);
+    FZ_CHECK(fz, r >= 0 && (size_t)r == *n, "eng_process count differs from eng_events");
+    return ev;
+}
+
+static void fz_run(struct fz *fz, const struct eng_cmd *cmd, bool clean)
+{
+    struct eng_cmd c = fz->route == FZ_ROUTE_FAST && fz_fast_fits(cmd) ? fz_fast_shape(cmd) : *cmd;
+    struct fz_expect x = fz_expect(fz, &c, clean);
+    struct eng_event *taken;
+    const struct eng_event *ev;
+    char why[256];
+    size_t n;
+
+    fz->seq++;
+    ev = fz_submit(fz, &c, &n, &taken);
+    FZ_CHECK(fz, n >= 1, "command produced no event");
+    FZ_CHECK(fz, eng_seq(fz->e) == fz->seq, "eng_seq out of step");
+
+    fz_apply_events(fz, &c, ev, n, &x);
+    fz_check_target(fz, &c, &ev[0], &x);
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].type == ENG_EV_TRADE)
+            fz_sync_order(fz, ev[i].maker_order_id);
+        if (ev[i].type == ENG_EV_ACCEPTED || ev[i].type == ENG_EV_TRADE ||
+            ev[i].type == ENG_EV_CANCELLED || ev[i].type == ENG_EV_MODIFIED)
+            fz_sync_order(fz, ev[i].order_id);
+    }
+    fz_check_level_events(fz, ev, n);
+    fz_check_books(fz);
+    if (eng_verify(fz->e, why, sizeof(why)) != ENG_OK) {
+        fprintf(stderr, "fuzz_engine: eng_verify: %s\n", why);
+        fz_fail(fz, __LINE__, "eng_verify failed");
+    }
+    eng_free_events(taken);
+}
+
+/* Decode record `r` and run its command, if it has one. */
+static void fz_exec(struct fz *fz, const struct fz_rec *r)
+{
+    uint32_t inst = (r->op & 3) % FZ_NINST, account = (r->op >> 2) & 3;
+    unsigned kind = r->op >> 4;
+    struct eng_cmd cmd;
+
+    switch (kind) {
+    case 6:
+        cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
+        fz_make_market(&cmd, r->a);
+        break;
+    case 7:
+        cmd = fz_new_extreme(fz, inst, account, r->a, r->b, r->c);
+        break;
+    case 8:
+    case 9:
+    case 10:
+        cmd = fz_cancel(fz, kind == 10, inst, account, r->a, r->b, r->c);
+        break;
+    case 11:
+    case 12:
+    case 13:
+        cmd = fz_modify(fz, kind == 13, inst, account, r->a, r->b, r->c);
+        break;
+    case 14:
+        cmd = fz_malformed(fz, inst, account, r);
+        break;
+    case 15:
+        if ((r->a >> 5) < 5) {
+            fz_move_mid(fz, inst, r->a);
+            return;
+        }
+        cmd = fz_set_state(inst, account, r->a);
+        break;
+    default:
+        cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
+        break;
+    }
+    cmd.ts = (int64_t)fz->seq;
+    fz_run(fz, &cmd, kind != 14);
+    fz->last = *r;
+    fz->has_last = true;
+}
+
+static bool fz_is_repeat(const struct fz_rec *r)
+{
+    return (r->op >> 4) == 15 && (r->a >> 5) == 5;
+}
+
+/* Read one record and run it (a repeat runs the last record again). */
+static void fz_step(struct fz *fz, struct fz_in *in)
+{
+    struct fz_rec r = {.op = fz_byte(in), .a = fz_byte(in), .b = fz_byte(in), .c = fz_byte(in)};
+
+    if ((r.op >> 4) == 14) {
+        r.d = fz_byte(in);
+        r.e = fz_byte(in);
+    }
+    if (!fz_is_repeat(&r)) {
+        fz_exec(fz, &r);
+        return;
+    }
+    for (unsigned i = 0; i <= r.b && fz->has_last && fz->seq < FZ_MAX_COMMANDS; i++)
+        fz_exec(fz, &fz->last);
+}
+
+/* ---- per input ------------------------------------------------------------ */
+
+static void fz_init(struct fz *fz, uint8_t config)
+{
+    static const uint32_t expected[4] = {0, 1, 16, 4096};
+    static const enum fz_route routes[4] = {FZ_ROUTE_PROCESS, FZ_ROUTE_PROCESS, FZ_ROUTE_BATCH,
+                                            FZ_ROUTE_FAST};
+    struct eng_config cfg = {.expected_orders = expected[(config >> 1) & 3],
+                             .level_events = config & 1};
+    uint32_t id;
+
+    *fz = (struct fz){.level_events = config & 1,
+                      .route = routes[(config >> 3) & 3],
+                      .cap = FZ_MIN_ORDERS};
+    fz->e = eng_create(&cfg);
+    fz->orders = calloc(fz->cap, sizeof(*fz->orders));
+    fz->levels = calloc(fz->cap, sizeof(*fz->levels));
+    FZ_CHECK(fz, fz->e && fz->orders && fz->levels, "out of memory");
+    for (uint32_t i = 0; i < FZ_NINST; i++) {
+        FZ_CHECK(fz, eng_add_instrument(fz->e, &fz_specs[i], &id) == ENG_OK && id == i,
+                 "eng_add_instrument failed");
+    }
+    if (fz->route == FZ_ROUTE_FAST)
+        eng_set_event_sink(fz->e, fz->sink, FZ_SINK_CAP);
+}
+
+static void fz_finish(struct fz *fz)
+{
+    eng_destroy(fz->e);
+    free(fz->orders);
+    free(fz->levels);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct fz_in in = {data, size};
+    struct fz fz;
+
+    fz_init(&fz, fz_byte(&in));
+    while (in.n > 0 && fz.seq < FZ_MAX_COMMANDS)
+        fz_step(&fz, &in);
+    fz_finish(&fz);
+    return 0;
+}

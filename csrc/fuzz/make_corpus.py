@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Write the seed corpus of fuzz_engine into csrc/fuzz/corpus/.
+
+Each seed exercises one feature; the byte format is described at the top of
+fuzz_engine.c and mirrored by the helpers below. The output is deterministic:
+run this again after changing the format and commit the result. Files named
+NN_regression_* are inputs that once broke the engine, kept as they were.
+
+Usage: python3 csrc/fuzz/make_corpus.py [output-dir]
+"""
+import pathlib
+import sys
+
+GTC, IOC, FOK = 0, 2, 3  # the tif field of a NEW record
+BUY, SELL = 0, 1
+STP_NONE, STP_NEWEST, STP_OLDEST, STP_BOTH = 0, 1, 2, 3
+
+
+PROCESS, BATCH, FAST = 0, 2, 3  # how commands reach the engine
+
+
+def config(level_events=False, expected=0, route=PROCESS):
+    """The first byte: level events, expected_orders choice (0-3), route."""
+    return bytes([(1 if level_events else 0) | (expected << 1) | (route << 3)])
+
+
+def op(kind, inst=0, account=0):
+    return (kind << 4) | (account << 2) | inst
+
+
+def new(inst=0, account=0, side=BUY, aggr=0, tif=GTC, post_only=False, lots=1, stp=STP_NONE,
+        coid=None, scale=0, bad=None):
+    """A NEW limit order `aggr` ticks (-8..7) from the mid toward the other side."""
+    assert -8 <= aggr <= 7 and 1 <= lots <= 16
+    a = side | ((aggr + 8) << 1) | (tif << 5) | (0x80 if post_only else 0)
+    b = (lots - 1) | (stp << 4) | (0x80 if coid is not None else 0)
+    c = (coid or 0) | ({None: 0, "tick": 6, "lot": 7}[bad] << 3) | (scale << 6)
+    return bytes([op(0, inst, account), a, b, c])
+
+
+def market(inst=0, account=0, side=BUY, fok=False, lots=1, stp=STP_NONE, scale=0):
+    a = side | (0x20 if fok else 0)
+    b = (lots - 1) | (stp << 4)
+    return bytes([op(6, inst, account), a, b, scale << 6])
+
+
+def extreme(inst=0, account=0, side=BUY, aggr=0, qty_index=0, price_mode=0, raw_qty=False):
+    a = side | ((aggr + 8) << 1)
+    c = (8 if raw_qty else 0) | (price_mode << 4)
+    return bytes([op(7, inst, account), a, qty_index, c])
+
+
+def pick(resting=None, back=None, raw_id=None):
+    """The `a` byte choosing a target id."""
+    if resting is not None:
+        return resting
+    if back is not None:
+        return 0x80 | back
+    return 0xC0 | raw_id
+
+
+def cancel(a, inst=0, account=0, any_account=False, as_owner=True, coid=None):
+    b = (1 if any_account else 0) | (2 if as_owner else 0) | (0x40 if coid is not None else 0)
+    return bytes([op(8, inst, account), a, b, coid or 0])
+
+
+def cancel_coid(coid, inst=0, account=0):
+    return bytes([op(10, inst, account), 0, 0, coid])
+
+
+def modify(a, qty_mode, c, price_mode=0, inst=0, account=0, any_account=False, as_owner=True,
+           by_coid=False):
+    b = (1 if any_account else 0) | (2 if as_owner else 0) | (qty_mode << 2) | (price_mode << 4)
+    return bytes([op(13 if by_coid else 11, inst, account), a, b, c])
+
+
+def malformed(field, value, base):
+    """Record `base` (a NEW limit, CANCEL or MODIFY by id) with one field spoilt."""
+    kind = base[0] >> 4
+    assert kind <= 13
+    d = (0 if kind <= 5 else 2 if kind <= 10 else 3) | (field << 2)
+    return bytes([(14 << 4) | (base[0] & 15)]) + base[1:] + bytes([d, value])
+
+
+def move_mid(inst, ticks):
+    """No command: the instrument's mid moves by `ticks` (-2..2)."""
+    return bytes([op(15, inst), ticks + 2, 0, 0])
+
+
+def repeat(times):
+    """Decode and run the last record that ran a command again, 1..256 times."""
+    assert 1 <= times <= 256
+    return bytes([op(15), 5 << 5, times - 1, 0])
+
+
+def set_state(inst, halted, account=0):
+    return bytes([op(15, inst, account), 0xF0 if halted else 0xC0, 0, 0])
+
+
+def book(inst, accounts=(0, 1), depth=4):
+    """Resting orders on both sides, `depth` levels each."""
+    out = b""
+    for level in range(depth):
+        for i, acct in enumerate(accounts):
+            out += new(inst, acct, BUY, aggr=-1 - level, lots=1 + i)
+            out += new(inst, acct, SELL, aggr=-1 - level, lots=2 + i)
+    return out
+
+
+SEEDS = {
+    "01_rest_cross": config() + book(0) + new(0, 2, BUY, aggr=3, lots=16)
+    + new(0, 3, SELL, aggr=4, lots=16, scale=2),
+    "02_cancel": config() + book(1) + cancel(pick(resting=0)) + cancel(pick(resting=3))
+    + cancel(pick(back=1), any_account=True, as_owner=False) + cancel(pick(raw_id=0))
+    + cancel(pick(raw_id=60), account=2, as_owner=False),
+    "03_modify": config() + book(0) + modify(pick(resting=0), 0, 1)
+    + modify(pick(resting=1), 2, 3) + modify(pick(resting=2), 1, 0x52, price_mode=2)
+    + modify(pick(resting=3), 1, 0xF4, price_mode=2) + modify(pick(resting=4), 0, 0, price_mode=3)
+    + modify(pick(resting=5), 1, 0) + modify(pick(resting=6), 3, 0),
+    "04_ioc_fok": config() + book(0) + new(0, 2, BUY, aggr=1, tif=IOC, lots=16)
+    + new(0, 2, SELL, aggr=2, tif=FOK, lots=16, scale=3) + new(0, 3, SELL, aggr=1, tif=FOK, lots=2)
+    + new(0, 3, BUY, aggr=-2, tif=IOC),
+    "05_market": config() + book(1) + book(2) + market(1, 2, BUY, lots=4)
+    + market(2, 2, SELL, fok=True, lots=3) + market(2, 3, BUY, lots=16, scale=3)
+    + market(0, 3, SELL, lots=2),
+    "06_post_only": config() + book(0) + new(0, 2, BUY, aggr=-1, post_only=True)
+    + new(0, 2, SELL, aggr=2, post_only=True) + modify(pick(resting=0), 2, 0x70, price_mode=2)
+    + new(0, 3, SELL, aggr=1, lots=16),
+    "07_stp": config() + book(0, accounts=(0, 0, 1))
+    + new(0, 0, BUY, aggr=3, lots=8, stp=STP_NEWEST) + new(0, 0, BUY, aggr=3, lots=8, stp=STP_OLDEST)
+    + new(0, 0, SELL, aggr=3, lots=8, stp=STP_BOTH) + new(0, 1, SELL, aggr=3, tif=FOK, lots=9,
+                                                          stp=STP_OLDEST),
+    "08_band": config() + book(2) + new(2, 1, BUY, aggr=-8) + new(2, 1, SELL, aggr=7, lots=3)
+    + move_mid(2, 2) * 12 + new(2, 2, SELL, aggr=-6) + market(2, 3, BUY, lots=16, scale=3)
+    + new(2, 0, BUY, aggr=0, bad="tick") + new(2, 0, BUY, aggr=0, bad="lot"),
+    "09_coid": config(expected=1) + new(0, 0, BUY, aggr=-1, coid=1) + new(0, 0, BUY, aggr=-2, coid=1)
+    + new(0, 1, BUY, aggr=-2, coid=1) + cancel_coid(1, account=1)
+    + modify(0, 2, 0x21, by_coid=True) + new(0, 1, SELL, aggr=-1, coid=2)
+    + cancel(pick(resting=0), coid=7),
+    "10_level_events": config(level_events=True, expected=2) + book(0) + book(1, accounts=(2, 3))
+    + new(0, 2, SELL, aggr=3, lots=16, scale=2) + modify(pick(resting=0), 1, 2)
+    + cancel(pick(resting=1)) + market(1, 0, SELL, lots=16),
+    "11_extreme": config(level_events=True) + book(0) + extreme(0, 2, BUY, aggr=-1, qty_index=0)
+    + extreme(0, 3, BUY, aggr=-1, qty_index=0) + extreme(0, 2, SELL, price_mode=1, qty_index=2)
+    + extreme(1, 2, SELL, price_mode=3, qty_index=1) + extreme(0, 0, BUY, qty_index=13)
+    + extreme(2, 0, BUY, price_mode=2, qty_index=5),
+    "12_malformed": config() + book(0) + b"".join(
+        malformed(field, value, base)
+        for field, value in [(0, 0), (0, 7), (1, 3), (2, 9), (3, 0), (4, 4), (5, 8), (6, 0),
+                             (7, 0), (8, 2), (9, 3), (10, 5), (11, 0), (12, 1), (13, 0),
+                             (14, 1), (15, 0)]
+        for base in (new(0, 2, BUY, aggr=-1), cancel(pick(resting=0)),
+                     modify(pick(resting=1), 0, 1))),
+    "13_deep_sweep": config(expected=3) + b"".join(book(0, accounts=(a, a + 1), depth=8)
+                                                   for a in (0, 2))
+    + move_mid(0, -2) * 3 + new(0, 1, BUY, aggr=7, lots=16, scale=3, stp=STP_OLDEST)
+    + new(0, 2, SELL, aggr=7, lots=16, scale=3, stp=STP_NEWEST),
+    "14_halt": config(level_events=True) + book(0) + book(1) + set_state(0, True)
+    + new(0, 2, BUY, aggr=3, lots=4) + modify(pick(back=20), 2, 1) + modify(pick(back=19), 1, 0)
+    + cancel(pick(back=18)) + new(1, 2, BUY, aggr=3, lots=2) + set_state(0, True)
+    + set_state(0, False) + new(0, 2, BUY, aggr=3, lots=4)
+    + malformed(0, 4, new(0, 0, BUY, lots=1)) + new(0, 2, SELL, aggr=3)
+    + malformed(0, 4, modify(pick(resting=0), 1, 3)) + malformed(0, 4, cancel(pick(resting=0)))
+    + new(0, 2, SELL, aggr=3),
+    "15_fast_paths": config(route=FAST) + book(0) + new(0, 2, BUY, aggr=-5)
+    + new(0, 2, BUY, aggr=-5, coid=3, stp=STP_OLDEST) + new(0, 3, SELL, aggr=3, lots=12)
+    + cancel(pick(resting=0)) + cancel(pick(resting=0), account=1, as_owner=False)
+    + cancel(pick(resting=1), any_account=True, coid=5) + cancel_coid(3, account=2)
+    + modify(pick(resting=0), 0, 0) + modify(pick(resting=1), 1, 0x64, price_mode=2)
+    + market(0, 1, SELL, lots=16) + malformed(1, 0, new(0, 1))
+    + malformed(6, 0, new(0, 1)) + malformed(0, 4, new(0, 1)),
+    "16_batch_take": config(level_events=True, route=BATCH) + book(0) + book(2)
+    + new(0, 2, BUY, aggr=3, lots=16) + cancel(pick(resting=2)) + modify(pick(resting=3), 2, 1)
+    + market(2, 3, SELL, lots=16, scale=2) + malformed(0, 9, new(0, 1)),
+    "17_deep_repeat": config(level_events=True, expected=1) + new(0, 0, SELL, aggr=-2)
+    + repeat(256) + repeat(256) + new(0, 1, SELL, aggr=-1, lots=2) + repeat(100)
+    + new(1, 2, BUY, aggr=-3, coid=4) + repeat(8)
+    + new(0, 2, BUY, aggr=2, lots=16, scale=3) + cancel(pick(resting=0)) + repeat(200)
+    + modify(pick(resting=5), 2, 1) + repeat(50),
+}
+
+
+def main():
+    out = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else (
+        pathlib.Path(__file__).resolve().parent / "corpus")
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in SEEDS.items():
+        (out / name).write_bytes(data)
+    print(f"wrote {len(SEEDS)} seeds to {out}")
+
+
+if __name__ == "__main__":
+    main()
