@@ -14,6 +14,8 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "engine_int.h"
 
@@ -32,7 +34,7 @@ enum {
 static uint64_t coid_hash_of(const void *ctx, uint32_t handle)
 {
     const struct order *o = eng__order_at(ctx, handle);
-    return eng__hash_coid(o->account, o->coid);
+    return eng__hash_coid(ctx, o->account, o->coid);
 }
 
 const struct idx_ops eng__coid_ops = {coid_hash_of};
@@ -63,11 +65,25 @@ struct order *eng__find_order(const struct eng *e, uint64_t id)
 struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16])
 {
     struct coid_key key = {account, coid};
-    int64_t pos = idx_find(&e->coids, eng__hash_coid(account, coid), coid_match, e, &key);
+    int64_t pos = idx_find(&e->coids, eng__hash_coid(e, account, coid), coid_match, e, &key);
     return pos < 0 ? NULL : eng__order_at(e, e->coids.slots[pos]);
 }
 
 /* ---- lifecycle ------------------------------------------------------------ */
+
+/* A seed nobody outside can guess: the kernel's random bytes, or failing
+   that the clock and the address space layout. */
+static uint64_t random_seed(const void *salt)
+{
+    uint64_t seed = 0;
+    struct timespec ts;
+
+    if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) == (ssize_t)sizeof(seed) && seed)
+        return seed;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    seed = ((uint64_t)ts.tv_sec * 1000000007u) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)salt;
+    return seed ? seed : 1;
+}
 
 struct eng *eng_create(const struct eng_config *cfg)
 {
@@ -95,6 +111,7 @@ struct eng *eng_create(const struct eng_config *cfg)
     }
     e->ev_cap = ENG_INITIAL_EVENTS;
     e->level_events = cfg && cfg->level_events;
+    e->hash_seed = cfg && cfg->hash_seed ? cfg->hash_seed : random_seed(e);
     return e;
 fail:
     arena_destroy(&e->arena);

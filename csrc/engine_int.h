@@ -43,19 +43,21 @@ struct eng {
     size_t sink_cap;
     struct eng_stats stats;  /* counters; the memory fields are filled on demand */
     bool level_events;       /* emit ENG_EV_LEVEL after every level change */
+    uint64_t hash_seed;      /* see eng_config.hash_seed */
 };
 
 extern const struct idx_ops eng__coid_ops;
 
-static inline uint64_t eng__hash_coid(uint32_t account, const char coid[16])
+static inline uint64_t eng__hash_coid(const struct eng *e, uint32_t account, const char coid[16])
 {
     uint64_t w0, w1, h;
     memcpy(&w0, coid, 8);
     memcpy(&w1, coid + 8, 8);
     /* Each step is a bijection of the running value, so distinct keys that
        agree in all but one word never collide; the end folds the high bits
-       into the low ones the index uses. */
-    h = w0 * 0xff51afd7ed558ccdull;
+       into the low ones the index uses. The seed, unknown to clients, keeps
+       them from choosing ids that share low bits. */
+    h = (w0 ^ e->hash_seed) * 0xff51afd7ed558ccdull;
     h ^= h >> 29;
     h += w1 * 0xc4ceb9fe1a85ec53ull;
     h ^= h >> 32;

@@ -164,7 +164,7 @@ static void forget_order(struct eng *e, struct order *o)
     ids_erase(&e->ids, o->id, o->handle);
     if (!eng__coid_empty(o->coid))
         idx_erase_at(&e->coids,
-                     idx_slot_of(&e->coids, eng__hash_coid(o->account, o->coid), o->handle),
+                     idx_slot_of(&e->coids, eng__hash_coid(e, o->account, o->coid), o->handle),
                      &eng__coid_ops, e);
     pool_free(&e->orders, o, o->handle);
 }
@@ -241,7 +241,7 @@ static void rest_new(struct eng *e, struct book *b, const struct taker *t,
     memcpy(o->coid, c->coid, ENG_COID_LEN);
     ids_insert(&e->ids, o->id, handle);
     if (has_coid)
-        idx_insert(&e->coids, eng__hash_coid(o->account, o->coid), handle);
+        idx_insert(&e->coids, eng__hash_coid(e, o->account, o->coid), handle);
     rest_order(e, b, o, t->side, c->price);
 }
 
@@ -687,7 +687,7 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
     memcpy(o->coid, coid, ENG_COID_LEN);
     ids_insert(&e->ids, id, handle);
     if (has_coid)
-        idx_insert(&e->coids, eng__hash_coid(account, coid), handle);
+        idx_insert(&e->coids, eng__hash_coid(e, account, coid), handle);
     book_append(b, lv, o);
     return ENG_OK;
 }

@@ -204,6 +204,9 @@ struct eng_instrument_spec {
 struct eng_config {
     uint32_t expected_orders; /* sizes the order index up front; 0 = default */
     uint32_t level_events;    /* nonzero: also emit LEVEL events (market data) */
+    uint64_t hash_seed;       /* keys the client-order-id index's hash, so clients
+                                 cannot choose ids that collide; 0 = random.
+                                 Only placement depends on it, never events. */
 };
 
 /* One price level as seen from outside. */
