@@ -43,13 +43,18 @@ def as_code(name: str, value: Any, table: Mapping[str, int]) -> int:
         raise InvalidArgument(f"{name} must be one of {choices}, not {value!r}") from None
 
 
+def short_text(value: str) -> str:
+    """A rejected string in a message: its start only (it may be huge)."""
+    return repr(value[:40]) + ("..." if len(value) > 40 else "")
+
+
 def coid_bytes(value: Any) -> bytes:
     """A client order id as the 16 NUL-padded bytes the core stores."""
     if not isinstance(value, str):
         raise InvalidArgumentType(f"client_order_id must be a str, not {type(value).__name__}")
     if not 1 <= len(value) <= COID_LEN or not value.isascii() or not value.isprintable():
         raise InvalidArgument(
-            f"client_order_id must be 1 to {COID_LEN} printable ASCII characters, not {value!r}"
+            f"client_order_id must be 1 to {COID_LEN} printable ASCII characters, not {short_text(value)}"
         )
     return value.encode("ascii").ljust(COID_LEN, b"\0")
 
@@ -64,7 +69,7 @@ def symbol_bytes(value: Any) -> bytes:
         or " " in value
     ):
         raise InvalidArgument(
-            f"symbol must be 1 to {SYMBOL_MAX} printable ASCII characters without spaces, not {value!r}"
+            f"symbol must be 1 to {SYMBOL_MAX} printable ASCII characters without spaces, not {short_text(value)}"
         )
     return value.encode("ascii")
 

@@ -28,6 +28,7 @@ __all__ = [
     "FrameReader",
     "encode",
     "parse",
+    "shown",
     "Login",
     "NewOrder",
     "Cancel",
@@ -49,11 +50,14 @@ _new = tuple.__new__
 
 
 class FrameError(Exception):
-    """The byte stream is broken; close the connection."""
+    """The byte stream is broken; close the connection. ``frames`` are the
+    whole frames that came before the broken one in the same ``feed``: they
+    are good and are handled first, however the stream was split."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, frames: list[bytes] | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.frames = frames or []
 
 
 class RequestError(Exception):
@@ -84,9 +88,9 @@ class FrameReader:
         while end - pos >= 4:
             (n,) = _HEADER.unpack_from(buf, pos)
             if n == 0:
-                raise FrameError("empty_frame", "a frame of length 0")
+                raise FrameError("empty_frame", "a frame of length 0", frames)
             if n > self._max:
-                raise FrameError("frame_too_large", f"a frame of {n} bytes is over the limit of {self._max}")
+                raise FrameError("frame_too_large", f"a frame of {n} bytes is over the limit of {self._max}", frames)
             if end - pos - 4 < n:
                 break
             frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
@@ -214,16 +218,20 @@ def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
 
 
 def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: Any) -> str:
-    v = msg.get(key, default)
+    v = msg.get(key)
+    if v is None:
+        v = default
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
     if type(v) is not str or v not in choices:
-        raise RequestError("bad_field", f"{key} must be one of {sorted(choices)}, not {v!r}", req_id)
+        raise RequestError("bad_field", f"{key} must be one of {sorted(choices)}, not {shown(v)}", req_id)
     return v
 
 
 def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
-    v = msg.get(key, default)
+    v = msg.get(key)
+    if v is None:
+        return default
     if type(v) is not bool:
         raise RequestError("bad_field", f"{key} must be true or false, not {_json_type(v)}", req_id)
     return v
@@ -238,6 +246,13 @@ def _coid(msg: dict[str, Any], req_id: Any) -> str | None:
     except EngineError as exc:
         raise RequestError("bad_field", str(exc), req_id) from None
     return v  # type: ignore[no-any-return]
+
+
+def shown(v: Any) -> str:
+    """A client's value in an error message: a string shortened, anything else
+    by its JSON type. Never repr() of untrusted data: it can be huge, and a
+    deeply nested array overflows the recursion limit."""
+    return _args.short_text(v) if type(v) is str else _json_type(v)
 
 
 def _json_type(v: Any) -> str:
@@ -346,5 +361,5 @@ def parse(frame: bytes) -> Request:
     typ = msg.get("type")
     parser = _PARSERS.get(typ) if type(typ) is str else None
     if parser is None:
-        raise RequestError("unknown_type", f"unknown message type {typ!r}", req_id)
+        raise RequestError("unknown_type", f"unknown message type {shown(typ)}", req_id)
     return parser(msg, req_id)

@@ -41,6 +41,7 @@ from .protocol import (
     Unsubscribe,
     encode,
     parse,
+    shown,
 )
 
 if TYPE_CHECKING:
@@ -168,6 +169,9 @@ class Session:
                 self.server.commands.flush()
                 self.server.flush_sessions()
         except FrameError as exc:
+            for frame in exc.frames:
+                self.handle(frame)
+            self.server.commands.flush()
             self.error(exc.code, str(exc))
             self.close(exc.code)
         except OSError as exc:
@@ -347,7 +351,7 @@ class Session:
         if req.symbol is not None:
             inst = self.server.engine.instrument_ids.get(req.symbol)
             if inst is None:
-                raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+                raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
         if own:
             orders = [(oid, order_inst) for oid, (order_inst, _) in self.orders.items()]
         else:
@@ -364,13 +368,13 @@ class Session:
     def subscribe(self, req: Subscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)
         if inst is None:
-            raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
         self.reply(self.server.marketdata.subscribe(self, inst, req.req_id))
 
     def unsubscribe(self, req: Unsubscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)
         if inst is None or not self.server.marketdata.unsubscribe(self, inst):
-            raise RequestError("not_subscribed", f"not subscribed to {req.symbol!r}", req.req_id)
+            raise RequestError("not_subscribed", f"not subscribed to {shown(req.symbol)}", req.req_id)
         self.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
 
     def snapshot(self, req: Snapshot) -> None:
@@ -385,7 +389,7 @@ class Session:
         self._admin(req.req_id, "halt or resume an instrument")
         inst = self.server.engine.instrument_ids.get(req.symbol)
         if inst is None:
-            raise RequestError("unknown_symbol", f"no instrument {req.symbol!r}", req.req_id)
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
         state = _STATE_HALTED if req.halt else _STATE_OPEN
         log.info("trading_state", extra=fields(sid=self.sid, account=self.account, symbol=req.symbol,
                                                   state="halted" if req.halt else "open"))

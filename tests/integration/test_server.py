@@ -244,6 +244,8 @@ def test_market_data_rebuilds_the_book(server: RunningServer) -> None:
         ({"type": "login", "account": -5}, "bad_field"),
         ({"type": "subscribe", "symbol": "NOPE"}, "unknown_symbol"),
         ({"type": "ping", "req_id": [1]}, "bad_field"),
+        (b'{"type":' + b"[" * 1000 + b"]" * 1000 + b"}", "unknown_type"),  # nested deeper than repr() goes
+        ({"type": "new_order", "symbol": ES, "side": [[[[]]]], "qty": 1, "price": 1}, "bad_field"),
     ],
 )
 def test_bad_input_gets_an_error_and_the_connection_stays(server: RunningServer, payload: Any, code: str) -> None:
@@ -277,6 +279,27 @@ def test_broken_framing_closes_only_that_connection(server: RunningServer, data:
         bad.close()
         server.wait_log(rf"event=session_close .*reason={code}")
         assert bystander.request(bystander.ping(), timeout=2)["type"] == "pong"
+
+
+def test_frames_before_a_broken_one_in_the_same_read_are_handled(server: RunningServer) -> None:
+    """However TCP splits the stream, whole frames ahead of a broken one are
+    carried out: the order is entered (its ack cannot reach a session that is
+    closing, so it waits for the account's next login), the ping answered."""
+    with login(server, 1, cancel_on_disconnect=False) as c:
+        c.send_raw(frame({"type": "new_order", "req_id": 1, "symbol": ES, "side": "buy", "qty": 1, "price": 450_000})
+                   + frame({"type": "ping", "req_id": 2}) + struct.pack(">I", 0))
+        replies = [c.recv(2) for _ in range(2)]
+        assert [(r["type"], r.get("code")) for r in replies] == [("pong", None), ("error", "empty_frame")]
+    time.sleep(0.2)
+    with server.client() as again:
+        assert again.login(1)["claimed_orders"] == 1
+
+
+def test_error_messages_do_not_echo_huge_values(server: RunningServer) -> None:
+    with login(server, 1) as c:
+        c.send_raw(frame({"type": "x" * 60_000}))
+        reply = c.recv(2)
+        assert reply["code"] == "unknown_type" and len(reply["message"]) < 200
 
 
 def test_slow_reader_is_dropped_and_the_fast_one_is_served(server_factory: Any) -> None:
