@@ -138,6 +138,9 @@ class Dispatcher:
                 taker = owners.get(oid)
                 if taker is not None:
                     self._fill(taker, oid, symbol, side, price, qty, leaves, trade_id, "taker", seq)
+                elif leaves == 0 and unclaimed:
+                    # An order whose session closed before its ack, filled.
+                    unclaimed.gone(oid)
                 maker = owners.get(maker_id)
                 if maker is not None:
                     self._fill(maker, maker_id, symbol, 3 - side, price, qty, maker_leaves, trade_id, "maker", seq)

@@ -281,6 +281,23 @@ def test_broken_framing_closes_only_that_connection(server: RunningServer, data:
         assert bystander.request(bystander.ping(), timeout=2)["type"] == "pong"
 
 
+def test_a_taker_filled_after_its_session_left_is_not_handed_over(server: RunningServer) -> None:
+    """An IOC sent by a session that closed (without cancel-on-disconnect)
+    before its ack, and then filled in full, is not open: the account's next
+    login must not take it over."""
+    with login(server, 1) as maker:
+        maker.request(maker.new_order(ES, "sell", 5, 450_000))
+        taker = login(server, 2, cancel_on_disconnect=False)
+        taker.new_order(ES, "buy", 5, 450_000, tif="ioc")
+        taker.close()
+        fill = maker.recv(2)
+        assert (fill["type"], fill["leaves"]) == ("fill", 0)
+    time.sleep(0.2)
+    with server.client() as again:
+        assert again.login(2)["claimed_orders"] == 0
+        assert again.request(again.mass_cancel())["count"] == 0
+
+
 def test_frames_before_a_broken_one_in_the_same_read_are_handled(server: RunningServer) -> None:
     """However TCP splits the stream, whole frames ahead of a broken one are
     carried out: the order is entered (its ack cannot reach a session that is
