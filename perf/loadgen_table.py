@@ -1,8 +1,8 @@
 """Run tools/loadgen.py at several offered rates and print a table of medians.
 
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
-                                 [--duration 8] [--workers 1] [--server-args ...]
-                                 [--json out.json] [--plot-rate 20000 --plot out.png]
+                                 [--duration 8] [--workers 1] [--json out.json]
+                                 [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
 
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
 book; rate 0 is the closed loop (maximum throughput). The table gives, per
