@@ -160,20 +160,22 @@ static void wake_if_sleeping(_Atomic int *flag, int fd)
  * Sleep until woken, unless `ring` has work or `quit` is set: say so first,
  * then look again (see the file comment).
  */
-static bool sleep_until_work(struct sleeper *s, struct ring *ring, _Atomic int *quit)
+/* Sleep until `ring` has work or `quit` is set; `sleeps`, if given, counts
+   the sleeps as they begin. */
+static void sleep_until_work(struct sleeper *s, struct ring *ring, _Atomic int *quit,
+                             _Atomic uint64_t *sleeps)
 {
-    bool slept = false;
     atomic_store_explicit(&s->asleep, 1, memory_order_relaxed);
     /* Full fence: the flag is visible before we look at the ring again. */
     atomic_thread_fence(memory_order_seq_cst);
     if (!ring_count(ring) && !atomic_load_explicit(quit, memory_order_relaxed)) {
         uint64_t v;
+        if (sleeps)
+            atomic_fetch_add_explicit(sleeps, 1, memory_order_relaxed);
         while (read(s->fd, &v, sizeof(v)) < 0 && errno == EINTR)
             ;
-        slept = true;
     }
     atomic_store_explicit(&s->asleep, 0, memory_order_relaxed);
-    return slept;
 }
 
 static bool is_pow2(uint32_t v)
@@ -401,8 +403,7 @@ static void idle(struct runner *r)
         if ((i & 255) == 255 && now_us() >= until)
             break;
     }
-    if (sleep_until_work(&r->engine_sleep, &r->in, &r->stop))
-        atomic_fetch_add_explicit(&r->sleeps, 1, memory_order_relaxed);
+    sleep_until_work(&r->engine_sleep, &r->in, &r->stop, &r->sleeps);
 }
 
 static void *engine_thread(void *arg)
@@ -551,7 +552,7 @@ static void *journal_thread(void *arg)
             if (atomic_load_explicit(&r->journal_stop, memory_order_acquire) &&
                 !ring_count(&r->jnl))
                 break;
-            sleep_until_work(&r->journal_sleep, &r->jnl, &r->journal_stop);
+            sleep_until_work(&r->journal_sleep, &r->jnl, &r->journal_stop, NULL);
             continue;
         }
         for (size_t i = 0; i < n; i++) {

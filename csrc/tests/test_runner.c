@@ -88,12 +88,22 @@ void test_runner_sleeps_and_wakes(void)
     struct runner *r = runner_create(e, &cfg);
     struct runner_event ev[2];
     struct runner_stats st;
-    struct timespec nap = {0, 20 * 1000 * 1000};
+    struct timespec nap = {0, 1000 * 1000};
+    uint64_t slept = 0;
 
     ASSERT_EQ(runner_start(r), 0);
     for (int round = 0; round < 5; round++) {
         struct runner_cmd c = limit((uint64_t)round, ENG_BUY, 1, 50 + round);
-        nanosleep(&nap, NULL); /* long enough for the engine thread to sleep */
+        /* With nothing to do the engine thread goes to sleep (within 10 s
+           even on a slow, busy machine); a busy wait never would. */
+        for (int waited = 0;; waited++) {
+            runner_get_stats(r, &st);
+            if (st.sleeps > slept)
+                break;
+            ASSERT_TRUE(waited < 10000);
+            nanosleep(&nap, NULL);
+        }
+        slept = st.sleeps;
         ASSERT_EQ(runner_poll(r, ev, 2), 0); /* nothing: arms the wake-up */
         ASSERT_EQ(runner_submit(r, &c, 1), 1);
         wait_fd(r);
@@ -205,14 +215,20 @@ void test_runner_destroy_without_consumer(void)
     struct runner *r = runner_create(e, &cfg);
     static struct runner_cmd cmds[1000];
     struct runner_stats st;
-    struct timespec nap = {0, 20 * 1000 * 1000};
+    struct timespec nap = {0, 1000 * 1000};
 
     for (size_t i = 0; i < 1000; i++)
         cmds[i] = limit(i, ENG_BUY, 1, 1 + (int64_t)(i % 50));
     ASSERT_EQ(runner_start(r), 0);
     ASSERT_EQ(runner_submit(r, cmds, 1000), 1000);
-    nanosleep(&nap, NULL);
-    runner_get_stats(r, &st);
+    /* Wait (10 s at most: sanitizers and a busy machine are slow) until the
+       engine thread has filled the ring and is stuck on it. */
+    for (int waited = 0; waited < 10000; waited++) {
+        runner_get_stats(r, &st);
+        if (st.out_queued == 4)
+            break;
+        nanosleep(&nap, NULL);
+    }
     ASSERT_EQ(st.out_queued, 4); /* full, and nobody reads */
     runner_destroy(r);           /* must not hang */
     ASSERT_VERIFY(e);
