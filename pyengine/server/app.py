@@ -36,6 +36,7 @@ __all__ = ["Server", "CommandQueue"]
 log = logging.getLogger("pyengine.server")
 
 _NO_COID = bytes(16)
+_SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
 
 
 class CommandQueue:
@@ -195,6 +196,10 @@ class Server:
             self._refuse(sock, peer)
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # A fixed kernel send buffer: with autotuning the kernel takes
+        # megabytes for a client that does not read before max_unsent counts
+        # a byte, and a slow reader holds that much memory for long.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
         self._next_sid += 1
         session = Session(self, sock, peer, self._next_sid)
         self.sessions[session.sid] = session

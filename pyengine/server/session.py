@@ -412,7 +412,9 @@ class Session:
         self._wake.set()
         self.server.session_closed(self)
         try:
-            self.sock.shutdown(socket.SHUT_RD)
+            # A slow reader's writer may be blocked in sendall on a full
+            # socket: shutting the write side too ends that at once.
+            self.sock.shutdown(socket.SHUT_RDWR if reason == "slow_reader" else socket.SHUT_RD)
         except OSError:
             pass
 
