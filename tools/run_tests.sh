@@ -65,8 +65,10 @@ ctest --test-dir build/c-asan --output-on-failure
 step "C unit tests under valgrind memcheck"
 # The same Debug build; the long randomized tests run a twentieth of their
 # steps (valgrind is some 50 times slower). Thread stacks that glibc keeps
-# for reuse show as "possibly lost": only definite leaks count.
-PYENGINE_TEST_SHRINK=20 valgrind --quiet --error-exitcode=1 --leak-check=full \
+# for reuse show as "possibly lost": only definite leaks count. Valgrind runs
+# one thread at a time; fair scheduling keeps a spinning thread from
+# starving the one it waits for.
+PYENGINE_TEST_SHRINK=20 timeout 900 valgrind --quiet --fair-sched=yes --error-exitcode=1 --leak-check=full \
     --errors-for-leak-kinds=definite,indirect build/c-debug/pyengine_tests >/dev/null
 
 step "ring and engine-thread tests under TSan"
