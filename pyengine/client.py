@@ -87,14 +87,7 @@ class Client:
         """The next message (a reply or a push), in the order received."""
         if self._inbox:
             return self._inbox.popleft()
-        if timeout is not None:
-            old = self.sock.gettimeout()
-            self.sock.settimeout(timeout)
-            try:
-                return self._read_frame()
-            finally:
-                self.sock.settimeout(old)
-        return self._read_frame()
+        return self._read_frame() if timeout is None else self._read_with(timeout)
 
     def request(self, req_id: Any, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the direct reply to `req_id`; other messages are kept for
