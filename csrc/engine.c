@@ -437,3 +437,15 @@ uint64_t eng_seq(const struct eng *e)
 {
     return e->seq;
 }
+
+const struct eng_api *eng_api(void)
+{
+    static const struct eng_api api = {
+        .size = sizeof(api),
+        .limit = eng_limit,
+        .new_order = eng_new_order,
+        .cancel = eng_cancel,
+        .events = eng_events,
+    };
+    return &api;
+}

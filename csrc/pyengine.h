@@ -335,6 +335,25 @@ void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap);
 uint64_t eng_seq(const struct eng *e);
 
 /*
+ * The fast paths as a table of function pointers, for a second binding in
+ * the same process (the CPython extension pyengine._calls): it calls the core
+ * linked into the cffi extension through this table instead of carrying a
+ * copy of its own. `size` is sizeof(struct eng_api); fields are only ever
+ * appended.
+ */
+struct eng_api {
+    size_t size;
+    int64_t (*limit)(struct eng *e, uint32_t instrument, uint8_t side, uint32_t account,
+                     int64_t qty, int64_t price);
+    int64_t (*new_order)(struct eng *e, uint32_t instrument, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t stp, uint8_t flags, uint32_t account, int64_t qty,
+                         int64_t price, const char *coid);
+    int64_t (*cancel)(struct eng *e, uint64_t order_id, uint32_t account);
+    const struct eng_event *(*events)(const struct eng *e, size_t *count);
+};
+const struct eng_api *eng_api(void);
+
+/*
  * Copy up to `max` levels of one side of an instrument's book, best first,
  * into `out`. Returns the number copied, or -1 for an unknown instrument or
  * side.

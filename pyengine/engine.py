@@ -1,11 +1,13 @@
 """``Engine``: the in-process, synchronous API of the matching core.
 
 Each call crosses into C once and returns the events it caused as a list of
-event objects (``pyengine.events``). The common outcomes, an order that rests
-and a cancel that succeeds, come back from C as a single integer and the event
-is built from the call's own arguments; everything else is read from the
-engine's event buffer in one go. This keeps a call at a few hundred
-nanoseconds; ``process_batch`` is the path for millions of commands.
+event objects (``pyengine.events``). ``submit`` and ``cancel``, the calls made
+millions of times, are implemented in C by the base class
+(``pyengine._calls.Core``, csrc/binding/calls.c) for plainly typed
+arguments; it forwards every other call, unchanged, to ``_submit`` and
+``_cancel`` below, which check and convert the arguments, raise the errors,
+and call the core through cffi. ``process_batch`` is the path for millions of
+commands in one call.
 
 An Engine is single-threaded. Using one from two threads at once raises
 ``ConcurrentUseError`` (a flag, not a lock: a lock would cost a fifth of a
@@ -20,6 +22,7 @@ from typing import Any, NamedTuple
 
 from . import _args
 from ._args import InvalidArgument, InvalidArgumentType
+from ._calls import Core
 from ._codes import (
     CANCEL_BY_CODE,
     ORDER_TYPE_CODE,
@@ -41,7 +44,7 @@ from .errors import (
     EngineMemoryError,
     InvariantError,
 )
-from .events import Accepted, BookView, Cancelled, Event, Level, OrderState, Rejected
+from .events import Accepted, BookView, Cancelled, Event, Level, LevelUpdate, OrderState, Rejected, Trade
 
 __all__ = ["Engine", "Instrument", "EngineStats"]
 
@@ -58,17 +61,25 @@ _BATCH_CHUNK = 4096
 _USER = CancelReason.USER
 _ERR_COUNT = lib.ENG_ERR__COUNT  # see the fast-path results in pyengine.h
 _SINK = 64  # events a fast path copies to the Engine's own buffer
-# The defaults of submit(), compared by identity: literals are interned, so a
-# caller's "gtc" is this very object; anything else takes the general path.
-_GTC, _LIMIT_STR, _NONE_STR = "gtc", "limit", "none"
-# The hot C entry points, bound once: looking a function up on `lib` costs
-# about a fifth of the call.
-_eng_limit = lib.eng_limit
-_eng_cancel = lib.eng_cancel
-_U64 = _args.UINT64_MAX
-_U32 = _args.UINT32_MAX
 # Reject code -> (reason, message), by index.
 _REJECTS = tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
+# What the C half builds events from, after the Engine's own symbol table and
+# names (the order is enum calls_table in csrc/binding/calls.c).
+_CALL_TABLES = (
+    Accepted,
+    Rejected,
+    Trade,
+    Cancelled,
+    LevelUpdate,
+    SIDE_BY_CODE,
+    SIDE_CODE,
+    TIF_CODE,
+    ORDER_TYPE_CODE,
+    STP_CODE,
+    _REJECTS,
+    CANCEL_BY_CODE,
+)
+_API = int(ffi.cast("uintptr_t", lib.eng_api()))
 
 
 class Instrument(NamedTuple):
@@ -99,7 +110,7 @@ def _concurrent() -> ConcurrentUseError:
     return ConcurrentUseError("this Engine is in use by another thread; an Engine is single-threaded")
 
 
-class Engine:
+class Engine(Core):
     """An order book engine for any number of instruments.
 
     >>> eng = Engine()
@@ -114,8 +125,6 @@ class Engine:
         "_symbols",
         "_names",
         "_instruments",
-        "_seq",
-        "_busy",
         "_count",
         "_order_buf",
         "_sink",
@@ -137,20 +146,22 @@ class Engine:
         self._symbols: dict[str, int] = {}
         self._names: list[str] = []
         self._instruments: list[Instrument] = []
-        self._seq = 0  # mirrors eng_seq(): one per command call
-        self._busy = False
+        self._seq = 0  # mirrors eng_seq(): one per command call (a field of Core)
+        self._busy = False  # a field of Core
         self._count = ffi.new("size_t *")
         self._order_buf = ffi.new("struct eng_order_info *")
         # The fast paths copy their events here, so reading them costs no call.
         self._sink = bytearray(_SINK * EVENT_SIZE)
         self._sink_c = ffi.from_buffer("struct eng_event[]", self._sink)
         lib.eng_set_event_sink(ptr, self._sink_c, _SINK)
+        self._attach(int(ffi.cast("uintptr_t", ptr)), _API, (self._symbols, self._names, *_CALL_TABLES))
 
     # ---- lifetime ------------------------------------------------------------
 
     def close(self) -> None:
         """Free the C engine now (also done when the Engine is collected)."""
         if self._ptr is not None:
+            self._detach()
             ffi.release(self._ptr)
             self._ptr = None
 
@@ -225,7 +236,7 @@ class Engine:
 
     # ---- commands ------------------------------------------------------------
 
-    def submit(
+    def _submit(
         self,
         symbol: str,
         side: str,
@@ -239,48 +250,32 @@ class Engine:
         post_only: bool = False,
         stp: str = "none",
     ) -> list[Event]:
-        """Enter a new order; returns its events (Accepted or Rejected first)."""
+        """submit() for the calls the C half forwards: checks and converts
+        every argument, raises the errors, and enters the order."""
         if self._busy:
             raise _concurrent()
         self._busy = True
         try:
-            try:
-                inst = self._symbols[symbol]
-                sd = SIDE_CODE[side]
-            except (KeyError, TypeError):
-                inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT) if isinstance(symbol, str) else None
-                if inst is None:
-                    raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}") from None
-                sd = _args.as_code("side", side, SIDE_CODE)
-            if (
-                tif is _GTC
-                and order_type is _LIMIT_STR
-                and stp is _NONE_STR
-                and post_only is False
-                and client_order_id is None
-                and type(qty) is int
-                and type(price) is int
-                and type(account) is int
-            ):
-                try:
-                    r = _eng_limit(self._ptr, inst, sd, account, qty, price)
-                except (OverflowError, TypeError):
-                    self._check_new(qty, price, account)
-                    raise
-            else:
-                r = self._submit_general(inst, sd, qty, price, tif, account, client_order_id, order_type, post_only, stp)
-                if type(price) is not int and price is not None:
-                    price = _args.as_int("price", price)
-                if type(qty) is not int:
-                    qty = _args.as_int("qty", qty)
-                if type(account) is not int:
-                    account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+            if not isinstance(symbol, str):
+                raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
+            inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT)
+            sd = _args.as_code("side", side, SIDE_CODE)
+            r = self._submit_general(inst, sd, qty, price, tif, account, client_order_id, order_type, post_only, stp)
             if r > 0:
                 self._seq += 1
                 return [
                     _NEW(
                         Accepted,
-                        (self._seq, r, self._names[inst], SIDE_BY_CODE[sd], price, qty, account, client_order_id),
+                        (
+                            self._seq,
+                            r,
+                            self._names[inst],
+                            SIDE_BY_CODE[sd],
+                            None if price is None else _args.as_int("price", price),
+                            _args.as_int("qty", qty),
+                            _args.as_int("account", account, 0, _args.UINT32_MAX),
+                            client_order_id,
+                        ),
                     )
                 ]
             if r > -_ERR_COUNT:
@@ -288,14 +283,6 @@ class Engine:
             return self._events(r)
         finally:
             self._busy = False
-
-    def _check_new(self, qty: Any, price: Any, account: Any) -> None:
-        """Raise the clear error for what made a fast path's call fail."""
-        self._live()
-        _args.as_int("qty", qty)
-        if price is not None:
-            _args.as_int("price", price)
-        _args.as_int("account", account, 0, _args.UINT32_MAX)
 
     def _submit_general(
         self,
@@ -328,36 +315,20 @@ class Engine:
         reason, message = _REJECTS[-r]  # type: ignore[misc]
         return [_NEW(Rejected, (self._seq, reason, message, client_order_id, order_id))]
 
-    def cancel(
+    def _cancel(
         self,
         order_id: int | None = None,
         *,
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> list[Event]:
-        """Cancel an open order by id, or by client order id with its account.
-
-        ``account=None`` cancels as an administrator (no ownership check).
-        """
+        """cancel() for the calls the C half forwards (see _submit)."""
         if self._busy:
             raise _concurrent()
         self._busy = True
         try:
-            if (
-                client_order_id is None
-                and type(order_id) is int
-                and type(account) is int
-                and 0 < order_id <= _U64
-                and 0 <= account <= _U32
-            ):
-                try:
-                    r = _eng_cancel(self._ptr, order_id, account)
-                except TypeError:
-                    self._live()  # closed: say so
-                    raise
-            else:
-                order_id, acct, flags, coid = self._target(order_id, account, client_order_id)
-                r = lib.eng_cancel_order(self._live(), order_id, acct, flags, coid)
+            order_id, acct, flags, coid = self._target(order_id, account, client_order_id)
+            r = lib.eng_cancel_order(self._live(), order_id, acct, flags, coid)
             if r > 0:
                 self._seq += 1
                 return [_NEW(Cancelled, (self._seq, order_id, r, _USER))]
