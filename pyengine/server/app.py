@@ -110,6 +110,7 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
+        self._flush_wanted = Event()
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
         self._listener: StreamServer | None = None
@@ -126,6 +127,7 @@ class Server:
         dispatcher = gevent.spawn(self.dispatcher.run)
         dispatcher.link_exception(self._dispatcher_failed)
         self._greenlets.append(dispatcher)
+        self._greenlets.append(gevent.spawn(self._flusher))
         self._listener = StreamServer((self.config.host, self.config.port), self._handle)
         self._listener.init_socket()
         self._listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -225,6 +227,23 @@ class Server:
         except OSError:
             pass
         sock.close()
+
+    def flush_soon(self) -> None:
+        """Have the commands and replies queued so far go out at the end of
+        this turn of the event loop (see _flusher)."""
+        self._flush_wanted.set()
+
+    def _flusher(self) -> None:
+        """Pushes the queued commands and writes the queued replies once per
+        turn of the event loop, after every session reader that woke in it
+        has run: under load, one ring operation and one engine wake-up serve
+        many connections instead of one each."""
+        wanted = self._flush_wanted
+        while True:
+            wanted.wait()
+            wanted.clear()
+            self.commands.flush()
+            self.flush_sessions()
 
     def flush_sessions(self) -> None:
         """Write out what every session has queued (see Session.flush)."""

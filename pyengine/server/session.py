@@ -166,8 +166,7 @@ class Session:
                     return
                 for frame in frames_of(data):
                     self.handle(frame)
-                self.server.commands.flush()
-                self.server.flush_sessions()
+                self.server.flush_soon()
         except FrameError as exc:
             for frame in exc.frames:
                 self.handle(frame)
