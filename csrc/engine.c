@@ -312,7 +312,7 @@ static inline bool targets_order(const struct eng_cmd *c)
 
 static inline const struct ids_slot *home_slot(const struct eng *e, uint64_t order_id)
 {
-    return &e->ids.slots[(uint32_t)order_id & e->ids.mask];
+    return &e->ids.slots[ids_home(&e->ids, (uint32_t)order_id)];
 }
 
 size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n)

@@ -16,6 +16,11 @@ static int ids_alloc(struct ids *t, uint64_t capacity)
     t->slots = slots;
     t->mask = (uint32_t)(capacity - 1);
     t->count = 0;
+    t->shift = 32;
+    while (capacity > 1) {
+        capacity >>= 1;
+        t->shift--;
+    }
     return 0;
 }
 
@@ -36,7 +41,7 @@ void ids_destroy(struct ids *t)
 
 static void insert_slot(struct ids *t, struct ids_slot cur)
 {
-    uint32_t pos = cur.id_lo & t->mask;
+    uint32_t pos = ids_home(t, cur.id_lo);
 
     for (uint32_t dist = 0;; dist++, pos = (pos + 1) & t->mask) {
         struct ids_slot *s = &t->slots[pos];
@@ -65,7 +70,7 @@ void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
 
 void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
 {
-    uint32_t pos = (uint32_t)id & t->mask;
+    uint32_t pos = ids_home(t, (uint32_t)id);
 
     while (t->slots[pos].handle != handle) {
         ENG_ASSERT(t->slots[pos].handle != 0);

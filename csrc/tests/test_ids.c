@@ -83,3 +83,56 @@ void test_ids_wraparound_and_stragglers(void)
     }
     ids_destroy(&t);
 }
+
+/*
+ * The longest run of occupied slots. An insert or erase may shift every
+ * entry of the run it lands in: that is its cost.
+ */
+static uint32_t longest_cluster(const struct ids *t)
+{
+    uint32_t worst = 0, run = 0;
+
+    /* Twice round, so that a run across the end of the table counts whole. */
+    for (uint64_t i = 0; i < 2 * ((uint64_t)t->mask + 1); i++) {
+        run = t->slots[i & t->mask].handle ? run + 1 : 0;
+        worst = run > worst ? run : worst;
+    }
+    return worst;
+}
+
+void test_ids_long_lived_residents_keep_runs_short(void)
+{
+    enum { OLD = 10000, CHURN = 300000, BOUND = 256 };
+    struct ids t;
+    uint32_t prev = 0;
+
+    /* Old orders that stay, then new ids coming and going while the id
+       counter laps the table many times. With an id as its own home, the old
+       orders fill one run of 10,000 slots, and every new id whose home falls
+       in it shifts the rest of it by one slot. Runs must stay short. */
+    ASSERT_EQ(ids_init(&t, 16), 0);
+    for (uint32_t h = 1; h <= OLD; h++) {
+        ids_of[h] = h;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+    }
+    for (uint64_t k = 0; k < CHURN; k++) {
+        uint32_t h = OLD + 1 + (uint32_t)(k % 2);
+        ids_of[h] = OLD + 1 + k;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+        if (prev)
+            ids_erase(&t, ids_of[prev], prev);
+        prev = h;
+        if (k % 10000 == 0) {
+            verify(&t);
+            ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+        }
+    }
+    verify(&t);
+    ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+    for (uint32_t h = 1; h <= OLD; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
+    ASSERT_EQ(ids_find(&t, ids_of[prev], same, NULL), prev);
+    ids_destroy(&t);
+}
