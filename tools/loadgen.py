@@ -45,6 +45,7 @@ from typing import Any
 
 import orjson
 from hdrh.histogram import HdrHistogram
+from idpool import IdPool
 
 HEADER = struct.Struct(">I")
 LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
@@ -74,7 +75,7 @@ def new_histogram() -> HdrHistogram:
 class Conn:
     """One connection's state inside a worker."""
 
-    __slots__ = ("sock", "rng", "buf", "out", "next_req", "pending", "open", "open_at", "account", "due",
+    __slots__ = ("sock", "rng", "buf", "out", "next_req", "pending", "open", "account", "due",
                  "interval", "inflight", "fill_wait")
 
     def __init__(self, sock: socket.socket, account: int, rng: random.Random, start: float, interval: float) -> None:
@@ -84,35 +85,18 @@ class Conn:
         self.out = bytearray()
         self.next_req = 0
         self.pending: dict[int, tuple[float, str]] = {}  # req_id -> (t0, kind)
-        # This connection's open order ids (ack'd, not finished), and where
-        # each is in that list: picking, adding and dropping are all O(1).
-        self.open: list[int] = []
-        self.open_at: dict[int, int] = {}
+        self.open = IdPool()  # this connection's open order ids (ack'd, not finished)
         self.account = account
         self.due = start  # intended time of the next order (open loop)
         self.interval = interval
         self.inflight = 0
         self.fill_wait: dict[int, float] = {}  # order id -> t0, until its first fill
 
-    def add_open(self, oid: int) -> None:
-        self.open_at[oid] = len(self.open)
-        self.open.append(oid)
-
-    def drop_open(self, oid: int) -> None:
-        i = self.open_at.pop(oid, None)
-        if i is None:
-            return
-        last = self.open.pop()
-        if last != oid:
-            self.open[i] = last
-            self.open_at[last] = i
-
     def next_message(self) -> tuple[dict[str, Any], str]:
         rng = self.rng
         r = rng.random()
         if 0.6 <= r < 0.85 and self.open:
-            oid = self.open[rng.randrange(len(self.open))]
-            self.drop_open(oid)
+            oid = self.open.pop_random(rng)
             return {"type": "cancel", "order_id": oid}, "cancel"
         symbol = rng.choice(tuple(INSTRUMENTS))
         mid, tick = INSTRUMENTS[symbol]
@@ -190,13 +174,13 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             counts["fills"] += 1
             counts["maker_fills" if m["liquidity"] == "maker" else "taker_fills"] += 1
             if m["leaves"] == 0:
-                c.drop_open(oid)
+                c.open.discard(oid)
             return
         req_id = m.get("req_id")
         if typ == "cancelled" and req_id is None:
             oid = m["order_id"]
             c.fill_wait.pop(oid, None)
-            c.drop_open(oid)
+            c.open.discard(oid)
             return
         if req_id is None or req_id == 0:
             if typ == "error":
@@ -211,7 +195,7 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             if kind == "taker":
                 c.fill_wait[m["order_id"]] = t0  # a fill or its cancel follows at once
             else:
-                c.add_open(m["order_id"])
+                c.open.add(m["order_id"])
         elif typ == "reject":
             if kind == "cancel":
                 counts["cancel_rejects"] += 1  # it had traded away meanwhile

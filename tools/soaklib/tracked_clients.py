@@ -4,7 +4,6 @@ orders on the server."""
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from collections import Counter
@@ -14,6 +13,7 @@ from typing import Any
 
 import gevent
 import gevent.event
+from idpool import IdPool
 
 from pyengine.client import ConnectionClosed, ServerError
 
@@ -41,36 +41,6 @@ class Pending:
     symbol: str = ""
     resting: bool = False
     post_only: bool = False
-
-
-class IdPool:
-    """Order ids with O(1) add, discard and random choice."""
-
-    def __init__(self) -> None:
-        self._ids: list[int] = []
-        self._pos: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._ids)
-
-    def add(self, oid: int) -> None:
-        if oid not in self._pos:
-            self._pos[oid] = len(self._ids)
-            self._ids.append(oid)
-
-    def discard(self, oid: int) -> None:
-        pos = self._pos.pop(oid, None)
-        if pos is None:
-            return
-        last = self._ids.pop()
-        if pos < len(self._ids):
-            self._ids[pos] = last
-            self._pos[last] = pos
-
-    def pop_random(self, rng: random.Random) -> int:
-        oid = self._ids[rng.randrange(len(self._ids))]
-        self.discard(oid)
-        return oid
 
 
 class TrackedClient:
