@@ -260,22 +260,22 @@ class Engine(Core):
                 raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
             inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT)
             sd = _args.as_code("side", side, SIDE_CODE)
-            r = self._submit_general(inst, sd, qty, price, tif, account, client_order_id, order_type, post_only, stp)
+            ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
+            tf = _args.as_code("tif", tif, TIF_CODE)
+            sp = _args.as_code("stp", stp, STP_CODE)
+            _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
+            qty = _args.as_int("qty", qty)
+            price = None if price is None else _args.as_int("price", price)
+            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+            coid = ffi.NULL if client_order_id is None else _args.coid_bytes(client_order_id)
+            flags = _POST_ONLY if post_only else 0
+            r = lib.eng_new_order(self._live(), inst, sd, ot, tf, sp, flags, account, qty, price or 0, coid)
             if r > 0:
                 self._seq += 1
                 return [
                     _NEW(
                         Accepted,
-                        (
-                            self._seq,
-                            r,
-                            self._names[inst],
-                            SIDE_BY_CODE[sd],
-                            None if price is None else _args.as_int("price", price),
-                            _args.as_int("qty", qty),
-                            _args.as_int("account", account, 0, _args.UINT32_MAX),
-                            client_order_id,
-                        ),
+                        (self._seq, r, self._names[inst], SIDE_BY_CODE[sd], price, qty, account, client_order_id),
                     )
                 ]
             if r > -_ERR_COUNT:
@@ -283,31 +283,6 @@ class Engine(Core):
             return self._events(r)
         finally:
             self._busy = False
-
-    def _submit_general(
-        self,
-        inst: int,
-        sd: int,
-        qty: Any,
-        price: Any,
-        tif: Any,
-        account: Any,
-        client_order_id: Any,
-        order_type: Any,
-        post_only: Any,
-        stp: Any,
-    ) -> int:
-        """submit() for anything but a plain GTC limit order."""
-        ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
-        tf = _args.as_code("tif", tif, TIF_CODE)
-        sp = _args.as_code("stp", stp, STP_CODE)
-        _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
-        qty = _args.as_int("qty", qty)
-        price = 0 if price is None else _args.as_int("price", price)
-        account = _args.as_int("account", account, 0, _args.UINT32_MAX)
-        coid = ffi.NULL if client_order_id is None else _args.coid_bytes(client_order_id)
-        flags = _POST_ONLY if post_only else 0
-        return lib.eng_new_order(self._live(), inst, sd, ot, tf, sp, flags, account, qty, price, coid)
 
     def _rejected(self, r: int, client_order_id: str | None, order_id: int | None) -> list[Event]:
         """The lone Rejected event of a fast path that returned r = -reason."""
