@@ -45,7 +45,11 @@ from typing import Any
 
 import orjson
 from hdrh.histogram import HdrHistogram
-from idpool import IdPool
+
+# The tools' shared modules sit beside this file (not on the path under
+# PYTHONSAFEPATH, as the tests run it).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idpool import IdPool  # noqa: E402
 
 HEADER = struct.Struct(">I")
 LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
