@@ -13,6 +13,7 @@ thread finish the commands it has, drain its events, then free it.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import socket
@@ -36,6 +37,7 @@ __all__ = ["Server", "CommandQueue"]
 log = logging.getLogger("pyengine.server")
 
 _NO_COID = bytes(16)
+_RECV = 65536  # bytes read from a socket at once
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
 
 
@@ -64,6 +66,20 @@ class CommandQueue:
         CMD.pack_into(self._buf, self._n * CMD_SIZE, typ, side, order_type, tif, stp, flags, 0, inst, account,
                       order_id, price, qty, time.time_ns(), coid, tag)
         self._n += 1
+
+    def push(self) -> bool:
+        """Push what fits in the input ring now, without waiting; True when
+        everything queued is in."""
+        if self._flushing:
+            return False  # a waiting flush holds the records
+        if self._sent < self._n:
+            self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
+            if self._sent < self._n:
+                return False
+        self._n = self._sent = 0
+        if not self._room.is_set():
+            self._room.set()
+        return True
 
     def flush(self) -> None:
         """Push everything queued, waiting (cooperatively) while the input
@@ -111,6 +127,8 @@ class Server:
         self.sessions: dict[int, Session] = {}
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
+        self._flush_scheduled = False
+        self.recv_buffer = bytearray(_RECV)  # every session reads into it, then copies what it keeps
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
         self._listener: StreamServer | None = None
@@ -123,6 +141,9 @@ class Server:
     # ---- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        # What exists now (modules, configuration, recovered state) lives as
+        # long as the server: keep the collector from walking it every time.
+        gc.freeze()
         self.engine.start()
         dispatcher = gevent.spawn(self.dispatcher.run)
         dispatcher.link_exception(self._dispatcher_failed)
@@ -230,14 +251,24 @@ class Server:
 
     def flush_soon(self) -> None:
         """Have the commands and replies queued so far go out at the end of
-        this turn of the event loop (see _flusher)."""
-        self._flush_wanted.set()
+        this turn of the event loop, after every session reader that woke in
+        it has run: under load, one ring operation and one engine wake-up
+        serve many connections instead of one each. It runs as a loop
+        callback, in the hub: no greenlet switch for it."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.hub.loop.run_callback(self._flush_turn)
+
+    def _flush_turn(self) -> None:
+        self._flush_scheduled = False
+        if not self.commands.push():
+            self._flush_wanted.set()  # the ring is full: the flusher waits for room
+        self.flush_sessions()
 
     def _flusher(self) -> None:
-        """Pushes the queued commands and writes the queued replies once per
-        turn of the event loop, after every session reader that woke in it
-        has run: under load, one ring operation and one engine wake-up serve
-        many connections instead of one each."""
+        """Pushes the commands that did not fit in the input ring at the end
+        of a turn, waiting for the engine thread to make room (which a loop
+        callback may not)."""
         wanted = self._flush_wanted
         while True:
             wanted.wait()

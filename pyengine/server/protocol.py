@@ -78,7 +78,7 @@ class FrameReader:
         self._buf = bytearray()
         self._max = max_frame
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes | memoryview) -> list[bytes]:
         """Add received bytes; return the frames now complete, in order.
         The size is checked from the header, before the body arrives."""
         buf = self._buf

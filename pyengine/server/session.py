@@ -51,7 +51,6 @@ __all__ = ["Session", "MassCancelState"]
 
 log = logging.getLogger("pyengine.server")
 
-_RECV = 65536
 _SIDE = {"buy": 1, "sell": 2}
 _TYPE = {"limit": 1, "market": 2}
 _TIF = {"gtc": 1, "ioc": 2, "fok": 3}
@@ -155,16 +154,25 @@ class Session:
     # ---- input -------------------------------------------------------------
 
     def reader(self) -> None:
-        sock, frames_of = self.sock, self._reader.feed
+        """Reads once each time the socket turns readable: no failing read
+        after it, as a loop reading until the socket would block makes."""
+        hub, fd, frames_of = self.server.hub, self._fd, self._reader.feed
+        buf = self.server.recv_buffer
+        view = memoryview(buf)
+        watcher = hub.loop.io(fd, 1)
         try:
             while not self.closed:
-                data = sock.recv(_RECV)
+                hub.wait(watcher)
+                try:
+                    n = os.readv(fd, (buf,))
+                except BlockingIOError:
+                    continue
                 self.last_active = time.monotonic()
-                if not data:
+                if not n:
                     self._reader.close()
                     self.close("peer_closed")
                     return
-                for frame in frames_of(data):
+                for frame in frames_of(view[:n]):
                     self.handle(frame)
                 self.server.flush_soon()
         except FrameError as exc:
@@ -175,6 +183,8 @@ class Session:
             self.close(exc.code)
         except OSError as exc:
             self.close(f"recv_failed:{exc.__class__.__name__}")
+        finally:
+            watcher.close()
 
     def handle(self, frame: bytes) -> None:
         try:
