@@ -48,6 +48,7 @@
     XX(ring, ring_two_threads)                         \
     XX(runner, runner_round_trip_with_tags)            \
     XX(runner, runner_sleeps_and_wakes)                \
+    XX(runner, runner_polls_only_after_a_burst)        \
     XX(runner, runner_backpressure_keeps_order)        \
     XX(runner, runner_stop_drains_everything)          \
     XX(runner, runner_rejects_bad_config)              \

@@ -121,6 +121,58 @@ void test_runner_sleeps_and_wakes(void)
     eng_destroy(e);
 }
 
+/* Wait (up to 10 s) until the engine thread has slept more than `slept`
+   times; returns whether it did. */
+static bool slept_since(struct runner *r, uint64_t slept)
+{
+    struct timespec nap = {0, 1000 * 1000};
+    struct runner_stats st;
+    for (int waited = 0; waited < 10000; waited++) {
+        runner_get_stats(r, &st);
+        if (st.sleeps > slept)
+            return true;
+        nanosleep(&nap, NULL);
+    }
+    return false;
+}
+
+void test_runner_polls_only_after_a_burst(void)
+{
+    struct eng *e = make_engine(0);
+    /* An hour of polling: if the thread polled, it would not sleep in this test. */
+    struct runner_config cfg = {.cpu = -1, .spin_us = 3600u * 1000000u, .in_capacity = 64, .out_capacity = 64};
+    struct runner *r = runner_create(e, &cfg);
+    struct runner_cmd burst[16];
+    struct runner_event ev[16];
+    struct runner_stats st;
+
+    ASSERT_EQ(runner_start(r), 0);
+    ASSERT_TRUE(slept_since(r, 0)); /* nothing to do at start: it sleeps at once */
+    runner_get_stats(r, &st);
+    /* A lone command: the thread sleeps again right after it. */
+    burst[0] = limit(1, ENG_BUY, 1, 10);
+    ASSERT_EQ(runner_submit(r, burst, 1), 1);
+    collect(r, ev, 1);
+    ASSERT_TRUE(slept_since(r, st.sleeps));
+    /* A burst: the thread polls (for the hour) instead of sleeping. */
+    for (int i = 0; i < 16; i++)
+        burst[i] = limit(100 + (uint64_t)i, ENG_BUY, 1, 20 + i);
+    runner_get_stats(r, &st);
+    ASSERT_EQ(runner_submit(r, burst, 16), 16);
+    collect(r, ev, 16);
+    {
+        struct timespec settle = {0, 200 * 1000 * 1000};
+        struct runner_stats after;
+        nanosleep(&settle, NULL);
+        runner_get_stats(r, &after);
+        ASSERT_EQ(after.sleeps, st.sleeps);
+    }
+    runner_request_stop(r); /* ends the poll */
+    runner_destroy(r);
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+}
+
 void test_runner_backpressure_keeps_order(void)
 {
     struct eng *e = make_engine(1);
