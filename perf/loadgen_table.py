@@ -1,18 +1,24 @@
 """Run tools/loadgen.py at several offered rates and print a table of medians.
 
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
-                                 [--duration 8] [--workers 1] [--json out.json]
+                                 [--duration 8] [--workers 1] [--pin] [--json out.json]
                                  [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
 
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
 book; rate 0 is the closed loop (maximum throughput). The table gives, per
 rate, the median over the runs of each figure.
+
+``--pin`` keeps the server's event-loop thread and the load generator apart:
+the event loop on CPU 0, the load generator on every other CPU, the engine
+thread on the last CPU (its default). Unpinned, the scheduler often puts the
+two Python processes on one CPU at a time, and each waits for the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -20,6 +26,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pinning() -> list[str]:
+    """loadgen arguments for --pin (nothing on a 1-CPU machine)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return []
+    rest = ",".join(str(c) for c in cpus[1:])
+    return ["--cpus", rest, f"--server-arg=--server-cpu={cpus[0]}"]
 
 
 def run_once(rate: float, duration: float, workers: int, extra: list[str], plot: str | None) -> dict:
@@ -40,17 +55,19 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pin", action="store_true", help="server event loop and load generator on separate CPUs")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot-rate", type=float, help="draw the percentile curve of the last run at this rate")
     ap.add_argument("--plot", metavar="FILE")
     ap.add_argument("loadgen_args", nargs="*", help="more loadgen arguments (after --)")
     args = ap.parse_args()
+    extra = (pinning() if args.pin else []) + args.loadgen_args
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
         runs = []
         for i in range(args.runs):
             plot = args.plot if args.plot and rate == args.plot_rate and i == args.runs - 1 else None
-            runs.append(run_once(rate, args.duration, args.workers, args.loadgen_args, plot))
+            runs.append(run_once(rate, args.duration, args.workers, extra, plot))
         med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
         rows.append({
             "rate": rate,

@@ -73,6 +73,7 @@ class Params:
     count: int | None
     warmup: float
     seed: int
+    cpus: set[int] | None = None
 
 
 def new_histogram() -> HdrHistogram:
@@ -161,6 +162,8 @@ class Readiness:
 
 def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if params.cpus:
+        os.sched_setaffinity(0, params.cpus)
     rate_per_conn = params.rate / params.connections if params.rate > 0 else 0.0
     readiness = Readiness()
     start = time.perf_counter() + 0.2
@@ -329,6 +332,15 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
                 sum(c.inflight for c in connections)))
 
 
+def cpu_list(text: str) -> set[int]:
+    """'1', '1,3' or '2-5' -> a set of CPU numbers."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
 def spawn_server(extra: list[str]) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0", *extra]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
@@ -404,6 +416,7 @@ def run(params: Params) -> dict[str, Any]:
         unanswered += inflight
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
+                   "cpus": sorted(params.cpus) if params.cpus else None,
                    "window": params.window, "duration": params.duration, "count": params.count,
                    "warmup": params.warmup, "seed": params.seed},
         "ack_us": summarize(ack_h),
@@ -466,6 +479,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, help="orders to send in total")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the histograms")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--cpus", metavar="LIST", type=cpu_list,
+                    help="pin the worker processes to these CPUs (e.g. 1 or 2-3); default: not pinned")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for the spawned server (repeat for more), e.g. --server-arg=--server-cpu=0")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot", metavar="FILE", help="latency percentile curve as PNG (matplotlib)")
     args = ap.parse_args(argv)
@@ -473,14 +490,17 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 10.0
     if args.connections < 1 or args.workers < 1 or args.window < 1:
         ap.error("--connections, --workers and --window must be at least 1")
+    if args.server_arg and not args.spawn_server:
+        ap.error("--server-arg needs --spawn-server")
     server = None
     data_dir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server and args.spawn_fsync else None
     if args.spawn_server:
         extra = ["--data-dir", data_dir, "--fsync", args.spawn_fsync] if data_dir else []
+        extra += args.server_arg
         server, args.port = spawn_server(extra)
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
-                        args.window, args.duration, args.count, args.warmup, args.seed)
+                        args.window, args.duration, args.count, args.warmup, args.seed, args.cpus)
         result = run(params)
     finally:
         if server is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import socket
 import time
@@ -145,6 +146,8 @@ class Server:
         # long as the server: keep the collector from walking it every time.
         gc.freeze()
         self.engine.start()
+        # After the engine's threads exist: they must not inherit this mask.
+        self._pin(self.config.server_cpu)
         dispatcher = gevent.spawn(self.dispatcher.run)
         dispatcher.link_exception(self._dispatcher_failed)
         self._greenlets.append(dispatcher)
@@ -164,6 +167,18 @@ class Server:
         if not self.config.auth_required:
             log.warning("no_auth", extra=fields(
                 detail="no [[accounts]] in the configuration: any client may log in as any account, with admin rights"))
+
+    @staticmethod
+    def _pin(cpu: int) -> None:
+        """Pin the calling (event-loop) thread to `cpu`; -1: leave it."""
+        if cpu < 0:
+            return
+        try:
+            os.sched_setaffinity(0, {cpu})  # 0: this thread alone
+        except (OSError, ValueError) as exc:
+            log.warning("server_cpu_not_pinned", extra=fields(cpu=cpu, error=str(exc)))
+            return
+        log.info("server_thread_pinned", extra=fields(cpu=cpu))
 
     def serve_forever(self) -> None:
         self.start()

@@ -33,6 +33,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded one)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 7001; 0: any free port)")
+    p.add_argument("--server-cpu", type=int, metavar="N", help="CPU for the event-loop thread (default: -1, don't pin)")
     p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
     p.add_argument("--spin-us", type=int, metavar="N", help="idle polling of the engine thread before it sleeps")
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
@@ -48,6 +49,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     overrides = {
         "host": args.host,
         "port": args.port,
+        "server_cpu": args.server_cpu,
         "engine_cpu": args.engine_cpu,
         "spin_us": args.spin_us,
         "stats_interval": args.stats_interval,

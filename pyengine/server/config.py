@@ -9,6 +9,7 @@ A file looks like this (every key optional, defaults as shown)::
     max_frame = 65536            # bytes in one frame
     max_unsent = 8388608         # unsent bytes before a slow reader is dropped
     stats_interval = 10.0        # seconds between stats log lines; 0: none
+    cpu = -1                     # CPU to pin the event-loop thread to; -1: don't pin
 
     [engine]
     cpu = "last"                 # CPU to pin the engine thread to, or -1: don't pin
@@ -130,6 +131,7 @@ class ServerConfig:
     max_frame: int = 65536
     max_unsent: int = 8 << 20
     stats_interval: float = 10.0
+    server_cpu: int = -1
     engine_cpu: int = field(default_factory=_last_cpu)
     spin_us: int = 50
     in_capacity: int = 1 << 16
@@ -247,12 +249,15 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     engine = data.get("engine", {})
     durability = data.get("durability", {})
     _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments"})
-    _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval"})
+    _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
+                                     "cpu"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
     kw: dict[str, Any] = {}
     for key, typ in (("host", str), ("port", int), ("max_connections", int), ("max_frame", int), ("max_unsent", int)):
         if key in server:
             kw[key] = _typed("[server]", key, server[key], typ)
+    if "cpu" in server:
+        kw["server_cpu"] = _typed("[server]", "cpu", server["cpu"], int)
     if "stats_interval" in server:
         kw["stats_interval"] = float(_typed("[server]", "stats_interval", server["stats_interval"], (int, float)))
     if "cpu" in engine:
@@ -292,6 +297,8 @@ def check_config(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"[server]: port {config.port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
         raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
+    if config.server_cpu < -1:
+        raise ConfigError(f"[server]: cpu must be a CPU number or -1 (don't pin), not {config.server_cpu}")
     if config.fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[durability]: fsync must be one of {', '.join(FSYNC_POLICIES)}, not {config.fsync!r}")
     if config.snapshot_every < 0:

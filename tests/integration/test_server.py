@@ -4,9 +4,11 @@ cancel-on-disconnect, market data, bad input, slow readers, limits, shutdown.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -393,3 +395,32 @@ def test_clean_shutdown(server_factory: Any) -> None:
     with pytest.raises((ConnectionClosed, ConnectionResetError)):
         c.recv(2)
     c.close()
+
+
+def _allowed_cpus(pid: int, tid: int) -> str:
+    for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+def test_server_cpu_pins_the_event_loop_thread_alone(server_factory: Any) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    srv = server_factory(None, "--server-cpu", str(cpu))
+    srv.wait_log(f"event=server_thread_pinned cpu={cpu}")
+    pid = srv.proc.pid
+    assert _allowed_cpus(pid, pid) == str(cpu)
+    # The engine thread (started first, unpinned here) keeps the whole mask.
+    others = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+    assert any(_allowed_cpus(pid, t) != str(cpu) for t in others) or len(os.sched_getaffinity(0)) == 1
+    with srv.client() as c:  # and it serves
+        c.login(1)
+        assert c.request(c.ping())["type"] == "pong"
+
+
+def test_server_cpu_not_allowed_is_a_warning(server_factory: Any) -> None:
+    srv = server_factory(None, "--server-cpu", "100000")
+    srv.wait_log("event=server_cpu_not_pinned cpu=100000")
+    with srv.client() as c:
+        c.login(1)
+        assert c.request(c.ping())["type"] == "pong"

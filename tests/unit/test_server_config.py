@@ -27,7 +27,7 @@ def test_defaults() -> None:
     c = ServerConfig()
     assert (c.host, c.port, c.max_frame) == ("127.0.0.1", 7001, 65536)
     assert c.instruments == DEFAULT_INSTRUMENTS and not c.auth_required
-    assert c.engine_cpu >= 0
+    assert c.engine_cpu >= 0 and c.server_cpu == -1  # the event-loop thread is not pinned unless asked
     assert c.data_dir is None and c.fsync == "batch"  # nothing journaled; when it is, synced before acks
 
 
@@ -39,6 +39,7 @@ host = "0.0.0.0"
 port = 9000
 max_unsent = 1048576
 stats_interval = 0.5
+cpu = 0
 
 [engine]
 cpu = -1
@@ -73,8 +74,8 @@ account = 3
 secret = "{secret}"
 admin = true
 """))
-    assert (c.host, c.port, c.max_unsent, c.stats_interval, c.engine_cpu, c.spin_us, c.out_capacity) == (
-        "0.0.0.0", 9000, 1048576, 0.5, -1, 10, 1024)
+    assert (c.host, c.port, c.max_unsent, c.stats_interval, c.server_cpu, c.engine_cpu, c.spin_us, c.out_capacity) == (
+        "0.0.0.0", 9000, 1048576, 0.5, 0, -1, 10, 1024)
     (inst,) = c.instruments
     assert (inst.symbol, inst.tick_size, inst.price_band, inst.market_protection, inst.kind) == ("ABC", 5, (100, 1000), 50, "spot")
     assert c.auth_required and c.account(3).admin and c.account(4) is None
@@ -90,6 +91,8 @@ admin = true
         ("[server]\nprot = 1\n", "unknown key"),
         ("[server]\nport = 'x'\n", "port must be int"),
         ("[server]\nport = 70000\n", "out of range"),
+        ("[server]\ncpu = 'first'\n", "cpu must be int"),
+        ("[server]\ncpu = -2\n", "cpu must be a CPU number or -1"),
         ("[engine]\nout_capacity = 1000\n", "power of two"),
         ("[[instruments]]\ntick_size = 5\n", "symbol is required"),
         ("[[instruments]]\nsymbol = 'A'\nprice_band = [1]\n", "price_band"),
