@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import time
 from typing import TYPE_CHECKING, Any
+
+import gevent
 
 from .._ffi import ffi
 from ..enums import REJECT_MESSAGES
@@ -82,6 +85,7 @@ class Dispatcher:
                     continue
                 err = engine.journal_error()
                 if err:
+                    self._drain_failed()
                     raise JournalFailed(err)
                 if self.server.stopping and not engine.stats()["running"]:
                     n = engine.poll(self._buf, _BATCH)
@@ -96,6 +100,25 @@ class Dispatcher:
                     pass
         finally:
             watcher.close()
+
+    def _drain_failed(self, patience: float = 1.0) -> None:
+        """The journal failed: stop the engine thread and route what it
+        still releases (answers that need no journal, such as a failed
+        snapshot's) before the server stops. The engine thread may be
+        publishing such an answer just as the failure shows, so wait for it
+        to stop, a while at most: unreleased events can keep it from ever
+        stopping."""
+        engine = self.server.engine
+        engine.request_stop()
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            n = engine.poll(self._buf, _BATCH)
+            if n:
+                self.route(n)
+            elif not engine.stats()["running"]:
+                return
+            else:
+                gevent.sleep(0.002)
 
     def route(self, n: int) -> None:
         sessions = self.server.sessions
