@@ -1,17 +1,24 @@
 """Run tools/loadgen.py at several offered rates and print a table of medians.
 
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
-                                 [--duration 8] [--workers 1] [--pin] [--json out.json]
+                                 [--duration 8] [--workers 1] [--pin] [--probe 5] [--json out.json]
                                  [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
 
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
 book; rate 0 is the closed loop (maximum throughput). The table gives, per
 rate, the median over the runs of each figure.
 
-``--pin`` keeps the server's event-loop thread and the load generator apart:
-the event loop on CPU 0, the load generator on every other CPU, the engine
-thread on the last CPU (its default). Unpinned, the scheduler often puts the
-two Python processes on one CPU at a time, and each waits for the other.
+``--pin`` keeps the server and the load generator apart: the server's
+event-loop and engine threads on CPU 0, the load generator on every other
+CPU. Unpinned, the scheduler often puts the two Python processes on one CPU
+at a time, and each waits for the other; and the engine thread on a CPU of
+its own would cost two wake-ups across CPUs per command where traffic is
+sparse, the dearest thing on a small virtual machine (see
+tools/cpu_probe.py).
+
+Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
+(default 5; 0: not at all) how long the machine stalls a busy CPU: no
+latency percentile can be better than those stalls allow.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ def pinning() -> list[str]:
     if len(cpus) < 2:
         return []
     rest = ",".join(str(c) for c in cpus[1:])
-    return ["--cpus", rest, f"--server-arg=--server-cpu={cpus[0]}"]
+    return ["--cpus", rest, f"--server-arg=--server-cpu={cpus[0]}", f"--server-arg=--engine-cpu={cpus[0]}"]
 
 
 def run_once(rate: float, duration: float, workers: int, extra: list[str], plot: str | None) -> dict:
@@ -55,13 +62,19 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--pin", action="store_true", help="server event loop and load generator on separate CPUs")
+    ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
+    ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
+                    help="measure the machine's CPU stalls first, for this long (0: don't)")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot-rate", type=float, help="draw the percentile curve of the last run at this rate")
     ap.add_argument("--plot", metavar="FILE")
     ap.add_argument("loadgen_args", nargs="*", help="more loadgen arguments (after --)")
     args = ap.parse_args()
     extra = (pinning() if args.pin else []) + args.loadgen_args
+    if args.probe > 0:
+        probe = subprocess.run([sys.executable, str(ROOT / "tools" / "cpu_probe.py"), "--duration", str(args.probe),
+                                "--wake-rounds", "0"], capture_output=True, text=True, check=True)
+        print(probe.stdout)
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
         runs = []

@@ -17,6 +17,11 @@ cancels of its own open orders (25%), market orders (5%).
 - Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
   flight and sends the next as soon as one is answered: maximum throughput.
 
+Between sends a worker sleeps in ``select`` until its next order is due or
+a reply arrives; each reply then costs a wake-up, which on some virtual
+machines takes tens of microseconds and is counted in that reply's latency.
+``--busy-poll`` polls instead (a CPU per worker, given with ``--cpus``).
+
 Order-to-ack latency (to the ``ack``/``reject``) and order-to-fill latency (to
 the first fill of a crossing or market order) go into HDR histograms
 (microseconds). Prints a progress line each second and the summary; ``--json``
@@ -74,6 +79,7 @@ class Params:
     warmup: float
     seed: int
     cpus: set[int] | None = None
+    busy_poll: bool = False
 
 
 def new_histogram() -> HdrHistogram:
@@ -301,7 +307,9 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         if dirty:
             dirty = [c for c in dict.fromkeys(dirty) if flush(c)]
         timeout = 0.0005
-        if params.rate > 0 and not stopping:
+        if params.busy_poll:
+            timeout = 0.0
+        elif params.rate > 0 and not stopping:
             timeout = max(0.0, schedule[0][0] - time.perf_counter())
         for c in readiness.wait(timeout):
             try:
@@ -417,6 +425,7 @@ def run(params: Params) -> dict[str, Any]:
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
                    "cpus": sorted(params.cpus) if params.cpus else None,
+                   "busy_poll": params.busy_poll,
                    "window": params.window, "duration": params.duration, "count": params.count,
                    "warmup": params.warmup, "seed": params.seed},
         "ack_us": summarize(ack_h),
@@ -481,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cpus", metavar="LIST", type=cpu_list,
                     help="pin the worker processes to these CPUs (e.g. 1 or 2-3); default: not pinned")
+    ap.add_argument("--busy-poll", action="store_true",
+                    help="never sleep: poll the sockets and the clock in a loop (give the workers CPUs of their own "
+                         "with --cpus); no wake-up of the load generator in any reply's latency")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the spawned server (repeat for more), e.g. --server-arg=--server-cpu=0")
     ap.add_argument("--json", metavar="FILE")
@@ -500,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         server, args.port = spawn_server(extra)
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
-                        args.window, args.duration, args.count, args.warmup, args.seed, args.cpus)
+                        args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll)
         result = run(params)
     finally:
         if server is not None:

@@ -21,7 +21,7 @@ from ..log import fields
 from .config import InstrumentConfig, ServerConfig
 
 __all__ = ["EngineThread", "CMD", "CMD_SIZE", "EVENT_SIZE", "UNKNOWN_INSTRUMENT", "SNAPSHOT_COMMAND", "SNAPSHOT_EVENT",
-           "instrument_spec", "run_offline"]
+           "instrument_spec", "run_offline", "effective_spin_us"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -50,6 +50,15 @@ def instrument_spec(inst: InstrumentConfig) -> Any:
     return spec
 
 
+def effective_spin_us(config: ServerConfig) -> int:
+    """The engine thread's idle polling: none when it shares its CPU with
+    the event-loop thread, where polling would only hold off the thread
+    that brings it work."""
+    if config.engine_cpu >= 0 and config.engine_cpu == config.server_cpu:
+        return 0
+    return config.spin_us
+
+
 class EngineThread:
     """One engine and its thread; created stopped, with its instruments and,
     with a data directory, the state recovered from it."""
@@ -73,7 +82,7 @@ class EngineThread:
                 self._log_recovery(self.recovery)
             rc = ffi.new("struct runner_config *")
             rc.cpu = config.engine_cpu
-            rc.spin_us = config.spin_us
+            rc.spin_us = self.spin_us = effective_spin_us(config)
             rc.in_capacity = config.in_capacity
             rc.out_capacity = config.out_capacity
             journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if config.data_dir else ffi.NULL
@@ -133,7 +142,8 @@ class EngineThread:
         if lib.runner_start(self._runner) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")
         st = self.stats()
-        log.info("engine_thread_started", extra=fields(cpu=st["cpu"], instruments=len(self.symbols)))
+        log.info("engine_thread_started", extra=fields(cpu=st["cpu"], spin_us=self.spin_us,
+                                                       instruments=len(self.symbols)))
 
     def submit(self, cmds: Any, n: int) -> int:
         """Queue the first `n` records of the cdata array `cmds`; returns how

@@ -63,6 +63,16 @@ def test_pinned_run(tmp_path: Path) -> None:
     assert r["params"]["cpus"] == [cpu]
 
 
+def test_busy_poll_open_loop(tmp_path: Path) -> None:
+    r = run_loadgen(tmp_path, "--rate", "2000", "--duration", "1.5", "--warmup", "0.2", "--busy-poll",
+                    "--cpus", str(max(os.sched_getaffinity(0))))
+    check_counts(r)
+    assert r["params"]["busy_poll"] is True
+    # The schedule was kept: 1.5 s at 2,000/s (give or take the order due
+    # at the very end).
+    assert 2990 <= r["sent"] <= 3000
+
+
 def test_server_arg_needs_spawn_server() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--server-arg=--spin-us=0"],
                           capture_output=True, text=True, timeout=60)

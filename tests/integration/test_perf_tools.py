@@ -4,11 +4,13 @@ quickest settings; no timing is asserted)."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +79,48 @@ def test_replay_l3_counts(tmp_path: Path) -> None:
     assert "7 rows -> 3 adds, 2 cancels (2 rows skipped)" in proc.stdout
     assert "1 trades, 1 cancels of orders already filled" in proc.stdout
     assert "1 trades, 1 rejected" in proc.stdout
+
+
+def _tool(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_stall_share_beyond_a_bound() -> None:
+    beyond = _tool("cpu_probe").beyond
+    # Over 1 s: stalls of 3 ms and 0.4 ms; beyond 0.5 ms only the first
+    # counts, for 2.5 ms.
+    stalls = [(0.100, 0.103), (0.500, 0.5004)]
+    assert beyond(stalls, 0.0005, 1.0) == pytest.approx(0.0025)
+    assert beyond(stalls, 0.003, 1.0) == 0.0
+    # Two CPUs stalled over overlapping stretches: the overlap counts once.
+    assert beyond([(0.100, 0.104), (0.102, 0.106)], 0.001, 1.0) == pytest.approx(0.005)
+    assert beyond([(0.100, 0.104), (0.101, 0.103)], 0.001, 1.0) == pytest.approx(0.003)
+    assert beyond([], 0.001, 1.0) == 0.0
+
+
+def test_cpu_probe_reports(tmp_path: Path) -> None:
+    out = tmp_path / "probe.json"
+    proc = run(["tools/cpu_probe.py", "--duration", "0.3", "--wake-rounds", "300", "--json", str(out)])
+    assert "beyond 500 µs" in proc.stdout and "round trip" in proc.stdout
+    data = json.loads(out.read_text())
+    cpus = sorted(os.sched_getaffinity(0))
+    assert [c["cpu"] for c in data["cpus"]] == cpus
+    for c in data["cpus"]:
+        assert 0.0 <= c["beyond"]["2000"] <= c["beyond"]["500"] <= c["stalled"] <= 1.0
+    assert [tuple(w["cpus"]) for w in data["wake"]] == [(cpus[0], cpus[0])] + ([(cpus[0], cpus[1])] if len(cpus) > 1 else [])
+    assert all(w["round_trip_us"] > 0 for w in data["wake"])
+
+
+def test_loadgen_table(tmp_path: Path) -> None:
+    out = tmp_path / "table.json"
+    proc = run(["perf/loadgen_table.py", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0.3",
+                "--pin", "--json", str(out), "--", "--connections", "4"])
+    assert "beyond 500 µs" in proc.stdout  # the machine's stalls, then the table
+    assert "| 2,000/s |" in proc.stdout
+    (row,) = json.loads(out.read_text())
+    assert row["rate"] == 2000 and row["errors"] == 0 and row["throughput"] > 0
+    assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]

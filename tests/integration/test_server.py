@@ -418,6 +418,15 @@ def test_server_cpu_pins_the_event_loop_thread_alone(server_factory: Any) -> Non
         assert c.request(c.ping())["type"] == "pong"
 
 
+def test_engine_thread_sharing_the_event_loops_cpu_does_not_poll(server_factory: Any) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--spin-us", "50")
+    srv.wait_log(f"event=engine_thread_started cpu={cpu} spin_us=0")
+    with srv.client() as c:
+        c.login(1)
+        assert c.request(c.ping())["type"] == "pong"
+
+
 def test_server_cpu_not_allowed_is_a_warning(server_factory: Any) -> None:
     srv = server_factory(None, "--server-cpu", "100000")
     srv.wait_log("event=server_cpu_not_pinned cpu=100000")

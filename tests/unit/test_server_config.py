@@ -31,6 +31,15 @@ def test_defaults() -> None:
     assert c.data_dir is None and c.fsync == "batch"  # nothing journaled; when it is, synced before acks
 
 
+def test_no_engine_polling_on_the_event_loops_cpu() -> None:
+    from pyengine.server.engine_thread import effective_spin_us
+
+    assert effective_spin_us(ServerConfig(engine_cpu=1, spin_us=50)) == 50
+    assert effective_spin_us(ServerConfig(engine_cpu=1, server_cpu=0, spin_us=50)) == 50
+    assert effective_spin_us(ServerConfig(engine_cpu=1, server_cpu=1, spin_us=50)) == 0
+    assert effective_spin_us(ServerConfig(engine_cpu=-1, server_cpu=-1, spin_us=50)) == 50  # neither pinned
+
+
 def test_full_file(tmp_path: Path) -> None:
     secret = hash_secret("pw", iterations=1000)
     c = load_config(write(tmp_path, f"""
