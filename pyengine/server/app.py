@@ -124,8 +124,8 @@ class Server:
         elif not self.config.data_dir:
             log.warning("no_journal", extra=fields(
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
-        self.dispatcher = Dispatcher(self)
         self.sessions: dict[int, Session] = {}
+        self.dispatcher = Dispatcher(self)
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False

@@ -4,26 +4,27 @@ and routes them.
 It waits on the engine thread's eventfd through the gevent hub, drains the
 output ring in batches, and for each event: replies to the session whose
 request caused it (matched by the command's tag, echoing its ``req_id``),
-sends fills to both sides' sessions, and feeds market data. Sessions, owners
-and books change only here and in the session greenlets of the same OS
-thread, so nothing needs a lock.
+sends fills to both sides' sessions, and feeds market data. The loop over the
+events is the Router's (csrc/binding/route.c), in C; it calls the methods
+here for the rare events. Sessions, owners and books change only here and in
+the session greenlets of the same OS thread, so nothing needs a lock.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import orjson
 
 from .._ffi import ffi
+from .._route import Router
 from ..enums import REJECT_MESSAGES
 from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
 from ..log import fields
-from .engine_thread import EVENT_SIZE, SNAPSHOT_EVENT
 from .session import MassCancelState
 
 if TYPE_CHECKING:
@@ -34,15 +35,7 @@ __all__ = ["Dispatcher", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
 
-# struct runner_event: struct eng_event, then the tag.
-_EVENT = struct.Struct("<BBBBIQQQQqqqqII16sQ")
-# A level event's fields alone (side, instrument, price, total, count): they
-# are about half of all events, so they skip the full unpack.
-_LEVEL_EVENT = struct.Struct("<xBxxI32xqqq40x")
-assert _EVENT.size == _LEVEL_EVENT.size == EVENT_SIZE
 _BATCH = 4096
-_ACCEPTED, _REJECTED, _TRADE, _CANCELLED, _MODIFIED, _LEVEL, _STATE = 1, 2, 3, 4, 5, 6, 7
-_SIDES = ("", "buy", "sell")
 _NO_COID = bytes(16)
 _REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
 _CANCEL_REASONS = tuple(str(r) for r in CANCEL_BY_CODE)
@@ -66,8 +59,24 @@ class Dispatcher:
         self._buf = ffi.new("struct runner_event[]", _BATCH)
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
-        self.trades = 0
-        self.orders = 0
+        self._router = Router((
+            self, server.sessions, self.owners, server.limits.open, server.limits.in_flight, server.unclaimed,
+            *server.marketdata.router_tables(),
+            tuple(orjson.dumps(symbol) for symbol in server.engine.symbols),
+            (b"", b'"buy"', b'"sell"'),
+            tuple(orjson.dumps(reason) for reason in _CANCEL_REASONS),
+            orjson.dumps,
+        ))
+
+    @property
+    def trades(self) -> int:
+        """Trades routed so far."""
+        return int(self._router.trades)
+
+    @property
+    def orders(self) -> int:
+        """Orders accepted so far."""
+        return int(self._router.orders)
 
     def owner(self, order_id: int) -> Session | None:
         return self.owners.get(order_id)
@@ -121,95 +130,9 @@ class Dispatcher:
                 gevent.sleep(0.002)
 
     def route(self, n: int) -> None:
-        sessions = self.server.sessions
-        md = self.server.marketdata
-        symbols = self.server.engine.symbols
-        owners = self.owners
-        unclaimed = self.server.unclaimed
-        open_orders = self.server.limits.open
-        in_flight = self.server.limits.in_flight
-        unpack = _EVENT.unpack_from
-        unpack_level = _LEVEL_EVENT.unpack_from
-        md_level = md.level
-        raw = self._raw
-        last_tag = -1
-        session: Session | None = None
-        info: tuple[str, Any, Any] | None = None
-        for off in range(0, n * EVENT_SIZE, EVENT_SIZE):
-            if raw[off] == _LEVEL:
-                # Never the first event of a command: the tag bookkeeping
-                # below is not needed for it.
-                side, inst, price, total, count = unpack_level(raw, off)
-                md_level(inst, side, price, total, count)
-                continue
-            (typ, side, reason, flags, inst, seq, oid, maker_id, trade_id, price, qty, leaves, maker_leaves,
-             account, maker_account, coid_raw, tag) = unpack(raw, off)
-            first = tag != last_tag
-            if first:
-                last_tag = tag
-                session = sessions.get(tag >> 32)
-                info = session.pending.pop(tag & 0xFFFFFFFF, None) if session is not None else None
-                if info is not None and info[0] == "new_order":
-                    in_flight[account] -= 1
-            if typ == _TRADE:
-                self.trades += 1
-                if leaves == 0:
-                    open_orders[account] -= 1
-                if maker_leaves == 0:
-                    open_orders[maker_account] -= 1
-                symbol = symbols[inst]
-                taker = owners.get(oid)
-                if taker is not None:
-                    self._fill(taker, oid, symbol, side, price, qty, leaves, trade_id, "taker", seq)
-                elif leaves == 0 and unclaimed:
-                    # An order whose session closed before its ack, filled.
-                    unclaimed.gone(oid)
-                maker = owners.get(maker_id)
-                if maker is not None:
-                    self._fill(maker, maker_id, symbol, 3 - side, price, qty, maker_leaves, trade_id, "maker", seq)
-                elif maker_leaves == 0 and unclaimed:
-                    unclaimed.gone(maker_id)
-                md.trade(inst, trade_id, price, qty, side)
-            elif typ == _ACCEPTED:
-                self.orders += 1
-                open_orders[account] += 1
-                if session is None:
-                    continue
-                coid = _coid(coid_raw)
-                if session.closed and not session.cancel_on_disconnect:
-                    unclaimed.add(oid, inst, account, coid)  # for the account's next session
-                    continue
-                owners[oid] = session
-                session.orders[oid] = (inst, coid)
-                if coid is not None:
-                    session.coids[coid] = oid
-                if session.closed:
-                    self._cod.append(oid)
-                    continue
-                session.reply(
-                    {
-                        "type": "ack",
-                        "req_id": info[1] if info else None,
-                        "order_id": oid,
-                        "client_order_id": coid,
-                        "symbol": symbols[inst],
-                        "side": _SIDES[side],
-                        "price": price or None,
-                        "qty": qty,
-                        "seq": seq,
-                    }
-                )
-            elif typ == _CANCELLED:
-                open_orders[account] -= 1
-                self._cancelled(owners.get(oid), oid, leaves, reason, seq, session, info, first)
-            elif typ == _MODIFIED:
-                self._modified(owners.get(oid), oid, price, qty, bool(flags & 1), seq, session, info, first)
-            elif typ == _REJECTED:
-                self._rejected(session, info, reason, coid_raw, oid, seq)
-            elif typ == _STATE:
-                self._trading_state(session, info, inst, qty == 1, seq)
-            elif typ == SNAPSHOT_EVENT:
-                self._snapshot_done(session, info, seq, leaves)
+        """Route the first `n` events of the buffer: the Router (C) runs the
+        loop and calls the methods below for the rare events."""
+        self._router.route(self._raw, n)
         self.server.marketdata.flush()
         self.server.flush_sessions()
         if self._cod and not self.server.stopping:
@@ -217,26 +140,18 @@ class Dispatcher:
         if self.server.closed_sessions:
             self.server.sweep_closed()
 
-    def _fill(self, s: Session, oid: int, symbol: str, side: int, price: int, qty: int, leaves: int,
-              trade_id: int, liquidity: str, seq: int) -> None:
-        o = s.orders.get(oid)
-        s.reply(
-            {
-                "type": "fill",
-                "order_id": oid,
-                "client_order_id": o[1] if o else None,
-                "symbol": symbol,
-                "side": _SIDES[side],
-                "price": price,
-                "qty": qty,
-                "leaves": leaves,
-                "trade_id": trade_id,
-                "liquidity": liquidity,
-                "seq": seq,
-            }
-        )
-        if leaves == 0:
-            self._forget(s, oid)
+    def _accepted_late(self, session: Session, oid: int, inst: int, account: int, coid: str | None) -> None:
+        """An order accepted for a session that has closed meanwhile: kept
+        for the account's next session without cancel-on-disconnect, else
+        cancelled (once this batch is routed)."""
+        if not session.cancel_on_disconnect:
+            self.server.unclaimed.add(oid, inst, account, coid)
+            return
+        self.owners[oid] = session
+        session.orders[oid] = (inst, coid)
+        if coid is not None:
+            session.coids[coid] = oid
+        self._cod.append(oid)
 
     def _cancelled(self, owner: Session | None, oid: int, leaves: int, reason: int, seq: int,
                    session: Session | None, info: tuple[str, Any, Any] | None, first: bool) -> None:

@@ -34,8 +34,17 @@ class MarketData:
         self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
         self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
 
+    def router_tables(self) -> tuple[Any, ...]:
+        """What the dispatcher's Router (csrc/binding/route.c) updates in
+        place for each level event (as ``level`` does) and each trade (it
+        gathers (trade id, price, qty, aggressor side) for subscribed
+        instruments): the books, the subscriber sets, the changes and the
+        trades gathered for the next flush."""
+        return self.books, self.subscribers, self._changes, self._trades
+
     def level(self, inst: int, side: int, price: int, total: int, count: int) -> None:
-        """A level changed (total 0: it is gone)."""
+        """A level changed (total 0: it is gone). The dispatcher's Router
+        does the same in C; this is for the books recovered at start."""
         book = self.books[inst][side]
         if total:
             book[price] = (total, count)
@@ -43,10 +52,6 @@ class MarketData:
             book.pop(price, None)
         if self.subscribers[inst]:
             self._changes.setdefault(inst, {})[(side, price)] = (total, count)
-
-    def trade(self, inst: int, trade_id: int, price: int, qty: int, aggressor: int) -> None:
-        if self.subscribers[inst]:
-            self._trades.setdefault(inst, []).append((trade_id, price, qty, aggressor))
 
     def trading_state(self, inst: int, halted: bool) -> None:
         """An instrument was halted or resumed: subscribers hear it in order
