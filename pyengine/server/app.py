@@ -23,7 +23,10 @@ import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
 
+import orjson
+
 from .._ffi import ffi
+from .._intake import Intake
 from ..log import fields
 from .config import ServerConfig
 from .dispatch import Dispatcher, JournalFailed
@@ -31,7 +34,7 @@ from .engine_thread import CMD, CMD_SIZE, EngineThread
 from .marketdata import MarketData
 from .limits import LoginThrottle, OrderLimits
 from .unclaimed import UnclaimedOrders
-from .session import Session
+from .session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
 
 __all__ = ["Server", "CommandQueue"]
 
@@ -126,6 +129,11 @@ class Server:
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
         self.dispatcher = Dispatcher(self)
+        self.intake = Intake((
+            self.engine.instrument_ids, SIDE_CODES, ORDER_TYPE_CODES, TIF_CODES, STP_CODES,
+            self.limits.max_qty, self.limits.max_notional, self.limits.max_open_orders,
+            self.limits.open, self.limits.in_flight, self.dispatcher.owners, self.commands, orjson.loads,
+        ))
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False

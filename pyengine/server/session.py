@@ -2,7 +2,9 @@
 
 The reader splits frames, checks each request and queues engine commands
 (tagged with the session and a request number) for the dispatcher's engine
-thread; the writer sends everything queued for the session in one ``sendall``
+thread -- the usual new orders and cancels through the server's Intake
+(csrc/binding/intake.c), everything else and anything it doubts through
+``handle``; the writer sends everything queued for the session in one ``sendall``
 per wake-up. A session whose unsent output passes ``max_unsent`` is
 disconnected rather than buffered without end.
 
@@ -47,14 +49,15 @@ from .protocol import (
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["Session", "MassCancelState"]
+__all__ = ["Session", "MassCancelState", "SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES"]
 
 log = logging.getLogger("pyengine.server")
 
-_SIDE = {"buy": 1, "sell": 2}
-_TYPE = {"limit": 1, "market": 2}
-_TIF = {"gtc": 1, "ioc": 2, "fok": 3}
-_STP = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
+# Request strings -> the engine's codes (the Intake's too).
+SIDE_CODES = {"buy": 1, "sell": 2}
+ORDER_TYPE_CODES = {"limit": 1, "market": 2}
+TIF_CODES = {"gtc": 1, "ioc": 2, "fok": 3}
+STP_CODES = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
 _NO_COID = bytes(16)
 _CMD_SET_STATE = 4
 _STATE_OPEN, _STATE_HALTED = 0, 1
@@ -157,6 +160,7 @@ class Session:
         """Reads once each time the socket turns readable: no failing read
         after it, as a loop reading until the socket would block makes."""
         hub, fd, frames_of = self.server.hub, self._fd, self._reader.feed
+        take = self.server.intake.take  # new orders and cancels in C; the rest, and any doubt, below
         buf = self.server.recv_buffer
         view = memoryview(buf)
         watcher = hub.loop.io(fd, 1)
@@ -173,7 +177,8 @@ class Session:
                     self.close("peer_closed")
                     return
                 for frame in frames_of(view[:n]):
-                    self.handle(frame)
+                    if not take(self, frame):
+                        self.handle(frame)
                 self.server.flush_soon()
         except FrameError as exc:
             for frame in exc.frames:
@@ -187,11 +192,12 @@ class Session:
             watcher.close()
 
     def handle(self, frame: bytes) -> None:
+        """Carry out one request (the reference for the server's Intake,
+        which takes the usual new orders and cancels first)."""
         try:
             req = parse(frame)
             if not self._bucket.take():
-                raise RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second",
-                                   req.req_id)
+                raise self._over_rate_error(req.req_id)
             if type(req) is NewOrder:
                 self.new_order(req)
             elif type(req) is Cancel:
@@ -213,8 +219,19 @@ class Session:
             elif type(req) is SetTradingState:
                 self.set_trading_state(req)
         except RequestError as exc:
-            log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
-            self.error(exc.code, str(exc), exc.req_id)
+            self._request_error(exc)
+
+    def _request_error(self, exc: RequestError) -> None:
+        log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
+        self.error(exc.code, str(exc), exc.req_id)
+
+    def _over_rate_error(self, req_id: Any) -> RequestError:
+        return RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second", req_id)
+
+    def over_rate(self, req_id: Any) -> None:
+        """The reply to a request over the session's rate (the Intake's, when
+        it ran out of tokens for one)."""
+        self._request_error(self._over_rate_error(req_id))
 
     def _tag(self, kind: str, req_id: Any, extra: Any = None) -> int:
         self._next = n = (self._next + 1) & 0xFFFFFFFF
@@ -285,10 +302,10 @@ class Session:
         coid = _NO_COID if req.client_order_id is None else req.client_order_id.encode().ljust(16, b"\0")
         self.server.commands.add(
             1,
-            _SIDE[req.side],
-            _TYPE[req.order_type],
-            _TIF[req.tif],
-            _STP[req.stp],
+            SIDE_CODES[req.side],
+            ORDER_TYPE_CODES[req.order_type],
+            TIF_CODES[req.tif],
+            STP_CODES[req.stp],
             1 if req.post_only else 0,
             inst,
             account,
