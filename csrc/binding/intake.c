@@ -247,7 +247,7 @@ static int intake_queue(intake_intake *self, PyObject *session, struct intake_cm
     rc.cmd = c->cmd;
     rc.cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
     rc.tag = ((uint64_t)sid << 32) | (uint64_t)next;
-    memcpy(PyByteArray_AS_STRING(buf) + slot * (Py_ssize_t)sizeof(rc), &rc, sizeof(rc));
+    memcpy(PyByteArray_AS_STRING(buf) + (size_t)slot * sizeof(rc), &rc, sizeof(rc));
     Py_XSETREF(nv, PyLong_FromSsize_t(slot + 1));
     if (!nv || PyObject_SetAttr(self->commands, in_names.n, nv) < 0)
         goto out;
@@ -269,18 +269,22 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
     PyObject *v, *inst;
     int has_price;
 
-    if (!intake_code(intake_get(msg, in_names.order_type, err), self->order_types, 1, &type))
+    if (!intake_code(intake_get(msg, in_names.order_type, err), self->order_types, 1, &type) || *err)
         return 0;
     if (!intake_code(intake_get(msg, in_names.tif, err), self->tifs, type == CODE_MARKET ? CODE_IOC : CODE_GTC,
-                     &tif))
+                     &tif) || *err)
         return 0;
     v = intake_get(msg, in_names.post_only, err);
+    if (*err)
+        return 0;
     if (v) {
         if (!PyBool_Check(v))
             return 0;
         post_only = v == Py_True;
     }
     v = intake_get(msg, in_names.price, err);
+    if (*err)
+        return 0;
     has_price = v != NULL;
     if (has_price && !intake_int(v, INT64_MIN, INT64_MAX, &price))
         return 0;
@@ -288,7 +292,7 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
                             : (!has_price || (post_only && tif != CODE_GTC)))
         return 0;
     v = intake_get(msg, in_names.symbol, err);
-    if (!v || !PyUnicode_CheckExact(v))
+    if (*err || !v || !PyUnicode_CheckExact(v))
         return 0;
     inst = PyDict_GetItemWithError(self->instruments, v);
     if (!inst) {
@@ -296,9 +300,9 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
             *err = 1;
         return 0; /* unknown: the engine's reject, through Python */
     }
-    if (!intake_code(intake_get(msg, in_names.side, err), self->sides, -1, &side) ||
-        !intake_int(intake_get(msg, in_names.qty, err), INT64_MIN, INT64_MAX, &qty) ||
-        !intake_code(intake_get(msg, in_names.stp, err), self->stps, 0, &stp))
+    if (!intake_code(intake_get(msg, in_names.side, err), self->sides, -1, &side) || *err ||
+        !intake_int(intake_get(msg, in_names.qty, err), INT64_MIN, INT64_MAX, &qty) || *err ||
+        !intake_code(intake_get(msg, in_names.stp, err), self->stps, 0, &stp) || *err)
         return 0;
     c->coid = intake_get(msg, in_names.coid, err);
     if (*err || !intake_coid(c->coid, c->cmd.coid))
@@ -342,7 +346,7 @@ static int intake_cancel(intake_intake *self, PyObject *msg, PyObject *session, 
     PyObject *v = intake_get(msg, in_names.order_id, err);
     long long order_id = 0;
 
-    if (v && !intake_int(v, 1, INT64_MAX, &order_id))
+    if (*err || (v && !intake_int(v, 1, INT64_MAX, &order_id)))
         return 0;
     c->coid = intake_get(msg, in_names.coid, err);
     if (*err || (v == NULL) == (c->coid == NULL) || !intake_coid(c->coid, c->cmd.coid))
@@ -424,7 +428,7 @@ static PyObject *intake_take(intake_intake *self, PyObject *const *args, Py_ssiz
     if (!buf)
         goto fail;
     if (!PyByteArray_CheckExact(buf) || n < 0 || n >= cap ||
-        PyByteArray_GET_SIZE(buf) < (n + 1) * (Py_ssize_t)sizeof(struct runner_cmd))
+        (size_t)n >= (size_t)PyByteArray_GET_SIZE(buf) / sizeof(struct runner_cmd))
         goto decline; /* full: Python waits for room */
     memset(&c, 0, sizeof(c));
     c.req_id = req_id;
@@ -477,6 +481,10 @@ static int intake_init(intake_intake *self, PyObject *args, PyObject *kwds)
     }
     if (!PyArg_ParseTuple(args, "O:Intake", &t))
         return -1;
+    if (self->tables) {
+        PyErr_SetString(PyExc_TypeError, "an Intake is initialised once");
+        return -1;
+    }
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != I__COUNT || !PyDict_Check(PyTuple_GET_ITEM(t, I_INSTRUMENTS)) ||
         !PyDict_Check(PyTuple_GET_ITEM(t, I_SIDES)) || !PyDict_Check(PyTuple_GET_ITEM(t, I_ORDER_TYPES)) ||
         !PyDict_Check(PyTuple_GET_ITEM(t, I_TIFS)) || !PyDict_Check(PyTuple_GET_ITEM(t, I_STPS)) ||

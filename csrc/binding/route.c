@@ -360,11 +360,22 @@ static int route_md_level(route_router *self, const struct eng_event *ev)
     PyObject *book, *price, *subs;
     int rc = -1;
 
-    if ((Py_ssize_t)ev->instrument >= n || ev->side < 1 || ev->side > 2) {
+    if ((Py_ssize_t)ev->instrument >= n || (Py_ssize_t)ev->instrument >= PyList_GET_SIZE(self->subscribers) ||
+        ev->side < 1 || ev->side > 2) {
         PyErr_SetString(PyExc_ValueError, "a level event of an unknown instrument or side");
         return -1;
     }
-    book = PyTuple_GET_ITEM(PyList_GET_ITEM(self->books, ev->instrument), ev->side);
+    book = PyList_GET_ITEM(self->books, ev->instrument);
+    subs = PyList_GET_ITEM(self->subscribers, ev->instrument);
+    if (!PyTuple_Check(book) || PyTuple_GET_SIZE(book) != 3 || !PySet_Check(subs)) {
+        PyErr_SetString(PyExc_TypeError, "MarketData's books or subscribers changed shape");
+        return -1;
+    }
+    book = PyTuple_GET_ITEM(book, ev->side);
+    if (!PyDict_Check(book)) {
+        PyErr_SetString(PyExc_TypeError, "MarketData's books changed shape");
+        return -1;
+    }
     price = PyLong_FromLongLong(ev->price);
     if (!price)
         return -1;
@@ -382,7 +393,6 @@ static int route_md_level(route_router *self, const struct eng_event *ev)
             goto out;
         PyErr_Clear();
     }
-    subs = PyList_GET_ITEM(self->subscribers, ev->instrument);
     if (PySet_GET_SIZE(subs)) {
         PyObject *inst = PyLong_FromUnsignedLong(ev->instrument);
         PyObject *changes, *key, *val;
@@ -418,14 +428,19 @@ out:
 
 static int route_md_trade(route_router *self, const struct eng_event *ev)
 {
-    PyObject *inst, *list, *item;
+    PyObject *inst, *list, *item, *subs;
     int rc;
 
     if ((Py_ssize_t)ev->instrument >= PyList_GET_SIZE(self->subscribers)) {
         PyErr_SetString(PyExc_ValueError, "a trade of an unknown instrument");
         return -1;
     }
-    if (!PySet_GET_SIZE(PyList_GET_ITEM(self->subscribers, ev->instrument)))
+    subs = PyList_GET_ITEM(self->subscribers, ev->instrument);
+    if (!PySet_Check(subs)) {
+        PyErr_SetString(PyExc_TypeError, "MarketData's subscribers changed shape");
+        return -1;
+    }
+    if (!PySet_GET_SIZE(subs))
         return 0;
     inst = PyLong_FromUnsignedLong(ev->instrument);
     if (!inst)
@@ -671,16 +686,17 @@ static int route_cancelled(route_router *self, const struct eng_event *ev, PyObj
             return -1;
         req_id = mass == 0 ? NULL : PyTuple_GET_ITEM(info, 1);
     }
+    Py_XINCREF(owner); /* held across calls into Python, which may drop it from owners */
     if (!owner || !req_id || (req_id != Py_None && owner != session) ||
         ev->reason >= PyTuple_GET_SIZE(self->reasons_json)) {
         r = PyObject_CallMethod(self->dispatcher, "_cancelled", "OKLiKOOO", route_none(owner),
                                 (unsigned long long)ev->order_id, (long long)ev->leaves, (int)ev->reason,
                                 (unsigned long long)ev->seq, route_none(session), route_none(info),
                                 first ? Py_True : Py_False);
+        Py_XDECREF(owner);
         Py_XDECREF(r);
         return r ? 0 : -1;
     }
-    Py_INCREF(owner);
     coid = route_order_coid(owner, ev->order_id);
     if (!coid) {
         Py_DECREF(owner);
@@ -716,10 +732,12 @@ static int route_python(route_router *self, const struct eng_event *ev, PyObject
 
         if (err)
             return -1;
+        Py_XINCREF(owner);
         r = PyObject_CallMethod(self->dispatcher, "_modified", "OKLLOKOOO", route_none(owner),
                                 (unsigned long long)ev->order_id, (long long)ev->price, (long long)ev->qty,
                                 (ev->flags & ENG_EV_F_PRIORITY_KEPT) ? Py_True : Py_False,
                                 (unsigned long long)ev->seq, s, i, first ? Py_True : Py_False);
+        Py_XDECREF(owner);
         break;
     }
     case ENG_EV_REJECTED:
@@ -808,7 +826,7 @@ static PyObject *route_route(route_router *self, PyObject *const *args, Py_ssize
         return NULL;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    if (n < 0 || (size_t)view.len < (size_t)n * sizeof(struct runner_event)) {
+    if (n < 0 || (size_t)n > (size_t)view.len / sizeof(struct runner_event)) {
         PyBuffer_Release(&view);
         PyErr_SetString(PyExc_ValueError, "n is more records than the buffer holds");
         return NULL;
@@ -916,6 +934,10 @@ static int route_init(route_router *self, PyObject *args, PyObject *kwds)
     }
     if (!PyArg_ParseTuple(args, "O:Router", &t))
         return -1;
+    if (self->tables) {
+        PyErr_SetString(PyExc_TypeError, "a Router is initialised once");
+        return -1;
+    }
     if (!route_check_tables(t) || !route_check_shapes(t)) {
         PyErr_SetString(PyExc_ValueError, "Router: not the dispatcher's tables (see enum route_table)");
         return -1;

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -49,11 +50,12 @@ class World:
         s._bucket = TokenBucket(rate, burst)
         self.session = s
         self.owners.update({900: s, 901: object()})  # its own order, and another session's
-        self.intake = Intake((
+        self.intake_tables = (
             self.server.engine.instrument_ids, SIDE_CODES, ORDER_TYPE_CODES, TIF_CODES, STP_CODES,
             self.limits.max_qty, self.limits.max_notional, self.limits.max_open_orders,
             self.limits.open, self.limits.in_flight, self.owners, self.commands, orjson.loads,
-        ))
+        )
+        self.intake = Intake(self.intake_tables)
 
     def state(self) -> tuple[Any, ...]:
         raw = bytes(self.commands._buf[: self.commands._n * CMD_SIZE])
@@ -155,6 +157,12 @@ def test_the_intake_keeps_the_rate_limit() -> None:
     assert a.state() == b.state()
     assert a.state()[-1] == [{"type": "error", "req_id": 5, "code": "rate_limited",
                               "message": "over 0.001 messages a second"}]
+
+
+def test_an_intake_is_initialised_once() -> None:
+    w = World()
+    with pytest.raises(TypeError, match="initialised once"):
+        w.intake.__init__(w.intake_tables)
 
 
 def test_a_full_command_queue_is_pythons() -> None:

@@ -62,12 +62,13 @@ class Rig:
         self.subscribers: list[set[Any]] = [set() for _ in SYMBOLS]
         self.changes: dict[int, dict[Any, Any]] = {}
         self.trades: dict[int, list[Any]] = {}
-        self.router = Router((
+        self.router_tables = (
             self.dispatcher, self.sessions, self.owners, self.open, self.in_flight, self.unclaimed,
             self.books, self.subscribers, self.changes, self.trades,
             tuple(orjson.dumps(s) for s in SYMBOLS), (b"", b'"buy"', b'"sell"'),
             tuple(orjson.dumps(r) for r in _CANCEL_REASONS), orjson.dumps,
-        ))
+        )
+        self.router = Router(self.router_tables)
 
     def route(self, *events: dict[str, Any]) -> None:
         buf = ffi.new("struct runner_event[]", len(events))
@@ -234,8 +235,11 @@ def test_levels_keep_the_books_and_the_changes_of_subscribed_instruments() -> No
 def test_bad_arguments() -> None:
     rig = Rig()
     buf = ffi.new("struct runner_event[]", 1)
-    with pytest.raises(ValueError, match="more records than the buffer holds"):
-        rig.router.route(ffi.buffer(buf), 2)
+    for n in (2, pow(13, -1, 2**61)):  # the second: n x 104 bytes wraps around to 8
+        with pytest.raises(ValueError, match="more records than the buffer holds"):
+            rig.router.route(ffi.buffer(buf), n)
+    with pytest.raises(TypeError, match="initialised once"):
+        rig.router.__init__(rig.router_tables)
     with pytest.raises(ValueError, match="not the dispatcher's tables"):
         Router(("too", "short"))
     buf[0].ev.type = ACCEPTED
