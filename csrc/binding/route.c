@@ -514,6 +514,20 @@ out:
     return rc;
 }
 
+/* An order nobody holds (its session closed before its ack, or it was
+ * recovered and not claimed yet) filled completely: UnclaimedOrders.gone. */
+static int route_unclaimed_gone(route_router *self, uint64_t oid)
+{
+    int any = PyObject_IsTrue(self->unclaimed);
+    PyObject *r;
+
+    if (any <= 0)
+        return any;
+    r = PyObject_CallMethod(self->unclaimed, "gone", "K", (unsigned long long)oid);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
+}
+
 static int route_trade(route_router *self, const struct runner_event *re)
 {
     const struct eng_event *ev = &re->ev;
@@ -537,19 +551,8 @@ static int route_trade(route_router *self, const struct runner_event *re)
         Py_DECREF(taker);
         if (rc < 0)
             return -1;
-    } else if (ev->leaves == 0) {
-        /* An order whose session closed before its ack, filled. */
-        int any = PyObject_IsTrue(self->unclaimed);
-        PyObject *r;
-
-        if (any < 0)
-            return -1;
-        if (any) {
-            r = PyObject_CallMethod(self->unclaimed, "gone", "K", (unsigned long long)ev->order_id);
-            if (!r)
-                return -1;
-            Py_DECREF(r);
-        }
+    } else if (ev->leaves == 0 && route_unclaimed_gone(self, ev->order_id) < 0) {
+        return -1;
     }
     maker = route_get_u64(self->owners, ev->maker_order_id, &err);
     if (err)
@@ -563,18 +566,8 @@ static int route_trade(route_router *self, const struct runner_event *re)
         Py_DECREF(maker);
         if (rc < 0)
             return -1;
-    } else if (ev->maker_leaves == 0) {
-        int any = PyObject_IsTrue(self->unclaimed);
-        PyObject *r;
-
-        if (any < 0)
-            return -1;
-        if (any) {
-            r = PyObject_CallMethod(self->unclaimed, "gone", "K", (unsigned long long)ev->maker_order_id);
-            if (!r)
-                return -1;
-            Py_DECREF(r);
-        }
+    } else if (ev->maker_leaves == 0 && route_unclaimed_gone(self, ev->maker_order_id) < 0) {
+        return -1;
     }
     return route_md_trade(self, ev);
 }
