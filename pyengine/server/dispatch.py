@@ -63,7 +63,7 @@ class Dispatcher:
             self, server.sessions, self.owners, server.limits.open, server.limits.in_flight, server.unclaimed,
             *server.marketdata.router_tables(),
             tuple(orjson.dumps(symbol) for symbol in server.engine.symbols),
-            (b"", b'"buy"', b'"sell"'),
+            (b"", orjson.dumps("buy"), orjson.dumps("sell")),  # by side code
             tuple(orjson.dumps(reason) for reason in _CANCEL_REASONS),
             orjson.dumps,
         ))
