@@ -260,16 +260,10 @@ static PyObject *route_get_u64(PyObject *dict, uint64_t key, int *err)
     return v;
 }
 
-/* session.<name>, a new reference. */
-static PyObject *route_attr(PyObject *session, PyObject *name)
-{
-    return PyObject_GetAttr(session, name);
-}
-
 /* session.closed as 0/1, or -1 on error. */
 static int route_closed(PyObject *session)
 {
-    PyObject *v = route_attr(session, route_names.closed);
+    PyObject *v = PyObject_GetAttr(session, route_names.closed);
     int r;
 
     if (!v)
@@ -283,7 +277,7 @@ static int route_closed(PyObject *session)
  * second item of session.orders[oid], or None. */
 static PyObject *route_order_coid(PyObject *session, uint64_t oid)
 {
-    PyObject *orders = route_attr(session, route_names.orders);
+    PyObject *orders = PyObject_GetAttr(session, route_names.orders);
     PyObject *o, *coid;
     int err = 0;
 
@@ -315,7 +309,7 @@ static int route_forget(route_router *self, PyObject *session, uint64_t oid)
             goto out;
         PyErr_Clear();
     }
-    orders = route_attr(session, route_names.orders);
+    orders = PyObject_GetAttr(session, route_names.orders);
     if (!orders)
         goto out;
     o = PyDict_GetItemWithError(orders, key);
@@ -330,7 +324,7 @@ static int route_forget(route_router *self, PyObject *session, uint64_t oid)
         PyObject *coid = PyTuple_GET_ITEM(o, 1);
         PyObject *cur;
 
-        coids = route_attr(session, route_names.coids);
+        coids = PyObject_GetAttr(session, route_names.coids);
         if (!coids)
             goto out;
         cur = PyDict_GetItemWithError(coids, coid);
@@ -616,13 +610,13 @@ static int route_accepted(route_router *self, const struct eng_event *ev, PyObje
     if (!(symbol = route_symbol(self, ev->instrument)) || !(side_json = route_side(self, ev->side)))
         goto out;
     key = PyLong_FromUnsignedLongLong(ev->order_id);
-    orders = route_attr(session, route_names.orders);
+    orders = PyObject_GetAttr(session, route_names.orders);
     entry = Py_BuildValue("(kO)", (unsigned long)ev->instrument, coid);
     if (!key || !orders || !entry || PyDict_SetItem(self->owners, key, session) < 0 ||
         PyDict_SetItem(orders, key, entry) < 0)
         goto out;
     if (coid != Py_None) {
-        coids = route_attr(session, route_names.coids);
+        coids = PyObject_GetAttr(session, route_names.coids);
         if (!coids || PyDict_SetItem(coids, coid, key) < 0)
             goto out;
     }
@@ -770,7 +764,7 @@ static int route_request(route_router *self, uint64_t tag, PyObject **session, P
     if (!v)
         return 0;
     *session = Py_NewRef(v);
-    pending = route_attr(v, route_names.pending);
+    pending = PyObject_GetAttr(v, route_names.pending);
     if (!pending)
         return -1;
     key = PyLong_FromUnsignedLongLong(tag & 0xFFFFFFFFu);
