@@ -8,6 +8,7 @@ Prints the median over 7 repeats of each micro-operation, in ns, from
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import threading
 import timeit
@@ -69,4 +70,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     main()

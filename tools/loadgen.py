@@ -349,15 +349,48 @@ def cpu_list(text: str) -> set[int]:
     return cpus
 
 
-def spawn_server(extra: list[str]) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0", *extra]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        m = re.search(r"event=listening .*port=(\d+)", line)
-        if m:
-            return proc, int(m.group(1))
-    raise SystemExit("the spawned server did not start")
+class SpawnedServer:
+    """A local pyengine-server for the run, its log in a file of its own.
+
+    A server that does not come up, or exits badly, shows why: the end of
+    its log goes to stderr.
+    """
+
+    LISTENING = re.compile(r"event=listening .*port=(\d+)")
+
+    def __init__(self, extra: list[str], workdir: str, timeout: float = 30.0) -> None:
+        self.log_path = os.path.join(workdir, "server.log")
+        cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0", *extra]
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + timeout
+        while (m := self.LISTENING.search(self.log())) is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                code = self.proc.wait()
+                raise SystemExit(f"the spawned server did not start (exit code {code}); "
+                                 f"{' '.join(cmd)}\n{self.tail()}")
+            time.sleep(0.05)
+        self.port = int(m.group(1))
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the end of the log on stderr if it exited badly."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
+        if code != 0:
+            print(f"the spawned server exited with code {code}:\n{self.tail()}", file=sys.stderr)
+        return code
 
 
 def summarize(h: HdrHistogram) -> dict[str, float]:
@@ -505,21 +538,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.server_arg and not args.spawn_server:
         ap.error("--server-arg needs --spawn-server")
     server = None
-    data_dir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server and args.spawn_fsync else None
+    workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server else None
     if args.spawn_server:
-        extra = ["--data-dir", data_dir, "--fsync", args.spawn_fsync] if data_dir else []
-        extra += args.server_arg
-        server, args.port = spawn_server(extra)
+        extra = ["--data-dir", os.path.join(workdir, "data"), "--fsync", args.spawn_fsync] if args.spawn_fsync else []
+        server = SpawnedServer(extra + args.server_arg, workdir)
+        args.port = server.port
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
                         args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll)
         result = run(params)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
-        if data_dir is not None:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        server_code = server.stop() if server is not None else 0
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
     if args.plot:
         plot(result, args.plot)
     result.pop("_hist")
@@ -534,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    return 0 if result["errors"] == 0 and result["unanswered"] == 0 else 1
+    return 0 if result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 else 1
 
 
 if __name__ == "__main__":

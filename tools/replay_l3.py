@@ -1,7 +1,6 @@
 """Replay real order-by-order (L3) exchange data through the engine.
 
-    python tools/replay_l3.py [--data ../shared/data/bitstamp_btcusd_l3_20260502/orders.csv.gz]
-                              [--repeat 3]
+    python tools/replay_l3.py [--data FILE] [--repeat 3]
 
 Converts a Bitstamp-style order feed (columns ``id, timestamp,
 exchange_timestamp, price, volume, action, direction``) into engine commands:
@@ -16,6 +15,12 @@ and replays them through ``Engine``, one call per operation and as one
 ``process_batch``, printing operations per second and the trade counts. A
 benchmark, not a correctness check: the feed is not a pure price-time record
 (see the data's README), so the trades differ from the exchange's.
+
+Without ``--data`` it replays 30 minutes of Bitstamp BTC/USD (2026-05-02,
+314,057 rows), the sample data of the ``ob-analytics`` 0.1.0 wheel (GPL-2.0-or-
+later, Bitstamp public market data; not part of this repository): fetched
+once from the package index with pip, checked against its sha256 and kept
+in build/data/.
 """
 
 from __future__ import annotations
@@ -23,16 +28,23 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import hashlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from pyengine import Engine, pack_cancel, pack_new_order
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "bitstamp_btcusd_l3_20260502" / "orders.csv.gz"
+SAMPLE_WHEEL = "ob-analytics==0.1.0"
+SAMPLE_MEMBER = "ob_analytics/_sample_data/orders.csv.gz"
+SAMPLE_SHA256 = "880501e94fb43942b7f98cbc37bab421d72703d85898aae8de5da117bf62cdfc"
+SAMPLE_CACHE = Path(__file__).resolve().parents[1] / "build" / "data" / "bitstamp_btcusd_l3_20260502.csv.gz"
 SYMBOL = "BTCUSD"
 ACCOUNT = 1
 
@@ -106,13 +118,34 @@ def batch(data: bytes) -> tuple[float, int, int]:
     return time.perf_counter() - t0, result.trades, result.rejected
 
 
+def sample_data() -> Path:
+    """The Bitstamp capture in build/data/, fetched with pip the first time."""
+    if SAMPLE_CACHE.exists():
+        return SAMPLE_CACHE
+    print(f"fetching the sample capture ({SAMPLE_WHEEL} from the package index)", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                        "-d", tmp, SAMPLE_WHEEL], check=True)
+        (wheel,) = Path(tmp).glob("*.whl")
+        data = zipfile.ZipFile(wheel).read(SAMPLE_MEMBER)
+    if hashlib.sha256(data).hexdigest() != SAMPLE_SHA256:
+        raise SystemExit(f"{SAMPLE_WHEEL}: {SAMPLE_MEMBER} is not the capture this tool knows (sha256 differs)")
+    SAMPLE_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    partial = SAMPLE_CACHE.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(SAMPLE_CACHE)
+    return SAMPLE_CACHE
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--data", type=Path, help="a Bitstamp-style CSV (.gz or plain); default: the sample capture")
     ap.add_argument("--tick", type=Decimal, default=Decimal("1"), help="price tick in the file's units (USD)")
     ap.add_argument("--unit", type=Decimal, default=Decimal("0.00000001"), help="quantity unit (BTC): satoshi")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args(argv)
+    if args.data is None:
+        args.data = sample_data()
     if not args.data.exists():
         print(f"no data at {args.data}: pass --data", file=sys.stderr)
         return 2

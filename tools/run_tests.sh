@@ -2,18 +2,38 @@
 # Build and run every test of pyengine:
 #   1. the C unit tests (ctest) with every invariant check on and -Werror,
 #   2. the Python suite (unit, property-based, integration) against the
-#      installed package,
+#      package installed in place (pip install -e),
 #   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, the C
 #      tests under valgrind memcheck, the ring and engine-thread tests under
 #      ThreadSanitizer, and the C core under libFuzzer for FUZZ_SECONDS (60).
-# Installs what it needs first (a fresh machine has nothing of ours).
-# Environment: PYTHON (default python3), SKIP_SANITIZERS=1 to stop after 2.
+# Installs what it needs first, at the versions pinned in
+# tools/constraints.txt (a fresh machine has nothing of ours).
+# Python: the active virtual environment, else build/venv-test (made here);
+# PYTHON=path overrides both. SKIP_SANITIZERS=1 stops after 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
+constraints=$PWD/tools/constraints.txt
 step() { printf '\n== %s\n' "$*"; }
+
+# A virtual environment of its own at $1 (never the system's packages):
+# made when missing, made anew when it sees the system's site-packages.
+own_venv() {
+    if ! grep -qs '^include-system-site-packages = false' "$1/pyvenv.cfg"; then
+        step "making the virtual environment $1"
+        python3 -m venv --clear "$1"
+    fi
+}
+
+if [ -n "${PYTHON:-}" ]; then
+    PY=$PYTHON
+elif [ -n "${VIRTUAL_ENV:-}" ]; then
+    PY=$VIRTUAL_ENV/bin/python
+else
+    own_venv build/venv-test
+    PY=build/venv-test/bin/python
+fi
 
 # System tools of the sanitizer stage, from the distribution when missing
 # (as root or with password-less sudo); say what to install otherwise.
@@ -37,9 +57,18 @@ need_system_packages() {
     fi
 }
 
-step "installing the build tools, the package and its test extras"
-"$PY" -m pip install -q "scikit-build-core>=0.10" "cffi>=1.17" "cmake>=3.20" ninja
-"$PY" -m pip install -q --no-build-isolation ".[test]"
+# The build tools, then the package with the test extras (built by them, not
+# in an isolated environment, so that their versions are the pinned ones).
+# Extra pip arguments (a build directory, sanitizer flags) follow the python.
+install_for_tests() {
+    local py=$1
+    shift
+    "$py" -m pip install -q -c "$constraints" scikit-build-core cffi cmake ninja
+    "$py" -m pip install -q -c "$constraints" --no-build-isolation "$@"
+}
+
+step "installing the build tools, the package (in place) and its test extras into $("$PY" -c 'import sys; print(sys.prefix)')"
+install_for_tests "$PY" -e ".[test]"
 
 step "C unit tests (ENG_DEBUG=3, -Werror)"
 cmake -S . -B build/c-debug -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
@@ -47,8 +76,7 @@ cmake --build build/c-debug
 ctest --test-dir build/c-debug --output-on-failure
 
 step "Python tests"
-# PYTHONSAFEPATH: import the installed package, not the source tree.
-PYTHONSAFEPATH=1 "$PY" -m pytest -q
+"$PY" -m pytest -q
 
 if [ "${SKIP_SANITIZERS:-0}" = 1 ]; then
     exit 0
@@ -81,12 +109,13 @@ step "libFuzzer on the C core (${FUZZ_SECONDS:-60} s, ASan + UBSan, seed corpus 
 FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash tools/fuzz_c.sh
 
 step "Python tests under ASan + UBSan"
+# An environment of its own with a regular (not in-place) install of the
+# sanitized build, which also checks what a wheel holds. PYTHONSAFEPATH keeps
+# the source tree, run from here, from shadowing that install.
 venv=build/venv-asan
-[ -x "$venv/bin/python" ] || "$PY" -m venv --system-site-packages "$venv"
-"$venv/bin/python" -m pip install -q --no-build-isolation --no-deps \
-    -C build-dir=build/py-asan \
-    -C cmake.define.PYENGINE_SANITIZE=address,undefined \
-    -C cmake.define.PYENGINE_DEBUG=2 .
+own_venv "$venv"
+install_for_tests "$venv/bin/python" -C build-dir=build/py-asan \
+    -C cmake.define.PYENGINE_SANITIZE=address,undefined -C cmake.define.PYENGINE_DEBUG=2 ".[test]"
 # CPython frees little at exit, so leak detection would only report noise.
 # libstdc++ is preloaded with ASan so that its __cxa_throw interceptor finds
 # the real one (greenlet is C++ and throws).
