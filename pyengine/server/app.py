@@ -13,6 +13,7 @@ thread finish the commands it has, drain its events, then free it.
 
 from __future__ import annotations
 
+import errno
 import gc
 import logging
 import os
@@ -106,7 +107,13 @@ class Server:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.hub = gevent.get_hub()
-        self.engine = EngineThread(config)
+        # The port first: a port in use fails before recovery and the engine thread.
+        self._listener = self._bind()
+        try:
+            self.engine = EngineThread(config)
+        except BaseException:
+            self._listener.close()
+            raise
         self.commands = CommandQueue(self.engine)
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
@@ -140,7 +147,6 @@ class Server:
         self.recv_buffer = bytearray(_RECV)  # every session reads into it, then copies what it keeps
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
-        self._listener: StreamServer | None = None
         self._greenlets: list[gevent.Greenlet] = []
         self.stopping = False
         self.failed = False
@@ -160,9 +166,6 @@ class Server:
         dispatcher.link_exception(self._dispatcher_failed)
         self._greenlets.append(dispatcher)
         self._greenlets.append(gevent.spawn(self._flusher))
-        self._listener = StreamServer((self.config.host, self.config.port), self._handle)
-        self._listener.init_socket()
-        self._listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._listener.start()
         self.address = self._listener.address[:2]
         if self.config.stats_interval > 0:
@@ -175,6 +178,19 @@ class Server:
         if not self.config.auth_required:
             log.warning("no_auth", extra=fields(
                 detail="no [[accounts]] in the configuration: any client may log in as any account, with admin rights"))
+
+    def _bind(self) -> StreamServer:
+        """The listening socket, bound; accepting starts with `start`."""
+        host, port = self.config.host, self.config.port
+        listener = StreamServer((host, port), self._handle)
+        try:
+            listener.init_socket()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(exc.errno, f"port {port} on {host} is in use (another server?)") from None
+            raise
+        listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return listener
 
     @staticmethod
     def _pin(cpu: int) -> None:
@@ -215,8 +231,7 @@ class Server:
             self.stopped.wait()
             return
         self.stopping = True
-        if self._listener is not None:
-            self._listener.close()
+        self._listener.close()
         for session in list(self.sessions.values()):
             session.close("server_stopping")
         deadline = time.monotonic() + timeout
@@ -372,15 +387,19 @@ class Server:
     def _stats_loop(self) -> None:
         last = self.engine.stats()
         last_trades, last_orders, last_t = self.dispatcher.trades, self.dispatcher.orders, time.monotonic()
+        last_connections = -1
         while True:
             gevent.sleep(self.config.stats_interval)
             now, st = time.monotonic(), self.engine.stats()
             dt = max(now - last_t, 1e-9)
-            log.info("stats", extra=fields(
+            connections = sum(1 for s in self.sessions.values() if not s.closed)
+            # An idle server says so once, then keeps quiet (but at debug level).
+            changed = st["commands"] != last["commands"] or connections != last_connections
+            log.log(logging.INFO if changed else logging.DEBUG, "stats", extra=fields(
                 orders_per_s=round((self.dispatcher.orders - last_orders) / dt),
                 commands_per_s=round((st["commands"] - last["commands"]) / dt),
                 trades_per_s=round((self.dispatcher.trades - last_trades) / dt),
-                connections=sum(1 for s in self.sessions.values() if not s.closed),
+                connections=connections,
                 in_ring=st["in_queued"],
                 out_ring=st["out_queued"],
                 engine_sleeps=st["sleeps"] - last["sleeps"],
@@ -390,3 +409,4 @@ class Server:
                    if self.engine.journaling else {}),
             ))
             last, last_trades, last_orders, last_t = st, self.dispatcher.trades, self.dispatcher.orders, now
+            last_connections = connections

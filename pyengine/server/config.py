@@ -305,6 +305,8 @@ def check_config(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"[durability]: snapshot_every must be >= 0, not {config.snapshot_every}")
     if config.data_dir == "":
         raise ConfigError("[durability]: data_dir must name a directory")
+    if config.data_dir is not None and os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
+        raise ConfigError(f"[durability]: data_dir {config.data_dir} exists and is not a directory")
     for i in config.instruments:
         for key in ("max_qty", "max_notional"):
             value = getattr(i, key)
