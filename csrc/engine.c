@@ -438,6 +438,23 @@ uint64_t eng_seq(const struct eng *e)
     return e->seq;
 }
 
+void eng_get_counters(const struct eng *e, struct eng_counters *out)
+{
+    out->seq = e->seq;
+    out->order_id = e->last_order_id;
+    out->trade_id = e->last_trade_id;
+}
+
+void eng_raise_counters(struct eng *e, const struct eng_counters *c)
+{
+    if (c->seq > e->seq)
+        e->seq = c->seq;
+    if (c->order_id > e->last_order_id)
+        e->last_order_id = c->order_id;
+    if (c->trade_id > e->last_trade_id)
+        e->last_trade_id = c->trade_id;
+}
+
 const struct eng_api *eng_api(void)
 {
     static const struct eng_api api = {

@@ -7,12 +7,19 @@
  * length field is right, its CRC-32C matches and its seq is the next one; a
  * scan stops at the first record that is not, and says why (a file that ends
  * part-way through a record is a torn write; a whole record that fails its
- * checksum is damage). Nothing after that point is ever applied.
+ * checksum is damage). Nothing after that point is ever applied, but the
+ * rest of the file is searched for valid records, so that the caller can
+ * tell a write cut short (nothing valid after it) from damage with records
+ * after it.
+ *
+ * The high-water mark (HIGHWATER) is a small file of its own, replaced
+ * whole, never appended to: damage to a segment cannot lower it.
  */
 #include "journal.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +31,7 @@
 
 _Static_assert(sizeof(struct jnl_record) == 88, "journal record layout");
 _Static_assert(sizeof(struct jnl_header) == 32, "journal header layout");
+_Static_assert(sizeof(struct jnl_mark) == 40, "high-water mark layout");
 
 enum { SCAN_CHUNK = 4096 /* records read at a time */ };
 
@@ -168,6 +176,53 @@ static void skip_applied(int fd, uint64_t after_seq, struct jnl_scan *out, uint6
     *expect = after_seq + 1;
 }
 
+/*
+ * The scan stopped at out->valid_bytes: count the whole, valid records from
+ * there to the end of the file, at any byte offset, reading through `buf`.
+ */
+static void count_following(int fd, char *buf, size_t cap, struct jnl_scan *out)
+{
+    const size_t size = sizeof(struct jnl_record);
+    uint64_t pos = out->valid_bytes; /* the file offset of buf[0] */
+    size_t have = 0;
+
+    for (;;) {
+        ssize_t got = pread(fd, buf + have, cap - have, (off_t)(pos + have));
+        size_t i = 0;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            out->stop = JNL_IO_ERROR;
+            out->err = errno;
+            return;
+        }
+        if (got == 0)
+            return;
+        have += (size_t)got;
+        while (i + size <= have) {
+            struct jnl_record r;
+            uint32_t len;
+            memcpy(&len, buf + i, sizeof(len));
+            if (len == size) {
+                memcpy(&r, buf + i, size);
+                if (record_valid(&r)) {
+                    if (!out->following || r.seq < out->following_min_seq)
+                        out->following_min_seq = r.seq;
+                    if (r.seq > out->following_max_seq)
+                        out->following_max_seq = r.seq;
+                    out->following++;
+                    i += size;
+                    continue;
+                }
+            }
+            i++;
+        }
+        memmove(buf, buf + i, have - i);
+        pos += i;
+        have -= i;
+    }
+}
+
 int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
                   uint64_t *counts)
 {
@@ -186,12 +241,17 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
         out->err = errno;
         return ENG_OK;
     }
-    out->file_bytes = (uint64_t)lseek(fd, 0, SEEK_END);
-    lseek(fd, 0, SEEK_SET);
-    if (read_header(fd, &h, NULL, 0, &out->stop) < 0) {
+    chunk = malloc(SCAN_CHUNK * sizeof(*chunk));
+    if (!chunk) {
+        out->stop = JNL_IO_ERROR;
+        out->err = ENOMEM;
         close(fd);
         return ENG_OK;
     }
+    out->file_bytes = (uint64_t)lseek(fd, 0, SEEK_END);
+    lseek(fd, 0, SEEK_SET);
+    if (read_header(fd, &h, NULL, 0, &out->stop) < 0)
+        goto done;
     out->first_seq = h.first_seq;
     out->ninstruments = h.ninstruments;
     out->last_seq = h.first_seq - 1;
@@ -200,13 +260,6 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
     expect = h.first_seq;
     if (e && after_seq >= h.first_seq)
         skip_applied(fd, after_seq, out, &expect);
-    chunk = malloc(SCAN_CHUNK * sizeof(*chunk));
-    if (!chunk) {
-        out->stop = JNL_IO_ERROR;
-        out->err = ENOMEM;
-        close(fd);
-        return ENG_OK;
-    }
     for (;;) {
         ssize_t got = read_full(fd, chunk, SCAN_CHUNK * sizeof(*chunk));
         size_t whole;
@@ -254,9 +307,56 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
         }
     }
 done:
+    if (out->stop == JNL_TORN || out->stop == JNL_BAD_CHECKSUM || out->stop == JNL_SEQ_GAP ||
+        out->stop == JNL_BAD_HEADER)
+        count_following(fd, (char *)chunk, SCAN_CHUNK * sizeof(*chunk), out);
     if (e)
         eng_clear_events(e);
     free(chunk);
     close(fd);
     return ENG_OK;
+}
+
+int eng_mark_read(const char *dir, struct eng_counters *out)
+{
+    char path[4096];
+    unsigned char buf[sizeof(struct jnl_mark) + 1]; /* one more: a longer file is no mark */
+    struct jnl_mark m;
+    ssize_t got;
+    int fd, saved;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(path, sizeof(path), "%s/%s", dir, JNL_MARK_FILE);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? ENG_OK : ENG_INVALID_ARGUMENT;
+    got = read_full(fd, buf, sizeof(buf));
+    saved = errno;
+    close(fd);
+    if (got < 0) {
+        errno = saved;
+        return ENG_INVALID_ARGUMENT;
+    }
+    if (got != (ssize_t)sizeof(m))
+        return ENG_CORRUPT;
+    memcpy(&m, buf, sizeof(m));
+    if (memcmp(m.magic, JNL_MARK_MAGIC, 8) != 0 || m.crc != crc32c(0, &m, offsetof(struct jnl_mark, crc)))
+        return ENG_CORRUPT;
+    out->seq = m.seq;
+    out->order_id = m.order_id;
+    out->trade_id = m.trade_id;
+    return ENG_OK;
+}
+
+int eng_mark_write(const char *dir, const struct eng_counters *mark)
+{
+    struct jnl_mark m;
+
+    memset(&m, 0, sizeof(m));
+    memcpy(m.magic, JNL_MARK_MAGIC, 8);
+    m.seq = mark->seq;
+    m.order_id = mark->order_id;
+    m.trade_id = mark->trade_id;
+    m.crc = crc32c(0, &m, offsetof(struct jnl_mark, crc));
+    return fio_replace_file(dir, JNL_MARK_FILE, &m, sizeof(m));
 }

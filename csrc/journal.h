@@ -1,6 +1,7 @@
 /*
- * journal.h - the journal's file format, its writing (for the runner's
- * journal thread) and reading (public: jnl_scan_file in pyengine.h).
+ * journal.h - the journal's file formats (segments, the high-water mark), its
+ * writing (for the runner's journal thread) and reading (public:
+ * jnl_scan_file, eng_mark_read in pyengine.h).
  */
 #ifndef ENG_JOURNAL_H
 #define ENG_JOURNAL_H
@@ -21,6 +22,18 @@ struct jnl_header {
     uint64_t first_seq;    /* the seq of the segment's first record */
     uint32_t ninstruments;
     uint32_t crc;          /* CRC-32C of the header (this field 0) and the specs */
+};
+
+/* The high-water mark file (eng_mark_read, eng_mark_write). */
+#define JNL_MARK_FILE "HIGHWATER"
+#define JNL_MARK_MAGIC "PYENGHW1"
+struct jnl_mark {
+    char magic[8];
+    uint64_t seq;
+    uint64_t order_id;
+    uint64_t trade_id;
+    uint32_t crc;      /* CRC-32C of the bytes before this field */
+    uint32_t reserved;
 };
 
 /* Fill in a record's length and checksum. Can't fail. */

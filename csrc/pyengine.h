@@ -334,6 +334,21 @@ void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap);
 /* The sequence number of the last command processed (0 before the first). */
 uint64_t eng_seq(const struct eng *e);
 
+/* The last sequence number, order id and trade id an engine has issued. */
+struct eng_counters {
+    uint64_t seq;
+    uint64_t order_id;
+    uint64_t trade_id;
+};
+void eng_get_counters(const struct eng *e, struct eng_counters *out);
+/*
+ * Raise each counter of `e` to at least its value in `c`; none is lowered.
+ * The next command then gets a seq above c->seq, the next order and trade
+ * ids are above c's. For a recovery that must not issue again the ids a
+ * lost part of the journal may hold. Can't fail.
+ */
+void eng_raise_counters(struct eng *e, const struct eng_counters *c);
+
 /*
  * The fast paths as a table of function pointers, for a second binding in
  * the same process (the CPython extension pyengine._calls): it calls the core
@@ -459,6 +474,14 @@ struct jnl_scan {
     uint32_t ninstruments;
     uint32_t reserved;
     uint64_t skipped;     /* records up to after_seq passed over unread */
+    /* After a stop other than JNL_END, JNL_IO_ERROR and JNL_APPLY_ERROR: the
+       whole, valid records from valid_bytes to the end of the file, found at
+       any byte offset (damage may add or remove bytes), and the lowest and
+       highest seq among them (0 when there are none). A write cut short
+       leaves none; damage in the middle of a segment leaves those after it. */
+    uint64_t following;
+    uint64_t following_min_seq;
+    uint64_t following_max_seq;
 };
 
 /*
@@ -469,14 +492,37 @@ struct jnl_scan {
  * after_seq is found whole where it should be (out->skipped);
  * the engine's event buffer is cleared as it goes. With `e` NULL, only check.
  * `counts`, if not NULL, receives the number of records per command type
- * (indexed by type, ENG_CMD__COUNT entries; 0 counts unknown types). Returns ENG_OK, even when the scan stopped
- * early: read out->stop.
+ * (indexed by type, ENG_CMD__COUNT entries; 0 counts unknown types). When
+ * the scan stops early, the rest of the file is searched for valid records
+ * (out->following). Returns ENG_OK, even when the scan stopped early: read
+ * out->stop.
  */
 int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
                   uint64_t *counts);
 /* The instrument specs of a segment's header into `out` (up to `max`).
    Returns how many the header holds, or -1 if it is not valid. */
 int64_t jnl_read_instruments(const char *path, struct eng_instrument_spec *out, size_t max);
+
+/*
+ * The high-water mark: `dir`/HIGHWATER holds counters that no engine
+ * journaling into `dir` has gone beyond. The journal thread moves it
+ * JNL_MARK_BLOCK past the counters of the records it is about to write
+ * whenever they would pass it, before writing them: so it bounds every seq
+ * and id that ever left a server, those of records lost later included, at
+ * the cost of one small synced file write per block.
+ */
+enum jnl_mark_block { JNL_MARK_BLOCK = 1 << 20 };
+/*
+ * Read the mark into *out. Returns ENG_OK (all zero when there is no mark
+ * yet), ENG_CORRUPT for a file that is not a whole, valid mark, or
+ * ENG_INVALID_ARGUMENT when it cannot be read (errno set).
+ */
+int eng_mark_read(const char *dir, struct eng_counters *out);
+/*
+ * Replace the mark atomically (temporary file, fsync, rename, fsync of the
+ * directory). Returns 0, or -1 with errno set (the old mark stays then).
+ */
+int eng_mark_write(const char *dir, const struct eng_counters *mark);
 
 /*
  * ---- The engine thread ---------------------------------------------------

@@ -16,7 +16,10 @@
  * journal thread writes whatever has gathered as one batch, fsyncs once (per
  * policy) and advances `journaled`. runner_poll releases an event only when
  * the command that caused it is journaled, so no effect of a command (ack,
- * fill, market data) leaves before the command is in the journal.
+ * fill, market data) leaves before the command is in the journal. Before it
+ * writes records whose seq, order ids or trade ids pass the high-water mark,
+ * the journal thread moves the mark a block beyond them (see eng_mark_read),
+ * so nothing that leaves is above the mark on disk.
  *
  * Idle strategy: with no commands the engine thread polls its input ring for
  * `spin_us`, then sleeps in a blocking read of an eventfd that the producer
@@ -61,10 +64,12 @@ enum {
     JNL_BATCH = 8192              /* records written with one write() */
 };
 
-/* What the engine thread hands the journal thread: a sequenced command, or
-   (with `snapshot` set) a snapshot of the state after record `rec.seq`. */
+/* What the engine thread hands the journal thread: a sequenced command and
+   the engine's counters after it, or (with `snapshot` set) a snapshot of the
+   state after record `rec.seq`. */
 struct jnl_item {
     struct jnl_record rec;
+    struct eng_counters counters;
     void *snapshot;
     size_t snapshot_len;
 };
@@ -83,6 +88,7 @@ struct runner {
     char *journal_dir;
     int jnl_fd;          /* the open segment (journal thread) */
     uint64_t jnl_first;  /* the seq its first record has or will have */
+    struct eng_counters mark; /* the high-water mark on disk (journal thread) */
     int out_fd;          /* the consumer waits for it to be readable */
     struct sleeper engine_sleep;
     struct sleeper journal_sleep;
@@ -194,6 +200,7 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     /* aligned_alloc: the rings' indices sit on their own cache lines. */
     struct runner *r = aligned_alloc(RING_CACHE_LINE, sizeof(struct runner));
     uint32_t in_cap, out_cap;
+    int rc;
 
     if (!r)
         return NULL;
@@ -229,6 +236,12 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
         if (!r->journal_dir || !r->jnl_buf)
             goto fail;
         ring_init(&r->jnl, r->jnl_buf, JNL_RING, sizeof(struct jnl_item));
+        rc = eng_mark_read(r->journal_dir, &r->mark);
+        if (rc != ENG_OK) {
+            if (rc == ENG_CORRUPT)
+                errno = EBADMSG;
+            goto fail;
+        }
         r->jnl_first = eng_seq(e) + 1;
         r->jnl_fd = jnl__open_segment(r->journal_dir, r->jnl_first, e);
         if (r->jnl_fd < 0)
@@ -366,7 +379,8 @@ static size_t run_batch(struct runner *r)
         }
         if (journaling(r)) {
             struct jnl_item *it = &r->jstage[r->jused++];
-            it->rec.seq = eng_seq(r->eng);
+            eng_get_counters(r->eng, &it->counters);
+            it->rec.seq = it->counters.seq;
             it->rec.ts = c->cmd.ts;
             it->rec.cmd = c->cmd;
             it->snapshot = NULL;
@@ -455,12 +469,42 @@ static void journal_failed(struct runner *r, int err)
     wake_if_sleeping(&r->consumer_waiting, r->out_fd);
 }
 
-/* Write (and sync per policy) the gathered records; publish how far the
-   journal now reaches. Returns 0 or -1. */
-static int journal_flush(struct runner *r, size_t n)
+static uint64_t max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
+/*
+ * Before records with counters up to `hi` are written: when any of them
+ * passes the high-water mark, move the mark JNL_MARK_BLOCK beyond them (once
+ * per block, not per record). Returns 0 or -1 (errno).
+ */
+static int raise_mark(struct runner *r, const struct eng_counters *hi)
+{
+    struct eng_counters m;
+
+    if (hi->seq <= r->mark.seq && hi->order_id <= r->mark.order_id &&
+        hi->trade_id <= r->mark.trade_id)
+        return 0;
+    m.seq = max_u64(r->mark.seq, hi->seq + JNL_MARK_BLOCK);
+    m.order_id = max_u64(r->mark.order_id, hi->order_id + JNL_MARK_BLOCK);
+    m.trade_id = max_u64(r->mark.trade_id, hi->trade_id + JNL_MARK_BLOCK);
+    if (eng_mark_write(r->journal_dir, &m) != 0)
+        return -1;
+    r->mark = m;
+    return 0;
+}
+
+/* Write (and sync per policy) the gathered records, the last of which has
+   the counters `hi`; publish how far the journal now reaches. Returns 0 or -1. */
+static int journal_flush(struct runner *r, size_t n, const struct eng_counters *hi)
 {
     if (n == 0 || atomic_load_explicit(&r->journal_errno, memory_order_relaxed))
         return n ? -1 : 0;
+    if (raise_mark(r, hi) != 0) {
+        journal_failed(r, errno);
+        return -1;
+    }
     if (r->cfg.fsync == JNL_FSYNC_ALWAYS) {
         for (size_t i = 0; i < n; i++) {
             if (fio_write_all(r->jnl_fd, &r->jwrite[i], sizeof(r->jwrite[i])) != 0 ||
@@ -561,6 +605,7 @@ static void *journal_thread(void *arg)
     pthread_setname_np(pthread_self(), "pyeng-journal");
     for (;;) {
         size_t n = ring_pop(&r->jnl, r->jbatch, JNL_BATCH), w = 0;
+        struct eng_counters hi = {0, 0, 0}; /* the counters after the last record in jwrite */
         if (n == 0) {
             if (atomic_load_explicit(&r->journal_stop, memory_order_acquire) &&
                 !ring_count(&r->jnl))
@@ -571,16 +616,17 @@ static void *journal_thread(void *arg)
         for (size_t i = 0; i < n; i++) {
             struct jnl_item *it = &r->jbatch[i];
             if (it->snapshot) {
-                journal_flush(r, w);
+                journal_flush(r, w, &hi);
                 w = 0;
                 journal_snapshot(r, it);
                 continue;
             }
             r->jwrite[w] = it->rec;
             jnl__seal(&r->jwrite[w]);
+            hi = it->counters;
             w++;
         }
-        journal_flush(r, w);
+        journal_flush(r, w, &hi);
     }
     atomic_store_explicit(&r->running, 0, memory_order_release);
     atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);

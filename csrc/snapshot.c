@@ -15,11 +15,9 @@
  * sequence number continue from the counters.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "crc32c.h"
 #include "engine_int.h"
@@ -136,31 +134,10 @@ void eng_free_buffer(void *buf)
 int eng_snapshot_write_file(const char *dir, const void *buf, size_t len)
 {
     const struct snap_header *h = buf;
-    char path[4096], tmp[4200];
-    int fd, saved;
+    char name[64];
 
-    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)h->seq);
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return -1;
-    if (fio_write_all(fd, buf, len) != 0 || fsync(fd) != 0)
-        goto fail;
-    if (close(fd) != 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0 || fio_fsync_dir(dir) != 0)
-        goto fail;
-    return 0;
-fail:
-    saved = errno;
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    errno = saved;
-    return -1;
+    snprintf(name, sizeof(name), "snapshot-%020llu.snap", (unsigned long long)h->seq);
+    return fio_replace_file(dir, name, buf, len);
 }
 
 static char *read_file(const char *path, size_t *len)

@@ -292,6 +292,172 @@ void test_journal_torn_and_damaged_records(void)
     rmtree(dir);
 }
 
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char byte;
+    ASSERT_TRUE(fd >= 0);
+    ASSERT_EQ(pread(fd, &byte, 1, at), 1);
+    byte ^= 0x10;
+    ASSERT_EQ(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+}
+
+/* What follows the point where a scan stops: nothing valid after a torn
+   write, the records after the damage otherwise, wherever they are. */
+void test_journal_scan_counts_what_follows_a_stop(void)
+{
+    const char *dir = tmpdir();
+    const off_t rec = sizeof(struct jnl_record);
+    char path[256];
+    struct jnl_scan scan;
+    off_t size, header;
+    int fd;
+
+    eng_destroy(journal_run(dir, 1000, 0, 0));
+    snprintf(path, sizeof(path), "%s/journal-%020llu.log", dir, 1ull);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.following, 0);
+    size = (off_t)scan.file_bytes;
+    header = size - 1000 * rec;
+    /* The last record cut short, or its end never written (zeros): nothing
+       valid follows. */
+    ASSERT_EQ(truncate(path, size - rec + 30), 0);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_TORN);
+    ASSERT_EQ(scan.following, 0);
+    ASSERT_EQ(truncate(path, size), 0);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_CHECKSUM);
+    ASSERT_EQ(scan.last_seq, 999);
+    ASSERT_EQ(scan.following, 0);
+    ASSERT_EQ(truncate(path, size - rec), 0);
+    size -= rec;
+    /* Damage inside record 500: records 501..999 follow it. */
+    flip_byte(path, header + 499 * rec + 40);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_CHECKSUM);
+    ASSERT_EQ(scan.last_seq, 499);
+    ASSERT_EQ(scan.following, 499);
+    ASSERT_EQ(scan.following_min_seq, 501);
+    ASSERT_EQ(scan.following_max_seq, 999);
+    /* A byte lost there: the records after it are found all the same. */
+    {
+        static char buf[1000 * sizeof(struct jnl_record)];
+        off_t from = header + 499 * rec + 41;
+        fd = open(path, O_RDWR);
+        ASSERT_EQ(pread(fd, buf, (size_t)(size - from), from), size - from);
+        ASSERT_EQ(pwrite(fd, buf, (size_t)(size - from), from - 1), size - from);
+        ASSERT_EQ(ftruncate(fd, size - 1), 0);
+        close(fd);
+    }
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_CHECKSUM);
+    ASSERT_EQ(scan.following, 499);
+    ASSERT_EQ(scan.following_min_seq, 501);
+    /* A damaged header: every record is found. */
+    flip_byte(path, 0);
+    ASSERT_EQ(jnl_scan_file(path, NULL, 0, &scan, NULL), ENG_OK);
+    ASSERT_EQ(scan.stop, JNL_BAD_HEADER);
+    ASSERT_EQ(scan.following, 998); /* 1..499 and 501..999 */
+    ASSERT_EQ(scan.following_min_seq, 1);
+    ASSERT_EQ(scan.following_max_seq, 999);
+    rmtree(dir);
+}
+
+/* The engine's counters go up on request, never down. */
+void test_engine_counters_are_raised_never_lowered(void)
+{
+    struct eng *e = make(1);
+    struct eng_counters c;
+    struct eng_cmd sell = {.type = ENG_CMD_NEW, .side = ENG_SELL, .order_type = ENG_LIMIT,
+                           .tif = ENG_GTC, .account = 1, .qty = 1, .price = 100};
+    struct eng_cmd buy = sell;
+    const struct eng_event *ev;
+    size_t n;
+
+    buy.side = ENG_BUY;
+    buy.account = 2;
+    eng_process(e, &sell);
+    eng_process(e, &buy);
+    eng_get_counters(e, &c);
+    ASSERT_EQ(c.seq, 2);
+    ASSERT_EQ(c.order_id, 2);
+    ASSERT_EQ(c.trade_id, 1);
+    eng_raise_counters(e, &(struct eng_counters){.seq = 1000, .order_id = 1, .trade_id = 5000});
+    eng_get_counters(e, &c);
+    ASSERT_EQ(c.seq, 1000);
+    ASSERT_EQ(c.order_id, 2);
+    ASSERT_EQ(c.trade_id, 5000);
+    eng_clear_events(e);
+    eng_process(e, &sell);
+    eng_process(e, &buy);
+    ev = eng_events(e, &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(ev[0].seq, 1001);
+    ASSERT_EQ(ev[0].order_id, 3);
+    ASSERT_EQ(ev[n - 1].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[n - 1].trade_id, 5001);
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+}
+
+void test_mark_round_trip_and_damage(void)
+{
+    const char *dir = tmpdir();
+    struct eng_counters m = {.seq = 7, .order_id = 8, .trade_id = 9}, got;
+    char path[256];
+    FILE *f;
+
+    ASSERT_EQ(eng_mark_read(dir, &got), ENG_OK); /* none yet: zeros */
+    ASSERT_EQ(got.seq + got.order_id + got.trade_id, 0);
+    ASSERT_EQ(eng_mark_write(dir, &m), 0);
+    ASSERT_EQ(count_files(dir, "HIGHWATER"), 1); /* no temporary file left */
+    ASSERT_EQ(eng_mark_read(dir, &got), ENG_OK);
+    ASSERT_EQ(got.seq, 7);
+    ASSERT_EQ(got.order_id, 8);
+    ASSERT_EQ(got.trade_id, 9);
+    snprintf(path, sizeof(path), "%s/HIGHWATER", dir);
+    flip_byte(path, 12);
+    ASSERT_EQ(eng_mark_read(dir, &got), ENG_CORRUPT);
+    ASSERT_EQ(eng_mark_write(dir, &m), 0);
+    ASSERT_TRUE((f = fopen(path, "ab")) != NULL);
+    fputc(0, f);
+    fclose(f);
+    ASSERT_EQ(eng_mark_read(dir, &got), ENG_CORRUPT);
+    ASSERT_EQ(truncate(path, 10), 0);
+    ASSERT_EQ(eng_mark_read(dir, &got), ENG_CORRUPT);
+    rmtree(dir);
+    ASSERT_EQ(eng_mark_write(dir, &m), -1);
+    ASSERT_EQ(errno, ENOENT);
+}
+
+/* The journal thread keeps the mark on disk ahead of every record it
+   writes, and never lowers a mark it finds. */
+void test_runner_keeps_the_mark_ahead(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = journal_run(dir, 3000, 0, 0);
+    struct eng_counters c, m;
+
+    eng_get_counters(e, &c);
+    ASSERT_EQ(eng_mark_read(dir, &m), ENG_OK);
+    ASSERT_TRUE(c.trade_id > 0);
+    ASSERT_TRUE(m.seq > c.seq && m.seq <= c.seq + JNL_MARK_BLOCK);
+    ASSERT_TRUE(m.order_id > c.order_id && m.order_id <= c.order_id + JNL_MARK_BLOCK);
+    ASSERT_TRUE(m.trade_id > c.trade_id && m.trade_id <= c.trade_id + JNL_MARK_BLOCK);
+    eng_destroy(e);
+    rmtree(dir);
+    dir = tmpdir();
+    m = (struct eng_counters){.seq = 5 * JNL_MARK_BLOCK, .order_id = 6 * JNL_MARK_BLOCK,
+                              .trade_id = 7 * JNL_MARK_BLOCK};
+    ASSERT_EQ(eng_mark_write(dir, &m), 0);
+    eng_destroy(journal_run(dir, 100, 0, 0));
+    ASSERT_EQ(eng_mark_read(dir, &c), ENG_OK);
+    ASSERT_TRUE(memcmp(&c, &m, sizeof(m)) == 0);
+    rmtree(dir);
+}
+
 void test_journal_snapshots_rotate_segments(void)
 {
     const char *dir = tmpdir();

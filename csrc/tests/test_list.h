@@ -57,6 +57,10 @@
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \
+    XX(journal, journal_scan_counts_what_follows_a_stop) \
+    XX(journal, engine_counters_are_raised_never_lowered) \
+    XX(journal, mark_round_trip_and_damage)            \
+    XX(journal, runner_keeps_the_mark_ahead)           \
     XX(journal, journal_snapshots_rotate_segments)     \
     XX(journal, runner_snapshot_control)               \
     XX(journal, runner_snapshot_twice_at_one_seq)      \
