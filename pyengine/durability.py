@@ -1,12 +1,21 @@
 """Recovery: rebuild an engine from a data directory (snapshot + journal).
 
 A data directory holds ``snapshot-<seq>.snap`` files (the whole state after
-command seq) and ``journal-<first>.log`` segments (every command from seq
-``first`` on, one checksummed record each). Recovery loads the newest valid
-snapshot, then replays the records after it from the segments, in order, and
-stops at the first record that is not whole and valid. A damaged or torn tail
-is reported, copied aside (``<segment>.damaged``) and cut off, so the journal
-ends at the last whole record and new records follow it; it is never replayed.
+command seq), ``journal-<first>.log`` segments (every command from seq
+``first`` on, one checksummed record each) and ``HIGHWATER``, the high-water
+mark: counters no seq, order id or trade id the server issued ever passed.
+Recovery loads the newest valid snapshot, then replays the records after it
+from the segments, in order, and stops at the first record that is not whole
+and valid. What follows that point decides what happens (``Damage``):
+
+- nothing valid (a torn tail: the write a crash cut short, never
+  acknowledged): it is reported, copied aside (``<segment>.damaged-<time>``)
+  and cut off, so the journal ends at the last whole record and new records
+  follow it;
+- valid records, or later segments (damage): recovery refuses
+  (``JournalDamaged``), changing nothing, unless the loss is accepted; then
+  the tail is set aside the same way and the engine's counters are raised to
+  the high-water mark, so no seq or id is issued twice.
 
 Used by pyengine-server at start and by pyengine-replay.
 """
@@ -31,7 +40,9 @@ from .engine import Engine
 from .errors import EngineError, EngineMemoryError
 from .log import fields
 
-__all__ = ["DataDirLock", "Recovery", "RecoveryError", "SegmentReport", "COVERED", "journal_commands", "new_engine", "replay_journal", "recover", "segments", "snapshots", "STOP_REASONS"]
+__all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "COVERED",
+           "journal_commands", "new_engine", "read_mark", "replay_journal", "recover", "segments", "snapshots",
+           "STOP_REASONS"]
 
 log = logging.getLogger("pyengine.durability")
 
@@ -54,6 +65,11 @@ class RecoveryError(EngineError):
     """The data directory cannot give back a consistent state."""
 
 
+class JournalDamaged(RecoveryError):
+    """The journal is damaged before its end: starting would lose the
+    commands after the damage, acknowledged ones among them."""
+
+
 @dataclass
 class SegmentReport:
     path: str
@@ -64,6 +80,39 @@ class SegmentReport:
     last_seq: int
     stop: str
     counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Where the journal stops short of its end, and what follows."""
+
+    segment: str  # the segment's file name
+    reason: str  # why reading stopped (a STOP_REASONS value)
+    offset: int  # byte offset in the segment of the first byte not replayed
+    last_good_seq: int  # the seq of the last record before it
+    bytes_after: int  # bytes from `offset` to the end of the segment
+    records_after: int  # whole, valid records among them, found at any offset
+    later_segments: int  # segment files after this one
+    later_records: int  # whole, valid records in them
+    seqs_after: tuple[int, int] | None  # the lowest and highest seq of all those records
+
+    @property
+    def torn_tail(self) -> bool:
+        """The rule: a torn tail is the end of the newest segment holding no
+        valid record (a record cut short, garbage or zeros where a write did
+        not finish, a header never finished). A crash leaves one; it was
+        never acknowledged, since a command is only acknowledged once its
+        record is synced. A record that fails its checks with a valid record
+        after it, a sequence gap, or a later segment is damage."""
+        return self.reason != STOP_REASONS[lib.JNL_SEQ_GAP] and self.records_after == 0 and self.later_segments == 0
+
+    def describe(self) -> str:
+        seqs = f" (seq {self.seqs_after[0]}..{self.seqs_after[1]})" if self.seqs_after else ""
+        later = (f"; {self.later_segments} later segment(s) hold {self.later_records} valid records"
+                 if self.later_segments else "")
+        return (f"{self.segment}: {self.reason} at byte {self.offset}, after seq {self.last_good_seq}; "
+                f"the {self.bytes_after} bytes from there to the end of the segment hold {self.records_after} "
+                f"valid records{later}{seqs}")
 
 
 @dataclass
@@ -77,6 +126,9 @@ class Recovery:
     seconds: float = 0.0
     segments: list[SegmentReport] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # what was cut off, and where it went
+    damage: Damage | None = None  # where the journal stopped short of its end
+    mark: tuple[int, int, int] = (0, 0, 0)  # the high-water mark: seq, order id, trade id
+    loss_accepted: bool = False  # damage was set aside and the counters raised to the mark
 
 
 def segments(data_dir: Path) -> list[tuple[int, Path]]:
@@ -194,16 +246,67 @@ class DataDirLock:
             self._file.close()  # closing drops the lock
 
 
+def read_mark(data_dir: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """The high-water mark of a data directory: (seq, order id, trade id),
+    each at least the highest ever issued there; zeros when it has none."""
+    mark = ffi.new("struct eng_counters *")
+    rc = lib.eng_mark_read(os.fsencode(data_dir), mark)
+    path = Path(data_dir) / "HIGHWATER"
+    if rc == lib.ENG_CORRUPT:
+        raise RecoveryError(f"{path} is not a valid high-water mark (its size or checksum is wrong); if "
+                            "pyengine-replay --check finds the journal whole, move the file aside and start again")
+    if rc != lib.ENG_OK:
+        raise RecoveryError(f"cannot read {path}: {os.strerror(ffi.errno)}")
+    return int(mark.seq), int(mark.order_id), int(mark.trade_id)
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    """A name beside `path` with `suffix` that no file has yet."""
+    aside = path.with_name(path.name + suffix)
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}{suffix}.{n}")
+    return aside
+
+
 def _set_aside(path: Path, valid_bytes: int, why: str, report: Recovery) -> None:
-    """Copy what follows the last whole record aside and cut it off."""
-    aside = path.with_name(path.name + f".damaged-{int(time.time())}")
-    with open(path, "rb") as src, open(aside, "wb") as dst:
+    """Copy what follows the last whole record aside and cut it off, durably."""
+    aside = _aside(path, f".damaged-{int(time.time())}")
+    with open(path, "r+b") as src, open(aside, "xb") as dst:
         src.seek(valid_bytes)
         shutil.copyfileobj(src, dst)
         dst.flush()
         os.fsync(dst.fileno())
-    os.truncate(path, valid_bytes)
+        src.truncate(valid_bytes)
+        os.fsync(src.fileno())
     report.damaged.append(f"{path.name} from byte {valid_bytes} ({why}) -> {aside.name}")
+
+
+def _rename_aside(path: Path, suffix: str, why: str, report: Recovery) -> None:
+    aside = _aside(path, suffix)
+    path.rename(aside)
+    report.damaged.append(f"{path.name}: {why} -> {aside.name}")
+
+
+def _fsync_dir(root: Path) -> None:
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_snapshot(eng: Any, root: Path) -> None:
+    size = ffi.new("size_t *")
+    buf = lib.eng_snapshot_serialize(eng, size)
+    if buf == ffi.NULL:
+        raise EngineMemoryError("could not serialize the engine's state")
+    try:
+        if lib.eng_snapshot_write_file(os.fsencode(root), buf, size[0]) != 0:
+            raise OSError(ffi.errno, f"cannot write a snapshot in {root}: {os.strerror(ffi.errno)}")
+    finally:
+        lib.eng_free_buffer(buf)
 
 
 def recover(
@@ -213,38 +316,93 @@ def recover(
     level_events: bool = False,
     repair: bool = True,
     use_snapshots: bool = True,
+    accept_loss: bool = False,
 ) -> tuple[Any, Recovery]:
     """Build an engine (a ``struct eng *``; the caller destroys it) holding
     the state the data directory describes.
 
     `specs` are the instruments (``struct eng_instrument_spec *``) the engine
     must have: they must equal those in the snapshot and the segments, if any.
-    Without `specs`, the instruments come from the data. With `repair`,
-    damaged tails are cut off and empty segments removed, so a journal can
-    continue at the recovered state. Without `use_snapshots`, the state is
-    rebuilt from the journal alone (which must then start at seq 1).
+    Without `specs`, the instruments come from the data. Without
+    `use_snapshots`, the state is rebuilt from the journal alone (which must
+    then start at seq 1).
+
+    Without `repair`, no file changes: ``Recovery.damage`` says where the
+    journal stops short of its end. With `repair`, the journal is made ready
+    to continue at the recovered state: a torn tail is cut off (and kept
+    aside) and empty segments are removed; damage raises ``JournalDamaged``,
+    changing nothing, unless `accept_loss`: then what follows the damage is
+    set aside as well, and the engine's counters are raised to the
+    high-water mark (and a snapshot of that written first), so that no seq,
+    order id or trade id the lost records may hold is issued again.
     """
     t0 = time.perf_counter()
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    report = Recovery()
+    report = Recovery(mark=read_mark(root))
     eng = _load_newest_snapshot(root, report, level_events) if use_snapshots else _empty_engine(level_events)
     try:
         if report.snapshot_path is None:
             _add_instruments(eng, root, specs)
         elif specs is not None and not _specs_equal(eng, specs):
             raise RecoveryError(f"{root}: the snapshot's instruments differ from the configuration's")
-        _replay(eng, root, report, repair)
+        _replay(eng, root, report)
         if repair:
-            for first, path in segments(root):
-                if first > lib.eng_seq(eng):  # holds no record we replayed
-                    path.unlink()
+            _repair(eng, root, report, accept_loss)
     except BaseException:
         lib.eng_destroy(eng)
         raise
     report.seq = int(lib.eng_seq(eng))
     report.seconds = time.perf_counter() - t0
     return eng, report
+
+
+def _repair(eng: Any, root: Path, report: Recovery, accept_loss: bool) -> None:
+    """Make the journal continue at the engine's state (see recover)."""
+    damage = report.damage
+    if damage is not None and not damage.torn_tail:
+        if not accept_loss:
+            raise JournalDamaged(
+                f"{root}: the journal is damaged before its end (not a torn tail): {damage.describe()}. "
+                "Commands the server acknowledged may be among them: not starting, nothing changed. Inspect it "
+                f"with pyengine-replay {root}; to start without them, run with --accept-journal-loss")
+        _accept_loss(eng, root, report)
+    if damage is not None:
+        found = [path for _, path in segments(root)]
+        at = found.index(root / damage.segment)
+        if damage.reason == STOP_REASONS[lib.JNL_BAD_HEADER]:
+            _rename_aside(found[at], f".damaged-{int(time.time())}", "bad header", report)
+        else:
+            _set_aside(found[at], damage.offset, damage.reason, report)
+        # Nothing after a damaged record can be applied: set it aside whole.
+        for later in found[at + 1:]:
+            _rename_aside(later, ".orphan", "follows a damaged record", report)
+    for first, path in segments(root):
+        if first > lib.eng_seq(eng):  # holds no record we replayed
+            path.unlink()
+    _fsync_dir(root)
+
+
+def _accept_loss(eng: Any, root: Path, report: Recovery) -> None:
+    """Raise the engine's counters to the high-water mark and snapshot that
+    state, before anything is cut off: from then on, whatever happens to the
+    rest of the repair, a restart continues above the mark."""
+    assert report.damage is not None
+    if not any(report.mark):
+        raise JournalDamaged(
+            f"{root}: the journal is damaged ({report.damage.describe()}) and the directory has no high-water "
+            "mark (HIGHWATER; servers before it did not write one): the seqs and ids the lost records hold "
+            "cannot be bounded, so the loss cannot be accepted without issuing some of them again")
+    before, after = ffi.new("struct eng_counters *"), ffi.new("struct eng_counters *")
+    lib.eng_get_counters(eng, before)
+    lib.eng_raise_counters(eng, ffi.new("struct eng_counters *", report.mark))
+    lib.eng_get_counters(eng, after)
+    _write_snapshot(eng, root)
+    report.loss_accepted = True
+    log.error("journal_loss_accepted", extra=fields(
+        detail=report.damage.describe(), last_good_seq=before.seq, last_good_order_id=before.order_id,
+        last_good_trade_id=before.trade_id, next_seq=after.seq + 1, next_order_id=after.order_id + 1,
+        next_trade_id=after.trade_id + 1))
 
 
 def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> Any:
@@ -290,21 +448,16 @@ def _add_instruments(eng: Any, root: Path, specs: list[Any] | None) -> None:
         raise RecoveryError(str(exc)) from None
 
 
-def _replay(eng: Any, root: Path, report: Recovery, repair: bool) -> None:
+def _replay(eng: Any, root: Path, report: Recovery) -> None:
+    """Apply the journal's records after the engine's seq, up to the first
+    one that is not whole and valid; set ``report.damage`` when that is
+    before the end of the journal. Changes no file."""
     scan = ffi.new("struct jnl_scan *")
     counts = ffi.new("uint64_t[]", lib.ENG_CMD__COUNT)
     names = ("other", "new", "cancel", "modify", "set_state")
     assert len(names) == lib.ENG_CMD__COUNT
-    stopped = False
     found = segments(root)
     for i, (first, path) in enumerate(found):
-        if stopped:
-            # Nothing after a damaged record can be applied: set it aside whole.
-            if repair:
-                aside = path.with_name(path.name + ".orphan")
-                path.rename(aside)
-                report.damaged.append(f"{path.name} follows a damaged record -> {aside.name}")
-            continue
         seq = int(lib.eng_seq(eng))
         following = found[i + 1][0] if i + 1 < len(found) else None
         if following is not None and following <= seq + 1:
@@ -330,13 +483,35 @@ def _replay(eng: Any, root: Path, report: Recovery, repair: bool) -> None:
             continue
         if scan.stop in (lib.JNL_IO_ERROR, lib.JNL_APPLY_ERROR):
             raise RecoveryError(f"{path.name}: {stop} after seq {scan.last_seq} (errno {scan.err})")
-        log.warning("journal_damaged", extra=fields(segment=path.name, reason=stop, last_good_seq=scan.last_seq,
-                                                     offset=scan.valid_bytes, file_bytes=scan.file_bytes))
-        if scan.stop == lib.JNL_BAD_HEADER:
-            if repair:
-                aside = path.with_name(path.name + ".damaged")
-                path.rename(aside)
-                report.damaged.append(f"{path.name}: bad header -> {aside.name}")
-        elif repair:
-            _set_aside(path, int(scan.valid_bytes), stop, report)
-        stopped = True
+        report.damage = _damage(path, first, scan, [p for _, p in found[i + 1:]])
+        log.warning("journal_damaged", extra=fields(
+            segment=path.name, reason=stop, last_good_seq=report.damage.last_good_seq, offset=scan.valid_bytes,
+            file_bytes=scan.file_bytes, torn_tail=report.damage.torn_tail))
+        return
+
+
+def _damage(path: Path, first: int, scan: Any, later: list[Path]) -> Damage:
+    """What follows the point where `scan` of `path` stopped."""
+    seqs = [int(scan.following_min_seq), int(scan.following_max_seq)] if scan.following else []
+    later_records = 0
+    other = ffi.new("struct jnl_scan *")
+    for p in later:
+        lib.jnl_scan_file(str(p).encode(), ffi.NULL, 0, other, ffi.NULL)
+        if other.stop == lib.JNL_IO_ERROR:
+            raise RecoveryError(f"{p.name}: read error (errno {other.err})")
+        later_records += int(other.records + other.following)
+        if other.records:
+            seqs += [int(other.first_seq), int(other.last_seq)]
+        if other.following:
+            seqs += [int(other.following_min_seq), int(other.following_max_seq)]
+    return Damage(
+        segment=path.name,
+        reason=STOP_REASONS.get(scan.stop, str(scan.stop)),
+        offset=int(scan.valid_bytes),
+        last_good_seq=first - 1 if scan.stop == lib.JNL_BAD_HEADER else int(scan.last_seq),
+        bytes_after=int(scan.file_bytes - scan.valid_bytes),
+        records_after=int(scan.following),
+        later_segments=len(later),
+        later_records=later_records,
+        seqs_after=(min(seqs), max(seqs)) if seqs else None,
+    )

@@ -7,7 +7,9 @@ rebuilds the engine exactly as a restarting server would (the newest valid
 snapshot, then the journal after it; ``--full``: the whole journal from seq 1,
 ignoring snapshots, which needs ``keep_segments``), without changing any file,
 and prints per segment the sequence range, the commands by type and where and
-why reading stopped; then the last sequence number, the open orders and a
+why reading stopped; where the journal stops short of its end, whether that
+is a torn tail (a write a crash cut short) or damage before the end, and
+what follows it; then the last sequence number, the open orders and a
 64-bit hash of the whole matching state. Two engines fed the same commands
 have the same hash, so comparing hashes compares two days or two machines.
 
@@ -25,7 +27,7 @@ from typing import Any
 import orjson
 
 from ._ffi import ffi, lib
-from .durability import COVERED, Recovery, RecoveryError, recover
+from .durability import RecoveryError, recover
 
 __all__ = ["main", "audit"]
 
@@ -43,15 +45,13 @@ def audit(data_dir: str, *, full: bool = False) -> dict[str, Any]:
             "open_orders": int(st.open_orders),
             "instruments": [ffi.string(lib.eng_instrument(eng, i).symbol).decode()
                             for i in range(lib.eng_instrument_count(eng))],
-            "clean": _clean(report),
+            "clean": report.damage is None,
             **asdict(report),
+            "damage": None if report.damage is None else {
+                **asdict(report.damage), "torn_tail": report.damage.torn_tail, "summary": report.damage.describe()},
         }
     finally:
         lib.eng_destroy(eng)
-
-
-def _clean(report: Recovery) -> bool:
-    return not report.damaged and all(s.stop in ("end", COVERED) for s in report.segments)
 
 
 def _print(a: dict[str, Any]) -> None:
@@ -66,7 +66,16 @@ def _print(a: dict[str, Any]) -> None:
     rate = a["replayed"] / a["seconds"] if a["seconds"] else 0.0
     print(f"  replayed  {a['replayed']} commands in {a['seconds']:.3f} s ({rate / 1e6:.2f} M/s)")
     print(f"  state     seq {a['seq']}, {a['open_orders']} open orders, hash {a['state_hash']}")
-    print(f"  journal   {'clean' if a['clean'] else 'DAMAGED'}")
+    if any(a["mark"]):
+        seq, order_id, trade_id = a["mark"]
+        print(f"  mark      seq {seq}, order id {order_id}, trade id {trade_id}: none was issued above them")
+    damage = a["damage"]
+    if damage is None:
+        print("  journal   clean")
+    elif damage["torn_tail"]:
+        print(f"  journal   torn tail (a write a crash cut short, never acknowledged): {damage['summary']}")
+    else:
+        print(f"  journal   DAMAGED before its end (a server refuses to start on it): {damage['summary']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """pyengine-server with a data directory: snapshots on request, restarts,
-damaged journals, a journal that fails, one server per directory."""
+torn and damaged journals, a journal that fails, one server per directory."""
 
 from __future__ import annotations
 
@@ -14,15 +14,75 @@ import pytest
 
 from pyengine.client import Client, ServerError
 from pyengine.durability import segments, snapshots
+from pyengine.replay import main as replay_main
 from pyengine.server.config import hash_secret
 
 ES = "ESZ6"
+RECORD = 88  # bytes of a journal record
 
 
 def rest_orders(port: int, account: int, n: int) -> list[int]:
     with Client("127.0.0.1", port) as c:
         c.login(account, cancel_on_disconnect=False)
         return [c.request(c.new_order(ES, "buy", 1, 440_000 + 25 * i))["order_id"] for i in range(n)]
+
+
+def trade_pairs(port: int, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """n buys of account 1, each taken at once by a sell of account 2: the
+    2n acks and the n fills of the sells."""
+    acks, fills = [], []
+    with Client("127.0.0.1", port) as maker, Client("127.0.0.1", port) as taker:
+        maker.login(1, cancel_on_disconnect=False)
+        taker.login(2, cancel_on_disconnect=False)
+        for _ in range(n):
+            acks.append(maker.request(maker.new_order(ES, "buy", 1, 440_000)))
+            acks.append(taker.request(taker.new_order(ES, "sell", 1, 440_000)))
+            fill = taker.recv(timeout=10)
+            assert fill["type"] == "fill", fill
+            fills.append(fill)
+    return acks, fills
+
+
+def data_files(data: Path) -> dict[str, bytes]:
+    """The files of a data directory and their bytes; not LOCK, which every
+    server that opens the directory rewrites with its pid."""
+    return {p.name: p.read_bytes() for p in sorted(data.iterdir()) if p.name != "LOCK"}
+
+
+def flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def start_refused(*args: str) -> tuple[int, str]:
+    """Run pyengine-server until it exits; fail if it starts serving."""
+    cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--engine-cpu", "-1", "--stats-interval", "0",
+           *args]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if "event=listening" in line:
+            proc.kill()
+            proc.wait()
+            pytest.fail("the server started:\n" + "".join(lines))
+    return proc.wait(30), "".join(lines)
+
+
+def damage_mid_journal(server_factory: Any, data: Path) -> tuple[Path, list[dict[str, Any]], list[dict[str, Any]]]:
+    """100 orders acknowledged (50 trades), the server stopped, then a bit
+    flipped in record 49 of the journal's 100."""
+    srv = server_factory(None, "--data-dir", str(data))
+    acks, fills = trade_pairs(srv.port, 50)
+    assert srv.stop() == 0
+    (_, seg), = segments(data)
+    flip(seg, seg.stat().st_size - 52 * RECORD + 40)
+    return seg, acks, fills
 
 
 def test_snapshot_on_request(server_factory: Any, tmp_path: Path) -> None:
@@ -99,22 +159,44 @@ def test_orders_of_a_closed_session_go_to_the_next_one(server: Any) -> None:
         assert c.login(4)["claimed_orders"] == 0
 
 
-def test_damaged_journal_is_repaired_at_start(server_factory: Any, tmp_path: Path) -> None:
+def test_torn_tail_is_repaired_at_start(server_factory: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     srv = server_factory(None, "--data-dir", str(data))
     rest_orders(srv.port, 1, 20)
     srv.stop()
     (_, seg), = segments(data)
-    with open(seg, "r+b") as f:  # the 16th record's bytes are damaged
-        f.seek(-5 * 88 + 50, os.SEEK_END)
+    with open(seg, "r+b") as f:  # the last record's end is garbage: a write a crash cut short
+        f.seek(-RECORD + 50, os.SEEK_END)
         f.write(b"\xff\xff")
     srv = server_factory(None, "--data-dir", str(data))
-    assert 'reason="bad checksum" last_good_seq=15' in srv.wait_log("event=journal_damaged")
+    assert 'reason="bad checksum" last_good_seq=19' in srv.wait_log("event=journal_damaged .*torn_tail=True")
     assert srv.wait_log("event=journal_repaired")
-    assert "seq=15 " in srv.wait_log("event=recovered ")
+    assert "seq=19 " in srv.wait_log("event=recovered ")
     with Client("127.0.0.1", srv.port) as c:
-        assert c.login(1)["claimed_orders"] == 15
+        assert c.login(1)["claimed_orders"] == 19
+        assert c.request(c.new_order(ES, "sell", 1, 500_000))["seq"] == 20
     assert len(list(data.glob("journal-*.damaged-*"))) == 1
+
+
+def test_damage_before_the_end_of_the_journal_refuses_to_start(
+        server_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    seg, _, _ = damage_mid_journal(server_factory, data)
+    offset = seg.stat().st_size - 52 * RECORD
+    before = data_files(data)
+    code, log = start_refused("--data-dir", str(data))
+    assert code == 1
+    (line,) = [ln for ln in log.splitlines() if "event=cannot_start" in ln]
+    assert "level=error" in line
+    for words in (seg.name, f"bad checksum at byte {offset}, after seq 48", "hold 51 valid records (seq 50..100)",
+                  "--accept-journal-loss"):
+        assert words in line
+    assert data_files(data) == before
+    # The audit tool says the same, and changes nothing either.
+    assert replay_main([str(data), "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED before its end (a server refuses to start on it): {seg.name}: bad checksum" in out
+    assert data_files(data) == before
 
 
 def test_one_server_per_data_dir(server_factory: Any, tmp_path: Path) -> None:

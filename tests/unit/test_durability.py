@@ -1,10 +1,13 @@
 """Journal, snapshots and recovery, in process: the engine thread of the
 server (EngineThread) journals a random flow into a data directory; recovery
 and pyengine-replay must rebuild exactly the state of an in-process Engine fed
-the same commands, and must stop at, report and set aside a damaged tail."""
+the same commands, must stop at and report a damaged tail, set a torn one
+aside, refuse damage before the end of the journal (changing nothing) unless
+the loss is accepted, and then never issue a seq or id again."""
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -12,7 +15,8 @@ import pytest
 
 from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine._ffi import ffi, lib
-from pyengine.durability import COVERED, DataDirLock, RecoveryError, journal_commands, recover, replay_journal, segments, snapshots
+from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, RecoveryError, journal_commands, new_engine,
+                                 read_mark, recover, replay_journal, segments, snapshots)
 from pyengine.replay import audit, main as replay_main
 from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec, run_offline
@@ -66,6 +70,42 @@ def reference(cmds: list[bytes]) -> Engine:
 
 def specs() -> list[object]:
     return [instrument_spec(i) for i in DEFAULT_INSTRUMENTS]
+
+
+def files(data_dir: Path) -> dict[str, bytes]:
+    """Every file of a data directory, with its bytes."""
+    return {p.name: p.read_bytes() for p in sorted(data_dir.iterdir())}
+
+
+def overwrite(path: Path, at: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data)
+
+
+def flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        b = f.read(1)
+        f.seek(at)
+        f.write(bytes([b[0] ^ 0x10]))
+
+
+def counters(eng: object) -> tuple[int, int, int]:
+    c = ffi.new("struct eng_counters *")
+    lib.eng_get_counters(eng, c)
+    return int(c.seq), int(c.order_id), int(c.trade_id)
+
+
+def raised_hash(cmds: list[bytes], mark: tuple[int, int, int]) -> int:
+    """The state hash of an engine fed `cmds`, its counters then raised to `mark`."""
+    eng = new_engine(specs())
+    try:
+        lib.eng_process_batch(eng, ffi.from_buffer("struct eng_cmd[]", b"".join(cmds)), len(cmds))
+        lib.eng_raise_counters(eng, ffi.new("struct eng_counters *", mark))
+        return int(lib.eng_state_hash(eng))
+    finally:
+        lib.eng_destroy(eng)
 
 
 def recovered_hash(data_dir: Path, **kw: object) -> tuple[int, object]:
@@ -136,13 +176,16 @@ def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None
     assert h == reference(cmds).state_hash()
 
 
-def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path) -> None:
+def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cmds = flow(1000, seed=6)
     journal(tmp_path, cmds)
     (_, seg), = segments(tmp_path)
     size = seg.stat().st_size
     with open(seg, "r+b") as f:
         f.truncate(size - 30)  # the last write was cut short
+    assert replay_main([str(tmp_path)]) == 0
+    assert f"journal   torn tail (a write a crash cut short, never acknowledged): {seg.name}: torn record at byte " \
+        in capsys.readouterr().out
     h, report = recovered_hash(tmp_path)
     assert report.seq == 999
     assert report.segments[0].stop == "torn record"
@@ -158,31 +201,149 @@ def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path) -> None:
     assert h == reference(cmds).state_hash()
 
 
-def test_flipped_byte_stops_recovery_there(tmp_path: Path) -> None:
+def test_flipped_byte_mid_journal_refuses_until_the_loss_is_accepted(tmp_path: Path) -> None:
     cmds = flow(1500, seed=7)
     journal(tmp_path, cmds[:1000])
     journal(tmp_path, cmds[1000:])  # a second segment, from 1001
     first = segments(tmp_path)[0][1]
     header = first.stat().st_size - 1000 * RECORD
-    with open(first, "r+b") as f:  # a bit flips inside record 500
-        f.seek(header + 499 * RECORD + 40)
-        b = f.read(1)
-        f.seek(-1, 1)
-        f.write(bytes([b[0] ^ 0x10]))
+    flip(first, header + 499 * RECORD + 40)  # a bit flips inside record 500
     before = audit(str(tmp_path))  # read-only: reports, changes nothing
     assert not before["clean"] and before["seq"] == 499
     assert before["segments"][0]["stop"] == "bad checksum"
+    damage = before["damage"]
+    assert not damage["torn_tail"]
+    assert (damage["offset"], damage["last_good_seq"], damage["bytes_after"], damage["records_after"]) == (
+        header + 499 * RECORD, 499, 501 * RECORD, 500)
+    assert (damage["later_segments"], damage["later_records"], damage["seqs_after"]) == (1, 500, (501, 1500))
     assert replay_main([str(tmp_path), "--check"]) == 1
-    assert first.stat().st_size == header + 1000 * RECORD
-    h, report = recovered_hash(tmp_path)
-    assert report.seq == 499
-    assert report.segments[0].stop == "bad checksum"
-    assert h == reference(cmds[:499]).state_hash()
-    # Nothing after the damage is replayed, and nothing is thrown away.
+    untouched = files(tmp_path)
+    with pytest.raises(JournalDamaged, match=rf"{first.name}: bad checksum at byte {header + 499 * RECORD}, after "
+                       r"seq 499; .* hold 500 valid records; 1 later segment\(s\) hold 500 valid records"):
+        recover(tmp_path, specs())
+    assert files(tmp_path) == untouched
+    # Accepted: nothing after the damage is replayed, nothing is thrown
+    # away, and the counters continue from the high-water mark.
+    mark = read_mark(tmp_path)
+    assert mark[0] > 1500
+    eng, report = recover(tmp_path, specs(), accept_loss=True)
+    try:
+        assert report.loss_accepted and report.seq == mark[0]
+        assert counters(eng) == mark
+        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:499], mark)
+    finally:
+        lib.eng_destroy(eng)
     assert first.stat().st_size == header + 499 * RECORD
-    assert len(list(tmp_path.glob("journal-*.log.damaged-*"))) == 1
+    (aside,) = tmp_path.glob("journal-*.log.damaged-*")
+    assert aside.stat().st_size == 501 * RECORD
     assert (tmp_path / "journal-00000000000000001001.log.orphan").exists()
     assert [f for f, _ in segments(tmp_path)] == [1]
+    assert [seq for seq, _ in snapshots(tmp_path)] == [mark[0]]
+    # The next life starts without ado and numbers above the mark.
+    more = flow(300, seed=12)
+    journal(tmp_path, more)
+    eng, report = recover(tmp_path, specs())
+    try:
+        assert report.damage is None and report.seq == mark[0] + 300
+        assert counters(eng)[1] > mark[1] and counters(eng)[2] > mark[2]
+    finally:
+        lib.eng_destroy(eng)
+    assert audit(str(tmp_path))["clean"]
+
+
+def _cut_last_record_short(seg: Path, header: int) -> None:
+    os.truncate(seg, seg.stat().st_size - 30)
+
+
+def _zero_the_last_records_end(seg: Path, header: int) -> None:
+    overwrite(seg, seg.stat().st_size - 40, bytes(40))
+
+
+def _zeros_after_the_last_record(seg: Path, header: int) -> None:
+    os.truncate(seg, seg.stat().st_size + 3 * RECORD)
+
+
+def _flip_a_byte_in_the_middle(seg: Path, header: int) -> None:
+    flip(seg, header + 99 * RECORD + 20)
+
+
+def _lose_a_byte_in_the_middle(seg: Path, header: int) -> None:
+    data = seg.read_bytes()
+    at = header + 99 * RECORD + 20
+    seg.write_bytes(data[:at] + data[at + 1:])
+
+
+def _repeat_a_record(seg: Path, header: int) -> None:
+    record = seg.read_bytes()[header + 98 * RECORD : header + 99 * RECORD]
+    overwrite(seg, header + 99 * RECORD, record)  # record 100 is record 99 again: whole, wrong seq
+
+
+def _flip_a_header_byte(seg: Path, header: int) -> None:
+    flip(seg, 0)
+
+
+@pytest.mark.parametrize("harm, torn, last_good_seq, records_after", [
+    (_cut_last_record_short, True, 199, 0),
+    (_zero_the_last_records_end, True, 199, 0),
+    (_zeros_after_the_last_record, True, 200, 0),
+    (_flip_a_byte_in_the_middle, False, 99, 100),
+    (_lose_a_byte_in_the_middle, False, 99, 100),
+    (_repeat_a_record, False, 99, 101),
+    (_flip_a_header_byte, False, 0, 200),
+])
+def test_torn_tail_or_damage(tmp_path: Path, harm: object, torn: bool, last_good_seq: int, records_after: int) -> None:
+    """The rule: what a crash leaves at the end of the newest segment (no
+    valid record after the last good one) is a torn tail; anything with
+    valid records after it is damage."""
+    journal(tmp_path, flow(200, seed=13))
+    (_, seg), = segments(tmp_path)
+    harm(seg, seg.stat().st_size - 200 * RECORD)  # type: ignore[operator]
+    _, report = recovered_hash(tmp_path, repair=False)
+    damage = report.damage  # type: ignore[attr-defined]
+    assert (damage.torn_tail, damage.last_good_seq, damage.records_after) == (torn, last_good_seq, records_after)
+    untouched = files(tmp_path)
+    if torn:
+        _, report = recovered_hash(tmp_path)
+        assert report.seq == last_good_seq and report.damaged  # type: ignore[attr-defined]
+    else:
+        with pytest.raises(JournalDamaged, match=seg.name):
+            recover(tmp_path, specs())
+        assert files(tmp_path) == untouched
+
+
+def test_a_later_segment_makes_any_stop_damage(tmp_path: Path) -> None:
+    """Even the last record of a segment is damage, not a torn write, when
+    a later segment follows it; a newest segment whose header was never
+    finished holds nothing and is a torn tail."""
+    journal(tmp_path, flow(200, seed=14))
+    journal(tmp_path, flow(100, seed=15))
+    (_, older), (_, newest) = segments(tmp_path)
+    os.truncate(newest, 10)
+    _, report = recovered_hash(tmp_path, repair=False)
+    assert report.damage.reason == "bad header" and report.damage.torn_tail  # type: ignore[attr-defined]
+    flip(older, older.stat().st_size - 20)
+    _, report = recovered_hash(tmp_path, repair=False)
+    damage = report.damage  # type: ignore[attr-defined]
+    assert (damage.segment, damage.last_good_seq, damage.records_after, damage.later_segments) == (older.name, 199, 0, 1)
+    assert not damage.torn_tail
+    untouched = files(tmp_path)
+    with pytest.raises(JournalDamaged, match=rf"{older.name}: bad checksum .* 1 later segment"):
+        recover(tmp_path, specs())
+    assert files(tmp_path) == untouched
+
+
+def test_the_loss_is_only_accepted_with_a_high_water_mark(tmp_path: Path) -> None:
+    journal(tmp_path, flow(200, seed=16))
+    (_, seg), = segments(tmp_path)
+    flip(seg, seg.stat().st_size - 100 * RECORD)
+    overwrite(tmp_path / "HIGHWATER", 20, b"\xff")
+    with pytest.raises(RecoveryError, match="HIGHWATER is not a valid high-water mark"):
+        recover(tmp_path, specs(), accept_loss=True)
+    (tmp_path / "HIGHWATER").unlink()
+    untouched = files(tmp_path)
+    with pytest.raises(JournalDamaged, match="no high-water mark"):
+        recover(tmp_path, specs(), accept_loss=True)
+    assert files(tmp_path) == untouched
 
 
 def test_recovery_is_deterministic(tmp_path: Path) -> None:
