@@ -2,7 +2,7 @@
 
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
-                    [--snapshot-every N] [--log-level LEVEL]
+                    [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
                                        # ask a running server for a snapshot
@@ -10,7 +10,10 @@
 With no arguments it serves the embedded default configuration (a few futures
 instruments, no authentication, nothing journaled) on 127.0.0.1:7001. With
 --data-dir it journals every command there before acknowledging it, and on
-start recovers the state the directory holds.
+start recovers the state the directory holds. It refuses to start when the
+journal is damaged before its end (the error says where and what follows);
+--accept-journal-loss starts all the same, without the commands after the
+damage, numbering above everything issued before.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fsync", choices=FSYNC_POLICIES, help="when the journal is synced: per command, per batch "
                    "(default) or never (the OS decides)")
     p.add_argument("--snapshot-every", type=int, metavar="N", help="commands between snapshots (0: on request only)")
+    p.add_argument("--accept-journal-loss", action="store_true", default=None,
+                   help="start even when the journal is damaged before its end: set aside what follows the "
+                   "damage (acknowledged commands among it are lost) and number above the high-water mark")
     p.add_argument("--log-level", choices=LEVELS, help="default: $PYENGINE_LOG or info")
 
 
@@ -56,6 +62,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "data_dir": args.data_dir,
         "fsync": args.fsync,
         "snapshot_every": args.snapshot_every,
+        "accept_journal_loss": args.accept_journal_loss,
     }
     return check_config(dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}))
 

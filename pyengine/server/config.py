@@ -22,6 +22,8 @@ A file looks like this (every key optional, defaults as shown)::
     fsync = "batch"              # "always" (per command), "batch" (per group), "off"
     snapshot_every = 1000000     # commands between snapshots; 0: only on request
     keep_segments = false        # keep journal segments a newer snapshot covers
+    accept_journal_loss = false  # start even when the journal is damaged before its end,
+                                 # without the commands after the damage (docs/durability.md)
 
     [limits]                     # 0 turns a limit off
     max_open_orders = 10000      # open orders of one account, all its sessions together
@@ -142,6 +144,7 @@ class ServerConfig:
     fsync: str = "batch"
     snapshot_every: int = 1_000_000
     keep_segments: bool = False
+    accept_journal_loss: bool = False
     limits: LimitsConfig = LimitsConfig()
 
     @property
@@ -248,7 +251,8 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     server = data.get("server", {})
     engine = data.get("engine", {})
     durability = data.get("durability", {})
-    _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments"})
+    _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments",
+                                             "accept_journal_loss"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
                                      "cpu"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
@@ -274,8 +278,9 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         kw["fsync"] = _typed("[durability]", "fsync", durability["fsync"], str)
     if "snapshot_every" in durability:
         kw["snapshot_every"] = _typed("[durability]", "snapshot_every", durability["snapshot_every"], int)
-    if "keep_segments" in durability:
-        kw["keep_segments"] = _typed("[durability]", "keep_segments", durability["keep_segments"], bool)
+    for key in ("keep_segments", "accept_journal_loss"):
+        if key in durability:
+            kw[key] = _typed("[durability]", key, durability[key], bool)
     if "limits" in data:
         kw["limits"] = _limits(data["limits"])
     if "instruments" in data:

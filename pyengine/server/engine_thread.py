@@ -78,7 +78,8 @@ class EngineThread:
                 self._eng = new_engine(specs, level_events=True)  # market data is built from level events
             else:
                 self._lock = DataDirLock(config.data_dir)
-                self._eng, self.recovery = recover(config.data_dir, specs, level_events=True)
+                self._eng, self.recovery = recover(config.data_dir, specs, level_events=True,
+                                                   accept_loss=config.accept_journal_loss)
                 self._log_recovery(self.recovery)
             rc = ffi.new("struct runner_config *")
             rc.cpu = config.engine_cpu

@@ -199,6 +199,28 @@ def test_damage_before_the_end_of_the_journal_refuses_to_start(
     assert data_files(data) == before
 
 
+def test_accepted_journal_loss_never_issues_an_id_twice(server_factory: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    seg, acks, fills = damage_mid_journal(server_factory, data)
+    srv = server_factory(None, "--data-dir", str(data), "--accept-journal-loss")
+    line = srv.wait_log("event=journal_loss_accepted")
+    assert "level=error" in line and seg.name in line and "last_good_seq=48" in line
+    assert "seq=48 " not in srv.wait_log("event=recovered ")  # numbering jumped to the high-water mark
+    assert len(list(data.glob("journal-*.damaged-*"))) == 1
+    new_acks, new_fills = trade_pairs(srv.port, 5)
+    assert min(a["order_id"] for a in new_acks) > max(a["order_id"] for a in acks)
+    assert min(a["seq"] for a in new_acks) > max(a["seq"] for a in acks + fills)
+    assert min(f["trade_id"] for f in new_fills) > max(f["trade_id"] for f in fills)
+    # The next start needs no flag, and numbers on from where that one stopped.
+    assert srv.stop() == 0
+    srv = server_factory(None, "--data-dir", str(data))
+    later_acks, later_fills = trade_pairs(srv.port, 1)
+    assert min(a["order_id"] for a in later_acks) > max(a["order_id"] for a in new_acks)
+    assert min(a["seq"] for a in later_acks) > max(a["seq"] for a in new_acks + new_fills)
+    assert later_fills[0]["trade_id"] > max(f["trade_id"] for f in new_fills)
+    assert not any("event=journal_damaged" in ln for ln in srv.lines)
+
+
 def test_one_server_per_data_dir(server_factory: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
     server_factory(None, "--data-dir", str(data))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,7 @@ data_dir = "/srv/pyengine"
 fsync = "always"
 snapshot_every = 5000
 keep_segments = true
+accept_journal_loss = true
 
 [limits]
 max_open_orders = 50
@@ -89,6 +91,7 @@ admin = true
     assert (inst.symbol, inst.tick_size, inst.price_band, inst.market_protection, inst.kind) == ("ABC", 5, (100, 1000), 50, "spot")
     assert c.auth_required and c.account(3).admin and c.account(4) is None
     assert (c.data_dir, c.fsync, c.snapshot_every, c.keep_segments) == ("/srv/pyengine", "always", 5000, True)
+    assert c.accept_journal_loss and not ServerConfig().accept_journal_loss
     assert (inst.max_qty, inst.max_notional) == (500, 100000)
     assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, login_failures=0,
                                     login_window=10.0)
@@ -113,6 +116,7 @@ admin = true
         ("[durability]\nsnapshot_every = -1\n", "snapshot_every must be >= 0"),
         ("[durability]\ndata_dir = ''\n", "data_dir must name a directory"),
         ("[durability]\nkeep_segments = 1\n", "keep_segments must be bool"),
+        ("[durability]\naccept_journal_loss = 'yes'\n", "accept_journal_loss must be bool"),
         ("[durability]\ndatadir = 'x'\n", "unknown key"),
         ("[limits]\nmax_orders = 1\n", "unknown key"),
         ("[limits]\nrate = -1\n", "rate must be >= 0"),
@@ -126,6 +130,17 @@ admin = true
 def test_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         load_config(write(tmp_path, text))
+
+
+def test_accept_journal_loss_from_the_command_line_or_the_file(tmp_path: Path) -> None:
+    from pyengine.server.cli import _serve_args, build_config
+
+    parser = argparse.ArgumentParser()
+    _serve_args(parser)
+    path = str(write(tmp_path, "[durability]\naccept_journal_loss = true\n"))
+    assert not build_config(parser.parse_args([])).accept_journal_loss
+    assert build_config(parser.parse_args(["--accept-journal-loss"])).accept_journal_loss
+    assert build_config(parser.parse_args(["--config", path])).accept_journal_loss
 
 
 def test_missing_file(tmp_path: Path) -> None:
