@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine._ffi import ffi, lib
-from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, RecoveryError, journal_commands, new_engine,
-                                 read_mark, recover, replay_journal, segments, snapshots)
+from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
+                                 new_engine, read_mark, recover, replay_journal, segments, snapshots)
 from pyengine.replay import audit, main as replay_main
 from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec, run_offline
@@ -108,7 +109,7 @@ def raised_hash(cmds: list[bytes], mark: tuple[int, int, int]) -> int:
         lib.eng_destroy(eng)
 
 
-def recovered_hash(data_dir: Path, **kw: object) -> tuple[int, object]:
+def recovered_hash(data_dir: Path, **kw: object) -> tuple[int, Recovery]:
     eng, report = recover(data_dir, specs(), **kw)  # type: ignore[arg-type]
     try:
         why = ffi.new("char[]", 256)
@@ -291,20 +292,22 @@ def _flip_a_header_byte(seg: Path, header: int) -> None:
     (_repeat_a_record, False, 99, 101),
     (_flip_a_header_byte, False, 0, 200),
 ])
-def test_torn_tail_or_damage(tmp_path: Path, harm: object, torn: bool, last_good_seq: int, records_after: int) -> None:
+def test_torn_tail_or_damage(tmp_path: Path, harm: Callable[[Path, int], None], torn: bool, last_good_seq: int,
+                             records_after: int) -> None:
     """The rule: what a crash leaves at the end of the newest segment (no
     valid record after the last good one) is a torn tail; anything with
     valid records after it is damage."""
     journal(tmp_path, flow(200, seed=13))
     (_, seg), = segments(tmp_path)
-    harm(seg, seg.stat().st_size - 200 * RECORD)  # type: ignore[operator]
+    harm(seg, seg.stat().st_size - 200 * RECORD)
     _, report = recovered_hash(tmp_path, repair=False)
-    damage = report.damage  # type: ignore[attr-defined]
+    damage = report.damage
+    assert damage is not None
     assert (damage.torn_tail, damage.last_good_seq, damage.records_after) == (torn, last_good_seq, records_after)
     untouched = files(tmp_path)
     if torn:
         _, report = recovered_hash(tmp_path)
-        assert report.seq == last_good_seq and report.damaged  # type: ignore[attr-defined]
+        assert report.seq == last_good_seq and report.damaged
     else:
         with pytest.raises(JournalDamaged, match=seg.name):
             recover(tmp_path, specs())
@@ -320,11 +323,14 @@ def test_a_later_segment_makes_any_stop_damage(tmp_path: Path) -> None:
     (_, older), (_, newest) = segments(tmp_path)
     os.truncate(newest, 10)
     _, report = recovered_hash(tmp_path, repair=False)
-    assert report.damage.reason == "bad header" and report.damage.torn_tail  # type: ignore[attr-defined]
+    assert report.damage is not None
+    assert report.damage.reason == "bad header" and report.damage.torn_tail
     flip(older, older.stat().st_size - 20)
     _, report = recovered_hash(tmp_path, repair=False)
-    damage = report.damage  # type: ignore[attr-defined]
-    assert (damage.segment, damage.last_good_seq, damage.records_after, damage.later_segments) == (older.name, 199, 0, 1)
+    damage = report.damage
+    assert damage is not None
+    assert (damage.segment, damage.last_good_seq, damage.records_after, damage.later_segments) == (
+        older.name, 199, 0, 1)
     assert not damage.torn_tail
     untouched = files(tmp_path)
     with pytest.raises(JournalDamaged, match=rf"{older.name}: bad checksum .* 1 later segment"):
