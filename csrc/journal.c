@@ -149,7 +149,7 @@ int64_t jnl_read_instruments(const char *path, struct eng_instrument_spec *out, 
     return n;
 }
 
-static bool record_valid(const struct jnl_record *r)
+bool jnl__record_valid(const struct jnl_record *r)
 {
     return r->len == sizeof(*r) && r->crc == crc32c(0, (const char *)r + 8, sizeof(*r) - 8);
 }
@@ -168,7 +168,7 @@ static void skip_applied(int fd, uint64_t after_seq, struct jnl_scan *out, uint6
 
     if (target > out->file_bytes ||
         pread(fd, &last, sizeof(last), (off_t)(target - sizeof(last))) != (ssize_t)sizeof(last) ||
-        !record_valid(&last) || last.seq != after_seq || lseek(fd, (off_t)target, SEEK_SET) < 0)
+        !jnl__record_valid(&last) || last.seq != after_seq || lseek(fd, (off_t)target, SEEK_SET) < 0)
         return;
     out->skipped = skip;
     out->last_seq = after_seq;
@@ -205,7 +205,7 @@ static void count_following(int fd, char *buf, size_t cap, struct jnl_scan *out)
             memcpy(&len, buf + i, sizeof(len));
             if (len == size) {
                 memcpy(&r, buf + i, size);
-                if (record_valid(&r)) {
+                if (jnl__record_valid(&r)) {
                     if (!out->following || r.seq < out->following_min_seq)
                         out->following_min_seq = r.seq;
                     if (r.seq > out->following_max_seq)
@@ -271,7 +271,7 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
         whole = (size_t)got / sizeof(*chunk);
         for (size_t i = 0; i < whole; i++) {
             const struct jnl_record *r = &chunk[i];
-            if (!record_valid(r)) {
+            if (!jnl__record_valid(r)) {
                 out->stop = JNL_BAD_CHECKSUM;
                 goto done;
             }

@@ -6,6 +6,7 @@
 #ifndef ENG_JOURNAL_H
 #define ENG_JOURNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -38,6 +39,8 @@ struct jnl_mark {
 
 /* Fill in a record's length and checksum. Can't fail. */
 void jnl__seal(struct jnl_record *r);
+/* Are a record's length and checksum right? */
+bool jnl__record_valid(const struct jnl_record *r);
 
 /*
  * Create `dir`/journal-<first_seq>.log with its header (naming e's

@@ -556,18 +556,31 @@ struct runner_config {
     uint32_t keep_segments;    /* nonzero: keep the segments and snapshots a newer
                                   snapshot covers (default: remove them) */
     uint64_t snapshot_every;   /* snapshot after this many commands; 0: never */
+    /* Replication (instead of a journal): every command the engine sequences
+       goes to one replication consumer (runner_repl_take), and events come
+       out of runner_poll only once the replicated log holds their command
+       (runner_repl_done). */
+    uint32_t replicate;        /* nonzero: the replication stage */
+    uint32_t reserved;
 };
 
 /* A command that is not for the engine but for the runner. */
 enum runner_control {
-    RUNNER_CTL_SNAPSHOT = 128 /* snapshot now; answers RUNNER_EV_SNAPSHOT */
+    RUNNER_CTL_SNAPSHOT = 128,  /* snapshot now; answers RUNNER_EV_SNAPSHOT */
+    RUNNER_CTL_STATE_HASH = 129 /* hash the state now (eng_state_hash); a
+                                   check (qty 1) of the hash in order_id, or a
+                                   checkpoint (qty 0), which with replication
+                                   also goes into the log; answers
+                                   RUNNER_EV_STATE_HASH */
 };
 
 /* An event that is not the engine's: the runner's answer to a control. */
 enum runner_event_type {
-    RUNNER_EV_SNAPSHOT = 128 /* seq: the snapshot's; leaves: 0, or an errno;
-                                order_id: its number, counting every snapshot
-                                the runner has taken */
+    RUNNER_EV_SNAPSHOT = 128,  /* seq: the snapshot's; leaves: 0, or an errno;
+                                  order_id: its number, counting every snapshot
+                                  the runner has taken */
+    RUNNER_EV_STATE_HASH = 129 /* seq: the state's; order_id: its hash;
+                                  qty: 1 for a check, of maker_order_id */
 };
 
 struct runner_stats {
@@ -585,6 +598,7 @@ struct runner_stats {
     uint64_t snapshot_seq;   /* seq of the last one */
     int32_t journal_errno;   /* nonzero: the journal failed; events are held */
     int32_t reserved;
+    uint64_t replicated;     /* seq up to which the replicated log holds the commands */
 };
 
 
@@ -630,6 +644,54 @@ void runner_request_stop(struct runner *r);
    `r` may be NULL. */
 void runner_destroy(struct runner *r);
 void runner_get_stats(struct runner *r, struct runner_stats *out);
+
+/*
+ * ---- Replication ---------------------------------------------------------
+ *
+ * With runner_config.replicate the runner is one replica of a replicated log
+ * (a shard's stream in cluster mode). The leader's commands go out: every
+ * command the engine sequences past `replicated` is handed, as a sealed
+ * struct jnl_record (the journal's record format), to one consumer thread,
+ * which stores it in the log and then says so; events are released only
+ * then. A follower's commands come in: runner_submit_log feeds records read
+ * from the log, which are stored already and are not handed out again.
+ */
+
+/* A snapshot the replication stage took (consumer-owned buffer). */
+struct runner_snapshot {
+    void *buf;    /* eng_snapshot_serialize's; free it with eng_free_buffer */
+    size_t len;
+    uint64_t seq; /* the state after this command */
+};
+/*
+ * Replication consumer: copy up to `max` sealed records out, in seq order. A
+ * snapshot stops the copy: when it is next, returns 0 with snap->buf set (the
+ * caller owns it, and calls runner_repl_snapshot_done once it is stored).
+ * Returns 0 with snap->buf NULL when nothing waits, having armed the wake-up:
+ * runner_repl_fd() becomes readable when more arrives.
+ */
+size_t runner_repl_take(struct runner *r, struct jnl_record *out, size_t max, struct runner_snapshot *snap);
+/* The eventfd the replication consumer waits on (non-blocking, close-on-exec). */
+int runner_repl_fd(const struct runner *r);
+/* The log holds every command up to `seq`: release their events. Never lowers
+   the mark; any thread. Can't fail. */
+void runner_repl_done(struct runner *r, uint64_t seq);
+/* A snapshot from runner_repl_take has been dealt with (stored, or not: the
+   consumer reports that); releases the answer to whoever asked for it. */
+void runner_repl_snapshot_done(struct runner *r, uint64_t seq);
+/*
+ * Producer: submit `n` records read from the log, in order, tagged `tag`.
+ * *next_seq is the seq the next command must have: records below it were
+ * applied before and are skipped; a checkpoint record (cmd.type
+ * RUNNER_CTL_STATE_HASH) carries the seq of the command before it and becomes
+ * a hash check. The commands are marked stored (runner_repl_done) before they
+ * go in. Stores in *taken how many records were consumed (fewer than `n` when
+ * the input ring is full: submit the rest later) and advances *next_seq.
+ * Returns ENG_OK, or ENG_CORRUPT when record *taken is not whole and valid or
+ * not the next in sequence (nothing from it on is taken).
+ */
+int runner_submit_log(struct runner *r, const struct jnl_record *recs, size_t n, uint64_t tag, size_t *taken,
+                      uint64_t *next_seq);
 
 /* Stable names and messages of the codes above ("?" when out of range). */
 const char *eng_err_name(int err);

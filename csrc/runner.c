@@ -29,6 +29,11 @@
  * write that eventfd only when they publish to an armed (idle) consumer:
  * under load, nobody makes a system call per command or per event.
  *
+ * Replication (cluster mode, replication.c): instead of a journal, the
+ * engine thread hands each command it sequences to a replication consumer
+ * (the thread that stores it in the shard's replicated log), and an event is
+ * released once the log holds its command (`replicated`).
+ *
  * No lost wake-ups: each side stores its "I am asleep" flag and then
  * re-checks the ring, while the other side publishes to the ring and then
  * checks the flag; with a full fence between store and load on both sides,
@@ -49,141 +54,7 @@
 
 #include "common.h"
 #include "fileio.h"
-#include "journal.h"
-#include "pyengine.h"
-#include "ring.h"
-
-enum {
-    RUNNER_BATCH = 256,           /* commands taken from the ring at a time */
-    RUNNER_STAGING = 1024,        /* events gathered before they are published */
-    RUNNER_DEFAULT_IN = 1 << 16,  /* commands */
-    RUNNER_DEFAULT_OUT = 1 << 18, /* events */
-    RUNNER_DEFAULT_SPIN_US = 50,
-    RUNNER_SPIN_MIN_COMMANDS = 8, /* a burst this long makes an idle thread poll */
-    JNL_RING = 1 << 16,           /* journal items */
-    JNL_BATCH = 8192              /* records written with one write() */
-};
-
-/* What the engine thread hands the journal thread: a sequenced command and
-   the engine's counters after it, or (with `snapshot` set) a snapshot of the
-   state after record `rec.seq`. */
-struct jnl_item {
-    struct jnl_record rec;
-    struct eng_counters counters;
-    void *snapshot;
-    size_t snapshot_len;
-};
-
-struct sleeper {
-    _Atomic int asleep;
-    int fd; /* eventfd the sleeper blocks reading */
-};
-
-struct runner {
-    struct ring in;  /* struct runner_cmd */
-    struct ring out; /* struct runner_event */
-    struct ring jnl; /* struct jnl_item */
-    struct eng *eng;
-    struct runner_config cfg;
-    char *journal_dir;
-    int jnl_fd;          /* the open segment (journal thread) */
-    uint64_t jnl_first;  /* the seq its first record has or will have */
-    struct eng_counters mark; /* the high-water mark on disk (journal thread) */
-    int out_fd;          /* the consumer waits for it to be readable */
-    struct sleeper engine_sleep;
-    struct sleeper journal_sleep;
-    _Atomic int consumer_waiting;
-    pthread_t thread;
-    pthread_t journal_thread;
-    bool started;
-    _Atomic int stop;
-    _Atomic int journal_stop; /* the engine thread is done: drain and end */
-    _Atomic int abandon;      /* the consumer is gone: drop what cannot be published */
-    _Atomic int running;
-    _Atomic int32_t cpu;
-    _Atomic uint64_t commands;
-    _Atomic uint64_t events;
-    _Atomic uint64_t batches;
-    _Atomic uint64_t sleeps;
-    _Atomic uint64_t journaled; /* highest seq written (and synced per policy) */
-    _Atomic uint64_t journal_syncs;
-    _Atomic uint64_t snapshots;
-    _Atomic uint64_t snapshot_seq;
-    _Atomic int32_t journal_errno;
-    /* Engine thread only. */
-    uint64_t since_snapshot;
-    uint64_t snapshots_taken; /* serialized and handed to the journal thread */
-    size_t jused;             /* items in jstage */
-    struct runner_cmd batch[RUNNER_BATCH];
-    struct runner_event staging[RUNNER_STAGING];
-    struct jnl_item jstage[RUNNER_BATCH];
-    /* Journal thread only. */
-    struct jnl_item jbatch[JNL_BATCH];
-    struct jnl_record jwrite[JNL_BATCH];
-    void *in_buf;
-    void *out_buf;
-    void *jnl_buf;
-};
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-static uint64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static void nap_us(long us)
-{
-    struct timespec pause = {0, us * 1000};
-    nanosleep(&pause, NULL);
-}
-
-static void signal_fd(int fd)
-{
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already non-zero: the reader will wake. */
-    while (write(fd, &one, sizeof(one)) < 0 && errno == EINTR)
-        ;
-}
-
-/* Wake `flag`'s owner if it has said it sleeps. Caller has just published. */
-static void wake_if_sleeping(_Atomic int *flag, int fd)
-{
-    /* Full fence: our ring store is visible before we read the flag. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (atomic_load_explicit(flag, memory_order_relaxed) &&
-        atomic_exchange_explicit(flag, 0, memory_order_relaxed))
-        signal_fd(fd);
-}
-
-/*
- * Sleep until woken, unless `ring` has work or `quit` is set: say so first,
- * then look again (see the file comment).
- */
-/* Sleep until `ring` has work or `quit` is set; `sleeps`, if given, counts
-   the sleeps as they begin. */
-static void sleep_until_work(struct sleeper *s, struct ring *ring, _Atomic int *quit,
-                             _Atomic uint64_t *sleeps)
-{
-    atomic_store_explicit(&s->asleep, 1, memory_order_relaxed);
-    /* Full fence: the flag is visible before we look at the ring again. */
-    atomic_thread_fence(memory_order_seq_cst);
-    if (!ring_count(ring) && !atomic_load_explicit(quit, memory_order_relaxed)) {
-        uint64_t v;
-        if (sleeps)
-            atomic_fetch_add_explicit(sleeps, 1, memory_order_relaxed);
-        while (read(s->fd, &v, sizeof(v)) < 0 && errno == EINTR)
-            ;
-    }
-    atomic_store_explicit(&s->asleep, 0, memory_order_relaxed);
-}
+#include "runner_int.h"
 
 static bool is_pow2(uint32_t v)
 {
@@ -214,11 +85,16 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     in_cap = r->cfg.in_capacity ? r->cfg.in_capacity : RUNNER_DEFAULT_IN;
     out_cap = r->cfg.out_capacity ? r->cfg.out_capacity : RUNNER_DEFAULT_OUT;
     r->eng = e;
-    r->jnl_fd = r->out_fd = r->engine_sleep.fd = r->journal_sleep.fd = -1;
+    r->jnl_fd = r->out_fd = r->repl_fd = r->engine_sleep.fd = r->journal_sleep.fd = -1;
     atomic_init(&r->cpu, -1);
     atomic_init(&r->journaled, eng_seq(e));
-    if (!is_pow2(in_cap) || !is_pow2(out_cap) || r->cfg.fsync > JNL_FSYNC_ALWAYS)
+    atomic_init(&r->replicated, eng_seq(e));
+    /* One durable log: a journal or the replicated log, not both. */
+    if (!is_pow2(in_cap) || !is_pow2(out_cap) || r->cfg.fsync > JNL_FSYNC_ALWAYS ||
+        (r->cfg.journal_dir && r->cfg.replicate)) {
+        errno = EINVAL;
         goto fail;
+    }
     r->in_buf = malloc((size_t)in_cap * sizeof(struct runner_cmd));
     r->out_buf = malloc((size_t)out_cap * sizeof(struct runner_event));
     if (!r->in_buf || !r->out_buf)
@@ -246,6 +122,13 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
         r->jnl_fd = jnl__open_segment(r->journal_dir, r->jnl_first, e);
         if (r->jnl_fd < 0)
             goto fail;
+    }
+    if (r->cfg.replicate) {
+        r->repl_buf = malloc(REPL_RING * sizeof(struct jnl_item));
+        r->repl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (!r->repl_buf || r->repl_fd < 0)
+            goto fail;
+        ring_init(&r->repl, r->repl_buf, REPL_RING, sizeof(struct jnl_item));
     }
     r->cfg.journal_dir = NULL; /* the caller's string; we keep our copy */
     return r;
@@ -288,26 +171,68 @@ static void journal_push(struct runner *r, const struct jnl_item *items, size_t 
     }
 }
 
-/* Hand the staged journal items to the journal thread. */
-static void journal_flush_stage(struct runner *r)
+/* Hand items to the replication consumer, waiting for room when its ring is
+   full (the log is behind). */
+static void repl_push(struct runner *r, const struct jnl_item *items, size_t n)
+{
+    while (n) {
+        size_t k = ring_push(&r->repl, items, n);
+        items += k;
+        n -= k;
+        wake_if_sleeping(&r->repl_waiting, r->repl_fd);
+        if (n) {
+            if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
+                return;
+            nap_us(20);
+        }
+    }
+}
+
+/* Hand the staged items to the journal thread and the replication stage. */
+static void flush_stages(struct runner *r)
 {
     if (r->jused) {
         journal_push(r, r->jstage, r->jused);
         r->jused = 0;
     }
+    if (r->rused) {
+        repl_push(r, r->rstage, r->rused);
+        r->rused = 0;
+    }
+}
+
+/* Stage command `c`, just sequenced, for the durable log. */
+static void stage_record(struct runner *r, const struct eng_cmd *c)
+{
+    struct jnl_item *it;
+
+    if (journaling(r)) {
+        it = &r->jstage[r->jused++];
+    } else if (runner__replicating(r) &&
+               /* Acquire: a command that came from the log is marked stored before it is submitted. */
+               eng_seq(r->eng) > atomic_load_explicit(&r->replicated, memory_order_acquire)) {
+        it = &r->rstage[r->rused++];
+    } else {
+        return;
+    }
+    eng_get_counters(r->eng, &it->counters);
+    it->rec.seq = it->counters.seq;
+    it->rec.ts = c->ts;
+    it->rec.cmd = *c;
+    it->snapshot = NULL;
 }
 
 /*
  * Append one event to the staging array, publishing it first when full. The
- * journal items staged so far go first: the consumer can only take events
- * whose records are journaled, so publishing events whose records were still
- * here could fill the output ring with events nobody can take, while we wait
- * for room in it with the records in hand.
+ * journal (or replication) items staged so far go first: the consumer can
+ * only take events whose records are stored, so publishing events whose
+ * records were still here could fill the output ring with events nobody can
+ * take, while we wait for room in it with the records in hand.
  */
 static inline void stage(struct runner *r, size_t *used, const struct eng_event *ev, uint64_t tag)
 {
     if (*used == RUNNER_STAGING) {
-        journal_flush_stage(r);
+        flush_stages(r);
         publish(r, r->staging, *used);
         *used = 0;
     }
@@ -322,26 +247,55 @@ static inline void stage(struct runner *r, size_t *used, const struct eng_event 
  */
 static int take_snapshot(struct runner *r)
 {
-    struct jnl_item *it;
+    struct jnl_item it;
     size_t len;
     void *buf;
 
-    if (!journaling(r))
+    if (!journaling(r) && !runner__replicating(r))
         return ENOTSUP;
     buf = eng_snapshot_serialize(r->eng, &len);
     if (!buf)
         return ENOMEM;
     /* Items ahead of it in the batch go first: the snapshot follows them. */
-    journal_flush_stage(r);
-    it = &r->jstage[0];
-    memset(it, 0, sizeof(*it));
-    it->rec.seq = eng_seq(r->eng);
-    it->snapshot = buf;
-    it->snapshot_len = len;
-    journal_push(r, it, 1);
+    flush_stages(r);
+    memset(&it, 0, sizeof(it));
+    it.rec.seq = eng_seq(r->eng);
+    it.snapshot = buf;
+    it.snapshot_len = len;
+    if (journaling(r))
+        journal_push(r, &it, 1);
+    else
+        repl_push(r, &it, 1);
     r->since_snapshot = 0;
     r->snapshots_taken++;
     return 0;
+}
+
+/*
+ * RUNNER_CTL_STATE_HASH: hash the state after the last command into `out`
+ * (RUNNER_EV_STATE_HASH). A check (qty nonzero) compares it with order_id;
+ * otherwise it is a checkpoint: with replication it goes into the log, right
+ * after the record of the command it follows, for the other replicas to
+ * check against.
+ */
+static void hash_state(struct runner *r, const struct eng_cmd *c, struct eng_event *out)
+{
+    uint64_t hash = eng_state_hash(r->eng);
+
+    memset(out, 0, sizeof(*out));
+    out->type = RUNNER_EV_STATE_HASH;
+    out->seq = eng_seq(r->eng);
+    out->order_id = hash;
+    out->qty = c->qty != 0;
+    out->maker_order_id = c->qty ? c->order_id : 0;
+    if (!c->qty && runner__replicating(r)) {
+        struct jnl_item *it = &r->rstage[r->rused++];
+        memset(it, 0, sizeof(*it));
+        it->rec.seq = out->seq;
+        it->rec.cmd.type = RUNNER_CTL_STATE_HASH;
+        it->rec.cmd.order_id = hash;
+        eng_get_counters(r->eng, &it->counters);
+    }
 }
 
 /* Process one batch of commands; returns how many were taken. */
@@ -362,6 +316,13 @@ static size_t run_batch(struct runner *r)
             events++;
             continue;
         }
+        if (c->cmd.type == RUNNER_CTL_STATE_HASH) {
+            struct eng_event hashed;
+            hash_state(r, &c->cmd, &hashed);
+            stage(r, &used, &hashed, c->tag);
+            events++;
+            continue;
+        }
         eng_clear_events(r->eng);
         if (eng_process(r->eng, &c->cmd) < 0) {
             /* Not even room for one event: the engine is unchanged and the
@@ -377,23 +338,16 @@ static size_t run_batch(struct runner *r)
             events++;
             continue;
         }
-        if (journaling(r)) {
-            struct jnl_item *it = &r->jstage[r->jused++];
-            eng_get_counters(r->eng, &it->counters);
-            it->rec.seq = it->counters.seq;
-            it->rec.ts = c->cmd.ts;
-            it->rec.cmd = c->cmd;
-            it->snapshot = NULL;
-            if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
-                take_snapshot(r);
-        }
+        stage_record(r, &c->cmd);
+        if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
+            take_snapshot(r);
         ev = eng_events(r->eng, &count);
         for (size_t k = 0; k < count; k++)
             stage(r, &used, &ev[k], c->tag);
         events += count;
     }
-    /* Journal first, so the disk write starts before we publish. */
-    journal_flush_stage(r);
+    /* The log first, so the disk write (or the append) starts before we publish. */
+    flush_stages(r);
     if (n) {
         /* Counted before the last publish: a consumer that has seen the
            events sees them counted (the ring's release orders these). */
@@ -696,8 +650,8 @@ size_t runner_submit(struct runner *r, const struct runner_cmd *cmds, size_t n)
     return k;
 }
 
-/* May this event leave? Only once its command is in the journal (and, for a
-   snapshot's answer, the snapshot is written). */
+/* May this event leave? Only once its command is in the durable log (and,
+   for a snapshot's answer, the snapshot is written). */
 static bool released(const void *record, const void *ctx)
 {
     const struct runner_event *x = record;
@@ -705,13 +659,16 @@ static bool released(const void *record, const void *ctx)
     if (x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
         return atomic_load_explicit(&r->snapshots, memory_order_acquire) >= x->ev.order_id ||
                atomic_load_explicit(&r->journal_errno, memory_order_acquire);
-    /* Acquire: pairs with the journal thread's release of `journaled`. */
-    return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
+    /* Acquire: pairs with the release of `journaled` (journal thread) or
+       `replicated` (replication consumer). */
+    if (journaling(r))
+        return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
+    return x->ev.seq <= atomic_load_explicit(&r->replicated, memory_order_acquire);
 }
 
 static size_t take(struct runner *r, struct runner_event *out, size_t max)
 {
-    if (!journaling(r))
+    if (!journaling(r) && !runner__replicating(r))
         return ring_pop(&r->out, out, max);
     return ring_pop_if(&r->out, out, max, released, r);
 }
@@ -770,10 +727,19 @@ void runner_destroy(struct runner *r)
         close(r->journal_sleep.fd);
     if (r->out_fd >= 0)
         close(r->out_fd);
+    if (r->repl_fd >= 0)
+        close(r->repl_fd);
+    if (r->repl_buf) {
+        /* Snapshots nobody took are ours to free. */
+        struct jnl_item it;
+        while (ring_pop(&r->repl, &it, 1))
+            eng_free_buffer(it.snapshot);
+    }
     free(r->journal_dir);
     free(r->in_buf);
     free(r->out_buf);
     free(r->jnl_buf);
+    free(r->repl_buf);
     free(r);
 }
 
@@ -793,5 +759,6 @@ void runner_get_stats(struct runner *r, struct runner_stats *out)
         .snapshots = atomic_load_explicit(&r->snapshots, memory_order_relaxed),
         .snapshot_seq = atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed),
         .journal_errno = atomic_load_explicit(&r->journal_errno, memory_order_relaxed),
+        .replicated = atomic_load_explicit(&r->replicated, memory_order_relaxed),
     };
 }

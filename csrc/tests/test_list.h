@@ -53,6 +53,11 @@
     XX(runner, runner_stop_drains_everything)          \
     XX(runner, runner_rejects_bad_config)              \
     XX(runner, runner_destroy_without_consumer)        \
+    XX(replication, replication_releases_only_what_the_log_holds) \
+    XX(replication, replication_follower_reaches_the_leaders_state) \
+    XX(replication, replication_refuses_a_broken_log)  \
+    XX(replication, replication_snapshot_goes_to_the_consumer) \
+    XX(replication, replication_and_journal_exclude_each_other) \
     XX(journal, snapshot_round_trip)                   \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
