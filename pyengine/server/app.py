@@ -2,7 +2,8 @@
 
 Threads: the gevent hub runs on the main OS thread with one reader and one
 writer greenlet per connection, the dispatcher greenlet and a stats greenlet;
-the engine runs on its own OS thread (``EngineThread``). Commands from all
+the engine runs on its own OS thread (``EngineThread``), login secrets are
+checked on a few threads of their own (``LoginChecks``). Commands from all
 sessions go through one ``CommandQueue`` into the engine thread's input ring
 in batches; the dispatcher brings the events back.
 
@@ -29,11 +30,11 @@ import orjson
 from .._ffi import ffi
 from .._intake import Intake
 from ..log import fields
-from .config import ServerConfig
+from .config import ServerConfig, check_secret
 from .dispatch import Dispatcher, JournalFailed
 from .engine_thread import CMD, CMD_SIZE, EngineThread
 from .marketdata import MarketData
-from .limits import LoginThrottle, OrderLimits
+from .limits import HostWindow, LoginChecks, OrderLimits
 from .unclaimed import UnclaimedOrders
 from .session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
 
@@ -118,7 +119,9 @@ class Server:
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
         self.limits = OrderLimits(config.instruments, config.limits)
-        self.login_throttle = LoginThrottle(config.limits.login_failures, config.limits.login_window)
+        self.login_failures = HostWindow(config.limits.login_failures, config.limits.login_window)
+        self.host_logins = HostWindow(config.limits.host_logins, config.limits.host_login_window)
+        self.login_checks = LoginChecks(config.login_workers, config.max_pending_logins, check_secret)
         if self.engine.recovery is not None:
             # The engine is not running yet: read the recovered books directly.
             recovered = self.engine.open_orders()
@@ -160,7 +163,10 @@ class Server:
         # long as the server: keep the collector from walking it every time.
         gc.freeze()
         self.engine.start()
-        # After the engine's threads exist: they must not inherit this mask.
+        if self.config.auth_required:
+            self.login_checks.start()
+        # After the engine's and the login checks' threads exist: they must
+        # not inherit this mask.
         self._pin(self.config.server_cpu)
         dispatcher = gevent.spawn(self.dispatcher.run)
         dispatcher.link_exception(self._dispatcher_failed)
@@ -243,6 +249,7 @@ class Server:
         if dispatcher is not None:
             dispatcher.join(timeout=max(0.1, deadline - time.monotonic()))
         gevent.killall(self._greenlets[1:], timeout=1)
+        self.login_checks.close()
         st = self.engine.stats()
         self.engine.close()
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))

@@ -10,6 +10,8 @@ A file looks like this (every key optional, defaults as shown)::
     max_unsent = 8388608         # unsent bytes before a slow reader is dropped
     stats_interval = 10.0        # seconds between stats log lines; 0: none
     cpu = -1                     # CPU to pin the event-loop thread to; -1: don't pin
+    login_workers = 1            # OS threads that check login secrets, off the event loop
+    max_pending_logins = 64      # logins being checked or waiting for a worker; more: login_busy
 
     [engine]
     cpu = "last"                 # CPU to pin the engine thread to, or -1: don't pin
@@ -32,6 +34,8 @@ A file looks like this (every key optional, defaults as shown)::
     idle_timeout = 300.0         # seconds without a message before a session is closed
     login_failures = 5           # failed logins from one host ...
     login_window = 60.0          # ... within this many seconds lock it out until they age
+    host_logins = 20             # logins with a secret to check, from one host ...
+    host_login_window = 10.0     # ... within this many seconds; more: login_throttled
 
     [[instruments]]
     symbol = "ESZ6"
@@ -102,6 +106,8 @@ class LimitsConfig:
     idle_timeout: float = 300.0
     login_failures: int = 5
     login_window: float = 60.0
+    host_logins: int = 20
+    host_login_window: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,8 @@ class ServerConfig:
     max_unsent: int = 8 << 20
     stats_interval: float = 10.0
     server_cpu: int = -1
+    login_workers: int = 1
+    max_pending_logins: int = 64
     engine_cpu: int = field(default_factory=_last_cpu)
     spin_us: int = 50
     in_capacity: int = 1 << 16
@@ -254,10 +262,11 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments",
                                              "accept_journal_loss"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
-                                     "cpu"})
+                                     "cpu", "login_workers", "max_pending_logins"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
     kw: dict[str, Any] = {}
-    for key, typ in (("host", str), ("port", int), ("max_connections", int), ("max_frame", int), ("max_unsent", int)):
+    for key, typ in (("host", str), ("port", int), ("max_connections", int), ("max_frame", int), ("max_unsent", int),
+                     ("login_workers", int), ("max_pending_logins", int)):
         if key in server:
             kw[key] = _typed("[server]", key, server[key], typ)
     if "cpu" in server:
@@ -302,6 +311,8 @@ def check_config(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"[server]: port {config.port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
         raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
+    if config.login_workers < 1 or config.max_pending_logins < 1:
+        raise ConfigError("[server]: login_workers and max_pending_logins must be at least 1")
     if config.server_cpu < -1:
         raise ConfigError(f"[server]: cpu must be a CPU number or -1 (don't pin), not {config.server_cpu}")
     if config.fsync not in FSYNC_POLICIES:
@@ -347,3 +358,4 @@ def check_secret(stored: str, given: str) -> bool:
     except (ValueError, TypeError):
         return False
     return scheme == "pbkdf2_sha256" and hmac.compare_digest(expected, got)
+

@@ -1,8 +1,12 @@
 """Limits that protect the engine and the server from one client.
 
 - ``TokenBucket``: a session's message rate (``[limits] rate`` and ``burst``).
-- ``LoginThrottle``: failed logins per host; over the limit, the host's
-  logins are refused until its failures age out of the window.
+- ``HostWindow``: events per host within a window: failed logins
+  (``login_failures``), and logins with a secret to check, of any outcome
+  (``host_logins``); over the limit, the host's logins are refused until its
+  events age out.
+- ``LoginChecks``: login secrets checked on a few threads, off the event
+  loop, with a bound on the logins in progress (``max_pending_logins``).
 - ``OrderLimits``: per instrument, the largest order quantity and notional
   (price x qty); per account, the most open orders across all its sessions.
 
@@ -15,12 +19,14 @@ yet, so a burst cannot slip past the limit while in flight.
 from __future__ import annotations
 
 import time
-from collections import Counter, deque
-from collections.abc import Sequence
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Sequence
+
+from gevent.threadpool import ThreadPool
 
 from .config import InstrumentConfig, LimitsConfig
 
-__all__ = ["TokenBucket", "LoginThrottle", "OrderLimits"]
+__all__ = ["TokenBucket", "HostWindow", "LoginChecks", "OrderLimits"]
 
 
 class TokenBucket:
@@ -48,36 +54,83 @@ class TokenBucket:
         return True
 
 
-class LoginThrottle:
-    """At most ``limit`` failed logins per host within ``window`` seconds."""
+class HostWindow:
+    """At most ``limit`` events per host within ``window`` seconds; limit 0:
+    no limit. Hosts whose events have all aged out are forgotten, so the
+    memory held is bounded by the hosts seen within one window."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[str, deque[float]] = {}
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()  # least recently added host first
 
     def _recent(self, host: str, now: float) -> deque[float] | None:
-        failures = self._failures.get(host)
-        if failures is None:
+        events = self._events.get(host)
+        if events is None:
             return None
-        while failures and now - failures[0] >= self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[host]
+        while events and now - events[0] >= self.window:
+            events.popleft()
+        if not events:
+            del self._events[host]
             return None
-        return failures
+        return events
 
-    def blocked(self, host: str) -> bool:
+    def full(self, host: str) -> bool:
         if not self.limit:
             return False
-        failures = self._recent(host, time.monotonic())
-        return failures is not None and len(failures) >= self.limit
+        events = self._recent(host, time.monotonic())
+        return events is not None and len(events) >= self.limit
 
-    def failed(self, host: str) -> None:
-        if self.limit:
-            now = time.monotonic()
-            self._recent(host, now)
-            self._failures.setdefault(host, deque()).append(now)
+    def add(self, host: str) -> None:
+        if not self.limit:
+            return
+        now = time.monotonic()
+        while self._events:
+            oldest = next(iter(self._events))
+            if now - self._events[oldest][-1] < self.window:
+                break
+            del self._events[oldest]
+        events = self._recent(host, now)
+        if events is None:
+            events = self._events[host] = deque()
+        self._events.move_to_end(host)
+        events.append(now)
+
+
+class LoginChecks:
+    """Checks login secrets on ``workers`` OS threads of their own, off the
+    event loop: a PBKDF2 check takes tens of milliseconds, and hashlib
+    releases the GIL while it runs. At most ``max_pending`` logins are checked
+    or wait for a worker at once; the session asks ``busy`` first."""
+
+    def __init__(self, workers: int, max_pending: int, check: Callable[[str, str], bool]) -> None:
+        self.workers = workers
+        self.max_pending = max_pending
+        self.pending = 0
+        self._check = check
+        self._pool = ThreadPool(workers)
+
+    def start(self) -> None:
+        """Start the threads now, from the thread that starts the server,
+        rather than on first use from the event loop's: a thread inherits
+        the CPU its creator is pinned to."""
+        self._pool.size = self.workers
+
+    @property
+    def busy(self) -> bool:
+        return self.pending >= self.max_pending
+
+    def verify(self, stored: str, given: str) -> bool:
+        """Whether `given` matches `stored`; the calling greenlet waits, the
+        event loop runs on."""
+        self.pending += 1
+        try:
+            return bool(self._pool.spawn(self._check, stored, given).get())
+        finally:
+            self.pending -= 1
+
+    def close(self) -> None:
+        self._pool.kill()
 
 
 class OrderLimits:

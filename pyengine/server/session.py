@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 from gevent.event import Event
 
 from ..log import fields
-from .config import check_secret
 from .engine_thread import SNAPSHOT_COMMAND
 from .limits import TokenBucket
 from .protocol import (
@@ -260,21 +259,15 @@ class Session:
     def login(self, req: Login) -> None:
         if self.account is not None:
             raise RequestError("already_logged_in", f"this session is logged in as account {self.account}", req.req_id)
-        config = self.server.config
-        if config.auth_required:
-            host = self.peer.rpartition(":")[0]
-            throttle = self.server.login_throttle
-            if throttle.blocked(host):
-                log.warning("login_throttled", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
-                raise RequestError("login_throttled", f"too many failed logins from {host}; try again later",
-                                   req.req_id)
-            entry = config.account(req.account)
-            ok = entry is not None and (entry.secret is None or (req.secret is not None and check_secret(entry.secret, req.secret)))
-            if not ok:
-                throttle.failed(host)
-                log.warning("login_failed", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
-                raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
-            self.admin = entry.admin  # type: ignore[union-attr]
+        if self.server.config.auth_required:
+            try:
+                self.admin = self._authenticate(req)
+            except RequestError as exc:
+                # Logged already, as what it is: one line for each refused login, even in a storm of them.
+                self.error(exc.code, str(exc), exc.req_id)
+                return
+            if self.closed:
+                return  # closed while its secret was checked: nothing to log in
         self.account = req.account
         self.cancel_on_disconnect = req.cancel_on_disconnect
         claimed = self.server.claim_orders(self)
@@ -289,6 +282,36 @@ class Session:
                 "claimed_orders": claimed,
             }
         )
+
+    def _authenticate(self, req: Login) -> bool:
+        """Check a login against the configured accounts; whether the account
+        is an admin, or a RequestError. The secret is checked off the event
+        loop (this greenlet waits)."""
+        server, host = self.server, self.peer.rpartition(":")[0]
+        if server.login_failures.full(host):
+            raise self._login_refused(req, "login_throttled", "failures",
+                                      f"too many failed logins from {host}; try again later")
+        entry = server.config.account(req.account)
+        if entry is not None and entry.secret is None:
+            return entry.admin  # listed without a secret: nothing to check, any will do
+        if server.host_logins.full(host):
+            raise self._login_refused(req, "login_throttled", "logins", f"too many logins from {host}; try again later")
+        checks = server.login_checks
+        if checks.busy:
+            raise self._login_refused(req, "login_busy", "pending",
+                                      f"{checks.max_pending} logins are being checked; try again shortly")
+        server.host_logins.add(host)
+        if (entry is not None and entry.secret is not None and req.secret is not None
+                and checks.verify(entry.secret, req.secret)):
+            return entry.admin
+        server.login_failures.add(host)
+        log.warning("login_failed", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
+        raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
+
+    def _login_refused(self, req: Login, code: str, reason: str, message: str) -> RequestError:
+        """Log a login refused before its secret is checked; the error for it."""
+        log.warning(code, extra=fields(sid=self.sid, peer=self.peer, account=req.account, reason=reason))
+        return RequestError(code, message, req.req_id)
 
     def new_order(self, req: NewOrder) -> None:
         account = self._account(req.req_id)

@@ -1,12 +1,15 @@
-"""The server's limits on their own: token bucket, login throttle, order limits."""
+"""The server's limits on their own: token bucket, per-host windows, login checks, order limits."""
 
 from __future__ import annotations
 
+import threading
+
+import gevent
 import pytest
 
 from pyengine.server import limits
 from pyengine.server.config import InstrumentConfig, LimitsConfig
-from pyengine.server.limits import LoginThrottle, OrderLimits, TokenBucket
+from pyengine.server.limits import HostWindow, LoginChecks, OrderLimits, TokenBucket
 
 
 class Clock:
@@ -40,21 +43,59 @@ def test_token_bucket_rate_zero_is_unlimited(clock: Clock) -> None:
     assert all(bucket.take() for _ in range(10_000))
 
 
-def test_login_throttle_per_host_and_window(clock: Clock) -> None:
-    throttle = LoginThrottle(limit=2, window=60)
-    throttle.failed("10.0.0.1")
-    assert not throttle.blocked("10.0.0.1")
+def test_host_window_per_host_and_window(clock: Clock) -> None:
+    window = HostWindow(limit=2, window=60)
+    window.add("10.0.0.1")
+    assert not window.full("10.0.0.1")
     clock.now += 30
-    throttle.failed("10.0.0.1")
-    assert throttle.blocked("10.0.0.1") and not throttle.blocked("10.0.0.2")
-    clock.now += 30  # the first failure ages out
-    assert not throttle.blocked("10.0.0.1")
+    window.add("10.0.0.1")
+    assert window.full("10.0.0.1") and not window.full("10.0.0.2")
+    clock.now += 30  # the first event ages out
+    assert not window.full("10.0.0.1")
     clock.now += 30
-    assert not throttle.blocked("10.0.0.1") and throttle._failures == {}
-    off = LoginThrottle(limit=0, window=60)
+    assert not window.full("10.0.0.1") and not window._events
+    off = HostWindow(limit=0, window=60)
     for _ in range(100):
-        off.failed("h")
-    assert not off.blocked("h")
+        off.add("h")
+    assert not off.full("h")
+
+
+def test_host_window_forgets_hosts_gone_quiet(clock: Clock) -> None:
+    window = HostWindow(limit=5, window=10)
+    for i in range(1000):
+        window.add(f"10.0.{i // 256}.{i % 256}")
+        clock.now += 1 / 8
+    # Only the hosts of the last 10 s are held, without asking for the others.
+    assert len(window._events) == 80
+    window.add("10.9.9.9")
+    assert len(window._events) == 80 and "10.9.9.9" in window._events
+
+
+def test_login_checks_run_on_their_own_threads_and_count_what_is_pending() -> None:
+    held = threading.Event()
+    threads: list[int] = []
+
+    def check(stored: str, given: str) -> bool:
+        threads.append(threading.get_ident())
+        held.wait(10)
+        return given == stored
+
+    checks = LoginChecks(workers=1, max_pending=2, check=check)
+    try:
+        first = gevent.spawn(checks.verify, "s", "s")
+        second = gevent.spawn(checks.verify, "s", "wrong")
+        gevent.sleep(0)  # both started: one on the worker, one waiting for it
+        assert (checks.pending, checks.busy) == (2, True)
+        # Other greenlets run meanwhile: the event loop is not held.
+        assert gevent.spawn(lambda: "served").get(timeout=5) == "served"
+        assert not first.ready() and not second.ready()
+        held.set()
+        assert (first.get(timeout=10), second.get(timeout=10)) == (True, False)
+        assert (checks.pending, checks.busy) == (0, False)
+        assert threads and threading.get_ident() not in threads
+    finally:
+        held.set()
+        checks.close()
 
 
 def test_order_limits() -> None:

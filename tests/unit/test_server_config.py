@@ -50,6 +50,8 @@ port = 9000
 max_unsent = 1048576
 stats_interval = 0.5
 cpu = 0
+login_workers = 3
+max_pending_logins = 10
 
 [engine]
 cpu = -1
@@ -70,6 +72,8 @@ burst = 300
 idle_timeout = 30
 login_failures = 0
 login_window = 10
+host_logins = 4
+host_login_window = 2.5
 
 [[instruments]]
 symbol = "ABC"
@@ -93,8 +97,9 @@ admin = true
     assert (c.data_dir, c.fsync, c.snapshot_every, c.keep_segments) == ("/srv/pyengine", "always", 5000, True)
     assert c.accept_journal_loss and not ServerConfig().accept_journal_loss
     assert (inst.max_qty, inst.max_notional) == (500, 100000)
+    assert (c.login_workers, c.max_pending_logins) == (3, 10)
     assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, login_failures=0,
-                                    login_window=10.0)
+                                    login_window=10.0, host_logins=4, host_login_window=2.5)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +110,8 @@ admin = true
         ("[server]\nport = 70000\n", "out of range"),
         ("[server]\ncpu = 'first'\n", "cpu must be int"),
         ("[server]\ncpu = -2\n", "cpu must be a CPU number or -1"),
+        ("[server]\nlogin_workers = 0\n", "login_workers and max_pending_logins must be at least 1"),
+        ("[server]\nmax_pending_logins = 0\n", "login_workers and max_pending_logins must be at least 1"),
         ("[engine]\nout_capacity = 1000\n", "power of two"),
         ("[[instruments]]\ntick_size = 5\n", "symbol is required"),
         ("[[instruments]]\nsymbol = 'A'\nprice_band = [1]\n", "price_band"),
@@ -123,6 +130,7 @@ admin = true
         ("[limits]\nrate = 10\nburst = 0\n", "burst must be at least 1"),
         ("[limits]\nmax_open_orders = 1.5\n", "max_open_orders must be int"),
         ("[limits]\nidle_timeout = 'soon'\n", "idle_timeout must be"),
+        ("[limits]\nhost_logins = -1\n", "host_logins must be >= 0"),
         ("[[instruments]]\nsymbol = 'A'\nmax_qty = 0\n", "max_qty must be positive"),
         ("[[instruments]]\nsymbol = 'A'\nmax_notional = -5\n", "max_notional must be positive"),
     ],
@@ -155,3 +163,4 @@ def test_secrets() -> None:
     assert not check_secret(h, "correct horse ")
     assert not check_secret("garbage", "x")
     assert hash_secret("a", iterations=1000) != hash_secret("a", iterations=1000)  # salted
+
