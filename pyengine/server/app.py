@@ -30,7 +30,7 @@ import orjson
 from .._ffi import ffi
 from .._intake import Intake
 from ..log import fields
-from .config import ServerConfig, check_secret
+from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
 from .engine_thread import CMD, CMD_SIZE, EngineThread
 from .marketdata import MarketData
@@ -121,7 +121,8 @@ class Server:
         self.limits = OrderLimits(config.instruments, config.limits)
         self.login_failures = HostWindow(config.limits.login_failures, config.limits.login_window)
         self.host_logins = HostWindow(config.limits.host_logins, config.limits.host_login_window)
-        self.login_checks = LoginChecks(config.login_workers, config.max_pending_logins, check_secret)
+        self.login_checks = LoginChecks(config.login_workers, config.max_pending_logins,
+                                        unmatchable_secret(a.secret for a in config.accounts), check_secret)
         if self.engine.recovery is not None:
             # The engine is not running yet: read the recovered books directly.
             recovered = self.engine.open_orders()

@@ -61,6 +61,8 @@ import hashlib
 import hmac
 import os
 import tomllib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ __all__ = [
     "FSYNC_POLICIES",
     "hash_secret",
     "check_secret",
+    "unmatchable_secret",
 ]
 
 
@@ -359,3 +362,18 @@ def check_secret(stored: str, given: str) -> bool:
         return False
     return scheme == "pbkdf2_sha256" and hmac.compare_digest(expected, got)
 
+
+def unmatchable_secret(stored: Iterable[str | None]) -> str:
+    """A stored secret that no secret matches (a random digest), made with
+    the iteration count most of `stored` use: checking a login for an unknown
+    account against it costs what a wrong secret for a listed account does."""
+    counts = Counter(n for n in (_iterations(s) for s in stored if s is not None) if n is not None)
+    iterations = max(counts, key=lambda n: (counts[n], n), default=_ITERATIONS)
+    return f"pbkdf2_sha256${iterations}${os.urandom(16).hex()}${os.urandom(32).hex()}"
+
+
+def _iterations(stored: str) -> int | None:
+    try:
+        return int(stored.split("$")[1])
+    except (IndexError, ValueError):
+        return None

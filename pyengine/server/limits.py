@@ -101,11 +101,17 @@ class LoginChecks:
     """Checks login secrets on ``workers`` OS threads of their own, off the
     event loop: a PBKDF2 check takes tens of milliseconds, and hashlib
     releases the GIL while it runs. At most ``max_pending`` logins are checked
-    or wait for a worker at once; the session asks ``busy`` first."""
+    or wait for a worker at once; the session asks ``busy`` first.
 
-    def __init__(self, workers: int, max_pending: int, check: Callable[[str, str], bool]) -> None:
+    ``dummy`` is a stored secret that nothing matches, with the parameters of
+    the configured accounts' secrets: a login for an unknown account, or
+    without a secret, is checked against it, so every failed login costs the
+    same work and gets the same reply."""
+
+    def __init__(self, workers: int, max_pending: int, dummy: str, check: Callable[[str, str], bool]) -> None:
         self.workers = workers
         self.max_pending = max_pending
+        self.dummy = dummy
         self.pending = 0
         self._check = check
         self._pool = ThreadPool(workers)

@@ -1,5 +1,6 @@
 """Logins over real TCP: secrets checked off the event loop, the bound on
-logins in progress and the per-host budget (docs/security.md).
+logins in progress, the per-host budget, failures that look alike
+(docs/security.md).
 
 The tests that hold secret checks mid-way run the server with its check
 function wrapped (``GatedServer``): each check says on stderr which thread
@@ -181,6 +182,25 @@ def test_logins_in_progress_are_bounded(gated_server: Callable[[str], GatedServe
     finally:
         for c in clients:
             c.close()
+
+
+def test_a_failed_login_is_the_same_whether_the_account_exists(gated_server: Callable[[str], GatedServer]) -> None:
+    server = gated_server(ACCOUNTS)
+    replies = []
+    with server.client() as c:
+        for n, (account, secret) in enumerate(((7, "wrong"), (99, "seven"), (7, None)), 1):
+            send_login(c, account, secret, req_id=1)
+            server.wait_checks(n)  # each one checks a secret, unknown account and missing secret too
+            server.release()
+            with pytest.raises(ServerError) as info:
+                c.request(1, timeout=10)
+            replies.append(info.value.reply)
+    assert replies == [{"type": "error", "req_id": 1, "code": "auth_failed",
+                        "message": "unknown account or wrong secret"}] * 3
+    # Checked with the listed account's parameters.
+    assert all("iterations=1000" in line for line in server.wait_checks(3))
+    failed = server.wait_lines("login_failed", 3)
+    assert [re.search(r" account=(\d+)", line).group(1) for line in failed] == ["7", "99", "7"]  # type: ignore[union-attr]
 
 
 def test_logins_per_host_are_budgeted_whatever_the_outcome(server_factory: Any) -> None:

@@ -80,7 +80,7 @@ def test_login_checks_run_on_their_own_threads_and_count_what_is_pending() -> No
         held.wait(10)
         return given == stored
 
-    checks = LoginChecks(workers=1, max_pending=2, check=check)
+    checks = LoginChecks(workers=1, max_pending=2, dummy="dummy", check=check)
     try:
         first = gevent.spawn(checks.verify, "s", "s")
         second = gevent.spawn(checks.verify, "s", "wrong")

@@ -15,6 +15,7 @@ from pyengine.server.config import (
     check_secret,
     hash_secret,
     load_config,
+    unmatchable_secret,
 )
 
 
@@ -164,3 +165,12 @@ def test_secrets() -> None:
     assert not check_secret("garbage", "x")
     assert hash_secret("a", iterations=1000) != hash_secret("a", iterations=1000)  # salted
 
+
+def test_unmatchable_secret_takes_the_accounts_parameters() -> None:
+    stored = [hash_secret("a", iterations=1000), hash_secret("b", iterations=1000), hash_secret("c", iterations=5000),
+              None]
+    dummy = unmatchable_secret(stored)
+    scheme, iterations, salt, digest = dummy.split("$")
+    assert (scheme, iterations, len(bytes.fromhex(salt)), len(bytes.fromhex(digest))) == ("pbkdf2_sha256", "1000", 16, 32)
+    assert not check_secret(dummy, "") and not check_secret(dummy, "a")
+    assert unmatchable_secret([]).split("$")[1] == "100000"  # hash-secret's
