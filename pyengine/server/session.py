@@ -268,16 +268,18 @@ class Session:
                 return
             if self.closed:
                 return  # closed while its secret was checked: nothing to log in
+        # Without accounts every session may make the admin requests (see _admin).
+        admin = self.admin or not self.server.config.auth_required
         self.account = req.account
         self.cancel_on_disconnect = req.cancel_on_disconnect
         claimed = self.server.claim_orders(self)
-        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=self.admin, claimed_orders=claimed))
+        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=admin, claimed_orders=claimed))
         self.reply(
             {
                 "type": "logged_in",
                 "req_id": req.req_id,
                 "account": req.account,
-                "admin": self.admin,
+                "admin": admin,
                 "cancel_on_disconnect": req.cancel_on_disconnect,
                 "claimed_orders": claimed,
             }

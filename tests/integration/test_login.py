@@ -1,6 +1,6 @@
 """Logins over real TCP: secrets checked off the event loop, the bound on
-logins in progress, the per-host budget, failures that look alike
-(docs/security.md).
+logins in progress, the per-host budget, failures that look alike, and the
+admin rights of a server without accounts (docs/security.md).
 
 The tests that hold secret checks mid-way run the server with its check
 function wrapped (``GatedServer``): each check says on stderr which thread
@@ -219,4 +219,17 @@ def test_logins_per_host_are_budgeted_whatever_the_outcome(server_factory: Any) 
         # An account listed without a secret has nothing to check: not counted.
         assert c.login(9)["account"] == 9
     server.wait_log(r"event=login_throttled .*account=7 reason=logins")
+
+
+def test_without_accounts_every_session_is_an_admin(server_factory: Any) -> None:
+    server = server_factory()
+    with server.client() as c, server.client() as other:
+        assert c.login(5)["admin"] is True
+        server.wait_log(r"event=login .*account=5 admin=True")
+        other.login(6)
+        other.request(other.new_order(ES, "buy", 1, 450_000))
+        assert c.request(c.halt(ES))["state"] == "halted"
+        assert c.request(c.resume(ES))["state"] == "open"
+        assert c.request(c.mass_cancel(account=6))["count"] == 1
+
 

@@ -50,7 +50,7 @@ def test_login_and_ping(server: RunningServer) -> None:
         with pytest.raises(ServerError) as info:
             c.request(c.new_order(ES, "buy", 1, 450_000))
         assert info.value.code == "not_logged_in"
-        assert c.login(5) == {"type": "logged_in", "req_id": 3, "account": 5, "admin": False,
+        assert c.login(5) == {"type": "logged_in", "req_id": 3, "account": 5, "admin": True,
                               "cancel_on_disconnect": True, "claimed_orders": 0}
         with pytest.raises(ServerError) as info:
             c.login(6)
