@@ -11,6 +11,7 @@ it hopes to win.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -30,6 +31,7 @@ from pyengine.server.config import hash_secret
 
 from .conftest import RunningServer
 
+ROOT = Path(__file__).resolve().parents[2]
 ES = "ESZ6"
 SEVEN = hash_secret("seven", iterations=1000)
 ACCOUNTS = f"""
@@ -233,3 +235,14 @@ def test_without_accounts_every_session_is_an_admin(server_factory: Any) -> None
         assert c.request(c.mass_cancel(account=6))["count"] == 1
 
 
+
+def test_the_login_storm_benchmark_reports(tmp_path: Path) -> None:
+    out = tmp_path / "storm.json"
+    proc = subprocess.run([sys.executable, "perf/login_storm.py", "--logins", "5", "--iterations", "1000",
+                           "--baseline", "0.2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["outcomes"] == {"logged_in": 5}
+    assert result["round_trips_before"]["count"] > 0
+    assert "established client's round trips during the storm" in proc.stdout
