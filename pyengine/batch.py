@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 
 from . import _args
 from .enums import CancelReason, RejectReason, SelfTradePrevention, Side, TradingState
-from .enums import REJECT_MESSAGES
+from .enums import DEFAULT_TIF, REJECT_MESSAGES
 from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, StateChanged, Trade
 
 __all__ = [
@@ -138,7 +138,7 @@ def pack_new_order(
     qty: int,
     price: int | None = None,
     *,
-    tif: str = "gtc",
+    tif: str | None = None,
     account: int = 0,
     client_order_id: str | None = None,
     order_type: str = "limit",
@@ -149,7 +149,7 @@ def pack_new_order(
     """One NEW command record; arguments as for ``Engine.submit`` except that
     the instrument is its number (``Engine.instrument_id(symbol)``)."""
     ot = _args.as_code("order_type", order_type, _ORDER_TYPES)
-    tf = _args.as_code("tif", tif, _TIFS)
+    tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, _TIFS)
     _args.check_order_shape(
         ot == OrderTypeCode.MARKET, tf == TifCode.GTC, price, _args.as_bool("post_only", post_only)
     )

@@ -35,7 +35,7 @@ from ._codes import (
 )
 from ._ffi import ffi, lib
 from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
-from .enums import REJECT_MESSAGES, CancelReason, TradingState
+from .enums import DEFAULT_TIF, REJECT_MESSAGES, CancelReason, TradingState
 from .errors import (
     ConcurrentUseError,
     DuplicateSymbol,
@@ -63,6 +63,14 @@ _ERR_COUNT = lib.ENG_ERR__COUNT  # see the fast-path results in pyengine.h
 _SINK = 64  # events a fast path copies to the Engine's own buffer
 # Reject code -> (reason, message), by index.
 _REJECTS = tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
+
+
+def _default_tif_codes() -> tuple[int, ...]:
+    """DEFAULT_TIF in C codes, by order type code (0: no such order type)."""
+    by_code = {code: TIF_CODE[DEFAULT_TIF[t]] for t, code in ORDER_TYPE_CODE.items()}
+    return tuple(by_code.get(code, 0) for code in range(max(by_code) + 1))
+
+
 # What the C half builds events from, after the Engine's own symbol table and
 # names (the order is enum calls_table in csrc/binding/calls.c).
 _CALL_TABLES = (
@@ -78,6 +86,7 @@ _CALL_TABLES = (
     STP_CODE,
     _REJECTS,
     CANCEL_BY_CODE,
+    _default_tif_codes(),
 )
 _API = int(ffi.cast("uintptr_t", lib.eng_api()))
 
@@ -243,7 +252,7 @@ class Engine(Core):
         qty: int,
         price: int | None = None,
         *,
-        tif: str = "gtc",
+        tif: str | None = None,
         account: int = 0,
         client_order_id: str | None = None,
         order_type: str = "limit",
@@ -261,7 +270,7 @@ class Engine(Core):
             inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT)
             sd = _args.as_code("side", side, SIDE_CODE)
             ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
-            tf = _args.as_code("tif", tif, TIF_CODE)
+            tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, TIF_CODE)
             sp = _args.as_code("stp", stp, STP_CODE)
             _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
             qty = _args.as_int("qty", qty)

@@ -7,7 +7,9 @@ C tables in ``csrc/pyengine.h`` one to one; a unit test keeps them in step.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
 
 __all__ = [
     "Side",
@@ -17,6 +19,7 @@ __all__ = [
     "RejectReason",
     "CancelReason",
     "TradingState",
+    "DEFAULT_TIF",
     "REJECT_MESSAGES",
 ]
 
@@ -35,6 +38,15 @@ class TimeInForce(StrEnum):
     GTC = "gtc"
     IOC = "ioc"
     FOK = "fok"
+
+
+DEFAULT_TIF: Mapping[str, TimeInForce] = MappingProxyType(
+    {OrderType.LIMIT: TimeInForce.GTC, OrderType.MARKET: TimeInForce.IOC}
+)
+"""The time in force of an order given none, by order type: a limit order
+rests (gtc), a market order never does (ioc). Every interface (``Engine.submit``,
+``pack_new_order``, the server's ``new_order``, ``Client.new_order``) takes its
+default from here."""
 
 
 class SelfTradePrevention(StrEnum):

@@ -59,6 +59,7 @@ enum calls_table {
     T_STP_CODE,
     T_REJECTS,        /* tuple by reject code: (reason, message) or None */
     T_CANCEL_REASONS, /* tuple by cancel reason code */
+    T_DEFAULT_TIF,    /* tuple by order type code: the tif code given none */
     T__COUNT
 };
 
@@ -70,8 +71,9 @@ typedef struct {
     PyObject *symbols, *names, *sides, *side_code, *tif_code, *order_type_code, *stp_code;
     PyObject *rejects, *cancel_reasons;
     PyTypeObject *accepted, *rejected, *trade, *cancelled, *level;
-    unsigned long long seq; /* Engine._seq */
-    char busy;              /* Engine._busy */
+    uint8_t default_tif[ENG_MARKET + 1]; /* by order type code (enums.DEFAULT_TIF) */
+    unsigned long long seq;              /* Engine._seq */
+    char busy;                           /* Engine._busy */
 } calls_core;
 
 /* Interned names, made once when the module is first imported. */
@@ -378,14 +380,15 @@ static PyObject *calls_not_simple(calls_core *self, int64_t r, PyObject *target)
 }
 
 PyDoc_STRVAR(calls_submit_doc,
-             "submit($self, /, symbol, side, qty, price=None, *, tif='gtc', account=0,\n"
+             "submit($self, /, symbol, side, qty, price=None, *, tif=None, account=0,\n"
              "       client_order_id=None, order_type='limit', post_only=False, stp='none')\n"
              "--\n\n"
              "Enter a new order; returns its events (Accepted or Rejected first).\n\n"
              "symbol: an instrument added with add_instrument; side: 'buy' or 'sell';\n"
              "qty, price: integers in the instrument's units (price None for a market\n"
-             "order); tif: 'gtc', 'ioc' or 'fok'; order_type: 'limit' or 'market';\n"
-             "stp: 'none', 'cancel_newest', 'cancel_oldest' or 'cancel_both'.\n"
+             "order); tif: 'gtc', 'ioc' or 'fok', None for the order type's default\n"
+             "('gtc' for a limit order, 'ioc' for a market order); order_type: 'limit'\n"
+             "or 'market'; stp: 'none', 'cancel_newest', 'cancel_oldest' or 'cancel_both'.\n"
              "Bad arguments raise TypeError/ValueError; an order the market refuses\n"
              "is a Rejected event.");
 
@@ -394,7 +397,7 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
 {
     PyObject *a[SUB__COUNT] = {0};
     int64_t qty, price = 0, account = 0, r;
-    long inst, side, tif = ENG_GTC, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
+    long inst, side, tif, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
     int post_only, market;
     PyObject *res;
 
@@ -411,10 +414,19 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
         a[SUB_PRICE] = NULL;
     if (a[SUB_PRICE] && !calls_int64(a[SUB_PRICE], INT64_MIN, INT64_MAX, &price))
         goto python;
-    if ((a[SUB_TIF] && !calls_code(a[SUB_TIF], self->tif_code, &tif)) ||
-        (a[SUB_ORDER_TYPE] && !calls_code(a[SUB_ORDER_TYPE], self->order_type_code, &order_type)) ||
+    if ((a[SUB_ORDER_TYPE] && !calls_code(a[SUB_ORDER_TYPE], self->order_type_code, &order_type)) ||
         (a[SUB_STP] && !calls_code(a[SUB_STP], self->stp_code, &stp)))
         goto python;
+    if (a[SUB_TIF] == Py_None)
+        a[SUB_TIF] = NULL;
+    if (a[SUB_TIF]) {
+        if (!calls_code(a[SUB_TIF], self->tif_code, &tif))
+            goto python;
+    } else if (order_type >= 0 && order_type <= ENG_MARKET && self->default_tif[order_type]) {
+        tif = self->default_tif[order_type];
+    } else {
+        goto python;
+    }
     if (a[SUB_ACCOUNT] && !calls_int64(a[SUB_ACCOUNT], 0, UINT32_MAX, &account))
         goto python;
     if (a[SUB_POST_ONLY] && a[SUB_POST_ONLY] != Py_True && a[SUB_POST_ONLY] != Py_False)
@@ -509,7 +521,7 @@ static int calls_check_tables(PyObject *t)
 {
     static const int classes[] = {T_ACCEPTED, T_REJECTED, T_TRADE, T_CANCELLED, T_LEVEL};
     static const int dicts[] = {T_SYMBOLS, T_SIDE_CODE, T_TIF_CODE, T_ORDER_TYPE_CODE, T_STP_CODE};
-    static const int tuples[] = {T_SIDES, T_REJECTS, T_CANCEL_REASONS};
+    static const int tuples[] = {T_SIDES, T_REJECTS, T_CANCEL_REASONS, T_DEFAULT_TIF};
 
     if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != T__COUNT)
         return 0;
@@ -527,7 +539,25 @@ static int calls_check_tables(PyObject *t)
             return 0;
     return PyList_CheckExact(PyTuple_GET_ITEM(t, T_NAMES)) &&
            PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_SIDES)) > ENG_SELL &&
-           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_CANCEL_REASONS)) > ENG_CANCEL_USER;
+           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_CANCEL_REASONS)) > ENG_CANCEL_USER &&
+           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_DEFAULT_TIF)) == ENG_MARKET + 1;
+}
+
+/* The T_DEFAULT_TIF tuple into `out`: tif codes (0: none) by order type code. */
+static int calls_default_tif(PyObject *codes, uint8_t out[ENG_MARKET + 1])
+{
+    for (int i = 0; i <= ENG_MARKET; i++) {
+        long v = PyLong_AsLong(PyTuple_GET_ITEM(codes, i));
+
+        if (v == -1 && PyErr_Occurred())
+            return -1;
+        if (v < 0 || v > ENG_FOK) {
+            PyErr_SetString(PyExc_ValueError, "_attach: a default tif that is no tif code");
+            return -1;
+        }
+        out[i] = (uint8_t)v;
+    }
+    return 0;
 }
 
 PyDoc_STRVAR(calls_attach_doc,
@@ -557,6 +587,8 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_ValueError, "_attach: not an engine, an eng_api and the tables");
         return NULL;
     }
+    if (calls_default_tif(PyTuple_GET_ITEM(t, T_DEFAULT_TIF), self->default_tif) < 0)
+        return NULL;
     Py_XSETREF(self->tables, Py_NewRef(t));
     self->symbols = PyTuple_GET_ITEM(t, T_SYMBOLS);
     self->names = PyTuple_GET_ITEM(t, T_NAMES);

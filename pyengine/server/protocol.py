@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .. import _args
+from ..enums import DEFAULT_TIF
 from ..errors import EngineError
 
 __all__ = [
@@ -272,7 +273,7 @@ def _target(msg: dict[str, Any], req_id: Any) -> tuple[int | None, str | None]:
 def _parse_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
     order_type = _choice(msg, "order_type", _ORDER_TYPES, "limit", req_id)
     market = order_type == "market"
-    tif = _choice(msg, "tif", _TIFS, "ioc" if market else "gtc", req_id)
+    tif = _choice(msg, "tif", _TIFS, DEFAULT_TIF[order_type].value, req_id)
     post_only = _bool(msg, "post_only", False, req_id)
     price = _opt_int(msg, "price", req_id)
     try:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, TypeVar
 
 from ..enums import (
+    DEFAULT_TIF,
     REJECT_MESSAGES,
     CancelReason,
     OrderType,
@@ -176,7 +177,7 @@ class ReferenceEngine:
         qty: int,
         price: int | None = None,
         *,
-        tif: str = "gtc",
+        tif: str | None = None,
         account: int = 0,
         client_order_id: str | None = None,
         order_type: str = "limit",
@@ -645,8 +646,8 @@ def _check_new_order(
     if not isinstance(symbol, str):
         raise TypeError(f"symbol must be a str, not {type(symbol).__name__}")
     side_ = _check_choice("side", side, Side)
-    tif_ = _check_choice("tif", tif, TimeInForce)
     order_type_ = _check_choice("order_type", order_type, OrderType)
+    tif_ = _check_choice("tif", DEFAULT_TIF[order_type_] if tif is None else tif, TimeInForce)
     stp_ = _check_choice("stp", stp, SelfTradePrevention)
     qty_ = _check_int("qty", qty, _MIN_INT64, MAX_INT64)
     price_ = None if price is None else _check_int("price", price, _MIN_INT64, MAX_INT64)

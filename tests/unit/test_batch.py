@@ -164,6 +164,15 @@ def test_pack_helpers_check_arguments(eng: Engine) -> None:
         pack_modify(1, qty=-(2**63) - 1)
 
 
+def test_pack_new_order_tif_follows_the_order_type() -> None:
+    assert pack_new_order(0, "buy", 1, order_type="market") == pack_new_order(
+        0, "buy", 1, order_type="market", tif="ioc"
+    )
+    assert pack_new_order(0, "buy", 1, 10, tif=None) == pack_new_order(0, "buy", 1, 10, tif="gtc")
+    with pytest.raises(InvalidArgument, match="cannot be gtc"):
+        pack_new_order(0, "buy", 1, order_type="market", tif="gtc")
+
+
 def test_batch_and_single_calls_interleave(eng: Engine) -> None:
     """Sequence numbers and ids continue across both paths."""
     (first,) = eng.submit("A", "buy", 1, 100, account=1)

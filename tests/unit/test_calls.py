@@ -58,7 +58,7 @@ quantities = mostly(st.integers(1, 12).map(lambda n: 2 * n), odd_ints)
 prices = mostly(st.integers(18, 22).map(lambda n: 5 * n), st.one_of(st.none(), odd_ints))
 accounts = mostly(st.integers(0, 3), odd_ints)
 choices = {
-    "tif": mostly(st.sampled_from(["gtc", "ioc", "fok"]), st.sampled_from(["GTC", "day", 1])),
+    "tif": mostly(st.sampled_from(["gtc", "ioc", "fok"]), st.sampled_from(["GTC", "day", 1, None])),
     "order_type": mostly(st.sampled_from(["limit", "limit", "market"]), st.sampled_from(["stop", None])),
     "stp": mostly(
         st.sampled_from(["none", "cancel_newest", "cancel_oldest", "cancel_both"]), st.just("all")
@@ -78,7 +78,9 @@ def submit_args(draw: st.DrawFn) -> tuple[tuple, dict]:
     if order_type != "limit":
         kwargs["order_type"] = order_type
     if order_type == "market" and draw(st.integers(0, 7)):
-        kwargs["tif"] = "ioc"
+        tif = draw(st.sampled_from(["ioc", None, "absent"]))
+        if tif != "absent":
+            kwargs["tif"] = tif
     elif draw(st.booleans()):
         args.append(draw(prices))
     else:
@@ -148,6 +150,8 @@ def test_the_c_path_serves_plain_calls_without_python(monkeypatch: pytest.Monkey
     eng.submit(symbol="A", side="sell", qty=2, price=200)
     eng.cancel(oid, account=1)
     eng.cancel(oid, account=1)  # a Rejected
+    eng.submit("A", "buy", 2, 100, tif=None, account=2)
+    eng.submit("A", "sell", 2, order_type="market", account=1)  # ioc by default
     assert forwarded == []
     eng.submit("A", "buy", np.int64(2), 100)
     eng.submit("A", "buy", 2, 100, client_order_id="c1")

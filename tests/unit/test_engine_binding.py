@@ -177,7 +177,7 @@ def test_market_price_is_none_and_modify_events(eng: Engine) -> None:
         (dict(stp="maybe"), InvalidArgument),
         (dict(order_type="stop"), InvalidArgument),
         (dict(order_type="market"), InvalidArgument),  # with a price
-        (dict(order_type="market", price=None), InvalidArgument),  # gtc
+        (dict(order_type="market", price=None, tif="gtc"), InvalidArgument),
         (dict(price=None), InvalidArgument),
         (dict(post_only=True, tif="ioc"), InvalidArgument),
         (dict(post_only=1), InvalidArgumentType),

@@ -523,6 +523,25 @@ def test_market_order_never_rests(engine_cls: Any) -> None:
     eng.verify()
 
 
+def test_market_order_tif_defaults_to_ioc(engine_cls: Any) -> None:
+    """No tif: a market order is ioc (it never rests), a limit order gtc."""
+    eng = make(engine_cls)
+    eng.submit("X", "sell", 5, 100, account=1)
+    assert eng.submit("X", "buy", 7, order_type="market", account=2) == [
+        accepted(2, 2, BUY, None, 7, account=2),
+        trade(2, 1, 100, 5, maker=1, taker=2, side=BUY, maker_leaves=0, taker_leaves=2,
+              maker_account=1, taker_account=2),
+        cancelled(2, 2, 2, CancelReason.MARKET_REMAINDER),
+    ]
+    assert eng.submit("X", "buy", 3, order_type="market", tif=None) == [
+        accepted(3, 3, BUY, None, 3),
+        cancelled(3, 3, 3, CancelReason.MARKET_REMAINDER),
+    ]
+    assert eng.submit("X", "buy", 3, 99, tif=None) == [accepted(4, 4, BUY, 99, 3)]
+    book(eng, [(99, 3, 1)], [])
+    eng.verify()
+
+
 def test_market_fok(engine_cls: Any) -> None:
     eng = make(engine_cls)
     assert eng.submit("X", "buy", 1, order_type="market", tif="fok") == [
@@ -1089,7 +1108,7 @@ def test_order_and_open_orders(engine_cls: Any) -> None:
 
 
 _ARGUMENT_ERRORS: list[tuple[str, Callable[[Any], object], type[Exception]]] = [
-    ("market gtc", lambda e: e.submit("X", "buy", 1, order_type="market"), ValueError),
+    ("market gtc", lambda e: e.submit("X", "buy", 1, order_type="market", tif="gtc"), ValueError),
     ("market with price",
      lambda e: e.submit("X", "buy", 1, 100, order_type="market", tif="ioc"), ValueError),
     ("limit without price", lambda e: e.submit("X", "buy", 1), ValueError),
