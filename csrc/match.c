@@ -507,6 +507,10 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
         rest_new(e, b, &t, c);
 }
 
+/* A MODIFY that keeps both its order's price and its qty changes nothing:
+   it is not a modify. */
+#define KEEP_BOTH (ENG_CMD_F_KEEP_PRICE | ENG_CMD_F_KEEP_QTY)
+
 /*
  * The open order a CANCEL or MODIFY addresses, checked for shape and
  * ownership, or NULL with the reject code in *err.
@@ -518,7 +522,7 @@ static struct order *target_order(const struct eng *e, const struct eng_cmd *c,
 
     if (c->reserved)
         *err = ENG_BAD_COMMAND;
-    else if (c->flags & ~allowed_flags)
+    else if ((c->flags & ~allowed_flags) || (c->flags & KEEP_BOTH) == KEEP_BOTH)
         *err = ENG_BAD_FLAGS;
     else if (!coid_valid(c->coid))
         *err = ENG_BAD_CLIENT_ORDER_ID;
@@ -556,11 +560,11 @@ void eng__cancel(struct eng *e, const struct eng_cmd *c)
 void eng__modify(struct eng *e, const struct eng_cmd *c)
 {
     int err = ENG_OK;
-    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT | ENG_CMD_F_KEEP_PRICE, &err);
+    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT | KEEP_BOTH, &err);
     const struct instrument *in;
     struct level *lv;
     struct book *b;
-    int64_t price;
+    int64_t price, qty;
     int side;
     struct taker t;
 
@@ -573,7 +577,8 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
     b = &e->inst[lv->instrument].book;
     side = lv->side;
     price = (c->flags & ENG_CMD_F_KEEP_PRICE) ? lv->price : c->price;
-    err = in->state == ENG_STATE_HALTED ? ENG_HALTED : check_qty(in, c->qty, true);
+    qty = (c->flags & ENG_CMD_F_KEEP_QTY) ? o->qty : c->qty;
+    err = in->state == ENG_STATE_HALTED ? ENG_HALTED : check_qty(in, qty, true);
     if (!err && !(c->flags & ENG_CMD_F_KEEP_PRICE))
         err = check_price(in, price);
     if (err) {
@@ -581,20 +586,20 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
         return;
     }
 
-    if (c->qty == 0) {
+    if (qty == 0) {
         emit_order_cancelled(e, o, lv, ENG_CANCEL_USER);
         drop_order(e, b, o);
         return;
     }
-    if (price == lv->price && c->qty <= o->qty) {
-        book_reduce(lv, o, o->qty - c->qty);
-        emit_modified(e, o, lv->instrument, side, price, c->qty, true);
+    if (price == lv->price && qty <= o->qty) {
+        book_reduce(lv, o, o->qty - qty);
+        emit_modified(e, o, lv->instrument, side, price, qty, true);
         note_level(e, lv);
         return;
     }
     if ((o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
         err = ENG_POST_ONLY_WOULD_CROSS;
-    else if (reserve_match(e, b, side, c->qty, in->spec.lot_size, o->stp) != 0)
+    else if (reserve_match(e, b, side, qty, in->spec.lot_size, o->stp) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
@@ -603,11 +608,11 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
 
     /* Losing priority: out of the book, matched like a new GTC limit order
        with the same id, then back at the end of its (new) level. */
-    emit_modified(e, o, b->instrument, side, price, c->qty, false);
+    emit_modified(e, o, b->instrument, side, price, qty, false);
     unlink_order(e, b, o);
     t = (struct taker){.coid = o->coid,
                        .id = o->id,
-                       .qty = c->qty,
+                       .qty = qty,
                        .limit = price,
                        .account = o->account,
                        .side = side,

@@ -46,7 +46,8 @@
        "time in force must be gtc, ioc or fok; a market order cannot be gtc")        \
     XX(BAD_STP, "bad_stp", "unknown self-trade prevention mode")                     \
     XX(BAD_FLAGS, "bad_flags",                                                       \
-       "unknown flags, or post-only on a market, ioc or fok order")                  \
+       "unknown flags, post-only on a market, ioc or fok order, or a modify that "   \
+       "keeps both price and qty")                                                   \
     XX(BAD_CLIENT_ORDER_ID, "bad_client_order_id",                                   \
        "client order id must be printable ASCII")                                    \
     XX(NO_MEMORY, "no_memory", "out of memory")                                      \
@@ -107,7 +108,9 @@ enum eng_stp {
 enum eng_cmd_flags {
     ENG_CMD_F_POST_ONLY = 1,   /* NEW: never trade on arrival */
     ENG_CMD_F_ANY_ACCOUNT = 2, /* CANCEL/MODIFY: administrator, skip the owner check */
-    ENG_CMD_F_KEEP_PRICE = 4   /* MODIFY: ignore `price`, keep the order's price */
+    ENG_CMD_F_KEEP_PRICE = 4,  /* MODIFY: ignore `price`, keep the order's price */
+    ENG_CMD_F_KEEP_QTY = 8     /* MODIFY: ignore `qty`, keep the order's open qty as it
+                                  is when the command runs (not with KEEP_PRICE) */
 };
 
 enum eng_event_type {
@@ -147,8 +150,8 @@ struct eng_cmd {
     uint32_t account;
     uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid) */
     int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE */
-    int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels);
-                           SET_STATE: the new enum eng_trading_state */
+    int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels)
+                           unless KEEP_QTY; SET_STATE: the new enum eng_trading_state */
     int64_t ts;         /* caller's timestamp; recorded, never interpreted */
     char coid[16];      /* client order id, NUL-padded; all zero = none */
 };

@@ -85,6 +85,7 @@ class CommandFlag(IntFlag):
     POST_ONLY = 1  # new order: never trade on arrival
     ANY_ACCOUNT = 2  # cancel/modify: administrator, no ownership check
     KEEP_PRICE = 4  # modify: keep the order's price
+    KEEP_QTY = 8  # modify: keep the order's open qty (not with KEEP_PRICE)
 
 
 class EventType(IntEnum):

@@ -122,7 +122,9 @@ REJECT_MESSAGES: dict[RejectReason, str] = {
     RejectReason.BAD_ORDER_TYPE: "order type must be limit or market; a market order has no price",
     RejectReason.BAD_TIF: "time in force must be gtc, ioc or fok; a market order cannot be gtc",
     RejectReason.BAD_STP: "unknown self-trade prevention mode",
-    RejectReason.BAD_FLAGS: "unknown flags, or post-only on a market, ioc or fok order",
+    RejectReason.BAD_FLAGS: (
+        "unknown flags, post-only on a market, ioc or fok order, or a modify that keeps both price and qty"
+    ),
     RejectReason.BAD_CLIENT_ORDER_ID: "client order id must be printable ASCII",
     RejectReason.NO_MEMORY: "out of memory",
     RejectReason.HALTED: "the instrument is halted: only cancels are accepted",

@@ -54,6 +54,8 @@
  *            2 open + (c&7)+1 lots, 3 (c&7) - 4 (raw).
  *            b bits 4-5, price: 0-1 KEEP_PRICE, 2 (c>>4) - 8 ticks from the
  *            mid of the order's instrument, 3 its current price given.
+ *            b bit 7, with a price given: KEEP_QTY (the qty above is then
+ *            ignored).
  *     14     malformed: two more bytes `d e`. A command is decoded from
  *            `a b c` (d bits 0-1: 0-1 NEW limit, 2 CANCEL, 3 MODIFY by id),
  *            then field d bits 2-5 gets an odd value from e (fz_corrupt).
@@ -386,6 +388,8 @@ static struct eng_cmd fz_modify(const struct fz *fz, bool by_coid, uint32_t inst
         cmd.flags |= ENG_CMD_F_KEEP_PRICE;
         break;
     }
+    if ((b & 0x80) && !(cmd.flags & ENG_CMD_F_KEEP_PRICE))
+        cmd.flags |= ENG_CMD_F_KEEP_QTY;
     return cmd;
 }
 
@@ -667,12 +671,14 @@ static void fz_on_modified(struct fz *fz, const struct eng_cmd *c, const struct 
     struct fz_order *o = fz_order_at(fz, ev->order_id);
     bool kept = ev->flags & ENG_EV_F_PRIORITY_KEPT;
     bool keep_price = c->flags & ENG_CMD_F_KEEP_PRICE;
+    bool keep_qty = c->flags & ENG_CMD_F_KEEP_QTY;
 
     FZ_CHECK(fz, i == 0 && c->type == ENG_CMD_MODIFY, "MODIFIED not first or not for a MODIFY");
+    FZ_CHECK(fz, !(keep_price && keep_qty), "MODIFIED for a modify that keeps price and qty");
     FZ_CHECK(fz, o->resting && o->open > 0, "MODIFIED: order was not resting");
     FZ_CHECK(fz, fz->state[o->instrument] == ENG_STATE_OPEN && !x->halted,
              "MODIFIED on a halted instrument");
-    FZ_CHECK(fz, ev->qty > 0 && ev->qty == c->qty, "MODIFIED: wrong qty");
+    FZ_CHECK(fz, ev->qty > 0 && ev->qty == (keep_qty ? o->open : c->qty), "MODIFIED: wrong qty");
     FZ_CHECK(fz, ev->price == (keep_price ? o->price : c->price), "MODIFIED: wrong price");
     FZ_CHECK(fz, ev->instrument == o->instrument && ev->side == o->side &&
                      ev->account == o->account,

@@ -427,6 +427,58 @@ void test_engine_modify(void)
     eng_destroy(e);
 }
 
+/* KEEP_QTY: the open qty as it is when the modify runs, exactly as if given. */
+void test_engine_modify_keep_qty(void)
+{
+    struct eng *e = make_engine();
+    size_t n;
+    struct eng_order_info all[4];
+    uint64_t a = rest(e, ES, ENG_BUY, 10, 4500, 1);
+    uint64_t b = rest(e, ES, ENG_BUY, 10, 4500, 2);
+    struct eng_cmd c;
+    const struct eng_event *ev;
+
+    /* A partial fill first: the open qty is 7, not the 10 entered. */
+    run(e, new_limit(ES, ENG_SELL, 3, 4500, 3), &n);
+    ASSERT_EQ(n, 2);
+
+    /* A price change alone: qty 7, priority lost, like an explicit 7. */
+    c = modify_cmd(a, 1, 0, 4475);
+    c.flags |= ENG_CMD_F_KEEP_QTY;
+    ev = run(e, c, &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(ev[0].qty, 7);
+    ASSERT_EQ(ev[0].price, 4475);
+    ASSERT_EQ(ev[0].flags, 0);
+    ASSERT_EQ(level_qty(e, ES, ENG_BUY, 1), 7);
+
+    /* Back to 4500: behind b, and it may trade at once like any reprice. */
+    c.price = 4500;
+    c.qty = 12345; /* ignored */
+    ev = run(e, c, &n);
+    ASSERT_EQ(ev[0].qty, 7);
+    eng_book_orders(e, ES, ENG_BUY, 0, all, 4);
+    ASSERT_EQ(all[0].order_id, b);
+    ASSERT_EQ(all[1].order_id, a);
+    ASSERT_EQ(all[1].qty, 7);
+    ASSERT_EQ(eng_modify_order(e, b, 2, ENG_CMD_F_KEEP_QTY, 0, 4400, NULL),
+              -(int64_t)ENG_ERR__COUNT - 1);
+    ASSERT_EQ(eng_get_order(e, b, &all[0]), 1);
+    ASSERT_EQ(all[0].qty, 10);
+    ASSERT_EQ(all[0].price, 4400);
+
+    /* Keeping both price and qty is no modify at all; KEEP_QTY is not for a cancel. */
+    c.flags = ENG_CMD_F_KEEP_QTY | ENG_CMD_F_KEEP_PRICE;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_FLAGS);
+    c = cancel_cmd(a, 1);
+    c.flags = ENG_CMD_F_KEEP_QTY;
+    expect_reject(&run(e, c, &n)[0], ENG_BAD_FLAGS);
+    ASSERT_EQ(eng_get_order(e, a, &all[0]), 1);
+    ASSERT_EQ(all[0].qty, 7);
+    eng_destroy(e);
+}
+
 void test_engine_cancel_rules(void)
 {
     struct eng *e = make_engine();

@@ -31,6 +31,7 @@
     XX(engine, engine_self_trade_prevention)           \
     XX(engine, engine_fok_counts_stp)                  \
     XX(engine, engine_modify)                          \
+    XX(engine, engine_modify_keep_qty)                 \
     XX(engine, engine_cancel_rules)                    \
     XX(engine, engine_validation_rejects)              \
     XX(engine, engine_malformed_commands)              \
