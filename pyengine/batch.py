@@ -201,15 +201,20 @@ def pack_cancel(
 
 def pack_modify(
     order_id: int | None = None,
-    *,
-    qty: int,
+    qty: int | None = None,
     price: int | None = None,
+    *,
     account: int | None = None,
     client_order_id: str | None = None,
     ts: int = 0,
 ) -> bytes:
-    """One MODIFY command record; arguments as for ``Engine.modify``."""
+    """One MODIFY command record; arguments as for ``Engine.modify`` (a qty
+    left out is the order's open qty when the command runs: flag KEEP_QTY)."""
     oid, acct, flags, coid = _target(order_id, account, client_order_id)
+    if qty is None:
+        if price is None:
+            raise _args.InvalidArgument("modify needs a new qty, a new price or both")
+        flags |= CommandFlag.KEEP_QTY
     if price is None:
         flags |= CommandFlag.KEEP_PRICE
     return COMMAND_STRUCT.pack(
@@ -224,7 +229,7 @@ def pack_modify(
         acct,
         oid,
         0 if price is None else _args.as_int("price", price),
-        _args.as_int("qty", qty),
+        0 if qty is None else _args.as_int("qty", qty),
         _args.as_int("ts", ts),
         coid,
     )

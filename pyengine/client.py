@@ -147,9 +147,21 @@ class Client:
             msg["client_order_id"] = client_order_id
         return self._send_request(msg)
 
-    def modify(self, *, qty: int, price: int | None = None, order_id: int | None = None,
-               client_order_id: str | None = None) -> Any:
-        msg: dict[str, Any] = {"type": "modify", "qty": qty}
+    def modify(
+        self,
+        order_id: int | None = None,
+        qty: int | None = None,
+        price: int | None = None,
+        *,
+        client_order_id: str | None = None,
+    ) -> Any:
+        """Change an open order of this session, by order id or client order
+        id: ``qty`` its new open quantity (0 cancels; None: its open quantity
+        when the engine runs the modify), ``price`` its new price (None keeps
+        it); give either or both. Returns the req_id."""
+        msg: dict[str, Any] = {"type": "modify"}
+        if qty is not None:
+            msg["qty"] = qty
         if price is not None:
             msg["price"] = price
         if order_id is not None:

@@ -52,6 +52,7 @@ _NEW = tuple.__new__
 _LIMIT = lib.ENG_LIMIT
 _ANY_ACCOUNT = lib.ENG_CMD_F_ANY_ACCOUNT
 _KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE
+_KEEP_QTY = lib.ENG_CMD_F_KEEP_QTY
 _POST_ONLY = lib.ENG_CMD_F_POST_ONLY
 _UNKNOWN_INSTRUMENT = _args.UINT32_MAX  # never a valid number: the core rejects it
 _LEVEL = struct.Struct("<qqII")
@@ -325,30 +326,37 @@ class Engine(Core):
     def modify(
         self,
         order_id: int | None = None,
-        *,
-        qty: int,
+        qty: int | None = None,
         price: int | None = None,
+        *,
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> list[Event]:
         """Change an open order: ``qty`` is its new open quantity (0 cancels),
-        ``price`` its new price (None keeps it). Lowering qty at the same price
-        keeps time priority; anything else loses it and may trade at once."""
+        ``price`` its new price; give either or both. A qty left out is the
+        order's open qty when the engine runs the modify, exactly as if it
+        were given; a price left out keeps the price. Lowering qty at the same
+        price keeps time priority; anything else (a price change, more qty)
+        loses it and may trade at once."""
         if self._busy:
             raise _concurrent()
         self._busy = True
         try:
             oid, acct, flags, coid = self._target(order_id, account, client_order_id)
-            if type(qty) is not int:
+            if qty is None:
+                if price is None:
+                    raise InvalidArgument("modify needs a new qty, a new price or both")
+                flags |= _KEEP_QTY
+            elif type(qty) is not int:
                 qty = _args.as_int("qty", qty)
             if price is None:
                 flags |= _KEEP_PRICE
             elif type(price) is not int:
                 price = _args.as_int("price", price)
             try:
-                r = lib.eng_modify_order(self._live(), oid, acct, flags, qty, price or 0, coid)
+                r = lib.eng_modify_order(self._live(), oid, acct, flags, qty or 0, price or 0, coid)
             except OverflowError:
-                _args.as_int("qty", qty)
+                _args.as_int("qty", qty or 0)
                 _args.as_int("price", price or 0)
                 raise
             if r > -_ERR_COUNT:

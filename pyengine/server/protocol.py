@@ -145,8 +145,8 @@ class Modify(NamedTuple):
     req_id: Any
     order_id: int | None
     client_order_id: str | None
-    qty: int
-    price: int | None
+    qty: int | None  # None: the open qty when the engine runs the modify
+    price: int | None  # None: keep the price
 
 
 class MassCancel(NamedTuple):
@@ -316,7 +316,11 @@ def _parse_cancel(msg: dict[str, Any], req_id: Any) -> Cancel:
 
 def _parse_modify(msg: dict[str, Any], req_id: Any) -> Modify:
     order_id, coid = _target(msg, req_id)
-    return Modify(req_id, order_id, coid, _int(msg, "qty", req_id), _opt_int(msg, "price", req_id))
+    qty = _opt_int(msg, "qty", req_id)
+    price = _opt_int(msg, "price", req_id)
+    if qty is None and price is None:
+        raise RequestError("missing_field", "modify needs qty, price or both", req_id)
+    return Modify(req_id, order_id, coid, qty, price)
 
 
 def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:

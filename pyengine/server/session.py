@@ -61,6 +61,7 @@ _NO_COID = bytes(16)
 _CMD_SET_STATE = 4
 _STATE_OPEN, _STATE_HALTED = 0, 1
 _ANY_ACCOUNT = 2
+_KEEP_PRICE, _KEEP_QTY = 4, 8
 
 
 class Session:
@@ -378,7 +379,9 @@ class Session:
             return
         order_id, flags, coid = target
         if req.price is None:
-            flags |= 4
+            flags |= _KEEP_PRICE
+        if req.qty is None:
+            flags |= _KEEP_QTY
         self.server.commands.add(
             3,
             0,
@@ -390,7 +393,7 @@ class Session:
             account,
             order_id,
             req.price or 0,
-            req.qty,
+            req.qty or 0,
             coid,
             self._tag("modify", req.req_id, req.client_order_id),
         )

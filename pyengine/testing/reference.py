@@ -235,15 +235,19 @@ class ReferenceEngine:
     def modify(
         self,
         order_id: int | None = None,
-        *,
-        qty: int,
+        qty: int | None = None,
         price: int | None = None,
+        *,
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> list[Event]:
-        """Change the open qty and/or the price of an open order."""
+        """Change the open qty and/or the price of an open order (a qty left
+        out is its open qty, a price left out its price)."""
         _check_target(order_id, account, client_order_id)
-        _check_int("qty", qty, _MIN_INT64, MAX_INT64)
+        if qty is None and price is None:
+            raise ValueError("modify needs a new qty, a new price or both")
+        if qty is not None:
+            _check_int("qty", qty, _MIN_INT64, MAX_INT64)
         if price is not None:
             _check_int("price", price, _MIN_INT64, MAX_INT64)
         seq = self._next_seq()
@@ -252,6 +256,8 @@ class ReferenceEngine:
             return [_rejected(seq, order, client_order_id, order_id)]
         assert order.price is not None
         new_price = order.price if price is None else price
+        if qty is None:
+            qty = order.qty
         reason = self._validate_modify(order, qty, price, new_price)
         if reason is not None:
             return [_rejected(seq, reason, client_order_id, order_id)]

@@ -112,7 +112,7 @@ class EngineAPI(Protocol):
         qty: int,
         price: int | None = ...,
         *,
-        tif: str = ...,
+        tif: str | None = ...,
         account: int = ...,
         client_order_id: str | None = ...,
         order_type: str = ...,
@@ -131,9 +131,9 @@ class EngineAPI(Protocol):
     def modify(
         self,
         order_id: int | None = ...,
-        *,
-        qty: int,
+        qty: int | None = ...,
         price: int | None = ...,
+        *,
         account: int | None = ...,
         client_order_id: str | None = ...,
     ) -> list[Event]: ...
@@ -206,6 +206,7 @@ class Addressed(NamedTuple):
 class QtyChange(StrEnum):
     """A modify's new qty, relative to the target's open qty."""
 
+    KEEP = "keep"  # no qty given: the open qty when the modify runs
     SAME = "same"  # in place if the price is kept
     HALF = "half"  # in place; off-lot if the open qty is an odd number of lots
     MINUS_ONE = "minus_one"  # in place if the lot is 1, else off-lot
@@ -280,12 +281,12 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
     to = resolve_target(engine, command.target, order_ids)
     if isinstance(command, Cancel):
         return engine.cancel(to.order_id, account=to.account, client_order_id=to.client_order_id)
+    qty = _new_qty(command.qty, to.state)
+    price = _new_price(engine, command.price, to.state)
+    if qty is None and price is None:
+        qty = _new_qty(QtyChange.SAME, to.state)  # keeping both would be no modify
     return engine.modify(
-        to.order_id,
-        qty=_new_qty(command.qty, to.state),
-        price=_new_price(engine, command.price, to.state),
-        account=to.account,
-        client_order_id=to.client_order_id,
+        to.order_id, qty=qty, price=price, account=to.account, client_order_id=to.client_order_id
     )
 
 
@@ -318,7 +319,9 @@ def resolve_target(engine: EngineAPI, target: Target, order_ids: Sequence[int]) 
     return Addressed(None, sender, state.client_order_id, reached)
 
 
-def _new_qty(change: QtyChange, state: OrderState | None) -> int:
+def _new_qty(change: QtyChange, state: OrderState | None) -> int | None:
+    if change is QtyChange.KEEP:
+        return None
     open_qty = 0 if state is None else state.qty
     qty = {
         QtyChange.SAME: open_qty,
@@ -506,6 +509,7 @@ def _weighted_members(weights: Sequence[tuple[_T, int]]) -> st.SearchStrategy[_T
 
 
 _QTY_WEIGHTS = (
+    (QtyChange.KEEP, 2),
     (QtyChange.SAME, 3),
     (QtyChange.HALF, 2),
     (QtyChange.MINUS_ONE, 2),

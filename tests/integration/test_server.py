@@ -116,6 +116,22 @@ def test_cancel_and_modify(server: RunningServer) -> None:
         assert (done["type"], done["reason"]) == ("cancelled", "user")
 
 
+def test_modify_price_only_keeps_the_open_qty(server: RunningServer) -> None:
+    """No qty: the engine takes the open qty as it is when the modify runs."""
+    with login(server, 1) as c, login(server, 2) as taker:
+        a = c.request(c.new_order(ES, "buy", 5, 450_000, client_order_id="p"))
+        taker.request(taker.new_order(ES, "sell", 2, 450_000))
+        m = c.request(c.modify(a["order_id"], price=449_975))
+        assert (m["type"], m["qty"], m["price"], m["priority_kept"]) == ("modified", 3, 449_975, False)
+        m = c.request(c.modify(client_order_id="p", price=450_000))
+        assert (m["qty"], m["price"]) == (3, 450_000)
+        m = c.request(c.modify(a["order_id"], 1))
+        assert (m["qty"], m["price"], m["priority_kept"]) == (1, 450_000, True)
+        with pytest.raises(ServerError) as info:
+            c.request(c.modify(a["order_id"]))
+        assert info.value.code == "missing_field"
+
+
 def test_mass_cancel(server: RunningServer) -> None:
     with login(server, 1) as c, login(server, 2) as other:
         for i in range(3):

@@ -12,6 +12,7 @@ from pyengine import (
     Engine,
     InvalidArgument,
     InvalidArgumentType,
+    Modified,
     Rejected,
     RejectReason,
     Trade,
@@ -171,6 +172,21 @@ def test_pack_new_order_tif_follows_the_order_type() -> None:
     assert pack_new_order(0, "buy", 1, 10, tif=None) == pack_new_order(0, "buy", 1, 10, tif="gtc")
     with pytest.raises(InvalidArgument, match="cannot be gtc"):
         pack_new_order(0, "buy", 1, order_type="market", tif="gtc")
+
+
+def test_pack_modify_keeps_the_open_qty_when_none_is_given(eng: Engine) -> None:
+    a = eng.instrument_id("A")
+    assert pack_modify(1, 3, 105) == pack_modify(1, qty=3, price=105)
+    cmds = (
+        pack_new_order(a, "sell", 10, 100, account=1)
+        + pack_new_order(a, "buy", 4, 100, account=2)
+        + pack_modify(1, price=105, account=1)
+    )
+    events = eng.decode_events(eng.process_batch(cmds).events)
+    assert events[-1] == Modified(3, 1, 105, 6, False)
+    assert eng.order(1).price == 105
+    with pytest.raises(InvalidArgument, match="a new qty, a new price or both"):
+        pack_modify(1)
 
 
 def test_batch_and_single_calls_interleave(eng: Engine) -> None:

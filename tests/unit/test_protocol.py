@@ -67,6 +67,7 @@ def test_parse_requests() -> None:
     assert (market.tif, market.price) == ("ioc", None)
     assert parse(orjson.dumps({"type": "cancel", "client_order_id": "c"})) == Cancel(None, None, "c")
     assert parse(orjson.dumps({"type": "modify", "order_id": 4, "qty": 0})) == Modify(None, 4, None, 0, None)
+    assert parse(orjson.dumps({"type": "modify", "client_order_id": "c", "price": 9})) == Modify(None, None, "c", None, 9)
 
 
 @pytest.mark.parametrize(
@@ -84,6 +85,8 @@ def test_parse_requests() -> None:
         (orjson.dumps({"type": "new_order", "symbol": "X", "side": "buy", "qty": 1, "price": 1, "tif": "fok", "post_only": True}), "bad_field"),
         (orjson.dumps({"type": "cancel", "order_id": 1, "client_order_id": "a"}), "bad_field"),
         (orjson.dumps({"type": "cancel", "order_id": 0}), "bad_field"),
+        (orjson.dumps({"type": "modify", "order_id": 1}), "missing_field"),
+        (orjson.dumps({"type": "modify", "order_id": 1, "qty": "1"}), "bad_field"),
         (orjson.dumps({"type": "mass_cancel", "symbol": 3}), "bad_field"),
         (orjson.dumps({"type": "ping", "req_id": 1.5}), "bad_field"),
     ],

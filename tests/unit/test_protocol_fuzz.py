@@ -502,8 +502,10 @@ def _model_cancel(f: _Fields) -> Expected:
 
 def _model_modify(f: _Fields) -> Expected:
     order_id, coid = f.target()
-    qty = f.integer("qty", INT64_MIN, INT64_MAX, required=True)
+    qty = f.integer("qty", INT64_MIN, INT64_MAX, required=False)
     price = f.integer("price", INT64_MIN, INT64_MAX, required=False)
+    if not f.bad & {"qty", "price"} and qty is None and price is None:
+        f.fault("qty", frozenset({"missing_field"}))  # a modify changes the qty, the price or both
     return f.result(lambda: Modify(f.req_id, order_id, coid, qty, price))
 
 
@@ -786,8 +788,10 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         if kind == "cancel":
             request = Cancel(req_id, order_id, coid)
         else:
-            qty, price = draw(int64s), draw(st.one_of(st.none(), int64s))
-            msg["qty"] = qty
+            qty, price = draw(st.one_of(st.none(), int64s)), draw(st.one_of(st.none(), int64s))
+            if qty is None and price is None:
+                qty = draw(int64s)
+            _put(draw, msg, "qty", qty, optional=qty is None, nullable=qty is None)
             _put(draw, msg, "price", price, optional=price is None, nullable=price is None)
             request = Modify(req_id, order_id, coid, qty, price)
     elif kind == "login":

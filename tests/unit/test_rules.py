@@ -1039,6 +1039,51 @@ def test_modify_by_client_order_id(engine_cls: Any) -> None:
     eng.verify()
 
 
+def test_modify_qty_and_price_are_positional(engine_cls: Any) -> None:
+    eng = _two_asks(engine_cls)
+    assert eng.modify(1, 4, account=1) == [modified(3, 1, 100, 4, True)]
+    assert eng.modify(2, 6, 105, account=2) == [modified(4, 2, 105, 6, False)]
+    book(eng, [], [(100, 4, 1), (105, 6, 1)])
+    eng.verify()
+
+
+def _price_only_then_sweep(engine_cls: Any, qty: int | None) -> list[list[Any]]:
+    """Order 2 partly filled (7 of 10 open), moved to 101 with ``qty``, then
+    a buy sweeping 101."""
+    eng = make(engine_cls)
+    eng.submit("X", "sell", 10, 101, account=1)
+    eng.submit("X", "sell", 10, 100, account=2, client_order_id="s")
+    eng.submit("X", "buy", 3, 100, account=3)
+    moved = eng.modify(2, qty, price=101, account=2)
+    levels = eng.book("X", 100)
+    swept = eng.submit("X", "buy", 12, 101, account=3)
+    eng.verify()
+    return [moved, [levels], swept]
+
+
+def test_modify_price_only_keeps_the_open_qty_and_loses_priority(engine_cls: Any) -> None:
+    """No qty: the open qty when the modify runs, exactly as if it were given."""
+    outcome = _price_only_then_sweep(engine_cls, None)
+    assert outcome == _price_only_then_sweep(engine_cls, 7)
+    moved, _, swept = outcome
+    assert moved == [modified(4, 2, 101, 7, False)]
+    assert [(ev.maker_order_id, ev.qty) for ev in swept if type(ev) is Trade] == [(1, 10), (2, 2)]
+
+
+def test_modify_price_only_by_client_order_id_can_trade(engine_cls: Any) -> None:
+    eng = make(engine_cls)
+    eng.submit("X", "sell", 4, 101, account=1)
+    eng.submit("X", "buy", 10, 99, account=2, client_order_id="b")
+    eng.submit("X", "sell", 3, 99, account=1)
+    assert eng.modify(client_order_id="b", account=2, price=101) == [
+        modified(4, 2, 101, 7, False),
+        trade(4, 2, 101, 4, maker=1, taker=2, side=BUY, maker_leaves=0, taker_leaves=3,
+              maker_account=1, taker_account=2),
+    ]
+    book(eng, [(101, 3, 1)], [])
+    eng.verify()
+
+
 def test_modify_level_full(engine_cls: Any) -> None:
     eng = make(engine_cls)
     eng.submit("X", "buy", MAX - 5, 100, account=1)
@@ -1148,6 +1193,9 @@ _ARGUMENT_ERRORS: list[tuple[str, Callable[[Any], object], type[Exception]]] = [
     ("cancel order id 0", lambda e: e.cancel(0), ValueError),
     ("cancel order id too large", lambda e: e.cancel(2**64), ValueError),
     ("modify negative order id", lambda e: e.modify(-1, qty=1), ValueError),
+    ("modify neither qty nor price", lambda e: e.modify(1), ValueError),
+    ("modify neither qty nor price by coid",
+     lambda e: e.modify(client_order_id="a", account=0, qty=None, price=None), ValueError),
     ("cancel account", lambda e: e.cancel(1, account=2**32), ValueError),
     ("modify without target", lambda e: e.modify(qty=1), ValueError),
     ("modify coid without account",
