@@ -381,6 +381,10 @@ int64_t eng_book_levels(const struct eng *e, uint32_t instrument, uint8_t side,
 
 /* Look up an open order. Returns 1 and fills *out if it is open, else 0. */
 int eng_get_order(const struct eng *e, uint64_t order_id, struct eng_order_info *out);
+/* The same by client order id: the open order of `account` whose coid is the
+   ENG_COID_LEN bytes at `coid` (NULL or all zero: none). O(1). */
+int eng_get_order_by_coid(const struct eng *e, uint32_t account, const char *coid,
+                          struct eng_order_info *out);
 
 /*
  * Copy up to `max` open orders of one side of an instrument, in book order

@@ -57,6 +57,20 @@ int eng_get_order(const struct eng *e, uint64_t order_id, struct eng_order_info 
     return 1;
 }
 
+int eng_get_order_by_coid(const struct eng *e, uint32_t account, const char *coid,
+                          struct eng_order_info *out)
+{
+    const struct order *o;
+
+    if (!coid || eng__coid_empty(coid))
+        return 0;
+    o = eng__find_coid(e, account, coid);
+    if (!o)
+        return 0;
+    order_info(e, o, out);
+    return 1;
+}
+
 int64_t eng_book_orders(const struct eng *e, uint32_t instrument, uint8_t side, size_t skip,
                         struct eng_order_info *out, size_t max)
 {

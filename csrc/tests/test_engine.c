@@ -598,16 +598,29 @@ void test_engine_client_order_ids(void)
     ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
     ASSERT_TRUE(memcmp(ev[0].coid, "c1\0\0", 4) == 0);
     uint64_t id = ev[0].order_id;
+    /* Looked up by (account, coid): the open order of that account only. */
+    static const char c1[ENG_COID_LEN] = "c1", none[ENG_COID_LEN] = "";
+    struct eng_order_info oi;
+    ASSERT_EQ(eng_get_order_by_coid(e, 7, c1, &oi), 1);
+    ASSERT_EQ(oi.order_id, id);
+    ASSERT_EQ(oi.account, 7);
+    ASSERT_TRUE(memcmp(oi.coid, c1, ENG_COID_LEN) == 0);
+    ASSERT_EQ(eng_get_order_by_coid(e, 8, c1, &oi), 0);
+    ASSERT_EQ(eng_get_order_by_coid(e, 7, none, &oi), 0);
+    ASSERT_EQ(eng_get_order_by_coid(e, 7, NULL, &oi), 0);
     /* Same account, same coid, while open: duplicate. */
     expect_reject(&run(e, c, &n)[0], ENG_DUPLICATE_CLIENT_ORDER_ID);
     /* Another account may use it. */
     c.account = 8;
     ASSERT_EQ(run(e, c, &n)[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(eng_get_order_by_coid(e, 8, c1, &oi), 1);
+    ASSERT_EQ(oi.order_id, id + 1);
     /* Cancel by (account, coid). */
     struct eng_cmd cc = {.type = ENG_CMD_CANCEL, .account = 7};
     memcpy(cc.coid, "c1", 2);
     ev = run(e, cc, &n);
     expect_cancel(&ev[0], id, ENG_CANCEL_USER, 1);
+    ASSERT_EQ(eng_get_order_by_coid(e, 7, c1, &oi), 0);
     /* Once finished, the coid is free again. */
     c.account = 7;
     ASSERT_EQ(run(e, c, &n)[0].type, ENG_EV_ACCEPTED);
