@@ -573,10 +573,33 @@ class Engine(Core):
             sides.append([_NEW(Level, (p, q, c)) for p, q, c, _ in _LEVEL.iter_unpack(raw)])
         return BookView(self._names[inst], sides[0], sides[1])
 
-    def order(self, order_id: int) -> OrderState | None:
-        """The open order `order_id`, or None if it is not open."""
-        order_id = _args.as_int("order_id", order_id, 0, _args.UINT64_MAX)
-        if not lib.eng_get_order(self._live(), order_id, self._order_buf):
+    def order(
+        self,
+        order_id: int | None = None,
+        *,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState | None:
+        """An open order, addressed as for ``cancel``: by ``order_id``, or by
+        ``client_order_id`` with its ``account``. None if there is no such
+        open order (never was, filled, cancelled); with an order id and an
+        account, also if the order is another account's."""
+        e = self._live()
+        if account is not None:
+            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
+        if client_order_id is None:
+            if order_id is None:
+                raise InvalidArgument("give an order_id or a client_order_id")
+            order_id = _args.as_int("order_id", order_id, 0, _args.UINT64_MAX)
+            found = lib.eng_get_order(e, order_id, self._order_buf)
+        else:
+            if order_id is not None:
+                raise InvalidArgument("give an order_id or a client_order_id, not both")
+            if account is None:
+                raise InvalidArgument("a client_order_id is per account: give the account too")
+            coid = _args.coid_bytes(client_order_id)
+            found = lib.eng_get_order_by_coid(e, account, coid, self._order_buf)
+        if not found or (account is not None and self._order_buf.account != account):
             return None
         return self._order_state(self._order_buf)
 

@@ -120,13 +120,13 @@ class BookView(NamedTuple):
 
 
 class OrderState(NamedTuple):
-    """An open (resting) order."""
+    """An open (resting) order, as it is now."""
 
     order_id: int
     symbol: str
     side: Side
     price: int
-    qty: int  # open quantity
+    open_qty: int  # what is left to trade: the qty entered less fills, as modified
     account: int
     client_order_id: str | None
     post_only: bool

@@ -305,11 +305,31 @@ class ReferenceEngine:
             symbol, _levels(inst.bids, Side.BUY, depth), _levels(inst.asks, Side.SELL, depth)
         )
 
-    def order(self, order_id: int) -> OrderState | None:
-        """The state of a resting order; None if it is not resting."""
-        _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
-        order = self._orders.get(order_id)
-        return None if order is None else order.state()
+    def order(
+        self,
+        order_id: int | None = None,
+        *,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState | None:
+        """The state of a resting order, by id or by (account, client order
+        id); None if it is not resting (or, given an account, not its)."""
+        if account is not None:
+            _check_int("account", account, 0, _MAX_ACCOUNT)
+        if client_order_id is None:
+            if order_id is None:
+                raise ValueError("give an order_id or a client_order_id")
+            _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
+            order = self._orders.get(order_id)
+        else:
+            if order_id is not None:
+                raise ValueError("give an order_id or a client_order_id, not both")
+            if account is None:
+                raise ValueError("an order addressed by client_order_id needs its account")
+            order = self._find_by_client_order_id(account, _check_client_order_id(client_order_id))
+        if order is None or (account is not None and order.account != account):
+            return None
+        return order.state()
 
     @property
     def seq(self) -> int:

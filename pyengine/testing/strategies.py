@@ -144,7 +144,9 @@ class EngineAPI(Protocol):
 
     def book(self, symbol: str, depth: int = ...) -> BookView: ...
 
-    def order(self, order_id: int) -> OrderState | None: ...
+    def order(
+        self, order_id: int | None = ..., *, account: int | None = ..., client_order_id: str | None = ...
+    ) -> OrderState | None: ...
 
     def open_orders(self) -> list[OrderState]: ...
 
@@ -322,7 +324,7 @@ def resolve_target(engine: EngineAPI, target: Target, order_ids: Sequence[int]) 
 def _new_qty(change: QtyChange, state: OrderState | None) -> int | None:
     if change is QtyChange.KEEP:
         return None
-    open_qty = 0 if state is None else state.qty
+    open_qty = 0 if state is None else state.open_qty
     qty = {
         QtyChange.SAME: open_qty,
         QtyChange.HALF: open_qty // 2,

@@ -121,7 +121,7 @@ def check_against_journal(srv: RunningServer, data: Path, seen: list[Seen]) -> N
             if oid in cancelled:
                 assert rest is None
             elif rest is not None:
-                assert rest.qty == a.qty - filled[oid]
+                assert rest.open_qty == a.qty - filled[oid]
             else:
                 assert filled[oid] == a.qty, f"order {oid}: acknowledged, not resting, not filled, not cancelled"
             acks += 1

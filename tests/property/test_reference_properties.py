@@ -376,7 +376,7 @@ class Ledger:
         for order_id in touched:
             tracked = self.orders[order_id]
             state = self.engine.order(order_id)
-            resting_qty = 0 if state is None else state.qty
+            resting_qty = 0 if state is None else state.open_qty
             assert tracked.accepted + tracked.modified_by == (
                 tracked.traded + tracked.cancelled + resting_qty
             ), f"order {order_id}: accepted + modified != traded + cancelled + resting"
@@ -404,7 +404,7 @@ class Ledger:
             counts: Counter[int] = Counter()
             for state in resting:
                 if state.side is side:
-                    totals[state.price] += state.qty
+                    totals[state.price] += state.open_qty
                     counts[state.price] += 1
             expected = [Level(p, totals[p], counts[p]) for p in sorted(totals)]
             assert levels == (expected[::-1] if side is Side.BUY else expected)

@@ -1149,6 +1149,34 @@ def test_order_and_open_orders(engine_cls: Any) -> None:
     eng.verify()
 
 
+def test_order_by_client_order_id(engine_cls: Any) -> None:
+    eng = make(engine_cls)
+    eng.submit("X", "buy", 5, 99, account=3, client_order_id="q")
+    eng.submit("X", "buy", 6, 98, account=4, client_order_id="q")
+    mine = OrderState(1, "X", BUY, 99, 5, 3, "q", False, SelfTradePrevention.NONE)
+    assert eng.order(client_order_id="q", account=3) == mine
+    assert eng.order(client_order_id="q", account=4).order_id == 2
+    assert eng.order(client_order_id="q", account=5) is None
+    assert eng.order(client_order_id="r", account=3) is None
+    assert eng.order(1, account=3) == mine
+    assert eng.order(1, account=4) is None  # another account's order
+    eng.submit("X", "sell", 2, 99, account=5)
+    assert eng.order(client_order_id="q", account=3).open_qty == 3
+    eng.cancel(client_order_id="q", account=3)
+    assert eng.order(client_order_id="q", account=3) is None
+    eng.verify()
+
+
+def test_order_state_names_the_open_quantity(engine_cls: Any) -> None:
+    eng = make(engine_cls)
+    eng.submit("X", "buy", 5, 99, account=3)
+    eng.submit("X", "sell", 2, 99, account=4)
+    state = eng.order(1)
+    assert state.open_qty == 3
+    assert "qty" not in OrderState._fields
+    eng.verify()
+
+
 # Python argument errors
 
 
@@ -1203,6 +1231,11 @@ _ARGUMENT_ERRORS: list[tuple[str, Callable[[Any], object], type[Exception]]] = [
     ("modify float qty", lambda e: e.modify(1, qty=1.5), TypeError),
     ("modify qty too large", lambda e: e.modify(1, qty=2**63), ValueError),
     ("modify float price", lambda e: e.modify(1, qty=1, price=100.0), TypeError),
+    ("order without target", lambda e: e.order(), ValueError),
+    ("order coid without account", lambda e: e.order(client_order_id="a"), ValueError),
+    ("order with both targets", lambda e: e.order(1, client_order_id="a", account=0), ValueError),
+    ("order coid type", lambda e: e.order(client_order_id=1, account=0), TypeError),
+    ("order account", lambda e: e.order(1, account=-1), ValueError),
 ]
 
 
