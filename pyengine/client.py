@@ -9,12 +9,14 @@ Blocking sockets, so it works in plain Python, in threads, and under gevent
         c.login(7)
         ack = c.request(c.new_order("ESZ6", "buy", 5, 450_000, client_order_id="b1"))
         print(ack)                                  # {'type': 'ack', 'order_id': ..., ...}
-        print(c.request(c.cancel(order_id=ack["order_id"])))
+        print(c.request(c.cancel(ack["order_id"])))
 
-``new_order``, ``cancel`` and the other request methods send and return the
-``req_id`` they used; ``request(req_id)`` waits for the direct reply to it
-(``ack``/``reject``/``cancelled``/...), keeping every other message (fills,
-market data) for ``recv``. Protocol: docs/protocol.md.
+``new_order``, ``cancel`` and ``modify`` take the arguments of
+``Engine.submit``, ``cancel`` and ``modify`` but ``account`` (a session acts
+as the account it logged in as). They and the other request methods send and
+return the ``req_id`` they used; ``request(req_id)`` waits for the direct
+reply to it (``ack``/``reject``/``cancelled``/...), keeping every other
+message (fills, market data) for ``recv``. Protocol: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ class Client:
             raise ServerError(m)
         return m
 
-    def _send_request(self, message: dict[str, Any]) -> Any:
+    def _send_request(self, message: dict[str, Any]) -> int:
         self._next_req += 1
         message["req_id"] = self._next_req
         self.send(message)
@@ -131,15 +133,37 @@ class Client:
             msg["secret"] = secret
         return self.request(self._send_request(msg))
 
-    def new_order(self, symbol: str, side: str, qty: int, price: int | None = None, **options: Any) -> Any:
-        """Send a new order (options: order_type, tif, post_only, stp,
-        client_order_id); returns its req_id."""
-        msg = {"type": "new_order", "symbol": symbol, "side": side, "qty": qty, **options}
+    def new_order(
+        self,
+        symbol: str,
+        side: str,
+        qty: int,
+        price: int | None = None,
+        *,
+        tif: str | None = None,
+        client_order_id: str | None = None,
+        order_type: str = "limit",
+        post_only: bool = False,
+        stp: str = "none",
+    ) -> int:
+        """Send a new order of this session's account; the arguments are
+        ``Engine.submit``'s (tif None: the order type's default, left to the
+        server). Returns its req_id."""
+        msg: dict[str, Any] = {
+            "type": "new_order", "symbol": symbol, "side": side, "qty": qty, "order_type": order_type,
+            "post_only": post_only, "stp": stp,
+        }
         if price is not None:
             msg["price"] = price
+        if tif is not None:
+            msg["tif"] = tif
+        if client_order_id is not None:
+            msg["client_order_id"] = client_order_id
         return self._send_request(msg)
 
-    def cancel(self, *, order_id: int | None = None, client_order_id: str | None = None) -> Any:
+    def cancel(self, order_id: int | None = None, *, client_order_id: str | None = None) -> int:
+        """Cancel an open order of this session, by order id or client order
+        id; returns the req_id."""
         msg: dict[str, Any] = {"type": "cancel"}
         if order_id is not None:
             msg["order_id"] = order_id
@@ -154,7 +178,7 @@ class Client:
         price: int | None = None,
         *,
         client_order_id: str | None = None,
-    ) -> Any:
+    ) -> int:
         """Change an open order of this session, by order id or client order
         id: ``qty`` its new open quantity (0 cancels; None: its open quantity
         when the engine runs the modify), ``price`` its new price (None keeps
@@ -171,7 +195,7 @@ class Client:
         return self._send_request(msg)
 
     def mass_cancel(self, symbol: str | None = None, *, account: int | None = None,
-                    all_accounts: bool = False) -> Any:
+                    all_accounts: bool = False) -> int:
         """Cancel this session's open orders (of one instrument, or all); an
         admin may name another ``account`` or ask for ``all_accounts``."""
         msg: dict[str, Any] = {"type": "mass_cancel"}
@@ -183,24 +207,24 @@ class Client:
             msg["all_accounts"] = True
         return self._send_request(msg)
 
-    def subscribe(self, symbol: str) -> Any:
+    def subscribe(self, symbol: str) -> int:
         return self._send_request({"type": "subscribe", "symbol": symbol})
 
-    def unsubscribe(self, symbol: str) -> Any:
+    def unsubscribe(self, symbol: str) -> int:
         return self._send_request({"type": "unsubscribe", "symbol": symbol})
 
-    def ping(self) -> Any:
+    def ping(self) -> int:
         return self._send_request({"type": "ping"})
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> int:
         """Ask for a snapshot now (an admin request; the reply comes once it is on disk)."""
         return self._send_request({"type": "snapshot"})
 
-    def halt(self, symbol: str) -> Any:
+    def halt(self, symbol: str) -> int:
         """Halt an instrument: only cancels are accepted until ``resume`` (admin)."""
         return self._send_request({"type": "halt", "symbol": symbol})
 
-    def resume(self, symbol: str) -> Any:
+    def resume(self, symbol: str) -> int:
         return self._send_request({"type": "resume", "symbol": symbol})
 
     # ---- lifetime ----------------------------------------------------------

@@ -130,6 +130,8 @@ def test_modify_price_only_keeps_the_open_qty(server: RunningServer) -> None:
         with pytest.raises(ServerError) as info:
             c.request(c.modify(a["order_id"]))
         assert info.value.code == "missing_field"
+        done = c.request(c.cancel(a["order_id"]))  # positional, as Engine.cancel takes it
+        assert (done["type"], done["leaves"]) == ("cancelled", 1)
 
 
 def test_mass_cancel(server: RunningServer) -> None:

@@ -1,0 +1,107 @@
+"""The shape of the public API: the same verb takes the same arguments in
+every interface, and the package's namespace is its public API."""
+
+from __future__ import annotations
+
+import inspect
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+import pyengine
+from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
+from pyengine.client import Client
+from pyengine.testing import ReferenceEngine
+
+
+def params(fn: Callable[..., Any], drop: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(name, kind, default) of each parameter but self and `drop`."""
+    return [
+        (p.name, p.kind, p.default)
+        for p in inspect.signature(fn).parameters.values()
+        if p.name != "self" and p.name not in drop
+    ]
+
+
+@pytest.mark.parametrize(
+    ("engine_verb", "client_verb"),
+    [(Engine.submit, Client.new_order), (Engine.cancel, Client.cancel), (Engine.modify, Client.modify)],
+)
+def test_client_verbs_take_the_engines_arguments(engine_verb: Any, client_verb: Any) -> None:
+    """A client acts as the account it logged in as: no `account` argument;
+    everything else as Engine's, in the same order, with the same defaults."""
+    assert params(client_verb) == params(engine_verb, drop=("account",))
+
+
+@pytest.mark.parametrize("verb", ["submit", "cancel", "modify", "order"])
+def test_reference_engine_takes_the_engines_arguments(verb: str) -> None:
+    assert params(getattr(ReferenceEngine, verb)) == params(getattr(Engine, verb))
+
+
+def test_c_fast_paths_take_the_python_paths_arguments() -> None:
+    assert params(Engine.submit) == params(Engine._submit)
+    assert params(Engine.cancel) == params(Engine._cancel)
+
+
+@pytest.mark.parametrize(
+    ("pack", "verb"), [(pack_new_order, Engine.submit), (pack_cancel, Engine.cancel), (pack_modify, Engine.modify)]
+)
+def test_packers_take_the_engines_arguments(pack: Any, verb: Any) -> None:
+    """As Engine's, the instrument by number rather than symbol, and a ts."""
+    packed = params(pack, drop=("ts",))
+    engine = params(verb)
+    if engine[0][0] == "symbol":
+        engine[0] = ("instrument", *engine[0][1:])
+        packed[0] = (packed[0][0], packed[0][1], inspect.Parameter.empty)
+    assert packed == engine
+
+
+class _Listener:
+    """A loopback TCP port that reads the frames a Client sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.conn: socket.socket | None = None
+
+    def sent(self) -> dict[str, Any]:
+        if self.conn is None:
+            self.conn, _ = self.sock.accept()
+        head = self._exactly(4)
+        return orjson.loads(self._exactly(int.from_bytes(head, "big")))  # type: ignore[no-any-return]
+
+    def _exactly(self, n: int) -> bytes:
+        assert self.conn is not None
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            assert chunk, "the client closed the connection"
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.sock.close()
+
+
+def test_client_takes_arguments_as_engine_does() -> None:
+    wire = _Listener()
+    with Client("127.0.0.1", wire.port) as c:
+        c.cancel(7)
+        assert wire.sent() == {"type": "cancel", "order_id": 7, "req_id": 1}
+        c.modify(7, 3)
+        assert wire.sent() == {"type": "modify", "order_id": 7, "qty": 3, "req_id": 2}
+        c.modify(client_order_id="b", price=810)
+        assert wire.sent() == {"type": "modify", "client_order_id": "b", "price": 810, "req_id": 3}
+        c.new_order("ESZ6", "sell", 2, order_type="market")
+        assert wire.sent() == {
+            "type": "new_order", "symbol": "ESZ6", "side": "sell", "qty": 2, "order_type": "market",
+            "post_only": False, "stp": "none", "req_id": 4,
+        }  # no tif: the server's default for a market order, ioc
+        with pytest.raises(TypeError):
+            c.new_order("ESZ6", "buy", 1, 100, bogus=1)  # type: ignore[call-arg]
+    wire.close()
