@@ -11,10 +11,6 @@ Semantics: docs/semantics.md. The batch path (packed commands in, packed
 events out): ``Engine.process_batch`` and ``pyengine.batch``.
 """
 
-from __future__ import annotations
-
-from typing import Any
-
 from . import batch
 from .batch import BatchResult, pack_cancel, pack_modify, pack_new_order, pack_set_state
 from .engine import Engine, EngineStats, Instrument
@@ -94,8 +90,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     # The numpy dtypes are built on first use, so numpy stays optional.
     if name in ("COMMAND_DTYPE", "EVENT_DTYPE"):
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public API (and the module's own dunder names), not the submodules
+    and helpers that importing the package binds here."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__") and n.endswith("__"))})

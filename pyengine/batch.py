@@ -27,6 +27,7 @@ from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected,
 
 __all__ = [
     "CommandType",
+    "StateCode",
     "SideCode",
     "OrderTypeCode",
     "TifCode",

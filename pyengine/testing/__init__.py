@@ -12,10 +12,7 @@ Importing this package needs only the standard library; the strategies need
 ``hypothesis`` and are imported on first use.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 from .reference import ReferenceEngine
 
@@ -36,12 +33,13 @@ __all__ = [
 _STRATEGY_NAMES = frozenset(__all__) - {"ReferenceEngine"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     """Import ``pyengine.testing.strategies`` (and so hypothesis) only when used."""
     if name in _STRATEGY_NAMES:
-        return getattr(importlib.import_module(".strategies", __name__), name)
+        return getattr(_importlib.import_module(".strategies", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _STRATEGY_NAMES)
+    """The public API (and the module's own dunder names)."""
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__") and n.endswith("__"))})

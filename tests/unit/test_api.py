@@ -3,6 +3,7 @@ every interface, and the package's namespace is its public API."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import socket
 from collections.abc import Callable
@@ -12,9 +13,23 @@ import orjson
 import pytest
 
 import pyengine
+import pyengine.testing
 from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine.client import Client
 from pyengine.testing import ReferenceEngine
+
+# The modules a user imports by name (pyengine.server's are the server's own).
+PUBLIC_MODULES = [
+    "pyengine.batch",
+    "pyengine.client",
+    "pyengine.engine",
+    "pyengine.enums",
+    "pyengine.errors",
+    "pyengine.events",
+    "pyengine.testing.reference",
+    "pyengine.testing.strategies",
+    "pyengine.server.protocol",
+]
 
 
 def params(fn: Callable[..., Any], drop: tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
@@ -105,3 +120,26 @@ def test_client_takes_arguments_as_engine_does() -> None:
         with pytest.raises(TypeError):
             c.new_order("ESZ6", "buy", 1, 100, bogus=1)  # type: ignore[call-arg]
     wire.close()
+
+
+@pytest.mark.parametrize("package", [pyengine, pyengine.testing], ids=lambda p: p.__name__)
+def test_a_packages_namespace_is_its_public_api(package: Any) -> None:
+    """dir() lists what __all__ does (and dunder names), not `annotations`,
+    `Any` or the submodules importing binds; every listed name resolves."""
+    names = {n for n in dir(package) if not (n.startswith("__") and n.endswith("__"))}
+    assert names == set(package.__all__)
+    assert not hasattr(package, "annotations") and not hasattr(package, "Any")
+    for name in package.__all__:
+        getattr(package, name)
+
+
+@pytest.mark.parametrize("name", PUBLIC_MODULES)
+def test_public_modules_list_every_public_class_and_function_they_define(name: str) -> None:
+    module = importlib.import_module(name)
+    defined = {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v)) and v.__module__ == name
+    }
+    assert defined <= set(module.__all__)
+    assert all(hasattr(module, n) for n in module.__all__)
