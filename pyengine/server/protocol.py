@@ -189,12 +189,14 @@ _SIDES = frozenset(("buy", "sell"))
 _ORDER_TYPES = frozenset(("limit", "market"))
 _TIFS = frozenset(("gtc", "ioc", "fok"))
 _STPS = frozenset(("none", "cancel_newest", "cancel_oldest", "cancel_both"))
-_MISSING = object()
+
+# A field given as null is the same as a field left out (docs/protocol.md):
+# every reader below starts with msg.get(key), None for both.
 
 
 def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
-    v = msg.get(key, _MISSING)
-    if v is _MISSING:
+    v = msg.get(key)
+    if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
     if type(v) is not int:
         raise RequestError("bad_field", f"{key} must be an integer, not {_json_type(v)}", req_id)
@@ -210,8 +212,8 @@ def _opt_int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_M
 
 
 def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
-    v = msg.get(key, _MISSING)
-    if v is _MISSING:
+    v = msg.get(key)
+    if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
     if type(v) is not str:
         raise RequestError("bad_field", f"{key} must be a string, not {_json_type(v)}", req_id)

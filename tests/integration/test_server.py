@@ -249,6 +249,7 @@ def test_market_data_rebuilds_the_book(server: RunningServer) -> None:
         ({"type": "teleport"}, "unknown_type"),
         ({"no_type": 1}, "unknown_type"),
         ({"type": "new_order", "symbol": ES, "side": "buy", "price": 450_000}, "missing_field"),
+        ({"type": "new_order", "symbol": ES, "side": "buy", "qty": None, "price": 450_000}, "missing_field"),
         ({"type": "new_order", "symbol": ES, "side": "buy", "qty": "10", "price": 450_000}, "bad_field"),
         ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 1.5, "price": 450_000}, "bad_field"),
         ({"type": "new_order", "symbol": ES, "side": "buy", "qty": 2**63, "price": 450_000}, "bad_field"),

@@ -98,6 +98,47 @@ def test_parse_errors(msg: bytes, code: str) -> None:
     assert str(info.value)
 
 
+# One message of each type, each with every field it may carry.
+_FULL_MESSAGES = [
+    {"type": "login", "req_id": 1, "account": 7, "secret": "s", "cancel_on_disconnect": False},
+    {"type": "new_order", "req_id": 2, "symbol": "X", "side": "buy", "qty": 5, "price": 10,
+     "order_type": "limit", "tif": "ioc", "post_only": False, "stp": "cancel_both", "client_order_id": "c"},
+    {"type": "cancel", "req_id": 3, "order_id": 4, "client_order_id": "c"},
+    {"type": "modify", "req_id": 4, "order_id": 4, "client_order_id": "c", "qty": 3, "price": 9},
+    {"type": "mass_cancel", "req_id": 5, "symbol": "X", "account": 8, "all_accounts": False},
+    {"type": "subscribe", "req_id": 6, "symbol": "X"},
+    {"type": "unsubscribe", "req_id": 7, "symbol": "X"},
+    {"type": "ping", "req_id": 8},
+    {"type": "snapshot", "req_id": 9},
+    {"type": "halt", "req_id": 10, "symbol": "X"},
+    {"type": "resume", "req_id": 11, "symbol": "X"},
+]
+
+
+def _outcome(msg: dict) -> object:
+    try:
+        return parse(orjson.dumps(msg))
+    except RequestError as exc:
+        return (exc.code, str(exc), exc.req_id)
+
+
+@pytest.mark.parametrize(
+    ("msg", "key"),
+    [(m, k) for m in _FULL_MESSAGES for k in m if k != "type"]
+    + [(m, k) for m in _FULL_MESSAGES for k in ("qty", "price", "order_id", "symbol", "side") if k not in m],
+    ids=lambda v: v if isinstance(v, str) else v["type"],
+)
+def test_a_null_field_is_a_missing_field(msg: dict, key: str) -> None:
+    """docs/protocol.md: null counts as absent, for every field of every
+    message: the same request, or the same error (missing_field if required)."""
+    for rest in (msg, {k: v for k, v in msg.items() if k not in ("client_order_id", "price")}):
+        absent = {k: v for k, v in rest.items() if k != key}
+        assert _outcome({**absent, key: None}) == _outcome(absent)
+    required = {"new_order": ("symbol", "side", "qty"), "login": ("account",)}
+    if key in required.get(msg["type"], ()):
+        assert _outcome({**msg, key: None})[0] == "missing_field"
+
+
 @given(st.binary(max_size=200))
 def test_any_bytes_parse_or_give_a_request_error(data: bytes) -> None:
     try:

@@ -386,11 +386,9 @@ class Expected:
 
 class _Fields:
     """Reads a message's fields as docs/protocol.md describes them and notes
-    the error codes its faults allow. ``null`` is taken as absent for the
-    optional fields without a default (price, order_id, client_order_id,
-    secret, account and symbol of mass_cancel); for those with a default
-    (order_type, tif, post_only, stp, cancel_on_disconnect, all_accounts) it
-    may mean the default or be refused, as the document does not say.
+    the error codes its faults allow. ``null`` is exactly a field left out,
+    for every field: the default if it has one, ``missing_field`` if it is
+    required.
 
     The readers give the field's value, its default, or None when it is
     absent or at fault; a request is made only when there is no fault."""
@@ -400,7 +398,6 @@ class _Fields:
         self.req_id = req_id
         self.codes: set[str] = set()
         self.bad: set[str] = set()
-        self.null_default = False
 
     def fault(self, key: str, codes: frozenset[str] = frozenset({"bad_field"})) -> None:
         self.bad.add(key)
@@ -410,7 +407,7 @@ class _Fields:
         v = self.msg.get(key)
         if v is None:
             if required:
-                self.fault(key, ABSENT_CODES if key in self.msg else frozenset({"missing_field"}))
+                self.fault(key, frozenset({"missing_field"}))
             return None
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
             self.fault(key)
@@ -421,7 +418,7 @@ class _Fields:
         v = self.msg.get(key)
         if v is None:
             if required:
-                self.fault(key, ABSENT_CODES if key in self.msg else frozenset({"missing_field"}))
+                self.fault(key, frozenset({"missing_field"}))
             return None
         if not isinstance(v, str):
             self.fault(key)
@@ -429,15 +426,10 @@ class _Fields:
         return v
 
     def choice(self, key: str, choices: tuple[str, ...], default: str | None) -> Any:
-        if key not in self.msg:
-            if default is None:
-                self.fault(key, frozenset({"missing_field"}))
-            return default
-        v = self.msg[key]
+        v = self.msg.get(key)
         if v is None:
             if default is None:
-                self.fault(key, ABSENT_CODES)
-            self.null_default = True
+                self.fault(key, frozenset({"missing_field"}))
             return default
         if not isinstance(v, str) or v not in choices:
             self.fault(key)
@@ -445,9 +437,8 @@ class _Fields:
         return v
 
     def flag(self, key: str, default: bool) -> Any:
-        v = self.msg.get(key, default)
+        v = self.msg.get(key)
         if v is None:
-            self.null_default = True
             return default
         if not isinstance(v, bool):
             self.fault(key)
@@ -471,8 +462,7 @@ class _Fields:
         return order_id, coid
 
     def result(self, make: Callable[[], Request]) -> Expected:
-        codes = self.codes | (ABSENT_CODES if self.null_default else set())
-        return Expected(None if self.codes else make(), frozenset(codes), self.req_id)
+        return Expected(None if self.codes else make(), frozenset(self.codes), self.req_id)
 
 
 def _model_new_order(f: _Fields) -> Expected:
@@ -737,12 +727,10 @@ class _Absent:
 ABSENT = _Absent()
 
 
-def _put(
-    draw: st.DrawFn, msg: dict[str, Any], key: str, value: Any, optional: bool = False, nullable: bool = False
-) -> None:
+def _put(draw: st.DrawFn, msg: dict[str, Any], key: str, value: Any, optional: bool = False) -> None:
     """Set ``msg[key] = value``; an `optional` field (its default being
-    `value`) may be left out instead, a `nullable` one given as null."""
-    ways = ["given", "absent", "null"] if nullable else ["given", "absent"] if optional else ["given"]
+    `value`) may be left out instead, or given as null, which is the same."""
+    ways = ["given", "absent", "null"] if optional else ["given"]
     how = draw(st.sampled_from(ways))
     if how == "given":
         msg[key] = value
@@ -775,31 +763,31 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         coid = draw(st.one_of(st.none(), coids))
         msg.update(symbol=symbol, side=side, qty=qty)
         _put(draw, msg, "order_type", order_type, optional=order_type == "limit")
-        _put(draw, msg, "price", price, optional=price is None, nullable=price is None)
+        _put(draw, msg, "price", price, optional=price is None)
         _put(draw, msg, "tif", tif, optional=tif == ("ioc" if order_type == "market" else "gtc"))
         _put(draw, msg, "post_only", post_only, optional=not post_only)
         _put(draw, msg, "stp", stp, optional=stp == "none")
-        _put(draw, msg, "client_order_id", coid, optional=coid is None, nullable=coid is None)
+        _put(draw, msg, "client_order_id", coid, optional=coid is None)
         request = NewOrder(req_id, symbol, side, qty, price, order_type, tif, post_only, stp, coid)
     elif kind in ("cancel", "modify"):
         order_id, coid = draw(st.one_of(st.tuples(st.integers(1, INT64_MAX), st.none()), st.tuples(st.none(), coids)))
-        _put(draw, msg, "order_id", order_id, optional=order_id is None, nullable=order_id is None)
-        _put(draw, msg, "client_order_id", coid, optional=coid is None, nullable=coid is None)
+        _put(draw, msg, "order_id", order_id, optional=order_id is None)
+        _put(draw, msg, "client_order_id", coid, optional=coid is None)
         if kind == "cancel":
             request = Cancel(req_id, order_id, coid)
         else:
             qty, price = draw(st.one_of(st.none(), int64s)), draw(st.one_of(st.none(), int64s))
             if qty is None and price is None:
                 qty = draw(int64s)
-            _put(draw, msg, "qty", qty, optional=qty is None, nullable=qty is None)
-            _put(draw, msg, "price", price, optional=price is None, nullable=price is None)
+            _put(draw, msg, "qty", qty, optional=qty is None)
+            _put(draw, msg, "price", price, optional=price is None)
             request = Modify(req_id, order_id, coid, qty, price)
     elif kind == "login":
         account = draw(st.integers(0, UINT32_MAX))
         secret = draw(st.one_of(st.none(), st.text(max_size=40)))
         cod = draw(st.booleans())
         msg["account"] = account
-        _put(draw, msg, "secret", secret, optional=secret is None, nullable=secret is None)
+        _put(draw, msg, "secret", secret, optional=secret is None)
         _put(draw, msg, "cancel_on_disconnect", cod, optional=cod)
         request = Login(req_id, account, secret, cod)
     elif kind == "mass_cancel":
@@ -807,8 +795,8 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         account_or_none, all_accounts = draw(
             st.one_of(st.tuples(st.none(), st.booleans()), st.tuples(st.integers(0, UINT32_MAX), st.just(False)))
         )
-        _put(draw, msg, "symbol", symbol_or_none, optional=symbol_or_none is None, nullable=symbol_or_none is None)
-        _put(draw, msg, "account", account_or_none, optional=account_or_none is None, nullable=account_or_none is None)
+        _put(draw, msg, "symbol", symbol_or_none, optional=symbol_or_none is None)
+        _put(draw, msg, "account", account_or_none, optional=account_or_none is None)
         _put(draw, msg, "all_accounts", all_accounts, optional=not all_accounts)
         request = MassCancel(req_id, symbol_or_none, account_or_none, all_accounts)
     elif kind in ("subscribe", "unsubscribe"):
