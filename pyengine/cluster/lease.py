@@ -1,0 +1,145 @@
+"""The shard's leadership lease: one key in a JetStream key-value bucket.
+
+The key ``lease.<shard>`` holds who leads (node, term, the address clients
+use, the shard's instruments). Its revision changes with every write, and
+every write is a compare-and-set on the revision the writer last saw, so of
+two nodes racing for it exactly one wins.
+
+Time is only ever measured on each node's own monotonic clock, never
+compared across machines:
+
+- the leader renews every ``ttl / 4``; a renewal sent at ``t`` makes it
+  leader until ``t + ttl - margin`` (``margin = ttl / 4``), and a leader
+  that has not renewed by then stops acting as one, whether or not it heard
+  anything;
+- a follower notes when it *saw* each revision; when it has seen none for
+  ``ttl``, the lease has expired and it may try to take it (term + 1).
+
+A follower sees a revision after the leader sent it, so the leader's own
+deadline always passes first: by the time anyone takes over, the old leader
+has stopped. Fencing in the log (shardlog.append) covers what clocks cannot:
+a leader paused mid-append can never store anything after its successor's
+first message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from ..log import fields
+from .shardlog import lease_key
+
+__all__ = ["Lease", "LeaseValue"]
+
+log = logging.getLogger("pyengine.cluster")
+
+
+@dataclass(frozen=True)
+class LeaseValue:
+    node: str
+    term: int
+    address: str
+    instruments: tuple[str, ...]
+
+    def encode(self) -> bytes:
+        return json.dumps({"node": self.node, "term": self.term, "address": self.address,
+                           "instruments": list(self.instruments)}).encode()
+
+    @staticmethod
+    def decode(raw: bytes) -> LeaseValue:
+        d = json.loads(raw)
+        return LeaseValue(str(d["node"]), int(d["term"]), str(d.get("address", "")),
+                          tuple(d.get("instruments", ())))
+
+
+class Lease:
+    def __init__(self, kv: KeyValue, shard: str, node: str, ttl: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.kv = kv
+        self.key = lease_key(shard)
+        self.node = node
+        self.ttl = ttl
+        self.margin = ttl / 4
+        self.clock = clock
+        self.value: LeaseValue | None = None  # as last seen
+        self.revision = 0  # of the value last seen; 0: none
+        self.seen_at = clock()
+        self.valid_until = 0.0  # while we hold it: we lead until then
+
+    # ---- seeing it -----------------------------------------------------------
+
+    def observe(self, revision: int, value: LeaseValue | None) -> None:
+        """The key as a watch delivered it (or a read found it)."""
+        if revision != self.revision:
+            self.revision, self.value, self.seen_at = revision, value, self.clock()
+
+    async def refresh(self) -> None:
+        """Read the key now (when a watch may have missed something)."""
+        try:
+            entry = await self.kv.get(self.key)
+        except nats.js.errors.KeyNotFoundError:
+            return
+        self.observe(entry.revision, LeaseValue.decode(entry.value) if entry.value else None)
+
+    def expired(self) -> bool:
+        """Nobody holds it, by this node's clock: no new revision for ttl."""
+        return self.value is None or self.clock() - self.seen_at > self.ttl
+
+    @property
+    def term(self) -> int:
+        return self.value.term if self.value else 0
+
+    def holding(self) -> bool:
+        """We lead, and our own deadline has not passed."""
+        return self.value is not None and self.value.node == self.node and self.clock() < self.valid_until
+
+    # ---- taking and keeping it ---------------------------------------------
+
+    async def acquire(self, address: str, instruments: tuple[str, ...]) -> bool:
+        """Take the lease (term + 1) if it is still the revision we last saw."""
+        value = LeaseValue(self.node, self.term + 1, address, instruments)
+        sent = self.clock()
+        try:
+            if self.revision == 0:
+                revision = await self.kv.create(self.key, value.encode())
+            else:
+                revision = await self.kv.update(self.key, value.encode(), last=self.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            await self.refresh()
+            return False
+        except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+            log.warning("lease_acquire_failed", extra=fields(key=self.key, error=type(exc).__name__))
+            return False
+        self.observe(revision, value)
+        self.valid_until = sent + self.ttl - self.margin
+        return True
+
+    async def renew(self) -> bool:
+        """Renew; False once we no longer hold it (someone else took it, or
+        our deadline passed while the key could not be written)."""
+        value = self.value
+        if value is None or value.node != self.node:
+            return False
+        sent = self.clock()
+        try:
+            revision = await self.kv.update(self.key, value.encode(), last=self.revision)
+        except nats.js.errors.KeyWrongLastSequenceError:
+            self.valid_until = 0.0
+            await self.refresh()
+            return False
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError,
+                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+            log.warning("lease_renew_failed", extra=fields(key=self.key, error=type(exc).__name__,
+                                                            left_s=round(self.valid_until - self.clock(), 3)))
+            return self.holding()
+        self.observe(revision, value)
+        self.valid_until = sent + self.ttl - self.margin
+        return True

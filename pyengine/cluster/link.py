@@ -1,0 +1,112 @@
+"""One node's connection to the NATS cluster and the JetStream objects of its shard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from ..log import fields
+from .config import ClusterConfig
+from .shardlog import KV_BUCKET, ensure_stream
+from .snapshots import open_store
+
+__all__ = ["Link", "connect", "patiently"]
+
+log = logging.getLogger("pyengine.cluster")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Link:
+    nc: NATS
+    js: JetStreamContext  # for the log: appends, stream info, consumers
+    kv: KeyValue  # the leases (short timeouts: a lease is renewed well within its ttl)
+    snapshots: ObjectStore
+
+    async def close(self) -> None:
+        try:
+            await self.nc.drain()
+        except (nats.errors.Error, asyncio.TimeoutError):
+            await self.nc.close()
+
+
+async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
+    """Connect to the NATS servers and make sure the shard's stream, the
+    lease bucket and the snapshot store exist. Raises ConnectionError when
+    no server answers within `timeout` seconds."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats_error", extra=fields(error=f"{type(exc).__name__}: {exc}"))
+
+    async def on_disconnected() -> None:
+        log.warning("nats_disconnected", extra=fields(node=cluster.node))
+
+    async def on_reconnected() -> None:
+        log.info("nats_reconnected", extra=fields(node=cluster.node, server=nc.connected_url.netloc
+                                                  if nc.connected_url else None))
+
+    try:
+        nc = await asyncio.wait_for(nats.connect(
+            list(cluster.nats), name=f"pyengine-{cluster.shard}-{cluster.node}", connect_timeout=2,
+            reconnect_time_wait=0.2, max_reconnect_attempts=-1, ping_interval=5, max_outstanding_pings=2,
+            error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
+        ), timeout)
+    except (asyncio.TimeoutError, nats.errors.NoServersError, OSError) as exc:
+        raise ConnectionError(f"no NATS server answered at {', '.join(cluster.nats)}: {exc or type(exc).__name__}") \
+            from None
+    # Short timeouts: a JetStream object just made answers once it has a
+    # leader, and a request sent before that is lost, not queued.
+    js = nc.jetstream(timeout=1.0)
+    try:
+        await patiently("the shard's stream", lambda: ensure_stream(js, cluster.shard, cluster.log_replicas), timeout)
+        kv = await patiently("the lease bucket", lambda: _lease_bucket(nc, cluster), timeout)
+        store = await patiently("the snapshot store", lambda: open_store(js, cluster.log_replicas), timeout)
+    except ConnectionError:
+        await nc.close()
+        raise
+    log.info("nats_connected", extra=fields(node=cluster.node, shard=cluster.shard, replicas=cluster.log_replicas,
+                                            server=nc.connected_url.netloc if nc.connected_url else None))
+    return Link(nc, js, kv, store)
+
+
+# What JetStream answers while it elects a leader for a stream just created
+# or just lost: try again shortly.
+_NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
+            nats.js.errors.NoStreamResponseError)
+
+
+async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
+    """`call()`, again after a pause while JetStream is not ready, for up to
+    `timeout` seconds; for start-up, not for anything that must be quick."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await call()
+        except _NOT_YET as exc:
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionError(f"{what}: JetStream did not answer within {timeout:g} s "
+                                      f"({type(exc).__name__})") from None
+            log.debug("jetstream_not_ready", extra=fields(what=what, error=type(exc).__name__))
+            await asyncio.sleep(0.2)
+
+
+async def _lease_bucket(nc: NATS, cluster: ClusterConfig) -> KeyValue:
+    kv_js = nc.jetstream(timeout=max(0.2, min(1.0, cluster.lease_ttl / 4)))
+    try:
+        return await kv_js.key_value(KV_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await kv_js.create_key_value(KeyValueConfig(
+            bucket=KV_BUCKET, history=1, replicas=cluster.log_replicas, storage=StorageType.FILE))

@@ -1,0 +1,81 @@
+"""Market data on NATS subjects, for any number of readers with no session on the engine.
+
+The shard's leader publishes every market-data message of an instrument
+(``trade``, ``book_update``, ``trading_state``: the JSON of docs/protocol.md,
+with the instrument's market-data ``seq``) on ``pyengine.md.<symbol>``, and
+answers requests on ``pyengine.md.<symbol>.snapshot`` with a
+``book_snapshot`` whose ``seq`` is that of the last message before it. A
+reader that sees a ``seq`` that is not the one after the last (a lost
+message, or a new leader after a failover, whose numbering is its own)
+asks for a snapshot and goes on from it.
+
+A ``SymbolFeed`` stands in for a subscribed session in the server's
+MarketData: its ``send`` takes the frame the sessions get and hands the
+body to the NATS thread, which publishes it; nothing waits for NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client as NATS
+
+from ..log import fields
+from .bridge import LoopThread
+
+__all__ = ["SymbolFeed", "md_subject", "snapshot_subject", "serve_snapshots"]
+
+log = logging.getLogger("pyengine.cluster")
+
+
+def md_subject(symbol: str) -> str:
+    return f"pyengine.md.{symbol}"
+
+
+def snapshot_subject(symbol: str) -> str:
+    return f"pyengine.md.{symbol}.snapshot"
+
+
+class SymbolFeed:
+    """One instrument's subscriber that publishes on NATS (gevent thread)."""
+
+    def __init__(self, loop: LoopThread, nc: NATS, symbol: str) -> None:
+        self._loop = loop
+        self._nc = nc
+        self._subject = md_subject(symbol)
+        self.symbol = symbol
+
+    def send(self, frame: bytes) -> None:
+        self._loop.call_soon(self._publish, bytes(frame[4:]))  # the body, without its length prefix
+
+    def _publish(self, body: bytes) -> None:
+        self._loop.loop.create_task(self._publish_async(body))
+
+    async def _publish_async(self, body: bytes) -> None:
+        try:
+            await self._nc.publish(self._subject, body)
+        except nats.errors.Error as exc:
+            log.warning("md_publish_failed", extra=fields(subject=self._subject, error=type(exc).__name__))
+
+
+async def serve_snapshots(nc: NATS, symbols: list[str],
+                          snapshot: Callable[[str, Callable[[bytes], None]], None]) -> list[Any]:
+    """Answer snapshot requests for `symbols`: ``snapshot(symbol, reply)``
+    must (on whatever thread it hands the work to) call ``reply(json)`` once.
+    Returns the subscriptions (to unsubscribe)."""
+    loop = asyncio.get_running_loop()
+    subs = []
+    for symbol in symbols:
+        async def on_request(msg: Any, symbol: str = symbol) -> None:
+            if not msg.reply:
+                return
+            done: asyncio.Future[bytes] = loop.create_future()
+            snapshot(symbol, lambda body: loop.call_soon_threadsafe(done.set_result, body))
+            await nc.publish(msg.reply, await done)
+
+        subs.append(await nc.subscribe(snapshot_subject(symbol), cb=on_request))
+    return subs

@@ -1,0 +1,344 @@
+"""One node of a shard: it follows the shard's log, and leads it while it holds the lease.
+
+Runs on the NATS loop thread (bridge.LoopThread) and meets the rest of the
+server in two places only: the engine's runner (the replication stage of
+csrc/replication.c: records out, ``runner_repl_done`` in) and the gevent
+thread, through a ``ReplicaHost`` whose methods are posted to a mailbox.
+
+Following: an ordered consumer delivers the log from the message after the
+one applied last; each message's records go to ``host.apply_log`` in order.
+
+Taking over: when the lease has expired by this node's clock and the node
+has every message of the log, it takes the lease (term + 1) and appends a
+``term`` message after the last message it applied. If the old leader got a
+message in first, that append is fenced: the node reads the messages it is
+missing and tries again, holding the lease. Once the term message is
+stored, no older leader can ever append again, and the host opens for
+orders.
+
+Leading: commands come out of the runner as sealed records, go into the log
+in groups (one message per group, each appended after the last, fenced) and
+their events are released once JetStream acknowledges the message, which
+means a quorum of NATS servers stored it. The lease is renewed every
+``ttl / 4``; a leader that loses it, or finds the log moved on without it,
+stops at once (``host.lost_leadership``): the server closes its sessions and
+starts again as a follower, rebuilding its engine from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from .._ffi import ffi, lib
+from ..log import fields
+from . import snapshots
+from .config import ClusterConfig
+from .lease import Lease, LeaseValue
+from .link import Link, patiently
+from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, append, lease_key, \
+    log_subject, message_of, node_key, stream_name
+
+__all__ = ["Replica", "ReplicaHost", "Position", "FOLLOWING", "LEADING", "STOPPED"]
+
+log = logging.getLogger("pyengine.cluster")
+
+FOLLOWING, LEADING, STOPPED = "follower", "leader", "stopped"
+_MAX_RECORDS = 8192  # records in one message: 720 KB, under NATS's default 1 MB payload
+
+
+@dataclass
+class Position:
+    """How far a node's engine is in the log."""
+
+    stream_seq: int  # the last message applied (0: none)
+    next_seq: int  # the engine seq the next command will have
+
+
+class ReplicaHost(Protocol):
+    """The server's side; each call arrives on the gevent thread, in order."""
+
+    def apply_log(self, body: bytes) -> None: ...
+
+    def promoted(self, term: int) -> None: ...
+
+    def lost_leadership(self, reason: str) -> None: ...
+
+
+class Replica:
+    def __init__(self, cluster: ClusterConfig, link: Link, runner: Any, host: ReplicaHost, position: Position,
+                 address: str, instruments: tuple[str, ...]) -> None:
+        self.cluster = cluster
+        self.link = link
+        self.runner = runner
+        self.host = host
+        self.shard, self.node = cluster.shard, cluster.node
+        self.address = address
+        self.instruments = instruments
+        self.lease = Lease(link.kv, cluster.shard, cluster.node, cluster.lease_ttl)
+        self.role = FOLLOWING
+        self.applied = position.stream_seq  # the last log message applied (or appended, leading)
+        self.next_seq = position.next_seq
+        self.stream_seq = position.stream_seq  # the log's last message, as last heard
+        self.diverged = False  # a state-hash check failed: never lead
+        self.snapshot_names: dict[int, str] = {}  # engine seq -> object name, of the snapshots stored
+        self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
+        self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
+        self._sub: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._leader_tasks: list[asyncio.Task[Any]] = []
+
+    # ---- status (read from any thread) ---------------------------------------
+
+    @property
+    def leader(self) -> LeaseValue | None:
+        return self.lease.value
+
+    def status(self) -> dict[str, Any]:
+        lease = self.lease.value
+        return {
+            "node": self.node,
+            "shard": self.shard,
+            "role": self.role,
+            "term": self.lease.term,
+            "leader": lease.address if lease and not self.lease.expired() else None,
+            "leader_node": lease.node if lease else None,
+            "applied_seq": self.next_seq - 1,
+            "applied_stream_seq": self.applied,
+            "stream_seq": max(self.stream_seq, self.applied),
+            "lag": max(0, self.stream_seq - self.applied),
+            "diverged": self.diverged,
+            "shards": {shard: {"leader": v.address, "leader_node": v.node, "term": v.term,
+                               "instruments": list(v.instruments), "nodes": dict(sorted(self.nodes.get(shard, {}).items()))}
+                       for shard, v in sorted(self.directory.items())},
+        }
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        await patiently("this node's entry", lambda: self.link.kv.put(
+            node_key(self.shard, self.node), json.dumps({"address": self.address}).encode()))
+        self._tasks = [
+            asyncio.create_task(self._watch_directory(), name="directory-watch"),
+            asyncio.create_task(self._campaign(), name="campaign"),
+            asyncio.create_task(self._track_stream(), name="stream-info"),
+        ]
+        await self._follow()
+
+    async def stop(self) -> None:
+        self.role = STOPPED
+        for task in self._tasks + self._leader_tasks:
+            task.cancel()
+        await self._unfollow()
+
+    def _lose(self, reason: str) -> None:
+        """Leading (or about to) no longer holds: stop everything; the host restarts."""
+        if self.role == STOPPED:
+            return
+        was = self.role
+        self.role = STOPPED
+        log.error("leadership_lost", extra=fields(node=self.node, shard=self.shard, was=was, reason=reason))
+        for task in self._leader_tasks:
+            task.cancel()
+        self.host.lost_leadership(reason)
+
+    # ---- following ---------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        async def on_message(msg: Any) -> None:
+            if self.role != FOLLOWING or self._sub is not sub:
+                return
+            self._take(message_of(msg.metadata.sequence.stream, msg.headers, msg.data))
+
+        sub = None
+        config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.applied + 1)
+        sub = await self.link.js.subscribe(log_subject(self.shard), stream=stream_name(self.shard), cb=on_message,
+                                           ordered_consumer=True, idle_heartbeat=1.0, config=config)
+        self._sub = sub
+
+    async def _unfollow(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except nats.errors.Error:
+                pass
+
+    def _take(self, m: LogMessage) -> None:
+        """Apply the next message of the log (in order; repeats are passed over)."""
+        if m.stream_seq <= self.applied:
+            return
+        if m.stream_seq != self.applied + 1:
+            # The log starts later than we need (purged under us): only a
+            # newer snapshot can help; restarting fetches one.
+            self.diverged = True
+            self._lose(f"the log jumps from message {self.applied} to {m.stream_seq}")
+            return
+        if m.kind == KIND_RECORDS and m.body:
+            self.host.apply_log(m.body)
+            self.next_seq = max(self.next_seq, m.last_seq + 1)
+        elif m.kind == KIND_TERM:
+            log.info("term_started", extra=fields(shard=self.shard, term=m.term, leader=m.node, at=m.stream_seq))
+        self.applied = m.stream_seq
+        self.stream_seq = max(self.stream_seq, m.stream_seq)
+
+    async def _track_stream(self) -> None:
+        """The log's last message, for lag and catching up."""
+        while True:
+            try:
+                info = await self.link.js.stream_info(stream_name(self.shard))
+                self.stream_seq = max(self.stream_seq, info.state.last_seq)
+            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.5)
+
+    async def _caught_up(self) -> bool:
+        try:
+            info = await self.link.js.stream_info(stream_name(self.shard))
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            return False
+        self.stream_seq = max(self.stream_seq, info.state.last_seq)
+        return self.applied >= info.state.last_seq
+
+    async def _read_missing(self) -> None:
+        """Apply the messages after `applied` up to the log's end, one by one."""
+        info = await self.link.js.stream_info(stream_name(self.shard))
+        for seq in range(self.applied + 1, info.state.last_seq + 1):
+            raw = await self.link.js.get_msg(stream_name(self.shard), seq, direct=True)
+            self._take(message_of(raw.seq or seq, raw.headers, raw.data or b""))
+
+    # ---- the lease and taking over -------------------------------------------------
+
+    async def _watch_directory(self) -> None:
+        """Every shard's lease and nodes: this shard's lease decides who leads
+        it; all of them make the directory clients route by."""
+        own = lease_key(self.shard)
+        while True:
+            try:
+                watcher = await self.link.kv.watch(DIRECTORY)
+                async for entry in watcher:
+                    if entry is None:  # the end of the current values
+                        continue
+                    alive = bool(entry.value) and entry.operation is None
+                    kind, _, rest = entry.key.partition(".")
+                    if kind == "lease":
+                        value = LeaseValue.decode(entry.value) if alive else None
+                        if entry.key == own:
+                            self.lease.observe(entry.revision, value)
+                            if self.role == LEADING and not self.lease.holding():
+                                self._lose(f"the lease is now {value.node if value else 'gone'}'s")
+                        if value is not None:
+                            self.directory[rest] = value
+                    elif kind == "node" and alive:
+                        shard, _, node = rest.partition(".")
+                        self.nodes.setdefault(shard, {})[node] = json.loads(entry.value)["address"]
+            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+                log.warning("directory_watch_restart", extra=fields(error=type(exc).__name__))
+            await asyncio.sleep(0.1)
+
+    async def _campaign(self) -> None:
+        period = self.cluster.lease_ttl / 8
+        while self.role == FOLLOWING:
+            await asyncio.sleep(period)
+            if self.diverged or not self.lease.expired() or not await self._caught_up():
+                continue
+            if await self.lease.acquire(self.address, self.instruments):
+                await self._take_over()
+                return
+
+    async def _take_over(self) -> None:
+        term = self.lease.term
+        log.info("lease_taken", extra=fields(shard=self.shard, node=self.node, term=term, after=self.applied))
+        await self._unfollow()
+        while True:
+            try:
+                self.applied = await append(
+                    self.link.js, self.shard, node=self.node, term=term, expected=self.applied, kind=KIND_TERM,
+                    body=b"", last_seq=self.next_seq - 1, still_leader=self.lease.holding)
+                break
+            except Fenced:
+                if not self.lease.holding():
+                    self._lose("the lease ran out while taking over")
+                    return
+                await self._read_missing()  # the old leader's last messages got in first
+        self.role = LEADING
+        self.stream_seq = self.applied
+        log.info("leading", extra=fields(shard=self.shard, node=self.node, term=term, at=self.applied,
+                                         seq=self.next_seq - 1))
+        self.host.promoted(term)
+        self._leader_tasks = [
+            asyncio.create_task(self._renew(), name="lease-renew"),
+            asyncio.create_task(self._replicate(), name="replicate"),
+        ]
+
+    # ---- leading -------------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        period = self.cluster.lease_ttl / 4
+        while self.role == LEADING:
+            await asyncio.sleep(period)
+            if not await self.lease.renew():
+                self._lose("the lease could not be renewed in time")
+                return
+
+    async def _replicate(self) -> None:
+        loop = asyncio.get_running_loop()
+        fd = lib.runner_repl_fd(self.runner)
+        ready = asyncio.Event()
+        loop.add_reader(fd, ready.set)
+        records = ffi.new("struct jnl_record[]", _MAX_RECORDS)
+        snap = ffi.new("struct runner_snapshot *")
+        try:
+            while self.role == LEADING:
+                n = lib.runner_repl_take(self.runner, records, _MAX_RECORDS, snap)
+                if snap.buf != ffi.NULL:
+                    data = bytes(ffi.buffer(snap.buf, snap.len))
+                    lib.eng_free_buffer(snap.buf)
+                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied)
+                    asyncio.create_task(self._store_snapshot(ref, data))
+                    continue
+                if n == 0:
+                    await ready.wait()
+                    ready.clear()
+                    try:
+                        os.read(fd, 8)
+                    except BlockingIOError:
+                        pass
+                    continue
+                body = bytes(ffi.buffer(records, n * RECORD_SIZE))
+                last = int(records[n - 1].seq)
+                stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
+                                      expected=self.applied, kind=KIND_RECORDS, body=body, last_seq=last,
+                                      still_leader=self.lease.holding)
+                # Stored on a quorum; released only while the lease still holds
+                # (a leader that woke up too late acknowledges nothing).
+                if not self.lease.holding():
+                    raise Fenced("the lease ran out before the message's events could be released")
+                self.applied = self.stream_seq = stored
+                self.next_seq = last + 1
+                lib.runner_repl_done(self.runner, last)
+        except Fenced as exc:
+            self._lose(str(exc))
+        finally:
+            loop.remove_reader(fd)
+
+    async def _store_snapshot(self, ref: snapshots.SnapshotRef, data: bytes) -> None:
+        started = time.monotonic()
+        try:
+            await snapshots.store(self.link.snapshots, ref, data)
+            await snapshots.prune(self.link.js, self.link.snapshots, self.shard)
+        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+            log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
+        else:
+            self.snapshot_names[ref.seq] = ref.name
+            log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
+        lib.runner_repl_snapshot_done(self.runner, ref.seq)

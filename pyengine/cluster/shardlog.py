@@ -1,0 +1,155 @@
+"""A shard's replicated log on JetStream: names, message layout, appends.
+
+One stream per shard, ``PYENGINE_<shard>`` on subject ``pyengine.log.<shard>``,
+replicated on ``replicas`` NATS servers. Each message is one group of
+sequenced commands: the body is a run of sealed ``struct jnl_record``s (the
+journal's record, 88 bytes, CRC-32C; a state-hash checkpoint is a record
+too), and headers say who wrote it. A new leader's first message is a
+``term`` message with no records: it fences every older leader.
+
+Appends carry ``Nats-Expected-Last-Sequence``: JetStream stores a message
+only when the stream's last message is the one the writer last saw, so a
+leader that was deposed (paused, partitioned) can never append after its
+successor. Each message also carries a ``Nats-Msg-Id`` derived from its
+position, so a retry of a message that was stored after all (a timeout with
+an unknown outcome) is recognised as a duplicate and answered with the
+message's sequence, never stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+
+from .._ffi import ffi
+from ..log import fields
+
+__all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
+           "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "message_of", "KIND_RECORDS", "KIND_TERM"]
+
+log = logging.getLogger("pyengine.cluster")
+
+RECORD_SIZE = ffi.sizeof("struct jnl_record")
+KV_BUCKET = "pyengine"  # lease.<shard>: who leads it; node.<shard>.<node>: where each node listens
+SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream seq>
+
+H_NODE, H_TERM, H_KIND, H_LAST = "Pyengine-Node", "Pyengine-Term", "Pyengine-Kind", "Pyengine-Last-Seq"
+KIND_RECORDS, KIND_TERM = "records", "term"
+_WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expected-last-sequence check
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# What an append may meet while the NATS cluster elects a leader, loses a
+# server or reconnects: the message may or may not be stored; send it again.
+_TRANSIENT = (
+    nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
+    nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError, nats.js.errors.ServerError,
+)
+
+
+class Fenced(Exception):
+    """Another node appended to the log: this one no longer leads it."""
+
+
+def check_name(what: str, name: str) -> str:
+    """Shard and node names become parts of NATS subjects and stream names."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"a {what} name is 1-64 letters, digits, '_' or '-', not {name!r}")
+    return name
+
+
+def stream_name(shard: str) -> str:
+    return f"PYENGINE_{shard}"
+
+
+def log_subject(shard: str) -> str:
+    return f"pyengine.log.{shard}"
+
+
+def lease_key(shard: str) -> str:
+    return f"lease.{shard}"
+
+
+def node_key(shard: str, node: str) -> str:
+    return f"node.{shard}.{node}"
+
+
+DIRECTORY = ">"  # every key of the bucket: the leases and the nodes
+
+
+@dataclass(frozen=True)
+class LogMessage:
+    """One message of a shard's log."""
+
+    stream_seq: int
+    kind: str
+    node: str
+    term: int
+    last_seq: int  # the engine seq of its last record (a term message: of the log before it)
+    body: bytes
+
+    @property
+    def records(self) -> int:
+        return len(self.body) // RECORD_SIZE
+
+
+def message_of(stream_seq: int, headers: dict[str, str] | None, data: bytes) -> LogMessage:
+    h = headers or {}
+    return LogMessage(stream_seq, h.get(H_KIND, KIND_RECORDS), h.get(H_NODE, ""), int(h.get(H_TERM, 0)),
+                      int(h.get(H_LAST, 0)), data)
+
+
+async def ensure_stream(js: JetStreamContext, shard: str, replicas: int) -> None:
+    """Create the shard's stream, or check the one there: replicas are fixed
+    at creation (a stream made with other settings is left as it is)."""
+    config = StreamConfig(
+        name=stream_name(shard), subjects=[log_subject(shard)], num_replicas=replicas,
+        storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
+        duplicate_window=120.0, allow_direct=True,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError as exc:
+        if exc.err_code != 10058:  # "already in use with a different configuration"
+            raise
+        info = await js.stream_info(stream_name(shard))
+        log.warning("stream_config_differs", extra=fields(
+            stream=stream_name(shard), replicas=info.config.num_replicas, wanted=replicas))
+
+
+async def append(js: JetStreamContext, shard: str, *, node: str, term: int, expected: int, kind: str,
+                 body: bytes, last_seq: int, still_leader: Callable[[], bool], timeout: float = 1.0) -> int:
+    """Append one message after stream message `expected`; returns its
+    stream sequence. Raises Fenced when the log has moved on without us, or
+    when `still_leader()` turns false before the message is known stored.
+    What failed without an answer (timeouts, no quorum, a server lost) is
+    sent again, with the same id, after a pause."""
+    headers = {
+        "Nats-Expected-Last-Sequence": str(expected),
+        "Nats-Msg-Id": f"{shard}.{term}.{expected + 1}",
+        H_NODE: node, H_TERM: str(term), H_KIND: kind, H_LAST: str(last_seq),
+    }
+    pause = 0.02
+    while True:
+        if not still_leader():
+            raise Fenced(f"the lease ran out before message {expected + 1} was known stored")
+        try:
+            ack = await js.publish(log_subject(shard), body, timeout=timeout, stream=stream_name(shard),
+                                   headers=headers)
+            return int(ack.seq)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                raise Fenced(f"the log moved past {expected} ({exc.description})") from None
+            raise
+        except _TRANSIENT as exc:
+            log.warning("append_retry", extra=fields(shard=shard, expected=expected, error=type(exc).__name__,
+                                                     pause_s=pause))
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.25)

@@ -1,0 +1,102 @@
+"""Shard snapshots in the JetStream object store, where any node can fetch them.
+
+A snapshot is the engine's whole state after command ``seq`` (the format of
+``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>``: the
+second number is the last message of the shard's log that it covers, so a
+node that loads it reads the log from the message after. The leader stores
+one whenever it takes one; once a new one is stored, the log before the
+previous one's position is purged and older snapshots are deleted, so a
+follower a little behind still finds its messages, and a new node finds a
+snapshot and the log after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nats.js.errors
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.object_store import ObjectStore
+
+from ..log import fields
+from .shardlog import SNAPSHOT_BUCKET, stream_name
+
+__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune"]
+
+log = logging.getLogger("pyengine.cluster")
+
+_NAME = re.compile(r"(\d{20})-(\d{20})$")
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    shard: str
+    seq: int  # the engine's state after this command
+    stream_seq: int  # ... which is the state after this message of the log
+
+    @property
+    def name(self) -> str:
+        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}"
+
+
+async def open_store(js: JetStreamContext, replicas: int) -> ObjectStore:
+    try:
+        return await js.object_store(SNAPSHOT_BUCKET)
+    except nats.js.errors.BucketNotFoundError:
+        return await js.create_object_store(
+            SNAPSHOT_BUCKET, config=ObjectStoreConfig(replicas=replicas, storage=StorageType.FILE))
+
+
+async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
+    try:
+        infos = await obs.list(ignore_deletes=True)
+    except nats.js.errors.NotFoundError:
+        return []
+    refs = []
+    for info in infos:
+        head, _, tail = info.name.partition("/")
+        m = _NAME.fullmatch(tail)
+        if head == shard and m:
+            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2))))
+    return sorted(refs, key=lambda r: r.seq)
+
+
+async def newest(obs: ObjectStore, shard: str) -> SnapshotRef | None:
+    refs = await _refs(obs, shard)
+    return refs[-1] if refs else None
+
+
+async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path) -> Path:
+    """Download `ref` into `directory` (checked against its digest); returns the file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"snapshot-{ref.seq:020d}.snap"
+    partial = path.with_suffix(".part")
+    with open(partial, "wb") as f:
+        await obs.get(ref.name, writeinto=f)
+    os.replace(partial, path)
+    return path
+
+
+async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
+    await obs.put(ref.name, data)
+    log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
+
+
+async def prune(js: JetStreamContext, obs: ObjectStore, shard: str) -> None:
+    """Keep the two newest snapshots and the log from the older one's position on."""
+    refs = await _refs(obs, shard)
+    if len(refs) < 2:
+        return
+    keep_from = refs[-2].stream_seq + 1
+    await js.purge_stream(stream_name(shard), seq=keep_from)
+    for ref in refs[:-2]:
+        try:
+            await obs.delete(ref.name)
+        except nats.js.errors.NotFoundError:
+            pass
+    log.info("log_pruned", extra=fields(shard=shard, first_kept=keep_from, snapshots_deleted=len(refs) - 2))
