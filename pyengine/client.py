@@ -24,12 +24,14 @@ from __future__ import annotations
 import collections
 import socket as _socket
 import struct
+import time
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
 import orjson
 
-__all__ = ["Client", "ServerError", "ConnectionClosed"]
+__all__ = ["Client", "ClusterClient", "ServerError", "ConnectionClosed"]
 
 _HEADER = struct.Struct(">I")
 
@@ -47,30 +49,139 @@ class ServerError(Exception):
         self.code = reply.get("code")
 
 
+def _address(text: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    return (host, int(port)) if sep and port.isdigit() else (text, default_port)
+
+
 class Client:
+    """A session with a pyengine server.
+
+    `host` may be one host, or several ``"host:port"`` addresses: the nodes
+    of a cluster shard (docs/cluster.md). The client connects to the first
+    that answers; ``login`` follows ``not_leader`` replies to the shard's
+    leader, for up to `find_leader_for` seconds. When the connection is lost
+    (the leader failed), a request waiting for its reply raises
+    ConnectionClosed, and the next request first connects to the new leader
+    and logs in again as before: the client never sends a request again on
+    its own (whether an unanswered order got in is for its sender to find
+    out, by its client order id).
+    """
+
     def __init__(
         self,
-        host: str = "127.0.0.1",
+        host: str | Sequence[str] = "127.0.0.1",
         port: int = 7001,
         *,
         timeout: float | None = 10.0,
         socket_module: ModuleType = _socket,
+        find_leader_for: float = 10.0,
     ) -> None:
-        self.sock = socket_module.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        names = [host] if isinstance(host, str) else list(host)
+        if not names:
+            raise ValueError("no address to connect to")
+        self.addresses = [_address(a, port) for a in names]
+        self._timeout = timeout
+        self._socket_module = socket_module
+        self._find_leader_for = find_leader_for
         self._buf = bytearray()
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._next_req = 0
+        self._login: dict[str, Any] | None = None  # the login to repeat after a reconnect
+        self.sock: Any = None
+        self.address: tuple[str, int] = self.addresses[0]
+        self._connect_any()
+
+    # ---- connections -------------------------------------------------------
+
+    def _connect(self, address: tuple[str, int]) -> None:
+        self.close()
+        self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
+        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        self.address = address
+        self._buf.clear()
+
+    def _connect_any(self, first: tuple[str, int] | None = None) -> None:
+        """Connect to `first`, else to the addresses in turn after the current one."""
+        start = self.addresses.index(self.address) + 1 if self.address in self.addresses else 0
+        order = self.addresses[start:] + self.addresses[:start]
+        if first is not None:
+            order = [first] + [a for a in order if a != first]
+        errors = []
+        for address in order:
+            try:
+                self._connect(address)
+                return
+            except OSError as exc:
+                errors.append(f"{address[0]}:{address[1]}: {exc}")
+        raise ConnectionError("no server answered: " + "; ".join(errors))
+
+    def reconnect(self) -> dict[str, Any] | None:
+        """Connect again (to the leader, in a cluster) and log in as before;
+        the ``logged_in`` reply, or None when this client never logged in."""
+        deadline = time.monotonic() + self._find_leader_for
+        while True:
+            try:
+                self._connect_any()
+                break
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return self._log_in() if self._login is not None else None
+
+    def _log_in(self) -> dict[str, Any]:
+        """Log in, following ``not_leader`` to the leader."""
+        assert self._login is not None
+        deadline = time.monotonic() + self._find_leader_for
+        while True:
+            try:
+                return self.request(self._send_request(dict(self._login)))
+            except ServerError as exc:
+                if exc.code != "not_leader" or time.monotonic() > deadline:
+                    raise
+                leader = exc.reply.get("leader")
+                target = _address(leader, 0) if leader else None
+                if target is not None and target not in self.addresses:
+                    self.addresses.append(target)
+                if target is None or target == self.address:
+                    time.sleep(0.05)  # no leader yet (an election): ask the next node in a moment
+                    target = None
+            except (ConnectionClosed, OSError):
+                if time.monotonic() > deadline:
+                    raise
+                target = None
+                time.sleep(0.05)
+            try:
+                self._connect_any(target)
+            except ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # ---- plumbing ----------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
+        if self.sock is None:
+            self.reconnect()  # the connection was lost: a new one, logged in as before
         body = orjson.dumps(message)
-        self.sock.sendall(_HEADER.pack(len(body)) + body)
+        try:
+            self.sock.sendall(_HEADER.pack(len(body)) + body)
+        except OSError as exc:
+            self._lost()
+            raise ConnectionClosed(f"the connection was lost while sending: {exc}") from None
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (for tests of broken input)."""
         self.sock.sendall(data)
+
+    def _lost(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
 
     def _read_frame(self) -> dict[str, Any]:
         while True:
@@ -80,9 +191,18 @@ class Client:
                     body = bytes(self._buf[4 : 4 + n])
                     del self._buf[: 4 + n]
                     return orjson.loads(body)  # type: ignore[no-any-return]
-            data = self.sock.recv(65536)
+            if self.sock is None:
+                raise ConnectionClosed("not connected (the connection was lost)")
+            try:
+                data = self.sock.recv(65536)
+            except (ConnectionResetError, BrokenPipeError) as exc:
+                data = b""
+                reason = str(exc)
+            else:
+                reason = "the server closed the connection"
             if not data:
-                raise ConnectionClosed("the server closed the connection")
+                self._lost()
+                raise ConnectionClosed(reason)
             self._buf += data
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
@@ -105,12 +225,16 @@ class Client:
             self._inbox.append(m)
 
     def _read_with(self, timeout: float) -> dict[str, Any]:
-        old = self.sock.gettimeout()
-        self.sock.settimeout(timeout)
+        sock = self.sock
+        if sock is None:
+            raise ConnectionClosed("not connected (the connection was lost)")
+        old = sock.gettimeout()
+        sock.settimeout(timeout)
         try:
             return self._read_frame()
         finally:
-            self.sock.settimeout(old)
+            if self.sock is sock:  # not lost meanwhile
+                sock.settimeout(old)
 
     @staticmethod
     def _checked(m: dict[str, Any]) -> dict[str, Any]:
@@ -127,11 +251,12 @@ class Client:
     # ---- requests ----------------------------------------------------------
 
     def login(self, account: int, secret: str | None = None, *, cancel_on_disconnect: bool = True) -> dict[str, Any]:
-        """Log in and wait for the reply."""
+        """Log in and wait for the reply (at a cluster shard's leader: see the class)."""
         msg: dict[str, Any] = {"type": "login", "account": account, "cancel_on_disconnect": cancel_on_disconnect}
         if secret is not None:
             msg["secret"] = secret
-        return self.request(self._send_request(msg))
+        self._login = msg
+        return self._log_in()
 
     def new_order(
         self,
@@ -216,6 +341,10 @@ class Client:
     def ping(self) -> int:
         return self._send_request({"type": "ping"})
 
+    def status(self) -> int:
+        """The node's role, shard, leader and progress (any session; docs/cluster.md)."""
+        return self._send_request({"type": "status"})
+
     def snapshot(self) -> int:
         """Ask for a snapshot now (an admin request; the reply comes once it is on disk)."""
         return self._send_request({"type": "snapshot"})
@@ -230,12 +359,56 @@ class Client:
     # ---- lifetime ----------------------------------------------------------
 
     def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        self._lost()
 
     def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClusterClient:
+    """A logged-in session with the leader of each shard of a cluster, found
+    by symbol.
+
+    Any node answers ``status`` with the directory (each shard's
+    instruments, leader and nodes); ``for_symbol`` returns the Client of the
+    shard that trades the symbol, connecting and logging in on first use.
+    Order ids are per shard: cancel and modify through the Client the order
+    was entered with.
+    """
+
+    def __init__(self, addresses: Sequence[str], account: int, secret: str | None = None, *,
+                 cancel_on_disconnect: bool = True, timeout: float | None = 10.0) -> None:
+        self._login = (account, secret, cancel_on_disconnect)
+        self._timeout = timeout
+        with Client(addresses, timeout=timeout) as any_node:
+            shards = any_node.request(any_node.status()).get("shards") or {}
+        if not shards:
+            raise ConnectionError("the node answered with no shards: is it a cluster node?")
+        self.shard_of = {symbol: name for name, s in shards.items() for symbol in s["instruments"]}
+        self._nodes = {name: [s["leader"], *s.get("nodes", {}).values()] for name, s in shards.items()}
+        self._clients: dict[str, Client] = {}
+
+    def for_symbol(self, symbol: str) -> Client:
+        shard = self.shard_of.get(symbol)
+        if shard is None:
+            raise KeyError(f"no shard trades {symbol!r}")
+        client = self._clients.get(shard)
+        if client is None:
+            nodes = list(dict.fromkeys(a for a in self._nodes[shard] if a))
+            client = self._clients[shard] = Client(nodes, timeout=self._timeout)
+            account, secret, cod = self._login
+            client.login(account, secret, cancel_on_disconnect=cod)
+        return client
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+    def __enter__(self) -> ClusterClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

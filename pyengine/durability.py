@@ -41,8 +41,8 @@ from .errors import EngineError, EngineMemoryError
 from .log import fields
 
 __all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "COVERED",
-           "journal_commands", "new_engine", "read_mark", "replay_journal", "recover", "segments", "snapshots",
-           "STOP_REASONS"]
+           "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover", "segments",
+           "snapshots", "STOP_REASONS"]
 
 log = logging.getLogger("pyengine.durability")
 
@@ -403,6 +403,23 @@ def _accept_loss(eng: Any, root: Path, report: Recovery) -> None:
         detail=report.damage.describe(), last_good_seq=before.seq, last_good_order_id=before.order_id,
         last_good_trade_id=before.trade_id, next_seq=after.seq + 1, next_order_id=after.order_id + 1,
         next_trade_id=after.trade_id + 1))
+
+
+def load_snapshot(path: str | os.PathLike[str], specs: list[Any], *, level_events: bool = False) -> tuple[Any, int]:
+    """An engine (``struct eng *``; the caller destroys it) holding the
+    snapshot file `path`, and the seq it was taken at. Raises RecoveryError
+    when the file is not a valid snapshot or names other instruments than
+    `specs`."""
+    seq_out = ffi.new("uint64_t *")
+    eng = _empty_engine(level_events)
+    rc = lib.eng_snapshot_load(eng, os.fsencode(path), seq_out)
+    if rc != lib.ENG_OK:
+        lib.eng_destroy(eng)
+        raise RecoveryError(f"{path}: not a usable snapshot ({ffi.string(lib.eng_strerror(rc)).decode()})")
+    if not _specs_equal(eng, specs):
+        lib.eng_destroy(eng)
+        raise RecoveryError(f"{path}: the snapshot's instruments differ from the configuration's")
+    return eng, int(seq_out[0])
 
 
 def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> Any:

@@ -588,11 +588,19 @@ static int route_accepted(route_router *self, const struct eng_event *ev, PyObje
     self->orders++;
     if (route_count(self->open, ev->account, 1) < 0)
         return -1;
-    if (!session)
-        return 0;
     coid = route_event_coid(ev);
     if (!coid)
         return -1;
+    if (!session) {
+        /* Nobody's yet (a replica applying its shard's log): the account's
+         * next session takes it. */
+        PyObject *r = PyObject_CallMethod(self->unclaimed, "add", "KkkO", (unsigned long long)ev->order_id,
+                                          (unsigned long)ev->instrument, (unsigned long)ev->account, coid);
+
+        rc = r ? 0 : -1;
+        Py_XDECREF(r);
+        goto out;
+    }
     closed = route_closed(session);
     if (closed < 0)
         goto out;
@@ -739,6 +747,11 @@ static int route_python(route_router *self, const struct eng_event *ev, PyObject
     case RUNNER_EV_SNAPSHOT:
         r = PyObject_CallMethod(self->dispatcher, "_snapshot_done", "OOKL", s, i, (unsigned long long)ev->seq,
                                 (long long)ev->leaves);
+        break;
+    case RUNNER_EV_STATE_HASH:
+        r = PyObject_CallMethod(self->dispatcher, "_state_hash", "KKOK", (unsigned long long)ev->seq,
+                                (unsigned long long)ev->order_id, ev->qty ? Py_True : Py_False,
+                                (unsigned long long)ev->maker_order_id);
         break;
     default:
         return 0; /* nothing the server knows: as before, ignored */

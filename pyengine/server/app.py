@@ -14,6 +14,7 @@ thread finish the commands it has, drain its events, then free it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import logging
@@ -21,6 +22,8 @@ import os
 import signal
 import socket
 import time
+from typing import TYPE_CHECKING, Any
+
 import gevent
 from gevent.event import Event
 from gevent.server import StreamServer
@@ -29,14 +32,18 @@ import orjson
 
 from .._ffi import ffi
 from .._intake import Intake
+from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
-from .engine_thread import CMD, CMD_SIZE, EngineThread
+from .engine_thread import CMD, CMD_SIZE, EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
 from .unclaimed import UnclaimedOrders
 from .session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
+
+if TYPE_CHECKING:
+    from .cluster_node import ClusterNode
 
 __all__ = ["Server", "CommandQueue"]
 
@@ -104,15 +111,38 @@ class CommandQueue:
             self._flushing = False
 
 
+def _cluster_node(config: ServerConfig) -> ClusterNode:
+    """Cluster mode's part of the server; its modules need the cluster extra."""
+    try:
+        from .cluster_node import ClusterNode
+    except ImportError as exc:
+        raise EngineError(f'cluster mode needs the cluster extra (pip install "pyengine[cluster]"): {exc}') from None
+    assert config.cluster is not None
+    return ClusterNode(config.cluster, config.data_dir)
+
+
 class Server:
     def __init__(self, config: ServerConfig) -> None:
+        if config.cluster is not None:
+            # A node serves its own shard's instruments alone.
+            mine = set(config.cluster.shard_symbols([i.symbol for i in config.instruments]))
+            config = dataclasses.replace(config, instruments=tuple(i for i in config.instruments if i.symbol in mine))
         self.config = config
         self.hub = gevent.get_hub()
+        self.cluster: ClusterNode | None = None
+        self.rejoin_reason: str | None = None  # set when a cluster node must start again as a follower
         # The port first: a port in use fails before recovery and the engine thread.
         self._listener = self._bind()
         try:
-            self.engine = EngineThread(config)
+            if config.cluster is not None:
+                self.cluster = _cluster_node(config)
+                self.engine = EngineThread(config, replica=self.cluster.prepare(
+                    [instrument_spec(i) for i in config.instruments]))
+            else:
+                self.engine = EngineThread(config)
         except BaseException:
+            if self.cluster is not None:
+                self.cluster.close()
             self._listener.close()
             raise
         self.commands = CommandQueue(self.engine)
@@ -123,7 +153,7 @@ class Server:
         self.host_logins = HostWindow(config.limits.host_logins, config.limits.host_login_window)
         self.login_checks = LoginChecks(config.login_workers, config.max_pending_logins,
                                         unmatchable_secret(a.secret for a in config.accounts), check_secret)
-        if self.engine.recovery is not None:
+        if self.engine.recovery is not None or self.engine.seq:
             # The engine is not running yet: read the recovered books directly.
             recovered = self.engine.open_orders()
             self.unclaimed = UnclaimedOrders(recovered)
@@ -135,7 +165,7 @@ class Server:
                 for side in (1, 2):
                     for price, total, count in self.engine.book_levels(inst, side):
                         self.marketdata.level(inst, side, price, total, count)
-        elif not self.config.data_dir:
+        if not self.config.data_dir and self.cluster is None:
             log.warning("no_journal", extra=fields(
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
@@ -175,6 +205,8 @@ class Server:
         self._greenlets.append(gevent.spawn(self._flusher))
         self._listener.start()
         self.address = self._listener.address[:2]
+        if self.cluster is not None:
+            self.cluster.start(self, self.config.cluster.advertise or f"{self.address[0]}:{self.address[1]}")
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(self._stats_loop))
         if self.config.limits.idle_timeout > 0:
@@ -228,6 +260,27 @@ class Server:
         self.failed = True
         gevent.spawn(self.stop)
 
+    def node_identity(self) -> dict[str, Any]:
+        """Who answers: node, shard and role (a single server: "standalone")."""
+        if self.cluster is None:
+            return {"node": None, "shard": None, "role": "standalone"}
+        c = self.cluster.cluster
+        return {"node": c.node, "shard": c.shard, "role": self.cluster.status()["role"]}
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` reply: the node's place in its shard, and how far it is."""
+        if self.cluster is not None:
+            return self.cluster.status()
+        return {"node": None, "shard": None, "role": "standalone", "leader": None,
+                "commands": self.engine.stats()["commands"]}
+
+    def rejoin(self, reason: str) -> None:
+        """Cluster mode: this node no longer leads (or cannot follow): stop,
+        and let the command line start it again as a follower."""
+        if self.rejoin_reason is None:
+            self.rejoin_reason = reason
+            gevent.spawn(self.stop)
+
     def _on_signal(self, sig: int) -> None:
         log.info("signal", extra=fields(signal=signal.Signals(sig).name))
         gevent.spawn(self.stop)
@@ -251,6 +304,8 @@ class Server:
             dispatcher.join(timeout=max(0.1, deadline - time.monotonic()))
         gevent.killall(self._greenlets[1:], timeout=1)
         self.login_checks.close()
+        if self.cluster is not None:
+            self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
         self.engine.close()
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))

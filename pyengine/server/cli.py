@@ -3,6 +3,7 @@
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
                     [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
+                    [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
                                        # ask a running server for a snapshot
@@ -13,7 +14,8 @@ instruments, no authentication, nothing journaled) on 127.0.0.1:7001. With
 start recovers the state the directory holds. It refuses to start when the
 journal is damaged before its end (the error says where and what follows);
 --accept-journal-loss starts all the same, without the commands after the
-damage, numbering above everything issued before.
+damage, numbering above everything issued before. With --nats it is one node
+of a replicated shard (docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import sys
 
 from ..errors import EngineError
 from ..log import LEVELS, fields, setup_logging
+from ..cluster.config import ClusterConfig
 from .config import FSYNC_POLICIES, ConfigError, ServerConfig, check_config, hash_secret, load_config
 
 log = logging.getLogger("pyengine.server")
@@ -48,6 +51,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="start even when the journal is damaged before its end: set aside what follows the "
                    "damage (acknowledged commands among it are lost) and number above the high-water mark")
     p.add_argument("--log-level", choices=LEVELS, help="default: $PYENGINE_LOG or info")
+    c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
+    c.add_argument("--nats", metavar="URL[,URL...]", help="the NATS servers: run as one node of a replicated shard")
+    c.add_argument("--shard", metavar="NAME", help="this node's shard (its instruments: [cluster.instruments])")
+    c.add_argument("--node", metavar="NAME", help="this node's name, unique within its shard")
 
 
 def build_config(args: argparse.Namespace) -> ServerConfig:
@@ -64,7 +71,17 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "snapshot_every": args.snapshot_every,
         "accept_journal_loss": args.accept_journal_loss,
     }
-    return check_config(dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}))
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    cluster = {
+        "nats": tuple(u.strip() for u in args.nats.split(",")) if args.nats else None,
+        "shard": args.shard,
+        "node": args.node,
+    }
+    if config.cluster is not None or any(v is not None for v in cluster.values()):
+        base = config.cluster or ClusterConfig()
+        config = dataclasses.replace(config, cluster=dataclasses.replace(
+            base, **{k: v for k, v in cluster.items() if v is not None}))
+    return check_config(config)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -87,6 +104,13 @@ def serve(args: argparse.Namespace) -> int:
         log.error("cannot_serve", extra=fields(error=str(exc)))
         server.stop()
         return 1
+    if server.rejoin_reason is not None:
+        # A node that stopped leading starts again as a follower, from the
+        # shard's log: nothing of its old engine is kept. Same address.
+        log.warning("restarting", extra=fields(reason=server.rejoin_reason))
+        logging.shutdown()
+        port = ["--port", str(server.address[1])] if server.address else []
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:], *port])
     return 1 if server.failed else 0
 
 

@@ -52,6 +52,8 @@ A file looks like this (every key optional, defaults as shown)::
     secret = "pbkdf2_sha256$100000$<salt hex>$<hash hex>"   # pyengine-server hash-secret
     admin = false
 
+    [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
+
 Unknown keys are errors, so a typo does not silently fall back to a default.
 """
 
@@ -66,6 +68,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from ..cluster.config import ClusterConfig, check_cluster, cluster_from_table
 
 __all__ = [
     "ConfigError",
@@ -157,6 +161,7 @@ class ServerConfig:
     keep_segments: bool = False
     accept_journal_loss: bool = False
     limits: LimitsConfig = LimitsConfig()
+    cluster: ClusterConfig | None = None  # None: one server alone (no NATS)
 
     @property
     def auth_required(self) -> bool:
@@ -258,7 +263,7 @@ FSYNC_POLICIES = ("always", "batch", "off")
 
 
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
-    _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts"})
+    _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts", "cluster"})
     server = data.get("server", {})
     engine = data.get("engine", {})
     durability = data.get("durability", {})
@@ -295,6 +300,9 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
             kw[key] = _typed("[durability]", key, durability[key], bool)
     if "limits" in data:
         kw["limits"] = _limits(data["limits"])
+    if "cluster" in data:
+        kw["cluster"] = ClusterConfig(**cluster_from_table(_typed("top level", "cluster", data["cluster"], dict),
+                                                           ConfigError))
     if "instruments" in data:
         instruments = tuple(_instrument(i, t) for i, t in enumerate(data["instruments"]))
         if not instruments:
@@ -302,14 +310,18 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         kw["instruments"] = instruments
     if "accounts" in data:
         kw["accounts"] = tuple(_account(i, t) for i, t in enumerate(data["accounts"]))
-    return check_config(ServerConfig(**kw))
+    return check_config(ServerConfig(**kw), partial=True)
 
 
-def check_config(config: ServerConfig) -> ServerConfig:
-    """Raise ConfigError for values no server can run with."""
+def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig:
+    """Raise ConfigError for values no server can run with (`partial`: a
+    file's, which the command line may complete: a cluster node's NATS
+    servers, shard and node)."""
     symbols = [i.symbol for i in config.instruments]
     if len(set(symbols)) != len(symbols):
         raise ConfigError("instruments: a symbol appears twice")
+    if config.cluster is not None:
+        check_cluster(config.cluster, symbols, ConfigError, partial=partial)
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"[server]: port {config.port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:

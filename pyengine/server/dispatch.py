@@ -248,7 +248,14 @@ class Dispatcher:
         if err:
             session.error("snapshot_failed", f"the snapshot at seq {seq} failed: {os.strerror(err)}", info[1])
         else:
-            session.reply({"type": "snapshot", "req_id": info[1], "seq": seq, "path": engine.snapshot_path(seq)})
+            where = self.server.cluster.snapshot_name(seq) if self.server.cluster else engine.snapshot_path(seq)
+            session.reply({"type": "snapshot", "req_id": info[1], "seq": seq, "path": where})
+
+    def _state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
+        """A replica's state hash: a checkpoint it wrote, or one of the
+        leader's it checked (cluster mode)."""
+        if self.server.cluster is not None:
+            self.server.cluster.state_hash(seq, value, checked, expected)
 
     @staticmethod
     def _mass_part_done(session: Session, state: MassCancelState) -> None:

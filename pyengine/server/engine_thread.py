@@ -61,23 +61,32 @@ def effective_spin_us(config: ServerConfig) -> int:
 
 class EngineThread:
     """One engine and its thread; created stopped, with its instruments and,
-    with a data directory, the state recovered from it."""
+    with a data directory, the state recovered from it.
 
-    def __init__(self, config: ServerConfig) -> None:
+    In cluster mode (`replica`: the engine ``struct eng *`` the shard's state
+    was loaded into, which this object then owns) the replicated log takes
+    the journal's place: the runner's replication stage is on, and the data
+    directory, if any, is only locked (it caches snapshots)."""
+
+    def __init__(self, config: ServerConfig, *, replica: Any = None) -> None:
         self._eng: Any = ffi.NULL
         self._runner: Any = ffi.NULL
         self._lock: DataDirLock | None = None
-        self.journaling = config.data_dir is not None
+        self.replicating = replica is not None
+        self.journaling = config.data_dir is not None and not self.replicating
         self.data_dir = config.data_dir
         self.recovery: Recovery | None = None
         self.symbols = [inst.symbol for inst in config.instruments]
         self.instrument_ids = {symbol: i for i, symbol in enumerate(self.symbols)}
         specs = [instrument_spec(inst) for inst in config.instruments]
         try:
-            if config.data_dir is None:
+            if config.data_dir is not None:
+                self._lock = DataDirLock(config.data_dir)
+            if replica is not None:
+                self._eng = replica
+            elif config.data_dir is None:
                 self._eng = new_engine(specs, level_events=True)  # market data is built from level events
             else:
-                self._lock = DataDirLock(config.data_dir)
                 self._eng, self.recovery = recover(config.data_dir, specs, level_events=True,
                                                    accept_loss=config.accept_journal_loss)
                 self._log_recovery(self.recovery)
@@ -86,11 +95,13 @@ class EngineThread:
             rc.spin_us = self.spin_us = effective_spin_us(config)
             rc.in_capacity = config.in_capacity
             rc.out_capacity = config.out_capacity
-            journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if config.data_dir else ffi.NULL
+            journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if self.journaling else ffi.NULL
             rc.journal_dir = journal_dir  # copied by runner_create
             rc.fsync = _FSYNC[config.fsync]
             rc.keep_segments = int(config.keep_segments)
-            rc.snapshot_every = config.snapshot_every
+            # A replica's leader asks for its snapshots itself (cluster_node.py).
+            rc.snapshot_every = 0 if self.replicating else config.snapshot_every
+            rc.replicate = int(self.replicating)
             self._runner = lib.runner_create(self._eng, rc)
             if self._runner == ffi.NULL:
                 raise EngineError(
@@ -139,6 +150,16 @@ class EngineThread:
         """Each instrument's trading state (0 open, 1 halted); only before start()."""
         return [lib.eng_instrument_state(self._eng, i) for i in range(len(self.symbols))]
 
+    @property
+    def runner(self) -> Any:
+        """The C runner (``struct runner *``), for the replication consumer."""
+        return self._runner
+
+    @property
+    def seq(self) -> int:
+        """The engine's last seq; only before start()."""
+        return int(lib.eng_seq(self._eng))
+
     def start(self) -> None:
         if lib.runner_start(self._runner) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")
@@ -177,6 +198,7 @@ class EngineThread:
             "snapshots": s.snapshots,
             "snapshot_seq": s.snapshot_seq,
             "journal_errno": s.journal_errno,
+            "replicated": s.replicated,
         }
 
     def snapshot_path(self, seq: int) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "Ping",
     "Snapshot",
     "SetTradingState",
+    "Status",
     "Request",
 ]
 
@@ -62,12 +63,14 @@ class FrameError(Exception):
 
 
 class RequestError(Exception):
-    """A message that cannot be carried out; reply ``error``, keep going."""
+    """A message that cannot be carried out; reply ``error`` (with the
+    fields of `extra` too), keep going."""
 
-    def __init__(self, code: str, message: str, req_id: Any = None) -> None:
+    def __init__(self, code: str, message: str, req_id: Any = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.req_id = req_id
+        self.extra = extra
 
 
 class FrameReader:
@@ -174,6 +177,10 @@ class Snapshot(NamedTuple):
     req_id: Any
 
 
+class Status(NamedTuple):
+    req_id: Any
+
+
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
@@ -183,7 +190,7 @@ class SetTradingState(NamedTuple):
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
-           | SetTradingState)
+           | SetTradingState | Status)
 
 _SIDES = frozenset(("buy", "sell"))
 _ORDER_TYPES = frozenset(("limit", "market"))
@@ -348,6 +355,7 @@ _PARSERS = {
     "unsubscribe": lambda m, r: Unsubscribe(r, _str(m, "symbol", r)),
     "ping": lambda m, r: Ping(r),
     "snapshot": lambda m, r: Snapshot(r),
+    "status": lambda m, r: Status(r),
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
 }

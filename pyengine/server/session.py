@@ -38,6 +38,7 @@ from .protocol import (
     Snapshot,
     RequestError,
     SetTradingState,
+    Status,
     Subscribe,
     Unsubscribe,
     encode,
@@ -110,8 +111,8 @@ class Session:
     def reply(self, message: dict[str, Any]) -> None:
         self.send(encode(message))
 
-    def error(self, code: str, message: str, req_id: Any = None) -> None:
-        self.reply({"type": "error", "req_id": req_id, "code": code, "message": message})
+    def error(self, code: str, message: str, req_id: Any = None, extra: dict[str, Any] | None = None) -> None:
+        self.reply({"type": "error", "req_id": req_id, "code": code, "message": message, **(extra or {})})
 
     def flush(self) -> None:
         """Write what is queued without blocking. The socket is non-blocking
@@ -218,12 +219,14 @@ class Session:
                 self.snapshot(req)
             elif type(req) is SetTradingState:
                 self.set_trading_state(req)
+            elif type(req) is Status:
+                self.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
         except RequestError as exc:
             self._request_error(exc)
 
     def _request_error(self, exc: RequestError) -> None:
         log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
-        self.error(exc.code, str(exc), exc.req_id)
+        self.error(exc.code, str(exc), exc.req_id, exc.extra)
 
     def _over_rate_error(self, req_id: Any) -> RequestError:
         return RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second", req_id)
@@ -260,6 +263,12 @@ class Session:
     def login(self, req: Login) -> None:
         if self.account is not None:
             raise RequestError("already_logged_in", f"this session is logged in as account {self.account}", req.req_id)
+        cluster = self.server.cluster
+        if cluster is not None and not cluster.leading:
+            leader = cluster.leader_address()
+            raise RequestError("not_leader", f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
+                               + (f"its leader is at {leader}" if leader else "it has no leader right now: try again"),
+                               req.req_id, {"leader": leader})
         if self.server.config.auth_required:
             try:
                 self.admin = self._authenticate(req)
@@ -283,6 +292,7 @@ class Session:
                 "admin": admin,
                 "cancel_on_disconnect": req.cancel_on_disconnect,
                 "claimed_orders": claimed,
+                **self.server.node_identity(),
             }
         )
 
@@ -436,7 +446,7 @@ class Session:
 
     def snapshot(self, req: Snapshot) -> None:
         self._admin(req.req_id, "ask for a snapshot")
-        if not self.server.engine.journaling:
+        if not self.server.engine.journaling and not self.server.engine.replicating:
             raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
                                req.req_id)
         self.server.commands.add(SNAPSHOT_COMMAND, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NO_COID,

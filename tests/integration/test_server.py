@@ -51,7 +51,10 @@ def test_login_and_ping(server: RunningServer) -> None:
             c.request(c.new_order(ES, "buy", 1, 450_000))
         assert info.value.code == "not_logged_in"
         assert c.login(5) == {"type": "logged_in", "req_id": 3, "account": 5, "admin": True,
-                              "cancel_on_disconnect": True, "claimed_orders": 0}
+                              "cancel_on_disconnect": True, "claimed_orders": 0,
+                              "node": None, "shard": None, "role": "standalone"}
+        assert c.request(c.status()) == {"type": "status", "req_id": 4, "node": None, "shard": None,
+                                         "role": "standalone", "leader": None, "commands": 0}
         with pytest.raises(ServerError) as info:
             c.login(6)
         assert info.value.code == "already_logged_in"

@@ -65,6 +65,7 @@ from pyengine.server.protocol import (
     RequestError,
     SetTradingState,
     Snapshot,
+    Status,
     Subscribe,
     Unsubscribe,
     encode,
@@ -97,6 +98,7 @@ KINDS = (
     "subscribe",
     "unsubscribe",
     "snapshot",
+    "status",
     "halt",
     "resume",
 )
@@ -110,6 +112,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "subscribe": ("symbol",),
     "unsubscribe": ("symbol",),
     "snapshot": (),
+    "status": (),
     "halt": ("symbol",),
     "resume": ("symbol",),
 }
@@ -543,6 +546,7 @@ MODELS: dict[str, Callable[[_Fields], Expected]] = {
     "unsubscribe": _model_unsubscribe,
     "ping": lambda f: f.result(lambda: Ping(f.req_id)),
     "snapshot": lambda f: f.result(lambda: Snapshot(f.req_id)),
+    "status": lambda f: f.result(lambda: Status(f.req_id)),
     "halt": _model_trading_state(True),
     "resume": _model_trading_state(False),
 }
@@ -806,7 +810,7 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         msg["symbol"] = symbol = draw(symbols)
         request = SetTradingState(req_id, symbol, kind == "halt")
     else:
-        request = (Ping if kind == "ping" else Snapshot)(req_id)
+        request = {"ping": Ping, "snapshot": Snapshot, "status": Status}[kind](req_id)
     return msg, request
 
 

@@ -1,0 +1,263 @@
+"""Cluster mode, the server's side of it (docs/cluster.md).
+
+Before the engine thread exists, ``prepare`` connects to NATS on a thread of
+its own and builds this node's engine from the shard's newest snapshot (or
+empty). Once the server runs, the shard's ``Replica`` (on that thread)
+follows the log and calls back here, on the gevent thread, through a
+mailbox: records to apply, promotion, the loss of leadership.
+
+- Applying the log: the records go into the engine thread's input ring as
+  they are (``runner_submit_log`` checks their checksums and sequence); when
+  the ring is full the rest waits here and goes in a moment later.
+- Promotion: orders are taken only once every record of the log before the
+  promotion is in the ring, so a session's first command is sequenced after
+  all of them. A leader writes a state-hash checkpoint into the log every
+  ``checkpoint_interval`` and a snapshot every ``snapshot_every`` commands.
+- Losing leadership: the server stops and starts again in the same process
+  image (``os.execv``) as a follower, so nothing of the old term survives.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from .._ffi import ffi, lib
+from ..cluster import snapshots
+from ..cluster.bridge import LoopThread, Mailbox
+from ..cluster.config import ClusterConfig
+from ..cluster.link import Link, connect, patiently
+from ..cluster.replica import STOPPED, Position, Replica
+from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, stream_name
+from ..durability import RecoveryError, load_snapshot, new_engine
+from ..log import fields
+
+if TYPE_CHECKING:
+    from .app import Server
+
+__all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
+
+log = logging.getLogger("pyengine.server")
+
+LOG_TAG = 0  # commands from the log belong to no session
+STATE_HASH_COMMAND = lib.RUNNER_CTL_STATE_HASH
+
+
+class ClusterNode:
+    def __init__(self, cluster: ClusterConfig, data_dir: str | None) -> None:
+        self.cluster = cluster
+        self.loop = LoopThread(f"pyengine-nats-{cluster.node}")
+        self.link: Link | None = None
+        self.replica: Replica | None = None
+        self.server: Server | None = None
+        self.mailbox: Mailbox | None = None
+        self.leading = False
+        self.checkpoint: tuple[int, int] | None = None  # (seq, hash) of the last checkpoint or check
+        self.checks_failed = 0
+        self._cache = Path(data_dir) / "snapshots" if data_dir else Path(tempfile.mkdtemp(prefix="pyengine-snap-"))
+        self._position = Position(0, 1)
+        self._backlog: collections.deque[memoryview] = collections.deque()
+        self._pump_scheduled = False
+        self._promotion: int | None = None  # term, while the backlog drains
+        self._greenlets: list[gevent.Greenlet] = []
+        self._next_seq = ffi.new("uint64_t *")
+        self._taken = ffi.new("size_t *")
+
+    # ---- before the engine thread ----------------------------------------------
+
+    def prepare(self, specs: list[Any]) -> Any:
+        """Connect, and return this node's engine (``struct eng *``, the
+        caller's): the shard's newest snapshot, or empty."""
+        self.loop.start()
+        self.link = link = self.loop.run(connect(self.cluster))
+        shard = self.cluster.shard
+        ref = self.loop.run(patiently("the newest snapshot", lambda: snapshots.newest(link.snapshots, shard)))
+        info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
+        first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        if ref is None:
+            eng, self._position = new_engine(specs, level_events=True), Position(0, 1)
+        else:
+            path = self.loop.run(patiently(f"snapshot {ref.name}",
+                                           lambda: snapshots.fetch(link.snapshots, ref, self._cache)))
+            eng, seq = load_snapshot(path, specs, level_events=True)
+            self._position = Position(ref.stream_seq, seq + 1)
+        if first > self._position.stream_seq + 1:
+            lib.eng_destroy(eng)
+            raise RecoveryError(f"the log of shard {self.cluster.shard} starts at message {first}, but the newest "
+                                f"snapshot only reaches message {self._position.stream_seq}")
+        log.info("cluster_state", extra=fields(shard=self.cluster.shard, node=self.cluster.node,
+                                               snapshot=ref.name if ref else None,
+                                               seq=self._position.next_seq - 1, log_from=self._position.stream_seq + 1,
+                                               log_to=info.state.last_seq))
+        return eng
+
+    # ---- running ------------------------------------------------------------------
+
+    def start(self, server: Server, address: str) -> None:
+        assert self.link is not None
+        self.server = server
+        self.mailbox = Mailbox()
+        self.mailbox.start()
+        self._next_seq[0] = self._position.next_seq
+        self.replica = Replica(self.cluster, self.link, server.engine.runner, _Posted(self, self.mailbox),
+                               self._position, address, tuple(server.engine.symbols))
+        self.loop.run(self.replica.start())
+
+    @property
+    def role(self) -> str:
+        return self.replica.role if self.replica is not None else "starting"
+
+    def snapshot_name(self, seq: int) -> str:
+        """Where the leader's snapshot at `seq` is stored (the object store)."""
+        name = self.replica.snapshot_names.get(seq) if self.replica is not None else None
+        return f"{SNAPSHOT_BUCKET}/{name}" if name else f"{SNAPSHOT_BUCKET} (not stored)"
+
+    def leader_address(self) -> str | None:
+        """Where order entry goes now, when known."""
+        return self.replica.status()["leader"] if self.replica is not None else None
+
+    def status(self) -> dict[str, Any]:
+        st = self.replica.status() if self.replica is not None else {}
+        st["role"] = "leader" if self.leading else ("stopped" if st.get("role") == STOPPED else "follower")
+        st["checkpoint"] = {"seq": self.checkpoint[0], "hash": f"{self.checkpoint[1]:016x}"} if self.checkpoint else None
+        st["checks_failed"] = self.checks_failed
+        return st
+
+    def close(self) -> None:
+        for g in self._greenlets:
+            g.kill(block=False)
+        if self.replica is not None:
+            try:
+                self.loop.run(self.replica.stop(), timeout=5)
+            except Exception:
+                log.exception("replica_stop_failed")
+        if self.link is not None:
+            try:
+                self.loop.run(self.link.close(), timeout=5)
+            except Exception:
+                log.exception("nats_close_failed")
+        self.loop.stop()
+        if self.mailbox is not None:
+            self.mailbox.close()
+
+    # ---- the replica's calls (gevent thread) ----------------------------------------
+
+    def apply_log(self, body: bytes) -> None:
+        if len(body) % RECORD_SIZE:
+            self._fatal(f"a log message of {len(body)} bytes is not whole records")
+            return
+        self._backlog.append(memoryview(body))
+        self._pump()
+
+    def _pump(self) -> None:
+        self._pump_scheduled = False
+        assert self.server is not None
+        runner = self.server.engine.runner
+        while self._backlog:
+            body = self._backlog[0]
+            n = len(body) // RECORD_SIZE
+            rc = lib.runner_submit_log(runner, ffi.from_buffer("struct jnl_record[]", body), n, LOG_TAG,
+                                       self._taken, self._next_seq)
+            if rc != lib.ENG_OK:
+                self._fatal(f"the log holds a damaged or out-of-sequence record before seq {self._next_seq[0]}")
+                return
+            taken = int(self._taken[0])
+            if taken < n:
+                # The engine thread's input ring is full: the rest in a moment.
+                self._backlog[0] = body[taken * RECORD_SIZE:]
+                if not self._pump_scheduled:
+                    self._pump_scheduled = True
+                    gevent.spawn_later(0.0005, self._pump)
+                return
+            self._backlog.popleft()
+        if self._promotion is not None:
+            self._open(self._promotion)
+
+    def promoted(self, term: int) -> None:
+        self._promotion = term
+        if not self._backlog:
+            self._open(term)
+
+    def _open(self, term: int) -> None:
+        self._promotion = None
+        self.leading = True
+        log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
+                                               seq=int(self._next_seq[0]) - 1))
+        if self.cluster.checkpoint_interval > 0:
+            self._greenlets.append(gevent.spawn(self._checkpoints))
+        assert self.server is not None
+        if self.server.config.snapshot_every:
+            self._greenlets.append(gevent.spawn(self._snapshots, self.server.config.snapshot_every))
+
+    def lost_leadership(self, reason: str) -> None:
+        self.leading = False
+        assert self.server is not None
+        self.server.rejoin(reason)
+
+    def _fatal(self, why: str) -> None:
+        log.error("log_unusable", extra=fields(shard=self.cluster.shard, node=self.cluster.node, why=why))
+        if self.replica is not None:
+            self.replica.diverged = True
+        assert self.server is not None
+        self.server.rejoin(why)
+
+    # ---- the leader's checkpoints and snapshots ---------------------------------------
+
+    def _control(self, command: int) -> None:
+        assert self.server is not None
+        self.server.commands.add(command, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, bytes(16), LOG_TAG)
+        self.server.commands.flush()
+
+    def _checkpoints(self) -> None:
+        while self.leading:
+            gevent.sleep(self.cluster.checkpoint_interval)
+            if self.leading:
+                self._control(STATE_HASH_COMMAND)
+
+    def _snapshots(self, every: int) -> None:
+        assert self.server is not None
+        engine = self.server.engine
+        last = engine.stats()["commands"]
+        while self.leading:
+            gevent.sleep(1.0)
+            now = engine.stats()["commands"]
+            if now - last >= every:
+                last = now
+                self._control(lib.RUNNER_CTL_SNAPSHOT)
+
+    def state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
+        """A RUNNER_EV_STATE_HASH from the engine thread."""
+        self.checkpoint = (seq, value)
+        if not checked:
+            log.debug("checkpoint", extra=fields(seq=seq, hash=f"{value:016x}"))
+        elif value == expected:
+            log.debug("state_hash_checked", extra=fields(seq=seq, hash=f"{value:016x}"))
+        else:
+            self.checks_failed += 1
+            if self.replica is not None:
+                self.replica.diverged = True
+            log.error("state_diverged", extra=fields(shard=self.cluster.shard, node=self.cluster.node, seq=seq,
+                                                     hash=f"{value:016x}", leader_hash=f"{expected:016x}"))
+
+
+class _Posted:
+    """The ReplicaHost the replica sees: each call goes to the gevent thread."""
+
+    def __init__(self, node: ClusterNode, mailbox: Mailbox) -> None:
+        self._node = node
+        self._mailbox = mailbox
+
+    def apply_log(self, body: bytes) -> None:
+        self._mailbox.post(self._node.apply_log, body)
+
+    def promoted(self, term: int) -> None:
+        self._mailbox.post(self._node.promoted, term)
+
+    def lost_leadership(self, reason: str) -> None:
+        self._mailbox.post(self._node.lost_leadership, reason)
+

