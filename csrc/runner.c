@@ -139,53 +139,43 @@ fail:
 
 /* ---- engine thread -------------------------------------------------------- */
 
-/* Push every event to the output ring, waiting for room when it is full. */
-static void publish(struct runner *r, const struct runner_event *evs, size_t n)
+/*
+ * Push all `n` records of `items` into `ring`, waking its consumer (which
+ * says it sleeps in `asleep` and waits on `fd`); when the ring is full the
+ * consumer is behind (the dispatcher, the disk, the log): back off without
+ * burning a core until there is room, or the consumer is gone.
+ */
+static void push_all(struct runner *r, struct ring *ring, const void *items, size_t n, _Atomic int *asleep,
+                     int fd)
 {
-    while (n) {
-        size_t k = ring_push(&r->out, evs, n);
-        evs += k;
-        n -= k;
-        wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-        if (n) {
-            if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
-                return;
-            nap_us(20); /* full: the consumer is behind; back off without burning a core */
-        }
-    }
-}
+    const char *p = items;
 
-/* Hand items to the journal thread, waiting for room when its ring is full. */
-static void journal_push(struct runner *r, const struct jnl_item *items, size_t n)
-{
     while (n) {
-        size_t k = ring_push(&r->jnl, items, n);
-        items += k;
+        size_t k = ring_push(ring, p, n);
+        p += k * ring->elem;
         n -= k;
-        wake_if_sleeping(&r->journal_sleep.asleep, r->journal_sleep.fd);
-        if (n) {
-            if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
-                return;
-            nap_us(20); /* the disk is behind */
-        }
-    }
-}
-
-/* Hand items to the replication consumer, waiting for room when its ring is
-   full (the log is behind). */
-static void repl_push(struct runner *r, const struct jnl_item *items, size_t n)
-{
-    while (n) {
-        size_t k = ring_push(&r->repl, items, n);
-        items += k;
-        n -= k;
-        wake_if_sleeping(&r->repl_waiting, r->repl_fd);
+        wake_if_sleeping(asleep, fd);
         if (n) {
             if (atomic_load_explicit(&r->abandon, memory_order_relaxed))
                 return;
             nap_us(20);
         }
     }
+}
+
+static void publish(struct runner *r, const struct runner_event *evs, size_t n)
+{
+    push_all(r, &r->out, evs, n, &r->consumer_waiting, r->out_fd);
+}
+
+static void journal_push(struct runner *r, const struct jnl_item *items, size_t n)
+{
+    push_all(r, &r->jnl, items, n, &r->journal_sleep.asleep, r->journal_sleep.fd);
+}
+
+static void repl_push(struct runner *r, const struct jnl_item *items, size_t n)
+{
+    push_all(r, &r->repl, items, n, &r->repl_waiting, r->repl_fd);
 }
 
 /* Hand the staged items to the journal thread and the replication stage. */

@@ -29,14 +29,11 @@ import json
 import multiprocessing as mp
 import os
 import platform
-import re
 import selectors
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from multiprocessing.connection import Connection
@@ -47,6 +44,7 @@ import orjson
 
 from pyengine.client import Client
 from pyengine.server.config import hash_secret
+from pyengine.server.process import ServerProcess, ServerStartError
 
 _HEADER = struct.Struct(">I")
 PROBE_ACCOUNT, STORM_ACCOUNT = 1, 2
@@ -67,29 +65,12 @@ def config_text(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def start_server(config: Path, extra: list[str]) -> tuple[subprocess.Popen[str], int]:
-    cmd = [sys.executable, "-m", "pyengine.server.cli", "--config", str(config), "--port", "0",
-           "--engine-cpu", "-1", "--stats-interval", "0", *extra]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-    lines: list[str] = []
-    port: list[int] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            m = re.search(r"event=listening .*port=(\d+)", line)
-            if m:
-                port.append(int(m.group(1)))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not ready.wait(30) or not port:
-        proc.kill()
-        raise SystemExit("the server did not start:\n" + "".join(lines))
-    return proc, port[0]
+def start_server(config: Path, extra: list[str], workdir: Path) -> ServerProcess:
+    try:
+        return ServerProcess(["--config", str(config), "--port", "0", "--engine-cpu", "-1", "--stats-interval", "0",
+                              *extra], workdir / "server.log")
+    except ServerStartError as exc:
+        raise SystemExit(str(exc)) from None
 
 
 def probe(port: int, interval: float, stop: Any, out: Connection) -> None:
@@ -196,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "storm.toml"
         config.write_text(config_text(args))
-        proc, port = start_server(config, args.server_args)
+        server = start_server(config, args.server_args, Path(tmp))
+        port = server.port
         try:
             ctx = mp.get_context("spawn")
             stop = ctx.Event()
@@ -212,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             samples: list[tuple[float, float]] = mine.recv()
             prober.join(10)
         finally:
-            proc.terminate()
-            proc.wait(10)
+            server.stop()
     before = [rtt for t, rtt in samples if t + rtt <= start]
     during = [rtt for t, rtt in samples if t < last and t + rtt > start]  # in flight at some time of the storm
     result = {

@@ -38,7 +38,6 @@ import json
 import multiprocessing as mp
 import os
 import random
-import re
 import select
 import shutil
 import signal
@@ -53,6 +52,8 @@ from typing import Any
 
 import orjson
 from hdrh.histogram import HdrHistogram
+
+from pyengine.server.process import ServerProcess, ServerStartError
 
 # The tools' shared modules sit beside this file (not on the path under
 # PYTHONSAFEPATH, as the tests run it).
@@ -349,48 +350,23 @@ def cpu_list(text: str) -> set[int]:
     return cpus
 
 
-class SpawnedServer:
-    """A local pyengine-server for the run, its log in a file of its own.
+def spawn_server(extra: list[str], workdir: str) -> ServerProcess:
+    """A local pyengine-server for the run; one that fails shows why."""
+    try:
+        return ServerProcess(["--port", "0", "--stats-interval", "0", *extra], os.path.join(workdir, "server.log"))
+    except ServerStartError as exc:
+        raise SystemExit(f"the spawned server did not start: {exc}") from None
 
-    A server that does not come up, or exits badly, shows why: the end of
-    its log goes to stderr.
-    """
 
-    LISTENING = re.compile(r"event=listening .*port=(\d+)")
-
-    def __init__(self, extra: list[str], workdir: str, timeout: float = 30.0) -> None:
-        self.log_path = os.path.join(workdir, "server.log")
-        cmd = [sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--stats-interval", "0", *extra]
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log)
-        deadline = time.monotonic() + timeout
-        while (m := self.LISTENING.search(self.log())) is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.proc.kill()
-                code = self.proc.wait()
-                raise SystemExit(f"the spawned server did not start (exit code {code}); "
-                                 f"{' '.join(cmd)}\n{self.tail()}")
-            time.sleep(0.05)
-        self.port = int(m.group(1))
-
-    def log(self) -> str:
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
-
-    def stop(self) -> int:
-        """SIGTERM and wait; the end of the log on stderr if it exited badly."""
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        if code != 0:
-            print(f"the spawned server exited with code {code}:\n{self.tail()}", file=sys.stderr)
-        return code
+def stop_server(server: ServerProcess) -> int:
+    """SIGTERM and wait; the end of its log on stderr if it exited badly."""
+    try:
+        code = server.stop(30)
+    except subprocess.TimeoutExpired:
+        code = -9
+    if code != 0:
+        print(f"the spawned server exited with code {code}:\n{server.tail()}", file=sys.stderr)
+    return code
 
 
 def summarize(h: HdrHistogram) -> dict[str, float]:
@@ -541,14 +517,14 @@ def main(argv: list[str] | None = None) -> int:
     workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server else None
     if args.spawn_server:
         extra = ["--data-dir", os.path.join(workdir, "data"), "--fsync", args.spawn_fsync] if args.spawn_fsync else []
-        server = SpawnedServer(extra + args.server_arg, workdir)
+        server = spawn_server(extra + args.server_arg, workdir)
         args.port = server.port
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
                         args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll)
         result = run(params)
     finally:
-        server_code = server.stop() if server is not None else 0
+        server_code = stop_server(server) if server is not None else 0
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
     if args.plot:

@@ -12,13 +12,11 @@ it hopes to win.
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -69,7 +67,7 @@ class GatedServer(RunningServer):
     def release(self, n: int = 1) -> None:
         """Let `n` held secret checks go on."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write("\n" * n)
+        self.proc.stdin.write(b"\n" * n)
         self.proc.stdin.flush()
 
     def wait_lines(self, event: str, n: int, timeout: float = 10.0) -> list[str]:
@@ -100,21 +98,11 @@ def gated_server(tmp_path: Path) -> Iterator[Callable[[str], GatedServer]]:
     def start(config: str) -> GatedServer:
         path = tmp_path / f"gated-{len(started)}.toml"
         path.write_text(config)
-        cmd = [sys.executable, "-c", _GATED_MAIN, "--port", "0", "--engine-cpu", "-1", "--stats-interval", "0",
-               "--log-level", "debug", "--config", str(path)]
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                text=True, env=dict(os.environ, PYTHONSAFEPATH="1"))
-        lines: list[str] = []
-
-        def pump() -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                lines.append(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-        server = GatedServer(proc, 0, lines)
+        args = ["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0", "--log-level", "debug",
+                "--config", str(path)]
+        server = GatedServer(args, tmp_path / f"gated-{len(started)}.log", timeout=20, stdin=subprocess.PIPE,
+                             launcher=("-c", _GATED_MAIN))
         started.append(server)
-        server.port = int(re.search(r"port=(\d+)", server.wait_log(r"event=listening", 20)).group(1))  # type: ignore[union-attr]
         return server
 
     yield start
