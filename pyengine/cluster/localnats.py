@@ -105,11 +105,12 @@ class LocalNats:
     """`size` nats-server processes forming one JetStream cluster on loopback."""
 
     def __init__(self, workdir: str | Path, size: int = 3, ports: list[int] | None = None,
-                 name: str = "pyengine") -> None:
+                 name: str = "pyengine", detached: bool = False) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one server")
         self.workdir = Path(workdir)
         self.cluster = name
+        self.detached = detached  # in a session of their own: they outlive this process
         ports = ports or free_ports(3 * size)
         if len(ports) != 3 * size:
             raise ValueError(f"{size} servers need {3 * size} ports (client, route, monitoring each)")
@@ -139,7 +140,7 @@ class LocalNats:
         config = self._config(node)
         with open(node.store / "server.log", "ab") as out:
             node.proc = subprocess.Popen([nats_server_path(), "-c", str(config)], stdout=out,
-                                         stderr=subprocess.STDOUT)
+                                         stderr=subprocess.STDOUT, start_new_session=self.detached)
         log.debug("nats_started", extra=fields(node=node.name, url=node.url, pid=node.proc.pid))
 
     def start(self, timeout: float = 60.0) -> LocalNats:

@@ -22,16 +22,19 @@ from __future__ import annotations
 import collections
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gevent
+import orjson
 
 from .._ffi import ffi, lib
 from ..cluster import snapshots
 from ..cluster.bridge import LoopThread, Mailbox
 from ..cluster.config import ClusterConfig
 from ..cluster.link import Link, connect, patiently
+from ..cluster.mdfeed import SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
 from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, stream_name
 from ..durability import RecoveryError, load_snapshot, new_engine
@@ -188,11 +191,31 @@ class ClusterNode:
         self.leading = True
         log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
                                                seq=int(self._next_seq[0]) - 1))
+        self._publish_market_data()
         if self.cluster.checkpoint_interval > 0:
             self._greenlets.append(gevent.spawn(self._checkpoints))
         assert self.server is not None
         if self.server.config.snapshot_every:
             self._greenlets.append(gevent.spawn(self._snapshots, self.server.config.snapshot_every))
+
+    def _publish_market_data(self) -> None:
+        """The leader publishes every instrument's market data on NATS too,
+        and answers snapshot requests there (cluster/mdfeed.py)."""
+        assert self.server is not None and self.link is not None and self.mailbox is not None
+        md, mailbox = self.server.marketdata, self.mailbox
+        symbols = list(self.server.engine.symbols)
+        for inst, symbol in enumerate(symbols):
+            md.subscribers[inst].add(SymbolFeed(self.loop, self.link.nc, symbol))
+
+        def snapshot(symbol: str, reply: Callable[[bytes], None]) -> None:  # on the NATS thread
+            def take() -> None:  # on the gevent thread
+                md.flush()  # what is gathered goes out first: the snapshot follows it
+                book = md.snapshot(symbols.index(symbol), None)
+                del book["req_id"]
+                reply(orjson.dumps(book))
+            mailbox.post(take)
+
+        self.loop.submit(serve_snapshots(self.link.nc, symbols, snapshot))
 
     def lost_leadership(self, reason: str) -> None:
         self.leading = False
@@ -257,6 +280,25 @@ class _Posted:
 
     def promoted(self, term: int) -> None:
         self._mailbox.post(self._node.promoted, term)
+
+    def _publish_market_data(self) -> None:
+        """The leader publishes every instrument's market data on NATS too,
+        and answers snapshot requests there (cluster/mdfeed.py)."""
+        assert self.server is not None and self.link is not None and self.mailbox is not None
+        md, mailbox = self.server.marketdata, self.mailbox
+        symbols = list(self.server.engine.symbols)
+        for inst, symbol in enumerate(symbols):
+            md.subscribers[inst].add(SymbolFeed(self.loop, self.link.nc, symbol))
+
+        def snapshot(symbol: str, reply: Callable[[bytes], None]) -> None:  # on the NATS thread
+            def take() -> None:  # on the gevent thread
+                md.flush()  # what is gathered goes out first: the snapshot follows it
+                book = md.snapshot(symbols.index(symbol), None)
+                del book["req_id"]
+                reply(orjson.dumps(book))
+            mailbox.post(take)
+
+        self.loop.submit(serve_snapshots(self.link.nc, symbols, snapshot))
 
     def lost_leadership(self, reason: str) -> None:
         self._mailbox.post(self._node.lost_leadership, reason)

@@ -7,18 +7,24 @@ equal. Waits are bounded; nothing asserts how fast anything was.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import nats as nats_client
 import pytest
 
 from pyengine import Cancelled, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
-from pyengine.cluster.localnats import LocalNats
+from pyengine.cluster.localnats import LocalNats, free_ports
+from pyengine.cluster.mdfeed import md_subject, snapshot_subject
 from pyengine.cluster.shardlog import KIND_TERM
 
 from .clusterkit import (
@@ -230,3 +236,55 @@ def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., 
     # Each shard's log holds its own instruments' orders only.
     assert {e.symbol for e in replayed(the_log(nats.urls, "a"), "a")[1] if hasattr(e, "symbol")} == {"ESZ6"}
     assert {e.symbol for e in replayed(the_log(nats.urls, "b"), "b")[1] if hasattr(e, "symbol")} == {"CLF7"}
+
+
+def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """A reader with no session on the engine: trades and book updates with
+    their seq on pyengine.md.<symbol>, and a snapshot on request."""
+    leader = leader_among(shard(2))
+    got: list[dict[str, Any]] = []
+
+    async def read() -> dict[str, Any]:
+        nc = await nats_client.connect(nats.urls)
+        sub = await nc.subscribe(md_subject("ESZ6"))
+        await nc.flush()  # the subscription is the server's before the orders go in
+        with Client(address(leader)) as c:
+            c.login(7)
+            c.request(c.new_order("ESZ6", "sell", 3, 450_000))
+            c.request(c.new_order("ESZ6", "buy", 1, 450_000))
+            while not any(m["type"] == "trade" for m in got) or got[-1]["type"] != "book_update":
+                got.append(json.loads((await sub.next_msg(timeout=10)).data))
+            book = json.loads((await nc.request(snapshot_subject("ESZ6"), b"", timeout=10)).data)
+        await nc.close()
+        return book
+
+    book = asyncio.run(read())
+    assert [m["seq"] for m in got] == list(range(got[0]["seq"], got[0]["seq"] + len(got)))
+    trade = next(m for m in got if m["type"] == "trade")
+    assert (trade["symbol"], trade["price"], trade["qty"], trade["aggressor_side"]) == ("ESZ6", 450_000, 1, "buy")
+    assert book["type"] == "book_snapshot" and book["asks"] == [[450_000, 2, 1]]
+    assert book["seq"] >= got[-1]["seq"]
+
+
+def test_pyengine_cluster_up_status_down(tmp_path: Path) -> None:
+    """The console script: a whole local cluster up, trading, and down."""
+    root = tmp_path / "c"
+    port = free_ports(1)[0]
+    up = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "up", "--dir", str(root), "--port",
+                         str(port), "--shards", "2", "--nodes", "2"], capture_output=True, text=True, timeout=180)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        rows = [line.split() for line in up.stdout.splitlines() if line.startswith(("a ", "b "))]
+        assert sorted(r[3] for r in rows) == ["follower", "follower", "leader", "leader"]
+        with ClusterClient([f"127.0.0.1:{port}"], account=7) as cc:
+            for symbol in ("ESZ6", "NQZ6"):
+                c = cc.for_symbol(symbol)
+                assert c.request(c.new_order(symbol, "buy", 1, 100_000 + 25_000))["type"] in ("ack", "reject")
+        st = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "status", "--dir", str(root)],
+                            capture_output=True, text=True, timeout=60)
+        assert st.returncode == 0 and st.stdout.count("leader ") >= 2, st.stdout
+    finally:
+        down = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "down", "--dir", str(root)],
+                              capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert not (root / "state.json").exists()

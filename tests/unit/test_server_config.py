@@ -174,3 +174,49 @@ def test_unmatchable_secret_takes_the_accounts_parameters() -> None:
     assert (scheme, iterations, len(bytes.fromhex(salt)), len(bytes.fromhex(digest))) == ("pbkdf2_sha256", "1000", 16, 32)
     assert not check_secret(dummy, "") and not check_secret(dummy, "a")
     assert unmatchable_secret([]).split("$")[1] == "100000"  # hash-secret's
+
+
+def _cli(*argv: str) -> ServerConfig:
+    from pyengine.server.cli import _serve_args, build_config
+
+    parser = argparse.ArgumentParser()
+    _serve_args(parser)
+    return build_config(parser.parse_args(list(argv)))
+
+
+def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[cluster]\nnats = ["nats://h1:4222", "nats://h2:4222"]\nlease_ttl = 1.5\n'
+                    '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7"]\n')
+    c = _cli("--config", str(path), "--shard", "b", "--node", "b2").cluster
+    assert c is not None
+    assert (c.nats, c.shard, c.node, c.lease_ttl, c.log_replicas) == (("nats://h1:4222", "nats://h2:4222"), "b",
+                                                                       "b2", 1.5, 2)
+    assert c.shard_symbols(["ESZ6", "NQZ6", "CLF7", "BTC-PERP"]) == ["CLF7"]
+    flags = _cli("--nats", "nats://x:1,nats://y:2,nats://z:3", "--shard", "s", "--node", "n").cluster
+    assert flags is not None and flags.log_replicas == 3 and flags.instruments == {}
+    assert flags.shard_symbols(["A", "B"]) == ["A", "B"]  # one shard: every instrument
+    assert _cli().cluster is None
+
+
+@pytest.mark.parametrize("argv, text, words", [
+    ((), '[cluster]\nnats = "nats://h:1"\nshard = "a"\n', "needs its node name"),
+    (("--shard", "a", "--node", "x"), "[cluster]\n", "no NATS server"),
+    (("--nats", "nats://h:1", "--shard", "a b", "--node", "x"), None, "shard name is 1-64"),
+    (("--nats", "nats://h:1", "--shard", "c", "--node", "x"), '[cluster.instruments]\na = ["ESZ6"]\n',
+     "no instruments for shard 'c'"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), '[cluster.instruments]\na = ["ESZ6"]\nb = ["ESZ6"]\n',
+     "is in shards 'a' and 'b'"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), '[cluster.instruments]\na = ["XX"]\n',
+     "not an instrument"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), "[cluster]\nlease_ttl = 0.01\n", "at least 0.2"),
+    ((), "[cluster]\nbogus = 1\n", "unknown keys: bogus"),
+])
+def test_cluster_errors(tmp_path: Path, argv: tuple[str, ...], text: str | None, words: str) -> None:
+    args = list(argv)
+    if text is not None:
+        path = tmp_path / "c.toml"
+        path.write_text(text if text.startswith("[cluster]") else "[cluster]\n" + text)
+        args += ["--config", str(path)]
+    with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+        _cli(*args)
