@@ -88,6 +88,7 @@ class Client:
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._next_req = 0
         self._login: dict[str, Any] | None = None  # the login to repeat after a reconnect
+        self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self.sock: Any = None
         self.address: tuple[str, int] = self.addresses[0]
         self._connect_any()
@@ -113,6 +114,7 @@ class Client:
                 self._connect(address)
                 return
             except OSError as exc:
+                self._unreachable = address
                 errors.append(f"{address[0]}:{address[1]}: {exc}")
         raise ConnectionError("no server answered: " + "; ".join(errors))
 
@@ -144,8 +146,10 @@ class Client:
                 target = _address(leader, 0) if leader else None
                 if target is not None and target not in self.addresses:
                     self.addresses.append(target)
-                if target is None or target == self.address:
-                    time.sleep(0.05)  # no leader yet (an election): ask the next node in a moment
+                if target is None or target == self.address or target == self._unreachable:
+                    # No leader yet, or one that is gone (its lease has not run
+                    # out): ask the next node in a moment.
+                    time.sleep(0.05)
                     target = None
             except (ConnectionClosed, OSError):
                 if time.monotonic() > deadline:
@@ -244,9 +248,9 @@ class Client:
 
     def _send_request(self, message: dict[str, Any]) -> int:
         self._next_req += 1
-        message["req_id"] = self._next_req
-        self.send(message)
-        return self._next_req
+        req_id = message["req_id"] = self._next_req
+        self.send(message)  # which may log in again first, with requests of its own
+        return req_id
 
     # ---- requests ----------------------------------------------------------
 

@@ -80,10 +80,10 @@ def up(args: argparse.Namespace) -> int:
                 print(exc, file=sys.stderr)
                 down(args)
                 return 1
-            state["nodes"].append({"shard": shard, "node": node, "address": f"127.0.0.1:{port}",
+            state["nodes"].append({"shard": shard, "node": node, "address": f"127.0.0.1:{server.port}",
                                    "pid": server.proc.pid, "log": str(server.log_path)})
             (root / _STATE).write_text(json.dumps(state, indent=1))
-            port += 1
+            port += 1 if port else 0
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         leaders = {s["shard"] for s in map(_ask, (n["address"] for n in state["nodes"]))
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "up":
             p.add_argument("--shards", type=int, default=2)
             p.add_argument("--nodes", type=int, default=2, help="nodes per shard")
-            p.add_argument("--port", type=int, default=7101, help="the first node's port; the others follow")
+            p.add_argument("--port", type=int, default=7101,
+                           help="the first node's port; the others follow (0: any free ports)")
     args = parser.parse_args(argv)
     return {"up": up, "status": status, "down": down}[args.command](args)
 

@@ -45,8 +45,8 @@ from . import snapshots
 from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, patiently
-from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, append, lease_key, \
-    log_subject, message_of, node_key, stream_name
+from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Appender, Fenced, LogMessage, append, \
+    lease_key, log_subject, message_of, node_key, stream_name
 
 __all__ = ["Replica", "ReplicaHost", "Position", "FOLLOWING", "LEADING", "STOPPED"]
 
@@ -96,6 +96,7 @@ class Replica:
         self._sub: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []
+        self._progress = asyncio.Event()  # set whenever a message of ours is stored
 
     # ---- status (read from any thread) ---------------------------------------
 
@@ -297,13 +298,17 @@ class Replica:
         loop.add_reader(fd, ready.set)
         records = ffi.new("struct jnl_record[]", _MAX_RECORDS)
         snap = ffi.new("struct runner_snapshot *")
+        appender = Appender(self.link.nc, self.shard, node=self.node, term=self.lease.term, after=self.applied,
+                            still_leader=self.lease.holding, on_stored=self._stored)
+        await appender.start()
         try:
             while self.role == LEADING:
                 n = lib.runner_repl_take(self.runner, records, _MAX_RECORDS, snap)
                 if snap.buf != ffi.NULL:
                     data = bytes(ffi.buffer(snap.buf, snap.len))
                     lib.eng_free_buffer(snap.buf)
-                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied)
+                    # The state after every record sent so far: stored once they are.
+                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), appender.sent)
                     asyncio.create_task(self._store_snapshot(ref, data))
                     continue
                 if n == 0:
@@ -314,25 +319,33 @@ class Replica:
                     except BlockingIOError:
                         pass
                     continue
-                body = bytes(ffi.buffer(records, n * RECORD_SIZE))
-                last = int(records[n - 1].seq)
-                stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
-                                      expected=self.applied, kind=KIND_RECORDS, body=body, last_seq=last,
-                                      still_leader=self.lease.holding)
-                # Stored on a quorum; released only while the lease still holds
-                # (a leader that woke up too late acknowledges nothing).
-                if not self.lease.holding():
-                    raise Fenced("the lease ran out before the message's events could be released")
-                self.applied = self.stream_seq = stored
-                self.next_seq = last + 1
-                lib.runner_repl_done(self.runner, last)
+                await appender.append(KIND_RECORDS, bytes(ffi.buffer(records, n * RECORD_SIZE)),
+                                      int(records[n - 1].seq))
         except Fenced as exc:
             self._lose(str(exc))
         finally:
             loop.remove_reader(fd)
+            await appender.stop()
+
+    def _stored(self, stream_seq: int, last_seq: int) -> None:
+        """A message of ours is stored on a quorum: release its commands'
+        events, while the lease still holds (a leader that woke up too late
+        acknowledges nothing)."""
+        if self.role != LEADING or not self.lease.holding():
+            self._lose("the lease ran out before a message's events could be released")
+            return
+        self.applied = self.stream_seq = stream_seq
+        self.next_seq = last_seq + 1
+        lib.runner_repl_done(self.runner, last_seq)
+        self._progress.set()
 
     async def _store_snapshot(self, ref: snapshots.SnapshotRef, data: bytes) -> None:
         started = time.monotonic()
+        while self.applied < ref.stream_seq and self.role == LEADING:
+            self._progress.clear()
+            await self._progress.wait()
+        if self.applied < ref.stream_seq:
+            return  # no longer leading: the snapshot may hold commands the log does not
         try:
             await snapshots.store(self.link.snapshots, ref, data)
             await snapshots.prune(self.link.js, self.link.snapshots, self.shard)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
 log = logging.getLogger("pyengine.server")
 
 LOG_TAG = 0  # commands from the log belong to no session
+_SWITCH_INTERVAL = 0.0005  # seconds
 STATE_HASH_COMMAND = lib.RUNNER_CTL_STATE_HASH
 
 
@@ -76,6 +78,10 @@ class ClusterNode:
     def prepare(self, specs: list[Any]) -> Any:
         """Connect, and return this node's engine (``struct eng *``, the
         caller's): the shard's newest snapshot, or empty."""
+        # Two Python threads share the GIL here, the event loop and the NATS
+        # loop; every ack waits for the NATS thread to get it. Python's
+        # default hands it over every 5 ms, which an ack would wait.
+        sys.setswitchinterval(_SWITCH_INTERVAL)
         self.loop.start()
         self.link = link = self.loop.run(connect(self.cluster))
         shard = self.cluster.shard

@@ -43,6 +43,7 @@ class ServerProcess:
         # The installed package, not a source tree that happens to be the working directory.
         env = dict(os.environ if env is None else env, PYTHONSAFEPATH="1")
         with open(self.log_path, "ab") as log:
+            self._offset = log.tell()  # a log that exists already: only what this process writes counts
             self.proc = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=log, env=env,
                                          stdin=stdin, start_new_session=detached)
         self.killed = False

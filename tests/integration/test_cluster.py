@@ -23,7 +23,7 @@ import pytest
 
 from pyengine import Cancelled, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
-from pyengine.cluster.localnats import LocalNats, free_ports
+from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.mdfeed import md_subject, snapshot_subject
 from pyengine.cluster.shardlog import KIND_TERM
 
@@ -269,14 +269,13 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
 def test_pyengine_cluster_up_status_down(tmp_path: Path) -> None:
     """The console script: a whole local cluster up, trading, and down."""
     root = tmp_path / "c"
-    port = free_ports(1)[0]
-    up = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "up", "--dir", str(root), "--port",
-                         str(port), "--shards", "2", "--nodes", "2"], capture_output=True, text=True, timeout=180)
+    up = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "up", "--dir", str(root), "--port", "0",
+                         "--shards", "2", "--nodes", "2"], capture_output=True, text=True, timeout=180)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
         rows = [line.split() for line in up.stdout.splitlines() if line.startswith(("a ", "b "))]
         assert sorted(r[3] for r in rows) == ["follower", "follower", "leader", "leader"]
-        with ClusterClient([f"127.0.0.1:{port}"], account=7) as cc:
+        with ClusterClient([rows[0][2]], account=7) as cc:
             for symbol in ("ESZ6", "NQZ6"):
                 c = cc.for_symbol(symbol)
                 assert c.request(c.new_order(symbol, "buy", 1, 100_000 + 25_000))["type"] in ("ack", "reject")

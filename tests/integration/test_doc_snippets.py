@@ -12,10 +12,14 @@ The rule, for README.md and every docs/*.md:
 * A ```python block that mentions 7001, the server's default port, talks to
   a server: it runs against a fresh ``pyengine-server`` that this test starts
   on a free port, with 7001 replaced by that port (nothing else is changed).
+* A ```python block that mentions 7101, the first port of ``pyengine-cluster
+  up``, talks to a local cluster: it runs against one that this test starts
+  (two shards of two nodes), with 7101-7104 replaced by its nodes' ports.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -31,6 +35,7 @@ from .conftest import RunningServer
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SERVER_PORT = "7001"
+CLUSTER_PORTS = ("7101", "7102", "7103", "7104")  # pyengine-cluster up: a1, a2, b1, b2
 _FENCE = re.compile(r"^(\s*)```(.*)$")
 
 
@@ -86,7 +91,21 @@ def test_example_runs_alone(
     if SERVER_PORT in code:
         code = code.replace(SERVER_PORT, str(server_factory().port))
     env = dict(os.environ, PYTHONSAFEPATH="1")  # the installed pyengine, not a checkout on the path
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    cluster = None
+    if CLUSTER_PORTS[0] in code:
+        cluster = tmp_path / "cluster"
+        up = subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "up", "--dir", str(cluster), "--port", "0"],
+                            capture_output=True, text=True, timeout=180, env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        nodes = json.loads((cluster / "state.json").read_text())["nodes"]
+        for documented, node in zip(CLUSTER_PORTS, nodes):
+            code = code.replace(documented, node["address"].rpartition(":")[2])
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+    finally:
+        if cluster is not None:
+            subprocess.run([sys.executable, "-m", "pyengine.cluster.cli", "down", "--dir", str(cluster)],
+                           capture_output=True, timeout=60, env=env)
     assert proc.returncode == 0, f"{snippet.name} failed:\n{code}\n--- stderr ---\n{proc.stderr}"

@@ -455,3 +455,20 @@ def test_server_cpu_not_allowed_is_a_warning(server_factory: Any) -> None:
     with srv.client() as c:
         c.login(1)
         assert c.request(c.ping())["type"] == "pong"
+
+
+def test_a_client_reconnects_and_logs_in_again_but_resends_nothing(server_factory: Any) -> None:
+    first = server_factory()
+    port = first.port
+    c = Client("127.0.0.1", port, timeout=5)
+    c.login(3, cancel_on_disconnect=False)
+    assert c.request(c.new_order(ES, "buy", 1, 449_000, client_order_id="one"))["type"] == "ack"
+    assert first.stop() == 0
+    pending = c.new_order(ES, "buy", 1, 449_025, client_order_id="lost")  # into a closed connection
+    with pytest.raises(ConnectionClosed):
+        c.request(pending)
+    server_factory(None, "--port", str(port))  # the server is back (empty: no data directory)
+    # The next request connects and logs in first; its reply is its own.
+    reply = c.request(c.new_order(ES, "buy", 1, 449_050, client_order_id="two"))
+    assert (reply["type"], reply["client_order_id"], reply["seq"]) == ("ack", "two", 1)
+    c.close()

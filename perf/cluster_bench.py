@@ -1,0 +1,208 @@
+"""A replicated shard against a single server with a journal, on this machine.
+
+    python perf/cluster_bench.py [--runs 3] [--duration 8] [--failovers 10] [--lease-ttl 1.0]
+                                 [--json out.json]
+
+In one run, interleaved, each figure the median of ``--runs``:
+- a single ``pyengine-server`` with ``--data-dir`` and ``--fsync batch``
+  (every ack after the journal's group commit), and
+- the leader of a two-node shard on a three-server NATS cluster (every ack
+  after JetStream stored the command on a quorum), each node and NATS server
+  a process of its own on loopback,
+
+both driven by tools/loadgen.py: the closed loop (orders/s, 50
+connections) and 5,000 orders/s offered (order-to-ack percentiles). Then
+``--failovers`` times: kill -9 the leader while a client sends orders one
+after another, and time from the kill to the first order the new leader
+acknowledges (the client finds it through not_leader, as pyengine.client
+does); the killed node comes back as a follower for the next round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pyengine.client import Client, ConnectionClosed, ServerError
+from pyengine.cluster.localnats import LocalNats
+from pyengine.server.process import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadgen(port: int, rate: float, duration: float, watch: dict[str, int] | None = None) -> dict[str, Any]:
+    """One run; with `watch` (role -> pid), the CPU each used per order sent (µs)."""
+    before = {role: cpu_seconds(pid) for role, pid in (watch or {}).items()}
+    with tempfile.NamedTemporaryFile(suffix=".json") as f:
+        cmd = [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(port), "--rate", str(rate),
+               "--duration", str(duration), "--json", f.name, "--warmup", "1"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"loadgen failed:\n{proc.stdout}\n{proc.stderr}")
+        result = json.loads(Path(f.name).read_text())
+    result["cpu_us_per_order"] = {role: (cpu_seconds(pid) - before[role]) / max(1, result["sent"]) * 1e6
+                                  for role, pid in (watch or {}).items()}
+    return result
+
+
+def single_server(work: Path) -> ServerProcess:
+    return ServerProcess(["--port", "0", "--data-dir", str(work / f"data-{time.monotonic_ns()}"), "--fsync", "batch",
+                          "--stats-interval", "0", "--log-level", "debug"], work / f"single-{time.monotonic_ns()}.log")
+
+
+class Shard:
+    """Two nodes of one shard (every instrument) on a fresh NATS cluster."""
+
+    def __init__(self, work: Path, lease_ttl: float) -> None:
+        self.work = work / f"shard-{time.monotonic_ns()}"
+        self.work.mkdir()
+        self.nats = LocalNats(self.work / "nats").start()
+        config = self.work / "cluster.toml"
+        config.write_text(f"[cluster]\nnats = {json.dumps(self.nats.urls)}\nlease_ttl = {lease_ttl}\n")
+        self.args = lambda node: ["--config", str(config), "--shard", "a", "--node", node, "--port", "0",
+                                  "--stats-interval", "0", "--log-level", "debug"]
+        self.nodes = {n: ServerProcess(self.args(n), self.work / f"{n}.log", timeout=60) for n in ("a1", "a2")}
+
+    def leader(self, timeout: float = 30.0) -> tuple[str, ServerProcess]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, node in self.nodes.items():
+                if node.proc.poll() is None and _role(node.port) == "leader":
+                    return name, node
+            time.sleep(0.02)
+        raise SystemExit("no leader")
+
+    def restart(self, name: str) -> None:
+        self.nodes[name] = ServerProcess(self.args(name), self.work / f"{name}.log", timeout=60)
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            if node.proc.poll() is None:
+                node.stop()
+        self.nats.stop()
+
+
+def _role(port: int | None) -> str | None:
+    try:
+        with Client("127.0.0.1", port or 0, timeout=2) as c:
+            return c.request(c.status(), timeout=2)["role"]
+    except (OSError, ConnectionClosed, ServerError):
+        return None
+
+
+def failover(shard: Shard) -> float:
+    """Seconds from kill -9 of the leader to the first ack of the new one."""
+    name, leader = shard.leader()
+    addresses = [f"127.0.0.1:{n.port}" for n in shard.nodes.values()]
+    client = Client(addresses, timeout=5, find_leader_for=30)
+    client.login(7, cancel_on_disconnect=False)
+    for i in range(20):  # trading before the kill
+        client.request(client.new_order("ESZ6", "buy", 1, 449_000 + 25 * (i % 4)))
+    leader.proc.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    leader.proc.wait()
+    while True:
+        try:
+            reply = client.request(client.new_order("ESZ6", "buy", 1, 449_000), timeout=5)
+        except (ConnectionClosed, OSError, TimeoutError):
+            time.sleep(0.001)
+            continue
+        if reply["type"] == "ack":
+            took = time.monotonic() - killed
+            break
+    client.close()
+    shard.restart(name)
+    return took
+
+
+def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    med = statistics.median
+    return {
+        "throughput": med(r["throughput_per_s"] for r in runs),
+        "p50": med(r["ack_us"]["p50"] for r in runs),
+        "p99": med(r["ack_us"]["p99"] for r in runs),
+        "p99.9": med(r["ack_us"]["p99.9"] for r in runs),
+        "cpu_us_per_order": {role: med(r["cpu_us_per_order"][role] for r in runs)
+                             for role in runs[0]["cpu_us_per_order"]},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--failovers", type=int, default=10)
+    ap.add_argument("--lease-ttl", type=float, default=1.0)
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args()
+    results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs, {os.uname().release}",
+                               "command": " ".join(["python", "perf/cluster_bench.py", *sys.argv[1:]])}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
+        for _ in range(args.runs):
+            for rate in (0.0, 5000.0):
+                server = single_server(work)
+                try:
+                    runs.setdefault(("single, journal fsync batch", rate), []).append(
+                        loadgen(server.port or 0, rate, args.duration, {"server": server.proc.pid}))
+                finally:
+                    server.stop()
+                shard = Shard(work, args.lease_ttl)
+                try:
+                    name, leader = shard.leader()
+                    watch = {"leader": leader.proc.pid,
+                             "follower": next(n.proc.pid for k, n in shard.nodes.items() if k != name)}
+                    watch |= {f"nats {n.name}": n.proc.pid for n in shard.nats.nodes if n.proc is not None}
+                    run = loadgen(leader.port or 0, rate, args.duration, watch)
+                    cpu = run["cpu_us_per_order"]
+                    cpu["NATS servers"] = sum(cpu.pop(role) for role in list(cpu) if role.startswith("nats "))
+                    runs.setdefault(("shard leader, 3 NATS servers", rate), []).append(run)
+                finally:
+                    shard.stop()
+        print(f"{'server':<32} {'offered':>8} {'orders/s':>10} {'ack p50':>9} {'p99':>9} {'p99.9':>9}  (us)"
+              "   CPU per order (us)")
+        table = []
+        for (what, rate), rs in runs.items():
+            row = median_row(rs)
+            table.append({"server": what, "rate": rate, **row})
+            cpu = ", ".join(f"{role} {us:,.0f}" for role, us in row["cpu_us_per_order"].items())
+            print(f"{what:<32} {('closed' if rate == 0 else f'{rate:,.0f}'):>8} {row['throughput']:>10,.0f} "
+                  f"{row['p50']:>9,.0f} {row['p99']:>9,.0f} {row['p99.9']:>9,.0f}   {cpu}")
+        results["table"] = table
+        single = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("single"))
+        cluster = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("shard"))
+        print(f"closed loop, shard leader / single server: {cluster / single:.2f}x")
+        if args.failovers:
+            shard = Shard(work, args.lease_ttl)
+            try:
+                times = [failover(shard) for _ in range(args.failovers)]
+            finally:
+                shard.stop()
+            results["failover_s"] = times
+            print(f"failover, kill -9 to the first ack of the new leader (lease {args.lease_ttl:g} s), "
+                  f"{len(times)} times: median {statistics.median(times):.2f} s, "
+                  f"min {min(times):.2f}, max {max(times):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
