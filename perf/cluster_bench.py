@@ -1,7 +1,7 @@
 """A replicated shard against a single server with a journal, on this machine.
 
-    python perf/cluster_bench.py [--runs 3] [--duration 8] [--failovers 10] [--lease-ttl 1.0]
-                                 [--json out.json]
+    python perf/cluster_bench.py [--runs 3] [--duration 8] [--one-by-one 2000] [--failovers 10]
+                                 [--lease-ttl 1.0] [--json out.json]
 
 In one run, interleaved, each figure the median of ``--runs``:
 - a single ``pyengine-server`` with ``--data-dir`` and ``--fsync batch``
@@ -11,16 +11,20 @@ In one run, interleaved, each figure the median of ``--runs``:
   a process of its own on loopback,
 
 both driven by tools/loadgen.py: the closed loop (orders/s, 50
-connections) and 5,000 orders/s offered (order-to-ack percentiles). Then
-``--failovers`` times: kill -9 the leader while a client sends orders one
-after another, and time from the kill to the first order the new leader
-acknowledges (the client finds it through not_leader, as pyengine.client
-does); the killed node comes back as a follower for the next round.
+connections) and 5,000 orders/s offered (order-to-ack percentiles), with
+the CPU each process used per order. Then one client sending
+``--one-by-one`` orders one after another to each (and a bare JetStream
+append, for scale). Then ``--failovers`` times: kill -9 the leader while a
+client sends orders one after another, and time from the kill to the first
+order the new leader acknowledges (the client finds it through not_leader,
+as pyengine.client does); the killed node comes back as a follower for the
+next round.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import signal
@@ -31,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import nats
 
 from pyengine.client import Client, ConnectionClosed, ServerError
 from pyengine.cluster.localnats import LocalNats
@@ -131,6 +137,35 @@ def failover(shard: Shard) -> float:
     return took
 
 
+def one_by_one(port: int, n: int) -> float:
+    """The median order-to-ack time of one client sending one order after another (µs)."""
+    with Client("127.0.0.1", port, timeout=10) as c:
+        c.login(7)
+        times = []
+        for i in range(n):
+            start = time.perf_counter()
+            c.request(c.new_order("ESZ6", "buy" if i % 2 else "sell", 1, 450_000 + 25 * (i % 5 - 2)))
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[n // 10:]) * 1e6
+
+
+def raw_append(urls: list[str], n: int) -> float:
+    """The median time of one JetStream append of one record, 3 replicas, one after another (µs)."""
+    async def run() -> float:
+        nc = await nats.connect(urls)
+        js = nc.jetstream()
+        await js.add_stream(name="BENCH", subjects=["bench"], num_replicas=3)
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            await js.publish("bench", bytes(88))
+            times.append(time.perf_counter() - start)
+        await js.delete_stream("BENCH")
+        await nc.close()
+        return statistics.median(times[n // 10:]) * 1e6
+    return asyncio.run(run())
+
+
 def median_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     med = statistics.median
     return {
@@ -149,6 +184,8 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--failovers", type=int, default=10)
     ap.add_argument("--lease-ttl", type=float, default=1.0)
+    ap.add_argument("--one-by-one", type=int, default=2000, metavar="N",
+                    help="orders one client sends one after another (0: none)")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args()
     results: dict[str, Any] = {"machine": f"{os.cpu_count()} CPUs, {os.uname().release}",
@@ -186,6 +223,21 @@ def main() -> int:
             print(f"{what:<32} {('closed' if rate == 0 else f'{rate:,.0f}'):>8} {row['throughput']:>10,.0f} "
                   f"{row['p50']:>9,.0f} {row['p99']:>9,.0f} {row['p99.9']:>9,.0f}   {cpu}")
         results["table"] = table
+        if args.one_by_one:
+            server = single_server(work)
+            try:
+                alone = one_by_one(server.port or 0, args.one_by_one)
+            finally:
+                server.stop()
+            shard = Shard(work, args.lease_ttl)
+            try:
+                replicated = one_by_one(shard.leader()[1].port or 0, args.one_by_one)
+                append = raw_append(shard.nats.urls, args.one_by_one)
+            finally:
+                shard.stop()
+            results["one_by_one_us"] = {"single": alone, "shard": replicated, "jetstream_append": append}
+            print(f"one client, one order after another, order to ack: single server {alone:,.0f} us, shard "
+                  f"leader {replicated:,.0f} us; a JetStream append alone (3 replicas) {append:,.0f} us")
         single = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("single"))
         cluster = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("shard"))
         print(f"closed loop, shard leader / single server: {cluster / single:.2f}x")

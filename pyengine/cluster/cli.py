@@ -97,12 +97,18 @@ def up(args: argparse.Namespace) -> int:
     return status(args)
 
 
-def status(args: argparse.Namespace) -> int:
-    root = Path(args.dir)
+def _state(root: Path) -> dict[str, Any] | None:
+    """What `up` started in `root`; None (and says so) when nothing is up there."""
     try:
-        state = json.loads((root / _STATE).read_text())
+        return json.loads((root / _STATE).read_text())  # type: ignore[no-any-return]
     except FileNotFoundError:
         print(f"no cluster is up in {root}", file=sys.stderr)
+        return None
+
+
+def status(args: argparse.Namespace) -> int:
+    state = _state(Path(args.dir))
+    if state is None:
         return 1
     print(f"{'shard':<6} {'node':<6} {'address':<16} {'role':<9} {'leader':<16} {'seq':>9} {'lag':>5}  instruments")
     for n in state["nodes"]:
@@ -118,10 +124,8 @@ def status(args: argparse.Namespace) -> int:
 
 def down(args: argparse.Namespace) -> int:
     root = Path(args.dir)
-    try:
-        state = json.loads((root / _STATE).read_text())
-    except FileNotFoundError:
-        print(f"no cluster is up in {root}", file=sys.stderr)
+    state = _state(root)
+    if state is None:
         return 1
     # The nodes first (they close their sessions cleanly), then NATS.
     for group in (state["nodes"], state["nats"]):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +48,6 @@ __all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
 log = logging.getLogger("pyengine.server")
 
 LOG_TAG = 0  # commands from the log belong to no session
-_SWITCH_INTERVAL = 0.0005  # seconds
 STATE_HASH_COMMAND = lib.RUNNER_CTL_STATE_HASH
 
 
@@ -78,10 +76,6 @@ class ClusterNode:
     def prepare(self, specs: list[Any]) -> Any:
         """Connect, and return this node's engine (``struct eng *``, the
         caller's): the shard's newest snapshot, or empty."""
-        # Two Python threads share the GIL here, the event loop and the NATS
-        # loop; every ack waits for the NATS thread to get it. Python's
-        # default hands it over every 5 ms, which an ack would wait.
-        sys.setswitchinterval(_SWITCH_INTERVAL)
         self.loop.start()
         self.link = link = self.loop.run(connect(self.cluster))
         shard = self.cluster.shard
@@ -286,25 +280,6 @@ class _Posted:
 
     def promoted(self, term: int) -> None:
         self._mailbox.post(self._node.promoted, term)
-
-    def _publish_market_data(self) -> None:
-        """The leader publishes every instrument's market data on NATS too,
-        and answers snapshot requests there (cluster/mdfeed.py)."""
-        assert self.server is not None and self.link is not None and self.mailbox is not None
-        md, mailbox = self.server.marketdata, self.mailbox
-        symbols = list(self.server.engine.symbols)
-        for inst, symbol in enumerate(symbols):
-            md.subscribers[inst].add(SymbolFeed(self.loop, self.link.nc, symbol))
-
-        def snapshot(symbol: str, reply: Callable[[bytes], None]) -> None:  # on the NATS thread
-            def take() -> None:  # on the gevent thread
-                md.flush()  # what is gathered goes out first: the snapshot follows it
-                book = md.snapshot(symbols.index(symbol), None)
-                del book["req_id"]
-                reply(orjson.dumps(book))
-            mailbox.post(take)
-
-        self.loop.submit(serve_snapshots(self.link.nc, symbols, snapshot))
 
     def lost_leadership(self, reason: str) -> None:
         self._mailbox.post(self._node.lost_leadership, reason)

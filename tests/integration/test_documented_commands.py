@@ -45,7 +45,7 @@ def test_documented_script_starts_from_the_root(script: str) -> None:
     assert "usage:" in proc.stdout
 
 
-@pytest.mark.parametrize("command", ["pyengine-server", "pyengine-replay"])
+@pytest.mark.parametrize("command", ["pyengine-server", "pyengine-replay", "pyengine-cluster"])
 def test_console_scripts_answer(command: str) -> None:
     proc = run_from_root(str(Path(sys.executable).parent / command), "--help")
     assert proc.returncode == 0, proc.stdout + proc.stderr
