@@ -139,6 +139,15 @@ fail:
 
 /* ---- engine thread -------------------------------------------------------- */
 
+/* The durable log failed (or a replica could not apply a command): no event
+   is released from here on; the consumer is woken to find out. */
+static void journal_failed(struct runner *r, int err)
+{
+    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_release);
+    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
+}
+
+
 /*
  * Push all `n` records of `items` into `ring`, waking its consumer (which
  * says it sleeps in `asleep` and waits on `fd`); when the ring is full the
@@ -315,6 +324,10 @@ static size_t run_batch(struct runner *r)
         }
         eng_clear_events(r->eng);
         if (eng_process(r->eng, &c->cmd) < 0) {
+            /* A replica cannot pass over a command of its log: its seqs
+               would fall behind the log's. It stops releasing anything. */
+            if (runner__replicating(r))
+                journal_failed(r, ENOMEM);
             /* Not even room for one event: the engine is unchanged and the
                command took no sequence number. Answer it all the same, so
                its sender is not left waiting. */
@@ -407,11 +420,6 @@ static void *engine_thread(void *arg)
 
 /* ---- journal thread --------------------------------------------------------- */
 
-static void journal_failed(struct runner *r, int err)
-{
-    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_release);
-    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-}
 
 static uint64_t max_u64(uint64_t a, uint64_t b)
 {
@@ -646,14 +654,16 @@ static bool released(const void *record, const void *ctx)
 {
     const struct runner_event *x = record;
     const struct runner *r = ctx;
-    if (x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
+    if (journaling(r) && x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
         return atomic_load_explicit(&r->snapshots, memory_order_acquire) >= x->ev.order_id ||
                atomic_load_explicit(&r->journal_errno, memory_order_acquire);
     /* Acquire: pairs with the release of `journaled` (journal thread) or
-       `replicated` (replication consumer). */
+       `replicated` (replication consumer). A replica's snapshot is stored
+       off to the side, by its consumer, and holds up nothing. */
     if (journaling(r))
         return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
-    return x->ev.seq <= atomic_load_explicit(&r->replicated, memory_order_acquire);
+    return x->ev.seq <= atomic_load_explicit(&r->replicated, memory_order_acquire) &&
+           !atomic_load_explicit(&r->journal_errno, memory_order_acquire);
 }
 
 static size_t take(struct runner *r, struct runner_event *out, size_t max)
@@ -724,6 +734,8 @@ void runner_destroy(struct runner *r)
         struct jnl_item it;
         while (ring_pop(&r->repl, &it, 1))
             eng_free_buffer(it.snapshot);
+        if (r->repl_has_pending)
+            eng_free_buffer(r->repl_pending.snapshot);
     }
     free(r->journal_dir);
     free(r->in_buf);

@@ -91,7 +91,7 @@ class Client:
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self.sock: Any = None
         self.address: tuple[str, int] = self.addresses[0]
-        self._connect_any()
+        self._connect_any(first=self.addresses[0])
 
     # ---- connections -------------------------------------------------------
 
@@ -138,6 +138,8 @@ class Client:
         deadline = time.monotonic() + self._find_leader_for
         while True:
             try:
+                if self.sock is None:  # connected here: a send would log in by itself, twice over
+                    self._connect_any()
                 return self.request(self._send_request(dict(self._login)))
             except ServerError as exc:
                 if exc.code != "not_leader" or time.monotonic() > deadline:

@@ -19,7 +19,7 @@ from nats.js.client import JetStreamContext
 
 from ..batch import BatchResult
 from ..engine import Engine
-from .shardlog import KIND_RECORDS, RECORD_SIZE, LogMessage, message_of, stream_name
+from .shardlog import KIND_RECORDS, RECORD_SIZE, LogMessage, TermOrder, message_of, stream_name
 
 __all__ = ["LogRecord", "read_log", "records_of", "replay", "fetch_log"]
 
@@ -67,7 +67,9 @@ async def fetch_log(urls: list[str], shard: str) -> list[LogMessage]:
 
 def replay(messages: list[LogMessage], engine: Engine) -> BatchResult:
     """Run the log's commands through `engine` (with the shard's instruments,
-    in order, and nothing else yet); its events are the shard's events."""
-    commands = b"".join(r.command for m in messages if m.kind == KIND_RECORDS for r in records_of(m)
-                        if not r.checkpoint)
+    in order, and nothing else yet), passing over a stale leader's messages
+    as every replica does; its events are the shard's events."""
+    terms = TermOrder()
+    commands = b"".join(r.command for m in messages if not terms.stale(m) and m.kind == KIND_RECORDS
+                        for r in records_of(m) if not r.checkpoint)
     return engine.process_batch(commands)

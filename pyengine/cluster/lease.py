@@ -24,6 +24,7 @@ first message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -40,6 +41,10 @@ from .shardlog import lease_key
 __all__ = ["Lease", "LeaseValue"]
 
 log = logging.getLogger("pyengine.cluster")
+
+# A write of the key that got no usable answer (a timeout, no quorum, the
+# connection down, JetStream electing): the lease is as it was; try later.
+_UNANSWERED = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -77,15 +82,17 @@ class Lease:
     # ---- seeing it -----------------------------------------------------------
 
     def observe(self, revision: int, value: LeaseValue | None) -> None:
-        """The key as a watch delivered it (or a read found it)."""
-        if revision != self.revision:
+        """The key as a watch delivered it (or a read or a write of ours
+        found it). Revisions only grow: an older one arriving late (a watch
+        behind a renewal's answer) changes nothing."""
+        if revision > self.revision:
             self.revision, self.value, self.seen_at = revision, value, self.clock()
 
     async def refresh(self) -> None:
         """Read the key now (when a watch may have missed something)."""
         try:
             entry = await self.kv.get(self.key)
-        except nats.js.errors.KeyNotFoundError:
+        except (nats.js.errors.KeyNotFoundError, *_UNANSWERED):
             return
         self.observe(entry.revision, LeaseValue.decode(entry.value) if entry.value else None)
 
@@ -115,7 +122,7 @@ class Lease:
         except nats.js.errors.KeyWrongLastSequenceError:
             await self.refresh()
             return False
-        except (nats.errors.TimeoutError, nats.js.errors.APIError) as exc:
+        except _UNANSWERED as exc:
             log.warning("lease_acquire_failed", extra=fields(key=self.key, error=type(exc).__name__))
             return False
         self.observe(revision, value)
@@ -135,8 +142,7 @@ class Lease:
             self.valid_until = 0.0
             await self.refresh()
             return False
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.APIError,
-                nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError) as exc:
+        except _UNANSWERED as exc:
             log.warning("lease_renew_failed", extra=fields(key=self.key, error=type(exc).__name__,
                                                             left_s=round(self.valid_until - self.clock(), 3)))
             return self.holding()

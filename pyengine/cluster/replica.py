@@ -17,9 +17,9 @@ stored, no older leader can ever append again, and the host opens for
 orders.
 
 Leading: commands come out of the runner as sealed records, go into the log
-in groups (one message per group, each appended after the last, fenced) and
-their events are released once JetStream acknowledges the message, which
-means a quorum of NATS servers stored it. The lease is renewed every
+in groups (one message per group, each appended once the one before it is
+stored, fenced on it) and their events are released once JetStream
+acknowledges the message, which means a quorum of NATS servers stored it. The lease is renewed every
 ``ttl / 4``; a leader that loses it, or finds the log moved on without it,
 stops at once (``host.lost_leadership``): the server closes its sessions and
 starts again as a follower, rebuilding its engine from the log.
@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +46,7 @@ from . import snapshots
 from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, patiently
-from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Appender, Fenced, LogMessage, append, \
+from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
     lease_key, log_subject, message_of, node_key, stream_name
 
 __all__ = ["Replica", "ReplicaHost", "Position", "FOLLOWING", "LEADING", "STOPPED"]
@@ -54,6 +55,7 @@ log = logging.getLogger("pyengine.cluster")
 
 FOLLOWING, LEADING, STOPPED = "follower", "leader", "stopped"
 _MAX_RECORDS = 8192  # records in one message: 720 KB, under NATS's default 1 MB payload
+_NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Position:
 
     stream_seq: int  # the last message applied (0: none)
     next_seq: int  # the engine seq the next command will have
+    term: int = 0  # the highest term among the messages applied
 
 
 class ReplicaHost(Protocol):
@@ -72,6 +75,8 @@ class ReplicaHost(Protocol):
     def promoted(self, term: int) -> None: ...
 
     def lost_leadership(self, reason: str) -> None: ...
+
+    def snapshot_stored(self, seq: int, name: str | None) -> None: ...
 
 
 class Replica:
@@ -89,23 +94,20 @@ class Replica:
         self.applied = position.stream_seq  # the last log message applied (or appended, leading)
         self.next_seq = position.next_seq
         self.stream_seq = position.stream_seq  # the log's last message, as last heard
+        self.terms = TermOrder()
+        self.terms.highest = position.term
         self.diverged = False  # a state-hash check failed: never lead
-        self.snapshot_names: dict[int, str] = {}  # engine seq -> object name, of the snapshots stored
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
         self._sub: Any = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []
-        self._progress = asyncio.Event()  # set whenever a message of ours is stored
 
     # ---- status (read from any thread) ---------------------------------------
 
-    @property
-    def leader(self) -> LeaseValue | None:
-        return self.lease.value
-
     def status(self) -> dict[str, Any]:
         lease = self.lease.value
+        directory, nodes = dict(self.directory), {k: dict(v) for k, v in list(self.nodes.items())}
         return {
             "node": self.node,
             "shard": self.shard,
@@ -119,8 +121,8 @@ class Replica:
             "lag": max(0, self.stream_seq - self.applied),
             "diverged": self.diverged,
             "shards": {shard: {"leader": v.address, "leader_node": v.node, "term": v.term,
-                               "instruments": list(v.instruments), "nodes": dict(sorted(self.nodes.get(shard, {}).items()))}
-                       for shard, v in sorted(self.directory.items())},
+                               "instruments": list(v.instruments), "nodes": dict(sorted(nodes.get(shard, {}).items()))}
+                       for shard, v in sorted(directory.items())},
         }
 
     # ---- lifecycle -------------------------------------------------------------
@@ -129,9 +131,9 @@ class Replica:
         await patiently("this node's entry", lambda: self.link.kv.put(
             node_key(self.shard, self.node), json.dumps({"address": self.address}).encode()))
         self._tasks = [
-            asyncio.create_task(self._watch_directory(), name="directory-watch"),
-            asyncio.create_task(self._campaign(), name="campaign"),
-            asyncio.create_task(self._track_stream(), name="stream-info"),
+            self._spawn(self._watch_directory(), "directory-watch"),
+            self._spawn(self._campaign(), "campaign"),
+            self._spawn(self._track_stream(), "stream-info"),
         ]
         await self._follow()
 
@@ -141,13 +143,27 @@ class Replica:
             task.cancel()
         await self._unfollow()
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """A task of the replica's; one that fails unexpectedly stops the
+        replica (the node starts again) rather than leave it half working."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+
+        def done(t: asyncio.Task[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                exc = t.exception()
+                log.error("replica_task_failed", extra=fields(task=name, error=f"{type(exc).__name__}: {exc}"))
+                self._lose(f"its {name} task failed: {type(exc).__name__}")
+
+        task.add_done_callback(done)
+        return task
+
     def _lose(self, reason: str) -> None:
-        """Leading (or about to) no longer holds: stop everything; the host restarts."""
+        """Leading (or following) no longer holds: stop everything; the host restarts."""
         if self.role == STOPPED:
             return
         was = self.role
         self.role = STOPPED
-        log.error("leadership_lost", extra=fields(node=self.node, shard=self.shard, was=was, reason=reason))
+        log.error("replica_restarts", extra=fields(node=self.node, shard=self.shard, was=was, reason=reason))
         for task in self._leader_tasks:
             task.cancel()
         self.host.lost_leadership(reason)
@@ -181,14 +197,14 @@ class Replica:
         if m.stream_seq != self.applied + 1:
             # The log starts later than we need (purged under us): only a
             # newer snapshot can help; restarting fetches one.
-            self.diverged = True
             self._lose(f"the log jumps from message {self.applied} to {m.stream_seq}")
             return
-        if m.kind == KIND_RECORDS and m.body:
-            self.host.apply_log(m.body)
-            self.next_seq = max(self.next_seq, m.last_seq + 1)
-        elif m.kind == KIND_TERM:
-            log.info("term_started", extra=fields(shard=self.shard, term=m.term, leader=m.node, at=m.stream_seq))
+        if not self.terms.stale(m):
+            if m.kind == KIND_RECORDS and m.body:
+                self.host.apply_log(m.body)
+                self.next_seq = max(self.next_seq, m.last_seq + 1)
+            elif m.kind == KIND_TERM:
+                log.info("term_started", extra=fields(shard=self.shard, term=m.term, leader=m.node, at=m.stream_seq))
         self.applied = m.stream_seq
         self.stream_seq = max(self.stream_seq, m.stream_seq)
 
@@ -198,23 +214,24 @@ class Replica:
             try:
                 info = await self.link.js.stream_info(stream_name(self.shard))
                 self.stream_seq = max(self.stream_seq, info.state.last_seq)
-            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+            except _NATS_ERRORS:
                 pass
             await asyncio.sleep(0.5)
 
     async def _caught_up(self) -> bool:
         try:
             info = await self.link.js.stream_info(stream_name(self.shard))
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError):
+        except _NATS_ERRORS:
             return False
         self.stream_seq = max(self.stream_seq, info.state.last_seq)
         return self.applied >= info.state.last_seq
 
     async def _read_missing(self) -> None:
-        """Apply the messages after `applied` up to the log's end, one by one."""
+        """Apply the messages after `applied` up to the log's end, one by one
+        (from the stream's leader: a lagging replica could lack them)."""
         info = await self.link.js.stream_info(stream_name(self.shard))
         for seq in range(self.applied + 1, info.state.last_seq + 1):
-            raw = await self.link.js.get_msg(stream_name(self.shard), seq, direct=True)
+            raw = await self.link.js.get_msg(stream_name(self.shard), seq)
             self._take(message_of(raw.seq or seq, raw.headers, raw.data or b""))
 
     # ---- the lease and taking over -------------------------------------------------
@@ -222,29 +239,40 @@ class Replica:
     async def _watch_directory(self) -> None:
         """Every shard's lease and nodes: this shard's lease decides who leads
         it; all of them make the directory clients route by."""
-        own = lease_key(self.shard)
         while True:
+            watcher = None
             try:
                 watcher = await self.link.kv.watch(DIRECTORY)
                 async for entry in watcher:
-                    if entry is None:  # the end of the current values
-                        continue
-                    alive = bool(entry.value) and entry.operation is None
-                    kind, _, rest = entry.key.partition(".")
-                    if kind == "lease":
-                        value = LeaseValue.decode(entry.value) if alive else None
-                        if entry.key == own:
-                            self.lease.observe(entry.revision, value)
-                            if self.role == LEADING and not self.lease.holding():
-                                self._lose(f"the lease is now {value.node if value else 'gone'}'s")
-                        if value is not None:
-                            self.directory[rest] = value
-                    elif kind == "node" and alive:
-                        shard, _, node = rest.partition(".")
-                        self.nodes.setdefault(shard, {})[node] = json.loads(entry.value)["address"]
-            except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
+                    if entry is not None:  # None: the end of the current values
+                        self._directory_entry(entry)
+            except _NATS_ERRORS as exc:
                 log.warning("directory_watch_restart", extra=fields(error=type(exc).__name__))
+            finally:
+                if watcher is not None:
+                    try:
+                        await watcher.stop()
+                    except _NATS_ERRORS:
+                        pass
             await asyncio.sleep(0.1)
+
+    def _directory_entry(self, entry: Any) -> None:
+        alive = bool(entry.value) and entry.operation is None
+        kind, _, rest = entry.key.partition(".")
+        try:
+            if kind == "lease":
+                value = LeaseValue.decode(entry.value) if alive else None
+                if entry.key == lease_key(self.shard):
+                    self.lease.observe(entry.revision, value)
+                    if self.role == LEADING and not self.lease.holding():
+                        self._lose(f"the lease is now {value.node if value else 'gone'}'s")
+                if value is not None:
+                    self.directory[rest] = value
+            elif kind == "node" and alive:
+                shard, _, node = rest.partition(".")
+                self.nodes.setdefault(shard, {})[node] = json.loads(entry.value)["address"]
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("directory_entry_unreadable", extra=fields(key=entry.key, error=str(exc)))
 
     async def _campaign(self) -> None:
         period = self.cluster.lease_ttl / 8
@@ -257,59 +285,63 @@ class Replica:
                 return
 
     async def _take_over(self) -> None:
+        """Holding the lease: fence every older leader with a term message
+        after the last message applied, then lead."""
         term = self.lease.term
         log.info("lease_taken", extra=fields(shard=self.shard, node=self.node, term=term, after=self.applied))
+        self._leader_tasks = [self._spawn(self._renew(), "lease-renew")]  # from now: taking over takes a while
         await self._unfollow()
         while True:
             try:
-                self.applied = await append(
+                stored = await append(
                     self.link.js, self.shard, node=self.node, term=term, expected=self.applied, kind=KIND_TERM,
                     body=b"", last_seq=self.next_seq - 1, still_leader=self.lease.holding)
-                break
             except Fenced:
                 if not self.lease.holding():
                     self._lose("the lease ran out while taking over")
                     return
                 await self._read_missing()  # the old leader's last messages got in first
+                continue
+            if not self.lease.holding():
+                self._lose("the lease ran out while taking over")
+                return
+            self.applied = self.stream_seq = stored
+            self.terms.highest = term
+            break
         self.role = LEADING
-        self.stream_seq = self.applied
         log.info("leading", extra=fields(shard=self.shard, node=self.node, term=term, at=self.applied,
                                          seq=self.next_seq - 1))
         self.host.promoted(term)
-        self._leader_tasks = [
-            asyncio.create_task(self._renew(), name="lease-renew"),
-            asyncio.create_task(self._replicate(), name="replicate"),
-        ]
+        self._leader_tasks.append(self._spawn(self._replicate(), "replicate"))
 
     # ---- leading -------------------------------------------------------------------
 
     async def _renew(self) -> None:
         period = self.cluster.lease_ttl / 4
-        while self.role == LEADING:
+        while self.role != STOPPED:
             await asyncio.sleep(period)
             if not await self.lease.renew():
                 self._lose("the lease could not be renewed in time")
                 return
 
     async def _replicate(self) -> None:
+        """Records out of the runner, into the log, one message at a time
+        (whatever gathers meanwhile goes in the next), and their events out."""
         loop = asyncio.get_running_loop()
         fd = lib.runner_repl_fd(self.runner)
         ready = asyncio.Event()
         loop.add_reader(fd, ready.set)
         records = ffi.new("struct jnl_record[]", _MAX_RECORDS)
         snap = ffi.new("struct runner_snapshot *")
-        appender = Appender(self.link.nc, self.shard, node=self.node, term=self.lease.term, after=self.applied,
-                            still_leader=self.lease.holding, on_stored=self._stored)
-        await appender.start()
         try:
             while self.role == LEADING:
                 n = lib.runner_repl_take(self.runner, records, _MAX_RECORDS, snap)
                 if snap.buf != ffi.NULL:
                     data = bytes(ffi.buffer(snap.buf, snap.len))
                     lib.eng_free_buffer(snap.buf)
-                    # The state after every record sent so far: stored once they are.
-                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), appender.sent)
-                    asyncio.create_task(self._store_snapshot(ref, data))
+                    # Every record before it is stored: it is the state after message `applied`.
+                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied, self.lease.term)
+                    self._tasks.append(self._spawn(self._store_snapshot(ref, data), "snapshot"))
                     continue
                 if n == 0:
                     await ready.wait()
@@ -319,39 +351,33 @@ class Replica:
                     except BlockingIOError:
                         pass
                     continue
-                await appender.append(KIND_RECORDS, bytes(ffi.buffer(records, n * RECORD_SIZE)),
-                                      int(records[n - 1].seq))
+                last = int(records[n - 1].seq)
+                stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
+                                      expected=self.applied, kind=KIND_RECORDS,
+                                      body=bytes(ffi.buffer(records, n * RECORD_SIZE)), last_seq=last,
+                                      still_leader=self.lease.holding)
+                # Stored on a quorum; released only while the lease still holds
+                # (a leader that woke up too late acknowledges nothing).
+                if self.role != LEADING or not self.lease.holding():
+                    raise Fenced("the lease ran out before a message's events could be released")
+                self.applied = self.stream_seq = stored
+                self.next_seq = last + 1
+                lib.runner_repl_done(self.runner, last)
         except Fenced as exc:
             self._lose(str(exc))
         finally:
             loop.remove_reader(fd)
-            await appender.stop()
-
-    def _stored(self, stream_seq: int, last_seq: int) -> None:
-        """A message of ours is stored on a quorum: release its commands'
-        events, while the lease still holds (a leader that woke up too late
-        acknowledges nothing)."""
-        if self.role != LEADING or not self.lease.holding():
-            self._lose("the lease ran out before a message's events could be released")
-            return
-        self.applied = self.stream_seq = stream_seq
-        self.next_seq = last_seq + 1
-        lib.runner_repl_done(self.runner, last_seq)
-        self._progress.set()
 
     async def _store_snapshot(self, ref: snapshots.SnapshotRef, data: bytes) -> None:
         started = time.monotonic()
-        while self.applied < ref.stream_seq and self.role == LEADING:
-            self._progress.clear()
-            await self._progress.wait()
-        if self.applied < ref.stream_seq:
-            return  # no longer leading: the snapshot may hold commands the log does not
+        name = None
         try:
             await snapshots.store(self.link.snapshots, ref, data)
             await snapshots.prune(self.link.js, self.link.snapshots, self.shard)
-        except (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError) as exc:
-            log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
-        else:
-            self.snapshot_names[ref.seq] = ref.name
+            name = ref.name
             log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
-        lib.runner_repl_snapshot_done(self.runner, ref.seq)
+        except _NATS_ERRORS as exc:
+            log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
+        finally:
+            lib.runner_repl_snapshot_done(self.runner, ref.seq)
+            self.host.snapshot_stored(ref.seq, name)

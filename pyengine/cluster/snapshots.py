@@ -1,9 +1,10 @@
 """Shard snapshots in the JetStream object store, where any node can fetch them.
 
 A snapshot is the engine's whole state after command ``seq`` (the format of
-``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>``: the
-second number is the last message of the shard's log that it covers, so a
-node that loads it reads the log from the message after. The leader stores
+``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>-<term>``:
+the last message of the shard's log that it covers (a node that loads it
+reads the log from the message after) and the term of the leader that took
+it (the highest term of those messages). The leader stores
 one whenever it takes one; once a new one is stored, the log before the
 previous one's position is purged and older snapshots are deleted, so a
 follower a little behind still finds its messages, and a new node finds a
@@ -30,7 +31,7 @@ __all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune"]
 
 log = logging.getLogger("pyengine.cluster")
 
-_NAME = re.compile(r"(\d{20})-(\d{20})$")
+_NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,11 @@ class SnapshotRef:
     shard: str
     seq: int  # the engine's state after this command
     stream_seq: int  # ... which is the state after this message of the log
+    term: int  # the highest term of the messages up to it
 
     @property
     def name(self) -> str:
-        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}"
+        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}-{self.term:010d}"
 
 
 async def open_store(js: JetStreamContext, replicas: int) -> ObjectStore:
@@ -62,7 +64,7 @@ async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
         head, _, tail = info.name.partition("/")
         m = _NAME.fullmatch(tail)
         if head == shard and m:
-            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2))))
+            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3))))
     return sorted(refs, key=lambda r: r.seq)
 
 

@@ -26,6 +26,7 @@ import getpass
 import logging
 import os
 import sys
+import time
 
 from ..errors import EngineError
 from ..log import LEVELS, fields, setup_logging
@@ -33,6 +34,8 @@ from ..cluster.config import ClusterConfig
 from .config import FSYNC_POLICIES, ConfigError, ServerConfig, check_config, hash_secret, load_config
 
 log = logging.getLogger("pyengine.server")
+
+_RESTART_PAUSE = 0.2  # seconds before a cluster node starts again in place
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
@@ -109,9 +112,25 @@ def serve(args: argparse.Namespace) -> int:
         # shard's log: nothing of its old engine is kept. Same address.
         log.warning("restarting", extra=fields(reason=server.rejoin_reason))
         logging.shutdown()
-        port = ["--port", str(server.address[1])] if server.address else []
-        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:], *port])
+        time.sleep(_RESTART_PAUSE)  # a node that cannot follow does not spin
+        os.execv(sys.executable, [sys.executable, *_with_port(sys.orig_argv[1:], server.address)])
     return 1 if server.failed else 0
+
+
+def _with_port(argv: list[str], address: tuple[str, int] | None) -> list[str]:
+    """`argv` with the port it listened on, once (an earlier restart's, or
+    the user's, dropped)."""
+    if address is None:
+        return argv
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--port":
+            skip = True
+        elif not arg.startswith("--port="):
+            out.append(arg)
+    return [*out, "--port", str(address[1])]
 
 
 def hash_secret_cmd(args: argparse.Namespace) -> int:

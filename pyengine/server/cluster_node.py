@@ -70,6 +70,8 @@ class ClusterNode:
         self._greenlets: list[gevent.Greenlet] = []
         self._next_seq = ffi.new("uint64_t *")
         self._taken = ffi.new("size_t *")
+        self._snapshot_replies: dict[int, list[Callable[[str | None], None]]] = {}
+        self._stored: dict[int, str | None] = {}  # the last snapshots stored: seq -> where
 
     # ---- before the engine thread ----------------------------------------------
 
@@ -88,7 +90,7 @@ class ClusterNode:
             path = self.loop.run(patiently(f"snapshot {ref.name}",
                                            lambda: snapshots.fetch(link.snapshots, ref, self._cache)))
             eng, seq = load_snapshot(path, specs, level_events=True)
-            self._position = Position(ref.stream_seq, seq + 1)
+            self._position = Position(ref.stream_seq, seq + 1, ref.term)
         if first > self._position.stream_seq + 1:
             lib.eng_destroy(eng)
             raise RecoveryError(f"the log of shard {self.cluster.shard} starts at message {first}, but the newest "
@@ -115,10 +117,21 @@ class ClusterNode:
     def role(self) -> str:
         return self.replica.role if self.replica is not None else "starting"
 
-    def snapshot_name(self, seq: int) -> str:
-        """Where the leader's snapshot at `seq` is stored (the object store)."""
-        name = self.replica.snapshot_names.get(seq) if self.replica is not None else None
-        return f"{SNAPSHOT_BUCKET}/{name}" if name else f"{SNAPSHOT_BUCKET} (not stored)"
+    def when_stored(self, seq: int, reply: Callable[[str | None], None]) -> None:
+        """Call reply(name) once the snapshot at `seq` is in the object store
+        (None: storing it failed): an admin's snapshot request waits for it."""
+        if seq in self._stored:
+            reply(self._stored[seq])
+        else:
+            self._snapshot_replies.setdefault(seq, []).append(reply)
+
+    def snapshot_stored(self, seq: int, name: str | None) -> None:
+        where = f"{SNAPSHOT_BUCKET}/{name}" if name else None
+        self._stored[seq] = where  # for a request whose answer is routed after this
+        while len(self._stored) > 16:
+            del self._stored[next(iter(self._stored))]
+        for reply in self._snapshot_replies.pop(seq, []):
+            reply(where)
 
     def leader_address(self) -> str | None:
         """Where order entry goes now, when known."""
@@ -209,9 +222,12 @@ class ClusterNode:
 
         def snapshot(symbol: str, reply: Callable[[bytes], None]) -> None:  # on the NATS thread
             def take() -> None:  # on the gevent thread
-                md.flush()  # what is gathered goes out first: the snapshot follows it
-                book = md.snapshot(symbols.index(symbol), None)
-                del book["req_id"]
+                try:
+                    md.flush()  # what is gathered goes out first: the snapshot follows it
+                    book = md.snapshot(symbols.index(symbol), None)
+                    del book["req_id"]
+                except Exception as exc:  # the asker is told, whatever it was
+                    book = {"type": "error", "code": "snapshot_failed", "message": f"{type(exc).__name__}: {exc}"}
                 reply(orjson.dumps(book))
             mailbox.post(take)
 
@@ -283,4 +299,7 @@ class _Posted:
 
     def lost_leadership(self, reason: str) -> None:
         self._mailbox.post(self._node.lost_leadership, reason)
+
+    def snapshot_stored(self, seq: int, name: str | None) -> None:
+        self._mailbox.post(self._node.snapshot_stored, seq, name)
 

@@ -245,11 +245,20 @@ class Dispatcher:
             log.info("snapshot", extra=fields(seq=seq, requested=session is not None))
         if session is None or info is None:
             return
+        req_id = info[1]
         if err:
-            session.error("snapshot_failed", f"the snapshot at seq {seq} failed: {os.strerror(err)}", info[1])
+            session.error("snapshot_failed", f"the snapshot at seq {seq} failed: {os.strerror(err)}", req_id)
+        elif self.server.cluster is not None:
+            # Taken; the answer once the object store holds it (the acks go on meanwhile).
+            def stored(name: str | None) -> None:
+                if name is None:
+                    session.error("snapshot_failed", f"the snapshot at seq {seq} could not be stored", req_id)
+                else:
+                    session.reply({"type": "snapshot", "req_id": req_id, "seq": seq, "path": name})
+                self.server.flush_sessions()
+            self.server.cluster.when_stored(seq, stored)
         else:
-            where = self.server.cluster.snapshot_name(seq) if self.server.cluster else engine.snapshot_path(seq)
-            session.reply({"type": "snapshot", "req_id": info[1], "seq": seq, "path": where})
+            session.reply({"type": "snapshot", "req_id": req_id, "seq": seq, "path": engine.snapshot_path(seq)})
 
     def _state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
         """A replica's state hash: a checkpoint it wrote, or one of the

@@ -127,9 +127,14 @@ def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard
     nodes = shard(3)
     old = leader_among(nodes)
     pid = old.proc.pid
+    # Paused in the middle of trading: appends in flight when it stops.
+    trader = Trader([address(old)], account=31)
+    thread = threading.Thread(target=trader.run, daemon=True)
+    thread.start()
     c = Client([address(old)], timeout=15)
     c.login(7, cancel_on_disconnect=False)
     assert c.request(c.new_order("ESZ6", "buy", 1, 449_000, client_order_id="before"))["type"] == "ack"
+    wait_for("orders before the pause", lambda: len(trader.acks) >= 30)
     old.proc.send_signal(signal.SIGSTOP)
     try:
         new = leader_among([n for n in nodes if n is not old])
@@ -141,9 +146,13 @@ def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard
         while True:
             answers.append(c.recv(timeout=15))
     assert not [m for m in answers if m.get("req_id") == during], answers
-    # It starts again, in the same process, as a follower.
+    # It starts again, in the same process, as a follower; the trader finds the new leader.
     wait_for("the old leader back as a follower", lambda: status(old)["role"] == "follower", timeout=60)
     assert old.proc.pid == pid and old.proc.poll() is None
+    count = len(trader.acks)
+    wait_for("orders at the new leader", lambda: len(trader.acks) >= count + 20, timeout=60)
+    trader.stop.set()
+    thread.join(30)
     log = the_log(nats.urls, "a")
     terms = [m.term for m in log]
     assert terms == sorted(terms), "an older leader appended after a newer one"
@@ -151,6 +160,7 @@ def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard
     start = next(m.stream_seq for m in log if m.kind == KIND_TERM and m.term == new_term)
     assert all(m.node == status(new)["node"] for m in log if m.stream_seq > start)
     events = replayed(log, "a")[1]
+    check_acks_against_the_log([trader], events)
     coids = {getattr(e, "client_order_id", None) for e in events}
     assert "before" in coids and "during" not in coids
     settled(nodes)
