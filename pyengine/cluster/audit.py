@@ -52,7 +52,7 @@ async def read_log(js: JetStreamContext, shard: str) -> list[LogMessage]:
     out = []
     if info.state.messages:
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            raw = await js.get_msg(stream_name(shard), seq, direct=True)
+            raw = await js.get_msg(stream_name(shard), seq)  # from the stream's leader, never a lagging copy
             out.append(message_of(raw.seq or seq, raw.headers, raw.data or b""))
     return out
 

@@ -22,7 +22,7 @@ import nats as nats_client
 import pytest
 
 from pyengine import Cancelled, Trade
-from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
+from pyengine.client import Client, ClusterClient, ConnectionClosed
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.mdfeed import md_subject, snapshot_subject
 from pyengine.cluster.shardlog import KIND_TERM
