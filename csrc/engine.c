@@ -463,6 +463,14 @@ const struct eng_api *eng_api(void)
         .new_order = eng_new_order,
         .cancel = eng_cancel,
         .events = eng_events,
+        .cancel_order = eng_cancel_order,
+        .modify_order = eng_modify_order,
+        .book_levels = eng_book_levels,
+        .get_order = eng_get_order,
+        .get_order_by_coid = eng_get_order_by_coid,
+        .order_shape = eng_order_shape,
+        .shape_message = eng_shape_message,
+        .seq = eng_seq,
     };
     return &api;
 }

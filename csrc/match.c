@@ -292,23 +292,50 @@ static int check_price(const struct instrument *in, int64_t price)
     return ENG_OK;
 }
 
-/* Fields of a packed NEW command that the Python API never gets wrong. */
+int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags)
+{
+    bool post_only = flags & ENG_CMD_F_POST_ONLY;
+
+    if (order_type == ENG_MARKET) {
+        if (has_price)
+            return ENG_SHAPE_MARKET_WITH_PRICE;
+        if (tif == ENG_GTC)
+            return ENG_SHAPE_MARKET_GTC;
+        if (post_only)
+            return ENG_SHAPE_MARKET_POST_ONLY;
+        return ENG_SHAPE_OK;
+    }
+    if (!has_price)
+        return ENG_SHAPE_LIMIT_WITHOUT_PRICE;
+    if (post_only && tif != ENG_GTC)
+        return ENG_SHAPE_POST_ONLY_NOT_GTC;
+    return ENG_SHAPE_OK;
+}
+
+/*
+ * Fields of a packed NEW command that the Python API never gets wrong. A
+ * packed limit order's price is judged by the price check (0 is BAD_PRICE).
+ */
 static int check_new_shape(const struct eng_cmd *c)
 {
-    bool market = c->order_type == ENG_MARKET;
+    int shape;
 
     if (c->reserved)
         return ENG_BAD_COMMAND;
     if (c->side != ENG_BUY && c->side != ENG_SELL)
         return ENG_BAD_SIDE;
-    if ((c->order_type != ENG_LIMIT && !market) || (market && c->price != 0))
+    if (c->order_type != ENG_LIMIT && c->order_type != ENG_MARKET)
         return ENG_BAD_ORDER_TYPE;
-    if (c->tif < ENG_GTC || c->tif > ENG_FOK || (market && c->tif == ENG_GTC))
+    shape = eng_order_shape(c->order_type, c->tif, c->order_type == ENG_LIMIT || c->price != 0,
+                            c->flags);
+    if (shape == ENG_SHAPE_MARKET_WITH_PRICE)
+        return ENG_BAD_ORDER_TYPE;
+    if (c->tif < ENG_GTC || c->tif > ENG_FOK || shape == ENG_SHAPE_MARKET_GTC)
         return ENG_BAD_TIF;
     if (c->stp > ENG_STP_CANCEL_BOTH)
         return ENG_BAD_STP;
-    if ((c->flags & ~ENG_CMD_F_POST_ONLY) ||
-        ((c->flags & ENG_CMD_F_POST_ONLY) && (market || c->tif != ENG_GTC)))
+    if ((c->flags & ~ENG_CMD_F_POST_ONLY) || shape == ENG_SHAPE_MARKET_POST_ONLY ||
+        shape == ENG_SHAPE_POST_ONLY_NOT_GTC)
         return ENG_BAD_FLAGS;
     if (!coid_valid(c->coid))
         return ENG_BAD_CLIENT_ORDER_ID;

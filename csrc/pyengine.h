@@ -84,6 +84,27 @@ enum eng_cancel_reason {
     ENG_CANCEL__COUNT
 };
 
+/*
+ * The shapes of a new order that are not orders at all: one rule, used by
+ * the core on packed commands (as BAD_ORDER_TYPE, BAD_TIF and BAD_FLAGS
+ * rejects), by the Python API and by the server (as argument errors with
+ * these messages). Checked in this order; the first that applies is given.
+ */
+#define ENG_SHAPE_MAP(XX)                                                       \
+    XX(OK, "ok")                                                                \
+    XX(MARKET_WITH_PRICE, "a market order has no price (pass price=None)")     \
+    XX(MARKET_GTC, "a market order cannot be gtc: use tif='ioc' or 'fok'")     \
+    XX(MARKET_POST_ONLY, "post_only needs a limit order")                       \
+    XX(LIMIT_WITHOUT_PRICE, "a limit order needs a price")                      \
+    XX(POST_ONLY_NOT_GTC, "post_only needs tif='gtc'")
+
+enum eng_shape {
+#define ENG_XX_(code, msg) ENG_SHAPE_##code,
+    ENG_SHAPE_MAP(ENG_XX_)
+#undef ENG_XX_
+    ENG_SHAPE__COUNT
+};
+
 enum eng_cmd_type {
     ENG_CMD_NEW = 1,
     ENG_CMD_CANCEL = 2,
@@ -328,6 +349,13 @@ int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uin
                          int64_t qty, int64_t price, const char *coid);
 
 /*
+ * The shape of a new order (enum eng_shape): `order_type` ENG_LIMIT or
+ * ENG_MARKET, `tif` a tif code, `has_price` whether a price is given, `flags`
+ * its ENG_CMD_F_* flags. Other codes and flags are not judged here.
+ */
+int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
+
+/*
  * Register a caller-owned array of `cap` events that the fast paths copy
  * their events into when they fit (a binding reads it without a call). The
  * engine never frees it; pass NULL, 0 to stop. Can't fail.
@@ -368,6 +396,18 @@ struct eng_api {
                          int64_t price, const char *coid);
     int64_t (*cancel)(struct eng *e, uint64_t order_id, uint32_t account);
     const struct eng_event *(*events)(const struct eng *e, size_t *count);
+    int64_t (*cancel_order)(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                            const char *coid);
+    int64_t (*modify_order)(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                            int64_t qty, int64_t price, const char *coid);
+    int64_t (*book_levels)(const struct eng *e, uint32_t instrument, uint8_t side,
+                           struct eng_level_info *out, size_t max);
+    int (*get_order)(const struct eng *e, uint64_t order_id, struct eng_order_info *out);
+    int (*get_order_by_coid)(const struct eng *e, uint32_t account, const char *coid,
+                             struct eng_order_info *out);
+    int (*order_shape)(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
+    const char *(*shape_message)(int shape);
+    uint64_t (*seq)(const struct eng *e);
 };
 const struct eng_api *eng_api(void);
 
@@ -704,5 +744,7 @@ int runner_submit_log(struct runner *r, const struct jnl_record *recs, size_t n,
 const char *eng_err_name(int err);
 const char *eng_strerror(int err);
 const char *eng_cancel_reason_name(int reason);
+/* The message of an enum eng_shape ("?" when out of range). */
+const char *eng_shape_message(int shape);
 
 #endif /* PYENGINE_H */

@@ -11,6 +11,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
+from ._ffi import ffi, lib
 from .errors import InvalidArgument, InvalidArgumentType
 
 INT64_MIN = -(2**63)
@@ -75,19 +76,34 @@ def symbol_bytes(value: Any) -> bytes:
 
 
 def check_order_shape(market: bool, gtc: bool, price: int | None, post_only: bool) -> None:
-    """Refuse argument combinations that are not orders at all."""
-    if market:
-        if price is not None:
-            raise InvalidArgument("a market order has no price (pass price=None)")
-        if gtc:
-            raise InvalidArgument("a market order cannot be gtc: use tif='ioc' or 'fok'")
-        if post_only:
-            raise InvalidArgument("post_only needs a limit order")
-    else:
-        if price is None:
-            raise InvalidArgument("a limit order needs a price")
-        if post_only and not gtc:
-            raise InvalidArgument("post_only needs tif='gtc'")
+    """Refuse argument combinations that are not orders at all (the core's
+    rule, eng_order_shape, and its words)."""
+    shape = lib.eng_order_shape(
+        lib.ENG_MARKET if market else lib.ENG_LIMIT,
+        lib.ENG_GTC if gtc else lib.ENG_IOC,
+        price is not None,
+        lib.ENG_CMD_F_POST_ONLY if post_only else 0,
+    )
+    if shape != lib.ENG_SHAPE_OK:
+        raise InvalidArgument(ffi.string(lib.eng_shape_message(shape)).decode("ascii"))
+
+
+def check_target(
+    order_id: Any, account: Any, client_order_id: Any, *, min_order_id: int = 1
+) -> tuple[int, int | None, bytes | None]:
+    """How a cancel, modify or lookup addresses its order: by ``order_id``,
+    or by ``client_order_id`` with its ``account``. Returns (order_id or 0,
+    account, the client order id's bytes or None)."""
+    if client_order_id is None and order_id is None:
+        raise InvalidArgument("give an order_id or a client_order_id")
+    if client_order_id is not None and order_id is not None:
+        raise InvalidArgument("give an order_id or a client_order_id, not both")
+    oid = 0 if order_id is None else as_int("order_id", order_id, min_order_id, UINT64_MAX)
+    acct = None if account is None else as_int("account", account, 0, UINT32_MAX)
+    coid = None if client_order_id is None else coid_bytes(client_order_id)
+    if coid is not None and acct is None:
+        raise InvalidArgument("a client_order_id is per account: give the account too")
+    return oid, acct, coid
 
 
 def as_bool(name: str, value: Any) -> bool:

@@ -8,7 +8,7 @@ by value, so a code added in C without a Python member fails loudly at import.
 from __future__ import annotations
 
 from ._ffi import ffi, lib
-from .enums import CancelReason, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce
+from .enums import CancelReason, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce, TradingState
 
 SIDE_CODE: dict[str, int] = {Side.BUY: lib.ENG_BUY, Side.SELL: lib.ENG_SELL}
 ORDER_TYPE_CODE: dict[str, int] = {OrderType.LIMIT: lib.ENG_LIMIT, OrderType.MARKET: lib.ENG_MARKET}
@@ -26,6 +26,9 @@ STP_CODE: dict[str, int] = {
 
 # Indexed by C code: side 1/2 -> member (index 0 unused).
 SIDE_BY_CODE: tuple[Side | None, ...] = (None, Side.BUY, Side.SELL)
+STATE_BY_CODE: tuple[TradingState, ...] = tuple(
+    sorted(TradingState, key={TradingState.OPEN: lib.ENG_STATE_OPEN, TradingState.HALTED: lib.ENG_STATE_HALTED}.__getitem__)
+)
 STP_BY_CODE: tuple[SelfTradePrevention, ...] = tuple(
     sorted(STP_CODE, key=STP_CODE.__getitem__)  # type: ignore[arg-type]
 )

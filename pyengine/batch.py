@@ -9,7 +9,8 @@ commands with :func:`pack_new_order`, :func:`pack_cancel` and
 them as a numpy array of :data:`EVENT_DTYPE`. numpy is optional: the dtypes are
 built on first access.
 
-Numeric codes are the IntEnums below; docs/batch.md documents the layout.
+Numeric codes are the IntEnums below and the layouts are the C structs', all
+read from csrc/pyengine.h through cffi; docs/batch.md documents them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from functools import cache
 from typing import Any, NamedTuple
 
 from . import _args
-from .enums import CancelReason, RejectReason, SelfTradePrevention, Side, TradingState
+from ._codes import ORDER_TYPE_CODE, SIDE_BY_CODE, SIDE_CODE, STATE_BY_CODE, STP_CODE, TIF_CODE
+from ._ffi import ffi, lib
+from .enums import CancelReason, RejectReason, TradingState
 from .enums import DEFAULT_TIF, REJECT_MESSAGES
 from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, StateChanged, Trade
 
@@ -47,69 +50,105 @@ __all__ = [
 ]
 
 
+# The codes are the header's (csrc/pyengine.h), read through cffi.
+
+
 class CommandType(IntEnum):
-    NEW = 1
-    CANCEL = 2
-    MODIFY = 3
-    SET_STATE = 4
+    NEW = lib.ENG_CMD_NEW
+    CANCEL = lib.ENG_CMD_CANCEL
+    MODIFY = lib.ENG_CMD_MODIFY
+    SET_STATE = lib.ENG_CMD_SET_STATE
 
 
 class StateCode(IntEnum):
-    OPEN = 0
-    HALTED = 1
+    OPEN = lib.ENG_STATE_OPEN
+    HALTED = lib.ENG_STATE_HALTED
 
 
 class SideCode(IntEnum):
-    BUY = 1
-    SELL = 2
+    BUY = lib.ENG_BUY
+    SELL = lib.ENG_SELL
 
 
 class OrderTypeCode(IntEnum):
-    LIMIT = 1
-    MARKET = 2
+    LIMIT = lib.ENG_LIMIT
+    MARKET = lib.ENG_MARKET
 
 
 class TifCode(IntEnum):
-    GTC = 1
-    IOC = 2
-    FOK = 3
+    GTC = lib.ENG_GTC
+    IOC = lib.ENG_IOC
+    FOK = lib.ENG_FOK
 
 
 class StpCode(IntEnum):
-    NONE = 0
-    CANCEL_NEWEST = 1
-    CANCEL_OLDEST = 2
-    CANCEL_BOTH = 3
+    NONE = lib.ENG_STP_NONE
+    CANCEL_NEWEST = lib.ENG_STP_CANCEL_NEWEST
+    CANCEL_OLDEST = lib.ENG_STP_CANCEL_OLDEST
+    CANCEL_BOTH = lib.ENG_STP_CANCEL_BOTH
 
 
 class CommandFlag(IntFlag):
-    POST_ONLY = 1  # new order: never trade on arrival
-    ANY_ACCOUNT = 2  # cancel/modify: administrator, no ownership check
-    KEEP_PRICE = 4  # modify: keep the order's price
-    KEEP_QTY = 8  # modify: keep the order's open qty (not with KEEP_PRICE)
+    POST_ONLY = lib.ENG_CMD_F_POST_ONLY  # new order: never trade on arrival
+    ANY_ACCOUNT = lib.ENG_CMD_F_ANY_ACCOUNT  # cancel/modify: administrator, no ownership check
+    KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE  # modify: keep the order's price
+    KEEP_QTY = lib.ENG_CMD_F_KEEP_QTY  # modify: keep the order's open qty (not with KEEP_PRICE)
 
 
 class EventType(IntEnum):
-    ACCEPTED = 1
-    REJECTED = 2
-    TRADE = 3
-    CANCELLED = 4
-    MODIFIED = 5
-    LEVEL = 6
-    STATE = 7
+    ACCEPTED = lib.ENG_EV_ACCEPTED
+    REJECTED = lib.ENG_EV_REJECTED
+    TRADE = lib.ENG_EV_TRADE
+    CANCELLED = lib.ENG_EV_CANCELLED
+    MODIFIED = lib.ENG_EV_MODIFIED
+    LEVEL = lib.ENG_EV_LEVEL
+    STATE = lib.ENG_EV_STATE
 
 
-# type side order_type tif stp flags reserved instrument account order_id
-# price qty ts coid
-COMMAND_STRUCT = struct.Struct("<BBBBBBHIIQqqq16s")
-# type side reason flags instrument seq order_id maker_order_id trade_id
-# price qty leaves maker_leaves account maker_account coid
-EVENT_STRUCT = struct.Struct("<BBBBIQQQQqqqqII16s")
+# The layouts are the header's too: each field's type and offset, from cffi.
+_STRUCT_CODES = {"uint8_t": "B", "uint16_t": "H", "uint32_t": "I", "int32_t": "i", "uint64_t": "Q", "int64_t": "q"}
+
+
+def _fields(ctype: str) -> list[tuple[str, int, str]]:
+    """(name, offset, struct code) of each field of a C struct, in order."""
+    out = []
+    for name, field in ffi.typeof(ctype).fields:
+        t = field.type
+        code = f"{t.length}s" if t.kind == "array" and t.item.cname == "char" else _STRUCT_CODES[t.cname]
+        out.append((name, field.offset, code))
+    return out
+
+
+def _struct(ctype: str, names: Sequence[str] | None = None) -> struct.Struct:
+    """A little-endian Struct of a C struct that reads the fields `names`
+    (all by default), which must be in C order, and skips every other byte."""
+    fields = _fields(ctype)
+    wanted = [name for name, _, _ in fields] if names is None else list(names)
+    if [name for name, _, _ in fields if name in wanted] != wanted:
+        raise ValueError(f"{ctype} has not the fields {wanted} in this order")
+    fmt, pos = "<", 0
+    for name, offset, code in fields:
+        size = struct.calcsize("<" + code)
+        fmt += (f"{offset - pos}x" if offset > pos else "") + (code if name in wanted else f"{size}x")
+        pos = offset + size
+    end = ffi.sizeof(ctype)
+    return struct.Struct(fmt + (f"{end - pos}x" if end > pos else ""))
+
+
+COMMAND_STRUCT = _struct("struct eng_cmd")
+EVENT_STRUCT = _struct("struct eng_event")
 COMMAND_SIZE = COMMAND_STRUCT.size
 EVENT_SIZE = EVENT_STRUCT.size
-assert COMMAND_SIZE == 64 and EVENT_SIZE == 96
 
-_NO_COID = bytes(16)
+_NO_COID = bytes(lib.ENG_COID_LEN)
+_COMMAND_FIELDS = tuple(name for name, _, _ in _fields("struct eng_cmd"))
+_COMMAND_ZERO = {name: (_NO_COID if name == "coid" else 0) for name in _COMMAND_FIELDS}
+
+
+def _command(**fields: Any) -> bytes:
+    """One struct eng_cmd record from its fields by name (the rest zero)."""
+    values = _COMMAND_ZERO | fields
+    return COMMAND_STRUCT.pack(*(values[name] for name in _COMMAND_FIELDS))
 
 
 class BatchResult(NamedTuple):
@@ -125,13 +164,6 @@ class BatchResult(NamedTuple):
     modified: int
 
 
-def _side(value: Any) -> int:
-    return _args.as_code("side", value, {Side.BUY: SideCode.BUY, Side.SELL: SideCode.SELL})
-
-
-_ORDER_TYPES = {"limit": OrderTypeCode.LIMIT, "market": OrderTypeCode.MARKET}
-_TIFS = {"gtc": TifCode.GTC, "ioc": TifCode.IOC, "fok": TifCode.FOK}
-_STPS = {str(m): StpCode[m.name] for m in SelfTradePrevention}
 
 
 def pack_new_order(
@@ -150,40 +182,32 @@ def pack_new_order(
 ) -> bytes:
     """One NEW command record; arguments as for ``Engine.submit`` except that
     the instrument is its number (``Engine.instrument_id(symbol)``)."""
-    ot = _args.as_code("order_type", order_type, _ORDER_TYPES)
-    tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, _TIFS)
+    ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
+    tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, TIF_CODE)
     _args.check_order_shape(
         ot == OrderTypeCode.MARKET, tf == TifCode.GTC, price, _args.as_bool("post_only", post_only)
     )
-    return COMMAND_STRUCT.pack(
-        CommandType.NEW,
-        _side(side),
-        ot,
-        tf,
-        _args.as_code("stp", stp, _STPS),
-        CommandFlag.POST_ONLY if post_only else 0,
-        0,
-        _args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
-        _args.as_int("account", account, 0, _args.UINT32_MAX),
-        0,
-        0 if price is None else _args.as_int("price", price),
-        _args.as_int("qty", qty),
-        _args.as_int("ts", ts),
-        _NO_COID if client_order_id is None else _args.coid_bytes(client_order_id),
+    return _command(
+        type=CommandType.NEW,
+        side=_args.as_code("side", side, SIDE_CODE),
+        order_type=ot,
+        tif=tf,
+        stp=_args.as_code("stp", stp, STP_CODE),
+        flags=CommandFlag.POST_ONLY if post_only else 0,
+        instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
+        account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        price=0 if price is None else _args.as_int("price", price),
+        qty=_args.as_int("qty", qty),
+        ts=_args.as_int("ts", ts),
+        coid=_NO_COID if client_order_id is None else _args.coid_bytes(client_order_id),
     )
 
 
 def _target(order_id: int | None, account: int | None, client_order_id: str | None) -> tuple[int, int, int, bytes]:
     """(order_id, account, flags, coid) of a cancel/modify target."""
-    if (order_id is None) == (client_order_id is None):
-        raise _args.InvalidArgument("give exactly one of order_id and client_order_id")
-    if client_order_id is not None and account is None:
-        raise _args.InvalidArgument("a client_order_id is per account: give the account too")
-    oid = 0 if order_id is None else _args.as_int("order_id", order_id, 1, _args.UINT64_MAX)
-    acct = 0 if account is None else _args.as_int("account", account, 0, _args.UINT32_MAX)
-    flags = CommandFlag.ANY_ACCOUNT if account is None else 0
-    coid = _NO_COID if client_order_id is None else _args.coid_bytes(client_order_id)
-    return oid, acct, flags, coid
+    oid, acct, coid = _args.check_target(order_id, account, client_order_id)
+    flags = CommandFlag.ANY_ACCOUNT if acct is None else 0
+    return oid, acct or 0, flags, _NO_COID if coid is None else coid
 
 
 def pack_cancel(
@@ -195,8 +219,8 @@ def pack_cancel(
 ) -> bytes:
     """One CANCEL command record; arguments as for ``Engine.cancel``."""
     oid, acct, flags, coid = _target(order_id, account, client_order_id)
-    return COMMAND_STRUCT.pack(
-        CommandType.CANCEL, 0, 0, 0, 0, flags, 0, 0, acct, oid, 0, 0, _args.as_int("ts", ts), coid
+    return _command(
+        type=CommandType.CANCEL, flags=flags, account=acct, order_id=oid, ts=_args.as_int("ts", ts), coid=coid
     )
 
 
@@ -218,21 +242,15 @@ def pack_modify(
         flags |= CommandFlag.KEEP_QTY
     if price is None:
         flags |= CommandFlag.KEEP_PRICE
-    return COMMAND_STRUCT.pack(
-        CommandType.MODIFY,
-        0,
-        0,
-        0,
-        0,
-        flags,
-        0,
-        0,
-        acct,
-        oid,
-        0 if price is None else _args.as_int("price", price),
-        0 if qty is None else _args.as_int("qty", qty),
-        _args.as_int("ts", ts),
-        coid,
+    return _command(
+        type=CommandType.MODIFY,
+        flags=flags,
+        account=acct,
+        order_id=oid,
+        price=0 if price is None else _args.as_int("price", price),
+        qty=0 if qty is None else _args.as_int("qty", qty),
+        ts=_args.as_int("ts", ts),
+        coid=coid,
     )
 
 
@@ -241,12 +259,9 @@ def pack_set_state(instrument: int, state: TradingState | str, *, ts: int = 0) -
     ``instrument`` (an administrator's command)."""
     code = StateCode[TradingState(state).name]
     inst = _args.as_int("instrument", instrument, 0, _args.UINT32_MAX)
-    return COMMAND_STRUCT.pack(CommandType.SET_STATE, 0, 0, 0, 0, 0, 0, inst, 0, 0, 0, code, _args.as_int("ts", ts), _NO_COID)
+    return _command(type=CommandType.SET_STATE, instrument=inst, qty=code, ts=_args.as_int("ts", ts))
 
 
-_SIDES = (None, Side.BUY, Side.SELL)
-_STATES = (TradingState.OPEN, TradingState.HALTED)
-_REJECTS = {m: REJECT_MESSAGES[m] for m in RejectReason}
 # Plain ints: comparing with an IntEnum member costs an attribute lookup on
 # the enum class each time, which dominated decoding.
 _TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE = (
@@ -266,22 +281,20 @@ def _coid(raw: bytes) -> str | None:
     return raw.rstrip(b"\0").decode("ascii", "backslashreplace")
 
 
-# Per event type, a Struct that reads just that type's fields, in C order
-# (x = skipped byte). Offsets: type 0, side 1, reason 2, flags 3, instrument 4,
-# seq 8, order_id 16, maker_order_id 24, trade_id 32, price 40, qty 48,
-# leaves 56, maker_leaves 64, account 72, maker_account 76, coid 80.
-_TRADE_FIELDS = struct.Struct("<xBxxIQQQQqqqqII16x")
-_ACCEPTED_FIELDS = struct.Struct("<xBxxIQQ16xqq16xI4x16s")
-_CANCELLED_FIELDS = struct.Struct("<xxBx4xQQ32xq32x")
-_MODIFIED_FIELDS = struct.Struct("<xxxB4xQQ16xqq40x")
-_REJECTED_FIELDS = struct.Struct("<xxBx4xQQ56x16s")
-_LEVEL_FIELDS = struct.Struct("<xBxxIQ24xqqq32x")
-_STATE_FIELDS = struct.Struct("<4xIQ32xq40x")
-assert all(
-    f.size == EVENT_SIZE
-    for f in (_TRADE_FIELDS, _ACCEPTED_FIELDS, _CANCELLED_FIELDS, _MODIFIED_FIELDS, _REJECTED_FIELDS, _LEVEL_FIELDS,
-              _STATE_FIELDS)
+# Per event type, a Struct that reads just the fields that type uses (see
+# struct eng_event), in C order.
+_EV = "struct eng_event"
+_TRADE_FIELDS = _struct(
+    _EV,
+    ("side", "instrument", "seq", "order_id", "maker_order_id", "trade_id", "price", "qty", "leaves", "maker_leaves",
+     "account", "maker_account"),
 )
+_ACCEPTED_FIELDS = _struct(_EV, ("side", "instrument", "seq", "order_id", "price", "qty", "account", "coid"))
+_CANCELLED_FIELDS = _struct(_EV, ("reason", "seq", "order_id", "leaves"))
+_MODIFIED_FIELDS = _struct(_EV, ("flags", "seq", "order_id", "price", "qty"))
+_REJECTED_FIELDS = _struct(_EV, ("reason", "seq", "order_id", "coid"))
+_LEVEL_FIELDS = _struct(_EV, ("side", "instrument", "seq", "price", "qty", "leaves"))
+_STATE_FIELDS = _struct(_EV, ("instrument", "seq", "qty"))
 
 
 def decode_events(
@@ -303,7 +316,7 @@ def decode_events(
     out: list[Event] = []
     append = out.append
     new = tuple.__new__
-    sides = _SIDES
+    sides = SIDE_BY_CODE
     no_coid = _NO_COID
     trade_fields = _TRADE_FIELDS.unpack_from
     for off in range(0, count * EVENT_SIZE, EVENT_SIZE):
@@ -348,65 +361,42 @@ def decode_events(
             append(
                 new(
                     Rejected,
-                    (seq, why, _REJECTS[why], None if coid == no_coid else _coid(coid), oid or None),  # type: ignore[index]
+                    (seq, why, REJECT_MESSAGES[why], None if coid == no_coid else _coid(coid), oid or None),  # type: ignore[index]
                 )
             )
         elif typ == _STATE:
             inst, seq, state = _STATE_FIELDS.unpack_from(raw, off)
-            append(new(StateChanged, (seq, symbols[inst], _STATES[state])))
+            append(new(StateChanged, (seq, symbols[inst], STATE_BY_CODE[state])))
         else:
             raise ValueError(f"not an event record: type {typ} at byte {off}")
     return out
 
 
-@cache
-def _command_dtype() -> Any:
+_DTYPE_CODES = {"B": "u1", "H": "<u2", "I": "<u4", "i": "<i4", "Q": "<u8", "q": "<i8"}
+
+
+def _dtype(ctype: str) -> Any:
     import numpy as np
 
+    fields = _fields(ctype)
     return np.dtype(
-        [
-            ("type", "u1"),
-            ("side", "u1"),
-            ("order_type", "u1"),
-            ("tif", "u1"),
-            ("stp", "u1"),
-            ("flags", "u1"),
-            ("reserved", "<u2"),
-            ("instrument", "<u4"),
-            ("account", "<u4"),
-            ("order_id", "<u8"),
-            ("price", "<i8"),
-            ("qty", "<i8"),
-            ("ts", "<i8"),
-            ("coid", "S16"),
-        ]
+        {
+            "names": [name for name, _, _ in fields],
+            "formats": [f"S{code[:-1]}" if code.endswith("s") else _DTYPE_CODES[code] for _, _, code in fields],
+            "offsets": [offset for _, offset, _ in fields],
+            "itemsize": ffi.sizeof(ctype),
+        }
     )
+
+
+@cache
+def _command_dtype() -> Any:
+    return _dtype("struct eng_cmd")
 
 
 @cache
 def _event_dtype() -> Any:
-    import numpy as np
-
-    return np.dtype(
-        [
-            ("type", "u1"),
-            ("side", "u1"),
-            ("reason", "u1"),
-            ("flags", "u1"),
-            ("instrument", "<u4"),
-            ("seq", "<u8"),
-            ("order_id", "<u8"),
-            ("maker_order_id", "<u8"),
-            ("trade_id", "<u8"),
-            ("price", "<i8"),
-            ("qty", "<i8"),
-            ("leaves", "<i8"),
-            ("maker_leaves", "<i8"),
-            ("account", "<u4"),
-            ("maker_account", "<u4"),
-            ("coid", "S16"),
-        ]
-    )
+    return _dtype("struct eng_event")
 
 
 def __getattr__(name: str) -> Any:

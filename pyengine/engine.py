@@ -1,13 +1,13 @@
 """``Engine``: the in-process, synchronous API of the matching core.
 
 Each call crosses into C once and returns the events it caused as a list of
-event objects (``pyengine.events``). ``submit`` and ``cancel``, the calls made
-millions of times, are implemented in C by the base class
-(``pyengine._calls.Core``, csrc/binding/calls.c) for plainly typed
-arguments; it forwards every other call, unchanged, to ``_submit`` and
-``_cancel`` below, which check and convert the arguments, raise the errors,
-and call the core through cffi. ``process_batch`` is the path for millions of
-commands in one call.
+event objects (``pyengine.events``). The per-call verbs -- ``submit``,
+``cancel``, ``modify``, ``order``, ``book`` -- are the base class's
+(``pyengine._calls.Core``, csrc/binding/calls.c), which checks the
+arguments, calls the core and builds the results in C for every valid call.
+A call it does not take goes to the method of the same name with a leading
+underscore below, which raises the error. ``process_batch`` is the path for
+millions of commands in one call.
 
 An Engine is single-threaded. Using one from two threads at once raises
 ``ConcurrentUseError`` (a flag, not a lock: a lock would cost a fifth of a
@@ -16,9 +16,9 @@ call; see docs/design.md).
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple, NoReturn
 
 from . import _args
 from ._args import InvalidArgument, InvalidArgumentType
@@ -29,13 +29,14 @@ from ._codes import (
     REJECT_BY_CODE,
     SIDE_BY_CODE,
     SIDE_CODE,
+    STATE_BY_CODE,
     STP_BY_CODE,
     STP_CODE,
     TIF_CODE,
 )
 from ._ffi import ffi, lib
 from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
-from .enums import DEFAULT_TIF, REJECT_MESSAGES, CancelReason, TradingState
+from .enums import DEFAULT_TIF, REJECT_MESSAGES, TradingState
 from .errors import (
     ConcurrentUseError,
     DuplicateSymbol,
@@ -44,26 +45,26 @@ from .errors import (
     EngineMemoryError,
     InvariantError,
 )
-from .events import Accepted, BookView, Cancelled, Event, Level, LevelUpdate, OrderState, Rejected, Trade
+from .events import (
+    Accepted,
+    BookView,
+    Cancelled,
+    Event,
+    Level,
+    LevelUpdate,
+    Modified,
+    OrderState,
+    Rejected,
+    StateChanged,
+    Trade,
+)
 
 __all__ = ["Engine", "Instrument", "EngineStats"]
 
-_NEW = tuple.__new__
 _LIMIT = lib.ENG_LIMIT
-_ANY_ACCOUNT = lib.ENG_CMD_F_ANY_ACCOUNT
-_KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE
-_KEEP_QTY = lib.ENG_CMD_F_KEEP_QTY
-_POST_ONLY = lib.ENG_CMD_F_POST_ONLY
-_UNKNOWN_INSTRUMENT = _args.UINT32_MAX  # never a valid number: the core rejects it
-_LEVEL = struct.Struct("<qqII")
 # Commands per call into C when a batch's events are dropped: each chunk's
 # events are overwritten while still in cache.
 _BATCH_CHUNK = 4096
-_USER = CancelReason.USER
-_ERR_COUNT = lib.ENG_ERR__COUNT  # see the fast-path results in pyengine.h
-_SINK = 64  # events a fast path copies to the Engine's own buffer
-# Reject code -> (reason, message), by index.
-_REJECTS = tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
 
 
 def _default_tif_codes() -> tuple[int, ...]:
@@ -72,23 +73,32 @@ def _default_tif_codes() -> tuple[int, ...]:
     return tuple(by_code.get(code, 0) for code in range(max(by_code) + 1))
 
 
-# What the C half builds events from, after the Engine's own symbol table and
-# names (the order is enum calls_table in csrc/binding/calls.c).
-_CALL_TABLES = (
-    Accepted,
-    Rejected,
-    Trade,
-    Cancelled,
-    LevelUpdate,
-    SIDE_BY_CODE,
-    SIDE_CODE,
-    TIF_CODE,
-    ORDER_TYPE_CODE,
-    STP_CODE,
-    _REJECTS,
-    CANCEL_BY_CODE,
-    _default_tif_codes(),
-)
+# What the C half builds its results from, besides the Engine's own symbol
+# table (see _attach in csrc/binding/calls.c).
+_CALL_TABLES: dict[str, Any] = {
+    "accepted": Accepted,
+    "rejected": Rejected,
+    "trade": Trade,
+    "cancelled": Cancelled,
+    "modified": Modified,
+    "level_update": LevelUpdate,
+    "state_changed": StateChanged,
+    "level": Level,
+    "book_view": BookView,
+    "order_state": OrderState,
+    "no_memory": EngineMemoryError,
+    "sides": SIDE_BY_CODE,
+    "side_code": SIDE_CODE,
+    "tif_code": TIF_CODE,
+    "order_type_code": ORDER_TYPE_CODE,
+    "stp_code": STP_CODE,
+    "stps": STP_BY_CODE,
+    "states": STATE_BY_CODE,
+    # Reject code -> (reason, message), by index.
+    "rejects": tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE),
+    "cancel_reasons": CANCEL_BY_CODE,
+    "default_tif": _default_tif_codes(),
+}
 _API = int(ffi.cast("uintptr_t", lib.eng_api()))
 
 
@@ -120,6 +130,11 @@ def _concurrent() -> ConcurrentUseError:
     return ConcurrentUseError("this Engine is in use by another thread; an Engine is single-threaded")
 
 
+def _declined(verb: str) -> EngineError:
+    """The C half refused a call whose arguments pass every check: a bug."""
+    return EngineError(f"internal error: Engine.{verb} refused valid arguments; please report it")
+
+
 class Engine(Core):
     """An order book engine for any number of instruments.
 
@@ -130,17 +145,7 @@ class Engine(Core):
     1
     """
 
-    __slots__ = (
-        "_ptr",
-        "_symbols",
-        "_names",
-        "_instruments",
-        "_count",
-        "_order_buf",
-        "_sink",
-        "_sink_c",
-        "__weakref__",
-    )
+    __slots__ = ("_ptr", "_symbols", "_names", "_instruments", "_count", "__weakref__")
 
     def __init__(self, *, expected_orders: int = 0, level_updates: bool = False) -> None:
         """``expected_orders`` sizes the order index up front (it grows anyway);
@@ -156,15 +161,10 @@ class Engine(Core):
         self._symbols: dict[str, int] = {}
         self._names: list[str] = []
         self._instruments: list[Instrument] = []
-        self._seq = 0  # mirrors eng_seq(): one per command call (a field of Core)
-        self._busy = False  # a field of Core
         self._count = ffi.new("size_t *")
-        self._order_buf = ffi.new("struct eng_order_info *")
-        # The fast paths copy their events here, so reading them costs no call.
-        self._sink = bytearray(_SINK * EVENT_SIZE)
-        self._sink_c = ffi.from_buffer("struct eng_event[]", self._sink)
-        lib.eng_set_event_sink(ptr, self._sink_c, _SINK)
-        self._attach(int(ffi.cast("uintptr_t", ptr)), _API, (self._symbols, self._names, *_CALL_TABLES))
+        self._attach(
+            int(ffi.cast("uintptr_t", ptr)), _API, symbols=self._symbols, names=self._names, **_CALL_TABLES
+        )
 
     # ---- lifetime ------------------------------------------------------------
 
@@ -182,7 +182,7 @@ class Engine(Core):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else f"seq={self._seq}"
+        state = "closed" if self._ptr is None else f"seq={self.seq}"
         return f"<Engine {len(self._names)} instruments, {state}>"
 
     def _live(self) -> Any:
@@ -245,6 +245,12 @@ class Engine(Core):
             raise InvalidArgument(f"unknown symbol {symbol!r}") from None
 
     # ---- commands ------------------------------------------------------------
+    #
+    # submit, cancel, modify, order and book are Core's (csrc/binding/calls.c),
+    # which runs every valid call. It hands a call it does not take to the
+    # method of the same name with a leading underscore, with the same
+    # signature: these find what is wrong and raise the error. They never run
+    # a command.
 
     def _submit(
         self,
@@ -259,46 +265,22 @@ class Engine(Core):
         order_type: str = "limit",
         post_only: bool = False,
         stp: str = "none",
-    ) -> list[Event]:
-        """submit() for the calls the C half forwards: checks and converts
-        every argument, raises the errors, and enters the order."""
-        if self._busy:
-            raise _concurrent()
-        self._busy = True
-        try:
-            if not isinstance(symbol, str):
-                raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
-            inst = self._symbols.get(symbol, _UNKNOWN_INSTRUMENT)
-            sd = _args.as_code("side", side, SIDE_CODE)
-            ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
-            tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, TIF_CODE)
-            sp = _args.as_code("stp", stp, STP_CODE)
-            _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
-            qty = _args.as_int("qty", qty)
-            price = None if price is None else _args.as_int("price", price)
-            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
-            coid = ffi.NULL if client_order_id is None else _args.coid_bytes(client_order_id)
-            flags = _POST_ONLY if post_only else 0
-            r = lib.eng_new_order(self._live(), inst, sd, ot, tf, sp, flags, account, qty, price or 0, coid)
-            if r > 0:
-                self._seq += 1
-                return [
-                    _NEW(
-                        Accepted,
-                        (self._seq, r, self._names[inst], SIDE_BY_CODE[sd], price, qty, account, client_order_id),
-                    )
-                ]
-            if r > -_ERR_COUNT:
-                return self._rejected(r, client_order_id, None)
-            return self._events(r)
-        finally:
-            self._busy = False
-
-    def _rejected(self, r: int, client_order_id: str | None, order_id: int | None) -> list[Event]:
-        """The lone Rejected event of a fast path that returned r = -reason."""
-        self._seq += 1
-        reason, message = _REJECTS[-r]  # type: ignore[misc]
-        return [_NEW(Rejected, (self._seq, reason, message, client_order_id, order_id))]
+    ) -> NoReturn:
+        self._check_free()
+        if not isinstance(symbol, str):
+            raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
+        _args.as_code("side", side, SIDE_CODE)
+        ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
+        tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, TIF_CODE)
+        _args.as_code("stp", stp, STP_CODE)
+        _args.as_int("qty", qty)
+        if price is not None:
+            _args.as_int("price", price)
+        _args.as_int("account", account, 0, _args.UINT32_MAX)
+        if client_order_id is not None:
+            _args.coid_bytes(client_order_id)
+        _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
+        raise _declined("submit")
 
     def _cancel(
         self,
@@ -306,24 +288,12 @@ class Engine(Core):
         *,
         account: int | None = None,
         client_order_id: str | None = None,
-    ) -> list[Event]:
-        """cancel() for the calls the C half forwards (see _submit)."""
-        if self._busy:
-            raise _concurrent()
-        self._busy = True
-        try:
-            order_id, acct, flags, coid = self._target(order_id, account, client_order_id)
-            r = lib.eng_cancel_order(self._live(), order_id, acct, flags, coid)
-            if r > 0:
-                self._seq += 1
-                return [_NEW(Cancelled, (self._seq, order_id, r, _USER))]
-            if r > -_ERR_COUNT:
-                return self._rejected(r, client_order_id, order_id or None)
-            return self._events(r)
-        finally:
-            self._busy = False
+    ) -> NoReturn:
+        self._check_free()
+        _args.check_target(order_id, account, client_order_id)
+        raise _declined("cancel")
 
-    def modify(
+    def _modify(
         self,
         order_id: int | None = None,
         qty: int | None = None,
@@ -331,77 +301,51 @@ class Engine(Core):
         *,
         account: int | None = None,
         client_order_id: str | None = None,
-    ) -> list[Event]:
-        """Change an open order: ``qty`` is its new open quantity (0 cancels),
-        ``price`` its new price; give either or both. A qty left out is the
-        order's open qty when the engine runs the modify, exactly as if it
-        were given; a price left out keeps the price. Lowering qty at the same
-        price keeps time priority; anything else (a price change, more qty)
-        loses it and may trade at once."""
+    ) -> NoReturn:
+        self._check_free()
+        _args.check_target(order_id, account, client_order_id)
+        if qty is None and price is None:
+            raise InvalidArgument("modify needs a new qty, a new price or both")
+        if qty is not None:
+            _args.as_int("qty", qty)
+        if price is not None:
+            _args.as_int("price", price)
+        raise _declined("modify")
+
+    def _order(
+        self,
+        order_id: int | None = None,
+        *,
+        account: int | None = None,
+        client_order_id: str | None = None,
+    ) -> NoReturn:
+        self._live()
+        _args.check_target(order_id, account, client_order_id, min_order_id=0)
+        raise _declined("order")
+
+    def _book(self, symbol: str, depth: int = 10) -> NoReturn:
+        self._live()
+        if not isinstance(symbol, str):
+            raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
+        _args.as_int("depth", depth, 0, _args.INT64_MAX)
+        self.instrument_id(symbol)
+        raise _declined("book")
+
+    def _check_free(self) -> None:
+        """Raise if the engine is closed or a call is running."""
+        self._live()
         if self._busy:
             raise _concurrent()
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[Any]:
+        """The engine, held by this call: the commands that Python runs."""
+        self._check_free()
         self._busy = True
         try:
-            oid, acct, flags, coid = self._target(order_id, account, client_order_id)
-            if qty is None:
-                if price is None:
-                    raise InvalidArgument("modify needs a new qty, a new price or both")
-                flags |= _KEEP_QTY
-            elif type(qty) is not int:
-                qty = _args.as_int("qty", qty)
-            if price is None:
-                flags |= _KEEP_PRICE
-            elif type(price) is not int:
-                price = _args.as_int("price", price)
-            try:
-                r = lib.eng_modify_order(self._live(), oid, acct, flags, qty or 0, price or 0, coid)
-            except OverflowError:
-                _args.as_int("qty", qty or 0)
-                _args.as_int("price", price or 0)
-                raise
-            if r > -_ERR_COUNT:
-                return self._rejected(r, client_order_id, oid or None)
-            return self._events(r)
+            yield self._ptr
         finally:
             self._busy = False
-
-    def _target(
-        self, order_id: int | None, account: int | None, client_order_id: str | None
-    ) -> tuple[int, int, int, Any]:
-        """(order_id, account, flags, coid) of a cancel or modify."""
-        if client_order_id is None:
-            if type(order_id) is not int or not 0 < order_id <= _args.UINT64_MAX:
-                if order_id is None:
-                    raise InvalidArgument("give an order_id or a client_order_id")
-                order_id = _args.as_int("order_id", order_id, 1, _args.UINT64_MAX)
-            coid = ffi.NULL
-        else:
-            if order_id is not None:
-                raise InvalidArgument("give an order_id or a client_order_id, not both")
-            if account is None:
-                raise InvalidArgument("a client_order_id is per account: give the account too")
-            order_id = 0
-            coid = _args.coid_bytes(client_order_id)
-        if account is None:
-            return order_id, 0, _ANY_ACCOUNT, coid
-        if type(account) is not int or not 0 <= account <= _args.UINT32_MAX:
-            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
-        return order_id, account, 0, coid
-
-    def _events(self, r: int) -> list[Event]:
-        """The events of the last command when r <= -ENG_ERR__COUNT: in the
-        sink if they fit, else in the engine's buffer."""
-        if r == 0:
-            raise EngineMemoryError("the engine could not grow its event buffer")
-        n = -r - _ERR_COUNT
-        if n <= _SINK:
-            events = decode_events(self._sink, self._names, REJECT_BY_CODE, CANCEL_BY_CODE, n)
-        else:
-            ptr = lib.eng_events(self._ptr, self._count)
-            raw = ffi.buffer(ptr, n * EVENT_SIZE)
-            events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
-        self._seq = events[-1].seq
-        return events
 
     # ---- trading state -------------------------------------------------------
 
@@ -421,11 +365,7 @@ class Engine(Core):
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
 
     def _set_state(self, symbol: str, state: int) -> list[Event]:
-        if self._busy:
-            raise _concurrent()
-        self._busy = True
-        try:
-            e = self._live()
+        with self._exclusive() as e:
             cmd = ffi.new("struct eng_cmd *", {"type": lib.ENG_CMD_SET_STATE, "qty": state})
             cmd.instrument = self.instrument_id(symbol)
             lib.eng_clear_events(e)
@@ -435,10 +375,7 @@ class Engine(Core):
             raw = ffi.buffer(lib.eng_events(e, self._count), n * EVENT_SIZE)
             events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
             lib.eng_clear_events(e)
-            self._seq = events[-1].seq
             return events
-        finally:
-            self._busy = False
 
     # ---- batch ---------------------------------------------------------------
 
@@ -460,11 +397,7 @@ class Engine(Core):
           replay many batches;
         - ``collect_events=False`` keeps only the counts.
         """
-        if self._busy:
-            raise _concurrent()
-        self._busy = True
-        try:
-            e = self._live()
+        with self._exclusive() as e:
             try:
                 view = memoryview(commands)
             except TypeError:
@@ -504,7 +437,6 @@ class Engine(Core):
                         break
                 events = b""
             lib.eng_clear_events(e)
-            self._seq = lib.eng_seq(e)
             after = self.stats()
             result = BatchResult(
                 events=events,
@@ -522,8 +454,6 @@ class Engine(Core):
                 err.partial = result  # type: ignore[attr-defined]
                 raise err
             return result
-        finally:
-            self._busy = False
 
     def _batch_into(self, e: Any, cmds: Any, total: int, out: bytearray) -> int:
         """process_batch into a caller's bytearray: in chunks whose events are
@@ -557,51 +487,6 @@ class Engine(Core):
     def seq(self) -> int:
         """The sequence number of the last command processed."""
         return int(lib.eng_seq(self._live()))
-
-    def book(self, symbol: str, depth: int = 10) -> BookView:
-        """The best `depth` levels of each side: (price, total_qty, order_count)."""
-        inst = self.instrument_id(symbol)
-        depth = _args.as_int("depth", depth, 0, _args.INT64_MAX)
-        e = self._live()
-        # No side has more levels than the engine has: size the buffer by that.
-        depth = min(depth, self.stats().levels)
-        buf = ffi.new("struct eng_level_info[]", max(depth, 1))
-        sides = []
-        for side in (lib.ENG_BUY, lib.ENG_SELL):
-            n = lib.eng_book_levels(e, inst, side, buf, depth)
-            raw = ffi.buffer(buf, n * _LEVEL.size)
-            sides.append([_NEW(Level, (p, q, c)) for p, q, c, _ in _LEVEL.iter_unpack(raw)])
-        return BookView(self._names[inst], sides[0], sides[1])
-
-    def order(
-        self,
-        order_id: int | None = None,
-        *,
-        account: int | None = None,
-        client_order_id: str | None = None,
-    ) -> OrderState | None:
-        """An open order, addressed as for ``cancel``: by ``order_id``, or by
-        ``client_order_id`` with its ``account``. None if there is no such
-        open order (never was, filled, cancelled); with an order id and an
-        account, also if the order is another account's."""
-        e = self._live()
-        if account is not None:
-            account = _args.as_int("account", account, 0, _args.UINT32_MAX)
-        if client_order_id is None:
-            if order_id is None:
-                raise InvalidArgument("give an order_id or a client_order_id")
-            order_id = _args.as_int("order_id", order_id, 0, _args.UINT64_MAX)
-            found = lib.eng_get_order(e, order_id, self._order_buf)
-        else:
-            if order_id is not None:
-                raise InvalidArgument("give an order_id or a client_order_id, not both")
-            if account is None:
-                raise InvalidArgument("a client_order_id is per account: give the account too")
-            coid = _args.coid_bytes(client_order_id)
-            found = lib.eng_get_order_by_coid(e, account, coid, self._order_buf)
-        if not found or (account is not None and self._order_buf.account != account):
-            return None
-        return self._order_state(self._order_buf)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         """Every open order (of one instrument, or all), in book order: bids

@@ -7,9 +7,11 @@ C tables in ``csrc/pyengine.h`` one to one; a unit test keeps them in step.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from types import MappingProxyType
+
+from ._ffi import ffi, lib
 
 __all__ = [
     "Side",
@@ -106,27 +108,16 @@ class TradingState(StrEnum):
     HALTED = "halted"
 
 
-REJECT_MESSAGES: dict[RejectReason, str] = {
-    RejectReason.UNKNOWN_INSTRUMENT: "unknown instrument",
-    RejectReason.BAD_QTY: "quantity must be positive",
-    RejectReason.OFF_LOT: "quantity is not a multiple of the lot size",
-    RejectReason.BAD_PRICE: "price must be positive",
-    RejectReason.OFF_TICK: "price is not a multiple of the tick size",
-    RejectReason.OUTSIDE_BAND: "price is outside the instrument's price band",
-    RejectReason.DUPLICATE_CLIENT_ORDER_ID: "client order id is in use by an open order of this account",
-    RejectReason.POST_ONLY_WOULD_CROSS: "post-only order would trade",
-    RejectReason.UNKNOWN_ORDER: "unknown or already finished order",
-    RejectReason.NOT_OWNER: "order belongs to another account",
-    RejectReason.BAD_COMMAND: "unknown command type or nonzero reserved field",
-    RejectReason.BAD_SIDE: "side must be buy or sell",
-    RejectReason.BAD_ORDER_TYPE: "order type must be limit or market; a market order has no price",
-    RejectReason.BAD_TIF: "time in force must be gtc, ioc or fok; a market order cannot be gtc",
-    RejectReason.BAD_STP: "unknown self-trade prevention mode",
-    RejectReason.BAD_FLAGS: (
-        "unknown flags, post-only on a market, ioc or fok order, or a modify that keeps both price and qty"
-    ),
-    RejectReason.BAD_CLIENT_ORDER_ID: "client order id must be printable ASCII",
-    RejectReason.NO_MEMORY: "out of memory",
-    RejectReason.HALTED: "the instrument is halted: only cancels are accepted",
-    RejectReason.BAD_STATE: "trading state must be open or halted",
-}
+def _reject_messages() -> Mapping[RejectReason, str]:
+    """The message of each reason, from the core's table (ENG_ERR_MAP in
+    csrc/pyengine.h): the one place they are written."""
+
+    def text(fn: Callable[[int], object], code: int) -> str:
+        return str(ffi.string(fn(code)).decode("ascii"))
+
+    by_name = {text(lib.eng_err_name, c): text(lib.eng_strerror, c) for c in range(lib.ENG_ERR__COUNT)}
+    return MappingProxyType({reason: by_name[reason.value] for reason in RejectReason})
+
+
+REJECT_MESSAGES: Mapping[RejectReason, str] = _reject_messages()
+"""What each reject reason means, in words (``Rejected.message``)."""

@@ -1,19 +1,23 @@
 /*
- * calls.c - pyengine._calls: Engine.submit and Engine.cancel in C.
+ * calls.c - pyengine._calls: the per-call verbs of pyengine.Engine in C.
  *
  * One call per operation is the API most users meet first. Through cffi, its
  * Python side (keyword arguments, checks, the call, the event objects) costs
  * several times the matching itself. This CPython extension type is the base
- * class of pyengine.Engine and implements those two methods for exactly-typed
- * arguments: it calls the core through struct eng_api (the one copy of the
- * core, linked into the cffi extension) and builds the event objects itself.
+ * class of pyengine.Engine and implements submit, cancel, modify, order and
+ * book: it binds the arguments, checks them, calls the core through struct
+ * eng_api (the one copy of the core, linked into the cffi extension) and
+ * builds the event and view objects itself.
  *
- * Any other call -- a numpy integer, an enum member the tables do not hold, a
- * client order id, a bad value, a closed or busy engine -- is forwarded as it
- * is to the Python implementation (Engine._submit / Engine._cancel), which
- * stays the reference for every check and error message. Events this file
- * does not decode are decoded by Engine._events. Either way the caller gets
- * the same events.
+ * Every valid call runs here, in every documented form: strings or enum
+ * members, ints or objects with __index__ (numpy integers), client order ids,
+ * cancels without an account or by client order id. A call this file does
+ * not take -- a bad argument, a closed or busy engine -- goes, as it is, to
+ * the Python method of the same name with a leading underscore
+ * (Engine._submit, ...), which finds what is wrong and raises the error; it
+ * never runs a command. So the rules of what is accepted live here and in the
+ * core (the order shape: eng_order_shape), the wording of the errors in
+ * pyengine/_args.py.
  *
  * The GIL is held throughout: a command takes well under a microsecond, less
  * than releasing and taking the GIL back would cost.
@@ -23,11 +27,13 @@
 #include <structmember.h>
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pyengine.h"
 
-/* The parameters of submit(), in order; the first four may be positional. */
+/* The parameters of each verb, in order; the first `positional` may be given
+   by position. */
 enum calls_submit_arg {
     SUB_SYMBOL,
     SUB_SIDE,
@@ -41,64 +47,122 @@ enum calls_submit_arg {
     SUB_STP,
     SUB__COUNT
 };
-enum calls_cancel_arg { CAN_ORDER_ID, CAN_ACCOUNT, CAN_COID, CAN__COUNT };
-
-/* What _attach() takes, by position in its `tables` tuple. */
-enum calls_table {
-    T_SYMBOLS,        /* dict: symbol -> instrument number (the Engine's own) */
-    T_NAMES,          /* list: symbol by instrument number (the Engine's own) */
-    T_ACCEPTED,       /* the event classes, tuple subclasses */
-    T_REJECTED,
-    T_TRADE,
-    T_CANCELLED,
-    T_LEVEL,
-    T_SIDES,          /* tuple by side code: None, Side.BUY, Side.SELL */
-    T_SIDE_CODE,      /* dicts: argument string -> C code */
-    T_TIF_CODE,
-    T_ORDER_TYPE_CODE,
-    T_STP_CODE,
-    T_REJECTS,        /* tuple by reject code: (reason, message) or None */
-    T_CANCEL_REASONS, /* tuple by cancel reason code */
-    T_DEFAULT_TIF,    /* tuple by order type code: the tif code given none */
-    T__COUNT
+enum calls_target_arg { TGT_ORDER_ID, TGT_ACCOUNT, TGT_COID, TGT__COUNT };
+enum calls_modify_arg { MOD_ORDER_ID, MOD_QTY, MOD_PRICE, MOD_ACCOUNT, MOD_COID, MOD__COUNT };
+enum calls_book_arg { BOOK_SYMBOL, BOOK_DEPTH, BOOK__COUNT };
+/* The parameters whose default is None, a bit per slot. */
+#define CALLS_BIT(slot) (1u << (slot))
+enum {
+    SUB_NONE_OK = CALLS_BIT(SUB_PRICE) | CALLS_BIT(SUB_TIF) | CALLS_BIT(SUB_COID),
+    TGT_NONE_OK = CALLS_BIT(TGT_ORDER_ID) | CALLS_BIT(TGT_ACCOUNT) | CALLS_BIT(TGT_COID),
+    MOD_NONE_OK = (1u << MOD__COUNT) - 1
 };
+
+/*
+ * What _attach() takes by keyword: the Engine's own symbol table, the
+ * classes of what the verbs return, and the code tables. One row each: its
+ * name, what it must be, and where it goes.
+ */
+enum calls_kind { K_DICT, K_LIST, K_TUPLE, K_TUPLE_CLASS, K_EXCEPTION };
 
 typedef struct {
     PyObject_HEAD
     struct eng *eng; /* NULL when detached: every call takes the Python path */
     const struct eng_api *api;
-    PyObject *tables; /* strong; the pointers below borrow from it */
-    PyObject *symbols, *names, *sides, *side_code, *tif_code, *order_type_code, *stp_code;
-    PyObject *rejects, *cancel_reasons;
-    PyTypeObject *accepted, *rejected, *trade, *cancelled, *level;
-    uint8_t default_tif[ENG_MARKET + 1]; /* by order type code (enums.DEFAULT_TIF) */
-    unsigned long long seq;              /* Engine._seq */
-    char busy;                           /* Engine._busy */
+    PyObject *tables; /* the dict given to _attach, strong; the pointers below borrow from it */
+    PyObject *symbols;         /* dict: symbol -> instrument number */
+    PyObject *names;           /* list: symbol by instrument number */
+    PyTypeObject *accepted, *rejected, *trade, *cancelled, *modified, *level_update, *state_changed;
+    PyTypeObject *level, *book_view, *order_state;
+    PyObject *no_memory;       /* the exception class for an engine out of memory */
+    PyObject *sides;           /* tuple by side code: None, Side.BUY, Side.SELL */
+    PyObject *side_code, *tif_code, *order_type_code, *stp_code; /* dicts: str -> code */
+    PyObject *stps;            /* tuple by stp code */
+    PyObject *states;          /* tuple by trading state code */
+    PyObject *rejects;         /* tuple by reject code: (reason, message) or None */
+    PyObject *cancel_reasons;  /* tuple by cancel reason code */
+    PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
+    char busy;                 /* Engine._busy */
 } calls_core;
+
+#define CALLS_TABLE(name, kind) {#name, kind, offsetof(calls_core, name)}
+static const struct calls_table {
+    const char *name;
+    enum calls_kind kind;
+    size_t offset;
+} calls_tables[] = {
+    CALLS_TABLE(symbols, K_DICT),
+    CALLS_TABLE(names, K_LIST),
+    CALLS_TABLE(accepted, K_TUPLE_CLASS),
+    CALLS_TABLE(rejected, K_TUPLE_CLASS),
+    CALLS_TABLE(trade, K_TUPLE_CLASS),
+    CALLS_TABLE(cancelled, K_TUPLE_CLASS),
+    CALLS_TABLE(modified, K_TUPLE_CLASS),
+    CALLS_TABLE(level_update, K_TUPLE_CLASS),
+    CALLS_TABLE(state_changed, K_TUPLE_CLASS),
+    CALLS_TABLE(level, K_TUPLE_CLASS),
+    CALLS_TABLE(book_view, K_TUPLE_CLASS),
+    CALLS_TABLE(order_state, K_TUPLE_CLASS),
+    CALLS_TABLE(no_memory, K_EXCEPTION),
+    CALLS_TABLE(sides, K_TUPLE),
+    CALLS_TABLE(side_code, K_DICT),
+    CALLS_TABLE(tif_code, K_DICT),
+    CALLS_TABLE(order_type_code, K_DICT),
+    CALLS_TABLE(stp_code, K_DICT),
+    CALLS_TABLE(stps, K_TUPLE),
+    CALLS_TABLE(states, K_TUPLE),
+    CALLS_TABLE(rejects, K_TUPLE),
+    CALLS_TABLE(cancel_reasons, K_TUPLE),
+    CALLS_TABLE(default_tif, K_TUPLE),
+};
+#define CALLS_N_TABLES (sizeof(calls_tables) / sizeof(*calls_tables))
 
 /* Interned names, made once when the module is first imported. */
 static struct {
     PyObject *submit_args[SUB__COUNT];
-    PyObject *cancel_args[CAN__COUNT];
-    PyObject *py_submit, *py_cancel, *py_events;
+    PyObject *target_args[TGT__COUNT];
+    PyObject *modify_args[MOD__COUNT];
+    PyObject *book_args[BOOK__COUNT];
+    PyObject *py_submit, *py_cancel, *py_modify, *py_order, *py_book;
 } calls_names;
 
 static const char *const calls_submit_names[SUB__COUNT] = {
     "symbol", "side",            "qty",        "price",     "tif",
     "account", "client_order_id", "order_type", "post_only", "stp",
 };
-static const char *const calls_cancel_names[CAN__COUNT] = {"order_id", "account",
+static const char *const calls_target_names[TGT__COUNT] = {"order_id", "account",
                                                            "client_order_id"};
+static const char *const calls_modify_names[MOD__COUNT] = {"order_id", "qty", "price", "account",
+                                                           "client_order_id"};
+static const char *const calls_book_names[BOOK__COUNT] = {"symbol", "depth"};
+
+/* ---- binding and checking the arguments --------------------------------- */
+
+/* Objects made while converting arguments (an __index__ result), released
+   when the call returns. */
+struct calls_held {
+    PyObject *obj[MOD__COUNT];
+    int n;
+};
+
+static void calls_release(struct calls_held *h)
+{
+    while (h->n)
+        Py_DECREF(h->obj[--h->n]);
+}
 
 /*
- * Match a vectorcall's arguments to parameter slots. Keyword names are
- * compared by identity with the interned names (names written in source code
- * are interned). Returns 0 when anything is unusual -- too many positional
- * arguments, an unknown or repeated keyword, a name that is not interned --
- * and the call is then forwarded to the Python implementation as it is.
+ * Match a vectorcall's arguments to parameter slots. None counts as not
+ * given for the parameters in `none_ok` (a bit per slot: those whose
+ * default is None), and is wrong for the others. Keyword names are compared
+ * by identity with the interned names first, then by value. Returns 0 for
+ * what only Python can say is wrong -- too many positional arguments, an
+ * unknown or repeated keyword, a None where none is taken -- and the call
+ * then goes to the Python method, which raises the error.
  */
 static int calls_bind(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                      PyObject *const *names, int n_names, int n_positional, PyObject **slots)
+                      PyObject *const *names, int n_names, int n_positional, unsigned none_ok,
+                      PyObject **slots)
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
 
@@ -112,9 +176,21 @@ static int calls_bind(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 
         while (j < n_names && names[j] != key)
             j++;
+        if (j == n_names)
+            for (j = 0; j < n_names && PyUnicode_Compare(key, names[j]) != 0; j++)
+                ;
+        if (PyErr_Occurred())
+            PyErr_Clear();
         if (j == n_names || slots[j])
             return 0;
         slots[j] = args[nargs + k];
+    }
+    for (int j = 0; j < n_names; j++) {
+        if (slots[j] != Py_None)
+            continue;
+        if (!(none_ok & (1u << j)))
+            return 0;
+        slots[j] = NULL;
     }
     return 1;
 }
@@ -132,33 +208,93 @@ static PyObject *calls_forward(PyObject *self, PyObject *method, PyObject *const
     return res;
 }
 
-/* An exact int in [lo, hi], into *out; 0 if it is anything else. */
-static int calls_int64(PyObject *o, int64_t lo, int64_t hi, int64_t *out)
+/*
+ * An int argument into *out when it is one in [lo, hi]: an exact int, or an
+ * object with __index__ other than a bool (a numpy integer). In the second
+ * case *o becomes the int (held until the call returns), so that the events
+ * hold plain ints. Returns 0 for anything else.
+ */
+static int calls_to_int(PyObject **o, long long lo, long long hi, long long *out,
+                        struct calls_held *held)
 {
+    PyObject *v = *o;
+    long long x;
     int overflow;
-    long long v;
 
-    if (!PyLong_CheckExact(o))
-        return 0;
-    v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
+    if (!PyLong_CheckExact(v)) {
+        if (PyBool_Check(v) || !PyIndex_Check(v))
+            return 0;
+        v = PyNumber_Index(v);
+        if (!v) {
+            PyErr_Clear();
+            return 0;
+        }
+        held->obj[held->n++] = v;
+        *o = v;
+    }
+    x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || (x == -1 && PyErr_Occurred())) {
         PyErr_Clear();
         return 0;
     }
-    if (v < lo || v > hi)
+    if (x < lo || x > hi)
         return 0;
-    *out = v;
+    *out = x;
     return 1;
 }
 
-/* An exact str found in `table` (a dict of small ints), into *out; 0 if not. */
+/* The same for an unsigned 64-bit value (an order id) in [lo, UINT64_MAX]. */
+static int calls_to_id(PyObject **o, unsigned long long lo, unsigned long long *out,
+                       struct calls_held *held)
+{
+    PyObject *v = *o;
+    unsigned long long x;
+
+    if (!PyLong_CheckExact(v)) {
+        if (PyBool_Check(v) || !PyIndex_Check(v))
+            return 0;
+        v = PyNumber_Index(v);
+        if (!v) {
+            PyErr_Clear();
+            return 0;
+        }
+        held->obj[held->n++] = v;
+        *o = v;
+    }
+    x = PyLong_AsUnsignedLongLong(v);
+    if (x == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (x < lo)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+/*
+ * A str, or a member of a str enum, found in `table` (a small dict of str ->
+ * small int), into *out; 0 if it is not there. Members are found by
+ * identity first: a dict lookup with a str subclass takes the slow path.
+ */
 static int calls_code(PyObject *o, PyObject *table, long *out)
 {
-    PyObject *v;
+    PyObject *v = NULL;
 
-    if (!PyUnicode_CheckExact(o))
+    if (!PyUnicode_Check(o))
         return 0;
-    v = PyDict_GetItemWithError(table, o);
+    if (!PyUnicode_CheckExact(o)) {
+        PyObject *key, *value;
+        Py_ssize_t pos = 0;
+
+        while (PyDict_Next(table, &pos, &key, &value))
+            if (key == o) {
+                v = value;
+                break;
+            }
+    }
+    if (!v)
+        v = PyDict_GetItemWithError(table, o);
     if (!v) {
         PyErr_Clear();
         return 0;
@@ -167,24 +303,47 @@ static int calls_code(PyObject *o, PyObject *table, long *out)
     return *out != -1 || !PyErr_Occurred();
 }
 
-/*
- * A new instance of an event class (a tuple subclass) holding `n` items,
- * stolen. NULL, with the exception set and every item released, if an item
- * is NULL or the allocation fails.
- */
-static PyObject *calls_event(PyTypeObject *type, Py_ssize_t n, PyObject **items)
+/* A client order id: 1 to ENG_COID_LEN printable ASCII characters, into
+   ENG_COID_LEN NUL-padded bytes. 0 if it is not one. */
+static int calls_coid(PyObject *o, char out[ENG_COID_LEN])
 {
-    PyObject *ev = NULL;
+    Py_ssize_t n;
+    const char *s;
+
+    if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o))
+        return 0;
+    n = PyUnicode_GET_LENGTH(o);
+    if (n < 1 || n > ENG_COID_LEN)
+        return 0;
+    s = (const char *)PyUnicode_DATA(o);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return 0;
+    memset(out, 0, ENG_COID_LEN);
+    memcpy(out, s, (size_t)n);
+    return 1;
+}
+
+/* ---- building the objects ---------------------------------------------- */
+
+/*
+ * A new instance of a NamedTuple class holding `n` items, stolen. NULL, with
+ * the exception set and every item released, if an item is NULL or the
+ * allocation fails.
+ */
+static PyObject *calls_new(PyTypeObject *type, Py_ssize_t n, PyObject **items)
+{
+    PyObject *obj = NULL;
 
     for (Py_ssize_t i = 0; i < n; i++)
         if (!items[i])
             goto fail;
-    ev = type->tp_alloc(type, n);
-    if (!ev)
+    obj = type->tp_alloc(type, n);
+    if (!obj)
         goto fail;
     for (Py_ssize_t i = 0; i < n; i++)
-        PyTuple_SET_ITEM(ev, i, items[i]);
-    return ev;
+        PyTuple_SET_ITEM(obj, i, items[i]);
+    return obj;
 fail:
     for (Py_ssize_t i = 0; i < n; i++)
         Py_XDECREF(items[i]);
@@ -207,40 +366,58 @@ static PyObject *calls_one(PyObject *ev)
     return list;
 }
 
+/* Item `i` of a tuple or list (a new reference), or NULL with SystemError
+   when the core gave a code the table does not hold. */
 static PyObject *calls_item(PyObject *tuple_or_list, size_t i)
 {
-    PyObject *o = PySequence_Fast_GET_ITEM(tuple_or_list, (Py_ssize_t)i);
+    PyObject *o;
 
-    Py_INCREF(o);
-    return o;
+    if ((Py_ssize_t)i >= PySequence_Fast_GET_SIZE(tuple_or_list)) {
+        PyErr_Format(PyExc_SystemError, "the core gave code %zu, which the tables do not hold", i);
+        return NULL;
+    }
+    o = PySequence_Fast_GET_ITEM(tuple_or_list, (Py_ssize_t)i);
+    return Py_NewRef(o);
 }
 
 #define U64(v) PyLong_FromUnsignedLongLong(v)
 #define I64(v) PyLong_FromLongLong(v)
 
-static int calls_coid_empty(const struct eng_event *ev)
+/* A stored client order id as a str, or None when there is none. */
+static PyObject *calls_coid_str(const char coid[ENG_COID_LEN])
 {
-    static const char zero[sizeof(ev->coid)];
+    size_t n = strnlen(coid, ENG_COID_LEN);
 
-    return memcmp(ev->coid, zero, sizeof(zero)) == 0;
+    if (n == 0)
+        return Py_NewRef(Py_None);
+    return PyUnicode_DecodeASCII(coid, (Py_ssize_t)n, "backslashreplace");
 }
 
-/*
- * The event object of one record, or Py_None (a new reference) when this file
- * does not decode it: a record with a client order id, or of a type that
- * submit and cancel do not produce. NULL with an exception on failure.
- */
-static PyObject *calls_decode_one(calls_core *self, const struct eng_event *ev)
+/* Item 0 or 1 of the (reason, message) pair of reject code `code`. */
+static PyObject *calls_reject(calls_core *self, int code, int which)
+{
+    PyObject *why = calls_item(self->rejects, (size_t)code);
+    PyObject *o;
+
+    if (!why)
+        return NULL;
+    if (!PyTuple_Check(why)) {
+        Py_DECREF(why);
+        PyErr_Format(PyExc_SystemError, "the core rejected with code %d, which has no reason", code);
+        return NULL;
+    }
+    o = Py_NewRef(PyTuple_GET_ITEM(why, which));
+    Py_DECREF(why);
+    return o;
+}
+
+/* The event object of one record. NULL with an exception on failure. */
+static PyObject *calls_decode(calls_core *self, const struct eng_event *ev)
 {
     PyObject *it[12];
-    Py_ssize_t n_names = PyList_GET_SIZE(self->names);
-    int known_inst = (Py_ssize_t)ev->instrument < n_names;
-    int known_side = ev->side < PyTuple_GET_SIZE(self->sides);
 
     switch (ev->type) {
     case ENG_EV_TRADE:
-        if (!known_inst || !known_side)
-            break;
         it[0] = U64(ev->seq);
         it[1] = U64(ev->trade_id);
         it[2] = calls_item(self->names, ev->instrument);
@@ -253,10 +430,8 @@ static PyObject *calls_decode_one(calls_core *self, const struct eng_event *ev)
         it[9] = calls_item(self->sides, ev->side);
         it[10] = I64(ev->maker_leaves);
         it[11] = I64(ev->leaves);
-        return calls_event(self->trade, 12, it);
+        return calls_new(self->trade, 12, it);
     case ENG_EV_ACCEPTED:
-        if (!known_inst || !known_side || !calls_coid_empty(ev))
-            break;
         it[0] = U64(ev->seq);
         it[1] = U64(ev->order_id);
         it[2] = calls_item(self->names, ev->instrument);
@@ -264,51 +439,56 @@ static PyObject *calls_decode_one(calls_core *self, const struct eng_event *ev)
         it[4] = ev->price ? I64(ev->price) : Py_NewRef(Py_None);
         it[5] = I64(ev->qty);
         it[6] = PyLong_FromUnsignedLong(ev->account);
-        it[7] = Py_NewRef(Py_None);
-        return calls_event(self->accepted, 8, it);
+        it[7] = calls_coid_str(ev->coid);
+        return calls_new(self->accepted, 8, it);
     case ENG_EV_CANCELLED:
-        if (ev->reason >= PyTuple_GET_SIZE(self->cancel_reasons))
-            break;
         it[0] = U64(ev->seq);
         it[1] = U64(ev->order_id);
         it[2] = I64(ev->leaves);
         it[3] = calls_item(self->cancel_reasons, ev->reason);
-        return calls_event(self->cancelled, 4, it);
-    case ENG_EV_REJECTED: {
-        PyObject *why;
-
-        if (ev->reason >= PyTuple_GET_SIZE(self->rejects) || !calls_coid_empty(ev))
-            break;
-        why = PyTuple_GET_ITEM(self->rejects, ev->reason);
-        if (!PyTuple_Check(why))
-            break;
+        return calls_new(self->cancelled, 4, it);
+    case ENG_EV_MODIFIED:
         it[0] = U64(ev->seq);
-        it[1] = calls_item(why, 0);
-        it[2] = calls_item(why, 1);
-        it[3] = Py_NewRef(Py_None);
+        it[1] = U64(ev->order_id);
+        it[2] = I64(ev->price);
+        it[3] = I64(ev->qty);
+        it[4] = PyBool_FromLong(ev->flags & ENG_EV_F_PRIORITY_KEPT);
+        return calls_new(self->modified, 5, it);
+    case ENG_EV_REJECTED:
+        it[0] = U64(ev->seq);
+        it[1] = calls_reject(self, ev->reason, 0);
+        it[2] = calls_reject(self, ev->reason, 1);
+        it[3] = calls_coid_str(ev->coid);
         it[4] = ev->order_id ? U64(ev->order_id) : Py_NewRef(Py_None);
-        return calls_event(self->rejected, 5, it);
-    }
+        return calls_new(self->rejected, 5, it);
     case ENG_EV_LEVEL:
-        if (!known_inst || !known_side)
-            break;
         it[0] = U64(ev->seq);
         it[1] = calls_item(self->names, ev->instrument);
         it[2] = calls_item(self->sides, ev->side);
         it[3] = I64(ev->price);
         it[4] = I64(ev->qty);
         it[5] = I64(ev->leaves);
-        return calls_event(self->level, 6, it);
+        return calls_new(self->level_update, 6, it);
+    case ENG_EV_STATE:
+        it[0] = U64(ev->seq);
+        it[1] = calls_item(self->names, ev->instrument);
+        it[2] = calls_item(self->states, (size_t)ev->qty);
+        return calls_new(self->state_changed, 3, it);
     default:
-        break;
+        PyErr_Format(PyExc_SystemError, "the core gave an event of unknown type %d", ev->type);
+        return NULL;
     }
-    return Py_NewRef(Py_None);
+}
+
+static PyObject *calls_no_memory(calls_core *self)
+{
+    PyErr_SetString(self->no_memory, "the engine could not grow its event buffer");
+    return NULL;
 }
 
 /*
- * The events of the command just processed, whose fast-path result was r
- * (see pyengine.h). Records this file does not decode, and r == 0 (out of
- * memory), go to Engine._events, which decodes or raises.
+ * The events of the command just processed, whose fast-path result r is
+ * neither a lone success nor a lone Rejected (see pyengine.h).
  */
 static PyObject *calls_events(calls_core *self, int64_t r)
 {
@@ -317,66 +497,61 @@ static PyObject *calls_events(calls_core *self, int64_t r)
     PyObject *list;
 
     if (r == 0)
-        goto python;
+        return calls_no_memory(self);
     ev = self->api->events(self->eng, &count);
-    if (count != (size_t)(-r - ENG_ERR__COUNT) || count == 0)
-        goto python;
+    if (count != (size_t)(-r - ENG_ERR__COUNT)) {
+        PyErr_SetString(PyExc_SystemError, "the core's event count and result disagree");
+        return NULL;
+    }
     list = PyList_New((Py_ssize_t)count);
     if (!list)
         return NULL;
     for (size_t i = 0; i < count; i++) {
-        PyObject *obj = calls_decode_one(self, &ev[i]);
+        PyObject *obj = calls_decode(self, &ev[i]);
 
         if (!obj) {
             Py_DECREF(list);
             return NULL;
         }
-        if (obj == Py_None) {
-            Py_DECREF(obj);
-            Py_DECREF(list);
-            goto python;
-        }
         PyList_SET_ITEM(list, (Py_ssize_t)i, obj);
     }
-    self->seq = ev[count - 1].seq;
     return list;
-python : {
-    PyObject *code = I64(r);
-    PyObject *res;
-
-    if (!code)
-        return NULL;
-    res = PyObject_CallMethodOneArg((PyObject *)self, calls_names.py_events, code);
-    Py_DECREF(code);
-    return res;
-}
 }
 
 /*
- * The events of a fast-path result r <= 0: a lone Rejected (with `target`,
- * the order id of a cancel or None), or several events, or out of memory.
+ * The events of a fast-path result r <= 0: a lone Rejected (of a command
+ * that named client order id `coid` and order `target`, None or objects), or
+ * several events, or out of memory.
  */
-static PyObject *calls_not_simple(calls_core *self, int64_t r, PyObject *target)
+static PyObject *calls_not_simple(calls_core *self, int64_t r, PyObject *coid, PyObject *target)
 {
-    PyObject *why = NULL;
     PyObject *it[5];
-    int64_t code = -r;
 
     if (r == 0 || r <= -ENG_ERR__COUNT)
         return calls_events(self, r);
-    if (code < PyTuple_GET_SIZE(self->rejects))
-        why = PyTuple_GET_ITEM(self->rejects, code);
-    if (!why || !PyTuple_Check(why)) {
-        PyErr_Format(PyExc_SystemError, "the core rejected with code %lld, which has no reason",
-                     (long long)code);
-        return NULL;
+    it[0] = U64(self->api->seq(self->eng));
+    it[1] = calls_reject(self, (int)-r, 0);
+    it[2] = calls_reject(self, (int)-r, 1);
+    it[3] = Py_NewRef(coid ? coid : Py_None);
+    it[4] = Py_NewRef(target ? target : Py_None);
+    return calls_one(calls_new(self->rejected, 5, it));
+}
+
+/* ---- the verbs ---------------------------------------------------------- */
+
+/* The instrument number of a symbol argument: a str (or str subclass) found
+   in the Engine's table, or UINT32_MAX for one it does not hold (the core
+   rejects that: unknown_instrument). 0 if it is not a str. */
+static int calls_instrument(calls_core *self, PyObject *o, long *out)
+{
+    if (!PyUnicode_Check(o))
+        return 0;
+    if (!calls_code(o, self->symbols, out)) {
+        if (PyErr_Occurred())
+            return 0;
+        *out = (long)UINT32_MAX;
     }
-    it[0] = U64(++self->seq);
-    it[1] = calls_item(why, 0);
-    it[2] = calls_item(why, 1);
-    it[3] = Py_NewRef(Py_None);
-    it[4] = Py_NewRef(target);
-    return calls_one(calls_event(self->rejected, 5, it));
+    return 1;
 }
 
 PyDoc_STRVAR(calls_submit_doc,
@@ -389,6 +564,7 @@ PyDoc_STRVAR(calls_submit_doc,
              "order); tif: 'gtc', 'ioc' or 'fok', None for the order type's default\n"
              "('gtc' for a limit order, 'ioc' for a market order); order_type: 'limit'\n"
              "or 'market'; stp: 'none', 'cancel_newest', 'cancel_oldest' or 'cancel_both'.\n"
+             "Every choice may be given as its str or as the enum member.\n"
              "Bad arguments raise TypeError/ValueError; an order the market refuses\n"
              "is a Rejected event.");
 
@@ -396,77 +572,113 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
                               PyObject *kwnames)
 {
     PyObject *a[SUB__COUNT] = {0};
-    int64_t qty, price = 0, account = 0, r;
+    struct calls_held held = {.n = 0};
+    long long qty, price = 0, account = 0;
     long inst, side, tif, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
-    int post_only, market;
+    char coid[ENG_COID_LEN];
+    int post_only;
+    int64_t r;
     PyObject *res;
 
     if (!self->eng || self->busy ||
-        !calls_bind(args, nargs, kwnames, calls_names.submit_args, SUB__COUNT, 4, a))
+        !calls_bind(args, nargs, kwnames, calls_names.submit_args, SUB__COUNT, 4, SUB_NONE_OK, a))
         goto python;
     if (!a[SUB_SYMBOL] || !a[SUB_SIDE] || !a[SUB_QTY])
         goto python;
-    if (!calls_code(a[SUB_SYMBOL], self->symbols, &inst) ||
+    if (!calls_instrument(self, a[SUB_SYMBOL], &inst) ||
         !calls_code(a[SUB_SIDE], self->side_code, &side) ||
-        !calls_int64(a[SUB_QTY], INT64_MIN, INT64_MAX, &qty))
+        !calls_to_int(&a[SUB_QTY], INT64_MIN, INT64_MAX, &qty, &held))
         goto python;
-    if (a[SUB_PRICE] == Py_None)
-        a[SUB_PRICE] = NULL;
-    if (a[SUB_PRICE] && !calls_int64(a[SUB_PRICE], INT64_MIN, INT64_MAX, &price))
+    if (a[SUB_PRICE] && !calls_to_int(&a[SUB_PRICE], INT64_MIN, INT64_MAX, &price, &held))
         goto python;
     if ((a[SUB_ORDER_TYPE] && !calls_code(a[SUB_ORDER_TYPE], self->order_type_code, &order_type)) ||
         (a[SUB_STP] && !calls_code(a[SUB_STP], self->stp_code, &stp)))
         goto python;
-    if (a[SUB_TIF] == Py_None)
-        a[SUB_TIF] = NULL;
     if (a[SUB_TIF]) {
         if (!calls_code(a[SUB_TIF], self->tif_code, &tif))
             goto python;
-    } else if (order_type >= 0 && order_type <= ENG_MARKET && self->default_tif[order_type]) {
-        tif = self->default_tif[order_type];
     } else {
-        goto python;
+        tif = PyLong_AsLong(PyTuple_GET_ITEM(self->default_tif, order_type));
+        if (tif <= 0) {
+            PyErr_Clear();
+            goto python;
+        }
     }
-    if (a[SUB_ACCOUNT] && !calls_int64(a[SUB_ACCOUNT], 0, UINT32_MAX, &account))
+    if (a[SUB_ACCOUNT] && !calls_to_int(&a[SUB_ACCOUNT], 0, UINT32_MAX, &account, &held))
         goto python;
     if (a[SUB_POST_ONLY] && a[SUB_POST_ONLY] != Py_True && a[SUB_POST_ONLY] != Py_False)
         goto python;
-    if (a[SUB_COID] && a[SUB_COID] != Py_None)
+    if (a[SUB_COID] && !calls_coid(a[SUB_COID], coid))
         goto python;
     post_only = a[SUB_POST_ONLY] == Py_True;
-    market = order_type == ENG_MARKET;
-    /* Shapes that are not orders at all: the Python path says why. */
-    if (market ? (a[SUB_PRICE] || tif == ENG_GTC || post_only)
-               : (!a[SUB_PRICE] || (post_only && tif != ENG_GTC)))
+    if (self->api->order_shape((uint8_t)order_type, (uint8_t)tif, a[SUB_PRICE] != NULL,
+                               post_only ? ENG_CMD_F_POST_ONLY : 0) != ENG_SHAPE_OK)
         goto python;
 
     self->busy = 1;
-    if (!market && tif == ENG_GTC && stp == ENG_STP_NONE && !post_only)
+    if (order_type == ENG_LIMIT && tif == ENG_GTC && stp == ENG_STP_NONE && !post_only &&
+        !a[SUB_COID])
         r = self->api->limit(self->eng, (uint32_t)inst, (uint8_t)side, (uint32_t)account, qty,
                              price);
     else
         r = self->api->new_order(self->eng, (uint32_t)inst, (uint8_t)side, (uint8_t)order_type,
                                  (uint8_t)tif, (uint8_t)stp, post_only ? ENG_CMD_F_POST_ONLY : 0,
-                                 (uint32_t)account, qty, price, NULL);
+                                 (uint32_t)account, qty, price, a[SUB_COID] ? coid : NULL);
     if (r > 0) {
         PyObject *it[8];
 
-        it[0] = U64(++self->seq);
+        it[0] = U64(self->api->seq(self->eng));
         it[1] = I64(r);
         it[2] = calls_item(self->names, (size_t)inst);
         it[3] = calls_item(self->sides, (size_t)side);
         it[4] = Py_NewRef(a[SUB_PRICE] ? a[SUB_PRICE] : Py_None);
         it[5] = Py_NewRef(a[SUB_QTY]);
         it[6] = a[SUB_ACCOUNT] ? Py_NewRef(a[SUB_ACCOUNT]) : PyLong_FromLong(0);
-        it[7] = Py_NewRef(Py_None);
-        res = calls_one(calls_event(self->accepted, 8, it));
+        it[7] = Py_NewRef(a[SUB_COID] ? a[SUB_COID] : Py_None);
+        res = calls_one(calls_new(self->accepted, 8, it));
     } else {
-        res = calls_not_simple(self, r, Py_None);
+        res = calls_not_simple(self, r, a[SUB_COID], NULL);
     }
     self->busy = 0;
+    calls_release(&held);
     return res;
 python:
+    calls_release(&held);
     return calls_forward((PyObject *)self, calls_names.py_submit, args, nargs, kwnames);
+}
+
+/*
+ * The order a cancel, modify or order() call addresses: by id (account None:
+ * an administrator, ENG_CMD_F_ANY_ACCOUNT), or by client order id with its
+ * account. 0 if the arguments do not address one.
+ */
+struct calls_target {
+    unsigned long long order_id; /* 0 when addressed by client order id */
+    long long account;
+    uint8_t flags;
+    const char *coid; /* NULL, or the buffer below */
+    char buf[ENG_COID_LEN];
+};
+
+static int calls_target(PyObject **order_id, PyObject **account, PyObject *coid,
+                        unsigned long long min_id, struct calls_target *t, struct calls_held *held)
+{
+    t->order_id = 0;
+    t->account = 0;
+    t->flags = 0;
+    t->coid = NULL;
+    if (coid) {
+        if (*order_id || !*account || !calls_coid(coid, t->buf))
+            return 0;
+        t->coid = t->buf;
+    } else if (!*order_id || !calls_to_id(order_id, min_id, &t->order_id, held)) {
+        return 0;
+    }
+    if (!*account)
+        t->flags = ENG_CMD_F_ANY_ACCOUNT;
+    else if (!calls_to_int(account, 0, UINT32_MAX, &t->account, held))
+        return 0;
+    return 1;
 }
 
 PyDoc_STRVAR(calls_cancel_doc,
@@ -478,101 +690,251 @@ PyDoc_STRVAR(calls_cancel_doc,
 static PyObject *calls_cancel(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    PyObject *a[CAN__COUNT] = {0};
-    int64_t account, r;
-    unsigned long long order_id;
+    PyObject *a[TGT__COUNT] = {0};
+    struct calls_held held = {.n = 0};
+    struct calls_target t;
+    int64_t r;
     PyObject *res;
 
     if (!self->eng || self->busy ||
-        !calls_bind(args, nargs, kwnames, calls_names.cancel_args, CAN__COUNT, 1, a))
-        goto python;
-    if (!a[CAN_ORDER_ID] || !PyLong_CheckExact(a[CAN_ORDER_ID]) || !a[CAN_ACCOUNT] ||
-        !calls_int64(a[CAN_ACCOUNT], 0, UINT32_MAX, &account) ||
-        (a[CAN_COID] && a[CAN_COID] != Py_None))
-        goto python;
-    order_id = PyLong_AsUnsignedLongLong(a[CAN_ORDER_ID]);
-    if (order_id == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        goto python;
-    }
-    if (order_id == 0)
+        !calls_bind(args, nargs, kwnames, calls_names.target_args, TGT__COUNT, 1, TGT_NONE_OK, a) ||
+        !calls_target(&a[TGT_ORDER_ID], &a[TGT_ACCOUNT], a[TGT_COID], 1, &t, &held))
         goto python;
 
     self->busy = 1;
-    r = self->api->cancel(self->eng, order_id, (uint32_t)account);
+    if (t.flags == 0 && !t.coid)
+        r = self->api->cancel(self->eng, t.order_id, (uint32_t)t.account);
+    else
+        r = self->api->cancel_order(self->eng, t.order_id, (uint32_t)t.account, t.flags, t.coid);
     if (r > 0) {
         PyObject *it[4];
 
-        it[0] = U64(++self->seq);
-        it[1] = Py_NewRef(a[CAN_ORDER_ID]);
+        it[0] = U64(self->api->seq(self->eng));
+        it[1] = Py_NewRef(a[TGT_ORDER_ID]);
         it[2] = I64(r);
         it[3] = calls_item(self->cancel_reasons, ENG_CANCEL_USER);
-        res = calls_one(calls_event(self->cancelled, 4, it));
+        res = calls_one(calls_new(self->cancelled, 4, it));
     } else {
-        res = calls_not_simple(self, r, a[CAN_ORDER_ID]);
+        res = calls_not_simple(self, r, a[TGT_COID], a[TGT_ORDER_ID]);
     }
     self->busy = 0;
+    calls_release(&held);
     return res;
 python:
+    calls_release(&held);
     return calls_forward((PyObject *)self, calls_names.py_cancel, args, nargs, kwnames);
 }
 
-static int calls_check_tables(PyObject *t)
+PyDoc_STRVAR(calls_modify_doc,
+             "modify($self, /, order_id=None, qty=None, price=None, *, account=None,\n"
+             "       client_order_id=None)\n"
+             "--\n\n"
+             "Change an open order: qty is its new open quantity (0 cancels), price\n"
+             "its new price; give either or both. A qty left out is the order's open\n"
+             "qty when the engine runs the modify; a price left out keeps the price.\n"
+             "Lowering qty at the same price keeps time priority; anything else (a\n"
+             "price change, more qty) loses it and may trade at once. The order is\n"
+             "addressed as for cancel.");
+
+static PyObject *calls_modify(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
 {
-    static const int classes[] = {T_ACCEPTED, T_REJECTED, T_TRADE, T_CANCELLED, T_LEVEL};
-    static const int dicts[] = {T_SYMBOLS, T_SIDE_CODE, T_TIF_CODE, T_ORDER_TYPE_CODE, T_STP_CODE};
-    static const int tuples[] = {T_SIDES, T_REJECTS, T_CANCEL_REASONS, T_DEFAULT_TIF};
+    PyObject *a[MOD__COUNT] = {0};
+    struct calls_held held = {.n = 0};
+    struct calls_target t;
+    long long qty = 0, price = 0;
+    uint8_t flags;
+    int64_t r;
+    PyObject *res;
 
-    if (!PyTuple_CheckExact(t) || PyTuple_GET_SIZE(t) != T__COUNT)
-        return 0;
-    for (size_t i = 0; i < sizeof(classes) / sizeof(*classes); i++) {
-        PyObject *c = PyTuple_GET_ITEM(t, classes[i]);
+    if (!self->eng || self->busy ||
+        !calls_bind(args, nargs, kwnames, calls_names.modify_args, MOD__COUNT, 3, MOD_NONE_OK, a) ||
+        !calls_target(&a[MOD_ORDER_ID], &a[MOD_ACCOUNT], a[MOD_COID], 1, &t, &held))
+        goto python;
+    if (!a[MOD_QTY] && !a[MOD_PRICE])
+        goto python;
+    if ((a[MOD_QTY] && !calls_to_int(&a[MOD_QTY], INT64_MIN, INT64_MAX, &qty, &held)) ||
+        (a[MOD_PRICE] && !calls_to_int(&a[MOD_PRICE], INT64_MIN, INT64_MAX, &price, &held)))
+        goto python;
+    flags = t.flags | (a[MOD_QTY] ? 0 : ENG_CMD_F_KEEP_QTY) | (a[MOD_PRICE] ? 0 : ENG_CMD_F_KEEP_PRICE);
 
-        if (!PyType_Check(c) || !PyType_IsSubtype((PyTypeObject *)c, &PyTuple_Type))
-            return 0;
-    }
-    for (size_t i = 0; i < sizeof(dicts) / sizeof(*dicts); i++)
-        if (!PyDict_CheckExact(PyTuple_GET_ITEM(t, dicts[i])))
-            return 0;
-    for (size_t i = 0; i < sizeof(tuples) / sizeof(*tuples); i++)
-        if (!PyTuple_CheckExact(PyTuple_GET_ITEM(t, tuples[i])))
-            return 0;
-    return PyList_CheckExact(PyTuple_GET_ITEM(t, T_NAMES)) &&
-           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_SIDES)) > ENG_SELL &&
-           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_CANCEL_REASONS)) > ENG_CANCEL_USER &&
-           PyTuple_GET_SIZE(PyTuple_GET_ITEM(t, T_DEFAULT_TIF)) == ENG_MARKET + 1;
+    self->busy = 1;
+    r = self->api->modify_order(self->eng, t.order_id, (uint32_t)t.account, flags, qty, price,
+                                t.coid);
+    res = calls_not_simple(self, r, a[MOD_COID], a[MOD_ORDER_ID]);
+    self->busy = 0;
+    calls_release(&held);
+    return res;
+python:
+    calls_release(&held);
+    return calls_forward((PyObject *)self, calls_names.py_modify, args, nargs, kwnames);
 }
 
-/* The T_DEFAULT_TIF tuple into `out`: tif codes (0: none) by order type code. */
-static int calls_default_tif(PyObject *codes, uint8_t out[ENG_MARKET + 1])
-{
-    for (int i = 0; i <= ENG_MARKET; i++) {
-        long v = PyLong_AsLong(PyTuple_GET_ITEM(codes, i));
+PyDoc_STRVAR(calls_order_doc,
+             "order($self, /, order_id=None, *, account=None, client_order_id=None)\n"
+             "--\n\n"
+             "An open order (OrderState), addressed as for cancel: by order_id, or by\n"
+             "client_order_id with its account. None if there is no such open order\n"
+             "(never was, filled, cancelled); with an order id and an account, also if\n"
+             "the order is another account's.");
 
-        if (v == -1 && PyErr_Occurred())
-            return -1;
-        if (v < 0 || v > ENG_FOK) {
-            PyErr_SetString(PyExc_ValueError, "_attach: a default tif that is no tif code");
-            return -1;
-        }
-        out[i] = (uint8_t)v;
+static PyObject *calls_order(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
+                             PyObject *kwnames)
+{
+    PyObject *a[TGT__COUNT] = {0};
+    PyObject *it[9];
+    struct calls_held held = {.n = 0};
+    struct calls_target t;
+    struct eng_order_info info;
+    int found;
+
+    if (!self->eng ||
+        !calls_bind(args, nargs, kwnames, calls_names.target_args, TGT__COUNT, 1, TGT_NONE_OK, a) ||
+        !calls_target(&a[TGT_ORDER_ID], &a[TGT_ACCOUNT], a[TGT_COID], 0, &t, &held))
+        goto python;
+    calls_release(&held);
+    if (t.coid)
+        found = self->api->get_order_by_coid(self->eng, (uint32_t)t.account, t.coid, &info);
+    else
+        found = self->api->get_order(self->eng, t.order_id, &info);
+    if (!found || (!t.flags && info.account != (uint32_t)t.account))
+        Py_RETURN_NONE;
+    it[0] = U64(info.order_id);
+    it[1] = calls_item(self->names, info.instrument);
+    it[2] = calls_item(self->sides, info.side);
+    it[3] = I64(info.price);
+    it[4] = I64(info.qty);
+    it[5] = PyLong_FromUnsignedLong(info.account);
+    it[6] = calls_coid_str(info.coid);
+    it[7] = PyBool_FromLong(info.post_only);
+    it[8] = calls_item(self->stps, info.stp);
+    return calls_new(self->order_state, 9, it);
+python:
+    calls_release(&held);
+    return calls_forward((PyObject *)self, calls_names.py_order, args, nargs, kwnames);
+}
+
+/* One side of a book: a list of Level objects, best first, at most `depth`. */
+static PyObject *calls_side(calls_core *self, uint32_t inst, uint8_t side, long long depth)
+{
+    struct eng_level_info stack[32], *buf = stack;
+    size_t cap = sizeof(stack) / sizeof(*stack);
+    int64_t n;
+    PyObject *list;
+
+    /* Levels beyond the stack's: a buffer twice as large until the side fits. */
+    for (;;) {
+        size_t want = (unsigned long long)depth < cap ? (size_t)depth : cap;
+
+        n = self->api->book_levels(self->eng, inst, side, buf, want);
+        if (n < (int64_t)want || want == (size_t)depth)
+            break;
+        if (buf != stack)
+            free(buf);
+        cap *= 2;
+        buf = malloc(cap * sizeof(*buf));
+        if (!buf)
+            return PyErr_NoMemory();
+    }
+    list = PyList_New(n > 0 ? n : 0);
+    for (int64_t i = 0; list && i < n; i++) {
+        PyObject *it[3] = {I64(buf[i].price), I64(buf[i].total_qty),
+                           PyLong_FromUnsignedLong(buf[i].order_count)};
+        PyObject *level = calls_new(self->level, 3, it);
+
+        if (!level)
+            Py_CLEAR(list);
+        else
+            PyList_SET_ITEM(list, i, level);
+    }
+    if (buf != stack)
+        free(buf);
+    return list;
+}
+
+PyDoc_STRVAR(calls_book_doc, "book($self, /, symbol, depth=10)\n--\n\n"
+                             "The best `depth` levels of each side (BookView): lists of\n"
+                             "Level(price, total_qty, order_count), best first.");
+
+static PyObject *calls_book(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
+                            PyObject *kwnames)
+{
+    PyObject *a[BOOK__COUNT] = {0};
+    struct calls_held held = {.n = 0};
+    long long depth = 10;
+    long inst;
+    PyObject *it[3];
+
+    if (!self->eng || !calls_bind(args, nargs, kwnames, calls_names.book_args, BOOK__COUNT, 2, 0, a) ||
+        !a[BOOK_SYMBOL] || !calls_code(a[BOOK_SYMBOL], self->symbols, &inst) ||
+        (a[BOOK_DEPTH] && !calls_to_int(&a[BOOK_DEPTH], 0, INT64_MAX, &depth, &held))) {
+        calls_release(&held);
+        return calls_forward((PyObject *)self, calls_names.py_book, args, nargs, kwnames);
+    }
+    calls_release(&held);
+    it[0] = calls_item(self->names, (size_t)inst);
+    it[1] = calls_side(self, (uint32_t)inst, ENG_BUY, depth);
+    it[2] = calls_side(self, (uint32_t)inst, ENG_SELL, depth);
+    return calls_new(self->book_view, 3, it);
+}
+
+/* ---- attaching to an engine ---------------------------------------------- */
+
+static int calls_table_ok(PyObject *o, enum calls_kind kind)
+{
+    switch (kind) {
+    case K_DICT:
+        return PyDict_CheckExact(o);
+    case K_LIST:
+        return PyList_CheckExact(o);
+    case K_TUPLE:
+        return PyTuple_CheckExact(o);
+    case K_TUPLE_CLASS:
+        return PyType_Check(o) && PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type);
+    case K_EXCEPTION:
+        return PyExceptionClass_Check(o);
     }
     return 0;
 }
 
-PyDoc_STRVAR(calls_attach_doc,
-             "_attach($self, engine, api, tables, /)\n--\n\n"
-             "Serve submit/cancel for the C engine at address `engine` through the\n"
-             "struct eng_api at address `api`; `tables` holds what the events are\n"
-             "built from (see enum calls_table in csrc/binding/calls.c).");
-
-static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_t nargs)
+/* The sizes the verbs index by code without checking. */
+static int calls_sizes_ok(const calls_core *c)
 {
-    void *eng, *api;
-    PyObject *t;
+    Py_ssize_t tif_codes = PyTuple_GET_SIZE(c->default_tif);
 
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "_attach takes (engine, api, tables)");
+    if (PyTuple_GET_SIZE(c->sides) <= ENG_SELL ||
+        PyTuple_GET_SIZE(c->cancel_reasons) <= ENG_CANCEL_USER || tif_codes != ENG_MARKET + 1)
+        return 0;
+    for (Py_ssize_t i = 0; i < tif_codes; i++)
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(c->default_tif, i)))
+            return 0;
+    return 1;
+}
+
+PyDoc_STRVAR(calls_attach_doc,
+             "_attach($self, engine, api, /, **tables)\n--\n\n"
+             "Serve the verbs for the C engine at address `engine` through the struct\n"
+             "eng_api at address `api`. `tables`, all required, by name: symbols (dict)\n"
+             "and names (list), the Engine's own symbol table; accepted, rejected,\n"
+             "trade, cancelled, modified, level_update, state_changed, level,\n"
+             "book_view, order_state: the NamedTuple classes returned; no_memory: the\n"
+             "exception raised when the engine is out of memory; sides, stps, states,\n"
+             "cancel_reasons (tuples by C code), rejects (tuple by reject code of\n"
+             "(reason, message) or None); side_code, tif_code, order_type_code,\n"
+             "stp_code (dicts: str -> C code); default_tif (tuple by order type code\n"
+             "of the tif code an order gets when given none, 0 for none).");
+
+static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames)
+{
+    calls_core probe = *self;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    void *eng, *api;
+    PyObject *tables;
+
+    if (nargs != 2 || nkw != (Py_ssize_t)CALLS_N_TABLES) {
+        PyErr_Format(PyExc_TypeError, "_attach takes (engine, api) and the %zu tables by name",
+                     CALLS_N_TABLES);
         return NULL;
     }
     eng = PyLong_AsVoidPtr(args[0]);
@@ -581,32 +943,44 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
     api = PyLong_AsVoidPtr(args[1]);
     if (!api && PyErr_Occurred())
         return NULL;
-    t = args[2];
-    if (!eng || !api || ((const struct eng_api *)api)->size < sizeof(struct eng_api) ||
-        !calls_check_tables(t)) {
-        PyErr_SetString(PyExc_ValueError, "_attach: not an engine, an eng_api and the tables");
+    if (!eng || !api || ((const struct eng_api *)api)->size < sizeof(struct eng_api)) {
+        PyErr_SetString(PyExc_ValueError, "_attach: not an engine and an eng_api");
         return NULL;
     }
-    if (calls_default_tif(PyTuple_GET_ITEM(t, T_DEFAULT_TIF), self->default_tif) < 0)
+    tables = PyDict_New();
+    if (!tables)
         return NULL;
-    Py_XSETREF(self->tables, Py_NewRef(t));
-    self->symbols = PyTuple_GET_ITEM(t, T_SYMBOLS);
-    self->names = PyTuple_GET_ITEM(t, T_NAMES);
-    self->accepted = (PyTypeObject *)PyTuple_GET_ITEM(t, T_ACCEPTED);
-    self->rejected = (PyTypeObject *)PyTuple_GET_ITEM(t, T_REJECTED);
-    self->trade = (PyTypeObject *)PyTuple_GET_ITEM(t, T_TRADE);
-    self->cancelled = (PyTypeObject *)PyTuple_GET_ITEM(t, T_CANCELLED);
-    self->level = (PyTypeObject *)PyTuple_GET_ITEM(t, T_LEVEL);
-    self->sides = PyTuple_GET_ITEM(t, T_SIDES);
-    self->side_code = PyTuple_GET_ITEM(t, T_SIDE_CODE);
-    self->tif_code = PyTuple_GET_ITEM(t, T_TIF_CODE);
-    self->order_type_code = PyTuple_GET_ITEM(t, T_ORDER_TYPE_CODE);
-    self->stp_code = PyTuple_GET_ITEM(t, T_STP_CODE);
-    self->rejects = PyTuple_GET_ITEM(t, T_REJECTS);
-    self->cancel_reasons = PyTuple_GET_ITEM(t, T_CANCEL_REASONS);
+    for (Py_ssize_t k = 0; k < nkw; k++)
+        if (PyDict_SetItem(tables, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0)
+            goto fail;
+    for (size_t i = 0; i < CALLS_N_TABLES; i++) {
+        const struct calls_table *row = &calls_tables[i];
+        PyObject *o = PyDict_GetItemString(tables, row->name);
+
+        if (!o || !calls_table_ok(o, row->kind)) {
+            PyErr_Format(PyExc_ValueError, "_attach: table %s is missing or not a %s", row->name,
+                         (const char *[]){"dict", "list", "tuple", "tuple subclass",
+                                          "exception class"}[row->kind]);
+            goto fail;
+        }
+        *(PyObject **)((char *)&probe + row->offset) = o;
+    }
+    if (!calls_sizes_ok(&probe)) {
+        PyErr_SetString(PyExc_ValueError, "_attach: a code table is too short");
+        goto fail;
+    }
+    for (size_t i = 0; i < CALLS_N_TABLES; i++) {
+        size_t off = calls_tables[i].offset;
+
+        *(PyObject **)((char *)self + off) = *(PyObject **)((char *)&probe + off);
+    }
+    Py_XSETREF(self->tables, tables);
     self->api = api;
     self->eng = eng;
     Py_RETURN_NONE;
+fail:
+    Py_DECREF(tables);
+    return NULL;
 }
 
 PyDoc_STRVAR(calls_detach_doc, "_detach($self, /)\n--\n\n"
@@ -638,19 +1012,22 @@ static void calls_dealloc(calls_core *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+#define CALLS_VERB(name) \
+    {#name, (PyCFunction)(void (*)(void))calls_##name, METH_FASTCALL | METH_KEYWORDS, calls_##name##_doc}
+
 static PyMethodDef calls_methods[] = {
-    {"submit", (PyCFunction)(void (*)(void))calls_submit, METH_FASTCALL | METH_KEYWORDS,
-     calls_submit_doc},
-    {"cancel", (PyCFunction)(void (*)(void))calls_cancel, METH_FASTCALL | METH_KEYWORDS,
-     calls_cancel_doc},
-    {"_attach", (PyCFunction)(void (*)(void))calls_attach, METH_FASTCALL, calls_attach_doc},
+    CALLS_VERB(submit),
+    CALLS_VERB(cancel),
+    CALLS_VERB(modify),
+    CALLS_VERB(order),
+    CALLS_VERB(book),
+    {"_attach", (PyCFunction)(void (*)(void))calls_attach, METH_FASTCALL | METH_KEYWORDS,
+     calls_attach_doc},
     {"_detach", (PyCFunction)calls_detach, METH_NOARGS, calls_detach_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static PyMemberDef calls_members[] = {
-    {"_seq", T_ULONGLONG, offsetof(calls_core, seq), 0,
-     "the sequence number of the last command, as the Engine knows it"},
     {"_busy", T_BOOL, offsetof(calls_core, busy), 0, "a call is running"},
     {NULL, 0, 0, 0, NULL},
 };
@@ -659,7 +1036,7 @@ static PyTypeObject calls_core_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._calls.Core",
     .tp_basicsize = sizeof(calls_core),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("The C half of pyengine.Engine: submit and cancel."),
+    .tp_doc = PyDoc_STR("The C half of pyengine.Engine: submit, cancel, modify, order, book."),
     .tp_new = PyType_GenericNew,
     .tp_dealloc = (destructor)calls_dealloc,
     .tp_traverse = (traverseproc)calls_traverse,
@@ -678,16 +1055,20 @@ static int calls_intern(PyObject **out, const char *const *names, int n)
 
 static int calls_exec(PyObject *module)
 {
-    static const char *const methods[] = {"_submit", "_cancel", "_events"};
-    PyObject *slots[3] = {calls_names.py_submit, calls_names.py_cancel, calls_names.py_events};
+    static const char *const methods[] = {"_submit", "_cancel", "_modify", "_order", "_book"};
+    PyObject *py[5] = {0};
 
     if (calls_intern(calls_names.submit_args, calls_submit_names, SUB__COUNT) < 0 ||
-        calls_intern(calls_names.cancel_args, calls_cancel_names, CAN__COUNT) < 0 ||
-        calls_intern(slots, methods, 3) < 0)
+        calls_intern(calls_names.target_args, calls_target_names, TGT__COUNT) < 0 ||
+        calls_intern(calls_names.modify_args, calls_modify_names, MOD__COUNT) < 0 ||
+        calls_intern(calls_names.book_args, calls_book_names, BOOK__COUNT) < 0 ||
+        calls_intern(py, methods, 5) < 0)
         return -1;
-    calls_names.py_submit = slots[0];
-    calls_names.py_cancel = slots[1];
-    calls_names.py_events = slots[2];
+    calls_names.py_submit = py[0];
+    calls_names.py_cancel = py[1];
+    calls_names.py_modify = py[2];
+    calls_names.py_order = py[3];
+    calls_names.py_book = py[4];
     if (PyType_Ready(&calls_core_type) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "Core", (PyObject *)&calls_core_type);
@@ -701,7 +1082,7 @@ static PyModuleDef_Slot calls_slots[] = {
 static struct PyModuleDef calls_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pyengine._calls",
-    .m_doc = "Engine.submit and Engine.cancel in C (see csrc/binding/calls.c).",
+    .m_doc = "The per-call verbs of pyengine.Engine in C (see csrc/binding/calls.c).",
     .m_size = 0,
     .m_methods = NULL,
     .m_slots = calls_slots,

@@ -314,19 +314,12 @@ class ReferenceEngine:
     ) -> OrderState | None:
         """The state of a resting order, by id or by (account, client order
         id); None if it is not resting (or, given an account, not its)."""
-        if account is not None:
-            _check_int("account", account, 0, _MAX_ACCOUNT)
+        _check_target(order_id, account, client_order_id, min_order_id=0)
         if client_order_id is None:
-            if order_id is None:
-                raise ValueError("give an order_id or a client_order_id")
-            _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
-            order = self._orders.get(order_id)
+            order = self._orders.get(order_id)  # type: ignore[arg-type]
         else:
-            if order_id is not None:
-                raise ValueError("give an order_id or a client_order_id, not both")
-            if account is None:
-                raise ValueError("an order addressed by client_order_id needs its account")
-            order = self._find_by_client_order_id(account, _check_client_order_id(client_order_id))
+            assert account is not None
+            order = self._find_by_client_order_id(account, client_order_id)
         if order is None or (account is not None and order.account != account):
             return None
         return order.state()
@@ -694,12 +687,12 @@ def _check_new_order(
     )
 
 
-def _check_target(order_id: object, account: object, client_order_id: object) -> None:
-    """Check how a cancel/modify addresses its order."""
+def _check_target(order_id: object, account: object, client_order_id: object, *, min_order_id: int = 1) -> None:
+    """Check how a cancel, modify or lookup addresses its order."""
     if (order_id is None) == (client_order_id is None):
         raise ValueError("give exactly one of order_id and client_order_id")
     if order_id is not None:
-        _check_int("order_id", order_id, 1, _MAX_ORDER_ID)
+        _check_int("order_id", order_id, min_order_id, _MAX_ORDER_ID)
     if account is not None:
         _check_int("account", account, 0, _MAX_ACCOUNT)
     if client_order_id is not None:

@@ -1,9 +1,14 @@
-"""Engine.submit and Engine.cancel in C (pyengine._calls) against their
-Python implementations (Engine._submit / Engine._cancel).
+"""The per-call verbs of Engine in C (pyengine._calls, csrc/binding/calls.c).
 
-The C half serves plainly typed calls and forwards everything else to the
-Python methods, which are the reference: for any arguments at all, both must
-give the same events, or raise the same error, and leave the same state.
+The C half takes every valid call, in every documented form, and hands any
+other to the Python method of the same name with a leading underscore, which
+raises the error. For any arguments at all:
+
+- the Engine and the reference model (``pyengine.testing.ReferenceEngine``)
+  give equal results, or both raise an error of the same kind;
+- a second Engine with level updates on gives the events that the batch path
+  gives for the same command packed with ``pack_*`` and decoded in Python: the
+  C and the Python decoders agree on every event type.
 """
 
 from __future__ import annotations
@@ -16,29 +21,47 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyengine import Accepted, Engine, LevelUpdate, Side, Trade
+from pyengine import (
+    Accepted,
+    Engine,
+    LevelUpdate,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    Trade,
+    pack_cancel,
+    pack_modify,
+    pack_new_order,
+)
 from pyengine._calls import Core
 from pyengine._ffi import ffi, lib
-from pyengine.errors import ConcurrentUseError
+from pyengine.engine import _CALL_TABLES
+from pyengine.enums import OrderType
+from pyengine.errors import ConcurrentUseError, EngineClosed
+from pyengine.testing import ReferenceEngine
 
 SYMBOLS = ("A", "B")
+VERBS = ("submit", "cancel", "modify", "order", "book")
 
 
-def twin_engines(level_updates: bool = False) -> tuple[Engine, Engine]:
-    pair = []
-    for _ in range(2):
-        e = Engine(level_updates=level_updates)
-        e.add_instrument("A", tick_size=5, lot_size=2)
-        e.add_instrument("B", tick_size=1, lot_size=1, price_band=(50, 150), market_protection=10)
-        pair.append(e)
-    return pair[0], pair[1]
+def add_instruments(e: Any) -> Any:
+    e.add_instrument("A", tick_size=5, lot_size=2)
+    e.add_instrument("B", tick_size=1, lot_size=1, price_band=(50, 150), market_protection=10)
+    return e
 
 
 def outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
     try:
-        return ("events", call(*args, **kwargs))
-    except Exception as exc:  # the very errors are compared
-        return ("raised", type(exc), str(exc))
+        return ("result", call(*args, **kwargs))
+    except TypeError:
+        return ("raised", TypeError)
+    except ValueError:
+        return ("raised", ValueError)
+
+
+def plain(value: Any) -> Any:
+    """numpy integers as ints: the reference model takes ints only."""
+    return int(value) if isinstance(value, np.integer) else value
 
 
 def mostly(valid: st.SearchStrategy, odd: st.SearchStrategy) -> st.SearchStrategy:
@@ -56,14 +79,22 @@ odd_ints = st.one_of(
 # Mostly orders the market takes: A has tick 5 and lot 2, B has a band.
 quantities = mostly(st.integers(1, 12).map(lambda n: 2 * n), odd_ints)
 prices = mostly(st.integers(18, 22).map(lambda n: 5 * n), st.one_of(st.none(), odd_ints))
-accounts = mostly(st.integers(0, 3), odd_ints)
+accounts = mostly(st.integers(0, 3), st.one_of(odd_ints, st.builds(np.uint32, st.integers(0, 3))))
+order_ids = mostly(st.integers(1, 12), st.one_of(odd_ints, st.builds(np.uint64, st.integers(1, 12))))
+coids = mostly(st.sampled_from(["c1", "c2", "c3"]), st.sampled_from(["", "x" * 17, "\u00e9", "a\x01", 5]))
 choices = {
-    "tif": mostly(st.sampled_from(["gtc", "ioc", "fok"]), st.sampled_from(["GTC", "day", 1, None])),
-    "order_type": mostly(st.sampled_from(["limit", "limit", "market"]), st.sampled_from(["stop", None])),
-    "stp": mostly(
-        st.sampled_from(["none", "cancel_newest", "cancel_oldest", "cancel_both"]), st.just("all")
+    "tif": mostly(
+        st.sampled_from(["gtc", "ioc", "fok", TimeInForce.GTC, TimeInForce.IOC]),
+        st.sampled_from(["GTC", "day", 1, None]),
     ),
-    "client_order_id": mostly(st.none(), st.sampled_from(["c1", "c2", "", "x" * 17, 5])),
+    "order_type": mostly(
+        st.sampled_from(["limit", "limit", "market", OrderType.LIMIT]), st.sampled_from(["stop", None])
+    ),
+    "stp": mostly(
+        st.sampled_from(["none", "cancel_newest", "cancel_oldest", "cancel_both", SelfTradePrevention.CANCEL_BOTH]),
+        st.sampled_from(["all", None]),
+    ),
+    "client_order_id": st.one_of(st.none(), coids),
     "post_only": mostly(st.booleans(), st.sampled_from([1, None])),
 }
 
@@ -71,7 +102,7 @@ choices = {
 @st.composite
 def submit_args(draw: st.DrawFn) -> tuple[tuple, dict]:
     symbol = draw(mostly(st.sampled_from(SYMBOLS), st.sampled_from(["Z", b"A", 3])))
-    side = draw(mostly(st.sampled_from(["buy", "sell"]), st.sampled_from([Side.BUY, Side.SELL, "BUY", 1])))
+    side = draw(mostly(st.sampled_from(["buy", "sell", Side.BUY, Side.SELL]), st.sampled_from(["BUY", 1])))
     args: list[Any] = [symbol, side, draw(quantities)]
     kwargs: dict[str, Any] = {}
     order_type = draw(choices["order_type"])
@@ -97,71 +128,141 @@ def submit_args(draw: st.DrawFn) -> tuple[tuple, dict]:
 
 
 @st.composite
-def cancel_args(draw: st.DrawFn) -> tuple[tuple, dict]:
-    order_id = draw(mostly(st.integers(1, 12), odd_ints))
+def target_args(draw: st.DrawFn) -> tuple[list, dict]:
+    """How cancel, modify and order address an order, rightly or not."""
+    args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    args: tuple = (order_id,)
-    if draw(st.integers(0, 4)) == 0:
-        args, kwargs["order_id"] = (), order_id
+    if draw(st.integers(0, 3)):
+        order_id = draw(order_ids)
+        if draw(st.integers(0, 4)) == 0:
+            kwargs["order_id"] = order_id
+        else:
+            args.append(order_id)
     if draw(st.integers(0, 5)):
         kwargs["account"] = draw(accounts)
-    if draw(st.integers(0, 4)) == 0:
-        kwargs["client_order_id"] = draw(choices["client_order_id"])
+    if not args and "order_id" not in kwargs or draw(st.integers(0, 9)) == 0:
+        kwargs["client_order_id"] = draw(coids)
     return args, kwargs
+
+
+@st.composite
+def cancel_args(draw: st.DrawFn) -> tuple[tuple, dict]:
+    args, kwargs = draw(target_args())
+    return tuple(args), kwargs
+
+
+@st.composite
+def modify_args(draw: st.DrawFn) -> tuple[tuple, dict]:
+    args, kwargs = draw(target_args())
+    qty = draw(st.one_of(st.none(), quantities, st.just(0)))
+    price = draw(st.one_of(st.none(), prices))
+    if args and draw(st.booleans()):
+        args += [qty, price]
+    else:
+        kwargs.update({k: v for k, v in (("qty", qty), ("price", price)) if v is not None or draw(st.booleans())})
+    return tuple(args), kwargs
+
+
+@st.composite
+def book_args(draw: st.DrawFn) -> tuple[tuple, dict]:
+    symbol = draw(mostly(st.sampled_from(SYMBOLS), st.sampled_from(["Z", b"A", 3])))
+    if draw(st.booleans()):
+        return (symbol,), {}
+    return (symbol,), {"depth": draw(mostly(st.integers(0, 3), odd_ints))}
 
 
 operations = st.lists(
     st.one_of(
         st.tuples(st.just("submit"), submit_args()),
         st.tuples(st.just("submit"), submit_args()),
+        st.tuples(st.just("submit"), submit_args()),
         st.tuples(st.just("cancel"), cancel_args()),
+        st.tuples(st.just("modify"), modify_args()),
+        st.tuples(st.just("order"), cancel_args()),
+        st.tuples(st.just("book"), book_args()),
     ),
     max_size=60,
 )
 
 
-@pytest.mark.parametrize("level_updates", [False, True])
+def packed(eng: Engine, name: str, args: tuple, kwargs: dict) -> bytes:
+    """The command of a call that ran, packed for the batch path."""
+    if name == "submit":
+        symbol, *rest = args
+        kwargs = {k: v for k, v in kwargs.items() if k != "symbol"}
+        if symbol not in eng._symbols:
+            return pack_new_order(lib.eng_instrument_count(eng._ptr) + 7, *rest, **kwargs)
+        return pack_new_order(eng.instrument_id(symbol), *rest, **kwargs)
+    return (pack_cancel if name == "cancel" else pack_modify)(*args, **kwargs)
+
+
 @given(ops=operations)
-def test_c_and_python_paths_agree(level_updates: bool, ops: list) -> None:
-    c_side, py_side = twin_engines(level_updates)
+def test_every_call_agrees_with_the_model_and_the_batch_path(ops: list) -> None:
+    eng, model = add_instruments(Engine()), add_instruments(ReferenceEngine())
+    with_levels, batched = add_instruments(Engine(level_updates=True)), add_instruments(Engine(level_updates=True))
     for name, (args, kwargs) in ops:
-        got = outcome(getattr(c_side, name), *args, **kwargs)
-        want = outcome(getattr(py_side, f"_{name}"), *args, **kwargs)
+        got = outcome(getattr(eng, name), *args, **kwargs)
+        want = outcome(getattr(model, name), *map(plain, args), **{k: plain(v) for k, v in kwargs.items()})
         assert got == want, (name, args, kwargs)
-        if got[0] == "events":
+        if got[0] == "result" and name in ("submit", "cancel", "modify"):
             assert [type(ev) for ev in got[1]] == [type(ev) for ev in want[1]]
-        assert c_side.seq == py_side.seq == c_side._seq
-    assert c_side.state_hash() == py_side.state_hash()
-    c_side.verify()
+            events = getattr(with_levels, name)(*args, **kwargs)
+            raw = batched.process_batch(packed(batched, name, args, kwargs)).events
+            assert events == batched.decode_events(raw), (name, args, kwargs)
+        assert eng.seq == model.seq
+    assert sorted(eng.open_orders()) == model.open_orders()  # the model's are by order id
+    assert with_levels.state_hash() == batched.state_hash() == eng.state_hash()
+    eng.verify()
 
 
-def test_the_c_path_serves_plain_calls_without_python(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plain calls never reach the Python methods; others always do."""
-    eng, _ = twin_engines()
-    forwarded: list[str] = []
-    for name in ("_submit", "_cancel"):
-        real = getattr(Engine, name)
+def test_every_documented_form_runs_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No valid call reaches the Python methods; each wrong one does, once."""
+    eng = add_instruments(Engine())
+    handed: list[str] = []
+    for verb in VERBS:
+        real = getattr(Engine, f"_{verb}")
         monkeypatch.setattr(
-            Engine, name, lambda self, *a, _real=real, _name=name, **k: forwarded.append(_name) or _real(self, *a, **k)
+            Engine, f"_{verb}", lambda self, *a, _real=real, _v=verb, **k: handed.append(_v) or _real(self, *a, **k)
         )
-    oid = eng.submit("A", "buy", 4, 100, account=1)[0].order_id
+    eng.submit("A", "buy", 4, 100, account=1)
     eng.submit("A", "sell", 2, order_type="market", tif="ioc", account=2)
     eng.submit("A", "sell", 2, 105, post_only=True, stp="cancel_both", account=2)
     eng.submit(symbol="A", side="sell", qty=2, price=200)
+    eng.submit("A", Side.BUY, 2, 90, tif=TimeInForce.GTC, stp=SelfTradePrevention.CANCEL_OLDEST, account=1)
+    eng.submit("A", "buy", np.int64(2), np.int32(95), account=np.uint32(1), client_order_id="c1")
+    eng.submit("A", "sell", 2, order_type=OrderType.MARKET, account=1)  # ioc by default
+    eng.submit("Z", "buy", 2, 100)  # a Rejected: unknown instrument
+    oid = eng.submit("A", "buy", 4, 50, account=1)[0].order_id
+    eng.modify(oid, 2)
+    eng.modify(oid, price=95, account=1)
+    eng.modify(client_order_id="c1", account=1, qty=np.int64(4))
+    assert eng.order(oid) is not None and eng.order(np.uint64(oid), account=1) is not None
+    assert eng.order(client_order_id="c1", account=1) is not None and eng.order(0) is None
+    assert eng.book("A").bids and eng.book("A", depth=np.int64(1)).bids and eng.book("A", 0).bids == []
     eng.cancel(oid, account=1)
     eng.cancel(oid, account=1)  # a Rejected
-    eng.submit("A", "buy", 2, 100, tif=None, account=2)
-    eng.submit("A", "sell", 2, order_type="market", account=1)  # ioc by default
-    assert forwarded == []
-    eng.submit("A", "buy", np.int64(2), 100)
-    eng.submit("A", "buy", 2, 100, client_order_id="c1")
-    eng.cancel(oid)  # as an administrator
-    eng.cancel(client_order_id="c1", account=0)
-    assert forwarded == ["_submit", "_submit", "_cancel", "_cancel"]
+    eng.cancel(client_order_id="c1", account=1)
+    eng.cancel(np.uint64(oid))  # as an administrator
+    assert handed == []
+    wrong = [
+        ("submit", lambda: eng.submit("A", "buy", 2.0, 100)),
+        ("submit", lambda: eng.submit("A", "buy", 2, 100, account=None)),
+        ("cancel", lambda: eng.cancel()),
+        ("cancel", lambda: eng.cancel(client_order_id="c1")),
+        ("modify", lambda: eng.modify(oid)),
+        ("order", lambda: eng.order(oid, client_order_id="c1", account=1)),
+        ("book", lambda: eng.book("Z")),
+    ]
+    for verb, call in wrong:
+        with pytest.raises((TypeError, ValueError)):
+            call()
+        assert handed.pop() == verb and handed == []
 
 
-def test_keywords_not_interned_are_served() -> None:
-    eng, _ = twin_engines()
+def test_keywords_not_interned_are_served_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    eng = add_instruments(Engine())
+    monkeypatch.setattr(Engine, "_submit", None)
+    monkeypatch.setattr(Engine, "_cancel", None)
     key = "".join(["acc", "ount"])  # an equal string, not the interned one
     ev = eng.submit("A", "buy", 2, 100, **{key: 3})[0]
     assert type(ev) is Accepted and ev.account == 3
@@ -169,7 +270,7 @@ def test_keywords_not_interned_are_served() -> None:
 
 
 def test_wrong_calls_raise_like_python_methods() -> None:
-    eng, _ = twin_engines()
+    eng = add_instruments(Engine())
     with pytest.raises(TypeError, match="unexpected keyword argument 'bogus'"):
         eng.submit("A", "buy", 2, 100, bogus=1)
     with pytest.raises(TypeError, match="multiple values for argument 'qty'"):
@@ -178,26 +279,38 @@ def test_wrong_calls_raise_like_python_methods() -> None:
         eng.submit("A", "buy", 2, 100, "gtc")
     with pytest.raises(TypeError, match="missing 1 required positional argument: 'qty'"):
         eng.submit("A", "buy")
+    with pytest.raises(TypeError, match="account must be an int, not NoneType"):
+        eng.submit("A", "buy", 2, 100, account=None)
+    with pytest.raises(ValueError, match="a market order has no price"):
+        eng.submit("A", "buy", 2, 100, order_type="market")
+    with pytest.raises(ValueError, match="give an order_id or a client_order_id"):
+        eng.modify(qty=2)
     assert eng.seq == 0
+    eng.close()
+    closed = {"submit": ("A", "buy", 2, 100), "cancel": (1,), "modify": (1, 2), "order": (1,), "book": ("A",)}
+    for verb, args in closed.items():
+        with pytest.raises(EngineClosed):
+            getattr(eng, verb)(*args)
 
 
-def test_trades_sweeping_past_the_sink_are_decoded_in_c() -> None:
-    """More events than the Python sink holds: read from the engine's buffer."""
-    c_side, py_side = twin_engines(level_updates=True)
-    for e in (c_side, py_side):
+def test_a_sweep_past_any_buffer_is_decoded_in_c() -> None:
+    eng, model = add_instruments(Engine(level_updates=True)), add_instruments(Engine())
+    for e in (eng, model):
         for i in range(80):
             e.submit("B", "sell", 1, 60 + i, account=1)
-    got = c_side.submit("B", "buy", 100, 150, tif="ioc", account=2)
-    want = py_side._submit("B", "buy", 100, 150, tif="ioc", account=2)
-    assert got == want
+    got = eng.submit("B", "buy", 100, 150, tif="ioc", account=2, client_order_id="sweep")
     assert sum(type(ev) is Trade for ev in got) == 80
     assert sum(type(ev) is LevelUpdate for ev in got) == 80
+    assert got[0].client_order_id == "sweep"
+    assert [ev for ev in got if type(ev) is not LevelUpdate] == model.submit(
+        "B", "buy", 100, 150, tif="ioc", account=2, client_order_id="sweep"
+    )
 
 
 def test_a_call_made_during_a_call_is_refused() -> None:
     """Event objects are built while the engine's buffer is still read; code
     that runs in between (a garbage collection's callbacks) must not enter."""
-    eng, _ = twin_engines()
+    eng = add_instruments(Engine())
     seen: list[Any] = []
 
     def during_collection(phase: str, info: dict) -> None:
@@ -226,12 +339,13 @@ def test_a_call_made_during_a_call_is_refused() -> None:
 def test_attach_checks_its_arguments() -> None:
     core = Core()
     api = int(ffi.cast("uintptr_t", lib.eng_api()))
-    with pytest.raises(ValueError, match="_attach"):
-        core._attach(1, api, ())
-    with pytest.raises(ValueError, match="_attach"):
-        core._attach(0, api, ())
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="_attach takes"):
         core._attach(1, api)
+    tables = {f"t{i}": None for i in range(len(_CALL_TABLES) + 2)}
+    with pytest.raises(ValueError, match="not an engine"):
+        core._attach(0, api, **tables)
+    with pytest.raises(ValueError, match="table symbols is missing"):
+        core._attach(1, api, **tables)
     # Unattached, every call goes to the Python methods, which Core lacks.
     with pytest.raises(AttributeError, match="_submit"):
         core.submit("A", "buy", 1, 1)
