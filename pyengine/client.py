@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -47,6 +47,17 @@ class ServerError(Exception):
         super().__init__(f"{reply.get('code')}: {reply.get('message')}")
         self.reply = reply
         self.code = reply.get("code")
+
+
+class _Socket(Protocol):
+    """What the client uses of a connected socket (the standard library's, or gevent's)."""
+
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, size: int, /) -> bytes: ...
+    def gettimeout(self) -> float | None: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def close(self) -> None: ...
 
 
 def _address(text: str, default_port: int) -> tuple[str, int]:
@@ -89,7 +100,7 @@ class Client:
         self._next_req = 0
         self._login: dict[str, Any] | None = None  # the login to repeat after a reconnect
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
-        self.sock: Any = None
+        self.sock: _Socket | None = None
         self.address: tuple[str, int] = self.addresses[0]
         self._connect_any(first=self.addresses[0])
 
@@ -171,15 +182,21 @@ class Client:
         if self.sock is None:
             self.reconnect()  # the connection was lost: a new one, logged in as before
         body = orjson.dumps(message)
+        sock = self._connected()
         try:
-            self.sock.sendall(_HEADER.pack(len(body)) + body)
+            sock.sendall(_HEADER.pack(len(body)) + body)
         except OSError as exc:
             self._lost()
             raise ConnectionClosed(f"the connection was lost while sending: {exc}") from None
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (for tests of broken input)."""
-        self.sock.sendall(data)
+        self._connected().sendall(data)
+
+    def _connected(self) -> _Socket:
+        if self.sock is None:
+            raise ConnectionClosed("not connected (the connection was lost)")
+        return self.sock
 
     def _lost(self) -> None:
         if self.sock is not None:
@@ -196,7 +213,8 @@ class Client:
                 if len(self._buf) >= 4 + n:
                     body = bytes(self._buf[4 : 4 + n])
                     del self._buf[: 4 + n]
-                    return orjson.loads(body)  # type: ignore[no-any-return]
+                    reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
+                    return reply
             if self.sock is None:
                 raise ConnectionClosed("not connected (the connection was lost)")
             try:

@@ -32,13 +32,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._ffi import ffi, lib
 from .batch import BatchResult
 from .engine import Engine
 from .errors import EngineError, EngineMemoryError
 from .log import fields
+
+if TYPE_CHECKING:
+    from ._cengine import struct_eng, struct_eng_instrument_spec, struct_jnl_scan
 
 __all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "COVERED",
            "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover", "segments",
@@ -184,7 +187,7 @@ def replay_journal(data_dir: str | os.PathLike[str], *, level_updates: bool = Fa
     return eng, eng.process_batch(b"".join(cmd for _, cmd in journal_commands(data_dir)))
 
 
-def _specs_equal(eng: Any, wanted: list[Any]) -> bool:
+def _specs_equal(eng: struct_eng, wanted: list[struct_eng_instrument_spec]) -> bool:
     if lib.eng_instrument_count(eng) != len(wanted):
         return False
     for i, spec in enumerate(wanted):
@@ -194,7 +197,7 @@ def _specs_equal(eng: Any, wanted: list[Any]) -> bool:
     return True
 
 
-def _empty_engine(level_events: bool) -> Any:
+def _empty_engine(level_events: bool) -> struct_eng:
     cfg = ffi.new("struct eng_config *")
     cfg.expected_orders = 1 << 16
     cfg.level_events = int(level_events)
@@ -204,7 +207,7 @@ def _empty_engine(level_events: bool) -> Any:
     return eng
 
 
-def new_engine(specs: list[Any], *, level_events: bool = False) -> Any:
+def new_engine(specs: list[struct_eng_instrument_spec], *, level_events: bool = False) -> struct_eng:
     """A fresh engine (``struct eng *``; the caller destroys it) with the
     instruments `specs`, numbered in order."""
     eng = _empty_engine(level_events)
@@ -216,7 +219,7 @@ def new_engine(specs: list[Any], *, level_events: bool = False) -> Any:
     return eng
 
 
-def _add_specs(eng: Any, specs: list[Any]) -> None:
+def _add_specs(eng: struct_eng, specs: list[struct_eng_instrument_spec]) -> None:
     out = ffi.new("uint32_t *")
     for spec in specs:
         rc = lib.eng_add_instrument(eng, spec, out)
@@ -297,7 +300,7 @@ def _fsync_dir(root: Path) -> None:
         os.close(fd)
 
 
-def _write_snapshot(eng: Any, root: Path) -> None:
+def _write_snapshot(eng: struct_eng, root: Path) -> None:
     size = ffi.new("size_t *")
     buf = lib.eng_snapshot_serialize(eng, size)
     if buf == ffi.NULL:
@@ -311,13 +314,13 @@ def _write_snapshot(eng: Any, root: Path) -> None:
 
 def recover(
     data_dir: str | os.PathLike[str],
-    specs: list[Any] | None,
+    specs: list[struct_eng_instrument_spec] | None,
     *,
     level_events: bool = False,
     repair: bool = True,
     use_snapshots: bool = True,
     accept_loss: bool = False,
-) -> tuple[Any, Recovery]:
+) -> tuple[struct_eng, Recovery]:
     """Build an engine (a ``struct eng *``; the caller destroys it) holding
     the state the data directory describes.
 
@@ -357,7 +360,7 @@ def recover(
     return eng, report
 
 
-def _repair(eng: Any, root: Path, report: Recovery, accept_loss: bool) -> None:
+def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) -> None:
     """Make the journal continue at the engine's state (see recover)."""
     damage = report.damage
     if damage is not None and not damage.torn_tail:
@@ -383,7 +386,7 @@ def _repair(eng: Any, root: Path, report: Recovery, accept_loss: bool) -> None:
     _fsync_dir(root)
 
 
-def _accept_loss(eng: Any, root: Path, report: Recovery) -> None:
+def _accept_loss(eng: struct_eng, root: Path, report: Recovery) -> None:
     """Raise the engine's counters to the high-water mark and snapshot that
     state, before anything is cut off: from then on, whatever happens to the
     rest of the repair, a restart continues above the mark."""
@@ -405,7 +408,7 @@ def _accept_loss(eng: Any, root: Path, report: Recovery) -> None:
         next_trade_id=after.trade_id + 1))
 
 
-def load_snapshot(path: str | os.PathLike[str], specs: list[Any], *, level_events: bool = False) -> tuple[Any, int]:
+def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrument_spec], *, level_events: bool = False) -> tuple[struct_eng, int]:
     """An engine (``struct eng *``; the caller destroys it) holding the
     snapshot file `path`, and the seq it was taken at. Raises RecoveryError
     when the file is not a valid snapshot or names other instruments than
@@ -422,7 +425,7 @@ def load_snapshot(path: str | os.PathLike[str], specs: list[Any], *, level_event
     return eng, int(seq_out[0])
 
 
-def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> Any:
+def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> struct_eng:
     """An engine holding the newest snapshot that loads, or an empty one."""
     seq_out = ffi.new("uint64_t *")
     for _, path in reversed(snapshots(root)):
@@ -438,7 +441,7 @@ def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> A
     return _empty_engine(level_events)
 
 
-def _header_specs(path: Path) -> list[Any] | None:
+def _header_specs(path: Path) -> list[struct_eng_instrument_spec] | None:
     """The instruments a segment's header names (None: not a valid header)."""
     size = 64
     while True:
@@ -450,7 +453,7 @@ def _header_specs(path: Path) -> list[Any] | None:
         size = n
 
 
-def _add_instruments(eng: Any, root: Path, specs: list[Any] | None) -> None:
+def _add_instruments(eng: struct_eng, root: Path, specs: list[struct_eng_instrument_spec] | None) -> None:
     """No snapshot: instruments from the configuration, or from the first segment."""
     if specs is None:
         first = segments(root)
@@ -465,7 +468,7 @@ def _add_instruments(eng: Any, root: Path, specs: list[Any] | None) -> None:
         raise RecoveryError(str(exc)) from None
 
 
-def _replay(eng: Any, root: Path, report: Recovery) -> None:
+def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
     """Apply the journal's records after the engine's seq, up to the first
     one that is not whole and valid; set ``report.damage`` when that is
     before the end of the journal. Changes no file."""
@@ -507,7 +510,7 @@ def _replay(eng: Any, root: Path, report: Recovery) -> None:
         return
 
 
-def _damage(path: Path, first: int, scan: Any, later: list[Path]) -> Damage:
+def _damage(path: Path, first: int, scan: struct_jnl_scan, later: list[Path]) -> Damage:
     """What follows the point where `scan` of `path` stopped."""
     seqs = [int(scan.following_min_seq), int(scan.following_max_seq)] if scan.following else []
     later_records = 0

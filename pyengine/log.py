@@ -14,19 +14,19 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["fields", "setup_logging", "KeyValueFormatter", "LEVELS"]
 
 LEVELS = ("debug", "info", "warning", "error")
 
 
-def fields(**kv: Any) -> dict[str, Any]:
+def fields(**kv: object) -> dict[str, Any]:
     """The ``extra=`` of a structured log call."""
     return {"kv": kv}
 
 
-def _value(v: Any) -> str:
+def _value(v: object) -> str:
     s = str(v)
     if s == "" or any(c in s for c in ' "=\n'):
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
@@ -45,7 +45,7 @@ class KeyValueFormatter(logging.Formatter):
         return " ".join(parts)
 
 
-def setup_logging(level: str | None = None, stream: Any = None) -> None:
+def setup_logging(level: str | None = None, stream: TextIO | None = None) -> None:
     """Send pyengine's logs to `stream` (stderr) at `level`, else PYENGINE_LOG,
     else info."""
     name = (level or os.environ.get("PYENGINE_LOG") or "info").lower()

@@ -74,7 +74,7 @@ class Mailbox:
         # send while the greenlet is busy is not lost.
         self._watcher = gevent.get_hub().loop.async_()
         self._watcher.start(self._ready.set)
-        self._greenlet: gevent.Greenlet | None = None
+        self._greenlet: gevent.Greenlet[[], None] | None = None
 
     def post(self, fn: Callable[..., Any], *args: Any) -> None:
         """From any thread: call fn(*args) on the gevent thread, soon."""

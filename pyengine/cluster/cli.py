@@ -100,10 +100,11 @@ def up(args: argparse.Namespace) -> int:
 def _state(root: Path) -> dict[str, Any] | None:
     """What `up` started in `root`; None (and says so) when nothing is up there."""
     try:
-        return json.loads((root / _STATE).read_text())  # type: ignore[no-any-return]
+        state: dict[str, Any] = json.loads((root / _STATE).read_text())  # written by `up`
     except FileNotFoundError:
         print(f"no cluster is up in {root}", file=sys.stderr)
         return None
+    return state
 
 
 def status(args: argparse.Namespace) -> int:

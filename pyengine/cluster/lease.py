@@ -94,7 +94,8 @@ class Lease:
             entry = await self.kv.get(self.key)
         except (nats.js.errors.KeyNotFoundError, *_UNANSWERED):
             return
-        self.observe(entry.revision, LeaseValue.decode(entry.value) if entry.value else None)
+        if entry.revision is not None:  # a read has one (its message's stream sequence)
+            self.observe(entry.revision, LeaseValue.decode(entry.value) if entry.value else None)
 
     def expired(self) -> bool:
         """Nobody holds it, by this node's clock: no new revision for ttl."""

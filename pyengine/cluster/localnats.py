@@ -90,7 +90,8 @@ class NatsNode:
     def healthy(self, query: str = "js-meta-only=true") -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz?{query}", timeout=1) as r:
-                return r.status == 200
+                status: int = r.status
+                return status == 200
         except (urllib.error.URLError, OSError):
             return False
 
@@ -98,7 +99,8 @@ class NatsNode:
         """The node's JetStream report (`/jsz`), with its streams."""
         query = "accounts=true&streams=true" if accounts else "streams=true"
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/jsz?{query}", timeout=2) as r:
-            return json.loads(r.read())
+            report: dict[str, Any] = json.loads(r.read())
+        return report
 
 
 class LocalNats:

@@ -19,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
-
 import nats.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from ..log import fields
 from .bridge import LoopThread
@@ -63,18 +63,22 @@ class SymbolFeed:
 
 
 async def serve_snapshots(nc: NATS, symbols: list[str],
-                          snapshot: Callable[[str, Callable[[bytes], None]], None]) -> list[Any]:
+                          snapshot: Callable[[str, Callable[[bytes], None]], None]) -> list[Subscription]:
     """Answer snapshot requests for `symbols`: ``snapshot(symbol, reply)``
     must (on whatever thread it hands the work to) call ``reply(json)`` once.
     Returns the subscriptions (to unsubscribe)."""
     loop = asyncio.get_running_loop()
-    subs = []
+    subs: list[Subscription] = []
     for symbol in symbols:
-        async def on_request(msg: Any, symbol: str = symbol) -> None:
+        async def on_request(msg: Msg, symbol: str = symbol) -> None:
             if not msg.reply:
                 return
             done: asyncio.Future[bytes] = loop.create_future()
-            snapshot(symbol, lambda body: loop.call_soon_threadsafe(done.set_result, body))
+
+            def reply(body: bytes) -> None:
+                loop.call_soon_threadsafe(done.set_result, body)
+
+            snapshot(symbol, reply)
             await nc.publish(msg.reply, await done)
 
         subs.append(await nc.subscribe(snapshot_subject(symbol), cb=on_request))

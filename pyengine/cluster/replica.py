@@ -34,11 +34,14 @@ import os
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import nats.errors
 import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
 
 from .._ffi import ffi, lib
 from ..log import fields
@@ -48,6 +51,9 @@ from .lease import Lease, LeaseValue
 from .link import Link, patiently
 from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
     lease_key, log_subject, message_of, node_key, stream_name
+
+if TYPE_CHECKING:
+    from .._cengine import struct_runner
 
 __all__ = ["Replica", "ReplicaHost", "Position", "FOLLOWING", "LEADING", "STOPPED"]
 
@@ -80,7 +86,7 @@ class ReplicaHost(Protocol):
 
 
 class Replica:
-    def __init__(self, cluster: ClusterConfig, link: Link, runner: Any, host: ReplicaHost, position: Position,
+    def __init__(self, cluster: ClusterConfig, link: Link, runner: struct_runner, host: ReplicaHost, position: Position,
                  address: str, instruments: tuple[str, ...]) -> None:
         self.cluster = cluster
         self.link = link
@@ -99,7 +105,7 @@ class Replica:
         self.diverged = False  # a state-hash check failed: never lead
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
-        self._sub: Any = None
+        self._sub: JetStreamContext.PushSubscription | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._leader_tasks: list[asyncio.Task[Any]] = []
 
@@ -171,7 +177,7 @@ class Replica:
     # ---- following ---------------------------------------------------------------
 
     async def _follow(self) -> None:
-        async def on_message(msg: Any) -> None:
+        async def on_message(msg: Msg) -> None:
             if self.role != FOLLOWING or self._sub is not sub:
                 return
             self._take(message_of(msg.metadata.sequence.stream, msg.headers, msg.data))
@@ -256,21 +262,23 @@ class Replica:
                         pass
             await asyncio.sleep(0.1)
 
-    def _directory_entry(self, entry: Any) -> None:
-        alive = bool(entry.value) and entry.operation is None
+    def _directory_entry(self, entry: KeyValue.Entry) -> None:
+        data = entry.value if entry.operation is None else None  # None, or empty: deleted
         kind, _, rest = entry.key.partition(".")
         try:
             if kind == "lease":
-                value = LeaseValue.decode(entry.value) if alive else None
+                value = LeaseValue.decode(data) if data else None
                 if entry.key == lease_key(self.shard):
+                    if entry.revision is None:  # a watched entry has one (its message's stream sequence)
+                        raise ValueError("an entry without a revision")
                     self.lease.observe(entry.revision, value)
                     if self.role == LEADING and not self.lease.holding():
                         self._lose(f"the lease is now {value.node if value else 'gone'}'s")
                 if value is not None:
                     self.directory[rest] = value
-            elif kind == "node" and alive:
+            elif kind == "node" and data:
                 shard, _, node = rest.partition(".")
-                self.nodes.setdefault(shard, {})[node] = json.loads(entry.value)["address"]
+                self.nodes.setdefault(shard, {})[node] = json.loads(data)["address"]
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("directory_entry_unreadable", extra=fields(key=entry.key, error=str(exc)))
 

@@ -10,16 +10,27 @@ each changed level), after that batch's ``trade`` messages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from .protocol import encode
+from .protocol import ReqId, encode
 
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["MarketData"]
+__all__ = ["MarketData", "Subscriber"]
 
 _SIDE_NAMES = ("", "buy", "sell")
+
+Book = dict[int, tuple[int, int]]  # price -> (total qty, order count)
+Changes = dict[int, dict[tuple[int, int], tuple[int, int]]]  # inst -> (side, price) -> (total qty, order count)
+Trades = dict[int, list[tuple[int, int, int, int]]]  # inst -> (trade id, price, qty, aggressor side)
+
+
+class Subscriber(Protocol):
+    """Who hears an instrument's market data: a session, or (in a cluster)
+    the leader's feed of it on NATS."""
+
+    def send(self, frame: bytes) -> None: ...
 
 
 class MarketData:
@@ -27,14 +38,14 @@ class MarketData:
         self.symbols = symbols
         n = len(symbols)
         # books[i][side] maps price -> (total qty, order count); side 1 bids, 2 asks.
-        self.books: list[tuple[dict[int, tuple[int, int]], ...]] = [({}, {}, {}) for _ in range(n)]
+        self.books: list[tuple[Book, Book, Book]] = [({}, {}, {}) for _ in range(n)]
         self.seq = [0] * n
         self.halted = [False] * n
-        self.subscribers: list[set[Session]] = [set() for _ in range(n)]
-        self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
-        self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
+        self.subscribers: list[set[Subscriber]] = [set() for _ in range(n)]
+        self._changes: Changes = {}
+        self._trades: Trades = {}
 
-    def router_tables(self) -> tuple[Any, ...]:
+    def router_tables(self) -> tuple[list[tuple[Book, Book, Book]], list[set[Subscriber]], Changes, Trades]:
         """What the dispatcher's Router (csrc/binding/route.c) updates in
         place for each level event (as ``level`` does) and each trade (it
         gathers (trade id, price, qty, aggressor side) for subscribed
@@ -98,7 +109,7 @@ class MarketData:
         for session in tuple(self.subscribers[inst]):
             session.send(frame)
 
-    def snapshot(self, inst: int, req_id: Any) -> dict[str, Any]:
+    def snapshot(self, inst: int, req_id: ReqId) -> dict[str, Any]:
         """The whole book now, as the reply to a subscribe."""
         bids, asks = self.books[inst][1], self.books[inst][2]
         return {
@@ -111,7 +122,7 @@ class MarketData:
             "asks": [[p, *asks[p]] for p in sorted(asks)],
         }
 
-    def subscribe(self, session: Session, inst: int, req_id: Any) -> dict[str, Any]:
+    def subscribe(self, session: Session, inst: int, req_id: ReqId) -> dict[str, Any]:
         # Anything gathered so far goes out first, so the snapshot and the
         # updates after it meet exactly.
         self.flush()

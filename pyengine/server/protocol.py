@@ -14,6 +14,7 @@ stay in step and is closed. A bad message inside a good frame is a
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -62,11 +63,14 @@ class FrameError(Exception):
         self.frames = frames or []
 
 
+ReqId = int | str | None  # a request's req_id: the client's, echoed in the replies to it
+
+
 class RequestError(Exception):
     """A message that cannot be carried out; reply ``error`` (with the
     fields of `extra` too), keep going."""
 
-    def __init__(self, code: str, message: str, req_id: Any = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: str, message: str, req_id: ReqId = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.req_id = req_id
@@ -87,7 +91,7 @@ class FrameReader:
         The size is checked from the header, before the body arrives."""
         buf = self._buf
         buf += data
-        frames = []
+        frames: list[bytes] = []
         pos, end = 0, len(buf)
         while end - pos >= 4:
             (n,) = _HEADER.unpack_from(buf, pos)
@@ -119,14 +123,14 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class Login(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     account: int
     secret: str | None
     cancel_on_disconnect: bool
 
 
 class NewOrder(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     symbol: str
     side: str
     qty: int
@@ -139,13 +143,13 @@ class NewOrder(NamedTuple):
 
 
 class Cancel(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     order_id: int | None
     client_order_id: str | None
 
 
 class Modify(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     order_id: int | None
     client_order_id: str | None
     qty: int | None  # None: the open qty when the engine runs the modify
@@ -153,38 +157,38 @@ class Modify(NamedTuple):
 
 
 class MassCancel(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     symbol: str | None
     account: int | None  # another account's orders (admin)
     all_accounts: bool  # every account's orders (admin)
 
 
 class Subscribe(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     symbol: str
 
 
 class Unsubscribe(NamedTuple):
-    req_id: Any
+    req_id: ReqId
     symbol: str
 
 
 class Ping(NamedTuple):
-    req_id: Any
+    req_id: ReqId
 
 
 class Snapshot(NamedTuple):
-    req_id: Any
+    req_id: ReqId
 
 
 class Status(NamedTuple):
-    req_id: Any
+    req_id: ReqId
 
 
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
-    req_id: Any
+    req_id: ReqId
     symbol: str
     halt: bool
 
@@ -201,7 +205,7 @@ _STPS = frozenset(("none", "cancel_newest", "cancel_oldest", "cancel_both"))
 # every reader below starts with msg.get(key), None for both.
 
 
-def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
+def _int(msg: dict[str, Any], key: str, req_id: ReqId, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
@@ -212,13 +216,13 @@ def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, 
     return v
 
 
-def _opt_int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN) -> int | None:
+def _opt_int(msg: dict[str, Any], key: str, req_id: ReqId, lo: int = _args.INT64_MIN) -> int | None:
     if msg.get(key) is None:
         return None
     return _int(msg, key, req_id, lo)
 
 
-def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
+def _str(msg: dict[str, Any], key: str, req_id: ReqId) -> str:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
@@ -227,7 +231,7 @@ def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
     return v
 
 
-def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: Any) -> str:
+def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: ReqId) -> str:
     v = msg.get(key)
     if v is None:
         v = default
@@ -238,7 +242,7 @@ def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str
     return v
 
 
-def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
+def _bool(msg: dict[str, Any], key: str, default: bool, req_id: ReqId) -> bool:
     v = msg.get(key)
     if v is None:
         return default
@@ -247,7 +251,7 @@ def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
     return v
 
 
-def _coid(msg: dict[str, Any], req_id: Any) -> str | None:
+def _coid(msg: dict[str, Any], req_id: ReqId) -> str | None:
     v = msg.get("client_order_id")
     if v is None:
         return None
@@ -255,23 +259,24 @@ def _coid(msg: dict[str, Any], req_id: Any) -> str | None:
         _args.coid_bytes(v)
     except EngineError as exc:
         raise RequestError("bad_field", str(exc), req_id) from None
-    return v  # type: ignore[no-any-return]
+    coid: str = v  # coid_bytes takes nothing else
+    return coid
 
 
-def shown(v: Any) -> str:
+def shown(v: object) -> str:
     """A client's value in an error message: a string shortened, anything else
     by its JSON type. Never repr() of untrusted data: it can be huge, and a
     deeply nested array overflows the recursion limit."""
     return _args.short_text(v) if type(v) is str else _json_type(v)
 
 
-def _json_type(v: Any) -> str:
+def _json_type(v: object) -> str:
     return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
         type(v), "null"
     )
 
 
-def _target(msg: dict[str, Any], req_id: Any) -> tuple[int | None, str | None]:
+def _target(msg: dict[str, Any], req_id: ReqId) -> tuple[int | None, str | None]:
     order_id = _opt_int(msg, "order_id", req_id, 1)
     coid = _coid(msg, req_id)
     if (order_id is None) == (coid is None):
@@ -279,7 +284,7 @@ def _target(msg: dict[str, Any], req_id: Any) -> tuple[int | None, str | None]:
     return order_id, coid
 
 
-def _parse_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
+def _parse_new_order(msg: dict[str, Any], req_id: ReqId) -> NewOrder:
     order_type = _choice(msg, "order_type", _ORDER_TYPES, "limit", req_id)
     market = order_type == "market"
     tif = _choice(msg, "tif", _TIFS, DEFAULT_TIF[order_type].value, req_id)
@@ -306,7 +311,7 @@ def _parse_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
     )
 
 
-def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
+def _parse_login(msg: dict[str, Any], req_id: ReqId) -> Login:
     secret = msg.get("secret")
     if secret is not None and type(secret) is not str:
         raise RequestError("bad_field", f"secret must be a string, not {_json_type(secret)}", req_id)
@@ -318,12 +323,12 @@ def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
     )
 
 
-def _parse_cancel(msg: dict[str, Any], req_id: Any) -> Cancel:
+def _parse_cancel(msg: dict[str, Any], req_id: ReqId) -> Cancel:
     order_id, coid = _target(msg, req_id)
     return Cancel(req_id, order_id, coid)
 
 
-def _parse_modify(msg: dict[str, Any], req_id: Any) -> Modify:
+def _parse_modify(msg: dict[str, Any], req_id: ReqId) -> Modify:
     order_id, coid = _target(msg, req_id)
     qty = _opt_int(msg, "qty", req_id)
     price = _opt_int(msg, "price", req_id)
@@ -332,7 +337,7 @@ def _parse_modify(msg: dict[str, Any], req_id: Any) -> Modify:
     return Modify(req_id, order_id, coid, qty, price)
 
 
-def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
+def _parse_mass_cancel(msg: dict[str, Any], req_id: ReqId) -> MassCancel:
     symbol = msg.get("symbol")
     if symbol is not None and type(symbol) is not str:
         raise RequestError("bad_field", f"symbol must be a string, not {_json_type(symbol)}", req_id)
@@ -345,7 +350,7 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
     return MassCancel(req_id, symbol, account, all_accounts)
 
 
-_PARSERS = {
+_PARSERS: dict[str, Callable[[dict[str, Any], ReqId], Request]] = {
     "new_order": _parse_new_order,
     "cancel": _parse_cancel,
     "modify": _parse_modify,
