@@ -16,7 +16,7 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 import gevent
 import gevent.event
@@ -28,6 +28,7 @@ __all__ = ["LoopThread", "Mailbox"]
 log = logging.getLogger("pyengine.cluster")
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class LoopThread:
@@ -49,7 +50,7 @@ class LoopThread:
         but the gevent thread (which must never block)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         self.loop.call_soon_threadsafe(fn, *args)
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
@@ -68,7 +69,7 @@ class Mailbox:
     greenlet. A call that raises is logged and stops nothing else."""
 
     def __init__(self) -> None:
-        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._calls: collections.deque[tuple[Callable[..., object], tuple[object, ...]]] = collections.deque()
         self._ready = gevent.event.Event()
         # An async watcher is libev's thread-safe wake-up; kept started, so a
         # send while the greenlet is busy is not lost.
@@ -76,7 +77,7 @@ class Mailbox:
         self._watcher.start(self._ready.set)
         self._greenlet: gevent.Greenlet[[], None] | None = None
 
-    def post(self, fn: Callable[..., Any], *args: Any) -> None:
+    def post(self, fn: Callable[[*Ts], object], *args: *Ts) -> None:
         """From any thread: call fn(*args) on the gevent thread, soon."""
         self._calls.append((fn, args))
         self._watcher.send()

@@ -106,8 +106,8 @@ class Replica:
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
         self._sub: JetStreamContext.PushSubscription | None = None
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._leader_tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._leader_tasks: list[asyncio.Task[None]] = []
 
     # ---- status (read from any thread) ---------------------------------------
 

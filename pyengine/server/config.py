@@ -67,7 +67,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ..cluster.config import ClusterConfig, check_cluster, cluster_from_table
 
@@ -180,7 +180,14 @@ def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
 
 
-def _typed(where: str, key: str, value: Any, typ: type | tuple[type, ...]) -> Any:
+_T = TypeVar("_T")
+
+
+@overload
+def _typed(where: str, key: str, value: object, typ: type[_T]) -> _T: ...
+@overload
+def _typed(where: str, key: str, value: object, typ: tuple[type[int], type[float]]) -> float: ...
+def _typed(where: str, key: str, value: object, typ: type | tuple[type, ...]) -> object:
     if isinstance(value, bool) and typ is not bool:
         raise ConfigError(f"{where}: {key} must be {getattr(typ, '__name__', typ)}, not a boolean")
     if not isinstance(value, typ):
