@@ -41,6 +41,7 @@ from _cffi_backend import CType, buffer
 from _typeshed import ReadableBuffer
 
 _C = TypeVar("_C", bound=CData)
+_Init = Mapping[str, object] | Sequence[object]  # a struct's value: its fields by name or in order
 
 @type_check_only
 class CData:
@@ -103,7 +104,9 @@ class _FFI:
     def new(self, cdecl: Literal["char[]"], init: int | bytes) -> Chars: ...
 {cast}    @overload
     def cast(self, cdecl: _Int, value: CData | int) -> Ints: ...
-{from_buffer}    def sizeof(self, cdecl: str | CData, /) -> int: ...
+{from_buffer}    @overload
+    def from_buffer(self, python_buffer: ReadableBuffer, /) -> Chars: ...
+    def sizeof(self, cdecl: str | CData, /) -> int: ...
     def offsetof(self, cdecl: str, field_or_index: str | int, /, *fields_or_indexes: str | int) -> int: ...
     def typeof(self, cdecl: str | CData, /) -> CType: ...
     def buffer(self, cdata: CData, size: int = -1) -> buffer: ...
@@ -118,6 +121,23 @@ class _Lib:
 ffi: _FFI
 lib: _Lib
 '''
+
+# The overloads of ffi's methods for each complete struct S.
+_PER_STRUCT = {
+    "new": ('''    @overload
+    def new(self, cdecl: Literal["struct {s} *"], init: struct_{s} | _Init | None = None) -> struct_{s}: ...
+    @overload
+    def new(self, cdecl: Literal["struct {s}[]"], init: int | Sequence[object]) -> struct_{s}: ...
+'''),
+    "cast": ('''    @overload
+    def cast(self, cdecl: Literal["struct {s} *", "const struct {s} *"], value: CData | int) -> struct_{s}: ...
+'''),
+    "from_buffer": ('''    @overload
+    def from_buffer(
+        self, cdecl: Literal["struct {s}[]"], python_buffer: ReadableBuffer, require_writable: bool = False
+    ) -> struct_{s}: ...
+'''),
+}
 
 _INTEGERS = ("int8_t", "uint8_t", "int16_t", "uint16_t", "int32_t", "uint32_t", "int64_t", "uint64_t",
              "int", "unsigned int", "long", "unsigned long", "size_t", "ssize_t", "uintptr_t", "intptr_t")
@@ -164,9 +184,7 @@ def _struct(ffi: Any, tag: str) -> str:
     ctype = ffi.typeof(f"struct {tag}")
     name = _struct_name(ctype)
     lines = ["@type_check_only", f"class {name}(CData):"]
-    try:
-        ffi.sizeof(ctype)
-    except ffi.error:  # opaque: only ever handled through a pointer
+    if not _is_complete(ffi, tag):  # opaque: only ever handled through a pointer
         lines.append(f'    """``struct {tag} *``, opaque."""')
         return "\n".join(lines) + "\n"
     lines.append(f'    """``struct {tag}``, a pointer to it or an array of it."""')
@@ -177,7 +195,7 @@ def _struct(ffi: Any, tag: str) -> str:
         if ftype.kind == "array":
             write = "bytes | Chars" if read == "Chars" else f"{read} | Sequence[int]"
         elif ftype.kind == "struct":
-            write = f"{read} | Mapping[str, object] | Sequence[object]"
+            write = f"{read} | _Init"
         elif ftype.kind == "pointer":
             write = _value(ftype, for_argument=True)
         else:
@@ -190,7 +208,7 @@ def _struct(ffi: Any, tag: str) -> str:
     lines += ["    @overload", f"    def __getitem__(self, index: int, /) -> {name}: ...",
               "    @overload", f"    def __getitem__(self, index: slice, /) -> {name}: ...",
               f"    def __add__(self, offset: int, /) -> {name}: ...",
-              f"    def __setitem__(self, index: int, value: {name} | Mapping[str, object] | Sequence[object], /) -> None: ...",
+              f"    def __setitem__(self, index: int, value: {name} | _Init, /) -> None: ...",
               "    def __len__(self) -> int: ...",
               f"    def __iter__(self) -> Iterator[{name}]: ..."]
     return "\n".join(lines) + "\n"
@@ -215,17 +233,13 @@ def render() -> str:
     for name in sorted(dir(lib)):
         value = getattr(lib, name)
         lib_lines.append(f"    {name}: int\n" if isinstance(value, int) else _function(ffi, name, value))
-    new = "".join(f'    @overload\n    def new(self, cdecl: Literal["struct {s} *"], init: struct_{s} | Mapping[str, object] | Sequence[object] | None = None) -> struct_{s}: ...\n'
-                  f'    @overload\n    def new(self, cdecl: Literal["struct {s}[]"], init: int | Sequence[object]) -> struct_{s}: ...\n'
-                  for s in complete)
-    cast = "".join(f'    @overload\n    def cast(self, cdecl: Literal["struct {s} *", "const struct {s} *"], value: CData | int) -> struct_{s}: ...\n'
-                   for s in complete)
-    from_buffer = "".join(f'    @overload\n    def from_buffer(self, cdecl: Literal["struct {s}[]"], python_buffer: ReadableBuffer, '
-                          f'require_writable: bool = False) -> struct_{s}: ...\n' for s in complete)
-    from_buffer += ('    @overload\n    def from_buffer(self, python_buffer: ReadableBuffer, /) -> Chars: ...\n')
-    ints = ", ".join(f'"{t} *", "{t}[]"' for t in _INTEGERS)
-    int_names = ", ".join(f'"{t}"' for t in _INTEGERS)
-    out.append(FFI.format(int_names=int_names, ints=ints, new=new, cast=cast, from_buffer=from_buffer, lib="".join(lib_lines)))
+    methods = {method: "".join(template.format(s=s) for s in complete) for method, template in _PER_STRUCT.items()}
+    out.append(FFI.format(
+        int_names=", ".join(f'"{t}"' for t in _INTEGERS),
+        ints=", ".join(f'"{t} *", "{t}[]"' for t in _INTEGERS),
+        lib="".join(lib_lines),
+        **methods,
+    ))
     return "".join(out)
 
 
