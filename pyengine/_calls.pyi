@@ -1,21 +1,20 @@
-"""Engine.submit and Engine.cancel in C (csrc/binding/calls.c)."""
+"""The per-call verbs of pyengine.Engine in C (csrc/binding/calls.c)."""
 
-from typing import Any
+from typing import Any, SupportsIndex
 
-from .events import Event
+from .events import BookView, Event, OrderState
 
 class Core:
-    _seq: int
     _busy: bool
     def submit(
         self,
         symbol: str,
         side: str,
-        qty: int,
-        price: int | None = None,
+        qty: SupportsIndex,
+        price: SupportsIndex | None = None,
         *,
-        tif: str = "gtc",
-        account: int = 0,
+        tif: str | None = None,
+        account: SupportsIndex = 0,
         client_order_id: str | None = None,
         order_type: str = "limit",
         post_only: bool = False,
@@ -23,10 +22,27 @@ class Core:
     ) -> list[Event]: ...
     def cancel(
         self,
-        order_id: int | None = None,
+        order_id: SupportsIndex | None = None,
         *,
-        account: int | None = None,
+        account: SupportsIndex | None = None,
         client_order_id: str | None = None,
     ) -> list[Event]: ...
-    def _attach(self, engine: int, api: int, tables: tuple[Any, ...], /) -> None: ...
+    def modify(
+        self,
+        order_id: SupportsIndex | None = None,
+        qty: SupportsIndex | None = None,
+        price: SupportsIndex | None = None,
+        *,
+        account: SupportsIndex | None = None,
+        client_order_id: str | None = None,
+    ) -> list[Event]: ...
+    def order(
+        self,
+        order_id: SupportsIndex | None = None,
+        *,
+        account: SupportsIndex | None = None,
+        client_order_id: str | None = None,
+    ) -> OrderState | None: ...
+    def book(self, symbol: str, depth: SupportsIndex = 10) -> BookView: ...
+    def _attach(self, engine: int, api: int, /, **tables: Any) -> None: ...
     def _detach(self) -> None: ...

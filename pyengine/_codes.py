@@ -7,8 +7,16 @@ by value, so a code added in C without a Python member fails loudly at import.
 
 from __future__ import annotations
 
-from ._ffi import ffi, lib
-from .enums import CancelReason, OrderType, RejectReason, SelfTradePrevention, Side, TimeInForce, TradingState
+from ._ffi import c_text, lib
+from .enums import (
+    CancelReason,
+    OrderType,
+    RejectReason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+    TradingState,
+)
 
 SIDE_CODE: dict[str, int] = {Side.BUY: lib.ENG_BUY, Side.SELL: lib.ENG_SELL}
 ORDER_TYPE_CODE: dict[str, int] = {OrderType.LIMIT: lib.ENG_LIMIT, OrderType.MARKET: lib.ENG_MARKET}
@@ -30,12 +38,8 @@ STATE_BY_CODE: tuple[TradingState, ...] = tuple(
     sorted(TradingState, key={TradingState.OPEN: lib.ENG_STATE_OPEN, TradingState.HALTED: lib.ENG_STATE_HALTED}.__getitem__)
 )
 STP_BY_CODE: tuple[SelfTradePrevention, ...] = tuple(
-    sorted(STP_CODE, key=STP_CODE.__getitem__)  # type: ignore[arg-type]
+    sorted(SelfTradePrevention, key=STP_CODE.__getitem__)
 )
-
-
-def _c_name(fn, code: int) -> str:
-    return ffi.string(fn(code)).decode("ascii")
 
 
 # Codes that never appear in a Rejected event (API results, not market refusals).
@@ -45,13 +49,13 @@ _API_ONLY = {"ok", "invalid_argument", "duplicate_symbol", "too_many_instruments
 def _reject_table() -> tuple[RejectReason | None, ...]:
     table: list[RejectReason | None] = []
     for code in range(lib.ENG_ERR__COUNT):
-        name = _c_name(lib.eng_err_name, code)
+        name = c_text(lib.eng_err_name, code)
         table.append(None if name in _API_ONLY else RejectReason(name))
     return tuple(table)
 
 
 def _cancel_table() -> tuple[CancelReason, ...]:
-    return tuple(CancelReason(_c_name(lib.eng_cancel_reason_name, c)) for c in range(lib.ENG_CANCEL__COUNT))
+    return tuple(CancelReason(c_text(lib.eng_cancel_reason_name, c)) for c in range(lib.ENG_CANCEL__COUNT))
 
 
 REJECT_BY_CODE = _reject_table()

@@ -1,5 +1,19 @@
-"""The compiled core: ``ffi`` and ``lib`` of the cffi extension, nothing else."""
+"""The compiled core: ``ffi`` and ``lib`` of the cffi extension, and
+``c_text`` to read the strings of its tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pyengine._cengine import ffi, lib
 
-__all__ = ["ffi", "lib"]
+if TYPE_CHECKING:
+    from pyengine._cengine import Chars
+
+__all__ = ["ffi", "lib", "c_text"]
+
+
+def c_text(fn: Callable[[int], Chars], code: int) -> str:
+    """The text one of the core's tables gives for a code (eng_err_name, ...)."""
+    return ffi.string(fn(code)).decode("ascii")

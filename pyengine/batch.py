@@ -26,6 +26,7 @@ from ._codes import ORDER_TYPE_CODE, SIDE_BY_CODE, SIDE_CODE, STATE_BY_CODE, STP
 from ._ffi import ffi, lib
 from .enums import CancelReason, RejectReason, TradingState
 from .enums import DEFAULT_TIF, REJECT_MESSAGES
+from .errors import InvalidArgument
 from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, StateChanged, Trade
 
 __all__ = [
@@ -238,7 +239,7 @@ def pack_modify(
     oid, acct, flags, coid = _target(order_id, account, client_order_id)
     if qty is None:
         if price is None:
-            raise _args.InvalidArgument("modify needs a new qty, a new price or both")
+            raise InvalidArgument("modify needs a new qty, a new price or both")
         flags |= CommandFlag.KEEP_QTY
     if price is None:
         flags |= CommandFlag.KEEP_PRICE
@@ -361,7 +362,7 @@ def decode_events(
             append(
                 new(
                     Rejected,
-                    (seq, why, REJECT_MESSAGES[why], None if coid == no_coid else _coid(coid), oid or None),  # type: ignore[index]
+                    (seq, why, REJECT_MESSAGES[why], None if coid == no_coid else _coid(coid), oid or None),
                 )
             )
         elif typ == _STATE:

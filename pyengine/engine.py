@@ -21,7 +21,6 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple, NoReturn
 
 from . import _args
-from ._args import InvalidArgument, InvalidArgumentType
 from ._calls import Core
 from ._codes import (
     CANCEL_BY_CODE,
@@ -40,6 +39,8 @@ from .enums import DEFAULT_TIF, REJECT_MESSAGES, TradingState
 from .errors import (
     ConcurrentUseError,
     DuplicateSymbol,
+    InvalidArgument,
+    InvalidArgumentType,
     EngineClosed,
     EngineError,
     EngineMemoryError,
@@ -372,7 +373,7 @@ class Engine(Core):
             n = lib.eng_process(e, cmd)
             if n <= 0:
                 raise EngineMemoryError("the engine could not grow its event buffer")
-            raw = ffi.buffer(lib.eng_events(e, self._count), n * EVENT_SIZE)
+            raw = memoryview(ffi.buffer(lib.eng_events(e, self._count), n * EVENT_SIZE))
             events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
             lib.eng_clear_events(e)
             return events
@@ -451,7 +452,7 @@ class Engine(Core):
             if done < total:
                 # What was processed stays processed: its events go with the error.
                 err = EngineMemoryError(f"out of memory after {done} of {total} commands")
-                err.partial = result  # type: ignore[attr-defined]
+                err.partial = result
                 raise err
             return result
 
@@ -466,7 +467,7 @@ class Engine(Core):
             nbytes = self._count[0] * EVENT_SIZE
             if pos + nbytes > len(out):
                 out += bytes(max(nbytes, len(out)))
-            out[pos : pos + nbytes] = ffi.buffer(ptr, nbytes)
+            out[pos : pos + nbytes] = memoryview(ffi.buffer(ptr, nbytes))
             lib.eng_clear_events(e)
             pos += nbytes
             done += got

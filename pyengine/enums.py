@@ -7,11 +7,11 @@ C tables in ``csrc/pyengine.h`` one to one; a unit test keeps them in step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
-from ._ffi import ffi, lib
+from ._ffi import c_text, lib
 
 __all__ = [
     "Side",
@@ -111,11 +111,7 @@ class TradingState(StrEnum):
 def _reject_messages() -> Mapping[RejectReason, str]:
     """The message of each reason, from the core's table (ENG_ERR_MAP in
     csrc/pyengine.h): the one place they are written."""
-
-    def text(fn: Callable[[int], object], code: int) -> str:
-        return str(ffi.string(fn(code)).decode("ascii"))
-
-    by_name = {text(lib.eng_err_name, c): text(lib.eng_strerror, c) for c in range(lib.ENG_ERR__COUNT)}
+    by_name = {c_text(lib.eng_err_name, c): c_text(lib.eng_strerror, c) for c in range(lib.ENG_ERR__COUNT)}
     return MappingProxyType({reason: by_name[reason.value] for reason in RejectReason})
 
 

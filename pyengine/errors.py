@@ -54,5 +54,7 @@ class EngineMemoryError(EngineError, MemoryError):
     """The C core could not allocate memory.
 
     From ``process_batch``, ``partial`` holds the ``BatchResult`` of the
-    commands processed before memory ran out.
+    commands processed before memory ran out (None from other calls).
     """
+
+    partial: object = None
