@@ -1,4 +1,4 @@
-"""The synthetic mixed order flow of the benchmarks, in Python.
+"""The synthetic mixed order flows of the benchmarks, in Python.
 
 The same shape as the C benchmark's flow (csrc/tests/flow.c): about 60% limit
 adds (a sixth of them crossing the spread), 35% cancels (most of them of orders
@@ -9,6 +9,8 @@ touch (so a hundred or more orders per level).
 The generator drives a scratch ``Engine`` to know which orders are open; the
 resulting stream is deterministic for a seed and replays identically on a
 fresh engine, as one call per operation (``ops``) or packed (``packed``).
+``DEEP`` is a second shape: a few deep levels (a thousand or more orders
+each) and cancels that mostly name orders already gone.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 from pyengine import Accepted, Cancelled, Engine, Trade, pack_cancel, pack_new_order
 
 SYMBOL = "FLOW"
+
+# The deep-levels, mostly-stale-cancels shape: generate(n, **DEEP).
+DEEP = {"resting": 20_000, "levels": 8, "stale": 0.8}
 
 # Operation kinds in `Flow.ops`.
 ADD, CANCEL, MARKET = 0, 1, 2
@@ -48,7 +53,19 @@ def new_engine() -> Engine:
     return eng
 
 
-def generate(n: int, *, seed: int = 7, resting: int = 50_000, levels: int = 200, mid: int = 100_000) -> Flow:
+def generate(
+    n: int,
+    *,
+    seed: int = 7,
+    resting: int = 50_000,
+    levels: int = 200,
+    mid: int = 100_000,
+    stale: float | None = None,
+) -> Flow:
+    """`n` operations after a book of about `resting` orders within `levels`
+    ticks of the touch. A cancel targets an order that is no longer open
+    with probability `stale` (default: only while the book is at or below
+    `resting` orders, which keeps it there)."""
     rng = random.Random(seed)
     eng = new_engine()
     live: list[int] = []  # open order ids
@@ -112,7 +129,11 @@ def generate(n: int, *, seed: int = 7, resting: int = 50_000, levels: int = 200,
             through = 1 + rng.randrange(4)
             op = (ADD, side, qty, mid + through if side == "buy" else mid - through, account)
         elif r < 95:
-            if (len(live) > resting or not dead) and live:
+            if stale is not None:
+                fresh = not dead or (live and rng.random() >= stale)
+            else:
+                fresh = len(live) > resting or not dead
+            if fresh and live:
                 oid = live[rng.randrange(len(live))]
             else:
                 oid = dead[rng.randrange(len(dead))]

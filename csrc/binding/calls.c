@@ -65,6 +65,8 @@ enum {
  */
 enum calls_kind { K_DICT, K_LIST, K_TUPLE, K_TUPLE_CLASS, K_EXCEPTION };
 
+enum { CALLS_LEVEL_CACHE = 32 }; /* levels per side whose objects book() keeps */
+
 typedef struct {
     PyObject_HEAD
     struct eng *eng; /* NULL when detached: every call takes the Python path */
@@ -83,6 +85,13 @@ typedef struct {
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
     char busy;                 /* Engine._busy */
+    /* The Level objects of the last book() call, by side and position, and
+       the values they hold: book() hands out again a level that has not
+       changed since (they are immutable), which spares most of its cost
+       when a book is read more often than its depth changes. */
+    uint32_t cached_inst; /* the instrument they are of; UINT32_MAX: none */
+    struct eng_level_info cached_info[2][CALLS_LEVEL_CACHE];
+    PyObject *cached_level[2][CALLS_LEVEL_CACHE]; /* strong or NULL */
 } calls_core;
 
 #define CALLS_TABLE(name, kind) {#name, kind, offsetof(calls_core, name)}
@@ -814,11 +823,48 @@ python:
     return calls_forward((PyObject *)self, calls_names.py_order, args, nargs, kwnames);
 }
 
+static void calls_forget_levels(calls_core *self)
+{
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < CALLS_LEVEL_CACHE; i++)
+            Py_CLEAR(self->cached_level[s][i]);
+    self->cached_inst = UINT32_MAX;
+}
+
+/* The Level object of `info`, level `i` of side `s` of the cached
+   instrument: the one handed out last time if it holds the same values. */
+static PyObject *calls_level(calls_core *self, int s, int64_t i, const struct eng_level_info *info)
+{
+    PyObject *it[3], *level;
+    struct eng_level_info *was;
+
+    if (i >= CALLS_LEVEL_CACHE) {
+        it[0] = I64(info->price);
+        it[1] = I64(info->total_qty);
+        it[2] = PyLong_FromUnsignedLong(info->order_count);
+        return calls_new(self->level, 3, it);
+    }
+    was = &self->cached_info[s][i];
+    level = self->cached_level[s][i];
+    if (level && was->price == info->price && was->total_qty == info->total_qty &&
+        was->order_count == info->order_count)
+        return Py_NewRef(level);
+    it[0] = I64(info->price);
+    it[1] = I64(info->total_qty);
+    it[2] = PyLong_FromUnsignedLong(info->order_count);
+    level = calls_new(self->level, 3, it);
+    if (level) {
+        *was = *info;
+        Py_XSETREF(self->cached_level[s][i], Py_NewRef(level));
+    }
+    return level;
+}
+
 /* One side of a book: a list of Level objects, best first, at most `depth`. */
 static PyObject *calls_side(calls_core *self, uint32_t inst, uint8_t side, long long depth)
 {
-    struct eng_level_info stack[32], *buf = stack;
-    size_t cap = sizeof(stack) / sizeof(*stack);
+    struct eng_level_info stack[CALLS_LEVEL_CACHE], *buf = stack;
+    size_t cap = CALLS_LEVEL_CACHE;
     int64_t n;
     PyObject *list;
 
@@ -838,9 +884,7 @@ static PyObject *calls_side(calls_core *self, uint32_t inst, uint8_t side, long 
     }
     list = PyList_New(n > 0 ? n : 0);
     for (int64_t i = 0; list && i < n; i++) {
-        PyObject *it[3] = {I64(buf[i].price), I64(buf[i].total_qty),
-                           PyLong_FromUnsignedLong(buf[i].order_count)};
-        PyObject *level = calls_new(self->level, 3, it);
+        PyObject *level = calls_level(self, side == ENG_BUY ? 0 : 1, i, &buf[i]);
 
         if (!level)
             Py_CLEAR(list);
@@ -872,6 +916,10 @@ static PyObject *calls_book(calls_core *self, PyObject *const *args, Py_ssize_t 
         return calls_forward((PyObject *)self, calls_names.py_book, args, nargs, kwnames);
     }
     calls_release(&held);
+    if ((uint32_t)inst != self->cached_inst) {
+        calls_forget_levels(self);
+        self->cached_inst = (uint32_t)inst;
+    }
     it[0] = calls_item(self->names, (size_t)inst);
     it[1] = calls_side(self, (uint32_t)inst, ENG_BUY, depth);
     it[2] = calls_side(self, (uint32_t)inst, ENG_SELL, depth);
@@ -975,6 +1023,7 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
         *(PyObject **)((char *)self + off) = *(PyObject **)((char *)&probe + off);
     }
     Py_XSETREF(self->tables, tables);
+    calls_forget_levels(self);
     self->api = api;
     self->eng = eng;
     Py_RETURN_NONE;
@@ -989,12 +1038,16 @@ PyDoc_STRVAR(calls_detach_doc, "_detach($self, /)\n--\n\n"
 static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
 {
     self->eng = NULL;
+    calls_forget_levels(self);
     Py_RETURN_NONE;
 }
 
 static int calls_traverse(calls_core *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->tables);
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < CALLS_LEVEL_CACHE; i++)
+            Py_VISIT(self->cached_level[s][i]);
     return 0;
 }
 
@@ -1002,6 +1055,7 @@ static int calls_clear(calls_core *self)
 {
     self->eng = NULL;
     Py_CLEAR(self->tables);
+    calls_forget_levels(self);
     return 0;
 }
 

@@ -56,9 +56,17 @@ def test_pyperf_suite(tmp_path: Path, suite: str, names: list[str]) -> None:
 
 def test_compare_python_checks_the_trades() -> None:
     proc = run(["perf/compare_python.py", "--ops", "3000", "--repeat", "1"])
-    assert "the same on every path" in proc.stdout
+    assert proc.stdout.count("the same on every path") == 2  # the mixed flow and the deep one
     lines = [line for line in proc.stdout.splitlines() if "x pure Python" in line]
-    assert len(lines) == 3
+    assert len(lines) == 8
+
+
+def test_call_forms_times_every_form() -> None:
+    proc = run(["perf/call_forms.py", "--calls", "200", "--repeat", "1"])
+    verbs = [line for line in proc.stdout.splitlines() if line and not line.startswith((" ", "ns per", "worst"))]
+    assert verbs == ["submit", "cancel", "modify", "order", "book"]
+    assert sum(line.endswith("x") for line in proc.stdout.splitlines()) == 17
+    assert "worst documented form:" in proc.stdout
 
 
 def test_replay_l3_counts(tmp_path: Path) -> None:
