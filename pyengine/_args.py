@@ -18,8 +18,8 @@ INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
-COID_LEN = 16
-SYMBOL_MAX = 15
+COID_LEN = lib.ENG_COID_LEN
+SYMBOL_MAX = lib.ENG_SYMBOL_MAX - 1  # the C field holds a terminating NUL too
 
 
 def as_int(name: str, value: Any, lo: int = INT64_MIN, hi: int = INT64_MAX) -> int:
