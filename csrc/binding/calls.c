@@ -831,28 +831,29 @@ static void calls_forget_levels(calls_core *self)
     self->cached_inst = UINT32_MAX;
 }
 
+static PyObject *calls_new_level(calls_core *self, const struct eng_level_info *info)
+{
+    PyObject *it[3] = {I64(info->price), I64(info->total_qty),
+                       PyLong_FromUnsignedLong(info->order_count)};
+
+    return calls_new(self->level, 3, it);
+}
+
 /* The Level object of `info`, level `i` of side `s` of the cached
    instrument: the one handed out last time if it holds the same values. */
 static PyObject *calls_level(calls_core *self, int s, int64_t i, const struct eng_level_info *info)
 {
-    PyObject *it[3], *level;
+    PyObject *level;
     struct eng_level_info *was;
 
-    if (i >= CALLS_LEVEL_CACHE) {
-        it[0] = I64(info->price);
-        it[1] = I64(info->total_qty);
-        it[2] = PyLong_FromUnsignedLong(info->order_count);
-        return calls_new(self->level, 3, it);
-    }
+    if (i >= CALLS_LEVEL_CACHE)
+        return calls_new_level(self, info);
     was = &self->cached_info[s][i];
     level = self->cached_level[s][i];
     if (level && was->price == info->price && was->total_qty == info->total_qty &&
         was->order_count == info->order_count)
         return Py_NewRef(level);
-    it[0] = I64(info->price);
-    it[1] = I64(info->total_qty);
-    it[2] = PyLong_FromUnsignedLong(info->order_count);
-    level = calls_new(self->level, 3, it);
+    level = calls_new_level(self, info);
     if (level) {
         *was = *info;
         Py_XSETREF(self->cached_level[s][i], Py_NewRef(level));
