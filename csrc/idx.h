@@ -8,11 +8,11 @@
  * constant ops table the compiler inlines the hash and the comparison.
  *
  * Capacity is a power of two and the home slot of a hash is its low bits, so
- * a caller may use a key as its own hash when keys arrive in sequence: the
- * engine's order ids do, and consecutive ids then share cache lines (an
- * insert touches a line that is already hot). Callers with arbitrary keys must
- * mix all bits into the low ones. The table doubles when more than half
- * full, so probe sequences stay short.
+ * a caller's hash must mix all of the key's bits into the low ones. Two
+ * indexes use it: each book's levels by (side, price) and the engine's open
+ * orders by (account, client order id); order ids have an index of their own
+ * (ids.h). The table doubles when more than half full, so probe sequences
+ * stay short.
  * Erase uses backward-shift deletion: no tombstones, lookups never slow down
  * with churn.
  */
