@@ -9,12 +9,13 @@
  *     sum of its orders' qty and their number; every order has qty > 0 and
  *     names its level by handle;
  *   - side counters (levels, orders) match;
- *   - the book is not crossed: best bid < best ask.
+ *   - the book is not crossed: best bid < best ask;
+ *   - the price index (by_price) holds exactly the levels of both trees, each
+ *     under its own side and price.
  *
- * Unlike a textbook price-time book, levels are not kept in a hash by price:
- * adds mostly land at or near the best price, and the cached leftmost makes the
- * best level and any new best level O(1); only adds behind the touch walk the
- * tree.
+ * An add at a price that has a level finds it in O(1): the cached leftmost
+ * at the best price, else one probe of by_price. Only a new level descends
+ * the tree, and not a new best one, which hangs off the leftmost node.
  */
 #include "book.h"
 
