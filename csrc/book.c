@@ -66,6 +66,12 @@ static inline bool better(int s, int64_t a, int64_t b)
     return (a > b) ^ (s == BOOK_ASK);
 }
 
+/* better() for prices that may be equal: for checks, not the descent. */
+static bool strictly_better(int s, int64_t a, int64_t b)
+{
+    return s == BOOK_BID ? a > b : a < b;
+}
+
 struct level *book_level_get(struct book *b, int s, int64_t price)
 {
     struct book_side *side = &b->side[s];
@@ -219,6 +225,59 @@ static bool verify_level(const struct book *b, const struct level *lv, int s,
         return false;
     }
     *norders += count;
+    return true;
+}
+
+bool book_verify_level(const struct book *b, const struct level *lv,
+                       bool (*order_ok)(const void *ctx, const struct order *o), const void *ctx,
+                       const char **why)
+{
+    const struct level *prev, *next;
+    uint64_t norders = 0;
+
+    if (lv->side > BOOK_ASK) {
+        *why = "book: level has no side";
+        return false;
+    }
+    if (!verify_level(b, lv, lv->side, order_ok, ctx, &norders, why))
+        return false;
+    prev = book_level_of_node(rb_prev(&lv->node));
+    next = book_next_level(lv);
+    if ((prev && !strictly_better(lv->side, prev->price, lv->price)) ||
+        (next && !strictly_better(lv->side, lv->price, next->price))) {
+        *why = "book: level out of price order with its neighbours";
+        return false;
+    }
+    return true;
+}
+
+bool book_verify_top(const struct book *b, bool (*order_ok)(const void *ctx, const struct order *o),
+                     const void *ctx, const char **why)
+{
+    const struct level *best[2];
+
+    for (int s = 0; s < 2; s++) {
+        const struct book_side *side = &b->side[s];
+        if (side->levels.rb_leftmost != rb_first(&side->levels.rb_root)) {
+            *why = "book: cached best level is not the first";
+            return false;
+        }
+        best[s] = book_best(b, s);
+        if (!best[s] != (side->nlevels == 0) || !best[s] != (side->norders == 0)) {
+            *why = "book: side counts do not match an empty or non-empty tree";
+            return false;
+        }
+        if (best[s] && !book_verify_level(b, best[s], order_ok, ctx, why))
+            return false;
+    }
+    if (b->by_price.count != b->side[0].nlevels + b->side[1].nlevels) {
+        *why = "book: price index holds levels that are not in the trees";
+        return false;
+    }
+    if (best[BOOK_BID] && best[BOOK_ASK] && best[BOOK_BID]->price >= best[BOOK_ASK]->price) {
+        *why = "book: crossed (best bid >= best ask)";
+        return false;
+    }
     return true;
 }
 

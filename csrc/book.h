@@ -140,4 +140,21 @@ static inline void book_reduce(struct level *lv, struct order *o, int64_t q)
 bool book_verify(const struct book *b, bool (*order_ok)(const void *ctx, const struct order *o),
                  const void *ctx, const char **why);
 
+/*
+ * Check one level as book_verify does, and that its neighbours in the tree
+ * are strictly better and worse. O(its orders + log levels).
+ */
+bool book_verify_level(const struct book *b, const struct level *lv,
+                       bool (*order_ok)(const void *ctx, const struct order *o), const void *ctx,
+                       const char **why);
+
+/*
+ * Check the top of the book: each side's cached best level, its counts
+ * against an empty or non-empty tree, the best levels (book_verify_level),
+ * the price index's count and that the book is not crossed. O(the best
+ * levels' orders + log levels).
+ */
+bool book_verify_top(const struct book *b, bool (*order_ok)(const void *ctx, const struct order *o),
+                     const void *ctx, const char **why);
+
 #endif /* ENG_BOOK_H */

@@ -4,7 +4,8 @@
  * Assertions come in tiers chosen at build time by ENG_DEBUG:
  *   ENG_ASSERT            cheap checks, on when ENG_DEBUG >= 1
  *   ENG_ASSERT_INTERNAL   per-operation consistency, ENG_DEBUG >= 2
- *   ENG_ASSERT_EXPENSIVE  whole-structure walks (verify), ENG_DEBUG >= 3
+ *   ENG_ASSERT_EXPENSIVE  verify functions (after every command, what it
+ *                         changed: eng__verify_events), ENG_DEBUG >= 3
  * They guard internal invariants only. Input from callers is validated and
  * rejected with an error code, never asserted.
  */

@@ -12,6 +12,7 @@
  * order. Sequence numbers, order ids and trade ids are plain counters, so the
  * same commands always give the same events and the same books.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -266,6 +267,18 @@ void eng_free_events(struct eng_event *events)
 
 /* ---- processing ----------------------------------------------------------- */
 
+/* Did the command whose events start at `first` leave the engine sound?
+   Says why not on stderr: for ENG_ASSERT_EXPENSIVE. */
+static inline bool verified(const struct eng *e, size_t first)
+{
+    char why[128];
+
+    if (eng__verify_events(e, e->ev + first, e->ev_len - first, why, sizeof(why)) == ENG_OK)
+        return true;
+    fprintf(stderr, "after command %llu: %s\n", (unsigned long long)e->seq, why);
+    return false;
+}
+
 int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
 {
     size_t before = e->ev_len;
@@ -295,6 +308,7 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
         break;
     }
     e->stats.events += e->ev_len - before;
+    ENG_ASSERT_EXPENSIVE(verified(e, before));
     return (int64_t)(e->ev_len - before);
 }
 

@@ -100,6 +100,15 @@ void eng__set_state(struct eng *e, const struct eng_cmd *c);
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err);
 
 /*
+ * Check what the command that produced events `ev[0..n)` may have changed
+ * (query.c): like eng_verify, but only the orders, levels and books the
+ * events name, and the counts. Returns ENG_OK, or ENG_CORRUPT with the first
+ * broken invariant in `why` (may be NULL).
+ */
+int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n, char *why,
+                       size_t why_len);
+
+/*
  * Put an order straight into the book, at the back of its level, with no
  * matching and no events: for loading a snapshot. Returns ENG_OK, ENG_CORRUPT
  * for anything a consistent engine could not hold (an unknown instrument, qty

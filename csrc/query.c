@@ -1,10 +1,12 @@
 /*
  * query.c - read-only views of the engine (book depth, open orders, stats)
- * and eng_verify(), which checks every invariant of every structure.
+ * and the checks: eng_verify(), which checks every invariant of every
+ * structure, and eng__verify_events(), which checks what one command changed.
  *
  * Nothing here changes state, so these may be called between any two
  * commands. eng_verify() is O(open orders) plus the index sizes: meant for
- * tests and debug builds, not for the hot path.
+ * tests and debug builds, not for the hot path. eng__verify_events() runs
+ * after every command in builds with ENG_DEBUG >= 3 (eng_process).
  */
 #include <stdio.h>
 
@@ -167,6 +169,90 @@ int eng_verify(const struct eng *e, char *why, size_t why_len)
         !idx_verify(&e->coids, &eng__coid_ops, e, &reason) ||
         !pool_verify(&e->orders, &reason) || !pool_verify(&e->levels, &reason))
         return fail(why, why_len, reason);
+    if (e->ev_len > e->ev_cap)
+        return fail(why, why_len, "engine: event buffer overrun");
+    if (why && why_len)
+        why[0] = '\0';
+    return ENG_OK;
+}
+
+/*
+ * What one command may have changed, found through its events: every order
+ * they name (open: both indexes find it and its level checks out; gone: the
+ * client-order-id index does not find it either), the top of every book they
+ * name, and the counts that tie the books to the indexes and pools. O(the
+ * orders of the levels touched + instruments), unlike eng_verify's walk of
+ * everything.
+ */
+struct touched {
+    struct verify_ctx v;
+    uint32_t last_level;      /* checked already: events come in runs */
+    uint32_t last_instrument;
+};
+
+static bool order_touched(struct touched *t, uint64_t id, const struct eng_event *ev,
+                          const char **why)
+{
+    const struct eng *e = t->v.e;
+    const struct order *o = eng__find_order(e, id);
+    const struct level *lv;
+
+    if (!o) {
+        /* The event's coid is the order's own for every type but TRADE. */
+        const struct order *by_coid = NULL;
+        if (ev->type != ENG_EV_TRADE && !eng__coid_empty(ev->coid))
+            by_coid = eng__find_coid(e, ev->account, ev->coid);
+        if (by_coid && by_coid->id == id) {
+            *why = "engine: a finished order is still indexed by client order id";
+            return false;
+        }
+        return true;
+    }
+    if (!order_indexed(&t->v, o)) {
+        *why = "engine: order disagrees with the indexes";
+        return false;
+    }
+    /* All checks see the state after the command: a handle names one level. */
+    if (o->level == t->last_level)
+        return true;
+    lv = pool_at(&e->levels, o->level);
+    if (lv->instrument >= e->ninst) {
+        *why = "engine: level of an unknown instrument";
+        return false;
+    }
+    if (!book_verify_level(&e->inst[lv->instrument].book, lv, order_indexed, &t->v, why))
+        return false;
+    t->last_level = o->level;
+    return true;
+}
+
+int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n, char *why,
+                       size_t why_len)
+{
+    struct touched t = {{e, 0}, 0, UINT32_MAX};
+    const char *reason = NULL;
+    uint64_t orders = 0, levels = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if ((ev[i].order_id && !order_touched(&t, ev[i].order_id, &ev[i], &reason)) ||
+            (ev[i].type == ENG_EV_TRADE && !order_touched(&t, ev[i].maker_order_id, &ev[i], &reason)))
+            return fail(why, why_len, reason);
+        if (ev[i].type == ENG_EV_REJECTED || ev[i].instrument >= e->ninst ||
+            ev[i].instrument == t.last_instrument)
+            continue;
+        t.last_instrument = ev[i].instrument;
+        if (!book_verify_top(&e->inst[ev[i].instrument].book, order_indexed, &t.v, &reason))
+            return fail(why, why_len, reason);
+    }
+    for (uint32_t i = 0; i < e->ninst; i++) {
+        const struct book *b = &e->inst[i].book;
+        orders += b->side[0].norders + b->side[1].norders;
+        levels += b->side[0].nlevels + b->side[1].nlevels;
+    }
+    if (orders != e->ids.count || e->coids.count > orders)
+        return fail(why, why_len, "engine: index counts do not match the books");
+    if (orders != e->orders.in_use || levels != e->levels.in_use)
+        return fail(why, why_len, "engine: pool use does not match the books");
     if (e->ev_len > e->ev_cap)
         return fail(why, why_len, "engine: event buffer overrun");
     if (why && why_len)

@@ -166,3 +166,46 @@ void test_book_verify_catches_corruption(void)
     ASSERT_STREQ(why, "book: crossed (best bid >= best ask)");
     teardown(&f);
 }
+
+void test_book_local_checks_catch_corruption(void)
+{
+    struct fixture f;
+    const char *why = NULL;
+    setup(&f);
+    add(&f, BOOK_BID, 10, 5);
+    add(&f, BOOK_BID, 9, 5);
+    add(&f, BOOK_ASK, 12, 5);
+    struct level *best = book_best(&f.book, BOOK_BID);
+    struct level *behind = book_next_level(best);
+    ASSERT_TRUE(book_verify_level(&f.book, behind, NULL, NULL, &why));
+    ASSERT_TRUE(book_verify_top(&f.book, NULL, NULL, &why));
+
+    /* Damage behind the best level: the level's own check sees it, the top's
+       does not look there. */
+    behind->total_qty += 1;
+    ASSERT_TRUE(!book_verify_level(&f.book, behind, NULL, NULL, &why));
+    ASSERT_STREQ(why, "book: level total or count does not match its orders");
+    ASSERT_TRUE(book_verify_top(&f.book, NULL, NULL, &why));
+    behind->total_qty -= 1;
+
+    best->count += 1;
+    ASSERT_TRUE(!book_verify_top(&f.book, NULL, NULL, &why));
+    ASSERT_STREQ(why, "book: level total or count does not match its orders");
+    best->count -= 1;
+
+    f.book.side[BOOK_ASK].nlevels = 0;
+    ASSERT_TRUE(!book_verify_top(&f.book, NULL, NULL, &why));
+    ASSERT_STREQ(why, "book: side counts do not match an empty or non-empty tree");
+    f.book.side[BOOK_ASK].nlevels = 1;
+    verify(&f);
+
+    uint32_t h;
+    struct order *x = pool_alloc(&f.orders, &h);
+    memset(x, 0, sizeof(*x));
+    x->qty = 1;
+    x->handle = h;
+    book_append(&f.book, book_level_get(&f.book, BOOK_ASK, 10), x);
+    ASSERT_TRUE(!book_verify_top(&f.book, NULL, NULL, &why));
+    ASSERT_STREQ(why, "book: crossed (best bid >= best ask)");
+    teardown(&f);
+}

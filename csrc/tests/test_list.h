@@ -22,6 +22,7 @@
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
     XX(book, book_verify_catches_corruption)           \
+    XX(book, book_local_checks_catch_corruption)       \
     XX(engine, engine_rest_and_query)                  \
     XX(engine, engine_trade_at_maker_price)            \
     XX(engine, engine_price_time_priority)             \
