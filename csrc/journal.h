@@ -1,6 +1,6 @@
 /*
  * journal.h - the journal's file formats (segments, the high-water mark), its
- * writing (for the runner's journal thread) and reading (public:
+ * writing (for the runner's journal thread, journal_writer.c) and reading (public:
  * jnl_scan_file, eng_mark_read in pyengine.h).
  */
 #ifndef ENG_JOURNAL_H

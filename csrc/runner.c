@@ -1,5 +1,7 @@
 /*
- * runner.c - the engine thread and the journal thread.
+ * runner.c - the engine thread, the consumer's side and the wake protocol.
+ * The journal thread is journal_writer.c's, the replication stage
+ * replication.c's.
  *
  * Threads: the producer (submit), the consumer (poll), the engine thread and,
  * with a journal directory, the journal thread. The engine is touched only by
@@ -19,7 +21,7 @@
  * fill, market data) leaves before the command is in the journal. Before it
  * writes records whose seq, order ids or trade ids pass the high-water mark,
  * the journal thread moves the mark a block beyond them (see eng_mark_read),
- * so nothing that leaves is above the mark on disk.
+ * so nothing that leaves is above the mark on disk (journal_writer.c).
  *
  * Idle strategy: with no commands the engine thread polls its input ring for
  * `spin_us`, then sleeps in a blocking read of an eventfd that the producer
@@ -40,7 +42,6 @@
  * at least one of them sees the other (the Dekker pattern).
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -53,7 +54,7 @@
 #include <unistd.h>
 
 #include "common.h"
-#include "fileio.h"
+#include "journal_writer.h"
 #include "runner_int.h"
 
 static bool is_pow2(uint32_t v)
@@ -61,17 +62,11 @@ static bool is_pow2(uint32_t v)
     return v && (v & (v - 1)) == 0;
 }
 
-static bool journaling(const struct runner *r)
-{
-    return r->journal_dir != NULL;
-}
-
 struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
 {
     /* aligned_alloc: the rings' indices sit on their own cache lines. */
     struct runner *r = aligned_alloc(RING_CACHE_LINE, sizeof(struct runner));
     uint32_t in_cap, out_cap;
-    int rc;
 
     if (!r)
         return NULL;
@@ -85,9 +80,9 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     in_cap = r->cfg.in_capacity ? r->cfg.in_capacity : RUNNER_DEFAULT_IN;
     out_cap = r->cfg.out_capacity ? r->cfg.out_capacity : RUNNER_DEFAULT_OUT;
     r->eng = e;
-    r->jnl_fd = r->out_fd = r->repl_fd = r->engine_sleep.fd = r->journal_sleep.fd = -1;
+    r->out_fd = r->repl_fd = r->engine_sleep.fd = r->jw.fd = r->jw.sleep.fd = -1;
     atomic_init(&r->cpu, -1);
-    atomic_init(&r->journaled, eng_seq(e));
+    atomic_init(&r->jw.journaled, eng_seq(e));
     atomic_init(&r->replicated, eng_seq(e));
     /* One durable log: a journal or the replicated log, not both. */
     if (!is_pow2(in_cap) || !is_pow2(out_cap) || r->cfg.fsync > JNL_FSYNC_ALWAYS ||
@@ -102,27 +97,11 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     ring_init(&r->in, r->in_buf, in_cap, sizeof(struct runner_cmd));
     ring_init(&r->out, r->out_buf, out_cap, sizeof(struct runner_event));
     r->engine_sleep.fd = eventfd(0, EFD_CLOEXEC);
-    r->journal_sleep.fd = eventfd(0, EFD_CLOEXEC);
     r->out_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (r->engine_sleep.fd < 0 || r->journal_sleep.fd < 0 || r->out_fd < 0)
+    if (r->engine_sleep.fd < 0 || r->out_fd < 0)
         goto fail;
-    if (r->cfg.journal_dir) {
-        r->journal_dir = strdup(r->cfg.journal_dir);
-        r->jnl_buf = malloc(JNL_RING * sizeof(struct jnl_item));
-        if (!r->journal_dir || !r->jnl_buf)
-            goto fail;
-        ring_init(&r->jnl, r->jnl_buf, JNL_RING, sizeof(struct jnl_item));
-        rc = eng_mark_read(r->journal_dir, &r->mark);
-        if (rc != ENG_OK) {
-            if (rc == ENG_CORRUPT)
-                errno = EBADMSG;
-            goto fail;
-        }
-        r->jnl_first = eng_seq(e) + 1;
-        r->jnl_fd = jnl__open_segment(r->journal_dir, r->jnl_first, e);
-        if (r->jnl_fd < 0)
-            goto fail;
-    }
+    if (r->cfg.journal_dir && jw_open(r, r->cfg.journal_dir) != 0)
+        goto fail;
     if (r->cfg.replicate) {
         r->repl_buf = malloc(REPL_RING * sizeof(struct jnl_item));
         r->repl_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -138,15 +117,6 @@ fail:
 }
 
 /* ---- engine thread -------------------------------------------------------- */
-
-/* The durable log failed (or a replica could not apply a command): no event
-   is released from here on; the consumer is woken to find out. */
-static void journal_failed(struct runner *r, int err)
-{
-    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_release);
-    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-}
-
 
 /*
  * Push all `n` records of `items` into `ring`, waking its consumer (which
@@ -179,7 +149,7 @@ static void publish(struct runner *r, const struct runner_event *evs, size_t n)
 
 static void journal_push(struct runner *r, const struct jnl_item *items, size_t n)
 {
-    push_all(r, &r->jnl, items, n, &r->journal_sleep.asleep, r->journal_sleep.fd);
+    push_all(r, &r->jw.ring, items, n, &r->jw.sleep.asleep, r->jw.sleep.fd);
 }
 
 static void repl_push(struct runner *r, const struct jnl_item *items, size_t n)
@@ -205,7 +175,7 @@ static void stage_record(struct runner *r, const struct eng_cmd *c)
 {
     struct jnl_item *it;
 
-    if (journaling(r)) {
+    if (runner__journaling(r)) {
         it = &r->jstage[r->jused++];
     } else if (runner__replicating(r) &&
                /* Acquire: a command that came from the log is marked stored before it is submitted. */
@@ -250,7 +220,7 @@ static int take_snapshot(struct runner *r)
     size_t len;
     void *buf;
 
-    if (!journaling(r) && !runner__replicating(r))
+    if (!runner__journaling(r) && !runner__replicating(r))
         return ENOTSUP;
     buf = eng_snapshot_serialize(r->eng, &len);
     if (!buf)
@@ -261,7 +231,7 @@ static int take_snapshot(struct runner *r)
     it.rec.seq = eng_seq(r->eng);
     it.snapshot = buf;
     it.snapshot_len = len;
-    if (journaling(r))
+    if (runner__journaling(r))
         journal_push(r, &it, 1);
     else
         repl_push(r, &it, 1);
@@ -327,7 +297,7 @@ static size_t run_batch(struct runner *r)
             /* A replica cannot pass over a command of its log: its seqs
                would fall behind the log's. It stops releasing anything. */
             if (runner__replicating(r))
-                journal_failed(r, ENOMEM);
+                runner__fail(r, ENOMEM);
             /* Not even room for one event: the engine is unchanged and the
                command took no sequence number. Answer it all the same, so
                its sender is not left waiting. */
@@ -405,184 +375,10 @@ static void *engine_thread(void *arg)
         idle(r, burst);
         burst = 0;
     }
-    if (journaling(r)) {
-        /* Release: every item is in the journal ring before the journal
-           thread sees it must finish. */
-        atomic_store_explicit(&r->journal_stop, 1, memory_order_release);
-        signal_fd(r->journal_sleep.fd);
-    } else {
-        atomic_store_explicit(&r->running, 0, memory_order_release);
-        atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
-        signal_fd(r->out_fd);
-    }
-    return NULL;
-}
-
-/* ---- journal thread --------------------------------------------------------- */
-
-
-static uint64_t max_u64(uint64_t a, uint64_t b)
-{
-    return a > b ? a : b;
-}
-
-/*
- * Before records with counters up to `hi` are written: when any of them
- * passes the high-water mark, move the mark JNL_MARK_BLOCK beyond them (once
- * per block, not per record). Returns 0 or -1 (errno).
- */
-static int raise_mark(struct runner *r, const struct eng_counters *hi)
-{
-    struct eng_counters m;
-
-    if (hi->seq <= r->mark.seq && hi->order_id <= r->mark.order_id &&
-        hi->trade_id <= r->mark.trade_id)
-        return 0;
-    m.seq = max_u64(r->mark.seq, hi->seq + JNL_MARK_BLOCK);
-    m.order_id = max_u64(r->mark.order_id, hi->order_id + JNL_MARK_BLOCK);
-    m.trade_id = max_u64(r->mark.trade_id, hi->trade_id + JNL_MARK_BLOCK);
-    if (eng_mark_write(r->journal_dir, &m) != 0)
-        return -1;
-    r->mark = m;
-    return 0;
-}
-
-/* Write (and sync per policy) the gathered records, the last of which has
-   the counters `hi`; publish how far the journal now reaches. Returns 0 or -1. */
-static int journal_flush(struct runner *r, size_t n, const struct eng_counters *hi)
-{
-    if (n == 0 || atomic_load_explicit(&r->journal_errno, memory_order_relaxed))
-        return n ? -1 : 0;
-    if (raise_mark(r, hi) != 0) {
-        journal_failed(r, errno);
-        return -1;
-    }
-    if (r->cfg.fsync == JNL_FSYNC_ALWAYS) {
-        for (size_t i = 0; i < n; i++) {
-            if (fio_write_all(r->jnl_fd, &r->jwrite[i], sizeof(r->jwrite[i])) != 0 ||
-                fdatasync(r->jnl_fd) != 0) {
-                journal_failed(r, errno);
-                return -1;
-            }
-            atomic_fetch_add_explicit(&r->journal_syncs, 1, memory_order_relaxed);
-            atomic_store_explicit(&r->journaled, r->jwrite[i].seq, memory_order_release);
-            wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-        }
-        return 0;
-    }
-    if (fio_write_all(r->jnl_fd, r->jwrite, n * sizeof(r->jwrite[0])) != 0) {
-        journal_failed(r, errno);
-        return -1;
-    }
-    if (r->cfg.fsync == JNL_FSYNC_BATCH) {
-        if (fdatasync(r->jnl_fd) != 0) {
-            journal_failed(r, errno);
-            return -1;
-        }
-        atomic_fetch_add_explicit(&r->journal_syncs, 1, memory_order_relaxed);
-    }
-    /* Release: the consumer that sees the new value may send the effects. */
-    atomic_store_explicit(&r->journaled, r->jwrite[n - 1].seq, memory_order_release);
-    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-    return 0;
-}
-
-/* Remove segments and snapshots older than the snapshot at `seq`. */
-static void prune(struct runner *r, uint64_t seq)
-{
-    DIR *d = opendir(r->journal_dir);
-    struct dirent *de;
-    char path[4096];
-
-    if (!d)
-        return;
-    while ((de = readdir(d)) != NULL) {
-        /* Exact names only: a tail set aside by recovery (".damaged-...",
-           ".orphan") is the operator's to look at and remove. */
-        unsigned long long n;
-        int end = 0;
-        bool old_segment = sscanf(de->d_name, "journal-%llu.log%n", &n, &end) == 1 && end &&
-                           !de->d_name[end] && n <= seq;
-        end = 0;
-        bool old_snapshot = !old_segment && sscanf(de->d_name, "snapshot-%llu.snap%n", &n, &end) == 1 &&
-                            end && !de->d_name[end] && n < seq;
-        if (old_segment || old_snapshot) {
-            snprintf(path, sizeof(path), "%s/%s", r->journal_dir, de->d_name);
-            unlink(path);
-        }
-    }
-    closedir(d);
-}
-
-/*
- * Write a snapshot taken after record `seq` (all records up to it are
- * written by now), then start a new segment at seq + 1.
- */
-static void journal_snapshot(struct runner *r, struct jnl_item *it)
-{
-    uint64_t seq = it->rec.seq;
-    int fd;
-
-    if (eng_snapshot_write_file(r->journal_dir, it->snapshot, it->snapshot_len) != 0) {
-        journal_failed(r, errno);
-        goto out;
-    }
-    /* A new segment starts after the snapshot, unless the open one has no
-       record yet (a snapshot again at the same seq). The engine is running
-       on: the new segment names the same instruments, which never change
-       once trading starts. */
-    if (r->jnl_first != seq + 1) {
-        fd = jnl__open_segment(r->journal_dir, seq + 1, r->eng);
-        if (fd < 0) {
-            journal_failed(r, errno);
-            goto out;
-        }
-        close(r->jnl_fd);
-        r->jnl_fd = fd;
-        r->jnl_first = seq + 1;
-    }
-    if (!r->cfg.keep_segments)
-        prune(r, seq);
-    atomic_store_explicit(&r->snapshot_seq, seq, memory_order_relaxed);
-    atomic_fetch_add_explicit(&r->snapshots, 1, memory_order_release);
-    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
-out:
-    eng_free_buffer(it->snapshot);
-}
-
-static void *journal_thread(void *arg)
-{
-    struct runner *r = arg;
-
-    pthread_setname_np(pthread_self(), "pyeng-journal");
-    for (;;) {
-        size_t n = ring_pop(&r->jnl, r->jbatch, JNL_BATCH), w = 0;
-        struct eng_counters hi = {0, 0, 0}; /* the counters after the last record in jwrite */
-        if (n == 0) {
-            if (atomic_load_explicit(&r->journal_stop, memory_order_acquire) &&
-                !ring_count(&r->jnl))
-                break;
-            sleep_until_work(&r->journal_sleep, &r->jnl, &r->journal_stop, NULL);
-            continue;
-        }
-        for (size_t i = 0; i < n; i++) {
-            struct jnl_item *it = &r->jbatch[i];
-            if (it->snapshot) {
-                journal_flush(r, w, &hi);
-                w = 0;
-                journal_snapshot(r, it);
-                continue;
-            }
-            r->jwrite[w] = it->rec;
-            jnl__seal(&r->jwrite[w]);
-            hi = it->counters;
-            w++;
-        }
-        journal_flush(r, w, &hi);
-    }
-    atomic_store_explicit(&r->running, 0, memory_order_release);
-    atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
-    signal_fd(r->out_fd);
+    if (runner__journaling(r))
+        jw_finish(r); /* the journal thread ends the runner */
+    else
+        runner__ended(r);
     return NULL;
 }
 
@@ -603,8 +399,8 @@ int runner_start(struct runner *r)
         return -1;
     }
     atomic_store(&r->running, 1);
-    if (journaling(r)) {
-        rc = pthread_create(&r->journal_thread, NULL, journal_thread, r);
+    if (runner__journaling(r)) {
+        rc = jw_start(r);
         if (rc != 0) {
             atomic_store(&r->running, 0);
             errno = rc;
@@ -627,10 +423,9 @@ int runner_start(struct runner *r)
         rc = pthread_create(&r->thread, NULL, engine_thread, r);
     }
     if (rc != 0) {
-        if (journaling(r)) {
-            atomic_store(&r->journal_stop, 1);
-            signal_fd(r->journal_sleep.fd);
-            pthread_join(r->journal_thread, NULL);
+        if (runner__journaling(r)) {
+            jw_finish(r);
+            jw_join(r);
         }
         atomic_store(&r->running, 0);
         errno = rc;
@@ -654,21 +449,21 @@ static bool released(const void *record, const void *ctx)
 {
     const struct runner_event *x = record;
     const struct runner *r = ctx;
-    if (journaling(r) && x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
+    if (runner__journaling(r) && x->ev.type == RUNNER_EV_SNAPSHOT && x->ev.leaves == 0)
         return atomic_load_explicit(&r->snapshots, memory_order_acquire) >= x->ev.order_id ||
                atomic_load_explicit(&r->journal_errno, memory_order_acquire);
     /* Acquire: pairs with the release of `journaled` (journal thread) or
        `replicated` (replication consumer). A replica's snapshot is stored
        off to the side, by its consumer, and holds up nothing. */
-    if (journaling(r))
-        return x->ev.seq <= atomic_load_explicit(&r->journaled, memory_order_acquire);
+    if (runner__journaling(r))
+        return x->ev.seq <= atomic_load_explicit(&r->jw.journaled, memory_order_acquire);
     return x->ev.seq <= atomic_load_explicit(&r->replicated, memory_order_acquire) &&
            !atomic_load_explicit(&r->journal_errno, memory_order_acquire);
 }
 
 static size_t take(struct runner *r, struct runner_event *out, size_t max)
 {
-    if (!journaling(r) && !runner__replicating(r))
+    if (!runner__journaling(r) && !runner__replicating(r))
         return ring_pop(&r->out, out, max);
     return ring_pop_if(&r->out, out, max, released, r);
 }
@@ -716,15 +511,12 @@ void runner_destroy(struct runner *r)
         atomic_store_explicit(&r->abandon, 1, memory_order_relaxed);
         runner_request_stop(r);
         pthread_join(r->thread, NULL);
-        if (journaling(r))
-            pthread_join(r->journal_thread, NULL);
+        if (runner__journaling(r))
+            jw_join(r);
     }
-    if (r->jnl_fd >= 0)
-        close(r->jnl_fd);
+    jw_close(r);
     if (r->engine_sleep.fd >= 0)
         close(r->engine_sleep.fd);
-    if (r->journal_sleep.fd >= 0)
-        close(r->journal_sleep.fd);
     if (r->out_fd >= 0)
         close(r->out_fd);
     if (r->repl_fd >= 0)
@@ -737,10 +529,8 @@ void runner_destroy(struct runner *r)
         if (r->repl_has_pending)
             eng_free_buffer(r->repl_pending.snapshot);
     }
-    free(r->journal_dir);
     free(r->in_buf);
     free(r->out_buf);
-    free(r->jnl_buf);
     free(r->repl_buf);
     free(r);
 }
@@ -756,8 +546,8 @@ void runner_get_stats(struct runner *r, struct runner_stats *out)
         .out_queued = ring_count(&r->out),
         .cpu = atomic_load_explicit(&r->cpu, memory_order_relaxed),
         .running = atomic_load_explicit(&r->running, memory_order_acquire),
-        .journaled = atomic_load_explicit(&r->journaled, memory_order_relaxed),
-        .journal_syncs = atomic_load_explicit(&r->journal_syncs, memory_order_relaxed),
+        .journaled = atomic_load_explicit(&r->jw.journaled, memory_order_relaxed),
+        .journal_syncs = atomic_load_explicit(&r->jw.syncs, memory_order_relaxed),
         .snapshots = atomic_load_explicit(&r->snapshots, memory_order_relaxed),
         .snapshot_seq = atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed),
         .journal_errno = atomic_load_explicit(&r->journal_errno, memory_order_relaxed),

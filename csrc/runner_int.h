@@ -1,6 +1,7 @@
 /*
- * runner_int.h - the runner's insides, shared by runner.c (the engine and
- * journal threads, the consumer) and replication.c (the replication stage).
+ * runner_int.h - the runner's insides, shared by runner.c (the engine thread,
+ * the consumer, the wake protocol), journal_writer.c (the journal thread) and
+ * replication.c (the replication stage).
  */
 #ifndef ENG_RUNNER_INT_H
 #define ENG_RUNNER_INT_H
@@ -44,20 +45,33 @@ struct sleeper {
     int fd; /* eventfd the sleeper blocks reading */
 };
 
+/* The journal thread's (journal_writer.c). The engine thread pushes into
+   `ring` and wakes `sleep`, the consumer reads `journaled`; the rest is the
+   journal thread's alone once it runs. */
+struct jw {
+    struct ring ring;           /* struct jnl_item */
+    void *ring_buf;
+    struct sleeper sleep;
+    char *dir;                  /* NULL: no journal */
+    int fd;                     /* the open segment */
+    uint64_t first;             /* the seq its first record has or will have */
+    struct eng_counters mark;   /* the high-water mark on disk */
+    pthread_t thread;
+    _Atomic int stop;           /* the engine thread is done: drain and end */
+    _Atomic uint64_t journaled; /* highest seq written (and synced per policy) */
+    _Atomic uint64_t syncs;
+    struct jnl_item batch[JNL_BATCH];
+    struct jnl_record write[JNL_BATCH];
+};
+
 struct runner {
     struct ring in;  /* struct runner_cmd */
     struct ring out; /* struct runner_event */
-    struct ring jnl; /* struct jnl_item */
     struct ring repl; /* struct jnl_item: the replication stage */
     struct eng *eng;
     struct runner_config cfg;
-    char *journal_dir;
-    int jnl_fd;          /* the open segment (journal thread) */
-    uint64_t jnl_first;  /* the seq its first record has or will have */
-    struct eng_counters mark; /* the high-water mark on disk (journal thread) */
     int out_fd;          /* the consumer waits for it to be readable */
     struct sleeper engine_sleep;
-    struct sleeper journal_sleep;
     _Atomic int consumer_waiting;
     int repl_fd;                /* the replication consumer waits for it */
     _Atomic int repl_waiting;   /* ... and has said so */
@@ -65,10 +79,8 @@ struct runner {
     struct jnl_item repl_pending; /* a snapshot taken out after records (consumer) */
     bool repl_has_pending;
     pthread_t thread;
-    pthread_t journal_thread;
     bool started;
     _Atomic int stop;
-    _Atomic int journal_stop; /* the engine thread is done: drain and end */
     _Atomic int abandon;      /* the consumer is gone: drop what cannot be published */
     _Atomic int running;
     _Atomic int32_t cpu;
@@ -76,11 +88,9 @@ struct runner {
     _Atomic uint64_t events;
     _Atomic uint64_t batches;
     _Atomic uint64_t sleeps;
-    _Atomic uint64_t journaled; /* highest seq written (and synced per policy) */
-    _Atomic uint64_t journal_syncs;
-    _Atomic uint64_t snapshots;
+    _Atomic uint64_t snapshots;    /* written (journal) or stored (replication) */
     _Atomic uint64_t snapshot_seq;
-    _Atomic int32_t journal_errno;
+    _Atomic int32_t journal_errno; /* the durable log failed: nothing more leaves */
     /* Engine thread only. */
     uint64_t since_snapshot;
     uint64_t snapshots_taken; /* serialized and handed to the journal thread */
@@ -90,13 +100,10 @@ struct runner {
     struct runner_event staging[RUNNER_STAGING];
     struct jnl_item jstage[RUNNER_BATCH];
     struct jnl_item rstage[RUNNER_BATCH];
-    /* Journal thread only. */
-    struct jnl_item jbatch[JNL_BATCH];
-    struct jnl_record jwrite[JNL_BATCH];
     void *in_buf;
     void *out_buf;
-    void *jnl_buf;
     void *repl_buf;
+    struct jw jw; /* the journal thread */
 };
 
 static inline void cpu_relax(void)
@@ -158,6 +165,27 @@ static inline void sleep_until_work(struct sleeper *s, struct ring *ring, _Atomi
 static inline bool runner__replicating(const struct runner *r)
 {
     return r->repl_buf != NULL;
+}
+
+static inline bool runner__journaling(const struct runner *r)
+{
+    return r->jw.dir != NULL;
+}
+
+/* The durable log failed (or a replica could not apply a command): no event
+   is released from here on; the consumer is woken to find out. */
+static inline void runner__fail(struct runner *r, int err)
+{
+    atomic_store_explicit(&r->journal_errno, err ? err : EIO, memory_order_release);
+    wake_if_sleeping(&r->consumer_waiting, r->out_fd);
+}
+
+/* The last of the runner's threads is done: wake the consumer to see it. */
+static inline void runner__ended(struct runner *r)
+{
+    atomic_store_explicit(&r->running, 0, memory_order_release);
+    atomic_store_explicit(&r->consumer_waiting, 0, memory_order_relaxed);
+    signal_fd(r->out_fd);
 }
 
 #endif /* ENG_RUNNER_INT_H */
