@@ -48,6 +48,18 @@ static struct order *add(struct fixture *f, int side, int64_t price, int64_t qty
     return o;
 }
 
+/* Like add(), without the check: for states book_verify must refuse. */
+static void add_unchecked(struct fixture *f, int side, int64_t price)
+{
+    uint32_t h;
+    struct order *o = pool_alloc(&f->orders, &h);
+    ASSERT_TRUE(o != NULL);
+    memset(o, 0, sizeof(*o));
+    o->qty = 1;
+    o->handle = h;
+    book_append(&f->book, book_level_get(&f->book, side, price), o);
+}
+
 static void drop(struct fixture *f, struct order *o)
 {
     book_unlink(&f->book, o);
@@ -156,12 +168,7 @@ void test_book_verify_catches_corruption(void)
 
     /* The book itself does not stop crossing (the engine matches first);
        verify notices. */
-    uint32_t h;
-    struct order *x = pool_alloc(&f.orders, &h);
-    memset(x, 0, sizeof(*x));
-    x->qty = 1;
-    x->handle = h;
-    book_append(&f.book, book_level_get(&f.book, BOOK_ASK, 10), x);
+    add_unchecked(&f, BOOK_ASK, 10);
     ASSERT_TRUE(!book_verify(&f.book, NULL, NULL, &why));
     ASSERT_STREQ(why, "book: crossed (best bid >= best ask)");
     teardown(&f);
@@ -199,12 +206,7 @@ void test_book_local_checks_catch_corruption(void)
     f.book.side[BOOK_ASK].nlevels = 1;
     verify(&f);
 
-    uint32_t h;
-    struct order *x = pool_alloc(&f.orders, &h);
-    memset(x, 0, sizeof(*x));
-    x->qty = 1;
-    x->handle = h;
-    book_append(&f.book, book_level_get(&f.book, BOOK_ASK, 10), x);
+    add_unchecked(&f, BOOK_ASK, 10);
     ASSERT_TRUE(!book_verify_top(&f.book, NULL, NULL, &why));
     ASSERT_STREQ(why, "book: crossed (best bid >= best ask)");
     teardown(&f);
