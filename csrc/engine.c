@@ -1,6 +1,6 @@
 /*
- * engine.c - engine lifecycle, instruments, the event buffer and command
- * dispatch.
+ * engine.c - engine lifecycle, instruments, the event buffer, command
+ * dispatch and the fast paths.
  *
  * Memory ownership: the engine owns one arena from which its two node pools
  * (orders, levels) take slabs; the order index, the client-order-id index, the
@@ -8,9 +8,11 @@
  * are replaced wholesale when they grow (rarely: doubling, never per order).
  * eng_destroy() returns every byte.
  *
- * Determinism: nothing here depends on time, addresses or hash iteration
- * order. Sequence numbers, order ids and trade ids are plain counters, so the
- * same commands always give the same events and the same books.
+ * Determinism: no event and no book depends on time, addresses or hash
+ * iteration order. Sequence numbers, order ids and trade ids are plain
+ * counters, so the same commands always give the same events and the same
+ * books. The one random input, the client-order-id index's hash seed, decides
+ * only where that index places its entries.
  */
 #include <stdio.h>
 #include <stdlib.h>

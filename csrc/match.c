@@ -1,14 +1,15 @@
 /*
- * match.c - the semantics of new order, cancel and modify: validation,
- * price-time matching, self-trade prevention, resting. docs/semantics.md is
- * the specification; this file follows its order of checks and events.
+ * match.c - the semantics of new order, cancel, modify and set state:
+ * validation, price-time matching, self-trade prevention, resting.
+ * docs/semantics.md is the specification; this file follows its order of
+ * checks and events.
  *
  * A taker is matched from a `struct taker` on the stack: an order that trades
  * completely or does not rest never touches the order pool or the indexes.
  * Only what rests is allocated, appended to its level and indexed.
  *
  * Before producing more than one event, a command reserves room for the most
- * events it can cause (see match_event_bound), so no event is ever dropped
+ * events it can cause (see reserve_match), so no event is ever dropped
  * mid-command; if that reservation fails the command is rejected with
  * no_memory before anything changes.
  */
