@@ -1,7 +1,7 @@
 /*
  * journal.h - the journal's file formats (segments, the high-water mark), its
- * writing (for the runner's journal thread, journal_writer.c) and reading (public:
- * jnl_scan_file, eng_mark_read in pyengine.h).
+ * writing (for the runner's journal thread, journal_writer.c) and reading
+ * (public: jnl_scan_file, eng_mark_read in pyengine_journal.h).
  */
 #ifndef ENG_JOURNAL_H
 #define ENG_JOURNAL_H
@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pyengine.h"
+#include "pyengine_journal.h"
 
 #define JNL_MAGIC "PYENGJL1"
 enum { JNL_VERSION = 1 };

@@ -15,7 +15,7 @@
 #include <unistd.h>
 
 #include "journal.h"
-#include "pyengine.h"
+#include "pyengine_runner.h"
 #include "ring.h"
 
 enum {

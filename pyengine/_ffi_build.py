@@ -2,9 +2,10 @@
 
 Run by CMake at build time (see CMakeLists.txt), in API mode: the generated
 module calls the core through compiled C, never through libffi (ABI-mode calls
-cost about 2.5x more). The declarations come from ``csrc/pyengine.h`` after the
-C preprocessor has expanded its tables, so the header is the only place the API
-is written down.
+cost about 2.5x more). The declarations come from ``csrc/pyengine.h`` (the
+umbrella of ``pyengine_engine.h``, ``pyengine_journal.h`` and
+``pyengine_runner.h``) after the C preprocessor has expanded its tables, so the
+headers are the only place the API is written down.
 
 Usage: python _ffi_build.py PREPROCESSED_HEADER OUTPUT_C
 """

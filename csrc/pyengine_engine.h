@@ -1,0 +1,447 @@
+/*
+ * pyengine_engine.h - the engine: its codes (the X-macro tables), the command
+ * and event records, instruments, and the calls that process commands,
+ * query the books and check the invariants, the fast paths included.
+ * Part of pyengine.h, which is what users include.
+ *
+ * Threading: an engine is not thread-safe; one thread at a time may use it.
+ */
+#ifndef PYENGINE_ENGINE_H
+#define PYENGINE_ENGINE_H
+
+#ifndef PYENGINE_CDEF
+#include <stddef.h>
+#include <stdint.h>
+#endif
+
+/*
+ * Result and reject codes. One table gives the enum, the stable name that
+ * Python and the wire protocol use, and the message.
+ */
+#define ENG_ERR_MAP(XX)                                                              \
+    XX(OK, "ok", "ok")                                                               \
+    XX(UNKNOWN_INSTRUMENT, "unknown_instrument", "unknown instrument")               \
+    XX(BAD_QTY, "bad_qty", "quantity must be positive")                              \
+    XX(OFF_LOT, "off_lot", "quantity is not a multiple of the lot size")             \
+    XX(BAD_PRICE, "bad_price", "price must be positive")                             \
+    XX(OFF_TICK, "off_tick", "price is not a multiple of the tick size")             \
+    XX(OUTSIDE_BAND, "outside_band", "price is outside the instrument's price band") \
+    XX(DUPLICATE_CLIENT_ORDER_ID, "duplicate_client_order_id",                       \
+       "client order id is in use by an open order of this account")                 \
+    XX(POST_ONLY_WOULD_CROSS, "post_only_would_cross", "post-only order would trade") \
+    XX(UNKNOWN_ORDER, "unknown_order", "unknown or already finished order")          \
+    XX(NOT_OWNER, "not_owner", "order belongs to another account")                   \
+    XX(BAD_COMMAND, "bad_command", "unknown command type or nonzero reserved field") \
+    XX(BAD_SIDE, "bad_side", "side must be buy or sell")                             \
+    XX(BAD_ORDER_TYPE, "bad_order_type",                                             \
+       "order type must be limit or market; a market order has no price")            \
+    XX(BAD_TIF, "bad_tif",                                                           \
+       "time in force must be gtc, ioc or fok; a market order cannot be gtc")        \
+    XX(BAD_STP, "bad_stp", "unknown self-trade prevention mode")                     \
+    XX(BAD_FLAGS, "bad_flags",                                                       \
+       "unknown flags, post-only on a market, ioc or fok order, or a modify that "   \
+       "keeps both price and qty")                                                   \
+    XX(BAD_CLIENT_ORDER_ID, "bad_client_order_id",                                   \
+       "client order id must be printable ASCII")                                    \
+    XX(NO_MEMORY, "no_memory", "out of memory")                                      \
+    XX(INVALID_ARGUMENT, "invalid_argument", "invalid argument")                     \
+    XX(DUPLICATE_SYMBOL, "duplicate_symbol", "an instrument with this symbol exists") \
+    XX(TOO_MANY_INSTRUMENTS, "too_many_instruments", "too many instruments")         \
+    XX(BUSY, "busy", "resource still in use")                                        \
+    XX(CORRUPT, "corrupt", "an internal invariant does not hold")                    \
+    XX(HALTED, "halted", "the instrument is halted: only cancels are accepted")      \
+    XX(BAD_STATE, "bad_state", "trading state must be open or halted")
+
+enum eng_err {
+#define ENG_XX_(code, name, msg) ENG_##code,
+    ENG_ERR_MAP(ENG_XX_)
+#undef ENG_XX_
+    ENG_ERR__COUNT
+};
+
+/* Why an order left the book without trading (CANCELLED events). */
+#define ENG_CANCEL_REASON_MAP(XX)             \
+    XX(USER, "user")                          \
+    XX(IOC, "ioc")                            \
+    XX(FOK, "fok")                            \
+    XX(MARKET_REMAINDER, "market_remainder")  \
+    XX(BAND, "band")                          \
+    XX(STP, "stp")                            \
+    XX(LEVEL_FULL, "level_full")              \
+    XX(NO_MEMORY, "no_memory")
+
+enum eng_cancel_reason {
+#define ENG_XX_(code, name) ENG_CANCEL_##code,
+    ENG_CANCEL_REASON_MAP(ENG_XX_)
+#undef ENG_XX_
+    ENG_CANCEL__COUNT
+};
+
+/*
+ * The shapes of a new order that are not orders at all: one rule, used by
+ * the core on packed commands (as BAD_ORDER_TYPE, BAD_TIF and BAD_FLAGS
+ * rejects), by the Python API and by the server (as argument errors with
+ * these messages). Checked in this order; the first that applies is given.
+ */
+#define ENG_SHAPE_MAP(XX)                                                       \
+    XX(OK, "ok")                                                                \
+    XX(MARKET_WITH_PRICE, "a market order has no price (pass price=None)")     \
+    XX(MARKET_GTC, "a market order cannot be gtc: use tif='ioc' or 'fok'")     \
+    XX(MARKET_POST_ONLY, "post_only needs a limit order")                       \
+    XX(LIMIT_WITHOUT_PRICE, "a limit order needs a price")                      \
+    XX(POST_ONLY_NOT_GTC, "post_only needs tif='gtc'")
+
+enum eng_shape {
+#define ENG_XX_(code, msg) ENG_SHAPE_##code,
+    ENG_SHAPE_MAP(ENG_XX_)
+#undef ENG_XX_
+    ENG_SHAPE__COUNT
+};
+
+enum eng_cmd_type {
+    ENG_CMD_NEW = 1,
+    ENG_CMD_CANCEL = 2,
+    ENG_CMD_MODIFY = 3,
+    ENG_CMD_SET_STATE = 4, /* an instrument's trading state (administrator) */
+    ENG_CMD__COUNT
+};
+
+/* While an instrument is halted only cancels are accepted: NEW and MODIFY
+   are rejected with ENG_HALTED. */
+enum eng_trading_state { ENG_STATE_OPEN = 0, ENG_STATE_HALTED = 1 };
+enum eng_side { ENG_BUY = 1, ENG_SELL = 2 };
+enum eng_order_type { ENG_LIMIT = 1, ENG_MARKET = 2 };
+enum eng_tif { ENG_GTC = 1, ENG_IOC = 2, ENG_FOK = 3 };
+enum eng_stp {
+    ENG_STP_NONE = 0,
+    ENG_STP_CANCEL_NEWEST = 1,
+    ENG_STP_CANCEL_OLDEST = 2,
+    ENG_STP_CANCEL_BOTH = 3
+};
+
+enum eng_cmd_flags {
+    ENG_CMD_F_POST_ONLY = 1,   /* NEW: never trade on arrival */
+    ENG_CMD_F_ANY_ACCOUNT = 2, /* CANCEL/MODIFY: administrator, skip the owner check */
+    ENG_CMD_F_KEEP_PRICE = 4,  /* MODIFY: ignore `price`, keep the order's price */
+    ENG_CMD_F_KEEP_QTY = 8     /* MODIFY: ignore `qty`, keep the order's open qty as it
+                                  is when the command runs (not with KEEP_PRICE) */
+};
+
+enum eng_event_type {
+    ENG_EV_ACCEPTED = 1,
+    ENG_EV_REJECTED = 2,
+    ENG_EV_TRADE = 3,
+    ENG_EV_CANCELLED = 4,
+    ENG_EV_MODIFIED = 5,
+    ENG_EV_LEVEL = 6, /* only with eng_config.level_events */
+    ENG_EV_STATE = 7
+};
+
+enum eng_event_flags {
+    ENG_EV_F_PRIORITY_KEPT = 1 /* MODIFIED: the order kept its time priority */
+};
+
+enum eng_limits {
+    ENG_SYMBOL_MAX = 16,    /* bytes incl. the terminating NUL */
+    ENG_COID_LEN = 16,      /* client order id bytes, NUL-padded, not terminated */
+    ENG_MAX_INSTRUMENTS = 65536
+};
+
+/*
+ * A command: 64 bytes, little-endian on every platform we build for.
+ * Fields a command type does not use are ignored; `reserved` must be zero.
+ * The engine assigns the sequence number.
+ */
+struct eng_cmd {
+    uint8_t type;       /* enum eng_cmd_type */
+    uint8_t side;       /* NEW: enum eng_side */
+    uint8_t order_type; /* NEW: enum eng_order_type */
+    uint8_t tif;        /* NEW: enum eng_tif */
+    uint8_t stp;        /* NEW: enum eng_stp */
+    uint8_t flags;      /* enum eng_cmd_flags */
+    uint16_t reserved;  /* must be zero */
+    uint32_t instrument;
+    uint32_t account;
+    uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid) */
+    int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE */
+    int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels)
+                           unless KEEP_QTY; SET_STATE: the new enum eng_trading_state */
+    int64_t ts;         /* caller's timestamp; recorded, never interpreted */
+    char coid[16];      /* client order id, NUL-padded; all zero = none */
+};
+
+/*
+ * An event: 96 bytes. Which fields are meaningful depends on `type`:
+ *
+ *   ACCEPTED  order_id side instrument price(0 = market) qty account coid
+ *   REJECTED  reason(enum eng_err) order_id(target, or 0) account coid instrument
+ *   TRADE     trade_id instrument side(aggressor) price qty order_id(taker)
+ *             maker_order_id account(taker) maker_account leaves(taker)
+ *             maker_leaves
+ *   CANCELLED order_id reason(enum eng_cancel_reason) leaves(open qty cancelled)
+ *             instrument side price(0 = market) account coid
+ *   MODIFIED  order_id instrument side price qty(new open qty) account coid
+ *             flags(PRIORITY_KEPT)
+ *   LEVEL     instrument side price qty(the level's total open qty now,
+ *             0 = the level is gone) leaves(its order count now); one after
+ *             every change to a level, right after the event that caused it
+ *   STATE     instrument qty(enum eng_trading_state, now) account; after
+ *             every accepted SET_STATE, even one that changes nothing
+ * Fields a type does not use are zero.
+ */
+struct eng_event {
+    uint8_t type;   /* enum eng_event_type */
+    uint8_t side;   /* enum eng_side */
+    uint8_t reason; /* REJECTED: enum eng_err; CANCELLED: enum eng_cancel_reason */
+    uint8_t flags;  /* enum eng_event_flags */
+    uint32_t instrument;
+    uint64_t seq;   /* sequence number of the command that caused the event */
+    uint64_t order_id;
+    uint64_t maker_order_id;
+    uint64_t trade_id;
+    int64_t price;
+    int64_t qty;
+    int64_t leaves;
+    int64_t maker_leaves;
+    uint32_t account;
+    uint32_t maker_account;
+    char coid[16];
+};
+
+struct eng_instrument_spec {
+    char symbol[16];           /* 1..15 printable ASCII bytes, NUL-terminated */
+    int64_t tick_size;         /* > 0 */
+    int64_t lot_size;          /* > 0 */
+    int64_t min_price;         /* price band, inclusive; 0 and 0 = no band */
+    int64_t max_price;
+    int64_t market_protection; /* < 0 = none; else market orders trade only
+                                  within best opposite price +/- this */
+};
+
+struct eng_config {
+    uint32_t expected_orders; /* sizes the order index up front; 0 = default */
+    uint32_t level_events;    /* nonzero: also emit LEVEL events (market data) */
+    uint64_t hash_seed;       /* keys the client-order-id index's hash, so clients
+                                 cannot choose ids that collide; 0 = random.
+                                 Only placement depends on it, never events. */
+};
+
+/* One price level as seen from outside. */
+struct eng_level_info {
+    int64_t price;
+    int64_t total_qty;
+    uint32_t order_count;
+    uint32_t reserved;
+};
+
+/* One open order as seen from outside. */
+struct eng_order_info {
+    uint64_t order_id;
+    int64_t price;
+    int64_t qty; /* open quantity */
+    uint32_t instrument;
+    uint32_t account;
+    uint8_t side;
+    uint8_t stp;
+    uint8_t post_only;
+    uint8_t reserved[5];
+    char coid[16];
+};
+
+struct eng_stats {
+    uint64_t commands;
+    uint64_t accepted;
+    uint64_t rejected;
+    uint64_t trades;
+    uint64_t cancelled;
+    uint64_t modified;
+    uint64_t events;
+    uint64_t open_orders;
+    uint64_t levels;
+    uint64_t bytes_reserved; /* memory held by the engine, index included */
+    uint64_t bytes_per_order_node;
+    uint64_t index_bytes;
+};
+
+struct eng;
+
+/* Create an engine; `cfg` may be NULL. Returns NULL when out of memory. */
+struct eng *eng_create(const struct eng_config *cfg);
+/* Destroy an engine and every order and level it holds. `e` may be NULL. */
+void eng_destroy(struct eng *e);
+
+/*
+ * Add an instrument. On success stores its number in *id (numbers are 0, 1,
+ * 2, ... in order of addition) and returns ENG_OK; on error nothing changes.
+ */
+int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, uint32_t *id);
+uint32_t eng_instrument_count(const struct eng *e);
+/* The spec of instrument `id`, or NULL if there is none. */
+const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t id);
+/* The trading state (enum eng_trading_state) of instrument `id`, or -1. */
+int eng_instrument_state(const struct eng *e, uint32_t id);
+
+/*
+ * Process one command: assigns it the next sequence number and appends the
+ * events it causes to the engine's event buffer (see eng_events). Returns the
+ * number of events appended, or -1 if the event buffer could not grow (the
+ * command was then not processed and took no sequence number).
+ */
+int64_t eng_process(struct eng *e, const struct eng_cmd *cmd);
+
+/*
+ * Process `n` commands in order, appending all their events. Returns the number
+ * of commands processed (less than n only when out of memory).
+ */
+size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n);
+
+/* The events appended since the last eng_clear_events(). Valid until the next
+   call that processes a command or clears. */
+const struct eng_event *eng_events(const struct eng *e, size_t *count);
+void eng_clear_events(struct eng *e);
+
+/*
+ * Hand the event buffer, with its *count events, over to the caller, who frees
+ * it with eng_free_events(); the engine carries on with a new, empty buffer.
+ * This is how a batch's events leave without being copied. Returns NULL when
+ * out of memory (nothing changes then).
+ */
+struct eng_event *eng_take_events(struct eng *e, size_t *count);
+void eng_free_events(struct eng_event *events);
+
+/*
+ * Fast paths for the Python binding: one command from scalar arguments, the
+ * event buffer cleared first. Each call from Python costs about 20 ns per
+ * argument, so the common cases have short signatures of their own. The
+ * return value r says where the events are, so that the usual single-event
+ * outcomes need no decoding at all:
+ *   r > 0       the only event is the call's success event, and every field
+ *               of it is an argument or r:
+ *                 eng_limit, eng_new_order: ACCEPTED, order id r;
+ *                 eng_cancel, eng_cancel_order: CANCELLED(user) of
+ *                 `order_id` (given by id), leaves r;
+ *                 eng_modify_order never returns r > 0.
+ *   -ENG_ERR__COUNT < r < 0
+ *               the only event is REJECTED, reason -r.
+ *   r <= -ENG_ERR__COUNT
+ *               n = -r - ENG_ERR__COUNT events; they are in the sink (see
+ *               eng_set_event_sink) if n fits there, and always in the
+ *               engine's buffer (eng_events).
+ *   r == 0      out of memory: nothing was processed.
+ * `coid` is NULL or points to ENG_COID_LEN bytes.
+ */
+int64_t eng_limit(struct eng *e, uint32_t instrument, uint8_t side, uint32_t account, int64_t qty,
+                  int64_t price);
+int64_t eng_new_order(struct eng *e, uint32_t instrument, uint8_t side, uint8_t order_type,
+                      uint8_t tif, uint8_t stp, uint8_t flags, uint32_t account, int64_t qty,
+                      int64_t price, const char *coid);
+int64_t eng_cancel(struct eng *e, uint64_t order_id, uint32_t account);
+int64_t eng_cancel_order(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                         const char *coid);
+int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                         int64_t qty, int64_t price, const char *coid);
+
+/*
+ * The shape of a new order (enum eng_shape): `order_type` ENG_LIMIT or
+ * ENG_MARKET, `tif` a tif code, `has_price` whether a price is given, `flags`
+ * its ENG_CMD_F_* flags. Other codes and flags are not judged here.
+ */
+int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
+
+/*
+ * Register a caller-owned array of `cap` events that the fast paths copy
+ * their events into when they fit (a binding reads it without a call). The
+ * engine never frees it; pass NULL, 0 to stop. Can't fail.
+ */
+void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap);
+
+/* The sequence number of the last command processed (0 before the first). */
+uint64_t eng_seq(const struct eng *e);
+
+/* The last sequence number, order id and trade id an engine has issued. */
+struct eng_counters {
+    uint64_t seq;
+    uint64_t order_id;
+    uint64_t trade_id;
+};
+void eng_get_counters(const struct eng *e, struct eng_counters *out);
+/*
+ * Raise each counter of `e` to at least its value in `c`; none is lowered.
+ * The next command then gets a seq above c->seq, the next order and trade
+ * ids are above c's. For a recovery that must not issue again the ids a
+ * lost part of the journal may hold. Can't fail.
+ */
+void eng_raise_counters(struct eng *e, const struct eng_counters *c);
+
+/*
+ * The fast paths as a table of function pointers, for a second binding in
+ * the same process (the CPython extension pyengine._calls): it calls the core
+ * linked into the cffi extension through this table instead of carrying a
+ * copy of its own. `size` is sizeof(struct eng_api); fields are only ever
+ * appended.
+ */
+struct eng_api {
+    size_t size;
+    int64_t (*limit)(struct eng *e, uint32_t instrument, uint8_t side, uint32_t account,
+                     int64_t qty, int64_t price);
+    int64_t (*new_order)(struct eng *e, uint32_t instrument, uint8_t side, uint8_t order_type,
+                         uint8_t tif, uint8_t stp, uint8_t flags, uint32_t account, int64_t qty,
+                         int64_t price, const char *coid);
+    int64_t (*cancel)(struct eng *e, uint64_t order_id, uint32_t account);
+    const struct eng_event *(*events)(const struct eng *e, size_t *count);
+    int64_t (*cancel_order)(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                            const char *coid);
+    int64_t (*modify_order)(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
+                            int64_t qty, int64_t price, const char *coid);
+    int64_t (*book_levels)(const struct eng *e, uint32_t instrument, uint8_t side,
+                           struct eng_level_info *out, size_t max);
+    int (*get_order)(const struct eng *e, uint64_t order_id, struct eng_order_info *out);
+    int (*get_order_by_coid)(const struct eng *e, uint32_t account, const char *coid,
+                             struct eng_order_info *out);
+    int (*order_shape)(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
+    const char *(*shape_message)(int shape);
+    uint64_t (*seq)(const struct eng *e);
+};
+const struct eng_api *eng_api(void);
+
+/*
+ * Copy up to `max` levels of one side of an instrument's book, best first,
+ * into `out`. Returns the number copied, or -1 for an unknown instrument or
+ * side.
+ */
+int64_t eng_book_levels(const struct eng *e, uint32_t instrument, uint8_t side,
+                        struct eng_level_info *out, size_t max);
+
+/* Look up an open order. Returns 1 and fills *out if it is open, else 0. */
+int eng_get_order(const struct eng *e, uint64_t order_id, struct eng_order_info *out);
+/* The same by client order id: the open order of `account` whose coid is the
+   ENG_COID_LEN bytes at `coid` (NULL or all zero: none). O(1). */
+int eng_get_order_by_coid(const struct eng *e, uint32_t account, const char *coid,
+                          struct eng_order_info *out);
+
+/*
+ * Copy up to `max` open orders of one side of an instrument, in book order
+ * (best level first, oldest first within a level), starting after skipping
+ * `skip` orders. Returns the number copied, or -1 for an unknown
+ * instrument/side.
+ */
+int64_t eng_book_orders(const struct eng *e, uint32_t instrument, uint8_t side, size_t skip,
+                        struct eng_order_info *out, size_t max);
+
+void eng_get_stats(const struct eng *e, struct eng_stats *out);
+
+/*
+ * Check every invariant of every book and of the indexes. Returns ENG_OK, or
+ * ENG_CORRUPT with a description of the first broken invariant in `why`
+ * (NUL-terminated, truncated to `why_len`; `why` may be NULL).
+ */
+int eng_verify(const struct eng *e, char *why, size_t why_len);
+
+/* Stable names and messages of the codes above ("?" when out of range). */
+const char *eng_err_name(int err);
+const char *eng_strerror(int err);
+const char *eng_cancel_reason_name(int reason);
+/* The message of an enum eng_shape ("?" when out of range). */
+const char *eng_shape_message(int shape);
+
+#endif /* PYENGINE_ENGINE_H */
