@@ -359,12 +359,6 @@ static inline void set_coid(struct eng_cmd *c, const char *coid)
         memcpy(c->coid, coid, ENG_COID_LEN);
 }
 
-void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap)
-{
-    e->sink = sink;
-    e->sink_cap = sink ? cap : 0;
-}
-
 /*
  * Process one fast-path command and encode where its events are (see
  * pyengine.h): a lone ACCEPTED of a new order returns its id, a lone
@@ -386,8 +380,6 @@ static int64_t run_fast(struct eng *e, const struct eng_cmd *c)
         if (ev->type == ENG_EV_CANCELLED && c->type == ENG_CMD_CANCEL && c->order_id)
             return ev->leaves;
     }
-    if (e->ev_len <= e->sink_cap)
-        memcpy(e->sink, ev, e->ev_len * sizeof(*ev));
     return -(int64_t)(ENG_ERR__COUNT + e->ev_len);
 }
 
@@ -489,7 +481,6 @@ const struct eng_api *eng_api(void)
         .get_order = eng_get_order,
         .get_order_by_coid = eng_get_order_by_coid,
         .order_shape = eng_order_shape,
-        .shape_message = eng_shape_message,
         .seq = eng_seq,
     };
     return &api;

@@ -39,8 +39,6 @@ struct eng {
     struct eng_event *ev;    /* event buffer, grows by doubling */
     size_t ev_len;
     size_t ev_cap;
-    struct eng_event *sink;  /* caller's copy of a fast path's events */
-    size_t sink_cap;
     struct eng_stats stats;  /* counters; the memory fields are filled on demand */
     bool level_events;       /* emit ENG_EV_LEVEL after every level change */
     uint64_t hash_seed;      /* see eng_config.hash_seed */

@@ -324,9 +324,8 @@ void eng_free_events(struct eng_event *events);
  *   -ENG_ERR__COUNT < r < 0
  *               the only event is REJECTED, reason -r.
  *   r <= -ENG_ERR__COUNT
- *               n = -r - ENG_ERR__COUNT events; they are in the sink (see
- *               eng_set_event_sink) if n fits there, and always in the
- *               engine's buffer (eng_events).
+ *               n = -r - ENG_ERR__COUNT events, in the engine's buffer
+ *               (eng_events).
  *   r == 0      out of memory: nothing was processed.
  * `coid` is NULL or points to ENG_COID_LEN bytes.
  */
@@ -347,13 +346,6 @@ int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uin
  * its ENG_CMD_F_* flags. Other codes and flags are not judged here.
  */
 int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
-
-/*
- * Register a caller-owned array of `cap` events that the fast paths copy
- * their events into when they fit (a binding reads it without a call). The
- * engine never frees it; pass NULL, 0 to stop. Can't fail.
- */
-void eng_set_event_sink(struct eng *e, struct eng_event *sink, size_t cap);
 
 /* The sequence number of the last command processed (0 before the first). */
 uint64_t eng_seq(const struct eng *e);
@@ -399,7 +391,6 @@ struct eng_api {
     int (*get_order_by_coid)(const struct eng *e, uint32_t account, const char *coid,
                              struct eng_order_info *out);
     int (*order_shape)(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
-    const char *(*shape_message)(int shape);
     uint64_t (*seq)(const struct eng *e);
 };
 const struct eng_api *eng_api(void);

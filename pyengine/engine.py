@@ -171,6 +171,8 @@ class Engine(Core):
 
     def close(self) -> None:
         """Free the C engine now (also done when the Engine is collected)."""
+        if self._busy:
+            raise _concurrent()
         if self._ptr is not None:
             self._detach()
             ffi.release(self._ptr)
@@ -320,12 +322,12 @@ class Engine(Core):
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> NoReturn:
-        self._live()
+        self._check_free()
         _args.check_target(order_id, account, client_order_id, min_order_id=0)
         raise _declined("order")
 
     def _book(self, symbol: str, depth: int = 10) -> NoReturn:
-        self._live()
+        self._check_free()
         if not isinstance(symbol, str):
             raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
         _args.as_int("depth", depth, 0, _args.INT64_MAX)

@@ -35,27 +35,27 @@
 /* The parameters of each verb, in order; the first `positional` may be given
    by position. */
 enum calls_submit_arg {
-    SUB_SYMBOL,
-    SUB_SIDE,
-    SUB_QTY,
-    SUB_PRICE,
-    SUB_TIF,
-    SUB_ACCOUNT,
-    SUB_COID,
-    SUB_ORDER_TYPE,
-    SUB_POST_ONLY,
-    SUB_STP,
-    SUB__COUNT
+    CALLS_SUB_SYMBOL,
+    CALLS_SUB_SIDE,
+    CALLS_SUB_QTY,
+    CALLS_SUB_PRICE,
+    CALLS_SUB_TIF,
+    CALLS_SUB_ACCOUNT,
+    CALLS_SUB_COID,
+    CALLS_SUB_ORDER_TYPE,
+    CALLS_SUB_POST_ONLY,
+    CALLS_SUB_STP,
+    CALLS_SUB__COUNT
 };
-enum calls_target_arg { TGT_ORDER_ID, TGT_ACCOUNT, TGT_COID, TGT__COUNT };
-enum calls_modify_arg { MOD_ORDER_ID, MOD_QTY, MOD_PRICE, MOD_ACCOUNT, MOD_COID, MOD__COUNT };
-enum calls_book_arg { BOOK_SYMBOL, BOOK_DEPTH, BOOK__COUNT };
+enum calls_target_arg { CALLS_TGT_ORDER_ID, CALLS_TGT_ACCOUNT, CALLS_TGT_COID, CALLS_TGT__COUNT };
+enum calls_modify_arg { CALLS_MOD_ORDER_ID, CALLS_MOD_QTY, CALLS_MOD_PRICE, CALLS_MOD_ACCOUNT, CALLS_MOD_COID, CALLS_MOD__COUNT };
+enum calls_book_arg { CALLS_BOOK_SYMBOL, CALLS_BOOK_DEPTH, CALLS_BOOK__COUNT };
 /* The parameters whose default is None, a bit per slot. */
 #define CALLS_BIT(slot) (1u << (slot))
 enum {
-    SUB_NONE_OK = CALLS_BIT(SUB_PRICE) | CALLS_BIT(SUB_TIF) | CALLS_BIT(SUB_COID),
-    TGT_NONE_OK = CALLS_BIT(TGT_ORDER_ID) | CALLS_BIT(TGT_ACCOUNT) | CALLS_BIT(TGT_COID),
-    MOD_NONE_OK = (1u << MOD__COUNT) - 1
+    CALLS_SUB_NONE_OK = CALLS_BIT(CALLS_SUB_PRICE) | CALLS_BIT(CALLS_SUB_TIF) | CALLS_BIT(CALLS_SUB_COID),
+    CALLS_TGT_NONE_OK = CALLS_BIT(CALLS_TGT_ORDER_ID) | CALLS_BIT(CALLS_TGT_ACCOUNT) | CALLS_BIT(CALLS_TGT_COID),
+    CALLS_MOD_NONE_OK = (1u << CALLS_MOD__COUNT) - 1
 };
 
 /*
@@ -63,7 +63,7 @@ enum {
  * classes of what the verbs return, and the code tables. One row each: its
  * name, what it must be, and where it goes.
  */
-enum calls_kind { K_DICT, K_LIST, K_TUPLE, K_TUPLE_CLASS, K_EXCEPTION };
+enum calls_kind { CALLS_K_DICT, CALLS_K_LIST, CALLS_K_TUPLE, CALLS_K_TUPLE_CLASS, CALLS_K_EXCEPTION };
 
 enum { CALLS_LEVEL_CACHE = 32 }; /* levels per side whose objects book() keeps */
 
@@ -85,11 +85,10 @@ typedef struct {
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
     char busy;                 /* Engine._busy */
-    /* The Level objects of the last book() call, by side and position, and
+    /* The Level objects book() handed out last, by side and position, and
        the values they hold: book() hands out again a level that has not
        changed since (they are immutable), which spares most of its cost
-       when a book is read more often than its depth changes. */
-    uint32_t cached_inst; /* the instrument they are of; UINT32_MAX: none */
+       when a book is read more often than its levels change. */
     struct eng_level_info cached_info[2][CALLS_LEVEL_CACHE];
     PyObject *cached_level[2][CALLS_LEVEL_CACHE]; /* strong or NULL */
 } calls_core;
@@ -100,57 +99,65 @@ static const struct calls_table {
     enum calls_kind kind;
     size_t offset;
 } calls_tables[] = {
-    CALLS_TABLE(symbols, K_DICT),
-    CALLS_TABLE(names, K_LIST),
-    CALLS_TABLE(accepted, K_TUPLE_CLASS),
-    CALLS_TABLE(rejected, K_TUPLE_CLASS),
-    CALLS_TABLE(trade, K_TUPLE_CLASS),
-    CALLS_TABLE(cancelled, K_TUPLE_CLASS),
-    CALLS_TABLE(modified, K_TUPLE_CLASS),
-    CALLS_TABLE(level_update, K_TUPLE_CLASS),
-    CALLS_TABLE(state_changed, K_TUPLE_CLASS),
-    CALLS_TABLE(level, K_TUPLE_CLASS),
-    CALLS_TABLE(book_view, K_TUPLE_CLASS),
-    CALLS_TABLE(order_state, K_TUPLE_CLASS),
-    CALLS_TABLE(no_memory, K_EXCEPTION),
-    CALLS_TABLE(sides, K_TUPLE),
-    CALLS_TABLE(side_code, K_DICT),
-    CALLS_TABLE(tif_code, K_DICT),
-    CALLS_TABLE(order_type_code, K_DICT),
-    CALLS_TABLE(stp_code, K_DICT),
-    CALLS_TABLE(stps, K_TUPLE),
-    CALLS_TABLE(states, K_TUPLE),
-    CALLS_TABLE(rejects, K_TUPLE),
-    CALLS_TABLE(cancel_reasons, K_TUPLE),
-    CALLS_TABLE(default_tif, K_TUPLE),
+    CALLS_TABLE(symbols, CALLS_K_DICT),
+    CALLS_TABLE(names, CALLS_K_LIST),
+    CALLS_TABLE(accepted, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(rejected, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(trade, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(cancelled, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(modified, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(level_update, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(state_changed, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(level, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(book_view, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(order_state, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(no_memory, CALLS_K_EXCEPTION),
+    CALLS_TABLE(sides, CALLS_K_TUPLE),
+    CALLS_TABLE(side_code, CALLS_K_DICT),
+    CALLS_TABLE(tif_code, CALLS_K_DICT),
+    CALLS_TABLE(order_type_code, CALLS_K_DICT),
+    CALLS_TABLE(stp_code, CALLS_K_DICT),
+    CALLS_TABLE(stps, CALLS_K_TUPLE),
+    CALLS_TABLE(states, CALLS_K_TUPLE),
+    CALLS_TABLE(rejects, CALLS_K_TUPLE),
+    CALLS_TABLE(cancel_reasons, CALLS_K_TUPLE),
+    CALLS_TABLE(default_tif, CALLS_K_TUPLE),
 };
 #define CALLS_N_TABLES (sizeof(calls_tables) / sizeof(*calls_tables))
 
 /* Interned names, made once when the module is first imported. */
 static struct {
-    PyObject *submit_args[SUB__COUNT];
-    PyObject *target_args[TGT__COUNT];
-    PyObject *modify_args[MOD__COUNT];
-    PyObject *book_args[BOOK__COUNT];
+    PyObject *submit_args[CALLS_SUB__COUNT];
+    PyObject *target_args[CALLS_TGT__COUNT];
+    PyObject *modify_args[CALLS_MOD__COUNT];
+    PyObject *book_args[CALLS_BOOK__COUNT];
     PyObject *py_submit, *py_cancel, *py_modify, *py_order, *py_book;
 } calls_names;
 
-static const char *const calls_submit_names[SUB__COUNT] = {
+static const char *const calls_submit_names[CALLS_SUB__COUNT] = {
     "symbol", "side",            "qty",        "price",     "tif",
     "account", "client_order_id", "order_type", "post_only", "stp",
 };
-static const char *const calls_target_names[TGT__COUNT] = {"order_id", "account",
+static const char *const calls_target_names[CALLS_TGT__COUNT] = {"order_id", "account",
                                                            "client_order_id"};
-static const char *const calls_modify_names[MOD__COUNT] = {"order_id", "qty", "price", "account",
+static const char *const calls_modify_names[CALLS_MOD__COUNT] = {"order_id", "qty", "price", "account",
                                                            "client_order_id"};
-static const char *const calls_book_names[BOOK__COUNT] = {"symbol", "depth"};
+static const char *const calls_book_names[CALLS_BOOK__COUNT] = {"symbol", "depth"};
 
 /* ---- binding and checking the arguments --------------------------------- */
 
+/* What checking one argument found: it is good; it is not (the Python
+   method says why); or user code the check ran (__index__, __hash__)
+   raised, and that error stands. */
+enum calls_check { CALLS_RAISED = -1, CALLS_BAD = 0, CALLS_GOOD = 1 };
+
 /* Objects made while converting arguments (an __index__ result), released
-   when the call returns. */
+   when the call returns: at most one per int argument of a verb. */
+enum { CALLS_MAX_HELD = 4 };
+_Static_assert(CALLS_MAX_HELD >= 3 && CALLS_MAX_HELD >= CALLS_MOD__COUNT - 1,
+               "submit converts 3 ints, modify 4");
 struct calls_held {
-    PyObject *obj[MOD__COUNT];
+    PyObject *obj[CALLS_MAX_HELD];
     int n;
 };
 
@@ -185,11 +192,9 @@ static int calls_bind(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
 
         while (j < n_names && names[j] != key)
             j++;
-        if (j == n_names)
+        if (j == n_names) /* keyword names are strs: the comparison cannot fail */
             for (j = 0; j < n_names && PyUnicode_Compare(key, names[j]) != 0; j++)
                 ;
-        if (PyErr_Occurred())
-            PyErr_Clear();
         if (j == n_names || slots[j])
             return 0;
         slots[j] = args[nargs + k];
@@ -218,119 +223,110 @@ static PyObject *calls_forward(PyObject *self, PyObject *method, PyObject *const
 }
 
 /*
- * An int argument into *out when it is one in [lo, hi]: an exact int, or an
- * object with __index__ other than a bool (a numpy integer). In the second
- * case *o becomes the int (held until the call returns), so that the events
- * hold plain ints. Returns 0 for anything else.
+ * An int argument as an exact int, into *o: an int, or an object with
+ * __index__ other than a bool (a numpy integer), whose int *o then becomes
+ * (held until the call returns), so that the events hold plain ints.
  */
-static int calls_to_int(PyObject **o, long long lo, long long hi, long long *out,
-                        struct calls_held *held)
+static enum calls_check calls_exact_int(PyObject **o, struct calls_held *held)
 {
-    PyObject *v = *o;
-    long long x;
-    int overflow;
+    PyObject *v;
 
-    if (!PyLong_CheckExact(v)) {
-        if (PyBool_Check(v) || !PyIndex_Check(v))
-            return 0;
-        v = PyNumber_Index(v);
-        if (!v) {
-            PyErr_Clear();
-            return 0;
-        }
-        held->obj[held->n++] = v;
-        *o = v;
-    }
-    x = PyLong_AsLongLongAndOverflow(v, &overflow);
-    if (overflow || (x == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (x < lo || x > hi)
-        return 0;
+    if (PyLong_CheckExact(*o))
+        return CALLS_GOOD;
+    if (PyBool_Check(*o) || !PyIndex_Check(*o))
+        return CALLS_BAD;
+    v = PyNumber_Index(*o);
+    if (!v)
+        return CALLS_RAISED;
+    held->obj[held->n++] = v;
+    *o = v;
+    return CALLS_GOOD;
+}
+
+/* An int argument in [lo, hi], into *out. */
+static enum calls_check calls_to_int(PyObject **o, long long lo, long long hi, long long *out,
+                                     struct calls_held *held)
+{
+    enum calls_check rc = calls_exact_int(o, held);
+    int overflow;
+    long long x;
+
+    if (rc != CALLS_GOOD)
+        return rc;
+    x = PyLong_AsLongLongAndOverflow(*o, &overflow);
+    if (overflow || x < lo || x > hi)
+        return CALLS_BAD;
     *out = x;
-    return 1;
+    return CALLS_GOOD;
 }
 
 /* The same for an unsigned 64-bit value (an order id) in [lo, UINT64_MAX]. */
-static int calls_to_id(PyObject **o, unsigned long long lo, unsigned long long *out,
-                       struct calls_held *held)
+static enum calls_check calls_to_id(PyObject **o, unsigned long long lo, unsigned long long *out,
+                                    struct calls_held *held)
 {
-    PyObject *v = *o;
+    enum calls_check rc = calls_exact_int(o, held);
     unsigned long long x;
 
-    if (!PyLong_CheckExact(v)) {
-        if (PyBool_Check(v) || !PyIndex_Check(v))
-            return 0;
-        v = PyNumber_Index(v);
-        if (!v) {
-            PyErr_Clear();
-            return 0;
-        }
-        held->obj[held->n++] = v;
-        *o = v;
-    }
-    x = PyLong_AsUnsignedLongLong(v);
+    if (rc != CALLS_GOOD)
+        return rc;
+    x = PyLong_AsUnsignedLongLong(*o);
     if (x == (unsigned long long)-1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
+        PyErr_Clear(); /* the OverflowError of a negative or too large id */
+        return CALLS_BAD;
     }
     if (x < lo)
-        return 0;
+        return CALLS_BAD;
     *out = x;
-    return 1;
+    return CALLS_GOOD;
 }
 
 /*
- * A str, or a member of a str enum, found in `table` (a small dict of str ->
- * small int), into *out; 0 if it is not there. Members are found by
- * identity first: a dict lookup with a str subclass takes the slow path.
+ * A str found in `table` (a dict of str -> small int), into *out. With
+ * `members`, the table is a small one of enum members, which are looked for
+ * by identity first: a dict lookup with a str subclass takes CPython's slow
+ * path. CALLS_BAD if it is no str or not there.
  */
-static int calls_code(PyObject *o, PyObject *table, long *out)
+static enum calls_check calls_code(PyObject *o, PyObject *table, int members, long *out)
 {
     PyObject *v = NULL;
 
     if (!PyUnicode_Check(o))
-        return 0;
-    if (!PyUnicode_CheckExact(o)) {
+        return CALLS_BAD;
+    if (members && !PyUnicode_CheckExact(o)) {
         PyObject *key, *value;
         Py_ssize_t pos = 0;
 
-        while (PyDict_Next(table, &pos, &key, &value))
-            if (key == o) {
+        while (!v && PyDict_Next(table, &pos, &key, &value))
+            if (key == o)
                 v = value;
-                break;
-            }
     }
     if (!v)
         v = PyDict_GetItemWithError(table, o);
-    if (!v) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = PyLong_AsLong(v);
-    return *out != -1 || !PyErr_Occurred();
+    if (!v)
+        return PyErr_Occurred() ? CALLS_RAISED : CALLS_BAD;
+    *out = PyLong_AsLong(v); /* the tables hold small ints (checked by _attach) */
+    return CALLS_GOOD;
 }
 
 /* A client order id: 1 to ENG_COID_LEN printable ASCII characters, into
-   ENG_COID_LEN NUL-padded bytes. 0 if it is not one. */
-static int calls_coid(PyObject *o, char out[ENG_COID_LEN])
+   ENG_COID_LEN NUL-padded bytes. */
+static enum calls_check calls_coid(PyObject *o, char out[ENG_COID_LEN])
 {
     Py_ssize_t n;
     const char *s;
 
     if (!PyUnicode_Check(o) || !PyUnicode_IS_ASCII(o))
-        return 0;
+        return CALLS_BAD;
     n = PyUnicode_GET_LENGTH(o);
     if (n < 1 || n > ENG_COID_LEN)
-        return 0;
+        return CALLS_BAD;
     s = (const char *)PyUnicode_DATA(o);
     for (Py_ssize_t i = 0; i < n; i++)
         if (s[i] < 0x20 || s[i] > 0x7e)
-            return 0;
+            return CALLS_BAD;
     memset(out, 0, ENG_COID_LEN);
     memcpy(out, s, (size_t)n);
-    return 1;
+    return CALLS_GOOD;
 }
 
 /* ---- building the objects ---------------------------------------------- */
@@ -389,8 +385,15 @@ static PyObject *calls_item(PyObject *tuple_or_list, size_t i)
     return Py_NewRef(o);
 }
 
-#define U64(v) PyLong_FromUnsignedLongLong(v)
-#define I64(v) PyLong_FromLongLong(v)
+static inline PyObject *calls_u64(unsigned long long v)
+{
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+static inline PyObject *calls_i64(long long v)
+{
+    return PyLong_FromLongLong(v);
+}
 
 /* A stored client order id as a str, or None when there is none. */
 static PyObject *calls_coid_str(const char coid[ENG_COID_LEN])
@@ -427,59 +430,59 @@ static PyObject *calls_decode(calls_core *self, const struct eng_event *ev)
 
     switch (ev->type) {
     case ENG_EV_TRADE:
-        it[0] = U64(ev->seq);
-        it[1] = U64(ev->trade_id);
+        it[0] = calls_u64(ev->seq);
+        it[1] = calls_u64(ev->trade_id);
         it[2] = calls_item(self->names, ev->instrument);
-        it[3] = I64(ev->price);
-        it[4] = I64(ev->qty);
-        it[5] = U64(ev->maker_order_id);
-        it[6] = U64(ev->order_id);
+        it[3] = calls_i64(ev->price);
+        it[4] = calls_i64(ev->qty);
+        it[5] = calls_u64(ev->maker_order_id);
+        it[6] = calls_u64(ev->order_id);
         it[7] = PyLong_FromUnsignedLong(ev->maker_account);
         it[8] = PyLong_FromUnsignedLong(ev->account);
         it[9] = calls_item(self->sides, ev->side);
-        it[10] = I64(ev->maker_leaves);
-        it[11] = I64(ev->leaves);
+        it[10] = calls_i64(ev->maker_leaves);
+        it[11] = calls_i64(ev->leaves);
         return calls_new(self->trade, 12, it);
     case ENG_EV_ACCEPTED:
-        it[0] = U64(ev->seq);
-        it[1] = U64(ev->order_id);
+        it[0] = calls_u64(ev->seq);
+        it[1] = calls_u64(ev->order_id);
         it[2] = calls_item(self->names, ev->instrument);
         it[3] = calls_item(self->sides, ev->side);
-        it[4] = ev->price ? I64(ev->price) : Py_NewRef(Py_None);
-        it[5] = I64(ev->qty);
+        it[4] = ev->price ? calls_i64(ev->price) : Py_NewRef(Py_None);
+        it[5] = calls_i64(ev->qty);
         it[6] = PyLong_FromUnsignedLong(ev->account);
         it[7] = calls_coid_str(ev->coid);
         return calls_new(self->accepted, 8, it);
     case ENG_EV_CANCELLED:
-        it[0] = U64(ev->seq);
-        it[1] = U64(ev->order_id);
-        it[2] = I64(ev->leaves);
+        it[0] = calls_u64(ev->seq);
+        it[1] = calls_u64(ev->order_id);
+        it[2] = calls_i64(ev->leaves);
         it[3] = calls_item(self->cancel_reasons, ev->reason);
         return calls_new(self->cancelled, 4, it);
     case ENG_EV_MODIFIED:
-        it[0] = U64(ev->seq);
-        it[1] = U64(ev->order_id);
-        it[2] = I64(ev->price);
-        it[3] = I64(ev->qty);
+        it[0] = calls_u64(ev->seq);
+        it[1] = calls_u64(ev->order_id);
+        it[2] = calls_i64(ev->price);
+        it[3] = calls_i64(ev->qty);
         it[4] = PyBool_FromLong(ev->flags & ENG_EV_F_PRIORITY_KEPT);
         return calls_new(self->modified, 5, it);
     case ENG_EV_REJECTED:
-        it[0] = U64(ev->seq);
+        it[0] = calls_u64(ev->seq);
         it[1] = calls_reject(self, ev->reason, 0);
         it[2] = calls_reject(self, ev->reason, 1);
         it[3] = calls_coid_str(ev->coid);
-        it[4] = ev->order_id ? U64(ev->order_id) : Py_NewRef(Py_None);
+        it[4] = ev->order_id ? calls_u64(ev->order_id) : Py_NewRef(Py_None);
         return calls_new(self->rejected, 5, it);
     case ENG_EV_LEVEL:
-        it[0] = U64(ev->seq);
+        it[0] = calls_u64(ev->seq);
         it[1] = calls_item(self->names, ev->instrument);
         it[2] = calls_item(self->sides, ev->side);
-        it[3] = I64(ev->price);
-        it[4] = I64(ev->qty);
-        it[5] = I64(ev->leaves);
+        it[3] = calls_i64(ev->price);
+        it[4] = calls_i64(ev->qty);
+        it[5] = calls_i64(ev->leaves);
         return calls_new(self->level_update, 6, it);
     case ENG_EV_STATE:
-        it[0] = U64(ev->seq);
+        it[0] = calls_u64(ev->seq);
         it[1] = calls_item(self->names, ev->instrument);
         it[2] = calls_item(self->states, (size_t)ev->qty);
         return calls_new(self->state_changed, 3, it);
@@ -529,38 +532,80 @@ static PyObject *calls_events(calls_core *self, int64_t r)
 
 /*
  * The events of a fast-path result r <= 0: a lone Rejected (of a command
- * that named client order id `coid` and order `target`, None or objects), or
- * several events, or out of memory.
+ * that named client order id `coid` and order `target`, each NULL if not),
+ * or several events, or out of memory.
  */
-static PyObject *calls_not_simple(calls_core *self, int64_t r, PyObject *coid, PyObject *target)
+static PyObject *calls_not_simple(calls_core *self, int64_t r, const char *coid, PyObject *target)
 {
     PyObject *it[5];
 
     if (r == 0 || r <= -ENG_ERR__COUNT)
         return calls_events(self, r);
-    it[0] = U64(self->api->seq(self->eng));
+    it[0] = calls_u64(self->api->seq(self->eng));
     it[1] = calls_reject(self, (int)-r, 0);
     it[2] = calls_reject(self, (int)-r, 1);
-    it[3] = Py_NewRef(coid ? coid : Py_None);
+    it[3] = coid ? calls_coid_str(coid) : Py_NewRef(Py_None);
     it[4] = Py_NewRef(target ? target : Py_None);
     return calls_one(calls_new(self->rejected, 5, it));
 }
 
 /* ---- the verbs ---------------------------------------------------------- */
 
-/* The instrument number of a symbol argument: a str (or str subclass) found
-   in the Engine's table, or UINT32_MAX for one it does not hold (the core
-   rejects that: unknown_instrument). 0 if it is not a str. */
-static int calls_instrument(calls_core *self, PyObject *o, long *out)
+/*
+ * Every verb holds the engine from its first look at the arguments to the
+ * last event object it builds (`busy`, Engine._busy): converting an argument
+ * can run user code (__index__, __hash__), which must find the engine in
+ * use, not close it or enter it again. A verb that finds the engine closed
+ * or busy hands the call to Python, which raises the error.
+ */
+static int calls_enter(calls_core *self)
 {
-    if (!PyUnicode_Check(o))
+    if (!self->eng || self->busy)
         return 0;
-    if (!calls_code(o, self->symbols, out)) {
-        if (PyErr_Occurred())
-            return 0;
-        *out = (long)UINT32_MAX;
-    }
+    self->busy = 1;
     return 1;
+}
+
+/*
+ * How a verb that entered ends: with its result when every check was good;
+ * with the error of user code that raised; else by handing the call to the
+ * Python method, which finds what is wrong and raises it.
+ */
+static PyObject *calls_leave(calls_core *self, enum calls_check rc, PyObject *res,
+                             struct calls_held *held, PyObject *method, PyObject *const *args,
+                             Py_ssize_t nargs, PyObject *kwnames)
+{
+    self->busy = 0;
+    calls_release(held);
+    if (rc == CALLS_GOOD)
+        return res;
+    if (rc == CALLS_RAISED)
+        return NULL;
+    return calls_forward((PyObject *)self, method, args, nargs, kwnames);
+}
+
+/* A check that is not good ends the verb: `rc` says how. */
+#define CALLS_CHECK(expr)                                                                          \
+    do {                                                                                           \
+        if ((rc = (expr)) != CALLS_GOOD)                                                           \
+            goto out;                                                                              \
+    } while (0)
+
+/* A condition on the arguments that must hold, else Python says why. */
+#define CALLS_REQUIRE(cond) CALLS_CHECK((cond) ? CALLS_GOOD : CALLS_BAD)
+
+/* The instrument number of a symbol argument: a str found in the Engine's
+   table, or UINT32_MAX for one it does not hold (the core rejects that:
+   unknown_instrument). */
+static enum calls_check calls_instrument(calls_core *self, PyObject *o, long *out)
+{
+    enum calls_check rc = calls_code(o, self->symbols, 0, out);
+
+    if (rc == CALLS_BAD && PyUnicode_Check(o)) {
+        *out = (long)UINT32_MAX;
+        return CALLS_GOOD;
+    }
+    return rc;
 }
 
 PyDoc_STRVAR(calls_submit_doc,
@@ -580,86 +625,81 @@ PyDoc_STRVAR(calls_submit_doc,
 static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    PyObject *a[SUB__COUNT] = {0};
+    PyObject *a[CALLS_SUB__COUNT] = {0};
     struct calls_held held = {.n = 0};
     long long qty, price = 0, account = 0;
     long inst, side, tif, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
     char coid[ENG_COID_LEN];
+    enum calls_check rc = CALLS_BAD;
     int post_only;
     int64_t r;
-    PyObject *res;
+    PyObject *res = NULL;
 
-    if (!self->eng || self->busy ||
-        !calls_bind(args, nargs, kwnames, calls_names.submit_args, SUB__COUNT, 4, SUB_NONE_OK, a))
-        goto python;
-    if (!a[SUB_SYMBOL] || !a[SUB_SIDE] || !a[SUB_QTY])
-        goto python;
-    if (!calls_instrument(self, a[SUB_SYMBOL], &inst) ||
-        !calls_code(a[SUB_SIDE], self->side_code, &side) ||
-        !calls_to_int(&a[SUB_QTY], INT64_MIN, INT64_MAX, &qty, &held))
-        goto python;
-    if (a[SUB_PRICE] && !calls_to_int(&a[SUB_PRICE], INT64_MIN, INT64_MAX, &price, &held))
-        goto python;
-    if ((a[SUB_ORDER_TYPE] && !calls_code(a[SUB_ORDER_TYPE], self->order_type_code, &order_type)) ||
-        (a[SUB_STP] && !calls_code(a[SUB_STP], self->stp_code, &stp)))
-        goto python;
-    if (a[SUB_TIF]) {
-        if (!calls_code(a[SUB_TIF], self->tif_code, &tif))
-            goto python;
-    } else {
+    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
+        return calls_forward((PyObject *)self, calls_names.py_submit, args, nargs, kwnames);
+    CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.submit_args, CALLS_SUB__COUNT, 4,
+                             CALLS_SUB_NONE_OK, a));
+    CALLS_REQUIRE(a[CALLS_SUB_SYMBOL] && a[CALLS_SUB_SIDE] && a[CALLS_SUB_QTY]);
+    CALLS_CHECK(calls_instrument(self, a[CALLS_SUB_SYMBOL], &inst));
+    CALLS_CHECK(calls_code(a[CALLS_SUB_SIDE], self->side_code, 1, &side));
+    CALLS_CHECK(calls_to_int(&a[CALLS_SUB_QTY], INT64_MIN, INT64_MAX, &qty, &held));
+    if (a[CALLS_SUB_PRICE])
+        CALLS_CHECK(calls_to_int(&a[CALLS_SUB_PRICE], INT64_MIN, INT64_MAX, &price, &held));
+    if (a[CALLS_SUB_ORDER_TYPE])
+        CALLS_CHECK(calls_code(a[CALLS_SUB_ORDER_TYPE], self->order_type_code, 1, &order_type));
+    if (a[CALLS_SUB_STP])
+        CALLS_CHECK(calls_code(a[CALLS_SUB_STP], self->stp_code, 1, &stp));
+    if (a[CALLS_SUB_TIF])
+        CALLS_CHECK(calls_code(a[CALLS_SUB_TIF], self->tif_code, 1, &tif));
+    else
         tif = PyLong_AsLong(PyTuple_GET_ITEM(self->default_tif, order_type));
-        if (tif <= 0) {
-            PyErr_Clear();
-            goto python;
-        }
-    }
-    if (a[SUB_ACCOUNT] && !calls_to_int(&a[SUB_ACCOUNT], 0, UINT32_MAX, &account, &held))
-        goto python;
-    if (a[SUB_POST_ONLY] && a[SUB_POST_ONLY] != Py_True && a[SUB_POST_ONLY] != Py_False)
-        goto python;
-    if (a[SUB_COID] && !calls_coid(a[SUB_COID], coid))
-        goto python;
-    post_only = a[SUB_POST_ONLY] == Py_True;
-    if (self->api->order_shape((uint8_t)order_type, (uint8_t)tif, a[SUB_PRICE] != NULL,
-                               post_only ? ENG_CMD_F_POST_ONLY : 0) != ENG_SHAPE_OK)
-        goto python;
+    CALLS_REQUIRE(tif > 0);
+    if (a[CALLS_SUB_ACCOUNT])
+        CALLS_CHECK(calls_to_int(&a[CALLS_SUB_ACCOUNT], 0, UINT32_MAX, &account, &held));
+    CALLS_REQUIRE(!a[CALLS_SUB_POST_ONLY] || PyBool_Check(a[CALLS_SUB_POST_ONLY]));
+    if (a[CALLS_SUB_COID])
+        CALLS_CHECK(calls_coid(a[CALLS_SUB_COID], coid));
+    post_only = a[CALLS_SUB_POST_ONLY] == Py_True;
+    CALLS_REQUIRE(self->api->order_shape((uint8_t)order_type, (uint8_t)tif,
+                                         a[CALLS_SUB_PRICE] != NULL,
+                                         post_only ? ENG_CMD_F_POST_ONLY : 0) == ENG_SHAPE_OK);
 
-    self->busy = 1;
     if (order_type == ENG_LIMIT && tif == ENG_GTC && stp == ENG_STP_NONE && !post_only &&
-        !a[SUB_COID])
+        !a[CALLS_SUB_COID])
         r = self->api->limit(self->eng, (uint32_t)inst, (uint8_t)side, (uint32_t)account, qty,
                              price);
     else
         r = self->api->new_order(self->eng, (uint32_t)inst, (uint8_t)side, (uint8_t)order_type,
                                  (uint8_t)tif, (uint8_t)stp, post_only ? ENG_CMD_F_POST_ONLY : 0,
-                                 (uint32_t)account, qty, price, a[SUB_COID] ? coid : NULL);
+                                 (uint32_t)account, qty, price, a[CALLS_SUB_COID] ? coid : NULL);
     if (r > 0) {
         PyObject *it[8];
+        PyObject *coid_obj = a[CALLS_SUB_COID];
 
-        it[0] = U64(self->api->seq(self->eng));
-        it[1] = I64(r);
+        it[0] = calls_u64(self->api->seq(self->eng));
+        it[1] = calls_i64(r);
         it[2] = calls_item(self->names, (size_t)inst);
         it[3] = calls_item(self->sides, (size_t)side);
-        it[4] = Py_NewRef(a[SUB_PRICE] ? a[SUB_PRICE] : Py_None);
-        it[5] = Py_NewRef(a[SUB_QTY]);
-        it[6] = a[SUB_ACCOUNT] ? Py_NewRef(a[SUB_ACCOUNT]) : PyLong_FromLong(0);
-        it[7] = Py_NewRef(a[SUB_COID] ? a[SUB_COID] : Py_None);
+        it[4] = Py_NewRef(a[CALLS_SUB_PRICE] ? a[CALLS_SUB_PRICE] : Py_None);
+        it[5] = Py_NewRef(a[CALLS_SUB_QTY]);
+        it[6] = a[CALLS_SUB_ACCOUNT] ? Py_NewRef(a[CALLS_SUB_ACCOUNT]) : PyLong_FromLong(0);
+        /* A plain str in the event, as the core would decode it. */
+        it[7] = !coid_obj ? Py_NewRef(Py_None)
+                : PyUnicode_CheckExact(coid_obj) ? Py_NewRef(coid_obj)
+                                                 : calls_coid_str(coid);
         res = calls_one(calls_new(self->accepted, 8, it));
     } else {
-        res = calls_not_simple(self, r, a[SUB_COID], NULL);
+        res = calls_not_simple(self, r, a[CALLS_SUB_COID] ? coid : NULL, NULL);
     }
-    self->busy = 0;
-    calls_release(&held);
-    return res;
-python:
-    calls_release(&held);
-    return calls_forward((PyObject *)self, calls_names.py_submit, args, nargs, kwnames);
+    rc = CALLS_GOOD;
+out:
+    return calls_leave(self, rc, res, &held, calls_names.py_submit, args, nargs, kwnames);
 }
 
 /*
  * The order a cancel, modify or order() call addresses: by id (account None:
  * an administrator, ENG_CMD_F_ANY_ACCOUNT), or by client order id with its
- * account. 0 if the arguments do not address one.
+ * account.
  */
 struct calls_target {
     unsigned long long order_id; /* 0 when addressed by client order id */
@@ -669,25 +709,33 @@ struct calls_target {
     char buf[ENG_COID_LEN];
 };
 
-static int calls_target(PyObject **order_id, PyObject **account, PyObject *coid,
-                        unsigned long long min_id, struct calls_target *t, struct calls_held *held)
+static enum calls_check calls_target(PyObject **order_id, PyObject **account, PyObject *coid,
+                                     unsigned long long min_id, struct calls_target *t,
+                                     struct calls_held *held)
 {
+    enum calls_check rc;
+
     t->order_id = 0;
     t->account = 0;
     t->flags = 0;
     t->coid = NULL;
     if (coid) {
-        if (*order_id || !*account || !calls_coid(coid, t->buf))
-            return 0;
+        if (*order_id || !*account)
+            return CALLS_BAD;
+        if ((rc = calls_coid(coid, t->buf)) != CALLS_GOOD)
+            return rc;
         t->coid = t->buf;
-    } else if (!*order_id || !calls_to_id(order_id, min_id, &t->order_id, held)) {
-        return 0;
+    } else {
+        if (!*order_id)
+            return CALLS_BAD;
+        if ((rc = calls_to_id(order_id, min_id, &t->order_id, held)) != CALLS_GOOD)
+            return rc;
     }
-    if (!*account)
+    if (!*account) {
         t->flags = ENG_CMD_F_ANY_ACCOUNT;
-    else if (!calls_to_int(account, 0, UINT32_MAX, &t->account, held))
-        return 0;
-    return 1;
+        return CALLS_GOOD;
+    }
+    return calls_to_int(account, 0, UINT32_MAX, &t->account, held);
 }
 
 PyDoc_STRVAR(calls_cancel_doc,
@@ -699,18 +747,20 @@ PyDoc_STRVAR(calls_cancel_doc,
 static PyObject *calls_cancel(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    PyObject *a[TGT__COUNT] = {0};
+    PyObject *a[CALLS_TGT__COUNT] = {0};
     struct calls_held held = {.n = 0};
     struct calls_target t;
+    enum calls_check rc = CALLS_BAD;
     int64_t r;
-    PyObject *res;
+    PyObject *res = NULL;
 
-    if (!self->eng || self->busy ||
-        !calls_bind(args, nargs, kwnames, calls_names.target_args, TGT__COUNT, 1, TGT_NONE_OK, a) ||
-        !calls_target(&a[TGT_ORDER_ID], &a[TGT_ACCOUNT], a[TGT_COID], 1, &t, &held))
-        goto python;
+    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
+        return calls_forward((PyObject *)self, calls_names.py_cancel, args, nargs, kwnames);
+    CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.target_args, CALLS_TGT__COUNT, 1,
+                             CALLS_TGT_NONE_OK, a));
+    CALLS_CHECK(calls_target(&a[CALLS_TGT_ORDER_ID], &a[CALLS_TGT_ACCOUNT], a[CALLS_TGT_COID], 1, &t,
+                             &held));
 
-    self->busy = 1;
     if (t.flags == 0 && !t.coid)
         r = self->api->cancel(self->eng, t.order_id, (uint32_t)t.account);
     else
@@ -718,20 +768,17 @@ static PyObject *calls_cancel(calls_core *self, PyObject *const *args, Py_ssize_
     if (r > 0) {
         PyObject *it[4];
 
-        it[0] = U64(self->api->seq(self->eng));
-        it[1] = Py_NewRef(a[TGT_ORDER_ID]);
-        it[2] = I64(r);
+        it[0] = calls_u64(self->api->seq(self->eng));
+        it[1] = Py_NewRef(a[CALLS_TGT_ORDER_ID]);
+        it[2] = calls_i64(r);
         it[3] = calls_item(self->cancel_reasons, ENG_CANCEL_USER);
         res = calls_one(calls_new(self->cancelled, 4, it));
     } else {
-        res = calls_not_simple(self, r, a[TGT_COID], a[TGT_ORDER_ID]);
+        res = calls_not_simple(self, r, t.coid, a[CALLS_TGT_ORDER_ID]);
     }
-    self->busy = 0;
-    calls_release(&held);
-    return res;
-python:
-    calls_release(&held);
-    return calls_forward((PyObject *)self, calls_names.py_cancel, args, nargs, kwnames);
+    rc = CALLS_GOOD;
+out:
+    return calls_leave(self, rc, res, &held, calls_names.py_cancel, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(calls_modify_doc,
@@ -748,35 +795,35 @@ PyDoc_STRVAR(calls_modify_doc,
 static PyObject *calls_modify(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    PyObject *a[MOD__COUNT] = {0};
+    PyObject *a[CALLS_MOD__COUNT] = {0};
     struct calls_held held = {.n = 0};
     struct calls_target t;
     long long qty = 0, price = 0;
+    enum calls_check rc = CALLS_BAD;
     uint8_t flags;
     int64_t r;
-    PyObject *res;
+    PyObject *res = NULL;
 
-    if (!self->eng || self->busy ||
-        !calls_bind(args, nargs, kwnames, calls_names.modify_args, MOD__COUNT, 3, MOD_NONE_OK, a) ||
-        !calls_target(&a[MOD_ORDER_ID], &a[MOD_ACCOUNT], a[MOD_COID], 1, &t, &held))
-        goto python;
-    if (!a[MOD_QTY] && !a[MOD_PRICE])
-        goto python;
-    if ((a[MOD_QTY] && !calls_to_int(&a[MOD_QTY], INT64_MIN, INT64_MAX, &qty, &held)) ||
-        (a[MOD_PRICE] && !calls_to_int(&a[MOD_PRICE], INT64_MIN, INT64_MAX, &price, &held)))
-        goto python;
-    flags = t.flags | (a[MOD_QTY] ? 0 : ENG_CMD_F_KEEP_QTY) | (a[MOD_PRICE] ? 0 : ENG_CMD_F_KEEP_PRICE);
+    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
+        return calls_forward((PyObject *)self, calls_names.py_modify, args, nargs, kwnames);
+    CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.modify_args, CALLS_MOD__COUNT, 3,
+                             CALLS_MOD_NONE_OK, a));
+    CALLS_CHECK(calls_target(&a[CALLS_MOD_ORDER_ID], &a[CALLS_MOD_ACCOUNT], a[CALLS_MOD_COID], 1, &t,
+                             &held));
+    CALLS_REQUIRE(a[CALLS_MOD_QTY] || a[CALLS_MOD_PRICE]);
+    if (a[CALLS_MOD_QTY])
+        CALLS_CHECK(calls_to_int(&a[CALLS_MOD_QTY], INT64_MIN, INT64_MAX, &qty, &held));
+    if (a[CALLS_MOD_PRICE])
+        CALLS_CHECK(calls_to_int(&a[CALLS_MOD_PRICE], INT64_MIN, INT64_MAX, &price, &held));
+    flags = t.flags | (a[CALLS_MOD_QTY] ? 0 : ENG_CMD_F_KEEP_QTY) |
+            (a[CALLS_MOD_PRICE] ? 0 : ENG_CMD_F_KEEP_PRICE);
 
-    self->busy = 1;
     r = self->api->modify_order(self->eng, t.order_id, (uint32_t)t.account, flags, qty, price,
                                 t.coid);
-    res = calls_not_simple(self, r, a[MOD_COID], a[MOD_ORDER_ID]);
-    self->busy = 0;
-    calls_release(&held);
-    return res;
-python:
-    calls_release(&held);
-    return calls_forward((PyObject *)self, calls_names.py_modify, args, nargs, kwnames);
+    res = calls_not_simple(self, r, t.coid, a[CALLS_MOD_ORDER_ID]);
+    rc = CALLS_GOOD;
+out:
+    return calls_leave(self, rc, res, &held, calls_names.py_modify, args, nargs, kwnames);
 }
 
 PyDoc_STRVAR(calls_order_doc,
@@ -790,57 +837,57 @@ PyDoc_STRVAR(calls_order_doc,
 static PyObject *calls_order(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames)
 {
-    PyObject *a[TGT__COUNT] = {0};
+    PyObject *a[CALLS_TGT__COUNT] = {0};
     PyObject *it[9];
     struct calls_held held = {.n = 0};
     struct calls_target t;
     struct eng_order_info info;
+    enum calls_check rc = CALLS_BAD;
+    PyObject *res = NULL;
     int found;
 
-    if (!self->eng ||
-        !calls_bind(args, nargs, kwnames, calls_names.target_args, TGT__COUNT, 1, TGT_NONE_OK, a) ||
-        !calls_target(&a[TGT_ORDER_ID], &a[TGT_ACCOUNT], a[TGT_COID], 0, &t, &held))
-        goto python;
-    calls_release(&held);
+    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
+        return calls_forward((PyObject *)self, calls_names.py_order, args, nargs, kwnames);
+    CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.target_args, CALLS_TGT__COUNT, 1,
+                             CALLS_TGT_NONE_OK, a));
+    CALLS_CHECK(calls_target(&a[CALLS_TGT_ORDER_ID], &a[CALLS_TGT_ACCOUNT], a[CALLS_TGT_COID], 0, &t,
+                             &held));
+    rc = CALLS_GOOD;
     if (t.coid)
         found = self->api->get_order_by_coid(self->eng, (uint32_t)t.account, t.coid, &info);
     else
         found = self->api->get_order(self->eng, t.order_id, &info);
-    if (!found || (!t.flags && info.account != (uint32_t)t.account))
-        Py_RETURN_NONE;
-    it[0] = U64(info.order_id);
+    if (!found || (!t.flags && info.account != (uint32_t)t.account)) {
+        res = Py_NewRef(Py_None);
+        goto out;
+    }
+    it[0] = calls_u64(info.order_id);
     it[1] = calls_item(self->names, info.instrument);
     it[2] = calls_item(self->sides, info.side);
-    it[3] = I64(info.price);
-    it[4] = I64(info.qty);
+    it[3] = calls_i64(info.price);
+    it[4] = calls_i64(info.qty);
     it[5] = PyLong_FromUnsignedLong(info.account);
     it[6] = calls_coid_str(info.coid);
     it[7] = PyBool_FromLong(info.post_only);
     it[8] = calls_item(self->stps, info.stp);
-    return calls_new(self->order_state, 9, it);
-python:
-    calls_release(&held);
-    return calls_forward((PyObject *)self, calls_names.py_order, args, nargs, kwnames);
-}
-
-static void calls_forget_levels(calls_core *self)
-{
-    for (int s = 0; s < 2; s++)
-        for (int i = 0; i < CALLS_LEVEL_CACHE; i++)
-            Py_CLEAR(self->cached_level[s][i]);
-    self->cached_inst = UINT32_MAX;
+    res = calls_new(self->order_state, 9, it);
+out:
+    return calls_leave(self, rc, res, &held, calls_names.py_order, args, nargs, kwnames);
 }
 
 static PyObject *calls_new_level(calls_core *self, const struct eng_level_info *info)
 {
-    PyObject *it[3] = {I64(info->price), I64(info->total_qty),
+    PyObject *it[3] = {calls_i64(info->price), calls_i64(info->total_qty),
                        PyLong_FromUnsignedLong(info->order_count)};
 
     return calls_new(self->level, 3, it);
 }
 
-/* The Level object of `info`, level `i` of side `s` of the cached
-   instrument: the one handed out last time if it holds the same values. */
+/*
+ * The Level object of `info`, level `i` of side `s` of a book: the one
+ * handed out last at that place if it holds the same values (a Level names
+ * no instrument, so any book's will do).
+ */
 static PyObject *calls_level(calls_core *self, int s, int64_t i, const struct eng_level_info *info)
 {
     PyObject *level;
@@ -859,6 +906,13 @@ static PyObject *calls_level(calls_core *self, int s, int64_t i, const struct en
         Py_XSETREF(self->cached_level[s][i], Py_NewRef(level));
     }
     return level;
+}
+
+static void calls_forget_levels(calls_core *self)
+{
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < CALLS_LEVEL_CACHE; i++)
+            Py_CLEAR(self->cached_level[s][i]);
 }
 
 /* One side of a book: a list of Level objects, best first, at most `depth`. */
@@ -904,27 +958,33 @@ PyDoc_STRVAR(calls_book_doc, "book($self, /, symbol, depth=10)\n--\n\n"
 static PyObject *calls_book(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
-    PyObject *a[BOOK__COUNT] = {0};
+    PyObject *a[CALLS_BOOK__COUNT] = {0};
     struct calls_held held = {.n = 0};
     long long depth = 10;
+    enum calls_check rc = CALLS_BAD;
     long inst;
-    PyObject *it[3];
+    PyObject *it[3], *res = NULL;
 
-    if (!self->eng || !calls_bind(args, nargs, kwnames, calls_names.book_args, BOOK__COUNT, 2, 0, a) ||
-        !a[BOOK_SYMBOL] || !calls_code(a[BOOK_SYMBOL], self->symbols, &inst) ||
-        (a[BOOK_DEPTH] && !calls_to_int(&a[BOOK_DEPTH], 0, INT64_MAX, &depth, &held))) {
-        calls_release(&held);
+    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
         return calls_forward((PyObject *)self, calls_names.py_book, args, nargs, kwnames);
-    }
-    calls_release(&held);
-    if ((uint32_t)inst != self->cached_inst) {
-        calls_forget_levels(self);
-        self->cached_inst = (uint32_t)inst;
+    CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.book_args, CALLS_BOOK__COUNT, 2, 0, a));
+    CALLS_REQUIRE(a[CALLS_BOOK_SYMBOL] != NULL);
+    CALLS_CHECK(calls_code(a[CALLS_BOOK_SYMBOL], self->symbols, 0, &inst));
+    if (a[CALLS_BOOK_DEPTH])
+        CALLS_CHECK(calls_to_int(&a[CALLS_BOOK_DEPTH], 0, INT64_MAX, &depth, &held));
+    rc = CALLS_GOOD;
+    it[1] = calls_side(self, (uint32_t)inst, ENG_BUY, depth);
+    if (!it[1])
+        goto out;
+    it[2] = calls_side(self, (uint32_t)inst, ENG_SELL, depth);
+    if (!it[2]) {
+        Py_DECREF(it[1]);
+        goto out;
     }
     it[0] = calls_item(self->names, (size_t)inst);
-    it[1] = calls_side(self, (uint32_t)inst, ENG_BUY, depth);
-    it[2] = calls_side(self, (uint32_t)inst, ENG_SELL, depth);
-    return calls_new(self->book_view, 3, it);
+    res = calls_new(self->book_view, 3, it);
+out:
+    return calls_leave(self, rc, res, &held, calls_names.py_book, args, nargs, kwnames);
 }
 
 /* ---- attaching to an engine ---------------------------------------------- */
@@ -932,31 +992,44 @@ static PyObject *calls_book(calls_core *self, PyObject *const *args, Py_ssize_t 
 static int calls_table_ok(PyObject *o, enum calls_kind kind)
 {
     switch (kind) {
-    case K_DICT:
+    case CALLS_K_DICT:
         return PyDict_CheckExact(o);
-    case K_LIST:
+    case CALLS_K_LIST:
         return PyList_CheckExact(o);
-    case K_TUPLE:
+    case CALLS_K_TUPLE:
         return PyTuple_CheckExact(o);
-    case K_TUPLE_CLASS:
+    case CALLS_K_TUPLE_CLASS:
         return PyType_Check(o) && PyType_IsSubtype((PyTypeObject *)o, &PyTuple_Type);
-    case K_EXCEPTION:
+    case CALLS_K_EXCEPTION:
         return PyExceptionClass_Check(o);
     }
     return 0;
 }
 
-/* The sizes the verbs index by code without checking. */
-static int calls_sizes_ok(const calls_core *c)
-{
-    Py_ssize_t tif_codes = PyTuple_GET_SIZE(c->default_tif);
+static const char *const calls_kind_names[] = {"dict", "list", "tuple", "tuple subclass",
+                                               "exception class"};
 
-    if (PyTuple_GET_SIZE(c->sides) <= ENG_SELL ||
-        PyTuple_GET_SIZE(c->cancel_reasons) <= ENG_CANCEL_USER || tif_codes != ENG_MARKET + 1)
+/* What the verbs take from the tables without checking: every code's entry
+   is there, and holds what it must. */
+static int calls_sizes_ok(PyObject *tables)
+{
+    PyObject *sides = PyDict_GetItemString(tables, "sides");
+    PyObject *reasons = PyDict_GetItemString(tables, "cancel_reasons");
+    PyObject *rejects = PyDict_GetItemString(tables, "rejects");
+    PyObject *default_tif = PyDict_GetItemString(tables, "default_tif");
+
+    if (PyTuple_GET_SIZE(sides) <= ENG_SELL || PyTuple_GET_SIZE(reasons) <= ENG_CANCEL_USER ||
+        PyTuple_GET_SIZE(default_tif) != ENG_MARKET + 1)
         return 0;
-    for (Py_ssize_t i = 0; i < tif_codes; i++)
-        if (!PyLong_CheckExact(PyTuple_GET_ITEM(c->default_tif, i)))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(default_tif); i++)
+        if (!PyLong_CheckExact(PyTuple_GET_ITEM(default_tif, i)))
             return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rejects); i++) {
+        PyObject *why = PyTuple_GET_ITEM(rejects, i);
+
+        if (why != Py_None && !(PyTuple_CheckExact(why) && PyTuple_GET_SIZE(why) == 2))
+            return 0;
+    }
     return 1;
 }
 
@@ -976,7 +1049,6 @@ PyDoc_STRVAR(calls_attach_doc,
 static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
 {
-    calls_core probe = *self;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     void *eng, *api;
     PyObject *tables;
@@ -986,6 +1058,8 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
                      CALLS_N_TABLES);
         return NULL;
     }
+    /* Addresses, trusted as they are: only Engine.__init__ calls this, with
+       what eng_create() and eng_api() returned. */
     eng = PyLong_AsVoidPtr(args[0]);
     if (!eng && PyErr_Occurred())
         return NULL;
@@ -1008,21 +1082,17 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
 
         if (!o || !calls_table_ok(o, row->kind)) {
             PyErr_Format(PyExc_ValueError, "_attach: table %s is missing or not a %s", row->name,
-                         (const char *[]){"dict", "list", "tuple", "tuple subclass",
-                                          "exception class"}[row->kind]);
+                         calls_kind_names[row->kind]);
             goto fail;
         }
-        *(PyObject **)((char *)&probe + row->offset) = o;
     }
-    if (!calls_sizes_ok(&probe)) {
-        PyErr_SetString(PyExc_ValueError, "_attach: a code table is too short");
+    if (!calls_sizes_ok(tables)) {
+        PyErr_SetString(PyExc_ValueError, "_attach: a code table is short or holds the wrong things");
         goto fail;
     }
-    for (size_t i = 0; i < CALLS_N_TABLES; i++) {
-        size_t off = calls_tables[i].offset;
-
-        *(PyObject **)((char *)self + off) = *(PyObject **)((char *)&probe + off);
-    }
+    for (size_t i = 0; i < CALLS_N_TABLES; i++)
+        *(PyObject **)((char *)self + calls_tables[i].offset) =
+            PyDict_GetItemString(tables, calls_tables[i].name);
     Py_XSETREF(self->tables, tables);
     calls_forget_levels(self);
     self->api = api;
@@ -1113,10 +1183,10 @@ static int calls_exec(PyObject *module)
     static const char *const methods[] = {"_submit", "_cancel", "_modify", "_order", "_book"};
     PyObject *py[5] = {0};
 
-    if (calls_intern(calls_names.submit_args, calls_submit_names, SUB__COUNT) < 0 ||
-        calls_intern(calls_names.target_args, calls_target_names, TGT__COUNT) < 0 ||
-        calls_intern(calls_names.modify_args, calls_modify_names, MOD__COUNT) < 0 ||
-        calls_intern(calls_names.book_args, calls_book_names, BOOK__COUNT) < 0 ||
+    if (calls_intern(calls_names.submit_args, calls_submit_names, CALLS_SUB__COUNT) < 0 ||
+        calls_intern(calls_names.target_args, calls_target_names, CALLS_TGT__COUNT) < 0 ||
+        calls_intern(calls_names.modify_args, calls_modify_names, CALLS_MOD__COUNT) < 0 ||
+        calls_intern(calls_names.book_args, calls_book_names, CALLS_BOOK__COUNT) < 0 ||
         calls_intern(py, methods, 5) < 0)
         return -1;
     calls_names.py_submit = py[0];

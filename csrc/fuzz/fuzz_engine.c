@@ -29,8 +29,8 @@
  *           0 (default), 1, 16 or 4096; bits 3-4, how commands go in: 0-1
  *           eng_process(), 2 eng_process_batch() of one and
  *           eng_take_events(), 3 the fast paths (eng_limit, eng_new_order,
- *           eng_cancel, eng_cancel_order, eng_modify_order) with an event
- *           sink of FZ_SINK_CAP, eng_process() for what they cannot carry.
+ *           eng_cancel, eng_cancel_order, eng_modify_order),
+ *           eng_process() for what they cannot carry.
  *   then records `op a b c`. op bits 0-1: instrument (3 means 0), bits 2-3:
  *   account, bits 4-7: kind:
  *     0-5    NEW limit. a: bit 0 sell, bits 1-4 aggressiveness: the price is
@@ -80,7 +80,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 enum {
     FZ_NINST = 3,
     FZ_MAX_DRIFT = 24,
-    FZ_SINK_CAP = 4,
     FZ_PAGE = 64,
     FZ_MAX_COMMANDS = 4096,
     FZ_MIN_ORDERS = 64
@@ -139,7 +138,6 @@ struct fz {
     struct eng *e;
     bool level_events;
     enum fz_route route;
-    struct eng_event sink[FZ_SINK_CAP]; /* FZ_ROUTE_FAST's event sink */
     struct fz_order *orders;       /* by order id */
     size_t cap;                    /* order ids are < cap */
     struct eng_level_info *levels; /* cap entries: scratch for book queries */
@@ -1042,8 +1040,6 @@ static void fz_check_fast_result(struct fz *fz, const struct eng_cmd *c, int64_t
     }
     FZ_CHECK(fz, !single, "fast path: a single-event outcome not encoded in r");
     FZ_CHECK(fz, (uint64_t)(-(r + ENG_ERR__COUNT)) == n, "fast path: wrong event count");
-    if (n <= FZ_SINK_CAP)
-        FZ_CHECK(fz, memcmp(fz->sink, ev, n * sizeof(*ev)) == 0, "fast path: sink differs");
 }
 
 /* Run `c` the input's way; returns its events (*taken: free them). */
@@ -1194,8 +1190,6 @@ static void fz_init(struct fz *fz, uint8_t config)
         FZ_CHECK(fz, eng_add_instrument(fz->e, &fz_specs[i], &id) == ENG_OK && id == i,
                  "eng_add_instrument failed");
     }
-    if (fz->route == FZ_ROUTE_FAST)
-        eng_set_event_sink(fz->e, fz->sink, FZ_SINK_CAP);
 }
 
 static void fz_finish(struct fz *fz)

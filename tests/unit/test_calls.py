@@ -349,3 +349,63 @@ def test_attach_checks_its_arguments() -> None:
     # Unattached, every call goes to the Python methods, which Core lacks.
     with pytest.raises(AttributeError, match="_submit"):
         core.submit("A", "buy", 1, 1)
+
+
+class Closing:
+    """An int whose __index__ tries to close the engine it is passed to."""
+
+    def __init__(self, eng: Engine) -> None:
+        self.eng = eng
+
+    def __index__(self) -> int:
+        self.eng.close()
+        return 5
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_user_code_run_by_a_call_finds_the_engine_in_use(verb: str) -> None:
+    eng = add_instruments(Engine())
+    odd = Closing(eng)
+    call = {
+        "submit": lambda: eng.submit("B", "buy", odd, 100),
+        "cancel": lambda: eng.cancel(odd),
+        "modify": lambda: eng.modify(1, qty=odd),
+        "order": lambda: eng.order(odd),
+        "book": lambda: eng.book("A", depth=odd),
+    }[verb]
+    with pytest.raises(ConcurrentUseError):
+        call()
+    assert eng.seq == 0 and eng.book("A").bids == []  # still open, nothing ran
+
+
+class Failing(Exception):
+    pass
+
+
+def test_errors_of_user_code_stand_and_nothing_runs() -> None:
+    class BadIndex:
+        def __index__(self) -> int:
+            raise Failing("__index__")
+
+    class BadHash(str):
+        def __hash__(self) -> int:
+            raise Failing("__hash__")
+
+    eng = add_instruments(Engine())
+    with pytest.raises(Failing, match="__index__"):
+        eng.submit("A", "buy", BadIndex(), 100)
+    with pytest.raises(Failing, match="__hash__"):
+        eng.submit(BadHash("A"), "buy", 2, 100)
+    with pytest.raises(Failing, match="__index__"):
+        eng.cancel(1, account=BadIndex())
+    assert eng.seq == 0
+
+
+def test_a_client_order_id_comes_back_as_a_plain_str() -> None:
+    class Text(str):
+        pass
+
+    eng = add_instruments(Engine())
+    rested = eng.submit("A", "buy", 2, 100, client_order_id=Text("r"))[0]
+    traded = eng.submit("A", "sell", 2, 100, client_order_id=Text("t"))[0]
+    assert type(rested.client_order_id) is str and type(traded.client_order_id) is str
