@@ -58,8 +58,6 @@ static struct {
     PyObject *buf, *n, *cap, *over_rate;
 } in_names;
 
-enum { CODE_MARKET = 2, CODE_GTC = 1, CODE_IOC = 2, FLAG_POST_ONLY = 1, FLAG_ANY_ACCOUNT = 2 };
-
 /* ---- reading the request ----------------------------------------------- */
 
 /* msg[key], borrowed; NULL for a missing key or null. -1 in *err on error. */
@@ -269,9 +267,9 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
     PyObject *v, *inst;
     int has_price;
 
-    if (!intake_code(intake_get(msg, in_names.order_type, err), self->order_types, 1, &type) || *err)
+    if (!intake_code(intake_get(msg, in_names.order_type, err), self->order_types, ENG_LIMIT, &type) || *err)
         return 0;
-    if (!intake_code(intake_get(msg, in_names.tif, err), self->tifs, type == CODE_MARKET ? CODE_IOC : CODE_GTC,
+    if (!intake_code(intake_get(msg, in_names.tif, err), self->tifs, type == ENG_MARKET ? ENG_IOC : ENG_GTC,
                      &tif) || *err)
         return 0;
     v = intake_get(msg, in_names.post_only, err);
@@ -288,8 +286,8 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
     has_price = v != NULL;
     if (has_price && !intake_int(v, INT64_MIN, INT64_MAX, &price))
         return 0;
-    if (type == CODE_MARKET ? (has_price || tif == CODE_GTC || post_only)
-                            : (!has_price || (post_only && tif != CODE_GTC)))
+    if (type == ENG_MARKET ? (has_price || tif == ENG_GTC || post_only)
+                           : (!has_price || (post_only && tif != ENG_GTC)))
         return 0;
     v = intake_get(msg, in_names.symbol, err);
     if (*err || !v || !PyUnicode_CheckExact(v))
@@ -302,7 +300,7 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
     }
     if (!intake_code(intake_get(msg, in_names.side, err), self->sides, -1, &side) || *err ||
         !intake_int(intake_get(msg, in_names.qty, err), INT64_MIN, INT64_MAX, &qty) || *err ||
-        !intake_code(intake_get(msg, in_names.stp, err), self->stps, 0, &stp) || *err)
+        !intake_code(intake_get(msg, in_names.stp, err), self->stps, ENG_STP_NONE, &stp) || *err)
         return 0;
     c->coid = intake_get(msg, in_names.coid, err);
     if (*err || !intake_coid(c->coid, c->cmd.coid))
@@ -331,7 +329,7 @@ static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cm
     c->cmd.order_type = (uint8_t)type;
     c->cmd.tif = (uint8_t)tif;
     c->cmd.stp = (uint8_t)stp;
-    c->cmd.flags = post_only ? FLAG_POST_ONLY : 0;
+    c->cmd.flags = post_only ? ENG_CMD_F_POST_ONLY : 0;
     c->cmd.price = price;
     c->cmd.qty = qty;
     c->kind = in_names.new_order;
@@ -364,7 +362,7 @@ static int intake_cancel(intake_intake *self, PyObject *msg, PyObject *session, 
         c->coid = NULL; /* the request is by order id */
     }
     c->cmd.type = ENG_CMD_CANCEL;
-    c->cmd.flags = admin ? FLAG_ANY_ACCOUNT : 0;
+    c->cmd.flags = admin ? ENG_CMD_F_ANY_ACCOUNT : 0;
     c->cmd.order_id = (uint64_t)order_id;
     c->kind = in_names.cancel;
     return 1;

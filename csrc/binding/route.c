@@ -355,7 +355,7 @@ static int route_md_level(route_router *self, const struct eng_event *ev)
     int rc = -1;
 
     if ((Py_ssize_t)ev->instrument >= n || (Py_ssize_t)ev->instrument >= PyList_GET_SIZE(self->subscribers) ||
-        ev->side < 1 || ev->side > 2) {
+        (ev->side != ENG_BUY && ev->side != ENG_SELL)) {
         PyErr_SetString(PyExc_ValueError, "a level event of an unknown instrument or side");
         return -1;
     }
@@ -471,7 +471,7 @@ static PyObject *route_symbol(route_router *self, uint32_t inst)
 
 static PyObject *route_side(route_router *self, unsigned side)
 {
-    if (side < 1 || side > 2) {
+    if (side != ENG_BUY && side != ENG_SELL) {
         PyErr_SetString(PyExc_ValueError, "an event with no side");
         return NULL;
     }
@@ -555,7 +555,7 @@ static int route_trade(route_router *self, const struct runner_event *re)
         int rc;
 
         Py_INCREF(maker);
-        rc = route_fill(self, maker, ev->maker_order_id, ev->instrument, 3 - ev->side, ev->price, ev->qty,
+        rc = route_fill(self, maker, ev->maker_order_id, ev->instrument, ev->side == ENG_BUY ? ENG_SELL : ENG_BUY, ev->price, ev->qty,
                         ev->maker_leaves, ev->trade_id, 1, ev->seq);
         Py_DECREF(maker);
         if (rc < 0)
@@ -905,7 +905,7 @@ static int route_check_shapes(PyObject *t)
     PyObject *reasons = PyTuple_GET_ITEM(t, R_REASONS_JSON);
     Py_ssize_t n = PyTuple_GET_SIZE(symbols);
 
-    if (PyList_GET_SIZE(books) != n || PyList_GET_SIZE(subs) != n || PyTuple_GET_SIZE(sides) != 3)
+    if (PyList_GET_SIZE(books) != n || PyList_GET_SIZE(subs) != n || PyTuple_GET_SIZE(sides) != ENG_SELL + 1)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *b = PyList_GET_ITEM(books, i);
@@ -915,7 +915,7 @@ static int route_check_shapes(PyObject *t)
             !PyBytes_Check(PyTuple_GET_ITEM(symbols, i)))
             return 0;
     }
-    for (Py_ssize_t i = 1; i < 3; i++)
+    for (Py_ssize_t i = ENG_BUY; i <= ENG_SELL; i++)
         if (!PyBytes_Check(PyTuple_GET_ITEM(sides, i)))
             return 0;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(reasons); i++)

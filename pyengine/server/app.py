@@ -30,85 +30,29 @@ from gevent.server import StreamServer
 
 import orjson
 
-from .._ffi import ffi
+from .._ffi import lib
 from .._intake import Intake
 from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
-from .engine_thread import CMD, CMD_SIZE, EngineThread, instrument_spec
+from .codes import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
+from .commands import CommandQueue
+from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
 from .unclaimed import UnclaimedOrders
-from .session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
+from .session import Session
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
 
-__all__ = ["Server", "CommandQueue"]
+__all__ = ["Server"]
 
 log = logging.getLogger("pyengine.server")
 
-_NO_COID = bytes(16)
 _RECV = 65536  # bytes read from a socket at once
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
-
-
-class CommandQueue:
-    """Commands gathered by the sessions, pushed to the engine thread in
-    batches: one ring operation (and at most one wake-up) per flush."""
-
-    def __init__(self, engine: EngineThread, capacity: int = 4096) -> None:
-        self._engine = engine
-        self._cap = capacity
-        self._buf = bytearray(capacity * CMD_SIZE)
-        self._c = ffi.from_buffer("struct runner_cmd[]", self._buf)
-        self._n = 0  # records in the buffer
-        self._sent = 0  # of them already in the ring
-        self._flushing = False
-        self._room = Event()
-        self._room.set()
-
-    def add(self, typ: int, side: int, order_type: int, tif: int, stp: int, flags: int, inst: int,
-            account: int, order_id: int, price: int, qty: int, coid: bytes, tag: int) -> None:
-        while self._n == self._cap:
-            self._room.clear()
-            self.flush()
-            if self._n == self._cap:
-                self._room.wait()
-        CMD.pack_into(self._buf, self._n * CMD_SIZE, typ, side, order_type, tif, stp, flags, 0, inst, account,
-                      order_id, price, qty, time.time_ns(), coid, tag)
-        self._n += 1
-
-    def push(self) -> bool:
-        """Push what fits in the input ring now, without waiting; True when
-        everything queued is in."""
-        if self._flushing:
-            return False  # a waiting flush holds the records
-        if self._sent < self._n:
-            self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
-            if self._sent < self._n:
-                return False
-        self._n = self._sent = 0
-        if not self._room.is_set():
-            self._room.set()
-        return True
-
-    def flush(self) -> None:
-        """Push everything queued, waiting (cooperatively) while the input
-        ring is full. A flush that is running already takes new records too."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            while self._sent < self._n:
-                self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
-                if self._sent < self._n:
-                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
-            self._n = self._sent = 0
-            self._room.set()
-        finally:
-            self._flushing = False
 
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:
@@ -160,9 +104,9 @@ class Server:
             for _, _, account, _ in recovered:
                 self.limits.open[account] += 1
             for inst, state in enumerate(self.engine.trading_states()):
-                self.marketdata.halted[inst] = state == 1
+                self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED
             for inst in range(len(self.engine.symbols)):
-                for side in (1, 2):
+                for side in (lib.ENG_BUY, lib.ENG_SELL):
                     for price, total, count in self.engine.book_levels(inst, side):
                         self.marketdata.level(inst, side, price, total, count)
         if not self.config.data_dir and self.cluster is None:
@@ -426,7 +370,7 @@ class Server:
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""
-        self.commands.add(2, 0, 0, 0, 0, 2, 0, 0, order_id, 0, 0, _NO_COID, 0)
+        self.commands.add(lib.ENG_CMD_CANCEL, 0, flags=lib.ENG_CMD_F_ANY_ACCOUNT, order_id=order_id)
 
     def sweep_closed(self) -> None:
         """Forget closed sessions that have nothing left in flight."""

@@ -249,7 +249,7 @@ class ClusterNode:
 
     def _control(self, command: int) -> None:
         assert self.server is not None
-        self.server.commands.add(command, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, bytes(16), LOG_TAG)
+        self.server.commands.add(command, LOG_TAG)
         self.server.commands.flush()
 
     def _checkpoints(self) -> None:

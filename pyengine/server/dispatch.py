@@ -22,9 +22,8 @@ import orjson
 
 from .._ffi import ffi
 from .._route import Router
-from ..enums import REJECT_MESSAGES
-from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
 from ..log import fields
+from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
 from .session import MassCancelState
 
 if TYPE_CHECKING:
@@ -36,9 +35,6 @@ __all__ = ["Dispatcher", "JournalFailed"]
 log = logging.getLogger("pyengine.server")
 
 _BATCH = 4096
-_NO_COID = bytes(16)
-_REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
-_CANCEL_REASONS = tuple(str(r) for r in CANCEL_BY_CODE)
 
 
 class JournalFailed(OSError):
@@ -49,7 +45,7 @@ class JournalFailed(OSError):
 
 
 def _coid(raw: bytes) -> str | None:
-    return None if raw == _NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
+    return None if raw == NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
 
 
 class Dispatcher:
@@ -63,8 +59,8 @@ class Dispatcher:
             self, server.sessions, self.owners, server.limits.open, server.limits.in_flight, server.unclaimed,
             *server.marketdata.router_tables(),
             tuple(orjson.dumps(symbol) for symbol in server.engine.symbols),
-            (b"", orjson.dumps("buy"), orjson.dumps("sell")),  # by side code
-            tuple(orjson.dumps(reason) for reason in _CANCEL_REASONS),
+            tuple(orjson.dumps(name) if name else b"" for name in SIDE_NAMES),
+            tuple(orjson.dumps(reason) for reason in CANCEL_REASONS),
             orjson.dumps,
         ))
 
@@ -170,7 +166,7 @@ class Dispatcher:
             "order_id": oid,
             "client_order_id": o[1] if o else None,
             "leaves": leaves,
-            "reason": _CANCEL_REASONS[reason],
+            "reason": CANCEL_REASONS[reason],
             "seq": seq,
         }
         if owner is not None:
@@ -213,7 +209,7 @@ class Dispatcher:
         if kind == "mass_cancel":
             self._mass_part_done(session, extra)  # the order was gone already
             return
-        code, message = _REJECTS[reason]  # type: ignore[misc]
+        code, message = REJECTS[reason]
         log.debug("reject", extra=fields(sid=session.sid, code=code, req_id=req_id))
         session.reply(
             {

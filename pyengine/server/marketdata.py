@@ -12,14 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .codes import SIDE_NAMES
 from .protocol import encode
 
 if TYPE_CHECKING:
     from .session import Session
 
 __all__ = ["MarketData"]
-
-_SIDE_NAMES = ("", "buy", "sell")
 
 
 class MarketData:
@@ -75,7 +74,7 @@ class MarketData:
                         "trade_id": trade_id,
                         "price": price,
                         "qty": qty,
-                        "aggressor_side": _SIDE_NAMES[aggressor],
+                        "aggressor_side": SIDE_NAMES[aggressor],
                     },
                 )
         self._trades.clear()
@@ -86,7 +85,7 @@ class MarketData:
                     "type": "book_update",
                     "symbol": self.symbols[inst],
                     "seq": 0,
-                    "changes": [[_SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
+                    "changes": [[SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
                 },
             )
         self._changes.clear()

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from gevent.event import Event
 
+from .._ffi import lib
 from ..log import fields
-from .engine_thread import SNAPSHOT_COMMAND
+from .codes import NO_COID, NOT_OWNER, ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
+from .engine_thread import SNAPSHOT_COMMAND, UNKNOWN_INSTRUMENT
 from .limits import TokenBucket
 from .protocol import (
     Cancel,
@@ -49,20 +51,10 @@ from .protocol import (
 if TYPE_CHECKING:
     from .app import Server
 
-__all__ = ["Session", "MassCancelState", "SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES"]
+__all__ = ["Session", "MassCancelState"]
 
 log = logging.getLogger("pyengine.server")
 
-# Request strings -> the engine's codes (the Intake's too).
-SIDE_CODES = {"buy": 1, "sell": 2}
-ORDER_TYPE_CODES = {"limit": 1, "market": 2}
-TIF_CODES = {"gtc": 1, "ioc": 2, "fok": 3}
-STP_CODES = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
-_NO_COID = bytes(16)
-_CMD_SET_STATE = 4
-_STATE_OPEN, _STATE_HALTED = 0, 1
-_ANY_ACCOUNT = 2
-_KEEP_PRICE, _KEEP_QTY = 4, 8
 
 
 class Session:
@@ -331,28 +323,26 @@ class Session:
 
     def new_order(self, req: NewOrder) -> None:
         account = self._account(req.req_id)
-        inst = self.server.engine.instrument_ids.get(req.symbol, 0xFFFFFFFF)
+        inst = self.server.engine.instrument_ids.get(req.symbol, UNKNOWN_INSTRUMENT)
         limits = self.server.limits
         broken = limits.check_order(inst, req.qty, req.price) or limits.check_open(account)
         if broken is not None:
             self._order_reject(req, *broken)
             return
         limits.in_flight[account] += 1
-        coid = _NO_COID if req.client_order_id is None else req.client_order_id.encode().ljust(16, b"\0")
         self.server.commands.add(
-            1,
-            SIDE_CODES[req.side],
-            ORDER_TYPE_CODES[req.order_type],
-            TIF_CODES[req.tif],
-            STP_CODES[req.stp],
-            1 if req.post_only else 0,
-            inst,
-            account,
-            0,
-            req.price or 0,
-            req.qty,
-            coid,
+            lib.ENG_CMD_NEW,
             self._tag("new_order", req.req_id, req.client_order_id),
+            side=SIDE_CODES[req.side],
+            order_type=ORDER_TYPE_CODES[req.order_type],
+            tif=TIF_CODES[req.tif],
+            stp=STP_CODES[req.stp],
+            flags=lib.ENG_CMD_F_POST_ONLY if req.post_only else 0,
+            instrument=inst,
+            account=account,
+            price=req.price or 0,
+            qty=req.qty,
+            coid=_coid_bytes(req.client_order_id),
         )
 
     def _target(self, order_id: int | None, client_order_id: str | None, req_id: Any) -> tuple[int, int, bytes] | None:
@@ -363,14 +353,11 @@ class Session:
             if owner is not None and owner is not self and not self.admin:
                 # The engine checks accounts; sessions of one account are
                 # kept apart here, with the engine's reject for it.
-                self.reply({"type": "reject", "req_id": req_id, "code": "not_owner",
+                self.reply({"type": "reject", "req_id": req_id, "code": NOT_OWNER,
                             "message": "order belongs to another session", "client_order_id": None,
                             "order_id": order_id, "seq": None})
                 return None
-            coid = _NO_COID
-        else:
-            coid = client_order_id.encode().ljust(16, b"\0")  # type: ignore[union-attr]
-        return order_id or 0, 2 if self.admin else 0, coid
+        return order_id or 0, lib.ENG_CMD_F_ANY_ACCOUNT if self.admin else 0, _coid_bytes(client_order_id)
 
     def cancel(self, req: Cancel) -> None:
         account = self._account(req.req_id)
@@ -378,9 +365,8 @@ class Session:
         if target is None:
             return
         order_id, flags, coid = target
-        self.server.commands.add(
-            2, 0, 0, 0, 0, flags, 0, account, order_id, 0, 0, coid, self._tag("cancel", req.req_id, req.client_order_id)
-        )
+        self.server.commands.add(lib.ENG_CMD_CANCEL, self._tag("cancel", req.req_id, req.client_order_id),
+                                 flags=flags, account=account, order_id=order_id, coid=coid)
 
     def modify(self, req: Modify) -> None:
         account = self._account(req.req_id)
@@ -389,24 +375,12 @@ class Session:
             return
         order_id, flags, coid = target
         if req.price is None:
-            flags |= _KEEP_PRICE
+            flags |= lib.ENG_CMD_F_KEEP_PRICE
         if req.qty is None:
-            flags |= _KEEP_QTY
-        self.server.commands.add(
-            3,
-            0,
-            0,
-            0,
-            0,
-            flags,
-            0,
-            account,
-            order_id,
-            req.price or 0,
-            req.qty or 0,
-            coid,
-            self._tag("modify", req.req_id, req.client_order_id),
-        )
+            flags |= lib.ENG_CMD_F_KEEP_QTY
+        self.server.commands.add(lib.ENG_CMD_MODIFY, self._tag("modify", req.req_id, req.client_order_id),
+                                 flags=flags, account=account, order_id=order_id, price=req.price or 0,
+                                 qty=req.qty or 0, coid=coid)
 
     def mass_cancel(self, req: MassCancel) -> None:
         own = req.account is None and not req.all_accounts
@@ -429,8 +403,8 @@ class Session:
             return
         state = MassCancelState(req.req_id, len(targets))
         for oid in targets:
-            self.server.commands.add(2, 0, 0, 0, 0, _ANY_ACCOUNT, 0, 0, oid, 0, 0, _NO_COID,
-                                     self._tag("mass_cancel", req.req_id, state))
+            self.server.commands.add(lib.ENG_CMD_CANCEL, self._tag("mass_cancel", req.req_id, state),
+                                     flags=lib.ENG_CMD_F_ANY_ACCOUNT, order_id=oid)
 
     def subscribe(self, req: Subscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)
@@ -449,19 +423,18 @@ class Session:
         if not self.server.engine.journaling and not self.server.engine.replicating:
             raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
                                req.req_id)
-        self.server.commands.add(SNAPSHOT_COMMAND, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NO_COID,
-                                 self._tag("snapshot", req.req_id))
+        self.server.commands.add(SNAPSHOT_COMMAND, self._tag("snapshot", req.req_id))
 
     def set_trading_state(self, req: SetTradingState) -> None:
         self._admin(req.req_id, "halt or resume an instrument")
         inst = self.server.engine.instrument_ids.get(req.symbol)
         if inst is None:
             raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        state = _STATE_HALTED if req.halt else _STATE_OPEN
+        state = lib.ENG_STATE_HALTED if req.halt else lib.ENG_STATE_OPEN
         log.info("trading_state", extra=fields(sid=self.sid, account=self.account, symbol=req.symbol,
                                                   state="halted" if req.halt else "open"))
-        self.server.commands.add(_CMD_SET_STATE, 0, 0, 0, 0, 0, inst, self.account, 0, 0, state, _NO_COID,
-                                 self._tag("trading_state", req.req_id))
+        self.server.commands.add(lib.ENG_CMD_SET_STATE, self._tag("trading_state", req.req_id),
+                                 instrument=inst, account=self.account, qty=state)
 
     # ---- end ---------------------------------------------------------------
 
@@ -484,6 +457,11 @@ class Session:
             self.sock.shutdown(socket.SHUT_RDWR if reason == "slow_reader" else socket.SHUT_RD)
         except OSError:
             pass
+
+
+def _coid_bytes(client_order_id: str | None) -> bytes:
+    """A client order id as struct eng_cmd holds it: NUL-padded bytes."""
+    return NO_COID if client_order_id is None else client_order_id.encode().ljust(len(NO_COID), b"\0")
 
 
 class MassCancelState:

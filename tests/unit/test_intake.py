@@ -14,11 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyengine._intake import Intake
-from pyengine.server.app import CommandQueue
 from pyengine.server.config import InstrumentConfig, LimitsConfig
 from pyengine.server.engine_thread import CMD_SIZE
 from pyengine.server.limits import OrderLimits, TokenBucket
-from pyengine.server.session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
+from pyengine.server.codes import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
+from pyengine.server.commands import CommandQueue
+from pyengine.server.session import Session
 
 INSTRUMENTS = (
     InstrumentConfig("ESZ6", 25, 1),
@@ -35,7 +36,7 @@ class World:
                  max_open: int = 3, capacity: int = 64) -> None:
         self.limits = OrderLimits(INSTRUMENTS, LimitsConfig(max_open_orders=max_open, rate=rate, burst=burst))
         self.limits.open[7] = 1
-        self.commands = CommandQueue(None, capacity)  # type: ignore[arg-type]  # add() never reaches the engine
+        self.commands = CommandQueue(None, capacity)  # add() never reaches the engine
         self.owners: dict[int, Any] = {}
         self.dirty: list[Any] = []
         self.server = SimpleNamespace(

@@ -13,7 +13,7 @@ import pytest
 
 from pyengine._ffi import ffi
 from pyengine._route import Router
-from pyengine.server.dispatch import _CANCEL_REASONS
+from pyengine.server.codes import CANCEL_REASONS
 from pyengine.server.protocol import encode
 from pyengine.server.unclaimed import UnclaimedOrders
 
@@ -66,7 +66,7 @@ class Rig:
             self.dispatcher, self.sessions, self.owners, self.open, self.in_flight, self.unclaimed,
             self.books, self.subscribers, self.changes, self.trades,
             tuple(orjson.dumps(s) for s in SYMBOLS), (b"", b'"buy"', b'"sell"'),
-            tuple(orjson.dumps(r) for r in _CANCEL_REASONS), orjson.dumps,
+            tuple(orjson.dumps(r) for r in CANCEL_REASONS), orjson.dumps,
         )
         self.router = Router(self.router_tables)
 
@@ -157,7 +157,7 @@ def test_cancel_answers_the_owner_that_asked() -> None:
     rig.route(dict(type=CANCELLED, order_id=5, leaves=4, reason=0, seq=8, account=11, tag=tag(1, 3)),
               dict(type=CANCELLED, order_id=5, leaves=4, reason=0, seq=8, account=11, tag=tag(1, 3)))
     assert s.frames[0] == frame_of({"type": "cancelled", "req_id": 42, "order_id": 5, "client_order_id": "c-5",
-                                    "leaves": 4, "reason": _CANCEL_REASONS[0], "seq": 8})
+                                    "leaves": 4, "reason": CANCEL_REASONS[0], "seq": 8})
     assert rig.owners == {} and s.orders == {} and s.coids == {}
     # The second event of the same command is not the answer: no req_id,
     # and with the owner gone it is the Python method's.
@@ -173,7 +173,7 @@ def test_an_ioc_remainder_goes_to_its_owner_without_req_id() -> None:
                    tag=tag(1, 1)),
               dict(type=CANCELLED, order_id=6, leaves=5, reason=1, seq=3, account=1, tag=tag(1, 1)))
     assert s.messages()[1] == {"type": "cancelled", "req_id": None, "order_id": 6, "client_order_id": None,
-                               "leaves": 5, "reason": _CANCEL_REASONS[1], "seq": 3}
+                               "leaves": 5, "reason": CANCEL_REASONS[1], "seq": 3}
     assert rig.owners == {} and rig.open[1] == 0
 
 

@@ -1,0 +1,46 @@
+"""The engine's codes as the wire protocol spells them, read from pyengine.h.
+
+Every number here comes from the C header through cffi (``lib.ENG_*``) and
+every reject or cancel name and message from its tables (``eng_err_name``,
+``eng_strerror``, ``eng_cancel_reason_name``): nothing is copied by hand.
+"""
+
+from __future__ import annotations
+
+from .._ffi import ffi, lib
+
+__all__ = ["SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES", "SIDE_NAMES", "CANCEL_REASONS",
+           "REJECTS", "NOT_OWNER", "NO_COID", "COID_LEN"]
+
+# Request strings -> the engine's codes.
+SIDE_CODES: dict[str, int] = {"buy": lib.ENG_BUY, "sell": lib.ENG_SELL}
+ORDER_TYPE_CODES: dict[str, int] = {"limit": lib.ENG_LIMIT, "market": lib.ENG_MARKET}
+TIF_CODES: dict[str, int] = {"gtc": lib.ENG_GTC, "ioc": lib.ENG_IOC, "fok": lib.ENG_FOK}
+STP_CODES: dict[str, int] = {
+    "none": lib.ENG_STP_NONE,
+    "cancel_newest": lib.ENG_STP_CANCEL_NEWEST,
+    "cancel_oldest": lib.ENG_STP_CANCEL_OLDEST,
+    "cancel_both": lib.ENG_STP_CANCEL_BOTH,
+}
+
+# Side code -> its name (index 0 unused).
+SIDE_NAMES: tuple[str, ...] = tuple(
+    {code: name for name, code in SIDE_CODES.items()}.get(c, "") for c in range(max(SIDE_CODES.values()) + 1)
+)
+
+
+def _text(p: object) -> str:
+    return ffi.string(p).decode("ascii")  # type: ignore[no-any-return]  # cffi's string() is untyped
+
+
+# Cancel reason code -> its name.
+CANCEL_REASONS: tuple[str, ...] = tuple(_text(lib.eng_cancel_reason_name(c)) for c in range(lib.ENG_CANCEL__COUNT))
+
+# Reject code -> (name, message), as the engine's table has them.
+REJECTS: tuple[tuple[str, str], ...] = tuple(
+    (_text(lib.eng_err_name(c)), _text(lib.eng_strerror(c))) for c in range(lib.ENG_ERR__COUNT)
+)
+
+NOT_OWNER = REJECTS[lib.ENG_NOT_OWNER][0]  # the code; the server's message says "session", not "account"
+COID_LEN: int = lib.ENG_COID_LEN
+NO_COID = bytes(COID_LEN)
