@@ -31,7 +31,7 @@ from gevent.server import StreamServer
 import orjson
 
 from .._ffi import lib
-from .._intake import Intake
+from .._server import Intake, Ledger
 from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
@@ -41,6 +41,7 @@ from .commands import CommandQueue
 from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
+from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
 
@@ -90,6 +91,7 @@ class Server:
             self._listener.close()
             raise
         self.commands = CommandQueue(self.engine)
+        self.ledger = Ledger()
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
         self.limits = OrderLimits(config.instruments, config.limits)
@@ -102,7 +104,7 @@ class Server:
             recovered = self.engine.open_orders()
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:
-                self.limits.open[account] += 1
+                self.ledger.count_open(account, 1)
             for inst, state in enumerate(self.engine.trading_states()):
                 self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED
             for inst in range(len(self.engine.symbols)):
@@ -114,11 +116,13 @@ class Server:
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
         self.dispatcher = Dispatcher(self)
-        self.intake = Intake((
-            self.engine.instrument_ids, SIDE_CODES, ORDER_TYPE_CODES, TIF_CODES, STP_CODES,
-            self.limits.max_qty, self.limits.max_notional, self.limits.max_open_orders,
-            self.limits.open, self.limits.in_flight, self.dispatcher.owners, self.commands, orjson.loads,
-        ))
+        self.requests = Requests(self)
+        self.intake = Intake(
+            ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
+            instruments=self.engine.instrument_ids, sides=SIDE_CODES, order_types=ORDER_TYPE_CODES,
+            tifs=TIF_CODES, stps=STP_CODES, max_qty=self.limits.max_qty, max_notional=self.limits.max_notional,
+            max_open=self.limits.max_open_orders, loads=orjson.loads,
+        )
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False
@@ -271,6 +275,7 @@ class Server:
         self._next_sid += 1
         session = Session(self, sock, peer, self._next_sid)
         self.sessions[session.sid] = session
+        self.ledger.attach(session.link)
         log.info("session_open", extra=fields(sid=session.sid, peer=peer))
         writer = gevent.spawn(session.writer)
         try:
@@ -334,37 +339,34 @@ class Server:
         session."""
         self.closed_sessions += 1
         self.marketdata.drop(session)
-        if not session.orders:
+        link = session.link
+        if not link.order_count:
             return
         if session.cancel_on_disconnect and not self.stopping:
-            for oid in list(session.orders):
+            orders = link.orders()
+            for oid in orders:
                 self.cancel_order(oid)
             self.commands.flush()
-            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(session.orders)))
+            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(orders)))
         elif not session.cancel_on_disconnect:
-            owners = self.dispatcher.owners
-            for oid, (inst, coid) in session.orders.items():
-                owners.pop(oid, None)
-                self.unclaimed.add(oid, inst, session.account, coid)  # type: ignore[arg-type]
-            session.orders.clear()
-            session.coids.clear()
+            account = session.account
+            assert account is not None  # orders are a logged-in session's
+            for oid, (inst, coid) in self.ledger.release(link).items():
+                self.unclaimed.add(oid, inst, account, coid)
 
     def claim_orders(self, session: Session) -> int:
         """Give a session that just logged in the open orders of its account
         that no session holds (see UnclaimedOrders); returns how many."""
-        orders = self.unclaimed.claim(session.account) if self.unclaimed else {}
+        account = session.account
+        orders = self.unclaimed.claim(account) if self.unclaimed and account is not None else {}
         for oid, (inst, coid) in orders.items():
-            self.dispatcher.owners[oid] = session
-            session.orders[oid] = (inst, coid)
-            if coid is not None:
-                session.coids[coid] = oid
+            self.ledger.own(session.link, oid, inst, coid)
         return len(orders)
 
     def open_orders_of(self, account: int | None) -> list[tuple[int, int]]:
         """(order id, instrument) of every open order the server knows of one
         account (None: of every account), held by a session or unclaimed."""
-        out = [(oid, s.orders[oid][0]) for oid, s in self.dispatcher.owners.items()
-               if (account is None or s.account == account) and oid in s.orders]
+        out: list[tuple[int, int]] = self.ledger.owned(account)
         out += self.unclaimed.of_account(account)
         return out
 
@@ -374,9 +376,10 @@ class Server:
 
     def sweep_closed(self) -> None:
         """Forget closed sessions that have nothing left in flight."""
-        done = [sid for sid, s in self.sessions.items() if s.closed and not s.pending and not s.orders]
+        done = [sid for sid, s in self.sessions.items() if s.closed and not s.link.busy]
         for sid in done:
             del self.sessions[sid]
+            self.ledger.detach(sid)
         self.closed_sessions -= len(done)
 
     def _idle_loop(self) -> None:

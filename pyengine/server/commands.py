@@ -10,11 +10,9 @@ import gevent
 from gevent.event import Event
 
 from .._ffi import ffi
+from .._server import CommandBuffer
 
 __all__ = ["CommandQueue", "CommandSink"]
-
-_CMD_SIZE = ffi.sizeof("struct runner_cmd")
-_BLANK = bytes(_CMD_SIZE)
 
 
 class CommandSink(Protocol):
@@ -25,15 +23,14 @@ class CommandSink(Protocol):
 
 class CommandQueue:
     """Commands gathered by the sessions, pushed to the engine thread in
-    batches: one ring operation (and at most one wake-up) per flush."""
+    batches: one ring operation (and at most one wake-up) per flush. The
+    records are in a ``CommandBuffer`` (C), where the Intake writes the
+    per-order commands directly; ``add`` writes the others."""
 
     def __init__(self, engine: CommandSink | None, capacity: int = 4096) -> None:
         self._engine = engine
-        self._cap = capacity
-        self._buf = bytearray(capacity * _CMD_SIZE)
-        self._c = ffi.from_buffer("struct runner_cmd[]", self._buf)
-        self._n = 0  # records in the buffer
-        self._sent = 0  # of them already in the ring
+        self.buffer = CommandBuffer(capacity)
+        self._c = ffi.from_buffer("struct runner_cmd[]", self.buffer)
         self._flushing = False
         self._room = Event()
         self._room.set()
@@ -42,32 +39,36 @@ class CommandQueue:
         """Queue one command: ``struct runner_cmd`` with its ``cmd.type``,
         its ``tag`` and the named fields of ``struct eng_cmd`` (the rest
         zero; ``ts`` the time now)."""
-        while self._n == self._cap:
-            self._room.clear()
-            self.flush()
-            if self._n == self._cap:
-                self._room.wait()
-        at = self._n * _CMD_SIZE
-        self._buf[at : at + _CMD_SIZE] = _BLANK
-        rec = self._c[self._n]
+        i = self.buffer.reserve()
+        while i < 0:
+            self.make_room()
+            i = self.buffer.reserve()
+        rec = self._c[i]
         rec.tag = tag
         cmd = rec.cmd
         cmd.type = typ
         cmd.ts = time.time_ns()
         for name, value in fields.items():
             setattr(cmd, name, value)
-        self._n += 1
+
+    def make_room(self) -> None:
+        """Wait (cooperatively) until the buffer has room for a record."""
+        while self.buffer.full:
+            self._room.clear()
+            self.flush()
+            if self.buffer.full:
+                self._room.wait()
 
     def push(self) -> bool:
         """Push what fits in the input ring now, without waiting; True when
         everything queued is in."""
         if self._flushing:
             return False  # a waiting flush holds the records
-        if self._sent < self._n:
-            self._sent += self._submit()
-            if self._sent < self._n:
+        buf = self.buffer
+        if buf.sent < buf.queued:
+            self._submit()
+            if buf.queued:
                 return False
-        self._n = self._sent = 0
         if not self._room.is_set():
             self._room.set()
         return True
@@ -79,15 +80,17 @@ class CommandQueue:
             return
         self._flushing = True
         try:
-            while self._sent < self._n:
-                self._sent += self._submit()
-                if self._sent < self._n:
+            while self.buffer.queued:
+                self._submit()
+                if self.buffer.queued:
                     gevent.sleep(0.0002)  # the engine thread is behind: let it drain
-            self._n = self._sent = 0
             self._room.set()
         finally:
             self._flushing = False
 
-    def _submit(self) -> int:
+    def _submit(self) -> None:
+        """Push what fits in the ring."""
         assert self._engine is not None, "a CommandQueue without an engine only gathers"
-        return self._engine.submit(self._c + self._sent, self._n - self._sent)
+        buf = self.buffer
+        k = self._engine.submit(self._c + buf.sent, buf.queued - buf.sent)
+        buf.mark_sent(k)

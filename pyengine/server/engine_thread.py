@@ -19,16 +19,11 @@ from ..errors import EngineError
 from ..log import fields
 from .config import InstrumentConfig, ServerConfig
 
-__all__ = ["EngineThread", "CMD_SIZE", "EVENT_SIZE", "UNKNOWN_INSTRUMENT", "SNAPSHOT_COMMAND", "SNAPSHOT_EVENT",
-           "instrument_spec", "run_offline", "effective_spin_us"]
+__all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
 
 log = logging.getLogger("pyengine.server")
 
 CMD_SIZE = ffi.sizeof("struct runner_cmd")  # struct eng_cmd, then the tag
-EVENT_SIZE = ffi.sizeof("struct runner_event")
-UNKNOWN_INSTRUMENT = 0xFFFFFFFF  # never a valid number: the engine rejects it
-SNAPSHOT_COMMAND = lib.RUNNER_CTL_SNAPSHOT  # a command for the runner: snapshot now
-SNAPSHOT_EVENT = lib.RUNNER_EV_SNAPSHOT  # its answer, once the snapshot is on disk
 
 
 _FSYNC = {"off": 0, "batch": 1, "always": 2}

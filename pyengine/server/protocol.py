@@ -29,6 +29,8 @@ __all__ = [
     "FrameReader",
     "encode",
     "parse",
+    "parse_message",
+    "undecodable",
     "shown",
     "Login",
     "NewOrder",
@@ -367,7 +369,18 @@ def parse(frame: bytes) -> Request:
     try:
         msg = _loads(frame)
     except orjson.JSONDecodeError as exc:
-        raise RequestError("bad_json", f"not valid JSON: {exc}") from None
+        raise undecodable(exc) from None
+    return parse_message(msg)
+
+
+def undecodable(exc: ValueError) -> RequestError:
+    """The error for a frame that is not JSON."""
+    return RequestError("bad_json", f"not valid JSON: {exc}")
+
+
+def parse_message(msg: Any) -> Request:
+    """Check one decoded request; raise RequestError if it is not a request
+    we can carry out."""
     if type(msg) is not dict:
         raise RequestError("bad_message", f"a message must be a JSON object, not {_json_type(msg)}")
     req_id = msg.get("req_id")
