@@ -154,6 +154,7 @@ class Server:
         self._listener.start()
         self.address = self._listener.address[:2]
         if self.cluster is not None:
+            assert self.config.cluster is not None  # a cluster node has its configuration
             self.cluster.start(self, self.config.cluster.advertise or f"{self.address[0]}:{self.address[1]}")
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(self._stats_loop))

@@ -16,23 +16,47 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import orjson
 
 from .._ffi import ffi
-from .._server import Router
+from .._server import Ledger, Router
 from ..log import fields
 from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
+from .commands import CommandQueue
+from .engine_thread import EngineThread
+from .marketdata import MarketData
+from .unclaimed import UnclaimedOrders
 from .requests import MassCancelState
 from .seam import PendingRequest
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .cluster_node import ClusterNode
     from .session import Session
 
-__all__ = ["Dispatcher", "JournalFailed"]
+
+class DispatchHost(Protocol):
+    """What the dispatcher needs of the server."""
+
+    hub: Any  # gevent's Hub
+    engine: EngineThread
+    ledger: Ledger
+    marketdata: MarketData
+    unclaimed: UnclaimedOrders
+    commands: CommandQueue
+    cluster: ClusterNode | None
+    stopping: bool
+    closed_sessions: int  # closed sessions not forgotten yet
+
+    def flush_sessions(self) -> None: ...
+
+    def sweep_closed(self) -> None: ...
+
+    def cancel_order(self, order_id: int) -> None: ...
+
+__all__ = ["Dispatcher", "DispatchHost", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -59,7 +83,7 @@ def _owned_coid(owner: Session | None, order_id: int) -> str | None:
 class Dispatcher:
     """The engine's events, routed; the Router's ``RouterEvents``."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: DispatchHost) -> None:
         self.server = server
         self.ledger = server.ledger
         self._buf = ffi.new("struct runner_event[]", _BATCH)

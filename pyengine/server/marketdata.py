@@ -10,13 +10,11 @@ each changed level), after that batch's ``trade`` messages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .codes import SIDE_NAMES
 from .protocol import encode
-
-if TYPE_CHECKING:
-    from .session import Session
+from .seam import FrameSink
 
 __all__ = ["MarketData"]
 
@@ -29,7 +27,7 @@ class MarketData:
         self.books: list[tuple[dict[int, tuple[int, int]], ...]] = [({}, {}, {}) for _ in range(n)]
         self.seq = [0] * n
         self.halted = [False] * n
-        self.subscribers: list[set[Session]] = [set() for _ in range(n)]
+        self.subscribers: list[set[FrameSink]] = [set() for _ in range(n)]
         self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
         self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
 
@@ -110,19 +108,19 @@ class MarketData:
             "asks": [[p, *asks[p]] for p in sorted(asks)],
         }
 
-    def subscribe(self, session: Session, inst: int, req_id: Any) -> dict[str, Any]:
+    def subscribe(self, session: FrameSink, inst: int, req_id: Any) -> dict[str, Any]:
         # Anything gathered so far goes out first, so the snapshot and the
         # updates after it meet exactly.
         self.flush()
         self.subscribers[inst].add(session)
         return self.snapshot(inst, req_id)
 
-    def unsubscribe(self, session: Session, inst: int) -> bool:
+    def unsubscribe(self, session: FrameSink, inst: int) -> bool:
         if session in self.subscribers[inst]:
             self.subscribers[inst].discard(session)
             return True
         return False
 
-    def drop(self, session: Session) -> None:
+    def drop(self, session: FrameSink) -> None:
         for subs in self.subscribers:
             subs.discard(session)

@@ -10,10 +10,15 @@ calls the ``IntakeEvents`` methods here (see seam.py) for everything else.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._ffi import lib
 from ..log import fields
+from .commands import CommandQueue
+from .config import ServerConfig
+from .engine_thread import EngineThread
+from .limits import HostWindow, LoginChecks
+from .marketdata import MarketData
 from .protocol import (
     Cancel,
     Login,
@@ -32,21 +37,43 @@ from .protocol import (
     undecodable,
 )
 
-if TYPE_CHECKING:
-    from .app import Server
-    from .session import Session
+from .session import Session
 
-__all__ = ["Requests", "MassCancelState"]
+if TYPE_CHECKING:
+    from .cluster_node import ClusterNode
+
+__all__ = ["Requests", "RequestHost", "MassCancelState"]
 
 log = logging.getLogger("pyengine.server")
 
 _PER_ORDER = (NewOrder, Cancel, Modify)
 
 
+class RequestHost(Protocol):
+    """What the requests need of the server."""
+
+    config: ServerConfig
+    engine: EngineThread
+    commands: CommandQueue
+    marketdata: MarketData
+    cluster: ClusterNode | None
+    login_failures: HostWindow
+    host_logins: HostWindow
+    login_checks: LoginChecks
+
+    def claim_orders(self, session: Session) -> int: ...
+
+    def open_orders_of(self, account: int | None) -> list[tuple[int, int]]: ...
+
+    def node_identity(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 class Requests:
     """The server's ``IntakeEvents``: what the Intake hands to Python."""
 
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: RequestHost) -> None:
         self.server = server
 
     # ---- IntakeEvents ------------------------------------------------------

@@ -18,23 +18,37 @@ import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gevent.event import Event
 
-from .._server import Link
+from .._server import Intake, Link
+from .commands import CommandQueue
+from .config import ServerConfig
 from .protocol import FrameError, FrameReader, encode
 
-if TYPE_CHECKING:
-    from .app import Server
-
-__all__ = ["Session"]
+__all__ = ["Session", "SessionHost"]
 
 log = logging.getLogger("pyengine.server")
 
 
+class SessionHost(Protocol):
+    """What a session needs of its server."""
+
+    config: ServerConfig
+    hub: Any  # gevent's Hub
+    intake: Intake
+    commands: CommandQueue
+    recv_buffer: bytearray  # every session reads into it
+    dirty: list[Session]  # sessions with output queued since the last flush
+
+    def flush_soon(self) -> None: ...
+
+    def session_closed(self, session: Session) -> None: ...
+
+
 class Session:
-    def __init__(self, server: Server, sock: socket.socket, peer: str, sid: int) -> None:
+    def __init__(self, server: SessionHost, sock: socket.socket, peer: str, sid: int) -> None:
         self.server = server
         self.sock = sock
         self.peer = peer
