@@ -6,6 +6,16 @@ from typing import Any
 
 from .server.seam import FrameSink, IntakeEvents, PendingRequest, RouterEvents
 
+SIDE_CODES: dict[str, int]
+ORDER_TYPE_CODES: dict[str, int]
+TIF_CODES: dict[str, int]
+STP_CODES: dict[str, int]
+
+class FormError(ValueError):
+    """A per-order request that is not well-formed: args (code, message)."""
+
+def read_order(kind: str, message: dict[str, Any], /) -> tuple[Any, ...]: ...
+
 class Link:
     """One session's per-order state."""
 
@@ -65,10 +75,6 @@ class Intake:
         commands: CommandBuffer,
         events: IntakeEvents,
         instruments: dict[str, int],
-        sides: dict[str, int],
-        order_types: dict[str, int],
-        tifs: dict[str, int],
-        stps: dict[str, int],
         max_qty: list[int],
         max_notional: list[int],
         max_open: int,

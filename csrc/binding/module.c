@@ -40,11 +40,18 @@ static int module_exec(PyObject *module)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (!*slots[i] && !(*slots[i] = PyUnicode_InternFromString(names[i])))
             return -1;
+    if (srv_tables_init(module) < 0)
+        return -1;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i].type) < 0 || PyModule_AddObjectRef(module, types[i].name, (PyObject *)types[i].type) < 0)
             return -1;
     return 0;
 }
+
+static PyMethodDef module_methods[] = {
+    {"read_order", (PyCFunction)(void (*)(void))srv_read_order, METH_FASTCALL, srv_read_order_doc},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyModuleDef_Slot module_slots[] = {
     {Py_mod_exec, module_exec},
@@ -56,7 +63,7 @@ static struct PyModuleDef server_module = {
     .m_name = "pyengine._server",
     .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Intake, Router (see csrc/binding/server.h).",
     .m_size = 0,
-    .m_methods = NULL,
+    .m_methods = module_methods,
     .m_slots = module_slots,
 };
 

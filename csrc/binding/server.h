@@ -7,6 +7,8 @@
  *   ledger.c   Ledger: the server's per-order state (sessions by id, the
  *              owner of every open order, open and in-flight orders per
  *              account) and CommandBuffer: the engine commands queued
+ *   form.c     the form of new_order, cancel and modify: fields, defaults,
+ *              error codes and messages
  *   intake.c   Intake: a frame, decoded once; new_order, cancel and modify
  *              carried out here, anything else handed to Python
  *   route.c    Router: the engine's events, routed and answered
@@ -129,6 +131,41 @@ int srv_put_value(struct srv_frame *w, PyObject *o, PyObject *dumps);
 PyObject *srv_frame_bytes(struct srv_frame *w);
 /* link's session.send(frame); nothing once the link is closed. */
 int srv_frame_send(struct srv_frame *w, srv_link *link);
+
+/* ---- the form of a per-order request (form.c) ------------------------------ */
+
+/* A per-order request, read and checked for form; not yet carried out.
+ * The objects are borrowed from the message (or are form.c's defaults). */
+struct srv_order {
+    struct eng_cmd cmd;  /* all but instrument, account, tag and ts */
+    PyObject *kind;      /* interned "new_order", "cancel" or "modify" */
+    PyObject *req_id;    /* set by the caller */
+    PyObject *coid;      /* NULL for none */
+    PyObject *symbol, *side, *order_type, *tif, *stp; /* new_order's strings */
+    int has_price;       /* a price was given */
+    int keep_price, keep_qty; /* modify */
+};
+
+/* Why a request is not well-formed: the protocol's code and message (owned). */
+struct srv_form_error {
+    const char *code;
+    PyObject *message;
+};
+
+/* Read msg as a request of `kind`: 1 well-formed, 0 not (*e says why),
+ * 2 `kind` is not a per-order request, -1 on error. */
+int srv_form_read(PyObject *kind, PyObject *msg, struct srv_order *r, struct srv_form_error *e);
+PyObject *srv_read_order(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char srv_read_order_doc[];
+
+/* The wire's names of the engine's codes, made at import. */
+extern struct srv_tables {
+    PyObject *sides, *order_types, *tifs, *stps;  /* dicts: name -> code */
+    PyObject *side_choices, *order_type_choices, *tif_choices, *stp_choices; /* repr(sorted(names)) */
+    PyObject *limit, *gtc, *ioc, *stp_none;       /* the defaults */
+} srv_tables;
+extern PyObject *srv_form_error_type;
+int srv_tables_init(PyObject *module);
 
 /* ---- module ---------------------------------------------------------------- */
 

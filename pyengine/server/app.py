@@ -36,7 +36,6 @@ from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
-from .codes import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
 from .commands import CommandQueue
 from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
@@ -119,9 +118,8 @@ class Server:
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
-            instruments=self.engine.instrument_ids, sides=SIDE_CODES, order_types=ORDER_TYPE_CODES,
-            tifs=TIF_CODES, stps=STP_CODES, max_qty=self.limits.max_qty, max_notional=self.limits.max_notional,
-            max_open=self.limits.max_open_orders, loads=orjson.loads,
+            instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
+            max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
         )
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()

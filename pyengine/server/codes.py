@@ -7,21 +7,17 @@ every reject or cancel name and message from its tables (``eng_err_name``,
 
 from __future__ import annotations
 
+from .. import _server
 from .._ffi import ffi, lib
 
 __all__ = ["SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES", "SIDE_NAMES", "CANCEL_REASONS",
            "REJECTS", "NOT_OWNER", "NO_COID", "COID_LEN"]
 
-# Request strings -> the engine's codes.
-SIDE_CODES: dict[str, int] = {"buy": lib.ENG_BUY, "sell": lib.ENG_SELL}
-ORDER_TYPE_CODES: dict[str, int] = {"limit": lib.ENG_LIMIT, "market": lib.ENG_MARKET}
-TIF_CODES: dict[str, int] = {"gtc": lib.ENG_GTC, "ioc": lib.ENG_IOC, "fok": lib.ENG_FOK}
-STP_CODES: dict[str, int] = {
-    "none": lib.ENG_STP_NONE,
-    "cancel_newest": lib.ENG_STP_CANCEL_NEWEST,
-    "cancel_oldest": lib.ENG_STP_CANCEL_OLDEST,
-    "cancel_both": lib.ENG_STP_CANCEL_BOTH,
-}
+# Request strings -> the engine's codes: the server's C path's tables (csrc/binding/form.c).
+SIDE_CODES: dict[str, int] = _server.SIDE_CODES
+ORDER_TYPE_CODES: dict[str, int] = _server.ORDER_TYPE_CODES
+TIF_CODES: dict[str, int] = _server.TIF_CODES
+STP_CODES: dict[str, int] = _server.STP_CODES
 
 # Side code -> its name (index 0 unused).
 SIDE_NAMES: tuple[str, ...] = tuple(

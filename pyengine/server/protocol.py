@@ -19,8 +19,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .. import _args
-from ..enums import DEFAULT_TIF
-from ..errors import EngineError
+from .._server import FormError, read_order
 
 __all__ = [
     "MAX_FRAME",
@@ -194,11 +193,6 @@ class SetTradingState(NamedTuple):
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
            | SetTradingState | Status)
 
-_SIDES = frozenset(("buy", "sell"))
-_ORDER_TYPES = frozenset(("limit", "market"))
-_TIFS = frozenset(("gtc", "ioc", "fok"))
-_STPS = frozenset(("none", "cancel_newest", "cancel_oldest", "cancel_both"))
-
 # A field given as null is the same as a field left out (docs/protocol.md):
 # every reader below starts with msg.get(key), None for both.
 
@@ -214,29 +208,12 @@ def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, 
     return v
 
 
-def _opt_int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN) -> int | None:
-    if msg.get(key) is None:
-        return None
-    return _int(msg, key, req_id, lo)
-
-
 def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
     if type(v) is not str:
         raise RequestError("bad_field", f"{key} must be a string, not {_json_type(v)}", req_id)
-    return v
-
-
-def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: Any) -> str:
-    v = msg.get(key)
-    if v is None:
-        v = default
-    if v is None:
-        raise RequestError("missing_field", f"{key} is required", req_id)
-    if type(v) is not str or v not in choices:
-        raise RequestError("bad_field", f"{key} must be one of {sorted(choices)}, not {shown(v)}", req_id)
     return v
 
 
@@ -247,17 +224,6 @@ def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
     if type(v) is not bool:
         raise RequestError("bad_field", f"{key} must be true or false, not {_json_type(v)}", req_id)
     return v
-
-
-def _coid(msg: dict[str, Any], req_id: Any) -> str | None:
-    v = msg.get("client_order_id")
-    if v is None:
-        return None
-    try:
-        _args.coid_bytes(v)
-    except EngineError as exc:
-        raise RequestError("bad_field", str(exc), req_id) from None
-    return v  # type: ignore[no-any-return]
 
 
 def shown(v: Any) -> str:
@@ -273,39 +239,18 @@ def _json_type(v: Any) -> str:
     )
 
 
-def _target(msg: dict[str, Any], req_id: Any) -> tuple[int | None, str | None]:
-    order_id = _opt_int(msg, "order_id", req_id, 1)
-    coid = _coid(msg, req_id)
-    if (order_id is None) == (coid is None):
-        raise RequestError("bad_field", "give exactly one of order_id and client_order_id", req_id)
-    return order_id, coid
+def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) -> Any:
+    """The parser of a per-order request: its form is the server's C path's
+    (read_order, csrc/binding/form.c), the one place those rules live."""
 
+    def parse_order(msg: dict[str, Any], req_id: Any) -> Request:
+        try:
+            fields = read_order(kind, msg)
+        except FormError as exc:
+            raise RequestError(exc.args[0], exc.args[1], req_id) from None
+        return _new(make, (req_id, *fields))  # type: ignore[no-any-return]  # tuple.__new__ is untyped
 
-def _parse_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
-    order_type = _choice(msg, "order_type", _ORDER_TYPES, "limit", req_id)
-    market = order_type == "market"
-    tif = _choice(msg, "tif", _TIFS, DEFAULT_TIF[order_type].value, req_id)
-    post_only = _bool(msg, "post_only", False, req_id)
-    price = _opt_int(msg, "price", req_id)
-    try:
-        _args.check_order_shape(market, tif == "gtc", price, post_only)
-    except EngineError as exc:
-        raise RequestError("bad_field", str(exc), req_id) from None
-    return _new(
-        NewOrder,
-        (
-            req_id,
-            _str(msg, "symbol", req_id),
-            _choice(msg, "side", _SIDES, None, req_id),
-            _int(msg, "qty", req_id),
-            price,
-            order_type,
-            tif,
-            post_only,
-            _choice(msg, "stp", _STPS, "none", req_id),
-            _coid(msg, req_id),
-        ),
-    )
+    return parse_order
 
 
 def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
@@ -318,20 +263,6 @@ def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
         secret,
         _bool(msg, "cancel_on_disconnect", True, req_id),
     )
-
-
-def _parse_cancel(msg: dict[str, Any], req_id: Any) -> Cancel:
-    order_id, coid = _target(msg, req_id)
-    return Cancel(req_id, order_id, coid)
-
-
-def _parse_modify(msg: dict[str, Any], req_id: Any) -> Modify:
-    order_id, coid = _target(msg, req_id)
-    qty = _opt_int(msg, "qty", req_id)
-    price = _opt_int(msg, "price", req_id)
-    if qty is None and price is None:
-        raise RequestError("missing_field", "modify needs qty, price or both", req_id)
-    return Modify(req_id, order_id, coid, qty, price)
 
 
 def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
@@ -348,9 +279,9 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
 
 
 _PARSERS = {
-    "new_order": _parse_new_order,
-    "cancel": _parse_cancel,
-    "modify": _parse_modify,
+    "new_order": _per_order("new_order", NewOrder),
+    "cancel": _per_order("cancel", Cancel),
+    "modify": _per_order("modify", Modify),
     "login": _parse_login,
     "mass_cancel": _parse_mass_cancel,
     "subscribe": lambda m, r: Subscribe(r, _str(m, "symbol", r)),

@@ -3,9 +3,9 @@ per-order requests: for any frame, through a real server's Intake and a real
 session (over a socketpair), the commands queued, the pending requests, the
 in-flight and open counts and the replies on the wire are the model's.
 
-The model is written here from the protocol's rules (protocol.parse for a
-request's form, then the server's rules: rate, login, limits, ownership), as
-testing/reference.py is the engine's model."""
+The model is written here from the protocol's rules (a request's form, then
+the server's rules: rate, login, limits, ownership), as testing/reference.py
+is the engine's model."""
 
 from __future__ import annotations
 
@@ -65,9 +65,8 @@ class World:
     def _intake(self, max_open: int) -> Any:
         s = self.server
         return Intake(ledger=s.ledger, commands=s.commands.buffer, events=s.requests,
-                      instruments=s.engine.instrument_ids, sides=SIDE_CODES, order_types=ORDER_TYPE_CODES,
-                      tifs=TIF_CODES, stps=STP_CODES, max_qty=s.limits.max_qty, max_notional=s.limits.max_notional,
-                      max_open=max_open, loads=orjson.loads)
+                      instruments=s.engine.instrument_ids, max_qty=s.limits.max_qty,
+                      max_notional=s.limits.max_notional, max_open=max_open, loads=orjson.loads)
 
     def _session(self, sid: int, sock: socket.socket) -> Session:
         session = Session(self.server, sock, f"127.0.0.1:{40000 + sid}", sid)
@@ -111,6 +110,129 @@ class World:
                 self.ledger.open(ACCOUNT), self.wire())
 
 
+# ---- the model of a per-order request's form (docs/protocol.md) -----------------
+
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _json_type(v: Any) -> str:
+    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
+            dict: "an object"}.get(type(v), "null")
+
+
+def _shown(v: Any) -> str:
+    return repr(v[:40]) + ("..." if len(v) > 40 else "") if type(v) is str else _json_type(v)
+
+
+class Fault(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message)
+        self.code, self.message = code, message
+
+
+def _int(msg: dict[str, Any], key: str, lo: int = INT64[0], required: bool = True) -> int | None:
+    v = msg.get(key)
+    if v is None:
+        if required:
+            raise Fault("missing_field", f"{key} is required")
+        return None
+    if type(v) is not int:
+        raise Fault("bad_field", f"{key} must be an integer, not {_json_type(v)}")
+    if not lo <= v <= INT64[1]:
+        raise Fault("bad_field", f"{key}={v} is out of range [{lo}, {INT64[1]}]")
+    return v
+
+
+def _choice(msg: dict[str, Any], key: str, choices: dict[str, int], default: str | None) -> str:
+    v = msg.get(key)
+    if v is None:
+        v = default
+    if v is None:
+        raise Fault("missing_field", f"{key} is required")
+    if type(v) is not str or v not in choices:
+        raise Fault("bad_field", f"{key} must be one of {sorted(choices)}, not {_shown(v)}")
+    return v
+
+
+def _coid(msg: dict[str, Any]) -> str | None:
+    v = msg.get("client_order_id")
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise Fault("bad_field", f"client_order_id must be a str, not {type(v).__name__}")
+    if not 1 <= len(v) <= 16 or not all(" " <= c <= "~" for c in v):
+        raise Fault("bad_field", f"client_order_id must be 1 to 16 printable ASCII characters, not {_shown(v)}")
+    return v
+
+
+def _target(msg: dict[str, Any]) -> tuple[int | None, str | None]:
+    order_id, coid = _int(msg, "order_id", 1, required=False), _coid(msg)
+    if (order_id is None) == (coid is None):
+        raise Fault("bad_field", "give exactly one of order_id and client_order_id")
+    return order_id, coid
+
+
+def model_new_order(msg: dict[str, Any], req_id: Any) -> NewOrder:
+    order_type = _choice(msg, "order_type", ORDER_TYPE_CODES, "limit")
+    tif = _choice(msg, "tif", TIF_CODES, "ioc" if order_type == "market" else "gtc")
+    post_only = msg.get("post_only")
+    if post_only is None:
+        post_only = False
+    elif type(post_only) is not bool:
+        raise Fault("bad_field", f"post_only must be true or false, not {_json_type(post_only)}")
+    price = _int(msg, "price", required=False)
+    if order_type == "market":
+        if price is not None:
+            raise Fault("bad_field", "a market order has no price (pass price=None)")
+        if tif == "gtc":
+            raise Fault("bad_field", "a market order cannot be gtc: use tif='ioc' or 'fok'")
+        if post_only:
+            raise Fault("bad_field", "post_only needs a limit order")
+    elif price is None:
+        raise Fault("bad_field", "a limit order needs a price")
+    elif post_only and tif != "gtc":
+        raise Fault("bad_field", "post_only needs tif='gtc'")
+    symbol = msg.get("symbol")
+    if symbol is None:
+        raise Fault("missing_field", "symbol is required")
+    if type(symbol) is not str:
+        raise Fault("bad_field", f"symbol must be a string, not {_json_type(symbol)}")
+    side = _choice(msg, "side", SIDE_CODES, None)
+    qty = _int(msg, "qty")
+    assert qty is not None
+    return NewOrder(req_id, symbol, side, qty, price, order_type, tif, post_only, _choice(msg, "stp", STP_CODES, "none"),
+                    _coid(msg))
+
+
+def model_modify(msg: dict[str, Any], req_id: Any) -> Modify:
+    order_id, coid = _target(msg)
+    qty, price = _int(msg, "qty", required=False), _int(msg, "price", required=False)
+    if qty is None and price is None:
+        raise Fault("missing_field", "modify needs qty, price or both")
+    return Modify(req_id, order_id, coid, qty, price)
+
+
+PER_ORDER: dict[str, Any] = {"new_order": model_new_order, "cancel": lambda m, r: Cancel(r, *_target(m)),
+                             "modify": model_modify}
+
+
+def model_parse(frame: bytes) -> Any:
+    """A request as the model reads it: the per-order ones by the rules
+    above, any other by protocol.parse (Python's, not under test here)."""
+    try:
+        msg = orjson.loads(frame)
+    except orjson.JSONDecodeError:
+        msg = None
+    if type(msg) is dict and type(msg.get("type")) is str and msg["type"] in PER_ORDER:
+        req_id = msg.get("req_id")
+        if req_id is None or type(req_id) in (int, str):
+            try:
+                return PER_ORDER[msg["type"]](msg, req_id)
+            except Fault as f:
+                raise RequestError(f.code, f.message, req_id) from None
+    return parse(frame)
+
+
 class Model:
     """The per-order requests as the protocol and the server's rules have them."""
 
@@ -137,7 +259,7 @@ class Model:
 
     def take(self, frame: bytes) -> None:
         try:
-            req = parse(frame)
+            req = model_parse(frame)
         except RequestError as exc:
             self.error(exc.code, str(exc), exc.req_id)
             return
@@ -343,8 +465,7 @@ def test_the_intake_needs_every_callback(worlds: list[World]) -> None:
     s = w.server
     with pytest.raises(AttributeError, match="undecodable"):
         Intake(ledger=s.ledger, commands=s.commands.buffer, events=Partial(),  # type: ignore[arg-type]  # on purpose
-               instruments={}, sides={},
-               order_types={}, tifs={}, stps={}, max_qty=[], max_notional=[], max_open=0, loads=orjson.loads)
+               instruments={}, max_qty=[], max_notional=[], max_open=0, loads=orjson.loads)
 
 
 def test_a_full_command_buffer_takes_nothing(worlds: list[World]) -> None:
@@ -366,9 +487,7 @@ def test_every_frame_is_decoded_once(worlds: list[World], monkeypatch: pytest.Mo
         return orjson.loads(frame)
 
     w.server.intake = Intake(ledger=w.ledger, commands=w.server.commands.buffer, events=w.server.requests,
-                             instruments=w.server.engine.instrument_ids, sides=SIDE_CODES,
-                             order_types=ORDER_TYPE_CODES, tifs=TIF_CODES, stps=STP_CODES,
-                             max_qty=w.server.limits.max_qty, max_notional=w.server.limits.max_notional,
+                             instruments=w.server.engine.instrument_ids, max_qty=w.server.limits.max_qty, max_notional=w.server.limits.max_notional,
                              max_open=3, loads=loads)
     monkeypatch.setattr("pyengine.server.protocol._loads", None)  # Python never decodes a frame again
     frames = [orjson.dumps(m) for m in ({"type": "ping", "req_id": 1}, {"type": "cancel", "order_id": "x"},
