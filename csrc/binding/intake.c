@@ -37,6 +37,11 @@ typedef struct {
     long long max_open;
 } srv_intake;
 
+/* The engine's reject names, from its table (pyengine.h). */
+#define INTAKE_ERR_NAME_(code, name, msg) [ENG_##code] = name,
+static const char *const intake_err_names[ENG_ERR__COUNT] = {ENG_ERR_MAP(INTAKE_ERR_NAME_)};
+#undef INTAKE_ERR_NAME_
+
 /* An exact int in [lo, hi], into *out; 0 if it is anything else. */
 static int intake_int(PyObject *o, long long lo, long long hi, long long *out)
 {
@@ -171,7 +176,9 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
     if (!owner || owner == link || link->admin)
         return 1;
     r->coid = NULL; /* the reject names the order by id */
-    return intake_rejected(self, link, r, "not_owner", PyUnicode_FromString("order belongs to another session"), 0);
+    /* The engine's code (its message says "account": this is the session's). */
+    return intake_rejected(self, link, r, intake_err_names[ENG_NOT_OWNER],
+                           PyUnicode_FromString("order belongs to another session"), 0);
 }
 
 /* Carry out a well-formed per-order request (0 when done or refused, -1 on error). */

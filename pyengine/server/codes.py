@@ -11,7 +11,7 @@ from .. import _server
 from .._ffi import ffi, lib
 
 __all__ = ["SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES", "SIDE_NAMES", "CANCEL_REASONS",
-           "REJECTS", "NOT_OWNER", "NO_COID", "COID_LEN"]
+           "REJECTS", "NO_COID", "COID_LEN"]
 
 # Request strings -> the engine's codes: the server's C path's tables (csrc/binding/form.c).
 SIDE_CODES: dict[str, int] = _server.SIDE_CODES
@@ -37,6 +37,5 @@ REJECTS: tuple[tuple[str, str], ...] = tuple(
     (_text(lib.eng_err_name(c)), _text(lib.eng_strerror(c))) for c in range(lib.ENG_ERR__COUNT)
 )
 
-NOT_OWNER = REJECTS[lib.ENG_NOT_OWNER][0]  # the code; the server's message says "session", not "account"
 COID_LEN: int = lib.ENG_COID_LEN
 NO_COID = bytes(COID_LEN)
