@@ -65,11 +65,36 @@ static PyObject *form_shown(PyObject *v)
 
 /* ---- fields ------------------------------------------------------------------ */
 
+/* The interned key of a field, by name (srv_names holds them all). */
+static PyObject *form_key(const char *key)
+{
+    static const struct {
+        const char *name;
+        PyObject **obj;
+    } keys[] = {
+        {"symbol", &srv_names.symbol},   {"side", &srv_names.side},         {"qty", &srv_names.qty},
+        {"price", &srv_names.price},     {"order_type", &srv_names.order_type}, {"tif", &srv_names.tif},
+        {"post_only", &srv_names.post_only}, {"stp", &srv_names.stp},       {"client_order_id", &srv_names.coid},
+        {"order_id", &srv_names.order_id},
+    };
+
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (keys[i].name == key || strcmp(keys[i].name, key) == 0)
+            return *keys[i].obj;
+    return NULL;
+}
+
 /* msg[key], borrowed; NULL for a missing key or null; *err on error. */
 static PyObject *form_get(PyObject *msg, const char *key, int *err)
 {
-    PyObject *v = PyDict_GetItemString(msg, key); /* exact-str keys: no exception but MemoryError */
+    PyObject *k = form_key(key), *v;
 
+    if (!k) {
+        PyErr_Format(PyExc_SystemError, "form.c: no interned key %s", key);
+        *err = 1;
+        return NULL;
+    }
+    v = PyDict_GetItemWithError(msg, k);
     if (!v && PyErr_Occurred())
         *err = 1;
     return v == Py_None ? NULL : v;
