@@ -80,7 +80,7 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sid", "session", "rate", "burst", NULL};
     unsigned long sid;
-    PyObject *session, *send;
+    PyObject *session, *send, *pending, *orders, *coids;
     double rate, burst;
 
     if (self->pending) {
@@ -94,15 +94,19 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     send = srv_method(session, "send");
-    if (!send)
-        return -1;
-    self->pending = PyDict_New();
-    self->orders = PyDict_New();
-    self->coids = PyDict_New();
-    if (!self->pending || !self->orders || !self->coids) {
-        Py_DECREF(send);
+    pending = PyDict_New();
+    orders = PyDict_New();
+    coids = PyDict_New();
+    if (!send || !pending || !orders || !coids) {
+        Py_XDECREF(send);
+        Py_XDECREF(pending);
+        Py_XDECREF(orders);
+        Py_XDECREF(coids);
         return -1;
     }
+    self->pending = pending; /* last: a Link with pending is a whole one */
+    self->orders = orders;
+    self->coids = coids;
     self->sid = (uint32_t)sid;
     self->session = Py_NewRef(session);
     self->send = send;

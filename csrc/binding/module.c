@@ -20,13 +20,13 @@ static int module_exec(PyObject *module)
 {
     static const char *const names[] = {
         "type",   "req_id",    "symbol", "side",     "qty",       "price",  "order_type", "tif", "post_only",
-        "stp",    "client_order_id", "order_id", "new_order", "cancel", "modify", "mass_cancel", "send",
+        "stp",    "client_order_id", "order_id", "new_order", "cancel", "modify", "mass_cancel",
     };
     PyObject **slots[] = {
         &srv_names.type,   &srv_names.req_id,   &srv_names.symbol,    &srv_names.side,   &srv_names.qty,
         &srv_names.price,  &srv_names.order_type, &srv_names.tif,     &srv_names.post_only, &srv_names.stp,
         &srv_names.coid,   &srv_names.order_id, &srv_names.new_order, &srv_names.cancel, &srv_names.modify,
-        &srv_names.mass_cancel, &srv_names.send,
+        &srv_names.mass_cancel,
     };
     struct {
         const char *name;

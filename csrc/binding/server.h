@@ -172,7 +172,7 @@ int srv_tables_init(PyObject *module);
 /* Interned strings, made once at import. */
 extern struct srv_names {
     PyObject *type, *req_id, *symbol, *side, *qty, *price, *order_type, *tif, *post_only, *stp, *coid;
-    PyObject *order_id, *new_order, *cancel, *modify, *mass_cancel, *send;
+    PyObject *order_id, *new_order, *cancel, *modify, *mass_cancel;
 } srv_names;
 
 extern PyTypeObject srv_intake_type;

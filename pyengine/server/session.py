@@ -14,7 +14,6 @@ its rate limit, the orders it owns -- is its ``link`` (a
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
@@ -28,8 +27,6 @@ from .config import ServerConfig
 from .protocol import FrameError, FrameReader, encode
 
 __all__ = ["Session", "SessionHost"]
-
-log = logging.getLogger("pyengine.server")
 
 
 class SessionHost(Protocol):
