@@ -43,6 +43,7 @@ from .limits import HostWindow, LoginChecks, OrderLimits
 from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
+from .stats import stats_loop
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -155,7 +156,7 @@ class Server:
             assert self.config.cluster is not None  # a cluster node has its configuration
             self.cluster.start(self, self.config.cluster.advertise or f"{self.address[0]}:{self.address[1]}")
         if self.config.stats_interval > 0:
-            self._greenlets.append(gevent.spawn(self._stats_loop))
+            self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
             self._greenlets.append(gevent.spawn(self._idle_loop))
         log.info("listening", extra=fields(host=self.address[0], port=self.address[1],
@@ -390,32 +391,3 @@ class Server:
             for session in [s for s in self.sessions.values() if not s.closed and now - s.last_active > timeout]:
                 session.error("idle_timeout", f"nothing received for {timeout:g} seconds")
                 session.close("idle_timeout")
-
-    # ---- stats -------------------------------------------------------------
-
-    def _stats_loop(self) -> None:
-        last = self.engine.stats()
-        last_trades, last_orders, last_t = self.dispatcher.trades, self.dispatcher.orders, time.monotonic()
-        last_connections = -1
-        while True:
-            gevent.sleep(self.config.stats_interval)
-            now, st = time.monotonic(), self.engine.stats()
-            dt = max(now - last_t, 1e-9)
-            connections = sum(1 for s in self.sessions.values() if not s.closed)
-            # An idle server says so once, then keeps quiet (but at debug level).
-            changed = st["commands"] != last["commands"] or connections != last_connections
-            log.log(logging.INFO if changed else logging.DEBUG, "stats", extra=fields(
-                orders_per_s=round((self.dispatcher.orders - last_orders) / dt),
-                commands_per_s=round((st["commands"] - last["commands"]) / dt),
-                trades_per_s=round((self.dispatcher.trades - last_trades) / dt),
-                connections=connections,
-                in_ring=st["in_queued"],
-                out_ring=st["out_queued"],
-                engine_sleeps=st["sleeps"] - last["sleeps"],
-                **({"journal_syncs_per_s": round((st["journal_syncs"] - last["journal_syncs"]) / dt),
-                    "journaled_seq": st["journaled"],
-                    "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"]}
-                   if self.engine.journaling else {}),
-            ))
-            last, last_trades, last_orders, last_t = st, self.dispatcher.trades, self.dispatcher.orders, now
-            last_connections = connections

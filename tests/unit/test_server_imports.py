@@ -5,6 +5,7 @@ only), read from the modules' source."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pyengine.server
@@ -78,3 +79,13 @@ def test_imports_for_type_checking_and_in_functions_count(tmp_path: Path) -> Non
     x.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .app import Server\n"
                  "def f() -> None:\n    from pyengine.server.session import Session\n")
     assert _imports(x, {"x", "app", "session"}) == {"app", "session"}
+
+
+def test_the_package_lists_its_modules_in_import_order() -> None:
+    """pyengine/server/__init__.py names each module after those it imports."""
+    doc = pyengine.server.__doc__ or ""
+    order = [m for m in re.findall(r"``(\w+)``", doc) if m in graph()]
+    edges = graph()
+    assert sorted(order) == sorted(edges)
+    for i, m in enumerate(order):
+        assert edges[m] <= set(order[:i]), f"{m} imports {sorted(edges[m] - set(order[:i]))}, listed after it"
