@@ -26,7 +26,7 @@ log = logging.getLogger("pyengine.server")
 CMD_SIZE = ffi.sizeof("struct runner_cmd")  # struct eng_cmd, then the tag
 
 
-_FSYNC = {"off": 0, "batch": 1, "always": 2}
+_FSYNC = {"off": lib.JNL_FSYNC_OFF, "batch": lib.JNL_FSYNC_BATCH, "always": lib.JNL_FSYNC_ALWAYS}
 
 
 def instrument_spec(inst: InstrumentConfig) -> Any:
@@ -125,7 +125,7 @@ class EngineThread:
             for side in (lib.ENG_BUY, lib.ENG_SELL):
                 n = lib.eng_book_orders(self._eng, inst, side, 0, buf, st.open_orders)
                 for o in buf[0:n]:
-                    coid = ffi.string(o.coid, 16).decode("ascii") or None
+                    coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
                     out.append((o.order_id, inst, o.account, coid))
         return out
 
