@@ -220,11 +220,16 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         if (r->keep_qty)
             r->cmd.flags |= ENG_CMD_F_KEEP_QTY;
     }
-    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0)
+    rc = srv_commands_reserve(self->commands); /* room: take() checked, and no Python ran since */
+    if (!rc) {
+        PyErr_SetString(PyExc_RuntimeError, "the command buffer filled while a request was read");
         return -1;
-    if (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0)
+    }
+    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0 ||
+        (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0)) {
+        self->commands->n--; /* the record is not queued after all */
         return -1;
-    rc = srv_commands_reserve(self->commands); /* room: take() checked */
+    }
     clock_gettime(CLOCK_REALTIME, &ts);
     rc->cmd = r->cmd;
     rc->cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
