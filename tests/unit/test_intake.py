@@ -78,8 +78,7 @@ class World:
         return bool(self.server.intake.take(self.session.link, frame))
 
     def close(self) -> None:
-        self.server.engine.close()
-        self.server.login_checks.close()
+        self.server.stop()
         for s in (*self.socks, *self.other_socks):
             s.close()
 
