@@ -2,7 +2,7 @@
 calls is named in pyengine/server/seam.py."""
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from .server.seam import FrameSink, IntakeEvents, PendingRequest, RouterEvents
 
@@ -80,7 +80,8 @@ class Intake:
         max_open: int,
         loads: Callable[[bytes], Any],
     ) -> None: ...
-    def take(self, link: Link, frame: bytes, /) -> bool: ...
+    def take(self, link: Link, frame: bytes, /) -> None | tuple[Any] | Literal[False]:
+        """None: done; (message,): Python's to carry out; False: the buffer is full, nothing done."""
 
 class Router:
     trades: int

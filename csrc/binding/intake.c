@@ -12,10 +12,11 @@
  * the in-flight count in the Ledger, the engine command in the
  * CommandBuffer.
  *
- * Everything else goes to Python, decoded: `request(session, message)` for
- * a message that is not a per-order request (or not a request at all: not
- * an object, a bad req_id or type), `undecodable(session, error)` for a
- * frame that is not JSON.
+ * Everything else goes back to the reader, decoded, as take()'s result: a
+ * message that is not a per-order request (or not a request at all: not an
+ * object, a bad req_id or type). A frame that is not JSON goes to
+ * `undecodable(session, error)`. The callbacks reply; none waits for a
+ * login's check or for room in the command buffer.
  */
 #include "server.h"
 
@@ -31,7 +32,7 @@ typedef struct {
     PyObject *instruments; /* dict: symbol -> instrument number */
     PyObject *loads;
     /* IntakeEvents, bound once */
-    PyObject *on_request, *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
+    PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
     int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */
     Py_ssize_t n_instruments;
     long long max_open;
@@ -237,18 +238,11 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     return 0;
 }
 
-/* Python's: events.request(session, message). */
-static int intake_to_python(srv_intake *self, srv_link *link, PyObject *msg)
-{
-    PyObject *args[] = {link->session, msg};
-
-    return intake_call(self->on_request, args, 2);
-}
-
 PyDoc_STRVAR(intake_take_doc,
              "take($self, link, frame, /)\n--\n\n"
-             "Carry out one request frame of link's session (see csrc/binding/intake.c).\n"
-             "False, having done nothing, when the command buffer is full: make room, then take it again.");
+             "Carry out one request frame of link's session (see csrc/binding/intake.c): None when it is\n"
+             "done; (message,) when the decoded message is Python's to carry out; False, having done\n"
+             "nothing, when the command buffer is full (make room, then take it again).");
 
 static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -285,7 +279,7 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
         Py_XDECREF(tb);
         if (rc < 0)
             return NULL;
-        Py_RETURN_TRUE;
+        Py_RETURN_NONE;
     }
     if (PyDict_CheckExact(msg)) {
         typ = PyDict_GetItemWithError(msg, srv_names.type);
@@ -313,12 +307,15 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
                 goto fail;
         }
     }
-    rc = intake_to_python(self, link, msg);
+    /* Python's, in the reader's own frame: its requests may wait (a login's
+     * secret check, room for a mass cancel's commands), which is no work
+     * for a C frame. */
+    return Py_BuildValue("(N)", msg);
 done:
     Py_DECREF(msg);
     if (rc < 0)
         return NULL;
-    Py_RETURN_TRUE;
+    Py_RETURN_NONE;
 fail:
     Py_DECREF(msg);
     return NULL;
@@ -376,8 +373,7 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     if (!(self->max_qty = intake_limits_array(max_qty, self->n_instruments, "max_qty")) ||
         !(self->max_notional = intake_limits_array(max_notional, self->n_instruments, "max_notional")))
         return -1;
-    if (!(self->on_request = srv_method(events, "request")) ||
-        !(self->on_undecodable = srv_method(events, "undecodable")) ||
+    if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
         !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
         !(self->on_over_rate = srv_method(events, "over_rate")))
         return -1;
@@ -395,7 +391,6 @@ static int intake_traverse(srv_intake *self, visitproc visit, void *arg)
     Py_VISIT(self->commands);
     Py_VISIT(self->instruments);
     Py_VISIT(self->loads);
-    Py_VISIT(self->on_request);
     Py_VISIT(self->on_undecodable);
     Py_VISIT(self->on_refused);
     Py_VISIT(self->on_rejected);
@@ -409,7 +404,6 @@ static int intake_clear(srv_intake *self)
     Py_CLEAR(self->commands);
     Py_CLEAR(self->instruments);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->on_request);
     Py_CLEAR(self->on_undecodable);
     Py_CLEAR(self->on_refused);
     Py_CLEAR(self->on_rejected);

@@ -354,6 +354,10 @@ class Server:
             for oid, (inst, coid) in self.ledger.release(link).items():
                 self.unclaimed.add(oid, inst, account, coid)
 
+    def request(self, session: Session, message: Any) -> None:
+        """A decoded message the Intake gives back: see Requests.request."""
+        self.requests.request(session, message)
+
     def claim_orders(self, session: Session) -> int:
         """Give a session that just logged in the open orders of its account
         that no session holds (see UnclaimedOrders); returns how many."""

@@ -3,8 +3,10 @@ mass cancels, snapshots, trading states -- and the replies the server's
 Intake (csrc/binding/intake.c) leaves to Python.
 
 The Intake decodes every frame and carries out the per-order requests
-(new_order, cancel, modify) with every rule the server applies to them; it
-calls the ``IntakeEvents`` methods here (see seam.py) for everything else.
+(new_order, cancel, modify) with every rule the server applies to them,
+answering through the ``IntakeEvents`` methods here (see seam.py); any
+other message it gives back to the session's reader, decoded, for
+``request``.
 """
 
 from __future__ import annotations
@@ -76,15 +78,14 @@ class Requests:
     def __init__(self, server: RequestHost) -> None:
         self.server = server
 
-    # ---- IntakeEvents ------------------------------------------------------
-
     def request(self, session: Session, message: Any) -> None:
+        """Carry out a decoded message that the Intake gave back: one that is
+        not a per-order request, or not a request at all."""
         try:
             req = parse_message(message)
             if type(req) in _PER_ORDER:
-                # The Intake carries out every well-formed one: a request it
-                # handed over must be malformed, and parse_message says how.
-                raise AssertionError(f"the Intake handed over a well-formed {type(req).__name__}")
+                # The Intake carries out every one it is given.
+                raise AssertionError(f"the Intake gave back a {type(req).__name__}")
             if not session.link.take_token():
                 raise self._over_rate_error(req.req_id)
             if type(req) is Ping:
@@ -105,6 +106,8 @@ class Requests:
                 session.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
         except RequestError as exc:
             self._request_error(session, exc)
+
+    # ---- IntakeEvents ------------------------------------------------------
 
     def undecodable(self, session: Session, error: ValueError) -> None:
         self._request_error(session, undecodable(error))

@@ -6,7 +6,7 @@ owned orders), the ``Ledger`` (sessions by id, the owner of each open order,
 open and in-flight orders per account) and the ``CommandBuffer`` -- and
 carries out the per-order requests (``Intake``) and the usual events
 (``Router``) itself. It calls Python through the three interfaces below and
-nothing else: their methods are looked up by these names once, when the
+nothing else (none of their methods waits for anything): their methods are looked up by these names once, when the
 Intake or Router is built (a missing one fails there), and called with the
 arguments shown.
 
@@ -36,12 +36,9 @@ class FrameSink(Protocol):
 
 
 class IntakeEvents(Protocol):
-    """What ``Intake.take`` hands to Python."""
-
-    def request(self, session: Session, message: Any) -> None:
-        """A decoded message that is not a per-order request (login,
-        subscribe, admin...), or not a well-formed one: its reply, or its
-        error, is Python's."""
+    """What ``Intake.take`` calls in Python: replies, nothing that waits.
+    (A message that is not a per-order request, ``take`` gives back
+    decoded, for the reader to carry out: ``Requests.request``.)"""
 
     def undecodable(self, session: Session, error: ValueError) -> None:
         """A frame that is not JSON (``error``: the decoder's)."""

@@ -2,7 +2,8 @@
 
 The reader splits frames and hands each to the server's Intake
 (csrc/binding/intake.c), which decodes it once, carries out the per-order
-requests and hands the rest to Python (requests.py); the writer sends
+requests and gives back the rest, decoded, for Python (requests.py); the
+writer sends
 everything queued for the session in one ``sendall`` per wake-up. A session
 whose unsent output passes ``max_unsent`` is disconnected rather than
 buffered without end.
@@ -42,6 +43,9 @@ class SessionHost(Protocol):
     def flush_soon(self) -> None: ...
 
     def session_closed(self, session: Session) -> None: ...
+
+    def request(self, session: Session, message: Any) -> None:
+        """A decoded message the Intake leaves to Python."""
 
 
 class Session:
@@ -134,12 +138,24 @@ class Session:
 
     # ---- input -------------------------------------------------------------
 
+    def _take(self, frames: list[bytes]) -> None:
+        """Hand each frame to the Intake, which decodes it once; carry out
+        here the requests it gives back (Python's: they may wait)."""
+        server, link = self.server, self.link
+        take = server.intake.take
+        for frame in frames:
+            left = take(link, frame)
+            while left is False:  # the command buffer is full: wait for the engine thread
+                server.commands.make_room()
+                left = take(link, frame)
+            if left is not None:
+                server.request(self, left[0])
+
     def reader(self) -> None:
         """Reads once each time the socket turns readable: no failing read
         after it, as a loop reading until the socket would block makes."""
         hub, fd, frames_of = self.server.hub, self._fd, self._reader.feed
-        take, link = self.server.intake.take, self.link  # every frame, decoded once
-        make_room = self.server.commands.make_room
+        take = self._take
         buf = self.server.recv_buffer
         view = memoryview(buf)
         watcher = hub.loop.io(fd, 1)
@@ -155,14 +171,10 @@ class Session:
                     self._reader.close()
                     self.close("peer_closed")
                     return
-                for frame in frames_of(view[:n]):
-                    while not take(link, frame):
-                        make_room()  # the command buffer is full: wait for the engine thread
+                take(frames_of(view[:n]))
                 self.server.flush_soon()
         except FrameError as exc:
-            for frame in exc.frames:
-                while not take(link, frame):
-                    make_room()
+            take(exc.frames)
             self.server.commands.flush()
             self.error(exc.code, str(exc))
             self.close(exc.code)

@@ -75,7 +75,14 @@ class World:
         return session
 
     def take(self, frame: bytes) -> bool:
-        return bool(self.server.intake.take(self.session.link, frame))
+        """As the session's reader does it; False if the command buffer is full."""
+        left = self.server.intake.take(self.session.link, frame)
+        if left is False:
+            return False
+        if left is not None:
+            assert isinstance(left, tuple)
+            self.server.request(self.session, left[0])
+        return True
 
     def close(self) -> None:
         self.server.stop()
@@ -457,7 +464,7 @@ def test_an_intake_is_initialised_once(worlds: list[World]) -> None:
 
 def test_the_intake_needs_every_callback(worlds: list[World]) -> None:
     class Partial:
-        def request(self, session: Session, message: Any) -> None: ...
+        def refused(self, session: Session, req_id: Any, code: str, message: str) -> None: ...
 
     w = World()
     worlds.append(w)
