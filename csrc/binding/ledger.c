@@ -382,11 +382,6 @@ static PyObject *ledger_count_open(srv_ledger *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *ledger_get_links(srv_ledger *self, void *Py_UNUSED(closure))
-{
-    return ledger_ready(self) ? PyLong_FromSsize_t(PyDict_GET_SIZE(self->links)) : NULL;
-}
-
 static PyMethodDef ledger_methods[] = {
     {"attach", (PyCFunction)ledger_attach, METH_O, ledger_attach_doc},
     {"detach", (PyCFunction)ledger_detach, METH_O, ledger_detach_doc},
@@ -401,11 +396,6 @@ static PyMethodDef ledger_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyGetSetDef ledger_getset[] = {
-    {"sessions", (getter)ledger_get_links, NULL, "sessions attached", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-
 PyTypeObject srv_ledger_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Ledger",
     .tp_basicsize = sizeof(srv_ledger),
@@ -417,7 +407,6 @@ PyTypeObject srv_ledger_type = {
     .tp_traverse = (traverseproc)ledger_traverse,
     .tp_clear = (inquiry)ledger_clear,
     .tp_methods = ledger_methods,
-    .tp_getset = ledger_getset,
 };
 
 /* ---- CommandBuffer ------------------------------------------------------- */
