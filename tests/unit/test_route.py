@@ -5,6 +5,7 @@ callbacks (seam.py) with the arguments documented there."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import orjson
@@ -14,7 +15,9 @@ from pyengine._ffi import ffi
 from pyengine._server import Ledger, Link, Router
 from pyengine.server.codes import CANCEL_REASONS
 from pyengine.server.protocol import encode
-from pyengine.server.seam import PendingRequest
+from pyengine.server.dispatch import Dispatcher
+from pyengine.server.requests import Requests
+from pyengine.server.seam import IntakeEvents, PendingRequest, RouterEvents
 
 ACCEPTED, REJECTED, TRADE, CANCELLED, MODIFIED, LEVEL, STATE = 1, 2, 3, 4, 5, 6, 7
 SYMBOLS = ["ESZ6", "NQZ6"]
@@ -296,3 +299,16 @@ def test_bad_arguments() -> None:
     buf[0].tag = rig.pend(rig.sessions[1], "new_order", 1)
     with pytest.raises(ValueError, match="unknown instrument"):
         rig.router.route(ffi.buffer(buf), 1)
+
+
+@pytest.mark.parametrize(("protocol", "implementation"), [(RouterEvents, Dispatcher), (IntakeEvents, Requests),
+                                                          (RouterEvents, Recorder)])
+def test_the_server_implements_the_seam(protocol: type, implementation: type) -> None:
+    """Every callback the C side binds by name exists, with the parameters
+    the seam documents, in the order the C side passes them."""
+    names = [n for n in vars(protocol) if not n.startswith("_") and callable(getattr(protocol, n))]
+    assert names
+    for name in names:
+        want = list(inspect.signature(getattr(protocol, name)).parameters)
+        got = list(inspect.signature(getattr(implementation, name)).parameters)
+        assert got == want, f"{implementation.__name__}.{name}{got}: the seam says {want}"
