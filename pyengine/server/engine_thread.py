@@ -86,7 +86,9 @@ class EngineThread:
             rc.spin_us = self.spin_us = effective_spin_us(config)
             rc.in_capacity = config.in_capacity
             rc.out_capacity = config.out_capacity
-            journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if self.journaling else ffi.NULL
+            journal_dir = ffi.NULL
+            if self.journaling and config.data_dir is not None:
+                journal_dir = ffi.new("char[]", os.fsencode(config.data_dir))
             rc.journal_dir = journal_dir  # copied by runner_create
             rc.fsync = _FSYNC[config.fsync]
             rc.keep_segments = int(config.keep_segments)

@@ -14,6 +14,7 @@ stay in step and is closed. A bad message inside a good frame is a
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -88,7 +89,7 @@ class FrameReader:
         The size is checked from the header, before the body arrives."""
         buf = self._buf
         buf += data
-        frames = []
+        frames: list[bytes] = []
         pos, end = 0, len(buf)
         while end - pos >= 4:
             (n,) = _HEADER.unpack_from(buf, pos)
@@ -192,6 +193,7 @@ class SetTradingState(NamedTuple):
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
            | SetTradingState | Status)
+_Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
 # every reader below starts with msg.get(key), None for both.
@@ -239,7 +241,7 @@ def _json_type(v: Any) -> str:
     )
 
 
-def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) -> Any:
+def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) -> _Parser:
     """The parser of a per-order request: its form is the server's C path's
     (read_order, csrc/binding/form.c), the one place those rules live."""
 
@@ -248,7 +250,7 @@ def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) ->
             fields = read_order(kind, msg)
         except FormError as exc:
             raise RequestError(exc.args[0], exc.args[1], req_id) from None
-        return _new(make, (req_id, *fields))  # type: ignore[no-any-return]  # tuple.__new__ is untyped
+        return _new(make, (req_id, *fields))
 
     return parse_order
 
@@ -278,7 +280,7 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
     return MassCancel(req_id, symbol, account, all_accounts)
 
 
-_PARSERS = {
+_PARSERS: dict[str, _Parser] = {
     "new_order": _per_order("new_order", NewOrder),
     "cancel": _per_order("cancel", Cancel),
     "modify": _per_order("modify", Modify),
