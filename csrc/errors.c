@@ -1,5 +1,5 @@
 /*
- * errors.c - names and messages of the result, reject, cancel and order-shape codes, all
+ * errors.c - names and messages of the result, reject and cancel codes, all
  * generated from the tables in pyengine.h so they cannot drift apart.
  */
 #include "pyengine.h"
@@ -22,12 +22,6 @@ static const char *const cancel_names[] = {
 #undef XX
 };
 
-static const char *const shape_messages[] = {
-#define XX(code, msg) msg,
-    ENG_SHAPE_MAP(XX)
-#undef XX
-};
-
 const char *eng_err_name(int err)
 {
     return err >= 0 && err < ENG_ERR__COUNT ? err_names[err] : "?";
@@ -41,9 +35,4 @@ const char *eng_strerror(int err)
 const char *eng_cancel_reason_name(int reason)
 {
     return reason >= 0 && reason < ENG_CANCEL__COUNT ? cancel_names[reason] : "?";
-}
-
-const char *eng_shape_message(int shape)
-{
-    return shape >= 0 && shape < ENG_SHAPE__COUNT ? shape_messages[shape] : "?";
 }

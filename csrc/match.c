@@ -293,26 +293,6 @@ static int check_price(const struct instrument *in, int64_t price)
     return ENG_OK;
 }
 
-int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags)
-{
-    bool post_only = flags & ENG_CMD_F_POST_ONLY;
-
-    if (order_type == ENG_MARKET) {
-        if (has_price)
-            return ENG_SHAPE_MARKET_WITH_PRICE;
-        if (tif == ENG_GTC)
-            return ENG_SHAPE_MARKET_GTC;
-        if (post_only)
-            return ENG_SHAPE_MARKET_POST_ONLY;
-        return ENG_SHAPE_OK;
-    }
-    if (!has_price)
-        return ENG_SHAPE_LIMIT_WITHOUT_PRICE;
-    if (post_only && tif != ENG_GTC)
-        return ENG_SHAPE_POST_ONLY_NOT_GTC;
-    return ENG_SHAPE_OK;
-}
-
 /*
  * Fields of a packed NEW command that the Python API never gets wrong. A
  * packed limit order's price is judged by the price check (0 is BAD_PRICE).

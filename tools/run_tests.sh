@@ -2,7 +2,8 @@
 # Build and run every test of pyengine:
 #   1. the C unit tests (ctest) with every invariant check on and -Werror,
 #   2. the Python suite (unit, property-based, integration) against the
-#      package installed in place (pip install -e),
+#      package installed in place (pip install -e), and mypy in strict mode
+#      over pyengine/ (its settings are in pyproject.toml),
 #   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, the C
 #      tests under valgrind memcheck, the ring and engine-thread tests under
 #      ThreadSanitizer, and the C core under libFuzzer for FUZZ_SECONDS (60).
@@ -77,6 +78,9 @@ ctest --test-dir build/c-debug --output-on-failure
 
 step "Python tests"
 "$PY" -m pytest -q
+
+step "type check (mypy, strict, over pyengine/)"
+"$PY" -m mypy
 
 if [ "${SKIP_SANITIZERS:-0}" = 1 ]; then
     exit 0

@@ -1,76 +1,47 @@
 /*
- * intake.c - pyengine._intake: the server's new_order and cancel requests in C.
+ * intake.c - Intake: every request frame, decoded once; the per-order
+ * requests (new_order, cancel, modify) carried out here.
  *
- * A session reader hands every frame to Intake.take(session, frame) first.
- * For a well-formed new_order or cancel that passes every check -- the
- * session is logged in, the instrument is known, no order limit is broken,
- * the session owns what it cancels, the command queue has room -- it does
- * what Session.handle would: takes a token from the session's rate limit,
- * counts the order in flight, records the pending request and appends the
- * engine command to the command queue. It returns True then. For anything
- * else it changes nothing and returns False, and Session.handle (Python)
- * does it all, from parsing on: that code stays the reference for every
- * check and every error message, and this file only ever accepts what it
- * would accept, with the same result.
+ * A session's reader hands each frame to Intake.take(link, frame). The frame
+ * is decoded by orjson (once). A per-order request is this file's from then
+ * on, with every rule the server applies to it: its form (form.c), the rate
+ * limit, the login, the instrument's limits and the account's open-order
+ * limit, the session's ownership of what it cancels or modifies. It answers
+ * what it refuses through the IntakeEvents callbacks (`refused`, `rejected`,
+ * `over_rate`) and queues what it accepts: the pending request in the Link,
+ * the in-flight count in the Ledger, the engine command in the
+ * CommandBuffer.
  *
- * The JSON is decoded by orjson, as in Python; the GIL is held throughout.
+ * Everything else goes back to the reader, decoded, as take()'s result: a
+ * message that is not a per-order request (or not a request at all: not an
+ * object, a bad req_id or type). A frame that is not JSON goes to
+ * `undecodable(session, error)`. The callbacks reply; none waits for a
+ * login's check or for room in the command buffer.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "server.h"
 
 #include <limits.h>
-#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "pyengine.h"
-
-/* What the Intake is built from, by position in its `tables` tuple. */
-enum intake_table {
-    I_INSTRUMENTS,     /* dict: symbol -> instrument number */
-    I_SIDES,           /* dicts: request string -> engine code */
-    I_ORDER_TYPES,
-    I_TIFS,
-    I_STPS,
-    I_MAX_QTY,         /* list by instrument: 0, or the largest qty */
-    I_MAX_NOTIONAL,    /* list by instrument: 0, or the largest price x qty */
-    I_MAX_OPEN,        /* int: 0, or the most open orders of an account */
-    I_OPEN,            /* Counter: account -> open orders */
-    I_IN_FLIGHT,       /* Counter: account -> new orders not answered */
-    I_OWNERS,          /* dict: open order id -> Session */
-    I_COMMANDS,        /* the CommandQueue */
-    I_LOADS,           /* orjson.loads */
-    I__COUNT
-};
-
 typedef struct {
     PyObject_HEAD
-    PyObject *tables; /* strong; the pointers below borrow from it */
-    PyObject *instruments, *sides, *order_types, *tifs, *stps, *max_qty, *max_notional;
-    PyObject *open, *in_flight, *owners, *commands, *loads;
+    srv_ledger *ledger;
+    srv_commands *commands;
+    PyObject *instruments; /* dict: symbol -> instrument number */
+    PyObject *loads;
+    /* IntakeEvents, bound once */
+    PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
+    int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */
+    Py_ssize_t n_instruments;
     long long max_open;
-} intake_intake;
+} srv_intake;
 
-/* Interned names, made once when the module is first imported. */
-static struct {
-    PyObject *type, *req_id, *symbol, *side, *qty, *price, *order_type, *tif, *post_only, *stp, *coid;
-    PyObject *order_id, *new_order, *cancel, *account, *admin, *next, *pending, *bucket, *sid, *take;
-    PyObject *buf, *n, *cap, *over_rate;
-} in_names;
-
-enum { CODE_MARKET = 2, CODE_GTC = 1, CODE_IOC = 2, FLAG_POST_ONLY = 1, FLAG_ANY_ACCOUNT = 2 };
-
-/* ---- reading the request ----------------------------------------------- */
-
-/* msg[key], borrowed; NULL for a missing key or null. -1 in *err on error. */
-static PyObject *intake_get(PyObject *msg, PyObject *key, int *err)
-{
-    PyObject *v = PyDict_GetItemWithError(msg, key);
-
-    if (!v && PyErr_Occurred())
-        *err = 1;
-    return v == Py_None ? NULL : v;
-}
+/* The engine's reject names, from its table (pyengine.h). */
+#define INTAKE_ERR_NAME_(code, name, msg) [ENG_##code] = name,
+static const char *const intake_err_names[ENG_ERR__COUNT] = {ENG_ERR_MAP(INTAKE_ERR_NAME_)};
+#undef INTAKE_ERR_NAME_
 
 /* An exact int in [lo, hi], into *out; 0 if it is anything else. */
 static int intake_int(PyObject *o, long long lo, long long hi, long long *out)
@@ -91,443 +62,361 @@ static int intake_int(PyObject *o, long long lo, long long hi, long long *out)
     return 1;
 }
 
-/* An exact str found in `table` (a dict of small ints), or `dflt` if o is
- * NULL (missing or null) and dflt >= 0; 0 if neither. */
-static int intake_code(PyObject *o, PyObject *table, long dflt, long *out)
-{
-    PyObject *v;
+/* ---- answers ------------------------------------------------------------------- */
 
-    if (!o) {
-        *out = dflt;
-        return dflt >= 0;
-    }
-    if (!PyUnicode_CheckExact(o))
-        return 0;
-    v = PyDict_GetItemWithError(table, o);
-    if (!v) {
-        PyErr_Clear();
-        return 0;
-    }
-    *out = PyLong_AsLong(v);
-    if (*out == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return 0;
-    }
-    return 1;
+static int intake_call(PyObject *fn, PyObject *const *args, size_t n)
+{
+    PyObject *r = PyObject_Vectorcall(fn, args, n, NULL);
+
+    Py_XDECREF(r);
+    return r ? 0 : -1;
 }
 
-/* A client order id (1 to 16 printable ASCII characters) into 16 NUL-padded
- * bytes; all zero for NULL. 0 if it is not one. */
-static int intake_coid(PyObject *o, char out[16])
+/* An error reply decided here: events.refused(session, req_id, code, message). */
+static int intake_refused(srv_intake *self, srv_link *link, PyObject *req_id, const char *code, PyObject *message)
 {
-    const char *p;
-    Py_ssize_t n;
+    PyObject *c = PyUnicode_FromString(code);
+    int rc = -1;
 
-    memset(out, 0, 16);
-    if (!o)
+    if (c && message) {
+        PyObject *args[] = {link->session, req_id, c, message};
+
+        rc = intake_call(self->on_refused, args, 4);
+    }
+    Py_XDECREF(c);
+    Py_XDECREF(message);
+    return rc;
+}
+
+/* A reject decided here: events.rejected(session, req_id, code, message,
+ * client_order_id, order_id, limit). Steals `message`. */
+static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r, const char *code,
+                           PyObject *message, int limit)
+{
+    PyObject *c = PyUnicode_FromString(code);
+    PyObject *oid = r->cmd.order_id ? PyLong_FromUnsignedLongLong(r->cmd.order_id) : Py_NewRef(Py_None);
+    int rc = -1;
+
+    if (c && message && oid) {
+        PyObject *args[] = {link->session, r->req_id, c, message, r->coid ? r->coid : Py_None, oid,
+                            limit ? Py_True : Py_False};
+
+        rc = intake_call(self->on_rejected, args, 7);
+    }
+    Py_XDECREF(c);
+    Py_XDECREF(oid);
+    Py_XDECREF(message);
+    return rc;
+}
+
+/* The instrument's and the account's limits on a new order (1 when none is
+ * broken, 0 when one is and the reject is sent, -1 on error). */
+static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
+{
+    uint32_t inst = r->cmd.instrument;
+    long long open, flying;
+
+    if ((Py_ssize_t)inst < self->n_instruments) {
+        int64_t max = self->max_qty[inst];
+
+        if (max && r->cmd.qty > max)
+            return intake_rejected(self, link, r, "max_qty_exceeded",
+                                   PyUnicode_FromFormat("qty %lld is over the instrument's limit of %lld",
+                                                        (long long)r->cmd.qty, (long long)max),
+                                   1);
+        max = self->max_notional[inst];
+        if (max && r->has_price) {
+            long long notional;
+            /* An overflow is over the limit when the product is positive. */
+            int over = __builtin_mul_overflow(r->cmd.price, r->cmd.qty, &notional)
+                           ? (r->cmd.price > 0) == (r->cmd.qty > 0)
+                           : notional > max;
+
+            if (over) {
+                /* The product as Python writes it, however large. */
+                PyObject *p = PyLong_FromLongLong(r->cmd.price), *q = PyLong_FromLongLong(r->cmd.qty);
+                PyObject *pq = p && q ? PyNumber_Multiply(p, q) : NULL;
+                PyObject *msg = pq ? PyUnicode_FromFormat(
+                                         "notional %S (price x qty) is over the instrument's limit of %lld", pq,
+                                         (long long)max)
+                                   : NULL;
+
+                Py_XDECREF(p);
+                Py_XDECREF(q);
+                Py_XDECREF(pq);
+                return intake_rejected(self, link, r, "max_notional_exceeded", msg, 1);
+            }
+        }
+    }
+    if (!self->max_open)
         return 1;
-    if (!PyUnicode_CheckExact(o) || !PyUnicode_IS_ASCII(o))
-        return 0;
-    n = PyUnicode_GET_LENGTH(o);
-    if (n < 1 || n > 16)
-        return 0;
-    p = (const char *)PyUnicode_1BYTE_DATA(o);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] == 0x7f)
-            return 0;
-    memcpy(out, p, (size_t)n);
-    return 1;
+    if (srv_count_get(self->ledger->open, link->account, &open) < 0 ||
+        srv_count_get(self->ledger->in_flight, link->account, &flying) < 0)
+        return -1;
+    if (open + flying < self->max_open)
+        return 1;
+    return intake_rejected(self, link, r, "max_open_orders_exceeded",
+                           PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
+                                                (unsigned long)link->account, self->max_open),
+                           1);
 }
 
-static int intake_is(PyObject *o, const char *s)
+/* A cancel or modify by order id: the order is the session's, or it is an
+ * administrator's (the engine checks accounts; sessions of one account are
+ * kept apart here). 1 if so, 0 when the reject is sent, -1 on error. */
+static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
 {
-    return o && PyUnicode_CheckExact(o) && PyUnicode_CompareWithASCIIString(o, s) == 0;
+    srv_link *owner;
+    int err = 0;
+
+    if (!r->cmd.order_id)
+        return 1;
+    owner = srv_ledger_owner(self->ledger, r->cmd.order_id, &err);
+    if (err)
+        return -1;
+    if (!owner || owner == link || link->admin)
+        return 1;
+    r->coid = NULL; /* the reject names the order by id */
+    /* The engine's code (its message says "account": this is the session's). */
+    return intake_rejected(self, link, r, intake_err_names[ENG_NOT_OWNER],
+                           PyUnicode_FromString("order belongs to another session"), 0);
 }
 
-/* An attribute of an object as a long long, into *out; 0 if it is not an int. */
-static int intake_attr_ll(PyObject *obj, PyObject *name, long long *out)
+/* Carry out a well-formed per-order request (0 when done or refused, -1 on error). */
+static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *r)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    struct runner_cmd *rc;
+    struct timespec ts;
+    uint64_t tag;
     int ok;
 
-    if (!v) {
-        PyErr_Clear();
-        return 0;
-    }
-    ok = intake_int(v, LLONG_MIN, LLONG_MAX, out);
-    Py_DECREF(v);
-    return ok;
-}
+    if (!srv_link_take_token(link)) {
+        PyObject *args[] = {link->session, r->req_id};
 
-/* counter.get(key, 0) for a Counter keyed by account; -1 on error. */
-static int intake_counted(PyObject *counter, long long account, long long *out)
-{
-    PyObject *k = PyLong_FromLongLong(account);
-    PyObject *v;
+        return intake_call(self->on_over_rate, args, 2);
+    }
+    if (!link->logged_in)
+        return intake_refused(self, link, r->req_id, "not_logged_in", PyUnicode_FromString("log in first"));
+    r->cmd.account = link->account;
+    if (r->cmd.type == ENG_CMD_NEW) {
+        PyObject *inst = PyDict_GetItemWithError(self->instruments, r->symbol);
 
-    if (!k)
-        return -1;
-    v = PyDict_GetItemWithError(counter, k);
-    Py_DECREF(k);
-    *out = 0;
-    if (!v)
-        return PyErr_Occurred() ? -1 : 0;
-    if (!intake_int(v, LLONG_MIN, LLONG_MAX, out)) {
-        PyErr_SetString(PyExc_TypeError, "an order count is not an int");
+        if (!inst && PyErr_Occurred())
+            return -1;
+        /* An unknown symbol is the engine's reject: a number it never has. */
+        r->cmd.instrument = inst ? (uint32_t)PyLong_AsUnsignedLong(inst) : UINT32_MAX;
+        if (PyErr_Occurred())
+            return -1;
+    }
+    ok = r->cmd.type == ENG_CMD_NEW ? intake_limits(self, link, r) : intake_owned(self, link, r);
+    if (ok <= 0)
+        return ok;
+    if (r->cmd.type != ENG_CMD_NEW) {
+        if (r->cmd.order_id) {
+            memset(r->cmd.coid, 0, sizeof(r->cmd.coid)); /* by order id */
+        }
+        r->cmd.flags = link->admin ? ENG_CMD_F_ANY_ACCOUNT : 0;
+        if (r->keep_price)
+            r->cmd.flags |= ENG_CMD_F_KEEP_PRICE;
+        if (r->keep_qty)
+            r->cmd.flags |= ENG_CMD_F_KEEP_QTY;
+    }
+    rc = srv_commands_reserve(self->commands); /* room: take() checked, and no Python ran since */
+    if (!rc) {
+        PyErr_SetString(PyExc_RuntimeError, "the command buffer filled while a request was read");
         return -1;
     }
+    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0 ||
+        (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0)) {
+        self->commands->n--; /* the record is not queued after all */
+        return -1;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    rc->cmd = r->cmd;
+    rc->cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    rc->tag = tag;
     return 0;
 }
 
-/* ---- the command ------------------------------------------------------- */
-
-/* A command being entered: checked, not yet queued. */
-struct intake_cmd {
-    struct eng_cmd cmd;
-    PyObject *kind;    /* "new_order" or "cancel" (interned) */
-    PyObject *req_id;  /* borrowed from the message */
-    PyObject *coid;    /* borrowed from the message; NULL for none */
-};
-
-/*
- * Queue a checked command for `session`: a token from its rate limit (none
- * left: the session's over_rate(req_id) replies, and the command is
- * dropped), then its pending request, its place in the command queue, and
- * for a new order the in-flight count. 1 when done, -1 on error.
- */
-static int intake_queue(intake_intake *self, PyObject *session, struct intake_cmd *c, Py_ssize_t slot,
-                        PyObject *buf)
-{
-    PyObject *bucket, *ok, *pending = NULL, *entry = NULL, *key = NULL, *nv = NULL;
-    long long next, sid;
-    struct runner_cmd rc;
-    struct timespec ts;
-    int admitted, r = -1;
-
-    bucket = PyObject_GetAttr(session, in_names.bucket);
-    if (!bucket)
-        return -1;
-    ok = PyObject_CallMethodNoArgs(bucket, in_names.take);
-    Py_DECREF(bucket);
-    if (!ok)
-        return -1;
-    admitted = PyObject_IsTrue(ok);
-    Py_DECREF(ok);
-    if (admitted < 0)
-        return -1;
-    if (!admitted) {
-        PyObject *res = PyObject_CallMethodOneArg(session, in_names.over_rate, c->req_id);
-
-        Py_XDECREF(res);
-        return res ? 1 : -1;
-    }
-    if (!intake_attr_ll(session, in_names.next, &next) || !intake_attr_ll(session, in_names.sid, &sid)) {
-        PyErr_SetString(PyExc_TypeError, "a session without an int _next and sid");
-        return -1;
-    }
-    next = (next + 1) & 0xFFFFFFFF;
-    pending = PyObject_GetAttr(session, in_names.pending);
-    key = PyLong_FromLongLong(next);
-    entry = PyTuple_Pack(3, c->kind, c->req_id, c->coid ? c->coid : Py_None);
-    if (!pending || !key || !entry || PyObject_SetAttr(session, in_names.next, key) < 0 ||
-        PyDict_SetItem(pending, key, entry) < 0)
-        goto out;
-    if (c->cmd.type == ENG_CMD_NEW) {
-        long long flying;
-
-        if (intake_counted(self->in_flight, c->cmd.account, &flying) < 0)
-            goto out;
-        nv = PyLong_FromLongLong(flying + 1);
-        Py_XSETREF(key, PyLong_FromUnsignedLong(c->cmd.account));
-        if (!nv || !key || PyDict_SetItem(self->in_flight, key, nv) < 0)
-            goto out;
-    }
-    clock_gettime(CLOCK_REALTIME, &ts);
-    memset(&rc, 0, sizeof(rc));
-    rc.cmd = c->cmd;
-    rc.cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-    rc.tag = ((uint64_t)sid << 32) | (uint64_t)next;
-    memcpy(PyByteArray_AS_STRING(buf) + (size_t)slot * sizeof(rc), &rc, sizeof(rc));
-    Py_XSETREF(nv, PyLong_FromSsize_t(slot + 1));
-    if (!nv || PyObject_SetAttr(self->commands, in_names.n, nv) < 0)
-        goto out;
-    r = 1;
-out:
-    Py_XDECREF(nv);
-    Py_XDECREF(entry);
-    Py_XDECREF(key);
-    Py_XDECREF(pending);
-    return r;
-}
-
-/* The new order's fields, checked as protocol._parse_new_order and
- * Session.new_order check them; 0 if any is off. */
-static int intake_new_order(intake_intake *self, PyObject *msg, struct intake_cmd *c, int *err)
-{
-    long type, tif, side, stp, post_only = 0;
-    long long price = 0, qty, max;
-    PyObject *v, *inst;
-    int has_price;
-
-    if (!intake_code(intake_get(msg, in_names.order_type, err), self->order_types, 1, &type) || *err)
-        return 0;
-    if (!intake_code(intake_get(msg, in_names.tif, err), self->tifs, type == CODE_MARKET ? CODE_IOC : CODE_GTC,
-                     &tif) || *err)
-        return 0;
-    v = intake_get(msg, in_names.post_only, err);
-    if (*err)
-        return 0;
-    if (v) {
-        if (!PyBool_Check(v))
-            return 0;
-        post_only = v == Py_True;
-    }
-    v = intake_get(msg, in_names.price, err);
-    if (*err)
-        return 0;
-    has_price = v != NULL;
-    if (has_price && !intake_int(v, INT64_MIN, INT64_MAX, &price))
-        return 0;
-    if (type == CODE_MARKET ? (has_price || tif == CODE_GTC || post_only)
-                            : (!has_price || (post_only && tif != CODE_GTC)))
-        return 0;
-    v = intake_get(msg, in_names.symbol, err);
-    if (*err || !v || !PyUnicode_CheckExact(v))
-        return 0;
-    inst = PyDict_GetItemWithError(self->instruments, v);
-    if (!inst) {
-        if (PyErr_Occurred())
-            *err = 1;
-        return 0; /* unknown: the engine's reject, through Python */
-    }
-    if (!intake_code(intake_get(msg, in_names.side, err), self->sides, -1, &side) || *err ||
-        !intake_int(intake_get(msg, in_names.qty, err), INT64_MIN, INT64_MAX, &qty) || *err ||
-        !intake_code(intake_get(msg, in_names.stp, err), self->stps, 0, &stp) || *err)
-        return 0;
-    c->coid = intake_get(msg, in_names.coid, err);
-    if (*err || !intake_coid(c->coid, c->cmd.coid))
-        return 0;
-    c->cmd.instrument = (uint32_t)PyLong_AsUnsignedLong(inst);
-    if (PyErr_Occurred()) {
-        *err = 1;
-        return 0;
-    }
-    /* OrderLimits.check_order: over a limit is a reject, Python's. */
-    if ((Py_ssize_t)c->cmd.instrument >= PyList_GET_SIZE(self->max_qty) ||
-        (Py_ssize_t)c->cmd.instrument >= PyList_GET_SIZE(self->max_notional))
-        return 0;
-    if (!intake_int(PyList_GET_ITEM(self->max_qty, c->cmd.instrument), 0, INT64_MAX, &max) || (max && qty > max))
-        return 0;
-    if (!intake_int(PyList_GET_ITEM(self->max_notional, c->cmd.instrument), 0, INT64_MAX, &max))
-        return 0;
-    if (max && has_price) {
-        long long notional;
-
-        if (__builtin_mul_overflow(price, qty, &notional) || notional > max)
-            return 0;
-    }
-    c->cmd.type = ENG_CMD_NEW;
-    c->cmd.side = (uint8_t)side;
-    c->cmd.order_type = (uint8_t)type;
-    c->cmd.tif = (uint8_t)tif;
-    c->cmd.stp = (uint8_t)stp;
-    c->cmd.flags = post_only ? FLAG_POST_ONLY : 0;
-    c->cmd.price = price;
-    c->cmd.qty = qty;
-    c->kind = in_names.new_order;
-    return 1;
-}
-
-/* The cancel's fields, checked as protocol._parse_cancel and
- * Session.cancel check them; 0 if any is off. */
-static int intake_cancel(intake_intake *self, PyObject *msg, PyObject *session, int admin, struct intake_cmd *c,
-                         int *err)
-{
-    PyObject *v = intake_get(msg, in_names.order_id, err);
-    long long order_id = 0;
-
-    if (*err || (v && !intake_int(v, 1, INT64_MAX, &order_id)))
-        return 0;
-    c->coid = intake_get(msg, in_names.coid, err);
-    if (*err || (v == NULL) == (c->coid == NULL) || !intake_coid(c->coid, c->cmd.coid))
-        return 0;
-    if (v) {
-        PyObject *owner = PyDict_GetItemWithError(self->owners, v);
-
-        if (!owner && PyErr_Occurred()) {
-            *err = 1;
-            return 0;
-        }
-        if (owner && owner != session && !admin)
-            return 0; /* not its order: Python's reject */
-        memset(c->cmd.coid, 0, sizeof(c->cmd.coid));
-        c->coid = NULL; /* the request is by order id */
-    }
-    c->cmd.type = ENG_CMD_CANCEL;
-    c->cmd.flags = admin ? FLAG_ANY_ACCOUNT : 0;
-    c->cmd.order_id = (uint64_t)order_id;
-    c->kind = in_names.cancel;
-    return 1;
-}
-
 PyDoc_STRVAR(intake_take_doc,
-             "take($self, session, frame, /)\n--\n\n"
-             "Carry out a new_order or cancel frame for `session` if it passes every check;\n"
-             "True if it did, False (having changed nothing) if Session.handle must.");
+             "take($self, link, frame, /)\n--\n\n"
+             "Carry out one request frame of link's session (see csrc/binding/intake.c): None when it is\n"
+             "done; (message,) when the decoded message is Python's to carry out; False, having done\n"
+             "nothing, when the command buffer is full (make room, then take it again).");
 
-static PyObject *intake_take(intake_intake *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *session, *msg, *typ, *req_id, *v, *buf = NULL;
-    struct intake_cmd c;
-    long long account, n, cap;
-    int err = 0, admin, ok, r;
+    PyObject *msg, *typ, *req_id;
+    struct srv_order r;
+    srv_link *link;
+    int ok, rc;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "take takes (session, frame)");
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &srv_link_type) || !((srv_link *)args[0])->pending) {
+        PyErr_SetString(PyExc_TypeError, "take takes (link, frame)");
         return NULL;
     }
-    if (!self->tables) {
-        PyErr_SetString(PyExc_ValueError, "the intake has no tables");
+    if (!self->ledger) {
+        PyErr_SetString(PyExc_ValueError, "the Intake is not initialised");
         return NULL;
     }
-    session = args[0];
+    link = (srv_link *)args[0];
+    if (self->commands->n >= self->commands->cap)
+        Py_RETURN_FALSE;
     msg = PyObject_CallOneArg(self->loads, args[1]);
     if (!msg) {
-        PyErr_Clear(); /* bad JSON: Python's error reply */
-        Py_RETURN_FALSE;
-    }
-    ok = 0;
-    if (!PyDict_CheckExact(msg))
-        goto decline;
-    typ = intake_get(msg, in_names.type, &err);
-    req_id = PyDict_GetItemWithError(msg, in_names.req_id);
-    if (err || (!req_id && PyErr_Occurred()))
-        goto fail;
-    if (!req_id)
-        req_id = Py_None;
-    if (req_id != Py_None && !PyLong_CheckExact(req_id) && !PyUnicode_CheckExact(req_id))
-        goto decline;
-    /* The session: logged in, and its command queue has room. */
-    v = PyObject_GetAttr(session, in_names.account);
-    if (!v)
-        goto fail;
-    ok = intake_int(v, 0, UINT32_MAX, &account);
-    Py_DECREF(v);
-    if (!ok)
-        goto decline;
-    v = PyObject_GetAttr(session, in_names.admin);
-    if (!v)
-        goto fail;
-    admin = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    if (admin < 0)
-        goto fail;
-    if (!intake_attr_ll(self->commands, in_names.n, &n) || !intake_attr_ll(self->commands, in_names.cap, &cap))
-        goto decline;
-    buf = PyObject_GetAttr(self->commands, in_names.buf);
-    if (!buf)
-        goto fail;
-    if (!PyByteArray_CheckExact(buf) || n < 0 || n >= cap ||
-        (size_t)n >= (size_t)PyByteArray_GET_SIZE(buf) / sizeof(struct runner_cmd))
-        goto decline; /* full: Python waits for room */
-    memset(&c, 0, sizeof(c));
-    c.req_id = req_id;
-    c.cmd.account = (uint32_t)account;
-    if (intake_is(typ, "new_order"))
-        ok = intake_new_order(self, msg, &c, &err);
-    else if (intake_is(typ, "cancel"))
-        ok = intake_cancel(self, msg, session, admin, &c, &err);
-    else
-        ok = 0;
-    if (err)
-        goto fail;
-    if (!ok)
-        goto decline;
-    if (c.cmd.type == ENG_CMD_NEW && self->max_open) {
-        /* OrderLimits.check_open */
-        long long open, flying;
+        PyObject *t, *exc, *tb;
+        PyObject *cargs[2];
 
-        if (intake_counted(self->open, account, &open) < 0 || intake_counted(self->in_flight, account, &flying) < 0)
-            goto fail;
-        if (open + flying >= self->max_open)
-            goto decline;
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Fetch(&t, &exc, &tb);
+        PyErr_NormalizeException(&t, &exc, &tb);
+        cargs[0] = link->session;
+        cargs[1] = exc;
+        rc = intake_call(self->on_undecodable, cargs, 2);
+        Py_XDECREF(t);
+        Py_XDECREF(exc);
+        Py_XDECREF(tb);
+        if (rc < 0)
+            return NULL;
+        Py_RETURN_NONE;
     }
-    r = intake_queue(self, session, &c, (Py_ssize_t)n, buf);
-    if (r < 0)
-        goto fail;
-    Py_DECREF(buf);
+    if (PyDict_CheckExact(msg)) {
+        typ = PyDict_GetItemWithError(msg, srv_names.type);
+        req_id = typ || !PyErr_Occurred() ? PyDict_GetItemWithError(msg, srv_names.req_id) : NULL;
+        if (PyErr_Occurred())
+            goto fail;
+        if (!req_id)
+            req_id = Py_None;
+        /* A bad req_id or type is any message's fault: Python's. */
+        if (typ && PyUnicode_CheckExact(typ) &&
+            (req_id == Py_None || PyLong_CheckExact(req_id) || PyUnicode_CheckExact(req_id))) {
+            struct srv_form_error e = {NULL, NULL};
+
+            ok = srv_form_read(typ, msg, &r, &e);
+            r.req_id = req_id;
+            if (ok == 0) {
+                rc = intake_refused(self, link, req_id, e.code, e.message);
+                goto done;
+            }
+            if (ok == 1) {
+                rc = intake_carry_out(self, link, &r);
+                goto done;
+            }
+            if (ok < 0)
+                goto fail;
+        }
+    }
+    /* Python's, in the reader's own frame: its requests may wait (a login's
+     * secret check, room for a mass cancel's commands), which is no work
+     * for a C frame. */
+    return Py_BuildValue("(N)", msg);
+done:
     Py_DECREF(msg);
-    Py_RETURN_TRUE;
-decline:
-    Py_XDECREF(buf);
-    Py_DECREF(msg);
-    Py_RETURN_FALSE;
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
 fail:
-    Py_XDECREF(buf);
     Py_DECREF(msg);
     return NULL;
 }
 
-/* ---- the type ---------------------------------------------------------- */
+/* ---- the type ---------------------------------------------------------------- */
 
-static int intake_init(intake_intake *self, PyObject *args, PyObject *kwds)
+/* A list of ints >= 0, one per instrument, into a new C array. */
+static int64_t *intake_limits_array(PyObject *seq, Py_ssize_t n, const char *what)
 {
-    PyObject *t;
+    int64_t *out;
+
+    if (!PyList_Check(seq) || PyList_GET_SIZE(seq) != n) {
+        PyErr_Format(PyExc_ValueError, "Intake: %s must be a list with one int per instrument", what);
+        return NULL;
+    }
+    out = PyMem_Calloc((size_t)(n ? n : 1), sizeof(*out));
+    if (!out) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long long v;
+
+        if (!intake_int(PyList_GET_ITEM(seq, i), 0, INT64_MAX, &v)) {
+            PyErr_Format(PyExc_ValueError, "Intake: %s holds an int >= 0 per instrument", what);
+            PyMem_Free(out);
+            return NULL;
+        }
+        out[i] = v;
+    }
+    return out;
+}
+
+static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"ledger",  "commands",     "events",   "instruments", "max_qty",
+                             "max_notional", "max_open", "loads", NULL};
+    PyObject *ledger, *commands, *events, *instruments, *max_qty, *max_notional, *loads;
     long long max_open;
 
-    if (kwds && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Intake takes no keyword arguments");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(args, "O:Intake", &t))
-        return -1;
-    if (self->tables) {
+    if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "an Intake is initialised once");
         return -1;
     }
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != I__COUNT || !PyDict_Check(PyTuple_GET_ITEM(t, I_INSTRUMENTS)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(t, I_SIDES)) || !PyDict_Check(PyTuple_GET_ITEM(t, I_ORDER_TYPES)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(t, I_TIFS)) || !PyDict_Check(PyTuple_GET_ITEM(t, I_STPS)) ||
-        !PyList_Check(PyTuple_GET_ITEM(t, I_MAX_QTY)) || !PyList_Check(PyTuple_GET_ITEM(t, I_MAX_NOTIONAL)) ||
-        !intake_int(PyTuple_GET_ITEM(t, I_MAX_OPEN), 0, INT64_MAX, &max_open) ||
-        !PyDict_Check(PyTuple_GET_ITEM(t, I_OPEN)) || !PyDict_Check(PyTuple_GET_ITEM(t, I_IN_FLIGHT)) ||
-        !PyDict_Check(PyTuple_GET_ITEM(t, I_OWNERS)) || !PyCallable_Check(PyTuple_GET_ITEM(t, I_LOADS))) {
-        PyErr_SetString(PyExc_ValueError, "Intake: not the server's tables (see enum intake_table)");
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!OOLO:Intake", kwlist, &srv_ledger_type, &ledger,
+                                     &srv_commands_type, &commands, &events, &PyDict_Type, &instruments, &max_qty,
+                                     &max_notional, &max_open, &loads))
+        return -1;
+    if (max_open < 0 || !PyCallable_Check(loads)) {
+        PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable");
         return -1;
     }
-    Py_XSETREF(self->tables, Py_NewRef(t));
-    self->instruments = PyTuple_GET_ITEM(t, I_INSTRUMENTS);
-    self->sides = PyTuple_GET_ITEM(t, I_SIDES);
-    self->order_types = PyTuple_GET_ITEM(t, I_ORDER_TYPES);
-    self->tifs = PyTuple_GET_ITEM(t, I_TIFS);
-    self->stps = PyTuple_GET_ITEM(t, I_STPS);
-    self->max_qty = PyTuple_GET_ITEM(t, I_MAX_QTY);
-    self->max_notional = PyTuple_GET_ITEM(t, I_MAX_NOTIONAL);
+    self->n_instruments = PyDict_GET_SIZE(instruments);
+    if (!(self->max_qty = intake_limits_array(max_qty, self->n_instruments, "max_qty")) ||
+        !(self->max_notional = intake_limits_array(max_notional, self->n_instruments, "max_notional")))
+        return -1;
+    if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
+        !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
+        !(self->on_over_rate = srv_method(events, "over_rate")))
+        return -1;
+    self->ledger = (srv_ledger *)Py_NewRef(ledger);
+    self->commands = (srv_commands *)Py_NewRef(commands);
+    self->instruments = Py_NewRef(instruments);
+    self->loads = Py_NewRef(loads);
     self->max_open = max_open;
-    self->open = PyTuple_GET_ITEM(t, I_OPEN);
-    self->in_flight = PyTuple_GET_ITEM(t, I_IN_FLIGHT);
-    self->owners = PyTuple_GET_ITEM(t, I_OWNERS);
-    self->commands = PyTuple_GET_ITEM(t, I_COMMANDS);
-    self->loads = PyTuple_GET_ITEM(t, I_LOADS);
     return 0;
 }
 
-static int intake_traverse(intake_intake *self, visitproc visit, void *arg)
+static int intake_traverse(srv_intake *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->tables);
+    Py_VISIT(self->ledger);
+    Py_VISIT(self->commands);
+    Py_VISIT(self->instruments);
+    Py_VISIT(self->loads);
+    Py_VISIT(self->on_undecodable);
+    Py_VISIT(self->on_refused);
+    Py_VISIT(self->on_rejected);
+    Py_VISIT(self->on_over_rate);
     return 0;
 }
 
-static int intake_clear(intake_intake *self)
+static int intake_clear(srv_intake *self)
 {
-    Py_CLEAR(self->tables);
+    Py_CLEAR(self->ledger);
+    Py_CLEAR(self->commands);
+    Py_CLEAR(self->instruments);
+    Py_CLEAR(self->loads);
+    Py_CLEAR(self->on_undecodable);
+    Py_CLEAR(self->on_refused);
+    Py_CLEAR(self->on_rejected);
+    Py_CLEAR(self->on_over_rate);
     return 0;
 }
 
-static void intake_dealloc(intake_intake *self)
+static void intake_dealloc(srv_intake *self)
 {
     PyObject_GC_UnTrack(self);
     intake_clear(self);
+    PyMem_Free(self->max_qty);
+    PyMem_Free(self->max_notional);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -536,11 +425,12 @@ static PyMethodDef intake_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyTypeObject intake_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._intake.Intake",
-    .tp_basicsize = sizeof(intake_intake),
+PyTypeObject srv_intake_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Intake",
+    .tp_basicsize = sizeof(srv_intake),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Intake(tables): new_order and cancel requests (see csrc/binding/intake.c)."),
+    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_qty, max_notional, max_open, loads):\n"
+                        "request frames (see csrc/binding/intake.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)intake_init,
     .tp_dealloc = (destructor)intake_dealloc,
@@ -548,47 +438,3 @@ static PyTypeObject intake_type = {
     .tp_clear = (inquiry)intake_clear,
     .tp_methods = intake_methods,
 };
-
-static int intake_exec(PyObject *module)
-{
-    static const char *const names[] = {
-        "type",      "req_id", "symbol",  "side",    "qty",        "price",  "order_type", "tif",
-        "post_only", "stp",    "client_order_id", "order_id", "new_order", "cancel", "account", "admin",
-        "_next",     "pending", "_bucket", "sid",    "take",       "_buf",   "_n",         "_cap",
-        "over_rate",
-    };
-    PyObject **slots[] = {
-        &in_names.type,      &in_names.req_id,  &in_names.symbol,  &in_names.side,     &in_names.qty,
-        &in_names.price,     &in_names.order_type, &in_names.tif,  &in_names.post_only, &in_names.stp,
-        &in_names.coid,      &in_names.order_id, &in_names.new_order, &in_names.cancel, &in_names.account,
-        &in_names.admin,     &in_names.next,    &in_names.pending, &in_names.bucket,   &in_names.sid,
-        &in_names.take,      &in_names.buf,     &in_names.n,       &in_names.cap,      &in_names.over_rate,
-    };
-
-    _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]), "one slot per name");
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (!*slots[i] && !(*slots[i] = PyUnicode_InternFromString(names[i])))
-            return -1;
-    if (PyType_Ready(&intake_type) < 0)
-        return -1;
-    return PyModule_AddObjectRef(module, "Intake", (PyObject *)&intake_type);
-}
-
-static PyModuleDef_Slot intake_slots[] = {
-    {Py_mod_exec, intake_exec},
-    {0, NULL},
-};
-
-static struct PyModuleDef intake_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "pyengine._intake",
-    .m_doc = "The server's new_order and cancel requests in C (see csrc/binding/intake.c).",
-    .m_size = 0,
-    .m_methods = NULL,
-    .m_slots = intake_slots,
-};
-
-PyMODINIT_FUNC PyInit__intake(void)
-{
-    return PyModuleDef_Init(&intake_module);
-}

@@ -1,466 +1,63 @@
 /*
- * route.c - pyengine._route: the server dispatcher's event loop in C.
+ * route.c - Router: the engine's events, routed and answered.
  *
  * The dispatcher (pyengine/server/dispatch.py) takes events from the engine
- * thread in batches and, for each, updates the server's bookkeeping and
- * replies to the sessions concerned. In Python that loop was about a third
- * of the event-loop thread's time per order. Router.route() runs it here for
- * the events of ordinary traffic -- acks, fills, cancels answering the
- * canceller, book levels, trades -- building each reply's JSON frame itself,
- * byte for byte what orjson makes of the same dict (the constant strings
- * come from orjson, and any string this file does not copy verbatim goes
- * through orjson too). Everything else (a cancel by someone other than the
- * owner, a mass cancel's parts, rejects, modifies, trading states,
- * snapshots, sessions that closed) goes to the Dispatcher's Python methods,
- * called with the same arguments as from the Python loop before.
+ * thread in batches and hands each batch to Router.route(). For each event
+ * this file finds the request it answers (the command's tag: the session's
+ * Link, then its pending request), keeps the Ledger (owners, open and
+ * in-flight orders), keeps the market data (books.c) and answers the events
+ * of ordinary traffic itself -- acks, fills, cancels answering their owner
+ * -- with frames built in frame.c.
  *
- * The bookkeeping stays in the server's own Python objects (dicts, lists,
- * sessions), so the rest of the server sees no difference. The GIL is held
- * throughout; nothing here blocks.
+ * The rest goes to Python through the RouterEvents callbacks (see
+ * pyengine/server/seam.py), each looked up once when the Router is built:
+ * `cancelled` for a cancel by someone other than the owner, a mass cancel's
+ * parts, or an order nobody holds; `modified`, `rejected`, `trading_state`,
+ * `snapshot_done`, `state_hash`; `accepted_late` for an order accepted after
+ * its session closed; `accepted_unowned` and `unowned_gone` for orders no
+ * session holds (a replica's, or recovered ones not claimed yet).
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "server.h"
+
 #include <structmember.h>
-
-#include <stdint.h>
 #include <string.h>
-
-#include "pyengine.h"
-
-/* What the Router is built from, by position in its `tables` tuple. */
-enum route_table {
-    R_DISPATCHER,     /* the Dispatcher: its methods take the rare events */
-    R_SESSIONS,       /* dict: session id -> Session */
-    R_OWNERS,         /* dict: open order id -> Session */
-    R_OPEN,           /* Counter: account -> open orders */
-    R_IN_FLIGHT,      /* Counter: account -> new orders not answered */
-    R_UNCLAIMED,      /* UnclaimedOrders */
-    R_BOOKS,          /* MarketData.books: per instrument, ({}, bids, asks) */
-    R_SUBSCRIBERS,    /* MarketData.subscribers: per instrument, a set */
-    R_CHANGES,        /* MarketData._changes */
-    R_MD_TRADES,      /* MarketData._trades */
-    R_SYMBOLS_JSON,   /* tuple of bytes: each symbol as a JSON string */
-    R_SIDES_JSON,     /* tuple of bytes by side code (0 unused) */
-    R_REASONS_JSON,   /* tuple of bytes by cancel reason code */
-    R_DUMPS,          /* orjson.dumps */
-    R__COUNT
-};
 
 typedef struct {
     PyObject_HEAD
-    PyObject *tables; /* strong; the pointers below borrow from it */
-    PyObject *dispatcher, *sessions, *owners, *open, *in_flight, *unclaimed;
-    PyObject *books, *subscribers, *changes, *md_trades;
-    PyObject *symbols_json, *sides_json, *reasons_json, *dumps;
+    srv_ledger *ledger;
+    struct srv_md md;
+    PyObject *md_tables;   /* the tuple md borrows from */
+    PyObject *symbols_json, *sides_json, *reasons_json; /* tuples of bytes: each as a JSON string */
+    PyObject *dumps;
+    /* RouterEvents, bound once */
+    PyObject *on_cancelled, *on_modified, *on_rejected, *on_trading_state, *on_snapshot_done, *on_state_hash;
+    PyObject *on_accepted_late, *on_accepted_unowned, *on_unowned_gone;
     unsigned long long trades, orders;
-} route_router;
+} srv_router;
 
-/* Interned names, made once when the module is first imported. */
-static struct {
-    PyObject *pending, *closed, *orders, *coids, *send, *new_order, *mass_cancel;
-} route_names;
-
-/* ---- JSON frames ------------------------------------------------------- */
-
-/* A frame being written: the 4-byte length first, then the JSON body. */
-struct route_writer {
-    char *buf;
-    size_t len, cap;
-    char local[512];
-};
-
-static void route_writer_init(struct route_writer *w)
+static PyObject *route_session(srv_link *link)
 {
-    w->buf = w->local;
-    w->len = 4;
-    w->cap = sizeof(w->local);
+    return link ? link->session : Py_None;
 }
 
-static void route_writer_free(struct route_writer *w)
+/* A call to Python with arguments built by Py_BuildValue's `fmt`. */
+static int route_call_fmt(PyObject *fn, const char *fmt, ...)
 {
-    if (w->buf != w->local)
-        PyMem_Free(w->buf);
-}
+    va_list va;
+    PyObject *args, *r;
 
-static int route_put(struct route_writer *w, const char *s, size_t n)
-{
-    if (w->len + n > w->cap) {
-        size_t cap = (w->len + n) * 2;
-        char *b = PyMem_Malloc(cap);
-
-        if (!b) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        memcpy(b, w->buf, w->len);
-        route_writer_free(w);
-        w->buf = b;
-        w->cap = cap;
-    }
-    memcpy(w->buf + w->len, s, n);
-    w->len += n;
-    return 0;
-}
-
-#define PUT(w, lit) route_put((w), (lit), sizeof(lit) - 1)
-
-static int route_put_bytes(struct route_writer *w, PyObject *bytes)
-{
-    return route_put(w, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
-}
-
-static int route_put_i64(struct route_writer *w, int64_t v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
-
-    return route_put(w, tmp, (size_t)n);
-}
-
-static int route_put_u64(struct route_writer *w, uint64_t v)
-{
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
-
-    return route_put(w, tmp, (size_t)n);
-}
-
-/* Any value, as orjson writes it. */
-static int route_put_dumped(route_router *self, struct route_writer *w, PyObject *o)
-{
-    PyObject *b = PyObject_CallOneArg(self->dumps, o);
-    int rc;
-
-    if (!b)
+    va_start(va, fmt);
+    args = Py_VaBuildValue(fmt, va);
+    va_end(va);
+    if (!args)
         return -1;
-    rc = PyBytes_Check(b) ? route_put_bytes(w, b) : -1;
-    if (rc < 0 && !PyErr_Occurred())
-        PyErr_SetString(PyExc_TypeError, "dumps did not return bytes");
-    Py_DECREF(b);
-    return rc;
+    r = PyObject_Call(fn, args, NULL);
+    Py_DECREF(args);
+    Py_XDECREF(r);
+    return r ? 0 : -1;
 }
 
-/*
- * A string of printable ASCII, quoted, with '"' and '\\' escaped: what
- * orjson writes for it. Anything else goes through orjson itself.
- */
-static int route_put_str(route_router *self, struct route_writer *w, PyObject *s)
-{
-    const char *p;
-    Py_ssize_t n;
-
-    if (!PyUnicode_IS_ASCII(s))
-        return route_put_dumped(self, w, s);
-    p = (const char *)PyUnicode_1BYTE_DATA(s);
-    n = PyUnicode_GET_LENGTH(s);
-    for (Py_ssize_t i = 0; i < n; i++)
-        if (p[i] < 0x20 || p[i] == 0x7f)
-            return route_put_dumped(self, w, s);
-    if (PUT(w, "\"") < 0)
-        return -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if ((p[i] == '"' || p[i] == '\\') && route_put(w, "\\", 1) < 0)
-            return -1;
-        if (route_put(w, p + i, 1) < 0)
-            return -1;
-    }
-    return PUT(w, "\"");
-}
-
-/* A request id (None, an int or a string) or a client order id (None or a string). */
-static int route_put_value(route_router *self, struct route_writer *w, PyObject *o)
-{
-    if (o == Py_None)
-        return PUT(w, "null");
-    if (PyUnicode_CheckExact(o))
-        return route_put_str(self, w, o);
-    if (PyLong_CheckExact(o)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-
-        if (!overflow && !(v == -1 && PyErr_Occurred()))
-            return route_put_i64(w, v);
-        PyErr_Clear();
-    }
-    return route_put_dumped(self, w, o);
-}
-
-/* The finished frame as bytes: the body's length goes in front. */
-static PyObject *route_frame(struct route_writer *w)
-{
-    uint32_t n = (uint32_t)(w->len - 4);
-
-    w->buf[0] = (char)(n >> 24);
-    w->buf[1] = (char)(n >> 16);
-    w->buf[2] = (char)(n >> 8);
-    w->buf[3] = (char)n;
-    return PyBytes_FromStringAndSize(w->buf, (Py_ssize_t)w->len);
-}
-
-/* session.send(frame): the Session's own method, with its limits. */
-static int route_send(struct route_writer *w, PyObject *session)
-{
-    PyObject *frame = route_frame(w);
-    PyObject *r;
-
-    if (!frame)
-        return -1;
-    r = PyObject_CallMethodOneArg(session, route_names.send, frame);
-    Py_DECREF(frame);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-/* ---- bookkeeping ------------------------------------------------------- */
-
-/* counter[key] += delta, for a Counter (a dict whose missing keys count 0). */
-static int route_count(PyObject *counter, uint32_t key, long delta)
-{
-    PyObject *k = PyLong_FromUnsignedLong(key);
-    PyObject *v, *nv;
-    long cur = 0;
-    int rc;
-
-    if (!k)
-        return -1;
-    v = PyDict_GetItemWithError(counter, k);
-    if (v) {
-        cur = PyLong_AsLong(v);
-        if (cur == -1 && PyErr_Occurred()) {
-            Py_DECREF(k);
-            return -1;
-        }
-    } else if (PyErr_Occurred()) {
-        Py_DECREF(k);
-        return -1;
-    }
-    nv = PyLong_FromLong(cur + delta);
-    rc = nv ? PyDict_SetItem(counter, k, nv) : -1;
-    Py_XDECREF(nv);
-    Py_DECREF(k);
-    return rc;
-}
-
-/* The value of a dict at an integer key, borrowed; NULL (no exception) if none. */
-static PyObject *route_get_u64(PyObject *dict, uint64_t key, int *err)
-{
-    PyObject *k = PyLong_FromUnsignedLongLong(key);
-    PyObject *v;
-
-    if (!k) {
-        *err = 1;
-        return NULL;
-    }
-    v = PyDict_GetItemWithError(dict, k);
-    Py_DECREF(k);
-    if (!v && PyErr_Occurred())
-        *err = 1;
-    return v;
-}
-
-/* session.closed as 0/1, or -1 on error. */
-static int route_closed(PyObject *session)
-{
-    PyObject *v = PyObject_GetAttr(session, route_names.closed);
-    int r;
-
-    if (!v)
-        return -1;
-    r = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return r;
-}
-
-/* The client order id of one of a session's orders (a new reference): the
- * second item of session.orders[oid], or None. */
-static PyObject *route_order_coid(PyObject *session, uint64_t oid)
-{
-    PyObject *orders = PyObject_GetAttr(session, route_names.orders);
-    PyObject *o, *coid;
-    int err = 0;
-
-    if (!orders)
-        return NULL;
-    o = route_get_u64(orders, oid, &err);
-    if (err) {
-        Py_DECREF(orders);
-        return NULL;
-    }
-    coid = (o && PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2) ? PyTuple_GET_ITEM(o, 1) : Py_None;
-    Py_INCREF(coid);
-    Py_DECREF(orders);
-    return coid;
-}
-
-/* Dispatcher._forget: the order is finished; drop it from the owners, the
- * session's orders and, if it still points there, its client order id. */
-static int route_forget(route_router *self, PyObject *session, uint64_t oid)
-{
-    PyObject *key = PyLong_FromUnsignedLongLong(oid);
-    PyObject *orders = NULL, *coids = NULL, *o = NULL;
-    int rc = -1;
-
-    if (!key)
-        return -1;
-    if (PyDict_DelItem(self->owners, key) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-            goto out;
-        PyErr_Clear();
-    }
-    orders = PyObject_GetAttr(session, route_names.orders);
-    if (!orders)
-        goto out;
-    o = PyDict_GetItemWithError(orders, key);
-    if (!o) {
-        rc = PyErr_Occurred() ? -1 : 0;
-        goto out;
-    }
-    Py_INCREF(o);
-    if (PyDict_DelItem(orders, key) < 0)
-        goto out;
-    if (PyTuple_Check(o) && PyTuple_GET_SIZE(o) == 2 && PyTuple_GET_ITEM(o, 1) != Py_None) {
-        PyObject *coid = PyTuple_GET_ITEM(o, 1);
-        PyObject *cur;
-
-        coids = PyObject_GetAttr(session, route_names.coids);
-        if (!coids)
-            goto out;
-        cur = PyDict_GetItemWithError(coids, coid);
-        if (!cur && PyErr_Occurred())
-            goto out;
-        if (cur) {
-            int same = PyObject_RichCompareBool(cur, key, Py_EQ);
-
-            if (same < 0 || (same && PyDict_DelItem(coids, coid) < 0))
-                goto out;
-        }
-    }
-    rc = 0;
-out:
-    Py_XDECREF(o);
-    Py_XDECREF(coids);
-    Py_XDECREF(orders);
-    Py_DECREF(key);
-    return rc;
-}
-
-/* ---- market data (MarketData.level and MarketData.trade) --------------- */
-
-static int route_md_level(route_router *self, const struct eng_event *ev)
-{
-    Py_ssize_t n = PyList_GET_SIZE(self->books);
-    PyObject *book, *price, *subs;
-    int rc = -1;
-
-    if ((Py_ssize_t)ev->instrument >= n || (Py_ssize_t)ev->instrument >= PyList_GET_SIZE(self->subscribers) ||
-        ev->side < 1 || ev->side > 2) {
-        PyErr_SetString(PyExc_ValueError, "a level event of an unknown instrument or side");
-        return -1;
-    }
-    book = PyList_GET_ITEM(self->books, ev->instrument);
-    subs = PyList_GET_ITEM(self->subscribers, ev->instrument);
-    if (!PyTuple_Check(book) || PyTuple_GET_SIZE(book) != 3 || !PySet_Check(subs)) {
-        PyErr_SetString(PyExc_TypeError, "MarketData's books or subscribers changed shape");
-        return -1;
-    }
-    book = PyTuple_GET_ITEM(book, ev->side);
-    if (!PyDict_Check(book)) {
-        PyErr_SetString(PyExc_TypeError, "MarketData's books changed shape");
-        return -1;
-    }
-    price = PyLong_FromLongLong(ev->price);
-    if (!price)
-        return -1;
-    /* A level event: qty is the level's total, leaves its order count. */
-    if (ev->qty) {
-        PyObject *level = Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves);
-
-        if (!level || PyDict_SetItem(book, price, level) < 0) {
-            Py_XDECREF(level);
-            goto out;
-        }
-        Py_DECREF(level);
-    } else if (PyDict_DelItem(book, price) < 0) {
-        if (!PyErr_ExceptionMatches(PyExc_KeyError))
-            goto out;
-        PyErr_Clear();
-    }
-    if (PySet_GET_SIZE(subs)) {
-        PyObject *inst = PyLong_FromUnsignedLong(ev->instrument);
-        PyObject *changes, *key, *val;
-
-        if (!inst)
-            goto out;
-        changes = PyDict_GetItemWithError(self->changes, inst);
-        if (!changes) {
-            if (PyErr_Occurred() || !(changes = PyDict_New()) ||
-                PyDict_SetItem(self->changes, inst, changes) < 0) {
-                Py_XDECREF(changes);
-                Py_DECREF(inst);
-                goto out;
-            }
-            Py_DECREF(changes); /* the dict holds it */
-        }
-        Py_DECREF(inst);
-        key = Py_BuildValue("(iL)", (int)ev->side, (long long)ev->price);
-        val = Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves);
-        if (!key || !val || PyDict_SetItem(changes, key, val) < 0) {
-            Py_XDECREF(key);
-            Py_XDECREF(val);
-            goto out;
-        }
-        Py_DECREF(key);
-        Py_DECREF(val);
-    }
-    rc = 0;
-out:
-    Py_DECREF(price);
-    return rc;
-}
-
-static int route_md_trade(route_router *self, const struct eng_event *ev)
-{
-    PyObject *inst, *list, *item, *subs;
-    int rc;
-
-    if ((Py_ssize_t)ev->instrument >= PyList_GET_SIZE(self->subscribers)) {
-        PyErr_SetString(PyExc_ValueError, "a trade of an unknown instrument");
-        return -1;
-    }
-    subs = PyList_GET_ITEM(self->subscribers, ev->instrument);
-    if (!PySet_Check(subs)) {
-        PyErr_SetString(PyExc_TypeError, "MarketData's subscribers changed shape");
-        return -1;
-    }
-    if (!PySet_GET_SIZE(subs))
-        return 0;
-    inst = PyLong_FromUnsignedLong(ev->instrument);
-    if (!inst)
-        return -1;
-    list = PyDict_GetItemWithError(self->md_trades, inst);
-    if (!list) {
-        if (PyErr_Occurred() || !(list = PyList_New(0)) || PyDict_SetItem(self->md_trades, inst, list) < 0) {
-            Py_XDECREF(list);
-            Py_DECREF(inst);
-            return -1;
-        }
-        Py_DECREF(list);
-    }
-    Py_DECREF(inst);
-    item = Py_BuildValue("(KLLi)", (unsigned long long)ev->trade_id, (long long)ev->price,
-                         (long long)ev->qty, (int)ev->side);
-    if (!item)
-        return -1;
-    rc = PyList_Append(list, item);
-    Py_DECREF(item);
-    return rc;
-}
-
-/* ---- replies ----------------------------------------------------------- */
-
-static PyObject *route_symbol(route_router *self, uint32_t inst)
+static PyObject *route_symbol(srv_router *self, uint32_t inst)
 {
     if ((Py_ssize_t)inst >= PyTuple_GET_SIZE(self->symbols_json)) {
         PyErr_SetString(PyExc_ValueError, "an event of an unknown instrument");
@@ -469,102 +66,84 @@ static PyObject *route_symbol(route_router *self, uint32_t inst)
     return PyTuple_GET_ITEM(self->symbols_json, inst);
 }
 
-static PyObject *route_side(route_router *self, unsigned side)
+static PyObject *route_side(srv_router *self, unsigned side)
 {
-    if (side < 1 || side > 2) {
+    if (side != ENG_BUY && side != ENG_SELL) {
         PyErr_SetString(PyExc_ValueError, "an event with no side");
         return NULL;
     }
     return PyTuple_GET_ITEM(self->sides_json, side);
 }
 
-/* Dispatcher._fill: one side's fill, to the session that owns the order. */
-static int route_fill(route_router *self, PyObject *session, uint64_t oid, uint32_t inst, unsigned side,
-                      int64_t price, int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
+/* ---- fills --------------------------------------------------------------------- */
+
+/* One side's fill, to the session that owns the order. */
+static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t inst, unsigned side, int64_t price,
+                      int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
 {
-    struct route_writer w;
+    struct srv_frame w;
     PyObject *symbol, *side_json, *coid;
     int rc = -1;
 
     if (!(symbol = route_symbol(self, inst)) || !(side_json = route_side(self, side)))
         return -1;
-    coid = route_order_coid(session, oid);
+    coid = srv_link_order_coid(link, oid);
     if (!coid)
         return -1;
-    route_writer_init(&w);
-    if (PUT(&w, "{\"type\":\"fill\",\"order_id\":") < 0 || route_put_u64(&w, oid) < 0 ||
-        PUT(&w, ",\"client_order_id\":") < 0 || route_put_value(self, &w, coid) < 0 ||
-        PUT(&w, ",\"symbol\":") < 0 || route_put_bytes(&w, symbol) < 0 || PUT(&w, ",\"side\":") < 0 ||
-        route_put_bytes(&w, side_json) < 0 || PUT(&w, ",\"price\":") < 0 || route_put_i64(&w, price) < 0 ||
-        PUT(&w, ",\"qty\":") < 0 || route_put_i64(&w, qty) < 0 || PUT(&w, ",\"leaves\":") < 0 ||
-        route_put_i64(&w, leaves) < 0 || PUT(&w, ",\"trade_id\":") < 0 || route_put_u64(&w, trade_id) < 0 ||
-        (maker ? PUT(&w, ",\"liquidity\":\"maker\",\"seq\":") : PUT(&w, ",\"liquidity\":\"taker\",\"seq\":")) < 0 ||
-        route_put_u64(&w, seq) < 0 || PUT(&w, "}") < 0 || route_send(&w, session) < 0)
+    srv_frame_init(&w);
+    if (SRV_PUT(&w, "{\"type\":\"fill\",\"order_id\":") < 0 || srv_put_u64(&w, oid) < 0 ||
+        SRV_PUT(&w, ",\"client_order_id\":") < 0 || srv_put_value(&w, coid, self->dumps) < 0 ||
+        SRV_PUT(&w, ",\"symbol\":") < 0 || srv_put_bytes(&w, symbol) < 0 || SRV_PUT(&w, ",\"side\":") < 0 ||
+        srv_put_bytes(&w, side_json) < 0 || SRV_PUT(&w, ",\"price\":") < 0 || srv_put_i64(&w, price) < 0 ||
+        SRV_PUT(&w, ",\"qty\":") < 0 || srv_put_i64(&w, qty) < 0 || SRV_PUT(&w, ",\"leaves\":") < 0 ||
+        srv_put_i64(&w, leaves) < 0 || SRV_PUT(&w, ",\"trade_id\":") < 0 || srv_put_u64(&w, trade_id) < 0 ||
+        (maker ? SRV_PUT(&w, ",\"liquidity\":\"maker\",\"seq\":") : SRV_PUT(&w, ",\"liquidity\":\"taker\",\"seq\":")) <
+            0 ||
+        srv_put_u64(&w, seq) < 0 || SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
         goto out;
-    rc = leaves == 0 ? route_forget(self, session, oid) : 0;
+    rc = leaves == 0 ? srv_ledger_forget(self->ledger, link, oid) : 0;
 out:
-    route_writer_free(&w);
+    srv_frame_free(&w);
     Py_DECREF(coid);
     return rc;
 }
 
-/* An order nobody holds (its session closed before its ack, or it was
- * recovered and not claimed yet) filled completely: UnclaimedOrders.gone. */
-static int route_unclaimed_gone(route_router *self, uint64_t oid)
+/* One side of a trade: its owner's fill, or, for an order nobody holds that
+ * is now finished, events.unowned_gone(order_id). */
+static int route_trade_side(srv_router *self, const struct eng_event *ev, uint64_t oid, unsigned side,
+                            int64_t leaves, int maker)
 {
-    int any = PyObject_IsTrue(self->unclaimed);
-    PyObject *r;
+    int err = 0, rc;
+    srv_link *owner = srv_ledger_owner(self->ledger, oid, &err);
 
-    if (any <= 0)
-        return any;
-    r = PyObject_CallMethod(self->unclaimed, "gone", "K", (unsigned long long)oid);
-    Py_XDECREF(r);
-    return r ? 0 : -1;
+    if (err)
+        return -1;
+    if (!owner) {
+        if (leaves)
+            return 0;
+        return route_call_fmt(self->on_unowned_gone, "(K)", (unsigned long long)oid);
+    }
+    Py_INCREF(owner); /* held across calls into Python, which may drop it from the owners */
+    rc = route_fill(self, owner, oid, ev->instrument, side, ev->price, ev->qty, leaves, ev->trade_id, maker,
+                    ev->seq);
+    Py_DECREF(owner);
+    return rc;
 }
 
-static int route_trade(route_router *self, const struct runner_event *re)
+static int route_trade(srv_router *self, const struct eng_event *ev)
 {
-    const struct eng_event *ev = &re->ev;
-    PyObject *taker, *maker;
-    int err = 0;
-
     self->trades++;
-    if (ev->leaves == 0 && route_count(self->open, ev->account, -1) < 0)
+    if ((ev->leaves == 0 && srv_count_add(self->ledger->open, ev->account, -1) < 0) ||
+        (ev->maker_leaves == 0 && srv_count_add(self->ledger->open, ev->maker_account, -1) < 0))
         return -1;
-    if (ev->maker_leaves == 0 && route_count(self->open, ev->maker_account, -1) < 0)
+    if (route_trade_side(self, ev, ev->order_id, ev->side, ev->leaves, 0) < 0 ||
+        route_trade_side(self, ev, ev->maker_order_id, ev->side == ENG_BUY ? ENG_SELL : ENG_BUY, ev->maker_leaves,
+                         1) < 0)
         return -1;
-    taker = route_get_u64(self->owners, ev->order_id, &err);
-    if (err)
-        return -1;
-    if (taker) {
-        int rc;
-
-        Py_INCREF(taker);
-        rc = route_fill(self, taker, ev->order_id, ev->instrument, ev->side, ev->price, ev->qty, ev->leaves,
-                        ev->trade_id, 0, ev->seq);
-        Py_DECREF(taker);
-        if (rc < 0)
-            return -1;
-    } else if (ev->leaves == 0 && route_unclaimed_gone(self, ev->order_id) < 0) {
-        return -1;
-    }
-    maker = route_get_u64(self->owners, ev->maker_order_id, &err);
-    if (err)
-        return -1;
-    if (maker) {
-        int rc;
-
-        Py_INCREF(maker);
-        rc = route_fill(self, maker, ev->maker_order_id, ev->instrument, 3 - ev->side, ev->price, ev->qty,
-                        ev->maker_leaves, ev->trade_id, 1, ev->seq);
-        Py_DECREF(maker);
-        if (rc < 0)
-            return -1;
-    } else if (ev->maker_leaves == 0 && route_unclaimed_gone(self, ev->maker_order_id) < 0) {
-        return -1;
-    }
-    return route_md_trade(self, ev);
+    return srv_md_trade(&self->md, ev);
 }
+
+/* ---- acks ------------------------------------------------------------------------ */
 
 /* The client order id of an event as a str, or None (a new reference). */
 static PyObject *route_event_coid(const struct eng_event *ev)
@@ -578,238 +157,204 @@ static PyObject *route_event_coid(const struct eng_event *ev)
     return PyUnicode_DecodeASCII(ev->coid, (Py_ssize_t)n, "backslashreplace");
 }
 
-static int route_accepted(route_router *self, const struct eng_event *ev, PyObject *session, PyObject *info)
+static int route_accepted(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info)
 {
-    PyObject *coid = NULL, *key = NULL, *orders = NULL, *coids = NULL, *entry = NULL, *req_id;
-    PyObject *symbol, *side_json;
-    struct route_writer w;
-    int closed, rc = -1;
+    PyObject *coid, *symbol, *side_json;
+    struct srv_frame w;
+    int rc = -1;
 
     self->orders++;
-    if (route_count(self->open, ev->account, 1) < 0)
+    if (srv_count_add(self->ledger->open, ev->account, 1) < 0)
         return -1;
     coid = route_event_coid(ev);
     if (!coid)
         return -1;
-    if (!session) {
-        /* Nobody's yet (a replica applying its shard's log): the account's
-         * next session takes it. */
-        PyObject *r = PyObject_CallMethod(self->unclaimed, "add", "KkkO", (unsigned long long)ev->order_id,
-                                          (unsigned long)ev->instrument, (unsigned long)ev->account, coid);
-
-        rc = r ? 0 : -1;
-        Py_XDECREF(r);
-        goto out;
+    if (!link || link->closed) {
+        /* Nobody's yet (a replica applying its shard's log), or its session
+         * has gone: Python decides what becomes of it. */
+        rc = link ? route_call_fmt(self->on_accepted_late, "(OKkkO)", link->session,
+                                   (unsigned long long)ev->order_id, (unsigned long)ev->instrument,
+                                   (unsigned long)ev->account, coid)
+                  : route_call_fmt(self->on_accepted_unowned, "(KkkO)", (unsigned long long)ev->order_id,
+                                   (unsigned long)ev->instrument, (unsigned long)ev->account, coid);
+        Py_DECREF(coid);
+        return rc;
     }
-    closed = route_closed(session);
-    if (closed < 0)
-        goto out;
-    if (closed) {
-        /* Its session has gone: Python decides (cancel it, or keep it for
-         * the account's next session). */
-        PyObject *r = PyObject_CallMethod(self->dispatcher, "_accepted_late", "OKkkO", session,
-                                          (unsigned long long)ev->order_id, (unsigned long)ev->instrument,
-                                          (unsigned long)ev->account, coid);
-
-        rc = r ? 0 : -1;
-        Py_XDECREF(r);
-        goto out;
+    if (!(symbol = route_symbol(self, ev->instrument)) || !(side_json = route_side(self, ev->side)) ||
+        srv_ledger_own(self->ledger, link, ev->order_id, ev->instrument, coid) < 0) {
+        Py_DECREF(coid);
+        return -1;
     }
-    if (!(symbol = route_symbol(self, ev->instrument)) || !(side_json = route_side(self, ev->side)))
+    srv_frame_init(&w);
+    if (SRV_PUT(&w, "{\"type\":\"ack\",\"req_id\":") < 0 ||
+        srv_put_value(&w, info ? PyTuple_GET_ITEM(info, 1) : Py_None, self->dumps) < 0 ||
+        SRV_PUT(&w, ",\"order_id\":") < 0 || srv_put_u64(&w, ev->order_id) < 0 ||
+        SRV_PUT(&w, ",\"client_order_id\":") < 0 || srv_put_value(&w, coid, self->dumps) < 0 ||
+        SRV_PUT(&w, ",\"symbol\":") < 0 || srv_put_bytes(&w, symbol) < 0 || SRV_PUT(&w, ",\"side\":") < 0 ||
+        srv_put_bytes(&w, side_json) < 0 || SRV_PUT(&w, ",\"price\":") < 0 ||
+        (ev->price ? srv_put_i64(&w, ev->price) : SRV_PUT(&w, "null")) < 0 || SRV_PUT(&w, ",\"qty\":") < 0 ||
+        srv_put_i64(&w, ev->qty) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 || srv_put_u64(&w, ev->seq) < 0 ||
+        SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
         goto out;
-    key = PyLong_FromUnsignedLongLong(ev->order_id);
-    orders = PyObject_GetAttr(session, route_names.orders);
-    entry = Py_BuildValue("(kO)", (unsigned long)ev->instrument, coid);
-    if (!key || !orders || !entry || PyDict_SetItem(self->owners, key, session) < 0 ||
-        PyDict_SetItem(orders, key, entry) < 0)
-        goto out;
-    if (coid != Py_None) {
-        coids = PyObject_GetAttr(session, route_names.coids);
-        if (!coids || PyDict_SetItem(coids, coid, key) < 0)
-            goto out;
-    }
-    req_id = info ? PyTuple_GET_ITEM(info, 1) : Py_None;
-    route_writer_init(&w);
-    if (PUT(&w, "{\"type\":\"ack\",\"req_id\":") < 0 || route_put_value(self, &w, req_id) < 0 ||
-        PUT(&w, ",\"order_id\":") < 0 || route_put_u64(&w, ev->order_id) < 0 ||
-        PUT(&w, ",\"client_order_id\":") < 0 || route_put_value(self, &w, coid) < 0 ||
-        PUT(&w, ",\"symbol\":") < 0 || route_put_bytes(&w, symbol) < 0 || PUT(&w, ",\"side\":") < 0 ||
-        route_put_bytes(&w, side_json) < 0 || PUT(&w, ",\"price\":") < 0 ||
-        (ev->price ? route_put_i64(&w, ev->price) : PUT(&w, "null")) < 0 || PUT(&w, ",\"qty\":") < 0 ||
-        route_put_i64(&w, ev->qty) < 0 || PUT(&w, ",\"seq\":") < 0 || route_put_u64(&w, ev->seq) < 0 ||
-        PUT(&w, "}") < 0 || route_send(&w, session) < 0) {
-        route_writer_free(&w);
-        goto out;
-    }
-    route_writer_free(&w);
     rc = 0;
 out:
-    Py_XDECREF(entry);
-    Py_XDECREF(coids);
-    Py_XDECREF(orders);
-    Py_XDECREF(key);
-    Py_XDECREF(coid);
+    srv_frame_free(&w);
+    Py_DECREF(coid);
     return rc;
 }
 
-static PyObject *route_none(PyObject *o)
-{
-    return o ? o : Py_None;
-}
+/* ---- cancels --------------------------------------------------------------------- */
 
 /*
- * Dispatcher._cancelled for the usual case -- the owner's session is known,
- * and either it asked or nobody did (an IOC's rest, an expiry, a
- * self-trade prevention) -- and the Python method for the others.
+ * A cancel answered here in the usual case -- the owner's session is known,
+ * and either it asked or nobody did (an IOC's rest, an expiry, a self-trade
+ * prevention) -- and by events.cancelled in the others.
  */
-static int route_cancelled(route_router *self, const struct eng_event *ev, PyObject *session, PyObject *info,
-                           int first)
+static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info, int first)
 {
-    PyObject *owner, *req_id = Py_None, *coid, *r;
-    struct route_writer w;
+    PyObject *req_id = Py_None, *coid;
+    srv_link *owner;
+    struct srv_frame w;
     int err = 0, rc = -1;
 
-    if (route_count(self->open, ev->account, -1) < 0)
+    if (srv_count_add(self->ledger->open, ev->account, -1) < 0)
         return -1;
-    owner = route_get_u64(self->owners, ev->order_id, &err);
+    owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
     if (err)
         return -1;
     if (info && first) {
-        int mass = PyUnicode_Compare(PyTuple_GET_ITEM(info, 0), route_names.mass_cancel);
+        int mass = PyUnicode_Compare(PyTuple_GET_ITEM(info, 0), srv_names.mass_cancel);
 
         if (mass == -1 && PyErr_Occurred())
             return -1;
         req_id = mass == 0 ? NULL : PyTuple_GET_ITEM(info, 1);
     }
-    Py_XINCREF(owner); /* held across calls into Python, which may drop it from owners */
-    if (!owner || !req_id || (req_id != Py_None && owner != session) ||
+    Py_XINCREF(owner); /* held across calls into Python, which may drop it from the owners */
+    if (!owner || !req_id || (req_id != Py_None && owner != link) ||
         ev->reason >= PyTuple_GET_SIZE(self->reasons_json)) {
-        r = PyObject_CallMethod(self->dispatcher, "_cancelled", "OKLiKOOO", route_none(owner),
-                                (unsigned long long)ev->order_id, (long long)ev->leaves, (int)ev->reason,
-                                (unsigned long long)ev->seq, route_none(session), route_none(info),
-                                first ? Py_True : Py_False);
+        rc = route_call_fmt(self->on_cancelled, "(OKLiKOOO)", route_session(owner), (unsigned long long)ev->order_id,
+                            (long long)ev->leaves, (int)ev->reason, (unsigned long long)ev->seq, route_session(link),
+                            info ? info : Py_None, first ? Py_True : Py_False);
         Py_XDECREF(owner);
-        Py_XDECREF(r);
-        return r ? 0 : -1;
+        return rc;
     }
-    coid = route_order_coid(owner, ev->order_id);
+    coid = srv_link_order_coid(owner, ev->order_id);
     if (!coid) {
         Py_DECREF(owner);
         return -1;
     }
-    route_writer_init(&w);
-    if (PUT(&w, "{\"type\":\"cancelled\",\"req_id\":") < 0 ||
-        route_put_value(self, &w, owner == session ? req_id : Py_None) < 0 || PUT(&w, ",\"order_id\":") < 0 ||
-        route_put_u64(&w, ev->order_id) < 0 || PUT(&w, ",\"client_order_id\":") < 0 ||
-        route_put_value(self, &w, coid) < 0 || PUT(&w, ",\"leaves\":") < 0 || route_put_i64(&w, ev->leaves) < 0 ||
-        PUT(&w, ",\"reason\":") < 0 || route_put_bytes(&w, PyTuple_GET_ITEM(self->reasons_json, ev->reason)) < 0 ||
-        PUT(&w, ",\"seq\":") < 0 || route_put_u64(&w, ev->seq) < 0 || PUT(&w, "}") < 0 ||
-        route_send(&w, owner) < 0)
+    srv_frame_init(&w);
+    if (SRV_PUT(&w, "{\"type\":\"cancelled\",\"req_id\":") < 0 ||
+        srv_put_value(&w, owner == link ? req_id : Py_None, self->dumps) < 0 || SRV_PUT(&w, ",\"order_id\":") < 0 ||
+        srv_put_u64(&w, ev->order_id) < 0 || SRV_PUT(&w, ",\"client_order_id\":") < 0 ||
+        srv_put_value(&w, coid, self->dumps) < 0 || SRV_PUT(&w, ",\"leaves\":") < 0 ||
+        srv_put_i64(&w, ev->leaves) < 0 || SRV_PUT(&w, ",\"reason\":") < 0 ||
+        srv_put_bytes(&w, PyTuple_GET_ITEM(self->reasons_json, ev->reason)) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 ||
+        srv_put_u64(&w, ev->seq) < 0 || SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, owner) < 0)
         goto out;
-    rc = route_forget(self, owner, ev->order_id);
+    rc = srv_ledger_forget(self->ledger, owner, ev->order_id);
 out:
-    route_writer_free(&w);
+    srv_frame_free(&w);
     Py_DECREF(coid);
     Py_DECREF(owner);
     return rc;
 }
 
-/* The events that are always the Python methods' (rare, and with logging). */
-static int route_python(route_router *self, const struct eng_event *ev, PyObject *session, PyObject *info,
-                        int first)
+/* ---- the rest: Python's ---------------------------------------------------------- */
+
+static int route_python(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info, int first)
 {
-    PyObject *s = route_none(session), *i = route_none(info), *r = NULL;
+    PyObject *s = route_session(link), *i = info ? info : Py_None;
 
     switch (ev->type) {
     case ENG_EV_MODIFIED: {
-        int err = 0;
-        PyObject *owner = route_get_u64(self->owners, ev->order_id, &err);
+        int err = 0, rc;
+        srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
 
         if (err)
             return -1;
         Py_XINCREF(owner);
-        r = PyObject_CallMethod(self->dispatcher, "_modified", "OKLLOKOOO", route_none(owner),
-                                (unsigned long long)ev->order_id, (long long)ev->price, (long long)ev->qty,
-                                (ev->flags & ENG_EV_F_PRIORITY_KEPT) ? Py_True : Py_False,
-                                (unsigned long long)ev->seq, s, i, first ? Py_True : Py_False);
+        rc = route_call_fmt(self->on_modified, "(OKLLOKOOO)", route_session(owner), (unsigned long long)ev->order_id,
+                            (long long)ev->price, (long long)ev->qty,
+                            (ev->flags & ENG_EV_F_PRIORITY_KEPT) ? Py_True : Py_False, (unsigned long long)ev->seq,
+                            s, i, first ? Py_True : Py_False);
         Py_XDECREF(owner);
-        break;
+        return rc;
     }
     case ENG_EV_REJECTED:
-        r = PyObject_CallMethod(self->dispatcher, "_rejected", "OOiy#KK", s, i, (int)ev->reason, ev->coid,
-                                (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
-                                (unsigned long long)ev->seq);
-        break;
+        return route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
+                              (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
+                              (unsigned long long)ev->seq);
     case ENG_EV_STATE:
-        r = PyObject_CallMethod(self->dispatcher, "_trading_state", "OOkOK", s, i, (unsigned long)ev->instrument,
-                                ev->qty == 1 ? Py_True : Py_False, (unsigned long long)ev->seq);
-        break;
+        return route_call_fmt(self->on_trading_state, "(OOkOK)", s, i, (unsigned long)ev->instrument,
+                              ev->qty == ENG_STATE_HALTED ? Py_True : Py_False, (unsigned long long)ev->seq);
     case RUNNER_EV_SNAPSHOT:
-        r = PyObject_CallMethod(self->dispatcher, "_snapshot_done", "OOKL", s, i, (unsigned long long)ev->seq,
-                                (long long)ev->leaves);
-        break;
+        return route_call_fmt(self->on_snapshot_done, "(OOKL)", s, i, (unsigned long long)ev->seq,
+                              (long long)ev->leaves);
     case RUNNER_EV_STATE_HASH:
-        r = PyObject_CallMethod(self->dispatcher, "_state_hash", "KKOK", (unsigned long long)ev->seq,
-                                (unsigned long long)ev->order_id, ev->qty ? Py_True : Py_False,
-                                (unsigned long long)ev->maker_order_id);
-        break;
+        return route_call_fmt(self->on_state_hash, "(KKOK)", (unsigned long long)ev->seq,
+                              (unsigned long long)ev->order_id, ev->qty ? Py_True : Py_False,
+                              (unsigned long long)ev->maker_order_id);
     default:
-        return 0; /* nothing the server knows: as before, ignored */
+        return 0; /* nothing the server knows: ignored */
     }
-    Py_XDECREF(r);
-    return r ? 0 : -1;
 }
 
-/*
- * The session that sent a command (a new reference, or NULL if it is gone)
- * and the request it answers, taken from session.pending (a new reference,
- * or NULL if none).
- */
-static int route_request(route_router *self, uint64_t tag, PyObject **session, PyObject **info)
-{
-    PyObject *pending, *key, *v;
-    int err = 0, rc = -1;
+/* ---- the loop -------------------------------------------------------------------- */
 
-    *session = *info = NULL;
-    v = route_get_u64(self->sessions, tag >> 32, &err);
-    if (err)
+/*
+ * The Link that sent a command (borrowed from the Ledger, or NULL if it is
+ * gone) and the request it answers, taken out of link->pending (a new
+ * reference, or NULL if none); a new order's answer ends its flight.
+ */
+static int route_request(srv_router *self, const struct eng_event *ev, uint64_t tag, srv_link **link,
+                         PyObject **info)
+{
+    PyObject *key, *v;
+    int rc;
+
+    *link = NULL;
+    *info = NULL;
+    key = PyLong_FromUnsignedLongLong(tag >> 32);
+    if (!key)
         return -1;
+    v = PyDict_GetItemWithError(self->ledger->links, key);
+    Py_DECREF(key);
     if (!v)
-        return 0;
-    *session = Py_NewRef(v);
-    pending = PyObject_GetAttr(v, route_names.pending);
-    if (!pending)
-        return -1;
+        return PyErr_Occurred() ? -1 : 0;
+    *link = (srv_link *)v;
     key = PyLong_FromUnsignedLongLong(tag & 0xFFFFFFFFu);
     if (!key)
-        goto out;
-    v = PyDict_GetItemWithError(pending, key);
-    if (v) {
-        *info = Py_NewRef(v);
-        rc = PyDict_DelItem(pending, key);
-        if (rc == 0 && (!PyTuple_Check(v) || PyTuple_GET_SIZE(v) != 3)) {
-            PyErr_SetString(PyExc_TypeError, "a pending request is not a (kind, req_id, extra) tuple");
-            rc = -1;
-        }
-    } else {
-        rc = PyErr_Occurred() ? -1 : 0;
+        return -1;
+    v = PyDict_GetItemWithError((*link)->pending, key);
+    if (!v) {
+        Py_DECREF(key);
+        return PyErr_Occurred() ? -1 : 0;
     }
+    *info = Py_NewRef(v);
+    rc = PyDict_DelItem((*link)->pending, key);
     Py_DECREF(key);
-out:
-    Py_DECREF(pending);
+    if (rc == 0) {
+        int kind = PyUnicode_Compare(PyTuple_GET_ITEM(v, 0), srv_names.new_order);
+
+        if (kind == -1 && PyErr_Occurred())
+            return -1;
+        if (kind == 0)
+            rc = srv_count_add(self->ledger->in_flight, ev->account, -1);
+    }
     return rc;
 }
 
-PyDoc_STRVAR(route_route_doc,
-             "route($self, events, n, /)\n--\n\n"
-             "Route the first n records of `events` (a buffer of struct runner_event).");
+PyDoc_STRVAR(route_route_doc, "route($self, events, n, /)\n--\n\n"
+                              "Route the first n records of `events` (a buffer of struct runner_event).");
 
-static PyObject *route_route(route_router *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     Py_ssize_t n;
     const struct runner_event *evs;
-    PyObject *session = NULL, *info = NULL;
+    srv_link *link = NULL;
+    PyObject *info = NULL;
     uint64_t last_tag = 0;
     int have_tag = 0, rc = 0;
 
@@ -817,8 +362,8 @@ static PyObject *route_route(route_router *self, PyObject *const *args, Py_ssize
         PyErr_SetString(PyExc_TypeError, "route takes (events, n)");
         return NULL;
     }
-    if (!self->tables) {
-        PyErr_SetString(PyExc_ValueError, "the router has no tables");
+    if (!self->ledger) {
+        PyErr_SetString(PyExc_ValueError, "the Router is not initialised");
         return NULL;
     }
     n = PyLong_AsSsize_t(args[1]);
@@ -838,43 +383,36 @@ static PyObject *route_route(route_router *self, PyObject *const *args, Py_ssize
 
         if (ev->type == ENG_EV_LEVEL) {
             /* Never the first event of a command: no request to look up. */
-            rc = route_md_level(self, ev);
+            rc = srv_md_level(&self->md, ev);
             continue;
         }
         first = !have_tag || evs[i].tag != last_tag;
         if (first) {
             have_tag = 1;
             last_tag = evs[i].tag;
-            Py_CLEAR(session);
+            Py_CLEAR(link);
             Py_CLEAR(info);
-            rc = route_request(self, last_tag, &session, &info);
-            if (rc == 0 && info) {
-                int kind = PyUnicode_Compare(PyTuple_GET_ITEM(info, 0), route_names.new_order);
-
-                if (kind == -1 && PyErr_Occurred())
-                    rc = -1;
-                else if (kind == 0)
-                    rc = route_count(self->in_flight, ev->account, -1);
-            }
+            rc = route_request(self, ev, last_tag, &link, &info);
+            Py_XINCREF(link); /* held while its events are routed */
             if (rc < 0)
                 break;
         }
         switch (ev->type) {
         case ENG_EV_TRADE:
-            rc = route_trade(self, &evs[i]);
+            rc = route_trade(self, ev);
             break;
         case ENG_EV_ACCEPTED:
-            rc = route_accepted(self, ev, session, info);
+            rc = route_accepted(self, ev, link, info);
             break;
         case ENG_EV_CANCELLED:
-            rc = route_cancelled(self, ev, session, info, first);
+            rc = route_cancelled(self, ev, link, info, first);
             break;
         default:
-            rc = route_python(self, ev, session, info, first);
+            rc = route_python(self, ev, link, info, first);
             break;
         }
     }
-    Py_XDECREF(session);
+    Py_XDECREF(link);
     Py_XDECREF(info);
     PyBuffer_Release(&view);
     if (rc < 0)
@@ -882,97 +420,122 @@ static PyObject *route_route(route_router *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-/* ---- the type ---------------------------------------------------------- */
-
-static int route_check_tables(PyObject *t)
-{
-    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != R__COUNT)
-        return 0;
-    return PyDict_Check(PyTuple_GET_ITEM(t, R_SESSIONS)) && PyDict_Check(PyTuple_GET_ITEM(t, R_OWNERS)) &&
-           PyDict_Check(PyTuple_GET_ITEM(t, R_OPEN)) && PyDict_Check(PyTuple_GET_ITEM(t, R_IN_FLIGHT)) &&
-           PyList_Check(PyTuple_GET_ITEM(t, R_BOOKS)) && PyList_Check(PyTuple_GET_ITEM(t, R_SUBSCRIBERS)) &&
-           PyDict_Check(PyTuple_GET_ITEM(t, R_CHANGES)) && PyDict_Check(PyTuple_GET_ITEM(t, R_MD_TRADES)) &&
-           PyTuple_Check(PyTuple_GET_ITEM(t, R_SYMBOLS_JSON)) && PyTuple_Check(PyTuple_GET_ITEM(t, R_SIDES_JSON)) &&
-           PyTuple_Check(PyTuple_GET_ITEM(t, R_REASONS_JSON)) && PyCallable_Check(PyTuple_GET_ITEM(t, R_DUMPS));
-}
+/* ---- the type -------------------------------------------------------------------- */
 
 /* Every instrument has its books (a 3-tuple of dicts), its subscriber set
  * and its symbol; every constant string is bytes. */
-static int route_check_shapes(PyObject *t)
+static int route_check_shapes(srv_router *self)
 {
-    PyObject *books = PyTuple_GET_ITEM(t, R_BOOKS), *subs = PyTuple_GET_ITEM(t, R_SUBSCRIBERS);
-    PyObject *symbols = PyTuple_GET_ITEM(t, R_SYMBOLS_JSON), *sides = PyTuple_GET_ITEM(t, R_SIDES_JSON);
-    PyObject *reasons = PyTuple_GET_ITEM(t, R_REASONS_JSON);
-    Py_ssize_t n = PyTuple_GET_SIZE(symbols);
+    PyObject *books = self->md.books, *subs = self->md.subscribers;
+    Py_ssize_t n = PyTuple_GET_SIZE(self->symbols_json);
 
-    if (PyList_GET_SIZE(books) != n || PyList_GET_SIZE(subs) != n || PyTuple_GET_SIZE(sides) != 3)
+    if (!PyList_Check(books) || !PyList_Check(subs) || !PyDict_Check(self->md.changes) ||
+        !PyDict_Check(self->md.trades) || PyList_GET_SIZE(books) != n || PyList_GET_SIZE(subs) != n ||
+        PyTuple_GET_SIZE(self->sides_json) != ENG_SELL + 1)
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *b = PyList_GET_ITEM(books, i);
 
-        if (!PyTuple_Check(b) || PyTuple_GET_SIZE(b) != 3 || !PyDict_Check(PyTuple_GET_ITEM(b, 1)) ||
-            !PyDict_Check(PyTuple_GET_ITEM(b, 2)) || !PySet_Check(PyList_GET_ITEM(subs, i)) ||
-            !PyBytes_Check(PyTuple_GET_ITEM(symbols, i)))
+        if (!PyTuple_Check(b) || PyTuple_GET_SIZE(b) != 3 || !PyDict_Check(PyTuple_GET_ITEM(b, ENG_BUY)) ||
+            !PyDict_Check(PyTuple_GET_ITEM(b, ENG_SELL)) || !PySet_Check(PyList_GET_ITEM(subs, i)) ||
+            !PyBytes_Check(PyTuple_GET_ITEM(self->symbols_json, i)))
             return 0;
     }
-    for (Py_ssize_t i = 1; i < 3; i++)
-        if (!PyBytes_Check(PyTuple_GET_ITEM(sides, i)))
+    for (Py_ssize_t i = ENG_BUY; i <= ENG_SELL; i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(self->sides_json, i)))
             return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(reasons); i++)
-        if (!PyBytes_Check(PyTuple_GET_ITEM(reasons, i)))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->reasons_json); i++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(self->reasons_json, i)))
             return 0;
     return 1;
 }
 
-static int route_init(route_router *self, PyObject *args, PyObject *kwds)
+static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
 {
-    PyObject *t;
+    static char *kwlist[] = {"ledger", "events", "market_data", "symbols_json", "sides_json", "reasons_json",
+                             "dumps", NULL};
+    PyObject *ledger, *events, *md, *symbols, *sides, *reasons, *dumps;
 
-    if (kwds && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "Router takes no keyword arguments");
-        return -1;
-    }
-    if (!PyArg_ParseTuple(args, "O:Router", &t))
-        return -1;
-    if (self->tables) {
+    if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "a Router is initialised once");
         return -1;
     }
-    if (!route_check_tables(t) || !route_check_shapes(t)) {
-        PyErr_SetString(PyExc_ValueError, "Router: not the dispatcher's tables (see enum route_table)");
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!OO!O!O!O!O:Router", kwlist, &srv_ledger_type, &ledger, &events,
+                                     &PyTuple_Type, &md, &PyTuple_Type, &symbols, &PyTuple_Type, &sides,
+                                     &PyTuple_Type, &reasons, &dumps))
+        return -1;
+    if (PyTuple_GET_SIZE(md) != 4) {
+        PyErr_SetString(PyExc_ValueError, "Router: market_data is MarketData.router_tables()");
         return -1;
     }
-    Py_XSETREF(self->tables, Py_NewRef(t));
-    self->dispatcher = PyTuple_GET_ITEM(t, R_DISPATCHER);
-    self->sessions = PyTuple_GET_ITEM(t, R_SESSIONS);
-    self->owners = PyTuple_GET_ITEM(t, R_OWNERS);
-    self->open = PyTuple_GET_ITEM(t, R_OPEN);
-    self->in_flight = PyTuple_GET_ITEM(t, R_IN_FLIGHT);
-    self->unclaimed = PyTuple_GET_ITEM(t, R_UNCLAIMED);
-    self->books = PyTuple_GET_ITEM(t, R_BOOKS);
-    self->subscribers = PyTuple_GET_ITEM(t, R_SUBSCRIBERS);
-    self->changes = PyTuple_GET_ITEM(t, R_CHANGES);
-    self->md_trades = PyTuple_GET_ITEM(t, R_MD_TRADES);
-    self->symbols_json = PyTuple_GET_ITEM(t, R_SYMBOLS_JSON);
-    self->sides_json = PyTuple_GET_ITEM(t, R_SIDES_JSON);
-    self->reasons_json = PyTuple_GET_ITEM(t, R_REASONS_JSON);
-    self->dumps = PyTuple_GET_ITEM(t, R_DUMPS);
+    self->md_tables = Py_NewRef(md);
+    self->md.books = PyTuple_GET_ITEM(md, 0);
+    self->md.subscribers = PyTuple_GET_ITEM(md, 1);
+    self->md.changes = PyTuple_GET_ITEM(md, 2);
+    self->md.trades = PyTuple_GET_ITEM(md, 3);
+    self->symbols_json = Py_NewRef(symbols);
+    self->sides_json = Py_NewRef(sides);
+    self->reasons_json = Py_NewRef(reasons);
+    self->dumps = Py_NewRef(dumps);
+    if (!route_check_shapes(self)) {
+        PyErr_SetString(PyExc_ValueError, "Router: not the market data's or the JSON strings' shape");
+        return -1;
+    }
+    if (!(self->on_cancelled = srv_method(events, "cancelled")) ||
+        !(self->on_modified = srv_method(events, "modified")) ||
+        !(self->on_rejected = srv_method(events, "rejected")) ||
+        !(self->on_trading_state = srv_method(events, "trading_state")) ||
+        !(self->on_snapshot_done = srv_method(events, "snapshot_done")) ||
+        !(self->on_state_hash = srv_method(events, "state_hash")) ||
+        !(self->on_accepted_late = srv_method(events, "accepted_late")) ||
+        !(self->on_accepted_unowned = srv_method(events, "accepted_unowned")) ||
+        !(self->on_unowned_gone = srv_method(events, "unowned_gone")))
+        return -1;
+    self->ledger = (srv_ledger *)Py_NewRef(ledger);
     return 0;
 }
 
-static int route_traverse(route_router *self, visitproc visit, void *arg)
+static int route_traverse(srv_router *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->tables);
+    Py_VISIT(self->ledger);
+    Py_VISIT(self->md_tables);
+    Py_VISIT(self->symbols_json);
+    Py_VISIT(self->sides_json);
+    Py_VISIT(self->reasons_json);
+    Py_VISIT(self->dumps);
+    Py_VISIT(self->on_cancelled);
+    Py_VISIT(self->on_modified);
+    Py_VISIT(self->on_rejected);
+    Py_VISIT(self->on_trading_state);
+    Py_VISIT(self->on_snapshot_done);
+    Py_VISIT(self->on_state_hash);
+    Py_VISIT(self->on_accepted_late);
+    Py_VISIT(self->on_accepted_unowned);
+    Py_VISIT(self->on_unowned_gone);
     return 0;
 }
 
-static int route_clear(route_router *self)
+static int route_clear(srv_router *self)
 {
-    Py_CLEAR(self->tables);
+    Py_CLEAR(self->ledger);
+    Py_CLEAR(self->md_tables);
+    Py_CLEAR(self->symbols_json);
+    Py_CLEAR(self->sides_json);
+    Py_CLEAR(self->reasons_json);
+    Py_CLEAR(self->dumps);
+    Py_CLEAR(self->on_cancelled);
+    Py_CLEAR(self->on_modified);
+    Py_CLEAR(self->on_rejected);
+    Py_CLEAR(self->on_trading_state);
+    Py_CLEAR(self->on_snapshot_done);
+    Py_CLEAR(self->on_state_hash);
+    Py_CLEAR(self->on_accepted_late);
+    Py_CLEAR(self->on_accepted_unowned);
+    Py_CLEAR(self->on_unowned_gone);
     return 0;
 }
 
-static void route_dealloc(route_router *self)
+static void route_dealloc(srv_router *self)
 {
     PyObject_GC_UnTrack(self);
     route_clear(self);
@@ -985,16 +548,17 @@ static PyMethodDef route_methods[] = {
 };
 
 static PyMemberDef route_members[] = {
-    {"trades", T_ULONGLONG, offsetof(route_router, trades), READONLY, "trades routed"},
-    {"orders", T_ULONGLONG, offsetof(route_router, orders), READONLY, "orders accepted"},
+    {"trades", T_ULONGLONG, offsetof(srv_router, trades), READONLY, "trades routed"},
+    {"orders", T_ULONGLONG, offsetof(srv_router, orders), READONLY, "orders accepted"},
     {NULL, 0, 0, 0, NULL},
 };
 
-static PyTypeObject route_router_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._route.Router",
-    .tp_basicsize = sizeof(route_router),
+PyTypeObject srv_router_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Router",
+    .tp_basicsize = sizeof(srv_router),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Router(tables): the dispatcher's event loop (see csrc/binding/route.c)."),
+    .tp_doc = PyDoc_STR("Router(*, ledger, events, market_data, symbols_json, sides_json, reasons_json, dumps):\n"
+                        "the engine's events, routed (see csrc/binding/route.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)route_init,
     .tp_dealloc = (destructor)route_dealloc,
@@ -1003,37 +567,3 @@ static PyTypeObject route_router_type = {
     .tp_methods = route_methods,
     .tp_members = route_members,
 };
-
-static int route_exec(PyObject *module)
-{
-    static const char *const names[] = {"pending", "closed", "orders", "coids", "send", "new_order",
-                                        "mass_cancel"};
-    PyObject **slots[] = {&route_names.pending, &route_names.closed, &route_names.orders, &route_names.coids,
-                          &route_names.send, &route_names.new_order, &route_names.mass_cancel};
-
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (!*slots[i] && !(*slots[i] = PyUnicode_InternFromString(names[i])))
-            return -1;
-    if (PyType_Ready(&route_router_type) < 0)
-        return -1;
-    return PyModule_AddObjectRef(module, "Router", (PyObject *)&route_router_type);
-}
-
-static PyModuleDef_Slot route_slots[] = {
-    {Py_mod_exec, route_exec},
-    {0, NULL},
-};
-
-static struct PyModuleDef route_module = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "pyengine._route",
-    .m_doc = "The server dispatcher's event loop in C (see csrc/binding/route.c).",
-    .m_size = 0,
-    .m_methods = NULL,
-    .m_slots = route_slots,
-};
-
-PyMODINIT_FUNC PyInit__route(void)
-{
-    return PyModuleDef_Init(&route_module);
-}

@@ -1,7 +1,13 @@
 """pyengine-server: a gevent TCP daemon in front of the engine thread.
 
-Modules: ``config`` (TOML and the embedded default), ``protocol`` (framing,
-message validation, replies), ``engine_thread`` (the C runner),
-``sessions`` and ``dispatch`` (routing), ``marketdata``, ``app`` (the
-server), ``cli`` (the console script). The wire protocol: docs/protocol.md.
+Modules, each importing only those listed before it: ``config`` (TOML and
+the embedded default), ``codes`` (the engine's codes as the protocol spells
+them), ``protocol`` (framing, message validation, replies), ``limits``,
+``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
+runner), ``session`` (a connection's socket I/O), ``seam`` (what the C
+per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
+``cluster_node``, ``requests`` (the requests that are not per-order),
+``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
+``app`` (the server), ``cli`` (the console script); ``process`` stands
+alone. The wire protocol: docs/protocol.md.
 """

@@ -30,85 +30,30 @@ from gevent.server import StreamServer
 
 import orjson
 
-from .._ffi import ffi
-from .._intake import Intake
+from .._ffi import lib
+from .._server import Intake, Ledger
 from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
-from .engine_thread import CMD, CMD_SIZE, EngineThread, instrument_spec
+from .commands import CommandQueue
+from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
+from .requests import Requests
 from .unclaimed import UnclaimedOrders
-from .session import ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES, Session
+from .session import Session
+from .stats import stats_loop
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
 
-__all__ = ["Server", "CommandQueue"]
+__all__ = ["Server"]
 
 log = logging.getLogger("pyengine.server")
 
-_NO_COID = bytes(16)
 _RECV = 65536  # bytes read from a socket at once
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
-
-
-class CommandQueue:
-    """Commands gathered by the sessions, pushed to the engine thread in
-    batches: one ring operation (and at most one wake-up) per flush."""
-
-    def __init__(self, engine: EngineThread, capacity: int = 4096) -> None:
-        self._engine = engine
-        self._cap = capacity
-        self._buf = bytearray(capacity * CMD_SIZE)
-        self._c = ffi.from_buffer("struct runner_cmd[]", self._buf)
-        self._n = 0  # records in the buffer
-        self._sent = 0  # of them already in the ring
-        self._flushing = False
-        self._room = Event()
-        self._room.set()
-
-    def add(self, typ: int, side: int, order_type: int, tif: int, stp: int, flags: int, inst: int,
-            account: int, order_id: int, price: int, qty: int, coid: bytes, tag: int) -> None:
-        while self._n == self._cap:
-            self._room.clear()
-            self.flush()
-            if self._n == self._cap:
-                self._room.wait()
-        CMD.pack_into(self._buf, self._n * CMD_SIZE, typ, side, order_type, tif, stp, flags, 0, inst, account,
-                      order_id, price, qty, time.time_ns(), coid, tag)
-        self._n += 1
-
-    def push(self) -> bool:
-        """Push what fits in the input ring now, without waiting; True when
-        everything queued is in."""
-        if self._flushing:
-            return False  # a waiting flush holds the records
-        if self._sent < self._n:
-            self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
-            if self._sent < self._n:
-                return False
-        self._n = self._sent = 0
-        if not self._room.is_set():
-            self._room.set()
-        return True
-
-    def flush(self) -> None:
-        """Push everything queued, waiting (cooperatively) while the input
-        ring is full. A flush that is running already takes new records too."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            while self._sent < self._n:
-                self._sent += self._engine.submit(self._c + self._sent, self._n - self._sent)
-                if self._sent < self._n:
-                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
-            self._n = self._sent = 0
-            self._room.set()
-        finally:
-            self._flushing = False
 
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:
@@ -146,6 +91,7 @@ class Server:
             self._listener.close()
             raise
         self.commands = CommandQueue(self.engine)
+        self.ledger = Ledger()
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
         self.limits = OrderLimits(config.instruments, config.limits)
@@ -158,11 +104,11 @@ class Server:
             recovered = self.engine.open_orders()
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:
-                self.limits.open[account] += 1
+                self.ledger.count_open(account, 1)
             for inst, state in enumerate(self.engine.trading_states()):
-                self.marketdata.halted[inst] = state == 1
+                self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED
             for inst in range(len(self.engine.symbols)):
-                for side in (1, 2):
+                for side in (lib.ENG_BUY, lib.ENG_SELL):
                     for price, total, count in self.engine.book_levels(inst, side):
                         self.marketdata.level(inst, side, price, total, count)
         if not self.config.data_dir and self.cluster is None:
@@ -170,18 +116,19 @@ class Server:
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
         self.dispatcher = Dispatcher(self)
-        self.intake = Intake((
-            self.engine.instrument_ids, SIDE_CODES, ORDER_TYPE_CODES, TIF_CODES, STP_CODES,
-            self.limits.max_qty, self.limits.max_notional, self.limits.max_open_orders,
-            self.limits.open, self.limits.in_flight, self.dispatcher.owners, self.commands, orjson.loads,
-        ))
+        self.requests = Requests(self)
+        self.intake = Intake(
+            ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
+            instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
+            max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
+        )
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False
         self.recv_buffer = bytearray(_RECV)  # every session reads into it, then copies what it keeps
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
-        self._greenlets: list[gevent.Greenlet] = []
+        self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self.stopping = False
         self.failed = False
         self.stopped = Event()
@@ -204,14 +151,17 @@ class Server:
         self._greenlets.append(dispatcher)
         self._greenlets.append(gevent.spawn(self._flusher))
         self._listener.start()
-        self.address = self._listener.address[:2]
+        bound = self._listener.address
+        assert isinstance(bound, tuple)  # a TCP listener's (host, port, ...)
+        host, port = self.address = (bound[0], bound[1])
         if self.cluster is not None:
-            self.cluster.start(self, self.config.cluster.advertise or f"{self.address[0]}:{self.address[1]}")
+            assert self.config.cluster is not None  # a cluster node has its configuration
+            self.cluster.start(self, self.config.cluster.advertise or f"{host}:{port}")
         if self.config.stats_interval > 0:
-            self._greenlets.append(gevent.spawn(self._stats_loop))
+            self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
             self._greenlets.append(gevent.spawn(self._idle_loop))
-        log.info("listening", extra=fields(host=self.address[0], port=self.address[1],
+        log.info("listening", extra=fields(host=host, port=port,
                                           instruments=",".join(self.engine.symbols),
                                           auth=self.config.auth_required))
         if not self.config.auth_required:
@@ -249,14 +199,14 @@ class Server:
             gevent.signal_handler(sig, self._on_signal, sig)
         self.stopped.wait()
 
-    def _dispatcher_failed(self, greenlet: gevent.Greenlet) -> None:
+    def _dispatcher_failed(self, greenlet: gevent.Greenlet[..., Any]) -> None:
         """A bug in routing: events could be lost from here on, so the server
         stops (and exits non-zero) rather than serve half-broken."""
         exc = greenlet.exception
         if isinstance(exc, JournalFailed):
             log.error("journal_failed", extra=fields(error=exc.strerror, data_dir=self.config.data_dir))
         else:
-            log.error("dispatcher_failed", exc_info=(type(exc), exc, exc.__traceback__))
+            log.error("dispatcher_failed", exc_info=exc)
         self.failed = True
         gevent.spawn(self.stop)
 
@@ -327,6 +277,7 @@ class Server:
         self._next_sid += 1
         session = Session(self, sock, peer, self._next_sid)
         self.sessions[session.sid] = session
+        self.ledger.attach(session.link)
         log.info("session_open", extra=fields(sid=session.sid, peer=peer))
         writer = gevent.spawn(session.writer)
         try:
@@ -390,49 +341,51 @@ class Server:
         session."""
         self.closed_sessions += 1
         self.marketdata.drop(session)
-        if not session.orders:
+        link = session.link
+        if not link.order_count:
             return
         if session.cancel_on_disconnect and not self.stopping:
-            for oid in list(session.orders):
+            orders = link.orders()
+            for oid in orders:
                 self.cancel_order(oid)
             self.commands.flush()
-            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(session.orders)))
+            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(orders)))
         elif not session.cancel_on_disconnect:
-            owners = self.dispatcher.owners
-            for oid, (inst, coid) in session.orders.items():
-                owners.pop(oid, None)
-                self.unclaimed.add(oid, inst, session.account, coid)  # type: ignore[arg-type]
-            session.orders.clear()
-            session.coids.clear()
+            account = session.account
+            assert account is not None  # orders are a logged-in session's
+            for oid, (inst, coid) in self.ledger.release(link).items():
+                self.unclaimed.add(oid, inst, account, coid)
+
+    def request(self, session: Session, message: Any) -> None:
+        """A decoded message the Intake gives back: see Requests.request."""
+        self.requests.request(session, message)
 
     def claim_orders(self, session: Session) -> int:
         """Give a session that just logged in the open orders of its account
         that no session holds (see UnclaimedOrders); returns how many."""
-        orders = self.unclaimed.claim(session.account) if self.unclaimed else {}
+        account = session.account
+        orders = self.unclaimed.claim(account) if self.unclaimed and account is not None else {}
         for oid, (inst, coid) in orders.items():
-            self.dispatcher.owners[oid] = session
-            session.orders[oid] = (inst, coid)
-            if coid is not None:
-                session.coids[coid] = oid
+            self.ledger.own(session.link, oid, inst, coid)
         return len(orders)
 
     def open_orders_of(self, account: int | None) -> list[tuple[int, int]]:
         """(order id, instrument) of every open order the server knows of one
         account (None: of every account), held by a session or unclaimed."""
-        out = [(oid, s.orders[oid][0]) for oid, s in self.dispatcher.owners.items()
-               if (account is None or s.account == account) and oid in s.orders]
+        out: list[tuple[int, int]] = self.ledger.owned(account)
         out += self.unclaimed.of_account(account)
         return out
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""
-        self.commands.add(2, 0, 0, 0, 0, 2, 0, 0, order_id, 0, 0, _NO_COID, 0)
+        self.commands.add(lib.ENG_CMD_CANCEL, 0, flags=lib.ENG_CMD_F_ANY_ACCOUNT, order_id=order_id)
 
     def sweep_closed(self) -> None:
         """Forget closed sessions that have nothing left in flight."""
-        done = [sid for sid, s in self.sessions.items() if s.closed and not s.pending and not s.orders]
+        done = [sid for sid, s in self.sessions.items() if s.closed and not s.link.busy]
         for sid in done:
             del self.sessions[sid]
+            self.ledger.detach(sid)
         self.closed_sessions -= len(done)
 
     def _idle_loop(self) -> None:
@@ -444,32 +397,3 @@ class Server:
             for session in [s for s in self.sessions.values() if not s.closed and now - s.last_active > timeout]:
                 session.error("idle_timeout", f"nothing received for {timeout:g} seconds")
                 session.close("idle_timeout")
-
-    # ---- stats -------------------------------------------------------------
-
-    def _stats_loop(self) -> None:
-        last = self.engine.stats()
-        last_trades, last_orders, last_t = self.dispatcher.trades, self.dispatcher.orders, time.monotonic()
-        last_connections = -1
-        while True:
-            gevent.sleep(self.config.stats_interval)
-            now, st = time.monotonic(), self.engine.stats()
-            dt = max(now - last_t, 1e-9)
-            connections = sum(1 for s in self.sessions.values() if not s.closed)
-            # An idle server says so once, then keeps quiet (but at debug level).
-            changed = st["commands"] != last["commands"] or connections != last_connections
-            log.log(logging.INFO if changed else logging.DEBUG, "stats", extra=fields(
-                orders_per_s=round((self.dispatcher.orders - last_orders) / dt),
-                commands_per_s=round((st["commands"] - last["commands"]) / dt),
-                trades_per_s=round((self.dispatcher.trades - last_trades) / dt),
-                connections=connections,
-                in_ring=st["in_queued"],
-                out_ring=st["out_queued"],
-                engine_sleeps=st["sleeps"] - last["sleeps"],
-                **({"journal_syncs_per_s": round((st["journal_syncs"] - last["journal_syncs"]) / dt),
-                    "journaled_seq": st["journaled"],
-                    "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"]}
-                   if self.engine.journaling else {}),
-            ))
-            last, last_trades, last_orders, last_t = st, self.dispatcher.trades, self.dispatcher.orders, now
-            last_connections = connections

@@ -24,7 +24,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 import orjson
@@ -40,8 +40,21 @@ from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, stream_name
 from ..durability import RecoveryError, load_snapshot, new_engine
 from ..log import fields
 
-if TYPE_CHECKING:
-    from .app import Server
+from .commands import CommandQueue
+from .config import ServerConfig
+from .engine_thread import EngineThread
+from .marketdata import MarketData
+
+
+class ClusterHost(Protocol):
+    """What a cluster node needs of its server."""
+
+    config: ServerConfig
+    engine: EngineThread
+    marketdata: MarketData
+    commands: CommandQueue
+
+    def rejoin(self, reason: str) -> None: ...
 
 __all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
 
@@ -57,7 +70,7 @@ class ClusterNode:
         self.loop = LoopThread(f"pyengine-nats-{cluster.node}")
         self.link: Link | None = None
         self.replica: Replica | None = None
-        self.server: Server | None = None
+        self.server: ClusterHost | None = None
         self.mailbox: Mailbox | None = None
         self.leading = False
         self.checkpoint: tuple[int, int] | None = None  # (seq, hash) of the last checkpoint or check
@@ -67,7 +80,7 @@ class ClusterNode:
         self._backlog: collections.deque[memoryview] = collections.deque()
         self._pump_scheduled = False
         self._promotion: int | None = None  # term, while the backlog drains
-        self._greenlets: list[gevent.Greenlet] = []
+        self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self._next_seq = ffi.new("uint64_t *")
         self._taken = ffi.new("size_t *")
         self._snapshot_replies: dict[int, list[Callable[[str | None], None]]] = {}
@@ -103,7 +116,7 @@ class ClusterNode:
 
     # ---- running ------------------------------------------------------------------
 
-    def start(self, server: Server, address: str) -> None:
+    def start(self, server: ClusterHost, address: str) -> None:
         assert self.link is not None
         self.server = server
         self.mailbox = Mailbox()
@@ -249,7 +262,7 @@ class ClusterNode:
 
     def _control(self, command: int) -> None:
         assert self.server is not None
-        self.server.commands.add(command, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, bytes(16), LOG_TAG)
+        self.server.commands.add(command, LOG_TAG)
         self.server.commands.flush()
 
     def _checkpoints(self) -> None:

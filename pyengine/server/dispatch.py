@@ -5,9 +5,10 @@ It waits on the engine thread's eventfd through the gevent hub, drains the
 output ring in batches, and for each event: replies to the session whose
 request caused it (matched by the command's tag, echoing its ``req_id``),
 sends fills to both sides' sessions, and feeds market data. The loop over the
-events is the Router's (csrc/binding/route.c), in C; it calls the methods
-here for the rare events. Sessions, owners and books change only here and in
-the session greenlets of the same OS thread, so nothing needs a lock.
+events is the Router's (csrc/binding/route.c), in C; the Dispatcher is its
+``RouterEvents`` (seam.py): the Router calls the methods below, by those
+names, for the rare events. Sessions, owners and books change only here and
+in the session greenlets of the same OS thread, so nothing needs a lock.
 """
 
 from __future__ import annotations
@@ -15,30 +16,51 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import orjson
 
 from .._ffi import ffi
-from .._route import Router
-from ..enums import REJECT_MESSAGES
-from .._codes import CANCEL_BY_CODE, REJECT_BY_CODE
+from .._server import Ledger, Router
 from ..log import fields
-from .session import MassCancelState
+from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
+from .commands import CommandQueue
+from .engine_thread import EngineThread
+from .marketdata import MarketData
+from .unclaimed import UnclaimedOrders
+from .requests import MassCancelState
+from .seam import PendingRequest
 
 if TYPE_CHECKING:
-    from .app import Server
+    from .cluster_node import ClusterNode
     from .session import Session
 
-__all__ = ["Dispatcher", "JournalFailed"]
+
+class DispatchHost(Protocol):
+    """What the dispatcher needs of the server."""
+
+    hub: Any  # gevent's Hub
+    engine: EngineThread
+    ledger: Ledger
+    marketdata: MarketData
+    unclaimed: UnclaimedOrders
+    commands: CommandQueue
+    cluster: ClusterNode | None
+    stopping: bool
+    closed_sessions: int  # closed sessions not forgotten yet
+
+    def flush_sessions(self) -> None: ...
+
+    def sweep_closed(self) -> None: ...
+
+    def cancel_order(self, order_id: int) -> None: ...
+
+__all__ = ["Dispatcher", "DispatchHost", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
 
 _BATCH = 4096
-_NO_COID = bytes(16)
-_REJECTS = tuple(None if r is None else (str(r), REJECT_MESSAGES[r]) for r in REJECT_BY_CODE)
-_CANCEL_REASONS = tuple(str(r) for r in CANCEL_BY_CODE)
 
 
 class JournalFailed(OSError):
@@ -49,24 +71,33 @@ class JournalFailed(OSError):
 
 
 def _coid(raw: bytes) -> str | None:
-    return None if raw == _NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
+    return None if raw == NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
+
+
+def _owned_coid(owner: Session | None, order_id: int) -> str | None:
+    """The client order id of an order its owner holds, or None."""
+    o = owner.link.order(order_id) if owner is not None else None
+    return o[1] if o else None
 
 
 class Dispatcher:
-    def __init__(self, server: Server) -> None:
+    """The engine's events, routed; the Router's ``RouterEvents``."""
+
+    def __init__(self, server: DispatchHost) -> None:
         self.server = server
-        self.owners: dict[int, Session] = {}  # open order id -> the session that entered it
+        self.ledger = server.ledger
         self._buf = ffi.new("struct runner_event[]", _BATCH)
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
-        self._router = Router((
-            self, server.sessions, self.owners, server.limits.open, server.limits.in_flight, server.unclaimed,
-            *server.marketdata.router_tables(),
-            tuple(orjson.dumps(symbol) for symbol in server.engine.symbols),
-            (b"", orjson.dumps("buy"), orjson.dumps("sell")),  # by side code
-            tuple(orjson.dumps(reason) for reason in _CANCEL_REASONS),
-            orjson.dumps,
-        ))
+        self._router = Router(
+            ledger=server.ledger,
+            events=self,
+            market_data=server.marketdata.router_tables(),
+            symbols_json=tuple(orjson.dumps(symbol) for symbol in server.engine.symbols),
+            sides_json=tuple(orjson.dumps(name) if name else b"" for name in SIDE_NAMES),
+            reasons_json=tuple(orjson.dumps(reason) for reason in CANCEL_REASONS),
+            dumps=orjson.dumps,
+        )
 
     @property
     def trades(self) -> int:
@@ -77,9 +108,6 @@ class Dispatcher:
     def orders(self) -> int:
         """Orders accepted so far."""
         return int(self._router.orders)
-
-    def owner(self, order_id: int) -> Session | None:
-        return self.owners.get(order_id)
 
     def run(self) -> None:
         """Route events until the engine thread has stopped and nothing is left."""
@@ -131,7 +159,7 @@ class Dispatcher:
 
     def route(self, n: int) -> None:
         """Route the first `n` events of the buffer: the Router (C) runs the
-        loop and calls the methods below for the rare events."""
+        loop and calls the RouterEvents methods below for the rare events."""
         self._router.route(self._raw, n)
         self.server.marketdata.flush()
         self.server.flush_sessions()
@@ -140,63 +168,70 @@ class Dispatcher:
         if self.server.closed_sessions:
             self.server.sweep_closed()
 
-    def _accepted_late(self, session: Session, oid: int, inst: int, account: int, coid: str | None) -> None:
+    # ---- RouterEvents ------------------------------------------------------
+
+    def accepted_late(self, session: Session, order_id: int, instrument: int, account: int,
+                      client_order_id: str | None) -> None:
         """An order accepted for a session that has closed meanwhile: kept
         for the account's next session without cancel-on-disconnect, else
         cancelled (once this batch is routed)."""
         if not session.cancel_on_disconnect:
-            self.server.unclaimed.add(oid, inst, account, coid)
+            self.server.unclaimed.add(order_id, instrument, account, client_order_id)
             return
-        self.owners[oid] = session
-        session.orders[oid] = (inst, coid)
-        if coid is not None:
-            session.coids[coid] = oid
-        self._cod.append(oid)
+        self.ledger.own(session.link, order_id, instrument, client_order_id)
+        self._cod.append(order_id)
 
-    def _cancelled(self, owner: Session | None, oid: int, leaves: int, reason: int, seq: int,
-                   session: Session | None, info: tuple[str, Any, Any] | None, first: bool) -> None:
+    def accepted_unowned(self, order_id: int, instrument: int, account: int, client_order_id: str | None) -> None:
+        """Nobody's yet (a replica applying its shard's log): the account's
+        next session takes it."""
+        self.server.unclaimed.add(order_id, instrument, account, client_order_id)
+
+    def unowned_gone(self, order_id: int) -> None:
+        if self.server.unclaimed:
+            self.server.unclaimed.gone(order_id)
+
+    def cancelled(self, owner: Session | None, order_id: int, leaves: int, reason: int, seq: int,
+                  session: Session | None, request: PendingRequest | None, first: bool) -> None:
         """To the order's session; and, when someone else (an administrator)
         cancelled it, the direct reply to them."""
         req_id = mass = None
-        if info and first:
-            kind, req_id, extra = info
+        if request and first:
+            kind, req_id, extra = request
             if kind == "mass_cancel":
                 # Its one reply is mass_cancelled; the cancels are pushes.
                 req_id, mass = None, extra
-        o = owner.orders.get(oid) if owner is not None else None
         message = {
             "type": "cancelled",
             "req_id": None,
-            "order_id": oid,
-            "client_order_id": o[1] if o else None,
+            "order_id": order_id,
+            "client_order_id": _owned_coid(owner, order_id),
             "leaves": leaves,
-            "reason": _CANCEL_REASONS[reason],
+            "reason": CANCEL_REASONS[reason],
             "seq": seq,
         }
         if owner is not None:
             message["req_id"] = req_id if owner is session else None
             owner.reply(message)
-            self._forget(owner, oid)
+            self.ledger.forget(owner.link, order_id)
         elif self.server.unclaimed:
-            self.server.unclaimed.gone(oid)
+            self.server.unclaimed.gone(order_id)
         if req_id is not None and session is not None and session is not owner:
             session.reply(dict(message, req_id=req_id))
-        if mass is not None:
+        if mass is not None and session is not None:
             mass.cancelled += 1
-            self._mass_part_done(session, mass)  # type: ignore[arg-type]
+            self._mass_part_done(session, mass)
 
-    def _modified(self, owner: Session | None, oid: int, price: int, qty: int, kept: bool, seq: int,
-                  session: Session | None, info: tuple[str, Any, Any] | None, first: bool) -> None:
-        req_id = info[1] if info and first else None
-        o = owner.orders.get(oid) if owner is not None else None
+    def modified(self, owner: Session | None, order_id: int, price: int, qty: int, priority_kept: bool, seq: int,
+                 session: Session | None, request: PendingRequest | None, first: bool) -> None:
+        req_id = request[1] if request and first else None
         message = {
             "type": "modified",
             "req_id": None,
-            "order_id": oid,
-            "client_order_id": o[1] if o else None,
+            "order_id": order_id,
+            "client_order_id": _owned_coid(owner, order_id),
             "price": price,
             "qty": qty,
-            "priority_kept": kept,
+            "priority_kept": priority_kept,
             "seq": seq,
         }
         if owner is not None:
@@ -205,15 +240,15 @@ class Dispatcher:
         if req_id is not None and session is not None and session is not owner:
             session.reply(dict(message, req_id=req_id))
 
-    def _rejected(self, session: Session | None, info: tuple[str, Any, Any] | None, reason: int,
-                  coid_raw: bytes, oid: int, seq: int) -> None:
-        if session is None or info is None:
+    def rejected(self, session: Session | None, request: PendingRequest | None, reason: int, coid_raw: bytes,
+                 order_id: int, seq: int) -> None:
+        if session is None or request is None:
             return
-        kind, req_id, extra = info
+        kind, req_id, extra = request
         if kind == "mass_cancel":
             self._mass_part_done(session, extra)  # the order was gone already
             return
-        code, message = _REJECTS[reason]  # type: ignore[misc]
+        code, message = REJECTS[reason]
         log.debug("reject", extra=fields(sid=session.sid, code=code, req_id=req_id))
         session.reply(
             {
@@ -222,30 +257,31 @@ class Dispatcher:
                 "code": code,
                 "message": message,
                 "client_order_id": _coid(coid_raw),
-                "order_id": oid or None,
+                "order_id": order_id or None,
                 "seq": seq,
             }
         )
 
-    def _trading_state(self, session: Session | None, info: tuple[str, Any, Any] | None, inst: int,
-                       halted: bool, seq: int) -> None:
+    def trading_state(self, session: Session | None, request: PendingRequest | None, instrument: int,
+                      halted: bool, seq: int) -> None:
+        inst = instrument
         symbol = self.server.engine.symbols[inst]
         state = "halted" if halted else "open"
         log.info("trading_state_set", extra=fields(symbol=symbol, state=state, seq=seq))
         self.server.marketdata.trading_state(inst, halted)
-        if session is not None and info is not None:
-            session.reply({"type": "trading_state", "req_id": info[1], "symbol": symbol, "state": state, "seq": seq})
+        if session is not None and request is not None:
+            session.reply({"type": "trading_state", "req_id": request[1], "symbol": symbol, "state": state, "seq": seq})
 
-    def _snapshot_done(self, session: Session | None, info: tuple[str, Any, Any] | None, seq: int, err: int) -> None:
+    def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine
         err = err or engine.journal_error()
         if err:
             log.error("snapshot_failed", extra=fields(seq=seq, error=os.strerror(err)))
         else:
             log.info("snapshot", extra=fields(seq=seq, requested=session is not None))
-        if session is None or info is None:
+        if session is None or request is None:
             return
-        req_id = info[1]
+        req_id = request[1]
         if err:
             session.error("snapshot_failed", f"the snapshot at seq {seq} failed: {os.strerror(err)}", req_id)
         elif self.server.cluster is not None:
@@ -260,7 +296,7 @@ class Dispatcher:
         else:
             session.reply({"type": "snapshot", "req_id": req_id, "seq": seq, "path": engine.snapshot_path(seq)})
 
-    def _state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
+    def state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
         """A replica's state hash: a checkpoint it wrote, or one of the
         leader's it checked (cluster mode)."""
         if self.server.cluster is not None:
@@ -272,17 +308,11 @@ class Dispatcher:
         if state.remaining == 0:
             session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled})
 
-    def _forget(self, s: Session, oid: int) -> None:
-        self.owners.pop(oid, None)
-        o = s.orders.pop(oid, None)
-        if o is not None and o[1] is not None and s.coids.get(o[1]) == oid:
-            del s.coids[o[1]]
-
     def _cancel_orphans(self) -> None:
         """Orders accepted for sessions that had already closed with
         cancel-on-disconnect: cancel those still open."""
         orders, self._cod = self._cod, []
         for oid in orders:
-            if oid in self.owners:
+            if self.ledger.owner(oid) is not None:
                 self.server.cancel_order(oid)
         self.server.commands.flush()

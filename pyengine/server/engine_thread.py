@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._ffi import ffi, lib
 from ..durability import DataDirLock, Recovery, new_engine, recover
@@ -20,22 +19,17 @@ from ..errors import EngineError
 from ..log import fields
 from .config import InstrumentConfig, ServerConfig
 
-__all__ = ["EngineThread", "CMD", "CMD_SIZE", "EVENT_SIZE", "UNKNOWN_INSTRUMENT", "SNAPSHOT_COMMAND", "SNAPSHOT_EVENT",
-           "instrument_spec", "run_offline", "effective_spin_us"]
+if TYPE_CHECKING:
+    from .._cengine import Chars, VoidPtr
+
+__all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
 
 log = logging.getLogger("pyengine.server")
 
-# struct runner_cmd: struct eng_cmd, then the tag.
-CMD = struct.Struct("<BBBBBBHIIQqqq16sQ")
-CMD_SIZE = CMD.size
-EVENT_SIZE = ffi.sizeof("struct runner_event")
-UNKNOWN_INSTRUMENT = 0xFFFFFFFF  # never a valid number: the engine rejects it
-SNAPSHOT_COMMAND = lib.RUNNER_CTL_SNAPSHOT  # a command for the runner: snapshot now
-SNAPSHOT_EVENT = lib.RUNNER_EV_SNAPSHOT  # its answer, once the snapshot is on disk
-assert CMD_SIZE == ffi.sizeof("struct runner_cmd")
+CMD_SIZE = ffi.sizeof("struct runner_cmd")  # struct eng_cmd, then the tag
 
 
-_FSYNC = {"off": 0, "batch": 1, "always": 2}
+_FSYNC = {"off": lib.JNL_FSYNC_OFF, "batch": lib.JNL_FSYNC_BATCH, "always": lib.JNL_FSYNC_ALWAYS}
 
 
 def instrument_spec(inst: InstrumentConfig) -> Any:
@@ -95,8 +89,11 @@ class EngineThread:
             rc.spin_us = self.spin_us = effective_spin_us(config)
             rc.in_capacity = config.in_capacity
             rc.out_capacity = config.out_capacity
-            journal_dir = ffi.new("char[]", os.fsencode(config.data_dir)) if self.journaling else ffi.NULL
-            rc.journal_dir = journal_dir  # copied by runner_create
+            # Held in a local until runner_create has copied it.
+            journal_dir: Chars | VoidPtr = ffi.NULL
+            if self.journaling and config.data_dir is not None:
+                journal_dir = ffi.new("char[]", os.fsencode(config.data_dir))
+            rc.journal_dir = journal_dir
             rc.fsync = _FSYNC[config.fsync]
             rc.keep_segments = int(config.keep_segments)
             # A replica's leader asks for its snapshots itself (cluster_node.py).
@@ -131,10 +128,10 @@ class EngineThread:
         lib.eng_get_stats(self._eng, st)
         buf = ffi.new("struct eng_order_info[]", max(1, st.open_orders))
         for inst in range(len(self.symbols)):
-            for side in (1, 2):
+            for side in (lib.ENG_BUY, lib.ENG_SELL):
                 n = lib.eng_book_orders(self._eng, inst, side, 0, buf, st.open_orders)
                 for o in buf[0:n]:
-                    coid = ffi.string(o.coid, 16).decode("ascii") or None
+                    coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
                     out.append((o.order_id, inst, o.account, coid))
         return out
 
@@ -147,7 +144,7 @@ class EngineThread:
         return [(lv.price, lv.total_qty, lv.order_count) for lv in buf[0:n]]
 
     def trading_states(self) -> list[int]:
-        """Each instrument's trading state (0 open, 1 halted); only before start()."""
+        """Each instrument's trading state (enum eng_trading_state); only before start()."""
         return [lib.eng_instrument_state(self._eng, i) for i in range(len(self.symbols))]
 
     @property
@@ -229,7 +226,7 @@ def run_offline(config: ServerConfig, commands: bytes | memoryview, *, chunk: in
     every event (so everything is journaled), stops the thread, and returns
     its final stats."""
     view = memoryview(commands).cast("B")
-    cmd_size = CMD_SIZE - 8  # a runner command is the engine command and a tag
+    cmd_size = ffi.sizeof("struct eng_cmd")  # a runner command is the engine command and a tag
     if len(view) % cmd_size:
         raise ValueError(f"commands must be whole {cmd_size}-byte records")
     n = len(view) // cmd_size

@@ -10,27 +10,13 @@ each changed level), after that batch's ``trade`` messages.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from .protocol import ReqId, encode
+from .codes import SIDE_NAMES
+from .protocol import encode
+from .seam import FrameSink
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = ["MarketData", "Subscriber"]
-
-_SIDE_NAMES = ("", "buy", "sell")
-
-Book = dict[int, tuple[int, int]]  # price -> (total qty, order count)
-Changes = dict[int, dict[tuple[int, int], tuple[int, int]]]  # inst -> (side, price) -> (total qty, order count)
-Trades = dict[int, list[tuple[int, int, int, int]]]  # inst -> (trade id, price, qty, aggressor side)
-
-
-class Subscriber(Protocol):
-    """Who hears an instrument's market data: a session, or (in a cluster)
-    the leader's feed of it on NATS."""
-
-    def send(self, frame: bytes) -> None: ...
+__all__ = ["MarketData"]
 
 
 class MarketData:
@@ -38,14 +24,14 @@ class MarketData:
         self.symbols = symbols
         n = len(symbols)
         # books[i][side] maps price -> (total qty, order count); side 1 bids, 2 asks.
-        self.books: list[tuple[Book, Book, Book]] = [({}, {}, {}) for _ in range(n)]
+        self.books: list[tuple[dict[int, tuple[int, int]], ...]] = [({}, {}, {}) for _ in range(n)]
         self.seq = [0] * n
         self.halted = [False] * n
-        self.subscribers: list[set[Subscriber]] = [set() for _ in range(n)]
-        self._changes: Changes = {}
-        self._trades: Trades = {}
+        self.subscribers: list[set[FrameSink]] = [set() for _ in range(n)]
+        self._changes: dict[int, dict[tuple[int, int], tuple[int, int]]] = {}
+        self._trades: dict[int, list[tuple[int, int, int, int]]] = {}
 
-    def router_tables(self) -> tuple[list[tuple[Book, Book, Book]], list[set[Subscriber]], Changes, Trades]:
+    def router_tables(self) -> tuple[Any, ...]:
         """What the dispatcher's Router (csrc/binding/route.c) updates in
         place for each level event (as ``level`` does) and each trade (it
         gathers (trade id, price, qty, aggressor side) for subscribed
@@ -86,7 +72,7 @@ class MarketData:
                         "trade_id": trade_id,
                         "price": price,
                         "qty": qty,
-                        "aggressor_side": _SIDE_NAMES[aggressor],
+                        "aggressor_side": SIDE_NAMES[aggressor],
                     },
                 )
         self._trades.clear()
@@ -97,7 +83,7 @@ class MarketData:
                     "type": "book_update",
                     "symbol": self.symbols[inst],
                     "seq": 0,
-                    "changes": [[_SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
+                    "changes": [[SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
                 },
             )
         self._changes.clear()
@@ -109,7 +95,7 @@ class MarketData:
         for session in tuple(self.subscribers[inst]):
             session.send(frame)
 
-    def snapshot(self, inst: int, req_id: ReqId) -> dict[str, Any]:
+    def snapshot(self, inst: int, req_id: Any) -> dict[str, Any]:
         """The whole book now, as the reply to a subscribe."""
         bids, asks = self.books[inst][1], self.books[inst][2]
         return {
@@ -122,19 +108,19 @@ class MarketData:
             "asks": [[p, *asks[p]] for p in sorted(asks)],
         }
 
-    def subscribe(self, session: Session, inst: int, req_id: ReqId) -> dict[str, Any]:
+    def subscribe(self, session: FrameSink, inst: int, req_id: Any) -> dict[str, Any]:
         # Anything gathered so far goes out first, so the snapshot and the
         # updates after it meet exactly.
         self.flush()
         self.subscribers[inst].add(session)
         return self.snapshot(inst, req_id)
 
-    def unsubscribe(self, session: Session, inst: int) -> bool:
+    def unsubscribe(self, session: FrameSink, inst: int) -> bool:
         if session in self.subscribers[inst]:
             self.subscribers[inst].discard(session)
             return True
         return False
 
-    def drop(self, session: Session) -> None:
+    def drop(self, session: FrameSink) -> None:
         for subs in self.subscribers:
             subs.discard(session)

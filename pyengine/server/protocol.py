@@ -20,8 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .. import _args
-from ..enums import DEFAULT_TIF
-from ..errors import EngineError
+from .._server import FormError, read_order
 
 __all__ = [
     "MAX_FRAME",
@@ -30,6 +29,8 @@ __all__ = [
     "FrameReader",
     "encode",
     "parse",
+    "parse_message",
+    "undecodable",
     "shown",
     "Login",
     "NewOrder",
@@ -63,14 +64,11 @@ class FrameError(Exception):
         self.frames = frames or []
 
 
-ReqId = int | str | None  # a request's req_id: the client's, echoed in the replies to it
-
-
 class RequestError(Exception):
     """A message that cannot be carried out; reply ``error`` (with the
     fields of `extra` too), keep going."""
 
-    def __init__(self, code: str, message: str, req_id: ReqId = None, extra: dict[str, Any] | None = None) -> None:
+    def __init__(self, code: str, message: str, req_id: Any = None, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.req_id = req_id
@@ -123,14 +121,14 @@ def encode(message: dict[str, Any]) -> bytes:
 
 
 class Login(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     account: int
     secret: str | None
     cancel_on_disconnect: bool
 
 
 class NewOrder(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     symbol: str
     side: str
     qty: int
@@ -143,13 +141,13 @@ class NewOrder(NamedTuple):
 
 
 class Cancel(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     order_id: int | None
     client_order_id: str | None
 
 
 class Modify(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     order_id: int | None
     client_order_id: str | None
     qty: int | None  # None: the open qty when the engine runs the modify
@@ -157,55 +155,51 @@ class Modify(NamedTuple):
 
 
 class MassCancel(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     symbol: str | None
     account: int | None  # another account's orders (admin)
     all_accounts: bool  # every account's orders (admin)
 
 
 class Subscribe(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     symbol: str
 
 
 class Unsubscribe(NamedTuple):
-    req_id: ReqId
+    req_id: Any
     symbol: str
 
 
 class Ping(NamedTuple):
-    req_id: ReqId
+    req_id: Any
 
 
 class Snapshot(NamedTuple):
-    req_id: ReqId
+    req_id: Any
 
 
 class Status(NamedTuple):
-    req_id: ReqId
+    req_id: Any
 
 
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
-    req_id: ReqId
+    req_id: Any
     symbol: str
     halt: bool
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
            | SetTradingState | Status)
-
-_SIDES = frozenset(("buy", "sell"))
-_ORDER_TYPES = frozenset(("limit", "market"))
-_TIFS = frozenset(("gtc", "ioc", "fok"))
-_STPS = frozenset(("none", "cancel_newest", "cancel_oldest", "cancel_both"))
+_Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
 # every reader below starts with msg.get(key), None for both.
 
 
-def _int(msg: dict[str, Any], key: str, req_id: ReqId, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
+def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
@@ -216,13 +210,7 @@ def _int(msg: dict[str, Any], key: str, req_id: ReqId, lo: int = _args.INT64_MIN
     return v
 
 
-def _opt_int(msg: dict[str, Any], key: str, req_id: ReqId, lo: int = _args.INT64_MIN) -> int | None:
-    if msg.get(key) is None:
-        return None
-    return _int(msg, key, req_id, lo)
-
-
-def _str(msg: dict[str, Any], key: str, req_id: ReqId) -> str:
+def _str(msg: dict[str, Any], key: str, req_id: Any) -> str:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
@@ -231,18 +219,7 @@ def _str(msg: dict[str, Any], key: str, req_id: ReqId) -> str:
     return v
 
 
-def _choice(msg: dict[str, Any], key: str, choices: frozenset[str], default: str | None, req_id: ReqId) -> str:
-    v = msg.get(key)
-    if v is None:
-        v = default
-    if v is None:
-        raise RequestError("missing_field", f"{key} is required", req_id)
-    if type(v) is not str or v not in choices:
-        raise RequestError("bad_field", f"{key} must be one of {sorted(choices)}, not {shown(v)}", req_id)
-    return v
-
-
-def _bool(msg: dict[str, Any], key: str, default: bool, req_id: ReqId) -> bool:
+def _bool(msg: dict[str, Any], key: str, default: bool, req_id: Any) -> bool:
     v = msg.get(key)
     if v is None:
         return default
@@ -251,67 +228,34 @@ def _bool(msg: dict[str, Any], key: str, default: bool, req_id: ReqId) -> bool:
     return v
 
 
-def _coid(msg: dict[str, Any], req_id: ReqId) -> str | None:
-    v = msg.get("client_order_id")
-    if v is None:
-        return None
-    try:
-        _args.coid_bytes(v)
-    except EngineError as exc:
-        raise RequestError("bad_field", str(exc), req_id) from None
-    coid: str = v  # coid_bytes takes nothing else
-    return coid
-
-
-def shown(v: object) -> str:
+def shown(v: Any) -> str:
     """A client's value in an error message: a string shortened, anything else
     by its JSON type. Never repr() of untrusted data: it can be huge, and a
     deeply nested array overflows the recursion limit."""
     return _args.short_text(v) if type(v) is str else _json_type(v)
 
 
-def _json_type(v: object) -> str:
+def _json_type(v: Any) -> str:
     return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
         type(v), "null"
     )
 
 
-def _target(msg: dict[str, Any], req_id: ReqId) -> tuple[int | None, str | None]:
-    order_id = _opt_int(msg, "order_id", req_id, 1)
-    coid = _coid(msg, req_id)
-    if (order_id is None) == (coid is None):
-        raise RequestError("bad_field", "give exactly one of order_id and client_order_id", req_id)
-    return order_id, coid
+def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) -> _Parser:
+    """The parser of a per-order request: its form is the server's C path's
+    (read_order, csrc/binding/form.c), the one place those rules live."""
+
+    def parse_order(msg: dict[str, Any], req_id: Any) -> Request:
+        try:
+            fields = read_order(kind, msg)
+        except FormError as exc:
+            raise RequestError(exc.args[0], exc.args[1], req_id) from None
+        return _new(make, (req_id, *fields))
+
+    return parse_order
 
 
-def _parse_new_order(msg: dict[str, Any], req_id: ReqId) -> NewOrder:
-    order_type = _choice(msg, "order_type", _ORDER_TYPES, "limit", req_id)
-    market = order_type == "market"
-    tif = _choice(msg, "tif", _TIFS, DEFAULT_TIF[order_type].value, req_id)
-    post_only = _bool(msg, "post_only", False, req_id)
-    price = _opt_int(msg, "price", req_id)
-    try:
-        _args.check_order_shape(market, tif == "gtc", price, post_only)
-    except EngineError as exc:
-        raise RequestError("bad_field", str(exc), req_id) from None
-    return _new(
-        NewOrder,
-        (
-            req_id,
-            _str(msg, "symbol", req_id),
-            _choice(msg, "side", _SIDES, None, req_id),
-            _int(msg, "qty", req_id),
-            price,
-            order_type,
-            tif,
-            post_only,
-            _choice(msg, "stp", _STPS, "none", req_id),
-            _coid(msg, req_id),
-        ),
-    )
-
-
-def _parse_login(msg: dict[str, Any], req_id: ReqId) -> Login:
+def _parse_login(msg: dict[str, Any], req_id: Any) -> Login:
     secret = msg.get("secret")
     if secret is not None and type(secret) is not str:
         raise RequestError("bad_field", f"secret must be a string, not {_json_type(secret)}", req_id)
@@ -323,21 +267,7 @@ def _parse_login(msg: dict[str, Any], req_id: ReqId) -> Login:
     )
 
 
-def _parse_cancel(msg: dict[str, Any], req_id: ReqId) -> Cancel:
-    order_id, coid = _target(msg, req_id)
-    return Cancel(req_id, order_id, coid)
-
-
-def _parse_modify(msg: dict[str, Any], req_id: ReqId) -> Modify:
-    order_id, coid = _target(msg, req_id)
-    qty = _opt_int(msg, "qty", req_id)
-    price = _opt_int(msg, "price", req_id)
-    if qty is None and price is None:
-        raise RequestError("missing_field", "modify needs qty, price or both", req_id)
-    return Modify(req_id, order_id, coid, qty, price)
-
-
-def _parse_mass_cancel(msg: dict[str, Any], req_id: ReqId) -> MassCancel:
+def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
     symbol = msg.get("symbol")
     if symbol is not None and type(symbol) is not str:
         raise RequestError("bad_field", f"symbol must be a string, not {_json_type(symbol)}", req_id)
@@ -350,10 +280,10 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: ReqId) -> MassCancel:
     return MassCancel(req_id, symbol, account, all_accounts)
 
 
-_PARSERS: dict[str, Callable[[dict[str, Any], ReqId], Request]] = {
-    "new_order": _parse_new_order,
-    "cancel": _parse_cancel,
-    "modify": _parse_modify,
+_PARSERS: dict[str, _Parser] = {
+    "new_order": _per_order("new_order", NewOrder),
+    "cancel": _per_order("cancel", Cancel),
+    "modify": _per_order("modify", Modify),
     "login": _parse_login,
     "mass_cancel": _parse_mass_cancel,
     "subscribe": lambda m, r: Subscribe(r, _str(m, "symbol", r)),
@@ -372,7 +302,18 @@ def parse(frame: bytes) -> Request:
     try:
         msg = _loads(frame)
     except orjson.JSONDecodeError as exc:
-        raise RequestError("bad_json", f"not valid JSON: {exc}") from None
+        raise undecodable(exc) from None
+    return parse_message(msg)
+
+
+def undecodable(exc: ValueError) -> RequestError:
+    """The error for a frame that is not JSON."""
+    return RequestError("bad_json", f"not valid JSON: {exc}")
+
+
+def parse_message(msg: Any) -> Request:
+    """Check one decoded request; raise RequestError if it is not a request
+    we can carry out."""
     if type(msg) is not dict:
         raise RequestError("bad_message", f"a message must be a JSON object, not {_json_type(msg)}")
     req_id = msg.get("req_id")

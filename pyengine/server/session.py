@@ -1,85 +1,61 @@
-"""One client connection: its reader and writer greenlets and what it owns.
+"""One client connection: its socket, its reader and writer greenlets.
 
-The reader splits frames, checks each request and queues engine commands
-(tagged with the session and a request number) for the dispatcher's engine
-thread -- the usual new orders and cancels through the server's Intake
-(csrc/binding/intake.c), everything else and anything it doubts through
-``handle``; the writer sends everything queued for the session in one ``sendall``
-per wake-up. A session whose unsent output passes ``max_unsent`` is
-disconnected rather than buffered without end.
+The reader splits frames and hands each to the server's Intake
+(csrc/binding/intake.c), which decodes it once, carries out the per-order
+requests and gives back the rest, decoded, for Python (requests.py); the
+writer sends
+everything queued for the session in one ``sendall`` per wake-up. A session
+whose unsent output passes ``max_unsent`` is disconnected rather than
+buffered without end.
 
-A session owns the orders it entered: ``orders`` (order id -> (instrument,
-client order id)) and ``coids`` (client order id -> order id) are kept by the
-dispatcher from the events.
+What the session holds for its orders -- its account, its pending requests,
+its rate limit, the orders it owns -- is its ``link`` (a
+``pyengine._server.Link``), which the C side keeps.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from gevent.event import Event
 
-from ..log import fields
-from .engine_thread import SNAPSHOT_COMMAND
-from .limits import TokenBucket
-from .protocol import (
-    Cancel,
-    FrameError,
-    FrameReader,
-    Login,
-    MassCancel,
-    Modify,
-    NewOrder,
-    Ping,
-    Snapshot,
-    RequestError,
-    SetTradingState,
-    Status,
-    Subscribe,
-    Unsubscribe,
-    encode,
-    parse,
-    shown,
-)
+from .._server import Intake, Link
+from .commands import CommandQueue
+from .config import ServerConfig
+from .protocol import FrameError, FrameReader, encode
 
-if TYPE_CHECKING:
-    from .app import Server
+__all__ = ["Session", "SessionHost"]
 
-__all__ = ["Session", "MassCancelState", "SIDE_CODES", "ORDER_TYPE_CODES", "TIF_CODES", "STP_CODES"]
 
-log = logging.getLogger("pyengine.server")
+class SessionHost(Protocol):
+    """What a session needs of its server."""
 
-# Request strings -> the engine's codes (the Intake's too).
-SIDE_CODES = {"buy": 1, "sell": 2}
-ORDER_TYPE_CODES = {"limit": 1, "market": 2}
-TIF_CODES = {"gtc": 1, "ioc": 2, "fok": 3}
-STP_CODES = {"none": 0, "cancel_newest": 1, "cancel_oldest": 2, "cancel_both": 3}
-_NO_COID = bytes(16)
-_CMD_SET_STATE = 4
-_STATE_OPEN, _STATE_HALTED = 0, 1
-_ANY_ACCOUNT = 2
-_KEEP_PRICE, _KEEP_QTY = 4, 8
+    config: ServerConfig
+    hub: Any  # gevent's Hub
+    intake: Intake
+    commands: CommandQueue
+    recv_buffer: bytearray  # every session reads into it
+    dirty: list[Session]  # sessions with output queued since the last flush
+
+    def flush_soon(self) -> None: ...
+
+    def session_closed(self, session: Session) -> None: ...
+
+    def request(self, session: Session, message: Any) -> None:
+        """A decoded message the Intake leaves to Python."""
 
 
 class Session:
-    def __init__(self, server: Server, sock: socket.socket, peer: str, sid: int) -> None:
+    def __init__(self, server: SessionHost, sock: socket.socket, peer: str, sid: int) -> None:
         self.server = server
         self.sock = sock
         self.peer = peer
         self.sid = sid
-        self.account: int | None = None
-        self.admin = False
         self.cancel_on_disconnect = True
         self.closed = False
-        self.orders: dict[int, tuple[int, str | None]] = {}
-        self.coids: dict[str, int] = {}
-        # Request number -> (kind, req_id, extra) until its first event.
-        self.pending: dict[int, tuple[str, Any, Any]] = {}
-        self._next = 0
         self._out: list[bytes] = []
         self.unsent = 0
         self._dirty = False
@@ -89,8 +65,13 @@ class Session:
         self._reader = FrameReader(server.config.max_frame)
         self.close_reason = ""
         limits = server.config.limits
-        self._bucket = TokenBucket(limits.rate, limits.burst)
+        self.link = Link(sid, self, limits.rate, limits.burst)
         self.last_active = time.monotonic()
+
+    @property
+    def account(self) -> int | None:
+        """The account logged in as, or None."""
+        return self.link.account
 
     # ---- output ------------------------------------------------------------
 
@@ -157,11 +138,24 @@ class Session:
 
     # ---- input -------------------------------------------------------------
 
+    def _take(self, frames: list[bytes]) -> None:
+        """Hand each frame to the Intake, which decodes it once; carry out
+        here the requests it gives back (Python's: they may wait)."""
+        server, link = self.server, self.link
+        take = server.intake.take
+        for frame in frames:
+            left = take(link, frame)
+            while left is False:  # the command buffer is full: wait for the engine thread
+                server.commands.make_room()
+                left = take(link, frame)
+            if left is not None:
+                server.request(self, left[0])
+
     def reader(self) -> None:
         """Reads once each time the socket turns readable: no failing read
         after it, as a loop reading until the socket would block makes."""
         hub, fd, frames_of = self.server.hub, self._fd, self._reader.feed
-        take = self.server.intake.take  # new orders and cancels in C; the rest, and any doubt, below
+        take = self._take
         buf = self.server.recv_buffer
         view = memoryview(buf)
         watcher = hub.loop.io(fd, 1)
@@ -177,13 +171,10 @@ class Session:
                     self._reader.close()
                     self.close("peer_closed")
                     return
-                for frame in frames_of(view[:n]):
-                    if not take(self, frame):
-                        self.handle(frame)
+                take(frames_of(view[:n]))
                 self.server.flush_soon()
         except FrameError as exc:
-            for frame in exc.frames:
-                self.handle(frame)
+            take(exc.frames)
             self.server.commands.flush()
             self.error(exc.code, str(exc))
             self.close(exc.code)
@@ -191,277 +182,6 @@ class Session:
             self.close(f"recv_failed:{exc.__class__.__name__}")
         finally:
             watcher.close()
-
-    def handle(self, frame: bytes) -> None:
-        """Carry out one request (the reference for the server's Intake,
-        which takes the usual new orders and cancels first)."""
-        try:
-            req = parse(frame)
-            if not self._bucket.take():
-                raise self._over_rate_error(req.req_id)
-            if type(req) is NewOrder:
-                self.new_order(req)
-            elif type(req) is Cancel:
-                self.cancel(req)
-            elif type(req) is Modify:
-                self.modify(req)
-            elif type(req) is Ping:
-                self.reply({"type": "pong", "req_id": req.req_id})
-            elif type(req) is Login:
-                self.login(req)
-            elif type(req) is MassCancel:
-                self.mass_cancel(req)
-            elif type(req) is Subscribe:
-                self.subscribe(req)
-            elif type(req) is Unsubscribe:
-                self.unsubscribe(req)
-            elif type(req) is Snapshot:
-                self.snapshot(req)
-            elif type(req) is SetTradingState:
-                self.set_trading_state(req)
-            elif type(req) is Status:
-                self.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
-        except RequestError as exc:
-            self._request_error(exc)
-
-    def _request_error(self, exc: RequestError) -> None:
-        log.warning("request_error", extra=fields(sid=self.sid, code=exc.code, message=str(exc)))
-        self.error(exc.code, str(exc), exc.req_id, exc.extra)
-
-    def _over_rate_error(self, req_id: Any) -> RequestError:
-        return RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second", req_id)
-
-    def over_rate(self, req_id: Any) -> None:
-        """The reply to a request over the session's rate (the Intake's, when
-        it ran out of tokens for one)."""
-        self._request_error(self._over_rate_error(req_id))
-
-    def _tag(self, kind: str, req_id: Any, extra: Any = None) -> int:
-        self._next = n = (self._next + 1) & 0xFFFFFFFF
-        self.pending[n] = (kind, req_id, extra)
-        return (self.sid << 32) | n
-
-    def _account(self, req_id: Any) -> int:
-        if self.account is None:
-            raise RequestError("not_logged_in", "log in first", req_id)
-        return self.account
-
-    def _admin(self, req_id: Any, what: str) -> None:
-        """Admin commands need an admin account when the server has accounts."""
-        self._account(req_id)
-        if self.server.config.auth_required and not self.admin:
-            raise RequestError("not_admin", f"only an admin account may {what}", req_id)
-
-    def _order_reject(self, req: NewOrder, code: str, message: str) -> None:
-        """A reject decided here rather than by the engine (a limit)."""
-        log.info("order_limit", extra=fields(sid=self.sid, account=self.account, code=code))
-        self.reply({"type": "reject", "req_id": req.req_id, "code": code, "message": message,
-                    "client_order_id": req.client_order_id, "order_id": None, "seq": None})
-
-    # ---- requests ----------------------------------------------------------
-
-    def login(self, req: Login) -> None:
-        if self.account is not None:
-            raise RequestError("already_logged_in", f"this session is logged in as account {self.account}", req.req_id)
-        cluster = self.server.cluster
-        if cluster is not None and not cluster.leading:
-            leader = cluster.leader_address()
-            raise RequestError("not_leader", f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
-                               + (f"its leader is at {leader}" if leader else "it has no leader right now: try again"),
-                               req.req_id, {"leader": leader})
-        if self.server.config.auth_required:
-            try:
-                self.admin = self._authenticate(req)
-            except RequestError as exc:
-                # Logged already, as what it is: one line for each refused login, even in a storm of them.
-                self.error(exc.code, str(exc), exc.req_id)
-                return
-            if self.closed:
-                return  # closed while its secret was checked: nothing to log in
-        # Without accounts every session may make the admin requests (see _admin).
-        admin = self.admin or not self.server.config.auth_required
-        self.account = req.account
-        self.cancel_on_disconnect = req.cancel_on_disconnect
-        claimed = self.server.claim_orders(self)
-        log.info("login", extra=fields(sid=self.sid, account=req.account, admin=admin, claimed_orders=claimed))
-        self.reply(
-            {
-                "type": "logged_in",
-                "req_id": req.req_id,
-                "account": req.account,
-                "admin": admin,
-                "cancel_on_disconnect": req.cancel_on_disconnect,
-                "claimed_orders": claimed,
-                **self.server.node_identity(),
-            }
-        )
-
-    def _authenticate(self, req: Login) -> bool:
-        """Check a login against the configured accounts; whether the account
-        is an admin, or a RequestError. The secret is checked off the event
-        loop (this greenlet waits); an unknown account or a missing secret is
-        checked against a dummy, so every failure costs the same and reads
-        the same."""
-        server, host = self.server, self.peer.rpartition(":")[0]
-        if server.login_failures.full(host):
-            raise self._login_refused(req, "login_throttled", "failures",
-                                      f"too many failed logins from {host}; try again later")
-        entry = server.config.account(req.account)
-        if entry is not None and entry.secret is None:
-            return entry.admin  # listed without a secret: nothing to check, any will do
-        if server.host_logins.full(host):
-            raise self._login_refused(req, "login_throttled", "logins", f"too many logins from {host}; try again later")
-        checks = server.login_checks
-        if checks.busy:
-            raise self._login_refused(req, "login_busy", "pending",
-                                      f"{checks.max_pending} logins are being checked; try again shortly")
-        server.host_logins.add(host)
-        stored = entry.secret if entry is not None and req.secret is not None else None
-        matched = checks.verify(stored or checks.dummy, req.secret or "")
-        if matched and entry is not None and stored is not None:
-            return entry.admin
-        server.login_failures.add(host)
-        log.warning("login_failed", extra=fields(sid=self.sid, peer=self.peer, account=req.account))
-        raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
-
-    def _login_refused(self, req: Login, code: str, reason: str, message: str) -> RequestError:
-        """Log a login refused before its secret is checked; the error for it."""
-        log.warning(code, extra=fields(sid=self.sid, peer=self.peer, account=req.account, reason=reason))
-        return RequestError(code, message, req.req_id)
-
-    def new_order(self, req: NewOrder) -> None:
-        account = self._account(req.req_id)
-        inst = self.server.engine.instrument_ids.get(req.symbol, 0xFFFFFFFF)
-        limits = self.server.limits
-        broken = limits.check_order(inst, req.qty, req.price) or limits.check_open(account)
-        if broken is not None:
-            self._order_reject(req, *broken)
-            return
-        limits.in_flight[account] += 1
-        coid = _NO_COID if req.client_order_id is None else req.client_order_id.encode().ljust(16, b"\0")
-        self.server.commands.add(
-            1,
-            SIDE_CODES[req.side],
-            ORDER_TYPE_CODES[req.order_type],
-            TIF_CODES[req.tif],
-            STP_CODES[req.stp],
-            1 if req.post_only else 0,
-            inst,
-            account,
-            0,
-            req.price or 0,
-            req.qty,
-            coid,
-            self._tag("new_order", req.req_id, req.client_order_id),
-        )
-
-    def _target(self, order_id: int | None, client_order_id: str | None, req_id: Any) -> tuple[int, int, bytes] | None:
-        """(order id, flags, coid) for a cancel or modify by this session, or
-        None (having replied) when the order is another session's."""
-        if order_id is not None:
-            owner = self.server.dispatcher.owner(order_id)
-            if owner is not None and owner is not self and not self.admin:
-                # The engine checks accounts; sessions of one account are
-                # kept apart here, with the engine's reject for it.
-                self.reply({"type": "reject", "req_id": req_id, "code": "not_owner",
-                            "message": "order belongs to another session", "client_order_id": None,
-                            "order_id": order_id, "seq": None})
-                return None
-            coid = _NO_COID
-        else:
-            coid = client_order_id.encode().ljust(16, b"\0")  # type: ignore[union-attr]
-        return order_id or 0, 2 if self.admin else 0, coid
-
-    def cancel(self, req: Cancel) -> None:
-        account = self._account(req.req_id)
-        target = self._target(req.order_id, req.client_order_id, req.req_id)
-        if target is None:
-            return
-        order_id, flags, coid = target
-        self.server.commands.add(
-            2, 0, 0, 0, 0, flags, 0, account, order_id, 0, 0, coid, self._tag("cancel", req.req_id, req.client_order_id)
-        )
-
-    def modify(self, req: Modify) -> None:
-        account = self._account(req.req_id)
-        target = self._target(req.order_id, req.client_order_id, req.req_id)
-        if target is None:
-            return
-        order_id, flags, coid = target
-        if req.price is None:
-            flags |= _KEEP_PRICE
-        if req.qty is None:
-            flags |= _KEEP_QTY
-        self.server.commands.add(
-            3,
-            0,
-            0,
-            0,
-            0,
-            flags,
-            0,
-            account,
-            order_id,
-            req.price or 0,
-            req.qty or 0,
-            coid,
-            self._tag("modify", req.req_id, req.client_order_id),
-        )
-
-    def mass_cancel(self, req: MassCancel) -> None:
-        own = req.account is None and not req.all_accounts
-        if own:
-            self._account(req.req_id)
-        else:
-            self._admin(req.req_id, "cancel the orders of other accounts")
-        inst = None
-        if req.symbol is not None:
-            inst = self.server.engine.instrument_ids.get(req.symbol)
-            if inst is None:
-                raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        if own:
-            orders = [(oid, order_inst) for oid, (order_inst, _) in self.orders.items()]
-        else:
-            orders = self.server.open_orders_of(req.account)
-        targets = [oid for oid, order_inst in orders if inst is None or order_inst == inst]
-        if not targets:
-            self.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
-            return
-        state = MassCancelState(req.req_id, len(targets))
-        for oid in targets:
-            self.server.commands.add(2, 0, 0, 0, 0, _ANY_ACCOUNT, 0, 0, oid, 0, 0, _NO_COID,
-                                     self._tag("mass_cancel", req.req_id, state))
-
-    def subscribe(self, req: Subscribe) -> None:
-        inst = self.server.engine.instrument_ids.get(req.symbol)
-        if inst is None:
-            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        self.reply(self.server.marketdata.subscribe(self, inst, req.req_id))
-
-    def unsubscribe(self, req: Unsubscribe) -> None:
-        inst = self.server.engine.instrument_ids.get(req.symbol)
-        if inst is None or not self.server.marketdata.unsubscribe(self, inst):
-            raise RequestError("not_subscribed", f"not subscribed to {shown(req.symbol)}", req.req_id)
-        self.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
-
-    def snapshot(self, req: Snapshot) -> None:
-        self._admin(req.req_id, "ask for a snapshot")
-        if not self.server.engine.journaling and not self.server.engine.replicating:
-            raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
-                               req.req_id)
-        self.server.commands.add(SNAPSHOT_COMMAND, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, _NO_COID,
-                                 self._tag("snapshot", req.req_id))
-
-    def set_trading_state(self, req: SetTradingState) -> None:
-        self._admin(req.req_id, "halt or resume an instrument")
-        inst = self.server.engine.instrument_ids.get(req.symbol)
-        if inst is None:
-            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        state = _STATE_HALTED if req.halt else _STATE_OPEN
-        log.info("trading_state", extra=fields(sid=self.sid, account=self.account, symbol=req.symbol,
-                                                  state="halted" if req.halt else "open"))
-        self.server.commands.add(_CMD_SET_STATE, 0, 0, 0, 0, 0, inst, self.account, 0, 0, state, _NO_COID,
-                                 self._tag("trading_state", req.req_id))
 
     # ---- end ---------------------------------------------------------------
 
@@ -471,6 +191,7 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.link.close()
         self.close_reason = reason
         if reason == "slow_reader":
             self._out.clear()  # it would not read them anyway
@@ -484,15 +205,3 @@ class Session:
             self.sock.shutdown(socket.SHUT_RDWR if reason == "slow_reader" else socket.SHUT_RD)
         except OSError:
             pass
-
-
-class MassCancelState:
-    """Counts the answers to a mass cancel, to reply once they are all in."""
-
-    __slots__ = ("req_id", "remaining", "cancelled")
-
-    def __init__(self, req_id: Any, remaining: int) -> None:
-        self.req_id = req_id
-        self.remaining = remaining
-        self.cancelled = 0
-

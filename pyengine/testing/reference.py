@@ -316,7 +316,8 @@ class ReferenceEngine:
         id); None if it is not resting (or, given an account, not its)."""
         _check_target(order_id, account, client_order_id, min_order_id=0)
         if client_order_id is None:
-            order = self._orders.get(order_id)  # type: ignore[arg-type]
+            assert order_id is not None  # _check_target: one of the two
+            order = self._orders.get(order_id)
         else:
             assert account is not None
             order = self._find_by_client_order_id(account, client_order_id)

@@ -1,4 +1,4 @@
-"""The server's limits on their own: token bucket, per-host windows, login checks, order limits."""
+"""The server's limits on their own: a Link's token bucket, per-host windows, login checks, order limits."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 
 from pyengine.server import limits
 from pyengine.server.config import InstrumentConfig, LimitsConfig
-from pyengine.server.limits import HostWindow, LoginChecks, OrderLimits, TokenBucket
+from pyengine._server import Link
+from pyengine.server.limits import HostWindow, LoginChecks, OrderLimits
 
 
 class Clock:
@@ -27,20 +28,24 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
-def test_token_bucket_allows_a_burst_then_the_rate(clock: Clock) -> None:
-    bucket = TokenBucket(rate=8, burst=3)
-    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
-    clock.now += 1 / 16  # half a token (binary fractions: exact arithmetic)
-    assert not bucket.take()
-    clock.now += 1 / 16
-    assert bucket.take() and not bucket.take()
-    clock.now += 100  # never more than the burst saved
-    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+class Sink:
+    def send(self, frame: bytes) -> None: ...
 
 
-def test_token_bucket_rate_zero_is_unlimited(clock: Clock) -> None:
-    bucket = TokenBucket(rate=0, burst=0)
-    assert all(bucket.take() for _ in range(10_000))
+def test_token_bucket_allows_a_burst_then_the_rate() -> None:
+    bucket, now = Link(1, Sink(), 8, 3), 1000.0
+    assert [bucket.take_token(now) for _ in range(4)] == [True, True, True, False]
+    now += 1 / 16  # half a token (binary fractions: exact arithmetic)
+    assert not bucket.take_token(now)
+    now += 1 / 16
+    assert bucket.take_token(now) and not bucket.take_token(now)
+    now += 100  # never more than the burst saved
+    assert [bucket.take_token(now) for _ in range(4)] == [True, True, True, False]
+
+
+def test_token_bucket_rate_zero_is_unlimited() -> None:
+    bucket = Link(1, Sink(), 0, 0)
+    assert all(bucket.take_token() for _ in range(10_000))
 
 
 def test_host_window_per_host_and_window(clock: Clock) -> None:
@@ -98,18 +103,8 @@ def test_login_checks_run_on_their_own_threads_and_count_what_is_pending() -> No
         checks.close()
 
 
-def test_order_limits() -> None:
+def test_order_limits_are_the_intakes_tables() -> None:
+    # The Intake applies them (tests/unit/test_intake.py): per instrument, 0 for none.
     instruments = (InstrumentConfig("A", max_qty=10, max_notional=1000), InstrumentConfig("B"))
     ol = OrderLimits(instruments, LimitsConfig(max_open_orders=2))
-    assert ol.check_order(0, 10, 100) is None
-    assert ol.check_order(0, 11, 1)[0] == "max_qty_exceeded"  # type: ignore[index]
-    assert ol.check_order(0, 10, 101)[0] == "max_notional_exceeded"  # type: ignore[index]
-    assert ol.check_order(0, 10, None) is None  # a market order: qty only
-    assert ol.check_order(1, 10**9, 10**9) is None  # no limits on B
-    assert ol.check_order(7, 1, 1) is None  # unknown instrument: the engine's reject
-    ol.open[5] = 1
-    assert ol.check_open(5) is None
-    ol.in_flight[5] = 1
-    assert ol.check_open(5)[0] == "max_open_orders_exceeded"  # type: ignore[index]
-    assert ol.check_open(6) is None
-    assert OrderLimits(instruments, LimitsConfig(max_open_orders=0)).check_open(5) is None
+    assert (ol.max_qty, ol.max_notional, ol.max_open_orders) == ([10, 0], [1000, 0], 2)

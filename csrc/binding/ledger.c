@@ -1,0 +1,532 @@
+/*
+ * ledger.c - Ledger: the server's per-order bookkeeping; CommandBuffer: the
+ * engine commands queued for the engine thread.
+ *
+ * The Ledger knows every session's Link by id, the Link that owns each open
+ * order, and per account the orders open and the new orders in flight (sent,
+ * not answered yet: a burst cannot slip past the open-order limit). The
+ * Intake and the Router change it as requests and events pass; Python asks
+ * it through the methods below.
+ *
+ * A CommandBuffer holds `struct runner_cmd` records in memory that never
+ * moves; Python's CommandQueue pushes them to the runner through the buffer
+ * protocol, and marks what went in with sent().
+ */
+#include "server.h"
+
+#include <structmember.h>
+#include <string.h>
+
+/* ---- counts per account ------------------------------------------------- */
+
+int srv_count_get(PyObject *counts, uint32_t account, long long *out)
+{
+    PyObject *k = PyLong_FromUnsignedLong(account);
+    PyObject *v;
+
+    if (!k)
+        return -1;
+    v = PyDict_GetItemWithError(counts, k);
+    Py_DECREF(k);
+    *out = 0;
+    if (!v)
+        return PyErr_Occurred() ? -1 : 0;
+    *out = PyLong_AsLongLong(v);
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+int srv_count_add(PyObject *counts, uint32_t account, long long delta)
+{
+    PyObject *k, *nv;
+    long long cur;
+    int rc;
+
+    if (srv_count_get(counts, account, &cur) < 0)
+        return -1;
+    k = PyLong_FromUnsignedLong(account);
+    nv = PyLong_FromLongLong(cur + delta);
+    rc = k && nv ? PyDict_SetItem(counts, k, nv) : -1;
+    Py_XDECREF(k);
+    Py_XDECREF(nv);
+    return rc;
+}
+
+/* ---- owners ------------------------------------------------------------------ */
+
+srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(oid);
+    PyObject *v;
+
+    if (!k) {
+        *err = 1;
+        return NULL;
+    }
+    v = PyDict_GetItemWithError(l->owners, k);
+    Py_DECREF(k);
+    if (!v && PyErr_Occurred())
+        *err = 1;
+    return (srv_link *)v;
+}
+
+int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(oid);
+    PyObject *entry = key ? Py_BuildValue("(kO)", (unsigned long)inst, coid) : NULL;
+    int rc = -1;
+
+    if (entry && PyDict_SetItem(l->owners, key, (PyObject *)link) == 0 &&
+        PyDict_SetItem(link->orders, key, entry) == 0)
+        rc = coid == Py_None ? 0 : PyDict_SetItem(link->coids, coid, key);
+    Py_XDECREF(entry);
+    Py_XDECREF(key);
+    return rc;
+}
+
+/* Drop a dict's key if present. */
+static int ledger_discard(PyObject *dict, PyObject *key)
+{
+    if (PyDict_DelItem(dict, key) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(oid);
+    PyObject *o = NULL;
+    int rc = -1;
+
+    if (!key || ledger_discard(l->owners, key) < 0)
+        goto out;
+    o = PyDict_GetItemWithError(link->orders, key);
+    if (!o) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto out;
+    }
+    Py_INCREF(o);
+    if (PyDict_DelItem(link->orders, key) < 0)
+        goto out;
+    rc = 0;
+    if (PyTuple_GET_ITEM(o, 1) != Py_None) {
+        /* The client order id, if it still names this order (an id may be
+         * used again once its order is finished). */
+        PyObject *cur = PyDict_GetItemWithError(link->coids, PyTuple_GET_ITEM(o, 1));
+        int same;
+
+        if (!cur)
+            rc = PyErr_Occurred() ? -1 : 0;
+        else if ((same = PyObject_RichCompareBool(cur, key, Py_EQ)) != 0)
+            rc = same < 0 ? -1 : PyDict_DelItem(link->coids, PyTuple_GET_ITEM(o, 1));
+    }
+out:
+    Py_XDECREF(o);
+    Py_XDECREF(key);
+    return rc;
+}
+
+/* ---- the Ledger type ------------------------------------------------------ */
+
+static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+
+    if (self->links) {
+        PyErr_SetString(PyExc_TypeError, "a Ledger is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist))
+        return -1;
+    self->links = PyDict_New();
+    self->owners = PyDict_New();
+    self->open = PyDict_New();
+    self->in_flight = PyDict_New();
+    return self->links && self->owners && self->open && self->in_flight ? 0 : -1;
+}
+
+static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->links);
+    Py_VISIT(self->owners);
+    Py_VISIT(self->open);
+    Py_VISIT(self->in_flight);
+    return 0;
+}
+
+static int ledger_clear(srv_ledger *self)
+{
+    Py_CLEAR(self->links);
+    Py_CLEAR(self->owners);
+    Py_CLEAR(self->open);
+    Py_CLEAR(self->in_flight);
+    return 0;
+}
+
+static void ledger_dealloc(srv_ledger *self)
+{
+    PyObject_GC_UnTrack(self);
+    ledger_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int ledger_ready(srv_ledger *self)
+{
+    if (self->links)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "the Ledger is not initialised");
+    return 0;
+}
+
+static srv_link *ledger_link_arg(PyObject *o)
+{
+    if (!PyObject_TypeCheck(o, &srv_link_type) || !((srv_link *)o)->pending) {
+        PyErr_SetString(PyExc_TypeError, "expected an initialised Link");
+        return NULL;
+    }
+    return (srv_link *)o;
+}
+
+PyDoc_STRVAR(ledger_attach_doc, "attach($self, link, /)\n--\n\nA new session: its events are routed to `link`.");
+
+static PyObject *ledger_attach(srv_ledger *self, PyObject *o)
+{
+    srv_link *link = ledger_link_arg(o);
+    PyObject *k;
+    int rc;
+
+    if (!link || !ledger_ready(self))
+        return NULL;
+    k = PyLong_FromUnsignedLong(link->sid);
+    rc = k ? PyDict_SetItem(self->links, k, o) : -1;
+    Py_XDECREF(k);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ledger_detach_doc, "detach($self, sid, /)\n--\n\n"
+                                "Forget a closed session with nothing in flight (see Link.busy).");
+
+static PyObject *ledger_detach(srv_ledger *self, PyObject *sid)
+{
+    if (!ledger_ready(self) || ledger_discard(self->links, sid) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ledger_owner_doc, "owner($self, order_id, /)\n--\n\nThe Link owning an open order, or None.");
+
+static PyObject *ledger_owner(srv_ledger *self, PyObject *oid)
+{
+    PyObject *v;
+
+    if (!ledger_ready(self))
+        return NULL;
+    v = PyDict_GetItemWithError(self->owners, oid);
+    if (!v && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(v ? v : Py_None);
+}
+
+PyDoc_STRVAR(ledger_own_doc, "own($self, link, order_id, instrument, client_order_id, /)\n--\n\n"
+                             "An open order is link's from now on (a claimed or late-accepted order).");
+
+static PyObject *ledger_own(srv_ledger *self, PyObject *args)
+{
+    PyObject *o, *coid;
+    unsigned long long oid;
+    unsigned long inst;
+    srv_link *link;
+
+    if (!ledger_ready(self) || !PyArg_ParseTuple(args, "OKkO:own", &o, &oid, &inst, &coid))
+        return NULL;
+    if (!(link = ledger_link_arg(o)))
+        return NULL;
+    if (coid != Py_None && !PyUnicode_Check(coid)) {
+        PyErr_SetString(PyExc_TypeError, "a client order id is a str or None");
+        return NULL;
+    }
+    if (srv_ledger_own(self, link, oid, (uint32_t)inst, coid) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ledger_forget_doc, "forget($self, link, order_id, /)\n--\n\n"
+                                "An order of link's is finished: it leaves the owners and the link.");
+
+static PyObject *ledger_forget(srv_ledger *self, PyObject *args)
+{
+    PyObject *o;
+    unsigned long long oid;
+    srv_link *link;
+
+    if (!ledger_ready(self) || !PyArg_ParseTuple(args, "OK:forget", &o, &oid) || !(link = ledger_link_arg(o)))
+        return NULL;
+    if (srv_ledger_forget(self, link, oid) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ledger_release_doc,
+             "release($self, link, /)\n--\n\n"
+             "Take every open order away from `link` (its session closed without cancel-on-disconnect):\n"
+             "order id -> (instrument, client order id) of each.");
+
+static PyObject *ledger_release(srv_ledger *self, PyObject *o)
+{
+    srv_link *link = ledger_link_arg(o);
+    PyObject *orders, *key, *value;
+    Py_ssize_t pos = 0;
+
+    if (!link || !ledger_ready(self))
+        return NULL;
+    orders = link->orders;
+    while (PyDict_Next(orders, &pos, &key, &value))
+        if (ledger_discard(self->owners, key) < 0)
+            return NULL;
+    link->orders = PyDict_New();
+    if (!link->orders) {
+        link->orders = orders;
+        return NULL;
+    }
+    PyDict_Clear(link->coids);
+    return orders;
+}
+
+PyDoc_STRVAR(ledger_owned_doc, "owned($self, account, /)\n--\n\n"
+                               "(order id, instrument) of the open orders that sessions of `account` own\n"
+                               "(None: of every account).");
+
+static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
+{
+    PyObject *out, *key, *value;
+    Py_ssize_t pos = 0;
+    unsigned long acc = 0;
+
+    if (!ledger_ready(self))
+        return NULL;
+    if (account != Py_None) {
+        acc = PyLong_AsUnsignedLong(account);
+        if (acc == (unsigned long)-1 && PyErr_Occurred())
+            return NULL;
+    }
+    if (!(out = PyList_New(0)))
+        return NULL;
+    while (PyDict_Next(self->owners, &pos, &key, &value)) {
+        srv_link *link = (srv_link *)value;
+        PyObject *o, *item;
+        int rc;
+
+        if (account != Py_None && (!link->logged_in || link->account != acc))
+            continue;
+        o = PyDict_GetItemWithError(link->orders, key);
+        if (!o) {
+            if (PyErr_Occurred())
+                goto fail;
+            continue;
+        }
+        item = PyTuple_Pack(2, key, PyTuple_GET_ITEM(o, 0));
+        rc = item ? PyList_Append(out, item) : -1;
+        Py_XDECREF(item);
+        if (rc < 0)
+            goto fail;
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static PyObject *ledger_count_arg(srv_ledger *self, PyObject *counts, PyObject *account)
+{
+    unsigned long acc;
+    long long n;
+
+    if (!ledger_ready(self))
+        return NULL;
+    acc = PyLong_AsUnsignedLong(account);
+    if ((acc == (unsigned long)-1 && PyErr_Occurred()) || srv_count_get(counts, (uint32_t)acc, &n) < 0)
+        return NULL;
+    return PyLong_FromLongLong(n);
+}
+
+PyDoc_STRVAR(ledger_open_doc, "open($self, account, /)\n--\n\nThe account's accepted orders not finished.");
+
+static PyObject *ledger_open(srv_ledger *self, PyObject *account)
+{
+    return ledger_count_arg(self, self->open, account);
+}
+
+PyDoc_STRVAR(ledger_in_flight_doc, "in_flight($self, account, /)\n--\n\nThe account's new orders not answered yet.");
+
+static PyObject *ledger_in_flight(srv_ledger *self, PyObject *account)
+{
+    return ledger_count_arg(self, self->in_flight, account);
+}
+
+PyDoc_STRVAR(ledger_count_open_doc, "count_open($self, account, n, /)\n--\n\n"
+                                    "The account has `n` more open orders (recovered at start).");
+
+static PyObject *ledger_count_open(srv_ledger *self, PyObject *args)
+{
+    unsigned long account;
+    long long n;
+
+    if (!ledger_ready(self) || !PyArg_ParseTuple(args, "kL:count_open", &account, &n))
+        return NULL;
+    if (srv_count_add(self->open, (uint32_t)account, n) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef ledger_methods[] = {
+    {"attach", (PyCFunction)ledger_attach, METH_O, ledger_attach_doc},
+    {"detach", (PyCFunction)ledger_detach, METH_O, ledger_detach_doc},
+    {"owner", (PyCFunction)ledger_owner, METH_O, ledger_owner_doc},
+    {"own", (PyCFunction)ledger_own, METH_VARARGS, ledger_own_doc},
+    {"forget", (PyCFunction)ledger_forget, METH_VARARGS, ledger_forget_doc},
+    {"release", (PyCFunction)ledger_release, METH_O, ledger_release_doc},
+    {"owned", (PyCFunction)ledger_owned, METH_O, ledger_owned_doc},
+    {"open", (PyCFunction)ledger_open, METH_O, ledger_open_doc},
+    {"in_flight", (PyCFunction)ledger_in_flight, METH_O, ledger_in_flight_doc},
+    {"count_open", (PyCFunction)ledger_count_open, METH_VARARGS, ledger_count_open_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyTypeObject srv_ledger_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Ledger",
+    .tp_basicsize = sizeof(srv_ledger),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR("Ledger(): the server's per-order bookkeeping (csrc/binding/ledger.c)."),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)ledger_init,
+    .tp_dealloc = (destructor)ledger_dealloc,
+    .tp_traverse = (traverseproc)ledger_traverse,
+    .tp_clear = (inquiry)ledger_clear,
+    .tp_methods = ledger_methods,
+};
+
+/* ---- CommandBuffer ------------------------------------------------------- */
+
+struct runner_cmd *srv_commands_reserve(srv_commands *c)
+{
+    struct runner_cmd *r;
+
+    if (c->n >= c->cap)
+        return NULL;
+    r = &c->recs[c->n++];
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static int commands_init(srv_commands *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"capacity", NULL};
+    Py_ssize_t cap;
+
+    if (self->recs) {
+        PyErr_SetString(PyExc_TypeError, "a CommandBuffer is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "n:CommandBuffer", kwlist, &cap))
+        return -1;
+    if (cap < 1 || (size_t)cap > PY_SSIZE_T_MAX / sizeof(struct runner_cmd)) {
+        PyErr_SetString(PyExc_ValueError, "CommandBuffer: capacity must be positive");
+        return -1;
+    }
+    self->recs = PyMem_Calloc((size_t)cap, sizeof(struct runner_cmd));
+    if (!self->recs) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->cap = cap;
+    return 0;
+}
+
+static void commands_dealloc(srv_commands *self)
+{
+    PyMem_Free(self->recs);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int commands_getbuffer(srv_commands *self, Py_buffer *view, int flags)
+{
+    if (!self->recs) {
+        PyErr_SetString(PyExc_ValueError, "the CommandBuffer is not initialised");
+        view->obj = NULL;
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, (PyObject *)self, self->recs, self->cap * (Py_ssize_t)sizeof(struct runner_cmd),
+                             0, flags);
+}
+
+static PyBufferProcs commands_as_buffer = {
+    .bf_getbuffer = (getbufferproc)commands_getbuffer,
+};
+
+PyDoc_STRVAR(commands_reserve_doc, "reserve($self, /)\n--\n\n"
+                                   "Index of the next record, zeroed; -1 when the buffer is full.");
+
+static PyObject *commands_reserve(srv_commands *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromSsize_t(srv_commands_reserve(self) ? self->n - 1 : -1);
+}
+
+PyDoc_STRVAR(commands_mark_sent_doc, "mark_sent($self, k, /)\n--\n\n"
+                                     "`k` more records are in the runner's ring; once all are, the buffer is empty.");
+
+static PyObject *commands_mark_sent(srv_commands *self, PyObject *arg)
+{
+    Py_ssize_t k = PyLong_AsSsize_t(arg);
+
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    if (k < 0 || k > self->n - self->sent) {
+        PyErr_SetString(PyExc_ValueError, "more records sent than queued");
+        return NULL;
+    }
+    self->sent += k;
+    if (self->sent == self->n)
+        self->sent = self->n = 0;
+    Py_RETURN_NONE;
+}
+
+static PyObject *commands_get_full(srv_commands *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->n >= self->cap);
+}
+
+static PyMethodDef commands_methods[] = {
+    {"reserve", (PyCFunction)commands_reserve, METH_NOARGS, commands_reserve_doc},
+    {"mark_sent", (PyCFunction)commands_mark_sent, METH_O, commands_mark_sent_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef commands_members[] = {
+    {"capacity", T_PYSSIZET, offsetof(srv_commands, cap), READONLY, "records it holds at most"},
+    {"queued", T_PYSSIZET, offsetof(srv_commands, n), READONLY, "records queued"},
+    {"sent", T_PYSSIZET, offsetof(srv_commands, sent), READONLY, "of them, already in the ring"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyGetSetDef commands_getset[] = {
+    {"full", (getter)commands_get_full, NULL, "no room for another record", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyTypeObject srv_commands_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.CommandBuffer",
+    .tp_basicsize = sizeof(srv_commands),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("CommandBuffer(capacity): struct runner_cmd records queued (csrc/binding/ledger.c)."),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)commands_init,
+    .tp_dealloc = (destructor)commands_dealloc,
+    .tp_as_buffer = &commands_as_buffer,
+    .tp_methods = commands_methods,
+    .tp_members = commands_members,
+    .tp_getset = commands_getset,
+};

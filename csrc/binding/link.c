@@ -1,0 +1,307 @@
+/*
+ * link.c - Link: what one session holds for its orders, in C.
+ *
+ * The session's account once logged in, its request numbers and the
+ * requests still waiting for their first event, its message rate (a token
+ * bucket: `rate` tokens a second, at most `burst` saved; rate 0: no limit)
+ * and the open orders it owns. The Intake and the Router read and change it
+ * directly; Python reads it through the attributes and methods below.
+ */
+#include "server.h"
+
+#include <structmember.h>
+#include <time.h>
+
+static double link_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic()'s clock */
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag)
+{
+    uint32_t n = link->next + 1;
+    PyObject *key = PyLong_FromUnsignedLong(n);
+    PyObject *entry = PyTuple_Pack(3, kind, req_id, extra);
+    int rc = key && entry ? PyDict_SetItem(link->pending, key, entry) : -1;
+
+    Py_XDECREF(key);
+    Py_XDECREF(entry);
+    if (rc < 0)
+        return -1;
+    link->next = n;
+    *tag = ((uint64_t)link->sid << 32) | n;
+    return 0;
+}
+
+/* Spend one token at time `now` (seconds, time.monotonic()'s clock). */
+static int link_take_token_at(srv_link *link, double now)
+{
+    double tokens;
+
+    if (link->rate == 0)
+        return 1;
+    tokens = link->tokens + (now > link->stamp ? (now - link->stamp) * link->rate : 0);
+    if (tokens > link->burst)
+        tokens = link->burst;
+    link->stamp = now;
+    if (tokens < 1.0) {
+        link->tokens = tokens;
+        return 0;
+    }
+    link->tokens = tokens - 1.0;
+    return 1;
+}
+
+int srv_link_take_token(srv_link *link)
+{
+    return link->rate == 0 ? 1 : link_take_token_at(link, link_now());
+}
+
+PyObject *srv_link_order_coid(srv_link *link, uint64_t oid)
+{
+    PyObject *key = PyLong_FromUnsignedLongLong(oid);
+    PyObject *o;
+
+    if (!key)
+        return NULL;
+    o = PyDict_GetItemWithError(link->orders, key);
+    Py_DECREF(key);
+    if (!o && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(o ? PyTuple_GET_ITEM(o, 1) : Py_None);
+}
+
+/* ---- the type -------------------------------------------------------------- */
+
+static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"sid", "session", "rate", "burst", NULL};
+    unsigned long sid;
+    PyObject *session, *send, *pending, *orders, *coids;
+    double rate, burst;
+
+    if (self->pending) {
+        PyErr_SetString(PyExc_TypeError, "a Link is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "kOdd:Link", kwlist, &sid, &session, &rate, &burst))
+        return -1;
+    if (sid == 0 || sid > UINT32_MAX || rate < 0 || burst < 0) {
+        PyErr_SetString(PyExc_ValueError, "Link: sid in [1, 2**32), rate and burst >= 0");
+        return -1;
+    }
+    send = srv_method(session, "send");
+    pending = PyDict_New();
+    orders = PyDict_New();
+    coids = PyDict_New();
+    if (!send || !pending || !orders || !coids) {
+        Py_XDECREF(send);
+        Py_XDECREF(pending);
+        Py_XDECREF(orders);
+        Py_XDECREF(coids);
+        return -1;
+    }
+    self->pending = pending; /* last: a Link with pending is a whole one */
+    self->orders = orders;
+    self->coids = coids;
+    self->sid = (uint32_t)sid;
+    self->session = Py_NewRef(session);
+    self->send = send;
+    self->rate = rate;
+    self->burst = self->tokens = burst;
+    self->stamp = link_now();
+    return 0;
+}
+
+static int link_traverse(srv_link *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pending);
+    Py_VISIT(self->orders);
+    Py_VISIT(self->coids);
+    Py_VISIT(self->session);
+    Py_VISIT(self->send);
+    return 0;
+}
+
+static int link_clear(srv_link *self)
+{
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->orders);
+    Py_CLEAR(self->coids);
+    Py_CLEAR(self->session);
+    Py_CLEAR(self->send);
+    return 0;
+}
+
+static void link_dealloc(srv_link *self)
+{
+    PyObject_GC_UnTrack(self);
+    link_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int link_ready(srv_link *self)
+{
+    if (self->pending)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "the Link is not initialised");
+    return 0;
+}
+
+PyDoc_STRVAR(link_login_doc, "login($self, account, admin, /)\n--\n\n"
+                             "The session is logged in as `account` (an administrator's if `admin`).");
+
+static PyObject *link_login(srv_link *self, PyObject *args)
+{
+    unsigned long long account;
+    int admin;
+
+    if (!PyArg_ParseTuple(args, "Kp:login", &account, &admin))
+        return NULL;
+    if (account > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "an account is a 32-bit number");
+        return NULL;
+    }
+    self->logged_in = 1;
+    self->account = (uint32_t)account;
+    self->admin = (char)admin;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(link_close_doc, "close($self, /)\n--\n\nThe session has ended: nothing more is sent to it.");
+
+static PyObject *link_close(srv_link *self, PyObject *Py_UNUSED(ignored))
+{
+    self->closed = 1;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(link_tag_doc, "tag($self, kind, req_id, extra=None, /)\n--\n\n"
+                           "A new pending request: the command's tag, (sid << 32) | its number.");
+
+static PyObject *link_tag(srv_link *self, PyObject *args)
+{
+    PyObject *kind, *req_id, *extra = Py_None;
+    uint64_t tag;
+
+    if (!link_ready(self) || !PyArg_ParseTuple(args, "UO|O:tag", &kind, &req_id, &extra))
+        return NULL;
+    if (srv_link_tag(self, kind, req_id, extra, &tag) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLongLong(tag);
+}
+
+PyDoc_STRVAR(link_take_token_doc, "take_token($self, now=None, /)\n--\n\n"
+                                  "Spend one token of the rate limit; False if none. `now`: the time in seconds\n"
+                                  "on time.monotonic()'s clock (by default, that clock now).");
+
+static PyObject *link_take_token(srv_link *self, PyObject *args)
+{
+    PyObject *now = Py_None;
+    double t;
+
+    if (!PyArg_ParseTuple(args, "|O:take_token", &now))
+        return NULL;
+    if (now == Py_None)
+        return PyBool_FromLong(srv_link_take_token(self));
+    t = PyFloat_AsDouble(now);
+    if (t == -1.0 && PyErr_Occurred())
+        return NULL;
+    return PyBool_FromLong(link_take_token_at(self, t));
+}
+
+PyDoc_STRVAR(link_order_doc, "order($self, order_id, /)\n--\n\n"
+                             "(instrument, client order id) of an open order the session owns, or None.");
+
+static PyObject *link_order(srv_link *self, PyObject *oid)
+{
+    PyObject *o;
+
+    if (!link_ready(self))
+        return NULL;
+    o = PyDict_GetItemWithError(self->orders, oid);
+    if (!o && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(o ? o : Py_None);
+}
+
+PyDoc_STRVAR(link_orders_doc, "orders($self, /)\n--\n\n"
+                              "The open orders the session owns: order id -> (instrument, client order id); a copy.");
+
+static PyObject *link_orders(srv_link *self, PyObject *Py_UNUSED(ignored))
+{
+    return link_ready(self) ? PyDict_Copy(self->orders) : NULL;
+}
+
+PyDoc_STRVAR(link_pending_doc, "pending($self, /)\n--\n\n"
+                               "The requests waiting for their first event: number -> (kind, req_id, extra); a copy.");
+
+static PyObject *link_pending(srv_link *self, PyObject *Py_UNUSED(ignored))
+{
+    return link_ready(self) ? PyDict_Copy(self->pending) : NULL;
+}
+
+static PyObject *link_get_account(srv_link *self, void *Py_UNUSED(closure))
+{
+    if (!self->logged_in)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLong(self->account);
+}
+
+static PyObject *link_get_busy(srv_link *self, void *Py_UNUSED(closure))
+{
+    if (!link_ready(self))
+        return NULL;
+    return PyBool_FromLong(PyDict_GET_SIZE(self->pending) || PyDict_GET_SIZE(self->orders));
+}
+
+static PyObject *link_get_order_count(srv_link *self, void *Py_UNUSED(closure))
+{
+    if (!link_ready(self))
+        return NULL;
+    return PyLong_FromSsize_t(PyDict_GET_SIZE(self->orders));
+}
+
+static PyMethodDef link_methods[] = {
+    {"login", (PyCFunction)link_login, METH_VARARGS, link_login_doc},
+    {"close", (PyCFunction)link_close, METH_NOARGS, link_close_doc},
+    {"tag", (PyCFunction)link_tag, METH_VARARGS, link_tag_doc},
+    {"take_token", (PyCFunction)link_take_token, METH_VARARGS, link_take_token_doc},
+    {"order", (PyCFunction)link_order, METH_O, link_order_doc},
+    {"orders", (PyCFunction)link_orders, METH_NOARGS, link_orders_doc},
+    {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef link_getset[] = {
+    {"account", (getter)link_get_account, NULL, "the account logged in as, or None", NULL},
+    {"busy", (getter)link_get_busy, NULL, "requests in flight or open orders: not to be forgotten yet", NULL},
+    {"order_count", (getter)link_get_order_count, NULL, "open orders the session owns", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef link_members[] = {
+    {"sid", T_UINT, offsetof(srv_link, sid), READONLY, "the session's id"},
+    {"admin", T_BOOL, offsetof(srv_link, admin), READONLY, "logged in with an administrator's account"},
+    {"closed", T_BOOL, offsetof(srv_link, closed), READONLY, "the session has ended"},
+    {"session", T_OBJECT, offsetof(srv_link, session), READONLY, "the Python Session (a FrameSink)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject srv_link_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Link",
+    .tp_basicsize = sizeof(srv_link),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = PyDoc_STR("Link(sid, session, rate, burst): one session's per-order state (csrc/binding/link.c)."),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)link_init,
+    .tp_dealloc = (destructor)link_dealloc,
+    .tp_traverse = (traverseproc)link_traverse,
+    .tp_clear = (inquiry)link_clear,
+    .tp_methods = link_methods,
+    .tp_getset = link_getset,
+    .tp_members = link_members,
+};

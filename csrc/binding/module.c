@@ -1,0 +1,73 @@
+/*
+ * module.c - pyengine._server: the interned names and the types (see server.h).
+ */
+#include "server.h"
+
+struct srv_names srv_names;
+
+PyObject *srv_method(PyObject *obj, const char *name)
+{
+    PyObject *m = PyObject_GetAttrString(obj, name);
+
+    if (m && !PyCallable_Check(m)) {
+        PyErr_Format(PyExc_TypeError, "%R.%s is not callable", obj, name);
+        Py_CLEAR(m);
+    }
+    return m;
+}
+
+static int module_exec(PyObject *module)
+{
+    static const char *const names[] = {
+        "type",   "req_id",    "symbol", "side",     "qty",       "price",  "order_type", "tif", "post_only",
+        "stp",    "client_order_id", "order_id", "new_order", "cancel", "modify", "mass_cancel",
+    };
+    PyObject **slots[] = {
+        &srv_names.type,   &srv_names.req_id,   &srv_names.symbol,    &srv_names.side,   &srv_names.qty,
+        &srv_names.price,  &srv_names.order_type, &srv_names.tif,     &srv_names.post_only, &srv_names.stp,
+        &srv_names.coid,   &srv_names.order_id, &srv_names.new_order, &srv_names.cancel, &srv_names.modify,
+        &srv_names.mass_cancel,
+    };
+    struct {
+        const char *name;
+        PyTypeObject *type;
+    } types[] = {
+        {"Link", &srv_link_type},     {"Ledger", &srv_ledger_type}, {"CommandBuffer", &srv_commands_type},
+        {"Intake", &srv_intake_type}, {"Router", &srv_router_type},
+    };
+
+    _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]), "one slot per name");
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (!*slots[i] && !(*slots[i] = PyUnicode_InternFromString(names[i])))
+            return -1;
+    if (srv_tables_init(module) < 0)
+        return -1;
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if (PyType_Ready(types[i].type) < 0 || PyModule_AddObjectRef(module, types[i].name, (PyObject *)types[i].type) < 0)
+            return -1;
+    return 0;
+}
+
+static PyMethodDef module_methods[] = {
+    {"read_order", (PyCFunction)(void (*)(void))srv_read_order, METH_FASTCALL, srv_read_order_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+    {0, NULL},
+};
+
+static struct PyModuleDef server_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pyengine._server",
+    .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Intake, Router (see csrc/binding/server.h).",
+    .m_size = 0,
+    .m_methods = module_methods,
+    .m_slots = module_slots,
+};
+
+PyMODINIT_FUNC PyInit__server(void)
+{
+    return PyModuleDef_Init(&server_module);
+}

@@ -1,0 +1,184 @@
+/*
+ * server.h - the types of pyengine._server, the server's per-order path in C.
+ *
+ * One extension, several files, one job each:
+ *   link.c     Link: one session's per-order state (tag counter, pending
+ *              requests, token bucket, the orders it owns)
+ *   ledger.c   Ledger: the server's per-order state (sessions by id, the
+ *              owner of every open order, open and in-flight orders per
+ *              account) and CommandBuffer: the engine commands queued
+ *   form.c     the form of new_order, cancel and modify: fields, defaults,
+ *              error codes and messages
+ *   intake.c   Intake: a frame, decoded once; new_order, cancel and modify
+ *              carried out here, anything else handed to Python
+ *   route.c    Router: the engine's events, routed and answered
+ *   books.c    market data: levels and trades into MarketData's tables
+ *   frame.c    JSON reply frames, byte for byte as orjson writes them
+ *   module.c   the module: interned names, the types
+ *
+ * Python is called only through the interfaces named in
+ * pyengine/server/seam.py (FrameSink, IntakeEvents, RouterEvents), whose
+ * methods are looked up once, when an Intake or Router is built. The GIL
+ * is held throughout; nothing here blocks.
+ */
+#ifndef PYENGINE_SERVER_H
+#define PYENGINE_SERVER_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stdint.h>
+
+#include "pyengine.h"
+
+/* ---- Link: one session --------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    uint32_t sid;
+    int logged_in; /* account is meaningful */
+    uint32_t account;
+    char admin;  /* char: T_BOOL members */
+    char closed;
+    uint32_t next;       /* the last request number given out */
+    PyObject *pending;   /* dict: request number -> (kind, req_id, extra) */
+    PyObject *orders;    /* dict: order id -> (instrument, client order id or None) */
+    PyObject *coids;     /* dict: client order id -> order id */
+    PyObject *session;   /* the Python Session (a FrameSink) */
+    PyObject *send;      /* session.send, looked up once */
+    double rate, burst, tokens, stamp; /* the token bucket; rate 0: unlimited */
+} srv_link;
+
+extern PyTypeObject srv_link_type;
+
+/* A tag for a new pending request of `link`: (sid << 32) | its number. */
+int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag);
+/* Spend one token if there is one: 1, or 0 if over the rate. */
+int srv_link_take_token(srv_link *link);
+/* The client order id of one of its orders (a new reference; None if none). */
+PyObject *srv_link_order_coid(srv_link *link, uint64_t oid);
+
+/* ---- CommandBuffer: engine commands queued ------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    struct runner_cmd *recs;
+    Py_ssize_t cap, n, sent; /* the records never move: views of them stay good */
+} srv_commands;
+
+extern PyTypeObject srv_commands_type;
+
+/* The next record, zeroed; NULL (no exception) when the buffer is full. */
+struct runner_cmd *srv_commands_reserve(srv_commands *c);
+
+/* ---- Ledger: the server's per-order bookkeeping -------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *links;     /* dict: session id -> Link */
+    PyObject *owners;    /* dict: open order id -> Link */
+    PyObject *open;      /* dict: account -> accepted orders not finished */
+    PyObject *in_flight; /* dict: account -> new orders not answered yet */
+} srv_ledger;
+
+extern PyTypeObject srv_ledger_type;
+
+/* counts[account] += delta (a missing account counts 0). */
+int srv_count_add(PyObject *counts, uint32_t account, long long delta);
+/* counts[account], or 0; -1 on error. */
+int srv_count_get(PyObject *counts, uint32_t account, long long *out);
+/* The Link owning an open order (borrowed), or NULL; *err set on error. */
+srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
+/* The order is link's now: owners, link->orders and, with a coid, link->coids. */
+int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
+/* The order is finished: drop it from owners and from its link. */
+int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid);
+
+/* ---- market data (books.c) ------------------------------------------------ */
+
+/* MarketData's tables (see MarketData.router_tables), borrowed. */
+struct srv_md {
+    PyObject *books;       /* list by instrument: ({}, bids, asks), price -> (total, count) */
+    PyObject *subscribers; /* list by instrument: a set of sessions */
+    PyObject *changes;     /* dict: instrument -> {(side, price): (total, count)} */
+    PyObject *trades;      /* dict: instrument -> [(trade id, price, qty, aggressor side)] */
+};
+
+/* A level event into its book (and the changes, if subscribed). */
+int srv_md_level(struct srv_md *md, const struct eng_event *ev);
+/* A trade into the trades to publish, if subscribed. */
+int srv_md_trade(struct srv_md *md, const struct eng_event *ev);
+
+/* ---- JSON frames ----------------------------------------------------------- */
+
+/* A frame being written: the 4-byte length first, then the JSON body. */
+struct srv_frame {
+    char *buf;
+    size_t len, cap;
+    char local[512];
+};
+
+void srv_frame_init(struct srv_frame *w);
+void srv_frame_free(struct srv_frame *w);
+int srv_put(struct srv_frame *w, const char *s, size_t n);
+#define SRV_PUT(w, lit) srv_put((w), (lit), sizeof(lit) - 1)
+int srv_put_bytes(struct srv_frame *w, PyObject *bytes);
+int srv_put_i64(struct srv_frame *w, int64_t v);
+int srv_put_u64(struct srv_frame *w, uint64_t v);
+/* Any value as orjson writes it: None, an int, a str; else through `dumps`. */
+int srv_put_value(struct srv_frame *w, PyObject *o, PyObject *dumps);
+/* The finished frame as bytes (the body's length in front); a new reference. */
+PyObject *srv_frame_bytes(struct srv_frame *w);
+/* link's session.send(frame); nothing once the link is closed. */
+int srv_frame_send(struct srv_frame *w, srv_link *link);
+
+/* ---- the form of a per-order request (form.c) ------------------------------ */
+
+/* A per-order request, read and checked for form; not yet carried out.
+ * The objects are borrowed from the message (or are form.c's defaults). */
+struct srv_order {
+    struct eng_cmd cmd;  /* all but instrument, account, tag and ts */
+    PyObject *kind;      /* interned "new_order", "cancel" or "modify" */
+    PyObject *req_id;    /* set by the caller */
+    PyObject *coid;      /* NULL for none */
+    PyObject *symbol, *side, *order_type, *tif, *stp; /* new_order's strings */
+    int has_price;       /* a price was given */
+    int keep_price, keep_qty; /* modify */
+};
+
+/* Why a request is not well-formed: the protocol's code and message (owned). */
+struct srv_form_error {
+    const char *code;
+    PyObject *message;
+};
+
+/* Read msg as a request of `kind`: 1 well-formed, 0 not (*e says why),
+ * 2 `kind` is not a per-order request, -1 on error. */
+int srv_form_read(PyObject *kind, PyObject *msg, struct srv_order *r, struct srv_form_error *e);
+PyObject *srv_read_order(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char srv_read_order_doc[];
+
+/* The wire's names of the engine's codes, made at import. */
+extern struct srv_tables {
+    PyObject *sides, *order_types, *tifs, *stps;  /* dicts: name -> code */
+    PyObject *side_choices, *order_type_choices, *tif_choices, *stp_choices; /* repr(sorted(names)) */
+    PyObject *limit, *gtc, *ioc, *stp_none;       /* the defaults */
+} srv_tables;
+extern PyObject *srv_form_error_type;
+int srv_tables_init(PyObject *module);
+
+/* ---- module ---------------------------------------------------------------- */
+
+/* Interned strings, made once at import. */
+extern struct srv_names {
+    PyObject *type, *req_id, *symbol, *side, *qty, *price, *order_type, *tif, *post_only, *stp, *coid;
+    PyObject *order_id, *new_order, *cancel, *modify, *mass_cancel;
+} srv_names;
+
+extern PyTypeObject srv_intake_type;
+extern PyTypeObject srv_router_type;
+
+/* A bound method of `obj` by public name, checked callable (a new reference). */
+PyObject *srv_method(PyObject *obj, const char *name);
+
+#endif

@@ -1,0 +1,96 @@
+"""The command queue: engine commands gathered by the sessions, pushed to
+the engine thread's input ring in batches."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import gevent
+from gevent.event import Event
+
+from .._ffi import ffi
+from .._server import CommandBuffer
+
+__all__ = ["CommandQueue", "CommandSink"]
+
+
+class CommandSink(Protocol):
+    """Where a CommandQueue pushes its records (the EngineThread)."""
+
+    def submit(self, cmds: Any, n: int) -> int: ...
+
+
+class CommandQueue:
+    """Commands gathered by the sessions, pushed to the engine thread in
+    batches: one ring operation (and at most one wake-up) per flush. The
+    records are in a ``CommandBuffer`` (C), where the Intake writes the
+    per-order commands directly; ``add`` writes the others."""
+
+    def __init__(self, engine: CommandSink | None, capacity: int = 4096) -> None:
+        self._engine = engine
+        self.buffer = CommandBuffer(capacity)
+        self._c = ffi.from_buffer("struct runner_cmd[]", self.buffer)
+        self._flushing = False
+        self._room = Event()
+        self._room.set()
+
+    def add(self, typ: int, tag: int, **fields: Any) -> None:
+        """Queue one command: ``struct runner_cmd`` with its ``cmd.type``,
+        its ``tag`` and the named fields of ``struct eng_cmd`` (the rest
+        zero; ``ts`` the time now)."""
+        i = self.buffer.reserve()
+        while i < 0:
+            self.make_room()
+            i = self.buffer.reserve()
+        rec = self._c[i]
+        rec.tag = tag
+        cmd = rec.cmd
+        cmd.type = typ
+        cmd.ts = time.time_ns()
+        for name, value in fields.items():
+            setattr(cmd, name, value)
+
+    def make_room(self) -> None:
+        """Wait (cooperatively) until the buffer has room for a record."""
+        while self.buffer.full:
+            self._room.clear()
+            self.flush()
+            if self.buffer.full:
+                self._room.wait()
+
+    def push(self) -> bool:
+        """Push what fits in the input ring now, without waiting; True when
+        everything queued is in."""
+        if self._flushing:
+            return False  # a waiting flush holds the records
+        buf = self.buffer
+        if buf.sent < buf.queued:
+            self._submit()
+            if buf.queued:
+                return False
+        if not self._room.is_set():
+            self._room.set()
+        return True
+
+    def flush(self) -> None:
+        """Push everything queued, waiting (cooperatively) while the input
+        ring is full. A flush that is running already takes new records too."""
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self.buffer.queued:
+                self._submit()
+                if self.buffer.queued:
+                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
+            self._room.set()
+        finally:
+            self._flushing = False
+
+    def _submit(self) -> None:
+        """Push what fits in the ring."""
+        assert self._engine is not None, "a CommandQueue without an engine only gathers"
+        buf = self.buffer
+        k = self._engine.submit(self._c + buf.sent, buf.queued - buf.sent)
+        buf.mark_sent(k)

@@ -1,0 +1,287 @@
+"""Requests that are not per-order: login, ping, status, subscriptions,
+mass cancels, snapshots, trading states -- and the replies the server's
+Intake (csrc/binding/intake.c) leaves to Python.
+
+The Intake decodes every frame and carries out the per-order requests
+(new_order, cancel, modify) with every rule the server applies to them,
+answering through the ``IntakeEvents`` methods here (see seam.py); any
+other message it gives back to the session's reader, decoded, for
+``request``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .._ffi import lib
+from ..log import fields
+from .commands import CommandQueue
+from .config import ServerConfig
+from .engine_thread import EngineThread
+from .limits import HostWindow, LoginChecks
+from .marketdata import MarketData
+from .protocol import (
+    Cancel,
+    Login,
+    MassCancel,
+    Modify,
+    NewOrder,
+    Ping,
+    RequestError,
+    SetTradingState,
+    Snapshot,
+    Status,
+    Subscribe,
+    Unsubscribe,
+    parse_message,
+    shown,
+    undecodable,
+)
+
+from .session import Session
+
+if TYPE_CHECKING:
+    from .cluster_node import ClusterNode
+
+__all__ = ["Requests", "RequestHost", "MassCancelState"]
+
+log = logging.getLogger("pyengine.server")
+
+_PER_ORDER = (NewOrder, Cancel, Modify)
+
+
+class RequestHost(Protocol):
+    """What the requests need of the server."""
+
+    config: ServerConfig
+    engine: EngineThread
+    commands: CommandQueue
+    marketdata: MarketData
+    cluster: ClusterNode | None
+    login_failures: HostWindow
+    host_logins: HostWindow
+    login_checks: LoginChecks
+
+    def claim_orders(self, session: Session) -> int: ...
+
+    def open_orders_of(self, account: int | None) -> list[tuple[int, int]]: ...
+
+    def node_identity(self) -> dict[str, Any]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class Requests:
+    """The server's ``IntakeEvents``: what the Intake hands to Python."""
+
+    def __init__(self, server: RequestHost) -> None:
+        self.server = server
+
+    def request(self, session: Session, message: Any) -> None:
+        """Carry out a decoded message that the Intake gave back: one that is
+        not a per-order request, or not a request at all."""
+        try:
+            req = parse_message(message)
+            if type(req) in _PER_ORDER:
+                # The Intake carries out every one it is given.
+                raise AssertionError(f"the Intake gave back a {type(req).__name__}")
+            if not session.link.take_token():
+                raise self._over_rate_error(req.req_id)
+            if type(req) is Ping:
+                session.reply({"type": "pong", "req_id": req.req_id})
+            elif type(req) is Login:
+                self.login(session, req)
+            elif type(req) is MassCancel:
+                self.mass_cancel(session, req)
+            elif type(req) is Subscribe:
+                self.subscribe(session, req)
+            elif type(req) is Unsubscribe:
+                self.unsubscribe(session, req)
+            elif type(req) is Snapshot:
+                self.snapshot(session, req)
+            elif type(req) is SetTradingState:
+                self.set_trading_state(session, req)
+            elif type(req) is Status:
+                session.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
+        except RequestError as exc:
+            self._request_error(session, exc)
+
+    # ---- IntakeEvents ------------------------------------------------------
+
+    def undecodable(self, session: Session, error: ValueError) -> None:
+        self._request_error(session, undecodable(error))
+
+    def refused(self, session: Session, req_id: Any, code: str, message: str) -> None:
+        self._request_error(session, RequestError(code, message, req_id))
+
+    def rejected(self, session: Session, req_id: Any, code: str, message: str, client_order_id: str | None,
+                 order_id: int | None, limit: bool) -> None:
+        if limit:
+            log.info("order_limit", extra=fields(sid=session.sid, account=session.account, code=code))
+        session.reply({"type": "reject", "req_id": req_id, "code": code, "message": message,
+                       "client_order_id": client_order_id, "order_id": order_id, "seq": None})
+
+    def over_rate(self, session: Session, req_id: Any) -> None:
+        self._request_error(session, self._over_rate_error(req_id))
+
+    # ---- helpers -----------------------------------------------------------
+
+    @staticmethod
+    def _request_error(session: Session, exc: RequestError) -> None:
+        log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc)))
+        session.error(exc.code, str(exc), exc.req_id, exc.extra)
+
+    def _over_rate_error(self, req_id: Any) -> RequestError:
+        return RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second", req_id)
+
+    @staticmethod
+    def _account(session: Session, req_id: Any) -> int:
+        account = session.account
+        if account is None:
+            raise RequestError("not_logged_in", "log in first", req_id)
+        return account
+
+    def _admin(self, session: Session, req_id: Any, what: str) -> None:
+        """Admin commands need an admin account when the server has accounts."""
+        self._account(session, req_id)
+        if self.server.config.auth_required and not session.link.admin:
+            raise RequestError("not_admin", f"only an admin account may {what}", req_id)
+
+    # ---- requests ----------------------------------------------------------
+
+    def login(self, session: Session, req: Login) -> None:
+        if session.account is not None:
+            raise RequestError("already_logged_in", f"this session is logged in as account {session.account}", req.req_id)
+        cluster = self.server.cluster
+        if cluster is not None and not cluster.leading:
+            leader = cluster.leader_address()
+            raise RequestError("not_leader", f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
+                               + (f"its leader is at {leader}" if leader else "it has no leader right now: try again"),
+                               req.req_id, {"leader": leader})
+        granted = False  # an administrator's account
+        if self.server.config.auth_required:
+            try:
+                granted = self._authenticate(session, req)
+            except RequestError as exc:
+                # Logged already, as what it is: one line for each refused login, even in a storm of them.
+                session.error(exc.code, str(exc), exc.req_id)
+                return
+            if session.closed:
+                return  # closed while its secret was checked: nothing to log in
+        # Without accounts every session may make the admin requests (see _admin).
+        admin = granted or not self.server.config.auth_required
+        session.link.login(req.account, granted)
+        session.cancel_on_disconnect = req.cancel_on_disconnect
+        claimed = self.server.claim_orders(session)
+        log.info("login", extra=fields(sid=session.sid, account=req.account, admin=admin, claimed_orders=claimed))
+        session.reply(
+            {
+                "type": "logged_in",
+                "req_id": req.req_id,
+                "account": req.account,
+                "admin": admin,
+                "cancel_on_disconnect": req.cancel_on_disconnect,
+                "claimed_orders": claimed,
+                **self.server.node_identity(),
+            }
+        )
+
+    def _authenticate(self, session: Session, req: Login) -> bool:
+        """Check a login against the configured accounts; whether the account
+        is an admin, or a RequestError. The secret is checked off the event
+        loop (this greenlet waits); an unknown account or a missing secret is
+        checked against a dummy, so every failure costs the same and reads
+        the same."""
+        server, host = self.server, session.peer.rpartition(":")[0]
+        if server.login_failures.full(host):
+            raise self._login_refused(session, req, "login_throttled", "failures",
+                                      f"too many failed logins from {host}; try again later")
+        entry = server.config.account(req.account)
+        if entry is not None and entry.secret is None:
+            return entry.admin  # listed without a secret: nothing to check, any will do
+        if server.host_logins.full(host):
+            raise self._login_refused(session, req, "login_throttled", "logins", f"too many logins from {host}; try again later")
+        checks = server.login_checks
+        if checks.busy:
+            raise self._login_refused(session, req, "login_busy", "pending",
+                                      f"{checks.max_pending} logins are being checked; try again shortly")
+        server.host_logins.add(host)
+        stored = entry.secret if entry is not None and req.secret is not None else None
+        matched = checks.verify(stored or checks.dummy, req.secret or "")
+        if matched and entry is not None and stored is not None:
+            return entry.admin
+        server.login_failures.add(host)
+        log.warning("login_failed", extra=fields(sid=session.sid, peer=session.peer, account=req.account))
+        raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
+
+    def _login_refused(self, session: Session, req: Login, code: str, reason: str, message: str) -> RequestError:
+        """Log a login refused before its secret is checked; the error for it."""
+        log.warning(code, extra=fields(sid=session.sid, peer=session.peer, account=req.account, reason=reason))
+        return RequestError(code, message, req.req_id)
+
+    def mass_cancel(self, session: Session, req: MassCancel) -> None:
+        own = req.account is None and not req.all_accounts
+        if own:
+            self._account(session, req.req_id)
+        else:
+            self._admin(session, req.req_id, "cancel the orders of other accounts")
+        inst = None
+        if req.symbol is not None:
+            inst = self.server.engine.instrument_ids.get(req.symbol)
+            if inst is None:
+                raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        if own:
+            orders = [(oid, order_inst) for oid, (order_inst, _) in session.link.orders().items()]
+        else:
+            orders = self.server.open_orders_of(req.account)
+        targets = [oid for oid, order_inst in orders if inst is None or order_inst == inst]
+        if not targets:
+            session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
+            return
+        state = MassCancelState(req.req_id, len(targets))
+        for oid in targets:
+            self.server.commands.add(lib.ENG_CMD_CANCEL, session.link.tag("mass_cancel", req.req_id, state),
+                                     flags=lib.ENG_CMD_F_ANY_ACCOUNT, order_id=oid)
+
+    def subscribe(self, session: Session, req: Subscribe) -> None:
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        session.reply(self.server.marketdata.subscribe(session, inst, req.req_id))
+
+    def unsubscribe(self, session: Session, req: Unsubscribe) -> None:
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None or not self.server.marketdata.unsubscribe(session, inst):
+            raise RequestError("not_subscribed", f"not subscribed to {shown(req.symbol)}", req.req_id)
+        session.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
+
+    def snapshot(self, session: Session, req: Snapshot) -> None:
+        self._admin(session, req.req_id, "ask for a snapshot")
+        if not self.server.engine.journaling and not self.server.engine.replicating:
+            raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
+                               req.req_id)
+        self.server.commands.add(lib.RUNNER_CTL_SNAPSHOT, session.link.tag("snapshot", req.req_id))
+
+    def set_trading_state(self, session: Session, req: SetTradingState) -> None:
+        self._admin(session, req.req_id, "halt or resume an instrument")
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        state = lib.ENG_STATE_HALTED if req.halt else lib.ENG_STATE_OPEN
+        log.info("trading_state", extra=fields(sid=session.sid, account=session.account, symbol=req.symbol,
+                                                  state="halted" if req.halt else "open"))
+        self.server.commands.add(lib.ENG_CMD_SET_STATE, session.link.tag("trading_state", req.req_id),
+                                 instrument=inst, account=session.account, qty=state)
+
+
+class MassCancelState:
+    """Counts the answers to a mass cancel, to reply once they are all in."""
+
+    __slots__ = ("req_id", "remaining", "cancelled")
+
+    def __init__(self, req_id: Any, remaining: int) -> None:
+        self.req_id = req_id
+        self.remaining = remaining
+        self.cancelled = 0
+

@@ -1,0 +1,94 @@
+"""The contract between the server's C per-order path and its Python.
+
+``pyengine._server`` (csrc/binding/server.h) owns the per-order state --
+each session's ``Link`` (request numbers, pending requests, token bucket,
+owned orders), the ``Ledger`` (sessions by id, the owner of each open order,
+open and in-flight orders per account) and the ``CommandBuffer`` -- and
+carries out the per-order requests (``Intake``) and the usual events
+(``Router``) itself. It calls Python through the three interfaces below and
+nothing else (none of their methods waits for anything): their methods are looked up by these names once, when the
+Intake or Router is built (a missing one fails there), and called with the
+arguments shown.
+
+A request, as the C side hands it back, is ``(kind, req_id, extra)``: what
+the session asked (``"new_order"``, ``"cancel"``, ``"modify"``,
+``"mass_cancel"``, ``"snapshot"``, ``"trading_state"``), the ``req_id`` to
+echo, and the kind's extra (a client order id, or a mass cancel's state).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["FrameSink", "IntakeEvents", "RouterEvents", "PendingRequest"]
+
+PendingRequest = tuple[str, Any, Any]
+
+
+class FrameSink(Protocol):
+    """A session as the C side sees it (``Link(sid, session, rate, burst)``)."""
+
+    def send(self, frame: bytes) -> None:
+        """Queue one whole frame for the client."""
+
+
+class IntakeEvents(Protocol):
+    """What ``Intake.take`` calls in Python: replies, nothing that waits.
+    (A message that is not a per-order request, ``take`` gives back
+    decoded, for the reader to carry out: ``Requests.request``.)"""
+
+    def undecodable(self, session: Session, error: ValueError) -> None:
+        """A frame that is not JSON (``error``: the decoder's)."""
+
+    def refused(self, session: Session, req_id: Any, code: str, message: str) -> None:
+        """A per-order request refused before it reached the engine: reply
+        an ``error`` with this code and message (e.g. ``not_logged_in``)."""
+
+    def rejected(self, session: Session, req_id: Any, code: str, message: str, client_order_id: str | None,
+                 order_id: int | None, limit: bool) -> None:
+        """A per-order request rejected by the server's own rules: reply a
+        ``reject``; ``limit``: an order limit was broken (logged as such)."""
+
+    def over_rate(self, session: Session, req_id: Any) -> None:
+        """A per-order request over the session's message rate."""
+
+
+class RouterEvents(Protocol):
+    """What ``Router.route`` hands to Python: the rare events."""
+
+    def cancelled(self, owner: Session | None, order_id: int, leaves: int, reason: int, seq: int,
+                  session: Session | None, request: PendingRequest | None, first: bool) -> None:
+        """A cancel the Router does not answer itself: one by someone other
+        than the owner, a mass cancel's part, or one of an order no session
+        holds. ``first``: the first event of its command."""
+
+    def modified(self, owner: Session | None, order_id: int, price: int, qty: int, priority_kept: bool, seq: int,
+                 session: Session | None, request: PendingRequest | None, first: bool) -> None:
+        """An order was modified."""
+
+    def rejected(self, session: Session | None, request: PendingRequest | None, reason: int, coid_raw: bytes,
+                 order_id: int, seq: int) -> None:
+        """The engine rejected a command (``reason``: enum eng_err)."""
+
+    def trading_state(self, session: Session | None, request: PendingRequest | None, instrument: int,
+                      halted: bool, seq: int) -> None:
+        """An instrument was halted or resumed."""
+
+    def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
+        """A snapshot was written (``err`` 0) or failed (an errno)."""
+
+    def state_hash(self, seq: int, value: int, checked: bool, expected: int) -> None:
+        """A replica's state hash (cluster mode)."""
+
+    def accepted_late(self, session: Session, order_id: int, instrument: int, account: int,
+                      client_order_id: str | None) -> None:
+        """An order accepted after its session closed."""
+
+    def accepted_unowned(self, order_id: int, instrument: int, account: int, client_order_id: str | None) -> None:
+        """An order accepted for no session (a replica applying its log)."""
+
+    def unowned_gone(self, order_id: int) -> None:
+        """An order no session holds filled completely."""
