@@ -99,9 +99,13 @@ static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t i
         srv_put_i64(&w, leaves) < 0 || SRV_PUT(&w, ",\"trade_id\":") < 0 || srv_put_u64(&w, trade_id) < 0 ||
         (maker ? SRV_PUT(&w, ",\"liquidity\":\"maker\",\"seq\":") : SRV_PUT(&w, ",\"liquidity\":\"taker\",\"seq\":")) <
             0 ||
-        srv_put_u64(&w, seq) < 0 || SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
+        srv_put_u64(&w, seq) < 0 || SRV_PUT(&w, "}") < 0)
         goto out;
-    rc = leaves == 0 ? srv_ledger_forget(self->ledger, link, oid) : 0;
+    /* A finished order is forgotten before the send: a send can close the
+       session, which hands its open orders on (UnclaimedOrders). */
+    if ((leaves == 0 && srv_ledger_forget(self->ledger, link, oid) < 0) || srv_frame_send(&w, link) < 0)
+        goto out;
+    rc = 0;
 out:
     srv_frame_free(&w);
     Py_DECREF(coid);
@@ -250,9 +254,12 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
         srv_put_value(&w, coid, self->dumps) < 0 || SRV_PUT(&w, ",\"leaves\":") < 0 ||
         srv_put_i64(&w, ev->leaves) < 0 || SRV_PUT(&w, ",\"reason\":") < 0 ||
         srv_put_bytes(&w, PyTuple_GET_ITEM(self->reasons_json, ev->reason)) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 ||
-        srv_put_u64(&w, ev->seq) < 0 || SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, owner) < 0)
+        srv_put_u64(&w, ev->seq) < 0 || SRV_PUT(&w, "}") < 0)
         goto out;
-    rc = srv_ledger_forget(self->ledger, owner, ev->order_id);
+    /* Forgotten before the send, which can close the session (see above). */
+    if (srv_ledger_forget(self->ledger, owner, ev->order_id) < 0 || srv_frame_send(&w, owner) < 0)
+        goto out;
+    rc = 0;
 out:
     srv_frame_free(&w);
     Py_DECREF(coid);

@@ -345,11 +345,11 @@ class Server:
         if not link.order_count:
             return
         if session.cancel_on_disconnect and not self.stopping:
-            orders = link.orders()
-            for oid in orders:
-                self.cancel_order(oid)
-            self.commands.flush()
-            log.info("cancel_on_disconnect", extra=fields(sid=session.sid, orders=len(orders)))
+            # In a greenlet of its own: a session can close inside the
+            # Router's loop (a send to a slow reader), where queueing
+            # commands must not wait for the engine, which may be waiting
+            # for that very loop to drain its events.
+            gevent.spawn(self._cancel_on_disconnect, session.sid, list(link.orders()))
         elif not session.cancel_on_disconnect:
             account = session.account
             assert account is not None  # orders are a logged-in session's
@@ -375,6 +375,14 @@ class Server:
         out: list[tuple[int, int]] = self.ledger.owned(account)
         out += self.unclaimed.of_account(account)
         return out
+
+    def _cancel_on_disconnect(self, sid: int, orders: list[int]) -> None:
+        if self.stopping:  # orders outlive a planned restart
+            return
+        for oid in orders:
+            self.cancel_order(oid)
+        self.commands.flush()
+        log.info("cancel_on_disconnect", extra=fields(sid=sid, orders=len(orders)))
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""
