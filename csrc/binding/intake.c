@@ -226,9 +226,21 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         PyErr_SetString(PyExc_RuntimeError, "the command buffer filled while a request was read");
         return -1;
     }
-    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0 ||
-        (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0)) {
+    /* The count first: a failed tag leaves nothing pending behind it. */
+    if (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0) {
         self->commands->n--; /* the record is not queued after all */
+        return -1;
+    }
+    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
+        if (r->cmd.type == ENG_CMD_NEW) {
+            PyObject *t, *v, *tb;
+
+            PyErr_Fetch(&t, &v, &tb); /* the tag's error stands; undo the count under it */
+            if (srv_count_add(self->ledger->in_flight, link->account, -1) < 0)
+                PyErr_Clear();
+            PyErr_Restore(t, v, tb);
+        }
+        self->commands->n--;
         return -1;
     }
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -242,7 +254,8 @@ PyDoc_STRVAR(intake_take_doc,
              "take($self, link, frame, /)\n--\n\n"
              "Carry out one request frame of link's session (see csrc/binding/intake.c): None when it is\n"
              "done; (message,) when the decoded message is Python's to carry out; False, having done\n"
-             "nothing, when the command buffer is full (make room, then take it again).");
+             "nothing, when it is a well-formed per-order request and the command buffer is full (make\n"
+             "room, then take it again).");
 
 static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -260,8 +273,6 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     link = (srv_link *)args[0];
-    if (self->commands->n >= self->commands->cap)
-        Py_RETURN_FALSE;
     msg = PyObject_CallOneArg(self->loads, args[1]);
     if (!msg) {
         PyObject *t, *exc, *tb;
@@ -300,6 +311,13 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
                 goto done;
             }
             if (ok == 1) {
+                /* No room for its command: the reader makes room and hands
+                 * the frame back (decoded again: only under backpressure).
+                 * Any other request goes on at once. */
+                if (self->commands->n >= self->commands->cap) {
+                    Py_DECREF(msg);
+                    Py_RETURN_FALSE;
+                }
                 rc = intake_carry_out(self, link, &r);
                 goto done;
             }

@@ -140,11 +140,23 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
     }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist))
         return -1;
-    self->links = PyDict_New();
-    self->owners = PyDict_New();
-    self->open = PyDict_New();
-    self->in_flight = PyDict_New();
-    return self->links && self->owners && self->open && self->in_flight ? 0 : -1;
+    {
+        PyObject *links = PyDict_New(), *owners = PyDict_New(), *open = PyDict_New(),
+                 *in_flight = PyDict_New();
+
+        if (!links || !owners || !open || !in_flight) { /* all or nothing */
+            Py_XDECREF(links);
+            Py_XDECREF(owners);
+            Py_XDECREF(open);
+            Py_XDECREF(in_flight);
+            return -1;
+        }
+        self->owners = owners;
+        self->open = open;
+        self->in_flight = in_flight;
+        self->links = links; /* last: the mark of an initialised Ledger */
+    }
+    return 0;
 }
 
 static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
@@ -348,7 +360,13 @@ static PyObject *ledger_count_arg(srv_ledger *self, PyObject *counts, PyObject *
     if (!ledger_ready(self))
         return NULL;
     acc = PyLong_AsUnsignedLong(account);
-    if ((acc == (unsigned long)-1 && PyErr_Occurred()) || srv_count_get(counts, (uint32_t)acc, &n) < 0)
+    if (acc == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (acc > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "account %lu is not a 32-bit account number", acc);
+        return NULL;
+    }
+    if (srv_count_get(counts, (uint32_t)acc, &n) < 0)
         return NULL;
     return PyLong_FromLongLong(n);
 }

@@ -86,6 +86,16 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
 # or just lost: try again shortly.
 _NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
             nats.js.errors.NoStreamResponseError)
+# The API error code of "no suitable peers for placement": a replicated
+# stream asked for before the NATS cluster has seen all its peers (they are
+# still starting, or one restarts). Also not yet.
+_NO_PEERS_YET = 10005
+
+
+def _not_yet(exc: Exception) -> bool:
+    return isinstance(exc, _NOT_YET) or (
+        isinstance(exc, nats.js.errors.APIError) and exc.err_code == _NO_PEERS_YET
+    )
 
 
 async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
@@ -95,7 +105,9 @@ async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float 
     while True:
         try:
             return await call()
-        except _NOT_YET as exc:
+        except Exception as exc:
+            if not _not_yet(exc):
+                raise
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionError(f"{what}: JetStream did not answer within {timeout:g} s "
                                       f"({type(exc).__name__})") from None

@@ -481,6 +481,13 @@ def test_a_full_command_buffer_takes_nothing(worlds: list[World]) -> None:
     assert w.take(cancel)
     assert not w.take(cancel)  # full: the reader makes room, then hands it over again
     assert len(w.commands()) == 1 and len(w.session.link.pending()) == 1
+    seen = len(w.wire())
+    # What needs no command is answered at once, full or not.
+    assert w.take(orjson.dumps({"type": "ping", "req_id": 7}))
+    assert w.take(orjson.dumps({"type": "cancel", "req_id": 8, "order_id": "x"}))
+    replies = w.wire()[seen:]
+    assert [r["type"] for r in replies] == ["pong", "error"] and replies[1]["req_id"] == 8
+    assert len(w.commands()) == 1
 
 
 def test_every_frame_is_decoded_once(worlds: list[World], monkeypatch: pytest.MonkeyPatch) -> None:
