@@ -4,7 +4,14 @@
  * Each case builds its book untimed, then times a run of commands through
  * eng_process_batch() in batches of 1024, draining the event buffer after
  * each as a consumer would. Each case runs `reps` times on a fresh engine; the median is
- * reported. Usage: pyengine_bench [N [REPS [CASE]]]
+ * reported.
+ *
+ * The harness cases (harness_<scenario>, or all five as CASE "harness")
+ * replay the harness-shaped flow (harness_flow.h) of N messages through a
+ * gateway that maps the caller's order ids (harness_adapter.h), per command
+ * and in batches, with the map's time counted in; they also give the outcome
+ * (trades, traded qty, a hash of the trades), the same on every path.
+ * Usage: pyengine_bench [N [REPS [CASE]]]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +19,8 @@
 #include <time.h>
 
 #include "flow.h"
+#include "harness_adapter.h"
+#include "harness_flow.h"
 #include "pyengine.h"
 
 static double now_ns(void)
@@ -77,6 +86,116 @@ static void report(const char *name, const char *what, const struct eng_cmd *set
     printf("%-22s %9.1f ns/op %12.0f ops/s   %s\n", name, ns[reps / 2], 1e9 / ns[reps / 2],
            what);
     fflush(stdout);
+}
+
+/*
+ * The median ns/message of each path over `reps` replays on fresh engines,
+ * the paths interleaved so that a noisy stretch hits them alike. `sums` gets
+ * each path's outcome; every replay of a path must give the same.
+ */
+static int time_harness(const struct hflow *f, int reps, double med[HADAPT__COUNT],
+                        struct hadapt_sums sums[HADAPT__COUNT])
+{
+    double ns[HADAPT__COUNT][32];
+    for (int r = 0; r < reps; r++) {
+        for (int p = 0; p < HADAPT__COUNT; p++) {
+            struct hadapt *a = hadapt_create(f);
+            struct hadapt_sums s;
+            double t0, t1;
+            int rc;
+            if (!a)
+                return -1;
+            t0 = now_ns();
+            rc = hadapt_replay(a, p);
+            t1 = now_ns();
+            hadapt_get_sums(a, &s);
+            hadapt_destroy(a);
+            if (rc != 0 || (r > 0 && memcmp(&s, &sums[p], sizeof(s)) != 0))
+                return -1;
+            sums[p] = s;
+            ns[p][r] = (t1 - t0) / (double)f->n;
+        }
+    }
+    for (int p = 0; p < HADAPT__COUNT; p++) {
+        qsort(ns[p], (size_t)reps, sizeof(ns[p][0]), cmp_double);
+        med[p] = ns[p][reps / 2];
+    }
+    return 0;
+}
+
+/* The same outcome, however the messages were fed. */
+static int same_outcome(const struct hadapt_sums *x, const struct hadapt_sums *y)
+{
+    return x->trades == y->trades && x->traded_qty == y->traded_qty &&
+           x->cancelled == y->cancelled && x->rejected == y->rejected &&
+           x->trade_hash == y->trade_hash;
+}
+
+/* The harness cases: every scenario through every path, then the worst. */
+static int run_harness(size_t n, int reps)
+{
+    double worst[HADAPT__COUNT] = {0};
+    int worst_at[HADAPT__COUNT];
+    int ran = 0;
+
+    for (int scn = 0; scn < HFLOW__COUNT; scn++) {
+        char name[40];
+        struct hflow f;
+        double med[HADAPT__COUNT];
+        struct hadapt_sums sums[HADAPT__COUNT];
+        const struct hadapt_sums *s = &sums[0];
+
+        snprintf(name, sizeof(name), "harness_%s", hflow_scenario_name(scn));
+        if (only && strcmp(only, "harness") != 0 && strcmp(only, name) != 0)
+            continue;
+        if (hflow_generate(&f, scn, n, 17) != 0) {
+            fprintf(stderr, "out of memory\n");
+            return -1;
+        }
+        printf("%s: %zu limit, %zu ioc, %zu cancel, %zu modify; cancels 1/2/3/more messages "
+               "after their order: %zu/%zu/%zu/%zu; at most %zu open\n",
+               name, f.count[HFLOW_LIMIT], f.count[HFLOW_IOC], f.count[HFLOW_CANCEL],
+               f.count[HFLOW_MODIFY], f.cancel_dist[0], f.cancel_dist[1], f.cancel_dist[2],
+               f.cancel_dist[3], f.peak_open);
+        if (time_harness(&f, reps, med, sums) != 0) {
+            fprintf(stderr, "%s: a replay failed (out of memory or ids not as predicted)\n",
+                    name);
+            hflow_free(&f);
+            return -1;
+        }
+        for (int p = 0; p < HADAPT__COUNT; p++) {
+            char row[64];
+            if (!same_outcome(&sums[p], s)) {
+                fprintf(stderr, "%s: %s gives another outcome than %s\n", name,
+                        hadapt_path_name(p), hadapt_path_name(0));
+                hflow_free(&f);
+                return -1;
+            }
+            snprintf(row, sizeof(row), "%s/%s", name, hadapt_path_name(p));
+            printf("%-28s %9.1f ns/msg %12.0f msg/s", row, med[p], 1e9 / med[p]);
+            if (sums[p].batches)
+                printf("   %.1f messages a batch", (double)n / (double)sums[p].batches);
+            printf("\n");
+            if (med[p] > worst[p]) {
+                worst[p] = med[p];
+                worst_at[p] = scn;
+            }
+        }
+        printf("%-28s %llu trades, qty %llu, %llu cancelled, %llu rejected, hash %016llx\n",
+               "  outcome", (unsigned long long)s->trades, (unsigned long long)s->traded_qty,
+               (unsigned long long)s->cancelled, (unsigned long long)s->rejected,
+               (unsigned long long)s->trade_hash);
+        fflush(stdout);
+        hflow_free(&f);
+        ran = 1;
+    }
+    for (int p = 0; ran && p < HADAPT__COUNT; p++) {
+        char row[64];
+        snprintf(row, sizeof(row), "harness_worst/%s", hadapt_path_name(p));
+        printf("%-28s %9.1f ns/msg %12.0f msg/s   %s\n", row, worst[p], 1e9 / worst[p],
+               hflow_scenario_name(worst_at[p]));
+    }
+    return 0;
 }
 
 static struct eng_cmd limit(uint8_t side, int64_t qty, int64_t price)
@@ -208,6 +327,8 @@ int main(int argc, char **argv)
                f.warmup, f.nwarmup, f.cmds, f.ncmds, p.resting, reps);
         flow_free(&f);
     }
+    if (run_harness(n, reps) != 0)
+        return 1;
     free(setup);
     free(run);
     return 0;
