@@ -316,7 +316,7 @@ int main(int argc, char **argv)
     }
 
     /* The mixed flow: see flow.h. */
-    {
+    if (!only || strcmp(only, "mixed_flow") == 0) {
         struct flow f;
         struct flow_params p = {.seed = 7, .resting = 50000, .levels = 200, .mid = 100000};
         if (flow_generate(&f, n, &p) != 0) {

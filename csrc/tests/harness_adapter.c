@@ -37,6 +37,7 @@ struct hadapt {
     uint64_t next_seq;   /* the seq the core gives the next command */
     struct eng_cmd *cmds;
     uint64_t *callers;   /* the caller id of each new order in cmds */
+    uint64_t *expect;    /* HADAPT_BATCH: the core's id predicted for each */
     struct hadapt_sums sums;
 };
 
@@ -60,11 +61,9 @@ static size_t slot(const struct hadapt *a, uint64_t key)
     return i;
 }
 
-static void map_erase(struct hadapt *a, uint64_t key)
+static void erase_at(struct hadapt *a, size_t i)
 {
-    size_t i = slot(a, key), j = i;
-    if (!a->keys[i])
-        return;
+    size_t j = i;
     for (;;) {
         j = (j + 1) & a->mask;
         if (!a->keys[j])
@@ -77,6 +76,13 @@ static void map_erase(struct hadapt *a, uint64_t key)
         }
     }
     a->keys[i] = 0;
+}
+
+static void map_erase(struct hadapt *a, uint64_t key)
+{
+    size_t i = slot(a, key);
+    if (a->keys[i])
+        erase_at(a, i);
 }
 
 struct hadapt *hadapt_create(const struct hflow *f)
@@ -102,7 +108,8 @@ struct hadapt *hadapt_create(const struct hflow *f)
     a->to_caller = calloc(f->nnew + 1, sizeof(*a->to_caller));
     a->cmds = aligned_alloc(64, BATCH * sizeof(*a->cmds));
     a->callers = malloc(BATCH * sizeof(*a->callers));
-    if (!a->e || !a->keys || !a->vals || !a->to_caller || !a->cmds || !a->callers ||
+    a->expect = malloc(BATCH * sizeof(*a->expect));
+    if (!a->e || !a->keys || !a->vals || !a->to_caller || !a->cmds || !a->callers || !a->expect ||
         eng_add_instrument(a->e, &hflow_instrument, &inst) != ENG_OK) {
         hadapt_destroy(a);
         return NULL;
@@ -120,6 +127,7 @@ void hadapt_destroy(struct hadapt *a)
     free(a->to_caller);
     free(a->cmds);
     free(a->callers);
+    free(a->expect);
     free(a);
 }
 
@@ -154,7 +162,8 @@ static void to_cmd(const struct hflow_msg *m, struct eng_cmd *c)
 /*
  * Takes in the events of the commands sent since `seq0`, whose new orders'
  * caller ids are callers[seq - seq0]: maps the ids of accepted orders (or,
- * with `predicted`, checks them), forgets finished orders, sums up.
+ * with `predicted`, checks them against expect[seq - seq0], already mapped),
+ * forgets finished orders, sums up.
  */
 static int drain(struct hadapt *a, uint64_t seq0, const uint64_t *callers, size_t ncmds,
                  int predicted)
@@ -170,10 +179,13 @@ static int drain(struct hadapt *a, uint64_t seq0, const uint64_t *callers, size_
             size_t i;
             if (ev[k].seq - seq0 >= ncmds || id > a->max_eid)
                 return -1;
+            if (predicted) {
+                if (a->expect[ev[k].seq - seq0] != id)
+                    return -1;
+                break;
+            }
             caller = callers[ev[k].seq - seq0];
             i = slot(a, caller);
-            if (predicted && (a->keys[i] != caller || a->vals[i] != id))
-                return -1;
             a->keys[i] = caller;
             a->vals[i] = id;
             a->to_caller[id] = caller;
@@ -193,8 +205,10 @@ static int drain(struct hadapt *a, uint64_t seq0, const uint64_t *callers, size_
             break;
         }
         case ENG_EV_CANCELLED:
+            /* A user's cancel forgot its id when it was sent (see target). */
             s->cancelled++;
-            map_erase(a, a->to_caller[ev[k].order_id]);
+            if (ev[k].reason != ENG_CANCEL_USER)
+                map_erase(a, a->to_caller[ev[k].order_id]);
             break;
         case ENG_EV_REJECTED:
             s->rejected++;
@@ -207,16 +221,26 @@ static int drain(struct hadapt *a, uint64_t seq0, const uint64_t *callers, size_
     return 0;
 }
 
-/* The core's id of a cancel's or modify's target, 0 if it is not open (we
-   reject it ourselves), or HADAPT_PENDING if it is not known yet. */
+/*
+ * The core's id of a cancel's or modify's target, 0 if it is not open (we
+ * reject it ourselves), or HADAPT_PENDING if it is not known yet. A cancel
+ * forgets the id as it goes out: once the core has run it the order is gone,
+ * cancelled or finished before, and the slot is hot now, not once its events
+ * come back. (This flow's modifies never cancel: their qty is at least 2.)
+ */
 static const uint64_t HADAPT_PENDING = ~0ull;
 
-static uint64_t target(const struct hadapt *a, uint64_t caller)
+static uint64_t target(struct hadapt *a, const struct hflow_msg *m)
 {
-    size_t i = slot(a, caller);
+    size_t i = slot(a, m->id);
+    uint64_t id = a->vals[i];
     if (!a->keys[i])
         return 0;
-    return a->vals[i] ? a->vals[i] : HADAPT_PENDING;
+    if (!id)
+        return HADAPT_PENDING;
+    if (m->kind == HFLOW_CANCEL)
+        erase_at(a, i);
+    return id;
 }
 
 static int replay_cmd(struct hadapt *a)
@@ -225,7 +249,7 @@ static int replay_cmd(struct hadapt *a)
     for (size_t i = 0; i < a->f->n; i++) {
         struct eng_cmd c;
         to_cmd(&m[i], &c);
-        if (c.type != ENG_CMD_NEW && !(c.order_id = target(a, m[i].id))) {
+        if (c.type != ENG_CMD_NEW && !(c.order_id = target(a, &m[i]))) {
             a->sums.rejected++;
             continue;
         }
@@ -255,9 +279,10 @@ static int replay_batch(struct hadapt *a, int predict)
                 if (predict) {
                     if (next > a->max_eid)
                         return -1;
+                    a->expect[nb] = next;
                     a->to_caller[next++] = m[i].id;
                 }
-            } else if (!(c->order_id = target(a, m[i].id))) {
+            } else if (!(c->order_id = target(a, &m[i]))) {
                 a->sums.rejected++;
                 continue;
             } else if (c->order_id == HADAPT_PENDING) {
