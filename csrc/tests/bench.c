@@ -11,7 +11,7 @@
  * gateway that maps the caller's order ids (harness_adapter.h), per command
  * and in batches, with the map's time counted in; they also give the outcome
  * (trades, traded qty, a hash of the trades), the same on every path.
- * Usage: pyengine_bench [N [REPS [CASE]]]
+ * Usage: pyengine_bench [N [REPS [CASE[,CASE...]]]]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +70,20 @@ static double time_run(const struct eng_cmd *setup, size_t nsetup, const struct 
     return (t1 - t0) / (double)nrun;
 }
 
-static const char *only; /* run just this case, if set */
+static const char *only; /* run just these cases (comma-separated), if set */
+
+/* Whether case `name` runs; "harness" stands for every harness_ case. */
+static int selected(const char *name)
+{
+    size_t len = strlen(name);
+    for (const char *p = only; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        size_t n = strcspn(p, ",");
+        if ((n == len && strncmp(p, name, n) == 0) ||
+            (n == 7 && strncmp(p, "harness", 7) == 0 && strncmp(name, "harness_", 8) == 0))
+            return 1;
+    }
+    return !only;
+}
 
 /* `expected`: open orders to size the engine's order index for. */
 static void report(const char *name, const char *what, const struct eng_cmd *setup,
@@ -78,7 +91,7 @@ static void report(const char *name, const char *what, const struct eng_cmd *set
                    int reps)
 {
     double ns[32];
-    if (only && strcmp(only, name) != 0)
+    if (!selected(name))
         return;
     for (int r = 0; r < reps; r++)
         ns[r] = time_run(setup, nsetup, run, nrun, expected);
@@ -146,7 +159,7 @@ static int run_harness(size_t n, int reps)
         const struct hadapt_sums *s = &sums[0];
 
         snprintf(name, sizeof(name), "harness_%s", hflow_scenario_name(scn));
-        if (only && strcmp(only, "harness") != 0 && strcmp(only, name) != 0)
+        if (!selected(name))
             continue;
         if (hflow_generate(&f, scn, n, 17) != 0) {
             fprintf(stderr, "out of memory\n");
@@ -225,7 +238,7 @@ int main(int argc, char **argv)
 
     only = argc > 3 ? argv[3] : NULL;
     if (!setup || !run || reps < 1 || reps > 32 || n == 0) {
-        fprintf(stderr, "usage: pyengine_bench [N [REPS<=32 [CASE]]]\n");
+        fprintf(stderr, "usage: pyengine_bench [N [REPS<=32 [CASE[,CASE...]]]]\n");
         return 2;
     }
     printf("pyengine C core, single thread, median of %d runs, %zu commands per run\n", reps, n);
@@ -292,7 +305,7 @@ int main(int argc, char **argv)
     }
 
     /* Memory: C bytes per resting order, with and without client order ids. */
-    if (!only || strcmp(only, "memory") == 0) {
+    if (selected("memory")) {
         for (int with_coid = 0; with_coid < 2; with_coid++) {
             struct eng *e = fresh(0);
             struct eng_stats st;
@@ -316,7 +329,7 @@ int main(int argc, char **argv)
     }
 
     /* The mixed flow: see flow.h. */
-    if (!only || strcmp(only, "mixed_flow") == 0) {
+    if (selected("mixed_flow")) {
         struct flow f;
         struct flow_params p = {.seed = 7, .resting = 50000, .levels = 200, .mid = 100000};
         if (flow_generate(&f, n, &p) != 0) {

@@ -290,8 +290,10 @@ static int replay_batch(struct hadapt *a, int predict)
             }
             a->callers[nb++] = m[i].id;
         }
-        if (nb == 0)
+        if (nb == 0 && i < a->f->n)
             return -1; /* pending, yet nothing sent that could resolve it */
+        if (nb == 0)
+            break; /* the last messages were all rejected here */
         if (eng_process_batch(a->e, a->cmds, nb) != nb ||
             drain(a, a->next_seq, a->callers, nb, predict) != 0)
             return -1;

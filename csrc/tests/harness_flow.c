@@ -291,7 +291,8 @@ int hflow_generate(struct hflow *f, int scenario, size_t n, uint64_t seed)
     g.caller = malloc((n + 1) * sizeof(*g.caller));
     g.pos = calloc(n + 1, sizeof(*g.pos));
     g.live = malloc((n + 1) * sizeof(*g.live));
-    f->msgs = aligned_alloc(64, (n ? n : 1) * sizeof(*f->msgs));
+    /* aligned_alloc wants a multiple of the alignment: an even count. */
+    f->msgs = aligned_alloc(64, (n / 2 + 1) * 2 * sizeof(*f->msgs));
     if (!g.e || !g.caller || !g.pos || !g.live || !f->msgs ||
         eng_add_instrument(g.e, &hflow_instrument, &inst) != ENG_OK)
         goto out;
