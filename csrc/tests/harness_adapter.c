@@ -11,8 +11,9 @@
  * in the same batch. HADAPT_BATCH predicts them: the core gives each accepted
  * new order the next id of its counter, and every new order of this flow is
  * accepted, so the k-th new order of a batch gets the counter + k. Each
- * ACCEPTED event is checked against the prediction, and the counter after the
- * batch too; a mismatch fails the replay rather than going on with wrong ids.
+ * ACCEPTED event is checked against the prediction, and the counter at the
+ * end against the count of new orders; a mismatch fails the replay rather
+ * than going on with wrong ids.
  * HADAPT_BATCH_SPLIT predicts nothing: a new order's id enters the map as
  * pending, and a message that needs a pending id ends the batch there, so
  * the ACCEPTED events fill it in first. It shows what the batch path gives a

@@ -3,8 +3,9 @@
  * core as a gateway in front of it would: the caller chooses order ids, the
  * core assigns its own, so the adapter keeps a map from the caller's ids to
  * the core's (open addressing) and one back (an array: the core's ids are
- * dense), fills the map from ACCEPTED events and empties it as orders
- * finish. The map's cost is part of each message's.
+ * dense), fills the map from ACCEPTED events (or, in HADAPT_BATCH, with
+ * predicted ids as it sends the orders) and empties it as orders finish.
+ * The map's cost is part of each message's.
  *
  * The outcome is summed up from the events translated back to the caller's
  * ids, so every path over the same flow must give the same sums.
