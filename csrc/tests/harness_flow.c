@@ -188,7 +188,7 @@ static uint8_t any_side(struct gen *g)
 /* Schedules a cancel of a quote one or two messages after message i. */
 static void schedule(struct gen *g, size_t i, uint64_t caller, uint64_t eid)
 {
-    int first = below(g, 10) < 6 ? 1 : 2;
+    int first = below(g, 10) < 7 ? 1 : 2;
     int order[SCHED - 1] = {first, 3 - first, 3, 4, 5, 6, 7};
     for (int k = 0; k < SCHED - 1; k++) {
         struct due *d = &g->due[(i + (size_t)order[k]) % SCHED];
@@ -265,7 +265,7 @@ static int next_msg(struct gen *g, struct hflow *f, size_t i, struct hflow_msg *
         m->qty = 1 + (int64_t)below(g, 10);
         c->tif = ENG_GTC;
         if (!crossing) {
-            size_t quotes = g->nlive > target_depth(g, i) ? 75 : 45;
+            size_t quotes = g->nlive > target_depth(g, i) ? 95 : 45;
             c->price = m->price;
             c->qty = m->qty;
             f->nnew++;
