@@ -114,6 +114,7 @@ struct eng *eng_create(const struct eng_config *cfg)
     }
     e->ev_cap = ENG_INITIAL_EVENTS;
     e->level_events = cfg && cfg->level_events;
+    e->caller_ids = cfg && cfg->caller_order_ids;
     e->hash_seed = cfg && cfg->hash_seed ? cfg->hash_seed : random_seed(e);
     return e;
 fail:
@@ -376,7 +377,7 @@ static int64_t run_fast(struct eng *e, const struct eng_cmd *c)
         if (ev->type == ENG_EV_REJECTED)
             return -(int64_t)ev->reason;
         if (ev->type == ENG_EV_ACCEPTED && c->type == ENG_CMD_NEW)
-            return (int64_t)ev->order_id;
+            return e->caller_ids ? 1 : (int64_t)ev->order_id;
         if (ev->type == ENG_EV_CANCELLED && c->type == ENG_CMD_CANCEL && c->order_id)
             return ev->leaves;
     }
@@ -445,6 +446,16 @@ int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uin
     return run_fast(e, &c);
 }
 
+int64_t eng_run(struct eng *e, const struct eng_cmd *cmd)
+{
+    return run_fast(e, cmd);
+}
+
+int eng_caller_order_ids(const struct eng *e)
+{
+    return e->caller_ids;
+}
+
 uint64_t eng_seq(const struct eng *e)
 {
     return e->seq;
@@ -482,6 +493,8 @@ const struct eng_api *eng_api(void)
         .get_order_by_coid = eng_get_order_by_coid,
         .order_shape = eng_order_shape,
         .seq = eng_seq,
+        .run = eng_run,
+        .caller_order_ids = eng_caller_order_ids,
     };
     return &api;
 }

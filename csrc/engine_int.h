@@ -41,6 +41,7 @@ struct eng {
     size_t ev_cap;
     struct eng_stats stats;  /* counters; the memory fields are filled on demand */
     bool level_events;       /* emit ENG_EV_LEVEL after every level change */
+    bool caller_ids;         /* new orders bring their ids (eng_config.caller_order_ids) */
     uint64_t hash_seed;      /* see eng_config.hash_seed */
 };
 

@@ -78,8 +78,9 @@ static inline void ev_clear_coid(struct eng_event *ev)
 
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err)
 {
-    struct eng_event *ev = ev_put(e, ENG_EV_REJECTED, 0, (uint8_t)err, 0, c->instrument,
-                                  c->type == ENG_CMD_NEW ? 0 : c->order_id, 0, 0, 0, c->account);
+    uint64_t id = c->type != ENG_CMD_NEW || e->caller_ids ? c->order_id : 0;
+    struct eng_event *ev = ev_put(e, ENG_EV_REJECTED, 0, (uint8_t)err, 0, c->instrument, id, 0,
+                                  0, 0, c->account);
     ev_set_coid(ev, c->coid);
     e->stats.rejected++;
 }
@@ -463,6 +464,8 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
     bool limit = c->order_type == ENG_LIMIT;
     int64_t event_price = limit ? c->price : 0;
 
+    if (!err && e->caller_ids && c->order_id == 0)
+        err = ENG_BAD_ORDER_ID;
     if (!err) {
         if (c->instrument >= e->ninst)
             err = ENG_UNKNOWN_INSTRUMENT;
@@ -481,7 +484,9 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
                        .account = c->account,
                        .side = c->side == ENG_BUY ? BOOK_BID : BOOK_ASK,
                        .stp = c->stp};
-    if (!eng__coid_empty(c->coid) && eng__find_coid(e, c->account, c->coid))
+    if (e->caller_ids && eng__find_order(e, c->order_id))
+        err = ENG_DUPLICATE_ORDER_ID;
+    else if (!eng__coid_empty(c->coid) && eng__find_coid(e, c->account, c->coid))
         err = ENG_DUPLICATE_CLIENT_ORDER_ID;
     else if ((c->flags & ENG_CMD_F_POST_ONLY) && would_cross(b, t.side, c->price))
         err = ENG_POST_ONLY_WOULD_CROSS;
@@ -492,7 +497,7 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
         return;
     }
 
-    t.id = ++e->last_order_id;
+    t.id = e->caller_ids ? c->order_id : ++e->last_order_id;
     t.limit = limit ? c->price : market_limit(in, t.side);
     emit_accepted(e, c, t.id);
     if (c->tif == ENG_FOK && !fok_fillable(b, &t)) {

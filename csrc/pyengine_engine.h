@@ -50,7 +50,10 @@
     XX(BUSY, "busy", "resource still in use")                                        \
     XX(CORRUPT, "corrupt", "an internal invariant does not hold")                    \
     XX(HALTED, "halted", "the instrument is halted: only cancels are accepted")      \
-    XX(BAD_STATE, "bad_state", "trading state must be open or halted")
+    XX(BAD_STATE, "bad_state", "trading state must be open or halted")               \
+    XX(BAD_ORDER_ID, "bad_order_id",                                                 \
+       "a new order needs an order id of its own (nonzero) with caller order ids")   \
+    XX(DUPLICATE_ORDER_ID, "duplicate_order_id", "order id is in use by an open order")
 
 enum eng_err {
 #define ENG_XX_(code, name, msg) ENG_##code,
@@ -162,7 +165,9 @@ struct eng_cmd {
     uint16_t reserved;  /* must be zero */
     uint32_t instrument;
     uint32_t account;
-    uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid) */
+    uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid).
+                           NEW: the order's id with eng_config.caller_order_ids
+                           (nonzero, unique among open orders), else ignored */
     int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE */
     int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels)
                            unless KEEP_QTY; SET_STATE: the new enum eng_trading_state */
@@ -174,7 +179,8 @@ struct eng_cmd {
  * An event: 96 bytes. Which fields are meaningful depends on `type`:
  *
  *   ACCEPTED  order_id side instrument price(0 = market) qty account coid
- *   REJECTED  reason(enum eng_err) order_id(target, or 0) account coid instrument
+ *   REJECTED  reason(enum eng_err) order_id(target; a new order's own with
+ *             caller order ids, else 0) account coid instrument
  *   TRADE     trade_id instrument side(aggressor) price qty order_id(taker)
  *             maker_order_id account(taker) maker_account leaves(taker)
  *             maker_leaves
@@ -224,6 +230,9 @@ struct eng_config {
     uint64_t hash_seed;       /* keys the client-order-id index's hash, so clients
                                  cannot choose ids that collide; 0 = random.
                                  Only placement depends on it, never events. */
+    uint32_t caller_order_ids; /* nonzero: the caller gives each new order its id
+                                  (eng_cmd.order_id), as a gateway that assigns
+                                  ids does; else the engine numbers them 1, 2, ... */
 };
 
 /* One price level as seen from outside. */
@@ -317,7 +326,8 @@ void eng_free_events(struct eng_event *events);
  * outcomes need no decoding at all:
  *   r > 0       the only event is the call's success event, and every field
  *               of it is an argument or r:
- *                 eng_limit, eng_new_order: ACCEPTED, order id r;
+ *                 eng_limit, eng_new_order: ACCEPTED, order id r (with
+ *                 caller order ids: the command's own, and r is 1);
  *                 eng_cancel, eng_cancel_order: CANCELLED(user) of
  *                 `order_id` (given by id), leaves r;
  *                 eng_modify_order never returns r > 0.
@@ -339,6 +349,12 @@ int64_t eng_cancel_order(struct eng *e, uint64_t order_id, uint32_t account, uin
                          const char *coid);
 int64_t eng_modify_order(struct eng *e, uint64_t order_id, uint32_t account, uint8_t flags,
                          int64_t qty, int64_t price, const char *coid);
+/* Any command, its result encoded as above (for a NEW, as eng_new_order's). */
+int64_t eng_run(struct eng *e, const struct eng_cmd *cmd);
+
+/* Does this engine take its new orders' ids from the caller
+   (eng_config.caller_order_ids)? */
+int eng_caller_order_ids(const struct eng *e);
 
 /*
  * The shape of a new order (enum eng_shape): `order_type` ENG_LIMIT or
@@ -350,7 +366,8 @@ int eng_order_shape(uint8_t order_type, uint8_t tif, int has_price, uint8_t flag
 /* The sequence number of the last command processed (0 before the first). */
 uint64_t eng_seq(const struct eng *e);
 
-/* The last sequence number, order id and trade id an engine has issued. */
+/* The last sequence number, order id and trade id an engine has issued
+   (order id 0 with caller order ids: the engine issues none). */
 struct eng_counters {
     uint64_t seq;
     uint64_t order_id;
@@ -392,6 +409,8 @@ struct eng_api {
                              struct eng_order_info *out);
     int (*order_shape)(uint8_t order_type, uint8_t tif, int has_price, uint8_t flags);
     uint64_t (*seq)(const struct eng *e);
+    int64_t (*run)(struct eng *e, const struct eng_cmd *cmd);
+    int (*caller_order_ids)(const struct eng *e);
 };
 const struct eng_api *eng_api(void);
 

@@ -39,8 +39,9 @@ int eng_snapshot_write_file(const char *dir, const void *buf, size_t len);
  * Load a snapshot file into `e`, which must have no instruments yet. Returns
  * ENG_OK, or ENG_CORRUPT for a file that is not a whole, valid snapshot
  * (its checksum or structure is wrong; `e` is then unusable and must be
- * destroyed), or ENG_INVALID_ARGUMENT when `e` is not empty or the file
- * cannot be read (errno set).
+ * destroyed), or ENG_INVALID_ARGUMENT when `e` is not empty, the file
+ * cannot be read (errno set) or it is of an engine of the other order-id
+ * mode (eng_config.caller_order_ids).
  */
 int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq);
 /*

@@ -36,8 +36,11 @@ struct snap_header {
     uint64_t norders;
     uint32_t body_crc;
     uint32_t header_crc;
-    uint64_t reserved;
+    uint32_t flags;    /* enum snap_flags */
+    uint32_t reserved;
 };
+
+enum snap_flags { SNAP_F_CALLER_IDS = 1 }; /* the engine took its order ids from the caller */
 
 struct snap_instrument {
     struct eng_instrument_spec spec;
@@ -112,6 +115,7 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
     h->last_order_id = e->last_order_id;
     h->last_trade_id = e->last_trade_id;
     h->norders = e->ids.count;
+    h->flags = e->caller_ids ? SNAP_F_CALLER_IDS : 0;
     si = (struct snap_instrument *)(buf + sizeof(*h));
     for (uint32_t i = 0; i < e->ninst; i++, si++) {
         memset(si, 0, sizeof(*si));
@@ -204,6 +208,14 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     if (!image_valid(buf, len))
         goto out;
     h = (const struct snap_header *)buf;
+    if (h->flags & ~(uint32_t)SNAP_F_CALLER_IDS)
+        goto out;
+    if (!(h->flags & SNAP_F_CALLER_IDS) != !e->caller_ids) {
+        /* Order ids mean something else in the other mode. */
+        errno = EINVAL;
+        rc = ENG_INVALID_ARGUMENT;
+        goto out;
+    }
     insts = (const struct snap_instrument *)(buf + sizeof(*h));
     orders = (const struct snap_order *)(insts + h->ninstruments);
     for (uint32_t i = 0; i < h->ninstruments; i++) {
@@ -215,7 +227,7 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     }
     for (uint64_t i = 0; i < h->norders; i++) {
         const struct snap_order *o = &orders[i];
-        if (o->id == 0 || o->id > h->last_order_id ||
+        if (o->id == 0 || (!e->caller_ids && o->id > h->last_order_id) ||
             eng__restore_order(e, o->instrument, o->side, o->price, o->qty, o->id, o->account,
                                o->stp, o->flags, o->coid) != ENG_OK)
             goto out;

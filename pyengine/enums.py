@@ -85,6 +85,10 @@ class RejectReason(StrEnum):
     HALTED = "halted"
     # A trading-state change to a state that does not exist (batch path only).
     BAD_STATE = "bad_state"
+    # Engines that take order ids from the caller: a new order without one,
+    # or with the id of an open order.
+    BAD_ORDER_ID = "bad_order_id"
+    DUPLICATE_ORDER_ID = "duplicate_order_id"
 
 
 class CancelReason(StrEnum):
