@@ -24,10 +24,18 @@ static int ids_alloc(struct ids *t, uint64_t capacity)
     return 0;
 }
 
-int ids_init(struct ids *t, uint32_t expected)
+/* The most entries a table of `cap` slots holds (see ids.h for why). */
+static uint64_t ids_max_load(const struct ids *t, uint64_t cap)
+{
+    return t->seed ? cap / 2 : cap * 3 / 4;
+}
+
+int ids_init(struct ids *t, uint32_t expected, uint64_t seed)
 {
     uint64_t cap = IDS_MIN_CAPACITY;
-    while (cap * 3 / 4 < expected)
+
+    t->seed = seed;
+    while (ids_max_load(t, cap) < expected)
         cap *= 2;
     return ids_alloc(t, cap);
 }
@@ -41,7 +49,7 @@ void ids_destroy(struct ids *t)
 
 static void insert_slot(struct ids *t, struct ids_slot cur)
 {
-    uint32_t pos = ids_home(t, cur.id_lo);
+    uint32_t pos = ids_home(t, cur.key);
 
     for (uint32_t dist = 0;; dist++, pos = (pos + 1) & t->mask) {
         struct ids_slot *s = &t->slots[pos];
@@ -52,7 +60,7 @@ static void insert_slot(struct ids *t, struct ids_slot cur)
             return;
         }
         /* Take the place of a resident closer to its home; it moves on. */
-        sdist = ids_dist(t, pos, s->id_lo);
+        sdist = ids_dist(t, pos, s->key);
         if (sdist < dist) {
             struct ids_slot tmp = *s;
             *s = cur;
@@ -65,12 +73,12 @@ static void insert_slot(struct ids *t, struct ids_slot cur)
 void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
 {
     ENG_ASSERT(handle != 0 && t->count < t->mask);
-    insert_slot(t, (struct ids_slot){handle, (uint32_t)id});
+    insert_slot(t, (struct ids_slot){handle, ids_key(t, id)});
 }
 
 void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
 {
-    uint32_t pos = ids_home(t, (uint32_t)id);
+    uint32_t pos = ids_home(t, ids_key(t, id));
 
     while (t->slots[pos].handle != handle) {
         ENG_ASSERT(t->slots[pos].handle != 0);
@@ -80,7 +88,7 @@ void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
     for (;;) {
         uint32_t next = (pos + 1) & t->mask;
         const struct ids_slot *n = &t->slots[next];
-        if (n->handle == 0 || ids_dist(t, next, n->id_lo) == 0)
+        if (n->handle == 0 || ids_dist(t, next, n->key) == 0)
             break;
         t->slots[pos] = *n;
         pos = next;
@@ -94,7 +102,7 @@ int ids_reserve_one(struct ids *t)
     struct ids old = *t;
     uint64_t cap = (uint64_t)t->mask + 1;
 
-    if ((uint64_t)t->count + 1 <= cap * 3 / 4)
+    if ((uint64_t)t->count + 1 <= ids_max_load(t, cap))
         return 0;
     if (cap >= ((uint64_t)1 << 32))
         return -1;
@@ -120,8 +128,8 @@ bool ids_verify(const struct ids *t, const char **why)
         if (!s->handle)
             continue;
         n++;
-        dist = ids_dist(t, pos, s->id_lo);
-        if (dist > 0 && (!prev->handle || ids_dist(t, prev_pos, prev->id_lo) + 1 < dist)) {
+        dist = ids_dist(t, pos, s->key);
+        if (dist > 0 && (!prev->handle || ids_dist(t, prev_pos, prev->key) + 1 < dist)) {
             *why = "ids: entry displaced past a gap or out of Robin Hood order";
             return false;
         }
@@ -130,8 +138,8 @@ bool ids_verify(const struct ids *t, const char **why)
         *why = "ids: count does not match the occupied slots";
         return false;
     }
-    if ((uint64_t)t->count > ((uint64_t)t->mask + 1) * 3 / 4) {
-        *why = "ids: more than 3/4 full";
+    if ((uint64_t)t->count > ids_max_load(t, (uint64_t)t->mask + 1)) {
+        *why = "ids: fuller than its maximum load";
         return false;
     }
     return true;

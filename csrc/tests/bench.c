@@ -112,14 +112,14 @@ static int time_harness(const struct hflow *f, int reps, double med[HADAPT__COUN
     double ns[HADAPT__COUNT][32];
     for (int r = 0; r < reps; r++) {
         for (int p = 0; p < HADAPT__COUNT; p++) {
-            struct hadapt *a = hadapt_create(f);
+            struct hadapt *a = hadapt_create(f, p);
             struct hadapt_sums s;
             double t0, t1;
             int rc;
             if (!a)
                 return -1;
             t0 = now_ns();
-            rc = hadapt_replay(a, p);
+            rc = hadapt_replay(a);
             t1 = now_ns();
             hadapt_get_sums(a, &s);
             hadapt_destroy(a);

@@ -21,6 +21,7 @@
  */
 #include "harness_adapter.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +29,7 @@ enum { BATCH = 1024 };
 
 struct hadapt {
     const struct hflow *f;
+    int path;
     struct eng *e;
     uint64_t *keys;    /* caller ids, 0 = empty */
     uint64_t *vals;    /* the core's ids, 0 = pending (HADAPT_BATCH_SPLIT) */
@@ -44,7 +46,8 @@ struct hadapt {
 
 const char *hadapt_path_name(int path)
 {
-    static const char *const names[HADAPT__COUNT] = {"cmd", "batch", "batch_split"};
+    static const char *const names[HADAPT__COUNT] = {"cmd", "batch", "batch_split", "ids_cmd",
+                                                     "ids_batch"};
     return path >= 0 && path < HADAPT__COUNT ? names[path] : "?";
 }
 
@@ -86,7 +89,12 @@ static void map_erase(struct hadapt *a, uint64_t key)
         erase_at(a, i);
 }
 
-struct hadapt *hadapt_create(const struct hflow *f)
+static bool caller_ids(int path)
+{
+    return path == HADAPT_IDS_CMD || path == HADAPT_IDS_BATCH;
+}
+
+struct hadapt *hadapt_create(const struct hflow *f, int path)
 {
     struct hadapt *a = calloc(1, sizeof(*a));
     size_t cap = 1024;
@@ -97,13 +105,15 @@ struct hadapt *hadapt_create(const struct hflow *f)
     while (cap < 2 * (f->peak_open + BATCH + 1))
         cap *= 2;
     a->f = f;
+    a->path = path;
     a->mask = cap - 1;
     a->shift = 64;
     for (size_t c = cap; c > 1; c >>= 1)
         a->shift--;
     a->max_eid = f->nnew;
     a->next_seq = 1;
-    a->e = eng_create(&(struct eng_config){.expected_orders = (uint32_t)f->peak_open});
+    a->e = eng_create(&(struct eng_config){.expected_orders = (uint32_t)f->peak_open,
+                                           .caller_order_ids = caller_ids(path)});
     a->keys = calloc(cap, sizeof(*a->keys));
     a->vals = calloc(cap, sizeof(*a->vals));
     a->to_caller = calloc(f->nnew + 1, sizeof(*a->to_caller));
@@ -142,6 +152,15 @@ static uint64_t mix(uint64_t h, uint64_t x)
     h ^= x;
     h *= 0xBF58476D1CE4E5B9ull;
     return h ^ (h >> 31);
+}
+
+static void sum_trade(struct hadapt_sums *s, uint64_t taker, uint64_t maker, int64_t price,
+                      int64_t qty)
+{
+    s->trades++;
+    s->traded_qty += (uint64_t)qty;
+    s->trade_hash = mix(mix(mix(mix(s->trade_hash, taker), maker), (uint64_t)price),
+                        (uint64_t)qty);
 }
 
 /* The new order (or, for a cancel or modify, everything but its target). */
@@ -195,10 +214,7 @@ static int drain(struct hadapt *a, uint64_t seq0, const uint64_t *callers, size_
         case ENG_EV_TRADE: {
             uint64_t taker = a->to_caller[ev[k].order_id];
             uint64_t maker = a->to_caller[ev[k].maker_order_id];
-            s->trades++;
-            s->traded_qty += (uint64_t)ev[k].qty;
-            s->trade_hash = mix(mix(mix(mix(s->trade_hash, taker), maker),
-                                    (uint64_t)ev[k].price), (uint64_t)ev[k].qty);
+            sum_trade(s, taker, maker, ev[k].price, ev[k].qty);
             if (ev[k].maker_leaves == 0)
                 map_erase(a, maker);
             if (ev[k].leaves == 0)
@@ -309,11 +325,73 @@ static int replay_batch(struct hadapt *a, int predict)
     return 0;
 }
 
-int hadapt_replay(struct hadapt *a, int path)
+/* The events of the caller-id paths name the caller's ids: only sums. */
+static void drain_ids(struct hadapt *a)
 {
-    if (path == HADAPT_CMD)
+    size_t n;
+    const struct eng_event *ev = eng_events(a->e, &n);
+    struct hadapt_sums *s = &a->sums;
+
+    for (size_t k = 0; k < n; k++) {
+        if (ev[k].type == ENG_EV_TRADE)
+            sum_trade(s, ev[k].order_id, ev[k].maker_order_id, ev[k].price, ev[k].qty);
+        else if (ev[k].type == ENG_EV_CANCELLED)
+            s->cancelled++;
+        else if (ev[k].type == ENG_EV_REJECTED)
+            s->rejected++;
+    }
+    eng_clear_events(a->e);
+}
+
+static void to_ids_cmd(const struct hflow_msg *m, struct eng_cmd *c)
+{
+    to_cmd(m, c);
+    c->order_id = m->id;
+}
+
+static int replay_ids_cmd(struct hadapt *a)
+{
+    const struct hflow_msg *m = a->f->msgs;
+    for (size_t i = 0; i < a->f->n; i++) {
+        struct eng_cmd c;
+        to_ids_cmd(&m[i], &c);
+        if (eng_process(a->e, &c) < 0)
+            return -1;
+        drain_ids(a);
+    }
+    return 0;
+}
+
+static int replay_ids_batch(struct hadapt *a)
+{
+    const struct hflow_msg *m = a->f->msgs;
+
+    for (size_t i = 0; i < a->f->n;) {
+        size_t nb = a->f->n - i < BATCH ? a->f->n - i : BATCH;
+        for (size_t k = 0; k < nb; k++)
+            to_ids_cmd(&m[i + k], &a->cmds[k]);
+        if (eng_process_batch(a->e, a->cmds, nb) != nb)
+            return -1;
+        drain_ids(a);
+        a->sums.batches++;
+        i += nb;
+    }
+    return 0;
+}
+
+int hadapt_replay(struct hadapt *a)
+{
+    switch (a->path) {
+    case HADAPT_CMD:
         return replay_cmd(a);
-    if (path == HADAPT_BATCH || path == HADAPT_BATCH_SPLIT)
-        return replay_batch(a, path == HADAPT_BATCH);
-    return -1;
+    case HADAPT_BATCH:
+    case HADAPT_BATCH_SPLIT:
+        return replay_batch(a, a->path == HADAPT_BATCH);
+    case HADAPT_IDS_CMD:
+        return replay_ids_cmd(a);
+    case HADAPT_IDS_BATCH:
+        return replay_ids_batch(a);
+    default:
+        return -1;
+    }
 }

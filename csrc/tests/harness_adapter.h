@@ -7,6 +7,10 @@
  * predicted ids as it sends the orders) and empties it as orders finish.
  * The map's cost is part of each message's.
  *
+ * The `ids` paths need no map: the engine runs with caller order ids
+ * (eng_config.caller_order_ids), the messages go in with the caller's ids
+ * and the events come back with them.
+ *
  * The outcome is summed up from the events translated back to the caller's
  * ids, so every path over the same flow must give the same sums.
  */
@@ -22,6 +26,8 @@ enum hadapt_path {
     HADAPT_CMD,         /* eng_process, one message at a time, events drained after each */
     HADAPT_BATCH,       /* eng_process_batch of up to 1024, the core's ids predicted */
     HADAPT_BATCH_SPLIT, /* the same, a batch cut short where a message needs an id it creates */
+    HADAPT_IDS_CMD,     /* caller order ids, eng_process one message at a time */
+    HADAPT_IDS_BATCH,   /* caller order ids, eng_process_batch of up to 1024 */
     HADAPT__COUNT
 };
 
@@ -39,13 +45,14 @@ struct hadapt;
 
 const char *hadapt_path_name(int path);
 
-/* A fresh engine and maps sized for `f`. Returns NULL when out of memory. */
-struct hadapt *hadapt_create(const struct hflow *f);
+/* A fresh engine (of the mode `path` needs) and maps sized for `f`. Returns
+   NULL when out of memory. */
+struct hadapt *hadapt_create(const struct hflow *f, int path);
 void hadapt_destroy(struct hadapt *a);
 
 /* Replay the whole flow once on the fresh engine. Returns 0, or -1 if the
    core did not behave as the adapter relies on (see HADAPT_BATCH). */
-int hadapt_replay(struct hadapt *a, int path);
+int hadapt_replay(struct hadapt *a);
 void hadapt_get_sums(const struct hadapt *a, struct hadapt_sums *out);
 
 #endif /* HADAPT_H */

@@ -22,7 +22,7 @@ void test_ids_dense_run_insert_erase(void)
     enum { N = 60000 };
     struct ids t;
 
-    ASSERT_EQ(ids_init(&t, 16), 0);
+    ASSERT_EQ(ids_init(&t, 16, 0), 0);
     for (uint32_t h = 1; h <= N; h++) {
         ids_of[h] = 1000 + h; /* consecutive ids: one dense run */
         ASSERT_EQ(ids_reserve_one(&t), 0);
@@ -43,24 +43,26 @@ void test_ids_dense_run_insert_erase(void)
     ids_destroy(&t);
 }
 
-void test_ids_wraparound_and_stragglers(void)
+/* With `seed` 0 the engine's ids, else caller ids keyed by it. */
+static void wraparound_and_stragglers(uint64_t seed)
 {
     struct ids t;
     uint64_t rng = 99;
 
     /* Ids that share home slots (equal modulo the capacity, or equal in the
        low 32 bits) interleave in clusters; every step keeps the order. */
-    ASSERT_EQ(ids_init(&t, 40), 0); /* capacity 64 */
+    ASSERT_EQ(ids_init(&t, seed ? 32 : 40, seed), 0); /* capacity 64 */
+    ASSERT_EQ(t.mask, 63);
     bool present[200] = {false};
     memset(ids_of, 0, sizeof(ids_of));
     for (int step = 0; step < 5000; step++) {
         uint32_t h = 1 + (uint32_t)(test_rand(&rng) % 199);
         if (!ids_of[h])
-            ids_of[h] = (test_rand(&rng) % 2 ? ((uint64_t)1 << 32) : 0) + 64 * (h % 7) + h % 3;
+            ids_of[h] = (test_rand(&rng) % 2 ? ((uint64_t)1 << 32) : 0) + 64 * (h % 7) + h % 3 + 1;
         if (present[h]) {
             ids_erase(&t, ids_of[h], h);
             present[h] = false;
-        } else if (t.count < 40) {
+        } else if (t.count < (seed ? 32 : 40)) {
             /* Keep the load fixed so clusters stay long. */
             bool clash = false;
             for (uint32_t k = 1; k < 200; k++)
@@ -82,6 +84,17 @@ void test_ids_wraparound_and_stragglers(void)
         }
     }
     ids_destroy(&t);
+}
+
+void test_ids_wraparound_and_stragglers(void)
+{
+    wraparound_and_stragglers(0);
+}
+
+void test_ids_caller_ids_wraparound_and_stragglers(void)
+{
+    wraparound_and_stragglers(0x5eed);
+    wraparound_and_stragglers(UINT64_MAX);
 }
 
 /*
@@ -110,7 +123,7 @@ void test_ids_long_lived_residents_keep_runs_short(void)
        counter laps the table many times. With an id as its own home, the old
        orders fill one run of 10,000 slots, and every new id whose home falls
        in it shifts the rest of it by one slot. Runs must stay short. */
-    ASSERT_EQ(ids_init(&t, 16), 0);
+    ASSERT_EQ(ids_init(&t, 16, 0), 0);
     for (uint32_t h = 1; h <= OLD; h++) {
         ids_of[h] = h;
         ASSERT_EQ(ids_reserve_one(&t), 0);
@@ -134,5 +147,33 @@ void test_ids_long_lived_residents_keep_runs_short(void)
     for (uint32_t h = 1; h <= OLD; h++)
         ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
     ASSERT_EQ(ids_find(&t, ids_of[prev], same, NULL), prev);
+    ids_destroy(&t);
+}
+
+void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
+{
+    enum { LIVE = 10000, CHURN = 200000, BOUND = 64 };
+    struct ids t;
+
+    /* A gateway's ids k * 0x9E3779B1 (mod 2^25), the very pattern that the
+       Fibonacci placement of the engine's own ids folds into clusters: keyed
+       by the seeded mix they spread. 10,000 live, each replaced in turn. */
+    ASSERT_EQ(ids_init(&t, LIVE, 7), 0);
+    for (uint64_t k = 0; k < LIVE + CHURN; k++) {
+        uint32_t h = 1 + (uint32_t)(k % LIVE);
+        if (k >= LIVE)
+            ids_erase(&t, ids_of[h], h); /* handle h's previous id */
+        ids_of[h] = 1 + (k * 0x9E3779B1ull & ((1ull << 25) - 1));
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+        if (k % 20000 == 0) {
+            verify(&t);
+            ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+        }
+    }
+    verify(&t);
+    ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+    for (uint32_t h = 1; h <= LIVE; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
     ids_destroy(&t);
 }

@@ -17,6 +17,8 @@
     XX(idx, idx_backward_shift_on_collisions)          \
     XX(ids, ids_dense_run_insert_erase)                \
     XX(ids, ids_wraparound_and_stragglers)             \
+    XX(ids, ids_caller_ids_wraparound_and_stragglers)  \
+    XX(ids, ids_caller_ids_of_a_multiplicative_sequence_stay_spread) \
     XX(ids, ids_long_lived_residents_keep_runs_short) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
