@@ -43,6 +43,11 @@
     XX(engine, engine_halt_and_resume)                 \
     XX(engine, engine_fast_paths)                      \
     XX(engine, engine_batch_and_memory_reuse)          \
+    XX(engine, engine_caller_ids_trade_cancel_modify)  \
+    XX(engine, engine_caller_ids_rejects)              \
+    XX(engine, engine_caller_ids_reuse_after_finish)   \
+    XX(engine, engine_caller_ids_low_bits_collide)     \
+    XX(engine, engine_caller_ids_run)                  \
     XX(engine_random, engine_random_flow_invariants)   \
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \
