@@ -51,6 +51,7 @@
     XX(engine_random, engine_random_flow_invariants)   \
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \
+    XX(engine_random, engine_random_caller_ids)        \
     XX(ring, ring_push_pop_wrap)                       \
     XX(ring, ring_two_threads)                         \
     XX(runner, runner_round_trip_with_tags)            \
