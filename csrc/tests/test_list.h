@@ -67,6 +67,7 @@
     XX(replication, replication_snapshot_goes_to_the_consumer) \
     XX(replication, replication_and_journal_exclude_each_other) \
     XX(journal, snapshot_round_trip)                   \
+    XX(journal, snapshot_caller_ids_round_trip)        \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \
