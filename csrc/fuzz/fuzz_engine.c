@@ -7,7 +7,9 @@
  * input's first byte says) and checks after every one of them:
  *   - eng_verify() (every internal invariant);
  *   - the events against an order-by-order model kept here: ids are
- *     consecutive, each trade is at the maker's price, within the taker's
+ *     consecutive (with caller order ids: each is the NEW's own, never 0 nor
+ *     that of an open order, and a finished order's id may come again),
+ *     each trade is at the maker's price, within the taker's
  *     limit, between opposite sides, never a self-trade under STP, never by a
  *     post-only taker, and its leaves follow from the open quantities; a
  *     cancel removes exactly the open quantity; FOK, IOC and market orders
@@ -30,7 +32,7 @@
  *           eng_process(), 2 eng_process_batch() of one and
  *           eng_take_events(), 3 the fast paths (eng_limit, eng_new_order,
  *           eng_cancel, eng_cancel_order, eng_modify_order),
- *           eng_process() for what they cannot carry.
+ *           eng_run() for what they cannot carry; bit 5: caller_order_ids.
  *   then records `op a b c`. op bits 0-1: instrument (3 means 0), bits 2-3:
  *   account, bits 4-7: kind:
  *     0-5    NEW limit. a: bit 0 sell, bits 1-4 aggressiveness: the price is
@@ -39,6 +41,16 @@
  *            b: bits 0-3 qty in lots - 1, bits 4-5 stp, bit 7 coid "k<c&7>".
  *            c: bits 0-2 coid number; bits 3-5: 6 off-tick price, 7 off-lot
  *            qty; bits 6-7 qty scale (1, 1, 5, 40).
+ *            Without caller order ids, b bit 6 gives the NEW an order id
+ *            (which the engine ignores). With them, every NEW record
+ *            (kinds 0-7) has a fifth byte `d` for its id: bits 0-2 0-2 a
+ *            fresh id (a bijective scramble of a counter, so unique);
+ *            3 UINT64_MAX - (d >> 3); 4 zero (bad_order_id); 5 the id of
+ *            the (d >> 3)-th open order, newest first (duplicate_order_id);
+ *            6 the id of the (d >> 3)-th finished order whose id is free
+ *            (reused: accepted); 7 the id of the (d >> 3)-th open order
+ *            with its high 32 bits changed (the same low 32 bits). 5-7 take
+ *            a fresh id when there is no such order.
  *     6      NEW market: as NEW limit, without a price; a bit 5: FOK, else IOC.
  *     7      NEW with extreme values: as NEW limit, then b bits 0-3 pick the
  *            qty from fz_extreme_qty (rounded to the lot unless c bit 3);
@@ -59,6 +71,7 @@
  *     14     malformed: two more bytes `d e`. A command is decoded from
  *            `a b c` (d bits 0-1: 0-1 NEW limit, 2 CANCEL, 3 MODIFY by id),
  *            then field d bits 2-5 gets an odd value from e (fz_corrupt).
+ *            With caller order ids the NEW has a fresh id, or 0 if e bit 7.
  *     15     a bits 5-7 0-4: no command, move the instrument's mid by
  *            (a % 5) - 2 ticks, within +/- FZ_MAX_DRIFT; 5: decode and run
  *            the last record that ran a command again, b + 1 times (deep
@@ -112,6 +125,7 @@ struct fz_rec {
 
 /* One order as the events describe it. */
 struct fz_order {
+    uint64_t id;
     int64_t open;  /* open quantity */
     int64_t price; /* 0 for a market order */
     uint32_t account;
@@ -134,17 +148,26 @@ struct fz_taker {
     bool fok_cancelled;
 };
 
+/* One entry of the model's order-id index: the newest order with an id. */
+struct fz_slot_of {
+    uint64_t id;
+    uint64_t slot; /* 0: an empty entry */
+};
+
 struct fz {
     struct eng *e;
     bool level_events;
+    bool caller_ids; /* eng_config.caller_order_ids */
     enum fz_route route;
-    struct fz_order *orders;       /* by order id */
-    size_t cap;                    /* order ids are < cap */
+    struct fz_order *orders;       /* by slot: 1, 2, ... in the order accepted */
+    size_t cap;                    /* slots are < cap */
+    struct fz_slot_of *index;      /* 2 * cap entries, open addressing */
     struct eng_level_info *levels; /* cap entries: scratch for book queries */
     struct fz_rec last;            /* the last record that ran a command */
     bool has_last;
     uint64_t seq;
-    uint64_t last_order_id;
+    uint64_t naccepted;  /* the last slot (= the last order id by default) */
+    uint64_t ids_issued; /* fresh caller ids so far */
     uint64_t last_trade_id;
     uint64_t nresting;
     int64_t drift[FZ_NINST];
@@ -159,7 +182,10 @@ struct fz {
 struct fz_expect {
     bool clean;            /* decoded as a well-formed command (not kind 14) */
     bool duplicate_coid;   /* NEW: an open order of the account has its coid */
-    uint64_t target;       /* CANCEL/MODIFY: the open order addressed, 0: none */
+    bool bad_id;           /* NEW with caller order ids: its order id is 0 */
+    bool duplicate_id;     /* NEW with caller order ids: an open order has its id */
+    uint64_t target;       /* CANCEL/MODIFY: the slot of the open order addressed,
+                              0: none */
     bool halted;           /* NEW/MODIFY: its instrument is halted */
     int64_t market_limit;  /* NEW market: the protection limit */
 };
@@ -215,33 +241,128 @@ static int64_t fz_sat_add(int64_t a, int64_t b)
     return a > INT64_MAX - b ? INT64_MAX : a + b;
 }
 
-static struct fz_order *fz_order_at(const struct fz *fz, uint64_t id)
+/* A bijection of 64-bit values (splitmix64's finalizer): 0 stays 0. */
+static uint64_t fz_mix(uint64_t x)
 {
-    FZ_CHECK(fz, id >= 1 && id <= fz->last_order_id, "event names an order id never accepted");
-    return &fz->orders[id];
+    x = (x ^ (x >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    x = (x ^ (x >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return x ^ (x >> 31);
 }
 
-/* The k-th resting order (mod their count), newest first; a fresh id if none. */
-static uint64_t fz_nth_resting(const struct fz *fz, unsigned k)
+/* The slot of the newest order with id `id`, 0 if none was accepted. */
+static uint64_t fz_slot(const struct fz *fz, uint64_t id)
+{
+    size_t mask = 2 * fz->cap - 1;
+
+    for (size_t i = fz_mix(id) & mask; fz->index[i].slot; i = (i + 1) & mask)
+        if (fz->index[i].id == id)
+            return fz->index[i].slot;
+    return 0;
+}
+
+/* Order id `id` now names the order in `slot`. */
+static void fz_index_put(struct fz *fz, uint64_t id, uint64_t slot)
+{
+    size_t mask = 2 * fz->cap - 1, i = fz_mix(id) & mask;
+
+    while (fz->index[i].slot && fz->index[i].id != id)
+        i = (i + 1) & mask;
+    fz->index[i] = (struct fz_slot_of){.id = id, .slot = slot};
+}
+
+static struct fz_order *fz_order_at(const struct fz *fz, uint64_t id)
+{
+    uint64_t slot = fz_slot(fz, id);
+
+    FZ_CHECK(fz, slot != 0, "event names an order id never accepted");
+    return &fz->orders[slot];
+}
+
+/* The slot of the k-th resting order (mod their count), newest first; 0 if none. */
+static uint64_t fz_nth_resting_slot(const struct fz *fz, unsigned k)
 {
     if (fz->nresting == 0)
-        return fz->last_order_id + 1;
+        return 0;
     k %= fz->nresting;
-    for (uint64_t id = fz->last_order_id; id >= 1; id--)
-        if (fz->orders[id].resting && k-- == 0)
-            return id;
+    for (uint64_t s = fz->naccepted; s >= 1; s--)
+        if (fz->orders[s].resting && k-- == 0)
+            return s;
     fz_fail(fz, __LINE__, "resting count out of step with the orders");
 }
 
-/* The resting order of `account` with client order id `coid`, or 0. */
+/* A fresh caller id: unique, as fz_mix is a bijection and the counter only rises. */
+static uint64_t fz_fresh_id(struct fz *fz)
+{
+    return fz_mix(++fz->ids_issued);
+}
+
+/* The id of the k-th resting order, newest first; an id never used if none. */
+static uint64_t fz_nth_resting(const struct fz *fz, unsigned k)
+{
+    uint64_t s = fz_nth_resting_slot(fz, k);
+
+    if (s)
+        return fz->orders[s].id;
+    return fz->caller_ids ? fz_mix(fz->ids_issued + 1) : fz->naccepted + 1;
+}
+
+/* Is `s` a finished order whose id no later order has taken? */
+static bool fz_id_free(const struct fz *fz, uint64_t s)
+{
+    return !fz->orders[s].resting && fz_slot(fz, fz->orders[s].id) == s;
+}
+
+/* The slot of the k-th finished order with a free id (mod their count),
+   newest first; 0 if none. */
+static uint64_t fz_nth_finished_slot(const struct fz *fz, unsigned k)
+{
+    uint64_t count = 0;
+
+    for (uint64_t s = 1; s <= fz->naccepted; s++)
+        count += fz_id_free(fz, s);
+    if (count == 0)
+        return 0;
+    k %= count;
+    for (uint64_t s = fz->naccepted; s >= 1; s--)
+        if (fz_id_free(fz, s) && k-- == 0)
+            return s;
+    fz_fail(fz, __LINE__, "finished orders out of step");
+}
+
+/* The id a NEW brings with caller order ids, as byte `d` says. */
+static uint64_t fz_caller_id(struct fz *fz, uint8_t d)
+{
+    unsigned k = d >> 3;
+    uint64_t s;
+
+    switch (d & 7) {
+    case 3:
+        return UINT64_MAX - k;
+    case 4:
+        return 0;
+    case 5:
+        s = fz_nth_resting_slot(fz, k);
+        return s ? fz->orders[s].id : fz_fresh_id(fz);
+    case 6:
+        s = fz_nth_finished_slot(fz, k);
+        return s ? fz->orders[s].id : fz_fresh_id(fz);
+    case 7:
+        s = fz_nth_resting_slot(fz, k);
+        return s ? fz->orders[s].id ^ ((uint64_t)(k + 1) << 32) : fz_fresh_id(fz);
+    default:
+        return fz_fresh_id(fz);
+    }
+}
+
+/* The slot of the resting order of `account` with client order id `coid`, or 0. */
 static uint64_t fz_find_coid(const struct fz *fz, uint32_t account, const char *coid)
 {
     if (fz_coid_empty(coid))
         return 0;
-    for (uint64_t id = 1; id <= fz->last_order_id; id++) {
-        const struct fz_order *o = &fz->orders[id];
+    for (uint64_t s = 1; s <= fz->naccepted; s++) {
+        const struct fz_order *o = &fz->orders[s];
         if (o->resting && o->account == account && memcmp(o->coid, coid, ENG_COID_LEN) == 0)
-            return id;
+            return s;
     }
     return 0;
 }
@@ -315,7 +436,7 @@ static uint64_t fz_pick_id(const struct fz *fz, uint8_t a)
     case 1:
         return fz_nth_resting(fz, k);
     case 2:
-        return fz->last_order_id > k ? fz->last_order_id - k : 0;
+        return fz->naccepted > k ? fz->orders[fz->naccepted - k].id : 0;
     default:
         return k;
     }
@@ -327,22 +448,21 @@ static struct eng_cmd fz_target_cmd(const struct fz *fz, uint8_t type, bool by_c
                                     uint8_t c, const struct fz_order **target)
 {
     struct eng_cmd cmd = {.type = type, .instrument = inst, .account = account};
-    uint64_t id;
+    uint64_t slot;
 
     if (b & 1)
         cmd.flags |= ENG_CMD_F_ANY_ACCOUNT;
     if (by_coid || (b & 0x40))
         fz_set_coid(cmd.coid, c & 7);
     if (by_coid) {
-        id = fz_find_coid(fz, account, cmd.coid);
+        slot = fz_find_coid(fz, account, cmd.coid);
     } else {
-        id = cmd.order_id = fz_pick_id(fz, a);
-        if (id > fz->last_order_id)
-            id = 0;
-        if (id && (b & 2))
-            cmd.account = fz->orders[id].account;
+        cmd.order_id = fz_pick_id(fz, a);
+        slot = fz_slot(fz, cmd.order_id);
+        if (slot && (b & 2))
+            cmd.account = fz->orders[slot].account;
     }
-    *target = id ? &fz->orders[id] : NULL;
+    *target = slot ? &fz->orders[slot] : NULL;
     return cmd;
 }
 
@@ -487,21 +607,25 @@ static struct eng_cmd fz_set_state(uint32_t inst, uint32_t account, uint8_t a)
 
 /* ---- the model: one handler per event type -------------------------------- */
 
-/* Make room for order id `id` (and as many levels). */
-static void fz_reserve(struct fz *fz, uint64_t id)
+/* Make room for slot `slot` (and as many levels). */
+static void fz_reserve(struct fz *fz, uint64_t slot)
 {
     size_t cap = fz->cap;
 
-    FZ_CHECK(fz, id <= FZ_MAX_COMMANDS, "more orders than commands");
-    if (id < cap)
+    FZ_CHECK(fz, slot <= FZ_MAX_COMMANDS, "more orders than commands");
+    if (slot < cap)
         return;
-    while (cap <= id)
+    while (cap <= slot)
         cap *= 2;
     fz->orders = realloc(fz->orders, cap * sizeof(*fz->orders));
     fz->levels = realloc(fz->levels, cap * sizeof(*fz->levels));
-    FZ_CHECK(fz, fz->orders && fz->levels, "out of memory");
+    free(fz->index);
+    fz->index = calloc(2 * cap, sizeof(*fz->index));
+    FZ_CHECK(fz, fz->orders && fz->levels && fz->index, "out of memory");
     memset(&fz->orders[fz->cap], 0, (cap - fz->cap) * sizeof(*fz->orders));
     fz->cap = cap;
+    for (uint64_t s = 1; s <= fz->naccepted; s++)
+        fz_index_put(fz, fz->orders[s].id, s);
 }
 
 /* Could instrument `inst` accept `qty` at `price` (0: a market order)? */
@@ -523,10 +647,16 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
 {
     struct fz_order *o;
     bool market = c->order_type == ENG_MARKET;
+    uint64_t slot = fz->naccepted + 1;
 
     FZ_CHECK(fz, i == 0 && c->type == ENG_CMD_NEW, "ACCEPTED not first or not for a NEW");
-    FZ_CHECK(fz, ev->order_id == fz->last_order_id + 1, "order ids not consecutive");
-    fz_reserve(fz, ev->order_id);
+    if (fz->caller_ids) {
+        FZ_CHECK(fz, ev->order_id == c->order_id, "ACCEPTED: not the caller's order id");
+        FZ_CHECK(fz, !x->bad_id && !x->duplicate_id, "accepted order id 0 or an open one's");
+    } else {
+        FZ_CHECK(fz, ev->order_id == slot, "order ids not consecutive");
+    }
+    fz_reserve(fz, slot);
     FZ_CHECK(fz, ev->instrument < FZ_NINST && ev->instrument == c->instrument,
              "ACCEPTED: wrong instrument");
     FZ_CHECK(fz, ev->qty > 0 && ev->qty == c->qty, "ACCEPTED: wrong qty");
@@ -540,9 +670,11 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
     FZ_CHECK(fz, !x->duplicate_coid, "accepted a duplicate client order id");
     FZ_CHECK(fz, !x->halted, "accepted a NEW on a halted instrument");
 
-    fz->last_order_id = ev->order_id;
-    o = &fz->orders[ev->order_id];
-    *o = (struct fz_order){.open = ev->qty,
+    fz->naccepted = slot;
+    fz_index_put(fz, ev->order_id, slot);
+    o = &fz->orders[slot];
+    *o = (struct fz_order){.id = ev->order_id,
+                           .open = ev->qty,
                            .price = ev->price,
                            .account = ev->account,
                            .instrument = ev->instrument,
@@ -561,11 +693,13 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
 static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
                            size_t i, size_t n, const struct fz_expect *x)
 {
+    bool market = c->order_type == ENG_MARKET;
+
     FZ_CHECK(fz, i == 0 && n == 1, "REJECTED is not the command's only event");
     FZ_CHECK(fz, ev->reason > ENG_OK && ev->reason < ENG_ERR__COUNT, "REJECTED: bad reason");
     FZ_CHECK(fz, ev->reason != ENG_CORRUPT && ev->reason != ENG_NO_MEMORY,
              "REJECTED: corrupt or no_memory");
-    FZ_CHECK(fz, ev->order_id == (c->type == ENG_CMD_NEW ? 0 : c->order_id),
+    FZ_CHECK(fz, ev->order_id == (c->type == ENG_CMD_NEW && !fz->caller_ids ? 0 : c->order_id),
              "REJECTED: wrong order id");
     FZ_CHECK(fz, ev->account == c->account && memcmp(ev->coid, c->coid, ENG_COID_LEN) == 0,
              "REJECTED: wrong account/coid");
@@ -573,6 +707,17 @@ static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct 
         FZ_CHECK(fz, x->duplicate_coid, "duplicate_client_order_id without a duplicate");
     if (ev->reason == ENG_HALTED)
         FZ_CHECK(fz, x->halted, "rejected as halted, but the instrument is open");
+    if (ev->reason == ENG_BAD_ORDER_ID)
+        FZ_CHECK(fz, x->bad_id, "bad_order_id for a command that may have its id");
+    if (ev->reason == ENG_DUPLICATE_ORDER_ID)
+        FZ_CHECK(fz, x->duplicate_id, "duplicate_order_id without an open order of that id");
+    if (x->clean && x->bad_id)
+        FZ_CHECK(fz, ev->reason == ENG_BAD_ORDER_ID, "order id 0 not rejected as bad_order_id");
+    /* After the checks of the command alone, the id's comes first. */
+    if (x->clean && x->duplicate_id && !x->halted &&
+        fz_order_valid(c->instrument, c->qty, market ? 0 : c->price))
+        FZ_CHECK(fz, ev->reason == ENG_DUPLICATE_ORDER_ID,
+                 "an open order's id not rejected as duplicate_order_id");
 }
 
 static void fz_on_trade(struct fz *fz, const struct eng_event *ev, struct fz_taker *tk)
@@ -637,8 +782,8 @@ static bool fz_cancel_allowed(const struct fz *fz, const struct eng_cmd *c,
     case ENG_CANCEL_STP:
         if (taker)
             return o->stp != ENG_STP_NONE;
-        return tk->id && o->resting && fz->orders[tk->id].stp != ENG_STP_NONE &&
-               fz->orders[tk->id].account == o->account;
+        return tk->id && o->resting && fz_order_at(fz, tk->id)->stp != ENG_STP_NONE &&
+               fz_order_at(fz, tk->id)->account == o->account;
     case ENG_CANCEL_LEVEL_FULL:
         return taker && !o->market;
     default:
@@ -835,6 +980,7 @@ static void fz_check_books(struct fz *fz)
 {
     uint64_t orders = 0;
     struct eng_stats st;
+    struct eng_counters ct;
 
     for (uint32_t inst = 0; inst < FZ_NINST; inst++) {
         int64_t bid, ask;
@@ -853,9 +999,13 @@ static void fz_check_books(struct fz *fz)
         orders += nbid + nask;
     }
     eng_get_stats(fz->e, &st);
+    eng_get_counters(fz->e, &ct);
     FZ_CHECK(fz, orders == fz->nresting && st.open_orders == fz->nresting,
              "open order count differs");
-    FZ_CHECK(fz, st.accepted == fz->last_order_id && st.trades == fz->last_trade_id &&
+    FZ_CHECK(fz, ct.order_id == (fz->caller_ids ? 0 : fz->naccepted) && ct.seq == fz->seq &&
+                     ct.trade_id == fz->last_trade_id,
+             "eng_get_counters differs from the events");
+    FZ_CHECK(fz, st.accepted == fz->naccepted && st.trades == fz->last_trade_id &&
                      st.commands == fz->seq,
              "stats counters differ from the events");
 }
@@ -867,7 +1017,7 @@ static void fz_check_taker(struct fz *fz, const struct fz_taker *tk)
 
     if (!tk->id)
         return;
-    o = &fz->orders[tk->id];
+    o = fz_order_at(fz, tk->id);
     if (tk->tif == ENG_FOK)
         FZ_CHECK(fz, tk->fok_cancelled ? tk->trades == 0 : o->open == 0,
                  "FOK order neither filled nor killed whole");
@@ -896,7 +1046,7 @@ static void fz_check_target(struct fz *fz, const struct eng_cmd *c, const struct
     }
     FZ_CHECK(fz, !rejected || (ev->reason != ENG_UNKNOWN_ORDER && ev->reason != ENG_NOT_OWNER),
              "open order not found, or wrong owner check");
-    FZ_CHECK(fz, rejected || ev->order_id == x->target, "command reached another order");
+    FZ_CHECK(fz, rejected || ev->order_id == o->id, "command reached another order");
     if (c->type == ENG_CMD_CANCEL)
         FZ_CHECK(fz, ev->type == ENG_EV_CANCELLED, "CANCEL of an open order did not cancel it");
 }
@@ -920,8 +1070,12 @@ static int64_t fz_market_limit(struct fz *fz, const struct eng_cmd *c)
 static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool clean)
 {
     struct fz_expect x = {.clean = clean};
+    uint64_t s;
 
     if (c->type == ENG_CMD_NEW) {
+        s = fz_slot(fz, c->order_id);
+        x.bad_id = fz->caller_ids && c->order_id == 0;
+        x.duplicate_id = fz->caller_ids && s && fz->orders[s].resting;
         x.duplicate_coid = fz_find_coid(fz, c->account, c->coid) != 0;
         x.market_limit = fz_market_limit(fz, c);
         x.halted = c->instrument < FZ_NINST && fz->state[c->instrument] == ENG_STATE_HALTED;
@@ -929,11 +1083,10 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
     }
     if (c->type != ENG_CMD_CANCEL && c->type != ENG_CMD_MODIFY)
         return x;
-    if (c->order_id)
-        x.target = c->order_id <= fz->last_order_id && fz->orders[c->order_id].resting
-                       ? c->order_id
-                       : 0;
-    else
+    if (c->order_id) {
+        s = fz_slot(fz, c->order_id);
+        x.target = s && fz->orders[s].resting ? s : 0;
+    } else
         x.target = fz_find_coid(fz, c->account, c->coid);
     x.halted = c->type == ENG_CMD_MODIFY && x.target &&
                fz->state[fz->orders[x.target].instrument] == ENG_STATE_HALTED;
@@ -976,11 +1129,13 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
     fz_check_taker(fz, &tk);
 }
 
-/* Can a fast path carry `c`? (They set no type, reserved or ts.) */
-static bool fz_fast_fits(const struct eng_cmd *c)
+/* Can a named fast path carry `c`? (They set no type, reserved or ts, and
+   no id for a NEW.) */
+static bool fz_fast_fits(const struct fz *fz, const struct eng_cmd *c)
 {
-    return c->reserved == 0 &&
-           (c->type == ENG_CMD_NEW || c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY);
+    if (c->type == ENG_CMD_NEW)
+        return c->reserved == 0 && !(fz->caller_ids && c->order_id);
+    return c->reserved == 0 && (c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY);
 }
 
 /* `c` as the fast path builds it: the fields it does not take are zero. */
@@ -989,8 +1144,10 @@ static struct eng_cmd fz_fast_shape(const struct eng_cmd *c)
     struct eng_cmd f = *c;
 
     f.ts = 0;
-    if (c->type == ENG_CMD_NEW)
+    if (c->type == ENG_CMD_NEW) {
+        f.order_id = 0;
         return f;
+    }
     f.side = f.order_type = f.tif = f.stp = 0;
     f.instrument = 0;
     if (c->type == ENG_CMD_CANCEL)
@@ -1029,8 +1186,11 @@ static void fz_check_fast_result(struct fz *fz, const struct eng_cmd *c, int64_t
     FZ_CHECK(fz, r != 0, "fast path failed");
     if (r > 0) {
         FZ_CHECK(fz, single && ev->type != ENG_EV_REJECTED, "fast path: r > 0 for many events");
-        FZ_CHECK(fz, ev->type == ENG_EV_ACCEPTED ? ev->order_id == (uint64_t)r : ev->leaves == r,
-                 "fast path: r is not the order id or leaves");
+        if (ev->type == ENG_EV_ACCEPTED)
+            FZ_CHECK(fz, fz->caller_ids ? r == 1 : ev->order_id == (uint64_t)r,
+                     "fast path: r is not the order id (or 1 with caller order ids)");
+        else
+            FZ_CHECK(fz, ev->leaves == r, "fast path: r is not the leaves");
         return;
     }
     if (r > -ENG_ERR__COUNT) {
@@ -1051,8 +1211,8 @@ static const struct eng_event *fz_submit(struct fz *fz, const struct eng_cmd *c,
 
     *taken = NULL;
     eng_clear_events(fz->e);
-    if (fz->route == FZ_ROUTE_FAST && fz_fast_fits(c)) {
-        r = fz_fast_call(fz, c);
+    if (fz->route == FZ_ROUTE_FAST) {
+        r = fz_fast_fits(fz, c) ? fz_fast_call(fz, c) : eng_run(fz->e, c);
         ev = eng_events(fz->e, n);
         fz_check_fast_result(fz, c, r, ev, *n);
         return ev;
@@ -1071,7 +1231,8 @@ static const struct eng_event *fz_submit(struct fz *fz, const struct eng_cmd *c,
 
 static void fz_run(struct fz *fz, const struct eng_cmd *cmd, bool clean)
 {
-    struct eng_cmd c = fz->route == FZ_ROUTE_FAST && fz_fast_fits(cmd) ? fz_fast_shape(cmd) : *cmd;
+    struct eng_cmd c =
+        fz->route == FZ_ROUTE_FAST && fz_fast_fits(fz, cmd) ? fz_fast_shape(cmd) : *cmd;
     struct fz_expect x = fz_expect(fz, &c, clean);
     struct eng_event *taken;
     const struct eng_event *ev;
@@ -1128,6 +1289,8 @@ static void fz_exec(struct fz *fz, const struct fz_rec *r)
         break;
     case 14:
         cmd = fz_malformed(fz, inst, account, r);
+        if (fz->caller_ids && cmd.type == ENG_CMD_NEW)
+            cmd.order_id = (r->e & 0x80) ? 0 : fz_fresh_id(fz);
         break;
     case 15:
         if ((r->a >> 5) < 5) {
@@ -1140,6 +1303,10 @@ static void fz_exec(struct fz *fz, const struct fz_rec *r)
         cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
         break;
     }
+    if (kind < 8 && fz->caller_ids)
+        cmd.order_id = fz_caller_id(fz, r->d);
+    else if (kind < 8 && (r->b & 0x40))
+        cmd.order_id = fz_mix(fz->seq + 1); /* ignored */
     cmd.ts = (int64_t)fz->seq;
     fz_run(fz, &cmd, kind != 14);
     fz->last = *r;
@@ -1156,10 +1323,10 @@ static void fz_step(struct fz *fz, struct fz_in *in)
 {
     struct fz_rec r = {.op = fz_byte(in), .a = fz_byte(in), .b = fz_byte(in), .c = fz_byte(in)};
 
-    if ((r.op >> 4) == 14) {
+    if ((r.op >> 4) == 14 || (fz->caller_ids && (r.op >> 4) < 8))
         r.d = fz_byte(in);
+    if ((r.op >> 4) == 14)
         r.e = fz_byte(in);
-    }
     if (!fz_is_repeat(&r)) {
         fz_exec(fz, &r);
         return;
@@ -1176,16 +1343,20 @@ static void fz_init(struct fz *fz, uint8_t config)
     static const enum fz_route routes[4] = {FZ_ROUTE_PROCESS, FZ_ROUTE_PROCESS, FZ_ROUTE_BATCH,
                                             FZ_ROUTE_FAST};
     struct eng_config cfg = {.expected_orders = expected[(config >> 1) & 3],
-                             .level_events = config & 1};
+                             .level_events = config & 1,
+                             .caller_order_ids = (config >> 5) & 1};
     uint32_t id;
 
     *fz = (struct fz){.level_events = config & 1,
+                      .caller_ids = (config >> 5) & 1,
                       .route = routes[(config >> 3) & 3],
                       .cap = FZ_MIN_ORDERS};
     fz->e = eng_create(&cfg);
     fz->orders = calloc(fz->cap, sizeof(*fz->orders));
     fz->levels = calloc(fz->cap, sizeof(*fz->levels));
-    FZ_CHECK(fz, fz->e && fz->orders && fz->levels, "out of memory");
+    fz->index = calloc(2 * fz->cap, sizeof(*fz->index));
+    FZ_CHECK(fz, fz->e && fz->orders && fz->levels && fz->index, "out of memory");
+    FZ_CHECK(fz, eng_caller_order_ids(fz->e) == fz->caller_ids, "eng_caller_order_ids differs");
     for (uint32_t i = 0; i < FZ_NINST; i++) {
         FZ_CHECK(fz, eng_add_instrument(fz->e, &fz_specs[i], &id) == ENG_OK && id == i,
                  "eng_add_instrument failed");
@@ -1197,6 +1368,7 @@ static void fz_finish(struct fz *fz)
     eng_destroy(fz->e);
     free(fz->orders);
     free(fz->levels);
+    free(fz->index);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -19,9 +19,19 @@ STP_NONE, STP_NEWEST, STP_OLDEST, STP_BOTH = 0, 1, 2, 3
 PROCESS, BATCH, FAST = 0, 2, 3  # how commands reach the engine
 
 
-def config(level_events=False, expected=0, route=PROCESS):
-    """The first byte: level events, expected_orders choice (0-3), route."""
-    return bytes([(1 if level_events else 0) | (expected << 1) | (route << 3)])
+def config(level_events=False, expected=0, route=PROCESS, caller_ids=False):
+    """The first byte: level events, expected_orders choice (0-3), route, caller order ids."""
+    return bytes([(1 if level_events else 0) | (expected << 1) | (route << 3)
+                  | (0x20 if caller_ids else 0)])
+
+
+FRESH, TOP, ZERO, OPEN, FINISHED, HIGH = 0, 3, 4, 5, 6, 7  # a caller id's kind
+
+
+def cid(record, how=FRESH, k=0):
+    """A NEW record with caller order ids: its id byte `d` appended."""
+    assert 0 <= k < 32
+    return record + bytes([how | (k << 3)])
 
 
 def op(kind, inst=0, account=0):
@@ -97,13 +107,14 @@ def set_state(inst, halted, account=0):
     return bytes([op(15, inst, account), 0xF0 if halted else 0xC0, 0, 0])
 
 
-def book(inst, accounts=(0, 1), depth=4):
-    """Resting orders on both sides, `depth` levels each."""
+def book(inst, accounts=(0, 1), depth=4, caller_ids=False):
+    """Resting orders on both sides, `depth` levels each (fresh ids with caller ids)."""
     out = b""
+    tail = bytes([FRESH]) if caller_ids else b""
     for level in range(depth):
         for i, acct in enumerate(accounts):
-            out += new(inst, acct, BUY, aggr=-1 - level, lots=1 + i)
-            out += new(inst, acct, SELL, aggr=-1 - level, lots=2 + i)
+            out += new(inst, acct, BUY, aggr=-1 - level, lots=1 + i) + tail
+            out += new(inst, acct, SELL, aggr=-1 - level, lots=2 + i) + tail
     return out
 
 
@@ -177,6 +188,29 @@ SEEDS = {
     + new(1, 2, BUY, aggr=-3, coid=4) + repeat(8)
     + new(0, 2, BUY, aggr=2, lots=16, scale=3) + cancel(pick(resting=0)) + repeat(200)
     + modify(pick(resting=5), 2, 1) + repeat(50),
+    "19_caller_ids": config(caller_ids=True) + book(0, caller_ids=True)
+    + cid(new(0, 2, BUY, aggr=-2), OPEN, 0) + cid(new(0, 2, BUY, aggr=-2), ZERO)
+    + cid(new(0, 2, BUY, aggr=-2), HIGH, 0) + cid(new(0, 2, SELL, aggr=-3), HIGH, 1)
+    + cid(new(0, 3, BUY, aggr=-1), TOP, 0) + cid(new(0, 3, BUY, aggr=-1), TOP, 0)
+    + cid(new(0, 3, SELL, aggr=-1), TOP, 1) + cid(new(0, 2, BUY, aggr=3, tif=IOC, lots=2))
+    + cid(new(0, 2, BUY, aggr=-2), FINISHED, 0) + cancel(pick(resting=0))
+    + cid(new(0, 1, SELL, aggr=-4), FINISHED, 0) + cid(new(0, 1, SELL, aggr=-4), FINISHED, 0)
+    + modify(pick(resting=1), 2, 1) + modify(pick(back=2), 1, 0x64, price_mode=2)
+    + cid(market(0, 3, SELL, lots=16), FINISHED, 3) + cid(extreme(0, 2, BUY, qty_index=13))
+    + cancel(pick(back=0)) + malformed(1, 0x80, new(0, 1)) + malformed(1, 0, new(0, 1))
+    + cid(new(0, 1, BUY, aggr=-1, coid=2)) + cid(new(0, 1, BUY, aggr=-1, coid=2), OPEN, 0),
+    "20_caller_ids_fast": config(level_events=True, route=FAST, caller_ids=True)
+    + book(0, caller_ids=True) + cid(new(0, 2, BUY, aggr=-5)) + cid(new(0, 2, BUY, aggr=-5), ZERO)
+    + cid(new(0, 2, BUY, aggr=-5, coid=3), OPEN, 0) + cid(new(0, 3, SELL, aggr=3, lots=12))
+    + cancel(pick(resting=0)) + cid(new(0, 3, SELL, aggr=-3), FINISHED, 0)
+    + cancel_coid(3, account=2) + modify(pick(resting=1), 1, 0x64, price_mode=2)
+    + cid(market(0, 1, SELL, lots=16)) + set_state(0, True) + cid(new(0, 1), OPEN, 0)
+    + set_state(0, False) + malformed(6, 0, new(0, 1)),
+    "21_caller_ids_repeat": config(expected=1, route=BATCH, caller_ids=True)
+    + cid(new(0, 0, SELL, aggr=-2)) + repeat(200) + cid(new(0, 1, BUY, aggr=-2), HIGH, 3)
+    + repeat(100) + cid(new(0, 2, BUY, aggr=3, lots=16, scale=3)) + repeat(20)
+    + cid(new(0, 1, SELL, aggr=-1), FINISHED, 5) + repeat(150)
+    + cid(new(0, 3, BUY, aggr=-1), OPEN, 7) + repeat(30),
 }
 
 

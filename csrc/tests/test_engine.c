@@ -6,9 +6,9 @@
 
 enum { ES = 0, BTC = 1 }; /* instruments made by make_engine() */
 
-static struct eng *make_engine(void)
+static struct eng *make_engine_with(const struct eng_config *cfg)
 {
-    struct eng *e = eng_create(NULL);
+    struct eng *e = eng_create(cfg);
     struct eng_instrument_spec es = {.symbol = "ESZ6", .tick_size = 25, .lot_size = 1,
                                      .market_protection = -1};
     struct eng_instrument_spec btc = {.symbol = "BTCUSD", .tick_size = 1, .lot_size = 10,
@@ -21,6 +21,11 @@ static struct eng *make_engine(void)
     ASSERT_EQ(eng_add_instrument(e, &btc, &id), ENG_OK);
     ASSERT_EQ(id, BTC);
     return e;
+}
+
+static struct eng *make_engine(void)
+{
+    return make_engine_with(NULL);
 }
 
 /* Process one command; returns its events (valid until the next call). */
@@ -883,4 +888,274 @@ void test_engine_batch_and_memory_reuse(void)
     ASSERT_EQ(st.cancelled, 3 * N);
     ASSERT_EQ(st.bytes_per_order_node, 64);
     eng_destroy(e);
+}
+
+/* ---- caller-chosen order ids (eng_config.caller_order_ids) ---------------- */
+
+static struct eng *make_caller_engine(void)
+{
+    struct eng_config cfg = {.caller_order_ids = 1};
+    struct eng *e = make_engine_with(&cfg);
+    ASSERT_EQ(eng_caller_order_ids(e), 1);
+    return e;
+}
+
+static struct eng_cmd with_id(struct eng_cmd c, uint64_t id)
+{
+    c.order_id = id;
+    return c;
+}
+
+/* Rest a limit order with caller id `id` that must not trade. */
+static void rest_as(struct eng *e, uint64_t id, uint32_t inst, uint8_t side, int64_t qty,
+                    int64_t price, uint32_t account)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, with_id(new_limit(inst, side, qty, price, account), id), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(ev[0].order_id, id);
+}
+
+/* `c` is rejected for `reason`, its REJECTED carrying `id`; the books keep
+   their orders. */
+static void run_rejected_id(struct eng *e, struct eng_cmd c, int reason, uint64_t id)
+{
+    struct eng_stats before, after;
+    size_t n;
+    const struct eng_event *ev;
+
+    eng_get_stats(e, &before);
+    ev = run(e, c, &n);
+    ASSERT_EQ(n, 1);
+    expect_reject(ev, reason);
+    ASSERT_EQ(ev[0].order_id, id);
+    ASSERT_EQ(ev[0].account, c.account);
+    eng_get_stats(e, &after);
+    ASSERT_EQ(after.open_orders, before.open_orders);
+    ASSERT_EQ(after.accepted, before.accepted);
+}
+
+void test_engine_caller_ids_trade_cancel_modify(void)
+{
+    struct eng *e = make_caller_engine();
+    const uint64_t top = UINT64_MAX, buyer = 7, mod = UINT64_MAX - 1;
+    struct eng_order_info oi;
+    struct eng_counters ct;
+    const struct eng_event *ev;
+    size_t n;
+
+    rest_as(e, top, ES, ENG_SELL, 10, 4500, 1);
+    ASSERT_EQ(eng_get_order(e, top, &oi), 1);
+    ASSERT_EQ(oi.order_id, top);
+    ASSERT_EQ(oi.qty, 10);
+    /* A trade names both orders by the caller's ids. */
+    ev = run(e, with_id(new_limit(ES, ENG_BUY, 4, 4500, 2), buyer), &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(ev[0].order_id, buyer);
+    expect_trade(&ev[1], buyer, top, 4500, 4, 0, 6);
+    ASSERT_EQ(eng_get_order(e, buyer, &oi), 0);
+    /* Modify and cancel take the caller's id. */
+    rest_as(e, mod, ES, ENG_BUY, 5, 4400, 2);
+    ev = run(e, modify_cmd(mod, 2, 8, 4425), &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(ev[0].order_id, mod);
+    ASSERT_EQ(eng_get_order(e, mod, &oi), 1);
+    ASSERT_EQ(oi.price, 4425);
+    ASSERT_EQ(oi.qty, 8);
+    ev = run(e, cancel_cmd(top, 1), &n);
+    expect_cancel(ev, top, ENG_CANCEL_USER, 6);
+    ASSERT_EQ(eng_get_order(e, top, &oi), 0);
+    run_rejected_id(e, cancel_cmd(top, 1), ENG_UNKNOWN_ORDER, top);
+    run_rejected_id(e, cancel_cmd(mod, 1), ENG_NOT_OWNER, mod);
+    /* The engine issues no order ids of its own. */
+    eng_get_counters(e, &ct);
+    ASSERT_EQ(ct.order_id, 0);
+    ASSERT_EQ(ct.trade_id, 1);
+    eng_destroy(e);
+}
+
+void test_engine_caller_ids_rejects(void)
+{
+    struct eng *e = make_caller_engine();
+    struct eng_cmd c;
+    char coid[16] = "dup";
+    size_t n;
+
+    /* Order id 0: bad_order_id, after the command's own shape. */
+    run_rejected_id(e, new_limit(ES, ENG_BUY, 5, 4500, 1), ENG_BAD_ORDER_ID, 0);
+    run_rejected_id(e, new_market(ES, ENG_BUY, 5, 1), ENG_BAD_ORDER_ID, 0);
+    c = new_limit(ES, 9, 5, 4500, 1);
+    run_rejected_id(e, c, ENG_BAD_SIDE, 0);
+    c = new_limit(7, ENG_BUY, 5, 4500, 1);
+    run_rejected_id(e, c, ENG_BAD_ORDER_ID, 0);
+    /* Any other reject carries the new order's id. */
+    run_rejected_id(e, with_id(new_limit(ES, ENG_BUY, 5, 4510, 1), 55), ENG_OFF_TICK, 55);
+    run_rejected_id(e, with_id(new_limit(7, ENG_BUY, 5, 4500, 1), 56), ENG_UNKNOWN_INSTRUMENT, 56);
+
+    /* The id of an open order: duplicate_order_id, after the checks of the
+       command alone and before the client order id's. */
+    c = new_limit(ES, ENG_BUY, 5, 4500, 1);
+    memcpy(c.coid, coid, sizeof(coid));
+    run(e, with_id(c, 100), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(eng_events(e, &n)[0].type, ENG_EV_ACCEPTED);
+    run_rejected_id(e, with_id(new_limit(ES, ENG_SELL, 5, 4600, 2), 100), ENG_DUPLICATE_ORDER_ID,
+                    100);
+    run_rejected_id(e, with_id(c, 100), ENG_DUPLICATE_ORDER_ID, 100);
+    run_rejected_id(e, with_id(c, 101), ENG_DUPLICATE_CLIENT_ORDER_ID, 101);
+    run_rejected_id(e, with_id(new_limit(ES, ENG_SELL, 0, 4600, 2), 100), ENG_BAD_QTY, 100);
+    run_rejected_id(e, with_id(new_market(ES, ENG_SELL, 5, 2), 100), ENG_DUPLICATE_ORDER_ID, 100);
+    run(e, set_state_cmd(ES, ENG_STATE_HALTED), &n);
+    run_rejected_id(e, with_id(new_limit(ES, ENG_SELL, 5, 4600, 2), 100), ENG_HALTED, 100);
+    eng_destroy(e);
+}
+
+void test_engine_caller_ids_reuse_after_finish(void)
+{
+    struct eng *e = make_caller_engine();
+    const struct eng_event *ev;
+    size_t n;
+
+    /* An IOC's id is free once its remainder is cancelled. */
+    rest_as(e, 1, ES, ENG_SELL, 3, 4500, 1);
+    ev = run(e, with_id((struct eng_cmd){.type = ENG_CMD_NEW, .side = ENG_BUY,
+                                         .order_type = ENG_LIMIT, .tif = ENG_IOC,
+                                         .instrument = ES, .account = 2, .price = 4500,
+                                         .qty = 5},
+                        2),
+             &n);
+    ASSERT_EQ(n, 3);
+    expect_trade(&ev[1], 2, 1, 4500, 3, 2, 0);
+    expect_cancel(&ev[2], 2, ENG_CANCEL_IOC, 2);
+    /* So is a filled order's (1) and the IOC's (2). */
+    rest_as(e, 1, ES, ENG_BUY, 4, 4400, 1);
+    rest_as(e, 2, ES, ENG_BUY, 4, 4375, 1);
+    run_rejected_id(e, with_id(new_limit(ES, ENG_BUY, 1, 4350, 1), 2), ENG_DUPLICATE_ORDER_ID, 2);
+    /* And a cancelled one's; the new order is a different one. */
+    ev = run(e, cancel_cmd(2, 1), &n);
+    expect_cancel(ev, 2, ENG_CANCEL_USER, 4);
+    rest_as(e, 2, ES, ENG_SELL, 9, 4600, 3);
+    struct eng_order_info oi;
+    ASSERT_EQ(eng_get_order(e, 2, &oi), 1);
+    ASSERT_EQ(oi.side, ENG_SELL);
+    ASSERT_EQ(oi.account, 3);
+    ASSERT_EQ(oi.qty, 9);
+    /* A market order's id too, and a FOK's that was killed. */
+    ev = run(e, with_id(new_market(ES, ENG_SELL, 2, 4), 3), &n);
+    expect_trade(&ev[1], 3, 1, 4400, 2, 0, 2);
+    ev = run(e, with_id((struct eng_cmd){.type = ENG_CMD_NEW, .side = ENG_BUY,
+                                         .order_type = ENG_LIMIT, .tif = ENG_FOK,
+                                         .instrument = ES, .account = 4, .price = 4600,
+                                         .qty = 50},
+                        3),
+             &n);
+    expect_cancel(&ev[1], 3, ENG_CANCEL_FOK, 50);
+    rest_as(e, 3, ES, ENG_BUY, 1, 4300, 4);
+    eng_destroy(e);
+}
+
+/* Ids that share their low 32 bits (the id index's home) and ids near 2^64. */
+void test_engine_caller_ids_low_bits_collide(void)
+{
+    struct eng *e = make_caller_engine();
+    enum { N = 200 };
+    const uint64_t low = 0xDEADBEEF;
+    struct eng_order_info oi;
+    size_t n;
+
+    for (uint64_t i = 0; i < N; i++)
+        rest_as(e, (i << 32) | low, ES, ENG_BUY, 1 + (int64_t)i % 5, 25 * (100 + (int64_t)i % 9),
+                (uint32_t)i % 3);
+    rest_as(e, UINT64_MAX, ES, ENG_SELL, 1, 9000, 1);
+    rest_as(e, 0xFFFFFFFF, ES, ENG_SELL, 2, 9000, 1);
+    rest_as(e, UINT64_MAX - 0xFFFFFFFF, ES, ENG_SELL, 3, 9000, 1);
+    for (uint64_t i = 0; i < N; i++) {
+        ASSERT_EQ(eng_get_order(e, (i << 32) | low, &oi), 1);
+        ASSERT_EQ(oi.order_id, (i << 32) | low);
+        ASSERT_EQ(oi.qty, 1 + (int64_t)i % 5);
+    }
+    ASSERT_EQ(eng_get_order(e, ((uint64_t)N << 32) | low, &oi), 0);
+    ASSERT_EQ(eng_get_order(e, low + 1, &oi), 0);
+    ASSERT_EQ(eng_get_order(e, UINT64_MAX, &oi), 1);
+    ASSERT_EQ(oi.qty, 1);
+    ASSERT_EQ(eng_get_order(e, 0xFFFFFFFF, &oi), 1);
+    ASSERT_EQ(oi.qty, 2);
+    ASSERT_EQ(eng_get_order(e, UINT64_MAX - 0xFFFFFFFF, &oi), 1);
+    ASSERT_EQ(oi.qty, 3);
+    /* Each is refused as a duplicate while open, never one of its twins. */
+    run_rejected_id(e, with_id(new_limit(ES, ENG_BUY, 1, 2500, 0), (7ULL << 32) | low),
+                    ENG_DUPLICATE_ORDER_ID, (7ULL << 32) | low);
+    run_rejected_id(e, with_id(new_limit(ES, ENG_SELL, 1, 9000, 0), UINT64_MAX),
+                    ENG_DUPLICATE_ORDER_ID, UINT64_MAX);
+    /* Cancel every other one (the index deletes among its twins), then the
+       rest are still found and the cancelled ids come back. */
+    for (uint64_t i = 0; i < N; i += 2)
+        expect_cancel(run(e, cancel_cmd((i << 32) | low, (uint32_t)i % 3), &n), (i << 32) | low,
+                      ENG_CANCEL_USER, 1 + (int64_t)i % 5);
+    run_rejected_id(e, cancel_cmd(low, 0), ENG_UNKNOWN_ORDER, low);
+    for (uint64_t i = 0; i < N; i++)
+        ASSERT_EQ(eng_get_order(e, (i << 32) | low, &oi), (int)(i % 2));
+    for (uint64_t i = 0; i < N; i += 2)
+        rest_as(e, (i << 32) | low, ES, ENG_BUY, 7, 2400, 5);
+    for (uint64_t i = 0; i < N; i++) {
+        ASSERT_EQ(eng_get_order(e, (i << 32) | low, &oi), 1);
+        ASSERT_EQ(oi.qty, i % 2 ? 1 + (int64_t)i % 5 : 7);
+    }
+    expect_cancel(run(e, cancel_cmd(UINT64_MAX, 1), &n), UINT64_MAX, ENG_CANCEL_USER, 1);
+    ASSERT_EQ(eng_get_order(e, 0xFFFFFFFF, &oi), 1);
+    eng_destroy(e);
+}
+
+void test_engine_caller_ids_run(void)
+{
+    struct eng *e = make_caller_engine(), *d = make_engine();
+    const int64_t many = -(int64_t)ENG_ERR__COUNT;
+    struct eng_cmd c = with_id(new_limit(ES, ENG_BUY, 5, 4500, 3), 1ULL << 40);
+    const struct eng_event *ev;
+    size_t n;
+
+    /* A lone ACCEPTED: 1 (the id is the caller's own, in the event). */
+    ASSERT_EQ(eng_run(e, &c), 1);
+    ev = eng_events(e, &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].order_id, 1ULL << 40);
+    ASSERT_EQ(eng_run(e, &c), -ENG_DUPLICATE_ORDER_ID);
+    c.order_id = 0;
+    ASSERT_EQ(eng_run(e, &c), -ENG_BAD_ORDER_ID);
+    /* The fast paths without an id cannot place an order in this mode. */
+    ASSERT_EQ(eng_limit(e, ES, ENG_BUY, 3, 5, 4500), -ENG_BAD_ORDER_ID);
+    ASSERT_EQ(eng_new_order(e, ES, ENG_BUY, ENG_LIMIT, ENG_GTC, 0, 0, 3, 5, 4500, NULL),
+              -ENG_BAD_ORDER_ID);
+    /* A trade: its events in the buffer. */
+    c = with_id(new_limit(ES, ENG_SELL, 2, 4500, 4), 9);
+    ASSERT_EQ(eng_run(e, &c), many - 2);
+    ASSERT_EQ(eng_events(e, &n)[1].maker_order_id, 1ULL << 40);
+    /* Cancel and modify by the caller's id, through eng_run and the fast paths. */
+    c = cancel_cmd(1ULL << 40, 3);
+    ASSERT_EQ(eng_run(e, &c), 3);
+    ASSERT_EQ(eng_run(e, &c), -ENG_UNKNOWN_ORDER);
+    c = with_id(new_limit(ES, ENG_BUY, 5, 4475, 3), 1ULL << 40);
+    ASSERT_EQ(eng_run(e, &c), 1);
+    ASSERT_EQ(eng_modify_order(e, 1ULL << 40, 3, ENG_CMD_F_KEEP_PRICE, 2, 0, NULL), many - 1);
+    ASSERT_EQ(eng_events(e, &n)[0].order_id, 1ULL << 40);
+    ASSERT_EQ(eng_cancel(e, 1ULL << 40, 3), 2);
+    c = set_state_cmd(BTC, ENG_STATE_HALTED);
+    ASSERT_EQ(eng_run(e, &c), many - 1);
+    ASSERT_EQ(eng_events(e, &n)[0].type, ENG_EV_STATE);
+    ASSERT_VERIFY(e);
+
+    /* By default eng_run returns the engine's id, and a NEW's order_id is ignored. */
+    ASSERT_EQ(eng_caller_order_ids(d), 0);
+    c = with_id(new_limit(ES, ENG_BUY, 5, 4500, 3), 77);
+    ASSERT_EQ(eng_run(d, &c), 1);
+    ASSERT_EQ(eng_run(d, &c), 2);
+    c.price = 4510;
+    ASSERT_EQ(eng_run(d, &c), -ENG_OFF_TICK);
+    ASSERT_EQ(eng_events(d, &n)[0].order_id, 0);
+    c = cancel_cmd(2, 3);
+    ASSERT_EQ(eng_run(d, &c), 5);
+    ASSERT_VERIFY(d);
+    eng_destroy(e);
+    eng_destroy(d);
 }

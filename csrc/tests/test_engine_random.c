@@ -293,3 +293,60 @@ void test_engine_random_level_events(void)
     }
     eng_destroy(e);
 }
+
+/* A bijection of order ids that spreads them over 64 bits (0 stays 0). */
+static uint64_t caller_id(uint64_t id)
+{
+    return id * UINT64_C(0x9E3779B97F4A7C15);
+}
+
+/* With caller order ids, the same stream with each engine id x given as
+   caller_id(x) gives the same events but for the ids (and a rejected new
+   order's REJECTED carries its id). */
+void test_engine_random_caller_ids(void)
+{
+    struct eng *d = make();
+    struct eng *c = eng_create(&(struct eng_config){.expected_orders = 16, .caller_order_ids = 1});
+    static const struct eng_instrument_spec specs[NINST] = {
+        {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
+        {.symbol = "B", .tick_size = 5, .lot_size = 3, .market_protection = 20},
+        {.symbol = "C", .tick_size = 2, .lot_size = 1, .min_price = 900, .max_price = 1100,
+         .market_protection = -1},
+    };
+    uint64_t rng = 0xCA11E2;
+    int64_t mid[NINST] = {1000, 200, 500};
+    struct eng_stats st;
+    uint32_t id;
+
+    for (int i = 0; i < NINST; i++)
+        ASSERT_EQ(eng_add_instrument(c, &specs[i], &id), ENG_OK);
+    for (int step = 0, steps = test_steps(40000); step < steps; step++) {
+        eng_get_stats(d, &st);
+        struct eng_cmd cd = random_cmd(&rng, st.accepted, mid), cc = cd;
+        uint64_t next = caller_id(st.accepted + 1);
+        size_t nd, nc;
+
+        cc.order_id = cd.type == ENG_CMD_NEW ? next : caller_id(cd.order_id);
+        eng_clear_events(d);
+        eng_clear_events(c);
+        ASSERT_TRUE(eng_process(d, &cd) >= 1);
+        ASSERT_TRUE(eng_process(c, &cc) >= 1);
+        const struct eng_event *ed = eng_events(d, &nd), *ec = eng_events(c, &nc);
+        ASSERT_EQ(nd, nc);
+        for (size_t i = 0; i < nd; i++) {
+            struct eng_event x = ed[i];
+            x.order_id = x.type == ENG_EV_REJECTED && cd.type == ENG_CMD_NEW
+                             ? next
+                             : caller_id(x.order_id);
+            x.maker_order_id = caller_id(x.maker_order_id);
+            ASSERT_TRUE(memcmp(&x, &ec[i], sizeof(x)) == 0);
+        }
+        if (step % 16 == 0)
+            ASSERT_VERIFY(c);
+    }
+    ASSERT_VERIFY(c);
+    eng_get_stats(c, &st);
+    ASSERT_TRUE(st.open_orders > 0 && st.trades > 0 && st.cancelled > 0);
+    eng_destroy(d);
+    eng_destroy(c);
+}

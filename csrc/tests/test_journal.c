@@ -17,14 +17,19 @@ static const struct eng_instrument_spec SPECS[2] = {
     {.symbol = "B", .tick_size = 5, .lot_size = 2, .market_protection = 10},
 };
 
-static struct eng *make(int with_instruments)
+static struct eng *make_mode(int with_instruments, int caller_ids)
 {
-    struct eng *e = eng_create(NULL);
+    struct eng *e = eng_create(&(struct eng_config){.caller_order_ids = (uint32_t)caller_ids});
     uint32_t id;
     ASSERT_TRUE(e != NULL);
     for (int i = 0; with_instruments && i < 2; i++)
         ASSERT_EQ(eng_add_instrument(e, &SPECS[i], &id), ENG_OK);
     return e;
+}
+
+static struct eng *make(int with_instruments)
+{
+    return make_mode(with_instruments, 0);
 }
 
 /* A deterministic stream of mostly valid commands that rest, trade and
@@ -134,6 +139,88 @@ void test_snapshot_round_trip(void)
     ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
     eng_destroy(a);
     eng_destroy(b);
+    rmtree(dir);
+}
+
+/* command(), with caller order ids: each order id x given as a spread-out
+   bijection of it (a new order's the seq of its command). */
+static struct eng_cmd caller_command(uint64_t i, uint64_t *rng)
+{
+    struct eng_cmd c = command(i, rng);
+    c.order_id = (c.type == ENG_CMD_NEW ? i + 1 : c.order_id) * UINT64_C(0x9E3779B97F4A7C15);
+    return c;
+}
+
+/* Write `e`'s snapshot into `dir`; its path goes to `path`. */
+static void write_snapshot(const struct eng *e, const char *dir, char *path, size_t cap)
+{
+    size_t len;
+    void *buf = eng_snapshot_serialize(e, &len);
+    ASSERT_TRUE(buf != NULL);
+    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
+    eng_free_buffer(buf);
+    snprintf(path, cap, "%s/snapshot-%020llu.snap", dir, (unsigned long long)eng_seq(e));
+}
+
+void test_snapshot_caller_ids_round_trip(void)
+{
+    struct eng *a = make_mode(1, 1), *b = make_mode(0, 1), *d = make(0), *da = make(1);
+    uint64_t rng = 9, seq = 0;
+    char path[256], dpath[256];
+    const char *dir = tmpdir();
+    struct eng_counters ct;
+    struct eng_stats st;
+    size_t na, nb;
+
+    for (uint64_t i = 0; i < 3000; i++) {
+        struct eng_cmd c = caller_command(i, &rng);
+        eng_process(a, &c);
+    }
+    eng_clear_events(a);
+    eng_get_stats(a, &st);
+    ASSERT_TRUE(st.open_orders > 0);
+    write_snapshot(a, dir, path, sizeof(path));
+    /* Into an engine of the other mode: refused, and that engine stays empty. */
+    errno = 0;
+    ASSERT_EQ(eng_snapshot_load(d, path, &seq), ENG_INVALID_ARGUMENT);
+    ASSERT_EQ(errno, EINVAL);
+    ASSERT_EQ(eng_instrument_count(d), 0);
+    /* Into one of the same mode: the same state, ids and all. */
+    ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_OK);
+    ASSERT_EQ(seq, 3000);
+    ASSERT_VERIFY(b);
+    ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
+    eng_get_counters(b, &ct);
+    ASSERT_EQ(ct.order_id, 0);
+    ASSERT_EQ(ct.seq, 3000);
+    for (uint64_t i = 3000; i < 4000; i++) {
+        struct eng_cmd c = caller_command(i, &rng);
+        eng_process(a, &c);
+        eng_process(b, &c);
+    }
+    const struct eng_event *ea = eng_events(a, &na), *eb = eng_events(b, &nb);
+    ASSERT_EQ(na, nb);
+    ASSERT_TRUE(memcmp(ea, eb, na * sizeof(*ea)) == 0);
+    ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
+
+    /* A snapshot of the default mode is refused by an engine with caller ids. */
+    struct eng *c2 = make_mode(0, 1);
+    for (uint64_t i = 0; i < 500; i++) {
+        struct eng_cmd c = command(i, &rng);
+        eng_process(da, &c);
+    }
+    write_snapshot(da, dir, dpath, sizeof(dpath));
+    errno = 0;
+    ASSERT_EQ(eng_snapshot_load(c2, dpath, &seq), ENG_INVALID_ARGUMENT);
+    ASSERT_EQ(errno, EINVAL);
+    ASSERT_EQ(eng_instrument_count(c2), 0);
+    ASSERT_EQ(eng_snapshot_load(d, dpath, &seq), ENG_OK);
+    ASSERT_EQ(eng_state_hash(d), eng_state_hash(da));
+    eng_destroy(a);
+    eng_destroy(b);
+    eng_destroy(c2);
+    eng_destroy(d);
+    eng_destroy(da);
     rmtree(dir);
 }
 

@@ -45,9 +45,15 @@
     XX(engine, engine_halt_and_resume)                 \
     XX(engine, engine_fast_paths)                      \
     XX(engine, engine_batch_and_memory_reuse)          \
+    XX(engine, engine_caller_ids_trade_cancel_modify)  \
+    XX(engine, engine_caller_ids_rejects)              \
+    XX(engine, engine_caller_ids_reuse_after_finish)   \
+    XX(engine, engine_caller_ids_low_bits_collide)     \
+    XX(engine, engine_caller_ids_run)                  \
     XX(engine_random, engine_random_flow_invariants)   \
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \
+    XX(engine_random, engine_random_caller_ids)        \
     XX(ring, ring_push_pop_wrap)                       \
     XX(ring, ring_two_threads)                         \
     XX(runner, runner_round_trip_with_tags)            \
@@ -63,6 +69,7 @@
     XX(replication, replication_snapshot_goes_to_the_consumer) \
     XX(replication, replication_and_journal_exclude_each_other) \
     XX(journal, snapshot_round_trip)                   \
+    XX(journal, snapshot_caller_ids_round_trip)        \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \
