@@ -24,12 +24,6 @@ static int ids_alloc(struct ids *t, uint64_t capacity)
     return 0;
 }
 
-/* The most entries a table of `cap` slots holds (see ids.h for why). */
-static uint64_t ids_max_load(const struct ids *t, uint64_t cap)
-{
-    return t->seed ? cap / 2 : cap * 3 / 4;
-}
-
 int ids_init(struct ids *t, uint32_t expected, uint64_t seed)
 {
     uint64_t cap = IDS_MIN_CAPACITY;
@@ -97,13 +91,11 @@ void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
     t->count--;
 }
 
-int ids_reserve_one(struct ids *t)
+int ids_grow(struct ids *t)
 {
     struct ids old = *t;
     uint64_t cap = (uint64_t)t->mask + 1;
 
-    if ((uint64_t)t->count + 1 <= ids_max_load(t, cap))
-        return 0;
     if (cap >= ((uint64_t)1 << 32))
         return -1;
     if (ids_alloc(t, cap * 2) != 0) {

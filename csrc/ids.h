@@ -65,9 +65,6 @@ struct ids {
 int ids_init(struct ids *t, uint32_t expected, uint64_t seed);
 void ids_destroy(struct ids *t);
 
-/* Make room for one more id (may double the table). Returns 0, or -1 when
-   out of memory, in which case the table is unchanged. */
-int ids_reserve_one(struct ids *t);
 
 static inline size_t ids_bytes(const struct ids *t)
 {
@@ -113,6 +110,24 @@ static inline uint32_t ids_home(const struct ids *t, uint32_t key)
 static inline uint32_t ids_dist(const struct ids *t, uint32_t pos, uint32_t key)
 {
     return (pos - ids_home(t, key)) & t->mask;
+}
+
+/* The most entries a table of `cap` slots holds (see above for why). */
+static inline uint64_t ids_max_load(const struct ids *t, uint64_t cap)
+{
+    return t->seed ? cap / 2 : cap * 3 / 4;
+}
+
+/* ids_reserve_one() when the table must grow. */
+int ids_grow(struct ids *t);
+
+/* Make room for one more id (may double the table). Returns 0, or -1 when
+   out of memory, in which case the table is unchanged. */
+static inline int ids_reserve_one(struct ids *t)
+{
+    if (ENG_LIKELY((uint64_t)t->count + 1 <= ids_max_load(t, (uint64_t)t->mask + 1)))
+        return 0;
+    return ids_grow(t);
 }
 
 /*

@@ -38,13 +38,11 @@ void idx_destroy(struct idx *t)
     t->count = 0;
 }
 
-int idx_reserve_one(struct idx *t, const struct idx_ops *ops, const void *ctx)
+int idx_grow(struct idx *t, const struct idx_ops *ops, const void *ctx)
 {
     struct idx old = *t;
     uint64_t cap = (uint64_t)t->mask + 1;
 
-    if ((uint64_t)t->count + 1 <= cap / 2)
-        return 0;
     if (cap >= ((uint64_t)1 << 32))
         return -1;
     if (idx_alloc(t, cap * 2) != 0) {

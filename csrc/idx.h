@@ -41,11 +41,20 @@ struct idx_ops {
 int idx_init(struct idx *t, uint32_t expected);
 void idx_destroy(struct idx *t);
 
+/* idx_reserve_one() when the table must grow. */
+int idx_grow(struct idx *t, const struct idx_ops *ops, const void *ctx);
+
 /*
  * Make room for one more entry, doubling (and rehashing) if needed. Returns
- * 0, or -1 when out of memory, in which case the table is unchanged.
+ * 0, or -1 when out of memory, in which case the table is unchanged. Inline:
+ * it is asked on every insert and almost always has room.
  */
-int idx_reserve_one(struct idx *t, const struct idx_ops *ops, const void *ctx);
+static inline int idx_reserve_one(struct idx *t, const struct idx_ops *ops, const void *ctx)
+{
+    if (ENG_LIKELY((uint64_t)t->count + 1 <= ((uint64_t)t->mask + 1) / 2))
+        return 0;
+    return idx_grow(t, ops, ctx);
+}
 
 static inline size_t idx_bytes(const struct idx *t)
 {

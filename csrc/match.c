@@ -14,6 +14,7 @@
  * no_memory before anything changes.
  */
 #include "engine_int.h"
+#include "shape.h"
 
 struct taker {
     const char *coid;   /* its client order id (ENG_COID_LEN bytes) */
@@ -308,8 +309,7 @@ static int check_new_shape(const struct eng_cmd *c)
         return ENG_BAD_SIDE;
     if (c->order_type != ENG_LIMIT && c->order_type != ENG_MARKET)
         return ENG_BAD_ORDER_TYPE;
-    shape = eng_order_shape(c->order_type, c->tif, c->order_type == ENG_LIMIT || c->price != 0,
-                            c->flags);
+    shape = shape_of(c->order_type, c->tif, c->order_type == ENG_LIMIT || c->price != 0, c->flags);
     if (shape == ENG_SHAPE_MARKET_WITH_PRICE)
         return ENG_BAD_ORDER_TYPE;
     if (c->tif < ENG_GTC || c->tif > ENG_FOK || shape == ENG_SHAPE_MARKET_GTC)
