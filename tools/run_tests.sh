@@ -76,8 +76,11 @@ cmake -S . -B build/c-debug -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/c-debug
 ctest --test-dir build/c-debug --output-on-failure
 
+# One worker per CPU, each taking the next test as it finishes (pytest-xdist).
+parallel=(-n logical --dist worksteal)
+
 step "Python tests"
-"$PY" -m pytest -q
+"$PY" -m pytest -q "${parallel[@]}"
 
 step "type check (mypy, strict, over pyengine/)"
 "$PY" -m mypy
@@ -128,4 +131,4 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
 PYENGINE_SANITIZED=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 PYENGINE_HYPOTHESIS_PROFILE=quick PYTHONSAFEPATH=1 \
-    "$venv/bin/python" -m pytest -q -p no:cacheprovider
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider "${parallel[@]}"

@@ -9,8 +9,9 @@
  * The harness cases (harness_<scenario>, or all five as CASE "harness")
  * replay the harness-shaped flow (harness_flow.h) of N messages through a
  * gateway that maps the caller's order ids (harness_adapter.h), per command
- * and in batches, with the map's time counted in; they also give the outcome
- * (trades, traded qty, a hash of the trades), the same on every path.
+ * and in batches, with the map's time counted in, and straight into an engine
+ * that takes the caller's ids (ids_cmd, ids_batch); they also give the
+ * outcome (trades, traded qty, a hash of the trades), the same on every path.
  * Usage: pyengine_bench [N [REPS [CASE[,CASE...]]]]
  */
 #include <stdio.h>
