@@ -106,6 +106,21 @@ def check_target(
     return oid, acct, coid
 
 
+def check_new_order_id(order_id: Any, caller_ids: bool) -> int:
+    """A new order's ``order_id`` argument: required, in [1, 2**64-1], on an
+    engine that takes its order ids from the caller; else not given (None).
+    Returns the id, or 0 for none."""
+    if not caller_ids:
+        if order_id is not None:
+            raise InvalidArgument(
+                "order_id is only for an Engine made with caller_order_ids=True; this one numbers its orders itself"
+            )
+        return 0
+    if order_id is None:
+        raise InvalidArgument("this Engine takes its order ids from the caller (caller_order_ids=True): give order_id")
+    return as_int("order_id", order_id, 1, UINT64_MAX)
+
+
 def as_bool(name: str, value: Any) -> bool:
     if type(value) is not bool:
         raise InvalidArgumentType(f"{name} must be a bool, not {type(value).__name__}")

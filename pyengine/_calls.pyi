@@ -19,6 +19,7 @@ class Core:
         order_type: str = "limit",
         post_only: bool = False,
         stp: str = "none",
+        order_id: SupportsIndex | None = None,
     ) -> list[Event]: ...
     def cancel(
         self,

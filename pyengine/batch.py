@@ -179,10 +179,15 @@ def pack_new_order(
     order_type: str = "limit",
     post_only: bool = False,
     stp: str = "none",
+    order_id: int | None = None,
     ts: int = 0,
 ) -> bytes:
     """One NEW command record; arguments as for ``Engine.submit`` except that
-    the instrument is its number (``Engine.instrument_id(symbol)``)."""
+    the instrument is its number (``Engine.instrument_id(symbol)``).
+
+    ``order_id`` is the order's own id for an Engine made with
+    ``caller_order_ids=True``; None (or 0) packs none, which such an engine
+    rejects (``bad_order_id``) and any other ignores."""
     ot = _args.as_code("order_type", order_type, ORDER_TYPE_CODE)
     tf = _args.as_code("tif", DEFAULT_TIF[order_type] if tif is None else tif, TIF_CODE)
     _args.check_order_shape(
@@ -199,6 +204,7 @@ def pack_new_order(
         account=_args.as_int("account", account, 0, _args.UINT32_MAX),
         price=0 if price is None else _args.as_int("price", price),
         qty=_args.as_int("qty", qty),
+        order_id=0 if order_id is None else _args.as_int("order_id", order_id, 0, _args.UINT64_MAX),
         ts=_args.as_int("ts", ts),
         coid=_NO_COID if client_order_id is None else _args.coid_bytes(client_order_id),
     )

@@ -144,17 +144,31 @@ class Engine(Core):
     0
     >>> eng.submit("ESZ6", "buy", 10, 450000, account=7)[0].order_id
     1
+
+    With ``caller_order_ids=True`` the caller gives every new order its id:
+
+    >>> gw = Engine(caller_order_ids=True)
+    >>> gw.add_instrument("ESZ6", tick_size=25, lot_size=1)
+    0
+    >>> gw.submit("ESZ6", "buy", 10, 450000, account=7, order_id=9001)[0].order_id
+    9001
     """
 
-    __slots__ = ("_ptr", "_symbols", "_names", "_instruments", "_count", "__weakref__")
+    __slots__ = ("_ptr", "_symbols", "_names", "_instruments", "_count", "_caller_ids", "__weakref__")
 
-    def __init__(self, *, expected_orders: int = 0, level_updates: bool = False) -> None:
+    def __init__(
+        self, *, expected_orders: int = 0, level_updates: bool = False, caller_order_ids: bool = False
+    ) -> None:
         """``expected_orders`` sizes the order index up front (it grows anyway);
         ``level_updates`` adds a LevelUpdate event after every change to a
-        price level (market data)."""
+        price level (market data); ``caller_order_ids`` makes ``submit`` take
+        each new order's id from the caller (``order_id=``, unique among the
+        open orders) instead of numbering orders 1, 2, 3, ..."""
         cfg = ffi.new("struct eng_config *")
         cfg.expected_orders = _args.as_int("expected_orders", expected_orders, 0, _args.UINT32_MAX)
         cfg.level_events = _args.as_bool("level_updates", level_updates)
+        self._caller_ids = _args.as_bool("caller_order_ids", caller_order_ids)
+        cfg.caller_order_ids = self._caller_ids
         ptr = lib.eng_create(cfg)
         if ptr == ffi.NULL:
             raise EngineMemoryError("could not allocate an engine")
@@ -187,6 +201,11 @@ class Engine(Core):
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else f"seq={self.seq}"
         return f"<Engine {len(self._names)} instruments, {state}>"
+
+    @property
+    def caller_order_ids(self) -> bool:
+        """Whether new orders bring their ids (``Engine(caller_order_ids=True)``)."""
+        return self._caller_ids
 
     def _live(self) -> Any:
         if self._ptr is None:
@@ -268,6 +287,7 @@ class Engine(Core):
         order_type: str = "limit",
         post_only: bool = False,
         stp: str = "none",
+        order_id: int | None = None,
     ) -> NoReturn:
         self._check_free()
         if not isinstance(symbol, str):
@@ -282,6 +302,7 @@ class Engine(Core):
         _args.as_int("account", account, 0, _args.UINT32_MAX)
         if client_order_id is not None:
             _args.coid_bytes(client_order_id)
+        _args.check_new_order_id(order_id, self._caller_ids)
         _args.check_order_shape(ot != _LIMIT, tf == lib.ENG_GTC, price, _args.as_bool("post_only", post_only))
         raise _declined("submit")
 

@@ -46,7 +46,9 @@ class Rejected(NamedTuple):
     reason: RejectReason
     message: str
     client_order_id: str | None
-    order_id: int | None  # the target of a cancel/modify; None for a new order
+    # The target of a cancel/modify; for a new order None, or its own id on
+    # an Engine made with caller_order_ids=True.
+    order_id: int | None
 
 
 class Trade(NamedTuple):

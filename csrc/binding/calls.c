@@ -45,6 +45,7 @@ enum calls_submit_arg {
     CALLS_SUB_ORDER_TYPE,
     CALLS_SUB_POST_ONLY,
     CALLS_SUB_STP,
+    CALLS_SUB_ORDER_ID,
     CALLS_SUB__COUNT
 };
 enum calls_target_arg { CALLS_TGT_ORDER_ID, CALLS_TGT_ACCOUNT, CALLS_TGT_COID, CALLS_TGT__COUNT };
@@ -53,7 +54,8 @@ enum calls_book_arg { CALLS_BOOK_SYMBOL, CALLS_BOOK_DEPTH, CALLS_BOOK__COUNT };
 /* The parameters whose default is None, a bit per slot. */
 #define CALLS_BIT(slot) (1u << (slot))
 enum {
-    CALLS_SUB_NONE_OK = CALLS_BIT(CALLS_SUB_PRICE) | CALLS_BIT(CALLS_SUB_TIF) | CALLS_BIT(CALLS_SUB_COID),
+    CALLS_SUB_NONE_OK = CALLS_BIT(CALLS_SUB_PRICE) | CALLS_BIT(CALLS_SUB_TIF) | CALLS_BIT(CALLS_SUB_COID) |
+                        CALLS_BIT(CALLS_SUB_ORDER_ID),
     CALLS_TGT_NONE_OK = CALLS_BIT(CALLS_TGT_ORDER_ID) | CALLS_BIT(CALLS_TGT_ACCOUNT) | CALLS_BIT(CALLS_TGT_COID),
     CALLS_MOD_NONE_OK = (1u << CALLS_MOD__COUNT) - 1
 };
@@ -85,6 +87,7 @@ typedef struct {
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
     char busy;                 /* Engine._busy */
+    char caller_ids;           /* new orders bring their ids (eng_config.caller_order_ids) */
     /* The Level objects book() handed out last, by side and position, and
        the values they hold: book() hands out again a level that has not
        changed since (they are immutable), which spares most of its cost
@@ -137,6 +140,7 @@ static struct {
 static const char *const calls_submit_names[CALLS_SUB__COUNT] = {
     "symbol", "side",            "qty",        "price",     "tif",
     "account", "client_order_id", "order_type", "post_only", "stp",
+    "order_id",
 };
 static const char *const calls_target_names[CALLS_TGT__COUNT] = {"order_id", "account",
                                                            "client_order_id"};
@@ -154,8 +158,8 @@ enum calls_check { CALLS_RAISED = -1, CALLS_BAD = 0, CALLS_GOOD = 1 };
 /* Objects made while converting arguments (an __index__ result), released
    when the call returns: at most one per int argument of a verb. */
 enum { CALLS_MAX_HELD = 4 };
-_Static_assert(CALLS_MAX_HELD >= 3 && CALLS_MAX_HELD >= CALLS_MOD__COUNT - 1,
-               "submit converts 3 ints, modify 4");
+_Static_assert(CALLS_MAX_HELD >= 4 && CALLS_MAX_HELD >= CALLS_MOD__COUNT - 1,
+               "submit converts 4 ints, modify 4");
 struct calls_held {
     PyObject *obj[CALLS_MAX_HELD];
     int n;
@@ -610,7 +614,8 @@ static enum calls_check calls_instrument(calls_core *self, PyObject *o, long *ou
 
 PyDoc_STRVAR(calls_submit_doc,
              "submit($self, /, symbol, side, qty, price=None, *, tif=None, account=0,\n"
-             "       client_order_id=None, order_type='limit', post_only=False, stp='none')\n"
+             "       client_order_id=None, order_type='limit', post_only=False, stp='none',\n"
+             "       order_id=None)\n"
              "--\n\n"
              "Enter a new order; returns its events (Accepted or Rejected first).\n\n"
              "symbol: an instrument added with add_instrument; side: 'buy' or 'sell';\n"
@@ -619,6 +624,10 @@ PyDoc_STRVAR(calls_submit_doc,
              "('gtc' for a limit order, 'ioc' for a market order); order_type: 'limit'\n"
              "or 'market'; stp: 'none', 'cancel_newest', 'cancel_oldest' or 'cancel_both'.\n"
              "Every choice may be given as its str or as the enum member.\n"
+             "order_id: the order's id, in [1, 2**64-1], on an Engine made with\n"
+             "caller_order_ids=True, where it is required (unique among open orders,\n"
+             "else a Rejected duplicate_order_id); not given on any other Engine,\n"
+             "which numbers its orders 1, 2, 3, ...\n"
              "Bad arguments raise TypeError/ValueError; an order the market refuses\n"
              "is a Rejected event.");
 
@@ -628,6 +637,7 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
     PyObject *a[CALLS_SUB__COUNT] = {0};
     struct calls_held held = {.n = 0};
     long long qty, price = 0, account = 0;
+    unsigned long long order_id = 0;
     long inst, side, tif, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
     char coid[ENG_COID_LEN];
     enum calls_check rc = CALLS_BAD;
@@ -659,25 +669,51 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
     CALLS_REQUIRE(!a[CALLS_SUB_POST_ONLY] || PyBool_Check(a[CALLS_SUB_POST_ONLY]));
     if (a[CALLS_SUB_COID])
         CALLS_CHECK(calls_coid(a[CALLS_SUB_COID], coid));
+    /* An order id is the caller's to give on an engine in that mode only. */
+    if (self->caller_ids) {
+        CALLS_REQUIRE(a[CALLS_SUB_ORDER_ID] != NULL);
+        CALLS_CHECK(calls_to_id(&a[CALLS_SUB_ORDER_ID], 1, &order_id, &held));
+    } else {
+        CALLS_REQUIRE(a[CALLS_SUB_ORDER_ID] == NULL);
+    }
     post_only = a[CALLS_SUB_POST_ONLY] == Py_True;
     CALLS_REQUIRE(self->api->order_shape((uint8_t)order_type, (uint8_t)tif,
                                          a[CALLS_SUB_PRICE] != NULL,
                                          post_only ? ENG_CMD_F_POST_ONLY : 0) == ENG_SHAPE_OK);
 
-    if (order_type == ENG_LIMIT && tif == ENG_GTC && stp == ENG_STP_NONE && !post_only &&
-        !a[CALLS_SUB_COID])
+    if (self->caller_ids) {
+        /* Only the generic entry point takes a new order's id. */
+        struct eng_cmd c = {.type = ENG_CMD_NEW,
+                            .side = (uint8_t)side,
+                            .order_type = (uint8_t)order_type,
+                            .tif = (uint8_t)tif,
+                            .stp = (uint8_t)stp,
+                            .flags = post_only ? ENG_CMD_F_POST_ONLY : 0,
+                            .instrument = (uint32_t)inst,
+                            .account = (uint32_t)account,
+                            .order_id = order_id,
+                            .price = price,
+                            .qty = qty};
+
+        if (a[CALLS_SUB_COID])
+            memcpy(c.coid, coid, ENG_COID_LEN);
+        r = self->api->run(self->eng, &c);
+    } else if (order_type == ENG_LIMIT && tif == ENG_GTC && stp == ENG_STP_NONE && !post_only &&
+               !a[CALLS_SUB_COID]) {
         r = self->api->limit(self->eng, (uint32_t)inst, (uint8_t)side, (uint32_t)account, qty,
                              price);
-    else
+    } else {
         r = self->api->new_order(self->eng, (uint32_t)inst, (uint8_t)side, (uint8_t)order_type,
                                  (uint8_t)tif, (uint8_t)stp, post_only ? ENG_CMD_F_POST_ONLY : 0,
                                  (uint32_t)account, qty, price, a[CALLS_SUB_COID] ? coid : NULL);
+    }
     if (r > 0) {
         PyObject *it[8];
         PyObject *coid_obj = a[CALLS_SUB_COID];
 
         it[0] = calls_u64(self->api->seq(self->eng));
-        it[1] = calls_i64(r);
+        /* With caller order ids r is 1 and the id is the argument. */
+        it[1] = self->caller_ids ? Py_NewRef(a[CALLS_SUB_ORDER_ID]) : calls_i64(r);
         it[2] = calls_item(self->names, (size_t)inst);
         it[3] = calls_item(self->sides, (size_t)side);
         it[4] = Py_NewRef(a[CALLS_SUB_PRICE] ? a[CALLS_SUB_PRICE] : Py_None);
@@ -689,7 +725,8 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
                                                  : calls_coid_str(coid);
         res = calls_one(calls_new(self->accepted, 8, it));
     } else {
-        res = calls_not_simple(self, r, a[CALLS_SUB_COID] ? coid : NULL, NULL);
+        res = calls_not_simple(self, r, a[CALLS_SUB_COID] ? coid : NULL,
+                               self->caller_ids ? a[CALLS_SUB_ORDER_ID] : NULL);
     }
     rc = CALLS_GOOD;
 out:
@@ -1097,6 +1134,7 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
     calls_forget_levels(self);
     self->api = api;
     self->eng = eng;
+    self->caller_ids = self->api->caller_order_ids(self->eng) != 0;
     Py_RETURN_NONE;
 fail:
     Py_DECREF(tables);

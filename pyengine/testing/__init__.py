@@ -25,6 +25,7 @@ __all__ = [
     "SetState",
     "accepted_order_ids",
     "apply",
+    "caller_order_ids",
     "commands",
     "instrument_spec_lists",
     "instrument_specs",

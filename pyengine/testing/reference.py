@@ -13,6 +13,13 @@ commands and compare them event by event. It is written for clarity, not speed:
 A taker is an ``_Order`` that is not (yet) in the book. Orders that are not
 resting are forgotten: ``order()`` answers for resting orders only.
 
+``ReferenceEngine(caller_order_ids=True)`` models an engine that takes each new
+order's id from the caller (``submit(..., order_id=N)``). One difference from
+``pyengine.Engine`` by design: there ``order_id=0`` is refused as an argument
+(``ValueError``) before it reaches the core, while the model takes it as a
+packed command without an id and rejects it (``bad_order_id``) as the core
+does, so that it can be compared with the batch path too.
+
 Argument errors that are not orders at all (wrong types, a market order with a
 price, ...) raise ``TypeError``/``ValueError`` from the ``_check_*`` helpers at
 the end of this file, before any state changes; they take no sequence number.
@@ -130,12 +137,16 @@ class _NewOrder(NamedTuple):
     order_type: OrderType
     post_only: bool
     stp: SelfTradePrevention
+    order_id: int  # the caller's id; 0 for none
 
 
 class ReferenceEngine:
     """The pure-Python model of the matching engine (see docs/semantics.md)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, caller_order_ids: bool = False) -> None:
+        if not isinstance(caller_order_ids, bool):
+            raise TypeError(f"caller_order_ids must be a bool, not {type(caller_order_ids).__name__}")
+        self._caller_ids = caller_order_ids
         self._instruments: dict[str, _Instrument] = {}
         self._orders: dict[int, _Order] = {}
         self._last_seq = 0
@@ -143,6 +154,11 @@ class ReferenceEngine:
         self._last_trade_id = 0
 
     # Configuration
+
+    @property
+    def caller_order_ids(self) -> bool:
+        """Whether new orders bring their ids (``submit(..., order_id=N)``)."""
+        return self._caller_ids
 
     def add_instrument(
         self,
@@ -183,19 +199,24 @@ class ReferenceEngine:
         order_type: str = "limit",
         post_only: bool = False,
         stp: str = "none",
+        order_id: int | None = None,
     ) -> list[Event]:
         """Process a new order and return its events."""
         new = _check_new_order(
             symbol, side, qty, price, tif, account, client_order_id, order_type, post_only, stp
-        )
+        )._replace(order_id=self._check_new_order_id(order_id))
         seq = self._next_seq()
         reason = self._validate_new(new)
         if reason is not None:
-            return [_rejected(seq, reason, client_order_id, None)]
-        self._last_order_id += 1
+            return [_rejected(seq, reason, client_order_id, new.order_id or None)]
+        if self._caller_ids:
+            taker_id = new.order_id
+        else:
+            self._last_order_id += 1
+            taker_id = self._last_order_id
         inst = self._instruments[symbol]
         taker = _Order(
-            self._last_order_id,
+            taker_id,
             inst,
             new.side,
             price,
@@ -347,16 +368,30 @@ class ReferenceEngine:
             _require(bid is None or ask is None or bid < ask, f"{inst.symbol}: crossed book")
         _require(len(seen) == len(set(seen)), "an order is in the book twice")
         _require(set(seen) == set(self._orders), "the order index and the book disagree")
+        last_id = _MAX_ORDER_ID if self._caller_ids else self._last_order_id
         for order in self._orders.values():
-            _require(0 < order.order_id <= self._last_order_id, f"order id {order.order_id}")
+            _require(0 < order.order_id <= last_id, f"order id {order.order_id}")
             _require(0 <= order.account <= _MAX_ACCOUNT, f"order {order.order_id}: account")
         keys = [(o.account, o.client_order_id) for o in self._orders.values() if o.client_order_id]
         _require(len(keys) == len(set(keys)), "an account uses a client order id twice")
 
     # Validation
 
+    def _check_new_order_id(self, order_id: object) -> int:
+        """``submit``'s order_id: the caller's (0 for none) with caller order
+        ids, where it is required; else not given."""
+        if not self._caller_ids:
+            if order_id is not None:
+                raise ValueError("order_id is only for an engine with caller_order_ids=True")
+            return 0
+        if order_id is None:
+            raise ValueError("an engine with caller_order_ids=True needs an order_id")
+        return _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
+
     def _validate_new(self, new: _NewOrder) -> RejectReason | None:
         """The first failing check of a new order (docs/semantics.md, Validation)."""
+        if self._caller_ids and new.order_id == 0:
+            return RejectReason.BAD_ORDER_ID
         inst = self._instruments.get(new.symbol)
         if inst is None:
             return RejectReason.UNKNOWN_INSTRUMENT
@@ -368,6 +403,8 @@ class ReferenceEngine:
             reason = _price_reason(inst, new.price)
         if reason is not None:
             return reason
+        if self._caller_ids and new.order_id in self._orders:
+            return RejectReason.DUPLICATE_ORDER_ID
         if new.client_order_id is not None and self._find_by_client_order_id(
             new.account, new.client_order_id
         ):
@@ -684,7 +721,7 @@ def _check_new_order(
     if post_only and (order_type_ is OrderType.MARKET or tif_ is not TimeInForce.GTC):
         raise ValueError("post-only is only for gtc limit orders")
     return _NewOrder(
-        symbol, side_, qty_, price_, tif_, account_, coid, order_type_, post_only, stp_
+        symbol, side_, qty_, price_, tif_, account_, coid, order_type_, post_only, stp_, 0
     )
 
 

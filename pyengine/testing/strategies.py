@@ -40,7 +40,12 @@ like real flow:
   administrator;
 - modifies whose new qty and price are given relative to the target's current
   state (see ``QtyChange`` and ``PriceChange``), so that keeping priority,
-  losing it, repricing across the book and qty 0 all happen often.
+  losing it, repricing across the book and qty 0 all happen often;
+- for an engine made with ``caller_order_ids=True``, new orders that bring
+  their own ids: pass ``commands(specs, order_ids=caller_order_ids())``, a
+  small pool, so that the id of an open order (``duplicate_order_id``), the id
+  of a finished one (used again) and 0 (``bad_order_id``; ``Engine.submit``
+  refuses it with ``ValueError``) all happen.
 
 ``apply`` reads the engine (``open_orders``, ``order``, ``book``) to resolve a
 target and a relative modify into absolute arguments; run on two engines that
@@ -77,6 +82,7 @@ __all__ = [
     "Target",
     "accepted_order_ids",
     "apply",
+    "caller_order_ids",
     "commands",
     "instrument_spec_lists",
     "instrument_specs",
@@ -118,6 +124,7 @@ class EngineAPI(Protocol):
         order_type: str = ...,
         post_only: bool = ...,
         stp: str = ...,
+        order_id: int | None = ...,
     ) -> list[Event]: ...
 
     def cancel(
@@ -156,7 +163,8 @@ class EngineAPI(Protocol):
 
 @dataclass(frozen=True)
 class NewOrder:
-    """``engine.submit(...)`` with these arguments, as they are."""
+    """``engine.submit(...)`` with these arguments, as they are (``order_id``
+    only if it is not None: for an engine with caller order ids)."""
 
     symbol: str
     side: Side
@@ -168,6 +176,7 @@ class NewOrder:
     order_type: OrderType
     post_only: bool
     stp: SelfTradePrevention
+    order_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +275,7 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
     is not changed (extend it with ``accepted_order_ids(events)``).
     """
     if isinstance(command, NewOrder):
+        own_id = {} if command.order_id is None else {"order_id": command.order_id}
         return engine.submit(
             command.symbol,
             command.side,
@@ -277,6 +287,7 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
             order_type=command.order_type,
             post_only=command.post_only,
             stp=command.stp,
+            **own_id,
         )
     if isinstance(command, SetState):
         return engine.halt(command.symbol) if command.halt else engine.resume(command.symbol)
@@ -469,6 +480,7 @@ def _new_orders(
     specs: Sequence[Mapping[str, Any]],
     accounts: st.SearchStrategy[int],
     client_order_ids: st.SearchStrategy[str],
+    order_ids: st.SearchStrategy[int] | None,
 ) -> NewOrder:
     spec = draw(st.sampled_from(specs))
     symbol = draw(_weighted((st.just(spec["symbol"]), 40), (st.just(UNKNOWN_SYMBOL), 1)))
@@ -491,6 +503,7 @@ def _new_orders(
         order_type=order_type,
         post_only=post_only,
         stp=draw(st.sampled_from(SelfTradePrevention)),
+        order_id=None if order_ids is None else draw(order_ids),
     )
 
 
@@ -533,18 +546,32 @@ _PRICE_WEIGHTS = (
 )
 
 
+def caller_order_ids(pool: int = 6) -> st.SearchStrategy[int]:
+    """Order ids for the new orders of an engine with caller order ids.
+
+    Mostly 1 to ``pool``, so that a new order often brings the id of an open
+    order (``duplicate_order_id``) or of a finished one (taken again); now and
+    then 0 (``bad_order_id`` through the batch path; ``Engine.submit`` refuses
+    it as an argument) and the largest id, ``2**64 - 1``.
+    """
+    return _weighted((st.integers(1, pool), 30), (st.just(0), 1), (st.just(2**64 - 1), 1))
+
+
 def commands(
     specs: Sequence[Mapping[str, Any]],
     *,
     accounts: st.SearchStrategy[int] = _ACCOUNTS,
     client_order_ids: st.SearchStrategy[str] = _CLIENT_ORDER_IDS,
+    order_ids: st.SearchStrategy[int] | None = None,
 ) -> st.SearchStrategy[Command]:
     """One command for an engine holding the instruments ``specs`` describes.
 
     ``specs`` are ``add_instrument`` keyword dicts (as ``instrument_specs``
     draws them; only ``symbol`` is required). About 67% new orders, 19%
     modifies, 10% cancels, 5% halts and resumes (three resumes to a halt, so
-    an instrument is mostly open). Run a command with ``apply``.
+    an instrument is mostly open). With ``order_ids`` (for an engine with
+    caller order ids, e.g. ``caller_order_ids()``), each new order brings an
+    id drawn from it. Run a command with ``apply``.
     """
     if not specs:
         raise ValueError("commands() needs at least one instrument spec")
@@ -558,5 +585,5 @@ def commands(
         SetState, st.sampled_from([spec["symbol"] for spec in specs]), _weighted_members(((True, 1), (False, 3)))
     )
     return _weighted(
-        (_new_orders(specs, accounts, client_order_ids), 14), (cancels, 2), (modifies, 4), (states, 1)
+        (_new_orders(specs, accounts, client_order_ids, order_ids), 14), (cancels, 2), (modifies, 4), (states, 1)
     )

@@ -259,6 +259,44 @@ def test_every_documented_form_runs_in_c(monkeypatch: pytest.MonkeyPatch) -> Non
         assert handed.pop() == verb and handed == []
 
 
+def test_every_documented_form_with_caller_order_ids_runs_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same with an Engine whose new orders bring their ids."""
+    eng = add_instruments(Engine(caller_order_ids=True))
+    handed: list[str] = []
+    for verb in VERBS:
+        real = getattr(Engine, f"_{verb}")
+        monkeypatch.setattr(
+            Engine, f"_{verb}", lambda self, *a, _real=real, _v=verb, **k: handed.append(_v) or _real(self, *a, **k)
+        )
+    assert eng.submit("A", "buy", 4, 100, account=1, order_id=2**64 - 1)[0].order_id == 2**64 - 1
+    assert eng.submit("A", "buy", 4, 100, order_id=2**64 - 1)[0].order_id == 2**64 - 1  # a Rejected
+    eng.submit("A", "sell", 2, order_type="market", tif="ioc", account=2, order_id=5)
+    eng.submit("A", "sell", 2, 105, post_only=True, stp="cancel_both", account=2, order_id=6)
+    eng.submit(symbol="A", side="sell", qty=2, price=200, order_id=np.uint64(7))
+    eng.submit("A", Side.BUY, np.int64(2), 90, tif=TimeInForce.GTC, account=1, client_order_id="c1", order_id=8)
+    eng.submit("Z", "buy", 2, 100, order_id=9)  # a Rejected: unknown instrument
+    eng.modify(8, 4)
+    eng.modify(client_order_id="c1", account=1, price=95)
+    assert eng.order(8) is not None and eng.order(np.uint64(8), account=1) is not None
+    assert eng.cancel(8, account=1)[0].order_id == 8
+    eng.cancel(np.uint64(6))
+    assert handed == []
+    for call in (
+        lambda: eng.submit("A", "buy", 2, 100),
+        lambda: eng.submit("A", "buy", 2, 100, order_id=0),
+        lambda: eng.submit("A", "buy", 2, 100, order_id=1.0),
+    ):
+        with pytest.raises((TypeError, ValueError)):
+            call()
+        assert handed.pop() == "submit" and handed == []
+    default = add_instruments(Engine())
+    with pytest.raises(ValueError, match="only for an Engine made with caller_order_ids=True"):
+        default.submit("A", "buy", 2, 100, order_id=1)
+    assert handed.pop() == "submit" and handed == []
+    assert default.submit("A", "buy", 2, 100, order_id=None)[0].order_id == 1
+    assert handed == []
+
+
 def test_keywords_not_interned_are_served_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
     eng = add_instruments(Engine())
     monkeypatch.setattr(Engine, "_submit", None)
