@@ -15,8 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_short_soak(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
+    # Eight seconds on a busy machine (other tests run beside this one) carry
+    # little market data: a quarter of the soak's max_unsent still drops a
+    # slow reader within its hold, through the same code path.
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "8", "--json", str(out)],
+        [sys.executable, str(ROOT / "tools" / "soak.py"), "--duration", "8", "--max-unsent", str(64 * 1024),
+         "--json", str(out)],
         capture_output=True, text=True, timeout=180,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-4000:]
