@@ -94,5 +94,34 @@ class Router:
         sides_json: tuple[bytes, ...],
         reasons_json: tuple[bytes, ...],
         dumps: Callable[[Any], bytes],
+        status: OrderStatus | None = None,
     ) -> None: ...
     def route(self, events: Any, n: int, /) -> None: ...
+
+class OrderRecord:
+    """One order's status (csrc/binding/status.c)."""
+
+    order_id: int
+    last_seq: int
+    leaves: int
+    instrument: int
+    account: int
+    side: int
+    state: int  # 0 open, 1 filled, 2 cancelled
+    reason: int
+    client_order_id: str | None
+    priority: int | None
+    filled: int | None
+    qty: int | None
+    price: int | None
+
+class OrderStatus:
+    """Every account's open orders and its last ``keep`` finished ones."""
+
+    keep: int
+    def __init__(self, *, keep: int) -> None: ...
+    def recovered(self, order_id: int, account: int, instrument: int, side: int, price: int, leaves: int,
+                  client_order_id: str | None, /) -> None: ...
+    def open_orders(self, account: int, /) -> list[OrderRecord]: ...
+    def finished_orders(self, account: int, /) -> list[OrderRecord]: ...
+    def find(self, account: int, order_id: int, /) -> OrderRecord | None: ...

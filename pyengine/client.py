@@ -27,13 +27,38 @@ import struct
 import time
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 import orjson
 
-__all__ = ["Client", "ClusterClient", "ServerError", "ConnectionClosed"]
+__all__ = ["Client", "ClusterClient", "ServerError", "ConnectionClosed", "OrderState"]
 
 _HEADER = struct.Struct(">I")
+
+
+class OrderState(TypedDict):
+    """One order in an ``orders`` or ``order_status`` reply (docs/protocol.md).
+
+    ``priority`` is the ``seq`` of the command that gave the order its place
+    in its price level (its entry, or its last modify that lost priority):
+    of two orders at one price, the lower trades first. ``qty`` (as entered),
+    ``filled_qty`` and ``priority`` are None for an order recovered from a
+    data directory (the engine keeps neither), ``priority`` again set by a
+    modify that loses it. ``status`` is ``open``, ``filled`` or
+    ``cancelled`` (then ``reason`` says why, as in ``cancelled``)."""
+
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: str
+    price: int | None
+    qty: int | None
+    open_qty: int
+    filled_qty: int | None
+    priority: int | None
+    status: str
+    reason: str | None
+    last_seq: int
 
 
 class ConnectionClosed(ConnectionError):
@@ -355,6 +380,40 @@ class Client:
         if all_accounts:
             msg["all_accounts"] = True
         return self._send_request(msg)
+
+    def orders(self, symbol: str | None = None) -> int:
+        """Ask for this account's open orders (of one instrument, or all),
+        whichever session entered them; returns the req_id. The reply,
+        ``{"type": "orders", "orders": [...]}``, lists them as
+        ``OrderState``, oldest first: what a client needs after reconnecting."""
+        msg: dict[str, Any] = {"type": "orders"}
+        if symbol is not None:
+            msg["symbol"] = symbol
+        return self._send_request(msg)
+
+    def order_status(self, order_id: int | None = None, *, client_order_id: str | None = None) -> int:
+        """Ask for one order of this account by order id or client order id
+        (give one): open, or among the account's last finished orders (the
+        server's ``finished_orders``, 1000 by default); returns the req_id.
+        The reply is ``{"type": "order_status", "order": OrderState}``; an
+        order not found (or another account's) is ``error`` ``unknown_order``."""
+        msg: dict[str, Any] = {"type": "order_status"}
+        if order_id is not None:
+            msg["order_id"] = order_id
+        if client_order_id is not None:
+            msg["client_order_id"] = client_order_id
+        return self._send_request(msg)
+
+    def open_orders(self, symbol: str | None = None, timeout: float | None = None) -> list[OrderState]:
+        """``orders``, waited for: this account's open orders."""
+        orders: list[OrderState] = self.request(self.orders(symbol), timeout)["orders"]
+        return orders
+
+    def order_state(self, order_id: int | None = None, *, client_order_id: str | None = None,
+                    timeout: float | None = None) -> OrderState:
+        """``order_status``, waited for: the order, or ServerError ``unknown_order``."""
+        order: OrderState = self.request(self.order_status(order_id, client_order_id=client_order_id), timeout)["order"]
+        return order
 
     def subscribe(self, symbol: str) -> int:
         return self._send_request({"type": "subscribe", "symbol": symbol})

@@ -16,6 +16,9 @@
  * `snapshot_done`, `state_hash`; `accepted_late` for an order accepted after
  * its session closed; `accepted_unowned` and `unowned_gone` for orders no
  * session holds (a replica's, or recovered ones not claimed yet).
+ *
+ * Given an OrderStatus (status.c), every order's status follows the same
+ * events, whoever holds the order.
  */
 #include "server.h"
 
@@ -25,6 +28,7 @@
 typedef struct {
     PyObject_HEAD
     srv_ledger *ledger;
+    srv_status *status; /* NULL: no order status kept */
     struct srv_md md;
     PyObject *md_tables;   /* the tuple md borrows from */
     PyObject *symbols_json, *sides_json, *reasons_json; /* tuples of bytes: each as a JSON string */
@@ -140,6 +144,11 @@ static int route_trade(srv_router *self, const struct eng_event *ev)
     if ((ev->leaves == 0 && srv_count_add(self->ledger->open, ev->account, -1) < 0) ||
         (ev->maker_leaves == 0 && srv_count_add(self->ledger->open, ev->maker_account, -1) < 0))
         return -1;
+    if (self->status &&
+        (srv_status_traded(self->status, ev->account, ev->order_id, ev->qty, ev->leaves, ev->seq) < 0 ||
+         srv_status_traded(self->status, ev->maker_account, ev->maker_order_id, ev->qty, ev->maker_leaves,
+                           ev->seq) < 0))
+        return -1;
     if (route_trade_side(self, ev, ev->order_id, ev->side, ev->leaves, 0) < 0 ||
         route_trade_side(self, ev, ev->maker_order_id, ev->side == ENG_BUY ? ENG_SELL : ENG_BUY, ev->maker_leaves,
                          1) < 0)
@@ -168,7 +177,8 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, srv_link
     int rc = -1;
 
     self->orders++;
-    if (srv_count_add(self->ledger->open, ev->account, 1) < 0)
+    if (srv_count_add(self->ledger->open, ev->account, 1) < 0 ||
+        (self->status && srv_status_accepted(self->status, ev) < 0))
         return -1;
     coid = route_event_coid(ev);
     if (!coid)
@@ -221,7 +231,8 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
     struct srv_frame w;
     int err = 0, rc = -1;
 
-    if (srv_count_add(self->ledger->open, ev->account, -1) < 0)
+    if (srv_count_add(self->ledger->open, ev->account, -1) < 0 ||
+        (self->status && srv_status_cancelled(self->status, ev) < 0))
         return -1;
     owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
     if (err)
@@ -278,7 +289,7 @@ static int route_python(srv_router *self, const struct eng_event *ev, srv_link *
         int err = 0, rc;
         srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
 
-        if (err)
+        if (err || (self->status && srv_status_modified(self->status, ev) < 0))
             return -1;
         Py_XINCREF(owner);
         rc = route_call_fmt(self->on_modified, "(OKLLOKOOO)", route_session(owner), (unsigned long long)ev->order_id,
@@ -460,17 +471,26 @@ static int route_check_shapes(srv_router *self)
 static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "events", "market_data", "symbols_json", "sides_json", "reasons_json",
-                             "dumps", NULL};
-    PyObject *ledger, *events, *md, *symbols, *sides, *reasons, *dumps;
+                             "dumps", "status", NULL};
+    PyObject *ledger = NULL, *events = NULL, *md = NULL, *symbols = NULL, *sides = NULL, *reasons = NULL;
+    PyObject *dumps = NULL, *status = Py_None;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "a Router is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!OO!O!O!O!O:Router", kwlist, &srv_ledger_type, &ledger, &events,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O!OO!O!O!O!OO:Router", kwlist, &srv_ledger_type, &ledger, &events,
                                      &PyTuple_Type, &md, &PyTuple_Type, &symbols, &PyTuple_Type, &sides,
-                                     &PyTuple_Type, &reasons, &dumps))
+                                     &PyTuple_Type, &reasons, &dumps, &status))
         return -1;
+    if (!ledger || !events || !md || !symbols || !sides || !reasons || !dumps) {
+        PyErr_SetString(PyExc_TypeError, "Router: every argument but status is required");
+        return -1;
+    }
+    if (status != Py_None && !PyObject_TypeCheck(status, &srv_status_type)) {
+        PyErr_SetString(PyExc_TypeError, "Router: status is an OrderStatus or None");
+        return -1;
+    }
     if (PyTuple_GET_SIZE(md) != 4) {
         PyErr_SetString(PyExc_ValueError, "Router: market_data is MarketData.router_tables()");
         return -1;
@@ -498,6 +518,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         !(self->on_accepted_unowned = srv_method(events, "accepted_unowned")) ||
         !(self->on_unowned_gone = srv_method(events, "unowned_gone")))
         return -1;
+    self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
     return 0;
 }
@@ -505,6 +526,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
 static int route_traverse(srv_router *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->ledger);
+    Py_VISIT(self->status);
     Py_VISIT(self->md_tables);
     Py_VISIT(self->symbols_json);
     Py_VISIT(self->sides_json);
@@ -525,6 +547,7 @@ static int route_traverse(srv_router *self, visitproc visit, void *arg)
 static int route_clear(srv_router *self)
 {
     Py_CLEAR(self->ledger);
+    Py_CLEAR(self->status);
     Py_CLEAR(self->md_tables);
     Py_CLEAR(self->symbols_json);
     Py_CLEAR(self->sides_json);
@@ -564,7 +587,8 @@ PyTypeObject srv_router_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Router",
     .tp_basicsize = sizeof(srv_router),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Router(*, ledger, events, market_data, symbols_json, sides_json, reasons_json, dumps):\n"
+    .tp_doc = PyDoc_STR("Router(*, ledger, events, market_data, symbols_json, sides_json, reasons_json, dumps, "
+                        "status=None):\n"
                         "the engine's events, routed (see csrc/binding/route.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)route_init,

@@ -13,6 +13,8 @@
  *              carried out here, anything else handed to Python
  *   route.c    Router: the engine's events, routed and answered
  *   books.c    market data: levels and trades into MarketData's tables
+ *   status.c   OrderStatus: each account's open orders and last finished
+ *              ones, as the events tell them (orders, order_status)
  *   frame.c    JSON reply frames, byte for byte as orjson writes them
  *   module.c   the module: interned names, the types
  *
@@ -93,6 +95,24 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
 /* The order is finished: drop it from owners and from its link. */
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid);
+
+/* ---- OrderStatus: orders' status for the orders and order_status requests -- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *open;     /* dict: account -> {order id: OrderRecord}, in the order accepted */
+    PyObject *finished; /* dict: account -> its ring of finished OrderRecords */
+    Py_ssize_t keep;    /* finished orders kept per account */
+} srv_status;
+
+extern PyTypeObject srv_status_type;
+extern PyTypeObject srv_status_rec_type; /* OrderRecord: one order's status */
+
+/* The events that change an order's status (status.c); 0, or -1 on error. */
+int srv_status_accepted(srv_status *st, const struct eng_event *ev);
+int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq);
+int srv_status_cancelled(srv_status *st, const struct eng_event *ev);
+int srv_status_modified(srv_status *st, const struct eng_event *ev);
 
 /* ---- market data (books.c) ------------------------------------------------ */
 

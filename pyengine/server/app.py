@@ -31,7 +31,7 @@ from gevent.server import StreamServer
 import orjson
 
 from .._ffi import lib
-from .._server import Intake, Ledger
+from .._server import Intake, Ledger, OrderStatus
 from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
@@ -92,6 +92,7 @@ class Server:
             raise
         self.commands = CommandQueue(self.engine)
         self.ledger = Ledger()
+        self.order_status = OrderStatus(keep=config.finished_orders)
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
         self.limits = OrderLimits(config.instruments, config.limits)
@@ -105,6 +106,8 @@ class Server:
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:
                 self.ledger.count_open(account, 1)
+            for oid, inst, account, side, price, qty, coid in self.engine.resting_orders():
+                self.order_status.recovered(oid, account, inst, side, price, qty, coid)
             for inst, state in enumerate(self.engine.trading_states()):
                 self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED
             for inst in range(len(self.engine.symbols)):

@@ -22,7 +22,7 @@ import gevent
 import orjson
 
 from .._ffi import ffi
-from .._server import Ledger, Router
+from .._server import Ledger, OrderStatus, Router
 from ..log import fields
 from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
 from .commands import CommandQueue
@@ -43,6 +43,7 @@ class DispatchHost(Protocol):
     hub: Any  # gevent's Hub
     engine: EngineThread
     ledger: Ledger
+    order_status: OrderStatus
     marketdata: MarketData
     unclaimed: UnclaimedOrders
     commands: CommandQueue
@@ -97,6 +98,7 @@ class Dispatcher:
             sides_json=tuple(orjson.dumps(name) if name else b"" for name in SIDE_NAMES),
             reasons_json=tuple(orjson.dumps(reason) for reason in CANCEL_REASONS),
             dumps=orjson.dumps,
+            status=server.order_status,
         )
 
     @property

@@ -123,6 +123,12 @@ class EngineThread:
     def open_orders(self) -> list[tuple[int, int, int, str | None]]:
         """(order id, instrument, account, client order id) of every resting
         order; only before start(), while no other thread uses the engine."""
+        return [(oid, inst, account, coid) for oid, inst, account, _, _, _, coid in self.resting_orders()]
+
+    def resting_orders(self) -> list[tuple[int, int, int, int, int, int, str | None]]:
+        """(order id, instrument, account, side, price, open qty, client order
+        id) of every resting order, in book order (best level first, oldest
+        first within a level); only before start()."""
         out = []
         st = ffi.new("struct eng_stats *")
         lib.eng_get_stats(self._eng, st)
@@ -132,7 +138,7 @@ class EngineThread:
                 n = lib.eng_book_orders(self._eng, inst, side, 0, buf, st.open_orders)
                 for o in buf[0:n]:
                     coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
-                    out.append((o.order_id, inst, o.account, coid))
+                    out.append((o.order_id, inst, o.account, side, o.price, o.qty, coid))
         return out
 
     def book_levels(self, inst: int, side: int) -> list[tuple[int, int, int]]:

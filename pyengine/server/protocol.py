@@ -43,6 +43,8 @@ __all__ = [
     "Snapshot",
     "SetTradingState",
     "Status",
+    "Orders",
+    "OrderQuery",
     "Request",
 ]
 
@@ -183,6 +185,21 @@ class Status(NamedTuple):
     req_id: Any
 
 
+class Orders(NamedTuple):
+    """The session's account's open orders (of one ``symbol``, or all)."""
+
+    req_id: Any
+    symbol: str | None
+
+
+class OrderQuery(NamedTuple):
+    """``order_status``: one order of the account, by exactly one of its ids."""
+
+    req_id: Any
+    order_id: int | None
+    client_order_id: str | None
+
+
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
@@ -192,7 +209,7 @@ class SetTradingState(NamedTuple):
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
-           | SetTradingState | Status)
+           | SetTradingState | Status | Orders | OrderQuery)
 _Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
@@ -280,6 +297,22 @@ def _parse_mass_cancel(msg: dict[str, Any], req_id: Any) -> MassCancel:
     return MassCancel(req_id, symbol, account, all_accounts)
 
 
+def _optional_str(msg: dict[str, Any], key: str, req_id: Any) -> str | None:
+    return None if msg.get(key) is None else _str(msg, key, req_id)
+
+
+def _parse_order_query(msg: dict[str, Any], req_id: Any) -> OrderQuery:
+    order_id = msg.get("order_id")
+    if order_id is not None:
+        order_id = _int(msg, "order_id", req_id, 1, _args.UINT64_MAX)
+    coid = _optional_str(msg, "client_order_id", req_id)
+    if order_id is None and coid is None:
+        raise RequestError("missing_field", "order_id or client_order_id is required", req_id)
+    if order_id is not None and coid is not None:
+        raise RequestError("bad_field", "give one of order_id and client_order_id, not both", req_id)
+    return OrderQuery(req_id, order_id, coid)
+
+
 _PARSERS: dict[str, _Parser] = {
     "new_order": _per_order("new_order", NewOrder),
     "cancel": _per_order("cancel", Cancel),
@@ -291,6 +324,8 @@ _PARSERS: dict[str, _Parser] = {
     "ping": lambda m, r: Ping(r),
     "snapshot": lambda m, r: Snapshot(r),
     "status": lambda m, r: Status(r),
+    "orders": lambda m, r: Orders(r, _optional_str(m, "symbol", r)),
+    "order_status": _parse_order_query,
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
 }

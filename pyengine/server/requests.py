@@ -1,5 +1,5 @@
 """Requests that are not per-order: login, ping, status, subscriptions,
-mass cancels, snapshots, trading states -- and the replies the server's
+mass cancels, snapshots, trading states, order status -- and the replies the server's
 Intake (csrc/binding/intake.c) leaves to Python.
 
 The Intake decodes every frame and carries out the per-order requests
@@ -15,18 +15,22 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._ffi import lib
+from .._server import OrderStatus
 from ..log import fields
 from .commands import CommandQueue
 from .config import ServerConfig
 from .engine_thread import EngineThread
 from .limits import HostWindow, LoginChecks
 from .marketdata import MarketData
+from .order_status import order_status_reply, orders_reply
 from .protocol import (
     Cancel,
     Login,
     MassCancel,
     Modify,
     NewOrder,
+    OrderQuery,
+    Orders,
     Ping,
     RequestError,
     SetTradingState,
@@ -58,6 +62,7 @@ class RequestHost(Protocol):
     engine: EngineThread
     commands: CommandQueue
     marketdata: MarketData
+    order_status: OrderStatus
     cluster: ClusterNode | None
     login_failures: HostWindow
     host_logins: HostWindow
@@ -104,6 +109,13 @@ class Requests:
                 self.set_trading_state(session, req)
             elif type(req) is Status:
                 session.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
+            elif type(req) is Orders:
+                engine = self.server.engine
+                session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
+                                           engine.instrument_ids, engine.symbols))
+            elif type(req) is OrderQuery:
+                session.reply(order_status_reply(self.server.order_status, self._account(session, req.req_id), req,
+                                                 self.server.engine.symbols))
         except RequestError as exc:
             self._request_error(session, exc)
 

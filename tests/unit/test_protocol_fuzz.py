@@ -60,6 +60,8 @@ from pyengine.server.protocol import (
     MassCancel,
     Modify,
     NewOrder,
+    OrderQuery,
+    Orders,
     Ping,
     Request,
     RequestError,
@@ -101,6 +103,8 @@ KINDS = (
     "status",
     "halt",
     "resume",
+    "orders",
+    "order_status",
 )
 FIELDS: dict[str, tuple[str, ...]] = {
     "new_order": ("symbol", "side", "qty", "price", "order_type", "tif", "post_only", "stp", "client_order_id"),
@@ -115,6 +119,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "status": (),
     "halt": ("symbol",),
     "resume": ("symbol",),
+    "orders": ("symbol",),
+    "order_status": ("order_id", "client_order_id"),
 }
 KNOWN_KEYS = tuple(sorted({"type", "req_id", *(key for keys in FIELDS.values() for key in keys)}))
 KNOWN_STRINGS = (*KINDS, *SIDES, *ORDER_TYPES, *TIFS, *STPS, "BUY", " buy", "buy\u0000", "GTC", "Limit", "")
@@ -518,6 +524,14 @@ def _model_mass_cancel(f: _Fields) -> Expected:
     return f.result(lambda: MassCancel(f.req_id, symbol, account, all_accounts))
 
 
+def _model_order_status(f: _Fields) -> Expected:
+    order_id = f.integer("order_id", 1, UINT64_MAX, required=False)
+    coid = f.text("client_order_id", required=False)
+    if not f.bad & {"order_id", "client_order_id"} and (order_id is None) == (coid is None):
+        f.fault("order_id", frozenset({"bad_field"}) if order_id is not None else frozenset({"missing_field"}))
+    return f.result(lambda: OrderQuery(f.req_id, order_id, coid))
+
+
 def _model_subscribe(f: _Fields) -> Expected:
     symbol = f.text("symbol", required=True)
     return f.result(lambda: Subscribe(f.req_id, symbol))
@@ -547,6 +561,8 @@ MODELS: dict[str, Callable[[_Fields], Expected]] = {
     "ping": lambda f: f.result(lambda: Ping(f.req_id)),
     "snapshot": lambda f: f.result(lambda: Snapshot(f.req_id)),
     "status": lambda f: f.result(lambda: Status(f.req_id)),
+    "orders": lambda f: (lambda symbol: f.result(lambda: Orders(f.req_id, symbol)))(f.text("symbol", required=False)),
+    "order_status": _model_order_status,
     "halt": _model_trading_state(True),
     "resume": _model_trading_state(False),
 }
@@ -806,6 +822,17 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
     elif kind in ("subscribe", "unsubscribe"):
         msg["symbol"] = symbol = draw(symbols)
         request = (Subscribe if kind == "subscribe" else Unsubscribe)(req_id, symbol)
+    elif kind == "orders":
+        symbol_or_none = draw(st.one_of(st.none(), symbols))
+        _put(draw, msg, "symbol", symbol_or_none, optional=symbol_or_none is None)
+        request = Orders(req_id, symbol_or_none)
+    elif kind == "order_status":
+        if draw(st.booleans()):
+            msg["order_id"] = order_id = draw(st.integers(1, UINT64_MAX))
+            request = OrderQuery(req_id, order_id, None)
+        else:
+            msg["client_order_id"] = coid = draw(st.text(max_size=20))
+            request = OrderQuery(req_id, None, coid)
     elif kind in ("halt", "resume"):
         msg["symbol"] = symbol = draw(symbols)
         request = SetTradingState(req_id, symbol, kind == "halt")

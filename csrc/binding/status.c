@@ -1,0 +1,532 @@
+/*
+ * status.c - OrderStatus: every order's status as the events tell it, for
+ * the `orders` and `order_status` requests.
+ *
+ * Per account: its open orders (a dict, order id -> OrderRecord, in the
+ * order they were accepted) and a ring of its last `keep` finished orders.
+ * The Router updates it from the events it routes (accepted, trade,
+ * modified, cancelled); the server seeds it with the orders recovered from a
+ * data directory, whose filled quantity and time priority the engine does
+ * not keep (they read as None until a modify sets the priority again).
+ * Python reads it through the methods below; nothing here reads the engine.
+ *
+ * An OrderRecord holds no Python objects, so neither it nor a ring is
+ * tracked by the cyclic collector.
+ */
+#include "server.h"
+
+#include <structmember.h>
+#include <string.h>
+
+enum status_state { STATUS_OPEN = 0, STATUS_FILLED = 1, STATUS_CANCELLED = 2 };
+
+/* ---- OrderRecord -------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    uint64_t order_id;
+    uint64_t priority; /* seq of the command that gave it its place in its level */
+    uint64_t last_seq; /* seq of the last command that changed it */
+    int64_t price;     /* 0: a market order's (no price) */
+    int64_t qty;       /* as entered; 0 when not known (recovered) */
+    int64_t leaves;    /* open quantity; what was open when it was cancelled */
+    int64_t filled;
+    uint32_t instrument;
+    uint32_t account;
+    uint8_t side;
+    uint8_t state;     /* enum status_state */
+    uint8_t reason;    /* enum eng_cancel_reason, when cancelled */
+    char priority_known, filled_known;
+    char coid[16];
+} status_rec;
+
+static PyObject *rec_coid(status_rec *r, void *closure)
+{
+    size_t n = sizeof(r->coid);
+
+    (void)closure;
+    while (n > 0 && !r->coid[n - 1])
+        n--;
+    if (n == 0)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeASCII(r->coid, (Py_ssize_t)n, "backslashreplace");
+}
+
+static PyObject *rec_priority(status_rec *r, void *closure)
+{
+    (void)closure;
+    if (!r->priority_known)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(r->priority);
+}
+
+static PyObject *rec_filled(status_rec *r, void *closure)
+{
+    (void)closure;
+    if (!r->filled_known)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(r->filled);
+}
+
+static PyObject *rec_qty(status_rec *r, void *closure)
+{
+    (void)closure;
+    if (!r->filled_known)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(r->qty);
+}
+
+static PyObject *rec_price(status_rec *r, void *closure)
+{
+    (void)closure;
+    if (!r->price)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(r->price);
+}
+
+static PyGetSetDef rec_getset[] = {
+    {"client_order_id", (getter)rec_coid, NULL, "the client order id, or None", NULL},
+    {"priority", (getter)rec_priority, NULL,
+     "seq of the command that gave the order its place in its level (entry, or the last modify that lost "
+     "priority); None for a recovered order not modified since",
+     NULL},
+    {"filled", (getter)rec_filled, NULL, "quantity filled; None for a recovered order", NULL},
+    {"qty", (getter)rec_qty, NULL, "quantity as entered; None for a recovered order", NULL},
+    {"price", (getter)rec_price, NULL, "the price, or None (a market order)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMemberDef rec_members[] = {
+    {"order_id", T_ULONGLONG, offsetof(status_rec, order_id), READONLY, "the order id"},
+    {"last_seq", T_ULONGLONG, offsetof(status_rec, last_seq), READONLY, "seq of the last command that changed it"},
+    {"leaves", T_LONGLONG, offsetof(status_rec, leaves), READONLY,
+     "open quantity (a cancelled order: what was open when it was cancelled)"},
+    {"instrument", T_UINT, offsetof(status_rec, instrument), READONLY, "the instrument"},
+    {"account", T_UINT, offsetof(status_rec, account), READONLY, "the account"},
+    {"side", T_UBYTE, offsetof(status_rec, side), READONLY, "enum eng_side"},
+    {"state", T_UBYTE, offsetof(status_rec, state), READONLY, "0 open, 1 filled, 2 cancelled"},
+    {"reason", T_UBYTE, offsetof(status_rec, reason), READONLY, "enum eng_cancel_reason, when cancelled"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+PyTypeObject srv_status_rec_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.OrderRecord",
+    .tp_basicsize = sizeof(status_rec),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("One order's status (made by OrderStatus only)."),
+    .tp_getset = rec_getset,
+    .tp_members = rec_members,
+};
+
+static status_rec *rec_new(void)
+{
+    status_rec *r = PyObject_New(status_rec, &srv_status_rec_type);
+
+    if (r)
+        memset((char *)r + sizeof(PyObject), 0, sizeof(*r) - sizeof(PyObject));
+    return r;
+}
+
+/* ---- a ring of finished orders ------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject **items; /* n of them; once n == cap, items[head] is the oldest */
+    Py_ssize_t n, cap, head;
+} status_ring;
+
+static void ring_dealloc(status_ring *r)
+{
+    for (Py_ssize_t i = 0; i < r->n; i++)
+        Py_DECREF(r->items[i]);
+    PyMem_Free(r->items);
+    Py_TYPE(r)->tp_free((PyObject *)r);
+}
+
+static PyTypeObject status_ring_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server._FinishedRing",
+    .tp_basicsize = sizeof(status_ring),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_dealloc = (destructor)ring_dealloc,
+};
+
+/* Keep `rec` (a reference stolen), dropping the oldest beyond `keep`. */
+static int ring_push(status_ring *r, PyObject *rec, Py_ssize_t keep)
+{
+    if (r->n < keep && r->n == r->cap) {
+        Py_ssize_t cap = r->cap ? r->cap * 2 : 16;
+        PyObject **items;
+
+        if (cap > keep)
+            cap = keep;
+        items = PyMem_Realloc(r->items, (size_t)cap * sizeof(*items));
+        if (!items) {
+            Py_DECREF(rec);
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->items = items;
+        r->cap = cap;
+    }
+    if (r->n < r->cap) {
+        r->items[r->n++] = rec;
+        return 0;
+    }
+    Py_DECREF(r->items[r->head]);
+    r->items[r->head] = rec;
+    r->head = (r->head + 1) % r->cap;
+    return 0;
+}
+
+/* The i-th newest (0: the newest); borrowed. */
+static PyObject *ring_newest(status_ring *r, Py_ssize_t i)
+{
+    Py_ssize_t last = r->n < r->cap ? r->n - 1 : r->head - 1 + r->cap;
+
+    return r->items[(last - i + r->cap) % r->cap];
+}
+
+/* ---- OrderStatus ---------------------------------------------------------------- */
+
+/* The dict of `account` in `table` (borrowed); created if `create`, else NULL (no error) if none. */
+static PyObject *status_table_of(PyObject *table, uint32_t account, int create, PyTypeObject *type)
+{
+    PyObject *k = PyLong_FromUnsignedLong(account), *v;
+
+    if (!k)
+        return NULL;
+    v = PyDict_GetItemWithError(table, k);
+    if (!v && !PyErr_Occurred() && create) {
+        v = type ? PyType_GenericAlloc(type, 0) : PyDict_New();
+        if (v && PyDict_SetItem(table, k, v) < 0)
+            Py_CLEAR(v);
+        Py_XDECREF(v); /* the table holds it */
+    }
+    Py_DECREF(k);
+    return v;
+}
+
+static int status_insert(srv_status *st, status_rec *r)
+{
+    PyObject *open = status_table_of(st->open, r->account, 1, NULL), *k;
+    int rc;
+
+    if (!open)
+        return -1;
+    k = PyLong_FromUnsignedLongLong(r->order_id);
+    if (!k)
+        return -1;
+    rc = PyDict_SetItem(open, k, (PyObject *)r);
+    Py_DECREF(k);
+    return rc;
+}
+
+/* The open order's record (borrowed; NULL: none, or an error if PyErr_Occurred). */
+static status_rec *status_find_open(srv_status *st, uint32_t account, uint64_t oid, PyObject **open_out,
+                                    PyObject **key_out)
+{
+    PyObject *open = status_table_of(st->open, account, 0, NULL), *k, *v;
+
+    *key_out = NULL;
+    if (!open)
+        return NULL;
+    k = PyLong_FromUnsignedLongLong(oid);
+    if (!k)
+        return NULL;
+    v = PyDict_GetItemWithError(open, k);
+    if (!v) {
+        Py_DECREF(k);
+        return NULL;
+    }
+    *open_out = open;
+    *key_out = k;
+    return (status_rec *)v;
+}
+
+/* The order is finished: out of its account's open orders, into its ring. */
+static int status_finish(srv_status *st, PyObject *open, PyObject *key, status_rec *r)
+{
+    status_ring *ring;
+
+    Py_INCREF(r);
+    if (PyDict_DelItem(open, key) < 0) {
+        Py_DECREF(r);
+        return -1;
+    }
+    if (st->keep <= 0) {
+        Py_DECREF(r);
+        return 0;
+    }
+    ring = (status_ring *)status_table_of(st->finished, r->account, 1, &status_ring_type);
+    if (!ring) {
+        Py_DECREF(r);
+        return -1;
+    }
+    return ring_push(ring, (PyObject *)r, st->keep);
+}
+
+int srv_status_accepted(srv_status *st, const struct eng_event *ev)
+{
+    status_rec *r = rec_new();
+    int rc;
+
+    if (!r)
+        return -1;
+    r->order_id = ev->order_id;
+    r->priority = r->last_seq = ev->seq;
+    r->price = ev->price;
+    r->qty = r->leaves = ev->qty;
+    r->instrument = ev->instrument;
+    r->account = ev->account;
+    r->side = ev->side;
+    r->priority_known = r->filled_known = 1;
+    memcpy(r->coid, ev->coid, sizeof(r->coid));
+    rc = status_insert(st, r);
+    Py_DECREF(r);
+    return rc;
+}
+
+int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq)
+{
+    PyObject *open = NULL, *key;
+    status_rec *r = status_find_open(st, account, oid, &open, &key);
+    int rc = 0;
+
+    if (!r)
+        return PyErr_Occurred() ? -1 : 0;
+    r->filled += qty;
+    r->leaves = leaves;
+    r->last_seq = seq;
+    if (leaves == 0) {
+        r->state = STATUS_FILLED;
+        rc = status_finish(st, open, key, r);
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
+int srv_status_cancelled(srv_status *st, const struct eng_event *ev)
+{
+    PyObject *open = NULL, *key;
+    status_rec *r = status_find_open(st, ev->account, ev->order_id, &open, &key);
+    int rc;
+
+    if (!r)
+        return PyErr_Occurred() ? -1 : 0;
+    r->leaves = ev->leaves;
+    r->last_seq = ev->seq;
+    r->state = STATUS_CANCELLED;
+    r->reason = ev->reason;
+    rc = status_finish(st, open, key, r);
+    Py_DECREF(key);
+    return rc;
+}
+
+int srv_status_modified(srv_status *st, const struct eng_event *ev)
+{
+    PyObject *open = NULL, *key;
+    status_rec *r = status_find_open(st, ev->account, ev->order_id, &open, &key);
+
+    if (!r)
+        return PyErr_Occurred() ? -1 : 0;
+    r->price = ev->price;
+    r->leaves = ev->qty;
+    r->last_seq = ev->seq;
+    if (!(ev->flags & ENG_EV_F_PRIORITY_KEPT)) {
+        r->priority = ev->seq;
+        r->priority_known = 1;
+    }
+    Py_DECREF(key);
+    return 0;
+}
+
+/* ---- Python's methods ----------------------------------------------------------- */
+
+PyDoc_STRVAR(status_recovered_doc,
+             "recovered($self, order_id, account, instrument, side, price, leaves, client_order_id, /)\n--\n\n"
+             "An open order recovered from a data directory (before the engine thread starts): its filled "
+             "quantity, entered quantity and time priority are not known.");
+
+static PyObject *status_recovered(srv_status *st, PyObject *args)
+{
+    unsigned long long oid;
+    unsigned int account, inst;
+    unsigned char side;
+    long long price, leaves;
+    const char *coid = NULL;
+    Py_ssize_t coid_len = 0;
+    status_rec *r;
+    int rc;
+
+    if (!PyArg_ParseTuple(args, "KIIbLLz#:recovered", &oid, &account, &inst, &side, &price, &leaves, &coid,
+                          &coid_len))
+        return NULL;
+    if (coid_len > (Py_ssize_t)sizeof(r->coid)) {
+        PyErr_SetString(PyExc_ValueError, "recovered: a client order id is at most 16 characters");
+        return NULL;
+    }
+    if (!(r = rec_new()))
+        return NULL;
+    r->order_id = oid;
+    r->account = account;
+    r->instrument = inst;
+    r->side = side;
+    r->price = price;
+    r->leaves = leaves;
+    if (coid)
+        memcpy(r->coid, coid, (size_t)coid_len);
+    rc = status_insert(st, r);
+    Py_DECREF(r);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static int status_account_arg(PyObject *arg, uint32_t *account)
+{
+    unsigned long v = PyLong_AsUnsignedLong(arg);
+
+    if (v == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (v > UINT32_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "an account is a 32-bit number");
+        return -1;
+    }
+    *account = (uint32_t)v;
+    return 0;
+}
+
+PyDoc_STRVAR(status_open_orders_doc, "open_orders($self, account, /)\n--\n\n"
+                                     "The account's open orders' records, in the order they were accepted "
+                                     "(recovered ones first).");
+
+static PyObject *status_open_orders(srv_status *st, PyObject *arg)
+{
+    uint32_t account;
+    PyObject *open;
+
+    if (status_account_arg(arg, &account) < 0)
+        return NULL;
+    open = status_table_of(st->open, account, 0, NULL);
+    if (!open)
+        return PyErr_Occurred() ? NULL : PyList_New(0);
+    return PyDict_Values(open);
+}
+
+PyDoc_STRVAR(status_finished_orders_doc, "finished_orders($self, account, /)\n--\n\n"
+                                         "The account's finished orders kept (at most `keep`), newest first.");
+
+static PyObject *status_finished_orders(srv_status *st, PyObject *arg)
+{
+    uint32_t account;
+    status_ring *ring;
+    PyObject *out;
+
+    if (status_account_arg(arg, &account) < 0)
+        return NULL;
+    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
+    if (!ring)
+        return PyErr_Occurred() ? NULL : PyList_New(0);
+    if (!(out = PyList_New(ring->n)))
+        return NULL;
+    for (Py_ssize_t i = 0; i < ring->n; i++)
+        PyList_SET_ITEM(out, i, Py_NewRef(ring_newest(ring, i)));
+    return out;
+}
+
+PyDoc_STRVAR(status_find_doc,
+             "find($self, account, order_id, /)\n--\n\n"
+             "The record of one of the account's orders: open, or among its finished ones kept; None if "
+             "neither (another account's order is not found either).");
+
+static PyObject *status_find(srv_status *st, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t account;
+    unsigned long long oid;
+    PyObject *open = NULL, *key;
+    status_rec *r;
+    status_ring *ring;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "find takes (account, order_id)");
+        return NULL;
+    }
+    if (status_account_arg(args[0], &account) < 0)
+        return NULL;
+    oid = PyLong_AsUnsignedLongLong(args[1]);
+    if (oid == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    r = status_find_open(st, account, oid, &open, &key);
+    if (r) {
+        Py_DECREF(key);
+        return Py_NewRef((PyObject *)r);
+    }
+    if (PyErr_Occurred())
+        return NULL;
+    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
+    if (!ring)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    for (Py_ssize_t i = 0; i < ring->n; i++) {
+        status_rec *f = (status_rec *)ring_newest(ring, i);
+
+        if (f->order_id == oid)
+            return Py_NewRef((PyObject *)f);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef status_methods[] = {
+    {"recovered", (PyCFunction)status_recovered, METH_VARARGS, status_recovered_doc},
+    {"open_orders", (PyCFunction)status_open_orders, METH_O, status_open_orders_doc},
+    {"finished_orders", (PyCFunction)status_finished_orders, METH_O, status_finished_orders_doc},
+    {"find", (PyCFunction)(void (*)(void))status_find, METH_FASTCALL, status_find_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef status_members[] = {
+    {"keep", T_PYSSIZET, offsetof(srv_status, keep), READONLY, "finished orders kept per account"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"keep", NULL};
+    Py_ssize_t keep;
+
+    if (st->open) {
+        PyErr_SetString(PyExc_TypeError, "an OrderStatus is initialised once");
+        return -1;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$n:OrderStatus", kwlist, &keep))
+        return -1;
+    if (keep < 0) {
+        PyErr_SetString(PyExc_ValueError, "OrderStatus: keep is 0 or more");
+        return -1;
+    }
+    if (PyType_Ready(&status_ring_type) < 0)
+        return -1;
+    st->keep = keep;
+    if (!(st->open = PyDict_New()) || !(st->finished = PyDict_New()))
+        return -1;
+    return 0;
+}
+
+static void status_dealloc(srv_status *st)
+{
+    Py_CLEAR(st->open);
+    Py_CLEAR(st->finished);
+    Py_TYPE(st)->tp_free((PyObject *)st);
+}
+
+PyTypeObject srv_status_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.OrderStatus",
+    .tp_basicsize = sizeof(srv_status),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("OrderStatus(*, keep): every account's open orders and its last `keep` finished ones, "
+                        "as the Router's events tell them (see csrc/binding/status.c)."),
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)status_init,
+    .tp_dealloc = (destructor)status_dealloc,
+    .tp_methods = status_methods,
+    .tp_members = status_members,
+};

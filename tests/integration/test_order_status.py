@@ -1,0 +1,129 @@
+"""The orders and order_status requests over TCP against a real server:
+open orders with their fills, modifies and priorities; finished orders
+within the kept window; another account's orders never found; orders
+recovered from a data directory after a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyengine.client import Client, ServerError
+
+ES, NQ = "ESZ6", "NQZ6"
+
+
+def _by_id(orders: list[Any]) -> dict[int, Any]:
+    return {o["order_id"]: o for o in orders}
+
+
+def test_open_orders_show_fills_modifies_and_priority(server: Any) -> None:
+    with server.client() as a, server.client() as b:
+        a.login(1, cancel_on_disconnect=False)
+        b.login(2)
+        first = a.request(a.new_order(ES, "buy", 10, 450_000, client_order_id="b1"))
+        second = a.request(a.new_order(ES, "buy", 5, 450_000, client_order_id="b2"))
+        other = a.request(a.new_order(NQ, "sell", 3, 2_000_000))
+        # B sells 4 into the first bid: a partial fill.
+        b.request(b.new_order(ES, "sell", 4, 450_000, tif="ioc"))
+        orders = a.open_orders()
+        assert [o["order_id"] for o in orders] == [first["order_id"], second["order_id"], other["order_id"]]
+        o1, o2, o3 = orders
+        assert o1 == {"order_id": first["order_id"], "client_order_id": "b1", "symbol": ES, "side": "buy",
+                      "price": 450_000, "qty": 10, "open_qty": 6, "filled_qty": 4, "priority": first["seq"],
+                      "status": "open", "reason": None, "last_seq": o1["last_seq"]}
+        assert o1["last_seq"] > second["seq"]  # the trade's
+        assert (o2["open_qty"], o2["filled_qty"], o2["priority"]) == (5, 0, second["seq"])
+        assert o3["symbol"] == NQ and o3["side"] == "sell" and o3["client_order_id"] is None
+        assert [o["order_id"] for o in a.open_orders(NQ)] == [other["order_id"]]
+        # Lowering the quantity keeps the priority; a price change loses it.
+        kept = a.request(a.modify(client_order_id="b1", qty=3))
+        assert a.order_state(client_order_id="b1")["priority"] == first["seq"]
+        assert kept["priority_kept"] is True
+        moved = a.request(a.modify(client_order_id="b2", price=449_975))
+        state = a.order_state(second["order_id"])
+        assert (state["price"], state["open_qty"], state["priority"]) == (449_975, 5, moved["seq"])
+        # Another session of the same account sees them all.
+        with server.client() as a2:
+            a2.login(1)
+            assert [o["order_id"] for o in a2.open_orders()] == [o["order_id"] for o in orders]
+
+
+def test_finished_orders_and_errors(server: Any) -> None:
+    with server.client() as a, server.client() as b:
+        a.login(1)
+        b.login(2)
+        ack = a.request(a.new_order(ES, "sell", 2, 460_000, client_order_id="s1"))
+        b.request(b.new_order(ES, "buy", 2, 460_000, tif="ioc"))
+        filled = a.order_state(ack["order_id"])
+        assert (filled["status"], filled["open_qty"], filled["filled_qty"], filled["reason"]) == ("filled", 0, 2, None)
+        again = a.request(a.new_order(ES, "sell", 7, 470_000, client_order_id="s1"))
+        assert a.order_state(client_order_id="s1")["order_id"] == again["order_id"]  # the open one first
+        a.request(a.cancel(client_order_id="s1"))
+        cancelled = a.order_state(client_order_id="s1")
+        assert (cancelled["order_id"], cancelled["status"], cancelled["reason"]) == (again["order_id"], "cancelled",
+                                                                                    "user")
+        assert a.open_orders() == []
+        # Another account's order is not found, and reads as an unknown one.
+        with pytest.raises(ServerError) as info:
+            b.order_state(ack["order_id"])
+        assert info.value.code == "unknown_order"
+        with pytest.raises(ServerError) as info:
+            a.order_state(999_999)
+        assert info.value.code == "unknown_order"
+        for bad, code in (({}, "missing_field"), ({"order_id": 1, "client_order_id": "x"}, "bad_field"),
+                          ({"order_id": "1"}, "bad_field")):
+            a.send({"type": "order_status", "req_id": "q", **bad})
+            with pytest.raises(ServerError) as info:
+                a.request("q")
+            assert info.value.code == code
+        with pytest.raises(ServerError) as info:
+            a.open_orders("NOPE")
+        assert info.value.code == "unknown_symbol"
+    with Client("127.0.0.1", server.port) as c:
+        c.send({"type": "orders", "req_id": 1})
+        with pytest.raises(ServerError) as info:
+            c.request(1)
+        assert info.value.code == "not_logged_in"
+
+
+def test_only_the_last_finished_orders_are_kept(server_factory: Any) -> None:
+    srv = server_factory("[server]\nfinished_orders = 2\n")
+    with srv.client() as a:
+        a.login(1)
+        ids = [a.request(a.new_order(ES, "buy", 1, 440_000 + 25 * i))["order_id"] for i in range(3)]
+        for oid in ids:
+            a.request(a.cancel(oid))
+        with pytest.raises(ServerError) as info:
+            a.order_state(ids[0])
+        assert info.value.code == "unknown_order"
+        assert [a.order_state(oid)["status"] for oid in ids[1:]] == ["cancelled", "cancelled"]
+
+
+def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a, srv.client() as b:
+        a.login(1, cancel_on_disconnect=False)
+        b.login(2)
+        first = a.request(a.new_order(ES, "buy", 10, 450_000, client_order_id="r1"))
+        second = a.request(a.new_order(ES, "buy", 5, 450_000))
+        b.request(b.new_order(ES, "sell", 4, 450_000, tif="ioc"))
+        done = a.request(a.new_order(NQ, "buy", 1, 1_000_000))
+        a.request(a.cancel(done["order_id"]))
+    assert srv.stop() == 0
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1)
+        orders = a.open_orders()
+        assert [(o["order_id"], o["client_order_id"], o["side"], o["price"], o["open_qty"]) for o in orders] == [
+            (first["order_id"], "r1", "buy", 450_000, 6), (second["order_id"], None, "buy", 450_000, 5)]
+        # What the engine does not keep is unknown after a restart; so is the finished history.
+        assert {(o["qty"], o["filled_qty"], o["priority"]) for o in orders} == {(None, None, None)}
+        with pytest.raises(ServerError) as info:
+            a.order_state(done["order_id"])
+        assert info.value.code == "unknown_order"
+        moved = a.request(a.modify(second["order_id"], price=449_950))
+        assert a.order_state(second["order_id"])["priority"] == moved["seq"]
