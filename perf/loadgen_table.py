@@ -5,7 +5,6 @@
                                  [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
     python perf/loadgen_table.py --floors --rates 20000 --runs 3 --duration 10
 
-
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
 book; rate 0 is the closed loop (maximum throughput). The table gives, per
 rate, the median over the runs of each figure.
@@ -54,22 +53,23 @@ PERCENTILES = ("p50", "p90", "p99", "p99.9")
 
 @dataclass(frozen=True)
 class Server:
-    """One server of a --floors run: its key in the JSON, its name in the
-    table, how loadgen spawns it."""
+    """One server of a --floors run: its key in the JSON, its names in the
+    table (in full, and in pyengine's ratios), how loadgen spawns it."""
 
     key: str
     name: str
+    short: str
     spawn: tuple[str, ...]
     has_engine: bool  # takes --engine-cpu
 
 
-PYENGINE = Server("pyengine", "pyengine-server", ("--spawn-server",), True)
+PYENGINE = Server("pyengine", "pyengine-server", "pyengine", ("--spawn-server",), True)
 FLOORS = (
-    Server("c_floor", "C floor (perf/floor_epoll.c)", ("--spawn-script", str(ROOT / "perf" / "floor_epoll.py")), False),
-    Server("gevent_floor", "gevent floor (perf/floor_gevent.py)",
+    Server("c_floor", "C floor (perf/floor_epoll.c)", "C",
+           ("--spawn-script", str(ROOT / "perf" / "floor_epoll.py")), False),
+    Server("gevent_floor", "gevent floor (perf/floor_gevent.py)", "gevent",
            ("--spawn-script", str(ROOT / "perf" / "floor_gevent.py")), False),
 )
-SHORT = {"c_floor": "C", "gevent_floor": "gevent"}
 
 
 def pinning(server: Server = PYENGINE) -> list[str]:
@@ -140,7 +140,7 @@ def print_floors(rows: list[dict[str, Any]]) -> None:
                     parts = []
                     for f in FLOORS:
                         r = row["ratios"][f.key][k]
-                        parts.append(f"{r:.2f}x {SHORT[f.key]}" if r is not None else f"n/a {SHORT[f.key]}")
+                        parts.append(f"{r:.2f}x {f.short}" if r is not None else f"n/a {f.short}")
                     cell += f" ({', '.join(parts)})"
                 cells.append(cell)
             print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {fig['errors']} |")
