@@ -3,6 +3,7 @@
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
                                  [--duration 8] [--workers 1] [--pin] [--probe 5] [--json out.json]
                                  [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
+    python perf/loadgen_table.py --floors --rates 20000 --runs 3 --duration 10
 
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
 book; rate 0 is the closed loop (maximum throughput). The table gives, per
@@ -15,6 +16,16 @@ at a time, and each waits for the other; and the engine thread on a CPU of
 its own would cost two wake-ups across CPUs per command where traffic is
 sparse, the dearest thing on a small virtual machine (see
 tools/cpu_probe.py).
+
+``--floors`` measures pyengine-server against this machine's floor: at each
+rate, run by run, the C floor (perf/floor_epoll.c: epoll, answering each
+frame at once), the gevent floor (perf/floor_gevent.py: a gevent
+StreamServer and orjson, answering each frame at once) and pyengine-server,
+one after the other (C, gevent, pyengine, C, gevent, pyengine, ...: noise
+that lasts a while hits all three alike). The table gives each server's
+medians over the runs and pyengine's figure as a ratio to each floor's
+(ratios of the medians). Load generator arguments after ``--`` apply to all
+three.
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -30,23 +41,51 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def pinning() -> list[str]:
+PERCENTILES = ("p50", "p90", "p99", "p99.9")
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server of a --floors run: its key in the JSON, its names in the
+    table (in full, and in pyengine's ratios), how loadgen spawns it."""
+
+    key: str
+    name: str
+    short: str
+    spawn: tuple[str, ...]
+    has_engine: bool  # takes --engine-cpu
+
+
+PYENGINE = Server("pyengine", "pyengine-server", "pyengine", ("--spawn-server",), True)
+FLOORS = (
+    Server("c_floor", "C floor (perf/floor_epoll.c)", "C",
+           ("--spawn-script", str(ROOT / "perf" / "floor_epoll.py")), False),
+    Server("gevent_floor", "gevent floor (perf/floor_gevent.py)", "gevent",
+           ("--spawn-script", str(ROOT / "perf" / "floor_gevent.py")), False),
+)
+
+
+def pinning(server: Server = PYENGINE) -> list[str]:
     """loadgen arguments for --pin (nothing on a 1-CPU machine)."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:
         return []
     rest = ",".join(str(c) for c in cpus[1:])
-    return ["--cpus", rest, f"--server-arg=--server-cpu={cpus[0]}", f"--server-arg=--engine-cpu={cpus[0]}"]
+    engine = [f"--server-arg=--engine-cpu={cpus[0]}"] if server.has_engine else []
+    return ["--cpus", rest, f"--server-arg=--server-cpu={cpus[0]}", *engine]
 
 
-def run_once(rate: float, duration: float, workers: int, extra: list[str], plot: str | None) -> dict:
+def run_once(rate: float, duration: float, workers: int, extra: list[str], plot: str | None,
+             server: Server = PYENGINE) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--spawn-server", "--rate", str(rate),
+        cmd = [sys.executable, str(ROOT / "tools" / "loadgen.py"), *server.spawn, "--rate", str(rate),
                "--duration", str(duration), "--workers", str(workers), "--json", f.name, *extra]
         if plot:
             cmd += ["--plot", plot]
@@ -56,6 +95,57 @@ def run_once(rate: float, duration: float, workers: int, extra: list[str], plot:
         return json.loads(Path(f.name).read_text())
 
 
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The medians over `runs` (loadgen results) of the table's figures."""
+    med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
+    return {
+        "throughput": med(lambda r: r["throughput_per_s"]),
+        **{f"ack_{k}": med(lambda r, k=k: r["ack_us"][k]) for k in (*PERCENTILES, "max")},
+        **{f"fill_{k}": med(lambda r, k=k: r["fill_us"][k]) for k in ("p50", "p99")},
+        "errors": sum(r["errors"] + r["unanswered"] for r in runs),
+    }
+
+
+def ratio(value: float, floor: float) -> float | None:
+    """value / floor; None when the floor has no figure (no orders counted)."""
+    return value / floor if floor > 0 else None
+
+
+def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
+               plot: str | None) -> dict[str, Any]:
+    """One rate of --floors: the three servers in turn, `runs` rounds."""
+    servers = (*FLOORS, PYENGINE)
+    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in servers}
+    for i in range(runs):
+        for s in servers:
+            plot_this = plot if s is PYENGINE and i == runs - 1 else None
+            results[s.key].append(run_once(rate, duration, workers, (pinning(s) if pin else []) + extra, plot_this, s))
+    figures = {key: medians(r) for key, r in results.items()}
+    mine = figures[PYENGINE.key]
+    ratios = {f.key: {k: ratio(mine[f"ack_{k}"], figures[f.key][f"ack_{k}"]) for k in PERCENTILES} for f in FLOORS}
+    return {"rate": rate, "servers": figures, "ratios": ratios}
+
+
+def print_floors(rows: list[dict[str, Any]]) -> None:
+    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | errors |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        offered = "max (closed loop)" if row["rate"] == 0 else f"{row['rate']:,.0f}/s"
+        for s in (*FLOORS, PYENGINE):
+            fig = row["servers"][s.key]
+            cells = []
+            for k in PERCENTILES:
+                cell = f"{fig[f'ack_{k}']:,.0f}"
+                if s is PYENGINE:
+                    parts = []
+                    for f in FLOORS:
+                        r = row["ratios"][f.key][k]
+                        parts.append(f"{r:.2f}x {f.short}" if r is not None else f"n/a {f.short}")
+                    cell += f" ({', '.join(parts)})"
+                cells.append(cell)
+            print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {fig['errors']} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rates", default="1000,10000,20000,50000,0")
@@ -63,6 +153,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
+    ap.add_argument("--floors", action="store_true",
+                    help="run the C and gevent floor servers interleaved with pyengine-server, and give pyengine's "
+                         "latency as a ratio to theirs")
     ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
                     help="measure the machine's CPU stalls first, for this long (0: don't)")
     ap.add_argument("--json", metavar="FILE")
@@ -70,26 +163,28 @@ def main() -> int:
     ap.add_argument("--plot", metavar="FILE")
     ap.add_argument("loadgen_args", nargs="*", help="more loadgen arguments (after --)")
     args = ap.parse_args()
-    extra = (pinning() if args.pin else []) + args.loadgen_args
+    extra = args.loadgen_args
     if args.probe > 0:
         probe = subprocess.run([sys.executable, str(ROOT / "tools" / "cpu_probe.py"), "--duration", str(args.probe),
                                 "--wake-rounds", "0"], capture_output=True, text=True, check=True)
         print(probe.stdout)
     rows = []
     for rate in (float(r) for r in args.rates.split(",")):
-        runs = []
-        for i in range(args.runs):
-            plot = args.plot if args.plot and rate == args.plot_rate and i == args.runs - 1 else None
-            runs.append(run_once(rate, args.duration, args.workers, extra, plot))
-        med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
-        rows.append({
-            "rate": rate,
-            "throughput": med(lambda r: r["throughput_per_s"]),
-            **{f"ack_{k}": med(lambda r, k=k: r["ack_us"][k]) for k in ("p50", "p90", "p99", "p99.9", "max")},
-            **{f"fill_{k}": med(lambda r, k=k: r["fill_us"][k]) for k in ("p50", "p99")},
-            "errors": sum(r["errors"] + r["unanswered"] for r in runs),
-        })
+        plot_rate = args.plot if args.plot and rate == args.plot_rate else None
+        if args.floors:
+            rows.append(floors_row(rate, args.runs, args.duration, args.workers, extra, args.pin, plot_rate))
+        else:
+            runs = []
+            for i in range(args.runs):
+                plot = plot_rate if i == args.runs - 1 else None
+                runs.append(run_once(rate, args.duration, args.workers, (pinning() if args.pin else []) + extra, plot))
+            rows.append({"rate": rate, **medians(runs)})
         print(f"rate {rate:>8,.0f}: done", file=sys.stderr, flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    if args.floors:
+        print_floors(rows)
+        return 0
     print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 | errors |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
@@ -97,8 +192,6 @@ def main() -> int:
         print(f"| {offered} | {r['throughput']:,.0f}/s | {r['ack_p50']:,.0f} | {r['ack_p90']:,.0f} | "
               f"{r['ack_p99']:,.0f} | {r['ack_p99.9']:,.0f} | {r['ack_max']:,.0f} | {r['fill_p50']:,.0f} | "
               f"{r['fill_p99']:,.0f} | {r['errors']} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
 
 

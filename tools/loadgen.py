@@ -3,6 +3,7 @@
     python tools/loadgen.py --spawn-server --rate 20000 --duration 10 --json out.json
     python tools/loadgen.py --port 7001 --rate 0 --count 200000        # closed loop
     python tools/loadgen.py --spawn-server --spawn-fsync batch --rate 0 # closed loop, journaled
+    python tools/loadgen.py --spawn-script perf/floor_epoll.py --rate 20000  # the machine's floor
 
 Connections (default 50) are spread over worker processes (default 2), each
 running its connections on one non-blocking event loop. Every connection logs
@@ -350,10 +351,14 @@ def cpu_list(text: str) -> set[int]:
     return cpus
 
 
-def spawn_server(extra: list[str], workdir: str) -> ServerProcess:
-    """A local pyengine-server for the run; one that fails shows why."""
+def spawn_server(extra: list[str], workdir: str, script: str | None = None) -> ServerProcess:
+    """A local pyengine-server for the run, or the Python `script` of a
+    reference server that logs its port as pyengine-server does (perf/floor_*.py);
+    one that fails shows why."""
+    args = ["--port", "0", *extra] if script else ["--port", "0", "--stats-interval", "0", *extra]
+    launcher = (script,) if script else ("-m", "pyengine.server.cli")
     try:
-        return ServerProcess(["--port", "0", "--stats-interval", "0", *extra], os.path.join(workdir, "server.log"))
+        return ServerProcess(args, os.path.join(workdir, "server.log"), launcher=launcher)
     except ServerStartError as exc:
         raise SystemExit(f"the spawned server did not start: {exc}") from None
 
@@ -487,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7001)
     ap.add_argument("--spawn-server", action="store_true", help="start a local server for the run, stop it after")
+    ap.add_argument("--spawn-script", metavar="FILE",
+                    help="spawn `python FILE --port 0` instead of pyengine-server: a reference server that speaks "
+                         "the protocol's framing and logs its port as the server does (perf/floor_epoll.py, "
+                         "perf/floor_gevent.py)")
     ap.add_argument("--spawn-fsync", choices=("always", "batch", "off"),
                     help="the spawned server journals to a fresh temporary data directory with this fsync policy")
     ap.add_argument("--connections", type=int, default=50)
@@ -511,13 +520,18 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 10.0
     if args.connections < 1 or args.workers < 1 or args.window < 1:
         ap.error("--connections, --workers and --window must be at least 1")
-    if args.server_arg and not args.spawn_server:
-        ap.error("--server-arg needs --spawn-server")
+    if args.spawn_server and args.spawn_script:
+        ap.error("--spawn-server and --spawn-script spawn one server each: give one of them")
+    spawning = args.spawn_server or args.spawn_script is not None
+    if args.server_arg and not spawning:
+        ap.error("--server-arg needs --spawn-server or --spawn-script")
+    if args.spawn_fsync and not args.spawn_server:
+        ap.error("--spawn-fsync needs --spawn-server")
     server = None
-    workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if args.spawn_server else None
-    if args.spawn_server:
+    workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if spawning else None
+    if spawning:
         extra = ["--data-dir", os.path.join(workdir, "data"), "--fsync", args.spawn_fsync] if args.spawn_fsync else []
-        server = spawn_server(extra + args.server_arg, workdir)
+        server = spawn_server(extra + args.server_arg, workdir, args.spawn_script)
         args.port = server.port
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import math
 import os
 import subprocess
 import sys
@@ -132,3 +133,25 @@ def test_loadgen_table(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())
     assert row["rate"] == 2000 and row["errors"] == 0 and row["throughput"] > 0
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
+
+
+def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
+    """--floors runs the C floor (built here, warnings as errors), the gevent
+    floor and pyengine-server, and states pyengine's percentiles as ratios."""
+    out = tmp_path / "floors.json"
+    proc = run(["perf/loadgen_table.py", "--floors", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0",
+                "--json", str(out), "--", "--connections", "4", "--warmup", "0.2"])
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2,000/s |")]
+    assert [row.split(" | ")[1] for row in rows] == ["C floor (perf/floor_epoll.c)", "gevent floor (perf/floor_gevent.py)",
+                                                     "pyengine-server"]
+    assert all(row.endswith("| 0 |") for row in rows)  # no errors, nothing unanswered
+    (row,) = json.loads(out.read_text())
+    assert row["rate"] == 2000 and sorted(row["servers"]) == ["c_floor", "gevent_floor", "pyengine"]
+    for figures in row["servers"].values():
+        assert figures["throughput"] > 0 and 0 < figures["ack_p50"] <= figures["ack_p99.9"]
+    for floor in ("c_floor", "gevent_floor"):
+        ratios = row["ratios"][floor]
+        assert sorted(ratios) == ["p50", "p90", "p99", "p99.9"]
+        assert all(math.isfinite(r) and r > 0 for r in ratios.values()), ratios
+        assert ratios["p50"] == row["servers"]["pyengine"]["ack_p50"] / row["servers"][floor]["ack_p50"]
+    assert rows[2].count("x C, ") == 4 and rows[2].count("x gevent)") == 4
