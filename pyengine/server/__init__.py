@@ -6,7 +6,8 @@ them), ``protocol`` (framing, message validation, replies), ``limits``,
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
 runner), ``session`` (a connection's socket I/O), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
-``cluster_node``, ``requests`` (the requests that are not per-order),
+``cluster_node``, ``order_status`` (the orders and order_status
+requests), ``requests`` (the requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
 ``app`` (the server), ``cli`` (the console script); ``process`` stands
 alone. The wire protocol: docs/protocol.md.
