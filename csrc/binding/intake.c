@@ -23,7 +23,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     PyObject_HEAD
@@ -195,7 +194,6 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
 static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *r, int64_t taken_ns)
 {
     struct runner_cmd *rc;
-    struct timespec ts;
     uint64_t tag;
     int ok;
 
@@ -254,9 +252,8 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     }
     if (r->cmd.type == ENG_CMD_NEW)
         srv_meters_stamp(&self->ledger->meters, tag, taken_ns);
-    clock_gettime(CLOCK_REALTIME, &ts);
     rc->cmd = r->cmd;
-    rc->cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    rc->cmd.ts = taken_ns;
     rc->tag = tag;
     return 0;
 }
@@ -273,7 +270,9 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
     PyObject *msg, *typ, *req_id;
     struct srv_order r;
     srv_link *link;
-    int64_t taken_ns = srv_meters_now(); /* the frame reaches the server's C: its orders' latency starts */
+    /* The frame reaches the server's C: the command's timestamp, and where
+     * a new order's latency starts (one clock reading for both). */
+    int64_t taken_ns = srv_meters_now();
     int ok, rc;
 
     if (nargs != 2 || !PyObject_TypeCheck(args[0], &srv_link_type) || !((srv_link *)args[0])->pending) {

@@ -10,6 +10,12 @@
  *             brought it, after the frame split) to the write of its ack to
  *             the socket (the first flush after the Router built it)
  *
+ * The clock is CLOCK_REALTIME, the one the Intake reads anyway for the
+ * commands' timestamps: no clock reading is added per order, one per flush
+ * that writes acks. A step of the system clock (not NTP's slewing) while
+ * orders are in flight shows as wrong samples (a step back: in the lowest
+ * bucket).
+ *
  * The Intake stamps a new order by its tag into a table of slots (a slot
  * taken again before the ack came loses that sample); the Router moves the
  * stamp of each ack it sends to the unwritten list; the server's flush
@@ -66,7 +72,7 @@ int64_t srv_meters_now(void)
 {
     struct timespec ts;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 

@@ -109,7 +109,7 @@ struct srv_meters {
 
 int srv_meters_init(struct srv_meters *m);
 void srv_meters_destroy(struct srv_meters *m);
-/* CLOCK_MONOTONIC in nanoseconds. */
+/* CLOCK_REALTIME in nanoseconds (the commands' timestamps' clock too). */
 int64_t srv_meters_now(void);
 /* A new order's stamp, by its tag. */
 void srv_meters_stamp(struct srv_meters *m, uint64_t tag, int64_t ns);

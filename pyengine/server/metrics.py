@@ -72,7 +72,10 @@ class ServerCollector(Collector):
         symbols = s.engine.symbols
 
         requests = CounterMetricFamily("pyengine_requests", "Requests received, by type", labels=["type"])
-        for kind, n in sorted({**s.requests_by_type, **meters["requests"]}.items()):
+        by_type = dict(s.requests_by_type)  # Python's; the Intake's per-order kinds added
+        for kind, n in meters["requests"].items():
+            by_type[kind] = by_type.get(kind, 0) + n
+        for kind, n in sorted(by_type.items()):
             requests.add_metric([kind], n)
         yield requests
         yield CounterMetricFamily("pyengine_acks", "New orders the engine accepted (each acked to its session)",
