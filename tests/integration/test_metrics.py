@@ -5,6 +5,7 @@ orders did, and the page is Prometheus text."""
 from __future__ import annotations
 
 import re
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyengine.client import Client
 from pyengine.server.config import ConfigError, config_from_dict
+from pyengine.server.process import ServerProcess, ServerStartError
 
 from .conftest import RunningServer
 
@@ -135,6 +137,16 @@ def test_only_metrics_is_served(server_factory: Any) -> None:
     assert info.value.code == 404
     assert "pyengine_order_ack_latency_seconds" in scrape(port)
     assert "journal" not in scrape(port)  # nothing journaled, no journal metrics
+
+
+def test_a_metrics_port_in_use_stops_the_start(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ServerStartError, match=f"metrics port {port} on 127.0.0.1 is in use"):
+            ServerProcess(["--port", "0", "--engine-cpu", "-1", "--metrics-port", str(port)],
+                          tmp_path / "server.log", timeout=20)
 
 
 def test_no_metrics_endpoint_unless_asked(server: RunningServer) -> None:
