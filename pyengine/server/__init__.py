@@ -8,6 +8,6 @@ runner), ``session`` (a connection's socket I/O), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``requests`` (the requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
-``app`` (the server), ``cli`` (the console script); ``process`` stands
+``metrics`` (the Prometheus endpoint), ``app`` (the server), ``cli`` (the console script); ``process`` stands
 alone. The wire protocol: docs/protocol.md.
 """
