@@ -89,6 +89,8 @@ struct runner_stats {
     int32_t journal_errno;   /* nonzero: the journal failed; events are held */
     int32_t reserved;
     uint64_t replicated;     /* seq up to which the replicated log holds the commands */
+    uint64_t journal_sync_ns; /* time spent in the journal's fsyncs, all together */
+    uint64_t seq;            /* the engine's last seq, as of its last command batch */
 };
 
 

@@ -84,6 +84,7 @@ struct runner *runner_create(struct eng *e, const struct runner_config *cfg)
     atomic_init(&r->cpu, -1);
     atomic_init(&r->jw.journaled, eng_seq(e));
     atomic_init(&r->replicated, eng_seq(e));
+    atomic_init(&r->seq, eng_seq(e));
     /* One durable log: a journal or the replicated log, not both. */
     if (!is_pow2(in_cap) || !is_pow2(out_cap) || r->cfg.fsync > JNL_FSYNC_ALWAYS ||
         (r->cfg.journal_dir && r->cfg.replicate)) {
@@ -327,6 +328,7 @@ static size_t run_batch(struct runner *r)
         atomic_fetch_add_explicit(&r->commands, n, memory_order_relaxed);
         atomic_fetch_add_explicit(&r->events, events, memory_order_relaxed);
         atomic_fetch_add_explicit(&r->batches, 1, memory_order_relaxed);
+        atomic_store_explicit(&r->seq, eng_seq(r->eng), memory_order_relaxed);
     }
     if (used)
         publish(r, r->staging, used);
@@ -548,6 +550,8 @@ void runner_get_stats(struct runner *r, struct runner_stats *out)
         .running = atomic_load_explicit(&r->running, memory_order_acquire),
         .journaled = atomic_load_explicit(&r->jw.journaled, memory_order_relaxed),
         .journal_syncs = atomic_load_explicit(&r->jw.syncs, memory_order_relaxed),
+        .journal_sync_ns = atomic_load_explicit(&r->jw.sync_ns, memory_order_relaxed),
+        .seq = atomic_load_explicit(&r->seq, memory_order_relaxed),
         .snapshots = atomic_load_explicit(&r->snapshots, memory_order_relaxed),
         .snapshot_seq = atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed),
         .journal_errno = atomic_load_explicit(&r->journal_errno, memory_order_relaxed),

@@ -60,6 +60,7 @@ struct jw {
     _Atomic int stop;           /* the engine thread is done: drain and end */
     _Atomic uint64_t journaled; /* highest seq written (and synced per policy) */
     _Atomic uint64_t syncs;
+    _Atomic uint64_t sync_ns;   /* time spent in them, all together */
     struct jnl_item batch[JNL_BATCH];
     struct jnl_record write[JNL_BATCH];
 };
@@ -85,6 +86,7 @@ struct runner {
     _Atomic int running;
     _Atomic int32_t cpu;
     _Atomic uint64_t commands;
+    _Atomic uint64_t seq;       /* the engine's last seq, as of its last batch */
     _Atomic uint64_t events;
     _Atomic uint64_t batches;
     _Atomic uint64_t sleeps;

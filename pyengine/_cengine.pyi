@@ -428,6 +428,8 @@ class struct_runner_stats(CData):
     journal_errno: int
     reserved: int
     replicated: int
+    journal_sync_ns: int
+    seq: int
     @overload
     def __getitem__(self, index: int, /) -> struct_runner_stats: ...
     @overload

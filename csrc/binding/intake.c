@@ -23,7 +23,6 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct {
     PyObject_HEAD
@@ -38,10 +37,18 @@ typedef struct {
     long long max_open;
 } srv_intake;
 
-/* The engine's reject names, from its table (pyengine.h). */
-#define INTAKE_ERR_NAME_(code, name, msg) [ENG_##code] = name,
-static const char *const intake_err_names[ENG_ERR__COUNT] = {ENG_ERR_MAP(INTAKE_ERR_NAME_)};
-#undef INTAKE_ERR_NAME_
+/* Count a per-order request of `kind` (ok: srv_form_read's answer, 0 or 1):
+ * a well-formed one by its command, another by its name. */
+static void intake_count(srv_intake *self, PyObject *kind, const struct srv_order *r, int ok)
+{
+    enum srv_request_kind k = SRV_REQ_MODIFY;
+
+    if (ok ? r->cmd.type == ENG_CMD_NEW : PyUnicode_Compare(kind, srv_names.new_order) == 0)
+        k = SRV_REQ_NEW_ORDER;
+    else if (ok ? r->cmd.type == ENG_CMD_CANCEL : PyUnicode_Compare(kind, srv_names.cancel) == 0)
+        k = SRV_REQ_CANCEL;
+    self->ledger->meters.requests[k]++;
+}
 
 /* An exact int in [lo, hi], into *out; 0 if it is anything else. */
 static int intake_int(PyObject *o, long long lo, long long hi, long long *out)
@@ -90,13 +97,14 @@ static int intake_refused(srv_intake *self, srv_link *link, PyObject *req_id, co
 
 /* A reject decided here: events.rejected(session, req_id, code, message,
  * client_order_id, order_id, limit). Steals `message`. */
-static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r, const char *code,
+static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r, enum srv_reject why,
                            PyObject *message, int limit)
 {
-    PyObject *c = PyUnicode_FromString(code);
+    PyObject *c = PyUnicode_FromString(srv_reject_name(why));
     PyObject *oid = r->cmd.order_id ? PyLong_FromUnsignedLongLong(r->cmd.order_id) : Py_NewRef(Py_None);
     int rc = -1;
 
+    self->ledger->meters.rejects[why]++;
     if (c && message && oid) {
         PyObject *args[] = {link->session, r->req_id, c, message, r->coid ? r->coid : Py_None, oid,
                             limit ? Py_True : Py_False};
@@ -120,7 +128,7 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
         int64_t max = self->max_qty[inst];
 
         if (max && r->cmd.qty > max)
-            return intake_rejected(self, link, r, "max_qty_exceeded",
+            return intake_rejected(self, link, r, SRV_REJ_MAX_QTY,
                                    PyUnicode_FromFormat("qty %lld is over the instrument's limit of %lld",
                                                         (long long)r->cmd.qty, (long long)max),
                                    1);
@@ -144,7 +152,7 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
                 Py_XDECREF(p);
                 Py_XDECREF(q);
                 Py_XDECREF(pq);
-                return intake_rejected(self, link, r, "max_notional_exceeded", msg, 1);
+                return intake_rejected(self, link, r, SRV_REJ_MAX_NOTIONAL, msg, 1);
             }
         }
     }
@@ -155,7 +163,7 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
         return -1;
     if (open + flying < self->max_open)
         return 1;
-    return intake_rejected(self, link, r, "max_open_orders_exceeded",
+    return intake_rejected(self, link, r, SRV_REJ_MAX_OPEN,
                            PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
                                                 (unsigned long)link->account, self->max_open),
                            1);
@@ -178,15 +186,14 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
         return 1;
     r->coid = NULL; /* the reject names the order by id */
     /* The engine's code (its message says "account": this is the session's). */
-    return intake_rejected(self, link, r, intake_err_names[ENG_NOT_OWNER],
+    return intake_rejected(self, link, r, (enum srv_reject)ENG_NOT_OWNER,
                            PyUnicode_FromString("order belongs to another session"), 0);
 }
 
 /* Carry out a well-formed per-order request (0 when done or refused, -1 on error). */
-static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *r)
+static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *r, int64_t taken_ns)
 {
     struct runner_cmd *rc;
-    struct timespec ts;
     uint64_t tag;
     int ok;
 
@@ -243,9 +250,10 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         self->commands->n--;
         return -1;
     }
-    clock_gettime(CLOCK_REALTIME, &ts);
+    if (r->cmd.type == ENG_CMD_NEW)
+        srv_meters_stamp(&self->ledger->meters, tag, taken_ns);
     rc->cmd = r->cmd;
-    rc->cmd.ts = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    rc->cmd.ts = taken_ns;
     rc->tag = tag;
     return 0;
 }
@@ -262,6 +270,9 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
     PyObject *msg, *typ, *req_id;
     struct srv_order r;
     srv_link *link;
+    /* The frame reaches the server's C: the command's timestamp, and where
+     * a new order's latency starts (one clock reading for both). */
+    int64_t taken_ns = srv_meters_now();
     int ok, rc;
 
     if (nargs != 2 || !PyObject_TypeCheck(args[0], &srv_link_type) || !((srv_link *)args[0])->pending) {
@@ -307,6 +318,7 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
             ok = srv_form_read(typ, msg, &r, &e);
             r.req_id = req_id;
             if (ok == 0) {
+                intake_count(self, typ, &r, 0);
                 rc = intake_refused(self, link, req_id, e.code, e.message);
                 goto done;
             }
@@ -318,7 +330,8 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
                     Py_DECREF(msg);
                     Py_RETURN_FALSE;
                 }
-                rc = intake_carry_out(self, link, &r);
+                intake_count(self, typ, &r, 1);
+                rc = intake_carry_out(self, link, &r, taken_ns);
                 goto done;
             }
             if (ok < 0)

@@ -138,13 +138,14 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "a Ledger is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist) || srv_meters_init(&self->meters) < 0)
         return -1;
     {
         PyObject *links = PyDict_New(), *owners = PyDict_New(), *open = PyDict_New(),
                  *in_flight = PyDict_New();
 
         if (!links || !owners || !open || !in_flight) { /* all or nothing */
+            srv_meters_destroy(&self->meters);
             Py_XDECREF(links);
             Py_XDECREF(owners);
             Py_XDECREF(open);
@@ -181,6 +182,7 @@ static void ledger_dealloc(srv_ledger *self)
 {
     PyObject_GC_UnTrack(self);
     ledger_clear(self);
+    srv_meters_destroy(&self->meters);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -400,7 +402,31 @@ static PyObject *ledger_count_open(srv_ledger *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(ledger_meters_doc, "meters($self, /)\n--\n\n"
+                                 "What the per-order path counted (csrc/binding/meters.c): requests by kind, rejects\n"
+                                 "by code (nonzero counts), the order-to-ack latency buckets (bounds in seconds,\n"
+                                 "counts with one above them all) and the latencies' sum in seconds.");
+
+static PyObject *ledger_meters(srv_ledger *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!ledger_ready(self))
+        return NULL;
+    return srv_meters_read(&self->meters);
+}
+
+PyDoc_STRVAR(ledger_acks_written_doc, "acks_written($self, /)\n--\n\n"
+                                      "The acks built so far have been written to their sockets: their latencies\n"
+                                      "into the buckets (one clock reading for them all).");
+
+static PyObject *ledger_acks_written(srv_ledger *self, PyObject *Py_UNUSED(ignored))
+{
+    srv_meters_written(&self->meters);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef ledger_methods[] = {
+    {"meters", (PyCFunction)ledger_meters, METH_NOARGS, ledger_meters_doc},
+    {"acks_written", (PyCFunction)ledger_acks_written, METH_NOARGS, ledger_acks_written_doc},
     {"attach", (PyCFunction)ledger_attach, METH_O, ledger_attach_doc},
     {"detach", (PyCFunction)ledger_detach, METH_O, ledger_detach_doc},
     {"owner", (PyCFunction)ledger_owner, METH_O, ledger_owner_doc},

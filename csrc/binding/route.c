@@ -170,7 +170,8 @@ static PyObject *route_event_coid(const struct eng_event *ev)
     return PyUnicode_DecodeASCII(ev->coid, (Py_ssize_t)n, "backslashreplace");
 }
 
-static int route_accepted(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info)
+static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t tag, srv_link *link,
+                          PyObject *info)
 {
     PyObject *coid, *symbol, *side_json;
     struct srv_frame w;
@@ -210,6 +211,7 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, srv_link
         srv_put_i64(&w, ev->qty) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 || srv_put_u64(&w, ev->seq) < 0 ||
         SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
         goto out;
+    srv_meters_acked(&self->ledger->meters, tag);
     rc = 0;
 out:
     srv_frame_free(&w);
@@ -300,6 +302,8 @@ static int route_python(srv_router *self, const struct eng_event *ev, srv_link *
         return rc;
     }
     case ENG_EV_REJECTED:
+        if (ev->reason < ENG_ERR__COUNT)
+            self->ledger->meters.rejects[ev->reason]++;
         return route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
                               (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
                               (unsigned long long)ev->seq);
@@ -420,7 +424,7 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
             rc = route_trade(self, ev);
             break;
         case ENG_EV_ACCEPTED:
-            rc = route_accepted(self, ev, link, info);
+            rc = route_accepted(self, ev, evs[i].tag, link, info);
             break;
         case ENG_EV_CANCELLED:
             rc = route_cancelled(self, ev, link, info, first);

@@ -16,6 +16,7 @@
  *   status.c   OrderStatus: each account's open orders and last finished
  *              ones, as the events tell them (orders, order_status)
  *   frame.c    JSON reply frames, byte for byte as orjson writes them
+ *   meters.c   what the per-order path counts for the metrics endpoint
  *   module.c   the module: interned names, the types
  *
  * Python is called only through the interfaces named in
@@ -73,6 +74,55 @@ extern PyTypeObject srv_commands_type;
 /* The next record, zeroed; NULL (no exception) when the buffer is full. */
 struct runner_cmd *srv_commands_reserve(srv_commands *c);
 
+/* ---- meters (meters.c): counted here, read when the metrics are scraped --- */
+
+enum srv_request_kind { SRV_REQ_NEW_ORDER, SRV_REQ_CANCEL, SRV_REQ_MODIFY, SRV_REQ__COUNT };
+
+/* Reject codes: the engine's (enum eng_err), then the server's own. */
+enum srv_reject {
+    SRV_REJ_MAX_QTY = ENG_ERR__COUNT,
+    SRV_REJ_MAX_NOTIONAL,
+    SRV_REJ_MAX_OPEN,
+    SRV_REJ__COUNT
+};
+
+enum srv_meter_sizes {
+    SRV_LAT_BOUNDS = 16,    /* latency buckets, and one above them all */
+    SRV_STAMPS = 1 << 14,   /* new orders stamped and not acked yet (slots; a power of two) */
+    SRV_UNWRITTEN = 1 << 13 /* acks built and not written yet; more: not measured */
+};
+
+extern const int64_t srv_latency_bounds[SRV_LAT_BOUNDS];
+
+struct srv_stamp {
+    uint64_t tag;
+    int64_t ns; /* 0: none */
+};
+
+struct srv_meters {
+    unsigned long long requests[SRV_REQ__COUNT];
+    unsigned long long rejects[SRV_REJ__COUNT];
+    unsigned long long latency[SRV_LAT_BOUNDS + 1];
+    unsigned long long latency_sum_ns;
+    struct srv_stamp *stamps; /* SRV_STAMPS slots, by tag */
+    int64_t *unwritten;       /* the stamps of acks not written yet */
+    size_t n_unwritten;
+};
+
+int srv_meters_init(struct srv_meters *m);
+void srv_meters_destroy(struct srv_meters *m);
+/* CLOCK_REALTIME in nanoseconds (the commands' timestamps' clock too). */
+int64_t srv_meters_now(void);
+/* A new order's stamp, by its tag. */
+void srv_meters_stamp(struct srv_meters *m, uint64_t tag, int64_t ns);
+/* Its ack is built: its stamp waits for the write. */
+void srv_meters_acked(struct srv_meters *m, uint64_t tag);
+/* The acks built so far are written: into the latency buckets. */
+void srv_meters_written(struct srv_meters *m);
+/* A dict of the counts (a new reference). */
+PyObject *srv_meters_read(const struct srv_meters *m);
+const char *srv_reject_name(enum srv_reject why);
+
 /* ---- Ledger: the server's per-order bookkeeping -------------------------- */
 
 typedef struct {
@@ -81,6 +131,7 @@ typedef struct {
     PyObject *owners;    /* dict: open order id -> Link */
     PyObject *open;      /* dict: account -> accepted orders not finished */
     PyObject *in_flight; /* dict: account -> new orders not answered yet */
+    struct srv_meters meters;
 } srv_ledger;
 
 extern PyTypeObject srv_ledger_type;

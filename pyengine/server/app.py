@@ -1,7 +1,8 @@
 """The server: listener, sessions, the command queue, the dispatcher, shutdown.
 
 Threads: the gevent hub runs on the main OS thread with one reader and one
-writer greenlet per connection, the dispatcher greenlet and a stats greenlet;
+writer greenlet per connection, the dispatcher greenlet and a stats greenlet
+(and with a metrics port the endpoint's, metrics.py);
 the engine runs on its own OS thread (``EngineThread``), login secrets are
 checked on a few threads of their own (``LoginChecks``). Commands from all
 sessions go through one ``CommandQueue`` into the engine thread's input ring
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
+from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
 import orjson
@@ -44,6 +46,7 @@ from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .stats import stats_loop
+from .metrics import metrics_server, request_type
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -136,6 +139,17 @@ class Server:
         self.failed = False
         self.stopped = Event()
         self.address: tuple[str, int] | None = None
+        self.requests_by_type: dict[str, int] = {}  # the requests Python carries out (metrics.py)
+        self._metrics: WSGIServer | None = None
+        if config.metrics_port is not None:
+            try:
+                self._metrics = metrics_server(self, config.metrics_host, config.metrics_port)
+            except OSError:
+                self.engine.close()
+                if self.cluster is not None:
+                    self.cluster.close()
+                self._listener.close()
+                raise
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -160,6 +174,11 @@ class Server:
         if self.cluster is not None:
             assert self.config.cluster is not None  # a cluster node has its configuration
             self.cluster.start(self, self.config.cluster.advertise or f"{host}:{port}")
+        if self._metrics is not None:
+            self._metrics.start()
+            bound = self._metrics.address
+            assert isinstance(bound, tuple)  # a TCP listener's (host, port, ...)
+            log.info("metrics_listening", extra=fields(host=bound[0], port=bound[1], path="/metrics"))
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
@@ -245,6 +264,8 @@ class Server:
             return
         self.stopping = True
         self._listener.close()
+        if self._metrics is not None:
+            self._metrics.stop(timeout=1)
         for session in list(self.sessions.values()):
             session.close("server_stopping")
         deadline = time.monotonic() + timeout
@@ -304,6 +325,11 @@ class Server:
             pass
         sock.close()
 
+    @property
+    def sessions_opened(self) -> int:
+        """Client connections accepted so far (refused ones aside)."""
+        return self._next_sid
+
     def flush_soon(self) -> None:
         """Have the commands and replies queued so far go out at the end of
         this turn of the event loop, after every session reader that woke in
@@ -336,6 +362,7 @@ class Server:
         dirty, self.dirty = self.dirty, []
         for session in dirty:
             session.flush()
+        self.ledger.acks_written()  # the order-to-ack latencies end here (csrc/binding/meters.c)
 
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,
@@ -361,6 +388,8 @@ class Server:
 
     def request(self, session: Session, message: Any) -> None:
         """A decoded message the Intake gives back: see Requests.request."""
+        kind = request_type(message)
+        self.requests_by_type[kind] = self.requests_by_type.get(kind, 0) + 1
         self.requests.request(session, message)
 
     def claim_orders(self, session: Session) -> int:

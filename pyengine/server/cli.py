@@ -3,6 +3,7 @@
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
                     [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
+                    [--metrics-port P [--metrics-host H]]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
@@ -14,7 +15,8 @@ instruments, no authentication, nothing journaled) on 127.0.0.1:7001. With
 start recovers the state the directory holds. It refuses to start when the
 journal is damaged before its end (the error says where and what follows);
 --accept-journal-loss starts all the same, without the commands after the
-damage, numbering above everything issued before. With --nats it is one node
+damage, numbering above everything issued before. --metrics-port serves
+Prometheus metrics at /metrics (docs/metrics.md). With --nats it is one node
 of a replicated shard (docs/cluster.md).
 """
 
@@ -54,6 +56,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    help="start even when the journal is damaged before its end: set aside what follows the "
                    "damage (acknowledged commands among it are lost) and number above the high-water mark")
     p.add_argument("--log-level", choices=LEVELS, help="default: $PYENGINE_LOG or info")
+    p.add_argument("--metrics-port", type=int, metavar="P",
+                   help="serve Prometheus metrics at http://HOST:P/metrics (default: none; 0: any free port)")
+    p.add_argument("--metrics-host", metavar="H", help="address of the metrics endpoint (default 127.0.0.1)")
     c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
     c.add_argument("--nats", metavar="URL[,URL...]", help="the NATS servers: run as one node of a replicated shard")
     c.add_argument("--shard", metavar="NAME", help="this node's shard (its instruments: [cluster.instruments])")
@@ -73,6 +78,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "fsync": args.fsync,
         "snapshot_every": args.snapshot_every,
         "accept_journal_loss": args.accept_journal_loss,
+        "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     cluster = {

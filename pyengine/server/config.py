@@ -53,6 +53,10 @@ A file looks like this (every key optional, defaults as shown)::
     secret = "pbkdf2_sha256$100000$<salt hex>$<hash hex>"   # pyengine-server hash-secret
     admin = false
 
+    [metrics]                        # none (the default): no metrics endpoint
+    port = 9464                      # Prometheus text at http://host:port/metrics (docs/metrics.md)
+    host = "127.0.0.1"
+
     [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
 
 Unknown keys are errors, so a typo does not silently fall back to a default.
@@ -164,6 +168,8 @@ class ServerConfig:
     accept_journal_loss: bool = False
     limits: LimitsConfig = LimitsConfig()
     cluster: ClusterConfig | None = None  # None: one server alone (no NATS)
+    metrics_port: int | None = None  # None: no metrics endpoint
+    metrics_host: str = "127.0.0.1"
 
     @property
     def auth_required(self) -> bool:
@@ -272,7 +278,8 @@ FSYNC_POLICIES = ("always", "batch", "off")
 
 
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
-    _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts", "cluster"})
+    _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts", "cluster",
+                                     "metrics"})
     server = data.get("server", {})
     engine = data.get("engine", {})
     durability = data.get("durability", {})
@@ -309,6 +316,14 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
             kw[key] = _typed("[durability]", key, durability[key], bool)
     if "limits" in data:
         kw["limits"] = _limits(data["limits"])
+    if "metrics" in data:
+        metrics = _typed("top level", "metrics", data["metrics"], dict)
+        _check_keys("[metrics]", metrics, {"port", "host"})
+        if "port" not in metrics:
+            raise ConfigError("[metrics]: port is required")
+        kw["metrics_port"] = _typed("[metrics]", "port", metrics["port"], int)
+        if "host" in metrics:
+            kw["metrics_host"] = _typed("[metrics]", "host", metrics["host"], str)
     if "cluster" in data:
         kw["cluster"] = ClusterConfig(**cluster_from_table(_typed("top level", "cluster", data["cluster"], dict),
                                                            ConfigError))
@@ -333,6 +348,8 @@ def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig
         check_cluster(config.cluster, symbols, ConfigError, partial=partial)
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"[server]: port {config.port} is out of range")
+    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
+        raise ConfigError(f"[metrics]: port {config.metrics_port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
         raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
     if config.login_workers < 1 or config.max_pending_logins < 1:

@@ -198,6 +198,8 @@ class EngineThread:
             "running": s.running,
             "journaled": s.journaled,
             "journal_syncs": s.journal_syncs,
+            "journal_sync_ns": s.journal_sync_ns,
+            "seq": s.seq,
             "snapshots": s.snapshots,
             "snapshot_seq": s.snapshot_seq,
             "journal_errno": s.journal_errno,

@@ -1,0 +1,152 @@
+"""The metrics endpoint: Prometheus text format at ``/metrics`` (docs/metrics.md).
+
+Nothing here runs on the per-order path. Every figure is one the server
+keeps anyway -- the C Intake's and Router's counts (csrc/binding/meters.c,
+``Router.trades`` and ``Router.orders``), the engine thread's runner stats,
+the market data's books and sequence numbers, the sessions -- and one custom
+collector reads them when the endpoint is scraped. The endpoint is
+prometheus-client's WSGI app on gevent's WSGIServer: a greenlet of the hub
+like the rest of the server, no thread of its own.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from gevent.pywsgi import WSGIServer
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from .._server import Ledger
+from .config import ServerConfig
+from .dispatch import Dispatcher
+from .engine_thread import EngineThread
+from .marketdata import MarketData
+from .protocol import _PARSERS
+from .session import Session
+
+__all__ = ["MetricsHost", "ServerCollector", "metrics_server", "request_type"]
+
+_PATH = "/metrics"
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def request_type(message: Any) -> str:
+    """The type a message handed to Python counts under: its own when the
+    protocol knows it, else "other" (the label's values stay few)."""
+    typ = message.get("type") if type(message) is dict else None
+    return typ if type(typ) is str and typ in _PARSERS else "other"
+
+
+class MetricsHost(Protocol):
+    """What the collector reads of the server."""
+
+    config: ServerConfig
+    engine: EngineThread
+    dispatcher: Dispatcher
+    ledger: Ledger
+    marketdata: MarketData
+    sessions: dict[int, Session]
+    requests_by_type: dict[str, int]  # the requests Python carries out, by type
+
+    @property
+    def sessions_opened(self) -> int: ...
+
+
+class ServerCollector(Collector):
+    """The server's figures, read at scrape time."""
+
+    def __init__(self, server: MetricsHost) -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.server
+        meters = s.ledger.meters()
+        st = s.engine.stats()
+        symbols = s.engine.symbols
+
+        requests = CounterMetricFamily("pyengine_requests", "Requests received, by type", labels=["type"])
+        by_type = dict(s.requests_by_type)  # Python's; the Intake's per-order kinds added
+        for kind, n in meters["requests"].items():
+            by_type[kind] = by_type.get(kind, 0) + n
+        for kind, n in sorted(by_type.items()):
+            requests.add_metric([kind], n)
+        yield requests
+        yield CounterMetricFamily("pyengine_acks", "New orders the engine accepted (each acked to its session)",
+                                  value=s.dispatcher.orders)
+        rejects = CounterMetricFamily("pyengine_rejects", "Rejects, by code (the engine's and the server's)",
+                                      labels=["reason"])
+        for reason, n in sorted(meters["rejects"].items()):
+            rejects.add_metric([reason], n)
+        yield rejects
+        yield CounterMetricFamily("pyengine_trades", "Trades", value=s.dispatcher.trades)
+
+        open_orders = GaugeMetricFamily("pyengine_open_orders", "Orders resting in the book", labels=["symbol"])
+        md_seq = GaugeMetricFamily("pyengine_marketdata_seq", "The last market-data sequence number",
+                                   labels=["symbol"])
+        for inst, symbol in enumerate(symbols):
+            _, bids, asks = s.marketdata.books[inst]
+            open_orders.add_metric([symbol], sum(c for _, c in bids.values()) + sum(c for _, c in asks.values()))
+            md_seq.add_metric([symbol], s.marketdata.seq[inst])
+        yield open_orders
+        yield md_seq
+
+        yield GaugeMetricFamily("pyengine_sessions", "Client connections open",
+                                value=sum(1 for x in s.sessions.values() if not x.closed))
+        yield CounterMetricFamily("pyengine_sessions_opened", "Client connections accepted",
+                                  value=s.sessions_opened)
+
+        yield CounterMetricFamily("pyengine_engine_commands", "Commands the engine thread processed",
+                                  value=st["commands"])
+        yield GaugeMetricFamily("pyengine_engine_seq", "The engine's last sequence number", value=st["seq"])
+        rings = GaugeMetricFamily("pyengine_ring_depth", "Records waiting in the engine thread's rings",
+                                  labels=["ring"])
+        rings.add_metric(["in"], st["in_queued"])
+        rings.add_metric(["out"], st["out_queued"])
+        yield rings
+        if s.engine.journaling:
+            yield GaugeMetricFamily("pyengine_journal_lag", "Commands sequenced and not yet journaled",
+                                    value=max(0, st["seq"] - st["journaled"]))
+            yield CounterMetricFamily("pyengine_journal_fsyncs", "The journal's fsyncs", value=st["journal_syncs"])
+            yield CounterMetricFamily("pyengine_journal_fsync_seconds", "Time spent in the journal's fsyncs",
+                                      value=st["journal_sync_ns"] / 1e9)
+
+        counts = meters["latency_counts"]
+        buckets, total = [], 0
+        for bound, n in zip([*map(floatToGoString, meters["latency_bounds"]), "+Inf"], counts):
+            total += n
+            buckets.append((bound, total))
+        yield HistogramMetricFamily(
+            "pyengine_order_ack_latency_seconds",
+            "New order to ack: from the frame reaching the server (the socket read's turn) to the ack's write",
+            buckets=buckets, sum_value=meters["latency_sum"])
+
+
+def _only_metrics(app: WsgiApp) -> WsgiApp:
+    def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != _PATH:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"the metrics are at /metrics\n"]
+        return app(environ, start_response)
+    return serve
+
+
+def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
+    """The endpoint, its socket bound (OSError if it cannot be); serving
+    starts with its ``start()``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))
+    http = WSGIServer((host, port), _only_metrics(make_wsgi_app(registry)), log=None, error_log=None)
+    try:
+        http.init_socket()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"metrics port {port} on {host} is in use") from None
+        raise
+    return http
