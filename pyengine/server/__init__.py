@@ -9,6 +9,7 @@ per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
 requests), ``requests`` (the requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
-``metrics`` (the Prometheus endpoint), ``app`` (the server), ``cli`` (the console script); ``process`` stands
-alone. The wire protocol: docs/protocol.md.
+``metrics`` (the Prometheus endpoint), ``app`` (the server), ``cli`` (the
+console script); ``process`` stands alone. The wire protocol:
+docs/protocol.md.
 """
