@@ -26,7 +26,7 @@ from .config import ServerConfig
 from .dispatch import Dispatcher
 from .engine_thread import EngineThread
 from .marketdata import MarketData
-from .protocol import _PARSERS
+from .protocol import REQUEST_TYPES
 from .session import Session
 
 __all__ = ["MetricsHost", "ServerCollector", "metrics_server", "request_type"]
@@ -41,7 +41,7 @@ def request_type(message: Any) -> str:
     """The type a message handed to Python counts under: its own when the
     protocol knows it, else "other" (the label's values stay few)."""
     typ = message.get("type") if type(message) is dict else None
-    return typ if type(typ) is str and typ in _PARSERS else "other"
+    return typ if type(typ) is str and typ in REQUEST_TYPES else "other"
 
 
 class MetricsHost(Protocol):

@@ -46,6 +46,7 @@ __all__ = [
     "Orders",
     "OrderQuery",
     "Request",
+    "REQUEST_TYPES",
 ]
 
 MAX_FRAME = 64 * 1024
@@ -329,6 +330,9 @@ _PARSERS: dict[str, _Parser] = {
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
 }
+
+# Every request type the protocol knows (the metrics label requests by it).
+REQUEST_TYPES: frozenset[str] = frozenset(_PARSERS)
 
 
 def parse(frame: bytes) -> Request:

@@ -869,7 +869,7 @@ def almost_valid_requests(draw: st.DrawFn) -> bytes:
 
 def test_every_request_type_is_fuzzed() -> None:
     """A request type added to the protocol needs its model here."""
-    assert set(protocol._PARSERS) == set(KINDS) == set(MODELS) == set(FIELDS)
+    assert set(protocol.REQUEST_TYPES) == set(KINDS) == set(MODELS) == set(FIELDS)
 
 
 @settings(max_examples=_examples(300))
