@@ -1,7 +1,7 @@
 """pyengine-server: a gevent TCP daemon in front of the engine thread.
 
 Modules, each importing only those listed before it: ``config`` (TOML and
-the embedded default), ``codes`` (the engine's codes as the protocol spells
+the embedded default), ``listen`` (binding a listening socket), ``codes`` (the engine's codes as the protocol spells
 them), ``protocol`` (framing, message validation, replies), ``limits``,
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
 runner), ``session`` (a connection's socket I/O), ``seam`` (what the C

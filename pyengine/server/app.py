@@ -16,7 +16,6 @@ thread finish the commands it has, drain its events, then free it.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import gc
 import logging
 import os
@@ -46,6 +45,7 @@ from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .stats import stats_loop
+from .listen import bind
 from .metrics import metrics_server, request_type
 
 if TYPE_CHECKING:
@@ -194,12 +194,7 @@ class Server:
         """The listening socket, bound; accepting starts with `start`."""
         host, port = self.config.host, self.config.port
         listener = StreamServer((host, port), self._handle)
-        try:
-            listener.init_socket()
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(exc.errno, f"port {port} on {host} is in use (another server?)") from None
-            raise
+        bind(listener, f"port {port} on {host} is in use (another server?)")
         listener.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return listener
 

@@ -11,7 +11,6 @@ like the rest of the server, no thread of its own.
 
 from __future__ import annotations
 
-import errno
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -26,6 +25,7 @@ from .config import ServerConfig
 from .dispatch import Dispatcher
 from .engine_thread import EngineThread
 from .marketdata import MarketData
+from .listen import bind
 from .protocol import REQUEST_TYPES
 from .session import Session
 
@@ -143,10 +143,5 @@ def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
     http = WSGIServer((host, port), _only_metrics(make_wsgi_app(registry)), log=None, error_log=None)
-    try:
-        http.init_socket()
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise OSError(exc.errno, f"metrics port {port} on {host} is in use") from None
-        raise
+    bind(http, f"metrics port {port} on {host} is in use")
     return http
