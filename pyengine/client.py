@@ -90,6 +90,14 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     return (host, int(port)) if sep and port.isdigit() else (text, default_port)
 
 
+def _naming_order(msg: dict[str, Any], order_id: int | None, client_order_id: str | None) -> dict[str, Any]:
+    """`msg` naming its order by whichever of the two ids is given."""
+    if order_id is not None:
+        msg["order_id"] = order_id
+    if client_order_id is not None:
+        msg["client_order_id"] = client_order_id
+    return msg
+
 class Client:
     """A session with a pyengine server.
 
@@ -339,11 +347,7 @@ class Client:
         """Cancel an open order of this session, by order id or client order
         id; returns the req_id."""
         msg: dict[str, Any] = {"type": "cancel"}
-        if order_id is not None:
-            msg["order_id"] = order_id
-        if client_order_id is not None:
-            msg["client_order_id"] = client_order_id
-        return self._send_request(msg)
+        return self._send_request(_naming_order(msg, order_id, client_order_id))
 
     def modify(
         self,
@@ -362,11 +366,7 @@ class Client:
             msg["qty"] = qty
         if price is not None:
             msg["price"] = price
-        if order_id is not None:
-            msg["order_id"] = order_id
-        if client_order_id is not None:
-            msg["client_order_id"] = client_order_id
-        return self._send_request(msg)
+        return self._send_request(_naming_order(msg, order_id, client_order_id))
 
     def mass_cancel(self, symbol: str | None = None, *, account: int | None = None,
                     all_accounts: bool = False) -> int:
@@ -398,11 +398,7 @@ class Client:
         The reply is ``{"type": "order_status", "order": OrderState}``; an
         order not found (or another account's) is ``error`` ``unknown_order``."""
         msg: dict[str, Any] = {"type": "order_status"}
-        if order_id is not None:
-            msg["order_id"] = order_id
-        if client_order_id is not None:
-            msg["client_order_id"] = client_order_id
-        return self._send_request(msg)
+        return self._send_request(_naming_order(msg, order_id, client_order_id))
 
     def open_orders(self, symbol: str | None = None, timeout: float | None = None) -> list[OrderState]:
         """``orders``, waited for: this account's open orders."""
