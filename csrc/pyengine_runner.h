@@ -185,4 +185,28 @@ void runner_repl_snapshot_done(struct runner *r, uint64_t seq);
 int runner_submit_log(struct runner *r, const struct jnl_record *recs, size_t n, uint64_t tag, size_t *taken,
                       uint64_t *next_seq);
 
+/*
+ * ---- Batch stamps --------------------------------------------------------
+ *
+ * For a latency breakdown (the server's --trace-latency): with stamps on,
+ * the engine thread reads CLOCK_MONOTONIC when it takes a batch of commands
+ * from the input ring and when it first publishes the batch's events (at
+ * the end of the batch, or earlier when they fill its staging), and after
+ * the batch's events publishes one event of its own carrying both:
+ *
+ *   RUNNER_EV_BATCH  seq: the batch's last command's (it is released with
+ *                    that command's events); order_id: its first command's;
+ *                    price: the batch taken (ns); qty: its events first
+ *                    published (ns); leaves: commands taken; tag 0
+ *
+ * A batch that sequenced no command (controls alone) publishes none. The
+ * event is not counted in runner_stats.events. Off by default; on, it costs
+ * two clock readings and one event per batch.
+ */
+enum runner_stamp_event {
+    RUNNER_EV_BATCH = 130
+};
+/* Turn the batch stamps on (nonzero) or off; any thread, from the next batch on. */
+void runner_stamp_batches(struct runner *r, int on);
+
 #endif /* PYENGINE_RUNNER_H */

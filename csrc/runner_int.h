@@ -93,11 +93,14 @@ struct runner {
     _Atomic uint64_t snapshots;    /* written (journal) or stored (replication) */
     _Atomic uint64_t snapshot_seq;
     _Atomic int32_t journal_errno; /* the durable log failed: nothing more leaves */
+    _Atomic int stamp_batches;     /* publish RUNNER_EV_BATCH after each batch */
     /* Engine thread only. */
     uint64_t since_snapshot;
     uint64_t snapshots_taken; /* serialized and handed to the journal thread */
     size_t jused;             /* items in jstage */
     size_t rused;             /* items in rstage */
+    int64_t batch_start_ns;   /* with stamps on: the batch taken; 0: stamps off */
+    int64_t batch_end_ns;     /* ... its events first published; 0: not yet */
     struct runner_cmd batch[RUNNER_BATCH];
     struct runner_event staging[RUNNER_STAGING];
     struct jnl_item jstage[RUNNER_BATCH];
@@ -120,6 +123,14 @@ static inline uint64_t now_us(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* CLOCK_MONOTONIC in nanoseconds: the batch stamps. */
+static inline int64_t stamp_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static inline void nap_us(long us)

@@ -63,6 +63,8 @@
     XX(runner, runner_stop_drains_everything)          \
     XX(runner, runner_rejects_bad_config)              \
     XX(runner, runner_destroy_without_consumer)        \
+    XX(runner, runner_stamps_batches)                  \
+    XX(runner, runner_batch_stamp_at_first_publish)    \
     XX(replication, replication_releases_only_what_the_log_holds) \
     XX(replication, replication_follower_reaches_the_leaders_state) \
     XX(replication, replication_refuses_a_broken_log)  \

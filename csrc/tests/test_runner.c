@@ -247,6 +247,128 @@ void test_runner_stop_drains_everything(void)
     eng_destroy(e);
 }
 
+/* Monotonic ns, as the engine thread stamps. */
+static int64_t test_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * With stamps on, every batch that sequenced commands is followed by one
+ * RUNNER_EV_BATCH naming its seqs, after all of their events; the batches
+ * cover the seqs without a gap; a batch of controls alone has none; and the
+ * events are counted without them. Off again, there are none.
+ */
+void test_runner_stamps_batches(void)
+{
+    struct eng *e = make_engine(0);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 1024, .out_capacity = 4096};
+    struct runner *r = runner_create(e, &cfg);
+    static struct runner_cmd cmds[600];
+    static struct runner_event ev[4096];
+    struct runner_cmd hash = {.cmd = {.type = RUNNER_CTL_STATE_HASH}, .tag = 7};
+    struct runner_stats st;
+    uint64_t next_first = 1, batch_events = 0;
+    size_t got = 0, stamps = 0;
+
+    for (size_t i = 0; i < 600; i++)
+        cmds[i] = limit(1000 + i, ENG_BUY, 1, 1 + (int64_t)(i % 50));
+    ASSERT_TRUE(r != NULL);
+    runner_stamp_batches(r, 1);
+    ASSERT_EQ(runner_start(r), 0);
+    for (size_t sent = 0; sent < 600; sent += 100)
+        ASSERT_EQ(runner_submit(r, cmds + sent, 100), 100);
+    while (got == 0 || ev[got - 1].ev.type != RUNNER_EV_BATCH || ev[got - 1].ev.seq != 600) {
+        size_t n = runner_poll(r, ev + got, 4096 - got);
+        got += n;
+        if (n == 0)
+            wait_fd(r);
+    }
+    for (size_t i = 0; i < got; i++) {
+        const struct eng_event *x = &ev[i].ev;
+
+        if (x->type != RUNNER_EV_BATCH) {
+            ASSERT_TRUE(x->seq >= next_first);
+            batch_events++;
+            continue;
+        }
+        ASSERT_EQ(ev[i].tag, 0);
+        ASSERT_EQ(x->order_id, next_first); /* no gap, no overlap */
+        ASSERT_TRUE(x->seq >= x->order_id);
+        ASSERT_TRUE(x->price > 0 && x->price <= x->qty);
+        ASSERT_EQ(x->leaves, (int64_t)(x->seq - x->order_id + 1));
+        /* Every command of the batch answered before it. */
+        ASSERT_EQ(batch_events, x->seq - x->order_id + 1);
+        next_first = x->seq + 1;
+        batch_events = 0;
+        stamps++;
+    }
+    ASSERT_EQ(got, 600 + stamps);
+    runner_get_stats(r, &st);
+    ASSERT_EQ(st.events, 600);
+    /* A batch of a control alone: its answer and no stamp (one publish). */
+    ASSERT_EQ(runner_submit(r, &hash, 1), 1);
+    ASSERT_EQ(collect(r, ev, 1), 1);
+    ASSERT_EQ(ev[0].ev.type, RUNNER_EV_STATE_HASH);
+    ASSERT_EQ(runner_poll(r, ev, 1), 0);
+
+    runner_stamp_batches(r, 0);
+    ASSERT_EQ(runner_submit(r, cmds, 1), 1);
+    ASSERT_EQ(collect(r, ev, 1), 1);
+    ASSERT_EQ(ev[0].tag, 1000);
+    ASSERT_EQ(runner_poll(r, ev, 1), 0);
+    runner_request_stop(r);
+    runner_destroy(r);
+    eng_destroy(e);
+}
+
+/*
+ * A batch whose events overflow the staging is published in parts: its
+ * stamp's second time is when the first part left, before the consumer
+ * could take any of it.
+ */
+void test_runner_batch_stamp_at_first_publish(void)
+{
+    struct eng *e = make_engine(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 1024, .out_capacity = 8192};
+    struct runner *r = runner_create(e, &cfg);
+    static struct runner_cmd cmds[600];
+    static struct runner_event ev[8192];
+    struct runner_cmd sweep = {.cmd = {.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_MARKET,
+                                       .tif = ENG_IOC, .account = 2, .qty = 600},
+                               .tag = 9};
+    int64_t first_taken = 0;
+    size_t got = 0;
+
+    for (size_t i = 0; i < 600; i++)
+        cmds[i] = limit(1000 + i, ENG_SELL, 1, 1 + (int64_t)i);
+    ASSERT_TRUE(r != NULL);
+    ASSERT_EQ(runner_start(r), 0);
+    ASSERT_EQ(runner_submit(r, cmds, 600), 600);
+    collect(r, ev, 1200); /* an ack and a level each */
+    runner_stamp_batches(r, 1);
+    ASSERT_EQ(runner_submit(r, &sweep, 1), 1);
+    for (;;) {
+        size_t n = runner_poll(r, ev + got, 8192 - got);
+        if (n && !first_taken)
+            first_taken = test_now_ns();
+        got += n;
+        if (got && ev[got - 1].ev.type == RUNNER_EV_BATCH)
+            break;
+        if (n == 0)
+            wait_fd(r);
+    }
+    ASSERT_TRUE(got > 1024); /* more than one staging's worth: published in parts */
+    ASSERT_EQ(ev[got - 1].ev.order_id, 601);
+    ASSERT_EQ(ev[got - 1].ev.seq, 601);
+    ASSERT_TRUE(ev[got - 1].ev.qty <= first_taken);
+    runner_request_stop(r);
+    runner_destroy(r);
+    eng_destroy(e);
+}
+
 void test_runner_rejects_bad_config(void)
 {
     struct eng *e = make_engine(0);
