@@ -100,6 +100,20 @@ class Router:
     ) -> None: ...
     def route(self, events: Any, n: int, /) -> None: ...
 
+class LatencyTrace:
+    """Stamps of one new order in `every` on its way through the server (csrc/binding/trace.c)."""
+
+    every: int
+    traced: int
+    completed: int
+    lost: int
+    skipped: int
+    points: tuple[str, ...]
+    def __init__(self, ledger: Ledger, every: int) -> None: ...
+    def read(self) -> None: ...
+    def pushed(self, records: Any, ns: int, /) -> None: ...
+    def records(self) -> bytes: ...
+
 class OrderRecord:
     """One order's status (csrc/binding/status.c)."""
 

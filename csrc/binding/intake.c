@@ -255,6 +255,8 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     rc->cmd = r->cmd;
     rc->cmd.ts = taken_ns;
     rc->tag = tag;
+    if (self->ledger->meters.trace && r->cmd.type == ENG_CMD_NEW)
+        srv_trace_taken(self->ledger->meters.trace, tag);
     return 0;
 }
 

@@ -113,6 +113,8 @@ void srv_meters_written(struct srv_meters *m)
 {
     int64_t now;
 
+    if (m->trace)
+        srv_trace_written(m->trace);
     if (!m->n_unwritten)
         return;
     now = srv_meters_now();

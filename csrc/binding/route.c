@@ -19,6 +19,10 @@
  *
  * Given an OrderStatus (status.c), every order's status follows the same
  * events, whoever holds the order.
+ *
+ * With a LatencyTrace on the Ledger (trace.c), route() stamps when it took
+ * its events, each traced order's ack or reject once queued, and hands the
+ * engine's batch stamps (RUNNER_EV_BATCH) to it.
  */
 #include "server.h"
 
@@ -212,6 +216,8 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
         SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
         goto out;
     srv_meters_acked(&self->ledger->meters, tag);
+    if (self->ledger->meters.trace)
+        srv_trace_routed(self->ledger->meters.trace, tag, ev->seq);
     rc = 0;
 out:
     srv_frame_free(&w);
@@ -282,13 +288,16 @@ out:
 
 /* ---- the rest: Python's ---------------------------------------------------------- */
 
-static int route_python(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info, int first)
+static int route_python(srv_router *self, const struct eng_event *ev, uint64_t tag, srv_link *link, PyObject *info,
+                        int first)
 {
     PyObject *s = route_session(link), *i = info ? info : Py_None;
+    struct srv_trace *trace = self->ledger->meters.trace;
+    int rc;
 
     switch (ev->type) {
     case ENG_EV_MODIFIED: {
-        int err = 0, rc;
+        int err = 0;
         srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
 
         if (err || (self->status && srv_status_modified(self->status, ev) < 0))
@@ -304,9 +313,12 @@ static int route_python(srv_router *self, const struct eng_event *ev, srv_link *
     case ENG_EV_REJECTED:
         if (ev->reason < ENG_ERR__COUNT)
             self->ledger->meters.rejects[ev->reason]++;
-        return route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
-                              (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
-                              (unsigned long long)ev->seq);
+        rc = route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
+                            (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
+                            (unsigned long long)ev->seq);
+        if (trace && rc == 0)
+            srv_trace_routed(trace, tag, ev->seq); /* a traced order's answer may be its reject */
+        return rc;
     case ENG_EV_STATE:
         return route_call_fmt(self->on_trading_state, "(OOkOK)", s, i, (unsigned long)ev->instrument,
                               ev->qty == ENG_STATE_HALTED ? Py_True : Py_False, (unsigned long long)ev->seq);
@@ -317,6 +329,10 @@ static int route_python(srv_router *self, const struct eng_event *ev, srv_link *
         return route_call_fmt(self->on_state_hash, "(KKOK)", (unsigned long long)ev->seq,
                               (unsigned long long)ev->order_id, ev->qty ? Py_True : Py_False,
                               (unsigned long long)ev->maker_order_id);
+    case RUNNER_EV_BATCH:
+        if (trace)
+            srv_trace_batch(trace, ev);
+        return 0;
     default:
         return 0; /* nothing the server knows: ignored */
     }
@@ -399,6 +415,8 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     evs = view.buf;
+    if (self->ledger->meters.trace)
+        srv_trace_popped(self->ledger->meters.trace);
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
         const struct eng_event *ev = &evs[i].ev;
         int first;
@@ -430,7 +448,7 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
             rc = route_cancelled(self, ev, link, info, first);
             break;
         default:
-            rc = route_python(self, ev, link, info, first);
+            rc = route_python(self, ev, evs[i].tag, link, info, first);
             break;
         }
     }

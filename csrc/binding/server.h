@@ -17,6 +17,7 @@
  *              ones, as the events tell them (orders, order_status)
  *   frame.c    JSON reply frames, byte for byte as orjson writes them
  *   meters.c   what the per-order path counts for the metrics endpoint
+ *   trace.c    LatencyTrace: stamps of one order in N on its way through
  *   module.c   the module: interned names, the types
  *
  * Python is called only through the interfaces named in
@@ -99,7 +100,10 @@ struct srv_stamp {
     int64_t ns; /* 0: none */
 };
 
+struct srv_trace;
+
 struct srv_meters {
+    struct srv_trace *trace;  /* a LatencyTrace's (trace.c), or NULL: not tracing */
     unsigned long long requests[SRV_REQ__COUNT];
     unsigned long long rejects[SRV_REJ__COUNT];
     unsigned long long latency[SRV_LAT_BOUNDS + 1];
@@ -122,6 +126,60 @@ void srv_meters_written(struct srv_meters *m);
 /* A dict of the counts (a new reference). */
 PyObject *srv_meters_read(const struct srv_meters *m);
 const char *srv_reject_name(enum srv_reject why);
+
+/* ---- LatencyTrace (trace.c): one order in N, stamped on its way ---------- */
+
+/* The points of a traced order, in the order it passes them. */
+enum srv_trace_point {
+    SRV_TP_READ,
+    SRV_TP_INTAKE,
+    SRV_TP_PUSHED,
+    SRV_TP_TAKEN,
+    SRV_TP_PUBLISHED,
+    SRV_TP_POPPED,
+    SRV_TP_ROUTED,
+    SRV_TP_WRITTEN,
+    SRV_TP__COUNT
+};
+
+enum srv_trace_sizes {
+    SRV_TRACE_SLOTS = 1 << 10, /* traced orders in flight (by tag; a power of two) */
+    SRV_TRACE_KEEP = 1 << 16   /* finished records kept (a reservoir sample) */
+};
+#define SRV_TRACE_STALE_NS 1000000000LL /* an unfinished record older than this may be dropped */
+
+struct srv_trace_rec {
+    uint64_t tag;  /* 0: a free slot */
+    uint64_t seq;  /* its command's, once answered */
+    int64_t t[SRV_TP__COUNT];
+};
+
+struct srv_trace {
+    uint32_t every, countdown; /* trace one new order in `every` */
+    int64_t read_ns;           /* the last socket read */
+    int64_t popped_ns;         /* the current route() call's events taken */
+    struct srv_trace_rec *slots;
+    uint32_t *routed;          /* slots answered and not finished */
+    size_t n_routed;
+    size_t unpushed;           /* slots waiting for their push stamp */
+    int64_t *kept;             /* SRV_TRACE_KEEP records of SRV_TP__COUNT stamps */
+    size_t n_kept;
+    uint64_t rng;
+    unsigned long long traced, completed, lost, skipped;
+};
+
+extern PyTypeObject srv_trace_type;
+
+/* A new order was queued with `tag`: traced if it is the one in `every`. */
+void srv_trace_taken(struct srv_trace *t, uint64_t tag);
+/* The dispatcher took a batch of events from the output ring. */
+void srv_trace_popped(struct srv_trace *t);
+/* The answer to `tag`'s command (seq) is queued to its session. */
+void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq);
+/* A RUNNER_EV_BATCH: the stamps of the batch of seqs order_id..seq. */
+void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev);
+/* What was routed so far is written. */
+void srv_trace_written(struct srv_trace *t);
 
 /* ---- Ledger: the server's per-order bookkeeping -------------------------- */
 

@@ -4,7 +4,8 @@ Modules, each importing only those listed before it: ``config`` (TOML and
 the embedded default), ``listen`` (binding a listening socket), ``codes`` (the engine's codes as the protocol spells
 them), ``protocol`` (framing, message validation, replies), ``limits``,
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
-runner), ``session`` (a connection's socket I/O), ``seam`` (what the C
+runner), ``latency_trace`` (the per-stage latency breakdown),
+``session`` (a connection's socket I/O), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
 requests), ``requests`` (the requests that are not per-order),

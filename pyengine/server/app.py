@@ -45,6 +45,7 @@ from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .stats import stats_loop
+from .latency_trace import log_breakdown, start_trace
 from .listen import bind
 from .metrics import metrics_server, request_type
 
@@ -95,6 +96,7 @@ class Server:
             raise
         self.commands = CommandQueue(self.engine)
         self.ledger = Ledger()
+        self.trace = start_trace(config.trace_latency, self.ledger, self.engine)
         self.order_status = OrderStatus(keep=config.finished_orders)
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
@@ -214,6 +216,8 @@ class Server:
         self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(sig, self._on_signal, sig)
+        if self.trace is not None:
+            gevent.signal_handler(signal.SIGUSR1, log_breakdown, self.trace)
         self.stopped.wait()
 
     def _dispatcher_failed(self, greenlet: gevent.Greenlet[..., Any]) -> None:
@@ -277,6 +281,8 @@ class Server:
             self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
         self.engine.close()
+        if self.trace is not None:
+            log_breakdown(self.trace)
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))
         self.stopped.set()
 

@@ -3,7 +3,7 @@
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
                     [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
-                    [--metrics-port P [--metrics-host H]]
+                    [--metrics-port P [--metrics-host H]] [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
@@ -59,6 +59,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="P",
                    help="serve Prometheus metrics at http://HOST:P/metrics (default: none; 0: any free port)")
     p.add_argument("--metrics-host", metavar="H", help="address of the metrics endpoint (default 127.0.0.1)")
+    p.add_argument("--trace-latency", type=int, metavar="N", help="stamp one new order in N on its way through and "
+                   "log the time of each stage at stop and on SIGUSR1 (default 0: off)")
     c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
     c.add_argument("--nats", metavar="URL[,URL...]", help="the NATS servers: run as one node of a replicated shard")
     c.add_argument("--shard", metavar="NAME", help="this node's shard (its instruments: [cluster.instruments])")
@@ -80,6 +82,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "accept_journal_loss": args.accept_journal_loss,
         "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host,
+        "trace_latency": args.trace_latency,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     cluster = {

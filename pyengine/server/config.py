@@ -13,6 +13,7 @@ A file looks like this (every key optional, defaults as shown)::
     login_workers = 1            # OS threads that check login secrets, off the event loop
     max_pending_logins = 64      # logins being checked or waiting for a worker; more: login_busy
     finished_orders = 1000       # finished orders per account that order_status still finds
+    trace_latency = 0            # stamp one new order in N on its way through (docs/benchmarks.md); 0: off
 
     [engine]
     cpu = "last"                 # CPU to pin the engine thread to, or -1: don't pin
@@ -155,6 +156,7 @@ class ServerConfig:
     login_workers: int = 1
     max_pending_logins: int = 64
     finished_orders: int = 1000
+    trace_latency: int = 0  # one new order in N traced (latency_trace.py); 0: none
     engine_cpu: int = field(default_factory=_last_cpu)
     spin_us: int = 50
     in_capacity: int = 1 << 16
@@ -286,11 +288,13 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments",
                                              "accept_journal_loss"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
-                                     "cpu", "login_workers", "max_pending_logins", "finished_orders"})
+                                     "cpu", "login_workers", "max_pending_logins", "finished_orders",
+                                     "trace_latency"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
     kw: dict[str, Any] = {}
     for key, typ in (("host", str), ("port", int), ("max_connections", int), ("max_frame", int), ("max_unsent", int),
-                     ("login_workers", int), ("max_pending_logins", int), ("finished_orders", int)):
+                     ("login_workers", int), ("max_pending_logins", int), ("finished_orders", int),
+                     ("trace_latency", int)):
         if key in server:
             kw[key] = _typed("[server]", key, server[key], typ)
     if "cpu" in server:
@@ -356,6 +360,8 @@ def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig
         raise ConfigError("[server]: login_workers and max_pending_logins must be at least 1")
     if config.finished_orders < 0:
         raise ConfigError(f"[server]: finished_orders must be >= 0, not {config.finished_orders}")
+    if config.trace_latency < 0:
+        raise ConfigError(f"[server]: trace_latency must be >= 0 (0: off), not {config.trace_latency}")
     if config.server_cpu < -1:
         raise ConfigError(f"[server]: cpu must be a CPU number or -1 (don't pin), not {config.server_cpu}")
     if config.fsync not in FSYNC_POLICIES:

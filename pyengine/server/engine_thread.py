@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._ffi import ffi, lib
@@ -21,6 +22,7 @@ from .config import InstrumentConfig, ServerConfig
 
 if TYPE_CHECKING:
     from .._cengine import Chars, VoidPtr
+    from .._server import LatencyTrace
 
 __all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
 
@@ -110,6 +112,7 @@ class EngineThread:
             raise
         self.fd: int = lib.runner_event_fd(self._runner)
         self._stats = ffi.new("struct runner_stats *")
+        self._trace: LatencyTrace | None = None
 
     @staticmethod
     def _log_recovery(r: Recovery) -> None:
@@ -170,10 +173,22 @@ class EngineThread:
         log.info("engine_thread_started", extra=fields(cpu=st["cpu"], spin_us=self.spin_us,
                                                        instruments=len(self.symbols)))
 
+    def trace_batches(self, trace: LatencyTrace) -> None:
+        """Feed `trace` (latency_trace.py): the engine thread stamps its
+        batches (RUNNER_EV_BATCH), and each push is stamped."""
+        self._trace = trace
+        lib.runner_stamp_batches(self._runner, 1)
+
     def submit(self, cmds: Any, n: int) -> int:
         """Queue the first `n` records of the cdata array `cmds`; returns how
         many fit in the input ring."""
-        return int(lib.runner_submit(self._runner, cmds, n))
+        trace = self._trace
+        if trace is None:
+            return int(lib.runner_submit(self._runner, cmds, n))
+        began = time.monotonic_ns()  # before: the engine thread may take them at once
+        k = int(lib.runner_submit(self._runner, cmds, n))
+        trace.pushed(ffi.buffer(cmds, k * CMD_SIZE), began)
+        return k
 
     def poll(self, out: Any, max_events: int) -> int:
         """Take up to `max_events` events into the cdata array `out`. Returns 0

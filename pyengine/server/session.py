@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from gevent.event import Event
 
-from .._server import Intake, Link
+from .._server import Intake, LatencyTrace, Link
 from .commands import CommandQueue
 from .config import ServerConfig
 from .protocol import FrameError, FrameReader, encode
@@ -39,6 +39,7 @@ class SessionHost(Protocol):
     commands: CommandQueue
     recv_buffer: bytearray  # every session reads into it
     dirty: list[Session]  # sessions with output queued since the last flush
+    trace: LatencyTrace | None  # --trace-latency (latency_trace.py), or None
 
     def flush_soon(self) -> None: ...
 
@@ -158,6 +159,7 @@ class Session:
         take = self._take
         buf = self.server.recv_buffer
         view = memoryview(buf)
+        trace = self.server.trace
         watcher = hub.loop.io(fd, 1)
         try:
             while not self.closed:
@@ -166,6 +168,8 @@ class Session:
                     n = os.readv(fd, (buf,))
                 except BlockingIOError:
                     continue
+                if trace is not None:
+                    trace.read()  # the read stamp of the orders whose frames it completes
                 self.last_active = time.monotonic()
                 if not n:
                     self._reader.close()

@@ -1,0 +1,113 @@
+"""Where an order's time goes between a readable socket and a written reply.
+
+With ``--trace-latency N`` (``[server] trace_latency``; 0, the default,
+is off) one new order in N is stamped at each point of its way through
+the server (``pyengine._server.LatencyTrace``, csrc/binding/trace.c, which
+names the points), and the server logs one ``stage_latency`` line per
+stage when it stops and on SIGUSR1: how many orders, and the minimum,
+p50, p90, p99 and maximum of the stage's time in µs over them (exact:
+the sampled times sorted). A stage is the time between two points:
+
+============  ==========  ==========  ============================================
+stage         from        to          what it holds
+============  ==========  ==========  ============================================
+intake        read        intake      the frame decoded, checked, packed
+queued        intake      pushed      waiting for the end of the event loop's turn
+to_engine     pushed      taken       the input ring and the engine thread's wake-up
+engine        taken       published   the engine's batch (the whole batch it was in)
+to_server     published   popped      the output ring, the dispatcher's wake-up
+route         popped      routed      the Router, up to its answer (ack or reject)
+write         routed      written     the rest of the routing, then the write
+total         read        written     all of it
+============  ==========  ==========  ============================================
+
+A stage's minimum below 0 would mean stamps out of order: with one clock
+for every thread, it never is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from array import array
+from dataclasses import dataclass
+
+from .._server import LatencyTrace, Ledger
+from ..log import fields
+from .engine_thread import EngineThread
+
+__all__ = ["STAGES", "StageFigures", "breakdown", "log_breakdown", "start_trace"]
+
+log = logging.getLogger("pyengine.server")
+
+# (stage, from point, to point), in the order an order passes them.
+STAGES = (
+    ("intake", "read", "intake"),
+    ("queued", "intake", "pushed"),
+    ("to_engine", "pushed", "taken"),
+    ("engine", "taken", "published"),
+    ("to_server", "published", "popped"),
+    ("route", "popped", "routed"),
+    ("write", "routed", "written"),
+    ("total", "read", "written"),
+)
+
+
+@dataclass(frozen=True)
+class StageFigures:
+    """One stage over the traced orders, in µs."""
+
+    stage: str
+    count: int
+    min_us: float
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    max_us: float
+
+
+def start_trace(every: int, ledger: Ledger, engine: EngineThread) -> LatencyTrace | None:
+    """Trace one new order in `every` (0: none, and None back)."""
+    if every <= 0:
+        return None
+    trace = LatencyTrace(ledger, every)
+    engine.trace_batches(trace)
+    log.info("latency_trace", extra=fields(every=every))
+    return trace
+
+
+def percentile(ordered: list[int], p: float) -> int:
+    """The nearest-rank `p`th percentile of the sorted, non-empty `ordered`."""
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+def breakdown(records: bytes, points: tuple[str, ...]) -> list[StageFigures]:
+    """Each stage's figures over `records` (LatencyTrace.records(): int64
+    stamps, len(points) a record); no stages for no records."""
+    stamps = array("q", records)
+    width = len(points)
+    n = len(stamps) // width
+    if not n:
+        return []
+    at = {name: i for i, name in enumerate(points)}
+    out = []
+    for stage, start, end in STAGES:
+        a, b = at[start], at[end]
+        times = sorted(stamps[r * width + b] - stamps[r * width + a] for r in range(n))
+        out.append(StageFigures(stage, n, times[0] / 1e3, percentile(times, 50) / 1e3, percentile(times, 90) / 1e3,
+                                percentile(times, 99) / 1e3, times[-1] / 1e3))
+    return out
+
+
+def log_breakdown(trace: LatencyTrace) -> list[StageFigures]:
+    """Log the breakdown so far: a ``latency_trace`` line with the counts,
+    then a ``stage_latency`` line per stage; returns the figures."""
+    figures = breakdown(trace.records(), trace.points)
+    log.info("latency_trace", extra=fields(every=trace.every, traced=trace.traced, completed=trace.completed,
+                                           lost=trace.lost, skipped=trace.skipped,
+                                           kept=figures[0].count if figures else 0))
+    for f in figures:
+        log.info("stage_latency", extra=fields(stage=f.stage, count=f.count, min_us=f"{f.min_us:.3f}",
+                                               p50_us=f"{f.p50_us:.1f}", p90_us=f"{f.p90_us:.1f}",
+                                               p99_us=f"{f.p99_us:.1f}", max_us=f"{f.max_us:.1f}"))
+    return figures
