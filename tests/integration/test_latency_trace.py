@@ -6,8 +6,12 @@ shortest time is >= 0). No timings are asserted."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +23,7 @@ from pyengine.server.latency_trace import STAGES
 from .conftest import RunningServer
 
 ES, NQ = "ESZ6", "NQZ6"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -113,3 +118,19 @@ def test_trace_latency_is_at_least_zero() -> None:
     assert config_from_dict({"server": {"trace_latency": 10}}).trace_latency == 10
     with pytest.raises(ConfigError, match="trace_latency must be >= 0"):
         config_from_dict({"server": {"trace_latency": -1}})
+
+
+def test_the_breakdown_benchmark_runs(tmp_path: Path) -> None:
+    """perf/latency_breakdown.py in its quickest settings: a row per stage,
+    from the traced server's own log."""
+    out = tmp_path / "breakdown.json"
+    proc = subprocess.run([sys.executable, "perf/latency_breakdown.py", "--rate", "1000", "--runs", "1", "--duration",
+                           "1", "--every", "5", "--no-floor", "--json", str(out), "--", "--connections", "4",
+                           "--warmup", "0.2"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split(" | ")[0].lstrip("| ") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert [s for s, _, _ in STAGES] == [r for r in rows if r in {s for s, _, _ in STAGES}]
+    result = json.loads(out.read_text())
+    assert result["pyengine"]["errors"] == 0 and result["c_floor"] is None
+    counts = {f["count"] for f in result["stages"].values()}
+    assert len(counts) == 1 and counts.pop() > 0  # every stage over the same traced orders
