@@ -43,6 +43,8 @@ class SessionHost(Protocol):
 
     def flush_soon(self) -> None: ...
 
+    def flush_now(self) -> None: ...
+
     def session_closed(self, session: Session) -> None: ...
 
     def request(self, session: Session, message: Any) -> None:
@@ -160,6 +162,10 @@ class Session:
         buf = self.server.recv_buffer
         view = memoryview(buf)
         trace = self.server.trace
+        # libev's count of the ready watchers not run yet in this turn
+        # (ev_pending_count); a loop without it: every flush waits for the turn's end.
+        loop = hub.loop
+        counts_pending = hasattr(loop, "pendingcnt")
         watcher = hub.loop.io(fd, 1)
         try:
             while not self.closed:
@@ -176,7 +182,10 @@ class Session:
                     self.close("peer_closed")
                     return
                 take(frames_of(view[:n]))
-                self.server.flush_soon()
+                if counts_pending and not loop.pendingcnt:
+                    self.server.flush_now()  # the last reader of its turn: nothing would join a later push
+                else:
+                    self.server.flush_soon()  # other sockets are ready: their commands go with these
         except FrameError as exc:
             take(exc.frames)
             self.server.commands.flush()
