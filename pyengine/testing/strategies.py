@@ -629,7 +629,12 @@ def commands(
     states = st.builds(
         SetState, st.sampled_from([spec["symbol"] for spec in specs]), _weighted_members(((True, 1), (False, 3)))
     )
-    mix = [(_new_orders(specs, accounts, client_order_ids, order_ids), 14), (cancels, 2), (modifies, 4), (states, 1)]
+    mix: list[tuple[st.SearchStrategy[Command], int]] = [
+        (_new_orders(specs, accounts, client_order_ids, order_ids), 14),
+        (cancels, 2),
+        (modifies, 4),
+        (states, 1),
+    ]
     if account_wide:
         mix.append((_account_wide(specs, accounts), 3))
     return _weighted(*mix)
