@@ -391,6 +391,13 @@ class Client:
             msg["symbol"] = symbol
         return self._send_request(msg)
 
+    def cancel_all_after(self, seconds: float) -> int:
+        """Arm (or renew) this account's dead-man switch: unless this is sent
+        again within ``seconds``, the server cancels every open order of the
+        account (reason ``dead_man``); 0 disarms it. Returns the req_id; the
+        reply is ``{"type": "cancel_all_after", "armed": bool, "deadline": t}``."""
+        return self._send_request({"type": "cancel_all_after", "seconds": seconds})
+
     def order_status(self, order_id: int | None = None, *, client_order_id: str | None = None) -> int:
         """Ask for one order of this account by order id or client order id
         (give one): open, or among the account's last finished orders (the

@@ -41,6 +41,7 @@ from .commands import CommandQueue
 from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
+from .dead_man import DeadManSwitches
 from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
@@ -122,6 +123,7 @@ class Server:
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
         self.dispatcher = Dispatcher(self)
+        self.dead_man = DeadManSwitches(self._dead_man_fired)
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -258,6 +260,7 @@ class Server:
             self.stopped.wait()
             return
         self.stopping = True
+        self.dead_man.close()
         self._listener.close()
         if self._metrics is not None:
             self._metrics.stop(timeout=1)
@@ -410,6 +413,14 @@ class Server:
             self.cancel_order(oid)
         self.commands.flush()
         log.info("cancel_on_disconnect", extra=fields(sid=sid, orders=len(orders)))
+
+    def _dead_man_fired(self, account: int) -> None:
+        """An account's dead-man switch ran out: the engine cancels all its
+        orders, as one sequenced command (tag 0: the cancels go to the owners
+        of the orders as usual; no one asked)."""
+        self.commands.add(lib.ENG_CMD_CANCEL_ALL, 0, account=account,
+                          flags=lib.ENG_CMD_F_DEAD_MAN | lib.ENG_CMD_F_ALL_INSTRUMENTS)
+        self.commands.flush()
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""

@@ -201,6 +201,14 @@ class OrderQuery(NamedTuple):
     client_order_id: str | None
 
 
+class CancelAllAfter(NamedTuple):
+    """``cancel_all_after``: arm, renew (or with 0, disarm) the account's
+    dead-man switch."""
+
+    req_id: Any
+    seconds: float  # an int as sent stays an int
+
+
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
@@ -210,7 +218,7 @@ class SetTradingState(NamedTuple):
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
-           | SetTradingState | Status | Orders | OrderQuery)
+           | SetTradingState | Status | Orders | OrderQuery | CancelAllAfter)
 _Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
@@ -302,6 +310,20 @@ def _optional_str(msg: dict[str, Any], key: str, req_id: Any) -> str | None:
     return None if msg.get(key) is None else _str(msg, key, req_id)
 
 
+CANCEL_ALL_AFTER_MAX = 86400.0
+"""The longest a dead-man switch may be armed for (a day), in seconds."""
+
+
+def _parse_cancel_all_after(msg: dict[str, Any], req_id: Any) -> CancelAllAfter:
+    longest = CANCEL_ALL_AFTER_MAX
+    v = msg.get("seconds")
+    if v is None:
+        raise RequestError("missing_field", "seconds is required", req_id)
+    if type(v) not in (int, float) or not 0 <= v <= longest:
+        raise RequestError("bad_field", f"seconds must be a number in [0, {longest:g}], not {shown(v)}", req_id)
+    return CancelAllAfter(req_id, v)
+
+
 def _parse_order_query(msg: dict[str, Any], req_id: Any) -> OrderQuery:
     order_id = msg.get("order_id")
     if order_id is not None:
@@ -329,6 +351,7 @@ _PARSERS: dict[str, _Parser] = {
     "order_status": _parse_order_query,
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
+    "cancel_all_after": _parse_cancel_all_after,
 }
 
 # Every request type the protocol knows (the metrics label requests by it).

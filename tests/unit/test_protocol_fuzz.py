@@ -54,6 +54,7 @@ from pyengine.server import protocol
 from pyengine.server.protocol import (
     MAX_FRAME,
     Cancel,
+    CancelAllAfter,
     FrameError,
     FrameReader,
     Login,
@@ -105,6 +106,7 @@ KINDS = (
     "resume",
     "orders",
     "order_status",
+    "cancel_all_after",
 )
 FIELDS: dict[str, tuple[str, ...]] = {
     "new_order": ("symbol", "side", "qty", "price", "order_type", "tif", "post_only", "stp", "client_order_id"),
@@ -121,6 +123,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "resume": ("symbol",),
     "orders": ("symbol",),
     "order_status": ("order_id", "client_order_id"),
+    "cancel_all_after": ("seconds",),
 }
 KNOWN_KEYS = tuple(sorted({"type", "req_id", *(key for keys in FIELDS.values() for key in keys)}))
 KNOWN_STRINGS = (*KINDS, *SIDES, *ORDER_TYPES, *TIFS, *STPS, "BUY", " buy", "buy\u0000", "GTC", "Limit", "")
@@ -532,6 +535,15 @@ def _model_order_status(f: _Fields) -> Expected:
     return f.result(lambda: OrderQuery(f.req_id, order_id, coid))
 
 
+def _model_cancel_all_after(f: _Fields) -> Expected:
+    v = f.msg.get("seconds")
+    if v is None:
+        f.fault("seconds", frozenset({"missing_field"}))
+    elif type(v) not in (int, float) or not 0 <= v <= 86400:
+        f.fault("seconds")
+    return f.result(lambda: CancelAllAfter(f.req_id, v))
+
+
 def _model_subscribe(f: _Fields) -> Expected:
     symbol = f.text("symbol", required=True)
     return f.result(lambda: Subscribe(f.req_id, symbol))
@@ -563,6 +575,7 @@ MODELS: dict[str, Callable[[_Fields], Expected]] = {
     "status": lambda f: f.result(lambda: Status(f.req_id)),
     "orders": lambda f: (lambda symbol: f.result(lambda: Orders(f.req_id, symbol)))(f.text("symbol", required=False)),
     "order_status": _model_order_status,
+    "cancel_all_after": _model_cancel_all_after,
     "halt": _model_trading_state(True),
     "resume": _model_trading_state(False),
 }
@@ -833,6 +846,9 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         else:
             msg["client_order_id"] = coid = draw(st.text(max_size=20))
             request = OrderQuery(req_id, None, coid)
+    elif kind == "cancel_all_after":
+        msg["seconds"] = seconds = draw(st.one_of(st.integers(0, 86400), st.floats(0, 86400)))
+        request = CancelAllAfter(req_id, seconds)
     elif kind in ("halt", "resume"):
         msg["symbol"] = symbol = draw(symbols)
         request = SetTradingState(req_id, symbol, kind == "halt")
