@@ -414,6 +414,10 @@ class Server:
         self.commands.flush()
         log.info("cancel_on_disconnect", extra=fields(sid=sid, orders=len(orders)))
 
+    def sessions_of(self, account: int) -> list[Session]:
+        """The open sessions logged in as ``account``."""
+        return [s for s in self.sessions.values() if not s.closed and s.account == account]
+
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its
         orders, as one sequenced command (tag 0: the cancels go to the owners

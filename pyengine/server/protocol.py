@@ -209,6 +209,22 @@ class CancelAllAfter(NamedTuple):
     seconds: float  # an int as sent stays an int
 
 
+class SetMmp(NamedTuple):
+    """``set_mmp``: the account's market-maker protection on an instrument."""
+
+    req_id: Any
+    symbol: str
+    qty_limit: int  # 0 turns it off
+    window_ms: int  # 0: until a reset
+
+
+class ResetMmp(NamedTuple):
+    """``reset_mmp``: lift the account's tripped protection on an instrument."""
+
+    req_id: Any
+    symbol: str
+
+
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
@@ -218,7 +234,7 @@ class SetTradingState(NamedTuple):
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
-           | SetTradingState | Status | Orders | OrderQuery | CancelAllAfter)
+           | SetTradingState | Status | Orders | OrderQuery | CancelAllAfter | SetMmp | ResetMmp)
 _Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
@@ -310,6 +326,9 @@ def _optional_str(msg: dict[str, Any], key: str, req_id: Any) -> str | None:
     return None if msg.get(key) is None else _str(msg, key, req_id)
 
 
+MMP_WINDOW_MS_MAX = 86_400_000
+"""The longest market-maker protection window, in ms (a day)."""
+
 CANCEL_ALL_AFTER_MAX = 86400.0
 """The longest a dead-man switch may be armed for (a day), in seconds."""
 
@@ -352,6 +371,9 @@ _PARSERS: dict[str, _Parser] = {
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
     "cancel_all_after": _parse_cancel_all_after,
+    "set_mmp": lambda m, r: SetMmp(r, _str(m, "symbol", r), _int(m, "qty_limit", r, 0),
+                                   0 if m.get("window_ms") is None else _int(m, "window_ms", r, 0, MMP_WINDOW_MS_MAX)),
+    "reset_mmp": lambda m, r: ResetMmp(r, _str(m, "symbol", r)),
 }
 
 # Every request type the protocol knows (the metrics label requests by it).

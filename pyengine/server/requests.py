@@ -35,6 +35,8 @@ from .protocol import (
     Orders,
     Ping,
     RequestError,
+    ResetMmp,
+    SetMmp,
     SetTradingState,
     Snapshot,
     Status,
@@ -116,6 +118,8 @@ class Requests:
                 engine = self.server.engine
                 session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
                                            engine.instrument_ids, engine.symbols))
+            elif type(req) is SetMmp or type(req) is ResetMmp:
+                self.mmp(session, req)
             elif type(req) is CancelAllAfter:
                 self.cancel_all_after(session, req)
             elif type(req) is OrderQuery:
@@ -279,6 +283,23 @@ class Requests:
             raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
                                req.req_id)
         self.server.commands.add(lib.RUNNER_CTL_SNAPSHOT, session.link.tag("snapshot", req.req_id))
+
+    def mmp(self, session: Session, req: SetMmp | ResetMmp) -> None:
+        """Set or reset the account's market-maker protection: a sequenced
+        command; the engine's MMP event is the reply (Dispatcher.mmp). The
+        window is in the commands' ts units, which the server stamps in ns."""
+        account = self._account(session, req.req_id)
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        tag = session.link.tag("mmp", req.req_id)
+        if type(req) is SetMmp:
+            log.info("set_mmp", extra=fields(sid=session.sid, account=account, symbol=req.symbol,
+                                             qty_limit=req.qty_limit, window_ms=req.window_ms))
+            self.server.commands.add(lib.ENG_CMD_SET_MMP, tag, instrument=inst, account=account,
+                                     qty=req.qty_limit, price=req.window_ms * 1_000_000)
+        else:
+            self.server.commands.add(lib.ENG_CMD_RESET_MMP, tag, instrument=inst, account=account)
 
     def cancel_all_after(self, session: Session, req: CancelAllAfter) -> None:
         account = self._account(session, req.req_id)

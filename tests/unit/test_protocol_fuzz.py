@@ -55,6 +55,8 @@ from pyengine.server.protocol import (
     MAX_FRAME,
     Cancel,
     CancelAllAfter,
+    ResetMmp,
+    SetMmp,
     FrameError,
     FrameReader,
     Login,
@@ -107,6 +109,8 @@ KINDS = (
     "orders",
     "order_status",
     "cancel_all_after",
+    "set_mmp",
+    "reset_mmp",
 )
 FIELDS: dict[str, tuple[str, ...]] = {
     "new_order": ("symbol", "side", "qty", "price", "order_type", "tif", "post_only", "stp", "client_order_id"),
@@ -124,6 +128,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "orders": ("symbol",),
     "order_status": ("order_id", "client_order_id"),
     "cancel_all_after": ("seconds",),
+    "set_mmp": ("symbol", "qty_limit", "window_ms"),
+    "reset_mmp": ("symbol",),
 }
 KNOWN_KEYS = tuple(sorted({"type", "req_id", *(key for keys in FIELDS.values() for key in keys)}))
 KNOWN_STRINGS = (*KINDS, *SIDES, *ORDER_TYPES, *TIFS, *STPS, "BUY", " buy", "buy\u0000", "GTC", "Limit", "")
@@ -544,6 +550,13 @@ def _model_cancel_all_after(f: _Fields) -> Expected:
     return f.result(lambda: CancelAllAfter(f.req_id, v))
 
 
+def _model_set_mmp(f: _Fields) -> Expected:
+    symbol = f.text("symbol", required=True)
+    qty_limit = f.integer("qty_limit", 0, INT64_MAX, required=True)
+    window_ms = f.integer("window_ms", 0, 86_400_000, required=False)
+    return f.result(lambda: SetMmp(f.req_id, symbol, qty_limit, window_ms or 0))
+
+
 def _model_subscribe(f: _Fields) -> Expected:
     symbol = f.text("symbol", required=True)
     return f.result(lambda: Subscribe(f.req_id, symbol))
@@ -576,6 +589,8 @@ MODELS: dict[str, Callable[[_Fields], Expected]] = {
     "orders": lambda f: (lambda symbol: f.result(lambda: Orders(f.req_id, symbol)))(f.text("symbol", required=False)),
     "order_status": _model_order_status,
     "cancel_all_after": _model_cancel_all_after,
+    "set_mmp": _model_set_mmp,
+    "reset_mmp": lambda f: (lambda symbol: f.result(lambda: ResetMmp(f.req_id, symbol)))(f.text("symbol", required=True)),
     "halt": _model_trading_state(True),
     "resume": _model_trading_state(False),
 }
@@ -846,6 +861,15 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         else:
             msg["client_order_id"] = coid = draw(st.text(max_size=20))
             request = OrderQuery(req_id, None, coid)
+    elif kind == "set_mmp":
+        msg["symbol"] = symbol = draw(symbols)
+        msg["qty_limit"] = qty_limit = draw(st.integers(0, INT64_MAX))
+        window_ms = draw(st.integers(0, 86_400_000))
+        _put(draw, msg, "window_ms", window_ms, optional=window_ms == 0)
+        request = SetMmp(req_id, symbol, qty_limit, window_ms)
+    elif kind == "reset_mmp":
+        msg["symbol"] = symbol = draw(symbols)
+        request = ResetMmp(req_id, symbol)
     elif kind == "cancel_all_after":
         msg["seconds"] = seconds = draw(st.one_of(st.integers(0, 86400), st.floats(0, 86400)))
         request = CancelAllAfter(req_id, seconds)
