@@ -15,7 +15,7 @@
     ["commands_per_s", "commands / s"],
     ["orders", "orders accepted"],
     ["trades", "trades"],
-    ["open_orders", "open orders (this instrument)"],
+    ["open_orders", "open orders here"],
     ["sessions", "sessions open"],
     ["sessions_opened", "sessions since start"],
     ["engine_seq", "engine seq"],
@@ -117,13 +117,15 @@
 
   function renderFigures(figures) {
     const dl = byId("figures");
-    dl.replaceChildren(...FIGURES.flatMap(([key, label]) => {
+    dl.replaceChildren(...FIGURES.map(([key, label]) => {
+      const tile = document.createElement("div");
       const dt = document.createElement("dt");
       dt.textContent = label;
       const dd = document.createElement("dd");
       dd.dataset.figure = key;
       dd.textContent = String(figures[key]);
-      return [dt, dd];
+      tile.append(dt, dd);
+      return tile;
     }));
   }
 
