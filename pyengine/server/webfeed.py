@@ -4,8 +4,8 @@ show, built at most ``rate`` times a second and shared by all of them.
 Nothing here runs while no page is open. The first page of an instrument
 subscribes the feed to that instrument's market data as one more subscriber
 (``MarketData.subscribe``), so its trades reach the feed as the ``trade``
-frames every subscriber gets, and the instrument's last page unsubscribes
-it: with no page open, the per-order path is what it is without the view.
+frames every subscriber gets (kept as they are, decoded when the next state
+is built), and the instrument's last page unsubscribes it: with no page open, the per-order path is what it is without the view.
 The rest of a state is read where the server keeps it when the state is
 built: the book (``MarketData.books``, which the Router keeps for every
 level event), the dispatcher's counts, the engine thread's statistics, the
@@ -92,6 +92,7 @@ class InstrumentView:
     def __init__(self, inst: int) -> None:
         self.inst = inst
         self.watchers: set[Watcher] = set()
+        self.unread: list[bytes] = []  # trade frames not yet read (read_trades)
         # (trade id, price, qty, aggressor side, time in ms), the newest last.
         self.trades: deque[tuple[int, int, int, str, int]] = deque(maxlen=TRADES_KEPT)
         # (second in ms, last price, low, high), the newest last.
@@ -99,26 +100,36 @@ class InstrumentView:
         self.last_sent = b""
 
     def send(self, frame: bytes) -> None:
-        """A market-data frame (FrameSink): trades are kept, book updates
+        """A market-data frame (FrameSink), in the dispatcher's turn: a
+        trade's is kept for the next state to read, a book update's
         ignored (the state reads the book itself)."""
-        if not frame.startswith(_TRADE_FRAME, 4):
+        if frame.startswith(_TRADE_FRAME, 4):
+            self.unread.append(frame)
+
+    def read_trades(self, now: float) -> None:
+        """Take in the trades that came since the last call, as of `now`
+        (decoding them here keeps the cost out of the dispatcher's turn,
+        where the acks of the batch wait to be written)."""
+        frames, self.unread = self.unread, []
+        if not frames:
             return
-        trade = orjson.loads(frame[4:])
-        now = time.time()
-        price = trade["price"]
-        self.trades.append((trade["trade_id"], price, trade["qty"], trade["aggressor_side"], int(now * 1000)))
-        second = int(now) * 1000
+        ms, second = int(now * 1000), int(now) * 1000
         chart = self.chart
-        if chart and chart[-1][0] == second:
-            point = chart[-1]
+        if not chart or chart[-1][0] != second:
+            price = orjson.loads(frames[0][4:])["price"]
+            chart.append([second, price, price, price])
+        point = chart[-1]
+        for frame in frames:
+            trade = orjson.loads(frame[4:])
+            price = trade["price"]
+            self.trades.append((trade["trade_id"], price, trade["qty"], trade["aggressor_side"], ms))
             point[1] = price
             point[2] = min(point[2], price)
             point[3] = max(point[3], price)
-        else:
-            chart.append([second, price, price, price])
 
     def state(self, symbols: list[str], marketdata: MarketData, figures: dict[str, int]) -> bytes:
         """What its pages show now, as JSON."""
+        self.read_trades(time.time())
         _, bids, asks = marketdata.books[self.inst]
         return orjson.dumps({
             "symbol": symbols[self.inst],
@@ -179,6 +190,7 @@ class WebFeed:
         if not view.watchers:
             self.server.marketdata.unsubscribe(view, view.inst)
             view.last_sent = b""
+            view.unread.clear()
 
     def close(self) -> None:
         """Close every page's stream (the server is stopping)."""
