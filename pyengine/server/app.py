@@ -2,7 +2,8 @@
 
 Threads: the gevent hub runs on the main OS thread with one reader and one
 writer greenlet per connection, the dispatcher greenlet and a stats greenlet
-(and with a metrics port the endpoint's, metrics.py);
+(and with a metrics port the endpoint's, metrics.py; with an http port the
+web view's, webview.py);
 the engine runs on its own OS thread (``EngineThread``), login secrets are
 checked on a few threads of their own (``LoginChecks``). Commands from all
 sessions go through one ``CommandQueue`` into the engine thread's input ring
@@ -48,6 +49,7 @@ from .session import Session
 from .stats import stats_loop
 from .listen import bind
 from .metrics import metrics_server, request_type
+from .webview import WebView
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -143,10 +145,16 @@ class Server:
         self.address: tuple[str, int] | None = None
         self.requests_by_type: dict[str, int] = {}  # the requests Python carries out (metrics.py)
         self._metrics: WSGIServer | None = None
-        if config.metrics_port is not None:
+        self._web: WebView | None = None
+        if config.metrics_port is not None or config.http_port is not None:
             try:
-                self._metrics = metrics_server(self, config.metrics_host, config.metrics_port)
+                if config.metrics_port is not None:
+                    self._metrics = metrics_server(self, config.metrics_host, config.metrics_port)
+                if config.http_port is not None:
+                    self._web = WebView(self, config.http_host, config.http_port)
             except OSError:
+                if self._metrics is not None:
+                    self._metrics.close()
                 self.engine.close()
                 if self.cluster is not None:
                     self.cluster.close()
@@ -181,6 +189,8 @@ class Server:
             bound = self._metrics.address
             assert isinstance(bound, tuple)  # a TCP listener's (host, port, ...)
             log.info("metrics_listening", extra=fields(host=bound[0], port=bound[1], path="/metrics"))
+        if self._web is not None:
+            self._web.start()
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
@@ -264,6 +274,8 @@ class Server:
         self._listener.close()
         if self._metrics is not None:
             self._metrics.stop(timeout=1)
+        if self._web is not None:
+            self._web.stop()
         for session in list(self.sessions.values()):
             session.close("server_stopping")
         deadline = time.monotonic() + timeout

@@ -3,7 +3,7 @@
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
                     [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
-                    [--metrics-port P [--metrics-host H]]
+                    [--metrics-port P [--metrics-host H]] [--http-port P [--http-host H]]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
@@ -16,7 +16,8 @@ start recovers the state the directory holds. It refuses to start when the
 journal is damaged before its end (the error says where and what follows);
 --accept-journal-loss starts all the same, without the commands after the
 damage, numbering above everything issued before. --metrics-port serves
-Prometheus metrics at /metrics (docs/metrics.md). With --nats it is one node
+Prometheus metrics at /metrics (docs/metrics.md), --http-port a live web view
+of the books, trades and figures (docs/webview.md). With --nats it is one node
 of a replicated shard (docs/cluster.md).
 """
 
@@ -59,6 +60,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="P",
                    help="serve Prometheus metrics at http://HOST:P/metrics (default: none; 0: any free port)")
     p.add_argument("--metrics-host", metavar="H", help="address of the metrics endpoint (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, metavar="P",
+                   help="serve the live web view at http://HOST:P/ (default: none; 0: any free port)")
+    p.add_argument("--http-host", metavar="H", help="address of the web view (default 127.0.0.1)")
     c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
     c.add_argument("--nats", metavar="URL[,URL...]", help="the NATS servers: run as one node of a replicated shard")
     c.add_argument("--shard", metavar="NAME", help="this node's shard (its instruments: [cluster.instruments])")
@@ -80,6 +84,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "accept_journal_loss": args.accept_journal_loss,
         "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host,
+        "http_port": args.http_port,
+        "http_host": args.http_host,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     cluster = {
