@@ -296,6 +296,21 @@ SEEDS = {
     + cid(new(0, 2, BUY, aggr=-1)) + reset_mmp(0, 2) + cid(new(0, 2, BUY, aggr=-1))
     + cancel_all(0, 1, dead_man=True) + cancel_all(0, 2, everywhere=True) + reset_mmp(0, 0)
     + cid(new(0, 0, SELL, aggr=-1)) + repeat(4) + cancel_all(0, 0) + set_mmp(0, 0),
+    # Fills at the window's edges: one window-length after its opening fill a
+    # new window opens; one tick before, the same goes on.
+    "27_mmp_window_edge": config() + set_mmp(0, 0, lots=3, window=10)
+    + new(0, 0, SELL, aggr=-1, lots=16) + new(0, 2, BUY, aggr=1, lots=2) + clock_on(9)
+    + new(0, 2, BUY, aggr=1, lots=2) + clock_on(8) + new(0, 2, BUY, aggr=1)
+    + new(0, 2, BUY, aggr=1) + clock_on(8) + new(0, 2, BUY, aggr=1, lots=3)
+    + new(0, 2, BUY, aggr=1),
+    # One trade takes taker and maker over: the taker trips first. A tripped
+    # account's bad NEW is refused as mmp before its qty is looked at; a
+    # limit of 0 stores no window.
+    "28_mmp_trip_order": config(level_events=True) + set_mmp(0, 0, lots=1) + set_mmp(0, 2, lots=1)
+    + new(0, 0, SELL, aggr=-1, lots=2) + new(0, 0, BUY, aggr=-2) + new(0, 2, BUY, aggr=-3)
+    + new(0, 2, BUY, aggr=1, lots=2) + extreme(0, 2, BUY, qty_index=13)
+    + extreme(0, 0, SELL, qty_index=12) + set_mmp(0, 2, window=5)
+    + set_mmp(0, 0, window=63, window_scale=3) + extreme(0, 2, BUY, qty_index=13),
 }
 
 
