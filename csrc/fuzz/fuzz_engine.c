@@ -97,7 +97,8 @@
  *            ignored).
  *     14     malformed: two more bytes `d e`. A command is decoded from
  *            `a b c` (d bits 0-1: 0 NEW limit, 1 account-wide as kind 5,
- *            a clock record giving a CANCEL_ALL, 2 CANCEL, 3 MODIFY by id),
+ *            where a clock choice gives a CANCEL_ALL, 2 CANCEL, 3 MODIFY
+ *            by id),
  *            then field d bits 2-5 gets an odd value from e (fz_corrupt).
  *            With caller order ids the NEW has a fresh id, or 0 if e bit 7.
  *     15     a bits 5-7 0-4: no command, move the instrument's mid by
@@ -947,8 +948,9 @@ static bool fz_book_before(const struct fz_order *a, const struct fz_order *b)
     return a->stamp < b->stamp;
 }
 
-/* Has `account` an open order on an instrument in [lo, hi]? Between a
-   command's own events and its last, every open order rests. */
+/* Has `account` an open order on an instrument in [lo, hi]? Where a sweep
+   ends (a CANCEL_ALL's, or a trip's after the command's own events), every
+   order open in the model rests in the book. */
 static bool fz_rests_any(const struct fz *fz, uint32_t account, uint32_t lo, uint32_t hi)
 {
     for (uint64_t s = 1; s <= fz->naccepted; s++) {
@@ -1006,8 +1008,8 @@ static int fz_mass_reason(const struct eng_cmd *c)
 static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
                             size_t i, size_t n, struct fz_progress *p)
 {
-    uint64_t slot = fz_slot(fz, ev[i].order_id);
     struct fz_order *o = fz_order_at(fz, ev[i].order_id);
+    uint64_t slot = (uint64_t)(o - fz->orders);
     const struct fzm_entry *trip = fzm_next_trip(&fz->mmp);
     uint32_t lo, hi;
 
@@ -1074,7 +1076,8 @@ static void fz_on_mmp(struct fz *fz, const struct eng_cmd *c, const struct eng_e
     if (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP) {
         FZ_CHECK(fz, i == 0 && n == 1, "MMP not the only event of a SET_MMP or RESET_MMP");
         en = fzm_entry(&fz->mmp, c->account, c->instrument);
-        FZ_CHECK(fz, en != NULL, "SET_MMP/RESET_MMP accepted for an unknown instrument");
+        FZ_CHECK(fz, en != NULL,
+                 "SET_MMP/RESET_MMP accepted for an account or instrument never used");
         if (c->type == ENG_CMD_SET_MMP)
             fzm_set(en, c->qty, c->price);
         else
@@ -1281,7 +1284,8 @@ static void fz_check_mmp(struct fz *fz)
         for (uint32_t inst = 0; inst < FZ_NINST; inst++) {
             const struct fzm_entry *en = &fz->mmp.entry[a][inst];
             int on = eng_get_mmp(fz->e, en->account, inst, &info);
-            FZ_CHECK(fz, on == (en->limit > 0), "eng_get_mmp: protection on or off, unlike the model");
+            FZ_CHECK(fz, on == (en->limit > 0),
+                     "eng_get_mmp: protection on or off, unlike the model");
             if (on)
                 FZ_CHECK(fz, info.qty_limit == en->limit && info.window == en->window &&
                                  info.filled == en->filled && info.window_start == en->start &&
@@ -1460,9 +1464,10 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
     struct fz_progress p = {.now = c->ts};
     bool rejected = ev[0].type == ENG_EV_REJECTED;
 
-    if (x->exact)
-        FZ_CHECK(fz, rejected == (x->reject != ENG_OK),
-                 rejected ? "rejected, but the rules accept it" : "accepted, but the rules reject it");
+    if (x->exact && rejected)
+        FZ_CHECK(fz, x->reject != ENG_OK, "rejected, but the rules accept it");
+    if (x->exact && !rejected)
+        FZ_CHECK(fz, x->reject == ENG_OK, "accepted, but the rules reject it");
     for (size_t i = 0; i < n; i++) {
         FZ_CHECK(fz, ev[i].seq == fz->seq, "event with the wrong seq");
         FZ_CHECK(fz, !p.tripping || fz_trip_event(&ev[i]),
@@ -1502,7 +1507,8 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
     FZ_CHECK(fz, fzm_next_trip(&fz->mmp) == NULL,
              "protection went over its limit but did not trip");
     if (!rejected && c->type == ENG_CMD_CANCEL_ALL)
-        FZ_CHECK(fz, ev[n - 1].type == ENG_EV_MASS_CANCELLED, "a CANCEL_ALL without MASS_CANCELLED");
+        FZ_CHECK(fz, ev[n - 1].type == ENG_EV_MASS_CANCELLED,
+                 "a CANCEL_ALL without MASS_CANCELLED");
     if (!rejected && (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP))
         FZ_CHECK(fz, ev[0].type == ENG_EV_MMP, "a SET_MMP or RESET_MMP without its MMP event");
     fz_check_taker(fz, &p.tk);

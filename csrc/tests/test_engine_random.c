@@ -48,7 +48,8 @@ static struct eng *make(void)
 }
 
 /* A CANCEL_ALL of `c`'s account, or MAKER's SET_MMP or RESET_MMP, on `inst`
-   (lot `lot`); one in ten malformed. */
+   (lot `lot`); one in ten with a field spoilt (flags, instrument, or the
+   limit or window, which only SET_MMP reads). */
 static void random_account_wide(uint64_t *rng, struct eng_cmd *c, uint32_t inst, int64_t lot)
 {
     uint64_t r = test_rand(rng) % 20;
