@@ -45,6 +45,11 @@ __all__ = [
     "Status",
     "Orders",
     "OrderQuery",
+    "CancelAllAfter",
+    "SetMmp",
+    "ResetMmp",
+    "CANCEL_ALL_AFTER_MAX",
+    "MMP_WINDOW_MS_MAX",
     "Request",
     "REQUEST_TYPES",
 ]
