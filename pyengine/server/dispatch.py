@@ -92,6 +92,7 @@ class Dispatcher:
         self._buf = ffi.new("struct runner_event[]", _BATCH)
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
+        self.mmp_trips = 0  # market-maker protection trips routed
         self._router = Router(
             ledger=server.ledger,
             events=self,
@@ -286,6 +287,7 @@ class Dispatcher:
         if session is not None and request is not None and request[0] == "mmp":
             session.reply({**message, "req_id": request[1]})
         if tripped:
+            self.mmp_trips += 1
             log.warning("mmp_tripped", extra=fields(account=account, symbol=symbol, filled=filled,
                                                     qty_limit=qty_limit, seq=seq))
             for s in self.server.sessions_of(account):

@@ -14,6 +14,8 @@ import pytest
 
 from pyengine.client import Client, ServerError
 
+from .test_metrics import metrics_port, samples, scrape, value
+
 ES, NQ = "ESZ6", "NQZ6"
 
 
@@ -60,6 +62,26 @@ def test_renewing_in_time_or_disarming_keeps_the_orders(server: Any) -> None:
         assert disarmed["armed"] is False and disarmed["deadline"] is None
         time.sleep(1.0)
         assert [o["order_id"] for o in a.open_orders()] == [oid]
+
+
+def test_the_metrics_count_switches_and_trips(server_factory: Any) -> None:
+    srv = server_factory(None, "--metrics-port", "0")
+    port = metrics_port(srv)
+    with srv.client() as a, srv.client() as b:
+        a.login(1)
+        b.login(2)
+        a.request(a.cancel_all_after(60))
+        assert value(samples(scrape(port)), "pyengine_dead_man_armed") == 1
+        a.request(a.set_mmp(ES, qty_limit=1))
+        a.request(a.new_order(ES, "sell", 5, 450_000))
+        b.request(b.new_order(ES, "buy", 2, 450_000, tif="ioc"))
+        a.request(a.cancel_all_after(0.2))
+        _cancels(a, 1)  # the trip's
+        time.sleep(0.5)
+        after = samples(scrape(port))
+    assert value(after, "pyengine_mmp_trips_total") == 1
+    assert value(after, "pyengine_dead_man_fired_total") == 1
+    assert value(after, "pyengine_dead_man_armed") == 0
 
 
 def test_it_fires_after_a_disconnect_and_survives_a_restart(server_factory: Any, tmp_path: Path) -> None:
