@@ -32,6 +32,12 @@ from pyengine.testing import ReferenceEngine
 from pyengine.testing.strategies import accepted_order_ids, apply, commands, instrument_spec_lists
 
 
+def _examples(n: int) -> int:
+    """`n` examples under the default ``ci`` profile (100), scaled to the loaded one."""
+    loaded: int = settings().max_examples
+    return max(1, n * loaded // 100)
+
+
 def open_orders_sorted(engine: Any) -> list[Any]:
     return sorted(engine.open_orders(), key=lambda o: o.order_id)
 
@@ -75,7 +81,7 @@ class ProtectionMatchesReference(RuleBasedStateMachine):
         self.reference.verify()
 
 
-ProtectionMatchesReference.TestCase.settings = settings(stateful_step_count=60, max_examples=50)
+ProtectionMatchesReference.TestCase.settings = settings(stateful_step_count=60, max_examples=_examples(35))
 TestProtectionMatchesReference = ProtectionMatchesReference.TestCase
 
 
@@ -132,7 +138,7 @@ class ClockedPacker:
         return getattr(self.model, name)
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=_examples(30), suppress_health_check=[HealthCheck.too_slow])
 @given(instrument_spec_lists(), st.data())
 def test_the_batch_path_with_a_moving_clock_matches_the_model(specs: list[dict[str, Any]], data: st.DataObject) -> None:
     """60 commands, as many as a run of the state machine above (fewer seldom
