@@ -116,6 +116,7 @@ struct eng *eng_create(const struct eng_config *cfg)
         goto fail;
     }
     e->ev_cap = ENG_INITIAL_EVENTS;
+    mmp_init(&e->mmp);
     return e;
 fail:
     arena_destroy(&e->arena);
@@ -137,6 +138,7 @@ void eng_destroy(struct eng *e)
     (void)leaked;
     ids_destroy(&e->ids);
     idx_destroy(&e->coids);
+    mmp_destroy(&e->mmp);
     free(e->inst);
     free(e->ev);
     arena_destroy(&e->arena);
@@ -197,6 +199,7 @@ int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, ui
     in->band_lo = spec->min_price ? spec->min_price : 1;
     in->band_hi = spec->max_price ? spec->max_price : INT64_MAX;
     in->state = ENG_STATE_OPEN;
+    in->mmp_active = 0;
     *id = e->ninst++;
     return ENG_OK;
 }
@@ -293,6 +296,7 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
         return -1;
     e->seq++;
     e->stats.commands++;
+    e->now = cmd->ts;
     switch (cmd->type) {
     case ENG_CMD_NEW:
         eng__new_order(e, cmd);
@@ -306,10 +310,21 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
     case ENG_CMD_SET_STATE:
         eng__set_state(e, cmd);
         break;
+    case ENG_CMD_CANCEL_ALL:
+        eng__cancel_all(e, cmd);
+        break;
+    case ENG_CMD_SET_MMP:
+        eng__set_mmp(e, cmd);
+        break;
+    case ENG_CMD_RESET_MMP:
+        eng__reset_mmp(e, cmd);
+        break;
     default:
         eng__reject(e, cmd, ENG_BAD_COMMAND);
         break;
     }
+    if (ENG_UNLIKELY(e->mmp.trip_head))
+        eng__mmp_trip(e);
     e->stats.events += e->ev_len - before;
     ENG_ASSERT_EXPENSIVE(verified(e, before));
     return (int64_t)(e->ev_len - before);

@@ -13,6 +13,7 @@
 #include "common.h"
 #include "idx.h"
 #include "ids.h"
+#include "mmp.h"
 #include "pool.h"
 #include "pyengine.h"
 
@@ -21,6 +22,7 @@ struct instrument {
     int64_t band_lo;    /* effective band: [1, INT64_MAX] when none */
     int64_t band_hi;
     uint8_t state;      /* enum eng_trading_state */
+    uint32_t mmp_active; /* accounts with market-maker protection set here */
     struct book book;
 };
 
@@ -30,6 +32,8 @@ struct eng {
     struct pool levels;      /* struct level */
     struct ids ids;          /* order id -> order handle (resting orders) */
     struct idx coids;        /* (account, coid) -> order handle (resting, with coid) */
+    struct mmp mmp;          /* market-maker protection, per (account, instrument) */
+    int64_t now;             /* ts of the command running: protection's clock */
     struct instrument *inst; /* malloc'ed; grows only in eng_add_instrument */
     uint32_t ninst;
     uint32_t cap_inst;
@@ -96,6 +100,12 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c);
 void eng__cancel(struct eng *e, const struct eng_cmd *c);
 void eng__modify(struct eng *e, const struct eng_cmd *c);
 void eng__set_state(struct eng *e, const struct eng_cmd *c);
+void eng__cancel_all(struct eng *e, const struct eng_cmd *c);
+void eng__set_mmp(struct eng *e, const struct eng_cmd *c);
+void eng__reset_mmp(struct eng *e, const struct eng_cmd *c);
+/* Trip the protection of every account that a command's fills took over
+   its limit, in the order they went over: after the command's own events. */
+void eng__mmp_trip(struct eng *e);
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err);
 
 /*

@@ -130,6 +130,16 @@ static void emit_modified(struct eng *e, const struct order *o, uint32_t instrum
     e->stats.modified++;
 }
 
+/* A fill of `qty` for `account` on `instrument`, counted against its
+   protection if it has any; over the limit, it is queued to trip. */
+static void count_fill(struct eng *e, uint32_t account, uint32_t instrument, int64_t qty)
+{
+    struct mmp_entry *en = mmp_find(&e->mmp, account, instrument);
+
+    if (en && en->limit > 0 && mmp_fill(en, qty, e->now))
+        mmp_queue_trip(&e->mmp, en);
+}
+
 static void emit_trade(struct eng *e, const struct taker *t, const struct level *lv,
                        const struct order *m, int64_t q)
 {
@@ -141,6 +151,10 @@ static void emit_trade(struct eng *e, const struct taker *t, const struct level 
     ev->maker_account = m->account;
     ev_clear_coid(ev);
     e->stats.trades++;
+    if (ENG_UNLIKELY(e->mmp.active) && e->inst[lv->instrument].mmp_active) {
+        count_fill(e, t->account, lv->instrument, q);
+        count_fill(e, m->account, lv->instrument, q);
+    }
 }
 
 /* The state of a level after a change (total 0: the level is gone). */
@@ -338,14 +352,23 @@ static inline bool would_cross(const struct book *b, int side, int64_t price)
  * one per maker visited (a trade or a self-trade cancel), at most qty/lot
  * trades (every open quantity is a multiple of the lot), plus a maker and a
  * taker cancel; with level events, one more per maker visited and two for
- * the order's own levels (left and joined).
+ * the order's own levels (left and joined); and what protection tripping
+ * may cancel.
  */
-static int reserve_match(struct eng *e, const struct book *b, int side, int64_t qty,
-                         int64_t lot, uint8_t stp)
+static int reserve_match(struct eng *e, const struct instrument *in, int side, int64_t qty,
+                         uint8_t stp)
 {
+    const struct book *b = &in->book;
+    int64_t lot = in->spec.lot_size;
     uint64_t makers = b->side[side ^ 1].norders;
     uint64_t room = e->ev_cap - e->ev_len;
     uint64_t per = e->level_events ? 2 : 1, extra = e->level_events ? 5 : 3;
+
+    /* With market-maker protection here, the fills may trip accounts: each
+       trip cancels its account's resting orders (at most all of them, the
+       order itself once it rests included) and says so in one event. */
+    if (ENG_UNLIKELY(in->mmp_active))
+        extra += (b->side[0].norders + b->side[1].norders + 1) * per + in->mmp_active;
 
     /* qty >= qty / lot: the common small order needs no division. Compared
        as room per maker, so a qty near INT64_MAX cannot wrap the product. */
@@ -455,6 +478,12 @@ static void match(struct eng *e, struct book *b, struct taker *t)
 
 /* ---- commands ------------------------------------------------------------- */
 
+static bool mmp_tripped(const struct eng *e, uint32_t account, uint32_t instrument)
+{
+    const struct mmp_entry *en = mmp_find(&e->mmp, account, instrument);
+    return en && en->tripped;
+}
+
 void eng__new_order(struct eng *e, const struct eng_cmd *c)
 {
     const struct instrument *in = NULL;
@@ -471,6 +500,8 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
             err = ENG_UNKNOWN_INSTRUMENT;
         else if (e->inst[c->instrument].state == ENG_STATE_HALTED)
             err = ENG_HALTED;
+        else if (ENG_UNLIKELY(e->mmp.tripped) && mmp_tripped(e, c->account, c->instrument))
+            err = ENG_MMP;
         else if (!(err = check_qty(in = &e->inst[c->instrument], c->qty, false)) && limit)
             err = check_price(in, c->price);
     }
@@ -490,7 +521,7 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
         err = ENG_DUPLICATE_CLIENT_ORDER_ID;
     else if ((c->flags & ENG_CMD_F_POST_ONLY) && would_cross(b, t.side, c->price))
         err = ENG_POST_ONLY_WOULD_CROSS;
-    else if (reserve_match(e, b, t.side, c->qty, in->spec.lot_size, c->stp) != 0)
+    else if (reserve_match(e, in, t.side, c->qty, c->stp) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
@@ -612,7 +643,7 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
     }
     if ((o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
         err = ENG_POST_ONLY_WOULD_CROSS;
-    else if (reserve_match(e, b, side, qty, in->spec.lot_size, o->stp) != 0)
+    else if (reserve_match(e, in, side, qty, o->stp) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
@@ -660,6 +691,173 @@ void eng__set_state(struct eng *e, const struct eng_cmd *c)
     }
     e->inst[c->instrument].state = (uint8_t)c->qty;
     ev_clear_coid(ev_put(e, ENG_EV_STATE, 0, 0, 0, c->instrument, 0, 0, c->qty, 0, c->account));
+}
+
+/* ---- account-wide commands and market-maker protection -------------------- */
+
+/*
+ * Cancel every resting order of `account` on instrument `i`, in book order
+ * (bids, then asks; best level first; oldest first), with `reason`. Returns
+ * how many. The caller has reserved an event (two with level events) per
+ * resting order of the instrument.
+ */
+static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, int reason)
+{
+    struct book *b = &e->inst[i].book;
+    int64_t n = 0;
+
+    for (int s = 0; s < 2; s++) {
+        struct level *lv = book_best(b, s);
+        while (lv) {
+            /* Both read before anything goes: a level leaves with its last
+               order, and the walk must not look at it after that. */
+            struct level *next = book_next_level(lv);
+            struct list_node *it = lv->orders.next;
+            for (uint32_t left = lv->count; left > 0; left--) {
+                struct order *o = eng_container_of(it, struct order, link);
+                it = it->next;
+                if (o->account == account) {
+                    emit_order_cancelled(e, o, lv, reason);
+                    drop_order(e, b, o);
+                    n++;
+                }
+            }
+            lv = next;
+        }
+    }
+    return n;
+}
+
+static inline uint64_t resting_orders(const struct instrument *in)
+{
+    return in->book.side[0].norders + in->book.side[1].norders;
+}
+
+void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
+{
+    const uint8_t allowed = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS;
+    bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
+    int reason = (c->flags & ENG_CMD_F_DEAD_MAN) ? ENG_CANCEL_DEAD_MAN : ENG_CANCEL_USER;
+    uint32_t first = 0, end = e->ninst;
+    uint64_t most = 0;
+    int64_t n = 0;
+    int err = ENG_OK;
+
+    if (c->reserved)
+        err = ENG_BAD_COMMAND;
+    else if (c->flags & ~allowed)
+        err = ENG_BAD_FLAGS;
+    else if (!all && c->instrument >= e->ninst)
+        err = ENG_UNKNOWN_INSTRUMENT;
+    if (!err && !all) {
+        first = c->instrument;
+        end = first + 1;
+    }
+    for (uint32_t i = first; !err && i < end; i++)
+        most += resting_orders(&e->inst[i]);
+    if (!err && eng__reserve_events(e, most * (e->level_events ? 2 : 1) + 1) != 0)
+        err = ENG_NO_MEMORY;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    for (uint32_t i = first; i < end; i++)
+        n += cancel_account(e, i, c->account, reason);
+    ev_clear_coid(ev_put(e, ENG_EV_MASS_CANCELLED, 0, (uint8_t)reason,
+                         all ? ENG_EV_F_ALL_INSTRUMENTS : 0, all ? 0 : c->instrument, 0, 0, n, 0,
+                         c->account));
+}
+
+/* The checks SET_MMP and RESET_MMP share. */
+static int check_mmp_command(const struct eng *e, const struct eng_cmd *c)
+{
+    if (c->reserved)
+        return ENG_BAD_COMMAND;
+    if (c->flags)
+        return ENG_BAD_FLAGS;
+    if (c->instrument >= e->ninst)
+        return ENG_UNKNOWN_INSTRUMENT;
+    return ENG_OK;
+}
+
+/* An account's protection on an instrument as it is now (`en` NULL: none). */
+static void emit_mmp(struct eng *e, uint32_t account, uint32_t instrument,
+                     const struct mmp_entry *en)
+{
+    bool on = en && en->limit > 0;
+    ev_clear_coid(ev_put(e, ENG_EV_MMP, 0, 0, on && en->tripped ? ENG_EV_F_TRIPPED : 0,
+                         instrument, 0, on ? en->window : 0, on ? en->limit : 0,
+                         on ? en->filled : 0, account));
+}
+
+/* Lift a trip and close the window. */
+static void mmp_clear(struct eng *e, struct mmp_entry *en)
+{
+    if (en->tripped)
+        e->mmp.tripped--;
+    en->tripped = 0;
+    en->filled = 0;
+    en->start = 0;
+}
+
+void eng__set_mmp(struct eng *e, const struct eng_cmd *c)
+{
+    int err = check_mmp_command(e, c);
+    struct mmp_entry *en = NULL;
+    struct instrument *in;
+
+    if (!err && (c->qty < 0 || c->price < 0))
+        err = ENG_BAD_MMP;
+    if (!err && c->qty > 0 && !(en = mmp_get(&e->mmp, c->account, c->instrument)))
+        err = ENG_NO_MEMORY;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    if (!en)
+        en = mmp_find(&e->mmp, c->account, c->instrument);
+    if (en) {
+        in = &e->inst[c->instrument];
+        if (en->limit > 0) {
+            e->mmp.active--;
+            in->mmp_active--;
+        }
+        mmp_clear(e, en);
+        en->limit = c->qty;
+        en->window = c->qty > 0 ? c->price : 0;
+        if (en->limit > 0) {
+            e->mmp.active++;
+            in->mmp_active++;
+        }
+    }
+    emit_mmp(e, c->account, c->instrument, en);
+}
+
+void eng__reset_mmp(struct eng *e, const struct eng_cmd *c)
+{
+    int err = check_mmp_command(e, c);
+    struct mmp_entry *en;
+
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    en = mmp_find(&e->mmp, c->account, c->instrument);
+    if (en && en->limit > 0)
+        mmp_clear(e, en);
+    emit_mmp(e, c->account, c->instrument, en);
+}
+
+void eng__mmp_trip(struct eng *e)
+{
+    struct mmp_entry *en;
+
+    while ((en = mmp_next_trip(&e->mmp))) {
+        en->tripped = 1;
+        e->mmp.tripped++;
+        cancel_account(e, en->instrument, en->account, ENG_CANCEL_MMP);
+        emit_mmp(e, en->account, en->instrument, en);
+    }
 }
 
 /* ---- snapshots -------------------------------------------------------------- */

@@ -53,7 +53,12 @@
     XX(BAD_STATE, "bad_state", "trading state must be open or halted")               \
     XX(BAD_ORDER_ID, "bad_order_id",                                                 \
        "a new order needs an order id of its own (nonzero) with caller order ids")   \
-    XX(DUPLICATE_ORDER_ID, "duplicate_order_id", "order id is in use by an open order")
+    XX(DUPLICATE_ORDER_ID, "duplicate_order_id", "order id is in use by an open order")    \
+    XX(MMP, "mmp",                                                                   \
+       "market-maker protection tripped for this account and instrument: new "       \
+       "orders are refused until it is reset")                                       \
+    XX(BAD_MMP, "bad_mmp",                                                           \
+       "a market-maker protection limit and window must not be negative")
 
 enum eng_err {
 #define ENG_XX_(code, name, msg) ENG_##code,
@@ -71,7 +76,9 @@ enum eng_err {
     XX(BAND, "band")                          \
     XX(STP, "stp")                            \
     XX(LEVEL_FULL, "level_full")              \
-    XX(NO_MEMORY, "no_memory")
+    XX(NO_MEMORY, "no_memory")                \
+    XX(DEAD_MAN, "dead_man")                  \
+    XX(MMP, "mmp")
 
 enum eng_cancel_reason {
 #define ENG_XX_(code, name) ENG_CANCEL_##code,
@@ -105,7 +112,10 @@ enum eng_cmd_type {
     ENG_CMD_NEW = 1,
     ENG_CMD_CANCEL = 2,
     ENG_CMD_MODIFY = 3,
-    ENG_CMD_SET_STATE = 4, /* an instrument's trading state (administrator) */
+    ENG_CMD_SET_STATE = 4,  /* an instrument's trading state (administrator) */
+    ENG_CMD_CANCEL_ALL = 5, /* every open order of an account, on one instrument or all */
+    ENG_CMD_SET_MMP = 6,    /* an account's market-maker protection on an instrument */
+    ENG_CMD_RESET_MMP = 7,  /* lift an account's tripped protection on an instrument */
     ENG_CMD__COUNT
 };
 
@@ -126,8 +136,11 @@ enum eng_cmd_flags {
     ENG_CMD_F_POST_ONLY = 1,   /* NEW: never trade on arrival */
     ENG_CMD_F_ANY_ACCOUNT = 2, /* CANCEL/MODIFY: administrator, skip the owner check */
     ENG_CMD_F_KEEP_PRICE = 4,  /* MODIFY: ignore `price`, keep the order's price */
-    ENG_CMD_F_KEEP_QTY = 8     /* MODIFY: ignore `qty`, keep the order's open qty as it
+    ENG_CMD_F_KEEP_QTY = 8,    /* MODIFY: ignore `qty`, keep the order's open qty as it
                                   is when the command runs (not with KEEP_PRICE) */
+    ENG_CMD_F_DEAD_MAN = 16,   /* CANCEL_ALL: the account's dead-man switch fired: the
+                                  orders leave with reason dead_man, not user */
+    ENG_CMD_F_ALL_INSTRUMENTS = 32 /* CANCEL_ALL: every instrument; `instrument` ignored */
 };
 
 enum eng_event_type {
@@ -137,11 +150,15 @@ enum eng_event_type {
     ENG_EV_CANCELLED = 4,
     ENG_EV_MODIFIED = 5,
     ENG_EV_LEVEL = 6, /* only with eng_config.level_events */
-    ENG_EV_STATE = 7
+    ENG_EV_STATE = 7,
+    ENG_EV_MASS_CANCELLED = 8,
+    ENG_EV_MMP = 9
 };
 
 enum eng_event_flags {
-    ENG_EV_F_PRIORITY_KEPT = 1 /* MODIFIED: the order kept its time priority */
+    ENG_EV_F_PRIORITY_KEPT = 1,  /* MODIFIED: the order kept its time priority */
+    ENG_EV_F_ALL_INSTRUMENTS = 2, /* MASS_CANCELLED: of every instrument */
+    ENG_EV_F_TRIPPED = 4         /* MMP: the protection is tripped now */
 };
 
 enum eng_limits {
@@ -168,10 +185,14 @@ struct eng_cmd {
     uint64_t order_id;  /* CANCEL/MODIFY target; 0 = address it by (account, coid).
                            NEW: the order's id with eng_config.caller_order_ids
                            (nonzero, unique among open orders), else ignored */
-    int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE */
+    int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE;
+                           SET_MMP: the window, in `ts` units (0 = until reset) */
     int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels)
-                           unless KEEP_QTY; SET_STATE: the new enum eng_trading_state */
-    int64_t ts;         /* caller's timestamp; recorded, never interpreted */
+                           unless KEEP_QTY; SET_STATE: the new enum eng_trading_state;
+                           SET_MMP: the fill limit (0 turns protection off) */
+    int64_t ts;         /* caller's timestamp: recorded; read only as the clock of
+                           market-maker protection's window (the server stamps
+                           each command with its arrival time) */
     char coid[16];      /* client order id, NUL-padded; all zero = none */
 };
 
@@ -193,6 +214,13 @@ struct eng_cmd {
  *             every change to a level, right after the event that caused it
  *   STATE     instrument qty(enum eng_trading_state, now) account; after
  *             every accepted SET_STATE, even one that changes nothing
+ *   MASS_CANCELLED  account instrument(0 with flags ALL_INSTRUMENTS)
+ *             qty(orders cancelled) reason(enum eng_cancel_reason); the last
+ *             event of an accepted CANCEL_ALL, after one CANCELLED per order
+ *   MMP       account instrument qty(fill limit, 0 = off) price(window)
+ *             leaves(quantity filled in the current window)
+ *             flags(TRIPPED); after every accepted SET_MMP and RESET_MMP,
+ *             and when protection trips, after the cancels it causes
  * Fields a type does not use are zero.
  */
 struct eng_event {
@@ -421,6 +449,21 @@ const struct eng_api *eng_api(void);
  */
 int64_t eng_book_levels(const struct eng *e, uint32_t instrument, uint8_t side,
                         struct eng_level_info *out, size_t max);
+
+/* An account's market-maker protection on one instrument (see SET_MMP). */
+struct eng_mmp_info {
+    int64_t qty_limit;    /* 0 = off */
+    int64_t window;       /* in ts units; 0 = the window lasts until a reset */
+    int64_t filled;       /* quantity filled in the current window */
+    int64_t window_start; /* ts of the fill that opened the current window */
+    uint32_t tripped;     /* nonzero: new orders are refused (ENG_MMP) */
+    uint32_t reserved;
+};
+
+/* Returns 1 and fills *out if `account` has protection set on `instrument`
+   (limit > 0), else 0. */
+int eng_get_mmp(const struct eng *e, uint32_t account, uint32_t instrument,
+                struct eng_mmp_info *out);
 
 /* Look up an open order. Returns 1 and fills *out if it is open, else 0. */
 int eng_get_order(const struct eng *e, uint64_t order_id, struct eng_order_info *out);

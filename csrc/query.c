@@ -143,6 +143,62 @@ static int fail(char *why, size_t why_len, const char *reason)
     return ENG_CORRUPT;
 }
 
+static bool account_rests_on(const struct book *b, uint32_t account)
+{
+    for (int s = 0; s < 2; s++)
+        for (const struct level *lv = book_best(b, s); lv; lv = book_next_level(lv))
+            for (const struct list_node *it = lv->orders.next; it != &lv->orders; it = it->next)
+                if (eng_container_of(it, struct order, link)->account == account)
+                    return true;
+    return false;
+}
+
+/* Market-maker protection against the instruments and the books: the active
+   counts per instrument add up, and a tripped account rests nothing there. */
+static bool mmp_consistent(const struct eng *e, const char **why)
+{
+    uint64_t active = 0;
+
+    if (!mmp_verify(&e->mmp, why))
+        return false;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        active += e->inst[i].mmp_active;
+    for (uint32_t i = 0; e->mmp.slots && i <= e->mmp.mask; i++) {
+        const struct mmp_entry *en = &e->mmp.slots[i];
+        if (!en->used)
+            continue;
+        if (en->instrument >= e->ninst) {
+            *why = "mmp: an entry names no instrument";
+            return false;
+        }
+        if (en->tripped && account_rests_on(&e->inst[en->instrument].book, en->account)) {
+            *why = "mmp: a tripped account still has resting orders";
+            return false;
+        }
+    }
+    if (active != e->mmp.active) {
+        *why = "mmp: the instruments' active counts do not add up";
+        return false;
+    }
+    return true;
+}
+
+int eng_get_mmp(const struct eng *e, uint32_t account, uint32_t instrument,
+                struct eng_mmp_info *out)
+{
+    const struct mmp_entry *en = mmp_find(&e->mmp, account, instrument);
+
+    if (!en || en->limit == 0)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->qty_limit = en->limit;
+    out->window = en->window;
+    out->filled = en->filled;
+    out->window_start = en->start;
+    out->tripped = en->tripped;
+    return 1;
+}
+
 int eng_verify(const struct eng *e, char *why, size_t why_len)
 {
     struct verify_ctx v = {e, 0};
@@ -168,6 +224,8 @@ int eng_verify(const struct eng *e, char *why, size_t why_len)
     if (!ids_verify(&e->ids, &reason) ||
         !idx_verify(&e->coids, &eng__coid_ops, e, &reason) ||
         !pool_verify(&e->orders, &reason) || !pool_verify(&e->levels, &reason))
+        return fail(why, why_len, reason);
+    if (!mmp_consistent(e, &reason))
         return fail(why, why_len, reason);
     if (e->ev_len > e->ev_cap)
         return fail(why, why_len, "engine: event buffer overrun");
@@ -237,6 +295,10 @@ int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n
         if ((ev[i].order_id && !order_touched(&t, ev[i].order_id, &ev[i], &reason)) ||
             (ev[i].type == ENG_EV_TRADE && !order_touched(&t, ev[i].maker_order_id, &ev[i], &reason)))
             return fail(why, why_len, reason);
+        if (ev[i].type == ENG_EV_MMP && (ev[i].flags & ENG_EV_F_TRIPPED) &&
+            ev[i].instrument < e->ninst &&
+            account_rests_on(&e->inst[ev[i].instrument].book, ev[i].account))
+            return fail(why, why_len, "mmp: a tripped account still has resting orders");
         if (ev[i].type == ENG_EV_REJECTED || ev[i].instrument >= e->ninst ||
             ev[i].instrument == t.last_instrument)
             continue;

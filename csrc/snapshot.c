@@ -7,12 +7,15 @@
  *   struct snap_order x norders                every resting order: per
  *                                              instrument, bids then asks,
  *                                              best level first, oldest first
+ *   struct snap_mmp x nmmp                     market-maker protection, by
+ *                                              (account, instrument)
  * The header holds a CRC-32C of itself (with that field zero) and one of the
  * body, so a torn or damaged file is refused whole.
  *
  * Loading appends each order at the back of its level in file order, which is
  * the order they had: time priority survives. Order ids, trade ids and the
- * sequence number continue from the counters.
+ * sequence number continue from the counters. Version 2 files (before
+ * market-maker protection) load as files with no protection set.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -24,7 +27,7 @@
 #include "fileio.h"
 
 #define SNAP_MAGIC "PYENGSN1"
-enum { SNAP_VERSION = 2 };
+enum { SNAP_VERSION = 3, SNAP_VERSION_NO_MMP = 2 };
 
 struct snap_header {
     char magic[8];
@@ -37,7 +40,7 @@ struct snap_header {
     uint32_t body_crc;
     uint32_t header_crc;
     uint32_t flags;    /* enum snap_flags */
-    uint32_t reserved;
+    uint32_t nmmp;     /* version 3; zero in version 2 */
 };
 
 enum snap_flags { SNAP_F_CALLER_IDS = 1 }; /* the engine took its order ids from the caller */
@@ -61,7 +64,19 @@ struct snap_order {
     char coid[16];
 };
 
+struct snap_mmp {
+    uint32_t account;
+    uint32_t instrument;
+    int64_t limit;
+    int64_t window;
+    int64_t filled;
+    int64_t start;
+    uint32_t tripped;
+    uint32_t reserved;
+};
+
 _Static_assert(sizeof(struct snap_header) == 64, "snapshot header layout");
+_Static_assert(sizeof(struct snap_mmp) == 48, "snapshot protection layout");
 _Static_assert(sizeof(struct snap_instrument) == 64, "snapshot instrument layout");
 _Static_assert(sizeof(struct snap_order) == 56, "snapshot order layout");
 
@@ -99,14 +114,19 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
 {
     size_t specs = e->ninst * sizeof(struct snap_instrument);
     size_t orders = e->ids.count * sizeof(struct snap_order);
-    size_t total = sizeof(struct snap_header) + specs + orders;
+    size_t total = sizeof(struct snap_header) + specs + orders + e->mmp.count * sizeof(struct snap_mmp);
     char *buf = malloc(total);
+    struct mmp_entry *entries = malloc((e->mmp.count + 1) * sizeof(*entries));
     struct snap_header *h = (struct snap_header *)buf;
     struct snap_instrument *si;
     struct snap_order *cursor;
+    struct snap_mmp *sm;
 
-    if (!buf)
+    if (!buf || !entries) {
+        free(buf);
+        free(entries);
         return NULL;
+    }
     memset(h, 0, sizeof(*h));
     memcpy(h->magic, SNAP_MAGIC, 8);
     h->version = SNAP_VERSION;
@@ -116,6 +136,7 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
     h->last_trade_id = e->last_trade_id;
     h->norders = e->ids.count;
     h->flags = e->caller_ids ? SNAP_F_CALLER_IDS : 0;
+    h->nmmp = e->mmp.count;
     si = (struct snap_instrument *)(buf + sizeof(*h));
     for (uint32_t i = 0; i < e->ninst; i++, si++) {
         memset(si, 0, sizeof(*si));
@@ -124,6 +145,19 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
     }
     cursor = (struct snap_order *)(buf + sizeof(*h) + specs);
     each_order(e, put_order, &cursor);
+    sm = (struct snap_mmp *)cursor;
+    mmp_sorted(&e->mmp, entries);
+    for (uint32_t i = 0; i < e->mmp.count; i++, sm++) {
+        memset(sm, 0, sizeof(*sm));
+        sm->account = entries[i].account;
+        sm->instrument = entries[i].instrument;
+        sm->limit = entries[i].limit;
+        sm->window = entries[i].window;
+        sm->filled = entries[i].filled;
+        sm->start = entries[i].start;
+        sm->tripped = entries[i].tripped;
+    }
+    free(entries);
     h->body_crc = crc32c(0, buf + sizeof(*h), total - sizeof(*h));
     h->header_crc = crc32c(0, h, sizeof(*h));
     *len = total;
@@ -174,7 +208,8 @@ static bool image_valid(const char *buf, size_t len)
     if (len < sizeof(h))
         return false;
     memcpy(&h, buf, sizeof(h));
-    if (memcmp(h.magic, SNAP_MAGIC, 8) != 0 || h.version != SNAP_VERSION)
+    if (memcmp(h.magic, SNAP_MAGIC, 8) != 0 ||
+        (h.version != SNAP_VERSION && h.version != SNAP_VERSION_NO_MMP))
         return false;
     {
         uint32_t want = h.header_crc;
@@ -182,11 +217,40 @@ static bool image_valid(const char *buf, size_t len)
         if (crc32c(0, &h, sizeof(h)) != want)
             return false;
     }
-    if (h.ninstruments > ENG_MAX_INSTRUMENTS || h.norders > (len / sizeof(struct snap_order)))
+    if (h.version == SNAP_VERSION_NO_MMP && h.nmmp != 0)
+        return false;
+    if (h.ninstruments > ENG_MAX_INSTRUMENTS || h.norders > (len / sizeof(struct snap_order)) ||
+        h.nmmp > len / sizeof(struct snap_mmp))
         return false;
     expect = sizeof(h) + h.ninstruments * sizeof(struct snap_instrument) +
-             h.norders * sizeof(struct snap_order);
+             h.norders * sizeof(struct snap_order) + (size_t)h.nmmp * sizeof(struct snap_mmp);
     return expect == len && crc32c(0, buf + sizeof(h), len - sizeof(h)) == h.body_crc;
+}
+
+/* Put one protection entry back: ENG_CORRUPT for one a consistent engine
+   could not hold (a tripped account with resting orders among them). */
+static int restore_mmp(struct eng *e, const struct snap_mmp *sm)
+{
+    struct mmp_entry *en;
+
+    if (sm->instrument >= e->ninst || sm->limit < 0 || sm->window < 0 || sm->filled < 0 ||
+        sm->tripped > 1 || (sm->limit == 0 && (sm->tripped || sm->filled)) || sm->reserved ||
+        mmp_find(&e->mmp, sm->account, sm->instrument))
+        return ENG_CORRUPT;
+    en = mmp_get(&e->mmp, sm->account, sm->instrument);
+    if (!en)
+        return ENG_NO_MEMORY;
+    en->limit = sm->limit;
+    en->window = sm->window;
+    en->filled = sm->filled;
+    en->start = sm->start;
+    en->tripped = (uint8_t)sm->tripped;
+    if (en->limit > 0) {
+        e->mmp.active++;
+        e->inst[sm->instrument].mmp_active++;
+    }
+    e->mmp.tripped += en->tripped;
+    return ENG_OK;
 }
 
 int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
@@ -196,6 +260,7 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     const struct snap_header *h;
     const struct snap_instrument *insts;
     const struct snap_order *orders;
+    const struct snap_mmp *mmps;
     int rc = ENG_CORRUPT;
 
     if (e->ninst != 0 || e->ids.count != 0 || e->seq != 0) {
@@ -232,6 +297,10 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
                                o->stp, o->flags, o->coid) != ENG_OK)
             goto out;
     }
+    mmps = (const struct snap_mmp *)(orders + h->norders);
+    for (uint32_t i = 0; i < h->nmmp; i++)
+        if (restore_mmp(e, &mmps[i]) != ENG_OK)
+            goto out;
     e->seq = h->seq;
     e->last_order_id = h->last_order_id;
     e->last_trade_id = h->last_trade_id;
@@ -265,6 +334,28 @@ static void hash_order(void *ctx, const struct order *o, const struct level *lv)
     *h = mix(*h, w1);
 }
 
+/* The protection entries: a sum of one hash per entry, so the table's
+   placement (which differs between an engine and its restored copy) does not
+   count. */
+static uint64_t hash_mmp(const struct eng *e)
+{
+    uint64_t sum = 0;
+
+    for (uint32_t i = 0; e->mmp.slots && i <= e->mmp.mask; i++) {
+        const struct mmp_entry *en = &e->mmp.slots[i];
+        uint64_t h = 0xcbf29ce484222325ull;
+        if (!en->used)
+            continue;
+        h = mix(h, ((uint64_t)en->account << 32) | en->instrument);
+        h = mix(h, (uint64_t)en->limit);
+        h = mix(h, (uint64_t)en->window);
+        h = mix(h, (uint64_t)en->filled);
+        h = mix(h, (uint64_t)en->start);
+        sum += mix(h, en->tripped);
+    }
+    return sum;
+}
+
 uint64_t eng_state_hash(const struct eng *e)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -278,5 +369,6 @@ uint64_t eng_state_hash(const struct eng *e)
         h = mix(h, e->inst[i].state);
     }
     each_order(e, hash_order, &h);
+    h = mix(h, hash_mmp(e));
     return h;
 }

@@ -12,7 +12,16 @@ events out): ``Engine.process_batch`` and ``pyengine.batch``.
 """
 
 from . import batch
-from .batch import BatchResult, pack_cancel, pack_modify, pack_new_order, pack_set_state
+from .batch import (
+    BatchResult,
+    pack_cancel,
+    pack_cancel_all,
+    pack_modify,
+    pack_new_order,
+    pack_reset_mmp,
+    pack_set_mmp,
+    pack_set_state,
+)
 from .engine import Engine, EngineStats, Instrument
 from .enums import (
     CancelReason,
@@ -40,6 +49,9 @@ from .events import (
     Event,
     Level,
     LevelUpdate,
+    MassCancelled,
+    MmpStatus,
+    MmpUpdate,
     Modified,
     OrderState,
     Rejected,
@@ -59,6 +71,9 @@ __all__ = [
     "pack_cancel",
     "pack_modify",
     "pack_set_state",
+    "pack_cancel_all",
+    "pack_set_mmp",
+    "pack_reset_mmp",
     "COMMAND_DTYPE",
     "EVENT_DTYPE",
     "Accepted",
@@ -68,6 +83,9 @@ __all__ = [
     "Modified",
     "LevelUpdate",
     "StateChanged",
+    "MassCancelled",
+    "MmpUpdate",
+    "MmpStatus",
     "Event",
     "Level",
     "BookView",

@@ -223,6 +223,25 @@ class struct_eng_level_info(CData):
     def __iter__(self) -> Iterator[struct_eng_level_info]: ...
 
 @type_check_only
+class struct_eng_mmp_info(CData):
+    """``struct eng_mmp_info``, a pointer to it or an array of it."""
+
+    qty_limit: int
+    window: int
+    filled: int
+    window_start: int
+    tripped: int
+    reserved: int
+    @overload
+    def __getitem__(self, index: int, /) -> struct_eng_mmp_info: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> struct_eng_mmp_info: ...
+    def __add__(self, offset: int, /) -> struct_eng_mmp_info: ...
+    def __setitem__(self, index: int, value: struct_eng_mmp_info | _Init, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[struct_eng_mmp_info]: ...
+
+@type_check_only
 class struct_eng_order_info(CData):
     """``struct eng_order_info``, a pointer to it or an array of it."""
 
@@ -478,6 +497,10 @@ class _FFI:
     @overload
     def new(self, cdecl: Literal["struct eng_level_info[]"], init: int | Sequence[object]) -> struct_eng_level_info: ...
     @overload
+    def new(self, cdecl: Literal["struct eng_mmp_info *"], init: struct_eng_mmp_info | _Init | None = None) -> struct_eng_mmp_info: ...
+    @overload
+    def new(self, cdecl: Literal["struct eng_mmp_info[]"], init: int | Sequence[object]) -> struct_eng_mmp_info: ...
+    @overload
     def new(self, cdecl: Literal["struct eng_order_info *"], init: struct_eng_order_info | _Init | None = None) -> struct_eng_order_info: ...
     @overload
     def new(self, cdecl: Literal["struct eng_order_info[]"], init: int | Sequence[object]) -> struct_eng_order_info: ...
@@ -532,6 +555,8 @@ class _FFI:
     @overload
     def cast(self, cdecl: Literal["struct eng_level_info *", "const struct eng_level_info *"], value: CData | int) -> struct_eng_level_info: ...
     @overload
+    def cast(self, cdecl: Literal["struct eng_mmp_info *", "const struct eng_mmp_info *"], value: CData | int) -> struct_eng_mmp_info: ...
+    @overload
     def cast(self, cdecl: Literal["struct eng_order_info *", "const struct eng_order_info *"], value: CData | int) -> struct_eng_order_info: ...
     @overload
     def cast(self, cdecl: Literal["struct eng_stats *", "const struct eng_stats *"], value: CData | int) -> struct_eng_stats: ...
@@ -579,6 +604,10 @@ class _FFI:
     def from_buffer(
         self, cdecl: Literal["struct eng_level_info[]"], python_buffer: ReadableBuffer, require_writable: bool = False
     ) -> struct_eng_level_info: ...
+    @overload
+    def from_buffer(
+        self, cdecl: Literal["struct eng_mmp_info[]"], python_buffer: ReadableBuffer, require_writable: bool = False
+    ) -> struct_eng_mmp_info: ...
     @overload
     def from_buffer(
         self, cdecl: Literal["struct eng_order_info[]"], python_buffer: ReadableBuffer, require_writable: bool = False
@@ -631,6 +660,7 @@ class _Lib:
     ENG_BAD_CLIENT_ORDER_ID: int
     ENG_BAD_COMMAND: int
     ENG_BAD_FLAGS: int
+    ENG_BAD_MMP: int
     ENG_BAD_ORDER_ID: int
     ENG_BAD_ORDER_TYPE: int
     ENG_BAD_PRICE: int
@@ -642,21 +672,28 @@ class _Lib:
     ENG_BUSY: int
     ENG_BUY: int
     ENG_CANCEL_BAND: int
+    ENG_CANCEL_DEAD_MAN: int
     ENG_CANCEL_FOK: int
     ENG_CANCEL_IOC: int
     ENG_CANCEL_LEVEL_FULL: int
     ENG_CANCEL_MARKET_REMAINDER: int
+    ENG_CANCEL_MMP: int
     ENG_CANCEL_NO_MEMORY: int
     ENG_CANCEL_STP: int
     ENG_CANCEL_USER: int
     ENG_CANCEL__COUNT: int
     ENG_CMD_CANCEL: int
+    ENG_CMD_CANCEL_ALL: int
+    ENG_CMD_F_ALL_INSTRUMENTS: int
     ENG_CMD_F_ANY_ACCOUNT: int
+    ENG_CMD_F_DEAD_MAN: int
     ENG_CMD_F_KEEP_PRICE: int
     ENG_CMD_F_KEEP_QTY: int
     ENG_CMD_F_POST_ONLY: int
     ENG_CMD_MODIFY: int
     ENG_CMD_NEW: int
+    ENG_CMD_RESET_MMP: int
+    ENG_CMD_SET_MMP: int
     ENG_CMD_SET_STATE: int
     ENG_CMD__COUNT: int
     ENG_COID_LEN: int
@@ -667,8 +704,12 @@ class _Lib:
     ENG_ERR__COUNT: int
     ENG_EV_ACCEPTED: int
     ENG_EV_CANCELLED: int
+    ENG_EV_F_ALL_INSTRUMENTS: int
     ENG_EV_F_PRIORITY_KEPT: int
+    ENG_EV_F_TRIPPED: int
     ENG_EV_LEVEL: int
+    ENG_EV_MASS_CANCELLED: int
+    ENG_EV_MMP: int
     ENG_EV_MODIFIED: int
     ENG_EV_REJECTED: int
     ENG_EV_STATE: int
@@ -681,6 +722,7 @@ class _Lib:
     ENG_LIMIT: int
     ENG_MARKET: int
     ENG_MAX_INSTRUMENTS: int
+    ENG_MMP: int
     ENG_NOT_OWNER: int
     ENG_NO_MEMORY: int
     ENG_OFF_LOT: int
@@ -738,6 +780,7 @@ class _Lib:
     def eng_free_buffer(self, a0: CData, /) -> None: ...
     def eng_free_events(self, a0: struct_eng_event | VoidPtr, /) -> None: ...
     def eng_get_counters(self, a0: struct_eng | VoidPtr, a1: struct_eng_counters | VoidPtr, /) -> None: ...
+    def eng_get_mmp(self, a0: struct_eng | VoidPtr, a1: int, a2: int, a3: struct_eng_mmp_info | VoidPtr, /) -> int: ...
     def eng_get_order(self, a0: struct_eng | VoidPtr, a1: int, a2: struct_eng_order_info | VoidPtr, /) -> int: ...
     def eng_get_order_by_coid(self, a0: struct_eng | VoidPtr, a1: int, a2: bytes | Chars | VoidPtr, a3: struct_eng_order_info | VoidPtr, /) -> int: ...
     def eng_get_stats(self, a0: struct_eng | VoidPtr, a1: struct_eng_stats | VoidPtr, /) -> None: ...

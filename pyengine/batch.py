@@ -27,7 +27,18 @@ from ._ffi import ffi, lib
 from .enums import CancelReason, RejectReason, TradingState
 from .enums import DEFAULT_TIF, REJECT_MESSAGES
 from .errors import InvalidArgument
-from .events import Accepted, Cancelled, Event, LevelUpdate, Modified, Rejected, StateChanged, Trade
+from .events import (
+    Accepted,
+    Cancelled,
+    Event,
+    LevelUpdate,
+    MassCancelled,
+    MmpUpdate,
+    Modified,
+    Rejected,
+    StateChanged,
+    Trade,
+)
 
 __all__ = [
     "CommandType",
@@ -47,6 +58,9 @@ __all__ = [
     "pack_cancel",
     "pack_modify",
     "pack_set_state",
+    "pack_cancel_all",
+    "pack_set_mmp",
+    "pack_reset_mmp",
     "decode_events",
 ]
 
@@ -59,6 +73,9 @@ class CommandType(IntEnum):
     CANCEL = lib.ENG_CMD_CANCEL
     MODIFY = lib.ENG_CMD_MODIFY
     SET_STATE = lib.ENG_CMD_SET_STATE
+    CANCEL_ALL = lib.ENG_CMD_CANCEL_ALL
+    SET_MMP = lib.ENG_CMD_SET_MMP
+    RESET_MMP = lib.ENG_CMD_RESET_MMP
 
 
 class StateCode(IntEnum):
@@ -94,6 +111,8 @@ class CommandFlag(IntFlag):
     ANY_ACCOUNT = lib.ENG_CMD_F_ANY_ACCOUNT  # cancel/modify: administrator, no ownership check
     KEEP_PRICE = lib.ENG_CMD_F_KEEP_PRICE  # modify: keep the order's price
     KEEP_QTY = lib.ENG_CMD_F_KEEP_QTY  # modify: keep the order's open qty (not with KEEP_PRICE)
+    DEAD_MAN = lib.ENG_CMD_F_DEAD_MAN  # cancel-all: the dead-man switch fired (reason dead_man)
+    ALL_INSTRUMENTS = lib.ENG_CMD_F_ALL_INSTRUMENTS  # cancel-all: every instrument
 
 
 class EventType(IntEnum):
@@ -104,6 +123,8 @@ class EventType(IntEnum):
     MODIFIED = lib.ENG_EV_MODIFIED
     LEVEL = lib.ENG_EV_LEVEL
     STATE = lib.ENG_EV_STATE
+    MASS_CANCELLED = lib.ENG_EV_MASS_CANCELLED
+    MMP = lib.ENG_EV_MMP
 
 
 # The layouts are the header's too: each field's type and offset, from cffi.
@@ -269,9 +290,50 @@ def pack_set_state(instrument: int, state: TradingState | str, *, ts: int = 0) -
     return _command(type=CommandType.SET_STATE, instrument=inst, qty=code, ts=_args.as_int("ts", ts))
 
 
+def pack_cancel_all(account: int, instrument: int | None = None, *, dead_man: bool = False, ts: int = 0) -> bytes:
+    """One CANCEL_ALL command record: every open order of ``account`` on
+    instrument number ``instrument``, or on every instrument (None); with
+    ``dead_man`` the orders leave with reason dead_man."""
+    flags = CommandFlag.DEAD_MAN if _args.as_bool("dead_man", dead_man) else 0
+    if instrument is None:
+        flags |= CommandFlag.ALL_INSTRUMENTS
+    return _command(
+        type=CommandType.CANCEL_ALL,
+        flags=flags,
+        instrument=0 if instrument is None else _args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
+        account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        ts=_args.as_int("ts", ts),
+    )
+
+
+def pack_set_mmp(instrument: int, account: int, qty_limit: int, window: int = 0, *, ts: int = 0) -> bytes:
+    """One SET_MMP command record: ``account``'s market-maker protection on
+    instrument number ``instrument`` (``qty_limit`` 0 turns it off; ``window``
+    in ts units, 0 = until a reset). Arguments as for ``Engine.set_mmp``."""
+    return _command(
+        type=CommandType.SET_MMP,
+        instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
+        account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        qty=_args.as_int("qty_limit", qty_limit),
+        price=_args.as_int("window", window),
+        ts=_args.as_int("ts", ts),
+    )
+
+
+def pack_reset_mmp(instrument: int, account: int, *, ts: int = 0) -> bytes:
+    """One RESET_MMP command record: lift ``account``'s tripped protection on
+    instrument number ``instrument``."""
+    return _command(
+        type=CommandType.RESET_MMP,
+        instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
+        account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        ts=_args.as_int("ts", ts),
+    )
+
+
 # Plain ints: comparing with an IntEnum member costs an attribute lookup on
 # the enum class each time, which dominated decoding.
-_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE = (
+_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE, _MASS_CANCELLED, _MMP = (
     int(EventType.TRADE),
     int(EventType.ACCEPTED),
     int(EventType.CANCELLED),
@@ -279,6 +341,8 @@ _TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE = (
     int(EventType.REJECTED),
     int(EventType.LEVEL),
     int(EventType.STATE),
+    int(EventType.MASS_CANCELLED),
+    int(EventType.MMP),
 )
 
 
@@ -302,6 +366,8 @@ _MODIFIED_FIELDS = _struct(_EV, ("flags", "seq", "order_id", "price", "qty"))
 _REJECTED_FIELDS = _struct(_EV, ("reason", "seq", "order_id", "coid"))
 _LEVEL_FIELDS = _struct(_EV, ("side", "instrument", "seq", "price", "qty", "leaves"))
 _STATE_FIELDS = _struct(_EV, ("instrument", "seq", "qty"))
+_MASS_CANCELLED_FIELDS = _struct(_EV, ("reason", "flags", "instrument", "seq", "qty", "account"))
+_MMP_FIELDS = _struct(_EV, ("flags", "instrument", "seq", "price", "qty", "leaves", "account"))
 
 
 def decode_events(
@@ -374,6 +440,14 @@ def decode_events(
         elif typ == _STATE:
             inst, seq, state = _STATE_FIELDS.unpack_from(raw, off)
             append(new(StateChanged, (seq, symbols[inst], STATE_BY_CODE[state])))
+        elif typ == _MASS_CANCELLED:
+            reason, flags, inst, seq, count, acct = _MASS_CANCELLED_FIELDS.unpack_from(raw, off)
+            every = flags & lib.ENG_EV_F_ALL_INSTRUMENTS
+            append(new(MassCancelled, (seq, acct, None if every else symbols[inst], count, cancel_reasons[reason])))
+        elif typ == _MMP:
+            flags, inst, seq, window, limit, filled, acct = _MMP_FIELDS.unpack_from(raw, off)
+            tripped = flags & lib.ENG_EV_F_TRIPPED != 0
+            append(new(MmpUpdate, (seq, acct, symbols[inst], limit, window, filled, tripped)))
         else:
             raise ValueError(f"not an event record: type {typ} at byte {off}")
     return out

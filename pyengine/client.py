@@ -391,6 +391,25 @@ class Client:
             msg["symbol"] = symbol
         return self._send_request(msg)
 
+    def set_mmp(self, symbol: str, qty_limit: int, window_ms: int = 0) -> int:
+        """Set this account's market-maker protection on ``symbol``: once it
+        fills more than ``qty_limit`` within ``window_ms`` (0: until a reset),
+        the engine cancels its resting orders there and refuses new ones
+        (``mmp``) until ``reset_mmp``; ``qty_limit`` 0 turns it off. The reply,
+        and the push when it trips, is ``{"type": "mmp", ...}``."""
+        return self._send_request({"type": "set_mmp", "symbol": symbol, "qty_limit": qty_limit, "window_ms": window_ms})
+
+    def reset_mmp(self, symbol: str) -> int:
+        """Lift this account's tripped protection on ``symbol``."""
+        return self._send_request({"type": "reset_mmp", "symbol": symbol})
+
+    def cancel_all_after(self, seconds: float) -> int:
+        """Arm (or renew) this account's dead-man switch: unless this is sent
+        again within ``seconds``, the server cancels every open order of the
+        account (reason ``dead_man``); 0 disarms it. Returns the req_id; the
+        reply is ``{"type": "cancel_all_after", "armed": bool, "deadline": t}``."""
+        return self._send_request({"type": "cancel_all_after", "seconds": seconds})
+
     def order_status(self, order_id: int | None = None, *, client_order_id: str | None = None) -> int:
         """Ask for one order of this account by order id or client order id
         (give one): open, or among the account's last finished orders (the

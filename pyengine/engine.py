@@ -53,6 +53,9 @@ from .events import (
     Event,
     Level,
     LevelUpdate,
+    MassCancelled,
+    MmpStatus,
+    MmpUpdate,
     Modified,
     OrderState,
     Rejected,
@@ -84,6 +87,8 @@ _CALL_TABLES: dict[str, Any] = {
     "modified": Modified,
     "level_update": LevelUpdate,
     "state_changed": StateChanged,
+    "mass_cancelled": MassCancelled,
+    "mmp_update": MmpUpdate,
     "level": Level,
     "book_view": BookView,
     "order_state": OrderState,
@@ -389,9 +394,13 @@ class Engine(Core):
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
 
     def _set_state(self, symbol: str, state: int) -> list[Event]:
+        return self._run(type=lib.ENG_CMD_SET_STATE, instrument=self.instrument_id(symbol), qty=state)
+
+    def _run(self, **fields: int) -> list[Event]:
+        """Process one command given by its struct eng_cmd fields (the ones
+        the verbs with fast paths of their own do not carry)."""
         with self._exclusive() as e:
-            cmd = ffi.new("struct eng_cmd *", {"type": lib.ENG_CMD_SET_STATE, "qty": state})
-            cmd.instrument = self.instrument_id(symbol)
+            cmd = ffi.new("struct eng_cmd *", fields)
             lib.eng_clear_events(e)
             n = lib.eng_process(e, cmd)
             if n <= 0:
@@ -400,6 +409,58 @@ class Engine(Core):
             events = decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
             lib.eng_clear_events(e)
             return events
+
+    # ---- account-wide: cancel all, market-maker protection --------------------
+
+    def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
+        """Cancel every open order of ``account`` on instrument ``symbol``, or
+        on every instrument (None): one sequenced command whose events are a
+        ``Cancelled`` per order (book order: instruments by number, bids then
+        asks, best level first, oldest first) and a ``MassCancelled`` last.
+        ``dead_man``: the account's dead-man switch fired; the orders leave
+        with reason ``dead_man`` instead of ``user``."""
+        acct = _args.as_int("account", account, 0, _args.UINT32_MAX)
+        flags = lib.ENG_CMD_F_DEAD_MAN if _args.as_bool("dead_man", dead_man) else 0
+        if symbol is None:
+            return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags | lib.ENG_CMD_F_ALL_INSTRUMENTS)
+        return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags, instrument=self.instrument_id(symbol))
+
+    def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = 0) -> list[Event]:
+        """Set ``account``'s market-maker protection on ``symbol``: once the
+        quantity it fills there (as maker or taker) within ``window`` goes over
+        ``qty_limit``, the engine cancels its resting orders on the instrument
+        and refuses its new ones (``mmp``) until ``reset_mmp``. ``qty_limit`` 0
+        turns protection off. ``window`` is in the commands' ``ts`` units (the
+        server stamps each command with its arrival time in ns; in-process only
+        packed commands carry a ts, the other verbs' ts is 0); 0 means the
+        window lasts until a reset. Setting also resets. Returns the
+        ``MmpUpdate`` event (or a ``Rejected``)."""
+        return self._run(
+            type=lib.ENG_CMD_SET_MMP,
+            instrument=self.instrument_id(symbol),
+            account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+            qty=_args.as_int("qty_limit", qty_limit, 0),
+            price=_args.as_int("window", window, 0),
+        )
+
+    def reset_mmp(self, account: int, symbol: str) -> list[Event]:
+        """Lift ``account``'s tripped protection on ``symbol`` and start a new
+        window (``MmpUpdate`` event)."""
+        return self._run(
+            type=lib.ENG_CMD_RESET_MMP,
+            instrument=self.instrument_id(symbol),
+            account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        )
+
+    def mmp(self, account: int, symbol: str) -> MmpStatus | None:
+        """``account``'s protection on ``symbol`` now, or None if it has none."""
+        info = ffi.new("struct eng_mmp_info *")
+        acct = _args.as_int("account", account, 0, _args.UINT32_MAX)
+        if not lib.eng_get_mmp(self._live(), acct, self.instrument_id(symbol), info):
+            return None
+        return MmpStatus(
+            acct, symbol, info.qty_limit, info.window, info.filled, info.window_start, bool(info.tripped)
+        )
 
     # ---- batch ---------------------------------------------------------------
 

@@ -89,6 +89,11 @@ class RejectReason(StrEnum):
     # or with the id of an open order.
     BAD_ORDER_ID = "bad_order_id"
     DUPLICATE_ORDER_ID = "duplicate_order_id"
+    # A new order from an account whose market-maker protection on the
+    # instrument has tripped (until it is reset).
+    MMP = "mmp"
+    # Protection set with a negative limit or window (batch path only).
+    BAD_MMP = "bad_mmp"
 
 
 class CancelReason(StrEnum):
@@ -103,6 +108,10 @@ class CancelReason(StrEnum):
     LEVEL_FULL = "level_full"
     # The order traded what it could but memory to rest the remainder ran out.
     NO_MEMORY = "no_memory"
+    # The account's dead-man switch fired (a cancel-all the engine ran for it).
+    DEAD_MAN = "dead_man"
+    # The account's market-maker protection on the instrument tripped.
+    MMP = "mmp"
 
 
 class TradingState(StrEnum):

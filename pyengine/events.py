@@ -23,6 +23,9 @@ __all__ = [
     "Modified",
     "LevelUpdate",
     "StateChanged",
+    "MassCancelled",
+    "MmpUpdate",
+    "MmpStatus",
     "Event",
     "Level",
     "BookView",
@@ -104,7 +107,31 @@ class StateChanged(NamedTuple):
     state: TradingState
 
 
-Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate, StateChanged]
+class MassCancelled(NamedTuple):
+    """The last event of a cancel-all: how many of the account's orders it
+    cancelled (each has its own ``Cancelled`` before this)."""
+
+    seq: int
+    account: int
+    symbol: str | None  # None: every instrument
+    cancelled: int  # how many orders it cancelled
+    reason: CancelReason  # USER, or DEAD_MAN when the dead-man switch fired
+
+
+class MmpUpdate(NamedTuple):
+    """An account's market-maker protection on an instrument, as it is after
+    a set, a reset, or a trip (``tripped`` True; after the cancels it made)."""
+
+    seq: int
+    account: int
+    symbol: str
+    qty_limit: int  # 0: protection is off
+    window: int  # in the commands' ts units; 0: until a reset
+    filled: int  # quantity filled in the current window
+    tripped: bool
+
+
+Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate, StateChanged, MassCancelled, MmpUpdate]
 
 
 class Level(NamedTuple):
@@ -119,6 +146,18 @@ class BookView(NamedTuple):
     symbol: str
     bids: list[Level]
     asks: list[Level]
+
+
+class MmpStatus(NamedTuple):
+    """An account's market-maker protection on an instrument (``Engine.mmp``)."""
+
+    account: int
+    symbol: str
+    qty_limit: int
+    window: int
+    filled: int  # in the current window
+    window_start: int  # ts of the fill that opened it
+    tripped: bool
 
 
 class OrderState(NamedTuple):

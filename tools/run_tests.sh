@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build and run every test of pyengine:
 #   1. the C unit tests (ctest) with every invariant check on and -Werror,
-#   2. the Python suite (unit, property-based, integration) against the
+#   2. the Python suite (unit, property-based, integration; the web view's
+#      test in Debian's headless Chromium, installed when missing) against the
 #      package installed in place (pip install -e), and mypy in strict mode
 #      over pyengine/ (its settings are in pyproject.toml),
 #   3. both again with AddressSanitizer + UndefinedBehaviorSanitizer, the C
@@ -36,10 +37,12 @@ else
     PY=build/venv-test/bin/python
 fi
 
-# System tools of the sanitizer stage, from the distribution when missing
-# (as root or with password-less sudo); say what to install otherwise.
+# System tools (the browser of the Python tests, the sanitizer stage's),
+# from the distribution when missing (as root or with password-less sudo);
+# say what to install otherwise, and $1 too when it is not empty.
 need_system_packages() {
-    local missing=() pair
+    local hint=$1 missing=() pair
+    shift
     for pair in "$@"; do
         # shellcheck disable=SC2206  # a command may need several packages
         command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=(${pair#*:})
@@ -53,7 +56,7 @@ need_system_packages() {
             { $sudo apt-get update -q >/dev/null &&
               DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}" >/dev/null; }
     else
-        echo "missing: ${missing[*]} (install them, or run with SKIP_SANITIZERS=1)" >&2
+        echo "missing: ${missing[*]} (install them${hint:+, or $hint})" >&2
         exit 1
     fi
 }
@@ -76,6 +79,10 @@ cmake -S . -B build/c-debug -G Ninja -DCMAKE_BUILD_TYPE=Debug >/dev/null
 cmake --build build/c-debug
 ctest --test-dir build/c-debug --output-on-failure
 
+# tests/integration/test_webview.py drives Debian's headless Chromium
+# through its driver; it fails, not skips, when they are missing.
+need_system_packages "" chromium:chromium chromedriver:chromium-driver
+
 # One worker per CPU, each taking the next test as it finishes (pytest-xdist).
 parallel=(-n logical --dist worksteal)
 
@@ -89,7 +96,7 @@ if [ "${SKIP_SANITIZERS:-0}" = 1 ]; then
     exit 0
 fi
 
-need_system_packages valgrind:valgrind "clang:clang libclang-rt-14-dev"
+need_system_packages "run with SKIP_SANITIZERS=1" valgrind:valgrind "clang:clang libclang-rt-14-dev"
 
 step "C unit tests under ASan + UBSan"
 cmake -S . -B build/c-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \

@@ -15,11 +15,26 @@
  *     cancel removes exactly the open quantity; FOK, IOC and market orders
  *     never rest; rejected commands produce one event and change nothing;
  *   - trading states: a halted instrument takes no NEW or MODIFY;
+ *   - the account-wide commands: a CANCEL_ALL cancels exactly the account's
+ *     open orders in its scope, in book order (instruments by number, bids
+ *     then asks, best price first, oldest first; the model stamps each order
+ *     with the command that put it at the back of its level), each with its
+ *     LEVEL event, then one MASS_CANCELLED with their count, reason and
+ *     scope; SET_MMP and RESET_MMP answer with one MMP event as the model of
+ *     market-maker protection (fuzz_mmp.c) has it; the reject reason of
+ *     these commands (and of an unknown type) is the one the rules give;
+ *   - market-maker protection: every TRADE counts for the taker and the
+ *     maker in the model; after the command's own events, each entry that
+ *     went over its limit trips in turn: its account's orders on the
+ *     instrument go in book order (reason mmp), then one MMP event with
+ *     TRIPPED; a NEW of a tripped account is refused (mmp);
  *   - the model against the engine: the open quantity (and fields) of every
  *     order an event names equals eng_get_order(), the open order count
  *     equals eng_get_stats(), eng_book_orders() lists exactly the resting
  *     orders, LEVEL events equal the book, the trading states equal
- *     eng_instrument_state();
+ *     eng_instrument_state(), each level lists its orders oldest first,
+ *     eng_get_mmp() equals the model's protection, and a tripped account
+ *     rests nothing where it tripped;
  *   - conservation per instrument: accepted + modify increases
  *     - traded (both sides) - cancelled - modify decreases equals the
  *     quantity resting in the book, and bought == sold;
@@ -35,7 +50,7 @@
  *           eng_run() for what they cannot carry; bit 5: caller_order_ids.
  *   then records `op a b c`. op bits 0-1: instrument (3 means 0), bits 2-3:
  *   account, bits 4-7: kind:
- *     0-5    NEW limit. a: bit 0 sell, bits 1-4 aggressiveness: the price is
+ *     0-4    NEW limit. a: bit 0 sell, bits 1-4 aggressiveness: the price is
  *            (bits - 8) ticks from the mid toward the other side; bits 5-6
  *            tif (0-1 GTC, 2 IOC, 3 FOK); bit 7 post-only (GTC only).
  *            b: bits 0-3 qty in lots - 1, bits 4-5 stp, bit 7 coid "k<c&7>".
@@ -43,7 +58,7 @@
  *            qty; bits 6-7 qty scale (1, 1, 5, 40).
  *            Without caller order ids, b bit 6 gives the NEW an order id
  *            (which the engine ignores). With them, every NEW record
- *            (kinds 0-7) has a fifth byte `d` for its id: bits 0-2 0-2 a
+ *            (kinds 0-4, 6, 7) has a fifth byte `d` for its id: bits 0-2 0-2 a
  *            fresh id (a bijective scramble of a counter, so unique);
  *            3 UINT64_MAX - (d >> 3); 4 zero (bad_order_id); 5 the id of
  *            the (d >> 3)-th open order, newest first (duplicate_order_id);
@@ -51,6 +66,18 @@
  *            (reused: accepted); 7 the id of the (d >> 3)-th open order
  *            with its high 32 bits changed (the same low 32 bits). 5-7 take
  *            a fresh id when there is no such order.
+ *     5      account-wide, as a bits 0-1 say:
+ *            0 CANCEL_ALL: a bit 2 DEAD_MAN, bit 3 ALL_INSTRUMENTS (the
+ *              instrument field is then b, which the engine ignores);
+ *            1 SET_MMP: the limit, b bits 0-4 n, bit 5 one more, bits 6-7:
+ *              0-2 n lots times 1, 5 or 40 (+1), 3 INT64_MAX - n; the
+ *              window, c bits 0-5 w, bits 6-7: w, w << 6, w << 20 or
+ *              INT64_MAX - w;
+ *            2 RESET_MMP;
+ *            3 no command: the clock (every command's ts; it moves on by
+ *              one per command, wrapping) moves, a bits 2-3: 0 on by
+ *              b + 256c, 1 on by (b + 256c + 1) << 16, 2 back by b + 256c,
+ *              3 to INT64_MAX - b (c bit 0 clear) or INT64_MIN + b.
  *     6      NEW market: as NEW limit, without a price; a bit 5: FOK, else IOC.
  *     7      NEW with extreme values: as NEW limit, then b bits 0-3 pick the
  *            qty from fz_extreme_qty (rounded to the lot unless c bit 3);
@@ -69,7 +96,9 @@
  *            b bit 7, with a price given: KEEP_QTY (the qty above is then
  *            ignored).
  *     14     malformed: two more bytes `d e`. A command is decoded from
- *            `a b c` (d bits 0-1: 0-1 NEW limit, 2 CANCEL, 3 MODIFY by id),
+ *            `a b c` (d bits 0-1: 0 NEW limit, 1 account-wide as kind 5,
+ *            where a clock choice gives a CANCEL_ALL, 2 CANCEL, 3 MODIFY
+ *            by id),
  *            then field d bits 2-5 gets an odd value from e (fz_corrupt).
  *            With caller order ids the NEW has a fresh id, or 0 if e bit 7.
  *     15     a bits 5-7 0-4: no command, move the instrument's mid by
@@ -86,12 +115,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_mmp.h"
 #include "pyengine.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 enum {
-    FZ_NINST = 3,
+    FZ_NINST = FZM_INSTRUMENTS,
     FZ_MAX_DRIFT = 24,
     FZ_PAGE = 64,
     FZ_MAX_COMMANDS = 4096,
@@ -135,6 +165,7 @@ struct fz_order {
     bool post_only;
     bool market;
     bool resting; /* open at the end of the last command */
+    uint64_t stamp; /* seq of the command that put it at the back of its level */
     char coid[ENG_COID_LEN];
 };
 
@@ -172,6 +203,8 @@ struct fz {
     uint64_t nresting;
     int64_t drift[FZ_NINST];
     int state[FZ_NINST]; /* enum eng_trading_state */
+    int64_t clock;       /* the next command's ts */
+    struct fzm mmp;      /* market-maker protection as the model has it */
     /* Conservation, mod 2^64 (quantities may be huge). */
     uint64_t qty_in[FZ_NINST];
     uint64_t qty_out[FZ_NINST];
@@ -187,7 +220,25 @@ struct fz_expect {
     uint64_t target;       /* CANCEL/MODIFY: the slot of the open order addressed,
                               0: none */
     bool halted;           /* NEW/MODIFY: its instrument is halted */
+    bool mmp_tripped;      /* NEW: its account's protection there has tripped */
     int64_t market_limit;  /* NEW market: the protection limit */
+    bool exact;            /* the model knows the outcome: reject `reject`,
+                              or accepted (ENG_OK) */
+    int reject;
+};
+
+/* A run of cancels that must go in book order: a CANCEL_ALL's, or a trip's. */
+struct fz_sweep {
+    uint64_t last; /* slot of the order it cancelled last; 0: none yet */
+    int64_t count;
+};
+
+/* What the events of the command so far have done. */
+struct fz_progress {
+    struct fz_taker tk;
+    struct fz_sweep sweep;
+    int64_t now;   /* the command's ts: protection's clock */
+    bool tripping; /* the command's own events are over: protection trips */
 };
 
 struct fz_in {
@@ -569,12 +620,87 @@ static void fz_corrupt(struct eng_cmd *cmd, unsigned field, uint8_t v)
     }
 }
 
+/* A SET_MMP window from byte `c`. */
+static int64_t fz_mmp_window(uint8_t c)
+{
+    int64_t w = c & 63;
+
+    switch (c >> 6) {
+    case 1:
+        return w << 6;
+    case 2:
+        return w << 20;
+    case 3:
+        return INT64_MAX - w;
+    default:
+        return w;
+    }
+}
+
+/* A CANCEL_ALL, SET_MMP or RESET_MMP as `a` bits 0-1 say (3: CANCEL_ALL). */
+static struct eng_cmd fz_account_wide(uint32_t inst, uint32_t account, uint8_t a, uint8_t b,
+                                      uint8_t c)
+{
+    static const int64_t scale[3] = {1, 5, 40};
+    struct eng_cmd cmd = {.instrument = inst, .account = account};
+    int64_t n = b & 31;
+
+    switch (a & 3) {
+    case 1:
+        cmd.type = ENG_CMD_SET_MMP;
+        if (b >> 6 == 3)
+            cmd.qty = INT64_MAX - n;
+        else
+            cmd.qty = n * fz_specs[inst].lot_size * scale[b >> 6] + ((b >> 5) & 1);
+        cmd.price = fz_mmp_window(c);
+        break;
+    case 2:
+        cmd.type = ENG_CMD_RESET_MMP;
+        break;
+    default:
+        cmd.type = ENG_CMD_CANCEL_ALL;
+        if (a & 4)
+            cmd.flags |= ENG_CMD_F_DEAD_MAN;
+        if (a & 8) {
+            cmd.flags |= ENG_CMD_F_ALL_INSTRUMENTS;
+            cmd.instrument = b;
+        }
+        break;
+    }
+    return cmd;
+}
+
+/* Move the clock as a clock record says; it wraps (a clock that jumps). */
+static void fz_move_clock(struct fz *fz, uint8_t a, uint8_t b, uint8_t c)
+{
+    uint64_t by = b + 256u * c, now = (uint64_t)fz->clock;
+
+    switch ((a >> 2) & 3) {
+    case 0:
+        now += by;
+        break;
+    case 1:
+        now += (by + 1) << 16;
+        break;
+    case 2:
+        now -= by;
+        break;
+    default:
+        now = (c & 1) ? (uint64_t)INT64_MIN + b : (uint64_t)INT64_MAX - b;
+        break;
+    }
+    fz->clock = (int64_t)now;
+}
+
 static struct eng_cmd fz_malformed(const struct fz *fz, uint32_t inst, uint32_t account,
                                    const struct fz_rec *r)
 {
     struct eng_cmd cmd;
 
     switch (r->d & 3) {
+    case 1:
+        cmd = fz_account_wide(inst, account, (r->a & 3) == 3 ? r->a & ~3 : r->a, r->b, r->c);
+        break;
     case 2:
         cmd = fz_cancel(fz, false, inst, account, r->a, r->b, r->c);
         break;
@@ -669,6 +795,7 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
              "ACCEPTED: off lot, off tick or outside the band");
     FZ_CHECK(fz, !x->duplicate_coid, "accepted a duplicate client order id");
     FZ_CHECK(fz, !x->halted, "accepted a NEW on a halted instrument");
+    FZ_CHECK(fz, !x->mmp_tripped, "accepted a NEW of an account whose protection tripped");
 
     fz->naccepted = slot;
     fz_index_put(fz, ev->order_id, slot);
@@ -681,7 +808,8 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
                            .side = ev->side,
                            .stp = c->stp,
                            .post_only = (c->flags & ENG_CMD_F_POST_ONLY) != 0,
-                           .market = market};
+                           .market = market,
+                           .stamp = fz->seq};
     memcpy(o->coid, ev->coid, ENG_COID_LEN);
     fz->qty_in[ev->instrument] += (uint64_t)ev->qty;
     *tk = (struct fz_taker){.id = ev->order_id,
@@ -711,19 +839,31 @@ static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct 
         FZ_CHECK(fz, x->bad_id, "bad_order_id for a command that may have its id");
     if (ev->reason == ENG_DUPLICATE_ORDER_ID)
         FZ_CHECK(fz, x->duplicate_id, "duplicate_order_id without an open order of that id");
+    if (ev->reason == ENG_MMP)
+        FZ_CHECK(fz, c->type == ENG_CMD_NEW && x->mmp_tripped,
+                 "rejected as mmp, but protection has not tripped there");
+    if (x->exact)
+        FZ_CHECK(fz, ev->reason == x->reject, "rejected, but not for the reason the rules give");
     if (x->clean && x->bad_id)
         FZ_CHECK(fz, ev->reason == ENG_BAD_ORDER_ID, "order id 0 not rejected as bad_order_id");
+    /* A clean NEW's shape is good: after its id, the instrument's state and
+       then its account's protection come first. */
+    if (x->clean && c->type == ENG_CMD_NEW && x->mmp_tripped && !x->bad_id && !x->halted)
+        FZ_CHECK(fz, ev->reason == ENG_MMP, "a NEW of a tripped account not rejected as mmp");
     /* After the checks of the command alone, the id's comes first. */
-    if (x->clean && x->duplicate_id && !x->halted &&
+    if (x->clean && x->duplicate_id && !x->halted && !x->mmp_tripped &&
         fz_order_valid(c->instrument, c->qty, market ? 0 : c->price))
         FZ_CHECK(fz, ev->reason == ENG_DUPLICATE_ORDER_ID,
                  "an open order's id not rejected as duplicate_order_id");
 }
 
-static void fz_on_trade(struct fz *fz, const struct eng_event *ev, struct fz_taker *tk)
+static void fz_on_trade(struct fz *fz, const struct eng_event *ev, struct fz_progress *p)
 {
+    struct fz_taker *tk = &p->tk;
     struct fz_order *t = fz_order_at(fz, ev->order_id);
     struct fz_order *m = fz_order_at(fz, ev->maker_order_id);
+    struct fzm_entry *tm = fzm_entry(&fz->mmp, ev->account, ev->instrument);
+    struct fzm_entry *mm = fzm_entry(&fz->mmp, ev->maker_account, ev->instrument);
     bool buy = t->side == ENG_BUY;
 
     FZ_CHECK(fz, ev->qty > 0, "TRADE: qty not positive");
@@ -754,6 +894,10 @@ static void fz_on_trade(struct fz *fz, const struct eng_event *ev, struct fz_tak
     fz->filled[ev->instrument][t->side - 1] += (uint64_t)ev->qty;
     fz->filled[ev->instrument][m->side - 1] += (uint64_t)ev->qty;
     fz->qty_out[ev->instrument] += 2 * (uint64_t)ev->qty;
+    /* Taker first: when both go over on one trade, the taker trips first. */
+    FZ_CHECK(fz, tm && mm, "TRADE: an account the harness never uses");
+    fzm_fill(&fz->mmp, tm, ev->qty, p->now);
+    fzm_fill(&fz->mmp, mm, ev->qty, p->now);
 }
 
 /* Is a cancel for `reason` one that command `c` may cause to order `o`? */
@@ -791,21 +935,169 @@ static bool fz_cancel_allowed(const struct fz *fz, const struct eng_cmd *c,
     }
 }
 
-static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
-                            size_t i, struct fz_taker *tk)
+/* Does order `a` come before order `b` in book order (instruments by number,
+   bids then asks, best price first, oldest first)? */
+static bool fz_book_before(const struct fz_order *a, const struct fz_order *b)
 {
-    struct fz_order *o = fz_order_at(fz, ev->order_id);
+    if (a->instrument != b->instrument)
+        return a->instrument < b->instrument;
+    if (a->side != b->side)
+        return a->side == ENG_BUY;
+    if (a->price != b->price)
+        return a->side == ENG_BUY ? a->price > b->price : a->price < b->price;
+    return a->stamp < b->stamp;
+}
 
-    FZ_CHECK(fz, ev->leaves > 0 && ev->leaves == o->open, "CANCELLED: leaves != open qty");
-    FZ_CHECK(fz, ev->instrument == o->instrument && ev->side == o->side &&
-                     ev->account == o->account && ev->price == o->price,
+/* Has `account` an open order on an instrument in [lo, hi]? Where a sweep
+   ends (a CANCEL_ALL's, or a trip's after the command's own events), every
+   order open in the model rests in the book. */
+static bool fz_rests_any(const struct fz *fz, uint32_t account, uint32_t lo, uint32_t hi)
+{
+    for (uint64_t s = 1; s <= fz->naccepted; s++) {
+        const struct fz_order *o = &fz->orders[s];
+        if (o->open > 0 && o->account == account && o->instrument >= lo && o->instrument <= hi)
+            return true;
+    }
+    return false;
+}
+
+/* ev[i] (of n) cancels the order in `slot` as part of a sweep over the orders
+   of `account` on instruments [lo, hi]: it is one of them, it comes after
+   the sweep's last in book order, and its level's new state follows. */
+static void fz_sweep_cancel(struct fz *fz, struct fz_sweep *sw, const struct eng_event *ev,
+                            size_t i, size_t n, uint64_t slot, uint32_t account, uint32_t lo,
+                            uint32_t hi)
+{
+    const struct fz_order *o = &fz->orders[slot];
+    const struct eng_event *next = i + 1 < n ? &ev[i + 1] : NULL;
+
+    FZ_CHECK(fz, o->account == account && o->instrument >= lo && o->instrument <= hi,
+             "an account-wide cancel of another account's order or instrument");
+    FZ_CHECK(fz, !sw->last || fz_book_before(&fz->orders[sw->last], o),
+             "an account-wide cancel out of book order");
+    if (fz->level_events)
+        FZ_CHECK(fz, next && next->type == ENG_EV_LEVEL && next->instrument == o->instrument &&
+                         next->side == o->side && next->price == o->price,
+                 "an account-wide cancel not followed by its level");
+    sw->last = slot;
+    sw->count++;
+}
+
+/* A sweep is over: it left none of its orders open. */
+static void fz_sweep_end(struct fz *fz, struct fz_sweep *sw, uint32_t account, uint32_t lo,
+                         uint32_t hi)
+{
+    FZ_CHECK(fz, !fz_rests_any(fz, account, lo, hi), "an account-wide cancel left an order open");
+    *sw = (struct fz_sweep){0};
+}
+
+/* The instruments a CANCEL_ALL the engine accepted covers. */
+static void fz_mass_scope(const struct eng_cmd *c, uint32_t *lo, uint32_t *hi)
+{
+    bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
+
+    *lo = all ? 0 : c->instrument;
+    *hi = all ? FZ_NINST - 1 : c->instrument;
+}
+
+static int fz_mass_reason(const struct eng_cmd *c)
+{
+    return (c->flags & ENG_CMD_F_DEAD_MAN) ? ENG_CANCEL_DEAD_MAN : ENG_CANCEL_USER;
+}
+
+static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                            size_t i, size_t n, struct fz_progress *p)
+{
+    struct fz_order *o = fz_order_at(fz, ev[i].order_id);
+    uint64_t slot = (uint64_t)(o - fz->orders);
+    const struct fzm_entry *trip = fzm_next_trip(&fz->mmp);
+    uint32_t lo, hi;
+
+    FZ_CHECK(fz, ev[i].leaves > 0 && ev[i].leaves == o->open, "CANCELLED: leaves != open qty");
+    FZ_CHECK(fz, ev[i].instrument == o->instrument && ev[i].side == o->side &&
+                     ev[i].account == o->account && ev[i].price == o->price,
              "CANCELLED: fields differ from the order");
-    FZ_CHECK(fz, memcmp(ev->coid, o->coid, ENG_COID_LEN) == 0, "CANCELLED: wrong coid");
-    FZ_CHECK(fz, fz_cancel_allowed(fz, c, ev, i, o, tk), "CANCELLED: reason not possible here");
-    if (ev->reason == ENG_CANCEL_FOK)
-        tk->fok_cancelled = true;
+    FZ_CHECK(fz, memcmp(ev[i].coid, o->coid, ENG_COID_LEN) == 0, "CANCELLED: wrong coid");
+    if (ev[i].reason == ENG_CANCEL_MMP) {
+        FZ_CHECK(fz, trip, "CANCELLED for mmp, but no protection went over its limit");
+        p->tripping = true;
+        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, trip->account, trip->instrument,
+                        trip->instrument);
+    } else if (c->type == ENG_CMD_CANCEL_ALL) {
+        FZ_CHECK(fz, ev[i].reason == fz_mass_reason(c), "CANCEL_ALL: a cancel's reason is wrong");
+        fz_mass_scope(c, &lo, &hi);
+        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, c->account, lo, hi);
+    } else {
+        FZ_CHECK(fz, fz_cancel_allowed(fz, c, &ev[i], i, o, &p->tk),
+                 "CANCELLED: reason not possible here");
+    }
+    if (ev[i].reason == ENG_CANCEL_FOK)
+        p->tk.fok_cancelled = true;
     fz->qty_out[o->instrument] += (uint64_t)o->open;
     o->open = 0;
+}
+
+/* The fields an event of an account-wide command leaves zero. */
+static void fz_check_unused(struct fz *fz, const struct eng_event *ev)
+{
+    FZ_CHECK(fz, ev->side == 0 && ev->order_id == 0 && ev->maker_order_id == 0 &&
+                     ev->trade_id == 0 && ev->maker_leaves == 0 && ev->maker_account == 0 &&
+                     fz_coid_empty(ev->coid),
+             "an account-wide event with a field it does not use set");
+}
+
+static void fz_on_mass_cancelled(struct fz *fz, const struct eng_cmd *c,
+                                 const struct eng_event *ev, size_t i, size_t n,
+                                 struct fz_progress *p)
+{
+    bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
+    uint32_t lo, hi;
+
+    FZ_CHECK(fz, c->type == ENG_CMD_CANCEL_ALL && i == n - 1,
+             "MASS_CANCELLED not the last event of a CANCEL_ALL");
+    FZ_CHECK(fz, ev->reason == fz_mass_reason(c) && ev->account == c->account,
+             "MASS_CANCELLED: wrong reason or account");
+    FZ_CHECK(fz, ev->flags == (all ? ENG_EV_F_ALL_INSTRUMENTS : 0) &&
+                     ev->instrument == (all ? 0 : c->instrument),
+             "MASS_CANCELLED: wrong scope");
+    FZ_CHECK(fz, ev->qty == p->sweep.count && ev->price == 0 && ev->leaves == 0,
+             "MASS_CANCELLED: count differs from the cancels");
+    fz_check_unused(fz, ev);
+    fz_mass_scope(c, &lo, &hi);
+    fz_sweep_end(fz, &p->sweep, c->account, lo, hi);
+}
+
+/* An MMP event: a SET_MMP's or RESET_MMP's answer, or a trip. */
+static void fz_on_mmp(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                      size_t i, size_t n, struct fz_progress *p)
+{
+    struct fzm_entry *en;
+
+    if (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP) {
+        FZ_CHECK(fz, i == 0 && n == 1, "MMP not the only event of a SET_MMP or RESET_MMP");
+        en = fzm_entry(&fz->mmp, c->account, c->instrument);
+        FZ_CHECK(fz, en != NULL,
+                 "SET_MMP/RESET_MMP accepted for an account or instrument never used");
+        if (c->type == ENG_CMD_SET_MMP)
+            fzm_set(en, c->qty, c->price);
+        else
+            fzm_reset(en);
+    } else {
+        en = fzm_next_trip(&fz->mmp);
+        FZ_CHECK(fz, en != NULL, "MMP tripped, but no protection went over its limit");
+        FZ_CHECK(fz, ev->account == en->account && ev->instrument == en->instrument,
+                 "MMP tripped another account or instrument than the next over its limit");
+        fz_sweep_end(fz, &p->sweep, en->account, en->instrument, en->instrument);
+        fzm_trip(&fz->mmp);
+        p->tripping = true;
+    }
+    FZ_CHECK(fz, ev->account == en->account && ev->instrument == en->instrument,
+             "MMP: wrong account or instrument");
+    FZ_CHECK(fz, ev->qty == en->limit && ev->price == en->window && ev->leaves == en->filled,
+             "MMP: limit, window or filled qty differs from the model");
+    FZ_CHECK(fz, ev->flags == (en->tripped ? ENG_EV_F_TRIPPED : 0) && ev->reason == 0,
+             "MMP: tripped or not, unlike the model");
+    fz_check_unused(fz, ev);
 }
 
 static void fz_on_modified(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
@@ -838,11 +1130,13 @@ static void fz_on_modified(struct fz *fz, const struct eng_cmd *c, const struct 
         fz->qty_out[o->instrument] += (uint64_t)(o->open - ev->qty);
     o->open = ev->qty;
     o->price = ev->price;
-    if (!kept)
-        *tk = (struct fz_taker){.id = ev->order_id,
-                                .limit = ev->price,
-                                .last_price = o->side == ENG_BUY ? INT64_MIN : INT64_MAX,
-                                .tif = ENG_GTC};
+    if (kept)
+        return;
+    o->stamp = fz->seq; /* to the back of its level, once it has matched */
+    *tk = (struct fz_taker){.id = ev->order_id,
+                            .limit = ev->price,
+                            .last_price = o->side == ENG_BUY ? INT64_MIN : INT64_MAX,
+                            .tif = ENG_GTC};
 }
 
 static void fz_on_level(struct fz *fz, const struct eng_event *ev)
@@ -949,12 +1243,13 @@ static uint64_t fz_side_total(struct fz *fz, uint32_t inst, uint8_t side, int64_
 }
 
 /* Walk one side's orders FZ_PAGE at a time: each is as the model has it, in
-   price order, and they add up to the levels' totals. */
+   price order (and oldest first in a level, as the model stamps them), and
+   they add up to the levels' totals. */
 static void fz_check_side_orders(struct fz *fz, uint32_t inst, uint8_t side, uint64_t total,
                                  uint64_t count)
 {
     struct eng_order_info page[FZ_PAGE];
-    uint64_t seen = 0, sum = 0;
+    uint64_t seen = 0, sum = 0, last_stamp = 0;
     int64_t last = side == ENG_BUY ? INT64_MAX : INT64_MIN, k;
 
     do {
@@ -968,12 +1263,43 @@ static void fz_check_side_orders(struct fz *fz, uint32_t inst, uint8_t side, uin
                      "eng_book_orders: order on the wrong book");
             FZ_CHECK(fz, side == ENG_BUY ? page[i].price <= last : page[i].price >= last,
                      "eng_book_orders: not in price order");
+            FZ_CHECK(fz, seen + (uint64_t)i == 0 || page[i].price != last || o->stamp > last_stamp,
+                     "eng_book_orders: a level's orders not oldest first");
             last = page[i].price;
+            last_stamp = o->stamp;
             sum += (uint64_t)page[i].qty;
         }
         seen += (uint64_t)k;
     } while (k == FZ_PAGE);
     FZ_CHECK(fz, seen == count && sum == total, "eng_book_orders differs from eng_book_levels");
+}
+
+/* eng_get_mmp() says what the model has, and a tripped account rests
+   nothing where it tripped. */
+static void fz_check_mmp(struct fz *fz)
+{
+    struct eng_mmp_info info;
+
+    for (unsigned a = 0; a < FZM_ACCOUNTS; a++)
+        for (uint32_t inst = 0; inst < FZ_NINST; inst++) {
+            const struct fzm_entry *en = &fz->mmp.entry[a][inst];
+            int on = eng_get_mmp(fz->e, en->account, inst, &info);
+            FZ_CHECK(fz, on == (en->limit > 0),
+                     "eng_get_mmp: protection on or off, unlike the model");
+            if (on)
+                FZ_CHECK(fz, info.qty_limit == en->limit && info.window == en->window &&
+                                 info.filled == en->filled && info.window_start == en->start &&
+                                 (info.tripped != 0) == en->tripped,
+                         "eng_get_mmp differs from the model");
+        }
+    if (!fzm_any_tripped(&fz->mmp))
+        return;
+    for (uint64_t s = 1; s <= fz->naccepted; s++) {
+        const struct fz_order *o = &fz->orders[s];
+        const struct fzm_entry *en = fzm_entry(&fz->mmp, o->account, o->instrument);
+        FZ_CHECK(fz, !o->resting || !en || !en->tripped,
+                 "an account rests an order where its protection tripped");
+    }
 }
 
 static void fz_check_books(struct fz *fz)
@@ -1067,12 +1393,44 @@ static int64_t fz_market_limit(struct fz *fz, const struct eng_cmd *c)
     return c->side == ENG_BUY ? fz_sat_add(best.price, p) : best.price - p;
 }
 
+/* The reject of an account-wide command as the rules give it, in their
+   order; ENG_OK when it is accepted. */
+static int fz_account_wide_reject(const struct eng_cmd *c)
+{
+    const uint8_t mass_flags = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS;
+    bool mass = c->type == ENG_CMD_CANCEL_ALL;
+
+    if (c->reserved)
+        return ENG_BAD_COMMAND;
+    if (c->flags & ~(mass ? mass_flags : 0))
+        return ENG_BAD_FLAGS;
+    if (c->instrument >= FZ_NINST && !(mass && (c->flags & ENG_CMD_F_ALL_INSTRUMENTS)))
+        return ENG_UNKNOWN_INSTRUMENT;
+    if (c->type == ENG_CMD_SET_MMP && (c->qty < 0 || c->price < 0))
+        return ENG_BAD_MMP;
+    return ENG_OK;
+}
+
 static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool clean)
 {
     struct fz_expect x = {.clean = clean};
+    const struct fzm_entry *en;
     uint64_t s;
 
+    if (c->type == ENG_CMD_CANCEL_ALL || c->type == ENG_CMD_SET_MMP ||
+        c->type == ENG_CMD_RESET_MMP) {
+        x.exact = true;
+        x.reject = fz_account_wide_reject(c);
+        return x;
+    }
+    if (c->type == 0 || c->type >= ENG_CMD__COUNT) {
+        x.exact = true;
+        x.reject = ENG_BAD_COMMAND;
+        return x;
+    }
     if (c->type == ENG_CMD_NEW) {
+        en = fzm_entry(&fz->mmp, c->account, c->instrument);
+        x.mmp_tripped = en && en->tripped;
         s = fz_slot(fz, c->order_id);
         x.bad_id = fz->caller_ids && c->order_id == 0;
         x.duplicate_id = fz->caller_ids && s && fz->orders[s].resting;
@@ -1093,28 +1451,42 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
     return x;
 }
 
+/* Once protection trips, only the trips' events come. */
+static bool fz_trip_event(const struct eng_event *ev)
+{
+    return ev->type == ENG_EV_LEVEL || ev->type == ENG_EV_MMP ||
+           (ev->type == ENG_EV_CANCELLED && ev->reason == ENG_CANCEL_MMP);
+}
+
 static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
                             size_t n, const struct fz_expect *x)
 {
-    struct fz_taker tk = {0};
+    struct fz_progress p = {.now = c->ts};
+    bool rejected = ev[0].type == ENG_EV_REJECTED;
 
+    if (x->exact && rejected)
+        FZ_CHECK(fz, x->reject != ENG_OK, "rejected, but the rules accept it");
+    if (x->exact && !rejected)
+        FZ_CHECK(fz, x->reject == ENG_OK, "accepted, but the rules reject it");
     for (size_t i = 0; i < n; i++) {
         FZ_CHECK(fz, ev[i].seq == fz->seq, "event with the wrong seq");
+        FZ_CHECK(fz, !p.tripping || fz_trip_event(&ev[i]),
+                 "an event of the command's own after protection began to trip");
         switch (ev[i].type) {
         case ENG_EV_ACCEPTED:
-            fz_on_accepted(fz, c, &ev[i], i, &tk, x);
+            fz_on_accepted(fz, c, &ev[i], i, &p.tk, x);
             break;
         case ENG_EV_REJECTED:
             fz_on_rejected(fz, c, &ev[i], i, n, x);
             break;
         case ENG_EV_TRADE:
-            fz_on_trade(fz, &ev[i], &tk);
+            fz_on_trade(fz, &ev[i], &p);
             break;
         case ENG_EV_CANCELLED:
-            fz_on_cancelled(fz, c, &ev[i], i, &tk);
+            fz_on_cancelled(fz, c, ev, i, n, &p);
             break;
         case ENG_EV_MODIFIED:
-            fz_on_modified(fz, c, &ev[i], i, &tk, x);
+            fz_on_modified(fz, c, &ev[i], i, &p.tk, x);
             break;
         case ENG_EV_LEVEL:
             fz_on_level(fz, &ev[i]);
@@ -1122,11 +1494,24 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
         case ENG_EV_STATE:
             fz_on_state(fz, c, &ev[i], i, n);
             break;
+        case ENG_EV_MASS_CANCELLED:
+            fz_on_mass_cancelled(fz, c, &ev[i], i, n, &p);
+            break;
+        case ENG_EV_MMP:
+            fz_on_mmp(fz, c, &ev[i], i, n, &p);
+            break;
         default:
             fz_fail(fz, __LINE__, "unknown event type");
         }
     }
-    fz_check_taker(fz, &tk);
+    FZ_CHECK(fz, fzm_next_trip(&fz->mmp) == NULL,
+             "protection went over its limit but did not trip");
+    if (!rejected && c->type == ENG_CMD_CANCEL_ALL)
+        FZ_CHECK(fz, ev[n - 1].type == ENG_EV_MASS_CANCELLED,
+                 "a CANCEL_ALL without MASS_CANCELLED");
+    if (!rejected && (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP))
+        FZ_CHECK(fz, ev[0].type == ENG_EV_MMP, "a SET_MMP or RESET_MMP without its MMP event");
+    fz_check_taker(fz, &p.tk);
 }
 
 /* Can a named fast path carry `c`? (They set no type, reserved or ts, and
@@ -1255,11 +1640,18 @@ static void fz_run(struct fz *fz, const struct eng_cmd *cmd, bool clean)
     }
     fz_check_level_events(fz, ev, n);
     fz_check_books(fz);
+    fz_check_mmp(fz);
     if (eng_verify(fz->e, why, sizeof(why)) != ENG_OK) {
         fprintf(stderr, "fuzz_engine: eng_verify: %s\n", why);
         fz_fail(fz, __LINE__, "eng_verify failed");
     }
     eng_free_events(taken);
+}
+
+/* Is `kind` one of a NEW's (with caller order ids, its record has byte d)? */
+static bool fz_is_new_kind(unsigned kind)
+{
+    return kind < 8 && kind != 5;
 }
 
 /* Decode record `r` and run its command, if it has one. */
@@ -1270,6 +1662,13 @@ static void fz_exec(struct fz *fz, const struct fz_rec *r)
     struct eng_cmd cmd;
 
     switch (kind) {
+    case 5:
+        if ((r->a & 3) == 3) {
+            fz_move_clock(fz, r->a, r->b, r->c);
+            return;
+        }
+        cmd = fz_account_wide(inst, account, r->a, r->b, r->c);
+        break;
     case 6:
         cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
         fz_make_market(&cmd, r->a);
@@ -1303,11 +1702,12 @@ static void fz_exec(struct fz *fz, const struct fz_rec *r)
         cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);
         break;
     }
-    if (kind < 8 && fz->caller_ids)
+    if (fz_is_new_kind(kind) && fz->caller_ids)
         cmd.order_id = fz_caller_id(fz, r->d);
-    else if (kind < 8 && (r->b & 0x40))
+    else if (fz_is_new_kind(kind) && (r->b & 0x40))
         cmd.order_id = fz_mix(fz->seq + 1); /* ignored */
-    cmd.ts = (int64_t)fz->seq;
+    cmd.ts = fz->clock;
+    fz->clock = (int64_t)((uint64_t)fz->clock + 1);
     fz_run(fz, &cmd, kind != 14);
     fz->last = *r;
     fz->has_last = true;
@@ -1323,7 +1723,7 @@ static void fz_step(struct fz *fz, struct fz_in *in)
 {
     struct fz_rec r = {.op = fz_byte(in), .a = fz_byte(in), .b = fz_byte(in), .c = fz_byte(in)};
 
-    if ((r.op >> 4) == 14 || (fz->caller_ids && (r.op >> 4) < 8))
+    if ((r.op >> 4) == 14 || (fz->caller_ids && fz_is_new_kind(r.op >> 4)))
         r.d = fz_byte(in);
     if ((r.op >> 4) == 14)
         r.e = fz_byte(in);
@@ -1357,6 +1757,7 @@ static void fz_init(struct fz *fz, uint8_t config)
     fz->index = calloc(2 * fz->cap, sizeof(*fz->index));
     FZ_CHECK(fz, fz->e && fz->orders && fz->levels && fz->index, "out of memory");
     FZ_CHECK(fz, eng_caller_order_ids(fz->e) == fz->caller_ids, "eng_caller_order_ids differs");
+    fzm_init(&fz->mmp);
     for (uint32_t i = 0; i < FZ_NINST; i++) {
         FZ_CHECK(fz, eng_add_instrument(fz->e, &fz_specs[i], &id) == ENG_OK && id == i,
                  "eng_add_instrument failed");

@@ -85,10 +85,11 @@ def modify(a, qty_mode, c, price_mode=0, inst=0, account=0, any_account=False, a
 
 
 def malformed(field, value, base):
-    """Record `base` (a NEW limit, CANCEL or MODIFY by id) with one field spoilt."""
+    """Record `base` (a NEW limit, an account-wide command, CANCEL or MODIFY by id) with one
+    field spoilt."""
     kind = base[0] >> 4
     assert kind <= 13
-    d = (0 if kind <= 5 else 2 if kind <= 10 else 3) | (field << 2)
+    d = (1 if kind == 5 else 0 if kind < 5 else 2 if kind <= 10 else 3) | (field << 2)
     return bytes([(14 << 4) | (base[0] & 15)]) + base[1:] + bytes([d, value])
 
 
@@ -105,6 +106,42 @@ def repeat(times):
 
 def set_state(inst, halted, account=0):
     return bytes([op(15, inst, account), 0xF0 if halted else 0xC0, 0, 0])
+
+
+def cancel_all(inst=0, account=0, dead_man=False, everywhere=False, field=0):
+    """CANCEL_ALL of the account's orders on `inst`, or on every instrument (the command's
+    instrument field is then `field`, which the engine ignores)."""
+    a = (4 if dead_man else 0) | (8 if everywhere else 0)
+    return bytes([op(5, inst, account), a, field if everywhere else 0, 0])
+
+
+def set_mmp(inst=0, account=0, lots=0, plus_one=False, scale=0, window=0, window_scale=0):
+    """SET_MMP: the limit `lots` lots times (1, 5, 40)[scale] (+1), or INT64_MAX - lots with
+    scale 3; the window `window` << (0, 6, 20)[window_scale], or INT64_MAX - window with 3."""
+    assert 0 <= lots < 32 and 0 <= scale < 4 and 0 <= window < 64 and 0 <= window_scale < 4
+    b = lots | (0x20 if plus_one else 0) | (scale << 6)
+    return bytes([op(5, inst, account), 1, b, window | (window_scale << 6)])
+
+
+def reset_mmp(inst=0, account=0):
+    return bytes([op(5, inst, account), 2, 0, 0])
+
+
+def clock_on(ticks, big=False):
+    """No command: the clock moves on by `ticks`, or by (ticks + 1) << 16 if big."""
+    assert 0 <= ticks < 65536
+    return bytes([op(5), 3 | (4 if big else 0), ticks & 255, ticks >> 8])
+
+
+def clock_back(ticks):
+    assert 0 <= ticks < 65536
+    return bytes([op(5), 3 | 8, ticks & 255, ticks >> 8])
+
+
+def clock_edge(low, k=0):
+    """No command: the clock goes to INT64_MIN + k (low) or INT64_MAX - k."""
+    assert 0 <= k < 256
+    return bytes([op(5), 3 | 12, k, 1 if low else 0])
 
 
 def book(inst, accounts=(0, 1), depth=4, caller_ids=False):
@@ -211,6 +248,69 @@ SEEDS = {
     + repeat(100) + cid(new(0, 2, BUY, aggr=3, lots=16, scale=3)) + repeat(20)
     + cid(new(0, 1, SELL, aggr=-1), FINISHED, 5) + repeat(150)
     + cid(new(0, 3, BUY, aggr=-1), OPEN, 7) + repeat(30),
+    "22_cancel_all": config(level_events=True) + book(0, accounts=(0, 0, 1)) + book(1)
+    + book(2, accounts=(0, 2)) + modify(pick(resting=20), 2, 1) + modify(pick(resting=10), 0, 1)
+    + cancel_all(0, 0) + cancel_all(0, 0) + cancel_all(1, 1, dead_man=True)
+    + set_state(2, True) + cancel_all(account=0, everywhere=True, field=7)
+    + cancel_all(2, 2, dead_man=True, everywhere=True, field=255) + set_state(2, False)
+    + book(0) + repeat(3) + cancel_all(0, 1, everywhere=True) + repeat(2)
+    + malformed(5, 1, cancel_all(0, 0)) + malformed(5, 0x30, cancel_all(0, 0))
+    + malformed(7, 0, cancel_all(0, 0)) + malformed(7, 255, cancel_all(0, 0, everywhere=True))
+    + malformed(6, 0, cancel_all(0, 0)) + malformed(0, 5, new(0, 0, BUY, aggr=-1))
+    + malformed(0, 5, cancel(pick(resting=0))) + malformed(15, 1, cancel_all(0, 0)),
+    "23_mmp_trip": config() + set_mmp(0, 0, lots=5) + set_mmp(0, 1, lots=2, plus_one=True)
+    + set_mmp(0, 2, lots=4, window=40) + book(0) + book(1, accounts=(0, 1))
+    + new(0, 2, BUY, aggr=3, lots=16) + new(0, 0, SELL, aggr=-1) + new(0, 1, BUY, aggr=-1)
+    + new(1, 0, SELL, aggr=-1) + reset_mmp(0, 0) + new(0, 0, SELL, aggr=-1, lots=3)
+    + new(0, 0, BUY, aggr=-1, lots=3) + reset_mmp(0, 2) + new(0, 2, SELL, aggr=3, lots=16)
+    + set_mmp(1, 3, lots=1) + new(1, 3, SELL, aggr=-2) + new(1, 3, BUY, aggr=2)
+    + new(1, 3, BUY, aggr=-3) + set_mmp(1, 3) + new(1, 3, BUY, aggr=-3) + reset_mmp(1, 3)
+    + set_mmp(0, 1, lots=31, scale=3, window=63, window_scale=3) + reset_mmp(0, 1)
+    + book(0, accounts=(1, 2)) + new(0, 1, SELL, aggr=4, lots=16, scale=3)
+    + new(0, 1, BUY, aggr=4, lots=16, scale=3) + set_mmp(2, 2, lots=1, scale=2)
+    + book(2, accounts=(2, 3)) + market(2, 3, BUY, lots=16, scale=3),
+    "24_mmp_window": config(level_events=True, route=BATCH) + set_mmp(0, 0, lots=3, window=10)
+    + set_mmp(0, 1, lots=6, window=3, window_scale=1) + new(0, 0, SELL, aggr=-1, lots=16)
+    + new(0, 1, BUY, aggr=-1, lots=16) + new(0, 2, BUY, aggr=1, lots=2) + clock_on(20)
+    + new(0, 2, BUY, aggr=1, lots=2) + new(0, 3, BUY, aggr=1, lots=2)
+    + new(0, 2, SELL, aggr=1, lots=4) + clock_on(100) + new(0, 3, SELL, aggr=1, lots=2)
+    + clock_on(3, big=True) + new(0, 3, SELL, aggr=1, lots=2) + new(0, 2, SELL, aggr=1, lots=5)
+    + new(0, 1, BUY, aggr=-1) + reset_mmp(0, 0) + new(0, 0, BUY, aggr=-1, lots=16)
+    + clock_edge(low=False, k=1) + new(0, 2, SELL, aggr=1) + repeat(3) + reset_mmp(0, 0)
+    + new(0, 0, BUY, aggr=-1, lots=16) + new(0, 2, SELL, aggr=1) + clock_edge(low=False)
+    + new(0, 2, SELL, aggr=1, lots=3) + new(0, 2, SELL, aggr=1) + reset_mmp(0, 0)
+    + new(0, 0, BUY, aggr=-1, lots=16) + clock_edge(low=True, k=3) + new(0, 3, SELL, aggr=1)
+    + clock_back(2) + new(0, 3, SELL, aggr=1, lots=3),
+    "25_mmp_malformed": config() + book(0) + malformed(11, 5, set_mmp(0, 0, lots=2))
+    + malformed(12, 1, set_mmp(0, 0, lots=2)) + malformed(12, 0, set_mmp(0, 0, lots=2))
+    + malformed(5, 16, set_mmp(0, 0, lots=2)) + malformed(5, 4, reset_mmp(0, 0))
+    + malformed(6, 0, set_mmp(0, 0, lots=2)) + malformed(7, 0, set_mmp(0, 0, lots=2))
+    + malformed(7, 255, reset_mmp(0, 0)) + malformed(1, 9, set_mmp(0, 0, lots=2))
+    + malformed(15, 2, set_mmp(0, 0, lots=1)) + malformed(15, 2, new(0, 0, SELL, aggr=3))
+    + malformed(0, 6, new(0, 1, BUY, aggr=-1, lots=2)) + malformed(0, 7, new(0, 1, BUY))
+    + malformed(0, 6, modify(pick(resting=0), 2, 1)) + malformed(0, 8, set_mmp(0, 0))
+    + malformed(0, 1, set_mmp(0, 0)) + malformed(14, 0, reset_mmp(0, 0)),
+    "26_mmp_caller_ids_fast": config(level_events=True, route=FAST, caller_ids=True)
+    + set_mmp(0, 0, lots=2) + set_mmp(0, 2, lots=1) + book(0, caller_ids=True)
+    + cid(new(0, 2, BUY, aggr=3, lots=16)) + cid(new(0, 0, SELL, aggr=-1))
+    + cid(new(0, 2, BUY, aggr=-1)) + reset_mmp(0, 2) + cid(new(0, 2, BUY, aggr=-1))
+    + cancel_all(0, 1, dead_man=True) + cancel_all(0, 2, everywhere=True) + reset_mmp(0, 0)
+    + cid(new(0, 0, SELL, aggr=-1)) + repeat(4) + cancel_all(0, 0) + set_mmp(0, 0),
+    # Fills at the window's edges: one window-length after its opening fill a
+    # new window opens; one tick before, the same goes on.
+    "27_mmp_window_edge": config() + set_mmp(0, 0, lots=3, window=10)
+    + new(0, 0, SELL, aggr=-1, lots=16) + new(0, 2, BUY, aggr=1, lots=2) + clock_on(9)
+    + new(0, 2, BUY, aggr=1, lots=2) + clock_on(8) + new(0, 2, BUY, aggr=1)
+    + new(0, 2, BUY, aggr=1) + clock_on(8) + new(0, 2, BUY, aggr=1, lots=3)
+    + new(0, 2, BUY, aggr=1),
+    # One trade takes taker and maker over: the taker trips first. A tripped
+    # account's bad NEW is refused as mmp before its qty is looked at; a
+    # limit of 0 stores no window.
+    "28_mmp_trip_order": config(level_events=True) + set_mmp(0, 0, lots=1) + set_mmp(0, 2, lots=1)
+    + new(0, 0, SELL, aggr=-1, lots=2) + new(0, 0, BUY, aggr=-2) + new(0, 2, BUY, aggr=-3)
+    + new(0, 2, BUY, aggr=1, lots=2) + extreme(0, 2, BUY, qty_index=13)
+    + extreme(0, 0, SELL, qty_index=12) + set_mmp(0, 2, window=5)
+    + set_mmp(0, 0, window=63, window_scale=3) + extreme(0, 2, BUY, qty_index=13),
 }
 
 

@@ -1,22 +1,35 @@
 /*
  * Randomized engine tests: long random command streams over several
- * instruments and accounts, with eng_verify() after every command and the
- * conservation laws checked from the events alone:
+ * instruments and accounts (orders, cancels and modifies, and now and then
+ * the account-wide commands: CANCEL_ALL, SET_MMP and RESET_MMP, on a clock
+ * that moves on so that protection's windows open and close), with
+ * eng_verify() after every command and the conservation laws checked from
+ * the events alone:
  *   - every accepted quantity ends up traded, cancelled or resting;
  *   - each trade's maker and taker leaves follow from the previous state;
  *   - the open quantity an observer derives equals eng_get_order();
- *   - the book is never crossed (eng_verify).
+ *   - a MASS_CANCELLED counts the cancels before it; an MMP event that
+ *     trips says more has filled than the limit;
+ *   - the book is never crossed, and an account whose protection tripped
+ *     rests nothing there (eng_verify).
  * And determinism: the same stream on two engines gives byte-identical events.
  */
 #include "test.h"
 
 enum { NINST = 3, NACCOUNTS = 4, MAX_IDS = 200000 };
 
+/* The account that sets market-maker protection: the others trade freely,
+   so a trip leaves most of the flow as it was. */
+enum { MAKER = NACCOUNTS - 1 };
+
 struct observer {
     int64_t open[MAX_IDS];     /* open qty per order id, as the events tell */
     int64_t accepted[MAX_IDS]; /* accepted qty */
     int64_t done[MAX_IDS];     /* traded + cancelled */
     uint64_t last_id;
+    uint64_t mass_cancelled;   /* orders cancelled by CANCEL_ALL */
+    uint64_t trips;            /* protection tripped */
+    uint64_t mmp_rejects;      /* new orders refused as tripped */
 };
 
 static struct eng *make(void)
@@ -34,7 +47,53 @@ static struct eng *make(void)
     return e;
 }
 
-static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid)
+/* A CANCEL_ALL of `c`'s account, or MAKER's SET_MMP or RESET_MMP, on `inst`
+   (lot `lot`); one in ten with a field spoilt (flags, instrument, or the
+   limit or window, which only SET_MMP reads). */
+static void random_account_wide(uint64_t *rng, struct eng_cmd *c, uint32_t inst, int64_t lot)
+{
+    uint64_t r = test_rand(rng) % 20;
+
+    c->instrument = inst;
+    if (r < 2) {
+        c->type = ENG_CMD_CANCEL_ALL;
+        if (test_rand(rng) % 3 == 0)
+            c->flags |= ENG_CMD_F_DEAD_MAN;
+        if (test_rand(rng) % 4 == 0) {
+            c->flags |= ENG_CMD_F_ALL_INSTRUMENTS;
+            c->instrument = (uint32_t)test_rand(rng); /* ignored */
+        }
+    } else if (r < 10) {
+        /* Limits of a few orders' fills; windows of a few steps' ts, or
+           none (until a reset); now and then protection off. */
+        c->type = ENG_CMD_SET_MMP;
+        c->account = MAKER;
+        c->qty = test_rand(rng) % 5 == 0 ? 0 : lot * (int64_t)(5 + test_rand(rng) % 60);
+        c->price = test_rand(rng) % 16 == 0 ? 0 : (int64_t)(1 + test_rand(rng) % 30);
+    } else {
+        c->type = ENG_CMD_RESET_MMP;
+        c->account = MAKER;
+    }
+    switch (test_rand(rng) % 40) {
+    case 0:
+        c->flags |= ENG_CMD_F_POST_ONLY; /* bad_flags */
+        break;
+    case 1:
+        c->instrument = NINST + 1; /* unknown_instrument, unless every instrument */
+        break;
+    case 2:
+        c->qty = -c->qty - 1; /* SET_MMP: bad_mmp */
+        break;
+    case 3:
+        c->price = -1; /* SET_MMP: bad_mmp */
+        break;
+    default:
+        break;
+    }
+}
+
+/* The next command; the clock (its ts) moves on by 0-2. */
+static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid, int64_t *clock)
 {
     struct eng_cmd c = {0};
     uint64_t r = test_rand(rng);
@@ -42,11 +101,15 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid)
     int64_t tick = inst == 1 ? 5 : inst == 2 ? 2 : 1;
     int64_t lot = inst == 1 ? 3 : 1;
 
+    *clock += (int64_t)(test_rand(rng) % 3);
+    c.ts = *clock;
     if (test_rand(rng) % 8 == 0)
         mid[inst] += (int64_t)(test_rand(rng) % 3) - 1;
     r = test_rand(rng) % 100;
     c.account = (uint32_t)(test_rand(rng) % NACCOUNTS);
-    if (r < 60 || last_id == 0) {
+    if (r >= 96 && last_id > 0) {
+        random_account_wide(rng, &c, inst, lot);
+    } else if (r < 56 || last_id == 0) {
         c.type = ENG_CMD_NEW;
         c.instrument = inst;
         c.side = test_rand(rng) % 2 ? ENG_BUY : ENG_SELL;
@@ -69,7 +132,7 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid)
         if (test_rand(rng) % 3 == 0)
             snprintf(c.coid, sizeof(c.coid), "k%u", (unsigned)(test_rand(rng) % 6));
     } else {
-        c.type = r < 88 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
+        c.type = r < 84 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
         /* Mostly recent orders (often still open), sometimes any id. */
         if (test_rand(rng) % 4 == 0)
             c.order_id = 1 + test_rand(rng) % (last_id + 2);
@@ -95,6 +158,8 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid)
 /* Fold one command's events into the observer and check them. */
 static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
 {
+    int64_t cancels = 0;
+
     for (size_t i = 0; i < n; i++) {
         const struct eng_event *x = &ev[i];
         switch (x->type) {
@@ -119,6 +184,22 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             ASSERT_TRUE(x->leaves > 0);
             ob->done[x->order_id] += x->leaves;
             ob->open[x->order_id] = 0;
+            cancels++;
+            break;
+        case ENG_EV_MASS_CANCELLED:
+            /* A CANCEL_ALL's events are its cancels, then this. */
+            ASSERT_EQ(i, n - 1);
+            ASSERT_EQ(x->qty, cancels);
+            ob->mass_cancelled += (uint64_t)x->qty;
+            break;
+        case ENG_EV_MMP:
+            if (x->flags & ENG_EV_F_TRIPPED) {
+                ASSERT_TRUE(x->qty > 0 && x->leaves > x->qty);
+                ob->trips++;
+            } else {
+                ASSERT_EQ(x->leaves, 0); /* a SET_MMP or RESET_MMP: no window open */
+                ASSERT_EQ(n, 1);
+            }
             break;
         case ENG_EV_MODIFIED:
             /* The new open quantity replaces the old: count the difference
@@ -130,6 +211,7 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             ob->open[x->order_id] = x->qty;
             break;
         case ENG_EV_REJECTED:
+            ob->mmp_rejects += x->reason == ENG_MMP;
             break;
         default:
             TEST_FAIL_("unknown event type %d", x->type);
@@ -159,14 +241,14 @@ void test_engine_random_flow_invariants(void)
     static struct observer ob;
     struct eng *e = make();
     uint64_t rng = 0xC0FFEE;
-    int64_t mid[NINST] = {1000, 200, 500};
+    int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
     struct eng_stats st;
     int64_t resting = 0;
     const int steps = test_steps(60000);
 
     memset(&ob, 0, sizeof(ob));
     for (int step = 0; step < steps; step++) {
-        struct eng_cmd c = random_cmd(&rng, ob.last_id, mid);
+        struct eng_cmd c = random_cmd(&rng, ob.last_id, mid, &clock);
         size_t n;
         eng_clear_events(e);
         ASSERT_TRUE(eng_process(e, &c) >= 1);
@@ -189,8 +271,12 @@ void test_engine_random_flow_invariants(void)
            (unsigned long long)st.trades, (unsigned long long)st.rejected,
            (unsigned long long)st.modified, (unsigned long long)st.cancelled,
            (unsigned long long)st.open_orders);
+    printf("[%llu mass-cancelled, %llu trips, %llu refused as tripped] ",
+           (unsigned long long)ob.mass_cancelled, (unsigned long long)ob.trips,
+           (unsigned long long)ob.mmp_rejects);
     ASSERT_TRUE(st.rejected > (uint64_t)steps / 60 && st.modified > (uint64_t)steps / 60 &&
                 st.cancelled > (uint64_t)steps / 60);
+    ASSERT_TRUE(ob.mass_cancelled > 0 && ob.trips > 0 && ob.mmp_rejects > 0);
     eng_destroy(e);
 }
 
@@ -202,15 +288,14 @@ void test_engine_random_determinism(void)
     static struct eng_cmd cmds[N];
     struct eng *a = make(), *b = make();
     uint64_t rng = 42;
-    int64_t mid[NINST] = {1000, 200, 500};
+    int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
     size_t na, nb;
 
     /* Ids for cancels come from a first engine's view of the stream. */
     for (int i = 0; i < N; i++) {
         struct eng_stats st;
         eng_get_stats(a, &st);
-        cmds[i] = random_cmd(&rng, st.accepted, mid);
-        cmds[i].ts = i;
+        cmds[i] = random_cmd(&rng, st.accepted, mid, &clock);
         eng_process(a, &cmds[i]);
     }
     eng_clear_events(a);
@@ -252,7 +337,7 @@ void test_engine_random_level_events(void)
          .market_protection = -1},
     };
     uint64_t rng = 77, accepted = 0;
-    int64_t mid[NINST] = {1000, 200, 500};
+    int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
     uint32_t id;
 
     memset(total, 0, sizeof(total));
@@ -260,7 +345,7 @@ void test_engine_random_level_events(void)
     for (int i = 0; i < NINST; i++)
         ASSERT_EQ(eng_add_instrument(e, &specs[i], &id), ENG_OK);
     for (int step = 0, steps = test_steps(30000); step < steps; step++) {
-        struct eng_cmd c = random_cmd(&rng, accepted, mid);
+        struct eng_cmd c = random_cmd(&rng, accepted, mid, &clock);
         size_t n;
         eng_clear_events(e);
         ASSERT_TRUE(eng_process(e, &c) >= 1);
@@ -314,7 +399,7 @@ void test_engine_random_caller_ids(void)
          .market_protection = -1},
     };
     uint64_t rng = 0xCA11E2;
-    int64_t mid[NINST] = {1000, 200, 500};
+    int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
     struct eng_stats st;
     uint32_t id;
 
@@ -322,7 +407,7 @@ void test_engine_random_caller_ids(void)
         ASSERT_EQ(eng_add_instrument(c, &specs[i], &id), ENG_OK);
     for (int step = 0, steps = test_steps(40000); step < steps; step++) {
         eng_get_stats(d, &st);
-        struct eng_cmd cd = random_cmd(&rng, st.accepted, mid), cc = cd;
+        struct eng_cmd cd = random_cmd(&rng, st.accepted, mid, &clock), cc = cd;
         uint64_t next = caller_id(st.accepted + 1);
         size_t nd, nc;
 

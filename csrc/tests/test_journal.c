@@ -33,16 +33,27 @@ static struct eng *make(int with_instruments)
 }
 
 /* A deterministic stream of mostly valid commands that rest, trade and
-   cancel, now and then halting or resuming an instrument. */
+   cancel, now and then halting or resuming an instrument, setting or
+   resetting an account's market-maker protection (whose window runs on
+   ts = i) or cancelling all of an account's orders. */
 static struct eng_cmd command(uint64_t i, uint64_t *rng)
 {
     struct eng_cmd c = {0};
-    uint64_t r = test_rand(rng) % 10;
+    uint64_t r = test_rand(rng) % 10, p = test_rand(rng) % 48;
     uint32_t inst = (uint32_t)(test_rand(rng) % 2);
     if (i >= 10 && test_rand(rng) % 64 == 0) {
         c.type = ENG_CMD_SET_STATE;
         c.instrument = inst;
         c.qty = (int64_t)(test_rand(rng) % 2);
+    } else if (i >= 10 && p < 3) {
+        static const uint8_t types[3] = {ENG_CMD_SET_MMP, ENG_CMD_RESET_MMP, ENG_CMD_CANCEL_ALL};
+        c.type = types[p];
+        c.instrument = inst;
+        c.account = (uint32_t)(test_rand(rng) % 5);
+        c.qty = test_rand(rng) % 8 ? 4 + (int64_t)(test_rand(rng) % 30) : 0;
+        c.price = (int64_t)(test_rand(rng) % 300);
+        if (c.type == ENG_CMD_CANCEL_ALL)
+            c.flags = (uint8_t)(test_rand(rng) % 4) << 4; /* DEAD_MAN, ALL_INSTRUMENTS */
     } else if (r < 7 || i < 10) {
         int64_t tick = inst ? 5 : 1, lot = inst ? 2 : 1;
         c.type = ENG_CMD_NEW;
@@ -319,9 +330,12 @@ void test_journal_replay_gives_the_same_state(void)
     ASSERT_EQ(scan.first_seq, 1);
     ASSERT_EQ(scan.last_seq, 5000);
     ASSERT_EQ(counts[ENG_CMD_NEW] + counts[ENG_CMD_CANCEL] + counts[ENG_CMD_MODIFY] +
-                  counts[ENG_CMD_SET_STATE],
+                  counts[ENG_CMD_SET_STATE] + counts[ENG_CMD_CANCEL_ALL] +
+                  counts[ENG_CMD_SET_MMP] + counts[ENG_CMD_RESET_MMP],
               5000);
     ASSERT_TRUE(counts[ENG_CMD_SET_STATE] > 0);
+    ASSERT_TRUE(counts[ENG_CMD_SET_MMP] > 0 && counts[ENG_CMD_RESET_MMP] > 0 &&
+                counts[ENG_CMD_CANCEL_ALL] > 0);
     ASSERT_EQ(counts[0], 0);
     ASSERT_EQ(scan.valid_bytes, scan.file_bytes);
     ASSERT_EQ(eng_state_hash(live), eng_state_hash(replay));

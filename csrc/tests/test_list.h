@@ -50,6 +50,13 @@
     XX(engine, engine_caller_ids_reuse_after_finish)   \
     XX(engine, engine_caller_ids_low_bits_collide)     \
     XX(engine, engine_caller_ids_run)                  \
+    XX(protection, cancel_all_one_instrument_in_book_order) \
+    XX(protection, cancel_all_instruments_by_dead_man) \
+    XX(protection, cancel_all_rejects)                 \
+    XX(protection, mmp_trips_after_the_command_and_refuses_new_orders) \
+    XX(protection, mmp_window_and_taker_fills)         \
+    XX(protection, mmp_rejects)                        \
+    XX(protection, mmp_self_trade_counts_both_sides)   \
     XX(engine_random, engine_random_flow_invariants)   \
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \

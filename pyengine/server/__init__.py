@@ -8,9 +8,10 @@ runner), ``latency_trace`` (the per-stage latency breakdown),
 ``session`` (a connection's socket I/O), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
-requests), ``requests`` (the requests that are not per-order),
+requests), ``dead_man`` (the dead-man switch), ``requests`` (the requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
-``metrics`` (the Prometheus endpoint), ``app`` (the server), ``cli`` (the
-console script); ``process`` stands alone. The wire protocol:
+``metrics`` (the Prometheus endpoint), ``webfeed`` (what the web view
+shows), ``webview`` (its HTTP server and page, web/), ``app`` (the server),
+``cli`` (the console script); ``process`` stands alone. The wire protocol:
 docs/protocol.md.
 """

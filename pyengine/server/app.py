@@ -2,7 +2,8 @@
 
 Threads: the gevent hub runs on the main OS thread with one reader and one
 writer greenlet per connection, the dispatcher greenlet and a stats greenlet
-(and with a metrics port the endpoint's, metrics.py);
+(and with a metrics port the endpoint's, metrics.py; with an http port the
+web view's, webview.py);
 the engine runs on its own OS thread (``EngineThread``), login secrets are
 checked on a few threads of their own (``LoginChecks``). Commands from all
 sessions go through one ``CommandQueue`` into the engine thread's input ring
@@ -41,6 +42,7 @@ from .commands import CommandQueue
 from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
+from .dead_man import DeadManSwitches
 from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
@@ -48,6 +50,7 @@ from .stats import stats_loop
 from .latency_trace import log_breakdown, start_trace
 from .listen import bind
 from .metrics import metrics_server, request_type
+from .webview import WebView
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -124,6 +127,7 @@ class Server:
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
         self.dispatcher = Dispatcher(self)
+        self.dead_man = DeadManSwitches(self._dead_man_fired)
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -143,10 +147,16 @@ class Server:
         self.address: tuple[str, int] | None = None
         self.requests_by_type: dict[str, int] = {}  # the requests Python carries out (metrics.py)
         self._metrics: WSGIServer | None = None
-        if config.metrics_port is not None:
+        self._web: WebView | None = None
+        if config.metrics_port is not None or config.http_port is not None:
             try:
-                self._metrics = metrics_server(self, config.metrics_host, config.metrics_port)
+                if config.metrics_port is not None:
+                    self._metrics = metrics_server(self, config.metrics_host, config.metrics_port)
+                if config.http_port is not None:
+                    self._web = WebView(self, config.http_host, config.http_port)
             except OSError:
+                if self._metrics is not None:
+                    self._metrics.close()
                 self.engine.close()
                 if self.cluster is not None:
                     self.cluster.close()
@@ -181,6 +191,8 @@ class Server:
             bound = self._metrics.address
             assert isinstance(bound, tuple)  # a TCP listener's (host, port, ...)
             log.info("metrics_listening", extra=fields(host=bound[0], port=bound[1], path="/metrics"))
+        if self._web is not None:
+            self._web.start()
         if self.config.stats_interval > 0:
             self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
@@ -262,9 +274,12 @@ class Server:
             self.stopped.wait()
             return
         self.stopping = True
+        self.dead_man.close()
         self._listener.close()
         if self._metrics is not None:
             self._metrics.stop(timeout=1)
+        if self._web is not None:
+            self._web.stop()
         for session in list(self.sessions.values()):
             session.close("server_stopping")
         deadline = time.monotonic() + timeout
@@ -425,6 +440,18 @@ class Server:
             self.cancel_order(oid)
         self.commands.flush()
         log.info("cancel_on_disconnect", extra=fields(sid=sid, orders=len(orders)))
+
+    def sessions_of(self, account: int) -> list[Session]:
+        """The open sessions logged in as ``account``."""
+        return [s for s in self.sessions.values() if not s.closed and s.account == account]
+
+    def _dead_man_fired(self, account: int) -> None:
+        """An account's dead-man switch ran out: the engine cancels all its
+        orders, as one sequenced command (tag 0: the cancels go to the owners
+        of the orders as usual; no one asked)."""
+        self.commands.add(lib.ENG_CMD_CANCEL_ALL, 0, account=account,
+                          flags=lib.ENG_CMD_F_DEAD_MAN | lib.ENG_CMD_F_ALL_INSTRUMENTS)
+        self.commands.flush()
 
     def cancel_order(self, order_id: int) -> None:
         """Cancel an order as the server itself (tag 0: no one to reply to)."""

@@ -3,7 +3,8 @@
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
                     [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
                     [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
-                    [--metrics-port P [--metrics-host H]] [--trace-latency N]
+                    [--metrics-port P [--metrics-host H]] [--http-port P [--http-host H]]
+                    [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
     pyengine-server snapshot [--host H] [--port P] [--account N]
@@ -16,7 +17,8 @@ start recovers the state the directory holds. It refuses to start when the
 journal is damaged before its end (the error says where and what follows);
 --accept-journal-loss starts all the same, without the commands after the
 damage, numbering above everything issued before. --metrics-port serves
-Prometheus metrics at /metrics (docs/metrics.md). With --nats it is one node
+Prometheus metrics at /metrics (docs/metrics.md), --http-port a live web view
+of the books, trades and figures (docs/webview.md). With --nats it is one node
 of a replicated shard (docs/cluster.md).
 """
 
@@ -59,6 +61,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="P",
                    help="serve Prometheus metrics at http://HOST:P/metrics (default: none; 0: any free port)")
     p.add_argument("--metrics-host", metavar="H", help="address of the metrics endpoint (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, metavar="P",
+                   help="serve the live web view at http://HOST:P/ (default: none; 0: any free port)")
+    p.add_argument("--http-host", metavar="H", help="address of the web view (default 127.0.0.1)")
     p.add_argument("--trace-latency", type=int, metavar="N", help="stamp one new order in N on its way through and "
                    "log the time of each stage at stop and on SIGUSR1 (default 0: off)")
     c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
@@ -82,6 +87,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "accept_journal_loss": args.accept_journal_loss,
         "metrics_port": args.metrics_port,
         "metrics_host": args.metrics_host,
+        "http_port": args.http_port,
+        "http_host": args.http_host,
         "trace_latency": args.trace_latency,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})

@@ -58,6 +58,10 @@ A file looks like this (every key optional, defaults as shown)::
     port = 9464                      # Prometheus text at http://host:port/metrics (docs/metrics.md)
     host = "127.0.0.1"
 
+    [http]                           # none (the default): no web view
+    port = 8080                      # the live web view at http://host:port/ (docs/webview.md)
+    host = "127.0.0.1"
+
     [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
 
 Unknown keys are errors, so a typo does not silently fall back to a default.
@@ -172,6 +176,8 @@ class ServerConfig:
     cluster: ClusterConfig | None = None  # None: one server alone (no NATS)
     metrics_port: int | None = None  # None: no metrics endpoint
     metrics_host: str = "127.0.0.1"
+    http_port: int | None = None  # None: no web view
+    http_host: str = "127.0.0.1"
 
     @property
     def auth_required(self) -> bool:
@@ -265,6 +271,20 @@ def _limits(table: dict[str, Any]) -> LimitsConfig:
     return LimitsConfig(**kw)
 
 
+def _port_table(name: str, value: object) -> dict[str, Any]:
+    """A table of one HTTP endpoint ([metrics], [http]): its port (required)
+    and host, as the ServerConfig fields ``<name>_port`` and ``<name>_host``."""
+    where = f"[{name}]"
+    table: dict[str, Any] = _typed("top level", name, value, dict)
+    _check_keys(where, table, {"port", "host"})
+    if "port" not in table:
+        raise ConfigError(f"{where}: port is required")
+    kw: dict[str, Any] = {f"{name}_port": _typed(where, "port", table["port"], int)}
+    if "host" in table:
+        kw[f"{name}_host"] = _typed(where, "host", table["host"], str)
+    return kw
+
+
 def load_config(path: str | os.PathLike[str]) -> ServerConfig:
     """Read a TOML configuration file; raise ConfigError saying what is wrong."""
     try:
@@ -281,7 +301,7 @@ FSYNC_POLICIES = ("always", "batch", "off")
 
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts", "cluster",
-                                     "metrics"})
+                                     "metrics", "http"})
     server = data.get("server", {})
     engine = data.get("engine", {})
     durability = data.get("durability", {})
@@ -320,14 +340,9 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
             kw[key] = _typed("[durability]", key, durability[key], bool)
     if "limits" in data:
         kw["limits"] = _limits(data["limits"])
-    if "metrics" in data:
-        metrics = _typed("top level", "metrics", data["metrics"], dict)
-        _check_keys("[metrics]", metrics, {"port", "host"})
-        if "port" not in metrics:
-            raise ConfigError("[metrics]: port is required")
-        kw["metrics_port"] = _typed("[metrics]", "port", metrics["port"], int)
-        if "host" in metrics:
-            kw["metrics_host"] = _typed("[metrics]", "host", metrics["host"], str)
+    for table in ("metrics", "http"):
+        if table in data:
+            kw.update(_port_table(table, data[table]))
     if "cluster" in data:
         kw["cluster"] = ClusterConfig(**cluster_from_table(_typed("top level", "cluster", data["cluster"], dict),
                                                            ConfigError))
@@ -352,8 +367,9 @@ def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig
         check_cluster(config.cluster, symbols, ConfigError, partial=partial)
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"[server]: port {config.port} is out of range")
-    if config.metrics_port is not None and not 0 <= config.metrics_port <= 65535:
-        raise ConfigError(f"[metrics]: port {config.metrics_port} is out of range")
+    for name, port in (("metrics", config.metrics_port), ("http", config.http_port)):
+        if port is not None and not 0 <= port <= 65535:
+            raise ConfigError(f"[{name}]: port {port} is out of range")
     if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
         raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
     if config.login_workers < 1 or config.max_pending_logins < 1:

@@ -57,6 +57,8 @@ class DispatchHost(Protocol):
 
     def cancel_order(self, order_id: int) -> None: ...
 
+    def sessions_of(self, account: int) -> list[Session]: ...
+
 __all__ = ["Dispatcher", "DispatchHost", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
@@ -90,6 +92,7 @@ class Dispatcher:
         self._buf = ffi.new("struct runner_event[]", _BATCH)
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
+        self.mmp_trips = 0  # market-maker protection trips routed
         self._router = Router(
             ledger=server.ledger,
             events=self,
@@ -273,6 +276,22 @@ class Dispatcher:
         self.server.marketdata.trading_state(inst, halted)
         if session is not None and request is not None:
             session.reply({"type": "trading_state", "req_id": request[1], "symbol": symbol, "state": state, "seq": seq})
+
+    def mmp(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
+            qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
+        """The reply to set_mmp/reset_mmp; when protection trips (no one asked:
+        a trade did), a push to every session of the account."""
+        symbol = self.server.engine.symbols[instrument]
+        message = {"type": "mmp", "req_id": None, "symbol": symbol, "qty_limit": qty_limit,
+                   "window_ms": window // 1_000_000, "filled": filled, "tripped": tripped, "seq": seq}
+        if session is not None and request is not None and request[0] == "mmp":
+            session.reply({**message, "req_id": request[1]})
+        if tripped:
+            self.mmp_trips += 1
+            log.warning("mmp_tripped", extra=fields(account=account, symbol=symbol, filled=filled,
+                                                    qty_limit=qty_limit, seq=seq))
+            for s in self.server.sessions_of(account):
+                s.reply(message)
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine

@@ -22,6 +22,7 @@ from prometheus_client.utils import floatToGoString
 
 from .._server import Ledger
 from .config import ServerConfig
+from .dead_man import DeadManSwitches
 from .dispatch import Dispatcher
 from .engine_thread import EngineThread
 from .marketdata import MarketData
@@ -54,6 +55,7 @@ class MetricsHost(Protocol):
     marketdata: MarketData
     sessions: dict[int, Session]
     requests_by_type: dict[str, int]  # the requests Python carries out, by type
+    dead_man: DeadManSwitches
 
     @property
     def sessions_opened(self) -> int: ...
@@ -101,6 +103,13 @@ class ServerCollector(Collector):
                                 value=sum(1 for x in s.sessions.values() if not x.closed))
         yield CounterMetricFamily("pyengine_sessions_opened", "Client connections accepted",
                                   value=s.sessions_opened)
+
+        yield GaugeMetricFamily("pyengine_dead_man_armed", "Accounts whose dead-man switch is armed",
+                                value=s.dead_man.armed())
+        yield CounterMetricFamily("pyengine_dead_man_fired", "Dead-man switches that ran out (a cancel-all each)",
+                                  value=s.dead_man.fired)
+        yield CounterMetricFamily("pyengine_mmp_trips", "Market-maker protection trips",
+                                  value=s.dispatcher.mmp_trips)
 
         yield CounterMetricFamily("pyengine_engine_commands", "Commands the engine thread processed",
                                   value=st["commands"])

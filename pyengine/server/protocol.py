@@ -45,6 +45,11 @@ __all__ = [
     "Status",
     "Orders",
     "OrderQuery",
+    "CancelAllAfter",
+    "SetMmp",
+    "ResetMmp",
+    "CANCEL_ALL_AFTER_MAX",
+    "MMP_WINDOW_MS_MAX",
     "Request",
     "REQUEST_TYPES",
 ]
@@ -201,6 +206,30 @@ class OrderQuery(NamedTuple):
     client_order_id: str | None
 
 
+class CancelAllAfter(NamedTuple):
+    """``cancel_all_after``: arm, renew (or with 0, disarm) the account's
+    dead-man switch."""
+
+    req_id: Any
+    seconds: float  # an int as sent stays an int
+
+
+class SetMmp(NamedTuple):
+    """``set_mmp``: the account's market-maker protection on an instrument."""
+
+    req_id: Any
+    symbol: str
+    qty_limit: int  # 0 turns it off
+    window_ms: int  # 0: until a reset
+
+
+class ResetMmp(NamedTuple):
+    """``reset_mmp``: lift the account's tripped protection on an instrument."""
+
+    req_id: Any
+    symbol: str
+
+
 class SetTradingState(NamedTuple):
     """``halt`` or ``resume`` an instrument (admin)."""
 
@@ -210,7 +239,7 @@ class SetTradingState(NamedTuple):
 
 
 Request = (Login | NewOrder | Cancel | Modify | MassCancel | Subscribe | Unsubscribe | Ping | Snapshot
-           | SetTradingState | Status | Orders | OrderQuery)
+           | SetTradingState | Status | Orders | OrderQuery | CancelAllAfter | SetMmp | ResetMmp)
 _Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the request
 
 # A field given as null is the same as a field left out (docs/protocol.md):
@@ -302,6 +331,23 @@ def _optional_str(msg: dict[str, Any], key: str, req_id: Any) -> str | None:
     return None if msg.get(key) is None else _str(msg, key, req_id)
 
 
+MMP_WINDOW_MS_MAX = 86_400_000
+"""The longest market-maker protection window, in ms (a day)."""
+
+CANCEL_ALL_AFTER_MAX = 86400.0
+"""The longest a dead-man switch may be armed for (a day), in seconds."""
+
+
+def _parse_cancel_all_after(msg: dict[str, Any], req_id: Any) -> CancelAllAfter:
+    longest = CANCEL_ALL_AFTER_MAX
+    v = msg.get("seconds")
+    if v is None:
+        raise RequestError("missing_field", "seconds is required", req_id)
+    if type(v) not in (int, float) or not 0 <= v <= longest:
+        raise RequestError("bad_field", f"seconds must be a number in [0, {longest:g}], not {shown(v)}", req_id)
+    return CancelAllAfter(req_id, v)
+
+
 def _parse_order_query(msg: dict[str, Any], req_id: Any) -> OrderQuery:
     order_id = msg.get("order_id")
     if order_id is not None:
@@ -329,6 +375,10 @@ _PARSERS: dict[str, _Parser] = {
     "order_status": _parse_order_query,
     "halt": lambda m, r: SetTradingState(r, _str(m, "symbol", r), True),
     "resume": lambda m, r: SetTradingState(r, _str(m, "symbol", r), False),
+    "cancel_all_after": _parse_cancel_all_after,
+    "set_mmp": lambda m, r: SetMmp(r, _str(m, "symbol", r), _int(m, "qty_limit", r, 0),
+                                   0 if m.get("window_ms") is None else _int(m, "window_ms", r, 0, MMP_WINDOW_MS_MAX)),
+    "reset_mmp": lambda m, r: ResetMmp(r, _str(m, "symbol", r)),
 }
 
 # Every request type the protocol knows (the metrics label requests by it).

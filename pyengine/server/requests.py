@@ -23,8 +23,10 @@ from .engine_thread import EngineThread
 from .limits import HostWindow, LoginChecks
 from .marketdata import MarketData
 from .order_status import order_status_reply, orders_reply
+from .dead_man import DeadManSwitches
 from .protocol import (
     Cancel,
+    CancelAllAfter,
     Login,
     MassCancel,
     Modify,
@@ -33,6 +35,8 @@ from .protocol import (
     Orders,
     Ping,
     RequestError,
+    ResetMmp,
+    SetMmp,
     SetTradingState,
     Snapshot,
     Status,
@@ -67,6 +71,7 @@ class RequestHost(Protocol):
     login_failures: HostWindow
     host_logins: HostWindow
     login_checks: LoginChecks
+    dead_man: DeadManSwitches
 
     def claim_orders(self, session: Session) -> int: ...
 
@@ -113,6 +118,10 @@ class Requests:
                 engine = self.server.engine
                 session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
                                            engine.instrument_ids, engine.symbols))
+            elif type(req) is SetMmp or type(req) is ResetMmp:
+                self.mmp(session, req)
+            elif type(req) is CancelAllAfter:
+                self.cancel_all_after(session, req)
             elif type(req) is OrderQuery:
                 session.reply(order_status_reply(self.server.order_status, self._account(session, req.req_id), req,
                                                  self.server.engine.symbols))
@@ -274,6 +283,30 @@ class Requests:
             raise RequestError("no_data_dir", "the server runs without a data directory: nothing to snapshot to",
                                req.req_id)
         self.server.commands.add(lib.RUNNER_CTL_SNAPSHOT, session.link.tag("snapshot", req.req_id))
+
+    def mmp(self, session: Session, req: SetMmp | ResetMmp) -> None:
+        """Set or reset the account's market-maker protection: a sequenced
+        command; the engine's MMP event is the reply (Dispatcher.mmp). The
+        window is in the commands' ts units, which the server stamps in ns."""
+        account = self._account(session, req.req_id)
+        inst = self.server.engine.instrument_ids.get(req.symbol)
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        tag = session.link.tag("mmp", req.req_id)
+        if type(req) is SetMmp:
+            log.info("set_mmp", extra=fields(sid=session.sid, account=account, symbol=req.symbol,
+                                             qty_limit=req.qty_limit, window_ms=req.window_ms))
+            self.server.commands.add(lib.ENG_CMD_SET_MMP, tag, instrument=inst, account=account,
+                                     qty=req.qty_limit, price=req.window_ms * 1_000_000)
+        else:
+            self.server.commands.add(lib.ENG_CMD_RESET_MMP, tag, instrument=inst, account=account)
+
+    def cancel_all_after(self, session: Session, req: CancelAllAfter) -> None:
+        account = self._account(session, req.req_id)
+        deadline = self.server.dead_man.arm(account, req.seconds)
+        log.info("cancel_all_after", extra=fields(sid=session.sid, account=account, seconds=req.seconds))
+        session.reply({"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
+                       "armed": deadline is not None, "deadline": deadline})
 
     def set_trading_state(self, session: Session, req: SetTradingState) -> None:
         self._admin(session, req.req_id, "halt or resume an instrument")

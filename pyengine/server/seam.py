@@ -77,6 +77,10 @@ class RouterEvents(Protocol):
                       halted: bool, seq: int) -> None:
         """An instrument was halted or resumed."""
 
+    def mmp(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
+            qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
+        """An account's market-maker protection was set, reset, or tripped."""
+
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         """A snapshot was written (``err`` 0) or failed (an errno)."""
 

@@ -13,6 +13,11 @@ commands and compare them event by event. It is written for clarity, not speed:
 A taker is an ``_Order`` that is not (yet) in the book. Orders that are not
 resting are forgotten: ``order()`` answers for resting orders only.
 
+Market-maker protection counts fills in a window on the commands' ``ts``: the
+model's clock is the attribute ``now`` (the ts of the commands it runs next;
+0 unless a test sets it, as the core's per-call API has ts 0), so that a test
+packing the same commands with ``ts=now`` for the batch path can compare.
+
 ``ReferenceEngine(caller_order_ids=True)`` models an engine that takes each new
 order's id from the caller (``submit(..., order_id=N)``). One difference from
 ``pyengine.Engine`` by design: there ``order_id=0`` is refused as an argument
@@ -48,6 +53,9 @@ from ..events import (
     Cancelled,
     Event,
     Level,
+    MassCancelled,
+    MmpStatus,
+    MmpUpdate,
     Modified,
     OrderState,
     Rejected,
@@ -124,6 +132,17 @@ class _Order:
         )
 
 
+@dataclass
+class _Protection:
+    """An account's market-maker protection on one instrument."""
+
+    limit: int  # 0: off
+    window: int  # 0: until a reset
+    filled: int = 0  # in the current window; 0: no window open
+    start: int = 0  # ts of the fill that opened it
+    tripped: bool = False
+
+
 class _NewOrder(NamedTuple):
     """The arguments of ``submit`` after the type checks, as enum members."""
 
@@ -152,6 +171,10 @@ class ReferenceEngine:
         self._last_seq = 0
         self._last_order_id = 0
         self._last_trade_id = 0
+        self._protection: dict[tuple[int, int], _Protection] = {}  # (account, instrument number)
+        self._to_trip: list[tuple[int, int]] = []  # over their limit in this command, in order
+        self.now = 0
+        """The ts of the commands run next: the clock of protection windows."""
 
     # Configuration
 
@@ -235,6 +258,7 @@ class ReferenceEngine:
             return events
         stop = self._match(seq, taker, limit, events)
         self._finish_taker(seq, taker, new.tif, stop, events)
+        self._trip(seq, events)
         return events
 
     def cancel(
@@ -306,6 +330,95 @@ class ReferenceEngine:
         inst.halted = state is TradingState.HALTED
         return [StateChanged(self._next_seq(), symbol, state)]
 
+    # Account-wide commands and market-maker protection
+
+    def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
+        """Cancel every open order of ``account`` (on ``symbol``, or all)."""
+        _check_int("account", account, 0, _MAX_ACCOUNT)
+        if not isinstance(dead_man, bool):
+            raise TypeError(f"dead_man must be a bool, not {type(dead_man).__name__}")
+        insts = list(self._instruments.values()) if symbol is None else [self._instrument(symbol)]
+        seq = self._next_seq()
+        reason = CancelReason.DEAD_MAN if dead_man else CancelReason.USER
+        events: list[Event] = []
+        for inst in insts:
+            self._cancel_account(seq, inst, account, reason, events)
+        events.append(MassCancelled(seq, account, symbol, len(events), reason))
+        return events
+
+    def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = 0) -> list[Event]:
+        """Set (and reset) ``account``'s protection on ``symbol``; limit 0 turns it off."""
+        inst = self._instrument(symbol)
+        _check_int("account", account, 0, _MAX_ACCOUNT)
+        _check_int("qty_limit", qty_limit, 0, MAX_INT64)
+        _check_int("window", window, 0, MAX_INT64)
+        seq = self._next_seq()
+        key = (account, inst.number)
+        if qty_limit > 0:
+            self._protection[key] = _Protection(qty_limit, window)
+        else:
+            self._protection.pop(key, None)
+        return [self._mmp_update(seq, key)]
+
+    def reset_mmp(self, account: int, symbol: str) -> list[Event]:
+        """Lift ``account``'s tripped protection on ``symbol``; a new window."""
+        inst = self._instrument(symbol)
+        _check_int("account", account, 0, _MAX_ACCOUNT)
+        seq = self._next_seq()
+        key = (account, inst.number)
+        if key in self._protection:
+            old = self._protection[key]
+            self._protection[key] = _Protection(old.limit, old.window)
+        return [self._mmp_update(seq, key)]
+
+    def mmp(self, account: int, symbol: str) -> MmpStatus | None:
+        """``account``'s protection on ``symbol``, or None."""
+        p = self._protection.get((account, self._instrument(symbol).number))
+        if p is None:
+            return None
+        return MmpStatus(account, symbol, p.limit, p.window, p.filled, p.start, p.tripped)
+
+    def _instrument_number(self, number: int) -> _Instrument:
+        return next(inst for inst in self._instruments.values() if inst.number == number)
+
+    def _mmp_update(self, seq: int, key: tuple[int, int]) -> MmpUpdate:
+        account, number = key
+        p = self._protection.get(key, _Protection(0, 0))
+        return MmpUpdate(seq, account, self._instrument_number(number).symbol, p.limit, p.window, p.filled, p.tripped)
+
+    def _count_fill(self, account: int, inst: _Instrument, qty: int) -> None:
+        """A fill against ``account``'s protection on ``inst``, if it has one."""
+        key = (account, inst.number)
+        p = self._protection.get(key)
+        if p is None:
+            return
+        if p.filled == 0 or (p.window > 0 and self.now - p.start >= p.window):
+            p.filled, p.start = 0, self.now
+        p.filled = min(p.filled + qty, MAX_INT64)
+        if p.filled > p.limit and not p.tripped and key not in self._to_trip:
+            self._to_trip.append(key)
+
+    def _trip(self, seq: int, events: list[Event]) -> None:
+        """After a command: trip, in order, every account its fills took over its limit."""
+        for key in self._to_trip:
+            account, number = key
+            self._protection[key].tripped = True
+            self._cancel_account(seq, self._instrument_number(number), account, CancelReason.MMP, events)
+            events.append(self._mmp_update(seq, key))
+        self._to_trip.clear()
+
+    def _cancel_account(
+        self, seq: int, inst: _Instrument, account: int, reason: CancelReason, events: list[Event]
+    ) -> None:
+        """Cancel ``account``'s resting orders on ``inst``: bids then asks,
+        best price first, oldest first."""
+        for side in (Side.BUY, Side.SELL):
+            book = inst.book(side)
+            for price in _prices_best_first(book, side):
+                for order in [o for o in book[price] if o.account == account]:
+                    self._remove(order)
+                    events.append(Cancelled(seq, order.order_id, order.qty, reason))
+
     def _instrument(self, symbol: str) -> _Instrument:
         try:
             return self._instruments[symbol]
@@ -374,6 +487,10 @@ class ReferenceEngine:
             _require(0 <= order.account <= _MAX_ACCOUNT, f"order {order.order_id}: account")
         keys = [(o.account, o.client_order_id) for o in self._orders.values() if o.client_order_id]
         _require(len(keys) == len(set(keys)), "an account uses a client order id twice")
+        tripped = {key for key, p in self._protection.items() if p.tripped}
+        for order in self._orders.values():
+            _require((order.account, order.instrument.number) not in tripped, f"order {order.order_id}: tripped account")
+        _require(not self._to_trip, "protection left to trip between commands")
 
     # Validation
 
@@ -397,6 +514,9 @@ class ReferenceEngine:
             return RejectReason.UNKNOWN_INSTRUMENT
         if inst.halted:
             return RejectReason.HALTED
+        protection = self._protection.get((new.account, inst.number))
+        if protection is not None and protection.tripped:
+            return RejectReason.MMP
         reason = _qty_reason(inst, new.qty, allow_zero=False)
         if reason is None and new.order_type is OrderType.LIMIT:
             assert new.price is not None
@@ -544,6 +664,8 @@ class ReferenceEngine:
                 taker.qty,
             )
         )
+        self._count_fill(taker.account, taker.instrument, qty)
+        self._count_fill(maker.account, taker.instrument, qty)
 
     def _finish_taker(
         self, seq: int, taker: _Order, tif: TimeInForce, stop: _Stop, events: list[Event]
@@ -569,6 +691,7 @@ class ReferenceEngine:
         stop = self._match(seq, order, price, events)
         if stop is not _Stop.FILLED and stop is not _Stop.STP:
             self._rest(seq, order, events)
+        self._trip(seq, events)
         return events
 
     # The book

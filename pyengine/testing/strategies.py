@@ -72,12 +72,15 @@ __all__ = [
     "UNKNOWN_SYMBOL",
     "Addressed",
     "Cancel",
+    "CancelAll",
     "Command",
     "EngineAPI",
     "Modify",
     "NewOrder",
     "PriceChange",
     "QtyChange",
+    "ResetMmp",
+    "SetMmp",
     "SetState",
     "Target",
     "accepted_order_ids",
@@ -148,6 +151,12 @@ class EngineAPI(Protocol):
     def halt(self, symbol: str) -> list[Event]: ...
 
     def resume(self, symbol: str) -> list[Event]: ...
+
+    def cancel_all(self, account: int, symbol: str | None = ..., *, dead_man: bool = ...) -> list[Event]: ...
+
+    def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = ...) -> list[Event]: ...
+
+    def reset_mmp(self, account: int, symbol: str) -> list[Event]: ...
 
     def book(self, symbol: str, depth: int = ...) -> BookView: ...
 
@@ -265,7 +274,34 @@ class SetState:
     halt: bool
 
 
-Command = NewOrder | Cancel | Modify | SetState
+@dataclass(frozen=True)
+class CancelAll:
+    """``engine.cancel_all(account, symbol, dead_man=...)`` (symbol None: all)."""
+
+    account: int
+    symbol: str | None
+    dead_man: bool
+
+
+@dataclass(frozen=True)
+class SetMmp:
+    """``engine.set_mmp(account, symbol, qty_limit, window)``."""
+
+    account: int
+    symbol: str
+    qty_limit: int
+    window: int
+
+
+@dataclass(frozen=True)
+class ResetMmp:
+    """``engine.reset_mmp(account, symbol)``."""
+
+    account: int
+    symbol: str
+
+
+Command = NewOrder | Cancel | Modify | SetState | CancelAll | SetMmp | ResetMmp
 
 
 def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list[Event]:
@@ -291,6 +327,12 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
         )
     if isinstance(command, SetState):
         return engine.halt(command.symbol) if command.halt else engine.resume(command.symbol)
+    if isinstance(command, CancelAll):
+        return engine.cancel_all(command.account, command.symbol, dead_man=command.dead_man)
+    if isinstance(command, SetMmp):
+        return engine.set_mmp(command.account, command.symbol, command.qty_limit, command.window)
+    if isinstance(command, ResetMmp):
+        return engine.reset_mmp(command.account, command.symbol)
     to = resolve_target(engine, command.target, order_ids)
     if isinstance(command, Cancel):
         return engine.cancel(to.order_id, account=to.account, client_order_id=to.client_order_id)
@@ -563,6 +605,7 @@ def commands(
     accounts: st.SearchStrategy[int] = _ACCOUNTS,
     client_order_ids: st.SearchStrategy[str] = _CLIENT_ORDER_IDS,
     order_ids: st.SearchStrategy[int] | None = None,
+    account_wide: bool = False,
 ) -> st.SearchStrategy[Command]:
     """One command for an engine holding the instruments ``specs`` describes.
 
@@ -571,7 +614,9 @@ def commands(
     modifies, 10% cancels, 5% halts and resumes (three resumes to a halt, so
     an instrument is mostly open). With ``order_ids`` (for an engine with
     caller order ids, e.g. ``caller_order_ids()``), each new order brings an
-    id drawn from it. Run a command with ``apply``.
+    id drawn from it. With ``account_wide``, about one command in seven is a
+    cancel-all or sets or resets market-maker protection (small limits and
+    windows, so that it trips). Run a command with ``apply``.
     """
     if not specs:
         raise ValueError("commands() needs at least one instrument spec")
@@ -584,6 +629,23 @@ def commands(
     states = st.builds(
         SetState, st.sampled_from([spec["symbol"] for spec in specs]), _weighted_members(((True, 1), (False, 3)))
     )
+    mix: list[tuple[st.SearchStrategy[Command], int]] = [
+        (_new_orders(specs, accounts, client_order_ids, order_ids), 14),
+        (cancels, 2),
+        (modifies, 4),
+        (states, 1),
+    ]
+    if account_wide:
+        mix.append((_account_wide(specs, accounts), 3))
+    return _weighted(*mix)
+
+
+def _account_wide(specs: Sequence[Mapping[str, Any]], accounts: st.SearchStrategy[int]) -> st.SearchStrategy[Command]:
+    symbols = st.sampled_from([spec["symbol"] for spec in specs])
+    limits = _weighted((st.integers(1, 3), 4), (st.integers(4, 40), 4), (st.just(0), 1))
+    windows = _weighted((st.just(0), 2), (st.integers(1, 6), 3))
     return _weighted(
-        (_new_orders(specs, accounts, client_order_ids, order_ids), 14), (cancels, 2), (modifies, 4), (states, 1)
+        (st.builds(CancelAll, accounts, st.none() | symbols, st.booleans()), 1),
+        (st.builds(SetMmp, accounts, symbols, limits, windows), 2),
+        (st.builds(ResetMmp, accounts, symbols), 1),
     )

@@ -54,6 +54,9 @@ from pyengine.server import protocol
 from pyengine.server.protocol import (
     MAX_FRAME,
     Cancel,
+    CancelAllAfter,
+    ResetMmp,
+    SetMmp,
     FrameError,
     FrameReader,
     Login,
@@ -105,6 +108,9 @@ KINDS = (
     "resume",
     "orders",
     "order_status",
+    "cancel_all_after",
+    "set_mmp",
+    "reset_mmp",
 )
 FIELDS: dict[str, tuple[str, ...]] = {
     "new_order": ("symbol", "side", "qty", "price", "order_type", "tif", "post_only", "stp", "client_order_id"),
@@ -121,6 +127,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
     "resume": ("symbol",),
     "orders": ("symbol",),
     "order_status": ("order_id", "client_order_id"),
+    "cancel_all_after": ("seconds",),
+    "set_mmp": ("symbol", "qty_limit", "window_ms"),
+    "reset_mmp": ("symbol",),
 }
 KNOWN_KEYS = tuple(sorted({"type", "req_id", *(key for keys in FIELDS.values() for key in keys)}))
 KNOWN_STRINGS = (*KINDS, *SIDES, *ORDER_TYPES, *TIFS, *STPS, "BUY", " buy", "buy\u0000", "GTC", "Limit", "")
@@ -532,6 +541,22 @@ def _model_order_status(f: _Fields) -> Expected:
     return f.result(lambda: OrderQuery(f.req_id, order_id, coid))
 
 
+def _model_cancel_all_after(f: _Fields) -> Expected:
+    v = f.msg.get("seconds")
+    if v is None:
+        f.fault("seconds", frozenset({"missing_field"}))
+    elif type(v) not in (int, float) or not 0 <= v <= 86400:
+        f.fault("seconds")
+    return f.result(lambda: CancelAllAfter(f.req_id, v))
+
+
+def _model_set_mmp(f: _Fields) -> Expected:
+    symbol = f.text("symbol", required=True)
+    qty_limit = f.integer("qty_limit", 0, INT64_MAX, required=True)
+    window_ms = f.integer("window_ms", 0, 86_400_000, required=False)
+    return f.result(lambda: SetMmp(f.req_id, symbol, qty_limit, window_ms or 0))
+
+
 def _model_subscribe(f: _Fields) -> Expected:
     symbol = f.text("symbol", required=True)
     return f.result(lambda: Subscribe(f.req_id, symbol))
@@ -563,6 +588,9 @@ MODELS: dict[str, Callable[[_Fields], Expected]] = {
     "status": lambda f: f.result(lambda: Status(f.req_id)),
     "orders": lambda f: (lambda symbol: f.result(lambda: Orders(f.req_id, symbol)))(f.text("symbol", required=False)),
     "order_status": _model_order_status,
+    "cancel_all_after": _model_cancel_all_after,
+    "set_mmp": _model_set_mmp,
+    "reset_mmp": lambda f: (lambda symbol: f.result(lambda: ResetMmp(f.req_id, symbol)))(f.text("symbol", required=True)),
     "halt": _model_trading_state(True),
     "resume": _model_trading_state(False),
 }
@@ -833,6 +861,18 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         else:
             msg["client_order_id"] = coid = draw(st.text(max_size=20))
             request = OrderQuery(req_id, None, coid)
+    elif kind == "set_mmp":
+        msg["symbol"] = symbol = draw(symbols)
+        msg["qty_limit"] = qty_limit = draw(st.integers(0, INT64_MAX))
+        window_ms = draw(st.integers(0, 86_400_000))
+        _put(draw, msg, "window_ms", window_ms, optional=window_ms == 0)
+        request = SetMmp(req_id, symbol, qty_limit, window_ms)
+    elif kind == "reset_mmp":
+        msg["symbol"] = symbol = draw(symbols)
+        request = ResetMmp(req_id, symbol)
+    elif kind == "cancel_all_after":
+        msg["seconds"] = seconds = draw(st.one_of(st.integers(0, 86400), st.floats(0, 86400)))
+        request = CancelAllAfter(req_id, seconds)
     elif kind in ("halt", "resume"):
         msg["symbol"] = symbol = draw(symbols)
         request = SetTradingState(req_id, symbol, kind == "halt")

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pyengine._ffi import ffi
+from pyengine._ffi import ffi, lib
 from pyengine._server import Ledger, Link, Router
 from pyengine.server.codes import CANCEL_REASONS
 from pyengine.server.protocol import encode
@@ -69,6 +69,10 @@ class Recorder:
     def trading_state(self, session: Sink | None, request: PendingRequest | None, instrument: int, halted: bool,
                       seq: int) -> None:
         self.calls.append(("trading_state", session, request, instrument, halted, seq))
+
+    def mmp(self, session: Sink | None, request: PendingRequest | None, account: int, instrument: int,
+            qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
+        self.calls.append(("mmp", session, request, account, instrument, qty_limit, window, filled, tripped, seq))
 
     def snapshot_done(self, session: Sink | None, request: PendingRequest | None, seq: int, err: int) -> None:
         self.calls.append(("snapshot_done", session, request, seq, err))
@@ -237,19 +241,24 @@ def test_rare_events_reach_the_python_methods() -> None:
     rig = Rig()
     s = rig.sessions[1]
     rig.own(s, 5)
-    t1, t2, t3, t4 = (rig.pend(s, "modify", 1), rig.pend(s, "new_order", 2, "c"), rig.pend(s, "trading_state", 3),
-                      rig.pend(s, "snapshot", 4))
+    t1, t2, t3, t4, t5 = (rig.pend(s, "modify", 1), rig.pend(s, "new_order", 2, "c"),
+                          rig.pend(s, "trading_state", 3), rig.pend(s, "snapshot", 4), rig.pend(s, "mmp", 5))
     rig.route(dict(type=MODIFIED, order_id=5, price=450_025, qty=2, flags=1, seq=10, tag=t1),
               dict(type=REJECTED, reason=3, coid="c", order_id=0, seq=11, tag=t2),
               dict(type=STATE, instrument=1, qty=1, seq=12, tag=t3),
               dict(type=128, seq=13, leaves=5, tag=t4),
-              dict(type=129, seq=14, order_id=77, qty=1, maker_order_id=78, tag=0))
+              dict(type=129, seq=14, order_id=77, qty=1, maker_order_id=78, tag=0),
+              dict(type=lib.ENG_EV_MMP, account=7, instrument=1, qty=50, price=10**9, leaves=0, seq=15, tag=t5),
+              dict(type=lib.ENG_EV_MMP, account=7, instrument=0, qty=5, price=0, leaves=6,
+                   flags=lib.ENG_EV_F_TRIPPED, seq=16, tag=0))
     assert rig.events.calls == [
         ("modified", s, 5, 450_025, 2, True, 10, s, ("modify", 1, None), True),
         ("rejected", s, ("new_order", 2, "c"), 3, b"c" + bytes(15), 0, 11),
         ("trading_state", s, ("trading_state", 3, None), 1, True, 12),
         ("snapshot_done", s, ("snapshot", 4, None), 13, 5),
         ("state_hash", 14, 77, True, 78),
+        ("mmp", s, ("mmp", 5, None), 7, 1, 50, 10**9, 0, False, 15),
+        ("mmp", None, None, 7, 0, 5, 0, 6, True, 16),
     ]
 
 

@@ -1,0 +1,305 @@
+/*
+ * The account-wide commands: CANCEL_ALL (with the dead-man switch's reason)
+ * and market-maker protection (SET_MMP, RESET_MMP, tripping). Through the
+ * public API only; eng_verify() runs after every command (see run()).
+ */
+#include "test.h"
+
+enum { ES = 0, NQ = 1 };
+enum { MAKER = 7, OTHER = 8, TAKER = 9 };
+
+static struct eng *make_engine_with(uint32_t level_events)
+{
+    struct eng *e = eng_create(&(struct eng_config){.level_events = level_events});
+    struct eng_instrument_spec es = {.symbol = "ES", .tick_size = 1, .lot_size = 1,
+                                     .market_protection = -1};
+    struct eng_instrument_spec nq = {.symbol = "NQ", .tick_size = 1, .lot_size = 1,
+                                     .market_protection = -1};
+    uint32_t id;
+    ASSERT_TRUE(e != NULL);
+    ASSERT_EQ(eng_add_instrument(e, &es, &id), ENG_OK);
+    ASSERT_EQ(eng_add_instrument(e, &nq, &id), ENG_OK);
+    return e;
+}
+
+static const struct eng_event *run(struct eng *e, struct eng_cmd c, size_t *n)
+{
+    eng_clear_events(e);
+    ASSERT_TRUE(eng_process(e, &c) >= 1);
+    ASSERT_VERIFY(e);
+    return eng_events(e, n);
+}
+
+static struct eng_cmd limit_at(uint32_t inst, uint8_t side, int64_t qty, int64_t price,
+                               uint32_t account, int64_t ts)
+{
+    return (struct eng_cmd){.type = ENG_CMD_NEW, .side = side, .order_type = ENG_LIMIT,
+                            .tif = ENG_GTC, .instrument = inst, .account = account,
+                            .price = price, .qty = qty, .ts = ts};
+}
+
+static uint64_t rest(struct eng *e, uint32_t inst, uint8_t side, int64_t qty, int64_t price,
+                     uint32_t account)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, limit_at(inst, side, qty, price, account, 0), &n);
+    ASSERT_TRUE(n >= 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_NE(ev[n - 1].type, ENG_EV_TRADE);
+    return ev[0].order_id;
+}
+
+static struct eng_cmd cancel_all(uint32_t inst, uint32_t account, uint8_t flags)
+{
+    return (struct eng_cmd){.type = ENG_CMD_CANCEL_ALL, .instrument = inst, .account = account,
+                            .flags = flags};
+}
+
+static struct eng_cmd set_mmp(uint32_t inst, uint32_t account, int64_t limit, int64_t window)
+{
+    return (struct eng_cmd){.type = ENG_CMD_SET_MMP, .instrument = inst, .account = account,
+                            .qty = limit, .price = window};
+}
+
+static void expect_cancelled(const struct eng_event *ev, uint64_t id, int reason)
+{
+    ASSERT_EQ(ev->type, ENG_EV_CANCELLED);
+    ASSERT_EQ(ev->order_id, id);
+    ASSERT_EQ(ev->reason, reason);
+}
+
+static void expect_rejected(struct eng *e, struct eng_cmd c, int reason)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, c, &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_REJECTED);
+    ASSERT_EQ(ev[0].reason, reason);
+}
+
+static int64_t open_qty(struct eng *e, uint64_t id)
+{
+    struct eng_order_info info;
+    return eng_get_order(e, id, &info) ? info.qty : 0;
+}
+
+void test_cancel_all_one_instrument_in_book_order(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t b_low = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    uint64_t b_high = rest(e, ES, ENG_BUY, 2, 100, MAKER);
+    uint64_t other = rest(e, ES, ENG_BUY, 3, 100, OTHER);
+    uint64_t a = rest(e, ES, ENG_SELL, 4, 105, MAKER);
+    uint64_t nq = rest(e, NQ, ENG_SELL, 5, 105, MAKER);
+    size_t n;
+    const struct eng_event *ev = run(e, cancel_all(ES, MAKER, 0), &n);
+
+    /* Bids best first, then asks; each CANCELLED(user), then the summary. */
+    ASSERT_EQ(n, 4);
+    expect_cancelled(&ev[0], b_high, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[0].leaves, 2);
+    expect_cancelled(&ev[1], b_low, ENG_CANCEL_USER);
+    expect_cancelled(&ev[2], a, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[3].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[3].qty, 3);
+    ASSERT_EQ(ev[3].account, MAKER);
+    ASSERT_EQ(ev[3].instrument, ES);
+    ASSERT_EQ(ev[3].reason, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[3].flags, 0);
+    ASSERT_EQ(open_qty(e, other), 3);
+    ASSERT_EQ(open_qty(e, nq), 5);
+
+    /* Nothing left to cancel: the summary alone, count 0. */
+    ev = run(e, cancel_all(ES, MAKER, 0), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[0].qty, 0);
+    eng_destroy(e);
+}
+
+void test_cancel_all_instruments_by_dead_man(void)
+{
+    struct eng *e = make_engine_with(1);
+    uint64_t es = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    uint64_t nq = rest(e, NQ, ENG_SELL, 5, 105, MAKER);
+    uint64_t other = rest(e, NQ, ENG_SELL, 5, 105, OTHER);
+    size_t n;
+    const struct eng_event *ev;
+
+    /* While halted too: a mass cancel is a cancel. */
+    run(e, (struct eng_cmd){.type = ENG_CMD_SET_STATE, .instrument = NQ, .qty = ENG_STATE_HALTED},
+        &n);
+    ev = run(e, cancel_all(12345, MAKER, ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS), &n);
+    /* With level events each cancel is followed by its level's new state. */
+    ASSERT_EQ(n, 5);
+    expect_cancelled(&ev[0], es, ENG_CANCEL_DEAD_MAN);
+    ASSERT_EQ(ev[1].type, ENG_EV_LEVEL);
+    ASSERT_EQ(ev[1].qty, 0);
+    expect_cancelled(&ev[2], nq, ENG_CANCEL_DEAD_MAN);
+    ASSERT_EQ(ev[3].type, ENG_EV_LEVEL);
+    ASSERT_EQ(ev[3].qty, 5);
+    ASSERT_EQ(ev[4].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[4].qty, 2);
+    ASSERT_EQ(ev[4].instrument, 0);
+    ASSERT_EQ(ev[4].flags, ENG_EV_F_ALL_INSTRUMENTS);
+    ASSERT_EQ(ev[4].reason, ENG_CANCEL_DEAD_MAN);
+    ASSERT_EQ(open_qty(e, other), 5);
+    eng_destroy(e);
+}
+
+void test_cancel_all_rejects(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_cmd c = cancel_all(ES, MAKER, ENG_CMD_F_ANY_ACCOUNT);
+
+    expect_rejected(e, c, ENG_BAD_FLAGS);
+    expect_rejected(e, cancel_all(2, MAKER, 0), ENG_UNKNOWN_INSTRUMENT);
+    c = cancel_all(ES, MAKER, 0);
+    c.reserved = 1;
+    expect_rejected(e, c, ENG_BAD_COMMAND);
+    eng_destroy(e);
+}
+
+static void expect_mmp(const struct eng_event *ev, uint32_t account, uint32_t inst,
+                       int64_t limit, int64_t window, int64_t filled, bool tripped)
+{
+    ASSERT_EQ(ev->type, ENG_EV_MMP);
+    ASSERT_EQ(ev->account, account);
+    ASSERT_EQ(ev->instrument, inst);
+    ASSERT_EQ(ev->qty, limit);
+    ASSERT_EQ(ev->price, window);
+    ASSERT_EQ(ev->leaves, filled);
+    ASSERT_EQ(ev->flags, tripped ? ENG_EV_F_TRIPPED : 0);
+}
+
+void test_mmp_trips_after_the_command_and_refuses_new_orders(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_mmp_info info;
+    size_t n;
+    const struct eng_event *ev = run(e, set_mmp(ES, MAKER, 5, 1000), &n);
+    uint64_t a1, a2, a3, bid, nq;
+
+    ASSERT_EQ(n, 1);
+    expect_mmp(&ev[0], MAKER, ES, 5, 1000, 0, false);
+    a1 = rest(e, ES, ENG_SELL, 3, 100, MAKER);
+    a2 = rest(e, ES, ENG_SELL, 4, 101, MAKER);
+    a3 = rest(e, ES, ENG_SELL, 4, 102, MAKER);
+    bid = rest(e, ES, ENG_BUY, 2, 90, MAKER);
+    nq = rest(e, NQ, ENG_SELL, 1, 100, MAKER);
+
+    /* 3 filled: within the limit of 5. */
+    ev = run(e, limit_at(ES, ENG_BUY, 3, 100, TAKER, 10), &n);
+    ASSERT_EQ(n, 2);
+    ASSERT_EQ(eng_get_mmp(e, MAKER, ES, &info), 1);
+    ASSERT_EQ(info.filled, 3);
+    ASSERT_EQ(info.window_start, 10);
+    ASSERT_EQ(info.tripped, 0);
+
+    /* One order takes 3 more and then 1 (6, then 7 > 5): the trip comes once
+       the command has matched, so both trades happen; then every resting
+       order of MAKER on ES goes (reason mmp), and one MMP event says so. */
+    ev = run(e, limit_at(ES, ENG_BUY, 5, 102, TAKER, 20), &n);
+    ASSERT_EQ(n, 6);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[1].maker_order_id, a2);
+    ASSERT_EQ(ev[2].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[2].maker_order_id, a3);
+    expect_cancelled(&ev[3], bid, ENG_CANCEL_MMP);
+    expect_cancelled(&ev[4], a3, ENG_CANCEL_MMP);
+    ASSERT_EQ(ev[4].leaves, 3);
+    expect_mmp(&ev[5], MAKER, ES, 5, 1000, 8, true);
+    ASSERT_EQ(open_qty(e, a1), 0);
+    ASSERT_EQ(open_qty(e, nq), 1); /* another instrument: untouched */
+
+    /* New orders on ES are refused; on NQ they are not. */
+    expect_rejected(e, limit_at(ES, ENG_SELL, 1, 110, MAKER, 30), ENG_MMP);
+    rest(e, NQ, ENG_SELL, 1, 101, MAKER);
+
+    /* A reset lifts it and opens a fresh window. */
+    ev = run(e, (struct eng_cmd){.type = ENG_CMD_RESET_MMP, .instrument = ES, .account = MAKER},
+             &n);
+    ASSERT_EQ(n, 1);
+    expect_mmp(&ev[0], MAKER, ES, 5, 1000, 0, false);
+    rest(e, ES, ENG_SELL, 1, 110, MAKER);
+    eng_destroy(e);
+}
+
+void test_mmp_window_and_taker_fills(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_mmp_info info;
+    size_t n;
+    const struct eng_event *ev;
+    uint64_t rested;
+
+    run(e, set_mmp(ES, TAKER, 4, 100), &n);
+    rest(e, ES, ENG_SELL, 20, 100, MAKER);
+    /* The taker's own fills count: 3 at ts 0, 3 at ts 150 (a new window:
+       the first opened at 0 and lasted 100), 1 at ts 200 (same window: 4). */
+    run(e, limit_at(ES, ENG_BUY, 3, 100, TAKER, 0), &n);
+    run(e, limit_at(ES, ENG_BUY, 3, 100, TAKER, 150), &n);
+    ASSERT_EQ(eng_get_mmp(e, TAKER, ES, &info), 1);
+    ASSERT_EQ(info.filled, 3);
+    ASSERT_EQ(info.window_start, 150);
+    run(e, limit_at(ES, ENG_BUY, 1, 100, TAKER, 200), &n);
+    ASSERT_EQ(eng_get_mmp(e, TAKER, ES, &info), 1);
+    ASSERT_EQ(info.filled, 4);
+    ASSERT_EQ(info.tripped, 0);
+
+    /* 2 more at ts 249 (6 > 4), the rest of the order rests, then goes. */
+    ev = run(e, limit_at(ES, ENG_BUY, 2 + 13 + 5, 100, TAKER, 249), &n);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+    rested = ev[0].order_id;
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    ASSERT_EQ(ev[1].qty, 13);
+    expect_cancelled(&ev[2], rested, ENG_CANCEL_MMP);
+    ASSERT_EQ(ev[2].leaves, 7);
+    expect_mmp(&ev[3], TAKER, ES, 4, 100, 17, true);
+    ASSERT_EQ(n, 4);
+
+    /* Turning it off (limit 0) lifts the trip too; off, nothing is counted. */
+    ev = run(e, set_mmp(ES, TAKER, 0, 55), &n);
+    expect_mmp(&ev[0], TAKER, ES, 0, 0, 0, false);
+    ASSERT_EQ(eng_get_mmp(e, TAKER, ES, &info), 0);
+    rest(e, ES, ENG_BUY, 1, 99, TAKER);
+    eng_destroy(e);
+}
+
+void test_mmp_rejects(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_cmd c = set_mmp(ES, MAKER, 5, 10);
+    size_t n;
+    const struct eng_event *ev;
+
+    expect_rejected(e, set_mmp(ES, MAKER, -1, 10), ENG_BAD_MMP);
+    expect_rejected(e, set_mmp(ES, MAKER, 5, -10), ENG_BAD_MMP);
+    expect_rejected(e, set_mmp(2, MAKER, 5, 10), ENG_UNKNOWN_INSTRUMENT);
+    c.flags = ENG_CMD_F_DEAD_MAN;
+    expect_rejected(e, c, ENG_BAD_FLAGS);
+    c = (struct eng_cmd){.type = ENG_CMD_RESET_MMP, .instrument = 2, .account = MAKER};
+    expect_rejected(e, c, ENG_UNKNOWN_INSTRUMENT);
+    /* A reset where nothing is set changes nothing and says so. */
+    c.instrument = ES;
+    ev = run(e, c, &n);
+    expect_mmp(&ev[0], MAKER, ES, 0, 0, 0, false);
+    eng_destroy(e);
+}
+
+void test_mmp_self_trade_counts_both_sides(void)
+{
+    struct eng *e = make_engine_with(0);
+    size_t n;
+    const struct eng_event *ev;
+
+    run(e, set_mmp(ES, MAKER, 3, 0), &n);
+    rest(e, ES, ENG_SELL, 2, 100, MAKER);
+    /* MAKER buys 2 from itself: 2 as taker and 2 as maker, 4 > 3. */
+    ev = run(e, limit_at(ES, ENG_BUY, 2, 100, MAKER, 0), &n);
+    ASSERT_EQ(n, 3);
+    ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
+    expect_mmp(&ev[2], MAKER, ES, 3, 0, 4, true);
+    eng_destroy(e);
+}

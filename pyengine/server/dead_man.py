@@ -1,0 +1,59 @@
+"""The dead-man switch: ``cancel_all_after`` (docs/protocol.md).
+
+An account arms it with a number of seconds and renews it by sending
+``cancel_all_after`` again before they run out; 0 disarms it. If they run
+out, every open order of the account is cancelled by the engine: one
+sequenced CANCEL_ALL command for every instrument, flagged as the dead-man
+switch's (the orders leave with reason ``dead_man``), journaled and replayed
+like any command. The switch belongs to the account, not to a connection: it
+fires whether the connection that armed it is open and silent, or gone.
+It fires once, then is disarmed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import gevent
+
+from ..log import fields
+
+__all__ = ["DeadManSwitches"]
+
+log = logging.getLogger("pyengine.server")
+
+class DeadManSwitches:
+    """The armed switches, one timer greenlet per account."""
+
+    def __init__(self, fire: Callable[[int], None]) -> None:
+        self._fire = fire
+        self._timers: dict[int, gevent.Greenlet[..., None]] = {}
+        self.fired = 0
+
+    def arm(self, account: int, seconds: float) -> float | None:
+        """Arm (or renew) ``account``'s switch to fire in ``seconds``; 0
+        disarms it. Returns the deadline (Unix time), or None when disarmed."""
+        old = self._timers.pop(account, None)
+        if old is not None:
+            old.kill(block=False)
+        if seconds <= 0:
+            return None
+        self._timers[account] = gevent.spawn_later(seconds, self._expired, account)
+        return time.time() + seconds
+
+    def armed(self) -> int:
+        return len(self._timers)
+
+    def _expired(self, account: int) -> None:
+        del self._timers[account]
+        self.fired += 1
+        log.warning("dead_man", extra=fields(account=account, detail="not renewed in time: cancelling all"))
+        self._fire(account)
+
+    def close(self) -> None:
+        """Disarm every switch (the server stops: orders outlive a planned restart)."""
+        for timer in self._timers.values():
+            timer.kill(block=False)
+        self._timers.clear()
