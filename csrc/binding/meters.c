@@ -76,12 +76,10 @@ int64_t srv_meters_now(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* A tag's slot: its request number, spread by its session id. */
+/* A tag's slot. */
 static struct srv_stamp *meters_slot(struct srv_meters *m, uint64_t tag)
 {
-    uint32_t sid = (uint32_t)(tag >> 32), number = (uint32_t)tag;
-
-    return &m->stamps[(number + sid * 0x9E3779B1u) & (SRV_STAMPS - 1)];
+    return &m->stamps[srv_tag_slot(tag, SRV_STAMPS)];
 }
 
 void srv_meters_stamp(struct srv_meters *m, uint64_t tag, int64_t ns)

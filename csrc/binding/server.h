@@ -75,6 +75,15 @@ extern PyTypeObject srv_commands_type;
 /* The next record, zeroed; NULL (no exception) when the buffer is full. */
 struct runner_cmd *srv_commands_reserve(srv_commands *c);
 
+/* A tag's slot in a table of `size` slots (a power of two): its request
+ * number, spread by its session id (meters.c's stamps, trace.c's records). */
+static inline size_t srv_tag_slot(uint64_t tag, size_t size)
+{
+    uint32_t sid = (uint32_t)(tag >> 32), number = (uint32_t)tag;
+
+    return (number + sid * 0x9E3779B1u) & (size - 1);
+}
+
 /* ---- meters (meters.c): counted here, read when the metrics are scraped --- */
 
 enum srv_request_kind { SRV_REQ_NEW_ORDER, SRV_REQ_CANCEL, SRV_REQ_MODIFY, SRV_REQ__COUNT };

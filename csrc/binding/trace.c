@@ -61,9 +61,7 @@ static int64_t trace_now(void)
 
 static struct srv_trace_rec *trace_slot(struct srv_trace *t, uint64_t tag)
 {
-    uint32_t sid = (uint32_t)(tag >> 32), number = (uint32_t)tag;
-
-    return &t->slots[(number + sid * 0x9E3779B1u) & (SRV_TRACE_SLOTS - 1)];
+    return &t->slots[srv_tag_slot(tag, SRV_TRACE_SLOTS)];
 }
 
 /* Take slot `s` out of the routed list, if it is there. */
