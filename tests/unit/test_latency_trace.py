@@ -1,12 +1,26 @@
 """The breakdown's arithmetic (pyengine/server/latency_trace.py): each stage
-between its two points, nearest-rank percentiles of the sorted times."""
+between its two points, nearest-rank percentiles of the sorted times; and
+LatencyTrace (csrc/binding/trace.c) in a server that is not started, the
+engine thread's events written by hand: a traced order's stamps, a batch's
+stamps arriving later, a record lost."""
 
 from __future__ import annotations
 
+import socket
+import time
 from array import array
+from collections.abc import Iterator
 
+import orjson
+import pytest
+
+from pyengine._ffi import ffi, lib
 from pyengine._server import LatencyTrace, Ledger
+from pyengine.server.app import Server
+from pyengine.server.config import ServerConfig
+from pyengine.server.engine_thread import CMD_SIZE
 from pyengine.server.latency_trace import STAGES, breakdown, percentile
+from pyengine.server.session import Session
 
 POINTS = LatencyTrace(Ledger(), 1).points
 
@@ -38,3 +52,98 @@ def test_breakdown_of_records() -> None:
         10, 1.0, 5.0, 9.0, 10.0, 10.0)
     assert figures["total"].max_us == 70.0
     assert breakdown(b"", POINTS) == []
+
+
+# ---- LatencyTrace (csrc/binding/trace.c) in a real server, not started -------------
+
+class Traced:
+    """A server tracing every new order, one logged-in session over a
+    socketpair; the engine thread's part played by hand."""
+
+    def __init__(self) -> None:
+        self.server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1, trace_latency=1))
+        assert self.server.trace is not None
+        self.trace = self.server.trace
+        self.socks = socket.socketpair()
+        self.session = Session(self.server, self.socks[0], "127.0.0.1:40001", 1)
+        self.server.sessions[1] = self.session
+        self.server.ledger.attach(self.session.link)
+        self.session.link.login(7, False)
+        self.dispatcher = self.server.dispatcher
+        self.events = ffi.cast("struct runner_event *", ffi.from_buffer(self.dispatcher._raw))
+
+    def order(self, price: int) -> int:
+        """A new order read and taken, its record pushed: its tag."""
+        self.trace.read()
+        assert self.server.intake.take(self.session.link, orjson.dumps(
+            {"type": "new_order", "req_id": price, "symbol": "ESZ6", "side": "buy", "qty": 1, "price": price})) is None
+        buf = self.server.commands.buffer
+        recs = ffi.from_buffer("struct runner_cmd[]", buf)
+        tag = int(recs[buf.queued - 1].tag)
+        self.trace.pushed(ffi.buffer(recs + buf.sent, (buf.queued - buf.sent) * CMD_SIZE), time.monotonic_ns())
+        buf.mark_sent(buf.queued - buf.sent)
+        return tag
+
+    def answer(self, tag: int, seq: int, batch: tuple[int, int] | None) -> None:
+        """The engine's ack of `tag`'s order as command `seq`, then (given)
+        the stamps of the batch of seqs batch[0]..batch[1]; routed, written."""
+        taken = time.monotonic_ns()
+        ack = self.events[0]
+        ffi.memmove(ffi.addressof(ack), b"\0" * ffi.sizeof("struct runner_event"), ffi.sizeof("struct runner_event"))
+        ack.tag = tag
+        ack.ev.type, ack.ev.side, ack.ev.instrument, ack.ev.account = lib.ENG_EV_ACCEPTED, lib.ENG_BUY, 0, 7
+        ack.ev.order_id, ack.ev.price, ack.ev.qty, ack.ev.seq = 1000 + seq, 400_000, 1, seq
+        n = 1
+        if batch is not None:
+            stamp = self.events[1]
+            stamp.tag = 0
+            stamp.ev.type, stamp.ev.order_id, stamp.ev.seq = lib.RUNNER_EV_BATCH, batch[0], batch[1]
+            stamp.ev.price, stamp.ev.qty, stamp.ev.leaves = taken, time.monotonic_ns(), 1
+            n = 2
+        self.dispatcher.route(n)
+
+    def close(self) -> None:
+        self.server.stop()
+        for s in self.socks:
+            s.close()
+
+
+@pytest.fixture
+def traced() -> Iterator[Traced]:
+    t = Traced()
+    yield t
+    t.close()
+
+
+def test_a_traced_order_has_every_stamp_in_order(traced: Traced) -> None:
+    tag = traced.order(400_000)
+    assert (traced.trace.traced, traced.trace.completed) == (1, 0)
+    traced.answer(tag, seq=1, batch=(1, 1))
+    assert (traced.trace.traced, traced.trace.completed, traced.trace.lost) == (1, 1, 0)
+    stamps = array("q", traced.trace.records())
+    assert len(stamps) == len(POINTS)
+    assert list(stamps) == sorted(stamps) and stamps[0] > 0
+
+
+def test_the_batch_stamps_may_come_in_a_later_poll(traced: Traced) -> None:
+    tag = traced.order(400_000)
+    traced.answer(tag, seq=1, batch=None)  # routed and written; the batch's stamps not yet seen
+    assert traced.trace.completed == 0
+    traced.answer(0, seq=2, batch=(1, 2))  # an ack for nobody, then the stamps of seqs 1 and 2
+    assert (traced.trace.completed, traced.trace.lost) == (1, 0)
+
+
+def test_an_order_whose_batch_went_by_unstamped_is_lost(traced: Traced) -> None:
+    tag = traced.order(400_000)
+    traced.answer(tag, seq=5, batch=(6, 6))
+    assert (traced.trace.traced, traced.trace.completed, traced.trace.lost) == (1, 0, 1)
+    assert traced.trace.records() == b""
+
+
+def test_one_in_every(traced: Traced) -> None:
+    trace = LatencyTrace(Ledger(), 3)
+    assert trace.every == 3 and trace.traced == 0
+    with pytest.raises(ValueError, match="has one already"):
+        LatencyTrace(traced.server.ledger, 1)
+    with pytest.raises(ValueError, match="at least 1"):
+        LatencyTrace(Ledger(), 0)
