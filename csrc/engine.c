@@ -333,26 +333,24 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
 /*
  * A batch knows its future: while command i runs, the memory later commands
  * will need is fetched, in stages so each stage's load is already cached when
- * the next one reads it: the command itself (PREFETCH_CMD commands ahead),
- * then the order-id index slot of a cancel's or modify's target, or with
- * caller ids of a new order's own id (PREFETCH_SLOT ahead), then, for an
- * engine that numbers its orders, the order that slot names (PREFETCH_ORDER
- * ahead). Caller ids skip that stage: their cancels mostly follow their order
- * within a message or two, so four commands ahead the slot does not name it
- * yet, and reading it would only wait for a line the prefetch did not bring.
- * Only hints: a slot that changes in between costs a wasted fetch, nothing
- * else.
+ * the next one reads it: the order-id index slot that the command's order_id
+ * names (PREFETCH_SLOT ahead) -- a cancel's or modify's target, with caller
+ * ids a new order's own id, and for other commands a slot nobody reads, a
+ * fetch cheaper than the branch on the command's type that would skip it
+ * (that branch mispredicts on a mixed flow) -- then, for an engine that
+ * numbers its orders, the order that a cancel's or modify's slot names
+ * (PREFETCH_ORDER ahead). Caller ids skip that stage: their cancels mostly
+ * follow their order within a message or two, so four commands ahead the slot
+ * does not name it yet, and reading it would only wait for a line the
+ * prefetch did not bring. The commands themselves are read in order, which
+ * the hardware prefetches unasked. Only hints: a slot that changes in between
+ * costs a wasted fetch, nothing else.
  */
-enum { PREFETCH_CMD = 16, PREFETCH_SLOT = 8, PREFETCH_ORDER = 4 };
+enum { PREFETCH_SLOT = 8, PREFETCH_ORDER = 4 };
 
 static inline bool targets_order(const struct eng_cmd *c)
 {
     return (c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY) && c->order_id;
-}
-
-static inline bool uses_slot(const struct eng *e, const struct eng_cmd *c)
-{
-    return targets_order(c) || (e->caller_ids && c->type == ENG_CMD_NEW);
 }
 
 static inline const struct ids_slot *home_slot(const struct eng *e, uint64_t order_id)
@@ -363,9 +361,7 @@ static inline const struct ids_slot *home_slot(const struct eng *e, uint64_t ord
 size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_CMD < n)
-            __builtin_prefetch(&cmds[i + PREFETCH_CMD]);
-        if (i + PREFETCH_SLOT < n && uses_slot(e, &cmds[i + PREFETCH_SLOT]))
+        if (i + PREFETCH_SLOT < n)
             __builtin_prefetch(home_slot(e, cmds[i + PREFETCH_SLOT].order_id));
         if (!e->caller_ids && i + PREFETCH_ORDER < n && targets_order(&cmds[i + PREFETCH_ORDER])) {
             uint32_t h = home_slot(e, cmds[i + PREFETCH_ORDER].order_id)->handle;
