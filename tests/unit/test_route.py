@@ -19,7 +19,11 @@ from pyengine.server.dispatch import Dispatcher
 from pyengine.server.requests import Requests
 from pyengine.server.seam import IntakeEvents, PendingRequest, RouterEvents
 
-ACCEPTED, REJECTED, TRADE, CANCELLED, MODIFIED, LEVEL, STATE = 1, 2, 3, 4, 5, 6, 7
+# The codes are pyengine.h's, read through cffi like the Router reads them.
+ACCEPTED, REJECTED, TRADE, CANCELLED = lib.ENG_EV_ACCEPTED, lib.ENG_EV_REJECTED, lib.ENG_EV_TRADE, lib.ENG_EV_CANCELLED
+MODIFIED, LEVEL, STATE = lib.ENG_EV_MODIFIED, lib.ENG_EV_LEVEL, lib.ENG_EV_STATE
+USER, IOC = lib.ENG_CANCEL_USER, lib.ENG_CANCEL_IOC
+BUY, SELL = lib.ENG_BUY, lib.ENG_SELL
 SYMBOLS = ["ESZ6", "NQZ6"]
 
 
@@ -136,7 +140,7 @@ def test_ack_frame_and_bookkeeping() -> None:
     rig = Rig()
     s = rig.sessions[1]
     t = rig.pend(s, "new_order", 'r"1\\é', "a\"b\\c")
-    rig.route(dict(type=ACCEPTED, side=1, instrument=1, seq=99, order_id=5, price=2_000_000, qty=3, account=11,
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=1, seq=99, order_id=5, price=2_000_000, qty=3, account=11,
                    coid='a"b\\c', tag=t))
     assert s.frames == [frame_of({"type": "ack", "req_id": 'r"1\\é', "order_id": 5, "client_order_id": 'a"b\\c',
                                   "symbol": "NQZ6", "side": "buy", "price": 2_000_000, "qty": 3, "seq": 99})]
@@ -150,7 +154,7 @@ def test_market_order_ack_has_no_price_and_big_request_ids_survive() -> None:
     rig = Rig()
     s = rig.sessions[2]
     t = rig.pend(s, "new_order", 2**64 - 1)  # over int64: orjson writes it
-    rig.route(dict(type=ACCEPTED, side=2, instrument=0, seq=1, order_id=8, price=0, qty=1, account=3, tag=t))
+    rig.route(dict(type=ACCEPTED, side=SELL, instrument=0, seq=1, order_id=8, price=0, qty=1, account=3, tag=t))
     assert s.frames == [frame_of({"type": "ack", "req_id": 2**64 - 1, "order_id": 8, "client_order_id": None,
                                   "symbol": "ESZ6", "side": "sell", "price": None, "qty": 1, "seq": 1})]
 
@@ -163,7 +167,7 @@ def test_trade_fills_both_sides_and_forgets_finished_orders() -> None:
     rig.ledger.count_open(1, 1)
     rig.ledger.count_open(2, 1)
     rig.subscribers[0].add(object())
-    rig.route(dict(type=TRADE, side=1, instrument=0, seq=5, order_id=10, maker_order_id=20, trade_id=77,
+    rig.route(dict(type=TRADE, side=BUY, instrument=0, seq=5, order_id=10, maker_order_id=20, trade_id=77,
                    price=450_000, qty=2, leaves=3, maker_leaves=0, account=1, maker_account=2, tag=1 << 32 | 1))
     assert taker.frames == [frame_of({"type": "fill", "order_id": 10, "client_order_id": None, "symbol": "ESZ6",
                                       "side": "buy", "price": 450_000, "qty": 2, "leaves": 3, "trade_id": 77,
@@ -178,9 +182,9 @@ def test_trade_fills_both_sides_and_forgets_finished_orders() -> None:
 
 def test_fill_of_an_order_nobody_holds_is_pythons() -> None:
     rig = Rig()
-    rig.route(dict(type=TRADE, side=1, instrument=0, seq=5, order_id=10, maker_order_id=20, trade_id=1,
+    rig.route(dict(type=TRADE, side=BUY, instrument=0, seq=5, order_id=10, maker_order_id=20, trade_id=1,
                    price=450_000, qty=2, leaves=0, maker_leaves=0, account=1, maker_account=2),
-              dict(type=TRADE, side=1, instrument=0, seq=6, order_id=11, maker_order_id=21, trade_id=2,
+              dict(type=TRADE, side=BUY, instrument=0, seq=6, order_id=11, maker_order_id=21, trade_id=2,
                    price=450_000, qty=2, leaves=1, maker_leaves=1, account=1, maker_account=2))
     assert rig.events.calls == [("unowned_gone", 10), ("unowned_gone", 20)]  # finished ones only
     assert rig.trades == {}  # nobody subscribed
@@ -188,7 +192,7 @@ def test_fill_of_an_order_nobody_holds_is_pythons() -> None:
 
 def test_an_order_accepted_for_no_session_is_pythons() -> None:
     rig = Rig()
-    rig.route(dict(type=ACCEPTED, side=1, instrument=0, seq=1, order_id=9, price=450_000, qty=1, account=4,
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=1, order_id=9, price=450_000, qty=1, account=4,
                    coid="k", tag=0))
     assert rig.events.calls == [("accepted_unowned", 9, 0, 4, "k")] and rig.ledger.open(4) == 1
 
@@ -199,14 +203,14 @@ def test_cancel_answers_the_owner_that_asked() -> None:
     rig.own(s, 5, 1, "c-5")
     t = rig.pend(s, "cancel", 42)
     rig.ledger.count_open(11, 1)
-    rig.route(dict(type=CANCELLED, order_id=5, leaves=4, reason=0, seq=8, account=11, tag=t),
-              dict(type=CANCELLED, order_id=5, leaves=4, reason=0, seq=8, account=11, tag=t))
+    rig.route(dict(type=CANCELLED, order_id=5, leaves=4, reason=USER, seq=8, account=11, tag=t),
+              dict(type=CANCELLED, order_id=5, leaves=4, reason=USER, seq=8, account=11, tag=t))
     assert s.frames[0] == frame_of({"type": "cancelled", "req_id": 42, "order_id": 5, "client_order_id": "c-5",
-                                    "leaves": 4, "reason": CANCEL_REASONS[0], "seq": 8})
+                                    "leaves": 4, "reason": CANCEL_REASONS[USER], "seq": 8})
     assert rig.ledger.owner(5) is None and s.orders == {}
     # The second event of the same command is not the answer: no req_id,
     # and with the owner gone it is the Python method's.
-    assert rig.events.calls == [("cancelled", None, 5, 4, 0, 8, s, ("cancel", 42, None), False)]
+    assert rig.events.calls == [("cancelled", None, 5, 4, USER, 8, s, ("cancel", 42, None), False)]
     assert rig.ledger.open(11) == -1
 
 
@@ -214,10 +218,10 @@ def test_an_ioc_remainder_goes_to_its_owner_without_req_id() -> None:
     rig = Rig()
     s = rig.sessions[1]
     t = rig.pend(s, "new_order", 9)
-    rig.route(dict(type=ACCEPTED, side=1, instrument=0, seq=3, order_id=6, price=450_000, qty=5, account=1, tag=t),
-              dict(type=CANCELLED, order_id=6, leaves=5, reason=1, seq=3, account=1, tag=t))
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=3, order_id=6, price=450_000, qty=5, account=1, tag=t),
+              dict(type=CANCELLED, order_id=6, leaves=5, reason=IOC, seq=3, account=1, tag=t))
     assert s.messages()[1] == {"type": "cancelled", "req_id": None, "order_id": 6, "client_order_id": None,
-                               "leaves": 5, "reason": CANCEL_REASONS[1], "seq": 3}
+                               "leaves": 5, "reason": CANCEL_REASONS[IOC], "seq": 3}
     assert rig.ledger.owner(6) is None and rig.ledger.open(1) == 0
 
 
@@ -228,11 +232,11 @@ def test_cancels_of_others_and_mass_cancels_go_to_python() -> None:
     rig.own(owner, 6)
     t1 = rig.pend(admin, "cancel", "x")
     t2 = rig.pend(admin, "mass_cancel", None, "state")
-    rig.route(dict(type=CANCELLED, order_id=5, leaves=1, reason=0, seq=1, account=1, tag=t1),
-              dict(type=CANCELLED, order_id=6, leaves=1, reason=0, seq=2, account=1, tag=t2))
+    rig.route(dict(type=CANCELLED, order_id=5, leaves=1, reason=USER, seq=1, account=1, tag=t1),
+              dict(type=CANCELLED, order_id=6, leaves=1, reason=USER, seq=2, account=1, tag=t2))
     assert rig.events.calls == [
-        ("cancelled", owner, 5, 1, 0, 1, admin, ("cancel", "x", None), True),
-        ("cancelled", owner, 6, 1, 0, 2, admin, ("mass_cancel", None, "state"), True),
+        ("cancelled", owner, 5, 1, USER, 1, admin, ("cancel", "x", None), True),
+        ("cancelled", owner, 6, 1, USER, 2, admin, ("mass_cancel", None, "state"), True),
     ]
     assert owner.frames == admin.frames == []
 
@@ -243,17 +247,17 @@ def test_rare_events_reach_the_python_methods() -> None:
     rig.own(s, 5)
     t1, t2, t3, t4, t5 = (rig.pend(s, "modify", 1), rig.pend(s, "new_order", 2, "c"),
                           rig.pend(s, "trading_state", 3), rig.pend(s, "snapshot", 4), rig.pend(s, "mmp", 5))
-    rig.route(dict(type=MODIFIED, order_id=5, price=450_025, qty=2, flags=1, seq=10, tag=t1),
-              dict(type=REJECTED, reason=3, coid="c", order_id=0, seq=11, tag=t2),
+    rig.route(dict(type=MODIFIED, order_id=5, price=450_025, qty=2, flags=lib.ENG_EV_F_PRIORITY_KEPT, seq=10, tag=t1),
+              dict(type=REJECTED, reason=lib.ENG_OFF_LOT, coid="c", order_id=0, seq=11, tag=t2),
               dict(type=STATE, instrument=1, qty=1, seq=12, tag=t3),
-              dict(type=128, seq=13, leaves=5, tag=t4),
-              dict(type=129, seq=14, order_id=77, qty=1, maker_order_id=78, tag=0),
+              dict(type=lib.RUNNER_EV_SNAPSHOT, seq=13, leaves=5, tag=t4),
+              dict(type=lib.RUNNER_EV_STATE_HASH, seq=14, order_id=77, qty=1, maker_order_id=78, tag=0),
               dict(type=lib.ENG_EV_MMP, account=7, instrument=1, qty=50, price=10**9, leaves=0, seq=15, tag=t5),
               dict(type=lib.ENG_EV_MMP, account=7, instrument=0, qty=5, price=0, leaves=6,
                    flags=lib.ENG_EV_F_TRIPPED, seq=16, tag=0))
     assert rig.events.calls == [
         ("modified", s, 5, 450_025, 2, True, 10, s, ("modify", 1, None), True),
-        ("rejected", s, ("new_order", 2, "c"), 3, b"c" + bytes(15), 0, 11),
+        ("rejected", s, ("new_order", 2, "c"), lib.ENG_OFF_LOT, b"c" + bytes(15), 0, 11),
         ("trading_state", s, ("trading_state", 3, None), 1, True, 12),
         ("snapshot_done", s, ("snapshot", 4, None), 13, 5),
         ("state_hash", 14, 77, True, 78),
@@ -267,7 +271,7 @@ def test_an_ack_for_a_closed_session_is_pythons() -> None:
     rig.sessions[3] = gone = Sink(3, rig.ledger)
     t = rig.pend(gone, "new_order", 1)
     gone.link.close()
-    rig.route(dict(type=ACCEPTED, side=1, instrument=0, seq=1, order_id=9, price=450_000, qty=1, account=4,
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=1, order_id=9, price=450_000, qty=1, account=4,
                    coid="k", tag=t))
     assert rig.events.calls == [("accepted_late", gone, 9, 0, 4, "k")]
     assert gone.frames == [] and rig.ledger.open(4) == 1
@@ -276,10 +280,10 @@ def test_an_ack_for_a_closed_session_is_pythons() -> None:
 def test_levels_keep_the_books_and_the_changes_of_subscribed_instruments() -> None:
     rig = Rig()
     rig.subscribers[1].add(object())
-    rig.route(dict(type=LEVEL, side=1, instrument=0, price=100, qty=5, leaves=2, tag=1 << 32 | 1),
-              dict(type=LEVEL, side=2, instrument=1, price=200, qty=7, leaves=1, tag=1 << 32 | 1),
-              dict(type=LEVEL, side=2, instrument=1, price=201, qty=1, leaves=1, tag=1 << 32 | 1),
-              dict(type=LEVEL, side=2, instrument=1, price=201, qty=0, leaves=0, tag=1 << 32 | 1))
+    rig.route(dict(type=LEVEL, side=BUY, instrument=0, price=100, qty=5, leaves=2, tag=1 << 32 | 1),
+              dict(type=LEVEL, side=SELL, instrument=1, price=200, qty=7, leaves=1, tag=1 << 32 | 1),
+              dict(type=LEVEL, side=SELL, instrument=1, price=201, qty=1, leaves=1, tag=1 << 32 | 1),
+              dict(type=LEVEL, side=SELL, instrument=1, price=201, qty=0, leaves=0, tag=1 << 32 | 1))
     assert rig.books[0][1] == {100: (5, 2)} and rig.books[1][2] == {200: (7, 1)}
     assert rig.changes == {1: {(2, 200): (7, 1), (2, 201): (0, 0)}}
 
