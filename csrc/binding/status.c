@@ -475,11 +475,58 @@ static PyObject *status_find(srv_status *st, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(status_find_coid_doc,
+             "find_coid($self, account, client_order_id, /)\n--\n\n"
+             "The record of the account's order with this client order id: its open order (a client order "
+             "id is unique among those), else the newest of its finished ones kept; None if neither. "
+             "Compared in C, with no object made per record.");
+
+static PyObject *status_find_coid(srv_status *st, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint32_t account;
+    const char *text;
+    Py_ssize_t len, pos = 0;
+    char coid[sizeof(((status_rec *)0)->coid)] = {0};
+    PyObject *open, *k, *v;
+    status_ring *ring;
+
+    if (nargs != 2 || !PyUnicode_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "find_coid takes (account, client_order_id: str)");
+        return NULL;
+    }
+    if (status_account_arg(args[0], &account) < 0)
+        return NULL;
+    /* A record's client order id is 1 to 16 ASCII bytes: anything else names no order. */
+    if (!PyUnicode_IS_ASCII(args[1]) || (len = PyUnicode_GET_LENGTH(args[1])) > (Py_ssize_t)sizeof(coid) ||
+        len == 0)
+        Py_RETURN_NONE;
+    text = (const char *)PyUnicode_DATA(args[1]);
+    memcpy(coid, text, (size_t)len);
+    open = status_table_of(st->open, account, 0, NULL);
+    if (!open && PyErr_Occurred())
+        return NULL;
+    while (open && PyDict_Next(open, &pos, &k, &v)) {
+        if (memcmp(((status_rec *)v)->coid, coid, sizeof(coid)) == 0)
+            return Py_NewRef(v);
+    }
+    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
+    if (!ring)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    for (Py_ssize_t i = 0; i < ring->n; i++) {
+        status_rec *f = (status_rec *)ring_newest(ring, i);
+
+        if (memcmp(f->coid, coid, sizeof(coid)) == 0)
+            return Py_NewRef((PyObject *)f);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef status_methods[] = {
     {"recovered", (PyCFunction)status_recovered, METH_VARARGS, status_recovered_doc},
     {"open_orders", (PyCFunction)status_open_orders, METH_O, status_open_orders_doc},
     {"finished_orders", (PyCFunction)status_finished_orders, METH_O, status_finished_orders_doc},
     {"find", (PyCFunction)(void (*)(void))status_find, METH_FASTCALL, status_find_doc},
+    {"find_coid", (PyCFunction)(void (*)(void))status_find_coid, METH_FASTCALL, status_find_coid_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -58,10 +58,7 @@ def order_status_reply(status: OrderStatus, account: int, req: OrderQuery,
         what = f"order {req.order_id}"
     else:
         coid = req.client_order_id
-        # Open orders first (a client order id is unique among them), then the newest finished one.
-        rec = next((r for r in status.open_orders(account) if r.client_order_id == coid), None)
-        if rec is None:
-            rec = next((r for r in status.finished_orders(account) if r.client_order_id == coid), None)
+        rec = status.find_coid(account, coid) if coid is not None else None
         what = f"order with client_order_id {shown(coid)}"
     if rec is None:
         raise RequestError("unknown_order", f"no {what} of this account is open or among its last "

@@ -71,6 +71,9 @@ def test_finished_orders_and_errors(server: Any) -> None:
             b.order_state(ack["order_id"])
         assert info.value.code == "unknown_order"
         with pytest.raises(ServerError) as info:
+            b.order_state(client_order_id="s1")
+        assert info.value.code == "unknown_order"
+        with pytest.raises(ServerError) as info:
             a.order_state(999_999)
         assert info.value.code == "unknown_order"
         for bad, code in (({}, "missing_field"), ({"order_id": 1, "client_order_id": "x"}, "bad_field"),
