@@ -192,6 +192,8 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
     if (!link || link->closed) {
         /* Nobody's yet (a replica applying its shard's log), or its session
          * has gone: Python decides what becomes of it. */
+        if (self->ledger->meters.trace)
+            srv_trace_dropped(self->ledger->meters.trace, tag);
         rc = link ? route_call_fmt(self->on_accepted_late, "(OKkkO)", link->session,
                                    (unsigned long long)ev->order_id, (unsigned long)ev->instrument,
                                    (unsigned long)ev->account, coid)
@@ -317,8 +319,12 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
         rc = route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
                             (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
                             (unsigned long long)ev->seq);
-        if (trace && rc == 0)
-            srv_trace_routed(trace, tag, ev->seq); /* a traced order's answer may be its reject */
+        /* A traced order's answer may be its reject; with its session gone
+           there is nothing to write. */
+        if (trace && rc == 0 && link && !link->closed)
+            srv_trace_routed(trace, tag, ev->seq);
+        else if (trace)
+            srv_trace_dropped(trace, tag);
         return rc;
     case ENG_EV_STATE:
         return route_call_fmt(self->on_trading_state, "(OOkOK)", s, i, (unsigned long)ev->instrument,

@@ -185,6 +185,9 @@ void srv_trace_taken(struct srv_trace *t, uint64_t tag);
 void srv_trace_popped(struct srv_trace *t);
 /* The answer to `tag`'s command (seq) is queued to its session. */
 void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq);
+/* The answer to `tag`'s command will not be written (its session has closed):
+   a traced record of it is lost. */
+void srv_trace_dropped(struct srv_trace *t, uint64_t tag);
 /* A RUNNER_EV_BATCH: the stamps of the batch of seqs order_id..seq. */
 void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev);
 /* What was routed so far is written. */

@@ -156,6 +156,14 @@ void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq)
     t->routed[t->n_routed++] = (uint32_t)(s - t->slots);
 }
 
+void srv_trace_dropped(struct srv_trace *t, uint64_t tag)
+{
+    struct srv_trace_rec *s = trace_slot(t, tag);
+
+    if (tag && s->tag == tag)
+        trace_lose(t, s);
+}
+
 void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev)
 {
     uint64_t first = ev->order_id, last = ev->seq;

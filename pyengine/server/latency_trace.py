@@ -12,7 +12,7 @@ the sampled times sorted). A stage is the time between two points:
 stage         from        to          what it holds
 ============  ==========  ==========  ============================================
 intake        read        intake      the frame decoded, checked, packed
-queued        intake      pushed      waiting for the end of the event loop's turn
+queued        intake      pushed      until the last reader's push or turn's end
 to_engine     pushed      taken       the input ring and the engine thread's wake-up
 engine        taken       published   the engine's batch (the whole batch it was in)
 to_server     published   popped      the output ring, the dispatcher's wake-up

@@ -2,7 +2,7 @@
 between its two points, nearest-rank percentiles of the sorted times; and
 LatencyTrace (csrc/binding/trace.c) in a server that is not started, the
 engine thread's events written by hand: a traced order's stamps, a batch's
-stamps arriving later, a record lost."""
+stamps arriving later, records lost (a batch unstamped, a session gone)."""
 
 from __future__ import annotations
 
@@ -136,6 +136,14 @@ def test_the_batch_stamps_may_come_in_a_later_poll(traced: Traced) -> None:
 def test_an_order_whose_batch_went_by_unstamped_is_lost(traced: Traced) -> None:
     tag = traced.order(400_000)
     traced.answer(tag, seq=5, batch=(6, 6))
+    assert (traced.trace.traced, traced.trace.completed, traced.trace.lost) == (1, 0, 1)
+    assert traced.trace.records() == b""
+
+
+def test_an_order_whose_session_closed_before_its_answer_is_lost(traced: Traced) -> None:
+    tag = traced.order(400_000)
+    traced.session.link.close()  # what Session.close does to it
+    traced.answer(tag, seq=1, batch=(1, 1))  # the ack goes to Python's late path: nothing is written
     assert (traced.trace.traced, traced.trace.completed, traced.trace.lost) == (1, 0, 1)
     assert traced.trace.records() == b""
 
