@@ -8,22 +8,17 @@ started), real sessions reading real socketpairs in the real hub."""
 from __future__ import annotations
 
 import socket
-import struct
 from collections.abc import Iterator
 from typing import Any
 
 import gevent
-import orjson
 import pytest
 
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
-from pyengine.server.session import Session
+from pyengine.server.protocol import encode
 
-
-def frame(message: dict[str, Any]) -> bytes:
-    body = orjson.dumps(message)
-    return struct.pack(">I", len(body)) + body
+from .conftest import add_session
 
 
 class Readers:
@@ -40,9 +35,7 @@ class Readers:
         self.sessions = []
         for sid, (ours, _) in enumerate(self.pairs, 1):
             ours.setblocking(False)
-            s = Session(self.server, ours, f"127.0.0.1:4000{sid}", sid)
-            self.server.sessions[sid] = s
-            self.server.ledger.attach(s.link)
+            s = add_session(self.server, ours, sid)
             s.link.login(sid, False)
             self.sessions.append(s)
         self.greenlets: list[gevent.Greenlet[..., Any]] = []
@@ -55,7 +48,7 @@ class Readers:
         """A new order on each of these sessions' sockets at once, then a
         moment for the hub to run the readers they wake."""
         for i in which:
-            self.pairs[i][1].sendall(frame({"type": "new_order", "req_id": i, "symbol": "ESZ6", "side": "buy",
+            self.pairs[i][1].sendall(encode({"type": "new_order", "req_id": i, "symbol": "ESZ6", "side": "buy",
                                             "qty": 1, "price": 400_000 + i}))
         gevent.sleep(0.05)
 

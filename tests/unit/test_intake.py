@@ -26,6 +26,8 @@ from pyengine.server.config import InstrumentConfig, LimitsConfig, ServerConfig
 from pyengine.server.protocol import Cancel, FrameReader, Modify, NewOrder, Ping, RequestError, encode, parse
 from pyengine.server.session import Session
 
+from .conftest import add_session
+
 INSTRUMENTS = (
     InstrumentConfig("ESZ6", 25, 1),
     InstrumentConfig("NQZ6", 25, 1, max_qty=100),
@@ -69,10 +71,7 @@ class World:
                       max_notional=s.limits.max_notional, max_open=max_open, loads=orjson.loads)
 
     def _session(self, sid: int, sock: socket.socket) -> Session:
-        session = Session(self.server, sock, f"127.0.0.1:{40000 + sid}", sid)
-        self.server.sessions[sid] = session
-        self.server.ledger.attach(session.link)
-        return session
+        return add_session(self.server, sock, sid)
 
     def take(self, frame: bytes) -> bool:
         """As the session's reader does it; False if the command buffer is full."""

@@ -20,7 +20,8 @@ from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import CMD_SIZE
 from pyengine.server.latency_trace import STAGES, breakdown, percentile
-from pyengine.server.session import Session
+
+from .conftest import add_session
 
 POINTS = LatencyTrace(Ledger(), 1).points
 
@@ -65,9 +66,7 @@ class Traced:
         assert self.server.trace is not None
         self.trace = self.server.trace
         self.socks = socket.socketpair()
-        self.session = Session(self.server, self.socks[0], "127.0.0.1:40001", 1)
-        self.server.sessions[1] = self.session
-        self.server.ledger.attach(self.session.link)
+        self.session = add_session(self.server, self.socks[0], 1)
         self.session.link.login(7, False)
         self.dispatcher = self.server.dispatcher
         self.events = ffi.cast("struct runner_event *", ffi.from_buffer(self.dispatcher._raw))
