@@ -67,6 +67,19 @@ class CommandBuffer:
     def mark_sent(self, k: int, /) -> None: ...
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
+class Inbox:
+    """One session's received bytes, split into frames (csrc/binding/inbox.c)."""
+
+    held: int
+    def __init__(self, max_frame: int, error: type[Exception]) -> None: ...
+    def read(self, fd: int, /) -> int:
+        """One read of fd into the inbox: bytes read, 0 when the peer closed; OSError as os.read."""
+    def feed(self, data: bytes | bytearray | memoryview, /) -> None: ...
+    def frames(self) -> list[bytes]:
+        """The whole frames held, taken; a broken header raises once the frames before it are taken."""
+    def close(self) -> None:
+        """Raises error (truncated_frame) if bytes of a frame are left over."""
+
 class Intake:
     def __init__(
         self,
@@ -82,6 +95,8 @@ class Intake:
     ) -> None: ...
     def take(self, link: Link, frame: bytes, /) -> None | tuple[Any] | Literal[False]:
         """None: done; (message,): Python's to carry out; False: the buffer is full, nothing done."""
+    def drain(self, link: Link, inbox: Inbox, /) -> None | tuple[Any] | Literal[False]:
+        """take() for each whole frame in inbox, until None (none left), (message,) or False."""
 
 class Router:
     trades: int

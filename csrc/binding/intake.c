@@ -2,8 +2,10 @@
  * intake.c - Intake: every request frame, decoded once; the per-order
  * requests (new_order, cancel, modify) carried out here.
  *
- * A session's reader hands each frame to Intake.take(link, frame). The frame
- * is decoded by orjson (once). A per-order request is this file's from then
+ * A session's reader reads its socket into its Inbox (inbox.c) and has
+ * Intake.drain(link, inbox) carry out the frames there, one by one, as
+ * Intake.take(link, frame) does a single frame. Each is decoded by orjson
+ * (once). A per-order request is this file's from then
  * on, with every rule the server applies to it: its form (form.c), the rate
  * limit, the login, the instrument's limits and the account's open-order
  * limit, the session's ownership of what it cancels or modifies. It answers
@@ -260,33 +262,19 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     return 0;
 }
 
-PyDoc_STRVAR(intake_take_doc,
-             "take($self, link, frame, /)\n--\n\n"
-             "Carry out one request frame of link's session (see csrc/binding/intake.c): None when it is\n"
-             "done; (message,) when the decoded message is Python's to carry out; False, having done\n"
-             "nothing, when it is a well-formed per-order request and the command buffer is full (make\n"
-             "room, then take it again).");
-
-static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
+/* One request frame of link's session: None when it is done; (message,)
+ * when the decoded message is Python's; False, having done nothing, when it
+ * is a well-formed per-order request and the command buffer is full. */
+static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
 {
     PyObject *msg, *typ, *req_id;
     struct srv_order r;
-    srv_link *link;
     /* The frame reaches the server's C: the command's timestamp, and where
      * a new order's latency starts (one clock reading for both). */
     int64_t taken_ns = srv_meters_now();
     int ok, rc;
 
-    if (nargs != 2 || !PyObject_TypeCheck(args[0], &srv_link_type) || !((srv_link *)args[0])->pending) {
-        PyErr_SetString(PyExc_TypeError, "take takes (link, frame)");
-        return NULL;
-    }
-    if (!self->ledger) {
-        PyErr_SetString(PyExc_ValueError, "the Intake is not initialised");
-        return NULL;
-    }
-    link = (srv_link *)args[0];
-    msg = PyObject_CallOneArg(self->loads, args[1]);
+    msg = PyObject_CallOneArg(self->loads, frame);
     if (!msg) {
         PyObject *t, *exc, *tb;
         PyObject *cargs[2];
@@ -352,6 +340,78 @@ done:
 fail:
     Py_DECREF(msg);
     return NULL;
+}
+
+/* The link of a (link, x) call, or NULL with TypeError saying `usage`. */
+static srv_link *intake_link(srv_intake *self, PyObject *const *args, Py_ssize_t nargs, const char *usage)
+{
+    if (nargs != 2 || !PyObject_TypeCheck(args[0], &srv_link_type) || !((srv_link *)args[0])->pending) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return NULL;
+    }
+    if (!self->ledger) {
+        PyErr_SetString(PyExc_ValueError, "the Intake is not initialised");
+        return NULL;
+    }
+    return (srv_link *)args[0];
+}
+
+PyDoc_STRVAR(intake_take_doc,
+             "take($self, link, frame, /)\n--\n\n"
+             "Carry out one request frame of link's session (see csrc/binding/intake.c): None when it is\n"
+             "done; (message,) when the decoded message is Python's to carry out; False, having done\n"
+             "nothing, when it is a well-formed per-order request and the command buffer is full (make\n"
+             "room, then take it again).");
+
+static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    srv_link *link = intake_link(self, args, nargs, "take takes (link, frame)");
+
+    return link ? intake_frame(self, link, args[1]) : NULL;
+}
+
+PyDoc_STRVAR(intake_drain_doc,
+             "drain($self, link, inbox, /)\n--\n\n"
+             "Carry out the whole frames held in inbox (an Inbox of link's session), in order, as take()\n"
+             "does each, until one needs Python or waiting: None when none is left; (message,) when the\n"
+             "next is Python's (it is taken: carry it out, then drain again); False when the next is a\n"
+             "per-order request and the command buffer is full (it stays in the inbox: make room, then\n"
+             "drain again). A broken header raises the inbox's error when it is the next thing to read.");
+
+static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    srv_link *link = intake_link(self, args, nargs, "drain takes (link, inbox)");
+    srv_inbox *inbox;
+
+    if (!link)
+        return NULL;
+    if (!PyObject_TypeCheck(args[1], &srv_inbox_type)) {
+        PyErr_SetString(PyExc_TypeError, "drain takes (link, inbox)");
+        return NULL;
+    }
+    inbox = (srv_inbox *)args[1];
+    for (;;) {
+        const char *body;
+        size_t len;
+        PyObject *frame, *left;
+        int rc = srv_inbox_next(inbox, &body, &len);
+
+        if (rc <= 0) {
+            if (rc < 0)
+                return NULL;
+            Py_RETURN_NONE;
+        }
+        if (!(frame = PyBytes_FromStringAndSize(body, (Py_ssize_t)len)))
+            return NULL;
+        left = intake_frame(self, link, frame);
+        Py_DECREF(frame);
+        if (left == Py_False)
+            return left; /* not taken */
+        srv_inbox_taken(inbox, len);
+        if (left != Py_None)
+            return left; /* (message,), or NULL: taken either way */
+        Py_DECREF(left);
+    }
 }
 
 /* ---- the type ---------------------------------------------------------------- */
@@ -455,6 +515,7 @@ static void intake_dealloc(srv_intake *self)
 
 static PyMethodDef intake_methods[] = {
     {"take", (PyCFunction)(void (*)(void))intake_take, METH_FASTCALL, intake_take_doc},
+    {"drain", (PyCFunction)(void (*)(void))intake_drain, METH_FASTCALL, intake_drain_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -35,7 +35,7 @@ static int module_exec(PyObject *module)
         {"Link", &srv_link_type},     {"Ledger", &srv_ledger_type}, {"CommandBuffer", &srv_commands_type},
         {"Intake", &srv_intake_type}, {"Router", &srv_router_type},
         {"OrderStatus", &srv_status_type}, {"OrderRecord", &srv_status_rec_type},
-        {"LatencyTrace", &srv_trace_type},
+        {"LatencyTrace", &srv_trace_type}, {"Inbox", &srv_inbox_type},
     };
 
     _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]), "one slot per name");
@@ -63,7 +63,7 @@ static PyModuleDef_Slot module_slots[] = {
 static struct PyModuleDef server_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pyengine._server",
-    .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Intake, Router, OrderStatus, LatencyTrace (see csrc/binding/server.h).",
+    .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Inbox, Intake, Router, OrderStatus, LatencyTrace (see csrc/binding/server.h).",
     .m_size = 0,
     .m_methods = module_methods,
     .m_slots = module_slots,

@@ -9,6 +9,8 @@
  *              account) and CommandBuffer: the engine commands queued
  *   form.c     the form of new_order, cancel and modify: fields, defaults,
  *              error codes and messages
+ *   inbox.c    Inbox: a session's received bytes, read from its socket and
+ *              split into frames
  *   intake.c   Intake: a frame, decoded once; new_order, cancel and modify
  *              carried out here, anything else handed to Python
  *   route.c    Router: the engine's events, routed and answered
@@ -61,6 +63,24 @@ int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *ext
 int srv_link_take_token(srv_link *link);
 /* The client order id of one of its orders (a new reference; None if none). */
 PyObject *srv_link_order_coid(srv_link *link, uint64_t oid);
+
+/* ---- Inbox: one session's received bytes, split into frames (inbox.c) ---- */
+
+typedef struct {
+    PyObject_HEAD
+    char *buf;              /* NULL while it holds nothing */
+    size_t pos, end, cap;   /* the bytes held: buf[pos, end) */
+    uint32_t max_frame;
+    PyObject *error;        /* the exception class of a broken stream: error(code, message) */
+} srv_inbox;
+
+extern PyTypeObject srv_inbox_type;
+
+/* The next whole frame's body: 1, 0 when none is whole yet, -1 (the inbox's
+ * error set) when the next header is broken. It stays until taken. */
+int srv_inbox_next(srv_inbox *self, const char **body, size_t *len);
+/* The frame srv_inbox_next gave (its body of `len` bytes) is taken. */
+void srv_inbox_taken(srv_inbox *self, size_t len);
 
 /* ---- CommandBuffer: engine commands queued ------------------------------- */
 

@@ -59,7 +59,6 @@ __all__ = ["Server"]
 
 log = logging.getLogger("pyengine.server")
 
-_RECV = 65536  # bytes read from a socket at once
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
 
 
@@ -137,7 +136,6 @@ class Server:
         self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False
-        self.recv_buffer = bytearray(_RECV)  # every session reads into it, then copies what it keeps
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
         self._greenlets: list[gevent.Greenlet[..., Any]] = []

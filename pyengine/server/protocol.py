@@ -6,7 +6,8 @@ object (UTF-8). Every message has a ``"type"``; a request may carry a
 docs/protocol.md lists every message with an example.
 
 Bad framing (an empty frame, a frame over the size limit, a stream that ends
-inside a frame) is a ``FrameError``: the connection cannot be trusted to
+inside a frame) is a ``FrameError``, raised by the session's ``Inbox``
+(csrc/binding/inbox.c, which splits the stream into frames in C): the connection cannot be trusted to
 stay in step and is closed. A bad message inside a good frame is a
 ``RequestError``: the reply is an ``error`` and the connection stays open.
 """
@@ -26,7 +27,6 @@ __all__ = [
     "MAX_FRAME",
     "FrameError",
     "RequestError",
-    "FrameReader",
     "encode",
     "parse",
     "parse_message",
@@ -62,14 +62,13 @@ _new = tuple.__new__
 
 
 class FrameError(Exception):
-    """The byte stream is broken; close the connection. ``frames`` are the
-    whole frames that came before the broken one in the same ``feed``: they
-    are good and are handled first, however the stream was split."""
+    """The byte stream is broken; close the connection. Raised by a session's
+    ``Inbox`` (csrc/binding/inbox.c, where the framing rules live) once the
+    good frames before the break are taken."""
 
-    def __init__(self, code: str, message: str, frames: list[bytes] | None = None) -> None:
+    def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        self.frames = frames or []
 
 
 class RequestError(Exception):
@@ -81,42 +80,6 @@ class RequestError(Exception):
         self.code = code
         self.req_id = req_id
         self.extra = extra
-
-
-class FrameReader:
-    """Splits a byte stream into frames."""
-
-    __slots__ = ("_buf", "_max")
-
-    def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buf = bytearray()
-        self._max = max_frame
-
-    def feed(self, data: bytes | memoryview) -> list[bytes]:
-        """Add received bytes; return the frames now complete, in order.
-        The size is checked from the header, before the body arrives."""
-        buf = self._buf
-        buf += data
-        frames: list[bytes] = []
-        pos, end = 0, len(buf)
-        while end - pos >= 4:
-            (n,) = _HEADER.unpack_from(buf, pos)
-            if n == 0:
-                raise FrameError("empty_frame", "a frame of length 0", frames)
-            if n > self._max:
-                raise FrameError("frame_too_large", f"a frame of {n} bytes is over the limit of {self._max}", frames)
-            if end - pos - 4 < n:
-                break
-            frames.append(bytes(buf[pos + 4 : pos + 4 + n]))
-            pos += 4 + n
-        if pos:
-            del buf[:pos]
-        return frames
-
-    def close(self) -> None:
-        """The peer closed its side: a partial frame left over is an error."""
-        if self._buf:
-            raise FrameError("truncated_frame", f"the stream ended {len(self._buf)} bytes into a frame")
 
 
 def encode(message: dict[str, Any]) -> bytes:

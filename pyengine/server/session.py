@@ -1,10 +1,12 @@
 """One client connection: its socket, its reader and writer greenlets.
 
-The reader splits frames and hands each to the server's Intake
-(csrc/binding/intake.c), which decodes it once, carries out the per-order
-requests and gives back the rest, decoded, for Python (requests.py); the
-writer sends
-everything queued for the session in one ``sendall`` per wake-up. A session
+The reader reads the socket into the session's Inbox (csrc/binding/inbox.c,
+which splits the stream into frames) and has the server's Intake
+(csrc/binding/intake.c) carry out the frames there: each decoded once, the
+per-order requests carried out in C, the rest given back, decoded, for
+Python (requests.py). No Python runs per frame unless the frame is
+Python's. The writer sends everything queued for the session in one
+``sendall`` per wake-up. A session
 whose unsent output passes ``max_unsent`` is disconnected rather than
 buffered without end.
 
@@ -22,10 +24,10 @@ from typing import Any, Protocol
 
 from gevent.event import Event
 
-from .._server import Intake, LatencyTrace, Link
+from .._server import Inbox, Intake, LatencyTrace, Link
 from .commands import CommandQueue
 from .config import ServerConfig
-from .protocol import FrameError, FrameReader, encode
+from .protocol import FrameError, encode
 
 __all__ = ["Session", "SessionHost"]
 
@@ -37,7 +39,6 @@ class SessionHost(Protocol):
     hub: Any  # gevent's Hub
     intake: Intake
     commands: CommandQueue
-    recv_buffer: bytearray  # every session reads into it
     dirty: list[Session]  # sessions with output queued since the last flush
     trace: LatencyTrace | None  # --trace-latency (latency_trace.py), or None
 
@@ -65,7 +66,7 @@ class Session:
         self._writer_busy = False
         self._fd = sock.fileno()
         self._wake = Event()
-        self._reader = FrameReader(server.config.max_frame)
+        self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
         limits = server.config.limits
         self.link = Link(sid, self, limits.rate, limits.burst)
@@ -141,26 +142,22 @@ class Session:
 
     # ---- input -------------------------------------------------------------
 
-    def _take(self, frames: list[bytes]) -> None:
-        """Hand each frame to the Intake, which decodes it once; carry out
-        here the requests it gives back (Python's: they may wait)."""
-        server, link = self.server, self.link
-        take = server.intake.take
-        for frame in frames:
-            left = take(link, frame)
-            while left is False:  # the command buffer is full: wait for the engine thread
+    def _drain(self) -> None:
+        """Have the Intake carry out the frames in the inbox; carry out here
+        the requests it gives back (Python's: they may wait)."""
+        server, link, inbox = self.server, self.link, self._inbox
+        drain = server.intake.drain
+        while (left := drain(link, inbox)) is not None:
+            if left is False:  # the command buffer is full: wait for the engine thread
                 server.commands.make_room()
-                left = take(link, frame)
-            if left is not None:
+            else:
                 server.request(self, left[0])
 
     def reader(self) -> None:
         """Reads once each time the socket turns readable: no failing read
         after it, as a loop reading until the socket would block makes."""
-        hub, fd, frames_of = self.server.hub, self._fd, self._reader.feed
-        take = self._take
-        buf = self.server.recv_buffer
-        view = memoryview(buf)
+        hub, fd, inbox = self.server.hub, self._fd, self._inbox
+        drain = self._drain
         trace = self.server.trace
         # libev's count of the ready watchers not run yet in this turn
         # (ev_pending_count); a loop without it: every flush waits for the turn's end.
@@ -171,23 +168,22 @@ class Session:
             while not self.closed:
                 hub.wait(watcher)
                 try:
-                    n = os.readv(fd, (buf,))
+                    n = inbox.read(fd)
                 except BlockingIOError:
                     continue
                 if trace is not None:
                     trace.read()  # the read stamp of the orders whose frames it completes
                 self.last_active = time.monotonic()
                 if not n:
-                    self._reader.close()
+                    inbox.close()
                     self.close("peer_closed")
                     return
-                take(frames_of(view[:n]))
+                drain()
                 if counts_pending and not loop.pendingcnt:
                     self.server.flush_now()  # the last reader of its turn: nothing would join a later push
                 else:
                     self.server.flush_soon()  # other sockets are ready: their commands go with these
         except FrameError as exc:
-            take(exc.frames)
             self.server.commands.flush()
             self.error(exc.code, str(exc))
             self.close(exc.code)

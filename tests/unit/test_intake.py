@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
-from pyengine._server import Intake
+from pyengine._server import Inbox, Intake
 from pyengine.server.app import Server
 from pyengine.server.codes import NO_COID, ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
 from pyengine.server.config import InstrumentConfig, LimitsConfig, ServerConfig
-from pyengine.server.protocol import Cancel, FrameReader, Modify, NewOrder, Ping, RequestError, encode, parse
+from pyengine.server.protocol import MAX_FRAME, Cancel, FrameError, Modify, NewOrder, Ping, RequestError, encode, parse
 from pyengine.server.session import Session
 
 from .conftest import add_session
@@ -62,7 +62,7 @@ class World:
         self.ledger.own(self.session.link, 900, 0, None)
         self.ledger.own(other.link, 901, 0, None)
         self.replies: list[dict[str, Any]] = []
-        self._frames = FrameReader()
+        self._replies = Inbox(MAX_FRAME, FrameError)
 
     def _intake(self, max_open: int) -> Any:
         s = self.server
@@ -79,6 +79,16 @@ class World:
         if left is False:
             return False
         if left is not None:
+            assert isinstance(left, tuple)
+            self.server.request(self.session, left[0])
+        return True
+
+    def drain(self, inbox: Inbox) -> bool:
+        """As the session's reader does it, the frames in `inbox`; False if
+        the command buffer is full."""
+        while (left := self.server.intake.drain(self.session.link, inbox)) is not None:
+            if left is False:
+                return False
             assert isinstance(left, tuple)
             self.server.request(self.session, left[0])
         return True
@@ -107,7 +117,8 @@ class World:
                 data = self.peer_end.recv(1 << 16)
             except BlockingIOError:
                 break
-            self.replies += [orjson.loads(f) for f in self._frames.feed(data)]
+            self._replies.feed(data)
+            self.replies += [orjson.loads(f) for f in self._replies.frames()]
         return self.replies
 
     def state(self) -> tuple[Any, ...]:
@@ -509,3 +520,68 @@ def test_every_frame_is_decoded_once(worlds: list[World], monkeypatch: pytest.Mo
     assert decoded == frames
     assert [r["type"] for r in w.wire()] == ["pong", "error"]
     assert encode({"type": "pong", "req_id": 1})[4:] == orjson.dumps(w.wire()[0])
+
+
+def _framed(frames: list[bytes]) -> bytes:
+    return b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(frames, min_size=1, max_size=8), st.sampled_from([None, ACCOUNT]), st.booleans(),
+       st.integers(min_value=1, max_value=64))
+def test_draining_an_inbox_is_taking_its_frames_one_by_one(frames: list[bytes], account: int | None, admin: bool,
+                                                           chunk: int) -> None:
+    # The bytes arrive in chunks of `chunk`; each chunk is drained at once.
+    one_by_one = World(account=account, admin=admin, max_open=6)
+    drained = World(account=account, admin=admin, max_open=6)
+    try:
+        for frame in frames:
+            assert one_by_one.take(frame)
+        inbox = Inbox(MAX_FRAME, FrameError)
+        data = _framed(frames)
+        for at in range(0, len(data), chunk):
+            inbox.feed(data[at : at + chunk])
+            assert drained.drain(inbox)
+        assert inbox.held == 0
+        assert drained.state() == one_by_one.state()
+    finally:
+        one_by_one.close()
+        drained.close()
+
+
+def test_draining_stops_at_a_request_for_python_and_at_a_full_command_buffer(worlds: list[World]) -> None:
+    w = World(capacity=2)
+    worlds.append(w)
+    cancel = orjson.dumps({"type": "cancel", "order_id": 900})
+    inbox = Inbox(MAX_FRAME, FrameError)
+    inbox.feed(_framed([cancel, orjson.dumps({"type": "ping", "req_id": 1}), cancel, cancel, cancel]))
+    # The first cancel is queued; the ping is Python's and stops the drain
+    # before the cancels behind it are looked at.
+    left = w.server.intake.drain(w.session.link, inbox)
+    assert left == ({"type": "ping", "req_id": 1},)  # decoded, for Python
+    assert len(w.commands()) == 1
+    # The second cancel fills the buffer; the third waits in the inbox, whole.
+    assert w.server.intake.drain(w.session.link, inbox) is False
+    assert len(w.commands()) == 2 and inbox.held == 2 * (4 + len(cancel))
+    assert w.server.intake.drain(w.session.link, inbox) is False  # still no room: still nothing taken
+    assert inbox.held == 2 * (4 + len(cancel)) and len(w.session.link.pending()) == 2
+
+
+def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    inbox = Inbox(MAX_FRAME, FrameError)
+    inbox.feed(_framed([orjson.dumps({"type": "cancel", "order_id": 900})]) + (0).to_bytes(4, "big"))
+    with pytest.raises(FrameError) as info:
+        w.drain(inbox)
+    assert info.value.code == "empty_frame"
+    assert len(w.commands()) == 1  # the good frame before it went through
+
+
+def test_drain_takes_a_link_and_an_inbox(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    with pytest.raises(TypeError, match=r"drain takes \(link, inbox\)"):
+        w.server.intake.drain(w.session.link, b"")  # type: ignore[arg-type]  # on purpose
+    with pytest.raises(TypeError, match=r"drain takes \(link, inbox\)"):
+        w.server.intake.drain(Inbox(MAX_FRAME, FrameError), w.session.link)  # type: ignore[arg-type]  # on purpose

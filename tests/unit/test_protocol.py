@@ -1,4 +1,4 @@
-"""Framing and request validation of the wire protocol (no server needed)."""
+"""Request validation of the wire protocol (no server needed); framing: test_inbox.py."""
 
 from __future__ import annotations
 
@@ -11,14 +11,11 @@ from hypothesis import strategies as st
 
 from pyengine.server.protocol import (
     Cancel,
-    FrameError,
-    FrameReader,
     Login,
     Modify,
     NewOrder,
     Ping,
     RequestError,
-    encode,
     parse,
 )
 
@@ -26,35 +23,6 @@ from pyengine.server.protocol import (
 def frame(obj: object) -> bytes:
     body = orjson.dumps(obj)
     return struct.pack(">I", len(body)) + body
-
-
-def test_frames_split_at_any_byte_boundary() -> None:
-    data = frame({"type": "ping", "req_id": 1}) + frame({"type": "ping", "req_id": 2}) + frame({"a": "b" * 300})
-    for cut in range(len(data) + 1):
-        r = FrameReader()
-        frames = r.feed(data[:cut]) + r.feed(data[cut:])
-        assert [orjson.loads(f) for f in frames] == [{"type": "ping", "req_id": 1}, {"type": "ping", "req_id": 2}, {"a": "b" * 300}]
-        r.close()
-
-
-def test_framing_errors() -> None:
-    with pytest.raises(FrameError) as info:
-        FrameReader().feed(struct.pack(">I", 0))
-    assert info.value.code == "empty_frame"
-    with pytest.raises(FrameError) as info:
-        FrameReader(max_frame=100).feed(struct.pack(">I", 101))  # refused from the header alone
-    assert info.value.code == "frame_too_large"
-    r = FrameReader()
-    r.feed(struct.pack(">I", 10) + b"abc")
-    with pytest.raises(FrameError) as info:
-        r.close()
-    assert info.value.code == "truncated_frame"
-
-
-def test_encode_round_trip() -> None:
-    msg = {"type": "ack", "req_id": "x", "order_id": 2**63 - 1, "price": None}
-    data = encode(msg)
-    assert FrameReader().feed(data) == [orjson.dumps(msg)]
 
 
 def test_parse_requests() -> None:

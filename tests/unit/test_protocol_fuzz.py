@@ -2,17 +2,18 @@
 
 What the properties establish, for inputs of the sizes drawn here:
 
-* ``FrameReader`` splits every well-formed stream, cut into any chunks (empty
-  ones and single bytes included), into exactly the frames that were encoded,
+* A session's ``Inbox`` (csrc/binding/inbox.c) splits every well-formed
+  stream, fed in any chunks (empty ones and single bytes included) with the
+  whole frames taken after each, into exactly the frames that were encoded,
   after which ``close`` passes; frames made by ``encode`` come back as their
   messages. A stream cut inside a frame gives the complete frames, then
   ``truncated_frame`` at ``close``.
-* On any byte stream the reader yields frames or raises ``FrameError`` with a
+* On any byte stream the inbox yields frames or raises ``FrameError`` with a
   documented code, nothing else, and every call returns promptly. The code is
   the one a whole-stream reading finds, whatever the chunking; a header of
   length 0 (``empty_frame``, zero-length frames are not allowed) or over the
-  limit (``frame_too_large``) is refused by the call that completes those four
-  bytes, before any body; the frames yielded are a prefix of the stream's
+  limit (``frame_too_large``) is refused once the chunk that completes those
+  four bytes is fed, before any body; the frames yielded are a prefix of the stream's
   frames and include every frame completed by an earlier call.
 * ``parse`` of any bytes, of any JSON value, of every request type with one
   or two fields removed or replaced by an odd value (wrong type, null, just
@@ -50,6 +51,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from pyengine._server import Inbox
 from pyengine.server import protocol
 from pyengine.server.protocol import (
     MAX_FRAME,
@@ -58,7 +60,6 @@ from pyengine.server.protocol import (
     ResetMmp,
     SetMmp,
     FrameError,
-    FrameReader,
     Login,
     MassCancel,
     Modify,
@@ -221,9 +222,10 @@ def _split(stream: bytes, max_frame: int) -> Split:
 
 @dataclass(frozen=True)
 class Fed:
-    """What a FrameReader gave for a stream fed in chunks: the frames, the
-    FrameError code if one was raised, the bytes fed when ``feed`` raised it
-    (None: raised by ``close``, or none), and the bytes fed before that call."""
+    """What an Inbox gave for a stream fed in chunks: the frames, the
+    FrameError code if one was raised, the bytes fed when taking the frames
+    raised it (None: raised by ``close``, or none), and the bytes fed before
+    that chunk."""
 
     frames: list[bytes]
     code: str | None
@@ -232,21 +234,23 @@ class Fed:
 
 
 def _feed(chunks: list[bytes], max_frame: int) -> Fed:
-    reader = FrameReader(max_frame)
+    inbox = Inbox(max_frame, FrameError)
     frames: list[bytes] = []
     fed = 0
     with _watchdog():
         for chunk in chunks:
             before, fed = fed, fed + len(chunk)
+            inbox.feed(chunk)
             try:
-                got = reader.feed(chunk)
+                # The frames before a broken header come first, then the error.
+                while got := inbox.frames():
+                    assert type(got) is list and all(type(f) is bytes for f in got)
+                    frames += got
             except FrameError as exc:
                 _check_frame_error(exc)
                 return Fed(frames, exc.code, fed, before)
-            assert type(got) is list and all(type(f) is bytes for f in got)
-            frames += got
         try:
-            reader.close()
+            inbox.close()
         except FrameError as exc:
             _check_frame_error(exc)
             return Fed(frames, exc.code, None, fed)
@@ -380,7 +384,7 @@ plain_json: st.SearchStrategy[Any] = st.recursive(
 
 @settings(max_examples=_examples(100))
 @given(st.data())
-def test_encoded_messages_come_back_through_the_reader(data: st.DataObject) -> None:
+def test_encoded_messages_come_back_through_the_inbox(data: st.DataObject) -> None:
     objects = st.dictionaries(st.text(max_size=8), plain_json, max_size=5)
     messages = data.draw(st.lists(objects, max_size=5), label="messages")
     stream = b"".join(map(encode, messages))
