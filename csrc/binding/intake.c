@@ -124,7 +124,7 @@ static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r
 static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     uint32_t inst = r->cmd.instrument;
-    long long open, flying;
+    struct srv_account_counts *counts;
 
     if ((Py_ssize_t)inst < self->n_instruments) {
         int64_t max = self->max_qty[inst];
@@ -160,10 +160,9 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
     }
     if (!self->max_open)
         return 1;
-    if (srv_count_get(self->ledger->open, link->account, &open) < 0 ||
-        srv_count_get(self->ledger->in_flight, link->account, &flying) < 0)
+    if (!(counts = srv_ledger_counts(self->ledger, link->account)))
         return -1;
-    if (open + flying < self->max_open)
+    if (counts->open + counts->in_flight < self->max_open)
         return 1;
     return intake_rejected(self, link, r, SRV_REJ_MAX_OPEN,
                            PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
@@ -236,22 +235,18 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         return -1;
     }
     /* The count first: a failed tag leaves nothing pending behind it. */
-    if (r->cmd.type == ENG_CMD_NEW && srv_count_add(self->ledger->in_flight, link->account, 1) < 0) {
+    /* The account's counts exist before the tag (so finding them again
+     * after it allocates nothing and cannot fail). */
+    if (r->cmd.type == ENG_CMD_NEW && !srv_ledger_counts(self->ledger, link->account)) {
         self->commands->n--; /* the record is not queued after all */
         return -1;
     }
     if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
-        if (r->cmd.type == ENG_CMD_NEW) {
-            PyObject *t, *v, *tb;
-
-            PyErr_Fetch(&t, &v, &tb); /* the tag's error stands; undo the count under it */
-            if (srv_count_add(self->ledger->in_flight, link->account, -1) < 0)
-                PyErr_Clear();
-            PyErr_Restore(t, v, tb);
-        }
         self->commands->n--;
         return -1;
     }
+    if (r->cmd.type == ENG_CMD_NEW)
+        srv_ledger_counts(self->ledger, link->account)->in_flight++;
     if (r->cmd.type == ENG_CMD_NEW)
         srv_meters_stamp(&self->ledger->meters, tag, taken_ns);
     rc->cmd = r->cmd;

@@ -19,36 +19,58 @@
 
 /* ---- counts per account ------------------------------------------------- */
 
-int srv_count_get(PyObject *counts, uint32_t account, long long *out)
-{
-    PyObject *k = PyLong_FromUnsignedLong(account);
-    PyObject *v;
+enum { LEDGER_COUNTS_MIN = 64 };
 
-    if (!k)
-        return -1;
-    v = PyDict_GetItemWithError(counts, k);
-    Py_DECREF(k);
-    *out = 0;
-    if (!v)
-        return PyErr_Occurred() ? -1 : 0;
-    *out = PyLong_AsLongLong(v);
-    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+static size_t ledger_counts_home(uint32_t account, size_t cap)
+{
+    return (size_t)(account * 0x9E3779B1u) & (cap - 1);
 }
 
-int srv_count_add(PyObject *counts, uint32_t account, long long delta)
+static struct srv_account_counts *ledger_counts_probe(struct srv_account_counts *slots, size_t cap,
+                                                     uint32_t account)
 {
-    PyObject *k, *nv;
-    long long cur;
-    int rc;
+    size_t i = ledger_counts_home(account, cap);
 
-    if (srv_count_get(counts, account, &cur) < 0)
+    while (slots[i].used && slots[i].account != account)
+        i = (i + 1) & (cap - 1);
+    return &slots[i];
+}
+
+static int ledger_counts_grow(srv_ledger *l)
+{
+    size_t cap = l->counts_cap ? l->counts_cap * 2 : LEDGER_COUNTS_MIN;
+    struct srv_account_counts *slots = PyMem_Calloc(cap, sizeof(*slots));
+
+    if (!slots) {
+        PyErr_NoMemory();
         return -1;
-    k = PyLong_FromUnsignedLong(account);
-    nv = PyLong_FromLongLong(cur + delta);
-    rc = k && nv ? PyDict_SetItem(counts, k, nv) : -1;
-    Py_XDECREF(k);
-    Py_XDECREF(nv);
-    return rc;
+    }
+    for (size_t i = 0; i < l->counts_cap; i++)
+        if (l->counts[i].used)
+            *ledger_counts_probe(slots, cap, l->counts[i].account) = l->counts[i];
+    PyMem_Free(l->counts);
+    l->counts = slots;
+    l->counts_cap = cap;
+    return 0;
+}
+
+struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account)
+{
+    struct srv_account_counts *c;
+
+    if (l->counts_cap) {
+        c = ledger_counts_probe(l->counts, l->counts_cap, account);
+        if (c->used)
+            return c;
+    }
+    /* A new account: room first (the table stays at most half full). */
+    if (2 * (l->counts_used + 1) > l->counts_cap && ledger_counts_grow(l) < 0)
+        return NULL;
+    c = ledger_counts_probe(l->counts, l->counts_cap, account);
+    c->account = account;
+    c->used = 1;
+    l->counts_used++;
+    return c;
 }
 
 /* ---- owners ------------------------------------------------------------------ */
@@ -141,20 +163,15 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist) || srv_meters_init(&self->meters) < 0)
         return -1;
     {
-        PyObject *links = PyDict_New(), *owners = PyDict_New(), *open = PyDict_New(),
-                 *in_flight = PyDict_New();
+        PyObject *links = PyDict_New(), *owners = PyDict_New();
 
-        if (!links || !owners || !open || !in_flight) { /* all or nothing */
+        if (!links || !owners) { /* all or nothing */
             srv_meters_destroy(&self->meters);
             Py_XDECREF(links);
             Py_XDECREF(owners);
-            Py_XDECREF(open);
-            Py_XDECREF(in_flight);
             return -1;
         }
         self->owners = owners;
-        self->open = open;
-        self->in_flight = in_flight;
         self->links = links; /* last: the mark of an initialised Ledger */
     }
     return 0;
@@ -164,8 +181,6 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->links);
     Py_VISIT(self->owners);
-    Py_VISIT(self->open);
-    Py_VISIT(self->in_flight);
     return 0;
 }
 
@@ -173,8 +188,6 @@ static int ledger_clear(srv_ledger *self)
 {
     Py_CLEAR(self->links);
     Py_CLEAR(self->owners);
-    Py_CLEAR(self->open);
-    Py_CLEAR(self->in_flight);
     return 0;
 }
 
@@ -182,6 +195,7 @@ static void ledger_dealloc(srv_ledger *self)
 {
     PyObject_GC_UnTrack(self);
     ledger_clear(self);
+    PyMem_Free(self->counts);
     srv_meters_destroy(&self->meters);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -354,37 +368,59 @@ fail:
     return NULL;
 }
 
-static PyObject *ledger_count_arg(srv_ledger *self, PyObject *counts, PyObject *account)
+/* The account number `account` (a Python int): 0, or -1 with an exception set. */
+static int ledger_account_arg(srv_ledger *self, PyObject *account, uint32_t *out)
 {
     unsigned long acc;
-    long long n;
 
     if (!ledger_ready(self))
-        return NULL;
+        return -1;
     acc = PyLong_AsUnsignedLong(account);
     if (acc == (unsigned long)-1 && PyErr_Occurred())
-        return NULL;
+        return -1;
     if (acc > UINT32_MAX) {
         PyErr_Format(PyExc_OverflowError, "account %lu is not a 32-bit account number", acc);
-        return NULL;
+        return -1;
     }
-    if (srv_count_get(counts, (uint32_t)acc, &n) < 0)
+    *out = (uint32_t)acc;
+    return 0;
+}
+
+/* The counts of an account, or NULL if it has none (read: nothing made). */
+static const struct srv_account_counts *ledger_counts_find(const srv_ledger *self, uint32_t account)
+{
+    const struct srv_account_counts *c;
+
+    if (!self->counts_cap)
         return NULL;
-    return PyLong_FromLongLong(n);
+    c = ledger_counts_probe(self->counts, self->counts_cap, account);
+    return c->used ? c : NULL;
 }
 
 PyDoc_STRVAR(ledger_open_doc, "open($self, account, /)\n--\n\nThe account's accepted orders not finished.");
 
 static PyObject *ledger_open(srv_ledger *self, PyObject *account)
 {
-    return ledger_count_arg(self, self->open, account);
+    const struct srv_account_counts *c;
+    uint32_t acc;
+
+    if (ledger_account_arg(self, account, &acc) < 0)
+        return NULL;
+    c = ledger_counts_find(self, acc);
+    return PyLong_FromLongLong(c ? c->open : 0);
 }
 
 PyDoc_STRVAR(ledger_in_flight_doc, "in_flight($self, account, /)\n--\n\nThe account's new orders not answered yet.");
 
 static PyObject *ledger_in_flight(srv_ledger *self, PyObject *account)
 {
-    return ledger_count_arg(self, self->in_flight, account);
+    const struct srv_account_counts *c;
+    uint32_t acc;
+
+    if (ledger_account_arg(self, account, &acc) < 0)
+        return NULL;
+    c = ledger_counts_find(self, acc);
+    return PyLong_FromLongLong(c ? c->in_flight : 0);
 }
 
 PyDoc_STRVAR(ledger_count_open_doc, "count_open($self, account, n, /)\n--\n\n"
@@ -392,13 +428,15 @@ PyDoc_STRVAR(ledger_count_open_doc, "count_open($self, account, n, /)\n--\n\n"
 
 static PyObject *ledger_count_open(srv_ledger *self, PyObject *args)
 {
-    unsigned long account;
+    PyObject *account;
+    struct srv_account_counts *c;
+    uint32_t acc;
     long long n;
 
-    if (!ledger_ready(self) || !PyArg_ParseTuple(args, "kL:count_open", &account, &n))
+    if (!PyArg_ParseTuple(args, "OL:count_open", &account, &n) || ledger_account_arg(self, account, &acc) < 0 ||
+        !(c = srv_ledger_counts(self, acc)))
         return NULL;
-    if (srv_count_add(self->open, (uint32_t)account, n) < 0)
-        return NULL;
+    c->open += n;
     Py_RETURN_NONE;
 }
 

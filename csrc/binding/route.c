@@ -87,6 +87,19 @@ static PyObject *route_side(srv_router *self, unsigned side)
 /* ---- fills --------------------------------------------------------------------- */
 
 /* One side's fill, to the session that owns the order. */
+/* An event moves the account's counts: its open orders by `open`, its new
+ * orders in flight by `in_flight`. */
+static int route_count(srv_router *self, uint32_t account, int open, int in_flight)
+{
+    struct srv_account_counts *c = srv_ledger_counts(self->ledger, account);
+
+    if (!c)
+        return -1;
+    c->open += open;
+    c->in_flight += in_flight;
+    return 0;
+}
+
 static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t inst, unsigned side, int64_t price,
                       int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
 {
@@ -146,8 +159,8 @@ static int route_trade_side(srv_router *self, const struct eng_event *ev, uint64
 static int route_trade(srv_router *self, const struct eng_event *ev)
 {
     self->trades++;
-    if ((ev->leaves == 0 && srv_count_add(self->ledger->open, ev->account, -1) < 0) ||
-        (ev->maker_leaves == 0 && srv_count_add(self->ledger->open, ev->maker_account, -1) < 0))
+    if ((ev->leaves == 0 && route_count(self, ev->account, -1, 0) < 0) ||
+        (ev->maker_leaves == 0 && route_count(self, ev->maker_account, -1, 0) < 0))
         return -1;
     if (self->status &&
         (srv_status_traded(self->status, ev->account, ev->order_id, ev->qty, ev->leaves, ev->seq) < 0 ||
@@ -183,7 +196,7 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
     int rc = -1;
 
     self->orders++;
-    if (srv_count_add(self->ledger->open, ev->account, 1) < 0 ||
+    if (route_count(self, ev->account, 1, 0) < 0 ||
         (self->status && srv_status_accepted(self->status, ev) < 0))
         return -1;
     coid = route_event_coid(ev);
@@ -242,7 +255,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
     struct srv_frame w;
     int err = 0, rc = -1;
 
-    if (srv_count_add(self->ledger->open, ev->account, -1) < 0 ||
+    if (route_count(self, ev->account, -1, 0) < 0 ||
         (self->status && srv_status_cancelled(self->status, ev) < 0))
         return -1;
     owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
@@ -390,7 +403,7 @@ static int route_request(srv_router *self, const struct eng_event *ev, uint64_t 
         if (kind == -1 && PyErr_Occurred())
             return -1;
         if (kind == 0)
-            rc = srv_count_add(self->ledger->in_flight, ev->account, -1);
+            rc = route_count(self, ev->account, 0, -1);
     }
     return rc;
 }

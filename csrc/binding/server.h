@@ -215,21 +215,28 @@ void srv_trace_written(struct srv_trace *t);
 
 /* ---- Ledger: the server's per-order bookkeeping -------------------------- */
 
+/* One account's orders, counted as requests and events pass. */
+struct srv_account_counts {
+    uint32_t account;
+    uint32_t used;       /* 0: a free slot */
+    long long open;      /* accepted orders not finished */
+    long long in_flight; /* new orders not answered yet */
+};
+
 typedef struct {
     PyObject_HEAD
     PyObject *links;     /* dict: session id -> Link */
     PyObject *owners;    /* dict: open order id -> Link */
-    PyObject *open;      /* dict: account -> accepted orders not finished */
-    PyObject *in_flight; /* dict: account -> new orders not answered yet */
+    struct srv_account_counts *counts; /* open addressing by account; at most half full */
+    size_t counts_cap, counts_used;    /* slots (a power of two), accounts in them */
     struct srv_meters meters;
 } srv_ledger;
 
 extern PyTypeObject srv_ledger_type;
 
-/* counts[account] += delta (a missing account counts 0). */
-int srv_count_add(PyObject *counts, uint32_t account, long long delta);
-/* counts[account], or 0; -1 on error. */
-int srv_count_get(PyObject *counts, uint32_t account, long long *out);
+/* The counts of `account` (zero when it has none yet); NULL, with
+ * MemoryError set, when there is no memory for a new account. */
+struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account);
 /* The Link owning an open order (borrowed), or NULL; *err set on error. */
 srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
 /* The order is link's now: owners, link->orders and, with a coid, link->coids. */
