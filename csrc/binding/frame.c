@@ -6,7 +6,6 @@
  */
 #include "server.h"
 
-#include <stdio.h>
 #include <string.h>
 
 void srv_frame_init(struct srv_frame *w)
@@ -47,20 +46,36 @@ int srv_put_bytes(struct srv_frame *w, PyObject *bytes)
     return srv_put(w, PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
 }
 
+/* Decimal digits of v, written backwards from `end`: where they start.
+ * (snprintf parses its format on every call, and every reply has a few.) */
+static char *frame_digits(char *end, uint64_t v)
+{
+    do {
+        *--end = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return end;
+}
+
 int srv_put_i64(struct srv_frame *w, int64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+    char *end = tmp + sizeof(tmp);
+    /* The magnitude as unsigned: INT64_MIN's has no int64 of its own. */
+    char *p = frame_digits(end, v < 0 ? 0 - (uint64_t)v : (uint64_t)v);
 
-    return srv_put(w, tmp, (size_t)n);
+    if (v < 0)
+        *--p = '-';
+    return srv_put(w, p, (size_t)(end - p));
 }
 
 int srv_put_u64(struct srv_frame *w, uint64_t v)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+    char *end = tmp + sizeof(tmp);
+    char *p = frame_digits(end, v);
 
-    return srv_put(w, tmp, (size_t)n);
+    return srv_put(w, p, (size_t)(end - p));
 }
 
 static int frame_put_dumped(struct srv_frame *w, PyObject *o, PyObject *dumps)

@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
 from pyengine._server import Ledger, Link, Router
@@ -157,6 +159,22 @@ def test_market_order_ack_has_no_price_and_big_request_ids_survive() -> None:
     rig.route(dict(type=ACCEPTED, side=SELL, instrument=0, seq=1, order_id=8, price=0, qty=1, account=3, tag=t))
     assert s.frames == [frame_of({"type": "ack", "req_id": 2**64 - 1, "order_id": 8, "client_order_id": None,
                                   "symbol": "ESZ6", "side": "sell", "price": None, "qty": 1, "seq": 1})]
+
+
+@settings(max_examples=300, deadline=None)
+@given(price=st.integers(-(2**63), 2**63 - 1).filter(bool), qty=st.integers(1, 2**63 - 1),
+       order_id=st.integers(1, 2**64 - 1), seq=st.integers(0, 2**64 - 1), req_id=st.integers(-(2**63), 2**63 - 1))
+@example(price=-(2**63), qty=2**63 - 1, order_id=2**64 - 1, seq=0, req_id=-(2**63))
+@example(price=-1, qty=1, order_id=10, seq=9, req_id=-10)
+def test_every_integer_is_written_as_orjson_writes_it(price: int, qty: int, order_id: int, seq: int,
+                                                       req_id: int) -> None:
+    rig = Rig()
+    s = rig.sessions[1]
+    t = rig.pend(s, "new_order", req_id)
+    rig.route(dict(type=ACCEPTED, side=SELL, instrument=0, seq=seq, order_id=order_id, price=price, qty=qty,
+                   account=4, tag=t))
+    assert s.frames == [frame_of({"type": "ack", "req_id": req_id, "order_id": order_id, "client_order_id": None,
+                                  "symbol": "ESZ6", "side": "sell", "price": price, "qty": qty, "seq": seq})]
 
 
 def test_trade_fills_both_sides_and_forgets_finished_orders() -> None:
