@@ -15,6 +15,8 @@ class FormError(ValueError):
     """A per-order request that is not well-formed: args (code, message)."""
 
 def read_order(kind: str, message: dict[str, Any], /) -> tuple[Any, ...]: ...
+def stage_times(records: bytes, width: int, start: int, end: int, /) -> bytes:
+    """The times from point start to end of every record, sorted (native int64)."""
 
 class Link:
     """One session's per-order state."""

@@ -52,6 +52,7 @@ static int module_exec(PyObject *module)
 
 static PyMethodDef module_methods[] = {
     {"read_order", (PyCFunction)(void (*)(void))srv_read_order, METH_FASTCALL, srv_read_order_doc},
+    {"stage_times", (PyCFunction)(void (*)(void))srv_stage_times, METH_FASTCALL, srv_stage_times_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -324,6 +324,9 @@ struct srv_form_error {
  * 2 `kind` is not a per-order request, -1 on error. */
 int srv_form_read(PyObject *kind, PyObject *msg, struct srv_order *r, struct srv_form_error *e);
 PyObject *srv_read_order(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+/* trace.c: one stage's times over a LatencyTrace's records, sorted. */
+PyObject *srv_stage_times(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+extern const char srv_stage_times_doc[];
 extern const char srv_read_order_doc[];
 
 /* The wire's names of the engine's codes, made at import. */

@@ -263,6 +263,66 @@ static PyObject *trace_records(srv_trace_obj *self, PyObject *Py_UNUSED(ignored)
                                      (Py_ssize_t)(self->t.n_kept * SRV_TP__COUNT * sizeof(int64_t)));
 }
 
+static int trace_cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+    return (x > y) - (x < y);
+}
+
+const char srv_stage_times_doc[] =
+    "stage_times(records, width, start, end, /)\n--\n\n"
+    "The times from point `start` to point `end` (indices into a record of `width` stamps) of every\n"
+    "record in `records` (native int64 stamps, as LatencyTrace.records() gives them), sorted: bytes\n"
+    "of native int64. Sorted here, in C, because the server does it on its event loop (SIGUSR1),\n"
+    "where sorting 65,536 values in Python for each stage stalled it for a third of a second.";
+
+PyObject *srv_stage_times(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t width, start, end;
+    PyObject *out = NULL;
+
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "stage_times takes (records, width, start, end)");
+        return NULL;
+    }
+    width = PyLong_AsSsize_t(args[1]);
+    start = PyLong_AsSsize_t(args[2]);
+    end = PyLong_AsSsize_t(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (width < 1 || start < 0 || end < 0 || start >= width || end >= width) {
+        PyErr_SetString(PyExc_ValueError, "stage_times: 0 <= start, end < width");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len % (Py_ssize_t)(width * sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "stage_times: records are not whole records of `width` int64 stamps");
+    } else {
+        Py_ssize_t n = view.len / (Py_ssize_t)(width * sizeof(int64_t));
+
+        out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+        if (out) {
+            int64_t *times = (int64_t *)PyBytes_AS_STRING(out);
+            const char *recs = view.buf;
+
+            for (Py_ssize_t r = 0; r < n; r++) {
+                int64_t a, b;
+
+                /* memcpy: the buffer need not be aligned */
+                memcpy(&a, recs + (r * width + start) * (Py_ssize_t)sizeof(int64_t), sizeof(a));
+                memcpy(&b, recs + (r * width + end) * (Py_ssize_t)sizeof(int64_t), sizeof(b));
+                times[r] = b - a;
+            }
+            qsort(times, (size_t)n, sizeof(*times), trace_cmp_i64);
+        }
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 static PyObject *trace_get_points(srv_trace_obj *Py_UNUSED(self), void *Py_UNUSED(closure))
 {
     PyObject *names = PyTuple_New(SRV_TP__COUNT);
@@ -283,16 +343,16 @@ static int trace_init(srv_trace_obj *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "every", NULL};
     PyObject *ledger;
-    unsigned int every;
+    unsigned long long every;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "a LatencyTrace is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!I:LatencyTrace", kwlist, &srv_ledger_type, &ledger, &every))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!K:LatencyTrace", kwlist, &srv_ledger_type, &ledger, &every))
         return -1;
-    if (every < 1) {
-        PyErr_SetString(PyExc_ValueError, "LatencyTrace: every must be at least 1 (one order in every)");
+    if (every < 1 || every > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "LatencyTrace: every in [1, 2**32) (one order in every)");
         return -1;
     }
     if (((srv_ledger *)ledger)->meters.trace) {
@@ -303,10 +363,17 @@ static int trace_init(srv_trace_obj *self, PyObject *args, PyObject *kwds)
     self->t.routed = PyMem_Calloc(SRV_TRACE_SLOTS, sizeof(*self->t.routed));
     self->t.kept = PyMem_Calloc((size_t)SRV_TRACE_KEEP * SRV_TP__COUNT, sizeof(*self->t.kept));
     if (!self->t.slots || !self->t.routed || !self->t.kept) {
+        /* Freed here: a later __init__ allocates them again. */
+        PyMem_Free(self->t.slots);
+        PyMem_Free(self->t.routed);
+        PyMem_Free(self->t.kept);
+        self->t.slots = NULL;
+        self->t.routed = NULL;
+        self->t.kept = NULL;
         PyErr_NoMemory();
         return -1;
     }
-    self->t.every = self->t.countdown = every;
+    self->t.every = self->t.countdown = (uint32_t)every;
     self->t.rng = 0x9E3779B97F4A7C15u;
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
     self->ledger->meters.trace = &self->t;

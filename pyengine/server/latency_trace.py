@@ -30,9 +30,10 @@ from __future__ import annotations
 import logging
 import math
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._server import LatencyTrace, Ledger
+from .._server import LatencyTrace, Ledger, stage_times
 from ..log import fields
 from .engine_thread import EngineThread
 
@@ -76,7 +77,7 @@ def start_trace(every: int, ledger: Ledger, engine: EngineThread) -> LatencyTrac
     return trace
 
 
-def percentile(ordered: list[int], p: float) -> int:
+def percentile(ordered: Sequence[int], p: float) -> int:
     """The nearest-rank `p`th percentile of the sorted, non-empty `ordered`."""
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
@@ -84,16 +85,14 @@ def percentile(ordered: list[int], p: float) -> int:
 def breakdown(records: bytes, points: tuple[str, ...]) -> list[StageFigures]:
     """Each stage's figures over `records` (LatencyTrace.records(): int64
     stamps, len(points) a record); no stages for no records."""
-    stamps = array("q", records)
     width = len(points)
-    n = len(stamps) // width
-    if not n:
+    if not records:
         return []
     at = {name: i for i, name in enumerate(points)}
     out = []
     for stage, start, end in STAGES:
-        a, b = at[start], at[end]
-        times = sorted(stamps[r * width + b] - stamps[r * width + a] for r in range(n))
+        times = array("q", stage_times(records, width, at[start], at[end]))  # sorted in C
+        n = len(times)
         out.append(StageFigures(stage, n, times[0] / 1e3, percentile(times, 50) / 1e3, percentile(times, 90) / 1e3,
                                 percentile(times, 99) / 1e3, times[-1] / 1e3))
     return out

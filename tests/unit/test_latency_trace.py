@@ -13,9 +13,11 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
-from pyengine._server import LatencyTrace, Ledger
+from pyengine._server import LatencyTrace, Ledger, stage_times
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import CMD_SIZE
@@ -53,6 +55,21 @@ def test_breakdown_of_records() -> None:
         10, 1.0, 5.0, 9.0, 10.0, 10.0)
     assert figures["total"].max_us == 70.0
     assert breakdown(b"", POINTS) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-(2**40), 2**40), min_size=4, max_size=4), max_size=60),
+       st.integers(0, 3), st.integers(0, 3))
+def test_stage_times_are_the_differences_sorted(rows: list[list[int]], start: int, end: int) -> None:
+    records = array("q", [v for row in rows for v in row]).tobytes()
+    assert array("q", stage_times(records, 4, start, end)).tolist() == sorted(r[end] - r[start] for r in rows)
+
+
+def test_stage_times_refuses_what_is_not_records() -> None:
+    with pytest.raises(ValueError, match="whole records"):
+        stage_times(b"\0" * 24, 4, 0, 1)
+    with pytest.raises(ValueError, match="< width"):
+        stage_times(b"", 4, 0, 4)
 
 
 # ---- LatencyTrace (csrc/binding/trace.c) in a real server, not started -------------
@@ -152,5 +169,6 @@ def test_one_in_every(traced: Traced) -> None:
     assert trace.every == 3 and trace.traced == 0
     with pytest.raises(ValueError, match="has one already"):
         LatencyTrace(traced.server.ledger, 1)
-    with pytest.raises(ValueError, match="at least 1"):
-        LatencyTrace(Ledger(), 0)
+    for every in (0, 2**32):  # not cut to 32 bits
+        with pytest.raises(ValueError, match=r"every in \[1, 2\*\*32\)"):
+            LatencyTrace(Ledger(), every)
