@@ -4,7 +4,7 @@ calls is named in pyengine/server/seam.py."""
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .server.seam import FrameSink, IntakeEvents, PendingRequest, RouterEvents
+from .server.seam import IntakeEvents, PendingRequest, RouterEvents
 
 SIDE_CODES: dict[str, int]
 ORDER_TYPE_CODES: dict[str, int]
@@ -24,8 +24,11 @@ class Link:
     sid: int
     admin: bool
     closed: bool
-    session: Any  # the FrameSink it was built with
-    def __init__(self, sid: int, session: FrameSink, rate: float, burst: float) -> None: ...
+    session: Any  # the Session it was built with
+    unsent: int
+    writing: bool
+    def __init__(self, sid: int, session: Any, rate: float, burst: float, *, fd: int = -1,
+                 max_unsent: int = 0) -> None: ...
     @property
     def account(self) -> int | None: ...
     @property
@@ -39,6 +42,13 @@ class Link:
     def order(self, order_id: int, /) -> tuple[int, str | None] | None: ...
     def orders(self) -> dict[int, tuple[int, str | None]]: ...
     def pending(self) -> dict[int, PendingRequest]: ...
+    def write(self) -> int:
+        """Send what the socket takes now: the bytes left. OSError if the send fails."""
+    def take_output(self) -> bytes: ...
+    def forget_socket(self) -> None: ...
+
+OUT_WAIT: int
+OUT_SLOW: int
 
 class Ledger:
     """The server's per-order bookkeeping."""
@@ -54,7 +64,9 @@ class Ledger:
     def in_flight(self, account: int, /) -> int: ...
     def count_open(self, account: int, n: int, /) -> None: ...
     def meters(self) -> dict[str, Any]: ...
-    def acks_written(self) -> None: ...
+    def send(self, link: Link, frame: bytes, /) -> None: ...
+    def flush(self) -> list[tuple[Any, int]] | None:
+        """Write every session's output: None, or (session, OUT_WAIT | OUT_SLOW | errno) to see to."""
 
 class CommandBuffer:
     """struct runner_cmd records queued (a writable buffer of `capacity` records)."""

@@ -134,30 +134,15 @@ int srv_put_value(struct srv_frame *w, PyObject *o, PyObject *dumps)
     return frame_put_dumped(w, o, dumps);
 }
 
-PyObject *srv_frame_bytes(struct srv_frame *w)
+int srv_frame_send(struct srv_frame *w, srv_ledger *l, srv_link *link)
 {
     uint32_t n = (uint32_t)(w->len - 4);
 
+    if (link->closed)
+        return 0;
     w->buf[0] = (char)(n >> 24);
     w->buf[1] = (char)(n >> 16);
     w->buf[2] = (char)(n >> 8);
     w->buf[3] = (char)n;
-    return PyBytes_FromStringAndSize(w->buf, (Py_ssize_t)w->len);
-}
-
-int srv_frame_send(struct srv_frame *w, srv_link *link)
-{
-    PyObject *frame, *r;
-
-    if (link->closed)
-        return 0;
-    frame = srv_frame_bytes(w);
-    if (!frame)
-        return -1;
-    r = PyObject_CallOneArg(link->send, frame);
-    Py_DECREF(frame);
-    if (!r)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    return srv_outbox_put(l, link, w->buf, w->len);
 }

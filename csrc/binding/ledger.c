@@ -181,6 +181,8 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->links);
     Py_VISIT(self->owners);
+    for (size_t i = 0; i < self->n_listed; i++)
+        Py_VISIT(self->listed[i]);
     return 0;
 }
 
@@ -188,6 +190,7 @@ static int ledger_clear(srv_ledger *self)
 {
     Py_CLEAR(self->links);
     Py_CLEAR(self->owners);
+    srv_outbox_release(self);
     return 0;
 }
 
@@ -452,19 +455,42 @@ static PyObject *ledger_meters(srv_ledger *self, PyObject *Py_UNUSED(ignored))
     return srv_meters_read(&self->meters);
 }
 
-PyDoc_STRVAR(ledger_acks_written_doc, "acks_written($self, /)\n--\n\n"
-                                      "The acks built so far have been written to their sockets: their latencies\n"
-                                      "into the buckets (one clock reading for them all).");
+PyDoc_STRVAR(ledger_send_doc, "send($self, link, frame, /)\n--\n\n"
+                              "Queue a whole frame (bytes) for link's session; it is written at the next flush().");
 
-static PyObject *ledger_acks_written(srv_ledger *self, PyObject *Py_UNUSED(ignored))
+static PyObject *ledger_send(srv_ledger *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    srv_meters_written(&self->meters);
+    srv_link *link;
+
+    if (!ledger_ready(self))
+        return NULL;
+    if (nargs != 2 || !PyBytes_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "send takes (link, frame: bytes)");
+        return NULL;
+    }
+    if (!(link = ledger_link_arg(args[0])))
+        return NULL;
+    if (srv_outbox_put(self, link, PyBytes_AS_STRING(args[1]), (size_t)PyBytes_GET_SIZE(args[1])) < 0)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(ledger_flush_doc,
+             "flush($self, /)\n--\n\n"
+             "Write every session's queued output to its socket, one non-blocking send each (csrc/binding/\n"
+             "outbox.c); then the acks written have their latencies counted. None, or a list of (session,\n"
+             "what) for the sessions Python must see to: what is OUT_WAIT (the socket is full: wake its\n"
+             "writer), OUT_SLOW (its unsent output passed max_unsent) or the failed send's errno.");
+
+static PyObject *ledger_flush(srv_ledger *self, PyObject *Py_UNUSED(ignored))
+{
+    return ledger_ready(self) ? srv_outbox_flush(self) : NULL;
 }
 
 static PyMethodDef ledger_methods[] = {
     {"meters", (PyCFunction)ledger_meters, METH_NOARGS, ledger_meters_doc},
-    {"acks_written", (PyCFunction)ledger_acks_written, METH_NOARGS, ledger_acks_written_doc},
+    {"send", (PyCFunction)(void (*)(void))ledger_send, METH_FASTCALL, ledger_send_doc},
+    {"flush", (PyCFunction)ledger_flush, METH_NOARGS, ledger_flush_doc},
     {"attach", (PyCFunction)ledger_attach, METH_O, ledger_attach_doc},
     {"detach", (PyCFunction)ledger_detach, METH_O, ledger_detach_doc},
     {"owner", (PyCFunction)ledger_owner, METH_O, ledger_owner_doc},

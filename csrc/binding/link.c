@@ -4,8 +4,9 @@
  * The session's account once logged in, its request numbers and the
  * requests still waiting for their first event, its message rate (a token
  * bucket: `rate` tokens a second, at most `burst` saved; rate 0: no limit)
- * and the open orders it owns. The Intake and the Router read and change it
- * directly; Python reads it through the attributes and methods below.
+ * and the open orders it owns, and its output not sent yet (outbox.c). The
+ * Intake and the Router read and change it directly; Python reads it
+ * through the attributes and methods below.
  */
 #include "server.h"
 
@@ -78,27 +79,29 @@ PyObject *srv_link_order_coid(srv_link *link, uint64_t oid)
 
 static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"sid", "session", "rate", "burst", NULL};
+    static char *kwlist[] = {"sid", "session", "rate", "burst", "fd", "max_unsent", NULL};
     unsigned long sid;
-    PyObject *session, *send, *pending, *orders, *coids;
+    PyObject *session, *pending, *orders, *coids;
     double rate, burst;
+    int fd = -1;
+    Py_ssize_t max_unsent = 0;
 
     if (self->pending) {
         PyErr_SetString(PyExc_TypeError, "a Link is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "kOdd:Link", kwlist, &sid, &session, &rate, &burst))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "kOdd|$in:Link", kwlist, &sid, &session, &rate, &burst, &fd,
+                                     &max_unsent))
         return -1;
-    if (sid == 0 || sid > UINT32_MAX || rate < 0 || burst < 0) {
-        PyErr_SetString(PyExc_ValueError, "Link: sid in [1, 2**32), rate and burst >= 0");
+    if (sid == 0 || sid > UINT32_MAX || rate < 0 || burst < 0 || fd < -1 || max_unsent < 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "Link: sid in [1, 2**32), rate, burst and max_unsent >= 0, fd a descriptor or -1");
         return -1;
     }
-    send = srv_method(session, "send");
     pending = PyDict_New();
     orders = PyDict_New();
     coids = PyDict_New();
-    if (!send || !pending || !orders || !coids) {
-        Py_XDECREF(send);
+    if (!pending || !orders || !coids) {
         Py_XDECREF(pending);
         Py_XDECREF(orders);
         Py_XDECREF(coids);
@@ -109,7 +112,8 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
     self->coids = coids;
     self->sid = (uint32_t)sid;
     self->session = Py_NewRef(session);
-    self->send = send;
+    self->fd = fd;
+    self->max_unsent = (size_t)max_unsent;
     self->rate = rate;
     self->burst = self->tokens = burst;
     self->stamp = link_now();
@@ -122,7 +126,6 @@ static int link_traverse(srv_link *self, visitproc visit, void *arg)
     Py_VISIT(self->orders);
     Py_VISIT(self->coids);
     Py_VISIT(self->session);
-    Py_VISIT(self->send);
     return 0;
 }
 
@@ -132,7 +135,6 @@ static int link_clear(srv_link *self)
     Py_CLEAR(self->orders);
     Py_CLEAR(self->coids);
     Py_CLEAR(self->session);
-    Py_CLEAR(self->send);
     return 0;
 }
 
@@ -140,6 +142,7 @@ static void link_dealloc(srv_link *self)
 {
     PyObject_GC_UnTrack(self);
     link_clear(self);
+    PyMem_Free(self->out);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -273,10 +276,19 @@ static PyMethodDef link_methods[] = {
     {"order", (PyCFunction)link_order, METH_O, link_order_doc},
     {"orders", (PyCFunction)link_orders, METH_NOARGS, link_orders_doc},
     {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
+    {"write", (PyCFunction)srv_link_write, METH_NOARGS, srv_link_write_doc},
+    {"take_output", (PyCFunction)srv_link_take_output, METH_NOARGS, srv_link_take_output_doc},
+    {"forget_socket", (PyCFunction)srv_link_forget_socket, METH_NOARGS, srv_link_forget_socket_doc},
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *link_get_unsent(srv_link *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(srv_link_unsent(self));
+}
+
 static PyGetSetDef link_getset[] = {
+    {"unsent", (getter)link_get_unsent, NULL, "bytes queued for the session, not sent yet", NULL},
     {"account", (getter)link_get_account, NULL, "the account logged in as, or None", NULL},
     {"busy", (getter)link_get_busy, NULL, "requests in flight or open orders: not to be forgotten yet", NULL},
     {"order_count", (getter)link_get_order_count, NULL, "open orders the session owns", NULL},
@@ -287,7 +299,9 @@ static PyMemberDef link_members[] = {
     {"sid", T_UINT, offsetof(srv_link, sid), READONLY, "the session's id"},
     {"admin", T_BOOL, offsetof(srv_link, admin), READONLY, "logged in with an administrator's account"},
     {"closed", T_BOOL, offsetof(srv_link, closed), READONLY, "the session has ended"},
-    {"session", T_OBJECT, offsetof(srv_link, session), READONLY, "the Python Session (a FrameSink)"},
+    {"session", T_OBJECT, offsetof(srv_link, session), READONLY, "the Python Session"},
+    {"writing", T_BOOL, offsetof(srv_link, writing), READONLY,
+     "the socket was full: the session's writer sends the output (Link.write) until it is empty"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -295,7 +309,8 @@ PyTypeObject srv_link_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Link",
     .tp_basicsize = sizeof(srv_link),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Link(sid, session, rate, burst): one session's per-order state (csrc/binding/link.c)."),
+    .tp_doc = PyDoc_STR("Link(sid, session, rate, burst, *, fd=-1, max_unsent=0): one session's per-order state and\n"
+                        "its output (csrc/binding/link.c, outbox.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)link_init,
     .tp_dealloc = (destructor)link_dealloc,

@@ -42,7 +42,8 @@ static int module_exec(PyObject *module)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (!*slots[i] && !(*slots[i] = PyUnicode_InternFromString(names[i])))
             return -1;
-    if (srv_tables_init(module) < 0)
+    if (srv_tables_init(module) < 0 || PyModule_AddIntConstant(module, "OUT_WAIT", SRV_OUT_WAIT) < 0 ||
+        PyModule_AddIntConstant(module, "OUT_SLOW", SRV_OUT_SLOW) < 0)
         return -1;
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
         if (PyType_Ready(types[i].type) < 0 || PyModule_AddObjectRef(module, types[i].name, (PyObject *)types[i].type) < 0)

@@ -125,7 +125,7 @@ static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t i
         goto out;
     /* A finished order is forgotten before the send: a send can close the
        session, which hands its open orders on (UnclaimedOrders). */
-    if ((leaves == 0 && srv_ledger_forget(self->ledger, link, oid) < 0) || srv_frame_send(&w, link) < 0)
+    if ((leaves == 0 && srv_ledger_forget(self->ledger, link, oid) < 0) || srv_frame_send(&w, self->ledger, link) < 0)
         goto out;
     rc = 0;
 out:
@@ -229,7 +229,7 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
         srv_put_bytes(&w, side_json) < 0 || SRV_PUT(&w, ",\"price\":") < 0 ||
         (ev->price ? srv_put_i64(&w, ev->price) : SRV_PUT(&w, "null")) < 0 || SRV_PUT(&w, ",\"qty\":") < 0 ||
         srv_put_i64(&w, ev->qty) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 || srv_put_u64(&w, ev->seq) < 0 ||
-        SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, link) < 0)
+        SRV_PUT(&w, "}") < 0 || srv_frame_send(&w, self->ledger, link) < 0)
         goto out;
     srv_meters_acked(&self->ledger->meters, tag);
     if (self->ledger->meters.trace)
@@ -292,7 +292,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
         srv_put_u64(&w, ev->seq) < 0 || SRV_PUT(&w, "}") < 0)
         goto out;
     /* Forgotten before the send, which can close the session (see above). */
-    if (srv_ledger_forget(self->ledger, owner, ev->order_id) < 0 || srv_frame_send(&w, owner) < 0)
+    if (srv_ledger_forget(self->ledger, owner, ev->order_id) < 0 || srv_frame_send(&w, self->ledger, owner) < 0)
         goto out;
     rc = 0;
 out:

@@ -18,12 +18,14 @@
  *   status.c   OrderStatus: each account's open orders and last finished
  *              ones, as the events tell them (orders, order_status)
  *   frame.c    JSON reply frames, byte for byte as orjson writes them
+ *   outbox.c   each session's output: queued in its Link, written by the
+ *              Ledger's flush
  *   meters.c   what the per-order path counts for the metrics endpoint
  *   trace.c    LatencyTrace: stamps of one order in N on its way through
  *   module.c   the module: interned names, the types
  *
  * Python is called only through the interfaces named in
- * pyengine/server/seam.py (FrameSink, IntakeEvents, RouterEvents), whose
+ * pyengine/server/seam.py (IntakeEvents, RouterEvents), whose
  * methods are looked up once, when an Intake or Router is built. The GIL
  * is held throughout; nothing here blocks.
  */
@@ -50,9 +52,16 @@ typedef struct {
     PyObject *pending;   /* dict: request number -> (kind, req_id, extra) */
     PyObject *orders;    /* dict: order id -> (instrument, client order id or None) */
     PyObject *coids;     /* dict: client order id -> order id */
-    PyObject *session;   /* the Python Session (a FrameSink) */
-    PyObject *send;      /* session.send, looked up once */
+    PyObject *session;   /* the Python Session */
     double rate, burst, tokens, stamp; /* the token bucket; rate 0: unlimited */
+    /* Its output (outbox.c): frames queued and not sent yet. */
+    int fd;              /* its socket, or -1: none */
+    char socket_gone;    /* it had one, closed now: output is dropped */
+    char listed;         /* on the Ledger's flush list */
+    char writing;        /* the socket was full: the session's writer has the output */
+    char *out;           /* NULL while nothing is queued */
+    size_t out_pos, out_len, out_cap; /* unsent: out[out_pos, out_len) */
+    size_t max_unsent;   /* more unsent than this: a slow reader; 0: no limit */
 } srv_link;
 
 extern PyTypeObject srv_link_type;
@@ -229,10 +238,30 @@ typedef struct {
     PyObject *owners;    /* dict: open order id -> Link */
     struct srv_account_counts *counts; /* open addressing by account; at most half full */
     size_t counts_cap, counts_used;    /* slots (a power of two), accounts in them */
+    srv_link **listed;                 /* links with output queued since the last flush (held) */
+    size_t n_listed, listed_cap;
     struct srv_meters meters;
 } srv_ledger;
 
 extern PyTypeObject srv_ledger_type;
+
+/* ---- the sessions' output (outbox.c) -------------------------------------- */
+
+/* What Ledger.flush reports of a link, besides a failed send's errno. */
+enum srv_out_report { SRV_OUT_WAIT = 0, SRV_OUT_SLOW = -1 };
+
+/* Queue `n` bytes (whole frames) for link's session. */
+int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n);
+/* Bytes queued for link's session, not sent yet. */
+size_t srv_link_unsent(const srv_link *link);
+/* Write every listed link's output: None, or a list of (session, what). */
+PyObject *srv_outbox_flush(srv_ledger *l);
+/* Let go of the flush list (the Ledger is cleared). */
+void srv_outbox_release(srv_ledger *l);
+PyObject *srv_link_write(srv_link *self, PyObject *ignored);
+PyObject *srv_link_take_output(srv_link *self, PyObject *ignored);
+PyObject *srv_link_forget_socket(srv_link *self, PyObject *ignored);
+extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_forget_socket_doc[];
 
 /* The counts of `account` (zero when it has none yet); NULL, with
  * MemoryError set, when there is no memory for a new account. */
@@ -295,10 +324,9 @@ int srv_put_i64(struct srv_frame *w, int64_t v);
 int srv_put_u64(struct srv_frame *w, uint64_t v);
 /* Any value as orjson writes it: None, an int, a str; else through `dumps`. */
 int srv_put_value(struct srv_frame *w, PyObject *o, PyObject *dumps);
-/* The finished frame as bytes (the body's length in front); a new reference. */
-PyObject *srv_frame_bytes(struct srv_frame *w);
-/* link's session.send(frame); nothing once the link is closed. */
-int srv_frame_send(struct srv_frame *w, srv_link *link);
+/* The finished frame (the body's length put in front) queued for link's
+ * session; nothing once the link is closed. */
+int srv_frame_send(struct srv_frame *w, srv_ledger *l, srv_link *link);
 
 /* ---- the form of a per-order request (form.c) ------------------------------ */
 

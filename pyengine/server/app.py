@@ -133,7 +133,6 @@ class Server:
             instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
             max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
         )
-        self.dirty: list[Session] = []  # sessions with output queued since the last flush
         self._flush_wanted = Event()
         self._flush_scheduled = False
         self.closed_sessions = 0  # closed sessions still in `sessions`
@@ -324,6 +323,7 @@ class Server:
             session.close(session.close_reason or "reader_done")
             writer.join(timeout=5)
             writer.kill()
+            session.link.forget_socket()  # its number may be another connection's next
             sock.close()
             log.info("session_close", extra=fields(sid=session.sid, peer=peer, reason=session.close_reason,
                                                    account=session.account))
@@ -381,11 +381,12 @@ class Server:
             self.flush_sessions()
 
     def flush_sessions(self) -> None:
-        """Write out what every session has queued (see Session.flush)."""
-        dirty, self.dirty = self.dirty, []
-        for session in dirty:
-            session.flush()
-        self.ledger.acks_written()  # the order-to-ack latencies end here (csrc/binding/meters.c)
+        """Write out what every session has queued, in C (Ledger.flush: the
+        order-to-ack latencies end there); see to the sessions it reports."""
+        report = self.ledger.flush()
+        if report is not None:
+            for session, what in report:
+                session.flushed(what)
 
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,

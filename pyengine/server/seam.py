@@ -5,10 +5,13 @@ each session's ``Link`` (request numbers, pending requests, token bucket,
 owned orders), the ``Ledger`` (sessions by id, the owner of each open order,
 open and in-flight orders per account) and the ``CommandBuffer`` -- and
 carries out the per-order requests (``Intake``) and the usual events
-(``Router``) itself. It calls Python through the three interfaces below and
-nothing else (none of their methods waits for anything): their methods are looked up by these names once, when the
-Intake or Router is built (a missing one fails there), and called with the
-arguments shown.
+(``Router``) itself, and queues and writes each session's output
+(csrc/binding/outbox.c). It calls Python through ``IntakeEvents`` and
+``RouterEvents`` below and nothing else (none of their methods waits for
+anything): their methods are looked up by these names once, when the Intake
+or Router is built (a missing one fails there), and called with the
+arguments shown. ``FrameSink`` is Python's own: what market data is sent
+to.
 
 A request, as the C side hands it back, is ``(kind, req_id, extra)``: what
 the session asked (``"new_order"``, ``"cancel"``, ``"modify"``,
@@ -29,7 +32,8 @@ PendingRequest = tuple[str, Any, Any]
 
 
 class FrameSink(Protocol):
-    """A session as the C side sees it (``Link(sid, session, rate, burst)``)."""
+    """A market-data subscriber (MarketData): a Session, or the web view's
+    feed."""
 
     def send(self, frame: bytes) -> None:
         """Queue one whole frame for the client."""

@@ -5,13 +5,13 @@ which splits the stream into frames) and has the server's Intake
 (csrc/binding/intake.c) carry out the frames there: each decoded once, the
 per-order requests carried out in C, the rest given back, decoded, for
 Python (requests.py). No Python runs per frame unless the frame is
-Python's. The writer sends everything queued for the session in one
-``sendall`` per wake-up. A session
-whose unsent output passes ``max_unsent`` is disconnected rather than
-buffered without end.
+Python's. Its output is queued in C too and written at the server's flush
+points (csrc/binding/outbox.c); the writer greenlet sends only what a full
+socket did not take. A session whose unsent output passes ``max_unsent`` is
+disconnected rather than buffered without end.
 
 What the session holds for its orders -- its account, its pending requests,
-its rate limit, the orders it owns -- is its ``link`` (a
+its rate limit, the orders it owns, its unsent output -- is its ``link`` (a
 ``pyengine._server.Link``), which the C side keeps.
 """
 
@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from gevent.event import Event
 
-from .._server import Inbox, Intake, LatencyTrace, Link
+from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link
 from .commands import CommandQueue
 from .config import ServerConfig
 from .protocol import FrameError, encode
@@ -39,7 +39,7 @@ class SessionHost(Protocol):
     hub: Any  # gevent's Hub
     intake: Intake
     commands: CommandQueue
-    dirty: list[Session]  # sessions with output queued since the last flush
+    ledger: Ledger
     trace: LatencyTrace | None  # --trace-latency (latency_trace.py), or None
 
     def flush_soon(self) -> None: ...
@@ -60,16 +60,13 @@ class Session:
         self.sid = sid
         self.cancel_on_disconnect = True
         self.closed = False
-        self._out: list[bytes] = []
-        self.unsent = 0
-        self._dirty = False
-        self._writer_busy = False
         self._fd = sock.fileno()
         self._wake = Event()
         self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
         limits = server.config.limits
-        self.link = Link(sid, self, limits.rate, limits.burst)
+        self.link = Link(sid, self, limits.rate, limits.burst, fd=self._fd, max_unsent=server.config.max_unsent)
+        self._queue = server.ledger.send
         self.last_active = time.monotonic()
 
     @property
@@ -81,17 +78,15 @@ class Session:
 
     def send(self, frame: bytes) -> None:
         """Queue a frame; it goes out at the next flush point (the end of the
-        dispatcher's batch or of the reader's), in one write with the rest."""
-        if self.closed:
-            return
-        self._out.append(frame)
-        self.unsent += len(frame)
-        if self.unsent > self.server.config.max_unsent:
-            self.close("slow_reader")
-            return
-        if not self._dirty:
-            self._dirty = True
-            self.server.dirty.append(self)
+        dispatcher's batch or of the reader's), in one write with the rest
+        (csrc/binding/outbox.c)."""
+        if not self.closed:
+            self._queue(self.link, frame)
+
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the client and not sent yet."""
+        return int(self.link.unsent)
 
     def reply(self, message: dict[str, Any]) -> None:
         self.send(encode(message))
@@ -100,45 +95,50 @@ class Session:
         self.reply({"type": "error", "req_id": req_id, "code": code, "message": message, **(extra or {})})
 
     def flush(self) -> None:
-        """Write what is queued without blocking. The socket is non-blocking
-        (gevent's), so a plain write takes what fits; the rest, if any, goes
-        to the writer greenlet, which waits for the socket to drain. Most
-        flushes thus cost one write and no greenlet switch."""
-        self._dirty = False
-        if self._writer_busy or not self._out:
-            return
-        data = b"".join(self._out)
-        self._out.clear()
+        """Write what is queued now, without blocking (the server's flush
+        writes every session's; this one, a closing session's last words).
+        What the socket does not take goes to the writer greenlet."""
+        if self.link.writing:
+            return  # the writer has it
         try:
-            n = os.write(self._fd, data)
-        except BlockingIOError:
-            n = 0
+            left = self.link.write()
         except OSError as exc:
             self.close(f"send_failed:{exc.__class__.__name__}")
             return
-        self.unsent -= n
-        if n < len(data):
-            self._out.append(data[n:])
-            self._writer_busy = True
+        if left:
             self._wake.set()
 
+    def flushed(self, what: int) -> None:
+        """What the server's flush (Ledger.flush) reported of this session:
+        its socket was full, its unsent output is over the limit, or the
+        send failed (an errno)."""
+        if what == OUT_WAIT:
+            self._wake.set()
+        elif what == OUT_SLOW:
+            self.close("slow_reader")
+        else:
+            self.close(f"send_failed:{OSError(what, os.strerror(what)).__class__.__name__}")
+
     def writer(self) -> None:
-        """Sends what a flush could not: waits until the socket drains."""
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            while self._out:
-                data = b"".join(self._out)
-                self._out.clear()
-                try:
-                    self.sock.sendall(data)
-                except OSError as exc:
-                    self.close(f"send_failed:{exc.__class__.__name__}")
+        """Sends what a flush could not: waits until the socket drains, sends
+        what it takes, until nothing is left."""
+        hub, link = self.server.hub, self.link
+        writable = hub.loop.io(self._fd, 2)
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                while link.unsent:
+                    hub.wait(writable)
+                    try:
+                        link.write()
+                    except OSError as exc:
+                        self.close(f"send_failed:{exc.__class__.__name__}")
+                        return
+                if self.closed:
                     return
-                self.unsent -= len(data)
-            self._writer_busy = False
-            if self.closed:
-                return
+        finally:
+            writable.close()
 
     # ---- input -------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class Session:
         self.link.close()
         self.close_reason = reason
         if reason == "slow_reader":
-            self._out.clear()  # it would not read them anyway
+            self.link.take_output()  # it would not read them anyway
         else:
             self.flush()  # what is queued (an error saying why) still goes out
         self._wake.set()

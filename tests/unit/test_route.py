@@ -30,17 +30,25 @@ SYMBOLS = ["ESZ6", "NQZ6"]
 
 
 class Sink:
-    """A session as the Router sees it (seam.FrameSink), keeping its frames."""
+    """A session as the Router sees it: a Link without a socket, whose
+    output stays queued (csrc/binding/outbox.c) for the test to take."""
 
     def __init__(self, sid: int, ledger: Ledger) -> None:
         self.sid = sid
         self.cancel_on_disconnect = True
-        self.frames: list[bytes] = []
+        self._frames: list[bytes] = []
         self.link = Link(sid, self, 0, 0)
         ledger.attach(self.link)
 
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
+    @property
+    def frames(self) -> list[bytes]:
+        """Every frame queued for the session so far, its header included."""
+        data, pos = self.link.take_output(), 0
+        while pos < len(data):
+            end = pos + 4 + int.from_bytes(data[pos : pos + 4], "big")
+            self._frames.append(data[pos:end])
+            pos = end
+        return self._frames
 
     def messages(self) -> list[dict[str, Any]]:
         return [orjson.loads(f[4:]) for f in self.frames]
