@@ -400,9 +400,9 @@ static const struct srv_account_counts *ledger_counts_find(const srv_ledger *sel
     return c->used ? c : NULL;
 }
 
-PyDoc_STRVAR(ledger_open_doc, "open($self, account, /)\n--\n\nThe account's accepted orders not finished.");
-
-static PyObject *ledger_open(srv_ledger *self, PyObject *account)
+/* One of an account's counts, for Python: its open orders, or its new
+ * orders in flight. */
+static PyObject *ledger_count_get(srv_ledger *self, PyObject *account, int in_flight)
 {
     const struct srv_account_counts *c;
     uint32_t acc;
@@ -410,20 +410,21 @@ static PyObject *ledger_open(srv_ledger *self, PyObject *account)
     if (ledger_account_arg(self, account, &acc) < 0)
         return NULL;
     c = ledger_counts_find(self, acc);
-    return PyLong_FromLongLong(c ? c->open : 0);
+    return PyLong_FromLongLong(!c ? 0 : in_flight ? c->in_flight : c->open);
+}
+
+PyDoc_STRVAR(ledger_open_doc, "open($self, account, /)\n--\n\nThe account's accepted orders not finished.");
+
+static PyObject *ledger_open(srv_ledger *self, PyObject *account)
+{
+    return ledger_count_get(self, account, 0);
 }
 
 PyDoc_STRVAR(ledger_in_flight_doc, "in_flight($self, account, /)\n--\n\nThe account's new orders not answered yet.");
 
 static PyObject *ledger_in_flight(srv_ledger *self, PyObject *account)
 {
-    const struct srv_account_counts *c;
-    uint32_t acc;
-
-    if (ledger_account_arg(self, account, &acc) < 0)
-        return NULL;
-    c = ledger_counts_find(self, acc);
-    return PyLong_FromLongLong(c ? c->in_flight : 0);
+    return ledger_count_get(self, account, 1);
 }
 
 PyDoc_STRVAR(ledger_count_open_doc, "count_open($self, account, n, /)\n--\n\n"
