@@ -1,11 +1,12 @@
 """One client connection: its socket, its reader and writer greenlets.
 
-The reader reads the socket into the session's Inbox (csrc/binding/inbox.c,
-which splits the stream into frames) and has the server's Intake
-(csrc/binding/intake.c) carry out the frames there: each decoded once, the
-per-order requests carried out in C, the rest given back, decoded, for
-Python (requests.py). No Python runs per frame unless the frame is
-Python's. Its output is queued in C too and written at the server's flush
+Each time the socket turns readable, the hub itself (no greenlet switch)
+reads it into the session's Inbox (csrc/binding/inbox.c, which splits the
+stream into frames) and has the server's Intake (csrc/binding/intake.c)
+carry out the frames there: each decoded once, the per-order requests
+carried out in C, the rest given back, decoded, for Python (requests.py),
+which the reader greenlet carries out: they may wait. No Python runs per
+frame unless the frame is Python's. Its output is queued in C too and written at the server's flush
 points (csrc/binding/outbox.c); the writer greenlet sends only what a full
 socket did not take. A session whose unsent output passes ``max_unsent`` is
 disconnected rather than buffered without end.
@@ -61,7 +62,12 @@ class Session:
         self.cancel_on_disconnect = True
         self.closed = False
         self._fd = sock.fileno()
-        self._wake = Event()
+        self._wake = Event()  # the writer's
+        self._turn = Event()  # the reader greenlet's: see reader()
+        self._stop: Any = None  # what the hub hands the reader greenlet (_hand_over)
+        self._readable: Any = None  # set by reader(): its io watcher, the loop's, and whether
+        self._loop: Any = None  # that loop counts its ready watchers
+        self._counts_pending = False
         self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
         limits = server.config.limits
@@ -154,35 +160,28 @@ class Session:
                 server.request(self, left[0])
 
     def reader(self) -> None:
-        """Reads once each time the socket turns readable: no failing read
-        after it, as a loop reading until the socket would block makes."""
-        hub, fd, inbox = self.server.hub, self._fd, self._inbox
-        drain = self._drain
-        trace = self.server.trace
+        """Carries the session's input until it ends. Each time the socket
+        turns readable, the hub itself reads it once, drains the inbox and
+        flushes (_on_readable: no greenlet switch, no failing read after it).
+        This greenlet takes over only for what may wait -- a request that is
+        Python's, a full command buffer -- and for the end."""
+        loop = self.server.hub.loop
         # libev's count of the ready watchers not run yet in this turn
         # (ev_pending_count); a loop without it: every flush waits for the turn's end.
-        loop = hub.loop
-        counts_pending = hasattr(loop, "pendingcnt")
-        watcher = hub.loop.io(fd, 1)
+        self._loop, self._counts_pending = loop, hasattr(loop, "pendingcnt")
+        watcher = loop.io(self._fd, 1)
+        self._readable = watcher
         try:
             while not self.closed:
-                hub.wait(watcher)
-                try:
-                    n = inbox.read(fd)
-                except BlockingIOError:
-                    continue
-                if trace is not None:
-                    trace.read()  # the read stamp of the orders whose frames it completes
-                self.last_active = time.monotonic()
-                if not n:
-                    inbox.close()
-                    self.close("peer_closed")
-                    return
-                drain()
-                if counts_pending and not loop.pendingcnt:
-                    self.server.flush_now()  # the last reader of its turn: nothing would join a later push
-                else:
-                    self.server.flush_soon()  # other sockets are ready: their commands go with these
+                watcher.start(self._on_readable)
+                self._turn.wait()
+                self._turn.clear()
+                watcher.stop()
+                stop, self._stop = self._stop, None
+                if isinstance(stop, BaseException):
+                    raise stop
+                if stop is not None:
+                    self._carry_out(stop)
         except FrameError as exc:
             self.server.commands.flush()
             self.error(exc.code, str(exc))
@@ -191,6 +190,59 @@ class Session:
             self.close(f"recv_failed:{exc.__class__.__name__}")
         finally:
             watcher.close()
+
+    def _hand_over(self, stop: Any) -> None:
+        """From the hub to the reader greenlet: what stopped the drain (a
+        request for Python, False for a full buffer), an exception to raise,
+        or None (the session is over)."""
+        self._readable.stop()
+        self._stop = stop
+        self._turn.set()
+
+    def _carry_out(self, left: Any) -> None:
+        """In the reader greenlet: what stopped the drain, then the rest."""
+        server = self.server
+        if self.closed:
+            return
+        if left is False:  # the command buffer is full: wait for the engine thread
+            server.commands.make_room()
+        else:
+            server.request(self, left[0])
+        self._drain()
+        server.flush_soon()
+
+    def _on_readable(self) -> None:
+        """A readable socket, in the hub: read once, drain, flush."""
+        if self.closed:
+            self._hand_over(None)
+            return
+        server, inbox = self.server, self._inbox
+        try:
+            n = inbox.read(self._fd)
+        except BlockingIOError:
+            return
+        except BaseException as exc:  # the reader greenlet raises it
+            self._hand_over(exc)
+            return
+        if server.trace is not None:
+            server.trace.read()  # the read stamp of the orders whose frames it completes
+        self.last_active = time.monotonic()
+        try:
+            if not n:
+                inbox.close()
+                self.close("peer_closed")
+                self._hand_over(None)
+                return
+            left = server.intake.drain(self.link, inbox)
+        except BaseException as exc:
+            self._hand_over(exc)
+            return
+        if left is not None:
+            self._hand_over(left)
+        if self._counts_pending and not self._loop.pendingcnt:
+            server.flush_now()  # the last reader of its turn: nothing would join a later push
+        else:
+            server.flush_soon()  # other sockets are ready: their commands go with these
 
     # ---- end ---------------------------------------------------------------
 
@@ -207,6 +259,7 @@ class Session:
         else:
             self.flush()  # what is queued (an error saying why) still goes out
         self._wake.set()
+        self._turn.set()
         self.server.session_closed(self)
         try:
             # A slow reader's writer may be blocked in sendall on a full

@@ -1,0 +1,101 @@
+"""Session.reader (pyengine/server/session.py): the hub reads a readable
+socket and drains its frames itself, and hands the reader greenlet what may
+wait -- a request that is Python's, an error to raise -- keeping the
+session's requests in the order they came. A real server (not started),
+real sessions reading real socketpairs in the real hub."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import orjson
+import pytest
+
+from pyengine.server.app import Server
+from pyengine.server.config import ServerConfig
+from pyengine.server.protocol import encode
+
+from .conftest import add_session
+
+NEW = {"type": "new_order", "symbol": "ESZ6", "side": "buy", "qty": 1, "price": 400_000}
+
+
+class Reader:
+    """One logged-in session whose reader runs in a greenlet."""
+
+    def __init__(self) -> None:
+        self.server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1))
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.session = add_session(self.server, self.ours, 1)
+        self.session.link.login(1, False)
+        self.greenlet: gevent.Greenlet[..., Any] | None = None
+
+    def start(self) -> None:
+        self.greenlet = gevent.spawn(self.session.reader)
+        gevent.sleep(0.02)
+
+    def send(self, *messages: dict[str, Any]) -> None:
+        """The messages in one write, then a moment for the hub."""
+        self.theirs.sendall(b"".join(encode(m) for m in messages))
+        gevent.sleep(0.05)
+
+    def close(self) -> None:
+        if self.greenlet is not None:
+            self.greenlet.kill()
+        self.server.stop()
+        self.ours.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def reader() -> Iterator[Reader]:
+    r = Reader()
+    yield r
+    r.close()
+
+
+def test_a_request_for_python_keeps_its_place_among_the_orders(reader: Reader) -> None:
+    # The engine thread is not running: each order taken stays pending.
+    pending = reader.session.link.pending
+    taken_at_the_ping: list[list[Any]] = []
+    request = reader.server.request
+
+    def record(session: Any, message: Any) -> None:
+        taken_at_the_ping.append([req_id for _, req_id, _ in pending().values()])
+        request(session, message)
+
+    reader.server.request = record  # type: ignore[method-assign]
+    reader.start()
+    reader.send(dict(NEW, req_id=1), {"type": "ping", "req_id": 2}, dict(NEW, req_id=3), dict(NEW, req_id=4))
+    # The ping was carried out after the first order and before the two behind it.
+    assert taken_at_the_ping == [[1]]
+    assert sorted(req_id for _, req_id, _ in pending().values()) == [1, 3, 4]
+    reader.server.flush_sessions()
+    assert orjson.loads(reader.theirs.recv(1 << 16)[4:]) == {"type": "pong", "req_id": 2}
+    # And the reader goes on reading.
+    reader.send(dict(NEW, req_id=5))
+    assert len(pending()) == 4 and not reader.session.closed
+
+
+def test_an_error_in_the_hub_ends_the_reader_greenlet_with_it(reader: Reader) -> None:
+    class Broken:
+        def drain(self, link: Any, inbox: Any) -> Any:
+            raise RuntimeError("a bug in the intake")
+
+    reader.server.intake = Broken()  # type: ignore[assignment]
+    reader.start()
+    reader.send(dict(NEW, req_id=1))
+    assert reader.greenlet is not None and reader.greenlet.dead
+    assert isinstance(reader.greenlet.exception, RuntimeError)
+
+
+def test_a_session_closed_elsewhere_ends_its_reader(reader: Reader) -> None:
+    reader.start()
+    assert reader.greenlet is not None and not reader.greenlet.dead
+    reader.session.close("idle_timeout")
+    gevent.sleep(0.02)
+    assert reader.greenlet.dead and reader.greenlet.exception is None
