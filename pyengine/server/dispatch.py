@@ -1,8 +1,8 @@
-"""The dispatcher: the one greenlet that takes events from the engine thread
-and routes them.
+"""The dispatcher: takes events from the engine thread and routes them.
 
-It waits on the engine thread's eventfd through the gevent hub, drains the
-output ring in batches, and for each event: replies to the session whose
+The engine thread's eventfd wakes the gevent hub, which drains the output
+ring in batches itself (a watcher's callback: no greenlet switch; the
+greenlet does what may wait), and for each event: replies to the session whose
 request caused it (matched by the command's tag, echoing its ``req_id``),
 sends fills to both sides' sessions, and feeds market data. The loop over the
 events is the Router's (csrc/binding/route.c), in C; the Dispatcher is its
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import orjson
+from gevent.event import Event
 
 from .._ffi import ffi
 from .._server import Ledger, OrderStatus, Router
@@ -93,6 +94,9 @@ class Dispatcher:
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
         self.mmp_trips = 0  # market-maker protection trips routed
+        self._turn = Event()  # run()'s: the hub hands over (_hand_over)
+        self._handed: BaseException | None = None
+        self._watcher: Any = None
         self._router = Router(
             ledger=server.ledger,
             events=self,
@@ -115,10 +119,15 @@ class Dispatcher:
         return int(self._router.orders)
 
     def run(self) -> None:
-        """Route events until the engine thread has stopped and nothing is left."""
+        """Route events until the engine thread has stopped and nothing is
+        left. The engine thread's wake-ups are handled in the hub itself
+        (_on_events: take and route what is there, no greenlet switch); this
+        greenlet takes over for what may wait -- orders of closed sessions
+        to cancel, the journal's failure, the stop -- and whenever the hub
+        hands it something to raise."""
         engine = self.server.engine
-        hub = self.server.hub
-        watcher = hub.loop.io(engine.fd, 1)
+        watcher = self.server.hub.loop.io(engine.fd, 1)
+        self._watcher = watcher
         try:
             while True:
                 n = engine.poll(self._buf, _BATCH)
@@ -135,13 +144,39 @@ class Dispatcher:
                         return
                     self.route(n)
                     continue
-                hub.wait(watcher)
-                try:
-                    os.read(engine.fd, 8)
-                except BlockingIOError:
-                    pass
+                # Nothing there, the wake-up armed: the hub routes from here.
+                watcher.start(self._on_events)
+                self._turn.wait()
+                self._turn.clear()
+                watcher.stop()
+                handed, self._handed = self._handed, None
+                if handed is not None:
+                    raise handed
         finally:
             watcher.close()
+
+    def _on_events(self) -> None:
+        """The engine thread's wake-up, in the hub: route every event there,
+        as route() does but for the orders of closed sessions, which may
+        wait for room in the command buffer (the greenlet's, then)."""
+        engine = self.server.engine
+        try:
+            os.read(engine.fd, 8)
+        except BlockingIOError:
+            pass
+        try:
+            while n := engine.poll(self._buf, _BATCH):
+                self._route_batch(n)
+        except BaseException as exc:  # the dispatcher greenlet raises it
+            self._hand_over(exc)
+            return
+        if self._cod or self.server.stopping or engine.journal_error():
+            self._hand_over(None)
+
+    def _hand_over(self, exc: BaseException | None) -> None:
+        self._watcher.stop()
+        self._handed = exc
+        self._turn.set()
 
     def _drain_failed(self, patience: float = 1.0) -> None:
         """The journal failed: stop the engine thread and route what it
@@ -165,10 +200,15 @@ class Dispatcher:
     def route(self, n: int) -> None:
         """Route the first `n` events of the buffer: the Router (C) runs the
         loop and calls the RouterEvents methods below for the rare events."""
+        self._route_batch(n, orphans=True)
+
+    def _route_batch(self, n: int, orphans: bool = False) -> None:
+        """route(); without `orphans`, the orders of closed sessions are left
+        for the greenlet to cancel (that may wait), and nothing here waits."""
         self._router.route(self._raw, n)
         self.server.marketdata.flush()
         self.server.flush_sessions()
-        if self._cod and not self.server.stopping:
+        if orphans and self._cod and not self.server.stopping:
             self._cancel_orphans()
         if self.server.closed_sessions:
             self.server.sweep_closed()
