@@ -60,6 +60,8 @@ def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[.
     nodes = shard(2)
     leader = leader_among(nodes)
     follower = next(n for n in nodes if n is not leader)
+    # The follower learns the leader from the lease, a moment after the leader takes it.
+    wait_for("the follower to know its leader", lambda: status(follower)["leader"] == address(leader))
     with Client("127.0.0.1", follower.port) as c:
         c.send({"type": "login", "req_id": 1, "account": 7})
         refused = c.recv(timeout=10)
