@@ -8,11 +8,12 @@
  * before a broken header are good: they are handed out first, and the error
  * is raised when the broken header is the next thing to read.
  *
- * read(fd) reads a socket straight into the inbox's buffer, and the Intake
- * (Intake.drain) carries out the frames from there: no Python between the
- * socket and the request's decoding. The buffer exists only while it holds
- * bytes (it is freed once every frame in it is taken), so an idle session
- * costs no buffer, and grows only as far as the limit's frame needs.
+ * read(fd) reads a socket into the inbox, and the Intake (Intake.drain)
+ * carries out the frames from there: no Python between the socket and the
+ * request's decoding. An inbox holds only the bytes that came (a read goes
+ * into a scratch buffer first), and its buffer exists only while it holds
+ * any: an idle session costs none, and a header announcing a large frame
+ * reserves nothing for it.
  */
 #include "server.h"
 
@@ -55,14 +56,16 @@ static int inbox_room(srv_inbox *self, size_t n)
         self->end = held;
     }
     if (held + n > self->cap) {
-        char *b = PyMem_Realloc(self->buf, held + n);
+        /* Doubling: a large frame that comes in many reads is copied a few times, not once a read. */
+        size_t cap = held + n > 2 * self->cap ? held + n : 2 * self->cap;
+        char *b = PyMem_Realloc(self->buf, cap);
 
         if (!b) {
             PyErr_NoMemory();
             return -1;
         }
         self->buf = b;
-        self->cap = held + n;
+        self->cap = cap;
     }
     return 0;
 }
@@ -111,32 +114,26 @@ PyDoc_STRVAR(inbox_read_doc, "read($self, fd, /)\n--\n\n"
                              "when the peer has closed its side. OSError as os.read raises it (BlockingIOError when\n"
                              "nothing is there yet).");
 
+/* Where every inbox reads: only the bytes that came are kept, in the
+ * inbox's own buffer (reads run on one thread, under the GIL). */
+static char inbox_scratch[INBOX_READ];
+
 static PyObject *inbox_read(srv_inbox *self, PyObject *arg)
 {
     int fd = PyObject_AsFileDescriptor(arg);
-    size_t want = INBOX_READ;
     ssize_t n;
 
     if (fd < 0)
         return NULL;
-    /* A partial frame whose header is in: room for the whole of it. */
-    if (self->end - self->pos >= INBOX_HEADER) {
-        size_t frame = INBOX_HEADER + inbox_length((const unsigned char *)self->buf + self->pos);
-
-        if (frame <= INBOX_HEADER + (size_t)self->max_frame && frame > want)
-            want = frame;
-    }
-    if (self->cap - self->end < want && inbox_room(self, want) < 0)
-        return NULL;
     do
-        n = read(fd, self->buf + self->end, self->cap - self->end);
+        n = read(fd, inbox_scratch, sizeof(inbox_scratch));
     while (n < 0 && errno == EINTR);
-    if (n < 0) {
-        inbox_settle(self);
+    if (n < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    }
+    if (n && inbox_room(self, (size_t)n) < 0)
+        return NULL;
+    memcpy(self->buf + self->end, inbox_scratch, (size_t)n);
     self->end += (size_t)n;
-    inbox_settle(self);
     return PyLong_FromSsize_t(n);
 }
 
@@ -220,14 +217,17 @@ static PyObject *inbox_held(srv_inbox *self, void *Py_UNUSED(closure))
 static int inbox_init(srv_inbox *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"max_frame", "error", NULL};
-    unsigned long max_frame;
-    PyObject *error;
+    unsigned long long max_frame;
+    PyObject *limit, *error;
 
     if (self->error) {
         PyErr_SetString(PyExc_TypeError, "an Inbox is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "kO:Inbox", kwlist, &max_frame, &error))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O:Inbox", kwlist, &PyLong_Type, &limit, &error))
+        return -1;
+    max_frame = PyLong_AsUnsignedLongLong(limit); /* OverflowError past 64 bits or below 0 */
+    if (max_frame == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
     if (max_frame == 0 || max_frame > UINT32_MAX || !PyExceptionClass_Check(error)) {
         PyErr_SetString(PyExc_ValueError, "Inbox: max_frame in [1, 2**32), error an exception class");

@@ -21,9 +21,14 @@
 
 enum { LEDGER_COUNTS_MIN = 64 };
 
+/* Fibonacci hashing: the product's high bits, which every bit of the
+ * account moves (its low bits would follow the account's low bits alone:
+ * accounts k << 20 would all share one slot). */
 static size_t ledger_counts_home(uint32_t account, size_t cap)
 {
-    return (size_t)(account * 0x9E3779B1u) & (cap - 1);
+    unsigned bits = (unsigned)__builtin_ctzll((unsigned long long)cap); /* cap: a power of two, >= 64 */
+
+    return (size_t)(((uint64_t)account * 0x9E3779B97F4A7C15u) >> (64 - bits));
 }
 
 static struct srv_account_counts *ledger_counts_probe(struct srv_account_counts *slots, size_t cap,

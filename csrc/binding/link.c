@@ -278,6 +278,7 @@ static PyMethodDef link_methods[] = {
     {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
     {"write", (PyCFunction)srv_link_write, METH_NOARGS, srv_link_write_doc},
     {"take_output", (PyCFunction)srv_link_take_output, METH_NOARGS, srv_link_take_output_doc},
+    {"drop_output", (PyCFunction)srv_link_drop_output, METH_NOARGS, srv_link_drop_output_doc},
     {"forget_socket", (PyCFunction)srv_link_forget_socket, METH_NOARGS, srv_link_forget_socket_doc},
     {NULL, NULL, 0, NULL},
 };

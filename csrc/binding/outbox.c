@@ -175,13 +175,17 @@ PyObject *srv_outbox_flush(srv_ledger *l)
 
 void srv_outbox_release(srv_ledger *l)
 {
-    for (size_t j = 0; j < l->n_listed; j++) {
-        l->listed[j]->listed = 0;
-        Py_DECREF(l->listed[j]);
-    }
-    PyMem_Free(l->listed);
+    /* Taken off the Ledger first: a link let go may run Python that queues. */
+    srv_link **listed = l->listed;
+    size_t n = l->n_listed;
+
     l->listed = NULL;
     l->n_listed = l->listed_cap = 0;
+    for (size_t j = 0; j < n; j++)
+        listed[j]->listed = 0;
+    for (size_t j = 0; j < n; j++)
+        Py_DECREF(listed[j]);
+    PyMem_Free(listed);
 }
 
 /* ---- a Link's side, for Python --------------------------------------------- */
@@ -212,6 +216,15 @@ PyObject *srv_link_take_output(srv_link *self, PyObject *Py_UNUSED(ignored))
     if (out)
         outbox_clear(self);
     return out;
+}
+
+const char srv_link_drop_output_doc[] =
+    "drop_output($self, /)\n--\n\nForget the session's unsent output (a slow reader's, which it would not read).";
+
+PyObject *srv_link_drop_output(srv_link *self, PyObject *Py_UNUSED(ignored))
+{
+    outbox_clear(self);
+    Py_RETURN_NONE;
 }
 
 const char srv_link_forget_socket_doc[] =

@@ -86,7 +86,6 @@ static PyObject *route_side(srv_router *self, unsigned side)
 
 /* ---- fills --------------------------------------------------------------------- */
 
-/* One side's fill, to the session that owns the order. */
 /* An event moves the account's counts: its open orders by `open`, its new
  * orders in flight by `in_flight`. */
 static int route_count(srv_router *self, uint32_t account, int open, int in_flight)
@@ -100,6 +99,7 @@ static int route_count(srv_router *self, uint32_t account, int open, int in_flig
     return 0;
 }
 
+/* One side's fill, to the session that owns the order. */
 static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t inst, unsigned side, int64_t price,
                       int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
 {
@@ -123,8 +123,9 @@ static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t i
             0 ||
         srv_put_u64(&w, seq) < 0 || SRV_PUT(&w, "}") < 0)
         goto out;
-    /* A finished order is forgotten before the send: a send can close the
-       session, which hands its open orders on (UnclaimedOrders). */
+    /* A finished order is forgotten before its frame is queued (the order
+       in which a closing session hands its open orders on, UnclaimedOrders,
+       relies on it). */
     if ((leaves == 0 && srv_ledger_forget(self->ledger, link, oid) < 0) || srv_frame_send(&w, self->ledger, link) < 0)
         goto out;
     rc = 0;
@@ -291,7 +292,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
         srv_put_bytes(&w, PyTuple_GET_ITEM(self->reasons_json, ev->reason)) < 0 || SRV_PUT(&w, ",\"seq\":") < 0 ||
         srv_put_u64(&w, ev->seq) < 0 || SRV_PUT(&w, "}") < 0)
         goto out;
-    /* Forgotten before the send, which can close the session (see above). */
+    /* Forgotten before the frame is queued (see route_fill). */
     if (srv_ledger_forget(self->ledger, owner, ev->order_id) < 0 || srv_frame_send(&w, self->ledger, owner) < 0)
         goto out;
     rc = 0;

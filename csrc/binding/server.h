@@ -260,8 +260,10 @@ PyObject *srv_outbox_flush(srv_ledger *l);
 void srv_outbox_release(srv_ledger *l);
 PyObject *srv_link_write(srv_link *self, PyObject *ignored);
 PyObject *srv_link_take_output(srv_link *self, PyObject *ignored);
+PyObject *srv_link_drop_output(srv_link *self, PyObject *ignored);
 PyObject *srv_link_forget_socket(srv_link *self, PyObject *ignored);
-extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_forget_socket_doc[];
+extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_drop_output_doc[],
+    srv_link_forget_socket_doc[];
 
 /* The counts of `account` (zero when it has none yet); NULL, with
  * MemoryError set, when there is no memory for a new account. */

@@ -292,8 +292,9 @@ PyObject *srv_stage_times(PyObject *Py_UNUSED(module), PyObject *const *args, Py
     end = PyLong_AsSsize_t(args[3]);
     if (PyErr_Occurred())
         return NULL;
-    if (width < 1 || start < 0 || end < 0 || start >= width || end >= width) {
-        PyErr_SetString(PyExc_ValueError, "stage_times: 0 <= start, end < width");
+    if (width < 1 || width > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(int64_t) || start < 0 || end < 0 ||
+        start >= width || end >= width) {
+        PyErr_SetString(PyExc_ValueError, "stage_times: 0 <= start, end < width, a record's size a size");
         return NULL;
     }
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
@@ -342,14 +343,17 @@ static PyObject *trace_get_points(srv_trace_obj *Py_UNUSED(self), void *Py_UNUSE
 static int trace_init(srv_trace_obj *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "every", NULL};
-    PyObject *ledger;
+    PyObject *ledger, *n;
     unsigned long long every;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "a LatencyTrace is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!K:LatencyTrace", kwlist, &srv_ledger_type, &ledger, &every))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!:LatencyTrace", kwlist, &srv_ledger_type, &ledger, &PyLong_Type, &n))
+        return -1;
+    every = PyLong_AsUnsignedLongLong(n); /* OverflowError past 64 bits or below 0 */
+    if (every == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
     if (every < 1 || every > UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "LatencyTrace: every in [1, 2**32) (one order in every)");

@@ -385,8 +385,14 @@ class Server:
         order-to-ack latencies end there); see to the sessions it reports."""
         report = self.ledger.flush()
         if report is not None:
+            failed: BaseException | None = None
             for session, what in report:
-                session.flushed(what)
+                try:
+                    session.flushed(what)
+                except BaseException as exc:  # each is told all the same: a writer never woken stalls
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
 
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,

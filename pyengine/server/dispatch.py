@@ -167,11 +167,10 @@ class Dispatcher:
         try:
             while n := engine.poll(self._buf, _BATCH):
                 self._route_batch(n)
+            if self._cod or self.server.stopping or engine.journal_error():
+                self._hand_over(None)
         except BaseException as exc:  # the dispatcher greenlet raises it
             self._hand_over(exc)
-            return
-        if self._cod or self.server.stopping or engine.journal_error():
-            self._hand_over(None)
 
     def _hand_over(self, exc: BaseException | None) -> None:
         self._watcher.stop()

@@ -224,25 +224,27 @@ class Session:
         except BaseException as exc:  # the reader greenlet raises it
             self._hand_over(exc)
             return
-        if server.trace is not None:
-            server.trace.read()  # the read stamp of the orders whose frames it completes
-        self.last_active = time.monotonic()
+        # Whatever raises from here on is raised by the reader greenlet too
+        # (which ends the session): in the hub it would stop the watcher and
+        # leave the session hanging.
         try:
+            if server.trace is not None:
+                server.trace.read()  # the read stamp of the orders whose frames it completes
+            self.last_active = time.monotonic()
             if not n:
                 inbox.close()
                 self.close("peer_closed")
                 self._hand_over(None)
                 return
             left = server.intake.drain(self.link, inbox)
+            if left is not None:
+                self._hand_over(left)
+            if self._counts_pending and not self._loop.pendingcnt:
+                server.flush_now()  # the last reader of its turn: nothing would join a later push
+            else:
+                server.flush_soon()  # other sockets are ready: their commands go with these
         except BaseException as exc:
             self._hand_over(exc)
-            return
-        if left is not None:
-            self._hand_over(left)
-        if self._counts_pending and not self._loop.pendingcnt:
-            server.flush_now()  # the last reader of its turn: nothing would join a later push
-        else:
-            server.flush_soon()  # other sockets are ready: their commands go with these
 
     # ---- end ---------------------------------------------------------------
 
@@ -255,7 +257,7 @@ class Session:
         self.link.close()
         self.close_reason = reason
         if reason == "slow_reader":
-            self.link.take_output()  # it would not read them anyway
+            self.link.drop_output()  # it would not read them anyway
         else:
             self.flush()  # what is queued (an error saying why) still goes out
         self._wake.set()

@@ -132,7 +132,18 @@ def test_read_of_a_closed_descriptor_raises_oserror() -> None:
         inbox().read(fd)
 
 
+def test_a_header_reserves_nothing_for_its_frame(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    r = inbox(max_frame=16 << 20)
+    a.sendall(struct.pack(">I", 16 << 20) + b"x")  # announces 16 MiB, sends one byte
+    assert r.read(b.fileno()) == 5
+    assert r.held == 5 and r.frames() == []
+
+
 def test_an_inbox_needs_a_limit_and_an_exception_class() -> None:
+    for bad in (0, 2**32, 2**64 + 100):  # not cut to fewer bits
+        with pytest.raises((ValueError, OverflowError)):
+            Inbox(bad, FrameError)
     with pytest.raises(ValueError, match="max_frame"):
         Inbox(0, FrameError)
     with pytest.raises(ValueError, match="exception class"):

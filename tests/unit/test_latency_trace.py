@@ -70,6 +70,8 @@ def test_stage_times_refuses_what_is_not_records() -> None:
         stage_times(b"\0" * 24, 4, 0, 1)
     with pytest.raises(ValueError, match="< width"):
         stage_times(b"", 4, 0, 4)
+    with pytest.raises(ValueError, match="< width"):
+        stage_times(b"", 2**61, 0, 1)  # a record's size past the address space
 
 
 # ---- LatencyTrace (csrc/binding/trace.c) in a real server, not started -------------
@@ -172,3 +174,5 @@ def test_one_in_every(traced: Traced) -> None:
     for every in (0, 2**32):  # not cut to 32 bits
         with pytest.raises(ValueError, match=r"every in \[1, 2\*\*32\)"):
             LatencyTrace(Ledger(), every)
+    with pytest.raises(OverflowError):
+        LatencyTrace(Ledger(), 2**64 + 5)  # nor to 64

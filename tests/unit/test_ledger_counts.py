@@ -16,6 +16,7 @@ def test_counts_of_many_accounts_are_a_dicts() -> None:
     # Accounts spread over the 32-bit range, and runs of neighbours (whose
     # home slots collide in a small table); enough to grow it several times.
     accounts = [rng.randrange(2**32) for _ in range(3000)] + list(range(1000, 1400)) + [0, 2**32 - 1]
+    accounts += [k << 20 for k in range(1, 2000)]  # apart by a power of two: the hash's high bits tell them apart
     for step in range(20_000):
         account = rng.choice(accounts)
         n = rng.randrange(-3, 4)

@@ -99,3 +99,50 @@ def test_a_session_closed_elsewhere_ends_its_reader(reader: Reader) -> None:
     reader.session.close("idle_timeout")
     gevent.sleep(0.02)
     assert reader.greenlet.dead and reader.greenlet.exception is None
+
+
+def test_an_error_after_the_drain_ends_the_session_not_hangs_it(reader: Reader) -> None:
+    flush_now = reader.server.flush_now
+    calls = []
+
+    def broken() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a bug in a flush")
+        flush_now()
+
+    reader.server.flush_now = broken  # type: ignore[method-assign]
+    reader.start()
+    reader.send(dict(NEW, req_id=1))
+    assert reader.greenlet is not None and reader.greenlet.dead
+    assert isinstance(reader.greenlet.exception, RuntimeError)
+
+
+def test_every_session_a_flush_reports_is_told_even_if_one_fails() -> None:
+    server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1))
+    pairs = [socket.socketpair() for _ in range(2)]
+    told: list[int] = []
+    try:
+        sessions = []
+        for sid, (ours, _) in enumerate(pairs, 1):
+            ours.setblocking(False)
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sessions.append(add_session(server, ours, sid))
+
+        def failing(what: int) -> None:
+            raise RuntimeError("a bug in one session's handling")
+
+        sessions[0].flushed = failing  # type: ignore[method-assign]
+        sessions[1].flushed = lambda what: told.append(what)  # type: ignore[method-assign]
+        for s in sessions:
+            s.send(b"\0\0\0\1x" * 200_000)  # more than the socket takes: each is reported
+        with pytest.raises(RuntimeError, match="one session's"):
+            server.flush_sessions()
+        assert len(told) == 1  # the second was told all the same
+        for s in sessions:
+            s.link.drop_output()  # the stop would wait for it
+    finally:
+        server.stop()
+        for pair in pairs:
+            for sock in pair:
+                sock.close()
