@@ -130,10 +130,12 @@ static PyObject *inbox_read(srv_inbox *self, PyObject *arg)
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
-    if (n && inbox_room(self, (size_t)n) < 0)
-        return NULL;
-    memcpy(self->buf + self->end, inbox_scratch, (size_t)n);
-    self->end += (size_t)n;
+    if (n) { /* 0: the peer closed (and an empty inbox has no buffer to copy into) */
+        if (inbox_room(self, (size_t)n) < 0)
+            return NULL;
+        memcpy(self->buf + self->end, inbox_scratch, (size_t)n);
+        self->end += (size_t)n;
+    }
     return PyLong_FromSsize_t(n);
 }
 
