@@ -7,6 +7,7 @@ real sessions reading real socketpairs in the real hub."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -146,3 +147,25 @@ def test_every_session_a_flush_reports_is_told_even_if_one_fails() -> None:
         for pair in pairs:
             for sock in pair:
                 sock.close()
+
+
+def test_the_writer_sends_what_a_full_socket_did_not_take(reader: Reader) -> None:
+    reader.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer = gevent.spawn(reader.session.writer)
+    frames = [encode({"type": "pong", "req_id": i, "pad": "x" * 1000}) for i in range(300)]
+    for f in frames:
+        reader.session.send(f)
+    reader.server.flush_sessions()  # the socket takes part; the rest is the writer's
+    assert reader.session.link.writing
+    reader.theirs.setblocking(False)
+    got = b""
+    deadline = time.monotonic() + 10  # a writer never woken: the bytes stop coming
+    while len(got) < sum(map(len, frames)) and time.monotonic() < deadline:  # the client reads as the writer sends
+        gevent.sleep(0.001)
+        try:
+            got += reader.theirs.recv(1 << 16)
+        except BlockingIOError:
+            pass
+    assert got == b"".join(frames)
+    assert reader.session.unsent == 0 and not reader.session.link.writing and not writer.dead
+    writer.kill()
