@@ -2,9 +2,10 @@
 
 Modules, each importing only those listed before it: ``config`` (TOML and
 the embedded default), ``listen`` (binding a listening socket), ``codes`` (the engine's codes as the protocol spells
-them), ``protocol`` (framing, message validation, replies), ``limits``,
+them), ``protocol`` (message validation, replies, the framing error), ``limits``,
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
-runner), ``latency_trace`` (the per-stage latency breakdown),
+runner), ``handoff`` (a watcher handled in the hub, handing over to its
+greenlet what may wait), ``latency_trace`` (the per-stage latency breakdown),
 ``session`` (a connection's socket I/O), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status

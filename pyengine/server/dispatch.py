@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import orjson
-from gevent.event import Event
 
 from .._ffi import ffi
 from .._server import Ledger, OrderStatus, Router
@@ -28,6 +27,7 @@ from ..log import fields
 from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
 from .commands import CommandQueue
 from .engine_thread import EngineThread
+from .handoff import Handoff
 from .marketdata import MarketData
 from .unclaimed import UnclaimedOrders
 from .requests import MassCancelState
@@ -94,9 +94,7 @@ class Dispatcher:
         self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
         self.mmp_trips = 0  # market-maker protection trips routed
-        self._turn = Event()  # run()'s: the hub hands over (_hand_over)
-        self._handed: BaseException | None = None
-        self._watcher: Any = None
+        self._handoff: Handoff | None = None  # run()'s (handoff.py)
         self._router = Router(
             ledger=server.ledger,
             events=self,
@@ -126,8 +124,7 @@ class Dispatcher:
         to cancel, the journal's failure, the stop -- and whenever the hub
         hands it something to raise."""
         engine = self.server.engine
-        watcher = self.server.hub.loop.io(engine.fd, 1)
-        self._watcher = watcher
+        handoff = self._handoff = Handoff(self.server.hub.loop, engine.fd, self._on_events)
         try:
             while True:
                 n = engine.poll(self._buf, _BATCH)
@@ -144,22 +141,16 @@ class Dispatcher:
                         return
                     self.route(n)
                     continue
-                # Nothing there, the wake-up armed: the hub routes from here.
-                watcher.start(self._on_events)
-                self._turn.wait()
-                self._turn.clear()
-                watcher.stop()
-                handed, self._handed = self._handed, None
-                if handed is not None:
-                    raise handed
+                handoff.wait()  # nothing there, the wake-up armed: the hub routes from here
         finally:
-            watcher.close()
+            handoff.close()
 
     def _on_events(self) -> None:
         """The engine thread's wake-up, in the hub: route every event there,
         as route() does but for the orders of closed sessions, which may
         wait for room in the command buffer (the greenlet's, then)."""
-        engine = self.server.engine
+        engine, handoff = self.server.engine, self._handoff
+        assert handoff is not None  # run() set it before starting the watcher
         try:
             os.read(engine.fd, 8)
         except BlockingIOError:
@@ -168,14 +159,9 @@ class Dispatcher:
             while n := engine.poll(self._buf, _BATCH):
                 self._route_batch(n)
             if self._cod or self.server.stopping or engine.journal_error():
-                self._hand_over(None)
+                handoff.hand_over(None)
         except BaseException as exc:  # the dispatcher greenlet raises it
-            self._hand_over(exc)
-
-    def _hand_over(self, exc: BaseException | None) -> None:
-        self._watcher.stop()
-        self._handed = exc
-        self._turn.set()
+            handoff.hand_over(exc)
 
     def _drain_failed(self, patience: float = 1.0) -> None:
         """The journal failed: stop the engine thread and route what it

@@ -28,6 +28,7 @@ from gevent.event import Event
 from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link
 from .commands import CommandQueue
 from .config import ServerConfig
+from .handoff import Handoff
 from .protocol import FrameError, encode
 
 __all__ = ["Session", "SessionHost"]
@@ -63,10 +64,10 @@ class Session:
         self.closed = False
         self._fd = sock.fileno()
         self._wake = Event()  # the writer's
-        self._turn = Event()  # the reader greenlet's: see reader()
-        self._stop: Any = None  # what the hub hands the reader greenlet (_hand_over)
-        self._readable: Any = None  # set by reader(): its io watcher, the loop's, and whether
-        self._loop: Any = None  # that loop counts its ready watchers
+        # Set by reader(): the hub's hand-over to it, the loop, and whether
+        # that loop counts its ready watchers.
+        self._handoff: Handoff | None = None
+        self._loop: Any = None
         self._counts_pending = False
         self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
@@ -109,7 +110,7 @@ class Session:
         try:
             left = self.link.write()
         except OSError as exc:
-            self.close(f"send_failed:{exc.__class__.__name__}")
+            self._send_failed(exc)
             return
         if left:
             self._wake.set()
@@ -123,7 +124,10 @@ class Session:
         elif what == OUT_SLOW:
             self.close("slow_reader")
         else:
-            self.close(f"send_failed:{OSError(what, os.strerror(what)).__class__.__name__}")
+            self._send_failed(OSError(what, os.strerror(what)))  # the errno's subclass: BrokenPipeError, ...
+
+    def _send_failed(self, exc: OSError) -> None:
+        self.close(f"send_failed:{exc.__class__.__name__}")
 
     def writer(self) -> None:
         """Sends what a flush could not: waits until the socket drains, sends
@@ -139,7 +143,7 @@ class Session:
                     try:
                         link.write()
                     except OSError as exc:
-                        self.close(f"send_failed:{exc.__class__.__name__}")
+                        self._send_failed(exc)
                         return
                 if self.closed:
                     return
@@ -164,24 +168,17 @@ class Session:
         turns readable, the hub itself reads it once, drains the inbox and
         flushes (_on_readable: no greenlet switch, no failing read after it).
         This greenlet takes over only for what may wait -- a request that is
-        Python's, a full command buffer -- and for the end."""
+        Python's, a full command buffer -- and for the end (handoff.py)."""
         loop = self.server.hub.loop
         # libev's count of the ready watchers not run yet in this turn
         # (ev_pending_count); a loop without it: every flush waits for the turn's end.
         self._loop, self._counts_pending = loop, hasattr(loop, "pendingcnt")
-        watcher = loop.io(self._fd, 1)
-        self._readable = watcher
+        handoff = self._handoff = Handoff(loop, self._fd, self._on_readable)
         try:
             while not self.closed:
-                watcher.start(self._on_readable)
-                self._turn.wait()
-                self._turn.clear()
-                watcher.stop()
-                stop, self._stop = self._stop, None
-                if isinstance(stop, BaseException):
-                    raise stop
-                if stop is not None:
-                    self._carry_out(stop)
+                left = handoff.wait()
+                if left is not None:
+                    self._carry_out(left)
         except FrameError as exc:
             self.server.commands.flush()
             self.error(exc.code, str(exc))
@@ -189,15 +186,7 @@ class Session:
         except OSError as exc:
             self.close(f"recv_failed:{exc.__class__.__name__}")
         finally:
-            watcher.close()
-
-    def _hand_over(self, stop: Any) -> None:
-        """From the hub to the reader greenlet: what stopped the drain (a
-        request for Python, False for a full buffer), an exception to raise,
-        or None (the session is over)."""
-        self._readable.stop()
-        self._stop = stop
-        self._turn.set()
+            handoff.close()
 
     def _carry_out(self, left: Any) -> None:
         """In the reader greenlet: what stopped the drain, then the rest."""
@@ -213,38 +202,34 @@ class Session:
 
     def _on_readable(self) -> None:
         """A readable socket, in the hub: read once, drain, flush."""
+        server, inbox, handoff = self.server, self._inbox, self._handoff
+        assert handoff is not None  # reader() set it before starting the watcher
         if self.closed:
-            self._hand_over(None)
+            handoff.hand_over(None)
             return
-        server, inbox = self.server, self._inbox
+        # Whatever raises here is raised by the reader greenlet (handoff.py).
         try:
-            n = inbox.read(self._fd)
-        except BlockingIOError:
-            return
-        except BaseException as exc:  # the reader greenlet raises it
-            self._hand_over(exc)
-            return
-        # Whatever raises from here on is raised by the reader greenlet too
-        # (which ends the session): in the hub it would stop the watcher and
-        # leave the session hanging.
-        try:
+            try:
+                n = inbox.read(self._fd)
+            except BlockingIOError:
+                return
             if server.trace is not None:
                 server.trace.read()  # the read stamp of the orders whose frames it completes
             self.last_active = time.monotonic()
             if not n:
                 inbox.close()
                 self.close("peer_closed")
-                self._hand_over(None)
+                handoff.hand_over(None)
                 return
             left = server.intake.drain(self.link, inbox)
             if left is not None:
-                self._hand_over(left)
+                handoff.hand_over(left)  # Python's, or a full buffer: the reader greenlet's
             if self._counts_pending and not self._loop.pendingcnt:
                 server.flush_now()  # the last reader of its turn: nothing would join a later push
             else:
                 server.flush_soon()  # other sockets are ready: their commands go with these
         except BaseException as exc:
-            self._hand_over(exc)
+            handoff.hand_over(exc)
 
     # ---- end ---------------------------------------------------------------
 
@@ -261,7 +246,8 @@ class Session:
         else:
             self.flush()  # what is queued (an error saying why) still goes out
         self._wake.set()
-        self._turn.set()
+        if self._handoff is not None:
+            self._handoff.wake()  # the reader greenlet ends
         self.server.session_closed(self)
         try:
             # A slow reader's writer may be blocked in sendall on a full
