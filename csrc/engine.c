@@ -59,10 +59,16 @@ static bool coid_match(const void *ctx, uint32_t handle, const void *key)
     return o->account == k->account && memcmp(o->coid, k->coid, ENG_COID_LEN) == 0;
 }
 
+struct order *eng__lookup_order(const struct eng *e, uint32_t key, uint64_t id, ids_pos *pos)
+{
+    uint32_t handle = ids_lookup(&e->ids, key, id, same_id, e, pos);
+    return handle ? eng__order_at(e, handle) : NULL;
+}
+
 struct order *eng__find_order(const struct eng *e, uint64_t id)
 {
-    uint32_t handle = ids_find(&e->ids, id, same_id, e);
-    return handle ? eng__order_at(e, handle) : NULL;
+    ids_pos pos;
+    return eng__lookup_order(e, ids_key(&e->ids, id), id, &pos);
 }
 
 struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16])
@@ -285,7 +291,8 @@ static inline bool verified(const struct eng *e, size_t first)
     return false;
 }
 
-int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
+/* eng_process() of a command whose order_id's ids_key() is `key`. */
+static inline int64_t process_keyed(struct eng *e, const struct eng_cmd *cmd, uint32_t key)
 {
     size_t before = e->ev_len;
 
@@ -299,13 +306,13 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
     e->now = cmd->ts;
     switch (cmd->type) {
     case ENG_CMD_NEW:
-        eng__new_order(e, cmd);
+        eng__new_order(e, cmd, key);
         break;
     case ENG_CMD_CANCEL:
-        eng__cancel(e, cmd);
+        eng__cancel(e, cmd, key);
         break;
     case ENG_CMD_MODIFY:
-        eng__modify(e, cmd);
+        eng__modify(e, cmd, key);
         break;
     case ENG_CMD_SET_STATE:
         eng__set_state(e, cmd);
@@ -330,45 +337,63 @@ int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
     return (int64_t)(e->ev_len - before);
 }
 
+int64_t eng_process(struct eng *e, const struct eng_cmd *cmd)
+{
+    return process_keyed(e, cmd, ids_key(&e->ids, cmd->order_id));
+}
+
 /*
  * A batch knows its future: while command i runs, the memory later commands
  * will need is fetched, in stages so each stage's load is already cached when
- * the next one reads it: the order-id index slot that the command's order_id
- * names (PREFETCH_SLOT ahead) -- a cancel's or modify's target, with caller
- * ids a new order's own id, and for other commands a slot nobody reads, a
+ * the next one reads it: the order-id index bucket that the command's order_id
+ * names (PREFETCH_BUCKET ahead) -- a cancel's or modify's target, with caller
+ * ids a new order's own id, and for other commands a bucket nobody reads, a
  * fetch cheaper than the branch on the command's type that would skip it
  * (that branch mispredicts on a mixed flow) -- then, for an engine that
- * numbers its orders, the order that a cancel's or modify's slot names
+ * numbers its orders, the order that a cancel's or modify's bucket names
  * (PREFETCH_ORDER ahead). Caller ids skip that stage: their cancels mostly
- * follow their order within a message or two, so four commands ahead the slot
+ * follow their order within a message or two, so four commands ahead the bucket
  * does not name it yet, and reading it would only wait for a line the
  * prefetch did not bring. The commands themselves are read in order, which
- * the hardware prefetches unasked. Only hints: a slot that changes in between
+ * the hardware prefetches unasked. Only hints: a bucket that changes in between
  * costs a wasted fetch, nothing else.
  */
-enum { PREFETCH_SLOT = 8, PREFETCH_ORDER = 4 };
+enum { PREFETCH_BUCKET = 8, PREFETCH_ORDER = 4 };
 
 static inline bool targets_order(const struct eng_cmd *c)
 {
     return (c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY) && c->order_id;
 }
 
-static inline const struct ids_slot *home_slot(const struct eng *e, uint64_t order_id)
+/* The key of `c`'s order_id, its home bucket asked for. */
+static inline uint32_t key_ahead(const struct eng *e, const struct eng_cmd *c)
 {
-    return &e->ids.slots[ids_home(&e->ids, ids_key(&e->ids, order_id))];
+    uint32_t key = ids_key(&e->ids, c->order_id);
+    __builtin_prefetch(&e->ids.buckets[ids_home(&e->ids, key)]);
+    return key;
 }
 
 size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n)
 {
+    /* The keys of the next PREFETCH_BUCKET commands' order ids, command j's
+       at j % PREFETCH_BUCKET: each computed once, for its prefetch and its
+       command. */
+    uint32_t keys[PREFETCH_BUCKET];
+
+    for (size_t j = 0; j < n && j < PREFETCH_BUCKET; j++)
+        keys[j] = key_ahead(e, &cmds[j]);
     for (size_t i = 0; i < n; i++) {
-        if (i + PREFETCH_SLOT < n)
-            __builtin_prefetch(home_slot(e, cmds[i + PREFETCH_SLOT].order_id));
+        uint32_t key = keys[i % PREFETCH_BUCKET];
+        if (i + PREFETCH_BUCKET < n)
+            keys[i % PREFETCH_BUCKET] = key_ahead(e, &cmds[i + PREFETCH_BUCKET]);
         if (!e->caller_ids && i + PREFETCH_ORDER < n && targets_order(&cmds[i + PREFETCH_ORDER])) {
-            uint32_t h = home_slot(e, cmds[i + PREFETCH_ORDER].order_id)->handle;
+            uint32_t k = keys[(i + PREFETCH_ORDER) % PREFETCH_BUCKET];
+            const struct ids_bucket *b = &e->ids.buckets[ids_home(&e->ids, k)];
+            uint32_t m = ids_matches(b, k), h = m ? b->handle[__builtin_ctz(m)] : 0;
             if (h)
                 __builtin_prefetch(eng__order_at(e, h));
         }
-        if (eng_process(e, &cmds[i]) < 0)
+        if (process_keyed(e, &cmds[i], key) < 0)
             return i;
     }
     return n;

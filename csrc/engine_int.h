@@ -85,6 +85,9 @@ static inline struct order *eng__order_at(const struct eng *e, uint32_t handle)
 
 /* The open order with this id, or NULL. */
 struct order *eng__find_order(const struct eng *e, uint64_t id);
+/* The open order with this id, whose ids_key() is `key`, or NULL; its place
+   in the order-id index in *pos when found. */
+struct order *eng__lookup_order(const struct eng *e, uint32_t key, uint64_t id, ids_pos *pos);
 /* The open order of `account` with this client order id, or NULL. */
 struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16]);
 
@@ -95,10 +98,12 @@ struct order *eng__find_coid(const struct eng *e, uint32_t account, const char c
 int eng__reserve_events(struct eng *e, size_t n);
 
 /* Command semantics (match.c). Each is called with the command's sequence
-   number already assigned and room for at least one event. */
-void eng__new_order(struct eng *e, const struct eng_cmd *c);
-void eng__cancel(struct eng *e, const struct eng_cmd *c);
-void eng__modify(struct eng *e, const struct eng_cmd *c);
+   number already assigned and room for at least one event; those that look
+   an order id up also get `key`, the ids_key() of c->order_id (a batch
+   computes it ahead, for its prefetch). */
+void eng__new_order(struct eng *e, const struct eng_cmd *c, uint32_t key);
+void eng__cancel(struct eng *e, const struct eng_cmd *c, uint32_t key);
+void eng__modify(struct eng *e, const struct eng_cmd *c, uint32_t key);
 void eng__set_state(struct eng *e, const struct eng_cmd *c);
 void eng__cancel_all(struct eng *e, const struct eng_cmd *c);
 void eng__set_mmp(struct eng *e, const struct eng_cmd *c);

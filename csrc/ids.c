@@ -1,24 +1,33 @@
 /*
- * ids.c - Robin Hood insert, backward-shift erase, growth and verify of the
- * order-id index (see ids.h for the layout and why).
+ * ids.c - insert, erase, growth and verify of the order-id index (see ids.h
+ * for the layout and why).
  */
 #include "ids.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-enum { IDS_MIN_CAPACITY = 64 };
+enum { IDS_MIN_BUCKETS = 8 };
 
-static int ids_alloc(struct ids *t, uint64_t capacity)
+_Static_assert(sizeof(struct ids_bucket) == 64, "a bucket is one cache line");
+_Static_assert(IDS_BUCKET_SLOTS < 8, "a place is bucket * 8 + slot");
+
+static int ids_alloc(struct ids *t, uint64_t buckets)
 {
-    struct ids_slot *slots = calloc(capacity, sizeof(*slots));
-    if (!slots)
+    struct ids_bucket *b;
+
+    if (buckets > ((uint64_t)1 << 29)) /* places must fit in 32 bits */
         return -1;
-    t->slots = slots;
-    t->mask = (uint32_t)(capacity - 1);
+    b = aligned_alloc(sizeof(*b), buckets * sizeof(*b));
+    if (!b)
+        return -1;
+    memset(b, 0, buckets * sizeof(*b));
+    t->buckets = b;
+    t->mask = (uint32_t)(buckets - 1);
     t->count = 0;
     t->shift = 32;
-    while (capacity > 1) {
-        capacity >>= 1;
+    while (buckets > 1) {
+        buckets >>= 1;
         t->shift--;
     }
     return 0;
@@ -26,113 +35,132 @@ static int ids_alloc(struct ids *t, uint64_t capacity)
 
 int ids_init(struct ids *t, uint32_t expected, uint64_t seed)
 {
-    uint64_t cap = IDS_MIN_CAPACITY;
+    uint64_t buckets = IDS_MIN_BUCKETS;
 
     t->seed = seed;
-    while (ids_max_load(t, cap) < expected)
-        cap *= 2;
-    return ids_alloc(t, cap);
+    while (ids_max_load(t, buckets) < expected)
+        buckets *= 2;
+    return ids_alloc(t, buckets);
 }
 
 void ids_destroy(struct ids *t)
 {
-    free(t->slots);
-    t->slots = NULL;
+    free(t->buckets);
+    t->buckets = NULL;
     t->count = 0;
 }
 
-static void insert_slot(struct ids *t, struct ids_slot cur)
+/* The free slots of `b`, one bit each. */
+static inline uint32_t free_slots(const struct ids_bucket *b)
 {
-    uint32_t pos = ids_home(t, cur.key);
+    return ids_slots_equal(b->handle, 0);
+}
 
-    for (uint32_t dist = 0;; dist++, pos = (pos + 1) & t->mask) {
-        struct ids_slot *s = &t->slots[pos];
-        uint32_t sdist;
-        if (s->handle == 0) {
-            *s = cur;
+void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
+{
+    ENG_ASSERT(handle != 0 && (uint64_t)t->count < ids_max_load(t, (uint64_t)t->mask + 1));
+    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
+        struct ids_bucket *b = &t->buckets[at];
+        uint32_t m = free_slots(b);
+        if (ENG_LIKELY(m)) {
+            int i = __builtin_ctz(m);
+            b->key[i] = key;
+            b->handle[i] = handle;
             t->count++;
             return;
         }
-        /* Take the place of a resident closer to its home; it moves on. */
-        sdist = ids_dist(t, pos, s->key);
-        if (sdist < dist) {
-            struct ids_slot tmp = *s;
-            *s = cur;
-            cur = tmp;
-            dist = sdist;
-        }
+        b->overflow++;
     }
 }
 
-void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
+void ids_erase_at(struct ids *t, ids_pos pos)
 {
-    ENG_ASSERT(handle != 0 && t->count < t->mask);
-    insert_slot(t, (struct ids_slot){handle, ids_key(t, id)});
+    uint32_t at = pos / 8, i = pos % 8;
+    struct ids_bucket *b = &t->buckets[at];
+
+    ENG_ASSERT(at <= t->mask && i < IDS_BUCKET_SLOTS && b->handle[i] != 0);
+    for (uint32_t p = ids_home(t, b->key[i]); p != at; p = (p + 1) & t->mask)
+        t->buckets[p].overflow--;
+    b->handle[i] = 0;
+    b->key[i] = 0;
+    t->count--;
 }
 
 void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
 {
-    uint32_t pos = ids_home(t, ids_key(t, id));
+    uint32_t key = ids_key(t, id);
 
-    while (t->slots[pos].handle != handle) {
-        ENG_ASSERT(t->slots[pos].handle != 0);
-        pos = (pos + 1) & t->mask;
+    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
+        const struct ids_bucket *b = &t->buckets[at];
+        for (uint32_t m = ids_matches(b, key); m; m &= m - 1) {
+            int i = __builtin_ctz(m);
+            if (b->handle[i] == handle) {
+                ids_erase_at(t, at * 8 + (uint32_t)i);
+                return;
+            }
+        }
+        ENG_ASSERT(b->overflow != 0);
     }
-    /* Shift the displaced entries after it back by one. */
-    for (;;) {
-        uint32_t next = (pos + 1) & t->mask;
-        const struct ids_slot *n = &t->slots[next];
-        if (n->handle == 0 || ids_dist(t, next, n->key) == 0)
-            break;
-        t->slots[pos] = *n;
-        pos = next;
-    }
-    t->slots[pos] = (struct ids_slot){0, 0};
-    t->count--;
 }
 
 int ids_grow(struct ids *t)
 {
     struct ids old = *t;
-    uint64_t cap = (uint64_t)t->mask + 1;
+    uint64_t buckets = (uint64_t)t->mask + 1;
 
-    if (cap >= ((uint64_t)1 << 32))
-        return -1;
-    if (ids_alloc(t, cap * 2) != 0) {
+    if (ids_alloc(t, buckets * 2) != 0) {
         *t = old;
         return -1;
     }
-    for (uint64_t i = 0; i < cap; i++)
-        if (old.slots[i].handle)
-            insert_slot(t, old.slots[i]);
-    free(old.slots);
+    for (uint64_t at = 0; at < buckets; at++) {
+        const struct ids_bucket *b = &old.buckets[at];
+        for (int i = 0; i < IDS_BUCKET_SLOTS; i++)
+            if (b->handle[i])
+                ids_insert_key(t, b->key[i], b->handle[i]);
+    }
+    free(old.buckets);
     return 0;
 }
 
 bool ids_verify(const struct ids *t, const char **why)
 {
-    uint64_t n = 0;
+    uint64_t nbuckets = (uint64_t)t->mask + 1, n = 0;
+    uint32_t *passed = calloc(nbuckets, sizeof(*passed));
+    bool ok = true;
 
-    for (uint64_t i = 0; i <= t->mask; i++) {
-        const struct ids_slot *s = &t->slots[i];
-        uint32_t pos = (uint32_t)i, dist, prev_pos = (pos - 1) & t->mask;
-        const struct ids_slot *prev = &t->slots[prev_pos];
-        if (!s->handle)
-            continue;
-        n++;
-        dist = ids_dist(t, pos, s->key);
-        if (dist > 0 && (!prev->handle || ids_dist(t, prev_pos, prev->key) + 1 < dist)) {
-            *why = "ids: entry displaced past a gap or out of Robin Hood order";
-            return false;
+    if (!passed) {
+        *why = "ids: no memory to verify";
+        return false;
+    }
+    for (uint64_t at = 0; at < nbuckets; at++) {
+        const struct ids_bucket *b = &t->buckets[at];
+        for (int i = 0; i < IDS_BUCKET_SLOTS; i++) {
+            if (!b->handle[i]) {
+                if (b->key[i]) {
+                    *why = "ids: a free slot keeps a key";
+                    ok = false;
+                }
+                continue;
+            }
+            n++;
+            /* Every bucket from its home up to this one counts it. */
+            for (uint64_t p = ids_home(t, b->key[i]); p != at; p = (p + 1) & t->mask)
+                passed[p]++;
         }
     }
-    if (n != t->count) {
+    for (uint64_t at = 0; ok && at < nbuckets; at++)
+        if (passed[at] != t->buckets[at].overflow) {
+            *why = "ids: a bucket's overflow count does not match the entries past it";
+            ok = false;
+        }
+    free(passed);
+    if (ok && n != t->count) {
         *why = "ids: count does not match the occupied slots";
-        return false;
+        ok = false;
     }
-    if ((uint64_t)t->count > ids_max_load(t, (uint64_t)t->mask + 1)) {
+    if (ok && (uint64_t)t->count > ids_max_load(t, nbuckets)) {
         *why = "ids: fuller than its maximum load";
-        return false;
+        ok = false;
     }
-    return true;
+    return ok;
 }

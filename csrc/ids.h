@@ -1,40 +1,43 @@
 /*
- * ids.h - the order-id index: order id -> order handle, Robin Hood hashing.
+ * ids.h - the order-id index: order id -> order handle, a hash table of
+ * buckets of one cache line each.
+ *
+ * A bucket holds seven entries (a 32-bit key and a handle each) and a count
+ * of the entries that overflowed past it: an id is looked for in its home
+ * bucket, and in the next ones only while the bucket just read counts some
+ * overflow. An insert takes the first free slot from home on, counting
+ * itself in each full bucket it passes; an erase clears its slot and takes
+ * itself out of those counts again. Nothing moves on insert or erase, so a
+ * lookup's place (ids_lookup) stays good for an erase right after it. A
+ * lookup reads one cache line almost always and compares its seven keys at
+ * once (SSE2 compares into a bit mask): no branch per slot, where the Robin
+ * Hood probing this replaced had one per slot, whose outcome no predictor
+ * can guess on random ids (docs/design.md, "Indexes"). A key that matches is
+ * confirmed on the order.
  *
  * Two kinds of ids, two placements:
  *
  * The engine's own ids are consecutive, and orders live for very different
  * times: a deep book keeps old orders for hours while new ones come and go.
- * Were an id its own hash, ids would be placed in runs, and once ids wrap
- * around the table the run of new ids would meet the old residents of that
- * stretch: locally more than one entry per slot, a cluster that grows with
- * every insert (measured: 2.4 us per insert with 10,000 old orders, 76 us
- * with 300,000). So ids go in runs of 16 consecutive ids to 16 consecutive
- * slots (an insert still lands on a warm cache line most of the time), and
- * each run's place is a Fibonacci hash of the run number -- the high bits of
- * run * 2^32/phi -- which spreads consecutive runs evenly over the table.
- * The slot's key is the id's low 32 bits.
+ * Consecutive ids should share cache lines (with every id scattered, each
+ * insert into a table bigger than the cache misses), yet old residents must
+ * not pile up where the counter comes round again. So ids go in runs of 16:
+ * two consecutive ids to a bucket, a run to 8 consecutive buckets from a
+ * first bucket that is a Fibonacci hash of the run number (the high bits of
+ * run * 2^32/phi), which spreads consecutive runs evenly. The runs' windows
+ * overlap, so neighbouring buckets' loads are sums over several runs and
+ * even out. The key is the id's low 32 bits; the table is at most three
+ * quarters full.
  *
  * Ids the caller chooses (eng_config.caller_order_ids) follow no pattern we
  * may count on: a gateway's ids can be a multiplicative sequence that a
  * Fibonacci hash folds into clusters, or a hostile client's. Their key is a
- * seeded 64-bit mix of the whole id (its high half), the home its top bits,
- * and the table grows at half full, not three quarters: on the harness-shaped
- * flow (docs/design.md) each step of a probe is a branch nobody can predict,
- * and the lower load bought more than the bigger table cost.
+ * seeded 64-bit mix of the whole id (its high half), the home bucket its top
+ * bits, and the table is at most half full: random homes fill buckets
+ * unevenly, and each overflow costs the lookups that pass it a cache line.
  *
- * Each slot keeps the handle and the 32-bit key, enough to compute a
- * resident's home and probe distance without touching the order: probing
- * reads only the table; a key that matches is confirmed on the order.
- *
- * Robin Hood keeps every cluster ordered by home slot: a lookup stops as soon
- * as it meets a resident closer to home than itself, and erase shifts back
- * only the entries that are displaced (it stops at the first entry already at
- * home) instead of walking to the end of the cluster as plain linear probing
- * must.
- *
- * Slots are malloc'ed and replaced wholesale when the table doubles: O(log n)
- * times in an engine's life, never per order.
+ * Buckets are allocated anew and filled again when the table doubles:
+ * O(log n) times in an engine's life, never per order.
  */
 #ifndef ENG_IDS_H
 #define ENG_IDS_H
@@ -45,18 +48,33 @@
 
 #include "common.h"
 
-struct ids_slot {
-    uint32_t handle; /* 0 = empty */
-    uint32_t key;    /* ids_key() of the order id */
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
+enum {
+    IDS_BUCKET_SLOTS = 7,
+    IDS_RUN_SHARE_BITS = 1, /* two consecutive engine ids to a bucket */
+    IDS_RUN_BUCKET_BITS = 3 /* a run of engine ids spans 8 buckets (16 ids) */
+};
+
+struct ids_bucket {
+    uint32_t key[IDS_BUCKET_SLOTS];
+    uint32_t handle[IDS_BUCKET_SLOTS]; /* 0 = a free slot */
+    uint32_t overflow; /* entries whose probe passed this bucket full */
+    uint32_t reserved;
 };
 
 struct ids {
-    struct ids_slot *slots;
-    uint32_t mask;  /* capacity - 1 */
+    struct ids_bucket *buckets;
+    uint32_t mask;  /* buckets - 1 */
     uint32_t count;
-    uint32_t shift; /* 32 - log2(capacity): the hash's high bits are the home */
+    uint32_t shift; /* 32 - log2(buckets): the hash's high bits are the home */
     uint64_t seed;  /* 0: the engine's consecutive ids; else caller ids, keyed by it */
 };
+
+/* Where an entry is: its bucket times 8 plus its slot. */
+typedef uint32_t ids_pos;
 
 /*
  * Allocate an empty table with room for `expected` ids: the engine's own
@@ -65,16 +83,12 @@ struct ids {
 int ids_init(struct ids *t, uint32_t expected, uint64_t seed);
 void ids_destroy(struct ids *t);
 
-
 static inline size_t ids_bytes(const struct ids *t)
 {
-    return ((size_t)t->mask + 1) * sizeof(struct ids_slot);
+    return ((size_t)t->mask + 1) * sizeof(struct ids_bucket);
 }
 
-/* Ids go in runs of 2^IDS_RUN_BITS consecutive slots (see above). */
-enum { IDS_RUN_BITS = 4 };
-
-/* The key a slot keeps for `id`: its low 32 bits, or a caller id's mix. */
+/* The key of `id`: its low 32 bits, or a caller id's mix. */
 static inline uint32_t ids_key(const struct ids *t, uint64_t id)
 {
     uint64_t h;
@@ -90,32 +104,26 @@ static inline uint32_t ids_key(const struct ids *t, uint64_t id)
 }
 
 /*
- * The home slot of a key. A caller id's is the top bits of its mix. An
- * engine id's run's place is a Fibonacci hash of the run number, its place
- * in the run the id's low bits. The table has at least one run
- * (IDS_MIN_CAPACITY), so shift + IDS_RUN_BITS is at most 32; the shifts are
- * done in 64 bits to allow 32.
+ * The home bucket of a key: a caller id's top bits; an engine id's the
+ * bucket of its pair in its run's window, which starts at a Fibonacci hash
+ * of the run number (see above). Shifts in 64 bits to allow one of 32 (a
+ * single bucket).
  */
 static inline uint32_t ids_home(const struct ids *t, uint32_t key)
 {
-    uint32_t run, run_home;
+    uint32_t run, first;
 
     if (t->seed)
         return (uint32_t)((uint64_t)key >> t->shift);
-    run = (key >> IDS_RUN_BITS) * UINT32_C(2654435769);
-    run_home = (uint32_t)((uint64_t)run >> (t->shift + IDS_RUN_BITS));
-    return (run_home << IDS_RUN_BITS) | (key & ((UINT32_C(1) << IDS_RUN_BITS) - 1));
+    run = (key >> (IDS_RUN_SHARE_BITS + IDS_RUN_BUCKET_BITS)) * UINT32_C(2654435769);
+    first = (uint32_t)((uint64_t)run >> t->shift);
+    return (first + ((key >> IDS_RUN_SHARE_BITS) & ((1u << IDS_RUN_BUCKET_BITS) - 1))) & t->mask;
 }
 
-static inline uint32_t ids_dist(const struct ids *t, uint32_t pos, uint32_t key)
+/* The most entries a table of `buckets` holds. */
+static inline uint64_t ids_max_load(const struct ids *t, uint64_t buckets)
 {
-    return (pos - ids_home(t, key)) & t->mask;
-}
-
-/* The most entries a table of `cap` slots holds (see above for why). */
-static inline uint64_t ids_max_load(const struct ids *t, uint64_t cap)
-{
-    return t->seed ? cap / 2 : cap * 3 / 4;
+    return t->seed ? buckets * IDS_BUCKET_SLOTS / 2 : buckets * IDS_BUCKET_SLOTS * 3 / 4;
 }
 
 /* ids_reserve_one() when the table must grow. */
@@ -130,37 +138,86 @@ static inline int ids_reserve_one(struct ids *t)
     return ids_grow(t);
 }
 
+/* The slots whose value in `v` (a bucket's keys or handles) is `x`, one bit
+   each. The eighth value read is the word after the slots, masked off. */
+static inline uint32_t ids_slots_equal(const uint32_t *v, uint32_t x)
+{
+#ifdef __SSE2__
+    __m128i k = _mm_set1_epi32((int)x);
+    __m128i lo = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)v), k);
+    __m128i hi = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(v + 4)), k);
+    uint32_t m = (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(lo)) |
+                 (uint32_t)_mm_movemask_ps(_mm_castsi128_ps(hi)) << 4;
+    return m & ((1u << IDS_BUCKET_SLOTS) - 1);
+#else
+    uint32_t m = 0;
+    for (int i = 0; i < IDS_BUCKET_SLOTS; i++)
+        m |= (uint32_t)(v[i] == x) << i;
+    return m;
+#endif
+}
+
+/* The slots of `b` whose key is `key` (free slots' key is 0). */
+static inline uint32_t ids_matches(const struct ids_bucket *b, uint32_t key)
+{
+    return ids_slots_equal(b->key, key);
+}
+
 /*
- * The handle stored for `id`, or 0. Candidates whose key matches are
- * confirmed with `same(ctx, handle, id)`, which compares the full id.
+ * The handle stored for the id `id` whose key is `key` (ids_key), or 0; its
+ * place in *pos when found. Candidates whose key matches are confirmed with
+ * `same(ctx, handle, id)`, which compares the full id.
  */
+static inline uint32_t ids_lookup(const struct ids *t, uint32_t key, uint64_t id,
+                                  bool (*same)(const void *ctx, uint32_t handle, uint64_t id),
+                                  const void *ctx, ids_pos *pos)
+{
+    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
+        const struct ids_bucket *b = &t->buckets[at];
+        for (uint32_t m = ids_matches(b, key); m; m &= m - 1) {
+            int i = __builtin_ctz(m);
+            uint32_t h = b->handle[i];
+            if (h && same(ctx, h, id)) {
+                *pos = at * 8 + (uint32_t)i;
+                return h;
+            }
+        }
+        if (ENG_LIKELY(b->overflow == 0))
+            return 0;
+    }
+}
+
+/* ids_lookup() for an id whose place is of no interest. */
 static inline uint32_t ids_find(const struct ids *t, uint64_t id,
                                 bool (*same)(const void *ctx, uint32_t handle, uint64_t id),
                                 const void *ctx)
 {
-    uint32_t key = ids_key(t, id), pos = ids_home(t, key);
-    for (uint32_t dist = 0;; dist++, pos = (pos + 1) & t->mask) {
-        const struct ids_slot *s = &t->slots[pos];
-        if (s->handle == 0 || ids_dist(t, pos, s->key) < dist)
-            return 0;
-        if (s->key == key && same(ctx, s->handle, id))
-            return s->handle;
-    }
+    ids_pos pos;
+    return ids_lookup(t, ids_key(t, id), id, same, ctx, &pos);
 }
 
-/* Insert; caller guarantees ids_reserve_one() succeeded since the last insert
-   and `id` is not present. Can't fail. */
-void ids_insert(struct ids *t, uint64_t id, uint32_t handle);
+/* Insert the id whose key is `key`; caller guarantees ids_reserve_one()
+   succeeded since the last insert and the id is not present. Can't fail. */
+void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle);
+
+static inline void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
+{
+    ids_insert_key(t, ids_key(t, id), handle);
+}
+
+/* Remove the entry at `pos` (from ids_lookup, with no insert or erase since).
+   Can't fail. */
+void ids_erase_at(struct ids *t, ids_pos pos);
 
 /* Remove the entry of `handle`, whose id is `id`; caller guarantees it is
    present. Can't fail. */
 void ids_erase(struct ids *t, uint64_t id, uint32_t handle);
 
 /*
- * Check that every entry is reachable (all slots from its home to it are
- * occupied), that probe distances grow by at most one from slot to slot (the
- * Robin Hood order) and that the count matches. Returns true, or false with a
- * static description in *why.
+ * Check that every entry lives at or after its home bucket with every bucket
+ * in between counting it as overflow, that each bucket's overflow count is
+ * exactly that, and that the count and load match. Returns true, or false
+ * with a static description in *why.
  */
 bool ids_verify(const struct ids *t, const char **why);
 

@@ -19,6 +19,7 @@
 struct taker {
     const char *coid;   /* its client order id (ENG_COID_LEN bytes) */
     uint64_t id;
+    uint32_t id_key;    /* ids_key() of id, for the order-id index */
     int64_t qty;        /* open quantity */
     int64_t limit;      /* inclusive price limit; INT64_MAX/INT64_MIN = none */
     uint32_t account;
@@ -174,16 +175,23 @@ static inline void note_level(struct eng *e, const struct level *lv)
 
 /* ---- order storage -------------------------------------------------------- */
 
-/* Take an order that is out of the book out of both indexes and back to the
-   pool. Can't fail. */
-static void forget_order(struct eng *e, struct order *o)
+/* Take an order that is out of the book and out of the order-id index out of
+   the client-order-id index and back to the pool. Can't fail. */
+static void release_order(struct eng *e, struct order *o)
 {
-    ids_erase(&e->ids, o->id, o->handle);
     if (!eng__coid_empty(o->coid))
         idx_erase_at(&e->coids,
                      idx_slot_of(&e->coids, eng__hash_coid(e, o->account, o->coid), o->handle),
                      &eng__coid_ops, e);
     pool_free(&e->orders, o, o->handle);
+}
+
+/* Take an order that is out of the book out of both indexes and back to the
+   pool. Can't fail. */
+static void forget_order(struct eng *e, struct order *o)
+{
+    ids_erase(&e->ids, o->id, o->handle);
+    release_order(e, o);
 }
 
 /* Take a resting order out of its level (which may go). Can't fail. */
@@ -209,6 +217,15 @@ static void drop_order(struct eng *e, struct book *b, struct order *o)
 {
     unlink_order(e, b, o);
     forget_order(e, o);
+}
+
+/* drop_order() of the order at `pos` in the order-id index (no insert or
+   erase since it was found there). */
+static void drop_order_at(struct eng *e, struct book *b, struct order *o, ids_pos pos)
+{
+    unlink_order(e, b, o);
+    ids_erase_at(&e->ids, pos);
+    release_order(e, o);
 }
 
 /*
@@ -256,7 +273,7 @@ static void rest_new(struct eng *e, struct book *b, const struct taker *t,
     o->flags = (c->flags & ENG_CMD_F_POST_ONLY) ? ORDER_F_POST_ONLY : 0;
     o->reserved = 0;
     memcpy(o->coid, c->coid, ENG_COID_LEN);
-    ids_insert(&e->ids, o->id, handle);
+    ids_insert_key(&e->ids, t->id_key, handle);
     if (has_coid)
         idx_insert(&e->coids, eng__hash_coid(e, o->account, o->coid), handle);
     rest_order(e, b, o, t->side, c->price);
@@ -484,11 +501,12 @@ static bool mmp_tripped(const struct eng *e, uint32_t account, uint32_t instrume
     return en && en->tripped;
 }
 
-void eng__new_order(struct eng *e, const struct eng_cmd *c)
+void eng__new_order(struct eng *e, const struct eng_cmd *c, uint32_t key)
 {
     const struct instrument *in = NULL;
     struct book *b;
     struct taker t;
+    ids_pos pos;
     int err = check_new_shape(c);
     bool limit = c->order_type == ENG_LIMIT;
     int64_t event_price = limit ? c->price : 0;
@@ -515,7 +533,8 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
                        .account = c->account,
                        .side = c->side == ENG_BUY ? BOOK_BID : BOOK_ASK,
                        .stp = c->stp};
-    if (e->caller_ids && eng__find_order(e, c->order_id))
+    t.id_key = key;
+    if (e->caller_ids && eng__lookup_order(e, key, c->order_id, &pos))
         err = ENG_DUPLICATE_ORDER_ID;
     else if (!eng__coid_empty(c->coid) && eng__find_coid(e, c->account, c->coid))
         err = ENG_DUPLICATE_CLIENT_ORDER_ID;
@@ -528,7 +547,12 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
         return;
     }
 
-    t.id = e->caller_ids ? c->order_id : ++e->last_order_id;
+    if (e->caller_ids) {
+        t.id = c->order_id;
+    } else {
+        t.id = ++e->last_order_id;
+        t.id_key = ids_key(&e->ids, t.id);
+    }
     t.limit = limit ? c->price : market_limit(in, t.side);
     emit_accepted(e, c, t.id);
     if (c->tif == ENG_FOK && !fok_fillable(b, &t)) {
@@ -557,10 +581,11 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c)
 
 /*
  * The open order a CANCEL or MODIFY addresses, checked for shape and
- * ownership, or NULL with the reject code in *err.
+ * ownership, or NULL with the reject code in *err; its place in the order-id
+ * index in *pos.
  */
-static struct order *target_order(const struct eng *e, const struct eng_cmd *c,
-                                   uint8_t allowed_flags, int *err)
+static struct order *target_order(const struct eng *e, const struct eng_cmd *c, uint32_t key,
+                                   uint8_t allowed_flags, int *err, ids_pos *pos)
 {
     struct order *o = NULL;
 
@@ -571,9 +596,9 @@ static struct order *target_order(const struct eng *e, const struct eng_cmd *c,
     else if (!coid_valid(c->coid))
         *err = ENG_BAD_CLIENT_ORDER_ID;
     else if (c->order_id)
-        o = eng__find_order(e, c->order_id);
-    else if (!eng__coid_empty(c->coid))
-        o = eng__find_coid(e, c->account, c->coid);
+        o = eng__lookup_order(e, key, c->order_id, pos);
+    else if (!eng__coid_empty(c->coid) && (o = eng__find_coid(e, c->account, c->coid)))
+        eng__lookup_order(e, ids_key(&e->ids, o->id), o->id, pos);
     if (!o) {
         if (*err == ENG_OK)
             *err = ENG_UNKNOWN_ORDER;
@@ -586,10 +611,11 @@ static struct order *target_order(const struct eng *e, const struct eng_cmd *c,
     return o;
 }
 
-void eng__cancel(struct eng *e, const struct eng_cmd *c)
+void eng__cancel(struct eng *e, const struct eng_cmd *c, uint32_t key)
 {
     int err = ENG_OK;
-    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT, &err);
+    ids_pos pos;
+    struct order *o = target_order(e, c, key, ENG_CMD_F_ANY_ACCOUNT, &err, &pos);
     struct level *lv;
 
     if (!o) {
@@ -598,13 +624,14 @@ void eng__cancel(struct eng *e, const struct eng_cmd *c)
     }
     lv = pool_at(&e->levels, o->level);
     emit_order_cancelled(e, o, lv, ENG_CANCEL_USER);
-    drop_order(e, &e->inst[lv->instrument].book, o);
+    drop_order_at(e, &e->inst[lv->instrument].book, o, pos);
 }
 
-void eng__modify(struct eng *e, const struct eng_cmd *c)
+void eng__modify(struct eng *e, const struct eng_cmd *c, uint32_t key)
 {
     int err = ENG_OK;
-    struct order *o = target_order(e, c, ENG_CMD_F_ANY_ACCOUNT | KEEP_BOTH, &err);
+    ids_pos pos;
+    struct order *o = target_order(e, c, key, ENG_CMD_F_ANY_ACCOUNT | KEEP_BOTH, &err, &pos);
     const struct instrument *in;
     struct level *lv;
     struct book *b;
@@ -632,7 +659,7 @@ void eng__modify(struct eng *e, const struct eng_cmd *c)
 
     if (qty == 0) {
         emit_order_cancelled(e, o, lv, ENG_CANCEL_USER);
-        drop_order(e, b, o);
+        drop_order_at(e, b, o, pos);
         return;
     }
     if (price == lv->price && qty <= o->qty) {

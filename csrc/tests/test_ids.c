@@ -29,7 +29,7 @@ void test_ids_dense_run_insert_erase(void)
         ids_insert(&t, ids_of[h], h);
     }
     verify(&t);
-    ASSERT_TRUE(ids_bytes(&t) >= N * sizeof(struct ids_slot));
+    ASSERT_TRUE(ids_bytes(&t) >= N * 2 * sizeof(uint32_t)); /* a key and a handle each */
     for (uint32_t h = 1; h <= N; h++)
         ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
     ASSERT_EQ(ids_find(&t, 999, same, NULL), 0);
@@ -49,10 +49,11 @@ static void wraparound_and_stragglers(uint64_t seed)
     struct ids t;
     uint64_t rng = 99;
 
-    /* Ids that share home slots (equal modulo the capacity, or equal in the
-       low 32 bits) interleave in clusters; every step keeps the order. */
-    ASSERT_EQ(ids_init(&t, seed ? 32 : 40, seed), 0); /* capacity 64 */
-    ASSERT_EQ(t.mask, 63);
+    /* Ids that share home buckets (a table of eight, or equal in the low 32
+       bits) overflow into the next buckets and leave them again in any
+       order; every step keeps the overflow counts. */
+    ASSERT_EQ(ids_init(&t, seed ? 28 : 40, seed), 0); /* eight buckets */
+    ASSERT_EQ(t.mask, 7);
     bool present[200] = {false};
     memset(ids_of, 0, sizeof(ids_of));
     for (int step = 0; step < 5000; step++) {
@@ -62,8 +63,8 @@ static void wraparound_and_stragglers(uint64_t seed)
         if (present[h]) {
             ids_erase(&t, ids_of[h], h);
             present[h] = false;
-        } else if (t.count < (seed ? 32 : 40)) {
-            /* Keep the load fixed so clusters stay long. */
+        } else if (t.count < (seed ? 28 : 40)) {
+            /* Keep the load high so buckets overflow. */
             bool clash = false;
             for (uint32_t k = 1; k < 200; k++)
                 clash |= present[k] && ids_of[k] == ids_of[h];
@@ -98,31 +99,33 @@ void test_ids_caller_ids_wraparound_and_stragglers(void)
 }
 
 /*
- * The longest run of occupied slots. An insert or erase may shift every
- * entry of the run it lands in: that is its cost.
+ * The most buckets a lookup of an entry reads: from its home to its own.
+ * Each one past the first is a cache line more, for its lookups and for
+ * every lookup that passes it.
  */
-static uint32_t longest_cluster(const struct ids *t)
+static uint32_t longest_probe(const struct ids *t)
 {
-    uint32_t worst = 0, run = 0;
+    uint32_t worst = 0;
 
-    /* Twice round, so that a run across the end of the table counts whole. */
-    for (uint64_t i = 0; i < 2 * ((uint64_t)t->mask + 1); i++) {
-        run = t->slots[i & t->mask].handle ? run + 1 : 0;
-        worst = run > worst ? run : worst;
-    }
+    for (uint64_t at = 0; at <= t->mask; at++)
+        for (int i = 0; i < IDS_BUCKET_SLOTS; i++) {
+            const struct ids_bucket *b = &t->buckets[at];
+            uint32_t probe = (((uint32_t)at - ids_home(t, b->key[i])) & t->mask) + 1;
+            if (b->handle[i] && probe > worst)
+                worst = probe;
+        }
     return worst;
 }
 
 void test_ids_long_lived_residents_keep_runs_short(void)
 {
-    enum { OLD = 10000, CHURN = 300000, BOUND = 256 };
+    enum { OLD = 10000, CHURN = 300000, BOUND = 8 };
     struct ids t;
     uint32_t prev = 0;
 
     /* Old orders that stay, then new ids coming and going while the id
-       counter laps the table many times. With an id as its own home, the old
-       orders fill one run of 10,000 slots, and every new id whose home falls
-       in it shifts the rest of it by one slot. Runs must stay short. */
+       counter laps the table many times: the new ids keep landing among the
+       old residents, and lookups must stay within a bucket or two. */
     ASSERT_EQ(ids_init(&t, 16, 0), 0);
     for (uint32_t h = 1; h <= OLD; h++) {
         ids_of[h] = h;
@@ -139,11 +142,11 @@ void test_ids_long_lived_residents_keep_runs_short(void)
         prev = h;
         if (k % 10000 == 0) {
             verify(&t);
-            ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+            ASSERT_TRUE(longest_probe(&t) <= BOUND);
         }
     }
     verify(&t);
-    ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+    ASSERT_TRUE(longest_probe(&t) <= BOUND);
     for (uint32_t h = 1; h <= OLD; h++)
         ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
     ASSERT_EQ(ids_find(&t, ids_of[prev], same, NULL), prev);
@@ -152,7 +155,7 @@ void test_ids_long_lived_residents_keep_runs_short(void)
 
 void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
 {
-    enum { LIVE = 10000, CHURN = 200000, BOUND = 64 };
+    enum { LIVE = 10000, CHURN = 200000, BOUND = 3 };
     struct ids t;
 
     /* A gateway's ids k * 0x9E3779B1 (mod 2^25), the very pattern that the
@@ -168,12 +171,69 @@ void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
         ids_insert(&t, ids_of[h], h);
         if (k % 20000 == 0) {
             verify(&t);
-            ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+            ASSERT_TRUE(longest_probe(&t) <= BOUND);
         }
     }
     verify(&t);
-    ASSERT_TRUE(longest_cluster(&t) <= BOUND);
+    ASSERT_TRUE(longest_probe(&t) <= BOUND);
     for (uint32_t h = 1; h <= LIVE; h++)
         ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
+    ids_destroy(&t);
+}
+
+static void expect_corrupt(const struct ids *t, const char *expected)
+{
+    const char *why = NULL;
+    ASSERT_TRUE(!ids_verify(t, &why));
+    ASSERT_TRUE(why && strcmp(why, expected) == 0);
+}
+
+void test_ids_erase_at_a_place_and_verify_catches_corruption(void)
+{
+    enum { SAME = 10 }; /* more than a bucket holds */
+    struct ids t;
+    ids_pos pos[SAME + 1];
+    uint32_t home, key = 5;
+
+    /* Engine ids equal in their low 32 bits share a key, so a home: seven
+       fill it, the rest overflow into the next bucket. */
+    ASSERT_EQ(ids_init(&t, 40, 0), 0);
+    for (uint32_t h = 1; h <= SAME; h++) {
+        ids_of[h] = (uint64_t)h << 32 | key;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+    }
+    verify(&t);
+    home = ids_home(&t, key);
+    ASSERT_EQ(t.buckets[home].overflow, SAME - IDS_BUCKET_SLOTS);
+    ASSERT_EQ(longest_probe(&t), 2);
+    for (uint32_t h = 1; h <= SAME; h++) {
+        ASSERT_EQ(ids_lookup(&t, key, ids_of[h], same, NULL, &pos[h]), h);
+        ASSERT_EQ(pos[h] / 8, h <= IDS_BUCKET_SLOTS ? home : (home + 1) & t.mask);
+    }
+
+    /* Out of the home bucket: nothing overflowed less. Out of the next one:
+       one entry fewer passed the home. */
+    ids_erase_at(&t, pos[2]);
+    verify(&t);
+    ASSERT_EQ(t.buckets[home].overflow, SAME - IDS_BUCKET_SLOTS);
+    ids_erase_at(&t, pos[SAME]);
+    verify(&t);
+    ASSERT_EQ(t.buckets[home].overflow, SAME - IDS_BUCKET_SLOTS - 1);
+    for (uint32_t h = 1; h <= SAME; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h == 2 || h == SAME ? 0 : h);
+
+    /* verify() sees a wrong overflow count, a key left in a free slot, a
+       wrong count of entries. */
+    t.buckets[home].overflow++;
+    expect_corrupt(&t, "ids: a bucket's overflow count does not match the entries past it");
+    t.buckets[home].overflow--;
+    t.buckets[pos[2] / 8].key[pos[2] % 8] = 1;
+    expect_corrupt(&t, "ids: a free slot keeps a key");
+    t.buckets[pos[2] / 8].key[pos[2] % 8] = 0;
+    t.count++;
+    expect_corrupt(&t, "ids: count does not match the occupied slots");
+    t.count--;
+    verify(&t);
     ids_destroy(&t);
 }

@@ -20,6 +20,7 @@
     XX(ids, ids_caller_ids_wraparound_and_stragglers)  \
     XX(ids, ids_caller_ids_of_a_multiplicative_sequence_stay_spread) \
     XX(ids, ids_long_lived_residents_keep_runs_short) \
+    XX(ids, ids_erase_at_a_place_and_verify_catches_corruption) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
