@@ -279,9 +279,10 @@ void eng_free_events(struct eng_event *events)
 
 /* ---- processing ----------------------------------------------------------- */
 
+#if ENG_DEBUG >= 3
 /* Did the command whose events start at `first` leave the engine sound?
    Says why not on stderr: for ENG_ASSERT_EXPENSIVE. */
-static inline bool verified(const struct eng *e, size_t first)
+static bool verified(const struct eng *e, size_t first)
 {
     char why[128];
 
@@ -290,6 +291,7 @@ static inline bool verified(const struct eng *e, size_t first)
     fprintf(stderr, "after command %llu: %s\n", (unsigned long long)e->seq, why);
     return false;
 }
+#endif
 
 /* eng_process() of a command whose order_id's ids_key() is `key`. */
 static inline int64_t process_keyed(struct eng *e, const struct eng_cmd *cmd, uint32_t key)

@@ -4,6 +4,7 @@
  */
 #include "ids.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,7 +17,8 @@ static int ids_alloc(struct ids *t, uint64_t buckets)
 {
     struct ids_bucket *b;
 
-    if (buckets > ((uint64_t)1 << 29)) /* places must fit in 32 bits */
+    /* A place (bucket * 8 + slot) must fit in 32 bits, the size in a size_t. */
+    if (buckets > ((uint64_t)1 << 29) || buckets > SIZE_MAX / sizeof(*b))
         return -1;
     b = aligned_alloc(sizeof(*b), buckets * sizeof(*b));
     if (!b)
@@ -25,6 +27,7 @@ static int ids_alloc(struct ids *t, uint64_t buckets)
     t->buckets = b;
     t->mask = (uint32_t)(buckets - 1);
     t->count = 0;
+    t->max_probe = 0;
     t->shift = 32;
     while (buckets > 1) {
         buckets >>= 1;
@@ -59,7 +62,9 @@ static inline uint32_t free_slots(const struct ids_bucket *b)
 void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
 {
     ENG_ASSERT(handle != 0 && (uint64_t)t->count < ids_max_load(t, (uint64_t)t->mask + 1));
-    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
+    uint32_t at = ids_home(t, key);
+
+    for (uint32_t dist = 0;; dist++, at = (at + 1) & t->mask) {
         struct ids_bucket *b = &t->buckets[at];
         uint32_t m = free_slots(b);
         if (ENG_LIKELY(m)) {
@@ -67,6 +72,8 @@ void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
             b->key[i] = key;
             b->handle[i] = handle;
             t->count++;
+            if (ENG_UNLIKELY(dist > t->max_probe))
+                t->max_probe = dist;
             return;
         }
         b->overflow++;
@@ -135,6 +142,8 @@ bool ids_verify(const struct ids *t, const char **why)
     for (uint64_t at = 0; at < nbuckets; at++) {
         const struct ids_bucket *b = &t->buckets[at];
         for (int i = 0; i < IDS_BUCKET_SLOTS; i++) {
+            uint32_t home;
+
             if (!b->handle[i]) {
                 if (b->key[i]) {
                     *why = "ids: a free slot keeps a key";
@@ -144,7 +153,12 @@ bool ids_verify(const struct ids *t, const char **why)
             }
             n++;
             /* Every bucket from its home up to this one counts it. */
-            for (uint64_t p = ids_home(t, b->key[i]); p != at; p = (p + 1) & t->mask)
+            home = ids_home(t, b->key[i]);
+            if (((at - home) & t->mask) > t->max_probe) {
+                *why = "ids: an entry lies past the longest probe";
+                ok = false;
+            }
+            for (uint64_t p = home; p != at; p = (p + 1) & t->mask)
                 passed[p]++;
         }
     }

@@ -5,9 +5,11 @@
  * A bucket holds seven entries (a 32-bit key and a handle each) and a count
  * of the entries that overflowed past it: an id is looked for in its home
  * bucket, and in the next ones only while the bucket just read counts some
- * overflow. An insert takes the first free slot from home on, counting
- * itself in each full bucket it passes; an erase clears its slot and takes
- * itself out of those counts again. Nothing moves on insert or erase, so a
+ * overflow, and no further than the farthest any entry went from its home
+ * (entries that overflowed outlive those that filled their home, so every
+ * bucket may count overflow at once). An insert takes the first free slot
+ * from home on, counting itself in each full bucket it passes; an erase
+ * clears its slot and takes itself out of those counts again. Nothing moves on insert or erase, so a
  * lookup's place (ids_lookup) stays good for an erase right after it. A
  * lookup reads one cache line almost always and compares its seven keys at
  * once (SSE2 compares into a bit mask): no branch per slot, where the Robin
@@ -67,10 +69,12 @@ struct ids_bucket {
 
 struct ids {
     struct ids_bucket *buckets;
-    uint32_t mask;  /* buckets - 1 */
+    uint32_t mask;      /* buckets - 1 */
     uint32_t count;
-    uint32_t shift; /* 32 - log2(buckets): the hash's high bits are the home */
-    uint64_t seed;  /* 0: the engine's consecutive ids; else caller ids, keyed by it */
+    uint32_t shift;     /* 32 - log2(buckets): the hash's high bits are the home */
+    uint32_t max_probe; /* the most buckets past its home an entry went since the
+                           table was made: where a lookup gives up at the latest */
+    uint64_t seed;      /* 0: the engine's consecutive ids; else caller ids, keyed by it */
 };
 
 /* Where an entry is: its bucket times 8 plus its slot. */
@@ -172,7 +176,9 @@ static inline uint32_t ids_lookup(const struct ids *t, uint32_t key, uint64_t id
                                   bool (*same)(const void *ctx, uint32_t handle, uint64_t id),
                                   const void *ctx, ids_pos *pos)
 {
-    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
+    uint32_t at = ids_home(t, key);
+
+    for (uint32_t dist = 0;; dist++, at = (at + 1) & t->mask) {
         const struct ids_bucket *b = &t->buckets[at];
         for (uint32_t m = ids_matches(b, key); m; m &= m - 1) {
             int i = __builtin_ctz(m);
@@ -182,7 +188,9 @@ static inline uint32_t ids_lookup(const struct ids *t, uint32_t key, uint64_t id
                 return h;
             }
         }
-        if (ENG_LIKELY(b->overflow == 0))
+        /* Every bucket may count overflow (entries that overflowed outlive
+           the ones that filled their home), so the longest probe ends it. */
+        if (ENG_LIKELY(b->overflow == 0) || dist == t->max_probe)
             return 0;
     }
 }
@@ -214,9 +222,9 @@ void ids_erase_at(struct ids *t, ids_pos pos);
 void ids_erase(struct ids *t, uint64_t id, uint32_t handle);
 
 /*
- * Check that every entry lives at or after its home bucket with every bucket
- * in between counting it as overflow, that each bucket's overflow count is
- * exactly that, and that the count and load match. Returns true, or false
+ * Check that every bucket from an entry's home up to its own counts it as
+ * overflow, that each bucket's overflow count is exactly that, that no entry
+ * lies past max_probe, and that the count and load match. Returns true, or false
  * with a static description in *why.
  */
 bool ids_verify(const struct ids *t, const char **why);

@@ -597,8 +597,9 @@ static struct order *target_order(const struct eng *e, const struct eng_cmd *c, 
         *err = ENG_BAD_CLIENT_ORDER_ID;
     else if (c->order_id)
         o = eng__lookup_order(e, key, c->order_id, pos);
-    else if (!eng__coid_empty(c->coid) && (o = eng__find_coid(e, c->account, c->coid)))
-        eng__lookup_order(e, ids_key(&e->ids, o->id), o->id, pos);
+    else if (!eng__coid_empty(c->coid) && (o = eng__find_coid(e, c->account, c->coid)) &&
+             ENG_NEVER(!eng__lookup_order(e, ids_key(&e->ids, o->id), o->id, pos)))
+        o = NULL; /* the two indexes disagree: better unknown than a wild erase */
     if (!o) {
         if (*err == ENG_OK)
             *err = ENG_UNKNOWN_ORDER;

@@ -32,9 +32,12 @@ struct observer {
     uint64_t mmp_rejects;      /* new orders refused as tripped */
 };
 
-static struct eng *make(void)
+/* A fresh engine with the test's instruments, its order-id table small (it
+   grows on the way), numbering its own orders or taking the caller's. */
+static struct eng *make_engine(int caller_order_ids)
 {
-    struct eng *e = eng_create(&(struct eng_config){.expected_orders = 16});
+    struct eng *e = eng_create(
+        &(struct eng_config){.expected_orders = 16, .caller_order_ids = caller_order_ids});
     static const struct eng_instrument_spec specs[NINST] = {
         {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
         {.symbol = "B", .tick_size = 5, .lot_size = 3, .market_protection = 20},
@@ -42,9 +45,21 @@ static struct eng *make(void)
          .market_protection = -1},
     };
     uint32_t id;
+
+    ASSERT_TRUE(e != NULL);
     for (int i = 0; i < NINST; i++)
         ASSERT_EQ(eng_add_instrument(e, &specs[i], &id), ENG_OK);
     return e;
+}
+
+static struct eng *make(void)
+{
+    return make_engine(0);
+}
+
+static struct eng *make_caller_ids(void)
+{
+    return make_engine(1);
 }
 
 /* A CANCEL_ALL of `c`'s account, or MAKER's SET_MMP or RESET_MMP, on `inst`
@@ -280,6 +295,31 @@ void test_engine_random_flow_invariants(void)
     eng_destroy(e);
 }
 
+/*
+ * Feed `cmds` to the fresh engine `e` in batches of 1 to 19 commands (fewer
+ * than the batch path's look-ahead, and more) and check that the events are
+ * `events`, those of the same commands one at a time. Destroys `e`.
+ */
+static void same_as_batches(const struct eng_cmd *cmds, size_t n, const struct eng_event *events,
+                            size_t nevents, struct eng *e, const char *where)
+{
+    const struct eng_event *got;
+    size_t ngot;
+
+    for (size_t i = 0, size = 1; i < n; i += size, size = size % 19 + 1) {
+        size_t k = n - i < size ? n - i : size;
+        if (eng_process_batch(e, cmds + i, k) != k)
+            TEST_FAIL_("%s: a batch stopped short at command %zu", where, i);
+    }
+    got = eng_events(e, &ngot);
+    if (ngot != nevents || memcmp(got, events, nevents * sizeof(*got)) != 0)
+        TEST_FAIL_("%s: small batches gave other events than one command at a time", where);
+    ASSERT_VERIFY(e);
+    eng_destroy(e);
+}
+#define ASSERT_SAME_AS_BATCHES(cmds, n, events, nevents, e) \
+    same_as_batches(cmds, n, events, nevents, e, __func__)
+
 /* Also across hash seeds: make() leaves each engine to draw its own, and
    the client-order-id index's layout must never show in the events. */
 void test_engine_random_determinism(void)
@@ -308,6 +348,7 @@ void test_engine_random_determinism(void)
     const struct eng_event *eb = eng_events(b, &nb);
     ASSERT_EQ(na, nb);
     ASSERT_TRUE(memcmp(ea, eb, na * sizeof(*ea)) == 0);
+    ASSERT_SAME_AS_BATCHES(cmds, N, eb, nb, make());
     for (uint32_t inst = 0; inst < NINST; inst++)
         for (uint8_t side = ENG_BUY; side <= ENG_SELL; side++) {
             static struct eng_order_info oa[N], ob[N];
@@ -391,20 +432,11 @@ static uint64_t caller_id(uint64_t id)
 void test_engine_random_caller_ids(void)
 {
     struct eng *d = make();
-    struct eng *c = eng_create(&(struct eng_config){.expected_orders = 16, .caller_order_ids = 1});
-    static const struct eng_instrument_spec specs[NINST] = {
-        {.symbol = "A", .tick_size = 1, .lot_size = 1, .market_protection = -1},
-        {.symbol = "B", .tick_size = 5, .lot_size = 3, .market_protection = 20},
-        {.symbol = "C", .tick_size = 2, .lot_size = 1, .min_price = 900, .max_price = 1100,
-         .market_protection = -1},
-    };
+    struct eng *c = make_caller_ids();
     uint64_t rng = 0xCA11E2;
     int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
     struct eng_stats st;
-    uint32_t id;
 
-    for (int i = 0; i < NINST; i++)
-        ASSERT_EQ(eng_add_instrument(c, &specs[i], &id), ENG_OK);
     for (int step = 0, steps = test_steps(40000); step < steps; step++) {
         eng_get_stats(d, &st);
         struct eng_cmd cd = random_cmd(&rng, st.accepted, mid, &clock), cc = cd;
@@ -434,4 +466,35 @@ void test_engine_random_caller_ids(void)
     ASSERT_TRUE(st.open_orders > 0 && st.trades > 0 && st.cancelled > 0);
     eng_destroy(d);
     eng_destroy(c);
+}
+
+/* With caller order ids, batches of any size give the events of the same
+   commands one at a time (the batch path hashes each order id ahead). */
+void test_engine_random_caller_ids_in_batches(void)
+{
+    enum { N = 20000 };
+    static struct eng_cmd cmds[N];
+    struct eng *d = make(), *one = make_caller_ids();
+    uint64_t rng = 0xBA7C4;
+    int64_t mid[NINST] = {1000, 200, 500}, clock = 0;
+    const struct eng_event *ev;
+    size_t nev;
+
+    /* The engine-id stream's cancels and modifies name ids it gave out:
+       mapped to caller ids, they hit open, finished and unknown orders. */
+    for (int i = 0; i < N; i++) {
+        struct eng_stats st;
+        eng_get_stats(d, &st);
+        cmds[i] = random_cmd(&rng, st.accepted, mid, &clock);
+        eng_process(d, &cmds[i]);
+        eng_clear_events(d);
+        cmds[i].order_id = cmds[i].type == ENG_CMD_NEW ? caller_id(st.accepted + 1)
+                                                         : caller_id(cmds[i].order_id);
+    }
+    for (int i = 0; i < N; i++)
+        eng_process(one, &cmds[i]);
+    ev = eng_events(one, &nev);
+    ASSERT_SAME_AS_BATCHES(cmds, N, ev, nev, make_caller_ids());
+    eng_destroy(one);
+    eng_destroy(d);
 }

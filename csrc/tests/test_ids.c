@@ -34,7 +34,7 @@ void test_ids_dense_run_insert_erase(void)
         ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
     ASSERT_EQ(ids_find(&t, 999, same, NULL), 0);
     ASSERT_EQ(ids_find(&t, 1000 + N + 1, same, NULL), 0);
-    /* FIFO erase, as fills take the oldest orders. */
+    /* Every third id, oldest first, as fills take them. */
     for (uint32_t h = 1; h <= N; h += 3)
         ids_erase(&t, ids_of[h], h);
     verify(&t);
@@ -158,9 +158,10 @@ void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
     enum { LIVE = 10000, CHURN = 200000, BOUND = 3 };
     struct ids t;
 
-    /* A gateway's ids k * 0x9E3779B1 (mod 2^25), the very pattern that the
-       Fibonacci placement of the engine's own ids folds into clusters: keyed
-       by the seeded mix they spread. 10,000 live, each replaced in turn. */
+    /* A gateway's ids k * 0x9E3779B1 (mod 2^25), the pattern that folded
+       into clusters when the engine's run placement held them (Robin Hood,
+       docs/design.md): keyed by the seeded mix, lookups stay within three
+       buckets. 10,000 live, each replaced in turn. */
     ASSERT_EQ(ids_init(&t, LIVE, 7), 0);
     for (uint64_t k = 0; k < LIVE + CHURN; k++) {
         uint32_t h = 1 + (uint32_t)(k % LIVE);
@@ -193,11 +194,14 @@ void test_ids_erase_at_a_place_and_verify_catches_corruption(void)
     enum { SAME = 10 }; /* more than a bucket holds */
     struct ids t;
     ids_pos pos[SAME + 1];
-    uint32_t home, key = 5;
+    uint32_t home, key = 0;
 
     /* Engine ids equal in their low 32 bits share a key, so a home: seven
-       fill it, the rest overflow into the next bucket. */
+       fill it, the rest overflow into the next bucket, here across the end
+       of the table (the key is one whose home is the last bucket). */
     ASSERT_EQ(ids_init(&t, 40, 0), 0);
+    while (ids_home(&t, key) != t.mask)
+        key++;
     for (uint32_t h = 1; h <= SAME; h++) {
         ids_of[h] = (uint64_t)h << 32 | key;
         ASSERT_EQ(ids_reserve_one(&t), 0);
@@ -235,5 +239,55 @@ void test_ids_erase_at_a_place_and_verify_catches_corruption(void)
     expect_corrupt(&t, "ids: count does not match the occupied slots");
     t.count--;
     verify(&t);
+    ids_destroy(&t);
+}
+
+/*
+ * Entries that overflowed outlive the ones that filled their home: for each
+ * bucket of eight, fill it with ids whose home it is, let one more overflow
+ * into the next bucket, then erase the seven (and every id homed elsewhere
+ * at once). Eight entries are left, one past each home, and every bucket
+ * counts overflow. A lookup of an absent id must still end.
+ */
+void test_ids_lookup_ends_when_every_bucket_counts_overflow(void)
+{
+    struct ids t;
+    uint32_t next_handle = 1, left[8];
+    uint64_t next_id = 1;
+
+    ASSERT_EQ(ids_init(&t, 1, 0), 0);
+    ASSERT_EQ(t.mask, 7);
+    memset(ids_of, 0, sizeof(ids_of));
+    for (uint32_t b = 0; b <= t.mask; b++) {
+        uint32_t kept[IDS_BUCKET_SLOTS], nkept = 0;
+        for (;;) {
+            uint32_t h = next_handle++, key;
+            ids_pos pos;
+            ASSERT_TRUE(h < sizeof(ids_of) / sizeof(ids_of[0]));
+            ids_of[h] = next_id++;
+            key = ids_key(&t, ids_of[h]);
+            ASSERT_EQ(ids_reserve_one(&t), 0);
+            ids_insert(&t, ids_of[h], h);
+            ASSERT_EQ(ids_lookup(&t, key, ids_of[h], same, NULL, &pos), h);
+            if (ids_home(&t, key) != b) {
+                ids_erase_at(&t, pos);
+            } else if (nkept < IDS_BUCKET_SLOTS) {
+                kept[nkept++] = h;
+            } else {
+                ASSERT_EQ(pos / 8, (b + 1) & t.mask); /* overflowed */
+                left[b] = h;
+                break;
+            }
+        }
+        for (uint32_t k = 0; k < nkept; k++)
+            ids_erase(&t, ids_of[kept[k]], kept[k]);
+        verify(&t);
+    }
+    ASSERT_EQ(t.count, 8);
+    for (uint32_t b = 0; b <= t.mask; b++)
+        ASSERT_EQ(t.buckets[b].overflow, 1);
+    ASSERT_EQ(ids_find(&t, next_id, same, NULL), 0);
+    for (uint32_t b = 0; b <= t.mask; b++)
+        ASSERT_EQ(ids_find(&t, ids_of[left[b]], same, NULL), left[b]);
     ids_destroy(&t);
 }

@@ -21,6 +21,7 @@
     XX(ids, ids_caller_ids_of_a_multiplicative_sequence_stay_spread) \
     XX(ids, ids_long_lived_residents_keep_runs_short) \
     XX(ids, ids_erase_at_a_place_and_verify_catches_corruption) \
+    XX(ids, ids_lookup_ends_when_every_bucket_counts_overflow) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
@@ -62,6 +63,7 @@
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \
     XX(engine_random, engine_random_caller_ids)        \
+    XX(engine_random, engine_random_caller_ids_in_batches) \
     XX(ring, ring_push_pop_wrap)                       \
     XX(ring, ring_two_threads)                         \
     XX(runner, runner_round_trip_with_tags)            \
