@@ -389,9 +389,7 @@ size_t eng_process_batch(struct eng *e, const struct eng_cmd *cmds, size_t n)
         if (i + PREFETCH_BUCKET < n)
             keys[i % PREFETCH_BUCKET] = key_ahead(e, &cmds[i + PREFETCH_BUCKET]);
         if (!e->caller_ids && i + PREFETCH_ORDER < n && targets_order(&cmds[i + PREFETCH_ORDER])) {
-            uint32_t k = keys[(i + PREFETCH_ORDER) % PREFETCH_BUCKET];
-            const struct ids_bucket *b = &e->ids.buckets[ids_home(&e->ids, k)];
-            uint32_t m = ids_matches(b, k), h = m ? b->handle[__builtin_ctz(m)] : 0;
+            uint32_t h = ids_guess(&e->ids, keys[(i + PREFETCH_ORDER) % PREFETCH_BUCKET]);
             if (h)
                 __builtin_prefetch(eng__order_at(e, h));
         }

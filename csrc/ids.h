@@ -195,6 +195,15 @@ static inline uint32_t ids_lookup(const struct ids *t, uint32_t key, uint64_t id
     }
 }
 
+/* A guess at the handle of the key `key`: the first entry of its home bucket
+   with that key, unconfirmed (for prefetching), or 0. */
+static inline uint32_t ids_guess(const struct ids *t, uint32_t key)
+{
+    const struct ids_bucket *b = &t->buckets[ids_home(t, key)];
+    uint32_t m = ids_matches(b, key);
+    return m ? b->handle[__builtin_ctz(m)] : 0;
+}
+
 /* ids_lookup() for an id whose place is of no interest. */
 static inline uint32_t ids_find(const struct ids *t, uint64_t id,
                                 bool (*same)(const void *ctx, uint32_t handle, uint64_t id),
