@@ -72,7 +72,8 @@ def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[.
         assert (st["role"], st["shard"], st["leader"]) == ("follower", "a", address(leader))
         assert st["shards"]["a"]["instruments"] == ["ESZ6", "NQZ6"]
     with Client([address(follower), address(leader)]) as t:
-        hello = t.login(7)  # follows not_leader to the leader
+        # follows not_leader to the leader; the resting order outlives the session (the follower checks it after)
+        hello = t.login(7, cancel_on_disconnect=False)
         assert (hello["role"], hello["shard"], hello["node"]) == ("leader", "a", status(leader)["node"])
         assert t.address == ("127.0.0.1", leader.port)
         rest = t.request(t.new_order("ESZ6", "sell", 5, 450_000, client_order_id="s1"))
