@@ -53,20 +53,13 @@ void ids_destroy(struct ids *t)
     t->count = 0;
 }
 
-/* The free slots of `b`, one bit each. */
-static inline uint32_t free_slots(const struct ids_bucket *b)
+void ids_insert_past(struct ids *t, uint32_t key, uint32_t handle)
 {
-    return ids_slots_equal(b->handle, 0);
-}
-
-void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
-{
-    ENG_ASSERT(handle != 0 && (uint64_t)t->count < ids_max_load(t, (uint64_t)t->mask + 1));
     uint32_t at = ids_home(t, key);
 
     for (uint32_t dist = 0;; dist++, at = (at + 1) & t->mask) {
         struct ids_bucket *b = &t->buckets[at];
-        uint32_t m = free_slots(b);
+        uint32_t m = ids_free_slots(b);
         if (ENG_LIKELY(m)) {
             int i = __builtin_ctz(m);
             b->key[i] = key;
@@ -80,31 +73,20 @@ void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
     }
 }
 
-void ids_erase_at(struct ids *t, ids_pos pos)
+void ids_uncount(struct ids *t, uint32_t at, int i)
 {
-    uint32_t at = pos / 8, i = pos % 8;
-    struct ids_bucket *b = &t->buckets[at];
-
-    ENG_ASSERT(at <= t->mask && i < IDS_BUCKET_SLOTS && b->handle[i] != 0);
-    for (uint32_t p = ids_home(t, b->key[i]); p != at; p = (p + 1) & t->mask)
+    for (uint32_t p = ids_home(t, t->buckets[at].key[i]); p != at; p = (p + 1) & t->mask)
         t->buckets[p].overflow--;
-    b->handle[i] = 0;
-    b->key[i] = 0;
-    t->count--;
 }
 
-void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
+void ids_erase_past(struct ids *t, uint32_t key, uint32_t handle)
 {
-    uint32_t key = ids_key(t, id);
-
     for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
         const struct ids_bucket *b = &t->buckets[at];
-        for (uint32_t m = ids_matches(b, key); m; m &= m - 1) {
-            int i = __builtin_ctz(m);
-            if (b->handle[i] == handle) {
-                ids_erase_at(t, at * 8 + (uint32_t)i);
-                return;
-            }
+        uint32_t m = ids_slots_equal(b->handle, handle);
+        if (m) {
+            ids_erase_at(t, at * 8 + (uint32_t)__builtin_ctz(m));
+            return;
         }
         ENG_ASSERT(b->overflow != 0);
     }

@@ -213,22 +213,76 @@ static inline uint32_t ids_find(const struct ids *t, uint64_t id,
     return ids_lookup(t, ids_key(t, id), id, same, ctx, &pos);
 }
 
+/* The free slots of `b`, one bit each. */
+static inline uint32_t ids_free_slots(const struct ids_bucket *b)
+{
+    return ids_slots_equal(b->handle, 0);
+}
+
+/* ids_insert_key() past a full home bucket. */
+void ids_insert_past(struct ids *t, uint32_t key, uint32_t handle);
+
 /* Insert the id whose key is `key`; caller guarantees ids_reserve_one()
-   succeeded since the last insert and the id is not present. Can't fail. */
-void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle);
+   succeeded since the last insert and the id is not present. Can't fail.
+   Inline while the home bucket has room, as it nearly always has. */
+static inline void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
+{
+    struct ids_bucket *b = &t->buckets[ids_home(t, key)];
+    uint32_t m = ids_free_slots(b);
+
+    ENG_ASSERT(handle != 0 && (uint64_t)t->count < ids_max_load(t, (uint64_t)t->mask + 1));
+    if (ENG_UNLIKELY(m == 0)) {
+        ids_insert_past(t, key, handle);
+        return;
+    }
+    b->key[__builtin_ctz(m)] = key;
+    b->handle[__builtin_ctz(m)] = handle;
+    t->count++;
+}
 
 static inline void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
 {
     ids_insert_key(t, ids_key(t, id), handle);
 }
 
+/* Take the entry in slot `i` of bucket `at`, which overflowed past its
+   home, out of the overflow counts of the buckets it passed. */
+void ids_uncount(struct ids *t, uint32_t at, int i);
+
 /* Remove the entry at `pos` (from ids_lookup, with no insert or erase since).
    Can't fail. */
-void ids_erase_at(struct ids *t, ids_pos pos);
+static inline void ids_erase_at(struct ids *t, ids_pos pos)
+{
+    uint32_t at = pos / 8;
+    int i = (int)(pos % 8);
+    struct ids_bucket *b = &t->buckets[at];
+
+    ENG_ASSERT(at <= t->mask && i < IDS_BUCKET_SLOTS && b->handle[i] != 0);
+    if (ENG_UNLIKELY(ids_home(t, b->key[i]) != at))
+        ids_uncount(t, at, i);
+    b->handle[i] = 0;
+    b->key[i] = 0;
+    t->count--;
+}
+
+/* ids_erase() of an entry that is not in its home bucket. */
+void ids_erase_past(struct ids *t, uint32_t key, uint32_t handle);
 
 /* Remove the entry of `handle`, whose id is `id`; caller guarantees it is
-   present. Can't fail. */
-void ids_erase(struct ids *t, uint64_t id, uint32_t handle);
+   present. Can't fail. Handles are unique, so the home bucket's slot with
+   this handle is the entry. */
+static inline void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
+{
+    uint32_t key = ids_key(t, id);
+    uint32_t at = ids_home(t, key);
+    uint32_t m = ids_slots_equal(t->buckets[at].handle, handle);
+
+    if (ENG_UNLIKELY(m == 0)) {
+        ids_erase_past(t, key, handle);
+        return;
+    }
+    ids_erase_at(t, at * 8 + (uint32_t)__builtin_ctz(m));
+}
 
 /*
  * Check that every bucket from an entry's home up to its own counts it as
