@@ -22,6 +22,9 @@
 
 #define ENG_LIKELY(x) __builtin_expect(!!(x), 1)
 #define ENG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+/* For a hot helper with few callers that the compiler would call, paying
+   for saving and restoring registers more than for its own work. */
+#define ENG_ALWAYS_INLINE inline __attribute__((always_inline))
 
 #define eng_container_of(ptr, type, member) \
     ((type *)((char *)(ptr) - offsetof(type, member)))

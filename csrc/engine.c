@@ -42,11 +42,6 @@ static uint64_t coid_hash_of(const void *ctx, uint32_t handle)
 
 const struct idx_ops eng__coid_ops = {coid_hash_of};
 
-static bool same_id(const void *ctx, uint32_t handle, uint64_t id)
-{
-    return eng__order_at(ctx, handle)->id == id;
-}
-
 struct coid_key {
     uint32_t account;
     const char *coid;
@@ -57,12 +52,6 @@ static bool coid_match(const void *ctx, uint32_t handle, const void *key)
     const struct order *o = eng__order_at(ctx, handle);
     const struct coid_key *k = key;
     return o->account == k->account && memcmp(o->coid, k->coid, ENG_COID_LEN) == 0;
-}
-
-struct order *eng__lookup_order(const struct eng *e, uint32_t key, uint64_t id, ids_pos *pos)
-{
-    uint32_t handle = ids_lookup(&e->ids, key, id, same_id, e, pos);
-    return handle ? eng__order_at(e, handle) : NULL;
 }
 
 struct order *eng__find_order(const struct eng *e, uint64_t id)

@@ -85,9 +85,22 @@ static inline struct order *eng__order_at(const struct eng *e, uint32_t handle)
 
 /* The open order with this id, or NULL. */
 struct order *eng__find_order(const struct eng *e, uint64_t id);
+
+static inline bool eng__same_id(const void *ctx, uint32_t handle, uint64_t id)
+{
+    return eng__order_at(ctx, handle)->id == id;
+}
+
 /* The open order with this id, whose ids_key() is `key`, or NULL; its place
-   in the order-id index in *pos when found. */
-struct order *eng__lookup_order(const struct eng *e, uint32_t key, uint64_t id, ids_pos *pos);
+   in the order-id index in *pos when found. Inline: every new order with a
+   caller id and every cancel and modify asks, and a call costs a sixth of it. */
+static inline struct order *eng__lookup_order(const struct eng *e, uint32_t key, uint64_t id,
+                                              ids_pos *pos)
+{
+    uint32_t handle = ids_lookup(&e->ids, key, id, eng__same_id, e, pos);
+    return handle ? eng__order_at(e, handle) : NULL;
+}
+
 /* The open order of `account` with this client order id, or NULL. */
 struct order *eng__find_coid(const struct eng *e, uint32_t account, const char coid[16]);
 

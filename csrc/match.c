@@ -372,8 +372,8 @@ static inline bool would_cross(const struct book *b, int side, int64_t price)
  * the order's own levels (left and joined); and what protection tripping
  * may cancel.
  */
-static int reserve_match(struct eng *e, const struct instrument *in, int side, int64_t qty,
-                         uint8_t stp)
+static int reserve_match_exactly(struct eng *e, const struct instrument *in, int side,
+                                 int64_t qty, uint8_t stp)
 {
     const struct book *b = &in->book;
     int64_t lot = in->spec.lot_size;
@@ -397,6 +397,23 @@ static int reserve_match(struct eng *e, const struct instrument *in, int side, i
     if (stp != ENG_STP_CANCEL_OLDEST && (uint64_t)(qty / lot) < makers)
         makers = (uint64_t)(qty / lot);
     return eng__reserve_events(e, makers * per + extra);
+}
+
+/*
+ * reserve_match() of the common command: two events per lot of its qty plus
+ * five bound it (whatever the book holds and level events or not) unless
+ * protection may trip or its STP mode cancels makers beyond its qty; when
+ * that much room is there, nothing else need be read.
+ */
+static inline int reserve_match(struct eng *e, const struct instrument *in, int side, int64_t qty,
+                                uint8_t stp)
+{
+    uint64_t room = e->ev_cap - e->ev_len;
+
+    if (ENG_LIKELY(room >= 5 && (uint64_t)qty <= (room - 5) / 2 && !in->mmp_active &&
+                   stp != ENG_STP_CANCEL_OLDEST))
+        return 0;
+    return reserve_match_exactly(e, in, side, qty, stp);
 }
 
 static int64_t market_limit(const struct instrument *in, int side)
@@ -439,12 +456,8 @@ static bool fok_fillable(const struct book *b, const struct taker *t)
     return false;
 }
 
-/*
- * Trade the taker against the opposite side while it has quantity and the
- * best level is within its limit. Sets t->stp_cancelled or t->hit_limit when
- * those stop it.
- */
-static void match(struct eng *e, struct book *b, struct taker *t)
+/* match() once the taker's limit reaches the best opposite level. */
+static void trade_through(struct eng *e, struct book *b, struct taker *t)
 {
     int opp = t->side ^ 1;
 
@@ -491,6 +504,25 @@ static void match(struct eng *e, struct book *b, struct taker *t)
                 return;
         }
     }
+}
+
+/*
+ * Trade the taker against the opposite side while it has quantity and the
+ * best level is within its limit. Sets t->stp_cancelled or t->hit_limit when
+ * those stop it. Inline up to the first price check: most orders cross
+ * nothing and need no call.
+ */
+static inline void match(struct eng *e, struct book *b, struct taker *t)
+{
+    const struct level *best = book_best(b, t->side ^ 1);
+
+    if (t->qty <= 0 || !best)
+        return;
+    if (!book_at_least(t->side, t->limit, best->price)) {
+        t->hit_limit = true;
+        return;
+    }
+    trade_through(e, b, t);
 }
 
 /* ---- commands ------------------------------------------------------------- */
@@ -584,8 +616,9 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c, uint32_t key)
  * ownership, or NULL with the reject code in *err; its place in the order-id
  * index in *pos.
  */
-static struct order *target_order(const struct eng *e, const struct eng_cmd *c, uint32_t key,
-                                   uint8_t allowed_flags, int *err, ids_pos *pos)
+static ENG_ALWAYS_INLINE struct order *target_order(const struct eng *e, const struct eng_cmd *c,
+                                                    uint32_t key, uint8_t allowed_flags, int *err,
+                                                    ids_pos *pos)
 {
     struct order *o = NULL;
 
