@@ -1,6 +1,7 @@
 /*
- * ids.c - insert, erase, growth and verify of the order-id index (see ids.h
- * for the layout and why).
+ * ids.c - the order-id index's slow paths (insert and erase past an id's
+ * home bucket), growth and verify; the home-bucket cases are inline in ids.h,
+ * which also gives the layout and why.
  */
 #include "ids.h"
 
@@ -81,14 +82,18 @@ void ids_uncount(struct ids *t, uint32_t at, int i)
 
 void ids_erase_past(struct ids *t, uint32_t key, uint32_t handle)
 {
-    for (uint32_t at = ids_home(t, key);; at = (at + 1) & t->mask) {
-        const struct ids_bucket *b = &t->buckets[at];
-        uint32_t m = ids_slots_equal(b->handle, handle);
+    uint32_t at = ids_home(t, key);
+
+    for (;;) {
+        uint32_t m;
+        ENG_ASSERT(t->buckets[at].overflow != 0);
+        at = (at + 1) & t->mask;
+        m = ids_slots_equal(t->buckets[at].handle, handle);
         if (m) {
+            ENG_ASSERT_INTERNAL(t->buckets[at].key[__builtin_ctz(m)] == key);
             ids_erase_at(t, at * 8 + (uint32_t)__builtin_ctz(m));
             return;
         }
-        ENG_ASSERT(b->overflow != 0);
     }
 }
 

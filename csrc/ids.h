@@ -227,16 +227,20 @@ void ids_insert_past(struct ids *t, uint32_t key, uint32_t handle);
    Inline while the home bucket has room, as it nearly always has. */
 static inline void ids_insert_key(struct ids *t, uint32_t key, uint32_t handle)
 {
-    struct ids_bucket *b = &t->buckets[ids_home(t, key)];
-    uint32_t m = ids_free_slots(b);
+    struct ids_bucket *b;
+    uint32_t m;
+    int i;
 
     ENG_ASSERT(handle != 0 && (uint64_t)t->count < ids_max_load(t, (uint64_t)t->mask + 1));
+    b = &t->buckets[ids_home(t, key)];
+    m = ids_free_slots(b);
     if (ENG_UNLIKELY(m == 0)) {
         ids_insert_past(t, key, handle);
         return;
     }
-    b->key[__builtin_ctz(m)] = key;
-    b->handle[__builtin_ctz(m)] = handle;
+    i = __builtin_ctz(m);
+    b->key[i] = key;
+    b->handle[i] = handle;
     t->count++;
 }
 
@@ -281,6 +285,7 @@ static inline void ids_erase(struct ids *t, uint64_t id, uint32_t handle)
         ids_erase_past(t, key, handle);
         return;
     }
+    ENG_ASSERT_INTERNAL(t->buckets[at].key[__builtin_ctz(m)] == key);
     ids_erase_at(t, at * 8 + (uint32_t)__builtin_ctz(m));
 }
 

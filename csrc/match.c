@@ -400,10 +400,11 @@ static int reserve_match_exactly(struct eng *e, const struct instrument *in, int
 }
 
 /*
- * reserve_match() of the common command: two events per lot of its qty plus
- * five bound it (whatever the book holds and level events or not) unless
- * protection may trip or its STP mode cancels makers beyond its qty; when
- * that much room is there, nothing else need be read.
+ * reserve_match() of the common command: two events per unit of its qty
+ * (at least two per lot) plus five bound it, whatever the book holds and
+ * level events or not, unless protection may trip or its STP mode cancels
+ * makers beyond its qty; when that much room is there, nothing else need be
+ * read.
  */
 static inline int reserve_match(struct eng *e, const struct instrument *in, int side, int64_t qty,
                                 uint8_t stp)
