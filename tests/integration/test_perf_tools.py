@@ -62,6 +62,49 @@ def test_compare_python_checks_the_trades() -> None:
     assert len(lines) == 8
 
 
+def fake_bench(path: Path, log: Path, ns: dict[str, tuple[float, float]]) -> str:
+    """An executable that answers like pyengine_bench for one harness scenario:
+    `cmd` and `ids_cmd` rows with the given ns/message, its call logged."""
+    cases = "".join(f'  {scn}) c={c}; i={i} ;;\n' for scn, (c, i) in ns.items())
+    path.write_text(f"""#!/bin/sh
+scn=${{3#harness_}}
+echo "$(basename "$0") $scn" >> {log}
+case $scn in
+{cases}esac
+echo "harness_$scn: 1 limit, 0 ioc, 0 cancel, 0 modify"
+echo "harness_$scn/cmd             $c ns/msg  1 msg/s"
+echo "harness_$scn/ids_cmd         $i ns/msg  1 msg/s"
+echo "harness_worst/cmd            $c ns/msg  1 msg/s   $scn"
+""")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_compare_cores_alternates_the_builds_and_takes_ratios(tmp_path: Path) -> None:
+    log = tmp_path / "calls"
+    scenarios = ("static", "normal", "swing25", "swing40", "crash")
+    old = fake_bench(tmp_path / "old", log, {s: (120.0 if s == "swing40" else 100.0, 0.0) for s in scenarios})
+    new = fake_bench(tmp_path / "new", log, {s: (0.0, 40.0 if s == "crash" else 50.0) for s in scenarios})
+    proc = run(["perf/compare_cores.py", old, new, "--rounds", "2", "--messages", "10"])
+    calls = log.read_text().split("\n")[:-1]
+    # one scenario at a time, old first in the first round and new first in the second
+    assert calls == [f"{b} {s}" for s in scenarios for b in ("old", "new")] + \
+        [f"{b} {s}" for s in scenarios for b in ("new", "old")]
+    rows = {line.split()[0]: line.split()[1:] for line in proc.stdout.splitlines()[1:]}
+    assert rows["static"] == ["100.0", "50.0", "2.00"]
+    assert rows["swing40"] == ["120.0", "50.0", "2.40"]
+    assert rows["crash"] == ["100.0", "40.0", "2.50"]
+    assert rows["worst"] == ["120.0", "50.0", "2.40"]  # each build's slowest scenario of the round
+
+
+def test_compare_cores_names_a_missing_path(tmp_path: Path) -> None:
+    bench = fake_bench(tmp_path / "bench", tmp_path / "calls", {"static": (1.0, 1.0)})
+    proc = subprocess.run([sys.executable, "perf/compare_cores.py", bench, bench, "--rounds", "1",
+                           "--new-path", "ids_batch"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "reports no path 'ids_batch' for static (it has cmd, ids_cmd)" in proc.stderr
+
+
 def test_call_forms_times_every_form() -> None:
     proc = run(["perf/call_forms.py", "--calls", "200", "--repeat", "1"])
     verbs = [line for line in proc.stdout.splitlines() if line and not line.startswith((" ", "ns per", "worst"))]
