@@ -12,32 +12,20 @@
  * and in batches, with the map's time counted in, and straight into an engine
  * that takes the caller's ids (ids_cmd, ids_batch); they also give the
  * outcome (trades, traded qty, a hash of the trades), the same on every path.
+ * The dispatch case (dispatch_bench.h) sets one command at a time against
+ * batches on flows whose command types do or do not follow a pattern.
  * Usage: pyengine_bench [N [REPS [CASE[,CASE...]]]]
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_util.h"
+#include "dispatch_bench.h"
 #include "flow.h"
 #include "harness_adapter.h"
 #include "harness_flow.h"
 #include "pyengine.h"
-
-/* The thread's CPU time: the benchmark is one thread, and on a small shared
-   machine wall time would also count the stretches it spent descheduled. */
-static double now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static struct eng *fresh(uint32_t expected)
 {
@@ -66,9 +54,9 @@ static double time_run(const struct eng_cmd *setup, size_t nsetup, const struct 
     struct eng *e = fresh(expected);
     double t0, t1;
     feed(e, setup, nsetup);
-    t0 = now_ns();
+    t0 = bench_now_ns();
     feed(e, run, nrun);
-    t1 = now_ns();
+    t1 = bench_now_ns();
     eng_destroy(e);
     return (t1 - t0) / (double)nrun;
 }
@@ -98,7 +86,7 @@ static void report(const char *name, const char *what, const struct eng_cmd *set
         return;
     for (int r = 0; r < reps; r++)
         ns[r] = time_run(setup, nsetup, run, nrun, expected);
-    qsort(ns, (size_t)reps, sizeof(ns[0]), cmp_double);
+    qsort(ns, (size_t)reps, sizeof(ns[0]), bench_cmp_double);
     printf("%-22s %9.1f ns/op %12.0f ops/s   %s\n", name, ns[reps / 2], 1e9 / ns[reps / 2],
            what);
     fflush(stdout);
@@ -121,9 +109,9 @@ static int time_harness(const struct hflow *f, int reps, double med[HADAPT__COUN
             int rc;
             if (!a)
                 return -1;
-            t0 = now_ns();
+            t0 = bench_now_ns();
             rc = hadapt_replay(a);
-            t1 = now_ns();
+            t1 = bench_now_ns();
             hadapt_get_sums(a, &s);
             hadapt_destroy(a);
             if (rc != 0 || (r > 0 && memcmp(&s, &sums[p], sizeof(s)) != 0))
@@ -133,7 +121,7 @@ static int time_harness(const struct hflow *f, int reps, double med[HADAPT__COUN
         }
     }
     for (int p = 0; p < HADAPT__COUNT; p++) {
-        qsort(ns[p], (size_t)reps, sizeof(ns[p][0]), cmp_double);
+        qsort(ns[p], (size_t)reps, sizeof(ns[p][0]), bench_cmp_double);
         med[p] = ns[p][reps / 2];
     }
     return 0;
@@ -344,6 +332,8 @@ int main(int argc, char **argv)
         flow_free(&f);
     }
     if (run_harness(n, reps) != 0)
+        return 1;
+    if (selected("dispatch") && bench_dispatch(n, reps) != 0)
         return 1;
     free(setup);
     free(run);
