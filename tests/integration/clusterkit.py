@@ -55,6 +55,21 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
     raise AssertionError(f"no {what} within {timeout:g} s (last: {last!r})")
 
 
+def wait_for_value(what: str, get: Callable[[], Any], want: Any, timeout: float = 30.0) -> None:
+    """wait_for() of get() == want; on a timeout, says what get() gave last."""
+    seen: list[Any] = []
+
+    def check() -> bool:
+        seen[:] = [get()]
+        return bool(seen[0] == want)
+
+    try:
+        wait_for(what, check, timeout)
+    except AssertionError as exc:
+        last = f"; it was {seen[0]!r}, not {want!r}" if seen else ""
+        raise AssertionError(f"{exc}{last}") from None
+
+
 def status(node: Any) -> dict[str, Any]:
     with Client("127.0.0.1", node.port, timeout=5) as c:
         return c.request(c.status(), timeout=5)

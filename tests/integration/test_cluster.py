@@ -38,6 +38,7 @@ from .clusterkit import (
     status,
     the_log,
     wait_for,
+    wait_for_value,
 )
 
 
@@ -61,7 +62,7 @@ def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[.
     leader = leader_among(nodes)
     follower = next(n for n in nodes if n is not leader)
     # The follower learns the leader from the lease, a moment after the leader takes it.
-    wait_for("the follower to know its leader", lambda: status(follower)["leader"] == address(leader))
+    wait_for_value("the follower to know its leader", lambda: status(follower)["leader"], address(leader))
     with Client("127.0.0.1", follower.port) as c:
         c.send({"type": "login", "req_id": 1, "account": 7})
         refused = c.recv(timeout=10)
@@ -82,7 +83,7 @@ def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[.
         elsewhere = t.request(t.new_order("CLF7", "buy", 1, 7_000))  # shard b's
         assert (elsewhere["type"], elsewhere["code"]) == ("reject", "unknown_instrument")
     # The follower applied both, and its books are the leader's.
-    wait_for("the orders in the follower's book", lambda: book_of(follower, "ESZ6")["asks"] == [[450_000, 3, 1]])
+    wait_for_value("the orders in the follower's book", lambda: book_of(follower, "ESZ6")["asks"], [[450_000, 3, 1]])
     agreed = settled(nodes)
     engine, events = replayed(the_log(nats.urls, "a"), "a")
     assert agreed["seq"] == max(e.seq for e in events)
@@ -150,7 +151,7 @@ def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard
             answers.append(c.recv(timeout=15))
     assert not [m for m in answers if m.get("req_id") == during], answers
     # It starts again, in the same process, as a follower; the trader finds the new leader.
-    wait_for("the old leader back as a follower", lambda: status(old)["role"] == "follower", timeout=60)
+    wait_for_value("the old leader back as a follower", lambda: status(old)["role"], "follower", timeout=60)
     assert old.proc.pid == pid and old.proc.poll() is None
     count = len(trader.acks)
     wait_for("orders at the new leader", lambda: len(trader.acks) >= count + 20, timeout=60)
