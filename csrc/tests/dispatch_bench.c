@@ -133,6 +133,7 @@ int bench_dispatch(size_t n, int reps)
     for (int flow = 0; ok && flow < 2; flow++) {
         const char *name = flow ? "dispatch_two_kinds" : "dispatch_one_kind";
         double ns[2][DISPATCH_MAX_REPS];
+        char row[64];
         struct tally want = {0};
         for (size_t i = 0; i < n; i++) {
             s ^= s << 13, s ^= s >> 7, s ^= s << 17;
@@ -149,9 +150,11 @@ int bench_dispatch(size_t n, int reps)
             break;
         qsort(ns[0], (size_t)reps, sizeof(double), bench_cmp_double);
         qsort(ns[1], (size_t)reps, sizeof(double), bench_cmp_double);
-        printf("%s/cmd %*s %9.1f ns/msg\n", name, 26 - (int)strlen(name) - 4, "", ns[0][reps / 2]);
-        printf("%s/batch %*s %9.1f ns/msg   the batch's speed: %.2fx one at a time\n", name,
-               26 - (int)strlen(name) - 6, "", ns[1][reps / 2], ns[0][reps / 2] / ns[1][reps / 2]);
+        snprintf(row, sizeof(row), "%s/cmd", name);
+        printf("%-28s %9.1f ns/msg\n", row, ns[0][reps / 2]);
+        snprintf(row, sizeof(row), "%s/batch", name);
+        printf("%-28s %9.1f ns/msg   the batch's speed: %.2fx one at a time\n", row, ns[1][reps / 2],
+               ns[0][reps / 2] / ns[1][reps / 2]);
     }
     free(kinds);
     free(cmds);
