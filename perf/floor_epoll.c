@@ -3,12 +3,13 @@
  * A TCP server that answers every frame of the pyengine-server protocol
  * (docs/protocol.md: a 4-byte big-endian length, then one JSON object) at
  * once, with the smallest reply the load generator counts: no engine, no
- * thread, no JSON parser. Its latency under tools/loadgen.py is what this
+ * thread, no JSON parser (--handoff adds the engine thread's round trip:
+ * see "the hand-off" below). Its latency under tools/loadgen.py is what this
  * machine, its loopback and the load generator cost by themselves; the
  * benchmark states pyengine-server's figures beside it
  * (perf/loadgen_table.py --floors).
  *
- *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N]
+ *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N] [--handoff [--engine-cpu N]]
  *
  * It logs "event=listening host=H port=P" on stderr, as pyengine-server does
  * (pyengine/server/process.py waits for that line), and exits 0 on SIGTERM or
@@ -39,17 +40,27 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-enum { FLOOR_MAX_FRAME = 64 * 1024, FLOOR_READ_CHUNK = 64 * 1024, FLOOR_MAX_EVENTS = 64 };
+enum {
+    FLOOR_MAX_FRAME = 64 * 1024,
+    FLOOR_READ_CHUNK = 64 * 1024,
+    FLOOR_MAX_EVENTS = 64,
+    FLOOR_REPLY_MAX = 512,
+};
 
 enum floor_err { FLOOR_OK = 0, FLOOR_ENOMEM, FLOOR_ECLOSED };
 
@@ -60,14 +71,22 @@ struct floor_buf {
 };
 
 struct floor_conn {
-    int fd;
+    int fd;       /* -1 once closed (kept while its replies are with the hand-off thread) */
     int want_out; /* EPOLLOUT is in the epoll set */
     struct floor_buf in, out;
+    unsigned inflight;             /* --handoff: its replies on their way through the thread */
+    int dirty;                     /* --handoff: on the list of connections to flush */
+    struct floor_conn *next_dirty;
+    struct floor_conn *next_closed; /* on the server's list of closed connections to free */
 };
+
+struct floor_handoff;
 
 struct floor_server {
     int listen_fd, epoll_fd;
-    uint64_t next_id; /* order ids and sequence numbers */
+    uint64_t next_id;              /* order ids and sequence numbers */
+    struct floor_handoff *handoff; /* --handoff, else NULL */
+    struct floor_conn *closed;     /* closed, freed at the end of the loop's turn */
 };
 
 static volatile sig_atomic_t floor_stop;
@@ -152,8 +171,9 @@ static int floor_is(const char *v, size_t n, const char *s)
     return n == strlen(s) && memcmp(v, s, n) == 0;
 }
 
-/* Appends the reply to one request frame, with its length prefix, to `out`. */
-static enum floor_err floor_answer(struct floor_server *srv, struct floor_buf *out, const char *body, size_t n)
+/* Writes the reply to one request frame, with its length prefix, into
+ * `reply`; returns its whole length. */
+static size_t floor_reply(struct floor_server *srv, char reply[FLOOR_REPLY_MAX], const char *body, size_t n)
 {
     const char *type = "", *req = "null", *arg = "null";
     size_t tlen = floor_field(body, n, "type", &type);
@@ -161,41 +181,51 @@ static enum floor_err floor_answer(struct floor_server *srv, struct floor_buf *o
     size_t alen;
     if (rlen == 0)
         rlen = 4;
-    char reply[512];
     int len;
     if (floor_is(type, tlen, "\"login\"")) {
         if ((alen = floor_field(body, n, "account", &arg)) == 0)
             alen = 4;
-        len = snprintf(reply + 4, sizeof reply - 4, "{\"type\":\"logged_in\",\"req_id\":%.*s,\"account\":%.*s}",
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4, "{\"type\":\"logged_in\",\"req_id\":%.*s,\"account\":%.*s}",
                        (int)rlen, req, (int)alen, arg);
     } else if (floor_is(type, tlen, "\"new_order\"")) {
         uint64_t id = ++srv->next_id;
-        len = snprintf(reply + 4, sizeof reply - 4, "{\"type\":\"ack\",\"req_id\":%.*s,\"order_id\":%llu,\"seq\":%llu}",
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4, "{\"type\":\"ack\",\"req_id\":%.*s,\"order_id\":%llu,\"seq\":%llu}",
                        (int)rlen, req, (unsigned long long)id, (unsigned long long)id);
     } else if (floor_is(type, tlen, "\"cancel\"")) {
         if ((alen = floor_field(body, n, "order_id", &arg)) == 0)
             alen = 4;
         uint64_t seq = ++srv->next_id;
-        len = snprintf(reply + 4, sizeof reply - 4,
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4,
                        "{\"type\":\"cancelled\",\"req_id\":%.*s,\"order_id\":%.*s,\"seq\":%llu}", (int)rlen, req,
                        (int)alen, arg, (unsigned long long)seq);
     } else if (floor_is(type, tlen, "\"ping\"")) {
-        len = snprintf(reply + 4, sizeof reply - 4, "{\"type\":\"pong\",\"req_id\":%.*s}", (int)rlen, req);
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4, "{\"type\":\"pong\",\"req_id\":%.*s}", (int)rlen, req);
     } else {
-        len = snprintf(reply + 4, sizeof reply - 4,
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4,
                        "{\"type\":\"error\",\"req_id\":%.*s,\"code\":\"unsupported\","
                        "\"message\":\"the floor server answers login, new_order, cancel and ping\"}",
                        (int)rlen, req);
     }
     /* A value too long for the reply (a huge req_id) is cut; the error says so. */
-    if (len < 0 || (size_t)len >= sizeof reply - 4)
-        len = snprintf(reply + 4, sizeof reply - 4, "{\"type\":\"error\",\"req_id\":null,\"code\":\"too_long\"}");
+    if (len < 0 || (size_t)len >= FLOOR_REPLY_MAX - 4)
+        len = snprintf(reply + 4, FLOOR_REPLY_MAX - 4, "{\"type\":\"error\",\"req_id\":null,\"code\":\"too_long\"}");
     uint32_t be = htonl((uint32_t)len);
     memcpy(reply, &be, 4);
-    return floor_buf_append(out, reply, (size_t)len + 4);
+    return (size_t)len + 4;
 }
 
-/* Answers every whole frame in c->in; FLOOR_ECLOSED on a framing error. */
+static enum floor_err floor_handoff_submit(struct floor_server *srv, struct floor_conn *c, const char *body,
+                                           size_t n);
+
+static enum floor_err floor_answer_now(struct floor_server *srv, struct floor_conn *c, const char *body, size_t n)
+{
+    char reply[FLOOR_REPLY_MAX];
+    size_t len = floor_reply(srv, reply, body, n);
+    return floor_buf_append(&c->out, reply, len);
+}
+
+/* Answers every whole frame in c->in: at once, or by way of the hand-off
+ * thread (--handoff). FLOOR_ECLOSED on a framing error. */
 static enum floor_err floor_answer_frames(struct floor_server *srv, struct floor_conn *c)
 {
     struct floor_buf *in = &c->in;
@@ -207,7 +237,9 @@ static enum floor_err floor_answer_frames(struct floor_server *srv, struct floor
             return FLOOR_ECLOSED;
         if (in->len - in->start - 4 < n)
             break;
-        enum floor_err err = floor_answer(srv, &c->out, in->data + in->start + 4, n);
+        const char *body = in->data + in->start + 4;
+        enum floor_err err =
+            srv->handoff ? floor_handoff_submit(srv, c, body, n) : floor_answer_now(srv, c, body, n);
         if (err != FLOOR_OK)
             return err;
         in->start += 4 + n;
@@ -244,12 +276,33 @@ static enum floor_err floor_flush(struct floor_server *srv, struct floor_conn *c
     return FLOOR_OK;
 }
 
-static void floor_conn_close(struct floor_conn *c)
+/* Closes the socket; the connection itself is freed at the end of the
+ * loop's turn (floor_sweep), when nothing refers to it any more: a later
+ * event of the same turn, or a reply still with the hand-off thread. */
+static void floor_conn_close(struct floor_server *srv, struct floor_conn *c)
 {
+    if (c->fd < 0)
+        return;
     close(c->fd); /* leaves the epoll set with it */
+    c->fd = -1;
     floor_buf_destroy(&c->in);
     floor_buf_destroy(&c->out);
-    free(c);
+    c->next_closed = srv->closed;
+    srv->closed = c;
+}
+
+static void floor_sweep(struct floor_server *srv)
+{
+    struct floor_conn **at = &srv->closed;
+    while (*at) {
+        struct floor_conn *c = *at;
+        if (c->inflight) {
+            at = &c->next_closed;
+        } else {
+            *at = c->next_closed;
+            free(c);
+        }
+    }
 }
 
 static enum floor_err floor_on_readable(struct floor_server *srv, struct floor_conn *c)
@@ -283,8 +336,10 @@ static void floor_accept(struct floor_server *srv)
         }
         c->fd = fd;
         ev.data.ptr = c;
-        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0)
-            floor_conn_close(c);
+        if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+            close(fd);
+            free(c);
+        }
     }
 }
 
@@ -314,6 +369,19 @@ static int floor_listen(struct floor_server *srv, const char *host, int port)
     return 0;
 }
 
+/* The highest CPU this process may run on, as pyengine-server's engine
+ * thread takes by default; -1 if none is known. */
+static int floor_last_cpu(void)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) < 0)
+        return -1;
+    for (int cpu = CPU_SETSIZE - 1; cpu >= 0; cpu--)
+        if (CPU_ISSET(cpu, &set))
+            return cpu;
+    return -1;
+}
+
 static void floor_pin(int cpu)
 {
     cpu_set_t set;
@@ -323,10 +391,277 @@ static void floor_pin(int cpu)
         perror("floor_epoll: server not pinned");
 }
 
+/* ---- the hand-off (--handoff) ---------------------------------------------
+ *
+ * pyengine-server's path between a request and its reply crosses to the
+ * engine thread and back: an input ring, the thread's wake-up, an output
+ * ring, the event loop's wake-up by an eventfd. --handoff adds that round
+ * trip, and nothing else, to this floor: each reply is built as before, then
+ * sent through a thread that only moves it from one ring to the other; the
+ * main thread writes it out when it comes back. The wake-up protocol is the
+ * engine thread's (csrc/runner.c): each side says it sleeps, then looks at
+ * its ring again, and the other writes its eventfd only when it has said so
+ * (a full fence between on both sides); the thread polls its ring for
+ * FLOOR_SPIN_US before it sleeps, after a burst of FLOOR_SPIN_MIN_BURST
+ * replies or more, as the engine thread does by default. The main thread
+ * wakes the thread once per turn of its loop, after every ready socket.
+ */
+
+enum { FLOOR_RING_SLOTS = 8192, FLOOR_SPIN_US = 50, FLOOR_SPIN_MIN_BURST = 8 };
+
+struct floor_job {
+    struct floor_conn *c;
+    size_t len;
+    char reply[FLOOR_REPLY_MAX];
+};
+
+/* Single producer, single consumer; `head` and `tail` count up for ever. */
+struct floor_ring {
+    _Alignas(64) atomic_size_t head; /* the producer's */
+    _Alignas(64) atomic_size_t tail; /* the consumer's */
+    struct floor_job *slot;
+};
+
+struct floor_handoff {
+    struct floor_ring in, out;                /* main -> thread, thread -> main */
+    int thread_fd, main_fd;                   /* the eventfds each side is woken by */
+    _Alignas(64) atomic_int thread_asleep;    /* the thread sleeps on thread_fd */
+    _Alignas(64) atomic_int main_waiting;     /* the main thread waits for main_fd */
+    atomic_int stop;
+    int cpu;                                  /* the thread's CPU; -1: not pinned */
+    size_t submitted;                         /* jobs pushed in this turn (main thread) */
+    struct floor_conn *dirty;                 /* connections with replies to flush (main thread) */
+    pthread_t thread;
+};
+
+/* The next free slot, or NULL when the ring is full (producer). */
+static struct floor_job *floor_ring_back(struct floor_ring *r)
+{
+    size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (head - atomic_load_explicit(&r->tail, memory_order_acquire) == FLOOR_RING_SLOTS)
+        return NULL;
+    return &r->slot[head & (FLOOR_RING_SLOTS - 1)];
+}
+
+static void floor_ring_push(struct floor_ring *r)
+{
+    atomic_store_explicit(&r->head, atomic_load_explicit(&r->head, memory_order_relaxed) + 1, memory_order_release);
+}
+
+/* The oldest job, or NULL when the ring is empty (consumer). */
+static struct floor_job *floor_ring_front(struct floor_ring *r)
+{
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (tail == atomic_load_explicit(&r->head, memory_order_acquire))
+        return NULL;
+    return &r->slot[tail & (FLOOR_RING_SLOTS - 1)];
+}
+
+static void floor_ring_pop(struct floor_ring *r)
+{
+    atomic_store_explicit(&r->tail, atomic_load_explicit(&r->tail, memory_order_relaxed) + 1, memory_order_release);
+}
+
+static void floor_signal(int fd)
+{
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+}
+
+/* Wakes the side that said it sleeps on `flag`; the caller has just published. */
+static void floor_wake(atomic_int *flag, int fd)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(flag, memory_order_relaxed) && atomic_exchange_explicit(flag, 0, memory_order_relaxed))
+        floor_signal(fd);
+}
+
+static uint64_t floor_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* The thread: moves every job of the input ring to the output ring (waiting
+ * for room there), then wakes the main thread; returns how many it moved. */
+static size_t floor_handoff_move(struct floor_handoff *h)
+{
+    size_t moved = 0;
+    struct floor_job *job;
+    while ((job = floor_ring_front(&h->in))) {
+        struct floor_job *to;
+        while (!(to = floor_ring_back(&h->out))) {
+            floor_wake(&h->main_waiting, h->main_fd);
+            if (atomic_load_explicit(&h->stop, memory_order_relaxed))
+                return moved;
+            nanosleep(&(struct timespec){0, 20000}, NULL);
+        }
+        memcpy(to, job, offsetof(struct floor_job, reply) + job->len);
+        floor_ring_push(&h->out);
+        floor_ring_pop(&h->in);
+        moved++;
+    }
+    if (moved)
+        floor_wake(&h->main_waiting, h->main_fd);
+    return moved;
+}
+
+/* The thread, with nothing to move: poll a while after a burst, then sleep. */
+static void floor_handoff_idle(struct floor_handoff *h, size_t burst)
+{
+    uint64_t until = floor_now_us() + FLOOR_SPIN_US;
+    while (burst >= FLOOR_SPIN_MIN_BURST && floor_now_us() < until)
+        if (floor_ring_front(&h->in) || atomic_load_explicit(&h->stop, memory_order_relaxed))
+            return;
+    atomic_store_explicit(&h->thread_asleep, 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (!floor_ring_front(&h->in) && !atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        uint64_t v;
+        while (read(h->thread_fd, &v, sizeof v) < 0 && errno == EINTR)
+            ;
+    }
+    atomic_store_explicit(&h->thread_asleep, 0, memory_order_relaxed);
+}
+
+static void *floor_handoff_thread(void *arg)
+{
+    struct floor_handoff *h = arg;
+    if (h->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(h->cpu, &set);
+        if (pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0)
+            fprintf(stderr, "floor_epoll: hand-off thread not pinned to CPU %d\n", h->cpu);
+    }
+    size_t burst = 0;
+    while (!atomic_load_explicit(&h->stop, memory_order_relaxed)) {
+        size_t moved = floor_handoff_move(h);
+        if (moved) {
+            burst += moved;
+            continue;
+        }
+        floor_handoff_idle(h, burst);
+        burst = 0;
+    }
+    return NULL;
+}
+
+/* The main thread: every reply back from the thread into its connection's
+ * output, then each such connection flushed once; the wake-up re-armed. */
+static void floor_handoff_deliver(struct floor_server *srv)
+{
+    struct floor_handoff *h = srv->handoff;
+    for (;;) {
+        struct floor_job *job;
+        while ((job = floor_ring_front(&h->out))) {
+            struct floor_conn *c = job->c;
+            c->inflight--;
+            if (c->fd >= 0 && floor_buf_append(&c->out, job->reply, job->len) != FLOOR_OK)
+                floor_conn_close(srv, c);
+            else if (c->fd >= 0 && !c->dirty) {
+                c->dirty = 1;
+                c->next_dirty = h->dirty;
+                h->dirty = c;
+            }
+            floor_ring_pop(&h->out);
+        }
+        atomic_store_explicit(&h->main_waiting, 1, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (!floor_ring_front(&h->out))
+            break;
+        atomic_store_explicit(&h->main_waiting, 0, memory_order_relaxed);
+    }
+    while (h->dirty) {
+        struct floor_conn *c = h->dirty;
+        h->dirty = c->next_dirty;
+        c->dirty = 0;
+        if (c->fd >= 0 && floor_flush(srv, c) != FLOOR_OK)
+            floor_conn_close(srv, c);
+    }
+}
+
+/* The main thread: a reply to send by way of the thread. A full input ring
+ * means replies are waiting to come back: take them meanwhile. */
+static enum floor_err floor_handoff_submit(struct floor_server *srv, struct floor_conn *c, const char *body,
+                                           size_t n)
+{
+    struct floor_handoff *h = srv->handoff;
+    struct floor_job *job;
+    while (!(job = floor_ring_back(&h->in))) {
+        floor_wake(&h->thread_asleep, h->thread_fd);
+        floor_handoff_deliver(srv);
+        if (c->fd < 0)
+            return FLOOR_ECLOSED; /* its own flush failed meanwhile */
+        sched_yield();
+    }
+    job->c = c;
+    job->len = floor_reply(srv, job->reply, body, n);
+    floor_ring_push(&h->in);
+    c->inflight++;
+    h->submitted++;
+    return FLOOR_OK;
+}
+
+/* The end of a turn of the main loop: wake the thread for what it brought. */
+static void floor_handoff_kick(struct floor_handoff *h)
+{
+    if (h->submitted) {
+        h->submitted = 0;
+        floor_wake(&h->thread_asleep, h->thread_fd);
+    }
+}
+
+static void floor_handoff_destroy(struct floor_handoff *h)
+{
+    if (h->thread_fd >= 0)
+        close(h->thread_fd);
+    if (h->main_fd >= 0)
+        close(h->main_fd);
+    free(h->in.slot);
+    free(h->out.slot);
+    free(h);
+}
+
+/* Creates the rings and eventfds and starts the thread; NULL with a message
+ * on stderr when it cannot. */
+static struct floor_handoff *floor_handoff_start(int cpu)
+{
+    struct floor_handoff *h = calloc(1, sizeof *h);
+    if (!h) {
+        perror("floor_epoll: hand-off");
+        return NULL;
+    }
+    h->cpu = cpu;
+    h->thread_fd = eventfd(0, EFD_CLOEXEC);
+    h->main_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->in.slot = calloc(FLOOR_RING_SLOTS, sizeof *h->in.slot);
+    h->out.slot = calloc(FLOOR_RING_SLOTS, sizeof *h->out.slot);
+    atomic_store(&h->main_waiting, 1);
+    if (h->thread_fd < 0 || h->main_fd < 0 || !h->in.slot || !h->out.slot ||
+        pthread_create(&h->thread, NULL, floor_handoff_thread, h) != 0) {
+        perror("floor_epoll: hand-off");
+        floor_handoff_destroy(h);
+        return NULL;
+    }
+    return h;
+}
+
+static void floor_handoff_stop(struct floor_handoff *h)
+{
+    atomic_store(&h->stop, 1);
+    floor_signal(h->thread_fd);
+    pthread_join(h->thread, NULL);
+    floor_handoff_destroy(h);
+}
+
 static int floor_serve(struct floor_server *srv)
 {
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL}; /* NULL: the listener */
-    if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0) {
+    struct epoll_event wake = {.events = EPOLLIN, .data.ptr = srv->handoff}; /* the hand-off's replies */
+    if (epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->listen_fd, &ev) < 0 ||
+        (srv->handoff && epoll_ctl(srv->epoll_fd, EPOLL_CTL_ADD, srv->handoff->main_fd, &wake) < 0)) {
         perror("floor_epoll: epoll_ctl");
         return 1;
     }
@@ -345,6 +680,17 @@ static int floor_serve(struct floor_server *srv)
                 floor_accept(srv);
                 continue;
             }
+            if (c == (struct floor_conn *)srv->handoff) {
+                uint64_t v;
+                if (read(srv->handoff->main_fd, &v, sizeof v) < 0 && errno != EAGAIN && errno != EINTR) {
+                    perror("floor_epoll: eventfd");
+                    return 1;
+                }
+                floor_handoff_deliver(srv);
+                continue;
+            }
+            if (c->fd < 0)
+                continue; /* closed earlier in this turn */
             enum floor_err err = FLOOR_OK;
             if (events[i].events & (EPOLLERR | EPOLLHUP))
                 err = FLOOR_ECLOSED;
@@ -353,16 +699,21 @@ static int floor_serve(struct floor_server *srv)
             if (err == FLOOR_OK && (events[i].events & EPOLLIN))
                 err = floor_on_readable(srv, c);
             if (err != FLOOR_OK)
-                floor_conn_close(c); /* connections still open at exit go with the process */
+                floor_conn_close(srv, c); /* connections still open at exit go with the process */
         }
+        if (srv->handoff)
+            floor_handoff_kick(srv->handoff);
+        floor_sweep(srv);
     }
     return 0;
 }
 
 static void floor_usage(FILE *to)
 {
-    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N]\n"
-                "A TCP server answering each frame of the pyengine-server protocol at once (0: any free port).\n");
+    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N] [--handoff [--engine-cpu N]]\n"
+                "A TCP server answering each frame of the pyengine-server protocol at once (0: any free port);\n"
+                "with --handoff, each reply goes out by way of a second thread (on the last CPU, or N; -1: not\n"
+                "pinned), as pyengine-server's by way of its engine thread.\n");
 }
 
 /* The value of option `name` at argv[*i], given as "--name=V" or "--name V"
@@ -382,7 +733,7 @@ static const char *floor_option(int argc, char **argv, int *i, const char *name)
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *v;
-    int port = -1, cpu = -1;
+    int port = -1, cpu = -1, handoff = 0, engine_cpu = floor_last_cpu();
     for (int i = 1; i < argc; i++) {
         if ((v = floor_option(argc, argv, &i, "--port")))
             port = atoi(v);
@@ -390,6 +741,10 @@ int main(int argc, char **argv)
             host = v;
         else if ((v = floor_option(argc, argv, &i, "--server-cpu")))
             cpu = atoi(v);
+        else if ((v = floor_option(argc, argv, &i, "--engine-cpu")))
+            engine_cpu = atoi(v);
+        else if (strcmp(argv[i], "--handoff") == 0)
+            handoff = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             floor_usage(stdout);
             return 0;
@@ -413,9 +768,13 @@ int main(int argc, char **argv)
         perror("floor_epoll: epoll_create1");
         return 1;
     }
+    if (handoff && !(srv.handoff = floor_handoff_start(engine_cpu)))
+        return 1;
     if (floor_listen(&srv, host, port) < 0)
         return 1;
     int code = floor_serve(&srv);
+    if (srv.handoff)
+        floor_handoff_stop(srv.handoff);
     close(srv.listen_fd);
     close(srv.epoll_fd);
     return code;

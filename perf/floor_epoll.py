@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 SOURCE = Path(__file__).resolve().with_suffix(".c")
-FLAGS = ("-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Werror")
+FLAGS = ("-std=gnu11", "-O2", "-pthread", "-Wall", "-Wextra", "-Wshadow", "-Wstrict-prototypes", "-Werror")
 
 
 def build() -> Path:

@@ -19,13 +19,15 @@ tools/cpu_probe.py).
 
 ``--floors`` measures pyengine-server against this machine's floor: at each
 rate, run by run, the C floor (perf/floor_epoll.c: epoll, answering each
-frame at once), the gevent floor (perf/floor_gevent.py: a gevent
+frame at once), the hand-off floor (perf/floor_handoff.py: the C floor with
+each reply sent by way of a second pinned thread, through rings and the
+engine thread's wake-ups: the design's round trip to the engine thread,
+without the engine), the gevent floor (perf/floor_gevent.py: a gevent
 StreamServer and orjson, answering each frame at once) and pyengine-server,
-one after the other (C, gevent, pyengine, C, gevent, pyengine, ...: noise
-that lasts a while hits all three alike). The table gives each server's
-medians over the runs and pyengine's figure as a ratio to each floor's
-(ratios of the medians). Load generator arguments after ``--`` apply to all
-three.
+one after the other (C, hand-off, gevent, pyengine, C, ...: noise that
+lasts a while hits all four alike). The table gives each server's medians
+over the runs and pyengine's figure as a ratio to each floor's (ratios of
+the medians). Load generator arguments after ``--`` apply to all four.
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -67,6 +69,8 @@ PYENGINE = Server("pyengine", "pyengine-server", "pyengine", ("--spawn-server",)
 FLOORS = (
     Server("c_floor", "C floor (perf/floor_epoll.c)", "C",
            ("--spawn-script", str(ROOT / "perf" / "floor_epoll.py")), False),
+    Server("handoff_floor", "hand-off floor (perf/floor_handoff.py)", "hand-off",
+           ("--spawn-script", str(ROOT / "perf" / "floor_handoff.py")), True),
     Server("gevent_floor", "gevent floor (perf/floor_gevent.py)", "gevent",
            ("--spawn-script", str(ROOT / "perf" / "floor_gevent.py")), False),
 )
@@ -113,7 +117,7 @@ def ratio(value: float, floor: float) -> float | None:
 
 def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
                plot: str | None) -> dict[str, Any]:
-    """One rate of --floors: the three servers in turn, `runs` rounds."""
+    """One rate of --floors: the servers in turn, `runs` rounds."""
     servers = (*FLOORS, PYENGINE)
     results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in servers}
     for i in range(runs):
@@ -154,7 +158,8 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
     ap.add_argument("--floors", action="store_true",
-                    help="run the C and gevent floor servers interleaved with pyengine-server, and give pyengine's "
+                    help="run the floor servers (C, C with the hand-off, gevent) interleaved with pyengine-server, "
+                         "and give pyengine's "
                          "latency as a ratio to theirs")
     ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
                     help="measure the machine's CPU stalls first, for this long (0: don't)")

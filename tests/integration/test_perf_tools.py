@@ -8,12 +8,15 @@ import importlib.util
 import json
 import math
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pyengine.server.process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = {"bench_engine": ["--depths", "10,1000"], "bench_mixed": ["--ops", "3000"], "bench_batch": ["--ops", "3000"]}
@@ -179,22 +182,68 @@ def test_loadgen_table(tmp_path: Path) -> None:
 
 
 def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
-    """--floors runs the C floor (built here, warnings as errors), the gevent
-    floor and pyengine-server, and states pyengine's percentiles as ratios."""
+    """--floors runs the C floor (built here, warnings as errors), the same
+    with the hand-off thread, the gevent floor and pyengine-server, and
+    states pyengine's percentiles as ratios."""
     out = tmp_path / "floors.json"
     proc = run(["perf/loadgen_table.py", "--floors", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0",
                 "--json", str(out), "--", "--connections", "4", "--warmup", "0.2"])
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2,000/s |")]
-    assert [row.split(" | ")[1] for row in rows] == ["C floor (perf/floor_epoll.c)", "gevent floor (perf/floor_gevent.py)",
-                                                     "pyengine-server"]
+    assert [row.split(" | ")[1] for row in rows] == ["C floor (perf/floor_epoll.c)", "hand-off floor (perf/floor_handoff.py)",
+                                                     "gevent floor (perf/floor_gevent.py)", "pyengine-server"]
     assert all(row.endswith("| 0 |") for row in rows)  # no errors, nothing unanswered
     (row,) = json.loads(out.read_text())
-    assert row["rate"] == 2000 and sorted(row["servers"]) == ["c_floor", "gevent_floor", "pyengine"]
+    assert row["rate"] == 2000 and sorted(row["servers"]) == ["c_floor", "gevent_floor", "handoff_floor", "pyengine"]
     for figures in row["servers"].values():
         assert figures["throughput"] > 0 and 0 < figures["ack_p50"] <= figures["ack_p99.9"]
-    for floor in ("c_floor", "gevent_floor"):
+    for floor in ("c_floor", "handoff_floor", "gevent_floor"):
         ratios = row["ratios"][floor]
         assert sorted(ratios) == ["p50", "p90", "p99", "p99.9"]
         assert all(math.isfinite(r) and r > 0 for r in ratios.values()), ratios
         assert ratios["p50"] == row["servers"]["pyengine"]["ack_p50"] / row["servers"][floor]["ack_p50"]
-    assert rows[2].count("x C, ") == 4 and rows[2].count("x gevent)") == 4
+    assert rows[3].count("x C, ") == 4 and rows[3].count("x hand-off, ") == 4 and rows[3].count("x gevent)") == 4
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message, separators=(",", ":")).encode()
+    return len(body).to_bytes(4, "big") + body
+
+
+def _replies(sock: socket.socket, n: int) -> list[dict[str, Any]]:
+    data = b""
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {len(out)} of {n} replies"
+        data += chunk
+        while len(data) >= 4 and len(data) - 4 >= (size := int.from_bytes(data[:4], "big")):
+            out.append(json.loads(data[4:4 + size]))
+            data = data[4 + size:]
+    return out
+
+
+def test_the_handoff_floor_answers_in_order_through_its_thread(tmp_path: Path) -> None:
+    """perf/floor_handoff.py: every reply comes back through the second
+    thread to its own connection, in order, more of them than its rings
+    hold; a connection that goes with replies in flight costs the others
+    nothing; SIGTERM stops it cleanly."""
+    server = ServerProcess(["--port", "0"], tmp_path / "floor.log", launcher=(str(ROOT / "perf" / "floor_handoff.py"),))
+    try:
+        assert server.port is not None
+        count = 20_000  # beyond the 8,192 slots of each ring
+        with socket.create_connection(("127.0.0.1", server.port)) as gone:
+            gone.sendall(b"".join(_frame({"type": "new_order", "req_id": i}) for i in range(count)))
+        with socket.create_connection(("127.0.0.1", server.port)) as a, \
+                socket.create_connection(("127.0.0.1", server.port)) as b:
+            a.sendall(b"".join(_frame({"type": "new_order", "req_id": i}) for i in range(count)))
+            b.sendall(_frame({"type": "login", "req_id": "x", "account": 7}) + _frame({"type": "ping", "req_id": 2}))
+            assert _replies(b, 2) == [{"type": "logged_in", "req_id": "x", "account": 7},
+                                      {"type": "pong", "req_id": 2}]
+            acks = _replies(a, count)
+        assert [r["req_id"] for r in acks] == list(range(count))
+        assert all(r["type"] == "ack" for r in acks)
+        ids = [r["order_id"] for r in acks]
+        assert ids == sorted(ids) and len(set(ids)) == count
+    finally:
+        code = server.stop(10)
+    assert code == 0, server.tail()
