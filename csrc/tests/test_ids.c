@@ -238,6 +238,52 @@ void test_ids_erase_at_a_place_and_verify_catches_corruption(void)
     t.count++;
     expect_corrupt(&t, "ids: count does not match the occupied slots");
     t.count--;
+    /* ...an entry farther from its home than the longest probe recorded. */
+    ASSERT_EQ(t.max_probe, 1);
+    t.max_probe = 0;
+    expect_corrupt(&t, "ids: an entry lies past the longest probe");
+    t.max_probe = 1;
+    verify(&t);
+    ids_destroy(&t);
+}
+
+/* verify() sees a table fuller than its load allows: every entry in place,
+   one more than ids_reserve_one lets in (written by hand, as an insert
+   without a reservation would have, which debug builds stop). */
+void test_ids_verify_catches_a_table_over_its_load(void)
+{
+    struct ids t;
+    uint64_t buckets, limit;
+    uint32_t h, key, home;
+    int slot;
+
+    ASSERT_EQ(ids_init(&t, 40, 0x5EEDull), 0);
+    buckets = (uint64_t)t.mask + 1;
+    limit = ids_max_load(&t, buckets);
+    ASSERT_TRUE(limit + 1 < sizeof(ids_of) / sizeof(ids_of[0]));
+    for (h = 1; h <= limit; h++) {
+        ids_of[h] = h * 0x9E3779B97F4A7C15ull;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, ids_of[h], h);
+    }
+    ASSERT_EQ((uint64_t)t.mask + 1, buckets); /* full to its load, not grown */
+    verify(&t);
+    /* One more, in a free slot of its home bucket (half of all slots are free). */
+    for (;; h++) {
+        ids_of[h] = h * 0x9E3779B97F4A7C15ull;
+        key = ids_key(&t, ids_of[h]);
+        home = ids_home(&t, key);
+        if (ids_free_slots(&t.buckets[home]))
+            break;
+    }
+    slot = __builtin_ctz(ids_free_slots(&t.buckets[home]));
+    t.buckets[home].key[slot] = key;
+    t.buckets[home].handle[slot] = h;
+    t.count++;
+    expect_corrupt(&t, "ids: fuller than its maximum load");
+    t.buckets[home].key[slot] = 0;
+    t.buckets[home].handle[slot] = 0;
+    t.count--;
     verify(&t);
     ids_destroy(&t);
 }
@@ -262,7 +308,7 @@ void test_ids_lookup_ends_when_every_bucket_counts_overflow(void)
         uint32_t kept[IDS_BUCKET_SLOTS], nkept = 0;
         for (;;) {
             uint32_t h = next_handle++, key;
-            ids_pos pos;
+            ids_pos pos = 0; /* ids_lookup sets it when it finds the id: always, here */
             ASSERT_TRUE(h < sizeof(ids_of) / sizeof(ids_of[0]));
             ids_of[h] = next_id++;
             key = ids_key(&t, ids_of[h]);

@@ -21,6 +21,7 @@
     XX(ids, ids_caller_ids_of_a_multiplicative_sequence_stay_spread) \
     XX(ids, ids_long_lived_residents_keep_runs_short) \
     XX(ids, ids_erase_at_a_place_and_verify_catches_corruption) \
+    XX(ids, ids_verify_catches_a_table_over_its_load) \
     XX(ids, ids_lookup_ends_when_every_bucket_counts_overflow) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
