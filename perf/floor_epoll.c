@@ -9,7 +9,7 @@
  * benchmark states pyengine-server's figures beside it
  * (perf/loadgen_table.py --floors).
  *
- *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N] [--handoff [--engine-cpu N]]
+ *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N] [--handoff [--engine-cpu N] [--ring-slots N]]
  *
  * It logs "event=listening host=H port=P" on stderr, as pyengine-server does
  * (pyengine/server/process.py waits for that line), and exits 0 on SIGTERM or
@@ -403,8 +403,11 @@ static void floor_pin(int cpu)
  * its ring again, and the other writes its eventfd only when it has said so
  * (a full fence between on both sides); the thread polls its ring for
  * FLOOR_SPIN_US before it sleeps, after a burst of FLOOR_SPIN_MIN_BURST
- * replies or more, as the engine thread does by default. The main thread
- * wakes the thread once per turn of its loop, after every ready socket.
+ * replies or more, as the engine thread does by default, and not at all
+ * when it shares the main thread's CPU (as the engine thread does not,
+ * pinned to the event loop's CPU). The main thread pushes the replies of a
+ * turn of its loop into the ring at its end, after every ready socket, and
+ * wakes the thread then, as the server pushes its commands once a turn.
  */
 
 enum { FLOOR_RING_SLOTS = 8192, FLOOR_SPIN_US = 50, FLOOR_SPIN_MIN_BURST = 8 };
@@ -420,6 +423,7 @@ struct floor_ring {
     _Alignas(64) atomic_size_t head; /* the producer's */
     _Alignas(64) atomic_size_t tail; /* the consumer's */
     struct floor_job *slot;
+    size_t slots; /* a power of two */
 };
 
 struct floor_handoff {
@@ -429,23 +433,26 @@ struct floor_handoff {
     _Alignas(64) atomic_int main_waiting;     /* the main thread waits for main_fd */
     atomic_int stop;
     int cpu;                                  /* the thread's CPU; -1: not pinned */
-    size_t submitted;                         /* jobs pushed in this turn (main thread) */
+    unsigned spin_us;                         /* its polling before it sleeps */
+    size_t submitted;                         /* jobs written in this turn, not pushed yet (main thread) */
     struct floor_conn *dirty;                 /* connections with replies to flush (main thread) */
     pthread_t thread;
 };
 
-/* The next free slot, or NULL when the ring is full (producer). */
-static struct floor_job *floor_ring_back(struct floor_ring *r)
+/* The free slot `ahead` places past the head (the slots before it written,
+ * not pushed yet), or NULL when the ring has no room for it (producer). */
+static struct floor_job *floor_ring_back(struct floor_ring *r, size_t ahead)
 {
-    size_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
-    if (head - atomic_load_explicit(&r->tail, memory_order_acquire) == FLOOR_RING_SLOTS)
+    size_t head = atomic_load_explicit(&r->head, memory_order_relaxed) + ahead;
+    if (head - atomic_load_explicit(&r->tail, memory_order_acquire) >= r->slots)
         return NULL;
-    return &r->slot[head & (FLOOR_RING_SLOTS - 1)];
+    return &r->slot[head & (r->slots - 1)];
 }
 
-static void floor_ring_push(struct floor_ring *r)
+/* Hand the consumer the `n` slots written past the head. */
+static void floor_ring_push(struct floor_ring *r, size_t n)
 {
-    atomic_store_explicit(&r->head, atomic_load_explicit(&r->head, memory_order_relaxed) + 1, memory_order_release);
+    atomic_store_explicit(&r->head, atomic_load_explicit(&r->head, memory_order_relaxed) + n, memory_order_release);
 }
 
 /* The oldest job, or NULL when the ring is empty (consumer). */
@@ -454,7 +461,7 @@ static struct floor_job *floor_ring_front(struct floor_ring *r)
     size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     if (tail == atomic_load_explicit(&r->head, memory_order_acquire))
         return NULL;
-    return &r->slot[tail & (FLOOR_RING_SLOTS - 1)];
+    return &r->slot[tail & (r->slots - 1)];
 }
 
 static void floor_ring_pop(struct floor_ring *r)
@@ -492,14 +499,14 @@ static size_t floor_handoff_move(struct floor_handoff *h)
     struct floor_job *job;
     while ((job = floor_ring_front(&h->in))) {
         struct floor_job *to;
-        while (!(to = floor_ring_back(&h->out))) {
+        while (!(to = floor_ring_back(&h->out, 0))) {
             floor_wake(&h->main_waiting, h->main_fd);
             if (atomic_load_explicit(&h->stop, memory_order_relaxed))
                 return moved;
             nanosleep(&(struct timespec){0, 20000}, NULL);
         }
         memcpy(to, job, offsetof(struct floor_job, reply) + job->len);
-        floor_ring_push(&h->out);
+        floor_ring_push(&h->out, 1);
         floor_ring_pop(&h->in);
         moved++;
     }
@@ -511,8 +518,8 @@ static size_t floor_handoff_move(struct floor_handoff *h)
 /* The thread, with nothing to move: poll a while after a burst, then sleep. */
 static void floor_handoff_idle(struct floor_handoff *h, size_t burst)
 {
-    uint64_t until = floor_now_us() + FLOOR_SPIN_US;
-    while (burst >= FLOOR_SPIN_MIN_BURST && floor_now_us() < until)
+    uint64_t until = floor_now_us() + h->spin_us;
+    while (h->spin_us && burst >= FLOOR_SPIN_MIN_BURST && floor_now_us() < until)
         if (floor_ring_front(&h->in) || atomic_load_explicit(&h->stop, memory_order_relaxed))
             return;
     atomic_store_explicit(&h->thread_asleep, 1, memory_order_relaxed);
@@ -582,15 +589,27 @@ static void floor_handoff_deliver(struct floor_server *srv)
     }
 }
 
-/* The main thread: a reply to send by way of the thread. A full input ring
- * means replies are waiting to come back: take them meanwhile. */
+/* The main thread: push the replies written so far and wake the thread
+ * for them (the end of a turn of its loop, or a full ring). */
+static void floor_handoff_kick(struct floor_handoff *h)
+{
+    if (h->submitted) {
+        floor_ring_push(&h->in, h->submitted);
+        h->submitted = 0;
+        floor_wake(&h->thread_asleep, h->thread_fd);
+    }
+}
+
+/* The main thread: a reply to send by way of the thread, written into the
+ * ring and pushed at the end of the turn. A full input ring means replies
+ * are waiting to come back: push, and take them meanwhile. */
 static enum floor_err floor_handoff_submit(struct floor_server *srv, struct floor_conn *c, const char *body,
                                            size_t n)
 {
     struct floor_handoff *h = srv->handoff;
     struct floor_job *job;
-    while (!(job = floor_ring_back(&h->in))) {
-        floor_wake(&h->thread_asleep, h->thread_fd);
+    while (!(job = floor_ring_back(&h->in, h->submitted))) {
+        floor_handoff_kick(h);
         floor_handoff_deliver(srv);
         if (c->fd < 0)
             return FLOOR_ECLOSED; /* its own flush failed meanwhile */
@@ -598,19 +617,9 @@ static enum floor_err floor_handoff_submit(struct floor_server *srv, struct floo
     }
     job->c = c;
     job->len = floor_reply(srv, job->reply, body, n);
-    floor_ring_push(&h->in);
     c->inflight++;
     h->submitted++;
     return FLOOR_OK;
-}
-
-/* The end of a turn of the main loop: wake the thread for what it brought. */
-static void floor_handoff_kick(struct floor_handoff *h)
-{
-    if (h->submitted) {
-        h->submitted = 0;
-        floor_wake(&h->thread_asleep, h->thread_fd);
-    }
 }
 
 static void floor_handoff_destroy(struct floor_handoff *h)
@@ -626,7 +635,7 @@ static void floor_handoff_destroy(struct floor_handoff *h)
 
 /* Creates the rings and eventfds and starts the thread; NULL with a message
  * on stderr when it cannot. */
-static struct floor_handoff *floor_handoff_start(int cpu)
+static struct floor_handoff *floor_handoff_start(int cpu, unsigned spin_us, size_t slots)
 {
     struct floor_handoff *h = calloc(1, sizeof *h);
     if (!h) {
@@ -634,13 +643,22 @@ static struct floor_handoff *floor_handoff_start(int cpu)
         return NULL;
     }
     h->cpu = cpu;
+    h->spin_us = spin_us;
     h->thread_fd = eventfd(0, EFD_CLOEXEC);
     h->main_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    h->in.slot = calloc(FLOOR_RING_SLOTS, sizeof *h->in.slot);
-    h->out.slot = calloc(FLOOR_RING_SLOTS, sizeof *h->out.slot);
+    h->in.slots = h->out.slots = slots;
+    h->in.slot = calloc(slots, sizeof *h->in.slot);
+    h->out.slot = calloc(slots, sizeof *h->out.slot);
     atomic_store(&h->main_waiting, 1);
-    if (h->thread_fd < 0 || h->main_fd < 0 || !h->in.slot || !h->out.slot ||
-        pthread_create(&h->thread, NULL, floor_handoff_thread, h) != 0) {
+    /* The thread blocks every signal: SIGTERM is the main thread's. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = h->thread_fd < 0 || h->main_fd < 0 || !h->in.slot || !h->out.slot
+                 ? -1
+                 : pthread_create(&h->thread, NULL, floor_handoff_thread, h);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
         perror("floor_epoll: hand-off");
         floor_handoff_destroy(h);
         return NULL;
@@ -710,10 +728,12 @@ static int floor_serve(struct floor_server *srv)
 
 static void floor_usage(FILE *to)
 {
-    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N] [--handoff [--engine-cpu N]]\n"
+    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N]\n"
+                "                   [--handoff [--engine-cpu N] [--ring-slots 8192]]\n"
                 "A TCP server answering each frame of the pyengine-server protocol at once (0: any free port);\n"
                 "with --handoff, each reply goes out by way of a second thread (on the last CPU, or N; -1: not\n"
-                "pinned), as pyengine-server's by way of its engine thread.\n");
+                "pinned) through two rings of a power of two slots, as pyengine-server's by way of its engine\n"
+                "thread.\n");
 }
 
 /* The value of option `name` at argv[*i], given as "--name=V" or "--name V"
@@ -734,6 +754,7 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *v;
     int port = -1, cpu = -1, handoff = 0, engine_cpu = floor_last_cpu();
+    long ring_slots = FLOOR_RING_SLOTS;
     for (int i = 1; i < argc; i++) {
         if ((v = floor_option(argc, argv, &i, "--port")))
             port = atoi(v);
@@ -743,6 +764,8 @@ int main(int argc, char **argv)
             cpu = atoi(v);
         else if ((v = floor_option(argc, argv, &i, "--engine-cpu")))
             engine_cpu = atoi(v);
+        else if ((v = floor_option(argc, argv, &i, "--ring-slots")))
+            ring_slots = atol(v);
         else if (strcmp(argv[i], "--handoff") == 0)
             handoff = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -753,7 +776,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (port < 0 || port > 65535) {
+    if (port < 0 || port > 65535 || ring_slots < 2 || (ring_slots & (ring_slots - 1))) {
         floor_usage(stderr);
         return 2;
     }
@@ -768,7 +791,10 @@ int main(int argc, char **argv)
         perror("floor_epoll: epoll_create1");
         return 1;
     }
-    if (handoff && !(srv.handoff = floor_handoff_start(engine_cpu)))
+    /* No polling on the event loop's CPU: pyengine's engine thread does not
+       (pyengine/server/engine_thread.py, effective_spin_us). */
+    unsigned spin_us = engine_cpu >= 0 && engine_cpu == cpu ? 0 : FLOOR_SPIN_US;
+    if (handoff && !(srv.handoff = floor_handoff_start(engine_cpu, spin_us, (size_t)ring_slots)))
         return 1;
     if (floor_listen(&srv, host, port) < 0)
         return 1;

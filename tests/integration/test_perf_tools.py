@@ -224,13 +224,15 @@ def _replies(sock: socket.socket, n: int) -> list[dict[str, Any]]:
 
 def test_the_handoff_floor_answers_in_order_through_its_thread(tmp_path: Path) -> None:
     """perf/floor_handoff.py: every reply comes back through the second
-    thread to its own connection, in order, more of them than its rings
-    hold; a connection that goes with replies in flight costs the others
-    nothing; SIGTERM stops it cleanly."""
-    server = ServerProcess(["--port", "0"], tmp_path / "floor.log", launcher=(str(ROOT / "perf" / "floor_handoff.py"),))
+    thread to its own connection, in order, through rings of 16 slots (full
+    at every read, so the main thread waits for room and takes replies back
+    meanwhile); a connection that goes with replies in flight costs the
+    others nothing; SIGTERM stops it cleanly."""
+    server = ServerProcess(["--port", "0", "--ring-slots", "16"], tmp_path / "floor.log",
+                           launcher=(str(ROOT / "perf" / "floor_handoff.py"),))
     try:
         assert server.port is not None
-        count = 20_000  # beyond the 8,192 slots of each ring
+        count = 20_000
         with socket.create_connection(("127.0.0.1", server.port)) as gone:
             gone.sendall(b"".join(_frame({"type": "new_order", "req_id": i}) for i in range(count)))
         with socket.create_connection(("127.0.0.1", server.port)) as a, \
