@@ -2,7 +2,8 @@
 
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
                                  [--duration 8] [--workers 1] [--pin] [--probe 5] [--json out.json]
-                                 [--plot-rate 20000 --plot out.png] [-- more loadgen arguments]
+                                 [--plot-rate 20000 --plot out.png] [--pyengine-arg ARG ...]
+                                 [-- more loadgen arguments]
     python perf/loadgen_table.py --floors --rates 20000 --runs 3 --duration 10
 
 Each run starts a fresh server (``--spawn-server``) so runs do not share a
@@ -27,7 +28,10 @@ StreamServer and orjson, answering each frame at once) and pyengine-server,
 one after the other (C, hand-off, gevent, pyengine, C, ...: noise that
 lasts a while hits all four alike). The table gives each server's medians
 over the runs and pyengine's figure as a ratio to each floor's (ratios of
-the medians). Load generator arguments after ``--`` apply to all four.
+the medians). Load generator arguments after ``--`` apply to all four,
+``--pyengine-arg`` ones to pyengine-server's runs only
+(``--pyengine-arg=--spawn-fsync=batch``: the journaled server against
+floors that journal nothing).
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -116,17 +120,20 @@ def ratio(value: float, floor: float) -> float | None:
 
 
 def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
-               plot: str | None) -> dict[str, Any]:
-    """One rate of --floors: the servers in turn, `runs` rounds."""
+               plot: str | None, mine: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One rate of --floors: the servers in turn, `runs` rounds; `mine`,
+    loadgen arguments for pyengine-server's runs only."""
     servers = (*FLOORS, PYENGINE)
     results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in servers}
     for i in range(runs):
         for s in servers:
             plot_this = plot if s is PYENGINE and i == runs - 1 else None
-            results[s.key].append(run_once(rate, duration, workers, (pinning(s) if pin else []) + extra, plot_this, s))
+            own = list(mine) if s is PYENGINE else []
+            results[s.key].append(run_once(rate, duration, workers, (pinning(s) if pin else []) + extra + own,
+                                           plot_this, s))
     figures = {key: medians(r) for key, r in results.items()}
-    mine = figures[PYENGINE.key]
-    ratios = {f.key: {k: ratio(mine[f"ack_{k}"], figures[f.key][f"ack_{k}"]) for k in PERCENTILES} for f in FLOORS}
+    ours = figures[PYENGINE.key]
+    ratios = {f.key: {k: ratio(ours[f"ack_{k}"], figures[f.key][f"ack_{k}"]) for k in PERCENTILES} for f in FLOORS}
     return {"rate": rate, "servers": figures, "ratios": ratios}
 
 
@@ -161,6 +168,9 @@ def main() -> int:
                     help="run the floor servers (C, C with the hand-off, gevent) interleaved with pyengine-server, "
                          "and give pyengine's "
                          "latency as a ratio to theirs")
+    ap.add_argument("--pyengine-arg", action="append", default=[], metavar="ARG",
+                    help="one more loadgen argument for pyengine-server's runs only (repeat for more), e.g. "
+                         "--pyengine-arg=--spawn-fsync=batch: the floors journal nothing")
     ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
                     help="measure the machine's CPU stalls first, for this long (0: don't)")
     ap.add_argument("--json", metavar="FILE")
@@ -177,12 +187,14 @@ def main() -> int:
     for rate in (float(r) for r in args.rates.split(",")):
         plot_rate = args.plot if args.plot and rate == args.plot_rate else None
         if args.floors:
-            rows.append(floors_row(rate, args.runs, args.duration, args.workers, extra, args.pin, plot_rate))
+            rows.append(floors_row(rate, args.runs, args.duration, args.workers, extra, args.pin, plot_rate,
+                                   tuple(args.pyengine_arg)))
         else:
             runs = []
             for i in range(args.runs):
                 plot = plot_rate if i == args.runs - 1 else None
-                runs.append(run_once(rate, args.duration, args.workers, (pinning() if args.pin else []) + extra, plot))
+                runs.append(run_once(rate, args.duration, args.workers,
+                                     (pinning() if args.pin else []) + extra + args.pyengine_arg, plot))
             rows.append({"rate": rate, **medians(runs)})
         print(f"rate {rate:>8,.0f}: done", file=sys.stderr, flush=True)
     if args.json:

@@ -181,13 +181,24 @@ def test_loadgen_table(tmp_path: Path) -> None:
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
 
 
+def test_loadgen_table_gives_pyengine_its_own_arguments() -> None:
+    """--pyengine-arg reaches the spawned server's load generator: a value it
+    refuses fails the table, with the load generator's words."""
+    proc = subprocess.run([sys.executable, "perf/loadgen_table.py", "--rates", "2000", "--runs", "1", "--duration", "0.5",
+                           "--probe", "0", "--pyengine-arg=--spawn-fsync=sometimes"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "loadgen failed" in proc.stderr and "invalid choice: 'sometimes'" in proc.stderr, proc.stderr
+
+
 def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
     """--floors runs the C floor (built here, warnings as errors), the same
     with the hand-off thread, the gevent floor and pyengine-server, and
-    states pyengine's percentiles as ratios."""
+    states pyengine's percentiles as ratios. --pyengine-arg goes to
+    pyengine-server's runs alone (a floor given --spawn-fsync would fail)."""
     out = tmp_path / "floors.json"
     proc = run(["perf/loadgen_table.py", "--floors", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0",
-                "--json", str(out), "--", "--connections", "4", "--warmup", "0.2"])
+                "--json", str(out), "--pyengine-arg=--spawn-fsync=off", "--", "--connections", "4", "--warmup", "0.2"])
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2,000/s |")]
     assert [row.split(" | ")[1] for row in rows] == ["C floor (perf/floor_epoll.c)", "hand-off floor (perf/floor_handoff.py)",
                                                      "gevent floor (perf/floor_gevent.py)", "pyengine-server"]
