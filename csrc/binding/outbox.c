@@ -31,6 +31,27 @@
 
 enum { OUTBOX_MIN = 1024 };
 
+/* Put `link` on the flush list (once). */
+static int outbox_list(srv_ledger *l, srv_link *link)
+{
+    if (link->listed)
+        return 0;
+    if (l->n_listed == l->listed_cap) {
+        size_t cap = l->listed_cap ? 2 * l->listed_cap : 64;
+        srv_link **b = PyMem_Realloc(l->listed, cap * sizeof(*b));
+
+        if (!b) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        l->listed = b;
+        l->listed_cap = cap;
+    }
+    l->listed[l->n_listed++] = (srv_link *)Py_NewRef(link);
+    link->listed = 1;
+    return 0;
+}
+
 int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n)
 {
     if (link->socket_gone)
@@ -58,21 +79,8 @@ int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n)
             link->out_cap = cap;
         }
     }
-    if (!link->listed) {
-        if (l->n_listed == l->listed_cap) {
-            size_t cap = l->listed_cap ? 2 * l->listed_cap : 64;
-            srv_link **b = PyMem_Realloc(l->listed, cap * sizeof(*b));
-
-            if (!b) {
-                PyErr_NoMemory();
-                return -1;
-            }
-            l->listed = b;
-            l->listed_cap = cap;
-        }
-        l->listed[l->n_listed++] = (srv_link *)Py_NewRef(link);
-        link->listed = 1;
-    }
+    if (outbox_list(l, link) < 0)
+        return -1;
     memcpy(link->out + link->out_len, data, n);
     link->out_len += n;
     return 0;
@@ -156,14 +164,27 @@ PyObject *srv_outbox_flush(srv_ledger *l)
             what = SRV_OUT_SLOW;
         else if (sent > 0)
             what = SRV_OUT_WAIT;
+        else if (link->unreported)
+            what = link->told; /* a report of an earlier flush that ran out of memory */
         else
             continue;
         /* Every link is written even if the report fails (for memory). */
+        link->unreported = 1;
+        link->told = what;
         if (rc == 0)
             rc = outbox_report(&report, link, what);
     }
-    for (size_t i = 0; i < n; i++)
+    /* Delivered, or not at all: without a report, each link it had to tell
+       is listed for the next flush, which tells it (or the first after it
+       is listed again, if even that fails): a writer never woken would
+       leave its session's output unsent for good. */
+    for (size_t i = 0; i < n; i++) {
+        if (rc == 0)
+            listed[i]->unreported = 0;
+        else if (listed[i]->unreported)
+            (void)outbox_list(l, listed[i]);
         Py_DECREF(listed[i]);
+    }
     PyMem_Free(listed);
     srv_meters_written(&l->meters);
     if (rc < 0) {

@@ -59,6 +59,8 @@ typedef struct {
     char socket_gone;    /* it had one, closed now: output is dropped */
     char listed;         /* on the Ledger's flush list */
     char writing;        /* the socket was full: the session's writer has the output */
+    char unreported;     /* a flush could not report `told` (out of memory): the next one does */
+    int told;            /* enum srv_out_report or an errno */
     char *out;           /* NULL while nothing is queued */
     size_t out_pos, out_len, out_cap; /* unsent: out[out_pos, out_len) */
     size_t max_unsent;   /* more unsent than this: a slow reader; 0: no limit */

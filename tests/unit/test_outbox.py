@@ -158,3 +158,29 @@ def test_output_queued_behind_a_partial_send_keeps_its_order(peers: list[Peer]) 
         p.link.write()
         got += p.received()
     assert got + p.received() == b"".join(frames)
+
+
+def test_a_report_that_runs_out_of_memory_is_given_by_the_next_flush(peers: list[Peer]) -> None:
+    """Whichever allocation of a flush fails, every session whose socket it
+    found full is told so (OUT_WAIT) once, by that flush or the next: a
+    writer never woken would leave its session's output unsent for good."""
+    testcapi = pytest.importorskip("_testcapi")  # CPython's own test module: in every build CI runs
+    failed_at = []
+    for k in range(30):
+        ledger = Ledger()
+        made = [Peer(i, ledger, sndbuf=4096) for i in range(1, 11)]  # the report's list grows twice
+        peers += made
+        for p in made:
+            ledger.send(p.link, frame(bytes(1 << 18)))  # more than the socket takes at once
+        testcapi.set_nomemory(k, k + 1)  # the k-th allocation from here fails, no other
+        try:
+            first = ledger.flush()
+        except MemoryError:
+            first = None
+            failed_at.append(k)
+        finally:
+            testcapi.remove_mem_hooks()
+        told = (first or []) + (ledger.flush() or [])
+        assert sorted(told, key=lambda t: t[0].link.sid) == [(p, OUT_WAIT) for p in made], (k, told)
+        assert all(p.link.writing for p in made)
+    assert len(failed_at) >= 2, f"allocations failed at {failed_at}: the report was never cut short halfway"
