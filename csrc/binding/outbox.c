@@ -137,6 +137,56 @@ static int outbox_report(PyObject **report, srv_link *link, int what)
     return rc;
 }
 
+/*
+ * A flush whose report failed (for memory): the links it had to tell go back
+ * on the list, for the next flush to tell them -- a writer never woken would
+ * leave its session's output unsent for good. The flush's own array holds
+ * them, so this needs no memory unless Python listed more links meanwhile
+ * than the array has room for; with none at all, a link is told when it is
+ * next listed. Takes the array and its references.
+ */
+static void outbox_relist(srv_ledger *l, srv_link **listed, size_t n)
+{
+    size_t k = 0, m;
+    srv_link **b;
+
+    /* The links to tell first, each marked listed (no Python runs here). */
+    for (size_t i = 0; i < n; i++) {
+        srv_link *link = listed[i];
+
+        if (link->unreported && !link->listed) {
+            link->listed = 1;
+            listed[i] = listed[k];
+            listed[k++] = link;
+        }
+    }
+    /* The others let go: Python may run, and list links of its own. */
+    for (size_t i = k; i < n; i++)
+        Py_DECREF(listed[i]);
+    m = l->n_listed;
+    if (k + m <= n) {
+        if (m)
+            memcpy(listed + k, l->listed, m * sizeof(*listed));
+        PyMem_Free(l->listed);
+        l->listed = listed;
+        l->n_listed = k + m;
+        l->listed_cap = n;
+        return;
+    }
+    if ((b = PyMem_Realloc(l->listed, (m + k) * sizeof(*b)))) {
+        memcpy(b + m, listed, k * sizeof(*b));
+        l->listed = b;
+        l->n_listed = l->listed_cap = m + k;
+        PyMem_Free(listed);
+        return;
+    }
+    for (size_t i = 0; i < k; i++)
+        listed[i]->listed = 0;
+    for (size_t i = 0; i < k; i++)
+        Py_DECREF(listed[i]);
+    PyMem_Free(listed);
+}
+
 PyObject *srv_outbox_flush(srv_ledger *l)
 {
     /* The list is taken first: a frame queued while this runs (Python may
@@ -174,18 +224,15 @@ PyObject *srv_outbox_flush(srv_ledger *l)
         if (rc == 0)
             rc = outbox_report(&report, link, what);
     }
-    /* Delivered, or not at all: without a report, each link it had to tell
-       is listed for the next flush, which tells it (or the first after it
-       is listed again, if even that fails): a writer never woken would
-       leave its session's output unsent for good. */
-    for (size_t i = 0; i < n; i++) {
-        if (rc == 0)
-            listed[i]->unreported = 0;
-        else if (listed[i]->unreported)
-            (void)outbox_list(l, listed[i]);
-        Py_DECREF(listed[i]);
+    if (rc == 0) {
+        for (size_t i = 0; i < n; i++) {
+            listed[i]->unreported = 0; /* told */
+            Py_DECREF(listed[i]);
+        }
+        PyMem_Free(listed);
+    } else {
+        outbox_relist(l, listed, n);
     }
-    PyMem_Free(listed);
     srv_meters_written(&l->meters);
     if (rc < 0) {
         Py_XDECREF(report);
