@@ -372,13 +372,18 @@ class Server:
     def _flusher(self) -> None:
         """Pushes the commands that did not fit in the input ring at the end
         of a turn, waiting for the engine thread to make room (which a loop
-        callback may not)."""
+        callback may not). It outlives a flush that fails: without it, the
+        commands of a later full ring would wait for traffic that may not
+        come."""
         wanted = self._flush_wanted
         while True:
             wanted.wait()
             wanted.clear()
             self.commands.flush()
-            self.flush_sessions()
+            try:
+                self.flush_sessions()
+            except Exception:  # a report out of memory (the next flush gives it), a session's failure
+                log.exception("flush_failed")
 
     def flush_sessions(self) -> None:
         """Write out what every session has queued, in C (Ledger.flush: the
