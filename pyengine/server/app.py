@@ -388,7 +388,13 @@ class Server:
     def flush_sessions(self) -> None:
         """Write out what every session has queued, in C (Ledger.flush: the
         order-to-ack latencies end there); see to the sessions it reports."""
-        report = self.ledger.flush()
+        try:
+            report = self.ledger.flush()
+        except MemoryError:
+            # Everything was written; only the report was lost, and every
+            # session it had to tell is listed again: the next flush tells it.
+            log.error("flush_report_failed", extra=fields(error="out of memory"))
+            return
         if report is not None:
             failed: BaseException | None = None
             for session, what in report:

@@ -1,12 +1,15 @@
-"""Server._flusher (pyengine/server/app.py), the greenlet that pushes what a
-full input ring left over and then flushes every session: a flush that
-fails is logged and the greenlet goes on, for without it the commands of a
-later full ring would wait for traffic that may never come. A real server
-(not started) in the real hub; the failure is injected into its flush."""
+"""A server-wide flush that fails (pyengine/server/app.py): Server._flusher,
+the greenlet that pushes what a full input ring left over and then flushes
+every session, logs the failure and goes on, for without it the commands of
+a later full ring would wait for traffic that may never come; and
+Server.flush_sessions, when Ledger.flush runs out of memory building its
+report, logs it and leaves the report to the next flush. A real server (not
+started) in the real hub."""
 
 from __future__ import annotations
 
 import logging
+import socket
 
 import gevent
 import pytest
@@ -37,3 +40,39 @@ def test_the_flusher_outlives_a_flush_that_fails(caplog: pytest.LogCaptureFixtur
     finally:
         flusher.kill()
         server.stop()
+
+
+def test_a_flush_whose_report_runs_out_of_memory_is_logged_and_given_by_the_next(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Server.flush_sessions when Ledger.flush cannot build its report: no
+    error reaches its caller (a reader, the dispatcher, a loop callback,
+    none of which it concerns), and the next flush wakes the writer of the
+    session whose socket was full."""
+    import _testcapi  # CPython's own test module: a build without it fails here, not skips
+
+    from pyengine.server.protocol import encode
+
+    from .conftest import add_session
+
+    server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1))
+    ours, theirs = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        session = add_session(server, ours, 1)
+        session.send(encode({"type": "pong", "req_id": "x" * (1 << 20)}))  # more than the socket takes at once
+        with caplog.at_level(logging.ERROR):
+            _testcapi.set_nomemory(0, 1)  # the flush's first allocation, its report's list, fails
+            try:
+                server.flush_sessions()
+            finally:
+                _testcapi.remove_mem_hooks()
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == ["flush_report_failed"]
+        assert session.link.writing and not session._wake.is_set()  # written as far as it goes; nobody told yet
+        server.flush_sessions()
+        assert session._wake.is_set()  # the writer wakes
+        session.link.drop_output()  # the stop would wait for it to drain
+    finally:
+        server.stop()
+        ours.close()
+        theirs.close()
