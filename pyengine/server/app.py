@@ -382,7 +382,7 @@ class Server:
             self.commands.flush()
             try:
                 self.flush_sessions()
-            except Exception:  # a report out of memory (the next flush gives it), a session's failure
+            except Exception:  # a session's failure, re-raised once every session was told
                 log.exception("flush_failed")
 
     def flush_sessions(self) -> None:
