@@ -533,6 +533,17 @@ int runner_journal_error(const struct runner *r)
     return atomic_load_explicit(&r->journal_errno, memory_order_acquire);
 }
 
+const struct runner_api *runner_api(void)
+{
+    static const struct runner_api api = {
+        .size = sizeof(api),
+        .submit = runner_submit,
+        .poll = runner_poll,
+        .journal_error = runner_journal_error,
+    };
+    return &api;
+}
+
 void runner_request_stop(struct runner *r)
 {
     /* Release: every command submitted before is in the ring first. */

@@ -4,7 +4,7 @@ calls is named in pyengine/server/seam.py."""
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .server.seam import IntakeEvents, PendingRequest, RouterEvents
+from .server.seam import IntakeEvents, PendingRequest, PollerEvents, RouterEvents
 
 SIDE_CODES: dict[str, int]
 ORDER_TYPE_CODES: dict[str, int]
@@ -25,6 +25,7 @@ class Link:
     admin: bool
     closed: bool
     session: Any  # the Session it was built with
+    last_read: float  # when its socket last gave bytes (time.monotonic()'s clock)
     unsent: int
     writing: bool
     def __init__(self, sid: int, session: Any, rate: float, burst: float, *, fd: int = -1,
@@ -75,11 +76,19 @@ class CommandBuffer:
     capacity: int
     queued: int
     sent: int
+    held: bool  # a flush waiting for room holds the records: push() pushes none
+    pushes: int  # ring operations that put records in
     def __init__(self, capacity: int) -> None: ...
     @property
     def full(self) -> bool: ...
     def reserve(self) -> int: ...
-    def mark_sent(self, k: int, /) -> None: ...
+    def attach(self, runner: int, api: int, ledger: Ledger, /) -> None:
+        """Push to the runner at address `runner` through the struct runner_api at `api`."""
+    def detach(self) -> None: ...
+    def push(self) -> bool:
+        """Push what fits, unless held: True when every queued record is in."""
+    def submit(self) -> int:
+        """Push what fits, held or not: how many records went in."""
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
 class Inbox:
@@ -112,6 +121,20 @@ class Intake:
         """None: done; (message,): Python's to carry out; False: the buffer is full, nothing done."""
     def drain(self, link: Link, inbox: Inbox, /) -> None | tuple[Any] | Literal[False]:
         """take() for each whole frame in inbox, until None (none left), (message,) or False."""
+
+class Poller:
+    """The sessions' sockets, read a loop turn at a time (csrc/binding/poller.c)."""
+
+    watched: int
+    turns: int
+    reads: int
+    def __init__(self, intake: Intake, events: PollerEvents) -> None: ...
+    def turn(self) -> None:
+        """Read every ready socket once, carry out its frames, push, flush; never raises."""
+    def watch(self, link: Link, inbox: Inbox, /) -> None: ...
+    def unwatch(self, link: Link, /) -> bool: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
 
 class Router:
     trades: int

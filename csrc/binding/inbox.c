@@ -118,6 +118,24 @@ PyDoc_STRVAR(inbox_read_doc, "read($self, fd, /)\n--\n\n"
  * inbox's own buffer (reads run on one thread, under the GIL). */
 static char inbox_scratch[INBOX_READ];
 
+ssize_t srv_inbox_read(srv_inbox *self, int fd)
+{
+    ssize_t n;
+
+    do
+        n = read(fd, inbox_scratch, sizeof(inbox_scratch));
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return SRV_INBOX_ERRNO;
+    if (n > 0) { /* 0: the peer closed (and an empty inbox has no buffer to copy into) */
+        if (inbox_room(self, (size_t)n) < 0)
+            return SRV_INBOX_NOMEM;
+        memcpy(self->buf + self->end, inbox_scratch, (size_t)n);
+        self->end += (size_t)n;
+    }
+    return n;
+}
+
 static PyObject *inbox_read(srv_inbox *self, PyObject *arg)
 {
     int fd = PyObject_AsFileDescriptor(arg);
@@ -125,17 +143,11 @@ static PyObject *inbox_read(srv_inbox *self, PyObject *arg)
 
     if (fd < 0)
         return NULL;
-    do
-        n = read(fd, inbox_scratch, sizeof(inbox_scratch));
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
+    n = srv_inbox_read(self, fd);
+    if (n == SRV_INBOX_ERRNO)
         return PyErr_SetFromErrno(PyExc_OSError);
-    if (n) { /* 0: the peer closed (and an empty inbox has no buffer to copy into) */
-        if (inbox_room(self, (size_t)n) < 0)
-            return NULL;
-        memcpy(self->buf + self->end, inbox_scratch, (size_t)n);
-        self->end += (size_t)n;
-    }
+    if (n == SRV_INBOX_NOMEM)
+        return NULL;
     return PyLong_FromSsize_t(n);
 }
 

@@ -26,19 +26,6 @@
 #include <stdio.h>
 #include <string.h>
 
-typedef struct {
-    PyObject_HEAD
-    srv_ledger *ledger;
-    srv_commands *commands;
-    PyObject *instruments; /* dict: symbol -> instrument number */
-    PyObject *loads;
-    /* IntakeEvents, bound once */
-    PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
-    int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */
-    Py_ssize_t n_instruments;
-    long long max_open;
-} srv_intake;
-
 /* Count a per-order request of `kind` (ok: srv_form_read's answer, 0 or 1):
  * a well-formed one by its command, another by its name. */
 static void intake_count(srv_intake *self, PyObject *kind, const struct srv_order *r, int ok)
@@ -271,19 +258,16 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
 
     msg = PyObject_CallOneArg(self->loads, frame);
     if (!msg) {
-        PyObject *t, *exc, *tb;
+        PyObject *exc;
         PyObject *cargs[2];
 
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
             return NULL;
-        PyErr_Fetch(&t, &exc, &tb);
-        PyErr_NormalizeException(&t, &exc, &tb);
+        exc = srv_take_error();
         cargs[0] = link->session;
         cargs[1] = exc;
         rc = intake_call(self->on_undecodable, cargs, 2);
-        Py_XDECREF(t);
-        Py_XDECREF(exc);
-        Py_XDECREF(tb);
+        Py_DECREF(exc);
         if (rc < 0)
             return NULL;
         Py_RETURN_NONE;
@@ -373,18 +357,8 @@ PyDoc_STRVAR(intake_drain_doc,
              "per-order request and the command buffer is full (it stays in the inbox: make room, then\n"
              "drain again). A broken header raises the inbox's error when it is the next thing to read.");
 
-static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
+PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox)
 {
-    srv_link *link = intake_link(self, args, nargs, "drain takes (link, inbox)");
-    srv_inbox *inbox;
-
-    if (!link)
-        return NULL;
-    if (!PyObject_TypeCheck(args[1], &srv_inbox_type)) {
-        PyErr_SetString(PyExc_TypeError, "drain takes (link, inbox)");
-        return NULL;
-    }
-    inbox = (srv_inbox *)args[1];
     for (;;) {
         const char *body;
         size_t len;
@@ -407,6 +381,19 @@ static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_
             return left; /* (message,), or NULL: taken either way */
         Py_DECREF(left);
     }
+}
+
+static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    srv_link *link = intake_link(self, args, nargs, "drain takes (link, inbox)");
+
+    if (!link)
+        return NULL;
+    if (!PyObject_TypeCheck(args[1], &srv_inbox_type)) {
+        PyErr_SetString(PyExc_TypeError, "drain takes (link, inbox)");
+        return NULL;
+    }
+    return srv_intake_drain(self, link, (srv_inbox *)args[1]);
 }
 
 /* ---- the type ---------------------------------------------------------------- */

@@ -560,10 +560,64 @@ static int commands_init(srv_commands *self, PyObject *args, PyObject *kwds)
     return 0;
 }
 
+static int commands_traverse(srv_commands *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->ledger);
+    return 0;
+}
+
+static int commands_clear(srv_commands *self)
+{
+    self->runner = NULL; /* pushes nowhere without its Ledger's part */
+    self->api = NULL;
+    Py_CLEAR(self->ledger);
+    return 0;
+}
+
 static void commands_dealloc(srv_commands *self)
 {
+    PyObject_GC_UnTrack(self);
+    commands_clear(self);
     PyMem_Free(self->recs);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Submit the records not in the ring yet, what fits: how many went in. */
+static size_t commands_submit(srv_commands *c)
+{
+    struct srv_trace *trace = c->ledger ? ((srv_ledger *)c->ledger)->meters.trace : NULL;
+    /* Stamped before: the engine thread may take them at once. */
+    int64_t began = trace && trace->unpushed ? srv_monotonic_ns() : 0;
+    size_t k = c->api->submit(c->runner, c->recs + c->sent, (size_t)(c->n - c->sent));
+
+    c->pushes += k > 0;
+    if (began)
+        srv_trace_pushed(trace, c->recs + c->sent, k, began);
+    c->sent += (Py_ssize_t)k;
+    if (c->sent == c->n)
+        c->sent = c->n = 0;
+    return k;
+}
+
+static int commands_attached(srv_commands *c)
+{
+    if (c->runner)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "the CommandBuffer is attached to no runner");
+    return -1;
+}
+
+int srv_commands_push(srv_commands *c)
+{
+    if (c->n == 0)
+        return 1; /* nothing to push, attached or not */
+    if (commands_attached(c) < 0)
+        return -1;
+    if (c->held)
+        return 0;
+    if (c->sent < c->n)
+        commands_submit(c);
+    return c->n == 0;
 }
 
 static int commands_getbuffer(srv_commands *self, Py_buffer *view, int flags)
@@ -589,23 +643,67 @@ static PyObject *commands_reserve(srv_commands *self, PyObject *Py_UNUSED(ignore
     return PyLong_FromSsize_t(srv_commands_reserve(self) ? self->n - 1 : -1);
 }
 
-PyDoc_STRVAR(commands_mark_sent_doc, "mark_sent($self, k, /)\n--\n\n"
-                                     "`k` more records are in the runner's ring; once all are, the buffer is empty.");
+PyDoc_STRVAR(commands_attach_doc,
+             "attach($self, runner, api, ledger, /)\n--\n\n"
+             "Push to the runner at address `runner` (a struct runner *), through the struct runner_api at\n"
+             "address `api` (runner_api()); pushes are stamped in the Ledger's LatencyTrace, if it has one.\n"
+             "The runner must outlive the attachment: detach() before it is destroyed.");
 
-static PyObject *commands_mark_sent(srv_commands *self, PyObject *arg)
+static PyObject *commands_attach(srv_commands *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    Py_ssize_t k = PyLong_AsSsize_t(arg);
+    unsigned long long runner, api;
 
-    if (k == -1 && PyErr_Occurred())
-        return NULL;
-    if (k < 0 || k > self->n - self->sent) {
-        PyErr_SetString(PyExc_ValueError, "more records sent than queued");
+    if (nargs != 3 || !PyObject_TypeCheck(args[2], &srv_ledger_type)) {
+        PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, ledger)");
         return NULL;
     }
-    self->sent += k;
-    if (self->sent == self->n)
-        self->sent = self->n = 0;
+    runner = PyLong_AsUnsignedLongLong(args[0]);
+    if (runner == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    api = PyLong_AsUnsignedLongLong(args[1]);
+    if (api == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (!runner || !api || ((const struct runner_api *)(uintptr_t)api)->size < sizeof(struct runner_api)) {
+        PyErr_SetString(PyExc_ValueError, "attach: not a runner and a runner_api");
+        return NULL;
+    }
+    self->runner = (struct runner *)(uintptr_t)runner;
+    self->api = (const struct runner_api *)(uintptr_t)api;
+    Py_XSETREF(self->ledger, Py_NewRef(args[2]));
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(commands_detach_doc, "detach($self, /)\n--\n\n"
+                                  "Push nowhere from now on (the runner is about to be destroyed).");
+
+static PyObject *commands_detach(srv_commands *self, PyObject *Py_UNUSED(ignored))
+{
+    commands_clear(self);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(commands_push_doc,
+             "push($self, /)\n--\n\n"
+             "Push what fits in the runner's input ring of the records not in it yet, unless the buffer is\n"
+             "held: True when every queued record is in (the buffer is empty).");
+
+static PyObject *commands_push(srv_commands *self, PyObject *Py_UNUSED(ignored))
+{
+    int rc = srv_commands_push(self);
+
+    return rc < 0 ? NULL : PyBool_FromLong(rc);
+}
+
+PyDoc_STRVAR(commands_submit_doc,
+             "submit($self, /)\n--\n\n"
+             "Push what fits in the runner's input ring of the records not in it yet, held or not: how many\n"
+             "went in.");
+
+static PyObject *commands_submit_py(srv_commands *self, PyObject *Py_UNUSED(ignored))
+{
+    if (commands_attached(self) < 0)
+        return NULL;
+    return PyLong_FromSize_t(self->sent < self->n ? commands_submit(self) : 0);
 }
 
 static PyObject *commands_get_full(srv_commands *self, void *Py_UNUSED(closure))
@@ -615,7 +713,10 @@ static PyObject *commands_get_full(srv_commands *self, void *Py_UNUSED(closure))
 
 static PyMethodDef commands_methods[] = {
     {"reserve", (PyCFunction)commands_reserve, METH_NOARGS, commands_reserve_doc},
-    {"mark_sent", (PyCFunction)commands_mark_sent, METH_O, commands_mark_sent_doc},
+    {"attach", (PyCFunction)(void (*)(void))commands_attach, METH_FASTCALL, commands_attach_doc},
+    {"detach", (PyCFunction)commands_detach, METH_NOARGS, commands_detach_doc},
+    {"push", (PyCFunction)commands_push, METH_NOARGS, commands_push_doc},
+    {"submit", (PyCFunction)commands_submit_py, METH_NOARGS, commands_submit_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -623,6 +724,8 @@ static PyMemberDef commands_members[] = {
     {"capacity", T_PYSSIZET, offsetof(srv_commands, cap), READONLY, "records it holds at most"},
     {"queued", T_PYSSIZET, offsetof(srv_commands, n), READONLY, "records queued"},
     {"sent", T_PYSSIZET, offsetof(srv_commands, sent), READONLY, "of them, already in the ring"},
+    {"pushes", T_ULONGLONG, offsetof(srv_commands, pushes), READONLY, "ring operations that put records in"},
+    {"held", T_BOOL, offsetof(srv_commands, held), 0, "a flush waiting for room holds the records: push() pushes none"},
     {NULL, 0, 0, 0, NULL},
 };
 
@@ -634,11 +737,13 @@ static PyGetSetDef commands_getset[] = {
 PyTypeObject srv_commands_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.CommandBuffer",
     .tp_basicsize = sizeof(srv_commands),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = PyDoc_STR("CommandBuffer(capacity): struct runner_cmd records queued (csrc/binding/ledger.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)commands_init,
     .tp_dealloc = (destructor)commands_dealloc,
+    .tp_traverse = (traverseproc)commands_traverse,
+    .tp_clear = (inquiry)commands_clear,
     .tp_as_buffer = &commands_as_buffer,
     .tp_methods = commands_methods,
     .tp_members = commands_members,

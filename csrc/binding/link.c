@@ -11,14 +11,10 @@
 #include "server.h"
 
 #include <structmember.h>
-#include <time.h>
 
 static double link_now(void)
 {
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* time.monotonic()'s clock */
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    return (double)srv_monotonic_ns() * 1e-9; /* time.monotonic()'s clock */
 }
 
 int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag)
@@ -116,7 +112,7 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
     self->max_unsent = (size_t)max_unsent;
     self->rate = rate;
     self->burst = self->tokens = burst;
-    self->stamp = link_now();
+    self->stamp = self->last_read = link_now();
     return 0;
 }
 
@@ -300,6 +296,8 @@ static PyMemberDef link_members[] = {
     {"sid", T_UINT, offsetof(srv_link, sid), READONLY, "the session's id"},
     {"admin", T_BOOL, offsetof(srv_link, admin), READONLY, "logged in with an administrator's account"},
     {"closed", T_BOOL, offsetof(srv_link, closed), READONLY, "the session has ended"},
+    {"last_read", T_DOUBLE, offsetof(srv_link, last_read), READONLY,
+     "when its socket last gave bytes (time.monotonic()'s clock; at first, when the Link was made)"},
     {"session", T_OBJECT, offsetof(srv_link, session), READONLY, "the Python Session"},
     {"writing", T_BOOL, offsetof(srv_link, writing), READONLY,
      "the socket was full: the session's writer sends the output (Link.write) until it is empty"},

@@ -3,6 +3,8 @@
  */
 #include "server.h"
 
+#include <time.h>
+
 struct srv_names srv_names;
 
 PyObject *srv_method(PyObject *obj, const char *name)
@@ -14,6 +16,27 @@ PyObject *srv_method(PyObject *obj, const char *name)
         Py_CLEAR(m);
     }
     return m;
+}
+
+PyObject *srv_take_error(void)
+{
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value ? value : Py_NewRef(Py_None);
+}
+
+int64_t srv_monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int module_exec(PyObject *module)
@@ -35,7 +58,7 @@ static int module_exec(PyObject *module)
         {"Link", &srv_link_type},     {"Ledger", &srv_ledger_type}, {"CommandBuffer", &srv_commands_type},
         {"Intake", &srv_intake_type}, {"Router", &srv_router_type},
         {"OrderStatus", &srv_status_type}, {"OrderRecord", &srv_status_rec_type},
-        {"LatencyTrace", &srv_trace_type}, {"Inbox", &srv_inbox_type},
+        {"LatencyTrace", &srv_trace_type}, {"Inbox", &srv_inbox_type}, {"Poller", &srv_poller_type},
     };
 
     _Static_assert(sizeof(names) / sizeof(names[0]) == sizeof(slots) / sizeof(slots[0]), "one slot per name");
@@ -65,7 +88,7 @@ static PyModuleDef_Slot module_slots[] = {
 static struct PyModuleDef server_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "pyengine._server",
-    .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Inbox, Intake, Router, OrderStatus, LatencyTrace (see csrc/binding/server.h).",
+    .m_doc = "The server's per-order path in C: Link, Ledger, CommandBuffer, Inbox, Intake, Router, OrderStatus, LatencyTrace, Poller (see csrc/binding/server.h).",
     .m_size = 0,
     .m_methods = module_methods,
     .m_slots = module_slots,

@@ -13,6 +13,8 @@
  *              split into frames
  *   intake.c   Intake: a frame, decoded once; new_order, cancel and modify
  *              carried out here, anything else handed to Python
+ *   poller.c   Poller: every ready session socket of a loop turn read and
+ *              drained, the commands pushed, the output written
  *   route.c    Router: the engine's events, routed and answered
  *   books.c    market data: levels and trades into MarketData's tables
  *   status.c   OrderStatus: each account's open orders and last finished
@@ -25,7 +27,7 @@
  *   module.c   the module: interned names, the types
  *
  * Python is called only through the interfaces named in
- * pyengine/server/seam.py (IntakeEvents, RouterEvents), whose
+ * pyengine/server/seam.py (IntakeEvents, RouterEvents, PollerEvents), whose
  * methods are looked up once, when an Intake or Router is built. The GIL
  * is held throughout; nothing here blocks.
  */
@@ -54,6 +56,7 @@ typedef struct {
     PyObject *coids;     /* dict: client order id -> order id */
     PyObject *session;   /* the Python Session */
     double rate, burst, tokens, stamp; /* the token bucket; rate 0: unlimited */
+    double last_read;    /* its socket last gave bytes (time.monotonic()'s clock) */
     /* Its output (outbox.c): frames queued and not sent yet. */
     int fd;              /* its socket, or -1: none */
     char socket_gone;    /* it had one, closed now: output is dropped */
@@ -92,6 +95,13 @@ extern PyTypeObject srv_inbox_type;
 int srv_inbox_next(srv_inbox *self, const char **body, size_t *len);
 /* The frame srv_inbox_next gave (its body of `len` bytes) is taken. */
 void srv_inbox_taken(srv_inbox *self, size_t len);
+/* What srv_inbox_read returns besides the bytes read (0: the peer closed). */
+enum srv_inbox_read_error {
+    SRV_INBOX_ERRNO = -1, /* the read failed: errno (EAGAIN: nothing there yet) */
+    SRV_INBOX_NOMEM = -2  /* no room for the bytes: MemoryError set */
+};
+/* Read once from `fd` into the inbox. */
+ssize_t srv_inbox_read(srv_inbox *self, int fd);
 
 /* ---- CommandBuffer: engine commands queued ------------------------------- */
 
@@ -99,12 +109,23 @@ typedef struct {
     PyObject_HEAD
     struct runner_cmd *recs;
     Py_ssize_t cap, n, sent; /* the records never move: views of them stay good */
+    char held;               /* a flush waiting for room holds the records: no push */
+    /* Where they go (attach): a runner, through the runner_api of the one
+       copy of the runner (the cffi extension's); NULL: nowhere yet. */
+    struct runner *runner;
+    const struct runner_api *api;
+    PyObject *ledger;        /* its LatencyTrace, if any, stamps the pushes */
+    unsigned long long pushes; /* ring operations that put records in */
 } srv_commands;
 
 extern PyTypeObject srv_commands_type;
 
 /* The next record, zeroed; NULL (no exception) when the buffer is full. */
 struct runner_cmd *srv_commands_reserve(srv_commands *c);
+/* Push what fits of the records not in the ring yet: 1 when every queued
+ * record is in (the buffer is empty), 0 when some are left (or the buffer is
+ * held), -1 with an exception when it is attached to no runner. */
+int srv_commands_push(srv_commands *c);
 
 /* A tag's slot in a table of `size` slots (a power of two): its request
  * number, spread by its session id (meters.c's stamps, trace.c's records). */
@@ -223,6 +244,10 @@ void srv_trace_dropped(struct srv_trace *t, uint64_t tag);
 void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev);
 /* What was routed so far is written. */
 void srv_trace_written(struct srv_trace *t);
+/* A socket read has just returned: the read stamp of the orders it completes. */
+void srv_trace_read(struct srv_trace *t);
+/* `n` records went into the engine's input ring in a push that began at `ns`. */
+void srv_trace_pushed(struct srv_trace *t, const struct runner_cmd *recs, size_t n, int64_t ns);
 
 /* ---- Ledger: the server's per-order bookkeeping -------------------------- */
 
@@ -370,6 +395,25 @@ extern struct srv_tables {
 extern PyObject *srv_form_error_type;
 int srv_tables_init(PyObject *module);
 
+/* ---- Intake: a session's frames carried out (intake.c) --------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    srv_ledger *ledger;
+    srv_commands *commands;
+    PyObject *instruments; /* dict: symbol -> instrument number */
+    PyObject *loads;
+    /* IntakeEvents, bound once */
+    PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
+    int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */
+    Py_ssize_t n_instruments;
+    long long max_open;
+} srv_intake;
+
+/* Carry out the whole frames held in `inbox` until one needs Python or
+ * waiting (Intake.drain): None, (message,), False, or NULL on error. */
+PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox);
+
 /* ---- module ---------------------------------------------------------------- */
 
 /* Interned strings, made once at import. */
@@ -380,8 +424,14 @@ extern struct srv_names {
 
 extern PyTypeObject srv_intake_type;
 extern PyTypeObject srv_router_type;
+extern PyTypeObject srv_poller_type;
 
 /* A bound method of `obj` by public name, checked callable (a new reference). */
 PyObject *srv_method(PyObject *obj, const char *name);
+/* The exception set now, taken (cleared) as an instance with its traceback
+ * attached (a new reference). */
+PyObject *srv_take_error(void);
+/* CLOCK_MONOTONIC in nanoseconds (time.monotonic_ns()'s clock). */
+int64_t srv_monotonic_ns(void);
 
 #endif

@@ -39,7 +39,6 @@
 
 #include <structmember.h>
 #include <string.h>
-#include <time.h>
 
 static const char *const trace_point_names[SRV_TP__COUNT] = {
     "read", "intake", "pushed", "taken", "published", "popped", "routed", "written",
@@ -50,14 +49,6 @@ typedef struct {
     srv_ledger *ledger; /* whose meters point at `t` */
     struct srv_trace t;
 } srv_trace_obj;
-
-static int64_t trace_now(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static struct srv_trace_rec *trace_slot(struct srv_trace *t, uint64_t tag)
 {
@@ -117,7 +108,7 @@ void srv_trace_taken(struct srv_trace *t, uint64_t tag)
     if (--t->countdown)
         return;
     t->countdown = t->every;
-    now = trace_now();
+    now = srv_monotonic_ns();
     s = trace_slot(t, tag);
     if (s->tag) {
         if (now - s->t[SRV_TP_INTAKE] < SRV_TRACE_STALE_NS) {
@@ -137,7 +128,7 @@ void srv_trace_taken(struct srv_trace *t, uint64_t tag)
 
 void srv_trace_popped(struct srv_trace *t)
 {
-    t->popped_ns = trace_now();
+    t->popped_ns = srv_monotonic_ns();
 }
 
 void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq)
@@ -152,7 +143,7 @@ void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq)
     }
     s->seq = seq;
     s->t[SRV_TP_POPPED] = t->popped_ns;
-    s->t[SRV_TP_ROUTED] = trace_now();
+    s->t[SRV_TP_ROUTED] = srv_monotonic_ns();
     t->routed[t->n_routed++] = (uint32_t)(s - t->slots);
 }
 
@@ -192,7 +183,7 @@ void srv_trace_written(struct srv_trace *t)
 
     if (!t->n_routed)
         return;
-    now = trace_now();
+    now = srv_monotonic_ns();
     for (size_t i = t->n_routed; i-- > 0;) {
         struct srv_trace_rec *s = &t->slots[t->routed[i]];
 
@@ -203,6 +194,23 @@ void srv_trace_written(struct srv_trace *t)
     }
 }
 
+void srv_trace_read(struct srv_trace *t)
+{
+    t->read_ns = srv_monotonic_ns();
+}
+
+void srv_trace_pushed(struct srv_trace *t, const struct runner_cmd *recs, size_t n, int64_t ns)
+{
+    for (size_t i = 0; i < n && t->unpushed; i++) {
+        struct srv_trace_rec *s = trace_slot(t, recs[i].tag);
+
+        if (recs[i].tag && s->tag == recs[i].tag && !s->t[SRV_TP_PUSHED]) {
+            s->t[SRV_TP_PUSHED] = ns;
+            t->unpushed--;
+        }
+    }
+}
+
 /* ---- the type ---------------------------------------------------------------- */
 
 PyDoc_STRVAR(trace_read_doc, "read($self, /)\n--\n\n"
@@ -210,7 +218,7 @@ PyDoc_STRVAR(trace_read_doc, "read($self, /)\n--\n\n"
 
 static PyObject *trace_read(srv_trace_obj *self, PyObject *Py_UNUSED(ignored))
 {
-    self->t.read_ns = trace_now();
+    srv_trace_read(&self->t);
     Py_RETURN_NONE;
 }
 
@@ -221,11 +229,8 @@ PyDoc_STRVAR(trace_pushed_doc,
 
 static PyObject *trace_pushed(srv_trace_obj *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    struct srv_trace *t = &self->t;
-    const struct runner_cmd *recs;
     Py_buffer view;
     long long ns;
-    size_t n;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "pushed takes (records, ns)");
@@ -234,20 +239,11 @@ static PyObject *trace_pushed(srv_trace_obj *self, PyObject *const *args, Py_ssi
     ns = PyLong_AsLongLong(args[1]);
     if (ns == -1 && PyErr_Occurred())
         return NULL;
-    if (!t->unpushed)
+    if (!self->t.unpushed)
         Py_RETURN_NONE;
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
-    recs = view.buf;
-    n = (size_t)view.len / sizeof(struct runner_cmd);
-    for (size_t i = 0; i < n && t->unpushed; i++) {
-        struct srv_trace_rec *s = trace_slot(t, recs[i].tag);
-
-        if (recs[i].tag && s->tag == recs[i].tag && !s->t[SRV_TP_PUSHED]) {
-            s->t[SRV_TP_PUSHED] = ns;
-            t->unpushed--;
-        }
-    }
+    srv_trace_pushed(&self->t, view.buf, (size_t)view.len / sizeof(struct runner_cmd), ns);
     PyBuffer_Release(&view);
     Py_RETURN_NONE;
 }

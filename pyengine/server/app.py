@@ -33,7 +33,7 @@ from gevent.server import StreamServer
 import orjson
 
 from .._ffi import lib
-from .._server import Intake, Ledger, OrderStatus
+from .._server import Intake, Ledger, OrderStatus, Poller
 from ..errors import EngineError
 from ..log import fields
 from .config import ServerConfig, check_secret, unmatchable_secret
@@ -96,8 +96,8 @@ class Server:
                 self.cluster.close()
             self._listener.close()
             raise
-        self.commands = CommandQueue(self.engine)
         self.ledger = Ledger()
+        self.commands = CommandQueue(self.engine, self.ledger)
         self.trace = start_trace(config.trace_latency, self.ledger, self.engine)
         self.order_status = OrderStatus(keep=config.finished_orders)
         self.marketdata = MarketData(self.engine.symbols)
@@ -133,6 +133,8 @@ class Server:
             instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
             max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
         )
+        self.poller = Poller(self.intake, self)
+        self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller
         self._flush_wanted = Event()
         self._flush_scheduled = False
         self.closed_sessions = 0  # closed sessions still in `sessions`
@@ -176,6 +178,7 @@ class Server:
         dispatcher.link_exception(self._dispatcher_failed)
         self._greenlets.append(dispatcher)
         self._greenlets.append(gevent.spawn(self._flusher))
+        self.start_reading()
         self._listener.start()
         bound = self._listener.address
         assert isinstance(bound, tuple)  # a TCP listener's (host, port, ...)
@@ -200,6 +203,13 @@ class Server:
         if not self.config.auth_required:
             log.warning("no_auth", extra=fields(
                 detail="no [[accounts]] in the configuration: any client may log in as any account, with admin rights"))
+
+    def start_reading(self) -> None:
+        """Have the hub read the sessions' sockets: a loop turn at a time, in
+        C (the Poller), with no greenlet switch (start() does it)."""
+        if self._poll_watcher is None:
+            self._poll_watcher = self.hub.loop.io(self.poller.fileno(), 1)
+            self._poll_watcher.start(self.poller.turn)
 
     def _bind(self) -> StreamServer:
         """The listening socket, bound; accepting starts with `start`."""
@@ -289,6 +299,9 @@ class Server:
             dispatcher.join(timeout=max(0.1, deadline - time.monotonic()))
         gevent.killall(self._greenlets[1:], timeout=1)
         self.login_checks.close()
+        if self._poll_watcher is not None:
+            self._poll_watcher.close()
+        self.poller.close()
         if self.cluster is not None:
             self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
@@ -345,23 +358,15 @@ class Server:
         return self._next_sid
 
     def flush_soon(self) -> None:
-        """Have the commands and replies queued so far go out at the end of
-        this turn of the event loop, after every session reader that woke in
-        it has run: under load, one ring operation and one engine wake-up
-        serve many connections instead of one each. It runs as a loop
-        callback, in the hub: no greenlet switch for it."""
+        """Have the commands and replies queued so far in Python (a reader
+        greenlet's request, a login's answer) go out at the end of this turn
+        of the event loop, with whatever else the turn queues: one ring
+        operation and one engine wake-up for all of them. It runs as a loop
+        callback, in the hub: no greenlet switch for it. (The Poller pushes
+        and flushes at the end of its own turns, in C.)"""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.hub.loop.run_callback(self._flush_turn)
-
-    def flush_now(self) -> None:
-        """flush_soon's work, at once: for the last session reader of a
-        turn, whose commands nothing would join by the turn's end (under
-        light load, the common case), so the engine thread has them without
-        waiting for the hub to run the callback."""
-        if not self.commands.push():
-            self._flush_wanted.set()
-        self.flush_sessions()
 
     def _flush_turn(self) -> None:
         self._flush_scheduled = False
@@ -396,14 +401,29 @@ class Server:
             log.error("flush_report_failed", extra=fields(error="out of memory"))
             return
         if report is not None:
-            failed: BaseException | None = None
-            for session, what in report:
-                try:
-                    session.flushed(what)
-                except BaseException as exc:  # each is told all the same: a writer never woken stalls
-                    failed = failed or exc
-            if failed is not None:
-                raise failed
+            self.flushed(report)
+
+    # ---- PollerEvents (seam.py): what the Poller hands to Python -------------
+
+    def handed(self, session: Session, value: Any) -> None:
+        session.handed(value)
+
+    def push_short(self) -> None:
+        self._flush_wanted.set()  # the ring is full: the flusher waits for room
+
+    def flushed(self, report: list[tuple[Session, int]]) -> None:
+        failed: BaseException | None = None
+        for session, what in report:
+            try:
+                session.flushed(what)
+            except BaseException as exc:  # each is told all the same: a writer never woken stalls
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    def turn_failed(self, error: BaseException) -> None:
+        # A lost flush report (MemoryError) is given again by the next flush.
+        log.error("turn_failed", exc_info=error)
 
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,

@@ -10,28 +10,30 @@ import gevent
 from gevent.event import Event
 
 from .._ffi import ffi
-from .._server import CommandBuffer
+from .._server import CommandBuffer, Ledger
 
 __all__ = ["CommandQueue", "CommandSink"]
 
 
 class CommandSink(Protocol):
-    """Where a CommandQueue pushes its records (the EngineThread)."""
+    """Where a CommandQueue's records go (the EngineThread)."""
 
-    def submit(self, cmds: Any, n: int) -> int: ...
+    def feed(self, buffer: CommandBuffer, ledger: Ledger) -> None: ...
 
 
 class CommandQueue:
     """Commands gathered by the sessions, pushed to the engine thread in
     batches: one ring operation (and at most one wake-up) per flush. The
     records are in a ``CommandBuffer`` (C), where the Intake writes the
-    per-order commands directly; ``add`` writes the others."""
+    per-order commands directly and ``add`` the others, and which pushes
+    them into the engine thread's input ring itself (the Poller has it do so
+    at the end of each loop turn, in C)."""
 
-    def __init__(self, engine: CommandSink | None, capacity: int = 4096) -> None:
-        self._engine = engine
+    def __init__(self, engine: CommandSink | None, ledger: Ledger, capacity: int = 4096) -> None:
         self.buffer = CommandBuffer(capacity)
+        if engine is not None:
+            engine.feed(self.buffer, ledger)
         self._c = ffi.from_buffer("struct runner_cmd[]", self.buffer)
-        self._flushing = False
         self._room = Event()
         self._room.set()
 
@@ -61,14 +63,10 @@ class CommandQueue:
 
     def push(self) -> bool:
         """Push what fits in the input ring now, without waiting; True when
-        everything queued is in."""
-        if self._flushing:
-            return False  # a waiting flush holds the records
-        buf = self.buffer
-        if buf.sent < buf.queued:
-            self._submit()
-            if buf.queued:
-                return False
+        everything queued is in. Nothing while a waiting flush holds the
+        records (``CommandBuffer.held``)."""
+        if not self.buffer.push():
+            return False
         if not self._room.is_set():
             self._room.set()
         return True
@@ -76,21 +74,15 @@ class CommandQueue:
     def flush(self) -> None:
         """Push everything queued, waiting (cooperatively) while the input
         ring is full. A flush that is running already takes new records too."""
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            while self.buffer.queued:
-                self._submit()
-                if self.buffer.queued:
-                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
-            self._room.set()
-        finally:
-            self._flushing = False
-
-    def _submit(self) -> None:
-        """Push what fits in the ring."""
-        assert self._engine is not None, "a CommandQueue without an engine only gathers"
         buf = self.buffer
-        k = self._engine.submit(self._c + buf.sent, buf.queued - buf.sent)
-        buf.mark_sent(k)
+        if buf.held:
+            return
+        buf.held = True
+        try:
+            while buf.queued:
+                buf.submit()
+                if buf.queued:
+                    gevent.sleep(0.0002)  # the engine thread is behind: let it drain
+        finally:
+            buf.held = False
+            self._room.set()  # even if the flush ended early: a waiter looks at the buffer again

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from .._ffi import ffi, lib
@@ -22,13 +21,15 @@ from .config import InstrumentConfig, ServerConfig
 
 if TYPE_CHECKING:
     from .._cengine import Chars, VoidPtr
-    from .._server import LatencyTrace
+    from .._server import CommandBuffer, Ledger
 
 __all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
 
 log = logging.getLogger("pyengine.server")
 
 CMD_SIZE = ffi.sizeof("struct runner_cmd")  # struct eng_cmd, then the tag
+# The runner's fast paths, for pyengine._server (see struct runner_api).
+_RUNNER_API = int(ffi.cast("uintptr_t", lib.runner_api()))
 
 
 _FSYNC = {"off": lib.JNL_FSYNC_OFF, "batch": lib.JNL_FSYNC_BATCH, "always": lib.JNL_FSYNC_ALWAYS}
@@ -67,6 +68,7 @@ class EngineThread:
     def __init__(self, config: ServerConfig, *, replica: Any = None) -> None:
         self._eng: Any = ffi.NULL
         self._runner: Any = ffi.NULL
+        self._fed: list[CommandBuffer] = []  # feed()'s buffers, detached on close
         self._lock: DataDirLock | None = None
         self.replicating = replica is not None
         self.journaling = config.data_dir is not None and not self.replicating
@@ -112,7 +114,6 @@ class EngineThread:
             raise
         self.fd: int = lib.runner_event_fd(self._runner)
         self._stats = ffi.new("struct runner_stats *")
-        self._trace: LatencyTrace | None = None
 
     @staticmethod
     def _log_recovery(r: Recovery) -> None:
@@ -173,22 +174,23 @@ class EngineThread:
         log.info("engine_thread_started", extra=fields(cpu=st["cpu"], spin_us=self.spin_us,
                                                        instruments=len(self.symbols)))
 
-    def trace_batches(self, trace: LatencyTrace) -> None:
-        """Feed `trace` (latency_trace.py): the engine thread stamps its
-        batches (RUNNER_EV_BATCH), and each push is stamped."""
-        self._trace = trace
+    def trace_batches(self) -> None:
+        """For a LatencyTrace (latency_trace.py): the engine thread stamps
+        its batches (RUNNER_EV_BATCH); the CommandBuffer fed from here
+        stamps its pushes."""
         lib.runner_stamp_batches(self._runner, 1)
+
+    def feed(self, buffer: CommandBuffer, ledger: Ledger) -> None:
+        """Have `buffer` push its records into the input ring itself (in C,
+        through the runner's function table), stamping them in `ledger`'s
+        LatencyTrace when it has one; it is detached when this closes."""
+        buffer.attach(int(ffi.cast("uintptr_t", self._runner)), _RUNNER_API, ledger)
+        self._fed.append(buffer)
 
     def submit(self, cmds: Any, n: int) -> int:
         """Queue the first `n` records of the cdata array `cmds`; returns how
         many fit in the input ring."""
-        trace = self._trace
-        if trace is None:
-            return int(lib.runner_submit(self._runner, cmds, n))
-        began = time.monotonic_ns()  # before: the engine thread may take them at once
-        k = int(lib.runner_submit(self._runner, cmds, n))
-        trace.pushed(ffi.buffer(cmds, k * CMD_SIZE), began)
-        return k
+        return int(lib.runner_submit(self._runner, cmds, n))
 
     def poll(self, out: Any, max_events: int) -> int:
         """Take up to `max_events` events into the cdata array `out`. Returns 0
@@ -230,6 +232,9 @@ class EngineThread:
 
     def close(self) -> None:
         """Join the thread (asking it to stop) and free the engine."""
+        for buffer in self._fed:
+            buffer.detach()
+        self._fed.clear()
         if self._runner != ffi.NULL:
             lib.runner_destroy(self._runner)
             self._runner = ffi.NULL

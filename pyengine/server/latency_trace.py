@@ -72,7 +72,7 @@ def start_trace(every: int, ledger: Ledger, engine: EngineThread) -> LatencyTrac
     if every <= 0:
         return None
     trace = LatencyTrace(ledger, every)
-    engine.trace_batches(trace)
+    engine.trace_batches()
     log.info("latency_trace", extra=fields(every=every))
     return trace
 

@@ -5,12 +5,13 @@ each session's ``Link`` (request numbers, pending requests, token bucket,
 owned orders), the ``Ledger`` (sessions by id, the owner of each open order,
 open and in-flight orders per account) and the ``CommandBuffer`` -- and
 carries out the per-order requests (``Intake``) and the usual events
-(``Router``) itself, and queues and writes each session's output
-(csrc/binding/outbox.c). It calls Python through ``IntakeEvents`` and
-``RouterEvents`` below and nothing else (none of their methods waits for
-anything): their methods are looked up by these names once, when the Intake
-or Router is built (a missing one fails there), and called with the
-arguments shown. ``FrameSink`` is Python's own: what market data is sent
+(``Router``) itself, reads the sessions' sockets a loop turn at a time
+(``Poller``), and queues and writes each session's output
+(csrc/binding/outbox.c). It calls Python through ``IntakeEvents``,
+``RouterEvents`` and ``PollerEvents`` below and nothing else (none of their
+methods waits for anything): their methods are looked up by these names
+once, when the Intake, Router or Poller is built (a missing one fails
+there), and called with the arguments shown. ``FrameSink`` is Python's own: what market data is sent
 to.
 
 A request, as the C side hands it back, is ``(kind, req_id, extra)``: what
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["FrameSink", "IntakeEvents", "RouterEvents", "PendingRequest"]
+__all__ = ["FrameSink", "IntakeEvents", "PollerEvents", "RouterEvents", "PendingRequest"]
 
 PendingRequest = tuple[str, Any, Any]
 
@@ -58,6 +59,32 @@ class IntakeEvents(Protocol):
 
     def over_rate(self, session: Session, req_id: Any) -> None:
         """A per-order request over the session's message rate."""
+
+
+class PollerEvents(Protocol):
+    """What ``Poller.turn`` hands to Python (csrc/binding/poller.c), in the
+    hub. A turn never raises: what fails in it goes to ``turn_failed``."""
+
+    def handed(self, session: Session, value: Any) -> None:
+        """The session's socket is watched no more: its reader greenlet
+        takes `value` over and watches it again. `value` is what
+        ``Intake.drain`` stopped at (``(message,)`` for Python, ``False``
+        for a full command buffer), ``None`` when the peer closed its side,
+        or an exception to raise (a failed read, a broken frame, an
+        IntakeEvents callback's)."""
+
+    def push_short(self) -> None:
+        """The turn's commands did not all fit in the engine thread's input
+        ring (or a flush waiting for room holds them): push the rest once
+        there is room."""
+
+    def flushed(self, report: list[tuple[Session, int]]) -> None:
+        """``Ledger.flush``'s report at the turn's end: tell each session
+        (``Session.flushed``)."""
+
+    def turn_failed(self, error: BaseException) -> None:
+        """Something in a turn failed (a PollerEvents method raised, the
+        flush's report ran out of memory, ...); the turn went on."""
 
 
 class RouterEvents(Protocol):

@@ -1,15 +1,16 @@
 """One client connection: its socket, its reader and writer greenlets.
 
-Each time the socket turns readable, the hub itself (no greenlet switch)
-reads it into the session's Inbox (csrc/binding/inbox.c, which splits the
-stream into frames) and has the server's Intake (csrc/binding/intake.c)
-carry out the frames there: each decoded once, the per-order requests
-carried out in C, the rest given back, decoded, for Python (requests.py),
-which the reader greenlet carries out: they may wait. No Python runs per
-frame unless the frame is Python's. Its output is queued in C too and written at the server's flush
-points (csrc/binding/outbox.c); the writer greenlet sends only what a full
-socket did not take. A session whose unsent output passes ``max_unsent`` is
-disconnected rather than buffered without end.
+The server's Poller (csrc/binding/poller.c) reads the socket in the hub
+itself, in one call for every socket ready in a turn of the event loop:
+into the session's Inbox (csrc/binding/inbox.c, which splits the stream
+into frames), the frames carried out there by the server's Intake
+(csrc/binding/intake.c): each decoded once, the per-order requests carried
+out in C, the rest given back, decoded, for Python (requests.py), which
+the reader greenlet carries out: they may wait. No Python runs per frame
+unless the frame is Python's. Its output is queued in C too and written at
+the server's flush points (csrc/binding/outbox.c); the writer greenlet
+sends only what a full socket did not take. A session whose unsent output
+passes ``max_unsent`` is disconnected rather than buffered without end.
 
 What the session holds for its orders -- its account, its pending requests,
 its rate limit, the orders it owns, its unsent output -- is its ``link`` (a
@@ -20,18 +21,18 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Protocol
 
 from gevent.event import Event
 
-from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link
+from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link, Poller
 from .commands import CommandQueue
 from .config import ServerConfig
-from .handoff import Handoff
 from .protocol import FrameError, encode
 
 __all__ = ["Session", "SessionHost"]
+
+_NOTHING = object()  # the reader was woken with nothing handed over
 
 
 class SessionHost(Protocol):
@@ -40,13 +41,12 @@ class SessionHost(Protocol):
     config: ServerConfig
     hub: Any  # gevent's Hub
     intake: Intake
+    poller: Poller
     commands: CommandQueue
     ledger: Ledger
     trace: LatencyTrace | None  # --trace-latency (latency_trace.py), or None
 
     def flush_soon(self) -> None: ...
-
-    def flush_now(self) -> None: ...
 
     def session_closed(self, session: Session) -> None: ...
 
@@ -64,17 +64,19 @@ class Session:
         self.closed = False
         self._fd = sock.fileno()
         self._wake = Event()  # the writer's
-        # Set by reader(): the hub's hand-over to it, the loop, and whether
-        # that loop counts its ready watchers.
-        self._handoff: Handoff | None = None
-        self._loop: Any = None
-        self._counts_pending = False
+        self._turn = Event()  # the reader's: the Poller handed something over, or the session closed
+        self._handed: Any = _NOTHING
         self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
         limits = server.config.limits
         self.link = Link(sid, self, limits.rate, limits.burst, fd=self._fd, max_unsent=server.config.max_unsent)
         self._queue = server.ledger.send
-        self.last_active = time.monotonic()
+
+    @property
+    def last_active(self) -> float:
+        """When the socket last gave bytes or its end (time.monotonic()'s
+        clock; at first, when the session began)."""
+        return float(self.link.last_read)
 
     @property
     def account(self) -> int | None:
@@ -164,21 +166,29 @@ class Session:
                 server.request(self, left[0])
 
     def reader(self) -> None:
-        """Carries the session's input until it ends. Each time the socket
-        turns readable, the hub itself reads it once, drains the inbox and
-        flushes (_on_readable: no greenlet switch, no failing read after it).
-        This greenlet takes over only for what may wait -- a request that is
-        Python's, a full command buffer -- and for the end (handoff.py)."""
-        loop = self.server.hub.loop
-        # libev's count of the ready watchers not run yet in this turn
-        # (ev_pending_count); a loop without it: every flush waits for the turn's end.
-        self._loop, self._counts_pending = loop, hasattr(loop, "pendingcnt")
-        handoff = self._handoff = Handoff(loop, self._fd, self._on_readable)
+        """Carries the session's input until it ends. The server's Poller
+        reads the socket in the hub and carries out its frames (no greenlet
+        switch, no Python per order); this greenlet takes over only for what
+        the Poller hands over -- a request that is Python's, a full command
+        buffer, the end of the stream, an error to raise -- and then lets the
+        Poller have the socket again."""
+        poller = self.server.poller
         try:
             while not self.closed:
-                left = handoff.wait()
-                if left is not None:
-                    self._carry_out(left)
+                poller.watch(self.link, self._inbox)
+                self._turn.wait()
+                self._turn.clear()
+                poller.unwatch(self.link)
+                handed, self._handed = self._handed, _NOTHING
+                if handed is _NOTHING:
+                    continue  # woken by close()
+                if isinstance(handed, BaseException):
+                    raise handed
+                if handed is None:  # the peer closed its side
+                    self._inbox.close()  # a frame cut short raises
+                    self.close("peer_closed")
+                    return
+                self._carry_out(handed)
         except FrameError as exc:
             self.server.commands.flush()
             self.error(exc.code, str(exc))
@@ -186,7 +196,13 @@ class Session:
         except OSError as exc:
             self.close(f"recv_failed:{exc.__class__.__name__}")
         finally:
-            handoff.close()
+            poller.unwatch(self.link)
+
+    def handed(self, value: Any) -> None:
+        """In the hub, from the Poller (PollerEvents.handed): the reader
+        greenlet takes `value` over (see seam.py)."""
+        self._handed = value
+        self._turn.set()
 
     def _carry_out(self, left: Any) -> None:
         """In the reader greenlet: what stopped the drain, then the rest."""
@@ -200,37 +216,6 @@ class Session:
         self._drain()
         server.flush_soon()
 
-    def _on_readable(self) -> None:
-        """A readable socket, in the hub: read once, drain, flush."""
-        server, inbox, handoff = self.server, self._inbox, self._handoff
-        assert handoff is not None  # reader() set it before starting the watcher
-        if self.closed:
-            handoff.hand_over(None)
-            return
-        # Whatever raises here is raised by the reader greenlet (handoff.py).
-        try:
-            try:
-                n = inbox.read(self._fd)
-            except BlockingIOError:
-                return
-            if server.trace is not None:
-                server.trace.read()  # the read stamp of the orders whose frames it completes
-            self.last_active = time.monotonic()
-            if not n:
-                inbox.close()
-                self.close("peer_closed")
-                handoff.hand_over(None)
-                return
-            left = server.intake.drain(self.link, inbox)
-            if left is not None:
-                handoff.hand_over(left)  # Python's, or a full buffer: the reader greenlet's
-            if self._counts_pending and not self._loop.pendingcnt:
-                server.flush_now()  # the last reader of its turn: nothing would join a later push
-            else:
-                server.flush_soon()  # other sockets are ready: their commands go with these
-        except BaseException as exc:
-            handoff.hand_over(exc)
-
     # ---- end ---------------------------------------------------------------
 
     def close(self, reason: str) -> None:
@@ -241,13 +226,16 @@ class Session:
         self.closed = True
         self.link.close()
         self.close_reason = reason
-        if reason == "slow_reader":
-            self.link.drop_output()  # it would not read them anyway
-        else:
-            self.flush()  # what is queued (an error saying why) still goes out
-        self._wake.set()
-        if self._handoff is not None:
-            self._handoff.wake()  # the reader greenlet ends
+        try:
+            if reason == "slow_reader":
+                self.link.drop_output()  # it would not read them anyway
+            else:
+                self.flush()  # what is queued (an error saying why) still goes out
+        finally:
+            # Whatever happened: the Poller drops a closed session's socket
+            # unread, and only this wakes its reader.
+            self._wake.set()
+            self._turn.set()  # the reader greenlet ends
         self.server.session_closed(self)
         try:
             # A slow reader's writer may be blocked in sendall on a full

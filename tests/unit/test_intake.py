@@ -46,7 +46,7 @@ class World:
         config = ServerConfig(port=0, in_capacity=64, out_capacity=64, instruments=INSTRUMENTS, stats_interval=0,
                               limits=LimitsConfig(max_open_orders=max_open, rate=rate, burst=burst))
         self.server = Server(config)
-        self.server.commands = type(self.server.commands)(self.server.engine, capacity)
+        self.server.commands = type(self.server.commands)(self.server.engine, self.server.ledger, capacity)
         self.server.intake = self._intake(max_open)
         self.socks = socket.socketpair()
         self.peer_end = self.socks[1]

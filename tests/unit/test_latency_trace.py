@@ -20,7 +20,6 @@ from pyengine._ffi import ffi, lib
 from pyengine._server import LatencyTrace, Ledger, stage_times
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
-from pyengine.server.engine_thread import CMD_SIZE
 from pyengine.server.latency_trace import STAGES, breakdown, percentile
 
 from .conftest import add_session
@@ -98,8 +97,7 @@ class Traced:
         buf = self.server.commands.buffer
         recs = ffi.from_buffer("struct runner_cmd[]", buf)
         tag = int(recs[buf.queued - 1].tag)
-        self.trace.pushed(ffi.buffer(recs + buf.sent, (buf.queued - buf.sent) * CMD_SIZE), time.monotonic_ns())
-        buf.mark_sent(buf.queued - buf.sent)
+        assert buf.push()  # into the (idle) engine thread's ring, stamped by the buffer
         return tag
 
     def answer(self, tag: int, seq: int, batch: tuple[int, int] | None) -> None:

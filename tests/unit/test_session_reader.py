@@ -1,8 +1,9 @@
-"""Session.reader (pyengine/server/session.py): the hub reads a readable
-socket and drains its frames itself, and hands the reader greenlet what may
-wait -- a request that is Python's, an error to raise -- keeping the
-session's requests in the order they came. A real server (not started),
-real sessions reading real socketpairs in the real hub."""
+"""Session.reader (pyengine/server/session.py): the server's Poller reads a
+readable socket and drains its frames in the hub, and hands the reader
+greenlet what may wait -- a request that is Python's, an error to raise --
+keeping the session's requests in the order they came. A real server (not
+started, its Poller read by the hub), real sessions reading real
+socketpairs in the real hub."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class Reader:
         self.greenlet: gevent.Greenlet[..., Any] | None = None
 
     def start(self) -> None:
+        self.server.start_reading()
         self.greenlet = gevent.spawn(self.session.reader)
         gevent.sleep(0.02)
 
@@ -83,15 +85,23 @@ def test_a_request_for_python_keeps_its_place_among_the_orders(reader: Reader) -
 
 
 def test_an_error_in_the_hub_ends_the_reader_greenlet_with_it(reader: Reader) -> None:
-    class Broken:
-        def drain(self, link: Any, inbox: Any) -> Any:
-            raise RuntimeError("a bug in the intake")
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug in a reply")
 
-    reader.server.intake = Broken()  # type: ignore[assignment]
+    watched_when_handed: list[int] = []
+    handed = reader.session.handed
+
+    def record(value: Any) -> None:
+        watched_when_handed.append(reader.server.poller.watched)
+        handed(value)
+
+    reader.session.error = broken  # type: ignore[method-assign]
+    reader.session.handed = record  # type: ignore[method-assign]
     reader.start()
-    reader.send(dict(NEW, req_id=1))
+    reader.send(dict(NEW, req_id=1, side="sideways"))  # refused in the Poller's turn: the reply raises
     assert reader.greenlet is not None and reader.greenlet.dead
     assert isinstance(reader.greenlet.exception, RuntimeError)
+    assert watched_when_handed == [0]  # its socket was read no more before the reader had it
 
 
 def test_a_session_closed_elsewhere_ends_its_reader(reader: Reader) -> None:
@@ -102,21 +112,21 @@ def test_a_session_closed_elsewhere_ends_its_reader(reader: Reader) -> None:
     assert reader.greenlet.dead and reader.greenlet.exception is None
 
 
-def test_an_error_after_the_drain_ends_the_session_not_hangs_it(reader: Reader) -> None:
-    flush_now = reader.server.flush_now
-    calls = []
+def test_a_failure_at_the_turns_end_is_logged_and_reading_goes_on(reader: Reader,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    def broken(what: int) -> None:
+        raise RuntimeError("a bug in seeing to a full socket")
 
-    def broken() -> None:
-        calls.append(1)
-        if len(calls) == 1:
-            raise RuntimeError("a bug in a flush")
-        flush_now()
-
-    reader.server.flush_now = broken  # type: ignore[method-assign]
+    reader.ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    reader.session.flushed = broken  # type: ignore[method-assign]
     reader.start()
-    reader.send(dict(NEW, req_id=1))
-    assert reader.greenlet is not None and reader.greenlet.dead
-    assert isinstance(reader.greenlet.exception, RuntimeError)
+    reader.session.send(b"\0\0\0\1x" * 200_000)  # more than the socket takes: the turn's flush reports it
+    reader.send({"type": "ping", "req_id": 1})  # a turn: the ping handed over, then the flush
+    assert any(r.message == "turn_failed" and "full socket" in str(r.exc_info[1]) for r in caplog.records)
+    reader.send(dict(NEW, req_id=2))  # the next turn still reads
+    assert [req_id for _, req_id, _ in reader.session.link.pending().values()] == [2]
+    assert reader.greenlet is not None and not reader.greenlet.dead
+    reader.session.link.drop_output()  # the stop would wait for it
 
 
 def test_every_session_a_flush_reports_is_told_even_if_one_fails() -> None:
