@@ -2,7 +2,7 @@
 
     python perf/login_storm.py [--logins 200] [--iterations 100000] [--baseline 1.0] [--interval 0.001]
                                [--login-workers N] [--max-pending-logins N]
-                               [--host-logins N] [--json out.json] [-- more server arguments]
+                               [--host-logins N] [--floor] [--json out.json] [-- more server arguments]
 
 Starts ``pyengine-server`` on a free port with two accounts whose secrets are
 PBKDF2 hashes of ``--iterations`` iterations (hash-secret's default), and a
@@ -18,6 +18,11 @@ host_logins`` (0: no per-host budget); left out, the server's defaults hold,
 under which most of a storm from one host is refused (``login_throttled``,
 ``login_busy``) rather than checked. To make the server check every login,
 raise the bounds: ``--max-pending-logins 256 --host-logins 0``.
+
+``--floor`` runs the same probe and the same storm against the C floor
+(perf/floor_epoll.py: it answers a login or a ping at once, checking
+nothing) right after, and gives the server's round trips as ratios to the
+floor's: what the machine's own round trips are at that cadence.
 
 Nothing is asserted; the figures are for docs/benchmarks.md.
 """
@@ -65,12 +70,58 @@ def config_text(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+FLOOR = Path(__file__).resolve().parent / "floor_epoll.py"
+
+
 def start_server(config: Path, extra: list[str], workdir: Path) -> ServerProcess:
     try:
         return ServerProcess(["--config", str(config), "--port", "0", "--engine-cpu", "-1", "--stats-interval", "0",
                               *extra], workdir / "server.log")
     except ServerStartError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def start_floor(workdir: Path) -> ServerProcess:
+    try:
+        return ServerProcess(["--port", "0"], workdir / "floor.log", launcher=(str(FLOOR),))
+    except ServerStartError as exc:
+        raise SystemExit(str(exc)) from None
+
+
+def run(server: ServerProcess, args: argparse.Namespace, hold: float = 0.0) -> dict[str, Any]:
+    """The probe's round trips before and during a storm against `server`,
+    and what the storm's logins got. "During" lasts `hold` seconds at least
+    (a floor that answers the storm at once is measured over the server's
+    storm's length)."""
+    port = server.port
+    assert port is not None  # started
+    try:
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        mine, theirs = ctx.Pipe()
+        prober = ctx.Process(target=probe, args=(port, args.interval, stop, theirs))
+        prober.start()
+        if not mine.poll(60) or mine.recv() != "ready":
+            raise SystemExit("the probe did not log in")
+        time.sleep(args.baseline)
+        start, last, outcomes, latencies = storm(port, args.logins)
+        last = max(last, start + hold)
+        time.sleep(max(0.0, last - time.monotonic()) + 0.2)
+        stop.set()
+        samples: list[tuple[float, float]] = mine.recv()
+        prober.join(10)
+    finally:
+        server.stop()
+    before = [rtt for t, rtt in samples if t + rtt <= start]
+    during = [rtt for t, rtt in samples if t < last and t + rtt > start]  # in flight at some time of the storm
+    return {
+        "outcomes": dict(outcomes),
+        "storm_s": last - start,  # or `hold`
+        "login_reply_p50_ms": quantile(latencies, 0.5) * 1e3,
+        "login_reply_max_ms": max(latencies, default=float("nan")) * 1e3,
+        "round_trips_before": figures(before),
+        "round_trips_during": figures(during),
+    }
 
 
 def probe(port: int, interval: float, stop: Any, out: Connection) -> None:
@@ -143,6 +194,10 @@ def quantile(xs: list[float], q: float) -> float:
     return ys[min(len(ys) - 1, int(q * len(ys)))] if ys else float("nan")
 
 
+def ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.2f}x" if floor > 0 else "n/a"
+
+
 def figures(rtts: list[float]) -> dict[str, float]:
     return {"count": len(rtts), "p50_ms": quantile(rtts, 0.5) * 1e3, "p99_ms": quantile(rtts, 0.99) * 1e3,
             "max_ms": max(rtts, default=float("nan")) * 1e3}
@@ -170,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--login-workers", type=int)
     p.add_argument("--max-pending-logins", type=int)
     p.add_argument("--host-logins", type=int)
+    p.add_argument("--floor", action="store_true",
+                   help="then the same probe and storm against the C floor (perf/floor_epoll.py), for ratios")
     p.add_argument("--json", metavar="FILE", help="write the figures here too")
     p.add_argument("server_args", nargs="*", help="after --: more pyengine-server arguments")
     args = p.parse_args(argv)
@@ -177,48 +234,34 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "storm.toml"
         config.write_text(config_text(args))
-        server = start_server(config, args.server_args, Path(tmp))
-        port = server.port
-        try:
-            ctx = mp.get_context("spawn")
-            stop = ctx.Event()
-            mine, theirs = ctx.Pipe()
-            prober = ctx.Process(target=probe, args=(port, args.interval, stop, theirs))
-            prober.start()
-            if not mine.poll(60) or mine.recv() != "ready":
-                raise SystemExit("the probe did not log in")
-            time.sleep(args.baseline)
-            start, last, outcomes, latencies = storm(port, args.logins)
-            time.sleep(0.2)
-            stop.set()
-            samples: list[tuple[float, float]] = mine.recv()
-            prober.join(10)
-        finally:
-            server.stop()
-    before = [rtt for t, rtt in samples if t + rtt <= start]
-    during = [rtt for t, rtt in samples if t < last and t + rtt > start]  # in flight at some time of the storm
+        measured = run(start_server(config, args.server_args, Path(tmp)), args)
+        floor = run(start_floor(Path(tmp)), args, hold=measured["storm_s"]) if args.floor else None
     result = {
         "machine": machine(),
         "command": " ".join([os.path.basename(sys.executable), "perf/login_storm.py",
                              *(argv if argv is not None else sys.argv[1:])]),
         "logins": args.logins,
         "iterations": args.iterations,
-        "outcomes": dict(outcomes),
-        "storm_s": last - start,
-        "login_reply_p50_ms": quantile(latencies, 0.5) * 1e3,
-        "login_reply_max_ms": max(latencies, default=float("nan")) * 1e3,
-        "round_trips_before": figures(before),
-        "round_trips_during": figures(during),
+        **measured,
     }
+    if floor is not None:
+        result["floor"] = floor
     print(f"machine: {result['machine']}")
     print(f"command: {result['command']}")
+    outcomes = measured["outcomes"]
     print(f"{args.logins} logins, PBKDF2 {args.iterations} iterations: "
           + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items()))
           + f"; last reply after {result['storm_s'] * 1e3:.0f} ms (p50 {result['login_reply_p50_ms']:.0f} ms)")
     for name in ("before", "during"):
         f = result[f"round_trips_{name}"]
-        print(f"established client's round trips {name} the storm: {f['count']}, p50 {f['p50_ms']:.2f} ms, "
-              f"p99 {f['p99_ms']:.2f} ms, max {f['max_ms']:.2f} ms")
+        line = (f"established client's round trips {name} the storm: {f['count']}, p50 {f['p50_ms']:.2f} ms, "
+                f"p99 {f['p99_ms']:.2f} ms, max {f['max_ms']:.2f} ms")
+        if floor is not None:
+            g = floor[f"round_trips_{name}"]
+            line += (f"; the C floor's: p50 {g['p50_ms']:.2f} ms, p99 {g['p99_ms']:.2f} ms, max {g['max_ms']:.2f} ms"
+                     f" ({ratio(f['p50_ms'], g['p50_ms'])}, {ratio(f['p99_ms'], g['p99_ms'])},"
+                     f" {ratio(f['max_ms'], g['max_ms'])})")
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -223,14 +223,19 @@ def test_without_accounts_every_session_is_an_admin(server_factory: Any) -> None
         assert c.request(c.mass_cancel(account=6))["count"] == 1
 
 
-
 def test_the_login_storm_benchmark_reports(tmp_path: Path) -> None:
     out = tmp_path / "storm.json"
     proc = subprocess.run([sys.executable, "perf/login_storm.py", "--logins", "5", "--iterations", "1000",
-                           "--baseline", "0.2", "--json", str(out)],
+                           "--baseline", "0.2", "--floor", "--json", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     result = json.loads(out.read_text())
     assert result["outcomes"] == {"logged_in": 5}
     assert result["round_trips_before"]["count"] > 0
     assert "established client's round trips during the storm" in proc.stdout
+    # The C floor got the same probe and storm, its "during" as long as the server's storm.
+    floor = result["floor"]
+    assert floor["outcomes"] == {"logged_in": 5}
+    assert floor["round_trips_before"]["count"] > 0
+    assert floor["storm_s"] >= result["storm_s"]
+    assert proc.stdout.count("the C floor's: p50") == 2
