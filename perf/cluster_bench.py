@@ -12,9 +12,11 @@ In one run, interleaved, each figure the median of ``--runs``:
 
 both driven by tools/loadgen.py: the closed loop (orders/s, 50
 connections) and 5,000 orders/s offered (order-to-ack percentiles), with
-the CPU each process used per order. Then one client sending
-``--one-by-one`` orders one after another to each (and a bare JetStream
-append, for scale). Then ``--failovers`` times: kill -9 the leader while a
+the CPU each process used per order, and the C floor (perf/floor_epoll.py:
+a server that answers each request at once, the machine and its loopback)
+under the same load in the same rounds, each latency also given as a ratio
+to the floor's. Then one client sending ``--one-by-one`` orders one after
+another to each (and a bare JetStream append, for scale). Then ``--failovers`` times: kill -9 the leader while a
 client sends orders one after another, and time from the kill to the first
 order the new leader acknowledges (the client finds it through not_leader,
 as pyengine.client does); the killed node comes back as a follower for the
@@ -65,6 +67,14 @@ def loadgen(port: int, rate: float, duration: float, watch: dict[str, int] | Non
     result["cpu_us_per_order"] = {role: (cpu_seconds(pid) - before[role]) / max(1, result["sent"]) * 1e6
                                   for role, pid in (watch or {}).items()}
     return result
+
+
+FLOOR = "C floor (perf/floor_epoll.c)"
+
+
+def floor_server(work: Path) -> ServerProcess:
+    return ServerProcess(["--port", "0"], work / f"floor-{time.monotonic_ns()}.log",
+                         launcher=(str(ROOT / "perf" / "floor_epoll.py"),))
 
 
 def single_server(work: Path) -> ServerProcess:
@@ -195,6 +205,12 @@ def main() -> int:
         runs: dict[tuple[str, float], list[dict[str, Any]]] = {}
         for _ in range(args.runs):
             for rate in (0.0, 5000.0):
+                server = floor_server(work)
+                try:
+                    runs.setdefault((FLOOR, rate), []).append(
+                        loadgen(server.port or 0, rate, args.duration, {"server": server.proc.pid}))
+                finally:
+                    server.stop()
                 server = single_server(work)
                 try:
                     runs.setdefault(("single, journal fsync batch", rate), []).append(
@@ -214,16 +230,25 @@ def main() -> int:
                 finally:
                     shard.stop()
         print(f"{'server':<32} {'offered':>8} {'orders/s':>10} {'ack p50':>9} {'p99':>9} {'p99.9':>9}  (us)"
-              "   CPU per order (us)")
+              "   x C floor (p50, p99, p99.9)   CPU per order (us)")
         table = []
+        floors = {rate: median_row(rs) for (what, rate), rs in runs.items() if what == FLOOR}
         for (what, rate), rs in runs.items():
             row = median_row(rs)
+            floor = floors[rate]
+            row["x_floor"] = {k: row[k] / floor[k] if floor[k] else None for k in ("p50", "p99", "p99.9")}
             table.append({"server": what, "rate": rate, **row})
             cpu = ", ".join(f"{role} {us:,.0f}" for role, us in row["cpu_us_per_order"].items())
+            ratios = ", ".join("n/a" if x is None else f"{x:.2f}x" for x in row["x_floor"].values())
             print(f"{what:<32} {('closed' if rate == 0 else f'{rate:,.0f}'):>8} {row['throughput']:>10,.0f} "
-                  f"{row['p50']:>9,.0f} {row['p99']:>9,.0f} {row['p99.9']:>9,.0f}   {cpu}")
+                  f"{row['p50']:>9,.0f} {row['p99']:>9,.0f} {row['p99.9']:>9,.0f}   {ratios:<28}  {cpu}")
         results["table"] = table
         if args.one_by_one:
+            server = floor_server(work)
+            try:
+                floor_alone = one_by_one(server.port or 0, args.one_by_one)
+            finally:
+                server.stop()
             server = single_server(work)
             try:
                 alone = one_by_one(server.port or 0, args.one_by_one)
@@ -235,9 +260,11 @@ def main() -> int:
                 append = raw_append(shard.nats.urls, args.one_by_one)
             finally:
                 shard.stop()
-            results["one_by_one_us"] = {"single": alone, "shard": replicated, "jetstream_append": append}
+            results["one_by_one_us"] = {"single": alone, "shard": replicated, "jetstream_append": append,
+                                        "floor": floor_alone}
             print(f"one client, one order after another, order to ack: single server {alone:,.0f} us, shard "
-                  f"leader {replicated:,.0f} us; a JetStream append alone (3 replicas) {append:,.0f} us")
+                  f"leader {replicated:,.0f} us; a JetStream append alone (3 replicas) {append:,.0f} us; "
+                  f"the C floor {floor_alone:,.0f} us")
         single = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("single"))
         cluster = next(r["throughput"] for r in table if r["rate"] == 0 and r["server"].startswith("shard"))
         print(f"closed loop, shard leader / single server: {cluster / single:.2f}x")
