@@ -255,6 +255,27 @@ def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., 
     assert {e.symbol for e in replayed(the_log(nats.urls, "b"), "b")[1] if hasattr(e, "symbol")} == {"CLF7"}
 
 
+async def interest_everywhere(sub: Any, subject: str, urls: list[str]) -> None:
+    """A subscription's interest reaches the other servers of a NATS cluster
+    a moment after its own server has it, and a message published on a
+    server without it is dropped. Publish a marker from each server until
+    `sub` gets it: then what the leader publishes, on whichever server,
+    reaches `sub`. (Markers sent again may still come: readers skip them.)"""
+    for url in urls:
+        probe = await nats_client.connect(servers=[url], dont_randomize=True)
+        marker = f"interest {url}".encode()
+        while True:
+            await probe.publish(subject, marker)
+            await probe.flush()
+            try:
+                while (await sub.next_msg(timeout=0.2)).data != marker:
+                    pass
+                break
+            except nats_client.errors.TimeoutError:
+                continue
+        await probe.close()
+
+
 def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     """A reader with no session on the engine: trades and book updates with
     their seq on pyengine.md.<symbol>, and a snapshot on request."""
@@ -264,13 +285,15 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
     async def read() -> dict[str, Any]:
         nc = await nats_client.connect(nats.urls)
         sub = await nc.subscribe(md_subject("ESZ6"))
-        await nc.flush()  # the subscription is the server's before the orders go in
+        await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)  # before the orders go in
         with Client(address(leader)) as c:
             c.login(7)
             c.request(c.new_order("ESZ6", "sell", 3, 450_000))
             c.request(c.new_order("ESZ6", "buy", 1, 450_000))
             while not any(m["type"] == "trade" for m in got) or got[-1]["type"] != "book_update":
-                got.append(json.loads((await sub.next_msg(timeout=10)).data))
+                data = (await sub.next_msg(timeout=10)).data
+                if not data.startswith(b"interest "):
+                    got.append(json.loads(data))
             book = json.loads((await nc.request(snapshot_subject("ESZ6"), b"", timeout=10)).data)
         await nc.close()
         return book
