@@ -115,6 +115,18 @@ class EngineThread:
         self.fd: int = lib.runner_event_fd(self._runner)
         self._stats = ffi.new("struct runner_stats *")
 
+    def _live(self) -> Any:
+        """The runner; EngineError once closed (C would be handed freed memory)."""
+        if self._runner == ffi.NULL:
+            raise EngineError("the engine thread is closed")
+        return self._runner
+
+    def _engine(self) -> Any:
+        """The engine; EngineError once closed."""
+        if self._eng == ffi.NULL:
+            raise EngineError("the engine thread is closed")
+        return self._eng
+
     @staticmethod
     def _log_recovery(r: Recovery) -> None:
         log.info("recovered", extra=fields(
@@ -135,11 +147,11 @@ class EngineThread:
         first within a level); only before start()."""
         out = []
         st = ffi.new("struct eng_stats *")
-        lib.eng_get_stats(self._eng, st)
+        lib.eng_get_stats(self._engine(), st)
         buf = ffi.new("struct eng_order_info[]", max(1, st.open_orders))
         for inst in range(len(self.symbols)):
             for side in (lib.ENG_BUY, lib.ENG_SELL):
-                n = lib.eng_book_orders(self._eng, inst, side, 0, buf, st.open_orders)
+                n = lib.eng_book_orders(self._engine(), inst, side, 0, buf, st.open_orders)
                 for o in buf[0:n]:
                     coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
                     out.append((o.order_id, inst, o.account, side, o.price, o.qty, coid))
@@ -148,14 +160,14 @@ class EngineThread:
     def book_levels(self, inst: int, side: int) -> list[tuple[int, int, int]]:
         """(price, total, count) of each level of one side; only before start()."""
         st = ffi.new("struct eng_stats *")
-        lib.eng_get_stats(self._eng, st)
+        lib.eng_get_stats(self._engine(), st)
         buf = ffi.new("struct eng_level_info[]", max(1, st.levels))
-        n = lib.eng_book_levels(self._eng, inst, side, buf, st.levels)
+        n = lib.eng_book_levels(self._engine(), inst, side, buf, st.levels)
         return [(lv.price, lv.total_qty, lv.order_count) for lv in buf[0:n]]
 
     def trading_states(self) -> list[int]:
         """Each instrument's trading state (enum eng_trading_state); only before start()."""
-        return [lib.eng_instrument_state(self._eng, i) for i in range(len(self.symbols))]
+        return [lib.eng_instrument_state(self._engine(), i) for i in range(len(self.symbols))]
 
     @property
     def runner(self) -> Any:
@@ -165,10 +177,10 @@ class EngineThread:
     @property
     def seq(self) -> int:
         """The engine's last seq; only before start()."""
-        return int(lib.eng_seq(self._eng))
+        return int(lib.eng_seq(self._engine()))
 
     def start(self) -> None:
-        if lib.runner_start(self._runner) != 0:
+        if lib.runner_start(self._live()) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")
         st = self.stats()
         log.info("engine_thread_started", extra=fields(cpu=st["cpu"], spin_us=self.spin_us,
@@ -178,31 +190,31 @@ class EngineThread:
         """For a LatencyTrace (latency_trace.py): the engine thread stamps
         its batches (RUNNER_EV_BATCH); the CommandBuffer fed from here
         stamps its pushes."""
-        lib.runner_stamp_batches(self._runner, 1)
+        lib.runner_stamp_batches(self._live(), 1)
 
     def feed(self, buffer: CommandBuffer, ledger: Ledger) -> None:
         """Have `buffer` push its records into the input ring itself (in C,
         through the runner's function table), stamping them in `ledger`'s
         LatencyTrace when it has one; it is detached when this closes."""
-        buffer.attach(int(ffi.cast("uintptr_t", self._runner)), _RUNNER_API, ledger)
+        buffer.attach(int(ffi.cast("uintptr_t", self._live())), _RUNNER_API, ledger)
         self._fed.append(buffer)
 
     def submit(self, cmds: Any, n: int) -> int:
         """Queue the first `n` records of the cdata array `cmds`; returns how
         many fit in the input ring."""
-        return int(lib.runner_submit(self._runner, cmds, n))
+        return int(lib.runner_submit(self._live(), cmds, n))
 
     def poll(self, out: Any, max_events: int) -> int:
         """Take up to `max_events` events into the cdata array `out`. Returns 0
         with the wake-up armed when there are none: ``fd`` turns readable
         when events arrive."""
-        return int(lib.runner_poll(self._runner, out, max_events))
+        return int(lib.runner_poll(self._live(), out, max_events))
 
     def request_stop(self) -> None:
-        lib.runner_request_stop(self._runner)
+        lib.runner_request_stop(self._live())
 
     def stats(self) -> dict[str, int]:
-        lib.runner_get_stats(self._runner, self._stats)
+        lib.runner_get_stats(self._live(), self._stats)
         s = self._stats
         return {
             "commands": s.commands,
@@ -228,7 +240,7 @@ class EngineThread:
 
     def journal_error(self) -> int:
         """0, or the errno of the journal's failure (see runner_journal_error)."""
-        return int(lib.runner_journal_error(self._runner))
+        return int(lib.runner_journal_error(self._live()))
 
     def close(self) -> None:
         """Join the thread (asking it to stop) and free the engine."""

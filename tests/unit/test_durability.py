@@ -18,6 +18,7 @@ from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine._ffi import ffi, lib
 from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
                                  new_engine, read_mark, recover, replay_journal, segments, snapshots)
+from pyengine.errors import EngineError
 from pyengine.replay import audit, main as replay_main
 from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec, run_offline
@@ -392,3 +393,17 @@ def test_replay_prints_what_it_found(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"seq 1200, {ref.stats().open_orders} open orders" in out
     assert "snapshot-00000000000000001000.snap (seq 1000)" in out
     assert "journal   clean" in out
+
+
+def test_an_engine_thread_used_after_close_raises_instead_of_crashing() -> None:
+    et = EngineThread(ServerConfig(engine_cpu=-1))
+    et.start()
+    et.request_stop()
+    et.close()
+    et.close()  # again: nothing
+    buf = ffi.new("struct runner_event[]", 4)
+    for call in (et.request_stop, et.stats, et.journal_error, et.start, et.trace_batches, et.trading_states,
+                 lambda: et.poll(buf, 4), lambda: et.submit(ffi.new("struct runner_cmd[]", 1), 1),
+                 lambda: et.book_levels(0, 0), lambda: et.seq):
+        with pytest.raises(EngineError, match="closed"):
+            call()
