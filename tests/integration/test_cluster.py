@@ -24,7 +24,8 @@ import pytest
 from pyengine import Cancelled, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed
 from pyengine.cluster.localnats import LocalNats
-from pyengine.cluster.mdfeed import md_subject, snapshot_subject
+from pyengine.cluster.bridge import LoopThread
+from pyengine.cluster.mdfeed import SymbolFeed, md_subject, snapshot_subject
 from pyengine.cluster.shardlog import KIND_TERM
 
 from .clusterkit import (
@@ -304,6 +305,35 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
     assert (trade["symbol"], trade["price"], trade["qty"], trade["aggressor_side"]) == ("ESZ6", 450_000, 1, "buy")
     assert book["type"] == "book_snapshot" and book["asks"] == [[450_000, 2, 1]]
     assert book["seq"] >= got[-1]["seq"]
+
+
+def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats) -> None:
+    """SymbolFeed hands what it is sent to the NATS thread in batches:
+    a burst sent from this thread arrives whole, in the order sent, and
+    what is sent after the burst went out is published too."""
+    loop = LoopThread()
+    loop.start()
+    try:
+        nc = loop.run(nats_client.connect(nats.urls[0]), timeout=10)
+        sub = loop.run(nc.subscribe(md_subject("ESZ6")), timeout=10)
+        loop.run(nc.flush(), timeout=10)
+        feed = SymbolFeed(loop, nc, "ESZ6")
+
+        async def take(n: int) -> list[int]:
+            return [json.loads((await sub.next_msg(timeout=10)).data)["n"] for _ in range(n)]
+
+        def frame(n: int) -> bytes:
+            body = json.dumps({"n": n}).encode()
+            return len(body).to_bytes(4, "big") + body
+
+        for n in range(3000):
+            feed.send(frame(n))
+        assert loop.run(take(3000), timeout=30) == list(range(3000))
+        feed.send(frame(3000))  # after the batch: wakes the NATS thread again
+        assert loop.run(take(1), timeout=30) == [3000]
+        loop.run(nc.close(), timeout=10)
+    finally:
+        loop.stop()
 
 
 def test_pyengine_cluster_up_status_down(tmp_path: Path) -> None:
