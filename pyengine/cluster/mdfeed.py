@@ -16,7 +16,6 @@ body to the NATS thread, which publishes it; nothing waits for NATS.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -44,21 +43,28 @@ def snapshot_subject(symbol: str) -> str:
 class SymbolFeed:
     """One instrument's subscriber that publishes on NATS (gevent thread).
 
-    What it is sent is handed to the NATS thread in batches: the first
-    message after a batch went out wakes that thread, one task publishes
-    every message queued by then, in order. A wake-up and a task for each
-    message cost the leader more CPU than the publishing itself."""
+    What it is sent is handed to the NATS thread in batches: a message sent
+    while no publishing task is pending wakes that thread, and one task
+    publishes what is queued when it starts, in order. A wake-up and a task
+    for each message cost the leader more CPU than the publishing itself.
+    A snapshot's reply goes through the same queue (``send_to``), so it is
+    published after every message sent before it."""
 
     def __init__(self, loop: LoopThread, nc: NATS, symbol: str) -> None:
         self._loop = loop
         self._nc = nc
         self._subject = md_subject(symbol)
         self.symbol = symbol
-        self._pending: deque[bytes] = deque()  # append here, popleft there: safe across the two threads
+        # (subject, body): appended here, taken there, safe across the two threads
+        self._pending: deque[tuple[str, bytes]] = deque()
         self._woken = False
 
     def send(self, frame: bytes) -> None:
-        self._pending.append(bytes(frame[4:]))  # the body, without its length prefix
+        self.send_to(self._subject, bytes(frame[4:]))  # the body, without its length prefix
+
+    def send_to(self, subject: str, body: bytes) -> None:
+        """Publish `body` on `subject` after everything sent before it."""
+        self._pending.append((subject, body))
         if not self._woken:
             self._woken = True
             self._loop.call_soon(self._start_publishing)
@@ -68,35 +74,29 @@ class SymbolFeed:
 
     async def _publish_pending(self) -> None:
         # Cleared before the queue is read: a message queued from now on
-        # wakes the thread again, or is published below.
+        # wakes the thread again (or is among those taken below). What is
+        # queued meanwhile waits for the next task: the loop's other work
+        # (lease, log appends) runs in between.
         self._woken = False
         pending = self._pending
-        while pending:
-            body = pending.popleft()
+        for _ in range(len(pending)):
+            subject, body = pending.popleft()
             try:
-                await self._nc.publish(self._subject, body)
-            except nats.errors.Error as exc:
-                log.warning("md_publish_failed", extra=fields(subject=self._subject, error=type(exc).__name__))
+                await self._nc.publish(subject, body)
+            except Exception as exc:  # that message is lost; the rest still go
+                log.warning("md_publish_failed", extra=fields(subject=subject, error=type(exc).__name__))
 
 
-async def serve_snapshots(nc: NATS, symbols: list[str],
-                          snapshot: Callable[[str, Callable[[bytes], None]], None]) -> list[Subscription]:
-    """Answer snapshot requests for `symbols`: ``snapshot(symbol, reply)``
-    must (on whatever thread it hands the work to) call ``reply(json)`` once.
-    Returns the subscriptions (to unsubscribe)."""
-    loop = asyncio.get_running_loop()
+async def serve_snapshots(nc: NATS, symbols: list[str], snapshot: Callable[[str, str], None]) -> list[Subscription]:
+    """Answer snapshot requests for `symbols`: ``snapshot(symbol, reply_to)``
+    must (on whatever thread it hands the work to) have the reply published
+    on the subject `reply_to`, after the market data it covers
+    (``SymbolFeed.send_to``). Returns the subscriptions (to unsubscribe)."""
     subs: list[Subscription] = []
     for symbol in symbols:
         async def on_request(msg: Msg, symbol: str = symbol) -> None:
-            if not msg.reply:
-                return
-            done: asyncio.Future[bytes] = loop.create_future()
-
-            def reply(body: bytes) -> None:
-                loop.call_soon_threadsafe(done.set_result, body)
-
-            snapshot(symbol, reply)
-            await nc.publish(msg.reply, await done)
+            if msg.reply:
+                snapshot(symbol, msg.reply)
 
         subs.append(await nc.subscribe(snapshot_subject(symbol), cb=on_request))
     return subs

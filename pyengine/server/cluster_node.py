@@ -79,6 +79,7 @@ class ClusterNode:
         self._position = Position(0, 1)
         self._backlog: collections.deque[memoryview] = collections.deque()
         self._pump_scheduled = False
+        self._closed = False
         self._promotion: int | None = None  # term, while the backlog drains
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self._next_seq = ffi.new("uint64_t *")
@@ -158,6 +159,7 @@ class ClusterNode:
         return st
 
     def close(self) -> None:
+        self._closed = True  # a pump still scheduled does nothing: the runner goes next
         for g in self._greenlets:
             g.kill(block=False)
         if self.replica is not None:
@@ -185,6 +187,8 @@ class ClusterNode:
 
     def _pump(self) -> None:
         self._pump_scheduled = False
+        if self._closed:
+            return
         assert self.server is not None
         runner = self.server.engine.runner
         while self._backlog:
@@ -230,10 +234,11 @@ class ClusterNode:
         assert self.server is not None and self.link is not None and self.mailbox is not None
         md, mailbox = self.server.marketdata, self.mailbox
         symbols = list(self.server.engine.symbols)
+        feeds = {symbol: SymbolFeed(self.loop, self.link.nc, symbol) for symbol in symbols}
         for inst, symbol in enumerate(symbols):
-            md.subscribers[inst].add(SymbolFeed(self.loop, self.link.nc, symbol))
+            md.subscribers[inst].add(feeds[symbol])
 
-        def snapshot(symbol: str, reply: Callable[[bytes], None]) -> None:  # on the NATS thread
+        def snapshot(symbol: str, reply_to: str) -> None:  # on the NATS thread
             def take() -> None:  # on the gevent thread
                 try:
                     md.flush()  # what is gathered goes out first: the snapshot follows it
@@ -241,7 +246,7 @@ class ClusterNode:
                     del book["req_id"]
                 except Exception as exc:  # the asker is told, whatever it was
                     book = {"type": "error", "code": "snapshot_failed", "message": f"{type(exc).__name__}: {exc}"}
-                reply(orjson.dumps(book))
+                feeds[symbol].send_to(reply_to, orjson.dumps(book))  # behind the feed's messages
             mailbox.post(take)
 
         self.loop.submit(serve_snapshots(self.link.nc, symbols, snapshot))

@@ -172,7 +172,7 @@ class EngineThread:
     @property
     def runner(self) -> Any:
         """The C runner (``struct runner *``), for the replication consumer."""
-        return self._runner
+        return self._live()
 
     @property
     def seq(self) -> int:
@@ -250,6 +250,7 @@ class EngineThread:
         if self._runner != ffi.NULL:
             lib.runner_destroy(self._runner)
             self._runner = ffi.NULL
+            self.fd = -1  # its eventfd is closed: the number may be another's
         if self._eng != ffi.NULL:
             lib.eng_destroy(self._eng)
             self._eng = ffi.NULL

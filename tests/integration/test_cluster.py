@@ -262,19 +262,23 @@ async def interest_everywhere(sub: Any, subject: str, urls: list[str]) -> None:
     server without it is dropped. Publish a marker from each server until
     `sub` gets it: then what the leader publishes, on whichever server,
     reaches `sub`. (Markers sent again may still come: readers skip them.)"""
+    deadline = time.monotonic() + 30
     for url in urls:
         probe = await nats_client.connect(servers=[url], dont_randomize=True)
         marker = f"interest {url}".encode()
-        while True:
-            await probe.publish(subject, marker)
-            await probe.flush()
-            try:
-                while (await sub.next_msg(timeout=0.2)).data != marker:
-                    pass
-                break
-            except nats_client.errors.TimeoutError:
-                continue
-        await probe.close()
+        try:
+            while True:
+                assert time.monotonic() < deadline, f"the subscription's interest never reached {url}"
+                await probe.publish(subject, marker)
+                await probe.flush()
+                try:
+                    while (await sub.next_msg(timeout=0.2)).data != marker:
+                        pass
+                    break
+                except nats_client.errors.TimeoutError:
+                    continue
+        finally:
+            await probe.close()
 
 
 def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
@@ -308,19 +312,29 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
 
 
 def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats) -> None:
-    """SymbolFeed hands what it is sent to the NATS thread in batches:
-    a burst sent from this thread arrives whole, in the order sent, and
-    what is sent after the burst went out is published too."""
+    """SymbolFeed hands what it is sent to the NATS thread in batches: a
+    burst sent from this thread arrives whole, in the order sent, and a
+    reply sent after it (a snapshot's, send_to) arrives after it, even with
+    a publish that yields as nats-py's does when its buffer is full; what is
+    sent after the burst went out is published too."""
     loop = LoopThread()
     loop.start()
     try:
         nc = loop.run(nats_client.connect(nats.urls[0]), timeout=10)
-        sub = loop.run(nc.subscribe(md_subject("ESZ6")), timeout=10)
+        sub = loop.run(nc.subscribe("pyengine.md.>"), timeout=10)  # the feed's subject and the reply's
         loop.run(nc.flush(), timeout=10)
+        publish = nc.publish
+
+        async def yielding(subject: str, payload: bytes = b"", **kwargs: Any) -> None:
+            await publish(subject, payload, **kwargs)
+            await asyncio.sleep(0)
+
+        nc.publish = yielding  # type: ignore[method-assign]
         feed = SymbolFeed(loop, nc, "ESZ6")
 
-        async def take(n: int) -> list[int]:
-            return [json.loads((await sub.next_msg(timeout=10)).data)["n"] for _ in range(n)]
+        async def take(n: int) -> list[tuple[str, int]]:
+            msgs = [await sub.next_msg(timeout=10) for _ in range(n)]
+            return [(m.subject, json.loads(m.data)["n"]) for m in msgs]
 
         def frame(n: int) -> bytes:
             body = json.dumps({"n": n}).encode()
@@ -328,9 +342,11 @@ def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats)
 
         for n in range(3000):
             feed.send(frame(n))
-        assert loop.run(take(3000), timeout=30) == list(range(3000))
+        feed.send_to("pyengine.md.reply.1", json.dumps({"n": -1}).encode())
+        assert loop.run(take(3001), timeout=30) == [(md_subject("ESZ6"), n) for n in range(3000)] + [
+            ("pyengine.md.reply.1", -1)]
         feed.send(frame(3000))  # after the batch: wakes the NATS thread again
-        assert loop.run(take(1), timeout=30) == [3000]
+        assert loop.run(take(1), timeout=30) == [(md_subject("ESZ6"), 3000)]
         loop.run(nc.close(), timeout=10)
     finally:
         loop.stop()

@@ -18,6 +18,7 @@ from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine._ffi import ffi, lib
 from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
                                  new_engine, read_mark, recover, replay_journal, segments, snapshots)
+from pyengine._server import CommandBuffer, Ledger
 from pyengine.errors import EngineError
 from pyengine.replay import audit, main as replay_main
 from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
@@ -404,6 +405,7 @@ def test_an_engine_thread_used_after_close_raises_instead_of_crashing() -> None:
     buf = ffi.new("struct runner_event[]", 4)
     for call in (et.request_stop, et.stats, et.journal_error, et.start, et.trace_batches, et.trading_states,
                  lambda: et.poll(buf, 4), lambda: et.submit(ffi.new("struct runner_cmd[]", 1), 1),
-                 lambda: et.book_levels(0, 0), lambda: et.seq):
+                 lambda: et.book_levels(0, 0), lambda: et.seq, lambda: et.runner, et.open_orders, et.resting_orders,
+                 lambda: et.feed(CommandBuffer(1), Ledger())):
         with pytest.raises(EngineError, match="closed"):
             call()
