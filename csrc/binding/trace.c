@@ -222,32 +222,6 @@ static PyObject *trace_read(srv_trace_obj *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(trace_pushed_doc,
-             "pushed($self, records, ns, /)\n--\n\n"
-             "`records` (a buffer of struct runner_cmd) went into the engine's input ring in a push that began\n"
-             "at `ns` (time.monotonic_ns()).");
-
-static PyObject *trace_pushed(srv_trace_obj *self, PyObject *const *args, Py_ssize_t nargs)
-{
-    Py_buffer view;
-    long long ns;
-
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "pushed takes (records, ns)");
-        return NULL;
-    }
-    ns = PyLong_AsLongLong(args[1]);
-    if (ns == -1 && PyErr_Occurred())
-        return NULL;
-    if (!self->t.unpushed)
-        Py_RETURN_NONE;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    srv_trace_pushed(&self->t, view.buf, (size_t)view.len / sizeof(struct runner_cmd), ns);
-    PyBuffer_Release(&view);
-    Py_RETURN_NONE;
-}
-
 PyDoc_STRVAR(trace_records_doc,
              "records($self, /)\n--\n\n"
              "The kept records of finished orders: bytes of native int64 stamps (ns), one per point\n"
@@ -406,7 +380,6 @@ static void trace_dealloc(srv_trace_obj *self)
 
 static PyMethodDef trace_methods[] = {
     {"read", (PyCFunction)trace_read, METH_NOARGS, trace_read_doc},
-    {"pushed", (PyCFunction)(void (*)(void))trace_pushed, METH_FASTCALL, trace_pushed_doc},
     {"records", (PyCFunction)trace_records, METH_NOARGS, trace_records_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -28,7 +28,7 @@ __all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effect
 log = logging.getLogger("pyengine.server")
 
 CMD_SIZE = ffi.sizeof("struct runner_cmd")  # struct eng_cmd, then the tag
-# The runner's fast paths, for pyengine._server (see struct runner_api).
+# The runner's submit, for pyengine._server (see struct runner_api).
 _RUNNER_API = int(ffi.cast("uintptr_t", lib.runner_api()))
 
 
