@@ -14,11 +14,13 @@ floor (perf/floor_epoll.c, as ``perf/loadgen_table.py --floors`` runs it),
 so that the two share the machine's state of the moment.
 
 Prints, per stage, the medians over the runs of the traced orders' count,
-p50, p90 and p99 (µs); then the load generator's order-to-ack percentiles
-for pyengine-server and the floor (medians over the runs). The server's
-stages run from the socket read that completed an order's frame to the write
-of its answer: the load generator's figure adds the client's side and the
-loopback. The breakdown counts from the server's start (the load
+p50, p90 and p99 (µs); then, per generation, the cyclic collector's pauses
+in the traced server from its start (its ``gc_pauses`` lines: collections,
+their total time, mean and longest; medians over the runs); then the load
+generator's order-to-ack percentiles for pyengine-server and the floor
+(medians over the runs). The server's stages run from the socket read that
+completed an order's frame to the write of its answer: the load generator's
+figure adds the client's side and the loopback. The breakdown counts from the server's start (the load
 generator's warm-up included), the load generator's figures leave the
 warm-up out.
 """
@@ -46,6 +48,7 @@ from pyengine.server.latency_trace import STAGES  # noqa: E402
 
 C_FLOOR = FLOORS[0]
 FIGURES = ("count", "p50_us", "p90_us", "p99_us")
+PAUSES = ("collections", "total_ms", "mean_us", "longest_us")
 ACK = ("p50", "p90", "p99", "p99.9")
 
 
@@ -56,6 +59,17 @@ def stage_lines(log: list[str]) -> dict[str, dict[str, float]]:
         if "event=stage_latency " in line:
             kv = dict(re.findall(r"(\w+)=(\S+)", line))
             out[kv["stage"]] = {k: float(kv[k]) for k in FIGURES}
+    return out
+
+
+def pause_lines(log: list[str]) -> dict[str, dict[str, float]]:
+    """The collector's pauses of the last breakdown in a server's log:
+    {generation: {figure: value}}."""
+    out: dict[str, dict[str, float]] = {}
+    for line in log:
+        if "event=gc_pauses " in line:
+            kv = dict(re.findall(r"(\w+)=(\S+)", line))
+            out[kv["generation"]] = {k: float(kv[k]) for k in PAUSES}
     return out
 
 
@@ -77,12 +91,20 @@ def run_traced(rate: float, duration: float, workers: int, every: int, server_ar
         stages = stage_lines(server.lines)
         if sorted(stages) != sorted(s for s, _, _ in STAGES):
             raise SystemExit("the server logged no complete breakdown:\n" + server.tail())
-        return {"loadgen": json.loads(out.read_text()), "stages": stages}
+        pauses = pause_lines(server.lines)
+        if sorted(pauses) != ["0", "1", "2"]:
+            raise SystemExit("the server logged no collector pauses:\n" + server.tail())
+        return {"loadgen": json.loads(out.read_text()), "stages": stages, "gc_pauses": pauses}
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per stage, the median over the runs of each figure."""
     return {s: {k: statistics.median(r["stages"][s][k] for r in runs) for k in FIGURES} for s, _, _ in STAGES}
+
+
+def pause_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per generation, the median over the runs of each figure."""
+    return {g: {k: statistics.median(r["gc_pauses"][g][k] for r in runs) for k in PAUSES} for g in ("0", "1", "2")}
 
 
 def main() -> int:
@@ -109,6 +131,7 @@ def main() -> int:
                                  args.loadgen_args))
         print(f"run {i + 1} of {args.runs}: done", file=sys.stderr, flush=True)
     stages = summary(traced)
+    pauses = pause_summary(traced)
     mine = medians([r["loadgen"] for r in traced])
     theirs = medians(floor) if floor else None
     offered = "the closed loop" if args.rate == 0 else f"{args.rate:,.0f} orders/s offered"
@@ -119,6 +142,11 @@ def main() -> int:
         f = stages[name]
         print(f"| {name} | {start} | {end} | {f['count']:,.0f} | {f['p50_us']:,.1f} | {f['p90_us']:,.1f} | "
               f"{f['p99_us']:,.1f} |")
+    print("\nThe cyclic collector's pauses in the traced server, from its start:\n")
+    print("| generation | collections | total ms | mean µs | longest µs |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
+    for g, f in pauses.items():
+        print(f"| {g} | {f['collections']:,.0f} | {f['total_ms']:,.1f} | {f['mean_us']:,.1f} | {f['longest_us']:,.1f} |")
     print("\nOrder to ack at the load generator (µs):\n")
     print("| server | achieved | " + " | ".join(f"ack {k}" for k in ACK) + " | errors |")
     print("| --- | ---: | " + " | ".join("---:" for _ in ACK) + " | ---: |")
@@ -128,8 +156,9 @@ def main() -> int:
               + f" | {m['errors']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rate": args.rate, "every": args.every, "runs": args.runs,
-                                               "stages": stages, "pyengine": mine, "c_floor": theirs,
-                                               "per_run": [r["stages"] for r in traced]}, indent=2))
+                                               "stages": stages, "gc_pauses": pauses, "pyengine": mine,
+                                               "c_floor": theirs, "per_run": [r["stages"] for r in traced],
+                                               "gc_pauses_per_run": [r["gc_pauses"] for r in traced]}, indent=2))
     return 0
 
 

@@ -47,7 +47,7 @@ from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .stats import stats_loop
-from .latency_trace import log_breakdown, start_trace
+from .latency_trace import CollectorPauses, log_breakdown, start_trace
 from .listen import bind
 from .metrics import metrics_server, request_type
 from .webview import WebView
@@ -99,6 +99,7 @@ class Server:
         self.ledger = Ledger()
         self.commands = CommandQueue(self.engine, self.ledger)
         self.trace = start_trace(config.trace_latency, self.ledger, self.engine)
+        self.pauses = CollectorPauses() if self.trace is not None else None
         self.order_status = OrderStatus(keep=config.finished_orders)
         self.marketdata = MarketData(self.engine.symbols)
         self.unclaimed = UnclaimedOrders()
@@ -168,6 +169,8 @@ class Server:
         # What exists now (modules, configuration, recovered state) lives as
         # long as the server: keep the collector from walking it every time.
         gc.freeze()
+        if self.pauses is not None:
+            self.pauses.start()  # the running server's, not its start's
         self.engine.start()
         if self.config.auth_required:
             self.login_checks.start()
@@ -236,7 +239,7 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(sig, self._on_signal, sig)
         if self.trace is not None:
-            gevent.signal_handler(signal.SIGUSR1, log_breakdown, self.trace)
+            gevent.signal_handler(signal.SIGUSR1, log_breakdown, self.trace, self.pauses)
         self.stopped.wait()
 
     def _dispatcher_failed(self, greenlet: gevent.Greenlet[..., Any]) -> None:
@@ -306,8 +309,10 @@ class Server:
             self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
         self.engine.close()
+        if self.pauses is not None:
+            self.pauses.stop()
         if self.trace is not None:
-            log_breakdown(self.trace)
+            log_breakdown(self.trace, self.pauses)
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))
         self.stopped.set()
 

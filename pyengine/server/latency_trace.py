@@ -23,21 +23,30 @@ total         read        written     all of it
 
 A stage's minimum below 0 would mean stamps out of order: with one clock
 for every thread, it never is.
+
+Tracing also times the cyclic collector's pauses from the server's start
+(``CollectorPauses``): a collection stops the event loop, and every order
+that arrives meanwhile waits for it. They are logged beside the stages, a
+``gc_pauses`` line per generation: collections, their total time (ms) and
+mean and longest (µs).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import time
 from array import array
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 
 from .._server import LatencyTrace, Ledger, stage_times
 from ..log import fields
 from .engine_thread import EngineThread
 
-__all__ = ["STAGES", "StageFigures", "breakdown", "log_breakdown", "start_trace"]
+__all__ = ["STAGES", "CollectorPauses", "GenerationPauses", "StageFigures", "breakdown", "log_breakdown", "start_trace"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -65,6 +74,51 @@ class StageFigures:
     p90_us: float
     p99_us: float
     max_us: float
+
+
+@dataclass
+class GenerationPauses:
+    """The collections of one generation so far."""
+
+    collections: int = 0
+    total_ns: int = 0
+    longest_ns: int = 0
+
+
+class CollectorPauses:
+    """How long the cyclic collector has held the interpreter, by generation,
+    while started (gc.callbacks: a collection in any Python thread counts)."""
+
+    def __init__(self) -> None:
+        self.generations = tuple(GenerationPauses() for _ in range(3))
+        self._began = 0
+
+    def start(self) -> None:
+        if self._on_collection not in gc.callbacks:
+            gc.callbacks.append(self._on_collection)
+
+    def stop(self) -> None:
+        with suppress(ValueError):
+            gc.callbacks.remove(self._on_collection)
+
+    def _on_collection(self, phase: str, info: dict[str, int]) -> None:
+        now = time.perf_counter_ns()
+        if phase == "start":
+            self._began = now
+            return
+        g = self.generations[info["generation"]]
+        took = now - self._began
+        g.collections += 1
+        g.total_ns += took
+        g.longest_ns = max(g.longest_ns, took)
+
+    def log(self) -> None:
+        """A ``gc_pauses`` line per generation."""
+        for n, g in enumerate(self.generations):
+            mean = g.total_ns / g.collections if g.collections else 0.0
+            log.info("gc_pauses", extra=fields(generation=n, collections=g.collections,
+                                               total_ms=f"{g.total_ns / 1e6:.3f}", mean_us=f"{mean / 1e3:.1f}",
+                                               longest_us=f"{g.longest_ns / 1e3:.1f}"))
 
 
 def start_trace(every: int, ledger: Ledger, engine: EngineThread) -> LatencyTrace | None:
@@ -98,9 +152,10 @@ def breakdown(records: bytes, points: tuple[str, ...]) -> list[StageFigures]:
     return out
 
 
-def log_breakdown(trace: LatencyTrace) -> list[StageFigures]:
+def log_breakdown(trace: LatencyTrace, pauses: CollectorPauses | None = None) -> list[StageFigures]:
     """Log the breakdown so far: a ``latency_trace`` line with the counts,
-    then a ``stage_latency`` line per stage; returns the figures."""
+    then a ``stage_latency`` line per stage, then the collector's pauses;
+    returns the stages' figures."""
     figures = breakdown(trace.records(), trace.points)
     log.info("latency_trace", extra=fields(every=trace.every, traced=trace.traced, completed=trace.completed,
                                            lost=trace.lost, skipped=trace.skipped,
@@ -109,4 +164,6 @@ def log_breakdown(trace: LatencyTrace) -> list[StageFigures]:
         log.info("stage_latency", extra=fields(stage=f.stage, count=f.count, min_us=f"{f.min_us:.3f}",
                                                p50_us=f"{f.p50_us:.1f}", p90_us=f"{f.p90_us:.1f}",
                                                p99_us=f"{f.p99_us:.1f}", max_us=f"{f.max_us:.1f}"))
+    if pauses is not None:
+        pauses.log()
     return figures

@@ -43,6 +43,21 @@ def breakdown_logs(server: RunningServer) -> list[tuple[dict[str, str], dict[str
     return out
 
 
+def pause_logs(server: RunningServer) -> list[dict[str, str]]:
+    """Every gc_pauses line the server logged."""
+    return [f for f in map(_fields, server.lines) if f.get("event") == "gc_pauses"]
+
+
+def check_pauses(lines: list[dict[str, str]]) -> None:
+    """One line per generation, its figures consistent."""
+    assert [f["generation"] for f in lines] == ["0", "1", "2"]
+    for f in lines:
+        n, total_us, longest_us = int(f["collections"]), float(f["total_ms"]) * 1000, float(f["longest_us"])
+        assert n >= 0 and longest_us <= total_us + 0.1, f  # total_ms is rounded to the µs
+        if n == 0:
+            assert total_us == 0 and longest_us == 0, f
+
+
 def send_orders(c: Client, n: int, account: int) -> int:
     """`n` new orders on one connection, answered before it returns: resting
     buys, sells crossing some of them, a post-only that crosses (the
@@ -85,6 +100,7 @@ def test_every_order_traced_over_several_connections(server_factory: Any) -> Non
             c.close()
     assert server.stop() == 0
     (counts, stages), = breakdown_logs(server)
+    check_pauses(pause_logs(server))
     # One in one: every new order is traced, unless its slot was busy with
     # another in flight (skipped: the only way an order goes untraced).
     assert int(counts["traced"]) + int(counts["skipped"]) == sent
@@ -98,18 +114,24 @@ def test_one_in_n_from_the_configuration_and_on_sigusr1(server_factory: Any) -> 
     assert sent == 30
     server.proc.send_signal(signal.SIGUSR1)
     server.wait_log("event=stage_latency stage=total")
+    server.wait_log("event=gc_pauses generation=2")
     (counts, stages), = breakdown_logs(server)
     check(counts, stages, 10)
+    check_pauses(pause_logs(server))
     assert server.stop() == 0
     logged = breakdown_logs(server)
     assert len(logged) == 2 and logged[1][0]["traced"] == "10"  # at stop, once more
+    pauses = pause_logs(server)
+    check_pauses(pauses[3:])
+    # Counted from the start on: the later lines hold the earlier ones.
+    assert all(int(b["collections"]) >= int(a["collections"]) for a, b in zip(pauses[:3], pauses[3:]))
 
 
 def test_off_by_default(server: RunningServer) -> None:
     with server.client() as c:
         send_orders(c, 10, 1)
     assert server.stop() == 0
-    assert breakdown_logs(server) == []
+    assert breakdown_logs(server) == [] and pause_logs(server) == []
     assert not any("latency_trace" in line for line in server.lines)
 
 
@@ -133,3 +155,4 @@ def test_the_breakdown_benchmark_runs(tmp_path: Path) -> None:
     assert result["pyengine"]["errors"] == 0 and result["c_floor"] is None
     counts = {f["count"] for f in result["stages"].values()}
     assert len(counts) == 1 and counts.pop() > 0  # every stage over the same traced orders
+    assert sorted(result["gc_pauses"]) == ["0", "1", "2"] and "The cyclic collector's pauses" in proc.stdout

@@ -6,6 +6,7 @@ stamps arriving later, records lost (a batch unstamped, a session gone)."""
 
 from __future__ import annotations
 
+import gc
 import socket
 import time
 from array import array
@@ -20,7 +21,7 @@ from pyengine._ffi import ffi, lib
 from pyengine._server import LatencyTrace, Ledger, stage_times
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
-from pyengine.server.latency_trace import STAGES, breakdown, percentile
+from pyengine.server.latency_trace import STAGES, CollectorPauses, breakdown, percentile
 
 from .conftest import add_session
 
@@ -174,3 +175,27 @@ def test_one_in_every(traced: Traced) -> None:
             LatencyTrace(Ledger(), every)
     with pytest.raises(OverflowError):
         LatencyTrace(Ledger(), 2**64 + 5)  # nor to 64
+
+
+def test_collector_pauses_count_each_collection_while_started() -> None:
+    pauses = CollectorPauses()
+    was = gc.isenabled()
+    gc.disable()  # the collections below alone
+    try:
+        gc.collect(0)  # not started yet
+        pauses.start()
+        pauses.start()  # once is enough: each collection counts once
+        gc.collect(0)
+        gc.collect(0)
+        gc.collect(2)
+        pauses.stop()
+        pauses.stop()
+        gc.collect(0)  # stopped
+    finally:
+        if was:
+            gc.enable()
+    young, middle, full = pauses.generations
+    assert (young.collections, middle.collections, full.collections) == (2, 0, 1)
+    assert middle.total_ns == middle.longest_ns == 0
+    for g in (young, full):
+        assert 0 < g.longest_ns <= g.total_ns
