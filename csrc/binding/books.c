@@ -34,7 +34,7 @@ int srv_md_level(struct srv_md *md, const struct eng_event *ev)
         return -1;
     /* A level event: qty is the level's total, leaves its order count. */
     if (ev->qty) {
-        PyObject *level = Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves);
+        PyObject *level = srv_untracked(Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves));
 
         if (!level || PyDict_SetItem(book, price, level) < 0) {
             Py_XDECREF(level);
@@ -63,8 +63,8 @@ int srv_md_level(struct srv_md *md, const struct eng_event *ev)
             Py_DECREF(changes); /* the dict holds it */
         }
         Py_DECREF(inst);
-        key = Py_BuildValue("(iL)", (int)ev->side, (long long)ev->price);
-        val = Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves);
+        key = srv_untracked(Py_BuildValue("(iL)", (int)ev->side, (long long)ev->price));
+        val = srv_untracked(Py_BuildValue("(LL)", (long long)ev->qty, (long long)ev->leaves));
         if (!key || !val || PyDict_SetItem(changes, key, val) < 0) {
             Py_XDECREF(key);
             Py_XDECREF(val);

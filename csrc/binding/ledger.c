@@ -80,29 +80,44 @@ struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account)
 
 /* ---- owners ------------------------------------------------------------------ */
 
-srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
+/* The attached Link of the session id `sid` (borrowed), or NULL; *err set on error. */
+static srv_link *ledger_link_of(srv_ledger *l, PyObject *sid, int *err)
 {
-    PyObject *k = PyLong_FromUnsignedLongLong(oid);
-    PyObject *v;
+    PyObject *v = PyDict_GetItemWithError(l->links, sid);
 
-    if (!k) {
-        *err = 1;
-        return NULL;
-    }
-    v = PyDict_GetItemWithError(l->owners, k);
-    Py_DECREF(k);
     if (!v && PyErr_Occurred())
         *err = 1;
     return (srv_link *)v;
 }
 
+srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
+{
+    PyObject *k = PyLong_FromUnsignedLongLong(oid);
+    PyObject *sid;
+
+    if (!k) {
+        *err = 1;
+        return NULL;
+    }
+    sid = PyDict_GetItemWithError(l->owners, k);
+    Py_DECREF(k);
+    if (!sid) {
+        if (PyErr_Occurred())
+            *err = 1;
+        return NULL;
+    }
+    /* A session is detached only once it owns nothing (Ledger.detach), so
+     * an owner's session is always there. */
+    return ledger_link_of(l, sid, err);
+}
+
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
 {
     PyObject *key = PyLong_FromUnsignedLongLong(oid);
-    PyObject *entry = key ? Py_BuildValue("(kO)", (unsigned long)inst, coid) : NULL;
+    PyObject *entry = key ? srv_untracked(Py_BuildValue("(kO)", (unsigned long)inst, coid)) : NULL;
     int rc = -1;
 
-    if (entry && PyDict_SetItem(l->owners, key, (PyObject *)link) == 0 &&
+    if (entry && PyDict_SetItem(l->owners, key, link->sid_key) == 0 &&
         PyDict_SetItem(link->orders, key, entry) == 0)
         rc = coid == Py_None ? 0 : PyDict_SetItem(link->coids, coid, key);
     Py_XDECREF(entry);
@@ -230,25 +245,39 @@ PyDoc_STRVAR(ledger_attach_doc, "attach($self, link, /)\n--\n\nA new session: it
 static PyObject *ledger_attach(srv_ledger *self, PyObject *o)
 {
     srv_link *link = ledger_link_arg(o);
-    PyObject *k;
-    int rc;
+    PyObject *cur;
 
     if (!link || !ledger_ready(self))
         return NULL;
-    k = PyLong_FromUnsignedLong(link->sid);
-    rc = k ? PyDict_SetItem(self->links, k, o) : -1;
-    Py_XDECREF(k);
-    if (rc < 0)
+    cur = PyDict_GetItemWithError(self->links, link->sid_key);
+    if (cur && cur != o) {
+        PyErr_Format(PyExc_ValueError, "another session %lu is attached already", (unsigned long)link->sid);
+        return NULL;
+    }
+    if ((!cur && PyErr_Occurred()) || PyDict_SetItem(self->links, link->sid_key, o) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(ledger_detach_doc, "detach($self, sid, /)\n--\n\n"
-                                "Forget a closed session with nothing in flight (see Link.busy).");
+                                "Forget a closed session with nothing in flight (see Link.busy); ValueError\n"
+                                "while it still owns open orders.");
 
 static PyObject *ledger_detach(srv_ledger *self, PyObject *sid)
 {
-    if (!ledger_ready(self) || ledger_discard(self->links, sid) < 0)
+    srv_link *link;
+    int err = 0;
+
+    if (!ledger_ready(self))
+        return NULL;
+    link = ledger_link_of(self, sid, &err);
+    if (err)
+        return NULL;
+    if (link && PyDict_GET_SIZE(link->orders)) {
+        PyErr_Format(PyExc_ValueError, "session %R still owns %zd open orders", sid, PyDict_GET_SIZE(link->orders));
+        return NULL;
+    }
+    if (ledger_discard(self->links, sid) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -257,14 +286,18 @@ PyDoc_STRVAR(ledger_owner_doc, "owner($self, order_id, /)\n--\n\nThe Link owning
 
 static PyObject *ledger_owner(srv_ledger *self, PyObject *oid)
 {
-    PyObject *v;
+    PyObject *sid;
+    srv_link *link = NULL;
+    int err = 0;
 
     if (!ledger_ready(self))
         return NULL;
-    v = PyDict_GetItemWithError(self->owners, oid);
-    if (!v && PyErr_Occurred())
+    sid = PyDict_GetItemWithError(self->owners, oid);
+    if (sid)
+        link = ledger_link_of(self, sid, &err);
+    if (err || (!sid && PyErr_Occurred()))
         return NULL;
-    return Py_NewRef(v ? v : Py_None);
+    return Py_NewRef(link ? (PyObject *)link : Py_None);
 }
 
 PyDoc_STRVAR(ledger_own_doc, "own($self, link, order_id, instrument, client_order_id, /)\n--\n\n"
@@ -283,6 +316,11 @@ static PyObject *ledger_own(srv_ledger *self, PyObject *args)
         return NULL;
     if (coid != Py_None && !PyUnicode_Check(coid)) {
         PyErr_SetString(PyExc_TypeError, "a client order id is a str or None");
+        return NULL;
+    }
+    if (PyDict_GetItemWithError(self->links, link->sid_key) != o) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "session %lu is not attached: it cannot own orders", (unsigned long)link->sid);
         return NULL;
     }
     if (srv_ledger_own(self, link, oid, (uint32_t)inst, coid) < 0)
@@ -352,10 +390,15 @@ static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
     if (!(out = PyList_New(0)))
         return NULL;
     while (PyDict_Next(self->owners, &pos, &key, &value)) {
-        srv_link *link = (srv_link *)value;
+        int err = 0;
+        srv_link *link = ledger_link_of(self, value, &err);
         PyObject *o, *item;
         int rc;
 
+        if (err)
+            goto fail;
+        if (!link)
+            continue; /* never: an owner's session stays attached (detach, attach, own) */
         if (account != Py_None && (!link->logged_in || link->account != acc))
             continue;
         o = PyDict_GetItemWithError(link->orders, key);

@@ -21,7 +21,7 @@ int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *ext
 {
     uint32_t n = link->next + 1;
     PyObject *key = PyLong_FromUnsignedLong(n);
-    PyObject *entry = PyTuple_Pack(3, kind, req_id, extra);
+    PyObject *entry = srv_untracked(PyTuple_Pack(3, kind, req_id, extra));
     int rc = key && entry ? PyDict_SetItem(link->pending, key, entry) : -1;
 
     Py_XDECREF(key);
@@ -77,7 +77,7 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sid", "session", "rate", "burst", "fd", "max_unsent", NULL};
     unsigned long sid;
-    PyObject *session, *pending, *orders, *coids;
+    PyObject *session, *pending, *orders, *coids, *sid_key;
     double rate, burst;
     int fd = -1;
     Py_ssize_t max_unsent = 0;
@@ -97,15 +97,18 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
     pending = PyDict_New();
     orders = PyDict_New();
     coids = PyDict_New();
-    if (!pending || !orders || !coids) {
+    sid_key = PyLong_FromUnsignedLong(sid);
+    if (!pending || !orders || !coids || !sid_key) {
         Py_XDECREF(pending);
         Py_XDECREF(orders);
         Py_XDECREF(coids);
+        Py_XDECREF(sid_key);
         return -1;
     }
     self->pending = pending; /* last: a Link with pending is a whole one */
     self->orders = orders;
     self->coids = coids;
+    self->sid_key = sid_key;
     self->sid = (uint32_t)sid;
     self->session = Py_NewRef(session);
     self->fd = fd;
@@ -131,6 +134,7 @@ static int link_clear(srv_link *self)
     Py_CLEAR(self->orders);
     Py_CLEAR(self->coids);
     Py_CLEAR(self->session);
+    Py_CLEAR(self->sid_key);
     return 0;
 }
 

@@ -39,6 +39,17 @@ int64_t srv_monotonic_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+PyObject *srv_untracked(PyObject *tuple)
+{
+    if (!tuple)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(tuple); i++)
+        if (PyObject_IS_GC(PyTuple_GET_ITEM(tuple, i)))
+            return tuple;
+    PyObject_GC_UnTrack(tuple);
+    return tuple;
+}
+
 static int module_exec(PyObject *module)
 {
     static const char *const names[] = {

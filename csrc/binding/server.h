@@ -46,6 +46,7 @@
 typedef struct {
     PyObject_HEAD
     uint32_t sid;
+    PyObject *sid_key;   /* sid as an int: the Ledger's owners map orders to it */
     int logged_in; /* account is meaningful */
     uint32_t account;
     char admin;  /* char: T_BOOL members */
@@ -262,7 +263,8 @@ struct srv_account_counts {
 typedef struct {
     PyObject_HEAD
     PyObject *links;     /* dict: session id -> Link */
-    PyObject *owners;    /* dict: open order id -> Link */
+    PyObject *owners;    /* dict: open order id -> session id (an int, not the Link: a dict of
+                            ints is one the cyclic collector never walks) */
     struct srv_account_counts *counts; /* open addressing by account; at most half full */
     size_t counts_cap, counts_used;    /* slots (a power of two), accounts in them */
     srv_link **listed;                 /* links with output queued since the last flush (held) */
@@ -433,5 +435,11 @@ PyObject *srv_method(PyObject *obj, const char *name);
 PyObject *srv_take_error(void);
 /* CLOCK_MONOTONIC in nanoseconds (time.monotonic_ns()'s clock). */
 int64_t srv_monotonic_ns(void);
+/* `tuple` (NULL passes through), taken out of the cyclic collector's walks
+ * when none of its items can hold a reference (then it is part of no
+ * cycle). A tuple made for each order is otherwise walked by the next young
+ * collection, and the dict keeping it is tracked: walked whole by every full
+ * one, all the open orders with it. */
+PyObject *srv_untracked(PyObject *tuple);
 
 #endif

@@ -5,7 +5,10 @@ callbacks (seam.py) with the arguments documented there."""
 
 from __future__ import annotations
 
+import gc
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -312,6 +315,56 @@ def test_levels_keep_the_books_and_the_changes_of_subscribed_instruments() -> No
               dict(type=LEVEL, side=SELL, instrument=1, price=201, qty=0, leaves=0, tag=1 << 32 | 1))
     assert rig.books[0][1] == {100: (5, 2)} and rig.books[1][2] == {200: (7, 1)}
     assert rig.changes == {1: {(2, 200): (7, 1), (2, 201): (0, 0)}}
+
+
+@contextmanager
+def collector_off() -> Iterator[None]:
+    """No collection meanwhile: a young collection would itself take
+    tuples of plain values out of the collector's walks."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_open_orders_give_the_cyclic_collector_nothing_to_walk() -> None:
+    """Per open order the Ledger, the Link and the books keep only values
+    no cycle can pass through: neither those values nor the dicts holding
+    them are tracked, so a young collection does not walk each new order and
+    a full one does not walk every open order (it paused the server's loop
+    for milliseconds with a hundred thousand of them)."""
+    rig = Rig()
+    s = rig.sessions[1]
+    rig.subscribers[0].add(object())  # the changes of instrument 0 are gathered too
+    n = 500
+    with collector_off():
+        tracked = len(gc.get_objects())
+        for oid in range(1, n + 1):
+            t = rig.pend(s, "new_order", oid)
+            rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=oid, order_id=oid, price=100 + oid, qty=1,
+                           account=7, coid=f"c{oid}" if oid % 2 else "", tag=t),
+                      dict(type=LEVEL, side=BUY, instrument=0, price=100 + oid, qty=1, leaves=1, tag=t))
+        assert s.pending == {} and len(s.orders) == n and len(rig.books[0][BUY]) == n
+        assert len(gc.get_objects()) - tracked < 20  # not one (or more) per order
+    owners = [d for d in gc.get_referents(rig.ledger) if isinstance(d, dict) and n in d]
+    orders = [d for d in gc.get_referents(s.link) if isinstance(d, dict) and n in d]
+    assert len(owners) == 1 and len(orders) == 1
+    for held in (owners[0], orders[0], rig.books[0][BUY], rig.changes[0]):
+        assert not gc.is_tracked(held)
+    assert rig.ledger.owner(n) is s.link and s.link.order(n) == (0, None) and s.link.order(1) == (0, "c1")
+
+
+def test_a_pending_request_holding_a_container_stays_tracked() -> None:
+    """Only tuples of values that hold nothing leave the collector's walks:
+    a request id may be any JSON value, a list included."""
+    s = Rig().sessions[1]
+    with collector_off():
+        plain, held = s.link.tag("new_order", 1), s.link.tag("new_order", [1, 2])
+        pending = s.link.pending()
+        assert not gc.is_tracked(pending[plain & 0xFFFFFFFF]) and gc.is_tracked(pending[held & 0xFFFFFFFF])
 
 
 def test_the_router_needs_every_callback() -> None:

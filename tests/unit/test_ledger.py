@@ -1,0 +1,68 @@
+"""The Ledger's sessions and the orders they own (csrc/binding/ledger.c):
+an order's owner is always an attached session."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyengine._server import Ledger, Link
+
+
+def attached(ledger: Ledger, sid: int) -> Link:
+    link = Link(sid, object(), 0, 0)
+    ledger.attach(link)
+    return link
+
+
+def test_a_session_owning_open_orders_is_not_detached() -> None:
+    ledger = Ledger()
+    link = attached(ledger, 3)
+    ledger.own(link, 10, 0, None)
+    ledger.own(link, 11, 1, "x")
+    with pytest.raises(ValueError, match="session 3 still owns 2 open orders"):
+        ledger.detach(3)
+    assert ledger.owner(10) is link and ledger.owned(None) == [(10, 0), (11, 1)]
+    ledger.forget(link, 10)
+    ledger.forget(link, 11)
+    ledger.detach(3)
+    assert ledger.owner(10) is None and ledger.owned(None) == []
+    ledger.detach(3)  # gone already: nothing to do
+
+
+def test_released_orders_let_the_session_go() -> None:
+    ledger = Ledger()
+    link = attached(ledger, 4)
+    ledger.own(link, 20, 0, "y")
+    assert ledger.release(link) == {20: (0, "y")}
+    ledger.detach(4)
+    assert ledger.owner(20) is None
+
+
+def test_only_an_attached_session_owns_orders() -> None:
+    ledger = Ledger()
+    stray = Link(5, object(), 0, 0)
+    with pytest.raises(ValueError, match="session 5 is not attached"):
+        ledger.own(stray, 30, 0, None)
+    assert ledger.owner(30) is None
+
+
+def test_a_session_id_names_one_link() -> None:
+    ledger = Ledger()
+    first = attached(ledger, 6)
+    ledger.attach(first)  # the same link again changes nothing
+    with pytest.raises(ValueError, match="another session 6 is attached already"):
+        ledger.attach(Link(6, object(), 0, 0))
+    ledger.own(first, 40, 0, None)
+    assert ledger.owner(40) is first
+
+
+def test_owners_are_found_by_account() -> None:
+    ledger = Ledger()
+    a, b = attached(ledger, 1), attached(ledger, 2)
+    a.login(100, False)
+    b.login(200, False)
+    ledger.own(a, 1, 0, None)
+    ledger.own(b, 2, 1, None)
+    ledger.own(a, 3, 1, None)
+    assert sorted(ledger.owned(100)) == [(1, 0), (3, 1)] and ledger.owned(200) == [(2, 1)]
+    assert ledger.owned(300) == []
