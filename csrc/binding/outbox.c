@@ -298,10 +298,14 @@ PyObject *srv_link_drop_output(srv_link *self, PyObject *Py_UNUSED(ignored))
 const char srv_link_forget_socket_doc[] =
     "forget_socket($self, /)\n--\n\n"
     "The session's socket is about to close: nothing more is written to it, and what is unsent is\n"
-    "dropped.";
+    "dropped. ValueError while a Poller watches it (unwatch first: the Poller knows it by its descriptor).";
 
 PyObject *srv_link_forget_socket(srv_link *self, PyObject *Py_UNUSED(ignored))
 {
+    if (self->polled) {
+        PyErr_SetString(PyExc_ValueError, "forget_socket: a Poller watches the socket still: unwatch it first");
+        return NULL;
+    }
     self->fd = -1;
     self->socket_gone = 1;
     outbox_clear(self);

@@ -21,7 +21,7 @@
  *
  * Sessions are kept by socket descriptor; a session must be unwatched
  * before its socket is closed (the descriptor's number may be the next
- * connection's).
+ * connection's): Link.forget_socket() refuses a Link watched still.
  */
 #include "server.h"
 
@@ -85,6 +85,7 @@ static void poller_drop(srv_poller *self, int fd)
     e->link = NULL;
     e->inbox = NULL;
     self->watched--;
+    link->polled = 0;
     Py_DECREF(link);
     Py_DECREF(inbox);
 }
@@ -250,6 +251,10 @@ static PyObject *poller_watch(srv_poller *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_ValueError, "watch: the Link is closed");
         return NULL;
     }
+    if (link->polled) {
+        PyErr_SetString(PyExc_ValueError, "watch: the Link is watched already");
+        return NULL;
+    }
     if ((size_t)fd >= self->n_entries) {
         size_t n = self->n_entries ? self->n_entries : 64;
         struct poll_entry *grown;
@@ -272,6 +277,7 @@ static PyObject *poller_watch(srv_poller *self, PyObject *const *args, Py_ssize_
     self->entries[fd].link = (srv_link *)Py_NewRef(link);
     self->entries[fd].inbox = (srv_inbox *)Py_NewRef(args[1]);
     self->watched++;
+    link->polled = 1;
     Py_RETURN_NONE;
 }
 
@@ -316,6 +322,9 @@ static void poller_release(srv_poller *self)
     if (self->epfd >= 0)
         close(self->epfd);
     self->epfd = -1;
+    for (size_t fd = 0; fd < n; fd++)
+        if (entries[fd].link)
+            entries[fd].link->polled = 0;
     for (size_t fd = 0; fd < n; fd++) {
         Py_XDECREF(entries[fd].link);
         Py_XDECREF(entries[fd].inbox);

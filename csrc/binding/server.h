@@ -62,6 +62,7 @@ typedef struct {
     int fd;              /* its socket, or -1: none */
     char socket_gone;    /* it had one, closed now: output is dropped */
     char listed;         /* on the Ledger's flush list */
+    char polled;         /* a Poller reads its socket (poller.c): not to be forgotten meanwhile */
     char writing;        /* the socket was full: the session's writer has the output */
     char unreported;     /* a flush could not report `told` (out of memory): the next one does */
     int told;            /* enum srv_out_report or an errno */

@@ -178,9 +178,16 @@ def test_watching_is_checked(two: Sessions) -> None:
     server, session = two.server, two.sessions[0]
     poller = Poller(server.intake, server)  # one of its own: the hub reads the server's
     inbox = Inbox(1024, FrameError)
-    poller.watch(session.link, inbox)
-    with pytest.raises(ValueError, match="watched already"):
-        poller.watch(session.link, Inbox(1024, FrameError))
+    with pytest.raises(ValueError, match="the Link is watched already"):
+        poller.watch(session.link, inbox)  # by the server's Poller
+    mine = Link(8, None, 0, 0, fd=two.pairs[0][0].fileno())
+    poller.watch(mine, inbox)
+    with pytest.raises(ValueError, match="the Link is watched already"):
+        poller.watch(mine, Inbox(1024, FrameError))
+    with pytest.raises(ValueError, match="descriptor .* is watched already"):
+        poller.watch(Link(7, None, 0, 0, fd=two.pairs[0][0].fileno()), inbox)
+    with pytest.raises(ValueError, match="unwatch it first"):
+        mine.forget_socket()  # the Poller knows it by its descriptor
     with pytest.raises(ValueError, match="no socket"):
         poller.watch(Link(9, None, 0, 0), inbox)
     with pytest.raises(TypeError):
@@ -196,27 +203,29 @@ def test_watching_is_checked(two: Sessions) -> None:
         Poller(None, server)  # type: ignore[arg-type]
     with pytest.raises(AttributeError, match="handed"):
         Poller(server.intake, object())  # type: ignore[arg-type]  # no PollerEvents methods
-    assert poller.watched == 1 and poller.unwatch(session.link) and poller.watched == 0
-    poller.watch(session.link, inbox)
+    assert poller.watched == 1 and poller.unwatch(mine) and poller.watched == 0
+    poller.watch(mine, inbox)
     fd = poller.fileno()
     poller.close()  # lets go of what it watched
-    assert poller.watched == 0 and not poller.unwatch(session.link)
+    assert poller.watched == 0 and not poller.unwatch(mine)
+    mine.forget_socket()  # watched no more
     assert not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:[eventpoll]"
     poller.turn()  # nothing
     with pytest.raises(ValueError, match="closed"):
-        poller.watch(session.link, inbox)
+        poller.watch(Link(6, None, 0, 0, fd=two.pairs[1][0].fileno()), inbox)
     with pytest.raises(ValueError, match="closed"):
         poller.fileno()
 
 
 def test_a_poller_let_go_while_watching_lets_go_of_its_sessions(two: Sessions) -> None:
-    server, link = two.server, two.sessions[0].link
+    server, link = two.server, Link(8, None, 0, 0, fd=two.pairs[0][0].fileno())
     poller = Poller(server.intake, server)
     poller.watch(link, Inbox(1024, FrameError))
     held = sys.getrefcount(link)
     del poller
     gc.collect()
     assert sys.getrefcount(link) == held - 1
+    link.forget_socket()  # watched no more
 
 
 def test_a_command_buffer_pushes_only_when_attached() -> None:
