@@ -14,9 +14,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
-__all__ = ["fields", "setup_logging", "KeyValueFormatter", "LEVELS"]
+__all__ = ["fields", "setup_logging", "KeyValueFormatter", "LEVELS", "Throttle"]
 
 LEVELS = ("debug", "info", "warning", "error")
 
@@ -31,6 +32,28 @@ def _value(v: object) -> str:
     if s == "" or any(c in s for c in ' "=\n'):
         return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
     return s
+
+
+class Throttle:
+    """One log line per `interval` seconds at most, for a failure that may
+    come back at every turn of the event loop (a line and its traceback each
+    time would cost more than the failure): ``allow()`` is None while the
+    line is held back, else how many were held back since the last one."""
+
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._next = float("-inf")
+        self._held = 0
+
+    def allow(self) -> int | None:
+        now = self._clock()
+        if now < self._next:
+            self._held += 1
+            return None
+        held, self._held = self._held, 0
+        self._next = now + self.interval
+        return held
 
 
 class KeyValueFormatter(logging.Formatter):

@@ -35,7 +35,7 @@ import orjson
 from .._ffi import lib
 from .._server import Intake, Ledger, OrderStatus, Poller
 from ..errors import EngineError
-from ..log import fields
+from ..log import Throttle, fields
 from .config import ServerConfig, check_secret, unmatchable_secret
 from .dispatch import Dispatcher, JournalFailed
 from .commands import CommandQueue
@@ -137,6 +137,8 @@ class Server:
         self.poller = Poller(self.intake, self)
         self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller
         self._flush_wanted = Event()
+        self._turn_failures = Throttle()  # PollerEvents.turn_failed's log lines
+        self._flush_failures = Throttle()  # the flusher's
         self._flush_scheduled = False
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
@@ -393,7 +395,9 @@ class Server:
             try:
                 self.flush_sessions()
             except Exception:  # a session's failure, re-raised once every session was told
-                log.exception("flush_failed")
+                held = self._flush_failures.allow()
+                if held is not None:
+                    log.exception("flush_failed", extra=fields(held_back=held))
 
     def flush_sessions(self) -> None:
         """Write out what every session has queued, in C (Ledger.flush: the
@@ -428,7 +432,9 @@ class Server:
 
     def turn_failed(self, error: BaseException) -> None:
         # A lost flush report (MemoryError) is given again by the next flush.
-        log.error("turn_failed", exc_info=error)
+        held = self._turn_failures.allow()
+        if held is not None:
+            log.error("turn_failed", extra=fields(held_back=held), exc_info=error)
 
     def session_closed(self, session: Session) -> None:
         """A session ended: drop its subscriptions and, with cancel-on-disconnect,
