@@ -108,8 +108,8 @@ int srv_md_trade(struct srv_md *md, const struct eng_event *ev)
         Py_DECREF(list);
     }
     Py_DECREF(inst);
-    item = Py_BuildValue("(KLLi)", (unsigned long long)ev->trade_id, (long long)ev->price,
-                         (long long)ev->qty, (int)ev->side);
+    item = srv_untracked(Py_BuildValue("(KLLi)", (unsigned long long)ev->trade_id, (long long)ev->price,
+                                       (long long)ev->qty, (int)ev->side));
     if (!item)
         return -1;
     rc = PyList_Append(list, item);

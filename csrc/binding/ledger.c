@@ -111,15 +111,36 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
     return ledger_link_of(l, sid, err);
 }
 
+/* Take out what a failed srv_ledger_own put in (the order in link->orders,
+ * and in the owners if `owned`), the exception kept: an owner is always a
+ * Link that holds the order, and so is never detached under it. */
+static void ledger_unown(srv_ledger *l, srv_link *link, PyObject *key, int owned)
+{
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (owned && PyDict_DelItem(l->owners, key) < 0)
+        PyErr_Clear();
+    if (PyDict_DelItem(link->orders, key) < 0)
+        PyErr_Clear();
+    PyErr_Restore(type, value, tb);
+}
+
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
 {
     PyObject *key = PyLong_FromUnsignedLongLong(oid);
     PyObject *entry = key ? srv_untracked(Py_BuildValue("(kO)", (unsigned long)inst, coid)) : NULL;
     int rc = -1;
 
-    if (entry && PyDict_SetItem(l->owners, key, link->sid_key) == 0 &&
-        PyDict_SetItem(link->orders, key, entry) == 0)
-        rc = coid == Py_None ? 0 : PyDict_SetItem(link->coids, coid, key);
+    if (!entry || PyDict_SetItem(link->orders, key, entry) < 0)
+        goto out;
+    if (PyDict_SetItem(l->owners, key, link->sid_key) < 0)
+        ledger_unown(l, link, key, 0);
+    else if (coid != Py_None && PyDict_SetItem(link->coids, coid, key) < 0)
+        ledger_unown(l, link, key, 1);
+    else
+        rc = 0;
+out:
     Py_XDECREF(entry);
     Py_XDECREF(key);
     return rc;

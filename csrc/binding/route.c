@@ -150,7 +150,7 @@ static int route_trade_side(srv_router *self, const struct eng_event *ev, uint64
             return 0;
         return route_call_fmt(self->on_unowned_gone, "(K)", (unsigned long long)oid);
     }
-    Py_INCREF(owner); /* held across calls into Python, which may drop it from the owners */
+    Py_INCREF(owner); /* held across calls into Python, which may detach it */
     rc = route_fill(self, owner, oid, ev->instrument, side, ev->price, ev->qty, leaves, ev->trade_id, maker,
                     ev->seq);
     Py_DECREF(owner);
@@ -269,7 +269,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
             return -1;
         req_id = mass == 0 ? NULL : PyTuple_GET_ITEM(info, 1);
     }
-    Py_XINCREF(owner); /* held across calls into Python, which may drop it from the owners */
+    Py_XINCREF(owner); /* held across calls into Python, which may detach it */
     if (!owner || !req_id || (req_id != Py_None && owner != link) ||
         ev->reason >= PyTuple_GET_SIZE(self->reasons_json)) {
         rc = route_call_fmt(self->on_cancelled, "(OKLiKOOO)", route_session(owner), (unsigned long long)ev->order_id,

@@ -171,8 +171,6 @@ class Server:
         # What exists now (modules, configuration, recovered state) lives as
         # long as the server: keep the collector from walking it every time.
         gc.freeze()
-        if self.pauses is not None:
-            self.pauses.start()  # the running server's, not its start's
         self.engine.start()
         if self.config.auth_required:
             self.login_checks.start()
@@ -202,6 +200,8 @@ class Server:
             self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
             self._greenlets.append(gevent.spawn(self._idle_loop))
+        if self.pauses is not None:
+            self.pauses.start()  # the running server's collections: from here to stop()
         log.info("listening", extra=fields(host=host, port=port,
                                           instruments=",".join(self.engine.symbols),
                                           auth=self.config.auth_required))
@@ -286,6 +286,8 @@ class Server:
             self.stopped.wait()
             return
         self.stopping = True
+        if self.pauses is not None:
+            self.pauses.stop()
         self.dead_man.close()
         self._listener.close()
         if self._metrics is not None:
@@ -311,8 +313,6 @@ class Server:
             self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
         self.engine.close()
-        if self.pauses is not None:
-            self.pauses.stop()
         if self.trace is not None:
             log_breakdown(self.trace, self.pauses)
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))
@@ -508,8 +508,8 @@ class Server:
         """Forget closed sessions that have nothing left in flight."""
         done = [sid for sid, s in self.sessions.items() if s.closed and not s.link.busy]
         for sid in done:
-            del self.sessions[sid]
             self.ledger.detach(sid)
+            del self.sessions[sid]
         self.closed_sessions -= len(done)
 
     def _idle_loop(self) -> None:

@@ -106,8 +106,10 @@ class CollectorPauses:
         if phase == "start":
             self._began = now
             return
+        if not self._began:
+            return  # its start came before start(): another thread's collection
         g = self.generations[info["generation"]]
-        took = now - self._began
+        took, self._began = now - self._began, 0
         g.collections += 1
         g.total_ns += took
         g.longest_ns = max(g.longest_ns, took)

@@ -53,7 +53,8 @@ def check_pauses(lines: list[dict[str, str]]) -> None:
     assert [f["generation"] for f in lines] == ["0", "1", "2"]
     for f in lines:
         n, total_us, longest_us = int(f["collections"]), float(f["total_ms"]) * 1000, float(f["longest_us"])
-        assert n >= 0 and longest_us <= total_us + 0.1, f  # total_ms is rounded to the µs
+        # total_ms is rounded to the µs, longest_us to a tenth of one: one collection's may differ by 0.55.
+        assert n >= 0 and longest_us <= total_us + 0.55, f
         if n == 0:
             assert total_us == 0 and longest_us == 0, f
 

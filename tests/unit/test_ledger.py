@@ -3,6 +3,8 @@ an order's owner is always an attached session."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from pyengine._server import Ledger, Link
@@ -66,3 +68,33 @@ def test_owners_are_found_by_account() -> None:
     ledger.own(a, 3, 1, None)
     assert sorted(ledger.owned(100)) == [(1, 0), (3, 1)] and ledger.owned(200) == [(2, 1)]
     assert ledger.owned(300) == []
+
+
+def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
+    """Whichever allocation of Ledger.own fails, the order is either the
+    session's everywhere (owner, the Link's orders, its client order id) or
+    nowhere: an owner whose Link does not hold the order could be detached
+    under it."""
+    import _testcapi as testcapi  # CPython's own test module: a build without it fails here, not skips
+
+    failed_at = []
+    for k in range(12):
+        ledger = Ledger()
+        link = attached(ledger, 1)
+        for oid in range(1, 86):  # 85: the next insert grows each dict (its table of 128 holds 85)
+            ledger.own(link, oid, 0, f"c{oid}")
+        coid = f"client-{k}"  # a new str: an allocation of its own is not the one that fails
+        testcapi.set_nomemory(k, k + 1)
+        try:
+            ledger.own(link, 10**9, 1, coid)
+        except MemoryError:
+            failed_at.append(k)
+        finally:
+            testcapi.remove_mem_hooks()
+        (coids,) = [d for d in gc.get_referents(link) if isinstance(d, dict) and "c1" in d]
+        if failed_at and failed_at[-1] == k:
+            assert ledger.owner(10**9) is None and link.order(10**9) is None and link.order_count == 85
+            assert coid not in coids
+        else:
+            assert ledger.owner(10**9) is link and link.order(10**9) == (1, coid) and coids[coid] == 10**9
+    assert len(failed_at) >= 4, f"allocations failed at {failed_at} only: not each dict's growth"
