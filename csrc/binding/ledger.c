@@ -80,6 +80,14 @@ struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account)
 
 /* ---- owners ------------------------------------------------------------------ */
 
+/* The owners' shard of order id `oid` (borrowed): the top bits of a
+ * Fibonacci hash, so consecutive ids, and ids apart by a power of two,
+ * spread over every shard. */
+static PyObject *ledger_owners_of(srv_ledger *l, uint64_t oid)
+{
+    return l->owners[(oid * 0x9E3779B97F4A7C15ull) >> (64 - SRV_OWNER_SHARD_BITS)];
+}
+
 /* The attached Link of the session id `sid` (borrowed), or NULL; *err set on error. */
 static srv_link *ledger_link_of(srv_ledger *l, PyObject *sid, int *err)
 {
@@ -99,7 +107,7 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
         *err = 1;
         return NULL;
     }
-    sid = PyDict_GetItemWithError(l->owners, k);
+    sid = PyDict_GetItemWithError(ledger_owners_of(l, oid), k);
     Py_DECREF(k);
     if (!sid) {
         if (PyErr_Occurred())
@@ -112,14 +120,14 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
 }
 
 /* Take out what a failed srv_ledger_own put in (the order in link->orders,
- * and in the owners if `owned`), the exception kept: an owner is always a
- * Link that holds the order, and so is never detached under it. */
-static void ledger_unown(srv_ledger *l, srv_link *link, PyObject *key, int owned)
+ * and in its owners' shard unless that is NULL), the exception kept: an
+ * owner is always a Link that holds the order, so never detached under it. */
+static void ledger_unown(PyObject *owners, srv_link *link, PyObject *key)
 {
     PyObject *type, *value, *tb;
 
     PyErr_Fetch(&type, &value, &tb);
-    if (owned && PyDict_DelItem(l->owners, key) < 0)
+    if (owners && PyDict_DelItem(owners, key) < 0)
         PyErr_Clear();
     if (PyDict_DelItem(link->orders, key) < 0)
         PyErr_Clear();
@@ -130,14 +138,15 @@ int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, P
 {
     PyObject *key = PyLong_FromUnsignedLongLong(oid);
     PyObject *entry = key ? srv_untracked(Py_BuildValue("(kO)", (unsigned long)inst, coid)) : NULL;
+    PyObject *owners = ledger_owners_of(l, oid);
     int rc = -1;
 
     if (!entry || PyDict_SetItem(link->orders, key, entry) < 0)
         goto out;
-    if (PyDict_SetItem(l->owners, key, link->sid_key) < 0)
-        ledger_unown(l, link, key, 0);
+    if (PyDict_SetItem(owners, key, link->sid_key) < 0)
+        ledger_unown(NULL, link, key);
     else if (coid != Py_None && PyDict_SetItem(link->coids, coid, key) < 0)
-        ledger_unown(l, link, key, 1);
+        ledger_unown(owners, link, key);
     else
         rc = 0;
 out:
@@ -163,7 +172,7 @@ int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
     PyObject *o = NULL;
     int rc = -1;
 
-    if (!key || ledger_discard(l->owners, key) < 0)
+    if (!key || ledger_discard(ledger_owners_of(l, oid), key) < 0)
         goto out;
     o = PyDict_GetItemWithError(link->orders, key);
     if (!o) {
@@ -204,15 +213,19 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist) || srv_meters_init(&self->meters) < 0)
         return -1;
     {
-        PyObject *links = PyDict_New(), *owners = PyDict_New();
+        PyObject *links = PyDict_New(), *owners[SRV_OWNER_SHARDS];
+        int made = links != NULL;
 
-        if (!links || !owners) { /* all or nothing */
+        for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
+            made &= (owners[i] = PyDict_New()) != NULL;
+        if (!made) { /* all or nothing */
             srv_meters_destroy(&self->meters);
             Py_XDECREF(links);
-            Py_XDECREF(owners);
+            for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
+                Py_XDECREF(owners[i]);
             return -1;
         }
-        self->owners = owners;
+        memcpy(self->owners, owners, sizeof(owners));
         self->links = links; /* last: the mark of an initialised Ledger */
     }
     return 0;
@@ -221,7 +234,8 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
 static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->links);
-    Py_VISIT(self->owners);
+    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
+        Py_VISIT(self->owners[i]);
     for (size_t i = 0; i < self->n_listed; i++)
         Py_VISIT(self->listed[i]);
     return 0;
@@ -230,7 +244,8 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 static int ledger_clear(srv_ledger *self)
 {
     Py_CLEAR(self->links);
-    Py_CLEAR(self->owners);
+    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
+        Py_CLEAR(self->owners[i]);
     srv_outbox_release(self);
     return 0;
 }
@@ -307,16 +322,25 @@ PyDoc_STRVAR(ledger_owner_doc, "owner($self, order_id, /)\n--\n\nThe Link owning
 
 static PyObject *ledger_owner(srv_ledger *self, PyObject *oid)
 {
-    PyObject *sid;
-    srv_link *link = NULL;
+    unsigned long long v;
+    srv_link *link;
     int err = 0;
 
     if (!ledger_ready(self))
         return NULL;
-    sid = PyDict_GetItemWithError(self->owners, oid);
-    if (sid)
-        link = ledger_link_of(self, sid, &err);
-    if (err || (!sid && PyErr_Occurred()))
+    if (!PyLong_Check(oid)) {
+        PyErr_Format(PyExc_TypeError, "owner: an order id is an int, not %.100s", Py_TYPE(oid)->tp_name);
+        return NULL;
+    }
+    v = PyLong_AsUnsignedLongLong(oid);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear(); /* below 0 or above 64 bits: no order's */
+        Py_RETURN_NONE;
+    }
+    link = srv_ledger_owner(self, v, &err);
+    if (err)
         return NULL;
     return Py_NewRef(link ? (PyObject *)link : Py_None);
 }
@@ -379,9 +403,14 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
     if (!link || !ledger_ready(self))
         return NULL;
     orders = link->orders;
-    while (PyDict_Next(orders, &pos, &key, &value))
-        if (ledger_discard(self->owners, key) < 0)
+    while (PyDict_Next(orders, &pos, &key, &value)) {
+        unsigned long long oid = PyLong_AsUnsignedLongLong(key); /* an order id srv_ledger_own made */
+
+        if (oid == (unsigned long long)-1 && PyErr_Occurred())
             return NULL;
+        if (ledger_discard(ledger_owners_of(self, oid), key) < 0)
+            return NULL;
+    }
     link->orders = PyDict_New();
     if (!link->orders) {
         link->orders = orders;
@@ -393,12 +422,44 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 
 PyDoc_STRVAR(ledger_owned_doc, "owned($self, account, /)\n--\n\n"
                                "(order id, instrument) of the open orders that sessions of `account` own\n"
-                               "(None: of every account).");
+                               "(None: of every account), by order id.");
+
+/* Append (order id, instrument) of each order in the owners' shard
+ * `owners` that a session of account `acc` owns (any, if `any`). */
+static int ledger_owned_in(srv_ledger *self, PyObject *owners, int any, unsigned long acc, PyObject *out)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+
+    while (PyDict_Next(owners, &pos, &key, &value)) {
+        int err = 0, rc;
+        srv_link *link = ledger_link_of(self, value, &err);
+        PyObject *o, *item;
+
+        if (err)
+            return -1;
+        if (!link)
+            continue; /* never: an owner's session stays attached (detach, attach, own) */
+        if (!any && (!link->logged_in || link->account != acc))
+            continue;
+        o = PyDict_GetItemWithError(link->orders, key);
+        if (!o) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        item = PyTuple_Pack(2, key, PyTuple_GET_ITEM(o, 0));
+        rc = item ? PyList_Append(out, item) : -1;
+        Py_XDECREF(item);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
 
 static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
 {
-    PyObject *out, *key, *value;
-    Py_ssize_t pos = 0;
+    PyObject *out;
     unsigned long acc = 0;
 
     if (!ledger_ready(self))
@@ -410,34 +471,17 @@ static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
     }
     if (!(out = PyList_New(0)))
         return NULL;
-    while (PyDict_Next(self->owners, &pos, &key, &value)) {
-        int err = 0;
-        srv_link *link = ledger_link_of(self, value, &err);
-        PyObject *o, *item;
-        int rc;
-
-        if (err)
-            goto fail;
-        if (!link)
-            continue; /* never: an owner's session stays attached (detach, attach, own) */
-        if (account != Py_None && (!link->logged_in || link->account != acc))
-            continue;
-        o = PyDict_GetItemWithError(link->orders, key);
-        if (!o) {
-            if (PyErr_Occurred())
-                goto fail;
-            continue;
+    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
+        if (ledger_owned_in(self, self->owners[i], account == Py_None, acc, out) < 0) {
+            Py_DECREF(out);
+            return NULL;
         }
-        item = PyTuple_Pack(2, key, PyTuple_GET_ITEM(o, 0));
-        rc = item ? PyList_Append(out, item) : -1;
-        Py_XDECREF(item);
-        if (rc < 0)
-            goto fail;
+    /* By order id (the order they were accepted in): the shards hold them in no useful order. */
+    if (PyList_Sort(out) < 0) {
+        Py_DECREF(out);
+        return NULL;
     }
     return out;
-fail:
-    Py_DECREF(out);
-    return NULL;
 }
 
 /* The account number `account` (a Python int): 0, or -1 with an exception set. */

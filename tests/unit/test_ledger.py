@@ -98,3 +98,45 @@ def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
         else:
             assert ledger.owner(10**9) is link and link.order(10**9) == (1, coid) and coids[coid] == 10**9
     assert len(failed_at) >= 4, f"allocations failed at {failed_at} only: not each dict's growth"
+
+
+def test_many_owners_kept_as_a_dict_keeps_them() -> None:
+    """Owners of orders with consecutive ids, ids apart by powers of two
+    and 64-bit ids, taken and let go in turn, against a dict; spread over
+    the shards the Ledger keeps them in (none holds much more than its
+    share: a dict that grows moves every entry at once)."""
+    ledger = Ledger()
+    links = [attached(ledger, sid) for sid in (1, 2, 3)]
+    for i, link in enumerate(links):
+        link.login(100 + i, False)
+    ids = list(range(1, 20_001)) + [k << 20 for k in range(1, 5_001)] + [2**64 - k for k in range(1, 1_001)]
+    model: dict[int, Link] = {}
+    for n, oid in enumerate(ids):
+        link = links[n % 3]
+        ledger.own(link, oid, n % 2, None)
+        model[oid] = link
+        if n % 3 == 0:  # let every third older one go
+            gone = ids[n // 2]
+            if gone in model:
+                ledger.forget(model.pop(gone), gone)
+    assert all(ledger.owner(oid) is model.get(oid) for oid in ids)
+    assert ledger.owned(None) == sorted((oid, ids.index(oid) % 2) for oid in model)
+    assert ledger.owned(101) == sorted((oid, ids.index(oid) % 2) for oid, link in model.items() if link is links[1])
+    shards = [d for d in gc.get_referents(ledger)
+              if isinstance(d, dict) and not any(isinstance(v, Link) for v in d.values())]  # not the sessions' dict
+    sizes = sorted(len(d) for d in shards)
+    assert sum(sizes) == len(model) and len(sizes) == 256
+    assert sizes[-1] <= 2 * len(model) / 256, sizes[-5:]
+    for oid in list(model):
+        ledger.forget(model.pop(oid), oid)
+    assert ledger.owned(None) == [] and all(len(d) == 0 for d in shards)
+
+
+def test_an_owner_is_asked_for_by_an_int() -> None:
+    ledger = Ledger()
+    link = attached(ledger, 1)
+    ledger.own(link, 2**64 - 1, 0, None)
+    assert ledger.owner(2**64 - 1) is link
+    assert ledger.owner(-1) is None and ledger.owner(2**64) is None and ledger.owner(0) is None
+    with pytest.raises(TypeError, match="an order id is an int"):
+        ledger.owner("1")  # type: ignore[arg-type]
