@@ -52,24 +52,14 @@ PAUSES = ("collections", "total_ms", "mean_us", "longest_us")
 ACK = ("p50", "p90", "p99", "p99.9")
 
 
-def stage_lines(log: list[str]) -> dict[str, dict[str, float]]:
-    """The last breakdown in a server's log: {stage: {figure: value}}."""
+def last_lines(log: list[str], event: str, key: str, figures: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """The last `event` line of each value of its field `key` in a server's
+    log (the last breakdown's): {that value: {figure: value}}."""
     out: dict[str, dict[str, float]] = {}
     for line in log:
-        if "event=stage_latency " in line:
+        if f"event={event} " in line:
             kv = dict(re.findall(r"(\w+)=(\S+)", line))
-            out[kv["stage"]] = {k: float(kv[k]) for k in FIGURES}
-    return out
-
-
-def pause_lines(log: list[str]) -> dict[str, dict[str, float]]:
-    """The collector's pauses of the last breakdown in a server's log:
-    {generation: {figure: value}}."""
-    out: dict[str, dict[str, float]] = {}
-    for line in log:
-        if "event=gc_pauses " in line:
-            kv = dict(re.findall(r"(\w+)=(\S+)", line))
-            out[kv["generation"]] = {k: float(kv[k]) for k in PAUSES}
+            out[kv[key]] = {k: float(kv[k]) for k in figures}
     return out
 
 
@@ -88,10 +78,10 @@ def run_traced(rate: float, duration: float, workers: int, every: int, server_ar
             code = stop_server(server)
         if proc.returncode != 0 or code != 0:
             raise SystemExit(f"the run failed (loadgen {proc.returncode}, server {code}):\n{proc.stdout}\n{proc.stderr}")
-        stages = stage_lines(server.lines)
+        stages = last_lines(server.lines, "stage_latency", "stage", FIGURES)
         if sorted(stages) != sorted(s for s, _, _ in STAGES):
             raise SystemExit("the server logged no complete breakdown:\n" + server.tail())
-        pauses = pause_lines(server.lines)
+        pauses = last_lines(server.lines, "gc_pauses", "generation", PAUSES)
         if sorted(pauses) != ["0", "1", "2"]:
             raise SystemExit("the server logged no collector pauses:\n" + server.tail())
         return {"loadgen": json.loads(out.read_text()), "stages": stages, "gc_pauses": pauses}

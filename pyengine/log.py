@@ -35,24 +35,25 @@ def _value(v: object) -> str:
 
 
 class Throttle:
-    """One log line per `interval` seconds at most, for a failure that may
-    come back at every turn of the event loop (a line and its traceback each
-    time would cost more than the failure): ``allow()`` is None while the
-    line is held back, else how many were held back since the last one."""
+    """One log line per `interval` seconds at most for each kind of failure
+    (its `key`: the exception's type, say), for a failure that may come back
+    at every turn of the event loop (a line and its traceback each time
+    would cost more than the failure); another kind is not held back by it.
+    ``allow(key)`` is None while the line is held back, else how many of
+    that kind were held back since its last line."""
 
     def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self._clock = clock
-        self._next = float("-inf")
-        self._held = 0
+        self._kinds: dict[object, tuple[float, int]] = {}  # key -> (next line's earliest time, held back)
 
-    def allow(self) -> int | None:
+    def allow(self, key: object = None) -> int | None:
         now = self._clock()
-        if now < self._next:
-            self._held += 1
+        earliest, held = self._kinds.get(key, (float("-inf"), 0))
+        if now < earliest:
+            self._kinds[key] = (earliest, held + 1)
             return None
-        held, self._held = self._held, 0
-        self._next = now + self.interval
+        self._kinds[key] = (now + self.interval, 0)
         return held
 
 

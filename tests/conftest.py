@@ -6,7 +6,9 @@ environment variable ``PYENGINE_HYPOTHESIS_PROFILE``.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,3 +31,14 @@ def _implementations() -> list[Any]:
 def engine_cls(request: pytest.FixtureRequest) -> Any:
     """An engine class: ``ReferenceEngine`` and ``pyengine.Engine``."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def pyengine_logger() -> Iterator[None]:
+    """The ``pyengine`` logger as each test found it: setup_logging() gives
+    it a handler of its own and stops its propagation, which would keep
+    later tests' caplog from seeing its records."""
+    logger = logging.getLogger("pyengine")
+    state = (list(logger.handlers), logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = state

@@ -216,8 +216,9 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
         PyObject *links = PyDict_New(), *owners[SRV_OWNER_SHARDS];
         int made = links != NULL;
 
-        for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
-            made &= (owners[i] = PyDict_New()) != NULL;
+        memset(owners, 0, sizeof(owners));
+        for (size_t i = 0; made && i < SRV_OWNER_SHARDS; i++)
+            made = (owners[i] = PyDict_New()) != NULL;
         if (!made) { /* all or nothing */
             srv_meters_destroy(&self->meters);
             Py_XDECREF(links);
@@ -422,7 +423,7 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 
 PyDoc_STRVAR(ledger_owned_doc, "owned($self, account, /)\n--\n\n"
                                "(order id, instrument) of the open orders that sessions of `account` own\n"
-                               "(None: of every account), by order id.");
+                               "(None: of every account), in no particular order.");
 
 /* Append (order id, instrument) of each order in the owners' shard
  * `owners` that a session of account `acc` owns (any, if `any`). */
@@ -476,11 +477,6 @@ static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
             Py_DECREF(out);
             return NULL;
         }
-    /* By order id (the order they were accepted in): the shards hold them in no useful order. */
-    if (PyList_Sort(out) < 0) {
-        Py_DECREF(out);
-        return NULL;
-    }
     return out;
 }
 

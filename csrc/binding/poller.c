@@ -226,7 +226,7 @@ static srv_link *poller_link(PyObject *o, const char *usage)
 PyDoc_STRVAR(poller_watch_doc,
              "watch($self, link, inbox, /)\n--\n\n"
              "Read link's socket (its fd) into inbox at each turn it is ready, until it is handed over\n"
-             "(PollerEvents.handed) or unwatched. ValueError if the descriptor is watched already.");
+             "(PollerEvents.handed) or unwatched. ValueError if the Link or its descriptor is watched already.");
 
 static PyObject *poller_watch(srv_poller *self, PyObject *const *args, Py_ssize_t nargs)
 {

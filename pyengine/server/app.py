@@ -343,6 +343,7 @@ class Server:
             session.close(session.close_reason or "reader_done")
             writer.join(timeout=5)
             writer.kill()
+            self.poller.unwatch(session.link)  # the reader has; forget_socket refuses a watched Link
             session.link.forget_socket()  # its number may be another connection's next
             sock.close()
             log.info("session_close", extra=fields(sid=session.sid, peer=peer, reason=session.close_reason,
@@ -394,8 +395,8 @@ class Server:
             self.commands.flush()
             try:
                 self.flush_sessions()
-            except Exception:  # a session's failure, re-raised once every session was told
-                held = self._flush_failures.allow()
+            except Exception as exc:  # a session's failure, re-raised once every session was told
+                held = self._flush_failures.allow(type(exc))
                 if held is not None:
                     log.exception("flush_failed", extra=fields(held_back=held))
 
@@ -432,7 +433,7 @@ class Server:
 
     def turn_failed(self, error: BaseException) -> None:
         # A lost flush report (MemoryError) is given again by the next flush.
-        held = self._turn_failures.allow()
+        held = self._turn_failures.allow(type(error))
         if held is not None:
             log.error("turn_failed", extra=fields(held_back=held), exc_info=error)
 

@@ -48,6 +48,10 @@ def test_a_throttle_lets_one_line_through_an_interval_and_counts_the_rest() -> N
     assert throttle.allow() is None
     now[0] = 105.0
     assert throttle.allow() == 1 and throttle.allow() is None
+    # Another kind of failure is not held back by the first: each its own line a second.
+    assert throttle.allow(OSError) == 0 and throttle.allow(OSError) is None and throttle.allow() is None
+    now[0] = 106.0
+    assert throttle.allow(OSError) == 1 and throttle.allow() == 2
 
 
 def test_a_failing_turn_is_logged_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
@@ -67,5 +71,9 @@ def test_a_failing_turn_is_logged_once_a_second(caplog: pytest.LogCaptureFixture
         assert lines[0].exc_info is not None and lines[0].exc_info[0] is MemoryError
         assert lines[0].kv == {"held_back": 0}  # type: ignore[attr-defined]
         assert len(lines) + sum(r.kv["held_back"] for r in lines[1:]) <= 1000  # type: ignore[attr-defined]
+        server.turn_failed(OSError("another kind"))  # not held back by the first kind
+        (other,) = [r for r in caplog.records if r.getMessage() == "turn_failed" and r.exc_info
+                    and r.exc_info[0] is OSError]
+        assert other.kv == {"held_back": 0}  # type: ignore[attr-defined]
     finally:
         server.stop()
