@@ -136,7 +136,8 @@ def main() -> int:
     print("| generation | collections | total ms | mean µs | longest µs |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for g, f in pauses.items():
-        print(f"| {g} | {f['collections']:,.0f} | {f['total_ms']:,.1f} | {f['mean_us']:,.1f} | {f['longest_us']:,.1f} |")
+        print(f"| {g} | {f['collections']:,.0f} | {f['total_ms']:,.1f} | {f['mean_us']:,.1f} | "
+              f"{f['longest_us']:,.1f} |")
     print("\nOrder to ack at the load generator (µs):\n")
     print("| server | achieved | " + " | ".join(f"ack {k}" for k in ACK) + " | errors |")
     print("| --- | ---: | " + " | ".join("---:" for _ in ACK) + " | ---: |")

@@ -366,7 +366,8 @@ static PyObject *ledger_own(srv_ledger *self, PyObject *args)
     }
     if (PyDict_GetItemWithError(self->links, link->sid_key) != o) {
         if (!PyErr_Occurred())
-            PyErr_Format(PyExc_ValueError, "session %lu is not attached: it cannot own orders", (unsigned long)link->sid);
+            PyErr_Format(PyExc_ValueError, "session %lu is not attached: it cannot own orders",
+                         (unsigned long)link->sid);
         return NULL;
     }
     if (srv_ledger_own(self, link, oid, (uint32_t)inst, coid) < 0)

@@ -24,9 +24,9 @@ total         read        written     all of it
 A stage's minimum below 0 would mean stamps out of order: with one clock
 for every thread, it never is.
 
-Tracing also times the cyclic collector's pauses from the server's start
-(``CollectorPauses``): a collection stops the event loop, and every order
-that arrives meanwhile waits for it. They are logged beside the stages, a
+Tracing also times the cyclic collector's pauses while the server runs,
+from its listening to its stop (``CollectorPauses``): a collection stops
+the event loop, and every order that arrives meanwhile waits for it. They are logged beside the stages, a
 ``gc_pauses`` line per generation: collections, their total time (ms) and
 mean and longest (µs).
 """
