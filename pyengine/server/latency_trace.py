@@ -26,9 +26,9 @@ for every thread, it never is.
 
 Tracing also times the cyclic collector's pauses while the server runs,
 from its listening to its stop (``CollectorPauses``): a collection stops
-the event loop, and every order that arrives meanwhile waits for it. They are logged beside the stages, a
-``gc_pauses`` line per generation: collections, their total time (ms) and
-mean and longest (µs).
+the event loop, and every order that arrives meanwhile waits for it. They
+are logged beside the stages, a ``gc_pauses`` line per generation:
+collections, their total time (ms) and mean and longest (µs).
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from .._server import LatencyTrace, Ledger, stage_times
 from ..log import fields
 from .engine_thread import EngineThread
 
-__all__ = ["STAGES", "CollectorPauses", "GenerationPauses", "StageFigures", "breakdown", "log_breakdown", "start_trace"]
+__all__ = ["STAGES", "CollectorPauses", "GenerationPauses", "StageFigures", "breakdown", "log_breakdown",
+           "start_trace"]
 
 log = logging.getLogger("pyengine.server")
 
