@@ -138,14 +138,17 @@ void runner_destroy(struct runner *r);
 void runner_get_stats(struct runner *r, struct runner_stats *out);
 
 /*
- * The producer's fast path as a table of function pointers, for a second
- * binding in the same process (the CPython extension pyengine._server feeds
- * the input ring through it instead of carrying a copy of the runner).
- * `size` is sizeof(struct runner_api); fields are only ever appended.
+ * The producer's and the consumer's fast paths as a table of function
+ * pointers, for a second binding in the same process (the CPython extension
+ * pyengine._server feeds the input ring and drains the output ring through
+ * it instead of carrying a copy of the runner). `size` is
+ * sizeof(struct runner_api); fields are only ever appended.
  */
 struct runner_api {
     size_t size;
     size_t (*submit)(struct runner *r, const struct runner_cmd *cmds, size_t n);
+    size_t (*poll)(struct runner *r, struct runner_event *out, size_t max);
+    int (*journal_error)(const struct runner *r);
 };
 const struct runner_api *runner_api(void);
 

@@ -538,6 +538,8 @@ const struct runner_api *runner_api(void)
     static const struct runner_api api = {
         .size = sizeof(api),
         .submit = runner_submit,
+        .poll = runner_poll,
+        .journal_error = runner_journal_error,
     };
     return &api;
 }

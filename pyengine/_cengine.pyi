@@ -353,6 +353,8 @@ class struct_runner_api(CData):
 
     size: int
     submit: FunctionPtr
+    poll: FunctionPtr
+    journal_error: FunctionPtr
     @overload
     def __getitem__(self, index: int, /) -> struct_runner_api: ...
     @overload

@@ -129,6 +129,8 @@ class Poller:
     turns: int
     reads: int
     def __init__(self, intake: Intake, events: PollerEvents) -> None: ...
+    after_push: Callable[[], object] | None
+    """Called at each turn's end, after the push and before the output is written."""
     def turn(self) -> None:
         """Read every ready socket once, carry out its frames, push, flush; never raises."""
     def watch(self, link: Link, inbox: Inbox, /) -> None: ...
@@ -151,7 +153,14 @@ class Router:
         dumps: Callable[[Any], bytes],
         status: OrderStatus | None = None,
     ) -> None: ...
+    journal_error: int
+    """The attached runner's journal error: 0 while it works, else its errno."""
     def route(self, events: Any, n: int, /) -> None: ...
+    def attach(self, runner: int, api: int, wake_fd: int, flush_market_data: Callable[[], object], /) -> None:
+        """Drain the runner at address `runner` through the runner_api at `api`."""
+    def detach(self) -> None: ...
+    def route_ready(self) -> int:
+        """Take up to 4096 events from the runner and route them; 0: none, the wake-up armed."""
 
 class LatencyTrace:
     """Stamps of one new order in `every` on its way through the server (csrc/binding/trace.c)."""

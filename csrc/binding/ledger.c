@@ -756,24 +756,12 @@ PyDoc_STRVAR(commands_attach_doc,
 
 static PyObject *commands_attach(srv_commands *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    unsigned long long runner, api;
-
     if (nargs != 3 || !PyObject_TypeCheck(args[2], &srv_ledger_type)) {
         PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, ledger)");
         return NULL;
     }
-    runner = PyLong_AsUnsignedLongLong(args[0]);
-    if (runner == (unsigned long long)-1 && PyErr_Occurred())
+    if (srv_runner_addresses(args[0], args[1], &self->runner, &self->api) < 0)
         return NULL;
-    api = PyLong_AsUnsignedLongLong(args[1]);
-    if (api == (unsigned long long)-1 && PyErr_Occurred())
-        return NULL;
-    if (!runner || !api || ((const struct runner_api *)(uintptr_t)api)->size < sizeof(struct runner_api)) {
-        PyErr_SetString(PyExc_ValueError, "attach: not a runner and a runner_api");
-        return NULL;
-    }
-    self->runner = (struct runner *)(uintptr_t)runner;
-    self->api = (const struct runner_api *)(uintptr_t)api;
     Py_XSETREF(self->ledger, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }

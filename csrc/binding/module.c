@@ -31,6 +31,24 @@ PyObject *srv_take_error(void)
     return value ? value : Py_NewRef(Py_None);
 }
 
+int srv_runner_addresses(PyObject *runner, PyObject *api, struct runner **r, const struct runner_api **a)
+{
+    unsigned long long rv = PyLong_AsUnsignedLongLong(runner), av;
+
+    if (rv == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    av = PyLong_AsUnsignedLongLong(api);
+    if (av == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (!rv || !av || ((const struct runner_api *)(uintptr_t)av)->size < sizeof(struct runner_api)) {
+        PyErr_SetString(PyExc_ValueError, "attach: not a runner and a runner_api");
+        return -1;
+    }
+    *r = (struct runner *)(uintptr_t)rv;
+    *a = (const struct runner_api *)(uintptr_t)av;
+    return 0;
+}
+
 int64_t srv_monotonic_ns(void)
 {
     struct timespec ts;

@@ -5,10 +5,12 @@
  * The event loop watches one descriptor, the Poller's epoll instance, and
  * calls turn() when it is readable. A turn reads every ready session socket
  * once into its Inbox and has the Intake carry out the frames there, then
- * pushes the commands gathered to the engine thread in one go and writes
- * every session's queued output (Ledger.flush): no Python runs for a turn
- * of plain orders, and one ring operation and one wake-up of the engine
- * thread serve every socket of the turn.
+ * pushes the commands gathered to the engine thread in one go, calls
+ * after_push if set (the dispatcher's, which routes what the engine thread
+ * has answered by then: sharing this CPU, it often has), and writes every
+ * session's queued output (Ledger.flush): one ring operation and one wake-up
+ * of the engine thread serve every socket of the turn, and answers given
+ * during the turn go out with it, without waking the event loop again.
  *
  * What may wait (a request that is Python's, a full command buffer) and
  * what ends a session (its peer closed, a read that failed, a broken frame)
@@ -45,6 +47,7 @@ typedef struct {
     srv_intake *intake;
     /* PollerEvents, bound once */
     PyObject *on_handed, *on_push_short, *on_flushed, *on_failed;
+    PyObject *after_push; /* NULL, or called after each turn's push */
     struct poll_entry *entries; /* by descriptor */
     size_t n_entries;
     Py_ssize_t watched;
@@ -154,8 +157,9 @@ out:
     Py_DECREF(inbox);
 }
 
-/* The turn's end: the commands to the engine thread, the output to the
- * sockets. */
+/* The turn's end: the commands to the engine thread, then after_push (the
+ * engine thread, sharing this CPU, may have answered them already: their
+ * answers go out with this turn's output), the output to the sockets. */
 static void poller_finish(srv_poller *self)
 {
     int rc = srv_commands_push(self->intake->commands);
@@ -165,6 +169,12 @@ static void poller_finish(srv_poller *self)
         poller_failed(self);
     else if (rc == 0)
         poller_call(self, self->on_push_short, NULL, 0);
+    if (self->after_push) {
+        PyObject *after = Py_NewRef(self->after_push); /* it may set after_push */
+
+        poller_call(self, after, NULL, 0);
+        Py_DECREF(after);
+    }
     report = srv_outbox_flush(self->intake->ledger);
     if (!report) {
         poller_failed(self); /* the links it could not report are listed again */
@@ -391,6 +401,7 @@ static int poller_traverse(srv_poller *self, visitproc visit, void *arg)
     Py_VISIT(self->on_push_short);
     Py_VISIT(self->on_flushed);
     Py_VISIT(self->on_failed);
+    Py_VISIT(self->after_push);
     for (size_t fd = 0; fd < self->n_entries; fd++) {
         Py_VISIT(self->entries[fd].link);
         Py_VISIT(self->entries[fd].inbox);
@@ -405,6 +416,7 @@ static int poller_clear(srv_poller *self)
     Py_CLEAR(self->on_push_short);
     Py_CLEAR(self->on_flushed);
     Py_CLEAR(self->on_failed);
+    Py_CLEAR(self->after_push);
     /* intake stays: a closed Poller's turn() and watch() look at epfd first */
     return 0;
 }
@@ -434,6 +446,28 @@ static PyMemberDef poller_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 
+static PyObject *poller_get_after_push(srv_poller *self, void *Py_UNUSED(closure))
+{
+    return Py_NewRef(self->after_push ? self->after_push : Py_None);
+}
+
+static int poller_set_after_push(srv_poller *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value && value != Py_None && !PyCallable_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "after_push is a callable or None");
+        return -1;
+    }
+    Py_XSETREF(self->after_push, value && value != Py_None ? Py_NewRef(value) : NULL);
+    return 0;
+}
+
+static PyGetSetDef poller_getset[] = {
+    {"after_push", (getter)poller_get_after_push, (setter)poller_set_after_push,
+     "None, or called with no arguments at each turn's end, after the commands are pushed and\n"
+     "before the output is written (what it raises goes to turn_failed)", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 PyTypeObject srv_poller_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Poller",
     .tp_basicsize = sizeof(srv_poller),
@@ -446,4 +480,5 @@ PyTypeObject srv_poller_type = {
     .tp_clear = (inquiry)poller_clear,
     .tp_methods = poller_methods,
     .tp_members = poller_members,
+    .tp_getset = poller_getset,
 };

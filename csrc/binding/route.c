@@ -1,8 +1,11 @@
 /*
  * route.c - Router: the engine's events, routed and answered.
  *
- * The dispatcher (pyengine/server/dispatch.py) takes events from the engine
- * thread in batches and hands each batch to Router.route(). For each event
+ * The Router takes the engine thread's events itself, a batch at a time
+ * (route_ready(): through the runner's function table, from the runner it
+ * is attached to), when the dispatcher (pyengine/server/dispatch.py) asks:
+ * at the end of a Poller turn, on the engine thread's wake-up, or from the
+ * dispatcher's greenlet; Router.route() routes a batch given. For each event
  * this file finds the request it answers (the command's tag: the session's
  * Link, then its pending request), keeps the Ledger (owners, open and
  * in-flight orders), keeps the market data (books.c) and answers the events
@@ -26,8 +29,11 @@
  */
 #include "server.h"
 
+#include <errno.h>
+#include <limits.h>
 #include <structmember.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     PyObject_HEAD
@@ -42,6 +48,15 @@ typedef struct {
     PyObject *on_mmp;
     PyObject *on_accepted_late, *on_accepted_unowned, *on_unowned_gone;
     unsigned long long trades, orders;
+    /* The engine thread it drains (attach): its runner, the runner's
+       function table, the eventfd that wakes its consumer; the events
+       taken go through `taken`; `flush_md` sends what they changed to the
+       market data's subscribers. */
+    struct runner *runner;
+    const struct runner_api *api;
+    int wake_fd;
+    struct runner_event *taken;
+    PyObject *flush_md;
 } srv_router;
 
 static PyObject *route_session(srv_link *link)
@@ -409,38 +424,15 @@ static int route_request(srv_router *self, const struct eng_event *ev, uint64_t 
     return rc;
 }
 
-PyDoc_STRVAR(route_route_doc, "route($self, events, n, /)\n--\n\n"
-                              "Route the first n records of `events` (a buffer of struct runner_event).");
-
-static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t nargs)
+/* Route the n events of `evs`: 0, or -1 with an exception set (the events
+ * after the one that failed are not routed). */
+static int route_events(srv_router *self, const struct runner_event *evs, Py_ssize_t n)
 {
-    Py_buffer view;
-    Py_ssize_t n;
-    const struct runner_event *evs;
     srv_link *link = NULL;
     PyObject *info = NULL;
     uint64_t last_tag = 0;
     int have_tag = 0, rc = 0;
 
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "route takes (events, n)");
-        return NULL;
-    }
-    if (!self->ledger) {
-        PyErr_SetString(PyExc_ValueError, "the Router is not initialised");
-        return NULL;
-    }
-    n = PyLong_AsSsize_t(args[1]);
-    if (n == -1 && PyErr_Occurred())
-        return NULL;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
-        return NULL;
-    if (n < 0 || (size_t)n > (size_t)view.len / sizeof(struct runner_event)) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "n is more records than the buffer holds");
-        return NULL;
-    }
-    evs = view.buf;
     if (self->ledger->meters.trace)
         srv_trace_popped(self->ledger->meters.trace);
     for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
@@ -480,10 +472,160 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
     }
     Py_XDECREF(link);
     Py_XDECREF(info);
+    return rc < 0 ? -1 : 0;
+}
+
+PyDoc_STRVAR(route_route_doc, "route($self, events, n, /)\n--\n\n"
+                              "Route the first n records of `events` (a buffer of struct runner_event).");
+
+static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer view;
+    Py_ssize_t n;
+    int rc;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "route takes (events, n)");
+        return NULL;
+    }
+    if (!self->ledger) {
+        PyErr_SetString(PyExc_ValueError, "the Router is not initialised");
+        return NULL;
+    }
+    n = PyLong_AsSsize_t(args[1]);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (n < 0 || (size_t)n > (size_t)view.len / sizeof(struct runner_event)) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "n is more records than the buffer holds");
+        return NULL;
+    }
+    rc = route_events(self, view.buf, n);
     PyBuffer_Release(&view);
     if (rc < 0)
         return NULL;
     Py_RETURN_NONE;
+}
+
+/* ---- draining the engine thread ---------------------------------------------------- */
+
+enum { ROUTE_TAKE = 4096 }; /* events taken from the output ring at a time */
+
+PyDoc_STRVAR(route_attach_doc,
+             "attach($self, runner, api, wake_fd, flush_market_data, /)\n--\n\n"
+             "Drain the runner at address `runner` (a struct runner *) through the struct runner_api at\n"
+             "address `api` (runner_api()); `wake_fd` is its consumer's eventfd, `flush_market_data` is\n"
+             "called after a batch that changed what subscribers see. The runner must outlive the\n"
+             "attachment: detach() before it is destroyed.");
+
+static PyObject *route_attach(srv_router *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    struct runner *runner;
+    const struct runner_api *api;
+    long fd;
+
+    if (nargs != 4 || !PyCallable_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, wake_fd, flush_market_data)");
+        return NULL;
+    }
+    if (!self->ledger) {
+        PyErr_SetString(PyExc_ValueError, "the Router is not initialised");
+        return NULL;
+    }
+    fd = PyLong_AsLong(args[2]);
+    if (fd == -1 && PyErr_Occurred())
+        return NULL;
+    if (fd < 0 || fd > INT_MAX) {
+        PyErr_SetString(PyExc_ValueError, "attach: wake_fd is not a descriptor");
+        return NULL;
+    }
+    if (srv_runner_addresses(args[0], args[1], &runner, &api) < 0)
+        return NULL;
+    if (!self->taken && !(self->taken = PyMem_Malloc(ROUTE_TAKE * sizeof(*self->taken))))
+        return PyErr_NoMemory();
+    self->runner = runner;
+    self->api = api;
+    self->wake_fd = (int)fd;
+    Py_XSETREF(self->flush_md, Py_NewRef(args[3]));
+    Py_RETURN_NONE;
+}
+
+static void route_unattach(srv_router *self)
+{
+    self->runner = NULL;
+    self->api = NULL;
+    self->wake_fd = -1;
+    Py_CLEAR(self->flush_md);
+}
+
+PyDoc_STRVAR(route_detach_doc, "detach($self, /)\n--\n\n"
+                               "Drain nothing from now on (the runner is about to be destroyed).");
+
+static PyObject *route_detach(srv_router *self, PyObject *Py_UNUSED(ignored))
+{
+    route_unattach(self);
+    Py_RETURN_NONE;
+}
+
+static int route_attached(srv_router *self)
+{
+    if (self->runner)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "the Router is attached to no runner");
+    return -1;
+}
+
+/*
+ * Take what the output ring holds. When it holds nothing, the consumer's
+ * wake-up is cleared and the ring looked at once more: the runner arms the
+ * wake-up as it finds the ring empty, and the engine thread writes the
+ * eventfd at its next publish, so clearing it before that last look loses
+ * no wake-up, and the event loop is not woken for events taken here.
+ */
+static size_t route_take(srv_router *self)
+{
+    uint64_t count;
+    size_t n = self->api->poll(self->runner, self->taken, ROUTE_TAKE);
+
+    if (n)
+        return n;
+    /* Non-blocking: EAGAIN when it was not written. */
+    while (read(self->wake_fd, &count, sizeof(count)) < 0 && errno == EINTR)
+        ;
+    return self->api->poll(self->runner, self->taken, ROUTE_TAKE);
+}
+
+PyDoc_STRVAR(route_route_ready_doc,
+             "route_ready($self, /)\n--\n\n"
+             "Take up to 4096 events from the attached runner's output ring and route them, then flush the\n"
+             "market data if they changed it; how many were taken. 0: none, and the wake-up armed (the\n"
+             "eventfd turns readable when events come).");
+
+static PyObject *route_route_ready(srv_router *self, PyObject *Py_UNUSED(ignored))
+{
+    size_t n;
+    PyObject *r;
+
+    if (route_attached(self) < 0)
+        return NULL;
+    n = route_take(self);
+    if (n && route_events(self, self->taken, (Py_ssize_t)n) < 0)
+        return NULL;
+    if (PyDict_GET_SIZE(self->md.changes) || PyDict_GET_SIZE(self->md.trades)) {
+        if (!(r = PyObject_CallNoArgs(self->flush_md)))
+            return NULL;
+        Py_DECREF(r);
+    }
+    return PyLong_FromSize_t(n);
+}
+
+static PyObject *route_get_journal_error(srv_router *self, void *Py_UNUSED(closure))
+{
+    if (route_attached(self) < 0)
+        return NULL;
+    return PyLong_FromLong(self->api->journal_error(self->runner));
 }
 
 /* ---- the type -------------------------------------------------------------------- */
@@ -591,6 +733,7 @@ static int route_traverse(srv_router *self, visitproc visit, void *arg)
     Py_VISIT(self->on_accepted_late);
     Py_VISIT(self->on_accepted_unowned);
     Py_VISIT(self->on_unowned_gone);
+    Py_VISIT(self->flush_md);
     return 0;
 }
 
@@ -613,6 +756,7 @@ static int route_clear(srv_router *self)
     Py_CLEAR(self->on_accepted_late);
     Py_CLEAR(self->on_accepted_unowned);
     Py_CLEAR(self->on_unowned_gone);
+    route_unattach(self);
     return 0;
 }
 
@@ -620,12 +764,22 @@ static void route_dealloc(srv_router *self)
 {
     PyObject_GC_UnTrack(self);
     route_clear(self);
+    PyMem_Free(self->taken);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyMethodDef route_methods[] = {
     {"route", (PyCFunction)(void (*)(void))route_route, METH_FASTCALL, route_route_doc},
+    {"attach", (PyCFunction)(void (*)(void))route_attach, METH_FASTCALL, route_attach_doc},
+    {"detach", (PyCFunction)route_detach, METH_NOARGS, route_detach_doc},
+    {"route_ready", (PyCFunction)route_route_ready, METH_NOARGS, route_route_ready_doc},
     {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef route_getset[] = {
+    {"journal_error", (getter)route_get_journal_error, NULL,
+     "the attached runner's journal error: 0 while it works, else its errno", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMemberDef route_members[] = {
@@ -648,4 +802,5 @@ PyTypeObject srv_router_type = {
     .tp_clear = (inquiry)route_clear,
     .tp_methods = route_methods,
     .tp_members = route_members,
+    .tp_getset = route_getset,
 };

@@ -440,6 +440,11 @@ PyObject *srv_method(PyObject *obj, const char *name);
 /* The exception set now, taken (cleared) as an instance with its traceback
  * attached (a new reference). */
 PyObject *srv_take_error(void);
+/* The addresses of a struct runner and of its struct runner_api (runner_api()),
+ * as Python ints, into *r and *a: 0, or -1 with an exception set (ValueError
+ * for 0 or a table older than this build's). Nothing else can be checked:
+ * the caller vouches for the addresses. */
+int srv_runner_addresses(PyObject *runner, PyObject *api, struct runner **r, const struct runner_api **a);
 /* CLOCK_MONOTONIC in nanoseconds (time.monotonic_ns()'s clock). */
 int64_t srv_monotonic_ns(void);
 /* `tuple` (NULL passes through), taken out of the cyclic collector's walks

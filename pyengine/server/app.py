@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gevent
@@ -215,6 +216,12 @@ class Server:
         if self._poll_watcher is None:
             self._poll_watcher = self.hub.loop.io(self.poller.fileno(), 1)
             self._poll_watcher.start(self.poller.turn)
+
+    def route_in_turns(self, callback: Callable[[], None] | None) -> None:
+        """Have the Poller call `callback` at the end of each of its turns,
+        after it pushed the turn's commands and before it writes the output
+        (the dispatcher's, while the hub routes); None: no more."""
+        self.poller.after_push = callback
 
     def _bind(self) -> StreamServer:
         """The listening socket, bound; accepting starts with `start`."""

@@ -1,14 +1,18 @@
 """The dispatcher: takes events from the engine thread and routes them.
 
-The engine thread's eventfd wakes the gevent hub, which drains the output
-ring in batches itself (a watcher's callback: no greenlet switch; the
-greenlet does what may wait), and for each event: replies to the session whose
-request caused it (matched by the command's tag, echoing its ``req_id``),
-sends fills to both sides' sessions, and feeds market data. The loop over the
-events is the Router's (csrc/binding/route.c), in C; the Dispatcher is its
-``RouterEvents`` (seam.py): the Router calls the methods below, by those
-names, for the rare events. Sessions, owners and books change only here and
-in the session greenlets of the same OS thread, so nothing needs a lock.
+The gevent hub drains the output ring in batches itself, with no greenlet
+switch (the greenlet does what may wait): at the end of each of the Poller's
+turns, right after it pushed the turn's commands (the engine thread shares
+the event loop's CPU and has often answered by then, so the answers go out
+with the turn's output and the loop is not woken again for them), and
+whenever the engine thread's eventfd wakes it. For each event: replies to the
+session whose request caused it (matched by the command's tag, echoing its
+``req_id``), sends fills to both sides' sessions, and feeds market data. The
+taking and the loop over the events are the Router's (csrc/binding/route.c),
+in C; the Dispatcher is its ``RouterEvents`` (seam.py): the Router calls the
+methods below, by those names, for the rare events. Sessions, owners and
+books change only here and in the session greenlets of the same OS thread,
+so nothing needs a lock.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 import orjson
 
-from .._ffi import ffi
 from .._server import Ledger, OrderStatus, Router
 from ..log import fields
 from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
@@ -60,11 +64,11 @@ class DispatchHost(Protocol):
 
     def sessions_of(self, account: int) -> list[Session]: ...
 
+    def route_in_turns(self, callback: Callable[[], None] | None) -> None: ...
+
 __all__ = ["Dispatcher", "DispatchHost", "JournalFailed"]
 
 log = logging.getLogger("pyengine.server")
-
-_BATCH = 4096
 
 
 class JournalFailed(OSError):
@@ -90,8 +94,6 @@ class Dispatcher:
     def __init__(self, server: DispatchHost) -> None:
         self.server = server
         self.ledger = server.ledger
-        self._buf = ffi.new("struct runner_event[]", _BATCH)
-        self._raw = memoryview(ffi.buffer(self._buf))
         self._cod: list[int] = []  # orders of closed sessions, to cancel
         self.mmp_trips = 0  # market-maker protection trips routed
         self._handoff: Handoff | None = None  # run()'s (handoff.py)
@@ -105,6 +107,7 @@ class Dispatcher:
             dumps=orjson.dumps,
             status=server.order_status,
         )
+        server.engine.drain_into(self._router, server.marketdata.flush)
 
     @property
     def trades(self) -> int:
@@ -118,50 +121,71 @@ class Dispatcher:
 
     def run(self) -> None:
         """Route events until the engine thread has stopped and nothing is
-        left. The engine thread's wake-ups are handled in the hub itself
-        (_on_events: take and route what is there, no greenlet switch); this
-        greenlet takes over for what may wait -- orders of closed sessions
-        to cancel, the journal's failure, the stop -- and whenever the hub
-        hands it something to raise."""
+        left. The hub routes while this greenlet waits (_on_events, _in_turn:
+        no greenlet switch); this greenlet takes over for what may wait --
+        orders of closed sessions to cancel, the journal's failure, the stop
+        -- and whenever the hub hands it something to raise."""
         engine = self.server.engine
         handoff = self._handoff = Handoff(self.server.hub.loop, engine.fd, self._on_events)
         try:
             while True:
-                n = engine.poll(self._buf, _BATCH)
-                if n:
-                    self.route(n)
+                if self._route_ready():
                     continue
-                err = engine.journal_error()
+                if self._cod and not self.server.stopping:
+                    self._cancel_orphans()
+                    continue
+                err = self._router.journal_error
                 if err:
                     self._drain_failed()
                     raise JournalFailed(err)
                 if self.server.stopping and not engine.stats()["running"]:
-                    n = engine.poll(self._buf, _BATCH)
-                    if not n:
+                    if not self._route_ready():
                         return
-                    self.route(n)
                     continue
-                handoff.wait()  # nothing there, the wake-up armed: the hub routes from here
+                # Nothing there, the wake-up armed: the hub routes from here.
+                self.server.route_in_turns(self._in_turn)
+                try:
+                    handoff.wait()
+                finally:
+                    self.server.route_in_turns(None)
         finally:
             handoff.close()
 
     def _on_events(self) -> None:
-        """The engine thread's wake-up, in the hub: route every event there,
-        as route() does but for the orders of closed sessions, which may
-        wait for room in the command buffer (the greenlet's, then)."""
-        engine, handoff = self.server.engine, self._handoff
+        """The engine thread's wake-up, in the hub: route every event there;
+        the orders of closed sessions to cancel are the greenlet's (that may
+        wait for room in the command buffer)."""
+        handoff = self._handoff
         assert handoff is not None  # run() set it before starting the watcher
         try:
-            os.read(engine.fd, 8)
-        except BlockingIOError:
-            pass
-        try:
-            while n := engine.poll(self._buf, _BATCH):
-                self._route_batch(n)
-            if self._cod or self.server.stopping or engine.journal_error():
-                handoff.hand_over(None)
+            while self._route_ready():
+                pass
+            self._hand_over_if_due(handoff)
         except BaseException as exc:  # the dispatcher greenlet raises it
             handoff.hand_over(exc)
+
+    def _in_turn(self) -> None:
+        """The Poller's after_push, in the hub while the greenlet waits:
+        route what the engine thread has answered so far; the Poller writes
+        it out next, with the rest of its turn's output."""
+        handoff = self._handoff
+        if handoff is None or not handoff.waiting:
+            return  # handed over earlier in this turn of the loop
+        try:
+            while self._router.route_ready():
+                pass
+            if self.server.closed_sessions:
+                self.server.sweep_closed()
+            self._hand_over_if_due(handoff)
+        except BaseException as exc:  # the dispatcher greenlet raises it
+            handoff.hand_over(exc)
+
+    def _hand_over_if_due(self, handoff: Handoff) -> None:
+        """After the hub routed everything there: the greenlet's turn if it
+        has orders of closed sessions to cancel, the server stops, or the
+        journal failed (whose wake-up the routing may have taken)."""
+        if self._cod or self.server.stopping or self._router.journal_error:
+            handoff.hand_over(None)
 
     def _drain_failed(self, patience: float = 1.0) -> None:
         """The journal failed: stop the engine thread and route what it
@@ -174,29 +198,23 @@ class Dispatcher:
         engine.request_stop()
         deadline = time.monotonic() + patience
         while time.monotonic() < deadline:
-            n = engine.poll(self._buf, _BATCH)
-            if n:
-                self.route(n)
-            elif not engine.stats()["running"]:
+            if self._route_ready():
+                continue
+            if not engine.stats()["running"]:
                 return
-            else:
-                gevent.sleep(0.002)
+            gevent.sleep(0.002)
 
-    def route(self, n: int) -> None:
-        """Route the first `n` events of the buffer: the Router (C) runs the
-        loop and calls the RouterEvents methods below for the rare events."""
-        self._route_batch(n, orphans=True)
-
-    def _route_batch(self, n: int, orphans: bool = False) -> None:
-        """route(); without `orphans`, the orders of closed sessions are left
-        for the greenlet to cancel (that may wait), and nothing here waits."""
-        self._router.route(self._raw, n)
-        self.server.marketdata.flush()
-        self.server.flush_sessions()
-        if orphans and self._cod and not self.server.stopping:
-            self._cancel_orphans()
-        if self.server.closed_sessions:
-            self.server.sweep_closed()
+    def _route_ready(self) -> int:
+        """Route a batch of what the engine thread has ready (the Router
+        takes it and runs the loop, in C, calling the RouterEvents methods
+        below for the rare events) and write it out; how many events.
+        Nothing here waits."""
+        n = self._router.route_ready()
+        if n:
+            self.server.flush_sessions()
+            if self.server.closed_sessions:
+                self.server.sweep_closed()
+        return n
 
     # ---- RouterEvents ------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._ffi import ffi, lib
@@ -21,7 +22,7 @@ from .config import InstrumentConfig, ServerConfig
 
 if TYPE_CHECKING:
     from .._cengine import Chars, VoidPtr
-    from .._server import CommandBuffer, Ledger
+    from .._server import CommandBuffer, Ledger, Router
 
 __all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
 
@@ -68,7 +69,7 @@ class EngineThread:
     def __init__(self, config: ServerConfig, *, replica: Any = None) -> None:
         self._eng: Any = ffi.NULL
         self._runner: Any = ffi.NULL
-        self._fed: list[CommandBuffer] = []  # feed()'s buffers, detached on close
+        self._attached: list[CommandBuffer | Router] = []  # feed()'s and drain_into()'s, detached on close
         self._lock: DataDirLock | None = None
         self.replicating = replica is not None
         self.journaling = config.data_dir is not None and not self.replicating
@@ -197,7 +198,15 @@ class EngineThread:
         through the runner's function table), stamping them in `ledger`'s
         LatencyTrace when it has one; it is detached when this closes."""
         buffer.attach(int(ffi.cast("uintptr_t", self._live())), _RUNNER_API, ledger)
-        self._fed.append(buffer)
+        self._attached.append(buffer)
+
+    def drain_into(self, router: Router, flush_market_data: Callable[[], object]) -> None:
+        """Have `router` take the events from the output ring itself (in C,
+        through the runner's function table: Router.route_ready), calling
+        `flush_market_data` after a batch that changed the market data; it
+        is detached when this closes."""
+        router.attach(int(ffi.cast("uintptr_t", self._live())), _RUNNER_API, self.fd, flush_market_data)
+        self._attached.append(router)
 
     def submit(self, cmds: Any, n: int) -> int:
         """Queue the first `n` records of the cdata array `cmds`; returns how
@@ -244,9 +253,9 @@ class EngineThread:
 
     def close(self) -> None:
         """Join the thread (asking it to stop) and free the engine."""
-        for buffer in self._fed:
-            buffer.detach()
-        self._fed.clear()
+        for attached in self._attached:
+            attached.detach()
+        self._attached.clear()
         if self._runner != ffi.NULL:
             lib.runner_destroy(self._runner)
             self._runner = ffi.NULL

@@ -44,6 +44,12 @@ class Handoff:
             raise handed
         return handed
 
+    @property
+    def waiting(self) -> bool:
+        """The owning greenlet waits in ``wait``, and nothing was handed
+        over yet: the callback's (and the hub's) turn."""
+        return bool(self._watcher.active)
+
     def hand_over(self, value: Any) -> None:
         """In the callback: stop, and have ``wait`` return `value` (raise it,
         if an exception)."""

@@ -87,8 +87,8 @@ class Traced:
         self.socks = socket.socketpair()
         self.session = add_session(self.server, self.socks[0], 1)
         self.session.link.login(7, False)
-        self.dispatcher = self.server.dispatcher
-        self.events = ffi.cast("struct runner_event *", ffi.from_buffer(self.dispatcher._raw))
+        self.router = self.server.dispatcher._router
+        self.events = ffi.new("struct runner_event[]", 2)
 
     def order(self, price: int) -> int:
         """A new order read and taken, its record pushed: its tag."""
@@ -117,7 +117,8 @@ class Traced:
             stamp.ev.type, stamp.ev.order_id, stamp.ev.seq = lib.RUNNER_EV_BATCH, batch[0], batch[1]
             stamp.ev.price, stamp.ev.qty, stamp.ev.leaves = taken, time.monotonic_ns(), 1
             n = 2
-        self.dispatcher.route(n)
+        self.router.route(ffi.buffer(self.events), n)
+        self.server.flush_sessions()
 
     def close(self) -> None:
         self.server.stop()

@@ -1,0 +1,267 @@
+"""The hub taking the engine thread's answers itself: Router.route_ready
+(csrc/binding/route.c) takes a batch from the output ring through the
+runner's function table and routes it; Poller.after_push
+(csrc/binding/poller.c) runs at the end of each turn, between the push and
+the write; the Dispatcher (pyengine/server/dispatch.py) routes there while
+its greenlet waits, so answers the engine thread gave during the turn go
+out with the turn's output. A real server (not started), a real engine
+thread, real sockets."""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gevent
+import orjson
+import pytest
+
+from pyengine._server import Inbox, Router
+from pyengine.server.app import Server
+from pyengine.server.config import ServerConfig
+from pyengine.server.protocol import FrameError, encode
+
+from .conftest import add_session
+
+
+class Rig:
+    """A server that is not started, one logged-in session over a
+    socketpair, its engine thread running."""
+
+    def __init__(self, **config: Any) -> None:
+        self.server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1, **config))
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.theirs.settimeout(5)
+        self.session = add_session(self.server, self.ours, 1)
+        self.session.link.login(1, False)
+        self.router = self.server.dispatcher._router
+        self.fd = self.server.engine.fd
+        self.server.engine.start()
+
+    def order(self, req_id: int, side: str = "buy", price: int = 400_000) -> None:
+        """A new order taken and pushed to the engine thread, as a turn does."""
+        message = {"type": "new_order", "req_id": req_id, "symbol": "ESZ6", "side": side, "qty": 1, "price": price}
+        assert self.server.intake.take(self.session.link, orjson.dumps(message)) is None
+        assert self.server.commands.buffer.push()
+
+    def woken(self, timeout: float = 5.0) -> bool:
+        """The engine thread's wake-up of its consumer is pending."""
+        return bool(select.select([self.fd], [], [], timeout)[0])
+
+    def answered(self, events: int) -> None:
+        """Wait (in this OS thread, the hub not running) until the engine
+        thread has published `events` events."""
+        deadline = time.monotonic() + 5
+        while self.server.engine.stats()["out_queued"] < events:
+            assert time.monotonic() < deadline, "the engine thread did not answer"
+            time.sleep(0.001)
+
+    def replies(self) -> list[dict[str, Any]]:
+        """The frames the session's peer has received by now."""
+        data = b""
+        self.theirs.setblocking(False)
+        try:
+            while chunk := self.theirs.recv(65536):
+                data += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            self.theirs.settimeout(5)
+        out, pos = [], 0
+        while pos < len(data):
+            end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
+            out.append(orjson.loads(data[pos + 4:end]))
+            pos = end
+        return out
+
+    def close(self) -> None:
+        self.server.stop()
+        self.ours.close()
+        self.theirs.close()
+
+
+@pytest.fixture
+def rig() -> Iterator[Rig]:
+    r = Rig()
+    yield r
+    r.close()
+
+
+def test_route_ready_routes_what_the_engine_answered_and_takes_its_wake_up(rig: Rig) -> None:
+    assert rig.router.route_ready() == 0  # nothing yet: the wake-up armed ...
+    assert rig.router.journal_error == 0
+    rig.order(1)
+    assert rig.woken()  # ... so the engine thread's answer wakes the consumer
+    assert rig.router.route_ready() == 2  # the ack, and the level it joined
+    rig.server.flush_sessions()
+    (ack,) = rig.replies()
+    assert ack["type"] == "ack" and ack["req_id"] == 1
+    assert rig.router.route_ready() == 0
+    assert not rig.woken(0)  # the wake-up taken with the last look: no loop turn for events taken already
+
+
+def test_route_ready_takes_a_batch_at_a_time(rig: Rig) -> None:
+    n = 5000  # more than the 4096 events a batch takes
+    for i in range(n):
+        assert rig.server.intake.take(rig.session.link, orjson.dumps(
+            {"type": "new_order", "req_id": i, "symbol": "ESZ6", "side": "buy", "qty": 1,
+             "price": 400_000 - i % 50 * 25})) is None
+        if rig.server.commands.buffer.queued == 1024:
+            assert rig.server.commands.buffer.push()
+    assert rig.server.commands.buffer.push()
+    rig.answered(2 * n)  # each an ack and the change of its level
+    assert [rig.router.route_ready() for _ in range(4)] == [4096, 4096, 2 * n - 8192, 0]
+    assert rig.router.orders == n
+
+
+def test_route_ready_flushes_the_market_data_only_when_it_changed(rig: Rig) -> None:
+    flushes: list[int] = []
+    md = rig.server.marketdata
+    rig.server.engine.drain_into(rig.router, lambda: (flushes.append(1), md.flush()))
+    rig.order(1)
+    rig.answered(2)  # the ack and its level
+    assert rig.router.route_ready() == 2
+    assert flushes == []  # nobody subscribed: nothing gathered, no call
+    md.subscribe(rig.session, 0, None)
+    rig.order(2, price=400_025)
+    rig.answered(2)
+    assert rig.router.route_ready() == 2
+    assert flushes == [1]
+    rig.server.flush_sessions()
+    kinds = [m["type"] for m in rig.replies()]
+    assert kinds.count("book_update") == 1 and kinds.index("ack") < kinds.index("book_update")
+
+
+def test_route_ready_needs_a_runner() -> None:
+    r = Rig()
+    router = r.router
+    r.close()  # closing the engine thread detaches its Router: the runner is freed
+    with pytest.raises(ValueError, match="attached to no runner"):
+        router.route_ready()
+    with pytest.raises(ValueError, match="attached to no runner"):
+        _ = router.journal_error
+    with pytest.raises(TypeError, match="attach takes"):
+        router.attach(1, 2, 3)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="attach takes"):
+        router.attach(1, 2, 3, 4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not a runner"):
+        router.attach(0, 0, 3, print)
+    with pytest.raises(ValueError, match="not a descriptor"):
+        router.attach(1, 1, -1, print)
+
+
+def test_a_router_not_initialised_cannot_attach() -> None:
+    with pytest.raises(ValueError, match="not initialised"):
+        Router.__new__(Router).attach(1, 1, 1, print)
+
+
+# ---- Poller.after_push ------------------------------------------------------------
+
+def test_after_push_runs_between_the_push_and_the_write(rig: Rig) -> None:
+    poller, buf = rig.server.poller, rig.server.commands.buffer
+    seen: list[tuple[int, int]] = []
+
+    def after_push() -> None:
+        seen.append((buf.queued, buf.pushes))
+        rig.session.send(encode({"type": "note"}))  # queued here: written by this turn
+
+    poller.after_push = after_push
+    assert poller.after_push is after_push
+    pushes = buf.pushes
+    poller.watch(rig.session.link, Inbox(rig.server.config.max_frame, FrameError))
+    rig.theirs.sendall(encode({"type": "new_order", "req_id": 1, "symbol": "ESZ6", "side": "buy", "qty": 1,
+                               "price": 400_000}))
+    assert select.select([poller.fileno()], [], [], 5)[0]
+    poller.turn()
+    assert seen == [(0, pushes + 1)]  # the command pushed before
+    assert {"type": "note"} in rig.replies()  # written by the turn itself: no other flush ran
+    poller.after_push = None
+    poller.turn()
+    assert poller.after_push is None and len(seen) == 1
+    poller.unwatch(rig.session.link)
+
+
+def test_after_push_is_a_callable_or_none(rig: Rig) -> None:
+    with pytest.raises(TypeError, match="callable or None"):
+        rig.server.poller.after_push = 42  # type: ignore[assignment]
+    assert rig.server.poller.after_push is None
+
+
+def test_what_after_push_raises_goes_to_turn_failed(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    poller = rig.server.poller
+    calls: list[int] = []
+
+    def after_push() -> None:
+        calls.append(1)
+        poller.after_push = None  # it may let go of itself
+        raise RuntimeError("after the push")
+
+    poller.after_push = after_push
+    with caplog.at_level(logging.ERROR, logger="pyengine"):
+        poller.turn()
+    assert calls == [1] and poller.after_push is None
+    (failed,) = [r for r in caplog.records if r.getMessage() == "turn_failed"]
+    assert failed.exc_info is not None and failed.exc_info[0] is RuntimeError
+
+
+# ---- the Dispatcher routing in the Poller's turns ---------------------------------
+
+class Running:
+    """The rig's server with its dispatcher greenlet running (the hub routes
+    while it waits)."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.greenlet = gevent.spawn(rig.server.dispatcher.run)
+        rig.server._greenlets.append(self.greenlet)  # Server.stop joins it
+        gevent.sleep(0.01)
+        assert rig.server.poller.after_push == rig.server.dispatcher._in_turn
+
+    def stop(self) -> None:
+        self.rig.server.stop()
+        assert self.greenlet.dead and self.greenlet.successful()
+        assert self.rig.server.poller.after_push is None  # the greenlet took over for good
+
+
+def test_answers_ready_at_the_end_of_a_turn_go_out_with_it(rig: Rig) -> None:
+    running = Running(rig)
+    rig.order(1)
+    rig.answered(2)  # the engine thread answered; the hub has not run since
+    rig.server.poller.turn()  # no socket ready: the push, after_push, the write
+    (ack,) = rig.replies()
+    assert ack["type"] == "ack" and ack["req_id"] == 1
+    assert not rig.woken(0)  # its wake-up taken: the hub is not woken for it
+    running.stop()
+
+
+def test_answers_that_come_after_the_turn_are_routed_on_the_wake_up(rig: Rig) -> None:
+    running = Running(rig)
+    rig.server.poller.turn()  # nothing there: the wake-up armed
+    rig.order(1)
+    gevent.sleep(0.05)  # the hub: the engine thread's wake-up, _on_events
+    (ack,) = rig.replies()
+    assert ack["type"] == "ack" and ack["req_id"] == 1
+    running.stop()
+
+
+def test_an_order_accepted_after_its_session_closed_is_cancelled(rig: Rig) -> None:
+    """Cancel-on-disconnect for an order still in flight when its session
+    closed: the hub hands it over (Dispatcher.accepted_late), the greenlet
+    cancels it even when no other event follows."""
+    running = Running(rig)
+    rig.order(1)
+    rig.session.close("peer_closed")  # before the ack is routed
+    rig.answered(2)
+    rig.server.poller.turn()  # routes the ack: accepted late, handed to the greenlet
+    deadline = time.monotonic() + 5
+    while rig.server.engine.stats()["commands"] < 2:
+        assert time.monotonic() < deadline, "the order of the closed session was not cancelled"
+        gevent.sleep(0.01)
+    gevent.sleep(0.05)
+    assert rig.server.ledger.owned(None) == []  # cancelled, and its owner forgotten
+    running.stop()
