@@ -153,14 +153,18 @@ class Router:
         dumps: Callable[[Any], bytes],
         status: OrderStatus | None = None,
     ) -> None: ...
-    journal_error: int
-    """The attached runner's journal error: 0 while it works, else its errno."""
+    batch: int
+    """The most events route_ready takes at a time."""
+    @property
+    def journal_error(self) -> int:
+        """The attached runner's journal error: 0 while it works, else its errno."""
     def route(self, events: Any, n: int, /) -> None: ...
     def attach(self, runner: int, api: int, wake_fd: int, flush_market_data: Callable[[], object], /) -> None:
         """Drain the runner at address `runner` through the runner_api at `api`."""
     def detach(self) -> None: ...
     def route_ready(self) -> int:
-        """Take up to 4096 events from the runner and route them; 0: none, the wake-up armed."""
+        """Take up to `batch` events from the runner and route them; 0: none, the wake-up armed
+        (after a 0, look at journal_error before waiting: the runner's failure wakes without an event)."""
 
 class LatencyTrace:
     """Stamps of one new order in `every` on its way through the server (csrc/binding/trace.c)."""

@@ -30,6 +30,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <structmember.h>
 #include <string.h>
@@ -56,6 +57,7 @@ typedef struct {
     const struct runner_api *api;
     int wake_fd;
     struct runner_event *taken;
+    int batch; /* ROUTE_TAKE: the events `taken` holds */
     PyObject *flush_md;
 } srv_router;
 
@@ -543,6 +545,11 @@ static PyObject *route_attach(srv_router *self, PyObject *const *args, Py_ssize_
     }
     if (srv_runner_addresses(args[0], args[1], &runner, &api) < 0)
         return NULL;
+    /* route_take reads it in the hub, which must never block. */
+    if (!(fcntl((int)fd, F_GETFL) & O_NONBLOCK)) {
+        PyErr_SetString(PyExc_ValueError, "attach: wake_fd is not a non-blocking descriptor");
+        return NULL;
+    }
     if (!self->taken && !(self->taken = PyMem_Malloc(ROUTE_TAKE * sizeof(*self->taken))))
         return PyErr_NoMemory();
     self->runner = runner;
@@ -599,26 +606,32 @@ static size_t route_take(srv_router *self)
 
 PyDoc_STRVAR(route_route_ready_doc,
              "route_ready($self, /)\n--\n\n"
-             "Take up to 4096 events from the attached runner's output ring and route them, then flush the\n"
-             "market data if they changed it; how many were taken. 0: none, and the wake-up armed (the\n"
-             "eventfd turns readable when events come).");
+             "Take up to `batch` events from the attached runner's output ring and route them, then flush\n"
+             "the market data if they changed it; how many were taken. 0: none, and the wake-up armed (the\n"
+             "eventfd turns readable when events come). The runner's failure and its end wake the consumer\n"
+             "without an event, and a 0 may have taken that wake-up: after a 0, look at journal_error (and,\n"
+             "stopping, at whether the runner still runs) before waiting on the eventfd.");
 
 static PyObject *route_route_ready(srv_router *self, PyObject *Py_UNUSED(ignored))
 {
+    PyObject *flush_md, *r = NULL;
     size_t n;
-    PyObject *r;
 
     if (route_attached(self) < 0)
         return NULL;
+    flush_md = Py_NewRef(self->flush_md); /* the Python the routing calls may detach the Router */
     n = route_take(self);
     if (n && route_events(self, self->taken, (Py_ssize_t)n) < 0)
-        return NULL;
+        goto out;
     if (PyDict_GET_SIZE(self->md.changes) || PyDict_GET_SIZE(self->md.trades)) {
-        if (!(r = PyObject_CallNoArgs(self->flush_md)))
-            return NULL;
+        if (!(r = PyObject_CallNoArgs(flush_md)))
+            goto out;
         Py_DECREF(r);
     }
-    return PyLong_FromSize_t(n);
+    r = PyLong_FromSize_t(n);
+out:
+    Py_DECREF(flush_md);
+    return r;
 }
 
 static PyObject *route_get_journal_error(srv_router *self, void *Py_UNUSED(closure))
@@ -711,6 +724,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         return -1;
     self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
+    self->batch = ROUTE_TAKE;
     return 0;
 }
 
@@ -785,6 +799,7 @@ static PyGetSetDef route_getset[] = {
 static PyMemberDef route_members[] = {
     {"trades", T_ULONGLONG, offsetof(srv_router, trades), READONLY, "trades routed"},
     {"orders", T_ULONGLONG, offsetof(srv_router, orders), READONLY, "orders accepted"},
+    {"batch", T_INT, offsetof(srv_router, batch), READONLY, "the most events route_ready takes at a time"},
     {NULL, 0, 0, 0, NULL},
 };
 

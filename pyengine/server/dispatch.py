@@ -122,17 +122,14 @@ class Dispatcher:
     def run(self) -> None:
         """Route events until the engine thread has stopped and nothing is
         left. The hub routes while this greenlet waits (_on_events, _in_turn:
-        no greenlet switch); this greenlet takes over for what may wait --
-        orders of closed sessions to cancel, the journal's failure, the stop
-        -- and whenever the hub hands it something to raise."""
+        no greenlet switch); this greenlet takes over for the journal's
+        failure and the stop, and whenever the hub hands it something to
+        raise."""
         engine = self.server.engine
         handoff = self._handoff = Handoff(self.server.hub.loop, engine.fd, self._on_events)
         try:
             while True:
                 if self._route_ready():
-                    continue
-                if self._cod and not self.server.stopping:
-                    self._cancel_orphans()
                     continue
                 err = self._router.journal_error
                 if err:
@@ -152,9 +149,7 @@ class Dispatcher:
             handoff.close()
 
     def _on_events(self) -> None:
-        """The engine thread's wake-up, in the hub: route every event there;
-        the orders of closed sessions to cancel are the greenlet's (that may
-        wait for room in the command buffer)."""
+        """The engine thread's wake-up, in the hub: route every event there."""
         handoff = self._handoff
         assert handoff is not None  # run() set it before starting the watcher
         try:
@@ -172,19 +167,22 @@ class Dispatcher:
         if handoff is None or not handoff.waiting:
             return  # handed over earlier in this turn of the loop
         try:
-            while self._router.route_ready():
-                pass
-            if self.server.closed_sessions:
+            router, routed = self._router, 0
+            while n := router.route_ready():
+                routed += n
+                if n == router.batch:  # more may follow: these go out first, as _route_ready's do
+                    self.server.flush_sessions()
+            if routed and self.server.closed_sessions:
                 self.server.sweep_closed()
             self._hand_over_if_due(handoff)
         except BaseException as exc:  # the dispatcher greenlet raises it
             handoff.hand_over(exc)
 
     def _hand_over_if_due(self, handoff: Handoff) -> None:
-        """After the hub routed everything there: the greenlet's turn if it
-        has orders of closed sessions to cancel, the server stops, or the
-        journal failed (whose wake-up the routing may have taken)."""
-        if self._cod or self.server.stopping or self._router.journal_error:
+        """After the hub routed everything there (route_ready gave 0): the
+        greenlet's turn if the server stops or the journal failed, whose
+        wake-ups the last look at the ring may have taken."""
+        if self.server.stopping or self._router.journal_error:
             handoff.hand_over(None)
 
     def _drain_failed(self, patience: float = 1.0) -> None:
@@ -222,12 +220,16 @@ class Dispatcher:
                       client_order_id: str | None) -> None:
         """An order accepted for a session that has closed meanwhile: kept
         for the account's next session without cancel-on-disconnect, else
-        cancelled (once this batch is routed)."""
+        cancelled (once this batch is routed), in a greenlet of its own:
+        queueing the cancels may wait for room in the command buffer, and
+        routing must go on meanwhile."""
         if not session.cancel_on_disconnect:
             self.server.unclaimed.add(order_id, instrument, account, client_order_id)
             return
         self.ledger.own(session.link, order_id, instrument, client_order_id)
         self._cod.append(order_id)
+        if len(self._cod) == 1:
+            gevent.spawn(self._cancel_orphans)
 
     def accepted_unowned(self, order_id: int, instrument: int, account: int, client_order_id: str | None) -> None:
         """Nobody's yet (a replica applying its shard's log): the account's
@@ -374,8 +376,11 @@ class Dispatcher:
 
     def _cancel_orphans(self) -> None:
         """Orders accepted for sessions that had already closed with
-        cancel-on-disconnect: cancel those still open."""
+        cancel-on-disconnect: cancel those still open (not when the server
+        stops: orders outlive a planned restart)."""
         orders, self._cod = self._cod, []
+        if self.server.stopping:
+            return
         for oid in orders:
             if self.ledger.owner(oid) is not None:
                 self.server.cancel_order(oid)

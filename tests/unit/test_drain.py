@@ -20,6 +20,7 @@ import gevent
 import orjson
 import pytest
 
+from pyengine._ffi import ffi, lib
 from pyengine._server import Inbox, Router
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
@@ -37,6 +38,7 @@ class Rig:
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)
         self.theirs.settimeout(5)
+        self.received = b""  # bytes of a frame not whole yet
         self.session = add_session(self.server, self.ours, 1)
         self.session.link.login(1, False)
         self.router = self.server.dispatcher._router
@@ -48,6 +50,18 @@ class Rig:
         message = {"type": "new_order", "req_id": req_id, "symbol": "ESZ6", "side": side, "qty": 1, "price": price}
         assert self.server.intake.take(self.session.link, orjson.dumps(message)) is None
         assert self.server.commands.buffer.push()
+
+    def orders(self, n: int) -> None:
+        """`n` new orders (req_id 0, 1, ...) on 50 price levels, pushed a
+        thousand or so at a time."""
+        buf = self.server.commands.buffer
+        for i in range(n):
+            message = {"type": "new_order", "req_id": i, "symbol": "ESZ6", "side": "buy", "qty": 1,
+                       "price": 400_000 - i % 50 * 25}
+            assert self.server.intake.take(self.session.link, orjson.dumps(message)) is None
+            if buf.queued == 1024:
+                assert buf.push()
+        assert buf.push()
 
     def woken(self, timeout: float = 5.0) -> bool:
         """The engine thread's wake-up of its consumer is pending."""
@@ -61,22 +75,29 @@ class Rig:
             assert time.monotonic() < deadline, "the engine thread did not answer"
             time.sleep(0.001)
 
+    def replies_within(self, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """The frames received by now, letting the hub run until there is one."""
+        deadline = time.monotonic() + timeout
+        while not (got := self.replies()):
+            assert time.monotonic() < deadline, "nothing came"
+            gevent.sleep(0.005)
+        return got
+
     def replies(self) -> list[dict[str, Any]]:
-        """The frames the session's peer has received by now."""
-        data = b""
+        """The whole frames the session's peer has received by now."""
         self.theirs.setblocking(False)
         try:
             while chunk := self.theirs.recv(65536):
-                data += chunk
+                self.received += chunk
         except BlockingIOError:
             pass
         finally:
             self.theirs.settimeout(5)
-        out, pos = [], 0
-        while pos < len(data):
-            end = pos + 4 + int.from_bytes(data[pos:pos + 4], "big")
+        out, pos, data = [], 0, self.received
+        while pos + 4 <= len(data) and (end := pos + 4 + int.from_bytes(data[pos:pos + 4], "big")) <= len(data):
             out.append(orjson.loads(data[pos + 4:end]))
             pos = end
+        self.received = data[pos:]
         return out
 
     def close(self) -> None:
@@ -107,13 +128,7 @@ def test_route_ready_routes_what_the_engine_answered_and_takes_its_wake_up(rig: 
 
 def test_route_ready_takes_a_batch_at_a_time(rig: Rig) -> None:
     n = 5000  # more than the 4096 events a batch takes
-    for i in range(n):
-        assert rig.server.intake.take(rig.session.link, orjson.dumps(
-            {"type": "new_order", "req_id": i, "symbol": "ESZ6", "side": "buy", "qty": 1,
-             "price": 400_000 - i % 50 * 25})) is None
-        if rig.server.commands.buffer.queued == 1024:
-            assert rig.server.commands.buffer.push()
-    assert rig.server.commands.buffer.push()
+    rig.orders(n)
     rig.answered(2 * n)  # each an ack and the change of its level
     assert [rig.router.route_ready() for _ in range(4)] == [4096, 4096, 2 * n - 8192, 0]
     assert rig.router.orders == n
@@ -153,6 +168,13 @@ def test_route_ready_needs_a_runner() -> None:
         router.attach(0, 0, 3, print)
     with pytest.raises(ValueError, match="not a descriptor"):
         router.attach(1, 1, -1, print)
+    blocking = socket.socket()
+    try:
+        with pytest.raises(ValueError, match="not a non-blocking descriptor"):
+            router.attach(int(ffi.cast("uintptr_t", lib.runner_api())), int(ffi.cast("uintptr_t", lib.runner_api())),
+                          blocking.fileno(), print)
+    finally:
+        blocking.close()
 
 
 def test_a_router_not_initialised_cannot_attach() -> None:
@@ -239,29 +261,53 @@ def test_answers_ready_at_the_end_of_a_turn_go_out_with_it(rig: Rig) -> None:
     running.stop()
 
 
+def test_a_turn_writes_each_full_batch_before_taking_the_next(rig: Rig) -> None:
+    running = Running(rig)
+    flushes: list[int] = []
+    flush_sessions = rig.server.flush_sessions
+
+    def counted() -> None:
+        flushes.append(rig.router.orders)
+        flush_sessions()
+
+    rig.server.flush_sessions = counted  # type: ignore[method-assign]
+    n = 5000  # 10,000 events: two full batches and a part
+    rig.orders(n)
+    rig.answered(2 * n)
+    writer = gevent.spawn(rig.session.writer)  # what the socket does not take at once
+    rig.server.poller.turn()
+    assert flushes == [2048, 4096]  # after each full batch; the Poller writes the rest itself
+    acks: list[int] = []
+    while len(acks) < n:
+        acks += [m["req_id"] for m in rig.replies_within() if m["type"] == "ack"]
+    assert acks == list(range(n))
+    rig.server.flush_sessions = flush_sessions  # type: ignore[method-assign]
+    running.stop()
+    writer.join(timeout=5)
+
+
 def test_answers_that_come_after_the_turn_are_routed_on_the_wake_up(rig: Rig) -> None:
     running = Running(rig)
     rig.server.poller.turn()  # nothing there: the wake-up armed
     rig.order(1)
-    gevent.sleep(0.05)  # the hub: the engine thread's wake-up, _on_events
-    (ack,) = rig.replies()
+    (ack,) = rig.replies_within()  # the hub: the engine thread's wake-up, _on_events
     assert ack["type"] == "ack" and ack["req_id"] == 1
     running.stop()
 
 
 def test_an_order_accepted_after_its_session_closed_is_cancelled(rig: Rig) -> None:
     """Cancel-on-disconnect for an order still in flight when its session
-    closed: the hub hands it over (Dispatcher.accepted_late), the greenlet
-    cancels it even when no other event follows."""
+    closed (Dispatcher.accepted_late): cancelled even when no other event
+    follows."""
     running = Running(rig)
     rig.order(1)
     rig.session.close("peer_closed")  # before the ack is routed
     rig.answered(2)
-    rig.server.poller.turn()  # routes the ack: accepted late, handed to the greenlet
+    rig.server.poller.turn()  # routes the ack: accepted late, its cancel left to a greenlet of its own
+    assert rig.server.ledger.owned(None) == [(1, 0)]  # (order id, instrument)
     deadline = time.monotonic() + 5
-    while rig.server.engine.stats()["commands"] < 2:
+    while rig.server.ledger.owned(None):  # cancelled, and its owner forgotten as the cancel is routed
         assert time.monotonic() < deadline, "the order of the closed session was not cancelled"
         gevent.sleep(0.01)
-    gevent.sleep(0.05)
-    assert rig.server.ledger.owned(None) == []  # cancelled, and its owner forgotten
+    assert rig.server.engine.stats()["commands"] == 2
     running.stop()
