@@ -351,14 +351,16 @@ def cpu_list(text: str) -> set[int]:
     return cpus
 
 
-def spawn_server(extra: list[str], workdir: str, script: str | None = None) -> ServerProcess:
-    """A local pyengine-server for the run, or the Python `script` of a
-    reference server that logs its port as pyengine-server does (perf/floor_*.py);
-    one that fails shows why."""
+def spawn_server(extra: list[str], workdir: str, script: str | None = None,
+                 python: str | None = None) -> ServerProcess:
+    """A local pyengine-server for the run (under the interpreter `python`,
+    default this one), or the Python `script` of a reference server that
+    logs its port as pyengine-server does (perf/floor_*.py); one that fails
+    shows why."""
     args = ["--port", "0", *extra] if script else ["--port", "0", "--stats-interval", "0", *extra]
     launcher = (script,) if script else ("-m", "pyengine.server.cli")
     try:
-        return ServerProcess(args, os.path.join(workdir, "server.log"), launcher=launcher)
+        return ServerProcess(args, os.path.join(workdir, "server.log"), launcher=launcher, python=python)
     except ServerStartError as exc:
         raise SystemExit(f"the spawned server did not start: {exc}") from None
 
@@ -496,6 +498,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="spawn `python FILE --port 0` instead of pyengine-server: a reference server that speaks "
                          "the protocol's framing and logs its port as the server does (perf/floor_epoll.py, "
                          "perf/floor_gevent.py)")
+    ap.add_argument("--server-python", metavar="PYTHON",
+                    help="run the spawned pyengine-server under this interpreter: a venv with another checkout "
+                         "installed (perf/compare_servers.py compares two builds under one load generator)")
     ap.add_argument("--spawn-fsync", choices=("always", "batch", "off"),
                     help="the spawned server journals to a fresh temporary data directory with this fsync policy")
     ap.add_argument("--connections", type=int, default=50)
@@ -527,11 +532,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--server-arg needs --spawn-server or --spawn-script")
     if args.spawn_fsync and not args.spawn_server:
         ap.error("--spawn-fsync needs --spawn-server")
+    if args.server_python and not args.spawn_server:
+        ap.error("--server-python needs --spawn-server")
+    if args.server_python and not os.access(args.server_python, os.X_OK):
+        ap.error(f"--server-python: {args.server_python} is not an executable")
     server = None
     workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if spawning else None
     if spawning:
         extra = ["--data-dir", os.path.join(workdir, "data"), "--fsync", args.spawn_fsync] if args.spawn_fsync else []
-        server = spawn_server(extra + args.server_arg, workdir, args.spawn_script)
+        server = spawn_server(extra + args.server_arg, workdir, args.spawn_script, args.server_python)
         args.port = server.port
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,

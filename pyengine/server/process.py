@@ -29,13 +29,14 @@ class ServerStartError(RuntimeError):
 
 class ServerProcess:
     """`args` for pyengine-server; `launcher`, the Python arguments before
-    them (another entry point, for a test that wraps the server)."""
+    them (another entry point, for a test that wraps the server); `python`,
+    the interpreter (another venv's: another build of the server)."""
 
     def __init__(self, args: list[str], log_path: str | os.PathLike[str], *, timeout: float = 30.0,
                  env: dict[str, str] | None = None, detached: bool = False, stdin: int | None = None,
-                 launcher: tuple[str, ...] = ("-m", "pyengine.server.cli")) -> None:
+                 launcher: tuple[str, ...] = ("-m", "pyengine.server.cli"), python: str | None = None) -> None:
         self.log_path = Path(log_path)
-        self.command = [sys.executable, *launcher, *args]
+        self.command = [python or sys.executable, *launcher, *args]
         self._lines: list[str] = []
         self._partial = ""
         self._offset = 0

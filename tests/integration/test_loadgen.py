@@ -77,3 +77,30 @@ def test_server_arg_needs_spawn_server() -> None:
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--server-arg=--spin-us=0"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--server-arg needs --spawn-server" in proc.stderr
+
+
+def logging_python(path: Path, log: Path, name: str) -> Path:
+    """An interpreter that notes `name` and its arguments in `log`, then is
+    this one: what --server-python runs shows in the log."""
+    path.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexec "{sys.executable}" "$@"\n')
+    path.chmod(0o755)
+    return path
+
+
+def test_server_python_runs_the_spawned_server_under_it(tmp_path: Path) -> None:
+    log = tmp_path / "ran.log"
+    python = logging_python(tmp_path / "python", log, "other")
+    r = run_loadgen(tmp_path, "--rate", "2000", "--duration", "2", "--server-python", str(python))
+    check_counts(r)
+    (line,) = log.read_text().splitlines()
+    assert line.startswith("other -m pyengine.server.cli --port 0")
+
+
+def test_server_python_is_checked() -> None:
+    loadgen = str(ROOT / "tools" / "loadgen.py")
+    proc = subprocess.run([sys.executable, loadgen, "--server-python", sys.executable],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--server-python needs --spawn-server" in proc.stderr
+    proc = subprocess.run([sys.executable, loadgen, "--spawn-server", "--server-python", "/nonexistent/python"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "/nonexistent/python is not an executable" in proc.stderr

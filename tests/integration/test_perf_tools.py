@@ -181,6 +181,35 @@ def test_loadgen_table(tmp_path: Path) -> None:
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
 
 
+def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
+    """Each round runs both builds (here two names for this interpreter),
+    the old first, then the new first; the C floor before them with
+    --floor; the medians and the differences come out of every round."""
+    from .test_loadgen import logging_python
+
+    log, out = tmp_path / "ran.log", tmp_path / "compare.json"
+    old = logging_python(tmp_path / "old", log, "old")
+    new = logging_python(tmp_path / "new", log, "new")
+    proc = run(["perf/compare_servers.py", str(old), str(new), "--rounds", "2", "--duration", "1.5", "--rate", "2000",
+                "--floor", "--pin", "--json", str(out)])
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["old", "new", "new", "old"]
+    result = json.loads(out.read_text())
+    assert {b: len(r) for b, r in result["runs"].items()} == {"floor": 2, "old": 2, "new": 2}
+    for build in ("floor", "old", "new"):
+        runs = result["runs"][build]
+        assert all(0 < r["p50"] <= r["p99"] for r in runs)
+        assert result["medians"][build]["p50"] == sum(r["p50"] for r in runs) / 2
+    assert result["change"]["p99"] == ((result["runs"]["new"][0]["p99"] - result["runs"]["old"][0]["p99"])
+                                       + (result["runs"]["new"][1]["p99"] - result["runs"]["old"][1]["p99"])) / 2
+    assert "| median |" in proc.stdout and "new - old" in proc.stdout
+
+
+def test_compare_servers_names_a_missing_interpreter() -> None:
+    proc = subprocess.run([sys.executable, "perf/compare_servers.py", "/nonexistent/python"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "/nonexistent/python: no such interpreter" in proc.stderr
+
+
 def test_loadgen_table_gives_pyengine_its_own_arguments() -> None:
     """--pyengine-arg reaches the spawned server's load generator: a value it
     refuses fails the table, with the load generator's words."""

@@ -1,0 +1,97 @@
+"""Two builds of pyengine-server under one load generator, side by side.
+
+    python perf/compare_servers.py OLD_PYTHON [NEW_PYTHON] [--rate 20000] [--rounds 5]
+                                   [--duration 8] [--workers 1] [--pin] [--floor] [--json out.json]
+
+OLD_PYTHON and NEW_PYTHON are the interpreters of two venvs, each with a
+checkout of pyengine installed in place (for the old one: ``git worktree add
+/tmp/old <commit>``, ``python -m venv /tmp/oldvenv``, then README's install
+command run in /tmp/old with /tmp/oldvenv's pip); NEW_PYTHON defaults to the
+one running this. Each round runs this checkout's tools/loadgen.py with
+``--spawn-server --server-python`` once against each build, the old one
+first and the new one first every second round, so that the machine's drift
+hits both alike; with ``--floor``, each round starts with the C floor
+(perf/floor_epoll.c) under the same load. ``--pin`` pins as
+``perf/loadgen_table.py --pin`` does. Prints every round's order-to-ack
+percentiles, then each build's medians over the rounds and the median of
+the per-round differences new - old (negative: the new build is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # not on the path under PYTHONSAFEPATH
+from loadgen_table import FLOORS, PERCENTILES, pinning, run_once  # noqa: E402
+
+C_FLOOR = FLOORS[0]
+
+
+def compare(old: str, new: str, rate: float, rounds: int, duration: float, workers: int, pin: bool,
+            floor: bool) -> dict[str, Any]:
+    """Every round's order-to-ack percentiles of each build (and the floor)."""
+    runs: dict[str, list[dict[str, float]]] = {"old": [], "new": [], **({"floor": []} if floor else {})}
+    for i in range(rounds):
+        if floor:
+            runs["floor"].append(run_once(rate, duration, workers, pinning(C_FLOOR) if pin else [], None,
+                                          C_FLOOR)["ack_us"])
+        order = ("old", "new") if i % 2 == 0 else ("new", "old")
+        for build in order:
+            python = old if build == "old" else new
+            extra = (pinning() if pin else []) + ["--server-python", python]
+            runs[build].append(run_once(rate, duration, workers, extra, None)["ack_us"])
+        print(f"round {i + 1} of {rounds}: done", file=sys.stderr, flush=True)
+    medians = {build: {k: statistics.median(r[k] for r in results) for k in PERCENTILES}
+               for build, results in runs.items()}
+    change = {k: statistics.median(n[k] - o[k] for o, n in zip(runs["old"], runs["new"])) for k in PERCENTILES}
+    return {"rate": rate, "old": old, "new": new, "runs": runs, "medians": medians, "change": change}
+
+
+def print_result(result: dict[str, Any]) -> None:
+    builds = [b for b in ("floor", "old", "new") if b in result["runs"]]
+    head = " | ".join(f"{b} {k}" for b in builds for k in PERCENTILES)
+    print(f"order to ack at {result['rate']:,.0f}/s offered, µs; old: {result['old']}, new: {result['new']}\n")
+    print(f"| round | {head} |")
+    print("| ---: |" + " ---: |" * (len(builds) * len(PERCENTILES)))
+    rows = len(result["runs"]["old"])
+    for i in range(rows):
+        cells = " | ".join(f"{result['runs'][b][i][k]:,.0f}" for b in builds for k in PERCENTILES)
+        print(f"| {i + 1} | {cells} |")
+    cells = " | ".join(f"{result['medians'][b][k]:,.0f}" for b in builds for k in PERCENTILES)
+    print(f"| median | {cells} |")
+    change = ", ".join(f"{k} {result['change'][k]:+,.0f}" for k in PERCENTILES)
+    print(f"\nnew - old, median of the rounds' differences (µs): {change}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("old_python", metavar="OLD_PYTHON")
+    ap.add_argument("new_python", metavar="NEW_PYTHON", nargs="?", default=sys.executable)
+    ap.add_argument("--rate", type=float, default=20000.0, help="orders/s offered (0: the closed loop)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
+    ap.add_argument("--floor", action="store_true", help="the C floor first in each round")
+    ap.add_argument("--json", metavar="FILE")
+    args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
+    for python in (args.old_python, args.new_python):
+        if not Path(python).is_file():
+            ap.error(f"{python}: no such interpreter")
+    result = compare(args.old_python, args.new_python, args.rate, args.rounds, args.duration, args.workers,
+                     args.pin, args.floor)
+    print_result(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
