@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -44,7 +45,10 @@ def compare(old: str, new: str, rate: float, rounds: int, duration: float, worke
         for build in order:
             python = old if build == "old" else new
             extra = (pinning() if pin else []) + ["--server-python", python]
-            runs[build].append(run_once(rate, duration, workers, extra, None)["ack_us"])
+            try:
+                runs[build].append(run_once(rate, duration, workers, extra, None)["ack_us"])
+            except SystemExit as exc:  # run_once's: the load generator's own words
+                raise SystemExit(f"round {i + 1}, the {build} build ({python}): {exc}") from None
         print(f"round {i + 1} of {rounds}: done", file=sys.stderr, flush=True)
     medians = {build: {k: statistics.median(r[k] for r in results) for k in PERCENTILES}
                for build, results in runs.items()}
@@ -55,7 +59,8 @@ def compare(old: str, new: str, rate: float, rounds: int, duration: float, worke
 def print_result(result: dict[str, Any]) -> None:
     builds = [b for b in ("floor", "old", "new") if b in result["runs"]]
     head = " | ".join(f"{b} {k}" for b in builds for k in PERCENTILES)
-    print(f"order to ack at {result['rate']:,.0f}/s offered, µs; old: {result['old']}, new: {result['new']}\n")
+    offered = "in the closed loop" if result["rate"] == 0 else f"at {result['rate']:,.0f}/s offered"
+    print(f"order to ack {offered}, µs; old: {result['old']}, new: {result['new']}\n")
     print(f"| round | {head} |")
     print("| ---: |" + " ---: |" * (len(builds) * len(PERCENTILES)))
     rows = len(result["runs"]["old"])
@@ -83,7 +88,7 @@ def main() -> int:
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
     for python in (args.old_python, args.new_python):
-        if not Path(python).is_file():
+        if not (Path(python).is_file() and os.access(python, os.X_OK)):
             ap.error(f"{python}: no such interpreter")
     result = compare(args.old_python, args.new_python, args.rate, args.rounds, args.duration, args.workers,
                      args.pin, args.floor)

@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--spawn-fsync needs --spawn-server")
     if args.server_python and not args.spawn_server:
         ap.error("--server-python needs --spawn-server")
-    if args.server_python and not os.access(args.server_python, os.X_OK):
+    if args.server_python and not (os.path.isfile(args.server_python) and os.access(args.server_python, os.X_OK)):
         ap.error(f"--server-python: {args.server_python} is not an executable")
     server = None
     workdir = tempfile.mkdtemp(prefix="pyengine-loadgen-") if spawning else None

@@ -57,7 +57,6 @@ typedef struct {
     const struct runner_api *api;
     int wake_fd;
     struct runner_event *taken;
-    int batch; /* ROUTE_TAKE: the events `taken` holds */
     PyObject *flush_md;
 } srv_router;
 
@@ -527,6 +526,7 @@ static PyObject *route_attach(srv_router *self, PyObject *const *args, Py_ssize_
     struct runner *runner;
     const struct runner_api *api;
     long fd;
+    int flags;
 
     if (nargs != 4 || !PyCallable_Check(args[3])) {
         PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, wake_fd, flush_market_data)");
@@ -546,7 +546,10 @@ static PyObject *route_attach(srv_router *self, PyObject *const *args, Py_ssize_
     if (srv_runner_addresses(args[0], args[1], &runner, &api) < 0)
         return NULL;
     /* route_take reads it in the hub, which must never block. */
-    if (!(fcntl((int)fd, F_GETFL) & O_NONBLOCK)) {
+    flags = fcntl((int)fd, F_GETFL);
+    if (flags < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (!(flags & O_NONBLOCK)) {
         PyErr_SetString(PyExc_ValueError, "attach: wake_fd is not a non-blocking descriptor");
         return NULL;
     }
@@ -724,7 +727,6 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         return -1;
     self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
-    self->batch = ROUTE_TAKE;
     return 0;
 }
 
@@ -790,7 +792,13 @@ static PyMethodDef route_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *route_get_batch(srv_router *Py_UNUSED(self), void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(ROUTE_TAKE);
+}
+
 static PyGetSetDef route_getset[] = {
+    {"batch", (getter)route_get_batch, NULL, "the most events route_ready takes at a time", NULL},
     {"journal_error", (getter)route_get_journal_error, NULL,
      "the attached runner's journal error: 0 while it works, else its errno", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -799,7 +807,6 @@ static PyGetSetDef route_getset[] = {
 static PyMemberDef route_members[] = {
     {"trades", T_ULONGLONG, offsetof(srv_router, trades), READONLY, "trades routed"},
     {"orders", T_ULONGLONG, offsetof(srv_router, orders), READONLY, "orders accepted"},
-    {"batch", T_INT, offsetof(srv_router, batch), READONLY, "the most events route_ready takes at a time"},
     {NULL, 0, 0, 0, NULL},
 };
 

@@ -381,7 +381,12 @@ class Dispatcher:
         orders, self._cod = self._cod, []
         if self.server.stopping:
             return
-        for oid in orders:
-            if self.ledger.owner(oid) is not None:
-                self.server.cancel_order(oid)
-        self.server.commands.flush()
+        try:
+            for oid in orders:
+                if self.ledger.owner(oid) is not None:
+                    self.server.cancel_order(oid)
+            self.server.commands.flush()
+        except Exception:  # in a greenlet of its own: say so, or only gevent would print it
+            log.exception("cancel_orphans_failed", extra=fields(orders=len(orders)))
+            return
+        log.info("cancel_orphans", extra=fields(orders=len(orders)))

@@ -2,13 +2,13 @@
 
 The dispatcher handles the engine thread's wake-up in the gevent hub
 itself (a libev watcher's callback: no greenlet switch per event). What may
-wait -- room in the command buffer to cancel a closed session's orders, the
-journal's failure, the stop -- cannot run in the hub, so the callback hands
-it over to the greenlet that owns the watcher, which carries it out and
-lets the hub have the watcher again. So does anything the callback raises:
-in the hub it would only be logged, the watcher stopped, and its owner left
-hanging. (The session sockets are the Poller's, csrc/binding/poller.c,
-which hands over the same way through PollerEvents.handed.)
+wait -- the journal's failure, the stop -- cannot run in the hub, so the
+callback hands it over to the greenlet that owns the watcher, which carries
+it out and lets the hub have the watcher again. So does anything the
+callback raises: in the hub it would only be logged, the watcher stopped,
+and its owner left hanging. (The session sockets are the Poller's,
+csrc/binding/poller.c, which hands over the same way through
+PollerEvents.handed.)
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -82,7 +83,8 @@ def test_server_arg_needs_spawn_server() -> None:
 def logging_python(path: Path, log: Path, name: str) -> Path:
     """An interpreter that notes `name` and its arguments in `log`, then is
     this one: what --server-python runs shows in the log."""
-    path.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\nexec "{sys.executable}" "$@"\n')
+    quote = shlex.quote
+    path.write_text(f'#!/bin/sh\necho "{name} $*" >> {quote(str(log))}\nexec {quote(sys.executable)} "$@"\n')
     path.chmod(0o755)
     return path
 

@@ -10,6 +10,7 @@ thread, real sockets."""
 from __future__ import annotations
 
 import logging
+import os
 import select
 import socket
 import time
@@ -17,9 +18,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import gevent
+import gevent.event
 import orjson
 import pytest
 
+from pyengine._ffi import ffi, lib
 from pyengine._ffi import ffi, lib
 from pyengine._server import Inbox, Router
 from pyengine.server.app import Server
@@ -168,6 +171,19 @@ def test_route_ready_needs_a_runner() -> None:
         router.attach(0, 0, 3, print)
     with pytest.raises(ValueError, match="not a descriptor"):
         router.attach(1, 1, -1, print)
+    api = int(ffi.cast("uintptr_t", lib.runner_api()))  # a real table: the checks get to the descriptor
+    blocking = socket.socket()
+    closed = os.dup(blocking.fileno())
+    os.close(closed)
+    try:
+        with pytest.raises(ValueError, match="not a non-blocking descriptor"):
+            router.attach(api, api, blocking.fileno(), print)
+        with pytest.raises(OSError):
+            router.attach(api, api, closed, print)
+    finally:
+        blocking.close()
+    with pytest.raises(ValueError, match="attached to no runner"):
+        router.route_ready()  # none of them attached it
     blocking = socket.socket()
     try:
         with pytest.raises(ValueError, match="not a non-blocking descriptor"):
@@ -310,4 +326,45 @@ def test_an_order_accepted_after_its_session_closed_is_cancelled(rig: Rig) -> No
         assert time.monotonic() < deadline, "the order of the closed session was not cancelled"
         gevent.sleep(0.01)
     assert rig.server.engine.stats()["commands"] == 2
+    running.stop()
+
+
+def test_routing_goes_on_while_the_cancel_of_a_late_order_waits(rig: Rig) -> None:
+    """Queueing the cancel may wait for room in the command buffer: the
+    answers of everyone else are routed meanwhile."""
+    running = Running(rig)
+    room = gevent.event.Event()
+    cancel_order = rig.server.cancel_order
+
+    def waiting_cancel(order_id: int) -> None:
+        room.wait()  # as CommandQueue.add does while the buffer is full
+        cancel_order(order_id)
+
+    rig.server.cancel_order = waiting_cancel  # type: ignore[method-assign]
+    other = Rig.__new__(Rig)  # a second session of the same server
+    other.server, other.router, other.fd, other.received = rig.server, rig.router, rig.fd, b""
+    other.ours, other.theirs = socket.socketpair()
+    other.ours.setblocking(False)
+    other.session = add_session(rig.server, other.ours, 2)
+    other.session.link.login(2, False)
+    try:
+        rig.order(1)
+        rig.session.close("peer_closed")
+        rig.answered(2)
+        rig.server.poller.turn()  # the late ack: its cancel waits for room
+        gevent.sleep(0.01)
+        other.order(2, side="sell", price=400_100)
+        (ack,) = other.replies_within()  # routed all the same
+        assert ack["type"] == "ack" and ack["req_id"] == 2
+        assert rig.server.ledger.owner(1) is not None  # not cancelled yet
+        room.set()
+        deadline = time.monotonic() + 5
+        while rig.server.ledger.owner(1) is not None:
+            assert time.monotonic() < deadline, "the late order was not cancelled"
+            gevent.sleep(0.01)
+    finally:
+        room.set()
+        rig.server.cancel_order = cancel_order  # type: ignore[method-assign]
+        other.ours.close()
+        other.theirs.close()
     running.stop()
