@@ -184,8 +184,11 @@ class Replica:
 
         sub = None
         config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self.applied + 1)
-        sub = await self.link.js.subscribe(log_subject(self.shard), stream=stream_name(self.shard), cb=on_message,
-                                           ordered_consumer=True, idle_heartbeat=1.0, config=config)
+        # At start-up, as the node's entry: a JetStream slow to answer (a busy
+        # machine, a peer starting) is waited for, not taken for a failure.
+        sub = await patiently("following the shard's log", lambda: self.link.js.subscribe(
+            log_subject(self.shard), stream=stream_name(self.shard), cb=on_message, ordered_consumer=True,
+            idle_heartbeat=1.0, config=config))
         self._sub = sub
 
     async def _unfollow(self) -> None:

@@ -1,11 +1,17 @@
-"""How a node waits for JetStream at start-up (pyengine.cluster.link.patiently)."""
+"""How a node waits for JetStream at start-up (pyengine.cluster.link.patiently,
+and the replica's first subscription to its shard's log)."""
 
 from __future__ import annotations
 
 import asyncio
 
+from typing import Any
+
+import nats.errors
 import nats.js.errors
 import pytest
+
+from pyengine.cluster.replica import Replica
 
 from pyengine.cluster.link import patiently
 
@@ -39,3 +45,27 @@ def test_waiting_has_an_end() -> None:
 
     with pytest.raises(ConnectionError, match="the lease bucket: JetStream did not answer within 0.5 s"):
         asyncio.run(patiently("the lease bucket", create, timeout=0.5))
+
+
+def test_following_the_log_waits_for_a_slow_jetstream() -> None:
+    """The subscription that follows the shard's log is made at start-up:
+    a JetStream that times out once (a busy machine) is asked again, as
+    the node's entry is; the replica follows from the message after the
+    last one applied."""
+    calls: list[dict[str, Any]] = []
+
+    class Js:
+        async def subscribe(self, subject: str, **kw: Any) -> str:
+            calls.append(dict(kw, subject=subject))
+            if len(calls) == 1:
+                raise nats.errors.TimeoutError
+            return "subscription"
+
+    class Link:
+        js = Js()
+
+    replica = Replica.__new__(Replica)
+    replica.link, replica.shard, replica.applied = Link(), "a", 41  # type: ignore[assignment]
+    asyncio.run(replica._follow())
+    assert len(calls) == 2 and replica._sub == "subscription"
+    assert calls[1]["config"].opt_start_seq == 42 and calls[1]["ordered_consumer"]
