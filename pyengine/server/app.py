@@ -491,9 +491,13 @@ class Server:
     def _cancel_on_disconnect(self, sid: int, orders: list[int]) -> None:
         if self.stopping:  # orders outlive a planned restart
             return
-        for oid in orders:
-            self.cancel_order(oid)
-        self.commands.flush()
+        try:
+            for oid in orders:
+                self.cancel_order(oid)
+            self.commands.flush()
+        except Exception:  # in a greenlet of its own: say so, or only gevent would print it
+            log.exception("cancel_on_disconnect_failed", extra=fields(sid=sid, orders=len(orders)))
+            return
         log.info("cancel_on_disconnect", extra=fields(sid=sid, orders=len(orders)))
 
     def sessions_of(self, account: int) -> list[Session]:

@@ -3,8 +3,9 @@ the greenlet that pushes what a full input ring left over and then flushes
 every session, logs the failure and goes on, for without it the commands of
 a later full ring would wait for traffic that may never come; and
 Server.flush_sessions, when Ledger.flush runs out of memory building its
-report, logs it and leaves the report to the next flush. A real server (not
-started) in the real hub."""
+report, logs it and leaves the report to the next flush; and the greenlets
+that cancel the orders of closed sessions log what fails in them. A real
+server (not started) in the real hub."""
 
 from __future__ import annotations
 
@@ -76,3 +77,35 @@ def test_a_flush_whose_report_runs_out_of_memory_is_logged_and_given_by_the_next
         server.stop()
         ours.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("canceller", ["server", "dispatcher"])
+def test_a_cancel_in_a_greenlet_of_its_own_that_fails_is_logged(caplog: pytest.LogCaptureFixture,
+                                                                canceller: str) -> None:
+    """The cancels of a closed session's orders (Server._cancel_on_disconnect)
+    and of orders acked after their session closed (Dispatcher._cancel_orphans)
+    run in greenlets of their own, where an exception would only be printed
+    by gevent: it is logged, with how many orders it concerned."""
+    server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1))
+
+    def failing(order_id: int) -> None:
+        raise RuntimeError(f"cannot cancel {order_id}")
+
+    server.cancel_order = failing  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.ERROR, logger="pyengine"):
+            if canceller == "server":
+                gevent.spawn(server._cancel_on_disconnect, 3, [7, 8]).join(timeout=5)
+                event = "cancel_on_disconnect_failed"
+            else:
+                dispatcher = server.dispatcher
+                dispatcher._cod = [7, 8]
+                # As if the Ledger held both (the canceller skips orders nobody owns any more).
+                dispatcher.ledger = type("Owning", (), {"owner": staticmethod(lambda oid: 1)})()  # type: ignore[assignment]
+                gevent.spawn(dispatcher._cancel_orphans).join(timeout=5)
+                event = "cancel_orphans_failed"
+        (failed,) = [r for r in caplog.records if r.getMessage() == event]
+        assert failed.exc_info is not None and failed.exc_info[0] is RuntimeError
+        assert failed.__dict__["kv"]["orders"] == 2
+    finally:
+        server.stop()
