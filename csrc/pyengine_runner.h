@@ -149,6 +149,7 @@ struct runner_api {
     size_t (*submit)(struct runner *r, const struct runner_cmd *cmds, size_t n);
     size_t (*poll)(struct runner *r, struct runner_event *out, size_t max);
     int (*journal_error)(const struct runner *r);
+    int (*event_fd)(const struct runner *r);
 };
 const struct runner_api *runner_api(void);
 

@@ -540,6 +540,7 @@ const struct runner_api *runner_api(void)
         .submit = runner_submit,
         .poll = runner_poll,
         .journal_error = runner_journal_error,
+        .event_fd = runner_event_fd,
     };
     return &api;
 }

@@ -355,6 +355,7 @@ class struct_runner_api(CData):
     submit: FunctionPtr
     poll: FunctionPtr
     journal_error: FunctionPtr
+    event_fd: FunctionPtr
     @overload
     def __getitem__(self, index: int, /) -> struct_runner_api: ...
     @overload

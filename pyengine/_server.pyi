@@ -159,7 +159,7 @@ class Router:
     def journal_error(self) -> int:
         """The attached runner's journal error: 0 while it works, else its errno."""
     def route(self, events: Any, n: int, /) -> None: ...
-    def attach(self, runner: int, api: int, wake_fd: int, flush_market_data: Callable[[], object], /) -> None:
+    def attach(self, runner: int, api: int, flush_market_data: Callable[[], object], /) -> None:
         """Drain the runner at address `runner` through the runner_api at `api`."""
     def detach(self) -> None: ...
     def route_ready(self) -> int:

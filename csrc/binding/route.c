@@ -30,8 +30,6 @@
 #include "server.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <structmember.h>
 #include <string.h>
 #include <unistd.h>
@@ -50,9 +48,9 @@ typedef struct {
     PyObject *on_accepted_late, *on_accepted_unowned, *on_unowned_gone;
     unsigned long long trades, orders;
     /* The engine thread it drains (attach): its runner, the runner's
-       function table, the eventfd that wakes its consumer; the events
-       taken go through `taken`; `flush_md` sends what they changed to the
-       market data's subscribers. */
+       function table, the eventfd that wakes its consumer (the runner's);
+       the events taken go through `taken`; `flush_md` sends what they
+       changed to the market data's subscribers. */
     struct runner *runner;
     const struct runner_api *api;
     int wake_fd;
@@ -515,50 +513,32 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
 enum { ROUTE_TAKE = 4096 }; /* events taken from the output ring at a time */
 
 PyDoc_STRVAR(route_attach_doc,
-             "attach($self, runner, api, wake_fd, flush_market_data, /)\n--\n\n"
+             "attach($self, runner, api, flush_market_data, /)\n--\n\n"
              "Drain the runner at address `runner` (a struct runner *) through the struct runner_api at\n"
-             "address `api` (runner_api()); `wake_fd` is its consumer's eventfd, `flush_market_data` is\n"
-             "called after a batch that changed what subscribers see. The runner must outlive the\n"
-             "attachment: detach() before it is destroyed.");
+             "address `api` (runner_api()); `flush_market_data` is called after a batch that changed what\n"
+             "subscribers see. The runner must outlive the attachment: detach() before it is destroyed.");
 
 static PyObject *route_attach(srv_router *self, PyObject *const *args, Py_ssize_t nargs)
 {
     struct runner *runner;
     const struct runner_api *api;
-    long fd;
-    int flags;
 
-    if (nargs != 4 || !PyCallable_Check(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, wake_fd, flush_market_data)");
+    if (nargs != 3 || !PyCallable_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "attach takes (runner, api, flush_market_data)");
         return NULL;
     }
     if (!self->ledger) {
         PyErr_SetString(PyExc_ValueError, "the Router is not initialised");
         return NULL;
     }
-    fd = PyLong_AsLong(args[2]);
-    if (fd == -1 && PyErr_Occurred())
-        return NULL;
-    if (fd < 0 || fd > INT_MAX) {
-        PyErr_SetString(PyExc_ValueError, "attach: wake_fd is not a descriptor");
-        return NULL;
-    }
     if (srv_runner_addresses(args[0], args[1], &runner, &api) < 0)
         return NULL;
-    /* route_take reads it in the hub, which must never block. */
-    flags = fcntl((int)fd, F_GETFL);
-    if (flags < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (!(flags & O_NONBLOCK)) {
-        PyErr_SetString(PyExc_ValueError, "attach: wake_fd is not a non-blocking descriptor");
-        return NULL;
-    }
     if (!self->taken && !(self->taken = PyMem_Malloc(ROUTE_TAKE * sizeof(*self->taken))))
         return PyErr_NoMemory();
     self->runner = runner;
     self->api = api;
-    self->wake_fd = (int)fd;
-    Py_XSETREF(self->flush_md, Py_NewRef(args[3]));
+    self->wake_fd = api->event_fd(runner); /* the runner's own: non-blocking */
+    Py_XSETREF(self->flush_md, Py_NewRef(args[2]));
     Py_RETURN_NONE;
 }
 

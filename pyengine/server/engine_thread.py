@@ -205,7 +205,7 @@ class EngineThread:
         through the runner's function table: Router.route_ready), calling
         `flush_market_data` after a batch that changed the market data; it
         is detached when this closes."""
-        router.attach(int(ffi.cast("uintptr_t", self._live())), _RUNNER_API, self.fd, flush_market_data)
+        router.attach(int(ffi.cast("uintptr_t", self._live())), _RUNNER_API, flush_market_data)
         self._attached.append(router)
 
     def submit(self, cmds: Any, n: int) -> int:
