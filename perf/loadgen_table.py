@@ -3,6 +3,7 @@
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
                                  [--duration 8] [--workers 1] [--pin] [--probe 5] [--json out.json]
                                  [--plot-rate 20000 --plot out.png] [--pyengine-arg ARG ...]
+                                 [--floors [--spin-us N]]
                                  [-- more loadgen arguments]
     python perf/loadgen_table.py --floors --rates 20000 --runs 3 --duration 10
 
@@ -31,7 +32,11 @@ over the runs and pyengine's figure as a ratio to each floor's (ratios of
 the medians). Load generator arguments after ``--`` apply to all four,
 ``--pyengine-arg`` ones to pyengine-server's runs only
 (``--pyengine-arg=--spawn-fsync=batch``: the journaled server against
-floors that journal nothing).
+floors that journal nothing). ``--spin-us N`` adds two servers to the
+rounds: pyengine-server with ``--server-spin-us N`` (its event loop polls
+for N µs after each read instead of sleeping) and the C floor doing the
+same (``--spin-us N``), the floor of a server that spins; each pyengine
+row gives its ratios to every floor.
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -119,38 +124,54 @@ def ratio(value: float, floor: float) -> float | None:
     return value / floor if floor > 0 else None
 
 
+def line_up(spin_us: int = 0) -> tuple[tuple[Server, ...], tuple[Server, ...]]:
+    """The floors and the pyengine-servers of a --floors run: with spin_us,
+    the C floor and pyengine-server polling that long after a read too."""
+    if not spin_us:
+        return FLOORS, (PYENGINE,)
+    c_floor = FLOORS[0]
+    polling_floor = Server("c_floor_spin", f"C floor polling {spin_us} µs (perf/floor_epoll.c --spin-us)", "C polling",
+                           (*c_floor.spawn, f"--server-arg=--spin-us={spin_us}"), False)
+    polling = Server("pyengine_spin", f"pyengine-server --server-spin-us {spin_us}", "pyengine polling",
+                     (*PYENGINE.spawn, f"--server-arg=--server-spin-us={spin_us}"), True)
+    return (*FLOORS, polling_floor), (PYENGINE, polling)
+
+
 def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
-               plot: str | None, mine: tuple[str, ...] = ()) -> dict[str, Any]:
+               plot: str | None, mine: tuple[str, ...] = (), spin_us: int = 0) -> dict[str, Any]:
     """One rate of --floors: the servers in turn, `runs` rounds; `mine`,
-    loadgen arguments for pyengine-server's runs only."""
-    servers = (*FLOORS, PYENGINE)
-    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in servers}
+    loadgen arguments for pyengine-server's runs only. `ratios` holds, per
+    pyengine-server, its figures over each floor's."""
+    floors, ours = line_up(spin_us)
+    results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in (*floors, *ours)}
     for i in range(runs):
-        for s in servers:
-            plot_this = plot if s is PYENGINE and i == runs - 1 else None
-            own = list(mine) if s is PYENGINE else []
+        for s in (*floors, *ours):
+            plot_this = plot if s is ours[0] and i == runs - 1 else None
+            own = list(mine) if s in ours else []
             results[s.key].append(run_once(rate, duration, workers, (pinning(s) if pin else []) + extra + own,
                                            plot_this, s))
     figures = {key: medians(r) for key, r in results.items()}
-    ours = figures[PYENGINE.key]
-    ratios = {f.key: {k: ratio(ours[f"ack_{k}"], figures[f.key][f"ack_{k}"]) for k in PERCENTILES} for f in FLOORS}
+    ratios = {p.key: {f.key: {k: ratio(figures[p.key][f"ack_{k}"], figures[f.key][f"ack_{k}"]) for k in PERCENTILES}
+                      for f in floors}
+              for p in ours}
     return {"rate": rate, "servers": figures, "ratios": ratios}
 
 
-def print_floors(rows: list[dict[str, Any]]) -> None:
+def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
+    floors, ours = line_up(spin_us)
     print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | errors |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         offered = "max (closed loop)" if row["rate"] == 0 else f"{row['rate']:,.0f}/s"
-        for s in (*FLOORS, PYENGINE):
+        for s in (*floors, *ours):
             fig = row["servers"][s.key]
             cells = []
             for k in PERCENTILES:
                 cell = f"{fig[f'ack_{k}']:,.0f}"
-                if s is PYENGINE:
+                if s in ours:
                     parts = []
-                    for f in FLOORS:
-                        r = row["ratios"][f.key][k]
+                    for f in floors:
+                        r = row["ratios"][s.key][f.key][k]
                         parts.append(f"{r:.2f}x {f.short}" if r is not None else f"n/a {f.short}")
                     cell += f" ({', '.join(parts)})"
                 cells.append(cell)
@@ -171,6 +192,8 @@ def main() -> int:
     ap.add_argument("--pyengine-arg", action="append", default=[], metavar="ARG",
                     help="one more loadgen argument for pyengine-server's runs only (repeat for more), e.g. "
                          "--pyengine-arg=--spawn-fsync=batch: the floors journal nothing")
+    ap.add_argument("--spin-us", type=int, default=0, metavar="N",
+                    help="with --floors: also run pyengine-server and the C floor polling N µs after each read")
     ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
                     help="measure the machine's CPU stalls first, for this long (0: don't)")
     ap.add_argument("--json", metavar="FILE")
@@ -179,6 +202,10 @@ def main() -> int:
     ap.add_argument("loadgen_args", nargs="*", help="more loadgen arguments (after --)")
     args = ap.parse_args()
     extra = args.loadgen_args
+    if args.spin_us and not args.floors:
+        ap.error("--spin-us needs --floors")
+    if not 0 <= args.spin_us <= 1_000_000:
+        ap.error(f"--spin-us must be from 0 to 1000000, not {args.spin_us}")
     if args.probe > 0:
         probe = subprocess.run([sys.executable, str(ROOT / "tools" / "cpu_probe.py"), "--duration", str(args.probe),
                                 "--wake-rounds", "0"], capture_output=True, text=True, check=True)
@@ -188,7 +215,7 @@ def main() -> int:
         plot_rate = args.plot if args.plot and rate == args.plot_rate else None
         if args.floors:
             rows.append(floors_row(rate, args.runs, args.duration, args.workers, extra, args.pin, plot_rate,
-                                   tuple(args.pyengine_arg)))
+                                   tuple(args.pyengine_arg), args.spin_us))
         else:
             runs = []
             for i in range(args.runs):
@@ -200,7 +227,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.floors:
-        print_floors(rows)
+        print_floors(rows, args.spin_us)
         return 0
     print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 | errors |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -128,6 +128,8 @@ class Poller:
     watched: int
     turns: int
     reads: int
+    spins: int
+    spinning: bool
     def __init__(self, intake: Intake, events: PollerEvents) -> None: ...
     after_push: Callable[[], object] | None
     """Called at each turn's end, after the push and before the output is written."""
@@ -137,6 +139,10 @@ class Poller:
     def unwatch(self, link: Link, /) -> bool: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
+    def spin_for(self, ns: int, switch: Callable[[bool], object] | None, /) -> None:
+        """Keep the loop polling for ns after each turn that read: switch(True) to start, switch(False) to stop."""
+    def spin(self) -> None:
+        """The spinning loop's idle callback: yield the CPU, or switch(False) once the time has passed."""
 
 class Router:
     trades: int

@@ -21,6 +21,15 @@
  * printed, and the watcher stopped): what fails in a turn goes to
  * PollerEvents.turn_failed.
  *
+ * Spinning (spin_for): a loop that sleeps in epoll_wait between requests
+ * pays for a wake-up with each one, tens of microseconds on a virtual
+ * machine whose idle CPU halts. After a turn that read something, the
+ * Poller can have the loop poll instead for a while: Python starts an idle
+ * watcher (libev does not block while one is active) whose callback is
+ * spin(), and spin() yields the CPU, so the engine thread, often pinned to
+ * the same one, runs the moment it has work, until the time passes with no
+ * turn; then it has Python stop the watcher, and the loop sleeps again.
+ *
  * Sessions are kept by socket descriptor; a session must be unwatched
  * before its socket is closed (the descriptor's number may be the next
  * connection's): Link.forget_socket() refuses a Link watched still.
@@ -28,6 +37,7 @@
 #include "server.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <unistd.h>
@@ -51,7 +61,11 @@ typedef struct {
     struct poll_entry *entries; /* by descriptor */
     size_t n_entries;
     Py_ssize_t watched;
-    unsigned long long turns, reads;
+    unsigned long long turns, reads, spins;
+    /* spin_for's: 0, or how long the loop polls after a turn that read */
+    int64_t spin_ns, last_read_ns;
+    PyObject *spin_switch; /* NULL, or called with True to start spinning, False to stop */
+    char spinning;
 } srv_poller;
 
 /* Tell PollerEvents.turn_failed what is set now; if that fails too, it is
@@ -99,6 +113,24 @@ static void poller_drop_link(srv_poller *self, int fd, srv_link *link)
 {
     if (self->epfd >= 0 && (size_t)fd < self->n_entries && self->entries[fd].link == link)
         poller_drop(self, fd);
+}
+
+/* A turn found a socket ready: spin from now, and start if stopped (a
+ * switch that fails is tried again at the next such turn). */
+static void poller_spin_from_now(srv_poller *self)
+{
+    self->last_read_ns = srv_monotonic_ns();
+    if (!self->spinning) {
+        PyObject *on = Py_True, *sw = Py_NewRef(self->spin_switch), *r;
+
+        self->spinning = 1;
+        if (!(r = PyObject_Vectorcall(sw, &on, 1, NULL))) {
+            self->spinning = 0;
+            poller_failed(self);
+        }
+        Py_XDECREF(r);
+        Py_DECREF(sw);
+    }
 }
 
 /* Read a ready socket once and drain its inbox; hand what is not this
@@ -217,9 +249,67 @@ static PyObject *poller_turn(srv_poller *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->turns++;
+    if (n > 0 && self->spin_ns)
+        poller_spin_from_now(self);
     for (int i = 0; i < n && self->epfd >= 0; i++)
         poller_serve(self, evs[i].data.fd);
     poller_finish(self);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(poller_spin_for_doc,
+             "spin_for($self, ns, switch, /)\n--\n\n"
+             "After each turn that finds a socket ready, keep the event loop polling for ns nanoseconds:\n"
+             "switch(True) when it should start (an idle watcher whose callback is spin()), switch(False)\n"
+             "when ns passed with no such turn. ns 0 and switch None: never (what switch started, its\n"
+             "caller stops).");
+
+static PyObject *poller_spin_for(srv_poller *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long ns;
+
+    if (nargs != 2 || !PyLong_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "spin_for takes (ns, switch)");
+        return NULL;
+    }
+    if ((ns = PyLong_AsLongLong(args[0])) == -1 && PyErr_Occurred())
+        return NULL;
+    if (ns < 0) {
+        PyErr_Format(PyExc_ValueError, "spin_for: ns must be >= 0, not %lld", ns);
+        return NULL;
+    }
+    if (ns ? !PyCallable_Check(args[1]) : args[1] != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "spin_for: switch is a callable, or None with ns 0");
+        return NULL;
+    }
+    self->spin_ns = ns;
+    self->spinning = 0;
+    Py_XSETREF(self->spin_switch, ns ? Py_NewRef(args[1]) : NULL);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(poller_spin_doc,
+             "spin($self, /)\n--\n\n"
+             "The spinning loop's idle callback: yield the CPU (and the GIL meanwhile), or, once spin_for's\n"
+             "time has passed since the last turn that read, call switch(False). Never raises: what the\n"
+             "switch raises goes to turn_failed.");
+
+static PyObject *poller_spin(srv_poller *self, PyObject *Py_UNUSED(ignored))
+{
+    if (!self->spinning)
+        Py_RETURN_NONE; /* stopped meanwhile: the watcher's last call */
+    if (srv_monotonic_ns() - self->last_read_ns >= self->spin_ns) {
+        PyObject *off = Py_False, *sw = Py_NewRef(self->spin_switch); /* it may call spin_for */
+
+        self->spinning = 0;
+        poller_call(self, sw, &off, 1);
+        Py_DECREF(sw);
+        Py_RETURN_NONE;
+    }
+    self->spins++;
+    Py_BEGIN_ALLOW_THREADS
+    sched_yield();
+    Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
@@ -402,6 +492,7 @@ static int poller_traverse(srv_poller *self, visitproc visit, void *arg)
     Py_VISIT(self->on_flushed);
     Py_VISIT(self->on_failed);
     Py_VISIT(self->after_push);
+    Py_VISIT(self->spin_switch);
     for (size_t fd = 0; fd < self->n_entries; fd++) {
         Py_VISIT(self->entries[fd].link);
         Py_VISIT(self->entries[fd].inbox);
@@ -417,6 +508,9 @@ static int poller_clear(srv_poller *self)
     Py_CLEAR(self->on_flushed);
     Py_CLEAR(self->on_failed);
     Py_CLEAR(self->after_push);
+    Py_CLEAR(self->spin_switch);
+    self->spin_ns = 0;
+    self->spinning = 0;
     /* intake stays: a closed Poller's turn() and watch() look at epfd first */
     return 0;
 }
@@ -435,6 +529,8 @@ static PyMethodDef poller_methods[] = {
     {"unwatch", (PyCFunction)poller_unwatch, METH_O, poller_unwatch_doc},
     {"fileno", (PyCFunction)poller_fileno, METH_NOARGS, poller_fileno_doc},
     {"close", (PyCFunction)poller_close, METH_NOARGS, poller_close_doc},
+    {"spin_for", (PyCFunction)(void (*)(void))poller_spin_for, METH_FASTCALL, poller_spin_for_doc},
+    {"spin", (PyCFunction)poller_spin, METH_NOARGS, poller_spin_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -443,6 +539,9 @@ static PyMemberDef poller_members[] = {
     {"turns", T_ULONGLONG, offsetof(srv_poller, turns), READONLY, "turns that looked at the sockets"},
     {"reads", T_ULONGLONG, offsetof(srv_poller, reads), READONLY,
      "socket reads that found something: bytes, the end, or a failure"},
+    {"spins", T_ULONGLONG, offsetof(srv_poller, spins), READONLY, "spin() calls that yielded the CPU"},
+    {"spinning", T_BOOL, offsetof(srv_poller, spinning), READONLY,
+     "the loop is kept polling (spin_for): switch(True) was called last"},
     {NULL, 0, 0, 0, NULL},
 };
 

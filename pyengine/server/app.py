@@ -137,6 +137,7 @@ class Server:
         )
         self.poller = Poller(self.intake, self)
         self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller
+        self._spin_watcher: Any = None  # start()'s with server_spin_us: the idle watcher that keeps the loop polling
         self._flush_wanted = Event()
         self._turn_failures = Throttle()  # PollerEvents.turn_failed's log lines
         self._flush_failures = Throttle()  # the flusher's
@@ -216,6 +217,19 @@ class Server:
         if self._poll_watcher is None:
             self._poll_watcher = self.hub.loop.io(self.poller.fileno(), 1)
             self._poll_watcher.start(self.poller.turn)
+            if self.config.server_spin_us:
+                # Unreferenced: it never keeps the loop running by itself.
+                self._spin_watcher = self.hub.loop.idle(ref=False)
+                self.poller.spin_for(self.config.server_spin_us * 1000, self._spin_switch)
+
+    def _spin_switch(self, on: bool) -> None:
+        """The Poller's (spin_for): while the idle watcher is active, libev
+        polls without sleeping, calling Poller.spin, which yields the CPU
+        between polls; a request that comes then needs no wake-up."""
+        if on:
+            self._spin_watcher.start(self.poller.spin)
+        else:
+            self._spin_watcher.stop()
 
     def route_in_turns(self, callback: Callable[[], None] | None) -> None:
         """Have the Poller call `callback` at the end of each of its turns,
@@ -315,6 +329,9 @@ class Server:
         self.login_checks.close()
         if self._poll_watcher is not None:
             self._poll_watcher.close()
+        if self._spin_watcher is not None:
+            self.poller.spin_for(0, None)
+            self._spin_watcher.close()
         self.poller.close()
         if self.cluster is not None:
             self.cluster.close()  # its thread takes from the runner: first

@@ -1,8 +1,9 @@
 """The ``pyengine-server`` console script.
 
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
-                    [--spin-us N] [--data-dir DIR] [--fsync always|batch|off]
-                    [--snapshot-every N] [--accept-journal-loss] [--log-level LEVEL]
+                    [--spin-us N] [--server-cpu N] [--server-spin-us N]
+                    [--data-dir DIR] [--fsync always|batch|off] [--snapshot-every N]
+                    [--accept-journal-loss] [--log-level LEVEL]
                     [--metrics-port P [--metrics-host H]] [--http-port P [--http-host H]]
                     [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
@@ -49,6 +50,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-cpu", type=int, metavar="N", help="CPU for the event-loop thread (default: -1, don't pin)")
     p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
     p.add_argument("--spin-us", type=int, metavar="N", help="idle polling of the engine thread before it sleeps")
+    p.add_argument("--server-spin-us", type=int, metavar="N", help="the event loop polls this long after a read "
+                   "before it sleeps, a CPU for the wake-up's latency (default 0: never)")
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
     p.add_argument("--data-dir", metavar="DIR", help="journal and snapshots here; recover from it on start")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, help="when the journal is synced: per command, per batch "
@@ -80,6 +83,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "server_cpu": args.server_cpu,
         "engine_cpu": args.engine_cpu,
         "spin_us": args.spin_us,
+        "server_spin_us": args.server_spin_us,
         "stats_interval": args.stats_interval,
         "data_dir": args.data_dir,
         "fsync": args.fsync,

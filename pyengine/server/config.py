@@ -10,6 +10,7 @@ A file looks like this (every key optional, defaults as shown)::
     max_unsent = 8388608         # unsent bytes before a slow reader is dropped
     stats_interval = 10.0        # seconds between stats log lines; 0: none
     cpu = -1                     # CPU to pin the event-loop thread to; -1: don't pin
+    spin_us = 0                  # the event loop polls this long after a read before it sleeps; 0: never
     login_workers = 1            # OS threads that check login secrets, off the event loop
     max_pending_logins = 64      # logins being checked or waiting for a worker; more: login_busy
     finished_orders = 1000       # finished orders per account that order_status still finds
@@ -144,6 +145,9 @@ DEFAULT_INSTRUMENTS = (
 )
 
 
+MAX_SPIN_US = 1_000_000  # a second of polling: longer is a misplaced decimal point
+
+
 def _last_cpu() -> int:
     return max(os.sched_getaffinity(0))
 
@@ -157,6 +161,7 @@ class ServerConfig:
     max_unsent: int = 8 << 20
     stats_interval: float = 10.0
     server_cpu: int = -1
+    server_spin_us: int = 0  # the event loop's polling after a read (app.py Server.start_reading); 0: none
     login_workers: int = 1
     max_pending_logins: int = 64
     finished_orders: int = 1000
@@ -308,7 +313,7 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments",
                                              "accept_journal_loss"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
-                                     "cpu", "login_workers", "max_pending_logins", "finished_orders",
+                                     "cpu", "spin_us", "login_workers", "max_pending_logins", "finished_orders",
                                      "trace_latency"})
     _check_keys("[engine]", engine, {"cpu", "spin_us", "in_capacity", "out_capacity"})
     kw: dict[str, Any] = {}
@@ -319,6 +324,8 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
             kw[key] = _typed("[server]", key, server[key], typ)
     if "cpu" in server:
         kw["server_cpu"] = _typed("[server]", "cpu", server["cpu"], int)
+    if "spin_us" in server:
+        kw["server_spin_us"] = _typed("[server]", "spin_us", server["spin_us"], int)
     if "stats_interval" in server:
         kw["stats_interval"] = float(_typed("[server]", "stats_interval", server["stats_interval"], (int, float)))
     if "cpu" in engine:
@@ -380,6 +387,9 @@ def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig
         raise ConfigError(f"[server]: trace_latency must be >= 0 (0: off), not {config.trace_latency}")
     if config.server_cpu < -1:
         raise ConfigError(f"[server]: cpu must be a CPU number or -1 (don't pin), not {config.server_cpu}")
+    for section, spin_us in (("[server]", config.server_spin_us), ("[engine]", config.spin_us)):
+        if not 0 <= spin_us <= MAX_SPIN_US:
+            raise ConfigError(f"{section}: spin_us must be from 0 (no polling) to {MAX_SPIN_US}, not {spin_us}")
     if config.fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[durability]: fsync must be one of {', '.join(FSYNC_POLICIES)}, not {config.fsync!r}")
     if config.snapshot_every < 0:

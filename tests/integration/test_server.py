@@ -455,6 +455,27 @@ def test_engine_thread_sharing_the_event_loops_cpu_does_not_poll(server_factory:
         assert c.request(c.ping())["type"] == "pong"
 
 
+def test_a_server_whose_event_loop_polls_serves_and_trades(server_factory: Any) -> None:
+    """--server-spin-us: the event loop polls after each read, sharing its CPU
+    with the engine thread, which still runs as soon as it has work; orders
+    rest, trade and cancel as ever, and the server stops cleanly."""
+    cpu = max(os.sched_getaffinity(0))
+    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--server-spin-us", "2000")
+    srv.wait_log("event=listening")
+    with login(srv, 1) as maker, login(srv, 2) as taker:
+        resting = maker.request(maker.new_order(ES, "sell", 3, 450_000))
+        gone = maker.request(maker.new_order(ES, "sell", 1, 460_000))
+        for _ in range(20):  # back to back: each read starts or prolongs the polling
+            assert taker.request(taker.ping())["type"] == "pong"
+        ack = taker.request(taker.new_order(ES, "buy", 2, 450_000))
+        fills = [m for m in drain(taker) if m["type"] == "fill"]
+        assert [(f["order_id"], f["qty"], f["price"]) for f in fills] == [(ack["order_id"], 2, 450_000)]
+        assert maker.request(maker.cancel(gone["order_id"]))["type"] == "cancelled"
+        maker_fills = [m for m in drain(maker) if m["type"] == "fill"]
+        assert [(f["order_id"], f["qty"], f["leaves"]) for f in maker_fills] == [(resting["order_id"], 2, 1)]
+    assert srv.stop() == 0
+
+
 def test_server_cpu_not_allowed_is_a_warning(server_factory: Any) -> None:
     srv = server_factory(None, "--server-cpu", "100000")
     srv.wait_log("event=server_cpu_not_pinned cpu=100000")

@@ -248,3 +248,96 @@ def test_a_command_buffer_pushes_only_when_attached() -> None:
     assert buf.reserve() == 0
     with pytest.raises(ValueError, match="no runner"):
         buf.push()
+
+
+# ---- spinning: the loop polls for a while after a read ---------------------------
+
+
+def wait_until(cond: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        gevent.sleep(0.001)
+
+
+def test_spin_for_is_checked(two: Sessions) -> None:
+    poller = two.server.poller
+    with pytest.raises(ValueError, match="ns must be >= 0, not -1"):
+        poller.spin_for(-1, print)
+    for ns, switch in ((1000, None), (0, print), (1000, 42)):
+        with pytest.raises(TypeError, match="switch is a callable, or None with ns 0"):
+            poller.spin_for(ns, switch)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"spin_for takes \(ns, switch\)"):
+        poller.spin_for("1000", print)  # type: ignore[arg-type]
+    assert not poller.spinning
+
+
+def test_a_turn_that_reads_starts_spinning_and_a_quiet_while_stops_it(two: Sessions) -> None:
+    poller, calls = two.server.poller, []
+    poller.spin_for(300_000_000, calls.append)  # 300 ms
+    poller.spin()
+    assert calls == [] and poller.spins == 0  # nothing read yet: nothing to spin for
+    two.send(0, new_order(1))
+    wait_until(lambda: poller.reads == 1)
+    assert calls == [True] and poller.spinning
+    poller.spin()
+    assert poller.spins == 1 and calls == [True]  # within the time: it yields the CPU, and goes on
+    two.send(1, new_order(2))
+    wait_until(lambda: poller.reads == 2)
+    assert calls == [True]  # spinning already
+    time.sleep(0.31)  # the hub too: no turn meanwhile
+    poller.spin()
+    assert calls == [True, False] and not poller.spinning and poller.spins == 1
+    poller.spin()
+    assert calls == [True, False]  # the watcher's last call after the stop: nothing
+    two.send(0, new_order(3))
+    wait_until(lambda: poller.reads == 3)
+    assert calls == [True, False, True]
+    poller.spin_for(0, None)
+    assert not poller.spinning
+    two.send(0, new_order(4))
+    wait_until(lambda: poller.reads == 4)
+    assert calls == [True, False, True]  # off: no switch called
+
+
+def test_a_switch_that_fails_goes_to_turn_failed_and_is_tried_again(
+        two: Sessions, caplog: pytest.LogCaptureFixture) -> None:
+    poller, calls = two.server.poller, []
+
+    def switch(on: bool) -> None:
+        calls.append(on)
+        if len(calls) == 1:
+            raise RuntimeError("no watcher")
+
+    poller.spin_for(300_000_000, switch)
+    two.send(0, new_order(1))
+    wait_until(lambda: poller.reads == 1)
+    assert calls == [True] and not poller.spinning
+    assert "turn_failed" in caplog.text and "no watcher" in caplog.text
+    two.send(0, new_order(2))
+    wait_until(lambda: poller.reads == 2)
+    assert calls == [True, True] and poller.spinning
+    poller.spin_for(0, None)
+
+
+def test_a_spinning_server_polls_after_a_read_then_sleeps_again() -> None:
+    """--server-spin-us: after a read the hub keeps polling (an idle
+    watcher calling Poller.spin), then stops once that long passed with
+    nothing read, and sleeps in epoll_wait again."""
+    s = Sessions(1, server_spin_us=30_000)
+    try:
+        poller = s.server.poller
+        gevent.sleep(0.05)
+        assert not poller.spinning and poller.spins == 0
+        s.send(0, new_order(1))
+        wait_until(lambda: poller.spins > 0)  # the hub polled, yielding between polls
+        wait_until(lambda: not poller.spinning)  # 30 ms with nothing read
+        stopped = poller.spins
+        gevent.sleep(0.05)
+        assert poller.spins == stopped  # the idle watcher is stopped: the hub sleeps
+        s.send(0, new_order(2))
+        wait_until(lambda: poller.spins > stopped)
+        assert poller.reads == 2
+    finally:
+        s.close()
+    assert not poller.spinning  # the server's stop turned it off

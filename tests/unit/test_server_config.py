@@ -51,6 +51,7 @@ port = 9000
 max_unsent = 1048576
 stats_interval = 0.5
 cpu = 0
+spin_us = 150
 login_workers = 3
 max_pending_logins = 10
 
@@ -99,6 +100,7 @@ admin = true
     assert c.accept_journal_loss and not ServerConfig().accept_journal_loss
     assert (inst.max_qty, inst.max_notional) == (500, 100000)
     assert (c.login_workers, c.max_pending_logins) == (3, 10)
+    assert c.server_spin_us == 150 and ServerConfig().server_spin_us == 0  # the event loop sleeps unless asked
     assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, login_failures=0,
                                     login_window=10.0, host_logins=4, host_login_window=2.5)
 
@@ -111,6 +113,10 @@ admin = true
         ("[server]\nport = 70000\n", "out of range"),
         ("[server]\ncpu = 'first'\n", "cpu must be int"),
         ("[server]\ncpu = -2\n", "cpu must be a CPU number or -1"),
+        ("[server]\nspin_us = -1\n", r"\[server\]: spin_us must be from 0 \(no polling\) to 1000000, not -1"),
+        ("[server]\nspin_us = 2000000\n", r"\[server\]: spin_us must be from 0 \(no polling\) to 1000000"),
+        ("[server]\nspin_us = 1.5\n", "spin_us must be int"),
+        ("[engine]\nspin_us = -5\n", r"\[engine\]: spin_us must be from 0 \(no polling\) to 1000000, not -5"),
         ("[server]\nlogin_workers = 0\n", "login_workers and max_pending_logins must be at least 1"),
         ("[server]\nmax_pending_logins = 0\n", "login_workers and max_pending_logins must be at least 1"),
         ("[engine]\nout_capacity = 1000\n", "power of two"),
@@ -150,6 +156,19 @@ def test_accept_journal_loss_from_the_command_line_or_the_file(tmp_path: Path) -
     assert not build_config(parser.parse_args([])).accept_journal_loss
     assert build_config(parser.parse_args(["--accept-journal-loss"])).accept_journal_loss
     assert build_config(parser.parse_args(["--config", path])).accept_journal_loss
+
+
+def test_event_loop_polling_from_the_command_line(tmp_path: Path) -> None:
+    from pyengine.server.cli import _serve_args, build_config
+
+    parser = argparse.ArgumentParser()
+    _serve_args(parser)
+    path = str(write(tmp_path, "[server]\nspin_us = 40\n"))
+    assert build_config(parser.parse_args([])).server_spin_us == 0
+    assert build_config(parser.parse_args(["--config", path])).server_spin_us == 40
+    assert build_config(parser.parse_args(["--config", path, "--server-spin-us", "250"])).server_spin_us == 250
+    with pytest.raises(ConfigError, match=r"\[server\]: spin_us must be from 0"):
+        build_config(parser.parse_args(["--server-spin-us", "-3"]))
 
 
 def test_missing_file(tmp_path: Path) -> None:
