@@ -9,7 +9,7 @@
  * benchmark states pyengine-server's figures beside it
  * (perf/loadgen_table.py --floors).
  *
- *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N] [--spin-us N]
+ *     floor_epoll --port 0 [--host 127.0.0.1] [--server-cpu N] [--server-spin-us N]
  *                 [--handoff [--engine-cpu N] [--ring-slots N]]
  *
  * It logs "event=listening host=H port=P" on stderr, as pyengine-server does
@@ -32,9 +32,10 @@
  * A frame of length 0 or over 64 KiB closes the connection, as the server's
  * framing rule does.
  *
- * --spin-us N polls as pyengine-server's --server-spin-us does: for N µs
- * after an epoll_wait that found something, it waits no more but polls,
- * yielding the CPU between polls; the floor of a server that spins.
+ * --server-spin-us N polls as pyengine-server's option of that name does:
+ * for N µs after an epoll_wait that found a connection readable, it waits
+ * no more but polls, yielding the CPU between polls (to the hand-off
+ * thread, when it shares the CPU); the floor of a server that spins.
  *
  * Built on demand by perf/floor_epoll.py with the system C compiler and
  * -Wall -Wextra -Werror (see there why not with CMake).
@@ -92,7 +93,7 @@ struct floor_server {
     uint64_t next_id;              /* order ids and sequence numbers */
     struct floor_handoff *handoff; /* --handoff, else NULL */
     struct floor_conn *closed;     /* closed, freed at the end of the loop's turn */
-    unsigned spin_us;              /* --spin-us: polling after a wait that found something */
+    unsigned loop_spin_us;         /* --server-spin-us: polling after a connection was readable */
 };
 
 static volatile sig_atomic_t floor_stop;
@@ -690,9 +691,9 @@ static int floor_serve(struct floor_server *srv)
         return 1;
     }
     struct epoll_event events[FLOOR_MAX_EVENTS];
-    uint64_t found = 0; /* --spin-us: when a wait last found something */
+    uint64_t readable = 0; /* --server-spin-us: when a connection last was */
     while (!floor_stop) {
-        int spinning = srv->spin_us && floor_now_us() - found < srv->spin_us;
+        int spinning = srv->loop_spin_us && floor_now_us() - readable < srv->loop_spin_us;
         int n = epoll_wait(srv->epoll_fd, events, FLOOR_MAX_EVENTS, spinning ? 0 : -1);
         if (n < 0) {
             if (errno == EINTR)
@@ -704,8 +705,6 @@ static int floor_serve(struct floor_server *srv)
             sched_yield(); /* a hand-off thread on this CPU runs */
             continue;
         }
-        if (srv->spin_us)
-            found = floor_now_us();
         for (int i = 0; i < n; i++) {
             struct floor_conn *c = events[i].data.ptr;
             if (!c) {
@@ -728,8 +727,11 @@ static int floor_serve(struct floor_server *srv)
                 err = FLOOR_ECLOSED;
             if (err == FLOOR_OK && (events[i].events & EPOLLOUT))
                 err = floor_flush(srv, c);
-            if (err == FLOOR_OK && (events[i].events & EPOLLIN))
+            if (err == FLOOR_OK && (events[i].events & EPOLLIN)) {
+                if (srv->loop_spin_us)
+                    readable = floor_now_us();
                 err = floor_on_readable(srv, c);
+            }
             if (err != FLOOR_OK)
                 floor_conn_close(srv, c); /* connections still open at exit go with the process */
         }
@@ -742,10 +744,10 @@ static int floor_serve(struct floor_server *srv)
 
 static void floor_usage(FILE *to)
 {
-    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N] [--spin-us N]\n"
+    fprintf(to, "usage: floor_epoll --port N [--host 127.0.0.1] [--server-cpu N] [--server-spin-us N]\n"
                 "                   [--handoff [--engine-cpu N] [--ring-slots 8192]]\n"
                 "A TCP server answering each frame of the pyengine-server protocol at once (0: any free port);\n"
-                "with --spin-us, polling for N us after each wait that found something instead of sleeping;\n"
+                "with --server-spin-us, polling for N us after a connection was readable instead of sleeping;\n"
                 "with --handoff, each reply goes out by way of a second thread (on the last CPU, or N; -1: not\n"
                 "pinned) through two rings of a power of two slots, as pyengine-server's by way of its engine\n"
                 "thread.\n");
@@ -769,7 +771,7 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *v;
     int port = -1, cpu = -1, handoff = 0, engine_cpu = floor_last_cpu();
-    long ring_slots = FLOOR_RING_SLOTS, spin = 0;
+    long ring_slots = FLOOR_RING_SLOTS, loop_spin_us = 0;
     for (int i = 1; i < argc; i++) {
         if ((v = floor_option(argc, argv, &i, "--port")))
             port = atoi(v);
@@ -781,8 +783,8 @@ int main(int argc, char **argv)
             engine_cpu = atoi(v);
         else if ((v = floor_option(argc, argv, &i, "--ring-slots")))
             ring_slots = atol(v);
-        else if ((v = floor_option(argc, argv, &i, "--spin-us")))
-            spin = atol(v);
+        else if ((v = floor_option(argc, argv, &i, "--server-spin-us")))
+            loop_spin_us = atol(v);
         else if (strcmp(argv[i], "--handoff") == 0)
             handoff = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -793,8 +795,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (port < 0 || port > 65535 || ring_slots < 2 || (ring_slots & (ring_slots - 1)) || spin < 0 ||
-        spin > 1000000) {
+    if (port < 0 || port > 65535 || ring_slots < 2 || (ring_slots & (ring_slots - 1)) || loop_spin_us < 0 ||
+        loop_spin_us > 1000000) {
         floor_usage(stderr);
         return 2;
     }
@@ -804,7 +806,7 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     if (cpu >= 0)
         floor_pin(cpu);
-    struct floor_server srv = {.listen_fd = -1, .epoll_fd = epoll_create1(EPOLL_CLOEXEC), .spin_us = (unsigned)spin};
+    struct floor_server srv = {.listen_fd = -1, .epoll_fd = epoll_create1(EPOLL_CLOEXEC), .loop_spin_us = (unsigned)loop_spin_us};
     if (srv.epoll_fd < 0) {
         perror("floor_epoll: epoll_create1");
         return 1;

@@ -3,7 +3,7 @@
     python perf/loadgen_table.py [--rates 1000,10000,20000,50000,0] [--runs 3]
                                  [--duration 8] [--workers 1] [--pin] [--probe 5] [--json out.json]
                                  [--plot-rate 20000 --plot out.png] [--pyengine-arg ARG ...]
-                                 [--floors [--spin-us N]]
+                                 [--floors [--server-spin-us N]]
                                  [-- more loadgen arguments]
     python perf/loadgen_table.py --floors --rates 20000 --runs 3 --duration 10
 
@@ -32,11 +32,12 @@ over the runs and pyengine's figure as a ratio to each floor's (ratios of
 the medians). Load generator arguments after ``--`` apply to all four,
 ``--pyengine-arg`` ones to pyengine-server's runs only
 (``--pyengine-arg=--spawn-fsync=batch``: the journaled server against
-floors that journal nothing). ``--spin-us N`` adds two servers to the
-rounds: pyengine-server with ``--server-spin-us N`` (its event loop polls
-for N µs after each read instead of sleeping) and the C floor doing the
-same (``--spin-us N``), the floor of a server that spins; each pyengine
-row gives its ratios to every floor.
+floors that journal nothing). ``--server-spin-us N`` adds three servers
+to the rounds: pyengine-server with ``--server-spin-us N`` (its event loop
+polls for N µs after each read instead of sleeping), and the C floor and
+the hand-off floor doing the same, the floors of a server that spins; each
+pyengine row gives its ratios to every floor (the JSON's ``ratios``: per
+pyengine-server, per floor).
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -126,15 +127,20 @@ def ratio(value: float, floor: float) -> float | None:
 
 def line_up(spin_us: int = 0) -> tuple[tuple[Server, ...], tuple[Server, ...]]:
     """The floors and the pyengine-servers of a --floors run: with spin_us,
-    the C floor and pyengine-server polling that long after a read too."""
+    the C and hand-off floors and pyengine-server polling that long after
+    a read too."""
     if not spin_us:
         return FLOORS, (PYENGINE,)
-    c_floor = FLOORS[0]
-    polling_floor = Server("c_floor_spin", f"C floor polling {spin_us} µs (perf/floor_epoll.c --spin-us)", "C polling",
-                           (*c_floor.spawn, f"--server-arg=--spin-us={spin_us}"), False)
+    c_floor, handoff_floor = FLOORS[:2]
+    spin = f"--server-arg=--server-spin-us={spin_us}"
+    polling_floors = (
+        Server("c_floor_spin", f"C floor polling {spin_us} µs", "C polling", (*c_floor.spawn, spin), False),
+        Server("handoff_floor_spin", f"hand-off floor polling {spin_us} µs", "hand-off polling",
+               (*handoff_floor.spawn, spin), True),
+    )
     polling = Server("pyengine_spin", f"pyengine-server --server-spin-us {spin_us}", "pyengine polling",
-                     (*PYENGINE.spawn, f"--server-arg=--server-spin-us={spin_us}"), True)
-    return (*FLOORS, polling_floor), (PYENGINE, polling)
+                     (*PYENGINE.spawn, spin), True)
+    return (*FLOORS, *polling_floors), (PYENGINE, polling)
 
 
 def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
@@ -192,8 +198,9 @@ def main() -> int:
     ap.add_argument("--pyengine-arg", action="append", default=[], metavar="ARG",
                     help="one more loadgen argument for pyengine-server's runs only (repeat for more), e.g. "
                          "--pyengine-arg=--spawn-fsync=batch: the floors journal nothing")
-    ap.add_argument("--spin-us", type=int, default=0, metavar="N",
-                    help="with --floors: also run pyengine-server and the C floor polling N µs after each read")
+    ap.add_argument("--server-spin-us", type=int, default=0, metavar="N",
+                    help="with --floors: also run pyengine-server and the C and hand-off floors polling N µs after "
+                         "each read")
     ap.add_argument("--probe", type=float, default=5.0, metavar="SECONDS",
                     help="measure the machine's CPU stalls first, for this long (0: don't)")
     ap.add_argument("--json", metavar="FILE")
@@ -202,10 +209,10 @@ def main() -> int:
     ap.add_argument("loadgen_args", nargs="*", help="more loadgen arguments (after --)")
     args = ap.parse_args()
     extra = args.loadgen_args
-    if args.spin_us and not args.floors:
-        ap.error("--spin-us needs --floors")
-    if not 0 <= args.spin_us <= 1_000_000:
-        ap.error(f"--spin-us must be from 0 to 1000000, not {args.spin_us}")
+    if args.server_spin_us and not args.floors:
+        ap.error("--server-spin-us needs --floors")
+    if not 0 <= args.server_spin_us <= 1_000_000:
+        ap.error(f"--server-spin-us must be from 0 to 1000000, not {args.server_spin_us}")
     if args.probe > 0:
         probe = subprocess.run([sys.executable, str(ROOT / "tools" / "cpu_probe.py"), "--duration", str(args.probe),
                                 "--wake-rounds", "0"], capture_output=True, text=True, check=True)
@@ -215,7 +222,7 @@ def main() -> int:
         plot_rate = args.plot if args.plot and rate == args.plot_rate else None
         if args.floors:
             rows.append(floors_row(rate, args.runs, args.duration, args.workers, extra, args.pin, plot_rate,
-                                   tuple(args.pyengine_arg), args.spin_us))
+                                   tuple(args.pyengine_arg), args.server_spin_us))
         else:
             runs = []
             for i in range(args.runs):
@@ -227,7 +234,7 @@ def main() -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     if args.floors:
-        print_floors(rows, args.spin_us)
+        print_floors(rows, args.server_spin_us)
         return 0
     print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 | errors |")
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -23,11 +23,11 @@
  *
  * Spinning (spin_for): a loop that sleeps in epoll_wait between requests
  * pays for a wake-up with each one, tens of microseconds on a virtual
- * machine whose idle CPU halts. After a turn that read something, the
+ * machine whose idle CPU halts. After a turn that found a socket ready, the
  * Poller can have the loop poll instead for a while: Python starts an idle
  * watcher (libev does not block while one is active) whose callback is
- * spin(), and spin() yields the CPU, so the engine thread, often pinned to
- * the same one, runs the moment it has work, until the time passes with no
+ * spin(), and spin() yields the CPU, so that an engine thread pinned to the
+ * same one runs the moment it has work, until the time passes with no such
  * turn; then it has Python stop the watcher, and the loop sleeps again.
  *
  * Sessions are kept by socket descriptor; a session must be unwatched
@@ -62,7 +62,7 @@ typedef struct {
     size_t n_entries;
     Py_ssize_t watched;
     unsigned long long turns, reads, spins;
-    /* spin_for's: 0, or how long the loop polls after a turn that read */
+    /* spin_for's: 0, or how long the loop polls after a turn that found a socket ready */
     int64_t spin_ns, last_read_ns;
     PyObject *spin_switch; /* NULL, or called with True to start spinning, False to stop */
     char spinning;
@@ -115,8 +115,25 @@ static void poller_drop_link(srv_poller *self, int fd, srv_link *link)
         poller_drop(self, fd);
 }
 
+/* Call switch(False); spinning no more unless that raised (-1, the
+ * exception set). */
+static int poller_spin_stop(srv_poller *self)
+{
+    PyObject *off = Py_False, *sw = Py_NewRef(self->spin_switch), *r; /* it may call spin_for */
+    int rc = 0;
+
+    self->spinning = 0;
+    if (!(r = PyObject_Vectorcall(sw, &off, 1, NULL))) {
+        rc = -1;
+        self->spinning = self->spin_switch == sw; /* unless it was replaced meanwhile */
+    }
+    Py_XDECREF(r);
+    Py_DECREF(sw);
+    return rc;
+}
+
 /* A turn found a socket ready: spin from now, and start if stopped (a
- * switch that fails is tried again at the next such turn). */
+ * switch(True) that fails is tried again at the next such turn). */
 static void poller_spin_from_now(srv_poller *self)
 {
     self->last_read_ns = srv_monotonic_ns();
@@ -261,8 +278,8 @@ PyDoc_STRVAR(poller_spin_for_doc,
              "spin_for($self, ns, switch, /)\n--\n\n"
              "After each turn that finds a socket ready, keep the event loop polling for ns nanoseconds:\n"
              "switch(True) when it should start (an idle watcher whose callback is spin()), switch(False)\n"
-             "when ns passed with no such turn. ns 0 and switch None: never (what switch started, its\n"
-             "caller stops).");
+             "when ns passed with no such turn. ns 0 and switch None: never. Spinning already, the old\n"
+             "switch is called with False first.");
 
 static PyObject *poller_spin_for(srv_poller *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -282,8 +299,9 @@ static PyObject *poller_spin_for(srv_poller *self, PyObject *const *args, Py_ssi
         PyErr_SetString(PyExc_TypeError, "spin_for: switch is a callable, or None with ns 0");
         return NULL;
     }
+    if (self->spinning && poller_spin_stop(self) < 0)
+        return NULL;
     self->spin_ns = ns;
-    self->spinning = 0;
     Py_XSETREF(self->spin_switch, ns ? Py_NewRef(args[1]) : NULL);
     Py_RETURN_NONE;
 }
@@ -291,20 +309,17 @@ static PyObject *poller_spin_for(srv_poller *self, PyObject *const *args, Py_ssi
 PyDoc_STRVAR(poller_spin_doc,
              "spin($self, /)\n--\n\n"
              "The spinning loop's idle callback: yield the CPU (and the GIL meanwhile), or, once spin_for's\n"
-             "time has passed since the last turn that read, call switch(False). Never raises: what the\n"
-             "switch raises goes to turn_failed.");
+             "time has passed since the last turn that found a socket ready, call switch(False). Never\n"
+             "raises: what the switch raises goes to turn_failed, and it is called again at the next spin().");
 
 static PyObject *poller_spin(srv_poller *self, PyObject *Py_UNUSED(ignored))
 {
     if (!self->spinning)
         Py_RETURN_NONE; /* stopped meanwhile: the watcher's last call */
     if (srv_monotonic_ns() - self->last_read_ns >= self->spin_ns) {
-        PyObject *off = Py_False, *sw = Py_NewRef(self->spin_switch); /* it may call spin_for */
-
-        self->spinning = 0;
-        poller_call(self, sw, &off, 1);
-        Py_DECREF(sw);
-        Py_RETURN_NONE;
+        if (poller_spin_stop(self) == 0)
+            Py_RETURN_NONE;
+        poller_failed(self); /* spinning still: tried again at the next call, the CPU yielded meanwhile */
     }
     self->spins++;
     Py_BEGIN_ALLOW_THREADS
@@ -541,7 +556,7 @@ static PyMemberDef poller_members[] = {
      "socket reads that found something: bytes, the end, or a failure"},
     {"spins", T_ULONGLONG, offsetof(srv_poller, spins), READONLY, "spin() calls that yielded the CPU"},
     {"spinning", T_BOOL, offsetof(srv_poller, spinning), READONLY,
-     "the loop is kept polling (spin_for): switch(True) was called last"},
+     "the loop is kept polling (spin_for): the last switch called, switch(True), did not fail"},
     {NULL, 0, 0, 0, NULL},
 };
 

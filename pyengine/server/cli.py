@@ -1,7 +1,7 @@
 """The ``pyengine-server`` console script.
 
     pyengine-server [--config FILE] [--host H] [--port P] [--engine-cpu N]
-                    [--spin-us N] [--server-cpu N] [--server-spin-us N]
+                    [--engine-spin-us N] [--server-cpu N] [--server-spin-us N]
                     [--data-dir DIR] [--fsync always|batch|off] [--snapshot-every N]
                     [--accept-journal-loss] [--log-level LEVEL]
                     [--metrics-port P [--metrics-host H]] [--http-port P [--http-host H]]
@@ -49,7 +49,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, help="port to listen on (default 7001; 0: any free port)")
     p.add_argument("--server-cpu", type=int, metavar="N", help="CPU for the event-loop thread (default: -1, don't pin)")
     p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
-    p.add_argument("--spin-us", type=int, metavar="N", help="idle polling of the engine thread before it sleeps")
+    p.add_argument("--engine-spin-us", "--spin-us", dest="spin_us", type=int, metavar="N",
+                   help="idle polling of the engine thread before it sleeps (default 50)")
     p.add_argument("--server-spin-us", type=int, metavar="N", help="the event loop polls this long after a read "
                    "before it sleeps, a CPU for the wake-up's latency (default 0: never)")
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import gevent
 
+from .._server import Poller
 from ..log import fields
 from .config import ServerConfig
 from .dispatch import Dispatcher
@@ -26,13 +27,14 @@ class StatsHost(Protocol):
     engine: EngineThread
     dispatcher: Dispatcher
     sessions: dict[int, Session]
+    poller: Poller
 
 
 def stats_loop(server: StatsHost) -> None:
     """Log a ``stats`` line every ``stats_interval`` seconds, for ever."""
     last = server.engine.stats()
     last_trades, last_orders, last_t = server.dispatcher.trades, server.dispatcher.orders, time.monotonic()
-    last_connections = -1
+    last_connections, last_spins = -1, server.poller.spins
     while True:
         gevent.sleep(server.config.stats_interval)
         now, st = time.monotonic(), server.engine.stats()
@@ -48,10 +50,11 @@ def stats_loop(server: StatsHost) -> None:
             in_ring=st["in_queued"],
             out_ring=st["out_queued"],
             engine_sleeps=st["sleeps"] - last["sleeps"],
+            **({"loop_spins": server.poller.spins - last_spins} if server.config.server_spin_us else {}),
             **({"journal_syncs_per_s": round((st["journal_syncs"] - last["journal_syncs"]) / dt),
                 "journaled_seq": st["journaled"],
                 "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"]}
                if server.engine.journaling else {}),
         ))
         last, last_trades, last_orders, last_t = st, server.dispatcher.trades, server.dispatcher.orders, now
-        last_connections = connections
+        last_connections, last_spins = connections, server.poller.spins

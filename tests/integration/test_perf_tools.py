@@ -225,20 +225,20 @@ def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
     with the hand-off thread, the gevent floor and pyengine-server, and
     states pyengine's percentiles as ratios. --pyengine-arg goes to
     pyengine-server's runs alone (a floor given --spawn-fsync would fail).
-    --spin-us adds the C floor and pyengine-server polling after each read,
-    each pyengine-server's ratios to every floor."""
+    --server-spin-us adds the C and hand-off floors and pyengine-server
+    polling after each read, each pyengine-server's ratios to every floor."""
     out = tmp_path / "floors.json"
-    proc = run(["perf/loadgen_table.py", "--floors", "--spin-us", "300", "--rates", "2000", "--runs", "1",
+    proc = run(["perf/loadgen_table.py", "--floors", "--server-spin-us", "300", "--rates", "2000", "--runs", "1",
                 "--duration", "1", "--probe", "0", "--json", str(out), "--pyengine-arg=--spawn-fsync=off", "--",
                 "--connections", "4", "--warmup", "0.2"])
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 2,000/s |")]
     assert [row.split(" | ")[1] for row in rows] == [
         "C floor (perf/floor_epoll.c)", "hand-off floor (perf/floor_handoff.py)", "gevent floor (perf/floor_gevent.py)",
-        "C floor polling 300 µs (perf/floor_epoll.c --spin-us)", "pyengine-server",
+        "C floor polling 300 µs", "hand-off floor polling 300 µs", "pyengine-server",
         "pyengine-server --server-spin-us 300"]
     assert all(row.endswith("| 0 |") for row in rows)  # no errors, nothing unanswered
     (row,) = json.loads(out.read_text())
-    floors = ["c_floor", "c_floor_spin", "gevent_floor", "handoff_floor"]
+    floors = ["c_floor", "c_floor_spin", "gevent_floor", "handoff_floor", "handoff_floor_spin"]
     assert row["rate"] == 2000 and sorted(row["servers"]) == sorted([*floors, "pyengine", "pyengine_spin"])
     for figures in row["servers"].values():
         assert figures["throughput"] > 0 and 0 < figures["ack_p50"] <= figures["ack_p99.9"]
@@ -249,15 +249,15 @@ def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
             assert sorted(ratios) == ["p50", "p90", "p99", "p99.9"]
             assert all(math.isfinite(r) and r > 0 for r in ratios.values()), ratios
             assert ratios["p50"] == row["servers"][ours]["ack_p50"] / row["servers"][floor]["ack_p50"]
-    for line in rows[4:]:
+    for line in rows[5:]:
         assert (line.count("x C, ") == line.count("x hand-off, ") == line.count("x gevent, ")
-                == line.count("x C polling)") == 4)
+                == line.count("x C polling, ") == line.count("x hand-off polling)") == 4)
 
 
 def test_loadgen_table_spin_needs_the_floors() -> None:
-    proc = subprocess.run([sys.executable, "perf/loadgen_table.py", "--spin-us", "100", "--probe", "0"],
+    proc = subprocess.run([sys.executable, "perf/loadgen_table.py", "--server-spin-us", "100", "--probe", "0"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "--spin-us needs --floors" in proc.stderr
+    assert proc.returncode == 2 and "--server-spin-us needs --floors" in proc.stderr
 
 
 def _frame(message: dict[str, Any]) -> bytes:

@@ -460,7 +460,8 @@ def test_a_server_whose_event_loop_polls_serves_and_trades(server_factory: Any) 
     with the engine thread, which still runs as soon as it has work; orders
     rest, trade and cancel as ever, and the server stops cleanly."""
     cpu = max(os.sched_getaffinity(0))
-    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--server-spin-us", "2000")
+    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--server-spin-us", "2000",
+                         "--stats-interval", "0.2")
     srv.wait_log("event=listening")
     with login(srv, 1) as maker, login(srv, 2) as taker:
         resting = maker.request(maker.new_order(ES, "sell", 3, 450_000))
@@ -473,6 +474,7 @@ def test_a_server_whose_event_loop_polls_serves_and_trades(server_factory: Any) 
         assert maker.request(maker.cancel(gone["order_id"]))["type"] == "cancelled"
         maker_fills = [m for m in drain(maker) if m["type"] == "fill"]
         assert [(f["order_id"], f["qty"], f["leaves"]) for f in maker_fills] == [(resting["order_id"], 2, 1)]
+    srv.wait_log(r"event=stats .*loop_spins=[1-9]")  # it did poll
     assert srv.stop() == 0
 
 

@@ -294,10 +294,10 @@ def test_a_turn_that_reads_starts_spinning_and_a_quiet_while_stops_it(two: Sessi
     wait_until(lambda: poller.reads == 3)
     assert calls == [True, False, True]
     poller.spin_for(0, None)
-    assert not poller.spinning
+    assert calls == [True, False, True, False] and not poller.spinning  # stopped first
     two.send(0, new_order(4))
     wait_until(lambda: poller.reads == 4)
-    assert calls == [True, False, True]  # off: no switch called
+    assert calls == [True, False, True, False]  # off: no switch called
 
 
 def test_a_switch_that_fails_goes_to_turn_failed_and_is_tried_again(
@@ -320,6 +320,43 @@ def test_a_switch_that_fails_goes_to_turn_failed_and_is_tried_again(
     poller.spin_for(0, None)
 
 
+def test_a_switch_that_fails_to_stop_is_called_again_and_the_cpu_yielded_meanwhile(
+        two: Sessions, caplog: pytest.LogCaptureFixture) -> None:
+    poller, calls = two.server.poller, []
+
+    def switch(on: bool) -> None:
+        calls.append(on)
+        if calls == [True, False]:
+            raise RuntimeError("cannot stop")
+
+    poller.spin_for(1000, switch)  # 1 µs: over at once
+    two.send(0, new_order(1))
+    wait_until(lambda: poller.reads == 1)
+    time.sleep(0.001)
+    spins = poller.spins
+    poller.spin()
+    assert calls == [True, False] and poller.spinning and poller.spins == spins + 1  # still on, yet not hot
+    assert "cannot stop" in caplog.text
+    poller.spin()
+    assert calls == [True, False, False] and not poller.spinning
+    poller.spin_for(0, None)
+
+
+def test_spin_for_while_spinning_stops_with_the_old_switch_first(two: Sessions) -> None:
+    poller, old, new = two.server.poller, [], []
+    poller.spin_for(300_000_000, old.append)
+    two.send(0, new_order(1))
+    wait_until(lambda: poller.reads == 1)
+    assert old == [True] and poller.spinning
+    poller.spin_for(300_000_000, new.append)
+    assert old == [True, False] and new == [] and not poller.spinning
+    two.send(0, new_order(2))
+    wait_until(lambda: poller.reads == 2)
+    assert new == [True] and old == [True, False]
+    poller.spin_for(0, None)
+    assert new == [True, False] and not poller.spinning
+
+
 def test_a_spinning_server_polls_after_a_read_then_sleeps_again() -> None:
     """--server-spin-us: after a read the hub keeps polling (an idle
     watcher calling Poller.spin), then stops once that long passed with
@@ -332,6 +369,7 @@ def test_a_spinning_server_polls_after_a_read_then_sleeps_again() -> None:
         s.send(0, new_order(1))
         wait_until(lambda: poller.spins > 0)  # the hub polled, yielding between polls
         wait_until(lambda: not poller.spinning)  # 30 ms with nothing read
+        assert not s.server._spin_watcher.active
         stopped = poller.spins
         gevent.sleep(0.05)
         assert poller.spins == stopped  # the idle watcher is stopped: the hub sleeps
