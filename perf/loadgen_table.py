@@ -27,9 +27,9 @@ engine thread's wake-ups: the design's round trip to the engine thread,
 without the engine), the gevent floor (perf/floor_gevent.py: a gevent
 StreamServer and orjson, answering each frame at once) and pyengine-server,
 one after the other (C, hand-off, gevent, pyengine, C, ...: noise that
-lasts a while hits all four alike). The table gives each server's medians
+lasts a while hits them all alike). The table gives each server's medians
 over the runs and pyengine's figure as a ratio to each floor's (ratios of
-the medians). Load generator arguments after ``--`` apply to all four,
+the medians). Load generator arguments after ``--`` apply to every server,
 ``--pyengine-arg`` ones to pyengine-server's runs only
 (``--pyengine-arg=--spawn-fsync=batch``: the journaled server against
 floors that journal nothing). ``--server-spin-us N`` adds three servers

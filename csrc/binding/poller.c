@@ -132,8 +132,8 @@ static int poller_spin_stop(srv_poller *self)
     return rc;
 }
 
-/* A turn found a socket ready: spin from now, and start if stopped (a
- * switch(True) that fails is tried again at the next such turn). */
+/* A turn that found a socket ready has ended: spin from now, and start if
+ * stopped (a switch(True) that fails is tried again at the next such turn). */
 static void poller_spin_from_now(srv_poller *self)
 {
     self->last_read_ns = srv_monotonic_ns();
@@ -266,11 +266,11 @@ static PyObject *poller_turn(srv_poller *self, PyObject *Py_UNUSED(ignored))
         Py_RETURN_NONE;
     }
     self->turns++;
-    if (n > 0 && self->spin_ns)
-        poller_spin_from_now(self);
     for (int i = 0; i < n && self->epfd >= 0; i++)
         poller_serve(self, evs[i].data.fd);
     poller_finish(self);
+    if (n > 0 && self->spin_ns)
+        poller_spin_from_now(self);
     Py_RETURN_NONE;
 }
 
@@ -314,14 +314,15 @@ PyDoc_STRVAR(poller_spin_doc,
 
 static PyObject *poller_spin(srv_poller *self, PyObject *Py_UNUSED(ignored))
 {
-    if (!self->spinning)
-        Py_RETURN_NONE; /* stopped meanwhile: the watcher's last call */
-    if (srv_monotonic_ns() - self->last_read_ns >= self->spin_ns) {
+    if (self->spinning && srv_monotonic_ns() - self->last_read_ns >= self->spin_ns) {
         if (poller_spin_stop(self) == 0)
             Py_RETURN_NONE;
         poller_failed(self); /* spinning still: tried again at the next call, the CPU yielded meanwhile */
     }
-    self->spins++;
+    /* Yield, spinning or not: called while not spinning is a watcher that a
+     * failing switch(True) left running (stopped after the next read's
+     * spell), and the loop must not poll hot meanwhile. */
+    self->spins += (unsigned long long)self->spinning;
     Py_BEGIN_ALLOW_THREADS
     sched_yield();
     Py_END_ALLOW_THREADS

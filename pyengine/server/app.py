@@ -330,7 +330,10 @@ class Server:
         if self._poll_watcher is not None:
             self._poll_watcher.close()
         if self._spin_watcher is not None:
-            self.poller.spin_for(0, None)
+            try:
+                self.poller.spin_for(0, None)
+            except Exception:  # the rest of the stop must happen all the same
+                log.exception("spin_stop_failed")
             self._spin_watcher.close()
         self.poller.close()
         if self.cluster is not None:

@@ -169,6 +169,9 @@ def test_event_loop_polling_from_the_command_line(tmp_path: Path) -> None:
     assert build_config(parser.parse_args(["--config", path, "--server-spin-us", "250"])).server_spin_us == 250
     with pytest.raises(ConfigError, match=r"\[server\]: spin_us must be from 0"):
         build_config(parser.parse_args(["--server-spin-us", "-3"]))
+    # The engine thread's polling: --engine-spin-us, and --spin-us as before.
+    assert build_config(parser.parse_args(["--engine-spin-us", "7"])).spin_us == 7
+    assert build_config(parser.parse_args(["--spin-us", "9"])).spin_us == 9
 
 
 def test_missing_file(tmp_path: Path) -> None:
