@@ -557,7 +557,7 @@ static PyMemberDef poller_members[] = {
      "socket reads that found something: bytes, the end, or a failure"},
     {"spins", T_ULONGLONG, offsetof(srv_poller, spins), READONLY, "spin() calls that yielded the CPU"},
     {"spinning", T_BOOL, offsetof(srv_poller, spinning), READONLY,
-     "the loop is kept polling (spin_for): the last switch called, switch(True), did not fail"},
+     "the loop is kept polling (spin_for): switch(True) succeeded, switch(False) has not yet"},
     {NULL, 0, 0, 0, NULL},
 };
 
