@@ -63,7 +63,7 @@ def loadgen(port: int, rate: float, duration: float, watch: dict[str, int] | Non
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"loadgen failed:\n{proc.stdout}\n{proc.stderr}")
-        result = json.loads(Path(f.name).read_text())
+        result: dict[str, Any] = json.loads(Path(f.name).read_text())
     result["cpu_us_per_order"] = {role: (cpu_seconds(pid) - before[role]) / max(1, result["sent"]) * 1e6
                                   for role, pid in (watch or {}).items()}
     return result
@@ -89,11 +89,13 @@ class Shard:
         self.work = work / f"shard-{time.monotonic_ns()}"
         self.work.mkdir()
         self.nats = LocalNats(self.work / "nats").start()
-        config = self.work / "cluster.toml"
-        config.write_text(f"[cluster]\nnats = {json.dumps(self.nats.urls)}\nlease_ttl = {lease_ttl}\n")
-        self.args = lambda node: ["--config", str(config), "--shard", "a", "--node", node, "--port", "0",
-                                  "--stats-interval", "0", "--log-level", "debug"]
+        self.config = self.work / "cluster.toml"
+        self.config.write_text(f"[cluster]\nnats = {json.dumps(self.nats.urls)}\nlease_ttl = {lease_ttl}\n")
         self.nodes = {n: ServerProcess(self.args(n), self.work / f"{n}.log", timeout=60) for n in ("a1", "a2")}
+
+    def args(self, node: str) -> list[str]:
+        return ["--config", str(self.config), "--shard", "a", "--node", node, "--port", "0", "--stats-interval", "0",
+                "--log-level", "debug"]
 
     def leader(self, timeout: float = 30.0) -> tuple[str, ServerProcess]:
         deadline = time.monotonic() + timeout
@@ -117,7 +119,8 @@ class Shard:
 def _role(port: int | None) -> str | None:
     try:
         with Client("127.0.0.1", port or 0, timeout=2) as c:
-            return c.request(c.status(), timeout=2)["role"]
+            role: str | None = c.request(c.status(), timeout=2)["role"]
+            return role
     except (OSError, ConnectionClosed, ServerError):
         return None
 
