@@ -2,6 +2,7 @@
 
     python perf/compare_servers.py OLD_PYTHON [NEW_PYTHON] [--rate 20000] [--rounds 5]
                                    [--duration 8] [--workers 1] [--pin] [--floor] [--json out.json]
+                                   [--server-arg ARG ...]
 
 OLD_PYTHON and NEW_PYTHON are the interpreters of two venvs, each with a
 checkout of pyengine installed in place (for the old one: ``git worktree add
@@ -15,6 +16,8 @@ hits both alike; with ``--floor``, each round starts with the C floor
 ``perf/loadgen_table.py --pin`` does. Prints every round's order-to-ack
 percentiles, then each build's medians over the rounds and the median of
 the per-round differences new - old (negative: the new build is faster).
+``--server-arg`` passes an option to both builds' servers
+(``--server-arg=--server-spin-us=200``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ C_FLOOR = FLOORS[0]
 
 
 def compare(old: str, new: str, rate: float, rounds: int, duration: float, workers: int, pin: bool,
-            floor: bool) -> dict[str, Any]:
-    """Every round's order-to-ack percentiles of each build (and the floor)."""
+            floor: bool, server_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every round's order-to-ack percentiles of each build (and the floor);
+    `server_args`, options for both builds' servers."""
     runs: dict[str, list[dict[str, float]]] = {"old": [], "new": [], **({"floor": []} if floor else {})}
     for i in range(rounds):
         if floor:
@@ -44,7 +48,8 @@ def compare(old: str, new: str, rate: float, rounds: int, duration: float, worke
         order = ("old", "new") if i % 2 == 0 else ("new", "old")
         for build in order:
             python = old if build == "old" else new
-            extra = (pinning() if pin else []) + ["--server-python", python]
+            extra = [*(pinning() if pin else []), "--server-python", python,
+                     *(f"--server-arg={a}" for a in server_args)]
             try:
                 runs[build].append(run_once(rate, duration, workers, extra, None)["ack_us"])
             except SystemExit as exc:  # run_once's: the load generator's own words
@@ -84,6 +89,8 @@ def main() -> int:
     ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
     ap.add_argument("--floor", action="store_true", help="the C floor first in each round")
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
+                    help="an option for both builds' servers (repeat for more), e.g. --server-arg=--server-spin-us=200")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -91,7 +98,7 @@ def main() -> int:
         if not (Path(python).is_file() and os.access(python, os.X_OK)):
             ap.error(f"{python}: no such interpreter")
     result = compare(args.old_python, args.new_python, args.rate, args.rounds, args.duration, args.workers,
-                     args.pin, args.floor)
+                     args.pin, args.floor, tuple(args.server_arg))
     print_result(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

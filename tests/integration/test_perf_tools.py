@@ -184,15 +184,18 @@ def test_loadgen_table(tmp_path: Path) -> None:
 def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
     """Each round runs both builds (here two names for this interpreter),
     the old first, then the new first; the C floor before them with
-    --floor; the medians and the differences come out of every round."""
+    --floor; --server-arg goes to both; the medians and the differences
+    come out of every round."""
     from .test_loadgen import logging_python
 
     log, out = tmp_path / "ran.log", tmp_path / "compare.json"
     old = logging_python(tmp_path / "old", log, "old")
     new = logging_python(tmp_path / "new", log, "new")
     proc = run(["perf/compare_servers.py", str(old), str(new), "--rounds", "2", "--duration", "1.5", "--rate", "2000",
-                "--floor", "--pin", "--json", str(out)])
-    assert [line.split()[0] for line in log.read_text().splitlines()] == ["old", "new", "new", "old"]
+                "--floor", "--pin", "--json", str(out), "--server-arg=--server-spin-us=300"])
+    ran = log.read_text().splitlines()
+    assert [line.split()[0] for line in ran] == ["old", "new", "new", "old"]
+    assert all(" --server-spin-us=300" in line for line in ran)  # --server-arg reaches both builds' servers
     result = json.loads(out.read_text())
     assert {b: len(r) for b, r in result["runs"].items()} == {"floor": 2, "old": 2, "new": 2}
     for build in ("floor", "old", "new"):
