@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from .._server import Ledger
+from .._server import Ledger, Poller
 from .config import ServerConfig
 from .dead_man import DeadManSwitches
 from .dispatch import Dispatcher
@@ -56,6 +56,7 @@ class MetricsHost(Protocol):
     sessions: dict[int, Session]
     requests_by_type: dict[str, int]  # the requests Python carries out, by type
     dead_man: DeadManSwitches
+    poller: Poller
 
     @property
     def sessions_opened(self) -> int: ...
@@ -119,6 +120,9 @@ class ServerCollector(Collector):
         rings.add_metric(["in"], st["in_queued"])
         rings.add_metric(["out"], st["out_queued"])
         yield rings
+        if s.config.server_spin_us:
+            yield CounterMetricFamily("pyengine_loop_spins", "Polls of the event loop between requests, each yielding "
+                                      "the CPU (--server-spin-us)", value=s.poller.spins)
         if s.engine.journaling:
             yield GaugeMetricFamily("pyengine_journal_lag", "Commands sequenced and not yet journaled",
                                     value=max(0, st["seq"] - st["journaled"]))

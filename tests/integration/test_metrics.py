@@ -129,6 +129,20 @@ def test_counters_move_as_orders_go_in(server_factory: Any, tmp_path: Path) -> N
     assert value(after, "pyengine_sessions") == 0
 
 
+def test_the_event_loops_polls_are_counted_when_it_polls(server_factory: Any) -> None:
+    polling = server_factory(CONFIG, "--server-spin-us", "5000")
+    port = metrics_port(polling)
+    assert value(samples(scrape(port)), "pyengine_loop_spins_total") == 0  # no request read yet
+    with login(polling, 1) as c:
+        for _ in range(5):
+            assert c.request(c.ping())["type"] == "pong"
+        assert value(samples(scrape(port)), "pyengine_loop_spins_total") > 0
+    sleeping = server_factory(CONFIG)
+    with login(sleeping, 1) as c:
+        assert c.request(c.ping())["type"] == "pong"
+    assert ("pyengine_loop_spins_total", frozenset()) not in samples(scrape(metrics_port(sleeping)))
+
+
 def test_only_metrics_is_served(server_factory: Any) -> None:
     server = server_factory(None, "--metrics-port", "0")
     port = metrics_port(server)
