@@ -460,7 +460,7 @@ def test_a_server_whose_event_loop_polls_serves_and_trades(server_factory: Any) 
     with the engine thread, which still runs as soon as it has work; orders
     rest, trade and cancel as ever, and the server stops cleanly."""
     cpu = max(os.sched_getaffinity(0))
-    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--server-spin-us", "2000",
+    srv = server_factory(None, "--server-cpu", str(cpu), "--engine-cpu", str(cpu), "--server-spin-us", "50000",
                          "--stats-interval", "0.2")
     srv.wait_log("event=listening")
     with login(srv, 1) as maker, login(srv, 2) as taker:
