@@ -12,7 +12,8 @@ one running this. Each round runs this checkout's tools/loadgen.py with
 ``--spawn-server --server-python`` once against each build, the old one
 first and the new one first every second round, so that the machine's drift
 hits both alike; with ``--floor``, each round starts with the C floor
-(perf/floor_epoll.c) under the same load. ``--pin`` pins as
+(perf/floor_epoll.c) under the same load, with no ``--server-arg`` (a
+floor that sleeps). ``--pin`` pins as
 ``perf/loadgen_table.py --pin`` does. Prints every round's order-to-ack
 percentiles, then each build's medians over the rounds and the median of
 the per-round differences new - old (negative: the new build is faster).
