@@ -39,6 +39,11 @@ the hand-off floor doing the same, the floors of a server that spins; each
 pyengine row gives its ratios to every floor (the JSON's ``ratios``: per
 pyengine-server, per floor).
 
+Every row gives the load generator's own CPU too (µs an order, and how
+busy its CPUs were): a load generator near a full CPU queues its own work,
+which lands in every server's figures, and a server whose replies cost the
+reader more (fills, longer frames) pays for that there.
+
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
 latency percentile can be better than those stalls allow.
@@ -116,8 +121,15 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "throughput": med(lambda r: r["throughput_per_s"]),
         **{f"ack_{k}": med(lambda r, k=k: r["ack_us"][k]) for k in (*PERCENTILES, "max")},
         **{f"fill_{k}": med(lambda r, k=k: r["fill_us"][k]) for k in ("p50", "p99")},
+        "client_cpu_us": med(lambda r: r["client_cpu_us_per_order"]),
+        "client_busy": med(lambda r: r["client_cpus_busy"]),
         "errors": sum(r["errors"] + r["unanswered"] for r in runs),
     }
+
+
+def client_cell(fig: dict[str, Any]) -> str:
+    """The load generator's own CPU: µs an order, and how busy its CPU was."""
+    return f"{fig['client_cpu_us']:.1f} µs, {fig['client_busy']:.0%}"
 
 
 def ratio(value: float, floor: float) -> float | None:
@@ -165,8 +177,8 @@ def floors_row(rate: float, runs: int, duration: float, workers: int, extra: lis
 
 def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
     floors, ours = line_up(spin_us)
-    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | errors |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | load generator CPU | errors |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         offered = "max (closed loop)" if row["rate"] == 0 else f"{row['rate']:,.0f}/s"
         for s in (*floors, *ours):
@@ -181,7 +193,8 @@ def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
                         parts.append(f"{r:.2f}x {f.short}" if r is not None else f"n/a {f.short}")
                     cell += f" ({', '.join(parts)})"
                 cells.append(cell)
-            print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {fig['errors']} |")
+            print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {client_cell(fig)} | "
+                  f"{fig['errors']} |")
 
 
 def main() -> int:
@@ -236,13 +249,14 @@ def main() -> int:
     if args.floors:
         print_floors(rows, args.server_spin_us)
         return 0
-    print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 | errors |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 "
+          "| load generator CPU | errors |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         offered = "max (closed loop)" if r["rate"] == 0 else f"{r['rate']:,.0f}/s"
         print(f"| {offered} | {r['throughput']:,.0f}/s | {r['ack_p50']:,.0f} | {r['ack_p90']:,.0f} | "
               f"{r['ack_p99']:,.0f} | {r['ack_p99.9']:,.0f} | {r['ack_max']:,.0f} | {r['fill_p50']:,.0f} | "
-              f"{r['fill_p99']:,.0f} | {r['errors']} |")
+              f"{r['fill_p99']:,.0f} | {client_cell(r)} | {r['errors']} |")
     return 0
 
 

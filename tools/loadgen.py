@@ -25,7 +25,9 @@ machines takes tens of microseconds and is counted in that reply's latency.
 
 Order-to-ack latency (to the ``ack``/``reject``) and order-to-fill latency (to
 the first fill of a crossing or market order) go into HDR histograms
-(microseconds). Prints a progress line each second and the summary; ``--json``
+(microseconds). The workers' own CPU time is reported too (CPUs busy, µs an
+order): a load generator near a full CPU queues its own work, and that
+queueing lands in every figure. Prints a progress line each second and the summary; ``--json``
 writes it, ``--plot`` draws the percentile curve (needs matplotlib).
 """
 
@@ -209,6 +211,9 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     warm_until = start + params.warmup
     end = start + params.duration if params.duration else float("inf")
     last_report = time.perf_counter()
+    # This worker's own CPU and the wall-clock time from here on: how busy
+    # the load generator is.
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
     # The loop makes no reference cycles: a collector pause here would only
     # be counted as the server's latency.
     gc.disable()
@@ -336,10 +341,11 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             report.put(("progress", index, dict(counts)))
             last_report = now
     elapsed = time.perf_counter() - start
+    cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
     for c in connections:
         c.sock.close()
     report.put(("done", index, dict(counts), histogram_of(ack_us).encode(), histogram_of(fill_us).encode(), elapsed,
-                sum(c.inflight for c in connections)))
+                sum(c.inflight for c in connections), cpu, wall))
 
 
 def cpu_list(text: str) -> set[int]:
@@ -429,15 +435,18 @@ def run(params: Params) -> dict[str, Any]:
         p.join()
     ack_h, fill_h = new_histogram(), new_histogram()
     counts: dict[str, int] = {}
-    elapsed = 0.0
+    elapsed = cpu = wall = 0.0
     unanswered = 0
-    for _, _, c, ack_enc, fill_enc, el, inflight in results:
+    for _, _, c, ack_enc, fill_enc, el, inflight, worker_cpu, worker_wall in results:
         for k, v in c.items():
             counts[k] = counts.get(k, 0) + v
         ack_h.add(HdrHistogram.decode(ack_enc))
         fill_h.add(HdrHistogram.decode(fill_enc))
         elapsed = max(elapsed, el)
         unanswered += inflight
+        cpu += worker_cpu
+        wall = max(wall, worker_wall)
+    sent = counts.get("sent", 0)
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
                    "cpus": sorted(params.cpus) if params.cpus else None,
@@ -446,9 +455,14 @@ def run(params: Params) -> dict[str, Any]:
                    "warmup": params.warmup, "seed": params.seed},
         "ack_us": summarize(ack_h),
         "fill_us": summarize(fill_h),
-        "throughput_per_s": counts.get("sent", 0) / elapsed if elapsed else 0.0,
+        "throughput_per_s": sent / elapsed if elapsed else 0.0,
         "elapsed_s": elapsed,
-        "sent": counts.get("sent", 0),
+        # The workers' own CPU time while sending and reading: how busy the
+        # measuring side is (a busy one adds queueing to every figure).
+        "client_cpu_s": cpu,
+        "client_cpus_busy": cpu / wall if wall else 0.0,
+        "client_cpu_us_per_order": cpu * 1e6 / sent if sent else 0.0,
+        "sent": sent,
         "acked": counts.get("acked", 0),
         "rejected": counts.get("rejected", 0),
         "cancelled": counts.get("cancelled", 0),
@@ -558,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
           f"cancelled {result['cancelled']}  fills {result['fills']}  errors {result['errors']}  "
           f"unanswered {result['unanswered']}")
     print(f"throughput {result['throughput_per_s']:,.0f} orders/s over {result['elapsed_s']:.1f} s")
+    print(f"load generator CPU {result['client_cpus_busy']:.2f} of a CPU, "
+          f"{result['client_cpu_us_per_order']:.1f} us an order")
     for name, h in (("order->ack ", a), ("order->fill", f)):
         print(f"{name} us  p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "
               f"p99.9 {h['p99.9']:.0f}  max {h['max']:.0f}  (n={h['count']})")

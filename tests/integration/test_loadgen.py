@@ -21,7 +21,7 @@ def run_loadgen(tmp_path: Path, *args: str) -> dict:
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "order->ack" in proc.stdout and "throughput" in proc.stdout
+    assert "order->ack" in proc.stdout and "throughput" in proc.stdout and "load generator CPU" in proc.stdout
     return json.loads(out.read_text())
 
 
@@ -39,6 +39,10 @@ def check_counts(r: dict) -> None:
     assert r["maker_fills"] == r["taker_fills"] == r["fills"] // 2
     assert r["throughput_per_s"] > 0
     assert r["ack_us"]["count"] > 0
+    # The workers' own CPU: some, and no more than the workers could use.
+    # (A worker's report queue has a feeder thread of its own: a little over is its.)
+    assert r["client_cpu_s"] > 0 and 0 < r["client_cpus_busy"] <= r["params"]["workers"] * 1.05
+    assert r["client_cpu_us_per_order"] == r["client_cpu_s"] * 1e6 / r["sent"]
 
 
 def test_open_loop(tmp_path: Path) -> None:

@@ -179,6 +179,8 @@ def test_loadgen_table(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())
     assert row["rate"] == 2000 and row["errors"] == 0 and row["throughput"] > 0
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
+    assert row["client_cpu_us"] > 0 and 0 < row["client_busy"] <= 1.05  # one worker (and its queue's feeder)
+    assert f"| {row['client_cpu_us']:.1f} µs, {row['client_busy']:.0%} |" in proc.stdout
 
 
 def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
@@ -245,6 +247,7 @@ def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
     assert row["rate"] == 2000 and sorted(row["servers"]) == sorted([*floors, "pyengine", "pyengine_spin"])
     for figures in row["servers"].values():
         assert figures["throughput"] > 0 and 0 < figures["ack_p50"] <= figures["ack_p99.9"]
+        assert figures["client_cpu_us"] > 0 and 0 < figures["client_busy"] <= 1.05
     assert sorted(row["ratios"]) == ["pyengine", "pyengine_spin"]
     for ours, ratios_of in row["ratios"].items():
         assert sorted(ratios_of) == floors
