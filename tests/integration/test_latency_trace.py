@@ -88,7 +88,8 @@ def check(counts: dict[str, str], stages: dict[str, dict[str, str]], traced: int
         assert int(f["count"]) == traced, name
         # Stamps out of stage order would make a stage's time negative.
         assert float(f["min_us"]) >= 0, f"stage {name}: {f}"
-        assert float(f["p50_us"]) <= float(f["p90_us"]) <= float(f["p99_us"]) <= float(f["max_us"]), name
+        assert (float(f["p50_us"]) <= float(f["p90_us"]) <= float(f["p99_us"]) <= float(f["p999_us"])
+                <= float(f["max_us"])), name
 
 
 def test_every_order_traced_over_several_connections(server_factory: Any) -> None:

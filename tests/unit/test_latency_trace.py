@@ -39,6 +39,7 @@ def test_the_stages_join_the_points_end_to_end() -> None:
 def test_percentiles_are_nearest_rank() -> None:
     values = list(range(1, 101))
     assert [percentile(values, p) for p in (50, 90, 99, 100)] == [50, 90, 99, 100]
+    assert [percentile(list(range(1, n + 1)), 99.9) for n in (1000, 2000, 7000)] == [999, 1998, 6993]
     assert percentile([7], 99) == 7
     assert percentile([1, 2], 50) == 1
 
@@ -51,8 +52,8 @@ def test_breakdown_of_records() -> None:
     figures = {f.stage: f for f in breakdown(records.tobytes(), POINTS)}
     assert list(figures) == [s for s, _, _ in STAGES]
     engine = figures["engine"]
-    assert (engine.count, engine.min_us, engine.p50_us, engine.p90_us, engine.p99_us, engine.max_us) == (
-        10, 1.0, 5.0, 9.0, 10.0, 10.0)
+    assert (engine.count, engine.min_us, engine.p50_us, engine.p90_us, engine.p99_us, engine.p999_us,
+            engine.max_us) == (10, 1.0, 5.0, 9.0, 10.0, 10.0, 10.0)
     assert figures["total"].max_us == 70.0
     assert breakdown(b"", POINTS) == []
 
