@@ -14,10 +14,11 @@ floor (perf/floor_epoll.c, as ``perf/loadgen_table.py --floors`` runs it),
 so that the two share the machine's state of the moment.
 
 Prints, per stage, the medians over the runs of the traced orders' count,
-p50, p90, p99 and p99.9 (µs; the p99.9 of few orders is their longest: trace
-every order, ``--every 1``, for a tail worth the name); then, per generation, the cyclic collector's pauses
-in the traced server from its start (its ``gc_pauses`` lines: collections,
-their total time, mean and longest; medians over the runs); then the load
+p50, p90, p99 and p99.9 (µs; the p99.9 of a few thousand orders is about
+their longest: trace more of them, ``--every 4`` or fewer, for a tail worth
+the name); then, per generation, the cyclic collector's pauses in the
+traced server from its start (its ``gc_pauses`` lines: collections, their
+total time, mean and longest; medians over the runs); then the load
 generator's order-to-ack percentiles for pyengine-server and the floor
 (medians over the runs). The server's stages run from the socket read that
 completed an order's frame to the write of its answer: the load generator's

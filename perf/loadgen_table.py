@@ -39,10 +39,10 @@ the hand-off floor doing the same, the floors of a server that spins; each
 pyengine row gives its ratios to every floor (the JSON's ``ratios``: per
 pyengine-server, per floor).
 
-Every row gives the load generator's own CPU too (µs an order, and how
-busy its CPUs were): a load generator near a full CPU queues its own work,
-which lands in every server's figures, and a server whose replies cost the
-reader more (fills, longer frames) pays for that there.
+Every row gives the load generator's own CPU too (µs an order sent, and
+the CPUs its workers kept busy while sending): a load generator near a
+full CPU queues its own work, and that queueing lands in the figures of
+whichever server it measures.
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -128,8 +128,9 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def client_cell(fig: dict[str, Any]) -> str:
-    """The load generator's own CPU: µs an order, and how busy its CPU was."""
-    return f"{fig['client_cpu_us']:.1f} µs, {fig['client_busy']:.0%}"
+    """The load generator's own CPU: µs an order, and the CPUs its workers
+    kept busy (1.00: one CPU's worth)."""
+    return f"{fig['client_cpu_us']:.1f} µs, {fig['client_busy']:.2f} CPUs"
 
 
 def ratio(value: float, floor: float) -> float | None:

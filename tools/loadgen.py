@@ -25,9 +25,10 @@ machines takes tens of microseconds and is counted in that reply's latency.
 
 Order-to-ack latency (to the ``ack``/``reject``) and order-to-fill latency (to
 the first fill of a crossing or market order) go into HDR histograms
-(microseconds). The workers' own CPU time is reported too (CPUs busy, µs an
-order): a load generator near a full CPU queues its own work, and that
-queueing lands in every figure. Prints a progress line each second and the summary; ``--json``
+(microseconds). The workers' own CPU time while they send is reported too
+(CPUs kept busy, and µs an order sent, cancels included): a load generator
+near a full CPU queues its own work, and that queueing lands in every
+figure. Prints a progress line each second and the summary; ``--json``
 writes it, ``--plot`` draws the percentile curve (needs matplotlib).
 """
 
@@ -211,9 +212,11 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     warm_until = start + params.warmup
     end = start + params.duration if params.duration else float("inf")
     last_report = time.perf_counter()
-    # This worker's own CPU and the wall-clock time from here on: how busy
-    # the load generator is.
-    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    # This worker's own CPU and the wall-clock time while it sends (from the
+    # first order due to the stop, the drain left out): how busy the load
+    # generator is.
+    busy_since: tuple[float, float] | None = None  # (CPU, wall) when sending began
+    cpu = wall = 0.0
     # The loop makes no reference cycles: a collector pause here would only
     # be counted as the server's latency.
     gc.disable()
@@ -287,9 +290,13 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     final_until = None
     while True:
         now = time.perf_counter()
+        if busy_since is None and now >= start:
+            busy_since = (time.process_time(), now)
         if not stopping and (now >= end or stop_at.value or (count_limit is not None and counts["sent"] >= count_limit)):
             stopping = True
             drain_until = now + 5.0
+            if busy_since is not None:
+                cpu, wall = time.process_time() - busy_since[0], now - busy_since[1]
         if stopping and not quiet and (all(c.inflight == 0 for c in connections) or now >= drain_until):
             quiet = True
             report.put(("quiet", index, dict(counts)))
@@ -341,7 +348,6 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             report.put(("progress", index, dict(counts)))
             last_report = now
     elapsed = time.perf_counter() - start
-    cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
     for c in connections:
         c.sock.close()
     report.put(("done", index, dict(counts), histogram_of(ack_us).encode(), histogram_of(fill_us).encode(), elapsed,
@@ -457,8 +463,9 @@ def run(params: Params) -> dict[str, Any]:
         "fill_us": summarize(fill_h),
         "throughput_per_s": sent / elapsed if elapsed else 0.0,
         "elapsed_s": elapsed,
-        # The workers' own CPU time while sending and reading: how busy the
-        # measuring side is (a busy one adds queueing to every figure).
+        # The workers' own CPU time while sending (and reading meanwhile):
+        # how busy the measuring side is (a busy one adds queueing to every
+        # figure); CPUs busy sums the workers.
         "client_cpu_s": cpu,
         "client_cpus_busy": cpu / wall if wall else 0.0,
         "client_cpu_us_per_order": cpu * 1e6 / sent if sent else 0.0,
@@ -572,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
           f"cancelled {result['cancelled']}  fills {result['fills']}  errors {result['errors']}  "
           f"unanswered {result['unanswered']}")
     print(f"throughput {result['throughput_per_s']:,.0f} orders/s over {result['elapsed_s']:.1f} s")
-    print(f"load generator CPU {result['client_cpus_busy']:.2f} of a CPU, "
+    print(f"load generator CPU {result['client_cpus_busy']:.2f} CPUs busy, "
           f"{result['client_cpu_us_per_order']:.1f} us an order")
     for name, h in (("order->ack ", a), ("order->fill", f)):
         print(f"{name} us  p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "

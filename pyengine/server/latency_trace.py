@@ -41,6 +41,7 @@ from array import array
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from fractions import Fraction
 
 from .._server import LatencyTrace, Ledger, stage_times
 from ..log import fields
@@ -137,9 +138,9 @@ def start_trace(every: int, ledger: Ledger, engine: EngineThread) -> LatencyTrac
 
 def percentile(ordered: Sequence[int], p: float) -> int:
     """The nearest-rank `p`th percentile of the sorted, non-empty `ordered`:
-    the rank p * n / 100 rounded up, once rid of the binary fraction's
-    error (99.9 / 100 * 1000 is a hair above 999, and its ceiling 1000)."""
-    return ordered[max(0, math.ceil(round(p * len(ordered) / 100, 9)) - 1)]
+    the rank p * n / 100 rounded up, in exact arithmetic on p as written
+    (in floats 99.9 / 100 * 1000 is a hair above 999, and its ceiling 1000)."""
+    return ordered[max(0, math.ceil(Fraction(str(p)) * len(ordered) / 100) - 1)]
 
 
 def breakdown(records: bytes, points: tuple[str, ...]) -> list[StageFigures]:

@@ -179,8 +179,9 @@ def test_loadgen_table(tmp_path: Path) -> None:
     (row,) = json.loads(out.read_text())
     assert row["rate"] == 2000 and row["errors"] == 0 and row["throughput"] > 0
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
-    assert row["client_cpu_us"] > 0 and 0 < row["client_busy"] <= 1.05  # one worker (and its queue's feeder)
-    assert f"| {row['client_cpu_us']:.1f} µs, {row['client_busy']:.0%} |" in proc.stdout
+    # One worker (its report queue's feeder thread may add a little).
+    assert row["client_cpu_us"] > 0 and 0 < row["client_busy"] <= 1.05
+    assert f"| {row['client_cpu_us']:.1f} µs, {row['client_busy']:.2f} CPUs |" in proc.stdout
 
 
 def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
