@@ -1,8 +1,8 @@
 """Where pyengine-server's latency goes, stage by stage, under tools/loadgen.py.
 
     python perf/latency_breakdown.py [--rate 20000] [--runs 3] [--duration 10] [--every 100]
-                                     [--workers 1] [--no-floor] [--server-arg ARG ...] [--json out.json]
-                                     [-- more loadgen arguments]
+                                     [--workers 1] [--pin] [--no-floor] [--server-arg ARG ...]
+                                     [--json out.json] [-- more loadgen arguments]
 
 Each run spawns pyengine-server as ``tools/loadgen.py --spawn-server`` does
 (its ``spawn_server``), with ``--trace-latency EVERY`` (one new order in
@@ -11,7 +11,10 @@ it with tools/loadgen.py at ``--rate`` orders/s offered (open loop; 0: the
 closed loop), then stops it and reads the ``stage_latency`` lines it logs
 at stop. Unless ``--no-floor``, each run is preceded by one against the C
 floor (perf/floor_epoll.c, as ``perf/loadgen_table.py --floors`` runs it),
-so that the two share the machine's state of the moment.
+so that the two share the machine's state of the moment. ``--pin`` pins
+both servers and the load generator as ``perf/loadgen_table.py --pin``
+does (the floor's event loop and pyengine-server's two threads on the first
+CPU, the load generator on the others).
 
 Prints, per stage, the medians over the runs of the traced orders' count,
 p50, p90, p99 and p99.9 (µs; the p99.9 of a few thousand orders is about
@@ -44,7 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "perf"))
 from loadgen import spawn_server, stop_server  # noqa: E402
-from loadgen_table import FLOORS, medians, run_once  # noqa: E402
+from loadgen_table import FLOORS, medians, pinning, run_once  # noqa: E402
 
 from pyengine.server.latency_trace import STAGES  # noqa: E402
 
@@ -63,6 +66,14 @@ def last_lines(log: list[str], event: str, key: str, figures: tuple[str, ...]) -
             kv = dict(re.findall(r"(\w+)=(\S+)", line))
             out[kv[key]] = {k: float(kv[k]) for k in figures}
     return out
+
+
+def split_server_args(loadgen_args: list[str]) -> tuple[list[str], list[str]]:
+    """(the load generator's own arguments, the server's) of loadgen
+    arguments that pass some to a spawned server as ``--server-arg=ARG``."""
+    prefix = "--server-arg="
+    return ([a for a in loadgen_args if not a.startswith(prefix)],
+            [a[len(prefix):] for a in loadgen_args if a.startswith(prefix)])
 
 
 def run_traced(rate: float, duration: float, workers: int, every: int, server_args: list[str],
@@ -107,6 +118,7 @@ def main() -> int:
     ap.add_argument("--every", type=int, default=100, help="trace one new order in EVERY")
     ap.add_argument("--workers", type=int, default=1, help="load generator processes")
     ap.add_argument("--no-floor", action="store_true", help="do not run the C floor between the runs")
+    ap.add_argument("--pin", action="store_true", help="servers and load generator on separate CPUs")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for pyengine-server (repeat for more)")
     ap.add_argument("--json", metavar="FILE")
@@ -116,11 +128,13 @@ def main() -> int:
         ap.error("--every and --runs must be at least 1")
     traced: list[dict[str, Any]] = []
     floor: list[dict[str, Any]] = []
+    pin_loadgen, pin_server = split_server_args(pinning() if args.pin else [])
     for i in range(args.runs):
         if not args.no_floor:
-            floor.append(run_once(args.rate, args.duration, args.workers, args.loadgen_args, None, C_FLOOR))
-        traced.append(run_traced(args.rate, args.duration, args.workers, args.every, args.server_arg,
-                                 args.loadgen_args))
+            floor.append(run_once(args.rate, args.duration, args.workers,
+                                  (pinning(C_FLOOR) if args.pin else []) + args.loadgen_args, None, C_FLOOR))
+        traced.append(run_traced(args.rate, args.duration, args.workers, args.every, pin_server + args.server_arg,
+                                 pin_loadgen + args.loadgen_args))
         print(f"run {i + 1} of {args.runs}: done", file=sys.stderr, flush=True)
     stages = summary(traced)
     pauses = pause_summary(traced)
@@ -149,7 +163,7 @@ def main() -> int:
               + f" | {m['errors']} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"rate": args.rate, "every": args.every, "runs": args.runs,
-                                               "stages": stages, "gc_pauses": pauses, "pyengine": mine,
+                                               "pin": args.pin, "stages": stages, "gc_pauses": pauses, "pyengine": mine,
                                                "c_floor": theirs, "per_run": [r["stages"] for r in traced],
                                                "gc_pauses_per_run": [r["gc_pauses"] for r in traced]}, indent=2))
     return 0

@@ -6,6 +6,7 @@ shortest time is >= 0). No timings are asserted."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import signal
@@ -141,6 +142,17 @@ def test_trace_latency_is_at_least_zero() -> None:
     assert config_from_dict({"server": {"trace_latency": 10}}).trace_latency == 10
     with pytest.raises(ConfigError, match="trace_latency must be >= 0"):
         config_from_dict({"server": {"trace_latency": -1}})
+
+
+def test_the_breakdown_splits_the_servers_arguments_from_the_load_generators() -> None:
+    """--pin's arguments: the servers' go to the traced server, the rest to the load generator."""
+    spec = importlib.util.spec_from_file_location("latency_breakdown", ROOT / "perf" / "latency_breakdown.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    split_server_args = module.split_server_args
+    assert split_server_args(["--cpus", "1", "--server-arg=--server-cpu=0", "--server-arg=--engine-cpu=0"]) == (
+        ["--cpus", "1"], ["--server-cpu=0", "--engine-cpu=0"])
+    assert split_server_args([]) == ([], [])
 
 
 def test_the_breakdown_benchmark_runs(tmp_path: Path) -> None:
