@@ -18,8 +18,8 @@ CPU, the load generator on the others).
 
 Prints, per stage, the medians over the runs of the traced orders' count,
 p50, p90, p99 and p99.9 (µs; the p99.9 of a few thousand orders is about
-their longest: trace more of them, ``--every 4`` or fewer, for a tail worth
-the name); then, per generation, the cyclic collector's pauses in the
+their longest: trace more of them, a small ``--every`` such as 4, for a
+tail worth the name); then, per generation, the cyclic collector's pauses in the
 traced server from its start (its ``gc_pauses`` lines: collections, their
 total time, mean and longest; medians over the runs); then the load
 generator's order-to-ack percentiles for pyengine-server and the floor
