@@ -207,6 +207,8 @@ PyObject *srv_outbox_flush(srv_ledger *l)
             sent = outbox_send(link);
             if (sent > 0)
                 link->writing = 1;
+            else if (sent == 0 && link->fd >= 0 && l->meters.trace)
+                srv_trace_sent(l->meters.trace, link);
         }
         if (sent < 0)
             what = errno;

@@ -248,7 +248,7 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
         goto out;
     srv_meters_acked(&self->ledger->meters, tag);
     if (self->ledger->meters.trace)
-        srv_trace_routed(self->ledger->meters.trace, tag, ev->seq);
+        srv_trace_routed(self->ledger->meters.trace, tag, ev->seq, link);
     rc = 0;
 out:
     srv_frame_free(&w);
@@ -350,7 +350,7 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
         /* A traced order's answer may be its reject; with its session gone
            there is nothing to write. */
         if (trace && rc == 0 && link && !link->closed)
-            srv_trace_routed(trace, tag, ev->seq);
+            srv_trace_routed(trace, tag, ev->seq, link);
         else if (trace)
             srv_trace_dropped(trace, tag);
         return rc;

@@ -214,6 +214,7 @@ enum srv_trace_sizes {
 struct srv_trace_rec {
     uint64_t tag;  /* 0: a free slot */
     uint64_t seq;  /* its command's, once answered */
+    const void *link; /* the srv_link its answer went to, once routed: compared, never followed */
     int64_t t[SRV_TP__COUNT];
 };
 
@@ -237,14 +238,17 @@ extern PyTypeObject srv_trace_type;
 void srv_trace_taken(struct srv_trace *t, uint64_t tag);
 /* The dispatcher took a batch of events from the output ring. */
 void srv_trace_popped(struct srv_trace *t);
-/* The answer to `tag`'s command (seq) is queued to its session. */
-void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq);
+/* The answer to `tag`'s command (seq) is queued to the session of `link`. */
+void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq, const void *link);
 /* The answer to `tag`'s command will not be written (its session has closed):
    a traced record of it is lost. */
 void srv_trace_dropped(struct srv_trace *t, uint64_t tag);
 /* A RUNNER_EV_BATCH: the stamps of the batch of seqs order_id..seq. */
 void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev);
-/* What was routed so far is written. */
+/* A flush handed all of `link`'s output to its socket: what was routed to it is written. */
+void srv_trace_sent(struct srv_trace *t, const void *link);
+/* The flush's end: what was routed so far and not stamped by srv_trace_sent
+   (a session whose socket took only part, or none) counts as written now. */
 void srv_trace_written(struct srv_trace *t);
 /* A socket read has just returned: the read stamp of the orders it completes. */
 void srv_trace_read(struct srv_trace *t);

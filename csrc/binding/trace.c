@@ -15,7 +15,9 @@
  *   published  ... and first published the batch's events     } RUNNER_EV_BATCH
  *   popped     the dispatcher took its answer from the output ring
  *   routed     the Router queued its answer (ack, or reject) to the session
- *   written    the flush that wrote it to the socket
+ *   written    the flush's send that handed its session's output to the
+ *              socket whole (or the flush's end, when the socket took only
+ *              part of it, or none: the rest goes from the session's writer)
  *
  * Stamps are taken by the thread that does the step; the clock is the same
  * for all, so each order's stamps are in the order above.
@@ -131,7 +133,7 @@ void srv_trace_popped(struct srv_trace *t)
     t->popped_ns = srv_monotonic_ns();
 }
 
-void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq)
+void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq, const void *link)
 {
     struct srv_trace_rec *s = trace_slot(t, tag);
 
@@ -142,6 +144,7 @@ void srv_trace_routed(struct srv_trace *t, uint64_t tag, uint64_t seq)
         return;
     }
     s->seq = seq;
+    s->link = link;
     s->t[SRV_TP_POPPED] = t->popped_ns;
     s->t[SRV_TP_ROUTED] = srv_monotonic_ns();
     t->routed[t->n_routed++] = (uint32_t)(s - t->slots);
@@ -173,6 +176,21 @@ void srv_trace_batch(struct srv_trace *t, const struct eng_event *ev)
         s->t[SRV_TP_TAKEN] = ev->price;
         s->t[SRV_TP_PUBLISHED] = ev->qty;
         if (s->t[SRV_TP_WRITTEN])
+            trace_finish(t, i);
+    }
+}
+
+void srv_trace_sent(struct srv_trace *t, const void *link)
+{
+    int64_t now = 0;
+
+    for (size_t i = t->n_routed; i-- > 0;) {
+        struct srv_trace_rec *s = &t->slots[t->routed[i]];
+
+        if (s->link != link || s->t[SRV_TP_WRITTEN])
+            continue;
+        s->t[SRV_TP_WRITTEN] = now ? now : (now = srv_monotonic_ns());
+        if (s->t[SRV_TP_TAKEN])
             trace_finish(t, i);
     }
 }

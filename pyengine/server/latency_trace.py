@@ -17,7 +17,7 @@ to_engine     pushed      taken       the input ring and the engine thread's wak
 engine        taken       published   the engine's batch (the whole batch it was in)
 to_server     published   popped      the output ring, the dispatcher's wake-up
 route         popped      routed      the Router, up to its answer (ack or reject)
-write         routed      written     the rest of the routing, then the write
+write         routed      written     the rest of the routing, then the flush's sends up to its session's
 total         read        written     all of it
 ============  ==========  ==========  ============================================
 

@@ -22,6 +22,7 @@ from pyengine._server import LatencyTrace, Ledger, stage_times
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
 from pyengine.server.latency_trace import STAGES, CollectorPauses, breakdown, percentile
+from pyengine.server.session import Session
 
 from .conftest import add_session
 
@@ -89,12 +90,13 @@ class Traced:
         self.session = add_session(self.server, self.socks[0], 1)
         self.session.link.login(7, False)
         self.router = self.server.dispatcher._router
-        self.events = ffi.new("struct runner_event[]", 2)
+        self.events = ffi.new("struct runner_event[]", 4)
 
-    def order(self, price: int) -> int:
-        """A new order read and taken, its record pushed: its tag."""
+    def order(self, price: int, session: Session | None = None) -> int:
+        """A new order (of `session`, by default the rig's) read and taken,
+        its record pushed: its tag."""
         self.trace.read()
-        assert self.server.intake.take(self.session.link, orjson.dumps(
+        assert self.server.intake.take((session or self.session).link, orjson.dumps(
             {"type": "new_order", "req_id": price, "symbol": "ESZ6", "side": "buy", "qty": 1, "price": price})) is None
         buf = self.server.commands.buffer
         recs = ffi.from_buffer("struct runner_cmd[]", buf)
@@ -105,19 +107,25 @@ class Traced:
     def answer(self, tag: int, seq: int, batch: tuple[int, int] | None) -> None:
         """The engine's ack of `tag`'s order as command `seq`, then (given)
         the stamps of the batch of seqs batch[0]..batch[1]; routed, written."""
+        self.answer_all([(tag, seq)], batch)
+
+    def answer_all(self, acks: list[tuple[int, int]], batch: tuple[int, int] | None) -> None:
+        """answer() of several (tag, seq) acks, routed together and written in one flush."""
         taken = time.monotonic_ns()
-        ack = self.events[0]
-        ffi.memmove(ffi.addressof(ack), b"\0" * ffi.sizeof("struct runner_event"), ffi.sizeof("struct runner_event"))
-        ack.tag = tag
-        ack.ev.type, ack.ev.side, ack.ev.instrument, ack.ev.account = lib.ENG_EV_ACCEPTED, lib.ENG_BUY, 0, 7
-        ack.ev.order_id, ack.ev.price, ack.ev.qty, ack.ev.seq = 1000 + seq, 400_000, 1, seq
-        n = 1
+        for i, (tag, seq) in enumerate(acks):
+            ack = self.events[i]
+            ffi.memmove(ffi.addressof(ack), b"\0" * ffi.sizeof("struct runner_event"),
+                        ffi.sizeof("struct runner_event"))
+            ack.tag = tag
+            ack.ev.type, ack.ev.side, ack.ev.instrument, ack.ev.account = lib.ENG_EV_ACCEPTED, lib.ENG_BUY, 0, 7
+            ack.ev.order_id, ack.ev.price, ack.ev.qty, ack.ev.seq = 1000 + seq, 400_000, 1, seq
+        n = len(acks)
         if batch is not None:
-            stamp = self.events[1]
+            stamp = self.events[n]
             stamp.tag = 0
             stamp.ev.type, stamp.ev.order_id, stamp.ev.seq = lib.RUNNER_EV_BATCH, batch[0], batch[1]
             stamp.ev.price, stamp.ev.qty, stamp.ev.leaves = taken, time.monotonic_ns(), 1
-            n = 2
+            n += 1
         self.router.route(ffi.buffer(self.events), n)
         self.server.flush_sessions()
 
@@ -142,6 +150,28 @@ def test_a_traced_order_has_every_stamp_in_order(traced: Traced) -> None:
     stamps = array("q", traced.trace.records())
     assert len(stamps) == len(POINTS)
     assert list(stamps) == sorted(stamps) and stamps[0] > 0
+
+
+def test_each_session_is_written_at_its_own_send(traced: Traced) -> None:
+    # Two sessions answered in one flush: the first's answer is written by
+    # its send, before the second's, not at the flush's end with it.
+    socks = socket.socketpair()
+    try:
+        other = add_session(traced.server, socks[0], 2)
+        other.link.login(7, False)
+        first, second = traced.order(400_000), traced.order(400_025, other)
+        traced.answer_all([(first, 1), (second, 2)], batch=(1, 2))
+        assert (traced.trace.completed, traced.trace.lost) == (2, 0)
+        records = array("q", traced.trace.records())
+        written = POINTS.index("written")
+        stamps = [records[i * len(POINTS):(i + 1) * len(POINTS)] for i in range(2)]
+        assert all(list(r) == sorted(r) for r in stamps)
+        assert sorted(r[written] for r in stamps) == [r[written] for r in stamps]  # finished as written
+        assert stamps[0][written] < stamps[1][written]
+        assert b'"order_id":1001' in traced.socks[1].recv(4096) and b'"order_id":1002' in socks[1].recv(4096)
+    finally:
+        for s in socks:
+            s.close()
 
 
 def test_the_batch_stamps_may_come_in_a_later_poll(traced: Traced) -> None:
