@@ -115,7 +115,9 @@ class Server:
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:
                 self.ledger.count_open(account, 1)
-            for oid, inst, account, side, price, qty, coid in self.engine.resting_orders():
+            # By order id, the order the server accepted them in: `orders` lists an
+            # account's oldest first (the books give them by price level).
+            for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):
                 self.order_status.recovered(oid, account, inst, side, price, qty, coid)
             for inst, state in enumerate(self.engine.trading_states()):
                 self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED

@@ -130,3 +130,21 @@ def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_pa
         assert info.value.code == "unknown_order"
         moved = a.request(a.modify(second["order_id"], price=449_950))
         assert a.order_state(second["order_id"])["priority"] == moved["seq"]
+
+
+def test_recovered_orders_are_listed_oldest_first(server_factory: Any, tmp_path: Path) -> None:
+    # Entered in an order the books do not keep: another instrument first, a
+    # worse bid before a better one, an ask after them.
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1, cancel_on_disconnect=False)
+        entered = [a.request(a.new_order(sym, side, 1, price))["order_id"] for sym, side, price in
+                   [(NQ, "sell", 2_000_000), (ES, "buy", 449_975), (ES, "buy", 450_000), (ES, "sell", 450_100)]]
+        assert [o["order_id"] for o in a.open_orders()] == entered
+    assert srv.stop() == 0
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1)
+        assert [o["order_id"] for o in a.open_orders()] == entered
+        assert [o["order_id"] for o in a.open_orders(ES)] == entered[1:]
