@@ -261,6 +261,13 @@ static PyObject *link_get_busy(srv_link *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(PyDict_GET_SIZE(self->pending) || PyDict_GET_SIZE(self->orders));
 }
 
+static PyObject *link_get_pending_count(srv_link *self, void *Py_UNUSED(closure))
+{
+    if (!link_ready(self))
+        return NULL;
+    return PyLong_FromSsize_t(PyDict_GET_SIZE(self->pending));
+}
+
 static PyObject *link_get_order_count(srv_link *self, void *Py_UNUSED(closure))
 {
     if (!link_ready(self))
@@ -293,6 +300,7 @@ static PyGetSetDef link_getset[] = {
     {"account", (getter)link_get_account, NULL, "the account logged in as, or None", NULL},
     {"busy", (getter)link_get_busy, NULL, "requests in flight or open orders: not to be forgotten yet", NULL},
     {"order_count", (getter)link_get_order_count, NULL, "open orders the session owns", NULL},
+    {"pending_count", (getter)link_get_pending_count, NULL, "requests waiting for their first event", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

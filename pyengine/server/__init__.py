@@ -6,7 +6,8 @@ them), ``protocol`` (message validation, replies, the framing error), ``limits``
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C
 runner), ``handoff`` (a watcher handled in the hub, handing over to its
 greenlet what may wait), ``latency_trace`` (the per-stage latency breakdown),
-``session`` (a connection's socket I/O), ``seam`` (what the C
+``session`` (a connection's socket I/O), ``settle`` (requests that wait for
+the session's earlier commands), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
 requests), ``dead_man`` (the dead-man switch), ``requests`` (the requests that are not per-order),

@@ -47,6 +47,7 @@ from .dead_man import DeadManSwitches
 from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
+from .settle import Settling
 from .stats import stats_loop
 from .latency_trace import CollectorPauses, log_breakdown, start_trace
 from .listen import bind
@@ -129,6 +130,7 @@ class Server:
             log.warning("no_journal", extra=fields(
                 detail="no data directory: acknowledged orders live in memory only (use --data-dir)"))
         self.sessions: dict[int, Session] = {}
+        self.settling = Settling()
         self.dispatcher = Dispatcher(self)
         self.dead_man = DeadManSwitches(self._dead_man_fired)
         self.requests = Requests(self)
@@ -472,6 +474,7 @@ class Server:
         outlive a planned restart); without, leave them to the account's next
         session."""
         self.closed_sessions += 1
+        self.settling.closed(session)
         self.marketdata.drop(session)
         link = session.link
         if not link.order_count:
@@ -487,6 +490,13 @@ class Server:
             assert account is not None  # orders are a logged-in session's
             for oid, (inst, coid) in self.ledger.release(link).items():
                 self.unclaimed.add(oid, inst, account, coid)
+
+    def settle(self, session: Session) -> None:
+        """In the session's reader greenlet: wait until every command the
+        session sent so far has its answer (pyengine/server/settle.py)."""
+        if session.link.pending_count:
+            self.flush_soon()  # those still in the command buffer go when the loop turns
+            self.settling.wait(session)
 
     def request(self, session: Session, message: Any) -> None:
         """A decoded message the Intake gives back: see Requests.request."""

@@ -40,6 +40,7 @@ from .seam import PendingRequest
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
     from .session import Session
+    from .settle import Settling
 
 
 class DispatchHost(Protocol):
@@ -53,6 +54,7 @@ class DispatchHost(Protocol):
     unclaimed: UnclaimedOrders
     commands: CommandQueue
     cluster: ClusterNode | None
+    settling: Settling
     stopping: bool
     closed_sessions: int  # closed sessions not forgotten yet
 
@@ -172,8 +174,10 @@ class Dispatcher:
                 routed += n
                 if n == router.batch:  # more may follow: these go out first, as _route_ready's do
                     self.server.flush_sessions()
-            if routed and self.server.closed_sessions:
-                self.server.sweep_closed()
+            if routed:
+                if self.server.closed_sessions:
+                    self.server.sweep_closed()
+                self.server.settling.routed()
             self._hand_over_if_due(handoff)
         except BaseException as exc:  # the dispatcher greenlet raises it
             handoff.hand_over(exc)
@@ -212,6 +216,7 @@ class Dispatcher:
             self.server.flush_sessions()
             if self.server.closed_sessions:
                 self.server.sweep_closed()
+            self.server.settling.routed()
         return n
 
     # ---- RouterEvents ------------------------------------------------------

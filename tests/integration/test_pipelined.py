@@ -1,0 +1,93 @@
+"""Requests that read a session's orders (mass_cancel, orders, order_status)
+sent in one write right after the orders they must see, over TCP against a
+real server: they wait for those orders' acks (pyengine/server/settle.py),
+and the replies come in the order the requests were sent."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pyengine.client import Client
+
+from .conftest import RunningServer
+
+ES, NQ = "ESZ6", "NQZ6"
+
+
+def frame(obj: Any) -> bytes:
+    body = orjson.dumps(obj)
+    return struct.pack(">I", len(body)) + body
+
+
+def new_order(req_id: int, symbol: str, price: int, coid: str | None = None) -> bytes:
+    msg: dict[str, Any] = {"type": "new_order", "req_id": req_id, "symbol": symbol, "side": "buy", "qty": 1,
+                           "price": price}
+    if coid is not None:
+        msg["client_order_id"] = coid
+    return frame(msg)
+
+
+def until_reply(c: Client, req_id: int) -> list[dict[str, Any]]:
+    """Every message up to and including the reply to `req_id`."""
+    out = []
+    while True:
+        m = c.recv(timeout=5)
+        out.append(m)
+        if m.get("req_id") == req_id and m["type"] not in ("ack", "fill"):
+            return out
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., RunningServer], tmp_path: Path) -> RunningServer:
+    """A server whose acks wait for the journal's fsync of each command: the
+    request that follows the orders is read long before their acks can go."""
+    return server_factory(None, "--data-dir", str(tmp_path / "data"), "--fsync", "always")
+
+
+def login(server: RunningServer, account: int) -> Client:
+    c = server.client()
+    assert c.login(account)["type"] == "logged_in"
+    return c
+
+
+def test_a_mass_cancel_cancels_the_orders_sent_just_before_it(server: RunningServer) -> None:
+    with login(server, 1) as c:
+        c.send_raw(new_order(10, ES, 450_000) + new_order(11, NQ, 2_000_000) + new_order(12, ES, 449_975)
+                   + frame({"type": "mass_cancel", "req_id": 13, "symbol": ES}))
+        got = until_reply(c, 13)
+        assert [(m["type"], m["req_id"]) for m in got] == [
+            ("ack", 10), ("ack", 11), ("ack", 12), ("cancelled", None), ("cancelled", None), ("mass_cancelled", 13)]
+        acks = {m["req_id"]: m["order_id"] for m in got if m["type"] == "ack"}
+        assert {m["order_id"] for m in got if m["type"] == "cancelled"} == {acks[10], acks[12]}
+        assert got[-1]["count"] == 2
+        assert [o["order_id"] for o in c.open_orders()] == [acks[11]]
+        # All of them, and none left behind for a second one.
+        c.send_raw(new_order(20, ES, 450_000) + frame({"type": "mass_cancel", "req_id": 21}))
+        got = until_reply(c, 21)
+        assert [m["type"] for m in got] == ["ack", "cancelled", "cancelled", "mass_cancelled"]
+        assert got[-1]["count"] == 2 and c.open_orders() == []
+
+
+def test_queries_see_the_orders_sent_just_before_them(server: RunningServer) -> None:
+    with login(server, 1) as c:
+        c.send_raw(new_order(1, ES, 450_000, "q1") + frame({"type": "order_status", "req_id": 2,
+                                                            "client_order_id": "q1"})
+                   + frame({"type": "orders", "req_id": 3}))
+        ack, status, orders = (c.recv(timeout=5) for _ in range(3))
+        assert (ack["type"], ack["req_id"]) == ("ack", 1)
+        assert (status["type"], status["order"]["order_id"], status["order"]["status"]) == (
+            "order_status", ack["order_id"], "open")
+        assert (orders["type"], [o["order_id"] for o in orders["orders"]]) == ("orders", [ack["order_id"]])
+        # A reject answers too: the query that follows it waits for it, then finds nothing.
+        c.send_raw(new_order(4, "NOPE", 450_000, "q2") + frame({"type": "order_status", "req_id": 5,
+                                                                "client_order_id": "q2"}))
+        reject, error = c.recv(timeout=5), c.recv(timeout=5)
+        assert (reject["type"], reject["code"], error["type"], error["code"]) == (
+            "reject", "unknown_instrument", "error", "unknown_order")
+
