@@ -106,47 +106,55 @@ static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r
     return rc;
 }
 
+/* The instrument's limits on an order of `qty` at `price` (has_price: a
+ * limit order's): 1 when none is broken, 0 when one is and the reject is
+ * sent, -1 on error. */
+static int intake_instrument_limits(srv_intake *self, srv_link *link, struct srv_order *r, uint32_t inst,
+                                    int64_t price, int64_t qty, int has_price)
+{
+    int64_t max;
+
+    if ((Py_ssize_t)inst >= self->n_instruments)
+        return 1; /* an unknown symbol: the engine's reject */
+    max = self->max_qty[inst];
+    if (max && qty > max)
+        return intake_rejected(self, link, r, SRV_REJ_MAX_QTY,
+                               PyUnicode_FromFormat("qty %lld is over the instrument's limit of %lld",
+                                                    (long long)qty, (long long)max),
+                               1);
+    max = self->max_notional[inst];
+    if (max && has_price) {
+        long long notional;
+        /* An overflow is over the limit when the product is positive. */
+        int over = __builtin_mul_overflow(price, qty, &notional) ? (price > 0) == (qty > 0) : notional > max;
+
+        if (over) {
+            /* The product as Python writes it, however large. */
+            PyObject *p = PyLong_FromLongLong(price), *q = PyLong_FromLongLong(qty);
+            PyObject *pq = p && q ? PyNumber_Multiply(p, q) : NULL;
+            PyObject *msg = pq ? PyUnicode_FromFormat(
+                                     "notional %S (price x qty) is over the instrument's limit of %lld", pq,
+                                     (long long)max)
+                               : NULL;
+
+            Py_XDECREF(p);
+            Py_XDECREF(q);
+            Py_XDECREF(pq);
+            return intake_rejected(self, link, r, SRV_REJ_MAX_NOTIONAL, msg, 1);
+        }
+    }
+    return 1;
+}
+
 /* The instrument's and the account's limits on a new order (1 when none is
  * broken, 0 when one is and the reject is sent, -1 on error). */
 static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 {
-    uint32_t inst = r->cmd.instrument;
     struct srv_account_counts *counts;
+    int ok = intake_instrument_limits(self, link, r, r->cmd.instrument, r->cmd.price, r->cmd.qty, r->has_price);
 
-    if ((Py_ssize_t)inst < self->n_instruments) {
-        int64_t max = self->max_qty[inst];
-
-        if (max && r->cmd.qty > max)
-            return intake_rejected(self, link, r, SRV_REJ_MAX_QTY,
-                                   PyUnicode_FromFormat("qty %lld is over the instrument's limit of %lld",
-                                                        (long long)r->cmd.qty, (long long)max),
-                                   1);
-        max = self->max_notional[inst];
-        if (max && r->has_price) {
-            long long notional;
-            /* An overflow is over the limit when the product is positive. */
-            int over = __builtin_mul_overflow(r->cmd.price, r->cmd.qty, &notional)
-                           ? (r->cmd.price > 0) == (r->cmd.qty > 0)
-                           : notional > max;
-
-            if (over) {
-                /* The product as Python writes it, however large. */
-                PyObject *p = PyLong_FromLongLong(r->cmd.price), *q = PyLong_FromLongLong(r->cmd.qty);
-                PyObject *pq = p && q ? PyNumber_Multiply(p, q) : NULL;
-                PyObject *msg = pq ? PyUnicode_FromFormat(
-                                         "notional %S (price x qty) is over the instrument's limit of %lld", pq,
-                                         (long long)max)
-                                   : NULL;
-
-                Py_XDECREF(p);
-                Py_XDECREF(q);
-                Py_XDECREF(pq);
-                return intake_rejected(self, link, r, SRV_REJ_MAX_NOTIONAL, msg, 1);
-            }
-        }
-    }
-    if (!self->max_open)
-        return 1;
+    if (ok <= 0 || !self->max_open)
+        return ok;
     if (!(counts = srv_ledger_counts(self->ledger, link->account)))
         return -1;
     if (counts->open + counts->in_flight < self->max_open)
@@ -155,6 +163,57 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
                            PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
                                                 (unsigned long)link->account, self->max_open),
                            1);
+}
+
+/* A modify against the limits of its order's instrument, as a new order of
+ * the price and open quantity it would leave (the one not given is the
+ * order's as routed so far). Checked where the server knows the order: one
+ * a session holds, named by order id or by a client order id of this
+ * session's; any other (still on its way to the engine, or unknown) is the
+ * engine's to answer. 1 when none is broken, 0 when the reject is sent, -1
+ * on error. */
+static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_order *r)
+{
+    srv_link *owner = link;
+    uint64_t oid = r->cmd.order_id;
+    int64_t price = r->cmd.price, qty = r->cmd.qty;
+    unsigned long inst;
+    PyObject *key, *entry;
+    int err = 0;
+
+    if (!oid) {
+        PyObject *v = r->coid ? PyDict_GetItemWithError(link->coids, r->coid) : NULL;
+
+        if (!v)
+            return PyErr_Occurred() ? -1 : 1;
+        if ((oid = PyLong_AsUnsignedLongLong(v)) == (uint64_t)-1 && PyErr_Occurred())
+            return -1;
+    } else if (!(owner = srv_ledger_owner(self->ledger, oid, &err))) {
+        return err ? -1 : 1;
+    }
+    if (!(key = PyLong_FromUnsignedLongLong(oid)))
+        return -1;
+    entry = PyDict_GetItemWithError(owner->orders, key); /* (instrument, client order id) */
+    Py_DECREF(key);
+    if (!entry)
+        return PyErr_Occurred() ? -1 : 1;
+    if ((inst = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(entry, 0))) == (unsigned long)-1 && PyErr_Occurred())
+        return -1;
+    if (r->keep_price || r->keep_qty) {
+        int64_t cur_price, cur_leaves;
+        int found = self->status ? srv_status_open_order(self->status, owner->account, oid, &cur_price, &cur_leaves)
+                                 : 0;
+
+        if (found < 0)
+            return -1;
+        if (!found) /* the given field alone */
+            return intake_instrument_limits(self, link, r, (uint32_t)inst, price, r->keep_qty ? 0 : qty, 0);
+        if (r->keep_price)
+            price = cur_price;
+        if (r->keep_qty)
+            qty = cur_leaves;
+    }
+    return intake_instrument_limits(self, link, r, (uint32_t)inst, price, qty, price != 0);
 }
 
 /* A cancel or modify by order id: the order is the session's, or it is an
@@ -204,6 +263,8 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
             return -1;
     }
     ok = r->cmd.type == ENG_CMD_NEW ? intake_limits(self, link, r) : intake_owned(self, link, r);
+    if (ok > 0 && r->cmd.type == ENG_CMD_MODIFY)
+        ok = intake_modify_limits(self, link, r);
     if (ok <= 0)
         return ok;
     if (r->cmd.type != ENG_CMD_NEW) {
@@ -427,19 +488,23 @@ static int64_t *intake_limits_array(PyObject *seq, Py_ssize_t n, const char *wha
 
 static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ledger",  "commands",     "events",   "instruments", "max_qty",
-                             "max_notional", "max_open", "loads", NULL};
-    PyObject *ledger, *commands, *events, *instruments, *max_qty, *max_notional, *loads;
+    static char *kwlist[] = {"ledger",   "commands", "events", "instruments", "max_qty",
+                             "max_notional", "max_open", "loads", "status",      NULL};
+    PyObject *ledger, *commands, *events, *instruments, *max_qty, *max_notional, *loads, *status;
     long long max_open;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "an Intake is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!OOLO:Intake", kwlist, &srv_ledger_type, &ledger,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!OOLOO:Intake", kwlist, &srv_ledger_type, &ledger,
                                      &srv_commands_type, &commands, &events, &PyDict_Type, &instruments, &max_qty,
-                                     &max_notional, &max_open, &loads))
+                                     &max_notional, &max_open, &loads, &status))
         return -1;
+    if (status != Py_None && !PyObject_TypeCheck(status, &srv_status_type)) {
+        PyErr_SetString(PyExc_TypeError, "Intake: status is an OrderStatus or None");
+        return -1;
+    }
     if (max_open < 0 || !PyCallable_Check(loads)) {
         PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable");
         return -1;
@@ -456,6 +521,7 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     self->commands = (srv_commands *)Py_NewRef(commands);
     self->instruments = Py_NewRef(instruments);
     self->loads = Py_NewRef(loads);
+    self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->max_open = max_open;
     return 0;
 }
@@ -466,6 +532,7 @@ static int intake_traverse(srv_intake *self, visitproc visit, void *arg)
     Py_VISIT(self->commands);
     Py_VISIT(self->instruments);
     Py_VISIT(self->loads);
+    Py_VISIT(self->status);
     Py_VISIT(self->on_undecodable);
     Py_VISIT(self->on_refused);
     Py_VISIT(self->on_rejected);
@@ -479,6 +546,7 @@ static int intake_clear(srv_intake *self)
     Py_CLEAR(self->commands);
     Py_CLEAR(self->instruments);
     Py_CLEAR(self->loads);
+    Py_CLEAR(self->status);
     Py_CLEAR(self->on_undecodable);
     Py_CLEAR(self->on_refused);
     Py_CLEAR(self->on_rejected);
@@ -505,7 +573,8 @@ PyTypeObject srv_intake_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Intake",
     .tp_basicsize = sizeof(srv_intake),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_qty, max_notional, max_open, loads):\n"
+    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_qty, max_notional, max_open, loads,\n"
+                        "status):\n"
                         "request frames (see csrc/binding/intake.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)intake_init,

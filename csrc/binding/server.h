@@ -332,6 +332,9 @@ int srv_status_accepted(srv_status *st, const struct eng_event *ev);
 int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq);
 int srv_status_cancelled(srv_status *st, const struct eng_event *ev);
 int srv_status_modified(srv_status *st, const struct eng_event *ev);
+/* An open order's price and open quantity as the events routed so far tell
+ * them: 1, or 0 if it is not open there (no error), -1 on error. */
+int srv_status_open_order(srv_status *st, uint32_t account, uint64_t oid, int64_t *price, int64_t *leaves);
 
 /* ---- market data (books.c) ------------------------------------------------ */
 
@@ -416,6 +419,7 @@ typedef struct {
     srv_commands *commands;
     PyObject *instruments; /* dict: symbol -> instrument number */
     PyObject *loads;
+    srv_status *status;    /* NULL, or the orders as routed: a modify's kept price or qty */
     /* IntakeEvents, bound once */
     PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
     int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */

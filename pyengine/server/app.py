@@ -138,6 +138,7 @@ class Server:
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
             instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
             max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
+            status=self.order_status,
         )
         self.poller = Poller(self.intake, self)
         self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller

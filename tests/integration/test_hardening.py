@@ -175,6 +175,34 @@ max_notional = 10000000
         assert reply["code"] == "max_qty_exceeded"
 
 
+def test_a_modify_meets_the_same_limits(server_factory: Any) -> None:
+    config = """
+[[instruments]]
+symbol = "ESZ6"
+tick_size = 25
+max_qty = 100
+max_notional = 10000000
+"""
+    server = server_factory(config)
+    with server.client() as c:
+        c.login(1)
+        order = c.request(c.new_order(ES, "buy", 10, 100_000, client_order_id="m1"))
+        oid = order["order_id"]
+
+        def refused(reply: dict[str, Any], code: str) -> None:
+            assert (reply["type"], reply["code"], reply["seq"]) == ("reject", code, None), reply
+
+        refused(c.request(c.modify(order_id=oid, qty=101)), "max_qty_exceeded")
+        refused(c.request(c.modify(client_order_id="m1", qty=101)), "max_qty_exceeded")
+        refused(c.request(c.modify(order_id=oid, qty=100, price=100_025)), "max_notional_exceeded")
+        # The field not given is the order's: 100 at the new price, 10 lots at 1,000,025 ...
+        refused(c.request(c.modify(order_id=oid, price=1_000_025)), "max_notional_exceeded")
+        assert c.request(c.modify(order_id=oid, qty=100))["type"] == "modified"  # exactly at the limit
+        refused(c.request(c.modify(order_id=oid, price=100_025)), "max_notional_exceeded")  # ... or its 100 lots
+        assert c.request(c.modify(client_order_id="m1", qty=50, price=200_000))["type"] == "modified"
+        assert c.open_orders()[0]["open_qty"] == 50 and c.open_orders()[0]["price"] == 200_000
+
+
 def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:
     server = server_factory("[limits]\nrate = 5\nburst = 5\n")
     with server.client() as c:

@@ -68,7 +68,8 @@ class World:
         s = self.server
         return Intake(ledger=s.ledger, commands=s.commands.buffer, events=s.requests,
                       instruments=s.engine.instrument_ids, max_qty=s.limits.max_qty,
-                      max_notional=s.limits.max_notional, max_open=max_open, loads=orjson.loads)
+                      max_notional=s.limits.max_notional, max_open=max_open, loads=orjson.loads,
+                      status=s.order_status)
 
     def _session(self, sid: int, sock: socket.socket) -> Session:
         return add_session(self.server, sock, sid)
@@ -481,7 +482,7 @@ def test_the_intake_needs_every_callback(worlds: list[World]) -> None:
     s = w.server
     with pytest.raises(AttributeError, match="undecodable"):
         Intake(ledger=s.ledger, commands=s.commands.buffer, events=Partial(),  # type: ignore[arg-type]  # on purpose
-               instruments={}, max_qty=[], max_notional=[], max_open=0, loads=orjson.loads)
+               instruments={}, max_qty=[], max_notional=[], max_open=0, loads=orjson.loads, status=None)
 
 
 def test_a_full_command_buffer_takes_nothing(worlds: list[World]) -> None:
@@ -511,7 +512,7 @@ def test_every_frame_is_decoded_once(worlds: list[World], monkeypatch: pytest.Mo
 
     w.server.intake = Intake(ledger=w.ledger, commands=w.server.commands.buffer, events=w.server.requests,
                              instruments=w.server.engine.instrument_ids, max_qty=w.server.limits.max_qty, max_notional=w.server.limits.max_notional,
-                             max_open=3, loads=loads)
+                             max_open=3, loads=loads, status=w.server.order_status)
     monkeypatch.setattr("pyengine.server.protocol._loads", None)  # Python never decodes a frame again
     frames = [orjson.dumps(m) for m in ({"type": "ping", "req_id": 1}, {"type": "cancel", "order_id": "x"},
                                         {"type": "cancel", "order_id": 900})]
