@@ -237,6 +237,19 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
                            PyUnicode_FromString("order belongs to another session"), 0);
 }
 
+/* Every message spends a token of the session's rate, a well-formed one or
+ * not (what a session sends costs the server alike). 0 when it had one;
+ * otherwise 1 once the over_rate answer is given, or -1 if that failed:
+ * the message is dropped. */
+static int intake_over_rate(srv_intake *self, srv_link *link, PyObject *req_id)
+{
+    PyObject *args[] = {link->session, req_id};
+
+    if (srv_link_take_token(link))
+        return 0;
+    return intake_call(self->on_over_rate, args, 2) < 0 ? -1 : 1;
+}
+
 /* Carry out a well-formed per-order request (0 when done or refused, -1 on error). */
 static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *r, int64_t taken_ns)
 {
@@ -244,11 +257,8 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     uint64_t tag;
     int ok;
 
-    if (!srv_link_take_token(link)) {
-        PyObject *args[] = {link->session, r->req_id};
-
-        return intake_call(self->on_over_rate, args, 2);
-    }
+    if ((ok = intake_over_rate(self, link, r->req_id)) != 0)
+        return ok < 0 ? -1 : 0;
     if (!link->logged_in)
         return intake_refused(self, link, r->req_id, "not_logged_in", PyUnicode_FromString("log in first"));
     r->cmd.account = link->account;
@@ -327,7 +337,8 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
         exc = srv_take_error();
         cargs[0] = link->session;
         cargs[1] = exc;
-        rc = intake_call(self->on_undecodable, cargs, 2);
+        if ((rc = intake_over_rate(self, link, Py_None)) == 0)
+            rc = intake_call(self->on_undecodable, cargs, 2);
         Py_DECREF(exc);
         if (rc < 0)
             return NULL;
@@ -349,7 +360,10 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
             r.req_id = req_id;
             if (ok == 0) {
                 intake_count(self, typ, &r, 0);
-                rc = intake_refused(self, link, req_id, e.code, e.message);
+                if ((rc = intake_over_rate(self, link, req_id)) == 0)
+                    rc = intake_refused(self, link, req_id, e.code, e.message);
+                else
+                    Py_XDECREF(e.message);
                 goto done;
             }
             if (ok == 1) {

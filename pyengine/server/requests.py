@@ -94,7 +94,13 @@ class Requests:
         """Carry out a decoded message that the Intake gave back: one that is
         not a per-order request, or not a request at all."""
         try:
-            req = parse_message(message)
+            try:
+                req = parse_message(message)
+            except RequestError as exc:
+                # A message that is not a request spends a token too (as in the Intake).
+                if not session.link.take_token():
+                    raise self._over_rate_error(exc.req_id) from None
+                raise
             if type(req) in _PER_ORDER:
                 # The Intake carries out every one it is given.
                 raise AssertionError(f"the Intake gave back a {type(req).__name__}")

@@ -267,6 +267,16 @@ class Model:
     def state(self) -> tuple[Any, ...]:
         return self.commands, self.pending, self.in_flight, self.open, self.replies
 
+    def over_rate(self, req_id: Any) -> bool:
+        """Every message spends a token, a request or not: True (answered) when none is left."""
+        if not self.rate:
+            return False
+        if self.tokens < 1:  # the bucket refills at `rate`: nothing within a test at the rates used here
+            self.error("rate_limited", f"over {self.rate:g} messages a second", req_id)
+            return True
+        self.tokens -= 1
+        return False
+
     def error(self, code: str, message: str, req_id: Any = None) -> None:
         self.replies.append({"type": "error", "req_id": req_id, "code": code, "message": message})
 
@@ -278,13 +288,12 @@ class Model:
         try:
             req = model_parse(frame)
         except RequestError as exc:
+            if self.over_rate(exc.req_id):
+                return
             self.error(exc.code, str(exc), exc.req_id)
             return
-        if self.rate:
-            if self.tokens < 1:  # the bucket refills at `rate`: nothing within a test at the rates used here
-                self.error("rate_limited", f"over {self.rate:g} messages a second", req.req_id)
-                return
-            self.tokens -= 1
+        if self.over_rate(req.req_id):
+            return
         if type(req) is Ping:
             self.replies.append({"type": "pong", "req_id": req.req_id})
             return
@@ -447,6 +456,23 @@ def test_the_intake_keeps_the_rate_limit(worlds: list[World]) -> None:
     assert w.state() == m.state()
     assert w.wire() == [{"type": "error", "req_id": 5, "code": "rate_limited",
                          "message": "over 0.001 messages a second"}]
+
+
+def test_every_message_spends_a_token(worlds: list[World]) -> None:
+    # Not JSON, a per-order request with a bad field, and not a request at all:
+    # each costs the server as a request does, and is counted alike.
+    w, m = World(rate=0.001, burst=3), Model(rate=0.001, burst=3)
+    worlds.append(w)
+    frames = [b"{not json", orjson.dumps({"type": "cancel", "req_id": 6, "order_id": "x"}),
+              orjson.dumps({"type": "cancel", "req_id": 7, "order_id": 900}),
+              orjson.dumps({"type": "cancel", "req_id": 8, "order_id": "x"}), b"{not json", b"[1]"]
+    for frame in frames:
+        w.take(frame)
+        m.take(frame)
+    assert w.state() == m.state()
+    assert [(r["code"], r["req_id"]) for r in w.wire()] == [
+        ("bad_json", None), ("bad_field", 6), ("rate_limited", 8), ("rate_limited", None), ("rate_limited", None)]
+    assert len(w.commands()) == 1  # the one well-formed cancel
 
 
 def test_the_order_limits(worlds: list[World]) -> None:
