@@ -216,7 +216,29 @@ static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_ord
     return intake_instrument_limits(self, link, r, (uint32_t)inst, price, qty, price != 0);
 }
 
-/* A cancel or modify by order id: the order is the session's, or it is an
+/* A cancel or modify by client order id: the order is not another
+ * session's of the account (1), or the reject is sent (0); -1 on error.
+ * Not one held by this session: in flight, or held by none (the engine
+ * answers). */
+static int intake_owned_coid(srv_intake *self, srv_link *link, struct srv_order *r)
+{
+    srv_link *holder;
+    int err = 0;
+
+    if (!r->coid || link->admin || PyDict_GetItemWithError(link->coids, r->coid))
+        return 1;
+    if (PyErr_Occurred())
+        return -1;
+    holder = srv_ledger_coid_holder(self->ledger, link, r->coid, &err);
+    if (err)
+        return -1;
+    if (!holder)
+        return 1;
+    return intake_rejected(self, link, r, (enum srv_reject)ENG_NOT_OWNER,
+                           PyUnicode_FromString("order belongs to another session"), 0);
+}
+
+/* A cancel or modify: the order is the session's, or it is an
  * administrator's (the engine checks accounts; sessions of one account are
  * kept apart here). 1 if so, 0 when the reject is sent, -1 on error. */
 static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
@@ -225,7 +247,7 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
     int err = 0;
 
     if (!r->cmd.order_id)
-        return 1;
+        return intake_owned_coid(self, link, r);
     owner = srv_ledger_owner(self->ledger, r->cmd.order_id, &err);
     if (err)
         return -1;

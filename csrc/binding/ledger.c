@@ -119,6 +119,28 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
     return ledger_link_of(l, sid, err);
 }
 
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err)
+{
+    Py_ssize_t pos = 0;
+    PyObject *sid, *v;
+
+    /* Every session is looked at: a client order id is the account's, and
+     * this is asked only when the session's own do not hold it. */
+    while (PyDict_Next(l->links, &pos, &sid, &v)) {
+        srv_link *other = (srv_link *)v;
+
+        if (other == link || !other->logged_in || other->account != link->account)
+            continue;
+        if (PyDict_GetItemWithError(other->coids, coid))
+            return other;
+        if (PyErr_Occurred()) {
+            *err = 1;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
 /* Take out what a failed srv_ledger_own put in (the order in link->orders,
  * and in its owners' shard unless that is NULL), the exception kept: an
  * owner is always a Link that holds the order, so never detached under it. */

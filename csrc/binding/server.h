@@ -310,6 +310,9 @@ extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_dro
 struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account);
 /* The Link owning an open order (borrowed), or NULL; *err set on error. */
 srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
+/* Another session of `link`'s account that holds an open order with client
+ * order id `coid` (borrowed), or NULL; *err set on error. */
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err);
 /* The order is link's now: owners, link->orders and, with a coid, link->coids. */
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
 /* The order is finished: drop it from owners and from its link. */

@@ -164,8 +164,14 @@ def test_ownership(server: RunningServer) -> None:
             assert (rej["type"], rej["code"], rej["order_id"]) == ("reject", "not_owner", order["order_id"])
             rej = other.request(other.modify(order_id=order["order_id"], qty=1))
             assert rej["code"] == "not_owner"
-        # By client order id, another account does not even see it.
+        # By client order id, another account does not even see it; another
+        # session of the account sees it and may not touch it.
         assert b.request(b.cancel(client_order_id="mine"))["code"] == "unknown_order"
+        for rej in (a2.request(a2.cancel(client_order_id="mine")),
+                    a2.request(a2.modify(client_order_id="mine", qty=1))):
+            assert (rej["type"], rej["code"], rej["client_order_id"]) == ("reject", "not_owner", "mine")
+        assert a.order_state(order["order_id"])["open_qty"] == 5
+        assert a.request(a.modify(client_order_id="mine", qty=4))["type"] == "modified"
         assert a.request(a.cancel(order_id=order["order_id"]))["type"] == "cancelled"
 
 
