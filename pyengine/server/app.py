@@ -492,12 +492,13 @@ class Server:
             for oid, (inst, coid) in self.ledger.release(link).items():
                 self.unclaimed.add(oid, inst, account, coid)
 
-    def settle(self, session: Session) -> None:
+    def settle(self, session: Session) -> bool:
         """In the session's reader greenlet: wait until every command the
-        session sent so far has its answer (pyengine/server/settle.py)."""
+        session sent so far has its answer (pyengine/server/settle.py);
+        False if the session closed first."""
         if session.link.pending_count:
             self.flush_soon()  # those still in the command buffer go when the loop turns
-            self.settling.wait(session)
+        return self.settling.wait(session)
 
     def request(self, session: Session, message: Any) -> None:
         """A decoded message the Intake gives back: see Requests.request."""

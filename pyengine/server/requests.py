@@ -77,7 +77,7 @@ class RequestHost(Protocol):
 
     def open_orders_of(self, account: int | None) -> list[tuple[int, int]]: ...
 
-    def settle(self, session: Session) -> None: ...
+    def settle(self, session: Session) -> bool: ...
 
     def node_identity(self) -> dict[str, Any]: ...
 
@@ -111,8 +111,8 @@ class Requests:
             elif type(req) is Login:
                 self.login(session, req)
             elif type(req) is MassCancel:
-                self.server.settle(session)
-                self.mass_cancel(session, req)
+                if self.server.settle(session):
+                    self.mass_cancel(session, req)
             elif type(req) is Subscribe:
                 self.subscribe(session, req)
             elif type(req) is Unsubscribe:
@@ -124,18 +124,18 @@ class Requests:
             elif type(req) is Status:
                 session.reply({"type": "status", "req_id": req.req_id, **self.server.status()})
             elif type(req) is Orders:
-                self.server.settle(session)
-                engine = self.server.engine
-                session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
-                                           engine.instrument_ids, engine.symbols))
+                if self.server.settle(session):
+                    engine = self.server.engine
+                    session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
+                                               engine.instrument_ids, engine.symbols))
             elif type(req) is SetMmp or type(req) is ResetMmp:
                 self.mmp(session, req)
             elif type(req) is CancelAllAfter:
                 self.cancel_all_after(session, req)
             elif type(req) is OrderQuery:
-                self.server.settle(session)
-                session.reply(order_status_reply(self.server.order_status, self._account(session, req.req_id), req,
-                                                 self.server.engine.symbols))
+                if self.server.settle(session):
+                    session.reply(order_status_reply(self.server.order_status, self._account(session, req.req_id),
+                                                     req, self.server.engine.symbols))
         except RequestError as exc:
             self._request_error(session, exc)
 

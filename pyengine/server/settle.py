@@ -40,23 +40,27 @@ class Settling:
         self.patience = patience
         self._waiting: dict[Session, Event] = {}
 
-    def wait(self, session: Session) -> None:
-        """In the session's reader greenlet: return once the session has no
-        command without its answer, or has closed. Its commands must be on
+    def wait(self, session: Session) -> bool:
+        """In the session's reader greenlet: once the session has no command
+        without its answer, True; False if it closed meanwhile (nobody is
+        left to answer: the request is dropped). Its commands must be on
         their way (pushed, or to be pushed when the loop next turns)."""
         link = session.link
-        if not link.pending_count or session.closed:
-            return
+        if session.closed:
+            return False
+        if not link.pending_count:
+            return True
         woken = self._waiting[session] = Event()
         try:
             while link.pending_count and not session.closed:
                 if not woken.wait(self.patience):
                     log.warning("settle_timeout", extra=fields(sid=session.sid, pending=link.pending_count,
                                                                  waited_s=self.patience))
-                    return
+                    break
                 woken.clear()
         finally:
             del self._waiting[session]
+        return not session.closed
 
     def routed(self) -> None:
         """After events were routed: wake the sessions they settled."""
