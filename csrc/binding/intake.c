@@ -219,13 +219,14 @@ static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_ord
 /* A cancel or modify by client order id: the order is not another
  * session's of the account (1), or the reject is sent (0); -1 on error.
  * Not one held by this session: in flight, or held by none (the engine
- * answers). */
+ * answers). The other sessions are looked at only when the account has
+ * another session open. */
 static int intake_owned_coid(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     srv_link *holder;
     int err = 0;
 
-    if (!r->coid || link->admin || PyDict_GetItemWithError(link->coids, r->coid))
+    if (!r->coid || link->admin || !link->account_shared || PyDict_GetItemWithError(link->coids, r->coid))
         return 1;
     if (PyErr_Occurred())
         return -1;

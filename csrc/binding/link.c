@@ -308,6 +308,9 @@ static PyMemberDef link_members[] = {
     {"sid", T_UINT, offsetof(srv_link, sid), READONLY, "the session's id"},
     {"admin", T_BOOL, offsetof(srv_link, admin), READONLY, "logged in with an administrator's account"},
     {"closed", T_BOOL, offsetof(srv_link, closed), READONLY, "the session has ended"},
+    {"account_shared", T_BOOL, offsetof(srv_link, account_shared), 0,
+     "another open session is logged in as the same account (the server keeps it): the intake then makes sure a\n"
+     "client order id it cancels or modifies is not another session's"},
     {"last_read", T_DOUBLE, offsetof(srv_link, last_read), READONLY,
      "when its socket last gave bytes (time.monotonic()'s clock; at first, when the Link was made)"},
     {"session", T_OBJECT, offsetof(srv_link, session), READONLY, "the Python Session"},

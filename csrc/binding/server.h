@@ -51,6 +51,7 @@ typedef struct {
     uint32_t account;
     char admin;  /* char: T_BOOL members */
     char closed;
+    char account_shared; /* another open session is logged in as its account (Python keeps it) */
     uint32_t next;       /* the last request number given out */
     PyObject *pending;   /* dict: request number -> (kind, req_id, extra) */
     PyObject *orders;    /* dict: order id -> (instrument, client order id or None) */

@@ -476,6 +476,8 @@ class Server:
         session."""
         self.closed_sessions += 1
         self.settling.closed(session)
+        if session.account is not None:
+            self.account_sessions_changed(session.account)
         self.marketdata.drop(session)
         link = session.link
         if not link.order_count:
@@ -537,6 +539,13 @@ class Server:
     def sessions_of(self, account: int) -> list[Session]:
         """The open sessions logged in as ``account``."""
         return [s for s in self.sessions.values() if not s.closed and s.account == account]
+
+    def account_sessions_changed(self, account: int) -> None:
+        """A session logged in as ``account``, or one of them closed: tell
+        each of them whether it shares the account (Link.account_shared)."""
+        mates = self.sessions_of(account)
+        for s in mates:
+            s.link.account_shared = len(mates) > 1
 
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its

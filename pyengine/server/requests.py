@@ -79,6 +79,8 @@ class RequestHost(Protocol):
 
     def settle(self, session: Session) -> bool: ...
 
+    def account_sessions_changed(self, account: int) -> None: ...
+
     def node_identity(self) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
@@ -204,6 +206,7 @@ class Requests:
         # Without accounts every session may make the admin requests (see _admin).
         admin = granted or not self.server.config.auth_required
         session.link.login(req.account, granted)
+        self.server.account_sessions_changed(req.account)
         session.cancel_on_disconnect = req.cancel_on_disconnect
         claimed = self.server.claim_orders(session)
         log.info("login", extra=fields(sid=session.sid, account=req.account, admin=admin, claimed_orders=claimed))

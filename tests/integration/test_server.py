@@ -170,6 +170,10 @@ def test_ownership(server: RunningServer) -> None:
         for rej in (a2.request(a2.cancel(client_order_id="mine")),
                     a2.request(a2.modify(client_order_id="mine", qty=1))):
             assert (rej["type"], rej["code"], rej["client_order_id"]) == ("reject", "not_owner", "mine")
+        a2.close()
+        with login(server, 1) as a3:  # logged in after the order was entered, and alone with `a`
+            rej = a3.request(a3.cancel(client_order_id="mine"))
+            assert (rej["type"], rej["code"]) == ("reject", "not_owner")
         assert a.order_state(order["order_id"])["open_qty"] == 5
         assert a.request(a.modify(client_order_id="mine", qty=4))["type"] == "modified"
         assert a.request(a.cancel(order_id=order["order_id"]))["type"] == "cancelled"
