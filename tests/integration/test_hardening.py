@@ -155,15 +155,18 @@ def test_max_open_orders_per_account(server_factory: Any) -> None:
             assert sorted(r.get("code", r["type"]) for r in replies) == ["ack"] * 3 + ["max_open_orders_exceeded"] * 2
 
 
-def test_max_qty_and_notional_per_instrument(server_factory: Any) -> None:
-    config = """
+# ESZ6 alone, with both of an instrument's order limits.
+LIMITED_ES = """
 [[instruments]]
 symbol = "ESZ6"
 tick_size = 25
 max_qty = 100
 max_notional = 10000000
 """
-    server = server_factory(config)
+
+
+def test_max_qty_and_notional_per_instrument(server_factory: Any) -> None:
+    server = server_factory(LIMITED_ES)
     with server.client() as c:
         c.login(1)
         reply = c.request(c.new_order(ES, "buy", 101, 25))
@@ -176,14 +179,7 @@ max_notional = 10000000
 
 
 def test_a_modify_meets_the_same_limits(server_factory: Any) -> None:
-    config = """
-[[instruments]]
-symbol = "ESZ6"
-tick_size = 25
-max_qty = 100
-max_notional = 10000000
-"""
-    server = server_factory(config)
+    server = server_factory(LIMITED_ES)
     with server.client() as c:
         c.login(1)
         order = c.request(c.new_order(ES, "buy", 10, 100_000, client_order_id="m1"))
