@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .._ffi import lib
 from .._server import OrderStatus
-from ..log import fields
+from ..log import Throttle, fields
 from .commands import CommandQueue
 from .config import ServerConfig
 from .engine_thread import EngineThread
@@ -91,6 +91,9 @@ class Requests:
 
     def __init__(self, server: RequestHost) -> None:
         self.server = server
+        # A session over its rate may send as fast as the wire goes: each
+        # message still gets its error, but the log a line a second at most.
+        self._over_rate_lines = Throttle()
 
     def request(self, session: Session, message: Any) -> None:
         """Carry out a decoded message that the Intake gave back: one that is
@@ -161,9 +164,12 @@ class Requests:
 
     # ---- helpers -----------------------------------------------------------
 
-    @staticmethod
-    def _request_error(session: Session, exc: RequestError) -> None:
-        log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc)))
+    def _request_error(self, session: Session, exc: RequestError) -> None:
+        if exc.code != "rate_limited":
+            log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc)))
+        elif (held := self._over_rate_lines.allow()) is not None:
+            log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc),
+                                                      held_back=held))
         session.error(exc.code, str(exc), exc.req_id, exc.extra)
 
     def _over_rate_error(self, req_id: Any) -> RequestError:

@@ -6,7 +6,9 @@ code; admin-only requests are refused to other accounts.
 
 from __future__ import annotations
 
+import math
 import socket
+import struct
 import time
 from typing import Any
 
@@ -212,6 +214,22 @@ def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:
         assert replies[:4] == ["pong"] * 4 and "rate_limited" in replies
         time.sleep(1.0)  # five more tokens
         assert c.request(c.ping())["type"] == "pong"
+
+
+def test_junk_spends_the_rate_and_its_errors_are_logged_sparingly(server_factory: Any) -> None:
+    server = server_factory("[limits]\nrate = 5\nburst = 5\n")
+    junk = [b"{not json", b'{"type": "cancel", "order_id": "x"}', b"[1]"] * 100
+    with server.client() as c:
+        started = time.monotonic()
+        c.send_raw(b"".join(struct.pack(">I", len(j)) + j for j in junk))
+        codes = [c.recv(timeout=5)["code"] for _ in junk]
+        took = time.monotonic() - started
+    assert codes[:5] == ["bad_json", "bad_field", "bad_message", "bad_json", "bad_field"]
+    assert codes[5:] == ["rate_limited"] * (len(junk) - 5)
+    # Every message answered; the log a line a second at most.
+    server.wait_log(r"event=request_error .*code=rate_limited")
+    limited = [line for line in server.lines if "event=request_error" in line and "code=rate_limited" in line]
+    assert 1 <= len(limited) <= 1 + math.ceil(took) and "held_back=0" in limited[0]
 
 
 def test_idle_sessions_are_closed(server_factory: Any) -> None:
