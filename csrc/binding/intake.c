@@ -166,9 +166,11 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 }
 
 /* A modify against the limits of its order's instrument, as a new order of
- * the price and open quantity it would leave (the one not given is the
- * order's as routed so far). Checked where the server knows the order: one
- * a session holds, named by order id or by a client order id of this
+ * the price and open quantity it would leave: the one not given is the
+ * order's as routed so far, or what modifies of it still unanswered may
+ * leave, whichever is more (the Ledger's bounds, which this one's go into
+ * when it is queued: r->bounded). Checked where the server knows the order:
+ * one a session holds, named by order id or by a client order id of this
  * session's; any other (still on its way to the engine, or unknown) is the
  * engine's to answer. 1 when none is broken, 0 when the reject is sent, -1
  * on error. */
@@ -176,11 +178,14 @@ static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_ord
 {
     srv_link *owner = link;
     uint64_t oid = r->cmd.order_id;
-    int64_t price = r->cmd.price, qty = r->cmd.qty;
+    int64_t price = r->keep_price ? 0 : r->cmd.price, qty = r->keep_qty ? 0 : r->cmd.qty;
+    int64_t p, q;
     unsigned long inst;
     PyObject *key, *entry;
-    int err = 0;
+    int err = 0, found, ok;
 
+    if (!self->any_limits)
+        return 1;
     if (!oid) {
         PyObject *v = r->coid ? PyDict_GetItemWithError(link->coids, r->coid) : NULL;
 
@@ -199,21 +204,31 @@ static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_ord
         return PyErr_Occurred() ? -1 : 1;
     if ((inst = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(entry, 0))) == (unsigned long)-1 && PyErr_Occurred())
         return -1;
+    if ((Py_ssize_t)inst >= self->n_instruments || (!self->max_qty[inst] && !self->max_notional[inst]))
+        return 1; /* nothing to check, nothing to keep */
     if (r->keep_price || r->keep_qty) {
-        int64_t cur_price, cur_leaves;
-        int found = self->status ? srv_status_open_order(self->status, owner->account, oid, &cur_price, &cur_leaves)
-                                 : 0;
-
+        found = self->status ? srv_status_open_order(self->status, owner->account, oid, &p, &q) : 0;
         if (found < 0)
             return -1;
-        if (!found) /* the given field alone */
-            return intake_instrument_limits(self, link, r, (uint32_t)inst, price, r->keep_qty ? 0 : qty, 0);
-        if (r->keep_price)
-            price = cur_price;
-        if (r->keep_qty)
-            qty = cur_leaves;
+        if (found) {
+            price = r->keep_price ? p : price;
+            qty = r->keep_qty ? q : qty;
+        }
+        if ((found = srv_ledger_modify_bounds(self->ledger, oid, &p, &q)) < 0)
+            return -1;
+        if (found) {
+            price = r->keep_price && p > price ? p : price;
+            qty = r->keep_qty && q > qty ? q : qty;
+        }
     }
-    return intake_instrument_limits(self, link, r, (uint32_t)inst, price, qty, price != 0);
+    ok = intake_instrument_limits(self, link, r, (uint32_t)inst, price, qty, price != 0);
+    if (ok > 0) {
+        r->bounded = 1;
+        r->bound_oid = oid;
+        r->bound_price = price;
+        r->bound_qty = qty;
+    }
+    return ok;
 }
 
 /* A cancel or modify by client order id: the order is not another
@@ -322,7 +337,12 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         self->commands->n--; /* the record is not queued after all */
         return -1;
     }
-    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
+    /* The bounds first, under the number the tag is about to take: were the
+     * tag to fail, they would name a request never pending, and count for
+     * nothing. */
+    if ((r->bounded && srv_ledger_modify_queued(self->ledger, r->bound_oid, link, link->next + 1, r->bound_price,
+                                                r->bound_qty) < 0) ||
+        srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
         self->commands->n--;
         return -1;
     }
@@ -550,6 +570,8 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     if (!(self->max_qty = intake_limits_array(max_qty, self->n_instruments, "max_qty")) ||
         !(self->max_notional = intake_limits_array(max_notional, self->n_instruments, "max_notional")))
         return -1;
+    for (Py_ssize_t i = 0; i < self->n_instruments; i++)
+        self->any_limits |= self->max_qty[i] || self->max_notional[i];
     if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
         !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
         !(self->on_over_rate = srv_method(events, "over_rate")))

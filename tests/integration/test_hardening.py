@@ -6,6 +6,7 @@ code; admin-only requests are refused to other accounts.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
 import struct
@@ -199,6 +200,36 @@ def test_a_modify_meets_the_same_limits(server_factory: Any) -> None:
         refused(c.request(c.modify(order_id=oid, price=100_025)), "max_notional_exceeded")  # ... or its 100 lots
         assert c.request(c.modify(client_order_id="m1", qty=50, price=200_000))["type"] == "modified"
         assert c.open_orders()[0]["open_qty"] == 50 and c.open_orders()[0]["price"] == 200_000
+
+
+def test_pipelined_modifies_meet_the_limits_of_what_they_may_leave(server_factory: Any) -> None:
+    server = server_factory(LIMITED_ES)
+
+    def frame(msg: dict[str, Any]) -> bytes:
+        body = json.dumps(msg).encode()
+        return struct.pack(">I", len(body)) + body
+
+    def modifies(*changes: dict[str, Any]) -> list[dict[str, Any]]:
+        """The modifies in one write (the second read before the first is answered); their
+        answers, in the order sent (a reject of the server's own, seq null, may come first)."""
+        c.send_raw(b"".join(frame({"type": "modify", "req_id": i, "order_id": oid, **ch})
+                            for i, ch in enumerate(changes)))
+        answers = {m["req_id"]: m for m in (c.recv(timeout=5) for _ in changes)}
+        return [answers[i] for i in range(len(changes))]
+
+    with server.client() as c:
+        c.login(1)
+        oid = c.request(c.new_order(ES, "buy", 10, 100_000))["order_id"]
+        # 100 lots, then the price with the quantity left out: 100 x 1,000,000 is ten times the limit.
+        first, second = modifies({"qty": 100}, {"price": 1_000_000})
+        assert (first["type"], second["type"], second["code"]) == ("modified", "reject", "max_notional_exceeded")
+        # The other way round: a price first, then the quantity alone.
+        assert [m["type"] for m in modifies({"qty": 10}, {"price": 100_000})] == ["modified", "modified"]
+        first, second = modifies({"price": 1_000_000}, {"qty": 100})
+        assert (first["type"], second["code"]) == ("modified", "max_notional_exceeded")
+        # Answered, the modifies count no more: 10 at 1,000,000 is at the limit, and stays there.
+        assert c.open_orders()[0]["open_qty"] == 10
+        assert c.request(c.modify(order_id=oid, price=1_000_000))["type"] == "modified"
 
 
 def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:
