@@ -337,9 +337,9 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         self->commands->n--; /* the record is not queued after all */
         return -1;
     }
-    /* The bounds first, under the number the tag is about to take: were the
-     * tag to fail, they would name a request never pending, and count for
-     * nothing. */
+    /* The bounds first, under the number the tag is about to take (were the
+     * tag to fail, out of memory, they would name the session's next request
+     * instead: a check stricter than it need be until that one is answered). */
     if ((r->bounded && srv_ledger_modify_queued(self->ledger, r->bound_oid, link, link->next + 1, r->bound_price,
                                                 r->bound_qty) < 0) ||
         srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {

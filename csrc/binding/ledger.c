@@ -499,7 +499,10 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 
         if (oid == (unsigned long long)-1 && PyErr_Occurred())
             return NULL;
-        if (ledger_discard(ledger_owners_of(self, oid), key) < 0)
+        /* Held by none now, the order is never looked up for a modify's
+         * bounds again, nor forgotten through the Ledger: they go too. */
+        if (ledger_discard(ledger_owners_of(self, oid), key) < 0 ||
+            (PyDict_GET_SIZE(self->modifying) && ledger_discard_present(self->modifying, key) < 0))
             return NULL;
     }
     link->orders = PyDict_New();

@@ -9,6 +9,7 @@ is the engine's model."""
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -473,6 +474,28 @@ def test_every_message_spends_a_token(worlds: list[World]) -> None:
     assert [(r["code"], r["req_id"]) for r in w.wire()] == [
         ("bad_json", None), ("bad_field", 6), ("rate_limited", 8), ("rate_limited", None), ("rate_limited", None)]
     assert len(w.commands()) == 1  # the one well-formed cancel
+
+
+def _modify_bounds(ledger: Any) -> dict[int, Any]:
+    """The Ledger's bounds of unanswered modifies: its one dict of tuples (or none yet)."""
+    found = [d for d in gc.get_referents(ledger)
+             if isinstance(d, dict) and d and all(isinstance(v, tuple) for v in d.values())]
+    return found[0] if found else {}
+
+
+def test_a_modifys_bounds_go_with_its_order(worlds: list[World]) -> None:
+    # NQZ6 has a max_qty: a modify of an order of it leaves its bound in the
+    # Ledger until the order is forgotten, or let go by a closing session.
+    w = World()
+    worlds.append(w)
+    for oid in (902, 903):
+        w.ledger.own(w.session.link, oid, 1, None)
+        w.take(orjson.dumps({"type": "modify", "order_id": oid, "qty": 50}))
+    assert len(w.commands()) == 2 and set(_modify_bounds(w.ledger)) == {902, 903}
+    w.ledger.forget(w.session.link, 902)
+    assert set(_modify_bounds(w.ledger)) == {903}
+    w.ledger.release(w.session.link)
+    assert _modify_bounds(w.ledger) == {}
 
 
 def test_the_order_limits(worlds: list[World]) -> None:
