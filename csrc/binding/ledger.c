@@ -242,10 +242,11 @@ static int ledger_discard(PyObject *dict, PyObject *key)
     return 0;
 }
 
-/* Drop a dict's key if present, raising nothing meanwhile (most keys are not). */
+/* Drop a dict's key if present, raising nothing meanwhile (most keys are
+ * not; an empty dict, most often, is not even looked in). */
 static int ledger_discard_present(PyObject *dict, PyObject *key)
 {
-    int has = PyDict_Contains(dict, key);
+    int has = PyDict_GET_SIZE(dict) ? PyDict_Contains(dict, key) : 0;
 
     return has <= 0 ? has : PyDict_DelItem(dict, key);
 }
@@ -257,7 +258,7 @@ int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
     int rc = -1;
 
     if (!key || ledger_discard(ledger_owners_of(l, oid), key) < 0 ||
-        (PyDict_GET_SIZE(l->modifying) && ledger_discard_present(l->modifying, key) < 0))
+        ledger_discard_present(l->modifying, key) < 0)
         goto out;
     o = PyDict_GetItemWithError(link->orders, key);
     if (!o) {
@@ -502,7 +503,7 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
         /* Held by none now, the order is never looked up for a modify's
          * bounds again, nor forgotten through the Ledger: they go too. */
         if (ledger_discard(ledger_owners_of(self, oid), key) < 0 ||
-            (PyDict_GET_SIZE(self->modifying) && ledger_discard_present(self->modifying, key) < 0))
+            ledger_discard_present(self->modifying, key) < 0)
             return NULL;
     }
     link->orders = PyDict_New();
