@@ -195,6 +195,7 @@ int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, ui
     in->band_hi = spec->max_price ? spec->max_price : INT64_MAX;
     in->state = ENG_STATE_OPEN;
     in->mmp_active = 0;
+    in->limits = (struct eng_order_limits){0, 0};
     *id = e->ninst++;
     return ENG_OK;
 }
@@ -212,6 +213,14 @@ const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t i
 int eng_instrument_state(const struct eng *e, uint32_t id)
 {
     return id < e->ninst ? e->inst[id].state : -1;
+}
+
+int eng_get_order_limits(const struct eng *e, uint32_t id, struct eng_order_limits *out)
+{
+    if (id >= e->ninst)
+        return -1;
+    *out = e->inst[id].limits;
+    return 0;
 }
 
 /* ---- events --------------------------------------------------------------- */
@@ -316,6 +325,9 @@ static inline int64_t process_keyed(struct eng *e, const struct eng_cmd *cmd, ui
         break;
     case ENG_CMD_RESET_MMP:
         eng__reset_mmp(e, cmd);
+        break;
+    case ENG_CMD_SET_LIMITS:
+        eng__set_limits(e, cmd);
         break;
     default:
         eng__reject(e, cmd, ENG_BAD_COMMAND);

@@ -23,6 +23,7 @@ struct instrument {
     int64_t band_hi;
     uint8_t state;      /* enum eng_trading_state */
     uint32_t mmp_active; /* accounts with market-maker protection set here */
+    struct eng_order_limits limits; /* SET_LIMITS; 0 = none */
     struct book book;
 };
 
@@ -122,6 +123,7 @@ void eng__set_state(struct eng *e, const struct eng_cmd *c);
 void eng__cancel_all(struct eng *e, const struct eng_cmd *c);
 void eng__set_mmp(struct eng *e, const struct eng_cmd *c);
 void eng__reset_mmp(struct eng *e, const struct eng_cmd *c);
+void eng__set_limits(struct eng *e, const struct eng_cmd *c);
 /* Trip the protection of every account that a command's fills took over
    its limit, in the order they went over: after the command's own events. */
 void eng__mmp_trip(struct eng *e);

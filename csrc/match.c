@@ -327,6 +327,28 @@ static int check_price(const struct instrument *in, int64_t price)
 }
 
 /*
+ * The instrument's order limits on an order of `qty` at `price` (0: a market
+ * order, whose notional is not known). An overflowing product is over any
+ * limit: both factors are positive here.
+ */
+static int check_limits(const struct instrument *in, int64_t price, int64_t qty)
+{
+    int64_t notional;
+
+    if (in->limits.max_qty && qty > in->limits.max_qty)
+        return ENG_MAX_QTY_EXCEEDED;
+    if (in->limits.max_notional && price &&
+        (__builtin_mul_overflow(price, qty, &notional) || notional > in->limits.max_notional))
+        return ENG_MAX_NOTIONAL_EXCEEDED;
+    return ENG_OK;
+}
+
+static inline bool has_limits(const struct instrument *in)
+{
+    return (in->limits.max_qty | in->limits.max_notional) != 0;
+}
+
+/*
  * Fields of a packed NEW command that the Python API never gets wrong. A
  * packed limit order's price is judged by the price check (0 is BAD_PRICE).
  */
@@ -555,6 +577,8 @@ void eng__new_order(struct eng *e, const struct eng_cmd *c, uint32_t key)
             err = ENG_MMP;
         else if (!(err = check_qty(in = &e->inst[c->instrument], c->qty, false)) && limit)
             err = check_price(in, c->price);
+        if (!err && ENG_UNLIKELY(has_limits(in)))
+            err = check_limits(in, event_price, c->qty);
     }
     if (err) {
         eng__reject(e, c, err);
@@ -703,9 +727,12 @@ void eng__modify(struct eng *e, const struct eng_cmd *c, uint32_t key)
         note_level(e, lv);
         return;
     }
-    if ((o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
+    /* Past here the modify raises the quantity or moves the price: held to
+       the limits as a new order would be (a mere reduction never is). */
+    err = ENG_UNLIKELY(has_limits(in)) ? check_limits(in, price, qty) : ENG_OK;
+    if (!err && (o->flags & ORDER_F_POST_ONLY) && would_cross(b, side, price))
         err = ENG_POST_ONLY_WOULD_CROSS;
-    else if (reserve_match(e, in, side, qty, o->stp) != 0)
+    else if (!err && reserve_match(e, in, side, qty, o->stp) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
@@ -753,6 +780,26 @@ void eng__set_state(struct eng *e, const struct eng_cmd *c)
     }
     e->inst[c->instrument].state = (uint8_t)c->qty;
     ev_clear_coid(ev_put(e, ENG_EV_STATE, 0, 0, 0, c->instrument, 0, 0, c->qty, 0, c->account));
+}
+
+void eng__set_limits(struct eng *e, const struct eng_cmd *c)
+{
+    int err = ENG_OK;
+
+    if (c->reserved)
+        err = ENG_BAD_COMMAND;
+    else if (c->flags)
+        err = ENG_BAD_FLAGS;
+    else if (c->instrument >= e->ninst)
+        err = ENG_UNKNOWN_INSTRUMENT;
+    else if (c->qty < 0 || c->price < 0)
+        err = ENG_BAD_ORDER_LIMITS;
+    if (err) {
+        eng__reject(e, c, err);
+        return;
+    }
+    e->inst[c->instrument].limits = (struct eng_order_limits){.max_qty = c->qty, .max_notional = c->price};
+    ev_clear_coid(ev_put(e, ENG_EV_LIMITS, 0, 0, 0, c->instrument, 0, c->price, c->qty, 0, c->account));
 }
 
 /* ---- account-wide commands and market-maker protection -------------------- */

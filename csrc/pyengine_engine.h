@@ -58,7 +58,13 @@
        "market-maker protection tripped for this account and instrument: new "       \
        "orders are refused until it is reset")                                       \
     XX(BAD_MMP, "bad_mmp",                                                           \
-       "a market-maker protection limit and window must not be negative")
+       "a market-maker protection limit and window must not be negative")          \
+    XX(MAX_QTY_EXCEEDED, "max_qty_exceeded",                                         \
+       "quantity is over the instrument's largest order quantity (max_qty)")       \
+    XX(MAX_NOTIONAL_EXCEEDED, "max_notional_exceeded",                               \
+       "price x quantity is over the instrument's largest order notional "         \
+       "(max_notional)")                                                            \
+    XX(BAD_ORDER_LIMITS, "bad_order_limits", "an order limit must not be negative")
 
 enum eng_err {
 #define ENG_XX_(code, name, msg) ENG_##code,
@@ -116,6 +122,7 @@ enum eng_cmd_type {
     ENG_CMD_CANCEL_ALL = 5, /* every open order of an account, on one instrument or all */
     ENG_CMD_SET_MMP = 6,    /* an account's market-maker protection on an instrument */
     ENG_CMD_RESET_MMP = 7,  /* lift an account's tripped protection on an instrument */
+    ENG_CMD_SET_LIMITS = 8, /* an instrument's order limits (administrator) */
     ENG_CMD__COUNT
 };
 
@@ -152,7 +159,8 @@ enum eng_event_type {
     ENG_EV_LEVEL = 6, /* only with eng_config.level_events */
     ENG_EV_STATE = 7,
     ENG_EV_MASS_CANCELLED = 8,
-    ENG_EV_MMP = 9
+    ENG_EV_MMP = 9,
+    ENG_EV_LIMITS = 10
 };
 
 enum eng_event_flags {
@@ -186,10 +194,12 @@ struct eng_cmd {
                            NEW: the order's id with eng_config.caller_order_ids
                            (nonzero, unique among open orders), else ignored */
     int64_t price;      /* NEW limit: price; MODIFY: new price unless KEEP_PRICE;
-                           SET_MMP: the window, in `ts` units (0 = until reset) */
+                           SET_MMP: the window, in `ts` units (0 = until reset);
+                           SET_LIMITS: the largest notional (0 = none) */
     int64_t qty;        /* NEW: quantity; MODIFY: new open quantity (0 cancels)
                            unless KEEP_QTY; SET_STATE: the new enum eng_trading_state;
-                           SET_MMP: the fill limit (0 turns protection off) */
+                           SET_MMP: the fill limit (0 turns protection off);
+                           SET_LIMITS: the largest order quantity (0 = none) */
     int64_t ts;         /* caller's timestamp: recorded; read only as the clock of
                            market-maker protection's window (the server stamps
                            each command with its arrival time) */
@@ -221,6 +231,9 @@ struct eng_cmd {
  *             leaves(quantity filled in the current window)
  *             flags(TRIPPED); after every accepted SET_MMP and RESET_MMP,
  *             and when protection trips, after the cancels it causes
+ *   LIMITS    instrument qty(max_qty, 0 = none) price(max_notional, 0 = none)
+ *             account; after every accepted SET_LIMITS, even one that changes
+ *             nothing
  * Fields a type does not use are zero.
  */
 struct eng_event {
@@ -319,6 +332,22 @@ const struct eng_instrument_spec *eng_instrument(const struct eng *e, uint32_t i
 int eng_instrument_state(const struct eng *e, uint32_t id);
 
 /*
+ * An instrument's order limits (SET_LIMITS), 0 = none: a new order's
+ * quantity at most max_qty, a new limit order's price x quantity at most
+ * max_notional (market orders: the quantity only), and the same for the price
+ * and open quantity a MODIFY leaves, except that a modify which only lowers
+ * an order's quantity (keeping its price and priority) is always allowed.
+ * They are state, as the trading state is: set by a sequenced command,
+ * journaled and in snapshots, not part of the instrument's spec.
+ */
+struct eng_order_limits {
+    int64_t max_qty;
+    int64_t max_notional;
+};
+/* Fills *out and returns 0, or returns -1 for an unknown instrument. */
+int eng_get_order_limits(const struct eng *e, uint32_t id, struct eng_order_limits *out);
+
+/*
  * Process one command: assigns it the next sequence number and appends the
  * events it causes to the engine's event buffer (see eng_events). Returns the
  * number of events appended, or -1 if the event buffer could not grow (the
@@ -354,8 +383,11 @@ void eng_free_events(struct eng_event *events);
  * outcomes need no decoding at all:
  *   r > 0       the only event is the call's success event, and every field
  *               of it is an argument or r:
- *                 eng_limit, eng_new_order: ACCEPTED, order id r (with
- *                 caller order ids: the command's own, and r is 1);
+ *                 eng_limit, eng_new_order: ACCEPTED, order id r
+ *                 (they take no order id: with caller order ids they
+ *                 are rejected bad_order_id);
+ *                 eng_run of a NEW: as these, and with caller order ids
+ *                 the order id is the command's own and r is 1;
  *                 eng_cancel, eng_cancel_order: CANCELLED(user) of
  *                 `order_id` (given by id), leaves r;
  *                 eng_modify_order never returns r > 0.

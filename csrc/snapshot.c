@@ -9,13 +9,16 @@
  *                                              best level first, oldest first
  *   struct snap_mmp x nmmp                     market-maker protection, by
  *                                              (account, instrument)
+ *   struct eng_order_limits x ninstruments     the order limits, by
+ *                                              instrument number
  * The header holds a CRC-32C of itself (with that field zero) and one of the
  * body, so a torn or damaged file is refused whole.
  *
  * Loading appends each order at the back of its level in file order, which is
  * the order they had: time priority survives. Order ids, trade ids and the
  * sequence number continue from the counters. Version 2 files (before
- * market-maker protection) load as files with no protection set.
+ * market-maker protection) load as files with no protection set, version 2
+ * and 3 files (before order limits) as files with no limits set.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -27,7 +30,7 @@
 #include "fileio.h"
 
 #define SNAP_MAGIC "PYENGSN1"
-enum { SNAP_VERSION = 3, SNAP_VERSION_NO_MMP = 2 };
+enum { SNAP_VERSION = 4, SNAP_VERSION_NO_LIMITS = 3, SNAP_VERSION_NO_MMP = 2 };
 
 struct snap_header {
     char magic[8];
@@ -79,6 +82,7 @@ _Static_assert(sizeof(struct snap_header) == 64, "snapshot header layout");
 _Static_assert(sizeof(struct snap_mmp) == 48, "snapshot protection layout");
 _Static_assert(sizeof(struct snap_instrument) == 64, "snapshot instrument layout");
 _Static_assert(sizeof(struct snap_order) == 56, "snapshot order layout");
+_Static_assert(sizeof(struct eng_order_limits) == 16, "snapshot limits layout");
 
 /* Call `fn` for every resting order in priority order (see the layout). */
 static void each_order(const struct eng *e, void (*fn)(void *ctx, const struct order *o,
@@ -114,13 +118,15 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
 {
     size_t specs = e->ninst * sizeof(struct snap_instrument);
     size_t orders = e->ids.count * sizeof(struct snap_order);
-    size_t total = sizeof(struct snap_header) + specs + orders + e->mmp.count * sizeof(struct snap_mmp);
+    size_t total = sizeof(struct snap_header) + specs + orders + e->mmp.count * sizeof(struct snap_mmp) +
+                   e->ninst * sizeof(struct eng_order_limits);
     char *buf = malloc(total);
     struct mmp_entry *entries = malloc((e->mmp.count + 1) * sizeof(*entries));
     struct snap_header *h = (struct snap_header *)buf;
     struct snap_instrument *si;
     struct snap_order *cursor;
     struct snap_mmp *sm;
+    struct eng_order_limits *limits;
 
     if (!buf || !entries) {
         free(buf);
@@ -158,6 +164,9 @@ void *eng_snapshot_serialize(const struct eng *e, size_t *len)
         sm->tripped = entries[i].tripped;
     }
     free(entries);
+    limits = (struct eng_order_limits *)sm;
+    for (uint32_t i = 0; i < e->ninst; i++)
+        limits[i] = e->inst[i].limits;
     h->body_crc = crc32c(0, buf + sizeof(*h), total - sizeof(*h));
     h->header_crc = crc32c(0, h, sizeof(*h));
     *len = total;
@@ -208,8 +217,7 @@ static bool image_valid(const char *buf, size_t len)
     if (len < sizeof(h))
         return false;
     memcpy(&h, buf, sizeof(h));
-    if (memcmp(h.magic, SNAP_MAGIC, 8) != 0 ||
-        (h.version != SNAP_VERSION && h.version != SNAP_VERSION_NO_MMP))
+    if (memcmp(h.magic, SNAP_MAGIC, 8) != 0 || h.version < SNAP_VERSION_NO_MMP || h.version > SNAP_VERSION)
         return false;
     {
         uint32_t want = h.header_crc;
@@ -223,7 +231,8 @@ static bool image_valid(const char *buf, size_t len)
         h.nmmp > len / sizeof(struct snap_mmp))
         return false;
     expect = sizeof(h) + h.ninstruments * sizeof(struct snap_instrument) +
-             h.norders * sizeof(struct snap_order) + (size_t)h.nmmp * sizeof(struct snap_mmp);
+             h.norders * sizeof(struct snap_order) + (size_t)h.nmmp * sizeof(struct snap_mmp) +
+             (h.version == SNAP_VERSION ? h.ninstruments * sizeof(struct eng_order_limits) : 0);
     return expect == len && crc32c(0, buf + sizeof(h), len - sizeof(h)) == h.body_crc;
 }
 
@@ -261,6 +270,7 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     const struct snap_instrument *insts;
     const struct snap_order *orders;
     const struct snap_mmp *mmps;
+    const struct eng_order_limits *limits;
     int rc = ENG_CORRUPT;
 
     if (e->ninst != 0 || e->ids.count != 0 || e->seq != 0) {
@@ -301,6 +311,12 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     for (uint32_t i = 0; i < h->nmmp; i++)
         if (restore_mmp(e, &mmps[i]) != ENG_OK)
             goto out;
+    limits = (const struct eng_order_limits *)(mmps + h->nmmp);
+    for (uint32_t i = 0; h->version == SNAP_VERSION && i < h->ninstruments; i++) {
+        if (limits[i].max_qty < 0 || limits[i].max_notional < 0)
+            goto out;
+        e->inst[i].limits = limits[i];
+    }
     e->seq = h->seq;
     e->last_order_id = h->last_order_id;
     e->last_trade_id = h->last_trade_id;
@@ -367,6 +383,10 @@ uint64_t eng_state_hash(const struct eng *e)
         const struct eng_instrument_spec *s = &e->inst[i].spec;
         h = mix(h, crc32c(0, s, sizeof(*s)));
         h = mix(h, e->inst[i].state);
+        if (e->inst[i].limits.max_qty || e->inst[i].limits.max_notional) { /* none: the hash of before limits */
+            h = mix(h, (uint64_t)e->inst[i].limits.max_qty);
+            h = mix(h, (uint64_t)e->inst[i].limits.max_notional);
+        }
     }
     each_order(e, hash_order, &h);
     h = mix(h, hash_mmp(e));

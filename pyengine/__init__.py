@@ -20,6 +20,7 @@ from .batch import (
     pack_new_order,
     pack_reset_mmp,
     pack_set_mmp,
+    pack_set_order_limits,
     pack_set_state,
 )
 from .engine import Engine, EngineStats, Instrument
@@ -53,6 +54,8 @@ from .events import (
     MmpStatus,
     MmpUpdate,
     Modified,
+    OrderLimits,
+    OrderLimitsSet,
     OrderState,
     Rejected,
     StateChanged,
@@ -74,6 +77,7 @@ __all__ = [
     "pack_cancel_all",
     "pack_set_mmp",
     "pack_reset_mmp",
+    "pack_set_order_limits",
     "COMMAND_DTYPE",
     "EVENT_DTYPE",
     "Accepted",
@@ -86,6 +90,8 @@ __all__ = [
     "MassCancelled",
     "MmpUpdate",
     "MmpStatus",
+    "OrderLimitsSet",
+    "OrderLimits",
     "Event",
     "Level",
     "BookView",

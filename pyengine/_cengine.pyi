@@ -271,6 +271,21 @@ class struct_eng_order_info(CData):
     def __iter__(self) -> Iterator[struct_eng_order_info]: ...
 
 @type_check_only
+class struct_eng_order_limits(CData):
+    """``struct eng_order_limits``, a pointer to it or an array of it."""
+
+    max_qty: int
+    max_notional: int
+    @overload
+    def __getitem__(self, index: int, /) -> struct_eng_order_limits: ...
+    @overload
+    def __getitem__(self, index: slice, /) -> struct_eng_order_limits: ...
+    def __add__(self, offset: int, /) -> struct_eng_order_limits: ...
+    def __setitem__(self, index: int, value: struct_eng_order_limits | _Init, /) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[struct_eng_order_limits]: ...
+
+@type_check_only
 class struct_eng_stats(CData):
     """``struct eng_stats``, a pointer to it or an array of it."""
 
@@ -523,6 +538,10 @@ class _FFI:
     @overload
     def new(self, cdecl: Literal["struct eng_order_info[]"], init: int | Sequence[object]) -> struct_eng_order_info: ...
     @overload
+    def new(self, cdecl: Literal["struct eng_order_limits *"], init: struct_eng_order_limits | _Init | None = None) -> struct_eng_order_limits: ...
+    @overload
+    def new(self, cdecl: Literal["struct eng_order_limits[]"], init: int | Sequence[object]) -> struct_eng_order_limits: ...
+    @overload
     def new(self, cdecl: Literal["struct eng_stats *"], init: struct_eng_stats | _Init | None = None) -> struct_eng_stats: ...
     @overload
     def new(self, cdecl: Literal["struct eng_stats[]"], init: int | Sequence[object]) -> struct_eng_stats: ...
@@ -581,6 +600,8 @@ class _FFI:
     @overload
     def cast(self, cdecl: Literal["struct eng_order_info *", "const struct eng_order_info *"], value: CData | int) -> struct_eng_order_info: ...
     @overload
+    def cast(self, cdecl: Literal["struct eng_order_limits *", "const struct eng_order_limits *"], value: CData | int) -> struct_eng_order_limits: ...
+    @overload
     def cast(self, cdecl: Literal["struct eng_stats *", "const struct eng_stats *"], value: CData | int) -> struct_eng_stats: ...
     @overload
     def cast(self, cdecl: Literal["struct jnl_record *", "const struct jnl_record *"], value: CData | int) -> struct_jnl_record: ...
@@ -638,6 +659,10 @@ class _FFI:
     ) -> struct_eng_order_info: ...
     @overload
     def from_buffer(
+        self, cdecl: Literal["struct eng_order_limits[]"], python_buffer: ReadableBuffer, require_writable: bool = False
+    ) -> struct_eng_order_limits: ...
+    @overload
+    def from_buffer(
         self, cdecl: Literal["struct eng_stats[]"], python_buffer: ReadableBuffer, require_writable: bool = False
     ) -> struct_eng_stats: ...
     @overload
@@ -690,6 +715,7 @@ class _Lib:
     ENG_BAD_FLAGS: int
     ENG_BAD_MMP: int
     ENG_BAD_ORDER_ID: int
+    ENG_BAD_ORDER_LIMITS: int
     ENG_BAD_ORDER_TYPE: int
     ENG_BAD_PRICE: int
     ENG_BAD_QTY: int
@@ -721,6 +747,7 @@ class _Lib:
     ENG_CMD_MODIFY: int
     ENG_CMD_NEW: int
     ENG_CMD_RESET_MMP: int
+    ENG_CMD_SET_LIMITS: int
     ENG_CMD_SET_MMP: int
     ENG_CMD_SET_STATE: int
     ENG_CMD__COUNT: int
@@ -736,6 +763,7 @@ class _Lib:
     ENG_EV_F_PRIORITY_KEPT: int
     ENG_EV_F_TRIPPED: int
     ENG_EV_LEVEL: int
+    ENG_EV_LIMITS: int
     ENG_EV_MASS_CANCELLED: int
     ENG_EV_MMP: int
     ENG_EV_MODIFIED: int
@@ -750,6 +778,8 @@ class _Lib:
     ENG_LIMIT: int
     ENG_MARKET: int
     ENG_MAX_INSTRUMENTS: int
+    ENG_MAX_NOTIONAL_EXCEEDED: int
+    ENG_MAX_QTY_EXCEEDED: int
     ENG_MMP: int
     ENG_NOT_OWNER: int
     ENG_NO_MEMORY: int
@@ -811,6 +841,7 @@ class _Lib:
     def eng_get_mmp(self, a0: struct_eng | VoidPtr, a1: int, a2: int, a3: struct_eng_mmp_info | VoidPtr, /) -> int: ...
     def eng_get_order(self, a0: struct_eng | VoidPtr, a1: int, a2: struct_eng_order_info | VoidPtr, /) -> int: ...
     def eng_get_order_by_coid(self, a0: struct_eng | VoidPtr, a1: int, a2: bytes | Chars | VoidPtr, a3: struct_eng_order_info | VoidPtr, /) -> int: ...
+    def eng_get_order_limits(self, a0: struct_eng | VoidPtr, a1: int, a2: struct_eng_order_limits | VoidPtr, /) -> int: ...
     def eng_get_stats(self, a0: struct_eng | VoidPtr, a1: struct_eng_stats | VoidPtr, /) -> None: ...
     def eng_instrument(self, a0: struct_eng | VoidPtr, a1: int, /) -> struct_eng_instrument_spec: ...
     def eng_instrument_count(self, a0: struct_eng | VoidPtr, /) -> int: ...

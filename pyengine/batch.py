@@ -35,6 +35,7 @@ from .events import (
     MassCancelled,
     MmpUpdate,
     Modified,
+    OrderLimitsSet,
     Rejected,
     StateChanged,
     Trade,
@@ -61,6 +62,7 @@ __all__ = [
     "pack_cancel_all",
     "pack_set_mmp",
     "pack_reset_mmp",
+    "pack_set_order_limits",
     "decode_events",
 ]
 
@@ -76,6 +78,7 @@ class CommandType(IntEnum):
     CANCEL_ALL = lib.ENG_CMD_CANCEL_ALL
     SET_MMP = lib.ENG_CMD_SET_MMP
     RESET_MMP = lib.ENG_CMD_RESET_MMP
+    SET_LIMITS = lib.ENG_CMD_SET_LIMITS
 
 
 class StateCode(IntEnum):
@@ -125,6 +128,7 @@ class EventType(IntEnum):
     STATE = lib.ENG_EV_STATE
     MASS_CANCELLED = lib.ENG_EV_MASS_CANCELLED
     MMP = lib.ENG_EV_MMP
+    LIMITS = lib.ENG_EV_LIMITS
 
 
 # The layouts are the header's too: each field's type and offset, from cffi.
@@ -331,9 +335,21 @@ def pack_reset_mmp(instrument: int, account: int, *, ts: int = 0) -> bytes:
     )
 
 
+def pack_set_order_limits(instrument: int, max_qty: int = 0, max_notional: int = 0, *, ts: int = 0) -> bytes:
+    """One SET_LIMITS command record: the order limits of instrument number
+    ``instrument`` (0: none). Arguments as for ``Engine.set_order_limits``."""
+    return _command(
+        type=CommandType.SET_LIMITS,
+        instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
+        qty=_args.as_int("max_qty", max_qty),
+        price=_args.as_int("max_notional", max_notional),
+        ts=_args.as_int("ts", ts),
+    )
+
+
 # Plain ints: comparing with an IntEnum member costs an attribute lookup on
 # the enum class each time, which dominated decoding.
-_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE, _MASS_CANCELLED, _MMP = (
+_TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE, _MASS_CANCELLED, _MMP, _LIMITS = (
     int(EventType.TRADE),
     int(EventType.ACCEPTED),
     int(EventType.CANCELLED),
@@ -343,6 +359,7 @@ _TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE, _MASS_CANCE
     int(EventType.STATE),
     int(EventType.MASS_CANCELLED),
     int(EventType.MMP),
+    int(EventType.LIMITS),
 )
 
 
@@ -368,6 +385,7 @@ _LEVEL_FIELDS = _struct(_EV, ("side", "instrument", "seq", "price", "qty", "leav
 _STATE_FIELDS = _struct(_EV, ("instrument", "seq", "qty"))
 _MASS_CANCELLED_FIELDS = _struct(_EV, ("reason", "flags", "instrument", "seq", "qty", "account"))
 _MMP_FIELDS = _struct(_EV, ("flags", "instrument", "seq", "price", "qty", "leaves", "account"))
+_LIMITS_FIELDS = _struct(_EV, ("instrument", "seq", "price", "qty"))
 
 
 def decode_events(
@@ -448,6 +466,9 @@ def decode_events(
             flags, inst, seq, window, limit, filled, acct = _MMP_FIELDS.unpack_from(raw, off)
             tripped = flags & lib.ENG_EV_F_TRIPPED != 0
             append(new(MmpUpdate, (seq, acct, symbols[inst], limit, window, filled, tripped)))
+        elif typ == _LIMITS:
+            inst, seq, max_notional, max_qty = _LIMITS_FIELDS.unpack_from(raw, off)
+            append(new(OrderLimitsSet, (seq, symbols[inst], max_qty, max_notional)))
         else:
             raise ValueError(f"not an event record: type {typ} at byte {off}")
     return out

@@ -474,7 +474,7 @@ def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
     before the end of the journal. Changes no file."""
     scan = ffi.new("struct jnl_scan *")
     counts = ffi.new("uint64_t[]", lib.ENG_CMD__COUNT)
-    names = ("other", "new", "cancel", "modify", "set_state", "cancel_all", "set_mmp", "reset_mmp")
+    names = ("other", "new", "cancel", "modify", "set_state", "cancel_all", "set_mmp", "reset_mmp", "set_limits")
     assert len(names) == lib.ENG_CMD__COUNT
     found = segments(root)
     for i, (first, path) in enumerate(found):

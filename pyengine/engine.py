@@ -55,6 +55,7 @@ from .events import (
     LevelUpdate,
     MassCancelled,
     MmpStatus,
+    OrderLimits,
     MmpUpdate,
     Modified,
     OrderState,
@@ -392,6 +393,28 @@ class Engine(Core):
         """Whether the instrument is open or halted."""
         state = lib.eng_instrument_state(self._live(), self.instrument_id(symbol))
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
+
+    def set_order_limits(self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None) -> list[Event]:
+        """Set ``symbol``'s order limits (None: no limit): a new order's
+        quantity at most ``max_qty``, a new limit order's price x quantity at
+        most ``max_notional`` (a market order's quantity only), and the same
+        for the price and open quantity a modify leaves; a modify that only
+        lowers an order's quantity at its price always goes. Over them:
+        ``Rejected`` with ``max_qty_exceeded`` or ``max_notional_exceeded``.
+        Orders already resting stay. A sequenced command: returns its
+        ``OrderLimitsSet`` event."""
+        return self._run(
+            type=lib.ENG_CMD_SET_LIMITS,
+            instrument=self.instrument_id(symbol),
+            qty=0 if max_qty is None else _args.as_int("max_qty", max_qty, 1),
+            price=0 if max_notional is None else _args.as_int("max_notional", max_notional, 1),
+        )
+
+    def order_limits(self, symbol: str) -> OrderLimits:
+        """``symbol``'s order limits now (0: none)."""
+        out = ffi.new("struct eng_order_limits *")
+        lib.eng_get_order_limits(self._live(), self.instrument_id(symbol), out)
+        return OrderLimits(out.max_qty, out.max_notional)
 
     def _set_state(self, symbol: str, state: int) -> list[Event]:
         return self._run(type=lib.ENG_CMD_SET_STATE, instrument=self.instrument_id(symbol), qty=state)

@@ -94,6 +94,12 @@ class RejectReason(StrEnum):
     MMP = "mmp"
     # Protection set with a negative limit or window (batch path only).
     BAD_MMP = "bad_mmp"
+    # A new order, or what a modify leaves, over the instrument's order
+    # limits (Engine.set_order_limits).
+    MAX_QTY_EXCEEDED = "max_qty_exceeded"
+    MAX_NOTIONAL_EXCEEDED = "max_notional_exceeded"
+    # Order limits set negative (batch path only).
+    BAD_ORDER_LIMITS = "bad_order_limits"
 
 
 class CancelReason(StrEnum):

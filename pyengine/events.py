@@ -26,6 +26,8 @@ __all__ = [
     "MassCancelled",
     "MmpUpdate",
     "MmpStatus",
+    "OrderLimitsSet",
+    "OrderLimits",
     "Event",
     "Level",
     "BookView",
@@ -131,7 +133,18 @@ class MmpUpdate(NamedTuple):
     tripped: bool
 
 
-Event = Union[Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate, StateChanged, MassCancelled, MmpUpdate]
+class OrderLimitsSet(NamedTuple):
+    """An instrument's order limits were set (even to what they were)."""
+
+    seq: int
+    symbol: str
+    max_qty: int  # 0: none
+    max_notional: int  # price x qty; 0: none
+
+
+Event = Union[
+    Accepted, Rejected, Trade, Cancelled, Modified, LevelUpdate, StateChanged, MassCancelled, MmpUpdate, OrderLimitsSet
+]
 
 
 class Level(NamedTuple):
@@ -158,6 +171,13 @@ class MmpStatus(NamedTuple):
     filled: int  # in the current window
     window_start: int  # ts of the fill that opened it
     tripped: bool
+
+
+class OrderLimits(NamedTuple):
+    """An instrument's order limits (``Engine.order_limits``); 0: none."""
+
+    max_qty: int
+    max_notional: int
 
 
 class OrderState(NamedTuple):

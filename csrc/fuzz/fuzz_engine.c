@@ -35,6 +35,14 @@
  *     eng_instrument_state(), each level lists its orders oldest first,
  *     eng_get_mmp() equals the model's protection, and a tripped account
  *     rests nothing where it tripped;
+ *   - order limits: a SET_LIMITS answers with one LIMITS event (its reject
+ *     reason, as for the account-wide commands, is the one the rules give),
+ *     and eng_get_order_limits() equals the model's limits; a NEW, or a
+ *     MODIFY that leaves more than a reduction at its order's price, whose
+ *     own checks pass is refused max_qty_exceeded or max_notional_exceeded
+ *     exactly when those limits say so (a market order by its quantity
+ *     only), before any later check; nothing over them is accepted or
+ *     modified, and no other command is refused for them;
  *   - conservation per instrument: accepted + modify increases
  *     - traded (both sides) - cancelled - modify decreases equals the
  *     quantity resting in the book, and bought == sold;
@@ -104,8 +112,15 @@
  *     15     a bits 5-7 0-4: no command, move the instrument's mid by
  *            (a % 5) - 2 ticks, within +/- FZ_MAX_DRIFT; 5: decode and run
  *            the last record that ran a command again, b + 1 times (deep
- *            books, sweeps); 6, or 7 without bit 4: SET_STATE open; 7 with
- *            bit 4: SET_STATE halted.
+ *            books, sweeps); 6 or 7 without bit 4: SET_STATE open; 7 with
+ *            bit 4: SET_STATE halted; 6 with bit 4: SET_LIMITS. Its
+ *            max_qty: b bits 0-5 n, bits 6-7: n, n * 16 lots, INT64_MAX - n
+ *            or -1 - n; its max_notional: c bits 0-5 m, bits 6-7: m * 1000,
+ *            m * 64000, INT64_MAX - m or -1 - m (0 is none; an order of
+ *            q lots at the starting mid is worth q * lot * 1000). a bit 0:
+ *            a flag (bad_flags); bit 1: reserved set (bad_command); bits
+ *            2-3 k > 0: the unknown instrument FZ_NINST - 1 + k (3:
+ *            UINT32_MAX).
  *   An input runs at most FZ_MAX_COMMANDS commands.
  */
 #include <limits.h>
@@ -203,6 +218,7 @@ struct fz {
     uint64_t nresting;
     int64_t drift[FZ_NINST];
     int state[FZ_NINST]; /* enum eng_trading_state */
+    struct eng_order_limits limits[FZ_NINST]; /* as the LIMITS events set them */
     int64_t clock;       /* the next command's ts */
     struct fzm mmp;      /* market-maker protection as the model has it */
     /* Conservation, mod 2^64 (quantities may be huge). */
@@ -222,6 +238,10 @@ struct fz_expect {
     bool halted;           /* NEW/MODIFY: its instrument is halted */
     bool mmp_tripped;      /* NEW: its account's protection there has tripped */
     int64_t market_limit;  /* NEW market: the protection limit */
+    int limit_reject;      /* NEW, MODIFY: the reject the instrument's order
+                              limits give the order (a MODIFY: what it leaves,
+                              unless it cancels or only lowers the qty at the
+                              order's price), else ENG_OK */
     bool exact;            /* the model knows the outcome: reject `reject`,
                               or accepted (ENG_OK) */
     int reject;
@@ -731,6 +751,42 @@ static struct eng_cmd fz_set_state(uint32_t inst, uint32_t account, uint8_t a)
                             .qty = halt ? ENG_STATE_HALTED : ENG_STATE_OPEN};
 }
 
+/* A SET_LIMITS limit from byte `v`: small (0 is none), `big` times larger,
+   near INT64_MAX, or negative. */
+static int64_t fz_limit(uint8_t v, int64_t unit, int64_t big)
+{
+    int64_t n = v & 63;
+
+    switch (v >> 6) {
+    case 1:
+        return n * unit * big;
+    case 2:
+        return INT64_MAX - n;
+    case 3:
+        return -1 - n;
+    default:
+        return n * unit;
+    }
+}
+
+/* A SET_LIMITS (kind 15) as `a b c` say. */
+static struct eng_cmd fz_set_limits(uint32_t inst, uint32_t account, uint8_t a, uint8_t b,
+                                    uint8_t c)
+{
+    static const uint32_t unknown[4] = {0, FZ_NINST, FZ_NINST + 1, UINT32_MAX};
+    struct eng_cmd cmd = {.type = ENG_CMD_SET_LIMITS,
+                          .instrument = (a >> 2) & 3 ? unknown[(a >> 2) & 3] : inst,
+                          .account = account,
+                          .qty = fz_limit(b, 1, 16 * fz_specs[inst].lot_size),
+                          .price = fz_limit(c, 1000, 64)};
+
+    if (a & 1)
+        cmd.flags = ENG_CMD_F_ANY_ACCOUNT;
+    if (a & 2)
+        cmd.reserved = 1;
+    return cmd;
+}
+
 /* ---- the model: one handler per event type -------------------------------- */
 
 /* Make room for slot `slot` (and as many levels). */
@@ -796,6 +852,7 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
     FZ_CHECK(fz, !x->duplicate_coid, "accepted a duplicate client order id");
     FZ_CHECK(fz, !x->halted, "accepted a NEW on a halted instrument");
     FZ_CHECK(fz, !x->mmp_tripped, "accepted a NEW of an account whose protection tripped");
+    FZ_CHECK(fz, x->limit_reject == ENG_OK, "accepted a NEW over its instrument's order limits");
 
     fz->naccepted = slot;
     fz_index_put(fz, ev->order_id, slot);
@@ -842,6 +899,12 @@ static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct 
     if (ev->reason == ENG_MMP)
         FZ_CHECK(fz, c->type == ENG_CMD_NEW && x->mmp_tripped,
                  "rejected as mmp, but protection has not tripped there");
+    if (ev->reason == ENG_MAX_QTY_EXCEEDED || ev->reason == ENG_MAX_NOTIONAL_EXCEEDED)
+        FZ_CHECK(fz, (c->type == ENG_CMD_NEW || c->type == ENG_CMD_MODIFY) &&
+                         ev->reason == x->limit_reject,
+                 "rejected for an order limit the model's limits do not give");
+    if (ev->reason == ENG_BAD_ORDER_LIMITS)
+        FZ_CHECK(fz, c->type == ENG_CMD_SET_LIMITS, "bad_order_limits for another command");
     if (x->exact)
         FZ_CHECK(fz, ev->reason == x->reject, "rejected, but not for the reason the rules give");
     if (x->clean && x->bad_id)
@@ -850,8 +913,9 @@ static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct 
        then its account's protection come first. */
     if (x->clean && c->type == ENG_CMD_NEW && x->mmp_tripped && !x->bad_id && !x->halted)
         FZ_CHECK(fz, ev->reason == ENG_MMP, "a NEW of a tripped account not rejected as mmp");
-    /* After the checks of the command alone, the id's comes first. */
-    if (x->clean && x->duplicate_id && !x->halted && !x->mmp_tripped &&
+    /* After the checks of the command alone and the limits, the id's comes
+       first. */
+    if (x->clean && x->duplicate_id && !x->halted && !x->mmp_tripped && !x->limit_reject &&
         fz_order_valid(c->instrument, c->qty, market ? 0 : c->price))
         FZ_CHECK(fz, ev->reason == ENG_DUPLICATE_ORDER_ID,
                  "an open order's id not rejected as duplicate_order_id");
@@ -1037,13 +1101,13 @@ static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct
     o->open = 0;
 }
 
-/* The fields an event of an account-wide command leaves zero. */
+/* The fields an event of an account-wide command or a SET_LIMITS leaves zero. */
 static void fz_check_unused(struct fz *fz, const struct eng_event *ev)
 {
     FZ_CHECK(fz, ev->side == 0 && ev->order_id == 0 && ev->maker_order_id == 0 &&
                      ev->trade_id == 0 && ev->maker_leaves == 0 && ev->maker_account == 0 &&
                      fz_coid_empty(ev->coid),
-             "an account-wide event with a field it does not use set");
+             "an account-wide or LIMITS event with a field it does not use set");
 }
 
 static void fz_on_mass_cancelled(struct fz *fz, const struct eng_cmd *c,
@@ -1123,6 +1187,7 @@ static void fz_on_modified(struct fz *fz, const struct eng_cmd *c, const struct 
              "MODIFIED: off lot, off tick or outside the band");
     FZ_CHECK(fz, kept == (ev->price == o->price && ev->qty <= o->open),
              "MODIFIED: priority kept when it should not be, or lost when it should not");
+    FZ_CHECK(fz, x->limit_reject == ENG_OK, "MODIFIED to more than its instrument's order limits");
 
     if (ev->qty > o->open)
         fz->qty_in[o->instrument] += (uint64_t)(ev->qty - o->open);
@@ -1159,6 +1224,22 @@ static void fz_on_state(struct fz *fz, const struct eng_cmd *c, const struct eng
              "STATE: wrong state");
     FZ_CHECK(fz, ev->account == c->account, "STATE: wrong account");
     fz->state[ev->instrument] = (int)ev->qty;
+}
+
+static void fz_on_limits(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
+                         size_t i, size_t n)
+{
+    FZ_CHECK(fz, i == 0 && n == 1 && c->type == ENG_CMD_SET_LIMITS,
+             "LIMITS not the only event of a SET_LIMITS");
+    FZ_CHECK(fz, ev->instrument < FZ_NINST && ev->instrument == c->instrument,
+             "LIMITS: wrong instrument");
+    FZ_CHECK(fz, ev->qty == c->qty && ev->price == c->price && ev->qty >= 0 && ev->price >= 0,
+             "LIMITS: limits differ from the command's");
+    FZ_CHECK(fz, ev->account == c->account && ev->leaves == 0 && ev->flags == 0 && ev->reason == 0,
+             "LIMITS: wrong account, or leaves, flags or reason set");
+    fz_check_unused(fz, ev);
+    fz->limits[ev->instrument] =
+        (struct eng_order_limits){.max_qty = ev->qty, .max_notional = ev->price};
 }
 
 /* ---- checks against the engine after a command ---------------------------- */
@@ -1307,6 +1388,7 @@ static void fz_check_books(struct fz *fz)
     uint64_t orders = 0;
     struct eng_stats st;
     struct eng_counters ct;
+    struct eng_order_limits limits;
 
     for (uint32_t inst = 0; inst < FZ_NINST; inst++) {
         int64_t bid, ask;
@@ -1320,10 +1402,16 @@ static void fz_check_books(struct fz *fz)
         FZ_CHECK(fz, fz->filled[inst][0] == fz->filled[inst][1], "bought != sold");
         FZ_CHECK(fz, eng_instrument_state(fz->e, inst) == fz->state[inst],
                  "trading state differs from the STATE events");
+        FZ_CHECK(fz, eng_get_order_limits(fz->e, inst, &limits) == 0 &&
+                         limits.max_qty == fz->limits[inst].max_qty &&
+                         limits.max_notional == fz->limits[inst].max_notional,
+                 "eng_get_order_limits differs from the LIMITS events");
         fz_check_side_orders(fz, inst, ENG_BUY, bids, nbid);
         fz_check_side_orders(fz, inst, ENG_SELL, asks, nask);
         orders += nbid + nask;
     }
+    FZ_CHECK(fz, eng_get_order_limits(fz->e, FZ_NINST, &limits) == -1,
+             "eng_get_order_limits of an unknown instrument");
     eng_get_stats(fz->e, &st);
     eng_get_counters(fz->e, &ct);
     FZ_CHECK(fz, orders == fz->nresting && st.open_orders == fz->nresting,
@@ -1393,8 +1481,8 @@ static int64_t fz_market_limit(struct fz *fz, const struct eng_cmd *c)
     return c->side == ENG_BUY ? fz_sat_add(best.price, p) : best.price - p;
 }
 
-/* The reject of an account-wide command as the rules give it, in their
-   order; ENG_OK when it is accepted. */
+/* The reject of an account-wide command or a SET_LIMITS as the rules give
+   it, in their order; ENG_OK when it is accepted. */
 static int fz_account_wide_reject(const struct eng_cmd *c)
 {
     const uint8_t mass_flags = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS;
@@ -1408,7 +1496,46 @@ static int fz_account_wide_reject(const struct eng_cmd *c)
         return ENG_UNKNOWN_INSTRUMENT;
     if (c->type == ENG_CMD_SET_MMP && (c->qty < 0 || c->price < 0))
         return ENG_BAD_MMP;
+    if (c->type == ENG_CMD_SET_LIMITS && (c->qty < 0 || c->price < 0))
+        return ENG_BAD_ORDER_LIMITS;
     return ENG_OK;
+}
+
+/* What instrument `inst`'s order limits say of `qty` at `price` (0: a
+   market order, held to the quantity only), with the notional's exact
+   value: one past int64 is over any limit. */
+static int fz_limits_reject(const struct fz *fz, uint32_t inst, int64_t price, int64_t qty)
+{
+    const struct eng_order_limits *l;
+
+    if (inst >= FZ_NINST)
+        return ENG_OK;
+    l = &fz->limits[inst];
+    if (l->max_qty && qty > l->max_qty)
+        return ENG_MAX_QTY_EXCEEDED;
+    if (l->max_notional && price && (__int128)price * qty > l->max_notional)
+        return ENG_MAX_NOTIONAL_EXCEEDED;
+    return ENG_OK;
+}
+
+/* A MODIFY of the open order `o`: what it leaves, held to the limits unless
+   it cancels or only lowers the qty at the order's price; x->exact when
+   the model knows every check before the limits passes and they refuse it. */
+static void fz_expect_modify_limits(const struct fz *fz, const struct eng_cmd *c,
+                                    const struct fz_order *o, bool clean, struct fz_expect *x)
+{
+    int64_t price = (c->flags & ENG_CMD_F_KEEP_PRICE) ? o->price : c->price;
+    int64_t qty = (c->flags & ENG_CMD_F_KEEP_QTY) ? o->open : c->qty;
+    bool owner = (c->flags & ENG_CMD_F_ANY_ACCOUNT) || o->account == c->account;
+
+    if (qty <= 0 || (price == o->price && qty <= o->open))
+        return;
+    x->limit_reject = fz_limits_reject(fz, o->instrument, price, qty);
+    if (clean && x->limit_reject && owner && !x->halted &&
+        fz_order_valid(o->instrument, qty, price)) {
+        x->exact = true;
+        x->reject = x->limit_reject;
+    }
 }
 
 static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool clean)
@@ -1418,7 +1545,7 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
     uint64_t s;
 
     if (c->type == ENG_CMD_CANCEL_ALL || c->type == ENG_CMD_SET_MMP ||
-        c->type == ENG_CMD_RESET_MMP) {
+        c->type == ENG_CMD_RESET_MMP || c->type == ENG_CMD_SET_LIMITS) {
         x.exact = true;
         x.reject = fz_account_wide_reject(c);
         return x;
@@ -1429,6 +1556,8 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
         return x;
     }
     if (c->type == ENG_CMD_NEW) {
+        int64_t price = c->order_type == ENG_MARKET ? 0 : c->price;
+
         en = fzm_entry(&fz->mmp, c->account, c->instrument);
         x.mmp_tripped = en && en->tripped;
         s = fz_slot(fz, c->order_id);
@@ -1437,6 +1566,14 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
         x.duplicate_coid = fz_find_coid(fz, c->account, c->coid) != 0;
         x.market_limit = fz_market_limit(fz, c);
         x.halted = c->instrument < FZ_NINST && fz->state[c->instrument] == ENG_STATE_HALTED;
+        x.limit_reject = fz_limits_reject(fz, c->instrument, price, c->qty);
+        /* A clean NEW's shape is good: past its id, state, protection, qty
+           and price the limits come before anything the model cannot see. */
+        if (clean && x.limit_reject && !x.bad_id && !x.halted && !x.mmp_tripped &&
+            fz_order_valid(c->instrument, c->qty, price)) {
+            x.exact = true;
+            x.reject = x.limit_reject;
+        }
         return x;
     }
     if (c->type != ENG_CMD_CANCEL && c->type != ENG_CMD_MODIFY)
@@ -1448,6 +1585,8 @@ static struct fz_expect fz_expect(struct fz *fz, const struct eng_cmd *c, bool c
         x.target = fz_find_coid(fz, c->account, c->coid);
     x.halted = c->type == ENG_CMD_MODIFY && x.target &&
                fz->state[fz->orders[x.target].instrument] == ENG_STATE_HALTED;
+    if (c->type == ENG_CMD_MODIFY && x.target)
+        fz_expect_modify_limits(fz, c, &fz->orders[x.target], clean, &x);
     return x;
 }
 
@@ -1500,6 +1639,9 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
         case ENG_EV_MMP:
             fz_on_mmp(fz, c, &ev[i], i, n, &p);
             break;
+        case ENG_EV_LIMITS:
+            fz_on_limits(fz, c, &ev[i], i, n);
+            break;
         default:
             fz_fail(fz, __LINE__, "unknown event type");
         }
@@ -1511,6 +1653,8 @@ static void fz_apply_events(struct fz *fz, const struct eng_cmd *c, const struct
                  "a CANCEL_ALL without MASS_CANCELLED");
     if (!rejected && (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP))
         FZ_CHECK(fz, ev[0].type == ENG_EV_MMP, "a SET_MMP or RESET_MMP without its MMP event");
+    if (!rejected && c->type == ENG_CMD_SET_LIMITS)
+        FZ_CHECK(fz, ev[0].type == ENG_EV_LIMITS, "a SET_LIMITS without its LIMITS event");
     fz_check_taker(fz, &p.tk);
 }
 
@@ -1696,7 +1840,10 @@ static void fz_exec(struct fz *fz, const struct fz_rec *r)
             fz_move_mid(fz, inst, r->a);
             return;
         }
-        cmd = fz_set_state(inst, account, r->a);
+        if ((r->a >> 5) == 6 && (r->a & 16))
+            cmd = fz_set_limits(inst, account, r->a, r->b, r->c);
+        else
+            cmd = fz_set_state(inst, account, r->a);
         break;
     default:
         cmd = fz_new_limit(fz, inst, account, r->a, r->b, r->c);

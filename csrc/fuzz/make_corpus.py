@@ -79,8 +79,9 @@ def cancel_coid(coid, inst=0, account=0):
 
 
 def modify(a, qty_mode, c, price_mode=0, inst=0, account=0, any_account=False, as_owner=True,
-           by_coid=False):
-    b = (1 if any_account else 0) | (2 if as_owner else 0) | (qty_mode << 2) | (price_mode << 4)
+           by_coid=False, keep_qty=False):
+    b = ((1 if any_account else 0) | (2 if as_owner else 0) | (qty_mode << 2) | (price_mode << 4)
+         | (0x80 if keep_qty else 0))
     return bytes([op(13 if by_coid else 11, inst, account), a, b, c])
 
 
@@ -106,6 +107,17 @@ def repeat(times):
 
 def set_state(inst, halted, account=0):
     return bytes([op(15, inst, account), 0xF0 if halted else 0xC0, 0, 0])
+
+
+def set_limits(inst=0, account=0, qty=0, qty_mode=0, notional=0, notional_mode=0, flag=False,
+               reserved=False, unknown=0):
+    """SET_LIMITS: max_qty from `qty` (0-63) as (n, n * 16 lots, INT64_MAX - n, -1 - n)[qty_mode],
+    max_notional from `notional` (0-63) as (m * 1000, m * 64000, INT64_MAX - m,
+    -1 - m)[notional_mode] (0: none); with a flag, reserved set, or the unknown instrument
+    (FZ_NINST, FZ_NINST + 1, UINT32_MAX)[unknown - 1]."""
+    assert 0 <= qty < 64 and 0 <= notional < 64 and 0 <= unknown < 4
+    a = 0xD0 | (1 if flag else 0) | (2 if reserved else 0) | (unknown << 2)
+    return bytes([op(15, inst, account), a, qty | (qty_mode << 6), notional | (notional_mode << 6)])
 
 
 def cancel_all(inst=0, account=0, dead_man=False, everywhere=False, field=0):
@@ -311,6 +323,51 @@ SEEDS = {
     + new(0, 2, BUY, aggr=1, lots=2) + extreme(0, 2, BUY, qty_index=13)
     + extreme(0, 0, SELL, qty_index=12) + set_mmp(0, 2, window=5)
     + set_mmp(0, 0, window=63, window_scale=3) + extreme(0, 2, BUY, qty_index=13),
+    # Order limits (10 lots, 9000 notional) on AAA, whose mid is 1000: each
+    # reject, the quantity's first, both before a duplicate id and a
+    # post-only cross; an order at the notional limit rests; a notional past
+    # int64 is over. A modify that leaves more (qty up, or the price moved)
+    # is held to them, before its post-only cross; a mere reduction at the
+    # order's price goes through limits it is over. Market orders by their
+    # quantity only; BBB in lots.
+    "29_limits": config(caller_ids=True) + book(0, caller_ids=True)
+    + set_limits(0, 3, qty=10, notional=9) + cid(new(0, 2, BUY, aggr=-5, lots=11))
+    + cid(new(0, 2, BUY, aggr=-5, lots=10)) + cid(new(0, 2, BUY, aggr=0, lots=9))
+    + cid(new(0, 2, BUY, aggr=2, post_only=True, lots=10))
+    + cid(new(0, 2, SELL, aggr=-3, lots=12), OPEN, 0)
+    + cid(extreme(0, 2, SELL, price_mode=1, qty_index=11))
+    + modify(pick(resting=0), 2, 0) + modify(pick(resting=0), 0, 0x90, price_mode=2, keep_qty=True)
+    + modify(pick(resting=0), 1, 0x7B, price_mode=2) + set_limits(0, 3, qty=5)
+    + modify(pick(resting=0), 0, 1) + modify(pick(resting=0), 1, 0x86, price_mode=3)
+    + modify(pick(resting=0), 1, 0x76, price_mode=2)
+    + modify(pick(resting=0), 1, 0x75, price_mode=2)
+    + modify(pick(resting=0), 2, 0) + set_limits(0, 3, qty=10, notional=9)
+    + cid(market(0, 3, SELL, lots=11)) + cid(market(0, 3, SELL, lots=10))
+    + modify(pick(resting=0), 1, 0) + cid(new(0, 2, SELL, aggr=-2, post_only=True, lots=2))
+    + modify(pick(resting=0), 1, 0x6B, price_mode=2) + modify(pick(resting=0), 1, 0x62, price_mode=2)
+    + set_limits(1, 0, qty=2, qty_mode=1, notional=1, notional_mode=1)
+    + cid(new(1, 2, BUY, aggr=-2, lots=16, scale=2)) + cid(new(1, 2, BUY, aggr=-2, lots=6, scale=2))
+    + cid(new(1, 2, BUY, aggr=-2, lots=16)) + set_limits(0, 3)
+    + cid(new(0, 2, BUY, aggr=-1, lots=16, scale=3)),
+    # Limits through the fast paths (eng_run for SET_LIMITS); each bad
+    # SET_LIMITS and the order of their checks; limits near INT64_MAX; a
+    # NEW's, a CANCEL's and a MODIFY's fields as a SET_LIMITS (type 8), and
+    # the first unknown type.
+    "30_limits_fast_malformed": config(level_events=True, route=FAST) + book(0)
+    + set_limits(0, 1, qty=3) + new(0, 2, BUY, aggr=-2, lots=4)
+    + new(0, 2, BUY, aggr=-2, lots=4, coid=1) + new(0, 2, BUY, aggr=-2, lots=3)
+    + modify(pick(resting=0), 2, 0) + modify(pick(resting=0), 0, 1)
+    + set_limits(0, 1, qty=1, qty_mode=3) + set_limits(0, 1, notional_mode=3)
+    + set_limits(0, 1, flag=True) + set_limits(0, 1, flag=True, reserved=True)
+    + set_limits(0, 1, unknown=1) + set_limits(0, 1, unknown=2)
+    + set_limits(0, 1, qty_mode=3, unknown=3) + set_limits(0, 1, flag=True, unknown=3)
+    + set_limits(0, 1, qty=63, qty_mode=2, notional=63, notional_mode=2)
+    + extreme(0, 2, SELL, price_mode=1, qty_index=11) + extreme(0, 2, BUY, qty_index=3)
+    + extreme(0, 2, BUY, qty_index=0, price_mode=3)
+    + malformed(0, 8, new(0, 1, BUY, aggr=-1, lots=2)) + new(0, 2, SELL, aggr=-3)
+    + market(0, 2, SELL, lots=2) + malformed(0, 8, cancel(pick(resting=0)))
+    + malformed(0, 8, modify(pick(resting=0), 1, 3)) + malformed(0, 9, new(0, 1))
+    + set_limits(2, 0, qty=1, qty_mode=1) + new(2, 3, BUY, aggr=-1, lots=16, scale=2) + repeat(2),
 }
 
 

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "test.h"
 
 static const struct eng_instrument_spec SPECS[2] = {
@@ -35,7 +36,8 @@ static struct eng *make(int with_instruments)
 /* A deterministic stream of mostly valid commands that rest, trade and
    cancel, now and then halting or resuming an instrument, setting or
    resetting an account's market-maker protection (whose window runs on
-   ts = i) or cancelling all of an account's orders. */
+   ts = i), cancelling all of an account's orders or setting an
+   instrument's order limits. */
 static struct eng_cmd command(uint64_t i, uint64_t *rng)
 {
     struct eng_cmd c = {0};
@@ -54,6 +56,11 @@ static struct eng_cmd command(uint64_t i, uint64_t *rng)
         c.price = (int64_t)(test_rand(rng) % 300);
         if (c.type == ENG_CMD_CANCEL_ALL)
             c.flags = (uint8_t)(test_rand(rng) % 4) << 4; /* DEAD_MAN, ALL_INSTRUMENTS */
+    } else if (i >= 10 && p == 3 && test_rand(rng) % 4 == 0) {
+        c.type = ENG_CMD_SET_LIMITS; /* about half the orders over them, or none */
+        c.instrument = inst;
+        c.qty = test_rand(rng) % 2 ? (inst ? 12 : 6) : 0;
+        c.price = test_rand(rng) % 2 ? (inst ? 5000 : 500) : 0;
     } else if (r < 7 || i < 10) {
         int64_t tick = inst ? 5 : 1, lot = inst ? 2 : 1;
         c.type = ENG_CMD_NEW;
@@ -235,6 +242,51 @@ void test_snapshot_caller_ids_round_trip(void)
     rmtree(dir);
 }
 
+/* A version 3 file (before order limits) loads, with no limits set: the
+   image of an engine without limits, its limits section cut off and its
+   header made version 3's (the offsets of snapshot.c's struct snap_header). */
+void test_snapshot_version_3_loads_without_limits(void)
+{
+    struct eng *a = make(1), *b = make(0);
+    uint64_t rng = 11, seq = 0;
+    const char *dir = tmpdir();
+    char path[256];
+    size_t len;
+    unsigned char *buf;
+    uint32_t version = 3, crc = 0;
+    struct eng_order_limits limits;
+
+    for (uint64_t i = 0; i < 500; i++) {
+        struct eng_cmd c = command(i, &rng);
+        eng_process(a, &c);
+    }
+    for (uint32_t inst = 0; inst < 2; inst++) {
+        struct eng_cmd c = {.type = ENG_CMD_SET_LIMITS, .instrument = inst};
+        eng_process(a, &c);
+    }
+    buf = eng_snapshot_serialize(a, &len);
+    ASSERT_TRUE(buf != NULL);
+    len -= 2 * sizeof(struct eng_order_limits);
+    memcpy(buf + 8, &version, 4);
+    crc = crc32c(0, buf + 64, len - 64);
+    memcpy(buf + 48, &crc, 4);
+    memset(buf + 52, 0, 4);
+    crc = crc32c(0, buf, 64);
+    memcpy(buf + 52, &crc, 4);
+    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
+    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)eng_seq(a));
+    ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_OK);
+    ASSERT_VERIFY(b);
+    ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));
+    ASSERT_EQ(eng_get_order_limits(b, 1, &limits), 0);
+    ASSERT_EQ(limits.max_qty, 0);
+    ASSERT_EQ(limits.max_notional, 0);
+    eng_free_buffer(buf);
+    eng_destroy(a);
+    eng_destroy(b);
+    rmtree(dir);
+}
+
 void test_snapshot_damage_is_refused(void)
 {
     struct eng *a = make(1);
@@ -331,9 +383,9 @@ void test_journal_replay_gives_the_same_state(void)
     ASSERT_EQ(scan.last_seq, 5000);
     ASSERT_EQ(counts[ENG_CMD_NEW] + counts[ENG_CMD_CANCEL] + counts[ENG_CMD_MODIFY] +
                   counts[ENG_CMD_SET_STATE] + counts[ENG_CMD_CANCEL_ALL] +
-                  counts[ENG_CMD_SET_MMP] + counts[ENG_CMD_RESET_MMP],
+                  counts[ENG_CMD_SET_MMP] + counts[ENG_CMD_RESET_MMP] + counts[ENG_CMD_SET_LIMITS],
               5000);
-    ASSERT_TRUE(counts[ENG_CMD_SET_STATE] > 0);
+    ASSERT_TRUE(counts[ENG_CMD_SET_STATE] > 0 && counts[ENG_CMD_SET_LIMITS] > 0);
     ASSERT_TRUE(counts[ENG_CMD_SET_MMP] > 0 && counts[ENG_CMD_RESET_MMP] > 0 &&
                 counts[ENG_CMD_CANCEL_ALL] > 0);
     ASSERT_EQ(counts[0], 0);

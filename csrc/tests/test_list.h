@@ -60,6 +60,9 @@
     XX(protection, mmp_window_and_taker_fills)         \
     XX(protection, mmp_rejects)                        \
     XX(protection, mmp_self_trade_counts_both_sides)   \
+    XX(protection, order_limits_on_new_orders)         \
+    XX(protection, order_limits_on_modifies)           \
+    XX(protection, order_limits_rejects)               \
     XX(engine_random, engine_random_flow_invariants)   \
     XX(engine_random, engine_random_determinism)       \
     XX(engine_random, engine_random_level_events)      \
@@ -83,6 +86,7 @@
     XX(replication, replication_and_journal_exclude_each_other) \
     XX(journal, snapshot_round_trip)                   \
     XX(journal, snapshot_caller_ids_round_trip)        \
+    XX(journal, snapshot_version_3_loads_without_limits) \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \

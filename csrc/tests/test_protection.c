@@ -1,7 +1,8 @@
 /*
  * The account-wide commands: CANCEL_ALL (with the dead-man switch's reason)
- * and market-maker protection (SET_MMP, RESET_MMP, tripping). Through the
- * public API only; eng_verify() runs after every command (see run()).
+ * and market-maker protection (SET_MMP, RESET_MMP, tripping); an
+ * instrument's order limits (SET_LIMITS). Through the public API only;
+ * eng_verify() runs after every command (see run()).
  */
 #include "test.h"
 
@@ -301,5 +302,152 @@ void test_mmp_self_trade_counts_both_sides(void)
     ASSERT_EQ(n, 3);
     ASSERT_EQ(ev[1].type, ENG_EV_TRADE);
     expect_mmp(&ev[2], MAKER, ES, 3, 0, 4, true);
+    eng_destroy(e);
+}
+
+/* ---- order limits ---------------------------------------------------------- */
+
+static struct eng_cmd set_limits(uint32_t inst, int64_t max_qty, int64_t max_notional)
+{
+    return (struct eng_cmd){.type = ENG_CMD_SET_LIMITS, .instrument = inst, .account = OTHER,
+                            .qty = max_qty, .price = max_notional};
+}
+
+static void limits_set(struct eng *e, uint32_t inst, int64_t max_qty, int64_t max_notional)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, set_limits(inst, max_qty, max_notional), &n);
+    struct eng_order_limits got;
+
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_LIMITS);
+    ASSERT_EQ(ev[0].instrument, inst);
+    ASSERT_EQ(ev[0].qty, max_qty);
+    ASSERT_EQ(ev[0].price, max_notional);
+    ASSERT_EQ(ev[0].account, OTHER);
+    ASSERT_EQ(ev[0].seq, eng_seq(e));
+    ASSERT_EQ(eng_get_order_limits(e, inst, &got), 0);
+    ASSERT_EQ(got.max_qty, max_qty);
+    ASSERT_EQ(got.max_notional, max_notional);
+}
+
+static void expect_accepted(struct eng *e, struct eng_cmd c)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, c, &n);
+    ASSERT_TRUE(n >= 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+}
+
+static struct eng_cmd market(uint32_t inst, uint8_t side, int64_t qty, uint32_t account)
+{
+    return (struct eng_cmd){.type = ENG_CMD_NEW, .side = side, .order_type = ENG_MARKET,
+                            .tif = ENG_IOC, .instrument = inst, .account = account, .qty = qty};
+}
+
+void test_order_limits_on_new_orders(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_order_limits got;
+
+    ASSERT_EQ(eng_get_order_limits(e, ES, &got), 0);
+    ASSERT_EQ(got.max_qty, 0);
+    ASSERT_EQ(got.max_notional, 0);
+    limits_set(e, ES, 10, 1000);
+    expect_rejected(e, limit_at(ES, ENG_BUY, 11, 50, MAKER, 0), ENG_MAX_QTY_EXCEEDED);
+    expect_rejected(e, limit_at(ES, ENG_BUY, 10, 101, MAKER, 0), ENG_MAX_NOTIONAL_EXCEEDED);
+    expect_accepted(e, limit_at(ES, ENG_BUY, 10, 100, MAKER, 0)); /* exactly at both */
+    /* A product past int64 is over any notional limit. */
+    expect_rejected(e, limit_at(ES, ENG_SELL, 3, INT64_MAX / 2, MAKER, 0), ENG_MAX_NOTIONAL_EXCEEDED);
+    /* A market order has no notional here: its quantity only. */
+    expect_rejected(e, market(ES, ENG_SELL, 11, TAKER), ENG_MAX_QTY_EXCEEDED);
+    expect_accepted(e, market(ES, ENG_SELL, 10, TAKER));
+    /* The order's own faults come first; the other instrument has none. */
+    expect_rejected(e, limit_at(ES, ENG_BUY, -1, 100, MAKER, 0), ENG_BAD_QTY);
+    expect_rejected(e, limit_at(ES, ENG_BUY, 11, 0, MAKER, 0), ENG_BAD_PRICE);
+    expect_accepted(e, limit_at(NQ, ENG_BUY, 1000, 1000, MAKER, 0));
+    /* Each limit alone, then none. */
+    limits_set(e, ES, 0, 1000);
+    expect_accepted(e, limit_at(ES, ENG_BUY, 1000, 1, MAKER, 0));
+    limits_set(e, ES, 10, 0);
+    expect_accepted(e, limit_at(ES, ENG_BUY, 10, 1000000, MAKER, 0));
+    expect_rejected(e, limit_at(ES, ENG_BUY, 11, 1, MAKER, 0), ENG_MAX_QTY_EXCEEDED);
+    limits_set(e, ES, 0, 0);
+    expect_accepted(e, limit_at(ES, ENG_BUY, 1000, 1000000, MAKER, 0));
+    eng_destroy(e);
+}
+
+static void expect_modified(struct eng *e, struct eng_cmd c, uint64_t id, int64_t price, int64_t qty)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, c, &n);
+    struct eng_order_info info;
+
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    ASSERT_EQ(ev[0].order_id, id);
+    ASSERT_EQ(eng_get_order(e, id, &info), 1);
+    ASSERT_EQ(info.price, price);
+    ASSERT_EQ(info.qty, qty);
+}
+
+static struct eng_cmd modify(uint64_t id, uint8_t flags, int64_t qty, int64_t price)
+{
+    return (struct eng_cmd){.type = ENG_CMD_MODIFY, .order_id = id, .account = MAKER, .flags = flags,
+                            .qty = qty, .price = price};
+}
+
+void test_order_limits_on_modifies(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t id;
+    struct eng_order_info info;
+
+    limits_set(e, ES, 10, 1000);
+    id = rest(e, ES, ENG_BUY, 10, 100, MAKER);
+    /* What a modify leaves is held to the limits, the field kept included;
+       a refused modify changes nothing. */
+    expect_rejected(e, modify(id, ENG_CMD_F_KEEP_PRICE, 11, 0), ENG_MAX_QTY_EXCEEDED);
+    expect_rejected(e, modify(id, ENG_CMD_F_KEEP_QTY, 0, 101), ENG_MAX_NOTIONAL_EXCEEDED);
+    expect_rejected(e, modify(id, 0, 11, 90), ENG_MAX_QTY_EXCEEDED);
+    ASSERT_EQ(eng_get_order(e, id, &info), 1);
+    ASSERT_EQ(info.price, 100);
+    ASSERT_EQ(info.qty, 10);
+    expect_modified(e, modify(id, 0, 5, 200), id, 200, 5);
+    expect_rejected(e, modify(id, ENG_CMD_F_KEEP_PRICE, 6, 0), ENG_MAX_NOTIONAL_EXCEEDED);
+    /* Limits lowered under a resting order: lowering its quantity at its
+       price is always allowed, anything else is held to them. */
+    limits_set(e, ES, 3, 0);
+    expect_modified(e, modify(id, ENG_CMD_F_KEEP_PRICE, 4, 0), id, 200, 4);
+    expect_rejected(e, modify(id, ENG_CMD_F_KEEP_QTY, 0, 199), ENG_MAX_QTY_EXCEEDED);
+    expect_modified(e, modify(id, 0, 3, 199), id, 199, 3);
+    /* Quantity 0 cancels, whatever the limits. */
+    limits_set(e, ES, 1, 1);
+    {
+        size_t n;
+        const struct eng_event *ev = run(e, modify(id, ENG_CMD_F_KEEP_PRICE, 0, 0), &n);
+        ASSERT_EQ(n, 1);
+        expect_cancelled(&ev[0], id, ENG_CANCEL_USER);
+    }
+    eng_destroy(e);
+}
+
+void test_order_limits_rejects(void)
+{
+    struct eng *e = make_engine_with(0);
+    struct eng_cmd c = set_limits(ES, 5, 5);
+    struct eng_order_limits got;
+
+    expect_rejected(e, set_limits(ES, -1, 0), ENG_BAD_ORDER_LIMITS);
+    expect_rejected(e, set_limits(ES, 0, -1), ENG_BAD_ORDER_LIMITS);
+    expect_rejected(e, set_limits(2, 5, 5), ENG_UNKNOWN_INSTRUMENT);
+    c.flags = ENG_CMD_F_ANY_ACCOUNT;
+    expect_rejected(e, c, ENG_BAD_FLAGS);
+    c.flags = 0;
+    c.reserved = 1;
+    expect_rejected(e, c, ENG_BAD_COMMAND);
+    ASSERT_EQ(eng_get_order_limits(e, ES, &got), 0);
+    ASSERT_EQ(got.max_qty, 0);
+    ASSERT_EQ(eng_get_order_limits(e, 2, &got), -1);
     eng_destroy(e);
 }
