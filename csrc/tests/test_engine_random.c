@@ -2,16 +2,21 @@
  * Randomized engine tests: long random command streams over several
  * instruments and accounts (orders, cancels and modifies, and now and then
  * the account-wide commands: CANCEL_ALL, SET_MMP and RESET_MMP, on a clock
- * that moves on so that protection's windows open and close), with
- * eng_verify() after every command and the conservation laws checked from
- * the events alone:
+ * that moves on so that protection's windows open and close, or an
+ * instrument's order limits: SET_LIMITS), with eng_verify() after every
+ * command and the conservation laws checked from the events alone:
  *   - every accepted quantity ends up traded, cancelled or resting;
  *   - each trade's maker and taker leaves follow from the previous state;
  *   - the open quantity an observer derives equals eng_get_order();
  *   - a MASS_CANCELLED counts the cancels before it; an MMP event that
  *     trips says more has filled than the limit;
  *   - the book is never crossed, and an account whose protection tripped
- *     rests nothing there (eng_verify).
+ *     rests nothing there (eng_verify);
+ *   - a SET_LIMITS is refused for the reason the rules give, or sets what
+ *     it says; a NEW, or a MODIFY that leaves more than a reduction at its
+ *     order's price, is refused for the limits (as the LIMITS events set
+ *     them) exactly when they refuse it and the checks before them pass,
+ *     and nothing over them is accepted or modified.
  * And determinism: the same stream on two engines gives byte-identical events.
  */
 #include "test.h"
@@ -30,6 +35,9 @@ struct observer {
     uint64_t mass_cancelled;   /* orders cancelled by CANCEL_ALL */
     uint64_t trips;            /* protection tripped */
     uint64_t mmp_rejects;      /* new orders refused as tripped */
+    struct eng_order_limits limits[NINST]; /* as the LIMITS events set them */
+    uint64_t limit_rejects[2]; /* refused max_qty_exceeded, max_notional_exceeded */
+    uint64_t limit_exempt;     /* reductions that went through limits they are over */
 };
 
 /* A fresh engine with the test's instruments, its order-id table small (it
@@ -107,6 +115,36 @@ static void random_account_wide(uint64_t *rng, struct eng_cmd *c, uint32_t inst,
     }
 }
 
+/* A SET_LIMITS of `inst` (lot `lot`): each limit none two times in three,
+   else about what the orders come to (1-20 lots at prices near 1000), so
+   that it refuses some of them; one in eight with a field spoilt. */
+static void random_limits(uint64_t *rng, struct eng_cmd *c, uint32_t inst, int64_t lot)
+{
+    c->type = ENG_CMD_SET_LIMITS;
+    c->instrument = inst;
+    c->qty = test_rand(rng) % 3 ? 0 : lot * (int64_t)(1 + test_rand(rng) % 20);
+    c->price = test_rand(rng) % 3 ? 0 : 1000 * lot * (int64_t)(1 + test_rand(rng) % 20);
+    switch (test_rand(rng) % 40) {
+    case 0:
+        c->flags = ENG_CMD_F_ANY_ACCOUNT; /* bad_flags */
+        break;
+    case 1:
+        c->reserved = 1; /* bad_command */
+        break;
+    case 2:
+        c->instrument = NINST + 1; /* unknown_instrument */
+        break;
+    case 3:
+        c->qty = -c->qty - 1; /* bad_order_limits */
+        break;
+    case 4:
+        c->price = -c->price - 1; /* bad_order_limits */
+        break;
+    default:
+        break;
+    }
+}
+
 /* The next command; the clock (its ts) moves on by 0-2. */
 static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid, int64_t *clock)
 {
@@ -124,6 +162,8 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid, 
     c.account = (uint32_t)(test_rand(rng) % NACCOUNTS);
     if (r >= 96 && last_id > 0) {
         random_account_wide(rng, &c, inst, lot);
+    } else if (r >= 94 && last_id > 0) {
+        random_limits(rng, &c, inst, lot);
     } else if (r < 56 || last_id == 0) {
         c.type = ENG_CMD_NEW;
         c.instrument = inst;
@@ -147,7 +187,7 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid, 
         if (test_rand(rng) % 3 == 0)
             snprintf(c.coid, sizeof(c.coid), "k%u", (unsigned)(test_rand(rng) % 6));
     } else {
-        c.type = r < 84 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
+        c.type = r < 78 ? ENG_CMD_CANCEL : ENG_CMD_MODIFY;
         /* Mostly recent orders (often still open), sometimes any id. */
         if (test_rand(rng) % 4 == 0)
             c.order_id = 1 + test_rand(rng) % (last_id + 2);
@@ -168,6 +208,111 @@ static struct eng_cmd random_cmd(uint64_t *rng, uint64_t last_id, int64_t *mid, 
         }
     }
     return c;
+}
+
+/* What `limits` say of `qty` at `price` (0: a market order, held to its
+   quantity only); a notional past int64 is over any limit. */
+static int limits_say(const struct eng_order_limits *limits, int64_t price, int64_t qty)
+{
+    if (limits->max_qty && qty > limits->max_qty)
+        return ENG_MAX_QTY_EXCEEDED;
+    if (limits->max_notional && price && (__int128)price * qty > limits->max_notional)
+        return ENG_MAX_NOTIONAL_EXCEEDED;
+    return ENG_OK;
+}
+
+/*
+ * Before `c` runs: the reject the observer's limits give it (a NEW, or a
+ * MODIFY of an open order that raises its quantity or moves its price; else
+ * ENG_OK), and in *decides whether every check before the limits passes, so
+ * that a reject must be theirs. random_cmd()'s NEWs and MODIFYs are well
+ * formed and no instrument halts: what comes first is protection (a NEW),
+ * the owner (a MODIFY), and the quantity and price.
+ */
+static int limits_verdict(struct eng *e, const struct observer *ob, const struct eng_cmd *c,
+                          bool *decides)
+{
+    const struct eng_instrument_spec *s;
+    struct eng_order_info o;
+    struct eng_mmp_info m;
+    uint32_t inst;
+    int64_t price, qty;
+    bool market = false;
+
+    *decides = false;
+    if (c->type == ENG_CMD_NEW && c->instrument < NINST) {
+        inst = c->instrument;
+        market = c->order_type == ENG_MARKET;
+        price = market ? 0 : c->price;
+        qty = c->qty;
+        *decides = !(eng_get_mmp(e, c->account, inst, &m) == 1 && m.tripped);
+    } else if (c->type == ENG_CMD_MODIFY && eng_get_order(e, c->order_id, &o) == 1) {
+        inst = o.instrument;
+        price = (c->flags & ENG_CMD_F_KEEP_PRICE) ? o.price : c->price;
+        qty = (c->flags & ENG_CMD_F_KEEP_QTY) ? o.qty : c->qty;
+        if (qty <= 0 || (price == o.price && qty <= o.qty))
+            return ENG_OK; /* a cancel, a bad qty or a reduction: never theirs */
+        *decides = (c->flags & ENG_CMD_F_ANY_ACCOUNT) || o.account == c->account;
+    } else {
+        return ENG_OK;
+    }
+    s = eng_instrument(e, inst);
+    *decides = *decides && qty > 0 && qty % s->lot_size == 0 &&
+               (market || (price > 0 && price % s->tick_size == 0 &&
+                           (!s->min_price || price >= s->min_price) &&
+                           (!s->max_price || price <= s->max_price)));
+    return limits_say(&ob->limits[inst], price, qty);
+}
+
+/* The reject of a SET_LIMITS as the rules give it, in their order. */
+static int set_limits_reject(const struct eng_cmd *c)
+{
+    if (c->reserved)
+        return ENG_BAD_COMMAND;
+    if (c->flags)
+        return ENG_BAD_FLAGS;
+    if (c->instrument >= NINST)
+        return ENG_UNKNOWN_INSTRUMENT;
+    if (c->qty < 0 || c->price < 0)
+        return ENG_BAD_ORDER_LIMITS;
+    return ENG_OK;
+}
+
+/* `c`'s events say what limits_verdict() (`want`, `decides`) and, for a
+   SET_LIMITS, the rules expect. */
+static void check_limits(struct eng *e, const struct eng_cmd *c, int want, bool decides,
+                         const struct eng_event *ev, size_t n)
+{
+    bool rejected = ev[0].type == ENG_EV_REJECTED;
+    struct eng_order_limits got;
+
+    if (c->type == ENG_CMD_SET_LIMITS) {
+        int reject = set_limits_reject(c);
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(ev[0].type, reject ? ENG_EV_REJECTED : ENG_EV_LIMITS);
+        if (reject) {
+            ASSERT_EQ(ev[0].reason, reject);
+            return;
+        }
+        ASSERT_EQ(ev[0].instrument, c->instrument);
+        ASSERT_EQ(ev[0].qty, c->qty);
+        ASSERT_EQ(ev[0].price, c->price);
+        ASSERT_EQ(eng_get_order_limits(e, c->instrument, &got), 0);
+        ASSERT_EQ(got.max_qty, c->qty);
+        ASSERT_EQ(got.max_notional, c->price);
+        return;
+    }
+    if (want && decides) {
+        ASSERT_EQ(n, 1);
+        ASSERT_TRUE(rejected);
+        ASSERT_EQ(ev[0].reason, want);
+    }
+    if (rejected &&
+        (ev[0].reason == ENG_MAX_QTY_EXCEEDED || ev[0].reason == ENG_MAX_NOTIONAL_EXCEEDED))
+        ASSERT_EQ(ev[0].reason, want);
+    if (ev[0].type == ENG_EV_ACCEPTED ||
+        (ev[0].type == ENG_EV_MODIFIED && !(ev[0].flags & ENG_EV_F_PRIORITY_KEPT)))
+        ASSERT_EQ(want, ENG_OK);
 }
 
 /* Fold one command's events into the observer and check them. */
@@ -217,6 +362,9 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             }
             break;
         case ENG_EV_MODIFIED:
+            if ((x->flags & ENG_EV_F_PRIORITY_KEPT) &&
+                limits_say(&ob->limits[x->instrument], x->price, x->qty) != ENG_OK)
+                ob->limit_exempt++;
             /* The new open quantity replaces the old: count the difference
                as accepted (up) or done (down). */
             if (x->qty > ob->open[x->order_id])
@@ -227,6 +375,13 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             break;
         case ENG_EV_REJECTED:
             ob->mmp_rejects += x->reason == ENG_MMP;
+            if (x->reason == ENG_MAX_QTY_EXCEEDED || x->reason == ENG_MAX_NOTIONAL_EXCEEDED)
+                ob->limit_rejects[x->reason - ENG_MAX_QTY_EXCEEDED]++;
+            break;
+        case ENG_EV_LIMITS:
+            ASSERT_EQ(n, 1);
+            ASSERT_TRUE(x->instrument < NINST && x->qty >= 0 && x->price >= 0);
+            ob->limits[x->instrument] = (struct eng_order_limits){x->qty, x->price};
             break;
         default:
             TEST_FAIL_("unknown event type %d", x->type);
@@ -264,12 +419,15 @@ void test_engine_random_flow_invariants(void)
     memset(&ob, 0, sizeof(ob));
     for (int step = 0; step < steps; step++) {
         struct eng_cmd c = random_cmd(&rng, ob.last_id, mid, &clock);
+        bool decides;
+        int want = limits_verdict(e, &ob, &c, &decides);
         size_t n;
         eng_clear_events(e);
         ASSERT_TRUE(eng_process(e, &c) >= 1);
         const struct eng_event *ev = eng_events(e, &n);
         for (size_t i = 0; i < n; i++)
             ASSERT_EQ(ev[i].seq, (uint64_t)step + 1);
+        check_limits(e, &c, want, decides, ev, n);
         observe(&ob, ev, n);
         check_orders(e, &ob, ev, n);
         ASSERT_VERIFY(e);
@@ -289,9 +447,13 @@ void test_engine_random_flow_invariants(void)
     printf("[%llu mass-cancelled, %llu trips, %llu refused as tripped] ",
            (unsigned long long)ob.mass_cancelled, (unsigned long long)ob.trips,
            (unsigned long long)ob.mmp_rejects);
+    printf("[%llu over max_qty, %llu over max_notional, %llu reductions over the limits] ",
+           (unsigned long long)ob.limit_rejects[0], (unsigned long long)ob.limit_rejects[1],
+           (unsigned long long)ob.limit_exempt);
     ASSERT_TRUE(st.rejected > (uint64_t)steps / 60 && st.modified > (uint64_t)steps / 60 &&
                 st.cancelled > (uint64_t)steps / 60);
     ASSERT_TRUE(ob.mass_cancelled > 0 && ob.trips > 0 && ob.mmp_rejects > 0);
+    ASSERT_TRUE(ob.limit_rejects[0] > 0 && ob.limit_rejects[1] > 0 && ob.limit_exempt > 0);
     eng_destroy(e);
 }
 
