@@ -115,11 +115,8 @@ class Intake:
         commands: CommandBuffer,
         events: IntakeEvents,
         instruments: dict[str, int],
-        max_qty: list[int],
-        max_notional: list[int],
         max_open: int,
         loads: Callable[[bytes], Any],
-        status: OrderStatus | None,
     ) -> None: ...
     def take(self, link: Link, frame: bytes, /) -> None | tuple[Any] | Literal[False]:
         """None: done; (message,): Python's to carry out; False: the buffer is full, nothing done."""

@@ -7,8 +7,9 @@
  * Intake.take(link, frame) does a single frame. Each is decoded by orjson
  * (once). A per-order request is this file's from then
  * on, with every rule the server applies to it: its form (form.c), the rate
- * limit, the login, the instrument's limits and the account's open-order
- * limit, the session's ownership of what it cancels or modifies. It answers
+ * limit, the login, the account's open-order limit, the session's
+ * ownership of what it cancels or modifies (an instrument's order limits
+ * are the engine's). It answers
  * what it refuses through the IntakeEvents callbacks (`refused`, `rejected`,
  * `over_rate`) and queues what it accepts: the pending request in the Link,
  * the in-flight count in the Ledger, the engine command in the
@@ -37,25 +38,6 @@ static void intake_count(srv_intake *self, PyObject *kind, const struct srv_orde
     else if (ok ? r->cmd.type == ENG_CMD_CANCEL : PyUnicode_Compare(kind, srv_names.cancel) == 0)
         k = SRV_REQ_CANCEL;
     self->ledger->meters.requests[k]++;
-}
-
-/* An exact int in [lo, hi], into *out; 0 if it is anything else. */
-static int intake_int(PyObject *o, long long lo, long long hi, long long *out)
-{
-    int overflow;
-    long long v;
-
-    if (!o || !PyLong_CheckExact(o))
-        return 0;
-    v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (overflow || (v == -1 && PyErr_Occurred())) {
-        PyErr_Clear();
-        return 0;
-    }
-    if (v < lo || v > hi)
-        return 0;
-    *out = v;
-    return 1;
 }
 
 /* ---- answers ------------------------------------------------------------------- */
@@ -106,55 +88,16 @@ static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r
     return rc;
 }
 
-/* The instrument's limits on an order of `qty` at `price` (has_price: a
- * limit order's): 1 when none is broken, 0 when one is and the reject is
- * sent, -1 on error. */
-static int intake_instrument_limits(srv_intake *self, srv_link *link, struct srv_order *r, uint32_t inst,
-                                    int64_t price, int64_t qty, int has_price)
-{
-    int64_t max;
-
-    if ((Py_ssize_t)inst >= self->n_instruments)
-        return 1; /* an unknown symbol: the engine's reject */
-    max = self->max_qty[inst];
-    if (max && qty > max)
-        return intake_rejected(self, link, r, SRV_REJ_MAX_QTY,
-                               PyUnicode_FromFormat("qty %lld is over the instrument's limit of %lld",
-                                                    (long long)qty, (long long)max),
-                               1);
-    max = self->max_notional[inst];
-    if (max && has_price) {
-        long long notional;
-        /* An overflow is over the limit when the product is positive. */
-        int over = __builtin_mul_overflow(price, qty, &notional) ? (price > 0) == (qty > 0) : notional > max;
-
-        if (over) {
-            /* The product as Python writes it, however large. */
-            PyObject *p = PyLong_FromLongLong(price), *q = PyLong_FromLongLong(qty);
-            PyObject *pq = p && q ? PyNumber_Multiply(p, q) : NULL;
-            PyObject *msg = pq ? PyUnicode_FromFormat(
-                                     "notional %S (price x qty) is over the instrument's limit of %lld", pq,
-                                     (long long)max)
-                               : NULL;
-
-            Py_XDECREF(p);
-            Py_XDECREF(q);
-            Py_XDECREF(pq);
-            return intake_rejected(self, link, r, SRV_REJ_MAX_NOTIONAL, msg, 1);
-        }
-    }
-    return 1;
-}
-
-/* The instrument's and the account's limits on a new order (1 when none is
- * broken, 0 when one is and the reject is sent, -1 on error). */
+/* The account's open-order limit on a new order (1 when it is not reached,
+ * 0 when it is and the reject is sent, -1 on error). An instrument's order
+ * limits are the engine's (SET_LIMITS): it checks them where it runs the
+ * order or the modify, against the order as it is then. */
 static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     struct srv_account_counts *counts;
-    int ok = intake_instrument_limits(self, link, r, r->cmd.instrument, r->cmd.price, r->cmd.qty, r->has_price);
 
-    if (ok <= 0 || !self->max_open)
-        return ok;
+    if (!self->max_open)
+        return 1;
     if (!(counts = srv_ledger_counts(self->ledger, link->account)))
         return -1;
     if (counts->open + counts->in_flight < self->max_open)
@@ -163,72 +106,6 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
                            PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
                                                 (unsigned long)link->account, self->max_open),
                            1);
-}
-
-/* A modify against the limits of its order's instrument, as a new order of
- * the price and open quantity it would leave: the one not given is the
- * order's as routed so far, or what modifies of it still unanswered may
- * leave, whichever is more (the Ledger's bounds, which this one's go into
- * when it is queued: r->bounded). Checked where the server knows the order:
- * one a session holds, named by order id or by a client order id of this
- * session's; any other (still on its way to the engine, or unknown) is the
- * engine's to answer. 1 when none is broken, 0 when the reject is sent, -1
- * on error. */
-static int intake_modify_limits(srv_intake *self, srv_link *link, struct srv_order *r)
-{
-    srv_link *owner = link;
-    uint64_t oid = r->cmd.order_id;
-    int64_t price = r->keep_price ? 0 : r->cmd.price, qty = r->keep_qty ? 0 : r->cmd.qty;
-    int64_t p, q;
-    unsigned long inst;
-    PyObject *key, *entry;
-    int err = 0, found, ok;
-
-    if (!self->any_limits)
-        return 1;
-    if (!oid) {
-        PyObject *v = r->coid ? PyDict_GetItemWithError(link->coids, r->coid) : NULL;
-
-        if (!v)
-            return PyErr_Occurred() ? -1 : 1;
-        if ((oid = PyLong_AsUnsignedLongLong(v)) == (uint64_t)-1 && PyErr_Occurred())
-            return -1;
-    } else if (!(owner = srv_ledger_owner(self->ledger, oid, &err))) {
-        return err ? -1 : 1;
-    }
-    if (!(key = PyLong_FromUnsignedLongLong(oid)))
-        return -1;
-    entry = PyDict_GetItemWithError(owner->orders, key); /* (instrument, client order id) */
-    Py_DECREF(key);
-    if (!entry)
-        return PyErr_Occurred() ? -1 : 1;
-    if ((inst = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(entry, 0))) == (unsigned long)-1 && PyErr_Occurred())
-        return -1;
-    if ((Py_ssize_t)inst >= self->n_instruments || (!self->max_qty[inst] && !self->max_notional[inst]))
-        return 1; /* nothing to check, nothing to keep */
-    if (r->keep_price || r->keep_qty) {
-        found = self->status ? srv_status_open_order(self->status, owner->account, oid, &p, &q) : 0;
-        if (found < 0)
-            return -1;
-        if (found) {
-            price = r->keep_price ? p : price;
-            qty = r->keep_qty ? q : qty;
-        }
-        if ((found = srv_ledger_modify_bounds(self->ledger, oid, &p, &q)) < 0)
-            return -1;
-        if (found) {
-            price = r->keep_price && p > price ? p : price;
-            qty = r->keep_qty && q > qty ? q : qty;
-        }
-    }
-    ok = intake_instrument_limits(self, link, r, (uint32_t)inst, price, qty, price != 0);
-    if (ok > 0) {
-        r->bounded = 1;
-        r->bound_oid = oid;
-        r->bound_price = price;
-        r->bound_qty = qty;
-    }
-    return ok;
 }
 
 /* A cancel or modify by client order id: the order is not another
@@ -311,8 +188,6 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
             return -1;
     }
     ok = r->cmd.type == ENG_CMD_NEW ? intake_limits(self, link, r) : intake_owned(self, link, r);
-    if (ok > 0 && r->cmd.type == ENG_CMD_MODIFY)
-        ok = intake_modify_limits(self, link, r);
     if (ok <= 0)
         return ok;
     if (r->cmd.type != ENG_CMD_NEW) {
@@ -337,12 +212,7 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
         self->commands->n--; /* the record is not queued after all */
         return -1;
     }
-    /* The bounds first, under the number the tag is about to take (were the
-     * tag to fail, out of memory, they would name the session's next request
-     * instead: a check stricter than it need be until that one is answered). */
-    if ((r->bounded && srv_ledger_modify_queued(self->ledger, r->bound_oid, link, link->next + 1, r->bound_price,
-                                                r->bound_qty) < 0) ||
-        srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
+    if (srv_link_tag(link, r->kind, r->req_id, r->coid ? r->coid : Py_None, &tag) < 0) {
         self->commands->n--;
         return -1;
     }
@@ -517,61 +387,24 @@ static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_
 /* ---- the type ---------------------------------------------------------------- */
 
 /* A list of ints >= 0, one per instrument, into a new C array. */
-static int64_t *intake_limits_array(PyObject *seq, Py_ssize_t n, const char *what)
-{
-    int64_t *out;
-
-    if (!PyList_Check(seq) || PyList_GET_SIZE(seq) != n) {
-        PyErr_Format(PyExc_ValueError, "Intake: %s must be a list with one int per instrument", what);
-        return NULL;
-    }
-    out = PyMem_Calloc((size_t)(n ? n : 1), sizeof(*out));
-    if (!out) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        long long v;
-
-        if (!intake_int(PyList_GET_ITEM(seq, i), 0, INT64_MAX, &v)) {
-            PyErr_Format(PyExc_ValueError, "Intake: %s holds an int >= 0 per instrument", what);
-            PyMem_Free(out);
-            return NULL;
-        }
-        out[i] = v;
-    }
-    return out;
-}
-
 static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ledger",   "commands", "events", "instruments", "max_qty",
-                             "max_notional", "max_open", "loads", "status",      NULL};
-    PyObject *ledger, *commands, *events, *instruments, *max_qty, *max_notional, *loads, *status;
+    static char *kwlist[] = {"ledger", "commands", "events", "instruments", "max_open", "loads", NULL};
+    PyObject *ledger, *commands, *events, *instruments, *loads;
     long long max_open;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "an Intake is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!OOLOO:Intake", kwlist, &srv_ledger_type, &ledger,
-                                     &srv_commands_type, &commands, &events, &PyDict_Type, &instruments, &max_qty,
-                                     &max_notional, &max_open, &loads, &status))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!LO:Intake", kwlist, &srv_ledger_type, &ledger,
+                                     &srv_commands_type, &commands, &events, &PyDict_Type, &instruments, &max_open,
+                                     &loads))
         return -1;
-    if (status != Py_None && !PyObject_TypeCheck(status, &srv_status_type)) {
-        PyErr_SetString(PyExc_TypeError, "Intake: status is an OrderStatus or None");
-        return -1;
-    }
     if (max_open < 0 || !PyCallable_Check(loads)) {
         PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable");
         return -1;
     }
-    self->n_instruments = PyDict_GET_SIZE(instruments);
-    if (!(self->max_qty = intake_limits_array(max_qty, self->n_instruments, "max_qty")) ||
-        !(self->max_notional = intake_limits_array(max_notional, self->n_instruments, "max_notional")))
-        return -1;
-    for (Py_ssize_t i = 0; i < self->n_instruments; i++)
-        self->any_limits |= self->max_qty[i] || self->max_notional[i];
     if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
         !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
         !(self->on_over_rate = srv_method(events, "over_rate")))
@@ -580,7 +413,6 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     self->commands = (srv_commands *)Py_NewRef(commands);
     self->instruments = Py_NewRef(instruments);
     self->loads = Py_NewRef(loads);
-    self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->max_open = max_open;
     return 0;
 }
@@ -591,7 +423,6 @@ static int intake_traverse(srv_intake *self, visitproc visit, void *arg)
     Py_VISIT(self->commands);
     Py_VISIT(self->instruments);
     Py_VISIT(self->loads);
-    Py_VISIT(self->status);
     Py_VISIT(self->on_undecodable);
     Py_VISIT(self->on_refused);
     Py_VISIT(self->on_rejected);
@@ -605,7 +436,6 @@ static int intake_clear(srv_intake *self)
     Py_CLEAR(self->commands);
     Py_CLEAR(self->instruments);
     Py_CLEAR(self->loads);
-    Py_CLEAR(self->status);
     Py_CLEAR(self->on_undecodable);
     Py_CLEAR(self->on_refused);
     Py_CLEAR(self->on_rejected);
@@ -617,8 +447,6 @@ static void intake_dealloc(srv_intake *self)
 {
     PyObject_GC_UnTrack(self);
     intake_clear(self);
-    PyMem_Free(self->max_qty);
-    PyMem_Free(self->max_notional);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -632,8 +460,7 @@ PyTypeObject srv_intake_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Intake",
     .tp_basicsize = sizeof(srv_intake),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_qty, max_notional, max_open, loads,\n"
-                        "status):\n"
+    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_open, loads):\n"
                         "request frames (see csrc/binding/intake.c)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)intake_init,

@@ -141,60 +141,6 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
     return NULL;
 }
 
-int srv_ledger_modify_bounds(srv_ledger *l, uint64_t oid, int64_t *price, int64_t *qty)
-{
-    PyObject *key = PyLong_FromUnsignedLongLong(oid), *entry, *number;
-    srv_link *link;
-    int err = 0, rc = -1;
-
-    if (!key)
-        return -1;
-    entry = PyDict_GetItemWithError(l->modifying, key);
-    if (!entry) {
-        rc = PyErr_Occurred() ? -1 : 0;
-        goto out;
-    }
-    /* Still unanswered while its request is pending (answers come in order:
-     * the earlier ones are answered with it). */
-    link = ledger_link_of(l, PyTuple_GET_ITEM(entry, 0), &err);
-    number = PyTuple_GET_ITEM(entry, 1);
-    if (err || (link && (rc = PyDict_Contains(link->pending, number)) < 0))
-        goto out;
-    if (!link || !rc) {
-        rc = PyDict_DelItem(l->modifying, key) < 0 ? -1 : 0; /* answered: the routed state says it all */
-        goto out;
-    }
-    *price = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 2));
-    *qty = PyLong_AsLongLong(PyTuple_GET_ITEM(entry, 3));
-    rc = PyErr_Occurred() ? -1 : 1;
-out:
-    Py_DECREF(key);
-    return rc;
-}
-
-int srv_ledger_modify_queued(srv_ledger *l, uint64_t oid, srv_link *link, uint32_t n, int64_t price, int64_t qty)
-{
-    int64_t bp, bq;
-    int found = srv_ledger_modify_bounds(l, oid, &bp, &bq), rc = -1;
-    PyObject *key, *entry;
-
-    if (found < 0)
-        return -1;
-    if (found) {
-        price = price > bp ? price : bp;
-        qty = qty > bq ? qty : bq;
-    }
-    key = PyLong_FromUnsignedLongLong(oid);
-    entry = key ? srv_untracked(Py_BuildValue("(OkLL)", link->sid_key, (unsigned long)n, (long long)price,
-                                              (long long)qty))
-                : NULL;
-    if (entry)
-        rc = PyDict_SetItem(l->modifying, key, entry);
-    Py_XDECREF(key);
-    Py_XDECREF(entry);
-    return rc;
-}
-
 /* Take out what a failed srv_ledger_own put in (the order in link->orders,
  * and in its owners' shard unless that is NULL), the exception kept: an
  * owner is always a Link that holds the order, so never detached under it. */
@@ -242,23 +188,13 @@ static int ledger_discard(PyObject *dict, PyObject *key)
     return 0;
 }
 
-/* Drop a dict's key if present, raising nothing meanwhile (most keys are
- * not; an empty dict, most often, is not even looked in). */
-static int ledger_discard_present(PyObject *dict, PyObject *key)
-{
-    int has = PyDict_GET_SIZE(dict) ? PyDict_Contains(dict, key) : 0;
-
-    return has <= 0 ? has : PyDict_DelItem(dict, key);
-}
-
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
 {
     PyObject *key = PyLong_FromUnsignedLongLong(oid);
     PyObject *o = NULL;
     int rc = -1;
 
-    if (!key || ledger_discard(ledger_owners_of(l, oid), key) < 0 ||
-        ledger_discard_present(l->modifying, key) < 0)
+    if (!key || ledger_discard(ledger_owners_of(l, oid), key) < 0)
         goto out;
     o = PyDict_GetItemWithError(link->orders, key);
     if (!o) {
@@ -299,8 +235,8 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist) || srv_meters_init(&self->meters) < 0)
         return -1;
     {
-        PyObject *links = PyDict_New(), *modifying = PyDict_New(), *owners[SRV_OWNER_SHARDS];
-        int made = links && modifying;
+        PyObject *links = PyDict_New(), *owners[SRV_OWNER_SHARDS];
+        int made = links != NULL;
 
         memset(owners, 0, sizeof(owners));
         for (size_t i = 0; made && i < SRV_OWNER_SHARDS; i++)
@@ -308,13 +244,11 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
         if (!made) { /* all or nothing */
             srv_meters_destroy(&self->meters);
             Py_XDECREF(links);
-            Py_XDECREF(modifying);
             for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
                 Py_XDECREF(owners[i]);
             return -1;
         }
         memcpy(self->owners, owners, sizeof(owners));
-        self->modifying = modifying;
         self->links = links; /* last: the mark of an initialised Ledger */
     }
     return 0;
@@ -323,7 +257,6 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
 static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->links);
-    Py_VISIT(self->modifying);
     for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
         Py_VISIT(self->owners[i]);
     for (size_t i = 0; i < self->n_listed; i++)
@@ -334,7 +267,6 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 static int ledger_clear(srv_ledger *self)
 {
     Py_CLEAR(self->links);
-    Py_CLEAR(self->modifying);
     for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
         Py_CLEAR(self->owners[i]);
     srv_outbox_release(self);
@@ -500,10 +432,7 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 
         if (oid == (unsigned long long)-1 && PyErr_Occurred())
             return NULL;
-        /* Held by none now, the order is never looked up for a modify's
-         * bounds again, nor forgotten through the Ledger: they go too. */
-        if (ledger_discard(ledger_owners_of(self, oid), key) < 0 ||
-            ledger_discard_present(self->modifying, key) < 0)
+        if (ledger_discard(ledger_owners_of(self, oid), key) < 0)
             return NULL;
     }
     link->orders = PyDict_New();

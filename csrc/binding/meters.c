@@ -36,9 +36,7 @@ static const char *const meters_request_names[SRV_REQ__COUNT] = {"new_order", "c
 
 #define METERS_ERR_NAME_(code, name, msg) [ENG_##code] = name,
 static const char *const meters_reject_names[SRV_REJ__COUNT] = {
-    ENG_ERR_MAP(METERS_ERR_NAME_)[SRV_REJ_MAX_QTY] = "max_qty_exceeded",
-    [SRV_REJ_MAX_NOTIONAL] = "max_notional_exceeded",
-    [SRV_REJ_MAX_OPEN] = "max_open_orders_exceeded",
+    ENG_ERR_MAP(METERS_ERR_NAME_)[SRV_REJ_MAX_OPEN] = "max_open_orders_exceeded",
 };
 #undef METERS_ERR_NAME_
 

@@ -45,6 +45,7 @@ typedef struct {
     /* RouterEvents, bound once */
     PyObject *on_cancelled, *on_modified, *on_rejected, *on_trading_state, *on_snapshot_done, *on_state_hash;
     PyObject *on_mmp;
+    PyObject *on_order_limits;
     PyObject *on_accepted_late, *on_accepted_unowned, *on_unowned_gone;
     unsigned long long trades, orders;
     /* The engine thread it drains (attach): its runner, the runner's
@@ -362,6 +363,9 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
                               (unsigned long)ev->instrument, (long long)ev->qty, (long long)ev->price,
                               (long long)ev->leaves, (ev->flags & ENG_EV_F_TRIPPED) ? Py_True : Py_False,
                               (unsigned long long)ev->seq);
+    case ENG_EV_LIMITS:
+        return route_call_fmt(self->on_order_limits, "(OOkLLK)", s, i, (unsigned long)ev->instrument,
+                              (long long)ev->qty, (long long)ev->price, (unsigned long long)ev->seq);
     case RUNNER_EV_SNAPSHOT:
         return route_call_fmt(self->on_snapshot_done, "(OOKL)", s, i, (unsigned long long)ev->seq,
                               (long long)ev->leaves);
@@ -699,6 +703,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         !(self->on_rejected = srv_method(events, "rejected")) ||
         !(self->on_trading_state = srv_method(events, "trading_state")) ||
         !(self->on_mmp = srv_method(events, "mmp")) ||
+        !(self->on_order_limits = srv_method(events, "order_limits")) ||
         !(self->on_snapshot_done = srv_method(events, "snapshot_done")) ||
         !(self->on_state_hash = srv_method(events, "state_hash")) ||
         !(self->on_accepted_late = srv_method(events, "accepted_late")) ||
@@ -724,6 +729,7 @@ static int route_traverse(srv_router *self, visitproc visit, void *arg)
     Py_VISIT(self->on_rejected);
     Py_VISIT(self->on_trading_state);
     Py_VISIT(self->on_mmp);
+    Py_VISIT(self->on_order_limits);
     Py_VISIT(self->on_snapshot_done);
     Py_VISIT(self->on_state_hash);
     Py_VISIT(self->on_accepted_late);
@@ -747,6 +753,7 @@ static int route_clear(srv_router *self)
     Py_CLEAR(self->on_rejected);
     Py_CLEAR(self->on_trading_state);
     Py_CLEAR(self->on_mmp);
+    Py_CLEAR(self->on_order_limits);
     Py_CLEAR(self->on_snapshot_done);
     Py_CLEAR(self->on_state_hash);
     Py_CLEAR(self->on_accepted_late);

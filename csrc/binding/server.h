@@ -145,9 +145,7 @@ enum srv_request_kind { SRV_REQ_NEW_ORDER, SRV_REQ_CANCEL, SRV_REQ_MODIFY, SRV_R
 
 /* Reject codes: the engine's (enum eng_err), then the server's own. */
 enum srv_reject {
-    SRV_REJ_MAX_QTY = ENG_ERR__COUNT,
-    SRV_REJ_MAX_NOTIONAL,
-    SRV_REJ_MAX_OPEN,
+    SRV_REJ_MAX_OPEN = ENG_ERR__COUNT,
     SRV_REJ__COUNT
 };
 
@@ -277,10 +275,6 @@ typedef struct {
      * picks. A dict grows by moving every entry at once: one dict of 61,000
      * owners stalled the event loop 3.7 ms doing it; a shard holds a 256th. */
     PyObject *owners[SRV_OWNER_SHARDS];
-    /* Order id -> (session id, request number, price, qty): the most that the
-     * modifies of the order still unanswered may leave it at, and the last of
-     * them (intake.c: a modify that leaves a field out is checked against it). */
-    PyObject *modifying;
     struct srv_account_counts *counts; /* open addressing by account; at most half full */
     size_t counts_cap, counts_used;    /* slots (a power of two), accounts in them */
     srv_link **listed;                 /* links with output queued since the last flush (held) */
@@ -322,12 +316,6 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
 /* The order is finished: drop it from owners and from its link. */
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid);
-/* The most the order's unanswered modifies may leave its price and qty at:
- * 1 (and *price, *qty), 0 if none is unanswered, -1 on error. */
-int srv_ledger_modify_bounds(srv_ledger *l, uint64_t oid, int64_t *price, int64_t *qty);
-/* A modify of the order, link's request number n, may leave it at price and
- * qty: the bounds grow to them, or start from them if none was unanswered. */
-int srv_ledger_modify_queued(srv_ledger *l, uint64_t oid, srv_link *link, uint32_t n, int64_t price, int64_t qty);
 
 /* ---- OrderStatus: orders' status for the orders and order_status requests -- */
 
@@ -346,9 +334,6 @@ int srv_status_accepted(srv_status *st, const struct eng_event *ev);
 int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq);
 int srv_status_cancelled(srv_status *st, const struct eng_event *ev);
 int srv_status_modified(srv_status *st, const struct eng_event *ev);
-/* An open order's price and open quantity as the events routed so far tell
- * them: 1, or 0 if it is not open there (no error), -1 on error. */
-int srv_status_open_order(srv_status *st, uint32_t account, uint64_t oid, int64_t *price, int64_t *leaves);
 
 /* ---- market data (books.c) ------------------------------------------------ */
 
@@ -399,9 +384,6 @@ struct srv_order {
     PyObject *symbol, *side, *order_type, *tif, *stp; /* new_order's strings */
     int has_price;       /* a price was given */
     int keep_price, keep_qty; /* modify */
-    int bounded;         /* modify: the order is known, and may be left at most at these */
-    uint64_t bound_oid;
-    int64_t bound_price, bound_qty;
 };
 
 /* Why a request is not well-formed: the protocol's code and message (owned). */
@@ -436,12 +418,8 @@ typedef struct {
     srv_commands *commands;
     PyObject *instruments; /* dict: symbol -> instrument number */
     PyObject *loads;
-    srv_status *status;    /* NULL, or the orders as routed: a modify's kept price or qty */
     /* IntakeEvents, bound once */
     PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
-    int64_t *max_qty, *max_notional; /* by instrument; 0: no limit */
-    int any_limits;                  /* one of them is set: modifies are checked */
-    Py_ssize_t n_instruments;
     long long max_open;
 } srv_intake;
 

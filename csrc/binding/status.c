@@ -243,19 +243,6 @@ static status_rec *status_find_open(srv_status *st, uint32_t account, uint64_t o
     return (status_rec *)v;
 }
 
-int srv_status_open_order(srv_status *st, uint32_t account, uint64_t oid, int64_t *price, int64_t *leaves)
-{
-    PyObject *open, *key;
-    status_rec *r = status_find_open(st, account, oid, &open, &key);
-
-    if (!r)
-        return PyErr_Occurred() ? -1 : 0;
-    Py_DECREF(key);
-    *price = r->price;
-    *leaves = r->leaves;
-    return 1;
-}
-
 /* The order is finished: out of its account's open orders, into its ring. */
 static int status_finish(srv_status *st, PyObject *open, PyObject *key, status_rec *r)
 {

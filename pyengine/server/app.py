@@ -110,6 +110,9 @@ class Server:
         self.host_logins = HostWindow(config.limits.host_logins, config.limits.host_login_window)
         self.login_checks = LoginChecks(config.login_workers, config.max_pending_logins,
                                         unmatchable_secret(a.secret for a in config.accounts), check_secret)
+        # What the engine holds now, read before its thread runs (cluster mode:
+        # a leader sets them all as it takes the lead; the log may change them).
+        self._engine_limits = self.engine.order_limits() if self.cluster is None else None
         if self.engine.recovery is not None or self.engine.seq:
             # The engine is not running yet: read the recovered books directly.
             recovered = self.engine.open_orders()
@@ -136,9 +139,7 @@ class Server:
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
-            instruments=self.engine.instrument_ids, max_qty=self.limits.max_qty,
-            max_notional=self.limits.max_notional, max_open=self.limits.max_open_orders, loads=orjson.loads,
-            status=self.order_status,
+            instruments=self.engine.instrument_ids, max_open=self.limits.max_open_orders, loads=orjson.loads,
         )
         self.poller = Poller(self.intake, self)
         self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller
@@ -188,6 +189,8 @@ class Server:
         dispatcher.link_exception(self._dispatcher_failed)
         self._greenlets.append(dispatcher)
         self._greenlets.append(gevent.spawn(self._flusher))
+        if self.cluster is None:
+            self.set_order_limits(self._engine_limits)
         self.start_reading()
         self._listener.start()
         bound = self._listener.address
@@ -546,6 +549,17 @@ class Server:
         mates = self.sessions_of(account)
         for s in mates:
             s.link.account_shared = len(mates) > 1
+
+    def set_order_limits(self, current: list[tuple[int, int]] | None) -> None:
+        """Give each instrument the order limits of the configuration: one
+        sequenced SET_LIMITS each (tag 0: no one asked; the dispatcher logs
+        ``order_limits_set``), queued before any session's order, for the
+        instruments whose `current` limits differ (None: not known, every
+        instrument)."""
+        for inst, (max_qty, max_notional) in enumerate(self.limits.per_instrument):
+            if current is None or current[inst] != (max_qty, max_notional):
+                self.commands.add(lib.ENG_CMD_SET_LIMITS, 0, instrument=inst, qty=max_qty, price=max_notional)
+        self.commands.flush()
 
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its

@@ -56,6 +56,8 @@ class ClusterHost(Protocol):
 
     def rejoin(self, reason: str) -> None: ...
 
+    def set_order_limits(self, current: list[tuple[int, int]] | None) -> None: ...
+
 __all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
 
 log = logging.getLogger("pyengine.server")
@@ -221,10 +223,11 @@ class ClusterNode:
         self.leading = True
         log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
                                                seq=int(self._next_seq[0]) - 1))
+        assert self.server is not None
+        self.server.set_order_limits(None)  # the limits of this node's configuration, first of its term
         self._publish_market_data()
         if self.cluster.checkpoint_interval > 0:
             self._greenlets.append(gevent.spawn(self._checkpoints))
-        assert self.server is not None
         if self.server.config.snapshot_every:
             self._greenlets.append(gevent.spawn(self._snapshots, self.server.config.snapshot_every))
 

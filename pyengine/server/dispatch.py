@@ -327,6 +327,13 @@ class Dispatcher:
         if session is not None and request is not None:
             session.reply({"type": "trading_state", "req_id": request[1], "symbol": symbol, "state": state, "seq": seq})
 
+    def order_limits(self, session: Session | None, request: PendingRequest | None, instrument: int,
+                     max_qty: int, max_notional: int, seq: int) -> None:
+        """The server set an instrument's limits from its configuration (at
+        start, or as a cluster node took the lead)."""
+        log.info("order_limits_set", extra=fields(symbol=self.server.engine.symbols[instrument], max_qty=max_qty,
+                                                  max_notional=max_notional, seq=seq))
+
     def mmp(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
             qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
         """The reply to set_mmp/reset_mmp; when protection trips (no one asked:

@@ -166,6 +166,15 @@ class EngineThread:
         n = lib.eng_book_levels(self._engine(), inst, side, buf, st.levels)
         return [(lv.price, lv.total_qty, lv.order_count) for lv in buf[0:n]]
 
+    def order_limits(self) -> list[tuple[int, int]]:
+        """Each instrument's (max_qty, max_notional), 0 for none; only before start()."""
+        out = ffi.new("struct eng_order_limits *")
+        limits = []
+        for i in range(len(self.symbols)):
+            lib.eng_get_order_limits(self._engine(), i, out)
+            limits.append((int(out.max_qty), int(out.max_notional)))
+        return limits
+
     def trading_states(self) -> list[int]:
         """Each instrument's trading state (enum eng_trading_state); only before start()."""
         return [lib.eng_instrument_state(self._engine(), i) for i in range(len(self.symbols))]

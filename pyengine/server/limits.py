@@ -10,8 +10,13 @@
   (price x qty); per account, the most open orders across all its sessions.
 
 A session's message rate (``[limits] rate`` and ``burst``) is its Link's
-token bucket, and the order limits are applied by the Intake, both in C
-(csrc/binding/link.c, intake.c). The open-order count of an account is kept
+token bucket, and the open-order limit is applied by the Intake, both in C
+(csrc/binding/link.c, intake.c). An instrument's limits are the engine's
+state (a sequenced SET_LIMITS command, journaled like any other): the engine
+checks each new order and each modify against them as it runs it, so a
+modify sent before its order's ack is held to them as well. The server sets
+them from its configuration when it starts taking orders. The open-order
+count of an account is kept
 in the Ledger from the engine's events (an order is open from its
 ``ACCEPTED`` until a trade leaves it 0 or it is cancelled) plus the new
 orders the account has sent that the engine has not answered yet, so a burst
@@ -117,12 +122,11 @@ class LoginChecks:
 
 
 class OrderLimits:
-    """The order limits as the server's Intake (csrc/binding/intake.c) takes
-    them, which applies them: per instrument (a list by instrument number;
-    0: none) the largest quantity and notional, and the most open orders of
-    an account (0: no limit)."""
+    """The configured order limits: per instrument (by instrument number) the
+    largest quantity and notional, 0 for none, as the engine's SET_LIMITS
+    takes them (``per_instrument``); the most open orders of an account, 0
+    for no limit, which the server's Intake (csrc/binding/intake.c) applies."""
 
     def __init__(self, instruments: Sequence[InstrumentConfig], limits: LimitsConfig) -> None:
-        self.max_qty = [i.max_qty or 0 for i in instruments]
-        self.max_notional = [i.max_notional or 0 for i in instruments]
+        self.per_instrument = [(i.max_qty or 0, i.max_notional or 0) for i in instruments]
         self.max_open_orders = limits.max_open_orders

@@ -112,6 +112,10 @@ class RouterEvents(Protocol):
             qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
         """An account's market-maker protection was set, reset, or tripped."""
 
+    def order_limits(self, session: Session | None, request: PendingRequest | None, instrument: int,
+                     max_qty: int, max_notional: int, seq: int) -> None:
+        """An instrument's order limits were set (0: none)."""
+
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         """A snapshot was written (``err`` 0) or failed (an errno)."""
 

@@ -29,14 +29,15 @@ SHARDS = {"a": ("ESZ6", "NQZ6"), "b": ("CLF7", "BTC-PERP")}
 
 
 def cluster_config(urls: list[str], *, lease_ttl: float = 1.0, snapshot_every: int = 0,
-                   shards: dict[str, tuple[str, ...]] = SHARDS) -> str:
+                   shards: dict[str, tuple[str, ...]] = SHARDS, instruments: str = "") -> str:
+    """A node's configuration; `instruments`: [[instruments]] tables, if not the default ones."""
     lines = [
         "[durability]", f"snapshot_every = {snapshot_every}", "",
         "[cluster]", f"nats = {list(urls)!r}".replace("'", '"'), f"lease_ttl = {lease_ttl}",
         "checkpoint_interval = 0.3", "", "[cluster.instruments]",
     ]
     lines += [f"{name} = {list(symbols)!r}".replace("'", '"') for name, symbols in shards.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + instruments
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: float = 0.05) -> Any:

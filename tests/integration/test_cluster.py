@@ -21,7 +21,7 @@ from typing import Any
 import nats as nats_client
 import pytest
 
-from pyengine import Cancelled, Trade
+from pyengine import Cancelled, OrderLimitsSet, Rejected, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.bridge import LoopThread
@@ -29,6 +29,7 @@ from pyengine.cluster.mdfeed import SymbolFeed, md_subject, snapshot_subject
 from pyengine.cluster.shardlog import KIND_TERM
 
 from .clusterkit import (
+    SHARDS,
     Trader,
     address,
     check_acks_against_the_log,
@@ -126,6 +127,26 @@ def test_kill_the_leader_under_load(nats: LocalNats, shard: Callable[..., list[A
     for t in traders:
         for a in t.acks[: before[id(t)]]:
             assert engine.order(a["order_id"]) is not None or a["order_id"] in gone, a
+
+
+def test_order_limits_hold_across_a_failover(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    limited = '[[instruments]]\nsymbol = "ESZ6"\ntick_size = 25\nmax_qty = 10\n'
+    nodes = shard(2, shards={"a": ("ESZ6",)}, instruments=limited)
+    old = leader_among(nodes)
+    for node in (old, None):
+        if node is None:
+            old.kill()
+            node = leader_among([n for n in nodes if n is not old])
+        with Client(address(node)) as c:
+            c.login(7)
+            refused = c.request(c.new_order("ESZ6", "buy", 11, 450_000))
+            assert (refused["type"], refused["code"]) == ("reject", "max_qty_exceeded")
+            assert c.request(c.new_order("ESZ6", "buy", 10, 450_000))["type"] == "ack"
+    # Each leader set them as it took the lead, before any order of its term.
+    events = replayed(the_log(nats.urls, "a"), "a")[1]
+    limits = [i for i, e in enumerate(events) if type(e) is OrderLimitsSet]
+    assert [(events[i].symbol, events[i].max_qty) for i in limits] == [("ESZ6", 10)] * 2
+    assert limits[0] == 0 and any(type(e) is Rejected for e in events[limits[0]:limits[1]])
 
 
 def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
@@ -251,9 +272,12 @@ def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., 
         assert cl.request(cl.new_order("CLF7", "buy", 1, 7_000))["type"] == "ack"
         with pytest.raises(KeyError):
             cc.for_symbol("XYZ")
-    # Each shard's log holds its own instruments' orders only.
-    assert {e.symbol for e in replayed(the_log(nats.urls, "a"), "a")[1] if hasattr(e, "symbol")} == {"ESZ6"}
-    assert {e.symbol for e in replayed(the_log(nats.urls, "b"), "b")[1] if hasattr(e, "symbol")} == {"CLF7"}
+    # Each shard's log holds its own instruments' orders only, and the order
+    # limits its leader set for each of its instruments as it took the lead.
+    for name, traded in (("a", "ESZ6"), ("b", "CLF7")):
+        events = replayed(the_log(nats.urls, name), name)[1]
+        assert {e.symbol for e in events if hasattr(e, "symbol") and type(e) is not OrderLimitsSet} == {traded}
+        assert {e.symbol for e in events if type(e) is OrderLimitsSet} == set(SHARDS[name])
 
 
 async def interest_everywhere(sub: Any, subject: str, urls: list[str]) -> None:

@@ -4,12 +4,13 @@ session (over a socketpair), the commands queued, the pending requests, the
 in-flight and open counts and the replies on the wire are the model's.
 
 The model is written here from the protocol's rules (a request's form, then
-the server's rules: rate, login, limits, ownership), as testing/reference.py
-is the engine's model."""
+the server's rules: rate, login, the open-order limit, ownership), as
+testing/reference.py is the engine's model. An instrument's order limits are
+the engine's (SET_LIMITS): two instruments have them, and the Intake leaves
+their orders to the engine."""
 
 from __future__ import annotations
 
-import gc
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -68,9 +69,7 @@ class World:
     def _intake(self, max_open: int) -> Any:
         s = self.server
         return Intake(ledger=s.ledger, commands=s.commands.buffer, events=s.requests,
-                      instruments=s.engine.instrument_ids, max_qty=s.limits.max_qty,
-                      max_notional=s.limits.max_notional, max_open=max_open, loads=orjson.loads,
-                      status=s.order_status)
+                      instruments=s.engine.instrument_ids, max_open=max_open, loads=orjson.loads)
 
     def _session(self, sid: int, sock: socket.socket) -> Session:
         return add_session(self.server, sock, sid)
@@ -316,16 +315,6 @@ class Model:
 
     def new_order(self, req: NewOrder) -> None:
         inst = self.ids.get(req.symbol, 2**32 - 1)
-        if inst < len(INSTRUMENTS):
-            max_qty, max_notional = INSTRUMENTS[inst].max_qty, INSTRUMENTS[inst].max_notional
-            if max_qty and req.qty > max_qty:
-                return self.reject(req.req_id, "max_qty_exceeded",
-                                   f"qty {req.qty} is over the instrument's limit of {max_qty}",
-                                   req.client_order_id, None)
-            if max_notional and req.price is not None and req.price * req.qty > max_notional:
-                return self.reject(req.req_id, "max_notional_exceeded",
-                                   f"notional {req.price * req.qty} (price x qty) is over the instrument's limit "
-                                   f"of {max_notional}", req.client_order_id, None)
         if self.max_open and self.open + self.in_flight >= self.max_open:
             return self.reject(req.req_id, "max_open_orders_exceeded",
                                f"account {self.account} has {self.max_open} open orders, the most it may have",
@@ -476,43 +465,17 @@ def test_every_message_spends_a_token(worlds: list[World]) -> None:
     assert len(w.commands()) == 1  # the one well-formed cancel
 
 
-def _modify_bounds(ledger: Any) -> dict[int, Any]:
-    """The Ledger's bounds of unanswered modifies: its one dict of tuples (or none yet)."""
-    found = [d for d in gc.get_referents(ledger)
-             if isinstance(d, dict) and d and all(isinstance(v, tuple) for v in d.values())]
-    return found[0] if found else {}
-
-
-def test_a_modifys_bounds_go_with_its_order(worlds: list[World]) -> None:
-    # NQZ6 has a max_qty: a modify of an order of it leaves its bound in the
-    # Ledger until the order is forgotten, or let go by a closing session.
-    w = World()
-    worlds.append(w)
-    for oid in (902, 903):
-        w.ledger.own(w.session.link, oid, 1, None)
-        w.take(orjson.dumps({"type": "modify", "order_id": oid, "qty": 50}))
-    assert len(w.commands()) == 2 and set(_modify_bounds(w.ledger)) == {902, 903}
-    w.ledger.forget(w.session.link, 902)
-    assert set(_modify_bounds(w.ledger)) == {903}
-    w.ledger.release(w.session.link)
-    assert _modify_bounds(w.ledger) == {}
-
-
-def test_the_order_limits(worlds: list[World]) -> None:
+def test_the_open_order_limit_is_the_intakes_and_an_instruments_the_engines(worlds: list[World]) -> None:
     w = World(max_open=3)
     worlds.append(w)
-    for qty, price in ((101, 1), (100, 1)):
-        w.take(orjson.dumps({"type": "new_order", "symbol": "NQZ6", "side": "buy", "qty": qty, "price": price}))
-    # The third: a notional past int64, but negative (the engine rejects the price).
-    for qty, price in ((2, 500_001), (2**62, 2**62), (4, -(2**62)), (1, 1)):
-        w.take(orjson.dumps({"type": "new_order", "symbol": "CLF7", "side": "buy", "qty": qty, "price": price}))
+    # Over NQZ6's max_qty and over CLF7's max_notional (past int64, even):
+    # queued all the same, for the engine to judge.
+    for symbol, qty, price in (("NQZ6", 101, 1), ("CLF7", 2**62, 2**62), ("CLF7", 1, 1)):
+        w.take(orjson.dumps({"type": "new_order", "symbol": symbol, "side": "buy", "qty": qty, "price": price}))
     assert [(r["code"], r["message"]) for r in w.wire()] == [
-        ("max_qty_exceeded", "qty 101 is over the instrument's limit of 100"),
-        ("max_notional_exceeded", "notional 1000002 (price x qty) is over the instrument's limit of 1000000"),
-        ("max_notional_exceeded", f"notional {2**124} (price x qty) is over the instrument's limit of 1000000"),
         ("max_open_orders_exceeded", "account 7 has 3 open orders, the most it may have"),
     ]
-    assert len(w.commands()) == 2  # 1 open + 2 in flight: the limit
+    assert [c["qty"] for c in w.commands()] == [101, 2**62]  # 1 open + 2 in flight: the limit
 
 
 def test_an_intake_is_initialised_once(worlds: list[World]) -> None:
@@ -531,7 +494,7 @@ def test_the_intake_needs_every_callback(worlds: list[World]) -> None:
     s = w.server
     with pytest.raises(AttributeError, match="undecodable"):
         Intake(ledger=s.ledger, commands=s.commands.buffer, events=Partial(),  # type: ignore[arg-type]  # on purpose
-               instruments={}, max_qty=[], max_notional=[], max_open=0, loads=orjson.loads, status=None)
+               instruments={}, max_open=0, loads=orjson.loads)
 
 
 def test_a_full_command_buffer_takes_nothing(worlds: list[World]) -> None:
@@ -560,8 +523,7 @@ def test_every_frame_is_decoded_once(worlds: list[World], monkeypatch: pytest.Mo
         return orjson.loads(frame)
 
     w.server.intake = Intake(ledger=w.ledger, commands=w.server.commands.buffer, events=w.server.requests,
-                             instruments=w.server.engine.instrument_ids, max_qty=w.server.limits.max_qty, max_notional=w.server.limits.max_notional,
-                             max_open=3, loads=loads, status=w.server.order_status)
+                             instruments=w.server.engine.instrument_ids, max_open=3, loads=loads)
     monkeypatch.setattr("pyengine.server.protocol._loads", None)  # Python never decodes a frame again
     frames = [orjson.dumps(m) for m in ({"type": "ping", "req_id": 1}, {"type": "cancel", "order_id": "x"},
                                         {"type": "cancel", "order_id": 900})]

@@ -103,8 +103,9 @@ def test_login_checks_run_on_their_own_threads_and_count_what_is_pending() -> No
         checks.close()
 
 
-def test_order_limits_are_the_intakes_tables() -> None:
-    # The Intake applies them (tests/unit/test_intake.py): per instrument, 0 for none.
-    instruments = (InstrumentConfig("A", max_qty=10, max_notional=1000), InstrumentConfig("B"))
+def test_order_limits_are_the_engines_pairs_and_the_intakes_count() -> None:
+    # Per instrument (max_qty, max_notional), 0 for none, as SET_LIMITS takes
+    # them; the open-order limit is the Intake's (tests/unit/test_intake.py).
+    instruments = (InstrumentConfig("A", max_qty=10, max_notional=1000), InstrumentConfig("B", max_notional=5))
     ol = OrderLimits(instruments, LimitsConfig(max_open_orders=2))
-    assert (ol.max_qty, ol.max_notional, ol.max_open_orders) == ([10, 0], [1000, 0], 2)
+    assert (ol.per_instrument, ol.max_open_orders) == ([(10, 1000), (0, 5)], 2)

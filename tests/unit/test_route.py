@@ -91,6 +91,10 @@ class Recorder:
             qty_limit: int, window: int, filled: int, tripped: bool, seq: int) -> None:
         self.calls.append(("mmp", session, request, account, instrument, qty_limit, window, filled, tripped, seq))
 
+    def order_limits(self, session: Sink | None, request: PendingRequest | None, instrument: int, max_qty: int,
+                     max_notional: int, seq: int) -> None:
+        self.calls.append(("order_limits", session, request, instrument, max_qty, max_notional, seq))
+
     def snapshot_done(self, session: Sink | None, request: PendingRequest | None, seq: int, err: int) -> None:
         self.calls.append(("snapshot_done", session, request, seq, err))
 
@@ -283,7 +287,8 @@ def test_rare_events_reach_the_python_methods() -> None:
               dict(type=lib.RUNNER_EV_STATE_HASH, seq=14, order_id=77, qty=1, maker_order_id=78, tag=0),
               dict(type=lib.ENG_EV_MMP, account=7, instrument=1, qty=50, price=10**9, leaves=0, seq=15, tag=t5),
               dict(type=lib.ENG_EV_MMP, account=7, instrument=0, qty=5, price=0, leaves=6,
-                   flags=lib.ENG_EV_F_TRIPPED, seq=16, tag=0))
+                   flags=lib.ENG_EV_F_TRIPPED, seq=16, tag=0),
+              dict(type=lib.ENG_EV_LIMITS, instrument=1, qty=10, price=10**7, seq=17, tag=0))
     assert rig.events.calls == [
         ("modified", s, 5, 450_025, 2, True, 10, s, ("modify", 1, None), True),
         ("rejected", s, ("new_order", 2, "c"), lib.ENG_OFF_LOT, b"c" + bytes(15), 0, 11),
@@ -292,6 +297,7 @@ def test_rare_events_reach_the_python_methods() -> None:
         ("state_hash", 14, 77, True, 78),
         ("mmp", s, ("mmp", 5, None), 7, 1, 50, 10**9, 0, False, 15),
         ("mmp", None, None, 7, 0, 5, 0, 6, True, 16),
+        ("order_limits", None, None, 1, 10, 10**7, 17),
     ]
 
 
