@@ -77,7 +77,7 @@ typedef struct {
     PyObject *symbols;         /* dict: symbol -> instrument number */
     PyObject *names;           /* list: symbol by instrument number */
     PyTypeObject *accepted, *rejected, *trade, *cancelled, *modified, *level_update, *state_changed;
-    PyTypeObject *mass_cancelled, *mmp_update;
+    PyTypeObject *mass_cancelled, *mmp_update, *order_limits_set;
     PyTypeObject *level, *book_view, *order_state;
     PyObject *no_memory;       /* the exception class for an engine out of memory */
     PyObject *sides;           /* tuple by side code: None, Side.BUY, Side.SELL */
@@ -114,6 +114,7 @@ static const struct calls_table {
     CALLS_TABLE(state_changed, CALLS_K_TUPLE_CLASS),
     CALLS_TABLE(mass_cancelled, CALLS_K_TUPLE_CLASS),
     CALLS_TABLE(mmp_update, CALLS_K_TUPLE_CLASS),
+    CALLS_TABLE(order_limits_set, CALLS_K_TUPLE_CLASS),
     CALLS_TABLE(level, CALLS_K_TUPLE_CLASS),
     CALLS_TABLE(book_view, CALLS_K_TUPLE_CLASS),
     CALLS_TABLE(order_state, CALLS_K_TUPLE_CLASS),
@@ -510,6 +511,12 @@ static PyObject *calls_decode(calls_core *self, const struct eng_event *ev)
         it[5] = calls_i64(ev->leaves);
         it[6] = PyBool_FromLong(ev->flags & ENG_EV_F_TRIPPED);
         return calls_new(self->mmp_update, 7, it);
+    case ENG_EV_LIMITS:
+        it[0] = calls_u64(ev->seq);
+        it[1] = calls_item(self->names, ev->instrument);
+        it[2] = calls_i64(ev->qty);
+        it[3] = calls_i64(ev->price);
+        return calls_new(self->order_limits_set, 4, it);
     default:
         PyErr_Format(PyExc_SystemError, "the core gave an event of unknown type %d", ev->type);
         return NULL;
@@ -1096,7 +1103,7 @@ PyDoc_STRVAR(calls_attach_doc,
              "eng_api at address `api`. `tables`, all required, by name: symbols (dict)\n"
              "and names (list), the Engine's own symbol table; accepted, rejected,\n"
              "trade, cancelled, modified, level_update, state_changed, mass_cancelled,\n"
-             "mmp_update, level,\n"
+             "mmp_update, order_limits_set, level,\n"
              "book_view, order_state: the NamedTuple classes returned; no_memory: the\n"
              "exception raised when the engine is out of memory; sides, stps, states,\n"
              "cancel_reasons (tuples by C code), rejects (tuple by reject code of\n"
