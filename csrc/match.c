@@ -987,6 +987,10 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
         !coid_valid(coid) || eng__find_order(e, id) ||
         (has_coid && eng__find_coid(e, account, coid)))
         return ENG_CORRUPT;
+    /* Nothing rests off its lot or tick or outside its band: the spec is the
+       snapshot's own, and trades and modifies keep to it. */
+    if (check_qty(&e->inst[instrument], qty, false) != ENG_OK || check_price(&e->inst[instrument], price) != ENG_OK)
+        return ENG_CORRUPT;
     b = &e->inst[instrument].book;
     if (would_cross(b, s, price))
         return ENG_CORRUPT;

@@ -242,9 +242,83 @@ void test_snapshot_caller_ids_round_trip(void)
     rmtree(dir);
 }
 
+/* Make a snapshot image's checksums good again after an edit, and write it
+   into `dir`; its path goes to `path` (the offsets of snapshot.c's struct
+   snap_header). */
+static void reseal(unsigned char *buf, size_t len, const char *dir, char *path, size_t cap)
+{
+    uint32_t crc = crc32c(0, buf + 64, len - 64);
+    uint64_t seq;
+
+    memcpy(buf + 48, &crc, 4);
+    memset(buf + 52, 0, 4);
+    crc = crc32c(0, buf, 64);
+    memcpy(buf + 52, &crc, 4);
+    memcpy(&seq, buf + 16, 8);
+    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
+    snprintf(path, cap, "%s/snapshot-%020llu.snap", dir, (unsigned long long)seq);
+}
+
+static int load_into_new(const char *path)
+{
+    struct eng *b = make(0);
+    uint64_t seq;
+    int rc = eng_snapshot_load(b, path, &seq);
+
+    eng_destroy(b);
+    return rc;
+}
+
+/* A snapshot of what no engine could hold is refused, checksums good or not:
+   a resting order off its lot or tick, a tripped protection whose account
+   still has orders resting (the offsets of snapshot.c's records). */
+void test_snapshot_of_an_impossible_state_is_refused(void)
+{
+    struct eng *a = make(1);
+    const char *dir = tmpdir();
+    char path[256];
+    size_t len, orders = 64 + 2 * 64, mmps = orders + 56;
+    unsigned char *buf, *copy;
+    uint32_t tripped = 1;
+    struct eng_cmd c = {.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_LIMIT, .tif = ENG_GTC,
+                        .instrument = 1, .account = 3, .price = 500, .qty = 2};
+
+    ASSERT_EQ(eng_process(a, &c), 1);
+    for (uint32_t account = 3; account <= 4; account++) {
+        c = (struct eng_cmd){.type = ENG_CMD_SET_MMP, .instrument = 1, .account = account, .qty = 5};
+        eng_process(a, &c);
+    }
+    buf = eng_snapshot_serialize(a, &len);
+    ASSERT_TRUE(buf != NULL);
+    copy = malloc(len);
+    ASSERT_TRUE(copy != NULL);
+    struct edit {
+        size_t at;
+        int64_t value;
+        size_t size;
+        int rc;
+    } edits[] = {
+        {orders + 8, 501, 8, ENG_CORRUPT},            /* price off instrument B's tick of 5 */
+        {orders + 16, 3, 8, ENG_CORRUPT},             /* qty off its lot of 2 */
+        {mmps + 40, tripped, 4, ENG_CORRUPT},         /* account 3 tripped, its order resting */
+        {mmps + 48 + 40, tripped, 4, ENG_OK},         /* account 4 tripped: nothing rests */
+        {orders + 8, 495, 8, ENG_OK},                 /* a price on the tick */
+    };
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        memcpy(copy, buf, len);
+        memcpy(copy + edits[i].at, &edits[i].value, edits[i].size);
+        reseal(copy, len, dir, path, sizeof(path));
+        ASSERT_EQ(load_into_new(path), edits[i].rc);
+    }
+    free(copy);
+    eng_free_buffer(buf);
+    eng_destroy(a);
+    rmtree(dir);
+}
+
 /* A version 3 file (before order limits) loads, with no limits set: the
    image of an engine without limits, its limits section cut off and its
-   header made version 3's (the offsets of snapshot.c's struct snap_header). */
+   header made version 3's. */
 void test_snapshot_version_3_loads_without_limits(void)
 {
     struct eng *a = make(1), *b = make(0);
@@ -253,7 +327,7 @@ void test_snapshot_version_3_loads_without_limits(void)
     char path[256];
     size_t len;
     unsigned char *buf;
-    uint32_t version = 3, crc = 0;
+    uint32_t version = 3;
     struct eng_order_limits limits;
 
     for (uint64_t i = 0; i < 500; i++) {
@@ -268,13 +342,7 @@ void test_snapshot_version_3_loads_without_limits(void)
     ASSERT_TRUE(buf != NULL);
     len -= 2 * sizeof(struct eng_order_limits);
     memcpy(buf + 8, &version, 4);
-    crc = crc32c(0, buf + 64, len - 64);
-    memcpy(buf + 48, &crc, 4);
-    memset(buf + 52, 0, 4);
-    crc = crc32c(0, buf, 64);
-    memcpy(buf + 52, &crc, 4);
-    ASSERT_EQ(eng_snapshot_write_file(dir, buf, len), 0);
-    snprintf(path, sizeof(path), "%s/snapshot-%020llu.snap", dir, (unsigned long long)eng_seq(a));
+    reseal(buf, len, dir, path, sizeof(path));
     ASSERT_EQ(eng_snapshot_load(b, path, &seq), ENG_OK);
     ASSERT_VERIFY(b);
     ASSERT_EQ(eng_state_hash(a), eng_state_hash(b));

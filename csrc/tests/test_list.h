@@ -87,6 +87,7 @@
     XX(journal, snapshot_round_trip)                   \
     XX(journal, snapshot_caller_ids_round_trip)        \
     XX(journal, snapshot_version_3_loads_without_limits) \
+    XX(journal, snapshot_of_an_impossible_state_is_refused) \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
     XX(journal, journal_torn_and_damaged_records)      \
