@@ -13,6 +13,10 @@ commands and compare them event by event. It is written for clarity, not speed:
 A taker is an ``_Order`` that is not (yet) in the book. Orders that are not
 resting are forgotten: ``order()`` answers for resting orders only.
 
+An instrument's order limits (``set_order_limits``) are state, as its trading
+state is: a new order over them, or a modify that leaves more than them (other
+than a mere reduction in place), is rejected; orders already resting stay.
+
 Market-maker protection counts fills in a window on the commands' ``ts``: the
 model's clock is the attribute ``now`` (the ts of the commands it runs next;
 0 unless a test sets it, as the core's per-call API has ts 0), so that a test
@@ -57,6 +61,8 @@ from ..events import (
     MmpStatus,
     MmpUpdate,
     Modified,
+    OrderLimits,
+    OrderLimitsSet,
     OrderState,
     Rejected,
     StateChanged,
@@ -98,6 +104,8 @@ class _Instrument:
     price_band: tuple[int, int] | None
     market_protection: int | None
     halted: bool = False
+    max_qty: int = 0  # order limits (set_order_limits); 0: none
+    max_notional: int = 0
     bids: _Book = field(default_factory=dict)
     asks: _Book = field(default_factory=dict)
 
@@ -330,6 +338,27 @@ class ReferenceEngine:
         inst.halted = state is TradingState.HALTED
         return [StateChanged(self._next_seq(), symbol, state)]
 
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+    ) -> list[Event]:
+        """Set an instrument's order limits (None: no limit): a new order's qty
+        at most ``max_qty``, a new limit order's price x qty at most
+        ``max_notional``, and the same for what a modify leaves unless it only
+        lowers the qty in place. Resting orders stay."""
+        inst = self._instrument(symbol)
+        if max_qty is not None:
+            _check_int("max_qty", max_qty, 1, MAX_INT64)
+        if max_notional is not None:
+            _check_int("max_notional", max_notional, 1, MAX_INT64)
+        inst.max_qty = 0 if max_qty is None else max_qty
+        inst.max_notional = 0 if max_notional is None else max_notional
+        return [OrderLimitsSet(self._next_seq(), symbol, inst.max_qty, inst.max_notional)]
+
+    def order_limits(self, symbol: str) -> OrderLimits:
+        """An instrument's order limits now (0: none)."""
+        inst = self._instrument(symbol)
+        return OrderLimits(inst.max_qty, inst.max_notional)
+
     # Account-wide commands and market-maker protection
 
     def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
@@ -489,7 +518,9 @@ class ReferenceEngine:
         _require(len(keys) == len(set(keys)), "an account uses a client order id twice")
         tripped = {key for key, p in self._protection.items() if p.tripped}
         for order in self._orders.values():
-            _require((order.account, order.instrument.number) not in tripped, f"order {order.order_id}: tripped account")
+            _require(
+                (order.account, order.instrument.number) not in tripped, f"order {order.order_id}: tripped account"
+            )
         _require(not self._to_trip, "protection left to trip between commands")
 
     # Validation
@@ -506,7 +537,8 @@ class ReferenceEngine:
         return _check_int("order_id", order_id, 0, _MAX_ORDER_ID)
 
     def _validate_new(self, new: _NewOrder) -> RejectReason | None:
-        """The first failing check of a new order (docs/semantics.md, Validation)."""
+        """The first failing check of a new order (docs/semantics.md, Validation),
+        the order limits right after check 7."""
         if self._caller_ids and new.order_id == 0:
             return RejectReason.BAD_ORDER_ID
         inst = self._instruments.get(new.symbol)
@@ -521,6 +553,8 @@ class ReferenceEngine:
         if reason is None and new.order_type is OrderType.LIMIT:
             assert new.price is not None
             reason = _price_reason(inst, new.price)
+        if reason is None:
+            reason = _limits_reason(inst, new.qty, new.price)
         if reason is not None:
             return reason
         if self._caller_ids and new.order_id in self._orders:
@@ -536,7 +570,8 @@ class ReferenceEngine:
     def _validate_modify(
         self, order: _Order, qty: int, price: int | None, new_price: int
     ) -> RejectReason | None:
-        """The first failing check of a modify of an open order (rules 3 to 8)."""
+        """The first failing check of a modify of an open order (rules 3 to 9),
+        the order limits first where rule 9 begins."""
         inst = order.instrument
         if inst.halted:
             return RejectReason.HALTED
@@ -547,6 +582,9 @@ class ReferenceEngine:
             return reason
         if qty == 0 or _keeps_priority(order, qty, new_price):
             return None
+        reason = _limits_reason(inst, qty, new_price)
+        if reason is not None:
+            return reason
         if order.post_only and self._would_cross(inst, order.side, new_price):
             return RejectReason.POST_ONLY_WOULD_CROSS
         return None
@@ -683,7 +721,7 @@ class ReferenceEngine:
             self._rest(seq, taker, events)
 
     def _reprice(self, seq: int, order: _Order, qty: int, price: int) -> list[Event]:
-        """Modify rule 8: leave the level, match like a new GTC limit order, rest."""
+        """Modify rule 9: leave the level, match like a new GTC limit order, rest."""
         self._remove(order)
         order.qty = qty
         order.price = price
@@ -751,7 +789,7 @@ def _self_trade(taker: _Order, maker: _Order) -> bool:
 
 
 def _keeps_priority(order: _Order, qty: int, new_price: int) -> bool:
-    """Modify rule 7: same price and no more than the open qty."""
+    """Modify rule 8: same price and no more than the open qty."""
     return new_price == order.price and qty <= order.qty
 
 
@@ -786,6 +824,16 @@ def _price_reason(inst: _Instrument, price: int) -> RejectReason | None:
     band = inst.price_band
     if band is not None and not band[0] <= price <= band[1]:
         return RejectReason.OUTSIDE_BAND
+    return None
+
+
+def _limits_reason(inst: _Instrument, qty: int, price: int | None) -> RejectReason | None:
+    """The instrument's order limits on an order of ``qty`` at ``price`` (None:
+    a market order, whose notional is not known: its qty only)."""
+    if inst.max_qty and qty > inst.max_qty:
+        return RejectReason.MAX_QTY_EXCEEDED
+    if inst.max_notional and price is not None and price * qty > inst.max_notional:
+        return RejectReason.MAX_NOTIONAL_EXCEEDED
     return None
 
 

@@ -41,6 +41,11 @@ like real flow:
 - modifies whose new qty and price are given relative to the target's current
   state (see ``QtyChange`` and ``PriceChange``), so that keeping priority,
   losing it, repricing across the book and qty 0 all happen often;
+- with ``order_limits=True``, an instrument's order limits set now and then at
+  the size and notional of the orders drawn (exactly those of some of them) or
+  just under an open order (see ``SetOrderLimits``), so that new orders and
+  modifies meet both limits, and modifies of orders the limits came down under
+  reduce them (always allowed) or grow or move them (held to the limits);
 - for an engine made with ``caller_order_ids=True``, new orders that bring
   their own ids: pass ``commands(specs, order_ids=caller_order_ids())``, a
   small pool, so that the id of an open order (``duplicate_order_id``), the id
@@ -81,6 +86,7 @@ __all__ = [
     "QtyChange",
     "ResetMmp",
     "SetMmp",
+    "SetOrderLimits",
     "SetState",
     "Target",
     "accepted_order_ids",
@@ -157,6 +163,10 @@ class EngineAPI(Protocol):
     def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = ...) -> list[Event]: ...
 
     def reset_mmp(self, account: int, symbol: str) -> list[Event]: ...
+
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = ..., max_notional: int | None = ...
+    ) -> list[Event]: ...
 
     def book(self, symbol: str, depth: int = ...) -> BookView: ...
 
@@ -301,7 +311,24 @@ class ResetMmp:
     symbol: str
 
 
-Command = NewOrder | Cancel | Modify | SetState | CancelAll | SetMmp | ResetMmp
+@dataclass(frozen=True)
+class SetOrderLimits:
+    """``engine.set_order_limits(symbol, max_qty=..., max_notional=...)`` (None: no limit).
+
+    With ``under`` (an index, newest first and wrapping around, into the
+    engine's open orders, as a live ``Target``'s), the limits come down just
+    under that order instead, on its instrument: each limit that is not None
+    becomes one less than the order's open qty or its price x open qty (at
+    least 1); with no open order, ``symbol``'s limits are set as given.
+    """
+
+    symbol: str
+    max_qty: int | None
+    max_notional: int | None
+    under: int | None = None
+
+
+Command = NewOrder | Cancel | Modify | SetState | CancelAll | SetMmp | ResetMmp | SetOrderLimits
 
 
 def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list[Event]:
@@ -333,6 +360,8 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
         return engine.set_mmp(command.account, command.symbol, command.qty_limit, command.window)
     if isinstance(command, ResetMmp):
         return engine.reset_mmp(command.account, command.symbol)
+    if isinstance(command, SetOrderLimits):
+        return _set_order_limits(engine, command)
     to = resolve_target(engine, command.target, order_ids)
     if isinstance(command, Cancel):
         return engine.cancel(to.order_id, account=to.account, client_order_id=to.client_order_id)
@@ -372,6 +401,19 @@ def resolve_target(engine: EngineAPI, target: Target, order_ids: Sequence[int]) 
         None,
     )
     return Addressed(None, sender, state.client_order_id, reached)
+
+
+def _set_order_limits(engine: EngineAPI, command: SetOrderLimits) -> list[Event]:
+    symbol, max_qty, max_notional = command.symbol, command.max_qty, command.max_notional
+    live = sorted(engine.open_orders(), key=lambda s: s.order_id)
+    if command.under is not None and live:
+        state = live[-1 - command.under % len(live)]
+        symbol = state.symbol
+        if max_qty is not None:
+            max_qty = max(1, state.open_qty - 1)
+        if max_notional is not None:
+            max_notional = max(1, min(state.price * state.open_qty, MAX_INT64) - 1)
+    return engine.set_order_limits(symbol, max_qty=max_qty, max_notional=max_notional)
 
 
 def _new_qty(change: QtyChange, state: OrderState | None) -> int | None:
@@ -606,6 +648,7 @@ def commands(
     client_order_ids: st.SearchStrategy[str] = _CLIENT_ORDER_IDS,
     order_ids: st.SearchStrategy[int] | None = None,
     account_wide: bool = False,
+    order_limits: bool = False,
 ) -> st.SearchStrategy[Command]:
     """One command for an engine holding the instruments ``specs`` describes.
 
@@ -616,7 +659,9 @@ def commands(
     caller order ids, e.g. ``caller_order_ids()``), each new order brings an
     id drawn from it. With ``account_wide``, about one command in seven is a
     cancel-all or sets or resets market-maker protection (small limits and
-    windows, so that it trips). Run a command with ``apply``.
+    windows, so that it trips). With ``order_limits``, about one command in
+    twelve sets an instrument's order limits (see ``SetOrderLimits``). Run a
+    command with ``apply``.
     """
     if not specs:
         raise ValueError("commands() needs at least one instrument spec")
@@ -637,6 +682,8 @@ def commands(
     ]
     if account_wide:
         mix.append((_account_wide(specs, accounts), 3))
+    if order_limits:
+        mix.append((st.sampled_from(specs).flatmap(_order_limits), 2))
     return _weighted(*mix)
 
 
@@ -648,4 +695,33 @@ def _account_wide(specs: Sequence[Mapping[str, Any]], accounts: st.SearchStrateg
         (st.builds(CancelAll, accounts, st.none() | symbols, st.booleans()), 1),
         (st.builds(SetMmp, accounts, symbols, limits, windows), 2),
         (st.builds(ResetMmp, accounts, symbols), 1),
+    )
+
+
+def _order_limits(spec: Mapping[str, Any]) -> st.SearchStrategy[SetOrderLimits]:
+    """One instrument's limits cleared, or a qty limit, a notional limit or
+    both: around the orders drawn (a qty of 1 to 8 lots, now and then off-lot;
+    a notional exactly that of 1 to 8 lots at a price a few ticks off the
+    centre; now and then the largest value, near which a notional overflows),
+    a third of the time just under one of the newest open orders instead."""
+    lot: int = spec.get("lot_size", 1)
+    tick: int = spec.get("tick_size", 1)
+    centre = _centre(spec)
+    symbol = st.just(spec["symbol"])
+    qtys = _weighted(
+        (st.integers(1, 8).map(lambda lots: lots * lot), 5),
+        (st.integers(1, 8 * lot), 1),
+        (st.just(MAX_INT64), 1),
+    )
+    at = st.tuples(st.integers(1, 8), st.integers(-4, 4))
+    notionals = _weighted(
+        (at.map(lambda a: max(tick, centre + a[1] * tick) * a[0] * lot), 6),
+        (st.just(MAX_INT64), 1),
+    )
+    under = _weighted((st.none(), 2), (st.integers(0, 3), 1))
+    return _weighted(
+        (st.builds(SetOrderLimits, symbol, st.none(), st.none()), 2),
+        (st.builds(SetOrderLimits, symbol, qtys, st.none(), under), 2),
+        (st.builds(SetOrderLimits, symbol, st.none(), notionals, under), 2),
+        (st.builds(SetOrderLimits, symbol, qtys, notionals, under), 2),
     )

@@ -5,7 +5,7 @@ the same mode run the same random commands, whose new orders draw their ids
 from a small pool (``caller_order_ids()``): the id of an open order
 (``duplicate_order_id``), of a finished one (taken again) and 0 all happen.
 Once through the per-call API (where 0 is an argument error) and once through
-the batch path (where it is ``bad_order_id``).
+the batch path (where it is ``bad_order_id``); order limits are set now and then.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pyengine import Engine, pack_cancel, pack_modify, pack_new_order, pack_set_state
+from pyengine import Engine, pack_cancel, pack_modify, pack_new_order, pack_set_order_limits, pack_set_state
 from pyengine.events import Event
 from pyengine.testing import ReferenceEngine
 from pyengine.testing.strategies import (
@@ -50,7 +50,7 @@ class CallerIdsMatchReference(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def run_command(self, data: st.DataObject) -> None:
-        command = data.draw(commands(self.specs, order_ids=caller_order_ids()), label="command")
+        command = data.draw(commands(self.specs, order_ids=caller_order_ids(), order_limits=True), label="command")
         if isinstance(command, NewOrder) and command.order_id == 0:
             # Not an id: the per-call API refuses it before the core.
             with pytest.raises(ValueError, match="order_id=0 is out of range"):
@@ -66,6 +66,7 @@ class CallerIdsMatchReference(RuleBasedStateMachine):
     def same_state(self) -> None:
         for spec in self.specs:
             assert self.engine.book(spec["symbol"], 1000) == self.reference.book(spec["symbol"], 1000)
+            assert self.engine.order_limits(spec["symbol"]) == self.reference.order_limits(spec["symbol"])
         assert open_orders_sorted(self.engine) == open_orders_sorted(self.reference)
         assert self.engine.seq == self.reference.seq == self.engine.stats().commands
 
@@ -111,6 +112,12 @@ class PackingReference:
         self.packed.append(pack_set_state(self.numbers[symbol], "open"))
         return self.model.resume(symbol)
 
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+    ) -> list[Event]:
+        self.packed.append(pack_set_order_limits(self.numbers[symbol], max_qty or 0, max_notional or 0))
+        return self.model.set_order_limits(symbol, max_qty=max_qty, max_notional=max_notional)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
@@ -118,7 +125,7 @@ class PackingReference:
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[Any]]:
     specs = draw(instrument_spec_lists())
-    return specs, draw(st.lists(commands(specs, order_ids=caller_order_ids()), max_size=80))
+    return specs, draw(st.lists(commands(specs, order_ids=caller_order_ids(), order_limits=True), max_size=80))
 
 
 @settings(max_examples=100)

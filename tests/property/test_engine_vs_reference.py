@@ -2,8 +2,9 @@
 
 A Hypothesis state machine drives ``pyengine.Engine`` and ``ReferenceEngine``
 with the same random command sequences (several instruments and accounts,
-every order type, cancels and modifies) and requires identical events after
-every command, identical books and open orders, and both engines' invariants.
+every order type, cancels and modifies, order limits set and cleared) and
+requires identical events after every command, identical books, open orders
+and order limits, and both engines' invariants.
 Two more properties: the batch path gives exactly the events of the one-call
 path, and the engine is deterministic.
 """
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from pyengine import Engine, pack_cancel, pack_modify, pack_new_order, pack_set_state
+from pyengine import Engine, pack_cancel, pack_modify, pack_new_order, pack_set_order_limits, pack_set_state
 from pyengine.events import Event
 from pyengine.testing import ReferenceEngine
 from pyengine.testing.strategies import (
@@ -47,7 +48,7 @@ class EngineMatchesReference(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def run_command(self, data: st.DataObject) -> None:
-        command = data.draw(commands(self.specs), label="command")
+        command = data.draw(commands(self.specs, order_limits=True), label="command")
         expected = apply(self.reference, command, self.order_ids)
         got = apply(self.engine, command, self.order_ids)
         assert got == expected
@@ -60,6 +61,7 @@ class EngineMatchesReference(RuleBasedStateMachine):
         for spec in self.specs:
             depth = 1000
             assert self.engine.book(spec["symbol"], depth) == self.reference.book(spec["symbol"], depth)
+            assert self.engine.order_limits(spec["symbol"]) == self.reference.order_limits(spec["symbol"])
         assert open_orders_sorted(self.engine) == open_orders_sorted(self.reference)
         assert self.engine.seq == self.reference.seq == self.engine.stats().commands
 
@@ -101,6 +103,12 @@ class Recorder:
         self.packed.append(pack_set_state(self.engine.instrument_id(symbol), "open"))
         return self.engine.resume(symbol)
 
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+    ) -> list[Event]:
+        self.packed.append(pack_set_order_limits(self.engine.instrument_id(symbol), max_qty or 0, max_notional or 0))
+        return self.engine.set_order_limits(symbol, max_qty=max_qty, max_notional=max_notional)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
 
@@ -120,7 +128,7 @@ def run_sequence(engine: Any, specs: list[dict[str, Any]], cmds: list[Any]) -> l
 @st.composite
 def scenarios(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[Any]]:
     specs = draw(instrument_spec_lists())
-    return specs, draw(st.lists(commands(specs), max_size=80))
+    return specs, draw(st.lists(commands(specs, order_limits=True), max_size=80))
 
 
 @given(scenarios())

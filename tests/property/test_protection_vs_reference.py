@@ -1,8 +1,9 @@
 """Cancel-all and market-maker protection: the C engine against the model.
 
 The state machine of test_engine_vs_reference.py, with the account-wide
-commands in the mix (``commands(..., account_wide=True)``): identical events
-after every command, identical books, both engines' invariants (a tripped
+commands and order limits in the mix (``commands(..., account_wide=True,
+order_limits=True)``): identical events after every command, identical
+books, limits and protection, both engines' invariants (a tripped
 account rests nothing). The per-call API's commands have ts 0, so there a
 protection window lasts until a reset; the batch differential below gives
 each command a ts from a clock that moves on, so windows open and close, and
@@ -25,6 +26,7 @@ from pyengine import (
     pack_new_order,
     pack_reset_mmp,
     pack_set_mmp,
+    pack_set_order_limits,
     pack_set_state,
 )
 from pyengine.events import Event
@@ -58,7 +60,7 @@ class ProtectionMatchesReference(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def run_command(self, data: st.DataObject) -> None:
-        command = data.draw(commands(self.specs, account_wide=True), label="command")
+        command = data.draw(commands(self.specs, account_wide=True, order_limits=True), label="command")
         expected = apply(self.reference, command, self.order_ids)
         got = apply(self.engine, command, self.order_ids)
         assert got == expected
@@ -70,6 +72,7 @@ class ProtectionMatchesReference(RuleBasedStateMachine):
         for spec in self.specs:
             symbol = spec["symbol"]
             assert self.engine.book(symbol, 1000) == self.reference.book(symbol, 1000)
+            assert self.engine.order_limits(symbol) == self.reference.order_limits(symbol)
             for account in range(3):
                 assert self.engine.mmp(account, symbol) == self.reference.mmp(account, symbol)
         assert open_orders_sorted(self.engine) == open_orders_sorted(self.reference)
@@ -134,6 +137,12 @@ class ClockedPacker:
         self._pack(pack_reset_mmp(self.numbers[symbol], account, ts=self.model.now))
         return self.model.reset_mmp(account, symbol)
 
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+    ) -> list[Event]:
+        self._pack(pack_set_order_limits(self.numbers[symbol], max_qty or 0, max_notional or 0, ts=self.model.now))
+        return self.model.set_order_limits(symbol, max_qty=max_qty, max_notional=max_notional)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
 
@@ -150,7 +159,7 @@ def test_the_batch_path_with_a_moving_clock_matches_the_model(specs: list[dict[s
     expected: list[Event] = []
     order_ids: list[int] = []
     for _ in range(60):
-        command = data.draw(commands(specs, account_wide=True), label="command")
+        command = data.draw(commands(specs, account_wide=True, order_limits=True), label="command")
         packer.model.now += data.draw(st.integers(0, 3), label="tick")
         events = apply(packer, command, order_ids)
         order_ids.extend(accepted_order_ids(events))
@@ -159,6 +168,7 @@ def test_the_batch_path_with_a_moving_clock_matches_the_model(specs: list[dict[s
     assert batched.decode_events(result.events) == expected
     assert open_orders_sorted(batched) == open_orders_sorted(packer.model)
     for spec in specs:
+        assert batched.order_limits(spec["symbol"]) == packer.model.order_limits(spec["symbol"])
         for account in range(3):
             assert batched.mmp(account, spec["symbol"]) == packer.model.mmp(account, spec["symbol"])
     batched.verify()

@@ -54,7 +54,7 @@ def test_client_verbs_take_the_engines_arguments(engine_verb: Any, client_verb: 
     assert params(client_verb) == params(engine_verb, drop=drop)
 
 
-@pytest.mark.parametrize("verb", ["submit", "cancel", "modify", "order"])
+@pytest.mark.parametrize("verb", ["submit", "cancel", "modify", "order", "set_order_limits", "order_limits"])
 def test_reference_engine_takes_the_engines_arguments(verb: str) -> None:
     assert params(getattr(ReferenceEngine, verb)) == params(getattr(Engine, verb))
 

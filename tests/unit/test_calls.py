@@ -5,7 +5,8 @@ other to the Python method of the same name with a leading underscore, which
 raises the error. For any arguments at all:
 
 - the Engine and the reference model (``pyengine.testing.ReferenceEngine``)
-  give equal results, or both raise an error of the same kind;
+  give equal results, or both raise an error of the same kind (setting order
+  limits, a Python method, among them: they hold the orders to the limits);
 - a second Engine with level updates on gives the events that the batch path
   gives for the same command packed with ``pack_*`` and decoded in Python: the
   C and the Python decoders agree on every event type.
@@ -32,6 +33,7 @@ from pyengine import (
     pack_cancel,
     pack_modify,
     pack_new_order,
+    pack_set_order_limits,
 )
 from pyengine._calls import Core
 from pyengine._ffi import ffi, lib
@@ -164,6 +166,17 @@ def modify_args(draw: st.DrawFn) -> tuple[tuple, dict]:
 
 
 @st.composite
+def limits_args(draw: st.DrawFn) -> tuple[tuple, dict]:
+    """set_order_limits: around A's orders (2 to 24 at 90 to 110), or wrong."""
+    symbol = draw(mostly(st.sampled_from(SYMBOLS), st.sampled_from(["Z", b"A", 3])))
+    valid = {"max_qty": st.integers(2, 24), "max_notional": st.integers(2, 26).map(lambda n: 100 * n)}
+    kwargs = {name: draw(mostly(values, st.one_of(st.none(), odd_ints))) for name, values in valid.items()}
+    kwargs = {name: value for name, value in kwargs.items() if draw(st.integers(0, 3))}
+    args = (symbol, draw(odd_ints)) if draw(st.integers(0, 20)) == 0 else (symbol,)
+    return args, kwargs
+
+
+@st.composite
 def book_args(draw: st.DrawFn) -> tuple[tuple, dict]:
     symbol = draw(mostly(st.sampled_from(SYMBOLS), st.sampled_from(["Z", b"A", 3])))
     if draw(st.booleans()):
@@ -180,6 +193,7 @@ operations = st.lists(
         st.tuples(st.just("modify"), modify_args()),
         st.tuples(st.just("order"), cancel_args()),
         st.tuples(st.just("book"), book_args()),
+        st.tuples(st.just("set_order_limits"), limits_args()),
     ),
     max_size=60,
 )
@@ -193,6 +207,10 @@ def packed(eng: Engine, name: str, args: tuple, kwargs: dict) -> bytes:
         if symbol not in eng._symbols:
             return pack_new_order(lib.eng_instrument_count(eng._ptr) + 7, *rest, **kwargs)
         return pack_new_order(eng.instrument_id(symbol), *rest, **kwargs)
+    if name == "set_order_limits":
+        (symbol,) = args
+        limits = (kwargs.get("max_qty") or 0, kwargs.get("max_notional") or 0)
+        return pack_set_order_limits(eng.instrument_id(symbol), *limits)
     return (pack_cancel if name == "cancel" else pack_modify)(*args, **kwargs)
 
 
@@ -204,13 +222,14 @@ def test_every_call_agrees_with_the_model_and_the_batch_path(ops: list) -> None:
         got = outcome(getattr(eng, name), *args, **kwargs)
         want = outcome(getattr(model, name), *map(plain, args), **{k: plain(v) for k, v in kwargs.items()})
         assert got == want, (name, args, kwargs)
-        if got[0] == "result" and name in ("submit", "cancel", "modify"):
+        if got[0] == "result" and name in ("submit", "cancel", "modify", "set_order_limits"):
             assert [type(ev) for ev in got[1]] == [type(ev) for ev in want[1]]
             events = getattr(with_levels, name)(*args, **kwargs)
             raw = batched.process_batch(packed(batched, name, args, kwargs)).events
             assert events == batched.decode_events(raw), (name, args, kwargs)
         assert eng.seq == model.seq
     assert sorted(eng.open_orders()) == model.open_orders()  # the model's are by order id
+    assert [eng.order_limits(s) for s in SYMBOLS] == [model.order_limits(s) for s in SYMBOLS]
     assert with_levels.state_hash() == batched.state_hash() == eng.state_hash()
     eng.verify()
 

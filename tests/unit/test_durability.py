@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
+from pyengine import (Engine, OrderLimits, Rejected, RejectReason, pack_cancel, pack_modify, pack_new_order,
+                      pack_set_order_limits)
 from pyengine._ffi import ffi, lib
 from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
                                  new_engine, read_mark, recover, replay_journal, segments, snapshots)
@@ -155,6 +156,33 @@ def test_snapshot_plus_suffix_equals_full_replay(tmp_path: Path) -> None:
         (1, 0, 700, COVERED), (701, 0, 700, COVERED), (1401, 0, 700, COVERED), (2101, 400, 0, "end")]
     assert [s.records for s in r2.segments] == [700, 700, 700, 400]
     assert from_snapshot == full == reference(cmds).state_hash()
+
+
+def test_order_limits_set_before_the_snapshot_hold_after_it(tmp_path: Path) -> None:
+    """Recovered from a snapshot taken after the limits were set, the engine
+    has them and holds the commands replayed after it to them, as the
+    original did."""
+    cmds = flow(900, seed=12)
+    cmds[300:300] = [pack_set_order_limits(0, 6), pack_set_order_limits(1, 0, 12 * 1_800_000)]
+    journal(tmp_path, cmds, snapshot_every=700)
+    eng, report = recover(tmp_path, specs())
+    limits: list[OrderLimits] = []
+    try:
+        assert (report.snapshot_seq, report.replayed) == (700, 202)
+        out = ffi.new("struct eng_order_limits *")
+        for number in (0, 1):
+            assert lib.eng_get_order_limits(eng, number, out) == 0
+            limits.append(OrderLimits(out.max_qty, out.max_notional))
+        recovered = int(lib.eng_state_hash(eng))
+    finally:
+        lib.eng_destroy(eng)
+    assert limits == [OrderLimits(6, 0), OrderLimits(0, 12 * 1_800_000)]
+    original = reference([])
+    events = original.decode_events(original.process_batch(b"".join(cmds)).events)
+    over = {RejectReason.MAX_QTY_EXCEEDED, RejectReason.MAX_NOTIONAL_EXCEEDED}
+    bitten = {type(e) is Rejected and e.reason in over and e.seq > 700 for e in events}
+    assert bitten == {True, False}, "some commands replayed after the snapshot are over the limits"
+    assert recovered == original.state_hash()
 
 
 def test_snapshots_prune_old_segments(tmp_path: Path) -> None:
