@@ -55,10 +55,10 @@ from .events import (
     LevelUpdate,
     MassCancelled,
     MmpStatus,
-    OrderLimits,
-    OrderLimitsSet,
     MmpUpdate,
     Modified,
+    OrderLimits,
+    OrderLimitsSet,
     OrderState,
     Rejected,
     StateChanged,
@@ -396,7 +396,9 @@ class Engine(Core):
         state = lib.eng_instrument_state(self._live(), self.instrument_id(symbol))
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
 
-    def set_order_limits(self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None) -> list[Event]:
+    def set_order_limits(
+        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+    ) -> list[Event]:
         """Set ``symbol``'s order limits (None: no limit): a new order's
         quantity at most ``max_qty``, a new limit order's price x quantity at
         most ``max_notional`` (a market order's quantity only), and the same
