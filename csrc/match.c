@@ -762,17 +762,24 @@ void eng__modify(struct eng *e, const struct eng_cmd *c, uint32_t key)
     }
 }
 
+/* The checks the commands on one instrument that take no flags share:
+   SET_STATE, SET_LIMITS, SET_MMP and RESET_MMP. */
+static int check_instrument_command(const struct eng *e, const struct eng_cmd *c)
+{
+    if (c->reserved)
+        return ENG_BAD_COMMAND;
+    if (c->flags)
+        return ENG_BAD_FLAGS;
+    if (c->instrument >= e->ninst)
+        return ENG_UNKNOWN_INSTRUMENT;
+    return ENG_OK;
+}
+
 void eng__set_state(struct eng *e, const struct eng_cmd *c)
 {
-    int err = ENG_OK;
+    int err = check_instrument_command(e, c);
 
-    if (c->reserved)
-        err = ENG_BAD_COMMAND;
-    else if (c->flags)
-        err = ENG_BAD_FLAGS;
-    else if (c->instrument >= e->ninst)
-        err = ENG_UNKNOWN_INSTRUMENT;
-    else if (c->qty != ENG_STATE_OPEN && c->qty != ENG_STATE_HALTED)
+    if (!err && c->qty != ENG_STATE_OPEN && c->qty != ENG_STATE_HALTED)
         err = ENG_BAD_STATE;
     if (err) {
         eng__reject(e, c, err);
@@ -784,15 +791,9 @@ void eng__set_state(struct eng *e, const struct eng_cmd *c)
 
 void eng__set_limits(struct eng *e, const struct eng_cmd *c)
 {
-    int err = ENG_OK;
+    int err = check_instrument_command(e, c);
 
-    if (c->reserved)
-        err = ENG_BAD_COMMAND;
-    else if (c->flags)
-        err = ENG_BAD_FLAGS;
-    else if (c->instrument >= e->ninst)
-        err = ENG_UNKNOWN_INSTRUMENT;
-    else if (c->qty < 0 || c->price < 0)
+    if (!err && (c->qty < 0 || c->price < 0))
         err = ENG_BAD_ORDER_LIMITS;
     if (err) {
         eng__reject(e, c, err);
@@ -877,18 +878,6 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
                          c->account));
 }
 
-/* The checks SET_MMP and RESET_MMP share. */
-static int check_mmp_command(const struct eng *e, const struct eng_cmd *c)
-{
-    if (c->reserved)
-        return ENG_BAD_COMMAND;
-    if (c->flags)
-        return ENG_BAD_FLAGS;
-    if (c->instrument >= e->ninst)
-        return ENG_UNKNOWN_INSTRUMENT;
-    return ENG_OK;
-}
-
 /* An account's protection on an instrument as it is now (`en` NULL: none). */
 static void emit_mmp(struct eng *e, uint32_t account, uint32_t instrument,
                      const struct mmp_entry *en)
@@ -911,7 +900,7 @@ static void mmp_clear(struct eng *e, struct mmp_entry *en)
 
 void eng__set_mmp(struct eng *e, const struct eng_cmd *c)
 {
-    int err = check_mmp_command(e, c);
+    int err = check_instrument_command(e, c);
     struct mmp_entry *en = NULL;
     struct instrument *in;
 
@@ -944,7 +933,7 @@ void eng__set_mmp(struct eng *e, const struct eng_cmd *c)
 
 void eng__reset_mmp(struct eng *e, const struct eng_cmd *c)
 {
-    int err = check_mmp_command(e, c);
+    int err = check_instrument_command(e, c);
     struct mmp_entry *en;
 
     if (err) {
