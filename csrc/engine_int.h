@@ -124,6 +124,8 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c);
 void eng__set_mmp(struct eng *e, const struct eng_cmd *c);
 void eng__reset_mmp(struct eng *e, const struct eng_cmd *c);
 void eng__set_limits(struct eng *e, const struct eng_cmd *c);
+/* Does `account` have an order resting in book `b`? O(its orders). */
+bool eng__account_rests_on(const struct book *b, uint32_t account);
 /* Trip the protection of every account that a command's fills took over
    its limit, in the order they went over: after the command's own events. */
 void eng__mmp_trip(struct eng *e);

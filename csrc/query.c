@@ -143,7 +143,7 @@ static int fail(char *why, size_t why_len, const char *reason)
     return ENG_CORRUPT;
 }
 
-static bool account_rests_on(const struct book *b, uint32_t account)
+bool eng__account_rests_on(const struct book *b, uint32_t account)
 {
     for (int s = 0; s < 2; s++)
         for (const struct level *lv = book_best(b, s); lv; lv = book_next_level(lv))
@@ -171,7 +171,7 @@ static bool mmp_consistent(const struct eng *e, const char **why)
             *why = "mmp: an entry names no instrument";
             return false;
         }
-        if (en->tripped && account_rests_on(&e->inst[en->instrument].book, en->account)) {
+        if (en->tripped && eng__account_rests_on(&e->inst[en->instrument].book, en->account)) {
             *why = "mmp: a tripped account still has resting orders";
             return false;
         }
@@ -297,7 +297,7 @@ int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n
             return fail(why, why_len, reason);
         if (ev[i].type == ENG_EV_MMP && (ev[i].flags & ENG_EV_F_TRIPPED) &&
             ev[i].instrument < e->ninst &&
-            account_rests_on(&e->inst[ev[i].instrument].book, ev[i].account))
+            eng__account_rests_on(&e->inst[ev[i].instrument].book, ev[i].account))
             return fail(why, why_len, "mmp: a tripped account still has resting orders");
         if (ev[i].type == ENG_EV_REJECTED || ev[i].instrument >= e->ninst ||
             ev[i].instrument == t.last_instrument)

@@ -236,17 +236,6 @@ static bool image_valid(const char *buf, size_t len)
     return expect == len && crc32c(0, buf + sizeof(h), len - sizeof(h)) == h.body_crc;
 }
 
-/* Does `account` have an order resting on instrument `i`? */
-static bool rests_on(const struct eng *e, uint32_t i, uint32_t account)
-{
-    for (int s = 0; s < 2; s++)
-        for (const struct level *lv = book_best(&e->inst[i].book, s); lv; lv = book_next_level(lv))
-            for (const struct list_node *it = lv->orders.next; it != &lv->orders; it = it->next)
-                if (eng_container_of(it, struct order, link)->account == account)
-                    return true;
-    return false;
-}
-
 /* Put one protection entry back, after the orders: ENG_CORRUPT for one a
    consistent engine could not hold (a tripped account with resting orders
    on the instrument: a trip cancels them all, and new ones are refused). */
@@ -256,7 +245,8 @@ static int restore_mmp(struct eng *e, const struct snap_mmp *sm)
 
     if (sm->instrument >= e->ninst || sm->limit < 0 || sm->window < 0 || sm->filled < 0 ||
         sm->tripped > 1 || (sm->limit == 0 && (sm->tripped || sm->filled)) || sm->reserved ||
-        mmp_find(&e->mmp, sm->account, sm->instrument) || (sm->tripped && rests_on(e, sm->instrument, sm->account)))
+        mmp_find(&e->mmp, sm->account, sm->instrument) ||
+        (sm->tripped && eng__account_rests_on(&e->inst[sm->instrument].book, sm->account)))
         return ENG_CORRUPT;
     en = mmp_get(&e->mmp, sm->account, sm->instrument);
     if (!en)

@@ -399,8 +399,8 @@ class Engine(Core):
     def set_order_limits(
         self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
     ) -> list[Event]:
-        """Set ``symbol``'s order limits (None: no limit): a new order's
-        quantity at most ``max_qty``, a new limit order's price x quantity at
+        """Set ``symbol``'s order limits (None or 0: no limit, as
+        ``order_limits`` gives it): a new order's quantity at most ``max_qty``, a new limit order's price x quantity at
         most ``max_notional`` (a market order's quantity only), and the same
         for the price and open quantity a modify leaves; a modify that only
         lowers an order's quantity at its price always goes. Over them:
@@ -410,8 +410,8 @@ class Engine(Core):
         return self._run(
             type=lib.ENG_CMD_SET_LIMITS,
             instrument=self.instrument_id(symbol),
-            qty=0 if max_qty is None else _args.as_int("max_qty", max_qty, 1),
-            price=0 if max_notional is None else _args.as_int("max_notional", max_notional, 1),
+            qty=0 if max_qty is None else _args.as_int("max_qty", max_qty, 0),
+            price=0 if max_notional is None else _args.as_int("max_notional", max_notional, 0),
         )
 
     def order_limits(self, symbol: str) -> OrderLimits:

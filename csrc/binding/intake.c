@@ -386,7 +386,6 @@ static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_
 
 /* ---- the type ---------------------------------------------------------------- */
 
-/* A list of ints >= 0, one per instrument, into a new C array. */
 static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "commands", "events", "instruments", "max_open", "loads", NULL};

@@ -220,11 +220,12 @@ class ClusterNode:
 
     def _open(self, term: int) -> None:
         self._promotion = None
+        assert self.server is not None
+        # The order limits of this node's configuration: the first commands of its term, before any session's.
+        self.server.set_order_limits(None)
         self.leading = True
         log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
                                                seq=int(self._next_seq[0]) - 1))
-        assert self.server is not None
-        self.server.set_order_limits(None)  # the limits of this node's configuration, first of its term
         self._publish_market_data()
         if self.cluster.checkpoint_interval > 0:
             self._greenlets.append(gevent.spawn(self._checkpoints))

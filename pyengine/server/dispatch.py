@@ -329,8 +329,9 @@ class Dispatcher:
 
     def order_limits(self, session: Session | None, request: PendingRequest | None, instrument: int,
                      max_qty: int, max_notional: int, seq: int) -> None:
-        """The server set an instrument's limits from its configuration (at
-        start, or as a cluster node took the lead)."""
+        """An instrument's limits were set: from the configuration, by this
+        server as it started or took the lead, or (a follower) by its
+        leader."""
         log.info("order_limits_set", extra=fields(symbol=self.server.engine.symbols[instrument], max_qty=max_qty,
                                                   max_notional=max_notional, seq=seq))
 

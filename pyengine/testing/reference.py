@@ -341,15 +341,15 @@ class ReferenceEngine:
     def set_order_limits(
         self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
     ) -> list[Event]:
-        """Set an instrument's order limits (None: no limit): a new order's qty
-        at most ``max_qty``, a new limit order's price x qty at most
-        ``max_notional``, and the same for what a modify leaves unless it only
-        lowers the qty in place. Resting orders stay."""
+        """Set an instrument's order limits (None or 0: no limit): a new
+        order's qty at most ``max_qty``, a new limit order's price x qty at
+        most ``max_notional``, and the same for what a modify leaves unless it
+        only lowers the qty in place. Resting orders stay."""
         inst = self._instrument(symbol)
         if max_qty is not None:
-            _check_int("max_qty", max_qty, 1, MAX_INT64)
+            _check_int("max_qty", max_qty, 0, MAX_INT64)
         if max_notional is not None:
-            _check_int("max_notional", max_notional, 1, MAX_INT64)
+            _check_int("max_notional", max_notional, 0, MAX_INT64)
         inst.max_qty = 0 if max_qty is None else max_qty
         inst.max_notional = 0 if max_notional is None else max_notional
         return [OrderLimitsSet(self._next_seq(), symbol, inst.max_qty, inst.max_notional)]

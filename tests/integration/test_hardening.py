@@ -257,15 +257,17 @@ def test_a_modify_sent_before_its_orders_ack_meets_the_limits(server_factory: An
 def test_the_limits_follow_the_configuration_across_restarts(server_factory: Any, tmp_path: Any) -> None:
     data = str(tmp_path / "data")
     unlimited_es = '[[instruments]]\nsymbol = "ESZ6"\ntick_size = 25\n'
-    for config, code in ((LIMITED_ES, "max_qty_exceeded"), (unlimited_es, None), (LIMITED_ES, "max_qty_exceeded")):
+    runs = ((LIMITED_ES, "max_qty_exceeded", 1), (unlimited_es, None, 1), (LIMITED_ES, "max_qty_exceeded", 1),
+            (LIMITED_ES, "max_qty_exceeded", 0))
+    for config, code, set_now in runs:
         server = server_factory(config, "--data-dir", data)
         with server.client() as c:
             c.login(1)
             reply = c.request(c.new_order(ES, "buy", 101, 25, tif="ioc"))
             assert reply.get("code") == code, reply
         assert server.stop() == 0
-        # Set by a sequenced command of its own, journaled like any other, when they change.
-        assert any("event=order_limits_set" in line for line in server.lines)
+        # Set by a sequenced command of its own, journaled like any other, when they change (only then).
+        assert sum("event=order_limits_set" in line for line in server.lines) == set_now
 
 
 def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:

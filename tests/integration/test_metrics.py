@@ -25,10 +25,14 @@ ES, NQ = "ESZ6", "NQZ6"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
-# ESZ6 as by default, with a size limit: the server's own reject.
+# ESZ6 as by default, with a size limit (the engine's reject), and at most
+# three open orders an account (the server's own).
 CONFIG = """
 [metrics]
 port = 0
+
+[limits]
+max_open_orders = 3
 
 [[instruments]]
 symbol = "ESZ6"
@@ -86,8 +90,9 @@ def test_counters_move_as_orders_go_in(server_factory: Any, tmp_path: Path) -> N
         assert b.recv(2)["type"] == "fill" and a.recv(2)["type"] == "fill"
         assert all(x["type"] == "ack" for x in acks)
         assert b.request(b.new_order(ES, "buy", 1, 450_010))["code"] == "off_tick"  # the engine's
-        assert b.request(b.new_order(ES, "buy", 101, 450_000))["code"] == "max_qty_exceeded"  # the server's
+        assert b.request(b.new_order(ES, "buy", 101, 450_000))["code"] == "max_qty_exceeded"  # the engine's too
         assert b.request(b.new_order(ES, "buy", 0, 450_000))["code"] == "bad_qty"
+        assert a.request(a.new_order(NQ, "buy", 1, 1_000_000))["code"] == "max_open_orders_exceeded"  # the server's
         assert a.request(a.cancel(order_id=acks[1]["order_id"]))["type"] == "cancelled"
         a.request(a.ping())
         during = samples(scrape(port))
@@ -99,10 +104,11 @@ def test_counters_move_as_orders_go_in(server_factory: Any, tmp_path: Path) -> N
     assert value(during, "pyengine_rejects_total", reason="off_tick") == 1
     assert value(during, "pyengine_rejects_total", reason="max_qty_exceeded") == 1
     assert value(during, "pyengine_rejects_total", reason="bad_qty") == 1
+    assert value(during, "pyengine_rejects_total", reason="max_open_orders_exceeded") == 1
     # Resting: 2 of the first sell, the NQ buy; the second sell is cancelled.
     assert value(during, "pyengine_open_orders", symbol=ES) == 1
     assert value(during, "pyengine_open_orders", symbol=NQ) == 1
-    assert value(during, "pyengine_requests_total", type="new_order") == 7
+    assert value(during, "pyengine_requests_total", type="new_order") == 8
     assert value(during, "pyengine_requests_total", type="cancel") == 1
     assert value(during, "pyengine_requests_total", type="login") == 2
     assert value(during, "pyengine_requests_total", type="ping") == 1

@@ -63,21 +63,22 @@ def test_set_order_limits_is_a_sequenced_command_with_one_event(engine_cls: Any)
     assert eng.set_order_limits("X", max_qty=3, max_notional=MAX) == [OrderLimitsSet(4, "X", 3, MAX)]
     assert eng.set_order_limits("X", max_qty=None, max_notional=None) == [OrderLimitsSet(5, "X", 0, 0)]
     assert eng.order_limits("X") == OrderLimits(0, 0)
-    assert eng.seq == 5
+    # 0 is none too: what order_limits gives can be set again as it is.
+    assert eng.set_order_limits("Y", max_qty=2, max_notional=0) == [OrderLimitsSet(6, "Y", 2, 0)]
+    assert eng.set_order_limits("X", **eng.order_limits("Y")._asdict()) == [OrderLimitsSet(7, "X", 2, 0)]
+    assert eng.seq == 7
     eng.verify()
 
 
 _ARGUMENT_ERRORS: list[tuple[str, Callable[[Any], object], type[Exception], type[Exception]]] = [
-    ("max_qty 0", lambda e: e.set_order_limits("X", max_qty=0), ValueError, InvalidArgument),
     ("max_qty negative", lambda e: e.set_order_limits("X", max_qty=-1), ValueError, InvalidArgument),
     ("max_qty too large", lambda e: e.set_order_limits("X", max_qty=2**63), ValueError, InvalidArgument),
-    ("max_notional 0", lambda e: e.set_order_limits("X", max_notional=0), ValueError, InvalidArgument),
     ("max_notional negative", lambda e: e.set_order_limits("X", max_notional=-5), ValueError, InvalidArgument),
     ("float max_qty", lambda e: e.set_order_limits("X", max_qty=5.0), TypeError, InvalidArgumentType),
     ("bool max_qty", lambda e: e.set_order_limits("X", max_qty=True), TypeError, InvalidArgumentType),
     ("str max_notional", lambda e: e.set_order_limits("X", max_notional="9"), TypeError, InvalidArgumentType),
     ("good max_qty, bad max_notional",
-     lambda e: e.set_order_limits("X", max_qty=5, max_notional=0), ValueError, InvalidArgument),
+     lambda e: e.set_order_limits("X", max_qty=5, max_notional=-1), ValueError, InvalidArgument),
     ("unknown symbol", lambda e: e.set_order_limits("Z", max_qty=5), ValueError, InvalidArgument),
     ("unknown symbol to read", lambda e: e.order_limits("Z"), ValueError, InvalidArgument),
     ("positional limit", lambda e: e.set_order_limits("X", 5), TypeError, TypeError),
