@@ -283,7 +283,9 @@ def run_offline(config: ServerConfig, commands: bytes | memoryview, *, chunk: in
     directory: recovered from it first, and journaled), without a server:
     to build or extend a data directory from recorded order flow. Waits for
     every event (so everything is journaled), stops the thread, and returns
-    its final stats."""
+    its final stats. The configuration's order limits are not set here (a
+    server sets them as it starts): `commands` holds every command run,
+    ``pack_set_order_limits`` records among them if the flow needs them."""
     view = memoryview(commands).cast("B")
     cmd_size = ffi.sizeof("struct eng_cmd")  # a runner command is the engine command and a tag
     if len(view) % cmd_size:
