@@ -201,7 +201,7 @@ class ReferenceEngine:
         market_protection: int | None = None,
     ) -> int:
         """Add an instrument and return its number (0, 1, 2, ...)."""
-        _check_text("symbol", symbol, _MAX_SYMBOL_LEN)
+        _check_text("symbol", symbol, _MAX_SYMBOL_LEN, lowest="!")
         if symbol in self._instruments:
             raise ValueError(f"instrument {symbol!r} already exists")
         _check_int("tick_size", tick_size, 1, MAX_INT64)
@@ -928,12 +928,13 @@ def _check_choice(name: str, value: object, choices: type[_E]) -> _E:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}") from None
 
 
-def _check_text(name: str, value: object, max_len: int) -> str:
-    """1 to ``max_len`` characters of printable ASCII (space to ``~``)."""
+def _check_text(name: str, value: object, max_len: int, lowest: str = " ") -> str:
+    """1 to ``max_len`` characters of printable ASCII, ``lowest`` to ``~``
+    (a symbol has no spaces: ``!``)."""
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= max_len or not all(" " <= ch <= "~" for ch in value):
-        raise ValueError(f"{name} must be 1 to {max_len} printable ASCII characters: {value!r}")
+    if not 1 <= len(value) <= max_len or not all(lowest <= ch <= "~" for ch in value):
+        raise ValueError(f"{name} must be 1 to {max_len} printable ASCII characters from {lowest!r}: {value!r}")
     return value
 
 

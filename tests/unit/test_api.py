@@ -146,3 +146,16 @@ def test_public_modules_list_every_public_class_and_function_they_define(name: s
     }
     assert defined <= set(module.__all__)
     assert all(hasattr(module, n) for n in module.__all__)
+
+
+@pytest.mark.parametrize("symbol", ["A B", " A", "A\t", "", "S" * 16, "é"])
+def test_both_engines_refuse_the_same_symbols(symbol: str) -> None:
+    """docs/semantics.md: 1 to 15 bytes of printable ASCII without spaces."""
+    for engine in (Engine(), ReferenceEngine()):
+        with pytest.raises(ValueError):
+            engine.add_instrument(symbol)
+
+
+def test_both_engines_take_every_printable_character_but_space() -> None:
+    for engine in (Engine(), ReferenceEngine()):
+        assert engine.add_instrument("!~" + "".join(chr(c) for c in range(0x21, 0x7F, 8))) == 0
