@@ -16,7 +16,10 @@
  * flush's report has (session, what) for such a Link, `what` being
  * SRV_OUT_WAIT (wake its writer), SRV_OUT_SLOW (its unsent output passed
  * max_unsent: disconnect it, a reader too slow to be buffered for) or the
- * failed send's errno.
+ * failed send's errno. The frame that was queued while nothing else waited
+ * (its unsent rest) does not count against max_unsent: one reply, however
+ * large (the `orders` of an account with many), makes no slow reader; what
+ * the session lets pile up behind it does.
  *
  * A Link built without a socket (fd -1) keeps its frames for
  * Link.take_output(). Once its socket is gone (Link.forget_socket()), its
@@ -54,6 +57,8 @@ static int outbox_list(srv_ledger *l, srv_link *link)
 
 int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n)
 {
+    int first = srv_link_unsent(link) == 0;
+
     if (link->socket_gone)
         return 0; /* nobody to write it to */
     if (link->out_len + n > link->out_cap) {
@@ -62,6 +67,7 @@ int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n)
         /* What was sent makes room first; the buffer grows if that is not enough. */
         if (link->out_pos) {
             memmove(link->out, link->out + link->out_pos, held);
+            link->head_end = link->head_end > link->out_pos ? link->head_end - link->out_pos : 0;
             link->out_pos = 0;
             link->out_len = held;
         }
@@ -83,6 +89,8 @@ int srv_outbox_put(srv_ledger *l, srv_link *link, const char *data, size_t n)
         return -1;
     memcpy(link->out + link->out_len, data, n);
     link->out_len += n;
+    if (first)
+        link->head_end = link->out_len;
     return 0;
 }
 
@@ -91,11 +99,20 @@ size_t srv_link_unsent(const srv_link *link)
     return link->out_len - link->out_pos;
 }
 
+/* The unsent output that counts against max_unsent: all but the rest of
+ * the frame queued while nothing else was unsent. */
+static size_t outbox_counted(const srv_link *link)
+{
+    size_t head = link->head_end > link->out_pos ? link->head_end - link->out_pos : 0;
+
+    return srv_link_unsent(link) - head;
+}
+
 static void outbox_clear(srv_link *link)
 {
     PyMem_Free(link->out);
     link->out = NULL;
-    link->out_pos = link->out_len = link->out_cap = 0;
+    link->out_pos = link->out_len = link->out_cap = link->head_end = 0;
     link->writing = 0;
 }
 
@@ -212,7 +229,7 @@ PyObject *srv_outbox_flush(srv_ledger *l)
         }
         if (sent < 0)
             what = errno;
-        else if (link->max_unsent && srv_link_unsent(link) > link->max_unsent)
+        else if (link->max_unsent && outbox_counted(link) > link->max_unsent)
             what = SRV_OUT_SLOW;
         else if (sent > 0)
             what = SRV_OUT_WAIT;

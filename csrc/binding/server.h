@@ -70,6 +70,7 @@ typedef struct {
     char *out;           /* NULL while nothing is queued */
     size_t out_pos, out_len, out_cap; /* unsent: out[out_pos, out_len) */
     size_t max_unsent;   /* more unsent than this: a slow reader; 0: no limit */
+    size_t head_end;     /* where the frame queued onto an empty output ends (outbox.c) */
 } srv_link;
 
 extern PyTypeObject srv_link_type;

@@ -10,7 +10,9 @@ the reader greenlet carries out: they may wait. No Python runs per frame
 unless the frame is Python's. Its output is queued in C too and written at
 the server's flush points (csrc/binding/outbox.c); the writer greenlet
 sends only what a full socket did not take. A session whose unsent output
-passes ``max_unsent`` is disconnected rather than buffered without end.
+passes ``max_unsent`` is disconnected rather than buffered without end (the
+rest of a frame queued while nothing else waited does not count: one large
+reply is not slow reading).
 
 What the session holds for its orders -- its account, its pending requests,
 its rate limit, the orders it owns, its unsent output -- is its ``link`` (a

@@ -5,6 +5,8 @@ recovered from a data directory after a restart."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +150,23 @@ def test_recovered_orders_are_listed_oldest_first(server_factory: Any, tmp_path:
         a.login(1)
         assert [o["order_id"] for o in a.open_orders()] == entered
         assert [o["order_id"] for o in a.open_orders(ES)] == entered[1:]
+
+
+def test_an_orders_reply_larger_than_max_unsent_is_sent_whole(server_factory: Any) -> None:
+    # No open-order limit: the reply (about 1.4 MB) passes max_unsent plus
+    # both socket buffers on its way, and still makes no slow reader of its
+    # session, which would have its orders cancelled on the disconnect.
+    server = server_factory("[server]\nmax_unsent = 65536\n[limits]\nmax_open_orders = 0\nrate = 0\n")
+    with server.client() as c:
+        c.login(1)
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no room in the client's buffer for it all
+        entered = []
+        for first in range(0, 6000, 200):
+            reqs = [c.new_order(ES, "buy", 1, 440_000 - 25 * (i % 40), client_order_id=f"o{i}")
+                    for i in range(first, first + 200)]
+            entered += [c.request(r, timeout=10)["order_id"] for r in reqs]
+        req = c.orders()
+        time.sleep(0.3)  # not read while the server queues and sends it
+        assert [o["order_id"] for o in c.request(req, timeout=30)["orders"]] == entered
+        assert c.request(c.ping(), timeout=5)["type"] == "pong"  # still connected
+    assert not any("reason=slow_reader" in line for line in server.lines)

@@ -97,6 +97,39 @@ def test_output_over_the_limit_is_a_slow_reader(peers: list[Peer]) -> None:
     assert p.link.take_output() and p.link.unsent == 0
 
 
+def test_one_large_reply_is_not_a_slow_reader_but_what_piles_up_behind_it_is(peers: list[Peer]) -> None:
+    ledger = Ledger()
+    p = Peer(1, ledger, max_unsent=10_000, sndbuf=4096)
+    peers.append(p)
+    big = frame(b"o" * 1_000_000)  # an account's `orders`, queued while nothing else waited
+    ledger.send(p.link, big)
+    ledger.send(p.link, frame(b"x" * 5000))  # behind it: counted, within the limit
+    assert ledger.flush() == [(p, OUT_WAIT)] and p.link.unsent > 10_000
+    got = p.received()
+    for _ in range(3):  # the reader reads; the writer sends what the socket takes
+        p.link.write()
+        got += p.received()
+    for _ in range(2):  # more piles up behind the reply than the limit allows
+        ledger.send(p.link, frame(b"y" * 3000))
+    assert ledger.flush() == [(p, OUT_SLOW)]
+    assert got == (big + frame(b"x" * 5000))[: len(got)]
+
+
+def test_the_exemption_ends_with_its_frame(peers: list[Peer]) -> None:
+    ledger = Ledger()
+    p = Peer(1, ledger, max_unsent=10_000, sndbuf=4096)
+    peers.append(p)
+    ledger.send(p.link, frame(b"o" * 200_000))
+    ledger.send(p.link, frame(b"x" * 9000))
+    assert ledger.flush() == [(p, OUT_WAIT)]
+    while p.link.unsent > 9004:  # the large frame goes out, a little at a time
+        p.client_end.recv(4096)
+        p.link.write()
+    assert 0 < p.link.unsent  # some of the frame behind it is left, and counts in full now
+    ledger.send(p.link, frame(b"y" * 9500))
+    assert ledger.flush() == [(p, OUT_SLOW)]
+
+
 def test_a_failed_send_reports_its_errno(peers: list[Peer]) -> None:
     ledger = Ledger()
     p = Peer(1, ledger)
