@@ -132,6 +132,7 @@ def test_route_ready_takes_a_batch_at_a_time(rig: Rig) -> None:
     rig.answered(2 * n)  # each an ack and the change of its level
     assert [rig.router.route_ready() for _ in range(4)] == [4096, 4096, 2 * n - 8192, 0]
     assert rig.router.orders == n
+    rig.session.link.drop_output()  # read by no one: the server's stop would wait for it to be sent
 
 
 def test_route_ready_flushes_the_market_data_only_when_it_changed(rig: Rig) -> None:
