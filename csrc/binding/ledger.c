@@ -119,7 +119,7 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
     return ledger_link_of(l, sid, err);
 }
 
-srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err)
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int flying, int *err)
 {
     Py_ssize_t pos = 0;
     PyObject *sid, *v;
@@ -131,7 +131,8 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
 
         if (other == link || !other->logged_in || other->account != link->account)
             continue;
-        if (PyDict_GetItemWithError(other->coids, coid))
+        if (PyDict_GetItemWithError(other->coids, coid) ||
+            (!PyErr_Occurred() && flying && PyDict_GetItemWithError(other->flying, coid)))
             return other;
         if (PyErr_Occurred()) {
             *err = 1;

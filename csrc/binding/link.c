@@ -17,13 +17,40 @@ static double link_now(void)
     return (double)srv_monotonic_ns() * 1e-9; /* time.monotonic()'s clock */
 }
 
+/* Add `delta` to the count of the session's unanswered new orders with
+ * client order id `coid` (none left: out of the dict). */
+static int link_fly(srv_link *link, PyObject *coid, long delta)
+{
+    PyObject *v = PyDict_GetItemWithError(link->flying, coid), *count;
+    long n;
+    int rc;
+
+    if (!v && PyErr_Occurred())
+        return -1;
+    n = (v ? PyLong_AsLong(v) : 0) + delta;
+    if (n == -1 && PyErr_Occurred())
+        return -1;
+    if (n <= 0)
+        return v ? PyDict_DelItem(link->flying, coid) : 0;
+    if (!(count = PyLong_FromLong(n)))
+        return -1;
+    rc = PyDict_SetItem(link->flying, coid, count);
+    Py_DECREF(count);
+    return rc;
+}
+
 int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag)
 {
     uint32_t n = link->next + 1;
     PyObject *key = PyLong_FromUnsignedLong(n);
     PyObject *entry = srv_untracked(PyTuple_Pack(3, kind, req_id, extra));
     int rc = key && entry ? PyDict_SetItem(link->pending, key, entry) : -1;
+    int coid = PyUnicode_Check(extra) && PyUnicode_Compare(kind, srv_names.new_order) == 0;
 
+    if (rc == 0 && coid && link_fly(link, extra, 1) < 0) {
+        PyDict_DelItem(link->pending, key); /* nothing pending that is not counted */
+        rc = -1;
+    }
     Py_XDECREF(key);
     Py_XDECREF(entry);
     if (rc < 0)
@@ -31,6 +58,11 @@ int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *ext
     link->next = n;
     *tag = ((uint64_t)link->sid << 32) | n;
     return 0;
+}
+
+int srv_link_landed(srv_link *link, PyObject *coid)
+{
+    return link_fly(link, coid, -1);
 }
 
 /* Spend one token at time `now` (seconds, time.monotonic()'s clock). */
@@ -77,7 +109,7 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sid", "session", "rate", "burst", "fd", "max_unsent", NULL};
     unsigned long sid;
-    PyObject *session, *pending, *orders, *coids, *sid_key;
+    PyObject *session, *pending, *orders, *coids, *flying, *sid_key;
     double rate, burst;
     int fd = -1;
     Py_ssize_t max_unsent = 0;
@@ -97,17 +129,20 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
     pending = PyDict_New();
     orders = PyDict_New();
     coids = PyDict_New();
+    flying = PyDict_New();
     sid_key = PyLong_FromUnsignedLong(sid);
-    if (!pending || !orders || !coids || !sid_key) {
+    if (!pending || !orders || !coids || !flying || !sid_key) {
         Py_XDECREF(pending);
         Py_XDECREF(orders);
         Py_XDECREF(coids);
+        Py_XDECREF(flying);
         Py_XDECREF(sid_key);
         return -1;
     }
     self->pending = pending; /* last: a Link with pending is a whole one */
     self->orders = orders;
     self->coids = coids;
+    self->flying = flying;
     self->sid_key = sid_key;
     self->sid = (uint32_t)sid;
     self->session = Py_NewRef(session);
@@ -124,6 +159,7 @@ static int link_traverse(srv_link *self, visitproc visit, void *arg)
     Py_VISIT(self->pending);
     Py_VISIT(self->orders);
     Py_VISIT(self->coids);
+    Py_VISIT(self->flying);
     Py_VISIT(self->session);
     return 0;
 }
@@ -133,6 +169,7 @@ static int link_clear(srv_link *self)
     Py_CLEAR(self->pending);
     Py_CLEAR(self->orders);
     Py_CLEAR(self->coids);
+    Py_CLEAR(self->flying);
     Py_CLEAR(self->session);
     Py_CLEAR(self->sid_key);
     return 0;

@@ -387,7 +387,8 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
 /*
  * The Link that sent a command (borrowed from the Ledger, or NULL if it is
  * gone) and the request it answers, taken out of link->pending (a new
- * reference, or NULL if none); a new order's answer ends its flight.
+ * reference, or NULL if none); a new order's answer ends its flight (its
+ * account's count, its client order id's).
  */
 static int route_request(srv_router *self, const struct eng_event *ev, uint64_t tag, srv_link **link,
                          PyObject **info)
@@ -423,6 +424,8 @@ static int route_request(srv_router *self, const struct eng_event *ev, uint64_t 
             return -1;
         if (kind == 0)
             rc = route_count(self, ev->account, 0, -1);
+        if (kind == 0 && rc == 0 && PyUnicode_Check(PyTuple_GET_ITEM(v, 2)))
+            rc = srv_link_landed(*link, PyTuple_GET_ITEM(v, 2));
     }
     return rc;
 }

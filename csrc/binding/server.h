@@ -56,6 +56,7 @@ typedef struct {
     PyObject *pending;   /* dict: request number -> (kind, req_id, extra) */
     PyObject *orders;    /* dict: order id -> (instrument, client order id or None) */
     PyObject *coids;     /* dict: client order id -> order id */
+    PyObject *flying;    /* dict: client order id -> how many of its new orders with it are unanswered */
     PyObject *session;   /* the Python Session */
     double rate, burst, tokens, stamp; /* the token bucket; rate 0: unlimited */
     double last_read;    /* its socket last gave bytes (time.monotonic()'s clock) */
@@ -75,8 +76,12 @@ typedef struct {
 
 extern PyTypeObject srv_link_type;
 
-/* A tag for a new pending request of `link`: (sid << 32) | its number. */
+/* A tag for a new pending request of `link`: (sid << 32) | its number. A
+ * new order's (`kind` new_order) client order id (`extra`, a str or None)
+ * is in flight until srv_link_landed. */
 int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag);
+/* The engine answered a new order of `link` with client order id `coid`. */
+int srv_link_landed(srv_link *link, PyObject *coid);
 /* Spend one token if there is one: 1, or 0 if over the rate. */
 int srv_link_take_token(srv_link *link);
 /* The client order id of one of its orders (a new reference; None if none). */
@@ -311,8 +316,9 @@ struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account);
 /* The Link owning an open order (borrowed), or NULL; *err set on error. */
 srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
 /* Another session of `link`'s account that holds an open order with client
- * order id `coid` (borrowed), or NULL; *err set on error. */
-srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err);
+ * order id `coid` (or, if `flying`, has a new order with it unanswered)
+ * (borrowed), or NULL; *err set on error. */
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int flying, int *err);
 /* The order is link's now: owners, link->orders and, with a coid, link->coids. */
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
 /* The order is finished: drop it from owners and from its link. */

@@ -179,6 +179,26 @@ def test_ownership(server: RunningServer) -> None:
         assert a.request(a.cancel(order_id=order["order_id"]))["type"] == "cancelled"
 
 
+def test_another_sessions_order_in_flight_is_not_its_to_cancel(server: RunningServer) -> None:
+    # A client order id the account's other session reuses: its new order
+    # has no answer yet when the cancel comes (or is not even read): either
+    # way not this session's to cancel or modify.
+    with login(server, 1) as a, login(server, 1) as b:
+        for i in range(20):
+            coid = f"r{i}"
+            new = b.new_order(ES, "buy", 1, 440_000, client_order_id=coid)
+            verb = a.cancel(client_order_id=coid) if i % 2 else a.modify(client_order_id=coid, qty=2)
+            rej = a.request(verb, timeout=5)
+            assert (rej["type"], rej["client_order_id"]) == ("reject", coid)
+            assert rej["code"] in ("not_owner", "unknown_order")
+            assert b.request(new, timeout=5)["type"] == "ack"
+            assert b.order_state(client_order_id=coid)["open_qty"] == 1
+        assert not [m for m in drain(b) if m["type"] in ("cancelled", "modified")]
+        # A new order's answer ends its flight, a reject's too: nothing holds the id then.
+        assert b.request(b.new_order(ES, "buy", 1, 440_001, client_order_id="off"))["code"] == "off_tick"
+        assert a.request(a.cancel(client_order_id="off"))["code"] == "unknown_order"
+
+
 def book_of(c: Client, symbol: str) -> dict[str, Any]:
     snap = c.request(c.subscribe(symbol))
     c.request(c.unsubscribe(symbol))
