@@ -39,6 +39,11 @@ class UnclaimedOrders:
             if not orders:
                 del self._by_account[account]
 
+    def client_order_id(self, order_id: int) -> str | None:
+        """The client order id of an order here (None if it has none or is not here)."""
+        account = self._account_of.get(order_id)
+        return None if account is None else self._by_account[account][order_id][1]
+
     def of_account(self, account: int | None) -> list[tuple[int, int]]:
         """(order id, instrument) of one account's orders, or of all (None)."""
         accounts = self._by_account.values() if account is None else (self._by_account.get(account, {}),)

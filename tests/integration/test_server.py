@@ -199,6 +199,20 @@ def test_another_sessions_order_in_flight_is_not_its_to_cancel(server: RunningSe
         assert a.request(a.cancel(client_order_id="off"))["code"] == "unknown_order"
 
 
+def test_replies_name_the_client_order_id_of_an_order_no_session_holds(server: RunningServer) -> None:
+    with login(server, 1) as keep:  # logged in first: it takes over nothing
+        with login(server, 1, cancel_on_disconnect=False) as gone:
+            gone.request(gone.new_order(ES, "buy", 5, 440_000, client_order_id="u1"))
+            u2 = gone.request(gone.new_order(ES, "buy", 5, 440_000, client_order_id="u2"))
+        server.wait_log(r"event=session_close ")  # its orders are held by no session now
+        moved = keep.request(keep.modify(client_order_id="u1", qty=3))
+        assert (moved["type"], moved["client_order_id"]) == ("modified", "u1")
+        gone1 = keep.request(keep.cancel(client_order_id="u1"))
+        assert (gone1["type"], gone1["client_order_id"], gone1["leaves"]) == ("cancelled", "u1", 3)
+        gone2 = keep.request(keep.cancel(order_id=u2["order_id"]))
+        assert (gone2["type"], gone2["client_order_id"]) == ("cancelled", "u2")
+
+
 def book_of(c: Client, symbol: str) -> dict[str, Any]:
     snap = c.request(c.subscribe(symbol))
     c.request(c.unsubscribe(symbol))
