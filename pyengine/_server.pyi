@@ -190,7 +190,7 @@ class OrderRecord:
     """One order's status (csrc/binding/status.c)."""
 
     order_id: int
-    last_seq: int
+    last_seq: int | None
     leaves: int
     instrument: int
     account: int

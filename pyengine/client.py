@@ -58,7 +58,7 @@ class OrderState(TypedDict):
     priority: int | None
     status: str
     reason: str | None
-    last_seq: int
+    last_seq: int | None
 
 
 class ConnectionClosed(ConnectionError):

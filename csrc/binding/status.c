@@ -76,6 +76,14 @@ static PyObject *rec_qty(status_rec *r, void *closure)
     return PyLong_FromLongLong(r->qty);
 }
 
+static PyObject *rec_last_seq(status_rec *r, void *closure)
+{
+    (void)closure;
+    if (!r->last_seq)
+        Py_RETURN_NONE; /* recovered, and nothing changed it since */
+    return PyLong_FromUnsignedLongLong(r->last_seq);
+}
+
 static PyObject *rec_price(status_rec *r, void *closure)
 {
     (void)closure;
@@ -92,13 +100,14 @@ static PyGetSetDef rec_getset[] = {
      NULL},
     {"filled", (getter)rec_filled, NULL, "quantity filled; None for a recovered order", NULL},
     {"qty", (getter)rec_qty, NULL, "quantity as entered; None for a recovered order", NULL},
+    {"last_seq", (getter)rec_last_seq, NULL,
+     "seq of the last command that changed it; None for a recovered order not changed since", NULL},
     {"price", (getter)rec_price, NULL, "the price, or None (a market order)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyMemberDef rec_members[] = {
     {"order_id", T_ULONGLONG, offsetof(status_rec, order_id), READONLY, "the order id"},
-    {"last_seq", T_ULONGLONG, offsetof(status_rec, last_seq), READONLY, "seq of the last command that changed it"},
     {"leaves", T_LONGLONG, offsetof(status_rec, leaves), READONLY,
      "open quantity (a cancelled order: what was open when it was cancelled)"},
     {"instrument", T_UINT, offsetof(status_rec, instrument), READONLY, "the instrument"},

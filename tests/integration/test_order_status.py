@@ -126,12 +126,13 @@ def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_pa
         assert [(o["order_id"], o["client_order_id"], o["side"], o["price"], o["open_qty"]) for o in orders] == [
             (first["order_id"], "r1", "buy", 450_000, 6), (second["order_id"], None, "buy", 450_000, 5)]
         # What the engine does not keep is unknown after a restart; so is the finished history.
-        assert {(o["qty"], o["filled_qty"], o["priority"]) for o in orders} == {(None, None, None)}
+        assert {(o["qty"], o["filled_qty"], o["priority"], o["last_seq"]) for o in orders} == {(None,) * 4}
         with pytest.raises(ServerError) as info:
             a.order_state(done["order_id"])
         assert info.value.code == "unknown_order"
         moved = a.request(a.modify(second["order_id"], price=449_950))
-        assert a.order_state(second["order_id"])["priority"] == moved["seq"]
+        state = a.order_state(second["order_id"])
+        assert state["priority"] == state["last_seq"] == moved["seq"]
 
 
 def test_recovered_orders_are_listed_oldest_first(server_factory: Any, tmp_path: Path) -> None:
