@@ -324,7 +324,6 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
                         int first)
 {
     PyObject *s = route_session(link), *i = info ? info : Py_None;
-    struct srv_trace *trace = self->ledger->meters.trace;
     int rc;
 
     switch (ev->type) {
@@ -342,19 +341,24 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
         Py_XDECREF(owner);
         return rc;
     }
-    case ENG_EV_REJECTED:
+    case ENG_EV_REJECTED: {
+        struct srv_trace *trace;
+
         if (ev->reason < ENG_ERR__COUNT)
             self->ledger->meters.rejects[ev->reason]++;
         rc = route_call_fmt(self->on_rejected, "(OOiy#KK)", s, i, (int)ev->reason, ev->coid,
                             (Py_ssize_t)sizeof(ev->coid), (unsigned long long)ev->order_id,
                             (unsigned long long)ev->seq);
         /* A traced order's answer may be its reject; with its session gone
-           there is nothing to write. */
+           there is nothing to write. The trace is looked up after the call:
+           the callback may have let go of the LatencyTrace. */
+        trace = self->ledger->meters.trace;
         if (trace && rc == 0 && link && !link->closed)
             srv_trace_routed(trace, tag, ev->seq, link);
         else if (trace)
             srv_trace_dropped(trace, tag);
         return rc;
+    }
     case ENG_EV_STATE:
         return route_call_fmt(self->on_trading_state, "(OOkOK)", s, i, (unsigned long)ev->instrument,
                               ev->qty == ENG_STATE_HALTED ? Py_True : Py_False, (unsigned long long)ev->seq);
@@ -374,8 +378,8 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
                               (unsigned long long)ev->order_id, ev->qty ? Py_True : Py_False,
                               (unsigned long long)ev->maker_order_id);
     case RUNNER_EV_BATCH:
-        if (trace)
-            srv_trace_batch(trace, ev);
+        if (self->ledger->meters.trace)
+            srv_trace_batch(self->ledger->meters.trace, ev);
         return 0;
     default:
         return 0; /* nothing the server knows: ignored */

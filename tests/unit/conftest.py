@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 
 from pyengine.server.app import Server
 from pyengine.server.session import Session
@@ -15,3 +17,10 @@ def add_session(server: Server, sock: socket.socket, sid: int) -> Session:
     server.sessions[sid] = session
     server.ledger.attach(session.link)
     return session
+
+
+def run_python(code: str) -> subprocess.CompletedProcess[str]:
+    """`code` run by a fresh interpreter, its output captured: code that
+    may crash the process fails the test that runs it this way instead of
+    ending the test run."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,8 @@ from pyengine.server.protocol import encode
 from pyengine.server.dispatch import Dispatcher
 from pyengine.server.requests import Requests
 from pyengine.server.seam import IntakeEvents, PendingRequest, RouterEvents
+
+from .conftest import run_python
 
 # The codes are pyengine.h's, read through cffi like the Router reads them.
 ACCEPTED, REJECTED, TRADE, CANCELLED = lib.ENG_EV_ACCEPTED, lib.ENG_EV_REJECTED, lib.ENG_EV_TRADE, lib.ENG_EV_CANCELLED
@@ -398,6 +401,45 @@ def test_bad_arguments() -> None:
     buf[0].tag = rig.pend(rig.sessions[1], "new_order", 1)
     with pytest.raises(ValueError, match="unknown instrument"):
         rig.router.route(ffi.buffer(buf), 1)
+
+
+def test_a_callback_may_drop_the_latency_trace() -> None:
+    """events.rejected lets go of the Ledger's LatencyTrace (tracing switched
+    off) and its memory is taken by others: the reject's trace stamp finds no
+    trace. Run apart: it crashed the interpreter."""
+    proc = run_python(textwrap.dedent("""
+        import gc
+        import orjson
+        from pyengine._ffi import ffi, lib
+        from pyengine._server import LatencyTrace, Ledger, Link, Router
+        from pyengine.server.codes import CANCEL_REASONS
+
+        held, taken = {}, []
+
+        class Events:
+            def rejected(self, *args):
+                del held["trace"]
+                gc.collect()
+                taken.extend(bytes(n) for n in range(256) for _ in range(100))
+
+            def __getattr__(self, name):
+                return lambda *args: None
+
+        ledger = Ledger()
+        held["trace"] = LatencyTrace(ledger, 1)
+        router = Router(ledger=ledger, events=Events(), market_data=([({}, {}, {})], [set()], {}, {}),
+                        symbols_json=(b'"A"',), sides_json=(b"", b'"buy"', b'"sell"'),
+                        reasons_json=tuple(orjson.dumps(r) for r in CANCEL_REASONS), dumps=orjson.dumps)
+        link = Link(1, None, 0, 0)
+        ledger.attach(link)
+        buf = ffi.new("struct runner_event[]", 1)
+        buf[0].ev.type = lib.ENG_EV_REJECTED
+        buf[0].tag = link.tag("new_order", 1, None)
+        router.route(ffi.buffer(buf), 1)
+        print("routed", ledger.meters()["rejects"])
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("routed"), proc.stdout
 
 
 @pytest.mark.parametrize(("protocol", "implementation"), [(RouterEvents, Dispatcher), (IntakeEvents, Requests),
