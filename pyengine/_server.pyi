@@ -103,7 +103,8 @@ class Inbox:
         """One read of fd into the inbox: bytes read, 0 when the peer closed; OSError as os.read."""
     def feed(self, data: bytes | bytearray | memoryview, /) -> None: ...
     def frames(self) -> list[bytes]:
-        """The whole frames held, taken; a broken header raises once the frames before it are taken."""
+        """The whole frames held, taken; a broken header raises once the frames before it are taken.
+        RuntimeError while an Intake drains the inbox."""
     def close(self) -> None:
         """Raises error (truncated_frame) if bytes of a frame are left over."""
 

@@ -107,6 +107,14 @@ void srv_inbox_taken(srv_inbox *self, size_t len)
     inbox_settle(self);
 }
 
+int srv_inbox_check_idle(srv_inbox *self)
+{
+    if (!self->draining)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "the Inbox is being drained");
+    return -1;
+}
+
 /* ---- Python's side --------------------------------------------------------- */
 
 PyDoc_STRVAR(inbox_read_doc, "read($self, fd, /)\n--\n\n"
@@ -173,16 +181,17 @@ static PyObject *inbox_feed(srv_inbox *self, PyObject *arg)
 
 PyDoc_STRVAR(inbox_frames_doc, "frames($self, /)\n--\n\n"
                                "Take the whole frames held, in order, as a list of bodies. A broken header raises\n"
-                               "the inbox's error once the frames before it are taken.");
+                               "the inbox's error once the frames before it are taken. RuntimeError while an Intake\n"
+                               "drains the inbox.");
 
 static PyObject *inbox_frames(srv_inbox *self, PyObject *Py_UNUSED(ignored))
 {
-    PyObject *out = PyList_New(0);
+    PyObject *out;
     const char *body;
     size_t len;
     int rc;
 
-    if (!out)
+    if (srv_inbox_check_idle(self) < 0 || !(out = PyList_New(0)))
         return NULL;
     while ((rc = srv_inbox_next(self, &body, &len)) == 1) {
         PyObject *frame = PyBytes_FromStringAndSize(body, (Py_ssize_t)len);

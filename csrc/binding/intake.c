@@ -349,9 +349,11 @@ PyDoc_STRVAR(intake_drain_doc,
              "does each, until one needs Python or waiting: None when none is left; (message,) when the\n"
              "next is Python's (it is taken: carry it out, then drain again); False when the next is a\n"
              "per-order request and the command buffer is full (it stays in the inbox: make room, then\n"
-             "drain again). A broken header raises the inbox's error when it is the next thing to read.");
+             "drain again). A broken header raises the inbox's error when it is the next thing to read.\n"
+             "Until it returns, the inbox's frames are its own: a drain of it or Inbox.frames() raises\n"
+             "RuntimeError.");
 
-PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox)
+static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox *inbox)
 {
     for (;;) {
         const char *body;
@@ -375,6 +377,20 @@ PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox)
             return left; /* (message,), or NULL: taken either way */
         Py_DECREF(left);
     }
+}
+
+PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox)
+{
+    PyObject *left;
+
+    /* The frame carried out is taken once it is done: meanwhile the Python
+       it calls takes none from the inbox (Inbox.frames, a drain of it). */
+    if (srv_inbox_check_idle(inbox) < 0)
+        return NULL;
+    inbox->draining = 1;
+    left = intake_drain_frames(self, link, inbox);
+    inbox->draining = 0;
+    return left;
 }
 
 static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_t nargs)

@@ -95,6 +95,7 @@ typedef struct {
     size_t pos, end, cap;   /* the bytes held: buf[pos, end) */
     uint32_t max_frame;
     PyObject *error;        /* the exception class of a broken stream: error(code, message) */
+    char draining;          /* an Intake carries out its frames (Intake.drain): none is taken meanwhile */
 } srv_inbox;
 
 extern PyTypeObject srv_inbox_type;
@@ -104,6 +105,10 @@ extern PyTypeObject srv_inbox_type;
 int srv_inbox_next(srv_inbox *self, const char **body, size_t *len);
 /* The frame srv_inbox_next gave (its body of `len` bytes) is taken. */
 void srv_inbox_taken(srv_inbox *self, size_t len);
+/* 0, or -1 with RuntimeError when an Intake is draining the inbox: the frame
+ * it carries out stays in the inbox until it is done, and the Python that
+ * runs meanwhile may not take it, or any after it. */
+int srv_inbox_check_idle(srv_inbox *self);
 /* What srv_inbox_read returns besides the bytes read (0: the peer closed). */
 enum srv_inbox_read_error {
     SRV_INBOX_ERRNO = -1, /* the read failed: errno (EAGAIN: nothing there yet) */

@@ -12,6 +12,7 @@ their orders to the engine."""
 from __future__ import annotations
 
 import socket
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +29,7 @@ from pyengine.server.config import InstrumentConfig, LimitsConfig, ServerConfig
 from pyengine.server.protocol import MAX_FRAME, Cancel, FrameError, Modify, NewOrder, Ping, RequestError, encode, parse
 from pyengine.server.session import Session
 
-from .conftest import add_session
+from .conftest import add_session, run_python
 
 INSTRUMENTS = (
     InstrumentConfig("ESZ6", 25, 1),
@@ -588,6 +589,45 @@ def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[Wor
         w.drain(inbox)
     assert info.value.code == "empty_frame"
     assert len(w.commands()) == 1  # the good frame before it went through
+
+
+@pytest.mark.parametrize("reentry", ["inbox.frames()", "intake.drain(link, inbox)"])
+def test_the_frames_of_an_inbox_being_drained_are_not_taken_meanwhile(reentry: str) -> None:
+    """A callback of the drain takes frames from the inbox being drained:
+    refused, and the drain goes on from where it was. Run apart: the drain
+    took the frame it carried out past the end of the inbox, and crashed."""
+    proc = run_python(textwrap.dedent("""
+        import orjson
+        from pyengine._server import CommandBuffer, Inbox, Intake, Ledger, Link
+
+        class FrameError(Exception):
+            pass
+
+        class Events:
+            def undecodable(self, session, error):
+                inbox.feed(framed(b'{"type":"ping","req_id":3}'))  # bytes may come meanwhile
+                REENTRY
+
+            def __getattr__(self, name):
+                return lambda *args: None
+
+        def framed(*frames):
+            return b"".join(len(f).to_bytes(4, "big") + f for f in frames)
+
+        inbox = Inbox(1 << 20, FrameError)
+        intake = Intake(ledger=Ledger(), commands=CommandBuffer(4), events=Events(), instruments={}, max_open=0,
+                        loads=orjson.loads)
+        link = Link(1, None, 0, 0)
+        inbox.feed(framed(b"junk", b'{"type":"ping","req_id":2}'))
+        try:
+            intake.drain(link, inbox)
+        except RuntimeError as exc:
+            print("refused:", exc)
+        print(intake.drain(link, inbox), intake.drain(link, inbox), inbox.held)
+    """).replace("REENTRY", reentry))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["refused: the Inbox is being drained",
+                                        "({'type': 'ping', 'req_id': 2},) ({'type': 'ping', 'req_id': 3},) 0"]
 
 
 def test_drain_takes_a_link_and_an_inbox(worlds: list[World]) -> None:
