@@ -127,8 +127,8 @@ static int form_int(PyObject *msg, const char *key, long long lo, long long hi, 
     return 1;
 }
 
-/* One of a table's strings (its code into *code, the string into *name,
- * borrowed), or the default's when missing (dflt NULL: required). */
+/* One of a table's strings (its code into *code, the string into *name, a
+ * new reference), or the default's when missing (dflt NULL: required). */
 static int form_choice(PyObject *msg, const char *key, PyObject *table, PyObject *choices, PyObject *dflt, long *code,
                        PyObject **name, struct srv_form_error *e)
 {
@@ -155,7 +155,7 @@ static int form_choice(PyObject *msg, const char *key, PyObject *table, PyObject
         return err;
     }
     *code = PyLong_AsLong(c);
-    *name = v;
+    *name = Py_NewRef(v);
     return *code == -1 && PyErr_Occurred() ? -1 : 1;
 }
 
@@ -178,7 +178,7 @@ static int form_bool(PyObject *msg, const char *key, int dflt, int *out, struct 
 }
 
 /* A client order id: 1 to ENG_COID_LEN printable ASCII characters, into
- * r->cmd.coid and r->coid (borrowed; NULL for none). */
+ * r->cmd.coid and r->coid (a new reference; NULL for none). */
 static int form_coid(PyObject *msg, struct srv_order *r, struct srv_form_error *e)
 {
     int err = 0;
@@ -189,7 +189,7 @@ static int form_coid(PyObject *msg, struct srv_order *r, struct srv_form_error *
 
     if (err)
         return -1;
-    r->coid = v;
+    r->coid = Py_XNewRef(v);
     memset(r->cmd.coid, 0, sizeof(r->cmd.coid));
     if (!v)
         return 1;
@@ -253,7 +253,7 @@ int srv_form_new_order(PyObject *msg, struct srv_order *r, struct srv_form_error
     r->cmd.order_type = (uint8_t)type;
     r->cmd.tif = (uint8_t)tif;
     FORM_TRY(form_shape(r, post_only, e));
-    r->symbol = form_get(msg, "symbol", &err);
+    r->symbol = Py_XNewRef(form_get(msg, "symbol", &err));
     if (err)
         return -1;
     if (!r->symbol)
@@ -331,6 +331,16 @@ int srv_form_read(PyObject *kind, PyObject *msg, struct srv_order *r, struct srv
     return PyErr_Occurred() ? -1 : 2; /* not a per-order request */
 }
 
+void srv_form_release(struct srv_order *r)
+{
+    Py_CLEAR(r->coid);
+    Py_CLEAR(r->symbol);
+    Py_CLEAR(r->side);
+    Py_CLEAR(r->order_type);
+    Py_CLEAR(r->tif);
+    Py_CLEAR(r->stp);
+}
+
 /* ---- read_order(), for protocol.parse -------------------------------------------- */
 
 static PyObject *form_opt_ll(int given, long long v)
@@ -348,6 +358,7 @@ PyObject *srv_read_order(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
 {
     struct srv_order r;
     struct srv_form_error e = {NULL, NULL};
+    PyObject *out = NULL;
     int rc;
 
     if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyDict_Check(args[1])) {
@@ -355,31 +366,29 @@ PyObject *srv_read_order(PyObject *Py_UNUSED(module), PyObject *const *args, Py_
         return NULL;
     }
     rc = srv_form_read(args[0], args[1], &r, &e);
-    if (rc < 0)
-        return NULL;
     if (rc == 2) {
         PyErr_Format(PyExc_ValueError, "%R is not a per-order request", args[0]);
-        return NULL;
-    }
-    if (rc == 0) {
+    } else if (rc == 0) {
         PyObject *exc = Py_BuildValue("(sN)", e.code, e.message);
 
         if (exc)
             PyErr_SetObject(srv_form_error_type, exc);
         Py_XDECREF(exc);
-        return NULL;
+    } else if (rc == 1 && r.cmd.type == ENG_CMD_NEW) {
+        out = Py_BuildValue("(OOLNOOOOO)", r.symbol, r.side, (long long)r.cmd.qty,
+                            form_opt_ll(r.has_price, r.cmd.price), r.order_type, r.tif,
+                            (r.cmd.flags & ENG_CMD_F_POST_ONLY) ? Py_True : Py_False, r.stp,
+                            r.coid ? r.coid : Py_None);
+    } else if (rc == 1 && r.cmd.type == ENG_CMD_CANCEL) {
+        out = Py_BuildValue("(NO)", form_opt_ll(r.cmd.order_id != 0, (long long)r.cmd.order_id),
+                            r.coid ? r.coid : Py_None);
+    } else if (rc == 1) {
+        out = Py_BuildValue("(NONN)", form_opt_ll(r.cmd.order_id != 0, (long long)r.cmd.order_id),
+                            r.coid ? r.coid : Py_None, form_opt_ll(!r.keep_qty, r.cmd.qty),
+                            form_opt_ll(!r.keep_price, r.cmd.price));
     }
-    if (r.cmd.type == ENG_CMD_NEW)
-        return Py_BuildValue("(OOLNOOOOO)", r.symbol, r.side, (long long)r.cmd.qty,
-                             form_opt_ll(r.has_price, r.cmd.price), r.order_type, r.tif,
-                             (r.cmd.flags & ENG_CMD_F_POST_ONLY) ? Py_True : Py_False, r.stp,
-                             r.coid ? r.coid : Py_None);
-    if (r.cmd.type == ENG_CMD_CANCEL)
-        return Py_BuildValue("(NO)", form_opt_ll(r.cmd.order_id != 0, (long long)r.cmd.order_id),
-                             r.coid ? r.coid : Py_None);
-    return Py_BuildValue("(NONN)", form_opt_ll(r.cmd.order_id != 0, (long long)r.cmd.order_id),
-                         r.coid ? r.coid : Py_None, form_opt_ll(!r.keep_qty, r.cmd.qty),
-                         form_opt_ll(!r.keep_price, r.cmd.price));
+    srv_form_release(&r);
+    return out;
 }
 
 /* ---- the tables --------------------------------------------------------------- */

@@ -152,7 +152,7 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
         return -1;
     if (!owner || owner == link || link->admin)
         return 1;
-    r->coid = NULL; /* the reject names the order by id */
+    Py_CLEAR(r->coid); /* the reject names the order by id */
     /* The engine's code (its message says "account": this is the session's). */
     return intake_rejected(self, link, r, (enum srv_reject)ENG_NOT_OWNER,
                            PyUnicode_FromString("order belongs to another session"), 0);
@@ -244,7 +244,7 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
     /* The frame reaches the server's C: the command's timestamp, and where
      * a new order's latency starts (one clock reading for both). */
     int64_t taken_ns = srv_meters_now();
-    int ok, rc;
+    int ok, rc = 0, full;
 
     msg = PyObject_CallOneArg(self->loads, frame);
     if (!msg) {
@@ -277,28 +277,29 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
 
             ok = srv_form_read(typ, msg, &r, &e);
             r.req_id = req_id;
+            /* No room for its command: the reader makes room and hands the
+             * frame back (decoded again: only under backpressure). Any
+             * other request goes on at once. */
+            full = ok == 1 && self->commands->n >= self->commands->cap;
             if (ok == 0) {
                 intake_count(self, typ, &r, 0);
                 if ((rc = intake_over_rate(self, link, req_id)) == 0)
                     rc = intake_refused(self, link, req_id, e.code, e.message);
                 else
                     Py_XDECREF(e.message);
-                goto done;
-            }
-            if (ok == 1) {
-                /* No room for its command: the reader makes room and hands
-                 * the frame back (decoded again: only under backpressure).
-                 * Any other request goes on at once. */
-                if (self->commands->n >= self->commands->cap) {
-                    Py_DECREF(msg);
-                    Py_RETURN_FALSE;
-                }
+            } else if (ok == 1 && !full) {
                 intake_count(self, typ, &r, 1);
                 rc = intake_carry_out(self, link, &r, taken_ns);
-                goto done;
             }
+            srv_form_release(&r);
             if (ok < 0)
                 goto fail;
+            if (full) {
+                Py_DECREF(msg);
+                Py_RETURN_FALSE;
+            }
+            if (ok != 2)
+                goto done;
         }
     }
     /* Python's, in the reader's own frame: its requests may wait (a login's

@@ -387,11 +387,13 @@ int srv_frame_send(struct srv_frame *w, srv_ledger *l, srv_link *link);
 /* ---- the form of a per-order request (form.c) ------------------------------ */
 
 /* A per-order request, read and checked for form; not yet carried out.
- * The objects are borrowed from the message (or are form.c's defaults). */
+ * The fields read from the message (or form.c's defaults) are held: looking
+ * up the next field may run Python (a key's __eq__) that drops one read
+ * before from the message. srv_form_release lets go of them. */
 struct srv_order {
     struct eng_cmd cmd;  /* all but instrument, account, tag and ts */
-    PyObject *kind;      /* interned "new_order", "cancel" or "modify" */
-    PyObject *req_id;    /* set by the caller */
+    PyObject *kind;      /* interned "new_order", "cancel" or "modify" (not held) */
+    PyObject *req_id;    /* set by the caller (not held) */
     PyObject *coid;      /* NULL for none */
     PyObject *symbol, *side, *order_type, *tif, *stp; /* new_order's strings */
     int has_price;       /* a price was given */
@@ -405,8 +407,10 @@ struct srv_form_error {
 };
 
 /* Read msg as a request of `kind`: 1 well-formed, 0 not (*e says why),
- * 2 `kind` is not a per-order request, -1 on error. */
+ * 2 `kind` is not a per-order request, -1 on error. Whichever it returns,
+ * srv_form_release(r) once done with r. */
 int srv_form_read(PyObject *kind, PyObject *msg, struct srv_order *r, struct srv_form_error *e);
+void srv_form_release(struct srv_order *r);
 PyObject *srv_read_order(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 /* trace.c: one stage's times over a LatencyTrace's records, sorted. */
 PyObject *srv_stage_times(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -591,6 +591,40 @@ def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[Wor
     assert len(w.commands()) == 1  # the good frame before it went through
 
 
+def test_read_order_holds_the_fields_it_read_while_it_reads_on() -> None:
+    """A key of the message whose __eq__ runs while a later field is looked
+    up (its hash is that field's name's) drops a field read before: the
+    field read is still the one returned. Run apart: it returned a freed
+    object."""
+    proc = run_python(textwrap.dedent("""
+        from pyengine._server import read_order
+
+        class Colliding:
+            def __init__(self, msg):
+                self.msg, self.armed = msg, False
+
+            def __hash__(self):
+                return hash("side")
+
+            def __eq__(self, other):
+                if self.armed:
+                    self.armed = False
+                    self.msg["symbol"] = None
+                    taken.extend("".join(["Q"] * 32) for _ in range(10000))
+                return False
+
+        taken = []
+        msg = {"type": "new_order", "symbol": "".join(["XY", "Z" * 30])}
+        key = Colliding(msg)
+        msg[key] = 1
+        msg.update(side="buy", qty=5, price=100)
+        key.armed = True
+        print(read_order("new_order", msg)[:4], key.armed)
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "('XY" + "Z" * 30 + "', 'buy', 5, 100) False\n"
+
+
 @pytest.mark.parametrize("reentry", ["inbox.frames()", "intake.drain(link, inbox)"])
 def test_the_frames_of_an_inbox_being_drained_are_not_taken_meanwhile(reentry: str) -> None:
     """A callback of the drain takes frames from the inbox being drained:
