@@ -427,6 +427,15 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable");
         return -1;
     }
+    /* Made by __new__ alone, they have no tables or records to keep. */
+    if (!((srv_ledger *)ledger)->links) {
+        PyErr_SetString(PyExc_ValueError, "Intake: the Ledger is not initialised");
+        return -1;
+    }
+    if (!((srv_commands *)commands)->recs) {
+        PyErr_SetString(PyExc_ValueError, "Intake: the CommandBuffer is not initialised");
+        return -1;
+    }
     if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
         !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
         !(self->on_over_rate = srv_method(events, "over_rate")))

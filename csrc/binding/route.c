@@ -688,6 +688,15 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_TypeError, "Router: status is an OrderStatus or None");
         return -1;
     }
+    /* Made by __new__ alone, they have no tables to keep. */
+    if (!((srv_ledger *)ledger)->links) {
+        PyErr_SetString(PyExc_ValueError, "Router: the Ledger is not initialised");
+        return -1;
+    }
+    if (status != Py_None && !((srv_status *)status)->finished) {
+        PyErr_SetString(PyExc_ValueError, "Router: the OrderStatus is not initialised");
+        return -1;
+    }
     if (PyTuple_GET_SIZE(md) != 4) {
         PyErr_SetString(PyExc_ValueError, "Router: market_data is MarketData.router_tables()");
         return -1;

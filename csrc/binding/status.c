@@ -351,6 +351,15 @@ int srv_status_modified(srv_status *st, const struct eng_event *ev)
 
 /* ---- Python's methods ----------------------------------------------------------- */
 
+/* 1, or 0 with ValueError for an OrderStatus never initialised (no tables). */
+static int status_ready(srv_status *st)
+{
+    if (st->finished)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "the OrderStatus is not initialised");
+    return 0;
+}
+
 PyDoc_STRVAR(status_recovered_doc,
              "recovered($self, order_id, account, instrument, side, price, leaves, client_order_id, /)\n--\n\n"
              "An open order recovered from a data directory (before the engine thread starts): its filled "
@@ -367,8 +376,8 @@ static PyObject *status_recovered(srv_status *st, PyObject *args)
     status_rec *r;
     int rc;
 
-    if (!PyArg_ParseTuple(args, "KIIbLLz#:recovered", &oid, &account, &inst, &side, &price, &leaves, &coid,
-                          &coid_len))
+    if (!status_ready(st) || !PyArg_ParseTuple(args, "KIIbLLz#:recovered", &oid, &account, &inst, &side, &price,
+                                               &leaves, &coid, &coid_len))
         return NULL;
     if (coid_len > (Py_ssize_t)sizeof(r->coid)) {
         PyErr_SetString(PyExc_ValueError, "recovered: a client order id is at most 16 characters");
@@ -414,7 +423,7 @@ static PyObject *status_open_orders(srv_status *st, PyObject *arg)
     uint32_t account;
     PyObject *open;
 
-    if (status_account_arg(arg, &account) < 0)
+    if (!status_ready(st) || status_account_arg(arg, &account) < 0)
         return NULL;
     open = status_table_of(st->open, account, 0, NULL);
     if (!open)
@@ -431,7 +440,7 @@ static PyObject *status_finished_orders(srv_status *st, PyObject *arg)
     status_ring *ring;
     PyObject *out;
 
-    if (status_account_arg(arg, &account) < 0)
+    if (!status_ready(st) || status_account_arg(arg, &account) < 0)
         return NULL;
     ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
     if (!ring)
@@ -460,7 +469,7 @@ static PyObject *status_find(srv_status *st, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "find takes (account, order_id)");
         return NULL;
     }
-    if (status_account_arg(args[0], &account) < 0)
+    if (!status_ready(st) || status_account_arg(args[0], &account) < 0)
         return NULL;
     oid = PyLong_AsUnsignedLongLong(args[1]);
     if (oid == (unsigned long long)-1 && PyErr_Occurred())
@@ -503,7 +512,7 @@ static PyObject *status_find_coid(srv_status *st, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "find_coid takes (account, client_order_id: str)");
         return NULL;
     }
-    if (status_account_arg(args[0], &account) < 0)
+    if (!status_ready(st) || status_account_arg(args[0], &account) < 0)
         return NULL;
     /* A record's client order id is 1 to 16 ASCII bytes: anything else names no order. */
     if (!PyUnicode_IS_ASCII(args[1]) || (len = PyUnicode_GET_LENGTH(args[1])) > (Py_ssize_t)sizeof(coid) ||

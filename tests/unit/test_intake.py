@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
-from pyengine._server import Inbox, Intake
+from pyengine._server import CommandBuffer, Inbox, Intake, Ledger
 from pyengine.server.app import Server
 from pyengine.server.codes import NO_COID, ORDER_TYPE_CODES, SIDE_CODES, STP_CODES, TIF_CODES
 from pyengine.server.config import InstrumentConfig, LimitsConfig, ServerConfig
@@ -484,6 +484,18 @@ def test_an_intake_is_initialised_once(worlds: list[World]) -> None:
     worlds.append(w)
     with pytest.raises(TypeError, match="initialised once"):
         w.server.intake.__init__(ledger=w.ledger)  # type: ignore[misc]  # a second __init__ is the point
+
+
+def test_an_intake_refuses_a_ledger_or_a_command_buffer_not_initialised(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    s = w.server
+    args: dict[str, Any] = dict(ledger=s.ledger, commands=s.commands.buffer, events=s.requests, instruments={},
+                                max_open=0, loads=orjson.loads)
+    with pytest.raises(ValueError, match="Intake: the Ledger is not initialised"):
+        Intake(**dict(args, ledger=Ledger.__new__(Ledger)))
+    with pytest.raises(ValueError, match="Intake: the CommandBuffer is not initialised"):
+        Intake(**dict(args, commands=CommandBuffer.__new__(CommandBuffer)))
 
 
 def test_the_intake_needs_every_callback(worlds: list[World]) -> None:

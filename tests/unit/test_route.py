@@ -18,7 +18,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
-from pyengine._server import Ledger, Link, Router
+from pyengine._server import Ledger, Link, OrderStatus, Router
 from pyengine.server.codes import CANCEL_REASONS
 from pyengine.server.protocol import encode
 from pyengine.server.dispatch import Dispatcher
@@ -401,6 +401,33 @@ def test_bad_arguments() -> None:
     buf[0].tag = rig.pend(rig.sessions[1], "new_order", 1)
     with pytest.raises(ValueError, match="unknown instrument"):
         rig.router.route(ffi.buffer(buf), 1)
+
+
+def test_an_order_status_not_initialised_is_refused() -> None:
+    """OrderStatus.__new__ alone makes one with no tables: its methods
+    refuse it. Run apart: each crashed."""
+    proc = run_python(textwrap.dedent("""
+        from pyengine._server import OrderStatus
+
+        status = OrderStatus.__new__(OrderStatus)
+        for call in (lambda: status.open_orders(1), lambda: status.finished_orders(1), lambda: status.find(1, 1),
+                     lambda: status.find_coid(1, "a"), lambda: status.recovered(1, 1, 0, 1, 100, 1, None)):
+            try:
+                call()
+            except ValueError as exc:
+                print(exc)
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["the OrderStatus is not initialised"] * 5
+
+
+def test_a_router_refuses_a_ledger_or_an_order_status_not_initialised() -> None:
+    rig = Rig()
+    with pytest.raises(ValueError, match="Router: the Ledger is not initialised"):
+        Router(**dict(rig.router_args, ledger=Ledger.__new__(Ledger)))
+    with pytest.raises(ValueError, match="Router: the OrderStatus is not initialised"):
+        Router(**dict(rig.router_args, status=OrderStatus.__new__(OrderStatus)))
+    Router(**dict(rig.router_args, status=OrderStatus(keep=1)))
 
 
 def test_a_callback_may_drop_the_latency_trace() -> None:
