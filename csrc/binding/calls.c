@@ -24,7 +24,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -87,7 +86,8 @@ typedef struct {
     PyObject *rejects;         /* tuple by reject code: (reason, message) or None */
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
-    char busy;                 /* Engine._busy */
+    char busy;                 /* Engine._busy: a verb here, or Python's commands (Engine._exclusive) */
+    char in_verb;              /* a verb here set busy: it is the verb's to clear */
     char caller_ids;           /* new orders bring their ids (eng_config.caller_order_ids) */
     /* The Level objects book() handed out last, by side and position, and
        the values they hold: book() hands out again a level that has not
@@ -586,14 +586,15 @@ static PyObject *calls_not_simple(calls_core *self, int64_t r, const char *coid,
  * Every verb holds the engine from its first look at the arguments to the
  * last event object it builds (`busy`, Engine._busy): converting an argument
  * can run user code (__index__, __hash__), which must find the engine in
- * use, not close it or enter it again. A verb that finds the engine closed
- * or busy hands the call to Python, which raises the error.
+ * use, not close it or enter it again (nor detach or attach this half, nor
+ * clear _busy: RuntimeError). A verb that finds the engine closed or busy
+ * hands the call to Python, which raises the error.
  */
 static int calls_enter(calls_core *self)
 {
     if (!self->eng || self->busy)
         return 0;
-    self->busy = 1;
+    self->busy = self->in_verb = 1;
     return 1;
 }
 
@@ -606,7 +607,7 @@ static PyObject *calls_leave(calls_core *self, enum calls_check rc, PyObject *re
                              struct calls_held *held, PyObject *method, PyObject *const *args,
                              Py_ssize_t nargs, PyObject *kwnames)
 {
-    self->busy = 0;
+    self->busy = self->in_verb = 0;
     calls_release(held);
     if (rc == CALLS_GOOD)
         return res;
@@ -1053,6 +1054,17 @@ out:
 
 /* ---- attaching to an engine ---------------------------------------------- */
 
+/* 0, or -1 with RuntimeError while the engine is held (`busy`): a verb reads
+   the engine and the tables until it ends, and user code it runs may not
+   take them from it. */
+static int calls_check_free(calls_core *self)
+{
+    if (!self->busy)
+        return 0;
+    PyErr_SetString(PyExc_RuntimeError, "the Engine is in use by a call");
+    return -1;
+}
+
 static int calls_table_ok(PyObject *o, enum calls_kind kind)
 {
     switch (kind) {
@@ -1118,6 +1130,8 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
     void *eng, *api;
     PyObject *tables;
 
+    if (calls_check_free(self) < 0)
+        return NULL;
     if (nargs != 2 || nkw != (Py_ssize_t)CALLS_N_TABLES) {
         PyErr_Format(PyExc_TypeError, "_attach takes (engine, api) and the %zu tables by name",
                      CALLS_N_TABLES);
@@ -1174,6 +1188,8 @@ PyDoc_STRVAR(calls_detach_doc, "_detach($self, /)\n--\n\n"
 
 static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
 {
+    if (calls_check_free(self) < 0)
+        return NULL;
     self->eng = NULL;
     calls_forget_levels(self);
     Py_RETURN_NONE;
@@ -1218,9 +1234,30 @@ static PyMethodDef calls_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static PyMemberDef calls_members[] = {
-    {"_busy", T_BOOL, offsetof(calls_core, busy), 0, "a call is running"},
-    {NULL, 0, 0, 0, NULL},
+static PyObject *calls_get_busy(calls_core *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->busy);
+}
+
+/* Python's commands hold the engine through _busy too (Engine._exclusive);
+   a verb's hold is the verb's alone to end. */
+static int calls_set_busy(calls_core *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (!value || !PyBool_Check(value)) {
+        PyErr_SetString(PyExc_TypeError, "_busy is a bool");
+        return -1;
+    }
+    if (self->in_verb) {
+        PyErr_SetString(PyExc_RuntimeError, "the Engine is in use by a call");
+        return -1;
+    }
+    self->busy = value == Py_True;
+    return 0;
+}
+
+static PyGetSetDef calls_getset[] = {
+    {"_busy", (getter)calls_get_busy, (setter)calls_set_busy, "a call is running", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject calls_core_type = {
@@ -1233,7 +1270,7 @@ static PyTypeObject calls_core_type = {
     .tp_traverse = (traverseproc)calls_traverse,
     .tp_clear = (inquiry)calls_clear,
     .tp_methods = calls_methods,
-    .tp_members = calls_members,
+    .tp_getset = calls_getset,
 };
 
 static int calls_intern(PyObject **out, const char *const *names, int n)

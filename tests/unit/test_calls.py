@@ -15,6 +15,7 @@ raises the error. For any arguments at all:
 from __future__ import annotations
 
 import gc
+import textwrap
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,8 @@ from pyengine.engine import _CALL_TABLES
 from pyengine.enums import OrderType
 from pyengine.errors import ConcurrentUseError, EngineClosed
 from pyengine.testing import ReferenceEngine
+
+from .conftest import run_python
 
 SYMBOLS = ("A", "B")
 VERBS = ("submit", "cancel", "modify", "order", "book")
@@ -433,6 +436,39 @@ def test_user_code_run_by_a_call_finds_the_engine_in_use(verb: str) -> None:
     with pytest.raises(ConcurrentUseError):
         call()
     assert eng.seq == 0 and eng.book("A").bids == []  # still open, nothing ran
+
+
+@pytest.mark.parametrize("meddle", ["eng._detach()", "eng._busy = False; eng._detach()", "attach_again()"])
+def test_user_code_run_by_a_call_cannot_take_the_engine_from_it(meddle: str) -> None:
+    """__index__ of an argument detaches the C half from the engine, lets go
+    of the call's hold first, or attaches the C half again: refused, and the
+    call raises the error. Run apart: the call went on without an engine and
+    crashed."""
+    proc = run_python(textwrap.dedent("""
+        from pyengine import Engine
+        from pyengine._ffi import ffi
+        from pyengine.engine import _API, _CALL_TABLES
+
+        eng = Engine()
+        eng.add_instrument("A")
+
+        def attach_again():
+            address = int(ffi.cast("uintptr_t", eng._ptr))
+            eng._attach(address, _API, symbols=eng._symbols, names=eng._names, **_CALL_TABLES)
+
+        class Meddling:
+            def __index__(self):
+                MEDDLE
+                return 5
+
+        try:
+            eng.submit("A", "buy", Meddling(), 100)
+        except RuntimeError as exc:
+            print(exc)
+        print(eng.seq, eng._busy, eng.submit("A", "buy", 5, 100)[0].qty)
+    """).replace("MEDDLE", meddle))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["the Engine is in use by a call", "0 False 5"]
 
 
 class Failing(Exception):
