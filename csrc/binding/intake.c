@@ -409,6 +409,8 @@ static PyObject *intake_drain(srv_intake *self, PyObject *const *args, Py_ssize_
 
 /* ---- the type ---------------------------------------------------------------- */
 
+static int intake_clear(srv_intake *self);
+
 static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "commands", "events", "instruments", "max_open", "loads", NULL};
@@ -438,8 +440,10 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     }
     if (!(self->on_undecodable = srv_method(events, "undecodable")) ||
         !(self->on_refused = srv_method(events, "refused")) || !(self->on_rejected = srv_method(events, "rejected")) ||
-        !(self->on_over_rate = srv_method(events, "over_rate")))
+        !(self->on_over_rate = srv_method(events, "over_rate"))) {
+        intake_clear(self); /* what it took is let go: an __init__ may follow */
         return -1;
+    }
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
     self->commands = (srv_commands *)Py_NewRef(commands);
     self->instruments = Py_NewRef(instruments);

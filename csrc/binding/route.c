@@ -665,6 +665,8 @@ static int route_check_shapes(srv_router *self)
     return 1;
 }
 
+static int route_clear(srv_router *self);
+
 static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"ledger", "events", "market_data", "symbols_json", "sides_json", "reasons_json",
@@ -712,7 +714,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
     self->dumps = Py_NewRef(dumps);
     if (!route_check_shapes(self)) {
         PyErr_SetString(PyExc_ValueError, "Router: not the market data's or the JSON strings' shape");
-        return -1;
+        goto fail;
     }
     if (!(self->on_cancelled = srv_method(events, "cancelled")) ||
         !(self->on_modified = srv_method(events, "modified")) ||
@@ -725,10 +727,14 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         !(self->on_accepted_late = srv_method(events, "accepted_late")) ||
         !(self->on_accepted_unowned = srv_method(events, "accepted_unowned")) ||
         !(self->on_unowned_gone = srv_method(events, "unowned_gone")))
-        return -1;
+        goto fail;
     self->status = status == Py_None ? NULL : (srv_status *)Py_NewRef(status);
     self->ledger = (srv_ledger *)Py_NewRef(ledger);
     return 0;
+fail:
+    route_clear(self); /* what it took is let go: an __init__ may follow */
+    memset(&self->md, 0, sizeof(self->md));
+    return -1;
 }
 
 static int route_traverse(srv_router *self, visitproc visit, void *arg)

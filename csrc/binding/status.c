@@ -557,6 +557,7 @@ static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"keep", NULL};
     Py_ssize_t keep;
+    PyObject *open, *finished;
 
     if (st->open) {
         PyErr_SetString(PyExc_TypeError, "an OrderStatus is initialised once");
@@ -570,9 +571,16 @@ static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
     }
     if (PyType_Ready(&status_ring_type) < 0)
         return -1;
-    st->keep = keep;
-    if (!(st->open = PyDict_New()) || !(st->finished = PyDict_New()))
+    open = PyDict_New();
+    finished = PyDict_New();
+    if (!open || !finished) { /* all or nothing: an __init__ may follow */
+        Py_XDECREF(open);
+        Py_XDECREF(finished);
         return -1;
+    }
+    st->keep = keep;
+    st->open = open;
+    st->finished = finished;
     return 0;
 }
 

@@ -12,6 +12,7 @@ their orders to the engine."""
 from __future__ import annotations
 
 import socket
+import sys
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -496,6 +497,27 @@ def test_an_intake_refuses_a_ledger_or_a_command_buffer_not_initialised(worlds: 
         Intake(**dict(args, ledger=Ledger.__new__(Ledger)))
     with pytest.raises(ValueError, match="Intake: the CommandBuffer is not initialised"):
         Intake(**dict(args, commands=CommandBuffer.__new__(CommandBuffer)))
+
+
+def test_an_intake_whose_init_failed_keeps_nothing_and_may_be_initialised(worlds: list[World]) -> None:
+    class Half:
+        def undecodable(self, *args: Any) -> None: ...
+
+        def refused(self, *args: Any) -> None: ...
+
+    w = World()
+    worlds.append(w)
+    s = w.server
+    args: dict[str, Any] = dict(ledger=s.ledger, commands=s.commands.buffer, events=s.requests, instruments={},
+                                max_open=0, loads=orjson.loads)
+    half = Half()
+    refs = sys.getrefcount(half)
+    intake = Intake.__new__(Intake)
+    with pytest.raises(AttributeError, match="rejected"):
+        intake.__init__(**dict(args, events=half))  # type: ignore[misc]  # an __init__ again is the point
+    assert sys.getrefcount(half) == refs  # the callbacks bound before the failure are let go
+    intake.__init__(**args)  # type: ignore[misc]
+    assert intake.take(w.session.link, b'{"type":"cancel","order_id":900}') is None
 
 
 def test_the_intake_needs_every_callback(worlds: list[World]) -> None:

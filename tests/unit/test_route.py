@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import inspect
+import sys
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -384,6 +385,26 @@ def test_the_router_needs_every_callback() -> None:
     rig = Rig()
     with pytest.raises(AttributeError, match="modified"):
         Router(**dict(rig.router_args, events=Partial()))
+
+
+def test_a_router_whose_init_failed_keeps_nothing_and_may_be_initialised() -> None:
+    class Partial:
+        def cancelled(self, *args: Any) -> None: ...
+
+    rig = Rig()
+    misshapen, partial = (rig.books[:1], rig.subscribers, rig.changes, rig.trades), Partial()
+    refs = sys.getrefcount(misshapen), sys.getrefcount(partial)
+    router = Router.__new__(Router)
+    with pytest.raises(ValueError, match="shape"):
+        router.__init__(**dict(rig.router_args, market_data=misshapen))  # type: ignore[misc]  # on purpose
+    with pytest.raises(AttributeError, match="modified"):
+        router.__init__(**dict(rig.router_args, events=partial))  # type: ignore[misc]
+    assert (sys.getrefcount(misshapen), sys.getrefcount(partial)) == refs  # what the failures took is let go
+    router.__init__(**rig.router_args)  # type: ignore[misc]
+    rig.router = router
+    t = rig.pend(rig.sessions[1], "new_order", 1)
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=1, order_id=5, price=100, qty=1, account=1, tag=t))
+    assert rig.sessions[1].messages()[0]["type"] == "ack"
 
 
 def test_bad_arguments() -> None:
