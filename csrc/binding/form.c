@@ -285,8 +285,10 @@ static int form_target(PyObject *msg, struct srv_order *r, struct srv_form_error
 
     FORM_TRY(form_int(msg, "order_id", 1, INT64_MAX, 0, &order_id, &given, e));
     FORM_TRY(form_coid(msg, r, e));
-    if (given == (r->coid != NULL))
-        return form_fail(e, "bad_field", PyUnicode_FromString("give exactly one of order_id and client_order_id"));
+    if (!given && !r->coid) /* the same answers as order_status's (protocol.py) */
+        return form_fail(e, "missing_field", PyUnicode_FromString("order_id or client_order_id is required"));
+    if (given && r->coid)
+        return form_fail(e, "bad_field", PyUnicode_FromString("give one of order_id and client_order_id, not both"));
     r->cmd.order_id = (uint64_t)order_id;
     return 1;
 }

@@ -314,7 +314,7 @@ def _parse_cancel_all_after(msg: dict[str, Any], req_id: Any) -> CancelAllAfter:
 def _parse_order_query(msg: dict[str, Any], req_id: Any) -> OrderQuery:
     order_id = msg.get("order_id")
     if order_id is not None:
-        order_id = _int(msg, "order_id", req_id, 1, _args.UINT64_MAX)
+        order_id = _int(msg, "order_id", req_id, 1, _args.INT64_MAX)  # as a cancel's and a modify's
     coid = _optional_str(msg, "client_order_id", req_id)
     if order_id is None and coid is None:
         raise RequestError("missing_field", "order_id or client_order_id is required", req_id)

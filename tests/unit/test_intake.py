@@ -186,8 +186,10 @@ def _coid(msg: dict[str, Any]) -> str | None:
 
 def _target(msg: dict[str, Any]) -> tuple[int | None, str | None]:
     order_id, coid = _int(msg, "order_id", 1, required=False), _coid(msg)
-    if (order_id is None) == (coid is None):
-        raise Fault("bad_field", "give exactly one of order_id and client_order_id")
+    if order_id is None and coid is None:
+        raise Fault("missing_field", "order_id or client_order_id is required")
+    if order_id is not None and coid is not None:
+        raise Fault("bad_field", "give one of order_id and client_order_id, not both")
     return order_id, coid
 
 

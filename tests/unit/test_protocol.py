@@ -66,6 +66,19 @@ def test_parse_errors(msg: bytes, code: str) -> None:
     assert str(info.value)
 
 
+@pytest.mark.parametrize("kind", ["cancel", "modify", "order_status"])
+def test_every_request_naming_an_order_takes_the_same_ids(kind: str) -> None:
+    """docs/protocol.md, cancel: exactly one id, order_id 1 to 2**63 - 1."""
+    extra = {"qty": 1} if kind == "modify" else {}
+    for fields, code in (({}, "missing_field"), ({"order_id": 1, "client_order_id": "a"}, "bad_field"),
+                         ({"order_id": 0}, "bad_field"), ({"order_id": 2**63}, "bad_field")):
+        with pytest.raises(RequestError) as info:
+            parse(orjson.dumps({"type": kind, **fields, **extra}))
+        assert info.value.code == code, fields
+    for fields in ({"order_id": 2**63 - 1}, {"client_order_id": "a"}):
+        parse(orjson.dumps({"type": kind, **fields, **extra}))
+
+
 # One message of each type, each with every field it may carry.
 _FULL_MESSAGES = [
     {"type": "login", "req_id": 1, "account": 7, "secret": "s", "cancel_on_disconnect": False},

@@ -538,7 +538,7 @@ def _model_mass_cancel(f: _Fields) -> Expected:
 
 
 def _model_order_status(f: _Fields) -> Expected:
-    order_id = f.integer("order_id", 1, UINT64_MAX, required=False)
+    order_id = f.integer("order_id", 1, INT64_MAX, required=False)
     coid = f.text("client_order_id", required=False)
     if not f.bad & {"order_id", "client_order_id"} and (order_id is None) == (coid is None):
         f.fault("order_id", frozenset({"bad_field"}) if order_id is not None else frozenset({"missing_field"}))
@@ -862,7 +862,7 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
         request = Orders(req_id, symbol_or_none)
     elif kind == "order_status":
         if draw(st.booleans()):
-            msg["order_id"] = order_id = draw(st.integers(1, UINT64_MAX))
+            msg["order_id"] = order_id = draw(st.integers(1, INT64_MAX))
             request = OrderQuery(req_id, order_id, None)
         else:
             msg["client_order_id"] = coid = draw(st.text(max_size=20))

@@ -105,7 +105,7 @@ AFTER_LOGIN: tuple[tuple[str, dict[str, Any], Expect], ...] = (
     ("bad_shape:market_with_price", {**_ORDER, "order_type": "market"}, error("bad_field")),
     ("bad_shape:limit_without_price", {k: v for k, v in _ORDER.items() if k != "price"}, error("bad_field")),
     ("bad_shape:cancel_both_ids", {"type": "cancel", "order_id": 7, "client_order_id": "a"}, error("bad_field")),
-    ("bad_shape:cancel_no_id", {"type": "cancel"}, error("bad_field")),
+    ("bad_shape:cancel_no_id", {"type": "cancel"}, error("missing_field")),
     ("missing:qty", {k: v for k, v in _ORDER.items() if k != "qty"}, error("missing_field")),
     ("missing:side", {k: v for k, v in _ORDER.items() if k != "side"}, error("missing_field")),
     ("missing:symbol", {k: v for k, v in _ORDER.items() if k != "symbol"}, error("missing_field")),
