@@ -139,7 +139,10 @@ static int intake_owned_coid(srv_intake *self, srv_link *link, struct srv_order 
 
 /* A cancel or modify: the order is the session's, or it is an
  * administrator's (the engine checks accounts; sessions of one account are
- * kept apart here). 1 if so, 0 when the reject is sent, -1 on error. */
+ * kept apart here). 1 if so, 0 when the reject is sent, -1 on error. An
+ * order id the server has told no client of yet is another session's new
+ * order in flight, or none: while the account has another session open,
+ * unknown_order here (the engine would take the first for this session's). */
 static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     srv_link *owner;
@@ -150,6 +153,13 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
     owner = srv_ledger_owner(self->ledger, r->cmd.order_id, &err);
     if (err)
         return -1;
+    if (!owner && !link->admin && link->account_shared && !srv_ledger_knows(self->ledger, r->cmd.order_id)) {
+        Py_CLEAR(r->coid);
+        return intake_rejected(self, link, r, (enum srv_reject)ENG_UNKNOWN_ORDER,
+                               PyUnicode_FromFormat("no order %llu is known yet",
+                                                    (unsigned long long)r->cmd.order_id),
+                               0);
+    }
     if (!owner || owner == link || link->admin)
         return 1;
     Py_CLEAR(r->coid); /* the reject names the order by id */

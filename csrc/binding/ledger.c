@@ -119,6 +119,11 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
     return ledger_link_of(l, sid, err);
 }
 
+int srv_ledger_knows(const srv_ledger *l, uint64_t oid)
+{
+    return l->catch_up_seq || oid <= l->known_oid;
+}
+
 srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int flying, int *err)
 {
     Py_ssize_t pos = 0;
@@ -621,7 +626,60 @@ static PyObject *ledger_flush(srv_ledger *self, PyObject *Py_UNUSED(ignored))
     return ledger_ready(self) ? srv_outbox_flush(self) : NULL;
 }
 
+PyDoc_STRVAR(ledger_catch_up_doc,
+             "catch_up($self, seq, /)\n--\n\n"
+             "The engine has answered commands up to `seq` that the Router has not routed yet (a node that\n"
+             "took the lead): until it routes the event of that seq, any order id may be one a client was\n"
+             "told of. 0: none.");
+
+static PyObject *ledger_catch_up(srv_ledger *self, PyObject *arg)
+{
+    unsigned long long seq = PyLong_AsUnsignedLongLong(arg);
+
+    if (seq == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    self->catch_up_seq = seq;
+    Py_RETURN_NONE;
+}
+
+static PyObject *ledger_get_known_order_id(srv_ledger *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->known_oid);
+}
+
+/* Raised only: what was known stays so. */
+static int ledger_set_known_order_id(srv_ledger *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    unsigned long long oid;
+
+    if (!value) {
+        PyErr_SetString(PyExc_TypeError, "known_order_id cannot be deleted");
+        return -1;
+    }
+    oid = PyLong_AsUnsignedLongLong(value);
+    if (oid == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    if (oid > self->known_oid)
+        self->known_oid = oid;
+    return 0;
+}
+
+static PyObject *ledger_get_catch_up_seq(srv_ledger *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromUnsignedLongLong(self->catch_up_seq);
+}
+
+static PyGetSetDef ledger_getset[] = {
+    {"catch_up_seq", (getter)ledger_get_catch_up_seq, NULL, "catch_up()'s seq until it is routed, then 0", NULL},
+    {"known_order_id", (getter)ledger_get_known_order_id, (setter)ledger_set_known_order_id,
+     "the highest order id the server knows (recovered, or in an accepted order routed); setting it\n"
+     "only raises it",
+     NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef ledger_methods[] = {
+    {"catch_up", (PyCFunction)ledger_catch_up, METH_O, ledger_catch_up_doc},
     {"meters", (PyCFunction)ledger_meters, METH_NOARGS, ledger_meters_doc},
     {"send", (PyCFunction)(void (*)(void))ledger_send, METH_FASTCALL, ledger_send_doc},
     {"flush", (PyCFunction)ledger_flush, METH_NOARGS, ledger_flush_doc},
@@ -649,6 +707,7 @@ PyTypeObject srv_ledger_type = {
     .tp_traverse = (traverseproc)ledger_traverse,
     .tp_clear = (inquiry)ledger_clear,
     .tp_methods = ledger_methods,
+    .tp_getset = ledger_getset,
 };
 
 /* ---- CommandBuffer ------------------------------------------------------- */

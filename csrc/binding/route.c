@@ -212,6 +212,8 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
     int rc = -1;
 
     self->orders++;
+    if (ev->order_id > self->ledger->known_oid)
+        self->ledger->known_oid = ev->order_id;
     if (route_count(self, ev->account, 1, 0) < 0 ||
         (self->status && srv_status_accepted(self->status, ev) < 0))
         return -1;
@@ -449,6 +451,8 @@ static int route_events(srv_router *self, const struct runner_event *evs, Py_ssi
         const struct eng_event *ev = &evs[i].ev;
         int first;
 
+        if (self->ledger->catch_up_seq && ev->seq >= self->ledger->catch_up_seq)
+            self->ledger->catch_up_seq = 0; /* every answer before it is routed */
         if (ev->type == ENG_EV_LEVEL) {
             /* Never the first event of a command: no request to look up. */
             rc = srv_md_level(&self->md, ev);

@@ -291,6 +291,11 @@ typedef struct {
     srv_link **listed;                 /* links with output queued since the last flush (held) */
     size_t n_listed, listed_cap;
     struct srv_meters meters;
+    /* The order ids the server knows: up to known_oid (recovered, or in an
+     * ACCEPTED routed), unless catch_up_seq: then the engine answered
+     * commands the Router has not routed yet (a node that took the lead),
+     * up to the event of that seq, and any id may be known. */
+    uint64_t known_oid, catch_up_seq;
 } srv_ledger;
 
 extern PyTypeObject srv_ledger_type;
@@ -320,6 +325,8 @@ extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_dro
 struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account);
 /* The Link owning an open order (borrowed), or NULL; *err set on error. */
 srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
+/* Whether an order id is one the server could have told a client of. */
+int srv_ledger_knows(const srv_ledger *l, uint64_t oid);
 /* Another session of `link`'s account that holds an open order with client
  * order id `coid` (or, if `flying`, has a new order with it unanswered)
  * (borrowed), or NULL; *err set on error. */

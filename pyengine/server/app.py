@@ -115,6 +115,7 @@ class Server:
         self._engine_limits = self.engine.order_limits() if self.cluster is None else None
         if self.engine.recovery is not None or self.engine.seq:
             # The engine is not running yet: read the recovered books directly.
+            self.ledger.known_order_id = self.engine.last_order_id  # ids a client may have been told
             recovered = self.engine.open_orders()
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:

@@ -30,6 +30,7 @@ import gevent
 import orjson
 
 from .._ffi import ffi, lib
+from .._server import Ledger
 from ..cluster import snapshots
 from ..cluster.bridge import LoopThread, Mailbox
 from ..cluster.config import ClusterConfig
@@ -53,6 +54,7 @@ class ClusterHost(Protocol):
     engine: EngineThread
     marketdata: MarketData
     commands: CommandQueue
+    ledger: Ledger
 
     def rejoin(self, reason: str) -> None: ...
 
@@ -221,6 +223,10 @@ class ClusterNode:
     def _open(self, term: int) -> None:
         self._promotion = None
         assert self.server is not None
+        # The order ids of the log's last commands may not be routed yet, and
+        # their clients know them from the last leader: all are taken as known
+        # until they are.
+        self.server.ledger.catch_up(int(self._next_seq[0]) - 1)
         # The order limits of this node's configuration: the first commands of its term, before any session's.
         self.server.set_order_limits(None)
         self.leading = True

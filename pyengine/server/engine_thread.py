@@ -189,6 +189,13 @@ class EngineThread:
         """The engine's last seq; only before start()."""
         return int(lib.eng_seq(self._engine()))
 
+    @property
+    def last_order_id(self) -> int:
+        """The last order id the engine gave; only before start()."""
+        counters = ffi.new("struct eng_counters *")
+        lib.eng_get_counters(self._engine(), counters)
+        return int(counters.order_id)
+
     def start(self) -> None:
         if lib.runner_start(self._live()) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")

@@ -135,6 +135,27 @@ def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_pa
         assert state["priority"] == state["last_seq"] == moved["seq"]
 
 
+def test_a_recovered_order_id_is_known_to_every_session(server_factory: Any, tmp_path: Path) -> None:
+    # Two sessions of the account open, a third gone without
+    # cancel-on-disconnect: its order, entered before the restart and held by
+    # no session, is named by its id, which no order accepted since has passed.
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1, cancel_on_disconnect=False)
+        oid = a.request(a.new_order(ES, "buy", 3, 449_000))["order_id"]
+    assert srv.stop() == 0
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as b, srv.client() as c:
+        with srv.client() as a:
+            a.login(1, cancel_on_disconnect=False)  # takes it over ...
+            b.login(1)
+            c.login(1)
+        srv.wait_log(r"event=session_close ")  # ... and leaves it to nobody
+        gone = b.request(b.cancel(oid))
+        assert (gone["type"], gone["order_id"], gone["leaves"]) == ("cancelled", oid, 3)
+
+
 def test_recovered_orders_are_listed_oldest_first(server_factory: Any, tmp_path: Path) -> None:
     # Entered in an order the books do not keep: another instrument first, a
     # worse bid before a better one, an ask after them.

@@ -197,6 +197,16 @@ def test_another_sessions_order_in_flight_is_not_its_to_cancel(server: RunningSe
         # A new order's answer ends its flight, a reject's too: nothing holds the id then.
         assert b.request(b.new_order(ES, "buy", 1, 440_001, client_order_id="off"))["code"] == "off_tick"
         assert a.request(a.cancel(client_order_id="off"))["code"] == "unknown_order"
+        # By order id: the next id the engine gives, guessed before its ack.
+        last = a.request(a.new_order(ES, "buy", 1, 440_000))["order_id"]
+        for i in range(10):
+            new = b.new_order(ES, "buy", 1, 440_000)
+            guess = last + 1
+            rej = a.request(a.cancel(order_id=guess) if i % 2 else a.modify(order_id=guess, qty=2), timeout=5)
+            assert (rej["type"], rej["order_id"]) == ("reject", guess)
+            assert rej["code"] in ("not_owner", "unknown_order")
+            last = b.request(new, timeout=5)["order_id"]
+            assert last == guess and b.order_state(last)["open_qty"] == 1
 
 
 def test_replies_name_the_client_order_id_of_an_order_no_session_holds(server: RunningServer) -> None:

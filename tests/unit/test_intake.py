@@ -440,6 +440,28 @@ def test_the_intake_takes_the_usual_requests(worlds: list[World]) -> None:
     assert len(w.commands()) == 5 and nobody.commands() == []  # nothing queued for a refusal
 
 
+def test_an_order_id_no_client_was_told_of_is_not_this_sessions_to_name(worlds: list[World]) -> None:
+    # Another session of the account is open: an order id beyond those routed
+    # is its new order in flight (or none), which the engine would take for
+    # this session's.
+    w = World()
+    worlds.append(w)
+    w.session.link.account_shared = True
+    w.ledger.known_order_id = 901
+    w.take(orjson.dumps({"type": "cancel", "req_id": 1, "order_id": 902}))
+    w.take(orjson.dumps({"type": "modify", "req_id": 2, "order_id": 903, "qty": 1}))
+    assert [(r["type"], r["req_id"], r["code"], r["order_id"], r["seq"]) for r in w.wire()] == [
+        ("reject", 1, "unknown_order", 902, None), ("reject", 2, "unknown_order", 903, None)]
+    assert w.commands() == []
+    w.take(orjson.dumps({"type": "cancel", "req_id": 3, "order_id": 5}))  # known, held by none: the engine's
+    w.ledger.catch_up(50)  # a new leader's log not routed yet: any id may be known
+    w.take(orjson.dumps({"type": "cancel", "req_id": 4, "order_id": 902}))
+    w.ledger.catch_up(0)
+    w.session.link.account_shared = False  # alone: no other session's order to take
+    w.take(orjson.dumps({"type": "cancel", "req_id": 5, "order_id": 904}))
+    assert [c["order_id"] for c in w.commands()] == [5, 902, 904] and len(w.wire()) == 2
+
+
 def test_the_intake_keeps_the_rate_limit(worlds: list[World]) -> None:
     w, m = World(rate=0.001, burst=1), Model(rate=0.001, burst=1)
     worlds.append(w)

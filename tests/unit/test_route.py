@@ -501,3 +501,24 @@ def test_the_server_implements_the_seam(protocol: type, implementation: type) ->
         want = list(inspect.signature(getattr(protocol, name)).parameters)
         got = list(inspect.signature(getattr(implementation, name)).parameters)
         assert got == want, f"{implementation.__name__}.{name}{got}: the seam says {want}"
+
+
+def test_the_order_ids_the_server_knows_are_those_routed_or_set() -> None:
+    rig = Rig()
+    assert rig.ledger.known_order_id == 0
+    rig.ledger.known_order_id = 7  # recovered ids
+    rig.ledger.known_order_id = 3  # only raised
+    assert rig.ledger.known_order_id == 7
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=20, order_id=9, price=450_000, qty=1, account=4, tag=0))
+    assert rig.ledger.known_order_id == 9
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=21, order_id=8, price=450_000, qty=1, account=4, tag=0))
+    assert rig.ledger.known_order_id == 9
+
+
+def test_a_catch_up_ends_with_the_event_of_its_seq() -> None:
+    rig = Rig()
+    rig.ledger.catch_up(21)
+    rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=20, order_id=9, price=450_000, qty=1, account=4, tag=0))
+    assert rig.ledger.catch_up_seq == 21
+    rig.route(dict(type=LEVEL, side=BUY, instrument=0, seq=21, price=450_000, qty=2, leaves=2, tag=0))
+    assert rig.ledger.catch_up_seq == 0
