@@ -110,25 +110,22 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 
 /* A cancel or modify by client order id: the order is not another
  * session's of the account (1), or the reject is sent (0); -1 on error.
- * Another session's: it holds an open order with that id, or has a new
- * order with it unanswered (whose answer could come before the engine
- * takes this), unless this session has one in flight too (which of them is
- * accepted, the engine decides). Held by none: the engine answers. The
- * other sessions are looked at only when the account has another session
- * open. */
+ * Another session's: it holds an open order with that id, or, open still,
+ * has a new order with it unanswered (whose answer could come before the
+ * engine takes this), even if this session has one in flight too: the
+ * engine may accept the other and refuse this one as a duplicate. Held by
+ * none: the engine answers. The other sessions are looked at only when the
+ * account has another session open. */
 static int intake_owned_coid(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     srv_link *holder;
-    int err = 0, mine_flying;
+    int err = 0;
 
     if (!r->coid || link->admin || !link->account_shared || PyDict_GetItemWithError(link->coids, r->coid))
         return 1;
     if (PyErr_Occurred())
         return -1;
-    mine_flying = PyDict_GetItemWithError(link->flying, r->coid) != NULL;
-    if (PyErr_Occurred())
-        return -1;
-    holder = srv_ledger_coid_holder(self->ledger, link, r->coid, !mine_flying, &err);
+    holder = srv_ledger_coid_holder(self->ledger, link, r->coid, &err);
     if (err)
         return -1;
     if (!holder)

@@ -124,7 +124,7 @@ int srv_ledger_knows(const srv_ledger *l, uint64_t oid)
     return l->catch_up_seq || oid <= l->known_oid;
 }
 
-srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int flying, int *err)
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err)
 {
     Py_ssize_t pos = 0;
     PyObject *sid, *v;
@@ -136,8 +136,9 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
 
         if (other == link || !other->logged_in || other->account != link->account)
             continue;
+        /* A closed session's order in flight is nobody's once answered. */
         if (PyDict_GetItemWithError(other->coids, coid) ||
-            (!PyErr_Occurred() && flying && PyDict_GetItemWithError(other->flying, coid)))
+            (!PyErr_Occurred() && !other->closed && PyDict_GetItemWithError(other->flying, coid)))
             return other;
         if (PyErr_Occurred()) {
             *err = 1;

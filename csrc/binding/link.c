@@ -45,7 +45,8 @@ int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *ext
     PyObject *key = PyLong_FromUnsignedLong(n);
     PyObject *entry = srv_untracked(PyTuple_Pack(3, kind, req_id, extra));
     int rc = key && entry ? PyDict_SetItem(link->pending, key, entry) : -1;
-    int coid = PyUnicode_Check(extra) && PyUnicode_Compare(kind, srv_names.new_order) == 0;
+    int coid = PyUnicode_Check(extra) &&
+               (kind == srv_names.new_order || PyUnicode_Compare(kind, srv_names.new_order) == 0);
 
     if (rc == 0 && coid && link_fly(link, extra, 1) < 0) {
         PyDict_DelItem(link->pending, key); /* nothing pending that is not counted */

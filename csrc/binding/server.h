@@ -328,9 +328,9 @@ srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
 /* Whether an order id is one the server could have told a client of. */
 int srv_ledger_knows(const srv_ledger *l, uint64_t oid);
 /* Another session of `link`'s account that holds an open order with client
- * order id `coid` (or, if `flying`, has a new order with it unanswered)
+ * order id `coid`, or is open and has a new order with it unanswered
  * (borrowed), or NULL; *err set on error. */
-srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int flying, int *err);
+srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err);
 /* The order is link's now: owners, link->orders and, with a coid, link->coids. */
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
 /* The order is finished: drop it from owners and from its link. */

@@ -57,7 +57,7 @@ class World:
         self.peer_end.setblocking(False)
         self.session = self._session(1, self.socks[0])
         self.other_socks = socket.socketpair()
-        other = self._session(2, self.other_socks[0])
+        self.other = other = self._session(2, self.other_socks[0])
         if account is not None:
             self.session.link.login(account, admin)
             other.link.login(account, False)
@@ -460,6 +460,21 @@ def test_an_order_id_no_client_was_told_of_is_not_this_sessions_to_name(worlds: 
     w.session.link.account_shared = False  # alone: no other session's order to take
     w.take(orjson.dumps({"type": "cancel", "req_id": 5, "order_id": 904}))
     assert [c["order_id"] for c in w.commands()] == [5, 902, 904] and len(w.wire()) == 2
+
+
+def test_a_client_order_id_another_open_session_has_in_flight_is_its(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    w.session.link.account_shared = True
+    w.other.link.tag("new_order", 7, "X")  # the other session's new order, unanswered
+    w.take(orjson.dumps({"type": "cancel", "req_id": 1, "client_order_id": "X"}))
+    w.session.link.tag("new_order", 8, "X")  # this one's too: the engine may take the other's
+    w.take(orjson.dumps({"type": "modify", "req_id": 2, "client_order_id": "X", "qty": 1}))
+    w.other.link.close()  # gone: what it had in flight is nobody's once answered
+    w.take(orjson.dumps({"type": "cancel", "req_id": 3, "client_order_id": "X"}))
+    assert [(r["req_id"], r["code"], r["client_order_id"]) for r in w.wire()] == [(1, "not_owner", "X"),
+                                                                                  (2, "not_owner", "X")]
+    assert [c["coid"].rstrip(b"\0") for c in w.commands()] == [b"X"]
 
 
 def test_the_intake_keeps_the_rate_limit(worlds: list[World]) -> None:
