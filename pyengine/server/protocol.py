@@ -294,6 +294,18 @@ def _optional_str(msg: dict[str, Any], key: str, req_id: Any) -> str | None:
     return None if msg.get(key) is None else _str(msg, key, req_id)
 
 
+def _optional_coid(msg: dict[str, Any], req_id: Any) -> str | None:
+    """A client order id, checked as a cancel's is (csrc/binding/form.c)."""
+    v = msg.get("client_order_id")
+    if v is None:
+        return None
+    try:
+        _args.coid_bytes(v)
+    except (TypeError, ValueError) as exc:
+        raise RequestError("bad_field", str(exc), req_id) from None
+    return str(v)
+
+
 MMP_WINDOW_MS_MAX = 86_400_000
 """The longest market-maker protection window, in ms (a day)."""
 
@@ -315,7 +327,7 @@ def _parse_order_query(msg: dict[str, Any], req_id: Any) -> OrderQuery:
     order_id = msg.get("order_id")
     if order_id is not None:
         order_id = _int(msg, "order_id", req_id, 1, _args.INT64_MAX)  # as a cancel's and a modify's
-    coid = _optional_str(msg, "client_order_id", req_id)
+    coid = _optional_coid(msg, req_id)
     if order_id is None and coid is None:
         raise RequestError("missing_field", "order_id or client_order_id is required", req_id)
     if order_id is not None and coid is not None:

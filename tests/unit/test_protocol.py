@@ -66,17 +66,26 @@ def test_parse_errors(msg: bytes, code: str) -> None:
     assert str(info.value)
 
 
-@pytest.mark.parametrize("kind", ["cancel", "modify", "order_status"])
-def test_every_request_naming_an_order_takes_the_same_ids(kind: str) -> None:
-    """docs/protocol.md, cancel: exactly one id, order_id 1 to 2**63 - 1."""
-    extra = {"qty": 1} if kind == "modify" else {}
-    for fields, code in (({}, "missing_field"), ({"order_id": 1, "client_order_id": "a"}, "bad_field"),
-                         ({"order_id": 0}, "bad_field"), ({"order_id": 2**63}, "bad_field")):
-        with pytest.raises(RequestError) as info:
+_BAD_IDS = [({}, "missing_field"), ({"order_id": 1, "client_order_id": "a"}, "bad_field"),
+            ({"order_id": 0}, "bad_field"), ({"order_id": 2**63}, "bad_field"), ({"order_id": "1"}, "bad_field"),
+            ({"client_order_id": "x" * 17}, "bad_field"), ({"client_order_id": ""}, "bad_field"),
+            ({"client_order_id": "\u00e9"}, "bad_field"), ({"client_order_id": 7}, "bad_field")]
+
+
+def test_every_request_naming_an_order_takes_the_same_ids() -> None:
+    """docs/protocol.md, cancel: exactly one id, order_id 1 to 2**63 - 1, a
+    client order id 1 to 16 printable ASCII characters; the same answers."""
+    answers: dict[str, list[tuple[str, str]]] = {}
+    for kind in ("cancel", "modify", "order_status"):
+        extra = {"qty": 1} if kind == "modify" else {}
+        for fields, code in _BAD_IDS:
+            with pytest.raises(RequestError) as info:
+                parse(orjson.dumps({"type": kind, **fields, **extra}))
+            answers.setdefault(kind, []).append((info.value.code, str(info.value)))
+            assert info.value.code == code, (kind, fields)
+        for fields in ({"order_id": 2**63 - 1}, {"client_order_id": "a"}):
             parse(orjson.dumps({"type": kind, **fields, **extra}))
-        assert info.value.code == code, fields
-    for fields in ({"order_id": 2**63 - 1}, {"client_order_id": "a"}):
-        parse(orjson.dumps({"type": kind, **fields, **extra}))
+    assert answers["cancel"] == answers["modify"] == answers["order_status"]
 
 
 # One message of each type, each with every field it may carry.

@@ -538,10 +538,7 @@ def _model_mass_cancel(f: _Fields) -> Expected:
 
 
 def _model_order_status(f: _Fields) -> Expected:
-    order_id = f.integer("order_id", 1, INT64_MAX, required=False)
-    coid = f.text("client_order_id", required=False)
-    if not f.bad & {"order_id", "client_order_id"} and (order_id is None) == (coid is None):
-        f.fault("order_id", frozenset({"bad_field"}) if order_id is not None else frozenset({"missing_field"}))
+    order_id, coid = f.target()  # as a cancel's
     return f.result(lambda: OrderQuery(f.req_id, order_id, coid))
 
 
@@ -865,7 +862,7 @@ def valid_requests(draw: st.DrawFn, kinds: Sequence[str] = KINDS) -> tuple[dict[
             msg["order_id"] = order_id = draw(st.integers(1, INT64_MAX))
             request = OrderQuery(req_id, order_id, None)
         else:
-            msg["client_order_id"] = coid = draw(st.text(max_size=20))
+            msg["client_order_id"] = coid = draw(coids)
             request = OrderQuery(req_id, None, coid)
     elif kind == "set_mmp":
         msg["symbol"] = symbol = draw(symbols)
