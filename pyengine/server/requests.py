@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._ffi import lib
-from .._server import OrderStatus
+from .._server import Ledger, OrderStatus
 from ..log import Throttle, fields
 from .commands import CommandQueue
 from .config import ServerConfig
@@ -67,6 +67,7 @@ class RequestHost(Protocol):
     commands: CommandQueue
     marketdata: MarketData
     order_status: OrderStatus
+    ledger: Ledger
     cluster: ClusterNode | None
     login_failures: HostWindow
     host_logins: HostWindow
@@ -199,6 +200,11 @@ class Requests:
             raise RequestError("not_leader", f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
                                + (f"its leader is at {leader}" if leader else "it has no leader right now: try again"),
                                req.req_id, {"leader": leader})
+        if cluster is not None and self.server.ledger.catch_up_seq:
+            # Taking the lead: until the answers of its log are routed, an
+            # order id is not yet known to be another session's (Ledger.catch_up).
+            raise RequestError("not_leader", f"node {cluster.cluster.node} is taking the lead of shard "
+                               f"{cluster.cluster.shard}: try again", req.req_id, {"leader": None})
         granted = False  # an administrator's account
         if self.server.config.auth_required:
             try:

@@ -477,6 +477,33 @@ def test_a_client_order_id_another_open_session_has_in_flight_is_its(worlds: lis
     assert [c["coid"].rstrip(b"\0") for c in w.commands()] == [b"X"]
 
 
+class LeadingNode:
+    """A cluster node of the server that leads its shard (cluster_node.py, as requests.py sees it)."""
+
+    leading = True
+    cluster = type("Cfg", (), {"node": "a1", "shard": "a"})()
+
+    def leader_address(self) -> str:
+        return "127.0.0.1:7001"
+
+    def status(self) -> dict[str, Any]:
+        return {"role": "leader"}
+
+
+def test_a_node_taking_the_lead_takes_no_login_until_its_log_is_routed(worlds: list[World]) -> None:
+    w = World(account=None)
+    worlds.append(w)
+    w.server.cluster = LeadingNode()  # type: ignore[assignment]
+    w.ledger.catch_up(40)
+    w.take(orjson.dumps({"type": "login", "req_id": 1, "account": ACCOUNT}))
+    (refused,) = w.wire()
+    assert (refused["code"], refused["leader"]) == ("not_leader", None) and "taking the lead" in refused["message"]
+    w.ledger.catch_up(0)  # as the Router does once it routes the event of seq 40
+    w.take(orjson.dumps({"type": "login", "req_id": 2, "account": ACCOUNT}))
+    w.server.cluster = None  # the server's stop has no node to stop
+    assert [(r["type"], r["role"]) for r in w.wire()[1:]] == [("logged_in", "leader")]
+
+
 def test_the_intake_keeps_the_rate_limit(worlds: list[World]) -> None:
     w, m = World(rate=0.001, burst=1), Model(rate=0.001, burst=1)
     worlds.append(w)
