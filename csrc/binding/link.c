@@ -22,14 +22,12 @@ static double link_now(void)
 static int link_fly(srv_link *link, PyObject *coid, long delta)
 {
     PyObject *v = PyDict_GetItemWithError(link->flying, coid), *count;
-    long n;
+    long n = v ? PyLong_AsLong(v) : 0;
     int rc;
 
-    if (!v && PyErr_Occurred())
+    if (PyErr_Occurred())
         return -1;
-    n = (v ? PyLong_AsLong(v) : 0) + delta;
-    if (n == -1 && PyErr_Occurred())
-        return -1;
+    n += delta;
     if (n <= 0)
         return v ? PyDict_DelItem(link->flying, coid) : 0;
     if (!(count = PyLong_FromLong(n)))
