@@ -79,7 +79,7 @@ class ClusterNode:
         self.leading = False
         self.checkpoint: tuple[int, int] | None = None  # (seq, hash) of the last checkpoint or check
         self.checks_failed = 0
-        self._cache = Path(data_dir) / "snapshots" if data_dir else Path(tempfile.mkdtemp(prefix="pyengine-snap-"))
+        self._data_dir = data_dir  # where a snapshot is downloaded to be loaded (None: the system's temporary dir)
         self._position = Position(0, 1)
         self._backlog: collections.deque[memoryview] = collections.deque()
         self._pump_scheduled = False
@@ -105,9 +105,14 @@ class ClusterNode:
         if ref is None:
             eng, self._position = new_engine(specs, level_events=True), Position(0, 1)
         else:
-            path = self.loop.run(patiently(f"snapshot {ref.name}",
-                                           lambda: snapshots.fetch(link.snapshots, ref, self._cache)))
-            eng, seq = load_snapshot(path, specs, level_events=True)
+            # Loaded, the engine holds it all: the download goes (a node that
+            # restarts at every lost lead would otherwise keep one each time).
+            if self._data_dir is not None:
+                Path(self._data_dir).mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix="pyengine-snap-", dir=self._data_dir) as cache:
+                path = self.loop.run(patiently(f"snapshot {ref.name}",
+                                               lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
+                eng, seq = load_snapshot(path, specs, level_events=True)
             self._position = Position(ref.stream_seq, seq + 1, ref.term)
         if first > self._position.stream_seq + 1:
             lib.eng_destroy(eng)

@@ -64,7 +64,7 @@ class EngineThread:
     In cluster mode (`replica`: the engine ``struct eng *`` the shard's state
     was loaded into, which this object then owns) the replicated log takes
     the journal's place: the runner's replication stage is on, and the data
-    directory, if any, is only locked (it caches snapshots)."""
+    directory, if any, is only locked (a snapshot is downloaded there to be loaded)."""
 
     def __init__(self, config: ServerConfig, *, replica: Any = None) -> None:
         self._eng: Any = ffi.NULL

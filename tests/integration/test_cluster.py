@@ -129,6 +129,23 @@ def test_kill_the_leader_under_load(nats: LocalNats, shard: Callable[..., list[A
             assert engine.order(a["order_id"]) is not None or a["order_id"] in gone, a
 
 
+def test_a_follower_that_dies_catches_up_when_it_comes_back(nats: LocalNats, shard: Callable[..., list[Any]],
+                                                             server_factory: Callable[..., Any]) -> None:
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    gone = next(i for i, n in enumerate(nodes) if n is not leader)
+    nodes[gone].kill()  # kill -9
+    with Client(address(leader)) as c:
+        c.login(7)
+        for i in range(100):  # trading goes on without it
+            assert c.request(c.new_order("ESZ6", "buy" if i % 2 else "sell", 1, 450_000 + 25 * (i % 5)),
+                             timeout=10)["type"] == "ack"
+    back = server_factory(cluster_config(nats.urls), "--shard", "a", "--node", f"a{gone + 1}")
+    agreed = settled([leader, back])
+    assert status(back)["role"] == "follower" and agreed["seq"] >= 100
+    assert agreed["hash"] == f"{replayed(the_log(nats.urls, 'a'), 'a')[0].state_hash():016x}"
+
+
 def test_order_limits_hold_across_a_failover(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     limited = '[[instruments]]\nsymbol = "ESZ6"\ntick_size = 25\nmax_qty = 10\n'
     nodes = shard(2, shards={"a": ("ESZ6",)}, instruments=limited)
@@ -239,7 +256,8 @@ def trader_stalled(trader: Trader, count: int) -> bool:
     return len(trader.acks) == start and start >= count
 
 
-def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., list[Any]],
+                                         server_factory: Callable[..., Any], tmp_path: Path) -> None:
     nodes = shard(2)
     leader = leader_among(nodes)
     with Client(address(leader)) as c:
@@ -252,11 +270,13 @@ def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., 
             assert stored["type"] == "snapshot" and stored["path"].startswith("pyengine-snapshots/a/")
     # Two snapshots: the log before the older one's position is purged.
     assert the_log(nats.urls, "a")[0].stream_seq > 1
-    joiner = shard(1, first=3)[0]
+    data = tmp_path / "a3"
+    joiner = server_factory(cluster_config(nats.urls), "--shard", "a", "--node", "a3", "--data-dir", str(data))
     joiner.wait_log(r"event=cluster_state .*snapshot=a/")
     agreed = settled(nodes + [joiner])
     assert status(joiner)["role"] == "follower"
     assert agreed["seq"] >= 400
+    assert [p.name for p in data.iterdir()] == ["LOCK"]  # the snapshot it loaded is not kept
 
 
 def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
