@@ -161,6 +161,11 @@ static void write_snapshot(struct runner *r, struct jnl_item *it)
     uint64_t seq = it->rec.seq;
     int fd;
 
+    /* After a failure the engine ran on past what the journal holds: a
+       snapshot would keep commands no journal has and nobody was answered,
+       and its prune would delete the segment that failed. */
+    if (atomic_load_explicit(&r->journal_errno, memory_order_acquire))
+        goto out;
     if (eng_snapshot_write_file(w->dir, it->snapshot, it->snapshot_len) != 0) {
         runner__fail(r, errno);
         goto out;

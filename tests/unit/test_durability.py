@@ -7,8 +7,10 @@ the loss is accepted, and then never issue a seq or id again."""
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from pyengine.errors import EngineError
 from pyengine.replay import audit, main as replay_main
 from pyengine.server.config import DEFAULT_INSTRUMENTS, InstrumentConfig, ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec, run_offline
+
+from .conftest import run_python
 
 RECORD = ffi.sizeof("struct jnl_record")
 
@@ -183,6 +187,33 @@ def test_order_limits_set_before_the_snapshot_hold_after_it(tmp_path: Path) -> N
     bitten = {type(e) is Rejected and e.reason in over and e.seq > 700 for e in events}
     assert bitten == {True, False}, "some commands replayed after the snapshot are over the limits"
     assert recovered == original.state_hash()
+
+
+def test_no_snapshot_is_written_after_the_journal_failed(tmp_path: Path) -> None:
+    # The journal's file may not grow past 20,000 bytes (EFBIG, in a child
+    # process) while the engine runs on to a snapshot at seq 300: it would
+    # hold commands no journal has, and its prune would delete the segment
+    # that failed.
+    data, commands = tmp_path / "data", tmp_path / "flow"
+    cmds = flow(400, seed=2)
+    commands.write_bytes(b"".join(cmds))
+    done = run_python(textwrap.dedent(f"""
+        import resource, signal
+        from pyengine.server.config import ServerConfig
+        from pyengine.server.engine_thread import run_offline
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, resource.RLIM_INFINITY))
+        config = ServerConfig(data_dir={str(data)!r}, engine_cpu=-1, spin_us=0, snapshot_every=300, fsync="batch")
+        try:
+            run_offline(config, open({str(commands)!r}, "rb").read())
+        except OSError as exc:
+            print("journal failed", exc.errno)
+    """))
+    assert f"journal failed {errno.EFBIG}" in done.stdout, done.stdout + done.stderr
+    assert not [p.name for p in data.iterdir() if p.name.startswith("snapshot-")]
+    h, report = recovered_hash(data)
+    assert report.snapshot_path is None and 0 < report.seq < 300  # what the journal holds, no more
+    assert h == reference(cmds[: report.seq]).state_hash()
 
 
 def test_snapshots_prune_old_segments(tmp_path: Path) -> None:
