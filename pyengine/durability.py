@@ -152,7 +152,10 @@ def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, by
     journal, in order, up to where recovery would stop; the command is a
     packed ``struct eng_cmd``, as ``Engine.process_batch`` takes it."""
     scan = ffi.new("struct jnl_scan *")
-    for _, path in segments(Path(data_dir)):
+    expected = None  # the seq the next segment must start at
+    for first, path in segments(Path(data_dir)):
+        if expected is not None and first != expected:
+            return  # records missing before it: recovery stops there too
         lib.jnl_scan_file(str(path).encode(), ffi.NULL, 0, scan, ffi.NULL)
         if scan.stop == lib.JNL_BAD_HEADER:
             return
@@ -161,7 +164,9 @@ def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, by
             f.seek(start)
             data = f.read(scan.valid_bytes - start)
         for off in range(0, len(data), _RECORD):
-            yield _RECORD_HEAD.unpack_from(data, off)[2], data[off + _RECORD_HEAD.size : off + _RECORD]
+            seq = _RECORD_HEAD.unpack_from(data, off)[2]
+            yield seq, data[off + _RECORD_HEAD.size : off + _RECORD]
+            expected = seq + 1
         if scan.stop != lib.JNL_END:
             return
 

@@ -147,6 +147,16 @@ def test_recovery_rebuilds_the_state_and_numbering(tmp_path: Path) -> None:
     assert eng.state_hash() == h
 
 
+def test_the_journals_commands_stop_where_records_are_missing(tmp_path: Path) -> None:
+    cmds = flow(300, seed=3)
+    journal(tmp_path, cmds, snapshot_every=100, keep_segments=True)
+    assert [first for first, _ in segments(tmp_path)][:3] == [1, 101, 201]
+    dict(segments(tmp_path))[101].unlink()  # records 101..200 gone: what follows is not joined on
+    assert [seq for seq, _ in journal_commands(tmp_path)] == list(range(1, 101))
+    eng, result = replay_journal(tmp_path)
+    assert result.commands == 100 and eng.state_hash() == reference(cmds[:100]).state_hash()
+
+
 def test_snapshot_plus_suffix_equals_full_replay(tmp_path: Path) -> None:
     cmds = flow(2500, seed=3)
     journal(tmp_path, cmds, snapshot_every=700, keep_segments=True)
