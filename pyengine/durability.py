@@ -30,7 +30,7 @@ import shutil
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -380,7 +380,7 @@ def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) ->
         at = found.index(root / damage.segment)
         if damage.reason == STOP_REASONS[lib.JNL_BAD_HEADER]:
             _rename_aside(found[at], f".damaged-{int(time.time())}", "bad header", report)
-        else:
+        elif damage.bytes_after:  # nothing after it: records lost from its end, the later segments go below
             _set_aside(found[at], damage.offset, damage.reason, report)
         # Nothing after a damaged record can be applied: set it aside whole.
         for later in found[at + 1:]:
@@ -490,9 +490,16 @@ def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
             report.segments.append(SegmentReport(str(path), first, 0, following - first, 0, following - 1, COVERED, {}))
             continue
         if first > seq + 1:
-            raise RecoveryError(
-                f"{path.name} starts at {first} but the state ends at {seq}: records {seq + 1}..{first - 1} are missing"
-            )
+            if i == 0:
+                raise RecoveryError(f"{path.name} starts at {first} but the state ends at {seq}: "
+                                    f"records {seq + 1}..{first - 1} are missing")
+            # The segment before ended whole (`scan` is its) short of this
+            # one: records lost from its end, damage like any other.
+            report.damage = replace(_damage(found[i - 1][1], found[i - 1][0], scan, [p for _, p in found[i:]]),
+                                    reason=STOP_REASONS[lib.JNL_SEQ_GAP])
+            log.warning("journal_damaged", extra=fields(
+                segment=found[i - 1][1].name, reason=report.damage.reason, last_good_seq=seq, next_segment=path.name))
+            return
         header = _header_specs(path)
         if header is not None and not _specs_equal(eng, header):
             raise RecoveryError(f"{path.name}: the journal's instruments differ from the "

@@ -273,6 +273,35 @@ def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path, capsys: 
     assert h == reference(cmds).state_hash()
 
 
+def test_records_lost_from_the_end_of_an_older_segment_are_damage(tmp_path: Path) -> None:
+    # Whole records gone from the end of a segment with a later one after it
+    # (fsync off, the machine stopped soon after a restart): a gap that only
+    # the segments' names show, refused as damage, and accepted as such.
+    cmds = flow(300, seed=8)
+    journal(tmp_path, cmds[:200])
+    journal(tmp_path, cmds[200:])  # a second segment, from 201
+    first = segments(tmp_path)[0][1]
+    with open(first, "r+b") as f:
+        f.truncate(first.stat().st_size - 50 * RECORD)  # records 151..200
+    damage = audit(str(tmp_path))["damage"]
+    assert not damage["torn_tail"] and damage["reason"] == "sequence gap"
+    assert (damage["last_good_seq"], damage["bytes_after"], damage["later_segments"], damage["seqs_after"]) == (
+        150, 0, 1, (201, 300))
+    with pytest.raises(JournalDamaged, match=rf"{first.name}: sequence gap .* after seq 150"):
+        recover(tmp_path, specs())
+    mark = read_mark(tmp_path)
+    eng, report = recover(tmp_path, specs(), accept_loss=True)
+    try:
+        assert report.loss_accepted and counters(eng) == mark
+        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:150], mark)
+    finally:
+        lib.eng_destroy(eng)
+    assert (tmp_path / "journal-00000000000000000201.log.orphan").exists()
+    assert not list(tmp_path.glob("*.damaged-*"))  # nothing was after the last record to set aside
+    h, report = recovered_hash(tmp_path)  # the next life needs no flag
+    assert report.damage is None and report.seq == mark[0]
+
+
 def test_flipped_byte_mid_journal_refuses_until_the_loss_is_accepted(tmp_path: Path) -> None:
     cmds = flow(1500, seed=7)
     journal(tmp_path, cmds[:1000])
