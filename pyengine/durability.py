@@ -132,6 +132,7 @@ class Recovery:
     damage: Damage | None = None  # where the journal stopped short of its end
     mark: tuple[int, int, int] = (0, 0, 0)  # the high-water mark: seq, order id, trade id
     loss_accepted: bool = False  # damage was set aside and the counters raised to the mark
+    mark_error: str | None = None  # without `repair`: why the mark could not be read (it is taken as none)
 
 
 def segments(data_dir: Path) -> list[tuple[int, Path]]:
@@ -347,7 +348,13 @@ def recover(
     t0 = time.perf_counter()
     root = Path(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    report = Recovery(mark=read_mark(root))
+    report = Recovery()
+    try:
+        report.mark = read_mark(root)
+    except RecoveryError as exc:
+        if repair:
+            raise
+        report.mark_error = str(exc)  # an audit reads the journal all the same: that is what decides
     eng = _load_newest_snapshot(root, report, level_events) if use_snapshots else _empty_engine(level_events)
     try:
         if report.snapshot_path is None:
@@ -459,14 +466,13 @@ def _header_specs(path: Path) -> list[struct_eng_instrument_spec] | None:
 
 
 def _add_instruments(eng: struct_eng, root: Path, specs: list[struct_eng_instrument_spec] | None) -> None:
-    """No snapshot: instruments from the configuration, or from the first segment."""
+    """No snapshot: instruments from the configuration, or from the first
+    segment whose header is whole (every segment names the same ones; a bad
+    header is the replay's to report, as damage)."""
     if specs is None:
-        first = segments(root)
-        if not first:
-            return
-        specs = _header_specs(first[0][1])
+        specs = next((s for _, path in segments(root) if (s := _header_specs(path)) is not None), None)
         if specs is None:
-            raise RecoveryError(f"{first[0][1].name}: not a journal segment")
+            return
     try:
         _add_specs(eng, specs)
     except EngineError as exc:

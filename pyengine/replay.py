@@ -66,7 +66,9 @@ def _print(a: dict[str, Any]) -> None:
     rate = a["replayed"] / a["seconds"] if a["seconds"] else 0.0
     print(f"  replayed  {a['replayed']} commands in {a['seconds']:.3f} s ({rate / 1e6:.2f} M/s)")
     print(f"  state     seq {a['seq']}, {a['open_orders']} open orders, hash {a['state_hash']}")
-    if any(a["mark"]):
+    if a["mark_error"]:
+        print(f"  mark      UNREADABLE: {a['mark_error']}")
+    elif any(a["mark"]):
         seq, order_id, trade_id = a["mark"]
         print(f"  mark      seq {seq}, order id {order_id}, trade id {trade_id}: none was issued above them")
     damage = a["damage"]

@@ -452,6 +452,33 @@ def test_the_loss_is_only_accepted_with_a_high_water_mark(tmp_path: Path) -> Non
     assert files(tmp_path) == untouched
 
 
+def test_an_unreadable_mark_still_lets_the_journal_be_checked(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # The server refuses to start on it, and says to check the journal first:
+    # the check must be able to run.
+    cmds = flow(200, seed=17)
+    journal(tmp_path, cmds)
+    overwrite(tmp_path / "HIGHWATER", 20, b"\xff")
+    with pytest.raises(RecoveryError, match="HIGHWATER is not a valid high-water mark"):
+        recover(tmp_path, specs())
+    assert replay_main([str(tmp_path), "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "mark      UNREADABLE" in out and "journal   clean" in out
+    assert audit(str(tmp_path))["state_hash"] == f"{reference(cmds).state_hash():016x}"
+
+
+def test_a_bad_first_header_is_damage_to_the_check_as_to_the_server(tmp_path: Path) -> None:
+    journal(tmp_path, flow(200, seed=18))
+    (_, seg), = segments(tmp_path)
+    flip(seg, 3)  # in the header's magic
+    eng, report = recover(tmp_path, specs(), repair=False)
+    lib.eng_destroy(eng)
+    assert report.damage is not None and report.damage.reason == "bad header"
+    damage = audit(str(tmp_path))["damage"]  # no configuration: the instruments come from no header
+    assert (damage["reason"], damage["records_after"]) == ("bad header", report.damage.records_after)
+    assert replay_main([str(tmp_path), "--check"]) == 1  # damage, not an error
+
+
 def test_recovery_is_deterministic(tmp_path: Path) -> None:
     cmds = flow(2000, seed=8)
     a, b = tmp_path / "a", tmp_path / "b"
