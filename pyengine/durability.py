@@ -287,6 +287,7 @@ def _set_aside(path: Path, valid_bytes: int, why: str, report: Recovery) -> None
         shutil.copyfileobj(src, dst)
         dst.flush()
         os.fsync(dst.fileno())
+        _fsync_dir(path.parent)  # the copy's name is durable before the cut: never the cut without the copy
         src.truncate(valid_bytes)
         os.fsync(src.fileno())
     report.damaged.append(f"{path.name} from byte {valid_bytes} ({why}) -> {aside.name}")
