@@ -285,8 +285,9 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
                     goto done;
                 }
                 eng_clear_events(e);
-                if (eng_process(e, &r->cmd) < 0) {
+                if (eng_process(e, &r->cmd) < 0 || jnl__out_of_memory(e->ev, e->ev_len)) {
                     out->stop = JNL_APPLY_ERROR;
+                    out->err = ENOMEM;
                     goto done;
                 }
                 out->applied++;

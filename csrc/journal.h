@@ -43,6 +43,21 @@ void jnl__seal(struct jnl_record *r);
 bool jnl__record_valid(const struct jnl_record *r);
 
 /*
+ * Did the events of one command say it ran out of memory (a no_memory reject,
+ * or an order cancelled no_memory)? The engine sequenced it all the same, but
+ * replayed where memory is to spare it would run otherwise: a durable log must
+ * not hold it (runner.c), and a replay that meets one stops (jnl_scan_file).
+ */
+static inline bool jnl__out_of_memory(const struct eng_event *ev, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((ev[i].type == ENG_EV_REJECTED && ev[i].reason == ENG_NO_MEMORY) ||
+            (ev[i].type == ENG_EV_CANCELLED && ev[i].reason == ENG_CANCEL_NO_MEMORY))
+            return true;
+    return false;
+}
+
+/*
  * Create `dir`/journal-<first_seq>.log with its header (naming e's
  * instruments), fsync it and the directory. Returns the open descriptor
  * (positioned at the end, O_APPEND), or -1 with errno set.

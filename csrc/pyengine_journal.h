@@ -68,7 +68,7 @@ enum jnl_stop {
     JNL_SEQ_GAP = 3,      /* a record's seq is not the next one */
     JNL_BAD_HEADER = 4,   /* the file has no valid segment header */
     JNL_IO_ERROR = 5,     /* the file could not be read (errno) */
-    JNL_APPLY_ERROR = 6   /* the engine could not process a record (memory) */
+    JNL_APPLY_ERROR = 6   /* the engine ran out of memory processing a record */
 };
 
 struct jnl_record {
@@ -87,7 +87,7 @@ struct jnl_scan {
     uint64_t valid_bytes; /* file offset just after the last valid record */
     uint64_t file_bytes;
     int32_t stop;         /* enum jnl_stop */
-    int32_t err;          /* errno for JNL_IO_ERROR */
+    int32_t err;          /* errno for JNL_IO_ERROR, ENOMEM for JNL_APPLY_ERROR */
     uint32_t ninstruments;
     uint32_t reserved;
     uint64_t skipped;     /* records up to after_seq passed over unread */
@@ -107,7 +107,11 @@ struct jnl_scan {
  * the engine's next sequence number, else the scan stops with JNL_SEQ_GAP);
  * records up to after_seq are then passed over unread when the one at
  * after_seq is found whole where it should be (out->skipped);
- * the engine's event buffer is cleared as it goes. With `e` NULL, only check.
+ * the engine's event buffer is cleared as it goes. A record whose command
+ * runs out of memory (rejected or cancelled no_memory) stops the scan with
+ * JNL_APPLY_ERROR: the runner journals no such command (it ran otherwise
+ * live, where memory was short), so replaying past it would not rebuild the
+ * state its sender was told of. With `e` NULL, only check.
  * `counts`, if not NULL, receives the number of records per command type
  * (indexed by type, ENG_CMD__COUNT entries; 0 counts unknown types). When
  * the scan stops early, the rest of the file is searched for valid records

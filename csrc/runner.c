@@ -181,6 +181,9 @@ static void stage_record(struct runner *r, const struct eng_cmd *c)
 {
     struct jnl_item *it;
 
+    /* None once the log failed: a log with a gap would replay later commands under other seqs. */
+    if (atomic_load_explicit(&r->journal_errno, memory_order_relaxed))
+        return;
     if (runner__journaling(r)) {
         it = &r->jstage[r->jused++];
     } else if (runner__replicating(r) &&
@@ -227,9 +230,14 @@ static int take_snapshot(struct runner *r)
     struct jnl_item it;
     size_t len;
     void *buf;
+    int err;
 
     if (!runner__journaling(r) && !runner__replicating(r))
         return ENOTSUP;
+    /* Nor a snapshot: it could hold commands whose records the log lacks. */
+    err = atomic_load_explicit(&r->journal_errno, memory_order_relaxed);
+    if (err)
+        return err;
     buf = eng_snapshot_serialize(r->eng, &len);
     if (!buf)
         return ENOMEM;
@@ -342,10 +350,17 @@ static size_t run_batch(struct runner *r)
             events++;
             continue;
         }
+        ev = eng_events(r->eng, &count);
+        /* Sequenced, but out of memory: replayed where memory is to spare, the
+           command would run otherwise and every later id would shift. The
+           durable log fails before its record, as on a write error, so that
+           nothing from it on is stored or released (nor what the journal
+           thread has not written by the time it sees the failure). */
+        if ((runner__journaling(r) || runner__replicating(r)) && jnl__out_of_memory(ev, count))
+            runner__fail(r, ENOMEM);
         stage_record(r, &c->cmd);
         if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
             take_snapshot(r);
-        ev = eng_events(r->eng, &count);
         for (size_t k = 0; k < count; k++)
             stage(r, &used, &ev[k], c->tag);
         events += count;

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import shutil
+import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,3 +47,34 @@ def pyengine_logger() -> Iterator[None]:
     state = (list(logger.handlers), logger.level, logger.propagate)
     yield
     logger.handlers[:], logger.level, logger.propagate = state
+
+
+@dataclass
+class FailingRealloc:
+    """A process started with `env` fails every realloc of `bytes` or more
+    while the file `flag` exists (tests/failing_realloc.c)."""
+
+    env: dict[str, str]
+    flag: Path
+    bytes: int
+
+
+@pytest.fixture
+def failing_realloc(tmp_path: Path) -> FailingRealloc:
+    """tests/failing_realloc.c built with the system C compiler (``$CC``, else
+    ``cc``), for a child process to preload: the engine grows its event buffer
+    with realloc, so a command that needs a bigger one runs out of memory."""
+    if os.environ.get("LD_PRELOAD"):
+        pytest.skip("another library is preloaded (a sanitizer's)")
+    compiler = shlex.split(os.environ.get("CC") or "cc")
+    if shutil.which(compiler[0]) is None:
+        pytest.skip("no C compiler")
+    source = Path(__file__).with_name("failing_realloc.c")
+    lib = tmp_path / "failing_realloc.so"
+    proc = subprocess.run([*compiler, "-std=gnu11", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
+                           "-o", str(lib), str(source), "-ldl"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fail = FailingRealloc({}, tmp_path / "fail-realloc", 512 * 1024)
+    fail.env = dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_REALLOC_FLAG=str(fail.flag),
+                    PYENGINE_FAIL_REALLOC_BYTES=str(fail.bytes))
+    return fail

@@ -1,6 +1,6 @@
 """Integration fixtures: a real pyengine-server process on a free loopback port.
 
-``server_factory(config_toml=None, *args)`` starts ``python -m
+``server_factory(config_toml=None, *args, env=None)`` starts ``python -m
 pyengine.server.cli --port 0`` (with a TOML file when given), waits for its
 ``listening`` log line, and returns a handle with the port and the log
 (pyengine.server.process.ServerProcess). Every server is stopped with
@@ -24,7 +24,7 @@ class RunningServer(ServerProcess):
         return Client("127.0.0.1", self.port, **kw)  # type: ignore[arg-type]
 
 
-def _start(config: str | None, extra: list[str], tmp_path: Path) -> RunningServer:
+def _start(config: str | None, extra: list[str], tmp_path: Path, env: dict[str, str] | None) -> RunningServer:
     stamp = time.monotonic_ns()
     args = ["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0", "--log-level", "debug", *extra]
     if config is not None:
@@ -32,7 +32,7 @@ def _start(config: str | None, extra: list[str], tmp_path: Path) -> RunningServe
         path.write_text(config)
         args += ["--config", str(path)]
     try:
-        return RunningServer(args, tmp_path / f"server-{stamp}.log", timeout=20)
+        return RunningServer(args, tmp_path / f"server-{stamp}.log", timeout=20, env=env)
     except ServerStartError as exc:
         raise AssertionError(str(exc)) from None
 
@@ -41,8 +41,8 @@ def _start(config: str | None, extra: list[str], tmp_path: Path) -> RunningServe
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []
 
-    def factory(config: str | None = None, *extra: str) -> RunningServer:
-        s = _start(config, list(extra), tmp_path)
+    def factory(config: str | None = None, *extra: str, env: dict[str, str] | None = None) -> RunningServer:
+        s = _start(config, list(extra), tmp_path, env)
         started.append(s)
         return s
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pyengine.client import Client, ServerError
+from pyengine.client import Client, ConnectionClosed, ServerError
 from pyengine.durability import segments, snapshots
 from pyengine.replay import main as replay_main
 from pyengine.server.config import hash_secret
@@ -228,6 +228,45 @@ def test_one_server_per_data_dir(server_factory: Any, tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 1
     assert "event=cannot_start" in out.stderr and "in use by another process" in out.stderr
+
+
+def test_a_command_out_of_memory_stops_the_server_unanswered(server_factory: Any, failing_realloc: Any,
+                                                            tmp_path: Path) -> None:
+    """A sweep of 3000 makers needs 6005 events (a fill and a level each),
+    a realloc of the event buffer to 8192 (768 KiB), which fails: the sweep
+    has its seq by then. Answered no_memory and journaled, a restart would
+    fill it; instead the journal fails before its record, nobody hears of
+    it, and the restarted server has the book and the numbering its clients
+    were told of."""
+    data = tmp_path / "data"
+    n = 3000
+    srv = server_factory(None, "--data-dir", str(data), env=failing_realloc.env)
+    with Client("127.0.0.1", srv.port) as seller:
+        seller.login(1, cancel_on_disconnect=False)
+        for _ in range(n // 500):
+            for req in [seller.new_order(ES, "sell", 1, 450_000) for _ in range(500)]:
+                assert seller.request(req, timeout=10)["type"] == "ack"
+    with Client("127.0.0.1", srv.port) as taker:
+        taker.login(2, cancel_on_disconnect=False)
+        failing_realloc.flag.touch()
+        taker.new_order(ES, "buy", n, 450_000)
+        try:
+            answer = taker.recv(timeout=10)
+        except ConnectionClosed:
+            answer = None
+        failing_realloc.flag.unlink()
+        assert answer is None, answer
+    assert srv.proc.wait(10) == 1
+    assert "Cannot allocate memory" in srv.wait_log("event=journal_failed")
+    srv.killed = True  # it stopped itself, with a failure status
+
+    srv = server_factory(None, "--data-dir", str(data))
+    with Client("127.0.0.1", srv.port) as c:
+        c.login(3)
+        ack = c.request(c.new_order(ES, "buy", 1, 450_000), timeout=10)
+        assert ack["type"] == "ack" and ack["order_id"] == n + 1
+        fill = c.recv(timeout=10)
+        assert fill["type"] == "fill" and fill["trade_id"] == 1 and fill["leaves"] == 0, fill
 
 
 def test_a_failed_journal_stops_the_server(server_factory: Any, tmp_path: Path) -> None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -519,6 +522,32 @@ def test_replay_prints_what_it_found(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert f"seq 1200, {ref.stats().open_orders} open orders" in out
     assert "snapshot-00000000000000001000.snap (seq 1000)" in out
     assert "journal   clean" in out
+
+
+def test_a_replay_that_runs_out_of_memory_stops(tmp_path: Path, failing_realloc: Any) -> None:
+    """A record whose command runs out of memory replayed stops the recovery:
+    run otherwise than it ran live, it would rebuild another state. Here a
+    sweep of 3000 makers, which needs 6005 events with level events, a
+    realloc of the event buffer past failing_realloc.bytes."""
+    n = 3000
+    data = tmp_path / "data"
+    data.mkdir()
+    journal(data, [pack_new_order(0, "sell", 1, 450_000, account=1)] * n +
+            [pack_new_order(0, "buy", n, 450_000, account=2)])
+    failing_realloc.flag.touch()
+    code = (
+        "from pyengine.durability import RecoveryError, recover\n"
+        "from pyengine.server.config import DEFAULT_INSTRUMENTS\n"
+        "from pyengine.server.engine_thread import instrument_spec\n"
+        "try:\n"
+        f"    recover({str(data)!r}, [instrument_spec(i) for i in DEFAULT_INSTRUMENTS], level_events=True)\n"
+        "except RecoveryError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=failing_realloc.env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"out of memory replaying after seq {n} (errno 12)" in proc.stdout, proc.stdout
 
 
 def test_an_engine_thread_used_after_close_raises_instead_of_crashing() -> None:
