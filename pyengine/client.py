@@ -98,6 +98,7 @@ def _naming_order(msg: dict[str, Any], order_id: int | None, client_order_id: st
         msg["client_order_id"] = client_order_id
     return msg
 
+
 class Client:
     """A session with a pyengine server.
 
@@ -109,7 +110,8 @@ class Client:
     ConnectionClosed, and the next request first connects to the new leader
     and logs in again as before: the client never sends a request again on
     its own (whether an unanswered order got in is for its sender to find
-    out, by its client order id).
+    out, by its client order id). ``close`` ends the session for good: a
+    closed client raises ConnectionClosed until ``reconnect`` is called.
     """
 
     def __init__(
@@ -131,7 +133,8 @@ class Client:
         self._buf = bytearray()
         self._inbox: collections.deque[dict[str, Any]] = collections.deque()
         self._next_req = 0
-        self._login: dict[str, Any] | None = None  # the login to repeat after a reconnect
+        self._login: dict[str, Any] | None = None  # the last accepted login, repeated after a reconnect
+        self._closed = False  # by close(): no reconnecting on its own
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self.sock: _Socket | None = None
         self.address: tuple[str, int] = self.addresses[0]
@@ -140,7 +143,7 @@ class Client:
     # ---- connections -------------------------------------------------------
 
     def _connect(self, address: tuple[str, int]) -> None:
-        self.close()
+        self._lost()
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.address = address
@@ -164,7 +167,9 @@ class Client:
 
     def reconnect(self) -> dict[str, Any] | None:
         """Connect again (to the leader, in a cluster) and log in as before;
-        the ``logged_in`` reply, or None when this client never logged in."""
+        the ``logged_in`` reply, or None when this client never logged in.
+        This also reopens a closed client."""
+        self._closed = False
         deadline = time.monotonic() + self._find_leader_for
         while True:
             try:
@@ -174,17 +179,18 @@ class Client:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        return self._log_in() if self._login is not None else None
+        return self._log_in(self._login) if self._login is not None else None
 
-    def _log_in(self) -> dict[str, Any]:
-        """Log in, following ``not_leader`` to the leader."""
-        assert self._login is not None
+    def _log_in(self, login: dict[str, Any]) -> dict[str, Any]:
+        """Log in with the `login` message, following ``not_leader`` to the leader."""
+        if self._closed:
+            raise ConnectionClosed("the client is closed")
         deadline = time.monotonic() + self._find_leader_for
         while True:
             try:
                 if self.sock is None:  # connected here: a send would log in by itself, twice over
                     self._connect_any()
-                return self.request(self._send_request(dict(self._login)))
+                return self.request(self._send_request(dict(login)))
             except ServerError as exc:
                 if exc.code != "not_leader" or time.monotonic() > deadline:
                     raise
@@ -212,9 +218,19 @@ class Client:
     # ---- plumbing ----------------------------------------------------------
 
     def send(self, message: dict[str, Any]) -> None:
-        if self.sock is None:
-            self.reconnect()  # the connection was lost: a new one, logged in as before
-        body = orjson.dumps(message)
+        """Send one message; when the connection was lost, first connect
+        again and log in as before (see the class)."""
+        self._send_body(orjson.dumps(message))
+
+    def _send_body(self, body: bytes) -> None:
+        if self.sock is None and not self._closed:
+            try:
+                self.reconnect()  # the connection was lost: a new one, logged in as before
+            except BaseException:
+                # Not logged in (login_throttled, ...): no requests on this
+                # connection, the next one tries again.
+                self._lost()
+                raise
         sock = self._connected()
         try:
             sock.sendall(_HEADER.pack(len(body)) + body)
@@ -228,8 +244,11 @@ class Client:
 
     def _connected(self) -> _Socket:
         if self.sock is None:
-            raise ConnectionClosed("not connected (the connection was lost)")
+            raise ConnectionClosed(self._why_not_connected())
         return self.sock
+
+    def _why_not_connected(self) -> str:
+        return "the client is closed" if self._closed else "not connected (the connection was lost)"
 
     def _lost(self) -> None:
         if self.sock is not None:
@@ -249,7 +268,7 @@ class Client:
                     reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
                     return reply
             if self.sock is None:
-                raise ConnectionClosed("not connected (the connection was lost)")
+                raise ConnectionClosed(self._why_not_connected())
             try:
                 data = self.sock.recv(65536)
             except (ConnectionResetError, BrokenPipeError) as exc:
@@ -284,7 +303,7 @@ class Client:
     def _read_with(self, timeout: float) -> dict[str, Any]:
         sock = self.sock
         if sock is None:
-            raise ConnectionClosed("not connected (the connection was lost)")
+            raise ConnectionClosed(self._why_not_connected())
         old = sock.gettimeout()
         sock.settimeout(timeout)
         try:
@@ -308,12 +327,15 @@ class Client:
     # ---- requests ----------------------------------------------------------
 
     def login(self, account: int, secret: str | None = None, *, cancel_on_disconnect: bool = True) -> dict[str, Any]:
-        """Log in and wait for the reply (at a cluster shard's leader: see the class)."""
+        """Log in and wait for the reply (at a cluster shard's leader: see the
+        class). Once ``logged_in``, this is the login repeated after a
+        reconnect; a refused one leaves the previous login in its place."""
         msg: dict[str, Any] = {"type": "login", "account": account, "cancel_on_disconnect": cancel_on_disconnect}
         if secret is not None:
             msg["secret"] = secret
+        reply = self._log_in(msg)
         self._login = msg
-        return self._log_in()
+        return reply
 
     def new_order(
         self,
@@ -457,6 +479,9 @@ class Client:
     # ---- lifetime ----------------------------------------------------------
 
     def close(self) -> None:
+        """Close the connection: no request is sent (and no reconnect made)
+        until ``reconnect``; messages already received stay for recv()."""
+        self._closed = True
         self._lost()
 
     def __enter__(self) -> Client:
@@ -496,9 +521,14 @@ class ClusterClient:
         client = self._clients.get(shard)
         if client is None:
             nodes = list(dict.fromkeys(a for a in self._nodes[shard] if a))
-            client = self._clients[shard] = Client(nodes, timeout=self._timeout)
+            client = Client(nodes, timeout=self._timeout)
             account, secret, cod = self._login
-            client.login(account, secret, cancel_on_disconnect=cod)
+            try:
+                client.login(account, secret, cancel_on_disconnect=cod)
+            except BaseException:
+                client.close()  # not kept: the next call connects and logs in anew
+                raise
+            self._clients[shard] = client
         return client
 
     def close(self) -> None:

@@ -1,0 +1,124 @@
+"""pyengine.client against a real server: the login it repeats after a
+reconnect, a closed client, a failed re-login, ClusterClient's sessions."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from typing import Any
+
+import orjson
+import pytest
+
+from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
+from pyengine.server.config import hash_secret
+
+ES = "ESZ6"
+
+ACCOUNTS = f"""
+[[accounts]]
+account = 7
+secret = "{hash_secret('seven', iterations=1000)}"
+
+[[accounts]]
+account = 8
+secret = "{hash_secret('eight', iterations=1000)}"
+"""
+
+
+def test_a_refused_login_is_not_the_one_repeated_after_a_reconnect(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    with server.client() as c:
+        c.login(7, "seven", cancel_on_disconnect=False)
+        with pytest.raises(ServerError) as info:
+            c.login(8, "eight")
+        assert info.value.code == "already_logged_in"
+        reply = c.reconnect()
+        assert reply is not None and (reply["account"], reply["cancel_on_disconnect"]) == (7, False)
+    with server.client() as c:
+        with pytest.raises(ServerError) as info:
+            c.login(8, "wrong")
+        assert info.value.code == "auth_failed"
+        assert c.reconnect() is None  # no login to repeat
+        assert c.login(8, "eight")["account"] == 8
+
+
+def test_a_closed_client_stays_closed_until_reconnect(server: Any) -> None:
+    with server.client() as c:
+        c.login(3, cancel_on_disconnect=False)
+        assert c.request(c.new_order(ES, "buy", 1, 449_000, client_order_id="one"))["type"] == "ack"
+    with pytest.raises(ConnectionClosed, match="the client is closed"):
+        c.new_order(ES, "buy", 1, 449_025, client_order_id="two")
+    with pytest.raises(ConnectionClosed, match="the client is closed"):
+        c.request(c._next_req, timeout=1)
+    with pytest.raises(ConnectionClosed, match="the client is closed"):
+        c.login(3)
+    assert c.sock is None
+    server.wait_log(r"event=session_close")
+    assert sum("event=login " in line for line in server.lines) == 1  # no session of its own making
+    reply = c.reconnect()  # only this opens it again
+    assert reply is not None and reply["claimed_orders"] == 1
+    assert [o["client_order_id"] for o in c.open_orders()] == ["one"]
+    c.close()
+
+
+def test_a_failed_relogin_drops_the_connection_and_the_next_request_tries_again(server_factory: Any) -> None:
+    config = ACCOUNTS + "\n[limits]\nhost_logins = 1\nhost_login_window = 600.0\n"
+    first = server_factory(config)
+    port = first.port
+    c = Client("127.0.0.1", port, timeout=5)
+    c.login(7, "seven", cancel_on_disconnect=False)
+    assert first.stop() == 0
+    with pytest.raises(ConnectionClosed):
+        c.request(c.ping())
+    second = server_factory(config, "--port", str(port))
+    with Client("127.0.0.1", port, timeout=5) as other:
+        other.login(8, "eight")  # the host's one login with a secret for the window
+    with pytest.raises(ServerError) as info:
+        c.request(c.ping())  # connects, and the login is throttled
+    assert info.value.code == "login_throttled"
+    assert c.sock is None
+    with pytest.raises(ServerError) as info:
+        c.request(c.new_order(ES, "buy", 1, 449_000))  # logs in again first: not sent unauthenticated
+    assert info.value.code == "login_throttled"
+    assert second.stop() == 0
+    server_factory(config, "--port", str(port))  # a fresh throttle
+    assert c.request(c.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+    c.close()
+
+
+def directory_node(leader_port: int) -> tuple[socket.socket, threading.Thread]:
+    """A stand-in for a cluster node answering one ``status``: one shard
+    trading ES, led by the server on `leader_port`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        s, _ = listener.accept()
+        with s:
+            (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+            req = orjson.loads(s.recv(n, socket.MSG_WAITALL))
+            leader = f"127.0.0.1:{leader_port}"
+            reply = orjson.dumps({"type": "status", "req_id": req["req_id"], "shards": {
+                "a": {"leader": leader, "instruments": [ES], "nodes": {"a1": leader}}}})
+            s.sendall(struct.pack(">I", len(reply)) + reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_cluster_client_keeps_no_session_whose_login_failed(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    listener, thread = directory_node(server.port)
+    with listener:
+        cc = ClusterClient([f"127.0.0.1:{listener.getsockname()[1]}"], account=7, secret="wrong", timeout=5)
+        thread.join(5)
+    with cc:
+        for _ in range(2):  # each call logs in (and fails) anew
+            with pytest.raises(ServerError) as info:
+                cc.for_symbol(ES)
+            assert info.value.code == "auth_failed"
+        cc._login = (7, "seven", True)
+        es = cc.for_symbol(ES)
+        assert es.request(es.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
