@@ -112,6 +112,9 @@ class Client:
     its own (whether an unanswered order got in is for its sender to find
     out, by its client order id). ``close`` ends the session for good: a
     closed client raises ConnectionClosed until ``reconnect`` is called.
+
+    A `timeout` of None given to ``request`` or ``recv`` means the
+    constructor's `timeout` (None there: wait as long as it takes).
     """
 
     def __init__(
@@ -147,7 +150,6 @@ class Client:
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.address = address
-        self._buf.clear()
 
     def _connect_any(self, first: tuple[str, int] | None = None) -> None:
         """Connect to `first`, else to the addresses in turn after the current one."""
@@ -251,66 +253,106 @@ class Client:
         return "the client is closed" if self._closed else "not connected (the connection was lost)"
 
     def _lost(self) -> None:
+        """Drop the connection; the whole messages already received go to
+        the inbox for recv(), a partial one (never to be completed) is dropped."""
         if self.sock is not None:
             try:
                 self.sock.close()
             except OSError:
                 pass
         self.sock = None
+        while (frame := self._buffered_frame()) is not None:
+            self._inbox.append(frame)
+        self._buf.clear()
 
-    def _read_frame(self) -> dict[str, Any]:
-        while True:
-            if len(self._buf) >= 4:
-                (n,) = _HEADER.unpack_from(self._buf)
-                if len(self._buf) >= 4 + n:
-                    body = bytes(self._buf[4 : 4 + n])
-                    del self._buf[: 4 + n]
-                    reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
-                    return reply
-            if self.sock is None:
-                raise ConnectionClosed(self._why_not_connected())
-            try:
-                data = self.sock.recv(65536)
-            except (ConnectionResetError, BrokenPipeError) as exc:
-                data = b""
-                reason = str(exc)
-            else:
-                reason = "the server closed the connection"
-            if not data:
-                self._lost()
-                raise ConnectionClosed(reason)
-            self._buf += data
+    def _buffered_frame(self) -> dict[str, Any] | None:
+        """The next whole message in the receive buffer, taken out of it, or None."""
+        if len(self._buf) < 4:
+            return None
+        (n,) = _HEADER.unpack_from(self._buf)
+        if len(self._buf) < 4 + n:
+            return None
+        body = bytes(self._buf[4 : 4 + n])
+        del self._buf[: 4 + n]
+        reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
+        return reply
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        if timeout is None:
+            timeout = self._timeout
+        return None if timeout is None else time.monotonic() + timeout
+
+    def _read_frame(self, deadline: float | None = None, *, per_read: bool = False,
+                    poll: bool = True) -> dict[str, Any]:
+        """The next message: a whole one already received, else read from the
+        socket by `deadline` (time.monotonic(); None: no limit), or with the
+        socket's own timeout for each read when `per_read`. Once the deadline
+        has passed, the socket is polled once more if `poll` (so a timeout of
+        0 takes what has arrived), then TimeoutError."""
+        sock = self.sock
+        try:
+            while True:
+                frame = self._buffered_frame()
+                if frame is not None:
+                    return frame
+                if self.sock is None:
+                    raise ConnectionClosed(self._why_not_connected())
+                if not per_read:
+                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if wait == 0.0:
+                        if not poll:
+                            raise TimeoutError("timed out")
+                        poll = False
+                    self.sock.settimeout(wait)
+                try:
+                    data = self.sock.recv(65536)
+                except BlockingIOError:  # a timeout of 0 polls a non-blocking socket
+                    raise TimeoutError("timed out") from None
+                except (ConnectionResetError, BrokenPipeError) as exc:
+                    data = b""
+                    reason = str(exc)
+                else:
+                    reason = "the server closed the connection"
+                if not data:
+                    self._lost()
+                    raise ConnectionClosed(reason)
+                self._buf += data
+        finally:
+            if not per_read and sock is not None and self.sock is sock:  # not lost meanwhile
+                sock.settimeout(self._timeout)
 
     def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        """The next message (a reply or a push), in the order received."""
+        """The next message (a reply or a push), in the order received.
+        Waits up to `timeout` seconds (0: only what has arrived), then raises
+        TimeoutError; None: the constructor's timeout, for each read from the
+        socket. Raises ConnectionClosed once the connection is lost and every
+        message received before is returned."""
         if self._inbox:
             return self._inbox.popleft()
-        return self._read_frame() if timeout is None else self._read_with(timeout)
+        if timeout is None:
+            return self._read_frame(per_read=True)
+        return self._read_frame(self._deadline(timeout))
 
     def request(self, req_id: Any, timeout: float | None = None) -> dict[str, Any]:
         """Wait for the direct reply to `req_id`; other messages are kept for
-        recv(). An ``error`` reply raises ServerError."""
+        recv(). An ``error`` reply raises ServerError. `timeout` bounds the
+        whole wait (0: only what has arrived), then TimeoutError; None: the
+        constructor's timeout."""
         for i, m in enumerate(self._inbox):
             if m.get("req_id") == req_id and m.get("type") not in ("fill",):
                 del self._inbox[i]
                 return self._checked(m)
+        deadline = self._deadline(timeout)
+        first = True
         while True:
-            m = self._read_frame() if timeout is None else self._read_with(timeout)
+            # Past the deadline, what was already received still counts, but
+            # the socket is polled once only: a stream of pushes cannot keep
+            # the request waiting.
+            m = self._read_frame(deadline, poll=first)
+            first = False
             if m.get("req_id") == req_id and m.get("type") != "fill":
                 return self._checked(m)
             self._inbox.append(m)
-
-    def _read_with(self, timeout: float) -> dict[str, Any]:
-        sock = self.sock
-        if sock is None:
-            raise ConnectionClosed(self._why_not_connected())
-        old = sock.gettimeout()
-        sock.settimeout(timeout)
-        try:
-            return self._read_frame()
-        finally:
-            if self.sock is sock:  # not lost meanwhile
-                sock.settimeout(old)
 
     @staticmethod
     def _checked(m: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""pyengine.client.Client against a loopback socket standing in for the server:
+what it does with the bytes it has received, and timeouts."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from pyengine.client import Client, ConnectionClosed
+
+
+def frame(obj: Any) -> bytes:
+    body = orjson.dumps(obj)
+    return struct.pack(">I", len(body)) + body
+
+
+class FakeServer:
+    """The server's end of each connection a Client makes, whatever address
+    it asks for (a loopback listener of the test's own)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.peers: list[socket.socket] = []
+
+    def create_connection(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        ours = socket.create_connection(self.listener.getsockname(), timeout=timeout)
+        theirs, _ = self.listener.accept()
+        theirs.settimeout(5)
+        self.peers.append(theirs)
+        return ours
+
+    @property
+    def peer(self) -> socket.socket:
+        return self.peers[-1]
+
+    def read(self) -> dict[str, Any]:
+        (n,) = struct.unpack(">I", self.peer.recv(4, socket.MSG_WAITALL))
+        message: dict[str, Any] = orjson.loads(self.peer.recv(n, socket.MSG_WAITALL))
+        return message
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeServer]:
+    server = FakeServer()
+    yield server
+    for p in server.peers:
+        p.close()
+    server.listener.close()
+
+
+def connect(fake: FakeServer, **kw: Any) -> Client:
+    module = SimpleNamespace(create_connection=fake.create_connection)
+    return Client("127.0.0.1", 1, socket_module=module, **kw)  # type: ignore[arg-type]
+
+
+def fills(n: int) -> list[dict[str, Any]]:
+    return [{"type": "fill", "order_id": 1, "trade_id": i} for i in range(n)]
+
+
+def test_whole_messages_received_survive_a_reconnect(fake: FakeServer) -> None:
+    c = connect(fake)
+    req = c.ping()
+    # The reply and two pushes in one read: the pushes stay in the receive buffer.
+    fake.peer.sendall(b"".join(frame(m) for m in [{"type": "pong", "req_id": req}, *fills(2)]))
+    assert c.request(req)["type"] == "pong"
+    c.reconnect()
+    assert [c.recv(timeout=1.0), c.recv(timeout=1.0)] == fills(2)
+
+
+def test_a_lost_connection_leaves_whole_messages_for_recv_with_a_timeout(fake: FakeServer) -> None:
+    c = connect(fake)
+    req = c.ping()
+    partial = frame(fills(3)[2])[:-2]  # never completed
+    fake.peer.sendall(b"".join(frame(m) for m in [{"type": "pong", "req_id": req}, *fills(2)]) + partial)
+    assert c.request(req)["type"] == "pong"
+    fake.peer.close()
+    with pytest.raises(ConnectionClosed):
+        for _ in range(100):  # the first send may still go out
+            c.send({"type": "ping"})
+    assert [c.recv(timeout=1.0), c.recv(timeout=1.0)] == fills(2)
+    with pytest.raises(ConnectionClosed):
+        c.recv(timeout=1.0)
+
+
+def test_a_timeout_of_0_polls(fake: FakeServer) -> None:
+    c = connect(fake)
+    with pytest.raises(TimeoutError):
+        c.recv(timeout=0)
+    fake.peer.sendall(frame(fills(1)[0]))
+    assert c.recv(timeout=1.0) == fills(1)[0]  # arrived: a poll takes it
+    req = c.ping()
+    with pytest.raises(TimeoutError):
+        c.request(req, timeout=0)
+
+
+def test_a_request_timeout_bounds_the_whole_wait_while_pushes_arrive(fake: FakeServer) -> None:
+    c = connect(fake)
+    req = c.ping()
+    waited = threading.Event()
+
+    def feed() -> None:
+        # Pushes more often than the timeout, for far longer; the reply
+        # only once the request has given up (or after the pushes).
+        for i in range(100):
+            if waited.wait(0.05):
+                break
+            fake.peer.sendall(frame({"type": "fill", "order_id": 1, "trade_id": i}))
+        fake.peer.sendall(frame({"type": "pong", "req_id": req}))
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        with pytest.raises(TimeoutError):
+            c.request(req, timeout=0.5)
+    finally:
+        waited.set()
+        feeder.join()
+    assert c.request(req, timeout=5)["type"] == "pong"  # it still comes; the pushes stay for recv()
+    assert c.recv(timeout=0)["type"] == "fill"
