@@ -22,6 +22,7 @@ message (fills, market data) for ``recv``. Protocol: docs/protocol.md.
 from __future__ import annotations
 
 import collections
+import operator
 import socket as _socket
 import struct
 import time
@@ -97,6 +98,18 @@ def _naming_order(msg: dict[str, Any], order_id: int | None, client_order_id: st
     if client_order_id is not None:
         msg["client_order_id"] = client_order_id
     return msg
+
+
+def _json_default(obj: Any) -> Any:
+    """orjson's fallback: an integer of another type (a numpy integer: what
+    ``Engine.submit`` takes as SupportsIndex) as a Python int."""
+    if hasattr(type(obj), "__index__"):
+        return operator.index(obj)
+    raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
+
+
+def _encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message, default=_json_default)
 
 
 class Client:
@@ -222,7 +235,7 @@ class Client:
     def send(self, message: dict[str, Any]) -> None:
         """Send one message; when the connection was lost, first connect
         again and log in as before (see the class)."""
-        self._send_body(orjson.dumps(message))
+        self._send_body(_encode(message))
 
     def _send_body(self, body: bytes) -> None:
         if self.sock is None and not self._closed:
@@ -361,9 +374,10 @@ class Client:
         return m
 
     def _send_request(self, message: dict[str, Any]) -> int:
-        self._next_req += 1
-        req_id = message["req_id"] = self._next_req
-        self.send(message)  # which may log in again first, with requests of its own
+        req_id = message["req_id"] = self._next_req + 1
+        body = _encode(message)  # a TypeError here uses up no req_id
+        self._next_req = req_id
+        self._send_body(body)  # which may log in again first, with requests of its own
         return req_id
 
     # ---- requests ----------------------------------------------------------

@@ -1,5 +1,5 @@
 """pyengine.client.Client against a loopback socket standing in for the server:
-what it does with the bytes it has received, and timeouts."""
+what it does with the bytes it has received, timeouts, what it sends."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -124,3 +125,22 @@ def test_a_request_timeout_bounds_the_whole_wait_while_pushes_arrive(fake: FakeS
         feeder.join()
     assert c.request(req, timeout=5)["type"] == "pong"  # it still comes; the pushes stay for recv()
     assert c.recv(timeout=0)["type"] == "fill"
+
+
+def test_integers_of_other_types_are_sent_as_integers(fake: FakeServer) -> None:
+    c = connect(fake)
+    req = c.new_order("ESZ6", "buy", np.int64(5), np.int32(450_000))
+    assert fake.read() == {"type": "new_order", "symbol": "ESZ6", "side": "buy", "qty": 5, "price": 450_000,
+                           "order_type": "limit", "post_only": False, "stp": "none", "req_id": req}
+    c.modify(np.uint64(7), qty=np.int16(2))
+    assert fake.read()["qty"] == 2
+    c.cancel(np.int64(7))
+    assert fake.read()["order_id"] == 7
+
+
+def test_a_value_that_is_no_integer_is_refused_before_using_up_a_req_id(fake: FakeServer) -> None:
+    c = connect(fake)
+    with pytest.raises(TypeError):
+        c.new_order("ESZ6", "buy", np.float64(5.0), 450_000)  # type: ignore[arg-type]
+    assert c.ping() == 1
+    assert fake.read() == {"type": "ping", "req_id": 1}
