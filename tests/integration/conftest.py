@@ -16,12 +16,20 @@ from pathlib import Path
 import pytest
 
 from pyengine.client import Client
+from pyengine.server.config import hash_secret
 from pyengine.server.process import ServerProcess, ServerStartError
 
 
 class RunningServer(ServerProcess):
     def client(self, **kw: object) -> Client:
         return Client("127.0.0.1", self.port, **kw)  # type: ignore[arg-type]
+
+
+def accounts_config(secrets: dict[int, str], admins: frozenset[int] = frozenset()) -> str:
+    """An ``[[accounts]]`` table for each account, its secret hashed with few
+    iterations (a test's secrets need no strength, its logins speed)."""
+    return "".join(f'\n[[accounts]]\naccount = {account}\nsecret = "{hash_secret(secret, iterations=1000)}"\n'
+                   + ("admin = true\n" if account in admins else "") for account, secret in secrets.items())
 
 
 def _start(config: str | None, extra: list[str], tmp_path: Path, env: dict[str, str] | None) -> RunningServer:

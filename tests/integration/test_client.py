@@ -12,19 +12,12 @@ import orjson
 import pytest
 
 from pyengine.client import Client, ClusterClient, ConnectionClosed, ServerError
-from pyengine.server.config import hash_secret
+
+from .conftest import accounts_config
 
 ES = "ESZ6"
 
-ACCOUNTS = f"""
-[[accounts]]
-account = 7
-secret = "{hash_secret('seven', iterations=1000)}"
-
-[[accounts]]
-account = 8
-secret = "{hash_secret('eight', iterations=1000)}"
-"""
+ACCOUNTS = accounts_config({7: "seven", 8: "eight"})
 
 
 def test_a_refused_login_is_not_the_one_repeated_after_a_reconnect(server_factory: Any) -> None:

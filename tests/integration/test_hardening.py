@@ -16,25 +16,13 @@ from typing import Any
 import pytest
 
 from pyengine.client import Client, ConnectionClosed, ServerError
-from pyengine.server.config import hash_secret
+
+from .conftest import accounts_config
 
 ES, NQ = "ESZ6", "NQZ6"
 
-ACCOUNTS = f"""
-[[accounts]]
-account = 7
-secret = "{hash_secret('seven', iterations=1000)}"
-
-[[accounts]]
-account = 8
-secret = "{hash_secret('eight', iterations=1000)}"
-
-[[accounts]]
-account = 1
-secret = "{hash_secret('admin-pw', iterations=1000)}"
-admin = true
-"""
 SECRETS = {7: "seven", 8: "eight", 1: "admin-pw"}
+ACCOUNTS = accounts_config(SECRETS, admins=frozenset({1}))
 
 
 def login(server: Any, account: int, **kw: Any) -> Client:
