@@ -251,7 +251,7 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
     /* The frame reaches the server's C: the command's timestamp, and where
      * a new order's latency starts (one clock reading for both). */
     int64_t taken_ns = srv_meters_now();
-    int ok, rc = 0, full;
+    int ok = 2, rc = 0, full = 0; /* ok 2: Python's (as srv_form_read says) */
 
     msg = PyObject_CallOneArg(self->loads, frame);
     if (!msg) {
@@ -277,6 +277,10 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
             goto fail;
         if (!req_id)
             req_id = Py_None;
+        /* Held, not borrowed: reading the message may run a key's __eq__
+           (a custom `loads`), which could drop them from it. */
+        Py_XINCREF(typ);
+        Py_INCREF(req_id);
         /* A bad req_id or type is any message's fault: Python's. */
         if (typ && PyUnicode_CheckExact(typ) &&
             (req_id == Py_None || PyLong_CheckExact(req_id) || PyUnicode_CheckExact(req_id))) {
@@ -299,15 +303,17 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
                 rc = intake_carry_out(self, link, &r, taken_ns);
             }
             srv_form_release(&r);
-            if (ok < 0)
-                goto fail;
-            if (full) {
-                Py_DECREF(msg);
-                Py_RETURN_FALSE;
-            }
-            if (ok != 2)
-                goto done;
         }
+        Py_XDECREF(typ);
+        Py_DECREF(req_id);
+        if (ok < 0)
+            goto fail;
+        if (full) {
+            Py_DECREF(msg);
+            Py_RETURN_FALSE;
+        }
+        if (ok != 2)
+            goto done;
     }
     /* Python's, in the reader's own frame: its requests may wait (a login's
      * secret check, room for a mass cancel's commands), which is no work

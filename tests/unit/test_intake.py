@@ -725,6 +725,54 @@ def test_read_order_holds_the_fields_it_read_while_it_reads_on() -> None:
     assert proc.stdout == "('XY" + "Z" * 30 + "', 'buy', 5, 100) False\n"
 
 
+def test_the_intake_holds_the_type_and_req_id_it_read_while_it_reads_on() -> None:
+    """A `loads` whose message has a key with an __eq__ that replaces the
+    message's type and req_id while a later field is looked up: the reply
+    still names the req_id the message came with. Run apart: it named a
+    freed object (another string had taken its memory)."""
+    proc = run_python(textwrap.dedent("""
+        from pyengine._server import CommandBuffer, Inbox, Intake, Ledger, Link
+
+        class Colliding:
+            def __init__(self, msg):
+                self.msg, self.armed = msg, False
+
+            def __hash__(self):
+                return hash("side")
+
+            def __eq__(self, other):
+                if self.armed:
+                    self.armed = False
+                    self.msg["type"] = self.msg["req_id"] = None
+                    taken.extend("".join(["Q"] * 48) for _ in range(10000))
+                return False
+
+        class Events:
+            def refused(self, session, req_id, code, message):
+                print(req_id, code)
+
+            def __getattr__(self, name):
+                return lambda *args: None
+
+        def loads(frame):
+            msg = {"type": "".join(["new_", "order"]), "req_id": "".join(["r"] * 48), "symbol": "ESZ6"}
+            key = Colliding(msg)
+            msg[key] = 1
+            msg.update(side="buy", qty=5, price=100)
+            key.armed = True
+            return msg
+
+        taken = []
+        intake = Intake(ledger=Ledger(), commands=CommandBuffer(4), events=Events(), instruments={}, max_open=0,
+                        loads=loads)
+        inbox = Inbox(1 << 20, ValueError)
+        inbox.feed(len(b"{}").to_bytes(4, "big") + b"{}")
+        print(intake.drain(Link(1, None, 0, 0), inbox))
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "r" * 48 + " not_logged_in\nNone\n"
+
+
 @pytest.mark.parametrize("reentry", ["inbox.frames()", "intake.drain(link, inbox)"])
 def test_the_frames_of_an_inbox_being_drained_are_not_taken_meanwhile(reentry: str) -> None:
     """A callback of the drain takes frames from the inbox being drained:
