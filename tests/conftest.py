@@ -50,31 +50,46 @@ def pyengine_logger() -> Iterator[None]:
 
 
 @dataclass
-class FailingRealloc:
-    """A process started with `env` fails every realloc of `bytes` or more
-    while the file `flag` exists (tests/failing_realloc.c)."""
+class FailingAlloc:
+    """A process started with `env` fails every allocation (of the fixture's
+    kind) of `bytes` or more while the file `flag` exists
+    (tests/failing_alloc.c)."""
 
     env: dict[str, str]
     flag: Path
     bytes: int
 
 
-@pytest.fixture
-def failing_realloc(tmp_path: Path) -> FailingRealloc:
-    """tests/failing_realloc.c built with the system C compiler (``$CC``, else
-    ``cc``), for a child process to preload: the engine grows its event buffer
-    with realloc, so a command that needs a bigger one runs out of memory."""
+def _failing_alloc(tmp_path: Path, kind: str, nbytes: int) -> FailingAlloc:
+    """tests/failing_alloc.c built with the system C compiler (``$CC``, else
+    ``cc``), for a child process to preload, armed for `kind` ("realloc" or
+    "malloc")."""
     if os.environ.get("LD_PRELOAD"):
         pytest.skip("another library is preloaded (a sanitizer's)")
     compiler = shlex.split(os.environ.get("CC") or "cc")
     if shutil.which(compiler[0]) is None:
         pytest.skip("no C compiler")
-    source = Path(__file__).with_name("failing_realloc.c")
-    lib = tmp_path / "failing_realloc.so"
+    source = Path(__file__).with_name("failing_alloc.c")
+    lib = tmp_path / "failing_alloc.so"
     proc = subprocess.run([*compiler, "-std=gnu11", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
                            "-o", str(lib), str(source), "-ldl"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    fail = FailingRealloc({}, tmp_path / "fail-realloc", 512 * 1024)
-    fail.env = dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_REALLOC_FLAG=str(fail.flag),
-                    PYENGINE_FAIL_REALLOC_BYTES=str(fail.bytes))
+    fail = FailingAlloc({}, tmp_path / f"fail-{kind}", nbytes)
+    var = f"PYENGINE_FAIL_{kind.upper()}"
+    fail.env = dict(os.environ, LD_PRELOAD=str(lib), **{f"{var}_FLAG": str(fail.flag), f"{var}_BYTES": str(nbytes)})
     return fail
+
+
+@pytest.fixture
+def failing_realloc(tmp_path: Path) -> FailingAlloc:
+    """Reallocs of 512 KiB or more fail: the engine grows its event buffer
+    with realloc, so a command that needs a bigger one runs out of memory."""
+    return _failing_alloc(tmp_path, "realloc", 512 * 1024)
+
+
+@pytest.fixture
+def failing_malloc(tmp_path: Path) -> FailingAlloc:
+    """Mallocs of 100,000 bytes or more fail: the engine serializes a
+    snapshot into one malloc'ed buffer, 56 bytes an order, so the snapshot
+    of a book of 2000 orders runs out of memory."""
+    return _failing_alloc(tmp_path, "malloc", 100_000)
