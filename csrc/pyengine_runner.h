@@ -45,7 +45,9 @@ struct runner_config {
     uint32_t fsync;            /* enum jnl_fsync */
     uint32_t keep_segments;    /* nonzero: keep the segments and snapshots a newer
                                   snapshot covers (default: remove them) */
-    uint64_t snapshot_every;   /* snapshot after this many commands; 0: never */
+    uint64_t snapshot_every;   /* snapshot after this many commands; 0: never. One
+                                  that cannot be taken (out of memory) is tried
+                                  again after as many more */
     /* Replication (instead of a journal): every command the engine sequences
        goes to one replication consumer (runner_repl_take), and events come
        out of runner_poll only once the replicated log holds their command
@@ -68,7 +70,9 @@ enum runner_control {
 enum runner_event_type {
     RUNNER_EV_SNAPSHOT = 128,  /* seq: the snapshot's; leaves: 0, or an errno;
                                   order_id: its number, counting every snapshot
-                                  the runner has taken */
+                                  the runner has taken. Also, tag 0, for an
+                                  automatic one (snapshot_every) that could not
+                                  be taken: leaves ENOMEM */
     RUNNER_EV_STATE_HASH = 129 /* seq: the state's; order_id: its hash;
                                   qty: 1 for a check, of maker_order_id */
 };
@@ -91,6 +95,8 @@ struct runner_stats {
     uint64_t replicated;     /* seq up to which the replicated log holds the commands */
     uint64_t journal_sync_ns; /* time spent in the journal's fsyncs, all together */
     uint64_t seq;            /* the engine's last seq, as of its last command batch */
+    uint64_t snapshot_failures; /* snapshots, requested or automatic, that could not be
+                                   taken (out of memory); the journal goes on without them */
 };
 
 

@@ -223,7 +223,9 @@ static inline void stage(struct runner *r, size_t *used, const struct eng_event 
 
 /*
  * Snapshot the engine's state now (after command eng_seq) for the journal
- * thread to write. Returns 0 or an errno.
+ * thread to write. Returns 0 or an errno: ENOTSUP without a durable log, the
+ * log's errno once it failed, ENOMEM when the state could not be serialized
+ * (counted in snapshot_failures; the log goes on without this snapshot).
  */
 static int take_snapshot(struct runner *r)
 {
@@ -239,8 +241,10 @@ static int take_snapshot(struct runner *r)
     if (err)
         return err;
     buf = eng_snapshot_serialize(r->eng, &len);
-    if (!buf)
+    if (!buf) {
+        atomic_fetch_add_explicit(&r->snapshot_failures, 1, memory_order_relaxed);
         return ENOMEM;
+    }
     /* Items ahead of it in the batch go first: the snapshot follows them. */
     flush_stages(r);
     memset(&it, 0, sizeof(it));
@@ -254,6 +258,25 @@ static int take_snapshot(struct runner *r)
     r->since_snapshot = 0;
     r->snapshots_taken++;
     return 0;
+}
+
+/*
+ * The snapshot due every cfg.snapshot_every commands. It is due again an
+ * interval later whether it was taken or not: one that could not be
+ * serialized (out of memory) is tried again then, not at every command while
+ * memory is short. Returns that failure's errno, for the consumer to hear of,
+ * or 0 (also when there is no durable log, or it failed: that failure is
+ * reported as such).
+ */
+static int take_due_snapshot(struct runner *r)
+{
+    int err;
+
+    r->since_snapshot = 0;
+    if (!runner__journaling(r) && !runner__replicating(r))
+        return 0;
+    err = take_snapshot(r);
+    return err && !atomic_load_explicit(&r->journal_errno, memory_order_relaxed) ? err : 0;
 }
 
 /*
@@ -315,6 +338,7 @@ static size_t run_batch(struct runner *r)
         const struct runner_cmd *c = &r->batch[i];
         const struct eng_event *ev;
         size_t count;
+        int snapshot_err = 0;
 
         if (c->cmd.type == RUNNER_CTL_SNAPSHOT) {
             struct eng_event done = {.type = RUNNER_EV_SNAPSHOT, .seq = eng_seq(r->eng)};
@@ -359,11 +383,18 @@ static size_t run_batch(struct runner *r)
         if ((runner__journaling(r) || runner__replicating(r)) && jnl__out_of_memory(ev, count))
             runner__fail(r, ENOMEM);
         stage_record(r, &c->cmd);
-        if (++r->since_snapshot == r->cfg.snapshot_every && r->cfg.snapshot_every)
-            take_snapshot(r);
+        if (r->cfg.snapshot_every && ++r->since_snapshot >= r->cfg.snapshot_every)
+            snapshot_err = take_due_snapshot(r);
         for (size_t k = 0; k < count; k++)
             stage(r, &used, &ev[k], c->tag);
         events += count;
+        if (snapshot_err) {
+            /* Nobody asked for it: tag 0. */
+            struct eng_event failed = {.type = RUNNER_EV_SNAPSHOT, .seq = eng_seq(r->eng), .leaves = snapshot_err,
+                                       .order_id = r->snapshots_taken};
+            stage(r, &used, &failed, 0);
+            events++;
+        }
     }
     if (r->batch_start_ns)
         stage_batch_stamp(r, &used, first_seq, n);
@@ -618,6 +649,7 @@ void runner_get_stats(struct runner *r, struct runner_stats *out)
         .seq = atomic_load_explicit(&r->seq, memory_order_relaxed),
         .snapshots = atomic_load_explicit(&r->snapshots, memory_order_relaxed),
         .snapshot_seq = atomic_load_explicit(&r->snapshot_seq, memory_order_relaxed),
+        .snapshot_failures = atomic_load_explicit(&r->snapshot_failures, memory_order_relaxed),
         .journal_errno = atomic_load_explicit(&r->journal_errno, memory_order_relaxed),
         .replicated = atomic_load_explicit(&r->replicated, memory_order_relaxed),
     };

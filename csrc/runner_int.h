@@ -92,6 +92,7 @@ struct runner {
     _Atomic uint64_t sleeps;
     _Atomic uint64_t snapshots;    /* written (journal) or stored (replication) */
     _Atomic uint64_t snapshot_seq;
+    _Atomic uint64_t snapshot_failures; /* not serialized: out of memory */
     _Atomic int32_t journal_errno; /* the durable log failed: nothing more leaves */
     _Atomic int stamp_batches;     /* publish RUNNER_EV_BATCH after each batch */
     /* Engine thread only. */

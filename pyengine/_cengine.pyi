@@ -482,6 +482,7 @@ class struct_runner_stats(CData):
     replicated: int
     journal_sync_ns: int
     seq: int
+    snapshot_failures: int
     @overload
     def __getitem__(self, index: int, /) -> struct_runner_stats: ...
     @overload

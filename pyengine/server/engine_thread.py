@@ -256,6 +256,7 @@ class EngineThread:
             "seq": s.seq,
             "snapshots": s.snapshots,
             "snapshot_seq": s.snapshot_seq,
+            "snapshot_failures": s.snapshot_failures,
             "journal_errno": s.journal_errno,
             "replicated": s.replicated,
         }

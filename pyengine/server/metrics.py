@@ -129,6 +129,8 @@ class ServerCollector(Collector):
             yield CounterMetricFamily("pyengine_journal_fsyncs", "The journal's fsyncs", value=st["journal_syncs"])
             yield CounterMetricFamily("pyengine_journal_fsync_seconds", "Time spent in the journal's fsyncs",
                                       value=st["journal_sync_ns"] / 1e9)
+            yield CounterMetricFamily("pyengine_snapshot_failures", "Snapshots that could not be taken (out of "
+                                      "memory)", value=st["snapshot_failures"])
 
         counts = meters["latency_counts"]
         buckets, total = [], 0

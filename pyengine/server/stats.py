@@ -53,7 +53,8 @@ def stats_loop(server: StatsHost) -> None:
             **({"loop_spins": server.poller.spins - last_spins} if server.config.server_spin_us else {}),
             **({"journal_syncs_per_s": round((st["journal_syncs"] - last["journal_syncs"]) / dt),
                 "journaled_seq": st["journaled"],
-                "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"]}
+                "snapshots": st["snapshots"], "snapshot_seq": st["snapshot_seq"],
+                "snapshot_failures": st["snapshot_failures"]}
                if server.engine.journaling else {}),
         ))
         last, last_trades, last_orders, last_t = st, server.dispatcher.trades, server.dispatcher.orders, now

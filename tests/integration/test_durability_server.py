@@ -17,6 +17,8 @@ from pyengine.durability import segments, snapshots
 from pyengine.replay import main as replay_main
 from pyengine.server.config import hash_secret
 
+from .test_metrics import metrics_port, samples, scrape, value
+
 ES = "ESZ6"
 RECORD = 88  # bytes of a journal record
 
@@ -282,3 +284,34 @@ def test_a_failed_journal_stops_the_server(server_factory: Any, tmp_path: Path) 
     assert srv.proc.wait(10) == 1
     assert "No such file or directory" in srv.wait_log("event=journal_failed")
     srv.killed = True  # it stopped itself, with a failure status
+
+
+def test_a_snapshot_out_of_memory_is_reported_and_taken_an_interval_later(server_factory: Any, failing_malloc: Any,
+                                                                           tmp_path: Path) -> None:
+    """The automatic snapshot due at seq 2000 holds 2000 orders (112 KB), a
+    malloc that fails: the journal goes on, the failure is logged and
+    counted, it is not tried again at every command while memory is short,
+    and the next snapshot is due 2000 commands later."""
+    data, every = tmp_path / "data", 2000
+    srv = server_factory(None, "--data-dir", str(data), "--snapshot-every", str(every), "--metrics-port", "0",
+                         env=failing_malloc.env)
+    port = metrics_port(srv)
+    with Client("127.0.0.1", srv.port) as c:
+        c.login(1, cancel_on_disconnect=False)
+
+        def rest(n: int) -> int:
+            seqs = [c.request(c.new_order(ES, "buy", 1, 440_000), timeout=10)["seq"] for _ in range(n)]
+            return seqs[-1]
+
+        assert rest(every - 10) == every - 10
+        failing_malloc.flag.touch()
+        assert rest(20) == every + 10  # past the snapshot's seq, and 10 commands more
+        line = srv.wait_log("event=snapshot_failed")
+        assert f"seq={every}" in line and "Cannot allocate memory" in line, line
+        assert value(samples(scrape(port)), "pyengine_snapshot_failures_total") == 1
+        failing_malloc.flag.unlink()
+        assert rest(every - 10) == 2 * every
+        rest(1)  # its ack comes once the journal thread has written what was before it, the snapshot too
+    assert [seq for seq, _ in snapshots(data)] == [2 * every]
+    assert value(samples(scrape(port)), "pyengine_snapshot_failures_total") == 1
+    assert "event=journal_failed" not in "".join(srv.lines)
