@@ -60,20 +60,25 @@ class FailingAlloc:
     bytes: int
 
 
-def _failing_alloc(tmp_path: Path, kind: str, nbytes: int) -> FailingAlloc:
-    """tests/failing_alloc.c built with the system C compiler (``$CC``, else
-    ``cc``), for a child process to preload, armed for `kind` ("realloc" or
-    "malloc")."""
+def _preloadable(tmp_path: Path, name: str) -> Path:
+    """tests/`name`.c built with the system C compiler (``$CC``, else
+    ``cc``), for a child process to preload."""
     if os.environ.get("LD_PRELOAD"):
         pytest.skip("another library is preloaded (a sanitizer's)")
     compiler = shlex.split(os.environ.get("CC") or "cc")
     if shutil.which(compiler[0]) is None:
         pytest.skip("no C compiler")
-    source = Path(__file__).with_name("failing_alloc.c")
-    lib = tmp_path / "failing_alloc.so"
+    source = Path(__file__).with_name(f"{name}.c")
+    lib = tmp_path / f"{name}.so"
     proc = subprocess.run([*compiler, "-std=gnu11", "-O2", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
                            "-o", str(lib), str(source), "-ldl"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return lib
+
+
+def _failing_alloc(tmp_path: Path, kind: str, nbytes: int) -> FailingAlloc:
+    """tests/failing_alloc.c, armed for `kind` ("realloc" or "malloc")."""
+    lib = _preloadable(tmp_path, "failing_alloc")
     fail = FailingAlloc({}, tmp_path / f"fail-{kind}", nbytes)
     var = f"PYENGINE_FAIL_{kind.upper()}"
     fail.env = dict(os.environ, LD_PRELOAD=str(lib), **{f"{var}_FLAG": str(fail.flag), f"{var}_BYTES": str(nbytes)})
@@ -93,3 +98,21 @@ def failing_malloc(tmp_path: Path) -> FailingAlloc:
     snapshot into one malloc'ed buffer, 56 bytes an order, so the snapshot
     of a book of 2000 orders runs out of memory."""
     return _failing_alloc(tmp_path, "malloc", 100_000)
+
+
+@dataclass
+class FailingSync:
+    """A process started with `env` fails every fdatasync (EIO) while the
+    file `flag` exists (tests/failing_sync.c)."""
+
+    env: dict[str, str]
+    flag: Path
+
+
+@pytest.fixture
+def failing_sync(tmp_path: Path) -> FailingSync:
+    """fdatasync fails as on a disk error: the journal syncs its segment
+    with it."""
+    flag = tmp_path / "fail-sync"
+    lib = _preloadable(tmp_path, "failing_sync")
+    return FailingSync(dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_SYNC_FLAG=str(flag)), flag)
