@@ -16,7 +16,8 @@
  * A snapshot is written in its place in the sequence; a new segment starts
  * after it, and the segments and snapshots it covers are removed unless
  * cfg.keep_segments. The first failure stops the journal for good
- * (runner__fail): no event leaves after it.
+ * (runner__fail): no event leaves after it. As it ends, the thread syncs the
+ * segment once more when the policy (JNL_FSYNC_OFF) has not.
  *
  * The thread sleeps on r->jw.sleep whenever the ring is empty (it waits for
  * the disk anyway), with the wake protocol of runner.c.
@@ -222,6 +223,14 @@ static void *journal_thread(void *arg)
             k++;
         }
         flush(r, k, &hi);
+    }
+    /* With fsync off too, a clean stop leaves the journal on disk: a crash
+       of the machine after it loses nothing. */
+    if (r->cfg.fsync == JNL_FSYNC_OFF && !atomic_load_explicit(&r->journal_errno, memory_order_acquire)) {
+        if (timed_sync(w) != 0)
+            runner__fail(r, errno);
+        else
+            atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
     }
     /* The engine thread ended first: this is the runner's last thread. */
     runner__ended(r);

@@ -59,6 +59,9 @@ uint64_t eng_state_hash(const struct eng *e);
  * order. Each record is checksummed (CRC-32C), so a torn or corrupt record is
  * found, and everything from it on is left out of a replay.
  */
+/* When the runner's journal thread syncs the segment: OFF only as it ends
+   (a clean stop), BATCH after each write of the records gathered, ALWAYS
+   after each record. */
 enum jnl_fsync { JNL_FSYNC_OFF = 0, JNL_FSYNC_BATCH = 1, JNL_FSYNC_ALWAYS = 2 };
 
 enum jnl_stop {

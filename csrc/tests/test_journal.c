@@ -843,6 +843,43 @@ void test_runner_journal_failure_holds_events(void)
     eng_destroy(e);
 }
 
+/* With fsync off the journal thread leaves syncing to the operating system
+   while it runs, and syncs the segment as it ends: a clean stop leaves the
+   journal on disk. */
+void test_runner_fsync_off_syncs_at_the_end(void)
+{
+    const char *dir = tmpdir();
+    struct eng *e = make(1);
+    struct runner_config cfg = {.cpu = -1, .spin_us = 0, .in_capacity = 64, .out_capacity = 256,
+                                .journal_dir = dir, .fsync = JNL_FSYNC_OFF};
+    struct runner *r = runner_create(e, &cfg);
+    struct runner_event ev[256];
+    struct runner_stats st;
+    uint64_t rng = 5;
+
+    ASSERT_EQ(runner_start(r), 0);
+    for (uint64_t i = 0; i < 50; i++) {
+        struct runner_cmd c = {.cmd = command(i, &rng), .tag = i + 1};
+        while (!runner_submit(r, &c, 1))
+            runner_poll(r, ev, 256);
+    }
+    do {
+        runner_poll(r, ev, 256);
+        runner_get_stats(r, &st);
+    } while (st.journaled < 50);
+    ASSERT_EQ(st.journal_syncs, 0); /* none while it runs */
+    runner_request_stop(r);
+    do {
+        runner_poll(r, ev, 256);
+        runner_get_stats(r, &st);
+    } while (st.running || st.out_queued);
+    ASSERT_EQ(st.journal_errno, 0);
+    ASSERT_EQ(st.journal_syncs, 1);
+    runner_destroy(r);
+    eng_destroy(e);
+    rmtree(dir);
+}
+
 void test_runner_snapshot_twice_at_one_seq(void)
 {
     const char *dir = tmpdir();

@@ -97,6 +97,7 @@
     XX(journal, runner_keeps_the_mark_ahead)           \
     XX(journal, journal_snapshots_rotate_segments)     \
     XX(journal, runner_snapshot_control)               \
+    XX(journal, runner_fsync_off_syncs_at_the_end)     \
     XX(journal, runner_snapshot_twice_at_one_seq)      \
     XX(journal, runner_journal_failure_holds_events)   \
     XX(journal, runner_journal_large_batch_small_ring)

@@ -56,7 +56,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
     p.add_argument("--data-dir", metavar="DIR", help="journal and snapshots here; recover from it on start")
     p.add_argument("--fsync", choices=FSYNC_POLICIES, help="when the journal is synced: per command, per batch "
-                   "(default) or never (the OS decides)")
+                   "(default) or only as the server stops (the OS decides meanwhile)")
     p.add_argument("--snapshot-every", type=int, metavar="N", help="commands between snapshots (0: on request only)")
     p.add_argument("--accept-journal-loss", action="store_true", default=None,
                    help="start even when the journal is damaged before its end: set aside what follows the "

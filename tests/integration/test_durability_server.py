@@ -315,3 +315,17 @@ def test_a_snapshot_out_of_memory_is_reported_and_taken_an_interval_later(server
     assert [seq for seq, _ in snapshots(data)] == [2 * every]
     assert value(samples(scrape(port)), "pyengine_snapshot_failures_total") == 1
     assert "event=journal_failed" not in "".join(srv.lines)
+
+
+def test_with_fsync_off_a_clean_stop_syncs_the_journal(server_factory: Any, failing_sync: Any,
+                                                        tmp_path: Path) -> None:
+    """With fsync off nothing is synced while the server runs (acks come
+    with fdatasync failing); it syncs the journal as it stops, and a sync
+    that fails then makes the stop a failure."""
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data), "--fsync", "off", env=failing_sync.env)
+    failing_sync.flag.touch()
+    assert len(rest_orders(srv.port, 1, 3)) == 3
+    assert srv.stop() == 1
+    assert "Input/output error" in srv.wait_log("event=journal_failed")
+    srv.killed = True  # it stopped with a failure status, as it should
