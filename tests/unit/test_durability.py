@@ -8,6 +8,7 @@ the loss is accepted, and then never issue a seq or id again."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import subprocess
@@ -548,6 +549,58 @@ def test_a_replay_that_runs_out_of_memory_stops(tmp_path: Path, failing_realloc:
                           env=failing_realloc.env)
     assert proc.returncode == 0, proc.stderr
     assert f"out of memory replaying after seq {n} (errno 12)" in proc.stdout, proc.stdout
+
+
+def test_a_failed_sync_fails_the_journal_for_good(tmp_path: Path, failing_sync: Any) -> None:
+    """fdatasync fails (EIO) for the second command's record: after a failed
+    sync the page cache may have dropped the pages it did not write, so the
+    journal is failed for good. Nothing of that command or a later one is
+    released, and once syncs work again the third is neither written nor
+    synced nor reported journaled."""
+    data = tmp_path / "data"
+    code = textwrap.dedent(f"""
+        import errno, json, os, time
+        from pyengine import pack_new_order
+        from pyengine._ffi import ffi
+        from pyengine.server.config import ServerConfig
+        from pyengine.server.engine_thread import EngineThread
+        et = EngineThread(ServerConfig(data_dir={str(data)!r}, engine_cpu=-1, spin_us=0, fsync="batch"))
+        cmd, out = ffi.new("struct runner_cmd[1]"), ffi.new("struct runner_event[64]")
+        released = []
+        def until(done):
+            deadline = time.monotonic() + 30
+            while True:
+                released.extend(out[i].tag for i in range(et.poll(out, 64)))
+                if done():
+                    return
+                assert time.monotonic() < deadline, et.stats()
+        def submit(tag):
+            ffi.buffer(cmd)[0:ffi.sizeof("struct eng_cmd")] = pack_new_order(0, "buy", 1, 440_000, account=1)
+            cmd[0].tag = tag
+            assert et.submit(cmd, 1) == 1
+        et.start()
+        submit(1)
+        until(lambda: 1 in released)
+        open({str(failing_sync.flag)!r}, "w").close()
+        submit(2)
+        until(lambda: et.stats()["journal_errno"])
+        os.unlink({str(failing_sync.flag)!r})
+        submit(3)
+        until(lambda: et.stats()["commands"] == 3)
+        et.request_stop()
+        until(lambda: not et.stats()["running"])
+        until(lambda: True)
+        st = et.stats()
+        print(json.dumps({{"released": sorted(set(released)), "journaled": st["journaled"],
+                          "error": st["journal_errno"] == errno.EIO}}))
+        et.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=failing_sync.env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"released": [1], "journaled": 1, "error": True}
+    # The second record was written before its sync failed; nothing was written after.
+    assert [seq for seq, _ in journal_commands(data)] == [1, 2]
 
 
 def test_an_engine_thread_used_after_close_raises_instead_of_crashing() -> None:
