@@ -141,9 +141,13 @@ class Dispatcher:
                     self._drain_failed()
                     raise JournalFailed(err)
                 if self.server.stopping and not engine.stats()["running"]:
-                    if not self._route_ready():
-                        return
-                    continue
+                    if self._route_ready():
+                        continue
+                    # The journal's last sync (fsync off) may fail as the runner ends.
+                    err = self._router.journal_error
+                    if err:
+                        raise JournalFailed(err)
+                    return
                 # Nothing there, the wake-up armed: the hub routes from here.
                 self.server.route_in_turns(self._in_turn)
                 try:
