@@ -337,7 +337,8 @@ def recover(
     `use_snapshots`, the state is rebuilt from the journal alone (which must
     then start at seq 1).
 
-    Without `repair`, no file changes: ``Recovery.damage`` says where the
+    Without `repair`, no file changes (a missing directory is a
+    RecoveryError): ``Recovery.damage`` says where the
     journal stops short of its end. With `repair`, the journal is made ready
     to continue at the recovered state: a torn tail is cut off (and kept
     aside) and empty segments are removed; damage raises ``JournalDamaged``,
@@ -348,7 +349,10 @@ def recover(
     """
     t0 = time.perf_counter()
     root = Path(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    if repair:
+        root.mkdir(parents=True, exist_ok=True)  # a server's new data directory
+    elif not root.is_dir():
+        raise RecoveryError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
     report = Recovery()
     try:
         report.mark = read_mark(root)

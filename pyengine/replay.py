@@ -1,6 +1,6 @@
 """``pyengine-replay``: read a data directory's journal, print or check it.
 
-    pyengine-replay DIR [DIR ...] [--full] [--check] [--json]
+    pyengine-replay DIR [DIR ...] [--full] [--check] [--json] [--log-level LEVEL]
 
 For each data directory (as written by ``pyengine-server --data-dir``) it
 rebuilds the engine exactly as a restarting server would (the newest valid
@@ -28,6 +28,7 @@ import orjson
 
 from ._ffi import ffi, lib
 from .durability import RecoveryError, recover
+from .log import LEVELS, setup_logging
 
 __all__ = ["main", "audit"]
 
@@ -87,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="replay the whole journal, ignoring snapshots")
     parser.add_argument("--check", action="store_true", help="exit 1 on damage or differing hashes")
     parser.add_argument("--json", action="store_true", help="print one JSON object per directory")
+    parser.add_argument("--log-level", choices=LEVELS, help="of the log lines on stderr (default: $PYENGINE_LOG "
+                        "or info)")
     args = parser.parse_args(argv)
+    try:
+        setup_logging(args.log_level)
+    except ValueError as exc:  # a bad PYENGINE_LOG
+        parser.error(str(exc))
     audits = []
     for d in args.data_dirs:
         try:

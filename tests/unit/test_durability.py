@@ -483,6 +483,31 @@ def test_a_bad_first_header_is_damage_to_the_check_as_to_the_server(tmp_path: Pa
     assert replay_main([str(tmp_path), "--check"]) == 1  # damage, not an error
 
 
+def test_the_check_of_a_directory_that_is_not_there_fails_and_creates_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal(tmp_path / "good", flow(50, seed=19))
+    missing = tmp_path / "typo" / "data"
+    assert replay_main([str(missing), "--check"]) == 2
+    assert not (tmp_path / "typo").exists()
+    assert f"{missing}: no such directory" in capsys.readouterr().err
+    a_file = tmp_path / "good" / "HIGHWATER"
+    assert replay_main([str(tmp_path / "good"), str(a_file), "--check"]) == 2
+    assert f"{a_file}: not a directory" in capsys.readouterr().err
+    with pytest.raises(RecoveryError, match="no such directory"):
+        audit(str(missing))
+
+
+def test_the_check_logs_in_the_servers_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    journal(tmp_path, flow(200, seed=18))
+    (_, seg), = segments(tmp_path)
+    flip(seg, 3)
+    assert replay_main([str(tmp_path), "--check"]) == 1
+    line, = [x for x in capsys.readouterr().err.splitlines() if "journal_damaged" in x]
+    assert " level=warning event=journal_damaged " in line and "reason=" in line
+    assert replay_main([str(tmp_path), "--check", "--log-level", "error"]) == 1
+    assert "journal_damaged" not in capsys.readouterr().err
+
+
 def test_recovery_is_deterministic(tmp_path: Path) -> None:
     cmds = flow(2000, seed=8)
     a, b = tmp_path / "a", tmp_path / "b"
