@@ -87,8 +87,24 @@ class _Socket(Protocol):
 
 
 def _address(text: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of ``host:port``, ``[IPv6]:port``, or of ``host``,
+    ``[IPv6]`` or a bare IPv6 address with `default_port`."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port = rest[1:]
+        if not sep or (rest and not (rest.startswith(":") and port.isascii() and port.isdigit())):
+            raise ValueError(f"not an address: {text!r} (IPv6 with a port: [addr]:port)")
+        return host, int(port) if rest else default_port
+    if text.count(":") > 1:  # IPv6: a port needs the brackets
+        return text, default_port
     host, sep, port = text.rpartition(":")
     return (host, int(port)) if sep and port.isdigit() else (text, default_port)
+
+
+def _show(address: tuple[str, int]) -> str:
+    """`address` as ``_address`` reads it back."""
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _naming_order(msg: dict[str, Any], order_id: int | None, client_order_id: str | None) -> dict[str, Any]:
@@ -115,10 +131,12 @@ def _encode(message: dict[str, Any]) -> bytes:
 class Client:
     """A session with a pyengine server.
 
-    `host` may be one host, or several ``"host:port"`` addresses: the nodes
-    of a cluster shard (docs/cluster.md). The client connects to the first
-    that answers; ``login`` follows ``not_leader`` replies to the shard's
-    leader, for up to `find_leader_for` seconds. When the connection is lost
+    `host` may be one address, or several: the nodes of a cluster shard
+    (docs/cluster.md). An address is ``"host:port"``, ``"[IPv6]:port"``, or
+    ``"host"``, ``"[IPv6]"`` or a bare IPv6 address (``"::1"``) on `port`.
+    The client connects to the first that answers; ``login`` follows
+    ``not_leader`` replies to the shard's leader, for up to
+    `find_leader_for` seconds. When the connection is lost
     (the leader failed), a request waiting for its reply raises
     ConnectionClosed, and the next request first connects to the new leader
     and logs in again as before: the client never sends a request again on
@@ -177,7 +195,7 @@ class Client:
                 return
             except OSError as exc:
                 self._unreachable = address
-                errors.append(f"{address[0]}:{address[1]}: {exc}")
+                errors.append(f"{_show(address)}: {exc}")
         raise ConnectionError("no server answered: " + "; ".join(errors))
 
     def reconnect(self) -> dict[str, Any] | None:

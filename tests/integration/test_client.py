@@ -1,5 +1,6 @@
 """pyengine.client against a real server: the login it repeats after a
-reconnect, a closed client, a failed re-login, ClusterClient's sessions."""
+reconnect, a closed client, a failed re-login, ClusterClient's sessions, IPv6
+addresses."""
 
 from __future__ import annotations
 
@@ -115,3 +116,21 @@ def test_cluster_client_keeps_no_session_whose_login_failed(server_factory: Any)
         cc._login = (7, "seven", True)
         es = cc.for_symbol(ES)
         assert es.request(es.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+
+
+def ipv6_loopback() -> bool:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+def test_a_server_on_ipv6_loopback(server_factory: Any) -> None:
+    server = server_factory(None, "--host", "::1")
+    for address in ("::1", f"[::1]:{server.port}", "[::1]"):
+        with Client(address, server.port, timeout=5) as c:
+            assert c.address == ("::1", server.port)
+            c.login(7)
+            assert c.request(c.ping())["type"] == "pong"

@@ -144,3 +144,30 @@ def test_a_value_that_is_no_integer_is_refused_before_using_up_a_req_id(fake: Fa
         c.new_order("ESZ6", "buy", np.float64(5.0), 450_000)  # type: ignore[arg-type]
     assert c.ping() == 1
     assert fake.read() == {"type": "ping", "req_id": 1}
+
+
+@pytest.mark.parametrize(
+    "text, address",
+    [
+        ("10.0.0.4:7101", ("10.0.0.4", 7101)),
+        ("10.0.0.4", ("10.0.0.4", 7001)),
+        ("node-a1.example:7101", ("node-a1.example", 7101)),
+        ("localhost", ("localhost", 7001)),
+        ("[::1]:7101", ("::1", 7101)),
+        ("[::1]", ("::1", 7001)),
+        ("::1", ("::1", 7001)),
+        ("2001:db8::4", ("2001:db8::4", 7001)),  # a bare IPv6 address has no port: its last group is not one
+        ("[2001:db8::4]:7101", ("2001:db8::4", 7101)),
+        ("[fe80::1%eth0]:7101", ("fe80::1%eth0", 7101)),
+    ],
+)
+def test_addresses_in_every_form(fake: FakeServer, text: str, address: tuple[str, int]) -> None:
+    module = SimpleNamespace(create_connection=fake.create_connection)
+    c = Client([text, "127.0.0.1:1"], 7001, socket_module=module)  # type: ignore[arg-type]
+    assert c.addresses == [address, ("127.0.0.1", 1)]
+
+
+@pytest.mark.parametrize("text", ["[::1", "[::1]7101", "[::1]:", "[::1]:port"])
+def test_a_broken_bracketed_address_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="address"):
+        Client(text)
