@@ -35,6 +35,9 @@ import orjson
 __all__ = ["Client", "ClusterClient", "ServerError", "ConnectionClosed", "OrderState"]
 
 _HEADER = struct.Struct(">I")
+# The codes of the server's last message on a connection it then closes (docs/protocol.md, Errors).
+_CLOSING_CODES = frozenset({"empty_frame", "frame_too_large", "truncated_frame", "too_many_connections",
+                            "idle_timeout"})
 
 
 class OrderState(TypedDict):
@@ -63,7 +66,19 @@ class OrderState(TypedDict):
 
 
 class ConnectionClosed(ConnectionError):
-    """The server closed the connection."""
+    """The connection is closed: the server closed it, it was lost, or the
+    client was closed. When the server said why before it closed the
+    connection (an ``error`` of one of the codes that close it, such as
+    ``idle_timeout``, ``frame_too_large`` or ``too_many_connections``;
+    docs/protocol.md), `reply` is that message (also kept for ``recv``) and
+    `code` its code, both in the text; else both are None."""
+
+    def __init__(self, message: str, reply: dict[str, Any] | None = None) -> None:
+        if reply is not None:
+            message = f"{message}: {reply.get('code')}: {reply.get('message')}"
+        super().__init__(message)
+        self.reply = reply
+        self.code: str | None = reply.get("code") if reply is not None else None
 
 
 class ServerError(Exception):
@@ -170,6 +185,7 @@ class Client:
         self._login: dict[str, Any] | None = None  # the last accepted login, repeated after a reconnect
         self._closed = False  # by close(): no reconnecting on its own
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
+        self._last_words: dict[str, Any] | None = None  # the server's error before it closed this connection
         self.sock: _Socket | None = None
         self.address: tuple[str, int] = self.addresses[0]
         self._connect_any(first=self.addresses[0])
@@ -178,6 +194,7 @@ class Client:
 
     def _connect(self, address: tuple[str, int]) -> None:
         self._lost()
+        self._last_words = None
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.address = address
@@ -268,8 +285,8 @@ class Client:
         try:
             sock.sendall(_HEADER.pack(len(body)) + body)
         except OSError as exc:
-            self._lost()
-            raise ConnectionClosed(f"the connection was lost while sending: {exc}") from None
+            self._lost(drain=True)
+            raise self._gone(f"the connection was lost while sending: {exc}") from None
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (for tests of broken input)."""
@@ -277,16 +294,31 @@ class Client:
 
     def _connected(self) -> _Socket:
         if self.sock is None:
-            raise ConnectionClosed(self._why_not_connected())
+            raise self._not_connected()
         return self.sock
 
-    def _why_not_connected(self) -> str:
-        return "the client is closed" if self._closed else "not connected (the connection was lost)"
+    def _not_connected(self) -> ConnectionClosed:
+        if self._closed:
+            return ConnectionClosed("the client is closed")
+        return self._gone("not connected (the connection was lost)")
 
-    def _lost(self) -> None:
+    def _gone(self, reason: str) -> ConnectionClosed:
+        """ConnectionClosed for the lost connection, with what the server said before it closed it."""
+        return ConnectionClosed(reason, self._last_words)
+
+    def _lost(self, *, drain: bool = False) -> None:
         """Drop the connection; the whole messages already received go to
-        the inbox for recv(), a partial one (never to be completed) is dropped."""
+        the inbox for recv(), a partial one (never to be completed) is dropped.
+        `drain`: first read what the socket holds still (a failed send may
+        leave the server's last message unread)."""
         if self.sock is not None:
+            if drain:
+                try:
+                    self.sock.settimeout(0)
+                    while data := self.sock.recv(65536):
+                        self._buf += data
+                except OSError:
+                    pass
             try:
                 self.sock.close()
             except OSError:
@@ -306,6 +338,8 @@ class Client:
         body = bytes(self._buf[4 : 4 + n])
         del self._buf[: 4 + n]
         reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
+        if reply.get("type") == "error" and reply.get("code") in _CLOSING_CODES and reply.get("req_id") is None:
+            self._last_words = reply
         return reply
 
     def _deadline(self, timeout: float | None) -> float | None:
@@ -327,7 +361,7 @@ class Client:
                 if frame is not None:
                     return frame
                 if self.sock is None:
-                    raise ConnectionClosed(self._why_not_connected())
+                    raise self._not_connected()
                 if not per_read:
                     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                     if wait == 0.0:
@@ -346,7 +380,7 @@ class Client:
                     reason = "the server closed the connection"
                 if not data:
                     self._lost()
-                    raise ConnectionClosed(reason)
+                    raise self._gone(reason)
                 self._buf += data
         finally:
             if not per_read and sock is not None and self.sock is sock:  # not lost meanwhile

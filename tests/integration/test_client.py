@@ -1,12 +1,13 @@
 """pyengine.client against a real server: the login it repeats after a
 reconnect, a closed client, a failed re-login, ClusterClient's sessions, IPv6
-addresses."""
+addresses, the server's last words before it closes a connection."""
 
 from __future__ import annotations
 
 import socket
 import struct
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -134,3 +135,40 @@ def test_a_server_on_ipv6_loopback(server_factory: Any) -> None:
             assert c.address == ("::1", server.port)
             c.login(7)
             assert c.request(c.ping())["type"] == "pong"
+
+
+def test_connection_closed_carries_the_servers_last_words(server_factory: Any) -> None:
+    server = server_factory("[server]\nmax_frame = 100\n\n[limits]\nidle_timeout = 0.5\n")
+    with server.client() as c:
+        c.login(7)
+        with pytest.raises(ConnectionClosed, match="frame_too_large") as info:
+            c.request(c.new_order(ES, "buy", 1, 449_000, client_order_id="a-long-client-id"))
+        assert info.value.code == "frame_too_large" and info.value.reply == c.recv(timeout=0)  # kept for recv too
+        assert c.request(c.ping())["type"] == "pong"  # the next request connects again
+        server.wait_log(r"event=session_close .*reason=idle_timeout")
+        with pytest.raises(ConnectionClosed, match="idle_timeout") as info:
+            c.request(c.ping())
+        assert info.value.code == "idle_timeout"
+        assert c.recv(timeout=0)["code"] == "idle_timeout"
+        with pytest.raises(ConnectionClosed) as info:  # recv says why it has no more
+            c.recv(timeout=0)
+        assert info.value.code == "idle_timeout"
+        assert c.request(c.ping())["type"] == "pong"
+        wait_for_lines(server, "reason=idle_timeout", 2)
+        with pytest.raises(ConnectionClosed, match="idle_timeout") as info:
+            for _ in range(100):  # the first send may still go out; the server's words are not read
+                c.send({"type": "ping"})
+        assert c.request(c.ping())["type"] == "pong"
+        assert c.sock is not None
+        c.sock.shutdown(socket.SHUT_RDWR)
+        with pytest.raises(ConnectionClosed) as info:
+            c.request(c.ping())
+        assert info.value.code is None and info.value.reply is None  # that connection's end had no words
+
+
+def wait_for_lines(server: Any, text: str, count: int) -> None:
+    """Until the server's log has `count` lines with `text`."""
+    deadline = time.monotonic() + 10
+    while sum(text in line for line in server.lines) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} log lines with {text!r}"
+        time.sleep(0.02)
