@@ -26,7 +26,7 @@ import operator
 import socket as _socket
 import struct
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import ModuleType
 from typing import Any, Protocol, TypedDict
 
@@ -199,12 +199,13 @@ class Client:
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.address = address
 
-    def _connect_any(self, first: tuple[str, int] | None = None) -> None:
-        """Connect to `first`, else to the addresses in turn after the current one."""
+    def _connect_any(self, first: tuple[str, int] | None = None, skip: Collection[tuple[str, int]] = ()) -> None:
+        """Connect to `first`, else to the addresses in turn after the current one, but those in `skip`."""
         start = self.addresses.index(self.address) + 1 if self.address in self.addresses else 0
         order = self.addresses[start:] + self.addresses[:start]
         if first is not None:
             order = [first] + [a for a in order if a != first]
+        order = [a for a in order if a not in skip]
         errors = []
         for address in order:
             try:
@@ -232,14 +233,18 @@ class Client:
         return self._log_in(self._login) if self._login is not None else None
 
     def _log_in(self, login: dict[str, Any]) -> dict[str, Any]:
-        """Log in with the `login` message, following ``not_leader`` to the leader."""
+        """Log in with the `login` message, following ``not_leader`` to the
+        leader. A node that refuses the connection (``too_many_connections``)
+        is not asked again in this login: the refusal is raised when it
+        leads, or when every address refused."""
         if self._closed:
             raise ConnectionClosed("the client is closed")
         deadline = time.monotonic() + self._find_leader_for
+        refused: dict[tuple[str, int], ConnectionClosed] = {}
         while True:
             try:
                 if self.sock is None:  # connected here: a send would log in by itself, twice over
-                    self._connect_any()
+                    self._connect_any(skip=refused)
                 return self.request(self._send_request(dict(login)))
             except ServerError as exc:
                 if exc.code != "not_leader" or time.monotonic() > deadline:
@@ -248,18 +253,30 @@ class Client:
                 target = _address(leader, 0) if leader else None
                 if target is not None and target not in self.addresses:
                     self.addresses.append(target)
+                if target in refused:
+                    raise refused[target] from None
                 if target is None or target == self.address or target == self._unreachable:
                     # No leader yet, or one that is gone (its lease has not run
                     # out): ask the next node in a moment.
                     time.sleep(0.05)
                     target = None
-            except (ConnectionClosed, OSError):
+            except ConnectionClosed as exc:
+                if exc.code == "too_many_connections":
+                    refused[self.address] = exc
+                    if set(self.addresses) <= refused.keys() or time.monotonic() > deadline:
+                        raise
+                elif time.monotonic() > deadline:
+                    raise
+                else:
+                    time.sleep(0.05)
+                target = None
+            except OSError:
                 if time.monotonic() > deadline:
                     raise
                 target = None
                 time.sleep(0.05)
             try:
-                self._connect_any(target)
+                self._connect_any(target, skip=refused)
             except ConnectionError:
                 if time.monotonic() > deadline:
                     raise

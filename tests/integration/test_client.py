@@ -1,6 +1,7 @@
 """pyengine.client against a real server: the login it repeats after a
 reconnect, a closed client, a failed re-login, ClusterClient's sessions, IPv6
-addresses, the server's last words before it closes a connection."""
+addresses, the server's last words before it closes a connection, a refused
+connection."""
 
 from __future__ import annotations
 
@@ -172,3 +173,20 @@ def wait_for_lines(server: Any, text: str, count: int) -> None:
     while sum(text in line for line in server.lines) < count:
         assert time.monotonic() < deadline, f"fewer than {count} log lines with {text!r}"
         time.sleep(0.02)
+
+
+def test_a_refused_connection_is_not_asked_again_in_a_login(server_factory: Any) -> None:
+    full = server_factory("[server]\nmax_connections = 1\n")
+    with full.client() as holder:
+        assert holder.request(holder.ping())["type"] == "pong"
+        c = Client("127.0.0.1", full.port, timeout=5, find_leader_for=30)
+        with pytest.raises(ConnectionClosed, match="too_many_connections") as info:
+            c.login(7)
+        assert info.value.code == "too_many_connections"
+        assert sum("event=connection_refused" in line for line in full.lines) == 1
+        # Of several addresses, the refusing one is left for the next.
+        room = server_factory()
+        c = Client([f"127.0.0.1:{full.port}", f"127.0.0.1:{room.port}"], timeout=5, find_leader_for=30)
+        assert c.login(7)["type"] == "logged_in" and c.address == ("127.0.0.1", room.port)
+        assert sum("event=connection_refused" in line for line in full.lines) == 2
+        c.close()
