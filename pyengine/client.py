@@ -38,6 +38,7 @@ _HEADER = struct.Struct(">I")
 # The codes of the server's last message on a connection it then closes (docs/protocol.md, Errors).
 _CLOSING_CODES = frozenset({"empty_frame", "frame_too_large", "truncated_frame", "too_many_connections",
                             "idle_timeout"})
+_ASK_FOR = 2.0  # seconds at most for each other node's status after a request timed out (or the client's timeout)
 
 
 class OrderState(TypedDict):
@@ -151,13 +152,30 @@ class Client:
     ``"host"``, ``"[IPv6]"`` or a bare IPv6 address (``"::1"``) on `port`.
     The client connects to the first that answers; ``login`` follows
     ``not_leader`` replies to the shard's leader, for up to
-    `find_leader_for` seconds. When the connection is lost
-    (the leader failed), a request waiting for its reply raises
-    ConnectionClosed, and the next request first connects to the new leader
-    and logs in again as before: the client never sends a request again on
-    its own (whether an unanswered order got in is for its sender to find
-    out, by its client order id). ``close`` ends the session for good: a
-    closed client raises ConnectionClosed until ``reconnect`` is called.
+    `find_leader_for` seconds. When the connection is lost (the leader
+    failed), a request waiting for its reply raises ConnectionClosed, and
+    the next request first connects to the new leader and logs in again as
+    before: the client never sends a request again on its own (whether an
+    unanswered order got in is for its sender to find out, by its client
+    order id). ``close`` ends the session for good: a closed client raises
+    ConnectionClosed until ``reconnect`` is called.
+
+    A leader can also go silent without closing its connections (its
+    process paused, its machine cut off): then requests time out. Leaving
+    such a connection by a timeout alone would also leave a leader that is
+    merely slow, and with cancel-on-disconnect the end of the session
+    cancels the account's orders. So the client leaves it on another
+    node's word: once a request has timed out with nothing received on the
+    connection since, the next request (or ``send``) first takes what has
+    arrived meanwhile; if nothing has, it asks the other addresses in turn,
+    each on a connection of its own, for their ``status`` (2 s at most
+    each, or `timeout` if less), and when one says it leads its shard,
+    drops this connection and connects and logs in there, as after a lost
+    connection. Else the request goes out on this connection. No other
+    node leads while this one holds the shard's lease, and once another
+    does, this one can acknowledge nothing more (docs/cluster.md). A client
+    with no other address has no one to ask: its requests time out until
+    the connection ends.
 
     A `timeout` of None given to ``request`` or ``recv`` means the
     constructor's `timeout` (None there: wait as long as it takes).
@@ -186,6 +204,8 @@ class Client:
         self._closed = False  # by close(): no reconnecting on its own
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self._last_words: dict[str, Any] | None = None  # the server's error before it closed this connection
+        self._silent = False  # a request timed out on this connection, and nothing came since
+        self._reads = 0  # reads from a socket that brought bytes
         self.sock: _Socket | None = None
         self.address: tuple[str, int] = self.addresses[0]
         self._connect_any(first=self.addresses[0])
@@ -221,10 +241,13 @@ class Client:
         the ``logged_in`` reply, or None when this client never logged in.
         This also reopens a closed client."""
         self._closed = False
+        return self._reconnect()
+
+    def _reconnect(self, first: tuple[str, int] | None = None) -> dict[str, Any] | None:
         deadline = time.monotonic() + self._find_leader_for
         while True:
             try:
-                self._connect_any()
+                self._connect_any(first)
                 break
             except ConnectionError:
                 if time.monotonic() > deadline:
@@ -290,9 +313,10 @@ class Client:
         self._send_body(_encode(message))
 
     def _send_body(self, body: bytes) -> None:
+        leader = self._leader_instead() if self._silent and self.sock is not None else None
         if self.sock is None and not self._closed:
             try:
-                self.reconnect()  # the connection was lost: a new one, logged in as before
+                self._reconnect(leader)  # the connection was lost: a new one, logged in as before
             except BaseException:
                 # Not logged in (login_throttled, ...): no requests on this
                 # connection, the next one tries again.
@@ -304,6 +328,36 @@ class Client:
         except OSError as exc:
             self._lost(drain=True)
             raise self._gone(f"the connection was lost while sending: {exc}") from None
+
+    def _leader_instead(self) -> tuple[str, int] | None:
+        """After a request timed out with nothing received since (see the
+        class): unless something arrived meanwhile, ask the other addresses
+        who leads, and leave this connection for one that says it does (its
+        address, returned)."""
+        self._silent = False  # asked once for each request that timed out
+        reads = self._reads
+        try:
+            while self._reads == reads:
+                self._inbox.append(self._read_frame(time.monotonic()))
+        except TimeoutError:
+            pass
+        except ConnectionClosed:
+            return None  # lost: the send connects again anyway
+        if self._reads != reads:
+            return None  # it speaks: a slow server, not a gone one
+        wait = _ASK_FOR if self._timeout is None else min(self._timeout, _ASK_FOR)
+        start = self.addresses.index(self.address) + 1
+        for address in self.addresses[start:] + self.addresses[: start - 1]:
+            ends = time.monotonic() + wait
+            try:
+                with Client(address[0], address[1], timeout=wait, socket_module=self._socket_module) as node:
+                    role = node.request(node.status(), timeout=max(0.0, ends - time.monotonic())).get("role")
+            except (OSError, ServerError, ValueError):
+                continue  # down, silent too, or no pyengine server
+            if role == "leader":
+                self._lost()
+                return address
+        return None
 
     def send_raw(self, data: bytes) -> None:
         """Send bytes as they are (for tests of broken input)."""
@@ -328,6 +382,7 @@ class Client:
         the inbox for recv(), a partial one (never to be completed) is dropped.
         `drain`: first read what the socket holds still (a failed send may
         leave the server's last message unread)."""
+        self._silent = False
         if self.sock is not None:
             if drain:
                 try:
@@ -398,6 +453,8 @@ class Client:
                 if not data:
                     self._lost()
                     raise self._gone(reason)
+                self._reads += 1
+                self._silent = False
                 self._buf += data
         finally:
             if not per_read and sock is not None and self.sock is sock:  # not lost meanwhile
@@ -426,11 +483,16 @@ class Client:
                 return self._checked(m)
         deadline = self._deadline(timeout)
         first = True
+        reads = self._reads
         while True:
             # Past the deadline, what was already received still counts, but
             # the socket is polled once only: a stream of pushes cannot keep
             # the request waiting.
-            m = self._read_frame(deadline, poll=first)
+            try:
+                m = self._read_frame(deadline, poll=first)
+            except TimeoutError:
+                self._silent = self._reads == reads and self.sock is not None
+                raise
             first = False
             if m.get("req_id") == req_id and m.get("type") != "fill":
                 return self._checked(m)
@@ -624,7 +686,8 @@ class ClusterClient:
     instruments, leader and nodes); ``for_symbol`` returns the Client of the
     shard that trades the symbol, connecting and logging in on first use.
     Order ids are per shard: cancel and modify through the Client the order
-    was entered with.
+    was entered with. Each shard's Client has all the shard's nodes, and
+    follows its leader as a Client does (a silent one too).
     """
 
     def __init__(self, addresses: Sequence[str], account: int, secret: str | None = None, *,

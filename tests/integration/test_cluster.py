@@ -417,3 +417,64 @@ def test_pyengine_cluster_up_status_down(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
     assert down.returncode == 0, down.stderr
     assert not (root / "state.json").exists()
+
+
+def test_a_silent_leader_is_left_for_the_node_that_took_over(nats: LocalNats,
+                                                              shard: Callable[..., list[Any]]) -> None:
+    """A leader that stops answering without closing its connections
+    (SIGSTOP; a partition looks the same to a client): once a request has
+    timed out, the next one goes to the node that leads now, logged in as
+    before, through a Client of the shard's nodes and a ClusterClient alike."""
+    nodes = shard(2)
+    old = leader_among(nodes)
+    c = Client([address(n) for n in nodes], timeout=10)
+    c.login(7, cancel_on_disconnect=False)
+    cc = ClusterClient([address(nodes[0])], account=8, cancel_on_disconnect=False)
+    clients = {"c": c, "cc": cc.for_symbol("ESZ6")}
+    for name, client in clients.items():
+        before = client.request(client.new_order("ESZ6", "buy", 1, 449_000, client_order_id=f"{name}-before"))
+        assert before["type"] == "ack"
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        for name, client in clients.items():
+            with pytest.raises(TimeoutError):
+                client.request(client.new_order("ESZ6", "buy", 1, 449_025, client_order_id=f"{name}-lost"),
+                               timeout=2)
+        new = leader_among([n for n in nodes if n is not old])
+        for name, client in clients.items():
+            after = client.request(client.new_order("ESZ6", "buy", 1, 449_050, client_order_id=f"{name}-after"))
+            assert after["type"] == "ack"
+            assert client.address == ("127.0.0.1", new.port)
+            assert [o["client_order_id"] for o in client.open_orders()] == [f"{name}-before", f"{name}-after"]
+        assert cc.for_symbol("ESZ6") is clients["cc"]
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+        old.kill()
+    c.close()
+    cc.close()
+
+
+def test_a_slow_leader_keeps_its_sessions(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """A leader that answers late but still leads is not left: the other
+    node says it leads, so the session stays (with cancel-on-disconnect,
+    leaving it would cancel the account's orders) and the late answers
+    come on it. (A pause far inside the lease: the leader keeps it.)"""
+    nodes = shard(2, lease_ttl=20.0)
+    leader = leader_among(nodes)
+    c = Client([address(n) for n in nodes], timeout=10)
+    c.login(7)
+    assert c.request(c.new_order("ESZ6", "buy", 1, 449_000, client_order_id="rest"))["type"] == "ack"
+    sock = c.sock
+    leader.proc.send_signal(signal.SIGSTOP)
+    try:
+        late = c.new_order("ESZ6", "buy", 1, 449_025, client_order_id="late")
+        with pytest.raises(TimeoutError):
+            c.request(late, timeout=0.5)
+        then = c.new_order("ESZ6", "buy", 1, 449_050, client_order_id="then")  # asks the other node first
+    finally:
+        leader.proc.send_signal(signal.SIGCONT)
+    assert c.request(late)["type"] == c.request(then)["type"] == "ack"
+    assert c.sock is sock
+    assert [o["client_order_id"] for o in c.open_orders()] == ["rest", "late", "then"]
+    assert sum("event=login " in line for line in leader.lines) == 1
+    c.close()

@@ -3,6 +3,7 @@ what it does with the bytes it has received, timeouts, what it sends."""
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
@@ -171,3 +172,50 @@ def test_addresses_in_every_form(fake: FakeServer, text: str, address: tuple[str
 def test_a_broken_bracketed_address_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="address"):
         Client(text)
+
+
+class Shard:
+    """Two addresses: the first is `fake`, the second refuses connections
+    (a node that is down); the addresses asked for are kept."""
+
+    def __init__(self, fake: FakeServer) -> None:
+        self.fake = fake
+        self.asked: list[tuple[str, int]] = []
+
+    def create_connection(self, address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        self.asked.append(address)
+        if address != ("127.0.0.1", 1):
+            raise ConnectionRefusedError(111, "Connection refused")
+        return self.fake.create_connection(address, timeout)
+
+    def client(self) -> Client:
+        return Client(["127.0.0.1:1", "127.0.0.1:2"], socket_module=self, timeout=5)  # type: ignore[arg-type]
+
+
+def test_after_a_timeout_a_connection_that_spoke_since_is_kept_without_asking(fake: FakeServer) -> None:
+    shard = Shard(fake)
+    c = shard.client()
+    req = c.ping()
+    with pytest.raises(TimeoutError):
+        c.request(req, timeout=0.1)
+    fake.peer.sendall(frame({"type": "pong", "req_id": req}))
+    select.select([c.sock], [], [], 5)
+    after = c.ping()
+    assert shard.asked == [("127.0.0.1", 1)]  # no other node asked
+    assert [fake.read(), fake.read()] == [{"type": "ping", "req_id": req}, {"type": "ping", "req_id": after}]
+    assert c.request(req)["type"] == "pong"
+
+
+def test_after_a_timeout_a_silent_connection_is_kept_while_no_other_node_leads(fake: FakeServer) -> None:
+    shard = Shard(fake)
+    c = shard.client()
+    req = c.ping()
+    with pytest.raises(TimeoutError):
+        c.request(req, timeout=0.1)
+    after = c.ping()  # asks the other node, which is down: this one stays
+    assert shard.asked == [("127.0.0.1", 1), ("127.0.0.1", 2)] and len(fake.peers) == 1
+    assert [fake.read(), fake.read()] == [{"type": "ping", "req_id": req}, {"type": "ping", "req_id": after}]
+    fake.peer.sendall(frame({"type": "pong", "req_id": after}))
+    assert c.request(after)["type"] == "pong"
+    c.ping()  # the connection spoke: nobody is asked
+    assert len(shard.asked) == 2
