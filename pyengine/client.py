@@ -1,7 +1,8 @@
 """A small client for pyengine-server.
 
-Blocking sockets, so it works in plain Python, in threads, and under gevent
+Blocking sockets, so it works in plain Python and under gevent
 (monkey-patched, or with gevent's socket module passed as ``socket_module``).
+A Client is for one thread (or greenlet) at a time: see ``Client``.
 
     from pyengine.client import Client
 
@@ -176,6 +177,21 @@ class Client:
     does, this one can acknowledge nothing more (docs/cluster.md). A client
     with no other address has no one to ask: its requests time out until
     the connection ends.
+
+    Every message that is not the reply a ``request`` waits for (fills,
+    ``cancelled`` and ``mmp`` pushes, market data, the replies to requests
+    no one waited for) is kept, in the order received, until ``recv``
+    takes it: nothing is dropped, and nothing bounds what is kept. A
+    program that only calls ``request`` on a session that gets pushes
+    should take them with ``recv(timeout=0)`` (until TimeoutError) now and
+    then, or they pile up in memory.
+
+    A Client is not safe for use by two threads (or greenlets) at once:
+    their reads and writes interleave, and one can take the other's reply.
+    Give each thread a Client of its own (a session each), or let one at a
+    time use it, with a lock of your own held around each call: a reply
+    that one caller's ``request`` reads is then kept for the other's
+    (``recv`` returns whatever comes next, to whoever calls it).
 
     A `timeout` of None given to ``request`` or ``recv`` means the
     constructor's `timeout` (None there: wait as long as it takes).

@@ -190,3 +190,28 @@ def test_a_refused_connection_is_not_asked_again_in_a_login(server_factory: Any)
         assert c.login(7)["type"] == "logged_in" and c.address == ("127.0.0.1", room.port)
         assert sum("event=connection_refused" in line for line in full.lines) == 2
         c.close()
+
+
+def test_threads_that_share_a_client_under_a_lock_each_get_their_replies(server: Any) -> None:
+    """What the class promises of one thread at a time: a reply one
+    thread's request() reads is kept for the other's."""
+    lock = threading.Lock()
+    got: dict[str, list[str]] = {}
+    with server.client() as c:
+        c.login(3)
+
+        def trade(name: str) -> None:
+            mine = []
+            for i in range(100):
+                with lock:
+                    req = c.new_order(ES, "buy", 1, 449_000 - 25 * i, client_order_id=f"{name}{i}")
+                with lock:
+                    mine.append(c.request(req)["client_order_id"])
+            got[name] = mine
+
+        threads = [threading.Thread(target=trade, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert got == {name: [f"{name}{i}" for i in range(100)] for name in ("a", "b")}
