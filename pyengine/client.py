@@ -118,6 +118,15 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     return (host, int(port)) if sep and port.isdigit() else (text, default_port)
 
 
+def _advertised(text: str) -> tuple[str, int]:
+    """(host, port) of an address a server sent (``not_leader``'s, the
+    directory's): ``host:port``, its host an IPv6 address in brackets or not."""
+    if text.startswith("["):
+        return _address(text, 0)
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
 def _show(address: tuple[str, int]) -> str:
     """`address` as ``_address`` reads it back."""
     host, port = address
@@ -289,7 +298,7 @@ class Client:
                 if exc.code != "not_leader" or time.monotonic() > deadline:
                     raise
                 leader = exc.reply.get("leader")
-                target = _address(leader, 0) if leader else None
+                target = _advertised(leader) if leader else None
                 if target is not None and target not in self.addresses:
                     self.addresses.append(target)
                 if target in refused:
@@ -724,7 +733,7 @@ class ClusterClient:
             raise KeyError(f"no shard trades {symbol!r}")
         client = self._clients.get(shard)
         if client is None:
-            nodes = list(dict.fromkeys(a for a in self._nodes[shard] if a))
+            nodes = list(dict.fromkeys(_show(_advertised(a)) for a in self._nodes[shard] if a))
             client = Client(nodes, timeout=self._timeout)
             account, secret, cod = self._login
             try:

@@ -1,5 +1,6 @@
 """pyengine.client.Client against a loopback socket standing in for the server:
-what it does with the bytes it has received, timeouts, what it sends."""
+what it does with the bytes it has received, timeouts, what it sends, the
+addresses it reads, whom it asks after a timeout."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -219,3 +221,34 @@ def test_after_a_timeout_a_silent_connection_is_kept_while_no_other_node_leads(f
     assert c.request(after)["type"] == "pong"
     c.ping()  # the connection spoke: nobody is asked
     assert len(shard.asked) == 2
+
+
+def test_a_leader_address_the_server_sends_may_be_ipv6_without_brackets(fake: FakeServer) -> None:
+    """A node listening on an IPv6 address advertises ``host:port`` as it is
+    (``::1:7101``), which as an address given to the client would be a bare
+    IPv6 address; from the server it has a port."""
+    asked: list[tuple[str, int]] = []
+
+    def create_connection(address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        asked.append(address)
+        return fake.create_connection(address, timeout)
+
+    module = SimpleNamespace(create_connection=create_connection)
+    c = Client("[::1]:7102", socket_module=module)  # type: ignore[arg-type]
+
+    def serve() -> None:
+        login = fake.read()
+        fake.peer.sendall(frame({"type": "error", "req_id": login["req_id"], "code": "not_leader",
+                                 "message": "...", "leader": "::1:7101"}))
+        while len(fake.peers) < 2:
+            time.sleep(0.01)
+        login = fake.read()
+        fake.peer.sendall(frame({"type": "logged_in", "req_id": login["req_id"], "account": 7}))
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        assert c.login(7)["type"] == "logged_in"
+    finally:
+        server.join(5)
+    assert asked == [("::1", 7102), ("::1", 7101)] and c.address == ("::1", 7101)
