@@ -63,8 +63,8 @@ def up(args: argparse.Namespace) -> int:
     shards = {name: [i.symbol for i in DEFAULT_INSTRUMENTS[k :: args.shards]] for k, name in enumerate(names)}
     nats = LocalNats(root / "nats", detached=True)
     nats.start()
-    state: dict[str, Any] = {"nats": [{"name": n.name, "pid": n.proc.pid, "url": n.url} for n in nats.nodes
-                                      if n.proc is not None], "nodes": []}
+    state: dict[str, Any] = {"nats": [{"name": n.name, "pid": n.proc.pid, "started": _started(n.proc.pid),
+                                       "url": n.url} for n in nats.nodes if n.proc is not None], "nodes": []}
     config = root / "cluster.toml"
     config.write_text(_config(nats.urls, shards))
     (root / _STATE).write_text(json.dumps(state, indent=1))
@@ -81,7 +81,8 @@ def up(args: argparse.Namespace) -> int:
                 down(args)
                 return 1
             state["nodes"].append({"shard": shard, "node": node, "address": f"127.0.0.1:{server.port}",
-                                   "pid": server.proc.pid, "log": str(server.log_path)})
+                                   "pid": server.proc.pid, "started": _started(server.proc.pid),
+                                   "log": str(server.log_path)})
             (root / _STATE).write_text(json.dumps(state, indent=1))
             port += 1 if port else 0
     deadline = time.monotonic() + 60
@@ -128,19 +129,42 @@ def down(args: argparse.Namespace) -> int:
     state = _state(root)
     if state is None:
         return 1
-    # The nodes first (they close their sessions cleanly), then NATS.
-    for group in (state["nodes"], state["nats"]):
+    # The nodes first (they close their sessions cleanly), then NATS. A
+    # process is signalled only while its pid is still the one `up` started
+    # (after a reboot or a crash the pid may be another program's).
+    stopped = {"nodes": 0, "nats": 0}
+    for name in ("nodes", "nats"):
+        group = [p for p in state[name] if _ours(p)]
         for p in group:
             _signal(p["pid"], signal.SIGTERM)
         deadline = time.monotonic() + 15
         for p in group:
             while _alive(p["pid"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(p["pid"]):
+            if _alive(p["pid"]) and _ours(p):
                 _signal(p["pid"], signal.SIGKILL)
+        stopped[name] = len(group)
     (root / _STATE).unlink()
-    print(f"down: {len(state['nodes'])} nodes and {len(state['nats'])} NATS servers stopped")
+    gone = len(state["nodes"]) + len(state["nats"]) - stopped["nodes"] - stopped["nats"]
+    print(f"down: {stopped['nodes']} nodes and {stopped['nats']} NATS servers stopped"
+          + (f" ({gone} had ended already)" if gone else ""))
     return 0
+
+
+def _started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot, /proc/PID/stat's
+    22nd field), None if there is no such process (or no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2 :].split()[19])  # the command may hold spaces and parentheses
+
+
+def _ours(p: dict[str, Any]) -> bool:
+    """Whether the process `up` recorded in `p` still runs under its pid."""
+    started = _started(p["pid"])
+    return started is not None and started == p.get("started")
 
 
 def _signal(pid: int, sig: int) -> None:

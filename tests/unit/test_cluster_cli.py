@@ -1,0 +1,39 @@
+"""pyengine-cluster down signals only the processes `up` started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyengine.cluster import cli
+
+
+def _state(root: Path, procs: list[subprocess.Popen[bytes]], started: list[int | None]) -> None:
+    root.mkdir()
+    nodes = [{"shard": "a", "node": f"a{i}", "address": "127.0.0.1:1", "pid": p.pid, "started": s, "log": ""}
+             for i, (p, s) in enumerate(zip(procs, started))]
+    (root / "state.json").write_text(json.dumps({"nats": [], "nodes": nodes}))
+
+
+def test_down_leaves_a_process_that_took_a_recorded_pid_alone(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # Two processes under recorded pids: one `up` started (its start time
+    # recorded), one that merely has the pid now (a reboot, a crash since).
+    ours, other = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2))
+    try:
+        started = cli._started(ours.pid)
+        assert started is not None
+        _state(tmp_path / "c", [ours, other], [started, started - 1])
+        assert cli.main(["down", "--dir", str(tmp_path / "c")]) == 0
+        ours.wait(timeout=20)  # ended (`down` reaped it: no exit status left for Popen)
+        assert other.poll() is None
+        assert "down: 1 nodes and 0 NATS servers stopped (1 had ended already)" in capsys.readouterr().out
+        assert not (tmp_path / "c" / "state.json").exists()
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()
