@@ -109,12 +109,15 @@ class InstrumentView:
     def read_trades(self, now: float) -> None:
         """Take in the trades that came since the last call, as of `now`
         (decoding them here keeps the cost out of the dispatcher's turn,
-        where the acks of the batch wait to be written)."""
+        where the acks of the batch wait to be written); the chart keeps
+        the seconds of the last five minutes only, a quiet market's too."""
+        ms, second = int(now * 1000), int(now) * 1000
+        chart = self.chart
+        while chart and chart[0][0] <= second - CHART_POINTS * 1000:
+            chart.popleft()
         frames, self.unread = self.unread, []
         if not frames:
             return
-        ms, second = int(now * 1000), int(now) * 1000
-        chart = self.chart
         if not chart or chart[-1][0] != second:
             price = orjson.loads(frames[0][4:])["price"]
             chart.append([second, price, price, price])

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from pyengine.server.marketdata import MarketData
-from pyengine.server.webfeed import DEPTH, InstrumentView, WebFeed, Watcher
+from pyengine.server.webfeed import CHART_POINTS, DEPTH, InstrumentView, WebFeed, Watcher
 
 SYMBOLS = ["ESZ6", "NQZ6"]
 BUY, SELL = 1, 2
@@ -83,6 +83,25 @@ def test_trades_come_from_the_market_datas_frames() -> None:
     assert not feed.views[0].trades
     feed.close()
     assert watcher.next(timeout=30) is None and watcher.closed
+
+
+def test_the_chart_holds_the_last_five_minutes_only() -> None:
+    host = Host()
+    feed = WebFeed(host, rate=50)
+    feed.watch(1)
+    view = feed.views[1]
+    t0 = 1_800_000_000.0
+    for k, (at, price) in enumerate([(t0, 450_000), (t0 + 200, 450_025), (t0 + 3 * 3600, 450_050)]):
+        trade(host.marketdata, 1, 10 + k, price, 1, BUY)
+        view.read_trades(at)
+        if k == 1:
+            assert [p[:2] for p in view.chart] == [[int(t0) * 1000, 450_000], [int(t0 + 200) * 1000, 450_025]]
+    assert [p[:2] for p in view.chart] == [[int(t0 + 3 * 3600) * 1000, 450_050]]  # hours apart: not on one chart
+    view.read_trades(t0 + 3 * 3600 + CHART_POINTS - 1)
+    assert len(view.chart) == 1
+    view.read_trades(t0 + 3 * 3600 + CHART_POINTS)  # no trade for five minutes: nothing to chart
+    assert not view.chart
+    feed.close()
 
 
 def test_a_page_gets_the_newest_state_only() -> None:
