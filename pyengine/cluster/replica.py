@@ -12,9 +12,10 @@ Taking over: when the lease has expired by this node's clock and the node
 has every message of the log, it takes the lease (term + 1) and appends a
 ``term`` message after the last message it applied. If the old leader got a
 message in first, that append is fenced: the node reads the messages it is
-missing and tries again, holding the lease. Once the term message is
-stored, no older leader can ever append again, and the host opens for
-orders.
+missing and tries again, holding the lease (a fence with nothing to read,
+a log that ends before the messages the node applied, makes it stop
+instead). Once the term message is stored, no older leader can ever append
+again, and the host opens for orders.
 
 Leading: commands come out of the runner as sealed records, go into the log
 in groups (one message per group, each appended once the one before it is
@@ -311,7 +312,15 @@ class Replica:
                 if not self.lease.holding():
                     self._lose("the lease ran out while taking over")
                     return
+                before = self.applied
                 await self._read_missing()  # the old leader's last messages got in first
+                if self.applied == before:
+                    # Nothing after `applied` to read, yet the log is not at
+                    # it: it ends before the messages this node applied (it
+                    # was lost, or made again). Appending again would only be
+                    # fenced again, at once and forever.
+                    self._lose(f"the log does not go on from message {before}, the last this node applied")
+                    return
                 continue
             if not self.lease.holding():
                 self._lose("the lease ran out while taking over")

@@ -26,7 +26,8 @@ from pyengine.client import Client, ClusterClient, ConnectionClosed
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.mdfeed import SymbolFeed, md_subject, snapshot_subject
-from pyengine.cluster.shardlog import KIND_TERM
+from pyengine.cluster.link import patiently
+from pyengine.cluster.shardlog import KIND_TERM, ensure_stream, stream_name
 
 from .clusterkit import (
     SHARDS,
@@ -242,6 +243,38 @@ def test_losing_nats_servers(nats: LocalNats, shard: Callable[..., list[Any]]) -
     events = replayed(the_log(nats.urls, "a"), "a")[1]
     check_acks_against_the_log([trader], events)
     settled(nodes, timeout=60)
+
+
+async def make_the_log_again(urls: list[str], shard: str) -> None:
+    """Delete the shard's stream and make it again, empty: the log lost."""
+    nc = await nats_client.connect(urls)
+    try:
+        js = nc.jetstream()
+        await js.delete_stream(stream_name(shard))
+        await patiently("the shard's stream", lambda: ensure_stream(js, shard, 3), timeout=30)
+    finally:
+        await nc.close()
+
+
+def test_a_log_that_ends_before_what_a_node_applied_stops_its_take_over(nats: LocalNats,
+                                                                        shard: Callable[..., list[Any]]) -> None:
+    """The leader dies and the log is lost (made again, empty): the follower
+    that takes the lease finds its term message fenced (the log is not at
+    the last message it applied) with nothing to read. It stops and starts
+    again from the log there is, rather than append again at once, forever."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client(address(leader)) as c:
+        c.login(7)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+    settled(nodes)
+    leader.kill()
+    asyncio.run(make_the_log_again(nats.urls, "a"))
+    follower.wait_log(r'event=replica_restarts .*reason="the log does not go on from message', timeout=30)
+    wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
+    first = the_log(nats.urls, "a")[0]
+    assert (first.stream_seq, first.kind, first.node) == (1, KIND_TERM, status(follower)["node"])
 
 
 def book_of(node: Any, symbol: str) -> dict[str, Any]:
