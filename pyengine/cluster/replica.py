@@ -241,6 +241,8 @@ class Replica:
         (from the stream's leader: a lagging replica could lack them)."""
         info = await self.link.js.stream_info(stream_name(self.shard))
         for seq in range(self.applied + 1, info.state.last_seq + 1):
+            if self.role != FOLLOWING:
+                return
             raw = await self.link.js.get_msg(stream_name(self.shard), seq)
             self._take(message_of(raw.seq or seq, raw.headers, raw.data or b""))
 
@@ -287,34 +289,47 @@ class Replica:
             log.warning("directory_entry_unreadable", extra=fields(key=entry.key, error=str(exc)))
 
     async def _campaign(self) -> None:
+        # The role is looked at again after every wait: a replica stopped or
+        # lost meanwhile (stop, _lose) takes no lease and leads nothing.
         period = self.cluster.lease_ttl / 8
         while self.role == FOLLOWING:
             await asyncio.sleep(period)
             if self.diverged or not self.lease.expired() or not await self._caught_up():
                 continue
+            if self.role != FOLLOWING or self.diverged:
+                continue
             if await self.lease.acquire(self.address, self.instruments):
-                await self._take_over()
+                if self.role == FOLLOWING:  # else the lease it took runs out unused
+                    await self._take_over()
                 return
+
+    def _taking_over(self) -> bool:
+        return self.role == FOLLOWING and self.lease.holding()
 
     async def _take_over(self) -> None:
         """Holding the lease: fence every older leader with a term message
-        after the last message applied, then lead."""
+        after the last message applied, then lead. A replica stopped or lost
+        meanwhile (no longer FOLLOWING) appends nothing more and leads nothing."""
         term = self.lease.term
         log.info("lease_taken", extra=fields(shard=self.shard, node=self.node, term=term, after=self.applied))
         self._leader_tasks = [self._spawn(self._renew(), "lease-renew")]  # from now: taking over takes a while
         await self._unfollow()
         while True:
+            if self.role != FOLLOWING:
+                return
             try:
                 stored = await append(
                     self.link.js, self.shard, node=self.node, term=term, expected=self.applied, kind=KIND_TERM,
-                    body=b"", last_seq=self.next_seq - 1, still_leader=self.lease.holding)
+                    body=b"", last_seq=self.next_seq - 1, still_leader=self._taking_over)
             except Fenced:
+                if self.role != FOLLOWING:
+                    return
                 if not self.lease.holding():
                     self._lose("the lease ran out while taking over")
                     return
                 before = self.applied
                 await self._read_missing()  # the old leader's last messages got in first
-                if self.applied == before:
+                if self.applied == before and self.role == FOLLOWING:
                     # Nothing after `applied` to read, yet the log is not at
                     # it: it ends before the messages this node applied (it
                     # was lost, or made again). Appending again would only be
@@ -322,6 +337,8 @@ class Replica:
                     self._lose(f"the log does not go on from message {before}, the last this node applied")
                     return
                 continue
+            if self.role != FOLLOWING:
+                return
             if not self.lease.holding():
                 self._lose("the lease ran out while taking over")
                 return

