@@ -107,6 +107,7 @@ class Replica:
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
         self._sub: JetStreamContext.PushSubscription | None = None
+        self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
 
@@ -190,15 +191,24 @@ class Replica:
         sub = await patiently("following the shard's log", lambda: self.link.js.subscribe(
             log_subject(self.shard), stream=stream_name(self.shard), cb=on_message, ordered_consumer=True,
             idle_heartbeat=1.0, config=config))
+        if self._took_lease or self.role != FOLLOWING:
+            # Made while the campaign took the lease (start() follows as it
+            # campaigns) or the replica stopped: _unfollow has been and gone.
+            await self._drop(sub)
+            return
         self._sub = sub
 
     async def _unfollow(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except nats.errors.Error:
-                pass
+            await self._drop(sub)
+
+    @staticmethod
+    async def _drop(sub: JetStreamContext.PushSubscription) -> None:
+        try:
+            await sub.unsubscribe()
+        except nats.errors.Error:
+            pass
 
     def _take(self, m: LogMessage) -> None:
         """Apply the next message of the log (in order; repeats are passed over)."""
@@ -313,6 +323,7 @@ class Replica:
         term = self.lease.term
         log.info("lease_taken", extra=fields(shard=self.shard, node=self.node, term=term, after=self.applied))
         self._leader_tasks = [self._spawn(self._renew(), "lease-renew")]  # from now: taking over takes a while
+        self._took_lease = True
         await self._unfollow()
         while True:
             if self.role != FOLLOWING:

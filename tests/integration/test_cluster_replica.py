@@ -19,8 +19,8 @@ from pyengine.cluster.config import ClusterConfig
 from pyengine.cluster.lease import Lease
 from pyengine.cluster.link import Link, connect
 from pyengine.cluster.localnats import LocalNats
-from pyengine.cluster.replica import STOPPED, Position, Replica
-from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append
+from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
+from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append, stream_name
 from pyengine.durability import new_engine
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec
@@ -136,3 +136,27 @@ def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engin
     run(nats, "a2", scenario)
     assert host.calls == [("apply_log", RECORD_SIZE), ("lost_leadership", "stopped while campaigning")]
     assert len(asyncio.run(fetch_log(nats.urls, SHARD))) == 2
+
+
+def test_a_subscription_made_while_the_replica_takes_the_lead_is_dropped(nats: LocalNats,
+                                                                        engine: EngineThread) -> None:
+    """start() subscribes to the log while the campaign runs: when the
+    campaign takes the lease before the subscription is made, the leader
+    keeps no consumer on its log (it would be sent every message it appends)."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        assert await replica.lease.acquire(replica.address, replica.instruments)
+        following = asyncio.create_task(replica._follow())  # runs once the take-over first waits
+        try:
+            await replica._take_over()
+            await following
+            assert (replica.role, replica._sub) == (LEADING, None)
+            consumers = await link.js.consumers_info(stream_name(SHARD))
+            assert not [c.name for c in consumers if c.push_bound]
+        finally:
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("promoted", 1)]

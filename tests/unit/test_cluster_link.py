@@ -11,7 +11,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from pyengine.cluster.replica import Replica
+from pyengine.cluster.replica import FOLLOWING, Replica
 
 from pyengine.cluster.link import patiently
 
@@ -66,6 +66,7 @@ def test_following_the_log_waits_for_a_slow_jetstream() -> None:
 
     replica = Replica.__new__(Replica)
     replica.link, replica.shard, replica.applied = Link(), "a", 41  # type: ignore[assignment]
+    replica.role, replica._took_lease = FOLLOWING, False
     asyncio.run(replica._follow())
     assert len(calls) == 2 and replica._sub == "subscription"
     assert calls[1]["config"].opt_start_seq == 42 and calls[1]["ordered_consumer"]
