@@ -295,8 +295,10 @@ class Replica:
             elif kind == "node" and data:
                 shard, _, node = rest.partition(".")
                 self.nodes.setdefault(shard, {})[node] = json.loads(data)["address"]
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("directory_entry_unreadable", extra=fields(key=entry.key, error=str(exc)))
+        # What json.loads and LeaseValue.decode raise on any bytes (a term of
+        # 1e400 is an infinite float: OverflowError; a deep nesting: RecursionError).
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+            log.warning("directory_entry_unreadable", extra=fields(key=entry.key, error=f"{type(exc).__name__}: {exc}"))
 
     async def _campaign(self) -> None:
         # The role is looked at again after every wait: a replica stopped or

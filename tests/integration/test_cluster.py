@@ -294,6 +294,30 @@ def test_a_log_that_ends_before_what_a_node_applied_stops_its_take_over(nats: Lo
     assert (first.stream_seq, first.kind, first.node) == (1, KIND_TERM, status(follower)["node"])
 
 
+async def put_entry(urls: list[str], key: str, value: bytes) -> None:
+    nc = await nats_client.connect(urls)
+    try:
+        kv = await nc.jetstream().key_value("pyengine")
+        await kv.put(key, value)
+    finally:
+        await nc.close()
+
+
+def test_an_unreadable_directory_entry_is_passed_over(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """Another shard's lease whose term JSON reads as infinity (int() of it
+    raises OverflowError): every node logs it and goes on, where the watch
+    of the directory failed and every node of every shard started again, as
+    often as it read the entry."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    asyncio.run(put_entry(nats.urls, "lease.z", b'{"node": "z1", "term": 1e400, "address": "127.0.0.1:1"}'))
+    for node in nodes:
+        node.wait_log(r"event=directory_entry_unreadable key=lease.z ", timeout=30)
+    assert not [line for n in nodes for line in n.lines if "event=replica_restarts" in line]
+    assert leader_among(nodes) is leader
+    assert "z" not in status(leader)["shards"]
+
+
 def book_of(node: Any, symbol: str) -> dict[str, Any]:
     with Client("127.0.0.1", node.port, timeout=5) as c:
         return c.request(c.subscribe(symbol), timeout=5)
