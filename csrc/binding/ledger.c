@@ -831,6 +831,21 @@ static PyObject *commands_reserve(srv_commands *self, PyObject *Py_UNUSED(ignore
     return PyLong_FromSsize_t(srv_commands_reserve(self) ? self->n - 1 : -1);
 }
 
+PyDoc_STRVAR(commands_unreserve_doc, "unreserve($self, /)\n--\n\n"
+                                     "Take back the record reserve() gave last (one that could not be written):\n"
+                                     "ValueError when there is none (no record queued, or it is in the ring).");
+
+static PyObject *commands_unreserve(srv_commands *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->n <= self->sent) {
+        PyErr_SetString(PyExc_ValueError, "unreserve: no record queued and not yet in the ring");
+        return NULL;
+    }
+    if (--self->n == self->sent)
+        self->sent = self->n = 0; /* as once everything queued is in */
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(commands_attach_doc,
              "attach($self, runner, api, ledger, /)\n--\n\n"
              "Push to the runner at address `runner` (a struct runner *), through the struct runner_api at\n"
@@ -889,6 +904,7 @@ static PyObject *commands_get_full(srv_commands *self, void *Py_UNUSED(closure))
 
 static PyMethodDef commands_methods[] = {
     {"reserve", (PyCFunction)commands_reserve, METH_NOARGS, commands_reserve_doc},
+    {"unreserve", (PyCFunction)commands_unreserve, METH_NOARGS, commands_unreserve_doc},
     {"attach", (PyCFunction)(void (*)(void))commands_attach, METH_FASTCALL, commands_attach_doc},
     {"detach", (PyCFunction)commands_detach, METH_NOARGS, commands_detach_doc},
     {"push", (PyCFunction)commands_push, METH_NOARGS, commands_push_doc},

@@ -40,18 +40,23 @@ class CommandQueue:
     def add(self, typ: int, tag: int, **fields: Any) -> None:
         """Queue one command: ``struct runner_cmd`` with its ``cmd.type``,
         its ``tag`` and the named fields of ``struct eng_cmd`` (the rest
-        zero; ``ts`` the time now)."""
+        zero; ``ts`` the time now). A field that cannot be set (a value out
+        of its type's range) raises, and nothing is queued."""
         i = self.buffer.reserve()
         while i < 0:
             self.make_room()
             i = self.buffer.reserve()
         rec = self._c[i]
-        rec.tag = tag
-        cmd = rec.cmd
-        cmd.type = typ
-        cmd.ts = time.time_ns()
-        for name, value in fields.items():
-            setattr(cmd, name, value)
+        try:
+            rec.tag = tag
+            cmd = rec.cmd
+            cmd.type = typ
+            cmd.ts = time.time_ns()
+            for name, value in fields.items():
+                setattr(cmd, name, value)
+        except BaseException:
+            self.buffer.unreserve()  # half written: the engine must never run it
+            raise
 
     def make_room(self) -> None:
         """Wait (cooperatively) until the buffer has room for a record."""
