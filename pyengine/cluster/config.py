@@ -109,8 +109,8 @@ def check_cluster(c: ClusterConfig, symbols: list[str], error: type[ValueError] 
         raise error(f"[cluster]: lease_ttl must be at least 0.2 seconds, not {c.lease_ttl:g}")
     if c.checkpoint_interval < 0:
         raise error("[cluster]: checkpoint_interval must be >= 0")
-    if c.advertise is not None and not re.fullmatch(r"[^\s:]+:\d{1,5}", c.advertise):
-        raise error(f"[cluster]: advertise must be HOST:PORT, not {c.advertise!r}")
+    if c.advertise is not None and not re.fullmatch(r"(?:[^\s:\[\]]+|\[[0-9A-Za-z:.%]+\]):\d{1,5}", c.advertise):
+        raise error(f"[cluster]: advertise must be HOST:PORT or [IPv6]:PORT, not {c.advertise!r}")
     if c.instruments:
         for shard in c.instruments:
             if not _NAME.fullmatch(shard):

@@ -199,7 +199,8 @@ class Server:
         host, port = self.address = (bound[0], bound[1])
         if self.cluster is not None:
             assert self.config.cluster is not None  # a cluster node has its configuration
-            self.cluster.start(self, self.config.cluster.advertise or f"{host}:{port}")
+            listening = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 host in brackets
+            self.cluster.start(self, self.config.cluster.advertise or listening)
         if self._metrics is not None:
             self._metrics.start()
             bound = self._metrics.address

@@ -552,3 +552,13 @@ def test_a_slow_leader_keeps_its_sessions(nats: LocalNats, shard: Callable[..., 
     assert [o["client_order_id"] for o in c.open_orders()] == ["rest", "late", "then"]
     assert sum("event=login " in line for line in leader.lines) == 1
     c.close()
+
+
+def test_a_node_on_ipv6_advertises_its_address_in_brackets(nats: LocalNats, server_factory: Callable[..., Any]) -> None:
+    """With no `advertise`, a node sends clients the address it listens on:
+    an IPv6 one in brackets, so that it reads back as host and port."""
+    node = server_factory(cluster_config(nats.urls), "--shard", "a", "--node", "a1", "--host", "::1")
+    with Client(f"[::1]:{node.port}", timeout=10) as c:
+        st = wait_for("the node to lead", lambda: (s := c.request(c.status()))["role"] == "leader" and s, 30)
+        assert st["leader"] == f"[::1]:{node.port}"
+        assert c.login(7)["role"] == "leader"
