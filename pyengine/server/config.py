@@ -3,26 +3,28 @@
 A file looks like this (every key optional, defaults as shown)::
 
     [server]
-    host = "127.0.0.1"
+    host = "127.0.0.1"           # every interface: "0.0.0.0" (IPv4) or "::"; never empty
     port = 7001
     max_connections = 1024       # connections served at once
-    max_frame = 65536            # bytes in one frame
-    max_unsent = 8388608         # unsent bytes before a slow reader is dropped
+    max_frame = 65536            # bytes in one frame: 64 to 4294967295 (a uint32)
+    max_unsent = 8388608         # unsent bytes before a slow reader is dropped; >= max_frame
     stats_interval = 10.0        # seconds between stats log lines; 0: none
     cpu = -1                     # CPU to pin the event-loop thread to; -1: don't pin
     spin_us = 0                  # the event loop polls this long after a read before it sleeps; 0: never
     login_workers = 1            # OS threads that check login secrets, off the event loop
     max_pending_logins = 64      # logins being checked or waiting for a worker; more: login_busy
     finished_orders = 1000       # finished orders per account that order_status still finds
-    trace_latency = 0            # stamp one new order in N on its way through (docs/benchmarks.md); 0: off
+    trace_latency = 0            # stamp one new order in N on its way through (docs/benchmarks.md); 0: off;
+                                 # at most 4294967295
 
     [engine]
     cpu = "last"                 # CPU to pin the engine thread to, or -1: don't pin
     spin_us = 50                 # idle polling before the engine thread sleeps
-    in_capacity = 65536          # commands the input ring holds (power of two)
-    out_capacity = 262144        # events the output ring holds (power of two)
+    in_capacity = 65536          # commands the input ring holds (power of two, at most 2**31)
+    out_capacity = 262144        # events the output ring holds (power of two, at most 2**31)
 
-    [durability]
+    [durability]                 # without data_dir (outside cluster mode) the other keys do nothing:
+                                 # a value other than the default is an error
     data_dir = "/var/lib/pyengine"   # none (the default): nothing is journaled
     fsync = "batch"              # "always" (per command), "batch" (per group), "off"
     snapshot_every = 1000000     # commands between snapshots; 0: only on request
@@ -36,22 +38,22 @@ A file looks like this (every key optional, defaults as shown)::
     burst = 20000                # ... and at once (token bucket)
     idle_timeout = 300.0         # seconds without a message before a session is closed
     login_failures = 5           # failed logins from one host ...
-    login_window = 60.0          # ... within this many seconds lock it out until they age
+    login_window = 60.0          # ... within this many seconds lock it out until they age (> 0)
     host_logins = 20             # logins with a secret to check, from one host ...
-    host_login_window = 10.0     # ... within this many seconds; more: login_throttled
+    host_login_window = 10.0     # ... within this many seconds; more: login_throttled (> 0)
 
     [[instruments]]
-    symbol = "ESZ6"
-    tick_size = 25
-    lot_size = 1
-    price_band = [100000, 1000000]   # optional
-    market_protection = 2500         # optional, price units
+    symbol = "ESZ6"                  # 1 to 15 printable ASCII characters, no spaces
+    tick_size = 25                   # > 0
+    lot_size = 1                     # > 0
+    price_band = [100000, 1000000]   # optional; 0 < min <= max
+    market_protection = 2500         # optional, price units, >= 0
     max_qty = 1000                   # optional: the largest order
     max_notional = 100000000         # optional: the largest price x qty of an order
     kind = "future"                  # or "spot"; informational
 
     [[accounts]]                     # none: no authentication
-    account = 7
+    account = 7                      # 0 to 4294967295, each listed once
     secret = "pbkdf2_sha256$100000$<salt hex>$<hash hex>"   # pyengine-server hash-secret
     admin = false
 
@@ -65,14 +67,18 @@ A file looks like this (every key optional, defaults as shown)::
 
     [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
 
-Unknown keys are errors, so a typo does not silently fall back to a default.
+Unknown keys are errors, so a typo does not silently fall back to a default;
+so are values out of range (numbers are finite, integers within what the C
+side that takes them holds) and settings that would do nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import os
+import re
 import tomllib
 from collections import Counter
 from collections.abc import Iterable
@@ -146,6 +152,16 @@ DEFAULT_INSTRUMENTS = (
 
 
 MAX_SPIN_US = 1_000_000  # a second of polling: longer is a misplaced decimal point
+MAX_FRAME = (1 << 32) - 1  # a frame's length is a uint32 (docs/protocol.md)
+MAX_CPU = (1 << 31) - 1  # the engine thread's CPU is an int32 (struct runner_config)
+MAX_CAPACITY = 1 << 31  # the largest power of two a ring's uint32 capacity holds
+MAX_EVERY = (1 << 32) - 1  # trace_latency: the C LatencyTrace's uint32
+MAX_ACCOUNT = (1 << 32) - 1  # accounts are uint32, as logins take them
+_I64 = (1 << 63) - 1  # prices, quantities and sizes the C side keeps in 64 bits
+_U64 = (1 << 64) - 1
+# The engine's symbols: 1 to 15 printable ASCII characters, no spaces (csrc/pyengine_engine.h).
+_SYMBOL = re.compile(r"[!-~]{1,15}")
+_SYMBOL_RULE = "1 to 15 printable ASCII characters, no spaces"
 
 
 def _last_cpu() -> int:
@@ -195,6 +211,11 @@ class ServerConfig:
         return None
 
 
+# Settings of the journal: without a data directory they do nothing.
+_JOURNAL_SETTINGS = ("fsync", "snapshot_every", "keep_segments", "accept_journal_loss")
+_DEFAULT_HOST = ServerConfig.metrics_host
+
+
 def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -209,16 +230,38 @@ def _typed(where: str, key: str, value: object, typ: type[_T]) -> _T: ...
 @overload
 def _typed(where: str, key: str, value: object, typ: tuple[type[int], type[float]]) -> float: ...
 def _typed(where: str, key: str, value: object, typ: type | tuple[type, ...]) -> object:
+    name = "a number" if isinstance(typ, tuple) else typ.__name__
     if isinstance(value, bool) and typ is not bool:
-        raise ConfigError(f"{where}: {key} must be {getattr(typ, '__name__', typ)}, not a boolean")
+        raise ConfigError(f"{where}: {key} must be {name}, not a boolean")
     if not isinstance(value, typ):
-        raise ConfigError(f"{where}: {key} must be {getattr(typ, '__name__', typ)}, not {type(value).__name__}")
+        raise ConfigError(f"{where}: {key} must be {name}, not {type(value).__name__}")
     return value
 
 
-def _positive_pow2(where: str, key: str, value: int) -> int:
-    if value <= 0 or value & (value - 1):
-        raise ConfigError(f"{where}: {key} must be a power of two, not {value}")
+def _number(where: str, key: str, value: object) -> float:
+    """A float from an integer or a float of the file (its range is check_config's)."""
+    try:
+        return float(_typed(where, key, value, (int, float)))
+    except OverflowError:
+        raise ConfigError(f"{where}: {key} is too large: {value}") from None
+
+
+def _table(where: str, key: str, value: object) -> dict[str, Any]:
+    """A TOML table (``[key]``)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: {key} must be a table ([{key}]), not {type(value).__name__}")
+    return value
+
+
+def _tables(key: str, value: object) -> list[dict[str, Any]]:
+    """A TOML array of tables (``[[key]]``)."""
+    if isinstance(value, dict):
+        raise ConfigError(f"{key}: write [[{key}]] (an array of tables, one per entry), not [{key}]")
+    if not isinstance(value, list):
+        raise ConfigError(f"top level: {key} must be an array of tables ([[{key}]]), not {type(value).__name__}")
+    for i, table in enumerate(value):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key}[{i}] must be a table, not {type(table).__name__}")
     return value
 
 
@@ -232,9 +275,6 @@ def _instrument(i: int, table: dict[str, Any]) -> InstrumentConfig:
         if not isinstance(band, list) or len(band) != 2 or not all(type(x) is int for x in band):
             raise ConfigError(f"{where}: price_band must be [min_price, max_price]")
         band = (band[0], band[1])
-    kind = table.get("kind", "future")
-    if kind not in ("future", "spot"):
-        raise ConfigError(f"{where}: kind must be 'future' or 'spot', not {kind!r}")
     return InstrumentConfig(
         symbol=_typed(where, "symbol", table["symbol"], str),
         tick_size=_typed(where, "tick_size", table.get("tick_size", 1), int),
@@ -245,7 +285,7 @@ def _instrument(i: int, table: dict[str, Any]) -> InstrumentConfig:
         else None,
         max_qty=_typed(where, "max_qty", table["max_qty"], int) if "max_qty" in table else None,
         max_notional=_typed(where, "max_notional", table["max_notional"], int) if "max_notional" in table else None,
-        kind=kind,
+        kind=_typed(where, "kind", table.get("kind", "future"), str),
     )
 
 
@@ -264,7 +304,8 @@ def _account(i: int, table: dict[str, Any]) -> AccountConfig:
     )
 
 
-def _limits(table: dict[str, Any]) -> LimitsConfig:
+def _limits(value: object) -> LimitsConfig:
+    table = _table("top level", "limits", value)
     _check_keys("[limits]", table, {f.name for f in fields(LimitsConfig)})
     kw: dict[str, Any] = {}
     for f in fields(LimitsConfig):
@@ -272,7 +313,7 @@ def _limits(table: dict[str, Any]) -> LimitsConfig:
             if f.type == "int":
                 kw[f.name] = _typed("[limits]", f.name, table[f.name], int)
             else:
-                kw[f.name] = float(_typed("[limits]", f.name, table[f.name], (int, float)))
+                kw[f.name] = _number("[limits]", f.name, table[f.name])
     return LimitsConfig(**kw)
 
 
@@ -280,7 +321,7 @@ def _port_table(name: str, value: object) -> dict[str, Any]:
     """A table of one HTTP endpoint ([metrics], [http]): its port (required)
     and host, as the ServerConfig fields ``<name>_port`` and ``<name>_host``."""
     where = f"[{name}]"
-    table: dict[str, Any] = _typed("top level", name, value, dict)
+    table = _table("top level", name, value)
     _check_keys(where, table, {"port", "host"})
     if "port" not in table:
         raise ConfigError(f"{where}: port is required")
@@ -296,6 +337,9 @@ def load_config(path: str | os.PathLike[str]) -> ServerConfig:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 (as TOML must be): byte {exc.start} is {exc.object[exc.start]:#04x}") \
+            from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return config_from_dict(data)
@@ -307,9 +351,9 @@ FSYNC_POLICIES = ("always", "batch", "off")
 def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     _check_keys("top level", data, {"server", "engine", "durability", "limits", "instruments", "accounts", "cluster",
                                      "metrics", "http"})
-    server = data.get("server", {})
-    engine = data.get("engine", {})
-    durability = data.get("durability", {})
+    server = _table("top level", "server", data.get("server", {}))
+    engine = _table("top level", "engine", data.get("engine", {}))
+    durability = _table("top level", "durability", data.get("durability", {}))
     _check_keys("[durability]", durability, {"data_dir", "fsync", "snapshot_every", "keep_segments",
                                              "accept_journal_loss"})
     _check_keys("[server]", server, {"host", "port", "max_connections", "max_frame", "max_unsent", "stats_interval",
@@ -327,7 +371,7 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
     if "spin_us" in server:
         kw["server_spin_us"] = _typed("[server]", "spin_us", server["spin_us"], int)
     if "stats_interval" in server:
-        kw["stats_interval"] = float(_typed("[server]", "stats_interval", server["stats_interval"], (int, float)))
+        kw["stats_interval"] = _number("[server]", "stats_interval", server["stats_interval"])
     if "cpu" in engine:
         cpu = engine["cpu"]
         kw["engine_cpu"] = _last_cpu() if cpu == "last" else _typed("[engine]", "cpu", cpu, int)
@@ -335,7 +379,7 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         kw["spin_us"] = _typed("[engine]", "spin_us", engine["spin_us"], int)
     for key in ("in_capacity", "out_capacity"):
         if key in engine:
-            kw[key] = _positive_pow2("[engine]", key, _typed("[engine]", key, engine[key], int))
+            kw[key] = _typed("[engine]", key, engine[key], int)
     if "data_dir" in durability:
         kw["data_dir"] = _typed("[durability]", "data_dir", durability["data_dir"], str)
     if "fsync" in durability:
@@ -351,65 +395,155 @@ def config_from_dict(data: dict[str, Any]) -> ServerConfig:
         if table in data:
             kw.update(_port_table(table, data[table]))
     if "cluster" in data:
-        kw["cluster"] = ClusterConfig(**cluster_from_table(_typed("top level", "cluster", data["cluster"], dict),
+        kw["cluster"] = ClusterConfig(**cluster_from_table(_table("top level", "cluster", data["cluster"]),
                                                            ConfigError))
     if "instruments" in data:
-        instruments = tuple(_instrument(i, t) for i, t in enumerate(data["instruments"]))
+        instruments = tuple(_instrument(i, t) for i, t in enumerate(_tables("instruments", data["instruments"])))
         if not instruments:
             raise ConfigError("instruments: at least one is needed")
         kw["instruments"] = instruments
     if "accounts" in data:
-        kw["accounts"] = tuple(_account(i, t) for i, t in enumerate(data["accounts"]))
+        kw["accounts"] = tuple(_account(i, t) for i, t in enumerate(_tables("accounts", data["accounts"])))
     return check_config(ServerConfig(**kw), partial=True)
 
 
 def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig:
     """Raise ConfigError for values no server can run with (`partial`: a
     file's, which the command line may complete: a cluster node's NATS
-    servers, shard and node)."""
-    symbols = [i.symbol for i in config.instruments]
-    if len(set(symbols)) != len(symbols):
-        raise ConfigError("instruments: a symbol appears twice")
+    servers, shard and node, a data directory, a metrics or web view port)."""
+    _check_instruments(config.instruments)
     if config.cluster is not None:
-        check_cluster(config.cluster, symbols, ConfigError, partial=partial)
-    if not 0 <= config.port <= 65535:
-        raise ConfigError(f"[server]: port {config.port} is out of range")
-    for name, port in (("metrics", config.metrics_port), ("http", config.http_port)):
-        if port is not None and not 0 <= port <= 65535:
-            raise ConfigError(f"[{name}]: port {port} is out of range")
-    if config.max_frame < 64 or config.max_connections < 1 or config.max_unsent < config.max_frame:
-        raise ConfigError("[server]: max_frame >= 64, max_connections >= 1 and max_unsent >= max_frame are needed")
-    if config.login_workers < 1 or config.max_pending_logins < 1:
-        raise ConfigError("[server]: login_workers and max_pending_logins must be at least 1")
-    if config.finished_orders < 0:
-        raise ConfigError(f"[server]: finished_orders must be >= 0, not {config.finished_orders}")
-    if config.trace_latency < 0:
-        raise ConfigError(f"[server]: trace_latency must be >= 0 (0: off), not {config.trace_latency}")
-    if config.server_cpu < -1:
-        raise ConfigError(f"[server]: cpu must be a CPU number or -1 (don't pin), not {config.server_cpu}")
+        check_cluster(config.cluster, [i.symbol for i in config.instruments], ConfigError, partial=partial)
+    _check_server(config)
+    _check_durability(config, partial)
+    if not partial:
+        _check_unused_hosts(config)
+    _check_limits(config.limits)
+    _check_accounts(config.accounts)
+    return config
+
+
+def _in_range(where: str, key: str, value: int, low: int, high: int, note: str = "") -> None:
+    """`value` from `low` to `high`; a 64-bit `high` is named only when passed."""
+    if not low <= value <= high:
+        bound = f"from {low} to {high}" if high < _I64 else f">= {low}" if value < low else f"at most {high}"
+        raise ConfigError(f"{where}: {key} must be {bound}{note}, not {value}")
+
+
+def _endpoint(where: str, host: str, port: int | None) -> None:
+    if not host or "\0" in host:
+        raise ConfigError(f"{where}: host must be an address or host name (every interface: 0.0.0.0 or ::), "
+                          f"not {host!r}")
+    if port is not None and not 0 <= port <= 65535:
+        raise ConfigError(f"{where}: port {port} is out of range: from 0 to 65535 (0: any free port)")
+
+
+def _check_server(config: ServerConfig) -> None:
+    _endpoint("[server]", config.host, config.port)
+    _endpoint("[metrics]", config.metrics_host, config.metrics_port)
+    _endpoint("[http]", config.http_host, config.http_port)
+    _in_range("[server]", "max_connections", config.max_connections, 1, _I64)
+    _in_range("[server]", "max_frame", config.max_frame, 64, MAX_FRAME, " bytes")
+    _in_range("[server]", "max_unsent", config.max_unsent, config.max_frame, _I64, " bytes (at least max_frame)")
+    if not math.isfinite(config.stats_interval) or config.stats_interval < 0:
+        raise ConfigError(f"[server]: stats_interval must be a number of seconds >= 0 (0: no stats lines), "
+                          f"not {config.stats_interval}")
+    _in_range("[server]", "login_workers", config.login_workers, 1, _I64)
+    _in_range("[server]", "max_pending_logins", config.max_pending_logins, 1, _I64)
+    _in_range("[server]", "finished_orders", config.finished_orders, 0, _I64)
+    _in_range("[server]", "trace_latency", config.trace_latency, 0, MAX_EVERY, " (one new order in N; 0: off)")
+    for section, cpu in (("[server]", config.server_cpu), ("[engine]", config.engine_cpu)):
+        _in_range(section, "cpu", cpu, -1, MAX_CPU, " (a CPU number; -1: don't pin)")
     for section, spin_us in (("[server]", config.server_spin_us), ("[engine]", config.spin_us)):
         if not 0 <= spin_us <= MAX_SPIN_US:
             raise ConfigError(f"{section}: spin_us must be from 0 (no polling) to {MAX_SPIN_US}, not {spin_us}")
+    for key in ("in_capacity", "out_capacity"):
+        value = getattr(config, key)
+        if not 1 <= value <= MAX_CAPACITY or value & (value - 1):
+            raise ConfigError(f"[engine]: {key} must be a power of two from 1 to {MAX_CAPACITY}, not {value}")
+
+
+def _check_durability(config: ServerConfig, partial: bool) -> None:
     if config.fsync not in FSYNC_POLICIES:
         raise ConfigError(f"[durability]: fsync must be one of {', '.join(FSYNC_POLICIES)}, not {config.fsync!r}")
-    if config.snapshot_every < 0:
-        raise ConfigError(f"[durability]: snapshot_every must be >= 0, not {config.snapshot_every}")
-    if config.data_dir == "":
-        raise ConfigError("[durability]: data_dir must name a directory")
-    if config.data_dir is not None and os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
-        raise ConfigError(f"[durability]: data_dir {config.data_dir} exists and is not a directory")
-    for i in config.instruments:
+    _in_range("[durability]", "snapshot_every", config.snapshot_every, 0, _U64, " (0: only on request)")
+    if config.data_dir is not None:
+        if config.data_dir == "" or "\0" in config.data_dir:
+            raise ConfigError(f"[durability]: data_dir must name a directory, not {config.data_dir!r}")
+        if os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
+            raise ConfigError(f"[durability]: data_dir {config.data_dir} exists and is not a directory")
+    elif not partial and config.cluster is None:
+        # Settings of a journal there is not: whoever set them expects durability the server does not give.
+        for f in fields(ServerConfig):
+            if f.name in _JOURNAL_SETTINGS and getattr(config, f.name) != f.default:
+                raise ConfigError(f"[durability]: {f.name} is set, but there is no data_dir (--data-dir): "
+                                  "nothing is journaled")
+
+
+def _check_unused_hosts(config: ServerConfig) -> None:
+    """An endpoint's address with no port: the endpoint is off."""
+    for name, port, host in (("metrics", config.metrics_port, config.metrics_host),
+                             ("http", config.http_port, config.http_host)):
+        if port is None and host != _DEFAULT_HOST:
+            raise ConfigError(f"[{name}]: host {host} is set, but there is no {name} port (--{name}-port): "
+                              f"the {name} endpoint is off")
+
+
+def _check_instruments(instruments: tuple[InstrumentConfig, ...]) -> None:
+    if not instruments:
+        raise ConfigError("instruments: at least one is needed")
+    seen: set[str] = set()
+    for n, i in enumerate(instruments):
+        where = f"instruments[{n}] ({i.symbol!r})"
+        if not _SYMBOL.fullmatch(i.symbol):
+            raise ConfigError(f"{where}: symbol must be {_SYMBOL_RULE}, not {i.symbol!r}")
+        if i.symbol in seen:
+            raise ConfigError(f"instruments: a symbol appears twice: {i.symbol}")
+        seen.add(i.symbol)
+        for key in ("tick_size", "lot_size"):
+            _in_range(where, key, getattr(i, key), 1, _I64)
+        if i.price_band is not None and i.price_band != (0, 0):
+            low, high = i.price_band
+            if not 1 <= low <= high <= _I64:
+                raise ConfigError(f"{where}: price_band must be [min_price, max_price] with "
+                                  f"1 <= min_price <= max_price <= {_I64}, not [{low}, {high}]")
+        if i.market_protection is not None:
+            _in_range(where, "market_protection", i.market_protection, 0, _I64, " (price units; leave it out: none)")
         for key in ("max_qty", "max_notional"):
             value = getattr(i, key)
             if value is not None and value <= 0:
-                raise ConfigError(f"instrument {i.symbol}: {key} must be positive, not {value}")
-    lim = config.limits
+                raise ConfigError(f"{where}: {key} must be positive, not {value}")
+            if value is not None:
+                _in_range(where, key, value, 1, _I64)
+        if i.kind not in ("future", "spot"):
+            raise ConfigError(f"{where}: kind must be 'future' or 'spot', not {i.kind!r}")
+
+
+def _check_limits(lim: LimitsConfig) -> None:
     for f in fields(LimitsConfig):
-        if getattr(lim, f.name) < 0:
-            raise ConfigError(f"[limits]: {f.name} must be >= 0, not {getattr(lim, f.name)}")
+        value = getattr(lim, f.name)
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"[limits]: {f.name} must be >= 0 and finite, not {value}")
+        _in_range("[limits]", f.name, value, 0, _I64)
     if lim.rate and lim.burst < 1:
         raise ConfigError("[limits]: burst must be at least 1 when rate is set")
-    return config
+    for limit, window in (("login_failures", "login_window"), ("host_logins", "host_login_window")):
+        if getattr(lim, limit) and not getattr(lim, window):
+            raise ConfigError(f"[limits]: {window} must be more than 0 seconds when {limit} is set "
+                              f"({limit} = 0 turns the limit off)")
+
+
+def _check_accounts(accounts: tuple[AccountConfig, ...]) -> None:
+    seen: set[int] = set()
+    for n, a in enumerate(accounts):
+        where = f"accounts[{n}]"
+        _in_range(where, "account", a.account, 0, MAX_ACCOUNT)
+        if a.account in seen:
+            raise ConfigError(f"{where}: account {a.account} is listed twice")
+        seen.add(a.account)
+        if a.secret is not None and _parse_secret(a.secret) is None:
+            raise ConfigError(f"{where}: secret is not a hash from 'pyengine-server hash-secret' "
+                              f"(pbkdf2_sha256$<iterations>$<salt hex>$<64 hex digits>)")
 
 
 # ---- secrets --------------------------------------------------------------------
@@ -424,15 +558,30 @@ def hash_secret(secret: str, *, iterations: int = _ITERATIONS, salt: bytes | Non
     return f"pbkdf2_sha256${iterations}${salt.hex()}${digest.hex()}"
 
 
+_SECRET = re.compile(r"pbkdf2_sha256\$([1-9][0-9]{0,9})\$((?:[0-9a-fA-F]{2})+)\$([0-9a-fA-F]{64})")
+_MAX_ITERATIONS = (1 << 31) - 1  # hashlib's
+
+
+def _parse_secret(stored: str) -> tuple[int, bytes, bytes] | None:
+    """(iterations, salt, digest) of a stored secret; None if it is not one
+    hash_secret makes (or could, with other parameters)."""
+    m = _SECRET.fullmatch(stored)
+    if m is None or int(m[1]) > _MAX_ITERATIONS:
+        return None
+    return int(m[1]), bytes.fromhex(m[2]), bytes.fromhex(m[3])
+
+
 def check_secret(stored: str, given: str) -> bool:
     """Whether `given` is the secret `stored` was made from (constant time)."""
-    try:
-        scheme, iterations, salt, digest = stored.split("$")
-        expected = bytes.fromhex(digest)
-        got = hashlib.pbkdf2_hmac("sha256", given.encode(), bytes.fromhex(salt), int(iterations))
-    except (ValueError, TypeError):
+    parsed = _parse_secret(stored)
+    if parsed is None:
         return False
-    return scheme == "pbkdf2_sha256" and hmac.compare_digest(expected, got)
+    iterations, salt, expected = parsed
+    try:
+        got = hashlib.pbkdf2_hmac("sha256", given.encode(), salt, iterations)
+    except (ValueError, TypeError):  # a secret that is not text
+        return False
+    return hmac.compare_digest(expected, got)
 
 
 def unmatchable_secret(stored: Iterable[str | None]) -> str:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 
 
 def start_server(*args: str) -> subprocess.CompletedProcess[str]:
@@ -56,3 +57,56 @@ def test_an_idle_server_logs_stats_once_then_at_debug(server_factory: Any) -> No
         c.request(c.new_order("ESZ6", "buy", 1, 450_000))
         # Something happened: the next line is at info again.
         server.wait_log(r"level=info event=stats .*connections=1")
+
+
+# Each: the file (bytes), more arguments, and what the one bad_config line says.
+BAD_CONFIGS = [
+    # A size the session's frame splitter refuses: it once started, then dropped every connection.
+    (b"[server]\nmax_frame = 4294967296\nmax_unsent = 8589934592\n", (),
+     "[server]: max_frame must be from 64 to 4294967295 bytes, not 4294967296"),
+    (b"[engine]\nin_capacity = 1099511627776\n", (), "[engine]: in_capacity must be a power of two from 1 to"),
+    (b"", ("--trace-latency", "4294967296"), "[server]: trace_latency must be from 0 to 4294967295"),
+    (b"server = 5\n", (), "top level: server must be a table ([server]), not int"),
+    (b"instruments = 5\n", (), "top level: instruments must be an array of tables ([[instruments]]), not int"),
+    (b"[instruments]\nsymbol = 'X'\n", (), "instruments: write [[instruments]] (an array of tables, one per entry)"),
+    (b"[[instruments]]\nsymbol = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'\n", (),
+     "instruments[0] ('ABCDEFGHIJKLMNOPQRSTUVWXYZ'): symbol must be 1 to 15 printable ASCII characters, no spaces"),
+    ("[[instruments]]\nsymbol = '\u00c9SZ6'\n".encode(), (), "symbol must be 1 to 15 printable ASCII characters"),
+    (b"[[instruments]]\nsymbol = 'ABCDEFGHIJKLMNOP'\n", (), "symbol must be 1 to 15 printable ASCII characters"),
+    (b"[[instruments]]\nsymbol = 'X'\ntick_size = 0\n", (), "instruments[0] ('X'): tick_size must be >= 1, not 0"),
+    (b"[[instruments]]\nsymbol = 'X'\nprice_band = [1000, 10]\n", (), "price_band must be [min_price, max_price]"),
+    (b"[[instruments]]\nsymbol = 'X'\nmarket_protection = -5\n", (), "market_protection must be >= 0"),
+    (b'[server]\nhost = "\xe9"\n', (), "not UTF-8 (as TOML must be): byte 17 is 0xe9"),
+    (b'[durability]\ndata_dir = "a\\u0000b"\n', (), "[durability]: data_dir must name a directory"),
+    (b"[server]\nhost = ''\n", (), "[server]: host must be an address or host name (every interface: 0.0.0.0 or ::)"),
+    (b"[limits]\nrate = nan\n", (), "[limits]: rate must be >= 0 and finite, not nan"),
+    (b"[limits]\nlogin_window = 0\n", (), "[limits]: login_window must be more than 0 seconds"),
+    (b"[[accounts]]\naccount = 7\n[[accounts]]\naccount = 7\nadmin = true\n", (),
+     "accounts[1]: account 7 is listed twice"),
+    (b"[[accounts]]\naccount = 1\nsecret = 'pbkdf2_sha256$garbage'\n", (),
+     "accounts[0]: secret is not a hash from 'pyengine-server hash-secret'"),
+    (b"[[accounts]]\naccount = -7\n", (), "accounts[0]: account must be from 0 to 4294967295, not -7"),
+    (b"", ("--engine-cpu", "-5"), "[engine]: cpu must be from -1 to 2147483647"),
+    (b"", ("--stats-interval", "nan"), "[server]: stats_interval must be a number of seconds >= 0"),
+    (b"[durability]\nfsync = 'always'\n", (), "[durability]: fsync is set, but there is no data_dir"),
+]
+
+
+@pytest.mark.parametrize("config, args, words", BAD_CONFIGS)
+def test_a_bad_configuration_is_one_line_and_exit_code_2(
+        tmp_path: Path, config: bytes, args: tuple[str, ...], words: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(config)
+    proc = start_server("--port", "0", "--config", str(path), *args)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.splitlines()
+    assert "level=error event=bad_config" in line and words in line, line
+
+
+def test_the_largest_frame_size_and_symbols_the_engine_takes(server_factory: Any) -> None:
+    server = server_factory("[server]\nmax_frame = 4294967295\nmax_unsent = 4294967295\n"
+                            "[[instruments]]\nsymbol = 'ABCDEFGHIJKLMNO'\n[[instruments]]\nsymbol = '!~'\n")
+    with server.client() as c:
+        c.login(1)
+        for symbol in ("ABCDEFGHIJKLMNO", "!~"):
+            assert c.request(c.new_order(symbol, "buy", 1, 100))["type"] == "ack"

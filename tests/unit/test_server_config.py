@@ -112,13 +112,13 @@ admin = true
         ("[server]\nport = 'x'\n", "port must be int"),
         ("[server]\nport = 70000\n", "out of range"),
         ("[server]\ncpu = 'first'\n", "cpu must be int"),
-        ("[server]\ncpu = -2\n", "cpu must be a CPU number or -1"),
+        ("[server]\ncpu = -2\n", r"\[server\]: cpu must be from -1 to 2147483647 \(a CPU number; -1: don't pin\)"),
         ("[server]\nspin_us = -1\n", r"\[server\]: spin_us must be from 0 \(no polling\) to 1000000, not -1"),
         ("[server]\nspin_us = 2000000\n", r"\[server\]: spin_us must be from 0 \(no polling\) to 1000000"),
         ("[server]\nspin_us = 1.5\n", "spin_us must be int"),
         ("[engine]\nspin_us = -5\n", r"\[engine\]: spin_us must be from 0 \(no polling\) to 1000000, not -5"),
-        ("[server]\nlogin_workers = 0\n", "login_workers and max_pending_logins must be at least 1"),
-        ("[server]\nmax_pending_logins = 0\n", "login_workers and max_pending_logins must be at least 1"),
+        ("[server]\nlogin_workers = 0\n", "login_workers must be >= 1, not 0"),
+        ("[server]\nmax_pending_logins = 0\n", "max_pending_logins must be >= 1, not 0"),
         ("[engine]\nout_capacity = 1000\n", "power of two"),
         ("[[instruments]]\ntick_size = 5\n", "symbol is required"),
         ("[[instruments]]\nsymbol = 'A'\nprice_band = [1]\n", "price_band"),
@@ -147,15 +147,162 @@ def test_errors_say_what_is_wrong(tmp_path: Path, text: str, words: str) -> None
         load_config(write(tmp_path, text))
 
 
+SECRET = "pbkdf2_sha256$1000$" + "ab" * 16 + "$" + "cd" * 32
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        # Sizes the C side takes: a frame's length is a uint32, a ring's capacity too.
+        ("[server]\nmax_frame = 4294967296\nmax_unsent = 8589934592\n",
+         r"\[server\]: max_frame must be from 64 to 4294967295 bytes, not 4294967296"),
+        ("[server]\nmax_frame = 32\n", "max_frame must be from 64 to 4294967295"),
+        ("[server]\nmax_unsent = 1000\n", r"max_unsent must be >= 65536 bytes \(at least max_frame\), not 1000"),
+        ("[server]\nmax_unsent = 9223372036854775808\n", "max_unsent must be at most 9223372036854775807"),
+        ("[engine]\nin_capacity = 1099511627776\n", "in_capacity must be a power of two from 1 to 2147483648"),
+        ("[server]\ntrace_latency = 4294967296\n", "trace_latency must be from 0 to 4294967295"),
+        ("[durability]\ndata_dir = \"a\\u0000b\"\n", r"data_dir must name a directory, not 'a\\x00b'"),
+        ("[durability]\ndata_dir = '/d'\nsnapshot_every = 18446744073709551616\n",
+         "snapshot_every must be at most 18446744073709551615"),
+        ("[limits]\nmax_open_orders = 9223372036854775808\n", "max_open_orders must be at most"),
+        # Tables where tables belong.
+        ("server = 5\n", r"top level: server must be a table \(\[server\]\), not int"),
+        ("limits = 5\n", r"top level: limits must be a table \(\[limits\]\), not int"),
+        ("engine = 'x'\n", "engine must be a table"),
+        ("instruments = 5\n", r"instruments must be an array of tables \(\[\[instruments\]\]\), not int"),
+        ("instruments = [5]\n", r"instruments\[0\] must be a table, not int"),
+        ("[instruments]\nsymbol = 'X'\n", r"instruments: write \[\[instruments\]\] .*, not \[instruments\]"),
+        ("[accounts]\naccount = 1\n", r"accounts: write \[\[accounts\]\]"),
+        # Instruments: what the engine takes, said here.
+        ("[[instruments]]\nsymbol = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'\n",
+         "symbol must be 1 to 15 printable ASCII characters, no spaces, not 'ABCDEFGHIJKLMNOPQRSTUVWXYZ'"),
+        ("[[instruments]]\nsymbol = 'ABCDEFGHIJKLMNOP'\n", "symbol must be 1 to 15 printable ASCII"),
+        ("[[instruments]]\nsymbol = '\u00c9SZ6'\n", "symbol must be 1 to 15 printable ASCII"),
+        ("[[instruments]]\nsymbol = ''\n", r"instruments\[0\] \(''\): symbol must be 1 to 15"),
+        ("[[instruments]]\nsymbol = 'ES Z6'\n", "symbol must be 1 to 15 printable ASCII characters, no spaces"),
+        ("[[instruments]]\nsymbol = 'X'\ntick_size = 0\n", r"\('X'\): tick_size must be >= 1, not 0"),
+        ("[[instruments]]\nsymbol = 'X'\ntick_size = -25\n", "tick_size must be >= 1, not -25"),
+        ("[[instruments]]\nsymbol = 'X'\nlot_size = 0\n", "lot_size must be >= 1, not 0"),
+        ("[[instruments]]\nsymbol = 'X'\ntick_size = 9223372036854775808\n", "tick_size must be at most"),
+        ("[[instruments]]\nsymbol = 'X'\nprice_band = [1000, 10]\n",
+         r"price_band must be \[min_price, max_price\] with 1 <= min_price <= max_price .*, not \[1000, 10\]"),
+        ("[[instruments]]\nsymbol = 'X'\nprice_band = [-5, 10]\n", r"price_band must be .*, not \[-5, 10\]"),
+        ("[[instruments]]\nsymbol = 'X'\nprice_band = [0, 10]\n", r"price_band must be .*, not \[0, 10\]"),
+        ("[[instruments]]\nsymbol = 'X'\nmarket_protection = -5\n", r"\('X'\): market_protection must be >= 0"),
+        ("[[instruments]]\nsymbol = 'X'\nmax_qty = 9223372036854775808\n", "max_qty must be at most"),
+        # Floats: finite, and in range.
+        ("[server]\nstats_interval = nan\n", "stats_interval must be a number of seconds >= 0"),
+        ("[server]\nstats_interval = -1\n", "stats_interval must be a number of seconds >= 0"),
+        ("[server]\nstats_interval = inf\n", "stats_interval must be"),
+        ("[limits]\nrate = nan\n", "rate must be >= 0 and finite, not nan"),
+        ("[limits]\nrate = inf\n", "rate must be >= 0 and finite, not inf"),
+        ("[limits]\nrate = 1e400\n", "rate must be >= 0 and finite"),
+        ("[limits]\nrate = 99999999999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+         "9999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+         "9999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999"
+         "99999999999999999999999999999999999999999999\n", "rate is too large"),
+        ("[limits]\nidle_timeout = nan\n", "idle_timeout must be >= 0 and finite, not nan"),
+        ("[limits]\nlogin_window = -1\n", "login_window must be >= 0"),
+        ("[limits]\nlogin_window = 0\n",
+         r"login_window must be more than 0 seconds when login_failures is set \(login_failures = 0 turns"),
+        ("[limits]\nhost_login_window = 0\n", "host_login_window must be more than 0 seconds when host_logins is set"),
+        # Addresses.
+        ("[server]\nhost = ''\n",
+         r"\[server\]: host must be an address or host name \(every interface: 0.0.0.0 or ::\)"),
+        ("[server]\nhost = \"a\\u0000b\"\n", "host must be an address"),
+        ("[metrics]\nport = 9464\nhost = ''\n", r"\[metrics\]: host must be an address"),
+        # Accounts.
+        (f"[[accounts]]\naccount = 7\nsecret = '{SECRET}'\n[[accounts]]\naccount = 7\nadmin = true\n",
+         r"accounts\[1\]: account 7 is listed twice"),
+        ("[[accounts]]\naccount = -7\n", "account must be from 0 to 4294967295, not -7"),
+        ("[[accounts]]\naccount = 4294967296\n", "account must be from 0 to 4294967295, not 4294967296"),
+        ("[[accounts]]\naccount = 1\nsecret = 'pbkdf2_sha256$garbage'\n",
+         r"accounts\[0\]: secret is not a hash from 'pyengine-server hash-secret'"),
+        (f"[[accounts]]\naccount = 1\nsecret = '{SECRET[:-2]}'\n", "secret is not a hash"),
+        (f"[[accounts]]\naccount = 1\nsecret = '{SECRET.replace('$1000$', '$0$')}'\n", "secret is not a hash"),
+        (f"[[accounts]]\naccount = 1\nsecret = '{SECRET.replace('$1000$', '$9999999999$')}'\n", "secret is not a hash"),
+        (f"[[accounts]]\naccount = 1\nsecret = '{SECRET.replace('$ab', '$$ab')}'\n", "secret is not a hash"),
+        # A journal's settings without a data directory.
+        ("[durability]\nfsync = 'always'\n", r"\[durability\]: fsync is set, but there is no data_dir"),
+        ("[durability]\nsnapshot_every = 5\n", "snapshot_every is set, but there is no data_dir"),
+        ("[durability]\nkeep_segments = true\n", "keep_segments is set, but there is no data_dir"),
+    ],
+)
+def test_values_out_of_range(tmp_path: Path, text: str, words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _cli("--config", str(write(tmp_path, text)))
+
+
+def test_values_at_the_edges_of_their_ranges(tmp_path: Path) -> None:
+    c = _cli("--config", str(write(tmp_path, f"""
+[server]
+max_frame = 4294967295
+max_unsent = 9223372036854775807
+trace_latency = 4294967295
+[engine]
+in_capacity = 2147483648
+[[instruments]]
+symbol = "ABCDEFGHIJKLMNO"
+tick_size = 9223372036854775807
+price_band = [1, 1]
+market_protection = 0
+[[instruments]]
+symbol = "!~"
+price_band = [0, 0]
+[[accounts]]
+account = 0
+[[accounts]]
+account = 4294967295
+secret = "{SECRET.upper().replace('PBKDF2_SHA256', 'pbkdf2_sha256')}"
+""")))
+    assert (c.max_frame, c.max_unsent, c.trace_latency, c.in_capacity) == (2**32 - 1, 2**63 - 1, 2**32 - 1, 2**31)
+    assert [i.symbol for i in c.instruments] == ["ABCDEFGHIJKLMNO", "!~"]
+    assert [a.account for a in c.accounts] == [0, 4294967295]
+
+
+def test_a_file_not_in_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_bytes(b'[server]\nhost = "\xe9"\n')
+    with pytest.raises(ConfigError, match=r"c.toml: not UTF-8 \(as TOML must be\): byte 17 is 0xe9"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--stats-interval", "nan"], "stats_interval must be a number of seconds >= 0"),
+    (["--trace-latency", "4294967296"], "trace_latency must be from 0 to 4294967295"),
+    (["--engine-cpu", "-5"], r"\[engine\]: cpu must be from -1 to 2147483647"),
+    (["--engine-cpu", "2147483648"], r"\[engine\]: cpu must be from -1 to 2147483647"),
+    (["--server-cpu", "-2"], r"\[server\]: cpu must be from -1"),
+    (["--host", ""], "host must be an address"),
+])
+def test_command_line_errors(argv: list[str], words: str) -> None:
+    with pytest.raises(ConfigError, match=words):
+        _cli(*argv)
+
+
+def test_a_journals_settings_with_a_data_directory_from_anywhere(tmp_path: Path) -> None:
+    data = str(tmp_path / "data")
+    path = str(write(tmp_path, "[durability]\nfsync = 'always'\nsnapshot_every = 5\n"))
+    c = _cli("--config", path, "--data-dir", data)
+    assert (c.data_dir, c.fsync, c.snapshot_every) == (data, "always", 5)
+    c = _cli("--data-dir", data, "--fsync", "off", "--snapshot-every", "0")
+    assert (c.fsync, c.snapshot_every) == ("off", 0)
+    # A cluster node has no journal; it snapshots every snapshot_every commands while it leads.
+    c = _cli("--config", path, "--nats", "nats://h:1", "--shard", "a", "--node", "n", "--snapshot-every", "9")
+    assert c.data_dir is None and c.snapshot_every == 9
+    assert _cli("--metrics-port", "0", "--metrics-host", "0.0.0.0").metrics_host == "0.0.0.0"
+
+
 def test_accept_journal_loss_from_the_command_line_or_the_file(tmp_path: Path) -> None:
     from pyengine.server.cli import _serve_args, build_config
 
     parser = argparse.ArgumentParser()
     _serve_args(parser)
+    data = ["--data-dir", str(tmp_path / "data")]
     path = str(write(tmp_path, "[durability]\naccept_journal_loss = true\n"))
-    assert not build_config(parser.parse_args([])).accept_journal_loss
-    assert build_config(parser.parse_args(["--accept-journal-loss"])).accept_journal_loss
-    assert build_config(parser.parse_args(["--config", path])).accept_journal_loss
+    assert not build_config(parser.parse_args(data)).accept_journal_loss
+    assert build_config(parser.parse_args([*data, "--accept-journal-loss"])).accept_journal_loss
+    assert build_config(parser.parse_args([*data, "--config", path])).accept_journal_loss
 
 
 def test_event_loop_polling_from_the_command_line(tmp_path: Path) -> None:
