@@ -44,6 +44,7 @@ _RESTART_PAUSE = 0.2  # seconds before a cluster node starts again in place
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
+    """The server's options (each None unless given)."""
     p.add_argument("--config", metavar="FILE", help="TOML configuration (default: the embedded one)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 7001; 0: any free port)")
@@ -106,7 +107,27 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         base = config.cluster or ClusterConfig()
         config = dataclasses.replace(config, cluster=dataclasses.replace(
             base, **{k: v for k, v in cluster.items() if v is not None}))
+    _check_flags_used(args, config)
     return check_config(config)
+
+
+def _check_flags_used(args: argparse.Namespace, config: ServerConfig) -> None:
+    """Refuse options that would do nothing: a journal's settings without a
+    data directory (check_config refuses the file's that differ from the
+    defaults), an endpoint's address without its port. (A cluster node has
+    no journal, and snapshots every --snapshot-every commands when it leads.)"""
+    unused: list[tuple[str, object, str]] = []
+    if config.data_dir is None and config.cluster is None:
+        needed = "a data directory (--data-dir, or data_dir in [durability]): nothing is journaled"
+        unused += [("--fsync", args.fsync, needed), ("--snapshot-every", args.snapshot_every, needed),
+                   ("--accept-journal-loss", args.accept_journal_loss, needed)]
+    if config.metrics_port is None:
+        unused.append(("--metrics-host", args.metrics_host, "a metrics port (--metrics-port, or [metrics])"))
+    if config.http_port is None:
+        unused.append(("--http-host", args.http_host, "a web view port (--http-port, or [http])"))
+    for flag, value, needed in unused:
+        if value is not None:
+            raise ConfigError(f"{flag} does nothing without {needed}")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -88,7 +88,9 @@ BAD_CONFIGS = [
     (b"[[accounts]]\naccount = -7\n", (), "accounts[0]: account must be from 0 to 4294967295, not -7"),
     (b"", ("--engine-cpu", "-5"), "[engine]: cpu must be from -1 to 2147483647"),
     (b"", ("--stats-interval", "nan"), "[server]: stats_interval must be a number of seconds >= 0"),
+    (b"", ("--fsync", "always"), "--fsync does nothing without a data directory"),
     (b"[durability]\nfsync = 'always'\n", (), "[durability]: fsync is set, but there is no data_dir"),
+    (b"", ("--metrics-host", "0.0.0.0"), "--metrics-host does nothing without a metrics port"),
 ]
 
 

@@ -274,6 +274,13 @@ def test_a_file_not_in_utf8(tmp_path: Path) -> None:
     (["--engine-cpu", "2147483648"], r"\[engine\]: cpu must be from -1 to 2147483647"),
     (["--server-cpu", "-2"], r"\[server\]: cpu must be from -1"),
     (["--host", ""], "host must be an address"),
+    (["--fsync", "always"], "--fsync does nothing without a data directory"),
+    (["--fsync", "batch"], "--fsync does nothing without a data directory"),
+    (["--snapshot-every", "10"], "--snapshot-every does nothing without a data directory"),
+    (["--accept-journal-loss"], "--accept-journal-loss does nothing without a data directory"),
+    (["--metrics-host", "0.0.0.0"], r"--metrics-host does nothing without a metrics port"),
+    (["--metrics-host", "127.0.0.1"], r"--metrics-host does nothing without a metrics port"),
+    (["--http-host", "0.0.0.0"], r"--http-host does nothing without a web view port"),
 ])
 def test_command_line_errors(argv: list[str], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
