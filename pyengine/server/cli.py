@@ -8,8 +8,10 @@
                     [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
-    pyengine-server snapshot [--host H] [--port P] [--account N]
-                                       # ask a running server for a snapshot
+    pyengine-server [--config FILE] snapshot [--host H] [--port P] [--account N]
+                                       # ask a running server for a snapshot: the one that
+                                       # --config, --host and --port start (before or after
+                                       # the word snapshot)
 
 With no arguments it serves the embedded default configuration (a few futures
 instruments, no authentication, nothing journaled) on 127.0.0.1:7001. With
@@ -185,19 +187,40 @@ def hash_secret_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def snapshot_address(args: argparse.Namespace) -> tuple[str, int]:
+    """The server `snapshot` asks: --host and --port (before or after the
+    word snapshot), else those of --config's file, else the defaults (the
+    ones the same options would start the server on)."""
+    for name in ("host", "port"):
+        before, after = getattr(args, name), getattr(args, f"snapshot_{name}")
+        if before is not None and after is not None and before != after:
+            raise ConfigError(f"--{name} {before} before 'snapshot' and --{name} {after} after it: which server?")
+    config = load_config(args.config) if args.config else ServerConfig()
+    host = args.snapshot_host or args.host or config.host
+    port = next(p for p in (args.snapshot_port, args.port, config.port) if p is not None)
+    if port == 0:
+        raise ConfigError(f"{args.config} has port 0 (any free port): give the server's --port")
+    return host, port
+
+
 def snapshot_cmd(args: argparse.Namespace) -> int:
     """Ask a running server to write a snapshot now; print its sequence number."""
     from ..client import Client, ServerError
 
     try:
-        with Client(args.host, args.port, timeout=args.timeout) as c:
+        host, port = snapshot_address(args)
+    except ConfigError as exc:
+        print(f"pyengine-server snapshot: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with Client(host, port, timeout=args.timeout) as c:
             c.login(args.account, os.environ.get("PYENGINE_SECRET"), cancel_on_disconnect=False)
             reply = c.request(c.snapshot(), timeout=args.timeout)
     except ServerError as exc:
         print(f"pyengine-server snapshot: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"pyengine-server snapshot: cannot reach {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"pyengine-server snapshot: cannot reach {host}:{port}: {exc}", file=sys.stderr)
         return 1
     print(f"snapshot at seq {reply['seq']}: {reply['path']}")
     return 0
@@ -210,9 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("hash-secret", help="read a secret on stdin, print the form for the configuration file")
     snap = sub.add_parser("snapshot", help="ask a running server to write a snapshot now",
                           description="Log in (secret from $PYENGINE_SECRET when the server wants one) and "
-                          "ask the server to snapshot its state; prints the snapshot's sequence number.")
-    snap.add_argument("--host", dest="host", default="127.0.0.1")
-    snap.add_argument("--port", dest="port", type=int, default=7001)
+                          "ask the server to snapshot its state; prints the snapshot's sequence number. The "
+                          "server is the one --config, --host and --port (given before or after 'snapshot') "
+                          "would start: 127.0.0.1:7001 by default.")
+    snap.add_argument("--host", dest="snapshot_host", metavar="H",
+                      help="the server's address (default: --config's, else 127.0.0.1)")
+    snap.add_argument("--port", dest="snapshot_port", type=int, metavar="P",
+                      help="the server's port (default: --config's, else 7001)")
     snap.add_argument("--account", type=int, default=0, help="an admin account when the server has accounts")
     snap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the snapshot")
     args = parser.parse_args(argv)
@@ -220,6 +247,14 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(args.log_level)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.command is not None:
+        # The server's options (None unless given) do nothing for a command: given, they are a mistake.
+        own = {"command", "log_level", "snapshot_host", "snapshot_port", "account", "timeout"}
+        if args.command == "snapshot":
+            own |= {"config", "host", "port"}
+        ignored = [f"--{k.replace('_', '-')}" for k, v in vars(args).items() if v is not None and k not in own]
+        if ignored:
+            parser.error(f"{', '.join(ignored)}: options of the server, not of {args.command}")
     if args.command == "hash-secret":
         return hash_secret_cmd(args)
     if args.command == "snapshot":

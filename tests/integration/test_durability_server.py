@@ -146,6 +146,34 @@ admin = true
     assert plain.wait_log("event=no_journal")
 
 
+def snapshot_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pyengine.server.cli", *args], capture_output=True, text=True,
+                          timeout=30, env=dict(os.environ, PYTHONSAFEPATH="1"))
+
+
+def test_snapshot_asks_the_server_the_same_options_start(server_factory: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    # The options before the word as after it: never the default port's server instead.
+    out = snapshot_cli("--port", str(srv.port), "snapshot")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("snapshot at seq 0: ")
+    rest_orders(srv.port, 1, 1)
+    config = tmp_path / "c.toml"
+    config.write_text(f"[server]\nport = {srv.port}\n")
+    out = snapshot_cli("--config", str(config), "snapshot")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("snapshot at seq 1: ")
+    assert [seq for seq, _ in snapshots(data)] == [1]
+    out = snapshot_cli("--port", str(srv.port), "snapshot", "--port", "7001")
+    assert out.returncode == 2
+    assert f"--port {srv.port} before 'snapshot' and --port 7001 after it: which server?" in out.stderr
+    out = snapshot_cli("--data-dir", str(data), "snapshot", "--port", str(srv.port))
+    assert out.returncode == 2
+    assert "--data-dir: options of the server, not of snapshot" in out.stderr
+    assert [seq for seq, _ in snapshots(data)] == [1]
+
+
 def test_orders_of_a_closed_session_go_to_the_next_one(server: Any) -> None:
     ids = rest_orders(server.port, 4, 3)
     with Client("127.0.0.1", server.port) as c:
