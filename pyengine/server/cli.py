@@ -179,12 +179,18 @@ def _with_port(argv: list[str], address: tuple[str, int] | None) -> list[str]:
 
 
 def hash_secret_cmd(args: argparse.Namespace) -> int:
-    secret = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("secret: ")
+    secret = _line(sys.stdin.readline()) if not sys.stdin.isatty() else getpass.getpass("secret: ")
     if not secret:
         print("an empty secret is not a secret", file=sys.stderr)
         return 2
     print(hash_secret(secret))
     return 0
+
+
+def _line(line: str) -> str:
+    """A line without its line end (one "\\n" or "\\r\\n"); any other
+    whitespace is the secret's."""
+    return line.removesuffix("\n").removesuffix("\r") if line.endswith("\n") else line
 
 
 def snapshot_address(args: argparse.Namespace) -> tuple[str, int]:
@@ -230,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyengine-server", description="The pyengine matching server.")
     _serve_args(parser)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("hash-secret", help="read a secret on stdin, print the form for the configuration file")
+    sub.add_parser("hash-secret", help="read a secret on stdin, print the form for the configuration file",
+                   description="Read a secret (one line of stdin, or typed at a prompt) and print its hash, "
+                   "the form of secret for [[accounts]]. The line's end (\\n or \\r\\n) is not part of the "
+                   "secret; any other whitespace, at its ends too, is.")
     snap = sub.add_parser("snapshot", help="ask a running server to write a snapshot now",
                           description="Log in (secret from $PYENGINE_SECRET when the server wants one) and "
                           "ask the server to snapshot its state; prints the snapshot's sequence number. The "

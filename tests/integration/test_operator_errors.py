@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from pyengine.server.config import check_secret
+
 
 def start_server(*args: str) -> subprocess.CompletedProcess[str]:
     """Run pyengine-server in the foreground: for starts that must fail."""
@@ -112,3 +114,11 @@ def test_the_largest_frame_size_and_symbols_the_engine_takes(server_factory: Any
         c.login(1)
         for symbol in ("ABCDEFGHIJKLMNO", "!~"):
             assert c.request(c.new_order(symbol, "buy", 1, 100))["type"] == "ack"
+
+
+@pytest.mark.parametrize("line, secret", [("pw\r\n", "pw"), ("pw\n", "pw"), ("pw", "pw"), (" pw \t\n", " pw \t")])
+def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "hash-secret"], input=line,
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert proc.returncode == 0, proc.stderr
+    assert check_secret(proc.stdout.strip(), secret)
