@@ -271,9 +271,16 @@ class Server:
         self.start()
         for sig in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(sig, self._on_signal, sig)
-        if self.trace is not None:
-            gevent.signal_handler(signal.SIGUSR1, log_breakdown, self.trace, self.pauses)
+        # Always: SIGUSR1's default action would kill the server.
+        gevent.signal_handler(signal.SIGUSR1, self._on_usr1)
         self.stopped.wait()
+
+    def _on_usr1(self) -> None:
+        if self.trace is not None:
+            log_breakdown(self.trace, self.pauses)
+        else:
+            log.info("trace_off", extra=fields(
+                detail="SIGUSR1 logs the latency trace, and this server traces nothing (--trace-latency N)"))
 
     def _dispatcher_failed(self, greenlet: gevent.Greenlet[..., Any]) -> None:
         """A bug in routing: events could be lost from here on, so the server

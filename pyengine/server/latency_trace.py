@@ -4,7 +4,8 @@ With ``--trace-latency N`` (``[server] trace_latency``; 0, the default,
 is off) one new order in N is stamped at each point of its way through
 the server (``pyengine._server.LatencyTrace``, csrc/binding/trace.c, which
 names the points), and the server logs one ``stage_latency`` line per
-stage when it stops and on SIGUSR1: how many orders, and the minimum,
+stage when it stops and on SIGUSR1 (without tracing, SIGUSR1 logs a
+``trace_off`` line and nothing else): how many orders, and the minimum,
 p50, p90, p99, p99.9 and maximum of the stage's time in µs over them (exact:
 the sampled times sorted). A stage is the time between two points:
 

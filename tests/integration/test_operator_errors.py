@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +115,14 @@ def test_the_largest_frame_size_and_symbols_the_engine_takes(server_factory: Any
         c.login(1)
         for symbol in ("ABCDEFGHIJKLMNO", "!~"):
             assert c.request(c.new_order(symbol, "buy", 1, 100))["type"] == "ack"
+
+
+def test_sigusr1_without_tracing_says_so_and_the_server_runs_on(server_factory: Any) -> None:
+    server = server_factory()
+    server.proc.send_signal(signal.SIGUSR1)
+    assert "level=info" in server.wait_log("event=trace_off")
+    with server.client() as c:
+        assert c.request(c.ping())["type"] == "pong"
 
 
 @pytest.mark.parametrize("line, secret", [("pw\r\n", "pw"), ("pw\n", "pw"), ("pw", "pw"), (" pw \t\n", " pw \t")])
