@@ -74,6 +74,7 @@ class EngineThread:
         self.replicating = replica is not None
         self.journaling = config.data_dir is not None and not self.replicating
         self.data_dir = config.data_dir
+        self.cpu = config.engine_cpu  # asked for: -1, or the CPU to pin the thread to
         self.recovery: Recovery | None = None
         self.symbols = [inst.symbol for inst in config.instruments]
         self.instrument_ids = {symbol: i for i, symbol in enumerate(self.symbols)}
@@ -200,6 +201,10 @@ class EngineThread:
         if lib.runner_start(self._live()) != 0:
             raise OSError(ffi.errno, "could not start the engine thread")
         st = self.stats()
+        if self.cpu >= 0 and st["cpu"] != self.cpu:
+            # runner_start runs the thread unpinned when it cannot pin it.
+            log.warning("engine_cpu_not_pinned", extra=fields(
+                cpu=self.cpu, detail="no such CPU, or not one this process may run on (taskset, cgroups)"))
         log.info("engine_thread_started", extra=fields(cpu=st["cpu"], spin_us=self.spin_us,
                                                        instruments=len(self.symbols)))
 

@@ -117,6 +117,13 @@ def test_the_largest_frame_size_and_symbols_the_engine_takes(server_factory: Any
             assert c.request(c.new_order(symbol, "buy", 1, 100))["type"] == "ack"
 
 
+def test_an_engine_cpu_it_cannot_have_is_a_warning(server_factory: Any) -> None:
+    server = server_factory(None, "--engine-cpu", "4096")
+    line = server.wait_log("event=engine_cpu_not_pinned")
+    assert "level=warning" in line and "cpu=4096" in line
+    assert "cpu=-1" in server.wait_log("event=engine_thread_started")
+
+
 def test_sigusr1_without_tracing_says_so_and_the_server_runs_on(server_factory: Any) -> None:
     server = server_factory()
     server.proc.send_signal(signal.SIGUSR1)
