@@ -17,9 +17,10 @@
  *
  * Everything else goes back to the reader, decoded, as take()'s result: a
  * message that is not a per-order request (or not a request at all: not an
- * object, a bad req_id or type). A frame that is not JSON goes to
- * `undecodable(session, error)`. The callbacks reply; none waits for a
- * login's check or for room in the command buffer.
+ * object, a bad req_id or type). A frame that is not JSON is counted (as
+ * "other", meters.c) and goes to `undecodable(session, error)`. The
+ * callbacks reply; none waits for a login's check or for room in the
+ * command buffer.
  */
 #include "server.h"
 
@@ -260,6 +261,7 @@ static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
 
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
             return NULL;
+        self->ledger->meters.requests[SRV_REQ_OTHER]++;
         exc = srv_take_error();
         cargs[0] = link->session;
         cargs[1] = exc;

@@ -3,7 +3,8 @@
  * the metrics endpoint (pyengine/server/metrics.py), read only when it is
  * scraped. Counting costs an increment; no Python object is touched.
  *
- *   requests  per-order requests taken by the Intake, by kind
+ *   requests  per-order requests taken by the Intake, by kind, and frames
+ *             that are not JSON ("other")
  *   rejects   reject replies, by code: the engine's and the server's own
  *   latency   new order to ack: from the moment the order's frame reaches
  *             the Intake (in the event-loop turn of the socket read that
@@ -32,7 +33,7 @@ const int64_t srv_latency_bounds[SRV_LAT_BOUNDS] = {
     5000000,   10000000,  25000000,  50000000,  100000000, 250000000, 1000000000, 2500000000,
 };
 
-static const char *const meters_request_names[SRV_REQ__COUNT] = {"new_order", "cancel", "modify"};
+static const char *const meters_request_names[SRV_REQ__COUNT] = {"new_order", "cancel", "modify", "other"};
 
 #define METERS_ERR_NAME_(code, name, msg) [ENG_##code] = name,
 static const char *const meters_reject_names[SRV_REJ__COUNT] = {

@@ -152,7 +152,8 @@ static inline size_t srv_tag_slot(uint64_t tag, size_t size)
 
 /* ---- meters (meters.c): counted here, read when the metrics are scraped --- */
 
-enum srv_request_kind { SRV_REQ_NEW_ORDER, SRV_REQ_CANCEL, SRV_REQ_MODIFY, SRV_REQ__COUNT };
+/* SRV_REQ_OTHER: a frame that is not JSON (Python counts every other message it is handed). */
+enum srv_request_kind { SRV_REQ_NEW_ORDER, SRV_REQ_CANCEL, SRV_REQ_MODIFY, SRV_REQ_OTHER, SRV_REQ__COUNT };
 
 /* Reject codes: the engine's (enum eng_err), then the server's own. */
 enum srv_reject {

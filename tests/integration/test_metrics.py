@@ -4,8 +4,10 @@ orders did, and the page is Prometheus text."""
 
 from __future__ import annotations
 
+import json
 import re
 import socket
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -133,6 +135,18 @@ def test_counters_move_as_orders_go_in(server_factory: Any, tmp_path: Path) -> N
     assert value(after, "pyengine_open_orders", symbol=ES) == 0
     assert value(after, "pyengine_open_orders", symbol=NQ) == 0
     assert value(after, "pyengine_sessions") == 0
+
+
+def test_messages_of_no_known_type_count_as_other(server_factory: Any) -> None:
+    server = server_factory(CONFIG)
+    port = metrics_port(server)
+    frames = [b"{not json", b"[1, 2]", b'{"type": "bogus", "req_id": 1}', b"\xff\xfe"]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"".join(struct.pack(">I", len(f)) + f for f in frames))
+        reader = sock.makefile("rb")
+        codes = [json.loads(reader.read(struct.unpack(">I", reader.read(4))[0]))["code"] for _ in frames]
+    assert codes == ["bad_json", "bad_message", "unknown_type", "bad_json"]
+    assert value(samples(scrape(port)), "pyengine_requests_total", type="other") == len(frames)
 
 
 def test_the_event_loops_polls_are_counted_when_it_polls(server_factory: Any) -> None:
