@@ -185,3 +185,30 @@ def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> 
         assert server.rejoin_reason == "a record it could not apply"
     finally:
         server.stop()
+
+
+def test_a_node_that_fails_as_it_takes_the_lead_starts_again(nats: LocalNats, monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A whole node in this process, whose side of the promotion raises (the
+    node's order limits, the first commands of its term, cannot be queued):
+    the error is logged with its traceback and the node starts again as a
+    follower, where it held the lease and renewed it, taking no order, for
+    good."""
+    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=1.0)
+    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
+
+    def set_order_limits(current: object) -> None:
+        raise OverflowError("int too big to convert")
+
+    monkeypatch.setattr(server, "set_order_limits", set_order_limits)
+    server.start()
+    node = server.cluster
+    assert node is not None
+    try:
+        assert server.stopped.wait(30)
+        assert server.rejoin_reason == "promoted failed: OverflowError: int too big to convert"
+        assert not node.leading and node.role == STOPPED
+        failed = [r for r in caplog.records if r.getMessage() == "replica_call_failed"]
+        assert len(failed) == 1 and failed[0].exc_info is not None
+    finally:
+        server.stop()
