@@ -9,9 +9,12 @@ A call it does not take goes to the method of the same name with a leading
 underscore below, which raises the error. ``process_batch`` is the path for
 millions of commands in one call.
 
-An Engine is single-threaded. Using one from two threads at once raises
-``ConcurrentUseError`` (a flag, not a lock: a lock would cost a fifth of a
-call; see docs/design.md).
+An Engine is single-threaded. Every method that reads or changes the C
+engine holds it for the whole call, and a call that finds it held raises
+``ConcurrentUseError``: from another thread, or from code the running call
+itself runs (an argument's ``__index__`` or ``__hash__``, a garbage
+collection's callbacks). It is a flag, not a lock: a lock would cost a fifth
+of a call; see docs/design.md.
 """
 
 from __future__ import annotations
@@ -135,8 +138,26 @@ class EngineStats(NamedTuple):
     index_bytes: int
 
 
-def _concurrent() -> ConcurrentUseError:
+# What Core._hold() returns when it does not hold the engine, by number (csrc/binding/calls.c).
+_CLOSED, _IN_USE_HERE, _IN_USE_ELSEWHERE = 1, 2, 3
+
+
+def _refusal(code: int) -> EngineError:
+    """The error of a call that could not hold the engine (Core._hold's code)."""
+    if code == _CLOSED:
+        return EngineClosed("this Engine is closed")
+    if code == _IN_USE_HERE:
+        return ConcurrentUseError(
+            "this Engine is in use by a call in progress on this thread: code that a call runs (an argument's "
+            "__index__ or __hash__, a garbage collection's callbacks) may not use its Engine"
+        )
     return ConcurrentUseError("this Engine is in use by another thread; an Engine is single-threaded")
+
+
+def _read_stats(e: Any) -> EngineStats:
+    st = ffi.new("struct eng_stats *")
+    lib.eng_get_stats(e, st)
+    return EngineStats(*(getattr(st, f) for f in EngineStats._fields))
 
 
 def _declined(verb: str) -> EngineError:
@@ -172,6 +193,9 @@ class Engine(Core):
         price level (market data); ``caller_order_ids`` makes ``submit`` take
         each new order's id from the caller (``order_id=``, unique among the
         open orders) instead of numbering orders 1, 2, 3, ..."""
+        if hasattr(self, "_ptr"):
+            # A second __init__ would free the engine a running call may be using.
+            raise EngineError("an Engine is initialised once")
         cfg = ffi.new("struct eng_config *")
         cfg.expected_orders = _args.as_int("expected_orders", expected_orders, 0, _args.UINT32_MAX)
         cfg.level_events = _args.as_bool("level_updates", level_updates)
@@ -192,13 +216,19 @@ class Engine(Core):
     # ---- lifetime ------------------------------------------------------------
 
     def close(self) -> None:
-        """Free the C engine now (also done when the Engine is collected)."""
-        if self._busy:
-            raise _concurrent()
-        if self._ptr is not None:
+        """Free the C engine now (also done when the Engine is collected).
+        Closing a closed Engine does nothing."""
+        code = self._hold()
+        if code == _CLOSED:
+            return
+        if code:
+            raise _refusal(code)
+        try:
             self._detach()
             ffi.release(self._ptr)
             self._ptr = None
+        finally:
+            self._release()
 
     def __enter__(self) -> Engine:
         return self
@@ -207,7 +237,14 @@ class Engine(Core):
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else f"seq={self.seq}"
+        code = self._hold()
+        if code:
+            state = "closed" if code == _CLOSED else "in use"
+        else:
+            try:
+                state = f"seq={lib.eng_seq(self._ptr)}"
+            finally:
+                self._release()
         return f"<Engine {len(self._names)} instruments, {state}>"
 
     @property
@@ -215,10 +252,26 @@ class Engine(Core):
         """Whether new orders bring their ids (``Engine(caller_order_ids=True)``)."""
         return self._caller_ids
 
-    def _live(self) -> Any:
-        if self._ptr is None:
-            raise EngineClosed("this Engine is closed")
-        return self._ptr
+    @contextmanager
+    def _exclusive(self) -> Iterator[Any]:
+        """The C engine, held for the call (Core._hold, the verbs' flag): every
+        method that uses it runs inside. Look user-given keys up inside, or
+        before: their __hash__ may try to close the engine."""
+        code = self._hold()
+        if code:
+            raise _refusal(code)
+        try:
+            yield self._ptr
+        finally:
+            self._release()
+
+    def _check_free(self) -> None:
+        """Raise if the engine is closed or held (by a call on this thread or
+        another thread)."""
+        code = self._hold()
+        if code:
+            raise _refusal(code)
+        self._release()
 
     # ---- instruments ---------------------------------------------------------
 
@@ -233,7 +286,10 @@ class Engine(Core):
     ) -> int:
         """Add an instrument and return its number (0, 1, 2, ... in order)."""
         spec = ffi.new("struct eng_instrument_spec *")
-        spec.symbol = _args.symbol_bytes(symbol)
+        raw_symbol = _args.symbol_bytes(symbol)
+        spec.symbol = raw_symbol
+        # The symbol as a plain str: the tables hold no object with code of its own (__hash__, __eq__).
+        name = raw_symbol.decode("ascii")
         spec.tick_size = _args.as_int("tick_size", tick_size, 1)
         spec.lot_size = _args.as_int("lot_size", lot_size, 1)
         if price_band is not None:
@@ -246,22 +302,22 @@ class Engine(Core):
         spec.market_protection = (
             -1 if market_protection is None else _args.as_int("market_protection", market_protection, 0)
         )
-        if symbol in self._symbols:
-            raise DuplicateSymbol(f"an instrument {symbol!r} exists already")
         out = ffi.new("uint32_t *")
-        rc = lib.eng_add_instrument(self._live(), spec, out)
-        if rc == lib.ENG_NO_MEMORY:
-            raise EngineMemoryError("could not allocate the instrument's book")
-        if rc != lib.ENG_OK:
-            raise EngineError(f"add_instrument: {ffi.string(lib.eng_strerror(rc)).decode()}")
-        number = out[0]
-        name = str(symbol)
-        self._symbols[name] = number
-        self._names.append(name)
-        self._instruments.append(
-            Instrument(number, name, spec.tick_size, spec.lot_size, price_band, market_protection)
-        )
-        return number
+        with self._exclusive() as e:
+            if name in self._symbols:
+                raise DuplicateSymbol(f"an instrument {name!r} exists already")
+            rc = lib.eng_add_instrument(e, spec, out)
+            if rc == lib.ENG_NO_MEMORY:
+                raise EngineMemoryError("could not allocate the instrument's book")
+            if rc != lib.ENG_OK:
+                raise EngineError(f"add_instrument: {ffi.string(lib.eng_strerror(rc)).decode()}")
+            number = out[0]
+            self._symbols[name] = number
+            self._names.append(name)
+            self._instruments.append(
+                Instrument(number, name, spec.tick_size, spec.lot_size, price_band, market_protection)
+            )
+            return number
 
     @property
     def instruments(self) -> tuple[Instrument, ...]:
@@ -363,22 +419,6 @@ class Engine(Core):
         self.instrument_id(symbol)
         raise _declined("book")
 
-    def _check_free(self) -> None:
-        """Raise if the engine is closed or a call is running."""
-        self._live()
-        if self._busy:
-            raise _concurrent()
-
-    @contextmanager
-    def _exclusive(self) -> Iterator[Any]:
-        """The engine, held by this call: the commands that Python runs."""
-        self._check_free()
-        self._busy = True
-        try:
-            yield self._ptr
-        finally:
-            self._busy = False
-
     # ---- trading state -------------------------------------------------------
 
     def halt(self, symbol: str) -> list[Event]:
@@ -393,7 +433,9 @@ class Engine(Core):
 
     def trading_state(self, symbol: str) -> TradingState:
         """Whether the instrument is open or halted."""
-        state = lib.eng_instrument_state(self._live(), self.instrument_id(symbol))
+        inst = self.instrument_id(symbol)
+        with self._exclusive() as e:
+            state = lib.eng_instrument_state(e, inst)
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
 
     def set_order_limits(
@@ -417,7 +459,9 @@ class Engine(Core):
     def order_limits(self, symbol: str) -> OrderLimits:
         """``symbol``'s order limits now (0: none)."""
         out = ffi.new("struct eng_order_limits *")
-        lib.eng_get_order_limits(self._live(), self.instrument_id(symbol), out)
+        inst = self.instrument_id(symbol)
+        with self._exclusive() as e:
+            lib.eng_get_order_limits(e, inst, out)
         return OrderLimits(out.max_qty, out.max_notional)
 
     def _set_state(self, symbol: str, state: int) -> list[Event]:
@@ -483,7 +527,10 @@ class Engine(Core):
         """``account``'s protection on ``symbol`` now, or None if it has none."""
         info = ffi.new("struct eng_mmp_info *")
         acct = _args.as_int("account", account, 0, _args.UINT32_MAX)
-        if not lib.eng_get_mmp(self._live(), acct, self.instrument_id(symbol), info):
+        inst = self.instrument_id(symbol)
+        with self._exclusive() as e:
+            found = lib.eng_get_mmp(e, acct, inst, info)
+        if not found:
             return None
         return MmpStatus(
             acct, symbol, info.qty_limit, info.window, info.filled, info.window_start, bool(info.tripped)
@@ -522,7 +569,7 @@ class Engine(Core):
                 raise InvalidArgument(f"commands must be a whole number of {COMMAND_SIZE}-byte records")
             total = view.nbytes // COMMAND_SIZE
             cmds = ffi.cast("const struct eng_cmd *", ffi.from_buffer(view))
-            before = self.stats()
+            before = _read_stats(e)
             lib.eng_clear_events(e)
             if out is not None:
                 if not isinstance(out, bytearray):
@@ -549,7 +596,7 @@ class Engine(Core):
                         break
                 events = b""
             lib.eng_clear_events(e)
-            after = self.stats()
+            after = _read_stats(e)
             result = BatchResult(
                 events=events,
                 commands=done,
@@ -598,26 +645,29 @@ class Engine(Core):
     @property
     def seq(self) -> int:
         """The sequence number of the last command processed."""
-        return int(lib.eng_seq(self._live()))
+        with self._exclusive() as e:
+            return int(lib.eng_seq(e))
 
     def open_orders(self, symbol: str | None = None) -> list[OrderState]:
         """Every open order (of one instrument, or all), in book order: bids
         best first then asks best first, oldest first within a level."""
-        e = self._live()
-        insts: Iterable[int] = range(len(self._names)) if symbol is None else (self.instrument_id(symbol),)
+        only = None if symbol is None else self.instrument_id(symbol)
         page = 4096
         buf = ffi.new("struct eng_order_info[]", page)
         out: list[OrderState] = []
-        for inst in insts:
-            for side in (lib.ENG_BUY, lib.ENG_SELL):
-                skip = 0
-                while True:
-                    n = lib.eng_book_orders(e, inst, side, skip, buf, page)
-                    out.extend(self._order_state(buf[i]) for i in range(n))
-                    if n < page:
-                        break
-                    skip += n
+        with self._exclusive() as e:
+            insts: Iterable[int] = range(len(self._names)) if only is None else (only,)
+            for inst in insts:
+                for side in (lib.ENG_BUY, lib.ENG_SELL):
+                    skip = 0
+                    while True:
+                        n = lib.eng_book_orders(e, inst, side, skip, buf, page)
+                        out.extend(self._order_state(buf[i]) for i in range(n))
+                        if n < page:
+                            break
+                        skip += n
         return out
+
 
     def _order_state(self, info: Any) -> OrderState:
         coid = ffi.string(info.coid, 16)
@@ -634,20 +684,22 @@ class Engine(Core):
         )
 
     def stats(self) -> EngineStats:
-        st = ffi.new("struct eng_stats *")
-        lib.eng_get_stats(self._live(), st)
-        return EngineStats(*(getattr(st, f) for f in EngineStats._fields))
+        with self._exclusive() as e:
+            return _read_stats(e)
 
     def state_hash(self) -> int:
         """A 64-bit hash of the whole matching state (instruments, every
         resting order in priority order, the id counters and seq). Engines fed
         the same commands have equal hashes; so do a server's recovered state
         and ``pyengine-replay``'s."""
-        return int(lib.eng_state_hash(self._live()))
+        with self._exclusive() as e:
+            return int(lib.eng_state_hash(e))
 
     def verify(self) -> None:
         """Check every invariant of every book and index; raise InvariantError
         naming the first that is broken."""
         why = ffi.new("char[]", 256)
-        if lib.eng_verify(self._live(), why, 256) != lib.ENG_OK:
+        with self._exclusive() as e:
+            rc = lib.eng_verify(e, why, 256)
+        if rc != lib.ENG_OK:
             raise InvariantError(ffi.string(why).decode())

@@ -39,7 +39,10 @@ class DuplicateSymbol(InvalidArgument):
 
 
 class ConcurrentUseError(EngineError, RuntimeError):
-    """Two threads used one Engine at the same time; an Engine is single-threaded."""
+    """An Engine was used while a call held it: from another thread (an
+    Engine is single-threaded), or from code that the call itself ran (an
+    argument's ``__index__`` or ``__hash__``, a garbage collection's
+    callbacks). The message says which."""
 
 
 class EngineClosed(EngineError, RuntimeError):

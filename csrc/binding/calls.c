@@ -86,8 +86,9 @@ typedef struct {
     PyObject *rejects;         /* tuple by reject code: (reason, message) or None */
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
-    char busy;                 /* Engine._busy: a verb here, or Python's commands (Engine._exclusive) */
+    char busy;                 /* Engine._busy: a verb here, or a Python method (_hold) holds the engine */
     char in_verb;              /* a verb here set busy: it is the verb's to clear */
+    unsigned long owner;       /* while busy: the thread that holds it (PyThread_get_thread_ident) */
     char caller_ids;           /* new orders bring their ids (eng_config.caller_order_ids) */
     /* The Level objects book() handed out last, by side and position, and
        the values they hold: book() hands out again a level that has not
@@ -587,14 +588,16 @@ static PyObject *calls_not_simple(calls_core *self, int64_t r, const char *coid,
  * last event object it builds (`busy`, Engine._busy): converting an argument
  * can run user code (__index__, __hash__), which must find the engine in
  * use, not close it or enter it again (nor detach or attach this half, nor
- * clear _busy: RuntimeError). A verb that finds the engine closed or busy
- * hands the call to Python, which raises the error.
+ * end the hold: RuntimeError). A verb that finds the engine closed or busy
+ * hands the call to Python, which raises the error. The Python methods hold
+ * the engine by the same flag (_hold, _release).
  */
 static int calls_enter(calls_core *self)
 {
     if (!self->eng || self->busy)
         return 0;
     self->busy = self->in_verb = 1;
+    self->owner = PyThread_get_thread_ident();
     return 1;
 }
 
@@ -1054,15 +1057,31 @@ out:
 
 /* ---- attaching to an engine ---------------------------------------------- */
 
+static int calls_in_use(void)
+{
+    PyErr_SetString(PyExc_RuntimeError, "the Engine is in use by a call");
+    return -1;
+}
+
 /* 0, or -1 with RuntimeError while the engine is held (`busy`): a verb reads
    the engine and the tables until it ends, and user code it runs may not
    take them from it. */
 static int calls_check_free(calls_core *self)
 {
-    if (!self->busy)
-        return 0;
-    PyErr_SetString(PyExc_RuntimeError, "the Engine is in use by a call");
-    return -1;
+    return self->busy ? calls_in_use() : 0;
+}
+
+/* 0 if this thread holds the engine by _hold, else -1 with RuntimeError: a
+   verb's hold, or another thread's, is not the caller's to end. */
+static int calls_check_held_here(calls_core *self)
+{
+    if (self->in_verb || (self->busy && self->owner != PyThread_get_thread_ident()))
+        return calls_in_use();
+    if (!self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "the Engine is not held by this thread");
+        return -1;
+    }
+    return 0;
 }
 
 static int calls_table_ok(PyObject *o, enum calls_kind kind)
@@ -1184,14 +1203,51 @@ fail:
 }
 
 PyDoc_STRVAR(calls_detach_doc, "_detach($self, /)\n--\n\n"
-                               "Stop using the C engine (before it is freed).");
+                               "Stop using the C engine (before it is freed); the caller holds it (_hold).");
 
 static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
 {
-    if (calls_check_free(self) < 0)
+    if (calls_check_held_here(self) < 0)
         return NULL;
     self->eng = NULL;
     calls_forget_levels(self);
+    Py_RETURN_NONE;
+}
+
+/* What _hold() returns (pyengine/engine.py reads them by number). */
+enum calls_hold { CALLS_HELD = 0, CALLS_CLOSED = 1, CALLS_IN_USE_HERE = 2, CALLS_IN_USE_ELSEWHERE = 3 };
+
+PyDoc_STRVAR(calls_hold_doc,
+             "_hold($self, /)\n--\n\n"
+             "Hold the engine for a Python method, as a verb does, if it is attached\n"
+             "and free: 0, held (end it with _release); 1, closed (not attached);\n"
+             "2, held by a call in progress on this thread; 3, held by another thread.\n"
+             "The check and the hold run with no thread switch between them.");
+
+static PyObject *calls_hold(calls_core *self, PyObject *Py_UNUSED(ignored))
+{
+    unsigned long me = PyThread_get_thread_ident();
+    enum calls_hold r = CALLS_HELD;
+
+    if (self->busy)
+        r = self->owner == me ? CALLS_IN_USE_HERE : CALLS_IN_USE_ELSEWHERE;
+    else if (!self->eng)
+        r = CALLS_CLOSED;
+    else {
+        self->busy = 1;
+        self->owner = me;
+    }
+    return PyLong_FromLong(r);
+}
+
+PyDoc_STRVAR(calls_release_doc, "_release($self, /)\n--\n\n"
+                                "End this thread's hold of the engine (_hold).");
+
+static PyObject *calls_release_hold(calls_core *self, PyObject *Py_UNUSED(ignored))
+{
+    if (calls_check_held_here(self) < 0)
+        return NULL;
+    self->busy = 0;
     Py_RETURN_NONE;
 }
 
@@ -1231,6 +1287,8 @@ static PyMethodDef calls_methods[] = {
     {"_attach", (PyCFunction)(void (*)(void))calls_attach, METH_FASTCALL | METH_KEYWORDS,
      calls_attach_doc},
     {"_detach", (PyCFunction)calls_detach, METH_NOARGS, calls_detach_doc},
+    {"_hold", (PyCFunction)calls_hold, METH_NOARGS, calls_hold_doc},
+    {"_release", (PyCFunction)calls_release_hold, METH_NOARGS, calls_release_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1239,24 +1297,8 @@ static PyObject *calls_get_busy(calls_core *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->busy);
 }
 
-/* Python's commands hold the engine through _busy too (Engine._exclusive);
-   a verb's hold is the verb's alone to end. */
-static int calls_set_busy(calls_core *self, PyObject *value, void *Py_UNUSED(closure))
-{
-    if (!value || !PyBool_Check(value)) {
-        PyErr_SetString(PyExc_TypeError, "_busy is a bool");
-        return -1;
-    }
-    if (self->in_verb) {
-        PyErr_SetString(PyExc_RuntimeError, "the Engine is in use by a call");
-        return -1;
-    }
-    self->busy = value == Py_True;
-    return 0;
-}
-
 static PyGetSetDef calls_getset[] = {
-    {"_busy", (getter)calls_get_busy, (setter)calls_set_busy, "a call is running", NULL},
+    {"_busy", (getter)calls_get_busy, NULL, "a call holds the engine (a verb, or a method by _hold)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -438,7 +438,7 @@ def test_user_code_run_by_a_call_finds_the_engine_in_use(verb: str) -> None:
     assert eng.seq == 0 and eng.book("A").bids == []  # still open, nothing ran
 
 
-@pytest.mark.parametrize("meddle", ["eng._detach()", "eng._busy = False; eng._detach()", "attach_again()"])
+@pytest.mark.parametrize("meddle", ["eng._detach()", "eng._release(); eng._detach()", "attach_again()"])
 def test_user_code_run_by_a_call_cannot_take_the_engine_from_it(meddle: str) -> None:
     """__index__ of an argument detaches the C half from the engine, lets go
     of the call's hold first, or attaches the C half again: refused, and the

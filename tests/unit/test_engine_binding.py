@@ -287,12 +287,12 @@ def test_concurrent_use_raises(eng: Engine) -> None:
     release = threading.Event()
 
     def occupy() -> None:
-        # Hold the engine the way a long call does: every public method sets
-        # this flag on entry and clears it on the way out.
-        eng._busy = True
+        # Hold the engine the way a long call does: every public method holds
+        # it on entry and lets go on the way out.
+        assert eng._hold() == 0
         inside.set()
         release.wait(5)
-        eng._busy = False
+        eng._release()
 
     t = threading.Thread(target=occupy)
     t.start()

@@ -1,0 +1,216 @@
+"""Every method of an Engine that uses the C engine holds it for the whole
+call, as the C verbs do (csrc/binding/calls.c): another thread, or code the
+call itself runs, finds it in use (ConcurrentUseError, saying which) and
+cannot close it, change it or read it half-changed.
+
+The engine is caught inside a method by a profile function, which runs at
+the method's first call into the C engine: cffi lets go of the GIL around
+those calls, so another thread could run then. The runs are apart (a child
+interpreter each): a method without the hold went on with a freed engine."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from pyengine import ConcurrentUseError, Engine, EngineClosed, EngineError, pack_new_order
+
+from .conftest import run_python
+
+# Every public method that reads or changes the C engine but the C verbs
+# (test_calls.py), with the call made, on an engine set up by SETUP below.
+CALLS = {
+    "add_instrument": 'e.add_instrument("Y")',
+    "halt": 'e.halt("X")',
+    "resume": 'e.resume("X")',
+    "trading_state": 'e.trading_state("X")',
+    "set_order_limits": 'e.set_order_limits("X", max_qty=5)',
+    "order_limits": 'e.order_limits("X")',
+    "cancel_all": "e.cancel_all(1)",
+    "set_mmp": 'e.set_mmp(1, "X", 5)',
+    "reset_mmp": 'e.reset_mmp(1, "X")',
+    "mmp": 'e.mmp(1, "X")',
+    "process_batch": "e.process_batch(CMDS)",
+    "process_batch into out": "e.process_batch(CMDS, out=bytearray())",
+    "process_batch counts only": "e.process_batch(CMDS, collect_events=False)",
+    "seq": "e.seq",
+    "open_orders": "e.open_orders()",
+    "open_orders of one": 'e.open_orders("X")',
+    "stats": "e.stats()",
+    "state_hash": "e.state_hash()",
+    "verify": "e.verify()",
+    "repr": "repr(e)",
+    "close": "e.close()",
+}
+
+SETUP = textwrap.dedent("""
+    import json, sys, threading
+    from pyengine import Engine, pack_new_order
+
+    CMDS = pack_new_order(0, "sell", 1, 200, account=2) * 3
+
+    def fresh():
+        e = Engine()
+        e.add_instrument("X")
+        e.submit("X", "buy", 1, 100, account=1)
+        e.set_mmp(1, "X", 50)
+        return e
+
+    def caught(call):
+        try:
+            return ["ok", repr(call())]
+        except Exception as exc:
+            return [type(exc).__name__, str(exc)]
+
+    def at_first_c_call(then):
+        # A profile function that runs then() once, at the first call into the C engine.
+        done = []
+        def profile(frame, event, arg):
+            name = getattr(arg, "__name__", "")
+            if event == "c_call" and not done and (name.startswith("eng_") or name == "_detach"):
+                done.append(name)
+                then()
+        return profile
+""")
+
+
+def run_calls(body: str) -> dict[str, dict[str, list[str]]]:
+    """Run `body` for each of CALLS (as `call`, its name as `name`), each
+    printing one JSON line of what it saw; the lines by method name."""
+    script = SETUP + "CALLS = " + repr(CALLS) + "\nfor name, call in CALLS.items():\n" + textwrap.indent(body, "    ")
+    proc = run_python(script)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = {}
+    for line in proc.stdout.splitlines():
+        got = json.loads(line)
+        seen[got.pop("name")] = got
+    assert list(seen) == list(CALLS)
+    return seen
+
+
+def test_code_a_method_runs_cannot_use_its_engine() -> None:
+    """A garbage collection's callback, a __del__, an argument's __hash__ or
+    a profiler run by a method, on its thread, find the engine in use by the
+    call in progress: the method ends as if nothing had tried."""
+    seen = run_calls(textwrap.dedent("""
+        e = fresh()
+        probes = {}
+        def probe():
+            probes["close"] = caught(e.close)
+            probes["state_hash"] = caught(e.state_hash)
+        sys.setprofile(at_first_c_call(probe))
+        try:
+            result = caught(lambda: eval(call))
+        finally:
+            sys.setprofile(None)
+        print(json.dumps({"name": name, "probes": probes, "result": result[:1], "after": caught(e.stats)[:1]}))
+    """))
+    for name, got in seen.items():
+        assert set(got["probes"]) == {"close", "state_hash"}, name
+        for kind, message in got["probes"].values():
+            assert kind == "ConcurrentUseError", (name, kind, message)
+            assert "in use by a call in progress on this thread" in message, (name, message)
+        assert got["result"] == ["ok"], (name, got)
+        assert got["after"] == (["EngineClosed"] if name == "close" else ["ok"]), (name, got)
+
+
+def test_another_thread_cannot_use_an_engine_a_method_holds() -> None:
+    """While a thread is inside any method, another thread's calls -- close,
+    a read, a change, a verb -- raise ConcurrentUseError naming another
+    thread, and repr says the engine is in use; the method then ends well."""
+    seen = run_calls(textwrap.dedent("""
+        e = fresh()
+        inside, go = threading.Event(), threading.Event()
+        def hold():
+            inside.set()
+            go.wait(60)
+        outcome = []
+        def worker():
+            sys.setprofile(at_first_c_call(hold))
+            outcome.append(caught(lambda: eval(call)))
+        t = threading.Thread(target=worker)
+        t.start()
+        assert inside.wait(60)
+        probes = {
+            "close": caught(e.close),
+            "state_hash": caught(e.state_hash),
+            "open_orders": caught(e.open_orders),
+            "add_instrument": caught(lambda: e.add_instrument("Z")),
+            "submit": caught(lambda: e.submit("X", "buy", 1, 100)),
+        }
+        shown = repr(e)
+        go.set()
+        t.join()
+        print(json.dumps({"name": name, "probes": probes, "repr": shown, "result": outcome[0][:1],
+                          "instruments": len(e.instruments)}))
+    """))
+    for name, got in seen.items():
+        for probe, (kind, message) in got["probes"].items():
+            assert kind == "ConcurrentUseError", (name, probe, kind, message)
+            assert "in use by another thread" in message, (name, probe, message)
+        assert got["repr"].endswith("in use>"), (name, got["repr"])
+        assert got["result"] == ["ok"], (name, got)
+        assert got["instruments"] == (2 if name == "add_instrument" else 1), (name, got)
+
+
+@pytest.mark.parametrize("call", [
+    "eng.open_orders(key)", "eng.trading_state(key)", "eng.order_limits(key)", "eng.mmp(1, key)",
+    "eng.halt(key)", "eng.set_mmp(1, key, 5)", "eng.cancel_all(1, key)", "eng.set_order_limits(key, max_qty=1)",
+])
+def test_a_key_whose_hash_closes_the_engine_finds_it_closed(call: str) -> None:
+    """The symbol is looked up before the engine is taken: a key whose
+    __hash__ closes the engine leaves the method nothing to run on. Apart:
+    the method read a freed engine."""
+    proc = run_python(textwrap.dedent("""
+        from pyengine import Engine, EngineClosed
+
+        eng = Engine()
+        eng.add_instrument("X")
+        for i in range(1000):
+            eng.submit("X", "buy", 1, 100 + i, account=1)
+
+        class Closing(str):
+            def __hash__(self):
+                eng.close()
+                return str.__hash__(self)
+
+        key = Closing("X")
+        try:
+            print("returned", CALL)
+        except EngineClosed as exc:
+            print("EngineClosed", exc)
+    """).replace("CALL", call))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "EngineClosed this Engine is closed\n"
+
+
+def test_an_engine_is_initialised_once() -> None:
+    """A second __init__ would put a new engine in place of the one a call
+    in progress (another thread's) may be using: refused."""
+    eng = Engine()
+    eng.add_instrument("X")
+    eng.submit("X", "buy", 1, 100)
+    with pytest.raises(EngineError, match="initialised once"):
+        eng.__init__()  # type: ignore[misc]
+    assert eng.seq == 1 and len(eng.open_orders()) == 1
+
+
+def test_the_hold_is_the_holders_to_end() -> None:
+    """_release ends only this thread's own hold; closing needs the engine
+    free; a closed engine cannot be held."""
+    eng = Engine()
+    with pytest.raises(RuntimeError, match="not held by this thread"):
+        eng._release()
+    assert eng._hold() == 0
+    with pytest.raises(ConcurrentUseError, match="in progress on this thread"):
+        eng.close()
+    assert eng._hold() == 2  # held already, by this thread
+    eng._release()
+    eng.close()
+    eng.close()  # closing a closed engine does nothing
+    assert eng._hold() == 1
+    with pytest.raises(EngineClosed):
+        eng.process_batch(pack_new_order(0, "buy", 1, 1))
+    assert repr(eng) == "<Engine 0 instruments, closed>"
