@@ -36,6 +36,7 @@ from .enums import (
 from .errors import (
     ConcurrentUseError,
     DuplicateSymbol,
+    EngineBufferError,
     EngineClosed,
     EngineError,
     EngineMemoryError,
@@ -111,6 +112,7 @@ __all__ = [
     "EngineClosed",
     "InvariantError",
     "EngineMemoryError",
+    "EngineBufferError",
 ]
 
 

@@ -44,6 +44,7 @@ from .errors import (
     DuplicateSymbol,
     InvalidArgument,
     InvalidArgumentType,
+    EngineBufferError,
     EngineClosed,
     EngineError,
     EngineMemoryError,
@@ -158,6 +159,39 @@ def _read_stats(e: Any) -> EngineStats:
     st = ffi.new("struct eng_stats *")
     lib.eng_get_stats(e, st)
     return EngineStats(*(getattr(st, f) for f in EngineStats._fields))
+
+
+def _check_resizable(out: bytearray) -> None:
+    """Raise unless process_batch can resize ``out``: a bytearray with a
+    memoryview (or a numpy array) of it alive cannot change size."""
+    try:
+        out.append(0)
+    except BufferError:
+        raise EngineBufferError(
+            "out cannot be resized while a memoryview or numpy array of it is alive: release it, or pass another "
+            "bytearray"
+        ) from None
+    except MemoryError:
+        raise EngineMemoryError("out of memory growing out") from None
+    del out[-1]
+
+
+def _grow(out: bytearray, nbytes: int) -> None:
+    """Double ``out``, or at least make room for ``nbytes`` more. Out of
+    memory for that, the caller's slice assignment grows it by what it needs
+    only."""
+    try:
+        out += bytes(max(nbytes, len(out)))
+    except MemoryError:
+        pass
+
+
+def _joined(*parts: memoryview) -> bytes | None:
+    """The concatenation of `parts`, or None if there is no memory for it."""
+    try:
+        return b"".join(parts)
+    except MemoryError:
+        return None
 
 
 def _declined(verb: str) -> EngineError:
@@ -553,9 +587,17 @@ class Engine(Core):
         - with ``out``, a bytearray reused from call to call, the events are
           written into it (it is resized to fit) and ``events`` is ``out``
           itself; reusing memory that is already mapped is the fastest way to
-          replay many batches;
+          replay many batches. No memoryview or numpy array of ``out`` may be
+          alive: that raises ``EngineBufferError`` before any command runs;
         - ``collect_events=False`` keeps only the counts.
+
+        If the commands cannot all run, or their events cannot all be kept
+        (out of memory), the error (``EngineMemoryError``,
+        ``EngineBufferError``) carries in ``partial`` the ``BatchResult`` of
+        the commands that ran; see docs/batch.md.
         """
+        if out is not None and not isinstance(out, bytearray):
+            raise InvalidArgumentType(f"out must be a bytearray, not {type(out).__name__}")
         with self._exclusive() as e:
             try:
                 view = memoryview(commands)
@@ -567,23 +609,24 @@ class Engine(Core):
                 raise InvalidArgument("commands must be a contiguous buffer")
             if view.nbytes % COMMAND_SIZE:
                 raise InvalidArgument(f"commands must be a whole number of {COMMAND_SIZE}-byte records")
+            if out is not None:
+                _check_resizable(out)
             total = view.nbytes // COMMAND_SIZE
             cmds = ffi.cast("const struct eng_cmd *", ffi.from_buffer(view))
             before = _read_stats(e)
             lib.eng_clear_events(e)
+            lost: BaseException | None = None  # what kept the events of commands that ran from the caller
             if out is not None:
-                if not isinstance(out, bytearray):
-                    raise InvalidArgumentType(f"out must be a bytearray, not {type(out).__name__}")
-                done = self._batch_into(e, cmds, total, out)
-                events: Any = out
+                done, events, lost = self._batch_into(e, cmds, total, out)
             elif collect_events:
                 # One call; the events accumulate in the engine's buffer,
                 # which is then handed over to Python without a copy.
                 done = lib.eng_process_batch(e, cmds, total)
                 ptr = lib.eng_take_events(e, self._count)
                 if ptr == ffi.NULL:
-                    raise EngineMemoryError("out of memory taking the events")
-                events = ffi.buffer(ffi.gc(ptr, lib.eng_free_events), self._count[0] * EVENT_SIZE)
+                    events, lost = None, MemoryError()
+                else:
+                    events = ffi.buffer(ffi.gc(ptr, lib.eng_free_events), self._count[0] * EVENT_SIZE)
             else:
                 # In chunks, dropping each chunk's events while they are in cache.
                 done = 0
@@ -597,42 +640,61 @@ class Engine(Core):
                 events = b""
             lib.eng_clear_events(e)
             after = _read_stats(e)
-            result = BatchResult(
-                events=events,
-                commands=done,
-                event_count=after.events - before.events,
-                accepted=after.accepted - before.accepted,
-                rejected=after.rejected - before.rejected,
-                trades=after.trades - before.trades,
-                cancelled=after.cancelled - before.cancelled,
-                modified=after.modified - before.modified,
+        result = BatchResult(
+            events=events,
+            commands=done,
+            event_count=after.events - before.events,
+            accepted=after.accepted - before.accepted,
+            rejected=after.rejected - before.rejected,
+            trades=after.trades - before.trades,
+            cancelled=after.cancelled - before.cancelled,
+            modified=after.modified - before.modified,
+        )
+        # What was processed stays processed: its counts and events go with the error.
+        err: EngineMemoryError | EngineBufferError | None = None
+        if isinstance(lost, BufferError):
+            err = EngineBufferError(
+                f"out could not be resized after {done} of {total} commands (a memoryview or numpy array of it "
+                "was made meanwhile)"
             )
-            if done < total:
-                # What was processed stays processed: its events go with the error.
-                err = EngineMemoryError(f"out of memory after {done} of {total} commands")
-                err.partial = result
-                raise err
+        elif lost is not None:
+            err = EngineMemoryError(f"out of memory keeping the events of {done} of {total} commands")
+        elif done < total:
+            err = EngineMemoryError(f"out of memory after {done} of {total} commands")
+        if err is None:
             return result
+        err.partial = result
+        raise err from lost
 
-    def _batch_into(self, e: Any, cmds: Any, total: int, out: bytearray) -> int:
+    def _batch_into(
+        self, e: Any, cmds: Any, total: int, out: bytearray
+    ) -> tuple[int, Any, BaseException | None]:
         """process_batch into a caller's bytearray: in chunks whose events are
-        copied out while still in cache. Returns the commands processed."""
+        copied out while still in cache. Returns the commands processed, their
+        events (``out``) and None; or, if ``out`` could not take them (it
+        could not be resized), what the caller gets instead: a copy of all
+        their events (None if there was no memory for it), and the error."""
         done = pos = 0
         while done < total:
             n = min(_BATCH_CHUNK, total - done)
             got = lib.eng_process_batch(e, cmds + done, n)
-            ptr = lib.eng_events(e, self._count)
-            nbytes = self._count[0] * EVENT_SIZE
-            if pos + nbytes > len(out):
-                out += bytes(max(nbytes, len(out)))
-            out[pos : pos + nbytes] = memoryview(ffi.buffer(ptr, nbytes))
-            lib.eng_clear_events(e)
-            pos += nbytes
             done += got
+            chunk = memoryview(ffi.buffer(lib.eng_events(e, self._count), self._count[0] * EVENT_SIZE))
+            try:
+                if pos + chunk.nbytes > len(out):
+                    _grow(out, chunk.nbytes)
+                out[pos : pos + chunk.nbytes] = chunk
+            except (MemoryError, BufferError) as exc:
+                return done, _joined(memoryview(out)[:pos], chunk), exc
+            lib.eng_clear_events(e)
+            pos += chunk.nbytes
             if got < n:
                 break
-        del out[pos:]
-        return done
+        try:
+            del out[pos:]
+        except (MemoryError, BufferError) as exc:
+            return done, _joined(memoryview(out)[:pos]), exc
+        return done, out, None
 
     def decode_events(self, raw: bytes | bytearray | memoryview) -> list[Event]:
         """Packed event records (``BatchResult.events``) as event objects."""

@@ -19,6 +19,7 @@ __all__ = [
     "EngineClosed",
     "InvariantError",
     "EngineMemoryError",
+    "EngineBufferError",
 ]
 
 
@@ -58,6 +59,18 @@ class EngineMemoryError(EngineError, MemoryError):
 
     From ``process_batch``, ``partial`` holds the ``BatchResult`` of the
     commands processed before memory ran out (None from other calls).
+    """
+
+    partial: object = None
+
+
+class EngineBufferError(EngineError, BufferError):
+    """``process_batch`` could not resize its ``out`` bytearray: a memoryview
+    or numpy array of it is alive.
+
+    Found before the batch, nothing ran and ``partial`` is None; if the view
+    was made while the batch ran, ``partial`` holds the ``BatchResult`` of the
+    commands that ran, as for ``EngineMemoryError``.
     """
 
     partial: object = None

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
 import pytest
 
 import pyengine
@@ -20,7 +25,7 @@ from pyengine import (
     pack_modify,
     pack_new_order,
 )
-from pyengine.batch import COMMAND_STRUCT, CommandType, EventType, OrderTypeCode, SideCode, TifCode
+from pyengine.batch import COMMAND_STRUCT, BatchResult, CommandType, EventType, OrderTypeCode, SideCode, TifCode
 
 
 @pytest.fixture
@@ -197,3 +202,88 @@ def test_batch_and_single_calls_interleave(eng: Engine) -> None:
     (last,) = eng.submit("A", "buy", 1, 100, account=1)
     assert (first.seq, batched.seq, last.seq) == (1, 2, 3)
     assert (first.order_id, batched.order_id, last.order_id) == (1, 2, 3)
+
+
+def unknown_cancels(n: int) -> bytes:
+    """`n` cancels of orders that do not exist: one Rejected event each."""
+    return b"".join(pack_cancel(1_000_000 + i, account=1) for i in range(n))
+
+
+def test_out_with_a_view_alive_is_refused_before_any_command_runs(eng: Engine) -> None:
+    """A numpy array of the last batch's events keeps `out` from changing
+    size: the next batch into it raises at once, running nothing."""
+    np = pytest.importorskip("numpy")
+    out = bytearray()
+    eng.process_batch(pack_new_order(0, "sell", 5, 100, account=1), out=out)
+    last = np.frombuffer(out, dtype=pyengine.EVENT_DTYPE)
+    with pytest.raises(pyengine.EngineError) as info:
+        eng.process_batch(pack_new_order(0, "buy", 5, 100, account=2), out=out)
+    assert isinstance(info.value, pyengine.EngineBufferError) and isinstance(info.value, BufferError)
+    assert info.value.partial is None
+    assert eng.seq == 1 and eng.stats().trades == 0
+    assert last["order_id"].tolist() == [1]
+    del last
+    assert eng.process_batch(pack_new_order(0, "buy", 5, 100, account=2), out=out).trades == 1
+
+
+def test_out_made_unresizable_during_the_batch_keeps_what_ran() -> None:
+    """A view of `out` made while the batch runs (here by a profile function
+    at the second chunk's call into C): the error carries every command that
+    ran and all their events."""
+    eng = Engine()
+    eng.add_instrument("A")
+    n = 5000  # two chunks of process_batch(out=...)
+    out = bytearray()
+    views: list[memoryview] = []
+    calls: list[str] = []
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and getattr(arg, "__name__", "") == "eng_process_batch":
+            calls.append(arg.__name__)
+            if len(calls) == 2:
+                views.append(memoryview(out))
+
+    sys.setprofile(profile)
+    try:
+        with pytest.raises(pyengine.EngineError) as info:
+            eng.process_batch(unknown_cancels(n), out=out)
+    finally:
+        sys.setprofile(None)
+    err = info.value
+    assert isinstance(err, pyengine.EngineBufferError) and isinstance(err, BufferError)
+    assert len(calls) == 2 and eng.seq == n
+    partial = err.partial
+    assert isinstance(partial, BatchResult)
+    assert (partial.commands, partial.event_count, partial.rejected) == (n, n, n)
+    events = eng.decode_events(partial.events)
+    assert [ev.seq for ev in events] == list(range(1, n + 1))
+    assert all(ev.reason is RejectReason.UNKNOWN_ORDER for ev in events)
+
+
+def test_out_that_cannot_grow_for_lack_of_memory_keeps_what_ran(failing_realloc: Any) -> None:
+    """Out of memory growing `out` (reallocs of 512 KiB or more fail; the
+    engine's own buffer, 4096 events of a chunk, stays under that): an
+    EngineMemoryError whose partial holds the commands that ran and their
+    events, and the engine goes on."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from pyengine import Engine, EngineMemoryError, pack_cancel
+
+        eng = Engine()
+        eng.add_instrument("A")
+        n = 8192  # two chunks of 4096 Rejected events: 384 KiB each
+        cmds = b"".join(pack_cancel(1_000_000 + i, account=1) for i in range(n))
+        out = bytearray()
+        Path(sys.argv[1]).touch()
+        try:
+            eng.process_batch(cmds, out=out)
+        except EngineMemoryError as exc:
+            Path(sys.argv[1]).unlink()
+            p = exc.partial
+            events = eng.decode_events(p.events)
+            print(p.commands, p.event_count, p.rejected, eng.seq, [e.seq for e in events] == list(range(1, n + 1)))
+        print(eng.process_batch(cmds[:64 * 10], out=out).rejected, len(out) // 96)
+    """), str(failing_realloc.flag)], env=failing_realloc.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["8192 8192 8192 8192 True", "10 10"]
