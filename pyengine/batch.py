@@ -310,10 +310,12 @@ def pack_cancel_all(account: int, instrument: int | None = None, *, dead_man: bo
     )
 
 
-def pack_set_mmp(instrument: int, account: int, qty_limit: int, window: int = 0, *, ts: int = 0) -> bytes:
+def pack_set_mmp(*, account: int, instrument: int, qty_limit: int, window: int = 0, ts: int = 0) -> bytes:
     """One SET_MMP command record: ``account``'s market-maker protection on
     instrument number ``instrument`` (``qty_limit`` 0 turns it off; ``window``
-    in ts units, 0 = until a reset). Arguments as for ``Engine.set_mmp``."""
+    in ts units, 0 = until a reset). Arguments as for ``Engine.set_mmp``, by
+    keyword only: the two ints ``account`` and ``instrument`` are easy to
+    swap (they once came in the other order)."""
     return _command(
         type=CommandType.SET_MMP,
         instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
@@ -324,9 +326,9 @@ def pack_set_mmp(instrument: int, account: int, qty_limit: int, window: int = 0,
     )
 
 
-def pack_reset_mmp(instrument: int, account: int, *, ts: int = 0) -> bytes:
+def pack_reset_mmp(*, account: int, instrument: int, ts: int = 0) -> bytes:
     """One RESET_MMP command record: lift ``account``'s tripped protection on
-    instrument number ``instrument``."""
+    instrument number ``instrument``. By keyword only, as ``pack_set_mmp``."""
     return _command(
         type=CommandType.RESET_MMP,
         instrument=_args.as_int("instrument", instrument, 0, _args.UINT32_MAX),

@@ -130,11 +130,12 @@ class ClockedPacker:
         return self.model.cancel_all(account, symbol, dead_man=dead_man)
 
     def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = 0) -> list[Event]:
-        self._pack(pack_set_mmp(self.numbers[symbol], account, qty_limit, window, ts=self.model.now))
+        self._pack(pack_set_mmp(account=account, instrument=self.numbers[symbol], qty_limit=qty_limit, window=window,
+                                ts=self.model.now))
         return self.model.set_mmp(account, symbol, qty_limit, window)
 
     def reset_mmp(self, account: int, symbol: str) -> list[Event]:
-        self._pack(pack_reset_mmp(self.numbers[symbol], account, ts=self.model.now))
+        self._pack(pack_reset_mmp(account=account, instrument=self.numbers[symbol], ts=self.model.now))
         return self.model.reset_mmp(account, symbol)
 
     def set_order_limits(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from inspect import Parameter
 from typing import Any
 
 import pytest
@@ -26,6 +27,10 @@ from pyengine import (
     pack_new_order,
 )
 from pyengine.batch import COMMAND_STRUCT, BatchResult, CommandType, EventType, OrderTypeCode, SideCode, TifCode
+
+from .test_api import params
+
+KEYWORD_ONLY = Parameter.KEYWORD_ONLY
 
 
 @pytest.fixture
@@ -287,3 +292,25 @@ def test_out_that_cannot_grow_for_lack_of_memory_keeps_what_ran(failing_realloc:
     """), str(failing_realloc.flag)], env=failing_realloc.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["8192 8192 8192 8192 True", "10 10"]
+
+
+def test_pack_set_mmp_and_reset_mmp_take_their_arguments_by_keyword(eng: Engine) -> None:
+    """Engine.set_mmp's names in its order, the instrument by number, by
+    keyword only: these two ints once came in the other order, and a call
+    by position is refused rather than read the new way."""
+    packed = params(pyengine.batch.pack_set_mmp, drop=("ts",))
+    assert [(name, kind) for name, kind, _ in packed] == [
+        ("account", KEYWORD_ONLY), ("instrument", KEYWORD_ONLY), ("qty_limit", KEYWORD_ONLY), ("window", KEYWORD_ONLY)]
+    assert [name for name, _, _ in params(Engine.set_mmp)] == ["account", "symbol", "qty_limit", "window"]
+    assert [name for name, _, _ in params(pyengine.batch.pack_reset_mmp, drop=("ts",))] == ["account", "instrument"]
+    with pytest.raises(TypeError):
+        pyengine.batch.pack_set_mmp(0, 1, 10)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        pyengine.batch.pack_reset_mmp(0, 1)  # type: ignore[misc]
+    b = eng.instrument_id("B")
+    model = Engine()
+    model.add_instrument("A", tick_size=5)
+    model.add_instrument("B")
+    cmds = pyengine.batch.pack_set_mmp(account=7, instrument=b, qty_limit=10, window=5) + pyengine.batch.pack_reset_mmp(
+        account=7, instrument=b)
+    assert eng.decode_events(eng.process_batch(cmds).events) == model.set_mmp(7, "B", 10, 5) + model.reset_mmp(7, "B")
