@@ -26,7 +26,7 @@ from ._codes import ORDER_TYPE_CODE, SIDE_BY_CODE, SIDE_CODE, STATE_BY_CODE, STP
 from ._ffi import ffi, lib
 from .enums import CancelReason, RejectReason, TradingState
 from .enums import DEFAULT_TIF, REJECT_MESSAGES
-from .errors import InvalidArgument
+from .errors import InvalidArgument, InvalidArgumentType
 from .events import (
     Accepted,
     Cancelled,
@@ -391,7 +391,7 @@ _LIMITS_FIELDS = _struct(_EV, ("instrument", "seq", "price", "qty"))
 
 
 def decode_events(
-    raw: bytes | bytearray | memoryview,
+    raw: Any,
     symbols: Sequence[str],
     reject_reasons: Sequence[RejectReason | None],
     cancel_reasons: Sequence[CancelReason],
@@ -401,11 +401,41 @@ def decode_events(
 
     ``symbols`` names the instruments by number; the reason tables map C codes
     to enum members (``Engine.decode_events`` passes its own). With `count`,
-    only the first `count` records of `raw` are read.
+    only the first `count` records of `raw` are read. A record that is not
+    an event of an engine with these instruments raises ``InvalidArgument``.
     """
-    raw = memoryview(raw).cast("B")
+    raw = _byte_view("events", raw)
     if count is None:
         count = len(raw) // EVENT_SIZE
+    elif count * EVENT_SIZE > len(raw):
+        raise InvalidArgument(f"events holds fewer than {count} records")
+    try:
+        return _decode(raw, count, symbols, reject_reasons, cancel_reasons)
+    except (IndexError, KeyError):
+        raise InvalidArgument(
+            "an event record names an instrument or a code that this engine does not have: not its events"
+        ) from None
+
+
+def _byte_view(name: str, obj: Any) -> memoryview:
+    """A contiguous buffer as a memoryview of its bytes (a numpy array of
+    records too: its length counts records, the view's bytes)."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        raise InvalidArgumentType(f"{name} must support the buffer protocol, not {type(obj).__name__}") from None
+    if not view.c_contiguous:
+        raise InvalidArgument(f"{name} must be a contiguous buffer")
+    return view.cast("B")
+
+
+def _decode(
+    raw: memoryview,
+    count: int,
+    symbols: Sequence[str],
+    reject_reasons: Sequence[RejectReason | None],
+    cancel_reasons: Sequence[CancelReason],
+) -> list[Event]:
     out: list[Event] = []
     append = out.append
     new = tuple.__new__
@@ -472,7 +502,7 @@ def decode_events(
             inst, seq, max_notional, max_qty = _LIMITS_FIELDS.unpack_from(raw, off)
             append(new(OrderLimitsSet, (seq, symbols[inst], max_qty, max_notional)))
         else:
-            raise ValueError(f"not an event record: type {typ} at byte {off}")
+            raise InvalidArgument(f"not an event record: type {typ} at byte {off}")
     return out
 
 

@@ -37,7 +37,7 @@ from ._codes import (
     TIF_CODE,
 )
 from ._ffi import ffi, lib
-from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
+from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, _byte_view, decode_events
 from .enums import DEFAULT_TIF, REJECT_MESSAGES, TradingState
 from .errors import (
     ConcurrentUseError,
@@ -696,11 +696,14 @@ class Engine(Core):
             return done, _joined(memoryview(out)[:pos]), exc
         return done, out, None
 
-    def decode_events(self, raw: bytes | bytearray | memoryview) -> list[Event]:
-        """Packed event records (``BatchResult.events``) as event objects."""
-        if len(raw) % EVENT_SIZE:
+    def decode_events(self, raw: Any) -> list[Event]:
+        """Packed event records (``BatchResult.events``, or a numpy array of
+        ``pyengine.EVENT_DTYPE``) as event objects. Records this engine did
+        not write raise ``InvalidArgument``."""
+        view = _byte_view("events", raw)
+        if view.nbytes % EVENT_SIZE:
             raise InvalidArgument(f"events must be a whole number of {EVENT_SIZE}-byte records")
-        return decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
+        return decode_events(view, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
 
     # ---- views ---------------------------------------------------------------
 

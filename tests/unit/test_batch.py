@@ -314,3 +314,30 @@ def test_pack_set_mmp_and_reset_mmp_take_their_arguments_by_keyword(eng: Engine)
     cmds = pyengine.batch.pack_set_mmp(account=7, instrument=b, qty_limit=10, window=5) + pyengine.batch.pack_reset_mmp(
         account=7, instrument=b)
     assert eng.decode_events(eng.process_batch(cmds).events) == model.set_mmp(7, "B", 10, 5) + model.reset_mmp(7, "B")
+
+
+def test_decode_events_takes_numpy_event_arrays(eng: Engine) -> None:
+    """len() of a numpy array counts its records: the events are counted in bytes."""
+    np = pytest.importorskip("numpy")
+    raw = eng.process_batch(cross(eng)).events
+    events = np.frombuffer(raw, dtype=pyengine.EVENT_DTYPE)
+    trades = events[events["type"] == EventType.TRADE]
+    assert eng.decode_events(events) == eng.decode_events(raw)
+    assert eng.decode_events(trades) == [ev for ev in eng.decode_events(raw) if type(ev) is Trade]
+    with pytest.raises(InvalidArgument, match="contiguous"):
+        eng.decode_events(events[::2])
+
+
+def test_decode_events_raises_the_engines_errors(eng: Engine) -> None:
+    other = Engine()
+    for symbol in ("A", "B", "C"):
+        other.add_instrument(symbol)
+    theirs = other.process_batch(pack_new_order(2, "buy", 1, 5)).events
+    with pytest.raises(InvalidArgument, match="not an event record"):
+        eng.decode_events(bytes(96))
+    with pytest.raises(InvalidArgument, match="not its events"):
+        eng.decode_events(theirs)
+    with pytest.raises(InvalidArgumentType, match="buffer protocol, not str"):
+        eng.decode_events("x" * 96)
+    with pytest.raises(InvalidArgument, match="fewer than 2 records"):
+        pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=2)
