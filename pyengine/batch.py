@@ -286,10 +286,20 @@ def pack_modify(
     )
 
 
-def pack_set_state(instrument: int, state: TradingState | str, *, ts: int = 0) -> bytes:
+_STATE_CODE: dict[str, int] = {TradingState.OPEN: StateCode.OPEN, TradingState.HALTED: StateCode.HALTED}
+
+
+def pack_set_state(instrument: int, state: TradingState | str | int, *, ts: int = 0) -> bytes:
     """One SET_STATE command record: halt or resume instrument number
-    ``instrument`` (an administrator's command)."""
-    code = StateCode[TradingState(state).name]
+    ``instrument`` (an administrator's command). ``state``: a TradingState,
+    its str (``"open"``, ``"halted"``), or the record's code (``StateCode``:
+    0 open, 1 halted)."""
+    if isinstance(state, str):
+        code = _args.as_code("state", state, _STATE_CODE)
+    elif isinstance(state, bool) or not hasattr(type(state), "__index__"):
+        raise InvalidArgumentType(f"state must be a TradingState, its str or a StateCode, not {type(state).__name__}")
+    else:
+        code = _args.as_int("state", state, min(StateCode), max(StateCode))
     inst = _args.as_int("instrument", instrument, 0, _args.UINT32_MAX)
     return _command(type=CommandType.SET_STATE, instrument=inst, qty=code, ts=_args.as_int("ts", ts))
 

@@ -22,11 +22,21 @@ from pyengine import (
     Rejected,
     RejectReason,
     Trade,
+    TradingState,
     pack_cancel,
     pack_modify,
     pack_new_order,
 )
-from pyengine.batch import COMMAND_STRUCT, BatchResult, CommandType, EventType, OrderTypeCode, SideCode, TifCode
+from pyengine.batch import (
+    COMMAND_STRUCT,
+    BatchResult,
+    CommandType,
+    EventType,
+    OrderTypeCode,
+    SideCode,
+    StateCode,
+    TifCode,
+)
 
 from .test_api import params
 
@@ -341,3 +351,17 @@ def test_decode_events_raises_the_engines_errors(eng: Engine) -> None:
         eng.decode_events("x" * 96)
     with pytest.raises(InvalidArgument, match="fewer than 2 records"):
         pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=2)
+
+
+def test_pack_set_state_takes_the_state_or_its_code(eng: Engine) -> None:
+    """A TradingState, its str, or the record's code (docs/batch.md: 0 open, 1 halted)."""
+    halted = pyengine.batch.pack_set_state(0, TradingState.HALTED)
+    assert pyengine.batch.pack_set_state(0, "halted") == halted
+    assert pyengine.batch.pack_set_state(0, StateCode.HALTED) == halted
+    assert pyengine.batch.pack_set_state(0, 1) == halted
+    assert pyengine.batch.pack_set_state(0, 0) == pyengine.batch.pack_set_state(0, "open")
+    for bad, error in [("paused", InvalidArgument), (2, InvalidArgument), (True, InvalidArgumentType),
+                       (None, InvalidArgumentType)]:
+        with pytest.raises(error, match="state"):
+            pyengine.batch.pack_set_state(0, bad)  # type: ignore[arg-type]
+    assert eng.decode_events(eng.process_batch(halted).events)[0].state is TradingState.HALTED
