@@ -326,16 +326,16 @@ class Engine(Core):
         name = raw_symbol.decode("ascii")
         spec.tick_size = _args.as_int("tick_size", tick_size, 1)
         spec.lot_size = _args.as_int("lot_size", lot_size, 1)
+        band: tuple[int, int] | None = None
         if price_band is not None:
             if not isinstance(price_band, (tuple, list)) or len(price_band) != 2:
                 raise InvalidArgumentType("price_band must be a (min_price, max_price) pair")
             lo = _args.as_int("price_band[0]", price_band[0], 1)
             hi = _args.as_int("price_band[1]", price_band[1], lo)
             spec.min_price, spec.max_price = lo, hi
-            price_band = (lo, hi)
-        spec.market_protection = (
-            -1 if market_protection is None else _args.as_int("market_protection", market_protection, 0)
-        )
+            band = (lo, hi)
+        protection = None if market_protection is None else _args.as_int("market_protection", market_protection, 0)
+        spec.market_protection = -1 if protection is None else protection
         out = ffi.new("uint32_t *")
         with self._exclusive() as e:
             if name in self._symbols:
@@ -348,9 +348,7 @@ class Engine(Core):
             number = out[0]
             self._symbols[name] = number
             self._names.append(name)
-            self._instruments.append(
-                Instrument(number, name, spec.tick_size, spec.lot_size, price_band, market_protection)
-            )
+            self._instruments.append(Instrument(number, name, spec.tick_size, spec.lot_size, band, protection))
             return number
 
     @property
@@ -596,6 +594,7 @@ class Engine(Core):
         ``EngineBufferError``) carries in ``partial`` the ``BatchResult`` of
         the commands that ran; see docs/batch.md.
         """
+        collect = _args.as_bool("collect_events", collect_events)
         if out is not None and not isinstance(out, bytearray):
             raise InvalidArgumentType(f"out must be a bytearray, not {type(out).__name__}")
         with self._exclusive() as e:
@@ -618,7 +617,7 @@ class Engine(Core):
             lost: BaseException | None = None  # what kept the events of commands that ran from the caller
             if out is not None:
                 done, events, lost = self._batch_into(e, cmds, total, out)
-            elif collect_events:
+            elif collect:
                 # One call; the events accumulate in the engine's buffer,
                 # which is then handed over to Python without a copy.
                 done = lib.eng_process_batch(e, cmds, total)

@@ -365,3 +365,18 @@ def test_pack_set_state_takes_the_state_or_its_code(eng: Engine) -> None:
         with pytest.raises(error, match="state"):
             pyengine.batch.pack_set_state(0, bad)  # type: ignore[arg-type]
     assert eng.decode_events(eng.process_batch(halted).events)[0].state is TradingState.HALTED
+
+
+def test_collect_events_is_a_bool(eng: Engine) -> None:
+    with pytest.raises(InvalidArgumentType, match="collect_events must be a bool"):
+        eng.process_batch(cross(eng), collect_events="no")  # type: ignore[arg-type]
+    assert eng.seq == 0
+
+
+def test_instruments_hold_plain_ints(eng: Engine) -> None:
+    np = pytest.importorskip("numpy")
+    eng.add_instrument("N", tick_size=np.int64(5), lot_size=np.int32(2), price_band=(np.int64(10), np.int64(90)),
+                       market_protection=np.int64(7))
+    inst = eng.instruments[-1]
+    assert inst == (2, "N", 5, 2, (10, 90), 7)
+    assert [type(v) for v in (inst.tick_size, inst.lot_size, *inst.price_band, inst.market_protection)] == [int] * 5
