@@ -1,0 +1,71 @@
+"""The package is typed for its users (PEP 561): the wheel holds the
+``py.typed`` marker and the stubs of the compiled modules, and a type
+checker run on a user's script, away from the clone, sees the API's types,
+numpy integers included wherever the API takes them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import pyengine
+
+ROOT = Path(__file__).resolve().parents[2]
+TYPED = ["pyengine/py.typed", "pyengine/_calls.pyi", "pyengine/_cengine.pyi", "pyengine/_server.pyi"]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The directory that holds the package as installed: the environment's
+    own when it is a regular install (the sanitizer stage of
+    tools/run_tests.sh), else the wheel built from the clone, unpacked."""
+    here = Path(pyengine.__file__).resolve().parent
+    if here != ROOT / "pyengine":
+        for name in TYPED:
+            assert (here.parent / name).is_file(), f"the installed package lacks {name}"
+        return here.parent
+    out = tmp_path_factory.mktemp("wheel")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
+                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = out.glob("pyengine-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        held = set(z.namelist())
+        for name in TYPED:
+            assert name in held, f"the wheel lacks {name}"
+        z.extractall(out / "site")
+    return out / "site"
+
+
+def type_check(installed: Path, tmp_path: Path, code: str) -> tuple[str, int]:
+    """mypy (strict) on `code`, run outside the clone with the package as installed."""
+    (tmp_path / "use.py").write_text(textwrap.dedent(code))
+    env = dict(os.environ, PYTHONPATH=str(installed))
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--cache-dir",
+                           str(tmp_path / "cache"), "--python-version", "3.11", "use.py"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return proc.stdout + proc.stderr, proc.returncode
+
+
+def test_a_type_checker_sees_the_api_types(installed: Path, tmp_path: Path) -> None:
+    out, status = type_check(installed, tmp_path, """\
+        from pyengine import Engine, pack_cancel_all
+        eng = Engine()
+        reveal_type(eng.add_instrument("X"))
+        reveal_type(eng.book("X"))
+        reveal_type(pack_cancel_all(1))
+        eng.submit("X", "buy", 1.5, 10)
+    """)
+    assert status == 1, out
+    assert 'use.py:3: note: Revealed type is "int"' in out, out
+    level = "tuple[int, int, int, fallback=pyengine.events.Level]"
+    assert f'use.py:4: note: Revealed type is "tuple[str, list[{level}], list[{level}]' in out
+    assert 'use.py:5: note: Revealed type is "bytes"' in out
+    assert 'Argument 3 to "submit" of "Core" has incompatible type "float"' in out
+    assert "py.typed" not in out
