@@ -75,7 +75,7 @@ def symbol_bytes(value: Any) -> bytes:
     return value.encode("ascii")
 
 
-def check_order_shape(market: bool, gtc: bool, price: int | None, post_only: bool) -> None:
+def check_order_shape(market: bool, gtc: bool, price: object, post_only: bool) -> None:
     """Refuse argument combinations that are not orders at all (the core's
     rule, eng_order_shape, and its words)."""
     shape = lib.eng_order_shape(

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Sequence
 from enum import IntEnum, IntFlag
 from functools import cache
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, SupportsIndex
 
 from . import _args
 from ._codes import ORDER_TYPE_CODE, SIDE_BY_CODE, SIDE_CODE, STATE_BY_CODE, STP_CODE, TIF_CODE
@@ -193,19 +193,19 @@ class BatchResult(NamedTuple):
 
 
 def pack_new_order(
-    instrument: int,
+    instrument: SupportsIndex,
     side: str,
-    qty: int,
-    price: int | None = None,
+    qty: SupportsIndex,
+    price: SupportsIndex | None = None,
     *,
     tif: str | None = None,
-    account: int = 0,
+    account: SupportsIndex = 0,
     client_order_id: str | None = None,
     order_type: str = "limit",
     post_only: bool = False,
     stp: str = "none",
-    order_id: int | None = None,
-    ts: int = 0,
+    order_id: SupportsIndex | None = None,
+    ts: SupportsIndex = 0,
 ) -> bytes:
     """One NEW command record; arguments as for ``Engine.submit`` except that
     the instrument is its number (``Engine.instrument_id(symbol)``).
@@ -235,7 +235,9 @@ def pack_new_order(
     )
 
 
-def _target(order_id: int | None, account: int | None, client_order_id: str | None) -> tuple[int, int, int, bytes]:
+def _target(
+    order_id: SupportsIndex | None, account: SupportsIndex | None, client_order_id: str | None
+) -> tuple[int, int, int, bytes]:
     """(order_id, account, flags, coid) of a cancel/modify target."""
     oid, acct, coid = _args.check_target(order_id, account, client_order_id)
     flags = CommandFlag.ANY_ACCOUNT if acct is None else 0
@@ -243,11 +245,11 @@ def _target(order_id: int | None, account: int | None, client_order_id: str | No
 
 
 def pack_cancel(
-    order_id: int | None = None,
+    order_id: SupportsIndex | None = None,
     *,
-    account: int | None = None,
+    account: SupportsIndex | None = None,
     client_order_id: str | None = None,
-    ts: int = 0,
+    ts: SupportsIndex = 0,
 ) -> bytes:
     """One CANCEL command record; arguments as for ``Engine.cancel``."""
     oid, acct, flags, coid = _target(order_id, account, client_order_id)
@@ -257,13 +259,13 @@ def pack_cancel(
 
 
 def pack_modify(
-    order_id: int | None = None,
-    qty: int | None = None,
-    price: int | None = None,
+    order_id: SupportsIndex | None = None,
+    qty: SupportsIndex | None = None,
+    price: SupportsIndex | None = None,
     *,
-    account: int | None = None,
+    account: SupportsIndex | None = None,
     client_order_id: str | None = None,
-    ts: int = 0,
+    ts: SupportsIndex = 0,
 ) -> bytes:
     """One MODIFY command record; arguments as for ``Engine.modify`` (a qty
     left out is the order's open qty when the command runs: flag KEEP_QTY)."""
@@ -289,7 +291,9 @@ def pack_modify(
 _STATE_CODE: dict[str, int] = {TradingState.OPEN: StateCode.OPEN, TradingState.HALTED: StateCode.HALTED}
 
 
-def pack_set_state(instrument: int, state: TradingState | str | int, *, ts: int = 0) -> bytes:
+def pack_set_state(
+    instrument: SupportsIndex, state: TradingState | str | SupportsIndex, *, ts: SupportsIndex = 0
+) -> bytes:
     """One SET_STATE command record: halt or resume instrument number
     ``instrument`` (an administrator's command). ``state``: a TradingState,
     its str (``"open"``, ``"halted"``), or the record's code (``StateCode``:
@@ -304,7 +308,9 @@ def pack_set_state(instrument: int, state: TradingState | str | int, *, ts: int 
     return _command(type=CommandType.SET_STATE, instrument=inst, qty=code, ts=_args.as_int("ts", ts))
 
 
-def pack_cancel_all(account: int, instrument: int | None = None, *, dead_man: bool = False, ts: int = 0) -> bytes:
+def pack_cancel_all(
+    account: SupportsIndex, instrument: SupportsIndex | None = None, *, dead_man: bool = False, ts: SupportsIndex = 0
+) -> bytes:
     """One CANCEL_ALL command record: every open order of ``account`` on
     instrument number ``instrument``, or on every instrument (None); with
     ``dead_man`` the orders leave with reason dead_man."""
@@ -320,7 +326,14 @@ def pack_cancel_all(account: int, instrument: int | None = None, *, dead_man: bo
     )
 
 
-def pack_set_mmp(*, account: int, instrument: int, qty_limit: int, window: int = 0, ts: int = 0) -> bytes:
+def pack_set_mmp(
+    *,
+    account: SupportsIndex,
+    instrument: SupportsIndex,
+    qty_limit: SupportsIndex,
+    window: SupportsIndex = 0,
+    ts: SupportsIndex = 0,
+) -> bytes:
     """One SET_MMP command record: ``account``'s market-maker protection on
     instrument number ``instrument`` (``qty_limit`` 0 turns it off; ``window``
     in ts units, 0 = until a reset). Arguments as for ``Engine.set_mmp``, by
@@ -336,7 +349,7 @@ def pack_set_mmp(*, account: int, instrument: int, qty_limit: int, window: int =
     )
 
 
-def pack_reset_mmp(*, account: int, instrument: int, ts: int = 0) -> bytes:
+def pack_reset_mmp(*, account: SupportsIndex, instrument: SupportsIndex, ts: SupportsIndex = 0) -> bytes:
     """One RESET_MMP command record: lift ``account``'s tripped protection on
     instrument number ``instrument``. By keyword only, as ``pack_set_mmp``."""
     return _command(
@@ -347,7 +360,9 @@ def pack_reset_mmp(*, account: int, instrument: int, ts: int = 0) -> bytes:
     )
 
 
-def pack_set_order_limits(instrument: int, max_qty: int = 0, max_notional: int = 0, *, ts: int = 0) -> bytes:
+def pack_set_order_limits(
+    instrument: SupportsIndex, max_qty: SupportsIndex = 0, max_notional: SupportsIndex = 0, *, ts: SupportsIndex = 0
+) -> bytes:
     """One SET_LIMITS command record: the order limits of instrument number
     ``instrument`` (0: none). Arguments as for ``Engine.set_order_limits``."""
     return _command(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, SupportsIndex
 
 from . import _args
 from ._calls import Core
@@ -220,7 +220,7 @@ class Engine(Core):
     __slots__ = ("_ptr", "_symbols", "_names", "_instruments", "_count", "_caller_ids", "__weakref__")
 
     def __init__(
-        self, *, expected_orders: int = 0, level_updates: bool = False, caller_order_ids: bool = False
+        self, *, expected_orders: SupportsIndex = 0, level_updates: bool = False, caller_order_ids: bool = False
     ) -> None:
         """``expected_orders`` sizes the order index up front (it grows anyway);
         ``level_updates`` adds a LevelUpdate event after every change to a
@@ -313,10 +313,10 @@ class Engine(Core):
         self,
         symbol: str,
         *,
-        tick_size: int = 1,
-        lot_size: int = 1,
-        price_band: tuple[int, int] | None = None,
-        market_protection: int | None = None,
+        tick_size: SupportsIndex = 1,
+        lot_size: SupportsIndex = 1,
+        price_band: tuple[SupportsIndex, SupportsIndex] | None = None,
+        market_protection: SupportsIndex | None = None,
     ) -> int:
         """Add an instrument and return its number (0, 1, 2, ... in order)."""
         spec = ffi.new("struct eng_instrument_spec *")
@@ -471,7 +471,7 @@ class Engine(Core):
         return TradingState.HALTED if state == lib.ENG_STATE_HALTED else TradingState.OPEN
 
     def set_order_limits(
-        self, symbol: str, *, max_qty: int | None = None, max_notional: int | None = None
+        self, symbol: str, *, max_qty: SupportsIndex | None = None, max_notional: SupportsIndex | None = None
     ) -> list[Event]:
         """Set ``symbol``'s order limits (None or 0: no limit, as
         ``order_limits`` gives it): a new order's quantity at most ``max_qty``, a new limit order's price x quantity at
@@ -515,7 +515,9 @@ class Engine(Core):
 
     # ---- account-wide: cancel all, market-maker protection --------------------
 
-    def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
+    def cancel_all(
+        self, account: SupportsIndex, symbol: str | None = None, *, dead_man: bool = False
+    ) -> list[Event]:
         """Cancel every open order of ``account`` on instrument ``symbol``, or
         on every instrument (None): one sequenced command whose events are a
         ``Cancelled`` per order (book order: instruments by number, bids then
@@ -528,7 +530,9 @@ class Engine(Core):
             return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags | lib.ENG_CMD_F_ALL_INSTRUMENTS)
         return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags, instrument=self.instrument_id(symbol))
 
-    def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = 0) -> list[Event]:
+    def set_mmp(
+        self, account: SupportsIndex, symbol: str, qty_limit: SupportsIndex, window: SupportsIndex = 0
+    ) -> list[Event]:
         """Set ``account``'s market-maker protection on ``symbol``: once the
         quantity it fills there (as maker or taker) within ``window`` goes over
         ``qty_limit``, the engine cancels its resting orders on the instrument
@@ -546,7 +550,7 @@ class Engine(Core):
             price=_args.as_int("window", window, 0),
         )
 
-    def reset_mmp(self, account: int, symbol: str) -> list[Event]:
+    def reset_mmp(self, account: SupportsIndex, symbol: str) -> list[Event]:
         """Lift ``account``'s tripped protection on ``symbol`` and start a new
         window (``MmpUpdate`` event)."""
         return self._run(
@@ -555,7 +559,7 @@ class Engine(Core):
             account=_args.as_int("account", account, 0, _args.UINT32_MAX),
         )
 
-    def mmp(self, account: int, symbol: str) -> MmpStatus | None:
+    def mmp(self, account: SupportsIndex, symbol: str) -> MmpStatus | None:
         """``account``'s protection on ``symbol`` now, or None if it has none."""
         info = ffi.new("struct eng_mmp_info *")
         acct = _args.as_int("account", account, 0, _args.UINT32_MAX)
@@ -731,7 +735,6 @@ class Engine(Core):
                             break
                         skip += n
         return out
-
 
     def _order_state(self, info: Any) -> OrderState:
         coid = ffi.string(info.coid, 16)

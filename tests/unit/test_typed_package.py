@@ -69,3 +69,35 @@ def test_a_type_checker_sees_the_api_types(installed: Path, tmp_path: Path) -> N
     assert 'use.py:5: note: Revealed type is "bytes"' in out
     assert 'Argument 3 to "submit" of "Core" has incompatible type "float"' in out
     assert "py.typed" not in out
+
+
+def test_numpy_integers_type_check_wherever_they_are_taken(installed: Path, tmp_path: Path) -> None:
+    pytest.importorskip("numpy")
+    out, status = type_check(installed, tmp_path, """\
+        import numpy as np
+        from pyengine import Engine
+        from pyengine.batch import (pack_cancel, pack_cancel_all, pack_modify, pack_new_order, pack_reset_mmp,
+                                    pack_set_mmp, pack_set_order_limits, pack_set_state)
+
+        i, a, q = np.int64(1), np.uint32(7), np.int64(5)
+        eng = Engine(expected_orders=q)
+        eng.add_instrument("X", tick_size=q, lot_size=q, price_band=(i, q), market_protection=q)
+        eng.submit("X", "buy", q, q, account=a)
+        eng.cancel_all(a, "X")
+        eng.set_mmp(a, "X", q, q)
+        eng.reset_mmp(a, "X")
+        eng.mmp(a, "X")
+        eng.set_order_limits("X", max_qty=q, max_notional=q)
+        eng.process_batch(
+            pack_new_order(a, "buy", q, q, account=a, order_id=i, ts=q)
+            + pack_cancel(i, account=a, ts=q)
+            + pack_modify(i, q, q, account=a, ts=q)
+            + pack_set_state(a, "halted", ts=q)
+            + pack_set_state(a, i)
+            + pack_cancel_all(a, a, ts=q)
+            + pack_set_mmp(account=a, instrument=a, qty_limit=q, window=q, ts=q)
+            + pack_reset_mmp(account=a, instrument=a, ts=q)
+            + pack_set_order_limits(a, q, q, ts=q)
+        )
+    """)
+    assert status == 0, out
