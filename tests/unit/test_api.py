@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,6 +17,7 @@ import pytest
 import pyengine
 import pyengine.testing
 from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
+from pyengine.batch import CommandType
 from pyengine.client import Client
 from pyengine.testing import ReferenceEngine
 
@@ -159,3 +162,14 @@ def test_both_engines_refuse_the_same_symbols(symbol: str) -> None:
 def test_both_engines_take_every_printable_character_but_space() -> None:
     for engine in (Engine(), ReferenceEngine()):
         assert engine.add_instrument("!~" + "".join(chr(c) for c in range(0x21, 0x7F, 8))) == 0
+
+
+def test_the_semantics_count_and_name_every_command() -> None:
+    """docs/semantics.md says how many commands the engine has, and names
+    each: as many as the core's command types."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "semantics.md").read_text()
+    found = re.search(r"There are (\w+) commands:(.*?)\.\s+Every\s+command", text, re.S)
+    assert found, "docs/semantics.md no longer says how many commands there are"
+    numbers = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    assert numbers.index(found.group(1)) + 1 == len(CommandType)
+    assert len(re.findall(r"\*\*[^*]+\*\*", found.group(2))) == len(CommandType)
