@@ -4,6 +4,12 @@ from typing import Any, SupportsIndex
 
 from .events import BookView, Event, OrderState
 
+# What Core._hold() returns.
+HELD: int
+CLOSED: int
+IN_USE_HERE: int
+IN_USE_ELSEWHERE: int
+
 class Core:
     @property
     def _busy(self) -> bool: ...

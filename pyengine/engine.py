@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import Any, NamedTuple, NoReturn, SupportsIndex
 
 from . import _args
-from ._calls import Core
+from ._calls import CLOSED, HELD, IN_USE_HERE, Core
 from ._codes import (
     CANCEL_BY_CODE,
     ORDER_TYPE_CODE,
@@ -139,15 +139,11 @@ class EngineStats(NamedTuple):
     index_bytes: int
 
 
-# What Core._hold() returns when it does not hold the engine, by number (csrc/binding/calls.c).
-_CLOSED, _IN_USE_HERE, _IN_USE_ELSEWHERE = 1, 2, 3
-
-
 def _refusal(code: int) -> EngineError:
     """The error of a call that could not hold the engine (Core._hold's code)."""
-    if code == _CLOSED:
+    if code == CLOSED:
         return EngineClosed("this Engine is closed")
-    if code == _IN_USE_HERE:
+    if code == IN_USE_HERE:
         return ConcurrentUseError(
             "this Engine is in use by a call in progress on this thread: code that a call runs (an argument's "
             "__index__ or __hash__, a garbage collection's callbacks) may not use its Engine"
@@ -253,9 +249,9 @@ class Engine(Core):
         """Free the C engine now (also done when the Engine is collected).
         Closing a closed Engine does nothing."""
         code = self._hold()
-        if code == _CLOSED:
+        if code == CLOSED:
             return
-        if code:
+        if code != HELD:
             raise _refusal(code)
         try:
             self._detach()
@@ -272,8 +268,8 @@ class Engine(Core):
 
     def __repr__(self) -> str:
         code = self._hold()
-        if code:
-            state = "closed" if code == _CLOSED else "in use"
+        if code != HELD:
+            state = "closed" if code == CLOSED else "in use"
         else:
             try:
                 state = f"seq={lib.eng_seq(self._ptr)}"
@@ -292,7 +288,7 @@ class Engine(Core):
         method that uses it runs inside. Look user-given keys up inside, or
         before: their __hash__ may try to close the engine."""
         code = self._hold()
-        if code:
+        if code != HELD:
             raise _refusal(code)
         try:
             yield self._ptr
@@ -303,7 +299,7 @@ class Engine(Core):
         """Raise if the engine is closed or held (by a call on this thread or
         another thread)."""
         code = self._hold()
-        if code:
+        if code != HELD:
             raise _refusal(code)
         self._release()
 

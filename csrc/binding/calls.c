@@ -1214,7 +1214,7 @@ static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* What _hold() returns (pyengine/engine.py reads them by number). */
+/* What _hold() returns (the module's HELD, CLOSED, IN_USE_HERE, IN_USE_ELSEWHERE). */
 enum calls_hold { CALLS_HELD = 0, CALLS_CLOSED = 1, CALLS_IN_USE_HERE = 2, CALLS_IN_USE_ELSEWHERE = 3 };
 
 PyDoc_STRVAR(calls_hold_doc,
@@ -1340,6 +1340,12 @@ static int calls_exec(PyObject *module)
     calls_names.py_order = py[3];
     calls_names.py_book = py[4];
     if (PyType_Ready(&calls_core_type) < 0)
+        return -1;
+    /* What Core._hold() returns: the Python side reads these names. */
+    if (PyModule_AddIntConstant(module, "HELD", CALLS_HELD) < 0 ||
+        PyModule_AddIntConstant(module, "CLOSED", CALLS_CLOSED) < 0 ||
+        PyModule_AddIntConstant(module, "IN_USE_HERE", CALLS_IN_USE_HERE) < 0 ||
+        PyModule_AddIntConstant(module, "IN_USE_ELSEWHERE", CALLS_IN_USE_ELSEWHERE) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "Core", (PyObject *)&calls_core_type);
 }

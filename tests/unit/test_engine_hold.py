@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 from pyengine import ConcurrentUseError, Engine, EngineClosed, EngineError, pack_new_order
+from pyengine._calls import CLOSED, HELD, IN_USE_HERE
 
 from .conftest import run_python
 
@@ -203,14 +204,14 @@ def test_the_hold_is_the_holders_to_end() -> None:
     eng = Engine()
     with pytest.raises(RuntimeError, match="not held by this thread"):
         eng._release()
-    assert eng._hold() == 0
+    assert eng._hold() == HELD
     with pytest.raises(ConcurrentUseError, match="in progress on this thread"):
         eng.close()
-    assert eng._hold() == 2  # held already, by this thread
+    assert eng._hold() == IN_USE_HERE  # held already, by this thread
     eng._release()
     eng.close()
     eng.close()  # closing a closed engine does nothing
-    assert eng._hold() == 1
+    assert eng._hold() == CLOSED
     with pytest.raises(EngineClosed):
         eng.process_batch(pack_new_order(0, "buy", 1, 1))
     assert repr(eng) == "<Engine 0 instruments, closed>"
