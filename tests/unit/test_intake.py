@@ -691,38 +691,45 @@ def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[Wor
     assert len(w.commands()) == 1  # the good frame before it went through
 
 
+# A dict key that hashes as the field "side" does and, armed, runs `spoil`
+# on the message when the lookup of "side" compares it, then fills the
+# memory freed with strings (for the child interpreters of the tests below).
+COLLIDING = """
+class Colliding:
+    def __init__(self, msg, spoil):
+        self.msg, self.spoil, self.armed = msg, spoil, False
+
+    def __hash__(self):
+        return hash("side")
+
+    def __eq__(self, other):
+        if self.armed:
+            self.armed = False
+            self.spoil(self.msg)
+            taken.extend("".join(["Q"] * 48) for _ in range(10000))
+        return False
+
+taken = []
+"""
+
+
 def test_read_order_holds_the_fields_it_read_while_it_reads_on() -> None:
     """A key of the message whose __eq__ runs while a later field is looked
     up (its hash is that field's name's) drops a field read before: the
     field read is still the one returned. Run apart: it returned a freed
     object."""
-    proc = run_python(textwrap.dedent("""
+    proc = run_python(COLLIDING + textwrap.dedent("""
         from pyengine._server import read_order
 
-        class Colliding:
-            def __init__(self, msg):
-                self.msg, self.armed = msg, False
-
-            def __hash__(self):
-                return hash("side")
-
-            def __eq__(self, other):
-                if self.armed:
-                    self.armed = False
-                    self.msg["symbol"] = None
-                    taken.extend("".join(["Q"] * 32) for _ in range(10000))
-                return False
-
-        taken = []
-        msg = {"type": "new_order", "symbol": "".join(["XY", "Z" * 30])}
-        key = Colliding(msg)
+        msg = {"type": "new_order", "symbol": "".join(["XY", "Z" * 46])}  # as long as the strings taken
+        key = Colliding(msg, lambda m: m.update(symbol=None))
         msg[key] = 1
         msg.update(side="buy", qty=5, price=100)
         key.armed = True
         print(read_order("new_order", msg)[:4], key.armed)
     """))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "('XY" + "Z" * 30 + "', 'buy', 5, 100) False\n"
+    assert proc.stdout == "('XY" + "Z" * 46 + "', 'buy', 5, 100) False\n"
 
 
 def test_the_intake_holds_the_type_and_req_id_it_read_while_it_reads_on() -> None:
@@ -730,22 +737,8 @@ def test_the_intake_holds_the_type_and_req_id_it_read_while_it_reads_on() -> Non
     message's type and req_id while a later field is looked up: the reply
     still names the req_id the message came with. Run apart: it named a
     freed object (another string had taken its memory)."""
-    proc = run_python(textwrap.dedent("""
+    proc = run_python(COLLIDING + textwrap.dedent("""
         from pyengine._server import CommandBuffer, Inbox, Intake, Ledger, Link
-
-        class Colliding:
-            def __init__(self, msg):
-                self.msg, self.armed = msg, False
-
-            def __hash__(self):
-                return hash("side")
-
-            def __eq__(self, other):
-                if self.armed:
-                    self.armed = False
-                    self.msg["type"] = self.msg["req_id"] = None
-                    taken.extend("".join(["Q"] * 48) for _ in range(10000))
-                return False
 
         class Events:
             def refused(self, session, req_id, code, message):
@@ -756,13 +749,12 @@ def test_the_intake_holds_the_type_and_req_id_it_read_while_it_reads_on() -> Non
 
         def loads(frame):
             msg = {"type": "".join(["new_", "order"]), "req_id": "".join(["r"] * 48), "symbol": "ESZ6"}
-            key = Colliding(msg)
+            key = Colliding(msg, lambda m: m.update(type=None, req_id=None))
             msg[key] = 1
             msg.update(side="buy", qty=5, price=100)
             key.armed = True
             return msg
 
-        taken = []
         intake = Intake(ledger=Ledger(), commands=CommandBuffer(4), events=Events(), instruments={}, max_open=0,
                         loads=loads)
         inbox = Inbox(1 << 20, ValueError)
