@@ -179,8 +179,10 @@ class Client:
     connection since, the next request (or ``send``) first takes what has
     arrived meanwhile; if nothing has, it asks the other addresses in turn,
     each on a connection of its own, for their ``status`` (2 s at most
-    each, or `timeout` if less), and when one says it leads its shard,
-    drops this connection and connects and logs in there, as after a lost
+    each, or `timeout` if less), and when one that is another node (its
+    ``status`` names another ``node`` than the login's ``logged_in``: two
+    addresses may name one server) says it leads its shard, drops this
+    connection and connects and logs in there, as after a lost
     connection. Else the request goes out on this connection. No other
     node leads while this one holds the shard's lease, and once another
     does, this one can acknowledge nothing more (docs/cluster.md). A client
@@ -230,6 +232,7 @@ class Client:
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self._last_words: dict[str, Any] | None = None  # the server's error before it closed this connection
         self._silent = False  # a request timed out on this connection, and nothing came since
+        self._node: str | None = None  # the cluster node this connection's login was accepted by
         self._reads = 0  # reads from a socket that brought bytes
         self.sock: _Socket | None = None
         self.address: tuple[str, int] = self.addresses[0]
@@ -240,6 +243,7 @@ class Client:
     def _connect(self, address: tuple[str, int]) -> None:
         self._lost()
         self._last_words = None
+        self._node = None
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.address = address
@@ -293,7 +297,9 @@ class Client:
             try:
                 if self.sock is None:  # connected here: a send would log in by itself, twice over
                     self._connect_any(skip=refused)
-                return self.request(self._send_request(dict(login)))
+                reply = self.request(self._send_request(dict(login)))
+                self._node = reply.get("node")
+                return reply
             except ServerError as exc:
                 if exc.code != "not_leader" or time.monotonic() > deadline:
                     raise
@@ -376,10 +382,12 @@ class Client:
             ends = time.monotonic() + wait
             try:
                 with Client(address[0], address[1], timeout=wait, socket_module=self._socket_module) as node:
-                    role = node.request(node.status(), timeout=max(0.0, ends - time.monotonic())).get("role")
+                    st = node.request(node.status(), timeout=max(0.0, ends - time.monotonic()))
             except (OSError, ServerError, ValueError):
                 continue  # down, silent too, or no pyengine server
-            if role == "leader":
+            # Another node: this one under another name (its advertised address
+            # beside the one given) answers its status on its event loop, slow or not.
+            if st.get("role") == "leader" and self._node is not None and st.get("node") != self._node:
                 self._lost()
                 return address
         return None

@@ -252,3 +252,43 @@ def test_a_leader_address_the_server_sends_may_be_ipv6_without_brackets(fake: Fa
     finally:
         server.join(5)
     assert asked == [("::1", 7102), ("::1", 7101)] and c.address == ("::1", 7101)
+
+
+@pytest.mark.parametrize("prober", ["a1", "a2"])
+def test_after_a_timeout_only_another_node_that_leads_is_gone_to(fake: FakeServer, prober: str) -> None:
+    """Two addresses of a shard; after a timeout the other answers that it
+    leads. Node a1 under another name (its advertised address beside the one
+    given: the slow leader itself, answering status on its event loop) is
+    not left for; node a2 is."""
+    module = SimpleNamespace(create_connection=fake.create_connection)
+    c = Client(["127.0.0.1:1", "localhost:1"], socket_module=module, timeout=5)  # type: ignore[arg-type]
+
+    def answer_login() -> None:
+        login = fake.read()
+        fake.peer.sendall(frame({"type": "logged_in", "req_id": login["req_id"], "account": 7, "node": "a1"}))
+
+    server = threading.Thread(target=answer_login)
+    server.start()
+    c.login(7)
+    server.join(5)
+    req = c.ping()
+    with pytest.raises(TimeoutError):
+        c.request(req, timeout=0.1)
+
+    def answer_status() -> None:
+        while len(fake.peers) < 2:
+            time.sleep(0.01)
+        status = fake.read()
+        fake.peer.sendall(frame({"type": "status", "req_id": status["req_id"], "role": "leader", "node": prober,
+                                 "shard": "a", "leader": "127.0.0.1:1"}))
+        if prober == "a2":  # the client logs in there next
+            while len(fake.peers) < 3:
+                time.sleep(0.01)
+            answer_login()
+
+    server = threading.Thread(target=answer_status)
+    server.start()
+    c.ping()
+    server.join(5)
+    assert c.address == (("127.0.0.1", 1) if prober == "a1" else ("localhost", 1))
+    assert len(fake.peers) == (2 if prober == "a1" else 3)
