@@ -133,15 +133,15 @@ def down(args: argparse.Namespace) -> int:
     # process is signalled only while its pid is still the one `up` started
     # (after a reboot or a crash the pid may be another program's).
     stopped = {"nodes": 0, "nats": 0}
-    for name in ("nodes", "nats"):
-        group = [p for p in state[name] if _ours(p)]
+    for name, program in (("nodes", "pyengine"), ("nats", "nats-server")):
+        group = [p for p in state[name] if _ours(p, program)]
         for p in group:
             _signal(p["pid"], signal.SIGTERM)
         deadline = time.monotonic() + 15
         for p in group:
             while _alive(p["pid"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(p["pid"]) and _ours(p):
+            if _alive(p["pid"]) and _ours(p, program):
                 _signal(p["pid"], signal.SIGKILL)
         stopped[name] = len(group)
     (root / _STATE).unlink()
@@ -161,10 +161,22 @@ def _started(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])  # the command may hold spaces and parentheses
 
 
-def _ours(p: dict[str, Any]) -> bool:
-    """Whether the process `up` recorded in `p` still runs under its pid."""
+def _ours(p: dict[str, Any], program: str) -> bool:
+    """Whether the process `up` recorded in `p` still runs under its pid: it
+    started when `up` saw it start; in the state of an `up` that did not
+    record that, its command line names `program`. Without /proc there is
+    no telling: the pid is taken as `up` left it."""
+    if not Path("/proc/self/stat").exists():
+        return _alive(p["pid"])
     started = _started(p["pid"])
-    return started is not None and started == p.get("started")
+    if started is None:
+        return False
+    if "started" in p:
+        return bool(started == p["started"])
+    try:
+        return program.encode() in Path(f"/proc/{p['pid']}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -12,10 +12,14 @@ import pytest
 from pyengine.cluster import cli
 
 
-def _state(root: Path, procs: list[subprocess.Popen[bytes]], started: list[int | None]) -> None:
+def _state(root: Path, procs: list[subprocess.Popen[bytes]], started: list[int | None] | None) -> None:
+    """A state file of `up` listing `procs` as nodes (`started` None: as an
+    older `up` wrote it, without their start times)."""
     root.mkdir()
-    nodes = [{"shard": "a", "node": f"a{i}", "address": "127.0.0.1:1", "pid": p.pid, "started": s, "log": ""}
-             for i, (p, s) in enumerate(zip(procs, started))]
+    nodes: list[dict[str, object]] = [{"shard": "a", "node": f"a{i}", "address": "127.0.0.1:1", "pid": p.pid, "log": ""}
+                                      for i, p in enumerate(procs)]
+    for node, s in zip(nodes, started or []):
+        node["started"] = s
     (root / "state.json").write_text(json.dumps({"nats": [], "nodes": nodes}))
 
 
@@ -35,5 +39,22 @@ def test_down_leaves_a_process_that_took_a_recorded_pid_alone(tmp_path: Path,
         assert not (tmp_path / "c" / "state.json").exists()
     finally:
         for p in (ours, other):
+            p.kill()
+            p.wait()
+
+
+def test_down_reads_the_state_of_an_older_up_by_the_programs_name(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # No start times recorded: a pid is taken as a node's while its command line names pyengine.
+    node = subprocess.Popen([sys.executable, "-c", "import time, pyengine; time.sleep(60)"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _state(tmp_path / "c", [node, other], None)
+        assert cli.main(["down", "--dir", str(tmp_path / "c")]) == 0
+        node.wait(timeout=20)
+        assert other.poll() is None
+        assert "down: 1 nodes and 0 NATS servers stopped (1 had ended already)" in capsys.readouterr().out
+    finally:
+        for p in (node, other):
             p.kill()
             p.wait()
