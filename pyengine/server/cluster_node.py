@@ -170,7 +170,8 @@ class ClusterNode:
     def status(self) -> dict[str, Any]:
         st = self.replica.status() if self.replica is not None else {}
         st["role"] = "leader" if self.leading else ("stopped" if st.get("role") == STOPPED else "follower")
-        st["checkpoint"] = {"seq": self.checkpoint[0], "hash": f"{self.checkpoint[1]:016x}"} if self.checkpoint else None
+        cp = self.checkpoint
+        st["checkpoint"] = {"seq": cp[0], "hash": f"{cp[1]:016x}"} if cp else None
         st["checks_failed"] = self.checks_failed
         return st
 
@@ -205,7 +206,7 @@ class ClusterNode:
 
     def _pump(self) -> None:
         self._pump_scheduled = False
-        if self._closed:
+        if self._closed or self._failed is not None:
             return
         assert self.server is not None
         runner = self.server.engine.runner
@@ -223,7 +224,7 @@ class ClusterNode:
                 self._backlog[0] = body[taken * RECORD_SIZE:]
                 if not self._pump_scheduled:
                     self._pump_scheduled = True
-                    gevent.spawn_later(0.0005, self._pump)
+                    gevent.spawn_later(0.0005, self.guarded, self._pump)  # it may open for orders
                 return
             self._backlog.popleft()
         if self._promotion is not None:
@@ -281,6 +282,7 @@ class ClusterNode:
 
     def lost_leadership(self, reason: str) -> None:
         self.leading = False
+        self._promotion = None  # a lead lost before the backlog drained is not taken up after it
         assert self.server is not None
         self.server.rejoin(reason)
 

@@ -212,3 +212,26 @@ def test_a_node_that_fails_as_it_takes_the_lead_starts_again(nats: LocalNats, mo
         assert len(failed) == 1 and failed[0].exc_info is not None
     finally:
         server.stop()
+
+
+def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: LocalNats) -> None:
+    """A whole node in this process. A promotion waits while records it
+    read before are still going into the engine thread's full ring: once
+    the lead is lost, or the node gave up, the pump that comes later (it
+    runs on its own, not in the mailbox) does not open the node for orders."""
+    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=10.0)
+    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
+    server.start()
+    node = server.cluster
+    assert node is not None
+    try:
+        node._promotion = 2  # as promoted() leaves it while the backlog drains
+        node.lost_leadership("the lease ran out")
+        assert node._promotion is None  # the pump to come opens nothing
+        node._failed = "a record it could not apply"
+        node._backlog.append(memoryview(bytes(RECORD_SIZE)))
+        node._pump()
+        assert len(node._backlog) == 1  # nothing goes in after the node gave up
+        assert server.stopped.wait(30) and server.rejoin_reason == "the lease ran out"
+    finally:
+        server.stop()
