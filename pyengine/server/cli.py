@@ -195,8 +195,8 @@ def _line(line: str) -> str:
 
 def snapshot_address(args: argparse.Namespace) -> tuple[str, int]:
     """The server `snapshot` asks: --host and --port (before or after the
-    word snapshot), else those of --config's file, else the defaults (the
-    ones the same options would start the server on)."""
+    word snapshot), else those of --config's file (before it), else the
+    defaults (the ones the same options would start the server on)."""
     for name in ("host", "port"):
         before, after = getattr(args, name), getattr(args, f"snapshot_{name}")
         if before is not None and after is not None and before != after:
@@ -205,7 +205,9 @@ def snapshot_address(args: argparse.Namespace) -> tuple[str, int]:
     host = args.snapshot_host or args.host or config.host
     port = next(p for p in (args.snapshot_port, args.port, config.port) if p is not None)
     if port == 0:
-        raise ConfigError(f"{args.config} has port 0 (any free port): give the server's --port")
+        if args.port is None and args.snapshot_port is None:
+            raise ConfigError(f"{args.config} has port 0 (any free port): give the server's port (--port)")
+        raise ConfigError("--port 0 is any free port: give the server's port")
     return host, port
 
 
@@ -243,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     snap = sub.add_parser("snapshot", help="ask a running server to write a snapshot now",
                           description="Log in (secret from $PYENGINE_SECRET when the server wants one) and "
                           "ask the server to snapshot its state; prints the snapshot's sequence number. The "
-                          "server is the one --config, --host and --port (given before or after 'snapshot') "
-                          "would start: 127.0.0.1:7001 by default.")
+                          "server is the one --config (before 'snapshot'), --host and --port (before or after "
+                          "it) would start: 127.0.0.1:7001 by default.")
     snap.add_argument("--host", dest="snapshot_host", metavar="H",
                       help="the server's address (default: --config's, else 127.0.0.1)")
     snap.add_argument("--port", dest="snapshot_port", type=int, metavar="P",

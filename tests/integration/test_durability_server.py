@@ -171,6 +171,13 @@ def test_snapshot_asks_the_server_the_same_options_start(server_factory: Any, tm
     out = snapshot_cli("--data-dir", str(data), "snapshot", "--port", str(srv.port))
     assert out.returncode == 2
     assert "--data-dir: options of the server, not of snapshot" in out.stderr
+    # Port 0 (any free port) names no server: whoever gave it is told so.
+    out = snapshot_cli("--port", "0", "snapshot")
+    assert (out.returncode, out.stderr.strip()) == (2, "pyengine-server snapshot: --port 0 is any free port: "
+                                                       "give the server's port")
+    config.write_text("[server]\nport = 0\n")
+    out = snapshot_cli("--config", str(config), "snapshot")
+    assert f"{config} has port 0" in out.stderr and out.returncode == 2
     assert [seq for seq, _ in snapshots(data)] == [1]
 
 
