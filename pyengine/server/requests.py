@@ -299,7 +299,9 @@ class Requests:
 
     def unsubscribe(self, session: Session, req: Unsubscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)
-        if inst is None or not self.server.marketdata.unsubscribe(session, inst):
+        if inst is None:
+            raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
+        if not self.server.marketdata.unsubscribe(session, inst):
             raise RequestError("not_subscribed", f"not subscribed to {shown(req.symbol)}", req.req_id)
         session.reply({"type": "unsubscribed", "req_id": req.req_id, "symbol": req.symbol})
 

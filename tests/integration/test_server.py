@@ -322,6 +322,8 @@ def test_market_data_rebuilds_the_book(server: RunningServer) -> None:
         ({"type": "modify", "order_id": 1}, "missing_field"),
         ({"type": "login", "account": -5}, "bad_field"),
         ({"type": "subscribe", "symbol": "NOPE"}, "unknown_symbol"),
+        ({"type": "unsubscribe", "symbol": "NOPE"}, "unknown_symbol"),
+        ({"type": "unsubscribe", "symbol": ES}, "not_subscribed"),
         ({"type": "ping", "req_id": [1]}, "bad_field"),
         (b'{"type":' + b"[" * 1000 + b"]" * 1000 + b"}", "unknown_type"),  # nested deeper than repr() goes
         ({"type": "new_order", "symbol": ES, "side": [[[[]]]], "qty": 1, "price": 1}, "bad_field"),
