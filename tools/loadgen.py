@@ -11,10 +11,10 @@ in as its own account and sends a mix shaped like real flow over several
 instruments: limit adds near the touch (60%), crossing IOC limit orders (10%),
 cancels of its own open orders (25%), market orders (5%).
 
-- Open loop (``--rate R``, orders/s offered in total): each order has an
-  intended send time on a fixed schedule and latency is measured from that
-  time, so a server that falls behind shows it in the figures (no
-  coordinated omission).
+- Open loop (``--rate R``, requests/s offered in total, cancels included):
+  each request has an intended send time on a fixed schedule and latency is
+  measured from that time, so a server that falls behind shows it in the
+  figures (no coordinated omission).
 - Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
   flight and sends the next as soon as one is answered: maximum throughput.
 
@@ -23,10 +23,17 @@ a reply arrives; each reply then costs a wake-up, which on some virtual
 machines takes tens of microseconds and is counted in that reply's latency.
 ``--busy-poll`` polls instead (a CPU per worker, given with ``--cpus``).
 
-Order-to-ack latency (to the ``ack``/``reject``) and order-to-fill latency (to
-the first fill of a crossing or market order) go into HDR histograms
-(microseconds). The workers' own CPU time while they send is reported too
-(CPUs kept busy, and µs an order sent, cancels included): a load generator
+Order-to-ack latency (to a new order's ``ack``, a cancel's ``cancelled``)
+and order-to-fill latency (to the first fill of a crossing or market order)
+go into HDR histograms (microseconds); rejects go into one of their own, never
+the ack's: a server can refuse at once what it would take long to do. Each
+account may hold the server's ``max_open_orders`` open orders (10,000 by
+default): few connections sending for long reach it, and then the summary
+warns. Throughput is the requests answered per second of the measured window,
+from the end of the warm-up to the last reply to one of them; the run's
+whole time (warm-up, waiting for the other workers, a last drain) is
+reported apart. The workers' own CPU time while they send is reported too
+(CPUs kept busy, and µs a request sent, cancels included): a load generator
 near a full CPU queues its own work, and that queueing lands in every
 figure. Prints a progress line each second and the summary; ``--json``
 writes it, ``--plot`` draws the percentile curve (needs matplotlib).
@@ -69,6 +76,9 @@ LOWEST_US, HIGHEST_US, DIGITS = 1, 60_000_000, 3
 # Mid price and tick of each instrument of the server's default configuration.
 INSTRUMENTS = {"ESZ6": (450_000, 25), "NQZ6": (2_000_000, 25), "CLF7": (7_000, 1), "BTC-PERP": (90_000, 1)}
 PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
+# Rejects beyond this share of the new orders sent make the figures those of
+# refusals more than of orders: the summary warns.
+REJECT_SHARE_WARN = 0.001
 
 
 @dataclass
@@ -205,9 +215,15 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     # histograms at the end: a Counter increment costs a fraction of an HDR
     # record in Python, and the load generator's own time is latency it adds.
     ack_us: collections.Counter[int] = collections.Counter()
+    reject_us: collections.Counter[int] = collections.Counter()
     fill_us: collections.Counter[int] = collections.Counter()
-    counts = {"sent": 0, "acked": 0, "rejected": 0, "cancelled": 0, "fills": 0, "errors": 0, "cancel_rejects": 0,
-              "maker_fills": 0, "taker_fills": 0}
+    counts = {"sent": 0, "new_orders_sent": 0, "acked": 0, "rejected": 0, "cancelled": 0, "fills": 0, "errors": 0,
+              "error_replies": 0, "cancel_rejects": 0, "maker_fills": 0, "taker_fills": 0}
+    reject_codes: collections.Counter[str] = collections.Counter()
+    # The measured window: replies to requests from the end of the warm-up
+    # on, by what they answer; the last one's time ends the window.
+    window = {"replies": 0, "acked": 0, "cancelled": 0, "rejected": 0, "cancel_rejects": 0, "error_replies": 0}
+    last_reply = 0.0
     count_limit = None if params.count is None else params.count // params.workers + (index < params.count % params.workers)
     warm_until = start + params.warmup
     end = start + params.duration if params.duration else float("inf")
@@ -230,6 +246,8 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         c.pending[c.next_req] = (t0, kind)
         c.inflight += 1
         counts["sent"] += 1
+        if kind != "cancel":
+            counts["new_orders_sent"] += 1
 
     def flush(c: Conn) -> bool:
         """Send what the socket takes; True if some is left for later."""
@@ -242,6 +260,7 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         return bool(c.out)
 
     def on_message(c: Conn, m: dict[str, Any], now: float) -> None:
+        nonlocal last_reply
         typ = m["type"]
         if typ == "fill":
             oid = m["order_id"]
@@ -265,23 +284,29 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             return
         t0, kind = c.pending.pop(req_id)
         c.inflight -= 1
-        if t0 >= warm_until:
-            ack_us[max(LOWEST_US, int((now - t0) * 1e6))] += 1
+        latency = ack_us if typ in ("ack", "cancelled") else reject_us if typ == "reject" else None
+        if latency is not None and t0 >= warm_until:
+            latency[max(LOWEST_US, int((now - t0) * 1e6))] += 1
         if typ == "ack":
-            counts["acked"] += 1
+            key = "acked"
             if kind == "taker":
                 c.fill_wait[m["order_id"]] = t0  # a fill or its cancel follows at once
             else:
                 c.open.add(m["order_id"])
         elif typ == "reject":
-            if kind == "cancel":
-                counts["cancel_rejects"] += 1  # it had traded away meanwhile
-            else:
-                counts["rejected"] += 1
+            key = "cancel_rejects" if kind == "cancel" else "rejected"  # a cancel's order had traded away meanwhile
+            if kind != "cancel":
+                reject_codes[m.get("code", "?")] += 1
         elif typ == "cancelled":
-            counts["cancelled"] += 1
-        elif typ == "error":
+            key = "cancelled"
+        else:
+            key = "error_replies"
             counts["errors"] += 1
+        counts[key] += 1
+        if now >= warm_until:
+            window["replies"] += 1
+            window[key] += 1
+            last_reply = now
 
     # Stopping: drain our own replies, tell the parent we are quiet, and keep
     # reading until every worker is (fills for our resting orders can still
@@ -351,7 +376,8 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     for c in connections:
         c.sock.close()
     report.put(("done", index, dict(counts), histogram_of(ack_us).encode(), histogram_of(fill_us).encode(), elapsed,
-                sum(c.inflight for c in connections), cpu, wall))
+                sum(c.inflight for c in connections), cpu, wall, histogram_of(reject_us).encode(), dict(reject_codes),
+                dict(window), warm_until, last_reply))
 
 
 def cpu_list(text: str) -> set[int]:
@@ -439,20 +465,35 @@ def run(params: Params) -> dict[str, Any]:
                 results.append(item)
     for p in procs:
         p.join()
-    ack_h, fill_h = new_histogram(), new_histogram()
-    counts: dict[str, int] = {}
+    ack_h, fill_h, reject_h = new_histogram(), new_histogram(), new_histogram()
+    counts: collections.Counter[str] = collections.Counter()
+    reject_codes: collections.Counter[str] = collections.Counter()
+    window: collections.Counter[str] = collections.Counter()
     elapsed = cpu = wall = 0.0
     unanswered = 0
-    for _, _, c, ack_enc, fill_enc, el, inflight, worker_cpu, worker_wall in results:
-        for k, v in c.items():
-            counts[k] = counts.get(k, 0) + v
+    # The workers' clocks are one (perf_counter is system-wide): the window
+    # runs from the first worker's end of warm-up to the last reply of any.
+    window_from, window_to = float("inf"), 0.0
+    for (_, _, c, ack_enc, fill_enc, el, inflight, worker_cpu, worker_wall, reject_enc, codes, win, warm_until,
+         last_reply) in results:
+        counts.update(c)
+        reject_codes.update(codes)
         ack_h.add(HdrHistogram.decode(ack_enc))
         fill_h.add(HdrHistogram.decode(fill_enc))
+        reject_h.add(HdrHistogram.decode(reject_enc))
         elapsed = max(elapsed, el)
         unanswered += inflight
         cpu += worker_cpu
         wall = max(wall, worker_wall)
-    sent = counts.get("sent", 0)
+        window_from = min(window_from, warm_until)
+        if win["replies"]:
+            window.update(win)
+            window_to = max(window_to, last_reply)
+    window_s = max(0.0, window_to - window_from)
+    per_s = (lambda n: n / window_s) if window_s > 0 else (lambda n: 0.0)  # noqa: E731
+    sent = counts["sent"]
+    new_orders = counts["new_orders_sent"]
+    rejected = counts["rejected"]
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
                    "cpus": sorted(params.cpus) if params.cpus else None,
@@ -461,8 +502,18 @@ def run(params: Params) -> dict[str, Any]:
                    "warmup": params.warmup, "seed": params.seed},
         "ack_us": summarize(ack_h),
         "fill_us": summarize(fill_h),
-        "throughput_per_s": sent / elapsed if elapsed else 0.0,
-        "elapsed_s": elapsed,
+        "reject_us": summarize(reject_h),
+        # Per second of the measured window (window_s): requests answered,
+        # new orders' rejects and errors left out (a reject need not reach
+        # the engine); every reply; new orders acked; cancels done.
+        "throughput_per_s": per_s(window["acked"] + window["cancelled"] + window["cancel_rejects"]),
+        "requests_per_s": per_s(window["replies"]),
+        "new_orders_per_s": per_s(window["acked"]),
+        "cancels_per_s": per_s(window["cancelled"] + window["cancel_rejects"]),
+        "window_s": window_s,
+        "window_replies": window["replies"],
+        "window_rejected": window["rejected"],
+        "elapsed_s": elapsed,  # the whole run: warm-up, drain and the wait for the other workers included
         # The workers' own CPU time while sending (and reading meanwhile):
         # how busy the measuring side is (a busy one adds queueing to every
         # figure); CPUs busy sums the workers.
@@ -470,17 +521,39 @@ def run(params: Params) -> dict[str, Any]:
         "client_cpus_busy": cpu / wall if wall else 0.0,
         "client_cpu_us_per_order": cpu * 1e6 / sent if sent else 0.0,
         "sent": sent,
-        "acked": counts.get("acked", 0),
-        "rejected": counts.get("rejected", 0),
-        "cancelled": counts.get("cancelled", 0),
-        "cancel_rejects": counts.get("cancel_rejects", 0),
-        "fills": counts.get("fills", 0),
-        "maker_fills": counts.get("maker_fills", 0),
-        "taker_fills": counts.get("taker_fills", 0),
-        "errors": counts.get("errors", 0),
+        "new_orders_sent": new_orders,
+        "cancels_sent": sent - new_orders,
+        "acked": counts["acked"],
+        "rejected": rejected,
+        "rejected_share": rejected / new_orders if new_orders else 0.0,
+        "reject_codes": dict(reject_codes),
+        "cancelled": counts["cancelled"],
+        "cancel_rejects": counts["cancel_rejects"],
+        "fills": counts["fills"],
+        "maker_fills": counts["maker_fills"],
+        "taker_fills": counts["taker_fills"],
+        "errors": counts["errors"],
+        "error_replies": counts["error_replies"],  # the errors that answered a request
         "unanswered": unanswered,
+        "warnings": reject_warnings(rejected, new_orders, reject_codes),
         "_hist": {"ack": ack_h, "fill": fill_h},
     }
+
+
+def reject_warnings(rejected: int, new_orders: int, codes: collections.Counter[str]) -> list[str]:
+    """A warning when more than REJECT_SHARE_WARN of the new orders were
+    rejected, saying why when the server's open-order limit did it."""
+    if not new_orders or rejected <= REJECT_SHARE_WARN * new_orders:
+        return []
+    by_code = ", ".join(f"{code} {n}" for code, n in codes.most_common())
+    text = (f"{rejected} of {new_orders} new orders ({100 * rejected / new_orders:.2f}%) were rejected ({by_code}): "
+            "the figures are partly those of refusals, which need not reach the engine")
+    if codes.get("max_open_orders_exceeded"):
+        text += (". Each connection is an account, and an account may hold the server's max_open_orders open "
+                 "orders (10,000 by default): use more connections or shorter runs, or give the server "
+                 "max_open_orders = 0 under [limits] in a --config file "
+                 "(with --spawn-server: --server-arg=--config=FILE)")
+    return [text]
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -502,7 +575,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     ax.set_xticklabels(["50%", "90%", "99%", "99.9%", "99.99%", "max"])
     ax.set_ylabel("latency (µs)")
     p = result["params"]
-    mode = f"{p['rate']:,.0f} orders/s offered" if p["rate"] else f"closed loop, window {p['window']}"
+    mode = f"{p['rate']:,.0f} requests/s offered" if p["rate"] else f"closed loop, window {p['window']}"
     ax.set_title(f"pyengine-server, {p['connections']} connections, {mode}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
@@ -526,10 +599,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="the spawned server journals to a fresh temporary data directory with this fsync policy")
     ap.add_argument("--connections", type=int, default=50)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    ap.add_argument("--rate", type=float, default=0.0, help="orders/s offered in total (open loop); 0: closed loop")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="requests/s offered in total, cancels included (open loop); 0: closed loop")
     ap.add_argument("--window", type=int, default=8, help="orders in flight per connection in closed loop")
     ap.add_argument("--duration", type=float, help="seconds to send for (default 10 unless --count)")
-    ap.add_argument("--count", type=int, help="orders to send in total")
+    ap.add_argument("--count", type=int, help="requests to send in total, cancels included")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the histograms")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--cpus", metavar="LIST", type=cpu_list,
@@ -546,6 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 10.0
     if args.connections < 1 or args.workers < 1 or args.window < 1:
         ap.error("--connections, --workers and --window must be at least 1")
+    if args.warmup < 0:
+        ap.error("--warmup must be at least 0")
+    if args.duration is not None and args.duration <= args.warmup:
+        ap.error(f"--duration ({args.duration:g} s) must be longer than --warmup ({args.warmup:g} s): "
+                 "the warm-up is left out of every figure")
     if args.spawn_server and args.spawn_script:
         ap.error("--spawn-server and --spawn-script spawn one server each: give one of them")
     spawning = args.spawn_server or args.spawn_script is not None
@@ -574,16 +653,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         plot(result, args.plot)
     result.pop("_hist")
-    a, f = result["ack_us"], result["fill_us"]
-    print(f"sent {result['sent']}  acked {result['acked']}  rejected {result['rejected']}  "
-          f"cancelled {result['cancelled']}  fills {result['fills']}  errors {result['errors']}  "
-          f"unanswered {result['unanswered']}")
-    print(f"throughput {result['throughput_per_s']:,.0f} orders/s over {result['elapsed_s']:.1f} s")
-    print(f"load generator CPU {result['client_cpus_busy']:.2f} CPUs busy, "
-          f"{result['client_cpu_us_per_order']:.1f} us an order")
-    for name, h in (("order->ack ", a), ("order->fill", f)):
+    r = result
+    print(f"sent {r['sent']} ({r['new_orders_sent']} new orders, {r['cancels_sent']} cancels) = "
+          f"acked {r['acked']} + rejected {r['rejected']} + cancelled {r['cancelled']} + "
+          f"cancel rejected {r['cancel_rejects']} + error replies {r['error_replies']} + "
+          f"unanswered {r['unanswered']};  fills {r['fills']}  errors {r['errors']}")
+    print(f"throughput {r['throughput_per_s']:,.0f} requests/s answered, new-order rejects left out "
+          f"({r['new_orders_per_s']:,.0f} new orders/s acked, {r['cancels_per_s']:,.0f} cancels/s; "
+          f"{r['requests_per_s']:,.0f} replies/s in all) over the {r['window_s']:.2f} s from the end of the "
+          f"warm-up to the last reply (run {r['elapsed_s']:.2f} s)")
+    print(f"load generator CPU {r['client_cpus_busy']:.2f} CPUs busy, "
+          f"{r['client_cpu_us_per_order']:.1f} us a request")
+    for name, h in (("order->ack ", r["ack_us"]), ("order->fill", r["fill_us"]), ("reject     ", r["reject_us"])):
+        if name.startswith("reject") and not h["count"]:
+            continue
         print(f"{name} us  p50 {h['p50']:.0f}  p90 {h['p90']:.0f}  p99 {h['p99']:.0f}  "
               f"p99.9 {h['p99.9']:.0f}  max {h['max']:.0f}  (n={h['count']})")
+    for text in r["warnings"]:
+        print(f"warning: {text}", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

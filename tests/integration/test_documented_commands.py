@@ -70,7 +70,7 @@ def test_loadgen_spawns_a_server_from_the_root(tmp_path: Path) -> None:
 
 def test_a_spawned_server_that_fails_shows_why() -> None:
     proc = run_from_root(sys.executable, "tools/loadgen.py", "--spawn-server", "--server-arg=--fsync=sometimes",
-                         "--duration", "1")
+                         "--duration", "1", "--warmup", "0.2")
     assert proc.returncode != 0
     assert "the spawned server did not start" in proc.stderr
     assert "invalid choice: 'sometimes'" in proc.stderr

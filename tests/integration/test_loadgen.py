@@ -4,6 +4,7 @@ the counts add up (every order answered; cancels and fills balance)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_loadgen(tmp_path: Path, *args: str) -> dict:
+def run_loadgen(tmp_path: Path, *args: str, stderr: list[str] | None = None) -> dict:
     out = tmp_path / "result.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--spawn-server", "--json", str(out),
@@ -22,7 +23,15 @@ def run_loadgen(tmp_path: Path, *args: str) -> dict:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "order->ack" in proc.stdout and "throughput" in proc.stdout and "load generator CPU" in proc.stdout
-    return json.loads(out.read_text())
+    if stderr is not None:
+        stderr.append(proc.stderr)
+    r = json.loads(out.read_text())
+    # The summary line's counts add up to what was sent.
+    assert (f"sent {r['sent']} ({r['new_orders_sent']} new orders, {r['cancels_sent']} cancels) = "
+            f"acked {r['acked']} + rejected {r['rejected']} + cancelled {r['cancelled']} + "
+            f"cancel rejected {r['cancel_rejects']} + error replies {r['error_replies']} + "
+            f"unanswered {r['unanswered']};") in proc.stdout
+    return r
 
 
 def check_counts(r: dict) -> None:
@@ -33,6 +42,8 @@ def check_counts(r: dict) -> None:
     # cancelled or (if it had traded away meanwhile) a reject for cancels.
     assert r["unanswered"] == 0 and r["errors"] == 0
     assert r["sent"] == r["acked"] + r["rejected"] + r["cancelled"] + r["cancel_rejects"]
+    assert r["sent"] == r["new_orders_sent"] + r["cancels_sent"]
+    assert r["new_orders_sent"] == r["acked"] + r["rejected"]
     # Every connection is the generator's, so each trade's two fills came
     # back: one to the maker, one to the taker.
     assert r["acked"] > 0 and r["fills"] > 0
@@ -43,6 +54,11 @@ def check_counts(r: dict) -> None:
     # worker's report queue has a feeder thread, which may add a little).
     assert r["client_cpu_s"] > 0 and 0 < r["client_cpus_busy"] <= r["params"]["workers"] * 1.05
     assert r["client_cpu_us_per_order"] == r["client_cpu_s"] * 1e6 / r["sent"]
+    # The rates are over the measured window, from the end of the warm-up to
+    # the last reply: throughput leaves the new orders' rejects out.
+    assert 0 < r["window_replies"] <= r["sent"]
+    assert r["requests_per_s"] == r["window_replies"] / r["window_s"]
+    assert r["throughput_per_s"] == (r["window_replies"] - r["window_rejected"]) / r["window_s"]
 
 
 def test_open_loop(tmp_path: Path) -> None:
@@ -58,9 +74,53 @@ def test_closed_loop_count(tmp_path: Path) -> None:
     r = run_loadgen(tmp_path, "--rate", "0", "--count", "3000", "--warmup", "0")
     check_counts(r)
     assert r["sent"] == 3000
-    # With no warm-up every answer is in the histogram (counted by value,
-    # then put in at the end).
-    assert r["ack_us"]["count"] == r["sent"]
+    # With no warm-up every answer is in a histogram (counted by value, then
+    # put in at the end): acks and cancels in the ack's, rejects in their own.
+    assert r["ack_us"]["count"] == r["acked"] + r["cancelled"]
+    assert r["reject_us"]["count"] == r["rejected"] + r["cancel_rejects"]
+    assert r["window_replies"] == r["sent"]
+
+
+def test_rejects_are_counted_apart_from_the_acks(tmp_path: Path) -> None:
+    """A server that lets an account hold 5 open orders refuses most of the
+    closed loop's new orders at once: the rejects are counted, timed and
+    shown apart, never as acks, and the summary warns, naming the limit."""
+    config = tmp_path / "tiny.toml"
+    config.write_text("[limits]\nmax_open_orders = 5\n")
+    stderr: list[str] = []
+    r = run_loadgen(tmp_path, "--rate", "0", "--count", "3000", "--warmup", "0", f"--server-arg=--config={config}",
+                    stderr=stderr)
+    assert r["unanswered"] == r["errors"] == 0
+    assert r["rejected"] > 0.1 * r["new_orders_sent"]
+    assert r["reject_codes"] == {"max_open_orders_exceeded": r["rejected"]}
+    assert r["sent"] == r["acked"] + r["rejected"] + r["cancelled"] + r["cancel_rejects"]
+    assert r["ack_us"]["count"] == r["acked"] + r["cancelled"]
+    assert r["reject_us"]["count"] == r["rejected"] + r["cancel_rejects"]
+    assert r["rejected_share"] == r["rejected"] / r["new_orders_sent"]
+    assert r["throughput_per_s"] == (r["window_replies"] - r["window_rejected"]) / r["window_s"]
+    assert r["window_rejected"] == r["rejected"]
+    (warning,) = r["warnings"]
+    assert f"{r['rejected']} of {r['new_orders_sent']} new orders" in warning and "max_open_orders = 0" in warning
+    assert f"warning: {warning}" in stderr[0]
+
+
+def test_the_rates_are_over_the_measured_window(tmp_path: Path) -> None:
+    """The window starts at the end of the warm-up and ends at the last
+    reply: the warm-up's replies and the last wait (0.2 s once every worker
+    is quiet) are left out, and the whole run is reported apart."""
+    r = run_loadgen(tmp_path, "--rate", "2000", "--duration", "2", "--warmup", "0.5")
+    check_counts(r)
+    assert r["warnings"] == [] and r["rejected"] == 0
+    assert r["window_replies"] < r["sent"]  # the warm-up's replies are not in it
+    assert r["elapsed_s"] >= r["params"]["warmup"] + r["window_s"] + 0.2
+    assert math.isclose(r["new_orders_per_s"] + r["cancels_per_s"], r["throughput_per_s"])
+
+
+def test_duration_must_exceed_warmup() -> None:
+    for duration, warmup in (("1", "1"), ("0.5", "1")):
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--duration", duration,
+                               "--warmup", warmup], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "must be longer than --warmup" in proc.stderr, proc.stderr
 
 
 def test_pinned_run(tmp_path: Path) -> None:

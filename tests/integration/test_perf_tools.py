@@ -173,7 +173,7 @@ def test_cpu_probe_reports(tmp_path: Path) -> None:
 def test_loadgen_table(tmp_path: Path) -> None:
     out = tmp_path / "table.json"
     proc = run(["perf/loadgen_table.py", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0.3",
-                "--pin", "--json", str(out), "--", "--connections", "4"])
+                "--pin", "--json", str(out), "--", "--connections", "4", "--warmup", "0.2"])
     assert "beyond 500 µs" in proc.stdout  # the machine's stalls, then the table
     assert "| 2,000/s |" in proc.stdout
     (row,) = json.loads(out.read_text())
