@@ -16,7 +16,10 @@ hits both alike; with ``--floor``, each round starts with the C floor
 floor that sleeps). ``--pin`` pins as
 ``perf/loadgen_table.py --pin`` does. Prints every round's order-to-ack
 percentiles, then each build's medians over the rounds and the median of
-the per-round differences new - old (negative: the new build is faster).
+the per-round differences new - old (negative: the new build is faster),
+and the new orders each build rejected when there were any (loadgen's
+warning, on stderr, says why: rejects are not in the ack percentiles, but a
+build that refuses orders does less work).
 ``--server-arg`` passes an option to both builds' servers
 (``--server-arg=--server-spin-us=200``).
 """
@@ -42,24 +45,29 @@ def compare(old: str, new: str, rate: float, rounds: int, duration: float, worke
     """Every round's order-to-ack percentiles of each build (and the floor);
     `server_args`, options for both builds' servers."""
     runs: dict[str, list[dict[str, float]]] = {"old": [], "new": [], **({"floor": []} if floor else {})}
+    rejected: dict[str, list[int]] = {build: [] for build in runs}
     for i in range(rounds):
         if floor:
-            runs["floor"].append(run_once(rate, duration, workers, pinning(C_FLOOR) if pin else [], None,
-                                          C_FLOOR)["ack_us"])
+            r = run_once(rate, duration, workers, pinning(C_FLOOR) if pin else [], None, C_FLOOR)
+            runs["floor"].append(r["ack_us"])
+            rejected["floor"].append(r["rejected"])
         order = ("old", "new") if i % 2 == 0 else ("new", "old")
         for build in order:
             python = old if build == "old" else new
             extra = [*(pinning() if pin else []), "--server-python", python,
                      *(f"--server-arg={a}" for a in server_args)]
             try:
-                runs[build].append(run_once(rate, duration, workers, extra, None)["ack_us"])
+                r = run_once(rate, duration, workers, extra, None)
             except SystemExit as exc:  # run_once's: the load generator's own words
                 raise SystemExit(f"round {i + 1}, the {build} build ({python}): {exc}") from None
+            runs[build].append(r["ack_us"])
+            rejected[build].append(r["rejected"])
         print(f"round {i + 1} of {rounds}: done", file=sys.stderr, flush=True)
     medians = {build: {k: statistics.median(r[k] for r in results) for k in PERCENTILES}
                for build, results in runs.items()}
     change = {k: statistics.median(n[k] - o[k] for o, n in zip(runs["old"], runs["new"])) for k in PERCENTILES}
-    return {"rate": rate, "old": old, "new": new, "runs": runs, "medians": medians, "change": change}
+    return {"rate": rate, "old": old, "new": new, "runs": runs, "medians": medians, "change": change,
+            "rejected": rejected}
 
 
 def print_result(result: dict[str, Any]) -> None:
@@ -77,6 +85,10 @@ def print_result(result: dict[str, Any]) -> None:
     print(f"| median | {cells} |")
     change = ", ".join(f"{k} {result['change'][k]:+,.0f}" for k in PERCENTILES)
     print(f"\nnew - old, median of the rounds' differences (µs): {change}")
+    rejected = result.get("rejected", {})
+    if any(any(counts) for counts in rejected.values()):
+        per_build = "; ".join(f"{b} {', '.join(f'{n:,}' for n in rejected[b])}" for b in builds)
+        print(f"new orders rejected, round by round: {per_build} (see the load generator's warnings)")
 
 
 def main() -> int:

@@ -39,7 +39,13 @@ the hand-off floor doing the same, the floors of a server that spins; each
 pyengine row gives its ratios to every floor (the JSON's ``ratios``: per
 pyengine-server, per floor).
 
-Every row gives the load generator's own CPU too (µs an order sent, and
+"achieved" is loadgen's throughput: requests answered (cancels included,
+new orders' rejects left out) per second from the end of the warm-up to the
+last reply. "rejected" sums the new orders the server refused over the runs
+(marked "(!)" where a run's were beyond 0.1% of its new orders, which loadgen
+warns of on stderr, saying why): refusals are counted apart from the acks.
+
+Every row gives the load generator's own CPU too (µs a request sent, and
 the CPUs its workers kept busy while sending): a load generator near a
 full CPU queues its own work, and that queueing lands in the figures of
 whichever server it measures.
@@ -111,7 +117,13 @@ def run_once(rate: float, duration: float, workers: int, extra: list[str], plot:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise SystemExit(f"loadgen failed:\n{proc.stdout}\n{proc.stderr}")
-        return json.loads(Path(f.name).read_text())
+        result: dict[str, Any] = json.loads(Path(f.name).read_text())
+    # Rejects are counted apart from the acks, but a run with many measured
+    # refusals as much as orders: say so at once, not only in the table.
+    offered = "closed loop" if rate == 0 else f"{rate:,.0f}/s"
+    for text in result.get("warnings", []):
+        print(f"warning ({server.name}, {offered}): {text}", file=sys.stderr, flush=True)
+    return result
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,7 +136,21 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "client_cpu_us": med(lambda r: r["client_cpu_us_per_order"]),
         "client_busy": med(lambda r: r["client_cpus_busy"]),
         "errors": sum(r["errors"] + r["unanswered"] for r in runs),
+        "rejected": sum(r["rejected"] for r in runs),  # new orders refused (max_open_orders_exceeded, ...)
+        "warnings": sum(len(r["warnings"]) for r in runs),  # runs whose rejects were beyond loadgen's bound
     }
+
+
+def rejected_cell(fig: dict[str, Any]) -> str:
+    """New orders rejected over the runs; flagged when a run had more than
+    loadgen warns of (its figures then partly measure refusals)."""
+    return f"{fig['rejected']:,}" + (" (!)" if fig["warnings"] else "")
+
+
+def rejects_note(figures: list[dict[str, Any]]) -> None:
+    if any(fig["warnings"] for fig in figures):
+        print("\n(!) some runs had rejects beyond 0.1% of their new orders (loadgen's warnings above say why); "
+              "their throughput leaves the rejects out and their latency holds acks only.")
 
 
 def client_cell(fig: dict[str, Any]) -> str:
@@ -178,8 +204,9 @@ def floors_row(rate: float, runs: int, duration: float, workers: int, extra: lis
 
 def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
     floors, ours = line_up(spin_us)
-    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | load generator CPU | errors |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | load generator CPU | errors "
+          "| rejected |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         offered = "max (closed loop)" if row["rate"] == 0 else f"{row['rate']:,.0f}/s"
         for s in (*floors, *ours):
@@ -195,7 +222,8 @@ def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
                     cell += f" ({', '.join(parts)})"
                 cells.append(cell)
             print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {client_cell(fig)} | "
-                  f"{fig['errors']} |")
+                  f"{fig['errors']} | {rejected_cell(fig)} |")
+    rejects_note([fig for row in rows for fig in row["servers"].values()])
 
 
 def main() -> int:
@@ -251,13 +279,14 @@ def main() -> int:
         print_floors(rows, args.server_spin_us)
         return 0
     print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 "
-          "| load generator CPU | errors |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| load generator CPU | errors | rejected |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         offered = "max (closed loop)" if r["rate"] == 0 else f"{r['rate']:,.0f}/s"
         print(f"| {offered} | {r['throughput']:,.0f}/s | {r['ack_p50']:,.0f} | {r['ack_p90']:,.0f} | "
               f"{r['ack_p99']:,.0f} | {r['ack_p99.9']:,.0f} | {r['ack_max']:,.0f} | {r['fill_p50']:,.0f} | "
-              f"{r['fill_p99']:,.0f} | {client_cell(r)} | {r['errors']} |")
+              f"{r['fill_p99']:,.0f} | {client_cell(r)} | {r['errors']} | {rejected_cell(r)} |")
+    rejects_note(rows)
     return 0
 
 

@@ -181,7 +181,25 @@ def test_loadgen_table(tmp_path: Path) -> None:
     assert row["ack_p50"] <= row["ack_p99"] <= row["ack_max"]
     # One worker (its report queue's feeder thread may add a little).
     assert row["client_cpu_us"] > 0 and 0 < row["client_busy"] <= 1.05
-    assert f"| {row['client_cpu_us']:.1f} µs, {row['client_busy']:.2f} CPUs |" in proc.stdout
+    # then no errors and nothing rejected
+    assert f"| {row['client_cpu_us']:.1f} µs, {row['client_busy']:.2f} CPUs | 0 | 0 |" in proc.stdout
+    assert row["rejected"] == row["warnings"] == 0 and "(!)" not in proc.stdout
+
+
+def test_loadgen_table_shows_the_rejects(tmp_path: Path) -> None:
+    """A server that refuses most new orders (an account may hold 5 open
+    orders): the table's rejected column counts them and flags the run, and
+    loadgen's warning, naming the limit, comes through on stderr."""
+    config = tmp_path / "tiny.toml"
+    config.write_text("[limits]\nmax_open_orders = 5\n")
+    out = tmp_path / "table.json"
+    proc = run(["perf/loadgen_table.py", "--rates", "0", "--runs", "1", "--duration", "1", "--probe", "0",
+                "--json", str(out), f"--pyengine-arg=--server-arg=--config={config}", "--",
+                "--connections", "4", "--warmup", "0.2"])
+    (row,) = json.loads(out.read_text())
+    assert row["rejected"] > 0 and row["warnings"] == 1 and row["errors"] == 0
+    assert f"| 0 | {row['rejected']:,} (!) |" in proc.stdout
+    assert "warning (pyengine-server, closed loop): " in proc.stderr and "max_open_orders" in proc.stderr
 
 
 def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
@@ -208,6 +226,8 @@ def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
     assert result["change"]["p99"] == ((result["runs"]["new"][0]["p99"] - result["runs"]["old"][0]["p99"])
                                        + (result["runs"]["new"][1]["p99"] - result["runs"]["old"][1]["p99"])) / 2
     assert "| median |" in proc.stdout and "new - old" in proc.stdout
+    assert result["rejected"] == {"floor": [0, 0], "old": [0, 0], "new": [0, 0]}
+    assert "rejected" not in proc.stdout
 
 
 def test_compare_servers_names_a_missing_interpreter() -> None:
@@ -242,7 +262,7 @@ def test_loadgen_table_against_the_floors(tmp_path: Path) -> None:
         "C floor (perf/floor_epoll.c)", "hand-off floor (perf/floor_handoff.py)", "gevent floor (perf/floor_gevent.py)",
         "C floor polling 300 µs", "hand-off floor polling 300 µs", "pyengine-server",
         "pyengine-server --server-spin-us 300"]
-    assert all(row.endswith("| 0 |") for row in rows)  # no errors, nothing unanswered
+    assert all(row.endswith("| 0 | 0 |") for row in rows)  # no errors, nothing unanswered, no rejects
     (row,) = json.loads(out.read_text())
     floors = ["c_floor", "c_floor_spin", "gevent_floor", "handoff_floor", "handoff_floor_spin"]
     assert row["rate"] == 2000 and sorted(row["servers"]) == sorted([*floors, "pyengine", "pyengine_spin"])
