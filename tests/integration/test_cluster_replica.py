@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
 from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append, stream_name
 from pyengine.durability import new_engine
 from pyengine.server.app import Server
+from pyengine.server.cluster_node import ClusterNode
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec
 
@@ -164,18 +166,30 @@ def test_a_subscription_made_while_the_replica_takes_the_lead_is_dropped(nats: L
     assert host.calls == [("promoted", 1)]
 
 
+@contextmanager
+def whole_node(nats: LocalNats, lease_ttl: float = 10.0,
+               prepare: Callable[[Server], None] | None = None) -> Iterator[tuple[Server, ClusterNode]]:
+    """A whole node (Server, ClusterNode, replica) of shard a in this
+    process, `prepare`d before it starts; stopped after."""
+    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=lease_ttl)
+    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
+    if prepare is not None:
+        prepare(server)
+    server.start()
+    assert server.cluster is not None
+    try:
+        yield server, server.cluster
+    finally:
+        server.stop()
+
+
 def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> None:
     """A whole node (Server, ClusterNode, replica) in this process. Taking
     the lead, a replica may post the records it read meanwhile and then its
     promotion: when the node finds the records unusable and gives up
     (_fatal), the promotion that comes after is not acted on: the node takes
     no orders, and starts again."""
-    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=10.0)
-    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
-    server.start()
-    node = server.cluster
-    assert node is not None
-    try:
+    with whole_node(nats) as (server, node):
         node._fatal("a record it could not apply")  # the mailbox's calls, in the order posted ...
         node.loop.run(asyncio.sleep(0), timeout=10)  # (what _fatal handed the NATS thread has run)
         assert node.role == STOPPED  # the replica stops at once, not when the server's stop comes to it
@@ -183,8 +197,6 @@ def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> 
         assert not node.leading
         assert server.stopped.wait(30)
         assert server.rejoin_reason == "a record it could not apply"
-    finally:
-        server.stop()
 
 
 def test_a_node_that_fails_as_it_takes_the_lead_starts_again(nats: LocalNats, monkeypatch: pytest.MonkeyPatch,
@@ -194,24 +206,18 @@ def test_a_node_that_fails_as_it_takes_the_lead_starts_again(nats: LocalNats, mo
     the error is logged with its traceback and the node starts again as a
     follower, where it held the lease and renewed it, taking no order, for
     good."""
-    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=1.0)
-    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
-
     def set_order_limits(current: object) -> None:
         raise OverflowError("int too big to convert")
 
-    monkeypatch.setattr(server, "set_order_limits", set_order_limits)
-    server.start()
-    node = server.cluster
-    assert node is not None
-    try:
+    def prepare(server: Server) -> None:
+        monkeypatch.setattr(server, "set_order_limits", set_order_limits)
+
+    with whole_node(nats, lease_ttl=1.0, prepare=prepare) as (server, node):
         assert server.stopped.wait(30)
         assert server.rejoin_reason == "promoted failed: OverflowError: int too big to convert"
         assert not node.leading and node.role == STOPPED
         failed = [r for r in caplog.records if r.getMessage() == "replica_call_failed"]
         assert len(failed) == 1 and failed[0].exc_info is not None
-    finally:
-        server.stop()
 
 
 def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: LocalNats) -> None:
@@ -219,12 +225,7 @@ def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: Loca
     read before are still going into the engine thread's full ring: once
     the lead is lost, or the node gave up, the pump that comes later (it
     runs on its own, not in the mailbox) does not open the node for orders."""
-    cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node="a1", lease_ttl=10.0)
-    server = Server(ServerConfig(port=0, engine_cpu=-1, stats_interval=0, cluster=cluster))
-    server.start()
-    node = server.cluster
-    assert node is not None
-    try:
+    with whole_node(nats) as (server, node):
         node._promotion = 2  # as promoted() leaves it while the backlog drains
         node.lost_leadership("the lease ran out")
         assert node._promotion is None  # the pump to come opens nothing
@@ -233,5 +234,3 @@ def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: Loca
         node._pump()
         assert len(node._backlog) == 1  # nothing goes in after the node gave up
         assert server.stopped.wait(30) and server.rejoin_reason == "the lease ran out"
-    finally:
-        server.stop()
