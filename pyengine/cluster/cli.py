@@ -133,15 +133,15 @@ def down(args: argparse.Namespace) -> int:
     # process is signalled only while its pid is still the one `up` started
     # (after a reboot or a crash the pid may be another program's).
     stopped = {"nodes": 0, "nats": 0}
-    for name, program in (("nodes", "pyengine"), ("nats", "nats-server")):
-        group = [p for p in state[name] if _ours(p, program)]
+    for name in ("nodes", "nats"):
+        group = [p for p in state[name] if _ours(p, name)]
         for p in group:
             _signal(p["pid"], signal.SIGTERM)
         deadline = time.monotonic() + 15
         for p in group:
             while _alive(p["pid"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            if _alive(p["pid"]) and _ours(p, program):
+            if _alive(p["pid"]) and _ours(p, name):
                 _signal(p["pid"], signal.SIGKILL)
         stopped[name] = len(group)
     (root / _STATE).unlink()
@@ -161,11 +161,12 @@ def _started(pid: int) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[19])  # the command may hold spaces and parentheses
 
 
-def _ours(p: dict[str, Any], program: str) -> bool:
-    """Whether the process `up` recorded in `p` still runs under its pid: it
-    started when `up` saw it start; in the state of an `up` that did not
-    record that, its command line names `program`. Without /proc there is
-    no telling: the pid is taken as `up` left it."""
+def _ours(p: dict[str, Any], group: str) -> bool:
+    """Whether the process `up` recorded in `p` (of `group`: "nodes" or
+    "nats") still runs under its pid: it started when `up` saw it start; in
+    the state of an `up` that did not record that, its command line is the
+    one `up` gave it. Without /proc there is no telling: the pid is taken as
+    `up` left it."""
     if not Path("/proc/self/stat").exists():
         return _alive(p["pid"])
     started = _started(p["pid"])
@@ -174,9 +175,13 @@ def _ours(p: dict[str, Any], program: str) -> bool:
     if "started" in p:
         return bool(started == p["started"])
     try:
-        return program.encode() in Path(f"/proc/{p['pid']}/cmdline").read_bytes()
+        args = Path(f"/proc/{p['pid']}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return False
+    if group == "nats":
+        return Path(args[0]).name.startswith("nats-server") and "-c" in args
+    node_arg = any(a == "--node" and b == p.get("node") for a, b in zip(args, args[1:]))
+    return "pyengine.server.cli" in args and node_arg
 
 
 def _signal(pid: int, sig: int) -> None:

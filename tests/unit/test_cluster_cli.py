@@ -45,9 +45,12 @@ def test_down_leaves_a_process_that_took_a_recorded_pid_alone(tmp_path: Path,
 
 def test_down_reads_the_state_of_an_older_up_by_the_programs_name(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    # No start times recorded: a pid is taken as a node's while its command line names pyengine.
-    node = subprocess.Popen([sys.executable, "-c", "import time, pyengine; time.sleep(60)"])
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # No start times recorded: a pid is taken as a node's while its command
+    # line is the one `up` gives a node (this one's is, in name; it sleeps).
+    node = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "pyengine.server.cli",
+                             "--node", "a0"])
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "pyengine.server.cli",
+                              "--node", "a7"])
     try:
         _state(tmp_path / "c", [node, other], None)
         assert cli.main(["down", "--dir", str(tmp_path / "c")]) == 0
