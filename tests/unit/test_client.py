@@ -194,12 +194,18 @@ class Shard:
         return Client(["127.0.0.1:1", "127.0.0.1:2"], socket_module=self, timeout=5)  # type: ignore[arg-type]
 
 
-def test_after_a_timeout_a_connection_that_spoke_since_is_kept_without_asking(fake: FakeServer) -> None:
-    shard = Shard(fake)
-    c = shard.client()
+def timed_out_ping(c: Client) -> int:
+    """A ping whose request timed out (the fake server answers nothing by itself): its req_id."""
     req = c.ping()
     with pytest.raises(TimeoutError):
         c.request(req, timeout=0.1)
+    return req
+
+
+def test_after_a_timeout_a_connection_that_spoke_since_is_kept_without_asking(fake: FakeServer) -> None:
+    shard = Shard(fake)
+    c = shard.client()
+    req = timed_out_ping(c)
     fake.peer.sendall(frame({"type": "pong", "req_id": req}))
     select.select([c.sock], [], [], 5)
     after = c.ping()
@@ -211,9 +217,7 @@ def test_after_a_timeout_a_connection_that_spoke_since_is_kept_without_asking(fa
 def test_after_a_timeout_a_silent_connection_is_kept_while_no_other_node_leads(fake: FakeServer) -> None:
     shard = Shard(fake)
     c = shard.client()
-    req = c.ping()
-    with pytest.raises(TimeoutError):
-        c.request(req, timeout=0.1)
+    req = timed_out_ping(c)
     after = c.ping()  # asks the other node, which is down: this one stays
     assert shard.asked == [("127.0.0.1", 1), ("127.0.0.1", 2)] and len(fake.peers) == 1
     assert [fake.read(), fake.read()] == [{"type": "ping", "req_id": req}, {"type": "ping", "req_id": after}]
@@ -271,9 +275,7 @@ def test_after_a_timeout_only_another_node_that_leads_is_gone_to(fake: FakeServe
     server.start()
     c.login(7)
     server.join(5)
-    req = c.ping()
-    with pytest.raises(TimeoutError):
-        c.request(req, timeout=0.1)
+    req = timed_out_ping(c)
 
     def answer_status() -> None:
         while len(fake.peers) < 2:
