@@ -144,13 +144,10 @@ static int intake_owned_coid(srv_intake *self, srv_link *link, struct srv_order 
 static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     srv_link *owner;
-    int err = 0;
 
     if (!r->cmd.order_id)
         return intake_owned_coid(self, link, r);
-    owner = srv_ledger_owner(self->ledger, r->cmd.order_id, &err);
-    if (err)
-        return -1;
+    owner = srv_ledger_owner(self->ledger, r->cmd.order_id);
     if (!owner && !link->admin && link->account_shared && !srv_ledger_knows(self->ledger, r->cmd.order_id)) {
         Py_CLEAR(r->coid);
         return intake_rejected(self, link, r, (enum srv_reject)ENG_UNKNOWN_ORDER,

@@ -78,15 +78,7 @@ struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account)
     return c;
 }
 
-/* ---- owners ------------------------------------------------------------------ */
-
-/* The owners' shard of order id `oid` (borrowed): the top bits of a
- * Fibonacci hash, so consecutive ids, and ids apart by a power of two,
- * spread over every shard. */
-static PyObject *ledger_owners_of(srv_ledger *l, uint64_t oid)
-{
-    return l->owners[(oid * 0x9E3779B97F4A7C15ull) >> (64 - SRV_OWNER_SHARD_BITS)];
-}
+/* ---- the open orders ------------------------------------------------------ */
 
 /* The attached Link of the session id `sid` (borrowed), or NULL; *err set on error. */
 static srv_link *ledger_link_of(srv_ledger *l, PyObject *sid, int *err)
@@ -98,25 +90,16 @@ static srv_link *ledger_link_of(srv_ledger *l, PyObject *sid, int *err)
     return (srv_link *)v;
 }
 
-srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err)
+struct srv_open_order *srv_ledger_order(srv_ledger *l, uint64_t oid)
 {
-    PyObject *k = PyLong_FromUnsignedLongLong(oid);
-    PyObject *sid;
+    return srv_orders_find(&l->orders, oid);
+}
 
-    if (!k) {
-        *err = 1;
-        return NULL;
-    }
-    sid = PyDict_GetItemWithError(ledger_owners_of(l, oid), k);
-    Py_DECREF(k);
-    if (!sid) {
-        if (PyErr_Occurred())
-            *err = 1;
-        return NULL;
-    }
-    /* A session is detached only once it owns nothing (Ledger.detach), so
-     * an owner's session is always there. */
-    return ledger_link_of(l, sid, err);
+srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid)
+{
+    struct srv_open_order *o = srv_orders_find(&l->orders, oid);
+
+    return o ? o->link : NULL;
 }
 
 int srv_ledger_knows(const srv_ledger *l, uint64_t oid)
@@ -148,84 +131,56 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
     return NULL;
 }
 
-/* Take out what a failed srv_ledger_own put in (the order in link->orders,
- * and in its owners' shard unless that is NULL), the exception kept: an
- * owner is always a Link that holds the order, so never detached under it. */
-static void ledger_unown(PyObject *owners, srv_link *link, PyObject *key)
-{
-    PyObject *type, *value, *tb;
-
-    PyErr_Fetch(&type, &value, &tb);
-    if (owners && PyDict_DelItem(owners, key) < 0)
-        PyErr_Clear();
-    if (PyDict_DelItem(link->orders, key) < 0)
-        PyErr_Clear();
-    PyErr_Restore(type, value, tb);
-}
-
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
 {
-    PyObject *key = PyLong_FromUnsignedLongLong(oid);
-    PyObject *entry = key ? srv_untracked(Py_BuildValue("(kO)", (unsigned long)inst, coid)) : NULL;
-    PyObject *owners = ledger_owners_of(l, oid);
-    int rc = -1;
+    struct srv_open_order *o = srv_orders_find(&l->orders, oid);
+    PyObject *key;
+    int rc;
 
-    if (!entry || PyDict_SetItem(link->orders, key, entry) < 0)
-        goto out;
-    if (PyDict_SetItem(owners, key, link->sid_key) < 0)
-        ledger_unown(NULL, link, key);
-    else if (coid != Py_None && PyDict_SetItem(link->coids, coid, key) < 0)
-        ledger_unown(owners, link, key);
-    else
-        rc = 0;
-out:
-    Py_XDECREF(entry);
-    Py_XDECREF(key);
-    return rc;
-}
-
-/* Drop a dict's key if present. */
-static int ledger_discard(PyObject *dict, PyObject *key)
-{
-    if (PyDict_DelItem(dict, key) == 0)
-        return 0;
-    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+    if (o) { /* claimed from another session, or told again */
+        if (o->link != link)
+            srv_orders_move(o, link);
+        o->inst = inst;
+        Py_SETREF(o->coid, Py_NewRef(coid));
+    } else if (!(o = srv_orders_add(&l->orders, oid, link, inst, coid))) {
         return -1;
-    PyErr_Clear();
-    return 0;
+    }
+    if (coid == Py_None)
+        return 0;
+    key = PyLong_FromUnsignedLongLong(oid);
+    rc = key ? PyDict_SetItem(link->coids, coid, key) : -1;
+    Py_XDECREF(key);
+    if (rc < 0) {
+        PyObject *type, *value, *tb;
+
+        PyErr_Fetch(&type, &value, &tb);
+        srv_orders_remove(&l->orders, o);
+        PyErr_Restore(type, value, tb);
+    }
+    return rc;
 }
 
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
 {
-    PyObject *key = PyLong_FromUnsignedLongLong(oid);
-    PyObject *o = NULL;
-    int rc = -1;
+    struct srv_open_order *o = srv_orders_find(&l->orders, oid);
+    int rc = 0;
 
-    if (!key || ledger_discard(ledger_owners_of(l, oid), key) < 0)
-        goto out;
-    o = PyDict_GetItemWithError(link->orders, key);
-    if (!o) {
-        rc = PyErr_Occurred() ? -1 : 0;
-        goto out;
-    }
-    Py_INCREF(o);
-    if (PyDict_DelItem(link->orders, key) < 0)
-        goto out;
-    rc = 0;
-    if (PyTuple_GET_ITEM(o, 1) != Py_None) {
+    if (!o || o->link != link)
+        return 0;
+    if (o->coid != Py_None) {
         /* The client order id, if it still names this order (an id may be
          * used again once its order is finished). */
-        PyObject *cur = PyDict_GetItemWithError(link->coids, PyTuple_GET_ITEM(o, 1));
-        int same;
+        PyObject *cur = PyDict_GetItemWithError(link->coids, o->coid);
 
         if (!cur)
             rc = PyErr_Occurred() ? -1 : 0;
-        else if ((same = PyObject_RichCompareBool(cur, key, Py_EQ)) != 0)
-            rc = same < 0 ? -1 : PyDict_DelItem(link->coids, PyTuple_GET_ITEM(o, 1));
+        else if (PyLong_Check(cur) && PyLong_AsUnsignedLongLong(cur) == oid)
+            rc = PyDict_DelItem(link->coids, o->coid);
+        else if (PyErr_Occurred())
+            PyErr_Clear(); /* not an order id's int: not this order's */
     }
-out:
-    Py_XDECREF(o);
-    Py_XDECREF(key);
+    if (rc == 0)
+        srv_orders_remove(&l->orders, o);
     return rc;
 }
 
@@ -241,31 +196,23 @@ static int ledger_init(srv_ledger *self, PyObject *args, PyObject *kwds)
     }
     if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Ledger", kwlist) || srv_meters_init(&self->meters) < 0)
         return -1;
-    {
-        PyObject *links = PyDict_New(), *owners[SRV_OWNER_SHARDS];
-        int made = links != NULL;
-
-        memset(owners, 0, sizeof(owners));
-        for (size_t i = 0; made && i < SRV_OWNER_SHARDS; i++)
-            made = (owners[i] = PyDict_New()) != NULL;
-        if (!made) { /* all or nothing */
-            srv_meters_destroy(&self->meters);
-            Py_XDECREF(links);
-            for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
-                Py_XDECREF(owners[i]);
-            return -1;
-        }
-        memcpy(self->owners, owners, sizeof(owners));
-        self->links = links; /* last: the mark of an initialised Ledger */
+    if (!(self->links = PyDict_New())) { /* the mark of an initialised Ledger */
+        srv_meters_destroy(&self->meters);
+        return -1;
     }
     return 0;
 }
 
 static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 {
+    PyObject *sid, *v;
+    Py_ssize_t pos = 0;
+
     Py_VISIT(self->links);
-    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
-        Py_VISIT(self->owners[i]);
+    /* The Links the open orders hold (orders.c): every owner is attached. */
+    while (self->links && PyDict_Next(self->links, &pos, &sid, &v))
+        if (((srv_link *)v)->n_orders)
+            Py_VISIT(v);
     for (size_t i = 0; i < self->n_listed; i++)
         Py_VISIT(self->listed[i]);
     return 0;
@@ -273,9 +220,8 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
 
 static int ledger_clear(srv_ledger *self)
 {
+    srv_orders_clear(&self->orders);
     Py_CLEAR(self->links);
-    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
-        Py_CLEAR(self->owners[i]);
     srv_outbox_release(self);
     return 0;
 }
@@ -287,6 +233,17 @@ static void ledger_dealloc(srv_ledger *self)
     PyMem_Free(self->counts);
     srv_meters_destroy(&self->meters);
     Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* Drop a dict's key if present. */
+static int ledger_discard(PyObject *dict, PyObject *key)
+{
+    if (PyDict_DelItem(dict, key) == 0)
+        return 0;
+    if (!PyErr_ExceptionMatches(PyExc_KeyError))
+        return -1;
+    PyErr_Clear();
+    return 0;
 }
 
 static int ledger_ready(srv_ledger *self)
@@ -339,8 +296,8 @@ static PyObject *ledger_detach(srv_ledger *self, PyObject *sid)
     link = ledger_link_of(self, sid, &err);
     if (err)
         return NULL;
-    if (link && PyDict_GET_SIZE(link->orders)) {
-        PyErr_Format(PyExc_ValueError, "session %R still owns %zd open orders", sid, PyDict_GET_SIZE(link->orders));
+    if (link && link->n_orders) {
+        PyErr_Format(PyExc_ValueError, "session %R still owns %zd open orders", sid, link->n_orders);
         return NULL;
     }
     if (ledger_discard(self->links, sid) < 0)
@@ -348,31 +305,52 @@ static PyObject *ledger_detach(srv_ledger *self, PyObject *sid)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(ledger_owner_doc, "owner($self, order_id, /)\n--\n\nThe Link owning an open order, or None.");
-
-static PyObject *ledger_owner(srv_ledger *self, PyObject *oid)
+/* The open order that `oid` (any Python object) names, or NULL: with an
+ * exception set if `oid` is not an int. */
+static struct srv_open_order *ledger_order_arg(srv_ledger *self, PyObject *oid, const char *what)
 {
     unsigned long long v;
-    srv_link *link;
-    int err = 0;
 
-    if (!ledger_ready(self))
-        return NULL;
     if (!PyLong_Check(oid)) {
-        PyErr_Format(PyExc_TypeError, "owner: an order id is an int, not %.100s", Py_TYPE(oid)->tp_name);
+        PyErr_Format(PyExc_TypeError, "%s: an order id is an int, not %.100s", what, Py_TYPE(oid)->tp_name);
         return NULL;
     }
     v = PyLong_AsUnsignedLongLong(oid);
     if (v == (unsigned long long)-1 && PyErr_Occurred()) {
-        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
-            return NULL;
-        PyErr_Clear(); /* below 0 or above 64 bits: no order's */
-        Py_RETURN_NONE;
-    }
-    link = srv_ledger_owner(self, v, &err);
-    if (err)
+        if (PyErr_ExceptionMatches(PyExc_OverflowError))
+            PyErr_Clear(); /* below 0 or above 64 bits: no order's */
         return NULL;
-    return Py_NewRef(link ? (PyObject *)link : Py_None);
+    }
+    return srv_orders_find(&self->orders, v);
+}
+
+PyDoc_STRVAR(ledger_owner_doc, "owner($self, order_id, /)\n--\n\nThe Link owning an open order, or None.");
+
+static PyObject *ledger_owner(srv_ledger *self, PyObject *oid)
+{
+    struct srv_open_order *o;
+
+    if (!ledger_ready(self))
+        return NULL;
+    o = ledger_order_arg(self, oid, "owner");
+    if (!o && PyErr_Occurred())
+        return NULL;
+    return Py_NewRef(o ? (PyObject *)o->link : Py_None);
+}
+
+PyDoc_STRVAR(ledger_order_doc, "order($self, order_id, /)\n--\n\n"
+                               "(instrument, client order id) of an open order a session owns, or None.");
+
+static PyObject *ledger_order(srv_ledger *self, PyObject *oid)
+{
+    struct srv_open_order *o;
+
+    if (!ledger_ready(self))
+        return NULL;
+    o = ledger_order_arg(self, oid, "order");
+    if (!o)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    return srv_order_info(o);
 }
 
 PyDoc_STRVAR(ledger_own_doc, "own($self, link, order_id, instrument, client_order_id, /)\n--\n\n"
@@ -405,7 +383,8 @@ static PyObject *ledger_own(srv_ledger *self, PyObject *args)
 }
 
 PyDoc_STRVAR(ledger_forget_doc, "forget($self, link, order_id, /)\n--\n\n"
-                                "An order of link's is finished: it leaves the owners and the link.");
+                                "An order of link's is finished: it leaves the open orders (nothing if it is\n"
+                                "not link's).");
 
 static PyObject *ledger_forget(srv_ledger *self, PyObject *args)
 {
@@ -428,25 +407,12 @@ PyDoc_STRVAR(ledger_release_doc,
 static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 {
     srv_link *link = ledger_link_arg(o);
-    PyObject *orders, *key, *value;
-    Py_ssize_t pos = 0;
+    PyObject *orders;
 
-    if (!link || !ledger_ready(self))
+    if (!link || !ledger_ready(self) || !(orders = srv_link_orders(link)))
         return NULL;
-    orders = link->orders;
-    while (PyDict_Next(orders, &pos, &key, &value)) {
-        unsigned long long oid = PyLong_AsUnsignedLongLong(key); /* an order id srv_ledger_own made */
-
-        if (oid == (unsigned long long)-1 && PyErr_Occurred())
-            return NULL;
-        if (ledger_discard(ledger_owners_of(self, oid), key) < 0)
-            return NULL;
-    }
-    link->orders = PyDict_New();
-    if (!link->orders) {
-        link->orders = orders;
-        return NULL;
-    }
+    while (!list_empty(&link->orders))
+        srv_orders_remove(&self->orders, eng_container_of(link->orders.next, struct srv_open_order, in_link));
     PyDict_Clear(link->coids);
     return orders;
 }
@@ -455,43 +421,11 @@ PyDoc_STRVAR(ledger_owned_doc, "owned($self, account, /)\n--\n\n"
                                "(order id, instrument) of the open orders that sessions of `account` own\n"
                                "(None: of every account), in no particular order.");
 
-/* Append (order id, instrument) of each order in the owners' shard
- * `owners` that a session of account `acc` owns (any, if `any`). */
-static int ledger_owned_in(srv_ledger *self, PyObject *owners, int any, unsigned long acc, PyObject *out)
-{
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-
-    while (PyDict_Next(owners, &pos, &key, &value)) {
-        int err = 0, rc;
-        srv_link *link = ledger_link_of(self, value, &err);
-        PyObject *o, *item;
-
-        if (err)
-            return -1;
-        if (!link)
-            continue; /* never: an owner's session stays attached (detach, attach, own) */
-        if (!any && (!link->logged_in || link->account != acc))
-            continue;
-        o = PyDict_GetItemWithError(link->orders, key);
-        if (!o) {
-            if (PyErr_Occurred())
-                return -1;
-            continue;
-        }
-        item = PyTuple_Pack(2, key, PyTuple_GET_ITEM(o, 0));
-        rc = item ? PyList_Append(out, item) : -1;
-        Py_XDECREF(item);
-        if (rc < 0)
-            return -1;
-    }
-    return 0;
-}
-
 static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
 {
-    PyObject *out;
+    PyObject *out, *sid, *v;
     unsigned long acc = 0;
+    Py_ssize_t pos = 0;
 
     if (!ledger_ready(self))
         return NULL;
@@ -502,12 +436,77 @@ static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
     }
     if (!(out = PyList_New(0)))
         return NULL;
-    for (size_t i = 0; i < SRV_OWNER_SHARDS; i++)
-        if (ledger_owned_in(self, self->owners[i], account == Py_None, acc, out) < 0) {
-            Py_DECREF(out);
+    /* An owner is always attached (detach, attach, own). */
+    while (PyDict_Next(self->links, &pos, &sid, &v)) {
+        srv_link *link = (srv_link *)v;
+
+        if (account != Py_None && (!link->logged_in || link->account != acc))
+            continue;
+        for (struct list_node *n = link->orders.next; n != &link->orders; n = n->next) {
+            struct srv_open_order *o = eng_container_of(n, struct srv_open_order, in_link);
+            PyObject *item = Py_BuildValue("(Kk)", (unsigned long long)o->oid, (unsigned long)o->inst);
+
+            if (!item || PyList_Append(out, item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(out);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+    }
+    return out;
+}
+
+PyDoc_STRVAR(ledger_verify_doc, "verify($self, /)\n--\n\n"
+                                "Check the open orders' invariants (AssertionError naming what is wrong); the\n"
+                                "number of orders in each shard of their index.");
+
+static PyObject *ledger_verify(srv_ledger *self, PyObject *Py_UNUSED(ignored))
+{
+    const char *wrong;
+    PyObject *sid, *v, *sizes;
+    Py_ssize_t pos = 0, owned = 0;
+
+    if (!ledger_ready(self))
+        return NULL;
+    if ((wrong = srv_orders_verify(&self->orders)) != NULL) {
+        PyErr_SetString(PyExc_AssertionError, wrong);
+        return NULL;
+    }
+    while (PyDict_Next(self->links, &pos, &sid, &v)) {
+        srv_link *link = (srv_link *)v;
+        Py_ssize_t n = 0;
+
+        for (struct list_node *i = link->orders.next; i != &link->orders; i = i->next, n++) {
+            struct srv_open_order *o = eng_container_of(i, struct srv_open_order, in_link);
+
+            if (o->link != link || srv_orders_find(&self->orders, o->oid) != o) {
+                PyErr_Format(PyExc_AssertionError, "session %R lists an order that is not its own", sid);
+                return NULL;
+            }
+        }
+        if (n != link->n_orders) {
+            PyErr_Format(PyExc_AssertionError, "session %R counts %zd orders and lists %zd", sid, link->n_orders, n);
             return NULL;
         }
-    return out;
+        owned += n;
+    }
+    if ((size_t)owned != self->orders.count) {
+        PyErr_SetString(PyExc_AssertionError, "an open order's owner is not attached");
+        return NULL;
+    }
+    if (!(sizes = PyList_New(SRV_ORDER_SHARDS)))
+        return NULL;
+    for (size_t k = 0; k < SRV_ORDER_SHARDS; k++) {
+        PyObject *n = PyLong_FromSize_t(self->orders.shards[k].used);
+
+        if (!n) {
+            Py_DECREF(sizes);
+            return NULL;
+        }
+        PyList_SET_ITEM(sizes, (Py_ssize_t)k, n);
+    }
+    return sizes;
 }
 
 /* The account number `account` (a Python int): 0, or -1 with an exception set. */
@@ -687,6 +686,8 @@ static PyMethodDef ledger_methods[] = {
     {"attach", (PyCFunction)ledger_attach, METH_O, ledger_attach_doc},
     {"detach", (PyCFunction)ledger_detach, METH_O, ledger_detach_doc},
     {"owner", (PyCFunction)ledger_owner, METH_O, ledger_owner_doc},
+    {"order", (PyCFunction)ledger_order, METH_O, ledger_order_doc},
+    {"verify", (PyCFunction)ledger_verify, METH_NOARGS, ledger_verify_doc},
     {"own", (PyCFunction)ledger_own, METH_VARARGS, ledger_own_doc},
     {"forget", (PyCFunction)ledger_forget, METH_VARARGS, ledger_forget_doc},
     {"release", (PyCFunction)ledger_release, METH_O, ledger_release_doc},

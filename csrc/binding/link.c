@@ -88,27 +88,13 @@ int srv_link_take_token(srv_link *link)
     return link->rate == 0 ? 1 : link_take_token_at(link, link_now());
 }
 
-PyObject *srv_link_order_coid(srv_link *link, uint64_t oid)
-{
-    PyObject *key = PyLong_FromUnsignedLongLong(oid);
-    PyObject *o;
-
-    if (!key)
-        return NULL;
-    o = PyDict_GetItemWithError(link->orders, key);
-    Py_DECREF(key);
-    if (!o && PyErr_Occurred())
-        return NULL;
-    return Py_NewRef(o ? PyTuple_GET_ITEM(o, 1) : Py_None);
-}
-
 /* ---- the type -------------------------------------------------------------- */
 
 static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"sid", "session", "rate", "burst", "fd", "max_unsent", NULL};
     unsigned long sid;
-    PyObject *session, *pending, *orders, *coids, *flying, *sid_key;
+    PyObject *session, *pending, *coids, *flying, *sid_key;
     double rate, burst;
     int fd = -1;
     Py_ssize_t max_unsent = 0;
@@ -126,20 +112,18 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
         return -1;
     }
     pending = PyDict_New();
-    orders = PyDict_New();
     coids = PyDict_New();
     flying = PyDict_New();
     sid_key = PyLong_FromUnsignedLong(sid);
-    if (!pending || !orders || !coids || !flying || !sid_key) {
+    if (!pending || !coids || !flying || !sid_key) {
         Py_XDECREF(pending);
-        Py_XDECREF(orders);
         Py_XDECREF(coids);
         Py_XDECREF(flying);
         Py_XDECREF(sid_key);
         return -1;
     }
     self->pending = pending; /* last: a Link with pending is a whole one */
-    self->orders = orders;
+    list_init(&self->orders);
     self->coids = coids;
     self->flying = flying;
     self->sid_key = sid_key;
@@ -156,7 +140,6 @@ static int link_init(srv_link *self, PyObject *args, PyObject *kwds)
 static int link_traverse(srv_link *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->pending);
-    Py_VISIT(self->orders);
     Py_VISIT(self->coids);
     Py_VISIT(self->flying);
     Py_VISIT(self->session);
@@ -166,7 +149,6 @@ static int link_traverse(srv_link *self, visitproc visit, void *arg)
 static int link_clear(srv_link *self)
 {
     Py_CLEAR(self->pending);
-    Py_CLEAR(self->orders);
     Py_CLEAR(self->coids);
     Py_CLEAR(self->flying);
     Py_CLEAR(self->session);
@@ -252,27 +234,12 @@ static PyObject *link_take_token(srv_link *self, PyObject *args)
     return PyBool_FromLong(link_take_token_at(self, t));
 }
 
-PyDoc_STRVAR(link_order_doc, "order($self, order_id, /)\n--\n\n"
-                             "(instrument, client order id) of an open order the session owns, or None.");
-
-static PyObject *link_order(srv_link *self, PyObject *oid)
-{
-    PyObject *o;
-
-    if (!link_ready(self))
-        return NULL;
-    o = PyDict_GetItemWithError(self->orders, oid);
-    if (!o && PyErr_Occurred())
-        return NULL;
-    return Py_NewRef(o ? o : Py_None);
-}
-
 PyDoc_STRVAR(link_orders_doc, "orders($self, /)\n--\n\n"
                               "The open orders the session owns: order id -> (instrument, client order id); a copy.");
 
 static PyObject *link_orders(srv_link *self, PyObject *Py_UNUSED(ignored))
 {
-    return link_ready(self) ? PyDict_Copy(self->orders) : NULL;
+    return link_ready(self) ? srv_link_orders(self) : NULL;
 }
 
 PyDoc_STRVAR(link_pending_doc, "pending($self, /)\n--\n\n"
@@ -294,7 +261,7 @@ static PyObject *link_get_busy(srv_link *self, void *Py_UNUSED(closure))
 {
     if (!link_ready(self))
         return NULL;
-    return PyBool_FromLong(PyDict_GET_SIZE(self->pending) || PyDict_GET_SIZE(self->orders));
+    return PyBool_FromLong(PyDict_GET_SIZE(self->pending) || self->n_orders);
 }
 
 static PyObject *link_get_pending_count(srv_link *self, void *Py_UNUSED(closure))
@@ -308,7 +275,7 @@ static PyObject *link_get_order_count(srv_link *self, void *Py_UNUSED(closure))
 {
     if (!link_ready(self))
         return NULL;
-    return PyLong_FromSsize_t(PyDict_GET_SIZE(self->orders));
+    return PyLong_FromSsize_t(self->n_orders);
 }
 
 static PyMethodDef link_methods[] = {
@@ -316,7 +283,6 @@ static PyMethodDef link_methods[] = {
     {"close", (PyCFunction)link_close, METH_NOARGS, link_close_doc},
     {"tag", (PyCFunction)link_tag, METH_VARARGS, link_tag_doc},
     {"take_token", (PyCFunction)link_take_token, METH_VARARGS, link_take_token_doc},
-    {"order", (PyCFunction)link_order, METH_O, link_order_doc},
     {"orders", (PyCFunction)link_orders, METH_NOARGS, link_orders_doc},
     {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
     {"write", (PyCFunction)srv_link_write, METH_NOARGS, srv_link_write_doc},

@@ -115,17 +115,14 @@ static int route_count(srv_router *self, uint32_t account, int open, int in_flig
 }
 
 /* One side's fill, to the session that owns the order. */
-static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t inst, unsigned side, int64_t price,
-                      int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
+static int route_fill(srv_router *self, srv_link *link, PyObject *coid, uint64_t oid, uint32_t inst, unsigned side,
+                      int64_t price, int64_t qty, int64_t leaves, uint64_t trade_id, int maker, uint64_t seq)
 {
     struct srv_frame w;
-    PyObject *symbol, *side_json, *coid;
+    PyObject *symbol, *side_json;
     int rc = -1;
 
     if (!(symbol = route_symbol(self, inst)) || !(side_json = route_side(self, side)))
-        return -1;
-    coid = srv_link_order_coid(link, oid);
-    if (!coid)
         return -1;
     srv_frame_init(&w);
     if (SRV_PUT(&w, "{\"type\":\"fill\",\"order_id\":") < 0 || srv_put_u64(&w, oid) < 0 ||
@@ -146,7 +143,6 @@ static int route_fill(srv_router *self, srv_link *link, uint64_t oid, uint32_t i
     rc = 0;
 out:
     srv_frame_free(&w);
-    Py_DECREF(coid);
     return rc;
 }
 
@@ -155,19 +151,23 @@ out:
 static int route_trade_side(srv_router *self, const struct eng_event *ev, uint64_t oid, unsigned side,
                             int64_t leaves, int maker)
 {
-    int err = 0, rc;
-    srv_link *owner = srv_ledger_owner(self->ledger, oid, &err);
+    struct srv_open_order *o = srv_ledger_order(self->ledger, oid);
+    srv_link *owner;
+    PyObject *coid;
+    int rc;
 
-    if (err)
-        return -1;
-    if (!owner) {
+    if (!o) {
         if (leaves)
             return 0;
         return route_call_fmt(self->on_unowned_gone, "(K)", (unsigned long long)oid);
     }
-    Py_INCREF(owner); /* held across calls into Python, which may detach it */
-    rc = route_fill(self, owner, oid, ev->instrument, side, ev->price, ev->qty, leaves, ev->trade_id, maker,
+    /* Held across calls into Python, which may detach the one and drop the
+       other, and past the order's forgetting. */
+    owner = (srv_link *)Py_NewRef((PyObject *)o->link);
+    coid = Py_NewRef(o->coid);
+    rc = route_fill(self, owner, coid, oid, ev->instrument, side, ev->price, ev->qty, leaves, ev->trade_id, maker,
                     ev->seq);
+    Py_DECREF(coid);
     Py_DECREF(owner);
     return rc;
 }
@@ -269,16 +269,16 @@ out:
 static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_link *link, PyObject *info, int first)
 {
     PyObject *req_id = Py_None, *coid;
+    struct srv_open_order *o;
     srv_link *owner;
     struct srv_frame w;
-    int err = 0, rc = -1;
+    int rc = -1;
 
     if (route_count(self, ev->account, -1, 0) < 0 ||
         (self->status && srv_status_cancelled(self->status, ev) < 0))
         return -1;
-    owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
-    if (err)
-        return -1;
+    o = srv_ledger_order(self->ledger, ev->order_id);
+    owner = o ? o->link : NULL;
     if (info && first) {
         int mass = PyUnicode_Compare(PyTuple_GET_ITEM(info, 0), srv_names.mass_cancel);
 
@@ -295,11 +295,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
         Py_XDECREF(owner);
         return rc;
     }
-    coid = srv_link_order_coid(owner, ev->order_id);
-    if (!coid) {
-        Py_DECREF(owner);
-        return -1;
-    }
+    coid = Py_NewRef(o->coid); /* the order is forgotten before the frame is queued */
     srv_frame_init(&w);
     if (SRV_PUT(&w, "{\"type\":\"cancelled\",\"req_id\":") < 0 ||
         srv_put_value(&w, owner == link ? req_id : Py_None, self->dumps) < 0 || SRV_PUT(&w, ",\"order_id\":") < 0 ||
@@ -330,10 +326,9 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
 
     switch (ev->type) {
     case ENG_EV_MODIFIED: {
-        int err = 0;
-        srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id, &err);
+        srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id);
 
-        if (err || (self->status && srv_status_modified(self->status, ev) < 0))
+        if (self->status && srv_status_modified(self->status, ev) < 0)
             return -1;
         Py_XINCREF(owner);
         rc = route_call_fmt(self->on_modified, "(OKLLOKOOO)", route_session(owner), (unsigned long long)ev->order_id,

@@ -39,6 +39,7 @@
 
 #include <stdint.h>
 
+#include "list.h"
 #include "pyengine.h"
 
 /* ---- Link: one session --------------------------------------------------- */
@@ -46,7 +47,7 @@
 typedef struct {
     PyObject_HEAD
     uint32_t sid;
-    PyObject *sid_key;   /* sid as an int: the Ledger's owners map orders to it */
+    PyObject *sid_key;   /* sid as an int: the Ledger's key for it */
     int logged_in; /* account is meaningful */
     uint32_t account;
     char admin;  /* char: T_BOOL members */
@@ -54,7 +55,8 @@ typedef struct {
     char account_shared; /* another open session is logged in as its account (Python keeps it) */
     uint32_t next;       /* the last request number given out */
     PyObject *pending;   /* dict: request number -> (kind, req_id, extra) */
-    PyObject *orders;    /* dict: order id -> (instrument, client order id or None) */
+    struct list_node orders; /* its open orders (struct srv_open_order), in the order it came to own them */
+    Py_ssize_t n_orders;
     PyObject *coids;     /* dict: client order id -> order id */
     PyObject *flying;    /* dict: client order id -> how many of its new orders with it are unanswered */
     PyObject *session;   /* the Python Session */
@@ -84,8 +86,6 @@ int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *ext
 int srv_link_landed(srv_link *link, PyObject *coid);
 /* Spend one token if there is one: 1, or 0 if over the rate. */
 int srv_link_take_token(srv_link *link);
-/* The client order id of one of its orders (a new reference; None if none). */
-PyObject *srv_link_order_coid(srv_link *link, uint64_t oid);
 
 /* ---- Inbox: one session's received bytes, split into frames (inbox.c) ---- */
 
@@ -276,17 +276,58 @@ struct srv_account_counts {
     long long in_flight; /* new orders not answered yet */
 };
 
-/* The Ledger's owners are kept in 2**SRV_OWNER_SHARD_BITS dicts. */
-enum { SRV_OWNER_SHARD_BITS = 8, SRV_OWNER_SHARDS = 1 << SRV_OWNER_SHARD_BITS };
+/* ---- the Ledger's open orders (orders.c) ---------------------------------- */
+
+/* An open order a session owns. */
+struct srv_open_order {
+    uint64_t oid;
+    srv_link *link;            /* its owner (held while it owns orders) */
+    PyObject *coid;            /* its client order id: a str or None (held) */
+    uint32_t inst;
+    struct list_node in_link;  /* on link->orders */
+};
+
+struct srv_open_slot {
+    uint64_t oid;
+    struct srv_open_order *order; /* NULL: a free slot */
+};
+
+enum { SRV_ORDER_SHARD_BITS = 8, SRV_ORDER_SHARDS = 1 << SRV_ORDER_SHARD_BITS };
+
+struct srv_open_shard {
+    struct srv_open_slot *slots; /* open addressing; at most half full */
+    size_t cap, used;             /* slots (0, or a power of two), entries in them */
+    uint8_t shift;                /* 64 - log2(cap) */
+};
+
+/* Open order id -> struct srv_open_order. */
+struct srv_orders {
+    struct srv_open_shard shards[SRV_ORDER_SHARDS];
+    size_t count;
+};
+
+/* The open order `oid`, or NULL. */
+struct srv_open_order *srv_orders_find(struct srv_orders *t, uint64_t oid);
+/* A new open order `oid` (not in `t`), on link's list; NULL with MemoryError. */
+struct srv_open_order *srv_orders_add(struct srv_orders *t, uint64_t oid, srv_link *link, uint32_t inst,
+                                 PyObject *coid);
+/* The order is link's now (it was another's). */
+void srv_orders_move(struct srv_open_order *o, srv_link *link);
+/* The order is finished: out of `t` and its link's list, freed. */
+void srv_orders_remove(struct srv_orders *t, struct srv_open_order *o);
+/* Every order out, and the index's memory freed. */
+void srv_orders_clear(struct srv_orders *t);
+/* (instrument, client order id) of an open order: a new tuple. */
+PyObject *srv_order_info(const struct srv_open_order *o);
+/* link's open orders: a new dict, order id -> (instrument, client order id), in the order it came to own them. */
+PyObject *srv_link_orders(srv_link *link);
+/* NULL, or what is wrong with `t` (for tests). */
+const char *srv_orders_verify(struct srv_orders *t);
 
 typedef struct {
     PyObject_HEAD
     PyObject *links;     /* dict: session id -> Link */
-    /* Open order id -> session id: an int, not the Link (a dict of ints is
-     * one the cyclic collector never walks), in the shard a hash of the id
-     * picks. A dict grows by moving every entry at once: one dict of 61,000
-     * owners stalled the event loop 3.7 ms doing it; a shard holds a 256th. */
-    PyObject *owners[SRV_OWNER_SHARDS];
+    struct srv_orders orders;    /* the open orders and their owners */
     struct srv_account_counts *counts; /* open addressing by account; at most half full */
     size_t counts_cap, counts_used;    /* slots (a power of two), accounts in them */
     srv_link **listed;                 /* links with output queued since the last flush (held) */
@@ -324,17 +365,19 @@ extern const char srv_link_write_doc[], srv_link_take_output_doc[], srv_link_dro
 /* The counts of `account` (zero when it has none yet); NULL, with
  * MemoryError set, when there is no memory for a new account. */
 struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account);
-/* The Link owning an open order (borrowed), or NULL; *err set on error. */
-srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid, int *err);
+/* An open order a session owns (borrowed), or NULL. */
+struct srv_open_order *srv_ledger_order(srv_ledger *l, uint64_t oid);
+/* The Link owning an open order (borrowed), or NULL. */
+srv_link *srv_ledger_owner(srv_ledger *l, uint64_t oid);
 /* Whether an order id is one the server could have told a client of. */
 int srv_ledger_knows(const srv_ledger *l, uint64_t oid);
 /* Another session of `link`'s account that holds an open order with client
  * order id `coid`, or is open and has a new order with it unanswered
  * (borrowed), or NULL; *err set on error. */
 srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, int *err);
-/* The order is link's now: owners, link->orders and, with a coid, link->coids. */
+/* The order is link's now: in the open orders, on its list and, with a coid, in link->coids. */
 int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid);
-/* The order is finished: drop it from owners and from its link. */
+/* The order is finished: out of the open orders and link's (nothing if it is not link's). */
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid);
 
 /* ---- OrderStatus: orders' status for the orders and order_status requests -- */

@@ -84,12 +84,12 @@ def _coid(raw: bytes) -> str | None:
     return None if raw == NO_COID else raw.rstrip(b"\0").decode("ascii", "backslashreplace")
 
 
-def _order_coid(owner: Session | None, unclaimed: UnclaimedOrders, order_id: int) -> str | None:
+def _order_coid(owner: Session | None, ledger: Ledger, unclaimed: UnclaimedOrders, order_id: int) -> str | None:
     """The client order id of an order its owner holds, or that no session
     holds (None if it has none)."""
     if owner is None:
         return unclaimed.client_order_id(order_id)
-    o = owner.link.order(order_id)
+    o = ledger.order(order_id)
     return o[1] if o else None
 
 
@@ -266,7 +266,7 @@ class Dispatcher:
             "type": "cancelled",
             "req_id": None,
             "order_id": order_id,
-            "client_order_id": _order_coid(owner, self.server.unclaimed, order_id),
+            "client_order_id": _order_coid(owner, self.ledger, self.server.unclaimed, order_id),
             "leaves": leaves,
             "reason": CANCEL_REASONS[reason],
             "seq": seq,
@@ -290,7 +290,7 @@ class Dispatcher:
             "type": "modified",
             "req_id": None,
             "order_id": order_id,
-            "client_order_id": _order_coid(owner, self.server.unclaimed, order_id),
+            "client_order_id": _order_coid(owner, self.ledger, self.server.unclaimed, order_id),
             "price": price,
             "qty": qty,
             "priority_kept": priority_kept,

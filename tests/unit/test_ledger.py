@@ -4,8 +4,11 @@ an order's owner is always an attached session."""
 from __future__ import annotations
 
 import gc
+import weakref
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyengine._server import Ledger, Link
 
@@ -81,8 +84,8 @@ def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
     for k in range(12):
         ledger = Ledger()
         link = attached(ledger, 1)
-        # 85 orders: the next insert grows the Link's dicts (a table of 128 holds 85); the owners'
-        # shard of the next is empty (85 ids over 256 shards), so its first insert allocates too.
+        # 85 orders: the next client order id grows the Link's dict of them (a table of 128 holds 85);
+        # the open orders' shard of the next is empty (85 ids over 256 shards), so it allocates too.
         for oid in range(1, 86):
             ledger.own(link, oid, 0, f"c{oid}")
         coid = f"client-{k}"  # a new str: an allocation of its own is not the one that fails
@@ -95,11 +98,13 @@ def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
             testcapi.remove_mem_hooks()
         (coids,) = [d for d in gc.get_referents(link) if isinstance(d, dict) and "c1" in d]
         if failed_at and failed_at[-1] == k:
-            assert ledger.owner(10**9) is None and link.order(10**9) is None and link.order_count == 85
-            assert coid not in coids
+            assert ledger.owner(10**9) is None and ledger.order(10**9) is None and link.order_count == 85
+            assert coid not in coids and 10**9 not in link.orders()
         else:
-            assert ledger.owner(10**9) is link and link.order(10**9) == (1, coid) and coids[coid] == 10**9
-    # The key, the orders' growth, the owners' shard, the client order ids' growth: four ways to fail.
+            assert ledger.owner(10**9) is link and ledger.order(10**9) == (1, coid) and coids[coid] == 10**9
+            assert link.orders()[10**9] == (1, coid)
+        ledger.verify()
+    # The shard's slots, the order's entry, the key, the client order ids' growth: four ways to fail.
     assert len(failed_at) >= 4, f"allocations failed at {failed_at} only: not each dict's growth"
 
 
@@ -127,15 +132,37 @@ def test_many_owners_kept_as_a_dict_keeps_them() -> None:
     index = {oid: n for n, oid in enumerate(ids)}
     assert sorted(ledger.owned(None)) == sorted((oid, index[oid] % 2) for oid in model)
     assert sorted(ledger.owned(101)) == sorted((oid, index[oid] % 2) for oid, link in model.items() if link is links[1])
-    # Not the sessions' dict, nor the modifies' bounds (empty: no modify here); no shard is empty.
-    shards = [d for d in gc.get_referents(ledger)
-              if isinstance(d, dict) and d and not any(isinstance(v, Link) for v in d.values())]
-    sizes = sorted(len(d) for d in shards)
-    assert sum(sizes) == len(model) and len(sizes) == 256
+    for link in links:  # each session's list, in the order it came to own them
+        assert list(link.orders()) == [oid for oid in ids if model.get(oid) is link]
+    sizes = sorted(ledger.verify())
+    assert sum(sizes) == len(model) and len(sizes) == 256 and sizes[0] > 0
     assert sizes[-1] <= 2 * len(model) / 256, sizes[-5:]
     for oid in list(model):
         ledger.forget(model.pop(oid), oid)
-    assert ledger.owned(None) == [] and all(len(d) == 0 for d in shards)
+    assert ledger.owned(None) == [] and sum(ledger.verify()) == 0 and all(link.order_count == 0 for link in links)
+
+
+def test_a_ledger_whose_sessions_own_orders_is_collected_in_a_cycle() -> None:
+    """The open orders hold their sessions' Links, and the Ledger shows the
+    collector those references: a cycle through the Ledger, a Link with
+    orders and its session is garbage like any other, cleared in whatever
+    order the collector picks."""
+    class Session:
+        ledger: Ledger
+
+    for round_ in range(3):
+        ledger = Ledger()
+        session = Session()
+        session.ledger = ledger
+        link = Link(1, session, 0, 0)
+        ledger.attach(link)
+        other = attached(ledger, 2)
+        for oid in range(1, 50):
+            ledger.own(link if oid % 3 else other, oid, 0, f"c{oid}" if oid % 2 else None)
+        gone = weakref.ref(session)
+        del ledger, session, link, other
+        gc.collect()
+        assert gone() is None, f"round {round_}: the cycle was kept"
 
 
 def test_an_owner_is_asked_for_by_an_int() -> None:
@@ -146,3 +173,48 @@ def test_an_owner_is_asked_for_by_an_int() -> None:
     assert ledger.owner(-1) is None and ledger.owner(2**64) is None and ledger.owner(0) is None
     with pytest.raises(TypeError, match="an order id is an int"):
         ledger.owner("1")  # type: ignore[arg-type]
+
+
+# The index hashes an id by multiplying it by this (orders.c), and takes the top bits: the ids whose
+# hashes differ in their low bits only share a shard and a home slot, and collide.
+_FIBONACCI = 0x9E3779B97F4A7C15
+_COLLIDING = st.integers(0, 40).map(lambda j: ((0x5A << 56) + j) * pow(_FIBONACCI, -1, 2**64) % 2**64)
+_IDS = st.one_of(_COLLIDING, st.integers(1, 2**64 - 1), st.integers(1, 60))
+_STEPS = st.lists(st.tuples(st.sampled_from(["own", "forget", "release"]), _IDS, st.integers(0, 2),
+                            st.integers(0, 3), st.sampled_from([None, "a", "b"])), max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_STEPS)
+def test_the_open_orders_are_a_dict_and_a_list_per_session(steps: list[tuple[str, int, int, int, str | None]]) -> None:
+    """Own, forget and release in any order, against a dict of each
+    session's orders kept in the order it came to own them: an order owned
+    again by another session moves to the end of that one's; forgetting
+    another session's order changes nothing."""
+    ledger = Ledger()
+    links = [attached(ledger, sid) for sid in (1, 2, 3)]
+    for i, link in enumerate(links):
+        link.login(100 + i % 2, False)
+    model: list[dict[int, tuple[int, str | None]]] = [{}, {}, {}]
+    for kind, oid, who, inst, coid in steps:
+        holder = next((i for i, orders in enumerate(model) if oid in orders), None)
+        if kind == "own":
+            if holder is not None and holder != who:
+                del model[holder][oid]
+            model[who][oid] = (inst, coid)
+            ledger.own(links[who], oid, inst, coid)
+        elif kind == "forget":
+            if holder == who:
+                del model[who][oid]
+            ledger.forget(links[who], oid)
+        else:
+            assert ledger.release(links[who]) == model[who]
+            model[who] = {}
+        ledger.verify()
+        assert [link.orders() for link in links] == model
+        assert [list(link.orders()) for link in links] == [list(orders) for orders in model]
+        holder = next((i for i, orders in enumerate(model) if oid in orders), None)
+        assert ledger.owner(oid) is (None if holder is None else links[holder])
+        assert ledger.order(oid) == (None if holder is None else model[holder][oid])
+    assert sorted(ledger.owned(100)) == sorted((oid, inst) for i in (0, 2) for oid, (inst, _) in model[i].items())
+    assert sum(ledger.verify()) == sum(map(len, model)) == sum(link.order_count for link in links)
