@@ -17,7 +17,9 @@
  * after it, and the segments and snapshots it covers are removed unless
  * cfg.keep_segments. The first failure stops the journal for good
  * (runner__fail): no event leaves after it. As it ends, the thread syncs the
- * segment once more when the policy (JNL_FSYNC_OFF) has not.
+ * segment once more when the policy (JNL_FSYNC_OFF) has not, and the
+ * segments this run closed and kept (cfg.keep_segments), which with that
+ * policy nothing synced when they were closed (see sync_closed_segments).
  *
  * The thread sleeps on r->jw.sleep whenever the ring is empty (it waits for
  * the disk anyway), with the wake protocol of runner.c.
@@ -27,6 +29,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -75,13 +78,15 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* fdatasync, timed (for the metrics: the clock costs nothing next to it). */
-static int timed_sync(struct jw *w)
+/* fdatasync, timed and counted (for the metrics: the clock costs nothing next to it). */
+static int timed_sync(struct jw *w, int fd)
 {
     uint64_t t0 = now_ns();
-    int rc = fdatasync(w->fd);
+    int rc = fdatasync(fd);
 
     atomic_fetch_add_explicit(&w->sync_ns, now_ns() - t0, memory_order_relaxed);
+    if (rc == 0)
+        atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
     return rc;
 }
 
@@ -98,11 +103,10 @@ static int flush(struct runner *r, size_t n, const struct eng_counters *hi)
     if (r->cfg.fsync == JNL_FSYNC_ALWAYS) {
         for (size_t i = 0; i < n; i++) {
             if (fio_write_all(w->fd, &w->write[i], sizeof(w->write[i])) != 0 ||
-                timed_sync(w) != 0) {
+                timed_sync(w, w->fd) != 0) {
                 runner__fail(r, errno);
                 return -1;
             }
-            atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
             atomic_store_explicit(&w->journaled, w->write[i].seq, memory_order_release);
             wake_if_sleeping(&r->consumer_waiting, r->out_fd);
         }
@@ -113,11 +117,10 @@ static int flush(struct runner *r, size_t n, const struct eng_counters *hi)
         return -1;
     }
     if (r->cfg.fsync == JNL_FSYNC_BATCH) {
-        if (timed_sync(w) != 0) {
+        if (timed_sync(w, w->fd) != 0) {
             runner__fail(r, errno);
             return -1;
         }
-        atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
     }
     /* Release: the consumer that sees the new value may send the effects. */
     atomic_store_explicit(&w->journaled, w->write[n - 1].seq, memory_order_release);
@@ -150,6 +153,51 @@ static void prune(const struct jw *w, uint64_t seq)
         }
     }
     closedir(d);
+}
+
+/*
+ * Sync the segments this run closed (from w->run_first up to the open one),
+ * for a clean stop with JNL_FSYNC_OFF and cfg.keep_segments: nothing synced
+ * them when a snapshot closed them, and doing so then would stall the
+ * journal (a whole segment's writes at worst) where the policy asks for no
+ * sync. The stop pays instead, reopening them by name: no list to keep, no
+ * descriptor held. One the operator moved away meanwhile is not ours to
+ * sync. Returns 0 or -1 (errno).
+ */
+static int sync_closed_segments(struct jw *w)
+{
+    DIR *d = opendir(w->dir);
+    struct dirent *de;
+    char path[4096];
+    int rc = 0;
+
+    if (!d)
+        return -1;
+    while (rc == 0 && (de = readdir(d)) != NULL) {
+        unsigned long long n;
+        int end = 0, fd;
+
+        if (sscanf(de->d_name, "journal-%llu.log%n", &n, &end) != 1 || !end || de->d_name[end] ||
+            n < w->run_first || n >= w->first)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", w->dir, de->d_name);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            rc = errno == ENOENT ? 0 : -1;
+            continue;
+        }
+        rc = timed_sync(w, fd);
+        if (close(fd) != 0 && rc == 0)
+            rc = -1;
+    }
+    if (rc != 0) {
+        int saved = errno;
+        closedir(d);
+        errno = saved;
+        return -1;
+    }
+    closedir(d);
+    return 0;
 }
 
 /*
@@ -224,13 +272,12 @@ static void *journal_thread(void *arg)
         }
         flush(r, k, &hi);
     }
-    /* With fsync off too, a clean stop leaves the journal on disk: a crash
-       of the machine after it loses nothing. */
+    /* With fsync off too, a clean stop leaves the journal on disk, every
+       segment this run wrote: a crash of the machine after it loses nothing. */
     if (r->cfg.fsync == JNL_FSYNC_OFF && !atomic_load_explicit(&r->journal_errno, memory_order_acquire)) {
-        if (timed_sync(w) != 0)
+        if ((r->cfg.keep_segments && w->first != w->run_first && sync_closed_segments(w) != 0) ||
+            timed_sync(w, w->fd) != 0)
             runner__fail(r, errno);
-        else
-            atomic_fetch_add_explicit(&w->syncs, 1, memory_order_relaxed);
     }
     /* The engine thread ended first: this is the runner's last thread. */
     runner__ended(r);
@@ -256,7 +303,7 @@ int jw_open(struct runner *r, const char *dir)
             errno = EBADMSG;
         return -1;
     }
-    w->first = eng_seq(r->eng) + 1;
+    w->first = w->run_first = eng_seq(r->eng) + 1;
     w->fd = jnl__open_segment(w->dir, w->first, r->eng);
     return w->fd < 0 ? -1 : 0;
 }

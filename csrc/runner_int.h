@@ -55,6 +55,7 @@ struct jw {
     char *dir;                  /* NULL: no journal */
     int fd;                     /* the open segment */
     uint64_t first;             /* the seq its first record has or will have */
+    uint64_t run_first;         /* the first seq of the first segment this run opened */
     struct eng_counters mark;   /* the high-water mark on disk */
     pthread_t thread;
     _Atomic int stop;           /* the engine thread is done: drain and end */

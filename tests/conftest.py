@@ -103,16 +103,23 @@ def failing_malloc(tmp_path: Path) -> FailingAlloc:
 @dataclass
 class FailingSync:
     """A process started with `env` fails every fdatasync (EIO) while the
-    file `flag` exists (tests/failing_sync.c)."""
+    file `flag` exists, and appends the path of each file it syncs to the
+    file `log` (tests/failing_sync.c)."""
 
     env: dict[str, str]
     flag: Path
+    log: Path
+
+    def synced(self) -> list[str]:
+        """The paths of the files fdatasync'ed so far, in order."""
+        return self.log.read_text().splitlines() if self.log.exists() else []
 
 
 @pytest.fixture
 def failing_sync(tmp_path: Path) -> FailingSync:
-    """fdatasync fails as on a disk error: the journal syncs its segment
+    """fdatasync fails as on a disk error: the journal syncs its segments
     with it."""
-    flag = tmp_path / "fail-sync"
+    flag, log = tmp_path / "fail-sync", tmp_path / "synced"
     lib = _preloadable(tmp_path, "failing_sync")
-    return FailingSync(dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_SYNC_FLAG=str(flag)), flag)
+    return FailingSync(dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_SYNC_FLAG=str(flag),
+                            PYENGINE_SYNC_LOG=str(log)), flag, log)

@@ -364,3 +364,24 @@ def test_with_fsync_off_a_clean_stop_syncs_the_journal(server_factory: Any, fail
     assert srv.stop() == 1
     assert "Input/output error" in srv.wait_log("event=journal_failed")
     srv.killed = True  # it stopped with a failure status, as it should
+
+
+def test_with_fsync_off_a_clean_stop_syncs_the_segments_snapshots_closed(server_factory: Any, failing_sync: Any,
+                                                                         tmp_path: Path) -> None:
+    """With fsync off and keep_segments, each snapshot closes a segment that
+    nothing syncs while the server runs; a clean stop syncs every segment
+    the server wrote, not only the one it was writing."""
+    data = tmp_path / "data"
+    srv = server_factory(f'[durability]\ndata_dir = "{data}"\nfsync = "off"\nkeep_segments = true\n',
+                         env=failing_sync.env)
+    for _ in range(2):
+        rest_orders(srv.port, 1, 3)
+        with Client("127.0.0.1", srv.port) as c:
+            c.login(2)
+            assert c.request(c.snapshot())["type"] == "snapshot"
+    rest_orders(srv.port, 1, 1)
+    names = [path.name for _, path in segments(data)]
+    assert [first for first, _ in segments(data)] == [1, 4, 7]
+    assert failing_sync.synced() == []
+    assert srv.stop() == 0
+    assert sorted(Path(path).name for path in failing_sync.synced()) == names
