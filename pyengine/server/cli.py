@@ -38,7 +38,16 @@ import time
 from ..errors import EngineError
 from ..log import LEVELS, fields, setup_logging
 from ..cluster.config import ClusterConfig
-from .config import FSYNC_POLICIES, ConfigError, ServerConfig, check_config, hash_secret, load_config
+from .config import (
+    FSYNC_POLICIES,
+    NO_NODE_JOURNAL,
+    ConfigError,
+    ServerConfig,
+    check_config,
+    hash_secret,
+    load_config,
+    unused_journal_settings,
+)
 
 log = logging.getLogger("pyengine.server")
 
@@ -115,21 +124,22 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
 
 def _check_flags_used(args: argparse.Namespace, config: ServerConfig) -> None:
     """Refuse options that would do nothing: a journal's settings without a
-    data directory (check_config refuses the file's that differ from the
-    defaults), an endpoint's address without its port. (A cluster node has
-    no journal, and snapshots every --snapshot-every commands when it leads.)"""
-    unused: list[tuple[str, object, str]] = []
-    if config.data_dir is None and config.cluster is None:
-        needed = "a data directory (--data-dir, or data_dir in [durability]): nothing is journaled"
-        unused += [("--fsync", args.fsync, needed), ("--snapshot-every", args.snapshot_every, needed),
-                   ("--accept-journal-loss", args.accept_journal_loss, needed)]
+    data directory or on a cluster node (unused_journal_settings says which;
+    check_config refuses the file's that differ from the defaults), an
+    endpoint's address without its port."""
+    settings = unused_journal_settings(config)
+    why = (f"on a cluster node ({NO_NODE_JOURNAL})" if config.cluster is not None
+           else "without a data directory (--data-dir, or data_dir in [durability]): nothing is journaled")
+    unused = [(flag, value, why) for flag, value, setting in (
+        ("--fsync", args.fsync, "fsync"), ("--snapshot-every", args.snapshot_every, "snapshot_every"),
+        ("--accept-journal-loss", args.accept_journal_loss, "accept_journal_loss")) if setting in settings]
     if config.metrics_port is None:
-        unused.append(("--metrics-host", args.metrics_host, "a metrics port (--metrics-port, or [metrics])"))
+        unused.append(("--metrics-host", args.metrics_host, "without a metrics port (--metrics-port, or [metrics])"))
     if config.http_port is None:
-        unused.append(("--http-host", args.http_host, "a web view port (--http-port, or [http])"))
-    for flag, value, needed in unused:
+        unused.append(("--http-host", args.http_host, "without a web view port (--http-port, or [http])"))
+    for flag, value, why in unused:
         if value is not None:
-            raise ConfigError(f"{flag} does nothing without {needed}")
+            raise ConfigError(f"{flag} does nothing {why}")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ A file looks like this (every key optional, defaults as shown)::
     in_capacity = 65536          # commands the input ring holds (power of two, at most 2**31)
     out_capacity = 262144        # events the output ring holds (power of two, at most 2**31)
 
-    [durability]                 # without data_dir (outside cluster mode) the other keys do nothing:
-                                 # a value other than the default is an error
+    [durability]                 # without data_dir the other keys do nothing, on a cluster node all but
+                                 # data_dir and snapshot_every: a value other than the default is an error
     data_dir = "/var/lib/pyengine"   # none (the default): nothing is journaled
     fsync = "batch"              # "always" (per command), "batch" (per group), "off"
     snapshot_every = 1000000     # commands between snapshots; 0: only on request
@@ -101,6 +101,8 @@ __all__ = [
     "hash_secret",
     "check_secret",
     "unmatchable_secret",
+    "unused_journal_settings",
+    "NO_NODE_JOURNAL",
 ]
 
 
@@ -211,9 +213,20 @@ class ServerConfig:
         return None
 
 
-# Settings of the journal: without a data directory they do nothing.
+# Settings of the journal: without a data directory they do nothing. A cluster node has no journal (the
+# shard's log takes its place) but snapshots every snapshot_every commands while it leads (cluster_node.py).
 _JOURNAL_SETTINGS = ("fsync", "snapshot_every", "keep_segments", "accept_journal_loss")
+_NODE_UNUSED = ("fsync", "keep_segments", "accept_journal_loss")
+NO_NODE_JOURNAL = "a cluster node has no journal: the shard's log in NATS takes its place"
 _DEFAULT_HOST = ServerConfig.metrics_host
+
+
+def unused_journal_settings(config: ServerConfig) -> tuple[str, ...]:
+    """The [durability] settings that do nothing with `config`, a complete
+    configuration (the command line's included)."""
+    if config.cluster is not None:
+        return _NODE_UNUSED
+    return _JOURNAL_SETTINGS if config.data_dir is None else ()
 
 
 def _check_keys(where: str, table: dict[str, Any], allowed: set[str]) -> None:
@@ -472,12 +485,14 @@ def _check_durability(config: ServerConfig, partial: bool) -> None:
             raise ConfigError(f"[durability]: data_dir must name a directory, not {config.data_dir!r}")
         if os.path.lexists(config.data_dir) and not os.path.isdir(config.data_dir):
             raise ConfigError(f"[durability]: data_dir {config.data_dir} exists and is not a directory")
-    elif not partial and config.cluster is None:
+    if not partial:
         # Settings of a journal there is not: whoever set them expects durability the server does not give.
+        unused = unused_journal_settings(config)
+        why = ("there is no data_dir (--data-dir): nothing is journaled" if config.cluster is None
+               else NO_NODE_JOURNAL)
         for f in fields(ServerConfig):
-            if f.name in _JOURNAL_SETTINGS and getattr(config, f.name) != f.default:
-                raise ConfigError(f"[durability]: {f.name} is set, but there is no data_dir (--data-dir): "
-                                  "nothing is journaled")
+            if f.name in unused and getattr(config, f.name) != f.default:
+                raise ConfigError(f"[durability]: {f.name} is set, but {why}")
 
 
 def _check_unused_hosts(config: ServerConfig) -> None:

@@ -94,6 +94,11 @@ BAD_CONFIGS = [
     (b"", ("--fsync", "always"), "--fsync does nothing without a data directory"),
     (b"[durability]\nfsync = 'always'\n", (), "[durability]: fsync is set, but there is no data_dir"),
     (b"", ("--metrics-host", "0.0.0.0"), "--metrics-host does nothing without a metrics port"),
+    # A cluster node's: it has no journal (refused before it connects to NATS).
+    (b"[cluster]\nnats = 'nats://127.0.0.1:1'\nshard = 'a'\nnode = 'a1'\n[durability]\nkeep_segments = true\n",
+     (), "[durability]: keep_segments is set, but a cluster node has no journal"),
+    (b"[cluster]\nnats = 'nats://127.0.0.1:1'\nshard = 'a'\nnode = 'a1'\n", ("--fsync", "off"),
+     "--fsync does nothing on a cluster node"),
 ]
 
 

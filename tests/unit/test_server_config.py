@@ -295,9 +295,35 @@ def test_a_journals_settings_with_a_data_directory_from_anywhere(tmp_path: Path)
     c = _cli("--data-dir", data, "--fsync", "off", "--snapshot-every", "0")
     assert (c.fsync, c.snapshot_every) == ("off", 0)
     # A cluster node has no journal; it snapshots every snapshot_every commands while it leads.
+    path = str(write(tmp_path, "[durability]\nsnapshot_every = 5\n"))
     c = _cli("--config", path, "--nats", "nats://h:1", "--shard", "a", "--node", "n", "--snapshot-every", "9")
     assert c.data_dir is None and c.snapshot_every == 9
+    c = _cli("--config", path, "--nats", "nats://h:1", "--shard", "a", "--node", "n", "--data-dir", data)
+    assert (c.data_dir, c.snapshot_every) == (data, 5)
     assert _cli("--metrics-port", "0", "--metrics-host", "0.0.0.0").metrics_host == "0.0.0.0"
+
+
+NODE = ("--nats", "nats://h:1", "--shard", "a", "--node", "n")
+
+
+@pytest.mark.parametrize("durability", ["fsync = 'always'", "fsync = 'off'", "keep_segments = true",
+                                        "accept_journal_loss = true"])
+@pytest.mark.parametrize("data_dir", [False, True])
+def test_a_cluster_node_refuses_the_journal_settings_it_does_not_use(tmp_path: Path, durability: str,
+                                                                     data_dir: bool) -> None:
+    path = str(write(tmp_path, f"[durability]\n{durability}\n"))
+    key = durability.split()[0]
+    more = ("--data-dir", str(tmp_path / "data")) if data_dir else ()
+    with pytest.raises(ConfigError, match=rf"^\[durability\]: {key} is set, but a cluster node has no journal"):
+        _cli("--config", path, *NODE, *more)
+    # Alone, with a data directory, the server journals with them.
+    assert getattr(_cli("--config", path, "--data-dir", str(tmp_path / "data")), key) != getattr(ServerConfig(), key)
+
+
+@pytest.mark.parametrize("flag", [("--fsync", "batch"), ("--fsync", "off"), ("--accept-journal-loss",)])
+def test_a_cluster_node_refuses_the_journal_options_it_does_not_use(tmp_path: Path, flag: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError, match=rf"^{flag[0]} does nothing on a cluster node \(a cluster node has no"):
+        _cli(*NODE, "--data-dir", str(tmp_path / "data"), *flag)
 
 
 def test_accept_journal_loss_from_the_command_line_or_the_file(tmp_path: Path) -> None:
