@@ -80,6 +80,27 @@ struct srv_account_counts *srv_ledger_counts(srv_ledger *l, uint32_t account)
 
 /* ---- the open orders ------------------------------------------------------ */
 
+/* Whether link's open orders, if any, are l's: a Link attached to several
+ * Ledgers owns orders in one of them at most. */
+static int ledger_owns_from(srv_ledger *l, srv_link *link)
+{
+    struct srv_open_order *first;
+
+    if (!link->n_orders)
+        return 1;
+    first = eng_container_of(link->orders.next, struct srv_open_order, in_link);
+    return srv_orders_find(&l->orders, first->oid) == first;
+}
+
+/* 1, or 0 with ValueError when link's open orders are another Ledger's. */
+static int ledger_holds(srv_ledger *l, srv_link *link)
+{
+    if (ledger_owns_from(l, link))
+        return 1;
+    PyErr_Format(PyExc_ValueError, "session %lu owns the orders of another Ledger", (unsigned long)link->sid);
+    return 0;
+}
+
 /* The attached Link of the session id `sid` (borrowed), or NULL; *err set on error. */
 static srv_link *ledger_link_of(srv_ledger *l, PyObject *sid, int *err)
 {
@@ -131,57 +152,86 @@ srv_link *srv_ledger_coid_holder(srv_ledger *l, srv_link *link, PyObject *coid, 
     return NULL;
 }
 
-int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
+/* Drop link's client order id `coid` if it still names order `oid` (an id
+ * may be used again once its order is finished). */
+static int ledger_drop_coid(srv_link *link, PyObject *coid, uint64_t oid)
 {
-    struct srv_open_order *o = srv_orders_find(&l->orders, oid);
+    PyObject *cur;
+
+    if (coid == Py_None)
+        return 0;
+    cur = PyDict_GetItemWithError(link->coids, coid); /* an exact str: no Python code runs */
+    if (!cur)
+        return PyErr_Occurred() ? -1 : 0;
+    if (PyLong_AsUnsignedLongLong(cur) != oid) /* an order id srv_ledger_own put there */
+        return PyErr_Occurred() ? -1 : 0;
+    return PyDict_DelItem(link->coids, coid);
+}
+
+/* Client order ids (exact strs or None) alike. */
+static int ledger_same_coid(PyObject *a, PyObject *b)
+{
+    return a == b || (a != Py_None && b != Py_None && PyUnicode_Compare(a, b) == 0);
+}
+
+/* link's client order id `coid` (or None: nothing) names order `oid` now. */
+static int ledger_set_coid(srv_link *link, PyObject *coid, uint64_t oid)
+{
     PyObject *key;
     int rc;
 
-    if (o) { /* claimed from another session, or told again */
-        if (o->link != link)
-            srv_orders_move(o, link);
-        o->inst = inst;
-        Py_SETREF(o->coid, Py_NewRef(coid));
-    } else if (!(o = srv_orders_add(&l->orders, oid, link, inst, coid))) {
-        return -1;
-    }
     if (coid == Py_None)
         return 0;
-    key = PyLong_FromUnsignedLongLong(oid);
-    rc = key ? PyDict_SetItem(link->coids, coid, key) : -1;
-    Py_XDECREF(key);
-    if (rc < 0) {
-        PyObject *type, *value, *tb;
-
-        PyErr_Fetch(&type, &value, &tb);
-        srv_orders_remove(&l->orders, o);
-        PyErr_Restore(type, value, tb);
-    }
+    if (!(key = PyLong_FromUnsignedLongLong(oid)))
+        return -1;
+    rc = PyDict_SetItem(link->coids, coid, key);
+    Py_DECREF(key);
     return rc;
+}
+
+int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, PyObject *coid)
+{
+    struct srv_open_order *o = srv_orders_find(&l->orders, oid);
+
+    if (!ledger_holds(l, link))
+        return -1;
+    if (!o) {
+        if (!(o = srv_orders_add(&l->orders, oid, link, inst, coid)))
+            return -1;
+        if (ledger_set_coid(link, coid, oid) < 0) { /* taken out again, the exception kept */
+            PyObject *type, *value, *tb;
+
+            PyErr_Fetch(&type, &value, &tb);
+            srv_orders_remove(&l->orders, o);
+            PyErr_Restore(type, value, tb);
+            return -1;
+        }
+        return 0;
+    }
+    /* Claimed from another session, or told again: the one step that can
+       fail first, and then nothing has changed. The client order id it had
+       names it no more (unless it is the same, in the same session). */
+    if (ledger_set_coid(link, coid, oid) < 0)
+        return -1;
+    if (!(o->link == link && ledger_same_coid(o->coid, coid)) && ledger_drop_coid(o->link, o->coid, oid) < 0)
+        PyErr_Clear(); /* then a stale id names a finished order, as a reused one may */
+    if (o->link != link)
+        srv_orders_move(o, link);
+    o->inst = inst;
+    Py_SETREF(o->coid, Py_NewRef(coid));
+    return 0;
 }
 
 int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid)
 {
     struct srv_open_order *o = srv_orders_find(&l->orders, oid);
-    int rc = 0;
 
     if (!o || o->link != link)
         return 0;
-    if (o->coid != Py_None) {
-        /* The client order id, if it still names this order (an id may be
-         * used again once its order is finished). */
-        PyObject *cur = PyDict_GetItemWithError(link->coids, o->coid);
-
-        if (!cur)
-            rc = PyErr_Occurred() ? -1 : 0;
-        else if (PyLong_Check(cur) && PyLong_AsUnsignedLongLong(cur) == oid)
-            rc = PyDict_DelItem(link->coids, o->coid);
-        else if (PyErr_Occurred())
-            PyErr_Clear(); /* not an order id's int: not this order's */
-    }
-    if (rc == 0)
-        srv_orders_remove(&l->orders, o);
-    return rc;
+    if (ledger_drop_coid(link, o->coid, oid) < 0)
+        return -1;
+    srv_orders_remove(&l->orders, o);
+    return 0;
 }
 
 /* ---- the Ledger type ------------------------------------------------------ */
@@ -209,9 +259,10 @@ static int ledger_traverse(srv_ledger *self, visitproc visit, void *arg)
     Py_ssize_t pos = 0;
 
     Py_VISIT(self->links);
-    /* The Links the open orders hold (orders.c): every owner is attached. */
+    /* The Links its open orders hold (orders.c): every owner is attached
+       (and may be to other Ledgers too, each visiting only its own). */
     while (self->links && PyDict_Next(self->links, &pos, &sid, &v))
-        if (((srv_link *)v)->n_orders)
+        if (((srv_link *)v)->n_orders && ledger_owns_from(self, (srv_link *)v))
             Py_VISIT(v);
     for (size_t i = 0; i < self->n_listed; i++)
         Py_VISIT(self->listed[i]);
@@ -367,7 +418,7 @@ static PyObject *ledger_own(srv_ledger *self, PyObject *args)
         return NULL;
     if (!(link = ledger_link_arg(o)))
         return NULL;
-    if (coid != Py_None && !PyUnicode_Check(coid)) {
+    if (coid != Py_None && !PyUnicode_CheckExact(coid)) {
         PyErr_SetString(PyExc_TypeError, "a client order id is a str or None");
         return NULL;
     }
@@ -409,7 +460,11 @@ static PyObject *ledger_release(srv_ledger *self, PyObject *o)
     srv_link *link = ledger_link_arg(o);
     PyObject *orders;
 
-    if (!link || !ledger_ready(self) || !(orders = srv_link_orders(link)))
+    if (!link || !ledger_ready(self))
+        return NULL;
+    if (!ledger_holds(self, link))
+        return NULL;
+    if (!(orders = srv_link_orders(link)))
         return NULL;
     while (!list_empty(&link->orders))
         srv_orders_remove(&self->orders, eng_container_of(link->orders.next, struct srv_open_order, in_link));

@@ -108,7 +108,7 @@ def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
     assert len(failed_at) >= 4, f"allocations failed at {failed_at} only: not each dict's growth"
 
 
-def test_many_owners_kept_as_a_dict_keeps_them() -> None:
+def test_many_open_orders_are_kept_as_a_dict_keeps_them() -> None:
     """Owners of orders with consecutive ids, ids apart by powers of two
     and 64-bit ids, taken and let go in turn, against a dict; spread over
     the shards the Ledger keeps them in (none holds more than twice its
@@ -178,7 +178,13 @@ def test_an_owner_is_asked_for_by_an_int() -> None:
 # The index hashes an id by multiplying it by this (orders.c), and takes the top bits: the ids whose
 # hashes differ in their low bits only share a shard and a home slot, and collide.
 _FIBONACCI = 0x9E3779B97F4A7C15
-_COLLIDING = st.integers(0, 40).map(lambda j: ((0x5A << 56) + j) * pow(_FIBONACCI, -1, 2**64) % 2**64)
+def _with_hash(h: int) -> int:
+    return h * pow(_FIBONACCI, -1, 2**64) % 2**64
+
+
+# Homes at the first slots of one shard, and at its last (whatever its size): runs that wrap around its end.
+_COLLIDING = st.one_of(st.integers(0, 40).map(lambda j: _with_hash((0x5A << 56) + j)),
+                       st.integers(1, 40).map(lambda j: _with_hash((0x5A << 56) + (1 << 56) - j)))
 _IDS = st.one_of(_COLLIDING, st.integers(1, 2**64 - 1), st.integers(1, 60))
 _STEPS = st.lists(st.tuples(st.sampled_from(["own", "forget", "release"]), _IDS, st.integers(0, 2),
                             st.integers(0, 3), st.sampled_from([None, "a", "b"])), max_size=120)
@@ -218,3 +224,93 @@ def test_the_open_orders_are_a_dict_and_a_list_per_session(steps: list[tuple[str
         assert ledger.order(oid) == (None if holder is None else model[holder][oid])
     assert sorted(ledger.owned(100)) == sorted((oid, inst) for i in (0, 2) for oid, (inst, _) in model[i].items())
     assert sum(ledger.verify()) == sum(map(len, model)) == sum(link.order_count for link in links)
+
+
+def coids_of(link: Link) -> dict[str, int]:
+    """The session's dict of client order ids (its only dict keyed by str and holding ints)."""
+    (coids,) = [d for d in gc.get_referents(link) if isinstance(d, dict) and all(
+        isinstance(k, str) and isinstance(v, int) for k, v in d.items()) and "marker" in d]
+    return coids
+
+
+def test_an_order_owned_again_leaves_its_old_client_order_id() -> None:
+    """Claimed by another session, or told again with another client order
+    id: the id it had names it no more, where it named it (and a session
+    whose id names it still keeps it)."""
+    ledger = Ledger()
+    a, b = attached(ledger, 1), attached(ledger, 2)
+    for oid, link in enumerate((a, b), start=98):
+        ledger.own(link, oid, 0, "marker")
+    ledger.own(a, 5, 0, "x")
+    ledger.own(b, 5, 1, "y")
+    assert "x" not in coids_of(a) and coids_of(b)["y"] == 5 and ledger.order(5) == (1, "y")
+    ledger.own(b, 5, 1, "z")
+    assert "y" not in coids_of(b) and coids_of(b)["z"] == 5
+    ledger.own(b, 5, 1, "z")  # the same again: still named
+    assert coids_of(b)["z"] == 5
+    ledger.forget(b, 5)
+    assert "z" not in coids_of(b) and ledger.owner(5) is None
+    ledger.verify()
+
+
+def test_a_failed_claim_changes_nothing() -> None:
+    """Out of memory while an open order is owned again: it stays its
+    owner's, with its client order id (the engine holds it: an order nobody
+    owns would lose its fills)."""
+    import _testcapi as testcapi
+
+    outcomes = set()
+    for k in range(6):
+        ledger = Ledger()
+        a, b = attached(ledger, 1), attached(ledger, 2)
+        ledger.own(a, 98, 0, "marker")
+        ledger.own(b, 99, 0, "marker")
+        ledger.own(a, 10**9, 0, "x")
+        coid = f"client-{k}"  # a new str: an allocation of its own is not the one that fails
+        testcapi.set_nomemory(k, k + 1)
+        try:
+            ledger.own(b, 10**9, 1, coid)
+            failed = False
+        except MemoryError:
+            failed = True
+        finally:
+            testcapi.remove_mem_hooks()
+        outcomes.add(failed)
+        if failed:
+            assert ledger.owner(10**9) is a and ledger.order(10**9) == (0, "x") and coid not in coids_of(b)
+            assert a.orders() == {98: (0, "marker"), 10**9: (0, "x")} and coids_of(a)["x"] == 10**9
+        else:
+            assert ledger.owner(10**9) is b and b.orders()[10**9] == (1, coid) and "x" not in coids_of(a)
+        ledger.verify()
+    assert outcomes == {True, False}
+
+
+def test_a_session_attached_to_two_ledgers_owns_orders_in_one() -> None:
+    """Its list of open orders is one Ledger's: another refuses to give it
+    orders or to release them, and shows the collector only the sessions
+    whose orders it holds."""
+    a, b = Ledger(), Ledger()
+    link = attached(a, 1)
+    b.attach(link)
+    a.own(link, 1, 0, None)
+    with pytest.raises(ValueError, match="session 1 owns the orders of another Ledger"):
+        b.own(link, 2, 0, None)
+    with pytest.raises(ValueError, match="session 1 owns the orders of another Ledger"):
+        b.release(link)
+    assert link.orders() == {1: (0, None)} and b.owner(1) is None
+    assert link in gc.get_referents(a) and link not in gc.get_referents(b)
+    del a, b
+    gc.collect()
+    assert link.order_count == 0 and link.orders() == {}  # its Ledger gone, its orders with it
+
+
+def test_a_client_order_id_is_a_plain_str() -> None:
+    """A str subclass could run Python code while the Ledger looks it up."""
+    class Coid(str):
+        pass
+
+    ledger = Ledger()
+    link = attached(ledger, 1)
+    with pytest.raises(TypeError, match="a client order id is a str or None"):
+        ledger.own(link, 1, 0, Coid("x"))
+    assert ledger.owner(1) is None
