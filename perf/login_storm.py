@@ -49,6 +49,7 @@ import orjson
 
 from pyengine.client import Client
 from pyengine.server.config import hash_secret
+from pyengine.server.latency_trace import percentile
 from pyengine.server.process import ServerProcess, ServerStartError
 
 _HEADER = struct.Struct(">I")
@@ -117,7 +118,7 @@ def run(server: ServerProcess, args: argparse.Namespace, hold: float = 0.0) -> d
     return {
         "outcomes": dict(outcomes),
         "storm_s": last - start,  # or `hold`
-        "login_reply_p50_ms": quantile(latencies, 0.5) * 1e3,
+        "login_reply_p50_ms": percentile_ms(latencies, 50),
         "login_reply_max_ms": max(latencies, default=float("nan")) * 1e3,
         "round_trips_before": figures(before),
         "round_trips_during": figures(during),
@@ -189,9 +190,12 @@ def storm(port: int, n: int) -> tuple[float, float, Counter[str], list[float]]:
     return start, max(t for t, _ in answers), outcomes, latencies
 
 
-def quantile(xs: list[float], q: float) -> float:
-    ys = sorted(xs)
-    return ys[min(len(ys) - 1, int(q * len(ys)))] if ys else float("nan")
+def percentile_ms(seconds: list[float], p: float) -> float:
+    """The nearest-rank `p`th percentile of `seconds`, in ms (NaN for none):
+    the rule of the server's own latency trace, on whole nanoseconds."""
+    if not seconds:
+        return float("nan")
+    return percentile(sorted(round(s * 1e9) for s in seconds), p) / 1e6
 
 
 def ratio(value: float, floor: float) -> str:
@@ -199,7 +203,7 @@ def ratio(value: float, floor: float) -> str:
 
 
 def figures(rtts: list[float]) -> dict[str, float]:
-    return {"count": len(rtts), "p50_ms": quantile(rtts, 0.5) * 1e3, "p99_ms": quantile(rtts, 0.99) * 1e3,
+    return {"count": len(rtts), "p50_ms": percentile_ms(rtts, 50), "p99_ms": percentile_ms(rtts, 99),
             "max_ms": max(rtts, default=float("nan")) * 1e3}
 
 

@@ -1,0 +1,55 @@
+"""The measuring scripts of perf/ take their figures as documented: the
+percentiles by nearest rank, checked against a brute-force count on small
+sample lists."""
+
+from __future__ import annotations
+
+import importlib.util
+import random
+import statistics
+import sys
+from fractions import Fraction
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def perf_module(name: str) -> ModuleType:
+    """perf/NAME.py, imported as a module (perf/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "perf" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def nearest_rank(values: list[int], p: float) -> int:
+    """The least value at or below which at least p% of `values` lie."""
+    share = Fraction(str(p)) / 100
+    return min(v for v in values if sum(w <= v for w in values) >= share * len(values))
+
+
+def samples() -> list[list[int]]:
+    """Small lists of nanoseconds, ties included, of every length up to 30
+    and a few whose p99 rank is a whole number."""
+    rng = random.Random(7)
+    return [[rng.randrange(1, 60) * 1000 for _ in range(n)] for n in [*range(1, 31), 100, 200, 300]]
+
+
+@pytest.mark.parametrize("ns", samples(), ids=len)
+def test_login_storm_percentiles_are_nearest_rank(ns: list[int]) -> None:
+    figures = perf_module("login_storm").figures([t / 1e9 for t in ns])
+    assert figures["p50_ms"] == pytest.approx(nearest_rank(ns, 50) / 1e6)
+    assert figures["p99_ms"] == pytest.approx(nearest_rank(ns, 99) / 1e6)
+    assert figures["max_ms"] == pytest.approx(max(ns) / 1e6) and figures["count"] == len(ns)
+
+
+@pytest.mark.parametrize("ns", samples(), ids=len)
+def test_fsync_latency_p99_is_nearest_rank(ns: list[int]) -> None:
+    median, p99 = perf_module("fsync_latency").figures(ns)
+    assert p99 == nearest_rank(ns, 99)
+    assert median == statistics.median(ns)
