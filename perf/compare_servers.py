@@ -9,11 +9,12 @@ checkout of pyengine installed in place (for the old one: ``git worktree add
 /tmp/old <commit>``, ``python -m venv /tmp/oldvenv``, then README's install
 command run in /tmp/old with /tmp/oldvenv's pip); NEW_PYTHON defaults to the
 one running this. Each round runs this checkout's tools/loadgen.py with
-``--spawn-server --server-python`` once against each build, the old one
-first and the new one first every second round, so that the machine's drift
-hits both alike; with ``--floor``, each round starts with the C floor
-(perf/floor_epoll.c) under the same load, with no ``--server-arg`` (a
-floor that sleeps). ``--pin`` pins as
+``--spawn-server --server-python`` once against each build, and with
+``--floor`` once against the C floor (perf/floor_epoll.c) under the same
+load, with no ``--server-arg`` (a floor that sleeps). The order turns each
+round so that the machine's drift hits them all alike: old, new; then new,
+old; ... and with ``--floor``: floor, old, new; then old, new, floor; then
+new, floor, old; ... (perf/loadgen_table.py's rotation). ``--pin`` pins as
 ``perf/loadgen_table.py --pin`` does. Prints every round's order-to-ack
 percentiles, then each build's medians over the rounds and the median of
 the per-round differences new - old (negative: the new build is faster),
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # not on the path under PYTHONSAFEPATH
-from loadgen_table import FLOORS, PERCENTILES, pinning, run_once  # noqa: E402
+from loadgen_table import FLOORS, PERCENTILES, pinning, rotation, run_once  # noqa: E402
 
 C_FLOOR = FLOORS[0]
 
@@ -46,13 +47,14 @@ def compare(old: str, new: str, rate: float, rounds: int, duration: float, worke
     `server_args`, options for both builds' servers."""
     runs: dict[str, list[dict[str, float]]] = {"old": [], "new": [], **({"floor": []} if floor else {})}
     rejected: dict[str, list[int]] = {build: [] for build in runs}
+    order = ("floor", "old", "new") if floor else ("old", "new")
     for i in range(rounds):
-        if floor:
-            r = run_once(rate, duration, workers, pinning(C_FLOOR) if pin else [], None, C_FLOOR)
-            runs["floor"].append(r["ack_us"])
-            rejected["floor"].append(r["rejected"])
-        order = ("old", "new") if i % 2 == 0 else ("new", "old")
-        for build in order:
+        for build in rotation(order, i):
+            if build == "floor":
+                r = run_once(rate, duration, workers, pinning(C_FLOOR) if pin else [], None, C_FLOOR)
+                runs["floor"].append(r["ack_us"])
+                rejected["floor"].append(r["rejected"])
+                continue
             python = old if build == "old" else new
             extra = [*(pinning() if pin else []), "--server-python", python,
                      *(f"--server-arg={a}" for a in server_args)]
@@ -100,7 +102,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--pin", action="store_true", help="server and load generator on separate CPUs")
-    ap.add_argument("--floor", action="store_true", help="the C floor first in each round")
+    ap.add_argument("--floor", action="store_true", help="the C floor too in each round, in turn with the builds")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="an option for both builds' servers (repeat for more), e.g. --server-arg=--server-spin-us=200")

@@ -9,9 +9,11 @@ Each run spawns pyengine-server as ``tools/loadgen.py --spawn-server`` does
 EVERY stamped on its way through: pyengine/server/latency_trace.py), drives
 it with tools/loadgen.py at ``--rate`` orders/s offered (open loop; 0: the
 closed loop), then stops it and reads the ``stage_latency`` lines it logs
-at stop. Unless ``--no-floor``, each run is preceded by one against the C
+at stop. Unless ``--no-floor``, each run is paired with one against the C
 floor (perf/floor_epoll.c, as ``perf/loadgen_table.py --floors`` runs it),
-so that the two share the machine's state of the moment. ``--pin`` pins
+so that the two share the machine's state of the moment: the floor first
+in the first round, pyengine-server first in the second, and so on
+(perf/loadgen_table.py's rotation). ``--pin`` pins
 both servers and the load generator as ``perf/loadgen_table.py --pin``
 does (the floor's event loop and pyengine-server's two threads on the first
 CPU, the load generator on the others).
@@ -47,7 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 sys.path.insert(0, str(ROOT / "perf"))
 from loadgen import spawn_server, stop_server  # noqa: E402
-from loadgen_table import FLOORS, medians, pinning, run_once  # noqa: E402
+from loadgen_table import FLOORS, medians, pinning, rotation, run_once  # noqa: E402
 
 from pyengine.server.latency_trace import STAGES  # noqa: E402
 
@@ -117,7 +119,7 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--every", type=int, default=100, help="trace one new order in EVERY")
     ap.add_argument("--workers", type=int, default=1, help="load generator processes")
-    ap.add_argument("--no-floor", action="store_true", help="do not run the C floor between the runs")
+    ap.add_argument("--no-floor", action="store_true", help="do not run the C floor beside the runs")
     ap.add_argument("--pin", action="store_true", help="servers and load generator on separate CPUs")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for pyengine-server (repeat for more)")
@@ -129,12 +131,15 @@ def main() -> int:
     traced: list[dict[str, Any]] = []
     floor: list[dict[str, Any]] = []
     pin_loadgen, pin_server = split_server_args(pinning() if args.pin else [])
+    servers = ("pyengine",) if args.no_floor else ("floor", "pyengine")
     for i in range(args.runs):
-        if not args.no_floor:
-            floor.append(run_once(args.rate, args.duration, args.workers,
-                                  (pinning(C_FLOOR) if args.pin else []) + args.loadgen_args, None, C_FLOOR))
-        traced.append(run_traced(args.rate, args.duration, args.workers, args.every, pin_server + args.server_arg,
-                                 pin_loadgen + args.loadgen_args))
+        for server in rotation(servers, i):
+            if server == "floor":
+                floor.append(run_once(args.rate, args.duration, args.workers,
+                                      (pinning(C_FLOOR) if args.pin else []) + args.loadgen_args, None, C_FLOOR))
+            else:
+                traced.append(run_traced(args.rate, args.duration, args.workers, args.every,
+                                         pin_server + args.server_arg, pin_loadgen + args.loadgen_args))
         print(f"run {i + 1} of {args.runs}: done", file=sys.stderr, flush=True)
     stages = summary(traced)
     pauses = pause_summary(traced)

@@ -26,8 +26,10 @@ each reply sent by way of a second pinned thread, through rings and the
 engine thread's wake-ups: the design's round trip to the engine thread,
 without the engine), the gevent floor (perf/floor_gevent.py: a gevent
 StreamServer and orjson, answering each frame at once) and pyengine-server,
-one after the other (C, hand-off, gevent, pyengine, C, ...: noise that
-lasts a while hits them all alike). The table gives each server's medians
+one after the other, the order turned each round (C, hand-off, gevent,
+pyengine; then hand-off, gevent, pyengine, C; ...: noise that lasts a while
+hits them all alike, and a drift within a round favours no server round
+after round). The table gives each server's medians
 over the runs and pyengine's figure as a ratio to each floor's (ratios of
 the medians). Load generator arguments after ``--`` apply to every server,
 ``--pyengine-arg`` ones to pyengine-server's runs only
@@ -64,11 +66,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 
 
 PERCENTILES = ("p50", "p90", "p99", "p99.9")
@@ -95,6 +99,15 @@ FLOORS = (
     Server("gevent_floor", "gevent floor (perf/floor_gevent.py)", "gevent",
            ("--spawn-script", str(ROOT / "perf" / "floor_gevent.py")), False),
 )
+
+
+def rotation(servers: Sequence[T], round_: int) -> list[T]:
+    """The order in which round `round_` (from 0) runs `servers`: turned to
+    start with server `round_` mod k, so that over k rounds each server runs
+    once in every place (in a fixed order, a drift within a round, or what
+    a run leaves behind for the next, favours the same servers every round)."""
+    first = round_ % len(servers)
+    return [*servers[first:], *servers[:first]]
 
 
 def pinning(server: Server = PYENGINE) -> list[str]:
@@ -184,13 +197,14 @@ def line_up(spin_us: int = 0) -> tuple[tuple[Server, ...], tuple[Server, ...]]:
 
 def floors_row(rate: float, runs: int, duration: float, workers: int, extra: list[str], pin: bool,
                plot: str | None, mine: tuple[str, ...] = (), spin_us: int = 0) -> dict[str, Any]:
-    """One rate of --floors: the servers in turn, `runs` rounds; `mine`,
+    """One rate of --floors: the servers in turn, `runs` rounds, each in
+    its rotation() of the table's order; `mine`,
     loadgen arguments for pyengine-server's runs only. `ratios` holds, per
     pyengine-server, its figures over each floor's."""
     floors, ours = line_up(spin_us)
     results: dict[str, list[dict[str, Any]]] = {s.key: [] for s in (*floors, *ours)}
     for i in range(runs):
-        for s in (*floors, *ours):
+        for s in rotation((*floors, *ours), i):
             plot_this = plot if s is ours[0] and i == runs - 1 else None
             own = list(mine) if s in ours else []
             results[s.key].append(run_once(rate, duration, workers, (pinning(s) if pin else []) + extra + own,

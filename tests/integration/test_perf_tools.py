@@ -202,11 +202,11 @@ def test_loadgen_table_shows_the_rejects(tmp_path: Path) -> None:
     assert "warning (pyengine-server, closed loop): " in proc.stderr and "max_open_orders" in proc.stderr
 
 
-def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
-    """Each round runs both builds (here two names for this interpreter),
-    the old first, then the new first; the C floor before them with
-    --floor; --server-arg goes to both; the medians and the differences
-    come out of every round."""
+def test_compare_servers_turns_the_order_each_round(tmp_path: Path) -> None:
+    """Each round runs both builds (here two names for this interpreter)
+    and, with --floor, the C floor, the order turned by one each round
+    (floor, old, new; then old, new, floor); --server-arg goes to both
+    builds; the medians and the differences come out of every round."""
     from .test_loadgen import logging_python
 
     log, out = tmp_path / "ran.log", tmp_path / "compare.json"
@@ -215,7 +215,7 @@ def test_compare_servers_alternates_the_builds(tmp_path: Path) -> None:
     proc = run(["perf/compare_servers.py", str(old), str(new), "--rounds", "2", "--duration", "1.5", "--rate", "2000",
                 "--floor", "--pin", "--json", str(out), "--server-arg=--server-spin-us=300"])
     ran = log.read_text().splitlines()
-    assert [line.split()[0] for line in ran] == ["old", "new", "new", "old"]
+    assert [line.split()[0] for line in ran] == ["old", "new", "old", "new"]
     assert all(" --server-spin-us=300" in line for line in ran)  # --server-arg reaches both builds' servers
     result = json.loads(out.read_text())
     assert {b: len(r) for b, r in result["runs"].items()} == {"floor": 2, "old": 2, "new": 2}

@@ -1,6 +1,6 @@
 """The measuring scripts of perf/ take their figures as documented: the
 percentiles by nearest rank, checked against a brute-force count on small
-sample lists."""
+sample lists; the servers compared in an order turned each round."""
 
 from __future__ import annotations
 
@@ -53,3 +53,21 @@ def test_fsync_latency_p99_is_nearest_rank(ns: list[int]) -> None:
     median, p99 = perf_module("fsync_latency").figures(ns)
     assert p99 == nearest_rank(ns, 99)
     assert median == statistics.median(ns)
+
+
+def test_each_round_turns_the_order_of_the_servers() -> None:
+    rotation = perf_module("loadgen_table").rotation
+    servers = ("c", "handoff", "gevent", "pyengine")
+    rounds = [rotation(servers, r) for r in range(5)]
+    assert rounds == [
+        ["c", "handoff", "gevent", "pyengine"],
+        ["handoff", "gevent", "pyengine", "c"],
+        ["gevent", "pyengine", "c", "handoff"],
+        ["pyengine", "c", "handoff", "gevent"],
+        ["c", "handoff", "gevent", "pyengine"],
+    ]
+    # Over k rounds each server runs once in every place.
+    for place in range(len(servers)):
+        assert sorted(order[place] for order in rounds[:4]) == sorted(servers)
+    assert [rotation(("old", "new"), r) for r in range(3)] == [["old", "new"], ["new", "old"], ["old", "new"]]
+    assert rotation(["traced"], 7) == ["traced"]
