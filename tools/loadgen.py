@@ -29,8 +29,10 @@ go into HDR histograms (microseconds); rejects go into one of their own, never
 the ack's: a server can refuse at once what it would take long to do. Each
 account may hold the server's ``max_open_orders`` open orders (10,000 by
 default): few connections sending for long reach it, and then the summary
-warns. Throughput is the requests answered per second of the measured window,
-from the end of the warm-up to the last reply to one of them; the run's
+warns (beyond 0.1% of the new orders; the exit status stays 0 unless
+``--max-reject-rate FRACTION`` is given and the rejected share of the new
+orders exceeds it). Throughput is the requests answered per second of the
+measured window, from the end of the warm-up to the last reply to one of them; the run's
 whole time (warm-up, waiting for the other workers, a last drain) is
 reported apart. The workers' own CPU time while they send is reported too
 (CPUs kept busy, and µs a request sent, cancels included): a load generator
@@ -613,9 +615,14 @@ def main(argv: list[str] | None = None) -> int:
                          "with --cpus); no wake-up of the load generator in any reply's latency")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the spawned server (repeat for more), e.g. --server-arg=--server-cpu=0")
+    ap.add_argument("--max-reject-rate", type=float, metavar="FRACTION",
+                    help="exit 1 when more than this share of the new orders were rejected (e.g. 0.001); by "
+                         "default rejects beyond 0.1%% are only warned of and the exit status stays 0")
     ap.add_argument("--json", metavar="FILE")
     ap.add_argument("--plot", metavar="FILE", help="latency percentile curve as PNG (matplotlib)")
     args = ap.parse_args(argv)
+    if args.max_reject_rate is not None and not 0 <= args.max_reject_rate <= 1:
+        ap.error(f"--max-reject-rate must be from 0 to 1, not {args.max_reject_rate:g}")
     if args.duration is None and args.count is None:
         args.duration = 10.0
     if args.connections < 1 or args.workers < 1 or args.window < 1:
@@ -671,10 +678,15 @@ def main(argv: list[str] | None = None) -> int:
               f"p99.9 {h['p99.9']:.0f}  max {h['max']:.0f}  (n={h['count']})")
     for text in r["warnings"]:
         print(f"warning: {text}", file=sys.stderr)
+    too_many_rejects = args.max_reject_rate is not None and r["rejected_share"] > args.max_reject_rate
+    if too_many_rejects:
+        print(f"error: {r['rejected']} of {r['new_orders_sent']} new orders ({100 * r['rejected_share']:.2f}%) "
+              f"were rejected, more than --max-reject-rate {args.max_reject_rate:g}", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    return 0 if result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 else 1
+    ok = result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 and not too_many_rejects
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

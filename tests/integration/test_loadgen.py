@@ -9,7 +9,10 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from .conftest import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,3 +176,42 @@ def test_server_python_is_checked() -> None:
     proc = subprocess.run([sys.executable, loadgen, "--spawn-server", "--server-python", "/nonexistent/python"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "/nonexistent/python is not an executable" in proc.stderr
+
+
+def test_max_reject_rate_fails_a_run_with_more_rejects(server_factory: Callable[..., RunningServer],
+                                                       tmp_path: Path) -> None:
+    """Against a server whose accounts may hold 5 open orders, most new
+    orders of a closed loop are refused: loadgen warns and exits 0 by
+    default, exits 1 when --max-reject-rate is given below the rejected
+    share (and says so), and 0 again when the share stays within it."""
+    server = server_factory("[limits]\nmax_open_orders = 5\n")
+    out = tmp_path / "result.json"
+
+    def loadgen(*extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(server.port),
+                               "--rate", "0", "--count", "2000", "--warmup", "0", "--connections", "4",
+                               "--workers", "2", "--json", str(out), *extra],
+                              capture_output=True, text=True, timeout=120)
+        return proc, json.loads(out.read_text())
+
+    proc, r = loadgen()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert r["rejected_share"] > 0.05 and r["errors"] == r["unanswered"] == 0
+    assert "warning: " in proc.stderr and "error: " not in proc.stderr
+
+    proc, r = loadgen("--max-reject-rate", "0.05")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert r["rejected_share"] > 0.05 and r["errors"] == r["unanswered"] == 0
+    assert (f"error: {r['rejected']} of {r['new_orders_sent']} new orders ({100 * r['rejected_share']:.2f}%) "
+            "were rejected, more than --max-reject-rate 0.05") in proc.stderr
+
+    proc, r = loadgen("--max-reject-rate", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert r["rejected"] > 0 and "error: " not in proc.stderr
+
+
+def test_max_reject_rate_is_a_fraction() -> None:
+    for bad in ("-0.1", "1.5", "nan"):
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--max-reject-rate", bad],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--max-reject-rate must be from 0 to 1" in proc.stderr, proc.stderr
