@@ -6,10 +6,11 @@ For each verb (submit, cancel, modify, order, book) it times the plain
 positional call and every documented variant -- enum members, numpy integers,
 client order ids, keywords, cancels without an account -- on the same book,
 and prints the median ns per call over ``--repeat`` runs and the ratio to the
-verb's plain call. Each run is a Python loop over a list of the calls'
-arguments, made for every form before its clock starts, so every figure
-includes the loop's own cost (tens of ns), as a user's loop would, and no
-form pays for making its arguments.
+verb's plain call. The forms of a verb run in turn, once each a round, the
+order turned by one each round. Each run is a Python loop over a list of
+the calls' arguments, made for every form before its clock starts, so every
+figure includes the loop's own cost (tens of ns), as a user's loop would,
+and no form pays for making its arguments.
 Enum members are bound to local names first (an attribute lookup such as
 ``Side.BUY`` costs CPython some 250 ns of its own on 3.11).
 """
@@ -238,18 +239,24 @@ def book_forms() -> list[Form]:
     ]
 
 
-def measure(form: Form, calls: int, repeat: int) -> float:
-    _, start, arguments, run = form
-    times = []
-    for _ in range(repeat):
-        eng = start(calls)
-        args = arguments(calls)
-        t0 = time.perf_counter()
-        run(eng, args)
-        times.append(time.perf_counter() - t0)
-        eng.verify()
-        eng.close()
-    return statistics.median(times) / calls * 1e9
+def measure(forms: list[Form], calls: int, repeat: int) -> list[float]:
+    """The median ns per call of each of `forms` over `repeat` rounds, each
+    round running every form once, in an order turned by one each round: the
+    machine's drift, which on a shared VM moves by tens of percent within a
+    minute, hits all the forms of a verb alike."""
+    times: list[list[float]] = [[] for _ in forms]
+    for r in range(repeat):
+        first = r % len(forms)
+        for i in [*range(first, len(forms)), *range(first)]:
+            _, start, arguments, run = forms[i]
+            eng = start(calls)
+            args = arguments(calls)
+            t0 = time.perf_counter()
+            run(eng, args)
+            times[i].append(time.perf_counter() - t0)
+            eng.verify()
+            eng.close()
+    return [statistics.median(t) / calls * 1e9 for t in times]
 
 
 def main() -> int:
@@ -266,11 +273,10 @@ def main() -> int:
         ("order", order_forms()),
         ("book", book_forms()),
     ):
-        base = measure(forms[0], args.calls, args.repeat)
+        base, *rest = measure(forms, args.calls, args.repeat)
         print(f"\n{verb}")
         print(f"  {forms[0][0]:<62} {base:7.0f} ns")
-        for form in forms[1:]:
-            ns = measure(form, args.calls, args.repeat)
+        for form, ns in zip(forms[1:], rest):
             worst = max(worst, ns / base) if "unknown" not in form[0] and "new level" not in form[0] else worst
             print(f"  {form[0]:<62} {ns:7.0f} ns  {ns / base:5.2f}x")
     print(f"\nworst documented form: {worst:.2f}x its plain call")

@@ -97,3 +97,20 @@ def test_every_call_form_times_only_its_calls() -> None:
         eng.verify()
         eng.close()
         assert peak < n, f"{label}: {peak} bytes at the peak of {n} calls"
+
+
+def test_the_call_forms_of_a_verb_run_in_turn() -> None:
+    """Each round runs every form once, the order turned by one each round,
+    and each form's figure is the median of its own runs."""
+    call_forms = perf_module("call_forms")
+    ran: list[str] = []
+
+    def form(label: str) -> tuple[object, ...]:
+        def run(eng: object, args: list[int]) -> None:
+            assert args == [3]
+            ran.append(label)
+        return (label, lambda n: call_forms.new_engine(), lambda n: [n], run)
+
+    figures = call_forms.measure([form("a"), form("b"), form("c")], 3, 4)
+    assert ran == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert len(figures) == 3 and all(ns >= 0 for ns in figures)
