@@ -423,7 +423,34 @@ def summarize(h: HdrHistogram) -> dict[str, float]:
     return out
 
 
-def run(params: Params) -> dict[str, Any]:
+def process_cpu_s(pid: int) -> float | None:
+    """CPU time (user + system, every thread) the process `pid` has used so
+    far, in seconds; None where /proc does not tell (not Linux, or gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+
+
+def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
+    """CPU seconds used from time t0 to t1, from (time, CPU seconds so far)
+    samples in time order, read off the straight line between the samples
+    on either side of each end; None unless the samples cover [t0, t1]."""
+    def at(t: float) -> float | None:
+        for (ta, ca), (tb, cb) in zip(samples, samples[1:]):
+            if ta <= t <= tb:
+                return ca if tb == ta else ca + (cb - ca) * (t - ta) / (tb - ta)
+        return None
+
+    c0, c1 = at(t0), at(t1)
+    return None if c0 is None or c1 is None else c1 - c0
+
+
+def run(params: Params, server_pid: int | None = None) -> dict[str, Any]:
+    """The workers' run, summed up; with `server_pid` (a spawned server),
+    the server's CPU over the measured window too."""
     ctx = mp.get_context("fork")
     report = ctx.Queue()
     stop_at = ctx.Value("b", 0)
@@ -436,10 +463,22 @@ def run(params: Params) -> dict[str, Any]:
     quiet: set[int] = set()
     results = []
     last_sent, last_t = 0, t0
+    # (time, the server's CPU seconds so far), a tenth of a second apart at
+    # most while the workers run (the clock is the workers' own: perf_counter
+    # is system-wide), read off for the measured window at the end.
+    server_cpu: list[tuple[float, float]] = []
+
+    def sample_server() -> None:
+        if server_pid is not None and (not server_cpu or time.perf_counter() - server_cpu[-1][0] >= 0.1):
+            cpu_s = process_cpu_s(server_pid)
+            if cpu_s is not None:
+                server_cpu.append((time.perf_counter(), cpu_s))
+
     try:
         while len(results) < len(procs):
+            sample_server()
             try:
-                item = report.get(timeout=1.0)
+                item = report.get(timeout=0.1)
             except Exception:
                 if not any(p.is_alive() for p in procs):
                     raise SystemExit("a load generator worker died") from None
@@ -465,6 +504,7 @@ def run(params: Params) -> dict[str, Any]:
             item = report.get()
             if item[0] == "done":
                 results.append(item)
+    sample_server()
     for p in procs:
         p.join()
     ack_h, fill_h, reject_h = new_histogram(), new_histogram(), new_histogram()
@@ -496,6 +536,7 @@ def run(params: Params) -> dict[str, Any]:
     sent = counts["sent"]
     new_orders = counts["new_orders_sent"]
     rejected = counts["rejected"]
+    server_cpu_s = cpu_between(server_cpu, window_from, window_to) if window_s > 0 else None
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
                    "cpus": sorted(params.cpus) if params.cpus else None,
@@ -522,6 +563,13 @@ def run(params: Params) -> dict[str, Any]:
         "client_cpu_s": cpu,
         "client_cpus_busy": cpu / wall if wall else 0.0,
         "client_cpu_us_per_order": cpu * 1e6 / sent if sent else 0.0,
+        # The spawned server's CPU over the measured window (its process,
+        # every thread, idle polling included): CPUs kept busy, and µs per
+        # reply; None when the server was not spawned here.
+        "server_cpu_s": server_cpu_s,
+        "server_cpus_busy": server_cpu_s / window_s if server_cpu_s is not None else None,
+        "server_cpu_us_per_reply": (server_cpu_s * 1e6 / window["replies"]
+                                    if server_cpu_s is not None and window["replies"] else None),
         "sent": sent,
         "new_orders_sent": new_orders,
         "cancels_sent": sent - new_orders,
@@ -652,7 +700,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
                         args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll)
-        result = run(params)
+        result = run(params, server.proc.pid if server is not None else None)
     finally:
         server_code = stop_server(server) if server is not None else 0
         if workdir is not None:
@@ -671,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
           f"warm-up to the last reply (run {r['elapsed_s']:.2f} s)")
     print(f"load generator CPU {r['client_cpus_busy']:.2f} CPUs busy, "
           f"{r['client_cpu_us_per_order']:.1f} us a request")
+    if r["server_cpu_us_per_reply"] is not None:
+        print(f"server CPU {r['server_cpus_busy']:.2f} CPUs busy, {r['server_cpu_us_per_reply']:.2f} us a reply "
+              "(the spawned server's process over the measured window, idle polling included)")
     for name, h in (("order->ack ", r["ack_us"]), ("order->fill", r["fill_us"]), ("reject     ", r["reject_us"])):
         if name.startswith("reject") and not h["count"]:
             continue

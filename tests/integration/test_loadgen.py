@@ -26,6 +26,7 @@ def run_loadgen(tmp_path: Path, *args: str, stderr: list[str] | None = None) -> 
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "order->ack" in proc.stdout and "throughput" in proc.stdout and "load generator CPU" in proc.stdout
+    assert "server CPU" in proc.stdout  # the spawned server's, over the measured window
     if stderr is not None:
         stderr.append(proc.stderr)
     r = json.loads(out.read_text())
@@ -50,6 +51,9 @@ def check_counts(r: dict) -> None:
     # Every connection is the generator's, so each trade's two fills came
     # back: one to the maker, one to the taker.
     assert r["acked"] > 0 and r["fills"] > 0
+    # The server answered every reply of the window with CPU of its own, on at most every CPU there is.
+    assert 0 < r["server_cpus_busy"] <= (os.cpu_count() or 1) + 0.1
+    assert r["server_cpu_us_per_reply"] == r["server_cpu_s"] * 1e6 / r["window_replies"] > 0
     assert r["maker_fills"] == r["taker_fills"] == r["fills"] // 2
     assert r["throughput_per_s"] > 0
     assert r["ack_us"]["count"] > 0

@@ -6,6 +6,7 @@ compared in an order turned each round."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import random
 import statistics
 import sys
@@ -19,9 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def perf_module(name: str) -> ModuleType:
-    """perf/NAME.py, imported as a module (perf/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "perf" / f"{name}.py")
+def perf_module(name: str, folder: str = "perf") -> ModuleType:
+    """perf/NAME.py (or FOLDER/NAME.py), imported as a module (perf/ and tools/ are not packages)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # its dataclasses look their module up
@@ -114,3 +115,31 @@ def test_the_call_forms_of_a_verb_run_in_turn() -> None:
     figures = call_forms.measure([form("a"), form("b"), form("c")], 3, 4)
     assert ran == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
     assert len(figures) == 3 and all(ns >= 0 for ns in figures)
+
+
+def test_the_server_cpu_over_a_window_is_read_off_between_samples() -> None:
+    """loadgen samples the spawned server's CPU time now and then, and reads
+    off the measured window's share on the line between the samples around
+    each end: exact for a server busy at a steady rate, None for a window the
+    samples do not cover."""
+    cpu_between = perf_module("loadgen", "tools").cpu_between
+    steady = [(t / 10, 0.6 * t / 10) for t in range(0, 31, 3)]  # 0.6 CPUs busy, a sample each 0.3 s
+    for t0, t1 in ((0.0, 3.0), (0.45, 2.05), (1.2, 1.2), (0.31, 0.32)):
+        assert cpu_between(steady, t0, t1) == pytest.approx(0.6 * (t1 - t0))
+    bursty = [(0.0, 0.0), (1.0, 0.1), (2.0, 1.1)]  # idle, then a whole CPU
+    assert cpu_between(bursty, 0.5, 1.5) == pytest.approx(0.05 + 0.5)
+    assert cpu_between(steady, -0.1, 1.0) is None and cpu_between(steady, 1.0, 3.1) is None
+    assert cpu_between([], 0.0, 1.0) is None
+
+
+def test_a_process_cpu_time_is_read_from_proc() -> None:
+    """User and system time of a whole process, as the kernel counts it."""
+    loadgen = perf_module("loadgen", "tools")
+    before = loadgen.process_cpu_s(os.getpid())
+    start = sum(os.times()[:2])
+    while sum(os.times()[:2]) - start < 0.3:  # busy for 0.3 s of CPU
+        pass
+    after = loadgen.process_cpu_s(os.getpid())
+    assert before is not None and after is not None and 0.25 <= after - before <= 1.0
+    assert after == pytest.approx(sum(os.times()[:2]), abs=0.05)
+    assert loadgen.process_cpu_s(2**22 + 12345) is None  # no such process
