@@ -50,7 +50,10 @@ warns of on stderr, saying why): refusals are counted apart from the acks.
 Every row gives the load generator's own CPU too (µs a request sent, and
 the CPUs its workers kept busy while sending): a load generator near a
 full CPU queues its own work, and that queueing lands in the figures of
-whichever server it measures.
+whichever server it measures. And the server's CPU (µs a reply and CPUs
+busy over the measured window, its process read from outside, idle
+polling included): where the load generator is the limit, as in the
+closed loop on two CPUs, that is what tells the servers' costs apart.
 
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
@@ -140,9 +143,13 @@ def run_once(rate: float, duration: float, workers: int, extra: list[str], plot:
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The medians over `runs` (loadgen results) of the table's figures."""
+    """The medians over `runs` (loadgen results) of the table's figures (the
+    server's CPU over the runs that gave it, None if none did)."""
     med = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
+    with_cpu = [r for r in runs if r.get("server_cpu_us_per_reply") is not None]
     return {
+        "server_cpu_us": statistics.median(r["server_cpu_us_per_reply"] for r in with_cpu) if with_cpu else None,
+        "server_busy": statistics.median(r["server_cpus_busy"] for r in with_cpu) if with_cpu else None,
         "throughput": med(lambda r: r["throughput_per_s"]),
         **{f"ack_{k}": med(lambda r, k=k: r["ack_us"][k]) for k in (*PERCENTILES, "max")},
         **{f"fill_{k}": med(lambda r, k=k: r["fill_us"][k]) for k in ("p50", "p99")},
@@ -170,6 +177,14 @@ def client_cell(fig: dict[str, Any]) -> str:
     """The load generator's own CPU: µs an order, and the CPUs its workers
     kept busy (1.00: one CPU's worth)."""
     return f"{fig['client_cpu_us']:.1f} µs, {fig['client_busy']:.2f} CPUs"
+
+
+def server_cell(fig: dict[str, Any]) -> str:
+    """The spawned server's own CPU over the measured window: µs a reply,
+    and the CPUs it kept busy; n/a where loadgen could not read it."""
+    if fig["server_cpu_us"] is None:
+        return "n/a"
+    return f"{fig['server_cpu_us']:.2f} µs, {fig['server_busy']:.2f} CPUs"
 
 
 def ratio(value: float, floor: float) -> float | None:
@@ -218,9 +233,9 @@ def floors_row(rate: float, runs: int, duration: float, workers: int, extra: lis
 
 def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
     floors, ours = line_up(spin_us)
-    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | load generator CPU | errors "
-          "| rejected |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| offered | server | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | load generator CPU | server CPU "
+          "| errors | rejected |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         offered = "max (closed loop)" if row["rate"] == 0 else f"{row['rate']:,.0f}/s"
         for s in (*floors, *ours):
@@ -236,7 +251,7 @@ def print_floors(rows: list[dict[str, Any]], spin_us: int = 0) -> None:
                     cell += f" ({', '.join(parts)})"
                 cells.append(cell)
             print(f"| {offered} | {s.name} | {fig['throughput']:,.0f}/s | {' | '.join(cells)} | {client_cell(fig)} | "
-                  f"{fig['errors']} | {rejected_cell(fig)} |")
+                  f"{server_cell(fig)} | {fig['errors']} | {rejected_cell(fig)} |")
     rejects_note([fig for row in rows for fig in row["servers"].values()])
 
 
@@ -293,13 +308,13 @@ def main() -> int:
         print_floors(rows, args.server_spin_us)
         return 0
     print("| offered | achieved | ack p50 | ack p90 | ack p99 | ack p99.9 | ack max | fill p50 | fill p99 "
-          "| load generator CPU | errors | rejected |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+          "| load generator CPU | server CPU | errors | rejected |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         offered = "max (closed loop)" if r["rate"] == 0 else f"{r['rate']:,.0f}/s"
         print(f"| {offered} | {r['throughput']:,.0f}/s | {r['ack_p50']:,.0f} | {r['ack_p90']:,.0f} | "
               f"{r['ack_p99']:,.0f} | {r['ack_p99.9']:,.0f} | {r['ack_max']:,.0f} | {r['fill_p50']:,.0f} | "
-              f"{r['fill_p99']:,.0f} | {client_cell(r)} | {r['errors']} | {rejected_cell(r)} |")
+              f"{r['fill_p99']:,.0f} | {client_cell(r)} | {server_cell(r)} | {r['errors']} | {rejected_cell(r)} |")
     rejects_note(rows)
     return 0
 
