@@ -519,7 +519,7 @@ PyDoc_STRVAR(ledger_verify_doc, "verify($self, /)\n--\n\n"
 static PyObject *ledger_verify(srv_ledger *self, PyObject *Py_UNUSED(ignored))
 {
     const char *wrong;
-    PyObject *sid, *v, *sizes;
+    PyObject *sid, *v;
     Py_ssize_t pos = 0, owned = 0;
 
     if (!ledger_ready(self))
@@ -546,22 +546,11 @@ static PyObject *ledger_verify(srv_ledger *self, PyObject *Py_UNUSED(ignored))
         }
         owned += n;
     }
-    if ((size_t)owned != self->orders.count) {
+    if ((size_t)owned != self->orders.index.count) {
         PyErr_SetString(PyExc_AssertionError, "an open order's owner is not attached");
         return NULL;
     }
-    if (!(sizes = PyList_New(SRV_ORDER_SHARDS)))
-        return NULL;
-    for (size_t k = 0; k < SRV_ORDER_SHARDS; k++) {
-        PyObject *n = PyLong_FromSize_t(self->orders.shards[k].used);
-
-        if (!n) {
-            Py_DECREF(sizes);
-            return NULL;
-        }
-        PyList_SET_ITEM(sizes, (Py_ssize_t)k, n);
-    }
-    return sizes;
+    return srv_idmap_sizes(&self->orders.index);
 }
 
 /* The account number `account` (a Python int): 0, or -1 with an exception set. */

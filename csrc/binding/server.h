@@ -7,6 +7,8 @@
  *   ledger.c   Ledger: the server's per-order state (sessions by id, the
  *              owner of every open order, open and in-flight orders per
  *              account) and CommandBuffer: the engine commands queued
+ *   orders.c   the Ledger's open orders and each Link's list of them
+ *   idmap.c    an index by a 64-bit id (orders.c's and status.c's)
  *   form.c     the form of new_order, cancel and modify: fields, defaults,
  *              error codes and messages
  *   inbox.c    Inbox: a session's received bytes, read from its socket and
@@ -276,6 +278,44 @@ struct srv_account_counts {
     long long in_flight; /* new orders not answered yet */
 };
 
+/* ---- an index by a 64-bit id (idmap.c) ----------------------------------- */
+
+struct srv_idmap_slot {
+    uint64_t key;
+    void *value; /* NULL: a free slot */
+};
+
+enum { SRV_IDMAP_SHARD_BITS = 8, SRV_IDMAP_SHARDS = 1 << SRV_IDMAP_SHARD_BITS };
+
+struct srv_idmap_shard {
+    struct srv_idmap_slot *slots; /* open addressing; at most half full */
+    size_t cap, used;             /* slots (0, or a power of two), entries in them */
+    uint8_t shift;                /* 64 - log2(cap) */
+};
+
+/* id -> a pointer (not NULL), the caller's: the index never follows one. All zero: empty. */
+struct srv_idmap {
+    struct srv_idmap_shard shards[SRV_IDMAP_SHARDS];
+    size_t count;
+};
+
+/* The pointer of `key`, or NULL. */
+void *srv_idmap_find(const struct srv_idmap *m, uint64_t key);
+/* key -> value (not NULL): 0, *was the pointer it replaced or NULL; or -1
+ * with MemoryError, nothing changed. */
+int srv_idmap_put(struct srv_idmap *m, uint64_t key, void *value, void **was);
+/* `key` out: the pointer it had, or NULL. */
+void *srv_idmap_remove(struct srv_idmap *m, uint64_t key);
+/* Every entry out, `drop(pointer, arg)` called on each once the index no
+ * longer holds it (it may run Python code), and the memory freed. */
+void srv_idmap_clear(struct srv_idmap *m, void (*drop)(void *value, void *arg), void *arg);
+/* NULL, or what is wrong with the index, or what `check(key, pointer, arg)`
+ * says is wrong with an entry (for tests). */
+const char *srv_idmap_verify(const struct srv_idmap *m, const char *(*check)(uint64_t key, void *value, void *arg),
+                             void *arg);
+/* The number of entries in each shard: a new list. */
+PyObject *srv_idmap_sizes(const struct srv_idmap *m);
+
 /* ---- the Ledger's open orders (orders.c) ---------------------------------- */
 
 /* An open order a session owns. */
@@ -287,23 +327,9 @@ struct srv_open_order {
     struct list_node in_link;  /* on link->orders */
 };
 
-struct srv_open_slot {
-    uint64_t oid;
-    struct srv_open_order *order; /* NULL: a free slot */
-};
-
-enum { SRV_ORDER_SHARD_BITS = 8, SRV_ORDER_SHARDS = 1 << SRV_ORDER_SHARD_BITS };
-
-struct srv_open_shard {
-    struct srv_open_slot *slots; /* open addressing; at most half full */
-    size_t cap, used;             /* slots (0, or a power of two), entries in them */
-    uint8_t shift;                /* 64 - log2(cap) */
-};
-
 /* Open order id -> struct srv_open_order. */
 struct srv_orders {
-    struct srv_open_shard shards[SRV_ORDER_SHARDS];
-    size_t count;
+    struct srv_idmap index;
 };
 
 /* The open order `oid`, or NULL. */

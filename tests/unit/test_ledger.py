@@ -175,7 +175,7 @@ def test_an_owner_is_asked_for_by_an_int() -> None:
         ledger.owner("1")  # type: ignore[arg-type]
 
 
-# The index hashes an id by multiplying it by this (orders.c), and takes the top bits: the ids whose
+# The index hashes an id by multiplying it by this (idmap.c), and takes the top bits: the ids whose
 # hashes differ in their low bits only share a shard and a home slot, and collide.
 _FIBONACCI = 0x9E3779B97F4A7C15
 def _with_hash(h: int) -> int:
