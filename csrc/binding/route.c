@@ -694,7 +694,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "Router: the Ledger is not initialised");
         return -1;
     }
-    if (status != Py_None && !((srv_status *)status)->finished) {
+    if (status != Py_None && !((srv_status *)status)->ready) {
         PyErr_SetString(PyExc_ValueError, "Router: the OrderStatus is not initialised");
         return -1;
     }

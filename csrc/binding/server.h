@@ -410,9 +410,10 @@ int srv_ledger_forget(srv_ledger *l, srv_link *link, uint64_t oid);
 
 typedef struct {
     PyObject_HEAD
-    PyObject *open;     /* dict: account -> {order id: OrderRecord}, in the order accepted */
-    PyObject *finished; /* dict: account -> its ring of finished OrderRecords */
-    Py_ssize_t keep;    /* finished orders kept per account */
+    struct srv_idmap open;     /* order id -> its open OrderRecord (held) */
+    struct srv_idmap accounts; /* account -> its open OrderRecords, in the order accepted, and finished ones */
+    Py_ssize_t keep;           /* finished orders kept per account */
+    char ready;                /* initialised (by __init__) */
 } srv_status;
 
 extern PyTypeObject srv_status_type;

@@ -2,16 +2,22 @@
  * status.c - OrderStatus: every order's status as the events tell it, for
  * the `orders` and `order_status` requests.
  *
- * Per account: its open orders (a dict, order id -> OrderRecord, in the
- * order they were accepted) and a ring of its last `keep` finished orders.
+ * Per account: its open orders (a list, in the order they were accepted)
+ * and a ring of its last `keep` finished orders; one index (idmap.c) finds
+ * an open order's record by its id, another an account's lists.
  * The Router updates it from the events it routes (accepted, trade,
  * modified, cancelled); the server seeds it with the orders recovered from a
  * data directory, whose filled quantity and time priority the engine does
  * not keep (they read as None until a modify sets the priority again).
  * Python reads it through the methods below; nothing here reads the engine.
  *
- * An OrderRecord holds no Python objects, so neither it nor a ring is
- * tracked by the cyclic collector.
+ * Why not dicts (account -> {order id: OrderRecord}): a lookup in a large
+ * one reads three lines from all over the heap (the index, the entry, the
+ * key's int object), and each event made two, with an int made for each.
+ *
+ * An OrderRecord holds no Python objects, so it is not tracked by the
+ * cyclic collector; OrderStatus holds only records (in its C memory), so it
+ * is not either: the collector never walks the open orders.
  */
 #include "server.h"
 
@@ -38,6 +44,9 @@ typedef struct {
     uint8_t reason;    /* enum eng_cancel_reason, when cancelled */
     char priority_known, filled_known;
     char coid[16];
+    /* While open (in the index, which holds a reference): */
+    struct status_account *acct; /* its account's lists */
+    struct list_node in_account; /* on acct->open */
 } status_rec;
 
 static PyObject *rec_coid(status_rec *r, void *closure)
@@ -138,29 +147,20 @@ static status_rec *rec_new(void)
 
 /* ---- a ring of finished orders ------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject **items; /* n of them; once n == cap, items[head] is the oldest */
+struct status_ring {
+    PyObject **items; /* n of them (held); once n == cap, items[head] is the oldest */
     Py_ssize_t n, cap, head;
-} status_ring;
+};
 
-static void ring_dealloc(status_ring *r)
-{
-    for (Py_ssize_t i = 0; i < r->n; i++)
-        Py_DECREF(r->items[i]);
-    PyMem_Free(r->items);
-    Py_TYPE(r)->tp_free((PyObject *)r);
-}
-
-static PyTypeObject status_ring_type = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server._FinishedRing",
-    .tp_basicsize = sizeof(status_ring),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_dealloc = (destructor)ring_dealloc,
+/* One account's records: in memory that never moves (its open records link to it). */
+struct status_account {
+    struct list_node open; /* its open records (status_rec.in_account), the oldest accepted first */
+    Py_ssize_t n_open;
+    struct status_ring finished;
 };
 
 /* Keep `rec` (a reference stolen), dropping the oldest beyond `keep`. */
-static int ring_push(status_ring *r, PyObject *rec, Py_ssize_t keep)
+static int ring_push(struct status_ring *r, PyObject *rec, Py_ssize_t keep)
 {
     if (r->n < keep && r->n == r->cap) {
         Py_ssize_t cap = r->cap ? r->cap * 2 : 16;
@@ -188,7 +188,7 @@ static int ring_push(status_ring *r, PyObject *rec, Py_ssize_t keep)
 }
 
 /* The i-th newest (0: the newest); borrowed. */
-static PyObject *ring_newest(status_ring *r, Py_ssize_t i)
+static PyObject *ring_newest(const struct status_ring *r, Py_ssize_t i)
 {
     Py_ssize_t last = r->n < r->cap ? r->n - 1 : r->head - 1 + r->cap;
 
@@ -197,81 +197,76 @@ static PyObject *ring_newest(status_ring *r, Py_ssize_t i)
 
 /* ---- OrderStatus ---------------------------------------------------------------- */
 
-/* The dict of `account` in `table` (borrowed); created if `create`, else NULL (no error) if none. */
-static PyObject *status_table_of(PyObject *table, uint32_t account, int create, PyTypeObject *type)
+/* The lists of `account`; created if `create`, else NULL (no error) if none. */
+static struct status_account *status_account_of(srv_status *st, uint32_t account, int create)
 {
-    PyObject *k = PyLong_FromUnsignedLong(account), *v;
+    struct status_account *a = srv_idmap_find(&st->accounts, account);
+    void *was;
 
-    if (!k)
+    if (a || !create)
+        return a;
+    if (!(a = PyMem_Calloc(1, sizeof(*a)))) {
+        PyErr_NoMemory();
         return NULL;
-    v = PyDict_GetItemWithError(table, k);
-    if (!v && !PyErr_Occurred() && create) {
-        v = type ? PyType_GenericAlloc(type, 0) : PyDict_New();
-        if (v && PyDict_SetItem(table, k, v) < 0)
-            Py_CLEAR(v);
-        Py_XDECREF(v); /* the table holds it */
     }
-    Py_DECREF(k);
-    return v;
+    list_init(&a->open);
+    if (srv_idmap_put(&st->accounts, account, a, &was) < 0) {
+        PyMem_Free(a);
+        return NULL;
+    }
+    return a;
 }
 
+/* Open, at the end of its account's list. An order id open already (the
+ * engine gives each once) is replaced: in its place if the account is the
+ * same, as a dict's value is. */
 static int status_insert(srv_status *st, status_rec *r)
 {
-    PyObject *open = status_table_of(st->open, r->account, 1, NULL), *k;
-    int rc;
+    struct status_account *a = status_account_of(st, r->account, 1);
+    status_rec *old;
+    void *was;
 
-    if (!open)
+    if (!a || srv_idmap_put(&st->open, r->order_id, r, &was) < 0)
         return -1;
-    k = PyLong_FromUnsignedLongLong(r->order_id);
-    if (!k)
-        return -1;
-    rc = PyDict_SetItem(open, k, (PyObject *)r);
-    Py_DECREF(k);
-    return rc;
-}
-
-/* The open order's record (borrowed; NULL: none, or an error if PyErr_Occurred). */
-static status_rec *status_find_open(srv_status *st, uint32_t account, uint64_t oid, PyObject **open_out,
-                                    PyObject **key_out)
-{
-    PyObject *open = status_table_of(st->open, account, 0, NULL), *k, *v;
-
-    *key_out = NULL;
-    if (!open)
-        return NULL;
-    k = PyLong_FromUnsignedLongLong(oid);
-    if (!k)
-        return NULL;
-    v = PyDict_GetItemWithError(open, k);
-    if (!v) {
-        Py_DECREF(k);
-        return NULL;
-    }
-    *open_out = open;
-    *key_out = k;
-    return (status_rec *)v;
-}
-
-/* The order is finished: out of its account's open orders, into its ring. */
-static int status_finish(srv_status *st, PyObject *open, PyObject *key, status_rec *r)
-{
-    status_ring *ring;
-
+    old = was;
     Py_INCREF(r);
-    if (PyDict_DelItem(open, key) < 0) {
-        Py_DECREF(r);
-        return -1;
+    r->acct = a;
+    if (old && old->acct == a) {
+        list_add_tail(&r->in_account, &old->in_account); /* just before it */
+    } else {
+        list_add_tail(&r->in_account, &a->open);
+        a->n_open++;
+        if (old)
+            old->acct->n_open--;
     }
+    if (old) {
+        list_del(&old->in_account);
+        Py_DECREF(old);
+    }
+    return 0;
+}
+
+/* The account's open order's record (borrowed), or NULL. */
+static status_rec *status_find_open(srv_status *st, uint32_t account, uint64_t oid)
+{
+    status_rec *r = srv_idmap_find(&st->open, oid);
+
+    return r && r->account == account ? r : NULL;
+}
+
+/* The order is finished: out of the open orders, into its account's ring. */
+static int status_finish(srv_status *st, status_rec *r)
+{
+    struct status_account *a = r->acct;
+
+    srv_idmap_remove(&st->open, r->order_id);
+    list_del(&r->in_account);
+    a->n_open--;
     if (st->keep <= 0) {
         Py_DECREF(r);
         return 0;
     }
-    ring = (status_ring *)status_table_of(st->finished, r->account, 1, &status_ring_type);
-    if (!ring) {
-        Py_DECREF(r);
-        return -1;
-    }
-    return ring_push(ring, (PyObject *)r, st->keep);
+    return ring_push(&a->finished, (PyObject *)r, st->keep); /* the index's reference */
 }
 
 int srv_status_accepted(srv_status *st, const struct eng_event *ev)
@@ -297,47 +292,38 @@ int srv_status_accepted(srv_status *st, const struct eng_event *ev)
 
 int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq)
 {
-    PyObject *open = NULL, *key;
-    status_rec *r = status_find_open(st, account, oid, &open, &key);
-    int rc = 0;
+    status_rec *r = status_find_open(st, account, oid);
 
     if (!r)
-        return PyErr_Occurred() ? -1 : 0;
+        return 0;
     r->filled += qty;
     r->leaves = leaves;
     r->last_seq = seq;
-    if (leaves == 0) {
-        r->state = STATUS_FILLED;
-        rc = status_finish(st, open, key, r);
-    }
-    Py_DECREF(key);
-    return rc;
+    if (leaves != 0)
+        return 0;
+    r->state = STATUS_FILLED;
+    return status_finish(st, r);
 }
 
 int srv_status_cancelled(srv_status *st, const struct eng_event *ev)
 {
-    PyObject *open = NULL, *key;
-    status_rec *r = status_find_open(st, ev->account, ev->order_id, &open, &key);
-    int rc;
+    status_rec *r = status_find_open(st, ev->account, ev->order_id);
 
     if (!r)
-        return PyErr_Occurred() ? -1 : 0;
+        return 0;
     r->leaves = ev->leaves;
     r->last_seq = ev->seq;
     r->state = STATUS_CANCELLED;
     r->reason = ev->reason;
-    rc = status_finish(st, open, key, r);
-    Py_DECREF(key);
-    return rc;
+    return status_finish(st, r);
 }
 
 int srv_status_modified(srv_status *st, const struct eng_event *ev)
 {
-    PyObject *open = NULL, *key;
-    status_rec *r = status_find_open(st, ev->account, ev->order_id, &open, &key);
+    status_rec *r = status_find_open(st, ev->account, ev->order_id);
 
     if (!r)
-        return PyErr_Occurred() ? -1 : 0;
+        return 0;
     r->price = ev->price;
     r->leaves = ev->qty;
     r->last_seq = ev->seq;
@@ -345,7 +331,6 @@ int srv_status_modified(srv_status *st, const struct eng_event *ev)
         r->priority = ev->seq;
         r->priority_known = 1;
     }
-    Py_DECREF(key);
     return 0;
 }
 
@@ -354,7 +339,7 @@ int srv_status_modified(srv_status *st, const struct eng_event *ev)
 /* 1, or 0 with ValueError for an OrderStatus never initialised (no tables). */
 static int status_ready(srv_status *st)
 {
-    if (st->finished)
+    if (st->ready)
         return 1;
     PyErr_SetString(PyExc_ValueError, "the OrderStatus is not initialised");
     return 0;
@@ -421,14 +406,18 @@ PyDoc_STRVAR(status_open_orders_doc, "open_orders($self, account, /)\n--\n\n"
 static PyObject *status_open_orders(srv_status *st, PyObject *arg)
 {
     uint32_t account;
-    PyObject *open;
+    struct status_account *a;
+    PyObject *out;
+    Py_ssize_t i = 0;
 
     if (!status_ready(st) || status_account_arg(arg, &account) < 0)
         return NULL;
-    open = status_table_of(st->open, account, 0, NULL);
-    if (!open)
-        return PyErr_Occurred() ? NULL : PyList_New(0);
-    return PyDict_Values(open);
+    a = status_account_of(st, account, 0);
+    if (!(out = PyList_New(a ? a->n_open : 0)))
+        return NULL;
+    for (struct list_node *n = a ? a->open.next : NULL; n && n != &a->open; n = n->next)
+        PyList_SET_ITEM(out, i++, Py_NewRef((PyObject *)eng_container_of(n, status_rec, in_account)));
+    return out;
 }
 
 PyDoc_STRVAR(status_finished_orders_doc, "finished_orders($self, account, /)\n--\n\n"
@@ -437,14 +426,16 @@ PyDoc_STRVAR(status_finished_orders_doc, "finished_orders($self, account, /)\n--
 static PyObject *status_finished_orders(srv_status *st, PyObject *arg)
 {
     uint32_t account;
-    status_ring *ring;
+    struct status_account *a;
+    const struct status_ring *ring;
     PyObject *out;
 
     if (!status_ready(st) || status_account_arg(arg, &account) < 0)
         return NULL;
-    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
-    if (!ring)
-        return PyErr_Occurred() ? NULL : PyList_New(0);
+    a = status_account_of(st, account, 0);
+    if (!a)
+        return PyList_New(0);
+    ring = &a->finished;
     if (!(out = PyList_New(ring->n)))
         return NULL;
     for (Py_ssize_t i = 0; i < ring->n; i++)
@@ -461,9 +452,8 @@ static PyObject *status_find(srv_status *st, PyObject *const *args, Py_ssize_t n
 {
     uint32_t account;
     unsigned long long oid;
-    PyObject *open = NULL, *key;
     status_rec *r;
-    status_ring *ring;
+    struct status_account *a;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "find takes (account, order_id)");
@@ -474,18 +464,12 @@ static PyObject *status_find(srv_status *st, PyObject *const *args, Py_ssize_t n
     oid = PyLong_AsUnsignedLongLong(args[1]);
     if (oid == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
-    r = status_find_open(st, account, oid, &open, &key);
-    if (r) {
-        Py_DECREF(key);
+    if ((r = status_find_open(st, account, oid)) != NULL)
         return Py_NewRef((PyObject *)r);
-    }
-    if (PyErr_Occurred())
-        return NULL;
-    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
-    if (!ring)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    for (Py_ssize_t i = 0; i < ring->n; i++) {
-        status_rec *f = (status_rec *)ring_newest(ring, i);
+    if (!(a = status_account_of(st, account, 0)))
+        Py_RETURN_NONE;
+    for (Py_ssize_t i = 0; i < a->finished.n; i++) {
+        status_rec *f = (status_rec *)ring_newest(&a->finished, i);
 
         if (f->order_id == oid)
             return Py_NewRef((PyObject *)f);
@@ -503,10 +487,9 @@ static PyObject *status_find_coid(srv_status *st, PyObject *const *args, Py_ssiz
 {
     uint32_t account;
     const char *text;
-    Py_ssize_t len, pos = 0;
+    Py_ssize_t len;
     char coid[sizeof(((status_rec *)0)->coid)] = {0};
-    PyObject *open, *k, *v;
-    status_ring *ring;
+    struct status_account *a;
 
     if (nargs != 2 || !PyUnicode_Check(args[1])) {
         PyErr_SetString(PyExc_TypeError, "find_coid takes (account, client_order_id: str)");
@@ -520,23 +503,91 @@ static PyObject *status_find_coid(srv_status *st, PyObject *const *args, Py_ssiz
         Py_RETURN_NONE;
     text = (const char *)PyUnicode_DATA(args[1]);
     memcpy(coid, text, (size_t)len);
-    open = status_table_of(st->open, account, 0, NULL);
-    if (!open && PyErr_Occurred())
-        return NULL;
-    while (open && PyDict_Next(open, &pos, &k, &v)) {
-        if (memcmp(((status_rec *)v)->coid, coid, sizeof(coid)) == 0)
-            return Py_NewRef(v);
+    if (!(a = status_account_of(st, account, 0)))
+        Py_RETURN_NONE;
+    for (struct list_node *n = a->open.next; n != &a->open; n = n->next) {
+        status_rec *r = eng_container_of(n, status_rec, in_account);
+
+        if (memcmp(r->coid, coid, sizeof(coid)) == 0)
+            return Py_NewRef((PyObject *)r);
     }
-    ring = (status_ring *)status_table_of(st->finished, account, 0, NULL);
-    if (!ring)
-        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    for (Py_ssize_t i = 0; i < ring->n; i++) {
-        status_rec *f = (status_rec *)ring_newest(ring, i);
+    for (Py_ssize_t i = 0; i < a->finished.n; i++) {
+        status_rec *f = (status_rec *)ring_newest(&a->finished, i);
 
         if (memcmp(f->coid, coid, sizeof(coid)) == 0)
             return Py_NewRef((PyObject *)f);
     }
     Py_RETURN_NONE;
+}
+
+/* What verify counts as it walks the accounts. */
+struct status_walk {
+    srv_status *st;
+    size_t listed;
+};
+
+static const char *status_check_open(uint64_t oid, void *rec, void *arg)
+{
+    const status_rec *r = rec;
+    srv_status *st = arg;
+
+    if (r->order_id != oid || r->state != STATUS_OPEN)
+        return "an open record's id is not its slot's, or it is finished";
+    if (r->acct != srv_idmap_find(&st->accounts, r->account))
+        return "an open record is not on its account's list";
+    if (r->in_account.next->prev != &r->in_account || r->in_account.prev->next != &r->in_account)
+        return "an open record is not on a list";
+    return NULL;
+}
+
+static const char *status_check_account(uint64_t account, void *lists, void *arg)
+{
+    const struct status_account *a = lists;
+    const struct status_ring *ring = &a->finished;
+    struct status_walk *w = arg;
+    Py_ssize_t n = 0;
+
+    for (const struct list_node *i = a->open.next; i != &a->open; i = i->next, n++) {
+        const status_rec *r = eng_container_of(i, status_rec, in_account);
+
+        if (r->account != account || r->acct != a || srv_idmap_find(&w->st->open, r->order_id) != r)
+            return "an account lists a record that is not its open one";
+    }
+    if (n != a->n_open)
+        return "an account's count of open records is wrong";
+    w->listed += (size_t)n;
+    if (ring->n > ring->cap || ring->cap > w->st->keep ||
+        (ring->head && (ring->n < ring->cap || ring->head >= ring->cap)))
+        return "a ring of finished records is over its size, or its oldest is out of place";
+    for (Py_ssize_t i = 0; i < ring->n; i++) {
+        const status_rec *f = (const status_rec *)ring->items[i];
+
+        if (f->account != account || f->state == STATUS_OPEN)
+            return "an account's ring holds another's record, or an open one";
+    }
+    return NULL;
+}
+
+PyDoc_STRVAR(status_verify_doc, "verify($self, /)\n--\n\n"
+                                "Check the records' invariants (AssertionError naming what is wrong); the\n"
+                                "number of open records in each shard of their index.");
+
+static PyObject *status_verify(srv_status *st, PyObject *Py_UNUSED(ignored))
+{
+    struct status_walk w = {.st = st};
+    const char *wrong;
+
+    if (!status_ready(st))
+        return NULL;
+    if (!(wrong = srv_idmap_verify(&st->open, status_check_open, st)))
+        wrong = srv_idmap_verify(&st->accounts, status_check_account, &w);
+    if (!wrong && w.listed != st->open.count)
+        wrong = "an open record is on no account's list";
+    if (wrong) {
+        PyErr_SetString(PyExc_AssertionError, wrong);
+        return NULL;
+    }
+    return srv_idmap_sizes(&st->open);
 }
 
 static PyMethodDef status_methods[] = {
@@ -545,6 +596,7 @@ static PyMethodDef status_methods[] = {
     {"finished_orders", (PyCFunction)status_finished_orders, METH_O, status_finished_orders_doc},
     {"find", (PyCFunction)(void (*)(void))status_find, METH_FASTCALL, status_find_doc},
     {"find_coid", (PyCFunction)(void (*)(void))status_find_coid, METH_FASTCALL, status_find_coid_doc},
+    {"verify", (PyCFunction)status_verify, METH_NOARGS, status_verify_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -557,9 +609,8 @@ static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"keep", NULL};
     Py_ssize_t keep;
-    PyObject *open, *finished;
 
-    if (st->open) {
+    if (st->ready) {
         PyErr_SetString(PyExc_TypeError, "an OrderStatus is initialised once");
         return -1;
     }
@@ -569,25 +620,33 @@ static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "OrderStatus: keep is 0 or more");
         return -1;
     }
-    if (PyType_Ready(&status_ring_type) < 0)
-        return -1;
-    open = PyDict_New();
-    finished = PyDict_New();
-    if (!open || !finished) { /* all or nothing: an __init__ may follow */
-        Py_XDECREF(open);
-        Py_XDECREF(finished);
-        return -1;
-    }
     st->keep = keep;
-    st->open = open;
-    st->finished = finished;
+    st->ready = 1;
     return 0;
+}
+
+static void status_drop_rec(void *r, void *arg)
+{
+    (void)arg;
+    Py_DECREF((PyObject *)r);
+}
+
+static void status_drop_account(void *account, void *arg)
+{
+    struct status_account *a = account;
+
+    (void)arg;
+    for (Py_ssize_t i = 0; i < a->finished.n; i++)
+        Py_DECREF(a->finished.items[i]);
+    PyMem_Free(a->finished.items);
+    PyMem_Free(a);
 }
 
 static void status_dealloc(srv_status *st)
 {
-    Py_CLEAR(st->open);
-    Py_CLEAR(st->finished);
+    /* The records first: an open one's list runs through its account's. */
+    srv_idmap_clear(&st->open, status_drop_rec, NULL);
+    srv_idmap_clear(&st->accounts, status_drop_account, NULL);
     Py_TYPE(st)->tp_free((PyObject *)st);
 }
 

@@ -19,7 +19,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pyengine._ffi import ffi, lib
-from pyengine._server import Ledger, Link, OrderStatus, Router
+from pyengine._server import Ledger, Link, OrderRecord, OrderStatus, Router
 from pyengine.server.codes import CANCEL_REASONS
 from pyengine.server.protocol import encode
 from pyengine.server.dispatch import Dispatcher
@@ -27,6 +27,7 @@ from pyengine.server.requests import Requests
 from pyengine.server.seam import IntakeEvents, PendingRequest, RouterEvents
 
 from .conftest import run_python
+from .test_ledger import _with_hash
 
 # The codes are pyengine.h's, read through cffi like the Router reads them.
 ACCEPTED, REJECTED, TRADE, CANCELLED = lib.ENG_EV_ACCEPTED, lib.ENG_EV_REJECTED, lib.ENG_EV_TRADE, lib.ENG_EV_CANCELLED
@@ -431,14 +432,15 @@ def test_an_order_status_not_initialised_is_refused() -> None:
 
         status = OrderStatus.__new__(OrderStatus)
         for call in (lambda: status.open_orders(1), lambda: status.finished_orders(1), lambda: status.find(1, 1),
-                     lambda: status.find_coid(1, "a"), lambda: status.recovered(1, 1, 0, 1, 100, 1, None)):
+                     lambda: status.find_coid(1, "a"), lambda: status.recovered(1, 1, 0, 1, 100, 1, None),
+                     status.verify):
             try:
                 call()
             except ValueError as exc:
                 print(exc)
     """))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["the OrderStatus is not initialised"] * 5
+    assert proc.stdout.splitlines() == ["the OrderStatus is not initialised"] * 6
 
 
 def test_a_router_refuses_a_ledger_or_an_order_status_not_initialised() -> None:
@@ -521,3 +523,136 @@ def test_a_catch_up_ends_with_the_event_of_its_seq() -> None:
     assert rig.ledger.catch_up_seq == 21
     rig.route(dict(type=LEVEL, side=BUY, instrument=0, seq=21, price=450_000, qty=2, leaves=2, tag=0))
     assert rig.ledger.catch_up_seq == 0
+
+
+def record(rec: OrderRecord) -> tuple[Any, ...]:
+    """Every field of an OrderRecord."""
+    return (rec.order_id, rec.account, rec.instrument, rec.side, rec.price, rec.qty, rec.leaves, rec.filled,
+            rec.priority, rec.last_seq, rec.state, rec.reason, rec.client_order_id)
+
+
+# Ids whose homes are the first slots of one shard of the index, or its last (see test_ledger.py): few of them, so
+# that one is often finished while others of its run are open.
+_STATUS_IDS = st.one_of(st.integers(0, 6).map(lambda j: _with_hash((0x5A << 56) + j)),
+                        st.integers(1, 6).map(lambda j: _with_hash((0x5B << 56) - j)), st.integers(1, 30))
+# (kind, order id, the maker's order id, account, qty, a flag, client order id, the event names another account)
+_STATUS_STEPS = st.lists(st.tuples(st.sampled_from(["accept", "recover", "trade", "cancel", "modify"]), _STATUS_IDS,
+                                   _STATUS_IDS, st.integers(0, 2), st.integers(1, 4), st.booleans(),
+                                   st.sampled_from([None, "a", "b"]), st.integers(0, 5).map(lambda n: n == 0)),
+                         max_size=100)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_STATUS_STEPS, st.integers(0, 3))
+def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
+        steps: list[tuple[str, int, int, int, int, bool, str | None, bool]], keep: int) -> None:
+    """Orders accepted, recovered, traded (partly or whole), cancelled and
+    modified in any order, as the Router passes the events on, against a
+    dict per account of its open orders in the order accepted and a list of
+    its last `keep` finished ones, newest first. An event naming an open
+    order with another account, or an order not open, changes nothing."""
+    rig = Rig()
+    status = OrderStatus(keep=keep)
+    rig.router = Router(**dict(rig.router_args, status=status))
+    model: list[dict[int, list[Any]]] = [{}, {}, {}]  # account -> order id -> the fields of record()
+    finished: list[list[list[Any]]] = [[], [], []]
+    seen: set[int] = set()  # the engine gives an id once
+    for seq, (kind, oid, other, account, qty, flag, coid, astray) in enumerate(steps, start=1):
+        holder = next((a for a in range(3) if oid in model[a]), None)
+        if kind not in ("accept", "recover") and holder is not None:
+            account = (holder + 1) % 3 if astray else holder
+        mine = model[account].get(oid)
+        if kind in ("accept", "recover"):
+            if oid in seen:
+                continue
+            seen.add(oid)
+            side, price = (BUY if flag else SELL), 100 + qty
+            if kind == "accept":
+                rig.route(dict(type=ACCEPTED, side=side, instrument=account % 2, seq=seq, order_id=oid, price=price,
+                               qty=qty, account=account, coid=coid or ""))
+                model[account][oid] = [oid, account, account % 2, side, price, qty, qty, 0, seq, seq, 0, 0, coid]
+            else:
+                status.recovered(oid, account, account % 2, side, price, qty, coid)
+                model[account][oid] = [oid, account, account % 2, side, price, None, qty, None, None, None, 0, 0,
+                                       coid]
+        elif kind == "trade":
+            if oid == other:
+                continue
+            # `oid` of `account` takes from `other`, of the account holding it if open.
+            maker = next((a for a in range(3) if other in model[a]), 0)
+            fills = [(oid, account, mine), (other, maker, model[maker].get(other))]
+            done = min([qty] + [rec[6] for _, _, rec in fills if rec])
+            leaves = [rec[6] - done if rec else 1 for _, _, rec in fills]
+            rig.route(dict(type=TRADE, side=BUY, instrument=0, seq=seq, order_id=oid, account=account, qty=done,
+                           leaves=leaves[0], maker_order_id=other, maker_account=maker, maker_leaves=leaves[1],
+                           price=100, trade_id=seq))
+            for (fid, facc, rec), left in zip(fills, leaves):
+                if rec:
+                    rec[6], rec[9] = left, seq
+                    rec[7] = None if rec[7] is None else rec[7] + done
+                    if left == 0:
+                        rec[10] = 1
+                        finished[facc].insert(0, model[facc].pop(fid))
+        elif kind == "cancel":
+            rig.route(dict(type=CANCELLED, instrument=0, seq=seq, order_id=oid, account=account, leaves=qty,
+                           reason=IOC))
+            if mine:
+                mine[6], mine[9], mine[10], mine[11] = qty, seq, 2, IOC
+                finished[account].insert(0, model[account].pop(oid))
+        else:
+            rig.route(dict(type=MODIFIED, instrument=0, seq=seq, order_id=oid, account=account, price=200 + qty,
+                           qty=qty, flags=lib.ENG_EV_F_PRIORITY_KEPT if flag else 0))
+            if mine:
+                mine[4], mine[6], mine[9] = 200 + qty, qty, seq
+                if not flag:
+                    mine[8] = seq
+        for a in range(3):
+            del finished[a][keep:]
+        assert sum(status.verify()) == sum(map(len, model))
+        for a in range(3):
+            assert [record(r) for r in status.open_orders(a)] == [tuple(r) for r in model[a].values()]
+            assert [record(r) for r in status.finished_orders(a)] == [tuple(r) for r in finished[a]]
+            kept = model[a].get(oid) or next((r for r in finished[a] if r[0] == oid), None)
+            found = status.find(a, oid)
+            assert (found and record(found)) == (kept and tuple(kept))
+            for c in ("a", "b"):
+                named = next((r for r in model[a].values() if r[12] == c), None) or \
+                    next((r for r in finished[a] if r[12] == c), None)
+                found = status.find_coid(a, c)
+                assert (found and record(found)) == (named and tuple(named))
+
+
+def test_open_order_records_give_the_cyclic_collector_nothing_to_walk() -> None:
+    """OrderStatus keeps the open records in its C memory and each holds no
+    Python object: no object but the record is made per order, and nothing
+    the collector tracks, so no collection walks them."""
+    rig = Rig()
+    status = OrderStatus(keep=10)
+    rig.router = Router(**dict(rig.router_args, status=status))
+    s, n = rig.sessions[1], 500
+    with collector_off():
+        tracked = len(gc.get_objects())
+        for oid in range(1, n + 1):
+            t = rig.pend(s, "new_order", oid)
+            rig.route(dict(type=ACCEPTED, side=BUY, instrument=0, seq=oid, order_id=1000 + oid, price=100, qty=1,
+                           account=oid % 3, coid=f"c{oid}", tag=t))
+        for oid in range(1, n + 1, 2):  # finished: into the rings
+            rig.route(dict(type=CANCELLED, instrument=0, seq=n + oid, order_id=1000 + oid, account=oid % 3, leaves=1,
+                           reason=IOC, tag=1))
+        s.link.take_output()
+        assert rig.events.calls == [] and len(gc.get_objects()) - tracked < 20  # not one (or more) per order
+    assert sum(status.verify()) == n // 2 and sum(len(status.open_orders(a)) for a in range(3)) == n // 2
+    assert not gc.is_tracked(status) and gc.get_referents(status) == []
+    assert not any(gc.is_tracked(r) for a in range(3) for r in (*status.open_orders(a), *status.finished_orders(a)))
+
+
+def test_an_order_id_open_again_replaces_its_record() -> None:
+    """The engine gives an order id once; were one recovered or accepted
+    again while open, its new record replaces the old: in its place for
+    the same account (as a dict's value is), at the end of the other's."""
+    status = OrderStatus(keep=2)
+    for oid, account, coid in ((1, 1, "a"), (2, 1, None), (3, 1, None), (1, 1, "b"), (2, 2, "c")):
+        status.recovered(oid, account, 0, BUY, 100, 1, coid)
+    assert [(r.order_id, r.client_order_id) for r in status.open_orders(1)] == [(1, "b"), (3, None)]
+    assert [(r.order_id, r.client_order_id) for r in status.open_orders(2)] == [(2, "c")]
+    assert status.find(1, 2) is None and status.find_coid(1, "a") is None and sum(status.verify()) == 3
