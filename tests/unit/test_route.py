@@ -656,3 +656,26 @@ def test_an_order_id_open_again_replaces_its_record() -> None:
     assert [(r.order_id, r.client_order_id) for r in status.open_orders(1)] == [(1, "b"), (3, None)]
     assert [(r.order_id, r.client_order_id) for r in status.open_orders(2)] == [(2, "c")]
     assert status.find(1, 2) is None and status.find_coid(1, "a") is None and sum(status.verify()) == 3
+
+
+def test_a_record_is_kept_whole_or_not_at_all_when_memory_runs_out() -> None:
+    """Whichever allocation of OrderStatus.recovered fails (the record, the
+    new account's lists, a shard of either index), the order is open in
+    its account's list and the index, or in neither."""
+    import _testcapi as testcapi  # CPython's own test module: a build without it fails here, not skips
+
+    failed_at = []
+    for k in range(8):
+        status = OrderStatus(keep=2)
+        status.recovered(1, 1, 0, BUY, 100, 1, None)
+        testcapi.set_nomemory(k, k + 1)
+        try:
+            status.recovered(2, 2, 0, BUY, 100, 1, "c")
+        except MemoryError:
+            failed_at.append(k)
+        finally:
+            testcapi.remove_mem_hooks()
+        opened = [r.order_id for r in status.open_orders(2)]
+        assert opened == ([] if failed_at and failed_at[-1] == k else [2])
+        assert (status.find(2, 2) is None) == (opened == []) and sum(status.verify()) == 1 + len(opened)
+    assert len(failed_at) >= 4, f"allocations failed at {failed_at} only"
