@@ -412,9 +412,19 @@ static PyObject *status_open_orders(srv_status *st, PyObject *arg)
 
     if (!status_ready(st) || status_account_arg(arg, &account) < 0)
         return NULL;
-    a = status_account_of(st, account, 0);
-    if (!(out = PyList_New(a ? a->n_open : 0)))
-        return NULL;
+    for (;;) {
+        Py_ssize_t n;
+
+        a = status_account_of(st, account, 0);
+        n = a ? a->n_open : 0;
+        if (!(out = PyList_New(n)))
+            return NULL;
+        /* The allocation may have run a collection, and a finalizer that
+           changed the account's orders: then again, at the new size. */
+        if (n == (a ? a->n_open : 0) && a == status_account_of(st, account, 0))
+            break;
+        Py_DECREF(out);
+    }
     for (struct list_node *n = a ? a->open.next : NULL; n && n != &a->open; n = n->next)
         PyList_SET_ITEM(out, i++, Py_NewRef((PyObject *)eng_container_of(n, status_rec, in_account)));
     return out;
@@ -436,8 +446,15 @@ static PyObject *status_finished_orders(srv_status *st, PyObject *arg)
     if (!a)
         return PyList_New(0);
     ring = &a->finished;
-    if (!(out = PyList_New(ring->n)))
-        return NULL;
+    for (;;) {
+        Py_ssize_t n = ring->n;
+
+        if (!(out = PyList_New(n)))
+            return NULL;
+        if (n == ring->n) /* else a finalizer the allocation ran changed it (see open_orders) */
+            break;
+        Py_DECREF(out);
+    }
     for (Py_ssize_t i = 0; i < ring->n; i++)
         PyList_SET_ITEM(out, i, Py_NewRef(ring_newest(ring, i)));
     return out;

@@ -679,3 +679,35 @@ def test_a_record_is_kept_whole_or_not_at_all_when_memory_runs_out() -> None:
         assert opened == ([] if failed_at and failed_at[-1] == k else [2])
         assert (status.find(2, 2) is None) == (opened == []) and sum(status.verify()) == 1 + len(opened)
     assert len(failed_at) >= 4, f"allocations failed at {failed_at} only"
+
+
+def test_a_list_of_records_is_whole_when_its_allocation_runs_a_finalizer() -> None:
+    """Making the list of an account's records can run a collection, and a
+    finalizer that adds records to that account (or finishes some): the list
+    has every record there is once it is made, and nothing past its end."""
+    proc = run_python(textwrap.dedent("""
+        import gc
+        from pyengine._server import OrderStatus
+        st = OrderStatus(keep=2)
+        for i in range(1, 4):
+            st.recovered(i, 1, 0, 1, 100, 1, None)
+        added = [100]
+        class Adds:
+            def __del__(self):
+                for _ in range(200):
+                    added[0] += 1
+                    st.recovered(added[0], 1, 0, 1, 100, 1, None)
+        def garbage():
+            a = Adds()
+            a.cycle = a
+        gc.disable()
+        hold = [[] for _ in range(200)]  # the interpreter's free lists of lists emptied: a list is allocated anew
+        garbage()
+        gc.set_threshold(1)
+        gc.enable()
+        out = st.open_orders(1)
+        gc.disable()
+        print(len(out), sorted(r.order_id for r in out) == list(range(1, 4)) + list(range(101, 301)))
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["203", "True"]
