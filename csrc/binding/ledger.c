@@ -458,17 +458,24 @@ PyDoc_STRVAR(ledger_release_doc,
 static PyObject *ledger_release(srv_ledger *self, PyObject *o)
 {
     srv_link *link = ledger_link_arg(o);
-    PyObject *orders;
+    struct srv_order_copies c = {0};
+    PyObject *orders = NULL;
 
-    if (!link || !ledger_ready(self))
+    if (!link || !ledger_ready(self) || !ledger_holds(self, link))
         return NULL;
-    if (!ledger_holds(self, link))
-        return NULL;
-    if (!(orders = srv_link_orders(link)))
-        return NULL;
-    while (!list_empty(&link->orders))
-        srv_orders_remove(&self->orders, eng_container_of(link->orders.next, struct srv_open_order, in_link));
-    PyDict_Clear(link->coids);
+    /* The dict first (all or nothing), then the orders it names are taken
+       away: making it can run a finalizer that changes link's orders. */
+    if (srv_orders_copy(link, &c) == 0 && (orders = srv_order_copies_dict(&c)) != NULL)
+        for (size_t i = 0; i < c.n; i++) {
+            struct srv_open_order *held = srv_orders_find(&self->orders, c.items[i].oid);
+
+            if (!held || held->link != link)
+                continue;
+            if (ledger_drop_coid(link, held->coid, held->oid) < 0)
+                PyErr_Clear(); /* then a stale id names a finished order, as a reused one may */
+            srv_orders_remove(&self->orders, held);
+        }
+    srv_orders_copies_free(&c);
     return orders;
 }
 
@@ -478,6 +485,7 @@ PyDoc_STRVAR(ledger_owned_doc, "owned($self, account, /)\n--\n\n"
 
 static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
 {
+    struct srv_order_copies c = {0};
     PyObject *out, *sid, *v;
     unsigned long acc = 0;
     Py_ssize_t pos = 0;
@@ -489,26 +497,25 @@ static PyObject *ledger_owned(srv_ledger *self, PyObject *account)
         if (acc == (unsigned long)-1 && PyErr_Occurred())
             return NULL;
     }
-    if (!(out = PyList_New(0)))
-        return NULL;
-    /* An owner is always attached (detach, attach, own). */
+    /* Copied first, then made into tuples (see struct srv_order_copies).
+       An owner is always attached (detach, attach, own). */
     while (PyDict_Next(self->links, &pos, &sid, &v)) {
         srv_link *link = (srv_link *)v;
 
-        if (account != Py_None && (!link->logged_in || link->account != acc))
-            continue;
-        for (struct list_node *n = link->orders.next; n != &link->orders; n = n->next) {
-            struct srv_open_order *o = eng_container_of(n, struct srv_open_order, in_link);
-            PyObject *item = Py_BuildValue("(Kk)", (unsigned long long)o->oid, (unsigned long)o->inst);
-
-            if (!item || PyList_Append(out, item) < 0) {
-                Py_XDECREF(item);
-                Py_DECREF(out);
-                return NULL;
-            }
-            Py_DECREF(item);
+        if ((account == Py_None || (link->logged_in && link->account == acc)) && srv_orders_copy(link, &c) < 0) {
+            srv_orders_copies_free(&c);
+            return NULL;
         }
     }
+    out = PyList_New(0);
+    for (size_t i = 0; out && i < c.n; i++) {
+        PyObject *item = Py_BuildValue("(Kk)", (unsigned long long)c.items[i].oid, (unsigned long)c.items[i].inst);
+
+        if (!item || PyList_Append(out, item) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(item);
+    }
+    srv_orders_copies_free(&c);
     return out;
 }
 

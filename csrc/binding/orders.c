@@ -105,22 +105,63 @@ void srv_orders_clear(struct srv_orders *t)
 
 PyObject *srv_order_info(const struct srv_open_order *o)
 {
-    return Py_BuildValue("(kO)", (unsigned long)o->inst, o->coid);
+    /* Both read before the tuple is made: making it can run a collection,
+       whose finalizers may forget the order. */
+    return Py_BuildValue("(kN)", (unsigned long)o->inst, Py_NewRef(o->coid));
 }
 
-PyObject *srv_link_orders(srv_link *link)
+int srv_orders_copy(srv_link *link, struct srv_order_copies *c)
+{
+    size_t need = c->n + (size_t)link->n_orders;
+
+    if (need > c->cap) {
+        struct srv_order_copy *items = PyMem_Realloc(c->items, need * sizeof(*items));
+
+        if (!items) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        c->items = items;
+        c->cap = need;
+    }
+    for (struct list_node *n = link->orders.next; n != &link->orders; n = n->next) {
+        struct srv_open_order *o = eng_container_of(n, struct srv_open_order, in_link);
+
+        c->items[c->n++] = (struct srv_order_copy){o->oid, o->inst, Py_NewRef(o->coid)};
+    }
+    return 0;
+}
+
+void srv_orders_copies_free(struct srv_order_copies *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        Py_DECREF(c->items[i].coid);
+    PyMem_Free(c->items);
+    *c = (struct srv_order_copies){0};
+}
+
+PyObject *srv_order_copies_dict(const struct srv_order_copies *c)
 {
     PyObject *out = PyDict_New();
 
-    for (struct list_node *n = link->orders.next; out && n != &link->orders; n = n->next) {
-        struct srv_open_order *o = eng_container_of(n, struct srv_open_order, in_link);
-        PyObject *key = PyLong_FromUnsignedLongLong(o->oid), *info = key ? srv_order_info(o) : NULL;
+    for (size_t i = 0; out && i < c->n; i++) {
+        PyObject *key = PyLong_FromUnsignedLongLong(c->items[i].oid);
+        PyObject *info = key ? Py_BuildValue("(kO)", (unsigned long)c->items[i].inst, c->items[i].coid) : NULL;
 
         if (!info || PyDict_SetItem(out, key, info) < 0)
             Py_CLEAR(out);
         Py_XDECREF(key);
         Py_XDECREF(info);
     }
+    return out;
+}
+
+PyObject *srv_link_orders(srv_link *link)
+{
+    struct srv_order_copies c = {0};
+    PyObject *out = srv_orders_copy(link, &c) == 0 ? srv_order_copies_dict(&c) : NULL;
+
+    srv_orders_copies_free(&c);
     return out;
 }
 

@@ -347,6 +347,23 @@ void srv_orders_clear(struct srv_orders *t);
 PyObject *srv_order_info(const struct srv_open_order *o);
 /* link's open orders: a new dict, order id -> (instrument, client order id), in the order it came to own them. */
 PyObject *srv_link_orders(srv_link *link);
+/* Open orders as they were at one moment: what a walk that makes Python
+ * objects reads (making one can run a collection, whose finalizers may
+ * change the orders and free the entries under the walk). */
+struct srv_order_copy {
+    uint64_t oid;
+    uint32_t inst;
+    PyObject *coid; /* held */
+};
+struct srv_order_copies {
+    struct srv_order_copy *items;
+    size_t n, cap;
+};
+/* Append link's open orders to `c` (no Python code runs); -1 with MemoryError. */
+int srv_orders_copy(srv_link *link, struct srv_order_copies *c);
+void srv_orders_copies_free(struct srv_order_copies *c);
+/* A new dict of the copies: order id -> (instrument, client order id). */
+PyObject *srv_order_copies_dict(const struct srv_order_copies *c);
 /* NULL, or what is wrong with `t` (for tests). */
 const char *srv_orders_verify(struct srv_orders *t);
 

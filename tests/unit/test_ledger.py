@@ -4,6 +4,7 @@ an order's owner is always an attached session."""
 from __future__ import annotations
 
 import gc
+import textwrap
 import weakref
 
 import pytest
@@ -11,6 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyengine._server import Ledger, Link
+
+from .conftest import run_python
 
 
 def attached(ledger: Ledger, sid: int) -> Link:
@@ -314,3 +317,39 @@ def test_a_client_order_id_is_a_plain_str() -> None:
     with pytest.raises(TypeError, match="a client order id is a str or None"):
         ledger.own(link, 1, 0, Coid("x"))
     assert ledger.owner(1) is None
+
+
+@pytest.mark.parametrize("call", ["link.orders()", "ledger.owned(None)", "ledger.release(link)"])
+def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: str) -> None:
+    """Making the objects of a session's orders can run a collection, and a
+    finalizer that forgets them and owns others (in the memory just freed):
+    what comes back is the orders as they were when the call began."""
+    proc = run_python(textwrap.dedent(f"""
+        import gc
+        from pyengine._server import Ledger, Link
+        ledger = Ledger()
+        link = Link(1, object(), 0, 0)
+        ledger.attach(link)
+        for oid in range(1, 301):
+            ledger.own(link, oid, oid % 3, None)
+        class Churns:
+            def __del__(self):
+                for oid in range(1, 301):
+                    ledger.forget(link, oid)
+                for oid in range(1001, 1301):
+                    ledger.own(link, oid, 7, None)
+        def garbage():
+            c = Churns()
+            c.cycle = c
+        gc.disable()
+        garbage()
+        gc.set_threshold(1)
+        gc.enable()
+        out = {call}
+        gc.disable()
+        ids = sorted(out) if isinstance(out, dict) else sorted(oid for oid, _ in out)
+        print(len(out), ids == list(range(1, 301)))
+        ledger.verify()
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["300", "True"]
