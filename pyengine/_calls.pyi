@@ -1,8 +1,11 @@
 """The per-call verbs of pyengine.Engine in C (csrc/binding/calls.c)."""
 
-from typing import Any, SupportsIndex
+from contextlib import AbstractContextManager
+from typing import Any, SupportsIndex, TypeVar
 
 from .events import BookView, Event, OrderState
+
+_T = TypeVar("_T")
 
 # What Core._hold() returns.
 HELD: int
@@ -56,3 +59,4 @@ class Core:
     def _detach(self) -> None: ...
     def _hold(self) -> int: ...
     def _release(self) -> None: ...
+    def _holding(self, value: _T, /) -> AbstractContextManager[_T]: ...

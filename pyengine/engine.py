@@ -19,12 +19,12 @@ of a call; see docs/design.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any, NamedTuple, NoReturn, SupportsIndex
 
 from . import _args
-from ._calls import CLOSED, HELD, IN_USE_HERE, Core
+from ._calls import Core
 from ._codes import (
     CANCEL_BY_CODE,
     ORDER_TYPE_CODE,
@@ -111,6 +111,15 @@ _CALL_TABLES: dict[str, Any] = {
     "rejects": tuple(None if r is None else (r, REJECT_MESSAGES[r]) for r in REJECT_BY_CODE),
     "cancel_reasons": CANCEL_BY_CODE,
     "default_tif": _default_tif_codes(),
+    # Why a call could not hold the engine, by Core._hold's code: what Core._holding raises.
+    "refusals": (
+        None,  # HELD
+        (EngineClosed, "this Engine is closed"),
+        (ConcurrentUseError,
+         "this Engine is in use by a call in progress on this thread: code that a call runs (an argument's "
+         "__index__ or __hash__, a garbage collection's callbacks) may not use its Engine"),
+        (ConcurrentUseError, "this Engine is in use by another thread; an Engine is single-threaded"),
+    ),
 }
 _API = int(ffi.cast("uintptr_t", lib.eng_api()))
 
@@ -139,16 +148,6 @@ class EngineStats(NamedTuple):
     index_bytes: int
 
 
-def _refusal(code: int) -> EngineError:
-    """The error of a call that could not hold the engine (Core._hold's code)."""
-    if code == CLOSED:
-        return EngineClosed("this Engine is closed")
-    if code == IN_USE_HERE:
-        return ConcurrentUseError(
-            "this Engine is in use by a call in progress on this thread: code that a call runs (an argument's "
-            "__index__ or __hash__, a garbage collection's callbacks) may not use its Engine"
-        )
-    return ConcurrentUseError("this Engine is in use by another thread; an Engine is single-threaded")
 
 
 def _read_stats(e: Any) -> EngineStats:
@@ -248,17 +247,13 @@ class Engine(Core):
     def close(self) -> None:
         """Free the C engine now (also done when the Engine is collected).
         Closing a closed Engine does nothing."""
-        code = self._hold()
-        if code == CLOSED:
-            return
-        if code != HELD:
-            raise _refusal(code)
         try:
-            self._detach()
-            ffi.release(self._ptr)
-            self._ptr = None
-        finally:
-            self._release()
+            with self._holding(None):
+                self._detach()
+                ffi.release(self._ptr)
+                self._ptr = None
+        except EngineClosed:
+            return
 
     def __enter__(self) -> Engine:
         return self
@@ -267,14 +262,13 @@ class Engine(Core):
         self.close()
 
     def __repr__(self) -> str:
-        code = self._hold()
-        if code != HELD:
-            state = "closed" if code == CLOSED else "in use"
-        else:
-            try:
+        try:
+            with self._holding(None):
                 state = f"seq={lib.eng_seq(self._ptr)}"
-            finally:
-                self._release()
+        except EngineClosed:
+            state = "closed"
+        except ConcurrentUseError:
+            state = "in use"
         return f"<Engine {len(self._names)} instruments, {state}>"
 
     @property
@@ -282,26 +276,17 @@ class Engine(Core):
         """Whether new orders bring their ids (``Engine(caller_order_ids=True)``)."""
         return self._caller_ids
 
-    @contextmanager
-    def _exclusive(self) -> Iterator[Any]:
-        """The C engine, held for the call (Core._hold, the verbs' flag): every
-        method that uses it runs inside. Look user-given keys up inside, or
-        before: their __hash__ may try to close the engine."""
-        code = self._hold()
-        if code != HELD:
-            raise _refusal(code)
-        try:
-            yield self._ptr
-        finally:
-            self._release()
+    def _exclusive(self) -> AbstractContextManager[Any]:
+        """The C engine, held for a with-block (Core._holding, the verbs'
+        flag): every method that uses it runs inside. Look user-given keys up
+        inside, or before: their __hash__ may try to close the engine."""
+        return self._holding(self._ptr)
 
     def _check_free(self) -> None:
         """Raise if the engine is closed or held (by a call on this thread or
         another thread)."""
-        code = self._hold()
-        if code != HELD:
-            raise _refusal(code)
-        self._release()
+        with self._holding(None):
+            pass
 
     # ---- instruments ---------------------------------------------------------
 

@@ -68,6 +68,15 @@ enum calls_kind { CALLS_K_DICT, CALLS_K_LIST, CALLS_K_TUPLE, CALLS_K_TUPLE_CLASS
 
 enum { CALLS_LEVEL_CACHE = 32 }; /* levels per side whose objects book() keeps */
 
+/* What _hold() returns (the module's HELD, CLOSED, IN_USE_HERE, IN_USE_ELSEWHERE). */
+enum calls_hold {
+    CALLS_HELD = 0,
+    CALLS_CLOSED = 1,
+    CALLS_IN_USE_HERE = 2,
+    CALLS_IN_USE_ELSEWHERE = 3,
+    CALLS_HOLD__COUNT
+};
+
 typedef struct {
     PyObject_HEAD
     struct eng *eng; /* NULL when detached: every call takes the Python path */
@@ -86,7 +95,8 @@ typedef struct {
     PyObject *rejects;         /* tuple by reject code: (reason, message) or None */
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
-    char busy;                 /* Engine._busy: a verb here, or a Python method (_hold) holds the engine */
+    PyObject *refusals;        /* tuple by hold code (enum calls_hold): None, or (exception class, message) */
+    char busy;                 /* Engine._busy: a verb here, or a Python method (_holding, _hold) holds the engine */
     char in_verb;              /* a verb here set busy: it is the verb's to clear */
     unsigned long owner;       /* while busy: the thread that holds it (PyThread_get_thread_ident) */
     char caller_ids;           /* new orders bring their ids (eng_config.caller_order_ids) */
@@ -130,6 +140,7 @@ static const struct calls_table {
     CALLS_TABLE(rejects, CALLS_K_TUPLE),
     CALLS_TABLE(cancel_reasons, CALLS_K_TUPLE),
     CALLS_TABLE(default_tif, CALLS_K_TUPLE),
+    CALLS_TABLE(refusals, CALLS_K_TUPLE),
 };
 #define CALLS_N_TABLES (sizeof(calls_tables) / sizeof(*calls_tables))
 
@@ -590,7 +601,7 @@ static PyObject *calls_not_simple(calls_core *self, int64_t r, const char *coid,
  * use, not close it or enter it again (nor detach or attach this half, nor
  * end the hold: RuntimeError). A verb that finds the engine closed or busy
  * hands the call to Python, which raises the error. The Python methods hold
- * the engine by the same flag (_hold, _release).
+ * the engine by the same flag (_holding; _hold, _release).
  */
 static int calls_enter(calls_core *self)
 {
@@ -1113,9 +1124,18 @@ static int calls_sizes_ok(PyObject *tables)
     PyObject *rejects = PyDict_GetItemString(tables, "rejects");
     PyObject *default_tif = PyDict_GetItemString(tables, "default_tif");
 
+    PyObject *refusals = PyDict_GetItemString(tables, "refusals");
+
     if (PyTuple_GET_SIZE(sides) <= ENG_SELL || PyTuple_GET_SIZE(reasons) <= ENG_CANCEL_USER ||
-        PyTuple_GET_SIZE(default_tif) != ENG_MARKET + 1)
+        PyTuple_GET_SIZE(default_tif) != ENG_MARKET + 1 || PyTuple_GET_SIZE(refusals) != CALLS_HOLD__COUNT)
         return 0;
+    for (Py_ssize_t i = 1; i < CALLS_HOLD__COUNT; i++) {
+        PyObject *why = PyTuple_GET_ITEM(refusals, i);
+
+        if (!(PyTuple_CheckExact(why) && PyTuple_GET_SIZE(why) == 2 &&
+              PyExceptionClass_Check(PyTuple_GET_ITEM(why, 0))))
+            return 0;
+    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(default_tif); i++)
         if (!PyLong_CheckExact(PyTuple_GET_ITEM(default_tif, i)))
             return 0;
@@ -1140,7 +1160,8 @@ PyDoc_STRVAR(calls_attach_doc,
              "cancel_reasons (tuples by C code), rejects (tuple by reject code of\n"
              "(reason, message) or None); side_code, tif_code, order_type_code,\n"
              "stp_code (dicts: str -> C code); default_tif (tuple by order type code\n"
-             "of the tif code an order gets when given none, 0 for none).");
+             "of the tif code an order gets when given none, 0 for none); refusals (tuple\n"
+             "by _hold() code of None or (exception class, message): what _holding raises).");
 
 static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames)
@@ -1203,7 +1224,7 @@ fail:
 }
 
 PyDoc_STRVAR(calls_detach_doc, "_detach($self, /)\n--\n\n"
-                               "Stop using the C engine (before it is freed); the caller holds it (_hold).");
+                               "Stop using the C engine (before it is freed); the caller holds it (_holding).");
 
 static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
 {
@@ -1214,8 +1235,6 @@ static PyObject *calls_detach(calls_core *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
-/* What _hold() returns (the module's HELD, CLOSED, IN_USE_HERE, IN_USE_ELSEWHERE). */
-enum calls_hold { CALLS_HELD = 0, CALLS_CLOSED = 1, CALLS_IN_USE_HERE = 2, CALLS_IN_USE_ELSEWHERE = 3 };
 
 PyDoc_STRVAR(calls_hold_doc,
              "_hold($self, /)\n--\n\n"
@@ -1224,20 +1243,23 @@ PyDoc_STRVAR(calls_hold_doc,
              "2, held by a call in progress on this thread; 3, held by another thread.\n"
              "The check and the hold run with no thread switch between them.");
 
-static PyObject *calls_hold(calls_core *self, PyObject *Py_UNUSED(ignored))
+/* Hold the engine for this thread if it is attached and free. */
+static enum calls_hold calls_take(calls_core *self)
 {
     unsigned long me = PyThread_get_thread_ident();
-    enum calls_hold r = CALLS_HELD;
 
     if (self->busy)
-        r = self->owner == me ? CALLS_IN_USE_HERE : CALLS_IN_USE_ELSEWHERE;
-    else if (!self->eng)
-        r = CALLS_CLOSED;
-    else {
-        self->busy = 1;
-        self->owner = me;
-    }
-    return PyLong_FromLong(r);
+        return self->owner == me ? CALLS_IN_USE_HERE : CALLS_IN_USE_ELSEWHERE;
+    if (!self->eng)
+        return CALLS_CLOSED;
+    self->busy = 1;
+    self->owner = me;
+    return CALLS_HELD;
+}
+
+static PyObject *calls_hold(calls_core *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(calls_take(self));
 }
 
 PyDoc_STRVAR(calls_release_doc, "_release($self, /)\n--\n\n"
@@ -1249,6 +1271,95 @@ static PyObject *calls_release_hold(calls_core *self, PyObject *Py_UNUSED(ignore
         return NULL;
     self->busy = 0;
     Py_RETURN_NONE;
+}
+
+/*
+ * _holding(value): the hold as a context manager, for the Python methods.
+ * `with core._holding(v) as x:` holds the engine in __enter__ (x is v), or
+ * raises the refusal of the hold code (the `refusals` table), and ends the
+ * hold in __exit__. Written in C for the moment between the two: after a
+ * C __enter__ returns, the interpreter checks for signals nowhere before the
+ * with-block's cleanup is armed, where a KeyboardInterrupt raised as a
+ * Python-level _hold() returned left the engine held for good.
+ */
+typedef struct {
+    PyObject_HEAD
+    calls_core *core;
+    PyObject *value;
+    char held;
+} calls_holding;
+
+static void holding_dealloc(calls_holding *h)
+{
+    Py_XDECREF(h->core);
+    Py_XDECREF(h->value);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyObject *holding_enter(calls_holding *h, PyObject *Py_UNUSED(ignored))
+{
+    enum calls_hold r;
+    PyObject *why;
+
+    if (h->held) {
+        PyErr_SetString(PyExc_RuntimeError, "a hold is entered once");
+        return NULL;
+    }
+    r = calls_take(h->core);
+    if (r == CALLS_HELD) {
+        h->held = 1;
+        return Py_NewRef(h->value);
+    }
+    if (!h->core->refusals) { /* never attached, or cleared */
+        PyErr_SetString(PyExc_RuntimeError, "the Engine is not attached");
+        return NULL;
+    }
+    why = PyTuple_GET_ITEM(h->core->refusals, r);
+    PyErr_SetObject(PyTuple_GET_ITEM(why, 0), PyTuple_GET_ITEM(why, 1));
+    return NULL;
+}
+
+static PyObject *holding_exit(calls_holding *h, PyObject *Py_UNUSED(args))
+{
+    if (h->held) {
+        h->held = 0;
+        if (calls_check_held_here(h->core) < 0)
+            return NULL;
+        h->core->busy = 0;
+    }
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef holding_methods[] = {
+    {"__enter__", (PyCFunction)holding_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction)holding_exit, METH_VARARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject calls_holding_type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._calls._Holding",
+    .tp_basicsize = sizeof(calls_holding),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = PyDoc_STR("The engine held for a with-block (Core._holding)."),
+    .tp_dealloc = (destructor)holding_dealloc,
+    .tp_methods = holding_methods,
+};
+
+PyDoc_STRVAR(calls_holding_doc,
+             "_holding($self, value, /)\n--\n\n"
+             "A context manager that holds the engine for its block and gives `value`,\n"
+             "or raises why it cannot (closed, or in use here or by another thread).");
+
+static PyObject *calls_holding_new(calls_core *self, PyObject *value)
+{
+    calls_holding *h = PyObject_New(calls_holding, &calls_holding_type);
+
+    if (!h)
+        return NULL;
+    h->core = (calls_core *)Py_NewRef((PyObject *)self);
+    h->value = Py_NewRef(value);
+    h->held = 0;
+    return (PyObject *)h;
 }
 
 static int calls_traverse(calls_core *self, visitproc visit, void *arg)
@@ -1263,6 +1374,7 @@ static int calls_traverse(calls_core *self, visitproc visit, void *arg)
 static int calls_clear(calls_core *self)
 {
     self->eng = NULL;
+    self->refusals = NULL; /* borrowed from the tables, as the others the verbs read only while attached */
     Py_CLEAR(self->tables);
     calls_forget_levels(self);
     return 0;
@@ -1289,6 +1401,7 @@ static PyMethodDef calls_methods[] = {
     {"_detach", (PyCFunction)calls_detach, METH_NOARGS, calls_detach_doc},
     {"_hold", (PyCFunction)calls_hold, METH_NOARGS, calls_hold_doc},
     {"_release", (PyCFunction)calls_release_hold, METH_NOARGS, calls_release_doc},
+    {"_holding", (PyCFunction)calls_holding_new, METH_O, calls_holding_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1298,7 +1411,7 @@ static PyObject *calls_get_busy(calls_core *self, void *Py_UNUSED(closure))
 }
 
 static PyGetSetDef calls_getset[] = {
-    {"_busy", (getter)calls_get_busy, NULL, "a call holds the engine (a verb, or a method by _hold)", NULL},
+    {"_busy", (getter)calls_get_busy, NULL, "a call holds the engine (a verb, or a method by _holding or _hold)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -1339,7 +1452,7 @@ static int calls_exec(PyObject *module)
     calls_names.py_modify = py[2];
     calls_names.py_order = py[3];
     calls_names.py_book = py[4];
-    if (PyType_Ready(&calls_core_type) < 0)
+    if (PyType_Ready(&calls_holding_type) < 0 || PyType_Ready(&calls_core_type) < 0)
         return -1;
     /* What Core._hold() returns: the Python side reads these names. */
     if (PyModule_AddIntConstant(module, "HELD", CALLS_HELD) < 0 ||

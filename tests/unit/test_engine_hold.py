@@ -215,3 +215,46 @@ def test_the_hold_is_the_holders_to_end() -> None:
     with pytest.raises(EngineClosed):
         eng.process_batch(pack_new_order(0, "buy", 1, 1))
     assert repr(eng) == "<Engine 0 instruments, closed>"
+
+
+def test_an_interrupt_at_any_return_from_c_leaves_the_engine_free() -> None:
+    """A KeyboardInterrupt comes when the interpreter next checks for
+    signals, which CPython does as a call returns: it is raised there, the
+    call's work done and its result dropped. Raised at the return of each C
+    call a method makes in turn (a profile function raising at "c_return"
+    does just that), it never leaves the engine held: the hold is taken in
+    a with-block's C __enter__, after which no such point comes before the
+    block's cleanup is armed."""
+    proc = run_python(SETUP + textwrap.dedent(f"""
+        CALLS = {CALLS!r}
+
+        def interrupt_at(k):
+            seen = []
+            def profile(frame, event, arg):
+                if event == "c_return":
+                    seen.append(getattr(arg, "__name__", "?"))
+                    if len(seen) == k:
+                        raise KeyboardInterrupt
+            return profile, seen
+
+        stuck = {{}}
+        for name, call in CALLS.items():
+            for k in range(1, 40):
+                e = fresh()
+                profile, seen = interrupt_at(k)
+                sys.setprofile(profile)
+                try:
+                    eval(call)
+                except KeyboardInterrupt:
+                    pass
+                finally:
+                    sys.setprofile(None)
+                if len(seen) < k:
+                    break  # the call returned before its k-th C return
+                if e._busy:
+                    stuck[name] = seen[-1]
+                    break
+        print(json.dumps(stuck))
+    """))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {}
