@@ -159,6 +159,7 @@ MAX_CPU = (1 << 31) - 1  # the engine thread's CPU is an int32 (struct runner_co
 MAX_CAPACITY = 1 << 31  # the largest power of two a ring's uint32 capacity holds
 MAX_EVERY = (1 << 32) - 1  # trace_latency: the C LatencyTrace's uint32
 MAX_ACCOUNT = (1 << 32) - 1  # accounts are uint32, as logins take them
+MAX_LOGIN_WORKERS = 1024  # OS threads hashing secrets: past the machine's CPUs they only queue, each with a stack
 _I64 = (1 << 63) - 1  # prices, quantities and sizes the C side keeps in 64 bits
 _U64 = (1 << 64) - 1
 # The engine's symbols: 1 to 15 printable ASCII characters, no spaces (csrc/pyengine_engine.h).
@@ -431,6 +432,7 @@ def check_config(config: ServerConfig, *, partial: bool = False) -> ServerConfig
     _check_durability(config, partial)
     if not partial:
         _check_unused_hosts(config)
+        _check_ports_apart(config)
     _check_limits(config.limits)
     _check_accounts(config.accounts)
     return config
@@ -461,7 +463,7 @@ def _check_server(config: ServerConfig) -> None:
     if not math.isfinite(config.stats_interval) or config.stats_interval < 0:
         raise ConfigError(f"[server]: stats_interval must be a number of seconds >= 0 (0: no stats lines), "
                           f"not {config.stats_interval}")
-    _in_range("[server]", "login_workers", config.login_workers, 1, _I64)
+    _in_range("[server]", "login_workers", config.login_workers, 1, MAX_LOGIN_WORKERS, " (OS threads)")
     _in_range("[server]", "max_pending_logins", config.max_pending_logins, 1, _I64)
     _in_range("[server]", "finished_orders", config.finished_orders, 0, _I64)
     _in_range("[server]", "trace_latency", config.trace_latency, 0, MAX_EVERY, " (one new order in N; 0: off)")
@@ -502,6 +504,22 @@ def _check_unused_hosts(config: ServerConfig) -> None:
         if port is None and host != _DEFAULT_HOST:
             raise ConfigError(f"[{name}]: host {host} is set, but there is no {name} port (--{name}-port): "
                               f"the {name} endpoint is off")
+
+
+_ANY_ADDRESS = ("0.0.0.0", "::")
+
+
+def _check_ports_apart(config: ServerConfig) -> None:
+    """The server, metrics and web view endpoints on one port and address
+    (or one of them on every address): the second could not listen."""
+    endpoints = [("[server]", config.host, config.port), ("[metrics]", config.metrics_host, config.metrics_port),
+                 ("[http]", config.http_host, config.http_port)]
+    for i, (where, host, port) in enumerate(endpoints):
+        for other, other_host, other_port in endpoints[:i]:
+            if port and port == other_port and (host == other_host or host in _ANY_ADDRESS or
+                                                other_host in _ANY_ADDRESS):
+                raise ConfigError(f"{where}: port {port} on {host} is {other}'s too (on {other_host}): "
+                                  "each endpoint needs a port of its own")
 
 
 def _check_instruments(instruments: tuple[InstrumentConfig, ...]) -> None:

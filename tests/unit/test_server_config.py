@@ -117,7 +117,8 @@ admin = true
         ("[server]\nspin_us = 2000000\n", r"\[server\]: spin_us must be from 0 \(no polling\) to 1000000"),
         ("[server]\nspin_us = 1.5\n", "spin_us must be int"),
         ("[engine]\nspin_us = -5\n", r"\[engine\]: spin_us must be from 0 \(no polling\) to 1000000, not -5"),
-        ("[server]\nlogin_workers = 0\n", "login_workers must be >= 1, not 0"),
+        ("[server]\nlogin_workers = 0\n", r"login_workers must be from 1 to 1024 \(OS threads\), not 0"),
+        ("[server]\nlogin_workers = 100000\n", r"login_workers must be from 1 to 1024 \(OS threads\), not 100000"),
         ("[server]\nmax_pending_logins = 0\n", "max_pending_logins must be >= 1, not 0"),
         ("[engine]\nout_capacity = 1000\n", "power of two"),
         ("[[instruments]]\ntick_size = 5\n", "symbol is required"),
@@ -281,10 +282,25 @@ def test_a_file_not_in_utf8(tmp_path: Path) -> None:
     (["--metrics-host", "0.0.0.0"], r"--metrics-host does nothing without a metrics port"),
     (["--metrics-host", "127.0.0.1"], r"--metrics-host does nothing without a metrics port"),
     (["--http-host", "0.0.0.0"], r"--http-host does nothing without a web view port"),
+    # One port, two endpoints: the second could not listen.
+    (["--metrics-port", "9100", "--http-port", "9100"],
+     r"\[http\]: port 9100 on 127.0.0.1 is \[metrics\]'s too \(on 127.0.0.1\): each endpoint needs a port"),
+    (["--port", "7001", "--metrics-port", "7001"], r"\[metrics\]: port 7001 on 127.0.0.1 is \[server\]'s too"),
+    (["--host", "0.0.0.0", "--http-port", "7001"],
+     r"\[http\]: port 7001 on 127.0.0.1 is \[server\]'s too \(on 0.0.0.0\)"),
 ])
 def test_command_line_errors(argv: list[str], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         _cli(*argv)
+
+
+def test_endpoints_on_one_port_and_different_addresses() -> None:
+    """Two endpoints may share a port number on two addresses, and port 0
+    (any free port) is everyone's."""
+    c = _cli("--metrics-port", "9100", "--http-port", "9100", "--http-host", "127.0.0.2")
+    assert (c.metrics_port, c.http_port, c.http_host) == (9100, 9100, "127.0.0.2")
+    c = _cli("--port", "0", "--metrics-port", "0", "--http-port", "0")
+    assert (c.port, c.metrics_port, c.http_port) == (0, 0, 0)
 
 
 def test_a_journals_settings_with_a_data_directory_from_anywhere(tmp_path: Path) -> None:
