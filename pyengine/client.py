@@ -23,6 +23,8 @@ message (fills, market data) for ``recv``. Protocol: docs/protocol.md.
 from __future__ import annotations
 
 import collections
+import errno
+import math
 import operator
 import socket as _socket
 import struct
@@ -150,6 +152,22 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 
+_MAX_KEEPALIVE = 32767  # seconds: Linux's bound for TCP_KEEPIDLE and TCP_KEEPINTVL
+_KEEPALIVE_PROBES = 3
+
+
+def _keep_alive(sock: _Socket, idle: float) -> None:
+    """Probe `sock` after `idle` seconds without traffic, every idle / 2
+    seconds, three probes (where the platform lets these be set: Linux, and
+    macOS by TCP_KEEPALIVE; elsewhere the system's own times)."""
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
+    idle_option = getattr(_socket, "TCP_KEEPIDLE", None) or getattr(_socket, "TCP_KEEPALIVE", None)
+    for option, value in ((idle_option, int(idle)), (getattr(_socket, "TCP_KEEPINTVL", None), max(1, int(idle) // 2)),
+                          (getattr(_socket, "TCP_KEEPCNT", None), _KEEPALIVE_PROBES)):
+        if option is not None:
+            sock.setsockopt(_socket.IPPROTO_TCP, option, value)
+
+
 def _encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, default=_json_default)
 
@@ -206,6 +224,13 @@ class Client:
 
     A `timeout` of None given to ``request`` or ``recv`` means the
     constructor's `timeout` (None there: wait as long as it takes).
+
+    A connection whose server went away without a word (its machine lost,
+    a cable cut) is found out by TCP keepalive: after `keepalive` seconds
+    without a byte either way, the kernel probes it every `keepalive` / 2
+    seconds, and after three probes unanswered, a ``recv`` that waits for
+    pushes raises ConnectionClosed as for any lost connection (None: no
+    probes, and such a connection looks idle for good).
     """
 
     def __init__(
@@ -216,10 +241,14 @@ class Client:
         timeout: float | None = 10.0,
         socket_module: ModuleType = _socket,
         find_leader_for: float = 10.0,
+        keepalive: float | None = 10.0,
     ) -> None:
         names = [host] if isinstance(host, str) else list(host)
         if not names:
             raise ValueError("no address to connect to")
+        if keepalive is not None and not (math.isfinite(keepalive) and 1 <= keepalive <= _MAX_KEEPALIVE):
+            raise ValueError(f"keepalive must be from 1 to {_MAX_KEEPALIVE} seconds, or None, not {keepalive}")
+        self._keepalive = keepalive
         self.addresses = [_address(a, port) for a in names]
         self._timeout = timeout
         self._socket_module = socket_module
@@ -246,6 +275,8 @@ class Client:
         self._node = None
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        if self._keepalive is not None:
+            _keep_alive(self.sock, self._keepalive)
         self.address = address
 
     def _connect_any(self, first: tuple[str, int] | None = None, skip: Collection[tuple[str, int]] = ()) -> None:
@@ -481,6 +512,11 @@ class Client:
                 except (ConnectionResetError, BrokenPipeError) as exc:
                     data = b""
                     reason = str(exc)
+                except TimeoutError as exc:
+                    if exc.errno != errno.ETIMEDOUT:  # the socket's own timeout (errno None): a timeout
+                        raise
+                    data = b""  # the kernel's: keepalive probes went unanswered
+                    reason = f"{exc.strerror} (no answer to TCP keepalive probes)"
                 else:
                     reason = "the server closed the connection"
                 if not data:

@@ -4,6 +4,8 @@ addresses it reads, whom it asks after a timeout."""
 
 from __future__ import annotations
 
+import errno
+import os
 import select
 import socket
 import struct
@@ -294,3 +296,47 @@ def test_after_a_timeout_only_another_node_that_leads_is_gone_to(fake: FakeServe
     server.join(5)
     assert c.address == (("127.0.0.1", 1) if prober == "a1" else ("localhost", 1))
     assert len(fake.peers) == (2 if prober == "a1" else 3)
+
+
+def test_a_connection_is_probed_by_tcp_keepalive(fake: FakeServer) -> None:
+    """After `keepalive` seconds without traffic the kernel probes the
+    connection every half of that, three times (Linux's options, read back
+    from the socket); None leaves the socket as it was."""
+    c = connect(fake, keepalive=20)
+    assert c.sock is not None
+    s: Any = c.sock
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    assert [s.getsockopt(socket.IPPROTO_TCP, o) for o in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL,
+                                                           socket.TCP_KEEPCNT)] == [20, 10, 3]
+    assert connect(fake).sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10  # type: ignore[attr-defined]
+    assert connect(fake, keepalive=None).sock.getsockopt(  # type: ignore[attr-defined]
+        socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
+    for bad in (0, 0.5, 40000, float("nan")):
+        with pytest.raises(ValueError, match="keepalive must be from 1 to 32767 seconds, or None"):
+            connect(fake, keepalive=bad)
+
+
+class _ProbesUnanswered:
+    """A connected socket whose reads fail as the kernel's do once its
+    keepalive probes went unanswered (ETIMEDOUT)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def recv(self, size: int) -> bytes:
+        raise OSError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))
+
+
+def test_a_connection_the_keepalive_probes_found_dead_is_lost(fake: FakeServer) -> None:
+    """The kernel's ETIMEDOUT (a TimeoutError, as Python makes it) is a lost
+    connection, not the socket's own timeout: recv raises ConnectionClosed
+    and the next request connects again."""
+    module = SimpleNamespace(create_connection=lambda a, timeout=None: _ProbesUnanswered(
+        fake.create_connection(a, timeout)))
+    c = Client("127.0.0.1", 1, socket_module=module)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionClosed, match="no answer to TCP keepalive probes"):
+        c.recv(timeout=1)
+    assert c.sock is None
