@@ -455,27 +455,54 @@ PyDoc_STRVAR(ledger_release_doc,
              "Take every open order away from `link` (its session closed without cancel-on-disconnect):\n"
              "order id -> (instrument, client order id) of each.");
 
-static PyObject *ledger_release(srv_ledger *self, PyObject *o)
+/* Take away from link the orders of `part` (a dict of copies `c`) that are
+ * still its own, and drop from `part` those that are not (a finalizer run
+ * while it was made forgot or moved them). No Python code runs. */
+static void ledger_take_away(srv_ledger *self, srv_link *link, const struct srv_order_copies *c, PyObject *part)
 {
-    srv_link *link = ledger_link_arg(o);
-    struct srv_order_copies c = {0};
-    PyObject *orders = NULL;
+    for (size_t i = 0; i < c->n; i++) {
+        struct srv_open_order *held = srv_orders_find(&self->orders, c->items[i].oid);
+        PyObject *key;
 
-    if (!link || !ledger_ready(self) || !ledger_holds(self, link))
-        return NULL;
-    /* The dict first (all or nothing), then the orders it names are taken
-       away: making it can run a finalizer that changes link's orders. */
-    if (srv_orders_copy(link, &c) == 0 && (orders = srv_order_copies_dict(&c)) != NULL)
-        for (size_t i = 0; i < c.n; i++) {
-            struct srv_open_order *held = srv_orders_find(&self->orders, c.items[i].oid);
-
-            if (!held || held->link != link)
-                continue;
+        if (held && held->link == link) {
             if (ledger_drop_coid(link, held->coid, held->oid) < 0)
                 PyErr_Clear(); /* then a stale id names a finished order, as a reused one may */
             srv_orders_remove(&self->orders, held);
+        } else if ((key = PyLong_FromUnsignedLongLong(c->items[i].oid)) == NULL || PyDict_DelItem(part, key) < 0) {
+            PyErr_Clear(); /* out of memory: then the dict names an order that is no longer link's */
+            Py_XDECREF(key);
+        } else {
+            Py_DECREF(key);
         }
-    srv_orders_copies_free(&c);
+    }
+}
+
+static PyObject *ledger_release(srv_ledger *self, PyObject *o)
+{
+    srv_link *link = ledger_link_arg(o);
+    PyObject *orders;
+
+    if (!link || !ledger_ready(self) || !ledger_holds(self, link) || !(orders = PyDict_New()))
+        return NULL;
+    /* Each round: the orders' dict first, then the orders it names are taken
+       away. Making the dict can run a finalizer that changes link's orders:
+       those it gave link meanwhile are the next round's. */
+    while (link->n_orders) {
+        struct srv_order_copies c = {0};
+        PyObject *part = srv_orders_copy(link, &c) == 0 ? srv_order_copies_dict(&c) : NULL;
+        int rc = -1;
+
+        if (part) {
+            ledger_take_away(self, link, &c, part);
+            rc = PyDict_Update(orders, part);
+            Py_DECREF(part);
+        }
+        srv_orders_copies_free(&c);
+        if (rc < 0) {
+            Py_DECREF(orders);
+            return NULL;
+        }
+    }
     return orders;
 }
 

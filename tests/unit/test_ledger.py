@@ -4,6 +4,7 @@ an order's owner is always an attached session."""
 from __future__ import annotations
 
 import gc
+import json
 import textwrap
 import weakref
 
@@ -319,11 +320,17 @@ def test_a_client_order_id_is_a_plain_str() -> None:
     assert ledger.owner(1) is None
 
 
-@pytest.mark.parametrize("call", ["link.orders()", "ledger.owned(None)", "ledger.release(link)"])
-def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: str) -> None:
+@pytest.mark.parametrize("call, after", [
+    ("link.orders", list(range(1, 301))),  # as they were when the call began
+    ("ledger.owned", list(range(1, 301))),
+    ("ledger.release", list(range(1001, 1301))),  # the orders it took away: those the session held at its end
+])
+def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: str, after: list[int]) -> None:
     """Making the objects of a session's orders can run a collection, and a
     finalizer that forgets them and owns others (in the memory just freed):
-    what comes back is the orders as they were when the call began."""
+    the views give the orders as they were when the call began; release
+    takes away, and gives, the orders the session holds, whatever they
+    became meanwhile, and leaves it none."""
     proc = run_python(textwrap.dedent(f"""
         import gc
         from pyengine._server import Ledger, Link
@@ -332,8 +339,10 @@ def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: s
         ledger.attach(link)
         for oid in range(1, 301):
             ledger.own(link, oid, oid % 3, None)
+        in_call, ran_in_call = [False], []
         class Churns:
             def __del__(self):
+                ran_in_call.append(in_call[0])
                 for oid in range(1, 301):
                     ledger.forget(link, oid)
                 for oid in range(1001, 1301):
@@ -342,14 +351,23 @@ def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: s
             c = Churns()
             c.cycle = c
         gc.disable()
+        # The interpreter's free lists of small tuples and of dicts emptied: the call's first
+        # object is allocated anew, and that allocation collects.
+        drained = [(i, -i) for i in range(5000)], [{{}} for _ in range(200)], [[] for _ in range(200)]
         garbage()
+        call = {call}  # bound before: binding allocates
+        arg = (None,) if call == ledger.owned else (link,) if call == ledger.release else ()
+        in_call[0] = True
         gc.set_threshold(1)
         gc.enable()
-        out = {call}
+        out = call(*arg)
+        in_call[0] = False
         gc.disable()
         ids = sorted(out) if isinstance(out, dict) else sorted(oid for oid, _ in out)
-        print(len(out), ids == list(range(1, 301)))
+        print(json.dumps([ran_in_call, ids, link.order_count]))
         ledger.verify()
-    """))
+    """).replace("import gc", "import gc, json"))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["300", "True"]
+    ran_in_call, ids, left = json.loads(proc.stdout)
+    assert ran_in_call == [True]  # the finalizer ran inside the call: the case this is about
+    assert ids == after and left == (0 if call == "ledger.release" else 300)
