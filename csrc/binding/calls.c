@@ -95,7 +95,8 @@ typedef struct {
     PyObject *rejects;         /* tuple by reject code: (reason, message) or None */
     PyObject *cancel_reasons;  /* tuple by cancel reason code */
     PyObject *default_tif;     /* tuple by order type code: the tif code given none (0: none) */
-    PyObject *refusals;        /* tuple by hold code (enum calls_hold): None, or (exception class, message) */
+    PyObject *refusals;        /* tuple by hold code (enum calls_hold): None, or (exception class, message);
+                                  strong, and kept until the Core goes: a closed Engine still says why */
     char busy;                 /* Engine._busy: a verb here, or a Python method (_holding, _hold) holds the engine */
     char in_verb;              /* a verb here set busy: it is the verb's to clear */
     unsigned long owner;       /* while busy: the thread that holds it (PyThread_get_thread_ident) */
@@ -1168,7 +1169,7 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
 {
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     void *eng, *api;
-    PyObject *tables;
+    PyObject *tables, *refusals;
 
     if (calls_check_free(self) < 0)
         return NULL;
@@ -1209,9 +1210,12 @@ static PyObject *calls_attach(calls_core *self, PyObject *const *args, Py_ssize_
         PyErr_SetString(PyExc_ValueError, "_attach: a code table is short or holds the wrong things");
         goto fail;
     }
+    refusals = self->refusals;
     for (size_t i = 0; i < CALLS_N_TABLES; i++)
         *(PyObject **)((char *)self + calls_tables[i].offset) =
             PyDict_GetItemString(tables, calls_tables[i].name);
+    Py_INCREF(self->refusals); /* the one table held apart (see calls_core) */
+    Py_XDECREF(refusals);
     Py_XSETREF(self->tables, tables);
     calls_forget_levels(self);
     self->api = api;
@@ -1310,7 +1314,7 @@ static PyObject *holding_enter(calls_holding *h, PyObject *Py_UNUSED(ignored))
         h->held = 1;
         return Py_NewRef(h->value);
     }
-    if (!h->core->refusals) { /* never attached, or cleared */
+    if (!h->core->refusals) { /* never attached */
         PyErr_SetString(PyExc_RuntimeError, "the Engine is not attached");
         return NULL;
     }
@@ -1322,9 +1326,9 @@ static PyObject *holding_enter(calls_holding *h, PyObject *Py_UNUSED(ignored))
 static PyObject *holding_exit(calls_holding *h, PyObject *Py_UNUSED(args))
 {
     if (h->held) {
-        h->held = 0;
-        if (calls_check_held_here(h->core) < 0)
+        if (calls_check_held_here(h->core) < 0) /* another thread's exit: the hold stays the holder's */
             return NULL;
+        h->held = 0;
         h->core->busy = 0;
     }
     Py_RETURN_FALSE;
@@ -1365,6 +1369,7 @@ static PyObject *calls_holding_new(calls_core *self, PyObject *value)
 static int calls_traverse(calls_core *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->tables);
+    Py_VISIT(self->refusals);
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < CALLS_LEVEL_CACHE; i++)
             Py_VISIT(self->cached_level[s][i]);
@@ -1374,7 +1379,6 @@ static int calls_traverse(calls_core *self, visitproc visit, void *arg)
 static int calls_clear(calls_core *self)
 {
     self->eng = NULL;
-    self->refusals = NULL; /* borrowed from the tables, as the others the verbs read only while attached */
     Py_CLEAR(self->tables);
     calls_forget_levels(self);
     return 0;
@@ -1384,6 +1388,7 @@ static void calls_dealloc(calls_core *self)
 {
     PyObject_GC_UnTrack(self);
     calls_clear(self);
+    Py_CLEAR(self->refusals);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -258,3 +258,27 @@ def test_an_interrupt_at_any_return_from_c_leaves_the_engine_free() -> None:
     """))
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {}
+
+
+def test_a_hold_ends_only_on_the_thread_that_took_it() -> None:
+    """Core._holding's exit on another thread raises and leaves the hold
+    its holder's, who ends it."""
+    import threading
+
+    eng = Engine()
+    hold = eng._holding(None)
+    hold.__enter__()
+    errors: list[BaseException] = []
+
+    def exit_elsewhere() -> None:
+        try:
+            hold.__exit__(None, None, None)
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=exit_elsewhere)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and eng._busy
+    assert hold.__exit__(None, None, None) is False and not eng._busy
+    eng.add_instrument("X")  # free again
