@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import math
 import os
 import re
@@ -506,18 +507,28 @@ def _check_unused_hosts(config: ServerConfig) -> None:
                               f"the {name} endpoint is off")
 
 
-_ANY_ADDRESS = ("0.0.0.0", "::")
+def _clash(host: str, other: str) -> bool:
+    """Whether listening on `host` and on `other` at one port must fail: one
+    address (however spelled), or one family's every-address and an address
+    of that family. An IPv6 every-address and an IPv4 address depend on the
+    system (bindv6only), and host names on the resolver: not judged here."""
+    if host == other:
+        return True
+    try:
+        a, b = ipaddress.ip_address(host), ipaddress.ip_address(other)
+    except ValueError:
+        return False
+    return a == b or (a.version == b.version and (a.is_unspecified or b.is_unspecified))
 
 
 def _check_ports_apart(config: ServerConfig) -> None:
-    """The server, metrics and web view endpoints on one port and address
-    (or one of them on every address): the second could not listen."""
+    """The server, metrics and web view endpoints on one port where they
+    clash (_clash): the second could not listen."""
     endpoints = [("[server]", config.host, config.port), ("[metrics]", config.metrics_host, config.metrics_port),
                  ("[http]", config.http_host, config.http_port)]
     for i, (where, host, port) in enumerate(endpoints):
         for other, other_host, other_port in endpoints[:i]:
-            if port and port == other_port and (host == other_host or host in _ANY_ADDRESS or
-                                                other_host in _ANY_ADDRESS):
+            if port and port == other_port and _clash(host, other_host):
                 raise ConfigError(f"{where}: port {port} on {host} is {other}'s too (on {other_host}): "
                                   "each endpoint needs a port of its own")
 

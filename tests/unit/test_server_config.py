@@ -295,12 +295,19 @@ def test_command_line_errors(argv: list[str], words: str) -> None:
 
 
 def test_endpoints_on_one_port_and_different_addresses() -> None:
-    """Two endpoints may share a port number on two addresses, and port 0
-    (any free port) is everyone's."""
-    c = _cli("--metrics-port", "9100", "--http-port", "9100", "--http-host", "127.0.0.2")
-    assert (c.metrics_port, c.http_port, c.http_host) == (9100, 9100, "127.0.0.2")
+    """Two endpoints may share a port number on two addresses, or on one
+    family's every-address and an address of the other family; port 0 (any
+    free port) is everyone's. One address however spelled, or an
+    every-address and an address of its family, clash."""
+    for hosts in (("127.0.0.1", "127.0.0.2"), ("0.0.0.0", "::1"), ("::1", "0.0.0.0"), ("::", "127.0.0.1"),
+                  ("localhost", "127.0.0.1")):
+        c = _cli("--metrics-port", "9100", "--http-port", "9100", "--metrics-host", hosts[0], "--http-host", hosts[1])
+        assert (c.metrics_port, c.http_port, c.metrics_host, c.http_host) == (9100, 9100, *hosts)
     c = _cli("--port", "0", "--metrics-port", "0", "--http-port", "0")
     assert (c.port, c.metrics_port, c.http_port) == (0, 0, 0)
+    for hosts in (("::", "::1"), ("::0", "0:0::1"), ("0.0.0.0", "10.1.2.3"), ("::1", "0:0::1")):
+        with pytest.raises(ConfigError, match="each endpoint needs a port of its own"):
+            _cli("--metrics-port", "9100", "--http-port", "9100", "--metrics-host", hosts[0], "--http-host", hosts[1])
 
 
 def test_a_journals_settings_with_a_data_directory_from_anywhere(tmp_path: Path) -> None:
