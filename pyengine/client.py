@@ -165,7 +165,10 @@ def _keep_alive(sock: _Socket, idle: float) -> None:
     for option, value in ((idle_option, int(idle)), (getattr(_socket, "TCP_KEEPINTVL", None), max(1, int(idle) // 2)),
                           (getattr(_socket, "TCP_KEEPCNT", None), _KEEPALIVE_PROBES)):
         if option is not None:
-            sock.setsockopt(_socket.IPPROTO_TCP, option, value)
+            try:
+                sock.setsockopt(_socket.IPPROTO_TCP, option, value)
+            except OSError:  # named but refused by this system: its own times then
+                pass
 
 
 def _encode(message: dict[str, Any]) -> bytes:
@@ -760,10 +763,12 @@ class ClusterClient:
     """
 
     def __init__(self, addresses: Sequence[str], account: int, secret: str | None = None, *,
-                 cancel_on_disconnect: bool = True, timeout: float | None = 10.0) -> None:
+                 cancel_on_disconnect: bool = True, timeout: float | None = 10.0,
+                 keepalive: float | None = 10.0) -> None:
         self._login = (account, secret, cancel_on_disconnect)
         self._timeout = timeout
-        with Client(addresses, timeout=timeout) as any_node:
+        self._keepalive = keepalive  # each shard's Client's (Client's keepalive)
+        with Client(addresses, timeout=timeout, keepalive=keepalive) as any_node:
             shards = any_node.request(any_node.status()).get("shards") or {}
         if not shards:
             raise ConnectionError("the node answered with no shards: is it a cluster node?")
@@ -778,7 +783,7 @@ class ClusterClient:
         client = self._clients.get(shard)
         if client is None:
             nodes = list(dict.fromkeys(_show(_advertised(a)) for a in self._nodes[shard] if a))
-            client = Client(nodes, timeout=self._timeout)
+            client = Client(nodes, timeout=self._timeout, keepalive=self._keepalive)
             account, secret, cod = self._login
             try:
                 client.login(account, secret, cancel_on_disconnect=cod)

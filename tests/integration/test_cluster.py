@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -340,11 +341,14 @@ def test_two_shards_and_routing_by_symbol(nats: LocalNats, shard: Callable[..., 
     a = shard(2, "a")
     b = shard(2, "b")
     leader_a, leader_b = leader_among(a), leader_among(b)
-    with ClusterClient([address(a[0])], account=7) as cc:
+    with ClusterClient([address(a[0])], account=7, keepalive=30) as cc:
         es = cc.for_symbol("ESZ6")
         cl = cc.for_symbol("CLF7")
         assert es.address == ("127.0.0.1", leader_a.port)
         assert cl.address == ("127.0.0.1", leader_b.port)
+        # Each shard's Client probes its connection as the ClusterClient was told.
+        idle = [c.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) for c in (es, cl)]  # type: ignore[union-attr]
+        assert idle == [30, 30]
         assert es.request(es.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
         assert cl.request(cl.new_order("CLF7", "buy", 1, 7_000))["type"] == "ack"
         with pytest.raises(KeyError):
