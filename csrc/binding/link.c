@@ -39,9 +39,11 @@ static int link_fly(srv_link *link, PyObject *coid, long delta)
 
 int srv_link_tag(srv_link *link, PyObject *kind, PyObject *req_id, PyObject *extra, uint64_t *tag)
 {
-    uint32_t n = link->next + 1;
-    PyObject *key = PyLong_FromUnsignedLong(n);
+    /* The tuple first: making it can run a collection, and a finalizer
+       that tags this link too; the number is read after it. */
     PyObject *entry = srv_untracked(PyTuple_Pack(3, kind, req_id, extra));
+    uint32_t n = link->next + 1;
+    PyObject *key = entry ? PyLong_FromUnsignedLong(n) : NULL;
     int rc = key && entry ? PyDict_SetItem(link->pending, key, entry) : -1;
     int coid = PyUnicode_Check(extra) &&
                (kind == srv_names.new_order || PyUnicode_Compare(kind, srv_names.new_order) == 0);

@@ -371,3 +371,40 @@ def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: s
     ran_in_call, ids, left = json.loads(proc.stdout)
     assert ran_in_call == [True]  # the finalizer ran inside the call: the case this is about
     assert ids == after and left == (0 if call == "ledger.release" else 300)
+
+
+def test_a_tag_made_while_a_finalizer_tags_the_same_session_is_its_own() -> None:
+    """Tagging a request makes a tuple, which can run a collection, and a
+    finalizer that tags a request of the same session: each gets a number
+    of its own, and both stay pending."""
+    proc = run_python(textwrap.dedent("""
+        import gc, json
+        from pyengine._server import Link
+        link = Link(1, object(), 0, 0)
+        inner, ran_in_call, in_call = [], [], [False]
+        class Tags:
+            def __del__(self):
+                ran_in_call.append(in_call[0])
+                inner.append(link.tag("cancel", "inner", None))
+        def garbage():
+            t = Tags()
+            t.cycle = t
+        gc.disable()
+        # The free list of 3-tuples emptied but for one, which the call's arguments take: the tag's tuple is
+        # made anew, and that allocation collects.
+        drained = [(i, i, i) for i in range(5000)]
+        garbage()
+        del drained[-1]
+        tag = link.tag
+        in_call[0] = True
+        gc.set_threshold(1)
+        gc.enable()
+        outer = tag("cancel", "outer", None)
+        in_call[0] = False
+        gc.disable()
+        print(json.dumps([ran_in_call, inner + [outer], sorted(v[1] for v in link.pending().values())]))
+    """))
+    assert proc.returncode == 0, proc.stderr
+    ran_in_call, tags, pending = json.loads(proc.stdout)
+    assert ran_in_call == [True]
+    assert len(set(tags)) == 2 and pending == ["inner", "outer"]
