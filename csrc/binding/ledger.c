@@ -344,6 +344,10 @@ static PyObject *ledger_detach(srv_ledger *self, PyObject *sid)
 
     if (!ledger_ready(self))
         return NULL;
+    if (!PyLong_CheckExact(sid)) { /* a key whose __eq__ runs code could give the session orders meanwhile */
+        PyErr_Format(PyExc_TypeError, "detach: a session id is an int, not %.100s", Py_TYPE(sid)->tp_name);
+        return NULL;
+    }
     link = ledger_link_of(self, sid, &err);
     if (err)
         return NULL;

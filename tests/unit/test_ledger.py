@@ -38,6 +38,22 @@ def test_a_session_owning_open_orders_is_not_detached() -> None:
     ledger.detach(3)  # gone already: nothing to do
 
 
+def test_a_session_is_detached_by_its_int_id() -> None:
+    """Only an int: a key of another type, looked up in the sessions' dict,
+    could run code between the check that the session owns nothing and its
+    removal."""
+    class Sid(int):
+        pass
+
+    ledger = Ledger()
+    attached(ledger, 9)
+    for sid in ("9", 9.0, Sid(9)):
+        with pytest.raises(TypeError, match="detach: a session id is an int"):
+            ledger.detach(sid)  # type: ignore[arg-type]
+    ledger.detach(9)
+    ledger.own(attached(ledger, 9), 1, 0, None)  # attached anew: it was gone
+
+
 def test_released_orders_let_the_session_go() -> None:
     ledger = Ledger()
     link = attached(ledger, 4)
