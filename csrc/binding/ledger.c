@@ -193,8 +193,6 @@ int srv_ledger_own(srv_ledger *l, srv_link *link, uint64_t oid, uint32_t inst, P
 {
     struct srv_open_order *o = srv_orders_find(&l->orders, oid);
 
-    if (!ledger_holds(l, link))
-        return -1;
     if (!o) {
         if (!(o = srv_orders_add(&l->orders, oid, link, inst, coid)))
             return -1;
@@ -432,7 +430,8 @@ static PyObject *ledger_own(srv_ledger *self, PyObject *args)
                          (unsigned long)link->sid);
         return NULL;
     }
-    if (srv_ledger_own(self, link, oid, (uint32_t)inst, coid) < 0)
+    /* Checked here, not on the Router's path: its Links are this Ledger's alone. */
+    if (!ledger_holds(self, link) || srv_ledger_own(self, link, oid, (uint32_t)inst, coid) < 0)
         return NULL;
     Py_RETURN_NONE;
 }

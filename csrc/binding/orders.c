@@ -103,11 +103,17 @@ void srv_orders_clear(struct srv_orders *t)
     srv_idmap_clear(&t->index, orders_drop, NULL);
 }
 
+/* (instrument, client order id): the client order id held before the tuple
+ * is made, as making it can run a collection, whose finalizers may forget
+ * the order it was read from. */
+static PyObject *orders_info(uint32_t inst, PyObject *coid)
+{
+    return Py_BuildValue("(kN)", (unsigned long)inst, Py_NewRef(coid));
+}
+
 PyObject *srv_order_info(const struct srv_open_order *o)
 {
-    /* Both read before the tuple is made: making it can run a collection,
-       whose finalizers may forget the order. */
-    return Py_BuildValue("(kN)", (unsigned long)o->inst, Py_NewRef(o->coid));
+    return orders_info(o->inst, o->coid);
 }
 
 int srv_orders_copy(srv_link *link, struct srv_order_copies *c)
@@ -146,7 +152,7 @@ PyObject *srv_order_copies_dict(const struct srv_order_copies *c)
 
     for (size_t i = 0; out && i < c->n; i++) {
         PyObject *key = PyLong_FromUnsignedLongLong(c->items[i].oid);
-        PyObject *info = key ? Py_BuildValue("(kO)", (unsigned long)c->items[i].inst, c->items[i].coid) : NULL;
+        PyObject *info = key ? orders_info(c->items[i].inst, c->items[i].coid) : NULL;
 
         if (!info || PyDict_SetItem(out, key, info) < 0)
             Py_CLEAR(out);
