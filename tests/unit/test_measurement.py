@@ -133,7 +133,8 @@ def test_the_server_cpu_over_a_window_is_read_off_between_samples() -> None:
 
 
 def test_a_process_cpu_time_is_read_from_proc() -> None:
-    """User and system time of a whole process, as the kernel counts it."""
+    """The CPU time of a whole process, as the kernel counts it (in ns per
+    thread: the clock ticks of user and system time are coarser)."""
     loadgen = perf_module("loadgen", "tools")
     before = loadgen.process_cpu_s(os.getpid())
     start = sum(os.times()[:2])
@@ -141,5 +142,5 @@ def test_a_process_cpu_time_is_read_from_proc() -> None:
         pass
     after = loadgen.process_cpu_s(os.getpid())
     assert before is not None and after is not None and 0.25 <= after - before <= 1.0
-    assert after == pytest.approx(sum(os.times()[:2]), abs=0.05)
+    assert after == pytest.approx(sum(os.times()[:2]), abs=0.1)
     assert loadgen.process_cpu_s(2**22 + 12345) is None  # no such process
