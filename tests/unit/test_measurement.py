@@ -141,6 +141,7 @@ def test_a_process_cpu_time_is_read_from_proc() -> None:
     while sum(os.times()[:2]) - start < 0.3:  # busy for 0.3 s of CPU
         pass
     after = loadgen.process_cpu_s(os.getpid())
+    # The threads' own counts: a thread that has ended (the test runner's) is not in them, so only the
+    # difference is the process's.
     assert before is not None and after is not None and 0.25 <= after - before <= 1.0
-    assert after == pytest.approx(sum(os.times()[:2]), abs=0.1)
     assert loadgen.process_cpu_s(2**22 + 12345) is None  # no such process
