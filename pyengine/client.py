@@ -35,6 +35,8 @@ from typing import Any, Protocol, TypedDict
 
 import orjson
 
+from ._keepalive import MAX_KEEPALIVE, keep_alive
+
 __all__ = ["Client", "ClusterClient", "ServerError", "ConnectionClosed", "OrderState"]
 
 _HEADER = struct.Struct(">I")
@@ -152,25 +154,6 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"Type is not JSON serializable: {type(obj).__name__}")
 
 
-_MAX_KEEPALIVE = 32767  # seconds: Linux's bound for TCP_KEEPIDLE and TCP_KEEPINTVL
-_KEEPALIVE_PROBES = 3
-
-
-def _keep_alive(sock: _Socket, idle: float) -> None:
-    """Probe `sock` after `idle` seconds without traffic, every idle / 2
-    seconds, three probes (where the platform lets these be set: Linux, and
-    macOS by TCP_KEEPALIVE; elsewhere the system's own times)."""
-    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
-    idle_option = getattr(_socket, "TCP_KEEPIDLE", None) or getattr(_socket, "TCP_KEEPALIVE", None)
-    for option, value in ((idle_option, int(idle)), (getattr(_socket, "TCP_KEEPINTVL", None), max(1, int(idle) // 2)),
-                          (getattr(_socket, "TCP_KEEPCNT", None), _KEEPALIVE_PROBES)):
-        if option is not None:
-            try:
-                sock.setsockopt(_socket.IPPROTO_TCP, option, value)
-            except OSError:  # named but refused by this system: its own times then
-                pass
-
-
 def _encode(message: dict[str, Any]) -> bytes:
     return orjson.dumps(message, default=_json_default)
 
@@ -249,8 +232,8 @@ class Client:
         names = [host] if isinstance(host, str) else list(host)
         if not names:
             raise ValueError("no address to connect to")
-        if keepalive is not None and not (math.isfinite(keepalive) and 1 <= keepalive <= _MAX_KEEPALIVE):
-            raise ValueError(f"keepalive must be from 1 to {_MAX_KEEPALIVE} seconds, or None, not {keepalive}")
+        if keepalive is not None and not (math.isfinite(keepalive) and 1 <= keepalive <= MAX_KEEPALIVE):
+            raise ValueError(f"keepalive must be from 1 to {MAX_KEEPALIVE} seconds, or None, not {keepalive}")
         self._keepalive = keepalive
         self.addresses = [_address(a, port) for a in names]
         self._timeout = timeout
@@ -279,7 +262,7 @@ class Client:
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
         self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         if self._keepalive is not None:
-            _keep_alive(self.sock, self._keepalive)
+            keep_alive(self.sock, self._keepalive)
         self.address = address
 
     def _connect_any(self, first: tuple[str, int] | None = None, skip: Collection[tuple[str, int]] = ()) -> None:

@@ -34,6 +34,7 @@ from gevent.server import StreamServer
 import orjson
 
 from .._ffi import lib
+from .._keepalive import keep_alive
 from .._server import Intake, Ledger, OrderStatus, Poller
 from ..errors import EngineError
 from ..log import Throttle, fields
@@ -375,6 +376,10 @@ class Server:
         # megabytes for a client that does not read before max_unsent counts
         # a byte, and a slow reader holds that much memory for long.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+        if self.config.limits.keepalive:
+            # A client machine gone without a word: its reads fail (ETIMEDOUT) and
+            # cancel-on-disconnect acts in seconds, not at idle_timeout.
+            keep_alive(sock, self.config.limits.keepalive)
         self._next_sid += 1
         session = Session(self, sock, peer, self._next_sid)
         self.sessions[session.sid] = session

@@ -37,6 +37,9 @@ A file looks like this (every key optional, defaults as shown)::
     rate = 10000                 # messages a second one session may send, on average
     burst = 20000                # ... and at once (token bucket)
     idle_timeout = 300.0         # seconds without a message before a session is closed
+    keepalive = 10               # TCP keepalive: whole seconds without a byte either way before the
+                                 # server probes a connection (every keepalive / 2 s; three unanswered:
+                                 # the peer is gone, its session closes); 0: off. At most 32767
     login_failures = 5           # failed logins from one host ...
     login_window = 60.0          # ... within this many seconds lock it out until they age (> 0)
     host_logins = 20             # logins with a secret to check, from one host ...
@@ -87,6 +90,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, overload
 
+from .._keepalive import MAX_KEEPALIVE
 from ..cluster.config import ClusterConfig, check_cluster, cluster_from_table
 
 __all__ = [
@@ -131,6 +135,7 @@ class LimitsConfig:
     rate: float = 10_000.0
     burst: int = 20_000
     idle_timeout: float = 300.0
+    keepalive: int = 10  # seconds before TCP keepalive probes (pyengine/_keepalive.py); 0: off
     login_failures: int = 5
     login_window: float = 60.0
     host_logins: int = 20
@@ -571,6 +576,7 @@ def _check_limits(lim: LimitsConfig) -> None:
         _in_range("[limits]", f.name, value, 0, _I64)
     if lim.rate and lim.burst < 1:
         raise ConfigError("[limits]: burst must be at least 1 when rate is set")
+    _in_range("[limits]", "keepalive", lim.keepalive, 0, MAX_KEEPALIVE, " seconds (0: off)")
     for limit, window in (("login_failures", "login_window"), ("host_logins", "host_login_window")):
         if getattr(lim, limit) and not getattr(lim, window):
             raise ConfigError(f"[limits]: {window} must be more than 0 seconds when {limit} is set "

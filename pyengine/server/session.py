@@ -21,6 +21,7 @@ its rate limit, the orders it owns, its unsent output -- is its ``link`` (a
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any, Protocol
@@ -196,7 +197,9 @@ class Session:
             self.error(exc.code, str(exc))
             self.close(exc.code)
         except OSError as exc:
-            self.close(f"recv_failed:{exc.__class__.__name__}")
+            # ETIMEDOUT: the kernel gave up on the peer (keepalive probes or
+            # retransmissions unanswered): its machine or the network is gone.
+            self.close("peer_unreachable" if exc.errno == errno.ETIMEDOUT else f"recv_failed:{exc.__class__.__name__}")
         finally:
             poller.unwatch(self.link)
 

@@ -302,6 +302,37 @@ def test_idle_sessions_are_closed(server_factory: Any) -> None:
     server.wait_log(r"event=session_close .*reason=idle_timeout")
 
 
+def _server_side_timer(server_port: int, client: socket.socket) -> tuple[int, int]:
+    """The kernel's timer on the server's end of `client`'s connection, from
+    /proc/net/tcp: (kind, seconds to go); kind 2 is the keepalive timer, 0
+    none (an idle connection without keepalive)."""
+    ours = client.getsockname()[1]
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            fields = line.split()
+            local, remote, timer = fields[1], fields[2], fields[5]
+            if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == ours:
+                kind, when = timer.split(":")
+                return int(kind, 16), int(when, 16) // 100  # in clock ticks of 1/100 s
+    raise AssertionError(f"no connection from port {ours} to {server_port} in /proc/net/tcp")
+
+
+@pytest.mark.parametrize("keepalive", [None, 3, 0])
+def test_the_server_probes_quiet_connections(server_factory: Any, keepalive: int | None) -> None:
+    # A client machine gone without a word is found by TCP keepalive on the
+    # server's side: the kernel's timer on the server's end of a quiet
+    # connection is the keepalive's, due within [limits] keepalive seconds.
+    server = server_factory(None if keepalive is None else f"[limits]\nkeepalive = {keepalive}\n")
+    with server.client(keepalive=None) as c:
+        assert c.request(c.ping())["type"] == "pong"
+        time.sleep(0.2)  # the pong acknowledged: no retransmission timer left
+        kind, due = _server_side_timer(server.port, c.sock)  # type: ignore[arg-type]
+    if keepalive == 0:
+        assert kind == 0
+    else:
+        assert kind == 2 and 0 <= due <= (10 if keepalive is None else keepalive)
+
+
 def test_halt_and_resume(server_factory: Any, tmp_path: Any) -> None:
     data = str(tmp_path / "data")
     server = server_factory(ACCOUNTS, "--data-dir", data)

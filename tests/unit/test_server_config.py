@@ -72,6 +72,7 @@ max_open_orders = 50
 rate = 250.5
 burst = 300
 idle_timeout = 30
+keepalive = 60
 login_failures = 0
 login_window = 10
 host_logins = 4
@@ -101,8 +102,9 @@ admin = true
     assert (inst.max_qty, inst.max_notional) == (500, 100000)
     assert (c.login_workers, c.max_pending_logins) == (3, 10)
     assert c.server_spin_us == 150 and ServerConfig().server_spin_us == 0  # the event loop sleeps unless asked
-    assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, login_failures=0,
-                                    login_window=10.0, host_logins=4, host_login_window=2.5)
+    assert c.limits == LimitsConfig(max_open_orders=50, rate=250.5, burst=300, idle_timeout=30.0, keepalive=60,
+                                    login_failures=0, login_window=10.0, host_logins=4, host_login_window=2.5)
+    assert ServerConfig().limits.keepalive == 10  # the server probes quiet connections unless told not to
 
 
 @pytest.mark.parametrize(
@@ -203,6 +205,9 @@ SECRET = "pbkdf2_sha256$1000$" + "ab" * 16 + "$" + "cd" * 32
          "9999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999999"
          "99999999999999999999999999999999999999999999\n", "rate is too large"),
         ("[limits]\nidle_timeout = nan\n", "idle_timeout must be >= 0 and finite, not nan"),
+        ("[limits]\nkeepalive = 32768\n", r"keepalive must be from 0 to 32767 seconds \(0: off\), not 32768"),
+        ("[limits]\nkeepalive = -1\n", "keepalive must be >= 0"),
+        ("[limits]\nkeepalive = 2.5\n", "keepalive must be int, not float"),
         ("[limits]\nlogin_window = -1\n", "login_window must be >= 0"),
         ("[limits]\nlogin_window = 0\n",
          r"login_window must be more than 0 seconds when login_failures is set \(login_failures = 0 turns"),

@@ -7,6 +7,7 @@ socketpairs in the real hub."""
 
 from __future__ import annotations
 
+import errno
 import socket
 import time
 from collections.abc import Iterator
@@ -110,6 +111,20 @@ def test_a_session_closed_elsewhere_ends_its_reader(reader: Reader) -> None:
     reader.session.close("idle_timeout")
     gevent.sleep(0.02)
     assert reader.greenlet.dead and reader.greenlet.exception is None
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (TimeoutError(errno.ETIMEDOUT, "Connection timed out"), "peer_unreachable"),
+    (ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"), "recv_failed:ConnectionResetError"),
+])
+def test_a_read_that_fails_closes_the_session_saying_why(reader: Reader, error: OSError, reason: str) -> None:
+    # What the Poller hands over when the socket's read fails (PyErr_SetFromErrno):
+    # ETIMEDOUT when the kernel gave up on the peer (TCP keepalive unanswered).
+    reader.start()
+    reader.session.handed(error)
+    gevent.sleep(0.02)
+    assert reader.session.closed and reader.session.close_reason == reason
+    assert reader.greenlet is not None and reader.greenlet.dead and reader.greenlet.exception is None
 
 
 def test_a_failure_at_the_turns_end_is_logged_and_reading_goes_on(reader: Reader,
