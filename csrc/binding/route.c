@@ -57,6 +57,7 @@ typedef struct {
     int wake_fd;
     struct runner_event *taken;
     PyObject *flush_md;
+    int routing; /* route_ready() is routing `taken`: the Python it calls must not take more into it */
 } srv_router;
 
 static PyObject *route_session(srv_link *link)
@@ -603,18 +604,27 @@ PyDoc_STRVAR(route_route_ready_doc,
              "the market data if they changed it; how many were taken. 0: none, and the wake-up armed (the\n"
              "eventfd turns readable when events come). The runner's failure and its end wake the consumer\n"
              "without an event, and a 0 may have taken that wake-up: after a 0, look at journal_error (and,\n"
-             "stopping, at whether the runner still runs) before waiting on the eventfd.");
+             "stopping, at whether the runner still runs) before waiting on the eventfd. RuntimeError when\n"
+             "called from the Python the routing calls (it would take events into the batch being routed).");
 
 static PyObject *route_route_ready(srv_router *self, PyObject *Py_UNUSED(ignored))
 {
     PyObject *flush_md, *r = NULL;
     size_t n;
+    int rc;
 
     if (route_attached(self) < 0)
         return NULL;
+    if (self->routing) {
+        PyErr_SetString(PyExc_RuntimeError, "route_ready called from the Python its own routing calls");
+        return NULL;
+    }
     flush_md = Py_NewRef(self->flush_md); /* the Python the routing calls may detach the Router */
     n = route_take(self);
-    if (n && route_events(self, self->taken, (Py_ssize_t)n) < 0)
+    self->routing = 1;
+    rc = n ? route_events(self, self->taken, (Py_ssize_t)n) : 0;
+    self->routing = 0;
+    if (rc < 0)
         goto out;
     if (PyDict_GET_SIZE(self->md.changes) || PyDict_GET_SIZE(self->md.trades)) {
         if (!(r = PyObject_CallNoArgs(flush_md)))

@@ -24,6 +24,7 @@ import pytest
 from pyengine._server import Inbox, Router
 from pyengine.server.app import Server
 from pyengine.server.config import ServerConfig
+from pyengine.server.dispatch import Dispatcher
 from pyengine.server.protocol import FrameError, encode
 
 from .conftest import add_session
@@ -151,6 +152,33 @@ def test_route_ready_flushes_the_market_data_only_when_it_changed(rig: Rig) -> N
     rig.server.flush_sessions()
     kinds = [m["type"] for m in rig.replies()]
     assert kinds.count("book_update") == 1 and kinds.index("ack") < kinds.index("book_update")
+
+
+def test_route_ready_is_refused_inside_its_own_routing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The Python that the routing calls (here the reject's) must not route
+    # again: the events it took would overwrite the batch being routed.
+    refused: list[str] = []
+    rejected = Dispatcher.rejected
+
+    def nested(self: Dispatcher, *args: Any) -> None:
+        with pytest.raises(RuntimeError, match="from the Python its own routing calls") as info:
+            self._router.route_ready()
+        refused.append(str(info.value))
+        rejected(self, *args)
+
+    monkeypatch.setattr(Dispatcher, "rejected", nested)  # before the Router binds it
+    r = Rig()
+    try:
+        r.order(1, price=25)  # outside ESZ6's price band: the engine rejects it
+        r.order(2)
+        r.answered(3)  # the reject, the ack and its level
+        assert r.router.route_ready() == 3
+        assert len(refused) == 1
+        assert r.router.route_ready() == 0  # and routing goes on as before
+        r.server.flush_sessions()
+        assert [(m["type"], m["req_id"]) for m in r.replies()] == [("reject", 1), ("ack", 2)]
+    finally:
+        r.close()
 
 
 def test_route_ready_needs_a_runner() -> None:
