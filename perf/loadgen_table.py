@@ -55,6 +55,12 @@ busy over the measured window, its process read from outside, idle
 polling included): where the load generator is the limit, as in the
 closed loop on two CPUs, that is what tells the servers' costs apart.
 
+``--rates 0 -- --driver c`` drives the closed loop with tools/loadgen.py's
+C workers (tools/loadgen_worker.c; closed loop only: loadgen refuses them
+at an offered rate), which cost a fraction of the Python workers' CPU a
+request: on two CPUs, the Python load generator is the limit of every
+closed loop, the C one only of the floors'.
+
 Before the table, ``tools/cpu_probe.py`` measures for ``--probe`` seconds
 (default 5; 0: not at all) how long the machine stalls a busy CPU: no
 latency percentile can be better than those stalls allow.

@@ -7,9 +7,10 @@
 
 Connections (default 50) are spread over worker processes (default 2), each
 running its connections on one non-blocking event loop. Every connection logs
-in as its own account and sends a mix shaped like real flow over several
-instruments: limit adds near the touch (60%), crossing IOC limit orders (10%),
-cancels of its own open orders (25%), market orders (5%).
+in as its own account and sends a mix over the four default instruments:
+limit adds near the touch (70%), cancels of a random open order of its own
+(25%; a crossing IOC limit order instead when it has none open), market
+orders (5%).
 
 - Open loop (``--rate R``, requests/s offered in total, cancels included):
   each request has an intended send time on a fixed schedule and latency is
@@ -17,6 +18,16 @@ cancels of its own open orders (25%), market orders (5%).
   figures (no coordinated omission).
 - Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
   flight and sends the next as soon as one is answered: maximum throughput.
+  ``--driver c`` runs each worker as tools/loadgen_worker.c instead (built
+  on demand by tools/cbuild.py): the same connections, mix, window and
+  bookkeeping, its own random numbers, a fraction of the CPU a request (the
+  Python worker's 6-8 µs a request keep one CPU busy at some 130,000
+  requests/s, below what a server on the other CPU answers); no progress
+  lines. Closed loop only. At its speed a connection can pass the server's
+  per-session `rate` (10,000 messages/s) and fill its account's
+  `max_open_orders` within seconds: give a spawned pyengine-server a
+  configuration without them (``--server-arg=--config=FILE``, FILE holding
+  ``[limits]`` ``rate = 0`` and ``max_open_orders = 0``) or more connections.
 
 Between sends a worker sleeps in ``select`` until its next order is due or
 a reply arrives; each reply then costs a wake-up, which on some virtual
@@ -59,8 +70,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -71,6 +85,7 @@ from pyengine.server.process import ServerProcess, ServerStartError
 # The tools' shared modules sit beside this file (not on the path under
 # PYTHONSAFEPATH, as the tests run it).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cbuild import build as build_c  # noqa: E402
 from idpool import IdPool  # noqa: E402
 
 HEADER = struct.Struct(">I")
@@ -97,6 +112,7 @@ class Params:
     seed: int
     cpus: set[int] | None = None
     busy_poll: bool = False
+    driver: str = "python"  # or "c": tools/loadgen_worker.c (closed loop only)
 
 
 def new_histogram() -> HdrHistogram:
@@ -194,7 +210,7 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     for k in range(conns):
         s = socket.create_connection((params.host, params.port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        account = 1 + index * 10_000 + k
+        account = account_base(index) + k
         login = orjson.dumps({"type": "login", "account": account, "req_id": 0})
         s.sendall(HEADER.pack(len(login)) + login)
         s.setblocking(False)
@@ -226,7 +242,7 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
     # on, by what they answer; the last one's time ends the window.
     window = {"replies": 0, "acked": 0, "cancelled": 0, "rejected": 0, "cancel_rejects": 0, "error_replies": 0}
     last_reply = 0.0
-    count_limit = None if params.count is None else params.count // params.workers + (index < params.count % params.workers)
+    count_limit = count_share(params, index)
     warm_until = start + params.warmup
     end = start + params.duration if params.duration else float("inf")
     last_report = time.perf_counter()
@@ -382,6 +398,46 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
                 dict(window), warm_until, last_reply))
 
 
+def count_share(params: Params, index: int) -> int | None:
+    """Worker `index`'s share of --count (None: no count)."""
+    if params.count is None:
+        return None
+    return params.count // params.workers + (index < params.count % params.workers)
+
+
+def account_base(index: int) -> int:
+    """The account of worker `index`'s first connection (then one each)."""
+    return 1 + index * 10_000
+
+
+def c_workers(params: Params, per: list[int]) -> list[subprocess.Popen[bytes]]:
+    """The workers of --driver c, started (tools/loadgen_worker.c)."""
+    binary = build_c(Path(__file__).resolve().with_name("loadgen_worker.c"), "loadgen_worker")
+    cpus = params.cpus
+
+    def pin() -> None:
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
+    procs = []
+    for i, n in enumerate(per):
+        if not n:
+            continue
+        args = [str(binary), params.host, str(params.port), str(n), str(account_base(i)), str(params.window),
+                repr(params.duration or 0.0), str(count_share(params, i) or 0), repr(params.warmup),
+                str(params.seed * 1_000 + i)]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, preexec_fn=pin))
+    return procs
+
+
+def c_result(index: int, out: bytes) -> tuple[Any, ...]:
+    """A C worker's JSON as the Python worker's "done" report."""
+    r = json.loads(out)
+    hists = [histogram_of(collections.Counter({v: n for v, n in r[k]})).encode() for k in ("ack", "fill", "reject")]
+    return ("done", index, r["counts"], hists[0], hists[1], r["elapsed"], r["inflight"], r["cpu"], r["wall"],
+            hists[2], r["reject_codes"], r["window"], r["warm_until"], r["last_reply"])
+
+
 def cpu_list(text: str) -> set[int]:
     """'1', '1,3' or '2-5' -> a set of CPU numbers."""
     cpus: set[int] = set()
@@ -462,21 +518,11 @@ def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> flo
 def run(params: Params, server_pid: int | None = None) -> dict[str, Any]:
     """The workers' run, summed up; with `server_pid` (a spawned server),
     the server's CPU over the measured window too."""
-    ctx = mp.get_context("fork")
-    report = ctx.Queue()
-    stop_at = ctx.Value("b", 0)
     per = [params.connections // params.workers + (i < params.connections % params.workers) for i in range(params.workers)]
-    procs = [ctx.Process(target=worker, args=(i, params, per[i], report, stop_at)) for i in range(params.workers) if per[i]]
-    for p in procs:
-        p.start()
-    t0 = time.perf_counter()
-    progress: dict[int, dict[str, int]] = {}
-    quiet: set[int] = set()
-    results = []
-    last_sent, last_t = 0, t0
     # (time, the server's CPU seconds so far), a tenth of a second apart at
     # most while the workers run (the clock is the workers' own: perf_counter
-    # is system-wide), read off for the measured window at the end.
+    # is system-wide, CLOCK_MONOTONIC, as the C worker's), read off for the
+    # measured window at the end.
     server_cpu: list[tuple[float, float]] = []
 
     def sample_server() -> None:
@@ -485,6 +531,67 @@ def run(params: Params, server_pid: int | None = None) -> dict[str, Any]:
             if cpu_s is not None:
                 server_cpu.append((time.perf_counter(), cpu_s))
 
+    results = (run_c if params.driver == "c" else run_python)(params, per, sample_server)
+    sample_server()
+    return summarize_run(params, results, server_cpu)
+
+
+def run_c(params: Params, per: list[int], sample_server: Callable[[], None]) -> list[tuple[Any, ...]]:
+    """The C workers' run (--driver c): their reports, as the Python workers'.
+    Each says "quiet" when its own requests are answered; once all have, they
+    are told (SIGUSR1) to read a last 0.2 s and report (fills for one's
+    resting orders can come from the others' orders until then)."""
+    procs = c_workers(params, per)
+    lines: list[list[bytes]] = [[] for _ in procs]
+
+    def read(k: int) -> None:
+        stdout = procs[k].stdout
+        assert stdout is not None
+        lines[k].extend(stdout)  # read as it comes: a report larger than a pipe holds would block it
+
+    readers = [threading.Thread(target=read, args=(k,), daemon=True) for k in range(len(procs))]
+    for t in readers:
+        t.start()
+    told = False
+    try:
+        while any(p.poll() is None for p in procs):
+            if not told and all(b"quiet\n" in got for got in lines):
+                for p in procs:
+                    p.send_signal(signal.SIGUSR1)
+                told = True
+            sample_server()
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)  # they stop sending and drain ...
+        for p, got in zip(procs, lines):
+            while p.poll() is None and b"quiet\n" not in got:
+                time.sleep(0.05)
+        for p in procs:
+            p.send_signal(signal.SIGUSR1)  # ... and report
+    results = []
+    for k, p in enumerate(procs):
+        p.wait()
+        readers[k].join()
+        if p.returncode != 0 or not lines[k] or lines[k][-1] == b"quiet\n":
+            raise SystemExit(f"a load generator worker (tools/loadgen_worker.c) failed with exit code {p.returncode}")
+        results.append(c_result(k, lines[k][-1]))
+    return results
+
+
+def run_python(params: Params, per: list[int], sample_server: Callable[[], None]) -> list[tuple[Any, ...]]:
+    """The Python workers' run: their reports."""
+    ctx = mp.get_context("fork")
+    report = ctx.Queue()
+    stop_at = ctx.Value("b", 0)
+    procs = [ctx.Process(target=worker, args=(i, params, per[i], report, stop_at)) for i in range(params.workers) if per[i]]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    progress: dict[int, dict[str, int]] = {}
+    quiet: set[int] = set()
+    results = []
+    last_sent, last_t = 0, t0
     try:
         while len(results) < len(procs):
             sample_server()
@@ -515,9 +622,15 @@ def run(params: Params, server_pid: int | None = None) -> dict[str, Any]:
             item = report.get()
             if item[0] == "done":
                 results.append(item)
-    sample_server()
     for p in procs:
         p.join()
+    return results
+
+
+def summarize_run(params: Params, results: list[tuple[Any, ...]],
+                  server_cpu: list[tuple[float, float]]) -> dict[str, Any]:
+    """The workers' reports summed up; the server's CPU over the measured
+    window from `server_cpu`, its (time, CPU seconds) samples."""
     ack_h, fill_h, reject_h = new_histogram(), new_histogram(), new_histogram()
     counts: collections.Counter[str] = collections.Counter()
     reject_codes: collections.Counter[str] = collections.Counter()
@@ -551,7 +664,7 @@ def run(params: Params, server_pid: int | None = None) -> dict[str, Any]:
     return {
         "params": {"connections": params.connections, "workers": params.workers, "rate": params.rate,
                    "cpus": sorted(params.cpus) if params.cpus else None,
-                   "busy_poll": params.busy_poll,
+                   "busy_poll": params.busy_poll, "driver": params.driver,
                    "window": params.window, "duration": params.duration, "count": params.count,
                    "warmup": params.warmup, "seed": params.seed},
         "ack_us": summarize(ack_h),
@@ -672,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--busy-poll", action="store_true",
                     help="never sleep: poll the sockets and the clock in a loop (give the workers CPUs of their own "
                          "with --cpus); no wake-up of the load generator in any reply's latency")
+    ap.add_argument("--driver", choices=("python", "c"), default="python",
+                    help="c: the closed loop's workers in C (tools/loadgen_worker.c, built with the system cc): a "
+                         "fraction of the CPU a request; the same mix and counts, no progress lines")
     ap.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                     help="one more argument for the spawned server (repeat for more), e.g. --server-arg=--server-cpu=0")
     ap.add_argument("--max-reject-rate", type=float, metavar="FRACTION",
@@ -691,6 +807,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.duration is not None and args.duration <= args.warmup:
         ap.error(f"--duration ({args.duration:g} s) must be longer than --warmup ({args.warmup:g} s): "
                  "the warm-up is left out of every figure")
+    if args.driver == "c" and (args.rate > 0 or args.busy_poll):
+        ap.error("--driver c runs the closed loop only (--rate 0), which never sleeps between orders anyway: "
+                 "no --busy-poll")
     if args.spawn_server and args.spawn_script:
         ap.error("--spawn-server and --spawn-script spawn one server each: give one of them")
     spawning = args.spawn_server or args.spawn_script is not None
@@ -710,7 +829,8 @@ def main(argv: list[str] | None = None) -> int:
         args.port = server.port
     try:
         params = Params(args.host, args.port, args.connections, min(args.workers, args.connections), args.rate,
-                        args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll)
+                        args.window, args.duration, args.count, args.warmup, args.seed, args.cpus, args.busy_poll,
+                        args.driver)
         result = run(params, server.proc.pid if server is not None else None)
     finally:
         server_code = stop_server(server) if server is not None else 0

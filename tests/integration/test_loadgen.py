@@ -123,6 +123,43 @@ def test_the_rates_are_over_the_measured_window(tmp_path: Path) -> None:
     assert math.isclose(r["new_orders_per_s"] + r["cancels_per_s"], r["throughput_per_s"])
 
 
+def test_closed_loop_with_the_c_workers(tmp_path: Path) -> None:
+    # tools/loadgen_worker.c in place of the Python workers: the same counts,
+    # the same checks (every request answered, each trade's two fills back,
+    # the workers' and the server's CPU), from two workers.
+    # 5,000 requests a connection: within the server's per-session burst
+    # (20,000) and open-order limit (10,000), at any speed.
+    r = run_loadgen(tmp_path, "--rate", "0", "--count", "30000", "--warmup", "0", "--driver", "c")
+    check_counts(r)
+    assert r["params"]["driver"] == "c" and r["params"]["workers"] == 2
+    assert r["sent"] == 30000 and r["rejected"] == 0
+    assert r["cancelled"] > 0 and r["fill_us"]["count"] > 0
+
+
+def test_c_workers_against_the_c_floor(tmp_path: Path) -> None:
+    # A reference server that answers every frame at once (no fills) and logs
+    # its port as pyengine-server does.
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--spawn-script", str(ROOT / "perf" / "floor_epoll.py"),
+         "--json", str(out), "--connections", "4", "--workers", "1", "--rate", "0", "--count", "20000",
+         "--warmup", "0", "--driver", "c"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["sent"] == 20000 and r["unanswered"] == 0 and r["errors"] == 0
+    assert r["sent"] == r["acked"] + r["cancelled"] + r["cancel_rejects"] and r["rejected"] == 0
+    assert r["cancels_sent"] == r["cancelled"] > 0 and r["fills"] == 0
+
+
+def test_c_workers_run_the_closed_loop_only() -> None:
+    for extra in (["--rate", "1000"], ["--busy-poll"]):
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--driver", "c", *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--driver c runs the closed loop only" in proc.stderr, proc.stderr
+
+
 def test_duration_must_exceed_warmup() -> None:
     for duration, warmup in (("1", "1"), ("0.5", "1")):
         proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--duration", duration,
