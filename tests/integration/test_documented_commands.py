@@ -74,3 +74,16 @@ def test_a_spawned_server_that_fails_shows_why() -> None:
     assert proc.returncode != 0
     assert "the spawned server did not start" in proc.stderr
     assert "invalid choice: 'sometimes'" in proc.stderr
+
+
+def test_the_closed_loop_in_c_without_the_limits(tmp_path: Path) -> None:
+    # As docs/benchmarks.md runs it: the C workers against a server whose
+    # per-session rate and per-account open orders are not limited.
+    out = tmp_path / "loadgen.json"
+    proc = run_from_root(sys.executable, "tools/loadgen.py", "--spawn-server",
+                         "--server-arg=--config=perf/no_limits.toml", "--rate", "0", "--driver", "c",
+                         "--duration", "1.5", "--warmup", "0.2", "--connections", "4", "--json", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert result["acked"] > 0 and result["unanswered"] == 0 and result["errors"] == 0
+    assert result["rejected"] == 0  # at 4 connections, what the default limits would refuse within the second
