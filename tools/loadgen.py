@@ -433,7 +433,12 @@ def c_workers(params: Params, per: list[int]) -> list[subprocess.Popen[bytes]]:
 def c_result(index: int, out: bytes) -> tuple[Any, ...]:
     """A C worker's JSON as the Python worker's "done" report."""
     r = json.loads(out)
-    hists = [histogram_of(collections.Counter({v: n for v, n in r[k]})).encode() for k in ("ack", "fill", "reject")]
+    hists = []
+    for key in ("ack", "fill", "reject"):
+        counts: collections.Counter[int] = collections.Counter()
+        for value, n in r[key]:  # a latency of a second or more comes once per reply: [µs, 1] each
+            counts[value] += n
+        hists.append(histogram_of(counts).encode())
     return ("done", index, r["counts"], hists[0], hists[1], r["elapsed"], r["inflight"], r["cpu"], r["wall"],
             hists[2], r["reject_codes"], r["window"], r["warm_until"], r["last_reply"])
 

@@ -22,9 +22,10 @@
  * it sent, then prints "quiet" on a line of its own and goes on reading
  * until SIGUSR1 says every worker is quiet (fills of its resting orders can
  * still come from the others' orders; 10 s at most), reads 0.2 s more, and
- * prints one JSON object on stdout: the counts, each latency histogram as [[µs, n],
- * ...], its CPU and wall-clock time while sending, the reject codes, the
- * measured window's counts and its bounds on CLOCK_MONOTONIC (the clock of
+ * prints one JSON object on stdout: the counts, each latency histogram as
+ * [[µs, n], ...] (from a second up, [µs, 1] for each reply: one µs may come
+ * many times), its CPU and wall-clock time while sending, the reject codes,
+ * the measured window's counts and its bounds on CLOCK_MONOTONIC (the clock of
  * Python's time.perf_counter on Linux). Replies are parsed for the few keys
  * it reads, as the server writes them: flat JSON objects.
  */

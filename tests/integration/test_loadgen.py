@@ -7,8 +7,10 @@ import json
 import math
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -151,6 +153,33 @@ def test_c_workers_against_the_c_floor(tmp_path: Path) -> None:
     assert r["sent"] == 20000 and r["unanswered"] == 0 and r["errors"] == 0
     assert r["sent"] == r["acked"] + r["cancelled"] + r["cancel_rejects"] and r["rejected"] == 0
     assert r["cancels_sent"] == r["cancelled"] > 0 and r["fills"] == 0
+
+
+def test_c_workers_count_every_slow_reply(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    # A server stopped for 1.3 s: the replies then read at once have the
+    # same latency, past the second a C worker counts in its array, and
+    # each still counts in the histograms.
+    server = server_factory("[limits]\nrate = 0\nmax_open_orders = 0\n")
+    out = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(server.port), "--json", str(out),
+         "--connections", "2", "--workers", "1", "--window", "64", "--rate", "0", "--duration", "3",
+         "--warmup", "0", "--driver", "c"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        server.wait_log(r"event=login .*account=2\b", timeout=60)
+        time.sleep(0.5)  # sending starts 0.2 s after the logins
+        server.proc.send_signal(signal.SIGSTOP)
+        time.sleep(1.3)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    r = json.loads(out.read_text())
+    assert r["ack_us"]["max"] >= 1_000_000 and r["unanswered"] == 0
+    assert r["ack_us"]["count"] == r["acked"] + r["cancelled"]
+    assert r["reject_us"]["count"] == r["rejected"] + r["cancel_rejects"]
 
 
 def test_c_workers_run_the_closed_loop_only() -> None:
