@@ -423,8 +423,9 @@ def c_workers(params: Params, per: list[int]) -> list[subprocess.Popen[bytes]]:
     for i, n in enumerate(per):
         if not n:
             continue
+        share = count_share(params, i)  # 0 is a count: none sent
         args = [str(binary), params.host, str(params.port), str(n), str(account_base(i)), str(params.window),
-                repr(params.duration or 0.0), str(count_share(params, i) or 0), repr(params.warmup),
+                repr(params.duration or 0.0), str(-1 if share is None else share), repr(params.warmup),
                 str(params.seed * 1_000 + i)]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, preexec_fn=pin))
     return procs

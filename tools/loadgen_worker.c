@@ -16,7 +16,8 @@
  *
  * Usage: loadgen_worker HOST PORT CONNECTIONS FIRST_ACCOUNT WINDOW DURATION
  *                       COUNT WARMUP SEED
- * DURATION in seconds (0: none), COUNT requests (0: none), WARMUP seconds.
+ * DURATION in seconds (0: none), COUNT requests (-1: none; 0: none sent),
+ * WARMUP seconds.
  * It starts sending 0.2 s after its connections are made, stops at
  * DURATION or COUNT (or on SIGTERM), waits up to 5 s for the replies to what
  * it sent, then prints "quiet" on a line of its own and goes on reading
@@ -678,7 +679,8 @@ int main(int argc, char **argv)
     uint32_t first_account;
     double duration, warmup, start, end, drain_until = 0, quiet_at = 0, final_until = 0, cpu = 0, wall = 0;
     double busy_cpu = 0, busy_wall = 0;
-    uint64_t count, seed;
+    long long count; /* -1: no count */
+    uint64_t seed;
     int busy = 0, stopping = 0, quiet = 0;
 
     if (argc != 10)
@@ -687,10 +689,10 @@ int main(int argc, char **argv)
     first_account = (uint32_t)strtoul(argv[4], NULL, 10);
     window = atoi(argv[5]);
     duration = atof(argv[6]);
-    count = strtoull(argv[7], NULL, 10);
+    count = strtoll(argv[7], NULL, 10);
     warmup = atof(argv[8]);
     seed = strtoull(argv[9], NULL, 10);
-    if (nconn < 1 || window < 1 || window > PENDING / 2 || warmup < 0 || (duration <= 0 && count == 0))
+    if (nconn < 1 || window < 1 || window > PENDING / 2 || warmup < 0 || count < -1 || (duration <= 0 && count < 0))
         die("bad arguments");
     signal(SIGTERM, on_term);
     signal(SIGINT, on_term);
@@ -733,7 +735,7 @@ int main(int argc, char **argv)
             busy_cpu = cpu_s();
             busy_wall = now;
         }
-        if (!stopping && (now >= end || stop_asked || (count && r.counts[C_SENT] >= count))) {
+        if (!stopping && (now >= end || stop_asked || (count >= 0 && r.counts[C_SENT] >= (uint64_t)count))) {
             stopping = 1;
             drain_until = now + 5.0;
             if (busy) {
@@ -759,7 +761,7 @@ int main(int argc, char **argv)
         for (int k = 0; k < nconn; k++) {
             struct conn *c = &conns[k];
             if (!stopping && busy && c->refill) {
-                while (c->inflight < (uint32_t)window && (!count || r.counts[C_SENT] < count))
+                while (c->inflight < (uint32_t)window && (count < 0 || r.counts[C_SENT] < (uint64_t)count))
                     send_next(&r, c, now);
                 c->refill = 0;
             }

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .conftest import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,6 +182,25 @@ def test_c_workers_count_every_slow_reply(server_factory: Callable[..., RunningS
     assert r["ack_us"]["max"] >= 1_000_000 and r["unanswered"] == 0
     assert r["ack_us"]["count"] == r["acked"] + r["cancelled"]
     assert r["reject_us"]["count"] == r["rejected"] + r["cancel_rejects"]
+
+
+@pytest.mark.parametrize("driver", ["python", "c"])
+@pytest.mark.parametrize("duration", [[], ["--duration", "1.5"]])
+def test_a_worker_whose_share_of_the_count_is_none_sends_nothing(server_factory: Callable[..., RunningServer],
+                                                                 tmp_path: Path, driver: str,
+                                                                 duration: list[str]) -> None:
+    # --count 1 over two workers: the second one's share is 0 requests, not "no count".
+    server = server_factory()
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(server.port), "--json", str(out),
+         "--connections", "2", "--workers", "2", "--rate", "0", "--count", "1", "--warmup", "0", *duration,
+         "--driver", driver],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    r = json.loads(out.read_text())
+    assert r["sent"] == 1 and r["unanswered"] == 0 and r["errors"] == 0
 
 
 def test_c_workers_run_the_closed_loop_only() -> None:
