@@ -96,6 +96,8 @@ PERCENTILES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 # Rejects beyond this share of the new orders sent make the figures those of
 # refusals more than of orders: the summary warns.
 REJECT_SHARE_WARN = 0.001
+# The most requests in flight a connection of tools/loadgen_worker.c keeps (its PENDING / 2).
+C_MAX_WINDOW = 8192
 
 
 @dataclass
@@ -781,7 +783,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rate", type=float, default=0.0,
                     help="requests/s offered in total, cancels included (open loop); 0: closed loop")
-    ap.add_argument("--window", type=int, default=8, help="orders in flight per connection in closed loop")
+    ap.add_argument("--window", type=int, default=8,
+                    help=f"orders in flight per connection in closed loop (--driver c: at most {C_MAX_WINDOW})")
     ap.add_argument("--duration", type=float, help="seconds to send for (default 10 unless --count)")
     ap.add_argument("--count", type=int, help="requests to send in total, cancels included")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds left out of the histograms")
@@ -808,6 +811,8 @@ def main(argv: list[str] | None = None) -> int:
         args.duration = 10.0
     if args.connections < 1 or args.workers < 1 or args.window < 1:
         ap.error("--connections, --workers and --window must be at least 1")
+    if args.count is not None and args.count < 1:
+        ap.error(f"--count must be at least 1, not {args.count}")
     if args.warmup < 0:
         ap.error("--warmup must be at least 0")
     if args.duration is not None and args.duration <= args.warmup:
@@ -816,6 +821,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.driver == "c" and (args.rate > 0 or args.busy_poll):
         ap.error("--driver c runs the closed loop only (--rate 0), which never sleeps between orders anyway: "
                  "no --busy-poll")
+    if args.driver == "c" and args.window > C_MAX_WINDOW:
+        ap.error(f"--driver c keeps at most {C_MAX_WINDOW} requests in flight a connection: --window {args.window}")
     if args.spawn_server and args.spawn_script:
         ap.error("--spawn-server and --spawn-script spawn one server each: give one of them")
     spawning = args.spawn_server or args.spawn_script is not None

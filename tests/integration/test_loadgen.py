@@ -210,6 +210,16 @@ def test_c_workers_run_the_closed_loop_only() -> None:
         assert proc.returncode == 2 and "--driver c runs the closed loop only" in proc.stderr, proc.stderr
 
 
+def test_count_and_the_c_workers_window_are_checked() -> None:
+    for extra, message in ((["--count", "0"], "--count must be at least 1, not 0"),
+                           (["--count", "-2", "--duration", "2"], "--count must be at least 1, not -2"),
+                           (["--driver", "c", "--window", "8193"],
+                            "--driver c keeps at most 8192 requests in flight a connection: --window 8193")):
+        proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
 def test_duration_must_exceed_warmup() -> None:
     for duration, warmup in (("1", "1"), ("0.5", "1")):
         proc = subprocess.run([sys.executable, str(ROOT / "tools" / "loadgen.py"), "--duration", duration,
