@@ -183,7 +183,8 @@ class Router:
     def detach(self) -> None: ...
     def route_ready(self) -> int:
         """Take up to `batch` events from the runner and route them; 0: none, the wake-up armed
-        (after a 0, look at journal_error before waiting: the runner's failure wakes without an event)."""
+        (after a 0, look at journal_error before waiting: the runner's failure wakes without an event).
+        RuntimeError when called from the Python its own routing calls."""
 
 class LatencyTrace:
     """Stamps of one new order in `every` on its way through the server (csrc/binding/trace.c)."""
