@@ -215,8 +215,9 @@ class Client:
     a cable cut) is found out by TCP keepalive: after `keepalive` seconds
     without a byte either way, the kernel probes it every `keepalive` / 2
     seconds, and after three probes unanswered, a ``recv`` that waits for
-    pushes raises ConnectionClosed as for any lost connection (None: no
-    probes, and such a connection looks idle for good).
+    pushes raises ConnectionClosed as for any lost connection; a request
+    sent and not acknowledged for as long (about 2.5 x `keepalive`) too
+    (None: neither, and such a connection looks idle for good).
     """
 
     def __init__(

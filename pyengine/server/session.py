@@ -38,6 +38,14 @@ __all__ = ["Session", "SessionHost"]
 _NOTHING = object()  # the reader was woken with nothing handed over
 
 
+def _failure(where: str, exc: OSError) -> str:
+    """The close reason of a connection whose `where` ("recv", "send") failed
+    with `exc`. ETIMEDOUT: the kernel gave up on the peer (keepalive probes
+    unanswered, or data unacknowledged or unsent too long: pyengine/_keepalive.py),
+    its machine or the network gone."""
+    return "peer_unreachable" if exc.errno == errno.ETIMEDOUT else f"{where}_failed:{exc.__class__.__name__}"
+
+
 class SessionHost(Protocol):
     """What a session needs of its server."""
 
@@ -132,7 +140,7 @@ class Session:
             self._send_failed(OSError(what, os.strerror(what)))  # the errno's subclass: BrokenPipeError, ...
 
     def _send_failed(self, exc: OSError) -> None:
-        self.close(f"send_failed:{exc.__class__.__name__}")
+        self.close(_failure("send", exc))
 
     def writer(self) -> None:
         """Sends what a flush could not: waits until the socket drains, sends
@@ -197,9 +205,7 @@ class Session:
             self.error(exc.code, str(exc))
             self.close(exc.code)
         except OSError as exc:
-            # ETIMEDOUT: the kernel gave up on the peer (keepalive probes or
-            # retransmissions unanswered): its machine or the network is gone.
-            self.close("peer_unreachable" if exc.errno == errno.ETIMEDOUT else f"recv_failed:{exc.__class__.__name__}")
+            self.close(_failure("recv", exc))
         finally:
             poller.unwatch(self.link)
 

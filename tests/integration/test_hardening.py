@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -331,6 +336,37 @@ def test_the_server_probes_quiet_connections(server_factory: Any, keepalive: int
         assert kind == 0
     else:
         assert kind == 2 and 0 <= due <= (10 if keepalive is None else keepalive)
+
+
+def test_a_client_that_reads_nothing_while_the_server_has_something_for_it_is_dropped(server_factory: Any) -> None:
+    # Its receive window stays shut: with [limits] keepalive = 1 the server
+    # closes the connection after (1 + 3 x 1) s of it (TCP_USER_TIMEOUT), as
+    # it would one whose machine went while replies were on their way.
+    server = server_factory("[limits]\nkeepalive = 1\n")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        login = json.dumps({"type": "login", "account": 7, "req_id": 0}).encode()
+        s.sendall(struct.pack(">I", len(login)) + login)
+        ping = json.dumps({"type": "ping", "req_id": 1}).encode()
+        s.sendall((struct.pack(">I", len(ping)) + ping) * 15_000)  # about 400 KB of pongs, never read
+        line = server.wait_log(r"event=session_close ", timeout=30)
+    assert "reason=peer_unreachable" in line, line
+
+
+def test_a_client_machine_gone_without_a_word_is_found_and_its_orders_cancelled(tmp_path: Path) -> None:
+    # The whole way, in a network namespace whose loopback goes down under a
+    # quiet session (tests/integration/peer_gone.py): keepalive probes go
+    # unanswered, the kernel fails the socket (ETIMEDOUT), the session closes
+    # and cancel-on-disconnect cancels its order.
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode:
+        pytest.skip("needs a network namespace of its own (unshare --net: root, or user namespaces)")
+    proc = subprocess.run(["unshare", "--net", sys.executable, str(Path(__file__).with_name("peer_gone.py")),
+                           str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    close = [line for line in proc.stdout.splitlines() if "event=session_close" in line]
+    assert len(close) == 1 and "reason=peer_unreachable" in close[0], proc.stdout
+    assert re.search(r"event=cancel_on_disconnect .*orders=1", proc.stdout), proc.stdout
 
 
 def test_halt_and_resume(server_factory: Any, tmp_path: Any) -> None:

@@ -300,14 +300,16 @@ def test_after_a_timeout_only_another_node_that_leads_is_gone_to(fake: FakeServe
 
 def test_a_connection_is_probed_by_tcp_keepalive(fake: FakeServer) -> None:
     """After `keepalive` seconds without traffic the kernel probes the
-    connection every half of that, three times (Linux's options, read back
-    from the socket); None leaves the socket as it was."""
+    connection every half of that, three times, and data unacknowledged for
+    as long ends it too (Linux's options, read back from the socket); None
+    leaves the socket as it was."""
     c = connect(fake, keepalive=20)
     assert c.sock is not None
     s: Any = c.sock
     assert s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     assert [s.getsockopt(socket.IPPROTO_TCP, o) for o in (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL,
                                                            socket.TCP_KEEPCNT)] == [20, 10, 3]
+    assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == (20 + 3 * 10) * 1000  # ms
     assert connect(fake).sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10  # type: ignore[attr-defined]
     assert connect(fake, keepalive=None).sock.getsockopt(  # type: ignore[attr-defined]
         socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 0
