@@ -502,8 +502,8 @@ class Client:
                 except TimeoutError as exc:
                     if exc.errno != errno.ETIMEDOUT:  # the socket's own timeout (errno None): a timeout
                         raise
-                    data = b""  # the kernel's: keepalive probes went unanswered
-                    reason = f"{exc.strerror} (no answer to TCP keepalive probes)"
+                    data = b""  # the kernel's: keepalive probes or data went unacknowledged
+                    reason = f"{exc.strerror} (no answer from the server to TCP keepalive probes or data)"
                 else:
                     reason = "the server closed the connection"
                 if not data:

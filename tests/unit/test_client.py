@@ -339,6 +339,6 @@ def test_a_connection_the_keepalive_probes_found_dead_is_lost(fake: FakeServer) 
     module = SimpleNamespace(create_connection=lambda a, timeout=None: _ProbesUnanswered(
         fake.create_connection(a, timeout)))
     c = Client("127.0.0.1", 1, socket_module=module)  # type: ignore[arg-type]
-    with pytest.raises(ConnectionClosed, match="no answer to TCP keepalive probes"):
+    with pytest.raises(ConnectionClosed, match="no answer from the server to TCP keepalive probes or data"):
         c.recv(timeout=1)
     assert c.sock is None
