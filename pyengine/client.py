@@ -216,8 +216,10 @@ class Client:
     without a byte either way, the kernel probes it every `keepalive` / 2
     seconds, and after three probes unanswered, a ``recv`` that waits for
     pushes raises ConnectionClosed as for any lost connection; a request
-    sent and not acknowledged for as long (about 2.5 x `keepalive`) too
-    (None: neither, and such a connection looks idle for good).
+    sent and not acknowledged for as long (about 2.5 x `keepalive`), or
+    waiting that long for room the server does not make (it takes in less
+    than is sent), too (None: neither, and such a connection looks idle
+    for good).
     """
 
     def __init__(

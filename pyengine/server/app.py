@@ -34,7 +34,7 @@ from gevent.server import StreamServer
 import orjson
 
 from .._ffi import lib
-from .._keepalive import keep_alive
+from .._keepalive import give_up_after, keep_alive, unacknowledged_for
 from .._server import Intake, Ledger, OrderStatus, Poller
 from ..errors import EngineError
 from ..log import Throttle, fields
@@ -213,6 +213,8 @@ class Server:
             self._greenlets.append(gevent.spawn(stats_loop, self))
         if self.config.limits.idle_timeout > 0:
             self._greenlets.append(gevent.spawn(self._idle_loop))
+        if self.config.limits.keepalive:
+            self._greenlets.append(gevent.spawn(self._unacknowledged_loop))
         if self.pauses is not None:
             self.pauses.start()  # the running server's collections: from here to stop()
         log.info("listening", extra=fields(host=host, port=port,
@@ -378,8 +380,10 @@ class Server:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
         if self.config.limits.keepalive:
             # A client machine gone without a word: its reads fail (ETIMEDOUT) and
-            # cancel-on-disconnect acts in seconds, not at idle_timeout.
-            keep_alive(sock, self.config.limits.keepalive)
+            # cancel-on-disconnect acts in seconds, not at idle_timeout. Not
+            # TCP_USER_TIMEOUT: it ends a client that reads, slower than it is
+            # sent to; _unacknowledged_loop finds one gone while data was on its way.
+            keep_alive(sock, self.config.limits.keepalive, user_timeout=False)
         self._next_sid += 1
         session = Session(self, sock, peer, self._next_sid)
         self.sessions[session.sid] = session
@@ -594,6 +598,19 @@ class Server:
             self.ledger.detach(sid)
             del self.sessions[sid]
         self.closed_sessions -= len(done)
+
+    def _unacknowledged_loop(self) -> None:
+        """Close sessions whose client acknowledged nothing of what was sent
+        to it for as long as keepalive gives a quiet connection (keepalive
+        probes only those): its machine or the network is gone."""
+        limit = give_up_after(self.config.limits.keepalive)
+        while True:
+            gevent.sleep(1.0)
+            now = time.monotonic()
+            # A client that sent anything since acknowledged something with it.
+            for session in [s for s in self.sessions.values() if not s.closed and now - s.last_active >= limit]:
+                if unacknowledged_for(session.sock) >= limit:
+                    session.close("peer_unreachable")
 
     def _idle_loop(self) -> None:
         """Close sessions that have sent nothing for ``idle_timeout`` seconds."""

@@ -40,8 +40,7 @@ A file looks like this (every key optional, defaults as shown)::
     keepalive = 10               # TCP keepalive: whole seconds without a byte either way before the
                                  # server probes a connection (every keepalive / 2 s; three unanswered:
                                  # the peer is gone, its session closes), and data the client leaves
-                                 # unacknowledged, or has no room for, as long closes it too; 0: off.
-                                 # At most 32767
+                                 # unacknowledged as long closes it too; 0: off. At most 32767
     login_failures = 5           # failed logins from one host ...
     login_window = 60.0          # ... within this many seconds lock it out until they age (> 0)
     host_logins = 20             # logins with a secret to check, from one host ...

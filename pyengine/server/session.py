@@ -41,8 +41,8 @@ _NOTHING = object()  # the reader was woken with nothing handed over
 def _failure(where: str, exc: OSError) -> str:
     """The close reason of a connection whose `where` ("recv", "send") failed
     with `exc`. ETIMEDOUT: the kernel gave up on the peer (keepalive probes
-    unanswered, or data unacknowledged or unsent too long: pyengine/_keepalive.py),
-    its machine or the network gone."""
+    or retransmissions unanswered: pyengine/_keepalive.py), its machine or
+    the network gone."""
     return "peer_unreachable" if exc.errno == errno.ETIMEDOUT else f"{where}_failed:{exc.__class__.__name__}"
 
 
@@ -237,8 +237,9 @@ class Session:
         self.closed = True
         self.link.close()
         self.close_reason = reason
+        gone = reason in ("slow_reader", "peer_unreachable")
         try:
-            if reason == "slow_reader":
+            if gone:
                 self.link.drop_output()  # it would not read them anyway
             else:
                 self.flush()  # what is queued (an error saying why) still goes out
@@ -249,8 +250,8 @@ class Session:
             self._turn.set()  # the reader greenlet ends
         self.server.session_closed(self)
         try:
-            # A slow reader's writer may be blocked in sendall on a full
-            # socket: shutting the write side too ends that at once.
-            self.sock.shutdown(socket.SHUT_RDWR if reason == "slow_reader" else socket.SHUT_RD)
+            # A slow reader's (or a gone peer's) writer may be blocked in sendall
+            # on a full socket: shutting the write side too ends that at once.
+            self.sock.shutdown(socket.SHUT_RDWR if gone else socket.SHUT_RD)
         except OSError:
             pass

@@ -6,6 +6,7 @@ code; admin-only requests are refused to other accounts.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import math
 import re
@@ -338,20 +339,72 @@ def test_the_server_probes_quiet_connections(server_factory: Any, keepalive: int
         assert kind == 2 and 0 <= due <= (10 if keepalive is None else keepalive)
 
 
-def test_a_client_that_reads_nothing_while_the_server_has_something_for_it_is_dropped(server_factory: Any) -> None:
-    # Its receive window stays shut: with [limits] keepalive = 1 the server
-    # closes the connection after (1 + 3 x 1) s of it (TCP_USER_TIMEOUT), as
-    # it would one whose machine went while replies were on their way.
+def _frame(message: dict[str, Any]) -> bytes:
+    body = json.dumps(message).encode()
+    return struct.pack(">I", len(body)) + body
+
+
+def _frames(sock: socket.socket, count: int) -> list[dict[str, Any]]:
+    """The next `count` frames from `sock`, read as they come."""
+    buf, out = b"", []
+    while len(out) < count:
+        data = sock.recv(65536)
+        assert data, f"the server closed the connection after {len(out)} of {count} frames"
+        buf += data
+        while len(buf) >= 4 and len(buf) >= 4 + (n := struct.unpack_from(">I", buf)[0]):
+            out.append(json.loads(buf[4 : 4 + n]))
+            buf = buf[4 + n :]
+    return out
+
+
+def test_a_client_that_pauses_reading_keeps_its_session(server_factory: Any) -> None:
+    # A client that reads nothing for a while, with the server's replies
+    # waiting for room in its receive window all that time (far less than
+    # max_unsent), is there still: it answers the server's window probes.
+    # It must get every reply once it reads again, not lose its session as
+    # an unreachable peer after [limits] keepalive's 1 + 3 x 1 s.
     server = server_factory("[limits]\nkeepalive = 1\n")
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect(("127.0.0.1", server.port))
-        login = json.dumps({"type": "login", "account": 7, "req_id": 0}).encode()
-        s.sendall(struct.pack(">I", len(login)) + login)
-        ping = json.dumps({"type": "ping", "req_id": 1}).encode()
-        s.sendall((struct.pack(">I", len(ping)) + ping) * 15_000)  # about 400 KB of pongs, never read
-        line = server.wait_log(r"event=session_close ", timeout=30)
-    assert "reason=peer_unreachable" in line, line
+        s.sendall(_frame({"type": "login", "account": 7, "req_id": 0}))
+        s.sendall(_frame({"type": "ping", "req_id": 1}) * 15_000)  # about 400 KB of pongs
+        time.sleep(7)  # the pause: its receive window shut, the server's send queue full
+        replies = _frames(s, 1 + 15_000)
+        assert [r["type"] for r in replies] == ["logged_in"] + ["pong"] * 15_000
+        s.sendall(_frame({"type": "ping", "req_id": 2}))
+        assert _frames(s, 1) == [{"type": "pong", "req_id": 2}]
+        assert not [line for line in server.lines if "event=session_close" in line]
+
+
+_SO_ATTACH_FILTER = 26  # Linux's, in <asm-generic/socket.h>; the socket module does not name it
+
+
+def _deaf(sock: socket.socket) -> None:
+    """Attach a socket filter that drops every packet arriving for `sock`:
+    its kernel acknowledges nothing more, as if its machine were gone."""
+    drop_all = ctypes.create_string_buffer(struct.pack("=HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0 bytes
+    program = struct.pack("@HP", 1, ctypes.addressof(drop_all))  # struct sock_fprog
+    sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, program)  # the kernel copies the program
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket filter")
+def test_a_client_machine_gone_while_its_fill_was_on_its_way_is_found(server_factory: Any) -> None:
+    # Keepalive probes only a quiet connection: one with data the client
+    # never acknowledged is closed after [limits] keepalive's 1 + 3 x 1 s of
+    # that too, and cancel-on-disconnect cancels what is left of its order.
+    server = server_factory(ACCOUNTS + "[limits]\nkeepalive = 1\n")
+    gone = server.client(keepalive=None)  # its machine, once gone, sends nothing more
+    gone.login(7, SECRETS[7])  # cancel-on-disconnect, by default
+    with login(server, 8) as taker:
+        assert gone.request(gone.new_order(ES, "buy", 2, 400_000))["type"] == "ack"
+        assert gone.sock is not None
+        _deaf(gone.sock)  # type: ignore[arg-type]
+        taker.request(taker.new_order(ES, "sell", 1, 400_000))  # a fill for the gone client, never acknowledged
+        line = server.wait_log(r"event=session_close .*account=7", timeout=30)
+        assert "reason=peer_unreachable" in line, line
+        server.wait_log(r"event=cancel_on_disconnect .*orders=1")
+    gone.close()
 
 
 def test_a_client_machine_gone_without_a_word_is_found_and_its_orders_cancelled(tmp_path: Path) -> None:
