@@ -78,8 +78,13 @@ static PyObject *form_key(const char *key)
         {"order_id", &srv_names.order_id},
     };
 
+    /* The callers' literals are this file's, one copy each: found by address
+       first, so a look-up runs no strcmp (a few per field of every order). */
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
-        if (keys[i].name == key || strcmp(keys[i].name, key) == 0)
+        if (keys[i].name == key)
+            return *keys[i].obj;
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        if (strcmp(keys[i].name, key) == 0)
             return *keys[i].obj;
     return NULL;
 }
