@@ -111,9 +111,12 @@ class Lease:
 
     # ---- taking and keeping it ---------------------------------------------
 
-    async def acquire(self, address: str, instruments: tuple[str, ...]) -> bool:
-        """Take the lease (term + 1) if it is still the revision we last saw."""
-        value = LeaseValue(self.node, self.term + 1, address, instruments)
+    async def acquire(self, address: str, instruments: tuple[str, ...], above: int = 0) -> bool:
+        """Take the lease (term + 1) if it is still the revision we last saw.
+        The term is above `above` too (the highest in the log): a key deleted
+        and made again starts from nothing, and the log's readers pass over a
+        message of a term below one they have seen."""
+        value = LeaseValue(self.node, max(self.term, above) + 1, address, instruments)
         sent = self.clock()
         try:
             if self.revision == 0:

@@ -310,7 +310,7 @@ class Replica:
                 continue
             if self.role != FOLLOWING or self.diverged:
                 continue
-            if await self.lease.acquire(self.address, self.instruments):
+            if await self.lease.acquire(self.address, self.instruments, above=self.terms.highest):
                 if self.role == FOLLOWING:  # else the lease it took runs out unused
                     await self._take_over()
                 return

@@ -19,7 +19,7 @@ import pytest
 
 from pyengine.cluster.audit import fetch_log
 from pyengine.cluster.config import ClusterConfig
-from pyengine.cluster.lease import Lease
+from pyengine.cluster.lease import Lease, LeaseValue
 from pyengine.cluster.link import Link, connect
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
@@ -28,8 +28,10 @@ from pyengine.cluster.shardlog import (
     KIND_TERM,
     RECORD_SIZE,
     RETRY_LINE_EVERY,
+    TermOrder,
     append,
     ensure_stream,
+    lease_key,
     stream_name,
 )
 from pyengine.durability import new_engine
@@ -173,6 +175,36 @@ def test_a_subscription_made_while_the_replica_takes_the_lead_is_dropped(nats: L
 
     run(nats, "a2", scenario)
     assert host.calls == [("promoted", 1)]
+
+
+def test_a_lease_taken_after_its_key_was_deleted_starts_a_term_above_the_log(nats: LocalNats,
+                                                                           engine: EngineThread) -> None:
+    """a1 led term 3; then the lease's key is deleted (by hand, or its bucket
+    made again): the key starts over, but the log does not. a2, which has
+    applied the log, takes the lead in a term above the log's: a term at or
+    below it would have every other reader pass over its messages as a
+    deposed leader's, and their engines lose what it acknowledges."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await link.kv.put(lease_key(SHARD), LeaseValue("a1", 3, "127.0.0.1:1", ("ESZ6",)).encode())
+        await append(link.js, SHARD, node="a1", term=3, expected=0, kind=KIND_TERM, body=b"", last_seq=0,
+                     still_leader=lambda: True)
+        await link.kv.delete(lease_key(SHARD))
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        try:
+            await replica._read_missing()
+            await asyncio.wait_for(replica._campaign(), 30)
+            assert replica.role == LEADING
+        finally:
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("promoted", 4)]
+    log = asyncio.run(fetch_log(nats.urls, SHARD))
+    assert [(m.node, m.term) for m in log] == [("a1", 3), ("a2", 4)]
+    terms = TermOrder()
+    assert not [m.stream_seq for m in log if terms.stale(m)]
 
 
 @contextmanager
