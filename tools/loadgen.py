@@ -21,8 +21,9 @@ orders (5%).
   ``--driver c`` runs each worker as tools/loadgen_worker.c instead (built
   on demand by tools/cbuild.py): the same connections, mix, window and
   bookkeeping, its own random numbers, a fraction of the CPU a request (the
-  Python worker's 6-8 µs a request keep one CPU busy at some 130,000
-  requests/s, below what a server on the other CPU answers); no progress
+  Python worker's 5.7-7.8 µs a request kept one CPU busy at 127,000-169,000
+  requests/s on the 2-vCPU VM of docs/benchmarks.md, below what a server on
+  the other CPU answers); no progress
   lines. Closed loop only. At its speed a connection can pass the server's
   per-session `rate` (10,000 messages/s) and fill its account's
   `max_open_orders` within seconds: give a spawned pyengine-server a
