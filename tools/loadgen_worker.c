@@ -635,6 +635,15 @@ static int fcntl_nonblock(int fd)
     return flags < 0 ? -1 : fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+/* Requests sent and not answered yet, all connections. */
+static uint64_t in_flight(const struct conn *conns, int nconn)
+{
+    uint64_t n = 0;
+    for (int k = 0; k < nconn; k++)
+        n += conns[k].inflight;
+    return n;
+}
+
 static volatile sig_atomic_t stop_asked, all_quiet;
 
 static void on_term(int sig)
@@ -728,7 +737,7 @@ int main(int argc, char **argv)
     end = duration > 0 ? start + duration : INFINITY;
     for (;;) {
         double now = now_s();
-        int n, timeout_ms;
+        int n;
 
         if (!busy && now >= start) {
             busy = 1;
@@ -744,10 +753,7 @@ int main(int argc, char **argv)
             }
         }
         if (stopping && !quiet) {
-            uint64_t inflight = 0;
-            for (int k = 0; k < nconn; k++)
-                inflight += conns[k].inflight;
-            if (inflight == 0 || now >= drain_until) {
+            if (in_flight(conns, nconn) == 0 || now >= drain_until) {
                 quiet = 1;
                 quiet_at = now;
                 printf("quiet\n");
@@ -768,23 +774,15 @@ int main(int argc, char **argv)
             if (c->dirty)
                 c->dirty = flush_conn(c);
         }
-        timeout_ms = busy && !stopping ? 0 : 1;
-        n = epoll_wait(ep, evs, 64, timeout_ms);
+        n = epoll_wait(ep, evs, 64, 1); /* at once when a reply is there; else a millisecond, not a spin */
         if (n < 0 && errno != EINTR)
             die("epoll_wait: %s", strerror(errno));
-        if (n == 0 && timeout_ms == 0)
-            n = epoll_wait(ep, evs, 64, 1); /* nothing to read: wait a little, not spin */
         for (int k = 0; k < n; k++)
             if (read_conn(&r, &conns[evs[k].data.u32]) < 0)
                 die("the server closed a connection");
     }
-    {
-        uint64_t inflight = 0;
-        for (int k = 0; k < nconn; k++) {
-            inflight += conns[k].inflight;
-            close(conns[k].fd);
-        }
-        print_json(&r, now_s() - start, inflight, cpu, wall);
-    }
+    print_json(&r, now_s() - start, in_flight(conns, nconn), cpu, wall);
+    for (int k = 0; k < nconn; k++)
+        close(conns[k].fd);
     return 0;
 }
