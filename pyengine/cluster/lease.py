@@ -8,12 +8,17 @@ two nodes racing for it exactly one wins.
 Time is only ever measured on each node's own monotonic clock, never
 compared across machines:
 
-- the leader renews every ``ttl / 4``; a renewal sent at ``t`` makes it
-  leader until ``t + ttl - margin`` (``margin = ttl / 4``), and a leader
-  that has not renewed by then stops acting as one, whether or not it heard
-  anything;
+- the leader renews every ``ttl / 4`` (the next attempt at once when one
+  took longer); a renewal sent at ``t`` makes it leader until
+  ``t + ttl - margin`` (``margin = ttl / 4``), and a leader that has not
+  renewed by then stops acting as one, whether or not it heard anything;
 - a follower notes when it *saw* each revision; when it has seen none for
   ``ttl``, the lease has expired and it may try to take it (term + 1).
+
+A write whose answer is lost (a timeout) may still have been stored; the
+key holding this node's own value (its node and term, which no other node
+writes) says it was, and the node writes once more on that revision, so
+that its hold dates from a write it heard back from.
 
 A follower sees a revision after the leader sent it, so the leader's own
 deadline always passes first: by the time anyone takes over, the old leader
@@ -117,6 +122,50 @@ class Lease:
         and made again starts from nothing, and the log's readers pass over a
         message of a term below one they have seen."""
         value = LeaseValue(self.node, max(self.term, above) + 1, address, instruments)
+        try:
+            return await self._write(value)
+        except _UNANSWERED as exc:
+            log.warning("lease_acquire_failed", extra=fields(key=self.key, error=type(exc).__name__))
+        return await self._confirm(value)
+
+    async def renew(self) -> bool:
+        """Renew; False once we no longer hold it (someone else took it, or
+        our deadline passed while the key could not be written)."""
+        value = self.value
+        if value is None or value.node != self.node:
+            return False
+        try:
+            stored = await self._write(value)
+            if not stored and self.value == value:
+                # The key moved on to our own value: an earlier renewal was
+                # stored and only its answer lost. Renew on what it holds now.
+                stored = await self._write(value)
+        except _UNANSWERED as exc:
+            log.warning("lease_renew_failed", extra=fields(key=self.key, error=type(exc).__name__,
+                                                            left_s=round(self.valid_until - self.clock(), 3)))
+            return self.holding()
+        if not stored:
+            self.valid_until = 0.0
+        return stored
+
+    async def _confirm(self, value: LeaseValue) -> bool:
+        """A write of `value` got no answer, yet may have been stored. If the
+        key holds it (only this node writes its own node and term), write it
+        once more on the revision read: our hold then dates from a write
+        whose answer we have, as every hold must."""
+        await self.refresh()
+        if self.value != value:
+            return False
+        try:
+            return await self._write(value)
+        except _UNANSWERED:
+            return False
+
+    async def _write(self, value: LeaseValue) -> bool:
+        """Write `value` on the revision last seen (create the key if none).
+        True: stored, and we hold the lease until ttl - margin after sending;
+        False: the key moved on (read again). Raises what _UNANSWERED names
+        when no answer came: stored or not, nobody can say."""
         sent = self.clock()
         try:
             if self.revision == 0:
@@ -126,30 +175,6 @@ class Lease:
         except nats.js.errors.KeyWrongLastSequenceError:
             await self.refresh()
             return False
-        except _UNANSWERED as exc:
-            log.warning("lease_acquire_failed", extra=fields(key=self.key, error=type(exc).__name__))
-            return False
-        self.observe(revision, value)
-        self.valid_until = sent + self.ttl - self.margin
-        return True
-
-    async def renew(self) -> bool:
-        """Renew; False once we no longer hold it (someone else took it, or
-        our deadline passed while the key could not be written)."""
-        value = self.value
-        if value is None or value.node != self.node:
-            return False
-        sent = self.clock()
-        try:
-            revision = await self.kv.update(self.key, value.encode(), last=self.revision)
-        except nats.js.errors.KeyWrongLastSequenceError:
-            self.valid_until = 0.0
-            await self.refresh()
-            return False
-        except _UNANSWERED as exc:
-            log.warning("lease_renew_failed", extra=fields(key=self.key, error=type(exc).__name__,
-                                                            left_s=round(self.valid_until - self.clock(), 3)))
-            return self.holding()
         self.observe(revision, value)
         self.valid_until = sent + self.ttl - self.margin
         return True

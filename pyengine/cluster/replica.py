@@ -367,9 +367,15 @@ class Replica:
     # ---- leading -------------------------------------------------------------------
 
     async def _renew(self) -> None:
+        # Attempts start a period apart, the next at once after one that took
+        # longer: one that waited the bucket's whole timeout (about a period)
+        # and failed leaves the next still well inside the deadline.
         period = self.cluster.lease_ttl / 4
+        loop = asyncio.get_running_loop()
+        due = loop.time() + period
         while self.role != STOPPED:
-            await asyncio.sleep(period)
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = loop.time() + period
             if not await self.lease.renew():
                 self._lose("the lease could not be renewed in time")
                 return

