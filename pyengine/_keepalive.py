@@ -52,19 +52,22 @@ def keep_alive(sock: _Sock, idle: float, *, user_timeout: bool = True) -> None:
                 pass
 
 
-# Linux's struct tcp_info, up to two of its fields: tcpi_unacked (at 24) and tcpi_last_ack_recv (at 56, in ms)
-_TCP_INFO = struct.Struct("=24xI28xI")
+# Linux's struct tcp_info, three of its fields: tcpi_probes (at 3: probes sent and not answered, of a shut receive
+# window or keepalive's), tcpi_unacked (at 24) and tcpi_last_ack_recv (at 56, in ms)
+_TCP_INFO = struct.Struct("=3xB20xI28xI")
 
 
 def unacknowledged_for(sock: socket.socket) -> float:
     """Seconds since the peer of `sock` last acknowledged anything, while
-    data sent to it waits for that; 0.0 when none does (a peer that reads
-    nothing acknowledges the probes of its shut window), or where the
-    platform does not say (Linux's TCP_INFO only)."""
+    data sent to it waits for that or probes go unanswered (of its shut
+    receive window, which a peer that is there answers even when it reads
+    nothing); 0.0 when neither, or where the platform does not say (Linux's
+    TCP_INFO only)."""
     if not sys.platform.startswith("linux"):
         return 0.0
     try:
-        unacked, last_ack_ms = _TCP_INFO.unpack(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
+        probes, unacked, last_ack_ms = _TCP_INFO.unpack(
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
     except (OSError, struct.error):
         return 0.0
-    return last_ack_ms / 1000 if unacked else 0.0
+    return last_ack_ms / 1000 if unacked or probes else 0.0

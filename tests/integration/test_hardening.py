@@ -407,6 +407,32 @@ def test_a_client_machine_gone_while_its_fill_was_on_its_way_is_found(server_fac
     gone.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a Linux socket filter")
+def test_a_client_machine_gone_while_its_receive_window_was_shut_is_found(server_factory: Any) -> None:
+    # A client that stopped reading, its receive window shut with the
+    # server's replies waiting, then its machine gone: nothing is in flight
+    # (the window has no room), so nothing goes unacknowledged; the probes
+    # of the shut window go unanswered instead, and after [limits]
+    # keepalive's 1 + 3 x 1 s of that the session closes and
+    # cancel-on-disconnect cancels its order. (A client there that pauses
+    # answers them: test_a_client_that_pauses_reading_keeps_its_session.)
+    server = server_factory(ACCOUNTS + "[limits]\nkeepalive = 1\n")
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", server.port))
+        s.sendall(_frame({"type": "login", "account": 7, "secret": SECRETS[7], "req_id": 0}))
+        assert _frames(s, 1)[0]["type"] == "logged_in"
+        s.sendall(_frame({"type": "new_order", "symbol": ES, "side": "buy", "qty": 2, "price": 400_000,
+                          "req_id": 1}))
+        assert _frames(s, 1)[0]["type"] == "ack"
+        s.sendall(_frame({"type": "ping", "req_id": 2}) * 15_000)  # about 400 KB of pongs
+        time.sleep(1)  # its receive window shut, the server's send queue full
+        _deaf(s)
+        line = server.wait_log(r"event=session_close .*account=7", timeout=30)
+        assert "reason=peer_unreachable" in line, line
+        server.wait_log(r"event=cancel_on_disconnect .*orders=1")
+
+
 def test_a_client_machine_gone_without_a_word_is_found_and_its_orders_cancelled(tmp_path: Path) -> None:
     # The whole way, in a network namespace whose loopback goes down under a
     # quiet session (tests/integration/peer_gone.py): keepalive probes go
