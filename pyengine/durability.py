@@ -299,6 +299,14 @@ def _rename_aside(path: Path, suffix: str, why: str, report: Recovery) -> None:
     report.damaged.append(f"{path.name}: {why} -> {aside.name}")
 
 
+def _sync_data(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(root: Path) -> None:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -341,11 +349,12 @@ def recover(
     RecoveryError): ``Recovery.damage`` says where the
     journal stops short of its end. With `repair`, the journal is made ready
     to continue at the recovered state: a torn tail is cut off (and kept
-    aside) and empty segments are removed; damage raises ``JournalDamaged``,
-    changing nothing, unless `accept_loss`: then what follows the damage is
-    set aside as well, and the engine's counters are raised to the
-    high-water mark (and a snapshot of that written first), so that no seq,
-    order id or trade id the lost records may hold is issued again.
+    aside), empty segments are removed and the replayed ones synced; damage
+    raises ``JournalDamaged``, changing nothing, unless `accept_loss`: then
+    what follows the damage is set aside as well, and the engine's counters
+    are raised to the high-water mark (and a snapshot of that written
+    first), so that no seq, order id or trade id the lost records may hold
+    is issued again.
     """
     t0 = time.perf_counter()
     root = Path(data_dir)
@@ -397,9 +406,15 @@ def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) ->
         # Nothing after a damaged record can be applied: set it aside whole.
         for later in found[at + 1:]:
             _rename_aside(later, ".orphan", "follows a damaged record", report)
+    # A server killed between its write and its sync (or running with fsync
+    # off) left records only in the page cache; they are in the state now,
+    # and the commands acknowledged from here on follow them in a new segment.
+    read = {Path(s.path).name for s in report.segments if s.stop != COVERED}
     for first, path in segments(root):
         if first > lib.eng_seq(eng):  # holds no record we replayed
             path.unlink()
+        elif path.name in read:
+            _sync_data(path)
     _fsync_dir(root)
 
 
