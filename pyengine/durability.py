@@ -239,7 +239,7 @@ class DataDirLock:
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         root = Path(data_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        _make_dir(root)
         self._file = open(root / "LOCK", "a+")  # noqa: SIM115 - held until release()
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -307,6 +307,16 @@ def _sync_data(path: Path) -> None:
         os.close(fd)
 
 
+def _make_dir(root: Path) -> None:
+    """``mkdir -p``, with each directory it makes synced into its parent:
+    a name not on disk can vanish in a power loss, with all that is in it."""
+    target = Path(os.path.abspath(root))
+    made = [path for path in (target, *target.parents) if not path.exists()]
+    target.mkdir(parents=True, exist_ok=True)
+    for path in made:
+        _fsync_dir(path.parent)
+
+
 def _fsync_dir(root: Path) -> None:
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -359,7 +369,7 @@ def recover(
     t0 = time.perf_counter()
     root = Path(data_dir)
     if repair:
-        root.mkdir(parents=True, exist_ok=True)  # a server's new data directory
+        _make_dir(root)  # a server's new data directory
     elif not root.is_dir():
         raise RecoveryError(f"{root}: {'not a directory' if root.exists() else 'no such directory'}")
     report = Recovery()

@@ -104,22 +104,27 @@ def failing_malloc(tmp_path: Path) -> FailingAlloc:
 class FailingSync:
     """A process started with `env` fails every fdatasync (EIO) while the
     file `flag` exists, and appends the path of each file it syncs to the
-    file `log` (tests/failing_sync.c)."""
+    file `log` (fdatasync) or `fsync_log` (fsync) (tests/failing_sync.c)."""
 
     env: dict[str, str]
     flag: Path
     log: Path
+    fsync_log: Path
 
     def synced(self) -> list[str]:
         """The paths of the files fdatasync'ed so far, in order."""
         return self.log.read_text().splitlines() if self.log.exists() else []
+
+    def fsynced(self) -> list[str]:
+        """The paths of the files (directories among them) fsync'ed so far, in order."""
+        return self.fsync_log.read_text().splitlines() if self.fsync_log.exists() else []
 
 
 @pytest.fixture
 def failing_sync(tmp_path: Path) -> FailingSync:
     """fdatasync fails as on a disk error: the journal syncs its segments
     with it."""
-    flag, log = tmp_path / "fail-sync", tmp_path / "synced"
+    flag, log, fsync_log = tmp_path / "fail-sync", tmp_path / "synced", tmp_path / "fsynced"
     lib = _preloadable(tmp_path, "failing_sync")
     return FailingSync(dict(os.environ, LD_PRELOAD=str(lib), PYENGINE_FAIL_SYNC_FLAG=str(flag),
-                            PYENGINE_SYNC_LOG=str(log)), flag, log)
+                            PYENGINE_SYNC_LOG=str(log), PYENGINE_FSYNC_LOG=str(fsync_log)), flag, log, fsync_log)

@@ -5,8 +5,10 @@
  * snapshots, the high-water mark and directories with fsync), so a test can
  * make the journal's sync fail. With $PYENGINE_SYNC_LOG set, each fdatasync
  * that succeeds appends the path of its file and a newline to that file, so
- * a test can see which segments were synced. Built by tests/conftest.py
- * (failing_sync) with the system C compiler.
+ * a test can see which segments were synced; with $PYENGINE_FSYNC_LOG set,
+ * each fsync that succeeds (which never fails here) does the same in that
+ * file, so a test can see which directories were synced. Built by
+ * tests/conftest.py (failing_sync) with the system C compiler.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
@@ -16,9 +18,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static void log_synced(int fd)
+static void log_synced(int fd, const char *log)
 {
-    const char *log = getenv("PYENGINE_SYNC_LOG");
     char link[64], path[4097];
     ssize_t n;
     int out;
@@ -54,7 +55,22 @@ int fdatasync(int fd)
     rc = real(fd);
     saved = errno;
     if (rc == 0)
-        log_synced(fd);
+        log_synced(fd, getenv("PYENGINE_SYNC_LOG"));
+    errno = saved;
+    return rc;
+}
+
+int fsync(int fd)
+{
+    static int (*real)(int);
+    int rc, saved;
+
+    if (!real)
+        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    rc = real(fd);
+    saved = errno;
+    if (rc == 0)
+        log_synced(fd, getenv("PYENGINE_FSYNC_LOG"));
     errno = saved;
     return rc;
 }

@@ -418,3 +418,16 @@ def test_records_a_restart_replayed_unsynced_are_synced_before_it_acknowledges(s
     with Client("127.0.0.1", srv.port) as c:
         assert c.login(2)["claimed_orders"] == 1
         assert [o["order_id"] for o in c.open_orders()] == [acked]
+
+
+def test_a_new_data_dir_is_named_on_disk(server_factory: Any, failing_sync: Any, tmp_path: Path) -> None:
+    """The data directory the server makes (and each missing one above it)
+    is synced into its parent before anything is acknowledged: else a power
+    loss can take the whole directory, journal and all, and the next start
+    makes a new, empty one."""
+    data = tmp_path / "new" / "data"
+    srv = server_factory(None, "--data-dir", str(data), env=failing_sync.env)
+    rest_orders(srv.port, 1, 1)
+    fsynced = {os.path.realpath(p) for p in failing_sync.fsynced()}
+    assert os.path.realpath(data) in fsynced  # its own entries, the segment's
+    assert {os.path.realpath(tmp_path), os.path.realpath(tmp_path / "new")} <= fsynced
