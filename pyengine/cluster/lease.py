@@ -131,14 +131,15 @@ class Lease:
     async def renew(self) -> bool:
         """Renew; False once we no longer hold it (someone else took it, or
         our deadline passed while the key could not be written)."""
-        value = self.value
+        value, revision = self.value, self.revision
         if value is None or value.node != self.node:
             return False
         try:
             stored = await self._write(value)
-            if not stored and self.value == value:
+            if not stored and self.revision > revision and self.value == value:
                 # The key moved on to our own value: an earlier renewal was
                 # stored and only its answer lost. Renew on what it holds now.
+                # (A read-back that failed leaves the revision refused: no retry.)
                 stored = await self._write(value)
         except _UNANSWERED as exc:
             log.warning("lease_renew_failed", extra=fields(key=self.key, error=type(exc).__name__,

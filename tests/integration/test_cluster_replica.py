@@ -217,18 +217,23 @@ class Bucket:
     """The lease bucket, with faults on chosen writes: the next write's
     answer lost after it was stored (`lose_answer`, then `meanwhile()` runs),
     or the next write never made, its writer waiting `unanswered_after`
-    seconds for the timeout. Each write's start is noted by `on_write()`,
-    the revision of each one made in `made`."""
+    seconds for the timeout; the next read unanswered (`unanswered_get`).
+    Each write's start is noted by `on_write()`, the revision of each one
+    made in `made`."""
 
     def __init__(self, kv: Any) -> None:
         self.kv = kv
         self.lose_answer = False
         self.unanswered_after: float | None = None
+        self.unanswered_get = False
         self.meanwhile: Callable[[], Coroutine[Any, Any, object]] | None = None
         self.on_write: Callable[[], None] = lambda: None
         self.made: list[int] = []
 
     async def get(self, key: str) -> Any:
+        if self.unanswered_get:
+            self.unanswered_get = False
+            raise asyncio.TimeoutError
         return await self.kv.get(key)
 
     async def create(self, key: str, value: bytes) -> int:
@@ -293,6 +298,33 @@ def test_a_renewal_that_finds_another_node_in_the_key_stops_the_lead(nats: Local
         await link.kv.update(lease_key(SHARD), LeaseValue("a2", 2, "127.0.0.1:2", ("ESZ6",)).encode(), last=lost)
         assert not await lease.renew()
         assert not lease.holding() and lease.value is not None and lease.value.node == "a2"
+
+    run(nats, "a1", scenario)
+
+
+def test_a_renewal_refused_that_cannot_read_the_key_back_stops_the_lead(nats: LocalNats) -> None:
+    """a2 wrote the key (as after the key was deleted by hand): a1's renewal
+    is refused, and its read of the key gets no answer. Nothing says the key
+    moved on to a1's own value, and a write on the revision just refused can
+    only be refused again: a1 stops at once, as on any refusal, and does not
+    keep its hold because that second write got no answer."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        bucket = Bucket(link.kv)
+        lease = Lease(bucket, SHARD, "a1", cluster.lease_ttl)
+        assert await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        revision, _ = await stored_lease(link)
+        await link.kv.update(lease_key(SHARD), LeaseValue("a2", 2, "127.0.0.1:2", ("ESZ6",)).encode(), last=revision)
+        writes = 0
+
+        def on_write() -> None:
+            nonlocal writes
+            writes += 1
+            if writes > 1:  # any write after the refused one gets no answer
+                bucket.unanswered_after = 0.0
+
+        bucket.on_write, bucket.unanswered_get = on_write, True
+        assert not await lease.renew()
+        assert not lease.holding()
 
     run(nats, "a1", scenario)
 
