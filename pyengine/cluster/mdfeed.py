@@ -4,10 +4,15 @@ The shard's leader publishes every market-data message of an instrument
 (``trade``, ``book_update``, ``trading_state``: the JSON of docs/protocol.md,
 with the instrument's market-data ``seq``) on ``pyengine.md.<symbol>``, and
 answers requests on ``pyengine.md.<symbol>.snapshot`` with a
-``book_snapshot`` whose ``seq`` is that of the last message before it. A
-reader that sees a ``seq`` that is not the one after the last (a lost
-message, or a new leader after a failover, whose numbering is its own)
-asks for a snapshot and goes on from it.
+``book_snapshot`` whose ``seq`` is that of the last message before it.
+Each message and snapshot also carries the leader's ``term``: a new leader
+numbers its messages from its own count, which may be the one after the
+last a reader took from the old leader, so the seq alone does not tell a
+reader that the messages now follow another book. A reader that sees a
+``seq`` that is not the one after the last (a lost message) or a ``term``
+above its snapshot's (a new leader) asks for a snapshot and goes on from
+it; a message of a term below its snapshot's is a deposed leader's, passed
+over.
 
 A ``SymbolFeed`` stands in for a subscribed session in the server's
 MarketData: its ``send`` takes the frame the sessions get and hands the
@@ -48,19 +53,22 @@ class SymbolFeed:
     publishes what is queued when it starts, in order. A wake-up and a task
     for each message cost the leader more CPU than the publishing itself.
     A snapshot's reply goes through the same queue (``send_to``), so it is
-    published after every message sent before it."""
+    published after every message sent before it. Every message gets the
+    leader's `term`."""
 
-    def __init__(self, loop: LoopThread, nc: NATS, symbol: str) -> None:
+    def __init__(self, loop: LoopThread, nc: NATS, symbol: str, term: int) -> None:
         self._loop = loop
         self._nc = nc
         self._subject = md_subject(symbol)
         self.symbol = symbol
+        self._term = b',"term":%d}' % term
         # (subject, body): appended here, taken there, safe across the two threads
         self._pending: deque[tuple[str, bytes]] = deque()
         self._woken = False
 
     def send(self, frame: bytes) -> None:
-        self.send_to(self._subject, bytes(frame[4:]))  # the body, without its length prefix
+        # The body without its length prefix, the term spliced in before its closing brace.
+        self.send_to(self._subject, bytes(frame[4:-1]) + self._term)
 
     def send_to(self, subject: str, body: bytes) -> None:
         """Publish `body` on `subject` after everything sent before it."""

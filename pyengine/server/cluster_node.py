@@ -251,19 +251,20 @@ class ClusterNode:
         self.leading = True
         log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
                                                seq=int(self._next_seq[0]) - 1))
-        self._publish_market_data()
+        self._publish_market_data(term)
         if self.cluster.checkpoint_interval > 0:
             self._greenlets.append(gevent.spawn(self._checkpoints))
         if self.server.config.snapshot_every:
             self._greenlets.append(gevent.spawn(self._snapshots, self.server.config.snapshot_every))
 
-    def _publish_market_data(self) -> None:
+    def _publish_market_data(self, term: int) -> None:
         """The leader publishes every instrument's market data on NATS too,
-        and answers snapshot requests there (cluster/mdfeed.py)."""
+        and answers snapshot requests there (cluster/mdfeed.py), each with
+        its term."""
         assert self.server is not None and self.link is not None and self.mailbox is not None
         md, mailbox = self.server.marketdata, self.mailbox
         symbols = list(self.server.engine.symbols)
-        feeds = {symbol: SymbolFeed(self.loop, self.link.nc, symbol) for symbol in symbols}
+        feeds = {symbol: SymbolFeed(self.loop, self.link.nc, symbol, term) for symbol in symbols}
         for inst, symbol in enumerate(symbols):
             md.subscribers[inst].add(feeds[symbol])
 
@@ -273,6 +274,7 @@ class ClusterNode:
                     md.flush()  # what is gathered goes out first: the snapshot follows it
                     book = md.snapshot(symbols.index(symbol), None)
                     del book["req_id"]
+                    book["term"] = term
                 except Exception as exc:  # the asker is told, whatever it was
                     book = {"type": "error", "code": "snapshot_failed", "message": f"{type(exc).__name__}: {exc}"}
                 feeds[symbol].send_to(reply_to, orjson.dumps(book))  # behind the feed's messages

@@ -414,6 +414,101 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
     assert (trade["symbol"], trade["price"], trade["qty"], trade["aggressor_side"]) == ("ESZ6", 450_000, 1, "buy")
     assert book["type"] == "book_snapshot" and book["asks"] == [[450_000, 2, 1]]
     assert book["seq"] >= got[-1]["seq"]
+    assert {m["term"] for m in got} == {book["term"]} == {status(leader)["term"]}
+
+
+class BookReader:
+    """A reader of one instrument's market data on NATS, as docs/cluster.md
+    has it: a snapshot, then each message whose seq is the one after the
+    last, of the snapshot's term; anything else, a snapshot again (a message
+    of an older term is passed over)."""
+
+    def __init__(self, nc: Any, sub: Any, symbol: str) -> None:
+        self.nc, self.sub, self.symbol = nc, sub, symbol
+        self.book: dict[str, dict[int, tuple[int, int]]] = {"bids": {}, "asks": {}}
+        self.seq, self.term = 0, None
+        self.snapshots = 0
+
+    async def resync(self) -> None:
+        snap = json.loads((await self.nc.request(snapshot_subject(self.symbol), b"", timeout=10)).data)
+        self.book = {side: {p: (q, n) for p, q, n in snap[side]} for side in ("bids", "asks")}
+        self.seq, self.term = snap["seq"], snap.get("term")
+        self.snapshots += 1
+
+    async def take(self, m: dict[str, Any]) -> None:
+        term = m.get("term")
+        if term is not None and self.term is not None and term < self.term:
+            return  # a deposed leader's
+        if term == self.term and m["seq"] <= self.seq:
+            return  # covered by the snapshot
+        if term != self.term or m["seq"] != self.seq + 1:
+            await self.resync()
+            return
+        self.seq = m["seq"]
+        for side, price, qty, count in m.get("changes", ()):
+            levels = self.book["bids" if side == "buy" else "asks"]
+            if qty:
+                levels[price] = (qty, count)
+            else:
+                levels.pop(price, None)
+
+    async def read(self, until: float) -> list[dict[str, Any]]:
+        """Take what comes until `until` seconds pass with nothing; what came."""
+        got = []
+        while True:
+            try:
+                data = (await self.sub.next_msg(timeout=until)).data
+            except nats_client.errors.TimeoutError:
+                return got
+            if not data.startswith(b"interest "):
+                got.append(json.loads(data))
+                await self.take(got[-1])
+
+    def levels(self) -> dict[str, list[list[int]]]:
+        return {"bids": [[p, *self.book["bids"][p]] for p in sorted(self.book["bids"], reverse=True)],
+                "asks": [[p, *self.book["asks"][p]] for p in sorted(self.book["asks"])]}
+
+
+def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats,
+                                                                shard: Callable[..., list[Any]]) -> None:
+    """A new leader numbers its market data from its own count, which may
+    well be the one after the last a reader took from the old leader. The
+    reader lost the old leader's last message (NATS may lose one; the old
+    leader may die before it publishes what the log holds): the new
+    leader's first message must still tell it that its book is not the
+    one those messages follow from. Each message carries the leader's term."""
+    nodes = shard(2)
+    old = leader_among(nodes)
+    follower = next(n for n in nodes if n is not old)
+    wait_for_value("the follower to know its leader", lambda: status(follower)["leader"], address(old))
+
+    async def scenario() -> tuple[BookReader, list[dict[str, Any]]]:
+        nc = await nats_client.connect(nats.urls)
+        sub = await nc.subscribe(md_subject("ESZ6"))
+        await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)
+        reader = BookReader(nc, sub, "ESZ6")
+        await reader.resync()
+        with Client(address(old)) as c:
+            c.login(7, cancel_on_disconnect=False)
+            assert c.request(c.new_order("ESZ6", "buy", 1, 449_000))["type"] == "ack"
+        while (lost := (await sub.next_msg(timeout=10)).data).startswith(b"interest "):
+            pass
+        assert json.loads(lost)["type"] == "book_update"  # lost: never reaches the reader
+        wait_for_value("the follower to apply the order", lambda: book_of(follower, "ESZ6")["bids"],
+                       [[449_000, 1, 1]])
+        old.kill()
+        new = leader_among([follower])
+        with Client(address(new)) as c:
+            c.login(7, cancel_on_disconnect=False)
+            assert c.request(c.new_order("ESZ6", "buy", 2, 448_000))["type"] == "ack"
+        seen = await reader.read(until=2.0)
+        await nc.close()
+        return reader, seen
+
+    reader, seen = asyncio.run(scenario())
+    assert seen, "the new leader published nothing"
+    assert reader.levels() == {"bids": [[449_000, 1, 1], [448_000, 2, 1]], "asks": []}
+    assert reader.snapshots == 2
 
 
 def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats) -> None:
@@ -435,11 +530,11 @@ def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats)
             await asyncio.sleep(0)
 
         nc.publish = yielding  # type: ignore[method-assign]
-        feed = SymbolFeed(loop, nc, "ESZ6")
+        feed = SymbolFeed(loop, nc, "ESZ6", term=3)
 
-        async def take(n: int) -> list[tuple[str, int]]:
+        async def take(n: int) -> list[tuple[str, int, int | None]]:
             msgs = [await sub.next_msg(timeout=10) for _ in range(n)]
-            return [(m.subject, json.loads(m.data)["n"]) for m in msgs]
+            return [(m.subject, json.loads(m.data)["n"], json.loads(m.data).get("term")) for m in msgs]
 
         def frame(n: int) -> bytes:
             body = json.dumps({"n": n}).encode()
@@ -448,10 +543,11 @@ def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats)
         for n in range(3000):
             feed.send(frame(n))
         feed.send_to("pyengine.md.reply.1", json.dumps({"n": -1}).encode())
-        assert loop.run(take(3001), timeout=30) == [(md_subject("ESZ6"), n) for n in range(3000)] + [
-            ("pyengine.md.reply.1", -1)]
+        # Each frame with the leader's term; a reply as it was sent.
+        assert loop.run(take(3001), timeout=30) == [(md_subject("ESZ6"), n, 3) for n in range(3000)] + [
+            ("pyengine.md.reply.1", -1, None)]
         feed.send(frame(3000))  # after the batch: wakes the NATS thread again
-        assert loop.run(take(1), timeout=30) == [(md_subject("ESZ6"), 3000)]
+        assert loop.run(take(1), timeout=30) == [(md_subject("ESZ6"), 3000, 3)]
         loop.run(nc.close(), timeout=10)
     finally:
         loop.stop()
