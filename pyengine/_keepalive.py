@@ -59,10 +59,11 @@ _TCP_INFO = struct.Struct("=3xB20xI28xI")
 
 def unacknowledged_for(sock: socket.socket) -> float:
     """Seconds since the peer of `sock` last acknowledged anything, while
-    data sent to it waits for that or probes go unanswered (of its shut
-    receive window, which a peer that is there answers even when it reads
-    nothing); 0.0 when neither, or where the platform does not say (Linux's
-    TCP_INFO only)."""
+    data sent to it waits for that or three probes in a row went unanswered
+    (of its shut receive window, which a peer that is there answers even
+    when it reads nothing: the count starts again at each answer, so one
+    probe lost, or one on its way, is not taken for a peer gone); 0.0 when
+    neither, or where the platform does not say (Linux's TCP_INFO only)."""
     if not sys.platform.startswith("linux"):
         return 0.0
     try:
@@ -70,4 +71,4 @@ def unacknowledged_for(sock: socket.socket) -> float:
             sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO.size))
     except (OSError, struct.error):
         return 0.0
-    return last_ack_ms / 1000 if unacked or probes else 0.0
+    return last_ack_ms / 1000 if unacked or probes >= PROBES else 0.0

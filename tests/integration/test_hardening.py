@@ -412,8 +412,8 @@ def test_a_client_machine_gone_while_its_receive_window_was_shut_is_found(server
     # A client that stopped reading, its receive window shut with the
     # server's replies waiting, then its machine gone: nothing is in flight
     # (the window has no room), so nothing goes unacknowledged; the probes
-    # of the shut window go unanswered instead, and after [limits]
-    # keepalive's 1 + 3 x 1 s of that the session closes and
+    # of the shut window go unanswered instead, and once three have and
+    # [limits] keepalive's 1 + 3 x 1 s have passed the session closes and
     # cancel-on-disconnect cancels its order. (A client there that pauses
     # answers them: test_a_client_that_pauses_reading_keeps_its_session.)
     server = server_factory(ACCOUNTS + "[limits]\nkeepalive = 1\n")
