@@ -167,10 +167,13 @@ class Session:
 
     def _drain(self) -> None:
         """Have the Intake carry out the frames in the inbox; carry out here
-        the requests it gives back (Python's: they may wait)."""
+        the requests it gives back (Python's: they may wait). Not once the
+        session has closed, as it may while a request waits: what is left
+        is dropped, as the Poller drops a closed session's unread bytes (its
+        cancel-on-disconnect is decided, and its Link may be forgotten)."""
         server, link, inbox = self.server, self.link, self._inbox
         drain = server.intake.drain
-        while (left := drain(link, inbox)) is not None:
+        while not self.closed and (left := drain(link, inbox)) is not None:
             if left is False:  # the command buffer is full: wait for the engine thread
                 server.commands.make_room()
             else:

@@ -5,6 +5,7 @@ and the replies come in the order the requests were sent."""
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,27 @@ def test_queries_see_the_orders_sent_just_before_them(server: RunningServer) -> 
         assert (reject["type"], reject["code"], error["type"], error["code"]) == (
             "reject", "unknown_instrument", "error", "unknown_order")
 
+
+
+def test_frames_read_behind_a_query_are_dropped_when_the_session_closes_meanwhile(
+        server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """A session that closes while a query waits for its orders' answers
+    (here: its client reset the connection, and the first answer's send
+    fails) carries out nothing it read after the query. An order behind the
+    query went to the engine for a session already forgotten: it stayed
+    open, nobody's, past the session's cancel-on-disconnect, and its
+    account's count of orders in flight kept it for good."""
+    server = server_factory("[limits]\nmax_open_orders = 1\n", "--data-dir", str(tmp_path / "data"),
+                            "--fsync", "always")
+    c = login(server, 3)
+    c.send_raw(frame({"type": "new_order", "req_id": 1, "symbol": ES, "side": "buy", "qty": 1, "price": 440_000,
+                      "tif": "ioc"})
+               + frame({"type": "orders", "req_id": 2}) + new_order(3, ES, 430_000, "late"))
+    assert c.sock is not None
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close() resets it
+    c.close()
+    server.wait_log(r"event=session_close .*account=3")
+    with login(server, 3) as again:
+        placed = again.request(again.new_order(ES, "buy", 1, 420_000))
+        assert placed["type"] == "ack", placed
+        assert [o["order_id"] for o in again.open_orders()] == [placed["order_id"]]
