@@ -335,9 +335,14 @@ class Server:
             self._metrics.stop(timeout=1)
         if self._web is not None:
             self._web.stop()
+        # Sessions that closed before the stop still cancel their orders,
+        # those in flight too (_cancel_on_disconnect and the orphans' cancels
+        # stop with it); those the stop closes keep theirs.
+        gone = [s for s in self.sessions.values() if s.closed and s.cancel_on_disconnect]
         for session in list(self.sessions.values()):
             session.close("server_stopping")
         deadline = time.monotonic() + timeout
+        self._cancel_before_stopping(gone, deadline)
         while any(s.unsent for s in self.sessions.values()) and time.monotonic() < deadline:
             gevent.sleep(0.01)
         self.commands.flush()
@@ -544,6 +549,21 @@ class Server:
         out: list[tuple[int, int]] = self.ledger.owned(account)
         out += self.unclaimed.of_account(account)
         return out
+
+    def _cancel_before_stopping(self, sessions: list[Session], deadline: float) -> None:
+        """The stop's cancel-on-disconnect of `sessions`, closed before it:
+        once their commands are answered (until `deadline` at most), cancel
+        every order they still hold, ahead of the engine thread's stop."""
+        if not sessions:
+            return
+        self.commands.flush()
+        while any(s.link.pending_count for s in sessions) and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        orders = [oid for s in sessions for oid in s.link.orders()]
+        for oid in orders:
+            self.cancel_order(oid)
+        if orders:
+            log.info("cancel_on_disconnect", extra=fields(sessions=len(sessions), orders=len(orders)))
 
     def _cancel_on_disconnect(self, sid: int, orders: list[int]) -> None:
         if self.stopping:  # orders outlive a planned restart

@@ -17,6 +17,7 @@ from pyengine.client import Client, ConnectionClosed, ServerError
 from pyengine.durability import segments, snapshots
 from pyengine.replay import main as replay_main
 from pyengine.server.config import hash_secret
+from pyengine.server.protocol import encode
 
 from .test_metrics import metrics_port, samples, scrape, value
 
@@ -196,6 +197,33 @@ def test_orders_of_a_closed_session_go_to_the_next_one(server: Any) -> None:
     with Client("127.0.0.1", server.port) as c:
         assert c.login(4)["claimed_orders"] == 0
 
+
+
+def test_a_session_gone_before_a_stop_cancels_its_orders_in_flight_too(server_factory: Any, tmp_path: Path) -> None:
+    """A session with cancel-on-disconnect that dropped while its orders were
+    still on their way to the engine (acks wait for each command's fsync)
+    cancels them though the server stops right after: only the sessions the
+    stop closes keep theirs. They outlived the stop, and the restart handed
+    them to the account's next login."""
+    data = tmp_path / "data"
+    srv = server_factory("[limits]\nrate = 1000000\nburst = 1000000\n", "--data-dir", str(data), "--fsync", "always")
+    with Client("127.0.0.1", srv.port) as keeper:
+        keeper.login(5)  # closed by the stop: its order stays
+        kept = keeper.request(keeper.new_order(ES, "sell", 1, 460_000))["order_id"]
+        c = Client("127.0.0.1", srv.port)
+        c.login(4)
+        c.send_raw(b"".join(encode({"type": "new_order", "req_id": i, "symbol": ES, "side": "buy", "qty": 1,
+                                    "price": 400_000 + 25 * (i % 100)}) for i in range(2000)))
+        c.close()
+        srv.wait_log(r"event=session_close .*account=4")
+        assert srv.stop() == 0
+    again = server_factory(None, "--data-dir", str(data))
+    with Client("127.0.0.1", again.port) as c:
+        assert c.login(4)["claimed_orders"] == 0
+        assert c.open_orders() == []
+    with Client("127.0.0.1", again.port) as c:
+        assert c.login(5)["claimed_orders"] == 1
+        assert [o["order_id"] for o in c.open_orders()] == [kept]
 
 def test_torn_tail_is_repaired_at_start(server_factory: Any, tmp_path: Path) -> None:
     data = tmp_path / "data"
