@@ -498,14 +498,16 @@ class Client:
                     data = self.sock.recv(65536)
                 except BlockingIOError:  # a timeout of 0 polls a non-blocking socket
                     raise TimeoutError("timed out") from None
-                except (ConnectionResetError, BrokenPipeError) as exc:
-                    data = b""
-                    reason = str(exc)
                 except TimeoutError as exc:
                     if exc.errno != errno.ETIMEDOUT:  # the socket's own timeout (errno None): a timeout
                         raise
                     data = b""  # the kernel's: keepalive probes or data went unacknowledged
                     reason = f"{exc.strerror} (no answer from the server to TCP keepalive probes or data)"
+                except OSError as exc:
+                    # The kernel ended the connection: reset, or given up on with the error the network
+                    # reported meanwhile (EHOSTUNREACH once the server's machine no longer answers ARP).
+                    data = b""
+                    reason = str(exc)
                 else:
                     reason = "the server closed the connection"
                 if not data:

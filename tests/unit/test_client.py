@@ -342,3 +342,40 @@ def test_a_connection_the_keepalive_probes_found_dead_is_lost(fake: FakeServer) 
     with pytest.raises(ConnectionClosed, match="no answer from the server to TCP keepalive probes or data"):
         c.recv(timeout=1)
     assert c.sock is None
+
+
+class _GivenUp(_ProbesUnanswered):
+    """A connected socket whose reads fail with `err`, as the kernel's do
+    once it gave up on data the server never acknowledged and the network
+    reported an error meanwhile (EHOSTUNREACH: the server's machine no
+    longer answers ARP), or once it aborted the connection."""
+
+    def __init__(self, sock: socket.socket, err: int) -> None:
+        super().__init__(sock)
+        self._err = err
+
+    def recv(self, size: int) -> bytes:
+        raise OSError(self._err, os.strerror(self._err))
+
+
+@pytest.mark.parametrize("err", [errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNABORTED])
+def test_a_connection_the_kernel_ended_with_any_error_is_lost(fake: FakeServer, err: int) -> None:
+    """Not only a reset or ETIMEDOUT: a request waiting for its reply raises
+    ConnectionClosed, and the next one connects again instead of sending on
+    the dead socket."""
+    made: list[Any] = []
+
+    def create_connection(address: tuple[str, int], timeout: float | None = None) -> Any:
+        sock = fake.create_connection(address, timeout)
+        made.append(_GivenUp(sock, err) if not made else sock)
+        return made[-1]
+
+    module = SimpleNamespace(create_connection=create_connection)
+    c = Client("127.0.0.1", 1, socket_module=module)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionClosed, match=os.strerror(err)):
+        c.request(c.ping(), timeout=1)
+    assert c.sock is None
+    req = c.ping()
+    assert len(made) == 2 and fake.read() == {"type": "ping", "req_id": req}
+    fake.peer.sendall(frame({"type": "pong", "req_id": req}))
+    assert c.request(req, timeout=5)["type"] == "pong"
