@@ -209,7 +209,10 @@ class Client:
     (``recv`` returns whatever comes next, to whoever calls it).
 
     A `timeout` of None given to ``request`` or ``recv`` means the
-    constructor's `timeout` (None there: wait as long as it takes).
+    constructor's `timeout` (None there: wait as long as it takes). A send
+    that times out (the server takes in nothing), or that an exception cuts
+    short (KeyboardInterrupt, gevent.Timeout), may have sent part of its
+    message: it drops the connection, as a lost one.
 
     A connection whose server went away without a word (its machine lost,
     a cable cut) is found out by TCP keepalive: after `keepalive` seconds
@@ -379,6 +382,11 @@ class Client:
         except OSError as exc:
             self._lost(drain=True)
             raise self._gone(f"the connection was lost while sending: {exc}") from None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, gevent.Timeout), perhaps with part of the frame sent: the
+            # server would take the next one for the rest of it.
+            self._lost(drain=True)
+            raise
 
     def _leader_instead(self) -> tuple[str, int] | None:
         """After a request timed out with nothing received since (see the

@@ -5,8 +5,11 @@ connection."""
 
 from __future__ import annotations
 
+import fcntl
+import signal
 import socket
 import struct
+import termios
 import threading
 import time
 from typing import Any
@@ -215,3 +218,43 @@ def test_threads_that_share_a_client_under_a_lock_each_get_their_replies(server:
         for t in threads:
             t.join(30)
     assert got == {name: [f"{name}{i}" for i in range(100)] for name in ("a", "b")}
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_send_interrupted_midway_drops_the_connection(server_factory: Any) -> None:
+    """A send cut short by an exception (KeyboardInterrupt, gevent.Timeout;
+    here a signal's handler) while the server takes in nothing may have
+    sent part of its frame: the connection is dropped, not used for the
+    next request, whose frame the server would take for the rest of that one."""
+    server = server_factory("[server]\nmax_frame = 67108864\nmax_unsent = 67108864\n")
+    c = server.client(timeout=5)
+    c.login(7)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        # Only once the send has begun (bytes wait in the socket's send queue): a slow machine may still be
+        # encoding the message, which sends nothing and keeps the connection.
+        queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0" * 4))[0]
+        if not queued:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            return
+        raise Interrupted
+
+    sock = c.sock
+    assert sock is not None
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        with pytest.raises(Interrupted):
+            c.send({"type": "ping", "pad": "x" * (32 << 20)})  # more than the socket buffers hold
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        server.proc.send_signal(signal.SIGCONT)
+    assert c.sock is None
+    assert c.request(c.ping())["type"] == "pong"  # on a new connection, logged in again
+    assert c.request(c.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+    c.close()
