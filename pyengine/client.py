@@ -171,7 +171,9 @@ class Client:
     the next request first connects to the new leader and logs in again as
     before: the client never sends a request again on its own (whether an
     unanswered order got in is for its sender to find out, by its client
-    order id). ``close`` ends the session for good: a closed client raises
+    order id), subscriptions included (after ConnectionClosed, subscribe
+    again: the new snapshot replaces the book followed until then).
+    ``close`` ends the session for good: a closed client raises
     ConnectionClosed until ``reconnect`` is called.
 
     A leader can also go silent without closing its connections (its
@@ -180,8 +182,9 @@ class Client:
     merely slow, and with cancel-on-disconnect the end of the session
     cancels the account's orders. So the client leaves it on another
     node's word: once a request has timed out with nothing received on the
-    connection since, the next request (or ``send``) first takes what has
-    arrived meanwhile; if nothing has, it asks the other addresses in turn,
+    connection since (a poll, a timeout of 0, does not count), the next
+    request (or ``send``) first takes what has arrived meanwhile; if
+    nothing has, it asks the other addresses in turn,
     each on a connection of its own, for their ``status`` (2 s at most
     each, or `timeout` if less), and when one that is another node (its
     ``status`` names another ``node`` than the login's ``logged_in``: two
@@ -550,6 +553,7 @@ class Client:
                 del self._inbox[i]
                 return self._checked(m)
         deadline = self._deadline(timeout)
+        waited = deadline is None or deadline > time.monotonic()  # not a poll (a timeout of 0)
         first = True
         reads = self._reads
         while True:
@@ -559,7 +563,8 @@ class Client:
             try:
                 m = self._read_frame(deadline, poll=first)
             except TimeoutError:
-                self._silent = self._reads == reads and self.sock is not None
+                if waited:  # a poll that found nothing says nothing of the server's silence
+                    self._silent = self._reads == reads and self.sock is not None
                 raise
             first = False
             if m.get("req_id") == req_id and m.get("type") != "fill":

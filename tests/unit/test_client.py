@@ -229,6 +229,19 @@ def test_after_a_timeout_a_silent_connection_is_kept_while_no_other_node_leads(f
     assert len(shard.asked) == 2
 
 
+def test_a_poll_that_finds_nothing_asks_no_other_node(fake: FakeServer) -> None:
+    # A timeout of 0 only takes what has arrived: nothing there says nothing
+    # of the server's silence, and the next request goes out at once.
+    shard = Shard(fake)
+    c = shard.client()
+    req = c.ping()
+    with pytest.raises(TimeoutError):
+        c.request(req, timeout=0)
+    after = c.ping()
+    assert shard.asked == [("127.0.0.1", 1)]  # no other node asked
+    assert [fake.read(), fake.read()] == [{"type": "ping", "req_id": req}, {"type": "ping", "req_id": after}]
+
+
 def test_a_leader_address_the_server_sends_may_be_ipv6_without_brackets(fake: FakeServer) -> None:
     """A node listening on an IPv6 address advertises ``host:port`` as it is
     (``::1:7101``), which as an address given to the client would be a bare
