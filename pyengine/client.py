@@ -87,6 +87,11 @@ class ConnectionClosed(ConnectionError):
         self.code: str | None = reply.get("code") if reply is not None else None
 
 
+class _NotAMessage(ValueError):
+    """What the server sent is not a message of the protocol: the stream can
+    no longer be trusted to be framed (Client drops the connection)."""
+
+
 class ServerError(Exception):
     """The server answered a request with ``error``."""
 
@@ -460,8 +465,11 @@ class Client:
             except OSError:
                 pass
         self.sock = None
-        while (frame := self._buffered_frame()) is not None:
-            self._inbox.append(frame)
+        try:
+            while (frame := self._buffered_frame()) is not None:
+                self._inbox.append(frame)
+        except _NotAMessage:
+            pass  # the rest is dropped with the connection
         self._buf.clear()
 
     def _buffered_frame(self) -> dict[str, Any] | None:
@@ -473,7 +481,13 @@ class Client:
             return None
         body = bytes(self._buf[4 : 4 + n])
         del self._buf[: 4 + n]
-        reply: dict[str, Any] = orjson.loads(body)  # the server sends only objects
+        try:
+            reply = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            reply = None
+        if not isinstance(reply, dict):  # a pyengine server sends only objects
+            raise _NotAMessage(f"the server sent {n} bytes that are not a JSON object ({body[:40]!r}): "
+                               "is it a pyengine server?")
         if reply.get("type") == "error" and reply.get("code") in _CLOSING_CODES and reply.get("req_id") is None:
             self._last_words = reply
         return reply
@@ -493,7 +507,11 @@ class Client:
         sock = self.sock
         try:
             while True:
-                frame = self._buffered_frame()
+                try:
+                    frame = self._buffered_frame()
+                except _NotAMessage as exc:
+                    self._lost()
+                    raise self._gone(str(exc)) from None
                 if frame is not None:
                     return frame
                 if self.sock is None:

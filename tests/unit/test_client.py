@@ -178,6 +178,22 @@ def test_a_broken_bracketed_address_is_refused(text: str) -> None:
         Client(text)
 
 
+@pytest.mark.parametrize("body", [b"HTTP/1.1 400 Bad Request", b"[1, 2]", b"", b'"pong"'])
+def test_what_is_not_a_message_drops_the_connection_with_a_clear_error(fake: FakeServer, body: bytes) -> None:
+    # Something that is not a pyengine server on the other end (or one gone
+    # wrong): the stream's framing can no longer be trusted. The request
+    # fails with ConnectionClosed saying so, the connection is dropped, and
+    # what came whole before it is kept for recv.
+    c = connect(fake)
+    req = c.ping()
+    fake.read()
+    fake.peer.sendall(frame({"type": "fill", "req_id": None, "order_id": 5}) + struct.pack(">I", len(body)) + body)
+    with pytest.raises(ConnectionClosed, match="not a JSON object .*is it a pyengine server"):
+        c.request(req)
+    assert c.sock is None
+    assert c.recv(timeout=0)["type"] == "fill"
+
+
 class Shard:
     """Two addresses: the first is `fake`, the second refuses connections
     (a node that is down); the addresses asked for are kept."""
