@@ -72,8 +72,9 @@ class OrderState(TypedDict):
 
 
 class ConnectionClosed(ConnectionError):
-    """The connection is closed: the server closed it, it was lost, or the
-    client was closed. When the server said why before it closed the
+    """The connection is closed: the server closed it, it was lost, the
+    client was closed, or the server sent what is not a message of the
+    protocol (not a pyengine server?). When the server said why before it closed the
     connection (an ``error`` of one of the codes that close it, such as
     ``idle_timeout``, ``frame_too_large`` or ``too_many_connections``;
     docs/protocol.md), `reply` is that message (also kept for ``recv``) and
