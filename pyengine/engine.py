@@ -72,6 +72,7 @@ from .events import (
 __all__ = ["Engine", "Instrument", "EngineStats"]
 
 _LIMIT = lib.ENG_LIMIT
+_COMMAND_ALIGN = ffi.alignof("struct eng_cmd")
 # Commands per call into C when a batch's events are dropped: each chunk's
 # events are overwritten while still in cache.
 _BATCH_CHUNK = 4096
@@ -597,6 +598,13 @@ class Engine(Core):
                 _check_resizable(out)
             total = view.nbytes // COMMAND_SIZE
             cmds = ffi.cast("const struct eng_cmd *", ffi.from_buffer(view))
+            if total and int(ffi.cast("uintptr_t", cmds)) % _COMMAND_ALIGN:
+                # The core reads the records in place as structs: reading them misaligned is undefined behaviour.
+                try:
+                    cmds = ffi.new("struct eng_cmd[]", total)
+                except MemoryError:
+                    raise EngineMemoryError("out of memory copying misaligned commands") from None
+                ffi.memmove(cmds, view, view.nbytes)
             before = _read_stats(e)
             lib.eng_clear_events(e)
             lost: BaseException | None = None  # what kept the events of commands that ran from the caller
