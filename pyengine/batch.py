@@ -514,6 +514,8 @@ def _decode(
             )
         elif typ == _STATE:
             inst, seq, state = _STATE_FIELDS.unpack_from(raw, off)
+            if state < 0:  # not an index from the end: no state of the engine's
+                raise IndexError(state)
             append(new(StateChanged, (seq, symbols[inst], STATE_BY_CODE[state])))
         elif typ == _MASS_CANCELLED:
             reason, flags, inst, seq, count, acct = _MASS_CANCELLED_FIELDS.unpack_from(raw, off)

@@ -367,6 +367,20 @@ def test_decode_events_raises_the_engines_errors(eng: Engine) -> None:
         pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=2)
 
 
+def test_decode_events_refuses_a_state_the_engine_never_writes(eng: Engine) -> None:
+    """A StateChanged record's state is 0 (open) or 1 (halted); any other,
+    negative ones included, is not an event of this engine."""
+    from pyengine._cengine import ffi
+
+    halted = bytearray(eng.process_batch(pyengine.batch.pack_set_state(0, "halted")).events)
+    assert [type(ev).__name__ for ev in eng.decode_events(halted)] == ["StateChanged"]
+    at = ffi.offsetof("struct eng_event", "qty")
+    for state in (-1, -2, 2):
+        halted[at : at + 8] = state.to_bytes(8, "little", signed=True)
+        with pytest.raises(InvalidArgument, match="not its events"):
+            eng.decode_events(halted)
+
+
 def test_pack_set_state_takes_the_state_or_its_code(eng: Engine) -> None:
     """A TradingState, its str, or the record's code (docs/batch.md: 0 open, 1 halted)."""
     halted = pyengine.batch.pack_set_state(0, TradingState.HALTED)
