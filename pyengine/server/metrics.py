@@ -26,13 +26,14 @@ from .dead_man import DeadManSwitches
 from .dispatch import Dispatcher
 from .engine_thread import EngineThread
 from .marketdata import MarketData
-from .listen import bind
+from .httpd import http_server
 from .protocol import REQUEST_TYPES
 from .session import Session
 
 __all__ = ["MetricsHost", "ServerCollector", "metrics_server", "request_type"]
 
 _PATH = "/metrics"
+_MAX_CONNECTIONS = 16  # scrapes served at once; more wait to be accepted
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -157,6 +158,5 @@ def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
     starts with its ``start()``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
-    http = WSGIServer((host, port), _only_metrics(make_wsgi_app(registry)), log=None, error_log=None)
-    bind(http, f"metrics port {port} on {host} is in use")
-    return http
+    return http_server(host, port, _only_metrics(make_wsgi_app(registry)), _MAX_CONNECTIONS,
+                       f"metrics port {port} on {host} is in use")

@@ -23,11 +23,8 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
-from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
-
 from ..log import fields
-from .listen import bind
+from .httpd import http_server
 from .webfeed import WebFeed, WebFeedHost
 
 __all__ = ["WebView", "UPDATES_PER_SECOND"]
@@ -73,8 +70,7 @@ class WebView:
         self.feed = WebFeed(server, UPDATES_PER_SECOND)
         self.symbols = {symbol: i for i, symbol in enumerate(server.engine.symbols)}
         self.files = _static_files()
-        self.http = WSGIServer((host, port), self.app, spawn=Pool(_MAX_CONNECTIONS), log=None, error_log=None)
-        bind(self.http, f"http port {port} on {host} is in use")
+        self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use")
 
     def start(self) -> None:
         self.http.start()

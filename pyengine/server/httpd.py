@@ -1,0 +1,55 @@
+"""The HTTP servers of the metrics endpoint and the web view: gevent's
+WSGIServer, greenlets of the server's own event loop, with the limits a
+process that also serves trading sessions needs.
+
+Each serves a bounded number of connections at once (more wait in the
+listening socket's backlog, taking none of the process's file descriptors,
+which the order port's sessions need), and closes a connection that sends
+nothing of its request for ``REQUEST_TIMEOUT`` seconds (an idle keep-alive
+connection too), so that connections that never send a request cannot hold
+those places for good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from gevent.pool import Pool
+from gevent.pywsgi import WSGIHandler, WSGIServer
+
+from .listen import bind
+
+__all__ = ["REQUEST_TIMEOUT", "http_server"]
+
+REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request is awaited or read
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class _Handler(WSGIHandler):
+    """gevent's handler, its reads of a request under REQUEST_TIMEOUT."""
+
+    def handle(self) -> None:
+        self.socket.settimeout(REQUEST_TIMEOUT)
+        super().handle()
+
+    def run_application(self) -> None:
+        # The response is written as slowly as the client takes it: a page's
+        # stream lasts as long as the page.
+        self.socket.settimeout(None)
+        try:
+            super().run_application()
+        finally:
+            self.socket.settimeout(REQUEST_TIMEOUT)  # for what is left of the request's body, then the next
+
+
+def http_server(host: str, port: int, app: WsgiApp, max_connections: int, in_use: str) -> WSGIServer:
+    """A WSGIServer of `app` serving at most `max_connections` at once, its
+    socket bound (OSError, with the message `in_use` if the port is taken);
+    serving starts with its ``start()``."""
+    http = WSGIServer((host, port), app, spawn=Pool(max_connections), handler_class=_Handler, log=None,
+                      error_log=None)
+    bind(http, in_use)
+    return http
