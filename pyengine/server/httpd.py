@@ -7,7 +7,8 @@ listening socket's backlog, taking none of the process's file descriptors,
 which the order port's sessions need), and closes a connection that sends
 nothing of its request for ``REQUEST_TIMEOUT`` seconds (an idle keep-alive
 connection too), so that connections that never send a request cannot hold
-those places for good.
+those places for good. A request it cannot parse is answered 400 without a
+traceback in the server's log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from .listen import bind
 __all__ = ["REQUEST_TIMEOUT", "http_server"]
 
 REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request is awaited or read
+
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -43,6 +46,13 @@ class _Handler(WSGIHandler):
             super().run_application()
         finally:
             self.socket.settimeout(REQUEST_TIMEOUT)  # for what is left of the request's body, then the next
+
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
+        # gevent's prints a traceback to stderr (the server's log) for what
+        # is not a ValueError: more than 100 header lines, one too long.
+        if isinstance(ex, OSError):  # the request's headers did not come in time, or the connection failed
+            return None
+        return ("400", _BAD_REQUEST)
 
 
 def http_server(host: str, port: int, app: WsgiApp, max_connections: int, in_use: str) -> WSGIServer:

@@ -1,6 +1,6 @@
 """What the metrics endpoint and the web view's HTTP server do with clients
 that are not Prometheus or a browser, on a real server: connections that
-never send a request. Neither may take from
+never send a request, requests that cannot be parsed. Neither may take from
 the order port what its sessions need, nor hold the endpoint for good."""
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def test_a_connection_that_sends_no_request_is_closed(server_factory: Any, flag:
     finally:
         silent.close()
         partial.close()
+    assert not any("Traceback" in line for line in server.lines)
 
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
@@ -79,3 +80,18 @@ def test_idle_connections_do_not_hold_the_endpoint(server_factory: Any, flag: st
     finally:
         for s in idle:
             s.close()
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_an_unreadable_request_is_answered_400_without_a_traceback(server_factory: Any, flag: str, event: str,
+                                                                   path: str) -> None:
+    server = server_factory(None, flag, "0")
+    port = endpoint_port(server, event)
+    many_headers = b"".join(b"X-%d: y\r\n" % i for i in range(101))
+    long_header = b"X-Long: " + b"a" * 70_000 + b"\r\n"
+    for headers in (many_headers, long_header):
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+            s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+            assert s.recv(1024).startswith(b"HTTP/1.1 400 ")
+    assert get(port, path) == 200  # the server is well, and has logged anything it would have
+    assert not any("Traceback" in line for line in server.lines)
