@@ -775,7 +775,8 @@ class ClusterClient:
     by symbol.
 
     Any node answers ``status`` with the directory (each shard's
-    instruments, leader and nodes); ``for_symbol`` returns the Client of the
+    instruments, leader and nodes; the addresses are asked in turn, until
+    one answers within `timeout`); ``for_symbol`` returns the Client of the
     shard that trades the symbol, connecting and logging in on first use.
     Order ids are per shard: cancel and modify through the Client the order
     was entered with. Each shard's Client has all the shard's nodes, and
@@ -788,13 +789,28 @@ class ClusterClient:
         self._login = (account, secret, cancel_on_disconnect)
         self._timeout = timeout
         self._keepalive = keepalive  # each shard's Client's (Client's keepalive)
-        with Client(addresses, timeout=timeout, keepalive=keepalive) as any_node:
-            shards = any_node.request(any_node.status()).get("shards") or {}
+        shards = self._directory(addresses, timeout, keepalive)
         if not shards:
             raise ConnectionError("the node answered with no shards: is it a cluster node?")
         self.shard_of = {symbol: name for name, s in shards.items() for symbol in s["instruments"]}
         self._nodes = {name: [s["leader"], *s.get("nodes", {}).values()] for name, s in shards.items()}
         self._clients: dict[str, Client] = {}
+
+    @staticmethod
+    def _directory(addresses: Sequence[str], timeout: float | None, keepalive: float | None) -> dict[str, Any]:
+        """The shards, from the first of `addresses` that answers ``status``:
+        one that takes the connection but stays silent (paused, cut off) is
+        passed over once `timeout` has run out on it, as one that is down."""
+        failed: Exception | None = None
+        for address in addresses:
+            try:
+                with Client(address, timeout=timeout, keepalive=keepalive) as node:
+                    return node.request(node.status()).get("shards") or {}
+            except (TimeoutError, ConnectionError) as exc:
+                failed = exc
+        if failed is None:
+            raise ValueError("no address to ask for the cluster's directory")
+        raise failed
 
     def for_symbol(self, symbol: str) -> Client:
         shard = self.shard_of.get(symbol)

@@ -386,6 +386,23 @@ async def interest_everywhere(sub: Any, subject: str, urls: list[str]) -> None:
             await probe.close()
 
 
+def test_a_cluster_client_asks_the_next_node_when_the_first_is_silent(nats: LocalNats,
+                                                                       shard: Callable[..., list[Any]]) -> None:
+    # The first address given takes the connection but answers nothing (its
+    # process stopped): the directory comes from the next one.
+    nodes = shard(2, "a")
+    leader = leader_among(nodes)
+    (silent,) = [n for n in nodes if n is not leader]
+    silent.proc.send_signal(signal.SIGSTOP)
+    try:
+        with ClusterClient([address(silent), address(leader)], account=7, timeout=2) as cc:
+            assert cc.shard_of["ESZ6"] == "a"
+            es = cc.for_symbol("ESZ6")
+            assert es.request(es.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+    finally:
+        silent.proc.send_signal(signal.SIGCONT)
+
+
 def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     """A reader with no session on the engine: trades and book updates with
     their seq on pyengine.md.<symbol>, and a snapshot on request."""
