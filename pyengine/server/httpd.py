@@ -21,12 +21,13 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .listen import bind
 
-__all__ = ["REQUEST_TIMEOUT", "http_server"]
+__all__ = ["REQUEST_TIMEOUT", "StartResponse", "WsgiApp", "http_server"]
 
 REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request is awaited or read
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
+# A WSGI application's types, for the endpoints' apps.
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 

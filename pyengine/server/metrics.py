@@ -11,7 +11,7 @@ like the rest of the server, no thread of its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 from gevent.pywsgi import WSGIServer
@@ -26,7 +26,7 @@ from .dead_man import DeadManSwitches
 from .dispatch import Dispatcher
 from .engine_thread import EngineThread
 from .marketdata import MarketData
-from .httpd import http_server
+from .httpd import StartResponse, WsgiApp, http_server
 from .protocol import REQUEST_TYPES
 from .session import Session
 
@@ -34,9 +34,6 @@ __all__ = ["MetricsHost", "ServerCollector", "metrics_server", "request_type"]
 
 _PATH = "/metrics"
 _MAX_CONNECTIONS = 16  # scrapes served at once; more wait to be accepted
-
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 def request_type(message: Any) -> str:

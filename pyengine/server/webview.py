@@ -18,13 +18,13 @@ The page is read-only and shows nothing the market data does not publish
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 from ..log import fields
-from .httpd import http_server
+from .httpd import StartResponse, http_server
 from .webfeed import WebFeed, WebFeedHost
 
 __all__ = ["WebView", "UPDATES_PER_SECOND"]
@@ -52,8 +52,6 @@ _HEADERS = [
     # wait for it.
     ("Connection", "close"),
 ]
-
-StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
