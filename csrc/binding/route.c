@@ -16,7 +16,7 @@
  * pyengine/server/seam.py), each looked up once when the Router is built:
  * `cancelled` for a cancel by someone other than the owner, a mass cancel's
  * parts, or an order nobody holds; `modified`, `rejected`, `trading_state`,
- * `snapshot_done`, `state_hash`; `accepted_late` for an order accepted after
+ * `mass_cancelled` (a CANCEL_ALL's end), `snapshot_done`, `state_hash`; `accepted_late` for an order accepted after
  * its session closed; `accepted_unowned` and `unowned_gone` for orders no
  * session holds (a replica's, or recovered ones not claimed yet).
  *
@@ -46,6 +46,7 @@ typedef struct {
     PyObject *on_cancelled, *on_modified, *on_rejected, *on_trading_state, *on_snapshot_done, *on_state_hash;
     PyObject *on_mmp;
     PyObject *on_order_limits;
+    PyObject *on_mass_cancelled;
     PyObject *on_accepted_late, *on_accepted_unowned, *on_unowned_gone;
     unsigned long long trades, orders;
     /* The engine thread it drains (attach): its runner, the runner's
@@ -58,6 +59,13 @@ typedef struct {
     struct runner_event *taken;
     PyObject *flush_md;
     int routing; /* route_ready() is routing `taken`: the Python it calls must not take more into it */
+    /* The command whose events were routed last, kept from one route() to
+       the next: a command's events (a CANCEL_ALL's thousands of cancels)
+       may come in more than one batch, and its request is looked up once. */
+    uint64_t cmd_tag;
+    int have_cmd;
+    srv_link *cmd_link; /* new references, or NULL */
+    PyObject *cmd_info;
 } srv_router;
 
 static PyObject *route_session(srv_link *link)
@@ -365,6 +373,13 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
                               (unsigned long)ev->instrument, (long long)ev->qty, (long long)ev->price,
                               (long long)ev->leaves, (ev->flags & ENG_EV_F_TRIPPED) ? Py_True : Py_False,
                               (unsigned long long)ev->seq);
+    case ENG_EV_MASS_CANCELLED: {
+        PyObject *all = (ev->flags & ENG_EV_F_ALL_INSTRUMENTS) ? Py_True : Py_False;
+
+        return route_call_fmt(self->on_mass_cancelled, "(OOkkOLiK)", s, i, (unsigned long)ev->account,
+                              (unsigned long)ev->instrument, all, (long long)ev->qty, (int)ev->reason,
+                              (unsigned long long)ev->seq);
+    }
     case ENG_EV_LIMITS:
         return route_call_fmt(self->on_order_limits, "(OOkLLK)", s, i, (unsigned long)ev->instrument,
                               (long long)ev->qty, (long long)ev->price, (unsigned long long)ev->seq);
@@ -436,10 +451,7 @@ static int route_request(srv_router *self, const struct eng_event *ev, uint64_t 
  * after the one that failed are not routed). */
 static int route_events(srv_router *self, const struct runner_event *evs, Py_ssize_t n)
 {
-    srv_link *link = NULL;
-    PyObject *info = NULL;
-    uint64_t last_tag = 0;
-    int have_tag = 0, rc = 0;
+    int rc = 0;
 
     if (self->ledger->meters.trace)
         srv_trace_popped(self->ledger->meters.trace);
@@ -454,14 +466,14 @@ static int route_events(srv_router *self, const struct runner_event *evs, Py_ssi
             rc = srv_md_level(&self->md, ev);
             continue;
         }
-        first = !have_tag || evs[i].tag != last_tag;
+        first = !self->have_cmd || evs[i].tag != self->cmd_tag;
         if (first) {
-            have_tag = 1;
-            last_tag = evs[i].tag;
-            Py_CLEAR(link);
-            Py_CLEAR(info);
-            rc = route_request(self, ev, last_tag, &link, &info);
-            Py_XINCREF(link); /* held while its events are routed */
+            self->have_cmd = 1;
+            self->cmd_tag = evs[i].tag;
+            Py_CLEAR(self->cmd_link);
+            Py_CLEAR(self->cmd_info);
+            rc = route_request(self, ev, self->cmd_tag, &self->cmd_link, &self->cmd_info);
+            Py_XINCREF(self->cmd_link); /* held while its events are routed */
             if (rc < 0)
                 break;
         }
@@ -470,18 +482,16 @@ static int route_events(srv_router *self, const struct runner_event *evs, Py_ssi
             rc = route_trade(self, ev);
             break;
         case ENG_EV_ACCEPTED:
-            rc = route_accepted(self, ev, evs[i].tag, link, info);
+            rc = route_accepted(self, ev, evs[i].tag, self->cmd_link, self->cmd_info);
             break;
         case ENG_EV_CANCELLED:
-            rc = route_cancelled(self, ev, link, info, first);
+            rc = route_cancelled(self, ev, self->cmd_link, self->cmd_info, first);
             break;
         default:
-            rc = route_python(self, ev, evs[i].tag, link, info, first);
+            rc = route_python(self, ev, evs[i].tag, self->cmd_link, self->cmd_info, first);
             break;
         }
     }
-    Py_XDECREF(link);
-    Py_XDECREF(info);
     return rc < 0 ? -1 : 0;
 }
 
@@ -505,6 +515,10 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
     n = PyLong_AsSsize_t(args[1]);
     if (n == -1 && PyErr_Occurred())
         return NULL;
+    if (self->routing) {
+        PyErr_SetString(PyExc_RuntimeError, "route called from the Python its own routing calls");
+        return NULL;
+    }
     if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     if (n < 0 || (size_t)n > (size_t)view.len / sizeof(struct runner_event)) {
@@ -512,7 +526,9 @@ static PyObject *route_route(srv_router *self, PyObject *const *args, Py_ssize_t
         PyErr_SetString(PyExc_ValueError, "n is more records than the buffer holds");
         return NULL;
     }
+    self->routing = 1;
     rc = route_events(self, view.buf, n);
+    self->routing = 0;
     PyBuffer_Release(&view);
     if (rc < 0)
         return NULL;
@@ -731,6 +747,7 @@ static int route_init(srv_router *self, PyObject *args, PyObject *kwds)
         !(self->on_trading_state = srv_method(events, "trading_state")) ||
         !(self->on_mmp = srv_method(events, "mmp")) ||
         !(self->on_order_limits = srv_method(events, "order_limits")) ||
+        !(self->on_mass_cancelled = srv_method(events, "mass_cancelled")) ||
         !(self->on_snapshot_done = srv_method(events, "snapshot_done")) ||
         !(self->on_state_hash = srv_method(events, "state_hash")) ||
         !(self->on_accepted_late = srv_method(events, "accepted_late")) ||
@@ -761,6 +778,9 @@ static int route_traverse(srv_router *self, visitproc visit, void *arg)
     Py_VISIT(self->on_trading_state);
     Py_VISIT(self->on_mmp);
     Py_VISIT(self->on_order_limits);
+    Py_VISIT(self->on_mass_cancelled);
+    Py_VISIT(self->cmd_link);
+    Py_VISIT(self->cmd_info);
     Py_VISIT(self->on_snapshot_done);
     Py_VISIT(self->on_state_hash);
     Py_VISIT(self->on_accepted_late);
@@ -785,6 +805,10 @@ static int route_clear(srv_router *self)
     Py_CLEAR(self->on_trading_state);
     Py_CLEAR(self->on_mmp);
     Py_CLEAR(self->on_order_limits);
+    Py_CLEAR(self->on_mass_cancelled);
+    Py_CLEAR(self->cmd_link);
+    Py_CLEAR(self->cmd_info);
+    self->have_cmd = 0;
     Py_CLEAR(self->on_snapshot_done);
     Py_CLEAR(self->on_state_hash);
     Py_CLEAR(self->on_accepted_late);

@@ -543,12 +543,13 @@ class Server:
             self.ledger.own(session.link, oid, inst, coid)
         return len(orders)
 
-    def open_orders_of(self, account: int | None) -> list[tuple[int, int]]:
-        """(order id, instrument) of every open order the server knows of one
-        account (None: of every account), held by a session or unclaimed."""
-        out: list[tuple[int, int]] = self.ledger.owned(account)
-        out += self.unclaimed.of_account(account)
-        return out
+    def accounts_with_orders(self) -> list[int]:
+        """Every account that may have an order open or on its way to the
+        engine: those of the sessions (closed ones not yet forgotten too:
+        their answers may still be due) and of the orders no session holds."""
+        accounts = {s.account for s in self.sessions.values() if s.account is not None}
+        accounts.update(self.unclaimed.accounts())
+        return sorted(accounts)
 
     def _cancel_before_stopping(self, sessions: list[Session], deadline: float) -> None:
         """The stop's cancel-on-disconnect of `sessions`, closed before it:

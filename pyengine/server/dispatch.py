@@ -279,7 +279,7 @@ class Dispatcher:
             self.server.unclaimed.gone(order_id)
         if req_id is not None and session is not None and session is not owner:
             session.reply(dict(message, req_id=req_id))
-        if mass is not None and session is not None:
+        if mass is not None and session is not None and mass.per_order:
             mass.cancelled += 1
             self._mass_part_done(session, mass)
 
@@ -308,6 +308,8 @@ class Dispatcher:
             return
         kind, req_id, extra = request
         if kind == "mass_cancel":
+            if not extra.per_order:  # a CANCEL_ALL refused: the mass cancel did not happen
+                extra.refused = REJECTS[reason]
             self._mass_part_done(session, extra)  # the order was gone already
             return
         code, message = REJECTS[reason]
@@ -358,6 +360,19 @@ class Dispatcher:
             for s in self.server.sessions_of(account):
                 s.reply(message)
 
+    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
+                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
+        """The end of a CANCEL_ALL: an account-wide mass cancel's part (the
+        count is the engine's), or the dead-man switch's (logged)."""
+        if session is not None and request is not None and request[0] == "mass_cancel":
+            state: MassCancelState = request[2]
+            state.cancelled += count
+            self._mass_part_done(session, state)
+            return
+        symbol = None if all_instruments else self.server.engine.symbols[instrument]
+        log.info("mass_cancelled", extra=fields(account=account, symbol=symbol, reason=CANCEL_REASONS[reason],
+                                                count=count, seq=seq))
+
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine
         err = err or engine.journal_error()
@@ -391,7 +406,14 @@ class Dispatcher:
     @staticmethod
     def _mass_part_done(session: Session, state: MassCancelState) -> None:
         state.remaining -= 1
-        if state.remaining == 0:
+        if state.remaining:
+            return
+        if state.refused is not None:
+            code, message = state.refused
+            if state.cancelled:
+                message += f"; {state.cancelled} orders of other accounts were cancelled"
+            session.reply({"type": "error", "req_id": state.req_id, "code": code, "message": message})
+        else:
             session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled})
 
     def _cancel_orphans(self) -> None:

@@ -76,7 +76,7 @@ class RequestHost(Protocol):
 
     def claim_orders(self, session: Session) -> int: ...
 
-    def open_orders_of(self, account: int | None) -> list[tuple[int, int]]: ...
+    def accounts_with_orders(self) -> list[int]: ...
 
     def settle(self, session: Session) -> bool: ...
 
@@ -117,7 +117,8 @@ class Requests:
             elif type(req) is Login:
                 self.login(session, req)
             elif type(req) is MassCancel:
-                if self.server.settle(session):
+                # An account's needs no wait: the engine takes what came before it.
+                if req.account is not None or req.all_accounts or self.server.settle(session):
                     self.mass_cancel(session, req)
             elif type(req) is Subscribe:
                 self.subscribe(session, req)
@@ -268,27 +269,40 @@ class Requests:
         return RequestError(code, message, req.req_id)
 
     def mass_cancel(self, session: Session, req: MassCancel) -> None:
-        own = req.account is None and not req.all_accounts
-        if own:
-            self._account(session, req.req_id)
-        else:
+        """The session's own orders: a cancel each, of the orders it holds
+        once its earlier requests are answered. An account's (or every
+        account's): one CANCEL_ALL each, which the engine carries out on
+        every order of the account open when it comes to it, those of
+        requests read before this one but not yet answered too."""
+        own_account = self._account(session, req.req_id)
+        if req.all_accounts or (req.account is not None and req.account != own_account):
             self._admin(session, req.req_id, "cancel the orders of other accounts")
         inst = None
         if req.symbol is not None:
             inst = self.server.engine.instrument_ids.get(req.symbol)
             if inst is None:
                 raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        if own:
-            orders = [(oid, order_inst) for oid, (order_inst, _) in session.link.orders().items()]
-        else:
-            orders = self.server.open_orders_of(req.account)
-        targets = [oid for oid, order_inst in orders if inst is None or order_inst == inst]
-        if not targets:
+        if req.account is None and not req.all_accounts:
+            self._cancel_each(session, req.req_id, inst)
+            return
+        accounts = [req.account] if req.account is not None else self.server.accounts_with_orders()
+        if not accounts:
             session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
-        state = MassCancelState(req.req_id, len(targets))
+        state = MassCancelState(req.req_id, len(accounts), per_order=False)
+        flags = lib.ENG_CMD_F_ALL_INSTRUMENTS if inst is None else 0
+        for account in accounts:
+            self.server.commands.add(lib.ENG_CMD_CANCEL_ALL, session.link.tag("mass_cancel", req.req_id, state),
+                                     account=account, flags=flags, instrument=inst or 0)
+
+    def _cancel_each(self, session: Session, req_id: Any, inst: int | None) -> None:
+        targets = [oid for oid, (order_inst, _) in session.link.orders().items() if inst is None or order_inst == inst]
+        if not targets:
+            session.reply({"type": "mass_cancelled", "req_id": req_id, "count": 0})
+            return
+        state = MassCancelState(req_id, len(targets), per_order=True)
         for oid in targets:
-            self.server.commands.add(lib.ENG_CMD_CANCEL, session.link.tag("mass_cancel", req.req_id, state),
+            self.server.commands.add(lib.ENG_CMD_CANCEL, session.link.tag("mass_cancel", req_id, state),
                                      flags=lib.ENG_CMD_F_ANY_ACCOUNT, order_id=oid)
 
     def subscribe(self, session: Session, req: Subscribe) -> None:
@@ -349,12 +363,17 @@ class Requests:
 
 
 class MassCancelState:
-    """Counts the answers to a mass cancel, to reply once they are all in."""
+    """Counts the answers to a mass cancel, to reply once they are all in:
+    its parts are a CANCEL per order (`per_order`: each cancel counts one)
+    or a CANCEL_ALL per account (the engine's MASS_CANCELLED counts them;
+    `refused`, the (code, message) of one the engine refused)."""
 
-    __slots__ = ("req_id", "remaining", "cancelled")
+    __slots__ = ("req_id", "remaining", "cancelled", "per_order", "refused")
 
-    def __init__(self, req_id: Any, remaining: int) -> None:
+    def __init__(self, req_id: Any, remaining: int, *, per_order: bool) -> None:
         self.req_id = req_id
         self.remaining = remaining
         self.cancelled = 0
+        self.per_order = per_order
+        self.refused: tuple[str, str] | None = None
 

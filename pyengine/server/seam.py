@@ -93,7 +93,7 @@ class RouterEvents(Protocol):
     def cancelled(self, owner: Session | None, order_id: int, leaves: int, reason: int, seq: int,
                   session: Session | None, request: PendingRequest | None, first: bool) -> None:
         """A cancel the Router does not answer itself: one by someone other
-        than the owner, a mass cancel's part, or one of an order no session
+        than the owner, a mass cancel's first, or one of an order no session
         holds. ``first``: the first event of its command."""
 
     def modified(self, owner: Session | None, order_id: int, price: int, qty: int, priority_kept: bool, seq: int,
@@ -115,6 +115,11 @@ class RouterEvents(Protocol):
     def order_limits(self, session: Session | None, request: PendingRequest | None, instrument: int,
                      max_qty: int, max_notional: int, seq: int) -> None:
         """An instrument's order limits were set (0: none)."""
+
+    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
+                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
+        """The engine cancelled `count` open orders of an account (CANCEL_ALL),
+        after their ``cancelled`` events."""
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         """A snapshot was written (``err`` 0) or failed (an errno)."""

@@ -1,8 +1,10 @@
 """Requests that read a session's orders wait for its earlier commands.
 
-``mass_cancel``, ``orders`` and ``order_status`` are carried out by the
-event loop from what it knows of the session's orders, and the event loop
-knows an order once its ack is routed. A client that sends a new order and
+``mass_cancel`` of the session's own orders, ``orders`` and ``order_status``
+are carried out by the event loop from what it knows of the session's
+orders, and the event loop knows an order once its ack is routed (a
+``mass_cancel`` of an account is the engine's, which takes every order that
+came before it, and does not wait). A client that sends a new order and
 a mass cancel in one write (or a query right after an order) must not find
 the order missed: the order would stay open after a mass cancel that came
 after it, and the reply would come before the order's ack, out of the order

@@ -44,10 +44,9 @@ class UnclaimedOrders:
         account = self._account_of.get(order_id)
         return None if account is None else self._by_account[account][order_id][1]
 
-    def of_account(self, account: int | None) -> list[tuple[int, int]]:
-        """(order id, instrument) of one account's orders, or of all (None)."""
-        accounts = self._by_account.values() if account is None else (self._by_account.get(account, {}),)
-        return [(oid, inst) for orders in accounts for oid, (inst, _) in orders.items()]
+    def accounts(self) -> list[int]:
+        """The accounts that have orders here."""
+        return list(self._by_account)
 
     def claim(self, account: int) -> dict[int, tuple[int, str | None]]:
         """Hand over the account's open orders: order id -> (instrument, client order id)."""

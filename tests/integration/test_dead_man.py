@@ -43,6 +43,7 @@ def test_a_silent_open_connection_loses_its_orders(server: Any) -> None:
         cancelled = _cancels(a, 2)
         assert sorted(m["order_id"] for m in cancelled) == sorted(mine)
         assert {m["reason"] for m in cancelled} == {"dead_man"}
+        server.wait_log(r"event=mass_cancelled .*account=1 .*reason=dead_man count=2")
         assert a.open_orders() == []
         assert [o["order_id"] for o in b.open_orders()] == [theirs]
         # It fired once: new orders rest again and stay.

@@ -125,6 +125,35 @@ def test_admin_mass_cancel_across_accounts(server_factory: Any) -> None:
         assert sorted(m["type"] for m in drain(seven)) == ["cancelled", "cancelled"]
 
 
+def test_a_mass_cancel_of_an_account_that_runs_out_of_memory_says_so(server_factory: Any,
+                                                                      failing_realloc: Any) -> None:
+    """3000 orders to cancel at once need 6001 events, a realloc of the
+    engine's event buffer to 768 KiB, which fails: the engine refuses the
+    whole CANCEL_ALL, and the admin hears it (not a count of 0)."""
+    n = 3000
+    server = server_factory(ACCOUNTS, env=failing_realloc.env)
+    with login(server, 8) as eight, login(server, 1) as admin:
+        for _ in range(n // 500):
+            for req in [eight.new_order(ES, "buy", 1, 440_000) for _ in range(500)]:
+                assert eight.request(req, timeout=10)["type"] == "ack"
+        failing_realloc.flag.touch()
+        assert error_code(admin, admin.mass_cancel(account=8)) == "no_memory"
+        failing_realloc.flag.unlink()
+        assert len(eight.open_orders()) == n
+        assert admin.request(admin.mass_cancel(account=8), timeout=10)["count"] == n
+
+
+def test_a_session_may_cancel_the_orders_of_its_own_account(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    with login(server, 7) as seven, login(server, 7) as also_seven, login(server, 8) as eight:
+        for c in (seven, also_seven, eight):
+            c.request(c.new_order(ES, "buy", 1, 450_000))
+        assert error_code(seven, seven.mass_cancel(account=8)) == "not_admin"
+        assert seven.request(seven.mass_cancel(account=7))["count"] == 2  # both sessions' orders
+        assert [m["type"] for m in drain(also_seven)] == ["cancelled"]
+        assert len(eight.open_orders()) == 1
+
+
 def test_max_open_orders_per_account(server_factory: Any) -> None:
     server = server_factory("[limits]\nmax_open_orders = 3\n")
     with server.client() as a, server.client() as b:

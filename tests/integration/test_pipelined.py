@@ -75,6 +75,33 @@ def test_a_mass_cancel_cancels_the_orders_sent_just_before_it(server: RunningSer
         assert got[-1]["count"] == 2 and c.open_orders() == []
 
 
+def test_a_mass_cancel_of_an_account_takes_its_orders_still_on_their_way(server: RunningServer) -> None:
+    """The kill switch: an admin's mass_cancel of an account cancels every
+    order of it that reaches the engine before the request does, answered or
+    not yet (here the acks wait for the journal's fsync of each order, so
+    the request comes while most of the account's orders are on their way);
+    the orders after it stay open."""
+    n = 300
+    with login(server, 8) as trader, login(server, 1) as admin:
+        trader.send_raw(b"".join(new_order(i, ES, 440_000 + 25 * (i % 40)) for i in range(1, n + 1)))
+        first = trader.recv(timeout=10)
+        admin.send_raw(frame({"type": "mass_cancel", "req_id": "kill", "account": 8}))
+        done = until_reply(admin, "kill")[-1]  # type: ignore[arg-type]
+        assert done["type"] == "mass_cancelled" and done["count"] > 0
+        acked: dict[int, int] = {first["order_id"]: first["seq"]}  # order id -> its ack's seq
+        cancelled: dict[int, int] = {}  # order id -> the cancel's seq
+        while len(acked) < n or len(cancelled) < done["count"]:
+            m = trader.recv(timeout=10)
+            if m["type"] == "ack":
+                acked[m["order_id"]] = m["seq"]
+            else:
+                assert (m["type"], m["reason"]) == ("cancelled", "user"), m
+                cancelled[m["order_id"]] = m["seq"]
+        kill = max(cancelled.values(), default=0)
+        assert sorted(oid for oid, seq in acked.items() if seq < kill) == sorted(cancelled)
+        assert {o["order_id"] for o in trader.open_orders()} == {oid for oid, seq in acked.items() if seq > kill}
+
+
 def test_queries_see_the_orders_sent_just_before_them(server: RunningServer) -> None:
     with login(server, 1) as c:
         c.send_raw(new_order(1, ES, 450_000, "q1") + frame({"type": "order_status", "req_id": 2,

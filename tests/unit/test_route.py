@@ -100,6 +100,11 @@ class Recorder:
                      max_notional: int, seq: int) -> None:
         self.calls.append(("order_limits", session, request, instrument, max_qty, max_notional, seq))
 
+    def mass_cancelled(self, session: Sink | None, request: PendingRequest | None, account: int, instrument: int,
+                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
+        self.calls.append(("mass_cancelled", session, request, account, instrument, all_instruments, count, reason,
+                           seq))
+
     def snapshot_done(self, session: Sink | None, request: PendingRequest | None, seq: int, err: int) -> None:
         self.calls.append(("snapshot_done", session, request, seq, err))
 
@@ -277,6 +282,26 @@ def test_cancels_of_others_and_mass_cancels_go_to_python() -> None:
         ("cancelled", owner, 6, 1, USER, 2, admin, ("mass_cancel", None, "state"), True),
     ]
     assert owner.frames == admin.frames == []
+
+
+def test_a_cancel_all_answers_its_request_once_though_its_events_come_in_two_batches() -> None:
+    rig = Rig()
+    owner, admin = rig.sessions[1], rig.sessions[2]
+    for oid in (5, 6, 7):
+        rig.own(owner, oid)
+    t = rig.pend(admin, "mass_cancel", 9, "state")
+    cancel = dict(type=CANCELLED, leaves=1, reason=USER, seq=4, account=1, tag=t)
+    rig.route(dict(cancel, order_id=5), dict(cancel, order_id=6))
+    rig.route(dict(cancel, order_id=7),
+              dict(type=lib.ENG_EV_MASS_CANCELLED, account=1, flags=lib.ENG_EV_F_ALL_INSTRUMENTS, qty=3, reason=USER,
+                   seq=4, tag=t))
+    request = ("mass_cancel", 9, "state")
+    assert rig.events.calls == [
+        ("cancelled", owner, 5, 1, USER, 4, admin, request, True),
+        ("mass_cancelled", admin, request, 1, 0, True, 3, USER, 4),
+    ]
+    assert [m["order_id"] for m in owner.messages()] == [6, 7]  # pushes: the owner did not ask
+    assert admin.frames == [] and rig.ledger.owned(None) == [(5, 0)]  # the one given to Python is its to forget
 
 
 def test_rare_events_reach_the_python_methods() -> None:
