@@ -199,6 +199,19 @@ def test_symbols_are_shown_as_text(server_factory: Any, browser: WebDriver) -> N
         wait_for(browser, lambda: shown_ladder(browser) == {"bids": [[100, 3, 1]], "asks": []}, "the order")
 
 
+def test_a_malformed_fragment_is_ignored(server_factory: Any, browser: WebDriver) -> None:
+    # "%" and a cut UTF-8 sequence are no escapes decodeURIComponent takes: the page shows the first instrument,
+    # whether it loads with such a fragment or is given one (a hashchange).
+    server = server_factory(CONFIG, "--http-port", "0")
+    port = http_port(server)
+    for fragment, symbol in (("%", ES), (quote(ODD, safe=""), ODD), ("%E0%A4%A", ES)):
+        browser.get(f"http://127.0.0.1:{port}/#{fragment}")
+        title = f"{symbol} - pyengine"
+        wait_for(browser, lambda: browser.execute_script("return document.title") == title,
+                 f"the page of {symbol} at #{fragment}")
+        wait_for(browser, lambda: browser.find_element("id", "connection").text == "live", "a live stream")
+
+
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
     try:

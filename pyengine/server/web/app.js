@@ -42,9 +42,20 @@
     el.textContent = text;
   }
 
+  // The instrument named after the "#"; "" (the server's first) for one
+  // that is no valid escape ("#%"), which decodeURIComponent throws on.
+  function hashSymbol() {
+    try {
+      return decodeURIComponent(location.hash.slice(1));
+    } catch (e) {
+      if (e instanceof URIError) return "";
+      throw e;
+    }
+  }
+
   function connect() {
     if (source) source.close();
-    const symbol = decodeURIComponent(location.hash.slice(1));
+    const symbol = hashSymbol();
     source = new EventSource(symbol ? "events?symbol=" + encodeURIComponent(symbol) : "events");
     setConnection("connecting", "connecting");
     source.onopen = () => setConnection("live", "live");
