@@ -6,24 +6,29 @@ Each serves a bounded number of connections at once (more wait in the
 listening socket's backlog, taking none of the process's file descriptors,
 which the order port's sessions need), and closes a connection that sends
 nothing of its request for ``REQUEST_TIMEOUT`` seconds (an idle keep-alive
-connection too), so that connections that never send a request cannot hold
-those places for good. A request it cannot parse is answered 400 without a
-traceback in the server's log.
+connection too), or whose request, head and body, is not all in
+``REQUEST_DEADLINE`` seconds after the server awaits it (a byte every few
+seconds passes the first), so that connections that never send a whole
+request cannot hold those places for good. A request it cannot parse is
+answered 400 without a traceback in the server's log.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Literal
 
+from gevent import Timeout
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from .listen import bind
 
-__all__ = ["REQUEST_TIMEOUT", "StartResponse", "WsgiApp", "http_server"]
+__all__ = ["REQUEST_DEADLINE", "REQUEST_TIMEOUT", "StartResponse", "WsgiApp", "http_server"]
 
 REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request is awaited or read
+REQUEST_DEADLINE = 10.0  # seconds a connection may take to send the whole of a request, from when it is awaited
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
@@ -33,20 +38,41 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _Handler(WSGIHandler):
-    """gevent's handler, its reads of a request under REQUEST_TIMEOUT."""
+    """gevent's handler, its reads of a request under REQUEST_TIMEOUT each
+    and REQUEST_DEADLINE all together."""
+
+    _reading: Timeout  # the request's deadline, while its head or body is read
+    _ends = 0.0  # when, on time.monotonic()
 
     def handle(self) -> None:
         self.socket.settimeout(REQUEST_TIMEOUT)
         super().handle()
 
+    def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
+        # Expiring, it raises TimeoutError in the read it interrupts, which
+        # gevent's handler takes as a failed connection: it closes it.
+        self._ends = time.monotonic() + REQUEST_DEADLINE
+        self._reading = Timeout.start_new(REQUEST_DEADLINE, TimeoutError)
+        try:
+            handled = super().handle_one_request()
+            # gevent ignores a failed read of the body it discards: one the
+            # deadline cut short leaves the connection where no request starts.
+            return None if handled is True and not self._reading.pending else handled
+        finally:
+            self._reading.close()
+
     def run_application(self) -> None:
         # The response is written as slowly as the client takes it: a page's
         # stream lasts as long as the page.
+        self._reading.close()
         self.socket.settimeout(None)
         try:
             super().run_application()
         finally:
-            self.socket.settimeout(REQUEST_TIMEOUT)  # for what is left of the request's body, then the next
+            self.socket.settimeout(REQUEST_TIMEOUT)
+            # What is left of the request's body is read next, and discarded
+            # (nothing here takes one), under what is left of the deadline.
+            self._reading = Timeout.start_new(max(0.0, self._ends - time.monotonic()), TimeoutError)
 
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
         # gevent's prints a traceback to stderr (the server's log) for what

@@ -1,20 +1,23 @@
 """What the metrics endpoint and the web view's HTTP server do with clients
 that are not Prometheus or a browser, on a real server: connections that
-never send a request, requests that cannot be parsed. Neither may take from
-the order port what its sessions need, nor hold the endpoint for good."""
+never send a request, or send it a byte at a time, requests that cannot be
+parsed. Neither may take from the order port what its sessions need, nor
+hold the endpoint for good."""
 
 from __future__ import annotations
 
 import os
 import re
 import resource
+import select
 import socket
+import time
 import urllib.request
 from typing import Any
 
 import pytest
 
-from pyengine.server.httpd import REQUEST_TIMEOUT
+from pyengine.server.httpd import REQUEST_DEADLINE, REQUEST_TIMEOUT
 
 from .conftest import RunningServer
 
@@ -22,6 +25,7 @@ from .conftest import RunningServer
 ENDPOINTS = [("--metrics-port", "metrics_listening", "/metrics"), ("--http-port", "http_listening", "/")]
 IDLE = 70  # connections: more than either endpoint serves at once (16 and 64)
 WAIT = REQUEST_TIMEOUT + 25  # seconds for what the server does after REQUEST_TIMEOUT, on a busy machine
+TRICKLE = 1.0  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
 
 
 def endpoint_port(server: RunningServer, event: str) -> int:
@@ -94,4 +98,49 @@ def test_an_unreadable_request_is_answered_400_without_a_traceback(server_factor
             s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
             assert s.recv(1024).startswith(b"HTTP/1.1 400 ")
     assert get(port, path) == 200  # the server is well, and has logged anything it would have
+    assert not any("Traceback" in line for line in server.lines)
+
+
+def trickle_until_closed(s: socket.socket, data: bytes) -> bytes:
+    """Send `data` a byte every TRICKLE seconds until the server closes the
+    connection; what it answered meanwhile. AssertionError if it keeps the
+    connection past REQUEST_DEADLINE and WAIT."""
+    assert TRICKLE < REQUEST_TIMEOUT
+    answered = b""
+    give_up = time.monotonic() + REQUEST_DEADLINE + WAIT
+    for i in range(len(data)):
+        assert time.monotonic() < give_up, f"the server still reads the request after {i} bytes"
+        try:
+            s.sendall(data[i:i + 1])
+            while select.select([s], [], [], TRICKLE)[0]:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return answered
+                answered += chunk
+        except (BrokenPipeError, ConnectionResetError):
+            return answered
+    raise AssertionError("the request was all sent")
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_headers_sent_a_byte_at_a_time_are_cut_off(server_factory: Any, flag: str, event: str, path: str) -> None:
+    server = server_factory(None, flag, "0")
+    port = endpoint_port(server, event)
+    endless = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: y\r\n" * 1000
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        assert trickle_until_closed(s, endless) == b""
+    assert get(port, path) == 200
+    assert not any("Traceback" in line for line in server.lines)
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_a_body_sent_a_byte_at_a_time_is_cut_off(server_factory: Any, flag: str, event: str, path: str) -> None:
+    # Neither endpoint takes a body: the server reads one, after its answer, to discard it.
+    server = server_factory(None, flag, "0")
+    port = endpoint_port(server, event)
+    head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(head)
+        assert trickle_until_closed(s, b"a" * 100_000).startswith(b"HTTP/1.1 200 ")
+    assert get(port, path) == 200
     assert not any("Traceback" in line for line in server.lines)
