@@ -64,10 +64,13 @@ A file looks like this (every key optional, defaults as shown)::
     [metrics]                        # none (the default): no metrics endpoint
     port = 9464                      # Prometheus text at http://host:port/metrics (docs/metrics.md)
     host = "127.0.0.1"
+    allowed_hosts = []               # host names a request's Host may give besides addresses and localhost;
+                                     # any other is answered 421 (docs/security.md, "Who can connect")
 
     [http]                           # none (the default): no web view
     port = 8080                      # the live web view at http://host:port/ (docs/webview.md)
     host = "127.0.0.1"
+    allowed_hosts = []               # as [metrics]'s
 
     [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
 
@@ -207,8 +210,10 @@ class ServerConfig:
     cluster: ClusterConfig | None = None  # None: one server alone (no NATS)
     metrics_port: int | None = None  # None: no metrics endpoint
     metrics_host: str = "127.0.0.1"
+    metrics_allowed_hosts: tuple[str, ...] = ()  # host names a request's Host may give besides addresses, localhost
     http_port: int | None = None  # None: no web view
     http_host: str = "127.0.0.1"
+    http_allowed_hosts: tuple[str, ...] = ()  # as metrics_allowed_hosts
 
     @property
     def auth_required(self) -> bool:
@@ -339,16 +344,22 @@ def _limits(value: object) -> LimitsConfig:
 
 
 def _port_table(name: str, value: object) -> dict[str, Any]:
-    """A table of one HTTP endpoint ([metrics], [http]): its port (required)
-    and host, as the ServerConfig fields ``<name>_port`` and ``<name>_host``."""
+    """A table of one HTTP endpoint ([metrics], [http]): its port (required),
+    host and allowed_hosts, as the ServerConfig fields ``<name>_port``,
+    ``<name>_host`` and ``<name>_allowed_hosts``."""
     where = f"[{name}]"
     table = _table("top level", name, value)
-    _check_keys(where, table, {"port", "host"})
+    _check_keys(where, table, {"port", "host", "allowed_hosts"})
     if "port" not in table:
         raise ConfigError(f"{where}: port is required")
     kw: dict[str, Any] = {f"{name}_port": _typed(where, "port", table["port"], int)}
     if "host" in table:
         kw[f"{name}_host"] = _typed(where, "host", table["host"], str)
+    if "allowed_hosts" in table:
+        names = table["allowed_hosts"]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}: allowed_hosts must be an array of host names, not {names!r}")
+        kw[f"{name}_allowed_hosts"] = tuple(names)
     return kw
 
 
@@ -460,10 +471,29 @@ def _endpoint(where: str, host: str, port: int | None) -> None:
         raise ConfigError(f"{where}: port {port} is out of range: from 0 to 65535 (0: any free port)")
 
 
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*\.?")
+
+
+def _allowed_hosts(where: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(name):
+                raise ConfigError(f"{where}: allowed_hosts must list host names (without a port), "
+                                  f"not {name!r}") from None
+            if name.lower().removesuffix(".") == "localhost":
+                raise ConfigError(f"{where}: allowed_hosts: localhost is always answered") from None
+        else:
+            raise ConfigError(f"{where}: allowed_hosts: {name} is an address: addresses are always answered")
+
+
 def _check_server(config: ServerConfig) -> None:
     _endpoint("[server]", config.host, config.port)
     _endpoint("[metrics]", config.metrics_host, config.metrics_port)
     _endpoint("[http]", config.http_host, config.http_port)
+    _allowed_hosts("[metrics]", config.metrics_allowed_hosts)
+    _allowed_hosts("[http]", config.http_allowed_hosts)
     _in_range("[server]", "max_connections", config.max_connections, 1, _I64)
     _in_range("[server]", "max_frame", config.max_frame, 64, MAX_FRAME, " bytes")
     _in_range("[server]", "max_unsent", config.max_unsent, config.max_frame, _I64, " bytes (at least max_frame)")

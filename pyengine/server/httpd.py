@@ -11,10 +11,20 @@ connection too), or whose request, head and body, is not all in
 seconds passes the first), so that connections that never send a whole
 request cannot hold those places for good. A request it cannot parse is
 answered 400 without a traceback in the server's log.
+
+Each answers only a request whose Host header names it as it may be named:
+an IP address, ``localhost``, or a name of its table's ``allowed_hosts``;
+any other is answered 421. A page whose name an attacker's DNS answers with
+this machine's address (DNS rebinding) would otherwise read, in the
+browser of someone on this machine or network, what these endpoints show as
+if it were its own: its requests carry its own name. A request with no Host
+is no browser's, and is answered.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -23,6 +33,7 @@ from gevent import Timeout
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
+from ..log import fields
 from .listen import bind
 
 __all__ = ["REQUEST_DEADLINE", "REQUEST_TIMEOUT", "StartResponse", "WsgiApp", "http_server"]
@@ -31,6 +42,8 @@ REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request
 REQUEST_DEADLINE = 10.0  # seconds a connection may take to send the whole of a request, from when it is awaited
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+
+log = logging.getLogger("pyengine.server")
 
 # A WSGI application's types, for the endpoints' apps.
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
@@ -82,11 +95,59 @@ class _Handler(WSGIHandler):
         return ("400", _BAD_REQUEST)
 
 
-def http_server(host: str, port: int, app: WsgiApp, max_connections: int, in_use: str) -> WSGIServer:
-    """A WSGIServer of `app` serving at most `max_connections` at once, its
-    socket bound (OSError, with the message `in_use` if the port is taken);
-    serving starts with its ``start()``."""
-    http = WSGIServer((host, port), app, spawn=Pool(max_connections), handler_class=_Handler, log=None,
-                      error_log=None)
+def _host_name(host: str) -> str | None:
+    """The name or address a Host header gives, in lower case, without its
+    port and a final dot; None if it is not ``host[:port]``."""
+    host = host.strip().lower()
+    if host.startswith("["):  # an IPv6 address
+        name, bracket, rest = host[1:].partition("]")
+        if not bracket or rest[:1] not in ("", ":"):
+            return None
+        port = rest[1:]
+    else:
+        name, _, port = host.partition(":")
+    if port and not (port.isascii() and port.isdigit()):
+        return None
+    return name.removesuffix(".")
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _own_hosts(app: WsgiApp, table: str, allowed_hosts: Iterable[str]) -> WsgiApp:
+    """`app`, for the requests whose Host names this server as it may be
+    named (the module's docstring); 421 for any other."""
+    names = frozenset(n.lower().removesuffix(".") for n in allowed_hosts) | {"localhost"}
+    refusal = f"unknown host name: list it in [{table}] allowed_hosts\n".encode()
+
+    def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST")
+        if host:
+            name = _host_name(host)
+            if name is None or (name not in names and not _is_address(name)):
+                log.debug("http_wrong_host", extra=fields(endpoint=table, host=host[:256],
+                                                          peer=environ.get("REMOTE_ADDR")))
+                start_response("421 Misdirected Request", [
+                    ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(refusal))),
+                    ("X-Content-Type-Options", "nosniff"), ("Connection", "close")])
+                return [refusal]
+        return app(environ, start_response)
+    return serve
+
+
+def http_server(host: str, port: int, app: WsgiApp, max_connections: int, in_use: str, *, table: str,
+                allowed_hosts: Iterable[str]) -> WSGIServer:
+    """A WSGIServer of `app` serving at most `max_connections` at once, and
+    only requests for this server's addresses, localhost and `allowed_hosts`
+    (the setting of the configuration's `table`), its socket bound (OSError,
+    with the message `in_use` if the port is taken); serving starts with its
+    ``start()``."""
+    http = WSGIServer((host, port), _own_hosts(app, table, allowed_hosts), spawn=Pool(max_connections),
+                      handler_class=_Handler, log=None, error_log=None)
     bind(http, in_use)
     return http

@@ -156,4 +156,5 @@ def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
     return http_server(host, port, _only_metrics(make_wsgi_app(registry)), _MAX_CONNECTIONS,
-                       f"metrics port {port} on {host} is in use")
+                       f"metrics port {port} on {host} is in use", table="metrics",
+                       allowed_hosts=server.config.metrics_allowed_hosts)

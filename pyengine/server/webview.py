@@ -20,14 +20,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 from ..log import fields
+from .config import ServerConfig
 from .httpd import StartResponse, http_server
 from .webfeed import WebFeed, WebFeedHost
 
-__all__ = ["WebView", "UPDATES_PER_SECOND"]
+__all__ = ["WebView", "WebViewHost", "UPDATES_PER_SECOND"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -60,15 +61,22 @@ def _static_files() -> dict[str, tuple[bytes, str]]:
     return {path: (web.joinpath(name).read_bytes(), kind) for path, (name, kind) in _STATIC.items()}
 
 
+class WebViewHost(WebFeedHost, Protocol):
+    """What the web view reads of the server."""
+
+    config: ServerConfig
+
+
 class WebView:
     """The web view's HTTP server and the feed behind its streams."""
 
-    def __init__(self, server: WebFeedHost, host: str, port: int) -> None:
+    def __init__(self, server: WebViewHost, host: str, port: int) -> None:
         """Bind the port (OSError if it cannot be); serving starts with ``start()``."""
         self.feed = WebFeed(server, UPDATES_PER_SECOND)
         self.symbols = {symbol: i for i, symbol in enumerate(server.engine.symbols)}
         self.files = _static_files()
-        self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use")
+        self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use",
+                                table="http", allowed_hosts=server.config.http_allowed_hosts)
 
     def start(self) -> None:
         self.http.start()

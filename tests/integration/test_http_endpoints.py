@@ -6,6 +6,7 @@ hold the endpoint for good."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import resource
@@ -17,12 +18,14 @@ from typing import Any
 
 import pytest
 
+from pyengine.server.config import ConfigError, config_from_dict
 from pyengine.server.httpd import REQUEST_DEADLINE, REQUEST_TIMEOUT
 
 from .conftest import RunningServer
 
 # (the flag, its log line, a path it serves)
 ENDPOINTS = [("--metrics-port", "metrics_listening", "/metrics"), ("--http-port", "http_listening", "/")]
+TABLES = {"--metrics-port": "metrics", "--http-port": "http"}  # each one's table in the configuration
 IDLE = 70  # connections: more than either endpoint serves at once (16 and 64)
 WAIT = REQUEST_TIMEOUT + 25  # seconds for what the server does after REQUEST_TIMEOUT, on a busy machine
 TRICKLE = 1.0  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
@@ -144,3 +147,72 @@ def test_a_body_sent_a_byte_at_a_time_is_cut_off(server_factory: Any, flag: str,
         assert trickle_until_closed(s, b"a" * 100_000).startswith(b"HTTP/1.1 200 ")
     assert get(port, path) == 200
     assert not any("Traceback" in line for line in server.lines)
+
+
+def answer_to(port: int, path: str, host: str | None) -> tuple[int, bytes]:
+    """The status and body of a GET of `path` whose Host header is `host` (None: no Host)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\n".encode() + (f"Host: {host}\r\n".encode() if host is not None else b"")
+                  + b"Connection: close\r\n\r\n")
+        r = http.client.HTTPResponse(s)
+        r.begin()
+        return r.status, r.read()
+
+
+# Names a page's address may have whose DNS answer is the attacker's to give: a page of theirs, rebound
+# to this machine, reads what the browser gets as if it were its own (DNS rebinding).
+FOREIGN = ["evil.example", "evil.example:{port}", "localhost.evil.example", "127.0.0.1.evil.example",
+           "pyengine.example.evil", "localhost:{port}.evil.example", "[::1].evil.example"]
+# Names no DNS answer makes: addresses, and localhost (a browser resolves it to this machine itself).
+OWN = ["127.0.0.1", "127.0.0.1:{port}", "localhost", "LocalHost:{port}", "localhost.", "[::1]:{port}", "10.1.2.3",
+       "[2001:db8::1]", None]
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_a_request_for_another_host_name_is_refused(server_factory: Any, flag: str, event: str, path: str) -> None:
+    server = server_factory(None, flag, "0")
+    port = endpoint_port(server, event)
+    for host in FOREIGN:
+        status, body = answer_to(port, path, host.format(port=port))
+        assert (status, body) == (421, f"unknown host name: list it in [{TABLES[flag]}] allowed_hosts\n".encode()), host
+    for own in OWN:
+        assert answer_to(port, path, own and own.format(port=port))[0] == 200, own
+    assert answer_to(port, "/events?symbol=ESZ6" if path == "/" else path, "evil.example")[0] == 421
+    server.wait_log("http_wrong_host")
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_the_host_names_listed_are_answered(server_factory: Any, flag: str, event: str, path: str) -> None:
+    server = server_factory(f'[{TABLES[flag]}]\nport = 0\nallowed_hosts = ["pyengine.example", "Mon.Example."]\n')
+    port = endpoint_port(server, event)
+    for host in ("pyengine.example", "PyEngine.Example:{port}", "pyengine.example.", "mon.example", "mon.example."):
+        assert answer_to(port, path, host.format(port=port))[0] == 200, host
+    for host in FOREIGN + ["www.pyengine.example", "pyengine.exampl"]:
+        assert answer_to(port, path, host.format(port=port))[0] == 421, host
+    for own in OWN:
+        assert answer_to(port, path, own and own.format(port=port))[0] == 200, own
+
+
+@pytest.mark.parametrize("table", TABLES.values())
+@pytest.mark.parametrize(("names", "error"), [
+    ("pyengine.example", "allowed_hosts must be an array of host names"),
+    ([7], "allowed_hosts must be an array of host names"),
+    ([""], "not ''"),
+    (["a b"], "not 'a b'"),
+    (["pyengine.example:8080"], "not 'pyengine.example:8080'"),
+    (["*"], "not '\\*'"),
+    (["127.0.0.1"], "127.0.0.1 is an address: addresses are always answered"),
+    (["::1"], "::1 is an address: addresses are always answered"),
+    (["LocalHost"], "localhost is always answered"),
+])
+def test_bad_allowed_hosts(table: str, names: object, error: str) -> None:
+    with pytest.raises(ConfigError, match=rf"\[{table}\]: .*{error}"):
+        config_from_dict({table: {"port": 8080, "allowed_hosts": names}})
+
+
+def test_allowed_hosts_of_each_endpoint() -> None:
+    config = config_from_dict({"metrics": {"port": 9464, "allowed_hosts": ["prometheus-target.example"]},
+                               "http": {"port": 8080, "allowed_hosts": ["view.example", "view2.example"]}})
+    assert config.metrics_allowed_hosts == ("prometheus-target.example",)
+    assert config.http_allowed_hosts == ("view.example", "view2.example")
+    assert config_from_dict({"http": {"port": 8080}}).http_allowed_hosts == ()

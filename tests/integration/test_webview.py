@@ -55,7 +55,7 @@ symbol = "<i>A&amp;\\"'</i>"
 Level = list[int]  # price, total quantity, order count
 
 
-def chromium() -> WebDriver:
+def chromium(*args: str) -> WebDriver:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"the web view's test needs Debian's chromium and chromium-driver ({', '.join(missing)} "
@@ -63,7 +63,8 @@ def chromium() -> WebDriver:
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     # --no-sandbox: Chromium's sandbox refuses to run as root, as the tests do in CI.
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000",
+                *args):
         options.add_argument(arg)
     # The sanitizer stage preloads ASan into Python and the processes it starts: not into the browser.
     env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith(("ASAN_", "UBSAN_"))}
@@ -210,6 +211,21 @@ def test_a_malformed_fragment_is_ignored(server_factory: Any, browser: WebDriver
         wait_for(browser, lambda: browser.execute_script("return document.title") == title,
                  f"the page of {symbol} at #{fragment}")
         wait_for(browser, lambda: browser.find_element("id", "connection").text == "live", "a live stream")
+
+
+def test_a_page_whose_name_is_rebound_to_the_server_is_refused(server_factory: Any) -> None:
+    # The browser resolves rebound.example to this machine, as an attacker's DNS would after serving the name's
+    # page (DNS rebinding): that page would read the web view as its own.
+    server = server_factory('[http]\nport = 0\nallowed_hosts = ["view.example"]\n')
+    port = http_port(server)
+    driver = chromium("--host-resolver-rules=MAP rebound.example 127.0.0.1, MAP view.example 127.0.0.1")
+    try:
+        driver.get(f"http://rebound.example:{port}/")
+        assert driver.find_element("tag name", "body").text == "unknown host name: list it in [http] allowed_hosts"
+        driver.get(f"http://view.example:{port}/")
+        wait_for(driver, lambda: driver.find_element("id", "connection").text == "live", "a live stream")
+    finally:
+        driver.quit()
 
 
 def get(port: int, path: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
