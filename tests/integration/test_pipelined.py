@@ -143,3 +143,24 @@ def test_frames_read_behind_a_query_are_dropped_when_the_session_closes_meanwhil
         placed = again.request(again.new_order(ES, "buy", 1, 420_000))
         assert placed["type"] == "ack", placed
         assert [o["order_id"] for o in again.open_orders()] == [placed["order_id"]]
+
+
+def test_a_query_after_a_mass_cancel_of_the_account_waits_for_all_of_it(
+        server_factory: Callable[..., RunningServer]) -> None:
+    """A mass_cancel of the session's account is one engine command whose
+    cancels may reach the event loop in many batches (here an output ring of
+    4 events: a few at a time); an `orders` sent right after it is answered
+    once the mass cancel is, and finds none of the orders it cancelled."""
+    n = 300
+    server = server_factory("[engine]\nout_capacity = 4\n")
+    with login(server, 8) as c:
+        c.send_raw(b"".join(new_order(i, ES, 440_000 + 25 * (i % 40)) for i in range(1, n + 1)))
+        for _ in range(n):
+            assert c.recv(timeout=10)["type"] == "ack"
+        c.send_raw(frame({"type": "mass_cancel", "req_id": "kill", "account": 8})
+                   + frame({"type": "orders", "req_id": "q"}))
+        got = until_reply(c, "q")  # type: ignore[arg-type]
+        replies = [(m["type"], m["req_id"]) for m in got if m.get("req_id") is not None]
+        assert replies == [("mass_cancelled", "kill"), ("orders", "q")]
+        assert got[-1]["orders"] == []
+        assert sum(m["type"] == "cancelled" for m in got) == n
