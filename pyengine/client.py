@@ -671,8 +671,9 @@ class Client:
 
     def mass_cancel(self, symbol: str | None = None, *, account: int | None = None,
                     all_accounts: bool = False) -> int:
-        """Cancel this session's open orders (of one instrument, or all); an
-        admin may name another ``account`` or ask for ``all_accounts``."""
+        """Cancel this session's open orders (of one instrument, or all); any
+        session may name its own ``account`` (every session's orders of it),
+        an admin another one, or ask for ``all_accounts``."""
         msg: dict[str, Any] = {"type": "mass_cancel"}
         if symbol is not None:
             msg["symbol"] = symbol
