@@ -543,13 +543,17 @@ class Server:
             self.ledger.own(session.link, oid, inst, coid)
         return len(orders)
 
-    def accounts_with_orders(self) -> list[int]:
-        """Every account that may have an order open or on its way to the
-        engine: those of the sessions (closed ones not yet forgotten too:
-        their answers may still be due) and of the orders no session holds."""
-        accounts = {s.account for s in self.sessions.values() if s.account is not None}
-        accounts.update(self.unclaimed.accounts())
-        return sorted(accounts)
+    def accounts_with_orders(self, account: int | None) -> list[int]:
+        """`account`, or of every account, those that have an order open or
+        on its way to the engine, by the Ledger's counts. Every such account
+        is a session's (closed ones not yet forgotten too: their answers may
+        still be due) or has orders no session holds."""
+        if account is not None:
+            candidates = {account}
+        else:
+            candidates = {s.account for s in self.sessions.values() if s.account is not None}
+            candidates.update(self.unclaimed.accounts())
+        return sorted(a for a in candidates if self.ledger.open(a) or self.ledger.in_flight(a))
 
     def _cancel_before_stopping(self, sessions: list[Session], deadline: float) -> None:
         """The stop's cancel-on-disconnect of `sessions`, closed before it:

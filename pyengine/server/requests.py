@@ -76,7 +76,7 @@ class RequestHost(Protocol):
 
     def claim_orders(self, session: Session) -> int: ...
 
-    def accounts_with_orders(self) -> list[int]: ...
+    def accounts_with_orders(self, account: int | None) -> list[int]: ...
 
     def settle(self, session: Session) -> bool: ...
 
@@ -285,7 +285,7 @@ class Requests:
         if req.account is None and not req.all_accounts:
             self._cancel_each(session, req.req_id, inst)
             return
-        accounts = [req.account] if req.account is not None else self.server.accounts_with_orders()
+        accounts = self.server.accounts_with_orders(req.account)
         if not accounts:
             session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return

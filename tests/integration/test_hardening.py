@@ -125,6 +125,17 @@ def test_admin_mass_cancel_across_accounts(server_factory: Any) -> None:
         assert sorted(m["type"] for m in drain(seven)) == ["cancelled", "cancelled"]
 
 
+def test_a_mass_cancel_of_an_account_with_no_orders_costs_the_engine_nothing(server_factory: Any) -> None:
+    """Answered 0 by the server: no command is sequenced (each would walk
+    the books), so the next order takes the next seq."""
+    server = server_factory(ACCOUNTS)
+    with login(server, 7) as seven, login(server, 1) as admin:
+        before = seven.request(seven.new_order(ES, "buy", 1, 440_000))["seq"]
+        assert admin.request(admin.mass_cancel(account=8))["count"] == 0
+        assert admin.request(admin.mass_cancel(all_accounts=True, symbol=NQ))["count"] == 0  # one walk: seven's
+        assert seven.request(seven.new_order(ES, "buy", 1, 440_000))["seq"] == before + 2
+
+
 def test_a_mass_cancel_of_an_account_that_runs_out_of_memory_says_so(server_factory: Any,
                                                                       failing_realloc: Any) -> None:
     """3000 orders to cancel at once need 6001 events, a realloc of the
