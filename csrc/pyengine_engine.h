@@ -163,6 +163,8 @@ enum eng_event_type {
     ENG_EV_LIMITS = 10
 };
 
+/* Bit 0x80 is never the engine's: a runner marks with it the last event of a
+   command (RUNNER_EV_F_LAST, pyengine_runner.h). */
 enum eng_event_flags {
     ENG_EV_F_PRIORITY_KEPT = 1,  /* MODIFIED: the order kept its time priority */
     ENG_EV_F_ALL_INSTRUMENTS = 2, /* MASS_CANCELLED: of every instrument */

@@ -33,6 +33,12 @@ struct runner_event {
     uint64_t tag; /* the tag of the command that caused it */
 };
 
+/* In ev.flags, beside the engine's enum eng_event_flags (bits it never
+   uses): the last event of its command (of a control, or the runner's own
+   event). A command's events may be published, and polled, in more than
+   one part: a consumer knows from this one that it has them all. */
+enum { RUNNER_EV_F_LAST = 0x80 };
+
 struct runner_config {
     int32_t cpu;           /* CPU to pin the engine thread to; -1: do not pin */
     uint32_t spin_us;      /* how long an idle engine thread polls before it sleeps */

@@ -207,7 +207,7 @@ static void stage_record(struct runner *r, const struct eng_cmd *c)
  * records were still here could fill the output ring with events nobody can
  * take, while we wait for room in it with the records in hand.
  */
-static inline void stage(struct runner *r, size_t *used, const struct eng_event *ev, uint64_t tag)
+static inline void stage_part(struct runner *r, size_t *used, const struct eng_event *ev, uint64_t tag, bool last)
 {
     if (*used == RUNNER_STAGING) {
         if (r->batch_start_ns && !r->batch_end_ns)
@@ -217,8 +217,16 @@ static inline void stage(struct runner *r, size_t *used, const struct eng_event 
         *used = 0;
     }
     r->staging[*used].ev = *ev;
+    if (last)
+        r->staging[*used].ev.flags |= RUNNER_EV_F_LAST;
     r->staging[*used].tag = tag;
     (*used)++;
+}
+
+/* An event that is all its command's (or the runner's own). */
+static inline void stage(struct runner *r, size_t *used, const struct eng_event *ev, uint64_t tag)
+{
+    stage_part(r, used, ev, tag, true);
 }
 
 /*
@@ -386,7 +394,7 @@ static size_t run_batch(struct runner *r)
         if (r->cfg.snapshot_every && ++r->since_snapshot >= r->cfg.snapshot_every)
             snapshot_err = take_due_snapshot(r);
         for (size_t k = 0; k < count; k++)
-            stage(r, &used, &ev[k], c->tag);
+            stage_part(r, &used, &ev[k], c->tag, k + 1 == count);
         events += count;
         if (snapshot_err) {
             /* Nobody asked for it: tag 0. */

@@ -822,6 +822,7 @@ class _Lib:
     RUNNER_CTL_SNAPSHOT: int
     RUNNER_CTL_STATE_HASH: int
     RUNNER_EV_BATCH: int
+    RUNNER_EV_F_LAST: int
     RUNNER_EV_SNAPSHOT: int
     RUNNER_EV_STATE_HASH: int
     def eng_add_instrument(self, a0: struct_eng | VoidPtr, a1: struct_eng_instrument_spec | VoidPtr, a2: Ints | VoidPtr, /) -> int: ...

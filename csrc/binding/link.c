@@ -304,7 +304,8 @@ static PyGetSetDef link_getset[] = {
     {"account", (getter)link_get_account, NULL, "the account logged in as, or None", NULL},
     {"busy", (getter)link_get_busy, NULL, "requests in flight or open orders: not to be forgotten yet", NULL},
     {"order_count", (getter)link_get_order_count, NULL, "open orders the session owns", NULL},
-    {"pending_count", (getter)link_get_pending_count, NULL, "requests waiting for their first event", NULL},
+    {"pending_count", (getter)link_get_pending_count, NULL,
+     "requests waiting for their events (until the last of them is routed)", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

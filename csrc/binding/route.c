@@ -65,7 +65,7 @@ typedef struct {
     uint64_t cmd_tag;
     int have_cmd;
     srv_link *cmd_link; /* new references, or NULL */
-    PyObject *cmd_info;
+    PyObject *cmd_info, *cmd_key; /* its pending request, and the key it has there */
 } srv_router;
 
 static PyObject *route_session(srv_link *link)
@@ -403,15 +403,16 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
 
 /*
  * The Link that sent a command (borrowed from the Ledger, or NULL if it is
- * gone) and the request it answers, taken out of link->pending (a new
- * reference, or NULL if none); a new order's answer ends its flight (its
- * account's count, its client order id's).
+ * gone) and the request it answers, in link->pending (a new reference, or
+ * NULL if none), which keeps it until its command's last event is routed
+ * (route_end); a new order's answer ends its flight (its account's count,
+ * its client order id's).
  */
 static int route_request(srv_router *self, const struct eng_event *ev, uint64_t tag, srv_link **link,
                          PyObject **info)
 {
     PyObject *key, *v;
-    int rc;
+    int rc = 0, kind;
 
     *link = NULL;
     *info = NULL;
@@ -432,17 +433,32 @@ static int route_request(srv_router *self, const struct eng_event *ev, uint64_t 
         return PyErr_Occurred() ? -1 : 0;
     }
     *info = Py_NewRef(v);
-    rc = PyDict_DelItem((*link)->pending, key);
-    Py_DECREF(key);
-    if (rc == 0) {
-        int kind = PyUnicode_Compare(PyTuple_GET_ITEM(v, 0), srv_names.new_order);
+    Py_XSETREF(self->cmd_key, key); /* for route_end */
+    kind = PyUnicode_Compare(PyTuple_GET_ITEM(v, 0), srv_names.new_order);
+    if (kind == -1 && PyErr_Occurred())
+        return -1;
+    if (kind == 0)
+        rc = route_count(self, ev->account, 0, -1);
+    if (kind == 0 && rc == 0 && PyUnicode_Check(PyTuple_GET_ITEM(v, 2)))
+        rc = srv_link_landed(*link, PyTuple_GET_ITEM(v, 2));
+    return rc;
+}
 
-        if (kind == -1 && PyErr_Occurred())
-            return -1;
-        if (kind == 0)
-            rc = route_count(self, ev->account, 0, -1);
-        if (kind == 0 && rc == 0 && PyUnicode_Check(PyTuple_GET_ITEM(v, 2)))
-            rc = srv_link_landed(*link, PyTuple_GET_ITEM(v, 2));
+/* The current command's events are all routed: its request leaves its
+ * Link's pending (once: the next command's first event ends it too, should
+ * its last not have been marked). */
+static int route_end(srv_router *self)
+{
+    int rc;
+
+    if (!self->cmd_info)
+        return 0;
+    Py_CLEAR(self->cmd_info);
+    rc = PyDict_DelItem(self->cmd_link->pending, self->cmd_key);
+    Py_CLEAR(self->cmd_key);
+    if (rc < 0 && PyErr_ExceptionMatches(PyExc_KeyError)) {
+        PyErr_Clear(); /* gone already */
+        rc = 0;
     }
     return rc;
 }
@@ -464,14 +480,19 @@ static int route_events(srv_router *self, const struct runner_event *evs, Py_ssi
         if (ev->type == ENG_EV_LEVEL) {
             /* Never the first event of a command: no request to look up. */
             rc = srv_md_level(&self->md, ev);
+            if (rc == 0 && (ev->flags & RUNNER_EV_F_LAST))
+                rc = route_end(self);
             continue;
         }
         first = !self->have_cmd || evs[i].tag != self->cmd_tag;
         if (first) {
+            if (route_end(self) < 0) {
+                rc = -1;
+                break;
+            }
             self->have_cmd = 1;
             self->cmd_tag = evs[i].tag;
             Py_CLEAR(self->cmd_link);
-            Py_CLEAR(self->cmd_info);
             rc = route_request(self, ev, self->cmd_tag, &self->cmd_link, &self->cmd_info);
             Py_XINCREF(self->cmd_link); /* held while its events are routed */
             if (rc < 0)
@@ -491,6 +512,8 @@ static int route_events(srv_router *self, const struct runner_event *evs, Py_ssi
             rc = route_python(self, ev, evs[i].tag, self->cmd_link, self->cmd_info, first);
             break;
         }
+        if (rc == 0 && (ev->flags & RUNNER_EV_F_LAST))
+            rc = route_end(self);
     }
     return rc < 0 ? -1 : 0;
 }
@@ -808,6 +831,7 @@ static int route_clear(srv_router *self)
     Py_CLEAR(self->on_mass_cancelled);
     Py_CLEAR(self->cmd_link);
     Py_CLEAR(self->cmd_info);
+    Py_CLEAR(self->cmd_key);
     self->have_cmd = 0;
     Py_CLEAR(self->on_snapshot_done);
     Py_CLEAR(self->on_state_hash);

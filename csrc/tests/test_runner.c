@@ -69,6 +69,11 @@ void test_runner_round_trip_with_tags(void)
     ASSERT_EQ(ev[2].ev.qty, 3);
     ASSERT_EQ(ev[3].tag, 103);
     ASSERT_EQ(ev[3].ev.reason, ENG_BAD_PRICE);
+    /* The last event of each command is marked, and only that one. */
+    ASSERT_TRUE(ev[0].ev.flags & RUNNER_EV_F_LAST);
+    ASSERT_TRUE(!(ev[1].ev.flags & RUNNER_EV_F_LAST));
+    ASSERT_TRUE(ev[2].ev.flags & RUNNER_EV_F_LAST);
+    ASSERT_TRUE(ev[3].ev.flags & RUNNER_EV_F_LAST);
     runner_get_stats(r, &st);
     ASSERT_EQ(st.commands, 3);
     ASSERT_EQ(st.events, 4);

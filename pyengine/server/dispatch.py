@@ -408,8 +408,6 @@ class Dispatcher:
         state.remaining -= 1
         if state.remaining:
             return
-        if not state.per_order:
-            session.mass_cancels -= 1
         if state.refused is not None:
             code, message = state.refused
             if state.cancelled:

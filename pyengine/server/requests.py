@@ -290,7 +290,6 @@ class Requests:
             session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
         state = MassCancelState(req.req_id, len(accounts), per_order=False)
-        session.mass_cancels += 1  # until its count is in (Dispatcher._mass_part_done)
         flags = lib.ENG_CMD_F_ALL_INSTRUMENTS if inst is None else 0
         for account in accounts:
             self.server.commands.add(lib.ENG_CMD_CANCEL_ALL, session.link.tag("mass_cancel", req.req_id, state),

@@ -73,10 +73,6 @@ class Session:
         self.sid = sid
         self.cancel_on_disconnect = True
         self.closed = False
-        # Account-wide mass cancels sent and not answered yet: their commands
-        # leave link.pending at their first event, their cancels may follow
-        # in later batches (settle.py).
-        self.mass_cancels = 0
         self._fd = sock.fileno()
         self._wake = Event()  # the writer's
         self._turn = Event()  # the reader's: the Poller handed something over, or the session closed

@@ -10,10 +10,11 @@ the order missed: the order would stay open after a mass cancel that came
 after it, and the reply would come before the order's ack, out of the order
 the client sent them in (docs/protocol.md). So such a request first waits,
 in the session's reader greenlet, until every command the session sent
-before it has its answer: an account-wide mass cancel's is its count,
-which comes after every cancel of it, and those may be routed in more than
-one batch. Later frames of the session wait with it (the reader has its
-socket meanwhile); other sessions go on.
+before it has its answer: all its events, the last of which (the runner
+marks it) takes it out of the Link's pending requests (a sweep's fills or a
+CANCEL_ALL's cancels may come in more than one batch). Later frames of the
+session wait with it (the reader has its socket meanwhile); other sessions
+go on.
 """
 
 from __future__ import annotations
@@ -33,13 +34,6 @@ __all__ = ["Settling"]
 log = logging.getLogger("pyengine.server")
 
 
-def _unanswered(session: Session) -> int:
-    """The session's commands without their answer: those waiting for their
-    first event, and the account-wide mass cancels whose last (the count)
-    is still to come."""
-    return int(session.link.pending_count) + session.mass_cancels
-
-
 class Settling:
     """The sessions waiting for their commands' answers, each with the
     Event that wakes it."""
@@ -56,15 +50,16 @@ class Settling:
         without its answer, True; False if it closed meanwhile (nobody is
         left to answer: the request is dropped). Its commands must be on
         their way (pushed, or to be pushed when the loop next turns)."""
+        link = session.link
         if session.closed:
             return False
-        if not _unanswered(session):
+        if not link.pending_count:
             return True
         woken = self._waiting[session] = Event()
         try:
-            while _unanswered(session) and not session.closed:
+            while link.pending_count and not session.closed:
                 if not woken.wait(self.patience):
-                    log.warning("settle_timeout", extra=fields(sid=session.sid, pending=_unanswered(session),
+                    log.warning("settle_timeout", extra=fields(sid=session.sid, pending=link.pending_count,
                                                                  waited_s=self.patience))
                     break
                 woken.clear()
@@ -75,7 +70,7 @@ class Settling:
     def routed(self) -> None:
         """After events were routed: wake the sessions they settled."""
         for session, woken in self._waiting.items():
-            if not _unanswered(session):
+            if not session.link.pending_count:
                 woken.set()
 
     def closed(self, session: Session) -> None:

@@ -121,6 +121,25 @@ def test_queries_see_the_orders_sent_just_before_them(server: RunningServer) -> 
 
 
 
+def test_a_query_after_a_sweep_waits_for_all_its_fills(server_factory: Callable[..., RunningServer]) -> None:
+    """A new order that fills 300 makers: its events reach the event loop in
+    many batches (an output ring of 4 events), its ack in the first; an
+    `order_status` sent right after it is answered after the last fill."""
+    n = 300
+    server = server_factory("[engine]\nout_capacity = 4\n")
+    with login(server, 7) as maker, login(server, 8) as taker:
+        maker.send_raw(b"".join(frame({"type": "new_order", "req_id": i, "symbol": ES, "side": "sell", "qty": 1,
+                                       "price": 450_000}) for i in range(n)))
+        for _ in range(n):
+            assert maker.recv(timeout=10)["type"] == "ack"
+        taker.send_raw(frame({"type": "new_order", "req_id": "sweep", "symbol": ES, "side": "buy", "qty": n,
+                              "price": 450_000, "client_order_id": "sweep"})
+                       + frame({"type": "order_status", "req_id": "q", "client_order_id": "sweep"}))
+        got = until_reply(taker, "q")  # type: ignore[arg-type]
+        assert [m["type"] for m in got] == ["ack"] + ["fill"] * n + ["order_status"]
+        assert got[-1]["order"]["status"] == "filled", got[-1]
+
+
 def test_frames_read_behind_a_query_are_dropped_when_the_session_closes_meanwhile(
         server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
     """A session that closes while a query waits for its orders' answers

@@ -147,6 +147,9 @@ class Rig:
         self.ledger.own(s.link, oid, inst, coid)
 
     def route(self, *events: dict[str, Any]) -> None:
+        """Route `events` as the runner publishes them: the last of each
+        command's (of a run of one tag) marked so, unless it says ``more``
+        (the rest of its command comes in a later call)."""
         buf = ffi.new("struct runner_event[]", len(events))
         for i, e in enumerate(events):
             for key, value in e.items():
@@ -154,8 +157,11 @@ class Rig:
                     buf[i].tag = value
                 elif key == "coid":
                     ffi.memmove(buf[i].ev.coid, value.encode().ljust(16, b"\0"), 16)
-                else:
+                elif key != "more":
                     setattr(buf[i].ev, key, value)
+            ends_run = i + 1 == len(events) or events[i + 1].get("tag", 0) != e.get("tag", 0)
+            if ends_run and not e.get("more"):
+                buf[i].ev.flags |= lib.RUNNER_EV_F_LAST
         self.router.route(ffi.buffer(buf), len(events))
 
 
@@ -291,7 +297,8 @@ def test_a_cancel_all_answers_its_request_once_though_its_events_come_in_two_bat
         rig.own(owner, oid)
     t = rig.pend(admin, "mass_cancel", 9, "state")
     cancel = dict(type=CANCELLED, leaves=1, reason=USER, seq=4, account=1, tag=t)
-    rig.route(dict(cancel, order_id=5), dict(cancel, order_id=6))
+    rig.route(dict(cancel, order_id=5), dict(cancel, order_id=6, more=True))
+    assert list(admin.pending.values()) == [("mass_cancel", 9, "state")]  # until its last event
     rig.route(dict(cancel, order_id=7),
               dict(type=lib.ENG_EV_MASS_CANCELLED, account=1, flags=lib.ENG_EV_F_ALL_INSTRUMENTS, qty=3, reason=USER,
                    seq=4, tag=t))
@@ -302,6 +309,7 @@ def test_a_cancel_all_answers_its_request_once_though_its_events_come_in_two_bat
     ]
     assert [m["order_id"] for m in owner.messages()] == [6, 7]  # pushes: the owner did not ask
     assert admin.frames == [] and rig.ledger.owned(None) == [(5, 0)]  # the one given to Python is its to forget
+    assert admin.pending == {}
 
 
 def test_rare_events_reach_the_python_methods() -> None:

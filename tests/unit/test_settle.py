@@ -2,7 +2,7 @@
 orders waits in the session's greenlet until its earlier commands are
 answered, is woken by the routing that answers the last of them, and is
 dropped when the session closes meanwhile. The session here is a plain
-object with the four attributes Settling reads; the real sessions' waits
+object with the three attributes Settling reads; the real sessions' waits
 are tested over TCP in tests/integration/test_pipelined.py."""
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ class Session:
     sid: int = 1
     closed: bool = False
     link: Link = field(default_factory=Link)
-    mass_cancels: int = 0
 
 
 def test_no_command_in_flight_no_wait() -> None:
@@ -42,18 +41,6 @@ def test_the_routing_that_answers_the_last_command_wakes_it() -> None:
     gevent.sleep(0)
     assert not waiter.ready()
     session.link.pending_count = 0
-    settling.routed()
-    assert waiter.get(timeout=1) is True
-
-
-def test_an_account_wide_mass_cancel_is_answered_by_its_count_not_its_first_event() -> None:
-    settling, session = Settling(), Session(mass_cancels=1)  # its first event routed, its cancels not all
-    waiter = gevent.spawn(settling.wait, session)
-    gevent.sleep(0)
-    settling.routed()
-    gevent.sleep(0)
-    assert not waiter.ready()
-    session.mass_cancels = 0
     settling.routed()
     assert waiter.get(timeout=1) is True
 
