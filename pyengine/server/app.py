@@ -85,6 +85,7 @@ class Server:
         self.hub = gevent.get_hub()
         self.cluster: ClusterNode | None = None
         self.rejoin_reason: str | None = None  # set when a cluster node must start again as a follower
+        self._told_to_stop = False  # by a signal: it does not start again
         # The port first: a port in use fails before recovery and the engine thread.
         self._listener = self._bind()
         try:
@@ -312,13 +313,16 @@ class Server:
 
     def rejoin(self, reason: str) -> None:
         """Cluster mode: this node no longer leads (or cannot follow): stop,
-        and let the command line start it again as a follower."""
-        if self.rejoin_reason is None:
+        and let the command line start it again as a follower (not when it
+        was told to stop: a leader told to stop loses its lease on the way)."""
+        if self.rejoin_reason is None and not self._told_to_stop:
             self.rejoin_reason = reason
             gevent.spawn(self.stop)
 
     def _on_signal(self, sig: int) -> None:
         log.info("signal", extra=fields(signal=signal.Signals(sig).name))
+        self._told_to_stop = True
+        self.rejoin_reason = None  # it stops for good, whatever stopped it first
         gevent.spawn(self.stop)
 
     def stop(self, timeout: float = 5.0) -> None:

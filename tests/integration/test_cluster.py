@@ -214,6 +214,22 @@ def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard
     settled(nodes)
 
 
+def test_a_leader_told_to_stop_as_it_loses_its_lease_stops(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """SIGTERM to a leader that is losing its lease (paused until another
+    node took it, then resumed with the signal waiting): it exits, and does
+    not start again as a follower, whichever it notices first."""
+    nodes = shard(2)
+    old = leader_among(nodes)
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        leader_among([n for n in nodes if n is not old])
+        old.proc.send_signal(signal.SIGTERM)
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    assert old.proc.wait(30) == 0, "".join(old.lines[-40:])
+    assert not [line for line in old.lines if "event=restarting" in line]
+
+
 def test_losing_nats_servers(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     nodes = shard(2, lease_ttl=2.0)
     leader_among(nodes)
