@@ -44,6 +44,11 @@ _HEADER = struct.Struct(">I")
 _CLOSING_CODES = frozenset({"empty_frame", "frame_too_large", "truncated_frame", "too_many_connections",
                             "idle_timeout"})
 _ASK_FOR = 2.0  # seconds at most for each other node's status after a request timed out (or the client's timeout)
+# The longest frame a Client takes by default: far more than a server sends (an `orders` reply at most some
+# 330 bytes an order, 3.3 MB at the server's default max_open_orders; a book snapshot 65 bytes a level), and
+# below 0x10000000, so that a header whose first byte is 0x10 or more (text: HTTP, NATS's INFO; TLS) is refused.
+_MAX_FRAME = 256 << 20
+_FRAME_LIMIT = (1 << 32) - 1  # a frame's length is a uint32
 
 
 class OrderState(TypedDict):
@@ -223,6 +228,14 @@ class Client:
     short (KeyboardInterrupt, gevent.Timeout), may have sent part of its
     message: it drops the connection, as a lost one.
 
+    A frame the server sends may be up to `max_frame` bytes long (256 MiB
+    by default, far more than a server sends: an ``orders`` reply takes
+    some 330 bytes an order at most, so some 800,000 orders fit, a book
+    snapshot 65 bytes a level; at most 2**32 - 1). A longer one is not
+    waited for: its header, as anything else that is not a message (the
+    other end is no pyengine server: an HTTP or NATS port, TLS), drops the
+    connection with ConnectionClosed saying what came.
+
     A connection whose server went away without a word (its machine lost,
     a cable cut) is found out by TCP keepalive: after `keepalive` seconds
     without a byte either way, the kernel probes it every `keepalive` / 2
@@ -243,13 +256,17 @@ class Client:
         socket_module: ModuleType = _socket,
         find_leader_for: float = 10.0,
         keepalive: float | None = 10.0,
+        max_frame: int = _MAX_FRAME,
     ) -> None:
         names = [host] if isinstance(host, str) else list(host)
         if not names:
             raise ValueError("no address to connect to")
         if keepalive is not None and not (math.isfinite(keepalive) and 1 <= keepalive <= MAX_KEEPALIVE):
             raise ValueError(f"keepalive must be from 1 to {MAX_KEEPALIVE} seconds, or None, not {keepalive}")
+        if not 1 <= max_frame <= _FRAME_LIMIT:
+            raise ValueError(f"max_frame must be from 1 to {_FRAME_LIMIT} bytes, not {max_frame}")
         self._keepalive = keepalive
+        self._max_frame = max_frame
         self.addresses = [_address(a, port) for a in names]
         self._timeout = timeout
         self._socket_module = socket_module
@@ -418,7 +435,8 @@ class Client:
         for address in self.addresses[start:] + self.addresses[: start - 1]:
             ends = time.monotonic() + wait
             try:
-                with Client(address[0], address[1], timeout=wait, socket_module=self._socket_module) as node:
+                with Client(address[0], address[1], timeout=wait, socket_module=self._socket_module,
+                            max_frame=self._max_frame) as node:
                     st = node.request(node.status(), timeout=max(0.0, ends - time.monotonic()))
             except (OSError, ServerError, ValueError):
                 continue  # down, silent too, or no pyengine server
@@ -478,6 +496,9 @@ class Client:
         if len(self._buf) < 4:
             return None
         (n,) = _HEADER.unpack_from(self._buf)
+        if n > self._max_frame:  # not waited for, nor buffered: its header is most likely no header
+            raise _NotAMessage(f"the server sent the header of a frame of {n} bytes, over max_frame "
+                               f"({self._max_frame}) ({bytes(self._buf[:40])!r}): is it a pyengine server?")
         if len(self._buf) < 4 + n:
             return None
         body = bytes(self._buf[4 : 4 + n])
@@ -781,16 +802,18 @@ class ClusterClient:
     shard that trades the symbol, connecting and logging in on first use.
     Order ids are per shard: cancel and modify through the Client the order
     was entered with. Each shard's Client has all the shard's nodes, and
-    follows its leader as a Client does (a silent one too).
+    follows its leader as a Client does (a silent one too); `timeout`,
+    `keepalive` and `max_frame` are its (Client's).
     """
 
     def __init__(self, addresses: Sequence[str], account: int, secret: str | None = None, *,
                  cancel_on_disconnect: bool = True, timeout: float | None = 10.0,
-                 keepalive: float | None = 10.0) -> None:
+                 keepalive: float | None = 10.0, max_frame: int = _MAX_FRAME) -> None:
         self._login = (account, secret, cancel_on_disconnect)
         self._timeout = timeout
-        self._keepalive = keepalive  # each shard's Client's (Client's keepalive)
-        shards = self._directory(addresses, timeout, keepalive)
+        self._keepalive = keepalive  # each shard's Client's (Client's keepalive, max_frame)
+        self._max_frame = max_frame
+        shards = self._directory(addresses, timeout, keepalive, max_frame)
         if not shards:
             raise ConnectionError("the node answered with no shards: is it a cluster node?")
         self.shard_of = {symbol: name for name, s in shards.items() for symbol in s["instruments"]}
@@ -798,14 +821,15 @@ class ClusterClient:
         self._clients: dict[str, Client] = {}
 
     @staticmethod
-    def _directory(addresses: Sequence[str], timeout: float | None, keepalive: float | None) -> dict[str, Any]:
+    def _directory(addresses: Sequence[str], timeout: float | None, keepalive: float | None,
+                   max_frame: int) -> dict[str, Any]:
         """The shards, from the first of `addresses` that answers ``status``:
         one that takes the connection but stays silent (paused, cut off) is
         passed over once `timeout` has run out on it, as one that is down."""
         failed: Exception | None = None
         for address in addresses:
             try:
-                with Client(address, timeout=timeout, keepalive=keepalive) as node:
+                with Client(address, timeout=timeout, keepalive=keepalive, max_frame=max_frame) as node:
                     return node.request(node.status()).get("shards") or {}
             except (TimeoutError, ConnectionError) as exc:
                 failed = exc
@@ -820,7 +844,7 @@ class ClusterClient:
         client = self._clients.get(shard)
         if client is None:
             nodes = list(dict.fromkeys(_show(_advertised(a)) for a in self._nodes[shard] if a))
-            client = Client(nodes, timeout=self._timeout, keepalive=self._keepalive)
+            client = Client(nodes, timeout=self._timeout, keepalive=self._keepalive, max_frame=self._max_frame)
             account, secret, cod = self._login
             try:
                 client.login(account, secret, cancel_on_disconnect=cod)

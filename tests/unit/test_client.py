@@ -408,3 +408,40 @@ def test_a_connection_the_kernel_ended_with_any_error_is_lost(fake: FakeServer, 
     assert len(made) == 2 and fake.read() == {"type": "ping", "req_id": req}
     fake.peer.sendall(frame({"type": "pong", "req_id": req}))
     assert c.request(req, timeout=5)["type"] == "pong"
+
+
+@pytest.mark.parametrize("sent", [
+    b'INFO {"server_id":"NDUJ","version":"2.10.22","proto":1}\r\n',  # a NATS server's greeting: the wrong port
+    b"\x16\x03\x01\x00\x7a\x02\x00\x00\x76\x03\x03",  # a TLS server's hello
+    struct.pack(">I", 0xFFFF_FFFF) + b"\x00" * 8,  # a server gone wrong
+])
+def test_a_frame_header_over_max_frame_drops_the_connection_with_a_clear_error(fake: FakeServer,
+                                                                                sent: bytes) -> None:
+    # The body such a header announces never comes (or is no message): the
+    # client neither waits for it nor buffers it, whatever the timeout.
+    c = connect(fake, timeout=5)
+    req = c.ping()
+    fake.read()
+    fake.peer.sendall(frame({"type": "fill", "req_id": None, "order_id": 5}) + sent)
+    (n,) = struct.unpack_from(">I", sent)
+    with pytest.raises(ConnectionClosed, match=rf"a frame of {n} bytes, over max_frame") as info:
+        c.request(req)
+    assert repr(sent[:4])[:-1] in str(info.value)  # what came, to tell what answered
+    assert c.sock is None
+    assert c.recv(timeout=0)["type"] == "fill"
+
+
+def test_max_frame_is_the_largest_frame_taken(fake: FakeServer) -> None:
+    c = connect(fake, timeout=5, max_frame=64)
+    req = c.ping()
+    fake.read()
+    body = {"type": "fill", "req_id": None, "pad": ""}
+    body["pad"] = "x" * (64 - len(orjson.dumps(body)))
+    fake.peer.sendall(frame(body) + frame({**body, "pad": body["pad"] + "x"}))
+    assert c.recv()["pad"] == body["pad"]
+    with pytest.raises(ConnectionClosed, match=r"a frame of 65 bytes, over max_frame \(64\)"):
+        c.request(req)
+    with pytest.raises(ValueError, match="max_frame"):
+        connect(fake, max_frame=0)
+    with pytest.raises(ValueError, match="max_frame"):
+        connect(fake, max_frame=1 << 32)
