@@ -226,7 +226,8 @@ class Client:
     constructor's `timeout` (None there: wait as long as it takes). A send
     that times out (the server takes in nothing), or that an exception cuts
     short (KeyboardInterrupt, gevent.Timeout), may have sent part of its
-    message: it drops the connection, as a lost one.
+    message: it drops the connection, as a lost one. So does a login
+    unanswered in time (see ``login``).
 
     A frame the server sends may be up to `max_frame` bytes long (256 MiB
     by default, far more than a server sends: an ``orders`` reply takes
@@ -317,7 +318,8 @@ class Client:
     def reconnect(self) -> dict[str, Any] | None:
         """Connect again (to the leader, in a cluster) and log in as before;
         the ``logged_in`` reply, or None when this client never logged in.
-        This also reopens a closed client."""
+        This also reopens a closed client. A login that times out leaves no
+        connection, as in ``login``."""
         self._closed = False
         return self._reconnect()
 
@@ -346,7 +348,16 @@ class Client:
             try:
                 if self.sock is None:  # connected here: a send would log in by itself, twice over
                     self._connect_any(skip=refused)
-                reply = self.request(self._send_request(dict(login)))
+                req_id = self._send_request(dict(login))
+                try:
+                    reply = self.request(req_id)
+                except ServerError:
+                    raise
+                except BaseException:
+                    # Unanswered in time (or the wait cut short): the server may accept the login yet, and a
+                    # connection whose login the client does not know is not kept.
+                    self._lost()
+                    raise
                 self._node = reply.get("node")
                 return reply
             except ServerError as exc:
@@ -629,7 +640,18 @@ class Client:
     def login(self, account: int, secret: str | None = None, *, cancel_on_disconnect: bool = True) -> dict[str, Any]:
         """Log in and wait for the reply (at a cluster shard's leader: see the
         class). Once ``logged_in``, this is the login repeated after a
-        reconnect; a refused one leaves the previous login in its place."""
+        reconnect; a refused one leaves the previous login in its place.
+
+        A login not answered within the constructor's `timeout` (the server
+        paused, or cut off) is sent again on a new connection, to the next
+        address, until `find_leader_for` seconds have passed; then
+        TimeoutError. The connection of a login unanswered in time, or whose
+        wait an exception cut short, is dropped: the server may have
+        accepted the login, or may yet (that session then ends as any whose
+        connection drops: with cancel-on-disconnect, the orders it claimed
+        are cancelled). Such a login leaves the previous one in its place,
+        as a refused one does, and the next ``login`` (or request) connects
+        anew."""
         msg: dict[str, Any] = {"type": "login", "account": account, "cancel_on_disconnect": cancel_on_disconnect}
         if secret is not None:
             msg["secret"] = secret

@@ -258,3 +258,32 @@ def test_a_send_interrupted_midway_drops_the_connection(server_factory: Any) -> 
     assert c.request(c.ping())["type"] == "pong"  # on a new connection, logged in again
     assert c.request(c.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
     c.close()
+
+
+@pytest.mark.parametrize("find_leader_for", [0.0, 1.5])  # the login sent once, or again on a new connection
+def test_a_login_that_timed_out_leaves_no_connection_whose_login_is_unknown(server: Any,
+                                                                            find_leader_for: float) -> None:
+    """The server takes the connection, and the login, while paused (a
+    machine cut off looks the same): the login times out, and the server
+    may yet accept it. The connection goes with it: a login() again, or a
+    request, is sent on a new one, not on one where the first login may be
+    in place (already_logged_in)."""
+    c = server.client(timeout=1, find_leader_for=find_leader_for)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError):
+            c.login(7, cancel_on_disconnect=False)
+        assert c.sock is None
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert c.login(7, cancel_on_disconnect=False)["type"] == "logged_in"
+    assert c.request(c.new_order(ES, "buy", 1, 449_000, client_order_id="one"))["type"] == "ack"
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(TimeoutError):
+            c.reconnect()  # logs in as before, unanswered
+        assert c.sock is None
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert [o["client_order_id"] for o in c.open_orders()] == ["one"]  # on a new connection, logged in again
+    c.close()
