@@ -197,7 +197,8 @@ class Client:
     request (or ``send``) first takes what has arrived meanwhile; if
     nothing has, it asks the other addresses in turn,
     each on a connection of its own, for their ``status`` (2 s at most
-    each, or `timeout` if less), and when one that is another node (its
+    each, or `timeout` if less, a host name's lookup aside: see below),
+    and when one that is another node (its
     ``status`` names another ``node`` than the login's ``logged_in``: two
     addresses may name one server) says it leads its shard, drops this
     connection and connects and logs in there, as after a lost
@@ -228,6 +229,15 @@ class Client:
     short (KeyboardInterrupt, gevent.Timeout), may have sent part of its
     message: it drops the connection, as a lost one. So does a login
     unanswered in time (see ``login``).
+
+    `timeout` bounds each connect too, but not the lookup of a host name:
+    the system's resolver (getaddrinfo) takes as long as its configuration
+    lets it when no name server answers (glibc: 5 s for each of 2 attempts
+    on each name server), for each connection made (the constructor, a
+    reconnect, each node asked after a timeout). Where that matters, give
+    IP addresses (and advertise them, in a cluster), or bound the resolver
+    (``options timeout:1 attempts:1`` in resolv.conf, or
+    ``RES_OPTIONS="timeout:1 attempts:1"`` in the process's environment).
 
     A frame the server sends may be up to `max_frame` bytes long (256 MiB
     by default, far more than a server sends: an ``orders`` reply takes
