@@ -328,22 +328,29 @@ class Client:
     def reconnect(self) -> dict[str, Any] | None:
         """Connect again (to the leader, in a cluster) and log in as before;
         the ``logged_in`` reply, or None when this client never logged in.
-        This also reopens a closed client. A login that times out leaves no
-        connection, as in ``login``."""
+        This also reopens a closed client. A login that is refused (say
+        ``login_throttled``) or times out leaves no connection: the next
+        request connects and logs in anew."""
         self._closed = False
         return self._reconnect()
 
     def _reconnect(self, first: tuple[str, int] | None = None) -> dict[str, Any] | None:
         deadline = time.monotonic() + self._find_leader_for
-        while True:
-            try:
-                self._connect_any(first)
-                break
-            except ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        return self._log_in(self._login) if self._login is not None else None
+        try:
+            while True:
+                try:
+                    self._connect_any(first)
+                    break
+                except ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            return self._log_in(self._login) if self._login is not None else None
+        except BaseException:
+            # Not logged in again (login_throttled, ...): no requests on this
+            # connection, the next one tries again.
+            self._lost()
+            raise
 
     def _log_in(self, login: dict[str, Any]) -> dict[str, Any]:
         """Log in with the `login` message, following ``not_leader`` to the
@@ -416,13 +423,7 @@ class Client:
     def _send_body(self, body: bytes) -> None:
         leader = self._leader_instead() if self._silent and self.sock is not None else None
         if self.sock is None and not self._closed:
-            try:
-                self._reconnect(leader)  # the connection was lost: a new one, logged in as before
-            except BaseException:
-                # Not logged in (login_throttled, ...): no requests on this
-                # connection, the next one tries again.
-                self._lost()
-                raise
+            self._reconnect(leader)  # the connection was lost: a new one, logged in as before
         sock = self._connected()
         try:
             sock.sendall(_HEADER.pack(len(body)) + body)

@@ -81,6 +81,10 @@ def test_a_failed_relogin_drops_the_connection_and_the_next_request_tries_again(
     with pytest.raises(ServerError) as info:
         c.request(c.new_order(ES, "buy", 1, 449_000))  # logs in again first: not sent unauthenticated
     assert info.value.code == "login_throttled"
+    with pytest.raises(ServerError) as info:
+        c.reconnect()  # asked for: the same
+    assert info.value.code == "login_throttled"
+    assert c.sock is None
     assert second.stop() == 0
     server_factory(config, "--port", str(port))  # a fresh throttle
     assert c.request(c.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
