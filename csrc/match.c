@@ -806,12 +806,12 @@ void eng__set_limits(struct eng *e, const struct eng_cmd *c)
 /* ---- account-wide commands and market-maker protection -------------------- */
 
 /*
- * Cancel every resting order of `account` on instrument `i`, in book order
- * (bids, then asks; best level first; oldest first), with `reason`. Returns
- * how many. The caller has reserved an event (two with level events) per
- * resting order of the instrument.
+ * Cancel every resting order of `account` on instrument `i` (of every
+ * account with `every`), in book order (bids, then asks; best level first;
+ * oldest first), with `reason`. Returns how many. The caller has reserved an
+ * event (two with level events) per resting order of the instrument.
  */
-static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, int reason)
+static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, bool every, int reason)
 {
     struct book *b = &e->inst[i].book;
     int64_t n = 0;
@@ -826,7 +826,7 @@ static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, int r
             for (uint32_t left = lv->count; left > 0; left--) {
                 struct order *o = eng_container_of(it, struct order, link);
                 it = it->next;
-                if (o->account == account) {
+                if (every || o->account == account) {
                     emit_order_cancelled(e, o, lv, reason);
                     drop_order(e, b, o);
                     n++;
@@ -845,8 +845,9 @@ static inline uint64_t resting_orders(const struct instrument *in)
 
 void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
 {
-    const uint8_t allowed = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS;
+    const uint8_t allowed = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS | ENG_CMD_F_ALL_ACCOUNTS;
     bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
+    bool every = c->flags & ENG_CMD_F_ALL_ACCOUNTS;
     int reason = (c->flags & ENG_CMD_F_DEAD_MAN) ? ENG_CANCEL_DEAD_MAN : ENG_CANCEL_USER;
     uint32_t first = 0, end = e->ninst;
     uint64_t most = 0;
@@ -855,8 +856,10 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
 
     if (c->reserved)
         err = ENG_BAD_COMMAND;
-    else if (c->flags & ~allowed)
-        err = ENG_BAD_FLAGS;
+    else if ((c->flags & ~allowed) || (every && (c->flags & ENG_CMD_F_DEAD_MAN)))
+        err = ENG_BAD_FLAGS; /* the dead-man switch is one account's */
+    else if (every && c->account)
+        err = ENG_BAD_COMMAND;
     else if (!all && c->instrument >= e->ninst)
         err = ENG_UNKNOWN_INSTRUMENT;
     if (!err && !all) {
@@ -872,10 +875,10 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
         return;
     }
     for (uint32_t i = first; i < end; i++)
-        n += cancel_account(e, i, c->account, reason);
+        n += cancel_account(e, i, c->account, every, reason);
     ev_clear_coid(ev_put(e, ENG_EV_MASS_CANCELLED, 0, (uint8_t)reason,
-                         all ? ENG_EV_F_ALL_INSTRUMENTS : 0, all ? 0 : c->instrument, 0, 0, n, 0,
-                         c->account));
+                         (all ? ENG_EV_F_ALL_INSTRUMENTS : 0) | (every ? ENG_EV_F_ALL_ACCOUNTS : 0),
+                         all ? 0 : c->instrument, 0, 0, n, 0, c->account));
 }
 
 /* An account's protection on an instrument as it is now (`en` NULL: none). */
@@ -953,7 +956,7 @@ void eng__mmp_trip(struct eng *e)
     while ((en = mmp_next_trip(&e->mmp))) {
         en->tripped = 1;
         e->mmp.tripped++;
-        cancel_account(e, en->instrument, en->account, ENG_CANCEL_MMP);
+        cancel_account(e, en->instrument, en->account, false, ENG_CANCEL_MMP);
         emit_mmp(e, en->account, en->instrument, en);
     }
 }

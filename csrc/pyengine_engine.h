@@ -31,7 +31,9 @@
     XX(POST_ONLY_WOULD_CROSS, "post_only_would_cross", "post-only order would trade") \
     XX(UNKNOWN_ORDER, "unknown_order", "unknown or already finished order")          \
     XX(NOT_OWNER, "not_owner", "order belongs to another account")                   \
-    XX(BAD_COMMAND, "bad_command", "unknown command type or nonzero reserved field") \
+    XX(BAD_COMMAND, "bad_command",                                                   \
+       "unknown command type, nonzero reserved field, or an account given to a "     \
+       "cancel-all of every account")                                                \
     XX(BAD_SIDE, "bad_side", "side must be buy or sell")                             \
     XX(BAD_ORDER_TYPE, "bad_order_type",                                             \
        "order type must be limit or market; a market order has no price")            \
@@ -119,7 +121,8 @@ enum eng_cmd_type {
     ENG_CMD_CANCEL = 2,
     ENG_CMD_MODIFY = 3,
     ENG_CMD_SET_STATE = 4,  /* an instrument's trading state (administrator) */
-    ENG_CMD_CANCEL_ALL = 5, /* every open order of an account, on one instrument or all */
+    ENG_CMD_CANCEL_ALL = 5, /* every open order of an account (or of every account), on one
+                               instrument or all */
     ENG_CMD_SET_MMP = 6,    /* an account's market-maker protection on an instrument */
     ENG_CMD_RESET_MMP = 7,  /* lift an account's tripped protection on an instrument */
     ENG_CMD_SET_LIMITS = 8, /* an instrument's order limits (administrator) */
@@ -147,7 +150,10 @@ enum eng_cmd_flags {
                                   is when the command runs (not with KEEP_PRICE) */
     ENG_CMD_F_DEAD_MAN = 16,   /* CANCEL_ALL: the account's dead-man switch fired: the
                                   orders leave with reason dead_man, not user */
-    ENG_CMD_F_ALL_INSTRUMENTS = 32 /* CANCEL_ALL: every instrument; `instrument` ignored */
+    ENG_CMD_F_ALL_INSTRUMENTS = 32, /* CANCEL_ALL: every instrument; `instrument` ignored */
+    ENG_CMD_F_ALL_ACCOUNTS = 64     /* CANCEL_ALL: the open orders of every account, in one
+                                       walk; `account` must be 0 (else bad_command); not
+                                       with DEAD_MAN, which is one account's */
 };
 
 enum eng_event_type {
@@ -168,7 +174,8 @@ enum eng_event_type {
 enum eng_event_flags {
     ENG_EV_F_PRIORITY_KEPT = 1,  /* MODIFIED: the order kept its time priority */
     ENG_EV_F_ALL_INSTRUMENTS = 2, /* MASS_CANCELLED: of every instrument */
-    ENG_EV_F_TRIPPED = 4         /* MMP: the protection is tripped now */
+    ENG_EV_F_TRIPPED = 4,        /* MMP: the protection is tripped now */
+    ENG_EV_F_ALL_ACCOUNTS = 8    /* MASS_CANCELLED: of every account (account 0) */
 };
 
 enum eng_limits {
@@ -226,9 +233,11 @@ struct eng_cmd {
  *             every change to a level, right after the event that caused it
  *   STATE     instrument qty(enum eng_trading_state, now) account; after
  *             every accepted SET_STATE, even one that changes nothing
- *   MASS_CANCELLED  account instrument(0 with flags ALL_INSTRUMENTS)
- *             qty(orders cancelled) reason(enum eng_cancel_reason); the last
- *             event of an accepted CANCEL_ALL, after one CANCELLED per order
+ *   MASS_CANCELLED  account(0 with flags ALL_ACCOUNTS)
+ *             instrument(0 with flags ALL_INSTRUMENTS) qty(orders cancelled)
+ *             reason(enum eng_cancel_reason) flags(ALL_INSTRUMENTS,
+ *             ALL_ACCOUNTS: the command's scope); the last event of an
+ *             accepted CANCEL_ALL, after one CANCELLED per order
  *   MMP       account instrument qty(fill limit, 0 = off) price(window)
  *             leaves(quantity filled in the current window)
  *             flags(TRIPPED); after every accepted SET_MMP and RESET_MMP,

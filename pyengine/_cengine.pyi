@@ -740,6 +740,7 @@ class _Lib:
     ENG_CANCEL__COUNT: int
     ENG_CMD_CANCEL: int
     ENG_CMD_CANCEL_ALL: int
+    ENG_CMD_F_ALL_ACCOUNTS: int
     ENG_CMD_F_ALL_INSTRUMENTS: int
     ENG_CMD_F_ANY_ACCOUNT: int
     ENG_CMD_F_DEAD_MAN: int
@@ -761,6 +762,7 @@ class _Lib:
     ENG_ERR__COUNT: int
     ENG_EV_ACCEPTED: int
     ENG_EV_CANCELLED: int
+    ENG_EV_F_ALL_ACCOUNTS: int
     ENG_EV_F_ALL_INSTRUMENTS: int
     ENG_EV_F_PRIORITY_KEPT: int
     ENG_EV_F_TRIPPED: int

@@ -16,13 +16,15 @@
  *     never rest; rejected commands produce one event and change nothing;
  *   - trading states: a halted instrument takes no NEW or MODIFY;
  *   - the account-wide commands: a CANCEL_ALL cancels exactly the account's
- *     open orders in its scope, in book order (instruments by number, bids
- *     then asks, best price first, oldest first; the model stamps each order
- *     with the command that put it at the back of its level), each with its
- *     LEVEL event, then one MASS_CANCELLED with their count, reason and
- *     scope; SET_MMP and RESET_MMP answer with one MMP event as the model of
- *     market-maker protection (fuzz_mmp.c) has it; the reject reason of
- *     these commands (and of an unknown type) is the one the rules give;
+ *     (or every account's) open orders in its scope, in book order
+ *     (instruments by number, bids then asks, best price first, oldest
+ *     first; the model stamps each order with the command that put it at
+ *     the back of its level), each with its LEVEL event, then one
+ *     MASS_CANCELLED with their count, reason and scope (account 0 for
+ *     every account); SET_MMP and RESET_MMP answer with one MMP event as
+ *     the model of market-maker protection (fuzz_mmp.c) has it; the reject
+ *     reason of these commands (and of an unknown type) is the one the
+ *     rules give;
  *   - market-maker protection: every TRADE counts for the taker and the
  *     maker in the model; after the command's own events, each entry that
  *     went over its limit trips in turn: its account's orders on the
@@ -76,7 +78,10 @@
  *            a fresh id when there is no such order.
  *     5      account-wide, as a bits 0-1 say:
  *            0 CANCEL_ALL: a bit 2 DEAD_MAN, bit 3 ALL_INSTRUMENTS (the
- *              instrument field is then b, which the engine ignores);
+ *              instrument field is then b, which the engine ignores), bit 4
+ *              ALL_ACCOUNTS (the account field is then 0, or with bit 5 the
+ *              record's: bad_command unless that is 0; with bit 2
+ *              bad_flags);
  *            1 SET_MMP: the limit, b bits 0-4 n, bit 5 one more, bits 6-7:
  *              0-2 n lots times 1, 5 or 40 (+1), 3 INT64_MAX - n; the
  *              window, c bits 0-5 w, bits 6-7: w, w << 6, w << 20 or
@@ -245,6 +250,14 @@ struct fz_expect {
     bool exact;            /* the model knows the outcome: reject `reject`,
                               or accepted (ENG_OK) */
     int reject;
+};
+
+/* The orders a run of cancels covers: those of `account` (of every account
+   with `every`) on the instruments [lo, hi]. */
+struct fz_scope {
+    uint32_t account;
+    uint32_t lo, hi;
+    bool every;
 };
 
 /* A run of cancels that must go in book order: a CANCEL_ALL's, or a trip's. */
@@ -685,6 +698,10 @@ static struct eng_cmd fz_account_wide(uint32_t inst, uint32_t account, uint8_t a
             cmd.flags |= ENG_CMD_F_ALL_INSTRUMENTS;
             cmd.instrument = b;
         }
+        if (a & 16) {
+            cmd.flags |= ENG_CMD_F_ALL_ACCOUNTS;
+            cmd.account = (a & 32) ? account : 0;
+        }
         break;
     }
     return cmd;
@@ -1012,30 +1029,35 @@ static bool fz_book_before(const struct fz_order *a, const struct fz_order *b)
     return a->stamp < b->stamp;
 }
 
-/* Has `account` an open order on an instrument in [lo, hi]? Where a sweep
-   ends (a CANCEL_ALL's, or a trip's after the command's own events), every
-   order open in the model rests in the book. */
-static bool fz_rests_any(const struct fz *fz, uint32_t account, uint32_t lo, uint32_t hi)
+static bool fz_in_scope(const struct fz_order *o, const struct fz_scope *sc)
+{
+    return (sc->every || o->account == sc->account) && o->instrument >= sc->lo &&
+           o->instrument <= sc->hi;
+}
+
+/* Is an order of scope `sc` open? Where a sweep ends (a CANCEL_ALL's, or a
+   trip's after the command's own events), every order open in the model
+   rests in the book. */
+static bool fz_rests_any(const struct fz *fz, const struct fz_scope *sc)
 {
     for (uint64_t s = 1; s <= fz->naccepted; s++) {
         const struct fz_order *o = &fz->orders[s];
-        if (o->open > 0 && o->account == account && o->instrument >= lo && o->instrument <= hi)
+        if (o->open > 0 && fz_in_scope(o, sc))
             return true;
     }
     return false;
 }
 
 /* ev[i] (of n) cancels the order in `slot` as part of a sweep over the orders
-   of `account` on instruments [lo, hi]: it is one of them, it comes after
-   the sweep's last in book order, and its level's new state follows. */
+   of scope `sc`: it is one of them, it comes after the sweep's last in book
+   order, and its level's new state follows. */
 static void fz_sweep_cancel(struct fz *fz, struct fz_sweep *sw, const struct eng_event *ev,
-                            size_t i, size_t n, uint64_t slot, uint32_t account, uint32_t lo,
-                            uint32_t hi)
+                            size_t i, size_t n, uint64_t slot, const struct fz_scope *sc)
 {
     const struct fz_order *o = &fz->orders[slot];
     const struct eng_event *next = i + 1 < n ? &ev[i + 1] : NULL;
 
-    FZ_CHECK(fz, o->account == account && o->instrument >= lo && o->instrument <= hi,
+    FZ_CHECK(fz, fz_in_scope(o, sc),
              "an account-wide cancel of another account's order or instrument");
     FZ_CHECK(fz, !sw->last || fz_book_before(&fz->orders[sw->last], o),
              "an account-wide cancel out of book order");
@@ -1048,20 +1070,27 @@ static void fz_sweep_cancel(struct fz *fz, struct fz_sweep *sw, const struct eng
 }
 
 /* A sweep is over: it left none of its orders open. */
-static void fz_sweep_end(struct fz *fz, struct fz_sweep *sw, uint32_t account, uint32_t lo,
-                         uint32_t hi)
+static void fz_sweep_end(struct fz *fz, struct fz_sweep *sw, const struct fz_scope *sc)
 {
-    FZ_CHECK(fz, !fz_rests_any(fz, account, lo, hi), "an account-wide cancel left an order open");
+    FZ_CHECK(fz, !fz_rests_any(fz, sc), "an account-wide cancel left an order open");
     *sw = (struct fz_sweep){0};
 }
 
-/* The instruments a CANCEL_ALL the engine accepted covers. */
-static void fz_mass_scope(const struct eng_cmd *c, uint32_t *lo, uint32_t *hi)
+/* The orders a CANCEL_ALL the engine accepted covers. */
+static struct fz_scope fz_mass_scope(const struct eng_cmd *c)
 {
     bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
 
-    *lo = all ? 0 : c->instrument;
-    *hi = all ? FZ_NINST - 1 : c->instrument;
+    return (struct fz_scope){.account = c->account,
+                             .lo = all ? 0 : c->instrument,
+                             .hi = all ? FZ_NINST - 1 : c->instrument,
+                             .every = c->flags & ENG_CMD_F_ALL_ACCOUNTS};
+}
+
+/* The orders a trip of protection entry `en` covers. */
+static struct fz_scope fz_trip_scope(const struct fzm_entry *en)
+{
+    return (struct fz_scope){.account = en->account, .lo = en->instrument, .hi = en->instrument};
 }
 
 static int fz_mass_reason(const struct eng_cmd *c)
@@ -1075,7 +1104,7 @@ static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct
     struct fz_order *o = fz_order_at(fz, ev[i].order_id);
     uint64_t slot = (uint64_t)(o - fz->orders);
     const struct fzm_entry *trip = fzm_next_trip(&fz->mmp);
-    uint32_t lo, hi;
+    struct fz_scope sc;
 
     FZ_CHECK(fz, ev[i].leaves > 0 && ev[i].leaves == o->open, "CANCELLED: leaves != open qty");
     FZ_CHECK(fz, ev[i].instrument == o->instrument && ev[i].side == o->side &&
@@ -1085,12 +1114,12 @@ static void fz_on_cancelled(struct fz *fz, const struct eng_cmd *c, const struct
     if (ev[i].reason == ENG_CANCEL_MMP) {
         FZ_CHECK(fz, trip, "CANCELLED for mmp, but no protection went over its limit");
         p->tripping = true;
-        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, trip->account, trip->instrument,
-                        trip->instrument);
+        sc = fz_trip_scope(trip);
+        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, &sc);
     } else if (c->type == ENG_CMD_CANCEL_ALL) {
         FZ_CHECK(fz, ev[i].reason == fz_mass_reason(c), "CANCEL_ALL: a cancel's reason is wrong");
-        fz_mass_scope(c, &lo, &hi);
-        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, c->account, lo, hi);
+        sc = fz_mass_scope(c);
+        fz_sweep_cancel(fz, &p->sweep, ev, i, n, slot, &sc);
     } else {
         FZ_CHECK(fz, fz_cancel_allowed(fz, c, &ev[i], i, o, &p->tk),
                  "CANCELLED: reason not possible here");
@@ -1115,20 +1144,21 @@ static void fz_on_mass_cancelled(struct fz *fz, const struct eng_cmd *c,
                                  struct fz_progress *p)
 {
     bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS;
-    uint32_t lo, hi;
+    bool every = c->flags & ENG_CMD_F_ALL_ACCOUNTS;
+    struct fz_scope sc = fz_mass_scope(c);
 
     FZ_CHECK(fz, c->type == ENG_CMD_CANCEL_ALL && i == n - 1,
              "MASS_CANCELLED not the last event of a CANCEL_ALL");
-    FZ_CHECK(fz, ev->reason == fz_mass_reason(c) && ev->account == c->account,
+    FZ_CHECK(fz, ev->reason == fz_mass_reason(c) && ev->account == (every ? 0 : c->account),
              "MASS_CANCELLED: wrong reason or account");
-    FZ_CHECK(fz, ev->flags == (all ? ENG_EV_F_ALL_INSTRUMENTS : 0) &&
+    FZ_CHECK(fz, ev->flags == ((all ? ENG_EV_F_ALL_INSTRUMENTS : 0) |
+                               (every ? ENG_EV_F_ALL_ACCOUNTS : 0)) &&
                      ev->instrument == (all ? 0 : c->instrument),
              "MASS_CANCELLED: wrong scope");
     FZ_CHECK(fz, ev->qty == p->sweep.count && ev->price == 0 && ev->leaves == 0,
              "MASS_CANCELLED: count differs from the cancels");
     fz_check_unused(fz, ev);
-    fz_mass_scope(c, &lo, &hi);
-    fz_sweep_end(fz, &p->sweep, c->account, lo, hi);
+    fz_sweep_end(fz, &p->sweep, &sc);
 }
 
 /* An MMP event: a SET_MMP's or RESET_MMP's answer, or a trip. */
@@ -1136,6 +1166,7 @@ static void fz_on_mmp(struct fz *fz, const struct eng_cmd *c, const struct eng_e
                       size_t i, size_t n, struct fz_progress *p)
 {
     struct fzm_entry *en;
+    struct fz_scope sc;
 
     if (c->type == ENG_CMD_SET_MMP || c->type == ENG_CMD_RESET_MMP) {
         FZ_CHECK(fz, i == 0 && n == 1, "MMP not the only event of a SET_MMP or RESET_MMP");
@@ -1151,7 +1182,8 @@ static void fz_on_mmp(struct fz *fz, const struct eng_cmd *c, const struct eng_e
         FZ_CHECK(fz, en != NULL, "MMP tripped, but no protection went over its limit");
         FZ_CHECK(fz, ev->account == en->account && ev->instrument == en->instrument,
                  "MMP tripped another account or instrument than the next over its limit");
-        fz_sweep_end(fz, &p->sweep, en->account, en->instrument, en->instrument);
+        sc = fz_trip_scope(en);
+        fz_sweep_end(fz, &p->sweep, &sc);
         fzm_trip(&fz->mmp);
         p->tripping = true;
     }
@@ -1485,13 +1517,16 @@ static int64_t fz_market_limit(struct fz *fz, const struct eng_cmd *c)
    it, in their order; ENG_OK when it is accepted. */
 static int fz_account_wide_reject(const struct eng_cmd *c)
 {
-    const uint8_t mass_flags = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS;
+    const uint8_t mass_flags = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS | ENG_CMD_F_ALL_ACCOUNTS;
     bool mass = c->type == ENG_CMD_CANCEL_ALL;
+    bool every = mass && (c->flags & ENG_CMD_F_ALL_ACCOUNTS);
 
     if (c->reserved)
         return ENG_BAD_COMMAND;
-    if (c->flags & ~(mass ? mass_flags : 0))
+    if ((c->flags & ~(mass ? mass_flags : 0)) || (every && (c->flags & ENG_CMD_F_DEAD_MAN)))
         return ENG_BAD_FLAGS;
+    if (every && c->account)
+        return ENG_BAD_COMMAND;
     if (c->instrument >= FZ_NINST && !(mass && (c->flags & ENG_CMD_F_ALL_INSTRUMENTS)))
         return ENG_UNKNOWN_INSTRUMENT;
     if (c->type == ENG_CMD_SET_MMP && (c->qty < 0 || c->price < 0))

@@ -120,10 +120,14 @@ def set_limits(inst=0, account=0, qty=0, qty_mode=0, notional=0, notional_mode=0
     return bytes([op(15, inst, account), a, qty | (qty_mode << 6), notional | (notional_mode << 6)])
 
 
-def cancel_all(inst=0, account=0, dead_man=False, everywhere=False, field=0):
+def cancel_all(inst=0, account=0, dead_man=False, everywhere=False, field=0, every_account=False,
+               keep_account=False):
     """CANCEL_ALL of the account's orders on `inst`, or on every instrument (the command's
-    instrument field is then `field`, which the engine ignores)."""
-    a = (4 if dead_man else 0) | (8 if everywhere else 0)
+    instrument field is then `field`, which the engine ignores); with `every_account`, of
+    every account's (its account field 0, or with `keep_account` `account`: bad_command
+    unless that is 0)."""
+    a = ((4 if dead_man else 0) | (8 if everywhere else 0) | (16 if every_account else 0)
+         | (32 if keep_account else 0))
     return bytes([op(5, inst, account), a, field if everywhere else 0, 0])
 
 
@@ -368,6 +372,35 @@ SEEDS = {
     + market(0, 2, SELL, lots=2) + malformed(0, 8, cancel(pick(resting=0)))
     + malformed(0, 8, modify(pick(resting=0), 1, 3)) + malformed(0, 9, new(0, 1))
     + set_limits(2, 0, qty=1, qty_mode=1) + new(2, 3, BUY, aggr=-1, lots=16, scale=2) + repeat(2),
+    # CANCEL_ALL of every account: one instrument's whole book in book order
+    # (while halted too), then every instrument's; an empty book; each
+    # refusal (an account named, dead_man, an unknown instrument, a spoilt
+    # account or reserved field) and the flag as a spoilt field of a
+    # CANCEL_ALL of one account; through eng_process, a batch and eng_run.
+    "31_cancel_all_accounts": config(level_events=True) + book(0, accounts=(0, 1, 2))
+    + book(1, accounts=(1, 3)) + book(2, accounts=(2, 3)) + cancel_all(0, 1, every_account=True)
+    + cancel_all(0, 2, every_account=True) + book(0, accounts=(3, 1)) + set_state(0, True)
+    + cancel_all(0, 2, every_account=True, keep_account=True)
+    + cancel_all(0, 0, every_account=True, keep_account=True) + set_state(0, False)
+    + book(0, accounts=(2, 0)) + cancel_all(1, 3, dead_man=True, every_account=True)
+    + cancel_all(1, 1, dead_man=True, everywhere=True, every_account=True, keep_account=True)
+    + malformed(7, 0, cancel_all(0, 0, every_account=True))
+    + malformed(15, 1, cancel_all(0, 0, every_account=True))
+    + malformed(6, 0, cancel_all(0, 0, every_account=True))
+    + malformed(5, 0x40, cancel_all(0, 0)) + book(0, accounts=(1, 2))
+    + malformed(5, 0x60, cancel_all(1, 0)) + book(1, accounts=(0, 3))
+    + cancel_all(2, 3, everywhere=True, field=200, every_account=True)
+    + cancel_all(1, 0, everywhere=True, every_account=True) + book(2, accounts=(1,)) + repeat(2),
+    "32_cancel_all_accounts_routes": config(route=BATCH) + book(0) + book(1, accounts=(2, 3))
+    + set_mmp(0, 1, lots=2) + new(0, 2, BUY, aggr=3, lots=16) + book(0, accounts=(1, 3))
+    + cancel_all(1, 0, every_account=True) + cancel_all(0, 3, everywhere=True, every_account=True)
+    + new(0, 1, SELL, aggr=-1) + cancel_all(0, 0, every_account=True),
+    "33_cancel_all_accounts_fast": config(level_events=True, route=FAST, caller_ids=True)
+    + book(0, accounts=(0, 1, 2), caller_ids=True) + book(2, accounts=(3,), caller_ids=True)
+    + cancel_all(0, 1, every_account=True) + book(0, accounts=(1,), depth=2, caller_ids=True)
+    + cancel_all(0, 0, everywhere=True, every_account=True)
+    + cancel_all(0, 3, every_account=True, keep_account=True)
+    + cancel_all(2, 2, every_account=True),
 }
 
 

@@ -33,6 +33,7 @@ struct observer {
     int64_t done[MAX_IDS];     /* traded + cancelled */
     uint64_t last_id;
     uint64_t mass_cancelled;   /* orders cancelled by CANCEL_ALL */
+    uint64_t mass_every;       /* CANCEL_ALLs of every account */
     uint64_t trips;            /* protection tripped */
     uint64_t mmp_rejects;      /* new orders refused as tripped */
     struct eng_order_limits limits[NINST]; /* as the LIMITS events set them */
@@ -70,9 +71,9 @@ static struct eng *make_caller_ids(void)
     return make_engine(1);
 }
 
-/* A CANCEL_ALL of `c`'s account, or MAKER's SET_MMP or RESET_MMP, on `inst`
-   (lot `lot`); one in ten with a field spoilt (flags, instrument, or the
-   limit or window, which only SET_MMP reads). */
+/* A CANCEL_ALL of `c`'s account (one in eight of every account), or MAKER's
+   SET_MMP or RESET_MMP, on `inst` (lot `lot`); one in ten with a field spoilt
+   (flags, instrument, or the limit or window, which only SET_MMP reads). */
 static void random_account_wide(uint64_t *rng, struct eng_cmd *c, uint32_t inst, int64_t lot)
 {
     uint64_t r = test_rand(rng) % 20;
@@ -85,6 +86,13 @@ static void random_account_wide(uint64_t *rng, struct eng_cmd *c, uint32_t inst,
         if (test_rand(rng) % 4 == 0) {
             c->flags |= ENG_CMD_F_ALL_INSTRUMENTS;
             c->instrument = (uint32_t)test_rand(rng); /* ignored */
+        }
+        if (test_rand(rng) % 8 == 0) {
+            /* With DEAD_MAN: bad_flags; with an account but one in four
+               times: bad_command, unless the account is 0. */
+            c->flags |= ENG_CMD_F_ALL_ACCOUNTS;
+            if (test_rand(rng) % 4)
+                c->account = 0;
         }
     } else if (r < 10) {
         /* Limits of a few orders' fills; windows of a few steps' ts, or
@@ -351,6 +359,7 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             ASSERT_EQ(i, n - 1);
             ASSERT_EQ(x->qty, cancels);
             ob->mass_cancelled += (uint64_t)x->qty;
+            ob->mass_every += (x->flags & ENG_EV_F_ALL_ACCOUNTS) != 0;
             break;
         case ENG_EV_MMP:
             if (x->flags & ENG_EV_F_TRIPPED) {
@@ -385,6 +394,44 @@ static void observe(struct observer *ob, const struct eng_event *ev, size_t n)
             break;
         default:
             TEST_FAIL_("unknown event type %d", x->type);
+        }
+    }
+}
+
+/* After a CANCEL_ALL: refused for the reason the rules give, or no order
+   of its scope (its account, or every account, on its instruments) rests,
+   and its MASS_CANCELLED says that scope. */
+static void check_mass_cancel(struct eng *e, const struct eng_cmd *c, const struct eng_event *ev,
+                              size_t n)
+{
+    const uint8_t allowed = ENG_CMD_F_DEAD_MAN | ENG_CMD_F_ALL_INSTRUMENTS | ENG_CMD_F_ALL_ACCOUNTS;
+    bool all = c->flags & ENG_CMD_F_ALL_INSTRUMENTS, every = c->flags & ENG_CMD_F_ALL_ACCOUNTS;
+    int reject = ENG_OK;
+    struct eng_order_info page[64];
+
+    if (c->type != ENG_CMD_CANCEL_ALL)
+        return;
+    if ((c->flags & ~allowed) || (every && (c->flags & ENG_CMD_F_DEAD_MAN)))
+        reject = ENG_BAD_FLAGS;
+    else if (every && c->account)
+        reject = ENG_BAD_COMMAND;
+    else if (!all && c->instrument >= NINST)
+        reject = ENG_UNKNOWN_INSTRUMENT;
+    if (reject) {
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(ev[0].type, ENG_EV_REJECTED);
+        ASSERT_EQ(ev[0].reason, reject);
+        return;
+    }
+    ASSERT_EQ(ev[n - 1].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[n - 1].flags, (all ? ENG_EV_F_ALL_INSTRUMENTS : 0) | (every ? ENG_EV_F_ALL_ACCOUNTS : 0));
+    ASSERT_EQ(ev[n - 1].account, c->account);
+    for (uint32_t i = all ? 0 : c->instrument; i < (all ? NINST : c->instrument + 1); i++) {
+        for (uint8_t side = ENG_BUY; side <= ENG_SELL; side++) {
+            int64_t got;
+            for (size_t skip = 0; (got = eng_book_orders(e, i, side, skip, page, 64)) > 0; skip += 64)
+                for (int64_t k = 0; k < got; k++)
+                    ASSERT_TRUE(!every && page[k].account != c->account);
         }
     }
 }
@@ -428,6 +475,7 @@ void test_engine_random_flow_invariants(void)
         for (size_t i = 0; i < n; i++)
             ASSERT_EQ(ev[i].seq, (uint64_t)step + 1);
         check_limits(e, &c, want, decides, ev, n);
+        check_mass_cancel(e, &c, ev, n);
         observe(&ob, ev, n);
         check_orders(e, &ob, ev, n);
         ASSERT_VERIFY(e);
@@ -444,15 +492,15 @@ void test_engine_random_flow_invariants(void)
            (unsigned long long)st.trades, (unsigned long long)st.rejected,
            (unsigned long long)st.modified, (unsigned long long)st.cancelled,
            (unsigned long long)st.open_orders);
-    printf("[%llu mass-cancelled, %llu trips, %llu refused as tripped] ",
-           (unsigned long long)ob.mass_cancelled, (unsigned long long)ob.trips,
-           (unsigned long long)ob.mmp_rejects);
+    printf("[%llu mass-cancelled (%llu of every account), %llu trips, %llu refused as tripped] ",
+           (unsigned long long)ob.mass_cancelled, (unsigned long long)ob.mass_every,
+           (unsigned long long)ob.trips, (unsigned long long)ob.mmp_rejects);
     printf("[%llu over max_qty, %llu over max_notional, %llu reductions over the limits] ",
            (unsigned long long)ob.limit_rejects[0], (unsigned long long)ob.limit_rejects[1],
            (unsigned long long)ob.limit_exempt);
     ASSERT_TRUE(st.rejected > (uint64_t)steps / 60 && st.modified > (uint64_t)steps / 60 &&
                 st.cancelled > (uint64_t)steps / 60);
-    ASSERT_TRUE(ob.mass_cancelled > 0 && ob.trips > 0 && ob.mmp_rejects > 0);
+    ASSERT_TRUE(ob.mass_cancelled > 0 && ob.mass_every > 0 && ob.trips > 0 && ob.mmp_rejects > 0);
     ASSERT_TRUE(ob.limit_rejects[0] > 0 && ob.limit_rejects[1] > 0 && ob.limit_exempt > 0);
     eng_destroy(e);
 }

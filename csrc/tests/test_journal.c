@@ -36,8 +36,8 @@ static struct eng *make(int with_instruments)
 /* A deterministic stream of mostly valid commands that rest, trade and
    cancel, now and then halting or resuming an instrument, setting or
    resetting an account's market-maker protection (whose window runs on
-   ts = i), cancelling all of an account's orders or setting an
-   instrument's order limits. */
+   ts = i), cancelling all of an account's orders (or every account's) or
+   setting an instrument's order limits. */
 static struct eng_cmd command(uint64_t i, uint64_t *rng)
 {
     struct eng_cmd c = {0};
@@ -56,6 +56,10 @@ static struct eng_cmd command(uint64_t i, uint64_t *rng)
         c.price = (int64_t)(test_rand(rng) % 300);
         if (c.type == ENG_CMD_CANCEL_ALL)
             c.flags = (uint8_t)(test_rand(rng) % 4) << 4; /* DEAD_MAN, ALL_INSTRUMENTS */
+        if (c.type == ENG_CMD_CANCEL_ALL && test_rand(rng) % 4 == 0) {
+            c.flags = (c.flags & ENG_CMD_F_ALL_INSTRUMENTS) | ENG_CMD_F_ALL_ACCOUNTS;
+            c.account = 0;
+        }
     } else if (i >= 10 && p == 3 && test_rand(rng) % 4 == 0) {
         c.type = ENG_CMD_SET_LIMITS; /* about half the orders over them, or none */
         c.instrument = inst;

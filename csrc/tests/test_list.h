@@ -56,6 +56,9 @@
     XX(protection, cancel_all_one_instrument_in_book_order) \
     XX(protection, cancel_all_instruments_by_dead_man) \
     XX(protection, cancel_all_rejects)                 \
+    XX(protection, cancel_all_accounts_in_one_walk)    \
+    XX(protection, cancel_all_accounts_and_instruments) \
+    XX(protection, cancel_all_accounts_rejects)        \
     XX(protection, mmp_trips_after_the_command_and_refuses_new_orders) \
     XX(protection, mmp_window_and_taker_fills)         \
     XX(protection, mmp_rejects)                        \

@@ -161,6 +161,108 @@ void test_cancel_all_rejects(void)
     eng_destroy(e);
 }
 
+static uint64_t open_orders(struct eng *e)
+{
+    struct eng_stats st;
+    eng_get_stats(e, &st);
+    return st.open_orders;
+}
+
+void test_cancel_all_accounts_in_one_walk(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t b_low = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    uint64_t b_first = rest(e, ES, ENG_BUY, 2, 100, OTHER);
+    uint64_t b_second = rest(e, ES, ENG_BUY, 3, 100, MAKER);
+    uint64_t a_high = rest(e, ES, ENG_SELL, 4, 106, TAKER);
+    uint64_t a_low = rest(e, ES, ENG_SELL, 5, 105, OTHER);
+    uint64_t nq = rest(e, NQ, ENG_SELL, 6, 105, MAKER);
+    struct eng_level_info lv;
+    size_t n;
+    const struct eng_event *ev = run(e, cancel_all(ES, 0, ENG_CMD_F_ALL_ACCOUNTS), &n);
+
+    /* Every account's orders on ES in book order, whoever owns them. */
+    ASSERT_EQ(n, 6);
+    expect_cancelled(&ev[0], b_first, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[0].account, OTHER);
+    expect_cancelled(&ev[1], b_second, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[1].account, MAKER);
+    expect_cancelled(&ev[2], b_low, ENG_CANCEL_USER);
+    expect_cancelled(&ev[3], a_low, ENG_CANCEL_USER);
+    expect_cancelled(&ev[4], a_high, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[4].account, TAKER);
+    ASSERT_EQ(ev[5].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[5].qty, 5);
+    ASSERT_EQ(ev[5].account, 0);
+    ASSERT_EQ(ev[5].instrument, ES);
+    ASSERT_EQ(ev[5].flags, ENG_EV_F_ALL_ACCOUNTS);
+    ASSERT_EQ(ev[5].reason, ENG_CANCEL_USER);
+    ASSERT_EQ(eng_book_levels(e, ES, ENG_BUY, &lv, 1), 0);
+    ASSERT_EQ(eng_book_levels(e, ES, ENG_SELL, &lv, 1), 0);
+    ASSERT_EQ(open_qty(e, nq), 6);
+    ASSERT_EQ(open_orders(e), 1);
+    eng_destroy(e);
+}
+
+void test_cancel_all_accounts_and_instruments(void)
+{
+    struct eng *e = make_engine_with(1);
+    uint64_t es = rest(e, ES, ENG_BUY, 1, 99, OTHER);
+    uint64_t nq_bid = rest(e, NQ, ENG_BUY, 2, 100, TAKER);
+    uint64_t nq_ask = rest(e, NQ, ENG_SELL, 3, 105, MAKER);
+    size_t n;
+    const struct eng_event *ev;
+
+    /* While halted too, as any mass cancel. */
+    run(e, (struct eng_cmd){.type = ENG_CMD_SET_STATE, .instrument = ES, .qty = ENG_STATE_HALTED},
+        &n);
+    ev = run(e, cancel_all(12345, 0, ENG_CMD_F_ALL_ACCOUNTS | ENG_CMD_F_ALL_INSTRUMENTS), &n);
+    ASSERT_EQ(n, 7);
+    expect_cancelled(&ev[0], es, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[1].type, ENG_EV_LEVEL);
+    expect_cancelled(&ev[2], nq_bid, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[3].type, ENG_EV_LEVEL);
+    expect_cancelled(&ev[4], nq_ask, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[5].type, ENG_EV_LEVEL);
+    ASSERT_EQ(ev[5].qty, 0);
+    ASSERT_EQ(ev[6].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[6].qty, 3);
+    ASSERT_EQ(ev[6].account, 0);
+    ASSERT_EQ(ev[6].instrument, 0);
+    ASSERT_EQ(ev[6].flags, ENG_EV_F_ALL_ACCOUNTS | ENG_EV_F_ALL_INSTRUMENTS);
+    ASSERT_EQ(open_orders(e), 0);
+
+    /* An empty book: the summary alone. */
+    ev = run(e, cancel_all(ES, 0, ENG_CMD_F_ALL_ACCOUNTS), &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[0].qty, 0);
+    ASSERT_EQ(ev[0].flags, ENG_EV_F_ALL_ACCOUNTS);
+    eng_destroy(e);
+}
+
+void test_cancel_all_accounts_rejects(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t id = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    struct eng_cmd c;
+
+    /* The dead-man switch is one account's; an account named with every
+       account is a malformed command, not a choice of one of them. */
+    expect_rejected(e, cancel_all(ES, 0, ENG_CMD_F_ALL_ACCOUNTS | ENG_CMD_F_DEAD_MAN),
+                    ENG_BAD_FLAGS);
+    expect_rejected(e, cancel_all(ES, MAKER, ENG_CMD_F_ALL_ACCOUNTS), ENG_BAD_COMMAND);
+    expect_rejected(e, cancel_all(ES, MAKER, ENG_CMD_F_ALL_ACCOUNTS | ENG_CMD_F_ALL_INSTRUMENTS),
+                    ENG_BAD_COMMAND);
+    expect_rejected(e, cancel_all(2, 0, ENG_CMD_F_ALL_ACCOUNTS), ENG_UNKNOWN_INSTRUMENT);
+    expect_rejected(e, cancel_all(ES, 0, 128), ENG_BAD_FLAGS);
+    c = cancel_all(ES, 0, ENG_CMD_F_ALL_ACCOUNTS);
+    c.reserved = 1;
+    expect_rejected(e, c, ENG_BAD_COMMAND);
+    ASSERT_EQ(open_qty(e, id), 1);
+    eng_destroy(e);
+}
+
 static void expect_mmp(const struct eng_event *ev, uint32_t account, uint32_t inst,
                        int64_t limit, int64_t window, int64_t filled, bool tripped)
 {
