@@ -125,3 +125,21 @@ def as_bool(name: str, value: Any) -> bool:
     if type(value) is not bool:
         raise InvalidArgumentType(f"{name} must be a bool, not {type(value).__name__}")
     return value
+
+
+def cancel_all_scope(account: Any, all_accounts: Any, dead_man: Any) -> tuple[int, int]:
+    """Whose orders a cancel-all takes: ``account``'s, or with ``all_accounts``
+    every account's (then no account, and not ``dead_man``: the dead-man
+    switch is one account's). Returns the command's (account, flags) without
+    the instrument flag."""
+    every = as_bool("all_accounts", all_accounts)
+    flags = lib.ENG_CMD_F_DEAD_MAN if as_bool("dead_man", dead_man) else 0
+    if every:
+        if account is not None:
+            raise InvalidArgument("give an account or all_accounts=True, not both")
+        if flags:
+            raise InvalidArgument("dead_man is one account's dead-man switch: not with all_accounts")
+        return 0, lib.ENG_CMD_F_ALL_ACCOUNTS
+    if account is None:
+        raise InvalidArgument("give an account, or all_accounts=True for every account's orders")
+    return as_int("account", account, 0, UINT32_MAX), flags

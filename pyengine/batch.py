@@ -116,6 +116,7 @@ class CommandFlag(IntFlag):
     KEEP_QTY = lib.ENG_CMD_F_KEEP_QTY  # modify: keep the order's open qty (not with KEEP_PRICE)
     DEAD_MAN = lib.ENG_CMD_F_DEAD_MAN  # cancel-all: the dead-man switch fired (reason dead_man)
     ALL_INSTRUMENTS = lib.ENG_CMD_F_ALL_INSTRUMENTS  # cancel-all: every instrument
+    ALL_ACCOUNTS = lib.ENG_CMD_F_ALL_ACCOUNTS  # cancel-all: every account (account 0; not with DEAD_MAN)
 
 
 class EventType(IntEnum):
@@ -309,19 +310,26 @@ def pack_set_state(
 
 
 def pack_cancel_all(
-    account: SupportsIndex, instrument: SupportsIndex | None = None, *, dead_man: bool = False, ts: SupportsIndex = 0
+    account: SupportsIndex | None = None,
+    instrument: SupportsIndex | None = None,
+    *,
+    all_accounts: bool = False,
+    dead_man: bool = False,
+    ts: SupportsIndex = 0,
 ) -> bytes:
-    """One CANCEL_ALL command record: every open order of ``account`` on
-    instrument number ``instrument``, or on every instrument (None); with
-    ``dead_man`` the orders leave with reason dead_man."""
-    flags = CommandFlag.DEAD_MAN if _args.as_bool("dead_man", dead_man) else 0
+    """One CANCEL_ALL command record: every open order of ``account`` (with
+    ``all_accounts=True`` and no account: of every account) on instrument
+    number ``instrument``, or on every instrument (None); with ``dead_man``
+    the orders leave with reason dead_man. Arguments as for
+    ``Engine.cancel_all``."""
+    acct, flags = _args.cancel_all_scope(account, all_accounts, dead_man)
     if instrument is None:
         flags |= CommandFlag.ALL_INSTRUMENTS
     return _command(
         type=CommandType.CANCEL_ALL,
         flags=flags,
         instrument=0 if instrument is None else _args.as_int("instrument", instrument, 0, _args.UINT32_MAX),
-        account=_args.as_int("account", account, 0, _args.UINT32_MAX),
+        account=acct,
         ts=_args.as_int("ts", ts),
     )
 
@@ -388,6 +396,9 @@ _TRADE, _ACCEPTED, _CANCELLED, _MODIFIED, _REJECTED, _LEVEL, _STATE, _MASS_CANCE
     int(EventType.MMP),
     int(EventType.LIMITS),
 )
+
+
+_EV_ALL_INSTRUMENTS, _EV_ALL_ACCOUNTS = lib.ENG_EV_F_ALL_INSTRUMENTS, lib.ENG_EV_F_ALL_ACCOUNTS
 
 
 def _coid(raw: bytes) -> str | None:
@@ -519,8 +530,9 @@ def _decode(
             append(new(StateChanged, (seq, symbols[inst], STATE_BY_CODE[state])))
         elif typ == _MASS_CANCELLED:
             reason, flags, inst, seq, count, acct = _MASS_CANCELLED_FIELDS.unpack_from(raw, off)
-            every = flags & lib.ENG_EV_F_ALL_INSTRUMENTS
-            append(new(MassCancelled, (seq, acct, None if every else symbols[inst], count, cancel_reasons[reason])))
+            symbol = None if flags & _EV_ALL_INSTRUMENTS else symbols[inst]
+            account = None if flags & _EV_ALL_ACCOUNTS else acct
+            append(new(MassCancelled, (seq, account, symbol, count, cancel_reasons[reason])))
         elif typ == _MMP:
             flags, inst, seq, window, limit, filled, acct = _MMP_FIELDS.unpack_from(raw, off)
             tripped = flags & lib.ENG_EV_F_TRIPPED != 0

@@ -498,16 +498,24 @@ class Engine(Core):
     # ---- account-wide: cancel all, market-maker protection --------------------
 
     def cancel_all(
-        self, account: SupportsIndex, symbol: str | None = None, *, dead_man: bool = False
+        self,
+        account: SupportsIndex | None = None,
+        symbol: str | None = None,
+        *,
+        all_accounts: bool = False,
+        dead_man: bool = False,
     ) -> list[Event]:
         """Cancel every open order of ``account`` on instrument ``symbol``, or
         on every instrument (None): one sequenced command whose events are a
         ``Cancelled`` per order (book order: instruments by number, bids then
         asks, best level first, oldest first) and a ``MassCancelled`` last.
+        ``all_accounts=True`` (and no account): every account's open orders,
+        in one walk of the books (a venue's kill switch); its
+        ``MassCancelled`` has ``account`` None.
         ``dead_man``: the account's dead-man switch fired; the orders leave
-        with reason ``dead_man`` instead of ``user``."""
-        acct = _args.as_int("account", account, 0, _args.UINT32_MAX)
-        flags = lib.ENG_CMD_F_DEAD_MAN if _args.as_bool("dead_man", dead_man) else 0
+        with reason ``dead_man`` instead of ``user`` (not with
+        ``all_accounts``)."""
+        acct, flags = _args.cancel_all_scope(account, all_accounts, dead_man)
         if symbol is None:
             return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags | lib.ENG_CMD_F_ALL_INSTRUMENTS)
         return self._run(type=lib.ENG_CMD_CANCEL_ALL, account=acct, flags=flags, instrument=self.instrument_id(symbol))

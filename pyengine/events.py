@@ -110,11 +110,12 @@ class StateChanged(NamedTuple):
 
 
 class MassCancelled(NamedTuple):
-    """The last event of a cancel-all: how many of the account's orders it
-    cancelled (each has its own ``Cancelled`` before this)."""
+    """The last event of a cancel-all: how many of the account's orders (of
+    every account's, ``account`` None) it cancelled (each has its own
+    ``Cancelled`` before this)."""
 
     seq: int
-    account: int
+    account: int | None  # None: every account (cancel_all(all_accounts=True))
     symbol: str | None  # None: every instrument
     cancelled: int  # how many orders it cancelled
     reason: CancelReason  # USER, or DEAD_MAN when the dead-man switch fired

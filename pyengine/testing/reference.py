@@ -361,11 +361,26 @@ class ReferenceEngine:
 
     # Account-wide commands and market-maker protection
 
-    def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
-        """Cancel every open order of ``account`` (on ``symbol``, or all)."""
-        _check_int("account", account, 0, _MAX_ACCOUNT)
-        if not isinstance(dead_man, bool):
-            raise TypeError(f"dead_man must be a bool, not {type(dead_man).__name__}")
+    def cancel_all(
+        self,
+        account: int | None = None,
+        symbol: str | None = None,
+        *,
+        all_accounts: bool = False,
+        dead_man: bool = False,
+    ) -> list[Event]:
+        """Cancel every open order of ``account`` (of every account with
+        ``all_accounts``, then no account and not ``dead_man``) on
+        ``symbol``, or on all."""
+        for name, flag in (("all_accounts", all_accounts), ("dead_man", dead_man)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        if all_accounts and (account is not None or dead_man):
+            raise ValueError("all_accounts takes no account and no dead_man")
+        if not all_accounts:
+            if account is None:
+                raise ValueError("give an account, or all_accounts=True")
+            _check_int("account", account, 0, _MAX_ACCOUNT)
         insts = list(self._instruments.values()) if symbol is None else [self._instrument(symbol)]
         seq = self._next_seq()
         reason = CancelReason.DEAD_MAN if dead_man else CancelReason.USER
@@ -437,14 +452,14 @@ class ReferenceEngine:
         self._to_trip.clear()
 
     def _cancel_account(
-        self, seq: int, inst: _Instrument, account: int, reason: CancelReason, events: list[Event]
+        self, seq: int, inst: _Instrument, account: int | None, reason: CancelReason, events: list[Event]
     ) -> None:
-        """Cancel ``account``'s resting orders on ``inst``: bids then asks,
-        best price first, oldest first."""
+        """Cancel ``account``'s resting orders on ``inst`` (None: every
+        account's): bids then asks, best price first, oldest first."""
         for side in (Side.BUY, Side.SELL):
             book = inst.book(side)
             for price in _prices_best_first(book, side):
-                for order in [o for o in book[price] if o.account == account]:
+                for order in [o for o in book[price] if account is None or o.account == account]:
                     self._remove(order)
                     events.append(Cancelled(seq, order.order_id, order.qty, reason))
 

@@ -158,7 +158,9 @@ class EngineAPI(Protocol):
 
     def resume(self, symbol: str) -> list[Event]: ...
 
-    def cancel_all(self, account: int, symbol: str | None = ..., *, dead_man: bool = ...) -> list[Event]: ...
+    def cancel_all(
+        self, account: int | None = ..., symbol: str | None = ..., *, all_accounts: bool = ..., dead_man: bool = ...
+    ) -> list[Event]: ...
 
     def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = ...) -> list[Event]: ...
 
@@ -286,11 +288,13 @@ class SetState:
 
 @dataclass(frozen=True)
 class CancelAll:
-    """``engine.cancel_all(account, symbol, dead_man=...)`` (symbol None: all)."""
+    """``engine.cancel_all(account, symbol, all_accounts=..., dead_man=...)``
+    (symbol None: every instrument; with ``all_accounts`` the account is None)."""
 
-    account: int
+    account: int | None
     symbol: str | None
     dead_man: bool
+    all_accounts: bool = False
 
 
 @dataclass(frozen=True)
@@ -355,7 +359,9 @@ def apply(engine: EngineAPI, command: Command, order_ids: Sequence[int]) -> list
     if isinstance(command, SetState):
         return engine.halt(command.symbol) if command.halt else engine.resume(command.symbol)
     if isinstance(command, CancelAll):
-        return engine.cancel_all(command.account, command.symbol, dead_man=command.dead_man)
+        return engine.cancel_all(
+            command.account, command.symbol, all_accounts=command.all_accounts, dead_man=command.dead_man
+        )
     if isinstance(command, SetMmp):
         return engine.set_mmp(command.account, command.symbol, command.qty_limit, command.window)
     if isinstance(command, ResetMmp):
@@ -658,8 +664,9 @@ def commands(
     an instrument is mostly open). With ``order_ids`` (for an engine with
     caller order ids, e.g. ``caller_order_ids()``), each new order brings an
     id drawn from it. With ``account_wide``, about one command in seven is a
-    cancel-all or sets or resets market-maker protection (small limits and
-    windows, so that it trips). With ``order_limits``, about one command in
+    cancel-all (of one account, or a third of them of every account) or sets
+    or resets market-maker protection (small limits and windows, so that it
+    trips). With ``order_limits``, about one command in
     twelve sets an instrument's order limits (see ``SetOrderLimits``). Run a
     command with ``apply``.
     """
@@ -691,10 +698,12 @@ def _account_wide(specs: Sequence[Mapping[str, Any]], accounts: st.SearchStrateg
     symbols = st.sampled_from([spec["symbol"] for spec in specs])
     limits = _weighted((st.integers(1, 3), 4), (st.integers(4, 40), 4), (st.just(0), 1))
     windows = _weighted((st.just(0), 2), (st.integers(1, 6), 3))
+    every_account = st.builds(CancelAll, st.none(), st.none() | symbols, st.just(False), st.just(True))
     return _weighted(
-        (st.builds(CancelAll, accounts, st.none() | symbols, st.booleans()), 1),
-        (st.builds(SetMmp, accounts, symbols, limits, windows), 2),
-        (st.builds(ResetMmp, accounts, symbols), 1),
+        (st.builds(CancelAll, accounts, st.none() | symbols, st.booleans()), 2),
+        (every_account, 1),
+        (st.builds(SetMmp, accounts, symbols, limits, windows), 4),
+        (st.builds(ResetMmp, accounts, symbols), 2),
     )
 
 

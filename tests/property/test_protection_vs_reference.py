@@ -124,10 +124,17 @@ class ClockedPacker:
         self._pack(pack_set_state(self.numbers[symbol], "open", ts=self.model.now))
         return self.model.resume(symbol)
 
-    def cancel_all(self, account: int, symbol: str | None = None, *, dead_man: bool = False) -> list[Event]:
+    def cancel_all(
+        self,
+        account: int | None = None,
+        symbol: str | None = None,
+        *,
+        all_accounts: bool = False,
+        dead_man: bool = False,
+    ) -> list[Event]:
         number = None if symbol is None else self.numbers[symbol]
-        self._pack(pack_cancel_all(account, number, dead_man=dead_man, ts=self.model.now))
-        return self.model.cancel_all(account, symbol, dead_man=dead_man)
+        self._pack(pack_cancel_all(account, number, all_accounts=all_accounts, dead_man=dead_man, ts=self.model.now))
+        return self.model.cancel_all(account, symbol, all_accounts=all_accounts, dead_man=dead_man)
 
     def set_mmp(self, account: int, symbol: str, qty_limit: int, window: int = 0) -> list[Event]:
         self._pack(pack_set_mmp(account=account, instrument=self.numbers[symbol], qty_limit=qty_limit, window=window,
