@@ -375,10 +375,13 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
                               (unsigned long long)ev->seq);
     case ENG_EV_MASS_CANCELLED: {
         PyObject *all = (ev->flags & ENG_EV_F_ALL_INSTRUMENTS) ? Py_True : Py_False;
+        PyObject *account = (ev->flags & ENG_EV_F_ALL_ACCOUNTS) ? Py_NewRef(Py_None)
+                                                                : PyLong_FromUnsignedLong(ev->account);
 
-        return route_call_fmt(self->on_mass_cancelled, "(OOkkOLiK)", s, i, (unsigned long)ev->account,
-                              (unsigned long)ev->instrument, all, (long long)ev->qty, (int)ev->reason,
-                              (unsigned long long)ev->seq);
+        if (!account)
+            return -1;
+        return route_call_fmt(self->on_mass_cancelled, "(OONkOLiK)", s, i, account, (unsigned long)ev->instrument,
+                              all, (long long)ev->qty, (int)ev->reason, (unsigned long long)ev->seq);
     }
     case ENG_EV_LIMITS:
         return route_call_fmt(self->on_order_limits, "(OOkLLK)", s, i, (unsigned long)ev->instrument,

@@ -547,17 +547,17 @@ class Server:
             self.ledger.own(session.link, oid, inst, coid)
         return len(orders)
 
-    def accounts_with_orders(self, account: int | None) -> list[int]:
-        """`account`, or of every account, those that have an order open or
-        on its way to the engine, by the Ledger's counts. Every such account
-        is a session's (closed ones not yet forgotten too: their answers may
+    def has_orders(self, account: int | None) -> bool:
+        """Whether `account` (None: any account) has an order open or on its
+        way to the engine, by the Ledger's counts. Every account with one is
+        a session's (closed ones not yet forgotten too: their answers may
         still be due) or has orders no session holds."""
         if account is not None:
-            candidates = {account}
+            accounts = {account}
         else:
-            candidates = {s.account for s in self.sessions.values() if s.account is not None}
-            candidates.update(self.unclaimed.accounts())
-        return sorted(a for a in candidates if self.ledger.open(a) or self.ledger.in_flight(a))
+            accounts = {s.account for s in self.sessions.values() if s.account is not None}
+            accounts.update(self.unclaimed.accounts())
+        return any(self.ledger.open(a) or self.ledger.in_flight(a) for a in accounts)
 
     def _cancel_before_stopping(self, sessions: list[Session], deadline: float) -> None:
         """The stop's cancel-on-disconnect of `sessions`, closed before it:

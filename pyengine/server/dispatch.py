@@ -360,18 +360,19 @@ class Dispatcher:
             for s in self.server.sessions_of(account):
                 s.reply(message)
 
-    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
-                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
-        """The end of a CANCEL_ALL: an account-wide mass cancel's part (the
-        count is the engine's), or the dead-man switch's (logged)."""
-        if session is not None and request is not None and request[0] == "mass_cancel":
+    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int | None,
+                       instrument: int, all_instruments: bool, count: int, reason: int, seq: int) -> None:
+        """The end of a CANCEL_ALL (logged): a mass cancel of an account (or
+        of every account: `account` None), whose count is the engine's, or
+        the dead-man switch's."""
+        symbol = None if all_instruments else self.server.engine.symbols[instrument]
+        asker = session if request is not None and request[0] == "mass_cancel" else None
+        log.info("mass_cancelled", extra=fields(account=account, symbol=symbol, reason=CANCEL_REASONS[reason],
+                                                count=count, seq=seq, sid=asker.sid if asker else None))
+        if asker is not None and request is not None:
             state: MassCancelState = request[2]
             state.cancelled += count
-            self._mass_part_done(session, state)
-            return
-        symbol = None if all_instruments else self.server.engine.symbols[instrument]
-        log.info("mass_cancelled", extra=fields(account=account, symbol=symbol, reason=CANCEL_REASONS[reason],
-                                                count=count, seq=seq))
+            self._mass_part_done(asker, state)
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine
@@ -410,8 +411,6 @@ class Dispatcher:
             return
         if state.refused is not None:
             code, message = state.refused
-            if state.cancelled:
-                message += f"; {state.cancelled} orders of other accounts were cancelled"
             session.reply({"type": "error", "req_id": state.req_id, "code": code, "message": message})
         else:
             session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled})

@@ -76,7 +76,7 @@ class RequestHost(Protocol):
 
     def claim_orders(self, session: Session) -> int: ...
 
-    def accounts_with_orders(self, account: int | None) -> list[int]: ...
+    def has_orders(self, account: int | None) -> bool: ...
 
     def settle(self, session: Session) -> bool: ...
 
@@ -271,9 +271,9 @@ class Requests:
     def mass_cancel(self, session: Session, req: MassCancel) -> None:
         """The session's own orders: a cancel each, of the orders it holds
         once its earlier requests are answered. An account's (or every
-        account's): one CANCEL_ALL each, which the engine carries out on
-        every order of the account open when it comes to it, those of
-        requests read before this one but not yet answered too."""
+        account's): one CANCEL_ALL, which the engine carries out on every
+        order of the account open when it comes to it, those of requests
+        read before this one but not yet answered too."""
         own_account = self._account(session, req.req_id)
         if req.all_accounts or (req.account is not None and req.account != own_account):
             self._admin(session, req.req_id, "cancel the orders of other accounts")
@@ -285,15 +285,14 @@ class Requests:
         if req.account is None and not req.all_accounts:
             self._cancel_each(session, req.req_id, inst)
             return
-        accounts = self.server.accounts_with_orders(req.account)
-        if not accounts:
+        if not self.server.has_orders(req.account):  # the command would walk the books for nothing
             session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
-        state = MassCancelState(req.req_id, len(accounts), per_order=False)
-        flags = lib.ENG_CMD_F_ALL_INSTRUMENTS if inst is None else 0
-        for account in accounts:
-            self.server.commands.add(lib.ENG_CMD_CANCEL_ALL, session.link.tag("mass_cancel", req.req_id, state),
-                                     account=account, flags=flags, instrument=inst or 0)
+        state = MassCancelState(req.req_id, 1, per_order=False)
+        flags = (lib.ENG_CMD_F_ALL_INSTRUMENTS if inst is None else 0) | (
+            lib.ENG_CMD_F_ALL_ACCOUNTS if req.all_accounts else 0)
+        self.server.commands.add(lib.ENG_CMD_CANCEL_ALL, session.link.tag("mass_cancel", req.req_id, state),
+                                 account=req.account or 0, flags=flags, instrument=inst or 0)
 
     def _cancel_each(self, session: Session, req_id: Any, inst: int | None) -> None:
         targets = [oid for oid, (order_inst, _) in session.link.orders().items() if inst is None or order_inst == inst]
@@ -365,8 +364,8 @@ class Requests:
 class MassCancelState:
     """Counts the answers to a mass cancel, to reply once they are all in:
     its parts are a CANCEL per order (`per_order`: each cancel counts one)
-    or a CANCEL_ALL per account (the engine's MASS_CANCELLED counts them;
-    `refused`, the (code, message) of one the engine refused)."""
+    or one CANCEL_ALL (the engine's MASS_CANCELLED counts them; `refused`,
+    the (code, message) of the engine's refusal)."""
 
     __slots__ = ("req_id", "remaining", "cancelled", "per_order", "refused")
 

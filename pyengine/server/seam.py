@@ -116,10 +116,10 @@ class RouterEvents(Protocol):
                      max_qty: int, max_notional: int, seq: int) -> None:
         """An instrument's order limits were set (0: none)."""
 
-    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int, instrument: int,
-                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
-        """The engine cancelled `count` open orders of an account (CANCEL_ALL),
-        after their ``cancelled`` events."""
+    def mass_cancelled(self, session: Session | None, request: PendingRequest | None, account: int | None,
+                       instrument: int, all_instruments: bool, count: int, reason: int, seq: int) -> None:
+        """The engine cancelled `count` open orders of an account, or of
+        every account (None), after their ``cancelled`` events (CANCEL_ALL)."""
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         """A snapshot was written (``err`` 0) or failed (an errno)."""

@@ -121,7 +121,8 @@ def test_admin_mass_cancel_across_accounts(server_factory: Any) -> None:
         assert [m["type"] for m in drain(eight)] == ["cancelled"]
         assert drain(seven) == []
         done = admin.request(admin.mass_cancel(all_accounts=True))
-        assert done["count"] == 3
+        assert done["count"] == 3  # one command: one log line
+        server.wait_log(r"event=mass_cancelled account=None symbol=None reason=user count=3 seq=\d+ sid=\d+")
         assert sorted(m["type"] for m in drain(seven)) == ["cancelled", "cancelled"]
 
 

@@ -100,8 +100,8 @@ class Recorder:
                      max_notional: int, seq: int) -> None:
         self.calls.append(("order_limits", session, request, instrument, max_qty, max_notional, seq))
 
-    def mass_cancelled(self, session: Sink | None, request: PendingRequest | None, account: int, instrument: int,
-                       all_instruments: bool, count: int, reason: int, seq: int) -> None:
+    def mass_cancelled(self, session: Sink | None, request: PendingRequest | None, account: int | None,
+                       instrument: int, all_instruments: bool, count: int, reason: int, seq: int) -> None:
         self.calls.append(("mass_cancelled", session, request, account, instrument, all_instruments, count, reason,
                            seq))
 
