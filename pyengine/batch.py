@@ -440,11 +440,11 @@ def decode_events(
     only the first `count` records of `raw` are read. A record that is not
     an event of an engine with these instruments raises ``InvalidArgument``.
     """
-    raw = _byte_view("events", raw)
+    raw = _byte_view("raw", raw)
     if count is None:
         count = len(raw) // EVENT_SIZE
     elif count * EVENT_SIZE > len(raw):
-        raise InvalidArgument(f"events holds fewer than {count} records")
+        raise InvalidArgument(f"raw holds fewer than {count} records")
     try:
         return _decode(raw, count, symbols, reject_reasons, cancel_reasons)
     except (IndexError, KeyError):

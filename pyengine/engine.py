@@ -338,10 +338,15 @@ class Engine(Core):
         return tuple(self._instruments)
 
     def instrument_id(self, symbol: str) -> int:
-        """The number of the instrument `symbol` (for packed commands)."""
+        """The number of the instrument `symbol` (for packed commands). A
+        symbol that is not a str raises ``InvalidArgumentType``, an unknown
+        one ``InvalidArgument``, here and in every method that takes one."""
         try:
             return self._symbols[symbol]
         except (KeyError, TypeError):
+            # The type only now: the lookup of a str needs no check first.
+            if not isinstance(symbol, str):
+                raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}") from None
             raise InvalidArgument(f"unknown symbol {symbol!r}") from None
 
     # ---- commands ------------------------------------------------------------
@@ -700,9 +705,9 @@ class Engine(Core):
         """Packed event records (``BatchResult.events``, or a numpy array of
         ``pyengine.EVENT_DTYPE``) as event objects. Records this engine did
         not write raise ``InvalidArgument``."""
-        view = _byte_view("events", raw)
+        view = _byte_view("raw", raw)
         if view.nbytes % EVENT_SIZE:
-            raise InvalidArgument(f"events must be a whole number of {EVENT_SIZE}-byte records")
+            raise InvalidArgument(f"raw must be a whole number of {EVENT_SIZE}-byte records")
         return decode_events(view, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
 
     # ---- views ---------------------------------------------------------------

@@ -32,7 +32,8 @@ class InvalidArgument(EngineError, ValueError):
 
 
 class InvalidArgumentType(EngineError, TypeError):
-    """An argument has the wrong type."""
+    """An argument has the wrong type. The message starts with the
+    argument's name."""
 
 
 class DuplicateSymbol(InvalidArgument):

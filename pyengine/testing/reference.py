@@ -467,6 +467,8 @@ class ReferenceEngine:
         try:
             return self._instruments[symbol]
         except (KeyError, TypeError):
+            if not isinstance(symbol, str):
+                raise TypeError(f"symbol must be a str, not {type(symbol).__name__}") from None
             raise ValueError(f"unknown symbol {symbol!r}") from None
 
     # Queries

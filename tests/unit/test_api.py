@@ -15,10 +15,12 @@ import orjson
 import pytest
 
 import pyengine
+import pyengine.batch
 import pyengine.testing
 from pyengine import Engine, pack_cancel, pack_modify, pack_new_order
 from pyengine.batch import CommandType
 from pyengine.client import Client
+from pyengine.errors import InvalidArgumentType
 from pyengine.testing import ReferenceEngine
 
 # The modules a user imports by name (pyengine.server's are the server's own).
@@ -173,3 +175,111 @@ def test_the_semantics_count_and_name_every_command() -> None:
     numbers = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
     assert numbers.index(found.group(1)) + 1 == len(CommandType)
     assert len(re.findall(r"\*\*[^*]+\*\*", found.group(2))) == len(CommandType)
+
+
+# Every public call that takes arguments, once per way of calling it, with valid arguments by keyword: the Engine's
+# methods, its constructor ("Engine") and the packers of pyengine.batch ("pack_..."). True: on an Engine made with
+# caller_order_ids=True.
+_ORDER = dict(
+    symbol="X", side="buy", qty=2, price=100, tif="gtc", account=1, client_order_id="c", order_type="limit",
+    post_only=False, stp="none",
+)
+_PACKED_ORDER = {("instrument" if k == "symbol" else k): (0 if k == "symbol" else v) for k, v in _ORDER.items()}
+_CALLS: list[tuple[str, dict[str, Any], bool]] = [
+    ("submit", _ORDER, False),
+    ("submit", _ORDER | {"order_id": 9}, True),
+    ("cancel", dict(order_id=1, account=1), False),
+    ("cancel", dict(client_order_id="c", account=1), False),
+    ("modify", dict(order_id=1, qty=2, price=100, account=1), False),
+    ("modify", dict(client_order_id="c", account=1, qty=2), False),
+    ("order", dict(order_id=1, account=1), False),
+    ("order", dict(client_order_id="c", account=1), False),
+    ("book", dict(symbol="X", depth=5), False),
+    ("instrument_id", dict(symbol="X"), False),
+    ("add_instrument", dict(symbol="Y", tick_size=1, lot_size=1, price_band=(1, 1000), market_protection=5), False),
+    ("halt", dict(symbol="X"), False),
+    ("resume", dict(symbol="X"), False),
+    ("trading_state", dict(symbol="X"), False),
+    ("set_order_limits", dict(symbol="X", max_qty=10, max_notional=1000), False),
+    ("order_limits", dict(symbol="X"), False),
+    ("cancel_all", dict(account=1, symbol="X", dead_man=False), False),
+    ("set_mmp", dict(account=1, symbol="X", qty_limit=5, window=0), False),
+    ("reset_mmp", dict(account=1, symbol="X"), False),
+    ("mmp", dict(account=1, symbol="X"), False),
+    ("open_orders", dict(symbol="X"), False),
+    ("process_batch", dict(commands=b"", collect_events=True, out=bytearray()), False),
+    ("decode_events", dict(raw=b""), False),
+    ("Engine", dict(expected_orders=0, level_updates=False, caller_order_ids=False), False),
+    ("pack_new_order", _PACKED_ORDER | {"order_id": 9, "ts": 0}, False),
+    ("pack_cancel", dict(order_id=1, account=1, ts=0), False),
+    ("pack_cancel", dict(client_order_id="c", account=1), False),
+    ("pack_modify", dict(order_id=1, qty=2, price=100, account=1, ts=0), False),
+    ("pack_set_state", dict(instrument=0, state="halted", ts=0), False),
+    ("pack_cancel_all", dict(account=1, instrument=0, dead_man=False, ts=0), False),
+    ("pack_set_mmp", dict(account=1, instrument=0, qty_limit=5, window=0, ts=0), False),
+    ("pack_reset_mmp", dict(account=1, instrument=0, ts=0), False),
+    ("pack_set_order_limits", dict(instrument=0, max_qty=10, max_notional=1000, ts=0), False),
+]
+
+
+def _call(name: str, caller_ids: bool) -> tuple[Callable[..., Any], Engine | None]:
+    """The callable named `name` and the Engine it works on, if any."""
+    if name == "Engine":
+        return Engine, None
+    if name.startswith("pack_"):
+        return getattr(pyengine.batch, name), None
+    eng = Engine(caller_order_ids=caller_ids)
+    eng.add_instrument("X")
+    return getattr(eng, name), eng
+
+
+def _wrong_types(value: Any, default: Any) -> list[Any]:
+    """Values of a type other than that of `value`; None too, unless it is the default."""
+    if type(value) is bool:
+        wrong: list[Any] = [1, "yes"]
+    elif type(value) is int:
+        wrong = [2.0, "2", True]
+    elif type(value) is str:
+        wrong = [5, b"x"]
+    elif type(value) is tuple:
+        wrong = [5, (1.0, 1000)]
+    elif type(value) is bytearray:
+        wrong = [b"", 5]
+    else:
+        wrong = [5, "x"]  # a buffer
+    return wrong if default is None else [*wrong, None]
+
+
+def _wrong_typed_calls() -> list[Any]:
+    cases = []
+    for name, kwargs, caller_ids in _CALLS:
+        fn, _ = _call(name, caller_ids)
+        defaults = {p.name: p.default for p in inspect.signature(fn).parameters.values()}
+        for arg, value in kwargs.items():
+            # pack_set_state takes a state's str or its code
+            wrong_values = [b"halted", 1.0, None] if arg == "state" else _wrong_types(value, defaults[arg])
+            for wrong in wrong_values:
+                cases.append(pytest.param(name, kwargs, caller_ids, arg, wrong, id=f"{name}-{arg}={wrong!r}"))
+    return cases
+
+
+@pytest.mark.parametrize(("name", "kwargs", "caller_ids"), [pytest.param(*c, id=c[0]) for c in _CALLS])
+def test_the_calls_of_the_type_checks_are_valid(name: str, kwargs: dict[str, Any], caller_ids: bool) -> None:
+    fn, _ = _call(name, caller_ids)
+    fn(**kwargs)
+
+
+@pytest.mark.parametrize(("name", "kwargs", "caller_ids", "arg", "wrong"), _wrong_typed_calls())
+def test_an_argument_of_a_wrong_type_raises_invalid_argument_type_naming_it(
+    name: str, kwargs: dict[str, Any], caller_ids: bool, arg: str, wrong: Any
+) -> None:
+    """One rule for the whole API (pyengine.errors): an argument of a wrong
+    type raises InvalidArgumentType, a TypeError, whose message starts with
+    the argument's name; nothing runs."""
+    fn, eng = _call(name, caller_ids)
+    with pytest.raises(InvalidArgumentType) as info:
+        fn(**(kwargs | {arg: wrong}))
+    assert str(info.value).startswith(arg), str(info.value)
+    if eng is not None:
+        assert eng.seq == 0
+        assert [i.symbol for i in eng.instruments] == ["X"]
