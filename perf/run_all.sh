@@ -9,7 +9,7 @@ out=${1:-perf/results/all-$(date +%Y%m%d).json}
 shift || true
 mkdir -p "$(dirname "$out")"
 rm -f "$out"
-for suite in bench_engine bench_mixed bench_batch bench_protocol; do
+for suite in bench_engine bench_mixed bench_batch bench_decode bench_protocol; do
     echo "== $suite" >&2
     python perf/$suite.py --quiet --append "$out" "$@"
 done
