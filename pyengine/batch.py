@@ -475,13 +475,15 @@ def _decode(
     out: list[Event] = []
     append = out.append
     new = tuple.__new__
-    sides = SIDE_BY_CODE
+    sides = SIDE_BY_CODE  # code 0 is no side (None) there: each use refuses it first
     no_coid = _NO_COID
     trade_fields = _TRADE_FIELDS.unpack_from
     for off in range(0, count * EVENT_SIZE, EVENT_SIZE):
         typ = raw[off]
         if typ == _TRADE:
             side, inst, seq, taker, maker, tid, price, qty, leaves, mleaves, acct, macct = trade_fields(raw, off)
+            if not side:
+                raise IndexError(side)
             append(
                 new(
                     Trade,
@@ -490,6 +492,8 @@ def _decode(
             )
         elif typ == _ACCEPTED:
             side, inst, seq, oid, price, qty, acct, coid = _ACCEPTED_FIELDS.unpack_from(raw, off)
+            if not side:
+                raise IndexError(side)
             append(
                 new(
                     Accepted,
@@ -507,6 +511,8 @@ def _decode(
             )
         elif typ == _LEVEL:
             side, inst, seq, price, total, count = _LEVEL_FIELDS.unpack_from(raw, off)
+            if not side:
+                raise IndexError(side)
             append(new(LevelUpdate, (seq, symbols[inst], sides[side], price, total, count)))
         elif typ == _CANCELLED:
             reason, seq, oid, leaves = _CANCELLED_FIELDS.unpack_from(raw, off)

@@ -703,8 +703,9 @@ class Engine(Core):
 
     def decode_events(self, raw: Any) -> list[Event]:
         """Packed event records (``BatchResult.events``, or a numpy array of
-        ``pyengine.EVENT_DTYPE``) as event objects. Records this engine did
-        not write raise ``InvalidArgument``."""
+        ``pyengine.EVENT_DTYPE``) as event objects. A record with a type,
+        instrument, side, reason or trading state this engine does not have
+        raises ``InvalidArgument`` (docs/batch.md)."""
         view = _byte_view("raw", raw)
         if view.nbytes % EVENT_SIZE:
             raise InvalidArgument(f"raw must be a whole number of {EVENT_SIZE}-byte records")

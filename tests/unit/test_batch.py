@@ -381,6 +381,27 @@ def test_decode_events_refuses_a_state_the_engine_never_writes(eng: Engine) -> N
             eng.decode_events(halted)
 
 
+def test_decode_events_refuses_a_side_the_engine_never_writes() -> None:
+    """An Accepted, Trade or LevelUpdate record's side is 1 (buy) or 2
+    (sell); any other, 0 (no side) included, is not an event of this engine."""
+    from pyengine._cengine import ffi
+
+    eng = Engine(level_updates=True)
+    eng.add_instrument("X")
+    raw = eng.process_batch(pack_new_order(0, "sell", 5, 100, account=1) + pack_new_order(0, "buy", 5, 100, account=2))
+    events = eng.decode_events(raw.events)
+    assert [type(ev).__name__ for ev in events] == ["Accepted", "LevelUpdate", "Accepted", "Trade", "LevelUpdate"]
+    at = ffi.offsetof("struct eng_event", "side")
+    size = pyengine.batch.EVENT_SIZE
+    for i, event in enumerate(events):
+        record = bytearray(raw.events[i * size : (i + 1) * size])
+        assert eng.decode_events(record) == [event]
+        for side in (0, 3):
+            record[at] = side
+            with pytest.raises(InvalidArgument, match="not its events"):
+                eng.decode_events(record)
+
+
 def test_pack_set_state_takes_the_state_or_its_code(eng: Engine) -> None:
     """A TradingState, its str, or the record's code (docs/batch.md: 0 open, 1 halted)."""
     halted = pyengine.batch.pack_set_state(0, TradingState.HALTED)
