@@ -33,7 +33,6 @@ import getpass
 import logging
 import os
 import sys
-import time
 
 from ..errors import EngineError
 from ..log import LEVELS, fields, setup_logging
@@ -144,6 +143,8 @@ def _check_flags_used(args: argparse.Namespace, config: ServerConfig) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     # gevent first: the server's sockets must be gevent's.
+    import gevent
+
     from .app import Server
 
     try:
@@ -166,8 +167,12 @@ def serve(args: argparse.Namespace) -> int:
         # A node that stopped leading starts again as a follower, from the
         # shard's log: nothing of its old engine is kept. Same address.
         log.warning("restarting", extra=fields(reason=server.rejoin_reason))
+        # A node that cannot follow does not spin. The hub runs meanwhile: a
+        # SIGTERM or SIGINT only its handler hears (Server._on_signal) stops
+        # the node for good, where outside the loop it would be lost.
+        gevent.sleep(_RESTART_PAUSE)
+    if server.rejoin_reason is not None:
         logging.shutdown()
-        time.sleep(_RESTART_PAUSE)  # a node that cannot follow does not spin
         os.execv(sys.executable, [sys.executable, *_with_port(sys.orig_argv[1:], server.address)])
     return 1 if server.failed else 0
 

@@ -230,6 +230,24 @@ def test_a_leader_told_to_stop_as_it_loses_its_lease_stops(nats: LocalNats, shar
     assert not [line for line in old.lines if "event=restarting" in line]
 
 
+def test_a_node_told_to_stop_as_it_restarts_stops(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """SIGTERM to a node on its way to start again as a follower (it lost
+    its lease, stopped, and is about to exec itself): it exits, and does not
+    start again."""
+    nodes = shard(2)
+    old = leader_among(nodes)
+    old.proc.send_signal(signal.SIGSTOP)
+    try:
+        leader_among([n for n in nodes if n is not old])
+    finally:
+        old.proc.send_signal(signal.SIGCONT)
+    wait_for("the old leader on its way to start again",
+             lambda: any("event=restarting" in line for line in old.lines), every=0.005)
+    old.proc.send_signal(signal.SIGTERM)
+    assert old.proc.wait(30) == 0, "".join(old.lines[-40:])
+    assert len([line for line in old.lines if "event=cluster_state" in line]) == 1, "".join(old.lines[-40:])
+
+
 def test_losing_nats_servers(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     nodes = shard(2, lease_ttl=2.0)
     leader_among(nodes)
