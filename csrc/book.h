@@ -36,11 +36,13 @@ struct order {
     uint32_t handle;       /* its own handle in the order pool */
     uint32_t level;        /* handle of its level in the level pool */
     uint32_t account;
-    uint8_t stp;           /* enum eng_stp, used when a modify makes it a taker */
-    uint8_t flags;         /* enum order_flags */
-    uint16_t reserved;
+    uint32_t stp : 3;      /* enum eng_stp, used when a modify makes it a taker */
+    uint32_t flags : 5;    /* enum order_flags */
+    uint32_t acct_slot : 24; /* its slot in its account's list (acct.h) */
     char coid[16];
 };
+
+_Static_assert(sizeof(struct order) == 64, "an order is one cache line");
 
 struct level {
     struct rb_node node;   /* in book->side[side].levels */

@@ -112,6 +112,7 @@ struct eng *eng_create(const struct eng_config *cfg)
     }
     e->ev_cap = ENG_INITIAL_EVENTS;
     mmp_init(&e->mmp);
+    acct_init(&e->accounts);
     return e;
 fail:
     arena_destroy(&e->arena);
@@ -134,6 +135,8 @@ void eng_destroy(struct eng *e)
     ids_destroy(&e->ids);
     idx_destroy(&e->coids);
     mmp_destroy(&e->mmp);
+    acct_destroy(&e->accounts);
+    free(e->scratch);
     free(e->inst);
     free(e->ev);
     arena_destroy(&e->arena);

@@ -8,6 +8,7 @@
 
 #include <string.h>
 
+#include "acct.h"
 #include "arena.h"
 #include "book.h"
 #include "common.h"
@@ -16,6 +17,15 @@
 #include "mmp.h"
 #include "pool.h"
 #include "pyengine.h"
+
+/* One order of a CANCEL_ALL of one account, with its place in book order. */
+struct eng_cancel_key {
+    uint32_t instrument;
+    uint32_t side;
+    int64_t price;     /* best first: the negated price of a bid */
+    uint32_t seq;      /* its join number: time on one level */
+    uint32_t handle;
+};
 
 struct instrument {
     struct eng_instrument_spec spec;
@@ -34,6 +44,9 @@ struct eng {
     struct ids ids;          /* order id -> order handle (resting orders) */
     struct idx coids;        /* (account, coid) -> order handle (resting, with coid) */
     struct mmp mmp;          /* market-maker protection, per (account, instrument) */
+    struct acct accounts;    /* account -> its resting orders */
+    struct eng_cancel_key *scratch; /* malloc'ed: a CANCEL_ALL's orders, sorted */
+    size_t scratch_cap;
     int64_t now;             /* ts of the command running: protection's clock */
     struct instrument *inst; /* malloc'ed; grows only in eng_add_instrument */
     uint32_t ninst;

@@ -13,6 +13,8 @@
  * mid-command; if that reservation fails the command is rejected with
  * no_memory before anything changes.
  */
+#include <stdlib.h>
+
 #include "engine_int.h"
 #include "shape.h"
 
@@ -204,6 +206,7 @@ static void unlink_order(struct eng *e, struct book *b, struct order *o)
     int64_t price = lv->price;
 
     book_unlink(b, o);
+    acct_remove(&e->accounts, o);
     if (!e->level_events)
         return;
     if (last)
@@ -234,7 +237,9 @@ static void drop_order_at(struct eng *e, struct book *b, struct order *o, ids_po
  */
 static void rest_order(struct eng *e, struct book *b, struct order *o, int side, int64_t price)
 {
-    struct level *lv = book_level_get(b, side, price);
+    /* The account's room first: a level made must get the order. */
+    struct acct_list *al;
+    struct level *lv = acct_room(&e->accounts, o->account, &al) == 0 ? book_level_get(b, side, price) : NULL;
     int reason;
 
     if (!lv) {
@@ -244,6 +249,7 @@ static void rest_order(struct eng *e, struct book *b, struct order *o, int side,
         reason = ENG_CANCEL_LEVEL_FULL;
     } else {
         book_append(b, lv, o);
+        acct_add(&e->accounts, al, o);
         note_level(e, lv);
         return;
     }
@@ -271,7 +277,7 @@ static void rest_new(struct eng *e, struct book *b, const struct taker *t,
     o->account = t->account;
     o->stp = t->stp;
     o->flags = (c->flags & ENG_CMD_F_POST_ONLY) ? ORDER_F_POST_ONLY : 0;
-    o->reserved = 0;
+    o->acct_slot = ACCT_NONE;
     memcpy(o->coid, c->coid, ENG_COID_LEN);
     ids_insert_key(&e->ids, t->id_key, handle);
     if (has_coid)
@@ -808,8 +814,9 @@ void eng__set_limits(struct eng *e, const struct eng_cmd *c)
 /*
  * Cancel every resting order of `account` on instrument `i` (of every
  * account with `every`), in book order (bids, then asks; best level first;
- * oldest first), with `reason`. Returns how many. The caller has reserved an
- * event (two with level events) per resting order of the instrument.
+ * oldest first), with `reason`, walking the book. Returns how many. The
+ * caller has reserved an event (two with level events) per resting order of
+ * the instrument.
  */
 static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, bool every, int reason)
 {
@@ -836,6 +843,99 @@ static int64_t cancel_account(struct eng *e, uint32_t i, uint32_t account, bool 
         }
     }
     return n;
+}
+
+static int cancel_key_cmp(const void *pa, const void *pb)
+{
+    const struct eng_cancel_key *a = pa, *b = pb;
+
+    if (a->instrument != b->instrument)
+        return a->instrument < b->instrument ? -1 : 1;
+    if (a->side != b->side)
+        return a->side < b->side ? -1 : 1;
+    if (a->price != b->price)
+        return a->price < b->price ? -1 : 1;
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/*
+ * Visit the resting orders of `account` on every instrument in book order:
+ * add each to `l`, or only count them when `l` is NULL. Returns how many.
+ */
+static uint64_t walk_account(struct eng *e, uint32_t account, struct acct_list *l)
+{
+    uint64_t n = 0;
+
+    for (uint32_t i = 0; i < e->ninst; i++)
+        for (int s = 0; s < 2; s++)
+            for (struct level *lv = book_best(&e->inst[i].book, s); lv; lv = book_next_level(lv))
+                for (struct list_node *it = lv->orders.next; it != &lv->orders; it = it->next) {
+                    struct order *o = eng_container_of(it, struct order, link);
+                    if (o->account != account)
+                        continue;
+                    if (l)
+                        acct_add(&e->accounts, l, o);
+                    n++;
+                }
+    return n;
+}
+
+/* Track `account` from now on (acct.h): one walk of the books to count its
+   orders, one to add them. -1 when out of memory (nothing changes then). */
+static int track_account(struct eng *e, uint32_t account)
+{
+    uint64_t n = walk_account(e, account, NULL);
+    struct acct_list *l = n <= ACCT_MAX_SLOTS ? acct_track(&e->accounts, account, (uint32_t)n) : NULL;
+
+    if (!l)
+        return -1;
+    walk_account(e, account, l);
+    return 0;
+}
+
+/*
+ * The resting orders of `account` on instruments [first, end) into
+ * e->scratch, in the order cancel_account() meets them: from the account's
+ * list (acct.h), O(its orders), not the books' (but for the account's first
+ * time, which starts its list). Returns how many, or -1 when out of memory.
+ */
+static int64_t collect_account(struct eng *e, uint32_t account, uint32_t first, uint32_t end)
+{
+    const struct acct_list *l = acct_find(&e->accounts, account);
+    size_t n = 0;
+
+    if (!l) {
+        if (track_account(e, account) != 0)
+            return -1;
+        l = acct_find(&e->accounts, account);
+    }
+    if (!l->live)
+        return 0;
+    if (l->live > e->scratch_cap) {
+        struct eng_cancel_key *keys = malloc((size_t)l->live * sizeof(*keys));
+        if (!keys)
+            return -1;
+        free(e->scratch);
+        e->scratch = keys;
+        e->scratch_cap = l->live;
+    }
+    for (uint32_t k = 0; k < l->len; k++) {
+        const struct order *o;
+        const struct level *lv;
+        if (!l->slots[k].handle)
+            continue;
+        o = eng__order_at(e, l->slots[k].handle);
+        lv = pool_at(&e->levels, o->level);
+        if (lv->instrument < first || lv->instrument >= end)
+            continue;
+        e->scratch[n++] = (struct eng_cancel_key){.instrument = lv->instrument,
+                                                  .side = lv->side,
+                                                  .price = lv->side == BOOK_BID ? -lv->price : lv->price,
+                                                  .seq = l->slots[k].seq,
+                                                  .handle = o->handle};
+    }
+    qsort(e->scratch, n, sizeof(*e->scratch), cancel_key_cmp);
+    return (int64_t)n;
 }
 
 static inline uint64_t resting_orders(const struct instrument *in)
@@ -866,16 +966,31 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
         first = c->instrument;
         end = first + 1;
     }
-    for (uint32_t i = first; !err && i < end; i++)
+    for (uint32_t i = first; !err && every && i < end; i++)
         most += resting_orders(&e->inst[i]);
+    if (!err && !every) {
+        /* One account's orders: its list, not the books. */
+        int64_t found = collect_account(e, c->account, first, end);
+        if (found < 0)
+            err = ENG_NO_MEMORY;
+        else
+            most = (uint64_t)found;
+    }
     if (!err && eng__reserve_events(e, most * (e->level_events ? 2 : 1) + 1) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
         return;
     }
-    for (uint32_t i = first; i < end; i++)
-        n += cancel_account(e, i, c->account, every, reason);
+    for (uint32_t i = first; every && i < end; i++)
+        n += cancel_account(e, i, 0, true, reason);
+    for (uint64_t k = 0; !every && k < most; k++) {
+        struct order *o = eng__order_at(e, e->scratch[k].handle);
+        struct level *lv = pool_at(&e->levels, o->level);
+        emit_order_cancelled(e, o, lv, reason);
+        drop_order(e, &e->inst[lv->instrument].book, o);
+        n++;
+    }
     ev_clear_coid(ev_put(e, ENG_EV_MASS_CANCELLED, 0, (uint8_t)reason,
                          (all ? ENG_EV_F_ALL_INSTRUMENTS : 0) | (every ? ENG_EV_F_ALL_ACCOUNTS : 0),
                          all ? 0 : c->instrument, 0, 0, n, 0, c->account));
@@ -969,6 +1084,7 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
 {
     bool has_coid = !eng__coid_empty(coid);
     int s = side == ENG_BUY ? BOOK_BID : BOOK_ASK;
+    struct acct_list *al;
     struct book *b;
     struct level *lv;
     struct order *o;
@@ -989,7 +1105,7 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
     if (ids_reserve_one(&e->ids) != 0 ||
         (has_coid && idx_reserve_one(&e->coids, &eng__coid_ops, e) != 0))
         return ENG_NO_MEMORY;
-    o = pool_alloc(&e->orders, &handle);
+    o = acct_room(&e->accounts, account, &al) == 0 ? pool_alloc(&e->orders, &handle) : NULL;
     if (!o)
         return ENG_NO_MEMORY;
     lv = book_level_get(b, s, price);
@@ -1004,11 +1120,12 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
     o->account = account;
     o->stp = stp;
     o->flags = flags;
-    o->reserved = 0;
+    o->acct_slot = ACCT_NONE;
     memcpy(o->coid, coid, ENG_COID_LEN);
     ids_insert(&e->ids, id, handle);
     if (has_coid)
         idx_insert(&e->coids, eng__hash_coid(e, account, coid), handle);
     book_append(b, lv, o);
+    acct_add(&e->accounts, al, o);
     return ENG_OK;
 }

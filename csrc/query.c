@@ -109,8 +109,9 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out)
     out->open_orders = e->ids.count;
     out->levels = levels;
     out->bytes_per_order_node = e->orders.node_size;
-    out->index_bytes = ids_bytes(&e->ids) + idx_bytes(&e->coids);
-    out->bytes_reserved = e->arena.bytes_reserved + out->index_bytes +
+    out->index_bytes = ids_bytes(&e->ids) + idx_bytes(&e->coids) + acct_bytes(&e->accounts);
+    out->bytes_reserved = e->arena.bytes_reserved + out->index_bytes + e->ev_cap * sizeof(*e->ev) +
+                          e->scratch_cap * sizeof(*e->scratch) +
                           e->cap_inst * sizeof(*e->inst) + sizeof(*e);
 }
 
@@ -119,9 +120,11 @@ void eng_get_stats(const struct eng *e, struct eng_stats *out)
 struct verify_ctx {
     const struct eng *e;
     uint64_t with_coid;
+    uint64_t tracked; /* orders in their account's list */
 };
 
-/* An order in a book must be found through both indexes, as itself. */
+/* An order in a book must be found through both indexes, as itself, and
+   in its account's list. */
 static bool order_indexed(const void *ctx, const struct order *o)
 {
     struct verify_ctx *v = (struct verify_ctx *)ctx;
@@ -129,6 +132,11 @@ static bool order_indexed(const void *ctx, const struct order *o)
 
     if (eng__order_at(e, o->handle) != o || eng__find_order(e, o->id) != o)
         return false;
+    /* In its account's list if, and only if, the account is tracked. */
+    if (o->acct_slot == ACCT_NONE ? acct_find(&e->accounts, o->account) != NULL
+                                  : !acct_holds(&e->accounts, o))
+        return false;
+    v->tracked += o->acct_slot != ACCT_NONE;
     if (eng__coid_empty(o->coid))
         return true;
     v->with_coid++;
@@ -201,7 +209,7 @@ int eng_get_mmp(const struct eng *e, uint32_t account, uint32_t instrument,
 
 int eng_verify(const struct eng *e, char *why, size_t why_len)
 {
-    struct verify_ctx v = {e, 0};
+    struct verify_ctx v = {e, 0, 0};
     const char *reason = NULL;
     uint64_t orders = 0, levels = 0;
 
@@ -217,13 +225,14 @@ int eng_verify(const struct eng *e, char *why, size_t why_len)
         levels += b->side[0].nlevels + b->side[1].nlevels;
     }
     /* Both ways: every indexed order was met in a book exactly once. */
-    if (orders != e->ids.count || v.with_coid != e->coids.count)
+    if (orders != e->ids.count || v.with_coid != e->coids.count || v.tracked != e->accounts.live)
         return fail(why, why_len, "engine: index counts do not match the books");
     if (orders != e->orders.in_use || levels != e->levels.in_use)
         return fail(why, why_len, "engine: pool use does not match the books");
     if (!ids_verify(&e->ids, &reason) ||
         !idx_verify(&e->coids, &eng__coid_ops, e, &reason) ||
-        !pool_verify(&e->orders, &reason) || !pool_verify(&e->levels, &reason))
+        !pool_verify(&e->orders, &reason) || !pool_verify(&e->levels, &reason) ||
+        !acct_verify(&e->accounts, &e->orders, &reason))
         return fail(why, why_len, reason);
     if (!mmp_consistent(e, &reason))
         return fail(why, why_len, reason);
@@ -287,7 +296,7 @@ static bool order_touched(struct touched *t, uint64_t id, const struct eng_event
 int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n, char *why,
                        size_t why_len)
 {
-    struct touched t = {{e, 0}, 0, UINT32_MAX};
+    struct touched t = {{e, 0, 0}, 0, UINT32_MAX};
     const char *reason = NULL;
     uint64_t orders = 0, levels = 0;
 
@@ -311,7 +320,7 @@ int eng__verify_events(const struct eng *e, const struct eng_event *ev, size_t n
         orders += b->side[0].norders + b->side[1].norders;
         levels += b->side[0].nlevels + b->side[1].nlevels;
     }
-    if (orders != e->ids.count || e->coids.count > orders)
+    if (orders != e->ids.count || e->coids.count > orders || e->accounts.live > orders)
         return fail(why, why_len, "engine: index counts do not match the books");
     if (orders != e->orders.in_use || levels != e->levels.in_use)
         return fail(why, why_len, "engine: pool use does not match the books");

@@ -23,6 +23,11 @@
     XX(ids, ids_erase_at_a_place_and_verify_catches_corruption) \
     XX(ids, ids_verify_catches_a_table_over_its_load) \
     XX(ids, ids_lookup_ends_when_every_bucket_counts_overflow) \
+    XX(acct, acct_lists_follow_joins_and_leaves)       \
+    XX(acct, acct_join_numbers_run_out_and_start_again) \
+    XX(acct, acct_list_empties_and_starts_again)       \
+    XX(acct, acct_verify_catches_corruption)           \
+    XX(acct, acct_untracked_accounts_pay_nothing)      \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
@@ -54,6 +59,9 @@
     XX(engine, engine_caller_ids_low_bits_collide)     \
     XX(engine, engine_caller_ids_run)                  \
     XX(protection, cancel_all_one_instrument_in_book_order) \
+    XX(protection, cancel_all_of_one_account_in_book_order_after_modifies) \
+    XX(protection, cancel_all_of_one_account_lists_every_instrument) \
+    XX(protection, cancel_all_of_one_account_takes_its_orders_not_the_book) \
     XX(protection, cancel_all_instruments_by_dead_man) \
     XX(protection, cancel_all_rejects)                 \
     XX(protection, cancel_all_accounts_in_one_walk)    \

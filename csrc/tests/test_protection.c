@@ -78,6 +78,8 @@ static void expect_rejected(struct eng *e, struct eng_cmd c, int reason)
     ASSERT_EQ(ev[0].reason, reason);
 }
 
+static uint64_t open_orders(struct eng *e);
+
 static int64_t open_qty(struct eng *e, uint64_t id)
 {
     struct eng_order_info info;
@@ -115,6 +117,109 @@ void test_cancel_all_one_instrument_in_book_order(void)
     ASSERT_EQ(n, 1);
     ASSERT_EQ(ev[0].type, ENG_EV_MASS_CANCELLED);
     ASSERT_EQ(ev[0].qty, 0);
+    eng_destroy(e);
+}
+
+static uint64_t modify_to(struct eng *e, uint64_t id, int64_t qty, int64_t price)
+{
+    size_t n;
+    const struct eng_event *ev = run(e, (struct eng_cmd){.type = ENG_CMD_MODIFY, .order_id = id,
+                                                         .account = MAKER, .qty = qty, .price = price},
+                                     &n);
+    ASSERT_EQ(n, 1);
+    ASSERT_EQ(ev[0].type, ENG_EV_MODIFIED);
+    return id;
+}
+
+void test_cancel_all_of_one_account_in_book_order_after_modifies(void)
+{
+    struct eng *e = make_engine_with(0);
+    size_t n;
+    /* From its first cancel-all on, the engine keeps a list of the
+       account's orders (acct.h): the orders below go through it. */
+    const struct eng_event *ev = run(e, cancel_all(NQ, MAKER, 0), &n);
+    uint64_t m1 = rest(e, ES, ENG_BUY, 1, 100, MAKER);
+    uint64_t other = rest(e, ES, ENG_BUY, 1, 100, OTHER);
+    uint64_t m2 = rest(e, ES, ENG_BUY, 2, 100, MAKER);
+    uint64_t m3 = rest(e, ES, ENG_BUY, 3, 101, MAKER);
+    uint64_t m4 = rest(e, NQ, ENG_BUY, 1, 50, MAKER);
+    uint64_t m5 = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    uint64_t m6 = rest(e, ES, ENG_BUY, 1, 99, MAKER);
+    uint64_t m7 = rest(e, ES, ENG_SELL, 1, 110, MAKER);
+    uint64_t m8 = rest(e, ES, ENG_SELL, 1, 109, MAKER);
+    uint64_t want[] = {m3, m2, m1, m6, m5, m8, m7, m4};
+
+    /* A larger qty loses priority: m1 now stands behind m2. A smaller one
+       keeps it. m5 leaves its level and comes back behind m6. */
+    modify_to(e, m1, 2, 100);
+    modify_to(e, m3, 2, 101);
+    modify_to(e, m5, 1, 98);
+    modify_to(e, m5, 1, 99);
+    ev = run(e, cancel_all(12345, MAKER, ENG_CMD_F_ALL_INSTRUMENTS), &n);
+    /* Book order, instrument by instrument: bids best first, then asks;
+       on a level, its queue's order. */
+    ASSERT_EQ(n, 9);
+    for (size_t i = 0; i < 8; i++)
+        expect_cancelled(&ev[i], want[i], ENG_CANCEL_USER);
+    ASSERT_EQ(ev[8].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[8].qty, 8);
+    ASSERT_EQ(open_qty(e, other), 1);
+    ASSERT_EQ(open_orders(e), 1);
+    eng_destroy(e);
+}
+
+void test_cancel_all_of_one_account_lists_every_instrument(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t es = rest(e, ES, ENG_BUY, 1, 100, MAKER);
+    uint64_t nq1 = rest(e, NQ, ENG_SELL, 1, 105, MAKER);
+    uint64_t nq2 = rest(e, NQ, ENG_SELL, 1, 105, OTHER);
+    uint64_t nq3 = rest(e, NQ, ENG_SELL, 2, 105, MAKER);
+    uint64_t nq4, nq5;
+    size_t n;
+    const struct eng_event *ev = run(e, cancel_all(ES, MAKER, 0), &n);
+
+    /* The first cancel-all of ES lists the account's NQ orders too. */
+    ASSERT_EQ(n, 2);
+    expect_cancelled(&ev[0], es, ENG_CANCEL_USER);
+    nq4 = rest(e, NQ, ENG_SELL, 1, 104, MAKER);
+    nq5 = rest(e, NQ, ENG_SELL, 1, 105, MAKER);
+    modify_to(e, nq1, 3, 105); /* to the back of 105 */
+    ev = run(e, cancel_all(NQ, MAKER, 0), &n);
+    ASSERT_EQ(n, 5);
+    expect_cancelled(&ev[0], nq4, ENG_CANCEL_USER);
+    expect_cancelled(&ev[1], nq3, ENG_CANCEL_USER);
+    expect_cancelled(&ev[2], nq5, ENG_CANCEL_USER);
+    expect_cancelled(&ev[3], nq1, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[4].qty, 4);
+    ASSERT_EQ(open_qty(e, nq2), 1);
+    eng_destroy(e);
+}
+
+void test_cancel_all_of_one_account_takes_its_orders_not_the_book(void)
+{
+    struct eng *e = make_engine_with(0);
+    uint64_t mine;
+    struct eng_stats before, after;
+    size_t n;
+    const struct eng_event *ev;
+
+    /* The first, on an empty book, takes the memory a one-order CANCEL_ALL needs. */
+    rest(e, ES, ENG_BUY, 1, 90, MAKER);
+    run(e, cancel_all(ES, MAKER, 0), &n);
+    for (int i = 0; i < 5000; i++)
+        rest(e, ES, i % 2 ? ENG_BUY : ENG_SELL, 1, i % 2 ? 100 - i % 50 : 200 + i % 50, OTHER);
+    mine = rest(e, ES, ENG_BUY, 1, 90, MAKER);
+    eng_get_stats(e, &before);
+    ev = run(e, cancel_all(ES, MAKER, 0), &n);
+    ASSERT_EQ(n, 2);
+    expect_cancelled(&ev[0], mine, ENG_CANCEL_USER);
+    ASSERT_EQ(ev[1].qty, 1);
+    /* Room for its one order's events, not for every order of the book:
+       the event buffer (in bytes_reserved) did not grow. */
+    eng_get_stats(e, &after);
+    ASSERT_EQ(after.bytes_reserved, before.bytes_reserved);
+    ASSERT_EQ(after.open_orders, 5000);
     eng_destroy(e);
 }
 

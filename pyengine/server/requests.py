@@ -285,7 +285,7 @@ class Requests:
         if req.account is None and not req.all_accounts:
             self._cancel_each(session, req.req_id, inst)
             return
-        if not self.server.has_orders(req.account):  # the command would walk the books for nothing
+        if not self.server.has_orders(req.account):  # nothing to cancel: no command, nothing journaled
             session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
             return
         state = MassCancelState(req.req_id, 1, per_order=False)

@@ -1,0 +1,277 @@
+/*
+ * test_acct.c - each account's list of resting orders (acct.h), against a
+ * model: per account, its orders in the order they joined. acct_verify()
+ * runs after every step.
+ */
+#include "acct.h"
+#include "test.h"
+
+enum { ACCOUNTS = 5, MAX_ORDERS = 4000 };
+
+struct model {
+    struct arena arena;
+    struct pool pool;
+    struct acct t;
+    /* Per account, the handles of its orders in the order they joined. */
+    uint32_t joined[ACCOUNTS][MAX_ORDERS];
+    uint32_t n[ACCOUNTS];
+    uint32_t most[ACCOUNTS]; /* the most it ever had */
+    uint32_t renumbered;     /* joins that found their list's join numbers run out */
+};
+
+static void model_init(struct model *m)
+{
+    memset(m, 0, sizeof(*m));
+    arena_init(&m->arena, NULL, 0, 1 << 16);
+    ASSERT_EQ(pool_init(&m->pool, &m->arena, sizeof(struct order), 6), 0);
+    acct_init(&m->t);
+    for (uint32_t a = 0; a < ACCOUNTS; a++)
+        ASSERT_TRUE(acct_track(&m->t, a, 0) != NULL);
+}
+
+static void model_destroy(struct model *m)
+{
+    for (uint32_t a = 0; a < ACCOUNTS; a++)
+        for (uint32_t k = 0; k < m->n[a]; k++)
+            pool_free(&m->pool, pool_at(&m->pool, m->joined[a][k]), m->joined[a][k]);
+    ASSERT_EQ(pool_destroy(&m->pool), 0);
+    acct_destroy(&m->t);
+    arena_destroy(&m->arena);
+}
+
+static int by_join(const void *pa, const void *pb)
+{
+    const struct acct_slot *a = pa, *b = pb;
+
+    return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
+/* The account's orders, sorted by join number, are the model's. */
+static void model_check(const struct model *m)
+{
+    static struct acct_slot in_use[MAX_ORDERS];
+    const char *why = NULL;
+    uint64_t live = 0;
+
+    if (!acct_verify(&m->t, &m->pool, &why))
+        TEST_FAIL_("acct_verify: %s", why);
+    for (uint32_t a = 0; a < ACCOUNTS; a++) {
+        const struct acct_list *l = acct_find(&m->t, a);
+        uint32_t k = 0;
+
+        live += m->n[a];
+        ASSERT_TRUE(l != NULL);
+        ASSERT_EQ(l->live, m->n[a]);
+        for (uint32_t i = 0; i < l->len; i++) {
+            if (!l->slots[i].handle)
+                continue;
+            ASSERT_TRUE(k < m->n[a]);
+            ASSERT_TRUE(acct_holds(&m->t, pool_at(&m->pool, l->slots[i].handle)));
+            in_use[k++] = l->slots[i];
+        }
+        ASSERT_EQ(k, m->n[a]);
+        qsort(in_use, k, sizeof(in_use[0]), by_join);
+        for (uint32_t i = 0; i < k; i++) {
+            ASSERT_EQ(in_use[i].handle, m->joined[a][i]);
+            ASSERT_TRUE(i == 0 || in_use[i].seq > in_use[i - 1].seq);
+        }
+        /* Slots are taken again before new ones: never more than the most
+           orders it ever had (nor room for more than twice those). */
+        ASSERT_TRUE(l->len <= m->most[a]);
+        ASSERT_TRUE(l->cap <= 16 || l->cap < 2 * m->most[a]);
+    }
+    ASSERT_EQ(m->t.live, live);
+}
+
+static void join(struct model *m, struct order *o)
+{
+    const struct acct_list *before = acct_find(&m->t, o->account);
+    struct acct_list *l;
+
+    m->renumbered += before->seq >= m->t.max_seq;
+    ASSERT_EQ(acct_room(&m->t, o->account, &l), 0);
+    ASSERT_TRUE(l != NULL);
+    ASSERT_EQ(l->account, o->account);
+    acct_add(&m->t, l, o);
+    m->joined[o->account][m->n[o->account]++] = o->handle;
+    if (m->n[o->account] > m->most[o->account])
+        m->most[o->account] = m->n[o->account];
+}
+
+static void leave(struct model *m, uint32_t account, uint32_t k)
+{
+    struct order *o = pool_at(&m->pool, m->joined[account][k]);
+
+    acct_remove(&m->t, o);
+    ASSERT_TRUE(!acct_holds(&m->t, o));
+    memmove(&m->joined[account][k], &m->joined[account][k + 1],
+            (m->n[account] - k - 1) * sizeof(uint32_t));
+    m->n[account]--;
+}
+
+static struct order *new_order(struct model *m, uint32_t account)
+{
+    uint32_t handle;
+    struct order *o = pool_alloc(&m->pool, &handle);
+
+    ASSERT_TRUE(o != NULL);
+    memset(o, 0, sizeof(*o));
+    o->handle = handle;
+    o->account = account;
+    return o;
+}
+
+static void churn(struct model *m, int steps, uint32_t most)
+{
+    uint64_t rng = 0x9E3779B97F4A7C15ull;
+
+    for (int step = 0; step < steps; step++) {
+        uint32_t a = (uint32_t)(rng % ACCOUNTS), roll;
+        rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+        roll = (uint32_t)(rng >> 33) % 100;
+        /* The first thousand steps mostly join, the rest mostly churn. */
+        if (m->n[a] < most && (m->n[a] == 0 || roll < (step < 1000 ? 80u : 45u))) {
+            join(m, new_order(m, a));
+        } else if (m->n[a] > 0 && roll < 90) {
+            uint32_t k = (uint32_t)(rng >> 17) % m->n[a];
+            struct order *o = pool_at(&m->pool, m->joined[a][k]);
+            leave(m, a, k);
+            pool_free(&m->pool, o, o->handle);
+        } else if (m->n[a] > 0) {
+            /* A modify that loses priority: out, then in again at the back. */
+            uint32_t k = (uint32_t)(rng >> 17) % m->n[a];
+            struct order *o = pool_at(&m->pool, m->joined[a][k]);
+            leave(m, a, k);
+            join(m, o);
+        }
+        model_check(m);
+    }
+}
+
+void test_acct_lists_follow_joins_and_leaves(void)
+{
+    struct model m;
+
+    model_init(&m);
+    churn(&m, 30000, MAX_ORDERS);
+    model_destroy(&m);
+}
+
+void test_acct_join_numbers_run_out_and_start_again(void)
+{
+    struct model m;
+
+    model_init(&m);
+    m.t.max_seq = 300; /* a few hundred joins an account, not four thousand million */
+    churn(&m, 10000, 100);
+    ASSERT_TRUE(m.renumbered > 5);
+    model_destroy(&m);
+}
+
+void test_acct_list_empties_and_starts_again(void)
+{
+    struct model m;
+    struct order *o[3];
+    const struct acct_list *l;
+
+    model_init(&m);
+    for (int i = 0; i < 3; i++)
+        join(&m, o[i] = new_order(&m, 2));
+    l = acct_find(&m.t, 2);
+    ASSERT_EQ(l->len, 3);
+    ASSERT_EQ(l->seq, 3);
+    /* An order leaving frees its slot; the next to join takes it, with
+       the next join number. */
+    leave(&m, 2, 1);
+    ASSERT_EQ(l->slots[1].handle, 0);
+    ASSERT_EQ(l->free, 2);
+    model_check(&m);
+    join(&m, o[1]);
+    ASSERT_EQ(l->len, 3);
+    ASSERT_EQ(o[1]->acct_slot, 1);
+    ASSERT_EQ(l->slots[1].seq, 4);
+    model_check(&m);
+    /* The last order leaving empties the list, join numbers too. */
+    for (int i = 0; i < 3; i++)
+        leave(&m, 2, 0);
+    ASSERT_EQ(l->len, 0);
+    ASSERT_EQ(l->seq, 0);
+    ASSERT_EQ(l->free, 0);
+    model_check(&m);
+    for (int i = 0; i < 3; i++)
+        pool_free(&m.pool, o[i], o[i]->handle);
+    model_destroy(&m);
+}
+
+void test_acct_verify_catches_corruption(void)
+{
+    struct model m;
+    struct order *o, *p;
+    struct acct_list *l;
+    const char *why = NULL;
+
+    model_init(&m);
+    join(&m, p = new_order(&m, 1));
+    join(&m, o = new_order(&m, 1));
+    join(&m, new_order(&m, 1));
+    l = (struct acct_list *)acct_find(&m.t, 1);
+    ASSERT_TRUE(acct_verify(&m.t, &m.pool, &why));
+    o->acct_slot = p->acct_slot; /* the other order's slot */
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    ASSERT_TRUE(!acct_holds(&m.t, o));
+    o->acct_slot = 1;
+    l->live++;
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    l->live--;
+    o->account = 3;
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    o->account = 1;
+    l->slots[1].seq = 9; /* past the last join number */
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    l->slots[1].seq = 2;
+    ASSERT_TRUE(acct_verify(&m.t, &m.pool, &why));
+    /* A free slot out of the chain, and a chain that loops. */
+    leave(&m, 1, 0);
+    ASSERT_TRUE(acct_verify(&m.t, &m.pool, &why));
+    l->free = 0;
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    l->free = 1;
+    l->slots[0].seq = 1;
+    ASSERT_TRUE(!acct_verify(&m.t, &m.pool, &why));
+    l->slots[0].seq = 0;
+    ASSERT_TRUE(acct_verify(&m.t, &m.pool, &why));
+    pool_free(&m.pool, p, p->handle);
+    model_destroy(&m);
+}
+
+void test_acct_untracked_accounts_pay_nothing(void)
+{
+    struct acct t;
+    struct acct_list *l = (struct acct_list *)1;
+    struct order o = {.handle = 5, .account = 9, .acct_slot = ACCT_NONE};
+    const char *why = NULL;
+    struct arena a;
+    struct pool p;
+
+    arena_init(&a, NULL, 0, 1 << 16);
+    ASSERT_EQ(pool_init(&p, &a, sizeof(struct order), 6), 0);
+    acct_init(&t);
+    /* No account tracked: no list, and the order says so. */
+    ASSERT_EQ(acct_room(&t, 9, &l), 0);
+    ASSERT_TRUE(l == NULL);
+    acct_add(&t, l, &o);
+    ASSERT_EQ(o.acct_slot, ACCT_NONE);
+    acct_remove(&t, &o);
+    ASSERT_EQ(t.live, 0);
+    /* Another account tracked: account 9 still is not. */
+    ASSERT_TRUE(acct_track(&t, 4, 0) != NULL);
+    ASSERT_EQ(acct_room(&t, 9, &l), 0);
+    ASSERT_TRUE(l == NULL);
+    ASSERT_EQ(acct_room(&t, 4, &l), 0);
+    ASSERT_TRUE(l != NULL && l->account == 4);
+    ASSERT_TRUE(acct_find(&t, 9) == NULL);
+    ASSERT_TRUE(acct_verify(&t, &p, &why));
+    acct_destroy(&t);
+    ASSERT_EQ(pool_destroy(&p), 0);
+    arena_destroy(&a);
+}
