@@ -182,6 +182,9 @@ def report(stalls: list[CpuStalls], bounds: list[float], threshold: float, wakes
     return "\n".join(lines)
 
 
+DEFAULT_BOUNDS_US = (500, 2000)
+
+
 def cpu_list(text: str) -> list[int]:
     return sorted({int(part) for part in text.split(",") if part})
 
@@ -190,16 +193,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of stall probing")
     ap.add_argument("--threshold-us", type=float, default=100.0, help="a gap longer than this is a stall")
-    ap.add_argument("--bounds-us", default="500,2000", help="latency bounds to report the stall share beyond")
+    ap.add_argument("--bounds-us", help="latency bounds to report the stall share beyond (default: those of "
+                    f"{','.join(map(str, DEFAULT_BOUNDS_US))} above the threshold)")
     ap.add_argument("--cpus", type=cpu_list, default=None, help="CPUs to probe (default: every usable one)")
     ap.add_argument("--wake-rounds", type=int, default=20000, help="round trips per wake-up probe; 0: none")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)
     cpus = args.cpus or sorted(os.sched_getaffinity(0))
     threshold = args.threshold_us * 1e-6
-    bounds = [float(b) * 1e-6 for b in args.bounds_us.split(",") if b]
-    if threshold >= min(bounds, default=float("inf")):
-        ap.error("--threshold-us must be below every bound")
+    if args.bounds_us is None:
+        bounds = [b * 1e-6 for b in DEFAULT_BOUNDS_US if b > args.threshold_us]
+    else:
+        bounds = [float(b) * 1e-6 for b in args.bounds_us.split(",") if b]
+        if threshold >= min(bounds, default=float("inf")):
+            ap.error("--threshold-us must be below every bound")
     stalls = probe_stalls(cpus, args.duration, threshold)
     wakes = []
     if args.wake_rounds > 0:

@@ -170,6 +170,23 @@ def test_cpu_probe_reports(tmp_path: Path) -> None:
     assert all(w["round_trip_us"] > 0 for w in data["wake"])
 
 
+def test_cpu_probe_threshold_past_a_default_bound(tmp_path: Path) -> None:
+    # As docs/benchmarks.md runs it (--threshold-us 1000): the default bounds
+    # at or below the threshold are left out, not an error.
+    out = tmp_path / "probe.json"
+    cpu = str(min(os.sched_getaffinity(0)))
+    proc = run(["tools/cpu_probe.py", "--cpus", cpu, "--threshold-us", "1000", "--duration", "0.3",
+                "--wake-rounds", "0", "--json", str(out)])
+    assert "Stalls over 1,000 µs" in proc.stdout
+    assert "beyond 2,000 µs" in proc.stdout and "beyond 500 µs" not in proc.stdout
+    data = json.loads(out.read_text())
+    assert data["threshold_us"] == 1000 and [list(c["beyond"]) for c in data["cpus"]] == [["2000"]]
+    # Bounds given at or below the threshold are still refused.
+    refused = subprocess.run([sys.executable, "tools/cpu_probe.py", "--threshold-us", "1000", "--bounds-us", "500,2000",
+                              "--duration", "0.1", "--wake-rounds", "0"], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--threshold-us must be below every bound" in refused.stderr
+
+
 def test_loadgen_table(tmp_path: Path) -> None:
     out = tmp_path / "table.json"
     proc = run(["perf/loadgen_table.py", "--rates", "2000", "--runs", "1", "--duration", "1", "--probe", "0.3",
