@@ -10,10 +10,13 @@ test's environment, as a user's shell would run them.
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import json
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -87,3 +90,65 @@ def test_the_closed_loop_in_c_without_the_limits(tmp_path: Path) -> None:
     result = json.loads(out.read_text())
     assert result["acked"] > 0 and result["unanswered"] == 0 and result["errors"] == 0
     assert result["rejected"] == 0  # at 4 connections, what the default limits would refuse within the second
+
+
+def _dist(requirement: str) -> str:
+    """The normalized distribution name a requirement string names."""
+    name = re.match(r"[A-Za-z0-9._-]+", requirement)
+    assert name is not None, requirement
+    return re.sub(r"[-_.]+", "-", name.group(0)).lower()
+
+
+def _installed_by(requirements: list[str]) -> set[str]:
+    """The distributions these requirements install, with what they require in turn (their extras' left out)."""
+    todo, seen = [_dist(r) for r in requirements], set()
+    while todo:
+        dist = todo.pop()
+        if dist in seen:
+            continue
+        seen.add(dist)
+        try:
+            requires = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        todo += [_dist(r) for r in requires if "extra ==" not in r.partition(";")[2]]
+    return seen
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """The top-level names a file imports at module level, and inside functions (an optional feature's)."""
+    tree = ast.parse(path.read_text(), str(path))
+    module_level = {id(node) for node in tree.body}
+    eager, lazy = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = {a.name.partition(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = {node.module.partition(".")[0]}
+        else:
+            continue
+        (eager if id(node) in module_level else lazy).update(names)
+    return eager, lazy
+
+
+def test_the_install_command_brings_what_tools_and_perf_import() -> None:
+    # README's install is pip install -e ".[tools,cluster]": every script of
+    # tools/ and perf/ must start in that venv (the test extra, which this
+    # suite's venv has, is not in it); an import inside a function, for an
+    # optional feature, may come from another extra (--plot: [plot]).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    readme_venv = _installed_by([*project["dependencies"], *extras["tools"], *extras["cluster"]])
+    any_extra = readme_venv | {_dist(r) for reqs in extras.values() for r in reqs}
+    local = {"pyengine"} | {p.stem for d in ("tools", "perf") for p in (ROOT / d).rglob("*.py")} | {
+        p.name for p in (ROOT / "tools").iterdir() if p.is_dir()}
+    dists = importlib.metadata.packages_distributions()
+    missing = []
+    for path in sorted([*(ROOT / "tools").rglob("*.py"), *(ROOT / "perf").rglob("*.py")]):
+        eager, lazy = _imports(path)
+        for names, allowed in ((eager, readme_venv), (lazy - eager, any_extra)):
+            for name in sorted(names - local - set(sys.stdlib_module_names)):
+                found = {_dist(d) for d in dists.get(name, [])} or {_dist(name)}  # not installed here: its own name
+                if not found & allowed:
+                    missing.append(f"{path.relative_to(ROOT)} imports {name} (from {', '.join(sorted(found))})")
+    assert not missing, "not installed by README's install command:\n" + "\n".join(missing)
