@@ -20,6 +20,7 @@ pointer argument).
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Any
@@ -252,11 +253,13 @@ def _is_complete(ffi: Any, name: str) -> bool:
     return True
 
 
-def main(argv: list[str]) -> int:
-    target = Path(argv[1]) if len(argv) > 1 else ROOT / "pyengine" / "_cengine.pyi"
-    target.write_text(render())
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("output", nargs="?", type=Path, default=ROOT / "pyengine" / "_cengine.pyi",
+                    help="the stub to write (default: pyengine/_cengine.pyi)")
+    ap.parse_args(argv).output.write_text(render())
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(main())

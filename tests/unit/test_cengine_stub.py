@@ -23,6 +23,14 @@ def test_the_stub_is_written_from_the_built_module(tmp_path: Path) -> None:
         "pyengine/_cengine.pyi is not the C API's: run `python tools/cengine_stub.py` after reinstalling")
 
 
+def test_help_writes_no_stub(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "cengine_stub.py"), "--help"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: cengine_stub.py [-h] [output]")
+    assert list(tmp_path.iterdir()) == []  # not a stub named --help
+
+
 def _check(tmp_path: Path, code: str) -> tuple[str, int]:
     (tmp_path / "_cengine.pyi").write_text(STUB.read_text())
     (tmp_path / "use.py").write_text("from _cengine import ffi, lib\n\n" + code)
