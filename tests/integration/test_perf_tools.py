@@ -116,6 +116,22 @@ def test_call_forms_times_every_form() -> None:
     assert "worst documented form:" in proc.stdout
 
 
+def test_bench_mass_cancel_reports_each_book() -> None:
+    # Not a pyperf suite (run() gives those the sanitizer's environment).
+    proc = subprocess.run([sys.executable, "perf/bench_mass_cancel.py", "--book", "100,2000", "--repeat", "3"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split(" orders")[0].strip() for line in lines] == ["100", "2,000"]
+    assert all("first cancel-all" in line and line.endswith("(median)") for line in lines)
+
+
+def test_bench_mass_cancel_needs_two_cancel_alls() -> None:
+    proc = subprocess.run([sys.executable, "perf/bench_mass_cancel.py", "--repeat", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--repeat must be at least 2" in proc.stderr
+
+
 def test_replay_l3_counts(tmp_path: Path) -> None:
     rows = [
         "id,timestamp,exchange_timestamp,price,volume,action,direction",
