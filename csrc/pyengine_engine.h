@@ -21,7 +21,7 @@
 #define ENG_ERR_MAP(XX)                                                              \
     XX(OK, "ok", "ok")                                                               \
     XX(UNKNOWN_INSTRUMENT, "unknown_instrument", "unknown instrument")               \
-    XX(BAD_QTY, "bad_qty", "quantity must be positive")                              \
+    XX(BAD_QTY, "bad_qty", "quantity must be positive (0 in a modify cancels)")      \
     XX(OFF_LOT, "off_lot", "quantity is not a multiple of the lot size")             \
     XX(BAD_PRICE, "bad_price", "price must be positive")                             \
     XX(OFF_TICK, "off_tick", "price is not a multiple of the tick size")             \

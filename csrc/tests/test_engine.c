@@ -723,7 +723,7 @@ void test_engine_instruments(void)
     ASSERT_STREQ(eng_instrument(e, 5)->symbol, "I4");
     ASSERT_TRUE(eng_instrument(e, 101) == NULL);
     ASSERT_STREQ(eng_err_name(ENG_OFF_TICK), "off_tick");
-    ASSERT_STREQ(eng_strerror(ENG_BAD_QTY), "quantity must be positive");
+    ASSERT_STREQ(eng_strerror(ENG_BAD_QTY), "quantity must be positive (0 in a modify cancels)");
     ASSERT_STREQ(eng_err_name(-1), "?");
     ASSERT_STREQ(eng_cancel_reason_name(ENG_CANCEL_MARKET_REMAINDER), "market_remainder");
     eng_destroy(e);
