@@ -199,8 +199,8 @@ static int form_coid(PyObject *msg, struct srv_order *r, struct srv_form_error *
     if (!v)
         return 1;
     if (!PyUnicode_Check(v))
-        return form_fail(e, "bad_field", PyUnicode_FromFormat("client_order_id must be a str, not %s",
-                                                              Py_TYPE(v)->tp_name));
+        return form_fail(e, "bad_field", PyUnicode_FromFormat("client_order_id must be a string, not %s",
+                                                              form_json_type(v)));
     n = PyUnicode_GET_LENGTH(v);
     ok = PyUnicode_IS_ASCII(v) && n >= 1 && n <= ENG_COID_LEN;
     p = ok ? (const char *)PyUnicode_1BYTE_DATA(v) : NULL;

@@ -299,6 +299,8 @@ def _optional_coid(msg: dict[str, Any], req_id: Any) -> str | None:
     v = msg.get("client_order_id")
     if v is None:
         return None
+    if type(v) is not str:
+        raise RequestError("bad_field", f"client_order_id must be a string, not {_json_type(v)}", req_id)
     try:
         _args.coid_bytes(v)
     except (TypeError, ValueError) as exc:

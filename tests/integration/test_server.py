@@ -399,6 +399,23 @@ def test_frames_before_a_broken_one_in_the_same_read_are_handled(server: Running
         assert again.login(1)["claimed_orders"] == 1
 
 
+@pytest.mark.parametrize("value, named", [(7, "an integer"), (True, "a boolean"), (1.5, "a number"),
+                                          (["b1"], "an array"), ({"id": "b1"}, "an object")])
+def test_a_client_order_id_of_the_wrong_type_is_named_as_json_names_it(server: RunningServer, value: Any,
+                                                                         named: str) -> None:
+    """Every request that takes a client order id answers alike, whether the
+    Intake (C) or Python reads it, in the protocol's words: a JSON type, not
+    a Python one."""
+    order = {"symbol": ES, "side": "buy", "qty": 1, "price": 450_000}
+    with login(server, 1) as c:
+        for i, fields in enumerate(({"type": "new_order", **order}, {"type": "cancel"},
+                                    {"type": "modify", "qty": 2}, {"type": "order_status"})):
+            c.send_raw(frame({**fields, "req_id": i, "client_order_id": value}))
+            reply = c.recv(2)
+            assert reply == {"type": "error", "req_id": i, "code": "bad_field",
+                             "message": f"client_order_id must be a string, not {named}"}, fields["type"]
+
+
 def test_error_messages_do_not_echo_huge_values(server: RunningServer) -> None:
     with login(server, 1) as c:
         c.send_raw(frame({"type": "x" * 60_000}))

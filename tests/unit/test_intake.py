@@ -177,8 +177,8 @@ def _coid(msg: dict[str, Any]) -> str | None:
     v = msg.get("client_order_id")
     if v is None:
         return None
-    if not isinstance(v, str):
-        raise Fault("bad_field", f"client_order_id must be a str, not {type(v).__name__}")
+    if type(v) is not str:
+        raise Fault("bad_field", f"client_order_id must be a string, not {_json_type(v)}")
     if not 1 <= len(v) <= 16 or not all(" " <= c <= "~" for c in v):
         raise Fault("bad_field", f"client_order_id must be 1 to 16 printable ASCII characters, not {_shown(v)}")
     return v
