@@ -46,6 +46,13 @@ def drain(c: Client, until: float = 0.3) -> list[dict[str, Any]]:
             return out
 
 
+def documented_errors() -> set[str]:
+    """The codes of the table of errors in docs/protocol.md (its last section)."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text(encoding="utf-8")
+    table = text[text.index("\n## Errors\n"):]
+    return {code for row in re.findall(r"^\| (`.*?) \|", table, re.M) for code in re.findall(r"`(\w+)`", row)}
+
+
 def error_code(c: Client, req_id: Any) -> str:
     with pytest.raises(ServerError) as info:
         c.request(req_id)
@@ -150,6 +157,7 @@ def test_a_mass_cancel_of_an_account_that_runs_out_of_memory_says_so(server_fact
                 assert eight.request(req, timeout=10)["type"] == "ack"
         failing_realloc.flag.touch()
         assert error_code(admin, admin.mass_cancel(account=8)) == "no_memory"
+        assert "no_memory" in documented_errors()
         failing_realloc.flag.unlink()
         assert len(eight.open_orders()) == n
         assert admin.request(admin.mass_cancel(account=8), timeout=10)["count"] == n
