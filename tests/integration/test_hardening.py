@@ -67,6 +67,7 @@ def test_requests_before_login_are_refused(server_factory: Any) -> None:
         assert error_code(c, c.halt(ES)) == "not_logged_in"
         assert error_code(c, c.mass_cancel()) == "not_logged_in"
         assert c.request(c.ping())["type"] == "pong"  # the session stays
+        assert c.request(c.status())["role"] == "standalone"  # as ping, subscribe and unsubscribe: no login needed
 
 
 def test_a_session_acts_only_for_its_account(server_factory: Any) -> None:

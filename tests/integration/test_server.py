@@ -416,6 +416,19 @@ def test_a_client_order_id_of_the_wrong_type_is_named_as_json_names_it(server: R
                              "message": f"client_order_id must be a string, not {named}"}, fields["type"]
 
 
+def test_a_req_id_is_an_integer_of_64_bits_or_a_string(server: RunningServer) -> None:
+    """Any integer JSON decodes to 64 bits, signed or not, comes back as sent;
+    a longer one (a float once decoded) is refused as any other bad req_id."""
+    with server.client() as c:
+        for req_id in (b"-9223372036854775808", b"18446744073709551615", b'"x"'):
+            c.send_raw(frame(b'{"type": "ping", "req_id": ' + req_id + b"}"))
+            assert c.recv(2) == {"type": "pong", "req_id": orjson.loads(req_id)}
+        for req_id in (b"-9223372036854775809", b"18446744073709551616", b"1.0", b"true", b"[1]"):
+            c.send_raw(frame(b'{"type": "ping", "req_id": ' + req_id + b"}"))
+            reply = c.recv(2)
+            assert (reply["type"], reply["req_id"], reply["code"]) == ("error", None, "bad_field"), req_id
+
+
 def test_error_messages_do_not_echo_huge_values(server: RunningServer) -> None:
     with login(server, 1) as c:
         c.send_raw(frame({"type": "x" * 60_000}))
