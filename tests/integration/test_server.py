@@ -429,6 +429,18 @@ def test_a_req_id_is_an_integer_of_64_bits_or_a_string(server: RunningServer) ->
             assert (reply["type"], reply["req_id"], reply["code"]) == ("error", None, "bad_field"), req_id
 
 
+@pytest.mark.parametrize("value", [b"1e400", b'"\\ud800"', b"[" * 1024 + b"]" * 1024])
+def test_json_the_server_does_not_read_is_bad_json(server: RunningServer, value: bytes) -> None:
+    """Valid by JSON's grammar, beyond what the decoder takes: refused whole,
+    so its req_id is not known; 1023 levels inside the message still go."""
+    with server.client() as c:
+        c.send_raw(frame(b'{"type": "ping", "req_id": 1, "x": ' + value + b"}"))
+        reply = c.recv(2)
+        assert (reply["type"], reply["req_id"], reply["code"]) == ("error", None, "bad_json")
+        c.send_raw(frame(b'{"type": "ping", "req_id": 2, "x": ' + b"[" * 1023 + b"]" * 1023 + b"}"))
+        assert c.recv(2) == {"type": "pong", "req_id": 2}
+
+
 def test_error_messages_do_not_echo_huge_values(server: RunningServer) -> None:
     with login(server, 1) as c:
         c.send_raw(frame({"type": "x" * 60_000}))
