@@ -92,6 +92,7 @@ def test_admin_only_requests(server_factory: Any, tmp_path: Any) -> None:
         assert error_code(seven, seven.snapshot()) == "not_admin"
         assert error_code(seven, seven.mass_cancel(account=8)) == "not_admin"
         assert error_code(seven, seven.mass_cancel(all_accounts=True)) == "not_admin"
+        assert error_code(seven, seven.mass_cancel(account=7, all_accounts=True)) == "bad_field"  # one or the other
     with login(server, 1) as admin:
         assert admin.request(admin.halt(ES))["state"] == "halted"
         assert admin.request(admin.resume(ES))["state"] == "open"
