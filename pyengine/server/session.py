@@ -24,8 +24,10 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import time
 from typing import Any, Protocol
 
+import gevent
 from gevent.event import Event
 
 from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link, Poller
@@ -36,6 +38,8 @@ from .protocol import FrameError, encode
 __all__ = ["Session", "SessionHost"]
 
 _NOTHING = object()  # the reader was woken with nothing handed over
+_BURST = 0.001  # seconds a session's requests carried out in Python may hold the loop before it turns
+_NEXT_TURN = 1e-6  # a sleep over 0 resumes after the loop's next turn; 0 may resume before it polls
 
 
 def _failure(where: str, exc: OSError) -> str:
@@ -165,18 +169,31 @@ class Session:
 
     # ---- input -------------------------------------------------------------
 
-    def _drain(self) -> None:
+    def _drain(self, until: float) -> None:
         """Have the Intake carry out the frames in the inbox; carry out here
         the requests it gives back (Python's: they may wait). Not once the
         session has closed, as it may while a request waits: what is left
         is dropped, as the Poller drops a closed session's unread bytes (its
-        cancel-on-disconnect is decided, and its Link may be forgotten)."""
+        cancel-on-disconnect is decided, and its Link may be forgotten).
+
+        A read holds thousands of small requests, and an ``orders`` or a
+        ``subscribe`` may answer megabytes: once the answers queued pass
+        ``max_unsent``, or it is `until` (time.monotonic()), the loop turns
+        before the next (the answers go out, a slow reader is found and
+        closed, the other sessions are served), and then holds it for
+        ``_BURST`` more at most."""
         server, link, inbox = self.server, self.link, self._inbox
         drain = server.intake.drain
+        max_unsent = server.config.max_unsent
         while not self.closed and (left := drain(link, inbox)) is not None:
             if left is False:  # the command buffer is full: wait for the engine thread
                 server.commands.make_room()
-            else:
+                continue
+            if link.unsent > max_unsent or time.monotonic() >= until:
+                server.flush_soon()
+                gevent.sleep(_NEXT_TURN)
+                until = time.monotonic() + _BURST
+            if not self.closed:  # else closed while the loop turned (a slow reader): dropped with the rest
                 server.request(self, left[0])
 
     def reader(self) -> None:
@@ -223,11 +240,12 @@ class Session:
         server = self.server
         if self.closed:
             return
+        until = time.monotonic() + _BURST
         if left is False:  # the command buffer is full: wait for the engine thread
             server.commands.make_room()
         else:
             server.request(self, left[0])
-        self._drain()
+        self._drain(until)
         server.flush_soon()
 
     # ---- end ---------------------------------------------------------------

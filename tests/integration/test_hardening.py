@@ -15,6 +15,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -426,6 +427,70 @@ def test_a_client_that_pauses_reading_keeps_its_session(server_factory: Any) -> 
         s.sendall(_frame({"type": "ping", "req_id": 2}))
         assert _frames(s, 1) == [{"type": "pong", "req_id": 2}]
         assert not [line for line in server.lines if "event=session_close" in line]
+
+
+_OFF_TICK = {"type": "new_order", "symbol": ES, "side": "buy", "qty": 1, "price": 400_001}  # refused, with a seq
+
+
+def _rest_orders(c: Client, n: int) -> None:
+    for _ in range(n // 250):
+        for req in [c.new_order(ES, "buy", 1, 400_000) for _ in range(250)]:
+            assert c.request(req, timeout=10)["type"] == "ack"
+
+
+def test_a_read_of_requests_with_large_answers_stops_at_a_slow_reader(server_factory: Any) -> None:
+    # One read holds a few hundred requests whose answers are large (the
+    # orders of an account with 500 open: some 100 KB each), from a client
+    # that reads none: once what it let pile up passes max_unsent the
+    # session closes, and the rest of the read is not carried out. Each
+    # comes with a cancel_all_after that disarms nothing and is logged, so
+    # the log tells how many were.
+    server = server_factory("[server]\nmax_unsent = 262144\n")
+    with server.client() as owner:
+        owner.login(7)
+        _rest_orders(owner, 500)
+        k = 200
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(_frame({"type": "login", "account": 7, "req_id": 0}) + b"".join(
+                _frame({"type": "orders", "req_id": i}) + _frame({"type": "cancel_all_after", "seconds": 0})
+                for i in range(k)))
+            server.wait_log(r"event=session_close .*reason=slow_reader")
+    carried_out = sum("event=cancel_all_after " in line for line in server.lines)
+    assert carried_out < k // 4, f"{carried_out} of the {k} requests of the read were carried out"
+
+
+def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_factory: Any) -> None:
+    # A client that pipelines a few hundred requests with large answers, and
+    # reads them (max_unsent holds them all, however it keeps up): the first
+    # answer goes out, and another session's order is carried out, before
+    # the last of them is.
+    server = server_factory("[server]\nmax_unsent = 67108864\n")
+    with server.client() as owner, server.client() as asker:
+        owner.login(7)
+        asker.login(7)
+        _rest_orders(owner, 500)
+        replies: list[dict[str, Any]] = []
+        first = threading.Event()
+
+        def read() -> None:
+            try:
+                while not replies or replies[-1].get("req_id") != "last":
+                    replies.append(asker.recv(timeout=30))
+                    first.set()
+            finally:
+                first.set()
+
+        reading = threading.Thread(target=read)
+        reading.start()
+        asker.send_raw(b"".join(_frame({"type": "orders", "req_id": i}) for i in range(300))
+                       + _frame({**_OFF_TICK, "req_id": "last"}))
+        first.wait(30)
+        between = owner.request(owner.new_order(ES, "buy", 1, 400_001))["seq"]
+        reading.join(60)
+        assert replies and replies[-1]["req_id"] == "last", replies[-1:]
+        assert between < replies[-1]["seq"]
 
 
 _SO_ATTACH_FILTER = 26  # Linux's, in <asm-generic/socket.h>; the socket module does not name it
