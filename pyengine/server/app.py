@@ -86,6 +86,7 @@ class Server:
         self.cluster: ClusterNode | None = None
         self.rejoin_reason: str | None = None  # set when a cluster node must start again as a follower
         self._told_to_stop = False  # by a signal: it does not start again
+        self._serving = False  # serve_forever has started it
         # The port first: a port in use fails before recovery and the engine thread.
         self._listener = self._bind()
         try:
@@ -272,11 +273,18 @@ class Server:
         log.info("server_thread_pinned", extra=fields(cpu=cpu))
 
     def serve_forever(self) -> None:
-        self.start()
+        # The handlers before start(): whoever runs the server may stop it
+        # the moment it logs `listening`, and the signal's default action
+        # would end it with nothing flushed. One that comes while it starts
+        # stops it once started.
         for sig in (signal.SIGINT, signal.SIGTERM):
             gevent.signal_handler(sig, self._on_signal, sig)
         # Always: SIGUSR1's default action would kill the server.
         gevent.signal_handler(signal.SIGUSR1, self._on_usr1)
+        self.start()
+        self._serving = True
+        if self._told_to_stop:
+            gevent.spawn(self.stop)
         self.stopped.wait()
 
     def _on_usr1(self) -> None:
@@ -323,7 +331,8 @@ class Server:
         log.info("signal", extra=fields(signal=signal.Signals(sig).name))
         self._told_to_stop = True
         self.rejoin_reason = None  # it stops for good, whatever stopped it first
-        gevent.spawn(self.stop)
+        if self._serving:  # else serve_forever stops it once started
+            gevent.spawn(self.stop)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop in stages; safe to call more than once."""

@@ -137,6 +137,47 @@ def test_sigusr1_without_tracing_says_so_and_the_server_runs_on(server_factory: 
         assert c.request(c.ping())["type"] == "pong"
 
 
+# The server's entry point with its start held, once done, until a line
+# comes on stdin: the moment a supervisor may send a signal on `listening`.
+_HELD_START = r"""
+import sys
+from pyengine.server import app, cli
+
+real_start = app.Server.start
+
+def held_start(self):
+    real_start(self)
+    print("event=start_held", file=sys.stderr, flush=True)
+    sys.stdin.readline()
+
+app.Server.start = held_start
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_as_the_server_starts_stops_it_cleanly(tmp_path: Path) -> None:
+    from pyengine.server.process import ServerProcess
+
+    server = ServerProcess(["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0"], tmp_path / "held.log",
+                           timeout=20, stdin=subprocess.PIPE, launcher=("-c", _HELD_START))
+    try:
+        server.wait_log("event=start_held")
+        server.proc.send_signal(signal.SIGTERM)
+        # Its default action would end the process at once; a handler keeps
+        # it for when the server runs on.
+        with pytest.raises(subprocess.TimeoutExpired):
+            server.proc.wait(1)
+        assert server.proc.stdin is not None
+        server.proc.stdin.write(b"\n")
+        server.proc.stdin.flush()
+        assert server.proc.wait(20) == 0, server.tail()
+        assert "signal=SIGTERM" in server.wait_log("event=signal")
+        server.wait_log("event=stopped")
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
 @pytest.mark.parametrize("line, secret", [("pw\r\n", "pw"), ("pw\n", "pw"), ("pw", "pw"), (" pw \t\n", " pw \t")])
 def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "hash-secret"], input=line,
