@@ -12,6 +12,7 @@ void acct_init(struct acct *t)
 {
     memset(t, 0, sizeof(*t));
     t->max_seq = UINT32_MAX;
+    t->max_slots = ACCT_MAX_SLOTS;
 }
 
 void acct_destroy(struct acct *t)
@@ -43,7 +44,7 @@ const struct acct_list *acct_find(const struct acct *t, uint32_t account)
     if (!t->slots)
         return NULL;
     l = &t->slots[slot_for(t, account)];
-    return l->used ? l : NULL;
+    return l->used && l->tracked ? l : NULL;
 }
 
 static int grow_table(struct acct *t)
@@ -65,12 +66,12 @@ static int grow_table(struct acct *t)
     return 0;
 }
 
-static int grow_list(struct acct_list *l)
+static int grow_list(struct acct_list *l, uint32_t max)
 {
-    uint32_t cap = l->cap >= ACCT_MAX_SLOTS / 2 ? ACCT_MAX_SLOTS : l->cap ? l->cap * 2 : ACCT_INITIAL_ENTRIES;
+    uint32_t cap = l->cap >= max / 2 ? max : l->cap ? l->cap * 2 : ACCT_INITIAL_ENTRIES;
     struct acct_slot *slots;
 
-    if (l->cap == ACCT_MAX_SLOTS)
+    if (l->cap >= max)
         return -1;
     slots = realloc(l->slots, (size_t)cap * sizeof(*slots));
     if (!slots)
@@ -111,11 +112,29 @@ static int renumber(struct acct_list *l)
     return 0;
 }
 
-int acct_make_room(struct acct *t, struct acct_list *l)
+/* Stop tracking the account of `l`: its orders lose their slots. The
+   table keeps its entry (probes pass it), untracked. */
+static void untrack(struct acct *t, struct pool *orders, struct acct_list *l)
 {
+    for (uint32_t i = 0; i < l->len; i++)
+        if (l->slots[i].handle)
+            ((struct order *)pool_at(orders, l->slots[i].handle))->acct_slot = ACCT_NONE;
+    t->live -= l->live;
+    free(l->slots);
+    *l = (struct acct_list){.account = l->account, .used = true};
+    t->cached = false;
+}
+
+int acct_make_room(struct acct *t, struct pool *orders, struct acct_list *l, struct acct_list **out)
+{
+    if (!l->free && l->len == l->cap && l->cap >= t->max_slots) {
+        untrack(t, orders, l);
+        *out = NULL;
+        return 0;
+    }
     if (l->seq >= t->max_seq && renumber(l) != 0)
         return -1;
-    if (!l->free && l->len == l->cap && grow_list(l) != 0)
+    if (!l->free && l->len == l->cap && grow_list(l, t->max_slots) != 0)
         return -1;
     return l->seq < t->max_seq ? 0 : -1;
 }
@@ -126,19 +145,21 @@ struct acct_list *acct_track(struct acct *t, uint32_t account, uint32_t n)
     uint32_t cap = ACCT_INITIAL_ENTRIES;
     struct acct_list *l;
 
-    if (n > ACCT_MAX_SLOTS)
+    if (n > t->max_slots)
         return NULL;
     while (cap < n)
-        cap = cap >= ACCT_MAX_SLOTS / 2 ? ACCT_MAX_SLOTS : cap * 2;
+        cap = cap >= t->max_slots / 2 ? t->max_slots : cap * 2;
     if (!(slots = malloc((size_t)cap * sizeof(*slots))))
         return NULL;
-    if ((!t->slots || (t->count + 1) * 2 > t->mask + 1) && grow_table(t) != 0) {
+    /* An account tracked before (it had too many orders) has its entry. */
+    l = t->slots ? &t->slots[slot_for(t, account)] : NULL;
+    if ((!l || !l->used) && (!t->slots || (t->count + 1) * 2 > t->mask + 1) && grow_table(t) != 0) {
         free(slots);
         return NULL;
     }
     l = &t->slots[slot_for(t, account)];
-    *l = (struct acct_list){.slots = slots, .account = account, .cap = cap, .used = true};
-    t->count++;
+    t->count += !l->used;
+    *l = (struct acct_list){.slots = slots, .account = account, .cap = cap, .used = true, .tracked = true};
     t->cached = false;
     return l;
 }
@@ -211,9 +232,16 @@ bool acct_verify(const struct acct *t, const struct pool *orders, const char **w
         if (!l->used)
             continue;
         lists++;
-        if (acct_find(t, l->account) != l) {
+        if (&t->slots[slot_for(t, l->account)] != l) {
             *why = "acct: a list is not found by its account";
             return false;
+        }
+        if (!l->tracked) {
+            if (l->slots || l->len || l->cap || l->live || l->free || l->seq) {
+                *why = "acct: an account not tracked keeps a list";
+                return false;
+            }
+            continue;
         }
         if (!list_valid(l, orders, why))
             return false;

@@ -16,7 +16,8 @@
  * (the account's count of orders that joined a level, this one included).
  * An order joining a level takes a slot (the one freed last, or a new one)
  * and keeps its index (order.acct_slot); one leaving frees it. Nothing
- * moves, so no order is ever written to but the one joining or leaving.
+ * moves, so no order is ever written to but the one joining or leaving
+ * (and, once, every order of an account that stops being tracked).
  *
  * An account's orders on one level joined it in the order they stand
  * there: sorted by (instrument, side, price, join number), an account's
@@ -25,7 +26,10 @@
  * A list whose orders are all gone starts again, join numbers too. Join
  * numbers are 32 bits: when they run out, the list numbers its orders again
  * 1, 2, ... in their order. A list holds at most ACCT_MAX_SLOTS orders
- * (order.acct_slot has 24 bits, one value of them ACCT_NONE).
+ * (order.acct_slot has 24 bits, one value of them ACCT_NONE): an account
+ * with one more order to rest stops being tracked (its orders carry
+ * ACCT_NONE again, and its next CANCEL_ALL walks the books), so that the
+ * lists change no outcome, as snapshots, which leave them out, require.
  *
  * The lists are found by account through open addressing with linear
  * probing, grown at half full; a list is never removed. The table remembers
@@ -61,7 +65,8 @@ struct acct_list {
     uint32_t live;     /* slots in use: the account's resting orders */
     uint32_t free;     /* the free slot to take next + 1; 0: none below len */
     uint32_t seq;      /* the last join number given */
-    bool used;         /* a slot of the table that holds a list */
+    bool used;         /* a slot of the table that holds an account */
+    bool tracked;      /* false: it had too many orders; no slots then */
 };
 
 struct acct {
@@ -69,6 +74,7 @@ struct acct {
     uint32_t mask;           /* capacity - 1 */
     uint32_t count;          /* lists */
     uint32_t max_seq;        /* UINT32_MAX; lower in tests, to reach it */
+    uint32_t max_slots;      /* ACCT_MAX_SLOTS; lower in tests, to reach it */
     uint64_t live;           /* tracked resting orders, every list's live */
     bool cached;             /* last_account was looked up: */
     uint32_t last_account;
@@ -78,7 +84,7 @@ struct acct {
 void acct_init(struct acct *t);
 void acct_destroy(struct acct *t);
 
-/* The list of `account`, or NULL when it never rested an order. */
+/* The list of `account`, or NULL when it is not tracked. */
 const struct acct_list *acct_find(const struct acct *t, uint32_t account);
 
 /* acct_find(), through the account looked up last. */
@@ -93,16 +99,17 @@ static inline struct acct_list *acct_list_of(struct acct *t, uint32_t account)
 }
 
 /* acct_room() when the list is full, or its join numbers ran out. */
-int acct_make_room(struct acct *t, struct acct_list *l);
+int acct_make_room(struct acct *t, struct pool *orders, struct acct_list *l, struct acct_list **out);
 
 /*
  * Before an order of `account` joins a level: *out is the account's list,
  * with a slot and a join number to give (grown or numbered again if need
- * be), or NULL when the account is not tracked. Returns 0, or -1 when out of
- * memory or when the account has ACCT_MAX_SLOTS orders resting; nothing
- * changes then. *out stays valid until the next call.
+ * be), or NULL when the account is not tracked (or stops being tracked
+ * now: it has max_slots orders resting; its orders, in `orders`, lose their
+ * slots). Returns 0, or -1 when out of memory; no slot is taken then. *out
+ * stays valid until the next call.
  */
-static inline int acct_room(struct acct *t, uint32_t account, struct acct_list **out)
+static inline int acct_room(struct acct *t, struct pool *orders, uint32_t account, struct acct_list **out)
 {
     struct acct_list *l;
 
@@ -115,7 +122,7 @@ static inline int acct_room(struct acct *t, uint32_t account, struct acct_list *
     *out = l;
     if (ENG_LIKELY((l->free || l->len < l->cap) && l->seq < t->max_seq))
         return 0;
-    return acct_make_room(t, l);
+    return acct_make_room(t, orders, l, out);
 }
 
 /* `o` has just joined a level: a slot of `l` (acct_room()'s), or none
@@ -139,13 +146,16 @@ static inline void acct_add(struct acct *t, struct acct_list *l, struct order *o
     t->live++;
 }
 
-/* `o` is leaving its level: its slot, if it has one, is free. */
-static inline void acct_remove(struct acct *t, const struct order *o)
+/* `o` is leaving its level: its slot, if it has one, is free, and it has
+   none (a modify may rest it again where its account is no longer tracked). */
+static inline void acct_remove(struct acct *t, struct order *o)
 {
     struct acct_list *l;
+    uint32_t i = o->acct_slot;
 
-    if (ENG_LIKELY(o->acct_slot == ACCT_NONE))
+    if (ENG_LIKELY(i == ACCT_NONE))
         return;
+    o->acct_slot = ACCT_NONE;
     l = acct_list_of(t, o->account);
     t->live--;
     if (--l->live == 0) {
@@ -154,14 +164,14 @@ static inline void acct_remove(struct acct *t, const struct order *o)
         l->seq = 0;
         return;
     }
-    l->slots[o->acct_slot] = (struct acct_slot){0, l->free};
-    l->free = o->acct_slot + 1;
+    l->slots[i] = (struct acct_slot){0, l->free};
+    l->free = i + 1;
 }
 
 /*
  * Start tracking `account` (untracked), with room for `n` orders, which the
  * caller then adds with acct_add() in book order. NULL when out of memory
- * or n is over ACCT_MAX_SLOTS; nothing changes then.
+ * or n is over max_slots; nothing changes then.
  */
 struct acct_list *acct_track(struct acct *t, uint32_t account, uint32_t n);
 

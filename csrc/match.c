@@ -239,7 +239,8 @@ static void rest_order(struct eng *e, struct book *b, struct order *o, int side,
 {
     /* The account's room first: a level made must get the order. */
     struct acct_list *al;
-    struct level *lv = acct_room(&e->accounts, o->account, &al) == 0 ? book_level_get(b, side, price) : NULL;
+    struct level *lv =
+        acct_room(&e->accounts, &e->orders, o->account, &al) == 0 ? book_level_get(b, side, price) : NULL;
     int reason;
 
     if (!lv) {
@@ -881,11 +882,12 @@ static uint64_t walk_account(struct eng *e, uint32_t account, struct acct_list *
 }
 
 /* Track `account` from now on (acct.h): one walk of the books to count its
-   orders, one to add them. -1 when out of memory (nothing changes then). */
+   orders, one to add them. -1 when it has too many orders for a list, or out
+   of memory (nothing changes then). */
 static int track_account(struct eng *e, uint32_t account)
 {
     uint64_t n = walk_account(e, account, NULL);
-    struct acct_list *l = n <= ACCT_MAX_SLOTS ? acct_track(&e->accounts, account, (uint32_t)n) : NULL;
+    struct acct_list *l = n <= e->accounts.max_slots ? acct_track(&e->accounts, account, (uint32_t)n) : NULL;
 
     if (!l)
         return -1;
@@ -897,7 +899,8 @@ static int track_account(struct eng *e, uint32_t account)
  * The resting orders of `account` on instruments [first, end) into
  * e->scratch, in the order cancel_account() meets them: from the account's
  * list (acct.h), O(its orders), not the books' (but for the account's first
- * time, which starts its list). Returns how many, or -1 when out of memory.
+ * time, which starts its list). Returns how many, or -1 when it has no list
+ * (too many orders for one, or out of memory): its orders are the books' then.
  */
 static int64_t collect_account(struct eng *e, uint32_t account, uint32_t first, uint32_t end)
 {
@@ -953,6 +956,7 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
     uint64_t most = 0;
     int64_t n = 0;
     int err = ENG_OK;
+    bool listed = false;
 
     if (c->reserved)
         err = ENG_BAD_COMMAND;
@@ -966,25 +970,23 @@ void eng__cancel_all(struct eng *e, const struct eng_cmd *c)
         first = c->instrument;
         end = first + 1;
     }
-    for (uint32_t i = first; !err && every && i < end; i++)
-        most += resting_orders(&e->inst[i]);
     if (!err && !every) {
-        /* One account's orders: its list, not the books. */
+        /* One account's orders: its list, not the books (but when it has none). */
         int64_t found = collect_account(e, c->account, first, end);
-        if (found < 0)
-            err = ENG_NO_MEMORY;
-        else
-            most = (uint64_t)found;
+        listed = found >= 0;
+        most = listed ? (uint64_t)found : 0;
     }
+    for (uint32_t i = first; !err && !listed && i < end; i++)
+        most += resting_orders(&e->inst[i]);
     if (!err && eng__reserve_events(e, most * (e->level_events ? 2 : 1) + 1) != 0)
         err = ENG_NO_MEMORY;
     if (err) {
         eng__reject(e, c, err);
         return;
     }
-    for (uint32_t i = first; every && i < end; i++)
-        n += cancel_account(e, i, 0, true, reason);
-    for (uint64_t k = 0; !every && k < most; k++) {
+    for (uint32_t i = first; !listed && i < end; i++)
+        n += cancel_account(e, i, c->account, every, reason);
+    for (uint64_t k = 0; listed && k < most; k++) {
         struct order *o = eng__order_at(e, e->scratch[k].handle);
         struct level *lv = pool_at(&e->levels, o->level);
         emit_order_cancelled(e, o, lv, reason);
@@ -1105,7 +1107,7 @@ int eng__restore_order(struct eng *e, uint32_t instrument, uint8_t side, int64_t
     if (ids_reserve_one(&e->ids) != 0 ||
         (has_coid && idx_reserve_one(&e->coids, &eng__coid_ops, e) != 0))
         return ENG_NO_MEMORY;
-    o = acct_room(&e->accounts, account, &al) == 0 ? pool_alloc(&e->orders, &handle) : NULL;
+    o = acct_room(&e->accounts, &e->orders, account, &al) == 0 ? pool_alloc(&e->orders, &handle) : NULL;
     if (!o)
         return ENG_NO_MEMORY;
     lv = book_level_get(b, s, price);

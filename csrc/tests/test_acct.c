@@ -4,9 +4,10 @@
  * runs after every step.
  */
 #include "acct.h"
+#include "engine_int.h"
 #include "test.h"
 
-enum { ACCOUNTS = 5, MAX_ORDERS = 4000 };
+enum { ACCOUNTS = 5, MAX_ORDERS = 4000, MAKER_ACCOUNT = 7 };
 
 struct model {
     struct arena arena;
@@ -89,7 +90,7 @@ static void join(struct model *m, struct order *o)
     struct acct_list *l;
 
     m->renumbered += before->seq >= m->t.max_seq;
-    ASSERT_EQ(acct_room(&m->t, o->account, &l), 0);
+    ASSERT_EQ(acct_room(&m->t, &m->pool, o->account, &l), 0);
     ASSERT_TRUE(l != NULL);
     ASSERT_EQ(l->account, o->account);
     acct_add(&m->t, l, o);
@@ -257,7 +258,7 @@ void test_acct_untracked_accounts_pay_nothing(void)
     ASSERT_EQ(pool_init(&p, &a, sizeof(struct order), 6), 0);
     acct_init(&t);
     /* No account tracked: no list, and the order says so. */
-    ASSERT_EQ(acct_room(&t, 9, &l), 0);
+    ASSERT_EQ(acct_room(&t, &p, 9, &l), 0);
     ASSERT_TRUE(l == NULL);
     acct_add(&t, l, &o);
     ASSERT_EQ(o.acct_slot, ACCT_NONE);
@@ -265,13 +266,117 @@ void test_acct_untracked_accounts_pay_nothing(void)
     ASSERT_EQ(t.live, 0);
     /* Another account tracked: account 9 still is not. */
     ASSERT_TRUE(acct_track(&t, 4, 0) != NULL);
-    ASSERT_EQ(acct_room(&t, 9, &l), 0);
+    ASSERT_EQ(acct_room(&t, &p, 9, &l), 0);
     ASSERT_TRUE(l == NULL);
-    ASSERT_EQ(acct_room(&t, 4, &l), 0);
+    ASSERT_EQ(acct_room(&t, &p, 4, &l), 0);
     ASSERT_TRUE(l != NULL && l->account == 4);
     ASSERT_TRUE(acct_find(&t, 9) == NULL);
     ASSERT_TRUE(acct_verify(&t, &p, &why));
     acct_destroy(&t);
     ASSERT_EQ(pool_destroy(&p), 0);
     arena_destroy(&a);
+}
+
+/* ---- through the engine: the most orders a list holds -------------------- */
+
+enum { LIMIT_SLOTS = 20, OVER_LIMIT = 30 };
+
+static struct eng *make_limited_engine(void)
+{
+    struct eng *e = eng_create(&(struct eng_config){.level_events = 1});
+    struct eng_instrument_spec es = {.symbol = "ES", .tick_size = 1, .lot_size = 1,
+                                     .market_protection = -1};
+    uint32_t id;
+
+    ASSERT_TRUE(e != NULL);
+    ASSERT_EQ(eng_add_instrument(e, &es, &id), ENG_OK);
+    e->accounts.max_slots = LIMIT_SLOTS; /* ACCT_MAX_SLOTS orders, in a test's time */
+    return e;
+}
+
+static const struct eng_event *step(struct eng *e, struct eng_cmd c, size_t *n)
+{
+    eng_clear_events(e);
+    ASSERT_TRUE(eng_process(e, &c) >= 1);
+    ASSERT_VERIFY(e);
+    return eng_events(e, n);
+}
+
+/* `count` bids of `account` on prices 100..96 in turn: ids[] in book order. */
+static void rest_bids(struct eng *e, uint32_t account, int count, uint64_t *ids)
+{
+    uint64_t placed[OVER_LIMIT];
+    size_t n;
+    int k = 0;
+
+    for (int i = 0; i < count; i++) {
+        const struct eng_event *ev =
+            step(e, (struct eng_cmd){.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_LIMIT,
+                                     .tif = ENG_GTC, .account = account, .price = 100 - i % 5, .qty = 1},
+                 &n);
+        /* Accepted and resting (its level's event): never cancelled. */
+        ASSERT_EQ(n, 2);
+        ASSERT_EQ(ev[0].type, ENG_EV_ACCEPTED);
+        ASSERT_EQ(ev[1].type, ENG_EV_LEVEL);
+        placed[i] = ev[0].order_id;
+    }
+    for (int p = 0; p < 5; p++)
+        for (int i = p; i < count; i += 5)
+            ids[k++] = placed[i];
+}
+
+static void expect_cancel_all(struct eng *e, uint32_t account, uint8_t flags, int reason,
+                              const uint64_t *ids, int count)
+{
+    size_t n;
+    const struct eng_event *ev =
+        step(e, (struct eng_cmd){.type = ENG_CMD_CANCEL_ALL, .account = account, .flags = flags}, &n);
+    size_t k = 0;
+
+    for (int i = 0; i < count; i++) {
+        ASSERT_TRUE(k < n);
+        ASSERT_EQ(ev[k].type, ENG_EV_CANCELLED);
+        ASSERT_EQ(ev[k].order_id, ids[i]);
+        ASSERT_EQ(ev[k].reason, reason);
+        for (k++; k < n && ev[k].type == ENG_EV_LEVEL; k++)
+            ;
+    }
+    ASSERT_EQ(k + 1, n);
+    ASSERT_EQ(ev[k].type, ENG_EV_MASS_CANCELLED);
+    ASSERT_EQ(ev[k].qty, count);
+}
+
+void test_acct_too_many_orders_for_a_list_cancel_nothing(void)
+{
+    struct eng *e = make_limited_engine();
+    uint64_t ids[OVER_LIMIT];
+
+    /* Tracked, then more orders than a list holds: each rests as it would
+       on an engine that tracks no account (one restored from a snapshot). */
+    expect_cancel_all(e, MAKER_ACCOUNT, 0, ENG_CANCEL_USER, ids, 0);
+    ASSERT_TRUE(acct_find(&e->accounts, MAKER_ACCOUNT) != NULL);
+    rest_bids(e, MAKER_ACCOUNT, OVER_LIMIT, ids);
+    ASSERT_TRUE(acct_find(&e->accounts, MAKER_ACCOUNT) == NULL);
+    ASSERT_EQ(e->accounts.live, 0);
+    expect_cancel_all(e, MAKER_ACCOUNT, 0, ENG_CANCEL_USER, ids, OVER_LIMIT);
+    /* Few enough again: its next cancel-all lists it again. */
+    rest_bids(e, MAKER_ACCOUNT, 7, ids);
+    expect_cancel_all(e, MAKER_ACCOUNT, ENG_CMD_F_DEAD_MAN, ENG_CANCEL_DEAD_MAN, ids, 7);
+    ASSERT_TRUE(acct_find(&e->accounts, MAKER_ACCOUNT) != NULL);
+    rest_bids(e, MAKER_ACCOUNT, 3, ids);
+    ASSERT_EQ(e->accounts.live, 3);
+    expect_cancel_all(e, MAKER_ACCOUNT, 0, ENG_CANCEL_USER, ids, 3);
+    eng_destroy(e);
+}
+
+void test_acct_too_many_orders_for_a_list_still_cancel_all(void)
+{
+    struct eng *e = make_limited_engine();
+    uint64_t ids[OVER_LIMIT];
+
+    /* Untracked, more orders than a list holds: its first cancel-all (the
+       dead-man switch's) walks the books as before, not no_memory. */
+    rest_bids(e, MAKER_ACCOUNT, OVER_LIMIT, ids);
+    expect_cancel_all(e, MAKER_ACCOUNT, ENG_CMD_F_DEAD_MAN, ENG_CANCEL_DEAD_MAN, ids, OVER_LIMIT);
+    eng_destroy(e);
 }

@@ -28,6 +28,8 @@
     XX(acct, acct_list_empties_and_starts_again)       \
     XX(acct, acct_verify_catches_corruption)           \
     XX(acct, acct_untracked_accounts_pay_nothing)      \
+    XX(acct, acct_too_many_orders_for_a_list_cancel_nothing) \
+    XX(acct, acct_too_many_orders_for_a_list_still_cancel_all) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
