@@ -380,3 +380,99 @@ void test_acct_too_many_orders_for_a_list_still_cancel_all(void)
     expect_cancel_all(e, MAKER_ACCOUNT, ENG_CMD_F_DEAD_MAN, ENG_CANCEL_DEAD_MAN, ids, OVER_LIMIT);
     eng_destroy(e);
 }
+
+/* The orders of `account` on instruments [first, end), as a walk of the
+   books meets them (what a cancel-all must cancel, in that order). */
+static size_t book_order_of(struct eng *e, uint32_t account, uint32_t first, uint32_t end, uint64_t *out)
+{
+    struct eng_order_info page[64];
+    size_t k = 0;
+
+    for (uint32_t i = first; i < end; i++)
+        for (uint8_t side = ENG_BUY; side <= ENG_SELL; side++) {
+            int64_t got;
+            for (size_t skip = 0; (got = eng_book_orders(e, i, side, skip, page, 64)) > 0; skip += 64)
+                for (int64_t j = 0; j < got; j++)
+                    if (page[j].account == account)
+                        out[k++] = page[j].order_id;
+        }
+    return k;
+}
+
+void test_acct_cancel_all_is_book_order_under_churn(void)
+{
+    enum { NINST_ = 2, ACCTS = 3, STEPS = 20000, MOST = 4096 };
+    struct eng *e = eng_create(&(struct eng_config){.level_events = 1});
+    static uint64_t want[MOST], live[MOST];
+    uint64_t rng = 12345, nlive = 0;
+    uint32_t id;
+
+    ASSERT_TRUE(e != NULL);
+    for (int i = 0; i < NINST_; i++) {
+        struct eng_instrument_spec spec = {.tick_size = 1, .lot_size = 1, .market_protection = -1};
+        snprintf(spec.symbol, sizeof(spec.symbol), "I%d", i);
+        ASSERT_EQ(eng_add_instrument(e, &spec, &id), ENG_OK);
+    }
+    /* Join numbers that run out and lists that overflow, often. */
+    e->accounts.max_seq = 97;
+    e->accounts.max_slots = 12;
+    for (int s = 0; s < test_steps(STEPS); s++) {
+        uint64_t r = test_rand(&rng);
+        uint32_t account = 1 + (uint32_t)(r % ACCTS), inst = (uint32_t)(r >> 8) % NINST_;
+        uint8_t side = (r >> 12) & 1 ? ENG_SELL : ENG_BUY;
+        int64_t price = side == ENG_BUY ? 95 + (int64_t)((r >> 16) % 8) : 98 + (int64_t)((r >> 16) % 8);
+        uint64_t roll = (r >> 24) % 100;
+        struct eng_cmd c = {.account = account, .instrument = inst, .ts = s};
+        const struct eng_event *ev;
+        size_t n, k;
+
+        if (roll < 4) {
+            bool all = roll < 2;
+            uint32_t first = all ? 0 : inst, end = all ? NINST_ : inst + 1;
+            k = book_order_of(e, account, first, end, want);
+            c.type = ENG_CMD_CANCEL_ALL;
+            c.flags = all ? ENG_CMD_F_ALL_INSTRUMENTS : 0;
+            eng_clear_events(e);
+            ASSERT_TRUE(eng_process(e, &c) >= 1);
+            ASSERT_VERIFY(e);
+            ev = eng_events(e, &n);
+            for (size_t j = 0, m = 0; j < n; j++) {
+                if (ev[j].type != ENG_EV_CANCELLED)
+                    continue;
+                ASSERT_TRUE(m < k);
+                ASSERT_EQ(ev[j].order_id, want[m++]);
+            }
+            ASSERT_EQ(ev[n - 1].type, ENG_EV_MASS_CANCELLED);
+            ASSERT_EQ(ev[n - 1].qty, (int64_t)k);
+            continue;
+        }
+        if (roll < 40 && nlive > 0) {
+            /* A modify (lose or keep priority) or a cancel of some order. */
+            c.order_id = live[(r >> 32) % nlive];
+            c.flags = ENG_CMD_F_ANY_ACCOUNT;
+            c.type = roll < 25 ? ENG_CMD_MODIFY : ENG_CMD_CANCEL;
+            c.qty = 1 + (int64_t)((r >> 40) % 4);
+            c.price = 95 + (int64_t)((r >> 44) % 11);
+            if (roll < 12)
+                c.flags |= ENG_CMD_F_KEEP_PRICE;
+        } else {
+            c.type = ENG_CMD_NEW;
+            c.side = side;
+            c.order_type = ENG_LIMIT;
+            c.tif = roll < 45 ? ENG_IOC : ENG_GTC;
+            c.stp = (uint8_t)((r >> 48) % 4);
+            c.price = price;
+            c.qty = 1 + (int64_t)((r >> 52) % 5);
+        }
+        eng_clear_events(e);
+        ASSERT_TRUE(eng_process(e, &c) >= 1);
+        ASSERT_VERIFY(e);
+        ev = eng_events(e, &n);
+        for (size_t j = 0; j < n; j++)
+            if (ev[j].type == ENG_EV_ACCEPTED && nlive < MOST)
+                live[nlive++] = ev[j].order_id;
+        if (nlive == MOST)
+            nlive = 0; /* old ids: most are gone, and an unknown one is refused */
+    }
+    eng_destroy(e);
+}

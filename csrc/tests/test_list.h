@@ -30,6 +30,7 @@
     XX(acct, acct_untracked_accounts_pay_nothing)      \
     XX(acct, acct_too_many_orders_for_a_list_cancel_nothing) \
     XX(acct, acct_too_many_orders_for_a_list_still_cancel_all) \
+    XX(acct, acct_cancel_all_is_book_order_under_churn) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
     XX(book, book_unlink_frees_empty_level)            \
