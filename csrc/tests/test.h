@@ -68,6 +68,16 @@ static inline int test_steps(int n)
             TEST_FAIL_("eng_verify failed: %s", why_);                \
     } while (0)
 
+/* Process one command and verify the engine; returns its events (valid
+   until the next call). */
+static inline const struct eng_event *run(struct eng *e, struct eng_cmd c, size_t *n)
+{
+    eng_clear_events(e);
+    ASSERT_TRUE(eng_process(e, &c) >= 1);
+    ASSERT_VERIFY(e);
+    return eng_events(e, n);
+}
+
 /* A small deterministic PRNG (xorshift64*) for randomized tests. */
 static inline uint64_t test_rand(uint64_t *state)
 {

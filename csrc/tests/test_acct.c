@@ -294,14 +294,6 @@ static struct eng *make_limited_engine(void)
     return e;
 }
 
-static const struct eng_event *step(struct eng *e, struct eng_cmd c, size_t *n)
-{
-    eng_clear_events(e);
-    ASSERT_TRUE(eng_process(e, &c) >= 1);
-    ASSERT_VERIFY(e);
-    return eng_events(e, n);
-}
-
 /* `count` bids of `account` on prices 100..96 in turn: ids[] in book order. */
 static void rest_bids(struct eng *e, uint32_t account, int count, uint64_t *ids)
 {
@@ -311,7 +303,7 @@ static void rest_bids(struct eng *e, uint32_t account, int count, uint64_t *ids)
 
     for (int i = 0; i < count; i++) {
         const struct eng_event *ev =
-            step(e, (struct eng_cmd){.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_LIMIT,
+            run(e, (struct eng_cmd){.type = ENG_CMD_NEW, .side = ENG_BUY, .order_type = ENG_LIMIT,
                                      .tif = ENG_GTC, .account = account, .price = 100 - i % 5, .qty = 1},
                  &n);
         /* Accepted and resting (its level's event): never cancelled. */
@@ -330,7 +322,7 @@ static void expect_cancel_all(struct eng *e, uint32_t account, uint8_t flags, in
 {
     size_t n;
     const struct eng_event *ev =
-        step(e, (struct eng_cmd){.type = ENG_CMD_CANCEL_ALL, .account = account, .flags = flags}, &n);
+        run(e, (struct eng_cmd){.type = ENG_CMD_CANCEL_ALL, .account = account, .flags = flags}, &n);
     size_t k = 0;
 
     for (int i = 0; i < count; i++) {

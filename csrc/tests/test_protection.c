@@ -23,14 +23,6 @@ static struct eng *make_engine_with(uint32_t level_events)
     return e;
 }
 
-static const struct eng_event *run(struct eng *e, struct eng_cmd c, size_t *n)
-{
-    eng_clear_events(e);
-    ASSERT_TRUE(eng_process(e, &c) >= 1);
-    ASSERT_VERIFY(e);
-    return eng_events(e, n);
-}
-
 static struct eng_cmd limit_at(uint32_t inst, uint8_t side, int64_t qty, int64_t price,
                                uint32_t account, int64_t ts)
 {
