@@ -92,9 +92,10 @@ class Requests:
 
     def __init__(self, server: RequestHost) -> None:
         self.server = server
-        # A session over its rate may send as fast as the wire goes: each
-        # message still gets its error, but the log a line a second at most.
-        self._over_rate_lines = Throttle()
+        # A client may send refused requests as fast as its rate allows (one
+        # over its rate, as fast as the wire goes): each still gets its error,
+        # the log a line a second at most for each code.
+        self._error_lines = Throttle()
 
     def request(self, session: Session, message: Any) -> None:
         """Carry out a decoded message that the Intake gave back: one that is
@@ -167,9 +168,7 @@ class Requests:
     # ---- helpers -----------------------------------------------------------
 
     def _request_error(self, session: Session, exc: RequestError) -> None:
-        if exc.code != "rate_limited":
-            log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc)))
-        elif (held := self._over_rate_lines.allow()) is not None:
+        if (held := self._error_lines.allow(exc.code)) is not None:
             log.warning("request_error", extra=fields(sid=session.sid, code=exc.code, message=str(exc),
                                                       held_back=held))
         session.error(exc.code, str(exc), exc.req_id, exc.extra)

@@ -347,6 +347,27 @@ def test_junk_spends_the_rate_and_its_errors_are_logged_sparingly(server_factory
     assert 1 <= len(limited) <= 1 + math.ceil(took) and "held_back=0" in limited[0]
 
 
+def test_refused_requests_within_the_rate_are_logged_a_line_a_second_for_each_code(server_factory: Any) -> None:
+    server = server_factory()
+    junk = [b"{not json", b'{"type": "cancel", "order_id": "x"}', b"[1]"] * 300
+    with server.client() as c:
+        started = time.monotonic()
+        c.send_raw(b"".join(struct.pack(">I", len(j)) + j for j in junk))
+        codes = [c.recv(timeout=5)["code"] for _ in junk]
+        took = time.monotonic() - started
+        time.sleep(1.05)  # the next of each code is logged, with how many were held back
+        c.send_raw(b"".join(struct.pack(">I", len(j)) + j for j in junk[:3]))
+        assert [c.recv(timeout=5)["code"] for _ in range(3)] == codes[:3]
+    assert codes == ["bad_json", "bad_field", "bad_message"] * 300
+    server.wait_log(r"event=session_close ")  # logged after all of them
+    for code in ("bad_json", "bad_field", "bad_message"):
+        pattern = rf"event=request_error sid=\d+ code={code} .*held_back=(\d+)"
+        held = [int(m.group(1)) for line in server.lines if (m := re.search(pattern, line))]
+        # Every message is either logged or counted in the next line logged.
+        assert 2 <= len(held) <= 2 + math.ceil(took) and held[0] == 0
+        assert len(held) + sum(held) == 301
+
+
 def test_idle_sessions_are_closed(server_factory: Any) -> None:
     server = server_factory("[limits]\nidle_timeout = 0.5\n")
     with server.client() as idle, server.client() as busy:
