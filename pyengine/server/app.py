@@ -58,11 +58,12 @@ from .webview import WebView
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
 
-__all__ = ["Server"]
+__all__ = ["Server", "STOP_SIGNALS"]
 
 log = logging.getLogger("pyengine.server")
 
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # each stops the server for good
 
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:
@@ -277,8 +278,11 @@ class Server:
         # the moment it logs `listening`, and the signal's default action
         # would end it with nothing flushed. One that comes while it starts
         # stops it once started.
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             gevent.signal_handler(sig, self._on_signal, sig)
+        # One held from before (blocked: a cluster node's earlier image
+        # restarting into this one held it for us) is heard now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         # Always: SIGUSR1's default action would kill the server.
         gevent.signal_handler(signal.SIGUSR1, self._on_usr1)
         self.start()

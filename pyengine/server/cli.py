@@ -32,6 +32,7 @@ import dataclasses
 import getpass
 import logging
 import os
+import signal
 import sys
 
 from ..errors import EngineError
@@ -145,7 +146,7 @@ def serve(args: argparse.Namespace) -> int:
     # gevent first: the server's sockets must be gevent's.
     import gevent
 
-    from .app import Server
+    from .app import STOP_SIGNALS, Server
 
     try:
         config = build_config(args)
@@ -167,11 +168,19 @@ def serve(args: argparse.Namespace) -> int:
         # A node that stopped leading starts again as a follower, from the
         # shard's log: nothing of its old engine is kept. Same address.
         log.warning("restarting", extra=fields(reason=server.rejoin_reason))
-        # A node that cannot follow does not spin. The hub runs meanwhile: a
-        # SIGTERM or SIGINT only its handler hears (Server._on_signal) stops
-        # the node for good, where outside the loop it would be lost.
+        # From here a stop signal waits, blocked: os.execv keeps it pending
+        # for the new image's handlers, where one that came as it ran would
+        # be lost. One already heard has its handler run in the pause (the
+        # hub runs meanwhile): Server._on_signal stops the node for good.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        # A node that cannot follow does not spin.
         gevent.sleep(_RESTART_PAUSE)
-    if server.rejoin_reason is not None:
+        held = STOP_SIGNALS & signal.sigpending()
+        if held or server.rejoin_reason is None:
+            for sig in held:
+                signal.sigtimedwait({sig}, 0)
+                log.info("signal", extra=fields(signal=sig.name))
+            return 1 if server.failed else 0
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, *_with_port(sys.orig_argv[1:], server.address)])
     return 1 if server.failed else 0

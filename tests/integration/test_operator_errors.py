@@ -178,6 +178,31 @@ def test_a_stop_signal_as_the_server_starts_stops_it_cleanly(tmp_path: Path) -> 
             server.kill()
 
 
+# The state a cluster node's new image starts in when a stop signal came as
+# the old one restarted it: the signal blocked and pending (os.execv keeps both).
+_STOP_PENDING = r"""
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+os.kill(os.getpid(), signal.SIGTERM)
+from pyengine.server import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_stop_signal_held_from_before_the_start_stops_the_server(tmp_path: Path) -> None:
+    from pyengine.server.process import ServerProcess
+
+    server = ServerProcess(["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0"], tmp_path / "pending.log",
+                           timeout=20, launcher=("-c", _STOP_PENDING))
+    try:
+        assert server.proc.wait(20) == 0, server.tail()
+        assert "signal=SIGTERM" in server.wait_log("event=signal")
+        server.wait_log("event=stopped")
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
 @pytest.mark.parametrize("line, secret", [("pw\r\n", "pw"), ("pw\n", "pw"), ("pw", "pw"), (" pw \t\n", " pw \t")])
 def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "hash-secret"], input=line,
