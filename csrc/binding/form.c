@@ -121,6 +121,9 @@ static int form_int(PyObject *msg, const char *key, long long lo, long long hi, 
             return 1;
         return form_fail(e, "missing_field", PyUnicode_FromFormat("%s is required", key));
     }
+    /* The decoder gives an integer literal past 64 bits as a float this large. */
+    if (PyFloat_CheckExact(v) && (PyFloat_AS_DOUBLE(v) >= 0x1p63 || PyFloat_AS_DOUBLE(v) <= -0x1p63))
+        return form_fail(e, "bad_field", PyUnicode_FromFormat("%s is out of range [%lld, %lld]", key, lo, hi));
     if (!PyLong_CheckExact(v))
         return form_fail(e, "bad_field", PyUnicode_FromFormat("%s must be an integer, not %s", key, form_json_type(v)));
     x = PyLong_AsLongLongAndOverflow(v, &overflow);

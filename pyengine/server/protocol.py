@@ -208,11 +208,16 @@ _Parser = Callable[[dict[str, Any], Any], Request]  # (message, req_id) -> the r
 # A field given as null is the same as a field left out (docs/protocol.md):
 # every reader below starts with msg.get(key), None for both.
 
+# The decoder gives an integer literal past 64 bits as a float this large.
+_BEYOND_INT64 = 2.0**63
+
 
 def _int(msg: dict[str, Any], key: str, req_id: Any, lo: int = _args.INT64_MIN, hi: int = _args.INT64_MAX) -> int:
     v = msg.get(key)
     if v is None:
         raise RequestError("missing_field", f"{key} is required", req_id)
+    if type(v) is float and abs(v) >= _BEYOND_INT64:
+        raise RequestError("bad_field", f"{key} is out of range [{lo}, {hi}]", req_id)
     if type(v) is not int:
         raise RequestError("bad_field", f"{key} must be an integer, not {_json_type(v)}", req_id)
     if not lo <= v <= hi:
@@ -384,7 +389,7 @@ def parse_message(msg: Any) -> Request:
         raise RequestError("bad_message", f"a message must be a JSON object, not {_json_type(msg)}")
     req_id = msg.get("req_id")
     if req_id is not None and type(req_id) not in (int, str):
-        raise RequestError("bad_field", "req_id must be an integer or a string")
+        raise RequestError("bad_field", "req_id must be a 64-bit integer or a string")
     typ = msg.get("type")
     parser = _PARSERS.get(typ) if type(typ) is str else None
     if parser is None:

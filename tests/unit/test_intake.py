@@ -155,6 +155,8 @@ def _int(msg: dict[str, Any], key: str, lo: int = INT64[0], required: bool = Tru
         if required:
             raise Fault("missing_field", f"{key} is required")
         return None
+    if type(v) is float and abs(v) >= 2**63:  # an integer literal past 64 bits, as the decoder gives it
+        raise Fault("bad_field", f"{key} is out of range [{lo}, {INT64[1]}]")
     if type(v) is not int:
         raise Fault("bad_field", f"{key} must be an integer, not {_json_type(v)}")
     if not lo <= v <= INT64[1]:
@@ -412,6 +414,20 @@ def test_the_intake_is_the_model(frames: list[bytes], account: int | None, admin
             assert w.state() == m.state(), frame
     finally:
         w.close()
+
+
+def test_an_integer_past_64_bits_is_out_of_range(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    w.take(b'{"type": "new_order", "req_id": 1, "symbol": "ESZ6", "side": "buy", "qty": 18446744073709551616, '
+           b'"price": 450000}')
+    w.take(b'{"type": "cancel", "req_id": 2, "order_id": -9223372036854775809}')
+    w.take(b'{"type": "modify", "req_id": 3, "order_id": 900, "qty": 1e300}')
+    assert [(r["req_id"], r["code"], r["message"]) for r in w.wire()] == [
+        (1, "bad_field", "qty is out of range [-9223372036854775808, 9223372036854775807]"),
+        (2, "bad_field", "order_id is out of range [1, 9223372036854775807]"),
+        (3, "bad_field", "qty is out of range [-9223372036854775808, 9223372036854775807]")]
+    assert w.commands() == []
 
 
 def test_the_intake_takes_the_usual_requests(worlds: list[World]) -> None:

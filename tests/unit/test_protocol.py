@@ -66,6 +66,17 @@ def test_parse_errors(msg: bytes, code: str) -> None:
     assert str(info.value)
 
 
+@pytest.mark.parametrize("literal", [b"18446744073709551616", b"-9223372036854775809", b"1e300"])
+def test_an_integer_past_64_bits_is_out_of_range(literal: bytes) -> None:
+    # The decoder gives such a literal as a float; the error still says what is wrong.
+    with pytest.raises(RequestError) as info:
+        parse(b'{"type": "cancel", "order_id": ' + literal + b"}")
+    assert (info.value.code, str(info.value)) == ("bad_field", "order_id is out of range [1, 9223372036854775807]")
+    with pytest.raises(RequestError) as info:
+        parse(b'{"type": "ping", "req_id": ' + literal + b"}")
+    assert (info.value.code, str(info.value)) == ("bad_field", "req_id must be a 64-bit integer or a string")
+
+
 _BAD_IDS = [({}, "missing_field"), ({"order_id": 1, "client_order_id": "a"}, "bad_field"),
             ({"order_id": 0}, "bad_field"), ({"order_id": 2**63}, "bad_field"), ({"order_id": "1"}, "bad_field"),
             ({"client_order_id": "x" * 17}, "bad_field"), ({"client_order_id": ""}, "bad_field"),
