@@ -2,7 +2,7 @@
 slow clients, a memory watch, and an exact account of every acknowledged order.
 
     python tools/soak.py                                  # 60 s against a server it spawns
-    python tools/soak.py --duration 600 --seed 7 --json soak.json
+    python tools/soak.py --duration 600 --seed 7 --json perf/results/soak.json
     python tools/soak.py --write-config soak.toml         # to run a server of your own:
     pyengine-server --config soak.toml --data-dir /tmp/soak-data --port 7101 &
     python tools/soak.py --port 7101 --server-pid $!
@@ -429,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(run)
     print_summary(summary)
     if opts.json_path:
+        Path(opts.json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.json_path).write_text(json.dumps(summary, indent=2) + "\n")
     return 0 if summary["result"] == "PASS" else 1
 

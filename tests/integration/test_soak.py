@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_short_soak(tmp_path: Path) -> None:
-    out = tmp_path / "soak.json"
+    out = tmp_path / "results" / "soak.json"  # its directory made as needed
     # Eight seconds on a busy machine (other tests run beside this one) carry
     # little market data: a quarter of the soak's max_unsent still drops a
     # slow reader within its hold, through the same code path.
