@@ -66,28 +66,41 @@ int srv_link_landed(srv_link *link, PyObject *coid)
     return link_fly(link, coid, -1);
 }
 
-/* Spend one token at time `now` (seconds, time.monotonic()'s clock). */
+/* The tokens saved at time `now` (seconds, time.monotonic()'s clock), the
+   bucket brought up to it. */
+static double link_refill(srv_link *link, double now)
+{
+    link->tokens += now > link->stamp ? (now - link->stamp) * link->rate : 0;
+    if (link->tokens > link->burst)
+        link->tokens = link->burst;
+    link->stamp = now;
+    return link->tokens;
+}
+
+/* Spend one token at time `now`. */
 static int link_take_token_at(srv_link *link, double now)
 {
-    double tokens;
-
     if (link->rate == 0)
         return 1;
-    tokens = link->tokens + (now > link->stamp ? (now - link->stamp) * link->rate : 0);
-    if (tokens > link->burst)
-        tokens = link->burst;
-    link->stamp = now;
-    if (tokens < 1.0) {
-        link->tokens = tokens;
+    if (link_refill(link, now) < 1.0)
         return 0;
-    }
-    link->tokens = tokens - 1.0;
+    link->tokens -= 1.0;
     return 1;
 }
 
 int srv_link_take_token(srv_link *link)
 {
     return link->rate == 0 ? 1 : link_take_token_at(link, link_now());
+}
+
+/* Spend `n` more tokens at time `now`, into debt if need be: what a request
+   cost beyond its message, known once it is carried out. */
+static void link_spend_at(srv_link *link, double now, double n)
+{
+    if (link->rate != 0) {
+        link_refill(link, now);
+        link->tokens -= n;
+    }
 }
 
 /* ---- the type -------------------------------------------------------------- */
@@ -236,6 +249,30 @@ static PyObject *link_take_token(srv_link *self, PyObject *args)
     return PyBool_FromLong(link_take_token_at(self, t));
 }
 
+PyDoc_STRVAR(link_spend_doc, "spend($self, tokens, now=None, /)\n--\n\n"
+                             "Spend `tokens` more of the rate limit (a reply's cost beyond its message), into\n"
+                             "debt if need be: the session's next messages wait for the bucket to refill.");
+
+static PyObject *link_spend(srv_link *self, PyObject *args)
+{
+    PyObject *now = Py_None;
+    double n, t;
+
+    if (!PyArg_ParseTuple(args, "d|O:spend", &n, &now))
+        return NULL;
+    if (!(n >= 0)) {
+        PyErr_Format(PyExc_ValueError, "tokens must be 0 or more, not %R", PyTuple_GET_ITEM(args, 0));
+        return NULL;
+    }
+    if (now == Py_None) {
+        t = link_now();
+    } else if ((t = PyFloat_AsDouble(now)) == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    link_spend_at(self, t, n);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(link_orders_doc, "orders($self, /)\n--\n\n"
                               "The open orders the session owns: order id -> (instrument, client order id); a copy.");
 
@@ -285,6 +322,7 @@ static PyMethodDef link_methods[] = {
     {"close", (PyCFunction)link_close, METH_NOARGS, link_close_doc},
     {"tag", (PyCFunction)link_tag, METH_VARARGS, link_tag_doc},
     {"take_token", (PyCFunction)link_take_token, METH_VARARGS, link_take_token_doc},
+    {"spend", (PyCFunction)link_spend, METH_VARARGS, link_spend_doc},
     {"orders", (PyCFunction)link_orders, METH_NOARGS, link_orders_doc},
     {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
     {"write", (PyCFunction)srv_link_write, METH_NOARGS, srv_link_write_doc},

@@ -87,6 +87,16 @@ class RequestHost(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+# A message costs one token of the session's rate, about what a new order or a
+# ping costs the server (4-6 µs of its CPU); a reply that lists more costs
+# more, in the same coin, so the rate bounds a session's share of the server
+# whatever it asks (perf/request_costs.py measures each): an `orders` reply
+# one token for each 4 orders it lists (1.6 µs each), a `book_snapshot` one
+# for each 32 levels (0.2 µs each).
+ORDERS_PER_TOKEN = 4
+LEVELS_PER_TOKEN = 32
+
+
 class Requests:
     """The server's ``IntakeEvents``: what the Intake hands to Python."""
 
@@ -134,8 +144,10 @@ class Requests:
             elif type(req) is Orders:
                 if self.server.settle(session):
                     engine = self.server.engine
-                    session.reply(orders_reply(self.server.order_status, self._account(session, req.req_id), req,
-                                               engine.instrument_ids, engine.symbols))
+                    reply = orders_reply(self.server.order_status, self._account(session, req.req_id), req,
+                                         engine.instrument_ids, engine.symbols)
+                    session.link.spend(len(reply["orders"]) / ORDERS_PER_TOKEN)
+                    session.reply(reply)
             elif type(req) is SetMmp or type(req) is ResetMmp:
                 self.mmp(session, req)
             elif type(req) is CancelAllAfter:
@@ -307,7 +319,9 @@ class Requests:
         inst = self.server.engine.instrument_ids.get(req.symbol)
         if inst is None:
             raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-        session.reply(self.server.marketdata.subscribe(session, inst, req.req_id))
+        reply = self.server.marketdata.subscribe(session, inst, req.req_id)
+        session.link.spend((len(reply["bids"]) + len(reply["asks"])) / LEVELS_PER_TOKEN)
+        session.reply(reply)
 
     def unsubscribe(self, session: Session, req: Unsubscribe) -> None:
         inst = self.server.engine.instrument_ids.get(req.symbol)

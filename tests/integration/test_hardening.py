@@ -331,6 +331,26 @@ def test_rate_limit_rejects_without_disconnecting(server_factory: Any) -> None:
         assert c.request(c.ping())["type"] == "pong"
 
 
+def test_a_reply_that_lists_more_spends_more_of_the_rate(server_factory: Any) -> None:
+    # The bucket barely refills (0.001 a second): what is left is what was spent.
+    server = server_factory("[limits]\nrate = 0.001\nburst = 200\nmax_open_orders = 0\n")
+    with server.client() as c:
+        c.login(7)  # 1 token: 199 left
+        for i in range(100):  # 100: 99 left
+            c.new_order("ESZ6", "buy", 1, 450_000 - 25 * i)
+        assert len(c.request(c.orders(), timeout=10)["orders"]) == 100  # 1 + 100 / 4: 73 left
+        snapshot = c.request(c.subscribe("ESZ6"), timeout=10)  # 1 + 100 / 32: 68.875 left
+        assert len(snapshot["bids"]) == 100 and snapshot["asks"] == []
+        for _ in range(80):
+            c.ping()
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 80:
+            if (r := c.recv(timeout=5))["type"] in ("pong", "error"):  # not the orders' acks
+                replies.append(r)
+    assert [r["type"] for r in replies] == ["pong"] * 68 + ["error"] * 12
+    assert {r["code"] for r in replies[68:]} == {"rate_limited"}
+
+
 def test_junk_spends_the_rate_and_its_errors_are_logged_sparingly(server_factory: Any) -> None:
     server = server_factory("[limits]\nrate = 5\nburst = 5\n")
     junk = [b"{not json", b'{"type": "cancel", "order_id": "x"}', b"[1]"] * 100
@@ -486,8 +506,8 @@ def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_f
     # A client that pipelines a few hundred requests with large answers, and
     # reads them (max_unsent holds them all, however it keeps up): the first
     # answer goes out, and another session's order is carried out, before
-    # the last of them is.
-    server = server_factory("[server]\nmax_unsent = 67108864\n")
+    # the last of them is. (No rate limit: each answer costs 126 tokens.)
+    server = server_factory("[server]\nmax_unsent = 67108864\n[limits]\nrate = 0\n")
     with server.client() as owner, server.client() as asker:
         owner.login(7)
         asker.login(7)

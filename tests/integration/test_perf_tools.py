@@ -132,6 +132,21 @@ def test_bench_mass_cancel_needs_two_cancel_alls() -> None:
     assert proc.returncode == 2 and "--repeat must be at least 2" in proc.stderr
 
 
+def test_request_costs_reports_each_kind() -> None:
+    proc = subprocess.run([sys.executable, "perf/request_costs.py", "--orders", "300", "--repeat", "2", "--runs", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split("  ")[1].strip() for line in proc.stdout.splitlines()[1:]]
+    assert rows == ["ping", "new order (resting)", "an order listed by orders", "a level of a book_snapshot"]
+    assert all(float(line.split()[-2]) >= 0 for line in proc.stdout.splitlines()[3:])
+
+
+def test_request_costs_needs_something_to_measure() -> None:
+    proc = subprocess.run([sys.executable, "perf/request_costs.py", "--orders", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--orders must be at least 1" in proc.stderr
+
+
 def test_replay_l3_counts(tmp_path: Path) -> None:
     rows = [
         "id,timestamp,exchange_timestamp,price,volume,action,direction",

@@ -46,6 +46,27 @@ def test_token_bucket_allows_a_burst_then_the_rate() -> None:
 def test_token_bucket_rate_zero_is_unlimited() -> None:
     bucket = Link(1, Sink(), 0, 0)
     assert all(bucket.take_token() for _ in range(10_000))
+    bucket.spend(1e9)
+    assert bucket.take_token()
+
+
+def test_token_bucket_spends_into_debt_and_refills_from_it() -> None:
+    bucket, now = Link(1, Sink(), 8, 4), 1000.0
+    assert bucket.take_token(now)
+    bucket.spend(2.5, now)  # 0.5 left
+    assert not bucket.take_token(now)
+    bucket.spend(4, now)  # 3.5 owed
+    now += 4 / 8  # refilled to 0.5
+    assert not bucket.take_token(now)
+    now += 1 / 16
+    assert bucket.take_token(now) and not bucket.take_token(now)
+    now += 100
+    bucket.spend(1, now)  # from the burst, never more
+    assert [bucket.take_token(now) for _ in range(4)] == [True, True, True, False]
+    with pytest.raises(ValueError, match="tokens must be 0 or more"):
+        bucket.spend(-1, now)
+    with pytest.raises(ValueError):
+        bucket.spend(float("nan"), now)
 
 
 def test_host_window_per_host_and_window(clock: Clock) -> None:
