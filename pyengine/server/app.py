@@ -280,9 +280,6 @@ class Server:
         # stops it once started.
         for sig in STOP_SIGNALS:
             gevent.signal_handler(sig, self._on_signal, sig)
-        # One held from before (blocked: a cluster node's earlier image
-        # restarting into this one held it for us) is heard now.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         # Always: SIGUSR1's default action would kill the server.
         gevent.signal_handler(signal.SIGUSR1, self._on_usr1)
         self.start()

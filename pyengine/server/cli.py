@@ -148,6 +148,13 @@ def serve(args: argparse.Namespace) -> int:
 
     from .app import STOP_SIGNALS, Server
 
+    # A cluster node that restarts in place (below) holds the stop signals
+    # blocked across os.execv: one that came as it ran stops this image before
+    # it starts anything. Then they are unblocked, as on a first start: held
+    # while the node starts (it may wait minutes for NATS), one would go unheard.
+    if _take_held(STOP_SIGNALS):
+        return 0
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         config = build_config(args)
     except ConfigError as exc:
@@ -169,21 +176,27 @@ def serve(args: argparse.Namespace) -> int:
         # shard's log: nothing of its old engine is kept. Same address.
         log.warning("restarting", extra=fields(reason=server.rejoin_reason))
         # From here a stop signal waits, blocked: os.execv keeps it pending
-        # for the new image's handlers, where one that came as it ran would
-        # be lost. One already heard has its handler run in the pause (the
+        # for the new image (which takes it first thing), where one that came
+        # as it ran would be lost. One already heard has its handler run in the pause (the
         # hub runs meanwhile): Server._on_signal stops the node for good.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         # A node that cannot follow does not spin.
         gevent.sleep(_RESTART_PAUSE)
-        held = STOP_SIGNALS & signal.sigpending()
-        if held or server.rejoin_reason is None:
-            for sig in held:
-                signal.sigtimedwait({sig}, 0)
-                log.info("signal", extra=fields(signal=sig.name))
+        if _take_held(STOP_SIGNALS) or server.rejoin_reason is None:
             return 1 if server.failed else 0
         logging.shutdown()
         os.execv(sys.executable, [sys.executable, *_with_port(sys.orig_argv[1:], server.address)])
     return 1 if server.failed else 0
+
+
+def _take_held(signals: set[signal.Signals]) -> bool:
+    """Whether one of `signals` is held (blocked and pending); each held is
+    taken, and logged as heard."""
+    held = signals & signal.sigpending()
+    for sig in held:
+        signal.sigtimedwait({sig}, 0)
+        log.info("signal", extra=fields(signal=sig.name))
+    return bool(held)
 
 
 def _with_port(argv: list[str], address: tuple[str, int] | None) -> list[str]:
