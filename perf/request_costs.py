@@ -4,14 +4,16 @@
 
 Starts a server without rate or order limits, then from one client: N
 pings, N resting orders at N prices (pipelined), REPEAT `orders` requests
-listing the N orders and REPEAT subscribe/unsubscribe pairs (a snapshot of
-the N levels), and prints the server's CPU time (every thread's, from
-/proc) for each: µs a ping, µs a new order, µs for each order an `orders`
-reply lists and for each level of a `book_snapshot`, the medians of RUNS
-runs. A message costs one token of a session's rate (about what a ping or a
-new order costs); `orders` and `subscribe` replies cost more tokens the
-more they list (pyengine/server/requests.py, docs/security.md): the last
-column shows what a token of each buys at these figures.
+listing the N orders, REPEAT `orders` and REPEAT `mass_cancel` requests of
+another symbol (which skip each of the N) and REPEAT subscribe/unsubscribe
+pairs (a snapshot of the N levels), and prints the server's CPU time (every
+thread's, from /proc) for each: µs a ping, µs a new order, µs for each order
+an `orders` reply lists, an `orders` or a `mass_cancel` of another symbol
+skips, and for each level of a `book_snapshot`, the medians of RUNS runs. A
+message costs one token of a session's rate (about what a ping or a new
+order costs); requests that go through more cost more tokens
+(pyengine/server/requests.py, docs/security.md): the last column shows what
+a token of each buys at these figures.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from typing import Any
 
 from pyengine.client import Client
 from pyengine.server.process import ServerProcess
-from pyengine.server.requests import LEVELS_PER_TOKEN, ORDERS_PER_TOKEN
+from pyengine.server.requests import (
+    LEVELS_PER_TOKEN,
+    MASS_CANCEL_SKIPPED_PER_TOKEN,
+    ORDERS_PER_TOKEN,
+    ORDERS_SKIPPED_PER_TOKEN,
+)
 
 _NO_LIMITS = "[limits]\nrate = 0\nmax_open_orders = 0\n"
 
@@ -72,6 +79,15 @@ def one_run(orders: int, repeat: int, workdir: Path) -> dict[str, float]:
             for _ in range(repeat):
                 c.request(c.orders(), timeout=60)
             listed = (_cpu_seconds(pid) - t) / repeat / orders
+            # Of another symbol: each skips every order, and lists or cancels none.
+            t = _cpu_seconds(pid)
+            for _ in range(repeat):
+                c.request(c.orders("NQZ6"), timeout=60)
+            skipped_by_orders = (_cpu_seconds(pid) - t) / repeat / orders
+            t = _cpu_seconds(pid)
+            for _ in range(repeat):
+                c.request(c.mass_cancel("NQZ6"), timeout=60)
+            skipped_by_mass_cancel = (_cpu_seconds(pid) - t) / repeat / orders
             t = _cpu_seconds(pid)
             for _ in range(repeat):
                 c.request(c.subscribe("ESZ6"), timeout=60)
@@ -79,13 +95,15 @@ def one_run(orders: int, repeat: int, workdir: Path) -> dict[str, float]:
             level = (_cpu_seconds(pid) - t) / repeat / orders
     finally:
         server.stop()
-    return {"ping": ping, "new_order": new_order, "listed": listed, "level": level}
+    return {"ping": ping, "new_order": new_order, "listed": listed, "skipped_by_orders": skipped_by_orders,
+            "skipped_by_mass_cancel": skipped_by_mass_cancel, "level": level}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--orders", type=int, default=20_000, help="pings, orders, levels (default 20000)")
-    ap.add_argument("--repeat", type=int, default=30, help="orders and subscribe requests a run (default 30)")
+    ap.add_argument("--repeat", type=int, default=30,
+                    help="orders, mass_cancel and subscribe requests a run (default 30)")
     ap.add_argument("--runs", type=int, default=3, help="runs; medians printed (default 3)")
     args = ap.parse_args()
     for name in ("orders", "repeat", "runs"):
@@ -97,13 +115,14 @@ def main() -> None:
             runs.append(one_run(args.orders, args.repeat, Path(tmp)))
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"server CPU, medians of {args.runs} runs ({args.orders} pings, orders and levels):")
-    print(f"  ping                        {med['ping'] * 1e6:6.2f} µs")
-    print(f"  new order (resting)         {med['new_order'] * 1e6:6.2f} µs")
-    print(f"  an order listed by orders   {med['listed'] * 1e6:6.2f} µs  "
-          f"a token ({ORDERS_PER_TOKEN} orders): {med['listed'] * ORDERS_PER_TOKEN * 1e6:.2f} µs")
-    print(f"  a level of a book_snapshot  {med['level'] * 1e6:6.2f} µs  "
-          f"a token ({LEVELS_PER_TOKEN} levels): {med['level'] * LEVELS_PER_TOKEN * 1e6:.2f} µs")
-
+    rows = [("ping", "ping", None, ""), ("new order (resting)", "new_order", None, ""),
+            ("an order listed by orders", "listed", ORDERS_PER_TOKEN, "orders"),
+            ("an order orders skips", "skipped_by_orders", ORDERS_SKIPPED_PER_TOKEN, "orders"),
+            ("an order mass_cancel skips", "skipped_by_mass_cancel", MASS_CANCEL_SKIPPED_PER_TOKEN, "orders"),
+            ("a level of a book_snapshot", "level", LEVELS_PER_TOKEN, "levels")]
+    for name, key, per_token, unit in rows:
+        token = f"  a token ({per_token} {unit}): {med[key] * per_token * 1e6:.2f} µs" if per_token else ""
+        print(f"  {name:<28}{med[key] * 1e6:6.2f} µs{token}")
 
 if __name__ == "__main__":
     main()

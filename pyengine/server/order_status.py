@@ -39,15 +39,17 @@ def order_message(rec: OrderRecord, symbols: Sequence[str]) -> dict[str, Any]:
 
 
 def orders_reply(status: OrderStatus, account: int, req: Orders, instrument_ids: dict[str, int],
-                 symbols: Sequence[str]) -> dict[str, Any]:
-    """The account's open orders (of one symbol, or all), oldest first."""
+                 symbols: Sequence[str]) -> tuple[dict[str, Any], int]:
+    """The account's open orders (of one symbol, or all), oldest first; and
+    how many of its open orders it skipped (those of the other symbols)."""
     inst = None
     if req.symbol is not None:
         inst = instrument_ids.get(req.symbol)
         if inst is None:
             raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
-    orders = [order_message(r, symbols) for r in status.open_orders(account) if inst is None or r.instrument == inst]
-    return {"type": "orders", "req_id": req.req_id, "orders": orders}
+    records = status.open_orders(account)
+    orders = [order_message(r, symbols) for r in records if inst is None or r.instrument == inst]
+    return {"type": "orders", "req_id": req.req_id, "orders": orders}, len(records) - len(orders)
 
 
 def order_status_reply(status: OrderStatus, account: int, req: OrderQuery,

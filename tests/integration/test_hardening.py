@@ -351,6 +351,25 @@ def test_a_reply_that_lists_more_spends_more_of_the_rate(server_factory: Any) ->
     assert {r["code"] for r in replies[68:]} == {"rate_limited"}
 
 
+def test_a_request_of_one_symbol_spends_the_rate_for_the_orders_it_skips(server_factory: Any) -> None:
+    # As above: what is left is what was spent. Each request goes through all 256 orders and takes none.
+    server = server_factory("[limits]\nrate = 0.001\nburst = 400\nmax_open_orders = 0\n")
+    with server.client() as c:
+        c.login(7)  # 1 token: 399 left
+        for i in range(256):  # 256: 143 left
+            c.new_order("ESZ6", "buy", 1, 450_000 - 25 * i)
+        assert c.request(c.orders("NQZ6"), timeout=10)["orders"] == []  # 1 + 256 / 128: 140 left
+        assert c.request(c.mass_cancel("NQZ6"), timeout=10)["count"] == 0  # 1 + 256 / 32: 131 left
+        for _ in range(140):
+            c.ping()
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 140:
+            if (r := c.recv(timeout=5))["type"] in ("pong", "error"):  # not the orders' acks
+                replies.append(r)
+    assert [r["type"] for r in replies] == ["pong"] * 131 + ["error"] * 9
+    assert {r["code"] for r in replies[131:]} == {"rate_limited"}
+
+
 def test_junk_spends_the_rate_and_its_errors_are_logged_sparingly(server_factory: Any) -> None:
     server = server_factory("[limits]\nrate = 5\nburst = 5\n")
     junk = [b"{not json", b'{"type": "cancel", "order_id": "x"}', b"[1]"] * 100
