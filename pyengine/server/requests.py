@@ -99,6 +99,9 @@ ORDERS_PER_TOKEN = 4
 ORDERS_SKIPPED_PER_TOKEN = 128
 MASS_CANCEL_SKIPPED_PER_TOKEN = 32
 LEVELS_PER_TOKEN = 32
+# What `rate_limited` adds to "over N messages a second": why a session that
+# sent fewer may still be over.
+_WORTH = " (or their worth: a request that goes through many orders or levels counts as more)"
 
 
 class Requests:
@@ -190,7 +193,8 @@ class Requests:
         session.error(exc.code, str(exc), exc.req_id, exc.extra)
 
     def _over_rate_error(self, req_id: Any) -> RequestError:
-        return RequestError("rate_limited", f"over {self.server.config.limits.rate:g} messages a second", req_id)
+        rate = self.server.config.limits.rate
+        return RequestError("rate_limited", f"over {rate:g} messages a second{_WORTH}", req_id)
 
     @staticmethod
     def _account(session: Session, req_id: Any) -> int:

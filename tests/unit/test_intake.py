@@ -38,6 +38,7 @@ INSTRUMENTS = (
     InstrumentConfig("CLF7", 1, 1, max_notional=1_000_000),
 )
 ACCOUNT = 7
+_WORTH = " (or their worth: a request that goes through many orders or levels counts as more)"
 FIELDS = ("type", "side", "order_type", "tif", "stp", "flags", "instrument", "account", "order_id", "price", "qty")
 
 
@@ -278,7 +279,7 @@ class Model:
         if not self.rate:
             return False
         if self.tokens < 1:  # the bucket refills at `rate`: nothing within a test at the rates used here
-            self.error("rate_limited", f"over {self.rate:g} messages a second", req_id)
+            self.error("rate_limited", f"over {self.rate:g} messages a second{_WORTH}", req_id)
             return True
         self.tokens -= 1
         return False
@@ -529,7 +530,7 @@ def test_the_intake_keeps_the_rate_limit(worlds: list[World]) -> None:
         m.take(frame)
     assert w.state() == m.state()
     assert w.wire() == [{"type": "error", "req_id": 5, "code": "rate_limited",
-                         "message": "over 0.001 messages a second"}]
+                         "message": "over 0.001 messages a second" + _WORTH}]
 
 
 def test_every_message_spends_a_token(worlds: list[World]) -> None:
