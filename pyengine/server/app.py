@@ -63,7 +63,7 @@ __all__ = ["Server", "STOP_SIGNALS"]
 log = logging.getLogger("pyengine.server")
 
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # each stops the server for good
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})  # each stops the server for good
 
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:

@@ -177,8 +177,9 @@ def serve(args: argparse.Namespace) -> int:
         log.warning("restarting", extra=fields(reason=server.rejoin_reason))
         # From here a stop signal waits, blocked: os.execv keeps it pending
         # for the new image (which takes it first thing), where one that came
-        # as it ran would be lost. One already heard has its handler run in the pause (the
-        # hub runs meanwhile): Server._on_signal stops the node for good.
+        # as it ran would be lost. One already heard has its handler run in
+        # the pause (the hub runs meanwhile): Server._on_signal stops the node
+        # for good.
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         # A node that cannot follow does not spin.
         gevent.sleep(_RESTART_PAUSE)
@@ -189,7 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     return 1 if server.failed else 0
 
 
-def _take_held(signals: set[signal.Signals]) -> bool:
+def _take_held(signals: frozenset[signal.Signals]) -> bool:
     """Whether one of `signals` is held (blocked and pending); each held is
     taken, and logged as heard."""
     held = signals & signal.sigpending()

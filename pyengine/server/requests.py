@@ -88,7 +88,7 @@ class RequestHost(Protocol):
 
 
 # A message costs one token of the session's rate, about what a new order or a
-# ping costs the server (4-6 µs of its CPU); a request that goes through more
+# ping costs the server (3-6.5 µs of its CPU); a request that goes through more
 # costs more, in the same coin, so the rate bounds a session's share of the
 # server whatever it asks (perf/request_costs.py measures each): an `orders`
 # reply one token for each 4 orders it lists (1.6 µs each) and, of one symbol,
