@@ -3,17 +3,19 @@
     python perf/request_costs.py [--orders 20000] [--repeat 30] [--runs 3]
 
 Starts a server without rate or order limits, then from one client: N
-pings, N resting orders at N prices (pipelined), REPEAT `orders` requests
-listing the N orders, REPEAT `orders` and REPEAT `mass_cancel` requests of
-another symbol (which skip each of the N) and REPEAT subscribe/unsubscribe
-pairs (a snapshot of the N levels), and prints the server's CPU time (every
-thread's, from /proc) for each: µs a ping, µs a new order, µs for each order
-an `orders` reply lists, an `orders` or a `mass_cancel` of another symbol
-skips, and for each level of a `book_snapshot`, the medians of RUNS runs. A
-message costs one token of a session's rate (about what a ping or a new
-order costs); requests that go through more cost more tokens
-(pyengine/server/requests.py, docs/security.md): the last column shows what
-a token of each buys at these figures.
+pings, N resting orders at N prices with client order ids (pipelined), N
+`order_status` requests by a client order id none of them has, REPEAT
+`orders` requests listing the N orders, REPEAT `orders` and REPEAT
+`mass_cancel` requests of another symbol (which skip each of the N) and
+REPEAT subscribe/unsubscribe pairs (a snapshot of the N levels), and prints
+the server's CPU time (every thread's, from /proc) for each: µs a ping, µs
+a new order, µs an `order_status`, µs for each order an `orders` reply
+lists, an `orders` or a `mass_cancel` of another symbol skips, and for each
+level of a `book_snapshot`, the medians of RUNS runs. A message costs one
+token of a session's rate (about what a ping or a new order costs);
+requests that go through more cost more tokens (pyengine/server/requests.py,
+docs/security.md): the last column shows what a token of each buys at these
+figures.
 """
 
 from __future__ import annotations
@@ -72,9 +74,14 @@ def one_run(orders: int, repeat: int, workdir: Path) -> dict[str, float]:
             ping = (_cpu_seconds(pid) - t) / orders
             t = _cpu_seconds(pid)
             for i in range(orders):
-                c.new_order("ESZ6", "buy", 1, 1_000_000 - 25 * i)
+                c.new_order("ESZ6", "buy", 1, 1_000_000 - 25 * i, client_order_id=f"c{i}")
             _drain(c, orders, "ack")
             new_order = (_cpu_seconds(pid) - t) / orders
+            t = _cpu_seconds(pid)
+            for _ in range(orders):  # an id no order has: looked for among all of them
+                c.order_status(client_order_id="absent")
+            _drain(c, orders, "error")
+            by_coid = (_cpu_seconds(pid) - t) / orders
             t = _cpu_seconds(pid)
             for _ in range(repeat):
                 c.request(c.orders(), timeout=60)
@@ -95,7 +102,7 @@ def one_run(orders: int, repeat: int, workdir: Path) -> dict[str, float]:
             level = (_cpu_seconds(pid) - t) / repeat / orders
     finally:
         server.stop()
-    return {"ping": ping, "new_order": new_order, "listed": listed, "skipped_by_orders": skipped_by_orders,
+    return {"ping": ping, "new_order": new_order, "by_coid": by_coid, "listed": listed, "skipped_by_orders": skipped_by_orders,
             "skipped_by_mass_cancel": skipped_by_mass_cancel, "level": level}
 
 
@@ -116,13 +123,14 @@ def main() -> None:
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     print(f"server CPU, medians of {args.runs} runs ({args.orders} pings, orders and levels):")
     rows = [("ping", "ping", None, ""), ("new order (resting)", "new_order", None, ""),
+            ("order_status, an absent client order id", "by_coid", None, ""),
             ("an order listed by orders", "listed", ORDERS_PER_TOKEN, "orders"),
             ("an order orders skips", "skipped_by_orders", ORDERS_SKIPPED_PER_TOKEN, "orders"),
             ("an order mass_cancel skips", "skipped_by_mass_cancel", MASS_CANCEL_SKIPPED_PER_TOKEN, "orders"),
             ("a level of a book_snapshot", "level", LEVELS_PER_TOKEN, "levels")]
     for name, key, per_token, unit in rows:
         token = f"  a token ({per_token} {unit}): {med[key] * per_token * 1e6:.2f} µs" if per_token else ""
-        print(f"  {name:<28}{med[key] * 1e6:6.2f} µs{token}")
+        print(f"  {name:<42}{med[key] * 1e6:6.2f} µs{token}")
 
 if __name__ == "__main__":
     main()

@@ -429,7 +429,9 @@ typedef struct {
     PyObject_HEAD
     struct srv_idmap open;     /* order id -> its open OrderRecord (held) */
     struct srv_idmap accounts; /* account -> its open OrderRecords, in the order accepted, and finished ones */
+    struct srv_idmap coids;    /* the key of (account, client order id) -> its open OrderRecord (status.c) */
     Py_ssize_t keep;           /* finished orders kept per account */
+    int coid_key_bits;         /* of the keys in `coids`: 64; fewer in tests, to make keys clash */
     char ready;                /* initialised (by __init__) */
 } srv_status;
 

@@ -137,9 +137,10 @@ def test_request_costs_reports_each_kind() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [line.split("  ")[1].strip() for line in proc.stdout.splitlines()[1:]]
-    assert rows == ["ping", "new order (resting)", "an order listed by orders", "an order orders skips",
-                    "an order mass_cancel skips", "a level of a book_snapshot"]
-    assert all(float(line.split()[-2]) >= 0 for line in proc.stdout.splitlines()[3:])
+    assert rows == ["ping", "new order (resting)", "order_status, an absent client order id",
+                    "an order listed by orders", "an order orders skips", "an order mass_cancel skips",
+                    "a level of a book_snapshot"]
+    assert all(float(line.split()[-2]) >= 0 for line in proc.stdout.splitlines()[4:])
 
 
 def test_request_costs_needs_something_to_measure() -> None:

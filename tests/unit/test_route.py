@@ -576,16 +576,20 @@ _STATUS_STEPS = st.lists(st.tuples(st.sampled_from(["accept", "recover", "trade"
 
 
 @settings(max_examples=150, deadline=None)
-@given(_STATUS_STEPS, st.integers(0, 3))
+@given(_STATUS_STEPS, st.integers(0, 3), st.sampled_from([64, 2, 1]))
 def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
-        steps: list[tuple[str, int, int, int, int, bool, str | None, bool]], keep: int) -> None:
+        steps: list[tuple[str, int, int, int, int, bool, str | None, bool]], keep: int, coid_key_bits: int) -> None:
     """Orders accepted, recovered, traded (partly or whole), cancelled and
     modified in any order, as the Router passes the events on, against a
     dict per account of its open orders in the order accepted and a list of
     its last `keep` finished ones, newest first. An event naming an open
-    order with another account, or an order not open, changes nothing."""
+    order with another account, or an order not open, changes nothing. By
+    client order id, the oldest open order with it, else the newest finished
+    one: with the index's keys of 64 bits, and of 1 or 2 so that the keys of
+    different accounts' and ids clash (a client order id open twice, which
+    the engine refuses, clashes at any width)."""
     rig = Rig()
-    status = OrderStatus(keep=keep)
+    status = OrderStatus(keep=keep, coid_key_bits=coid_key_bits)
     rig.router = Router(**dict(rig.router_args, status=status))
     model: list[dict[int, list[Any]]] = [{}, {}, {}]  # account -> order id -> the fields of record()
     finished: list[list[list[Any]]] = [[], [], []]
@@ -653,6 +657,7 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
                     next((r for r in finished[a] if r[12] == c), None)
                 found = status.find_coid(a, c)
                 assert (found and record(found)) == (named and tuple(named))
+            assert status.find_coid(a, "z") is None
 
 
 def test_open_order_records_give_the_cyclic_collector_nothing_to_walk() -> None:
