@@ -245,6 +245,15 @@ static uint64_t coid_key(const srv_status *st, uint32_t account, const char coid
     return coid_mix(coid_mix(account ^ lo) ^ hi) >> (64 - st->coid_key_bits);
 }
 
+/* No client order id: all 16 bytes 0, as the engine has it (a record's
+ * client_order_id reads None only then). */
+static int coid_none(const char coid[16])
+{
+    static const char zero[16];
+
+    return memcmp(coid, zero, sizeof(zero)) == 0;
+}
+
 /* An open record of `r->acct` into the index if it has a client order id:
  * one whose key is held (or that finds no memory for it) is counted as a
  * clash instead, and its account's look-ups walk. Never fails. */
@@ -253,7 +262,7 @@ static void coid_index(srv_status *st, status_rec *r)
     uint64_t key;
     void *was;
 
-    if (!r->coid[0])
+    if (coid_none(r->coid))
         return;
     key = coid_key(st, r->account, r->coid);
     if (srv_idmap_find(&st->coids, key) || srv_idmap_put(&st->coids, key, r, &was) < 0) {
@@ -271,7 +280,7 @@ static void coid_unindex(srv_status *st, status_rec *r)
     if (r->coid_indexed) {
         srv_idmap_remove(&st->coids, coid_key(st, r->account, r->coid));
         r->coid_indexed = 0;
-    } else if (r->coid[0]) {
+    } else if (!coid_none(r->coid)) {
         r->acct->coid_clashes--;
     }
 }
@@ -594,13 +603,14 @@ static PyObject *status_find_coid(srv_status *st, PyObject *const *args, Py_ssiz
     }
     if (!status_ready(st) || status_account_arg(args[0], &account) < 0)
         return NULL;
-    /* A record's client order id is 1 to 16 ASCII bytes: anything else names no order. */
+    /* A record's client order id is 1 to 16 ASCII bytes, not all 0: anything else names no order (all 0
+       is an order's with none). */
     if (!PyUnicode_IS_ASCII(args[1]) || (len = PyUnicode_GET_LENGTH(args[1])) > (Py_ssize_t)sizeof(coid) ||
         len == 0)
         Py_RETURN_NONE;
     text = (const char *)PyUnicode_DATA(args[1]);
     memcpy(coid, text, (size_t)len);
-    if (!(a = status_account_of(st, account, 0)))
+    if (coid_none(coid) || !(a = status_account_of(st, account, 0)))
         Py_RETURN_NONE;
     if ((r = coid_find_open(st, a, account, coid)) != NULL)
         return Py_NewRef((PyObject *)r);
@@ -630,7 +640,7 @@ static const char *status_check_open(uint64_t oid, void *rec, void *arg)
         return "an open record is not on its account's list";
     if (r->in_account.next->prev != &r->in_account || r->in_account.prev->next != &r->in_account)
         return "an open record is not on a list";
-    if (r->coid_indexed && (!r->coid[0] || srv_idmap_find(&st->coids, coid_key(st, r->account, r->coid)) != r))
+    if (r->coid_indexed && (coid_none(r->coid) || srv_idmap_find(&st->coids, coid_key(st, r->account, r->coid)) != r))
         return "an open record is not in the index of client order ids where it says it is";
     return NULL;
 }
@@ -657,7 +667,7 @@ static const char *status_check_account(uint64_t account, void *lists, void *arg
 
         if (r->account != account || r->acct != a || srv_idmap_find(&w->st->open, r->order_id) != r)
             return "an account lists a record that is not its open one";
-        clashes += r->coid[0] && !r->coid_indexed;
+        clashes += !coid_none(r->coid) && !r->coid_indexed;
         w->coids_indexed += r->coid_indexed;
     }
     if (n != a->n_open)

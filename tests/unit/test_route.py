@@ -657,7 +657,7 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
                     next((r for r in finished[a] if r[12] == c), None)
                 found = status.find_coid(a, c)
                 assert (found and record(found)) == (named and tuple(named))
-            assert status.find_coid(a, "z") is None
+            assert status.find_coid(a, "z") is None and status.find_coid(a, "\0") is None
 
 
 def test_open_order_records_give_the_cyclic_collector_nothing_to_walk() -> None:
@@ -694,6 +694,25 @@ def test_an_order_id_open_again_replaces_its_record() -> None:
     assert [(r.order_id, r.client_order_id) for r in status.open_orders(1)] == [(1, "b"), (3, None)]
     assert [(r.order_id, r.client_order_id) for r in status.open_orders(2)] == [(2, "c")]
     assert status.find(1, 2) is None and status.find_coid(1, "a") is None and sum(status.verify()) == 3
+
+
+def test_no_order_is_found_by_a_client_order_id_of_nul_bytes() -> None:
+    """A record has a client order id unless all its 16 bytes are 0, as in
+    the engine: one that begins with a NUL (recovered from outside the
+    engine, which refuses it) is found by it whether the account's look-ups
+    go through the index or walk (two open orders with one id make them
+    walk); an id of NULs names no order, not one without an id."""
+    status = OrderStatus(keep=2)
+    status.recovered(1, 1, 0, BUY, 100, 1, None)
+    status.recovered(2, 1, 0, BUY, 100, 1, "\0y")
+    for twice in (False, True):
+        if twice:
+            for oid in (3, 4):
+                status.recovered(oid, 1, 0, BUY, 100, 1, "x")
+        found = status.find_coid(1, "\0y")
+        assert found is not None and (found.order_id, found.client_order_id) == (2, "\0y")
+        assert status.find_coid(1, "\0") is None and status.find_coid(1, "\0" * 16) is None
+        assert sum(status.verify()) == (4 if twice else 2)
 
 
 def test_a_record_is_kept_whole_or_not_at_all_when_memory_runs_out() -> None:
