@@ -731,19 +731,22 @@ static PyMemberDef status_members[] = {
 static int status_init(srv_status *st, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"keep", "coid_key_bits", NULL};
-    Py_ssize_t keep = PY_SSIZE_T_MIN;
+    PyObject *keep_arg = NULL; /* required: optional to the parser, as no required keyword-only one precedes one */
+    Py_ssize_t keep;
     int bits = 64;
 
     if (st->ready) {
         PyErr_SetString(PyExc_TypeError, "an OrderStatus is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$ni:OrderStatus", kwlist, &keep, &bits))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$Oi:OrderStatus", kwlist, &keep_arg, &bits))
         return -1;
-    if (keep == PY_SSIZE_T_MIN) {
+    if (!keep_arg) {
         PyErr_SetString(PyExc_TypeError, "OrderStatus() missing required keyword-only argument: 'keep'");
         return -1;
     }
+    if ((keep = PyNumber_AsSsize_t(keep_arg, PyExc_OverflowError)) == -1 && PyErr_Occurred())
+        return -1;
     if (keep < 0) {
         PyErr_SetString(PyExc_ValueError, "OrderStatus: keep is 0 or more");
         return -1;

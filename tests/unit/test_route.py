@@ -476,6 +476,29 @@ def test_an_order_status_not_initialised_is_refused() -> None:
     assert proc.stdout.splitlines() == ["the OrderStatus is not initialised"] * 6
 
 
+def test_an_order_status_s_arguments() -> None:
+    """keep is required, 0 or more (any other number a ValueError, none
+    taken for its absence); coid_key_bits 1 to 64; __init__ once."""
+    with pytest.raises(TypeError, match="missing required keyword-only argument: 'keep'"):
+        OrderStatus()  # type: ignore[call-arg]  # on purpose
+    with pytest.raises(TypeError, match="positional"):
+        OrderStatus(1)  # type: ignore[call-arg]
+    for keep in (-1, -2**63):
+        with pytest.raises(ValueError, match="keep is 0 or more"):
+            OrderStatus(keep=keep)
+    with pytest.raises(OverflowError):
+        OrderStatus(keep=2**63)
+    with pytest.raises(TypeError, match="integer"):
+        OrderStatus(keep=1.0)  # type: ignore[arg-type]
+    for bits in (0, 65):
+        with pytest.raises(ValueError, match="coid_key_bits is 1 to 64"):
+            OrderStatus(keep=1, coid_key_bits=bits)
+    status = OrderStatus(keep=3, coid_key_bits=1)
+    with pytest.raises(TypeError, match="initialised once"):
+        status.__init__(keep=2)  # type: ignore[misc]  # a second __init__ is the point
+    assert status.keep == 3
+
+
 def test_a_router_refuses_a_ledger_or_an_order_status_not_initialised() -> None:
     rig = Rig()
     with pytest.raises(ValueError, match="Router: the Ledger is not initialised"):
