@@ -600,17 +600,22 @@ _STATUS_STEPS = st.lists(st.tuples(st.sampled_from(["accept", "recover", "trade"
 
 @settings(max_examples=150, deadline=None)
 @given(_STATUS_STEPS, st.integers(0, 3), st.sampled_from([64, 2, 1]))
+# An order open again in another account: one in the index, and one of two open with a client order id.
+@example([("recover", 1, 1, 0, 1, True, "a", False), ("recover", 1, 1, 1, 1, True, "b", False)], 0, 64)
+@example([("recover", 1, 1, 0, 1, True, "a", False), ("recover", 2, 2, 0, 1, True, "a", False),
+          ("recover", 2, 2, 1, 1, True, None, False)], 0, 64)
 def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
         steps: list[tuple[str, int, int, int, int, bool, str | None, bool]], keep: int, coid_key_bits: int) -> None:
     """Orders accepted, recovered, traded (partly or whole), cancelled and
     modified in any order, as the Router passes the events on, against a
     dict per account of its open orders in the order accepted and a list of
     its last `keep` finished ones, newest first. An event naming an open
-    order with another account, or an order not open, changes nothing. By
-    client order id, the oldest open order with it, else the newest finished
-    one: with the index's keys of 64 bits, and of 1 or 2 so that the keys of
-    different accounts' and ids clash (a client order id open twice, which
-    the engine refuses, clashes at any width)."""
+    order with another account, or an order not open, changes nothing; an
+    open order recovered again replaces its record. By client order id, the
+    oldest open order with it, else the newest finished one: with the
+    index's keys of 64 bits, and of 1 or 2 so that the keys of different
+    accounts' and ids clash (a client order id open twice, which the engine
+    refuses, clashes at any width)."""
     rig = Rig()
     status = OrderStatus(keep=keep, coid_key_bits=coid_key_bits)
     rig.router = Router(**dict(rig.router_args, status=status))
@@ -623,9 +628,11 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
             account = (holder + 1) % 3 if astray else holder
         mine = model[account].get(oid)
         if kind in ("accept", "recover"):
-            if oid in seen:
+            if oid in seen and (kind == "accept" or holder is None):
                 continue
             seen.add(oid)
+            if holder is not None and holder != account:
+                del model[holder][oid]  # replaced: at the end of the other account's (in its place in its own)
             side, price = (BUY if flag else SELL), 100 + qty
             if kind == "accept":
                 rig.route(dict(type=ACCEPTED, side=side, instrument=account % 2, seq=seq, order_id=oid, price=price,
