@@ -265,12 +265,14 @@ static void coid_index(srv_status *st, status_rec *r)
     if (coid_none(r->coid))
         return;
     key = coid_key(st, r->account, r->coid);
-    if (srv_idmap_find(&st->coids, key) || srv_idmap_put(&st->coids, key, r, &was) < 0) {
-        PyErr_Clear();
-        r->acct->coid_clashes++;
-        return;
+    if (!srv_idmap_find(&st->coids, key)) {
+        if (srv_idmap_put(&st->coids, key, r, &was) == 0) {
+            r->coid_indexed = 1;
+            return;
+        }
+        PyErr_Clear(); /* the MemoryError of the put alone */
     }
-    r->coid_indexed = 1;
+    r->acct->coid_clashes++;
 }
 
 /* An open record is leaving its account's open ones: out of the index, or
