@@ -102,8 +102,8 @@ def one_run(orders: int, repeat: int, workdir: Path) -> dict[str, float]:
             level = (_cpu_seconds(pid) - t) / repeat / orders
     finally:
         server.stop()
-    return {"ping": ping, "new_order": new_order, "by_coid": by_coid, "listed": listed, "skipped_by_orders": skipped_by_orders,
-            "skipped_by_mass_cancel": skipped_by_mass_cancel, "level": level}
+    return {"ping": ping, "new_order": new_order, "by_coid": by_coid, "listed": listed,
+            "skipped_by_orders": skipped_by_orders, "skipped_by_mass_cancel": skipped_by_mass_cancel, "level": level}
 
 
 def main() -> None:
