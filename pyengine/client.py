@@ -48,6 +48,7 @@ _ASK_FOR = 2.0  # seconds at most for each other node's status after a request t
 # 330 bytes an order, 3.3 MB at the server's default max_open_orders; a book snapshot 65 bytes a level), and
 # below 0x10000000, so that a header whose first byte is 0x10 or more (text: HTTP, NATS's INFO; TLS) is refused.
 _MAX_FRAME = 256 << 20
+_DIRECTORY_RETRY = 0.1  # seconds between questions to nodes that know no shard yet
 _FRAME_LIMIT = (1 << 32) - 1  # a frame's length is a uint32
 
 
@@ -831,7 +832,8 @@ class ClusterClient:
 
     Any node answers ``status`` with the directory (each shard's
     instruments, leader and nodes; the addresses are asked in turn, until
-    one answers within `timeout`); ``for_symbol`` returns the Client of the
+    one answers with it: a node that has just started may know no shard
+    yet, and is asked again for up to `timeout`); ``for_symbol`` returns the Client of the
     shard that trades the symbol, connecting and logging in on first use.
     Order ids are per shard: cancel and modify through the Client the order
     was entered with. Each shard's Client has all the shard's nodes, and
@@ -847,8 +849,6 @@ class ClusterClient:
         self._keepalive = keepalive  # each shard's Client's (Client's keepalive, max_frame)
         self._max_frame = max_frame
         shards = self._directory(addresses, timeout, keepalive, max_frame)
-        if not shards:
-            raise ConnectionError("the node answered with no shards: is it a cluster node?")
         self.shard_of = {symbol: name for name, s in shards.items() for symbol in s["instruments"]}
         self._nodes = {name: [s["leader"], *s.get("nodes", {}).values()] for name, s in shards.items()}
         self._clients: dict[str, Client] = {}
@@ -856,19 +856,37 @@ class ClusterClient:
     @staticmethod
     def _directory(addresses: Sequence[str], timeout: float | None, keepalive: float | None,
                    max_frame: int) -> dict[str, Any]:
-        """The shards, from the first of `addresses` that answers ``status``:
-        one that takes the connection but stays silent (paused, cut off) is
-        passed over once `timeout` has run out on it, as one that is down."""
-        failed: Exception | None = None
-        for address in addresses:
-            try:
-                with Client(address, timeout=timeout, keepalive=keepalive, max_frame=max_frame) as node:
-                    return node.request(node.status()).get("shards") or {}
-            except (TimeoutError, ConnectionError) as exc:
-                failed = exc
-        if failed is None:
+        """The shards, from the first of `addresses` that answers ``status``
+        with them. One that takes the connection but stays silent (paused,
+        cut off) is passed over once `timeout` has run out on it, as one that
+        is down; one that knows no shard yet (it started a moment ago: its
+        directory is on its way from NATS) is asked again, with the others,
+        until `timeout` has passed since the first question."""
+        if not addresses:
             raise ValueError("no address to ask for the cluster's directory")
-        raise failed
+        give_up = None if timeout is None else time.monotonic() + timeout
+        while True:
+            failed: Exception | None = None
+            answered = False
+            for address in addresses:
+                try:
+                    with Client(address, timeout=timeout, keepalive=keepalive, max_frame=max_frame) as node:
+                        answer = node.request(node.status())
+                except (TimeoutError, ConnectionError) as exc:
+                    failed = exc
+                    continue
+                if answer.get("role") == "standalone":
+                    raise ConnectionError(f"{address} is a single server, not a cluster node")
+                if answer.get("shards"):
+                    return dict(answer["shards"])
+                answered = True
+            if not answered:
+                assert failed is not None
+                raise failed
+            if give_up is not None and time.monotonic() >= give_up:
+                raise ConnectionError(f"no node of {', '.join(addresses)} knew the cluster's shards "
+                                      f"within {timeout} s")
+            time.sleep(_DIRECTORY_RETRY)
 
     def for_symbol(self, symbol: str) -> Client:
         shard = self.shard_of.get(symbol)

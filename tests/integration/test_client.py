@@ -91,24 +91,56 @@ def test_a_failed_relogin_drops_the_connection_and_the_next_request_tries_again(
     c.close()
 
 
-def directory_node(leader_port: int) -> tuple[socket.socket, threading.Thread]:
-    """A stand-in for a cluster node answering one ``status``: one shard
-    trading ES, led by the server on `leader_port`."""
+def directory_node(leader_port: int, knows_after: int = 0) -> tuple[socket.socket, threading.Thread]:
+    """A stand-in for a cluster node answering ``status`` on each of
+    `knows_after` + 1 connections: with no shard on the first `knows_after`
+    (its directory is still on its way), then with one shard trading ES, led
+    by the server on `leader_port`."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def answer() -> None:
-        s, _ = listener.accept()
-        with s:
-            (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
-            req = orjson.loads(s.recv(n, socket.MSG_WAITALL))
-            leader = f"127.0.0.1:{leader_port}"
-            reply = orjson.dumps({"type": "status", "req_id": req["req_id"], "shards": {
-                "a": {"leader": leader, "instruments": [ES], "nodes": {"a1": leader}}}})
-            s.sendall(struct.pack(">I", len(reply)) + reply)
+        for asked in range(knows_after + 1):
+            s, _ = listener.accept()
+            with s:
+                (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+                req = orjson.loads(s.recv(n, socket.MSG_WAITALL))
+                leader = f"127.0.0.1:{leader_port}"
+                shards = {"a": {"leader": leader, "instruments": [ES], "nodes": {"a1": leader}}}
+                reply = orjson.dumps({"type": "status", "req_id": req["req_id"], "shard": "a", "role": "follower",
+                                      "shards": shards if asked == knows_after else {}})
+                s.sendall(struct.pack(">I", len(reply)) + reply)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
     return listener, thread
+
+
+def test_cluster_client_asks_again_a_node_that_knows_no_shard_yet(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    listener, thread = directory_node(server.port, knows_after=3)
+    with listener:
+        with ClusterClient([f"127.0.0.1:{listener.getsockname()[1]}"], account=7, secret="seven", timeout=5) as cc:
+            thread.join(5)
+            assert not thread.is_alive()  # asked four times
+            assert cc.shard_of == {ES: "a"}
+            es = cc.for_symbol(ES)
+            assert es.request(es.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+
+
+def test_cluster_client_gives_up_on_nodes_that_know_no_shard(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    listener, _ = directory_node(server.port, knows_after=1000)
+    with listener:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        with pytest.raises(ConnectionError, match=rf"no node of {address} knew the cluster's shards within 0.5 s"):
+            ClusterClient([address], account=7, secret="seven", timeout=0.5)
+
+
+def test_cluster_client_of_a_single_server(server_factory: Any) -> None:
+    server = server_factory(ACCOUNTS)
+    address = f"127.0.0.1:{server.port}"
+    with pytest.raises(ConnectionError, match=rf"^{address} is a single server, not a cluster node$"):
+        ClusterClient([address], account=7, secret="seven")
 
 
 def test_cluster_client_keeps_no_session_whose_login_failed(server_factory: Any) -> None:
