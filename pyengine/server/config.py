@@ -66,11 +66,16 @@ A file looks like this (every key optional, defaults as shown)::
     host = "127.0.0.1"
     allowed_hosts = []               # host names a request's Host may give besides addresses and localhost;
                                      # any other is answered 421 (docs/security.md, "Who can connect")
+    request_timeout = 5.0            # seconds a connection may send nothing while its request is awaited or read
+    request_deadline = 10.0          # seconds it may take to send the whole of a request, from when it is
+                                     # awaited (more than request_timeout); either passed: connection closed
 
     [http]                           # none (the default): no web view
     port = 8080                      # the live web view at http://host:port/ (docs/webview.md)
     host = "127.0.0.1"
     allowed_hosts = []               # as [metrics]'s
+    request_timeout = 5.0            # as [metrics]'s
+    request_deadline = 10.0          # as [metrics]'s
 
     [cluster]                        # cluster mode: see pyengine/cluster/config.py and docs/cluster.md
 
@@ -213,7 +218,11 @@ class ServerConfig:
     metrics_allowed_hosts: tuple[str, ...] = ()  # host names a request's Host may give besides addresses, localhost
     http_port: int | None = None  # None: no web view
     http_host: str = "127.0.0.1"
+    metrics_request_timeout: float = 5.0  # seconds a connection may send nothing while its request is awaited or read
+    metrics_request_deadline: float = 10.0  # seconds for the whole of a request, from when it is awaited
     http_allowed_hosts: tuple[str, ...] = ()  # as metrics_allowed_hosts
+    http_request_timeout: float = 5.0
+    http_request_deadline: float = 10.0
 
     @property
     def auth_required(self) -> bool:
@@ -345,11 +354,11 @@ def _limits(value: object) -> LimitsConfig:
 
 def _port_table(name: str, value: object) -> dict[str, Any]:
     """A table of one HTTP endpoint ([metrics], [http]): its port (required),
-    host and allowed_hosts, as the ServerConfig fields ``<name>_port``,
-    ``<name>_host`` and ``<name>_allowed_hosts``."""
+    host, allowed_hosts, request_timeout and request_deadline, as the
+    ServerConfig fields ``<name>_port``, ``<name>_host`` and so on."""
     where = f"[{name}]"
     table = _table("top level", name, value)
-    _check_keys(where, table, {"port", "host", "allowed_hosts"})
+    _check_keys(where, table, {"port", "host", "allowed_hosts", "request_timeout", "request_deadline"})
     if "port" not in table:
         raise ConfigError(f"{where}: port is required")
     kw: dict[str, Any] = {f"{name}_port": _typed(where, "port", table["port"], int)}
@@ -360,6 +369,9 @@ def _port_table(name: str, value: object) -> dict[str, Any]:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError(f"{where}: allowed_hosts must be an array of host names, not {names!r}")
         kw[f"{name}_allowed_hosts"] = tuple(names)
+    for key in ("request_timeout", "request_deadline"):
+        if key in table:
+            kw[f"{name}_{key}"] = _number(where, key, table[key])
     return kw
 
 
@@ -488,12 +500,23 @@ def _allowed_hosts(where: str, names: tuple[str, ...]) -> None:
             raise ConfigError(f"{where}: allowed_hosts: {name} is an address: addresses are always answered")
 
 
+def _request_limits(where: str, timeout: float, deadline: float) -> None:
+    for key, value in (("request_timeout", timeout), ("request_deadline", deadline)):
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}: {key} must be a number of seconds > 0, not {value}")
+    if timeout >= deadline:
+        raise ConfigError(f"{where}: request_timeout ({timeout} s) must be less than request_deadline "
+                          f"({deadline} s), which would close the connection first")
+
+
 def _check_server(config: ServerConfig) -> None:
     _endpoint("[server]", config.host, config.port)
     _endpoint("[metrics]", config.metrics_host, config.metrics_port)
     _endpoint("[http]", config.http_host, config.http_port)
     _allowed_hosts("[metrics]", config.metrics_allowed_hosts)
     _allowed_hosts("[http]", config.http_allowed_hosts)
+    _request_limits("[metrics]", config.metrics_request_timeout, config.metrics_request_deadline)
+    _request_limits("[http]", config.http_request_timeout, config.http_request_deadline)
     _in_range("[server]", "max_connections", config.max_connections, 1, _I64)
     _in_range("[server]", "max_frame", config.max_frame, 64, MAX_FRAME, " bytes")
     _in_range("[server]", "max_unsent", config.max_unsent, config.max_frame, _I64, " bytes (at least max_frame)")

@@ -5,10 +5,10 @@ process that also serves trading sessions needs.
 Each serves a bounded number of connections at once (more wait in the
 listening socket's backlog, taking none of the process's file descriptors,
 which the order port's sessions need), and closes a connection that sends
-nothing of its request for ``REQUEST_TIMEOUT`` seconds (an idle keep-alive
+nothing of its request for `request_timeout` seconds (an idle keep-alive
 connection too), or whose request, head and body, is not all in
-``REQUEST_DEADLINE`` seconds after the server awaits it (a byte every few
-seconds passes the first), so that connections that never send a whole
+`request_deadline` seconds after the server awaits it (a byte every few
+seconds passes the first; both are settings of the endpoint's table), so that connections that never send a whole
 request cannot hold those places for good. A request it cannot parse is
 answered 400 without a traceback in the server's log.
 
@@ -36,10 +36,7 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from ..log import fields
 from .listen import bind
 
-__all__ = ["REQUEST_DEADLINE", "REQUEST_TIMEOUT", "StartResponse", "WsgiApp", "http_server"]
-
-REQUEST_TIMEOUT = 5.0  # seconds a connection may send nothing while its request is awaited or read
-REQUEST_DEADLINE = 10.0  # seconds a connection may take to send the whole of a request, from when it is awaited
+__all__ = ["StartResponse", "WsgiApp", "http_server"]
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 
@@ -51,21 +48,23 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _Handler(WSGIHandler):
-    """gevent's handler, its reads of a request under REQUEST_TIMEOUT each
-    and REQUEST_DEADLINE all together."""
+    """gevent's handler, its reads of a request under `request_timeout` each
+    and `request_deadline` all together (a subclass's, one per server)."""
 
+    request_timeout: float
+    request_deadline: float
     _reading: Timeout  # the request's deadline, while its head or body is read
     _ends = 0.0  # when, on time.monotonic()
 
     def handle(self) -> None:
-        self.socket.settimeout(REQUEST_TIMEOUT)
+        self.socket.settimeout(self.request_timeout)
         super().handle()
 
     def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
         # Expiring, it raises TimeoutError in the read it interrupts, which
         # gevent's handler takes as a failed connection: it closes it.
-        self._ends = time.monotonic() + REQUEST_DEADLINE
-        self._reading = Timeout.start_new(REQUEST_DEADLINE, TimeoutError)
+        self._ends = time.monotonic() + self.request_deadline
+        self._reading = Timeout.start_new(self.request_deadline, TimeoutError)
         try:
             handled = super().handle_one_request()
             # gevent ignores a failed read of the body it discards: one the
@@ -82,7 +81,7 @@ class _Handler(WSGIHandler):
         try:
             super().run_application()
         finally:
-            self.socket.settimeout(REQUEST_TIMEOUT)
+            self.socket.settimeout(self.request_timeout)
             # What is left of the request's body is read next, and discarded
             # (nothing here takes one), under what is left of the deadline.
             self._reading = Timeout.start_new(max(0.0, self._ends - time.monotonic()), TimeoutError)
@@ -141,13 +140,15 @@ def _own_hosts(app: WsgiApp, table: str, allowed_hosts: Iterable[str]) -> WsgiAp
 
 
 def http_server(host: str, port: int, app: WsgiApp, max_connections: int, in_use: str, *, table: str,
-                allowed_hosts: Iterable[str]) -> WSGIServer:
+                allowed_hosts: Iterable[str], request_timeout: float, request_deadline: float) -> WSGIServer:
     """A WSGIServer of `app` serving at most `max_connections` at once, and
     only requests for this server's addresses, localhost and `allowed_hosts`
-    (the setting of the configuration's `table`), its socket bound (OSError,
-    with the message `in_use` if the port is taken); serving starts with its
-    ``start()``."""
+    (the settings of the configuration's `table`, as the request limits are),
+    its socket bound (OSError, with the message `in_use` if the port is
+    taken); serving starts with its ``start()``."""
+    handler = type("Handler", (_Handler,), {"request_timeout": request_timeout,
+                                            "request_deadline": request_deadline})
     http = WSGIServer((host, port), _own_hosts(app, table, allowed_hosts), spawn=Pool(max_connections),
-                      handler_class=_Handler, log=None, error_log=None)
+                      handler_class=handler, log=None, error_log=None)
     bind(http, in_use)
     return http

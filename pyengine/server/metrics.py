@@ -157,4 +157,6 @@ def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
     registry.register(ServerCollector(server))
     return http_server(host, port, _only_metrics(make_wsgi_app(registry)), _MAX_CONNECTIONS,
                        f"metrics port {port} on {host} is in use", table="metrics",
-                       allowed_hosts=server.config.metrics_allowed_hosts)
+                       allowed_hosts=server.config.metrics_allowed_hosts,
+                       request_timeout=server.config.metrics_request_timeout,
+                       request_deadline=server.config.metrics_request_deadline)

@@ -76,7 +76,9 @@ class WebView:
         self.symbols = {symbol: i for i, symbol in enumerate(server.engine.symbols)}
         self.files = _static_files()
         self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use",
-                                table="http", allowed_hosts=server.config.http_allowed_hosts)
+                                table="http", allowed_hosts=server.config.http_allowed_hosts,
+                                request_timeout=server.config.http_request_timeout,
+                                request_deadline=server.config.http_request_deadline)
 
     def start(self) -> None:
         self.http.start()

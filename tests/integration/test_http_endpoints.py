@@ -19,16 +19,26 @@ from typing import Any
 import pytest
 
 from pyengine.server.config import ConfigError, config_from_dict
-from pyengine.server.httpd import REQUEST_DEADLINE, REQUEST_TIMEOUT
 
 from .conftest import RunningServer
 
 # (the flag, its log line, a path it serves)
 ENDPOINTS = [("--metrics-port", "metrics_listening", "/metrics"), ("--http-port", "http_listening", "/")]
 TABLES = {"--metrics-port": "metrics", "--http-port": "http"}  # each one's table in the configuration
-IDLE = 70  # connections: more than either endpoint serves at once (16 and 64)
+IDLE = 70  # connections: more than either endpoint serves at once
+# The endpoints' request limits here, shorter than their defaults so that the tests wait less.
+REQUEST_TIMEOUT = 1.0
+REQUEST_DEADLINE = 3.0
+DEFAULT_DEADLINE = config_from_dict({}).http_request_deadline
 WAIT = REQUEST_TIMEOUT + 25  # seconds for what the server does after REQUEST_TIMEOUT, on a busy machine
-TRICKLE = 1.0  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
+TRICKLE = 0.2  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
+
+
+def endpoint_server(server_factory: Any, flag: str, settings: str = "") -> RunningServer:
+    """A server with the endpoint of `flag` on any free port, under the
+    tests' request limits, and `settings` in its table."""
+    return server_factory(f"[{TABLES[flag]}]\nport = 0\nrequest_timeout = {REQUEST_TIMEOUT}\n"
+                          f"request_deadline = {REQUEST_DEADLINE}\n{settings}")
 
 
 def endpoint_port(server: RunningServer, event: str) -> int:
@@ -44,7 +54,7 @@ def get(port: int, path: str) -> int:
 
 
 def test_idle_metrics_connections_leave_the_order_port_its_files(server_factory: Any) -> None:
-    server = server_factory(None, "--metrics-port", "0")
+    server = endpoint_server(server_factory, "--metrics-port")
     port = endpoint_port(server, "metrics_listening")
     # Room for 40 more files: connections to the metrics port may not take them all.
     files = len(os.listdir(f"/proc/{server.proc.pid}/fd")) + 40
@@ -61,7 +71,7 @@ def test_idle_metrics_connections_leave_the_order_port_its_files(server_factory:
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_a_connection_that_sends_no_request_is_closed(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     silent = socket.create_connection(("127.0.0.1", port))
     partial = socket.create_connection(("127.0.0.1", port))
@@ -79,7 +89,7 @@ def test_a_connection_that_sends_no_request_is_closed(server_factory: Any, flag:
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_idle_connections_do_not_hold_the_endpoint(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(IDLE)]
     try:
@@ -92,7 +102,7 @@ def test_idle_connections_do_not_hold_the_endpoint(server_factory: Any, flag: st
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_an_unreadable_request_is_answered_400_without_a_traceback(server_factory: Any, flag: str, event: str,
                                                                    path: str) -> None:
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     many_headers = b"".join(b"X-%d: y\r\n" % i for i in range(101))
     long_header = b"X-Long: " + b"a" * 70_000 + b"\r\n"
@@ -107,10 +117,11 @@ def test_an_unreadable_request_is_answered_400_without_a_traceback(server_factor
 def trickle_until_closed(s: socket.socket, data: bytes) -> bytes:
     """Send `data` a byte every TRICKLE seconds until the server closes the
     connection; what it answered meanwhile. AssertionError if it keeps the
-    connection past REQUEST_DEADLINE and WAIT."""
-    assert TRICKLE < REQUEST_TIMEOUT
+    connection until shortly before the default request_deadline: the one
+    configured, far shorter, is the one that holds."""
+    assert TRICKLE < REQUEST_TIMEOUT and REQUEST_DEADLINE < DEFAULT_DEADLINE - 5
     answered = b""
-    give_up = time.monotonic() + REQUEST_DEADLINE + WAIT
+    give_up = time.monotonic() + DEFAULT_DEADLINE - 2
     for i in range(len(data)):
         assert time.monotonic() < give_up, f"the server still reads the request after {i} bytes"
         try:
@@ -127,7 +138,7 @@ def trickle_until_closed(s: socket.socket, data: bytes) -> bytes:
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_headers_sent_a_byte_at_a_time_are_cut_off(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     endless = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X: y\r\n" * 1000
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -139,7 +150,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_off(server_factory: Any, flag: st
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_a_body_sent_a_byte_at_a_time_is_cut_off(server_factory: Any, flag: str, event: str, path: str) -> None:
     # Neither endpoint takes a body: the server reads one, after its answer, to discard it.
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     head = b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port)) as s:
@@ -170,7 +181,7 @@ OWN = ["127.0.0.1", "127.0.0.1:{port}", "localhost", "LocalHost:{port}", "localh
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_a_request_for_another_host_name_is_refused(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = server_factory(None, flag, "0")
+    server = endpoint_server(server_factory, flag)
     port = endpoint_port(server, event)
     for host in FOREIGN:
         status, body = answer_to(port, path, host.format(port=port))
@@ -183,7 +194,7 @@ def test_a_request_for_another_host_name_is_refused(server_factory: Any, flag: s
 
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
 def test_the_host_names_listed_are_answered(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = server_factory(f'[{TABLES[flag]}]\nport = 0\nallowed_hosts = ["pyengine.example", "Mon.Example."]\n')
+    server = endpoint_server(server_factory, flag, 'allowed_hosts = ["pyengine.example", "Mon.Example."]\n')
     port = endpoint_port(server, event)
     for host in ("pyengine.example", "PyEngine.Example:{port}", "pyengine.example.", "mon.example", "mon.example."):
         assert answer_to(port, path, host.format(port=port))[0] == 200, host
@@ -208,6 +219,27 @@ def test_the_host_names_listed_are_answered(server_factory: Any, flag: str, even
 def test_bad_allowed_hosts(table: str, names: object, error: str) -> None:
     with pytest.raises(ConfigError, match=rf"\[{table}\]: .*{error}"):
         config_from_dict({table: {"port": 8080, "allowed_hosts": names}})
+
+
+@pytest.mark.parametrize("table", TABLES.values())
+@pytest.mark.parametrize(("settings", "error"), [
+    ({"request_timeout": 0}, "request_timeout must be a number of seconds > 0, not 0.0"),
+    ({"request_deadline": -1}, "request_deadline must be a number of seconds > 0, not -1.0"),
+    ({"request_timeout": float("nan")}, "request_timeout must be a number of seconds > 0, not nan"),
+    ({"request_deadline": "10"}, "request_deadline must be a number, not str"),
+    ({"request_timeout": 10}, r"request_timeout \(10.0 s\) must be less than request_deadline \(10.0 s\)"),
+    ({"request_timeout": 3, "request_deadline": 2}, r"request_timeout \(3.0 s\) must be less than request_deadline"),
+])
+def test_bad_request_limits(table: str, settings: dict[str, object], error: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^\[{table}\]: {error}"):
+        config_from_dict({table: {"port": 8080, **settings}})
+
+
+def test_request_limits_of_each_endpoint() -> None:
+    config = config_from_dict({"metrics": {"port": 9464, "request_timeout": 2, "request_deadline": 4.5},
+                               "http": {"port": 8080, "request_deadline": 30}})
+    assert (config.metrics_request_timeout, config.metrics_request_deadline) == (2.0, 4.5)
+    assert (config.http_request_timeout, config.http_request_deadline) == (5.0, 30.0)
 
 
 def test_allowed_hosts_of_each_endpoint() -> None:
