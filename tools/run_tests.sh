@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 export PIP_ROOT_USER_ACTION=ignore PIP_DISABLE_PIP_VERSION_CHECK=1
 constraints=$PWD/tools/constraints.txt
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (at %d s)\n' "$*" "$SECONDS"; }
 
 # A virtual environment of its own at $1 (never the system's packages):
 # made when missing, made anew when it sees the system's site-packages.
@@ -139,3 +139,5 @@ PYENGINE_SANITIZED=1 \
 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 PYENGINE_HYPOTHESIS_PROFILE=quick PYTHONSAFEPATH=1 \
     "$venv/bin/python" -m pytest -q -p no:cacheprovider "${parallel[@]}"
+
+step "every stage passed"
