@@ -113,6 +113,9 @@ class Requests:
         # over its rate, as fast as the wire goes): each still gets its error,
         # the log a line a second at most for each code.
         self._error_lines = Throttle()
+        # So do logins refused before their secret is checked, which cost
+        # the server no check (a line a second for each code and reason).
+        self._refused_login_lines = Throttle()
 
     def request(self, session: Session, message: Any) -> None:
         """Carry out a decoded message that the Intake gave back: one that is
@@ -283,8 +286,11 @@ class Requests:
         raise RequestError("auth_failed", "unknown account or wrong secret", req.req_id)
 
     def _login_refused(self, session: Session, req: Login, code: str, reason: str, message: str) -> RequestError:
-        """Log a login refused before its secret is checked; the error for it."""
-        log.warning(code, extra=fields(sid=session.sid, peer=session.peer, account=req.account, reason=reason))
+        """Log a login refused before its secret is checked (a line a second
+        at most for each code and reason); the error for it."""
+        if (held := self._refused_login_lines.allow((code, reason))) is not None:
+            log.warning(code, extra=fields(sid=session.sid, peer=session.peer, account=req.account, reason=reason,
+                                           held_back=held))
         return RequestError(code, message, req.req_id)
 
     def mass_cancel(self, session: Session, req: MassCancel) -> None:

@@ -12,9 +12,11 @@ it hopes to win.
 from __future__ import annotations
 
 import json
+import math
 import re
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from pyengine.client import Client, ServerError
@@ -209,6 +212,33 @@ def test_logins_per_host_are_budgeted_whatever_the_outcome(server_factory: Any) 
         # An account listed without a secret has nothing to check: not counted.
         assert c.login(9)["account"] == 9
     server.wait_log(r"event=login_throttled .*account=7 reason=logins")
+
+
+def test_refused_logins_are_logged_a_line_a_second(server_factory: Any) -> None:
+    """A host over its logins may go on asking as fast as its rate allows:
+    each is refused, the log gets a line a second at most."""
+    server = server_factory(ACCOUNTS + "\n[limits]\nhost_logins = 1\nhost_login_window = 60.0\n")
+    with server.client() as c:
+        assert c.login(7, "seven")["account"] == 7
+    with server.client() as c:
+        login = orjson.dumps({"type": "login", "req_id": 1, "account": 7, "secret": "seven"})
+        frame = struct.pack(">I", len(login)) + login
+        started = time.monotonic()
+        c.send_raw(frame * 300)
+        codes = [c.recv(timeout=10)["code"] for _ in range(300)]
+        took = time.monotonic() - started
+        time.sleep(1.05)  # the next is logged, with how many were held back
+        c.send_raw(frame)
+        codes.append(c.recv(timeout=10)["code"])
+    assert codes == ["login_throttled"] * 301
+    first = re.search(r"event=login_throttled sid=(\d+) ", server.wait_log(r"event=login_throttled "))
+    assert first
+    server.wait_log(rf"event=session_close sid={first.group(1)} ")  # logged after all of them
+    held = [int(m.group(1)) for line in server.lines
+            if (m := re.search(r"event=login_throttled .*account=7 reason=logins held_back=(\d+)", line))]
+    # Every refusal is either logged or counted in the next line logged.
+    assert 2 <= len(held) <= 2 + math.ceil(took) and held[0] == 0
+    assert len(held) + sum(held) == 301
 
 
 def test_without_accounts_every_session_is_an_admin(server_factory: Any) -> None:
