@@ -105,7 +105,7 @@ cmake --build build/c-asan
 ctest --test-dir build/c-asan --output-on-failure
 
 step "C unit tests under valgrind memcheck"
-# The same Debug build; the long randomized tests run a twentieth of their
+# The same Debug build; the long tests run a twentieth of their
 # steps (valgrind is some 50 times slower). Thread stacks that glibc keeps
 # for reuse show as "possibly lost": only definite leaks count. Valgrind runs
 # one thread at a time; fair scheduling keeps a spinning thread from

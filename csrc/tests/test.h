@@ -15,8 +15,9 @@
 #include "pyengine.h"
 
 /*
- * Steps of a long randomized test: n, or n / $PYENGINE_TEST_SHRINK when that
- * is set (the memcheck run shrinks them: valgrind is some 50 times slower).
+ * Steps (orders, rounds) of a long test: n, or n / $PYENGINE_TEST_SHRINK
+ * when that is set (the memcheck run shrinks them: valgrind is some 50 times
+ * slower).
  */
 static inline int test_steps(int n)
 {

@@ -154,7 +154,7 @@ void test_acct_lists_follow_joins_and_leaves(void)
     struct model m;
 
     model_init(&m);
-    churn(&m, 30000, MAX_ORDERS);
+    churn(&m, test_steps(30000), MAX_ORDERS);
     model_destroy(&m);
 }
 

@@ -848,6 +848,7 @@ void test_engine_batch_and_memory_reuse(void)
     struct eng *e = make_engine();
     enum { N = 20000 };
     static struct eng_cmd cmds[2 * N];
+    const int orders = test_steps(N);
     struct eng_stats st;
 
     /* Add and cancel in a loop: the pools recycle, memory stays flat. */
@@ -855,16 +856,16 @@ void test_engine_batch_and_memory_reuse(void)
         /* Order ids are assigned in order after the last accepted one. */
         eng_get_stats(e, &st);
         uint64_t first = st.accepted + 1;
-        for (int i = 0; i < N; i++) {
+        for (int i = 0; i < orders; i++) {
             cmds[i] = new_limit(ES, ENG_BUY, 1 + i % 7, 25 * (100 + i % 50), 1);
-            cmds[N + i] = cancel_cmd(first + (uint64_t)i, 1);
+            cmds[orders + i] = cancel_cmd(first + (uint64_t)i, 1);
         }
         eng_clear_events(e);
-        ASSERT_EQ(eng_process_batch(e, cmds, 2 * N), 2 * N);
+        ASSERT_EQ(eng_process_batch(e, cmds, 2 * (size_t)orders), 2 * (size_t)orders);
         size_t n;
         const struct eng_event *ev = eng_events(e, &n);
-        ASSERT_EQ(n, 2 * N);
-        ASSERT_EQ(ev[2 * N - 1].type, ENG_EV_CANCELLED);
+        ASSERT_EQ(n, 2 * (size_t)orders);
+        ASSERT_EQ(ev[2 * orders - 1].type, ENG_EV_CANCELLED);
         ASSERT_VERIFY(e);
         eng_get_stats(e, &st);
         ASSERT_EQ(st.open_orders, 0);
@@ -875,8 +876,8 @@ void test_engine_batch_and_memory_reuse(void)
         else
             ASSERT_EQ(st.bytes_reserved, reserved_after_first);
     }
-    ASSERT_EQ(st.accepted, 3 * N);
-    ASSERT_EQ(st.cancelled, 3 * N);
+    ASSERT_EQ(st.accepted, 3 * (uint64_t)orders);
+    ASSERT_EQ(st.cancelled, 3 * (uint64_t)orders);
     ASSERT_EQ(st.bytes_per_order_node, 64);
     eng_destroy(e);
 }

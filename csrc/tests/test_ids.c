@@ -56,7 +56,7 @@ static void wraparound_and_stragglers(uint64_t seed)
     ASSERT_EQ(t.mask, 7);
     bool present[200] = {false};
     memset(ids_of, 0, sizeof(ids_of));
-    for (int step = 0; step < 5000; step++) {
+    for (int step = 0; step < test_steps(5000); step++) {
         uint32_t h = 1 + (uint32_t)(test_rand(&rng) % 199);
         if (!ids_of[h])
             ids_of[h] = (test_rand(&rng) % 2 ? ((uint64_t)1 << 32) : 0) + 64 * (h % 7) + h % 3 + 1;

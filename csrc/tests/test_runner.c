@@ -183,7 +183,7 @@ void test_runner_backpressure_keeps_order(void)
     struct eng *e = make_engine(1);
     struct runner_config cfg = {.cpu = -1, .spin_us = 5, .in_capacity = 16, .out_capacity = 8};
     struct runner *r = runner_create(e, &cfg);
-    enum { N = 3000 };
+    const size_t orders = (size_t)test_steps(3000);
     size_t sent = 0, got = 0;
     uint64_t last_seq = 0;
     static struct runner_event ev[64];
@@ -192,7 +192,7 @@ void test_runner_backpressure_keeps_order(void)
     /* Tiny rings: the engine thread waits on a full output ring, the producer
        on a full input ring; every event still arrives once, in order. */
     for (;;) {
-        if (sent < N) {
+        if (sent < orders) {
             struct runner_cmd c = limit(sent, sent % 2 ? ENG_BUY : ENG_SELL, 1, 100 + (int64_t)(sent % 3));
             sent += runner_submit(r, &c, 1);
         }
@@ -203,7 +203,7 @@ void test_runner_backpressure_keeps_order(void)
             ASSERT_EQ(ev[i].tag, ev[i].ev.seq - 1);
         }
         got += n;
-        if (sent == N && n == 0) {
+        if (sent == orders && n == 0) {
             runner_request_stop(r);
             struct runner_stats st;
             runner_get_stats(r, &st);
@@ -211,7 +211,7 @@ void test_runner_backpressure_keeps_order(void)
                 break;
         }
     }
-    ASSERT_EQ(eng_seq(e), N);
+    ASSERT_EQ(eng_seq(e), orders);
     {
         struct eng_stats es;
         eng_get_stats(e, &es);
