@@ -281,6 +281,30 @@ static PyObject *link_orders(srv_link *self, PyObject *Py_UNUSED(ignored))
     return link_ready(self) ? srv_link_orders(self) : NULL;
 }
 
+PyDoc_STRVAR(link_order_ids_doc, "order_ids($self, instrument=None, /)\n--\n\n"
+                                 "The ids of the open orders the session owns, oldest first: of one instrument\n"
+                                 "(its id), or of all. A new list.");
+
+static PyObject *link_order_ids(srv_link *self, PyObject *args)
+{
+    PyObject *instrument = Py_None;
+    unsigned long inst;
+
+    if (!link_ready(self) || !PyArg_ParseTuple(args, "|O:order_ids", &instrument))
+        return NULL;
+    if (instrument == Py_None)
+        return srv_link_order_ids(self, -1);
+    inst = PyLong_AsUnsignedLong(instrument);
+    if (inst == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (inst > UINT32_MAX) {
+        PyErr_Format(PyExc_OverflowError, "instrument must be an instrument id (0 to %lu), not %R",
+                     (unsigned long)UINT32_MAX, instrument);
+        return NULL;
+    }
+    return srv_link_order_ids(self, (int64_t)inst);
+}
+
 PyDoc_STRVAR(link_pending_doc, "pending($self, /)\n--\n\n"
                                "The requests waiting for their first event: number -> (kind, req_id, extra); a copy.");
 
@@ -324,6 +348,7 @@ static PyMethodDef link_methods[] = {
     {"take_token", (PyCFunction)link_take_token, METH_VARARGS, link_take_token_doc},
     {"spend", (PyCFunction)link_spend, METH_VARARGS, link_spend_doc},
     {"orders", (PyCFunction)link_orders, METH_NOARGS, link_orders_doc},
+    {"order_ids", (PyCFunction)link_order_ids, METH_VARARGS, link_order_ids_doc},
     {"pending", (PyCFunction)link_pending, METH_NOARGS, link_pending_doc},
     {"write", (PyCFunction)srv_link_write, METH_NOARGS, srv_link_write_doc},
     {"take_output", (PyCFunction)srv_link_take_output, METH_NOARGS, srv_link_take_output_doc},

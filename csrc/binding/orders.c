@@ -171,6 +171,33 @@ PyObject *srv_link_orders(srv_link *link)
     return out;
 }
 
+PyObject *srv_link_order_ids(srv_link *link, int64_t inst)
+{
+    Py_ssize_t n = 0;
+    PyObject *out;
+
+    for (struct list_node *at = link->orders.next; at != &link->orders; at = at->next)
+        n += inst < 0 || eng_container_of(at, struct srv_open_order, in_link)->inst == inst;
+    /* Made before the ids: an int's allocation runs no collection, so no
+     * finalizer changes the list while it is walked again. */
+    if (!(out = PyList_New(n)))
+        return NULL;
+    n = 0;
+    for (struct list_node *at = link->orders.next; at != &link->orders; at = at->next) {
+        const struct srv_open_order *o = eng_container_of(at, struct srv_open_order, in_link);
+        PyObject *id;
+
+        if (inst >= 0 && o->inst != inst)
+            continue;
+        if (!(id = PyLong_FromUnsignedLongLong(o->oid))) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, n++, id);
+    }
+    return out;
+}
+
 static const char *orders_check(uint64_t oid, void *entry, void *arg)
 {
     const struct srv_open_order *o = entry;

@@ -347,6 +347,9 @@ void srv_orders_clear(struct srv_orders *t);
 PyObject *srv_order_info(const struct srv_open_order *o);
 /* link's open orders: a new dict, order id -> (instrument, client order id), in the order it came to own them. */
 PyObject *srv_link_orders(srv_link *link);
+/* A new list of the ids of link's open orders, oldest first: of instrument
+ * `inst`, or of every one when it is negative. */
+PyObject *srv_link_order_ids(srv_link *link, int64_t inst);
 /* Open orders as they were at one moment: what a walk that makes Python
  * objects reads (making one can run a collection, whose finalizers may
  * change the orders and free the entries under the walk). */

@@ -527,7 +527,7 @@ class Server:
             # Router's loop (a send to a slow reader), where queueing
             # commands must not wait for the engine, which may be waiting
             # for that very loop to drain its events.
-            gevent.spawn(self._cancel_on_disconnect, session.sid, list(link.orders()))
+            gevent.spawn(self._cancel_on_disconnect, session.sid, link.order_ids())
         elif not session.cancel_on_disconnect:
             account = session.account
             assert account is not None  # orders are a logged-in session's
@@ -578,7 +578,7 @@ class Server:
         self.commands.flush()
         while any(s.link.pending_count for s in sessions) and time.monotonic() < deadline:
             gevent.sleep(0.01)
-        orders = [oid for s in sessions for oid in s.link.orders()]
+        orders = [oid for s in sessions for oid in s.link.order_ids()]
         for oid in orders:
             self.cancel_order(oid)
         if orders:

@@ -128,6 +128,18 @@ def test_an_order_is_owned_whole_or_not_at_all_when_memory_runs_out() -> None:
     assert len(failed_at) >= 4, f"allocations failed at {failed_at} only: not each dict's growth"
 
 
+def test_order_ids_of_an_instrument() -> None:
+    ledger = Ledger()
+    link = attached(ledger, 1)
+    for oid, inst in ((5, 0), (3, 2**32 - 1), (9, 0), (1, 7)):
+        ledger.own(link, oid, inst, None)
+    assert link.order_ids() == [5, 3, 9, 1]
+    assert (link.order_ids(0), link.order_ids(2**32 - 1), link.order_ids(7), link.order_ids(8)) == ([5, 9], [3], [1], [])
+    for bad, error in ((2**32, OverflowError), (-1, OverflowError), ("0", TypeError), (0.0, TypeError)):
+        with pytest.raises(error):
+            link.order_ids(bad)
+
+
 def test_many_open_orders_are_kept_as_a_dict_keeps_them() -> None:
     """Owners of orders with consecutive ids, ids apart by powers of two
     and 64-bit ids, taken and let go in turn, against a dict; spread over
@@ -239,6 +251,9 @@ def test_the_open_orders_are_a_dict_and_a_list_per_session(steps: list[tuple[str
         ledger.verify()
         assert [link.orders() for link in links] == model
         assert [list(link.orders()) for link in links] == [list(orders) for orders in model]
+        assert [link.order_ids() for link in links] == [list(orders) for orders in model]
+        assert [link.order_ids(inst) for link in links] == [
+            [o for o, (i, _) in orders.items() if i == inst] for orders in model]
         holder = next((i for i, orders in enumerate(model) if oid in orders), None)
         assert ledger.owner(oid) is (None if holder is None else links[holder])
         assert ledger.order(oid) == (None if holder is None else model[holder][oid])
