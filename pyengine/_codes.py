@@ -35,7 +35,8 @@ STP_CODE: dict[str, int] = {
 # Indexed by C code: side 1/2 -> member (index 0 unused).
 SIDE_BY_CODE: tuple[Side | None, ...] = (None, Side.BUY, Side.SELL)
 STATE_BY_CODE: tuple[TradingState, ...] = tuple(
-    sorted(TradingState, key={TradingState.OPEN: lib.ENG_STATE_OPEN, TradingState.HALTED: lib.ENG_STATE_HALTED}.__getitem__)
+    sorted(TradingState,
+           key={TradingState.OPEN: lib.ENG_STATE_OPEN, TradingState.HALTED: lib.ENG_STATE_HALTED}.__getitem__)
 )
 STP_BY_CODE: tuple[SelfTradePrevention, ...] = tuple(
     sorted(SelfTradePrevention, key=STP_CODE.__getitem__)

@@ -230,7 +230,8 @@ def _add_specs(eng: struct_eng, specs: list[struct_eng_instrument_spec]) -> None
     for spec in specs:
         rc = lib.eng_add_instrument(eng, spec, out)
         if rc != lib.ENG_OK:
-            raise EngineError(f"instrument {ffi.string(spec.symbol).decode()}: {ffi.string(lib.eng_strerror(rc)).decode()}")
+            raise EngineError(f"instrument {ffi.string(spec.symbol).decode()}: "
+                              f"{ffi.string(lib.eng_strerror(rc)).decode()}")
 
 
 class DataDirLock:
@@ -450,7 +451,8 @@ def _accept_loss(eng: struct_eng, root: Path, report: Recovery) -> None:
         next_trade_id=after.trade_id + 1))
 
 
-def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrument_spec], *, level_events: bool = False) -> tuple[struct_eng, int]:
+def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrument_spec], *,
+                  level_events: bool = False) -> tuple[struct_eng, int]:
     """An engine (``struct eng *``; the caller destroys it) holding the
     snapshot file `path`, and the seq it was taken at. Raises RecoveryError
     when the file is not a valid snapshot or names other instruments than

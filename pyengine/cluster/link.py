@@ -65,8 +65,8 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
         ), timeout)
     except (asyncio.TimeoutError, nats.errors.NoServersError, OSError) as exc:
-        raise ConnectionError(f"no NATS server answered at {', '.join(cluster.nats)}: {str(exc) or type(exc).__name__}") \
-            from None
+        raise ConnectionError(f"no NATS server answered at {', '.join(cluster.nats)}: "
+                              f"{str(exc) or type(exc).__name__}") from None
     # Short timeouts: a JetStream object just made answers once it has a
     # leader, and a request sent before that is lost, not queued.
     js = nc.jetstream(timeout=1.0)

@@ -60,7 +60,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port to listen on (default 7001; 0: any free port)")
     p.add_argument("--server-cpu", type=int, metavar="N", help="CPU for the event-loop thread (default: -1, don't pin)")
-    p.add_argument("--engine-cpu", type=int, metavar="N", help="CPU for the engine thread (default: the last; -1: don't pin)")
+    p.add_argument("--engine-cpu", type=int, metavar="N",
+                   help="CPU for the engine thread (default: the last; -1: don't pin)")
     p.add_argument("--engine-spin-us", "--spin-us", dest="spin_us", type=int, metavar="N",
                    help="idle polling of the engine thread before it sleeps (default 50)")
     p.add_argument("--server-spin-us", type=int, metavar="N", help="the event loop polls this long after a read "

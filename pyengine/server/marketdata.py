@@ -83,7 +83,8 @@ class MarketData:
                     "type": "book_update",
                     "symbol": self.symbols[inst],
                     "seq": 0,
-                    "changes": [[SIDE_NAMES[side], price, total, count] for (side, price), (total, count) in changes.items()],
+                    "changes": [[SIDE_NAMES[side], price, total, count]
+                                for (side, price), (total, count) in changes.items()],
                 },
             )
         self._changes.clear()

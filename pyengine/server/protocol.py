@@ -251,9 +251,9 @@ def shown(v: Any) -> str:
 
 
 def _json_type(v: Any) -> str:
-    return {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
-        type(v), "null"
-    )
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", list: "an array",
+             dict: "an object"}
+    return names.get(type(v), "null")
 
 
 def _per_order(kind: str, make: type[NewOrder] | type[Cancel] | type[Modify]) -> _Parser:

@@ -216,11 +216,13 @@ class Requests:
 
     def login(self, session: Session, req: Login) -> None:
         if session.account is not None:
-            raise RequestError("already_logged_in", f"this session is logged in as account {session.account}", req.req_id)
+            raise RequestError("already_logged_in", f"this session is logged in as account {session.account}",
+                               req.req_id)
         cluster = self.server.cluster
         if cluster is not None and not cluster.leading:
             leader = cluster.leader_address()
-            raise RequestError("not_leader", f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
+            raise RequestError("not_leader",
+                               f"node {cluster.cluster.node} does not lead shard {cluster.cluster.shard}; "
                                + (f"its leader is at {leader}" if leader else "it has no leader right now: try again"),
                                req.req_id, {"leader": leader})
         if cluster is not None and self.server.ledger.catch_up_seq:
@@ -271,7 +273,8 @@ class Requests:
         if entry is not None and entry.secret is None:
             return entry.admin  # listed without a secret: nothing to check, any will do
         if server.host_logins.full(host):
-            raise self._login_refused(session, req, "login_throttled", "logins", f"too many logins from {host}; try again later")
+            raise self._login_refused(session, req, "login_throttled", "logins",
+                                      f"too many logins from {host}; try again later")
         checks = server.login_checks
         if checks.busy:
             raise self._login_refused(session, req, "login_busy", "pending",

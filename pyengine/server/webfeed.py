@@ -5,11 +5,11 @@ Nothing here runs while no page is open. The first page of an instrument
 subscribes the feed to that instrument's market data as one more subscriber
 (``MarketData.subscribe``), so its trades reach the feed as the ``trade``
 frames every subscriber gets (kept as they are, decoded when the next state
-is built), and the instrument's last page unsubscribes it: with no page open, the per-order path is what it is without the view.
-The rest of a state is read where the server keeps it when the state is
-built: the book (``MarketData.books``, which the Router keeps for every
-level event), the dispatcher's counts, the engine thread's statistics, the
-sessions.
+is built), and the instrument's last page unsubscribes it: with no page
+open, the per-order path is what it is without the view. The rest of a
+state is read where the server keeps it when the state is built: the book
+(``MarketData.books``, which the Router keeps for every level event), the
+dispatcher's counts, the engine thread's statistics, the sessions.
 
 A state is one JSON object (``InstrumentView.state``): the instrument, its
 top ``DEPTH`` levels each side, its last ``TRADES_KEPT`` trades, a price

@@ -94,7 +94,8 @@ class WebView:
     def app(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
         if method not in ("GET", "HEAD"):
-            return _plain(start_response, "405 Method Not Allowed", "the web view only reads\n", [("Allow", "GET, HEAD")])
+            return _plain(start_response, "405 Method Not Allowed", "the web view only reads\n",
+                          [("Allow", "GET, HEAD")])
         if path in self.files:
             body, kind = self.files[path]
             start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(body))), *_HEADERS])
