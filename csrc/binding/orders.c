@@ -173,28 +173,30 @@ PyObject *srv_link_orders(srv_link *link)
 
 PyObject *srv_link_order_ids(srv_link *link, int64_t inst)
 {
+    /* The ids copied before any Python object is made: making one can run
+     * a collection, whose finalizers may change the session's orders. */
+    uint64_t *ids = PyMem_Malloc(((size_t)link->n_orders + 1) * sizeof(*ids));
     Py_ssize_t n = 0;
     PyObject *out;
 
-    for (struct list_node *at = link->orders.next; at != &link->orders; at = at->next)
-        n += inst < 0 || eng_container_of(at, struct srv_open_order, in_link)->inst == inst;
-    /* Made before the ids: an int's allocation runs no collection, so no
-     * finalizer changes the list while it is walked again. */
-    if (!(out = PyList_New(n)))
-        return NULL;
-    n = 0;
+    if (!ids)
+        return PyErr_NoMemory();
     for (struct list_node *at = link->orders.next; at != &link->orders; at = at->next) {
         const struct srv_open_order *o = eng_container_of(at, struct srv_open_order, in_link);
-        PyObject *id;
 
-        if (inst >= 0 && o->inst != inst)
-            continue;
-        if (!(id = PyLong_FromUnsignedLongLong(o->oid))) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, n++, id);
+        if (inst < 0 || o->inst == inst)
+            ids[n++] = o->oid;
     }
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out && i < n; i++) {
+        PyObject *id = PyLong_FromUnsignedLongLong(ids[i]);
+
+        if (!id)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, id);
+    }
+    PyMem_Free(ids);
     return out;
 }
 

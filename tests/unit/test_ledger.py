@@ -351,12 +351,16 @@ def test_a_client_order_id_is_a_plain_str() -> None:
     assert ledger.owner(1) is None
 
 
-@pytest.mark.parametrize("call, after", [
-    ("link.orders", list(range(1, 301))),  # as they were when the call began
-    ("ledger.owned", list(range(1, 301))),
-    ("ledger.release", list(range(1001, 1301))),  # the orders it took away: those the session held at its end
+@pytest.mark.parametrize("call, args, after", [
+    ("link.orders", "()", list(range(1, 301))),  # as they were when the call began
+    ("link.order_ids", "()", list(range(1, 301))),
+    ("link.order_ids", "(0,)", list(range(3, 301, 3))),
+    ("link.order_ids", "(7,)", []),  # the instrument of the orders the finalizer owns
+    ("ledger.owned", "(None,)", list(range(1, 301))),
+    ("ledger.release", "(link,)", list(range(1001, 1301))),  # the orders it took away: those held at its end
 ])
-def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: str, after: list[int]) -> None:
+def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: str, args: str,
+                                                                         after: list[int]) -> None:
     """Making the objects of a session's orders can run a collection, and a
     finalizer that forgets them and owns others (in the memory just freed):
     the views give the orders as they were when the call began; release
@@ -386,15 +390,14 @@ def test_a_session_s_orders_are_read_whole_when_a_finalizer_changes_them(call: s
         # object is allocated anew, and that allocation collects.
         drained = [(i, -i) for i in range(5000)], [{{}} for _ in range(200)], [[] for _ in range(200)]
         garbage()
-        call = {call}  # bound before: binding allocates
-        arg = (None,) if call == ledger.owned else (link,) if call == ledger.release else ()
+        call, arg = {call}, {args}  # bound before: binding allocates
         in_call[0] = True
         gc.set_threshold(1)
         gc.enable()
         out = call(*arg)
         in_call[0] = False
         gc.disable()
-        ids = sorted(out) if isinstance(out, dict) else sorted(oid for oid, _ in out)
+        ids = sorted(o if isinstance(o, int) else o[0] for o in out)
         print(json.dumps([ran_in_call, ids, link.order_count]))
         ledger.verify()
     """).replace("import gc", "import gc, json"))
