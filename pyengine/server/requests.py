@@ -235,7 +235,7 @@ class Requests:
             try:
                 granted = self._authenticate(session, req)
             except RequestError as exc:
-                # Logged already, as what it is: one line for each refused login, even in a storm of them.
+                # Logged already, as what it is (login_failed, or a refusal's line): no request_error line.
                 session.error(exc.code, str(exc), exc.req_id)
                 return
             if session.closed:

@@ -28,7 +28,7 @@ TABLES = {"--metrics-port": "metrics", "--http-port": "http"}  # each one's tabl
 IDLE = 70  # connections: more than either endpoint serves at once
 # The endpoints' request limits here, shorter than their defaults so that the tests wait less.
 REQUEST_TIMEOUT = 1.0
-REQUEST_DEADLINE = 3.0
+REQUEST_DEADLINE = 2.0
 DEFAULT_DEADLINE = config_from_dict({}).http_request_deadline
 WAIT = REQUEST_TIMEOUT + 25  # seconds for what the server does after REQUEST_TIMEOUT, on a busy machine
 TRICKLE = 0.2  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
