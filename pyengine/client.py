@@ -859,15 +859,17 @@ class ClusterClient:
         """The shards, from the first of `addresses` that answers ``status``
         with them. One that takes the connection but stays silent (paused,
         cut off) is passed over once `timeout` has run out on it, as one that
-        is down; one that knows no shard yet (it started a moment ago: its
+        is down. One that knows no shard yet (it started a moment ago: its
         directory is on its way from NATS) is asked again, with the others,
-        until `timeout` has passed since the first question."""
+        for as long as `timeout` from the first question (each question has
+        `timeout` of its own); if none has answered, the last failure is
+        raised."""
         if not addresses:
             raise ValueError("no address to ask for the cluster's directory")
         give_up = None if timeout is None else time.monotonic() + timeout
+        answered = False  # by a node, with no shard
         while True:
             failed: Exception | None = None
-            answered = False
             for address in addresses:
                 try:
                     with Client(address, timeout=timeout, keepalive=keepalive, max_frame=max_frame) as node:

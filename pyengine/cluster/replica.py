@@ -106,6 +106,7 @@ class Replica:
         self.diverged = False  # a state-hash check failed: never lead
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
+        self.directory_read = False  # the bucket's entries as they were when the watch began are all in
         self._sub: JetStreamContext.PushSubscription | None = None
         self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
         self._tasks: list[asyncio.Task[None]] = []
@@ -128,9 +129,10 @@ class Replica:
             "stream_seq": max(self.stream_seq, self.applied),
             "lag": max(0, self.stream_seq - self.applied),
             "diverged": self.diverged,
+            # Empty until the directory is read whole: a part would send a client looking for a symbol astray.
             "shards": {shard: {"leader": v.address, "leader_node": v.node, "term": v.term,
                                "instruments": list(v.instruments), "nodes": dict(sorted(nodes.get(shard, {}).items()))}
-                       for shard, v in sorted(directory.items())},
+                       for shard, v in sorted(directory.items())} if self.directory_read else {},
         }
 
     # ---- lifecycle -------------------------------------------------------------
@@ -266,7 +268,9 @@ class Replica:
             try:
                 watcher = await self.link.kv.watch(DIRECTORY)
                 async for entry in watcher:
-                    if entry is not None:  # None: the end of the current values
+                    if entry is None:  # the end of the current values
+                        self.directory_read = True
+                    else:
                         self._directory_entry(entry)
             except _NATS_ERRORS as exc:
                 log.warning("directory_watch_restart", extra=fields(error=type(exc).__name__))

@@ -91,27 +91,33 @@ def test_a_failed_relogin_drops_the_connection_and_the_next_request_tries_again(
     c.close()
 
 
+def answer_status(listener: socket.socket, leader_port: int, knows: bool) -> None:
+    """Take a connection and answer its ``status`` as a cluster node: with
+    one shard trading ES, led by the server on `leader_port`, if it `knows`
+    the directory, else with none."""
+    s, _ = listener.accept()
+    with s:
+        (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
+        req = orjson.loads(s.recv(n, socket.MSG_WAITALL))
+        leader = f"127.0.0.1:{leader_port}"
+        shards = {"a": {"leader": leader, "instruments": [ES], "nodes": {"a1": leader}}} if knows else {}
+        reply = orjson.dumps({"type": "status", "req_id": req["req_id"], "shard": "a", "role": "follower",
+                              "shards": shards})
+        s.sendall(struct.pack(">I", len(reply)) + reply)
+
+
 def directory_node(leader_port: int, knows_after: int = 0) -> tuple[socket.socket, threading.Thread]:
     """A stand-in for a cluster node answering ``status`` on each of
     `knows_after` + 1 connections: with no shard on the first `knows_after`
-    (its directory is still on its way), then with one shard trading ES, led
-    by the server on `leader_port`."""
+    (its directory is still on its way), then with the shard."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def answer() -> None:
         for asked in range(knows_after + 1):
             try:
-                s, _ = listener.accept()
+                answer_status(listener, leader_port, asked == knows_after)
             except OSError:  # the test is over: its listener closed
                 return
-            with s:
-                (n,) = struct.unpack(">I", s.recv(4, socket.MSG_WAITALL))
-                req = orjson.loads(s.recv(n, socket.MSG_WAITALL))
-                leader = f"127.0.0.1:{leader_port}"
-                shards = {"a": {"leader": leader, "instruments": [ES], "nodes": {"a1": leader}}}
-                reply = orjson.dumps({"type": "status", "req_id": req["req_id"], "shard": "a", "role": "follower",
-                                      "shards": shards if asked == knows_after else {}})
-                s.sendall(struct.pack(">I", len(reply)) + reply)
 
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
@@ -128,6 +134,29 @@ def test_cluster_client_asks_again_a_node_that_knows_no_shard_yet(server_factory
             assert cc.shard_of == {ES: "a"}
             es = cc.for_symbol(ES)
             assert es.request(es.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+
+
+def test_cluster_client_asks_again_a_node_that_knew_no_shard_and_restarts(server_factory: Any) -> None:
+    """A node that answered with no shard, then refuses connections for a
+    while (it restarts), is asked again until it answers with them."""
+    server = server_factory(ACCOUNTS)
+    first = socket.create_server(("127.0.0.1", 0))
+    port = first.getsockname()[1]
+    restarted = threading.Event()
+
+    def node() -> None:
+        with first:
+            answer_status(first, server.port, knows=False)
+        time.sleep(0.5)
+        with socket.create_server(("127.0.0.1", port)) as again:
+            restarted.set()
+            answer_status(again, server.port, knows=True)
+
+    thread = threading.Thread(target=node, daemon=True)
+    thread.start()
+    with ClusterClient([f"127.0.0.1:{port}"], account=7, secret="seven", timeout=10) as cc:
+        assert restarted.is_set() and cc.shard_of == {ES: "a"}
+    thread.join(5)
 
 
 def test_cluster_client_gives_up_on_nodes_that_know_no_shard(server_factory: Any) -> None:

@@ -131,6 +131,33 @@ def test_a_replica_lost_while_it_reads_what_it_missed_taking_the_lead_leads_noth
     assert [(m.node, m.term) for m in log] == [("a1", 1), ("a1", 1)]
 
 
+def test_the_directory_is_shown_once_it_is_read_whole(nats: LocalNats, engine: EngineThread) -> None:
+    """The watch gives the bucket's entries one at a time: until it has given
+    all it held, ``status`` shows no shard, not some (a client would find no
+    shard for the symbols of those still to come)."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        for shard, symbol in (("a", "ESZ6"), ("b", "CLF7")):
+            lease = Lease(link.kv, shard, f"{shard}1", cluster.lease_ttl)
+            assert await lease.acquire(f"127.0.0.1:{ord(shard)}", (symbol,))
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+        replica._directory_entry(await link.kv.get(lease_key("b")))  # as the watch gives its first
+        assert list(replica.directory) == ["b"] and replica.status()["shards"] == {}
+        watch = asyncio.get_running_loop().create_task(replica._watch_directory())
+        try:
+            for _ in range(600):
+                if replica.directory_read:
+                    break
+                await asyncio.sleep(0.05)
+            shards = replica.status()["shards"]
+            assert {name: s["instruments"] for name, s in shards.items()} == {"a": ["ESZ6"], "b": ["CLF7"]}
+        finally:
+            watch.cancel()
+
+    run(nats, "a2", scenario)
+
+
 def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engine: EngineThread) -> None:
     """No one holds the lease; a2 campaigns, and follows a log it has not
     read yet. It stops as it applies the log (while the campaign waits for
