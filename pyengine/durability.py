@@ -382,6 +382,8 @@ def recover(
         report.mark_error = str(exc)  # an audit reads the journal all the same: that is what decides
     eng = _load_newest_snapshot(root, report, level_events) if use_snapshots else _empty_engine(level_events)
     try:
+        if use_snapshots and report.snapshot_path is None and snapshots(root):
+            _check_journal_from_the_start(root)
         if report.snapshot_path is None:
             _add_instruments(eng, root, specs)
         elif specs is not None and not _specs_equal(eng, specs):
@@ -483,6 +485,21 @@ def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> s
         lib.eng_destroy(eng)
         log.warning("snapshot_unusable", extra=fields(path=path.name, error=ffi.string(lib.eng_strerror(rc)).decode()))
     return _empty_engine(level_events)
+
+
+def _check_journal_from_the_start(root: Path) -> None:
+    """Snapshots that none loads: the state they held comes back only from a
+    journal that starts at seq 1 (an empty state and no journal, or one that
+    starts later, would lose every command before it, silently when there is
+    no segment at all)."""
+    found = segments(root)
+    if not found or found[0][0] != 1:
+        names = ", ".join(path.name for _, path in snapshots(root))
+        where = f"starts at seq {found[0][0]}" if found else "has no segment"
+        raise RecoveryError(
+            f"{root}: no snapshot loads ({names}: snapshot_unusable in the log says why) and the journal {where}, "
+            "not at seq 1: the commands before it cannot be rebuilt. Not starting, nothing changed; a snapshot "
+            "that failed for want of memory may load with more")
 
 
 def _header_specs(path: Path) -> list[struct_eng_instrument_spec] | None:

@@ -252,6 +252,36 @@ def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None
     assert h == reference(cmds).state_hash()
 
 
+@pytest.mark.parametrize("segments_left", [True, False])
+def test_no_snapshot_that_loads_without_the_journal_from_seq_1_refuses(tmp_path: Path, segments_left: bool) -> None:
+    """The snapshot that replaced the journal's start cannot be loaded: the
+    state is not rebuilt from what follows it, nor, with no segment left (a
+    start that failed after its recovery leaves none when the last held no
+    record), taken to be empty."""
+    cmds = flow(2500, seed=4)
+    journal(tmp_path, cmds, snapshot_every=1000)
+    (snapshot_seq, snapshot), = snapshots(tmp_path)
+    assert [first for first, _ in segments(tmp_path)] == [snapshot_seq + 1]
+    if not segments_left:
+        for _, path in segments(tmp_path):
+            path.unlink()
+    data = bytearray(snapshot.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    snapshot.write_bytes(bytes(data))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    where = f"starts at seq {snapshot_seq + 1}" if segments_left else "has no segment"
+    with pytest.raises(RecoveryError, match=rf"no snapshot loads \({snapshot.name}: .* the journal {where}, not at seq 1"):
+        recover(tmp_path, specs())
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    # With the journal from seq 1 (segments kept), the state comes back without the snapshot.
+    keep = tmp_path / "kept"
+    journal(keep, cmds, snapshot_every=1000, keep_segments=True)
+    for _, snapshot in snapshots(keep):
+        snapshot.write_bytes(b"not a snapshot")
+    h, report = recovered_hash(keep)
+    assert (report.snapshot_path, report.seq) == (None, 2500) and h == reference(cmds).state_hash()
+
+
 def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cmds = flow(1000, seed=6)
     journal(tmp_path, cmds)
