@@ -143,9 +143,15 @@ int runner_journal_error(const struct runner *r);
  * runner_stats().running is 0 and no events are left. Can't fail.
  */
 void runner_request_stop(struct runner *r);
-/* Stop and join the thread and free the runner, not the engine; events that
-   no longer fit in a full output ring are dropped (call it after draining).
-   `r` may be NULL. */
+/*
+ * Stop and join the engine thread and the journal's (whose last sync, at the
+ * stop, may fail: runner_journal_error says so after this); events that no
+ * longer fit in a full output ring are dropped (call it after draining). A
+ * runner joined takes no more commands. Can't fail; a second call does
+ * nothing.
+ */
+void runner_join(struct runner *r);
+/* runner_join, then free the runner, not the engine. `r` may be NULL. */
 void runner_destroy(struct runner *r);
 void runner_get_stats(struct runner *r, struct runner_stats *out);
 

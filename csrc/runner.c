@@ -606,19 +606,25 @@ void runner_request_stop(struct runner *r)
     signal_fd(r->engine_sleep.fd);
 }
 
+void runner_join(struct runner *r)
+{
+    if (!r->started || r->joined)
+        return;
+    /* Whoever joins the runner no longer polls: a thread waiting for room in
+       a full output ring must not wait for ever. */
+    atomic_store_explicit(&r->abandon, 1, memory_order_relaxed);
+    runner_request_stop(r);
+    pthread_join(r->thread, NULL);
+    if (runner__journaling(r))
+        jw_join(r);
+    r->joined = true;
+}
+
 void runner_destroy(struct runner *r)
 {
     if (!r)
         return;
-    if (r->started) {
-        /* Whoever destroys the runner no longer polls: a thread waiting for
-           room in a full output ring must not wait for ever. */
-        atomic_store_explicit(&r->abandon, 1, memory_order_relaxed);
-        runner_request_stop(r);
-        pthread_join(r->thread, NULL);
-        if (runner__journaling(r))
-            jw_join(r);
-    }
+    runner_join(r);
     jw_close(r);
     if (r->engine_sleep.fd >= 0)
         close(r->engine_sleep.fd);

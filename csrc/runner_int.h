@@ -82,6 +82,7 @@ struct runner {
     bool repl_has_pending;
     pthread_t thread;
     bool started;
+    bool joined; /* runner_join: the engine and journal threads have ended */
     _Atomic int stop;
     _Atomic int abandon;      /* the consumer is gone: drop what cannot be published */
     _Atomic int running;

@@ -1,7 +1,8 @@
 /*
  * failing_sync.c - an LD_PRELOAD shim for tests: fdatasync fails (EIO, as
  * on a disk error) while the file $PYENGINE_FAIL_SYNC_FLAG exists, and does
- * nothing else then. The journal syncs its segments with fdatasync (the
+ * nothing else then but wait $PYENGINE_FAIL_SYNC_DELAY_MS milliseconds
+ * first when that is set (a dying disk: slow, then an error). The journal syncs its segments with fdatasync (the
  * snapshots, the high-water mark and directories with fsync), so a test can
  * make the journal's sync fail. With $PYENGINE_SYNC_LOG set, each fdatasync
  * that succeeds appends the path of its file and a newline to that file, so
@@ -16,6 +17,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 static void log_synced(int fd, const char *log)
@@ -48,6 +50,15 @@ int fdatasync(int fd)
     if (!real)
         real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     if (flag && access(flag, F_OK) == 0) {
+        const char *delay = getenv("PYENGINE_FAIL_SYNC_DELAY_MS");
+
+        if (delay) {
+            long ms = atol(delay);
+            struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
+
+            while (nanosleep(&t, &t) < 0 && errno == EINTR)
+                ;
+        }
         errno = EIO;
         return -1;
     }

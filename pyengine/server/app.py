@@ -378,7 +378,10 @@ class Server:
         if self.cluster is not None:
             self.cluster.close()  # its thread takes from the runner: first
         st = self.engine.stats()
-        self.engine.close()
+        err = self.engine.close()
+        if err and not self.failed:  # the journal's last sync, at the stop, failed after the dispatcher stopped
+            log.error("journal_failed", extra=fields(error=os.strerror(err), data_dir=self.config.data_dir))
+            self.failed = True
         if self.trace is not None:
             log_breakdown(self.trace, self.pauses)
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))

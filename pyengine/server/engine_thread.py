@@ -273,12 +273,16 @@ class EngineThread:
         """0, or the errno of the journal's failure (see runner_journal_error)."""
         return int(lib.runner_journal_error(self._live()))
 
-    def close(self) -> None:
-        """Join the thread (asking it to stop) and free the engine."""
+    def close(self) -> int:
+        """Join the thread (asking it to stop) and free the engine; 0, or the
+        errno of the journal's failure, its last sync at the stop's too."""
+        err = 0
         for attached in self._attached:
             attached.detach()
         self._attached.clear()
         if self._runner != ffi.NULL:
+            lib.runner_join(self._runner)
+            err = int(lib.runner_journal_error(self._runner))
             lib.runner_destroy(self._runner)
             self._runner = ffi.NULL
             self.fd = -1  # its eventfd is closed: the number may be another's
@@ -288,6 +292,7 @@ class EngineThread:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+        return err
 
 
 def run_offline(config: ServerConfig, commands: bytes | memoryview, *, chunk: int = 65536) -> dict[str, int]:

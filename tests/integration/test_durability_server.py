@@ -395,6 +395,20 @@ def test_with_fsync_off_a_clean_stop_syncs_the_journal(server_factory: Any, fail
     srv.killed = True  # it stopped with a failure status, as it should
 
 
+def test_a_last_sync_that_fails_after_the_stop_s_wait_still_fails_the_stop(server_factory: Any, failing_sync: Any,
+                                                                           tmp_path: Path) -> None:
+    """The stop waits 5 s for the engine's events; a sync that fails after
+    that (a dying disk is slow before it errs) is still a journal failure."""
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data), "--fsync", "off",
+                         env=dict(failing_sync.env, PYENGINE_FAIL_SYNC_DELAY_MS="6500"))
+    failing_sync.flag.touch()
+    assert len(rest_orders(srv.port, 1, 3)) == 3
+    assert srv.stop(timeout=30) == 1
+    assert "Input/output error" in srv.wait_log("event=journal_failed")
+    srv.killed = True  # it stopped with a failure status, as it should
+
+
 def test_with_fsync_off_a_clean_stop_syncs_the_segments_snapshots_closed(server_factory: Any, failing_sync: Any,
                                                                          tmp_path: Path) -> None:
     """With fsync off and keep_segments, each snapshot closes a segment that
