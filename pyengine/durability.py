@@ -23,6 +23,7 @@ Used by pyengine-server at start and by pyengine-replay.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -391,6 +392,8 @@ def recover(
         _replay(eng, root, report)
         if repair:
             _repair(eng, root, report, accept_loss)
+        elif (plan := _read_set_aside(root)) is not None:
+            log.warning("journal_loss_unfinished", extra=fields(data_dir=str(root), detail=plan.detail))
     except BaseException:
         lib.eng_destroy(eng)
         raise
@@ -399,26 +402,92 @@ def recover(
     return eng, report
 
 
+@dataclass(frozen=True)
+class _SetAside:
+    """What follows the journal's damage, to be set aside (see _repair)."""
+
+    segment: str  # the damaged segment's name
+    reason: str  # why reading stopped there (a STOP_REASONS value)
+    offset: int  # its first byte not replayed
+    later: tuple[str, ...]  # the names of the segments after it
+    detail: str  # Damage.describe()
+
+    @classmethod
+    def of(cls, root: Path, damage: Damage) -> _SetAside:
+        names = [path.name for _, path in segments(root)]
+        return cls(damage.segment, damage.reason, damage.offset, tuple(names[names.index(damage.segment) + 1:]),
+                   damage.describe())
+
+
+# An accepted loss's _SetAside while it is carried out: the snapshot at the
+# mark makes the replay pass over the damaged segments, so a start after a
+# crash in the middle learns from this file what is still to be set aside.
+_ACCEPTING_LOSS = "ACCEPTING_LOSS"
+
+
+def _read_set_aside(root: Path) -> _SetAside | None:
+    path = root / _ACCEPTING_LOSS
+    try:
+        fields_ = json.loads(path.read_bytes())
+        return _SetAside(fields_["segment"], fields_["reason"], fields_["offset"], tuple(fields_["later"]),
+                         fields_["detail"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RecoveryError(f"{path}: unreadable ({exc}): a start with --accept-journal-loss wrote it and did not "
+                            "finish; what it held is in that start's log (journal_loss_accepted)") from None
+
+
+def _write_set_aside(root: Path, plan: _SetAside) -> None:
+    """The plan on disk, durably, before the loss is accepted."""
+    path, temporary = root / _ACCEPTING_LOSS, root / f"{_ACCEPTING_LOSS}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(json.dumps({"segment": plan.segment, "reason": plan.reason, "offset": plan.offset,
+                            "later": list(plan.later), "detail": plan.detail}).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    temporary.rename(path)
+    _fsync_dir(root)
+
+
+def _carry_out(root: Path, plan: _SetAside, report: Recovery) -> None:
+    """Set aside what follows the damage; each step is done once, whichever
+    a crash left undone."""
+    damaged = root / plan.segment
+    if plan.reason == STOP_REASONS[lib.JNL_BAD_HEADER]:
+        if damaged.exists():
+            _rename_aside(damaged, f".damaged-{int(time.time())}", "bad header", report)
+    elif damaged.exists() and damaged.stat().st_size > plan.offset:
+        _set_aside(damaged, plan.offset, plan.reason, report)
+    # Nothing after a damaged record can be applied: set it aside whole.
+    for name in plan.later:
+        if (root / name).exists():
+            _rename_aside(root / name, ".orphan", "follows a damaged record", report)
+
+
 def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) -> None:
     """Make the journal continue at the engine's state (see recover)."""
     damage = report.damage
-    if damage is not None and not damage.torn_tail:
+    unfinished = _read_set_aside(root)  # an accepted loss that a crash cut short
+    plan = unfinished or (_SetAside.of(root, damage) if damage is not None else None)
+    if unfinished is not None or (damage is not None and not damage.torn_tail):
+        assert plan is not None
         if not accept_loss:
+            if unfinished is not None:
+                raise JournalDamaged(
+                    f"{root}: a start with --accept-journal-loss stopped before it had set aside what follows the "
+                    f"damage ({plan.detail}): not starting, nothing changed. Start with --accept-journal-loss "
+                    "again to finish it")
             raise JournalDamaged(
-                f"{root}: the journal is damaged before its end (not a torn tail): {damage.describe()}. "
+                f"{root}: the journal is damaged before its end (not a torn tail): {plan.detail}. "
                 "Commands the server acknowledged may be among them: not starting, nothing changed. Inspect it "
                 f"with pyengine-replay {root}; to start without them, run with --accept-journal-loss")
-        _accept_loss(eng, root, report)
-    if damage is not None:
-        found = [path for _, path in segments(root)]
-        at = found.index(root / damage.segment)
-        if damage.reason == STOP_REASONS[lib.JNL_BAD_HEADER]:
-            _rename_aside(found[at], f".damaged-{int(time.time())}", "bad header", report)
-        elif damage.bytes_after:  # nothing after it: records lost from its end, the later segments go below
-            _set_aside(found[at], damage.offset, damage.reason, report)
-        # Nothing after a damaged record can be applied: set it aside whole.
-        for later in found[at + 1:]:
-            _rename_aside(later, ".orphan", "follows a damaged record", report)
+        _accept_loss(eng, root, report, plan, unfinished is not None)
+    if plan is not None:
+        _carry_out(root, plan, report)
+        if unfinished is not None or report.loss_accepted:
+            _fsync_dir(root)  # the set-asides are durable before the plan goes
+            (root / _ACCEPTING_LOSS).unlink()
     # A server killed between its write and its sync (or running with fsync
     # off) left records only in the page cache; they are in the state now,
     # and the commands acknowledged from here on follow them in a new segment.
@@ -431,16 +500,19 @@ def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) ->
     _fsync_dir(root)
 
 
-def _accept_loss(eng: struct_eng, root: Path, report: Recovery) -> None:
-    """Raise the engine's counters to the high-water mark and snapshot that
-    state, before anything is cut off: from then on, whatever happens to the
-    rest of the repair, a restart continues above the mark."""
-    assert report.damage is not None
+def _accept_loss(eng: struct_eng, root: Path, report: Recovery, plan: _SetAside, unfinished: bool) -> None:
+    """Write down what is to be set aside (unless a start that did not
+    finish did), then raise the engine's counters to the high-water mark and
+    snapshot that state, before anything is cut off: from then on, whatever
+    happens to the rest of the repair, a restart continues above the mark
+    and finishes it (_ACCEPTING_LOSS)."""
     if not any(report.mark):
         raise JournalDamaged(
-            f"{root}: the journal is damaged ({report.damage.describe()}) and the directory has no high-water "
+            f"{root}: the journal is damaged ({plan.detail}) and the directory has no high-water "
             "mark (HIGHWATER; servers before it did not write one): the seqs and ids the lost records hold "
             "cannot be bounded, so the loss cannot be accepted without issuing some of them again")
+    if not unfinished:
+        _write_set_aside(root, plan)
     before, after = ffi.new("struct eng_counters *"), ffi.new("struct eng_counters *")
     lib.eng_get_counters(eng, before)
     lib.eng_raise_counters(eng, ffi.new("struct eng_counters *", report.mark))
@@ -448,7 +520,7 @@ def _accept_loss(eng: struct_eng, root: Path, report: Recovery) -> None:
     _write_snapshot(eng, root)
     report.loss_accepted = True
     log.error("journal_loss_accepted", extra=fields(
-        detail=report.damage.describe(), last_good_seq=before.seq, last_good_order_id=before.order_id,
+        detail=plan.detail, last_good_seq=before.seq, last_good_order_id=before.order_id,
         last_good_trade_id=before.trade_id, next_seq=after.seq + 1, next_order_id=after.order_id + 1,
         next_trade_id=after.trade_id + 1))
 

@@ -22,6 +22,7 @@ import pytest
 
 from pyengine import (Engine, OrderLimits, Rejected, RejectReason, pack_cancel, pack_modify, pack_new_order,
                       pack_set_order_limits)
+from pyengine import durability
 from pyengine._ffi import ffi, lib
 from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
                                  new_engine, read_mark, recover, replay_journal, segments, snapshots)
@@ -446,6 +447,55 @@ def test_torn_tail_or_damage(tmp_path: Path, harm: Callable[[Path, int], None], 
         with pytest.raises(JournalDamaged, match=seg.name):
             recover(tmp_path, specs())
         assert files(tmp_path) == untouched
+
+
+@pytest.mark.parametrize("crash_in", ["_write_snapshot", "_set_aside", "_rename_aside"])
+def test_a_crash_while_the_loss_is_accepted_is_finished_by_the_next_start_with_the_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_in: str) -> None:
+    """The machine stops after the snapshot at the mark is written, or
+    before, or as the first segment after the damage is set aside: the
+    snapshot makes the replay pass over the damaged segments, yet the next
+    start refuses, and one with the flag sets aside the rest, lands on the
+    mark, and leaves nothing to finish."""
+    cmds = flow(1500, seed=7)
+    journal(tmp_path, cmds[:1000])
+    journal(tmp_path, cmds[1000:])  # a second segment, from 1001
+    journal(tmp_path, flow(10, seed=8))  # a third, from 1501
+    first = segments(tmp_path)[0][1]
+    good = first.stat().st_size - 501 * RECORD  # up to record 500
+    flip(first, good + 40)
+    mark = read_mark(tmp_path)
+
+    def crash(*args: object) -> None:
+        raise SystemExit("the machine stopped")
+    with monkeypatch.context() as m:
+        if crash_in == "_rename_aside":  # after the first orphan
+            rename = durability._rename_aside
+            m.setattr(durability, "_rename_aside", lambda *a: (rename(*a), m.setattr(durability, crash_in, crash)))
+        else:
+            m.setattr(durability, crash_in, crash)
+        with pytest.raises(SystemExit):
+            recover(tmp_path, specs(), accept_loss=True)
+    assert (tmp_path / "ACCEPTING_LOSS").exists()
+    untouched = files(tmp_path)
+    with pytest.raises(JournalDamaged, match="a start with --accept-journal-loss stopped before it had set aside"):
+        recover(tmp_path, specs())
+    _, report = recovered_hash(tmp_path, repair=False)  # an audit changes nothing either
+    assert files(tmp_path) == untouched
+    eng, report = recover(tmp_path, specs(), accept_loss=True)
+    try:
+        assert report.loss_accepted and counters(eng) == mark
+        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:499], mark)
+    finally:
+        lib.eng_destroy(eng)
+    assert first.stat().st_size == good and not (tmp_path / "ACCEPTING_LOSS").exists()
+    (aside,) = tmp_path.glob("journal-*.log.damaged-*")
+    assert aside.stat().st_size == 501 * RECORD
+    assert sorted(p.name for p in tmp_path.glob("*.orphan")) == [
+        "journal-00000000000000001001.log.orphan", "journal-00000000000000001501.log.orphan"]
+    assert [f for f, _ in segments(tmp_path)] == [1]
+    h, report = recovered_hash(tmp_path)  # the next life needs no flag
+    assert report.damage is None and report.seq == mark[0]
 
 
 def test_a_later_segment_makes_any_stop_damage(tmp_path: Path) -> None:
