@@ -89,8 +89,12 @@ class Lease:
     def observe(self, revision: int, value: LeaseValue | None) -> None:
         """The key as a watch delivered it (or a read or a write of ours
         found it). Revisions only grow: an older one arriving late (a watch
-        behind a renewal's answer) changes nothing."""
-        if revision > self.revision:
+        behind a renewal's answer) changes nothing; but one of a higher term
+        is newer whatever its revision (the bucket was made again: its
+        revisions start from 1, and its first lease is above every term of
+        the log)."""
+        newer_term = value is not None and self.value is not None and value.term > self.value.term
+        if revision > self.revision or newer_term:
             self.revision, self.value, self.seen_at = revision, value, self.clock()
 
     async def refresh(self) -> None:

@@ -312,7 +312,11 @@ class Replica:
             await asyncio.sleep(period)
             if self.diverged or not self.lease.expired() or not await self._caught_up():
                 continue
-            if self.role != FOLLOWING or self.diverged:
+            # Looked at again after the wait: a node that was paused (a stall,
+            # SIGSTOP) finds the lease expired by what it saw before, and its
+            # watch may deliver the leader's renewal meanwhile, on whose
+            # revision a take would succeed.
+            if self.role != FOLLOWING or self.diverged or not self.lease.expired():
                 continue
             if await self.lease.acquire(self.address, self.instruments, above=self.terms.highest):
                 if self.role == FOLLOWING:  # else the lease it took runs out unused

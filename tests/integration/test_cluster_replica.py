@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.api import KeyValueConfig, StorageType
 
 from pyengine.cluster.audit import fetch_log
+from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.config import ClusterConfig
 from pyengine.cluster.lease import Lease, LeaseValue
 from pyengine.cluster.link import Link, connect, patiently
@@ -28,6 +30,7 @@ from pyengine.cluster.replica import FOLLOWING, LEADING, STOPPED, Position, Repl
 from pyengine.cluster.shardlog import (
     KIND_RECORDS,
     KIND_TERM,
+    KV_BUCKET,
     RECORD_SIZE,
     RETRY_LINE_EVERY,
     TermOrder,
@@ -156,6 +159,113 @@ def test_the_directory_is_shown_once_it_is_read_whole(nats: LocalNats, engine: E
             watch.cancel()
 
     run(nats, "a2", scenario)
+
+
+def test_a_follower_paused_past_the_ttl_takes_no_lease_from_a_leader_that_renewed(nats: LocalNats,
+                                                                                    engine: EngineThread) -> None:
+    """A follower whose process stalls for 1.5 ttl (a pause, SIGSTOP) while
+    the leader renews all along wakes up with the lease expired by what it
+    saw last; its watch then brings the renewals. It takes nothing."""
+    ttl = 2.0
+    leading, following = LoopThread("leader"), LoopThread("follower")
+    leading.start()
+    following.start()
+    host = Host()
+    renewed: list[bool] = []
+
+    async def link_of(node: str) -> tuple[Link, ClusterConfig]:
+        cluster = ClusterConfig(nats=tuple(nats.urls), shard=SHARD, node=node, lease_ttl=ttl)
+        link = await connect(cluster, timeout=60)
+        await patiently("the lease bucket", lambda: link.kv.put(node_key(SHARD, node), b'{"address": ""}'))
+        return link, cluster
+
+    leader_link, _ = leading.run(link_of("a1"), timeout=90)
+    follower_link, cluster = following.run(link_of("a2"), timeout=90)
+    lease = Lease(leader_link.kv, SHARD, "a1", ttl)
+
+    async def lead() -> None:
+        assert await lease.acquire("127.0.0.1:1", ("ESZ6",))
+        await append(leader_link.js, SHARD, node="a1", term=lease.term, expected=0, kind=KIND_TERM, body=b"",
+                     last_seq=0, still_leader=lease.holding)
+        while True:  # as a leader renews: every ttl / 4
+            await asyncio.sleep(ttl / 4)
+            renewed.append(await lease.renew())
+
+    renewing = leading.submit(lead())
+    replica = Replica(cluster, follower_link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+    try:
+        following.run(replica.start(), timeout=60)
+        give_up = time.monotonic() + 30
+        while not (replica.applied == 1 and replica.lease.value is not None):
+            assert time.monotonic() < give_up, "the follower did not follow"
+            time.sleep(0.05)
+        time.sleep(ttl)
+        following.call_soon(time.sleep, 1.5 * ttl)  # the follower's loop stalls; the leader renews on
+        time.sleep(2.5 * ttl)
+        assert renewed and all(renewed) and not [c for c in host.calls if c[0] == "promoted"], host.calls
+        assert replica.role == FOLLOWING and lease.holding()
+    finally:
+        renewing.cancel()
+        following.run(replica.stop(), timeout=10)
+        following.run(follower_link.close(), timeout=10)
+        leading.run(leader_link.close(), timeout=10)
+        following.stop()
+        leading.stop()
+
+
+def bucket_made_again(nats: LocalNats, engine: EngineThread, leader_renews: bool) -> Host:
+    """a1 leads in the lease bucket, which is deleted and made again (its
+    revisions start from 1 again) while a2 follows; a1 takes the new
+    bucket's lease, above the log's term, and renews it for 8 ttl or not at
+    all. What a2's replica told its host."""
+    ttl = 1.0
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        old = Lease(link.kv, SHARD, "a1", ttl)
+        assert await old.acquire("127.0.0.1:1", ("ESZ6",))
+        await append(link.js, SHARD, node="a1", term=1, expected=0, kind=KIND_TERM, body=b"", last_seq=0,
+                     still_leader=lambda: True)
+        for _ in range(6):
+            assert await old.renew()
+        replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host, Position(0, 1),
+                          "127.0.0.1:2", ("ESZ6",))
+        await replica._follow()
+        await replica.lease.refresh()
+        assert replica.lease.revision > 1
+        await link.js.delete_key_value(KV_BUCKET)
+        await patiently("the bucket made again", lambda: link.js.create_key_value(KeyValueConfig(
+            bucket=KV_BUCKET, history=1, replicas=3, storage=StorageType.FILE)))
+        new = Lease(link.kv, SHARD, "a1", ttl)
+        await patiently("a1 takes the new bucket's lease", lambda: new.acquire("127.0.0.1:1", ("ESZ6",), above=1))
+        await append(link.js, SHARD, node="a1", term=new.term, expected=1, kind=KIND_TERM, body=b"", last_seq=0,
+                     still_leader=new.holding)
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
+        try:
+            ends = time.monotonic() + 8 * ttl
+            while time.monotonic() < ends and not tasks[1].done():
+                await asyncio.sleep(ttl / 4)
+                if leader_renews:
+                    assert await new.renew(), f"a1's lease was taken: the key holds {new.value}"
+        finally:
+            for task in tasks:
+                task.cancel()
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    return host
+
+
+def test_a_follower_takes_over_from_a_leader_gone_after_the_lease_bucket_was_made_again(
+        nats: LocalNats, engine: EngineThread) -> None:
+    assert [c for c in bucket_made_again(nats, engine, leader_renews=False).calls if c[0] == "promoted"] == [
+        ("promoted", 3)]
+
+
+def test_a_follower_takes_no_lease_from_a_leader_that_renews_in_the_lease_bucket_made_again(
+        nats: LocalNats, engine: EngineThread) -> None:
+    assert not [c for c in bucket_made_again(nats, engine, leader_renews=True).calls if c[0] == "promoted"]
 
 
 def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engine: EngineThread) -> None:
