@@ -109,6 +109,12 @@ class ClusterNode:
         ref = self.loop.run(patiently("the newest snapshot", lambda: snapshots.newest(link.snapshots, shard)))
         info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
+        if ref is not None and ref.stream_seq > info.state.last_seq:
+            # Taken of a log that has since been lost or made again: the node
+            # starts again from the log there is (its state is lost with it).
+            log.error("snapshot_past_the_log", extra=fields(
+                shard=shard, snapshot=ref.name, snapshot_stream_seq=ref.stream_seq, log_ends=info.state.last_seq))
+            ref = None
         if ref is None:
             eng, self._position = new_engine(specs, level_events=True), Position(0, 1)
         else:

@@ -312,6 +312,27 @@ def test_a_log_that_ends_before_what_a_node_applied_stops_its_take_over(nats: Lo
     assert (first.stream_seq, first.kind, first.node) == (1, KIND_TERM, status(follower)["node"])
 
 
+def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
+                                                             shard: Callable[..., list[Any]]) -> None:
+    """As above, with a snapshot of the lost log in the store: it reaches
+    past the new log's end, so the node starting again does not load it
+    (it would be caught up by it, take the lease, be fenced with nothing to
+    read, and start again, forever) but starts from the log there is."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    settled(nodes)
+    leader.kill()
+    asyncio.run(make_the_log_again(nats.urls, "a"))
+    follower.wait_log(r"event=snapshot_past_the_log shard=a .*log_ends=0", timeout=60)
+    wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
+    assert book_of(follower, "ESZ6")["bids"] == []  # the state went with the log
+
+
 async def put_entry(urls: list[str], key: str, value: bytes) -> None:
     nc = await nats_client.connect(urls)
     try:
