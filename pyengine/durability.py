@@ -134,6 +134,7 @@ class Recovery:
     mark: tuple[int, int, int] = (0, 0, 0)  # the high-water mark: seq, order id, trade id
     loss_accepted: bool = False  # damage was set aside and the counters raised to the mark
     mark_error: str | None = None  # without `repair`: why the mark could not be read (it is taken as none)
+    unfinished_loss: str | None = None  # an accepted loss a crash cut short (its damage): a server refuses
 
 
 def segments(data_dir: Path) -> list[tuple[int, Path]]:
@@ -393,6 +394,7 @@ def recover(
         if repair:
             _repair(eng, root, report, accept_loss)
         elif (plan := _read_set_aside(root)) is not None:
+            report.unfinished_loss = plan.detail
             log.warning("journal_loss_unfinished", extra=fields(data_dir=str(root), detail=plan.detail))
     except BaseException:
         lib.eng_destroy(eng)

@@ -46,7 +46,7 @@ def audit(data_dir: str, *, full: bool = False) -> dict[str, Any]:
             "open_orders": int(st.open_orders),
             "instruments": [ffi.string(lib.eng_instrument(eng, i).symbol).decode()
                             for i in range(lib.eng_instrument_count(eng))],
-            "clean": report.damage is None,
+            "clean": report.damage is None and report.unfinished_loss is None,
             **asdict(report),
             "damage": None if report.damage is None else {
                 **asdict(report.damage), "torn_tail": report.damage.torn_tail, "summary": report.damage.describe()},
@@ -73,7 +73,10 @@ def _print(a: dict[str, Any]) -> None:
         seq, order_id, trade_id = a["mark"]
         print(f"  mark      seq {seq}, order id {order_id}, trade id {trade_id}: none was issued above them")
     damage = a["damage"]
-    if damage is None:
+    if a["unfinished_loss"]:
+        print("  journal   an accepted loss was cut short before what follows the damage was set aside (a server "
+              f"refuses to start without --accept-journal-loss, which finishes it): {a['unfinished_loss']}")
+    elif damage is None:
         print("  journal   clean")
     elif damage["torn_tail"]:
         print(f"  journal   torn tail (a write a crash cut short, never acknowledged): {damage['summary']}")

@@ -480,7 +480,9 @@ def test_a_crash_while_the_loss_is_accepted_is_finished_by_the_next_start_with_t
     untouched = files(tmp_path)
     with pytest.raises(JournalDamaged, match="a start with --accept-journal-loss stopped before it had set aside"):
         recover(tmp_path, specs())
-    _, report = recovered_hash(tmp_path, repair=False)  # an audit changes nothing either
+    checked = audit(str(tmp_path))  # an audit says so, and changes nothing either
+    assert not checked["clean"] and checked["unfinished_loss"].startswith(first.name)
+    assert replay_main([str(tmp_path), "--check"]) == 1
     assert files(tmp_path) == untouched
     eng, report = recover(tmp_path, specs(), accept_loss=True)
     try:
