@@ -146,8 +146,8 @@ void runner_request_stop(struct runner *r);
 /*
  * Stop and join the engine thread and the journal's (whose last sync, at the
  * stop, may fail: runner_journal_error says so after this); events that no
- * longer fit in a full output ring are dropped (call it after draining). A
- * runner joined takes no more commands. Can't fail; a second call does
+ * longer fit in a full output ring are dropped (call it after draining).
+ * Commands submitted after it are never run. Can't fail; a second call does
  * nothing.
  */
 void runner_join(struct runner *r);

@@ -862,8 +862,9 @@ class ClusterClient:
         is down. One that knows no shard yet (it started a moment ago: its
         directory is on its way from NATS) is asked again, with the others,
         for as long as `timeout` from the first question (each question has
-        `timeout` of its own); if none has answered, the last failure is
-        raised."""
+        `timeout` of its own; with None, for ever), even if it is down on a
+        later round (restarting); if none has answered yet, the last failure
+        is raised."""
         if not addresses:
             raise ValueError("no address to ask for the cluster's directory")
         give_up = None if timeout is None else time.monotonic() + timeout

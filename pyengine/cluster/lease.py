@@ -101,7 +101,12 @@ class Lease:
         """Read the key now (when a watch may have missed something)."""
         try:
             entry = await self.kv.get(self.key)
-        except (nats.js.errors.KeyNotFoundError, *_UNANSWERED):
+        except nats.js.errors.KeyNotFoundError:
+            # No key (deleted, or a bucket made again holds none yet): the
+            # next take creates it, where an update of a revision would fail.
+            self.revision, self.value, self.seen_at = 0, None, self.clock()
+            return
+        except _UNANSWERED:
             return
         if entry.revision is not None:  # a read has one (its message's stream sequence)
             self.observe(entry.revision, LeaseValue.decode(entry.value) if entry.value else None)

@@ -213,6 +213,28 @@ def test_a_follower_paused_past_the_ttl_takes_no_lease_from_a_leader_that_renewe
         leading.stop()
 
 
+async def make_the_bucket_again(link: Link) -> None:
+    """Delete the lease bucket and make it again, empty: its revisions start from 1."""
+    await link.js.delete_key_value(KV_BUCKET)
+    await patiently("the bucket made again", lambda: link.js.create_key_value(KeyValueConfig(
+        bucket=KV_BUCKET, history=1, replicas=3, storage=StorageType.FILE)))
+
+
+def test_a_lease_is_taken_in_a_lease_bucket_made_again_that_holds_no_key(nats: LocalNats) -> None:
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        lease = Lease(link.kv, SHARD, "a2", cluster.lease_ttl)
+        assert await lease.acquire("127.0.0.1:2", ("ESZ6",))
+        for _ in range(3):
+            assert await lease.renew()
+        await make_the_bucket_again(link)
+        assert not await lease.acquire("127.0.0.1:2", ("ESZ6",))  # an update of its revision: no such key
+        assert (lease.revision, lease.value) == (0, None)
+        assert await lease.acquire("127.0.0.1:2", ("ESZ6",), above=1)  # created
+        assert lease.holding() and lease.revision == 1
+
+    run(nats, "a2", scenario)
+
+
 def bucket_made_again(nats: LocalNats, engine: EngineThread, leader_renews: bool) -> Host:
     """a1 leads in the lease bucket, which is deleted and made again (its
     revisions start from 1 again) while a2 follows; a1 takes the new
@@ -233,9 +255,7 @@ def bucket_made_again(nats: LocalNats, engine: EngineThread, leader_renews: bool
         await replica._follow()
         await replica.lease.refresh()
         assert replica.lease.revision > 1
-        await link.js.delete_key_value(KV_BUCKET)
-        await patiently("the bucket made again", lambda: link.js.create_key_value(KeyValueConfig(
-            bucket=KV_BUCKET, history=1, replicas=3, storage=StorageType.FILE)))
+        await make_the_bucket_again(link)
         new = Lease(link.kv, SHARD, "a1", ttl)
         await patiently("a1 takes the new bucket's lease", lambda: new.acquire("127.0.0.1:1", ("ESZ6",), above=1))
         await append(link.js, SHARD, node="a1", term=new.term, expected=1, kind=KIND_TERM, body=b"", last_seq=0,
