@@ -27,11 +27,12 @@ from nats.js.object_store import ObjectStore
 from ..log import fields
 from .shardlog import SNAPSHOT_BUCKET, stream_name
 
-__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune"]
+__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune", "set_aside_past", "LOST"]
 
 log = logging.getLogger("pyengine.cluster")
 
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
+LOST = ".lost"  # <shard>.lost/<name>: a snapshot of a log since lost or made again, kept out of the way
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,22 @@ async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path) -> Path:
 async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
     await obs.put(ref.name, data)
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
+
+
+async def set_aside_past(obs: ObjectStore, shard: str, log_end: int) -> list[SnapshotRef]:
+    """Move the shard's snapshots that reach past message `log_end`, the
+    log's last (taken of a log since lost or made again, whose numbering
+    starts again), to ``<shard>.lost/``: `newest` and `prune` go by the log
+    there is, and the state they hold stays for an operator to look at.
+    Each is copied, then deleted: a move cut short is done again."""
+    moved = []
+    for ref in await _refs(obs, shard):
+        if ref.stream_seq > log_end:
+            copy = await obs.get(ref.name)
+            await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"")
+            await obs.delete(ref.name)
+            moved.append(ref)
+    return moved
 
 
 async def prune(js: JetStreamContext, obs: ObjectStore, shard: str) -> None:

@@ -111,10 +111,15 @@ class ClusterNode:
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
         if ref is not None and ref.stream_seq > info.state.last_seq:
             # Taken of a log that has since been lost or made again: the node
-            # starts again from the log there is (its state is lost with it).
+            # starts again from the log there is (the state is lost with it),
+            # and the snapshots of that log go out of the way of the new one's.
+            end = info.state.last_seq
+            moved = self.loop.run(patiently("the snapshots of a lost log",
+                                            lambda: snapshots.set_aside_past(link.snapshots, shard, end)))
             log.error("snapshot_past_the_log", extra=fields(
-                shard=shard, snapshot=ref.name, snapshot_stream_seq=ref.stream_seq, log_ends=info.state.last_seq))
-            ref = None
+                shard=shard, snapshot=ref.name, snapshot_stream_seq=ref.stream_seq, log_ends=end,
+                set_aside=len(moved), kept_as=f"{shard}{snapshots.LOST}/"))
+            ref = self.loop.run(patiently("the newest snapshot", lambda: snapshots.newest(link.snapshots, shard)))
         if ref is None:
             eng, self._position = new_engine(specs, level_events=True), Position(0, 1)
         else:

@@ -28,7 +28,7 @@ from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.mdfeed import SymbolFeed, md_subject, snapshot_subject
 from pyengine.cluster.link import patiently
-from pyengine.cluster.shardlog import KIND_TERM, ensure_stream, stream_name
+from pyengine.cluster.shardlog import KIND_TERM, SNAPSHOT_BUCKET, ensure_stream, stream_name
 
 from .clusterkit import (
     SHARDS,
@@ -328,9 +328,28 @@ def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
     settled(nodes)
     leader.kill()
     asyncio.run(make_the_log_again(nats.urls, "a"))
-    follower.wait_log(r"event=snapshot_past_the_log shard=a .*log_ends=0", timeout=60)
+    follower.wait_log(r"event=snapshot_past_the_log shard=a .*log_ends=0 set_aside=1 kept_as=a.lost/", timeout=60)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
     assert book_of(follower, "ESZ6")["bids"] == []  # the state went with the log
+    assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
+    # The new log's snapshots go by it: one taken, pruned against, and the log goes on.
+    with Client(address(follower)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        for price in (449_000, 448_975):
+            assert c.request(c.new_order("ESZ6", "buy", 1, price))["type"] == "ack"
+            assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+        assert c.request(c.new_order("ESZ6", "buy", 1, 448_950))["type"] == "ack"
+    assert sorted(name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))) == [
+        "a", "a", "a.lost"]
+
+
+async def snapshot_names(urls: list[str]) -> list[str]:
+    nc = await nats_client.connect(urls)
+    try:
+        store = await nc.jetstream().object_store(SNAPSHOT_BUCKET)
+        return sorted(info.name for info in await store.list(ignore_deletes=True))
+    finally:
+        await nc.close()
 
 
 async def put_entry(urls: list[str], key: str, value: bytes) -> None:
