@@ -95,13 +95,17 @@ async def set_aside_past(obs: ObjectStore, shard: str, log_end: int) -> list[Sna
     log's last (taken of a log since lost or made again, whose numbering
     starts again), to ``<shard>.lost/``: `newest` and `prune` go by the log
     there is, and the state they hold stays for an operator to look at.
-    Each is copied, then deleted: a move cut short is done again."""
+    Each is copied, then deleted: a move cut short is done again, and one
+    that another node made meanwhile is passed over."""
     moved = []
     for ref in await _refs(obs, shard):
         if ref.stream_seq > log_end:
-            copy = await obs.get(ref.name)
-            await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"")
-            await obs.delete(ref.name)
+            try:
+                copy = await obs.get(ref.name)
+                await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"")
+                await obs.delete(ref.name)
+            except nats.js.errors.NotFoundError:
+                continue
             moved.append(ref)
     return moved
 
