@@ -110,6 +110,16 @@ def counters(eng: object) -> tuple[int, int, int]:
     return int(c.seq), int(c.order_id), int(c.trade_id)
 
 
+def assert_loss_accepted(data_dir: Path, good: list[bytes], mark: tuple[int, int, int]) -> None:
+    """A recovery with the loss accepted gives the state of `good`, its counters raised to `mark`."""
+    eng, report = recover(data_dir, specs(), accept_loss=True)
+    try:
+        assert report.loss_accepted and report.seq == mark[0] and counters(eng) == mark
+        assert int(lib.eng_state_hash(eng)) == raised_hash(good, mark)
+    finally:
+        lib.eng_destroy(eng)
+
+
 def raised_hash(cmds: list[bytes], mark: tuple[int, int, int]) -> int:
     """The state hash of an engine fed `cmds`, its counters then raised to `mark`."""
     eng = new_engine(specs())
@@ -325,12 +335,7 @@ def test_records_lost_from_the_end_of_an_older_segment_are_damage(tmp_path: Path
     with pytest.raises(JournalDamaged, match=rf"{first.name}: sequence gap .* after seq 150"):
         recover(tmp_path, specs())
     mark = read_mark(tmp_path)
-    eng, report = recover(tmp_path, specs(), accept_loss=True)
-    try:
-        assert report.loss_accepted and counters(eng) == mark
-        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:150], mark)
-    finally:
-        lib.eng_destroy(eng)
+    assert_loss_accepted(tmp_path, cmds[:150], mark)
     assert (tmp_path / "journal-00000000000000000201.log.orphan").exists()
     assert not list(tmp_path.glob("*.damaged-*"))  # nothing was after the last record to set aside
     h, report = recovered_hash(tmp_path)  # the next life needs no flag
@@ -362,13 +367,7 @@ def test_flipped_byte_mid_journal_refuses_until_the_loss_is_accepted(tmp_path: P
     # away, and the counters continue from the high-water mark.
     mark = read_mark(tmp_path)
     assert mark[0] > 1500
-    eng, report = recover(tmp_path, specs(), accept_loss=True)
-    try:
-        assert report.loss_accepted and report.seq == mark[0]
-        assert counters(eng) == mark
-        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:499], mark)
-    finally:
-        lib.eng_destroy(eng)
+    assert_loss_accepted(tmp_path, cmds[:499], mark)
     assert first.stat().st_size == header + 499 * RECORD
     (aside,) = tmp_path.glob("journal-*.log.damaged-*")
     assert aside.stat().st_size == 501 * RECORD
@@ -484,12 +483,7 @@ def test_a_crash_while_the_loss_is_accepted_is_finished_by_the_next_start_with_t
     assert not checked["clean"] and checked["unfinished_loss"].startswith(first.name)
     assert replay_main([str(tmp_path), "--check"]) == 1
     assert files(tmp_path) == untouched
-    eng, report = recover(tmp_path, specs(), accept_loss=True)
-    try:
-        assert report.loss_accepted and counters(eng) == mark
-        assert int(lib.eng_state_hash(eng)) == raised_hash(cmds[:499], mark)
-    finally:
-        lib.eng_destroy(eng)
+    assert_loss_accepted(tmp_path, cmds[:499], mark)
     assert first.stat().st_size == good and not (tmp_path / "ACCEPTING_LOSS").exists()
     (aside,) = tmp_path.glob("journal-*.log.damaged-*")
     assert aside.stat().st_size == 501 * RECORD
