@@ -17,6 +17,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -346,13 +348,21 @@ def _pings_answered(c: Client, n: int) -> int:
     return answered
 
 
-def test_a_reply_that_lists_more_spends_more_of_the_rate(server_factory: Any) -> None:
-    # The bucket barely refills (0.001 a second): what is left is what was spent.
-    server = server_factory("[limits]\nrate = 0.001\nburst = 200\nmax_open_orders = 0\n")
+@contextmanager
+def _resting_in_a_still_bucket(server_factory: Any, burst: int, orders: int) -> Iterator[Client]:
+    """A logged-in client with `orders` resting buys of ESZ6, on a server
+    whose bucket of `burst` tokens barely refills (0.001 a second): what is
+    left is what was spent, 1 + `orders` tokens so far."""
+    server = server_factory(f"[limits]\nrate = 0.001\nburst = {burst}\nmax_open_orders = 0\n")
     with server.client() as c:
-        c.login(7)  # 1 token: 199 left
-        for i in range(100):  # 100: 99 left
+        c.login(7)
+        for i in range(orders):
             c.new_order("ESZ6", "buy", 1, 450_000 - 25 * i)
+        yield c
+
+
+def test_a_reply_that_lists_more_spends_more_of_the_rate(server_factory: Any) -> None:
+    with _resting_in_a_still_bucket(server_factory, 200, 100) as c:  # 99 left
         assert len(c.request(c.orders(), timeout=10)["orders"]) == 100  # 1 + 100 / 4: 73 left
         snapshot = c.request(c.subscribe("ESZ6"), timeout=10)  # 1 + 100 / 32: 68.875 left
         assert len(snapshot["bids"]) == 100 and snapshot["asks"] == []
@@ -360,12 +370,8 @@ def test_a_reply_that_lists_more_spends_more_of_the_rate(server_factory: Any) ->
 
 
 def test_a_request_of_one_symbol_spends_the_rate_for_the_orders_it_skips(server_factory: Any) -> None:
-    # As above: what is left is what was spent. Each request goes through all 256 orders and takes none.
-    server = server_factory("[limits]\nrate = 0.001\nburst = 400\nmax_open_orders = 0\n")
-    with server.client() as c:
-        c.login(7)  # 1 token: 399 left
-        for i in range(256):  # 256: 143 left
-            c.new_order("ESZ6", "buy", 1, 450_000 - 25 * i)
+    # Each request goes through all 256 orders and takes none.
+    with _resting_in_a_still_bucket(server_factory, 400, 256) as c:  # 143 left
         assert c.request(c.orders("NQZ6"), timeout=10)["orders"] == []  # 1 + 256 / 128: 140 left
         assert c.request(c.mass_cancel("NQZ6"), timeout=10)["count"] == 0  # 1 + 256 / 512: 138.5 left
         assert _pings_answered(c, 140) == 138
