@@ -72,6 +72,7 @@ class Position:
     stream_seq: int  # the last message applied (0: none)
     next_seq: int  # the engine seq the next command will have
     term: int = 0  # the highest term among the messages applied
+    log_id: str = ""  # which log (snapshots.log_identity): the snapshots this node takes are of it
 
 
 class ReplicaHost(Protocol):
@@ -100,6 +101,7 @@ class Replica:
         self.role = FOLLOWING
         self.applied = position.stream_seq  # the last log message applied (or appended, leading)
         self.next_seq = position.next_seq
+        self.log_id = position.log_id
         self.stream_seq = position.stream_seq  # the log's last message, as last heard
         self.terms = TermOrder()
         self.terms.highest = position.term
@@ -404,7 +406,7 @@ class Replica:
                     data = bytes(ffi.buffer(snap.buf, snap.len))
                     lib.eng_free_buffer(snap.buf)
                     # Every record before it is stored: it is the state after message `applied`.
-                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied, self.lease.term)
+                    ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied, self.lease.term, self.log_id)
                     self._tasks.append(self._spawn(self._store_snapshot(ref, data), "snapshot"))
                     continue
                 if n == 0:
@@ -437,7 +439,7 @@ class Replica:
         name = None
         try:
             await snapshots.store(self.link.snapshots, ref, data)
-            await snapshots.prune(self.link.js, self.link.snapshots, self.shard)
+            await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
             name = ref.name
             log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
         except _NATS_ERRORS as exc:

@@ -41,7 +41,7 @@ log = logging.getLogger("pyengine.cluster")
 
 RECORD_SIZE = ffi.sizeof("struct jnl_record")
 KV_BUCKET = "pyengine"  # lease.<shard>: who leads it; node.<shard>.<node>: where each node listens
-SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream seq>
+SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream seq>-<term>-<log> (snapshots.py)
 
 H_NODE, H_TERM, H_KIND, H_LAST = "Pyengine-Node", "Pyengine-Term", "Pyengine-Kind", "Pyengine-Last-Seq"
 KIND_RECORDS, KIND_TERM = "records", "term"

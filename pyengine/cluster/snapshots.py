@@ -1,10 +1,13 @@
 """Shard snapshots in the JetStream object store, where any node can fetch them.
 
 A snapshot is the engine's whole state after command ``seq`` (the format of
-``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>-<term>``:
+``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>-<term>-<log>``:
 the last message of the shard's log that it covers (a node that loads it
-reads the log from the message after) and the term of the leader that took
-it (the highest term of those messages). The leader stores
+reads the log from the message after), the term of the leader that took
+it (the highest term of those messages), and which log it is of: the
+stream's creation time (`log_identity`). A log lost and made again numbers
+its messages from 1 again; only the identity tells its snapshots from those
+of the log before it. The leader stores
 one whenever it takes one; once a new one is stored, the log before the
 previous one's position is purged and older snapshots are deleted, so a
 follower a little behind still finds its messages, and a new node finds a
@@ -20,18 +23,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats.js.errors
-from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.api import ObjectStoreConfig, StorageType, StreamInfo
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from ..log import fields
 from .shardlog import SNAPSHOT_BUCKET, stream_name
 
-__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune", "set_aside_past", "LOST"]
+__all__ = ["SnapshotRef", "log_identity", "open_store", "newest", "fetch", "store", "prune", "set_aside_others",
+           "LOST"]
 
 log = logging.getLogger("pyengine.cluster")
 
-_NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
+# Names from before the log's identity was in them end at the term: their log is told by position only.
+_NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})(?:-(\d{8}T\d{12}Z))?$")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of a log since lost or made again, kept out of the way
 
 
@@ -41,10 +46,20 @@ class SnapshotRef:
     seq: int  # the engine's state after this command
     stream_seq: int  # ... which is the state after this message of the log
     term: int  # the highest term of the messages up to it
+    log_id: str  # the log's identity (log_identity); "" in a name from before it was there
 
     @property
     def name(self) -> str:
-        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}-{self.term:010d}"
+        tail = f"-{self.log_id}" if self.log_id else ""
+        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}-{self.term:010d}{tail}"
+
+
+def log_identity(info: StreamInfo) -> str:
+    """The shard's log, told apart from one made before or after it under
+    the same name: when JetStream created the stream (UTC, microseconds)."""
+    if info.created is None:
+        raise RuntimeError(f"stream {info.config.name} has no creation time: NATS server 2.10 or later is needed")
+    return info.created.strftime("%Y%m%dT%H%M%S%fZ")
 
 
 async def open_store(js: JetStreamContext, replicas: int) -> ObjectStore:
@@ -65,12 +80,20 @@ async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
         head, _, tail = info.name.partition("/")
         m = _NAME.fullmatch(tail)
         if head == shard and m:
-            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3))))
+            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) or ""))
     return sorted(refs, key=lambda r: r.seq)
 
 
-async def newest(obs: ObjectStore, shard: str) -> SnapshotRef | None:
-    refs = await _refs(obs, shard)
+def _of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
+    """Whether `ref` was taken of the log `log_id`, whose last message is
+    `log_end`. A name without the identity is judged by position: one that
+    reaches past the log's end is of another log."""
+    return ref.log_id == log_id if ref.log_id else ref.stream_seq <= log_end
+
+
+async def newest(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> SnapshotRef | None:
+    """The newest snapshot of the log `log_id` (last message `log_end`)."""
+    refs = [ref for ref in await _refs(obs, shard) if _of_the_log(ref, log_id, log_end)]
     return refs[-1] if refs else None
 
 
@@ -90,16 +113,15 @@ async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
 
 
-async def set_aside_past(obs: ObjectStore, shard: str, log_end: int) -> list[SnapshotRef]:
-    """Move the shard's snapshots that reach past message `log_end`, the
-    log's last (taken of a log since lost or made again, whose numbering
-    starts again), to ``<shard>.lost/``: `newest` and `prune` go by the log
-    there is, and the state they hold stays for an operator to look at.
-    Each is copied, then deleted: a move cut short is done again, and one
-    that another node made meanwhile is passed over."""
+async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> list[SnapshotRef]:
+    """Move the shard's snapshots of another log than `log_id` (last message
+    `log_end`), one since lost or made again, to ``<shard>.lost/``: `prune`
+    goes by the log there is, and the state they hold stays for an operator
+    to look at. Each is copied, then deleted: a move cut short is done
+    again, and one that another node made meanwhile is passed over."""
     moved = []
     for ref in await _refs(obs, shard):
-        if ref.stream_seq > log_end:
+        if not _of_the_log(ref, log_id, log_end):
             try:
                 copy = await obs.get(ref.name)
                 await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"")
@@ -110,9 +132,9 @@ async def set_aside_past(obs: ObjectStore, shard: str, log_end: int) -> list[Sna
     return moved
 
 
-async def prune(js: JetStreamContext, obs: ObjectStore, shard: str) -> None:
-    """Keep the two newest snapshots and the log from the older one's position on."""
-    refs = await _refs(obs, shard)
+async def prune(js: JetStreamContext, obs: ObjectStore, shard: str, log_id: str) -> None:
+    """Keep the two newest snapshots of the log `log_id` and the log from the older one's position on."""
+    refs = [ref for ref in await _refs(obs, shard) if ref.log_id in (log_id, "")]
     if len(refs) < 2:
         return
     keep_from = refs[-2].stream_seq + 1

@@ -106,22 +106,22 @@ class ClusterNode:
         self.loop.start()
         self.link = link = self.loop.run(connect(self.cluster))
         shard = self.cluster.shard
-        ref = self.loop.run(patiently("the newest snapshot", lambda: snapshots.newest(link.snapshots, shard)))
         info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
-        if ref is not None and ref.stream_seq > info.state.last_seq:
-            # Taken of a log that has since been lost or made again: the node
-            # starts again from the log there is (the state is lost with it),
-            # and the snapshots of that log go out of the way of the new one's.
-            end = info.state.last_seq
-            moved = self.loop.run(patiently("the snapshots of a lost log",
-                                            lambda: snapshots.set_aside_past(link.snapshots, shard, end)))
-            log.error("snapshot_past_the_log", extra=fields(
-                shard=shard, snapshot=ref.name, snapshot_stream_seq=ref.stream_seq, log_ends=end,
-                set_aside=len(moved), kept_as=f"{shard}{snapshots.LOST}/"))
-            ref = self.loop.run(patiently("the newest snapshot", lambda: snapshots.newest(link.snapshots, shard)))
+        this_log, end = snapshots.log_identity(info), info.state.last_seq
+        # Snapshots of a log since lost or made again: the node starts from
+        # the log there is (the state is lost with the old one), and they go
+        # out of the way of the new log's.
+        moved = self.loop.run(patiently("the snapshots of a lost log",
+                                        lambda: snapshots.set_aside_others(link.snapshots, shard, this_log, end)))
+        if moved:
+            log.error("snapshot_of_another_log", extra=fields(
+                shard=shard, log=this_log, log_ends=end, set_aside=len(moved),
+                snapshots=" ".join(ref.name for ref in moved), kept_as=f"{shard}{snapshots.LOST}/"))
+        ref = self.loop.run(patiently("the newest snapshot",
+                                      lambda: snapshots.newest(link.snapshots, shard, this_log, end)))
         if ref is None:
-            eng, self._position = new_engine(specs, level_events=True), Position(0, 1)
+            eng, self._position = new_engine(specs, level_events=True), Position(0, 1, log_id=this_log)
         else:
             # Loaded, the engine holds it all: the download goes (a node that
             # restarts at every lost lead would otherwise keep one each time).
@@ -131,7 +131,7 @@ class ClusterNode:
                 path = self.loop.run(patiently(f"snapshot {ref.name}",
                                                lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
                 eng, seq = load_snapshot(path, specs, level_events=True)
-            self._position = Position(ref.stream_seq, seq + 1, ref.term)
+            self._position = Position(ref.stream_seq, seq + 1, ref.term, this_log)
         if first > self._position.stream_seq + 1:
             lib.eng_destroy(eng)
             raise RecoveryError(f"the log of shard {self.cluster.shard} starts at message {first}, but the newest "

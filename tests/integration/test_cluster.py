@@ -28,7 +28,7 @@ from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.mdfeed import SymbolFeed, md_subject, snapshot_subject
 from pyengine.cluster.link import patiently
-from pyengine.cluster.shardlog import KIND_TERM, SNAPSHOT_BUCKET, ensure_stream, stream_name
+from pyengine.cluster.shardlog import KIND_TERM, SNAPSHOT_BUCKET, append, ensure_stream, stream_name
 
 from .clusterkit import (
     SHARDS,
@@ -328,7 +328,7 @@ def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
     settled(nodes)
     leader.kill()
     asyncio.run(make_the_log_again(nats.urls, "a"))
-    follower.wait_log(r"event=snapshot_past_the_log shard=a .*log_ends=0 set_aside=1 kept_as=a.lost/", timeout=60)
+    follower.wait_log(r"event=snapshot_of_another_log shard=a .*log_ends=0 set_aside=1 .*kept_as=a.lost/", timeout=60)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
     assert book_of(follower, "ESZ6")["bids"] == []  # the state went with the log
     assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
@@ -341,6 +341,71 @@ def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
         assert c.request(c.new_order("ESZ6", "buy", 1, 448_950))["type"] == "ack"
     assert sorted(name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))) == [
         "a", "a", "a.lost"]
+
+
+def test_a_snapshot_of_a_lost_log_is_not_loaded_once_the_new_log_reaches_past_it(
+        nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """The log is lost and made again, and has grown past the old snapshot's
+    position by the time a node starts: by position alone the snapshot fits
+    the new log, and the node would apply the new log on the lost log's
+    state. Its name says which log it is of: the node passes it over."""
+    (leader,) = shard(1)
+    wait_for_value("the node leading", lambda: status(leader)["role"], "leader", timeout=60)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        taken = c.request(c.snapshot(), timeout=30)
+    assert taken["type"] == "snapshot"
+    covered = int(taken["path"].rpartition("/")[2].split("-")[1])  # <seq>-<stream seq>-<term>-<log>
+    leader.kill()
+    asyncio.run(make_the_log_again(nats.urls, "a"))
+    asyncio.run(append_terms(nats.urls, "a", covered + 2))
+    (new,) = shard(1, first=2)
+    wait_for_value("the node leading the new log", lambda: status(new)["role"], "leader", timeout=60)
+    assert book_of(new, "ESZ6")["bids"] == []  # the state went with the log
+    new.wait_log(r"event=snapshot_of_another_log shard=a .*set_aside=1 .*kept_as=a.lost/", timeout=60)
+    assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
+
+
+def test_a_snapshot_named_before_the_log_was_in_names_is_loaded_by_its_position(
+        nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """A store written before snapshot names said which log they are of
+    (``<seq>-<stream seq>-<term>``): a snapshot that fits the log is loaded."""
+    (leader,) = shard(1)
+    wait_for_value("the node leading", lambda: status(leader)["role"], "leader", timeout=60)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    leader.kill()
+    (name,) = asyncio.run(snapshot_names(nats.urls))
+    asyncio.run(rename_snapshot(nats.urls, name, name.rpartition("-")[0]))
+    (new,) = shard(1, first=2)
+    wait_for_value("the node leading again", lambda: status(new)["role"], "leader", timeout=60)
+    new.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={name.rpartition('-')[0]} ", timeout=10)
+    assert book_of(new, "ESZ6")["bids"] == [[450_000, 1, 1]]
+
+
+async def rename_snapshot(urls: list[str], name: str, to: str) -> None:
+    nc = await nats_client.connect(urls)
+    try:
+        store = await nc.jetstream().object_store(SNAPSHOT_BUCKET)
+        await store.put(to, (await store.get(name)).data or b"")
+        await store.delete(name)
+    finally:
+        await nc.close()
+
+
+async def append_terms(urls: list[str], shard: str, count: int) -> None:
+    """`count` term messages of a leader that came and went, on an empty log."""
+    nc = await nats_client.connect(urls)
+    try:
+        js = nc.jetstream()
+        for term in range(1, count + 1):
+            await append(js, shard, node="gone", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
+                         last_seq=0, still_leader=lambda: True)
+    finally:
+        await nc.close()
 
 
 async def snapshot_names(urls: list[str]) -> list[str]:
