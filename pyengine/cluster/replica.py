@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -237,15 +237,28 @@ class Replica:
         while True:
             try:
                 info = await self.link.js.stream_info(stream_name(self.shard))
-                self.stream_seq = max(self.stream_seq, info.state.last_seq)
+                if self._same_log(info):
+                    self.stream_seq = max(self.stream_seq, info.state.last_seq)
             except _NATS_ERRORS:
                 pass
             await asyncio.sleep(0.5)
+
+    def _same_log(self, info: StreamInfo) -> bool:
+        """Whether the shard's stream is still the log this node's state is
+        of; a log lost and made again is not, however far it has grown (its
+        numbering starts again): the node starts again from it."""
+        made = snapshots.log_identity(info)
+        if self.log_id and made != self.log_id:
+            self._lose(f"the log was made again (at {made}; this node's state is of the log made at {self.log_id})")
+            return False
+        return True
 
     async def _caught_up(self) -> bool:
         try:
             info = await self.link.js.stream_info(stream_name(self.shard))
         except _NATS_ERRORS:
+            return False
+        if not self._same_log(info):
             return False
         self.stream_seq = max(self.stream_seq, info.state.last_seq)
         return self.applied >= info.state.last_seq
@@ -254,6 +267,8 @@ class Replica:
         """Apply the messages after `applied` up to the log's end, one by one
         (from the stream's leader: a lagging replica could lack them)."""
         info = await self.link.js.stream_info(stream_name(self.shard))
+        if not self._same_log(info):
+            return
         for seq in range(self.applied + 1, info.state.last_seq + 1):
             if self.role != FOLLOWING:
                 return

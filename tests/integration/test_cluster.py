@@ -291,12 +291,12 @@ async def make_the_log_again(urls: list[str], shard: str) -> None:
         await nc.close()
 
 
-def test_a_log_that_ends_before_what_a_node_applied_stops_its_take_over(nats: LocalNats,
+def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
                                                                         shard: Callable[..., list[Any]]) -> None:
     """The leader dies and the log is lost (made again, empty): the follower
-    that takes the lease finds its term message fenced (the log is not at
-    the last message it applied) with nothing to read. It stops and starts
-    again from the log there is, rather than append again at once, forever."""
+    sees the stream is another log, stops and starts again from it, rather
+    than take the lease and append its term message after the last message
+    it applied (fenced at once, and again, forever)."""
     nodes = shard(2)
     leader = leader_among(nodes)
     follower = next(n for n in nodes if n is not leader)
@@ -306,10 +306,32 @@ def test_a_log_that_ends_before_what_a_node_applied_stops_its_take_over(nats: Lo
     settled(nodes)
     leader.kill()
     asyncio.run(make_the_log_again(nats.urls, "a"))
-    follower.wait_log(r'event=replica_restarts .*reason="the log does not go on from message', timeout=30)
+    follower.wait_log(r'event=replica_restarts .*reason="the log was made again ', timeout=30)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
     first = the_log(nats.urls, "a")[0]
     assert (first.stream_seq, first.kind, first.node) == (1, KIND_TERM, status(follower)["node"])
+
+
+def test_a_follower_whose_log_is_made_again_starts_again_from_it(nats: LocalNats,
+                                                                  shard: Callable[..., list[Any]]) -> None:
+    """The leader dies and the log is made again, and grows past the
+    messages the follower applied before it takes over: by position it would
+    follow the new log on the lost log's state, and lead it so. It sees
+    the stream is another and starts again from it."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    follower = next(n for n in nodes if n is not leader)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+    settled(nodes)
+    leader.kill()
+    applied = the_log(nats.urls, "a")[-1].stream_seq
+    asyncio.run(make_the_log_again(nats.urls, "a"))
+    asyncio.run(append_terms(nats.urls, "a", applied + 2))
+    wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
+    assert book_of(follower, "ESZ6")["bids"] == []  # the state went with the log
+    follower.wait_log(r'event=replica_restarts .*reason="the log was made again \(at \d{8}T\d{12}Z; ', timeout=30)
 
 
 def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,

@@ -21,6 +21,7 @@ import pytest
 from nats.js.api import KeyValueConfig, StorageType
 
 from pyengine.cluster.audit import fetch_log
+from pyengine.cluster import snapshots
 from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.config import ClusterConfig
 from pyengine.cluster.lease import Lease, LeaseValue
@@ -286,6 +287,34 @@ def test_a_follower_takes_over_from_a_leader_gone_after_the_lease_bucket_was_mad
 def test_a_follower_takes_no_lease_from_a_leader_that_renews_in_the_lease_bucket_made_again(
         nats: LocalNats, engine: EngineThread) -> None:
     assert not [c for c in bucket_made_again(nats, engine, leader_renews=True).calls if c[0] == "promoted"]
+
+
+def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
+        nats: LocalNats, engine: EngineThread) -> None:
+    """The replica's state is of this log, but the log ends before the
+    messages it applied (cut back: restored from an older copy, say): it
+    takes the lease, its term message is fenced with nothing to read, and it
+    stops, rather than append again at once, forever."""
+    ttl = 1.0
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        this_log = snapshots.log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
+                          Position(3, 1, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
+        try:
+            ends = time.monotonic() + 10 * ttl
+            while time.monotonic() < ends and replica.role != STOPPED:
+                await asyncio.sleep(ttl / 4)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
 
 
 def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engine: EngineThread) -> None:
