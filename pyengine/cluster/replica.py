@@ -51,7 +51,7 @@ from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, patiently
 from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
-    lease_key, log_subject, message_of, node_key, stream_name
+    lease_key, log_identity, log_subject, message_of, node_key, stream_name
 
 if TYPE_CHECKING:
     from .._cengine import struct_runner
@@ -72,7 +72,7 @@ class Position:
     stream_seq: int  # the last message applied (0: none)
     next_seq: int  # the engine seq the next command will have
     term: int = 0  # the highest term among the messages applied
-    log_id: str = ""  # which log (snapshots.log_identity): the snapshots this node takes are of it
+    log_id: str = ""  # which log (shardlog.log_identity): the snapshots this node takes are of it
 
 
 class ReplicaHost(Protocol):
@@ -247,11 +247,19 @@ class Replica:
         """Whether the shard's stream is still the log this node's state is
         of; a log lost and made again is not, however far it has grown (its
         numbering starts again): the node starts again from it."""
-        made = snapshots.log_identity(info)
+        made = log_identity(info)
         if self.log_id and made != self.log_id:
             self._lose(f"the log was made again (at {made}; this node's state is of the log made at {self.log_id})")
             return False
         return True
+
+    async def _still_our_log(self) -> bool:
+        """_same_log, asked now; when JetStream does not answer, the stream
+        tracker asks again within 0.5 s."""
+        try:
+            return self._same_log(await self.link.js.stream_info(stream_name(self.shard)))
+        except _NATS_ERRORS:
+            return True
 
     async def _caught_up(self) -> bool:
         try:
@@ -375,7 +383,7 @@ class Replica:
                     self._lose(f"the log does not go on from message {before}, the last this node applied")
                     return
                 continue
-            if self.role != FOLLOWING:
+            if self.role != FOLLOWING or not await self._still_our_log():
                 return
             if not self.lease.holding():
                 self._lose("the lease ran out while taking over")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
 
 from .._ffi import ffi
@@ -35,13 +35,14 @@ from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
-           "KIND_RECORDS", "KIND_TERM"]
+           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity"]
 
 log = logging.getLogger("pyengine.cluster")
 
 RECORD_SIZE = ffi.sizeof("struct jnl_record")
 KV_BUCKET = "pyengine"  # lease.<shard>: who leads it; node.<shard>.<node>: where each node listens
-SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream seq>-<term>-<log> (snapshots.py)
+SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream seq>-<term> (snapshots.py)
+LOG_ID = "pyengine_log"  # the stream's metadata key of its identity (log_identity)
 
 H_NODE, H_TERM, H_KIND, H_LAST = "Pyengine-Node", "Pyengine-Term", "Pyengine-Kind", "Pyengine-Last-Seq"
 KIND_RECORDS, KIND_TERM = "records", "term"
@@ -110,22 +111,47 @@ def message_of(stream_seq: int, headers: dict[str, str] | None, data: bytes) -> 
                       int(h.get(H_LAST, 0)), data)
 
 
-async def ensure_stream(js: JetStreamContext, shard: str, replicas: int) -> None:
-    """Create the shard's stream, or check the one there: replicas are fixed
-    at creation (a stream made with other settings is left as it is)."""
-    config = StreamConfig(
-        name=stream_name(shard), subjects=[log_subject(shard)], num_replicas=replicas,
-        storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
-        duplicate_window=120.0, allow_direct=True,
-    )
+def log_identity(info: StreamInfo) -> str:
+    """Which log the shard's stream holds, told apart from one made before
+    or after it under the same name: the time JetStream created the stream
+    (UTC, to the microsecond), as ensure_stream writes it into the stream's
+    metadata, which a restore from a backup keeps (its creation time is the
+    restore's). A stream made by hand has none yet: its creation time."""
+    stamped = (info.config.metadata or {}).get(LOG_ID)
+    if stamped:
+        return stamped
+    if info.created is None:
+        raise RuntimeError(f"stream {info.config.name} has no creation time")
+    return info.created.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+async def ensure_stream(js: JetStreamContext, shard: str, replicas: int) -> str:
+    """Create the shard's stream, or check the one there (replicas are fixed
+    at creation: a stream made with other settings is left as it is), write
+    its identity into its metadata if it has none, and return it."""
+    name = stream_name(shard)
     try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError as exc:
-        if exc.err_code != 10058:  # "already in use with a different configuration"
-            raise
-        info = await js.stream_info(stream_name(shard))
-        log.warning("stream_config_differs", extra=fields(
-            stream=stream_name(shard), replicas=info.config.num_replicas, wanted=replicas))
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        config = StreamConfig(
+            name=name, subjects=[log_subject(shard)], num_replicas=replicas,
+            storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
+            duplicate_window=120.0, allow_direct=True,
+        )
+        try:
+            info = await js.add_stream(config)
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code != 10058:  # "already in use with a different configuration": made meanwhile
+                raise
+            info = await js.stream_info(name)
+    if info.config.num_replicas != replicas:
+        log.warning("stream_config_differs", extra=fields(stream=name, replicas=info.config.num_replicas,
+                                                          wanted=replicas))
+    if not (info.config.metadata or {}).get(LOG_ID):
+        # Every node that does this at once writes the same: the creation time.
+        info.config.metadata = {**(info.config.metadata or {}), LOG_ID: log_identity(info)}
+        info = await js.update_stream(info.config)
+    return log_identity(info)
 
 
 def _headers(shard: str, node: str, term: int, expected: int, kind: str, last_seq: int) -> dict[str, str]:

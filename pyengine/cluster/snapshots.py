@@ -1,13 +1,13 @@
 """Shard snapshots in the JetStream object store, where any node can fetch them.
 
 A snapshot is the engine's whole state after command ``seq`` (the format of
-``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>-<term>-<log>``:
+``eng_snapshot_serialize``), stored as ``<shard>/<seq>-<stream seq>-<term>``:
 the last message of the shard's log that it covers (a node that loads it
-reads the log from the message after), the term of the leader that took
-it (the highest term of those messages), and which log it is of: the
-stream's creation time (`log_identity`). A log lost and made again numbers
-its messages from 1 again; only the identity tells its snapshots from those
-of the log before it. The leader stores
+reads the log from the message after) and the term of the leader that took
+it (the highest term of those messages). Its description, ``log <id>``,
+says which log it was taken of (shardlog.log_identity): a log lost and made
+again numbers its messages from 1 again, and only that tells its snapshots
+from those of the log before it. The leader stores
 one whenever it takes one; once a new one is stored, the log before the
 previous one's position is purged and older snapshots are deleted, so a
 follower a little behind still finds its messages, and a new node finds a
@@ -23,20 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats.js.errors
-from nats.js.api import ObjectStoreConfig, StorageType, StreamInfo
+from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from ..log import fields
-from .shardlog import SNAPSHOT_BUCKET, stream_name
+from .shardlog import SNAPSHOT_BUCKET, log_identity, stream_name
 
-__all__ = ["SnapshotRef", "log_identity", "open_store", "newest", "fetch", "store", "prune", "set_aside_others",
-           "LOST"]
+__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune", "set_aside_others", "LOST"]
 
 log = logging.getLogger("pyengine.cluster")
 
-# Names from before the log's identity was in them end at the term: their log is told by position only.
-_NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})(?:-(\d{8}T\d{12}Z))?$")
+_NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
+_DESCRIPTION = re.compile(r"log (\S+)")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of a log since lost or made again, kept out of the way
 
 
@@ -46,20 +45,15 @@ class SnapshotRef:
     seq: int  # the engine's state after this command
     stream_seq: int  # ... which is the state after this message of the log
     term: int  # the highest term of the messages up to it
-    log_id: str  # the log's identity (log_identity); "" in a name from before it was there
+    log_id: str  # the log's (shardlog.log_identity); "" for one stored before snapshots said
 
     @property
     def name(self) -> str:
-        tail = f"-{self.log_id}" if self.log_id else ""
-        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}-{self.term:010d}{tail}"
+        return f"{self.shard}/{self.seq:020d}-{self.stream_seq:020d}-{self.term:010d}"
 
-
-def log_identity(info: StreamInfo) -> str:
-    """The shard's log, told apart from one made before or after it under
-    the same name: when JetStream created the stream (UTC, microseconds)."""
-    if info.created is None:
-        raise RuntimeError(f"stream {info.config.name} has no creation time: NATS server 2.10 or later is needed")
-    return info.created.strftime("%Y%m%dT%H%M%S%fZ")
+    @property
+    def meta(self) -> ObjectMeta:
+        return ObjectMeta(name=self.name, description=f"log {self.log_id}" if self.log_id else None)
 
 
 async def open_store(js: JetStreamContext, replicas: int) -> ObjectStore:
@@ -80,14 +74,15 @@ async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
         head, _, tail = info.name.partition("/")
         m = _NAME.fullmatch(tail)
         if head == shard and m:
-            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) or ""))
+            of = _DESCRIPTION.fullmatch(info.description or "")
+            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3)), of[1] if of else ""))
     return sorted(refs, key=lambda r: r.seq)
 
 
 def _of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
     """Whether `ref` was taken of the log `log_id`, whose last message is
-    `log_end`. A name without the identity is judged by position: one that
-    reaches past the log's end is of another log."""
+    `log_end`. One that does not say (stored before snapshots said) is
+    judged by position: one that reaches past the log's end is of another."""
     return ref.log_id == log_id if ref.log_id else ref.stream_seq <= log_end
 
 
@@ -109,7 +104,7 @@ async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path) -> Path:
 
 
 async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
-    await obs.put(ref.name, data)
+    await obs.put(ref.name, data, meta=ref.meta)
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
 
 
@@ -124,7 +119,8 @@ async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: i
         if not _of_the_log(ref, log_id, log_end):
             try:
                 copy = await obs.get(ref.name)
-                await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"")
+                await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"",
+                              meta=ObjectMeta(description=copy.info.description))
                 await obs.delete(ref.name)
             except nats.js.errors.NotFoundError:
                 continue
@@ -133,11 +129,17 @@ async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: i
 
 
 async def prune(js: JetStreamContext, obs: ObjectStore, shard: str, log_id: str) -> None:
-    """Keep the two newest snapshots of the log `log_id` and the log from the older one's position on."""
+    """Keep the two newest snapshots of the log `log_id` and the log from the
+    older one's position on, if the shard's stream still holds that log (a
+    leader that stores a snapshot as its log is lost and made again purges
+    nothing of the new one)."""
     refs = [ref for ref in await _refs(obs, shard) if ref.log_id in (log_id, "")]
     if len(refs) < 2:
         return
     keep_from = refs[-2].stream_seq + 1
+    if log_identity(await js.stream_info(stream_name(shard))) != log_id:
+        log.warning("prune_passed_over", extra=fields(shard=shard, log=log_id, reason="the log was made again"))
+        return
     await js.purge_stream(stream_name(shard), seq=keep_from)
     for ref in refs[:-2]:
         try:

@@ -41,7 +41,7 @@ from ..cluster.config import ClusterConfig
 from ..cluster.link import Link, connect, patiently
 from ..cluster.mdfeed import SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
-from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, stream_name
+from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, log_identity, stream_name
 from ..durability import RecoveryError, load_snapshot, new_engine
 from ..log import fields
 
@@ -108,7 +108,7 @@ class ClusterNode:
         shard = self.cluster.shard
         info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
-        this_log, end = snapshots.log_identity(info), info.state.last_seq
+        this_log, end = log_identity(info), info.state.last_seq
         # Snapshots of a log since lost or made again: the node starts from
         # the log there is (the state is lost with the old one), and they go
         # out of the way of the new log's.

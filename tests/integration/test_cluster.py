@@ -291,6 +291,70 @@ async def make_the_log_again(urls: list[str], shard: str) -> None:
         await nc.close()
 
 
+async def back_up_and_restore(urls: list[str], shard: str) -> None:
+    """Back the shard's stream up and restore it in its place, as `nats
+    stream backup` and `nats stream restore` do (JetStream's snapshot and
+    restore API): the same messages, the same numbering, a new creation time."""
+    name = stream_name(shard)
+    nc = await nats_client.connect(urls)
+    try:
+        chunks: list[bytes] = []
+        done = asyncio.Event()
+
+        async def chunk(msg: Any) -> None:
+            if not msg.data:
+                done.set()
+                return
+            chunks.append(msg.data)
+            await msg.respond(b"")
+
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, cb=chunk)
+        backup = json.loads((await nc.request(f"$JS.API.STREAM.SNAPSHOT.{name}",
+                                              json.dumps({"deliver_subject": inbox}).encode(), timeout=10)).data)
+        await asyncio.wait_for(done.wait(), 30)
+        await sub.unsubscribe()
+        js = nc.jetstream()
+        created = (await js.stream_info(name)).created
+        await js.delete_stream(name)
+        restore = json.loads((await nc.request(f"$JS.API.STREAM.RESTORE.{name}", json.dumps(
+            {"config": backup["config"], "state": backup["state"]}).encode(), timeout=10)).data)
+        for data in chunks:
+            await nc.request(restore["deliver_subject"], data, timeout=10)
+        await nc.request(restore["deliver_subject"], b"", timeout=30)
+        restored = await patiently("the restored stream", lambda: js.stream_info(name), timeout=30)
+        assert restored.created != created and restored.state.last_seq == backup["state"]["last_seq"]
+    finally:
+        await nc.close()
+
+
+def test_a_log_restored_from_a_backup_is_still_the_nodes_log(nats: LocalNats,
+                                                             shard: Callable[..., list[Any]]) -> None:
+    """The shard's stream is backed up and restored in its place while its
+    nodes run: its creation time is new, its metadata (the log's identity)
+    kept. The nodes go on, its snapshots stay its own, and a new node starts
+    from them."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        for price in (450_000, 449_975, 449_950):  # the third snapshot purges the log before the first
+            assert c.request(c.new_order("ESZ6", "buy", 1, price))["type"] == "ack"
+            assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    settled(nodes)
+    stored = asyncio.run(snapshot_names(nats.urls))
+    asyncio.run(back_up_and_restore(nats.urls, "a"))
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 449_925), timeout=30)["type"] == "ack"
+    time.sleep(1.5)  # the nodes look at the stream every 0.5 s
+    assert [line for n in nodes for line in n.lines if "event=replica_restarts" in line] == []
+    (new,) = shard(1, first=3)
+    settled([*nodes, new], timeout=60)
+    assert len(stored) == 2 and asyncio.run(snapshot_names(nats.urls)) == stored  # none moved to a.lost/
+    assert [level[0] for level in book_of(new, "ESZ6")["bids"]] == [450_000, 449_975, 449_950, 449_925]
+
+
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
                                                                         shard: Callable[..., list[Any]]) -> None:
     """The leader dies and the log is lost (made again, empty): the follower
@@ -389,10 +453,10 @@ def test_a_snapshot_of_a_lost_log_is_not_loaded_once_the_new_log_reaches_past_it
     assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
 
 
-def test_a_snapshot_named_before_the_log_was_in_names_is_loaded_by_its_position(
+def test_a_snapshot_that_does_not_say_its_log_is_loaded_by_its_position(
         nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
-    """A store written before snapshot names said which log they are of
-    (``<seq>-<stream seq>-<term>``): a snapshot that fits the log is loaded."""
+    """A snapshot stored before snapshots said which log they are of (no
+    description): one that fits the log is loaded."""
     (leader,) = shard(1)
     wait_for_value("the node leading", lambda: status(leader)["role"], "leader", timeout=60)
     with Client(address(leader)) as c:
@@ -401,19 +465,21 @@ def test_a_snapshot_named_before_the_log_was_in_names_is_loaded_by_its_position(
         assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
     leader.kill()
     (name,) = asyncio.run(snapshot_names(nats.urls))
-    asyncio.run(rename_snapshot(nats.urls, name, name.rpartition("-")[0]))
+    asyncio.run(store_without_description(nats.urls, name))
     (new,) = shard(1, first=2)
     wait_for_value("the node leading again", lambda: status(new)["role"], "leader", timeout=60)
-    new.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={name.rpartition('-')[0]} ", timeout=10)
+    new.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={name} ", timeout=10)
     assert book_of(new, "ESZ6")["bids"] == [[450_000, 1, 1]]
 
 
-async def rename_snapshot(urls: list[str], name: str, to: str) -> None:
+async def store_without_description(urls: list[str], name: str) -> None:
     nc = await nats_client.connect(urls)
     try:
         store = await nc.jetstream().object_store(SNAPSHOT_BUCKET)
-        await store.put(to, (await store.get(name)).data or b"")
+        copy = await store.get(name)
+        assert copy.info.description and copy.info.description.startswith("log ")
         await store.delete(name)
+        await store.put(name, copy.data or b"")
     finally:
         await nc.close()
 

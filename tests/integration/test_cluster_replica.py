@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from nats.js.api import KeyValueConfig, StorageType
 
-from pyengine.cluster.audit import fetch_log
+from pyengine.cluster.audit import fetch_log, read_log
 from pyengine.cluster import snapshots
 from pyengine.cluster.bridge import LoopThread
 from pyengine.cluster.config import ClusterConfig
@@ -38,6 +38,7 @@ from pyengine.cluster.shardlog import (
     append,
     ensure_stream,
     lease_key,
+    log_identity,
     node_key,
     stream_name,
 )
@@ -315,6 +316,77 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
 
     run(nats, "a2", scenario)
     assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
+
+
+def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_log(nats: LocalNats) -> None:
+    """A leader's snapshot of a log is stored, and pruned against, after the
+    log was lost and made again (the upload was on its way): the new log's
+    messages stay."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        async def terms(count: int) -> None:
+            for term in range(1, count + 1):
+                await append(link.js, SHARD, node="a1", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
+                             last_seq=0, still_leader=lambda: True)
+
+        await terms(8)
+        old = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        await snapshots.store(link.snapshots, snapshots.SnapshotRef(SHARD, 5, 5, 1, old), b"state")
+        await link.js.delete_stream(stream_name(SHARD))
+        assert await patiently("the shard's stream", lambda: ensure_stream(link.js, SHARD, 3)) != old
+        await terms(3)
+        await snapshots.store(link.snapshots, snapshots.SnapshotRef(SHARD, 8, 8, 1, old), b"state")
+        await snapshots.prune(link.js, link.snapshots, SHARD, old)
+        state = (await link.js.stream_info(stream_name(SHARD))).state
+        assert (state.first_seq, state.last_seq, state.messages) == (1, 3, 3)
+
+    run(nats, "a1", scenario)
+
+
+def test_a_replica_whose_log_is_made_again_as_it_takes_the_lease_leads_nothing(
+        nats: LocalNats, engine: EngineThread) -> None:
+    """The log is lost and made again, as long as the old one, between the
+    replica's last look at it and its term message: the term message is
+    stored (its position is free), but the replica sees the log is another
+    and stops rather than lead it on the lost log's state."""
+    ttl = 1.0
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        async def terms(count: int) -> None:
+            for term in range(1, count + 1):
+                await append(link.js, SHARD, node="a1", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
+                             last_seq=0, still_leader=lambda: True)
+
+        await terms(3)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
+                          Position(3, 1, 3, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
+        acquire = replica.lease.acquire
+
+        async def acquire_as_the_log_is_made_again(*args: Any, **kwargs: Any) -> bool:
+            taken = await acquire(*args, **kwargs)
+            await link.js.delete_stream(stream_name(SHARD))
+            await patiently("the shard's stream", lambda: ensure_stream(link.js, SHARD, 3))
+            await terms(3)
+            return taken
+
+        replica.lease.acquire = acquire_as_the_log_is_made_again  # type: ignore[method-assign]
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
+        try:
+            ends = time.monotonic() + 10 * ttl
+            while time.monotonic() < ends and replica.role == FOLLOWING:
+                await asyncio.sleep(ttl / 4)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await replica.stop()
+        last = (await read_log(link.js, SHARD))[-1]
+        assert (last.stream_seq, last.kind, last.node) == (4, KIND_TERM, "a2")  # its term message, stored
+
+    run(nats, "a2", scenario)
+    assert [call[0] for call in host.calls] == ["lost_leadership"]
+    assert str(host.calls[0][1]).startswith("the log was made again")
 
 
 def test_a_replica_lost_while_it_campaigns_takes_no_lease(nats: LocalNats, engine: EngineThread) -> None:
