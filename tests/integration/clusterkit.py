@@ -22,7 +22,7 @@ from typing import Any
 from pyengine import Accepted, Engine
 from pyengine.client import Client, ConnectionClosed, ServerError
 from pyengine.cluster.audit import fetch_log, replay
-from pyengine.cluster.shardlog import LogMessage
+from pyengine.cluster.shardlog import KIND_TERM, LogMessage, append
 from pyengine.server.config import DEFAULT_INSTRUMENTS
 
 SHARDS = {"a": ("ESZ6", "NQZ6"), "b": ("CLF7", "BTC-PERP")}
@@ -171,3 +171,11 @@ def check_acks_against_the_log(traders: list[Trader], events: list[Any]) -> None
         assert (e.order_id, e.client_order_id, e.qty) == (a["order_id"], a["client_order_id"], a["qty"]), (e, a)
     seen = sorted({e.seq for e in events})
     assert seen == list(range(1, len(seen) + 1)), "the log's seqs have a gap"
+
+
+async def term_messages(js: Any, shard: str, count: int) -> None:
+    """`count` term messages (terms 1, 2, ...) of a leader that came and
+    went, on the shard's empty log."""
+    for term in range(1, count + 1):
+        await append(js, shard, node="gone", term=term, expected=term - 1, kind=KIND_TERM, body=b"", last_seq=0,
+                     still_leader=lambda: True)

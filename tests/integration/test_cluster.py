@@ -40,6 +40,7 @@ from .clusterkit import (
     replayed,
     settled,
     status,
+    term_messages,
     the_log,
     wait_for,
     wait_for_value,
@@ -355,20 +356,29 @@ def test_a_log_restored_from_a_backup_is_still_the_nodes_log(nats: LocalNats,
     assert [level[0] for level in book_of(new, "ESZ6")["bids"]] == [450_000, 449_975, 449_950, 449_925]
 
 
+def follower_of_a_dead_leader(shard: Callable[..., list[Any]], snapshot: bool) -> Any:
+    """Two nodes: an order rests on the leader's book (and in a snapshot,
+    with `snapshot`), both nodes have applied it, and the leader is killed.
+    Returns the other node."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        if snapshot:
+            assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    settled(nodes)
+    leader.kill()
+    return next(n for n in nodes if n is not leader)
+
+
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
                                                                         shard: Callable[..., list[Any]]) -> None:
     """The leader dies and the log is lost (made again, empty): the follower
     sees the stream is another log, stops and starts again from it, rather
     than take the lease and append its term message after the last message
     it applied (fenced at once, and again, forever)."""
-    nodes = shard(2)
-    leader = leader_among(nodes)
-    follower = next(n for n in nodes if n is not leader)
-    with Client(address(leader)) as c:
-        c.login(7)
-        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
-    settled(nodes)
-    leader.kill()
+    follower = follower_of_a_dead_leader(shard, snapshot=False)
     asyncio.run(make_the_log_again(nats.urls, "a"))
     follower.wait_log(r'event=replica_restarts .*reason="the log was made again ', timeout=30)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
@@ -382,14 +392,7 @@ def test_a_follower_whose_log_is_made_again_starts_again_from_it(nats: LocalNats
     messages the follower applied before it takes over: by position it would
     follow the new log on the lost log's state, and lead it so. It sees
     the stream is another and starts again from it."""
-    nodes = shard(2)
-    leader = leader_among(nodes)
-    follower = next(n for n in nodes if n is not leader)
-    with Client(address(leader)) as c:
-        c.login(7, cancel_on_disconnect=False)
-        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
-    settled(nodes)
-    leader.kill()
+    follower = follower_of_a_dead_leader(shard, snapshot=False)
     applied = the_log(nats.urls, "a")[-1].stream_seq
     asyncio.run(make_the_log_again(nats.urls, "a"))
     asyncio.run(append_terms(nats.urls, "a", applied + 2))
@@ -404,15 +407,7 @@ def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
     past the new log's end, so the node starting again does not load it
     (it would be caught up by it, take the lease, be fenced with nothing to
     read, and start again, forever) but starts from the log there is."""
-    nodes = shard(2)
-    leader = leader_among(nodes)
-    follower = next(n for n in nodes if n is not leader)
-    with Client(address(leader)) as c:
-        c.login(7, cancel_on_disconnect=False)
-        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
-        assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
-    settled(nodes)
-    leader.kill()
+    follower = follower_of_a_dead_leader(shard, snapshot=True)
     asyncio.run(make_the_log_again(nats.urls, "a"))
     follower.wait_log(r"event=snapshot_of_another_log shard=a .*log_ends=0 set_aside=1 .*kept_as=a.lost/", timeout=60)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
@@ -485,13 +480,9 @@ async def store_without_description(urls: list[str], name: str) -> None:
 
 
 async def append_terms(urls: list[str], shard: str, count: int) -> None:
-    """`count` term messages of a leader that came and went, on an empty log."""
     nc = await nats_client.connect(urls)
     try:
-        js = nc.jetstream()
-        for term in range(1, count + 1):
-            await append(js, shard, node="gone", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
-                         last_seq=0, still_leader=lambda: True)
+        await term_messages(nc.jetstream(), shard, count)
     finally:
         await nc.close()
 

@@ -48,6 +48,8 @@ from pyengine.server.cluster_node import ClusterNode
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec
 
+from .clusterkit import term_messages
+
 SHARD = "a"
 
 
@@ -300,7 +302,7 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
-        this_log = snapshots.log_identity(await link.js.stream_info(stream_name(SHARD)))
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
         replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
                           Position(3, 1, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
         loop = asyncio.get_running_loop()
@@ -323,17 +325,12 @@ def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_lo
     log was lost and made again (the upload was on its way): the new log's
     messages stay."""
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
-        async def terms(count: int) -> None:
-            for term in range(1, count + 1):
-                await append(link.js, SHARD, node="a1", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
-                             last_seq=0, still_leader=lambda: True)
-
-        await terms(8)
+        await term_messages(link.js, SHARD, 8)
         old = log_identity(await link.js.stream_info(stream_name(SHARD)))
         await snapshots.store(link.snapshots, snapshots.SnapshotRef(SHARD, 5, 5, 1, old), b"state")
         await link.js.delete_stream(stream_name(SHARD))
         assert await patiently("the shard's stream", lambda: ensure_stream(link.js, SHARD, 3)) != old
-        await terms(3)
+        await term_messages(link.js, SHARD, 3)
         await snapshots.store(link.snapshots, snapshots.SnapshotRef(SHARD, 8, 8, 1, old), b"state")
         await snapshots.prune(link.js, link.snapshots, SHARD, old)
         state = (await link.js.stream_info(stream_name(SHARD))).state
@@ -352,12 +349,7 @@ def test_a_replica_whose_log_is_made_again_as_it_takes_the_lease_leads_nothing(
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
-        async def terms(count: int) -> None:
-            for term in range(1, count + 1):
-                await append(link.js, SHARD, node="a1", term=term, expected=term - 1, kind=KIND_TERM, body=b"",
-                             last_seq=0, still_leader=lambda: True)
-
-        await terms(3)
+        await term_messages(link.js, SHARD, 3)
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
         replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
                           Position(3, 1, 3, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
@@ -367,7 +359,7 @@ def test_a_replica_whose_log_is_made_again_as_it_takes_the_lease_leads_nothing(
             taken = await acquire(*args, **kwargs)
             await link.js.delete_stream(stream_name(SHARD))
             await patiently("the shard's stream", lambda: ensure_stream(link.js, SHARD, 3))
-            await terms(3)
+            await term_messages(link.js, SHARD, 3)
             return taken
 
         replica.lease.acquire = acquire_as_the_log_is_made_again  # type: ignore[method-assign]
