@@ -233,11 +233,18 @@ class Replica:
         self.stream_seq = max(self.stream_seq, m.stream_seq)
 
     async def _track_stream(self) -> None:
-        """The log's last message, for lag and catching up."""
+        """The log's last message, for lag and catching up; a log that is
+        no longer this node's, or ends before the messages it applied (cut
+        back: restored from an older backup, or lost by a NATS server that
+        had not written it out), makes the node start again from it."""
         while True:
             try:
+                applied = self.applied  # before the question: the answer's log has every message applied by then
                 info = await self.link.js.stream_info(stream_name(self.shard))
                 if self._same_log(info):
+                    if info.state.last_seq < applied:
+                        self._lose(f"the log ends at message {info.state.last_seq}, before message {applied}, "
+                                   f"the last this node applied")
                     self.stream_seq = max(self.stream_seq, info.state.last_seq)
             except _NATS_ERRORS:
                 pass

@@ -81,9 +81,10 @@ async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
 
 def _of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
     """Whether `ref` was taken of the log `log_id`, whose last message is
-    `log_end`. One that does not say (stored before snapshots said) is
-    judged by position: one that reaches past the log's end is of another."""
-    return ref.log_id == log_id if ref.log_id else ref.stream_seq <= log_end
+    `log_end`: it says so (one stored before snapshots said is taken at its
+    word), and it reaches no further than the log (a log restored from an
+    older backup keeps its identity, not the messages after the backup)."""
+    return ref.log_id in (log_id, "") and ref.stream_seq <= log_end
 
 
 async def newest(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> SnapshotRef | None:
@@ -109,10 +110,10 @@ async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
 
 
 async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> list[SnapshotRef]:
-    """Move the shard's snapshots of another log than `log_id` (last message
-    `log_end`), one since lost or made again, to ``<shard>.lost/``: `prune`
-    goes by the log there is, and the state they hold stays for an operator
-    to look at. Each is copied, then deleted: a move cut short is done
+    """Move the shard's snapshots that are not of the log `log_id` as it is
+    (last message `log_end`): of a log since lost or made again, or past the
+    end of one cut back. They go to ``<shard>.lost/``: `prune` goes by the
+    log there is, and the state they hold stays for an operator to look at. Each is copied, then deleted: a move cut short is done
     again, and one that another node made meanwhile is passed over."""
     moved = []
     for ref in await _refs(obs, shard):

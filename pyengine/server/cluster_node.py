@@ -109,13 +109,13 @@ class ClusterNode:
         info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
         this_log, end = log_identity(info), info.state.last_seq
-        # Snapshots of a log since lost or made again: the node starts from
-        # the log there is (the state is lost with the old one), and they go
-        # out of the way of the new log's.
-        moved = self.loop.run(patiently("the snapshots of a lost log",
+        # Snapshots of a log since lost, made again or cut back: the node
+        # starts from the log there is (what was lost, its state with it),
+        # and they go out of the way of the log's own.
+        moved = self.loop.run(patiently("the snapshots of what the log lost",
                                         lambda: snapshots.set_aside_others(link.snapshots, shard, this_log, end)))
         if moved:
-            log.error("snapshot_of_another_log", extra=fields(
+            log.error("snapshots_set_aside", extra=fields(
                 shard=shard, log=this_log, log_ends=end, set_aside=len(moved),
                 snapshots=" ".join(ref.name for ref in moved), kept_as=f"{shard}{snapshots.LOST}/"))
         ref = self.loop.run(patiently("the newest snapshot",

@@ -292,11 +292,9 @@ async def make_the_log_again(urls: list[str], shard: str) -> None:
         await nc.close()
 
 
-async def back_up_and_restore(urls: list[str], shard: str) -> None:
-    """Back the shard's stream up and restore it in its place, as `nats
-    stream backup` and `nats stream restore` do (JetStream's snapshot and
-    restore API): the same messages, the same numbering, a new creation time."""
-    name = stream_name(shard)
+async def back_up(urls: list[str], shard: str) -> tuple[dict[str, Any], list[bytes]]:
+    """The shard's stream backed up, as `nats stream backup` does
+    (JetStream's snapshot API): its configuration and state, and its data."""
     nc = await nats_client.connect(urls)
     try:
         chunks: list[bytes] = []
@@ -311,20 +309,32 @@ async def back_up_and_restore(urls: list[str], shard: str) -> None:
 
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, cb=chunk)
-        backup = json.loads((await nc.request(f"$JS.API.STREAM.SNAPSHOT.{name}",
+        backup = json.loads((await nc.request(f"$JS.API.STREAM.SNAPSHOT.{stream_name(shard)}",
                                               json.dumps({"deliver_subject": inbox}).encode(), timeout=10)).data)
         await asyncio.wait_for(done.wait(), 30)
         await sub.unsubscribe()
+        return backup, chunks
+    finally:
+        await nc.close()
+
+
+async def restore(urls: list[str], shard: str, backup: tuple[dict[str, Any], list[bytes]]) -> None:
+    """The shard's stream deleted and restored from `backup`, as `nats stream
+    restore` does: the backup's messages and numbering, a new creation time."""
+    name = stream_name(shard)
+    described, chunks = backup
+    nc = await nats_client.connect(urls)
+    try:
         js = nc.jetstream()
         created = (await js.stream_info(name)).created
         await js.delete_stream(name)
-        restore = json.loads((await nc.request(f"$JS.API.STREAM.RESTORE.{name}", json.dumps(
-            {"config": backup["config"], "state": backup["state"]}).encode(), timeout=10)).data)
+        reply = json.loads((await nc.request(f"$JS.API.STREAM.RESTORE.{name}", json.dumps(
+            {"config": described["config"], "state": described["state"]}).encode(), timeout=10)).data)
         for data in chunks:
-            await nc.request(restore["deliver_subject"], data, timeout=10)
-        await nc.request(restore["deliver_subject"], b"", timeout=30)
+            await nc.request(reply["deliver_subject"], data, timeout=10)
+        await nc.request(reply["deliver_subject"], b"", timeout=30)
         restored = await patiently("the restored stream", lambda: js.stream_info(name), timeout=30)
-        assert restored.created != created and restored.state.last_seq == backup["state"]["last_seq"]
+        assert restored.created != created and restored.state.last_seq == described["state"]["last_seq"]
     finally:
         await nc.close()
 
@@ -344,7 +354,7 @@ def test_a_log_restored_from_a_backup_is_still_the_nodes_log(nats: LocalNats,
             assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
     settled(nodes)
     stored = asyncio.run(snapshot_names(nats.urls))
-    asyncio.run(back_up_and_restore(nats.urls, "a"))
+    asyncio.run(restore(nats.urls, "a", asyncio.run(back_up(nats.urls, "a"))))
     with Client(address(leader)) as c:
         c.login(7, cancel_on_disconnect=False)
         assert c.request(c.new_order("ESZ6", "buy", 1, 449_925), timeout=30)["type"] == "ack"
@@ -370,6 +380,39 @@ def follower_of_a_dead_leader(shard: Callable[..., list[Any]], snapshot: bool) -
     settled(nodes)
     leader.kill()
     return next(n for n in nodes if n is not leader)
+
+
+def test_a_log_restored_from_an_older_backup_is_taken_up_from_there(nats: LocalNats,
+                                                                     shard: Callable[..., list[Any]]) -> None:
+    """A backup taken before the newest snapshot is restored: that snapshot
+    is of the log (its identity), but reaches past the restored log's end.
+    The nodes start again from the restored log and the snapshot it holds,
+    and the newer one goes to a.lost/ (were it loaded, every node would be
+    caught up with a log it has not read, and could never lead it)."""
+    nodes = shard(2)
+    leader = leader_among(nodes)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 450_000))["type"] == "ack"
+        assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    settled(nodes)
+    backup = asyncio.run(back_up(nats.urls, "a"))
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 449_975))["type"] == "ack"
+        assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    settled(nodes)
+    older, newer = asyncio.run(snapshot_names(nats.urls))
+    asyncio.run(restore(nats.urls, "a", backup))
+    for n in nodes:  # each finds the log behind it, one way or another
+        n.wait_log(r"event=replica_restarts ", timeout=30)
+    leader = leader_among(nodes, timeout=60)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.new_order("ESZ6", "buy", 1, 449_950), timeout=30)["type"] == "ack"
+    settled(nodes, timeout=60)
+    assert [level[0] for n in nodes for level in book_of(n, "ESZ6")["bids"]] == [450_000, 449_950] * 2
+    assert asyncio.run(snapshot_names(nats.urls)) == sorted([older, f"a.lost/{newer.partition('/')[2]}"])
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
@@ -409,7 +452,7 @@ def test_a_snapshot_of_a_log_since_made_again_is_passed_over(nats: LocalNats,
     read, and start again, forever) but starts from the log there is."""
     follower = follower_of_a_dead_leader(shard, snapshot=True)
     asyncio.run(make_the_log_again(nats.urls, "a"))
-    follower.wait_log(r"event=snapshot_of_another_log shard=a .*log_ends=0 set_aside=1 .*kept_as=a.lost/", timeout=60)
+    follower.wait_log(r"event=snapshots_set_aside shard=a .*log_ends=0 set_aside=1 .*kept_as=a.lost/", timeout=60)
     wait_for_value("the node leading the new log", lambda: status(follower)["role"], "leader", timeout=60)
     assert book_of(follower, "ESZ6")["bids"] == []  # the state went with the log
     assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
@@ -444,7 +487,7 @@ def test_a_snapshot_of_a_lost_log_is_not_loaded_once_the_new_log_reaches_past_it
     (new,) = shard(1, first=2)
     wait_for_value("the node leading the new log", lambda: status(new)["role"], "leader", timeout=60)
     assert book_of(new, "ESZ6")["bids"] == []  # the state went with the log
-    new.wait_log(r"event=snapshot_of_another_log shard=a .*set_aside=1 .*kept_as=a.lost/", timeout=60)
+    new.wait_log(r"event=snapshots_set_aside shard=a .*set_aside=1 .*kept_as=a.lost/", timeout=60)
     assert [name.partition("/")[0] for name in asyncio.run(snapshot_names(nats.urls))] == ["a.lost"]
 
 

@@ -320,6 +320,31 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
     assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
 
 
+def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: EngineThread) -> None:
+    """The log ends before the messages the replica applied (restored from
+    an older backup, or lost by a NATS server that had not written them
+    out): the replica sees it at its next look at the stream and stops,
+    rather than wait for its next append, or its take-over, to be fenced."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 1)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(cluster, link, engine.runner, host, Position(3, 1, log_id=this_log), "127.0.0.1:2",
+                          ("ESZ6",))
+        task = asyncio.get_running_loop().create_task(replica._track_stream())
+        try:
+            ends = time.monotonic() + 5
+            while time.monotonic() < ends and replica.role != STOPPED:
+                await asyncio.sleep(0.1)
+        finally:
+            task.cancel()
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("lost_leadership", "the log ends at message 1, before message 3, the last this node applied")]
+
+
 def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_log(nats: LocalNats) -> None:
     """A leader's snapshot of a log is stored, and pruned against, after the
     log was lost and made again (the upload was on its way): the new log's
