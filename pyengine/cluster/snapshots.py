@@ -36,7 +36,7 @@ log = logging.getLogger("pyengine.cluster")
 
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
-LOST = ".lost"  # <shard>.lost/<name>: a snapshot of a log since lost or made again, kept out of the way
+LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside_others), kept out of the way
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,9 @@ async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: i
     """Move the shard's snapshots that are not of the log `log_id` as it is
     (last message `log_end`): of a log since lost or made again, or past the
     end of one cut back. They go to ``<shard>.lost/``: `prune` goes by the
-    log there is, and the state they hold stays for an operator to look at. Each is copied, then deleted: a move cut short is done
-    again, and one that another node made meanwhile is passed over."""
+    log there is, and the state they hold stays for an operator to look at.
+    Each is copied, then deleted: a move cut short is done again, and one
+    that another node made meanwhile is passed over."""
     moved = []
     for ref in await _refs(obs, shard):
         if not _of_the_log(ref, log_id, log_end):
