@@ -30,13 +30,13 @@ from nats.js.object_store import ObjectStore
 from ..log import fields
 from .shardlog import SNAPSHOT_BUCKET, log_identity, stream_name
 
-__all__ = ["SnapshotRef", "open_store", "newest", "fetch", "store", "prune", "set_aside_others", "LOST"]
+__all__ = ["SnapshotRef", "open_store", "listed", "of_the_log", "fetch", "store", "prune", "set_aside", "LOST"]
 
 log = logging.getLogger("pyengine.cluster")
 
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
-LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside_others), kept out of the way
+LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside), kept out of the way
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,8 @@ async def open_store(js: JetStreamContext, replicas: int) -> ObjectStore:
             SNAPSHOT_BUCKET, config=ObjectStoreConfig(replicas=replicas, storage=StorageType.FILE))
 
 
-async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
+async def listed(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
+    """The shard's snapshots, oldest first."""
     try:
         infos = await obs.list(ignore_deletes=True)
     except nats.js.errors.NotFoundError:
@@ -79,18 +80,14 @@ async def _refs(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
     return sorted(refs, key=lambda r: r.seq)
 
 
-def _of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
+def of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
     """Whether `ref` was taken of the log `log_id`, whose last message is
-    `log_end`: it says so (one stored before snapshots said is taken at its
-    word), and it reaches no further than the log (a log restored from an
-    older backup keeps its identity, not the messages after the backup)."""
+    `log_end` (read after `ref` was listed: a snapshot is stored once the
+    messages it covers are): it says so (one stored before snapshots said
+    is taken at its word), and it reaches no further than the log (a log
+    restored from an older backup keeps its identity, not the messages after
+    the backup)."""
     return ref.log_id in (log_id, "") and ref.stream_seq <= log_end
-
-
-async def newest(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> SnapshotRef | None:
-    """The newest snapshot of the log `log_id` (last message `log_end`)."""
-    refs = [ref for ref in await _refs(obs, shard) if _of_the_log(ref, log_id, log_end)]
-    return refs[-1] if refs else None
 
 
 async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path) -> Path:
@@ -109,24 +106,23 @@ async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
 
 
-async def set_aside_others(obs: ObjectStore, shard: str, log_id: str, log_end: int) -> list[SnapshotRef]:
-    """Move the shard's snapshots that are not of the log `log_id` as it is
-    (last message `log_end`): of a log since lost or made again, or past the
-    end of one cut back. They go to ``<shard>.lost/``: `prune` goes by the
-    log there is, and the state they hold stays for an operator to look at.
-    Each is copied, then deleted: a move cut short is done again, and one
-    that another node made meanwhile is passed over."""
+async def set_aside(obs: ObjectStore, refs: list[SnapshotRef]) -> list[SnapshotRef]:
+    """Move snapshots that are not of the log there is (of_the_log: of a log
+    since lost or made again, or past the end of one cut back) to
+    ``<shard>.lost/``: `prune` goes by the log there is, and the state they
+    hold stays for an operator to look at. Each is copied, then deleted: a
+    move cut short is done again, and one that another node made meanwhile
+    is passed over. Returns those moved."""
     moved = []
-    for ref in await _refs(obs, shard):
-        if not _of_the_log(ref, log_id, log_end):
-            try:
-                copy = await obs.get(ref.name)
-                await obs.put(f"{shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"",
-                              meta=ObjectMeta(description=copy.info.description))
-                await obs.delete(ref.name)
-            except nats.js.errors.NotFoundError:
-                continue
-            moved.append(ref)
+    for ref in refs:
+        try:
+            copy = await obs.get(ref.name)
+            await obs.put(f"{ref.shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"",
+                          meta=ObjectMeta(description=copy.info.description))
+            await obs.delete(ref.name)
+        except nats.js.errors.NotFoundError:
+            continue
+        moved.append(ref)
     return moved
 
 
@@ -135,7 +131,7 @@ async def prune(js: JetStreamContext, obs: ObjectStore, shard: str, log_id: str)
     older one's position on, if the shard's stream still holds that log (a
     leader that stores a snapshot as its log is lost and made again purges
     nothing of the new one)."""
-    refs = [ref for ref in await _refs(obs, shard) if ref.log_id in (log_id, "")]
+    refs = [ref for ref in await listed(obs, shard) if ref.log_id in (log_id, "")]
     if len(refs) < 2:
         return
     keep_from = refs[-2].stream_seq + 1

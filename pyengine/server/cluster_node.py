@@ -106,20 +106,25 @@ class ClusterNode:
         self.loop.start()
         self.link = link = self.loop.run(connect(self.cluster))
         shard = self.cluster.shard
+        # The snapshots first, then the log's end: a snapshot is stored once
+        # the messages it covers are, so every one listed that is of this
+        # log ends within it, however far the leader went meanwhile.
+        refs = self.loop.run(patiently("the snapshots", lambda: snapshots.listed(link.snapshots, shard)))
         info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
         this_log, end = log_identity(info), info.state.last_seq
-        # Snapshots of a log since lost, made again or cut back: the node
-        # starts from the log there is (what was lost, its state with it),
-        # and they go out of the way of the log's own.
-        moved = self.loop.run(patiently("the snapshots of what the log lost",
-                                        lambda: snapshots.set_aside_others(link.snapshots, shard, this_log, end)))
-        if moved:
+        ours = [r for r in refs if snapshots.of_the_log(r, this_log, end)]
+        lost = [r for r in refs if r not in ours]
+        if lost:
+            # Of a log since lost, made again or cut back: the node starts
+            # from the log there is (what was lost, its state with it), and
+            # they go out of the way of the log's own.
+            moved = self.loop.run(patiently("the snapshots of what the log lost",
+                                            lambda: snapshots.set_aside(link.snapshots, lost)))
             log.error("snapshots_set_aside", extra=fields(
                 shard=shard, log=this_log, log_ends=end, set_aside=len(moved),
                 snapshots=" ".join(ref.name for ref in moved), kept_as=f"{shard}{snapshots.LOST}/"))
-        ref = self.loop.run(patiently("the newest snapshot",
-                                      lambda: snapshots.newest(link.snapshots, shard, this_log, end)))
+        ref = ours[-1] if ours else None
         if ref is None:
             eng, self._position = new_engine(specs, level_events=True), Position(0, 1, log_id=this_log)
         else:
@@ -134,8 +139,10 @@ class ClusterNode:
             self._position = Position(ref.stream_seq, seq + 1, ref.term, this_log)
         if first > self._position.stream_seq + 1:
             lib.eng_destroy(eng)
-            raise RecoveryError(f"the log of shard {self.cluster.shard} starts at message {first}, but the newest "
-                                f"snapshot only reaches message {self._position.stream_seq}")
+            raise RecoveryError(
+                f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
+                f"{first - 1}" + (f" (the newest, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
+                + f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it")
         log.info("cluster_state", extra=fields(shard=self.cluster.shard, node=self.cluster.node,
                                                snapshot=ref.name if ref else None,
                                                seq=self._position.next_seq - 1, log_from=self._position.stream_seq + 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import subprocess
@@ -413,6 +414,32 @@ def test_a_log_restored_from_an_older_backup_is_taken_up_from_there(nats: LocalN
     settled(nodes, timeout=60)
     assert [level[0] for n in nodes for level in book_of(n, "ESZ6")["bids"]] == [450_000, 449_950] * 2
     assert asyncio.run(snapshot_names(nats.urls)) == sorted([older, f"a.lost/{newer.partition('/')[2]}"])
+
+
+def test_a_log_restored_alone_from_before_the_snapshots_kept_is_refused(nats: LocalNats,
+                                                                        shard: Callable[..., list[Any]]) -> None:
+    """The log is restored from a backup older than both snapshots kept:
+    its messages after the backup are gone, and so is the log before the
+    snapshots (purged). The node stops, saying that no snapshot reaches
+    the restored log's first message and what to restore with it."""
+    (node,) = shard(1)
+    wait_for_value("the node leading", lambda: status(node)["role"], "leader", timeout=60)
+    with Client(address(node)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        for price in (450_000, 449_975, 449_950, 449_925):  # the second snapshot purges the log before the first
+            if price == 449_950:
+                backup = asyncio.run(back_up(nats.urls, "a"))
+            assert c.request(c.new_order("ESZ6", "buy", 1, price))["type"] == "ack"
+            assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+    assert the_log(nats.urls, "a")[0].stream_seq > 1
+    asyncio.run(restore(nats.urls, "a", backup))
+    node.wait_log(r"event=replica_restarts ", timeout=30)
+    refused = node.wait_log(r"event=cannot_start ", timeout=60)
+    assert re.search(r'error="the log of shard a starts at message \d+, and no snapshot of it reaches message \d+: '
+                     r"a log restored from a backup needs the snapshots \(pyengine-snapshots\) restored with it",
+                     refused), refused
+    assert node.proc.wait(30) != 0
+    node.killed = True  # stopped on its own
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,

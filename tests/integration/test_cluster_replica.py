@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, StorageType, StreamInfo
+from nats.js.client import JetStreamContext
 
 from pyengine.cluster.audit import fetch_log, read_log
 from pyengine.cluster import snapshots
@@ -32,8 +33,10 @@ from pyengine.cluster.shardlog import (
     KIND_RECORDS,
     KIND_TERM,
     KV_BUCKET,
+    LOG_ID,
     RECORD_SIZE,
     RETRY_LINE_EVERY,
+    SNAPSHOT_BUCKET,
     TermOrder,
     append,
     ensure_stream,
@@ -698,6 +701,34 @@ def whole_node(nats: LocalNats, lease_ttl: float = 10.0,
         yield server, server.cluster
     finally:
         server.stop()
+
+
+def test_a_snapshot_stored_while_a_node_starts_is_not_set_aside(nats: LocalNats,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole node in this process, starting while the shard's leader goes
+    on: right after the node reads where the log ends, the leader appends
+    and stores a snapshot of what it appended. That snapshot is past the end
+    the node read, yet of the log: the node leaves it where it is."""
+    stream_info = JetStreamContext.stream_info
+    stored: list[str] = []
+
+    async def leader_goes_on_after(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+        info = await stream_info(js, name, *args, **kwargs)
+        if name == stream_name(SHARD) and (info.config.metadata or {}).get(LOG_ID) and not stored:
+            end = info.state.last_seq
+            for step in range(2):
+                await append(js, SHARD, node="gone", term=1, expected=end + step, kind=KIND_TERM, body=b"",
+                             last_seq=0, still_leader=lambda: True)
+            ref = snapshots.SnapshotRef(SHARD, 1, end + 2, 1, log_identity(info))
+            await snapshots.store(await js.object_store(SNAPSHOT_BUCKET), ref, b"the leader's state")
+            stored.append(ref.name)
+        return info
+
+    monkeypatch.setattr(JetStreamContext, "stream_info", leader_goes_on_after)
+    with whole_node(nats) as (server, node):
+        assert node.link is not None and stored
+        names = node.loop.run(node.link.snapshots.list(ignore_deletes=True), timeout=10)
+        assert [info.name for info in names] == stored
 
 
 def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> None:
