@@ -51,7 +51,7 @@ from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, patiently
 from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
-    lease_key, log_identity, log_subject, message_of, node_key, stream_name
+    lease_key, led, log_identity, log_subject, message_of, node_key, stream_name
 
 if TYPE_CHECKING:
     from .._cengine import struct_runner
@@ -242,7 +242,7 @@ class Replica:
                 applied = self.applied  # before the question: the answer's log has every message applied by then
                 info = await self.link.js.stream_info(stream_name(self.shard))
                 if self._same_log(info):
-                    if info.state.last_seq < applied:
+                    if info.state.last_seq < applied and led(info):
                         self._lose(f"the log ends at message {info.state.last_seq}, before message {applied}, "
                                    f"the last this node applied")
                     self.stream_seq = max(self.stream_seq, info.state.last_seq)

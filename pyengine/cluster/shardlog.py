@@ -35,7 +35,7 @@ from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
-           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity"]
+           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_stream_info"]
 
 log = logging.getLogger("pyengine.cluster")
 
@@ -123,6 +123,23 @@ def log_identity(info: StreamInfo) -> str:
     if info.created is None:
         raise RuntimeError(f"stream {info.config.name} has no creation time")
     return info.created.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def led(info: StreamInfo) -> bool:
+    """Whether `info` came from the stream's leader: while its replicas elect
+    one, any of them answers with its own state, which may lack the last
+    messages stored."""
+    return info.cluster is None or bool(info.cluster.leader)
+
+
+async def led_stream_info(js: JetStreamContext, shard: str, timeout: float = 30.0) -> StreamInfo:
+    """The shard's stream as its leader has it, asked again while it has none."""
+    deadline = time.monotonic() + timeout
+    while not led(info := await js.stream_info(stream_name(shard))):
+        if time.monotonic() > deadline:
+            raise ConnectionError(f"the log of shard {shard} has had no leader for {timeout:g} s")
+        await asyncio.sleep(0.1)
+    return info
 
 
 async def ensure_stream(js: JetStreamContext, shard: str, replicas: int) -> str:

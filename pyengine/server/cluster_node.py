@@ -41,7 +41,7 @@ from ..cluster.config import ClusterConfig
 from ..cluster.link import Link, connect, patiently
 from ..cluster.mdfeed import SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
-from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, log_identity, stream_name
+from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, led_stream_info, log_identity
 from ..durability import RecoveryError, load_snapshot, new_engine
 from ..log import fields
 
@@ -110,7 +110,7 @@ class ClusterNode:
         # the messages it covers are, so every one listed that is of this
         # log ends within it, however far the leader went meanwhile.
         refs = self.loop.run(patiently("the snapshots", lambda: snapshots.listed(link.snapshots, shard)))
-        info = self.loop.run(patiently("the shard's log", lambda: link.js.stream_info(stream_name(shard))))
+        info = self.loop.run(patiently("the shard's log", lambda: led_stream_info(link.js, shard)))
         first = info.state.first_seq if info.state.messages else info.state.last_seq + 1
         this_log, end = log_identity(info), info.state.last_seq
         ours = [r for r in refs if snapshots.of_the_log(r, this_log, end)]

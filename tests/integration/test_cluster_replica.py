@@ -45,6 +45,7 @@ from pyengine.cluster.shardlog import (
     node_key,
     stream_name,
 )
+from pyengine._ffi import ffi, lib
 from pyengine.durability import new_engine
 from pyengine.server.app import Server
 from pyengine.server.cluster_node import ClusterNode
@@ -323,11 +324,9 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
     assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
 
 
-def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: EngineThread) -> None:
-    """The log ends before the messages the replica applied (restored from
-    an older backup, or lost by a NATS server that had not written them
-    out): the replica sees it at its next look at the stream and stops,
-    rather than wait for its next append, or its take-over, to be fenced."""
+def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float) -> list[tuple[str, object]]:
+    """A replica that applied 3 messages looks at a log of 1 for up to
+    `seconds`; what it told its host."""
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
@@ -337,7 +336,7 @@ def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: E
                           ("ESZ6",))
         task = asyncio.get_running_loop().create_task(replica._track_stream())
         try:
-            ends = time.monotonic() + 5
+            ends = time.monotonic() + seconds
             while time.monotonic() < ends and replica.role != STOPPED:
                 await asyncio.sleep(0.1)
         finally:
@@ -345,7 +344,33 @@ def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: E
             await replica.stop()
 
     run(nats, "a2", scenario)
-    assert host.calls == [("lost_leadership", "the log ends at message 1, before message 3, the last this node applied")]
+    return host.calls
+
+
+def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: EngineThread) -> None:
+    """The log ends before the messages the replica applied (restored from
+    an older backup, or lost by a NATS server that had not written them
+    out): the replica sees it at its next look at the stream and stops,
+    rather than wait for its next append, or its take-over, to be fenced."""
+    assert tracked_on_a_shorter_log(nats, engine, 5) == [
+        ("lost_leadership", "the log ends at message 1, before message 3, the last this node applied")]
+
+
+def test_a_shorter_log_told_by_a_replica_of_a_stream_without_a_leader_is_not_taken_for_a_cut_back(
+        nats: LocalNats, engine: EngineThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a stream's replicas elect a leader, any of them answers for the
+    stream with its own state, which may lack the last messages stored: a
+    shorter log so told is not taken for one cut back."""
+    stream_info = JetStreamContext.stream_info
+
+    async def leaderless(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+        info = await stream_info(js, name, *args, **kwargs)
+        assert info.cluster is not None
+        info.cluster.leader = None
+        return info
+
+    monkeypatch.setattr(JetStreamContext, "stream_info", leaderless)
+    assert tracked_on_a_shorter_log(nats, engine, 2) == []
 
 
 def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_log(nats: LocalNats) -> None:
@@ -729,6 +754,47 @@ def test_a_snapshot_stored_while_a_node_starts_is_not_set_aside(nats: LocalNats,
         assert node.link is not None and stored
         names = node.loop.run(node.link.snapshots.list(ignore_deletes=True), timeout=10)
         assert [info.name for info in names] == stored
+
+
+def test_a_node_that_starts_while_its_log_has_no_leader_waits_for_one(nats: LocalNats,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole node in this process, started while the log's replicas elect
+    a leader: the replica that answers for the stream meanwhile has only
+    part of it. The node waits for the leader's answer rather than take the
+    newest snapshot for one past the log's end, and loads it."""
+    config = ServerConfig()
+    eng = new_engine([instrument_spec(i) for i in config.instruments], level_events=True)
+    size = ffi.new("size_t *")
+    buf = lib.eng_snapshot_serialize(eng, size)
+    state = bytes(ffi.buffer(buf, size[0]))
+    lib.eng_free_buffer(buf)
+    lib.eng_destroy(eng)
+    stored: list[str] = []
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 2)
+        ref = snapshots.SnapshotRef(SHARD, 0, 2, 2, log_identity(await link.js.stream_info(stream_name(SHARD))))
+        await snapshots.store(link.snapshots, ref, state)
+        stored.append(ref.name)
+
+    run(nats, "a0", scenario)
+    stream_info = JetStreamContext.stream_info
+    partial = [5]  # answers from a replica without the last messages, while there is no leader
+
+    async def electing(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+        info = await stream_info(js, name, *args, **kwargs)
+        if name == stream_name(SHARD) and partial[0] > 0:
+            partial[0] -= 1
+            assert info.cluster is not None
+            info.cluster.leader, info.state.last_seq = None, 0
+        return info
+
+    monkeypatch.setattr(JetStreamContext, "stream_info", electing)
+    with whole_node(nats) as (server, node):
+        assert partial == [0] and node.link is not None
+        names = node.loop.run(node.link.snapshots.list(ignore_deletes=True), timeout=10)
+        assert [info.name for info in names] == stored
+        assert node._position.stream_seq == 2
 
 
 def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> None:
