@@ -19,7 +19,7 @@ from nats.js.object_store import ObjectStore
 
 from ..log import fields
 from .config import ClusterConfig
-from .shardlog import KV_BUCKET, ensure_stream
+from .shardlog import KV_BUCKET, NoLeaderYet, ensure_stream
 from .snapshots import open_store
 
 __all__ = ["Link", "connect", "patiently"]
@@ -85,7 +85,7 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
 # What JetStream answers while it elects a leader for a stream just created
 # or just lost: try again shortly.
 _NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
-            nats.js.errors.NoStreamResponseError)
+            nats.js.errors.NoStreamResponseError, NoLeaderYet)
 # The API error code of "no suitable peers for placement": a replicated
 # stream asked for before the NATS cluster has seen all its peers (they are
 # still starting, or one restarts). Also not yet.

@@ -273,7 +273,7 @@ class Replica:
             info = await self.link.js.stream_info(stream_name(self.shard))
         except _NATS_ERRORS:
             return False
-        if not self._same_log(info):
+        if not self._same_log(info) or not led(info):  # a replica without the leader may lack the last messages
             return False
         self.stream_seq = max(self.stream_seq, info.state.last_seq)
         return self.applied >= info.state.last_seq
@@ -281,7 +281,10 @@ class Replica:
     async def _read_missing(self) -> None:
         """Apply the messages after `applied` up to the log's end, one by one
         (from the stream's leader: a lagging replica could lack them)."""
-        info = await self.link.js.stream_info(stream_name(self.shard))
+        while not led(info := await self.link.js.stream_info(stream_name(self.shard))):
+            if self.role != FOLLOWING:
+                return
+            await asyncio.sleep(0.1)
         if not self._same_log(info):
             return
         for seq in range(self.applied + 1, info.state.last_seq + 1):
@@ -402,7 +405,27 @@ class Replica:
         log.info("leading", extra=fields(shard=self.shard, node=self.node, term=term, at=self.applied,
                                          seq=self.next_seq - 1))
         self.host.promoted(term)
-        self._leader_tasks.append(self._spawn(self._replicate(), "replicate"))
+        self._leader_tasks += [self._spawn(self._replicate(), "replicate"),
+                               self._spawn(self._set_aside_replaced(self.applied), "set-aside")]
+
+    async def _set_aside_replaced(self, term_message: int) -> None:
+        """Snapshots of this log at or past this term's first message are of
+        messages since lost (cut back: a NATS server that had not written
+        them out) that this term's replace: once the log grows past them
+        they would pass for its own. They go out of the way, as at a start."""
+        while True:
+            try:
+                refs = await snapshots.listed(self.link.snapshots, self.shard)
+                replaced = [r for r in refs if r.log_id in (self.log_id, "") and r.stream_seq >= term_message]
+                if replaced:
+                    moved = await snapshots.set_aside(self.link.snapshots, replaced)
+                    log.error("snapshots_set_aside", extra=fields(
+                        shard=self.shard, log=self.log_id, replaced_from=term_message, set_aside=len(moved),
+                        snapshots=" ".join(ref.name for ref in moved), kept_as=f"{self.shard}{snapshots.LOST}/"))
+                return
+            except _NATS_ERRORS as exc:
+                log.warning("set_aside_retry", extra=fields(shard=self.shard, error=type(exc).__name__))
+                await asyncio.sleep(1.0)
 
     # ---- leading -------------------------------------------------------------------
 
@@ -468,10 +491,16 @@ class Replica:
         started = time.monotonic()
         name = None
         try:
-            await snapshots.store(self.link.snapshots, ref, data)
-            await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
-            name = ref.name
-            log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
+            # A leader deposed meanwhile stores and prunes nothing more: what
+            # the snapshot covers may since have been lost.
+            if self.role == LEADING:
+                await snapshots.store(self.link.snapshots, ref, data)
+            if self.role == LEADING:
+                await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
+                name = ref.name
+                log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
+            else:
+                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading"))
         except _NATS_ERRORS as exc:
             log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
         finally:

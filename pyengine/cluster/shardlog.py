@@ -35,7 +35,8 @@ from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
-           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_stream_info"]
+           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_stream_info",
+           "NoLeaderYet"]
 
 log = logging.getLogger("pyengine.cluster")
 
@@ -132,13 +133,15 @@ def led(info: StreamInfo) -> bool:
     return info.cluster is None or bool(info.cluster.leader)
 
 
-async def led_stream_info(js: JetStreamContext, shard: str, timeout: float = 30.0) -> StreamInfo:
-    """The shard's stream as its leader has it, asked again while it has none."""
-    deadline = time.monotonic() + timeout
-    while not led(info := await js.stream_info(stream_name(shard))):
-        if time.monotonic() > deadline:
-            raise ConnectionError(f"the log of shard {shard} has had no leader for {timeout:g} s")
-        await asyncio.sleep(0.1)
+class NoLeaderYet(Exception):
+    """The shard's stream answered without a leader (link.patiently waits)."""
+
+
+async def led_stream_info(js: JetStreamContext, shard: str) -> StreamInfo:
+    """The shard's stream as its leader has it; NoLeaderYet while it has none."""
+    info = await js.stream_info(stream_name(shard))
+    if not led(info):
+        raise NoLeaderYet(f"the log of shard {shard} has no leader")
     return info
 
 

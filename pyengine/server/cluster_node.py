@@ -1,8 +1,8 @@
 """Cluster mode, the server's side of it (docs/cluster.md).
 
 Before the engine thread exists, ``prepare`` connects to NATS on a thread of
-its own and builds this node's engine from the shard's newest snapshot (or
-empty). Once the server runs, the shard's ``Replica`` (on that thread)
+its own and builds this node's engine from the newest snapshot of the log
+the shard's stream holds (or empty). Once the server runs, the shard's ``Replica`` (on that thread)
 follows the log and calls back here, on the gevent thread, through a
 mailbox: records to apply, promotion, the loss of leadership.
 
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVarTuple
 
 import gevent
+import nats.js.errors
 import orjson
 
 from .._ffi import ffi, lib
@@ -49,6 +50,14 @@ from .commands import CommandQueue
 from .config import ServerConfig
 from .engine_thread import EngineThread
 from .marketdata import MarketData
+
+
+_PREPARE_ATTEMPTS = 3
+
+
+class _MovedOn(Exception):
+    """The snapshot chosen to start from is no longer of use: deleted, or
+    the log purged past it (or restored alone from a backup)."""
 
 
 class ClusterHost(Protocol):
@@ -102,10 +111,24 @@ class ClusterNode:
 
     def prepare(self, specs: list[Any]) -> Any:
         """Connect, and return this node's engine (``struct eng *``, the
-        caller's): the shard's newest snapshot, or empty."""
+        caller's): the newest snapshot of the log the shard's stream holds,
+        or empty. A store that moves on meanwhile (the leader stores two
+        snapshots and prunes) is looked at again, a few times."""
         self.loop.start()
-        self.link = link = self.loop.run(connect(self.cluster))
-        shard = self.cluster.shard
+        self.link = self.loop.run(connect(self.cluster))
+        for attempt in range(1, _PREPARE_ATTEMPTS + 1):
+            try:
+                return self._engine_of_the_log(specs)
+            except _MovedOn as exc:
+                if attempt == _PREPARE_ATTEMPTS:
+                    raise RecoveryError(str(exc)) from None
+                log.warning("snapshot_moved_on", extra=fields(shard=self.cluster.shard, attempt=attempt,
+                                                               detail=str(exc)))
+        raise AssertionError("unreachable")
+
+    def _engine_of_the_log(self, specs: list[Any]) -> Any:
+        link, shard = self.link, self.cluster.shard
+        assert link is not None
         # The snapshots first, then the log's end: a snapshot is stored once
         # the messages it covers are, so every one listed that is of this
         # log ends within it, however far the leader went meanwhile.
@@ -126,26 +149,29 @@ class ClusterNode:
                 snapshots=" ".join(ref.name for ref in moved), kept_as=f"{shard}{snapshots.LOST}/"))
         ref = ours[-1] if ours else None
         if ref is None:
-            eng, self._position = new_engine(specs, level_events=True), Position(0, 1, log_id=this_log)
+            eng, position = new_engine(specs, level_events=True), Position(0, 1, log_id=this_log)
         else:
             # Loaded, the engine holds it all: the download goes (a node that
             # restarts at every lost lead would otherwise keep one each time).
             if self._data_dir is not None:
                 Path(self._data_dir).mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(prefix="pyengine-snap-", dir=self._data_dir) as cache:
-                path = self.loop.run(patiently(f"snapshot {ref.name}",
-                                               lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
+                try:
+                    path = self.loop.run(patiently(f"snapshot {ref.name}",
+                                                   lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
+                except nats.js.errors.NotFoundError:
+                    raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None
                 eng, seq = load_snapshot(path, specs, level_events=True)
-            self._position = Position(ref.stream_seq, seq + 1, ref.term, this_log)
-        if first > self._position.stream_seq + 1:
+            position = Position(ref.stream_seq, seq + 1, ref.term, this_log)
+        if first > position.stream_seq + 1:
             lib.eng_destroy(eng)
-            raise RecoveryError(
+            raise _MovedOn(
                 f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
                 f"{first - 1}" + (f" (the newest, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
                 + f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it")
-        log.info("cluster_state", extra=fields(shard=self.cluster.shard, node=self.cluster.node,
-                                               snapshot=ref.name if ref else None,
-                                               seq=self._position.next_seq - 1, log_from=self._position.stream_seq + 1,
+        self._position = position
+        log.info("cluster_state", extra=fields(shard=shard, node=self.cluster.node, snapshot=ref.name if ref else None,
+                                               seq=position.next_seq - 1, log_from=position.stream_seq + 1,
                                                log_to=info.state.last_seq))
         return eng
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import nats as nats_client
 import pytest
 from nats.js.api import KeyValueConfig, StorageType, StreamInfo
 from nats.js.client import JetStreamContext
@@ -322,6 +323,60 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
 
     run(nats, "a2", scenario)
     assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
+
+
+def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces(
+        nats: LocalNats, engine: EngineThread) -> None:
+    """The log was cut back to message 3 (a NATS server lost what it had not
+    written out) under a snapshot of message 5; the follower that applied
+    all 3 takes over, its term message at 4. Once its log grows past 5, that
+    snapshot would pass for one of it: the new leader sets it aside."""
+    ttl = 1.0
+    host = Host()
+    names: list[str] = []
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 3)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        kept, replaced = (snapshots.SnapshotRef(SHARD, seq, at, 1, this_log) for seq, at in ((2, 3), (9, 5)))
+        for ref in (kept, replaced):
+            await snapshots.store(link.snapshots, ref, b"state")
+        replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
+                          Position(3, 1, 3, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
+        try:
+            ends = time.monotonic() + 10 * ttl
+            while time.monotonic() < ends and len(names) != 2:
+                await asyncio.sleep(ttl / 4)
+                names[:] = [info.name for info in await link.snapshots.list(ignore_deletes=True)]
+        finally:
+            for task in tasks:
+                task.cancel()
+            await replica.stop()
+        assert names == [kept.name, f"{SHARD}{snapshots.LOST}/{replaced.name.partition('/')[2]}"]
+
+    run(nats, "a2", scenario)
+    assert host.calls[0] == ("promoted", 4)
+
+
+def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: LocalNats, engine: EngineThread) -> None:
+    """A snapshot's upload starts once its leader no longer leads: what it
+    covers may since have been lost. It is neither stored nor pruned against,
+    and its request is told it failed."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(cluster, link, engine.runner, host, Position(0, 1, log_id=this_log), "127.0.0.1:2",
+                          ("ESZ6",))
+        assert replica.role == FOLLOWING
+        await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 1, 1, 1, this_log), b"state")
+        assert await snapshots.listed(link.snapshots, SHARD) == []
+        await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert host.calls == [("snapshot_stored", 1)]
 
 
 def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float) -> list[tuple[str, object]]:
@@ -756,19 +811,71 @@ def test_a_snapshot_stored_while_a_node_starts_is_not_set_aside(nats: LocalNats,
         assert [info.name for info in names] == stored
 
 
+def empty_engine_snapshot() -> bytes:
+    """A snapshot of a node's engine with nothing in it yet."""
+    eng = new_engine([instrument_spec(i) for i in ServerConfig().instruments], level_events=True)
+    size = ffi.new("size_t *")
+    buf = lib.eng_snapshot_serialize(eng, size)
+    try:
+        return bytes(ffi.buffer(buf, size[0]))
+    finally:
+        lib.eng_free_buffer(buf)
+        lib.eng_destroy(eng)
+
+
+def test_a_node_that_starts_as_the_leader_prunes_looks_at_the_store_again(
+        nats: LocalNats, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A whole node in this process, starting while the shard's leader goes
+    on: right after the node lists the snapshots, the leader stores two more
+    and prunes (deletes the two listed, purges the log before the first new
+    one). The snapshot the node chose is gone: it looks again, and starts
+    from the newest."""
+    state = empty_engine_snapshot()
+
+    def ref(seq: int, log_id: str) -> snapshots.SnapshotRef:
+        return snapshots.SnapshotRef(SHARD, seq, 2 * seq, 1, log_id)
+
+    async def leader_so_far(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 4)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        for seq in (1, 2):
+            await snapshots.store(link.snapshots, ref(seq, this_log), state)
+
+    run(nats, "a0", leader_so_far)
+    listed = snapshots.listed
+    went_on: list[bool] = []
+
+    async def leader_goes_on_after(obs: Any, shard: str) -> list[snapshots.SnapshotRef]:
+        refs = await listed(obs, shard)
+        if not went_on:
+            went_on.append(True)
+            nc = await nats_client.connect(nats.urls)
+            try:
+                js = nc.jetstream()
+                for step in range(4):
+                    await append(js, SHARD, node="gone", term=1, expected=4 + step, kind=KIND_TERM, body=b"",
+                                 last_seq=0, still_leader=lambda: True)
+                for seq in (3, 4):
+                    await snapshots.store(obs, ref(seq, refs[0].log_id), state)
+                await snapshots.prune(js, obs, SHARD, refs[0].log_id)
+            finally:
+                await nc.close()
+        return refs
+
+    monkeypatch.setattr(snapshots, "listed", leader_goes_on_after)
+    with caplog.at_level(logging.WARNING, logger="pyengine.server"), whole_node(nats) as (server, node):
+        assert went_on and node._position.stream_seq == 8
+    (moved_on,) = [r.__dict__["kv"] for r in caplog.records if r.getMessage() == "snapshot_moved_on"]
+    assert moved_on["detail"] == f"snapshot {ref(2, '').name} was deleted as it was fetched"
+
+
 def test_a_node_that_starts_while_its_log_has_no_leader_waits_for_one(nats: LocalNats,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A whole node in this process, started while the log's replicas elect
     a leader: the replica that answers for the stream meanwhile has only
     part of it. The node waits for the leader's answer rather than take the
     newest snapshot for one past the log's end, and loads it."""
-    config = ServerConfig()
-    eng = new_engine([instrument_spec(i) for i in config.instruments], level_events=True)
-    size = ffi.new("size_t *")
-    buf = lib.eng_snapshot_serialize(eng, size)
-    state = bytes(ffi.buffer(buf, size[0]))
-    lib.eng_free_buffer(buf)
-    lib.eng_destroy(eng)
+    state = empty_engine_snapshot()
     stored: list[str] = []
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
