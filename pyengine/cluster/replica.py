@@ -63,6 +63,7 @@ log = logging.getLogger("pyengine.cluster")
 FOLLOWING, LEADING, STOPPED = "follower", "leader", "stopped"
 _MAX_RECORDS = 8192  # records in one message: 720 KB, under NATS's default 1 MB payload
 _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
+_SET_ASIDE_WAIT = 10.0  # seconds a new leader's snapshot waits for the snapshots its term replaces to go
 
 
 @dataclass
@@ -111,6 +112,7 @@ class Replica:
         self.directory_read = False  # the bucket's entries as they were when the watch began are all in
         self._sub: JetStreamContext.PushSubscription | None = None
         self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
+        self._replaced_set_aside = asyncio.Event()  # leading: the snapshots this term replaces are out of the way
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
 
@@ -281,9 +283,14 @@ class Replica:
     async def _read_missing(self) -> None:
         """Apply the messages after `applied` up to the log's end, one by one
         (from the stream's leader: a lagging replica could lack them)."""
-        while not led(info := await self.link.js.stream_info(stream_name(self.shard))):
+        while True:  # the leader's answer; none while its replicas elect one
             if self.role != FOLLOWING:
                 return
+            try:
+                if led(info := await self.link.js.stream_info(stream_name(self.shard))):
+                    break
+            except _NATS_ERRORS:
+                pass
             await asyncio.sleep(0.1)
         if not self._same_log(info):
             return
@@ -406,22 +413,26 @@ class Replica:
                                          seq=self.next_seq - 1))
         self.host.promoted(term)
         self._leader_tasks += [self._spawn(self._replicate(), "replicate"),
-                               self._spawn(self._set_aside_replaced(self.applied), "set-aside")]
+                               self._spawn(self._set_aside_replaced(term, self.applied), "set-aside")]
 
-    async def _set_aside_replaced(self, term_message: int) -> None:
-        """Snapshots of this log at or past this term's first message are of
-        messages since lost (cut back: a NATS server that had not written
-        them out) that this term's replace: once the log grows past them
-        they would pass for its own. They go out of the way, as at a start."""
+    async def _set_aside_replaced(self, term: int, term_message: int) -> None:
+        """Snapshots of this log of an older term at or past this term's
+        first message are of messages since lost (cut back: a NATS server
+        that had not written them out) that this term's replace: once the log
+        grows past them they would pass for its own, and rank first in a
+        prune (their engine seqs are higher). They go out of the way, as at a
+        start; until then this leader stores no snapshot."""
         while True:
             try:
                 refs = await snapshots.listed(self.link.snapshots, self.shard)
-                replaced = [r for r in refs if r.log_id in (self.log_id, "") and r.stream_seq >= term_message]
+                replaced = [r for r in refs if r.log_id in (self.log_id, "") and r.stream_seq >= term_message
+                            and r.term < term]
                 if replaced:
                     moved = await snapshots.set_aside(self.link.snapshots, replaced)
                     log.error("snapshots_set_aside", extra=fields(
                         shard=self.shard, log=self.log_id, replaced_from=term_message, set_aside=len(moved),
                         snapshots=" ".join(ref.name for ref in moved), kept_as=f"{self.shard}{snapshots.LOST}/"))
+                self._replaced_set_aside.set()
                 return
             except _NATS_ERRORS as exc:
                 log.warning("set_aside_retry", extra=fields(shard=self.shard, error=type(exc).__name__))
@@ -491,16 +502,24 @@ class Replica:
         started = time.monotonic()
         name = None
         try:
-            # A leader deposed meanwhile stores and prunes nothing more: what
-            # the snapshot covers may since have been lost.
+            # A leader deposed meanwhile stores nothing, or prunes nothing
+            # after its upload: what the snapshot covers may since have been
+            # lost. One whose term's replaced snapshots are still in the
+            # store waits for them to go (a prune would rank them first).
             if self.role == LEADING:
+                try:
+                    await asyncio.wait_for(self._replaced_set_aside.wait(), _SET_ASIDE_WAIT)
+                except asyncio.TimeoutError:
+                    pass
+            if self.role == LEADING and self._replaced_set_aside.is_set():
                 await snapshots.store(self.link.snapshots, ref, data)
-            if self.role == LEADING:
+            if self.role == LEADING and self._replaced_set_aside.is_set():
                 await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
                 name = ref.name
                 log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
             else:
-                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading"))
+                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading" if self.role
+                                                             != LEADING else "older snapshots not yet set aside"))
         except _NATS_ERRORS as exc:
             log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
         finally:

@@ -16,6 +16,7 @@ snapshot and the log after it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -46,6 +47,7 @@ class SnapshotRef:
     stream_seq: int  # ... which is the state after this message of the log
     term: int  # the highest term of the messages up to it
     log_id: str  # the log's (shardlog.log_identity); "" for one stored before snapshots said
+    size: int = 0  # bytes, as listed
 
     @property
     def name(self) -> str:
@@ -76,7 +78,8 @@ async def listed(obs: ObjectStore, shard: str) -> list[SnapshotRef]:
         m = _NAME.fullmatch(tail)
         if head == shard and m:
             of = _DESCRIPTION.fullmatch(info.description or "")
-            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3)), of[1] if of else ""))
+            refs.append(SnapshotRef(shard, int(m.group(1)), int(m.group(2)), int(m.group(3)), of[1] if of else "",
+                                    info.size or 0))
     return sorted(refs, key=lambda r: r.seq)
 
 
@@ -90,13 +93,16 @@ def of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
     return ref.log_id in (log_id, "") and ref.stream_seq <= log_end
 
 
-async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path) -> Path:
-    """Download `ref` into `directory` (checked against its digest); returns the file."""
+async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: float = 30.0) -> Path:
+    """Download `ref` into `directory` (checked against its digest); returns
+    the file. An object deleted once its download began leaves the download
+    waiting for chunks that are gone: asyncio.TimeoutError after `patience`
+    seconds and one more per 5 MB."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"snapshot-{ref.seq:020d}.snap"
     partial = path.with_suffix(".part")
     with open(partial, "wb") as f:
-        await obs.get(ref.name, writeinto=f)
+        await asyncio.wait_for(obs.get(ref.name, writeinto=f), timeout=patience + ref.size / 5e6)
     os.replace(partial, path)
     return path
 

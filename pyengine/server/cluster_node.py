@@ -23,6 +23,7 @@ mailbox: records to apply, promotion, the loss of leadership.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import tempfile
@@ -159,7 +160,7 @@ class ClusterNode:
                 try:
                     path = self.loop.run(patiently(f"snapshot {ref.name}",
                                                    lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
-                except nats.js.errors.NotFoundError:
+                except (nats.js.errors.NotFoundError, asyncio.TimeoutError):
                     raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None
                 eng, seq = load_snapshot(path, specs, level_events=True)
             position = Position(ref.stream_seq, seq + 1, ref.term, this_log)

@@ -21,6 +21,7 @@ import nats as nats_client
 import pytest
 from nats.js.api import KeyValueConfig, StorageType, StreamInfo
 from nats.js.client import JetStreamContext
+from nats.js.object_store import ObjectStore
 
 from pyengine.cluster.audit import fetch_log, read_log
 from pyengine.cluster import snapshots
@@ -29,6 +30,7 @@ from pyengine.cluster.config import ClusterConfig
 from pyengine.cluster.lease import Lease, LeaseValue
 from pyengine.cluster.link import Link, connect, patiently
 from pyengine.cluster.localnats import LocalNats
+from pyengine.cluster import replica as replica_module
 from pyengine.cluster.replica import FOLLOWING, LEADING, STOPPED, Position, Replica
 from pyengine.cluster.shardlog import (
     KIND_RECORDS,
@@ -325,6 +327,31 @@ def test_a_log_that_ends_before_what_a_replica_applied_stops_its_take_over(
     assert host.calls == [("lost_leadership", "the log does not go on from message 3, the last this node applied")]
 
 
+def test_a_snapshot_deleted_as_it_is_fetched_is_given_up_on(nats: LocalNats, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune deletes a snapshot once its download has begun: the download
+    would wait for its chunks for ever; it gives up."""
+    get_info = ObjectStore.get_info
+    deleted: list[str] = []
+
+    async def deleted_once_read(obs: ObjectStore, name: str, *args: Any, **kwargs: Any) -> Any:
+        info = await get_info(obs, name, *args, **kwargs)
+        if not deleted:
+            deleted.append(name)
+            await obs.delete(name)  # (which reads the info too)
+        return info
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        ref = snapshots.SnapshotRef(SHARD, 1, 1, 1, "")
+        await snapshots.store(link.snapshots, ref, b"state" * 100_000)
+        monkeypatch.setattr(ObjectStore, "get_info", deleted_once_read)
+        with pytest.raises(asyncio.TimeoutError):
+            await snapshots.fetch(link.snapshots, ref, tmp_path, patience=1.0)
+        assert deleted == [ref.name]
+
+    run(nats, "a2", scenario)
+
+
 def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces(
         nats: LocalNats, engine: EngineThread) -> None:
     """The log was cut back to message 3 (a NATS server lost what it had not
@@ -339,7 +366,8 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
         await term_messages(link.js, SHARD, 3)
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
         kept, replaced = (snapshots.SnapshotRef(SHARD, seq, at, 1, this_log) for seq, at in ((2, 3), (9, 5)))
-        for ref in (kept, replaced):
+        own = snapshots.SnapshotRef(SHARD, 3, 4, 4, this_log)  # as the new leader's first would be (term 4)
+        for ref in (kept, replaced, own):
             await snapshots.store(link.snapshots, ref, b"state")
         replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
                           Position(3, 1, 3, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
@@ -347,24 +375,27 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
         tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
         try:
             ends = time.monotonic() + 10 * ttl
-            while time.monotonic() < ends and len(names) != 2:
+            while time.monotonic() < ends and not any(".lost/" in name for name in names):
                 await asyncio.sleep(ttl / 4)
                 names[:] = [info.name for info in await link.snapshots.list(ignore_deletes=True)]
         finally:
             for task in tasks:
                 task.cancel()
             await replica.stop()
-        assert names == [kept.name, f"{SHARD}{snapshots.LOST}/{replaced.name.partition('/')[2]}"]
+        assert names == [kept.name, own.name, f"{SHARD}{snapshots.LOST}/{replaced.name.partition('/')[2]}"]
 
     run(nats, "a2", scenario)
     assert host.calls[0] == ("promoted", 4)
 
 
-def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: LocalNats, engine: EngineThread) -> None:
-    """A snapshot's upload starts once its leader no longer leads: what it
-    covers may since have been lost. It is neither stored nor pruned against,
-    and its request is told it failed."""
+def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: LocalNats, engine: EngineThread,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot's upload starts once its leader no longer leads (what it
+    covers may since have been lost), or while the snapshots its term
+    replaces are not out of the way for longer than it waits for them: it is
+    not stored (its request is told it failed). Then one is."""
     host = Host()
+    monkeypatch.setattr(replica_module, "_SET_ASIDE_WAIT", 0.2)
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
@@ -372,11 +403,17 @@ def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: Loca
                           ("ESZ6",))
         assert replica.role == FOLLOWING
         await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 1, 1, 1, this_log), b"state")
+        # Leading, until the snapshots its term replaces are out of the way.
+        replica.role = LEADING
+        await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 2, 1, 1, this_log), b"state")
         assert await snapshots.listed(link.snapshots, SHARD) == []
+        replica._replaced_set_aside.set()
+        await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 3, 1, 1, this_log), b"state")
+        assert [ref.seq for ref in await snapshots.listed(link.snapshots, SHARD)] == [3]
         await replica.stop()
 
     run(nats, "a2", scenario)
-    assert host.calls == [("snapshot_stored", 1)]
+    assert host.calls == [("snapshot_stored", 1), ("snapshot_stored", 2), ("snapshot_stored", 3)]
 
 
 def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float) -> list[tuple[str, object]]:
