@@ -418,10 +418,10 @@ class Replica:
     async def _set_aside_replaced(self, term: int, term_message: int) -> None:
         """Snapshots of this log of an older term at or past this term's
         first message are of messages since lost (cut back: a NATS server
-        that had not written them out) that this term's replace: once the log
-        grows past them they would pass for its own, and rank first in a
+        that had not written them out), which this term replaces: once the
+        log grows past them they would pass for its own, and rank first in a
         prune (their engine seqs are higher). They go out of the way, as at a
-        start; until then this leader stores no snapshot."""
+        start; this leader's own snapshots wait for that (_store_snapshot)."""
         while True:
             try:
                 refs = await snapshots.listed(self.link.snapshots, self.shard)
