@@ -117,7 +117,9 @@ class ClusterNode:
         snapshots and prunes) is looked at again, a few times."""
         self.loop.start()
         self.link = self.loop.run(connect(self.cluster))
-        for attempt in range(1, _PREPARE_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return self._engine_of_the_log(specs)
             except _MovedOn as exc:
@@ -125,7 +127,6 @@ class ClusterNode:
                     raise RecoveryError(str(exc)) from None
                 log.warning("snapshot_moved_on", extra=fields(shard=self.cluster.shard, attempt=attempt,
                                                                detail=str(exc)))
-        raise AssertionError("unreachable")
 
     def _engine_of_the_log(self, specs: list[Any]) -> Any:
         link, shard = self.link, self.cluster.shard
