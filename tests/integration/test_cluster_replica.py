@@ -490,7 +490,7 @@ def test_a_replica_whose_log_is_made_again_as_it_takes_the_lease_leads_nothing(
     replica's last look at it and its term message: the term message is
     stored (its position is free), but the replica sees the log is another
     and stops rather than lead it on the lost log's state."""
-    ttl = 1.0
+    ttl = 5.0  # the lease outlasts making the log again, on a slow machine too (under ASan)
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
