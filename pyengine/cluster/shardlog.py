@@ -35,7 +35,7 @@ from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
-           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_stream_info",
+           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_info", "led_stream_info",
            "NoLeaderYet"]
 
 log = logging.getLogger("pyengine.cluster")
@@ -139,9 +139,15 @@ class NoLeaderYet(Exception):
 
 async def led_stream_info(js: JetStreamContext, shard: str) -> StreamInfo:
     """The shard's stream as its leader has it; NoLeaderYet while it has none."""
-    info = await js.stream_info(stream_name(shard))
+    return await led_info(js, stream_name(shard), f"the log of shard {shard}")
+
+
+async def led_info(js: JetStreamContext, stream: str, what: str = "") -> StreamInfo:
+    """The stream `stream` (`what` it is) as its leader has it; NoLeaderYet
+    while it has none."""
+    info = await js.stream_info(stream)
     if not led(info):
-        raise NoLeaderYet(f"the log of shard {shard} has no leader")
+        raise NoLeaderYet(f"{what or 'the stream ' + stream} has no leader")
     return info
 
 

@@ -44,6 +44,7 @@ from pyengine.cluster.shardlog import (
     append,
     ensure_stream,
     lease_key,
+    led_info,
     log_identity,
     node_key,
     stream_name,
@@ -105,9 +106,11 @@ def run(nats: LocalNats, node: str, scenario: Callable[[Link, ClusterConfig], Co
     async def main() -> None:
         link = await connect(cluster, timeout=60)
         try:
-            # The bucket made, its first write can still wait for JetStream on a busy machine: made here, as a
-            # node's start does, so that the scenario's own writes find it answering.
+            # The buckets made, their first writes can still wait for JetStream on a busy machine: the lease
+            # bucket's made here, as a node's start does, and the snapshot store waited for until it has a
+            # leader, so that the scenario's own writes find them answering.
             await patiently("the lease bucket", lambda: link.kv.put(node_key(SHARD, node), b'{"address": ""}'))
+            await patiently("the snapshot store", lambda: led_info(link.js, f"OBJ_{SNAPSHOT_BUCKET}"))
             await scenario(link, cluster)
         finally:
             await link.close()
@@ -457,8 +460,9 @@ def test_a_shorter_log_told_by_a_replica_of_a_stream_without_a_leader_is_not_tak
 
     async def leaderless(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
         info = await stream_info(js, name, *args, **kwargs)
-        assert info.cluster is not None
-        info.cluster.leader = None
+        if name == stream_name(SHARD):
+            assert info.cluster is not None
+            info.cluster.leader = None
         return info
 
     monkeypatch.setattr(JetStreamContext, "stream_info", leaderless)
@@ -866,8 +870,16 @@ def test_a_node_that_starts_as_the_leader_prunes_looks_at_the_store_again(
     on: right after the node lists the snapshots, the leader stores two more
     and prunes (deletes the two listed, purges the log before the first new
     one). The snapshot the node chose is gone: it looks again, and starts
-    from the newest."""
+    from the newest.
+
+    The leader uses its own connection, with time to spare: a call of the
+    node's (1 s timeouts) that times out on a busy machine is made again
+    (patiently), which would find the leader gone on, without the rest of
+    what it does. A listing is read by a consumer on any replica of the
+    store, which may not have the last puts yet (a put is acknowledged once
+    two of three have it): each listing waits for the newest snapshot."""
     state = empty_engine_snapshot()
+    stored = [1, 2]  # the leader's snapshots, in the order stored
 
     def ref(seq: int, log_id: str) -> snapshots.SnapshotRef:
         return snapshots.SnapshotRef(SHARD, seq, 2 * seq, 1, log_id)
@@ -875,33 +887,39 @@ def test_a_node_that_starts_as_the_leader_prunes_looks_at_the_store_again(
     async def leader_so_far(link: Link, cluster: ClusterConfig) -> None:
         await term_messages(link.js, SHARD, 4)
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
-        for seq in (1, 2):
+        for seq in stored:
             await snapshots.store(link.snapshots, ref(seq, this_log), state)
 
     run(nats, "a0", leader_so_far)
     listed = snapshots.listed
-    went_on: list[bool] = []
+    went_on: list[str] = []  # what the leader did
 
     async def leader_goes_on_after(obs: Any, shard: str) -> list[snapshots.SnapshotRef]:
         refs = await listed(obs, shard)
+        while max((r.seq for r in refs), default=0) < stored[-1]:
+            await asyncio.sleep(0.05)
+            refs = await listed(obs, shard)
         if not went_on:
-            went_on.append(True)
+            went_on.append("started")
             nc = await nats_client.connect(nats.urls)
             try:
-                js = nc.jetstream()
+                js = nc.jetstream(timeout=30)
+                store = await js.object_store(SNAPSHOT_BUCKET)
                 for step in range(4):
                     await append(js, SHARD, node="gone", term=1, expected=4 + step, kind=KIND_TERM, body=b"",
                                  last_seq=0, still_leader=lambda: True)
                 for seq in (3, 4):
-                    await snapshots.store(obs, ref(seq, refs[0].log_id), state)
-                await snapshots.prune(js, obs, SHARD, refs[0].log_id)
+                    await snapshots.store(store, ref(seq, refs[0].log_id), state)
+                    stored.append(seq)
+                await snapshots.prune(js, store, SHARD, refs[0].log_id)
+                went_on.append("pruned")
             finally:
                 await nc.close()
         return refs
 
     monkeypatch.setattr(snapshots, "listed", leader_goes_on_after)
     with caplog.at_level(logging.WARNING, logger="pyengine.server"), whole_node(nats) as (server, node):
-        assert went_on and node._position.stream_seq == 8
+        assert went_on == ["started", "pruned"] and node._position.stream_seq == 8
     (moved_on,) = [r.__dict__["kv"] for r in caplog.records if r.getMessage() == "snapshot_moved_on"]
     assert moved_on["detail"] == f"snapshot {ref(2, '').name} was deleted as it was fetched"
 
