@@ -83,8 +83,10 @@ ctest --test-dir build/c-debug --output-on-failure
 # through its driver; it fails, not skips, when they are missing.
 need_system_packages "" chromium:chromium chromedriver:chromium-driver
 
-# One worker per CPU, each taking the next test as it finishes (pytest-xdist).
-parallel=(-n logical --dist worksteal)
+# Two workers per CPU, each taking the next test as it finishes (pytest-xdist):
+# the suite spends half its time waiting on servers, timeouts and leases, so
+# one per CPU leaves the CPUs half idle.
+parallel=(-n "$((2 * $(nproc)))" --dist worksteal)
 
 step "Python tests"
 "$PY" -m pytest -q "${parallel[@]}"
