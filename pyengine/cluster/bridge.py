@@ -41,6 +41,10 @@ class LoopThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        # The loop's default executor (name lookups when connecting) has a
+        # thread of its own that would outlive this one. The loop stays open:
+        # a call posted to it late is dropped, not an error in its sender.
+        self.loop.run_until_complete(self.loop.shutdown_default_executor())
 
     def start(self) -> None:
         self._thread.start()
