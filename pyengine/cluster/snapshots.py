@@ -38,6 +38,9 @@ log = logging.getLogger("pyengine.cluster")
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside), kept out of the way
+STORE_RETRY_WAIT = 0.25  # seconds between puts of a snapshot that no server took (store)
+# What a put meets when no server took a chunk: the put stored nothing.
+_NO_TAKER = (nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 
 
 @dataclass(frozen=True)
@@ -107,8 +110,22 @@ async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: f
     return path
 
 
-async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes) -> None:
-    await obs.put(ref.name, data, meta=ref.meta)
+async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float = 5.0) -> None:
+    """Put `ref` into the store. A chunk that no server took (the store's
+    stream between leaders, or its subjects' interest not yet at the server
+    we are on) fails the put, which takes back the chunks it sent: the put
+    is made again, every STORE_RETRY_WAIT seconds for up to `patience`
+    seconds. A put that timed out is not: its chunks may yet be stored."""
+    deadline = asyncio.get_running_loop().time() + patience
+    while True:
+        try:
+            await obs.put(ref.name, data, meta=ref.meta)
+            break
+        except _NO_TAKER as exc:
+            if asyncio.get_running_loop().time() + STORE_RETRY_WAIT > deadline:
+                raise
+            log.warning("snapshot_store_retry", extra=fields(name=ref.name, error=type(exc).__name__))
+            await asyncio.sleep(STORE_RETRY_WAIT)
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
 
 

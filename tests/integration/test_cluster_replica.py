@@ -355,6 +355,58 @@ def test_a_snapshot_deleted_as_it_is_fetched_is_given_up_on(nats: LocalNats, tmp
     run(nats, "a2", scenario)
 
 
+def _refuse_chunks(monkeypatch: pytest.MonkeyPatch, refused: Callable[[int], bool]) -> list[str]:
+    """Chunk n (from 1) published into the snapshot store finds no server
+    that takes it when refused(n), as between two leaders of its stream
+    (nats-py's error then); returns the subjects of every chunk sent."""
+    publish = JetStreamContext.publish
+    sent: list[str] = []
+
+    async def refusing(js: JetStreamContext, subject: str, *args: Any, **kwargs: Any) -> Any:
+        if subject.startswith(f"$O.{SNAPSHOT_BUCKET}.C."):
+            sent.append(subject)
+            if refused(len(sent)):
+                raise nats_client.js.errors.NoStreamResponseError
+        return await publish(js, subject, *args, **kwargs)
+
+    monkeypatch.setattr(JetStreamContext, "publish", refusing)
+    return sent
+
+
+def test_a_snapshot_whose_chunk_no_server_took_is_put_again(nats: LocalNats, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    data = b"0123456789" * 30_000  # three chunks of 128 KiB or less
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
+        sent = _refuse_chunks(monkeypatch, lambda n: n == 2)
+        with caplog.at_level(logging.WARNING, logger="pyengine.cluster"):
+            await snapshots.store(link.snapshots, ref, data)
+        assert len(sent) == 2 + 3 and sent[0] == sent[1] != sent[2]  # the put made again, on a new subject
+        assert [r.getMessage() for r in caplog.records].count("snapshot_store_retry") == 1
+        assert await snapshots.listed(link.snapshots, SHARD) == [dataclasses.replace(ref, size=len(data))]
+        assert (await snapshots.fetch(link.snapshots, ref, tmp_path)).read_bytes() == data
+        # The chunk the failed put stored was taken back: three chunks and the object's description.
+        assert (await link.js.stream_info(f"OBJ_{SNAPSHOT_BUCKET}")).state.messages == 3 + 1
+
+    run(nats, "a1", scenario)
+
+
+def test_a_snapshot_no_server_takes_fails_once_patience_runs_out(nats: LocalNats,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
+        sent = _refuse_chunks(monkeypatch, lambda n: True)
+        with pytest.raises(nats_client.js.errors.NoStreamResponseError):
+            await snapshots.store(link.snapshots, ref, b"state", patience=2.0)
+        # Put again every 0.25 s (STORE_RETRY_WAIT) for 2 s at most: 9 puts at most.
+        assert 2 <= len(sent) <= 9
+        assert await snapshots.listed(link.snapshots, SHARD) == []
+
+    run(nats, "a1", scenario)
+
+
 def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces(
         nats: LocalNats, engine: EngineThread) -> None:
     """The log was cut back to message 3 (a NATS server lost what it had not
