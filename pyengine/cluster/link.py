@@ -22,7 +22,7 @@ from .config import ClusterConfig
 from .shardlog import KV_BUCKET, NoLeaderYet, ensure_stream
 from .snapshots import open_store
 
-__all__ = ["Link", "connect", "patiently"]
+__all__ = ["Link", "connect", "not_yet", "patiently"]
 
 log = logging.getLogger("pyengine.cluster")
 
@@ -92,7 +92,8 @@ _NOT_YET = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.js.err
 _NO_PEERS_YET = 10005
 
 
-def _not_yet(exc: Exception) -> bool:
+def not_yet(exc: Exception) -> bool:
+    """What JetStream answers while it is not ready: ask again shortly."""
     return isinstance(exc, _NOT_YET) or (
         isinstance(exc, nats.js.errors.APIError) and exc.err_code == _NO_PEERS_YET
     )
@@ -106,7 +107,7 @@ async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float 
         try:
             return await call()
         except Exception as exc:
-            if not _not_yet(exc):
+            if not not_yet(exc):
                 raise
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionError(f"{what}: JetStream did not answer within {timeout:g} s "

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
-from nats.js.api import ConsumerConfig, DeliverPolicy, StreamInfo
+from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg, StreamInfo
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
@@ -49,7 +49,7 @@ from ..log import fields
 from . import snapshots
 from .config import ClusterConfig
 from .lease import Lease, LeaseValue
-from .link import Link, patiently
+from .link import Link, not_yet, patiently
 from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
     lease_key, led, log_identity, log_subject, message_of, node_key, stream_name
 
@@ -295,10 +295,23 @@ class Replica:
         if not self._same_log(info):
             return
         for seq in range(self.applied + 1, info.state.last_seq + 1):
-            if self.role != FOLLOWING:
+            raw = await self._leader_copy(seq)
+            if raw is None:
                 return
-            raw = await self.link.js.get_msg(stream_name(self.shard), seq)
             self._take(message_of(raw.seq or seq, raw.headers, raw.data or b""))
+
+    async def _leader_copy(self, seq: int) -> RawStreamMsg | None:
+        """Message `seq` of the log from the stream's leader, asked for again
+        while JetStream does not answer (an election, a busy machine); None
+        once the replica no longer follows. A message gone (purged) raises."""
+        while self.role == FOLLOWING:
+            try:
+                return await self.link.js.get_msg(stream_name(self.shard), seq)
+            except _NATS_ERRORS as exc:
+                if not not_yet(exc):
+                    raise
+            await asyncio.sleep(0.1)
+        return None
 
     # ---- the lease and taking over -------------------------------------------------
 

@@ -118,6 +118,21 @@ def run(nats: LocalNats, node: str, scenario: Callable[[Link, ClusterConfig], Co
     asyncio.run(main())
 
 
+async def _a2_takes_the_lease_after_a1_led(link: Link, cluster: ClusterConfig, engine: EngineThread,
+                                           host: Host) -> Replica:
+    """a1 took the lease and appended its term message and a message of
+    records; a2, which read none of it, takes the lease: its replica."""
+    old = Lease(link.kv, SHARD, "a1", cluster.lease_ttl)
+    assert await old.acquire("127.0.0.1:1", ("ESZ6",))
+    for expected, kind, body in ((0, KIND_TERM, b""), (1, KIND_RECORDS, bytes(RECORD_SIZE))):
+        await append(link.js, SHARD, node="a1", term=1, expected=expected, kind=kind, body=body, last_seq=expected,
+                     still_leader=lambda: True)
+    replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
+    await replica.lease.refresh()
+    assert await replica.lease.acquire(replica.address, replica.instruments)
+    return replica
+
+
 def test_a_replica_lost_while_it_reads_what_it_missed_taking_the_lead_leads_nothing(
         nats: LocalNats, engine: EngineThread) -> None:
     """a2 takes the lease from a1, whose last messages it has not read: its
@@ -127,14 +142,7 @@ def test_a_replica_lost_while_it_reads_what_it_missed_taking_the_lead_leads_noth
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
-        old = Lease(link.kv, SHARD, "a1", cluster.lease_ttl)
-        assert await old.acquire("127.0.0.1:1", ("ESZ6",))
-        for expected, kind, body in ((0, KIND_TERM, b""), (1, KIND_RECORDS, bytes(RECORD_SIZE))):
-            await append(link.js, SHARD, node="a1", term=1, expected=expected, kind=kind, body=body, last_seq=expected,
-                         still_leader=lambda: True)
-        replica = Replica(cluster, link, engine.runner, host, Position(0, 1), "127.0.0.1:2", ("ESZ6",))
-        await replica.lease.refresh()
-        assert await replica.lease.acquire(replica.address, replica.instruments)
+        replica = await _a2_takes_the_lease_after_a1_led(link, cluster, engine, host)
         host.on_apply = lambda: replica._lose("stopped while taking the lead")
         try:
             await replica._take_over()
@@ -146,6 +154,38 @@ def test_a_replica_lost_while_it_reads_what_it_missed_taking_the_lead_leads_noth
     assert host.calls == [("apply_log", RECORD_SIZE), ("lost_leadership", "stopped while taking the lead")]
     log = asyncio.run(fetch_log(nats.urls, SHARD))
     assert [(m.node, m.term) for m in log] == [("a1", 1), ("a1", 1)]
+
+
+def test_a_replica_reading_what_it_missed_asks_again_for_a_message_jetstream_did_not_answer(
+        nats: LocalNats, engine: EngineThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """a2 takes the lease from a1, whose last message it has not read; the
+    first read of that message from the stream's leader gets no answer in
+    time (a busy machine): a2 asks again, applies it, and leads."""
+    host = Host()
+    get_msg = JetStreamContext.get_msg
+    asked: list[int] = []
+
+    async def slow_once(js: JetStreamContext, stream: str, seq: int, *args: Any, **kwargs: Any) -> Any:
+        asked.append(seq)
+        if asked.count(seq) == 1 and seq == 2:
+            raise nats_client.errors.TimeoutError
+        return await get_msg(js, stream, seq, *args, **kwargs)
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        replica = await _a2_takes_the_lease_after_a1_led(link, cluster, engine, host)
+        monkeypatch.setattr(JetStreamContext, "get_msg", slow_once)
+        try:
+            await replica._take_over()
+            assert replica.role == LEADING
+        finally:
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert asked == [1, 2, 2]
+    assert host.calls == [("apply_log", RECORD_SIZE), ("promoted", 2)]
+    log = asyncio.run(fetch_log(nats.urls, SHARD))
+    assert [(m.node, m.term, m.kind) for m in log] == [("a1", 1, KIND_TERM), ("a1", 1, KIND_RECORDS),
+                                                        ("a2", 2, KIND_TERM)]
 
 
 def test_the_directory_is_shown_once_it_is_read_whole(nats: LocalNats, engine: EngineThread) -> None:
@@ -355,6 +395,16 @@ def test_a_snapshot_deleted_as_it_is_fetched_is_given_up_on(nats: LocalNats, tmp
     run(nats, "a2", scenario)
 
 
+async def listed_once_there(obs: ObjectStore, count: int) -> list[snapshots.SnapshotRef]:
+    """The shard's snapshots, listed again until `count` show (10 s at most)."""
+    deadline = time.monotonic() + 10
+    refs = await snapshots.listed(obs, SHARD)
+    while len(refs) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        refs = await snapshots.listed(obs, SHARD)
+    return refs
+
+
 def _refuse_chunks(monkeypatch: pytest.MonkeyPatch, refused: Callable[[int], bool]) -> list[str]:
     """Chunk n (from 1) published into the snapshot store finds no server
     that takes it when refused(n), as between two leaders of its stream
@@ -385,7 +435,8 @@ def test_a_snapshot_whose_chunk_no_server_took_is_put_again(nats: LocalNats, tmp
             await snapshots.store(link.snapshots, ref, data)
         assert len(sent) == 2 + 3 and sent[0] == sent[1] != sent[2]  # the put made again, on a new subject
         assert [r.getMessage() for r in caplog.records].count("snapshot_store_retry") == 1
-        assert await snapshots.listed(link.snapshots, SHARD) == [dataclasses.replace(ref, size=len(data))]
+        # (A listing is read on any replica of the store, which may not have the put yet.)
+        assert await listed_once_there(link.snapshots, 1) == [dataclasses.replace(ref, size=len(data))]
         assert (await snapshots.fetch(link.snapshots, ref, tmp_path)).read_bytes() == data
         # The chunk the failed put stored was taken back: three chunks and the object's description.
         assert (await link.js.stream_info(f"OBJ_{SNAPSHOT_BUCKET}")).state.messages == 3 + 1
