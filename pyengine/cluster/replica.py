@@ -525,7 +525,7 @@ class Replica:
                 except asyncio.TimeoutError:
                     pass
             if self.role == LEADING and self._replaced_set_aside.is_set():
-                await snapshots.store(self.link.snapshots, ref, data)
+                await snapshots.store(self.link.snapshots, ref, data, still_wanted=lambda: self.role == LEADING)
             if self.role == LEADING and self._replaced_set_aside.is_set():
                 await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
                 name = ref.name

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +111,14 @@ async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: f
     return path
 
 
-async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float = 5.0) -> None:
+async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float = 5.0,
+                still_wanted: Callable[[], bool] = lambda: True) -> None:
     """Put `ref` into the store. A chunk that no server took (the store's
     stream between leaders, or its subjects' interest not yet at the server
     we are on) fails the put, which takes back the chunks it sent: the put
     is made again, every STORE_RETRY_WAIT seconds for up to `patience`
-    seconds. A put that timed out is not: its chunks may yet be stored."""
+    seconds, while still_wanted() (a leader's: while it leads). A put that
+    timed out is not: its chunks may yet be stored."""
     deadline = asyncio.get_running_loop().time() + patience
     while True:
         try:
@@ -126,6 +129,8 @@ async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float
                 raise
             log.warning("snapshot_store_retry", extra=fields(name=ref.name, error=type(exc).__name__))
             await asyncio.sleep(STORE_RETRY_WAIT)
+            if not still_wanted():
+                raise
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
 
 

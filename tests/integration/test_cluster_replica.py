@@ -458,6 +458,18 @@ def test_a_snapshot_no_server_takes_fails_once_patience_runs_out(nats: LocalNats
     run(nats, "a1", scenario)
 
 
+def test_a_snapshot_no_longer_wanted_is_not_put_again(nats: LocalNats, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a leader's, deposed while its snapshot waits to be put again."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
+        sent = _refuse_chunks(monkeypatch, lambda n: True)
+        with pytest.raises(nats_client.js.errors.NoStreamResponseError):
+            await snapshots.store(link.snapshots, ref, b"state", still_wanted=lambda: False)
+        assert len(sent) == 1
+
+    run(nats, "a1", scenario)
+
+
 def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces(
         nats: LocalNats, engine: EngineThread) -> None:
     """The log was cut back to message 3 (a NATS server lost what it had not
