@@ -45,13 +45,13 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
 from .._ffi import ffi, lib
-from ..log import fields
+from ..log import Throttle, fields
 from . import snapshots
 from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, not_yet, patiently
-from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, Fenced, LogMessage, TermOrder, append, \
-    lease_key, led, log_identity, log_subject, message_of, node_key, stream_name
+from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, RETRY_LINE_EVERY, Fenced, LogMessage, \
+    TermOrder, append, lease_key, led, log_identity, log_subject, message_of, node_key, stream_name
 
 if TYPE_CHECKING:
     from .._cengine import struct_runner
@@ -304,12 +304,16 @@ class Replica:
         """Message `seq` of the log from the stream's leader, asked for again
         while JetStream does not answer (an election, a busy machine); None
         once the replica no longer follows. A message gone (purged) raises."""
+        lines = Throttle(RETRY_LINE_EVERY)
         while self.role == FOLLOWING:
             try:
                 return await self.link.js.get_msg(stream_name(self.shard), seq)
             except _NATS_ERRORS as exc:
                 if not not_yet(exc):
                     raise
+                if (held := lines.allow()) is not None:
+                    log.warning("read_missing_retry", extra=fields(shard=self.shard, seq=seq,
+                                                                   error=type(exc).__name__, held_back=held))
             await asyncio.sleep(0.1)
         return None
 
@@ -380,6 +384,10 @@ class Replica:
 
     def _taking_over(self) -> bool:
         return self.role == FOLLOWING and self.lease.holding()
+
+    def _leading(self) -> bool:
+        """Leading, and the lease not run out (role changes only once the renewal notices)."""
+        return self.role == LEADING and self.lease.holding()
 
     async def _take_over(self) -> None:
         """Holding the lease: fence every older leader with a term message
@@ -524,15 +532,15 @@ class Replica:
                     await asyncio.wait_for(self._replaced_set_aside.wait(), _SET_ASIDE_WAIT)
                 except asyncio.TimeoutError:
                     pass
-            if self.role == LEADING and self._replaced_set_aside.is_set():
-                await snapshots.store(self.link.snapshots, ref, data, still_wanted=lambda: self.role == LEADING)
-            if self.role == LEADING and self._replaced_set_aside.is_set():
+            stored = self._leading() and self._replaced_set_aside.is_set() and await snapshots.store(
+                self.link.snapshots, ref, data, still_wanted=self._leading)
+            if stored and self._leading():
                 await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
                 name = ref.name
                 log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
             else:
-                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading" if self.role
-                                                             != LEADING else "older snapshots not yet set aside"))
+                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading" if not
+                                                             self._leading() else "older snapshots not yet set aside"))
         except _NATS_ERRORS as exc:
             log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
         finally:

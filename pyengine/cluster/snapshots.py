@@ -40,8 +40,6 @@ _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside), kept out of the way
 STORE_RETRY_WAIT = 0.25  # seconds between puts of a snapshot that no server took (store)
-# What a put meets when no server took a chunk: the put stored nothing.
-_NO_TAKER = (nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 
 
 @dataclass(frozen=True)
@@ -112,26 +110,29 @@ async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: f
 
 
 async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float = 5.0,
-                still_wanted: Callable[[], bool] = lambda: True) -> None:
-    """Put `ref` into the store. A chunk that no server took (the store's
-    stream between leaders, or its subjects' interest not yet at the server
-    we are on) fails the put, which takes back the chunks it sent: the put
-    is made again, every STORE_RETRY_WAIT seconds for up to `patience`
-    seconds, while still_wanted() (a leader's: while it leads). A put that
-    timed out is not: its chunks may yet be stored."""
+                still_wanted: Callable[[], bool] = lambda: True) -> bool:
+    """Put `ref` into the store; True once stored. A chunk that no server
+    took (no responders: the store's stream between leaders, or its subjects'
+    interest not yet at the server we are on) fails the put, which takes back
+    the chunks it sent: the put is made again, every STORE_RETRY_WAIT seconds
+    for about `patience` seconds, while still_wanted() (a leader's: while it
+    leads; False once it is not, nothing stored). Any other failure is
+    raised: a put that timed out may yet be stored, and one whose taking back
+    failed raises what that met (its chunks stay, unnamed)."""
     deadline = asyncio.get_running_loop().time() + patience
     while True:
         try:
             await obs.put(ref.name, data, meta=ref.meta)
             break
-        except _NO_TAKER as exc:
+        except nats.js.errors.NoStreamResponseError as exc:
             if asyncio.get_running_loop().time() + STORE_RETRY_WAIT > deadline:
                 raise
             log.warning("snapshot_store_retry", extra=fields(name=ref.name, error=type(exc).__name__))
             await asyncio.sleep(STORE_RETRY_WAIT)
-            if not still_wanted():
-                raise
+        if not still_wanted():
+            return False
     log.info("snapshot_stored", extra=fields(name=ref.name, bytes=len(data)))
+    return True
 
 
 async def set_aside(obs: ObjectStore, refs: list[SnapshotRef]) -> list[SnapshotRef]:

@@ -25,7 +25,7 @@ def test_ports_are_chosen_free_and_below_the_range_the_kernel_hands_out() -> Non
         ports = free_ports(9)
         assert len(set(ports)) == 9
         assert all(bindable(p) for p in ports)
-        assert all(1024 <= p < ephemeral.start for p in ports), (ports, ephemeral)
+        assert all(localnats._FIRST_CHOSEN_PORT <= p < ephemeral.start for p in ports), (ports, ephemeral)
 
 
 def test_a_port_in_use_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,16 +34,19 @@ def test_a_port_in_use_is_never_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        monkeypatch.setattr(localnats, "_FIRST_CHOSEN_PORT", port - 45)
-        monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(port + 45, 65_536))
+        first = min(port - 45, 65_536 - 90)
+        monkeypatch.setattr(localnats, "_FIRST_CHOSEN_PORT", first)
+        monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(first + 90, 65_536))
         for _ in range(20):
             ports = free_ports(9)
             assert port not in ports
-            assert all(port - 45 <= p < port + 45 for p in ports)
+            assert all(first <= p < first + 90 for p in ports)
 
 
 def test_with_no_room_below_the_range_the_kernel_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(10_001, 65_536))
+    ephemeral = localnats._ephemeral_ports()
+    monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(localnats._FIRST_CHOSEN_PORT + 1, 65_536))
     ports = free_ports(9)
     assert len(set(ports)) == 9
     assert all(bindable(p) for p in ports)
+    assert all(p in ephemeral for p in ports)  # where the kernel hands ports out
