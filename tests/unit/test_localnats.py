@@ -10,21 +10,12 @@ from pyengine.cluster import localnats
 from pyengine.cluster.localnats import free_ports
 
 
-def bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_ports_are_chosen_free_and_below_the_range_the_kernel_hands_out() -> None:
     ephemeral = localnats._ephemeral_ports()
     for _ in range(20):
         ports = free_ports(9)
         assert len(set(ports)) == 9
-        assert all(bindable(p) for p in ports)
+        assert all(localnats._bindable(p) for p in ports)
         assert all(localnats._FIRST_CHOSEN_PORT <= p < ephemeral.start for p in ports), (ports, ephemeral)
 
 
@@ -48,5 +39,5 @@ def test_with_no_room_below_the_range_the_kernel_chooses(monkeypatch: pytest.Mon
     monkeypatch.setattr(localnats, "_ephemeral_ports", lambda: range(localnats._FIRST_CHOSEN_PORT + 1, 65_536))
     ports = free_ports(9)
     assert len(set(ports)) == 9
-    assert all(bindable(p) for p in ports)
+    assert all(localnats._bindable(p) for p in ports)
     assert all(p in ephemeral for p in ports)  # where the kernel hands ports out
