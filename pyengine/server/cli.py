@@ -4,7 +4,8 @@
                     [--engine-spin-us N] [--server-cpu N] [--server-spin-us N]
                     [--data-dir DIR] [--fsync always|batch|off] [--snapshot-every N]
                     [--accept-journal-loss] [--log-level LEVEL]
-                    [--metrics-port P [--metrics-host H]] [--http-port P [--http-host H]]
+                    [--metrics-port P [--metrics-host H] [--metrics-allowed-host NAME ...]]
+                    [--http-port P [--http-host H] [--http-allowed-host NAME ...]]
                     [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form
@@ -78,9 +79,15 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-port", type=int, metavar="P",
                    help="serve Prometheus metrics at http://HOST:P/metrics (default: none; 0: any free port)")
     p.add_argument("--metrics-host", metavar="H", help="address of the metrics endpoint (default 127.0.0.1)")
+    p.add_argument("--metrics-allowed-host", dest="metrics_allowed_hosts", action="append", metavar="NAME",
+                   help="a host name a scrape may give the endpoint besides addresses and localhost "
+                   "(repeat for more; replaces [metrics] allowed_hosts)")
     p.add_argument("--http-port", type=int, metavar="P",
                    help="serve the live web view at http://HOST:P/ (default: none; 0: any free port)")
     p.add_argument("--http-host", metavar="H", help="address of the web view (default 127.0.0.1)")
+    p.add_argument("--http-allowed-host", dest="http_allowed_hosts", action="append", metavar="NAME",
+                   help="a host name a browser may give the web view besides addresses and localhost "
+                   "(repeat for more; replaces [http] allowed_hosts)")
     p.add_argument("--trace-latency", type=int, metavar="N", help="stamp one new order in N on its way through and "
                    "log the time of each stage at stop and on SIGUSR1 (default 0: off)")
     c = p.add_argument_group("cluster mode (docs/cluster.md; or [cluster] in the configuration)")
@@ -107,6 +114,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         "metrics_host": args.metrics_host,
         "http_port": args.http_port,
         "http_host": args.http_host,
+        "metrics_allowed_hosts": args.metrics_allowed_hosts and tuple(args.metrics_allowed_hosts),
+        "http_allowed_hosts": args.http_allowed_hosts and tuple(args.http_allowed_hosts),
         "trace_latency": args.trace_latency,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
@@ -135,9 +144,12 @@ def _check_flags_used(args: argparse.Namespace, config: ServerConfig) -> None:
         ("--fsync", args.fsync, "fsync"), ("--snapshot-every", args.snapshot_every, "snapshot_every"),
         ("--accept-journal-loss", args.accept_journal_loss, "accept_journal_loss")) if setting in settings]
     if config.metrics_port is None:
-        unused.append(("--metrics-host", args.metrics_host, "without a metrics port (--metrics-port, or [metrics])"))
+        why = "without a metrics port (--metrics-port, or [metrics])"
+        unused += [("--metrics-host", args.metrics_host, why),
+                   ("--metrics-allowed-host", args.metrics_allowed_hosts, why)]
     if config.http_port is None:
-        unused.append(("--http-host", args.http_host, "without a web view port (--http-port, or [http])"))
+        why = "without a web view port (--http-port, or [http])"
+        unused += [("--http-host", args.http_host, why), ("--http-allowed-host", args.http_allowed_hosts, why)]
     for flag, value, why in unused:
         if value is not None:
             raise ConfigError(f"{flag} does nothing {why}")

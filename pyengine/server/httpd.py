@@ -122,7 +122,7 @@ def _own_hosts(app: WsgiApp, table: str, allowed_hosts: Iterable[str]) -> WsgiAp
     """`app`, for the requests whose Host names this server as it may be
     named (the module's docstring); 421 for any other."""
     names = frozenset(n.lower().removesuffix(".") for n in allowed_hosts) | {"localhost"}
-    refusal = f"unknown host name: list it in [{table}] allowed_hosts\n".encode()
+    refusal = f"unknown host name: list it in [{table}] allowed_hosts (or --{table}-allowed-host)\n".encode()
 
     def serve(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         host = environ.get("HTTP_HOST")

@@ -34,11 +34,16 @@ WAIT = REQUEST_TIMEOUT + 25  # seconds for what the server does after REQUEST_TI
 TRICKLE = 0.2  # seconds between the bytes of a slow client: well within REQUEST_TIMEOUT
 
 
+def endpoint_server_config(flag: str, settings: str = "") -> str:
+    """The configuration of a server with the endpoint of `flag` on any free
+    port, under the tests' request limits, and `settings` in its table."""
+    return (f"[{TABLES[flag]}]\nport = 0\nrequest_timeout = {REQUEST_TIMEOUT}\n"
+            f"request_deadline = {REQUEST_DEADLINE}\n{settings}")
+
+
 def endpoint_server(server_factory: Any, flag: str, settings: str = "") -> RunningServer:
-    """A server with the endpoint of `flag` on any free port, under the
-    tests' request limits, and `settings` in its table."""
-    return server_factory(f"[{TABLES[flag]}]\nport = 0\nrequest_timeout = {REQUEST_TIMEOUT}\n"
-                          f"request_deadline = {REQUEST_DEADLINE}\n{settings}")
+    """A server of endpoint_server_config(flag, settings)."""
+    return server_factory(endpoint_server_config(flag, settings))
 
 
 def endpoint_port(server: RunningServer, event: str) -> int:
@@ -185,16 +190,26 @@ def test_a_request_for_another_host_name_is_refused(server_factory: Any, flag: s
     port = endpoint_port(server, event)
     for host in FOREIGN:
         status, body = answer_to(port, path, host.format(port=port))
-        assert (status, body) == (421, f"unknown host name: list it in [{TABLES[flag]}] allowed_hosts\n".encode()), host
+        refusal = f"unknown host name: list it in [{TABLES[flag]}] allowed_hosts (or --{TABLES[flag]}-allowed-host)\n"
+        assert (status, body) == (421, refusal.encode()), host
     for own in OWN:
         assert answer_to(port, path, own and own.format(port=port))[0] == 200, own
     assert answer_to(port, "/events?symbol=ESZ6" if path == "/" else path, "evil.example")[0] == 421
     server.wait_log("http_wrong_host")
 
 
+@pytest.mark.parametrize("listed_by", ["file", "flags"])
 @pytest.mark.parametrize("flag,event,path", ENDPOINTS)
-def test_the_host_names_listed_are_answered(server_factory: Any, flag: str, event: str, path: str) -> None:
-    server = endpoint_server(server_factory, flag, 'allowed_hosts = ["pyengine.example", "Mon.Example."]\n')
+def test_the_host_names_listed_are_answered(server_factory: Any, flag: str, event: str, path: str,
+                                            listed_by: str) -> None:
+    """Listed in the endpoint's table, or by its --*-allowed-host flags (which replace the table's)."""
+    names = ["pyengine.example", "Mon.Example."]
+    if listed_by == "file":
+        server = endpoint_server(server_factory, flag, 'allowed_hosts = ["pyengine.example", "Mon.Example."]\n')
+    else:
+        allowed = flag.replace("-port", "-allowed-host")
+        server = server_factory(endpoint_server_config(flag, 'allowed_hosts = ["www.pyengine.example"]\n'),
+                                *(arg for name in names for arg in (allowed, name)))
     port = endpoint_port(server, event)
     for host in ("pyengine.example", "PyEngine.Example:{port}", "pyengine.example.", "mon.example", "mon.example."):
         assert answer_to(port, path, host.format(port=port))[0] == 200, host

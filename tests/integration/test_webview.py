@@ -221,7 +221,8 @@ def test_a_page_whose_name_is_rebound_to_the_server_is_refused(server_factory: A
     driver = chromium("--host-resolver-rules=MAP rebound.example 127.0.0.1, MAP view.example 127.0.0.1")
     try:
         driver.get(f"http://rebound.example:{port}/")
-        assert driver.find_element("tag name", "body").text == "unknown host name: list it in [http] allowed_hosts"
+        assert driver.find_element("tag name", "body").text == (
+            "unknown host name: list it in [http] allowed_hosts (or --http-allowed-host)")
         driver.get(f"http://view.example:{port}/")
         wait_for(driver, lambda: driver.find_element("id", "connection").text == "live", "a live stream")
     finally:

@@ -287,6 +287,14 @@ def test_a_file_not_in_utf8(tmp_path: Path) -> None:
     (["--metrics-host", "0.0.0.0"], r"--metrics-host does nothing without a metrics port"),
     (["--metrics-host", "127.0.0.1"], r"--metrics-host does nothing without a metrics port"),
     (["--http-host", "0.0.0.0"], r"--http-host does nothing without a web view port"),
+    (["--metrics-allowed-host", "pyengine.example"], r"--metrics-allowed-host does nothing without a metrics port"),
+    (["--http-allowed-host", "pyengine.example"], r"--http-allowed-host does nothing without a web view port"),
+    (["--http-port", "0", "--http-allowed-host", "localhost"],
+     r"\[http\]: allowed_hosts: localhost is always answered"),
+    (["--metrics-port", "0", "--metrics-allowed-host", "10.1.2.3"],
+     r"\[metrics\]: allowed_hosts: 10.1.2.3 is an address: addresses are always answered"),
+    (["--http-port", "0", "--http-allowed-host", "pyengine.example:8080"],
+     r"\[http\]: allowed_hosts must list host names \(without a port\), not 'pyengine.example:8080'"),
     # One port, two endpoints: the second could not listen.
     (["--metrics-port", "9100", "--http-port", "9100"],
      r"\[http\]: port 9100 on 127.0.0.1 is \[metrics\]'s too \(on 127.0.0.1\): each endpoint needs a port"),
@@ -313,6 +321,19 @@ def test_endpoints_on_one_port_and_different_addresses() -> None:
     for hosts in (("::", "::1"), ("::0", "0:0::1"), ("0.0.0.0", "10.1.2.3"), ("::1", "0:0::1")):
         with pytest.raises(ConfigError, match="each endpoint needs a port of its own"):
             _cli("--metrics-port", "9100", "--http-port", "9100", "--metrics-host", hosts[0], "--http-host", hosts[1])
+
+
+def test_allowed_host_flags_replace_the_files_names(tmp_path: Path) -> None:
+    path = str(write(tmp_path, '[http]\nport = 0\nallowed_hosts = ["file.example"]\n'
+                               '[metrics]\nport = 0\nallowed_hosts = ["scrape.example"]\n'))
+    c = _cli("--config", path)
+    assert (c.http_allowed_hosts, c.metrics_allowed_hosts) == (("file.example",), ("scrape.example",))
+    c = _cli("--config", path, "--http-allowed-host", "a.example", "--http-allowed-host", "b.example")
+    assert (c.http_allowed_hosts, c.metrics_allowed_hosts) == (("a.example", "b.example"), ("scrape.example",))
+    c = _cli("--config", path, "--metrics-allowed-host", "m.example")
+    assert (c.http_allowed_hosts, c.metrics_allowed_hosts) == (("file.example",), ("m.example",))
+    c = _cli("--http-port", "8080", "--http-allowed-host", "view.example", "--metrics-port", "9464")
+    assert (c.http_allowed_hosts, c.metrics_allowed_hosts) == (("view.example",), ())
 
 
 def test_a_journals_settings_with_a_data_directory_from_anywhere(tmp_path: Path) -> None:
