@@ -17,6 +17,7 @@ snapshot and the log after it.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import re
@@ -32,13 +33,15 @@ from nats.js.object_store import ObjectStore
 from ..log import fields
 from .shardlog import SNAPSHOT_BUCKET, log_identity, stream_name
 
-__all__ = ["SnapshotRef", "open_store", "listed", "of_the_log", "fetch", "store", "prune", "set_aside", "LOST"]
+__all__ = ["SnapshotRef", "open_store", "listed", "of_the_log", "fetch", "store", "prune", "set_aside", "LOST",
+           "UNREADABLE"]
 
 log = logging.getLogger("pyengine.cluster")
 
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside), kept out of the way
+UNREADABLE = ".unreadable"  # <shard>.lost/<name>.unreadable: one whose chunks did not make its digest
 STORE_RETRY_WAIT = 0.25  # seconds between puts of a snapshot that no server took (store)
 
 
@@ -141,13 +144,24 @@ async def set_aside(obs: ObjectStore, refs: list[SnapshotRef]) -> list[SnapshotR
     ``<shard>.lost/``: `prune` goes by the log there is, and the state they
     hold stays for an operator to look at. Each is copied, then deleted: a
     move cut short is done again, and one that another node made meanwhile
-    is passed over. Returns those moved."""
+    is passed over. One whose chunks do not make its digest (damaged in the
+    store) is moved as the bytes it holds, named ``<name>.unreadable``
+    (`snapshot_unreadable`, at error level): it blocks nothing. Returns
+    those moved."""
     moved = []
     for ref in refs:
+        kept_as = f"{ref.shard}{LOST}/{ref.name.partition('/')[2]}"
+        held = io.BytesIO()  # what its chunks hold, if they do not make its digest
         try:
-            copy = await obs.get(ref.name)
-            await obs.put(f"{ref.shard}{LOST}/{ref.name.partition('/')[2]}", copy.data or b"",
-                          meta=ObjectMeta(description=copy.info.description))
+            try:
+                copy = await obs.get(ref.name, writeinto=held)
+                info = copy.info
+            except nats.js.errors.DigestMismatchError:
+                info = await obs.get_info(ref.name)
+                kept_as += UNREADABLE
+                log.error("snapshot_unreadable", extra=fields(name=ref.name, bytes=held.tell(), expected=info.size,
+                                                              kept_as=kept_as))
+            await obs.put(kept_as, held.getvalue(), meta=ObjectMeta(description=info.description))
             await obs.delete(ref.name)
         except nats.js.errors.NotFoundError:
             continue

@@ -149,33 +149,53 @@ class ClusterNode:
             log.error("snapshots_set_aside", extra=fields(
                 shard=shard, log=this_log, log_ends=end, set_aside=len(moved),
                 snapshots=" ".join(ref.name for ref in moved), kept_as=f"{shard}{snapshots.LOST}/"))
-        ref = ours[-1] if ours else None
-        if ref is None:
-            eng, position = new_engine(specs, level_events=True), Position(0, 1, log_id=this_log)
-        else:
-            # Loaded, the engine holds it all: the download goes (a node that
-            # restarts at every lost lead would otherwise keep one each time).
-            if self._data_dir is not None:
-                Path(self._data_dir).mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(prefix="pyengine-snap-", dir=self._data_dir) as cache:
-                try:
-                    path = self.loop.run(patiently(f"snapshot {ref.name}",
-                                                   lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
-                except (nats.js.errors.NotFoundError, asyncio.TimeoutError):
-                    raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None
-                eng, seq = load_snapshot(path, specs, level_events=True)
+        # The newest snapshot that can be read; one damaged in the store is
+        # passed over for the one before (_load).
+        ref, eng, position, unreadable = None, None, Position(0, 1, log_id=this_log), []
+        for candidate in reversed(ours):
+            if (loaded := self._load(candidate, specs)) is None:
+                unreadable.append(candidate.name)
+                continue
+            ref, (eng, seq) = candidate, loaded
             position = Position(ref.stream_seq, seq + 1, ref.term, this_log)
+            break
+        if eng is None:
+            eng = new_engine(specs, level_events=True)
         if first > position.stream_seq + 1:
             lib.eng_destroy(eng)
             raise _MovedOn(
                 f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
-                f"{first - 1}" + (f" (the newest, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
+                f"{first - 1}" + (f" (the newest read, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
+                + (f"; unreadable: {', '.join(unreadable)}" if unreadable else "")
                 + f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it")
         self._position = position
         log.info("cluster_state", extra=fields(shard=shard, node=self.cluster.node, snapshot=ref.name if ref else None,
                                                seq=position.next_seq - 1, log_from=position.stream_seq + 1,
                                                log_to=info.state.last_seq))
         return eng
+
+    def _load(self, ref: snapshots.SnapshotRef, specs: list[Any]) -> tuple[Any, int] | None:
+        """The engine that snapshot `ref` holds, and its seq; None when its
+        chunks do not make its digest (damaged in the store): the caller
+        takes the one before, which the log still reaches (a prune keeps the
+        log from the older of the two newest snapshots on)."""
+        link = self.link
+        assert link is not None
+        # Loaded, the engine holds it all: the download goes (a node that
+        # restarts at every lost lead would otherwise keep one each time).
+        if self._data_dir is not None:
+            Path(self._data_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="pyengine-snap-", dir=self._data_dir) as cache:
+            try:
+                path = self.loop.run(patiently(f"snapshot {ref.name}",
+                                               lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
+            except nats.js.errors.DigestMismatchError:
+                log.error("snapshot_unreadable", extra=fields(
+                    shard=ref.shard, name=ref.name, reason="its chunks do not make its digest"))
+                return None
+            except (nats.js.errors.NotFoundError, asyncio.TimeoutError):
+                raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None
+            return load_snapshot(path, specs, level_events=True)
 
     # ---- running ------------------------------------------------------------------
 

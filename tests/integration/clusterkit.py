@@ -22,7 +22,7 @@ from typing import Any
 from pyengine import Accepted, Engine
 from pyengine.client import Client, ConnectionClosed, ServerError
 from pyengine.cluster.audit import fetch_log, replay
-from pyengine.cluster.shardlog import KIND_TERM, LogMessage, append
+from pyengine.cluster.shardlog import KIND_TERM, SNAPSHOT_BUCKET, LogMessage, append
 from pyengine.server.config import DEFAULT_INSTRUMENTS
 
 SHARDS = {"a": ("ESZ6", "NQZ6"), "b": ("CLF7", "BTC-PERP")}
@@ -179,3 +179,13 @@ async def term_messages(js: Any, shard: str, count: int) -> None:
     for term in range(1, count + 1):
         await append(js, shard, node="gone", term=term, expected=term - 1, kind=KIND_TERM, body=b"", last_seq=0,
                      still_leader=lambda: True)
+
+
+async def damage_snapshot(js: Any, name: str) -> None:
+    """One chunk more for snapshot `name` in the object store's stream, as a
+    store damaged: its chunks no longer make its digest."""
+    info = await (await js.object_store(SNAPSHOT_BUCKET)).get_info(name)
+    await js.publish(f"$O.{SNAPSHOT_BUCKET}.C.{info.nuid}", DAMAGE, stream=f"OBJ_{SNAPSHOT_BUCKET}")
+
+
+DAMAGE = b"damage"  # the chunk damage_snapshot adds

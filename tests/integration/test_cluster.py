@@ -37,6 +37,7 @@ from .clusterkit import (
     address,
     check_acks_against_the_log,
     cluster_config,
+    damage_snapshot,
     leader_among,
     replayed,
     settled,
@@ -455,6 +456,53 @@ def test_a_log_restored_alone_from_before_the_snapshots_kept_is_refused(nats: Lo
     node.killed = True  # stopped on its own
 
 
+def two_snapshots_and_an_order_after(nats: LocalNats, shard: Callable[..., list[Any]]) -> list[str]:
+    """A node leads, takes two snapshots with an order before each and one
+    after, and is killed: the snapshots' names."""
+    (leader,) = shard(1)
+    wait_for_value("the node leading", lambda: status(leader)["role"], "leader", timeout=60)
+    with Client(address(leader)) as c:
+        c.login(7, cancel_on_disconnect=False)
+        for price in (450_000, 449_975):  # the second snapshot purges the log before the first
+            assert c.request(c.new_order("ESZ6", "buy", 1, price))["type"] == "ack"
+            assert c.request(c.snapshot(), timeout=30)["type"] == "snapshot"
+        assert c.request(c.new_order("ESZ6", "buy", 1, 449_950))["type"] == "ack"
+    leader.kill()
+    names = asyncio.run(snapshot_names(nats.urls))
+    assert len(names) == 2 and the_log(nats.urls, "a")[0].stream_seq > 1
+    return names
+
+
+def test_a_node_starts_from_the_snapshot_before_one_damaged_in_the_store(
+        nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """The newest snapshot's chunks no longer make its digest: a node that
+    starts passes it over for the one before, which the log still reaches,
+    and nothing acknowledged is lost (it could not start at all)."""
+    older, newer = two_snapshots_and_an_order_after(nats, shard)
+    asyncio.run(damage(nats.urls, newer))
+    (node,) = shard(1, first=2)
+    node.wait_log(rf"event=snapshot_unreadable shard=a name={newer} ", timeout=60)
+    node.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={older} ", timeout=60)
+    wait_for_value("the node leading again", lambda: status(node)["role"], "leader", timeout=60)
+    assert [level[0] for level in book_of(node, "ESZ6")["bids"]] == [450_000, 449_975, 449_950]
+
+
+def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
+        nats: LocalNats, shard: Callable[..., list[Any]], tmp_path: Path) -> None:
+    older, newer = two_snapshots_and_an_order_after(nats, shard)
+    for name in (older, newer):
+        asyncio.run(damage(nats.urls, name))
+    config = tmp_path / "node.toml"
+    config.write_text(cluster_config(nats.urls))
+    node = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "--config", str(config), "--port", "0",
+                           "--engine-cpu", "-1", "--shard", "a", "--node", "a2"],
+                          capture_output=True, text=True, timeout=120)
+    assert node.returncode == 1, node.stderr
+    refused = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
+    assert len(refused) == 1 and re.search(
+        rf"and no snapshot of it reaches message \d+; unreadable: {newer}, {older}: ", refused[0]), node.stderr
+
+
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
                                                                         shard: Callable[..., list[Any]]) -> None:
     """The leader dies and the log is lost (made again, empty): the follower
@@ -548,6 +596,14 @@ def test_a_snapshot_that_does_not_say_its_log_is_loaded_by_its_position(
     wait_for_value("the node leading again", lambda: status(new)["role"], "leader", timeout=60)
     new.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={name} ", timeout=10)
     assert book_of(new, "ESZ6")["bids"] == [[450_000, 1, 1]]
+
+
+async def damage(urls: list[str], name: str) -> None:
+    nc = await nats_client.connect(urls)
+    try:
+        await damage_snapshot(nc.jetstream(), name)
+    finally:
+        await nc.close()
 
 
 async def store_without_description(urls: list[str], name: str) -> None:

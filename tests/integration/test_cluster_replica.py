@@ -56,7 +56,7 @@ from pyengine.server.cluster_node import ClusterNode
 from pyengine.server.config import ServerConfig
 from pyengine.server.engine_thread import EngineThread, instrument_spec
 
-from .clusterkit import term_messages
+from .clusterkit import DAMAGE, damage_snapshot, term_messages
 
 SHARD = "a"
 
@@ -497,15 +497,20 @@ def test_a_snapshot_no_longer_wanted_is_not_put_again(nats: LocalNats, monkeypat
     run(nats, "a1", scenario)
 
 
+@pytest.mark.parametrize("damaged", [False, True])
 def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces(
-        nats: LocalNats, engine: EngineThread) -> None:
+        nats: LocalNats, engine: EngineThread, damaged: bool, caplog: pytest.LogCaptureFixture) -> None:
     """The log was cut back to message 3 (a NATS server lost what it had not
     written out) under a snapshot of message 5; the follower that applied
     all 3 takes over, its term message at 4. Once its log grows past 5, that
-    snapshot would pass for one of it: the new leader sets it aside."""
+    snapshot would pass for one of it: the new leader sets it aside. One
+    damaged in the store is set aside too, as the bytes it holds (where the
+    set-aside tried again every second, and the leader's own snapshots
+    waited for it)."""
     ttl = 1.0
     host = Host()
     names: list[str] = []
+    kept_bytes: list[bytes] = []
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         await term_messages(link.js, SHARD, 3)
@@ -514,6 +519,10 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
         own = snapshots.SnapshotRef(SHARD, 3, 4, 4, this_log)  # as the new leader's first would be (term 4)
         for ref in (kept, replaced, own):
             await snapshots.store(link.snapshots, ref, b"state")
+        if damaged:
+            await damage_snapshot(link.js, replaced.name)
+            with pytest.raises(nats_client.js.errors.DigestMismatchError):
+                await link.snapshots.get(replaced.name)
         replica = Replica(dataclasses.replace(cluster, lease_ttl=ttl), link, engine.runner, host,
                           Position(3, 1, 3, log_id=this_log), "127.0.0.1:2", ("ESZ6",))
         loop = asyncio.get_running_loop()
@@ -527,10 +536,15 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
             for task in tasks:
                 task.cancel()
             await replica.stop()
-        assert names == [kept.name, own.name, f"{SHARD}{snapshots.LOST}/{replaced.name.partition('/')[2]}"]
+        kept_as = f"{SHARD}{snapshots.LOST}/{replaced.name.partition('/')[2]}" + (snapshots.UNREADABLE * damaged)
+        assert names == [kept.name, own.name, kept_as]
+        kept_bytes.append((await link.snapshots.get(kept_as)).data or b"")
 
     run(nats, "a2", scenario)
     assert host.calls[0] == ("promoted", 4)
+    assert kept_bytes == [b"state" + DAMAGE * damaged]
+    unreadable = [r.getMessage() for r in caplog.records if r.getMessage() == "snapshot_unreadable"]
+    assert len(unreadable) == damaged
 
 
 def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: LocalNats, engine: EngineThread,
