@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nats.js.errors
-from nats.js.api import ObjectMeta, ObjectStoreConfig, StorageType
+from nats.js.api import ObjectInfo, ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
 from nats.js.object_store import ObjectStore
 
 from ..log import fields
 from .shardlog import SNAPSHOT_BUCKET, log_identity, stream_name
 
-__all__ = ["SnapshotRef", "open_store", "listed", "of_the_log", "fetch", "store", "prune", "set_aside", "LOST",
-           "UNREADABLE"]
+__all__ = ["SnapshotRef", "Unreadable", "open_store", "listed", "of_the_log", "fetch", "store", "prune", "set_aside",
+           "LOST", "UNREADABLE"]
 
 log = logging.getLogger("pyengine.cluster")
 
@@ -98,16 +98,34 @@ def of_the_log(ref: SnapshotRef, log_id: str, log_end: int) -> bool:
     return ref.log_id in (log_id, "") and ref.stream_seq <= log_end
 
 
+class Unreadable(Exception):
+    """A snapshot damaged in the store: its chunks do not make its digest,
+    or do not all come while it is still there."""
+
+
+async def _read(obs: ObjectStore, ref: SnapshotRef, into: io.BufferedIOBase, patience: float) -> ObjectInfo:
+    """Read `ref`'s chunks into `into`, checked against its digest; its
+    info. An object deleted once the read began leaves it waiting for chunks
+    that are gone: after `patience` seconds and one more per 5 MB, a
+    NotFoundError if it is gone, Unreadable if it is still there."""
+    try:
+        return (await asyncio.wait_for(obs.get(ref.name, writeinto=into), timeout=patience + ref.size / 5e6)).info
+    except nats.js.errors.DigestMismatchError:
+        raise Unreadable("its chunks do not make its digest") from None
+    except asyncio.TimeoutError:
+        await obs.get_info(ref.name)
+        raise Unreadable(f"its chunks did not all come within {patience + ref.size / 5e6:g} s") from None
+
+
 async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: float = 30.0) -> Path:
     """Download `ref` into `directory` (checked against its digest); returns
-    the file. An object deleted once its download began leaves the download
-    waiting for chunks that are gone: asyncio.TimeoutError after `patience`
-    seconds and one more per 5 MB."""
+    the file. Raises NotFoundError when it was deleted (a prune) before its
+    download ended, Unreadable when it is damaged in the store (_read)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"snapshot-{ref.seq:020d}.snap"
     partial = path.with_suffix(".part")
     with open(partial, "wb") as f:
-        await asyncio.wait_for(obs.get(ref.name, writeinto=f), timeout=patience + ref.size / 5e6)
+        await _read(obs, ref, f, patience)
     os.replace(partial, path)
     return path
 
@@ -138,29 +156,27 @@ async def store(obs: ObjectStore, ref: SnapshotRef, data: bytes, patience: float
     return True
 
 
-async def set_aside(obs: ObjectStore, refs: list[SnapshotRef]) -> list[SnapshotRef]:
+async def set_aside(obs: ObjectStore, refs: list[SnapshotRef], patience: float = 30.0) -> list[SnapshotRef]:
     """Move snapshots that are not of the log there is (of_the_log: of a log
     since lost or made again, or past the end of one cut back) to
     ``<shard>.lost/``: `prune` goes by the log there is, and the state they
     hold stays for an operator to look at. Each is copied, then deleted: a
     move cut short is done again, and one that another node made meanwhile
-    is passed over. One whose chunks do not make its digest (damaged in the
-    store) is moved as the bytes it holds, named ``<name>.unreadable``
-    (`snapshot_unreadable`, at error level): it blocks nothing. Returns
-    those moved."""
+    is passed over. One damaged in the store (Unreadable) is moved as the
+    bytes that came, named ``<name>.unreadable`` (`snapshot_unreadable`, at
+    error level): it blocks nothing. Returns those moved."""
     moved = []
     for ref in refs:
         kept_as = f"{ref.shard}{LOST}/{ref.name.partition('/')[2]}"
-        held = io.BytesIO()  # what its chunks hold, if they do not make its digest
+        held = io.BytesIO()
         try:
             try:
-                copy = await obs.get(ref.name, writeinto=held)
-                info = copy.info
-            except nats.js.errors.DigestMismatchError:
+                info = await _read(obs, ref, held, patience)
+            except Unreadable as exc:
                 info = await obs.get_info(ref.name)
                 kept_as += UNREADABLE
-                log.error("snapshot_unreadable", extra=fields(name=ref.name, bytes=held.tell(), expected=info.size,
-                                                              kept_as=kept_as))
+                log.error("snapshot_unreadable", extra=fields(shard=ref.shard, name=ref.name, reason=str(exc),
+                                                              kept_as=kept_as, bytes=held.tell(), expected=info.size))
             await obs.put(kept_as, held.getvalue(), meta=ObjectMeta(description=info.description))
             await obs.delete(ref.name)
         except nats.js.errors.NotFoundError:

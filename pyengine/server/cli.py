@@ -4,8 +4,8 @@
                     [--engine-spin-us N] [--server-cpu N] [--server-spin-us N]
                     [--data-dir DIR] [--fsync always|batch|off] [--snapshot-every N]
                     [--accept-journal-loss] [--log-level LEVEL]
-                    [--metrics-port P [--metrics-host H] [--metrics-allowed-host NAME ...]]
-                    [--http-port P [--http-host H] [--http-allowed-host NAME ...]]
+                    [--metrics-port P [--metrics-host H] [--metrics-allowed-host NAME]...]
+                    [--http-port P [--http-host H] [--http-allowed-host NAME]...]
                     [--trace-latency N]
                     [--nats URL[,URL...] --shard NAME --node NAME]
     pyengine-server hash-secret        # read a secret, print its config form

@@ -166,8 +166,9 @@ class ClusterNode:
             raise _MovedOn(
                 f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
                 f"{first - 1}" + (f" (the newest read, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
-                + (f"; unreadable: {', '.join(unreadable)}" if unreadable else "")
-                + f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it")
+                + (f"; damaged in the store: {', '.join(unreadable)}: restore the snapshots ({SNAPSHOT_BUCKET}) "
+                   "from a backup" if unreadable else
+                   f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it"))
         self._position = position
         log.info("cluster_state", extra=fields(shard=shard, node=self.cluster.node, snapshot=ref.name if ref else None,
                                                seq=position.next_seq - 1, log_from=position.stream_seq + 1,
@@ -175,10 +176,10 @@ class ClusterNode:
         return eng
 
     def _load(self, ref: snapshots.SnapshotRef, specs: list[Any]) -> tuple[Any, int] | None:
-        """The engine that snapshot `ref` holds, and its seq; None when its
-        chunks do not make its digest (damaged in the store): the caller
-        takes the one before, which the log still reaches (a prune keeps the
-        log from the older of the two newest snapshots on)."""
+        """The engine that snapshot `ref` holds, and its seq; None when it
+        is damaged in the store (snapshots.Unreadable): the caller takes the
+        one before, which the log still reaches (a prune keeps the log from
+        the older of the two newest snapshots on)."""
         link = self.link
         assert link is not None
         # Loaded, the engine holds it all: the download goes (a node that
@@ -189,9 +190,8 @@ class ClusterNode:
             try:
                 path = self.loop.run(patiently(f"snapshot {ref.name}",
                                                lambda: snapshots.fetch(link.snapshots, ref, Path(cache))))
-            except nats.js.errors.DigestMismatchError:
-                log.error("snapshot_unreadable", extra=fields(
-                    shard=ref.shard, name=ref.name, reason="its chunks do not make its digest"))
+            except snapshots.Unreadable as exc:
+                log.error("snapshot_unreadable", extra=fields(shard=ref.shard, name=ref.name, reason=str(exc)))
                 return None
             except (nats.js.errors.NotFoundError, asyncio.TimeoutError):
                 raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None

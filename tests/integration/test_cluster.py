@@ -477,7 +477,7 @@ def test_a_node_starts_from_the_snapshot_before_one_damaged_in_the_store(
         nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
     """The newest snapshot's chunks no longer make its digest: a node that
     starts passes it over for the one before, which the log still reaches,
-    and nothing acknowledged is lost (it could not start at all)."""
+    and nothing acknowledged is lost (before, it could not start at all)."""
     older, newer = two_snapshots_and_an_order_after(nats, shard)
     asyncio.run(damage(nats.urls, newer))
     (node,) = shard(1, first=2)
@@ -489,6 +489,8 @@ def test_a_node_starts_from_the_snapshot_before_one_damaged_in_the_store(
 
 def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
         nats: LocalNats, shard: Callable[..., list[Any]], tmp_path: Path) -> None:
+    """Both snapshots are damaged, and the log before the older one purged:
+    the node cannot have the state, and stops, naming them and what to do."""
     older, newer = two_snapshots_and_an_order_after(nats, shard)
     for name in (older, newer):
         asyncio.run(damage(nats.urls, name))
@@ -500,7 +502,8 @@ def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
     assert node.returncode == 1, node.stderr
     refused = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
     assert len(refused) == 1 and re.search(
-        rf"and no snapshot of it reaches message \d+; unreadable: {newer}, {older}: ", refused[0]), node.stderr
+        rf"and no snapshot of it reaches message \d+; damaged in the store: {newer}, {older}: restore the "
+        r"snapshots \(pyengine-snapshots\) from a backup", refused[0]), node.stderr
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
