@@ -44,9 +44,9 @@ from .log import fields
 if TYPE_CHECKING:
     from ._cengine import struct_eng, struct_eng_instrument_spec, struct_jnl_scan
 
-__all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "COVERED",
-           "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover", "segments",
-           "snapshots", "STOP_REASONS"]
+__all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "SnapshotUnusable",
+           "COVERED", "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover",
+           "segments", "snapshots", "STOP_REASONS"]
 
 log = logging.getLogger("pyengine.durability")
 
@@ -67,6 +67,14 @@ _SNAPSHOT = re.compile(r"snapshot-(\d{20})\.snap$")
 
 class RecoveryError(EngineError):
     """The data directory cannot give back a consistent state."""
+
+
+class SnapshotUnusable(RecoveryError):
+    """A snapshot file the engine cannot load (damaged, or not a snapshot)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: not a usable snapshot ({reason})")
+        self.reason = reason
 
 
 class JournalDamaged(RecoveryError):
@@ -530,15 +538,15 @@ def _accept_loss(eng: struct_eng, root: Path, report: Recovery, plan: _SetAside,
 def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrument_spec], *,
                   level_events: bool = False) -> tuple[struct_eng, int]:
     """An engine (``struct eng *``; the caller destroys it) holding the
-    snapshot file `path`, and the seq it was taken at. Raises RecoveryError
-    when the file is not a valid snapshot or names other instruments than
-    `specs`."""
+    snapshot file `path`, and the seq it was taken at. Raises
+    SnapshotUnusable when the file is not a valid snapshot, RecoveryError
+    when it names other instruments than `specs`."""
     seq_out = ffi.new("uint64_t *")
     eng = _empty_engine(level_events)
     rc = lib.eng_snapshot_load(eng, os.fsencode(path), seq_out)
     if rc != lib.ENG_OK:
         lib.eng_destroy(eng)
-        raise RecoveryError(f"{path}: not a usable snapshot ({ffi.string(lib.eng_strerror(rc)).decode()})")
+        raise SnapshotUnusable(path, ffi.string(lib.eng_strerror(rc)).decode())
     if not _specs_equal(eng, specs):
         lib.eng_destroy(eng)
         raise RecoveryError(f"{path}: the snapshot's instruments differ from the configuration's")

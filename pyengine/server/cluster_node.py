@@ -44,7 +44,7 @@ from ..cluster.link import Link, connect, patiently
 from ..cluster.mdfeed import SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
 from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, led_stream_info, log_identity
-from ..durability import RecoveryError, load_snapshot, new_engine
+from ..durability import RecoveryError, SnapshotUnusable, load_snapshot, new_engine
 from ..log import fields
 
 from .commands import CommandQueue
@@ -166,8 +166,8 @@ class ClusterNode:
             raise _MovedOn(
                 f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
                 f"{first - 1}" + (f" (the newest read, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
-                + (f"; damaged in the store: {', '.join(unreadable)}: restore the snapshots ({SNAPSHOT_BUCKET}) "
-                   "from a backup" if unreadable else
+                + (f"; none of {', '.join(unreadable)} loads (snapshot_unreadable or snapshot_unusable in the log "
+                   f"says why): restore the snapshots ({SNAPSHOT_BUCKET}) from a backup" if unreadable else
                    f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it"))
         self._position = position
         log.info("cluster_state", extra=fields(shard=shard, node=self.cluster.node, snapshot=ref.name if ref else None,
@@ -177,9 +177,10 @@ class ClusterNode:
 
     def _load(self, ref: snapshots.SnapshotRef, specs: list[Any]) -> tuple[Any, int] | None:
         """The engine that snapshot `ref` holds, and its seq; None when it
-        is damaged in the store (snapshots.Unreadable): the caller takes the
-        one before, which the log still reaches (a prune keeps the log from
-        the older of the two newest snapshots on)."""
+        is damaged in the store (snapshots.Unreadable) or the engine cannot
+        load it (SnapshotUnusable, as a data directory's snapshot): the
+        caller takes the one before, which the log still reaches (a prune
+        keeps the log from the older of the two newest snapshots on)."""
         link = self.link
         assert link is not None
         # Loaded, the engine holds it all: the download goes (a node that
@@ -195,7 +196,11 @@ class ClusterNode:
                 return None
             except (nats.js.errors.NotFoundError, asyncio.TimeoutError):
                 raise _MovedOn(f"snapshot {ref.name} was deleted as it was fetched") from None
-            return load_snapshot(path, specs, level_events=True)
+            try:
+                return load_snapshot(path, specs, level_events=True)
+            except SnapshotUnusable as exc:
+                log.error("snapshot_unusable", extra=fields(shard=ref.shard, name=ref.name, error=exc.reason))
+                return None
 
     # ---- running ------------------------------------------------------------------
 

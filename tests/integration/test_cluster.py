@@ -22,6 +22,7 @@ from typing import Any
 
 import nats as nats_client
 import pytest
+from nats.js.api import ObjectMeta
 
 from pyengine import Cancelled, OrderLimitsSet, Rejected, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed
@@ -473,15 +474,21 @@ def two_snapshots_and_an_order_after(nats: LocalNats, shard: Callable[..., list[
     return names
 
 
-def test_a_node_starts_from_the_snapshot_before_one_damaged_in_the_store(
-        nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
-    """The newest snapshot's chunks no longer make its digest: a node that
-    starts passes it over for the one before, which the log still reaches,
-    and nothing acknowledged is lost (before, it could not start at all)."""
+@pytest.mark.parametrize("how, logged", [
+    ("damaged", 'event=snapshot_unreadable shard=a name={name} reason="its chunks do not make its digest"'),
+    ("not a snapshot", "event=snapshot_unusable shard=a name={name} error="),
+])
+def test_a_node_starts_from_the_snapshot_before_one_it_cannot_read(
+        nats: LocalNats, shard: Callable[..., list[Any]], how: str, logged: str) -> None:
+    """The newest snapshot's chunks no longer make its digest (damaged in
+    the store), or make one the engine cannot load (as a data directory's
+    snapshot that does not load): a node that starts passes it over for the
+    one before, which the log still reaches, and nothing acknowledged is
+    lost (before, it could not start at all)."""
     older, newer = two_snapshots_and_an_order_after(nats, shard)
-    asyncio.run(damage(nats.urls, newer))
+    asyncio.run(damage(nats.urls, newer) if how == "damaged" else replace_snapshot(nats.urls, newer, b"not a snapshot"))
     (node,) = shard(1, first=2)
-    node.wait_log(rf"event=snapshot_unreadable shard=a name={newer} ", timeout=60)
+    node.wait_log(logged.format(name=newer), timeout=60)
     node.wait_log(rf"event=cluster_state shard=a node=a2 snapshot={older} ", timeout=60)
     wait_for_value("the node leading again", lambda: status(node)["role"], "leader", timeout=60)
     assert [level[0] for level in book_of(node, "ESZ6")["bids"]] == [450_000, 449_975, 449_950]
@@ -502,8 +509,9 @@ def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
     assert node.returncode == 1, node.stderr
     refused = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
     assert len(refused) == 1 and re.search(
-        rf"and no snapshot of it reaches message \d+; damaged in the store: {newer}, {older}: restore the "
-        r"snapshots \(pyengine-snapshots\) from a backup", refused[0]), node.stderr
+        rf"and no snapshot of it reaches message \d+; none of {newer}, {older} loads \(snapshot_unreadable or "
+        r"snapshot_unusable in the log says why\): restore the snapshots \(pyengine-snapshots\) from a backup",
+        refused[0]), node.stderr
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
@@ -605,6 +613,17 @@ async def damage(urls: list[str], name: str) -> None:
     nc = await nats_client.connect(urls)
     try:
         await damage_snapshot(nc.jetstream(), name)
+    finally:
+        await nc.close()
+
+
+async def replace_snapshot(urls: list[str], name: str, data: bytes) -> None:
+    """Snapshot `name` holds `data` instead, its description kept."""
+    nc = await nats_client.connect(urls)
+    try:
+        store = await nc.jetstream().object_store(SNAPSHOT_BUCKET)
+        info = await store.get_info(name)
+        await store.put(name, data, meta=ObjectMeta(description=info.description))
     finally:
         await nc.close()
 
