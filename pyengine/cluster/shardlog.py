@@ -134,7 +134,8 @@ def led(info: StreamInfo) -> bool:
 
 
 class NoLeaderYet(Exception):
-    """The shard's stream answered without a leader (link.patiently waits)."""
+    """The shard's stream answered without a leader, or is not whole yet
+    (link.patiently waits)."""
 
 
 async def led_stream_info(js: JetStreamContext, shard: str) -> StreamInfo:
@@ -169,7 +170,12 @@ async def ensure_stream(js: JetStreamContext, shard: str, replicas: int) -> str:
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code != 10058:  # "already in use with a different configuration": made meanwhile
                 raise
-            info = await js.stream_info(name)
+            try:
+                info = await js.stream_info(name)
+            except nats.js.errors.NotFoundError:
+                # In use, yet not found: a restore of it is under way (`nats stream restore`), and it
+                # answers nothing until its last chunk.
+                raise NoLeaderYet(f"the log of shard {shard} is being restored") from None
     if info.config.num_replicas != replicas:
         log.warning("stream_config_differs", extra=fields(stream=name, replicas=info.config.num_replicas,
                                                           wanted=replicas))
