@@ -110,8 +110,8 @@ async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float 
             if not not_yet(exc):
                 raise
             if asyncio.get_running_loop().time() > deadline:
-                raise ConnectionError(f"{what}: JetStream did not answer within {timeout:g} s "
-                                      f"({type(exc).__name__})") from None
+                raise ConnectionError(f"{what}: JetStream was not ready within {timeout:g} s "
+                                      f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})") from None
             log.debug("jetstream_not_ready", extra=fields(what=what, error=type(exc).__name__))
             await asyncio.sleep(0.2)
 

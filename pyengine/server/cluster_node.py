@@ -166,8 +166,9 @@ class ClusterNode:
             raise _MovedOn(
                 f"the log of shard {shard} starts at message {first}, and no snapshot of it reaches message "
                 f"{first - 1}" + (f" (the newest read, {ref.name}, reaches message {ref.stream_seq})" if ref else "")
-                + (f"; none of {', '.join(unreadable)} loads (snapshot_unreadable or snapshot_unusable in the log "
-                   f"says why): restore the snapshots ({SNAPSHOT_BUCKET}) from a backup" if unreadable else
+                + (f"; these do not load: {', '.join(unreadable)} (snapshot_unreadable or snapshot_unusable in the "
+                   f"log says why): restore the snapshots ({SNAPSHOT_BUCKET}) from a backup, or, for one that failed "
+                   "for want of memory, start with more" if unreadable else
                    f": a log restored from a backup needs the snapshots ({SNAPSHOT_BUCKET}) restored with it"))
         self._position = position
         log.info("cluster_state", extra=fields(shard=shard, node=self.cluster.node, snapshot=ref.name if ref else None,

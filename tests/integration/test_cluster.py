@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import signal
 import socket
@@ -386,7 +387,8 @@ def test_a_log_restored_from_a_backup_is_still_the_nodes_log(nats: LocalNats,
     assert [level[0] for level in book_of(new, "ESZ6")["bids"]] == [450_000, 449_975, 449_950, 449_925]
 
 
-def test_a_node_that_starts_as_its_log_is_restored_waits_for_the_restore(nats: LocalNats) -> None:
+def test_a_node_that_starts_as_its_log_is_restored_waits_for_the_restore(nats: LocalNats,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
     """A stream being restored answers no information ("not found") and
     cannot be made ("already in use") until its last chunk: a node's start
     that meets it (a node that saw its log go and starts again, or one a
@@ -411,7 +413,10 @@ def test_a_node_that_starts_as_its_log_is_restored_waits_for_the_restore(nats: L
         finally:
             await nc.close()
 
+    caplog.set_level(logging.DEBUG, logger="pyengine.cluster")
     asyncio.run(scenario())
+    waits = [r.kv for r in caplog.records if r.getMessage() == "jetstream_not_ready"]  # type: ignore[attr-defined]
+    assert {"what": "the shard's stream", "error": "NoLeaderYet"} in waits, waits
 
 
 def follower_of_a_dead_leader(shard: Callable[..., list[Any]], snapshot: bool) -> Any:
@@ -541,9 +546,9 @@ def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
     assert node.returncode == 1, node.stderr
     refused = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
     assert len(refused) == 1 and re.search(
-        rf"and no snapshot of it reaches message \d+; none of {newer}, {older} loads \(snapshot_unreadable or "
-        r"snapshot_unusable in the log says why\): restore the snapshots \(pyengine-snapshots\) from a backup",
-        refused[0]), node.stderr
+        rf"and no snapshot of it reaches message \d+; these do not load: {newer}, {older} \(snapshot_unreadable or "
+        r"snapshot_unusable in the log says why\): restore the snapshots \(pyengine-snapshots\) from a backup, or, "
+        r"for one that failed for want of memory, start with more", refused[0]), node.stderr
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,

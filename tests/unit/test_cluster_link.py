@@ -43,7 +43,8 @@ def test_waiting_has_an_end() -> None:
     async def create() -> str:
         raise nats.js.errors.BadRequestError(code=400, err_code=10005, description="no suitable peers for placement")
 
-    with pytest.raises(ConnectionError, match="the lease bucket: JetStream did not answer within 0.5 s"):
+    with pytest.raises(ConnectionError, match=r"^the lease bucket: JetStream was not ready within 0.5 s "
+                                              r"\(BadRequestError: .*no suitable peers for placement.*\)$"):
         asyncio.run(patiently("the lease bucket", create, timeout=0.5))
 
 
