@@ -64,6 +64,8 @@ FOLLOWING, LEADING, STOPPED = "follower", "leader", "stopped"
 _MAX_RECORDS = 8192  # records in one message: 720 KB, under NATS's default 1 MB payload
 _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 _SET_ASIDE_WAIT = 10.0  # seconds a new leader's snapshot waits for the snapshots its term replaces to go
+_PRUNE_PATIENCE = 5.0  # seconds a prune is asked again while JetStream is not ready
+_PRUNE_RETRY_WAIT = 0.25  # seconds between its tries
 
 
 @dataclass
@@ -519,6 +521,24 @@ class Replica:
         finally:
             loop.remove_reader(fd)
 
+    async def _prune(self) -> None:
+        """Prune the log and the store after a snapshot stored, asked again
+        while JetStream is not ready (a timeout on a busy machine) and this
+        node leads, for _PRUNE_PATIENCE seconds. A prune left undone fails
+        nothing: the snapshot is stored, and the next one prunes."""
+        deadline = time.monotonic() + _PRUNE_PATIENCE
+        while self._leading():
+            try:
+                await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
+                return
+            except _NATS_ERRORS as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if not not_yet(exc) or time.monotonic() + _PRUNE_RETRY_WAIT > deadline:
+                    log.warning("prune_failed", extra=fields(shard=self.shard, error=error))
+                    return
+                log.warning("prune_retry", extra=fields(shard=self.shard, error=error))
+                await asyncio.sleep(_PRUNE_RETRY_WAIT)
+
     async def _store_snapshot(self, ref: snapshots.SnapshotRef, data: bytes) -> None:
         started = time.monotonic()
         name = None
@@ -535,8 +555,8 @@ class Replica:
             stored = self._leading() and self._replaced_set_aside.is_set() and await snapshots.store(
                 self.link.snapshots, ref, data, still_wanted=self._leading)
             if stored and self._leading():
-                await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
                 name = ref.name
+                await self._prune()
                 log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
             else:
                 log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading" if not

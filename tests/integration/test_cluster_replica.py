@@ -610,6 +610,51 @@ def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: Loca
     assert host.calls == [("snapshot_stored", seq) for seq in (1, 2, 3, 4)]
 
 
+def test_a_snapshot_stored_is_told_stored_whatever_its_prune_meets(nats: LocalNats, engine: EngineThread,
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The prune after a stored snapshot times out (JetStream on a busy
+    machine): it is asked again, and the log is pruned; one that keeps
+    failing is left to the next snapshot. Either way the snapshot's request
+    is told it is stored (before, that it could not be stored)."""
+    monkeypatch.setattr(replica_module, "_PRUNE_PATIENCE", 1.0)
+    prune = snapshots.prune
+    failures = [0]  # the prunes still to fail
+
+    async def timing_out(*args: Any, **kwargs: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise nats_client.errors.TimeoutError
+        await prune(*args, **kwargs)
+
+    monkeypatch.setattr(snapshots, "prune", timing_out)
+    told: list[tuple[int, str | None]] = []
+    first_kept: list[int] = []
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 3)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(cluster, link, engine.runner, host, Position(3, 1, 1, log_id=this_log), "127.0.0.1:2",
+                          ("ESZ6",))
+        await take(replica.lease, replica.address, replica.instruments)
+        replica.role = LEADING
+        replica._replaced_set_aside.set()
+        for seq, at, failing in ((1, 1, 0), (2, 3, 1), (3, 3, 1_000)):
+            failures[0] = failing
+            await replica._store_snapshot(snapshots.SnapshotRef(SHARD, seq, at, 1, this_log), b"state")
+            first_kept.append((await link.js.stream_info(stream_name(SHARD))).state.first_seq)
+        assert [ref.seq for ref in await listed_once_there(link.snapshots, 3)] == [1, 2, 3]
+        await replica.stop()
+
+    host = Host()
+    host.snapshot_stored = lambda seq, name: told.append((seq, name))  # type: ignore[method-assign]
+    run(nats, "a2", scenario)
+    assert told == [(seq, snapshots.SnapshotRef(SHARD, seq, at, 1, "").name) for seq, at in ((1, 1), (2, 3), (3, 3))]
+    assert first_kept == [1, 2, 2]  # the second's prune, asked again, purged the log before the first's position
+    events = [r.getMessage() for r in caplog.records if r.getMessage().startswith("prune_")]
+    assert events[0] == "prune_retry" and events[-1] == "prune_failed" and events.count("prune_failed") == 1, events
+
+
 def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float) -> list[tuple[str, object]]:
     """A replica that applied 3 messages looks at a log of 1 for up to
     `seconds`; what it told its host."""
