@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats.errors
 import nats.js.errors
 from nats.js.api import ObjectInfo, ObjectMeta, ObjectStoreConfig, StorageType
 from nats.js.client import JetStreamContext
@@ -41,7 +42,7 @@ log = logging.getLogger("pyengine.cluster")
 _NAME = re.compile(r"(\d{20})-(\d{20})-(\d{10})$")
 _DESCRIPTION = re.compile(r"log (\S+)")
 LOST = ".lost"  # <shard>.lost/<name>: a snapshot of what a log lost (set_aside), kept out of the way
-UNREADABLE = ".unreadable"  # <shard>.lost/<name>.unreadable: one whose chunks did not make its digest
+UNREADABLE = ".unreadable"  # <shard>.lost/<name>.unreadable: one damaged in the store (Unreadable)
 STORE_RETRY_WAIT = 0.25  # seconds between puts of a snapshot that no server took (store)
 
 
@@ -112,6 +113,8 @@ async def _read(obs: ObjectStore, ref: SnapshotRef, into: io.BufferedIOBase, pat
         return (await asyncio.wait_for(obs.get(ref.name, writeinto=into), timeout=patience + ref.size / 5e6)).info
     except nats.js.errors.DigestMismatchError:
         raise Unreadable("its chunks do not make its digest") from None
+    except nats.errors.TimeoutError:
+        raise  # a request of the read went unanswered: JetStream is slow, the object may be whole
     except asyncio.TimeoutError:
         await obs.get_info(ref.name)
         raise Unreadable(f"its chunks did not all come within {patience + ref.size / 5e6:g} s") from None

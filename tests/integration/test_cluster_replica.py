@@ -452,6 +452,29 @@ def test_a_snapshot_whose_chunks_are_gone_is_unreadable_and_set_aside(nats: Loca
     run(nats, "a2", scenario)
 
 
+def test_a_snapshot_read_that_jetstream_does_not_answer_in_time_is_not_taken_for_damage(
+        nats: LocalNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request of the read goes unanswered (nats-py's TimeoutError, a
+    slow JetStream): that is raised, for the caller to ask again; the
+    snapshot is not set aside as unreadable, its bytes cut short."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        ref = snapshots.SnapshotRef(SHARD, 1, 1, 1, "L")
+        await snapshots.store(link.snapshots, ref, b"state")
+
+        async def unanswered(*args: Any, **kwargs: Any) -> Any:
+            raise nats_client.errors.TimeoutError
+
+        with monkeypatch.context() as m:
+            m.setattr(ObjectStore, "get", unanswered)
+            with pytest.raises(nats_client.errors.TimeoutError):
+                await snapshots.fetch(link.snapshots, ref, tmp_path)
+            with pytest.raises(nats_client.errors.TimeoutError):
+                await snapshots.set_aside(link.snapshots, [ref])
+        assert [i.name for i in await link.snapshots.list(ignore_deletes=True)] == [ref.name]
+
+    run(nats, "a2", scenario)
+
+
 async def listed_once_there(obs: ObjectStore, count: int) -> list[snapshots.SnapshotRef]:
     """The shard's snapshots, listed again until `count` show (10 s at most)."""
     deadline = time.monotonic() + 10
