@@ -109,15 +109,16 @@ async def _read(obs: ObjectStore, ref: SnapshotRef, into: io.BufferedIOBase, pat
     info. An object deleted once the read began leaves it waiting for chunks
     that are gone: after `patience` seconds and one more per 5 MB, a
     NotFoundError if it is gone, Unreadable if it is still there."""
+    limit = patience + ref.size / 5e6
     try:
-        return (await asyncio.wait_for(obs.get(ref.name, writeinto=into), timeout=patience + ref.size / 5e6)).info
+        return (await asyncio.wait_for(obs.get(ref.name, writeinto=into), timeout=limit)).info
     except nats.js.errors.DigestMismatchError:
         raise Unreadable("its chunks do not make its digest") from None
     except nats.errors.TimeoutError:
         raise  # a request of the read went unanswered: JetStream is slow, the object may be whole
     except asyncio.TimeoutError:
         await obs.get_info(ref.name)
-        raise Unreadable(f"its chunks did not all come within {patience + ref.size / 5e6:g} s") from None
+        raise Unreadable(f"its chunks did not all come within {limit:g} s") from None
 
 
 async def fetch(obs: ObjectStore, ref: SnapshotRef, directory: Path, patience: float = 30.0) -> Path:
