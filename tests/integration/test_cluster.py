@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import signal
 import socket
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -323,11 +322,9 @@ async def back_up(urls: list[str], shard: str) -> tuple[dict[str, Any], list[byt
         await nc.close()
 
 
-async def restore(urls: list[str], shard: str, backup: tuple[dict[str, Any], list[bytes]],
-                  meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
+async def restore(urls: list[str], shard: str, backup: tuple[dict[str, Any], list[bytes]]) -> None:
     """The shard's stream deleted and restored from `backup`, as `nats stream
-    restore` does: the backup's messages and numbering, a new creation time;
-    `meanwhile()` once the restore has begun, before its data is sent."""
+    restore` does: the backup's messages and numbering, a new creation time."""
     name = stream_name(shard)
     described, chunks = backup
     nc = await nats_client.connect(urls)
@@ -349,8 +346,6 @@ async def restore(urls: list[str], shard: str, backup: tuple[dict[str, Any], lis
                     await asyncio.sleep(0.05)
             raise AssertionError("no server took the restore's data for 5 s")
 
-        if meanwhile is not None:
-            await meanwhile()
         for data in chunks:
             await send(data, 10)
         await send(b"", 30)
@@ -385,38 +380,6 @@ def test_a_log_restored_from_a_backup_is_still_the_nodes_log(nats: LocalNats,
     settled([*nodes, new], timeout=60)
     assert len(stored) == 2 and asyncio.run(snapshot_names(nats.urls)) == stored  # none moved to a.lost/
     assert [level[0] for level in book_of(new, "ESZ6")["bids"]] == [450_000, 449_975, 449_950, 449_925]
-
-
-def test_a_node_that_starts_as_its_log_is_restored_waits_for_the_restore(nats: LocalNats,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
-    """A stream being restored answers no information ("not found") and
-    cannot be made ("already in use") until its last chunk: a node's start
-    that meets it (a node that saw its log go and starts again, or one a
-    supervisor starts) waits for the restore and takes up the restored log,
-    where it failed to start."""
-    async def scenario() -> None:
-        nc = await nats_client.connect(nats.urls)
-        try:
-            js = nc.jetstream()
-            log_id = await patiently("the shard's stream", lambda: ensure_stream(js, "a", 3))
-            await term_messages(js, "a", 2)
-            backup = await back_up(nats.urls, "a")
-            starts: list[asyncio.Task[str]] = []
-
-            async def a_node_starts() -> None:
-                starts.append(asyncio.create_task(patiently("the shard's stream", lambda: ensure_stream(js, "a", 3))))
-                await asyncio.sleep(1.0)  # it asked, and asks again
-                assert not starts[0].done(), starts[0]
-
-            await restore(nats.urls, "a", backup, meanwhile=a_node_starts)
-            assert await asyncio.wait_for(starts[0], 30) == log_id
-        finally:
-            await nc.close()
-
-    caplog.set_level(logging.DEBUG, logger="pyengine.cluster")
-    asyncio.run(scenario())
-    waits = [r.kv for r in caplog.records if r.getMessage() == "jetstream_not_ready"]  # type: ignore[attr-defined]
-    assert {"what": "the shard's stream", "error": "NoLeaderYet"} in waits, waits
 
 
 def follower_of_a_dead_leader(shard: Callable[..., list[Any]], snapshot: bool) -> Any:

@@ -14,6 +14,7 @@ import pytest
 from pyengine.cluster.replica import FOLLOWING, Replica
 
 from pyengine.cluster.link import patiently
+from pyengine.cluster.shardlog import ensure_stream
 
 
 def test_a_cluster_still_placing_its_peers_is_waited_for() -> None:
@@ -29,6 +30,37 @@ def test_a_cluster_still_placing_its_peers_is_waited_for() -> None:
 
     assert asyncio.run(patiently("the snapshot store", create, timeout=10)) == "made"
     assert len(tries) == 3
+
+
+def test_a_start_waits_for_a_restore_of_its_log() -> None:
+    """A stream being restored answers "not found" to its information and
+    "already in use" (10058) to its making until its last chunk is in (as
+    nats-server 2.15 does, shown against a real cluster in the change that
+    made this rule): a node's start asks again, and takes up the restored
+    stream once it is there; where before the start failed on "not found"."""
+    restoring = [2]  # the tries still to meet the restore under way
+    calls: list[str] = []
+
+    class Info:
+        class config:  # noqa: N801 (the attribute nats-py's StreamInfo has)
+            num_replicas = 3
+            metadata = {"pyengine_log": "20261207T000000000000Z"}
+
+    class Js:
+        async def stream_info(self, name: str) -> Any:
+            calls.append("info")
+            if restoring[0]:
+                raise nats.js.errors.NotFoundError(code=404, err_code=10059, description="stream not found")
+            return Info
+
+        async def add_stream(self, config: Any) -> Any:
+            calls.append("add")
+            restoring[0] -= 1
+            raise nats.js.errors.BadRequestError(code=400, err_code=10058, description="stream name already in use")
+
+    start = patiently("the shard's stream", lambda: ensure_stream(Js(), "a", 3), timeout=10)  # type: ignore[arg-type]
+    assert asyncio.run(start) == "20261207T000000000000Z"
+    assert calls == ["info", "add", "info"] * 2  # the second try's last look finds the restored stream
 
 
 def test_any_other_refusal_stands() -> None:
