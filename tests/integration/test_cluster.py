@@ -289,7 +289,14 @@ async def make_the_log_again(urls: list[str], shard: str) -> None:
     nc = await nats_client.connect(urls)
     try:
         js = nc.jetstream()
-        await js.delete_stream(stream_name(shard))
+
+        async def delete() -> None:
+            try:
+                await js.delete_stream(stream_name(shard))
+            except nats_client.js.errors.NotFoundError:
+                pass  # deleted by a try whose answer did not come in time (a busy machine)
+
+        await patiently("deleting the shard's stream", delete, timeout=30)
         await patiently("the shard's stream", lambda: ensure_stream(js, shard, 3), timeout=30)
     finally:
         await nc.close()
