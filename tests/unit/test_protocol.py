@@ -76,6 +76,20 @@ def test_an_integer_past_64_bits_is_out_of_range(literal: bytes) -> None:
         parse(b'{"type": "ping", "req_id": ' + literal + b"}")
     assert (info.value.code, str(info.value)) == ("bad_field", "req_id must be a 64-bit integer or a string")
 
+@pytest.mark.parametrize(("literal", "message"), [
+    (b"-1", "seconds=-1 is out of range [0, 86400]"),
+    (b"86400.5", "seconds=86400.5 is out of range [0, 86400]"),
+    (b"1e300", "seconds=1e+300 is out of range [0, 86400]"),
+    (b'"5"', "seconds must be a number in [0, 86400], not '5'"),
+    (b"true", "seconds must be a number in [0, 86400], not a boolean"),
+])
+def test_a_dead_man_switch_out_of_range_is_told_apart_from_one_of_another_type(literal: bytes,
+                                                                              message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        parse(b'{"type": "cancel_all_after", "seconds": ' + literal + b"}")
+    assert (info.value.code, str(info.value)) == ("bad_field", message)
+
+
 
 _BAD_IDS = [({}, "missing_field"), ({"order_id": 1, "client_order_id": "a"}, "bad_field"),
             ({"order_id": 0}, "bad_field"), ({"order_id": 2**63}, "bad_field"), ({"order_id": "1"}, "bad_field"),
