@@ -90,14 +90,18 @@ static int intake_rejected(srv_intake *self, srv_link *link, struct srv_order *r
 }
 
 /* The account's open-order limit on a new order (1 when it is not reached,
- * 0 when it is and the reject is sent, -1 on error). An instrument's order
- * limits are the engine's (SET_LIMITS): it checks them where it runs the
- * order or the modify, against the order as it is then. */
+ * 0 when it is and the reject is sent, -1 on error). It bounds the book
+ * memory an account fills, so an order that never rests (IOC, FOK, market)
+ * goes whatever the count: an account at its limit can still take
+ * liquidity to hedge or flatten. Every new order in flight counts, for the
+ * check of one that can rest. An instrument's order limits are the
+ * engine's (SET_LIMITS): it checks them where it runs the order or the
+ * modify, against the order as it is then. */
 static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
 {
     struct srv_account_counts *counts;
 
-    if (!self->max_open)
+    if (!self->max_open || r->cmd.order_type != ENG_LIMIT || r->cmd.tif != ENG_GTC)
         return 1;
     if (!(counts = srv_ledger_counts(self->ledger, link->account)))
         return -1;

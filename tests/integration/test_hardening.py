@@ -188,6 +188,13 @@ def test_max_open_orders_per_account(server_factory: Any) -> None:
         b.request(b.new_order(ES, "buy", 1, 450_000))
         reply = b.request(b.new_order(ES, "buy", 1, 450_000, client_order_id="x"))
         assert (reply["type"], reply["code"], reply["client_order_id"]) == ("reject", "max_open_orders_exceeded", "x")
+        # An order that never rests is not held to the limit: at it, an IOC, a
+        # FOK and a market order with nothing to take are acked and cancelled.
+        for order in (b.new_order(ES, "sell", 1, 460_000, tif="ioc"), b.new_order(ES, "sell", 1, 460_000, tif="fok"),
+                      b.new_order(ES, "buy", 1, order_type="market")):
+            assert b.request(order)["type"] == "ack"
+        assert sorted(m["reason"] for m in drain(b) if m["type"] == "cancelled") == ["fok", "ioc", "market_remainder"]
+        assert b.request(b.new_order(ES, "buy", 1, 450_000))["code"] == "max_open_orders_exceeded"
         a.request(a.cancel(order_id=ids[0]))
         assert b.request(b.new_order(ES, "buy", 1, 450_000))["type"] == "ack"
         # A filled order is no longer open: a counterparty takes two.

@@ -322,7 +322,8 @@ class Model:
 
     def new_order(self, req: NewOrder) -> None:
         inst = self.ids.get(req.symbol, 2**32 - 1)
-        if self.max_open and self.open + self.in_flight >= self.max_open:
+        rests = req.order_type == "limit" and req.tif == "gtc"
+        if rests and self.max_open and self.open + self.in_flight >= self.max_open:
             return self.reject(req.req_id, "max_open_orders_exceeded",
                                f"account {self.account} has {self.max_open} open orders, the most it may have",
                                req.client_order_id, None)
@@ -450,11 +451,16 @@ def test_the_intake_takes_the_usual_requests(worlds: list[World]) -> None:
     w.take(orjson.dumps(new))
     assert [(r["type"], r["code"]) for r in w.wire()] == [("reject", "not_owner"),
                                                           ("reject", "max_open_orders_exceeded")]
+    # An order that never rests is not held to the limit; it counts in flight.
+    for tif in ("ioc", "fok"):
+        w.take(orjson.dumps({**new, "tif": tif, "req_id": tif}))
+    w.take(orjson.dumps({**new, "order_type": "market", "price": None, "req_id": "m"}))
+    assert len(w.wire()) == 2 and len(w.commands()) == 8 and w.ledger.in_flight(ACCOUNT) == 5
     nobody = World(account=None)
     worlds.append(nobody)
     nobody.take(orjson.dumps(new))
     assert nobody.wire() == [{"type": "error", "req_id": 1, "code": "not_logged_in", "message": "log in first"}]
-    assert len(w.commands()) == 5 and nobody.commands() == []  # nothing queued for a refusal
+    assert len(w.commands()) == 8 and nobody.commands() == []  # nothing queued for a refusal
 
 
 def test_an_order_id_no_client_was_told_of_is_not_this_sessions_to_name(worlds: list[World]) -> None:
