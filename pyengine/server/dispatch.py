@@ -281,7 +281,7 @@ class Dispatcher:
             session.reply(dict(message, req_id=req_id))
         if mass is not None and session is not None and mass.per_order:
             mass.cancelled += 1
-            self._mass_part_done(session, mass)
+            self._mass_part_done(session, mass, seq)
 
     def modified(self, owner: Session | None, order_id: int, price: int, qty: int, priority_kept: bool, seq: int,
                  session: Session | None, request: PendingRequest | None, first: bool) -> None:
@@ -310,7 +310,7 @@ class Dispatcher:
         if kind == "mass_cancel":
             if not extra.per_order:  # a CANCEL_ALL refused: the mass cancel did not happen
                 extra.refused = REJECTS[reason]
-            self._mass_part_done(session, extra)  # the order was gone already
+            self._mass_part_done(session, extra, seq)  # the order was gone already
             return
         code, message = REJECTS[reason]
         log.debug("reject", extra=fields(sid=session.sid, code=code, req_id=req_id))
@@ -372,7 +372,7 @@ class Dispatcher:
         if asker is not None and request is not None:
             state: MassCancelState = request[2]
             state.cancelled += count
-            self._mass_part_done(asker, state)
+            self._mass_part_done(asker, state, seq)
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine
@@ -405,15 +405,17 @@ class Dispatcher:
             self.server.cluster.state_hash(seq, value, checked, expected)
 
     @staticmethod
-    def _mass_part_done(session: Session, state: MassCancelState) -> None:
+    def _mass_part_done(session: Session, state: MassCancelState, seq: int) -> None:
         state.remaining -= 1
+        state.seq = max(state.seq, seq)
         if state.remaining:
             return
         if state.refused is not None:
             code, message = state.refused
             session.reply({"type": "error", "req_id": state.req_id, "code": code, "message": message})
         else:
-            session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled})
+            session.reply({"type": "mass_cancelled", "req_id": state.req_id, "count": state.cancelled,
+                           "seq": state.seq})
 
     def _cancel_orphans(self) -> None:
         """Orders accepted for sessions that had already closed with

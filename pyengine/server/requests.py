@@ -314,7 +314,7 @@ class Requests:
             self._cancel_each(session, req.req_id, inst)
             return
         if not self.server.has_orders(req.account):  # nothing to cancel: no command, nothing journaled
-            session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0})
+            session.reply({"type": "mass_cancelled", "req_id": req.req_id, "count": 0, "seq": None})
             return
         state = MassCancelState(req.req_id, 1, per_order=False)
         flags = (lib.ENG_CMD_F_ALL_INSTRUMENTS if inst is None else 0) | (
@@ -326,7 +326,7 @@ class Requests:
         targets = session.link.order_ids(inst)
         session.link.spend((session.link.order_count - len(targets)) / MASS_CANCEL_SKIPPED_PER_TOKEN)
         if not targets:
-            session.reply({"type": "mass_cancelled", "req_id": req_id, "count": 0})
+            session.reply({"type": "mass_cancelled", "req_id": req_id, "count": 0, "seq": None})
             return
         state = MassCancelState(req_id, len(targets), per_order=True)
         for oid in targets:
@@ -396,9 +396,10 @@ class MassCancelState:
     """Counts the answers to a mass cancel, to reply once they are all in:
     its parts are a CANCEL per order (`per_order`: each cancel counts one)
     or one CANCEL_ALL (the engine's MASS_CANCELLED counts them; `refused`,
-    the (code, message) of the engine's refusal)."""
+    the (code, message) of the engine's refusal). `seq`: the engine's seq of
+    the last part answered so far."""
 
-    __slots__ = ("req_id", "remaining", "cancelled", "per_order", "refused")
+    __slots__ = ("req_id", "remaining", "cancelled", "per_order", "refused", "seq")
 
     def __init__(self, req_id: Any, remaining: int, *, per_order: bool) -> None:
         self.req_id = req_id
@@ -406,4 +407,5 @@ class MassCancelState:
         self.cancelled = 0
         self.per_order = per_order
         self.refused: tuple[str, str] | None = None
+        self.seq = 0
 

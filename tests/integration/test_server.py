@@ -146,10 +146,14 @@ def test_mass_cancel(server: RunningServer) -> None:
         rid = c.mass_cancel(ES)
         got = [c.recv(2) for _ in range(4)]
         assert [m["type"] for m in got] == ["cancelled"] * 3 + ["mass_cancelled"]
-        assert got[-1] == {"type": "mass_cancelled", "req_id": rid, "count": 3}
-        assert c.request(c.mass_cancel()) == {"type": "mass_cancelled", "req_id": 7, "count": 1}
-        # drain the CLF7 cancel pushed before the final reply
-        assert c.request(c.mass_cancel()) == {"type": "mass_cancelled", "req_id": 8, "count": 0}
+        # Its seq is its last cancel's, the engine's last command it took.
+        assert got[-1] == {"type": "mass_cancelled", "req_id": rid, "count": 3, "seq": max(m["seq"] for m in got[:3])}
+        c.mass_cancel()
+        clf7, done = c.recv(2), c.recv(2)  # the CLF7 order's cancel, then the count
+        assert (clf7["type"], done) == ("cancelled", {"type": "mass_cancelled", "req_id": 7, "count": 1,
+                                                      "seq": clf7["seq"]})
+        # Nothing to cancel: answered at once, no command, no seq.
+        assert c.request(c.mass_cancel()) == {"type": "mass_cancelled", "req_id": 8, "count": 0, "seq": None}
         # The other session's order is untouched.
         rej = other.request(other.modify(order_id=mine_elsewhere["order_id"], qty=1))
         assert rej["type"] == "modified"
