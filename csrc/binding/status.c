@@ -386,7 +386,8 @@ int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qt
 
     if (!r)
         return 0;
-    r->filled += qty;
+    /* Modifies that raise the open qty let fills add up past any int64. */
+    r->filled = r->filled > INT64_MAX - qty ? INT64_MAX : r->filled + qty;
     r->leaves = leaves;
     r->last_seq = seq;
     if (leaves != 0)

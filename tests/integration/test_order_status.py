@@ -53,6 +53,21 @@ def test_open_orders_show_fills_modifies_and_priority(server: Any) -> None:
             assert [o["order_id"] for o in a2.open_orders()] == [o["order_id"] for o in orders]
 
 
+def test_fills_past_the_largest_quantity_show_the_largest(server: Any) -> None:
+    """Raising an order's open qty by modify lets its fills add up past
+    2^63 - 1: its filled_qty stops there (it wrapped to a negative number)."""
+    most = 2**63 - 1
+    with server.client() as a, server.client() as b:
+        a.login(1)
+        b.login(2)
+        sell = a.request(a.new_order(ES, "sell", most, 450_000))["order_id"]
+        b.request(b.new_order(ES, "buy", most - 1, 450_000))
+        assert a.request(a.modify(sell, most))["qty"] == most
+        b.request(b.new_order(ES, "buy", most, 450_000))
+        state = a.order_state(sell)
+        assert (state["status"], state["open_qty"], state["filled_qty"]) == ("filled", 0, most)
+
+
 def test_finished_orders_and_errors(server: Any) -> None:
     with server.client() as a, server.client() as b:
         a.login(1)
