@@ -29,7 +29,7 @@ class DeadManSwitches:
 
     def __init__(self, fire: Callable[[int], None]) -> None:
         self._fire = fire
-        self._timers: dict[int, gevent.Greenlet[..., None]] = {}
+        self._timers: dict[int, tuple[gevent.Greenlet[..., None], float]] = {}  # account -> (timer, seconds)
         self.fired = 0
 
     def arm(self, account: int, seconds: float) -> float | None:
@@ -37,14 +37,19 @@ class DeadManSwitches:
         disarms it. Returns the deadline (Unix time), or None when disarmed."""
         old = self._timers.pop(account, None)
         if old is not None:
-            old.kill(block=False)
+            old[0].kill(block=False)
         if seconds <= 0:
             return None
-        self._timers[account] = gevent.spawn_later(seconds, self._expired, account)
+        self._timers[account] = (gevent.spawn_later(seconds, self._expired, account), seconds)
         return time.time() + seconds
 
     def armed(self) -> int:
         return len(self._timers)
+
+    def seconds(self, account: int) -> float | None:
+        """The seconds ``account``'s switch was last armed with; None while disarmed."""
+        armed = self._timers.get(account)
+        return armed[1] if armed is not None else None
 
     def _expired(self, account: int) -> None:
         del self._timers[account]
@@ -54,6 +59,6 @@ class DeadManSwitches:
 
     def close(self) -> None:
         """Disarm every switch (the server stops: orders outlive a planned restart)."""
-        for timer in self._timers.values():
+        for timer, _ in self._timers.values():
             timer.kill(block=False)
         self._timers.clear()

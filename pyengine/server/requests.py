@@ -110,8 +110,9 @@ class Requests:
     def __init__(self, server: RequestHost) -> None:
         self.server = server
         # A client may send refused requests as fast as its rate allows (one
-        # over its rate, as fast as the wire goes): each still gets its error,
-        # the log a line a second at most for each code.
+        # over its rate, as fast as the wire goes), and orders over its
+        # open-order limit: each still gets its error or reject, the log a
+        # line a second at most for each code.
         self._error_lines = Throttle()
         # So do logins refused before their secret is checked, which cost
         # the server no check (a line a second for each code and reason).
@@ -179,8 +180,9 @@ class Requests:
 
     def rejected(self, session: Session, req_id: Any, code: str, message: str, client_order_id: str | None,
                  order_id: int | None, limit: bool) -> None:
-        if limit:
-            log.info("order_limit", extra=fields(sid=session.sid, account=session.account, code=code))
+        if limit and (held := self._error_lines.allow(code)) is not None:
+            log.info("order_limit", extra=fields(sid=session.sid, account=session.account, code=code,
+                                                 held_back=held))
         session.reply({"type": "reject", "req_id": req_id, "code": code, "message": message,
                        "client_order_id": client_order_id, "order_id": order_id, "seq": None})
 
@@ -375,8 +377,13 @@ class Requests:
 
     def cancel_all_after(self, session: Session, req: CancelAllAfter) -> None:
         account = self._account(session, req.req_id)
-        deadline = self.server.dead_man.arm(account, req.seconds)
-        log.info("cancel_all_after", extra=fields(sid=session.sid, account=account, seconds=req.seconds))
+        switches = self.server.dead_man
+        # Renewing the switch as it is, its everyday use (as often as a client
+        # likes), is a debug line; arming, disarming or new seconds are info.
+        unchanged = switches.seconds(account) == (req.seconds or None)
+        deadline = switches.arm(account, req.seconds)
+        log.log(logging.DEBUG if unchanged else logging.INFO, "cancel_all_after",
+                extra=fields(sid=session.sid, account=account, seconds=req.seconds))
         session.reply({"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
                        "armed": deadline is not None, "deadline": deadline})
 

@@ -115,3 +115,15 @@ def test_bad_requests_are_refused(server: Any) -> None:
             with pytest.raises(ServerError) as err:
                 a.request(a._send_request({"type": "cancel_all_after", "seconds": bad}))
             assert err.value.code in ("bad_field", "missing_field"), bad
+
+
+def test_arming_disarming_and_new_seconds_are_logged_and_renewals_are_debug(server: Any) -> None:
+    with server.client() as a:
+        a.login(1)
+        for seconds in (60, 60, 60, 30, 0, 0, 45):
+            a.request(a.cancel_all_after(seconds))
+        server.wait_log(r"event=cancel_all_after .*seconds=45")
+    lines = [(line.split("level=")[1].split()[0], line.split("seconds=")[1].split()[0])
+             for line in server.lines if "event=cancel_all_after " in line]
+    assert lines == [("info", "60"), ("debug", "60"), ("debug", "60"), ("info", "30"), ("info", "0"),
+                     ("debug", "0"), ("info", "45")]

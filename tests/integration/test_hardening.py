@@ -214,6 +214,23 @@ def test_max_open_orders_per_account(server_factory: Any) -> None:
             assert sorted(r.get("code", r["type"]) for r in replies) == ["ack"] * 3 + ["max_open_orders_exceeded"] * 2
 
 
+def test_orders_over_the_open_order_limit_are_logged_a_line_a_second(server_factory: Any) -> None:
+    server = server_factory("[limits]\nmax_open_orders = 1\n")
+    with server.client() as a:
+        a.login(5)
+        a.request(a.new_order(ES, "buy", 1, 450_000))
+        t0 = time.monotonic()
+        replies = [a.request(r) for r in [a.new_order(ES, "buy", 1, 450_000) for _ in range(500)]]
+        elapsed = time.monotonic() - t0
+        assert {r["code"] for r in replies} == {"max_open_orders_exceeded"}
+        a.request(a.new_order(ES, "buy", 1, 450_000, client_order_id="last"))
+    lines = [line for line in server.lines if "event=order_limit " in line]
+    # The first reject's line, then one a second at most: each says how many it left out.
+    assert 1 <= len(lines) <= 2 + elapsed
+    assert "held_back=0" in lines[0]
+    assert sum(int(line.split("held_back=")[1].split()[0]) for line in lines) <= 501 - len(lines)
+
+
 # ESZ6 alone, with both of an instrument's order limits.
 LIMITED_ES = """
 [[instruments]]
