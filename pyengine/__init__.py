@@ -11,6 +11,9 @@ Semantics: docs/semantics.md. The batch path (packed commands in, packed
 events out): ``Engine.process_batch`` and ``pyengine.batch``.
 """
 
+from importlib.util import find_spec
+from typing import TYPE_CHECKING
+
 from . import batch
 from .batch import (
     BatchResult,
@@ -79,8 +82,6 @@ __all__ = [
     "pack_set_mmp",
     "pack_reset_mmp",
     "pack_set_order_limits",
-    "COMMAND_DTYPE",
-    "EVENT_DTYPE",
     "Accepted",
     "Rejected",
     "Trade",
@@ -115,9 +116,15 @@ __all__ = [
     "EngineBufferError",
 ]
 
+# The numpy dtypes are built on first use, so numpy stays optional: they are
+# listed (for a star import, dir() and help()) only where it is installed.
+if TYPE_CHECKING:
+    from .batch import COMMAND_DTYPE, EVENT_DTYPE
+if find_spec("numpy") is not None:
+    __all__ += ["COMMAND_DTYPE", "EVENT_DTYPE"]
+
 
 def __getattr__(name: str) -> object:
-    # The numpy dtypes are built on first use, so numpy stays optional.
     if name in ("COMMAND_DTYPE", "EVENT_DTYPE"):
         return getattr(batch, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Sequence
 from enum import IntEnum, IntFlag
 from functools import cache
-from typing import Any, NamedTuple, SupportsIndex
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
 
 from . import _args
 from ._codes import ORDER_TYPE_CODE, SIDE_BY_CODE, SIDE_CODE, STATE_BY_CODE, STP_CODE, TIF_CODE
@@ -576,6 +576,13 @@ def _command_dtype() -> Any:
 @cache
 def _event_dtype() -> Any:
     return _dtype("struct eng_event")
+
+
+if TYPE_CHECKING:  # for a type checker only: numpy stays optional
+    import numpy as np
+
+    COMMAND_DTYPE: np.dtype[np.void]
+    EVENT_DTYPE: np.dtype[np.void]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,10 +3,12 @@ every interface, and the package's namespace is its public API."""
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import inspect
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,6 +141,20 @@ def test_a_packages_namespace_is_its_public_api(package: Any) -> None:
     assert not hasattr(package, "annotations") and not hasattr(package, "Any")
     for name in package.__all__:
         getattr(package, name)
+
+
+def test_the_package_namespace_needs_no_numpy() -> None:
+    """numpy is optional: without it the dtypes are not listed, and a star
+    import, help() and inspect walk the rest; with it they are listed."""
+    code = ("import sys; sys.modules['numpy'] = None\n"  # an import of numpy fails
+            "import inspect, pydoc, pyengine\n"
+            "from pyengine import *\n"
+            "pydoc.render_doc(pyengine); inspect.getmembers(pyengine)\n"
+            "assert 'COMMAND_DTYPE' not in pyengine.__all__ and 'Engine' in dir(pyengine)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    if importlib.util.find_spec("numpy") is not None:
+        assert {"COMMAND_DTYPE", "EVENT_DTYPE"} <= set(pyengine.__all__)
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)

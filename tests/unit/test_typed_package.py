@@ -101,3 +101,21 @@ def test_numpy_integers_type_check_wherever_they_are_taken(installed: Path, tmp_
         )
     """)
     assert status == 0, out
+
+
+def test_the_numpy_dtypes_type_check_as_structured_dtypes(installed: Path, tmp_path: Path) -> None:
+    # As docs/batch.md uses them: typed as object (or Any: an ndarray of
+    # floats to numpy's stubs), its field indexing failed the strict check.
+    pytest.importorskip("numpy")
+    out, status = type_check(installed, tmp_path, """\
+        import numpy as np
+        import pyengine
+        from pyengine.batch import EVENT_DTYPE
+        reveal_type(pyengine.COMMAND_DTYPE)
+        cmds = np.zeros(2, dtype=pyengine.COMMAND_DTYPE)
+        cmds["price"] = [100, 101]
+        events = np.frombuffer(b"", dtype=EVENT_DTYPE)
+        print(events[events["type"] == 3][["price", "qty"]])
+    """)
+    assert status == 0, out
+    assert 'use.py:4: note: Revealed type is "numpy.dtype[numpy.void]"' in out, out
