@@ -586,7 +586,7 @@ class Engine(Core):
           itself; reusing memory that is already mapped is the fastest way to
           replay many batches. No memoryview or numpy array of ``out`` may be
           alive: that raises ``EngineBufferError`` before any command runs;
-        - ``collect_events=False`` keeps only the counts.
+        - ``collect_events=False`` keeps only the counts (and takes no ``out``).
 
         If the commands cannot all run, or their events cannot all be kept
         (out of memory), the error (``EngineMemoryError``,
@@ -596,6 +596,8 @@ class Engine(Core):
         collect = _args.as_bool("collect_events", collect_events)
         if out is not None and not isinstance(out, bytearray):
             raise InvalidArgumentType(f"out must be a bytearray, not {type(out).__name__}")
+        if out is not None and not collect:
+            raise InvalidArgument("out is where the events go, collect_events=False keeps none: give one or the other")
         with self._exclusive() as e:
             try:
                 view = memoryview(commands)

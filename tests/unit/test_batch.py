@@ -422,6 +422,13 @@ def test_collect_events_is_a_bool(eng: Engine) -> None:
     assert eng.seq == 0
 
 
+def test_an_out_buffer_with_no_events_to_keep_is_refused(eng: Engine) -> None:
+    out = bytearray(b"kept")
+    with pytest.raises(InvalidArgument, match="collect_events=False keeps none"):
+        eng.process_batch(cross(eng), collect_events=False, out=out)
+    assert eng.seq == 0 and out == b"kept"  # nothing ran
+
+
 def test_instruments_hold_plain_ints(eng: Engine) -> None:
     np = pytest.importorskip("numpy")
     eng.add_instrument("N", tick_size=np.int64(5), lot_size=np.int32(2), price_band=(np.int64(10), np.int64(90)),
