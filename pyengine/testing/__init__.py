@@ -1,7 +1,7 @@
 """Test support: the reference matcher and Hypothesis strategies.
 
 ``ReferenceEngine`` is a small pure-Python model of docs/semantics.md with the
-same API as ``pyengine.Engine``. The strategies in ``pyengine.testing.strategies``
+matching API of ``pyengine.Engine`` (plain ints only; no batch path). The strategies in ``pyengine.testing.strategies``
 generate instruments and commands that hit the interesting cases often, and
 ``apply`` runs one command on any engine. The project's own property tests
 use them to check the C engine against the model; you can use the same model

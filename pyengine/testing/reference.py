@@ -1,8 +1,12 @@
 """A small, obviously-correct pure-Python matcher: the model of docs/semantics.md.
 
-``ReferenceEngine`` has the same public API as the C-backed ``pyengine.Engine``
-and produces the same events, so property tests can run both on the same
-commands and compare them event by event. It is written for clarity, not speed:
+``ReferenceEngine`` has the matching API of the C-backed ``pyengine.Engine``
+(its commands, ``book``, ``order``, ``open_orders``, ``seq``) and produces the
+same events, so property tests can run both on the same commands and compare
+them event by event; the batch path, ``stats`` and ``state_hash`` are the C
+engine's alone, and the model takes plain ints where ``Engine`` also takes
+numpy integers (anything with ``__index__``). It is written for clarity, not
+speed:
 
 - per instrument and side, a dict ``price -> list of open orders`` (oldest
   first); the best price is ``max()``/``min()`` over the keys;
@@ -510,9 +514,13 @@ class ReferenceEngine:
         """The sequence number of the last command processed."""
         return self._last_seq
 
-    def open_orders(self) -> list[OrderState]:
-        """Every resting order, by order id."""
-        return [self._orders[order_id].state() for order_id in sorted(self._orders)]
+    def open_orders(self, symbol: str | None = None) -> list[OrderState]:
+        """Every resting order (of one instrument, or of all in the order
+        they were added), in book order: bids best first then asks best
+        first, oldest first within a level."""
+        insts = self._instruments.values() if symbol is None else [self._instrument(symbol)]
+        return [order.state() for inst in insts for side in (Side.BUY, Side.SELL)
+                for price in _prices_best_first(inst.book(side), side) for order in inst.book(side)[price]]
 
     def verify(self) -> None:
         """Check the model's own invariants; raise AssertionError if one fails."""

@@ -32,7 +32,9 @@ like real flow:
   fills up (``level_full``);
 - every order type, time in force, post-only and self-trade prevention mode,
   but only argument combinations the Python API accepts (``apply`` never
-  raises on a generated command);
+  raises on a generated command, but for the order id 0 that
+  ``caller_order_ids`` draws now and then for the batch path, which
+  ``Engine.submit`` refuses);
 - cancels and modifies that mostly address open orders (an index, newest
   first, into the engine's open orders or into ``order_ids``, the ids accepted
   so far; see ``Target``), sometimes finished or never-issued ones, by order id

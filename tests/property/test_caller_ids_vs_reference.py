@@ -30,10 +30,6 @@ from pyengine.testing.strategies import (
 )
 
 
-def open_orders_sorted(engine: Any) -> list[Any]:
-    return sorted(engine.open_orders(), key=lambda o: o.order_id)
-
-
 class CallerIdsMatchReference(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -67,7 +63,7 @@ class CallerIdsMatchReference(RuleBasedStateMachine):
         for spec in self.specs:
             assert self.engine.book(spec["symbol"], 1000) == self.reference.book(spec["symbol"], 1000)
             assert self.engine.order_limits(spec["symbol"]) == self.reference.order_limits(spec["symbol"])
-        assert open_orders_sorted(self.engine) == open_orders_sorted(self.reference)
+        assert self.engine.open_orders() == self.reference.open_orders()
         assert self.engine.seq == self.reference.seq == self.engine.stats().commands
 
     @invariant()
@@ -147,6 +143,6 @@ def test_the_batch_path_matches_the_model(scenario: tuple[list[dict[str, Any]], 
     assert got == expected
     assert [type(e) for e in got] == [type(e) for e in expected]
     assert result.commands == len(model.packed) == batched.seq == model.seq
-    assert open_orders_sorted(batched) == open_orders_sorted(model)
+    assert batched.open_orders() == model.open_orders()
     batched.verify()
     model.verify()

@@ -28,10 +28,6 @@ from pyengine.testing.strategies import (
 )
 
 
-def open_orders_sorted(engine: Any) -> list[Any]:
-    return sorted(engine.open_orders(), key=lambda o: o.order_id)
-
-
 class EngineMatchesReference(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -62,7 +58,7 @@ class EngineMatchesReference(RuleBasedStateMachine):
             depth = 1000
             assert self.engine.book(spec["symbol"], depth) == self.reference.book(spec["symbol"], depth)
             assert self.engine.order_limits(spec["symbol"]) == self.reference.order_limits(spec["symbol"])
-        assert open_orders_sorted(self.engine) == open_orders_sorted(self.reference)
+        assert self.engine.open_orders() == self.reference.open_orders()
         assert self.engine.seq == self.reference.seq == self.engine.stats().commands
 
     @invariant()
@@ -145,7 +141,7 @@ def test_batch_path_gives_the_same_events(scenario: tuple[list[dict[str, Any]], 
     assert result.event_count == len(one_by_one)
     assert result.trades == sum(type(e).__name__ == "Trade" for e in one_by_one)
     assert result.rejected == sum(type(e).__name__ == "Rejected" for e in one_by_one)
-    assert open_orders_sorted(batched) == open_orders_sorted(recorder.engine)
+    assert batched.open_orders() == recorder.engine.open_orders()
     batched.verify()
 
 
