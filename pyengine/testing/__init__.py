@@ -18,10 +18,14 @@ from .reference import ReferenceEngine
 
 __all__ = [
     "Cancel",
+    "CancelAll",
     "Command",
     "Modify",
     "NewOrder",
     "ReferenceEngine",
+    "ResetMmp",
+    "SetMmp",
+    "SetOrderLimits",
     "SetState",
     "accepted_order_ids",
     "apply",

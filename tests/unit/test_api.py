@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,15 @@ def test_a_packages_namespace_is_its_public_api(package: Any) -> None:
     assert not hasattr(package, "annotations") and not hasattr(package, "Any")
     for name in package.__all__:
         getattr(package, name)
+
+
+def test_the_testing_package_exports_every_kind_of_command() -> None:
+    from pyengine.testing import strategies
+
+    kinds = typing.get_args(strategies.Command)
+    assert len(kinds) >= 8
+    for kind in kinds:
+        assert kind.__name__ in pyengine.testing.__all__ and getattr(pyengine.testing, kind.__name__) is kind
 
 
 def test_the_package_namespace_needs_no_numpy() -> None:
