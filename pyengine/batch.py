@@ -436,14 +436,17 @@ def decode_events(
     """Turn packed event records into event objects.
 
     ``symbols`` names the instruments by number; the reason tables map C codes
-    to enum members (``Engine.decode_events`` passes its own). With `count`,
-    only the first `count` records of `raw` are read. A record that is not
+    to enum members (``Engine.decode_events`` passes its own). `raw` is a
+    whole number of records, or, with `count`, holds at least `count`
+    records, of which only the first `count` are read. A record that is not
     an event of an engine with these instruments raises ``InvalidArgument``.
     """
     raw = _byte_view("raw", raw)
     if count is None:
+        if len(raw) % EVENT_SIZE:
+            raise InvalidArgument(f"raw must be a whole number of {EVENT_SIZE}-byte records")
         count = len(raw) // EVENT_SIZE
-    elif count * EVENT_SIZE > len(raw):
+    elif (count := _args.as_int("count", count, 0)) * EVENT_SIZE > len(raw):
         raise InvalidArgument(f"raw holds fewer than {count} records")
     try:
         return _decode(raw, count, symbols, reject_reasons, cancel_reasons)

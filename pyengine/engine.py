@@ -37,7 +37,7 @@ from ._codes import (
     TIF_CODE,
 )
 from ._ffi import ffi, lib
-from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, _byte_view, decode_events
+from .batch import COMMAND_SIZE, EVENT_SIZE, BatchResult, decode_events
 from .enums import DEFAULT_TIF, REJECT_MESSAGES, TradingState
 from .errors import (
     ConcurrentUseError,
@@ -708,10 +708,7 @@ class Engine(Core):
         ``pyengine.EVENT_DTYPE``) as event objects. A record with a type,
         instrument, side, reason or trading state this engine does not have
         raises ``InvalidArgument`` (docs/batch.md)."""
-        view = _byte_view("raw", raw)
-        if view.nbytes % EVENT_SIZE:
-            raise InvalidArgument(f"raw must be a whole number of {EVENT_SIZE}-byte records")
-        return decode_events(view, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
+        return decode_events(raw, self._names, REJECT_BY_CODE, CANCEL_BY_CODE)
 
     # ---- views ---------------------------------------------------------------
 

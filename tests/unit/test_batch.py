@@ -365,6 +365,14 @@ def test_decode_events_raises_the_engines_errors(eng: Engine) -> None:
         eng.decode_events("x" * 96)
     with pytest.raises(InvalidArgument, match="fewer than 2 records"):
         pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=2)
+    # The module's function checks its buffer and count as the engine's does.
+    with pytest.raises(InvalidArgument, match="whole number of 96-byte records"):
+        pyengine.batch.decode_events(bytes(50), ["A"], [], [])
+    with pytest.raises(InvalidArgument, match=r"count=-1 is out of range"):
+        pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=-1)
+    with pytest.raises(InvalidArgumentType, match="count must be an int, not float"):
+        pyengine.batch.decode_events(bytes(96), ["A"], [], [], count=1.5)  # type: ignore[arg-type]
+    assert pyengine.batch.decode_events(bytes(200), ["A"], [], [], count=0) == []  # a buffer longer than count
 
 
 def test_decode_events_refuses_a_state_the_engine_never_writes(eng: Engine) -> None:
