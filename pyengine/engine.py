@@ -438,6 +438,14 @@ class Engine(Core):
         self.instrument_id(symbol)
         raise _declined("book")
 
+    # A fallback's errors for arguments Python refuses (too many, an unknown
+    # keyword) name the method called, not the fallback.
+    _submit.__qualname__ = "Engine.submit"
+    _cancel.__qualname__ = "Engine.cancel"
+    _modify.__qualname__ = "Engine.modify"
+    _order.__qualname__ = "Engine.order"
+    _book.__qualname__ = "Engine.book"
+
     # ---- trading state -------------------------------------------------------
 
     def halt(self, symbol: str) -> list[Event]:
