@@ -162,9 +162,11 @@ static int intake_owned(srv_intake *self, srv_link *link, struct srv_order *r)
     if (!owner || owner == link || link->admin)
         return 1;
     Py_CLEAR(r->coid); /* the reject names the order by id */
-    /* The engine's code (its message says "account": this is the session's). */
+    /* The engine's code; its message when the order is another account's. */
     return intake_rejected(self, link, r, (enum srv_reject)ENG_NOT_OWNER,
-                           PyUnicode_FromString("order belongs to another session"), 0);
+                           PyUnicode_FromString(owner->account == link->account ? "order belongs to another session"
+                                                                                 : eng_strerror(ENG_NOT_OWNER)),
+                           0);
 }
 
 /* Every message spends a token of the session's rate, a well-formed one or

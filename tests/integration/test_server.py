@@ -163,11 +163,12 @@ def test_ownership(server: RunningServer) -> None:
     with login(server, 1) as a, login(server, 2) as b, login(server, 1) as a2:
         order = a.request(a.new_order(ES, "buy", 5, 450_000, client_order_id="mine"))
         # Another account, or the same account from another session.
-        for other in (b, a2):
+        for other, whose in ((b, "account"), (a2, "session")):
             rej = other.request(other.cancel(order_id=order["order_id"]))
             assert (rej["type"], rej["code"], rej["order_id"]) == ("reject", "not_owner", order["order_id"])
+            assert rej["message"] == f"order belongs to another {whose}"
             rej = other.request(other.modify(order_id=order["order_id"], qty=1))
-            assert rej["code"] == "not_owner"
+            assert (rej["code"], rej["message"]) == ("not_owner", f"order belongs to another {whose}")
         # By client order id, another account does not even see it; another
         # session of the account sees it and may not touch it.
         assert b.request(b.cancel(client_order_id="mine"))["code"] == "unknown_order"
