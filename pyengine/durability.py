@@ -293,12 +293,19 @@ def _aside(path: Path, suffix: str) -> Path:
 def _set_aside(path: Path, valid_bytes: int, why: str, report: Recovery) -> None:
     """Copy what follows the last whole record aside and cut it off, durably."""
     aside = _aside(path, f".damaged-{int(time.time())}")
-    with open(path, "r+b") as src, open(aside, "xb") as dst:
-        src.seek(valid_bytes)
-        shutil.copyfileobj(src, dst)
-        dst.flush()
-        os.fsync(dst.fileno())
-        _fsync_dir(path.parent)  # the copy's name is durable before the cut: never the cut without the copy
+    with open(path, "r+b") as src:
+        dst = open(aside, "xb")
+        try:
+            with dst:
+                src.seek(valid_bytes)
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            _fsync_dir(path.parent)  # the copy's name is durable before the cut: never the cut without the copy
+        except OSError:
+            # Nothing is cut yet: a copy that failed (a full disk) is not left behind at every start that tries.
+            aside.unlink(missing_ok=True)
+            raise
         src.truncate(valid_bytes)
         os.fsync(src.fileno())
     report.damaged.append(f"{path.name} from byte {valid_bytes} ({why}) -> {aside.name}")

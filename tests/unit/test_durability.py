@@ -318,6 +318,31 @@ def test_torn_last_record_is_reported_set_aside_and_cut(tmp_path: Path, capsys: 
     assert h == reference(cmds).state_hash()
 
 
+def test_a_torn_tail_that_cannot_be_set_aside_is_left_as_it_was(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The copy fails for want of space: the start fails, the journal is not
+    # cut and no copy is left behind; a start with space repairs it.
+    cmds = flow(100, seed=6)
+    journal(tmp_path, cmds)
+    (_, seg), = segments(tmp_path)
+    with open(seg, "r+b") as f:
+        f.truncate(seg.stat().st_size - 30)
+    untouched = files(tmp_path)
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    with monkeypatch.context() as m:
+        m.setattr(durability.shutil, "copyfileobj", full)
+        for _ in range(2):
+            with pytest.raises(OSError, match="No space left on device"):
+                recover(tmp_path, specs())
+    assert files(tmp_path) == untouched and not list(tmp_path.glob("*.damaged-*"))
+    h, report = recovered_hash(tmp_path)
+    assert report.seq == 99 and h == reference(cmds[:99]).state_hash()
+    (aside,) = tmp_path.glob("journal-*.log.damaged-*")
+    assert aside.stat().st_size == RECORD - 30
+
+
 def test_records_lost_from_the_end_of_an_older_segment_are_damage(tmp_path: Path) -> None:
     # Whole records gone from the end of a segment with a later one after it
     # (fsync off, the machine stopped soon after a restart): a gap that only
