@@ -18,6 +18,7 @@ With no ``[cluster]`` and no ``--nats``, the server runs alone, as always.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,10 +106,10 @@ def check_cluster(c: ClusterConfig, symbols: list[str], error: type[ValueError] 
             raise error(f"[cluster]: the {what} name is 1-64 letters, digits, '_' or '-', not {name!r}")
     if c.replicas is not None and not 1 <= c.replicas <= 5:
         raise error(f"[cluster]: replicas must be 1 to 5, not {c.replicas}")
-    if c.lease_ttl < 0.2:
-        raise error(f"[cluster]: lease_ttl must be at least 0.2 seconds, not {c.lease_ttl:g}")
-    if c.checkpoint_interval < 0:
-        raise error("[cluster]: checkpoint_interval must be >= 0")
+    if not math.isfinite(c.lease_ttl) or c.lease_ttl < 0.2:
+        raise error(f"[cluster]: lease_ttl must be at least 0.2 seconds and finite, not {c.lease_ttl:g}")
+    if not math.isfinite(c.checkpoint_interval) or c.checkpoint_interval < 0:
+        raise error(f"[cluster]: checkpoint_interval must be >= 0 and finite, not {c.checkpoint_interval:g}")
     if c.advertise is not None and not re.fullmatch(r"(?:[^\s:\[\]]+|\[[0-9A-Za-z:.%]+\]):\d{1,5}", c.advertise):
         raise error(f"[cluster]: advertise must be HOST:PORT or [IPv6]:PORT, not {c.advertise!r}")
     if c.instruments:
@@ -127,3 +128,6 @@ def check_cluster(c: ClusterConfig, symbols: list[str], error: type[ValueError] 
                 seen[symbol] = shard
         if c.shard and not c.instruments[c.shard]:
             raise error(f"[cluster.instruments]: shard {c.shard!r} has no instruments")
+        if unsharded := [s for s in symbols if s not in seen]:
+            raise error(f"[cluster.instruments]: {', '.join(map(repr, unsharded))} in no shard: "
+                        "no node would trade them (deal every instrument to a shard)")

@@ -215,7 +215,7 @@ def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> 
         nats_port = s.getsockname()[1]
     config = tmp_path / "node.toml"
     config.write_text(f'[cluster]\nnats = ["nats://127.0.0.1:{nats_port}"]\n'
-                      '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\n')
+                      '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7", "BTC-PERP"]\n')
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, "-c", _RESTARTED, "--port", "0", "--engine-cpu", "-1",

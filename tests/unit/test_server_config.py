@@ -438,12 +438,12 @@ def _cli(*argv: str) -> ServerConfig:
 def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[cluster]\nnats = ["nats://h1:4222", "nats://h2:4222"]\nlease_ttl = 1.5\n'
-                    '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7"]\n')
+                    '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7", "BTC-PERP"]\n')
     c = _cli("--config", str(path), "--shard", "b", "--node", "b2").cluster
     assert c is not None
     assert (c.nats, c.shard, c.node, c.lease_ttl, c.log_replicas) == (("nats://h1:4222", "nats://h2:4222"), "b",
                                                                        "b2", 1.5, 2)
-    assert c.shard_symbols(["ESZ6", "NQZ6", "CLF7", "BTC-PERP"]) == ["CLF7"]
+    assert c.shard_symbols(["ESZ6", "NQZ6", "CLF7", "BTC-PERP"]) == ["CLF7", "BTC-PERP"]
     flags = _cli("--nats", "nats://x:1,nats://y:2,nats://z:3", "--shard", "s", "--node", "n").cluster
     assert flags is not None and flags.log_replicas == 3 and flags.instruments == {}
     assert flags.shard_symbols(["A", "B"]) == ["A", "B"]  # one shard: every instrument
@@ -454,13 +454,20 @@ def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     ((), '[cluster]\nnats = "nats://h:1"\nshard = "a"\n', "needs its node name"),
     (("--shard", "a", "--node", "x"), "[cluster]\n", "no NATS server"),
     (("--nats", "nats://h:1", "--shard", "a b", "--node", "x"), None, "shard name is 1-64"),
-    (("--nats", "nats://h:1", "--shard", "c", "--node", "x"), '[cluster.instruments]\na = ["ESZ6"]\n',
+    (("--nats", "nats://h:1", "--shard", "c", "--node", "x"),
+     '[cluster.instruments]\na = ["ESZ6", "NQZ6", "CLF7", "BTC-PERP"]\n',
      "no instruments for shard 'c'"),
     (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), '[cluster.instruments]\na = ["ESZ6"]\nb = ["ESZ6"]\n',
      "is in shards 'a' and 'b'"),
     (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), '[cluster.instruments]\na = ["XX"]\n',
      "not an instrument"),
     (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), "[cluster]\nlease_ttl = 0.01\n", "at least 0.2"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), "[cluster]\nlease_ttl = inf\n", "and finite, not inf"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), "[cluster]\nlease_ttl = nan\n", "and finite, not nan"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"), "[cluster]\ncheckpoint_interval = nan\n",
+     "checkpoint_interval must be >= 0 and finite, not nan"),
+    (("--nats", "nats://h:1", "--shard", "a", "--node", "x"),
+     '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7"]\n', "'BTC-PERP' in no shard"),
     ((), "[cluster]\nbogus = 1\n", "unknown keys: bogus"),
 ])
 def test_cluster_errors(tmp_path: Path, argv: tuple[str, ...], text: str | None, words: str) -> None:
