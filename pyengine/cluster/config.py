@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["ClusterConfig", "cluster_from_table", "check_cluster"]
 
@@ -53,6 +54,18 @@ class ClusterConfig:
 
 class _Error(ValueError):
     pass
+
+
+def _is_nats_url(url: str) -> bool:
+    """A URL the NATS client can connect to: nats://, tls://, ws:// or
+    wss:// (nats:// when none is given), a host, and a port if any that is
+    a number."""
+    parts = urlsplit(url if "://" in url else "nats://" + url)
+    try:
+        parts.port
+    except ValueError:
+        return False
+    return parts.scheme in ("nats", "tls", "ws", "wss") and bool(parts.hostname)
 
 
 def cluster_from_table(table: dict[str, Any], error: type[ValueError] = _Error) -> dict[str, Any]:
@@ -97,6 +110,9 @@ def check_cluster(c: ClusterConfig, symbols: list[str], error: type[ValueError] 
     servers, shard and node may still be missing (the command line gives them)."""
     if not c.nats and not partial:
         raise error("[cluster]: no NATS server (--nats, or nats in [cluster])")
+    for url in c.nats:
+        if not _is_nats_url(url):
+            raise error(f"[cluster]: nats: {url!r} is not a NATS server's URL (nats://HOST:PORT, or HOST:PORT)")
     for what, name in (("shard", c.shard), ("node", c.node)):
         if not name and partial:
             continue

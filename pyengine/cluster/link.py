@@ -64,7 +64,7 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
             reconnect_time_wait=0.2, max_reconnect_attempts=-1, ping_interval=5, max_outstanding_pings=2,
             error_cb=on_error, disconnected_cb=on_disconnected, reconnected_cb=on_reconnected,
         ), timeout)
-    except (asyncio.TimeoutError, nats.errors.NoServersError, OSError) as exc:
+    except (asyncio.TimeoutError, nats.errors.Error, OSError) as exc:
         raise ConnectionError(f"no NATS server answered at {', '.join(cluster.nats)}: "
                               f"{str(exc) or type(exc).__name__}") from None
     # Short timeouts: a JetStream object just made answers once it has a
@@ -74,6 +74,10 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
         await patiently("the shard's stream", lambda: ensure_stream(js, cluster.shard, cluster.log_replicas), timeout)
         kv = await patiently("the lease bucket", lambda: _lease_bucket(nc, cluster), timeout)
         store = await patiently("the snapshot store", lambda: open_store(js, cluster.log_replicas), timeout)
+    except nats.js.errors.APIError as exc:  # not "not yet": a refusal, as of more replicas than NATS servers
+        await nc.close()
+        raise ConnectionError(f"JetStream refused the shard's storage: {exc.description or type(exc).__name__} "
+                              f"(err_code {exc.err_code})") from None
     except ConnectionError:
         await nc.close()
         raise
@@ -101,19 +105,32 @@ def not_yet(exc: Exception) -> bool:
 
 async def patiently(what: str, call: Callable[[], Awaitable[T]], timeout: float = 120.0) -> T:
     """`call()`, again after a pause while JetStream is not ready, for up to
-    `timeout` seconds; for start-up, not for anything that must be quick."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    `timeout` seconds; for start-up, not for anything that must be quick.
+    A wait past a few seconds is logged (`jetstream_waiting`), then every
+    30 s: a NATS server without JetStream looks just like one not ready."""
+    clock = asyncio.get_running_loop().time
+    start = clock()
+    notice = start + _WAIT_NOTICE
     while True:
         try:
             return await call()
         except Exception as exc:
             if not not_yet(exc):
                 raise
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConnectionError(f"{what}: JetStream was not ready within {timeout:g} s "
-                                      f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})") from None
-            log.debug("jetstream_not_ready", extra=fields(what=what, error=type(exc).__name__))
+            error = f"{type(exc).__name__}{': ' + str(exc) if str(exc) else ''}"
+            if clock() > start + timeout:
+                raise ConnectionError(f"{what}: JetStream was not ready within {timeout:g} s ({error})") from None
+            if clock() >= notice:
+                log.info("jetstream_waiting", extra=fields(what=what, waited_s=round(clock() - start),
+                                                           timeout_s=timeout, error=error))
+                notice = clock() + _WAIT_NOTICE_EVERY
+            else:
+                log.debug("jetstream_not_ready", extra=fields(what=what, error=type(exc).__name__))
             await asyncio.sleep(0.2)
+
+
+_WAIT_NOTICE = 5.0  # s: longer than a NATS cluster's usual election
+_WAIT_NOTICE_EVERY = 30.0
 
 
 async def _lease_bucket(nc: NATS, cluster: ClusterConfig) -> KeyValue:

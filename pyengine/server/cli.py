@@ -120,7 +120,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     cluster = {
-        "nats": tuple(u.strip() for u in args.nats.split(",")) if args.nats else None,
+        "nats": tuple(u.strip() for u in args.nats.split(",")) if args.nats is not None else None,
         "shard": args.shard,
         "node": args.node,
     }

@@ -241,3 +241,32 @@ def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
                           capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONSAFEPATH="1"))
     assert proc.returncode == 0, proc.stderr
     assert check_secret(proc.stdout.strip(), secret)
+
+
+def test_a_node_asking_more_copies_of_its_log_than_nats_can_keep_is_told_so(tmp_path: Path) -> None:
+    # One NATS server, not a cluster: JetStream refuses a stream of 3
+    # replicas at once, which the start reports rather than a traceback.
+    from pyengine.cluster.localnats import free_ports, nats_server_path
+
+    (port,) = free_ports(1)
+    nats = subprocess.Popen([nats_server_path(), "-js", "-a", "127.0.0.1", "-p", str(port),
+                             "-sd", str(tmp_path / "js")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:  # listening
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "nats-server did not start"
+                time.sleep(0.05)
+        config = tmp_path / "node.toml"
+        config.write_text(f'[cluster]\nnats = ["nats://127.0.0.1:{port}"]\nreplicas = 3\n')
+        proc = start_server("--config", str(config), "--shard", "a", "--node", "a1")
+    finally:
+        nats.terminate()
+        nats.wait(10)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = [line for line in proc.stderr.splitlines() if "event=cannot_start" in line]
+    assert "JetStream refused the shard's storage: replicas > 1 not supported in non-clustered mode" in line

@@ -13,6 +13,7 @@ import pytest
 
 from pyengine.cluster.replica import FOLLOWING, Replica
 
+from pyengine.cluster import link
 from pyengine.cluster.link import patiently
 from pyengine.cluster.shardlog import ensure_stream
 
@@ -78,6 +79,33 @@ def test_waiting_has_an_end() -> None:
     with pytest.raises(ConnectionError, match=r"^the lease bucket: JetStream was not ready within 0.5 s "
                                               r"\(BadRequestError: .*no suitable peers for placement.*\)$"):
         asyncio.run(patiently("the lease bucket", create, timeout=0.5))
+
+
+def test_a_long_wait_is_logged_with_what_it_waits_on(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A NATS server without JetStream answers no responders, as one not
+    ready does: past a few seconds (here 0.3 s) the wait says so at info, then
+    at intervals (here 0.5 s), rather than in debug lines alone until the end."""
+    monkeypatch.setattr(link, "_WAIT_NOTICE", 0.3)
+    monkeypatch.setattr(link, "_WAIT_NOTICE_EVERY", 0.5)
+
+    async def waited() -> str:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 1.5
+
+        async def create() -> str:
+            if loop.time() < until:
+                raise nats.errors.NoRespondersError()
+            return "made"
+        return await patiently("the shard's stream", create, timeout=10)
+
+    with caplog.at_level("DEBUG", logger="pyengine.cluster"):
+        assert asyncio.run(waited()) == "made"
+    notices = [r for r in caplog.records if r.getMessage() == "jetstream_waiting"]
+    assert 2 <= len(notices) <= 3 and {r.levelname for r in notices} == {"INFO"}  # from 0.3 s, every 0.5 s
+    assert notices[0].kv["what"] == "the shard's stream" and notices[0].kv["error"].startswith("NoRespondersError")
+    assert notices[0].kv["timeout_s"] == 10
+    assert any(r.getMessage() == "jetstream_not_ready" for r in caplog.records)
 
 
 def test_following_the_log_waits_for_a_slow_jetstream() -> None:

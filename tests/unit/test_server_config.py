@@ -444,8 +444,9 @@ def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     assert (c.nats, c.shard, c.node, c.lease_ttl, c.log_replicas) == (("nats://h1:4222", "nats://h2:4222"), "b",
                                                                        "b2", 1.5, 2)
     assert c.shard_symbols(["ESZ6", "NQZ6", "CLF7", "BTC-PERP"]) == ["CLF7", "BTC-PERP"]
-    flags = _cli("--nats", "nats://x:1,nats://y:2,nats://z:3", "--shard", "s", "--node", "n").cluster
+    flags = _cli("--nats", "nats://x:1,y:2, tls://z:3", "--shard", "s", "--node", "n").cluster
     assert flags is not None and flags.log_replicas == 3 and flags.instruments == {}
+    assert flags.nats == ("nats://x:1", "y:2", "tls://z:3")
     assert flags.shard_symbols(["A", "B"]) == ["A", "B"]  # one shard: every instrument
     assert _cli().cluster is None
 
@@ -469,6 +470,13 @@ def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     (("--nats", "nats://h:1", "--shard", "a", "--node", "x"),
      '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7"]\n', "'BTC-PERP' in no shard"),
     ((), "[cluster]\nbogus = 1\n", "unknown keys: bogus"),
+    # A URL the NATS client would refuse with a traceback at start, or an empty --nats that was ignored.
+    (("--nats", ",", "--shard", "a", "--node", "x"), None, "nats: '' is not a NATS server's URL"),
+    (("--nats", "nats://h:1,,", "--shard", "a", "--node", "x"), None, "nats: '' is not"),
+    (("--nats", "", "--shard", "a", "--node", "x"), None, "nats: '' is not"),
+    (("--shard", "a", "--node", "x"), '[cluster]\nnats = ["127.0.0.1:notaport"]\n',
+     "nats: '127.0.0.1:notaport' is not"),
+    (("--nats", "http://h:1", "--shard", "a", "--node", "x"), None, "nats: 'http://h:1' is not"),
 ])
 def test_cluster_errors(tmp_path: Path, argv: tuple[str, ...], text: str | None, words: str) -> None:
     args = list(argv)
