@@ -81,7 +81,10 @@ A file looks like this (every key optional, defaults as shown)::
 
 Unknown keys are errors, so a typo does not silently fall back to a default;
 so are values out of range (numbers are finite, integers within what the C
-side that takes them holds) and settings that would do nothing.
+side that takes them holds), settings that would do nothing, and an
+instrument's settings that together refuse every limit order (no price on
+its tick in its band, max_qty below lot_size, max_notional below the least
+price x lot_size).
 """
 
 from __future__ import annotations
@@ -620,6 +623,24 @@ def _check_instruments(instruments: tuple[InstrumentConfig, ...]) -> None:
                 _in_range(where, key, value, 1, _I64)
         if i.kind not in ("future", "spot"):
             raise ConfigError(f"{where}: kind must be 'future' or 'spot', not {i.kind!r}")
+        _check_tradable(where, i)
+
+
+def _check_tradable(where: str, i: InstrumentConfig) -> None:
+    """An instrument on which some order could rest: a price on its tick
+    within its band, a qty of its lot within max_qty, and the two within
+    max_notional (each setting is fine alone; together they may leave none)."""
+    low, high = i.price_band if i.price_band not in (None, (0, 0)) else (1, _I64)
+    lowest = -(-low // i.tick_size) * i.tick_size  # the least price on the tick from `low` up
+    if lowest > high:
+        raise ConfigError(f"{where}: no price in price_band [{low}, {high}] is a multiple of tick_size "
+                          f"{i.tick_size}: every limit order would be refused")
+    if i.max_qty is not None and i.max_qty < i.lot_size:
+        raise ConfigError(f"{where}: max_qty {i.max_qty} is less than lot_size {i.lot_size}: "
+                          "every order would be refused")
+    if i.max_notional is not None and i.max_notional < lowest * i.lot_size:
+        raise ConfigError(f"{where}: max_notional {i.max_notional} is less than the smallest limit order's "
+                          f"({lowest} x lot_size {i.lot_size}): every limit order would be refused")
 
 
 def _check_limits(lim: LimitsConfig) -> None:

@@ -193,6 +193,13 @@ SECRET = "pbkdf2_sha256$1000$" + "ab" * 16 + "$" + "cd" * 32
         ("[[instruments]]\nsymbol = 'X'\nprice_band = [0, 10]\n", r"price_band must be .*, not \[0, 10\]"),
         ("[[instruments]]\nsymbol = 'X'\nmarket_protection = -5\n", r"\('X'\): market_protection must be >= 0"),
         ("[[instruments]]\nsymbol = 'X'\nmax_qty = 9223372036854775808\n", "max_qty must be at most"),
+        # Settings fine alone that together leave no order that could rest.
+        ("[[instruments]]\nsymbol = 'X'\ntick_size = 25\nprice_band = [10, 20]\n",
+         r"\('X'\): no price in price_band \[10, 20\] is a multiple of tick_size 25: every limit order"),
+        ("[[instruments]]\nsymbol = 'X'\nlot_size = 10\nmax_qty = 5\n", "max_qty 5 is less than lot_size 10"),
+        ("[[instruments]]\nsymbol = 'X'\ntick_size = 100\nprice_band = [150, 1000]\nlot_size = 2\n"
+         "max_notional = 399\n",
+         r"max_notional 399 is less than the smallest limit order's \(200 x lot_size 2\)"),
         # Floats: finite, and in range.
         ("[server]\nstats_interval = nan\n", "stats_interval must be a number of seconds >= 0"),
         ("[server]\nstats_interval = -1\n", "stats_interval must be a number of seconds >= 0"),
@@ -250,7 +257,7 @@ in_capacity = 2147483648
 [[instruments]]
 symbol = "ABCDEFGHIJKLMNO"
 tick_size = 9223372036854775807
-price_band = [1, 1]
+price_band = [1, 9223372036854775807]
 market_protection = 0
 [[instruments]]
 symbol = "!~"
