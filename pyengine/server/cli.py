@@ -32,6 +32,7 @@ import argparse
 import dataclasses
 import getpass
 import logging
+import math
 import os
 import signal
 import sys
@@ -64,7 +65,8 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-cpu", type=int, metavar="N",
                    help="CPU for the engine thread (default: the last; -1: don't pin)")
     p.add_argument("--engine-spin-us", "--spin-us", dest="spin_us", type=int, metavar="N",
-                   help="idle polling of the engine thread before it sleeps (default 50)")
+                   help="idle polling of the engine thread before it sleeps (default 50; none on the "
+                   "event loop's CPU, --server-cpu)")
     p.add_argument("--server-spin-us", type=int, metavar="N", help="the event loop polls this long after a read "
                    "before it sleeps, a CPU for the wake-up's latency (default 0: never)")
     p.add_argument("--stats-interval", type=float, metavar="S", help="seconds between stats lines (0: none)")
@@ -285,6 +287,17 @@ def snapshot_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """A time limit: a finite number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyengine-server", description="The pyengine matching server.")
     _serve_args(parser)
@@ -303,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("--port", dest="snapshot_port", type=int, metavar="P",
                       help="the server's port (default: --config's, else 7001)")
     snap.add_argument("--account", type=int, default=0, help="an admin account when the server has accounts")
-    snap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the snapshot")
+    snap.add_argument("--timeout", type=_seconds, default=60.0, help="seconds to wait for the snapshot (> 0)")
     args = parser.parse_args(argv)
     try:
         setup_logging(args.log_level)

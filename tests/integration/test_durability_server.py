@@ -181,6 +181,11 @@ def test_snapshot_asks_the_server_the_same_options_start(server_factory: Any, tm
     out = snapshot_cli("--config", str(config), "snapshot")
     assert f"{config} has port 0" in out.stderr and out.returncode == 2
     assert [seq for seq, _ in snapshots(data)] == [1]
+    # A time limit that cannot be waited: refused as the options are (it ended in a traceback).
+    for bad in ("-1", "0", "nan", "inf"):
+        out = snapshot_cli("snapshot", "--port", str(srv.port), "--timeout", bad)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert f"argument --timeout: must be a number of seconds above 0, not '{bad}'" in out.stderr
 
 
 def test_orders_of_a_closed_session_go_to_the_next_one(server: Any) -> None:
