@@ -203,14 +203,32 @@ def replay_journal(data_dir: str | os.PathLike[str], *, level_updates: bool = Fa
     return eng, eng.process_batch(b"".join(cmd for _, cmd in journal_commands(data_dir)))
 
 
-def _specs_equal(eng: struct_eng, wanted: list[struct_eng_instrument_spec]) -> bool:
-    if lib.eng_instrument_count(eng) != len(wanted):
-        return False
-    for i, spec in enumerate(wanted):
-        have = lib.eng_instrument(eng, i)
-        if bytes(ffi.buffer(have, ffi.sizeof(have[0]))) != bytes(ffi.buffer(spec, ffi.sizeof(spec[0]))):
-            return False
-    return True
+_SPEC_FIELDS = ("symbol", "tick_size", "lot_size", "min_price", "max_price", "market_protection")
+
+
+def _specs_differ(eng: struct_eng, wanted: list[struct_eng_instrument_spec], have: str, want: str) -> str | None:
+    """None when the instruments of `eng` (`have` names where they come
+    from: "the snapshot") are `wanted` (`want`'s); else what the first
+    difference is, and what to do about it."""
+    count = lib.eng_instrument_count(eng)
+
+    def shown(spec: struct_eng_instrument_spec, name: str) -> object:
+        value = getattr(spec, name)
+        return ffi.string(value).decode("ascii", "replace") if name == "symbol" else int(value)
+
+    for i, spec in enumerate(wanted[:count]):
+        ours = lib.eng_instrument(eng, i)
+        if bytes(ffi.buffer(ours, ffi.sizeof(ours[0]))) != bytes(ffi.buffer(spec, ffi.sizeof(spec[0]))):
+            name = next((f for f in _SPEC_FIELDS if shown(ours, f) != shown(spec, f)), "symbol")
+            difference = (f"instrument {i} ({shown(ours, 'symbol')}) has {name} {shown(ours, name)} in {have} "
+                          f"and {shown(spec, name)} in {want}")
+            break
+    else:
+        if count == len(wanted):
+            return None
+        difference = f"{have} has {count} instruments and {want} {len(wanted)}"
+    return (f"{have}'s instruments differ from {want}'s ({difference}): start with the instruments the data "
+            "was written with (or, to start afresh, with a new data directory)")
 
 
 def _empty_engine(level_events: bool) -> struct_eng:
@@ -403,8 +421,8 @@ def recover(
             _check_journal_from_the_start(root)
         if report.snapshot_path is None:
             _add_instruments(eng, root, specs)
-        elif specs is not None and not _specs_equal(eng, specs):
-            raise RecoveryError(f"{root}: the snapshot's instruments differ from the configuration's")
+        elif specs is not None and (differ := _specs_differ(eng, specs, "the snapshot", "the configuration")):
+            raise RecoveryError(f"{report.snapshot_path}: {differ}")
         _replay(eng, root, report)
         if repair:
             _repair(eng, root, report, accept_loss)
@@ -554,9 +572,9 @@ def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrumen
     if rc != lib.ENG_OK:
         lib.eng_destroy(eng)
         raise SnapshotUnusable(path, ffi.string(lib.eng_strerror(rc)).decode())
-    if not _specs_equal(eng, specs):
+    if differ := _specs_differ(eng, specs, "the snapshot", "the configuration"):
         lib.eng_destroy(eng)
-        raise RecoveryError(f"{path}: the snapshot's instruments differ from the configuration's")
+        raise RecoveryError(f"{path}: {differ}")
     return eng, int(seq_out[0])
 
 
@@ -645,9 +663,9 @@ def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
                 segment=found[i - 1][1].name, reason=report.damage.reason, last_good_seq=seq, next_segment=path.name))
             return
         header = _header_specs(path)
-        if header is not None and not _specs_equal(eng, header):
-            raise RecoveryError(f"{path.name}: the journal's instruments differ from the "
-                                f"{'snapshot' if report.snapshot_path else 'configuration'}'s")
+        source = "the snapshot" if report.snapshot_path else "the configuration"
+        if header is not None and (differ := _specs_differ(eng, header, source, "the journal")):
+            raise RecoveryError(f"{path.name}: {differ}")
         lib.jnl_scan_file(str(path).encode(), eng, seq, scan, counts)
         stop = STOP_REASONS.get(scan.stop, str(scan.stop))
         report.segments.append(

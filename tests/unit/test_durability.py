@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -623,10 +624,28 @@ def test_recovery_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_instruments_must_match_the_configuration(tmp_path: Path) -> None:
+    # The refusal names the first difference and what to do.
     journal(tmp_path, flow(100, seed=10))
+    (_, seg), = segments(tmp_path)
     other = [instrument_spec(InstrumentConfig("XYZ", tick_size=5))]
-    with pytest.raises(RecoveryError, match="instruments differ"):
+    with pytest.raises(RecoveryError) as info:
         recover(tmp_path, other)
+    assert str(info.value) == (
+        f"{seg.name}: the configuration's instruments differ from the journal's (instrument 0 (XYZ) has symbol "
+        "XYZ in the configuration and ESZ6 in the journal): start with the instruments the data was written with "
+        "(or, to start afresh, with a new data directory)")
+    ticked = [instrument_spec(replace(i, tick_size=i.tick_size * 2) if i.symbol == "NQZ6" else i)
+              for i in DEFAULT_INSTRUMENTS]
+    with pytest.raises(RecoveryError, match=r"instrument 1 \(NQZ6\) has tick_size 50 in the configuration and 25 "
+                                            "in the journal"):
+        recover(tmp_path, ticked)
+    with pytest.raises(RecoveryError, match="the configuration has 3 instruments and the journal 4"):
+        recover(tmp_path, specs()[:3])
+    journal(tmp_path, flow(10, seed=11), snapshot_every=5)  # now from a snapshot
+    with pytest.raises(RecoveryError, match=r"/snapshot-.*: the snapshot's instruments differ from the "
+                                            r"configuration's \(instrument 1 \(NQZ6\) has tick_size 25 in the "
+                                            r"snapshot and 50 in the configuration\)"):
+        recover(tmp_path, ticked)
 
 
 def test_a_data_dir_serves_one_process(tmp_path: Path) -> None:
