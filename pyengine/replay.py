@@ -14,7 +14,8 @@ what follows it; then the last sequence number, the open orders and a
 have the same hash, so comparing hashes compares two days or two machines.
 
 Exit status: 0; with ``--check``, 1 when a journal is damaged (anything but a
-clean end) or, given several directories, when their hashes differ.
+clean end) or, given several directories, when their hashes differ; 2 when a
+directory cannot be read or is not a data directory.
 """
 
 from __future__ import annotations
@@ -22,20 +23,28 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ._ffi import ffi, lib
-from .durability import RecoveryError, recover
+from .durability import RecoveryError, recover, segments, snapshots
 from .log import LEVELS, setup_logging
 
 __all__ = ["main", "audit"]
 
 
 def audit(data_dir: str, *, full: bool = False) -> dict[str, Any]:
-    """What ``pyengine-replay`` prints for one data directory, as a dict."""
+    """What ``pyengine-replay`` prints for one data directory, as a dict. A
+    directory that holds none of a data directory's files is refused: a
+    clean report of it would pass a check of the wrong path."""
     eng, report = recover(data_dir, None, repair=False, use_snapshots=not full)
+    root = Path(data_dir)
+    if not (segments(root) or snapshots(root) or (root / "HIGHWATER").exists()):
+        lib.eng_destroy(eng)
+        raise RecoveryError(f"{data_dir}: no journal segment, snapshot or HIGHWATER: not a data directory of "
+                            "pyengine-server, or one it never started in")
     try:
         st = ffi.new("struct eng_stats *")
         lib.eng_get_stats(eng, st)

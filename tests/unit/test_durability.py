@@ -597,6 +597,10 @@ def test_the_check_of_a_directory_that_is_not_there_fails_and_creates_nothing(
     assert f"{a_file}: not a directory" in capsys.readouterr().err
     with pytest.raises(RecoveryError, match="no such directory"):
         audit(str(missing))
+    # A directory without a data directory's files (a parent, a wrong path): not a clean journal.
+    assert replay_main([str(tmp_path), "--check"]) == 2
+    assert (f"{tmp_path}: no journal segment, snapshot or HIGHWATER: not a data directory of pyengine-server"
+            in capsys.readouterr().err)
 
 
 def test_the_check_logs_in_the_servers_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
