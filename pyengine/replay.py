@@ -39,8 +39,11 @@ def audit(data_dir: str, *, full: bool = False) -> dict[str, Any]:
     """What ``pyengine-replay`` prints for one data directory, as a dict. A
     directory that holds none of a data directory's files is refused: a
     clean report of it would pass a check of the wrong path."""
-    eng, report = recover(data_dir, None, repair=False, use_snapshots=not full)
     root = Path(data_dir)
+    if full and root.is_dir() and (found := segments(root)) and found[0][0] > 1:
+        raise RecoveryError(f"{data_dir}: --full replays from seq 1, and the journal starts at {found[0][0]}: the "
+                            "segments a snapshot covered were deleted ([durability] keep_segments = true keeps them)")
+    eng, report = recover(data_dir, None, repair=False, use_snapshots=not full)
     if not (segments(root) or snapshots(root) or (root / "HIGHWATER").exists()):
         lib.eng_destroy(eng)
         raise RecoveryError(f"{data_dir}: no journal segment, snapshot or HIGHWATER: not a data directory of "

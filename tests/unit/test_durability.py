@@ -603,6 +603,19 @@ def test_the_check_of_a_directory_that_is_not_there_fails_and_creates_nothing(
             in capsys.readouterr().err)
 
 
+def test_a_full_replay_of_a_journal_cut_by_its_snapshots_says_why_it_cannot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cmds = flow(300, seed=20)
+    journal(tmp_path / "pruned", cmds, snapshot_every=100)
+    journal(tmp_path / "kept", cmds, snapshot_every=100, keep_segments=True)
+    first = segments(tmp_path / "pruned")[0][0]
+    assert first > 1 and segments(tmp_path / "kept")[0][0] == 1
+    assert replay_main([str(tmp_path / "pruned"), "--full"]) == 2
+    assert (f"--full replays from seq 1, and the journal starts at {first}: the segments a snapshot covered were "
+            "deleted ([durability] keep_segments = true keeps them)") in capsys.readouterr().err
+    assert replay_main([str(tmp_path / "kept"), "--full", "--check"]) == 0
+
+
 def test_the_check_logs_in_the_servers_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     journal(tmp_path, flow(200, seed=18))
     (_, seg), = segments(tmp_path)
