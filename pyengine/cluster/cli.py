@@ -57,8 +57,11 @@ def up(args: argparse.Namespace) -> int:
     if not 1 <= args.shards <= min(26, len(DEFAULT_INSTRUMENTS)) or not 1 <= args.nodes <= 9:
         print(f"1 to {min(26, len(DEFAULT_INSTRUMENTS))} shards of 1 to 9 nodes", file=sys.stderr)
         return 2
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "logs").mkdir(exist_ok=True)
+    try:
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot keep the cluster's files in {root}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     names = list(string.ascii_lowercase[: args.shards])
     shards = {name: [i.symbol for i in DEFAULT_INSTRUMENTS[k :: args.shards]] for k, name in enumerate(names)}
     nats = LocalNats(root / "nats", detached=True)
@@ -102,8 +105,17 @@ def _state(root: Path) -> dict[str, Any] | None:
     """What `up` started in `root`; None (and says so) when nothing is up there."""
     try:
         state: dict[str, Any] = json.loads((root / _STATE).read_text())  # written by `up`
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         print(f"no cluster is up in {root}", file=sys.stderr)
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"{root / _STATE} cannot be read ({exc}): it lists the processes `up` started, by pid, for "
+              "`down`; stop those by hand (their logs are in logs/), then remove it", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or not isinstance(state.get("nats"), list) or not isinstance(
+            state.get("nodes"), list):
+        print(f"{root / _STATE} is not what `up` writes: stop its processes by hand, then remove it",
+              file=sys.stderr)
         return None
     return state
 

@@ -236,6 +236,11 @@ def hash_secret_cmd(args: argparse.Namespace) -> int:
     if not secret:
         print("an empty secret is not a secret", file=sys.stderr)
         return 2
+    try:
+        secret.encode()
+    except UnicodeEncodeError:  # bytes that were not UTF-8, kept as surrogates
+        print("the secret is not UTF-8 text, as a login's JSON is: no client could send it", file=sys.stderr)
+        return 2
     print(hash_secret(secret))
     return 0
 

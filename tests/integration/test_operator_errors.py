@@ -243,6 +243,13 @@ def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
     assert check_secret(proc.stdout.strip(), secret)
 
 
+def test_hash_secret_refuses_a_secret_that_is_not_utf8() -> None:
+    proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "hash-secret"], input=b"\xff\xfepw\n",
+                          capture_output=True, timeout=60, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert (proc.returncode, proc.stdout) == (2, b"")
+    assert proc.stderr == b"the secret is not UTF-8 text, as a login's JSON is: no client could send it\n"
+
+
 def test_a_node_asking_more_copies_of_its_log_than_nats_can_keep_is_told_so(tmp_path: Path) -> None:
     # One NATS server, not a cluster: JetStream refuses a stream of 3
     # replicas at once, which the start reports rather than a traceback.

@@ -61,3 +61,25 @@ def test_down_reads_the_state_of_an_older_up_by_the_programs_name(tmp_path: Path
         for p in (node, other):
             p.kill()
             p.wait()
+
+
+@pytest.mark.parametrize("text, says", [("{bad", "cannot be read (Expecting property name"),
+                                        ("[1]", "is not what `up` writes"),
+                                        ('{"nats": [], "nodes": 3}', "is not what `up` writes")])
+def test_a_state_file_that_is_not_ups_is_told_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                              text: str, says: str) -> None:
+    (tmp_path / "state.json").write_text(text)
+    for command in ("status", "down"):
+        assert cli.main([command, "--dir", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f"{tmp_path / 'state.json'} {says}") and "by hand" in err
+    assert (tmp_path / "state.json").read_text() == text  # left for whoever stops its processes
+
+
+def test_up_in_a_place_that_cannot_hold_a_directory_is_refused(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("")
+    assert cli.main(["up", "--dir", str(tmp_path / "afile")]) == 2
+    assert capsys.readouterr().err == f"cannot keep the cluster's files in {tmp_path / 'afile'}: Not a directory\n"
+    assert cli.main(["status", "--dir", str(tmp_path / "afile")]) == 1
+    assert capsys.readouterr().err == f"no cluster is up in {tmp_path / 'afile'}\n"
