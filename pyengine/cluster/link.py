@@ -17,7 +17,7 @@ from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from ..log import fields
+from ..log import Throttle, fields
 from .config import ClusterConfig
 from .shardlog import KV_BUCKET, NoLeaderYet, ensure_stream
 from .snapshots import open_store
@@ -48,8 +48,13 @@ async def connect(cluster: ClusterConfig, timeout: float = 120.0) -> Link:
     lease bucket and the snapshot store exist. Raises ConnectionError when
     no server answers within `timeout` seconds."""
 
+    # The client reports every failed try, and tries every 0.2 s while no
+    # server answers: a line each 5 s at most for each kind of error.
+    error_lines = Throttle(5.0)
+
     async def on_error(exc: Exception) -> None:
-        log.warning("nats_error", extra=fields(error=f"{type(exc).__name__}: {exc}"))
+        if (held := error_lines.allow(type(exc))) is not None:
+            log.warning("nats_error", extra=fields(error=f"{type(exc).__name__}: {exc}", held_back=held))
 
     async def on_disconnected() -> None:
         log.warning("nats_disconnected", extra=fields(node=cluster.node))

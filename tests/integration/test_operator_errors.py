@@ -226,6 +226,9 @@ def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> 
         while "event=nats_error" not in log_path.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert "event=nats_error" in log_path.read_text(), log_path.read_text()
+        time.sleep(1.0)  # some 5 tries more: one line for them all, every 5 s
+        assert [line.endswith("held_back=0") for line in log_path.read_text().splitlines()
+                if "event=nats_error" in line] == [True]
         proc.send_signal(signal.SIGTERM)
         # As on a first start: the signal's default action (held, it would wait for NATS).
         assert proc.wait(30) == -signal.SIGTERM, log_path.read_text()
