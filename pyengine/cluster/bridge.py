@@ -41,6 +41,12 @@ class LoopThread:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_forever()
+        # What a stop cut short (a start waiting for NATS when the process
+        # is told to stop) ends cancelled, not destroyed while pending.
+        if pending := asyncio.all_tasks(self.loop):
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         # The loop's default executor (name lookups when connecting) has a
         # thread of its own that would outlive this one. The loop stays open:
         # a call posted to it late is dropped, not an error in its sender.
@@ -59,8 +65,14 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run `coro` and wait for it: for start-up and shutdown only, before
-        or after the gevent thread serves."""
-        return self.submit(coro).result(timeout)
+        or after the gevent thread serves. A wait cut short (its timeout, a
+        Ctrl-C) cancels it: nothing is left running on the loop."""
+        future = self.submit(coro)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
 
     def stop(self, timeout: float = 5.0) -> None:
         if self._thread.is_alive():

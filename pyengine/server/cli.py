@@ -180,6 +180,10 @@ def serve(args: argparse.Namespace) -> int:
     except (EngineError, OSError) as exc:
         log.error("cannot_start", extra=fields(error=str(exc)))
         return 1
+    except KeyboardInterrupt:  # Ctrl-C while a start waits (a cluster node's, for NATS): its default action
+        log.info("signal", extra=fields(signal="SIGINT"))
+        log.warning("not_started", extra=fields(reason="stopped by a signal before it served"))
+        return 128 + signal.SIGINT
     try:
         server.serve_forever()
     except OSError as exc:

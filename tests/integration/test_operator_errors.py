@@ -238,6 +238,32 @@ def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> 
             proc.wait()
 
 
+def test_a_node_waiting_for_nats_stops_on_ctrl_c_with_a_word_and_no_traceback(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nats_port = s.getsockname()[1]
+    config = tmp_path / "node.toml"
+    config.write_text(f'[cluster]\nnats = ["nats://127.0.0.1:{nats_port}"]\n')
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--engine-cpu", "-1",
+                                 "--config", str(config), "--shard", "a", "--node", "a1"],
+                                stderr=log, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    try:
+        deadline = time.monotonic() + 30
+        while "event=nats_error" not in log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 130, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    assert "event=signal signal=SIGINT" in text and "event=not_started" in text
+    assert "Traceback" not in text and "Task was destroyed" not in text, text
+
+
 @pytest.mark.parametrize("line, secret", [("pw\r\n", "pw"), ("pw\n", "pw"), ("pw", "pw"), (" pw \t\n", " pw \t")])
 def test_hash_secret_drops_the_line_end_alone(line: str, secret: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "hash-secret"], input=line,
