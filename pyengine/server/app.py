@@ -226,6 +226,10 @@ class Server:
         if not self.config.auth_required:
             log.warning("no_auth", extra=fields(
                 detail="no [[accounts]] in the configuration: any client may log in as any account, with admin rights"))
+        for account in self.config.accounts:
+            if account.admin and account.secret is None:
+                log.warning("no_auth", extra=fields(account=account.account, detail="an admin account without a "
+                                                    "secret: any client may log in as it, with admin rights"))
 
     def start_reading(self) -> None:
         """Have the hub read the sessions' sockets: a loop turn at a time, in

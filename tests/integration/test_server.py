@@ -488,6 +488,14 @@ def test_connection_limit(server_factory: Any) -> None:
         assert d.request(d.ping(), timeout=2)["type"] == "pong"
 
 
+def test_an_admin_account_without_a_secret_is_warned_of(server_factory: Any) -> None:
+    server = server_factory("[[accounts]]\naccount = 7\n[[accounts]]\naccount = 1\nadmin = true\n")
+    line = server.wait_log(r"event=no_auth ")
+    assert "level=warning" in line and "account=1" in line and "admin rights" in line
+    with server.client() as c:
+        assert c.login(1)["admin"] is True  # what it warns of
+
+
 def test_authentication(server_factory: Any) -> None:
     config = f"""
 [[accounts]]
@@ -516,6 +524,7 @@ admin = true
         assert admin.login(1, "admin-pw")["admin"] is True
         done = admin.request(admin.cancel(order_id=order["order_id"]))
         assert (done["type"], done["order_id"]) == ("cancelled", order["order_id"])
+    assert not [line for line in server.lines if "event=no_auth" in line]  # every account has a secret
 
 
 def test_clean_shutdown(server_factory: Any) -> None:
