@@ -39,12 +39,37 @@ from .listen import bind
 __all__ = ["StartResponse", "WsgiApp", "http_server"]
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+# The most a request's header lines may take: what a browser or a scraper
+# sends is a few hundred bytes; parsed in one go, megabytes of them would
+# hold the event loop (the order port's too) for tens of milliseconds.
+MAX_HEAD = 16384
 
 log = logging.getLogger("pyengine.server")
 
 # A WSGI application's types, for the endpoints' apps.
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class _HeadTooLarge(ValueError):
+    pass
+
+
+class _LimitedHead:
+    """The request's header lines from `rfile`, at most `limit` bytes of
+    them (the parser's readline is all it uses)."""
+
+    def __init__(self, rfile: Any, limit: int) -> None:
+        self._rfile = rfile
+        self._left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line: bytes = self._rfile.readline(self._left + 1 if size < 0 else min(size, self._left + 1))
+        self._left -= len(line)
+        if self._left < 0:
+            raise _HeadTooLarge(f"the request's header lines are over {MAX_HEAD} bytes")
+        return line
 
 
 class _Handler(WSGIHandler):
@@ -73,11 +98,17 @@ class _Handler(WSGIHandler):
         finally:
             self._reading.close()
 
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (gevent's name)
+        limited: Any = _LimitedHead(fp, MAX_HEAD)  # a file to the parser, which only reads lines
+        return super().MessageClass(limited, *args)
+
     def run_application(self) -> None:
-        # The response is written as slowly as the client takes it: a page's
-        # stream lasts as long as the page.
+        # Each write of the response may wait for the client up to the
+        # request's deadline, and no longer: a client that does not read
+        # its answers does not keep its place for good. A page's stream,
+        # a write at a time, lasts as long as the page reads it.
         self._reading.close()
-        self.socket.settimeout(None)
+        self.socket.settimeout(self.request_deadline)
         try:
             super().run_application()
         finally:
@@ -86,11 +117,21 @@ class _Handler(WSGIHandler):
             # (nothing here takes one), under what is left of the deadline.
             self._reading = Timeout.start_new(max(0.0, self._ends - time.monotonic()), TimeoutError)
 
+    def process_result(self) -> None:
+        # gevent writes the body of a response to HEAD as to GET, which a
+        # client then reads as the start of the next response: the head alone.
+        if self.command != "HEAD":
+            super().process_result()
+        elif self.status and not self.headers_sent:
+            self.write(b"")
+
     def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes] | None:
         # gevent's prints a traceback to stderr (the server's log) for what
         # is not a ValueError: more than 100 header lines, one too long.
         if isinstance(ex, OSError):  # the request's headers did not come in time, or the connection failed
             return None
+        if isinstance(ex, _HeadTooLarge):
+            return ("431", _HEAD_TOO_LARGE)
         return ("400", _BAD_REQUEST)
 
 

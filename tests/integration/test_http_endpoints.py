@@ -111,12 +111,70 @@ def test_an_unreadable_request_is_answered_400_without_a_traceback(server_factor
     port = endpoint_port(server, event)
     many_headers = b"".join(b"X-%d: y\r\n" % i for i in range(101))
     long_header = b"X-Long: " + b"a" * 70_000 + b"\r\n"
-    for headers in (many_headers, long_header):
+    many_long = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(20))  # 20 KB in all
+    for headers, status in ((many_headers, b"400"), (long_header, b"431"), (many_long, b"431")):
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
             s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
-            assert s.recv(1024).startswith(b"HTTP/1.1 400 ")
+            assert s.recv(1024).startswith(b"HTTP/1.1 " + status + b" "), headers[:20]
+    # Just under the limit, the request is served.
+    under = b"".join(b"X-%d: %s\r\n" % (i, b"a" * 1000) for i in range(15))
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + under
+                  + b"\r\n")
+        assert s.recv(1024).startswith(b"HTTP/1.1 200 ")
     assert get(port, path) == 200  # the server is well, and has logged anything it would have
     assert not any("Traceback" in line for line in server.lines)
+
+
+def read_until_closed(s: socket.socket) -> bytes:
+    got = b""
+    while chunk := s.recv(65536):
+        got += chunk
+    return got
+
+
+@pytest.mark.parametrize("flag,event,path", ENDPOINTS)
+def test_a_head_request_is_answered_with_the_head_alone(server_factory: Any, flag: str, event: str,
+                                                        path: str) -> None:
+    # Its body would be read as the start of the next answer on the connection.
+    server = endpoint_server(server_factory, flag)
+    port = endpoint_port(server, event)
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as s:
+        s.sendall(b"HEAD " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                  b"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        got = read_until_closed(s)
+    head, _, rest = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 ") and (rest == b"" or rest.startswith(b"HTTP/1.1 404 ")), got[:300]
+    lengths = re.findall(rb"(?i)content-length: (\d+)", head)
+    assert flag == "--metrics-port" or int(lengths[0]) == len(urllib.request.urlopen(
+        f"http://127.0.0.1:{port}{path}", timeout=WAIT).read())  # the web view's: the page's, as GET sends
+
+
+def test_scrapers_that_do_not_read_their_answers_do_not_hold_the_metrics(server_factory: Any) -> None:
+    # As many connections as it serves, each asking again and again (keep-
+    # alive, pipelined) and reading nothing: a write that waits for its
+    # client past the request deadline closes the connection.
+    server = endpoint_server(server_factory, "--metrics-port")
+    port = endpoint_port(server, "metrics_listening")
+    request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    holders = []
+    for _ in range(16):
+        s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        try:
+            for _ in range(200):
+                s.send(request * 20)
+        except BlockingIOError:
+            pass  # the server has stopped reading it: its answers fill the way back
+        holders.append(s)
+    try:
+        t0 = time.monotonic()
+        assert get(port, "/metrics") == 200
+        assert time.monotonic() - t0 < WAIT
+    finally:
+        for s in holders:
+            s.close()
 
 
 def trickle_until_closed(s: socket.socket, data: bytes) -> bytes:
