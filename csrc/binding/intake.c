@@ -108,8 +108,10 @@ static int intake_limits(srv_intake *self, srv_link *link, struct srv_order *r)
     if (counts->open + counts->in_flight < self->max_open)
         return 1;
     return intake_rejected(self, link, r, SRV_REJ_MAX_OPEN,
-                           PyUnicode_FromFormat("account %lu has %lld open orders, the most it may have",
-                                                (unsigned long)link->account, self->max_open),
+                           PyUnicode_FromFormat("account %lu has %lld open and %lld unanswered new orders: "
+                                                "at most %lld may rest",
+                                                (unsigned long)link->account, counts->open, counts->in_flight,
+                                                self->max_open),
                            1);
 }
 

@@ -325,7 +325,8 @@ class Model:
         rests = req.order_type == "limit" and req.tif == "gtc"
         if rests and self.max_open and self.open + self.in_flight >= self.max_open:
             return self.reject(req.req_id, "max_open_orders_exceeded",
-                               f"account {self.account} has {self.max_open} open orders, the most it may have",
+                               f"account {self.account} has {self.open} open and {self.in_flight} unanswered new "
+                               f"orders: at most {self.max_open} may rest",
                                req.client_order_id, None)
         self.in_flight += 1
         self.queue("new_order", req.req_id, req.client_order_id, type=lib.ENG_CMD_NEW, side=SIDE_CODES[req.side],
@@ -564,7 +565,7 @@ def test_the_open_order_limit_is_the_intakes_and_an_instruments_the_engines(worl
     for symbol, qty, price in (("NQZ6", 101, 1), ("CLF7", 2**62, 2**62), ("CLF7", 1, 1)):
         w.take(orjson.dumps({"type": "new_order", "symbol": symbol, "side": "buy", "qty": qty, "price": price}))
     assert [(r["code"], r["message"]) for r in w.wire()] == [
-        ("max_open_orders_exceeded", "account 7 has 3 open orders, the most it may have"),
+        ("max_open_orders_exceeded", "account 7 has 1 open and 2 unanswered new orders: at most 3 may rest"),
     ]
     assert [c["qty"] for c in w.commands()] == [101, 2**62]  # 1 open + 2 in flight: the limit
 
