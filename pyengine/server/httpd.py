@@ -111,6 +111,9 @@ class _Handler(WSGIHandler):
         self.socket.settimeout(self.request_deadline)
         try:
             super().run_application()
+        except TimeoutError:  # a write the client did not take in time: the connection goes, quietly
+            log.debug("http_write_timeout", extra=fields(peer=self.client_address))
+            self.close_connection = True
         finally:
             self.socket.settimeout(self.request_timeout)
             # What is left of the request's body is read next, and discarded

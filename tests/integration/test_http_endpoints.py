@@ -175,6 +175,8 @@ def test_scrapers_that_do_not_read_their_answers_do_not_hold_the_metrics(server_
     finally:
         for s in holders:
             s.close()
+    server.wait_log(r"event=http_write_timeout ")
+    assert not any("Traceback" in line or "500 Internal" in line for line in server.lines)
 
 
 def trickle_until_closed(s: socket.socket, data: bytes) -> bytes:
