@@ -56,16 +56,20 @@ class _Error(ValueError):
     pass
 
 
+_SCHEMES = ("nats", "tls", "ws", "wss")
+
+
 def _is_nats_url(url: str) -> bool:
     """A URL the NATS client can connect to: nats://, tls://, ws:// or
     wss:// (nats:// when none is given), a host, and a port if any that is
     a number."""
-    parts = urlsplit(url if "://" in url else "nats://" + url)
+    scheme, sep, _ = url.partition("://")
     try:
+        parts = urlsplit(url if sep else "nats://" + url)
         parts.port
-    except ValueError:
+    except ValueError:  # a bracket unclosed, a port not a number
         return False
-    return parts.scheme in ("nats", "tls", "ws", "wss") and bool(parts.hostname)
+    return (scheme in _SCHEMES or not sep) and bool(parts.hostname)
 
 
 def cluster_from_table(table: dict[str, Any], error: type[ValueError] = _Error) -> dict[str, Any]:
@@ -113,6 +117,9 @@ def check_cluster(c: ClusterConfig, symbols: list[str], error: type[ValueError] 
     for url in c.nats:
         if not _is_nats_url(url):
             raise error(f"[cluster]: nats: {url!r} is not a NATS server's URL (nats://HOST:PORT, or HOST:PORT)")
+    if len({url.startswith(("ws://", "wss://")) for url in c.nats}) > 1:
+        raise error("[cluster]: nats: WebSocket URLs (ws://, wss://) and others together: the NATS client takes "
+                    "one kind")
     for what, name in (("shard", c.shard), ("node", c.node)):
         if not name and partial:
             continue

@@ -454,6 +454,8 @@ def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     flags = _cli("--nats", "nats://x:1,y:2, tls://z:3", "--shard", "s", "--node", "n").cluster
     assert flags is not None and flags.log_replicas == 3 and flags.instruments == {}
     assert flags.nats == ("nats://x:1", "y:2", "tls://z:3")
+    forms = "nats://u:p@h:4222,tok@h,[::1]:4222,nats://[fe80::1%eth0]:4222,h,tls://h/"
+    assert len(_cli("--nats", forms, "--shard", "s", "--node", "n").cluster.nats) == 6  # type: ignore[union-attr]
     assert flags.shard_symbols(["A", "B"]) == ["A", "B"]  # one shard: every instrument
     assert _cli().cluster is None
 
@@ -484,6 +486,9 @@ def test_cluster_from_the_file_and_the_command_line(tmp_path: Path) -> None:
     (("--shard", "a", "--node", "x"), '[cluster]\nnats = ["127.0.0.1:notaport"]\n',
      "nats: '127.0.0.1:notaport' is not"),
     (("--nats", "http://h:1", "--shard", "a", "--node", "x"), None, "nats: 'http://h:1' is not"),
+    (("--nats", "nats://[::1:4222", "--shard", "a", "--node", "x"), None, r"nats: 'nats://\[::1:4222' is not"),
+    (("--nats", "NATS://h:1", "--shard", "a", "--node", "x"), None, "nats: 'NATS://h:1' is not"),
+    (("--nats", "ws://h:1,nats://h:2", "--shard", "a", "--node", "x"), None, "WebSocket URLs .* and others"),
 ])
 def test_cluster_errors(tmp_path: Path, argv: tuple[str, ...], text: str | None, words: str) -> None:
     args = list(argv)
