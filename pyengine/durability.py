@@ -44,7 +44,7 @@ from .log import fields
 if TYPE_CHECKING:
     from ._cengine import struct_eng, struct_eng_instrument_spec, struct_jnl_scan
 
-__all__ = ["DataDirLock", "Damage", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "SnapshotUnusable",
+__all__ = ["DataDirLock", "Damage", "InstrumentsDiffer", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "SnapshotUnusable",
            "COVERED", "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover",
            "segments", "snapshots", "STOP_REASONS"]
 
@@ -75,6 +75,14 @@ class SnapshotUnusable(RecoveryError):
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         super().__init__(f"{path}: not a usable snapshot ({reason})")
         self.reason = reason
+
+
+class InstrumentsDiffer(RecoveryError):
+    """A snapshot of other instruments than the ones it is loaded for."""
+
+    def __init__(self, path: str | os.PathLike[str], difference: str) -> None:
+        super().__init__(f"{path}: {difference}")
+        self.difference = difference
 
 
 class JournalDamaged(RecoveryError):
@@ -209,7 +217,7 @@ _SPEC_FIELDS = ("symbol", "tick_size", "lot_size", "min_price", "max_price", "ma
 def _specs_differ(eng: struct_eng, wanted: list[struct_eng_instrument_spec], have: str, want: str) -> str | None:
     """None when the instruments of `eng` (`have` names where they come
     from: "the snapshot") are `wanted` (`want`'s); else what the first
-    difference is, and what to do about it."""
+    difference is."""
     count = lib.eng_instrument_count(eng)
 
     def shown(spec: struct_eng_instrument_spec, name: str) -> object:
@@ -227,8 +235,12 @@ def _specs_differ(eng: struct_eng, wanted: list[struct_eng_instrument_spec], hav
         if count == len(wanted):
             return None
         difference = f"{have} has {count} instruments and {want} {len(wanted)}"
-    return (f"{have}'s instruments differ from {want}'s ({difference}): start with the instruments the data "
-            "was written with (or, to start afresh, with a new data directory)")
+    return f"{have}'s instruments differ from {want}'s ({difference})"
+
+
+# What a start whose configuration is not its data directory's is told to do.
+_OTHER_CONFIGURATION = ("start with the instruments the data directory was written with (or, to start afresh, "
+                        "with a new data directory)")
 
 
 def _empty_engine(level_events: bool) -> struct_eng:
@@ -422,8 +434,9 @@ def recover(
         if report.snapshot_path is None:
             _add_instruments(eng, root, specs)
         elif specs is not None and (differ := _specs_differ(eng, specs, "the snapshot", "the configuration")):
-            raise RecoveryError(f"{report.snapshot_path}: {differ}")
-        _replay(eng, root, report)
+            raise RecoveryError(f"{report.snapshot_path}: {differ}: {_OTHER_CONFIGURATION}")
+        _replay(eng, root, report, "the snapshot" if report.snapshot_path else
+                "the configuration" if specs is not None else "the first segment")
         if repair:
             _repair(eng, root, report, accept_loss)
         elif (plan := _read_set_aside(root)) is not None:
@@ -564,8 +577,8 @@ def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrumen
                   level_events: bool = False) -> tuple[struct_eng, int]:
     """An engine (``struct eng *``; the caller destroys it) holding the
     snapshot file `path`, and the seq it was taken at. Raises
-    SnapshotUnusable when the file is not a valid snapshot, RecoveryError
-    when it names other instruments than `specs`."""
+    SnapshotUnusable when the file is not a valid snapshot,
+    InstrumentsDiffer when it names other instruments than `specs`."""
     seq_out = ffi.new("uint64_t *")
     eng = _empty_engine(level_events)
     rc = lib.eng_snapshot_load(eng, os.fsencode(path), seq_out)
@@ -574,7 +587,7 @@ def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrumen
         raise SnapshotUnusable(path, ffi.string(lib.eng_strerror(rc)).decode())
     if differ := _specs_differ(eng, specs, "the snapshot", "the configuration"):
         lib.eng_destroy(eng)
-        raise RecoveryError(f"{path}: {differ}")
+        raise InstrumentsDiffer(path, differ)
     return eng, int(seq_out[0])
 
 
@@ -635,10 +648,12 @@ def _add_instruments(eng: struct_eng, root: Path, specs: list[struct_eng_instrum
         raise RecoveryError(str(exc)) from None
 
 
-def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
+def _replay(eng: struct_eng, root: Path, report: Recovery, source: str) -> None:
     """Apply the journal's records after the engine's seq, up to the first
     one that is not whole and valid; set ``report.damage`` when that is
-    before the end of the journal. Changes no file."""
+    before the end of the journal. Changes no file. `source`: where the
+    engine's instruments came from ("the configuration"), for a segment
+    whose own differ."""
     scan = ffi.new("struct jnl_scan *")
     counts = ffi.new("uint64_t[]", lib.ENG_CMD__COUNT)
     names = ("other", "new", "cancel", "modify", "set_state", "cancel_all", "set_mmp", "reset_mmp", "set_limits")
@@ -663,9 +678,9 @@ def _replay(eng: struct_eng, root: Path, report: Recovery) -> None:
                 segment=found[i - 1][1].name, reason=report.damage.reason, last_good_seq=seq, next_segment=path.name))
             return
         header = _header_specs(path)
-        source = "the snapshot" if report.snapshot_path else "the configuration"
-        if header is not None and (differ := _specs_differ(eng, header, source, "the journal")):
-            raise RecoveryError(f"{path.name}: {differ}")
+        if header is not None and (differ := _specs_differ(eng, header, source, "this segment")):
+            raise RecoveryError(f"{path.name}: {differ}" + (f": {_OTHER_CONFIGURATION}"
+                                                            if source == "the configuration" else ""))
         lib.jnl_scan_file(str(path).encode(), eng, seq, scan, counts)
         stop = STOP_REASONS.get(scan.stop, str(scan.stop))
         report.segments.append(

@@ -44,7 +44,7 @@ from ..cluster.link import Link, connect, patiently
 from ..cluster.mdfeed import SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
 from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, led_stream_info, log_identity
-from ..durability import RecoveryError, SnapshotUnusable, load_snapshot, new_engine
+from ..durability import InstrumentsDiffer, RecoveryError, SnapshotUnusable, load_snapshot, new_engine
 from ..log import fields
 
 from .commands import CommandQueue
@@ -202,6 +202,9 @@ class ClusterNode:
             except SnapshotUnusable as exc:
                 log.error("snapshot_unusable", extra=fields(shard=ref.shard, name=ref.name, error=exc.reason))
                 return None
+            except InstrumentsDiffer as exc:  # a configuration to fix, not a snapshot to pass over
+                raise RecoveryError(f"snapshot {ref.name} of shard {ref.shard}: {exc.difference}: give this node "
+                                    "the shard's [[instruments]], as its other nodes have them") from None
 
     # ---- running ------------------------------------------------------------------
 

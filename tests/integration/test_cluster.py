@@ -521,6 +521,26 @@ def test_a_node_that_can_read_no_snapshot_the_log_needs_stops_naming_them(
         r"for one that failed for want of memory, start with more", refused[0]), node.stderr
 
 
+def test_a_node_configured_with_other_instruments_than_its_shards_is_told_to_fix_them(
+        nats: LocalNats, shard: Callable[..., list[Any]], tmp_path: Path) -> None:
+    """Its instruments are not those of the shard's snapshots: a
+    configuration to fix, named by the snapshot and the difference."""
+    _, newer = two_snapshots_and_an_order_after(nats, shard)
+    config = tmp_path / "node.toml"
+    config.write_text(cluster_config(nats.urls).replace("[durability]", '[[instruments]]\nsymbol = "ESZ6"\n'
+                                                        'tick_size = 5\n[[instruments]]\nsymbol = "NQZ6"\n'
+                                                        'tick_size = 25\n[[instruments]]\nsymbol = "CLF7"\n'
+                                                        '[[instruments]]\nsymbol = "BTC-PERP"\n[durability]'))
+    node = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "--config", str(config), "--port", "0",
+                           "--engine-cpu", "-1", "--shard", "a", "--node", "a2"],
+                          capture_output=True, text=True, timeout=120)
+    assert node.returncode == 1, node.stderr
+    (refused,) = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
+    assert (f"snapshot {newer} of shard a: the snapshot's instruments differ from the configuration's (instrument 0 "
+            "(ESZ6) has tick_size 25 in the snapshot and 5 in the configuration): give this node the shard's "
+            "[[instruments]], as its other nodes have them") in refused, node.stderr
+
+
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,
                                                                         shard: Callable[..., list[Any]]) -> None:
     """The leader dies and the log is lost (made again, empty): the follower

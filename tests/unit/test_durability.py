@@ -648,15 +648,15 @@ def test_instruments_must_match_the_configuration(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError) as info:
         recover(tmp_path, other)
     assert str(info.value) == (
-        f"{seg.name}: the configuration's instruments differ from the journal's (instrument 0 (XYZ) has symbol "
-        "XYZ in the configuration and ESZ6 in the journal): start with the instruments the data was written with "
-        "(or, to start afresh, with a new data directory)")
+        f"{seg.name}: the configuration's instruments differ from this segment's (instrument 0 (XYZ) has symbol "
+        "XYZ in the configuration and ESZ6 in this segment): start with the instruments the data directory was "
+        "written with (or, to start afresh, with a new data directory)")
     ticked = [instrument_spec(replace(i, tick_size=i.tick_size * 2) if i.symbol == "NQZ6" else i)
               for i in DEFAULT_INSTRUMENTS]
     with pytest.raises(RecoveryError, match=r"instrument 1 \(NQZ6\) has tick_size 50 in the configuration and 25 "
-                                            "in the journal"):
+                                            "in this segment"):
         recover(tmp_path, ticked)
-    with pytest.raises(RecoveryError, match="the configuration has 3 instruments and the journal 4"):
+    with pytest.raises(RecoveryError, match="the configuration has 3 instruments and this segment 4"):
         recover(tmp_path, specs()[:3])
     journal(tmp_path, flow(10, seed=11), snapshot_every=5)  # now from a snapshot
     with pytest.raises(RecoveryError, match=r"/snapshot-.*: the snapshot's instruments differ from the "
