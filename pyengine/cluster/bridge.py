@@ -46,7 +46,10 @@ class LoopThread:
         if pending := asyncio.all_tasks(self.loop):
             for task in pending:
                 task.cancel()
-            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            ended = self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            for error in ended:
+                if isinstance(error, Exception):  # not the CancelledError each was asked for
+                    log.warning("loop_task_failed", extra=fields(error=f"{type(error).__name__}: {error}"))
         # The loop's default executor (name lookups when connecting) has a
         # thread of its own that would outlive this one. The loop stays open:
         # a call posted to it late is dropped, not an error in its sender.

@@ -328,7 +328,7 @@ def _parse_cancel_all_after(msg: dict[str, Any], req_id: Any) -> CancelAllAfter:
     if type(v) not in (int, float):
         raise RequestError("bad_field", f"seconds must be a number in [0, {longest:g}], not {shown(v)}", req_id)
     if not 0 <= v <= longest:
-        raise RequestError("bad_field", f"seconds={v:g} is out of range [0, {longest:g}]", req_id)
+        raise RequestError("bad_field", f"seconds={v!r} is out of range [0, {longest:g}]", req_id)
     return CancelAllAfter(req_id, v)
 
 

@@ -91,7 +91,7 @@ def test_a_long_wait_is_logged_with_what_it_waits_on(monkeypatch: pytest.MonkeyP
 
     async def waited() -> str:
         loop = asyncio.get_running_loop()
-        until = loop.time() + 1.5
+        until = loop.time() + 2.5
 
         async def create() -> str:
             if loop.time() < until:
@@ -102,7 +102,7 @@ def test_a_long_wait_is_logged_with_what_it_waits_on(monkeypatch: pytest.MonkeyP
     with caplog.at_level("DEBUG", logger="pyengine.cluster"):
         assert asyncio.run(waited()) == "made"
     notices = [r for r in caplog.records if r.getMessage() == "jetstream_waiting"]
-    assert 2 <= len(notices) <= 3 and {r.levelname for r in notices} == {"INFO"}  # from 0.3 s, every 0.5 s
+    assert 2 <= len(notices) <= 5 and {r.levelname for r in notices} == {"INFO"}  # from 0.3 s, every 0.5 s
     assert notices[0].kv["what"] == "the shard's stream" and notices[0].kv["error"].startswith("NoRespondersError")
     assert notices[0].kv["timeout_s"] == 10
     assert any(r.getMessage() == "jetstream_not_ready" for r in caplog.records)

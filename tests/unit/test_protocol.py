@@ -78,6 +78,7 @@ def test_an_integer_past_64_bits_is_out_of_range(literal: bytes) -> None:
 
 @pytest.mark.parametrize(("literal", "message"), [
     (b"-1", "seconds=-1 is out of range [0, 86400]"),
+    (b"1000000", "seconds=1000000 is out of range [0, 86400]"),
     (b"86400.5", "seconds=86400.5 is out of range [0, 86400]"),
     (b"1e300", "seconds=1e+300 is out of range [0, 86400]"),
     (b'"5"', "seconds must be a number in [0, 86400], not '5'"),
