@@ -40,6 +40,7 @@ __all__ = ["StartResponse", "WsgiApp", "http_server"]
 
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+_BODY_REFUSED = b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 # The most a request's header lines may take: what a browser or a scraper
 # sends is a few hundred bytes; parsed in one go, megabytes of them would
 # hold the event loop (the order port's too) for tens of milliseconds.
@@ -53,6 +54,10 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 
 class _HeadTooLarge(ValueError):
+    pass
+
+
+class _BodyRefused(ValueError):
     pass
 
 
@@ -98,6 +103,15 @@ class _Handler(WSGIHandler):
         finally:
             self._reading.close()
 
+    def read_request(self, raw_requestline: str) -> Any:
+        ok = super().read_request(raw_requestline)
+        # Neither endpoint takes a body. One is refused unread (the
+        # connection closes): read and discarded, a body sent fast enough
+        # would hold the event loop, the order port's too, until the deadline.
+        if self.content_length or self.headers.get("transfer-encoding"):
+            raise _BodyRefused("a request with a body")
+        return ok
+
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 (gevent's name)
         limited: Any = _LimitedHead(fp, MAX_HEAD)  # a file to the parser, which only reads lines
         return super().MessageClass(limited, *args)
@@ -116,8 +130,8 @@ class _Handler(WSGIHandler):
             self.close_connection = True
         finally:
             self.socket.settimeout(self.request_timeout)
-            # What is left of the request's body is read next, and discarded
-            # (nothing here takes one), under what is left of the deadline.
+            # gevent discards what is left of the request's body next (none:
+            # read_request refuses one), under what is left of the deadline.
             self._reading = Timeout.start_new(max(0.0, self._ends - time.monotonic()), TimeoutError)
 
     def process_result(self) -> None:
@@ -135,6 +149,8 @@ class _Handler(WSGIHandler):
             return None
         if isinstance(ex, _HeadTooLarge):
             return ("431", _HEAD_TOO_LARGE)
+        if isinstance(ex, _BodyRefused):
+            return ("413", _BODY_REFUSED)
         return ("400", _BAD_REQUEST)
 
 
