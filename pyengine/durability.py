@@ -235,7 +235,7 @@ def _specs_differ(eng: struct_eng, wanted: list[struct_eng_instrument_spec], hav
         if count == len(wanted):
             return None
         difference = f"{have} has {count} instruments and {want} {len(wanted)}"
-    return f"{have}'s instruments differ from {want}'s ({difference})"
+    return f"the instruments of {have} differ from those of {want} ({difference})"
 
 
 # What a start whose configuration is not its data directory's is told to do.
@@ -681,6 +681,8 @@ def _replay(eng: struct_eng, root: Path, report: Recovery, source: str) -> None:
         if header is not None and (differ := _specs_differ(eng, header, source, "this segment")):
             raise RecoveryError(f"{path.name}: {differ}" + (f": {_OTHER_CONFIGURATION}"
                                                             if source == "the configuration" else ""))
+        if header is not None:
+            source = "the segments before it"  # one unlike them is the data directory's own inconsistency
         lib.jnl_scan_file(str(path).encode(), eng, seq, scan, counts)
         stop = STOP_REASONS.get(scan.stop, str(scan.stop))
         report.segments.append(

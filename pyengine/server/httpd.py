@@ -6,11 +6,14 @@ Each serves a bounded number of connections at once (more wait in the
 listening socket's backlog, taking none of the process's file descriptors,
 which the order port's sessions need), and closes a connection that sends
 nothing of its request for `request_timeout` seconds (an idle keep-alive
-connection too), or whose request, head and body, is not all in
-`request_deadline` seconds after the server awaits it (a byte every few
-seconds passes the first; both are settings of the endpoint's table), so that connections that never send a whole
-request cannot hold those places for good. A request it cannot parse is
-answered 400 without a traceback in the server's log.
+connection too), or whose request's head is not all in `request_deadline`
+seconds after the server awaits it (a byte every few seconds passes the
+first; both are settings of the endpoint's table), or that does not take a
+write of its answer within `request_deadline`, so that connections that
+never send a whole request, or read no answer, cannot hold those places for
+good. A request it cannot parse is answered 400, one whose head is over
+MAX_HEAD bytes 431, one with a body 413 (neither endpoint takes one), all
+without a traceback in the server's log.
 
 Each answers only a request whose Host header names it as it may be named:
 an IP address, ``localhost``, or a name of its table's ``allowed_hosts``;
@@ -25,7 +28,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -83,23 +85,21 @@ class _Handler(WSGIHandler):
 
     request_timeout: float
     request_deadline: float
-    _reading: Timeout  # the request's deadline, while its head or body is read
-    _ends = 0.0  # when, on time.monotonic()
+    _reading: Timeout  # the request's deadline, while its head is read
 
     def handle(self) -> None:
         self.socket.settimeout(self.request_timeout)
-        super().handle()
+        try:
+            super().handle()
+        except OSError:  # an error answer (400, 413, 431) the client did not take in time: it goes, quietly
+            log.debug("http_write_timeout", extra=fields(peer=self.client_address))
 
     def handle_one_request(self) -> tuple[str, bytes] | Literal[True] | None:
         # Expiring, it raises TimeoutError in the read it interrupts, which
         # gevent's handler takes as a failed connection: it closes it.
-        self._ends = time.monotonic() + self.request_deadline
         self._reading = Timeout.start_new(self.request_deadline, TimeoutError)
         try:
-            handled = super().handle_one_request()
-            # gevent ignores a failed read of the body it discards: one the
-            # deadline cut short leaves the connection where no request starts.
-            return None if handled is True and not self._reading.pending else handled
+            return super().handle_one_request()
         finally:
             self._reading.close()
 
@@ -130,9 +130,6 @@ class _Handler(WSGIHandler):
             self.close_connection = True
         finally:
             self.socket.settimeout(self.request_timeout)
-            # gevent discards what is left of the request's body next (none:
-            # read_request refuses one), under what is left of the deadline.
-            self._reading = Timeout.start_new(max(0.0, self._ends - time.monotonic()), TimeoutError)
 
     def process_result(self) -> None:
         # gevent writes the body of a response to HEAD as to GET, which a

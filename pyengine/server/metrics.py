@@ -30,10 +30,10 @@ from .httpd import StartResponse, WsgiApp, http_server
 from .protocol import REQUEST_TYPES
 from .session import Session
 
-__all__ = ["MetricsHost", "ServerCollector", "metrics_server", "request_type"]
+__all__ = ["MAX_CONNECTIONS", "MetricsHost", "ServerCollector", "metrics_server", "request_type"]
 
 _PATH = "/metrics"
-_MAX_CONNECTIONS = 16  # scrapes served at once; more wait to be accepted
+MAX_CONNECTIONS = 16  # scrapes served at once; more wait to be accepted
 
 
 def request_type(message: Any) -> str:
@@ -155,7 +155,7 @@ def metrics_server(server: MetricsHost, host: str, port: int) -> WSGIServer:
     starts with its ``start()``."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServerCollector(server))
-    return http_server(host, port, _only_metrics(make_wsgi_app(registry)), _MAX_CONNECTIONS,
+    return http_server(host, port, _only_metrics(make_wsgi_app(registry)), MAX_CONNECTIONS,
                        f"metrics port {port} on {host} is in use", table="metrics",
                        allowed_hosts=server.config.metrics_allowed_hosts,
                        request_timeout=server.config.metrics_request_timeout,

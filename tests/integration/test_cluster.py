@@ -536,9 +536,9 @@ def test_a_node_configured_with_other_instruments_than_its_shards_is_told_to_fix
                           capture_output=True, text=True, timeout=120)
     assert node.returncode == 1, node.stderr
     (refused,) = [line for line in node.stderr.splitlines() if "event=cannot_start " in line]
-    assert (f"snapshot {newer} of shard a: the snapshot's instruments differ from the configuration's (instrument 0 "
-            "(ESZ6) has tick_size 25 in the snapshot and 5 in the configuration): give this node the shard's "
-            "[[instruments]], as its other nodes have them") in refused, node.stderr
+    assert (f"snapshot {newer} of shard a: the instruments of the snapshot differ from those of the configuration "
+            "(instrument 0 (ESZ6) has tick_size 25 in the snapshot and 5 in the configuration): give this node the "
+            "shard's [[instruments]], as its other nodes have them") in refused, node.stderr
 
 
 def test_a_log_made_again_ends_a_followers_take_over_before_it_starts(nats: LocalNats,

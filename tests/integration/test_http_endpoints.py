@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from pyengine.server import metrics
 from pyengine.server.config import ConfigError, config_from_dict
 
 from .conftest import RunningServer
@@ -158,7 +159,7 @@ def test_scrapers_that_do_not_read_their_answers_do_not_hold_the_metrics(server_
     port = endpoint_port(server, "metrics_listening")
     request = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     holders = []
-    for _ in range(16):
+    for _ in range(metrics.MAX_CONNECTIONS):  # each place: none is left free for the one that reads
         s = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.setblocking(False)

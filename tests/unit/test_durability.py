@@ -648,9 +648,9 @@ def test_instruments_must_match_the_configuration(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError) as info:
         recover(tmp_path, other)
     assert str(info.value) == (
-        f"{seg.name}: the configuration's instruments differ from this segment's (instrument 0 (XYZ) has symbol "
-        "XYZ in the configuration and ESZ6 in this segment): start with the instruments the data directory was "
-        "written with (or, to start afresh, with a new data directory)")
+        f"{seg.name}: the instruments of the configuration differ from those of this segment (instrument 0 (XYZ) "
+        "has symbol XYZ in the configuration and ESZ6 in this segment): start with the instruments the data "
+        "directory was written with (or, to start afresh, with a new data directory)")
     ticked = [instrument_spec(replace(i, tick_size=i.tick_size * 2) if i.symbol == "NQZ6" else i)
               for i in DEFAULT_INSTRUMENTS]
     with pytest.raises(RecoveryError, match=r"instrument 1 \(NQZ6\) has tick_size 50 in the configuration and 25 "
@@ -659,10 +659,28 @@ def test_instruments_must_match_the_configuration(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError, match="the configuration has 3 instruments and this segment 4"):
         recover(tmp_path, specs()[:3])
     journal(tmp_path, flow(10, seed=11), snapshot_every=5)  # now from a snapshot
-    with pytest.raises(RecoveryError, match=r"/snapshot-.*: the snapshot's instruments differ from the "
-                                            r"configuration's \(instrument 1 \(NQZ6\) has tick_size 25 in the "
+    with pytest.raises(RecoveryError, match=r"/snapshot-.*: the instruments of the snapshot differ from those of the "
+                                            r"configuration \(instrument 1 \(NQZ6\) has tick_size 25 in the "
                                             r"snapshot and 50 in the configuration\)"):
         recover(tmp_path, ticked)
+
+
+def test_a_segment_unlike_the_ones_before_it_is_the_data_directorys_own_inconsistency(tmp_path: Path) -> None:
+    # Not a configuration to change: no advice to start with other instruments.
+    journal(tmp_path / "a", flow(100, seed=12))
+    other = [replace(i, tick_size=i.tick_size * 2) if i.symbol == "NQZ6" else i for i in DEFAULT_INSTRUMENTS]
+    (tmp_path / "b").mkdir()
+    st = run_offline(ServerConfig(data_dir=str(tmp_path / "b"), engine_cpu=-1, spin_us=0, instruments=tuple(other)),
+                     b"".join(flow(10, seed=13)))
+    assert st["journal_errno"] == 0
+    (_, theirs), = segments(tmp_path / "b")
+    theirs.rename(tmp_path / "a" / "journal-00000000000000000101.log")
+    for specs_given in (specs(), None):  # a server's start, and an audit's
+        with pytest.raises(RecoveryError) as info:
+            recover(tmp_path / "a", specs_given, repair=False)
+        assert str(info.value) == (
+            "journal-00000000000000000101.log: the instruments of the segments before it differ from those of this "
+            "segment (instrument 1 (NQZ6) has tick_size 25 in the segments before it and 50 in this segment)")
 
 
 def test_a_data_dir_serves_one_process(tmp_path: Path) -> None:
