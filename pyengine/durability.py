@@ -44,8 +44,8 @@ from .log import fields
 if TYPE_CHECKING:
     from ._cengine import struct_eng, struct_eng_instrument_spec, struct_jnl_scan
 
-__all__ = ["DataDirLock", "Damage", "InstrumentsDiffer", "JournalDamaged", "Recovery", "RecoveryError", "SegmentReport", "SnapshotUnusable",
-           "COVERED", "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover",
+__all__ = ["DataDirLock", "Damage", "InstrumentsDiffer", "JournalDamaged", "Recovery", "RecoveryError",
+           "SegmentReport", "SnapshotUnusable", "COVERED", "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover",
            "segments", "snapshots", "STOP_REASONS"]
 
 log = logging.getLogger("pyengine.durability")

@@ -208,8 +208,10 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> None:
-    # Its NATS servers out of reach: it tries them (for up to two minutes) before it listens.
+def _node_waiting_for_nats(tmp_path: Path, launcher: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
+    """A node whose NATS servers are out of reach, started by `launcher`
+    (the python arguments before the server's own), once it has logged its
+    first failed try: it tries them for up to two minutes before it listens."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         nats_port = s.getsockname()[1]
@@ -218,14 +220,19 @@ def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> 
                       '[cluster.instruments]\na = ["ESZ6", "NQZ6"]\nb = ["CLF7", "BTC-PERP"]\n')
     log_path = tmp_path / "node.log"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _RESTARTED, "--port", "0", "--engine-cpu", "-1",
+        proc = subprocess.Popen([sys.executable, *launcher, "--port", "0", "--engine-cpu", "-1",
                                  "--config", str(config), "--shard", "a", "--node", "a1"],
                                 stderr=log, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    deadline = time.monotonic() + 30
+    while "event=nats_error" not in log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "event=nats_error" in log_path.read_text(), log_path.read_text()
+    return proc, log_path
+
+
+def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> None:
+    proc, log_path = _node_waiting_for_nats(tmp_path, ["-c", _RESTARTED])
     try:
-        deadline = time.monotonic() + 30
-        while "event=nats_error" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "event=nats_error" in log_path.read_text(), log_path.read_text()
         time.sleep(1.0)  # some 5 tries more: one line for them all, every 5 s
         assert [line.endswith("held_back=0") for line in log_path.read_text().splitlines()
                 if "event=nats_error" in line] == [True]
@@ -239,20 +246,8 @@ def test_a_restarted_node_that_waits_to_start_can_be_stopped(tmp_path: Path) -> 
 
 
 def test_a_node_waiting_for_nats_stops_on_ctrl_c_with_a_word_and_no_traceback(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        nats_port = s.getsockname()[1]
-    config = tmp_path / "node.toml"
-    config.write_text(f'[cluster]\nnats = ["nats://127.0.0.1:{nats_port}"]\n')
-    log_path = tmp_path / "node.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pyengine.server.cli", "--port", "0", "--engine-cpu", "-1",
-                                 "--config", str(config), "--shard", "a", "--node", "a1"],
-                                stderr=log, env=dict(os.environ, PYTHONSAFEPATH="1"))
+    proc, log_path = _node_waiting_for_nats(tmp_path, ["-m", "pyengine.server.cli"])
     try:
-        deadline = time.monotonic() + 30
-        while "event=nats_error" not in log_path.read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130, log_path.read_text()
     finally:
