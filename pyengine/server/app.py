@@ -63,7 +63,11 @@ __all__ = ["Server", "STOP_SIGNALS"]
 log = logging.getLogger("pyengine.server")
 
 _SNDBUF = 256 * 1024  # bytes; the kernel doubles it for its own bookkeeping
-STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})  # each stops the server for good
+# Each stops the server for good. A hangup (the terminal it was started from
+# closed) too, unless the server was started to ignore it (nohup): an ignored
+# SIGHUP stays ignored.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM} | (
+    {signal.SIGHUP} if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL else set()))
 
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:

@@ -179,6 +179,43 @@ def test_a_stop_signal_as_the_server_starts_stops_it_cleanly(tmp_path: Path) -> 
             server.kill()
 
 
+# The server started to ignore a hangup, as nohup starts it.
+_IGNORING_HUP = r"""
+import signal, sys
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+from pyengine.server import cli
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_hangup_stops_the_server_unless_it_was_started_to_ignore_it(tmp_path: Path) -> None:
+    from pyengine.client import Client
+    from pyengine.server.process import ServerProcess
+
+    args = ["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0"]
+    server = ServerProcess(args, tmp_path / "hup.log", timeout=20)
+    try:
+        server.proc.send_signal(signal.SIGHUP)  # the terminal it was started from closed
+        assert server.proc.wait(20) == 0, server.tail()
+        assert "signal=SIGHUP" in server.wait_log("event=signal")
+        server.wait_log("event=stopped")
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+    ignoring = ServerProcess(args, tmp_path / "nohup.log", timeout=20, launcher=("-c", _IGNORING_HUP))
+    try:
+        ignoring.proc.send_signal(signal.SIGHUP)
+        assert ignoring.port is not None
+        with Client("127.0.0.1", ignoring.port, timeout=10) as c:
+            assert c.request(c.ping())["type"] == "pong"
+        assert ignoring.proc.poll() is None and "event=signal" not in "".join(ignoring.lines)
+        ignoring.proc.send_signal(signal.SIGTERM)
+        assert ignoring.proc.wait(20) == 0, ignoring.tail()
+    finally:
+        if ignoring.proc.poll() is None:
+            ignoring.kill()
+
+
 # The state a cluster node's new image starts in when a stop signal came as
 # the old one restarted it: the signal blocked and pending (os.execv keeps both).
 _STOP_PENDING = r"""
