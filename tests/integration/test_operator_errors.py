@@ -156,6 +156,13 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+def _stops_cleanly(server: Any, signal_name: str) -> None:
+    """`server` (a ServerProcess) ends with status 0, having logged the signal and its stop."""
+    assert server.proc.wait(20) == 0, server.tail()
+    assert f"signal={signal_name}" in server.wait_log("event=signal")
+    server.wait_log("event=stopped")
+
+
 def test_a_stop_signal_as_the_server_starts_stops_it_cleanly(tmp_path: Path) -> None:
     from pyengine.server.process import ServerProcess
 
@@ -171,9 +178,7 @@ def test_a_stop_signal_as_the_server_starts_stops_it_cleanly(tmp_path: Path) -> 
         assert server.proc.stdin is not None
         server.proc.stdin.write(b"\n")
         server.proc.stdin.flush()
-        assert server.proc.wait(20) == 0, server.tail()
-        assert "signal=SIGTERM" in server.wait_log("event=signal")
-        server.wait_log("event=stopped")
+        _stops_cleanly(server, "SIGTERM")
     finally:
         if server.proc.poll() is None:
             server.kill()
@@ -196,9 +201,7 @@ def test_a_hangup_stops_the_server_unless_it_was_started_to_ignore_it(tmp_path: 
     server = ServerProcess(args, tmp_path / "hup.log", timeout=20)
     try:
         server.proc.send_signal(signal.SIGHUP)  # the terminal it was started from closed
-        assert server.proc.wait(20) == 0, server.tail()
-        assert "signal=SIGHUP" in server.wait_log("event=signal")
-        server.wait_log("event=stopped")
+        _stops_cleanly(server, "SIGHUP")
     finally:
         if server.proc.poll() is None:
             server.kill()
