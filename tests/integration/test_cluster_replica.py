@@ -445,7 +445,7 @@ def test_a_snapshot_whose_chunks_are_gone_is_unreadable_and_set_aside(nats: Loca
             await snapshots.fetch(link.snapshots, ref, tmp_path, patience=1.0)
         assert await snapshots.set_aside(link.snapshots, [ref], patience=1.0) == [ref]
         kept_as = f"{SHARD}{snapshots.LOST}/{ref.name.partition('/')[2]}{snapshots.UNREADABLE}"
-        assert [i.name for i in await link.snapshots.list(ignore_deletes=True)] == [kept_as]
+        assert await names_in(link.snapshots) == [kept_as]
         kept = await link.snapshots.get(kept_as)
         assert (kept.data, kept.info.description) == (b"", "log L")
 
@@ -470,18 +470,30 @@ def test_a_snapshot_read_that_jetstream_does_not_answer_in_time_is_not_taken_for
                 await snapshots.fetch(link.snapshots, ref, tmp_path)
             with pytest.raises(nats_client.errors.TimeoutError):
                 await snapshots.set_aside(link.snapshots, [ref])
-        assert [i.name for i in await link.snapshots.list(ignore_deletes=True)] == [ref.name]
+        assert await names_in(link.snapshots) == [ref.name]
 
     run(nats, "a2", scenario)
+
+
+async def names_in(obs: ObjectStore) -> list[str]:
+    """The names of every object in the store, asked again while JetStream
+    is slow to answer (the link's requests wait 1 s, and a loaded machine
+    may take longer: the test's own look is not what it tests)."""
+    return [info.name for info in await patiently("the snapshots", lambda: obs.list(ignore_deletes=True), 10)]
+
+
+async def listed(obs: ObjectStore) -> list[snapshots.SnapshotRef]:
+    """The shard's snapshots, as `names_in` asks for them."""
+    return await patiently("the snapshots", lambda: snapshots.listed(obs, SHARD), 10)
 
 
 async def listed_once_there(obs: ObjectStore, count: int) -> list[snapshots.SnapshotRef]:
     """The shard's snapshots, listed again until `count` show (10 s at most)."""
     deadline = time.monotonic() + 10
-    refs = await snapshots.listed(obs, SHARD)
+    refs = await listed(obs)
     while len(refs) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-        refs = await snapshots.listed(obs, SHARD)
+        refs = await listed(obs)
     return refs
 
 
@@ -533,7 +545,7 @@ def test_a_snapshot_no_server_takes_fails_once_patience_runs_out(nats: LocalNats
             await snapshots.store(link.snapshots, ref, b"state", patience=2.0)
         # Put again every 0.25 s (STORE_RETRY_WAIT) for 2 s at most: 9 puts at most.
         assert 2 <= len(sent) <= 9
-        assert await snapshots.listed(link.snapshots, SHARD) == []
+        assert await listed(link.snapshots) == []
 
     run(nats, "a1", scenario)
 
@@ -583,7 +595,7 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
             ends = time.monotonic() + 10 * ttl
             while time.monotonic() < ends and not any(".lost/" in name for name in names):
                 await asyncio.sleep(ttl / 4)
-                names[:] = [info.name for info in await link.snapshots.list(ignore_deletes=True)]
+                names[:] = await names_in(link.snapshots)
         finally:
             for task in tasks:
                 task.cancel()
@@ -623,7 +635,7 @@ def test_a_snapshot_taken_by_a_leader_deposed_meanwhile_is_not_stored(nats: Loca
         replica._replaced_set_aside.set()
         replica.lease.valid_until = 0.0  # the lease ran out; the renewal has yet to notice
         await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 3, 1, 1, this_log), b"state")
-        assert await snapshots.listed(link.snapshots, SHARD) == []
+        assert await listed(link.snapshots) == []
         assert await replica.lease.renew()
         await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 4, 1, 1, this_log), b"state")
         assert [ref.seq for ref in await listed_once_there(link.snapshots, 1)] == [4]
@@ -1107,8 +1119,7 @@ def test_a_snapshot_stored_while_a_node_starts_is_not_set_aside(nats: LocalNats,
     monkeypatch.setattr(JetStreamContext, "stream_info", leader_goes_on_after)
     with whole_node(nats) as (server, node):
         assert node.link is not None and stored
-        names = node.loop.run(node.link.snapshots.list(ignore_deletes=True), timeout=10)
-        assert [info.name for info in names] == stored
+        assert node.loop.run(names_in(node.link.snapshots), timeout=20) == stored
 
 
 def empty_engine_snapshot() -> bytes:
@@ -1213,8 +1224,7 @@ def test_a_node_that_starts_while_its_log_has_no_leader_waits_for_one(nats: Loca
     monkeypatch.setattr(JetStreamContext, "stream_info", electing)
     with whole_node(nats) as (server, node):
         assert partial == [0] and node.link is not None
-        names = node.loop.run(node.link.snapshots.list(ignore_deletes=True), timeout=10)
-        assert [info.name for info in names] == stored
+        assert node.loop.run(names_in(node.link.snapshots), timeout=20) == stored
         assert node._position.stream_seq == 2
 
 
