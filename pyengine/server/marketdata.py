@@ -110,11 +110,18 @@ class MarketData:
         }
 
     def subscribe(self, session: FrameSink, inst: int, req_id: Any) -> dict[str, Any]:
-        # Anything gathered so far goes out first, so the snapshot and the
-        # updates after it meet exactly.
+        """Add `session` to the instrument's subscribers; the book's snapshot
+        its updates start from (the ``subscribed`` reply)."""
+        self.join(session, inst)
+        return self.snapshot(inst, req_id)
+
+    def join(self, session: FrameSink, inst: int) -> None:
+        """Add `session` to the instrument's subscribers, for one that reads
+        the book where it is kept (``books``) rather than from a snapshot.
+        Anything gathered so far goes out first, so a snapshot taken now and
+        the updates after it meet exactly."""
         self.flush()
         self.subscribers[inst].add(session)
-        return self.snapshot(inst, req_id)
 
     def unsubscribe(self, session: FrameSink, inst: int) -> bool:
         if session in self.subscribers[inst]:

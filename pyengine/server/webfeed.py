@@ -3,7 +3,7 @@ show, built at most ``rate`` times a second and shared by all of them.
 
 Nothing here runs while no page is open. The first page of an instrument
 subscribes the feed to that instrument's market data as one more subscriber
-(``MarketData.subscribe``), so its trades reach the feed as the ``trade``
+(``MarketData.join``), so its trades reach the feed as the ``trade``
 frames every subscriber gets (kept as they are, decoded when the next state
 is built), and the instrument's last page unsubscribes it: with no page
 open, the per-order path is what it is without the view. The rest of a
@@ -175,7 +175,7 @@ class WebFeed:
             watcher.close()
             return watcher
         if not view.watchers:
-            self.server.marketdata.subscribe(view, inst, None)
+            self.server.marketdata.join(view, inst)
         view.watchers.add(watcher)
         if not view.last_sent:
             view.last_sent = view.state(self.server.engine.symbols, self.server.marketdata, self.figures())
