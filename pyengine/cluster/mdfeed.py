@@ -12,7 +12,13 @@ reader that the messages now follow another book. A reader that sees a
 ``seq`` that is not the one after the last (a lost message) or a ``term``
 above its snapshot's (a new leader) asks for a snapshot and goes on from
 it; a message of a term below its snapshot's is a deposed leader's, passed
-over.
+over. A leader also publishes a ``heartbeat`` (``symbol``, ``term``, and
+the ``seq`` of the instrument's last message: it takes no seq of its own)
+when it takes over, and each ``HEARTBEAT_EVERY`` seconds in which it
+published nothing else of that instrument: a reader of a quiet instrument
+learns of a lost last message, or of a new leader, without waiting for the
+next trade. One whose ``seq`` is above the last a reader took, or whose
+``term`` is above its snapshot's, sends the reader for a snapshot.
 
 A ``SymbolFeed`` stands in for a subscribed session in the server's
 MarketData: its ``send`` takes the frame the sessions get and hands the
@@ -24,7 +30,9 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+
 import nats.errors
+import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -32,9 +40,11 @@ from nats.aio.subscription import Subscription
 from ..log import fields
 from .bridge import LoopThread
 
-__all__ = ["SymbolFeed", "md_subject", "snapshot_subject", "serve_snapshots"]
+__all__ = ["HEARTBEAT_EVERY", "SymbolFeed", "md_subject", "snapshot_subject", "serve_snapshots"]
 
 log = logging.getLogger("pyengine.cluster")
+
+HEARTBEAT_EVERY = 1.0  # seconds: how long a reader of a quiet instrument may not know it lost a message
 
 
 def md_subject(symbol: str) -> str:
@@ -61,14 +71,25 @@ class SymbolFeed:
         self._nc = nc
         self._subject = md_subject(symbol)
         self.symbol = symbol
+        self.term = term
         self._term = b',"term":%d}' % term
         # (subject, body): appended here, taken there, safe across the two threads
         self._pending: deque[tuple[str, bytes]] = deque()
         self._woken = False
+        self._sent = False  # a message since the last heartbeat's turn
 
     def send(self, frame: bytes) -> None:
         # The body without its length prefix, the term spliced in before its closing brace.
+        self._sent = True
         self.send_to(self._subject, bytes(frame[4:-1]) + self._term)
+
+    def heartbeat(self, seq: int, *, always: bool = False) -> None:
+        """A heartbeat saying that `seq` is the instrument's last message,
+        unless a message was sent since the last call (and not `always`)."""
+        sent, self._sent = self._sent, False
+        if always or not sent:
+            self.send_to(self._subject, orjson.dumps(
+                {"type": "heartbeat", "symbol": self.symbol, "seq": seq, "term": self.term}))
 
     def send_to(self, subject: str, body: bytes) -> None:
         """Publish `body` on `subject` after everything sent before it."""
@@ -83,11 +104,11 @@ class SymbolFeed:
     async def _publish_pending(self) -> None:
         # Cleared before the queue is read: a message queued from now on
         # wakes the thread again (or is among those taken below). What is
-        # queued meanwhile waits for the next task: the loop's other work
-        # (lease, log appends) runs in between.
+        # queued meanwhile (while a publish waits for room in the client's
+        # buffer) is taken too, by this task or by the next.
         self._woken = False
         pending = self._pending
-        for _ in range(len(pending)):
+        while pending:
             subject, body = pending.popleft()
             try:
                 await self._nc.publish(subject, body)

@@ -41,7 +41,7 @@ from ..cluster import snapshots
 from ..cluster.bridge import LoopThread, Mailbox
 from ..cluster.config import ClusterConfig
 from ..cluster.link import Link, connect, patiently
-from ..cluster.mdfeed import SymbolFeed, serve_snapshots
+from ..cluster.mdfeed import HEARTBEAT_EVERY, SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
 from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, led_stream_info, log_identity
 from ..durability import InstrumentsDiffer, RecoveryError, SnapshotUnusable, load_snapshot, new_engine
@@ -335,13 +335,14 @@ class ClusterNode:
     def _publish_market_data(self, term: int) -> None:
         """The leader publishes every instrument's market data on NATS too,
         and answers snapshot requests there (cluster/mdfeed.py), each with
-        its term."""
+        its term; a heartbeat now and while an instrument is quiet."""
         assert self.server is not None and self.link is not None and self.mailbox is not None
         md, mailbox = self.server.marketdata, self.mailbox
         symbols = list(self.server.engine.symbols)
         feeds = {symbol: SymbolFeed(self.loop, self.link.nc, symbol, term) for symbol in symbols}
         for inst, symbol in enumerate(symbols):
             md.subscribers[inst].add(feeds[symbol])
+        self._greenlets.append(gevent.spawn(self._heartbeats, list(feeds.values())))
 
         def snapshot(symbol: str, reply_to: str) -> None:  # on the NATS thread
             def take() -> None:  # on the gevent thread
@@ -398,6 +399,18 @@ class ClusterNode:
         assert self.server is not None
         self.server.commands.add(command, LOG_TAG)
         self.server.commands.flush()
+
+    def _heartbeats(self, feeds: list[SymbolFeed]) -> None:
+        """Each instrument's heartbeat on NATS: at once (a reader learns of
+        the new term), then each HEARTBEAT_EVERY seconds it was quiet."""
+        assert self.server is not None
+        md = self.server.marketdata
+        always = True
+        while self.leading:
+            for inst, feed in enumerate(feeds):
+                feed.heartbeat(md.seq[inst], always=always)
+            always = False
+            gevent.sleep(HEARTBEAT_EVERY)
 
     def _checkpoints(self) -> None:
         while self.leading:

@@ -111,7 +111,7 @@ class MarketData:
 
     def subscribe(self, session: FrameSink, inst: int, req_id: Any) -> dict[str, Any]:
         """Add `session` to the instrument's subscribers; the book's snapshot
-        its updates start from (the ``subscribed`` reply)."""
+        its updates start from (the ``book_snapshot`` reply)."""
         self.join(session, inst)
         return self.snapshot(inst, req_id)
 

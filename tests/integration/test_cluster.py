@@ -814,6 +814,7 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
     their seq on pyengine.md.<symbol>, and a snapshot on request."""
     leader = leader_among(shard(2))
     got: list[dict[str, Any]] = []
+    heartbeats: list[dict[str, Any]] = []
 
     async def read() -> dict[str, Any]:
         nc = await nats_client.connect(nats.urls)
@@ -825,8 +826,10 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
             c.request(c.new_order("ESZ6", "buy", 1, 450_000))
             while not any(m["type"] == "trade" for m in got) or got[-1]["type"] != "book_update":
                 data = (await sub.next_msg(timeout=10)).data
-                if not data.startswith(b"interest "):
-                    got.append(json.loads(data))
+                if data.startswith(b"interest "):
+                    continue
+                m = json.loads(data)
+                (heartbeats if m["type"] == "heartbeat" else got).append(m)
             book = json.loads((await nc.request(snapshot_subject("ESZ6"), b"", timeout=10)).data)
         await nc.close()
         return book
@@ -837,20 +840,24 @@ def test_market_data_on_nats_subjects(nats: LocalNats, shard: Callable[..., list
     assert (trade["symbol"], trade["price"], trade["qty"], trade["aggressor_side"]) == ("ESZ6", 450_000, 1, "buy")
     assert book["type"] == "book_snapshot" and book["asks"] == [[450_000, 2, 1]]
     assert book["seq"] >= got[-1]["seq"]
-    assert {m["term"] for m in got} == {book["term"]} == {status(leader)["term"]}
+    assert {m["term"] for m in got + heartbeats} == {book["term"]} == {status(leader)["term"]}
+    # A heartbeat (on a book quiet for a second) tells the seq of the last message before it.
+    assert all(h["seq"] < got[0]["seq"] or h["seq"] == got[-1]["seq"] for h in heartbeats)
 
 
 class BookReader:
     """A reader of one instrument's market data on NATS, as docs/cluster.md
     has it: a snapshot, then each message whose seq is the one after the
     last, of the snapshot's term; anything else, a snapshot again (a message
-    of an older term is passed over)."""
+    of an older term is passed over, and so is a heartbeat of the seq it
+    has). Messages for which `lost(message)` is true never reach it."""
 
     def __init__(self, nc: Any, sub: Any, symbol: str) -> None:
         self.nc, self.sub, self.symbol = nc, sub, symbol
         self.book: dict[str, dict[int, tuple[int, int]]] = {"bids": {}, "asks": {}}
         self.seq, self.term = 0, None
         self.snapshots = 0
+        self.lost: Callable[[dict[str, Any]], bool] = lambda m: False
 
     async def resync(self) -> None:
         snap = json.loads((await self.nc.request(snapshot_subject(self.symbol), b"", timeout=10)).data)
@@ -863,8 +870,8 @@ class BookReader:
         if term is not None and self.term is not None and term < self.term:
             return  # a deposed leader's
         if term == self.term and m["seq"] <= self.seq:
-            return  # covered by the snapshot
-        if term != self.term or m["seq"] != self.seq + 1:
+            return  # covered by the snapshot (a heartbeat: nothing missed)
+        if term != self.term or m["seq"] != self.seq + 1 or m["type"] == "heartbeat":
             await self.resync()
             return
         self.seq = m["seq"]
@@ -875,31 +882,36 @@ class BookReader:
             else:
                 levels.pop(price, None)
 
-    async def read(self, until: float) -> list[dict[str, Any]]:
-        """Take what comes until `until` seconds pass with nothing; what came."""
+    async def read(self, seconds: float) -> list[dict[str, Any]]:
+        """Take what comes for `seconds`; what reached it."""
         got = []
-        while True:
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
             try:
-                data = (await self.sub.next_msg(timeout=until)).data
+                data = (await self.sub.next_msg(timeout=left)).data
             except nats_client.errors.TimeoutError:
-                return got
-            if not data.startswith(b"interest "):
-                got.append(json.loads(data))
-                await self.take(got[-1])
+                break
+            if not data.startswith(b"interest ") and not self.lost(m := json.loads(data)):
+                got.append(m)
+                await self.take(m)
+        return got
 
     def levels(self) -> dict[str, list[list[int]]]:
         return {"bids": [[p, *self.book["bids"][p]] for p in sorted(self.book["bids"], reverse=True)],
                 "asks": [[p, *self.book["asks"][p]] for p in sorted(self.book["asks"])]}
 
 
-def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats,
-                                                                shard: Callable[..., list[Any]]) -> None:
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats, shard: Callable[..., list[Any]],
+                                                                quiet: bool) -> None:
     """A new leader numbers its market data from its own count, which may
     well be the one after the last a reader took from the old leader. The
     reader lost the old leader's last message (NATS may lose one; the old
     leader may die before it publishes what the log holds): the new
     leader's first message must still tell it that its book is not the
-    one those messages follow from. Each message carries the leader's term."""
+    one those messages follow from. Each message carries the leader's term,
+    and the new leader's first is a heartbeat: a reader of an instrument
+    quiet after the failover learns of it too."""
     nodes = shard(2)
     old = leader_among(nodes)
     follower = next(n for n in nodes if n is not old)
@@ -911,27 +923,55 @@ def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats,
         await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)
         reader = BookReader(nc, sub, "ESZ6")
         await reader.resync()
+        old_term = reader.term
+        reader.lost = lambda m: m["term"] == old_term  # from here on, with its heartbeats that would tell
         with Client(address(old)) as c:
             c.login(7, cancel_on_disconnect=False)
             assert c.request(c.new_order("ESZ6", "buy", 1, 449_000))["type"] == "ack"
-        while (lost := (await sub.next_msg(timeout=10)).data).startswith(b"interest "):
-            pass
-        assert json.loads(lost)["type"] == "book_update"  # lost: never reaches the reader
         wait_for_value("the follower to apply the order", lambda: book_of(follower, "ESZ6")["bids"],
                        [[449_000, 1, 1]])
         old.kill()
         new = leader_among([follower])
-        with Client(address(new)) as c:
-            c.login(7, cancel_on_disconnect=False)
-            assert c.request(c.new_order("ESZ6", "buy", 2, 448_000))["type"] == "ack"
-        seen = await reader.read(until=2.0)
+        if not quiet:
+            with Client(address(new)) as c:
+                c.login(7, cancel_on_disconnect=False)
+                assert c.request(c.new_order("ESZ6", "buy", 2, 448_000))["type"] == "ack"
+        seen = await reader.read(2.5)
         await nc.close()
         return reader, seen
 
     reader, seen = asyncio.run(scenario())
     assert seen, "the new leader published nothing"
-    assert reader.levels() == {"bids": [[449_000, 1, 1], [448_000, 2, 1]], "asks": []}
+    assert reader.levels() == {"bids": [[449_000, 1, 1]] + ([] if quiet else [[448_000, 2, 1]]), "asks": []}
     assert reader.snapshots == 2
+
+
+def test_a_reader_that_lost_the_last_message_of_a_quiet_instrument_learns_it_from_a_heartbeat(
+        nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
+    """Nothing follows the lost message: the leader's heartbeat, a second
+    after it, says the seq the reader has not seen."""
+    leader = leader_among(shard(1))
+
+    async def scenario() -> tuple[BookReader, list[dict[str, Any]]]:
+        nc = await nats_client.connect(nats.urls)
+        sub = await nc.subscribe(md_subject("ESZ6"))
+        await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)
+        reader = BookReader(nc, sub, "ESZ6")
+        await reader.resync()
+        lost: list[dict[str, Any]] = []
+        reader.lost = lambda m: not lost and m["type"] == "book_update" and not lost.append(m)
+        with Client(address(leader)) as c:
+            c.login(7, cancel_on_disconnect=False)
+            assert c.request(c.new_order("ESZ6", "buy", 1, 449_000))["type"] == "ack"
+        seen = await reader.read(2.5)
+        await nc.close()
+        assert [m["seq"] for m in lost] == [reader.seq]
+        return reader, seen
+
+    reader, seen = asyncio.run(scenario())
+    assert reader.levels() == {"bids": [[449_000, 1, 1]], "asks": []}
+    assert reader.snapshots == 2
+    assert {m["type"] for m in seen} == {"heartbeat"}
 
 
 def test_a_burst_of_market_data_is_published_whole_and_in_order(nats: LocalNats) -> None:
