@@ -183,8 +183,15 @@ class Client:
     the next request first connects to the new leader and logs in again as
     before: the client never sends a request again on its own (whether an
     unanswered order got in is for its sender to find out, by its client
-    order id), subscriptions included (after ConnectionClosed, subscribe
-    again: the new snapshot replaces the book followed until then).
+    order id), subscriptions included (subscribe again: the new snapshot
+    replaces the book followed until then). A connection that had a
+    session (a login accepted) or a subscription, and that the client left
+    without a ConnectionClosed raised (for the shard's leader: a silent
+    one, below, or to log in; or found lost when a request that timed out
+    was followed by another), leaves a ``{"type": "disconnected",
+    "address": "host:port"}`` message for ``recv`` after the last one
+    received on it: a program that follows pushes learns there that they
+    stopped, and subscribes again.
     ``close`` ends the session for good: a closed client raises
     ConnectionClosed until ``reconnect`` is called.
 
@@ -291,6 +298,7 @@ class Client:
         self._unreachable: tuple[str, int] | None = None  # the last address that refused us
         self._last_words: dict[str, Any] | None = None  # the server's error before it closed this connection
         self._silent = False  # a request timed out on this connection, and nothing came since
+        self._held = False  # this connection has a session or a subscription: its loss is told (recv)
         self._node: str | None = None  # the cluster node this connection's login was accepted by
         self._reads = 0  # reads from a socket that brought bytes
         self.sock: _Socket | None = None
@@ -300,7 +308,7 @@ class Client:
     # ---- connections -------------------------------------------------------
 
     def _connect(self, address: tuple[str, int]) -> None:
-        self._lost()
+        self._lost(tell=True)
         self._last_words = None
         self._node = None
         self.sock = self._socket_module.create_connection(address, timeout=self._timeout)
@@ -333,6 +341,7 @@ class Client:
         ``login_throttled``) or times out leaves no connection: the next
         request connects and logs in anew."""
         self._closed = False
+        self._lost()  # asked for: nothing to tell
         return self._reconnect()
 
     def _reconnect(self, first: tuple[str, int] | None = None) -> dict[str, Any] | None:
@@ -377,6 +386,7 @@ class Client:
                     self._lost()
                     raise
                 self._node = reply.get("node")
+                self._held = True
                 return reply
             except ServerError as exc:
                 if exc.code != "not_leader" or time.monotonic() > deadline:
@@ -443,13 +453,15 @@ class Client:
         who leads, and leave this connection for one that says it does (its
         address, returned)."""
         self._silent = False  # asked once for each request that timed out
-        reads = self._reads
+        reads, held = self._reads, self._held
         try:
             while self._reads == reads:
                 self._inbox.append(self._read_frame(time.monotonic()))
         except TimeoutError:
             pass
         except ConnectionClosed:
+            if held:
+                self._tell_disconnected()
             return None  # lost: the send connects again anyway
         if self._reads != reads:
             return None  # it speaks: a slow server, not a gone one
@@ -466,7 +478,7 @@ class Client:
             # Another node: this one under another name (its advertised address
             # beside the one given) answers its status on its event loop, slow or not.
             if st.get("role") == "leader" and self._node is not None and st.get("node") != self._node:
-                self._lost()
+                self._lost(tell=True)
                 return address
         return None
 
@@ -488,12 +500,15 @@ class Client:
         """ConnectionClosed for the lost connection, with what the server said before it closed it."""
         return ConnectionClosed(reason, self._last_words)
 
-    def _lost(self, *, drain: bool = False) -> None:
+    def _lost(self, *, drain: bool = False, tell: bool = False) -> None:
         """Drop the connection; the whole messages already received go to
         the inbox for recv(), a partial one (never to be completed) is dropped.
         `drain`: first read what the socket holds still (a failed send may
-        leave the server's last message unread)."""
+        leave the server's last message unread). `tell`: the client leaves
+        it of its own accord: one that held a session or a subscription
+        leaves a ``disconnected`` message after them (see the class)."""
         self._silent = False
+        held, self._held = tell and self._held and self.sock is not None, False
         if self.sock is not None:
             if drain:
                 try:
@@ -513,6 +528,11 @@ class Client:
         except _NotAMessage:
             pass  # the rest is dropped with the connection
         self._buf.clear()
+        if held:
+            self._tell_disconnected()
+
+    def _tell_disconnected(self) -> None:
+        self._inbox.append({"type": "disconnected", "address": _show(self.address)})
 
     def _buffered_frame(self) -> dict[str, Any] | None:
         """The next whole message in the receive buffer, taken out of it, or None."""
@@ -788,7 +808,9 @@ class Client:
         return order
 
     def subscribe(self, symbol: str) -> int:
-        return self._send_request({"type": "subscribe", "symbol": symbol})
+        req_id = self._send_request({"type": "subscribe", "symbol": symbol})
+        self._held = True
+        return req_id
 
     def unsubscribe(self, symbol: str) -> int:
         return self._send_request({"type": "unsubscribe", "symbol": symbol})

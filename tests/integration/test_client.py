@@ -355,3 +355,48 @@ def test_a_login_that_timed_out_leaves_no_connection_whose_login_is_unknown(serv
         server.proc.send_signal(signal.SIGCONT)
     assert [o["client_order_id"] for o in c.open_orders()] == ["one"]  # on a new connection, logged in again
     c.close()
+
+
+@pytest.mark.parametrize("subscribed", [True, False])
+def test_a_connection_left_without_connection_closed_is_told_to_recv(server_factory: Any, subscribed: bool) -> None:
+    """A request times out (the server paused), the server dies meanwhile,
+    and the next request goes out on a new connection, to the next address,
+    logged in again, with no ConnectionClosed raised: a subscriber would
+    wait for pushes that never come. A ``disconnected`` message after the
+    last one received on the old connection tells ``recv`` (whether it held
+    a subscription or only a session)."""
+    first, second = server_factory(), server_factory()
+    c = Client([f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"], timeout=5)
+    c.login(7, cancel_on_disconnect=False)
+    if subscribed:
+        assert c.request(c.subscribe(ES))["type"] == "book_snapshot"
+    c.request(c.new_order(ES, "buy", 1, 449_000))
+    first.proc.send_signal(signal.SIGSTOP)
+    with pytest.raises(TimeoutError):
+        c.request(c.ping(), timeout=0.5)
+    first.kill()
+    assert c.request(c.ping())["type"] == "pong"
+    assert c.address == ("127.0.0.1", second.port)
+    told = []
+    with pytest.raises(TimeoutError):
+        while True:
+            told.append(c.recv(timeout=0.5)["type"])
+    # The old connection's market data (the order's book update) before it.
+    assert told == (["book_update", "disconnected"] if subscribed else ["disconnected"])
+    c.close()
+
+
+def test_a_connection_left_by_reconnect_or_close_or_after_connection_closed_tells_nothing_more(
+        server_factory: Any) -> None:
+    server = server_factory()
+    c = server.client(timeout=5)
+    c.login(7)
+    c.request(c.subscribe(ES))
+    c.reconnect()  # asked for
+    c.request(c.subscribe(ES))
+    server.kill()
+    with pytest.raises(ConnectionClosed):
+        c.request(c.ping())
+    with pytest.raises(ConnectionClosed):
+        c.recv(timeout=0.5)  # told once, by the request: no message for recv
+    c.close()

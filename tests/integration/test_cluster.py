@@ -8,6 +8,7 @@ equal. Waits are bounded; nothing asserts how fast anything was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -1066,12 +1067,23 @@ def test_a_silent_leader_is_left_for_the_node_that_took_over(nats: LocalNats,
             assert after["type"] == "ack"
             assert client.address == ("127.0.0.1", new.port)
             assert [o["client_order_id"] for o in client.open_orders()] == [f"{name}-before", f"{name}-after"]
+            # recv is told the session changed connections (say, to subscribe again there).
+            assert {"type": "disconnected", "address": address(old)} in received(client)
         assert cc.for_symbol("ESZ6") is clients["cc"]
     finally:
         old.proc.send_signal(signal.SIGCONT)
         old.kill()
     c.close()
     cc.close()
+
+
+def received(client: Client) -> list[dict[str, Any]]:
+    """What the client has received and kept for recv."""
+    got = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            got.append(client.recv(timeout=0))
+    return got
 
 
 def test_a_slow_leader_keeps_its_sessions(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
@@ -1096,6 +1108,7 @@ def test_a_slow_leader_keeps_its_sessions(nats: LocalNats, shard: Callable[..., 
     assert c.request(late)["type"] == c.request(then)["type"] == "ack"
     assert c.sock is sock
     assert [o["client_order_id"] for o in c.open_orders()] == ["rest", "late", "then"]
+    assert all(m["type"] != "disconnected" for m in received(c))
     assert sum("event=login " in line for line in leader.lines) == 1
     c.close()
 
