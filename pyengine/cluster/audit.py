@@ -4,9 +4,8 @@ The log is the truth of a shard: every command a leader acknowledged is in
 it, in order, under the term of the leader that appended it. ``read_log``
 reads it message by message (from the first the stream still holds),
 ``replay`` runs its commands through a fresh ``pyengine.Engine`` and
-returns the engine and its events: what every replica must have done.
-``pyengine-cluster audit`` prints the result; the cluster tests hold the
-nodes to it.
+returns its events: what every replica must have done. The cluster tests
+hold the nodes to it.
 """
 
 from __future__ import annotations
@@ -68,7 +67,12 @@ async def fetch_log(urls: list[str], shard: str) -> list[LogMessage]:
 def replay(messages: list[LogMessage], engine: Engine) -> BatchResult:
     """Run the log's commands through `engine` (with the shard's instruments,
     in order, and nothing else yet), passing over a stale leader's messages
-    as every replica does; its events are the shard's events."""
+    as every replica does; its events are the shard's events. The log must
+    be whole: one whose first messages were purged (the snapshots cover
+    them) is refused, as an empty engine cannot take up from its middle."""
+    if messages and messages[0].stream_seq != 1:
+        raise ValueError(f"the log starts at message {messages[0].stream_seq}: the ones before were purged "
+                         "(snapshots cover them), and a replay needs them all")
     terms = TermOrder()
     commands = b"".join(r.command for m in messages if not terms.stale(m) and m.kind == KIND_RECORDS
                         for r in records_of(m) if not r.checkpoint)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from pyengine import Accepted, Engine, pack_new_order
 from pyengine.cluster.audit import records_of, replay
 from pyengine.cluster.shardlog import KIND_RECORDS, KIND_TERM, RECORD_SIZE, LogMessage, TermOrder
@@ -37,6 +39,15 @@ def test_a_stale_leaders_message_after_a_newer_term_is_passed_over_by_every_read
     assert accepted == [(1, "first"), (2, "second")]
     terms = TermOrder()
     assert [terms.stale(m) for m in log] == [False, False, False, True, False]
+
+
+def test_a_log_whose_first_messages_were_purged_is_not_replayed_into_an_empty_engine() -> None:
+    engine = Engine()
+    engine.add_instrument("X")
+    purged = [LogMessage(7, KIND_RECORDS, "a1", 1, 9, record(9, order(engine, 100, "late")))]
+    with pytest.raises(ValueError, match="the log starts at message 7: the ones before were purged"):
+        replay(purged, engine)
+    assert engine.open_orders() == []
 
 
 def test_a_node_restarting_in_place_keeps_one_port() -> None:
