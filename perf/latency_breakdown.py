@@ -7,7 +7,7 @@
 Each run spawns pyengine-server as ``tools/loadgen.py --spawn-server`` does
 (its ``spawn_server``), with ``--trace-latency EVERY`` (one new order in
 EVERY stamped on its way through: pyengine/server/latency_trace.py), drives
-it with tools/loadgen.py at ``--rate`` orders/s offered (open loop; 0: the
+it with tools/loadgen.py at ``--rate`` requests/s offered (open loop; 0: the
 closed loop), then stops it and reads the ``stage_latency`` lines it logs
 at stop. Unless ``--no-floor``, each run is paired with one against the C
 floor (perf/floor_epoll.c, as ``perf/loadgen_table.py --floors`` runs it),
@@ -114,7 +114,7 @@ def pause_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rate", type=float, default=20000.0, help="orders/s offered (0: closed loop)")
+    ap.add_argument("--rate", type=float, default=20000.0, help="requests/s offered, cancels included (0: closed loop)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--every", type=int, default=100, help="trace one new order in EVERY")
@@ -145,7 +145,7 @@ def main() -> int:
     pauses = pause_summary(traced)
     mine = medians([r["loadgen"] for r in traced])
     theirs = medians(floor) if floor else None
-    offered = "the closed loop" if args.rate == 0 else f"{args.rate:,.0f} orders/s offered"
+    offered = "the closed loop" if args.rate == 0 else f"{args.rate:,.0f} requests/s offered"
     print(f"pyengine-server at {offered}, one new order in {args.every} traced; medians of {args.runs} runs, µs\n")
     print("| stage | from | to | orders | p50 | p90 | p99 | p99.9 |")
     print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")

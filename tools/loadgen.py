@@ -15,7 +15,8 @@ orders (5%).
 - Open loop (``--rate R``, requests/s offered in total, cancels included):
   each request has an intended send time on a fixed schedule and latency is
   measured from that time, so a server that falls behind shows it in the
-  figures (no coordinated omission).
+  figures (no coordinated omission); every request due before the end is
+  sent, those a stall of the load generator made late included.
 - Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
   flight and sends the next as soon as one is answered: maximum throughput.
   ``--driver c`` runs each worker as tools/loadgen_worker.c instead (built
@@ -338,6 +339,19 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         now = time.perf_counter()
         if busy_since is None and now >= start:
             busy_since = (time.process_time(), now)
+        if not stopping and params.rate > 0:
+            # Every order due before the end goes out, those a stall made
+            # late too (latency counts from when each was due): a run whose
+            # last stretch stalled would otherwise leave them out. (A due
+            # time summed interval by interval can fall a hair short of the
+            # end it is due at: the microsecond before the end is past it.)
+            while (schedule[0][0] <= now and schedule[0][0] < end - 1e-6
+                   and (count_limit is None or counts["sent"] < count_limit)):
+                due, k = schedule[0]
+                c = connections[k]
+                send(c, due)
+                heapq.heapreplace(schedule, (due + c.interval, k))
+                dirty.append(c)
         if not stopping and (now >= end or stop_at.value or (count_limit is not None and counts["sent"] >= count_limit)):
             stopping = True
             drain_until = now + 5.0
@@ -350,15 +364,8 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             final_until = now + 0.2
         if final_until is not None and now >= final_until:
             break
-        if not stopping:
-            if params.rate > 0:
-                while schedule[0][0] <= now and (count_limit is None or counts["sent"] < count_limit):
-                    due, k = schedule[0]
-                    c = connections[k]
-                    send(c, due)
-                    heapq.heapreplace(schedule, (due + c.interval, k))
-                    dirty.append(c)
-            elif now >= start:
+        if not stopping and params.rate <= 0:
+            if now >= start:
                 for c in refill:
                     while c.inflight < params.window and (count_limit is None or counts["sent"] < count_limit):
                         send(c, now)
@@ -881,7 +888,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)
-    ok = result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 and not too_many_rejects
+    nothing_measured = r["window_replies"] == 0
+    if nothing_measured:
+        print(f"error: no reply came after the warm-up ({args.warmup:g} s): every figure above is empty; give a "
+              "larger --count or a shorter --warmup", file=sys.stderr)
+    ok = (result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 and not too_many_rejects
+          and not nothing_measured)
     return 0 if ok else 1
 
 

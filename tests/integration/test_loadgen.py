@@ -184,6 +184,43 @@ def test_c_workers_count_every_slow_reply(server_factory: Callable[..., RunningS
     assert r["reject_us"]["count"] == r["rejected"] + r["cancel_rejects"]
 
 
+def test_the_orders_a_stall_across_the_end_of_an_open_loop_made_late_still_go_out(
+        server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    # The load generator stopped from 2 s into a 3 s run until 0.5 s past its
+    # end: the orders due meanwhile before the end are sent on waking, late
+    # (their latency counted from when they were due); they were left out.
+    server = server_factory("[limits]\nrate = 0\nmax_open_orders = 0\n")
+    out = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(server.port), "--json", str(out),
+         "--connections", "4", "--workers", "1", "--rate", "2000", "--duration", "3", "--warmup", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        server.wait_log(r"event=login .*account=4\b", timeout=60)
+        time.sleep(2.2)  # sending starts 0.2 s after the logins
+        os.killpg(proc.pid, signal.SIGSTOP)
+        time.sleep(1.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+        output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    r = json.loads(out.read_text())
+    assert r["sent"] >= 0.98 * 2000 * 3, output
+    assert r["ack_us"]["max"] >= 500_000 and r["unanswered"] == 0
+
+
+def test_a_count_that_ends_within_the_warm_up_measures_nothing_and_says_so(
+        server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory()
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "loadgen.py"), "--port", str(server.port), "--connections", "2",
+         "--workers", "1", "--rate", "0", "--count", "200", "--warmup", "5"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1 and "error: no reply came after the warm-up (5 s)" in proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize("driver", ["python", "c"])
 @pytest.mark.parametrize("duration", [[], ["--duration", "1.5"]])
 def test_a_worker_whose_share_of_the_count_is_none_sends_nothing(server_factory: Callable[..., RunningServer],
