@@ -19,14 +19,17 @@ calls touch.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import pyperf
 
-from pyengine import Engine, pack_new_order
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from cache import cached  # noqa: E402
+
+from pyengine import Engine, pack_new_order  # noqa: E402
 
 SYMBOL = "BENCH"
 MID = 1_000_000  # timed calls trade and rest around here
@@ -34,22 +37,14 @@ FAR = 100_000  # the DEPTH orders rest this many ticks away from MID
 
 
 def book_commands(depth: int) -> bytes:
-    """The packed orders of a `depth`-order book, cached on disk: pyperf runs
-    each benchmark in many processes and packing a million orders takes a
-    second."""
-    cache = Path(tempfile.gettempdir()) / f"pyengine-book-{depth}-v1.bin"
-    try:
-        return cache.read_bytes()
-    except OSError:
-        cmds = b"".join(
-            pack_new_order(0, "buy" if i % 2 else "sell", 1 + i % 7,
-                           MID - FAR - i % 1000 if i % 2 else MID + FAR + i % 1000, account=9)
-            for i in range(depth)
-        )
-        tmp = cache.with_suffix(f".{os.getpid()}")
-        tmp.write_bytes(cmds)
-        tmp.replace(cache)
-        return cmds
+    """The packed orders of a `depth`-order book, kept between runs
+    (perf/cache.py): pyperf runs each benchmark in many processes and
+    packing a million orders takes a second."""
+    return cached("book", lambda: b"".join(
+        pack_new_order(0, "buy" if i % 2 else "sell", 1 + i % 7,
+                       MID - FAR - i % 1000 if i % 2 else MID + FAR + i % 1000, account=9)
+        for i in range(depth)
+    ), [Path(__file__)], depth)
 
 
 def book(depth: int) -> Engine:

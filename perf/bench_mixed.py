@@ -12,15 +12,13 @@ built untimed first):
 - mixed_pure_python: a careful pure-Python matcher (perf/pymatcher.py) on
   the same operations, giving the same events.
 
-The flow (perf/flow.py) is generated once and cached in the temp directory.
+The flow (perf/flow.py) is generated once and kept between runs (perf/cache.py).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pyperf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flow  # noqa: E402
+from cache import cached  # noqa: E402
 import pymatcher  # noqa: E402
 
 
@@ -43,15 +42,8 @@ def runner_with_ops(default_ops: int, description: str) -> tuple[pyperf.Runner, 
 
 
 def load_flow(n: int) -> flow.Flow:
-    cache = Path(tempfile.gettempdir()) / f"pyengine-flow-{n}-v1.pickle"
-    try:
-        return pickle.loads(cache.read_bytes())
-    except (OSError, pickle.PickleError, EOFError):
-        f = flow.generate(n)
-        tmp = cache.with_suffix(f".{os.getpid()}")
-        tmp.write_bytes(pickle.dumps(f))
-        tmp.replace(cache)
-        return f
+    """The flow of `n` operations (perf/cache.py keeps it between runs)."""
+    return pickle.loads(cached("flow", lambda: pickle.dumps(flow.generate(n)), [Path(flow.__file__)], n))
 
 
 def time_one_call(loops: int, f: flow.Flow) -> float:

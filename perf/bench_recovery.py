@@ -15,7 +15,6 @@ written): the figure is the CPU cost of replay, not of the disk.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flow  # noqa: E402
+from cache import cached  # noqa: E402
 
 from pyengine._ffi import ffi, lib  # noqa: E402
 from pyengine.durability import recover  # noqa: E402
@@ -34,19 +34,12 @@ from pyengine.server.engine_thread import instrument_spec, run_offline  # noqa: 
 
 
 def packed_flow(n: int) -> bytes:
-    """n packed commands: a 50,000-order book, then the mixed flow; cached
-    in the temporary directory (generating 10 M takes a minute or two)."""
-    cache = Path(tempfile.gettempdir()) / f"pyengine-flow-{n}-packed-v1.bin"
-    try:
-        return cache.read_bytes()
-    except OSError:
-        pass
-    f = flow.generate(n - 50_000)
-    packed = f.packed(f.warmup) + f.packed(f.ops)
-    tmp = cache.with_suffix(f".{os.getpid()}")
-    tmp.write_bytes(packed)
-    tmp.replace(cache)
-    return packed
+    """n packed commands: a 50,000-order book, then the mixed flow; kept
+    between runs (perf/cache.py: generating 10 M takes a minute or two)."""
+    def make() -> bytes:
+        f = flow.generate(n - 50_000)
+        return f.packed(f.warmup) + f.packed(f.ops)
+    return cached("flow-packed", make, [Path(flow.__file__)], n)
 
 
 def timed_recovery(data_dir: Path, specs: list[object], repeat: int) -> tuple[float, int, int]:

@@ -1,8 +1,9 @@
 """The synthetic mixed order flows of the benchmarks, in Python.
 
 The same shape as the C benchmark's flow (csrc/tests/flow.c): about 60% limit
-adds (a sixth of them crossing the spread), 35% cancels (most of them of orders
-that already traded or were cancelled), 5% market orders, around a random-walk
+adds (a sixth of them crossing the spread), 35% cancels (of an open order while
+the book is above `resting`, else of one already gone: 3,288 of the 70,056 of
+``generate(200_000)`` are refused), 5% market orders, around a random-walk
 mid, over a book kept near `resting` open orders within `levels` ticks of the
 touch (so a hundred or more orders per level).
 

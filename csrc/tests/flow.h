@@ -1,8 +1,9 @@
 /*
  * flow.h - a synthetic order flow shaped like real exchange flow, for the
  * benchmark: about 60% limit adds (a sixth of them crossing the spread), 35%
- * cancels (most of them of orders that already traded or were cancelled, as in
- * real feeds), 5% market orders, around a random-walk mid, over a book kept
+ * cancels (of an open order while the book is above its target size, else of
+ * one that already traded or was cancelled: a few percent of them), 5% market
+ * orders, around a random-walk mid, over a book kept
  * near `resting` open orders spread over about 2 * `levels` price levels.
  *
  * The generator drives a scratch engine to know which orders are open, so

@@ -384,3 +384,29 @@ def test_the_handoff_floor_answers_in_order_through_its_thread(tmp_path: Path) -
     finally:
         code = server.stop(10)
     assert code == 0, server.tail()
+
+
+def test_the_benchmarks_inputs_are_kept_for_their_code_and_parameters_in_a_directory_of_this_users(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("bench_cache", ROOT / "perf" / "cache.py")
+    cache = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(cache)  # type: ignore[union-attr]
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    source = tmp_path / "flow.py"
+    source.write_text("version 1")
+    made: list[int] = []
+
+    def make(n: int) -> bytes:
+        made.append(n)
+        return b"x" * n
+
+    assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx"
+    assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx" and made == [3]  # kept
+    assert cache.cached("flow", lambda: make(4), [source], 4) == b"xxxx"  # other parameters
+    source.write_text("version 2")
+    assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx" and made == [3, 4, 3]  # other code
+    folder = tmp_path / f"pyengine-bench-{os.getuid()}"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)  # another user could plant what it reads
+    with pytest.raises(SystemExit, match="no one else can write to"):
+        cache.cached("flow", lambda: make(3), [source], 3)
