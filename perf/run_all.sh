@@ -5,8 +5,11 @@
 #       python -m pyperf compare_to OLD.json NEW.json
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-perf/results/all-$(date +%Y%m%d).json}
-shift || true
+out=perf/results/all-$(date +%Y%m%d).json
+if [[ $# -gt 0 && $1 != -* ]]; then  # OUT given; else the arguments are all pyperf's
+    out=$1
+    shift
+fi
 mkdir -p "$(dirname "$out")"
 rm -f "$out"
 for suite in bench_engine bench_mixed bench_batch bench_decode bench_protocol; do
