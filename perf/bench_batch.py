@@ -18,13 +18,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import flow  # noqa: E402
-from bench_mixed import load_flow, runner_with_ops  # noqa: E402
+from bench_mixed import load_flow, reused_out, runner_with_ops  # noqa: E402
 
 
 
-def batch(loops: int, warmup: bytes, ops: bytes, mode: str) -> float:
+def batch(loops: int, warmup: bytes, ops: bytes, mode: str, out: bytearray) -> float:
     total = 0.0
-    out = bytearray()
     for _ in range(loops):
         eng = flow.new_engine()
         eng.process_batch(warmup, collect_events=False)
@@ -45,8 +44,9 @@ def main() -> None:
     f = load_flow(n_ops)
     warmup, ops = f.packed(f.warmup), f.packed(f.ops)
     n = len(f.ops)
+    out = reused_out(warmup, ops)
     for mode in ("handover", "out", "counts"):
-        runner.bench_time_func(f"process_batch_{n}[{mode}]", batch, warmup, ops, mode, inner_loops=n)
+        runner.bench_time_func(f"process_batch_{n}[{mode}]", batch, warmup, ops, mode, out, inner_loops=n)
 
 
 if __name__ == "__main__":
