@@ -18,7 +18,8 @@ orders (5%).
   figures (no coordinated omission); every request due before the end is
   sent, those a stall of the load generator made late included.
 - Closed loop (``--rate 0``): each connection keeps ``--window`` orders in
-  flight and sends the next as soon as one is answered: maximum throughput.
+  flight and sends the next as soon as one is answered: maximum throughput;
+  a request's latency counts from when it was made, just before it is sent.
   ``--driver c`` runs each worker as tools/loadgen_worker.c instead (built
   on demand by tools/cbuild.py): the same connections, mix, window and
   bookkeeping, its own random numbers, a fraction of the CPU a request (the
@@ -367,9 +368,14 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         if not stopping and params.rate <= 0:
             if now >= start:
                 for c in refill:
+                    # Each connection's clock starts as its requests are made,
+                    # and they leave at once: not when the turn began, which
+                    # would count the time spent on the connections before.
+                    t0 = time.perf_counter()
                     while c.inflight < params.window and (count_limit is None or counts["sent"] < count_limit):
-                        send(c, now)
-                    dirty.append(c)
+                        send(c, t0)
+                    if flush(c):
+                        dirty.append(c)
                 refill.clear()
         if dirty:
             dirty = [c for c in dict.fromkeys(dirty) if flush(c)]

@@ -767,8 +767,12 @@ int main(int argc, char **argv)
         for (int k = 0; k < nconn; k++) {
             struct conn *c = &conns[k];
             if (!stopping && busy && c->refill) {
+                /* Its clock starts as its requests are made (they leave with
+                   the flush below), not when the turn began. */
+                double t0 = now_s();
+
                 while (c->inflight < (uint32_t)window && (count < 0 || r.counts[C_SENT] < (uint64_t)count))
-                    send_next(&r, c, now);
+                    send_next(&r, c, t0);
                 c->refill = 0;
             }
             if (c->dirty)
