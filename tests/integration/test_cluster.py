@@ -860,6 +860,17 @@ class BookReader:
         self.snapshots = 0
         self.lost: Callable[[dict[str, Any]], bool] = lambda m: False
 
+    @classmethod
+    async def started(cls, urls: list[str], symbol: str) -> BookReader:
+        """A reader subscribed (its interest known to every NATS server) and
+        then given its first snapshot, as docs/cluster.md has it."""
+        nc = await nats_client.connect(urls)
+        sub = await nc.subscribe(md_subject(symbol))
+        await interest_everywhere(sub, md_subject(symbol), urls)
+        reader = cls(nc, sub, symbol)
+        await reader.resync()
+        return reader
+
     async def resync(self) -> None:
         snap = json.loads((await self.nc.request(snapshot_subject(self.symbol), b"", timeout=10)).data)
         self.book = {side: {p: (q, n) for p, q, n in snap[side]} for side in ("bids", "asks")}
@@ -919,11 +930,7 @@ def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats,
     wait_for_value("the follower to know its leader", lambda: status(follower)["leader"], address(old))
 
     async def scenario() -> tuple[BookReader, list[dict[str, Any]]]:
-        nc = await nats_client.connect(nats.urls)
-        sub = await nc.subscribe(md_subject("ESZ6"))
-        await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)
-        reader = BookReader(nc, sub, "ESZ6")
-        await reader.resync()
+        reader = await BookReader.started(nats.urls, "ESZ6")
         old_term = reader.term
         reader.lost = lambda m: m["term"] == old_term  # from here on, with its heartbeats that would tell
         with Client(address(old)) as c:
@@ -938,7 +945,7 @@ def test_a_reader_on_nats_sees_a_new_leaders_market_data_as_new(nats: LocalNats,
                 c.login(7, cancel_on_disconnect=False)
                 assert c.request(c.new_order("ESZ6", "buy", 2, 448_000))["type"] == "ack"
         seen = await reader.read(2.5)
-        await nc.close()
+        await reader.nc.close()
         return reader, seen
 
     reader, seen = asyncio.run(scenario())
@@ -954,18 +961,14 @@ def test_a_reader_that_lost_the_last_message_of_a_quiet_instrument_learns_it_fro
     leader = leader_among(shard(1))
 
     async def scenario() -> tuple[BookReader, list[dict[str, Any]]]:
-        nc = await nats_client.connect(nats.urls)
-        sub = await nc.subscribe(md_subject("ESZ6"))
-        await interest_everywhere(sub, md_subject("ESZ6"), nats.urls)
-        reader = BookReader(nc, sub, "ESZ6")
-        await reader.resync()
+        reader = await BookReader.started(nats.urls, "ESZ6")
         lost: list[dict[str, Any]] = []
         reader.lost = lambda m: not lost and m["type"] == "book_update" and not lost.append(m)
         with Client(address(leader)) as c:
             c.login(7, cancel_on_disconnect=False)
             assert c.request(c.new_order("ESZ6", "buy", 1, 449_000))["type"] == "ack"
         seen = await reader.read(2.5)
-        await nc.close()
+        await reader.nc.close()
         assert [m["seq"] for m in lost] == [reader.seq]
         return reader, seen
 
