@@ -185,13 +185,14 @@ class Client:
     unanswered order got in is for its sender to find out, by its client
     order id), subscriptions included (subscribe again: the new snapshot
     replaces the book followed until then). A connection that had a
-    session (a login accepted) or a subscription, and that the client left
-    without a ConnectionClosed raised (for the shard's leader: a silent
-    one, below, or to log in; or found lost when a request that timed out
-    was followed by another), leaves a ``{"type": "disconnected",
-    "address": "host:port"}`` message for ``recv`` after the last one
-    received on it: a program that follows pushes learns there that they
-    stopped, and subscribes again.
+    session (a login accepted) or a subscription and ends with no
+    ConnectionClosed raised for it (the client leaves it for the shard's
+    leader, a silent one below, or to log in; drops it after a send cut
+    short or a login unanswered in time; or finds it lost before a send
+    that follows a request that timed out) leaves a ``{"type":
+    "disconnected", "address": "host:port"}`` message for ``recv`` after
+    the last one received on it: a program that follows pushes learns
+    there that they stopped, and subscribes again.
     ``close`` ends the session for good: a closed client raises
     ConnectionClosed until ``reconnect`` is called.
 
@@ -383,7 +384,7 @@ class Client:
                 except BaseException:
                     # Unanswered in time (or the wait cut short): the server may accept the login yet, and a
                     # connection whose login the client does not know is not kept.
-                    self._lost()
+                    self._lost(tell=True)
                     raise
                 self._node = reply.get("node")
                 self._held = True
@@ -444,7 +445,7 @@ class Client:
         except BaseException:
             # Interrupted (KeyboardInterrupt, gevent.Timeout), perhaps with part of the frame sent: the
             # server would take the next one for the rest of it.
-            self._lost(drain=True)
+            self._lost(drain=True, tell=True)
             raise
 
     def _leader_instead(self) -> tuple[str, int] | None:

@@ -12,6 +12,8 @@ import struct
 import termios
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -325,6 +327,29 @@ def test_a_send_interrupted_midway_drops_the_connection(server_factory: Any) -> 
     assert c.sock is None
     assert c.request(c.ping())["type"] == "pong"  # on a new connection, logged in again
     assert c.request(c.new_order(ES, "buy", 1, 449_000))["type"] == "ack"
+    assert c.recv(timeout=0) == {"type": "disconnected", "address": f"127.0.0.1:{server.port}"}  # no exception said
+    c.close()
+
+
+@contextmanager
+def paused(server: Any) -> Iterator[None]:
+    """The server's process stopped (SIGSTOP) for the block: a machine cut off looks the same."""
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+
+
+def test_a_login_unanswered_in_time_drops_a_connection_that_held_a_session_and_tells_recv(server: Any) -> None:
+    c = server.client(timeout=1, find_leader_for=0)
+    c.login(7, cancel_on_disconnect=False)
+    c.request(c.subscribe(ES))
+    with paused(server), pytest.raises(TimeoutError):
+        c.login(8, cancel_on_disconnect=False)
+    assert c.sock is None
+    assert c.recv(timeout=0) == {"type": "disconnected", "address": f"127.0.0.1:{server.port}"}
+    assert c.request(c.ping())["type"] == "pong"  # logged in again as 7, the login in place
     c.close()
 
 
@@ -337,13 +362,9 @@ def test_a_login_that_timed_out_leaves_no_connection_whose_login_is_unknown(serv
     request, is sent on a new one, not on one where the first login may be
     in place (already_logged_in)."""
     c = server.client(timeout=1, find_leader_for=find_leader_for)
-    server.proc.send_signal(signal.SIGSTOP)
-    try:
-        with pytest.raises(TimeoutError):
-            c.login(7, cancel_on_disconnect=False)
-        assert c.sock is None
-    finally:
-        server.proc.send_signal(signal.SIGCONT)
+    with paused(server), pytest.raises(TimeoutError):
+        c.login(7, cancel_on_disconnect=False)
+    assert c.sock is None
     assert c.login(7, cancel_on_disconnect=False)["type"] == "logged_in"
     assert c.request(c.new_order(ES, "buy", 1, 449_000, client_order_id="one"))["type"] == "ack"
     server.proc.send_signal(signal.SIGSTOP)
