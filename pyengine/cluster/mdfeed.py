@@ -8,17 +8,17 @@ answers requests on ``pyengine.md.<symbol>.snapshot`` with a
 Each message and snapshot also carries the leader's ``term``: a new leader
 numbers its messages from its own count, which may be the one after the
 last a reader took from the old leader, so the seq alone does not tell a
-reader that the messages now follow another book. A reader that sees a
-``seq`` that is not the one after the last (a lost message) or a ``term``
-above its snapshot's (a new leader) asks for a snapshot and goes on from
-it; a message of a term below its snapshot's is a deposed leader's, passed
-over. A leader also publishes a ``heartbeat`` (``symbol``, ``term``, and
-the ``seq`` of the instrument's last message: it takes no seq of its own)
-when it takes over, and each ``HEARTBEAT_EVERY`` seconds in which it
-published nothing else of that instrument: a reader of a quiet instrument
-learns of a lost last message, or of a new leader, without waiting for the
-next trade. One whose ``seq`` is above the last a reader took, or whose
-``term`` is above its snapshot's, sends the reader for a snapshot.
+reader that the messages now follow another book. A leader also publishes
+a ``heartbeat`` (``symbol``, ``term``, and the ``seq`` of the instrument's
+last message: it takes no seq of its own) when it takes over, and once it
+published nothing of that instrument for ``HEARTBEAT_EVERY`` seconds (a
+quarter more at most), then each such second. A reader takes each message
+by these rules, in order (docs/cluster.md): a ``term`` below its
+snapshot's is a deposed leader's, passed over; a ``term`` above it (a new
+leader) sends it for a snapshot; a ``seq`` at or below the last it took
+(what a snapshot covered, or a heartbeat of nothing new) is passed over; a
+heartbeat, or a ``seq`` not the one after the last (a lost message), sends
+it for a snapshot; the rest it applies.
 
 A ``SymbolFeed`` stands in for a subscribed session in the server's
 MarketData: its ``send`` takes the frame the sessions get and hands the
@@ -40,11 +40,12 @@ from nats.aio.subscription import Subscription
 from ..log import fields
 from .bridge import LoopThread
 
-__all__ = ["HEARTBEAT_EVERY", "SymbolFeed", "md_subject", "snapshot_subject", "serve_snapshots"]
+__all__ = ["HEARTBEAT_EVERY", "HEARTBEAT_TURNS", "SymbolFeed", "md_subject", "snapshot_subject", "serve_snapshots"]
 
 log = logging.getLogger("pyengine.cluster")
 
-HEARTBEAT_EVERY = 1.0  # seconds: how long a reader of a quiet instrument may not know it lost a message
+HEARTBEAT_EVERY = 1.0  # seconds of quiet before a heartbeat (looked at four times as often)
+HEARTBEAT_TURNS = 4  # turns of HEARTBEAT_EVERY / 4 with nothing sent before a heartbeat
 
 
 def md_subject(symbol: str) -> str:
@@ -76,18 +77,20 @@ class SymbolFeed:
         # (subject, body): appended here, taken there, safe across the two threads
         self._pending: deque[tuple[str, bytes]] = deque()
         self._woken = False
-        self._sent = False  # a message since the last heartbeat's turn
+        self._quiet = 0  # heartbeat turns since the last message or heartbeat
 
     def send(self, frame: bytes) -> None:
         # The body without its length prefix, the term spliced in before its closing brace.
-        self._sent = True
+        self._quiet = 0
         self.send_to(self._subject, bytes(frame[4:-1]) + self._term)
 
     def heartbeat(self, seq: int, *, always: bool = False) -> None:
-        """A heartbeat saying that `seq` is the instrument's last message,
-        unless a message was sent since the last call (and not `always`)."""
-        sent, self._sent = self._sent, False
-        if always or not sent:
+        """One turn (each HEARTBEAT_EVERY / HEARTBEAT_TURNS seconds): a
+        heartbeat saying that `seq` is the instrument's last message, when
+        nothing was sent for HEARTBEAT_TURNS turns (or `always`)."""
+        self._quiet += 1
+        if always or self._quiet >= HEARTBEAT_TURNS:
+            self._quiet = 0
             self.send_to(self._subject, orjson.dumps(
                 {"type": "heartbeat", "symbol": self.symbol, "seq": seq, "term": self.term}))
 

@@ -41,7 +41,7 @@ from ..cluster import snapshots
 from ..cluster.bridge import LoopThread, Mailbox
 from ..cluster.config import ClusterConfig
 from ..cluster.link import Link, connect, patiently
-from ..cluster.mdfeed import HEARTBEAT_EVERY, SymbolFeed, serve_snapshots
+from ..cluster.mdfeed import HEARTBEAT_EVERY, HEARTBEAT_TURNS, SymbolFeed, serve_snapshots
 from ..cluster.replica import STOPPED, Position, Replica
 from ..cluster.shardlog import RECORD_SIZE, SNAPSHOT_BUCKET, led_stream_info, log_identity
 from ..durability import InstrumentsDiffer, RecoveryError, SnapshotUnusable, load_snapshot, new_engine
@@ -402,7 +402,8 @@ class ClusterNode:
 
     def _heartbeats(self, feeds: list[SymbolFeed]) -> None:
         """Each instrument's heartbeat on NATS: at once (a reader learns of
-        the new term), then each HEARTBEAT_EVERY seconds it was quiet."""
+        the new term), then once it was quiet for HEARTBEAT_EVERY seconds
+        (give or take a turn)."""
         assert self.server is not None
         md = self.server.marketdata
         always = True
@@ -410,7 +411,7 @@ class ClusterNode:
             for inst, feed in enumerate(feeds):
                 feed.heartbeat(md.seq[inst], always=always)
             always = False
-            gevent.sleep(HEARTBEAT_EVERY)
+            gevent.sleep(HEARTBEAT_EVERY / HEARTBEAT_TURNS)
 
     def _checkpoints(self) -> None:
         while self.leading:
