@@ -10,8 +10,8 @@ In one run, interleaved, each figure the median of ``--runs``:
   after JetStream stored the command on a quorum), each node and NATS server
   a process of its own on loopback,
 
-both driven by tools/loadgen.py: the closed loop (orders/s, 50
-connections) and 5,000 orders/s offered (order-to-ack percentiles), with
+both driven by tools/loadgen.py: the closed loop (requests/s, cancels
+included, 50 connections) and 5,000 requests/s offered (order-to-ack percentiles), with
 the CPU each process used per order, and the C floor (perf/floor_epoll.py:
 a server that answers each request at once, the machine and its loopback)
 under the same load in the same rounds, each latency also given as a ratio
@@ -232,7 +232,7 @@ def main() -> int:
                     runs.setdefault(("shard leader, 3 NATS servers", rate), []).append(run)
                 finally:
                     shard.stop()
-        print(f"{'server':<32} {'offered':>8} {'orders/s':>10} {'ack p50':>9} {'p99':>9} {'p99.9':>9}  (us)"
+        print(f"{'server':<32} {'offered':>8} {'requests/s':>10} {'ack p50':>9} {'p99':>9} {'p99.9':>9}  (us)"
               "   x C floor (p50, p99, p99.9)   CPU per order (us)")
         table = []
         floors = {rate: median_row(rs) for (what, rate), rs in runs.items() if what == FLOOR}

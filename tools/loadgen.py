@@ -340,7 +340,7 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
         now = time.perf_counter()
         if busy_since is None and now >= start:
             busy_since = (time.process_time(), now)
-        if not stopping and params.rate > 0:
+        if not stopping and params.rate > 0 and not stop_at.value:
             # Every order due before the end goes out, those a stall made
             # late too (latency counts from when each was due): a run whose
             # last stretch stalled would otherwise leave them out. (A due
@@ -897,7 +897,7 @@ def main(argv: list[str] | None = None) -> int:
     nothing_measured = r["window_replies"] == 0
     if nothing_measured:
         print(f"error: no reply came after the warm-up ({args.warmup:g} s): every figure above is empty; give a "
-              "larger --count or a shorter --warmup", file=sys.stderr)
+              "larger --count or --duration, or a shorter --warmup", file=sys.stderr)
     ok = (result["errors"] == 0 and result["unanswered"] == 0 and server_code == 0 and not too_many_rejects
           and not nothing_measured)
     return 0 if ok else 1
