@@ -12,7 +12,8 @@ mailbox: records to apply, promotion, the loss of leadership.
 - Promotion: orders are taken only once every record of the log before the
   promotion is in the ring, so a session's first command is sequenced after
   all of them. A leader writes a state-hash checkpoint into the log every
-  ``checkpoint_interval`` and a snapshot every ``snapshot_every`` commands.
+  ``checkpoint_interval`` in which commands came, and a snapshot every
+  ``snapshot_every`` commands.
 - Losing leadership: the server stops and starts again in the same process
   image (``os.execv``) as a follower, so nothing of the old term survives.
   So does a node whose state can no longer be trusted: a log it cannot
@@ -414,9 +415,17 @@ class ClusterNode:
             gevent.sleep(HEARTBEAT_EVERY / HEARTBEAT_TURNS)
 
     def _checkpoints(self) -> None:
+        """A checkpoint each checkpoint_interval in which commands came: an
+        idle shard's log does not grow (nor does a backup of it go stale
+        while it is taken), and its last checkpoint still covers its state."""
+        assert self.server is not None
+        engine = self.server.engine
+        last = None
         while self.leading:
             gevent.sleep(self.cluster.checkpoint_interval)
-            if self.leading:
+            seq = engine.stats()["seq"]  # the engine's: control commands take none
+            if self.leading and seq != last:
+                last = seq
                 self._control(STATE_HASH_COMMAND)
 
     def _snapshots(self, every: int) -> None:

@@ -94,9 +94,13 @@ def test_one_leader_and_followers_that_follow(nats: LocalNats, shard: Callable[.
     # The follower applied both, and its books are the leader's.
     wait_for_value("the orders in the follower's book", lambda: book_of(follower, "ESZ6")["asks"], [[450_000, 3, 1]])
     agreed = settled(nodes)
-    engine, events = replayed(the_log(nats.urls, "a"), "a")
+    log = the_log(nats.urls, "a")
+    engine, events = replayed(log, "a")
     assert agreed["seq"] == max(e.seq for e in events)
     assert agreed["hash"] == f"{engine.state_hash():016x}"
+    # Idle, the leader writes no more checkpoints (one each 0.3 s here while commands come).
+    time.sleep(1.2)
+    assert len(the_log(nats.urls, "a")) == len(log)
 
 
 def test_kill_the_leader_under_load(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
