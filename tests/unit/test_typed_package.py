@@ -119,3 +119,19 @@ def test_the_numpy_dtypes_type_check_as_structured_dtypes(installed: Path, tmp_p
     """)
     assert status == 0, out
     assert 'use.py:4: note: Revealed type is "numpy.dtype[numpy.void]"' in out, out
+
+
+def test_a_source_tree_without_its_compiled_core_says_how_to_build_or_where_to_import_from(tmp_path: Path) -> None:
+    source = Path(pyengine.__file__).parent
+    copy = tmp_path / "pyengine"
+    copy.mkdir()
+    for path in source.glob("*.py"):  # the modules as a clone holds them, not built
+        (copy / path.name).write_bytes(path.read_bytes())
+    # -S: no site packages, no editable install of the clone: the copy is what is imported.
+    proc = subprocess.run([sys.executable, "-S", "-c", "import pyengine"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={k: v for k, v in os.environ.items() if k != "PYTHONSAFEPATH"})
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines()[-1] == (
+        f"ImportError: pyengine's compiled core is not built in {copy}: a clone is imported from its root once "
+        'built in place there (pip install -e "."); a pyengine installed with pip install is imported from '
+        "anywhere but a clone's root")
