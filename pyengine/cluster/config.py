@@ -7,7 +7,7 @@
     replicas = 3                 # copies of the shard's log (default: 3, or fewer NATS URLs)
     lease_ttl = 2.0              # seconds without a renewal before a follower may take over
     advertise = "10.0.0.4:7001"  # the address clients are sent to (default: the listening one); IPv6: "[addr]:7001"
-    checkpoint_interval = 5.0    # seconds between state-hash checkpoints in the log (when commands came); 0: none
+    checkpoint_interval = 5.0    # seconds between state-hash checkpoints in the log (when it changed); 0: none
 
     [cluster.instruments]        # shard -> its instruments (default: one shard, every instrument)
     a = ["ESZ6", "NQZ6"]

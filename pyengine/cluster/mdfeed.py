@@ -11,8 +11,9 @@ last a reader took from the old leader, so the seq alone does not tell a
 reader that the messages now follow another book. A leader also publishes
 a ``heartbeat`` (``symbol``, ``term``, and the ``seq`` of the instrument's
 last message: it takes no seq of its own) when it takes over, and once it
-published nothing of that instrument for ``HEARTBEAT_EVERY`` seconds (a
-quarter more at most), then each such second. A reader takes each message
+published nothing of that instrument for about ``HEARTBEAT_EVERY`` seconds
+(its last turn of ``HEARTBEAT_TURNS`` may come up to a turn early), then
+each such second. A reader takes each message
 by these rules, in order (docs/cluster.md): a ``term`` below its
 snapshot's is a deposed leader's, passed over; a ``term`` above it (a new
 leader) sends it for a snapshot; a ``seq`` at or below the last it took
@@ -44,7 +45,7 @@ __all__ = ["HEARTBEAT_EVERY", "HEARTBEAT_TURNS", "SymbolFeed", "md_subject", "sn
 
 log = logging.getLogger("pyengine.cluster")
 
-HEARTBEAT_EVERY = 1.0  # seconds of quiet before a heartbeat (looked at four times as often)
+HEARTBEAT_EVERY = 1.0  # seconds of quiet before a heartbeat (looked at HEARTBEAT_TURNS times as often)
 HEARTBEAT_TURNS = 4  # turns of HEARTBEAT_EVERY / 4 with nothing sent before a heartbeat
 
 

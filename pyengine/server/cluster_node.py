@@ -12,8 +12,8 @@ mailbox: records to apply, promotion, the loss of leadership.
 - Promotion: orders are taken only once every record of the log before the
   promotion is in the ring, so a session's first command is sequenced after
   all of them. A leader writes a state-hash checkpoint into the log every
-  ``checkpoint_interval`` in which commands came, and a snapshot every
-  ``snapshot_every`` commands.
+  ``checkpoint_interval`` in which commands came or a snapshot was taken,
+  and a snapshot every ``snapshot_every`` commands.
 - Losing leadership: the server stops and starts again in the same process
   image (``os.execv``) as a follower, so nothing of the old term survives.
   So does a node whose state can no longer be trusted: a log it cannot
@@ -403,8 +403,8 @@ class ClusterNode:
 
     def _heartbeats(self, feeds: list[SymbolFeed]) -> None:
         """Each instrument's heartbeat on NATS: at once (a reader learns of
-        the new term), then once it was quiet for HEARTBEAT_EVERY seconds
-        (give or take a turn)."""
+        the new term), then once it was quiet for about HEARTBEAT_EVERY
+        seconds (up to a turn less)."""
         assert self.server is not None
         md = self.server.marketdata
         always = True
@@ -415,17 +415,20 @@ class ClusterNode:
             gevent.sleep(HEARTBEAT_EVERY / HEARTBEAT_TURNS)
 
     def _checkpoints(self) -> None:
-        """A checkpoint each checkpoint_interval in which commands came: an
-        idle shard's log does not grow (nor does a backup of it go stale
-        while it is taken), and its last checkpoint still covers its state."""
+        """A checkpoint each checkpoint_interval in which commands came or a
+        snapshot was taken: an idle shard's log does not grow (nor does a
+        backup of it go stale while it is taken), its last checkpoint still
+        covers its state, and a node that starts from the newest snapshot
+        finds one after it in the log."""
         assert self.server is not None
         engine = self.server.engine
-        last = None
+        snapshots = None
         while self.leading:
             gevent.sleep(self.cluster.checkpoint_interval)
-            seq = engine.stats()["seq"]  # the engine's: control commands take none
-            if self.leading and seq != last:
-                last = seq
+            st = engine.stats()  # its seq: the engine's, which control commands take none of
+            covered = self.checkpoint[0] if self.checkpoint is not None else None
+            if self.leading and (st["seq"] != covered or st["snapshots"] != snapshots):
+                snapshots = st["snapshots"]
                 self._control(STATE_HASH_COMMAND)
 
     def _snapshots(self, every: int) -> None:
