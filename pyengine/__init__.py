@@ -67,7 +67,10 @@ from .events import (
     Trade,
 )
 
-__version__ = _metadata.version("pyengine")  # pyproject.toml's, as installed
+try:
+    __version__ = _metadata.version("pyengine")  # pyproject.toml's, as installed
+except _metadata.PackageNotFoundError:  # a copy of the package, not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Engine",

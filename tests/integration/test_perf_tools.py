@@ -404,11 +404,13 @@ def test_the_benchmarks_inputs_are_kept_for_their_code_and_parameters_in_a_direc
     assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx"
     assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx" and made == [3]  # kept
     assert cache.cached("flow", lambda: make(4), [source], 4) == b"xxxx"  # other parameters, kept beside
+    assert cache.cached("flow", lambda: make(2), [source], 3, 5) == b"xx"  # (a name that starts as the first's)
     first = sorted(p.name for p in folder.iterdir())
     source.write_text("version 2")
-    assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx" and made == [3, 4, 3]  # other code
-    now = sorted(p.name for p in folder.iterdir())  # the one it replaces is gone
-    assert len(first) == len(now) == 2 and first[1] == now[1] and first[0] != now[0]
+    assert cache.cached("flow", lambda: make(3), [source], 3) == b"xxx" and made == [3, 4, 2, 3]  # other code
+    now = sorted(p.name for p in folder.iterdir())  # the one it replaces is gone, the others stay
+    (gone,) = set(first) - set(now)
+    assert len(now) == 3 and gone.startswith("flow-3-") and gone.count("-") == 2  # (3,)'s, not (3, 5)'s
     assert folder.stat().st_mode & 0o777 == 0o700
     folder.chmod(0o777)  # another user could plant what it reads
     with pytest.raises(SystemExit, match="no one else can write to"):

@@ -31,8 +31,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             assert (here.parent / name).is_file(), f"the installed package lacks {name}"
         return here.parent
     out = tmp_path_factory.mktemp("wheel")
+    # A build directory of its own: the clone's is the in-place install's, built with other settings.
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-build-isolation", "--no-deps",
-                           "-w", str(out), str(ROOT)], capture_output=True, text=True, timeout=900)
+                           "-C", f"build-dir={out / 'build'}", "-w", str(out), str(ROOT)],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = out.glob("pyengine-*.whl")
     with zipfile.ZipFile(wheel) as z:
