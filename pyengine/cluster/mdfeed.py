@@ -46,7 +46,7 @@ __all__ = ["HEARTBEAT_EVERY", "HEARTBEAT_TURNS", "SymbolFeed", "md_subject", "sn
 log = logging.getLogger("pyengine.cluster")
 
 HEARTBEAT_EVERY = 1.0  # seconds of quiet before a heartbeat (looked at HEARTBEAT_TURNS times as often)
-HEARTBEAT_TURNS = 4  # turns of HEARTBEAT_EVERY / 4 with nothing sent before a heartbeat
+HEARTBEAT_TURNS = 4  # turns of HEARTBEAT_EVERY / HEARTBEAT_TURNS with nothing sent before a heartbeat
 
 
 def md_subject(symbol: str) -> str:
@@ -108,11 +108,15 @@ class SymbolFeed:
     async def _publish_pending(self) -> None:
         # Cleared before the queue is read: a message queued from now on
         # wakes the thread again (or is among those taken below). What is
-        # queued meanwhile (while a publish waits for room in the client's
-        # buffer) is taken too, by this task or by the next.
+        # queued meanwhile waits for the next task: the loop's other work
+        # (lease, log appends) runs in between. That task may run while a
+        # publish of this one waits for room in the client's buffer, and
+        # take what this one counted: it stops at an empty queue.
         self._woken = False
         pending = self._pending
-        while pending:
+        for _ in range(len(pending)):
+            if not pending:
+                break
             subject, body = pending.popleft()
             try:
                 await self._nc.publish(subject, body)
