@@ -5,8 +5,9 @@ while to make).
 They are kept in a directory of this user's that no one else can write to
 (tools/cbuild.py's ``own_directory``), under names keyed by the code that
 makes them, the engine (its compiled core, which runs the generators, and
-pyengine/batch.py, which packs the records) and the parameters: a file another user planted, or one made by
-older code, is never read. Writing one removes the others of its name.
+pyengine/batch.py, which packs the records) and the parameters: a file
+another user planted, or one made by older code, is never read. Writing one
+removes the others of its name and parameters.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ In one run, interleaved, each figure the median of ``--runs``:
   a process of its own on loopback,
 
 both driven by tools/loadgen.py: the closed loop (requests/s, cancels
-included, 50 connections) and 5,000 requests/s offered (order-to-ack percentiles), with
-the CPU each process used per order, and the C floor (perf/floor_epoll.py:
+included, 50 connections) and 5,000 requests/s offered (order-to-ack
+percentiles), with the CPU each process used per request, and the C floor (perf/floor_epoll.py:
 a server that answers each request at once, the machine and its loopback)
 under the same load in the same rounds, each latency also given as a ratio
 to the floor's. Then one client sending ``--one-by-one`` orders one after
@@ -233,7 +233,7 @@ def main() -> int:
                 finally:
                     shard.stop()
         print(f"{'server':<32} {'offered':>8} {'requests/s':>10} {'ack p50':>9} {'p99':>9} {'p99.9':>9}  (us)"
-              "   x C floor (p50, p99, p99.9)   CPU per order (us)")
+              "   x C floor (p50, p99, p99.9)   CPU per request (us)")
         table = []
         floors = {rate: median_row(rs) for (what, rate), rs in runs.items() if what == FLOOR}
         for (what, rate), rs in runs.items():

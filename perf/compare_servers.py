@@ -97,7 +97,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("old_python", metavar="OLD_PYTHON")
     ap.add_argument("new_python", metavar="NEW_PYTHON", nargs="?", default=sys.executable)
-    ap.add_argument("--rate", type=float, default=20000.0, help="requests/s offered, cancels included (0: the closed loop)")
+    ap.add_argument("--rate", type=float, default=20000.0,
+                    help="requests/s offered, cancels included (0: the closed loop)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=float, default=8.0)
     ap.add_argument("--workers", type=int, default=1)
