@@ -365,18 +365,17 @@ def worker(index: int, params: Params, conns: int, report: Any, stop_at: Any) ->
             final_until = now + 0.2
         if final_until is not None and now >= final_until:
             break
-        if not stopping and params.rate <= 0:
-            if now >= start:
-                for c in refill:
-                    # Each connection's clock starts as its requests are made,
-                    # and they leave at once: not when the turn began, which
-                    # would count the time spent on the connections before.
-                    t0 = time.perf_counter()
-                    while c.inflight < params.window and (count_limit is None or counts["sent"] < count_limit):
-                        send(c, t0)
-                    if flush(c):
-                        dirty.append(c)
-                refill.clear()
+        if not stopping and params.rate <= 0 and now >= start:
+            for c in refill:
+                # Each connection's clock starts as its requests are made,
+                # and they leave at once: not when the turn began, which
+                # would count the time spent on the connections before.
+                t0 = time.perf_counter()
+                while c.inflight < params.window and (count_limit is None or counts["sent"] < count_limit):
+                    send(c, t0)
+                if flush(c):
+                    dirty.append(c)
+            refill.clear()
         if dirty:
             dirty = [c for c in dict.fromkeys(dirty) if flush(c)]
         timeout = 0.0005
