@@ -24,6 +24,10 @@ acknowledges the message, which means a quorum of NATS servers stored it. The le
 ``ttl / 4``; a leader that loses it, or finds the log moved on without it,
 stops at once (``host.lost_leadership``): the server closes its sessions and
 starts again as a follower, rebuilding its engine from the log.
+
+The armed dead-man switches go into the log too (``share_switches``, a
+``switches`` message each time they change, shardlog.py): a new leader is
+given the ones the log holds with its promotion, and arms them again.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -50,8 +54,9 @@ from . import snapshots
 from .config import ClusterConfig
 from .lease import Lease, LeaseValue
 from .link import Link, not_yet, patiently
-from .shardlog import DIRECTORY, KIND_RECORDS, KIND_TERM, RECORD_SIZE, RETRY_LINE_EVERY, Fenced, LogMessage, \
-    TermOrder, append, lease_key, led, log_identity, log_subject, message_of, node_key, stream_name
+from .shardlog import DIRECTORY, KIND_RECORDS, KIND_SWITCHES, KIND_TERM, RECORD_SIZE, RETRY_LINE_EVERY, Fenced, \
+    LogMessage, TermOrder, append, lease_key, led, log_identity, log_subject, message_of, node_key, stream_name, \
+    switches_body, switches_of
 
 if TYPE_CHECKING:
     from .._cengine import struct_runner
@@ -83,7 +88,7 @@ class ReplicaHost(Protocol):
 
     def apply_log(self, body: bytes) -> None: ...
 
-    def promoted(self, term: int) -> None: ...
+    def promoted(self, term: int, switches: dict[int, float]) -> None: ...
 
     def lost_leadership(self, reason: str) -> None: ...
 
@@ -109,12 +114,16 @@ class Replica:
         self.terms = TermOrder()
         self.terms.highest = position.term
         self.diverged = False  # a state-hash check failed: never lead
+        self.switches: dict[int, float] = {}  # the armed dead-man switches, as the log has them: account -> seconds
         self.directory: dict[str, LeaseValue] = {}  # shard -> its lease as last seen (its leader)
         self.nodes: dict[str, dict[str, str]] = {}  # shard -> node -> the address it listens on
         self.directory_read = False  # the bucket's entries as they were when the watch began are all in
         self._sub: JetStreamContext.PushSubscription | None = None
         self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
         self._replaced_set_aside = asyncio.Event()  # leading: the snapshots this term replaces are out of the way
+        self._ready = asyncio.Event()  # leading: records or switches to append
+        self._switches_wanted: dict[int, float] | None = None  # leading: the switches to append next
+        self._switches_stored: list[Callable[[], None]] = []  # called once they are
         self._tasks: list[asyncio.Task[None]] = []
         self._leader_tasks: list[asyncio.Task[None]] = []
 
@@ -135,6 +144,7 @@ class Replica:
             "stream_seq": max(self.stream_seq, self.applied),
             "lag": max(0, self.stream_seq - self.applied),
             "diverged": self.diverged,
+            "dead_man_armed": len(self.switches),
             # Empty until the directory is read whole: a part would send a client looking for a symbol astray.
             "shards": {shard: {"leader": v.address, "leader_node": v.node, "term": v.term,
                                "instruments": list(v.instruments), "nodes": dict(sorted(nodes.get(shard, {}).items()))}
@@ -233,6 +243,11 @@ class Replica:
                 self.next_seq = max(self.next_seq, m.last_seq + 1)
             elif m.kind == KIND_TERM:
                 log.info("term_started", extra=fields(shard=self.shard, term=m.term, leader=m.node, at=m.stream_seq))
+            elif m.kind == KIND_SWITCHES:
+                try:
+                    self.switches = switches_of(m.body)
+                except ValueError as exc:  # orjson's errors are ValueErrors too
+                    log.error("switches_unreadable", extra=fields(shard=self.shard, at=m.stream_seq, error=str(exc)))
         self.applied = m.stream_seq
         self.stream_seq = max(self.stream_seq, m.stream_seq)
 
@@ -434,7 +449,7 @@ class Replica:
         self.role = LEADING
         log.info("leading", extra=fields(shard=self.shard, node=self.node, term=term, at=self.applied,
                                          seq=self.next_seq - 1))
-        self.host.promoted(term)
+        self.host.promoted(term, dict(self.switches))
         self._leader_tasks += [self._spawn(self._replicate(), "replicate"),
                                self._spawn(self._set_aside_replaced(term, self.applied), "set-aside")]
 
@@ -477,23 +492,52 @@ class Replica:
                 self._lose("the lease could not be renewed in time")
                 return
 
+    def share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
+        """Leading (on the loop thread): append `switches`, the armed
+        dead-man switches as they are now, then call stored(). Changes that
+        come before the append go in one message, the last of them."""
+        self._switches_wanted = switches
+        self._switches_stored.append(stored)
+        self._ready.set()
+
+    async def _append_switches(self, switches: dict[int, float]) -> None:
+        stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
+                              expected=self.applied, kind=KIND_SWITCHES, body=switches_body(switches),
+                              last_seq=self.next_seq - 1, still_leader=self.lease.holding)
+        if self.role != LEADING or not self.lease.holding():
+            raise Fenced("the lease ran out before the switches could be taken as stored")
+        self.applied = self.stream_seq = stored
+        self.switches = switches
+
     async def _replicate(self) -> None:
         """Records out of the runner, into the log, one message at a time
-        (whatever gathers meanwhile goes in the next), and their events out."""
+        (whatever gathers meanwhile goes in the next), and their events out;
+        the switches between them when they change."""
         loop = asyncio.get_running_loop()
         fd = lib.runner_repl_fd(self.runner)
-        ready = asyncio.Event()
+        ready = self._ready
         loop.add_reader(fd, ready.set)
         records = ffi.new("struct jnl_record[]", _MAX_RECORDS)
         snap = ffi.new("struct runner_snapshot *")
         try:
             while self.role == LEADING:
+                if self._switches_wanted is not None:
+                    switches, told = self._switches_wanted, self._switches_stored
+                    self._switches_wanted, self._switches_stored = None, []
+                    await self._append_switches(switches)
+                    for tell in told:
+                        tell()
+                    continue
                 n = lib.runner_repl_take(self.runner, records, _MAX_RECORDS, snap)
                 if snap.buf != ffi.NULL:
                     data = bytes(ffi.buffer(snap.buf, snap.len))
                     lib.eng_free_buffer(snap.buf)
                     # Every record before it is stored: it is the state after message `applied`.
                     ref = snapshots.SnapshotRef(self.shard, int(snap.seq), self.applied, self.lease.term, self.log_id)
+                    if self.switches:
+                        # A node that starts from it reads the log after it: the switches go there again,
+                        # before the snapshot is stored (a prune, after it, may take the message before).
+                        await self._append_switches(dict(self.switches))
                     self._tasks.append(self._spawn(self._store_snapshot(ref, data), "snapshot"))
                     continue
                 if n == 0:

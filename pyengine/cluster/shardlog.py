@@ -5,7 +5,11 @@ replicated on ``replicas`` NATS servers. Each message is one group of
 sequenced commands: the body is a run of sealed ``struct jnl_record``s (the
 journal's record, 88 bytes, CRC-32C; a state-hash checkpoint is a record
 too), and headers say who wrote it. A new leader's first message is a
-``term`` message with no records: it fences every older leader.
+``term`` message with no records: it fences every older leader. A
+``switches`` message holds the shard's armed dead-man switches, all of them
+(JSON, account -> seconds): the leader appends one whenever they change,
+and again after each snapshot's position, so that a node reading the log
+from any snapshot it may start from finds them.
 
 Appends carry ``Nats-Expected-Last-Sequence``: JetStream stores a message
 only when the stream's last message is the one the writer last saw, so a
@@ -20,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+import orjson
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 from nats.js.client import JetStreamContext
 
@@ -35,8 +41,8 @@ from ..log import Throttle, fields
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
-           "KIND_RECORDS", "KIND_TERM", "LOG_ID", "log_identity", "led", "led_info", "led_stream_info",
-           "NoLeaderYet"]
+           "KIND_RECORDS", "KIND_TERM", "KIND_SWITCHES", "switches_body", "switches_of", "LOG_ID", "log_identity",
+           "led", "led_info", "led_stream_info", "NoLeaderYet"]
 
 log = logging.getLogger("pyengine.cluster")
 
@@ -46,7 +52,7 @@ SNAPSHOT_BUCKET = "pyengine-snapshots"  # object store: <shard>/<seq>-<stream se
 LOG_ID = "pyengine_log"  # the stream's metadata key of its identity (log_identity)
 
 H_NODE, H_TERM, H_KIND, H_LAST = "Pyengine-Node", "Pyengine-Term", "Pyengine-Kind", "Pyengine-Last-Seq"
-KIND_RECORDS, KIND_TERM = "records", "term"
+KIND_RECORDS, KIND_TERM, KIND_SWITCHES = "records", "term", "switches"
 _WRONG_LAST_SEQUENCE = 10071  # JetStream's error code for a failed expected-last-sequence check
 _DUPLICATE_IN_FLIGHT = 10158  # "duplicate message id is in process": our earlier attempt may yet land
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -110,6 +116,22 @@ def message_of(stream_seq: int, headers: dict[str, str] | None, data: bytes) -> 
     h = headers or {}
     return LogMessage(stream_seq, h.get(H_KIND, KIND_RECORDS), h.get(H_NODE, ""), int(h.get(H_TERM, 0)),
                       int(h.get(H_LAST, 0)), data)
+
+
+def switches_body(switches: Mapping[int, float]) -> bytes:
+    """A switches message's body: every armed dead-man switch, account -> seconds."""
+    return orjson.dumps({str(account): seconds for account, seconds in sorted(switches.items())})
+
+
+def switches_of(body: bytes) -> dict[int, float]:
+    """The switches a switches message holds; ValueError when it holds none."""
+    table = orjson.loads(body)
+    if not isinstance(table, dict):
+        raise ValueError("not an object")
+    switches = {int(account): seconds for account, seconds in table.items()}
+    if not all(type(s) in (int, float) and 0 < s < math.inf for s in switches.values()):
+        raise ValueError("a switch's seconds are not a positive number")
+    return switches
 
 
 def log_identity(info: StreamInfo) -> str:

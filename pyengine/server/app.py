@@ -631,6 +631,36 @@ class Server:
                 self.commands.add(lib.ENG_CMD_SET_LIMITS, 0, instrument=inst, qty=max_qty, price=max_notional)
         self.commands.flush()
 
+    def share_switches(self, then: Callable[[], None]) -> None:
+        """The dead-man switches changed: then(). In a cluster, once the
+        shard's log holds them as they are now (a new leader arms them
+        again); never, if this node stops leading first."""
+        if self.cluster is None:
+            then()
+            return
+
+        def stored() -> None:  # on a turn of its own: what it queues goes out with the turn's end
+            then()
+            self.flush_soon()
+        self.cluster.share_switches(self.dead_man.table(), stored)
+
+    def rearm_switches(self, switches: dict[int, float]) -> None:
+        """A new leader: arm the switches the log holds, each for its whole
+        seconds from now."""
+        for account, seconds in switches.items():
+            self.dead_man.arm(account, seconds)
+        if switches:
+            log.info("dead_man_rearmed", extra=fields(accounts=len(switches)))
+
+    def switch_ran_out(self, account: int) -> None:
+        """The cancel-all of `account`'s switch, which ran out, is done:
+        stored, in a cluster, so its log can now say the switch is gone
+        (until then the switch stays in what the log is given: a new leader
+        that found it gone before the cancel-all would leave the orders)."""
+        self.dead_man.ran_out(account)
+        if self.cluster is not None and self.cluster.leading:
+            self.share_switches(lambda: None)
+
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its
         orders, as one sequenced command (tag 0: the cancels go to the owners

@@ -11,7 +11,8 @@ mailbox: records to apply, promotion, the loss of leadership.
   the ring is full the rest waits here and goes in a moment later.
 - Promotion: orders are taken only once every record of the log before the
   promotion is in the ring, so a session's first command is sequenced after
-  all of them. A leader writes a state-hash checkpoint into the log every
+  all of them; the dead-man switches the log holds are armed again. A
+  leader writes a state-hash checkpoint into the log every
   ``checkpoint_interval`` in which commands came or a snapshot was taken,
   and a snapshot every ``snapshot_every`` commands.
 - Losing leadership: the server stops and starts again in the same process
@@ -75,6 +76,8 @@ class ClusterHost(Protocol):
 
     def set_order_limits(self, current: list[tuple[int, int]] | None) -> None: ...
 
+    def rearm_switches(self, switches: dict[int, float]) -> None: ...
+
 __all__ = ["ClusterNode", "LOG_TAG", "STATE_HASH_COMMAND"]
 
 log = logging.getLogger("pyengine.server")
@@ -102,7 +105,7 @@ class ClusterNode:
         self._pump_scheduled = False
         self._closed = False
         self._failed: str | None = None  # why this node's state can no longer be trusted (_give_up)
-        self._promotion: int | None = None  # term, while the backlog drains
+        self._promotion: tuple[int, dict[int, float]] | None = None  # (term, switches), while the backlog drains
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self._next_seq = ffi.new("uint64_t *")
         self._taken = ffi.new("size_t *")
@@ -304,18 +307,18 @@ class ClusterNode:
                 return
             self._backlog.popleft()
         if self._promotion is not None:
-            self._open(self._promotion)
+            self._open(*self._promotion)
 
-    def promoted(self, term: int) -> None:
+    def promoted(self, term: int, switches: dict[int, float]) -> None:
         if self._failed is not None or self._closed:
             # Posted before the replica was stopped: the state it would lead from is not to be trusted.
             log.warning("promotion_ignored", extra=fields(term=term, why=self._failed or "closing"))
             return
-        self._promotion = term
+        self._promotion = (term, switches)
         if not self._backlog:
-            self._open(term)
+            self._open(term, switches)
 
-    def _open(self, term: int) -> None:
+    def _open(self, term: int, switches: dict[int, float]) -> None:
         self._promotion = None
         assert self.server is not None
         # The order ids of the log's last commands may not be routed yet, and
@@ -324,6 +327,9 @@ class ClusterNode:
         self.server.ledger.catch_up(int(self._next_seq[0]) - 1)
         # The order limits of this node's configuration: the first commands of its term, before any session's.
         self.server.set_order_limits(None)
+        # The switches the last leader had armed, each given its whole time again from now: the renewals its
+        # clients sent it are not in the log, and those sent meanwhile reached nobody.
+        self.server.rearm_switches(switches)
         self.leading = True
         log.info("taking_orders", extra=fields(shard=self.cluster.shard, node=self.cluster.node, term=term,
                                                seq=int(self._next_seq[0]) - 1))
@@ -358,6 +364,14 @@ class ClusterNode:
             mailbox.post(take)
 
         self.loop.submit(serve_snapshots(self.link.nc, symbols, snapshot))
+
+    def share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
+        """Leading: put `switches`, the armed dead-man switches, into the log,
+        then call stored() (on the gevent thread); never called if the lead
+        is lost first."""
+        assert self.replica is not None and self.mailbox is not None
+        mailbox = self.mailbox
+        self.loop.call_soon(self.replica.share_switches, switches, lambda: mailbox.post(stored))
 
     def lost_leadership(self, reason: str) -> None:
         self.leading = False
@@ -467,8 +481,8 @@ class _Posted:
     def apply_log(self, body: bytes) -> None:
         self._mailbox.post(self._node.guarded, self._node.apply_log, body)
 
-    def promoted(self, term: int) -> None:
-        self._mailbox.post(self._node.guarded, self._node.promoted, term)
+    def promoted(self, term: int, switches: dict[int, float]) -> None:
+        self._mailbox.post(self._node.guarded, self._node.promoted, term, switches)
 
     def lost_leadership(self, reason: str) -> None:
         self._mailbox.post(self._node.guarded, self._node.lost_leadership, reason)

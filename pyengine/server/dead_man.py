@@ -7,7 +7,8 @@ sequenced CANCEL_ALL command for every instrument, flagged as the dead-man
 switch's (the orders leave with reason ``dead_man``), journaled and replayed
 like any command. The switch belongs to the account, not to a connection: it
 fires whether the connection that armed it is open and silent, or gone.
-It fires once, then is disarmed.
+It fires once, then is disarmed. In a cluster the armed switches are in
+the shard's log (``Server.share_switches``): a new leader arms them again.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class DeadManSwitches:
     def __init__(self, fire: Callable[[int], None]) -> None:
         self._fire = fire
         self._timers: dict[int, tuple[gevent.Greenlet[..., None], float]] = {}  # account -> (timer, seconds)
+        self._firing: dict[int, float] = {}  # account -> seconds: ran out, its cancel-all not done yet
         self.fired = 0
 
     def arm(self, account: int, seconds: float) -> float | None:
@@ -46,13 +48,22 @@ class DeadManSwitches:
     def armed(self) -> int:
         return len(self._timers)
 
+    def table(self) -> dict[int, float]:
+        """The armed switches, and those that ran out whose cancel-all is not
+        done yet (ran_out): account -> the seconds each was last armed with."""
+        return {**self._firing, **{account: seconds for account, (_, seconds) in self._timers.items()}}
+
+    def ran_out(self, account: int) -> None:
+        """The cancel-all of `account`'s switch, which ran out, is done."""
+        self._firing.pop(account, None)
+
     def seconds(self, account: int) -> float | None:
         """The seconds ``account``'s switch was last armed with; None while disarmed."""
         armed = self._timers.get(account)
         return armed[1] if armed is not None else None
 
     def _expired(self, account: int) -> None:
-        del self._timers[account]
+        self._firing[account] = self._timers.pop(account)[1]
         self.fired += 1
         log.warning("dead_man", extra=fields(account=account, detail="not renewed in time: cancelling all"))
         self._fire(account)
@@ -62,3 +73,4 @@ class DeadManSwitches:
         for timer, _ in self._timers.values():
             timer.kill(block=False)
         self._timers.clear()
+        self._firing.clear()

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import gevent
 import orjson
 
+from .._ffi import lib
 from .._server import Ledger, OrderStatus, Router
 from ..log import fields
 from .codes import CANCEL_REASONS, NO_COID, REJECTS, SIDE_NAMES
@@ -67,6 +68,8 @@ class DispatchHost(Protocol):
     def sessions_of(self, account: int) -> list[Session]: ...
 
     def route_in_turns(self, callback: Callable[[], None] | None) -> None: ...
+
+    def switch_ran_out(self, account: int) -> None: ...
 
 __all__ = ["Dispatcher", "DispatchHost", "JournalFailed"]
 
@@ -373,6 +376,8 @@ class Dispatcher:
             state: MassCancelState = request[2]
             state.cancelled += count
             self._mass_part_done(asker, state, seq)
+        elif reason == lib.ENG_CANCEL_DEAD_MAN and account is not None:
+            self.server.switch_ran_out(account)
 
     def snapshot_done(self, session: Session | None, request: PendingRequest | None, seq: int, err: int) -> None:
         engine = self.server.engine

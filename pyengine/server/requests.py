@@ -12,6 +12,7 @@ other message it gives back to the session's reader, decoded, for
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._ffi import lib
@@ -85,6 +86,8 @@ class RequestHost(Protocol):
     def node_identity(self) -> dict[str, Any]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def share_switches(self, then: Callable[[], None]) -> None: ...
 
 
 # A message costs one token of the session's rate, about what a new order or a
@@ -384,8 +387,12 @@ class Requests:
         deadline = switches.arm(account, req.seconds)
         log.log(logging.DEBUG if unchanged else logging.INFO, "cancel_all_after",
                 extra=fields(sid=session.sid, account=account, seconds=req.seconds))
-        session.reply({"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
-                       "armed": deadline is not None, "deadline": deadline})
+        reply = {"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
+                 "armed": deadline is not None, "deadline": deadline}
+        if unchanged:
+            session.reply(reply)
+        else:  # in a cluster, once the shard's log has it: a new leader arms it again
+            self.server.share_switches(lambda: session.reply(reply))
 
     def set_trading_state(self, session: Session, req: SetTradingState) -> None:
         self._admin(session, req.req_id, "halt or resume an instrument")

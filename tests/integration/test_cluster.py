@@ -25,7 +25,7 @@ import nats as nats_client
 import pytest
 from nats.js.api import ObjectMeta
 
-from pyengine import Cancelled, OrderLimitsSet, Rejected, Trade
+from pyengine import Cancelled, CancelReason, MassCancelled, OrderLimitsSet, Rejected, Trade
 from pyengine.client import Client, ClusterClient, ConnectionClosed
 from pyengine.cluster.localnats import LocalNats
 from pyengine.cluster.bridge import LoopThread
@@ -175,6 +175,48 @@ def test_order_limits_hold_across_a_failover(nats: LocalNats, shard: Callable[..
     limits = [i for i, e in enumerate(events) if type(e) is OrderLimitsSet]
     assert [(events[i].symbol, events[i].max_qty) for i in limits] == [("ESZ6", 10)] * 2
     assert limits[0] == 0 and any(type(e) is Rejected for e in events[limits[0]:limits[1]])
+
+
+@pytest.mark.parametrize("end", ["kill", "stop"])
+def test_a_dead_man_switch_outlives_its_leader(nats: LocalNats, shard: Callable[..., list[Any]],
+                                             server_factory: Callable[..., Any], end: str) -> None:
+    """Account 7 arms its switch and goes silent; the leader dies (kill -9)
+    or is stopped (SIGTERM): the node that takes over arms it again from the
+    log and fires it (the orders leave with reason dead_man). Account 8's
+    switch, armed and disarmed, is not armed again; once 7's has fired, the
+    log says no switch is armed, and a node that comes back finds none."""
+    nodes = shard(2)
+    old = leader_among(nodes)
+    with Client(address(old)) as silent, Client(address(old)) as other:
+        silent.login(7, cancel_on_disconnect=False)
+        other.login(8, cancel_on_disconnect=False)
+        mine = silent.request(silent.new_order("ESZ6", "buy", 1, 450_000))["order_id"]
+        theirs = other.request(other.new_order("ESZ6", "buy", 1, 449_975))["order_id"]
+        assert silent.request(silent.cancel_all_after(2))["armed"]
+        assert other.request(other.cancel_all_after(2))["armed"]
+        assert not other.request(other.cancel_all_after(0))["armed"]
+        follower = next(n for n in nodes if n is not old)
+        wait_for_value("switch in the follower's log", lambda: status(follower)["dead_man_armed"], 1)
+        gone = status(old)["node"]
+        if end == "kill":
+            old.kill()
+        else:
+            assert old.stop() == 0
+    new = leader_among([follower])
+    with Client(address(new)) as back:
+        assert back.login(7, cancel_on_disconnect=False)["claimed_orders"] == 1  # a login does not renew it
+        while (m := back.recv(15))["type"] != "cancelled":
+            pass
+        assert (m["order_id"], m["reason"]) == (mine, "dead_man")
+    wait_for_value("disarm in the log", lambda: status(new)["dead_man_armed"], 0)
+    events = replayed(the_log(nats.urls, "a"), "a")[1]
+    assert [(e.account, e.reason) for e in events if isinstance(e, MassCancelled)] == [(7, CancelReason.DEAD_MAN)]
+    with Client(address(new)) as c:
+        c.login(8, cancel_on_disconnect=False)
+        assert [o["order_id"] for o in c.open_orders()] == [theirs]
+    again = server_factory(cluster_config(nats.urls), "--shard", "a", "--node", gone)
+    settled([new, again])
+    assert status(again)["dead_man_armed"] == 0
 
 
 def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:
@@ -731,11 +773,13 @@ def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., 
     """`idle`: the last checkpoint goes in before the last snapshot, and no
     command comes after it: the joiner, which reads the log from the
     snapshot on, still gets a checkpoint to check (the leader writes one
-    after each snapshot)."""
+    after each snapshot). A dead-man switch armed before the snapshots is
+    in the log the joiner reads (the leader writes them after each)."""
     nodes = shard(2)
     leader = leader_among(nodes)
     with Client(address(leader)) as c:
         c.login(7, cancel_on_disconnect=False)
+        assert c.request(c.cancel_all_after(3600))["armed"]
         for round_ in range(2):
             for i in range(200):
                 c.request(c.new_order("ESZ6", "buy" if i % 2 else "sell", 1, 450_000 + 25 * (i % 9 - 4),
@@ -752,6 +796,7 @@ def test_a_new_node_joins_from_a_snapshot(nats: LocalNats, shard: Callable[..., 
     agreed = settled(nodes + [joiner])
     assert status(joiner)["role"] == "follower"
     assert agreed["seq"] >= 400
+    wait_for_value("switch in the joiner's log", lambda: status(joiner)["dead_man_armed"], 1)
     assert [p.name for p in data.iterdir()] == ["LOCK"]  # the snapshot it loaded is not kept
 
 

@@ -72,7 +72,7 @@ class Host:
         self.calls.append(("apply_log", len(body)))
         self.on_apply()
 
-    def promoted(self, term: int) -> None:
+    def promoted(self, term: int, switches: dict[int, float]) -> None:
         self.calls.append(("promoted", term))
 
     def lost_leadership(self, reason: str) -> None:
@@ -1238,7 +1238,7 @@ def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> 
         node._fatal("a record it could not apply")  # the mailbox's calls, in the order posted ...
         node.loop.run(asyncio.sleep(0), timeout=10)  # (what _fatal handed the NATS thread has run)
         assert node.role == STOPPED  # the replica stops at once, not when the server's stop comes to it
-        node.promoted(1)  # ... and the promotion after
+        node.promoted(1, {})  # ... and the promotion after
         assert not node.leading
         assert server.stopped.wait(30)
         assert server.rejoin_reason == "a record it could not apply"
@@ -1271,7 +1271,7 @@ def test_a_promotion_waiting_for_the_backlog_is_dropped_with_the_lead(nats: Loca
     the lead is lost, or the node gave up, the pump that comes later (it
     runs on its own, not in the mailbox) does not open the node for orders."""
     with whole_node(nats) as (server, node):
-        node._promotion = 2  # as promoted() leaves it while the backlog drains
+        node._promotion = (2, {})  # as promoted() leaves it while the backlog drains
         node.lost_leadership("the lease ran out")
         assert node._promotion is None  # the pump to come opens nothing
         node._failed = "a record it could not apply"
