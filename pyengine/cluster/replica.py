@@ -500,6 +500,14 @@ class Replica:
         self._switches_stored.append(stored)
         self._ready.set()
 
+    async def _append_wanted_switches(self) -> None:
+        switches, told = self._switches_wanted, self._switches_stored
+        assert switches is not None
+        self._switches_wanted, self._switches_stored = None, []
+        await self._append_switches(switches)
+        for tell in told:
+            tell()
+
     async def _append_switches(self, switches: dict[int, float]) -> None:
         stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
                               expected=self.applied, kind=KIND_SWITCHES, body=switches_body(switches),
@@ -521,13 +529,6 @@ class Replica:
         snap = ffi.new("struct runner_snapshot *")
         try:
             while self.role == LEADING:
-                if self._switches_wanted is not None:
-                    switches, told = self._switches_wanted, self._switches_stored
-                    self._switches_wanted, self._switches_stored = None, []
-                    await self._append_switches(switches)
-                    for tell in told:
-                        tell()
-                    continue
                 n = lib.runner_repl_take(self.runner, records, _MAX_RECORDS, snap)
                 if snap.buf != ffi.NULL:
                     data = bytes(ffi.buffer(snap.buf, snap.len))
@@ -541,6 +542,9 @@ class Replica:
                     self._tasks.append(self._spawn(self._store_snapshot(ref, data), "snapshot"))
                     continue
                 if n == 0:
+                    if self._switches_wanted is not None:
+                        await self._append_wanted_switches()
+                        continue
                     await ready.wait()
                     ready.clear()
                     try:
@@ -560,6 +564,8 @@ class Replica:
                 self.applied = self.stream_seq = stored
                 self.next_seq = last + 1
                 lib.runner_repl_done(self.runner, last)
+                if self._switches_wanted is not None:  # between two of records: changes cannot hold up the orders
+                    await self._append_wanted_switches()
         except Fenced as exc:
             self._lose(str(exc))
         finally:

@@ -147,6 +147,7 @@ class Server:
         self.settling = Settling()
         self.dispatcher = Dispatcher(self)
         self.dead_man = DeadManSwitches(self._dead_man_fired)
+        self._switch_shares = 0  # shares of the switches on their way into the log (share_switches)
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -638,11 +639,20 @@ class Server:
         if self.cluster is None:
             then()
             return
+        if self.stopping:
+            return  # its switches, emptied as it stops, are not the shard's: the log keeps them for the next leader
+        self._switch_shares += 1
 
         def stored() -> None:  # on a turn of its own: what it queues goes out with the turn's end
+            self._switch_shares -= 1
             then()
             self.flush_soon()
         self.cluster.share_switches(self.dead_man.table(), stored)
+
+    @property
+    def switches_unsettled(self) -> bool:
+        """Whether a share of the switches is on its way into the log."""
+        return self._switch_shares > 0
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
         """A new leader: arm the switches the log holds, each for its whole
@@ -657,8 +667,7 @@ class Server:
         stored, in a cluster, so its log can now say the switch is gone
         (until then the switch stays in what the log is given: a new leader
         that found it gone before the cancel-all would leave the orders)."""
-        self.dead_man.ran_out(account)
-        if self.cluster is not None and self.cluster.leading:
+        if self.dead_man.ran_out(account) and self.cluster is not None and self.cluster.leading:
             self.share_switches(lambda: None)
 
     def _dead_man_fired(self, account: int) -> None:

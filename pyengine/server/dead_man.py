@@ -21,9 +21,13 @@ import gevent
 
 from ..log import fields
 
-__all__ = ["DeadManSwitches"]
+__all__ = ["DeadManSwitches", "MAX_SWITCHES_IN_A_CLUSTER"]
 
 log = logging.getLogger("pyengine.server")
+
+# A shard's armed switches go into its log as one message (about 21 bytes
+# each), which must stay well under NATS's 1 MB payload.
+MAX_SWITCHES_IN_A_CLUSTER = 20_000
 
 class DeadManSwitches:
     """The armed switches, one timer greenlet per account."""
@@ -33,14 +37,16 @@ class DeadManSwitches:
         self._timers: dict[int, tuple[gevent.Greenlet[..., None], float]] = {}  # account -> (timer, seconds)
         self._firing: dict[int, float] = {}  # account -> seconds: ran out, its cancel-all not done yet
         self.fired = 0
+        self.closed = False
 
     def arm(self, account: int, seconds: float) -> float | None:
         """Arm (or renew) ``account``'s switch to fire in ``seconds``; 0
-        disarms it. Returns the deadline (Unix time), or None when disarmed."""
+        disarms it. Returns the deadline (Unix time), or None when disarmed
+        (or closed: the server stops, and arms nothing more)."""
         old = self._timers.pop(account, None)
         if old is not None:
             old[0].kill(block=False)
-        if seconds <= 0:
+        if seconds <= 0 or self.closed:
             return None
         self._timers[account] = (gevent.spawn_later(seconds, self._expired, account), seconds)
         return time.time() + seconds
@@ -53,9 +59,10 @@ class DeadManSwitches:
         done yet (ran_out): account -> the seconds each was last armed with."""
         return {**self._firing, **{account: seconds for account, (_, seconds) in self._timers.items()}}
 
-    def ran_out(self, account: int) -> None:
-        """The cancel-all of `account`'s switch, which ran out, is done."""
-        self._firing.pop(account, None)
+    def ran_out(self, account: int) -> bool:
+        """The cancel-all of `account`'s switch, which ran out, is done;
+        False if none of this server's was under way."""
+        return self._firing.pop(account, None) is not None
 
     def seconds(self, account: int) -> float | None:
         """The seconds ``account``'s switch was last armed with; None while disarmed."""
@@ -69,7 +76,9 @@ class DeadManSwitches:
         self._fire(account)
 
     def close(self) -> None:
-        """Disarm every switch (the server stops: orders outlive a planned restart)."""
+        """Disarm every switch, and arm none from now on (the server stops:
+        orders outlive a planned restart)."""
+        self.closed = True
         for timer, _ in self._timers.values():
             timer.kill(block=False)
         self._timers.clear()

@@ -24,7 +24,7 @@ from .engine_thread import EngineThread
 from .limits import HostWindow, LoginChecks
 from .marketdata import MarketData
 from .order_status import order_status_reply, orders_reply
-from .dead_man import DeadManSwitches
+from .dead_man import MAX_SWITCHES_IN_A_CLUSTER, DeadManSwitches
 from .protocol import (
     Cancel,
     CancelAllAfter,
@@ -88,6 +88,9 @@ class RequestHost(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def share_switches(self, then: Callable[[], None]) -> None: ...
+
+    @property
+    def switches_unsettled(self) -> bool: ...
 
 
 # A message costs one token of the session's rate, about what a new order or a
@@ -383,15 +386,20 @@ class Requests:
         switches = self.server.dead_man
         # Renewing the switch as it is, its everyday use (as often as a client
         # likes), is a debug line; arming, disarming or new seconds are info.
-        unchanged = switches.seconds(account) == (req.seconds or None)
+        armed = switches.seconds(account)
+        unchanged = armed == (req.seconds or None)
+        if (armed is None and req.seconds and self.server.cluster is not None
+                and len(switches.table()) >= MAX_SWITCHES_IN_A_CLUSTER):
+            raise RequestError("too_many_switches", f"{MAX_SWITCHES_IN_A_CLUSTER} accounts of this shard have a "
+                               "dead-man switch armed, the most a shard's log holds", req.req_id)
         deadline = switches.arm(account, req.seconds)
         log.log(logging.DEBUG if unchanged else logging.INFO, "cancel_all_after",
                 extra=fields(sid=session.sid, account=account, seconds=req.seconds))
         reply = {"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
                  "armed": deadline is not None, "deadline": deadline}
-        if unchanged:
+        if unchanged and not self.server.switches_unsettled:
             session.reply(reply)
-        else:  # in a cluster, once the shard's log has it: a new leader arms it again
+        else:  # in a cluster, once the shard's log has it (a renewal: has what it renews): a new leader arms it again
             self.server.share_switches(lambda: session.reply(reply))
 
     def set_trading_state(self, session: Session, req: SetTradingState) -> None:

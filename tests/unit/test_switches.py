@@ -1,14 +1,19 @@
 """The dead-man switches a cluster keeps in a shard's log, without a NATS
 server: the body of a switches message, a follower taking them from the
-log, and what a leader gives it while a switch's cancel-all is under way."""
+log, and a leader's side (a real server, not started, whose shard holds
+each share until the test says it is stored): when it shares them, what it
+shares, when it answers."""
 
 from __future__ import annotations
 
 import logging
+import socket
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, cast
 
 import gevent
+import orjson
 import pytest
 
 from pyengine.cluster.config import ClusterConfig
@@ -16,7 +21,12 @@ from pyengine.cluster.link import Link
 from pyengine.cluster.replica import Position, Replica
 from pyengine.cluster.shardlog import KIND_RECORDS, KIND_SWITCHES, KIND_TERM, LogMessage, switches_body, \
     switches_of
+from pyengine.server.app import Server
+from pyengine.server.config import ServerConfig
 from pyengine.server.dead_man import DeadManSwitches
+from pyengine.server.session import Session
+
+from .conftest import add_session
 
 
 class Host:
@@ -90,3 +100,122 @@ def test_a_switch_that_ran_out_stays_in_the_table_until_its_cancel_all_is_done()
     assert switches.table() == {8: 60}
     switches.close()
     assert switches.table() == {}
+
+
+class Shard:
+    """A cluster node's side of the switches, as the server sees it: each
+    share is held until `store()` says the log has it."""
+
+    def __init__(self) -> None:
+        self.leading = True
+        self.shares: list[tuple[dict[int, float], Callable[[], None]]] = []
+
+    def share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
+        self.shares.append((switches, stored))
+
+    def close(self) -> None:
+        self.leading = False
+
+    def store(self) -> dict[int, float]:
+        switches, stored = self.shares.pop(0)
+        stored()
+        return switches
+
+
+@pytest.fixture
+def leader() -> Iterator[tuple[Server, Shard, Callable[[], list[dict[str, Any]]], Session]]:
+    """A server (not started) leading a shard, and a session of account 7
+    on a socketpair: (server, its shard, what the session received, the session)."""
+    server = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1))
+    shard = Shard()
+    server.cluster = cast(Any, shard)
+    ours, theirs = socket.socketpair()
+    theirs.settimeout(0.2)
+    session = add_session(server, ours, 1)
+    session.link.login(7, False)
+
+    def received() -> list[dict[str, Any]]:
+        server.flush_sessions()
+        gevent.sleep(0.01)
+        got = b""
+        try:
+            while chunk := theirs.recv(65536):
+                got += chunk
+        except TimeoutError:
+            pass
+        replies = []
+        while got:
+            n = int.from_bytes(got[:4], "big")
+            replies.append(orjson.loads(got[4:4 + n]))
+            got = got[4 + n:]
+        return replies
+
+    try:
+        yield server, shard, received, session
+    finally:
+        server.cluster = None
+        server.stop()
+        ours.close()
+        theirs.close()
+
+
+def arm(server: Server, session: Session, req_id: int, seconds: float) -> None:
+    server.request(session, {"type": "cancel_all_after", "req_id": req_id, "seconds": seconds})
+
+
+def test_a_leader_answers_an_arming_once_the_log_has_it_and_a_renewal_after_it(leader: Any) -> None:
+    server, shard, received, session = leader
+    arm(server, session, 1, 2)
+    arm(server, session, 2, 2)  # a renewal, while the arming is not stored yet
+    assert received() == []
+    assert shard.store() == {7: 2}
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(1, True)]
+    assert shard.store() == {7: 2}
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(2, True)]
+    arm(server, session, 3, 2)  # settled: a renewal appends nothing
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(3, True)] and shard.shares == []
+    arm(server, session, 4, 0)
+    assert shard.store() == {}
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(4, False)]
+
+
+def test_a_switch_that_ran_out_leaves_the_log_when_its_cancel_all_is_done_and_only_then(leader: Any) -> None:
+    server, shard, received, session = leader
+    arm(server, session, 1, 0.01)
+    shard.store()
+    gevent.sleep(0.05)  # it runs out: its cancel-all goes to the engine
+    assert server.dead_man.armed() == 0 and shard.shares == []
+    server.switch_ran_out(8)  # a cancel-all of a switch this server did not fire (a backlog's): nothing to tell
+    assert shard.shares == []
+    server.switch_ran_out(7)
+    assert shard.store() == {}
+
+
+def test_a_stopping_leader_leaves_the_logs_switches_as_they_are(leader: Any) -> None:
+    server, shard, received, session = leader
+    arm(server, session, 1, 0.01)
+    shard.store()
+    gevent.sleep(0.05)
+    server.stop()  # it empties its switches: they are not the shard's
+    server.switch_ran_out(7)  # its cancel-all, done as the server stops
+    told: list[bool] = []
+    server.share_switches(lambda: told.append(True))  # a cancel_all_after taken as it stops
+    assert server.dead_man.arm(8, 60) is None
+    assert shard.shares == [] and told == [] and server.dead_man.table() == {}
+
+
+def test_a_shard_holds_at_most_so_many_switches(leader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server, shard, received, session = leader
+    monkeypatch.setattr("pyengine.server.requests.MAX_SWITCHES_IN_A_CLUSTER", 2)
+    server.dead_man.arm(8, 60)
+    server.dead_man.arm(9, 60)
+    arm(server, session, 1, 60)
+    (refused,) = received()
+    assert (refused["type"], refused["code"], refused["req_id"]) == ("error", "too_many_switches", 1)
+    server.dead_man.arm(9, 0)
+    arm(server, session, 2, 60)
+    assert shard.store() == {7: 60, 8: 60}
+    server.dead_man.arm(9, 60)
+    arm(server, session, 3, 30)  # new seconds for an armed one: not one more
+    assert shard.store() == {7: 30, 8: 60, 9: 60}
+    assert [m["req_id"] for m in received()] == [2, 3]
