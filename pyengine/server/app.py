@@ -45,6 +45,7 @@ from .engine_thread import EngineThread, instrument_spec
 from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
 from .dead_man import DeadManSwitches
+from .shared_switches import SharedSwitches
 from .requests import Requests
 from .unclaimed import UnclaimedOrders
 from .session import Session
@@ -147,7 +148,7 @@ class Server:
         self.settling = Settling()
         self.dispatcher = Dispatcher(self)
         self.dead_man = DeadManSwitches(self._dead_man_fired)
-        self._switch_shares = 0  # shares of the switches on their way into the log (share_switches)
+        self.shared_switches = SharedSwitches(self.dead_man, self.hub.loop.run_callback, self._share_switches)
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -632,27 +633,32 @@ class Server:
                 self.commands.add(lib.ENG_CMD_SET_LIMITS, 0, instrument=inst, qty=max_qty, price=max_notional)
         self.commands.flush()
 
-    def share_switches(self, then: Callable[[], None]) -> None:
-        """The dead-man switches changed: then(). In a cluster, once the
-        shard's log holds them as they are now (a new leader arms them
-        again); never, if this node stops leading first."""
+    def share_switches(self, account: int | None, then: Callable[[], None]) -> None:
+        """`account`'s dead-man switch changed (None: no one asked): then().
+        In a cluster, once the shard's log holds the switches (a new leader
+        arms them again: SharedSwitches); never, if this node stops leading
+        or starts to stop first."""
         if self.cluster is None:
             then()
-            return
-        if self.stopping:
-            return  # its switches, emptied as it stops, are not the shard's: the log keeps them for the next leader
-        self._switch_shares += 1
+        elif not self.stopping:
+            self.shared_switches.changed(account, then)
 
-        def stored() -> None:  # on a turn of its own: what it queues goes out with the turn's end
-            self._switch_shares -= 1
+    def switch_settled(self, account: int, then: Callable[[], None]) -> None:
+        """then() once the log holds `account`'s switch as it is (at once
+        but in a cluster while a change of it is on its way)."""
+        if self.cluster is None:
             then()
-            self.flush_soon()
-        self.cluster.share_switches(self.dead_man.table(), stored)
+        else:
+            self.shared_switches.settled(account, then)
 
-    @property
-    def switches_unsettled(self) -> bool:
-        """Whether a share of the switches is on its way into the log."""
-        return self._switch_shares > 0
+    def _share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
+        if self.cluster is None or self.stopping:
+            return  # its switches, emptied as it stops, are not the shard's: the log keeps them for the next leader
+
+        def done() -> None:  # on a turn of its own: what it queues goes out with the turn's end
+            stored()
+            self.flush_soon()
+        self.cluster.share_switches(switches, done)
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
         """A new leader: arm the switches the log holds, each for its whole
@@ -668,7 +674,7 @@ class Server:
         (until then the switch stays in what the log is given: a new leader
         that found it gone before the cancel-all would leave the orders)."""
         if self.dead_man.ran_out(account) and self.cluster is not None and self.cluster.leading:
-            self.share_switches(lambda: None)
+            self.share_switches(None, lambda: None)
 
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its

@@ -87,10 +87,9 @@ class RequestHost(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def share_switches(self, then: Callable[[], None]) -> None: ...
+    def share_switches(self, account: int | None, then: Callable[[], None]) -> None: ...
 
-    @property
-    def switches_unsettled(self) -> bool: ...
+    def switch_settled(self, account: int, then: Callable[[], None]) -> None: ...
 
 
 # A message costs one token of the session's rate, about what a new order or a
@@ -389,7 +388,7 @@ class Requests:
         armed = switches.seconds(account)
         unchanged = armed == (req.seconds or None)
         if (armed is None and req.seconds and self.server.cluster is not None
-                and len(switches.table()) >= MAX_SWITCHES_IN_A_CLUSTER):
+                and switches.count() >= MAX_SWITCHES_IN_A_CLUSTER):
             raise RequestError("too_many_switches", f"{MAX_SWITCHES_IN_A_CLUSTER} accounts of this shard have a "
                                "dead-man switch armed, the most a shard's log holds", req.req_id)
         deadline = switches.arm(account, req.seconds)
@@ -397,10 +396,11 @@ class Requests:
                 extra=fields(sid=session.sid, account=account, seconds=req.seconds))
         reply = {"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
                  "armed": deadline is not None, "deadline": deadline}
-        if unchanged and not self.server.switches_unsettled:
-            session.reply(reply)
-        else:  # in a cluster, once the shard's log has it (a renewal: has what it renews): a new leader arms it again
-            self.server.share_switches(lambda: session.reply(reply))
+        # In a cluster, once the shard's log has it (a renewal: has what it renews): a new leader arms it again.
+        if unchanged:
+            self.server.switch_settled(account, lambda: session.reply(reply))
+        else:
+            self.server.share_switches(account, lambda: session.reply(reply))
 
     def set_trading_state(self, session: Session, req: SetTradingState) -> None:
         self._admin(session, req.req_id, "halt or resume an instrument")

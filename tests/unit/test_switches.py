@@ -117,6 +117,7 @@ class Shard:
         self.leading = False
 
     def store(self) -> dict[int, float]:
+        gevent.sleep(0)  # a turn's changes go at its end
         switches, stored = self.shares.pop(0)
         stored()
         return switches
@@ -169,14 +170,37 @@ def test_a_leader_answers_an_arming_once_the_log_has_it_and_a_renewal_after_it(l
     arm(server, session, 2, 2)  # a renewal, while the arming is not stored yet
     assert received() == []
     assert shard.store() == {7: 2}
-    assert [(m["req_id"], m["armed"]) for m in received()] == [(1, True)]
-    assert shard.store() == {7: 2}
-    assert [(m["req_id"], m["armed"]) for m in received()] == [(2, True)]
-    arm(server, session, 3, 2)  # settled: a renewal appends nothing
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(1, True), (2, True)]
+    assert shard.shares == []  # the renewal waited for the arming: it appends nothing
+    arm(server, session, 3, 2)  # settled: answered at once
     assert [(m["req_id"], m["armed"]) for m in received()] == [(3, True)] and shard.shares == []
     arm(server, session, 4, 0)
     assert shard.store() == {}
     assert [(m["req_id"], m["armed"]) for m in received()] == [(4, False)]
+
+
+def test_the_changes_of_a_turn_go_as_one_table_and_hold_up_no_other_accounts_renewal(leader: Any) -> None:
+    server, shard, received, session = leader
+    ours, theirs = socket.socketpair()
+    try:
+        other = add_session(server, ours, 2)
+        other.link.login(8, False)
+        arm(server, session, 1, 2)
+        arm(server, other, 1, 5)
+        gevent.sleep(0)
+        assert [switches for switches, _ in shard.shares] == [{7: 2, 8: 5}]
+        arm(server, session, 2, 2)  # 7's renewal while 8's arming is on its way too: after 7's
+        arm(server, other, 2, 6)
+        assert [(m["req_id"], m["armed"]) for m in received()] == []
+        assert shard.store() == {7: 2, 8: 5}
+        assert [(m["req_id"], m["armed"]) for m in received()] == [(1, True), (2, True)]
+        arm(server, session, 3, 2)  # 8's new seconds are on their way: 7's renewal is answered at once
+        assert [m["req_id"] for m in received()] == [3]
+        assert shard.store() == {7: 2, 8: 6}
+        other.close("done")  # what it was sent is not read: the stop would wait for it
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_a_switch_that_ran_out_leaves_the_log_when_its_cancel_all_is_done_and_only_then(leader: Any) -> None:
@@ -195,12 +219,15 @@ def test_a_stopping_leader_leaves_the_logs_switches_as_they_are(leader: Any) -> 
     server, shard, received, session = leader
     arm(server, session, 1, 0.01)
     shard.store()
-    gevent.sleep(0.05)
-    server.stop()  # it empties its switches: they are not the shard's
-    server.switch_ran_out(7)  # its cancel-all, done as the server stops
-    told: list[bool] = []
-    server.share_switches(lambda: told.append(True))  # a cancel_all_after taken as it stops
-    assert server.dead_man.arm(8, 60) is None
+    gevent.sleep(0.05)  # it runs out: its cancel-all is under way
+    told: list[int] = []
+    server.dead_man.arm(8, 60)
+    server.share_switches(8, lambda: told.append(8))  # its table would go at the end of the turn ...
+    server.stop()  # ... in which the server starts to stop, and empties its switches: they are not the shard's
+    server.switch_ran_out(7)  # 7's cancel-all, done as the server stops
+    server.share_switches(9, lambda: told.append(9))  # a cancel_all_after taken as it stops
+    gevent.sleep(0)
+    assert server.dead_man.arm(10, 60) is None
     assert shard.shares == [] and told == [] and server.dead_man.table() == {}
 
 
