@@ -8,8 +8,8 @@ too), and headers say who wrote it. A new leader's first message is a
 ``term`` message with no records: it fences every older leader. A
 ``switches`` message holds the shard's armed dead-man switches, all of them
 (JSON, account -> seconds): the leader appends one whenever they change,
-and again after each snapshot's position, so that a node reading the log
-from any snapshot it may start from finds them.
+and again after each snapshot's position while any is armed, so that a
+node reading the log from any snapshot it may start from finds them.
 
 Appends carry ``Nats-Expected-Last-Sequence``: JetStream stores a message
 only when the stream's last message is the one the writer last saw, so a

@@ -633,7 +633,7 @@ class Server:
                 self.commands.add(lib.ENG_CMD_SET_LIMITS, 0, instrument=inst, qty=max_qty, price=max_notional)
         self.commands.flush()
 
-    def share_switches(self, account: int | None, then: Callable[[], None]) -> None:
+    def switch_changed(self, account: int | None, then: Callable[[], None]) -> None:
         """`account`'s dead-man switch changed (None: no one asked): then().
         In a cluster, once the shard's log holds the switches (a new leader
         arms them again: SharedSwitches); never, if this node stops leading
@@ -644,15 +644,17 @@ class Server:
             self.shared_switches.changed(account, then)
 
     def switch_settled(self, account: int, then: Callable[[], None]) -> None:
-        """then() once the log holds `account`'s switch as it is (at once
-        but in a cluster while a change of it is on its way)."""
+        """then() once the log holds `account`'s switch as it is: at once,
+        except in a cluster while a change of it is on its way."""
         if self.cluster is None:
             then()
         else:
             self.shared_switches.settled(account, then)
 
     def _share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
-        if self.cluster is None or self.stopping:
+        """SharedSwitches' way into the log."""
+        assert self.cluster is not None  # SharedSwitches is given changes in a cluster only
+        if self.stopping:
             return  # its switches, emptied as it stops, are not the shard's: the log keeps them for the next leader
 
         def done() -> None:  # on a turn of its own: what it queues goes out with the turn's end
@@ -674,7 +676,7 @@ class Server:
         (until then the switch stays in what the log is given: a new leader
         that found it gone before the cancel-all would leave the orders)."""
         if self.dead_man.ran_out(account) and self.cluster is not None and self.cluster.leading:
-            self.share_switches(None, lambda: None)
+            self.switch_changed(None, lambda: None)
 
     def _dead_man_fired(self, account: int) -> None:
         """An account's dead-man switch ran out: the engine cancels all its

@@ -8,7 +8,7 @@ switch's (the orders leave with reason ``dead_man``), journaled and replayed
 like any command. The switch belongs to the account, not to a connection: it
 fires whether the connection that armed it is open and silent, or gone.
 It fires once, then is disarmed. In a cluster the armed switches are in
-the shard's log (``Server.share_switches``): a new leader arms them again.
+the shard's log (``Server.switch_changed``): a new leader arms them again.
 """
 
 from __future__ import annotations
@@ -25,48 +25,72 @@ __all__ = ["DeadManSwitches", "MAX_SWITCHES_IN_A_CLUSTER"]
 
 log = logging.getLogger("pyengine.server")
 
-# A shard's armed switches go into its log as one message (about 21 bytes
-# each), which must stay well under NATS's 1 MB payload.
+# A shard's armed switches go into its log as one message (up to 36 bytes
+# each: 720 KB for 20,000), which must stay under NATS's 1 MB payload.
 MAX_SWITCHES_IN_A_CLUSTER = 20_000
 
 class DeadManSwitches:
-    """The armed switches, one timer greenlet per account."""
+    """The armed switches, one timer greenlet per account; and, for the
+    shard's log in a cluster, their table: the armed ones and those that ran
+    out whose cancel-all is not done yet."""
 
     def __init__(self, fire: Callable[[int], None]) -> None:
         self._fire = fire
         self._timers: dict[int, tuple[gevent.Greenlet[..., None], float]] = {}  # account -> (timer, seconds)
-        self._firing: dict[int, float] = {}  # account -> seconds: ran out, its cancel-all not done yet
+        # account -> (seconds, cancel-alls under way): ran out, and not done yet
+        self._firing: dict[int, tuple[float, int]] = {}
         self.fired = 0
         self.closed = False
 
     def arm(self, account: int, seconds: float) -> float | None:
         """Arm (or renew) ``account``'s switch to fire in ``seconds``; 0
-        disarms it. Returns the deadline (Unix time), or None when disarmed
-        (or closed: the server stops, and arms nothing more)."""
+        disarms it, and takes out of the table a switch that ran out (its
+        cancel-all goes on). Returns the deadline (Unix time), or None when
+        disarmed (or closed: the server stops, and arms nothing more)."""
         old = self._timers.pop(account, None)
         if old is not None:
             old[0].kill(block=False)
         if seconds <= 0 or self.closed:
+            self._firing.pop(account, None)
             return None
         self._timers[account] = (gevent.spawn_later(seconds, self._expired, account), seconds)
         return time.time() + seconds
 
     def armed(self) -> int:
+        """The switches armed: their timers run."""
         return len(self._timers)
 
     def table(self) -> dict[int, float]:
         """The armed switches, and those that ran out whose cancel-all is not
         done yet (ran_out): account -> the seconds each was last armed with."""
-        return {**self._firing, **{account: seconds for account, (_, seconds) in self._timers.items()}}
+        return {**{account: seconds for account, (seconds, _) in self._firing.items()},
+                **{account: seconds for account, (_, seconds) in self._timers.items()}}
 
-    def count(self) -> int:
+    def in_table(self, account: int) -> float | None:
+        """table().get(account), without making the table."""
+        armed = self._timers.get(account)
+        if armed is not None:
+            return armed[1]
+        firing = self._firing.get(account)
+        return firing[0] if firing is not None else None
+
+    def table_size(self) -> int:
         """len(table()), without making it."""
         return len(self._timers) + sum(1 for account in self._firing if account not in self._timers)
 
     def ran_out(self, account: int) -> bool:
-        """The cancel-all of `account`'s switch, which ran out, is done;
-        False if none of this server's was under way."""
-        return self._firing.pop(account, None) is not None
+        """A cancel-all of `account`'s switch, which ran out, is done: True
+        if that takes the switch out of the table (no other is under way,
+        and it was not disarmed since)."""
+        firing = self._firing.get(account)
+        if firing is None:
+            return False
+        seconds, under_way = firing
+        if under_way > 1:
+            self._firing[account] = (seconds, under_way - 1)
+            return False
+        del self._firing[account]
+        return account not in self._timers
 
     def seconds(self, account: int) -> float | None:
         """The seconds ``account``'s switch was last armed with; None while disarmed."""
@@ -74,7 +98,8 @@ class DeadManSwitches:
         return armed[1] if armed is not None else None
 
     def _expired(self, account: int) -> None:
-        self._firing[account] = self._timers.pop(account)[1]
+        seconds = self._timers.pop(account)[1]
+        self._firing[account] = (seconds, self._firing.get(account, (seconds, 0))[1] + 1)
         self.fired += 1
         log.warning("dead_man", extra=fields(account=account, detail="not renewed in time: cancelling all"))
         self._fire(account)

@@ -87,7 +87,7 @@ class RequestHost(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def share_switches(self, account: int | None, then: Callable[[], None]) -> None: ...
+    def switch_changed(self, account: int | None, then: Callable[[], None]) -> None: ...
 
     def switch_settled(self, account: int, then: Callable[[], None]) -> None: ...
 
@@ -383,24 +383,25 @@ class Requests:
     def cancel_all_after(self, session: Session, req: CancelAllAfter) -> None:
         account = self._account(session, req.req_id)
         switches = self.server.dead_man
-        # Renewing the switch as it is, its everyday use (as often as a client
-        # likes), is a debug line; arming, disarming or new seconds are info.
-        armed = switches.seconds(account)
-        unchanged = armed == (req.seconds or None)
-        if (armed is None and req.seconds and self.server.cluster is not None
-                and switches.count() >= MAX_SWITCHES_IN_A_CLUSTER):
+        before = switches.in_table(account)
+        if (before is None and req.seconds and self.server.cluster is not None
+                and switches.table_size() >= MAX_SWITCHES_IN_A_CLUSTER):
             raise RequestError("too_many_switches", f"{MAX_SWITCHES_IN_A_CLUSTER} accounts of this shard have a "
                                "dead-man switch armed, the most a shard's log holds", req.req_id)
+        # Renewing the switch as it is, its everyday use (as often as a client
+        # likes), is a debug line; arming, disarming or new seconds are info.
+        unchanged = switches.seconds(account) == (req.seconds or None)
         deadline = switches.arm(account, req.seconds)
         log.log(logging.DEBUG if unchanged else logging.INFO, "cancel_all_after",
                 extra=fields(sid=session.sid, account=account, seconds=req.seconds))
         reply = {"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
                  "armed": deadline is not None, "deadline": deadline}
-        # In a cluster, once the shard's log has it (a renewal: has what it renews): a new leader arms it again.
-        if unchanged:
+        # In a cluster, once the shard's log has the table as it is now (a new leader arms its switches
+        # again); a renewal, or an arming of a switch whose cancel-all is under way, may leave it as it was.
+        if switches.in_table(account) == before:
             self.server.switch_settled(account, lambda: session.reply(reply))
         else:
-            self.server.share_switches(account, lambda: session.reply(reply))
+            self.server.switch_changed(account, lambda: session.reply(reply))
 
     def set_trading_state(self, session: Session, req: SetTradingState) -> None:
         self._admin(session, req.req_id, "halt or resume an instrument")

@@ -22,6 +22,8 @@ Share = Callable[[dict[int, float], Callable[[], None]], None]
 
 
 class SharedSwitches:
+    """The switch changes on their way into the log, and the answers waiting for them."""
+
     def __init__(self, switches: DeadManSwitches, at_end_of_turn: Callable[[Callable[[], None]], object],
                  share: Share) -> None:
         self._switches = switches

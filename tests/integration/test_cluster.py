@@ -216,7 +216,7 @@ def test_a_dead_man_switch_outlives_its_leader(nats: LocalNats, shard: Callable[
         assert [o["order_id"] for o in c.open_orders()] == [theirs]
     again = server_factory(cluster_config(nats.urls), "--shard", "a", "--node", gone)
     settled([new, again])
-    assert status(again)["dead_man_armed"] == 0
+    wait_for_value("disarm on the node that came back", lambda: status(again)["dead_man_armed"], 0)
 
 
 def test_a_paused_leader_acknowledges_nothing_and_rejoins(nats: LocalNats, shard: Callable[..., list[Any]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any, cast
@@ -42,6 +43,14 @@ class Host:
         raise AssertionError(reason)
 
     def snapshot_stored(self, seq: int, name: str | None) -> None: ...
+
+
+def until(done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Let the hub run until done() (a switch's timer has fired, say)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        gevent.sleep(0.005)
 
 
 def follower() -> Replica:
@@ -88,18 +97,35 @@ def test_a_switch_that_ran_out_stays_in_the_table_until_its_cancel_all_is_done()
     switches = DeadManSwitches(fired.append)
     for account, seconds in ((7, 0.01), (8, 60), (9, 0.01)):
         switches.arm(account, seconds)
-    gevent.sleep(0.05)
+    until(lambda: len(fired) == 2)
     assert sorted(fired) == [7, 9] and switches.armed() == 1
     assert switches.table() == {7: 0.01, 8: 60, 9: 0.01}
-    switches.ran_out(9)
+    assert switches.ran_out(9) is True
     assert switches.table() == {7: 0.01, 8: 60}
     switches.arm(7, 30)  # armed again before its cancel-all is done: its new seconds, after it too
-    switches.ran_out(7)
-    assert switches.table() == {7: 30, 8: 60}
+    assert switches.ran_out(7) is False  # the table stays as it was
+    assert switches.table() == {7: 30, 8: 60} and switches.table_size() == 2
     switches.arm(7, 0)
     assert switches.table() == {8: 60}
+    assert switches.ran_out(8) is False  # none of 8's is under way
     switches.close()
-    assert switches.table() == {}
+    assert switches.table() == {} and switches.table_size() == 0
+
+
+def test_a_switch_that_ran_out_twice_stays_until_both_cancel_alls_are_done_and_a_disarm_takes_it_out() -> None:
+    fired: list[int] = []
+    switches = DeadManSwitches(fired.append)
+    switches.arm(7, 0.01)
+    until(lambda: len(fired) == 1)
+    switches.arm(7, 0.01)  # armed again, and runs out again, before the first cancel-all is done
+    until(lambda: len(fired) == 2)
+    assert switches.ran_out(7) is False and switches.table() == {7: 0.01} and switches.in_table(7) == 0.01
+    assert switches.ran_out(7) is True and switches.table() == {} and switches.in_table(7) is None
+    switches.arm(9, 0.01)
+    until(lambda: len(fired) == 3)
+    assert switches.in_table(9) == 0.01
+    switches.arm(9, 0)  # a disarm while its cancel-all is under way (or was refused): out of the table now
+    assert switches.table() == {} and switches.ran_out(9) is False
 
 
 class Shard:
@@ -207,7 +233,7 @@ def test_a_switch_that_ran_out_leaves_the_log_when_its_cancel_all_is_done_and_on
     server, shard, received, session = leader
     arm(server, session, 1, 0.01)
     shard.store()
-    gevent.sleep(0.05)  # it runs out: its cancel-all goes to the engine
+    until(lambda: server.dead_man.armed() == 0)  # it runs out: its cancel-all goes to the engine
     assert server.dead_man.armed() == 0 and shard.shares == []
     server.switch_ran_out(8)  # a cancel-all of a switch this server did not fire (a backlog's): nothing to tell
     assert shard.shares == []
@@ -215,17 +241,35 @@ def test_a_switch_that_ran_out_leaves_the_log_when_its_cancel_all_is_done_and_on
     assert shard.store() == {}
 
 
+def test_a_disarm_of_a_switch_that_ran_out_goes_into_the_log(leader: Any) -> None:
+    """Its cancel-all under way (or refused by the engine), a switch is in
+    the table; the account disarms it: the log is told, and its answer waits
+    for that. The cancel-all done after tells the log nothing more."""
+    server, shard, received, session = leader
+    arm(server, session, 1, 0.01)
+    shard.store()
+    until(lambda: server.dead_man.armed() == 0)
+    assert [m["req_id"] for m in received()] == [1]
+    arm(server, session, 2, 0)
+    assert received() == []
+    assert shard.store() == {}
+    assert [(m["req_id"], m["armed"]) for m in received()] == [(2, False)]
+    server.switch_ran_out(7)
+    gevent.sleep(0)
+    assert shard.shares == []
+
+
 def test_a_stopping_leader_leaves_the_logs_switches_as_they_are(leader: Any) -> None:
     server, shard, received, session = leader
     arm(server, session, 1, 0.01)
     shard.store()
-    gevent.sleep(0.05)  # it runs out: its cancel-all is under way
+    until(lambda: server.dead_man.armed() == 0)  # it runs out: its cancel-all is under way
     told: list[int] = []
     server.dead_man.arm(8, 60)
-    server.share_switches(8, lambda: told.append(8))  # its table would go at the end of the turn ...
+    server.switch_changed(8, lambda: told.append(8))  # its table would go at the end of the turn ...
     server.stop()  # ... in which the server starts to stop, and empties its switches: they are not the shard's
     server.switch_ran_out(7)  # 7's cancel-all, done as the server stops
-    server.share_switches(9, lambda: told.append(9))  # a cancel_all_after taken as it stops
+    server.switch_changed(9, lambda: told.append(9))  # a cancel_all_after taken as it stops
     gevent.sleep(0)
     assert server.dead_man.arm(10, 60) is None
     assert shard.shares == [] and told == [] and server.dead_man.table() == {}
