@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import gevent
 import nats as nats_client
 import pytest
 from nats.js.api import KeyValueConfig, StorageType, StreamInfo
@@ -34,6 +35,7 @@ from pyengine.cluster import replica as replica_module
 from pyengine.cluster.replica import FOLLOWING, LEADING, STOPPED, Position, Replica
 from pyengine.cluster.shardlog import (
     KIND_RECORDS,
+    KIND_SWITCHES,
     KIND_TERM,
     KV_BUCKET,
     LOG_ID,
@@ -48,6 +50,7 @@ from pyengine.cluster.shardlog import (
     log_identity,
     node_key,
     stream_name,
+    switches_of,
 )
 from pyengine._ffi import ffi, lib
 from pyengine.durability import new_engine
@@ -1226,6 +1229,29 @@ def test_a_node_that_starts_while_its_log_has_no_leader_waits_for_one(nats: Loca
         assert partial == [0] and node.link is not None
         assert node.loop.run(names_in(node.link.snapshots), timeout=20) == stored
         assert node._position.stream_seq == 2
+
+
+def test_the_switch_changes_of_one_turn_go_into_the_log_as_one_message(nats: LocalNats) -> None:
+    """A whole node in this process, leading: two accounts arm their
+    dead-man switches in one turn of its event loop; one switches message
+    holds both, and each change is told stored, on the gevent thread, once
+    it is."""
+    with whole_node(nats) as (server, node):
+        deadline = time.monotonic() + 30
+        while not node.leading:
+            assert time.monotonic() < deadline, "the node did not take the lead"
+            gevent.sleep(0.05)
+        told: list[int] = []
+        for account, seconds in ((7, 60.0), (8, 30.0)):
+            server.dead_man.arm(account, seconds)
+            server.switch_changed(account, lambda account=account: told.append(account))
+        while told != [7, 8]:
+            assert time.monotonic() < deadline, f"told {told}"
+            gevent.sleep(0.01)
+        assert node.link is not None and node.replica is not None
+        log = node.loop.run(read_log(node.link.js, SHARD), timeout=20)
+        assert [switches_of(m.body) for m in log if m.kind == KIND_SWITCHES] == [{7: 60.0, 8: 30.0}]
+        assert node.replica.switches == {7: 60.0, 8: 30.0} and node.status()["dead_man_armed"] == 2
 
 
 def test_a_promotion_after_the_node_gave_up_is_not_acted_on(nats: LocalNats) -> None:
