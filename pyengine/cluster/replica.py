@@ -509,13 +509,20 @@ class Replica:
             tell()
 
     async def _append_switches(self, switches: dict[int, float]) -> None:
-        stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
-                              expected=self.applied, kind=KIND_SWITCHES, body=switches_body(switches),
-                              last_seq=self.next_seq - 1, still_leader=self.lease.holding)
-        if self.role != LEADING or not self.lease.holding():
-            raise Fenced("the lease ran out before the switches could be taken as stored")
-        self.applied = self.stream_seq = stored
+        await self._append(KIND_SWITCHES, switches_body(switches), self.next_seq - 1,
+                           "the switches could be taken as stored")
         self.switches = switches
+
+    async def _append(self, kind: str, body: bytes, last_seq: int, then: str) -> None:
+        """Append a message after the last one, as the leader: stored on a
+        quorum, it counts only while the lease still holds (a leader that
+        woke up too late acknowledges nothing); else Fenced, saying what
+        had not happened yet (`then`)."""
+        stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term, expected=self.applied,
+                              kind=kind, body=body, last_seq=last_seq, still_leader=self.lease.holding)
+        if self.role != LEADING or not self.lease.holding():
+            raise Fenced(f"the lease ran out before {then}")
+        self.applied = self.stream_seq = stored
 
     async def _replicate(self) -> None:
         """Records out of the runner, into the log, one message at a time
@@ -553,15 +560,8 @@ class Replica:
                         pass
                     continue
                 last = int(records[n - 1].seq)
-                stored = await append(self.link.js, self.shard, node=self.node, term=self.lease.term,
-                                      expected=self.applied, kind=KIND_RECORDS,
-                                      body=bytes(ffi.buffer(records, n * RECORD_SIZE)), last_seq=last,
-                                      still_leader=self.lease.holding)
-                # Stored on a quorum; released only while the lease still holds
-                # (a leader that woke up too late acknowledges nothing).
-                if self.role != LEADING or not self.lease.holding():
-                    raise Fenced("the lease ran out before a message's events could be released")
-                self.applied = self.stream_seq = stored
+                await self._append(KIND_RECORDS, bytes(ffi.buffer(records, n * RECORD_SIZE)), last,
+                                   "a message's events could be released")
                 self.next_seq = last + 1
                 lib.runner_repl_done(self.runner, last)
                 if self._switches_wanted is not None:  # between two of records: changes cannot hold up the orders
