@@ -11,6 +11,7 @@ import struct
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyengine.client import Client
+from pyengine.server import metrics
 from pyengine.server.config import ConfigError, config_from_dict
 from pyengine.server.process import ServerProcess, ServerStartError
 
@@ -56,6 +58,9 @@ def metrics_port(server: RunningServer) -> int:
 
 
 def scrape(port: int, path: str = "/metrics") -> str:
+    """The page as it is now: the endpoint gives the same scrape, within
+    MIN_SCRAPE_INTERVAL, the same answer again."""
+    time.sleep(metrics.MIN_SCRAPE_INTERVAL)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         assert r.status == 200
         return str(r.read().decode())
@@ -180,6 +185,16 @@ def test_only_metrics_is_served(server_factory: Any) -> None:
     assert info.value.code == 404
     assert "pyengine_order_ack_latency_seconds" in scrape(port)
     assert "journal" not in scrape(port)  # nothing journaled, no journal metrics
+
+
+def test_scrapes_at_once_are_each_answered_in_their_turn(server_factory: Any) -> None:
+    server = server_factory(None, "--metrics-port", "0")
+    port = metrics_port(server)
+    n = metrics.MAX_CONNECTIONS  # all the places at once, each scrape paced after the one before
+    with ThreadPoolExecutor(n) as pool:
+        pages = list(pool.map(lambda _: scrape(port), range(n)))
+    for page in pages:
+        assert value(samples(page), "pyengine_sessions_opened_total") == 0
 
 
 def test_a_metrics_port_in_use_stops_the_start(tmp_path: Path) -> None:
