@@ -28,7 +28,7 @@ from .config import ServerConfig
 from .httpd import StartResponse, http_server
 from .webfeed import WebFeed, WebFeedHost
 
-__all__ = ["WebView", "WebViewHost", "UPDATES_PER_SECOND"]
+__all__ = ["STREAMS_PER_ADDRESS", "UPDATES_PER_SECOND", "WebView", "WebViewHost"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -36,6 +36,10 @@ UPDATES_PER_SECOND = 4.0  # at most, per page
 _KEEPALIVE = 15.0  # seconds without a state before a comment line tests that the page is still there
 _RETRY_MS = 2000  # how long a page's EventSource waits before connecting again
 _MAX_CONNECTIONS = 64  # pages and file requests served at once; more wait to be accepted
+# A page's stream holds its place for as long as the page is open: pages
+# from one address may hold a quarter of them, so that one machine cannot
+# take the view from everyone else (a browser opens at most six to a host).
+STREAMS_PER_ADDRESS = _MAX_CONNECTIONS // 4
 
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -75,6 +79,7 @@ class WebView:
         self.feed = WebFeed(server, UPDATES_PER_SECOND)
         self.symbols = {symbol: i for i, symbol in enumerate(server.engine.symbols)}
         self.files = _static_files()
+        self.streams: dict[str, int] = {}  # the pages' streams open, by their address
         self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use",
                                 table="http", allowed_hosts=server.config.http_allowed_hosts,
                                 request_timeout=server.config.http_request_timeout,
@@ -106,14 +111,24 @@ class WebView:
             inst = self.symbols.get(symbol)
             if inst is None:
                 return _plain(start_response, "404 Not Found", "no such instrument\n")
-            start_response("200 OK", [("Content-Type", "text/event-stream"), *_HEADERS])
             if method == "HEAD":
+                start_response("200 OK", [("Content-Type", "text/event-stream"), *_HEADERS])
                 return []
-            return self._events(inst)
+            return self._events(inst, str(environ.get("REMOTE_ADDR")), start_response)
         return _plain(start_response, "404 Not Found", "the web view is at /\n")
 
-    def _events(self, inst: int) -> Iterator[bytes]:
-        """One page's stream: its instrument's states as they change."""
+    def _events(self, inst: int, address: str, start_response: StartResponse) -> Iterator[bytes]:
+        """One page's stream: its instrument's states as they change. Its
+        answer starts here, where it is counted: a stream the server drops
+        before running it (its page gone at once) was never counted."""
+        start_response("200 OK", [("Content-Type", "text/event-stream"), *_HEADERS])
+        if self.streams.get(address, 0) >= STREAMS_PER_ADDRESS:
+            # An event the page's script shows; it then closes the stream,
+            # where after a refusal by status the page could not tell why.
+            log.debug("http_streams_refused", extra=fields(peer=address, open=STREAMS_PER_ADDRESS))
+            yield b"event: refused\ndata: %d pages are open from this address already\n\n" % STREAMS_PER_ADDRESS
+            return
+        self.streams[address] = self.streams.get(address, 0) + 1
         watcher = self.feed.watch(inst)
         try:
             yield b"retry: %d\n\n" % _RETRY_MS
@@ -127,6 +142,9 @@ class WebView:
             # The page went (a write failed and the server closed this
             # generator) or the server is stopping.
             self.feed.unwatch(watcher)
+            left = self.streams.pop(address) - 1
+            if left:
+                self.streams[address] = left
 
 
 def _plain(start_response: StartResponse, status: str, text: str,

@@ -33,6 +33,7 @@ from pyengine.client import Client
 from pyengine.server.config import ConfigError, config_from_dict
 from pyengine.server.process import ServerProcess, ServerStartError
 from pyengine.server.webfeed import DEPTH
+from pyengine.server.webview import STREAMS_PER_ADDRESS
 
 from .conftest import RunningServer
 
@@ -272,6 +273,47 @@ def test_a_stream_starts_with_the_state(server_factory: Any) -> None:
     assert line.startswith(b"data: ") and line.endswith(b"\n")
     state = json.loads(line[len("data: "):])
     assert (state["symbol"], state["bids"], state["asks"]) == (ES, [], [[452_000, 4, 1]])
+
+
+def open_stream(port: int, source: str = "127.0.0.1") -> tuple[http.client.HTTPConnection, bytes]:
+    """A page's stream, from the address `source`, and its first line."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT, source_address=(source, 0))
+    conn.request("GET", "/events?symbol=ESZ6")
+    r = conn.getresponse()
+    assert (r.status, r.headers["Content-Type"]) == (200, "text/event-stream")
+    return conn, r.readline()
+
+
+def test_pages_from_one_address_hold_at_most_their_share_of_the_view(server_factory: Any,
+                                                                      browser: WebDriver) -> None:
+    server = server_factory(None, "--http-port", "0")
+    port = http_port(server)
+    streams = [open_stream(port) for _ in range(STREAMS_PER_ADDRESS)]
+    try:
+        assert all(first == b"retry: 2000\n" for _, first in streams)
+        refused, first = open_stream(port)
+        refused.close()
+        assert first == b"event: refused\n"
+        browser.get(f"http://127.0.0.1:{port}/#{ES}")  # a page from the same address is told why it has no stream
+        wait_for(browser, lambda: browser.find_element("id", "connection").text
+                 == f"refused: {STREAMS_PER_ADDRESS} pages are open from this address already", "the refusal")
+        other, first = open_stream(port, source="127.0.0.2")  # another machine's page still gets one
+        other.close()
+        assert first == b"retry: 2000\n"
+        streams.pop()[0].close()
+        # The server finds the page gone when a state it writes fails: new
+        # states go out as the book changes, until a place is free again.
+        with login(server, 1) as c:
+            for price in range(440_000, 450_000, 25):
+                c.request(c.new_order(ES, "buy", 1, price))
+                again, first = open_stream(port)
+                again.close()
+                if first != b"event: refused\n":
+                    break
+        assert first == b"retry: 2000\n"
+    finally:
+        for conn, _ in streams:
+            conn.close()
 
 
 def test_an_http_port_in_use_stops_the_start(tmp_path: Path) -> None:

@@ -64,6 +64,10 @@
       setConnection("down", source.readyState === EventSource.CLOSED ? "no such instrument" : "reconnecting");
     };
     source.onmessage = (event) => render(JSON.parse(event.data));
+    source.addEventListener("refused", (event) => {
+      source.close();
+      setConnection("down", "refused: " + event.data);
+    });
   }
 
   function renderSymbols(symbols, current) {
