@@ -283,12 +283,6 @@ class Engine(Core):
         inside, or before: their __hash__ may try to close the engine."""
         return self._holding(self._ptr)
 
-    def _check_free(self) -> None:
-        """Raise if the engine is closed or held (by a call on this thread or
-        another thread)."""
-        with self._holding(None):
-            pass
-
     # ---- instruments ---------------------------------------------------------
 
     def add_instrument(
@@ -352,10 +346,10 @@ class Engine(Core):
     # ---- commands ------------------------------------------------------------
     #
     # submit, cancel, modify, order and book are Core's (csrc/binding/calls.c),
-    # which runs every valid call. It hands a call it does not take to the
-    # method of the same name with a leading underscore, with the same
-    # signature: these find what is wrong and raise the error. They never run
-    # a command.
+    # which runs every valid call and refuses any while the engine is closed or
+    # held. It hands a call whose arguments it does not take to the method of
+    # the same name with a leading underscore, with the same signature: these
+    # find what is wrong and raise the error. They never run a command.
 
     def _submit(
         self,
@@ -372,7 +366,6 @@ class Engine(Core):
         stp: str = "none",
         order_id: int | None = None,
     ) -> NoReturn:
-        self._check_free()
         if not isinstance(symbol, str):
             raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
         _args.as_code("side", side, SIDE_CODE)
@@ -396,7 +389,6 @@ class Engine(Core):
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> NoReturn:
-        self._check_free()
         _args.check_target(order_id, account, client_order_id)
         raise _declined("cancel")
 
@@ -409,7 +401,6 @@ class Engine(Core):
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> NoReturn:
-        self._check_free()
         _args.check_target(order_id, account, client_order_id)
         if qty is None and price is None:
             raise InvalidArgument("modify needs a new qty, a new price or both")
@@ -426,12 +417,10 @@ class Engine(Core):
         account: int | None = None,
         client_order_id: str | None = None,
     ) -> NoReturn:
-        self._check_free()
         _args.check_target(order_id, account, client_order_id, min_order_id=0)
         raise _declined("order")
 
     def _book(self, symbol: str, depth: int = 10) -> NoReturn:
-        self._check_free()
         if not isinstance(symbol, str):
             raise InvalidArgumentType(f"symbol must be a str, not {type(symbol).__name__}")
         _args.as_int("depth", depth, 0, _args.INT64_MAX)

@@ -12,12 +12,13 @@
  * Every valid call runs here, in every documented form: strings or enum
  * members, ints or objects with __index__ (numpy integers), client order ids,
  * cancels without an account or by client order id. A call this file does
- * not take -- a bad argument, a closed or busy engine -- goes, as it is, to
- * the Python method of the same name with a leading underscore
- * (Engine._submit, ...), which finds what is wrong and raises the error; it
- * never runs a command. So the rules of what is accepted live here and in the
- * core (the order shape: eng_order_shape), the wording of the errors in
- * pyengine/_args.py.
+ * not take -- a bad argument -- goes, as it is, to the Python method of the
+ * same name with a leading underscore (Engine._submit, ...), which finds
+ * what is wrong and raises the error; it never runs a command. So the rules
+ * of what is accepted live here and in the core (the order shape:
+ * eng_order_shape), the wording of the errors in pyengine/_args.py. A closed
+ * or busy engine is refused here, with the error of Python's table
+ * (`refusals`), as Engine's own methods are.
  *
  * The GIL is held throughout: a command takes well under a microsecond, less
  * than releasing and taking the GIL back would cost.
@@ -595,22 +596,52 @@ static PyObject *calls_not_simple(calls_core *self, int64_t r, const char *coid,
 
 /* ---- the verbs ---------------------------------------------------------- */
 
+/* Hold the engine for this thread if it is attached and free. */
+static enum calls_hold calls_take(calls_core *self)
+{
+    unsigned long me = PyThread_get_thread_ident();
+
+    if (self->busy)
+        return self->owner == me ? CALLS_IN_USE_HERE : CALLS_IN_USE_ELSEWHERE;
+    if (!self->eng)
+        return CALLS_CLOSED;
+    self->busy = 1;
+    self->owner = me;
+    return CALLS_HELD;
+}
+
+/* NULL, with the error of hold code `r` (not CALLS_HELD): its exception
+   and message in the `refusals` table, given by Python. */
+static PyObject *calls_refuse(calls_core *self, enum calls_hold r)
+{
+    PyObject *why;
+
+    if (!self->refusals) { /* never attached */
+        PyErr_SetString(PyExc_RuntimeError, "the Engine is not attached");
+        return NULL;
+    }
+    why = PyTuple_GET_ITEM(self->refusals, r);
+    PyErr_SetObject(PyTuple_GET_ITEM(why, 0), PyTuple_GET_ITEM(why, 1));
+    return NULL;
+}
+
 /*
  * Every verb holds the engine from its first look at the arguments to the
  * last event object it builds (`busy`, Engine._busy): converting an argument
  * can run user code (__index__, __hash__), which must find the engine in
  * use, not close it or enter it again (nor detach or attach this half, nor
  * end the hold: RuntimeError). A verb that finds the engine closed or busy
- * hands the call to Python, which raises the error. The Python methods hold
- * the engine by the same flag (_holding; _hold, _release).
+ * raises the refusal of its hold code, as the Python methods do, which hold
+ * the engine by the same flag (_holding; _hold, _release): the code is the
+ * one of the moment the verb looked, another thread's call may end at once.
  */
-static int calls_enter(calls_core *self)
+static enum calls_hold calls_enter(calls_core *self)
 {
-    if (!self->eng || self->busy)
-        return 0;
-    self->busy = self->in_verb = 1;
-    self->owner = PyThread_get_thread_ident();
-    return 1;
+    enum calls_hold r = calls_take(self);
+
+    if (r == CALLS_HELD)
+        self->in_verb = 1;
+    return r;
 }
 
 /*
@@ -684,12 +715,13 @@ static PyObject *calls_submit(calls_core *self, PyObject *const *args, Py_ssize_
     long inst, side, tif, order_type = ENG_LIMIT, stp = ENG_STP_NONE;
     char coid[ENG_COID_LEN];
     enum calls_check rc = CALLS_BAD;
+    enum calls_hold hold;
     int post_only;
     int64_t r;
     PyObject *res = NULL;
 
-    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
-        return calls_forward((PyObject *)self, calls_names.py_submit, args, nargs, kwnames);
+    if ((hold = calls_enter(self)) != CALLS_HELD) /* closed or busy: untouched */
+        return calls_refuse(self, hold);
     CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.submit_args, CALLS_SUB__COUNT, 4,
                              CALLS_SUB_NONE_OK, a));
     CALLS_REQUIRE(a[CALLS_SUB_SYMBOL] && a[CALLS_SUB_SIDE] && a[CALLS_SUB_QTY]);
@@ -831,11 +863,12 @@ static PyObject *calls_cancel(calls_core *self, PyObject *const *args, Py_ssize_
     struct calls_held held = {.n = 0};
     struct calls_target t;
     enum calls_check rc = CALLS_BAD;
+    enum calls_hold hold;
     int64_t r;
     PyObject *res = NULL;
 
-    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
-        return calls_forward((PyObject *)self, calls_names.py_cancel, args, nargs, kwnames);
+    if ((hold = calls_enter(self)) != CALLS_HELD) /* closed or busy: untouched */
+        return calls_refuse(self, hold);
     CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.target_args, CALLS_TGT__COUNT, 1,
                              CALLS_TGT_NONE_OK, a));
     CALLS_CHECK(calls_target(&a[CALLS_TGT_ORDER_ID], &a[CALLS_TGT_ACCOUNT], a[CALLS_TGT_COID], 1, &t,
@@ -880,12 +913,13 @@ static PyObject *calls_modify(calls_core *self, PyObject *const *args, Py_ssize_
     struct calls_target t;
     long long qty = 0, price = 0;
     enum calls_check rc = CALLS_BAD;
+    enum calls_hold hold;
     uint8_t flags;
     int64_t r;
     PyObject *res = NULL;
 
-    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
-        return calls_forward((PyObject *)self, calls_names.py_modify, args, nargs, kwnames);
+    if ((hold = calls_enter(self)) != CALLS_HELD) /* closed or busy: untouched */
+        return calls_refuse(self, hold);
     CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.modify_args, CALLS_MOD__COUNT, 3,
                              CALLS_MOD_NONE_OK, a));
     CALLS_CHECK(calls_target(&a[CALLS_MOD_ORDER_ID], &a[CALLS_MOD_ACCOUNT], a[CALLS_MOD_COID], 1, &t,
@@ -923,11 +957,12 @@ static PyObject *calls_order(calls_core *self, PyObject *const *args, Py_ssize_t
     struct calls_target t;
     struct eng_order_info info;
     enum calls_check rc = CALLS_BAD;
+    enum calls_hold hold;
     PyObject *res = NULL;
     int found;
 
-    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
-        return calls_forward((PyObject *)self, calls_names.py_order, args, nargs, kwnames);
+    if ((hold = calls_enter(self)) != CALLS_HELD) /* closed or busy: untouched */
+        return calls_refuse(self, hold);
     CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.target_args, CALLS_TGT__COUNT, 1,
                              CALLS_TGT_NONE_OK, a));
     CALLS_CHECK(calls_target(&a[CALLS_TGT_ORDER_ID], &a[CALLS_TGT_ACCOUNT], a[CALLS_TGT_COID], 0, &t,
@@ -1042,11 +1077,12 @@ static PyObject *calls_book(calls_core *self, PyObject *const *args, Py_ssize_t 
     struct calls_held held = {.n = 0};
     long long depth = 10;
     enum calls_check rc = CALLS_BAD;
+    enum calls_hold hold;
     long inst;
     PyObject *it[3], *res = NULL;
 
-    if (!calls_enter(self)) /* closed or busy: untouched, Python says which */
-        return calls_forward((PyObject *)self, calls_names.py_book, args, nargs, kwnames);
+    if ((hold = calls_enter(self)) != CALLS_HELD) /* closed or busy: untouched */
+        return calls_refuse(self, hold);
     CALLS_REQUIRE(calls_bind(args, nargs, kwnames, calls_names.book_args, CALLS_BOOK__COUNT, 2, 0, a));
     CALLS_REQUIRE(a[CALLS_BOOK_SYMBOL] != NULL);
     CALLS_CHECK(calls_code(a[CALLS_BOOK_SYMBOL], self->symbols, 0, &inst));
@@ -1247,20 +1283,6 @@ PyDoc_STRVAR(calls_hold_doc,
              "2, held by a call in progress on this thread; 3, held by another thread.\n"
              "The check and the hold run with no thread switch between them.");
 
-/* Hold the engine for this thread if it is attached and free. */
-static enum calls_hold calls_take(calls_core *self)
-{
-    unsigned long me = PyThread_get_thread_ident();
-
-    if (self->busy)
-        return self->owner == me ? CALLS_IN_USE_HERE : CALLS_IN_USE_ELSEWHERE;
-    if (!self->eng)
-        return CALLS_CLOSED;
-    self->busy = 1;
-    self->owner = me;
-    return CALLS_HELD;
-}
-
 static PyObject *calls_hold(calls_core *self, PyObject *Py_UNUSED(ignored))
 {
     return PyLong_FromLong(calls_take(self));
@@ -1303,7 +1325,6 @@ static void holding_dealloc(calls_holding *h)
 static PyObject *holding_enter(calls_holding *h, PyObject *Py_UNUSED(ignored))
 {
     enum calls_hold r;
-    PyObject *why;
 
     if (h->held) {
         PyErr_SetString(PyExc_RuntimeError, "a hold is entered once");
@@ -1314,13 +1335,7 @@ static PyObject *holding_enter(calls_holding *h, PyObject *Py_UNUSED(ignored))
         h->held = 1;
         return Py_NewRef(h->value);
     }
-    if (!h->core->refusals) { /* never attached */
-        PyErr_SetString(PyExc_RuntimeError, "the Engine is not attached");
-        return NULL;
-    }
-    why = PyTuple_GET_ITEM(h->core->refusals, r);
-    PyErr_SetObject(PyTuple_GET_ITEM(why, 0), PyTuple_GET_ITEM(why, 1));
-    return NULL;
+    return calls_refuse(h->core, r);
 }
 
 static PyObject *holding_exit(calls_holding *h, PyObject *Py_UNUSED(args))

@@ -411,9 +411,10 @@ def test_attach_checks_its_arguments() -> None:
         core._attach(0, api, **tables)
     with pytest.raises(ValueError, match="table symbols is missing"):
         core._attach(1, api, **tables)
-    # Unattached, every call goes to the Python methods, which Core lacks.
-    with pytest.raises(AttributeError, match="_submit"):
-        core.submit("A", "buy", 1, 1)
+    # Unattached, as closed, every verb is refused.
+    for verb in (lambda: core.submit("A", "buy", 1, 1), lambda: core.cancel(1), lambda: core.book("A")):
+        with pytest.raises(RuntimeError, match="the Engine is not attached"):
+            verb()
 
 
 class Closing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -282,3 +283,43 @@ def test_a_hold_ends_only_on_the_thread_that_took_it() -> None:
     assert len(errors) == 1 and eng._busy
     assert hold.__exit__(None, None, None) is False and not eng._busy
     eng.add_instrument("X")  # free again
+
+
+@pytest.mark.parametrize("verb", ['e.submit("X", "buy", 1, 100)', "e.cancel(1)", "e.modify(1, 2)", "e.order(1)",
+                                  'e.book("X")'])
+def test_a_verb_that_finds_the_engine_held_elsewhere_says_so_if_it_is_freed_at_once(verb: str) -> None:
+    """A verb (valid arguments) that finds the engine held by another thread
+    raises ConcurrentUseError, also when that thread lets go right after:
+    the verb does not look again. Were it to hand the call on to Engine's
+    Python method of the same name, the holder would let go right then."""
+    import sys
+    import threading
+
+    e = Engine()
+    e.add_instrument("X")
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        assert e._hold() == HELD
+        held.set()
+        release.wait(60)
+        e._release()
+
+    def free_at_a_call_into_engine_py(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" and frame.f_code.co_filename.endswith("engine.py") and not release.is_set():
+            release.set()
+            t.join(60)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(60)
+    try:
+        with pytest.raises(ConcurrentUseError, match="in use by another thread"):
+            sys.setprofile(free_at_a_call_into_engine_py)
+            eval(verb)
+    finally:
+        sys.setprofile(None)
+        release.set()
+        t.join(60)
+    assert not e._busy
+    e.submit("X", "buy", 1, 100)  # free again
