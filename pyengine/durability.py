@@ -63,6 +63,7 @@ STOP_REASONS = {
 COVERED = "covered by the snapshot"
 _SEGMENT = re.compile(r"journal-(\d{20})\.log$")
 _SNAPSHOT = re.compile(r"snapshot-(\d{20})\.snap$")
+_MARK = "HIGHWATER"  # JNL_MARK_FILE
 
 
 class RecoveryError(EngineError):
@@ -301,7 +302,7 @@ def read_mark(data_dir: str | os.PathLike[str]) -> tuple[int, int, int]:
     each at least the highest ever issued there; zeros when it has none."""
     mark = ffi.new("struct eng_counters *")
     rc = lib.eng_mark_read(os.fsencode(data_dir), mark)
-    path = Path(data_dir) / "HIGHWATER"
+    path = Path(data_dir) / _MARK
     if rc == lib.ENG_CORRUPT:
         raise RecoveryError(f"{path} is not a valid high-water mark (its size or checksum is wrong); if "
                             "pyengine-replay --check finds the journal whole, move the file aside and start again")
@@ -545,7 +546,17 @@ def _repair(eng: struct_eng, root: Path, report: Recovery, accept_loss: bool) ->
             path.unlink()
         elif path.name in read:
             _sync_data(path)
+    _remove_unfinished_writes(root)
     _fsync_dir(root)
+
+
+def _remove_unfinished_writes(root: Path) -> None:
+    """Remove what a server killed while replacing a snapshot or the mark
+    left: the file it was writing (the name with ``.tmp``), never renamed
+    into place and never read; a snapshot's is as large as the snapshot."""
+    for path in [*root.glob("snapshot-*.snap.tmp"), *root.glob(f"{_MARK}.tmp")]:
+        path.unlink()
+        log.info("unfinished_write_removed", extra=fields(path=str(path)))
 
 
 def _accept_loss(eng: struct_eng, root: Path, report: Recovery, plan: _SetAside, unfinished: bool) -> None:

@@ -252,6 +252,22 @@ def test_snapshots_prune_old_segments(tmp_path: Path) -> None:
     assert h == reference(cmds).state_hash()
 
 
+def test_the_files_of_writes_a_kill_cut_short_are_removed(tmp_path: Path) -> None:
+    cmds = flow(1500, seed=4)
+    journal(tmp_path, cmds, snapshot_every=1000)
+    # A server killed while it wrote a snapshot, and the mark, leaves these:
+    # never renamed into place, never read.
+    left = [tmp_path / "snapshot-00000000000000002000.snap.tmp", tmp_path / "HIGHWATER.tmp"]
+    for path in left:
+        path.write_bytes(snapshots(tmp_path)[-1][1].read_bytes()[:4096])
+    h, _ = recovered_hash(tmp_path, repair=False)  # an audit changes nothing
+    assert all(path.exists() for path in left)
+    h_repaired, report = recovered_hash(tmp_path)
+    assert not any(path.exists() for path in left)
+    assert (h, report.snapshot_seq, report.seq) == (h_repaired, 1000, 1500)
+    assert h == reference(cmds).state_hash()
+
+
 def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None:
     cmds = flow(2500, seed=5)
     journal(tmp_path, cmds, snapshot_every=1000, keep_segments=True)
