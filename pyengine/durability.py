@@ -32,6 +32,7 @@ import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from errno import EINVAL
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -594,8 +595,9 @@ def load_snapshot(path: str | os.PathLike[str], specs: list[struct_eng_instrumen
     eng = _empty_engine(level_events)
     rc = lib.eng_snapshot_load(eng, os.fsencode(path), seq_out)
     if rc != lib.ENG_OK:
+        why = _why_unusable(rc, ffi.errno)
         lib.eng_destroy(eng)
-        raise SnapshotUnusable(path, ffi.string(lib.eng_strerror(rc)).decode())
+        raise SnapshotUnusable(path, why)
     if differ := _specs_differ(eng, specs, "the snapshot", "the configuration"):
         lib.eng_destroy(eng)
         raise InstrumentsDiffer(path, differ)
@@ -611,11 +613,23 @@ def _load_newest_snapshot(root: Path, report: Recovery, level_events: bool) -> s
         if rc == lib.ENG_OK:
             report.snapshot_seq, report.snapshot_path = int(seq_out[0]), str(path)
             return eng
+        why = _why_unusable(rc, ffi.errno)
         # A failed load leaves the engine half-built: it goes, and the next
         # older snapshot gets a fresh one.
         lib.eng_destroy(eng)
-        log.warning("snapshot_unusable", extra=fields(path=path.name, error=ffi.string(lib.eng_strerror(rc)).decode()))
+        log.warning("snapshot_unusable", extra=fields(path=path.name, error=why))
     return _empty_engine(level_events)
+
+
+def _why_unusable(rc: int, errno: int) -> str:
+    """Why eng_snapshot_load refused a file, in words for its reader."""
+    if rc == lib.ENG_CORRUPT:
+        return "damaged: its checksum, length or contents do not check out"
+    if rc == lib.ENG_INVALID_ARGUMENT and errno == EINVAL:
+        return "written by an engine of the other order-id mode (caller_order_ids)"
+    if rc == lib.ENG_INVALID_ARGUMENT and errno:
+        return f"cannot be read: {os.strerror(errno)}"
+    return str(ffi.string(lib.eng_strerror(rc)).decode())
 
 
 def _check_journal_from_the_start(root: Path) -> None:

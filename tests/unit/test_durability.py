@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import random
 import subprocess
@@ -25,8 +26,9 @@ from pyengine import (Engine, OrderLimits, Rejected, RejectReason, pack_cancel, 
                       pack_set_order_limits)
 from pyengine import durability
 from pyengine._ffi import ffi, lib
-from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, journal_commands,
-                                 new_engine, read_mark, recover, replay_journal, segments, snapshots)
+from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, SnapshotUnusable,
+                                 journal_commands, load_snapshot, new_engine, read_mark, recover, replay_journal,
+                                 segments, snapshots)
 from pyengine._server import CommandBuffer, Ledger
 from pyengine.errors import EngineError
 from pyengine.replay import audit, main as replay_main
@@ -268,16 +270,22 @@ def test_the_files_of_writes_a_kill_cut_short_are_removed(tmp_path: Path) -> Non
     assert h == reference(cmds).state_hash()
 
 
-def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path) -> None:
+def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cmds = flow(2500, seed=5)
     journal(tmp_path, cmds, snapshot_every=1000, keep_segments=True)
     newest = snapshots(tmp_path)[-1][1]
     data = bytearray(newest.read_bytes())
     data[len(data) // 2] ^= 0xFF
     newest.write_bytes(bytes(data))
-    h, report = recovered_hash(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="pyengine.durability"):
+        h, report = recovered_hash(tmp_path)
     assert (report.snapshot_seq, report.seq) == (1000, 2500)
     assert h == reference(cmds).state_hash()
+    said = [r for r in caplog.records if r.getMessage() == "snapshot_unusable"]
+    assert [r.kv for r in said] == [  # type: ignore[attr-defined]
+        {"path": newest.name, "error": "damaged: its checksum, length or contents do not check out"}]
+    with pytest.raises(SnapshotUnusable, match="damaged: its checksum"):
+        load_snapshot(newest, specs())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("segments_left", [True, False])
