@@ -416,8 +416,9 @@ _TRADE_FIELDS = _struct(
      "account", "maker_account"),
 )
 _ACCEPTED_FIELDS = _struct(_EV, ("side", "instrument", "seq", "order_id", "price", "qty", "account", "coid"))
-_CANCELLED_FIELDS = _struct(_EV, ("reason", "seq", "order_id", "leaves"))
-_MODIFIED_FIELDS = _struct(_EV, ("flags", "seq", "order_id", "price", "qty"))
+# Cancelled and Modified show no symbol: their instrument is read to be checked.
+_CANCELLED_FIELDS = _struct(_EV, ("reason", "instrument", "seq", "order_id", "leaves"))
+_MODIFIED_FIELDS = _struct(_EV, ("flags", "instrument", "seq", "order_id", "price", "qty"))
 _REJECTED_FIELDS = _struct(_EV, ("reason", "seq", "order_id", "coid"))
 _LEVEL_FIELDS = _struct(_EV, ("side", "instrument", "seq", "price", "qty", "leaves"))
 _STATE_FIELDS = _struct(_EV, ("instrument", "seq", "qty"))
@@ -518,10 +519,12 @@ def _decode(
                 raise IndexError(side)
             append(new(LevelUpdate, (seq, symbols[inst], sides[side], price, total, count)))
         elif typ == _CANCELLED:
-            reason, seq, oid, leaves = _CANCELLED_FIELDS.unpack_from(raw, off)
+            reason, inst, seq, oid, leaves = _CANCELLED_FIELDS.unpack_from(raw, off)
+            symbols[inst]
             append(new(Cancelled, (seq, oid, leaves, cancel_reasons[reason])))
         elif typ == _MODIFIED:
-            flags, seq, oid, price, qty = _MODIFIED_FIELDS.unpack_from(raw, off)
+            flags, inst, seq, oid, price, qty = _MODIFIED_FIELDS.unpack_from(raw, off)
+            symbols[inst]
             append(new(Modified, (seq, oid, price, qty, flags & 1 == 1)))
         elif typ == _REJECTED:
             reason, seq, oid, coid = _REJECTED_FIELDS.unpack_from(raw, off)

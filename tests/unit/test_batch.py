@@ -410,6 +410,28 @@ def test_decode_events_refuses_a_side_the_engine_never_writes() -> None:
                 eng.decode_events(record)
 
 
+def test_decode_events_refuses_a_cancel_or_modify_of_an_instrument_the_engine_lacks() -> None:
+    """Cancelled and Modified show no symbol, but their records name the
+    order's instrument, which must be one of the engine's as any other's."""
+    from pyengine._cengine import ffi
+
+    eng = Engine()
+    for symbol in ("X", "Y"):
+        eng.add_instrument(symbol)
+    raw = eng.process_batch(pack_new_order(1, "sell", 5, 100, account=1) + pyengine.batch.pack_modify(1, qty=9)
+                            + pyengine.batch.pack_cancel(1))
+    events = eng.decode_events(raw.events)
+    assert [type(ev).__name__ for ev in events] == ["Accepted", "Modified", "Cancelled"]
+    at = ffi.offsetof("struct eng_event", "instrument")
+    size = pyengine.batch.EVENT_SIZE
+    for i in (1, 2):
+        record = bytearray(raw.events[i * size : (i + 1) * size])
+        assert eng.decode_events(record) == [events[i]]
+        record[at : at + 4] = (2).to_bytes(4, "little")
+        with pytest.raises(InvalidArgument, match="not its events"):
+            eng.decode_events(record)
+
+
 def test_pack_set_state_takes_the_state_or_its_code(eng: Engine) -> None:
     """A TradingState, its str, or the record's code (docs/batch.md: 0 open, 1 halted)."""
     halted = pyengine.batch.pack_set_state(0, TradingState.HALTED)
