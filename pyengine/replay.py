@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             a = audit(d, full=args.full)
         except (RecoveryError, OSError) as exc:
-            print(f"pyengine-replay: {d}: {exc}", file=sys.stderr)
+            said = str(exc)  # the recovery's errors name the directory or file already
+            print(f"pyengine-replay: {said if str(Path(d)) in said else f'{d}: {said}'}", file=sys.stderr)
             return 2
         audits.append(a)
         if args.json:

@@ -615,10 +615,10 @@ def test_the_check_of_a_directory_that_is_not_there_fails_and_creates_nothing(
     missing = tmp_path / "typo" / "data"
     assert replay_main([str(missing), "--check"]) == 2
     assert not (tmp_path / "typo").exists()
-    assert f"{missing}: no such directory" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"pyengine-replay: {missing}: no such directory\n"  # the path said once
     a_file = tmp_path / "good" / "HIGHWATER"
     assert replay_main([str(tmp_path / "good"), str(a_file), "--check"]) == 2
-    assert f"{a_file}: not a directory" in capsys.readouterr().err
+    assert capsys.readouterr().err.endswith(f"pyengine-replay: {a_file}: not a directory\n")
     with pytest.raises(RecoveryError, match="no such directory"):
         audit(str(missing))
     # A directory without a data directory's files (a parent, a wrong path): not a clean journal.
