@@ -187,10 +187,7 @@ static int route_trade(srv_router *self, const struct eng_event *ev)
     if ((ev->leaves == 0 && route_count(self, ev->account, -1, 0) < 0) ||
         (ev->maker_leaves == 0 && route_count(self, ev->maker_account, -1, 0) < 0))
         return -1;
-    if (self->status &&
-        (srv_status_traded(self->status, ev->account, ev->order_id, ev->qty, ev->leaves, ev->seq) < 0 ||
-         srv_status_traded(self->status, ev->maker_account, ev->maker_order_id, ev->qty, ev->maker_leaves,
-                           ev->seq) < 0))
+    if (self->status && srv_status_event(self->status, ev) < 0)
         return -1;
     if (route_trade_side(self, ev, ev->order_id, ev->side, ev->leaves, 0) < 0 ||
         route_trade_side(self, ev, ev->maker_order_id, ev->side == ENG_BUY ? ENG_SELL : ENG_BUY, ev->maker_leaves,
@@ -224,7 +221,7 @@ static int route_accepted(srv_router *self, const struct eng_event *ev, uint64_t
     if (ev->order_id > self->ledger->known_oid)
         self->ledger->known_oid = ev->order_id;
     if (route_count(self, ev->account, 1, 0) < 0 ||
-        (self->status && srv_status_accepted(self->status, ev) < 0))
+        (self->status && srv_status_event(self->status, ev) < 0))
         return -1;
     coid = route_event_coid(ev);
     if (!coid)
@@ -284,7 +281,7 @@ static int route_cancelled(srv_router *self, const struct eng_event *ev, srv_lin
     int rc = -1;
 
     if (route_count(self, ev->account, -1, 0) < 0 ||
-        (self->status && srv_status_cancelled(self->status, ev) < 0))
+        (self->status && srv_status_event(self->status, ev) < 0))
         return -1;
     o = srv_ledger_order(self->ledger, ev->order_id);
     owner = o ? o->link : NULL;
@@ -337,7 +334,7 @@ static int route_python(srv_router *self, const struct eng_event *ev, uint64_t t
     case ENG_EV_MODIFIED: {
         srv_link *owner = srv_ledger_owner(self->ledger, ev->order_id);
 
-        if (self->status && srv_status_modified(self->status, ev) < 0)
+        if (self->status && srv_status_event(self->status, ev) < 0)
             return -1;
         Py_XINCREF(owner);
         rc = route_call_fmt(self->on_modified, "(OKLLOKOOO)", route_session(owner), (unsigned long long)ev->order_id,

@@ -441,11 +441,8 @@ typedef struct {
 extern PyTypeObject srv_status_type;
 extern PyTypeObject srv_status_rec_type; /* OrderRecord: one order's status */
 
-/* The events that change an order's status (status.c); 0, or -1 on error. */
-int srv_status_accepted(srv_status *st, const struct eng_event *ev);
-int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq);
-int srv_status_cancelled(srv_status *st, const struct eng_event *ev);
-int srv_status_modified(srv_status *st, const struct eng_event *ev);
+/* Update the records by one event of the engine (those of other types change none): 0, or -1 with an error. */
+int srv_status_event(srv_status *st, const struct eng_event *ev);
 
 /* ---- market data (books.c) ------------------------------------------------ */
 

@@ -14,9 +14,11 @@
  * walks its list as before, so the answer is always the walk's (the oldest
  * open record with that id).
  * The Router updates it from the events it routes (accepted, trade,
- * modified, cancelled); the server seeds it with the orders recovered from a
- * data directory, whose filled quantity and time priority the engine does
- * not keep (they read as None until a modify sets the priority again).
+ * modified, cancelled: srv_status_event); a restart from a data directory
+ * seeds it with the orders resting at the snapshot, whose filled quantity
+ * and time priority the engine does not keep (they read as None until a
+ * modify sets the priority again), then gives it the events of the
+ * journal's commands after the snapshot (apply_events, by the same rule).
  * Python reads it through the methods below; nothing here reads the engine.
  *
  * Why not dicts (account -> {order id: OrderRecord}): a lookup in a large
@@ -359,7 +361,7 @@ static int status_finish(srv_status *st, status_rec *r)
     return ring_push(&a->finished, (PyObject *)r, st->keep); /* the index's reference */
 }
 
-int srv_status_accepted(srv_status *st, const struct eng_event *ev)
+static int status_accepted(srv_status *st, const struct eng_event *ev)
 {
     status_rec *r = rec_new();
     int rc;
@@ -380,7 +382,7 @@ int srv_status_accepted(srv_status *st, const struct eng_event *ev)
     return rc;
 }
 
-int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq)
+static int status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qty, int64_t leaves, uint64_t seq)
 {
     status_rec *r = status_find_open(st, account, oid);
 
@@ -396,7 +398,7 @@ int srv_status_traded(srv_status *st, uint32_t account, uint64_t oid, int64_t qt
     return status_finish(st, r);
 }
 
-int srv_status_cancelled(srv_status *st, const struct eng_event *ev)
+static int status_cancelled(srv_status *st, const struct eng_event *ev)
 {
     status_rec *r = status_find_open(st, ev->account, ev->order_id);
 
@@ -409,7 +411,7 @@ int srv_status_cancelled(srv_status *st, const struct eng_event *ev)
     return status_finish(st, r);
 }
 
-int srv_status_modified(srv_status *st, const struct eng_event *ev)
+static int status_modified(srv_status *st, const struct eng_event *ev)
 {
     status_rec *r = status_find_open(st, ev->account, ev->order_id);
 
@@ -423,6 +425,24 @@ int srv_status_modified(srv_status *st, const struct eng_event *ev)
         r->priority_known = 1;
     }
     return 0;
+}
+
+int srv_status_event(srv_status *st, const struct eng_event *ev)
+{
+    switch (ev->type) {
+    case ENG_EV_ACCEPTED:
+        return status_accepted(st, ev);
+    case ENG_EV_TRADE:
+        if (status_traded(st, ev->account, ev->order_id, ev->qty, ev->leaves, ev->seq) < 0)
+            return -1;
+        return status_traded(st, ev->maker_account, ev->maker_order_id, ev->qty, ev->maker_leaves, ev->seq);
+    case ENG_EV_CANCELLED:
+        return status_cancelled(st, ev);
+    case ENG_EV_MODIFIED:
+        return status_modified(st, ev);
+    default:
+        return 0; /* no order's status changes by it alone (a mass cancel's come as Cancelled) */
+    }
 }
 
 /* ---- Python's methods ----------------------------------------------------------- */
@@ -488,6 +508,36 @@ static int status_account_arg(PyObject *arg, uint32_t *account)
     }
     *account = (uint32_t)v;
     return 0;
+}
+
+PyDoc_STRVAR(status_apply_events_doc,
+             "apply_events($self, events, /)\n--\n\n"
+             "Update the records by the engine's events in `events` (a buffer of whole struct eng_event "
+             "records), as the Router does by those it routes: how a restart learns what the commands it "
+             "replayed did.");
+
+static PyObject *status_apply_events(srv_status *st, PyObject *arg)
+{
+    Py_buffer view;
+    struct eng_event ev;
+    int rc = 0;
+
+    if (!status_ready(st) || PyObject_GetBuffer(arg, &view, PyBUF_C_CONTIGUOUS) < 0)
+        return NULL;
+    if (view.len % (Py_ssize_t)sizeof(ev) != 0) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "apply_events: %zd bytes are no whole number of %zu-byte events",
+                            view.len, sizeof(ev));
+    }
+    /* Each copied out: a buffer need not be aligned as the struct is. */
+    for (Py_ssize_t at = 0; at < view.len && rc == 0; at += (Py_ssize_t)sizeof(ev)) {
+        memcpy(&ev, (const char *)view.buf + at, sizeof(ev));
+        rc = srv_status_event(st, &ev);
+    }
+    PyBuffer_Release(&view);
+    if (rc < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(status_open_orders_doc, "open_orders($self, account, /)\n--\n\n"
@@ -718,6 +768,7 @@ static PyObject *status_verify(srv_status *st, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef status_methods[] = {
     {"recovered", (PyCFunction)status_recovered, METH_VARARGS, status_recovered_doc},
+    {"apply_events", (PyCFunction)status_apply_events, METH_O, status_apply_events_doc},
     {"open_orders", (PyCFunction)status_open_orders, METH_O, status_open_orders_doc},
     {"finished_orders", (PyCFunction)status_finished_orders, METH_O, status_finished_orders_doc},
     {"find", (PyCFunction)(void (*)(void))status_find, METH_FASTCALL, status_find_doc},

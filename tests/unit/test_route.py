@@ -615,10 +615,23 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
     oldest open order with it, else the newest finished one: with the
     index's keys of 64 bits, and of 1 or 2 so that the keys of different
     accounts' and ids clash (a client order id open twice, which the engine
-    refuses, clashes at any width)."""
+    refuses, clashes at any width). The same events given at once to
+    another OrderStatus's apply_events (as a restart does with those of the
+    commands it replays) leave it the same."""
     rig = Rig()
     status = OrderStatus(keep=keep, coid_key_bits=coid_key_bits)
+    applied = OrderStatus(keep=keep, coid_key_bits=coid_key_bits)
     rig.router = Router(**dict(rig.router_args, status=status))
+
+    def route(event: dict[str, Any]) -> None:
+        rig.route(event)
+        raw = ffi.new("struct eng_event *")
+        for key, value in event.items():
+            if key == "coid":
+                ffi.memmove(raw.coid, value.encode().ljust(16, b"\0"), 16)
+            else:
+                setattr(raw, key, value)
+        applied.apply_events(memoryview(b"\0" + bytes(ffi.buffer(raw)))[1:])  # at an odd address, as may be
     model: list[dict[int, list[Any]]] = [{}, {}, {}]  # account -> order id -> the fields of record()
     finished: list[list[list[Any]]] = [[], [], []]
     seen: set[int] = set()  # the engine gives an id once
@@ -635,11 +648,12 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
                 del model[holder][oid]  # replaced: at the end of the other account's (in its place in its own)
             side, price = (BUY if flag else SELL), 100 + qty
             if kind == "accept":
-                rig.route(dict(type=ACCEPTED, side=side, instrument=account % 2, seq=seq, order_id=oid, price=price,
+                route(dict(type=ACCEPTED, side=side, instrument=account % 2, seq=seq, order_id=oid, price=price,
                                qty=qty, account=account, coid=coid or ""))
                 model[account][oid] = [oid, account, account % 2, side, price, qty, qty, 0, seq, seq, 0, 0, coid]
             else:
                 status.recovered(oid, account, account % 2, side, price, qty, coid)
+                applied.recovered(oid, account, account % 2, side, price, qty, coid)
                 model[account][oid] = [oid, account, account % 2, side, price, None, qty, None, None, None, 0, 0,
                                        coid]
         elif kind == "trade":
@@ -650,7 +664,7 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
             fills = [(oid, account, mine), (other, maker, model[maker].get(other))]
             done = min([qty] + [rec[6] for _, _, rec in fills if rec])
             leaves = [rec[6] - done if rec else 1 for _, _, rec in fills]
-            rig.route(dict(type=TRADE, side=BUY, instrument=0, seq=seq, order_id=oid, account=account, qty=done,
+            route(dict(type=TRADE, side=BUY, instrument=0, seq=seq, order_id=oid, account=account, qty=done,
                            leaves=leaves[0], maker_order_id=other, maker_account=maker, maker_leaves=leaves[1],
                            price=100, trade_id=seq))
             for (fid, facc, rec), left in zip(fills, leaves):
@@ -661,13 +675,13 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
                         rec[10] = 1
                         finished[facc].insert(0, model[facc].pop(fid))
         elif kind == "cancel":
-            rig.route(dict(type=CANCELLED, instrument=0, seq=seq, order_id=oid, account=account, leaves=qty,
+            route(dict(type=CANCELLED, instrument=0, seq=seq, order_id=oid, account=account, leaves=qty,
                            reason=IOC))
             if mine:
                 mine[6], mine[9], mine[10], mine[11] = qty, seq, 2, IOC
                 finished[account].insert(0, model[account].pop(oid))
         else:
-            rig.route(dict(type=MODIFIED, instrument=0, seq=seq, order_id=oid, account=account, price=200 + qty,
+            route(dict(type=MODIFIED, instrument=0, seq=seq, order_id=oid, account=account, price=200 + qty,
                            qty=qty, flags=lib.ENG_EV_F_PRIORITY_KEPT if flag else 0))
             if mine:
                 mine[4], mine[6], mine[9] = 200 + qty, qty, seq
@@ -688,6 +702,27 @@ def test_the_order_status_is_a_dict_of_open_orders_and_a_ring_per_account(
                 found = status.find_coid(a, c)
                 assert (found and record(found)) == (named and tuple(named))
             assert status.find_coid(a, "z") is None and status.find_coid(a, "\0") is None
+            assert [record(r) for r in applied.open_orders(a)] == [record(r) for r in status.open_orders(a)]
+            assert [record(r) for r in applied.finished_orders(a)] == [record(r) for r in status.finished_orders(a)]
+
+
+def test_apply_events_takes_whole_events_and_passes_over_the_others() -> None:
+    status = OrderStatus(keep=5)
+    size = ffi.sizeof("struct eng_event")
+    for n in (1, size - 1, size + 1):
+        with pytest.raises(ValueError, match=f"{n} bytes are no whole number of {size}-byte events"):
+            status.apply_events(bytes(n))
+    with pytest.raises(TypeError):
+        status.apply_events("x" * size)  # type: ignore[arg-type]
+    events = ffi.new("struct eng_event[]", 3)
+    events[0].type, events[0].order_id, events[0].account, events[0].qty = ACCEPTED, 7, 1, 5
+    events[1].type, events[1].account = lib.ENG_EV_LEVEL, 1  # no order's status: passed over
+    events[2].type, events[2].order_id, events[2].account, events[2].leaves = CANCELLED, 7, 1, 5
+    status.apply_events(ffi.buffer(events)[:size * 2])
+    assert [(r.order_id, r.state) for r in status.open_orders(1)] == [(7, 0)]
+    status.apply_events(ffi.buffer(events)[size * 2:])
+    assert status.open_orders(1) == [] and [r.order_id for r in status.finished_orders(1)] == [7]
+    assert status.apply_events(b"") is None
 
 
 def test_open_order_records_give_the_cyclic_collector_nothing_to_walk() -> None:
