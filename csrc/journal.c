@@ -318,6 +318,15 @@ done:
     return ENG_OK;
 }
 
+size_t jnl_apply_records(struct eng *e, const struct jnl_record *records, size_t n)
+{
+    size_t i = 0;
+
+    while (i < n && eng_process(e, &records[i].cmd) >= 0)
+        i++;
+    return i;
+}
+
 int eng_mark_read(const char *dir, struct eng_counters *out)
 {
     char path[4096];

@@ -123,6 +123,13 @@ struct jnl_scan {
  */
 int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jnl_scan *out,
                   uint64_t *counts);
+/*
+ * Apply the commands of `n` records (already checked: consecutive, valid,
+ * the first carrying the engine's next seq) to `e`, keeping their events in
+ * its buffer, as a replay that wants them does. Returns how many were
+ * applied: fewer than n only when the event buffer could not grow.
+ */
+size_t jnl_apply_records(struct eng *e, const struct jnl_record *records, size_t n);
 /* The instrument specs of a segment's header into `out` (up to `max`).
    Returns how many the header holds, or -1 if it is not valid. */
 int64_t jnl_read_instruments(const char *path, struct eng_instrument_spec *out, size_t max);

@@ -164,14 +164,16 @@ def snapshots(data_dir: Path) -> list[tuple[int, Path]]:
 
 
 _RECORD = ffi.sizeof("struct jnl_record")
+_CMD = ffi.sizeof("struct eng_cmd")
 _RECORD_HEAD = struct.Struct("<IIQq")  # len, crc, seq, ts; the command follows
 _SEGMENT_HEADER = 32  # struct jnl_header; the instrument specs follow it
+_READ_RECORDS = 65536  # records journal_commands reads at a time (5.8 MB), not a whole segment at once
 
 
-def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
-    """(seq, command) for every whole, valid record of a data directory's
-    journal, in order, up to where recovery would stop; the command is a
-    packed ``struct eng_cmd``, as ``Engine.process_batch`` takes it."""
+def _journal_blocks(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """(seq of the first, the records) of a data directory's journal, up to
+    _READ_RECORDS whole, valid records at a time, in order, up to where
+    recovery would stop (a segment's valid records are consecutive)."""
     scan = ffi.new("struct jnl_scan *")
     expected = None  # the seq the next segment must start at
     for first, path in segments(Path(data_dir)):
@@ -181,15 +183,39 @@ def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, by
         if scan.stop == lib.JNL_BAD_HEADER:
             return
         start = _SEGMENT_HEADER + scan.ninstruments * ffi.sizeof("struct eng_instrument_spec")
+        left = scan.valid_bytes - start
         with open(path, "rb") as f:
             f.seek(start)
-            data = f.read(scan.valid_bytes - start)
-        for off in range(0, len(data), _RECORD):
-            seq = _RECORD_HEAD.unpack_from(data, off)[2]
-            yield seq, data[off + _RECORD_HEAD.size : off + _RECORD]
-            expected = seq + 1
+            while left > 0:
+                data = f.read(min(left, _RECORD * _READ_RECORDS))
+                whole = len(data) - len(data) % _RECORD
+                if whole:
+                    seq = _RECORD_HEAD.unpack_from(data)[2]
+                    yield seq, data[:whole]
+                    expected = seq + whole // _RECORD
+                if whole != len(data) or not data:
+                    return  # the file shrank under us: no whole record past here
+                left -= whole
         if scan.stop != lib.JNL_END:
             return
+
+
+def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """(seq, command) for every whole, valid record of a data directory's
+    journal, in order, up to where recovery would stop; the command is a
+    packed ``struct eng_cmd``, as ``Engine.process_batch`` takes it."""
+    for first, block in _journal_blocks(data_dir):
+        for i, off in enumerate(range(_RECORD_HEAD.size, len(block), _RECORD)):
+            yield first + i, block[off : off + _CMD]
+
+
+def journal_records(data_dir: str | os.PathLike[str], after_seq: int = 0) -> Iterator[bytes]:
+    """The records of journal_commands after seq `after_seq`, whole (``struct
+    jnl_record``, for ``jnl_apply_records``), some thousands at a time."""
+    for first, block in _journal_blocks(data_dir):
+        skip = max(0, after_seq + 1 - first)
+        if skip * _RECORD < len(block):
+            yield block[skip * _RECORD :]
 
 
 def replay_journal(data_dir: str | os.PathLike[str], *, level_updates: bool = False) -> tuple[Engine, BatchResult]:

@@ -472,6 +472,37 @@ void test_journal_replay_gives_the_same_state(void)
     rmtree(dir);
 }
 
+void test_applied_records_keep_their_events(void)
+{
+    enum { N = 3000, RUN = 7 };
+    struct jnl_record *recs = calloc(N, sizeof(*recs));
+    struct eng *live = make(1), *applied = make(1);
+    uint64_t rng = 9;
+    size_t nl, na;
+
+    ASSERT_TRUE(recs != NULL);
+    for (uint64_t i = 0; i < N; i++) {
+        recs[i].len = sizeof(recs[i]);
+        recs[i].seq = i + 1;
+        recs[i].cmd = command(i, &rng);
+        ASSERT_TRUE(eng_process(live, &recs[i].cmd) >= 0);
+    }
+    for (size_t at = 0; at < N; at += RUN) {
+        size_t n = N - at < RUN ? N - at : RUN;
+        ASSERT_EQ(jnl_apply_records(applied, &recs[at], n), n);
+        ASSERT_VERIFY(applied);
+    }
+    /* Every event kept, the same as one command at a time gave. */
+    const struct eng_event *el = eng_events(live, &nl), *ea = eng_events(applied, &na);
+    ASSERT_EQ(na, nl);
+    ASSERT_TRUE(memcmp(el, ea, nl * sizeof(*el)) == 0);
+    ASSERT_EQ(eng_state_hash(live), eng_state_hash(applied));
+    ASSERT_EQ(jnl_apply_records(applied, recs, 0), 0);
+    eng_destroy(live);
+    eng_destroy(applied);
+    free(recs);
+}
+
 void test_journal_torn_and_damaged_records(void)
 {
     const char *dir = tmpdir();

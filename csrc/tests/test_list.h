@@ -104,6 +104,7 @@
     XX(journal, snapshot_of_an_impossible_state_is_refused) \
     XX(journal, snapshot_damage_is_refused)            \
     XX(journal, journal_replay_gives_the_same_state)   \
+    XX(journal, applied_records_keep_their_events)     \
     XX(journal, journal_torn_and_damaged_records)      \
     XX(journal, journal_scan_counts_what_follows_a_stop) \
     XX(journal, engine_counters_are_raised_never_lowered) \

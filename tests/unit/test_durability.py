@@ -27,8 +27,8 @@ from pyengine import (Engine, OrderLimits, Rejected, RejectReason, pack_cancel, 
 from pyengine import durability
 from pyengine._ffi import ffi, lib
 from pyengine.durability import (COVERED, DataDirLock, JournalDamaged, Recovery, RecoveryError, SnapshotUnusable,
-                                 journal_commands, load_snapshot, new_engine, read_mark, recover, replay_journal,
-                                 segments, snapshots)
+                                 journal_commands, journal_records, load_snapshot, new_engine, read_mark,
+                                 recover, replay_journal, segments, snapshots)
 from pyengine._server import CommandBuffer, Ledger
 from pyengine.errors import EngineError
 from pyengine.replay import audit, main as replay_main
@@ -173,6 +173,19 @@ def test_the_journals_commands_stop_where_records_are_missing(tmp_path: Path) ->
     assert [seq for seq, _ in journal_commands(tmp_path)] == list(range(1, 101))
     eng, result = replay_journal(tmp_path)
     assert result.commands == 100 and eng.state_hash() == reference(cmds[:100]).state_hash()
+
+
+@pytest.mark.parametrize("read_records", [7, 100, 65536])
+def test_the_journals_commands_are_read_a_part_of_a_segment_at_a_time(tmp_path: Path, read_records: int,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cmds = flow(250, seed=3)
+    journal(tmp_path, cmds, snapshot_every=100, keep_segments=True)
+    monkeypatch.setattr(durability, "_READ_RECORDS", read_records)
+    assert list(journal_commands(tmp_path)) == list(enumerate(cmds, start=1))
+    records = ffi.sizeof("struct jnl_record")
+    for after in (0, 1, 6, 7, 99, 100, 101, 249, 250, 300):
+        got = b"".join(journal_records(tmp_path, after))
+        assert [got[at + records - len(cmds[0]) : at + records] for at in range(0, len(got), records)] == cmds[after:]
 
 
 def test_snapshot_plus_suffix_equals_full_replay(tmp_path: Path) -> None:
