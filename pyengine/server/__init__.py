@@ -12,7 +12,9 @@ the session's earlier commands), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
 requests), ``dead_man`` (the dead-man switch), ``shared_switches`` (a cluster
-leader's switches on their way into the log), ``requests`` (the requests that are not per-order),
+leader's switches on their way into the log), ``recovered_status`` (the
+orders' status after a restart, from the journal), ``requests`` (the
+requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),
 ``metrics`` (the Prometheus endpoint), ``webfeed`` (what the web view
 shows), ``webview`` (its HTTP server and page, web/), ``app`` (the server),

@@ -36,6 +36,7 @@ import orjson
 from .._ffi import lib
 from .._keepalive import give_up_after, keep_alive, unacknowledged_for
 from .._server import Intake, Ledger, OrderStatus, Poller
+from ..durability import RecoveryError
 from ..errors import EngineError
 from ..log import Throttle, fields
 from .config import ServerConfig, check_secret, unmatchable_secret
@@ -47,6 +48,7 @@ from .limits import HostWindow, LoginChecks, OrderLimits
 from .dead_man import DeadManSwitches
 from .shared_switches import SharedSwitches
 from .requests import Requests
+from .recovered_status import rebuild_order_status
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .settle import Settling
@@ -131,10 +133,7 @@ class Server:
             self.unclaimed = UnclaimedOrders(recovered)
             for _, _, account, _ in recovered:
                 self.ledger.count_open(account, 1)
-            # By order id, the order the server accepted them in: `orders` lists an
-            # account's oldest first (the books give them by price level).
-            for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):
-                self.order_status.recovered(oid, account, inst, side, price, qty, coid)
+            self._recover_order_status(config)
             for inst, state in enumerate(self.engine.trading_states()):
                 self.marketdata.halted[inst] = state == lib.ENG_STATE_HALTED
             for inst in range(len(self.engine.symbols)):
@@ -187,6 +186,25 @@ class Server:
                 raise
 
     # ---- lifecycle ---------------------------------------------------------
+
+    def _recover_order_status(self, config: ServerConfig) -> None:
+        """The orders' status after a start that recovered a state: from the
+        journal where the engine's was recovered from one (recovered_status.py),
+        else (a cluster's log, or no memory for the journal's run) from the
+        books alone: by order id, the order the server accepted them in, as
+        `orders` lists an account's oldest first (the books give them by
+        price level)."""
+        recovery = self.engine.recovery
+        if recovery is not None and config.data_dir is not None:
+            try:
+                rebuild_order_status(self.order_status, config.data_dir, recovery,
+                                     [instrument_spec(i) for i in config.instruments])
+                return
+            except (RecoveryError, MemoryError) as exc:
+                log.warning("order_status_from_books", extra=fields(detail=str(exc)))
+                self.order_status = OrderStatus(keep=config.finished_orders)
+        for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):
+            self.order_status.recovered(oid, account, inst, side, price, qty, coid)
 
     def start(self) -> None:
         # What exists now (modules, configuration, recovered state) lives as

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from .._cengine import Chars, VoidPtr
     from .._server import CommandBuffer, Ledger, Router
 
-__all__ = ["EngineThread", "CMD_SIZE", "instrument_spec", "run_offline", "effective_spin_us"]
+__all__ = ["EngineThread", "CMD_SIZE", "RestingOrder", "instrument_spec", "resting_orders", "run_offline",
+           "effective_spin_us"]
 
 log = logging.getLogger("pyengine.server")
 
@@ -55,6 +56,27 @@ def effective_spin_us(config: ServerConfig) -> int:
     if config.engine_cpu >= 0 and config.engine_cpu == config.server_cpu:
         return 0
     return config.spin_us
+
+
+# (order id, instrument, account, side, price, open qty, client order id)
+RestingOrder = tuple[int, int, int, int, int, int, "str | None"]
+
+
+def resting_orders(eng: Any, instruments: int) -> list[RestingOrder]:
+    """Every order resting in the books of engine `eng` (a ``struct eng *``
+    no thread runs), in book order: best level first, oldest first within a
+    level."""
+    out = []
+    st = ffi.new("struct eng_stats *")
+    lib.eng_get_stats(eng, st)
+    buf = ffi.new("struct eng_order_info[]", max(1, st.open_orders))
+    for inst in range(instruments):
+        for side in (lib.ENG_BUY, lib.ENG_SELL):
+            n = lib.eng_book_orders(eng, inst, side, 0, buf, st.open_orders)
+            for o in buf[0:n]:
+                coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
+                out.append((o.order_id, inst, o.account, side, o.price, o.qty, coid))
+    return out
 
 
 class EngineThread:
@@ -143,21 +165,9 @@ class EngineThread:
         order; only before start(), while no other thread uses the engine."""
         return [(oid, inst, account, coid) for oid, inst, account, _, _, _, coid in self.resting_orders()]
 
-    def resting_orders(self) -> list[tuple[int, int, int, int, int, int, str | None]]:
-        """(order id, instrument, account, side, price, open qty, client order
-        id) of every resting order, in book order (best level first, oldest
-        first within a level); only before start()."""
-        out = []
-        st = ffi.new("struct eng_stats *")
-        lib.eng_get_stats(self._engine(), st)
-        buf = ffi.new("struct eng_order_info[]", max(1, st.open_orders))
-        for inst in range(len(self.symbols)):
-            for side in (lib.ENG_BUY, lib.ENG_SELL):
-                n = lib.eng_book_orders(self._engine(), inst, side, 0, buf, st.open_orders)
-                for o in buf[0:n]:
-                    coid = ffi.string(o.coid, lib.ENG_COID_LEN).decode("ascii") or None
-                    out.append((o.order_id, inst, o.account, side, o.price, o.qty, coid))
-        return out
+    def resting_orders(self) -> list[RestingOrder]:
+        """Every resting order, in book order (resting_orders below); only before start()."""
+        return resting_orders(self._engine(), len(self.symbols))
 
     def book_levels(self, inst: int, side: int) -> list[tuple[int, int, int]]:
         """(price, total, count) of each level of one side; only before start()."""

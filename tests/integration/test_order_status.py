@@ -122,7 +122,9 @@ def test_only_the_last_finished_orders_are_kept(server_factory: Any) -> None:
         assert [a.order_state(oid)["status"] for oid in ids[1:]] == ["cancelled", "cancelled"]
 
 
-def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_path: Path) -> None:
+def test_the_orders_status_is_the_same_after_a_restart(server_factory: Any, tmp_path: Path) -> None:
+    # No snapshot: the restart runs the whole journal once more for the
+    # orders' status, which is then what it was, finished orders too.
     data = tmp_path / "data"
     srv = server_factory(None, "--data-dir", str(data))
     with srv.client() as a, srv.client() as b:
@@ -133,21 +135,71 @@ def test_recovered_orders_are_listed_after_a_restart(server_factory: Any, tmp_pa
         b.request(b.new_order(ES, "sell", 4, 450_000, tif="ioc"))
         done = a.request(a.new_order(NQ, "buy", 1, 1_000_000))
         a.request(a.cancel(done["order_id"]))
+        before = a.open_orders(), a.order_state(done["order_id"])
     assert srv.stop() == 0
     srv = server_factory(None, "--data-dir", str(data))
     with srv.client() as a:
         a.login(1)
-        orders = a.open_orders()
-        assert [(o["order_id"], o["client_order_id"], o["side"], o["price"], o["open_qty"]) for o in orders] == [
-            (first["order_id"], "r1", "buy", 450_000, 6), (second["order_id"], None, "buy", 450_000, 5)]
-        # What the engine does not keep is unknown after a restart; so is the finished history.
-        assert {(o["qty"], o["filled_qty"], o["priority"], o["last_seq"]) for o in orders} == {(None,) * 4}
-        with pytest.raises(ServerError) as info:
-            a.order_state(done["order_id"])
-        assert info.value.code == "unknown_order"
+        assert (a.open_orders(), a.order_state(done["order_id"])) == before
+        orders = before[0]
+        assert [(o["order_id"], o["client_order_id"], o["open_qty"], o["filled_qty"]) for o in orders] == [
+            (first["order_id"], "r1", 6, 4), (second["order_id"], None, 5, 0)]
+        assert before[1]["status"] == "cancelled"
         moved = a.request(a.modify(second["order_id"], price=449_950))
         state = a.order_state(second["order_id"])
         assert state["priority"] == state["last_seq"] == moved["seq"]
+
+
+def test_after_a_crash_an_order_finished_by_the_last_commands_is_found(server_factory: Any, tmp_path: Path) -> None:
+    """A server killed as it journals a trade may never tell the maker its
+    order filled: after the restart, the journal says so (the maker's order
+    is found filled, not unknown), for the taker's order as well."""
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data), "--fsync", "always")
+    with srv.client() as a, srv.client() as b:
+        a.login(1)
+        b.login(2)
+        maker = a.request(a.new_order(ES, "sell", 3, 450_000, client_order_id="m1"))
+        taker = b.request(b.new_order(ES, "buy", 3, 450_000, tif="ioc", client_order_id="t1"))
+        srv.kill()  # no clean stop: no session's cancel-on-disconnect runs
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a, srv.client() as b:
+        a.login(1)
+        b.login(2)
+        made = a.order_state(client_order_id="m1")
+        took = b.order_state(client_order_id="t1")
+        assert a.open_orders() == b.open_orders() == []
+    assert (made["order_id"], made["status"], made["filled_qty"], made["open_qty"]) == (maker["order_id"], "filled", 3, 0)
+    assert (took["order_id"], took["status"], took["filled_qty"]) == (taker["order_id"], "filled", 3)
+
+
+def test_orders_resting_at_the_snapshot_are_known_as_the_books_have_them(server_factory: Any, tmp_path: Path) -> None:
+    # What the engine does not keep of an order resting at the snapshot is
+    # unknown after a restart, and so are the orders finished before it; the
+    # commands after the snapshot are known as they happened.
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1, cancel_on_disconnect=False)
+        gone = a.request(a.new_order(NQ, "buy", 1, 1_000_000))
+        a.request(a.cancel(gone["order_id"]))
+        old = a.request(a.new_order(ES, "buy", 10, 450_000, client_order_id="old"))
+        new = a.request(a.new_order(ES, "buy", 5, 450_000, client_order_id="new"))
+        assert a.request(a.snapshot())["seq"] == new["seq"]  # a server without accounts: every session may
+        last = a.request(a.new_order(ES, "buy", 2, 449_975, client_order_id="last"))
+    assert srv.stop() == 0
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(1)
+        orders = _by_id(a.open_orders())
+        assert list(orders) == [old["order_id"], new["order_id"], last["order_id"]]
+        for o in (orders[old["order_id"]], orders[new["order_id"]]):
+            assert (o["qty"], o["filled_qty"], o["priority"], o["last_seq"]) == (None,) * 4
+        recent = orders[last["order_id"]]
+        assert (recent["qty"], recent["filled_qty"], recent["priority"]) == (2, 0, last["seq"])
+        with pytest.raises(ServerError) as info:
+            a.order_state(gone["order_id"])
+        assert info.value.code == "unknown_order"
 
 
 def test_a_recovered_order_id_is_known_to_every_session(server_factory: Any, tmp_path: Path) -> None:

@@ -1,0 +1,61 @@
+"""What a server restarted from a data directory knows of its orders: the
+OrderStatus behind ``orders`` and ``order_status``, rebuilt from the
+journal before the engine thread starts.
+
+A recovery loads the newest snapshot and replays the journal's commands
+after it, throwing their events away. Those events are the news of the
+last moments before a crash: a command journaled but never answered may
+have filled or cancelled an order that its owner was acknowledged, and
+will never be told of otherwise. So the commands after the snapshot run
+once more, on a copy of the snapshot's state, and their events update the
+order status as the Router's would have: the orders resting at the
+snapshot are seeded as recovered (their filled quantity and time priority
+unknown), then each order the replayed commands entered, traded, modified,
+filled or cancelled is as it was told (or would have been). Orders
+finished before the snapshot are not known. It costs the replay once more
+(docs/benchmarks.md, "Recovery time": some millions of commands a second).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from .._ffi import ffi, lib
+from .._server import OrderStatus
+from ..durability import Recovery, journal_records, load_snapshot, new_engine
+from .engine_thread import resting_orders
+
+__all__ = ["rebuild_order_status"]
+
+_EVENT = ffi.sizeof("struct eng_event")
+_RUN = 4096  # commands run at a time: their events, a few hundred KB, stay in the cache
+
+
+def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], recovery: Recovery,
+                         specs: Sequence[Any]) -> None:
+    """Fill `status` (new) with what the recovery's snapshot and the
+    commands after it tell of each order. Raises RecoveryError or
+    MemoryError when the state cannot be copied or the commands not run
+    again (then `status` may hold part of it: the caller drops it)."""
+    if recovery.snapshot_path is not None:
+        eng, _ = load_snapshot(recovery.snapshot_path, list(specs))
+    else:
+        eng = new_engine(list(specs))
+    try:
+        for oid, inst, account, side, price, qty, coid in sorted(resting_orders(eng, len(specs))):
+            status.recovered(oid, account, inst, side, price, qty, coid)
+        count = ffi.new("size_t *")
+        for block in journal_records(data_dir, recovery.snapshot_seq):
+            records = ffi.from_buffer("struct jnl_record[]", block)
+            for at in range(0, len(records), _RUN):
+                n = min(_RUN, len(records) - at)
+                done = lib.jnl_apply_records(eng, records + at, n)
+                events = lib.eng_events(eng, count)
+                status.apply_events(ffi.buffer(events, count[0] * _EVENT))
+                lib.eng_clear_events(eng)
+                if done != n:
+                    raise MemoryError(f"out of memory running the journal again after seq {lib.eng_seq(eng)}")
+    finally:
+        lib.eng_destroy(eng)
