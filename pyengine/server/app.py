@@ -189,11 +189,11 @@ class Server:
 
     def _recover_order_status(self, config: ServerConfig) -> None:
         """The orders' status after a start that recovered a state: from the
-        journal where the engine's was recovered from one (recovered_status.py),
-        else (a cluster's log, or no memory for the journal's run) from the
-        books alone: by order id, the order the server accepted them in, as
-        `orders` lists an account's oldest first (the books give them by
-        price level)."""
+        data directory's snapshot and journal (recovered_status.py) when the
+        state came from them, else (a cluster's log, or no memory for the
+        journal's run) from the books alone, by order id: the order the server
+        accepted them in, as `orders` lists an account's oldest first (the
+        books give them by price level)."""
         recovery = self.engine.recovery
         if recovery is not None and config.data_dir is not None:
             try:

@@ -42,7 +42,7 @@ MAX_CONNECTIONS = 16  # scrapes served at once; more wait to be accepted
 # 2 ms: scrapes one after another with no pause between them (a scraper
 # gone wrong, or anyone who can reach the port) would hold it most of the
 # time. Paced, they hold it at most some 2% of the time, whoever scrapes.
-MIN_SCRAPE_INTERVAL = 0.1  # seconds from the start of one scrape to the next's
+MIN_SCRAPE_INTERVAL = 0.1  # seconds from one answer made (ScrapePacer) to the next
 
 
 def request_type(message: Any) -> str:

@@ -12,8 +12,9 @@ order status as the Router's would have: the orders resting at the
 snapshot are seeded as recovered (their filled quantity and time priority
 unknown), then each order the replayed commands entered, traded, modified,
 filled or cancelled is as it was told (or would have been). Orders
-finished before the snapshot are not known. It costs the replay once more
-(docs/benchmarks.md, "Recovery time": some millions of commands a second).
+finished before the snapshot are not known. It costs about three times
+the replay (docs/benchmarks.md, "Recovery time"): most of it is the
+status itself, a record made and indexed per order, as the Router makes.
 """
 
 from __future__ import annotations

@@ -128,8 +128,8 @@ class WebView:
             log.debug("http_streams_refused", extra=fields(peer=address, open=STREAMS_PER_ADDRESS))
             yield b"event: refused\ndata: %d pages are open from this address already\n\n" % STREAMS_PER_ADDRESS
             return
-        self.streams[address] = self.streams.get(address, 0) + 1
         watcher = self.feed.watch(inst)
+        self.streams[address] = self.streams.get(address, 0) + 1
         try:
             yield b"retry: %d\n\n" % _RETRY_MS
             while not watcher.closed:
