@@ -320,11 +320,16 @@ done:
 
 size_t jnl_apply_records(struct eng *e, const struct jnl_record *records, size_t n)
 {
-    size_t i = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t before = e->ev_len;
+        int64_t added = eng_process(e, &records[i].cmd);
 
-    while (i < n && eng_process(e, &records[i].cmd) >= 0)
-        i++;
-    return i;
+        /* As the scan: a command that ran out of memory here did not run as
+           it did live (it was journaled), and nothing after it would either. */
+        if (added < 0 || jnl__out_of_memory(e->ev + before, (size_t)added))
+            return i;
+    }
+    return n;
 }
 
 int eng_mark_read(const char *dir, struct eng_counters *out)

@@ -126,8 +126,10 @@ int jnl_scan_file(const char *path, struct eng *e, uint64_t after_seq, struct jn
 /*
  * Apply the commands of `n` records (already checked: consecutive, valid,
  * the first carrying the engine's next seq) to `e`, keeping their events in
- * its buffer, as a replay that wants them does. Returns how many were
- * applied: fewer than n only when the event buffer could not grow.
+ * its buffer, as a replay that wants them does. Returns how many ran as they
+ * did live: fewer than n when the next one ran out of memory, either not run
+ * at all (no room for its events) or run and rejected or cancelled no_memory
+ * (where jnl_scan_file stops too): the engine is then not the journal's.
  */
 size_t jnl_apply_records(struct eng *e, const struct jnl_record *records, size_t n);
 /* The instrument specs of a segment's header into `out` (up to `max`).

@@ -46,8 +46,8 @@ if TYPE_CHECKING:
     from ._cengine import struct_eng, struct_eng_instrument_spec, struct_jnl_scan
 
 __all__ = ["DataDirLock", "Damage", "InstrumentsDiffer", "JournalDamaged", "Recovery", "RecoveryError",
-           "SegmentReport", "SnapshotUnusable", "COVERED", "journal_commands", "load_snapshot", "new_engine", "read_mark", "replay_journal", "recover",
-           "segments", "snapshots", "STOP_REASONS"]
+           "SegmentReport", "SnapshotUnusable", "COVERED", "journal_commands", "journal_records", "load_snapshot",
+           "new_engine", "read_mark", "replay_journal", "recover", "segments", "snapshots", "STOP_REASONS"]
 
 log = logging.getLogger("pyengine.durability")
 
@@ -170,13 +170,18 @@ _SEGMENT_HEADER = 32  # struct jnl_header; the instrument specs follow it
 _READ_RECORDS = 65536  # records journal_commands reads at a time (5.8 MB), not a whole segment at once
 
 
-def _journal_blocks(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+def _journal_blocks(data_dir: str | os.PathLike[str], after_seq: int = 0) -> Iterator[tuple[int, bytes]]:
     """(seq of the first, the records) of a data directory's journal, up to
-    _READ_RECORDS whole, valid records at a time, in order, up to where
-    recovery would stop (a segment's valid records are consecutive)."""
+    _READ_RECORDS whole, valid records at a time, in order, from the segment
+    that holds seq `after_seq` + 1 (those before it, which a snapshot
+    covers, are not read, as recovery reads none) up to where recovery would
+    stop (a segment's valid records are consecutive)."""
     scan = ffi.new("struct jnl_scan *")
     expected = None  # the seq the next segment must start at
-    for first, path in segments(Path(data_dir)):
+    found = segments(Path(data_dir))
+    while len(found) > 1 and found[1][0] <= after_seq + 1:
+        found.pop(0)
+    for first, path in found:
         if expected is not None and first != expected:
             return  # records missing before it: recovery stops there too
         lib.jnl_scan_file(str(path).encode(), ffi.NULL, 0, scan, ffi.NULL)
@@ -209,10 +214,11 @@ def journal_commands(data_dir: str | os.PathLike[str]) -> Iterator[tuple[int, by
             yield first + i, block[off : off + _CMD]
 
 
-def journal_records(data_dir: str | os.PathLike[str], after_seq: int = 0) -> Iterator[bytes]:
-    """The records of journal_commands after seq `after_seq`, whole (``struct
-    jnl_record``, for ``jnl_apply_records``), some thousands at a time."""
-    for first, block in _journal_blocks(data_dir):
+def journal_records(data_dir: str | os.PathLike[str], after_seq: int) -> Iterator[bytes]:
+    """The journal's whole, valid records after seq `after_seq` (``struct
+    jnl_record``, for ``jnl_apply_records``), as a recovery from a snapshot
+    at `after_seq` replays them, up to _READ_RECORDS at a time."""
+    for first, block in _journal_blocks(data_dir, after_seq):
         skip = max(0, after_seq + 1 - first)
         if skip * _RECORD < len(block):
             yield block[skip * _RECORD :]

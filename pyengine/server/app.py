@@ -200,7 +200,7 @@ class Server:
                 rebuild_order_status(self.order_status, config.data_dir, recovery,
                                      [instrument_spec(i) for i in config.instruments])
                 return
-            except (RecoveryError, MemoryError) as exc:
+            except (RecoveryError, MemoryError, OSError) as exc:
                 log.warning("order_status_from_books", extra=fields(detail=str(exc)))
                 self.order_status = OrderStatus(keep=config.finished_orders)
         for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):

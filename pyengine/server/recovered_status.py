@@ -12,8 +12,10 @@ order status as the Router's would have: the orders resting at the
 snapshot are seeded as recovered (their filled quantity and time priority
 unknown), then each order the replayed commands entered, traded, modified,
 filled or cancelled is as it was told (or would have been). Orders
-finished before the snapshot are not known. It costs about three times
-the replay (docs/benchmarks.md, "Recovery time"): most of it is the
+finished before the snapshot are not known. Anything short of that (no
+memory, the journal not read as the recovery read it) and the server
+seeds the status from the books instead. It costs about three times the
+replay (docs/benchmarks.md, "Recovery time"): most of it is the
 status itself, a record made and indexed per order, as the Router makes.
 """
 
@@ -25,7 +27,7 @@ from typing import Any
 
 from .._ffi import ffi, lib
 from .._server import OrderStatus
-from ..durability import Recovery, journal_records, load_snapshot, new_engine
+from ..durability import Recovery, RecoveryError, journal_records, load_snapshot, new_engine
 from .engine_thread import resting_orders
 
 __all__ = ["rebuild_order_status"]
@@ -37,9 +39,10 @@ _RUN = 4096  # commands run at a time: their events, a few hundred KB, stay in t
 def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], recovery: Recovery,
                          specs: Sequence[Any]) -> None:
     """Fill `status` (new) with what the recovery's snapshot and the
-    commands after it tell of each order. Raises RecoveryError or
-    MemoryError when the state cannot be copied or the commands not run
-    again (then `status` may hold part of it: the caller drops it)."""
+    commands it replayed after it tell of each order. Raises RecoveryError,
+    MemoryError or OSError when the state cannot be copied or those commands
+    not all be read and run again as they ran (then `status` may hold part of
+    it: the caller drops it)."""
     if recovery.snapshot_path is not None:
         eng, _ = load_snapshot(recovery.snapshot_path, list(specs))
     else:
@@ -57,6 +60,10 @@ def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], 
                 status.apply_events(ffi.buffer(events, count[0] * _EVENT))
                 lib.eng_clear_events(eng)
                 if done != n:
-                    raise MemoryError(f"out of memory running the journal again after seq {lib.eng_seq(eng)}")
+                    raise MemoryError(f"out of memory running the journal again at seq {lib.eng_seq(eng)}")
+        replayed = recovery.snapshot_seq + recovery.replayed  # where the recovery's replay ended
+        if lib.eng_seq(eng) != replayed:
+            raise RecoveryError(f"the journal read again ends at seq {lib.eng_seq(eng)}, the recovery's replay at "
+                                f"{replayed}")
     finally:
         lib.eng_destroy(eng)
