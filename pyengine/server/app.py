@@ -36,7 +36,6 @@ import orjson
 from .._ffi import lib
 from .._keepalive import give_up_after, keep_alive, unacknowledged_for
 from .._server import Intake, Ledger, OrderStatus, Poller
-from ..durability import RecoveryError
 from ..errors import EngineError
 from ..log import Throttle, fields
 from .config import ServerConfig, check_secret, unmatchable_secret
@@ -200,7 +199,7 @@ class Server:
                 rebuild_order_status(self.order_status, config.data_dir, recovery,
                                      [instrument_spec(i) for i in config.instruments])
                 return
-            except (RecoveryError, MemoryError, OSError) as exc:
+            except (EngineError, MemoryError, OSError) as exc:  # EngineError: RecoveryError, no memory for the copy
                 log.warning("order_status_from_books", extra=fields(detail=str(exc)))
                 self.order_status = OrderStatus(keep=config.finished_orders)
         for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):

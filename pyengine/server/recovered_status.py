@@ -39,10 +39,10 @@ _RUN = 4096  # commands run at a time: their events, a few hundred KB, stay in t
 def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], recovery: Recovery,
                          specs: Sequence[Any]) -> None:
     """Fill `status` (new) with what the recovery's snapshot and the
-    commands it replayed after it tell of each order. Raises RecoveryError,
-    MemoryError or OSError when the state cannot be copied or those commands
-    not all be read and run again as they ran (then `status` may hold part of
-    it: the caller drops it)."""
+    commands it replayed after it tell of each order. Raises EngineError
+    (RecoveryError among them), MemoryError or OSError when the state cannot
+    be copied or those commands not all be read and run again as they ran
+    (then `status` may hold part of it: the caller drops it)."""
     if recovery.snapshot_path is not None:
         eng, _ = load_snapshot(recovery.snapshot_path, list(specs))
     else:

@@ -119,3 +119,41 @@ def test_an_engine_without_memory_for_the_orders_is_refused(tmp_path: Path, fail
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "out of memory running the journal again at seq 1\n"
+
+
+def test_a_server_whose_copy_cannot_be_made_seeds_the_status_from_the_books(tmp_path: Path,
+                                                                             failing_realloc: Any) -> None:
+    """No memory for the copy's instruments (every realloc fails while it is
+    made): the server starts all the same, its orders' status from the
+    books, and says so in its log."""
+    data = tmp_path / "data"
+    journal(data, flow(300, seed=27))
+    env = dict(failing_realloc.env, PYENGINE_FAIL_REALLOC_BYTES="1")
+    code = textwrap.dedent(f"""
+        import json, logging
+        from pathlib import Path
+        from pyengine.server import app
+        from pyengine.server.config import ServerConfig
+
+        flag, rebuild = Path({str(failing_realloc.flag)!r}), app.rebuild_order_status
+
+        def without_memory(*args):
+            flag.touch()
+            try:
+                rebuild(*args)
+            finally:
+                flag.unlink()
+
+        app.rebuild_order_status = without_memory
+        said = []
+        logging.getLogger("pyengine.server").addHandler(logging.Handler())
+        logging.getLogger("pyengine.server").handlers[-1].emit = lambda r: said.append(r.getMessage())
+        server = app.Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1, data_dir={str(data)!r}))
+        books = sorted((a, oid, qty) for oid, _, a, _, _, qty, _ in server.engine.resting_orders())
+        status = sorted((a, r.order_id, r.leaves) for a in range(1, 5) for r in server.order_status.open_orders(a))
+        print(json.dumps({{"same": books == status and bool(books), "said": "order_status_from_books" in said}}))
+        server.engine.close()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == '{"same": true, "said": true}'
