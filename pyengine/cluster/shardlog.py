@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +37,7 @@ from nats.js.client import JetStreamContext
 
 from .._ffi import ffi
 from ..log import Throttle, fields
+from ..server.dead_man import switches_body, switches_of  # the table's one encoding, kept here as there
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",
@@ -116,22 +116,6 @@ def message_of(stream_seq: int, headers: dict[str, str] | None, data: bytes) -> 
     h = headers or {}
     return LogMessage(stream_seq, h.get(H_KIND, KIND_RECORDS), h.get(H_NODE, ""), int(h.get(H_TERM, 0)),
                       int(h.get(H_LAST, 0)), data)
-
-
-def switches_body(switches: Mapping[int, float]) -> bytes:
-    """A switches message's body: every armed dead-man switch, account -> seconds."""
-    return orjson.dumps({str(account): seconds for account, seconds in sorted(switches.items())})
-
-
-def switches_of(body: bytes) -> dict[int, float]:
-    """The switches a switches message holds; ValueError when it holds none."""
-    table = orjson.loads(body)
-    if not isinstance(table, dict):
-        raise ValueError("not an object")
-    switches = {int(account): seconds for account, seconds in table.items()}
-    if not all(type(s) in (int, float) and 0 < s < math.inf for s in switches.values()):
-        raise ValueError("a switch's seconds are not a positive number")
-    return switches
 
 
 def log_identity(info: StreamInfo) -> str:

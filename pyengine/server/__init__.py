@@ -12,7 +12,8 @@ the session's earlier commands), ``seam`` (what the C
 per-order path, ``pyengine._server``, calls in Python), ``marketdata``,
 ``cluster_node``, ``order_status`` (the orders and order_status
 requests), ``dead_man`` (the dead-man switch), ``shared_switches`` (a cluster
-leader's switches on their way into the log), ``recovered_status`` (the
+leader's switches on their way into the log), ``switch_file`` (a single
+server's switches in its data directory), ``recovered_status`` (the
 orders' status after a restart, from the journal), ``requests`` (the
 requests that are not per-order),
 ``dispatch`` (the engine's events), ``stats`` (the periodic stats line),

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
+from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
@@ -46,6 +47,7 @@ from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
 from .dead_man import DeadManSwitches
 from .shared_switches import SharedSwitches
+from .switch_file import SwitchFile
 from .requests import Requests
 from .recovered_status import rebuild_order_status
 from .unclaimed import UnclaimedOrders
@@ -147,6 +149,10 @@ class Server:
         self.dispatcher = Dispatcher(self)
         self.dead_man = DeadManSwitches(self._dead_man_fired)
         self.shared_switches = SharedSwitches(self.dead_man, self.hub.loop.run_callback, self._share_switches)
+        # A single server with a data directory keeps its switches there: a start after a crash arms them again.
+        self.switch_file = SwitchFile(config.data_dir) if config.data_dir is not None and self.cluster is None else None
+        self._kept_switches = self.switch_file.load() if self.switch_file is not None else {}
+        self._storing_switches = Semaphore()  # one store at a time, in the order the tables were made
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -245,6 +251,8 @@ class Server:
             self._greenlets.append(gevent.spawn(self._unacknowledged_loop))
         if self.pauses is not None:
             self.pauses.start()  # the running server's collections: from here to stop()
+        if self._kept_switches:
+            self.rearm_switches(self._kept_switches)  # those armed when it stopped without a stop: a crash
         log.info("listening", extra=fields(host=host, port=port,
                                           instruments=",".join(self.engine.symbols),
                                           auth=self.config.auth_required))
@@ -373,6 +381,9 @@ class Server:
         if self.pauses is not None:
             self.pauses.stop()
         self.dead_man.close()
+        if self.switch_file is not None and not self.failed:  # a stop for a failure keeps them, as a crash
+            with self._storing_switches:  # after the stores on their way
+                self.switch_file.clear()
         self._listener.close()
         if self._metrics is not None:
             self._metrics.stop(timeout=1)
@@ -650,38 +661,61 @@ class Server:
                 self.commands.add(lib.ENG_CMD_SET_LIMITS, 0, instrument=inst, qty=max_qty, price=max_notional)
         self.commands.flush()
 
+    @property
+    def keeps_switches(self) -> bool:
+        """Whether the armed switches are kept beyond this process: in the
+        shard's log (a cluster), or in the data directory (switch_file.py)."""
+        return self.cluster is not None or self.switch_file is not None
+
     def switch_changed(self, account: int | None, then: Callable[[], None]) -> None:
         """`account`'s dead-man switch changed (None: no one asked): then().
-        In a cluster, once the shard's log holds the switches (a new leader
-        arms them again: SharedSwitches); never, if this node stops leading
-        or starts to stop first."""
-        if self.cluster is None:
+        Where the switches are kept, once they are (a new leader, or a start
+        after a crash, arms them again: SharedSwitches); never, if this node
+        stops leading or starts to stop first."""
+        if not self.keeps_switches:
             then()
         elif not self.stopping:
             self.shared_switches.changed(account, then)
 
     def switch_settled(self, account: int, then: Callable[[], None]) -> None:
-        """then() once the log holds `account`'s switch as it is: at once,
-        except in a cluster while a change of it is on its way."""
-        if self.cluster is None:
+        """then() once the switches are kept with `account`'s as it is: at
+        once, unless a change of it is on its way there."""
+        if not self.keeps_switches:
             then()
         else:
             self.shared_switches.settled(account, then)
 
     def _share_switches(self, switches: dict[int, float], stored: Callable[[], None]) -> None:
-        """SharedSwitches' way into the log."""
-        assert self.cluster is not None  # SharedSwitches is given changes in a cluster only
+        """SharedSwitches' way into the shard's log, or the data directory."""
         if self.stopping:
-            return  # its switches, emptied as it stops, are not the shard's: the log keeps them for the next leader
+            # Emptied as it stops, its switches are not the ones to keep: the
+            # log keeps them for the next leader; a single server's stop
+            # empties its file.
+            return
 
         def done() -> None:  # on a turn of its own: what it queues goes out with the turn's end
             stored()
             self.flush_soon()
-        self.cluster.share_switches(switches, done)
+        if self.cluster is not None:
+            self.cluster.share_switches(switches, done)
+        else:
+            gevent.spawn(self._store_switches, switches, done)
+
+    def _store_switches(self, switches: dict[int, float], done: Callable[[], None]) -> None:
+        """Write the switches' file off the event loop (a sync takes
+        milliseconds), one table at a time, in order; then done(). One that
+        cannot be written is logged, and the switches stay armed here."""
+        assert self.switch_file is not None
+        with self._storing_switches:
+            try:
+                self.hub.threadpool.apply(self.switch_file.store, (switches,))
+            except OSError as exc:
+                log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path), error=str(exc)))
+        done()
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
-        """A new leader: arm the switches the log holds, each for its whole
-        seconds from now."""
+        """A new leader, or a start after a crash: arm the switches kept,
+        each for its whole seconds from now."""
         for account, seconds in switches.items():
             self.dead_man.arm(account, seconds)
         if switches:
@@ -689,10 +723,11 @@ class Server:
 
     def switch_ran_out(self, account: int) -> None:
         """The cancel-all of `account`'s switch, which ran out, is done:
-        stored, in a cluster, so its log can now say the switch is gone
-        (until then the switch stays in what the log is given: a new leader
-        that found it gone before the cancel-all would leave the orders)."""
-        if self.dead_man.ran_out(account) and self.cluster is not None and self.cluster.leading:
+        stored (journaled, or in a cluster's log), so the kept switches can
+        now say it is gone (until then it stays in them: a new leader, or a
+        start after a crash, that found it gone before the cancel-all would
+        leave the orders)."""
+        if self.dead_man.ran_out(account) and self.keeps_switches and (self.cluster is None or self.cluster.leading):
             self.switch_changed(None, lambda: None)
 
     def _dead_man_fired(self, account: int) -> None:

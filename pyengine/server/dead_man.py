@@ -8,26 +8,48 @@ switch's (the orders leave with reason ``dead_man``), journaled and replayed
 like any command. The switch belongs to the account, not to a connection: it
 fires whether the connection that armed it is open and silent, or gone.
 It fires once, then is disarmed. In a cluster the armed switches are in
-the shard's log (``Server.switch_changed``): a new leader arms them again.
+the shard's log (``Server.switch_changed``): a new leader arms them again;
+a single server with a data directory keeps them there (switch_file.py),
+and arms them again after a crash.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import gevent
+import orjson
 
 from ..log import fields
 
-__all__ = ["DeadManSwitches", "MAX_SWITCHES_IN_A_CLUSTER"]
+__all__ = ["DeadManSwitches", "MAX_SWITCHES_IN_A_CLUSTER", "switches_body", "switches_of"]
 
 log = logging.getLogger("pyengine.server")
 
 # A shard's armed switches go into its log as one message (up to 36 bytes
 # each: 720 KB for 20,000), which must stay under NATS's 1 MB payload.
 MAX_SWITCHES_IN_A_CLUSTER = 20_000
+
+
+def switches_body(switches: Mapping[int, float]) -> bytes:
+    """The switches' table as it is kept (a shard's log, a data directory):
+    every armed dead-man switch, account -> seconds, as JSON."""
+    return orjson.dumps({str(account): seconds for account, seconds in sorted(switches.items())})
+
+
+def switches_of(body: bytes) -> dict[int, float]:
+    """The switches a kept table holds; ValueError when it holds none."""
+    table = orjson.loads(body)
+    if not isinstance(table, dict):
+        raise ValueError("not an object")
+    switches = {int(account): seconds for account, seconds in table.items()}
+    if not all(type(s) in (int, float) and 0 < s < math.inf for s in switches.values()):
+        raise ValueError("a switch's seconds are not a positive number")
+    return switches
+
 
 class DeadManSwitches:
     """The armed switches, one timer greenlet per account; and, for the

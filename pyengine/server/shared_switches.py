@@ -1,5 +1,6 @@
-"""A cluster leader's dead-man switches on their way into its shard's log
-(docs/cluster.md, "Dead-man switches are the shard's").
+"""The dead-man switches on their way to where they are kept: a cluster
+leader's shard log (docs/cluster.md, "Dead-man switches are the shard's"),
+or a single server's data directory (switch_file.py); "the log" below.
 
 The changes of one turn of the event loop (armings, disarmings, new
 seconds, switches whose cancel-all is done) go into the log as one table,

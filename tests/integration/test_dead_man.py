@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from pyengine.client import Client, ServerError
+from pyengine.server.dead_man import switches_of
+from pyengine.server.switch_file import FILE
 
 from .test_metrics import metrics_port, samples, scrape, value
 
@@ -103,6 +105,59 @@ def test_it_fires_after_a_disconnect_and_survives_a_restart(server_factory: Any,
     with again.client() as a:
         a.login(1)
         assert a.open_orders() == []
+
+
+def test_a_switch_armed_when_the_server_dies_is_armed_again_by_its_restart(server_factory: Any,
+                                                                          tmp_path: Path) -> None:
+    """A single server with a data directory keeps its switches there: one
+    armed when the server is killed fires after the restart (the account's
+    program, gone with it, sends nothing more); one armed and disarmed
+    before is not armed again. Once fired, it is kept no more."""
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a, srv.client() as b:
+        a.login(7, cancel_on_disconnect=False)
+        b.login(8, cancel_on_disconnect=False)
+        mine = a.request(a.new_order(ES, "buy", 3, 450_000))["order_id"]
+        kept = b.request(b.new_order(ES, "buy", 2, 449_000))["order_id"]
+        assert a.request(a.cancel_all_after(1.5))["armed"] is True  # answered once kept
+        assert b.request(b.cancel_all_after(1.5))["armed"] is True
+        assert b.request(b.cancel_all_after(0))["armed"] is False
+        assert switches_of((data / FILE).read_bytes()) == {7: 1.5}
+        srv.kill()
+    srv = server_factory(None, "--data-dir", str(data))
+    srv.wait_log(r"event=dead_man_rearmed accounts=1\b")
+    srv.wait_log(r"event=mass_cancelled .*account=7 .*reason=dead_man count=1")
+    with srv.client() as a, srv.client() as b:
+        a.login(7)
+        b.login(8)
+        state = a.order_state(mine)
+        assert (state["status"], state["reason"]) == ("cancelled", "dead_man")
+        deadline = time.monotonic() + 30
+        while switches_of((data / FILE).read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert switches_of((data / FILE).read_bytes()) == {}
+        time.sleep(0.5)  # a switch of 8's armed again would have run out with 7's
+        assert [o["order_id"] for o in b.open_orders()] == [kept]
+    assert not any("account=8" in line and "dead_man" in line for line in srv.lines)
+
+
+def test_a_stop_disarms_the_switches_for_good(server_factory: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(7, cancel_on_disconnect=False)
+        oid = a.request(a.new_order(ES, "buy", 3, 450_000))["order_id"]
+        a.request(a.cancel_all_after(0.5))
+        assert (data / FILE).exists()
+        assert srv.stop() == 0
+    assert not (data / FILE).exists()  # a planned stop: the orders outlive it, as with cancel-on-disconnect
+    srv = server_factory(None, "--data-dir", str(data))
+    with srv.client() as a:
+        a.login(7)
+        time.sleep(1.0)
+        assert [o["order_id"] for o in a.open_orders()] == [oid]
+    assert not any("dead_man_rearmed" in line for line in srv.lines)
 
 
 def test_bad_requests_are_refused(server: Any) -> None:
