@@ -1,6 +1,8 @@
 """Server configuration: the embedded default, and TOML files.
 
-A file looks like this (every key optional, defaults as shown)::
+A file looks like this (every key optional; the values shown are the
+defaults, but for the tables' examples: the instruments, the accounts, the
+data directory and the endpoints, which are off unless given)::
 
     [server]
     host = "127.0.0.1"           # every interface: "0.0.0.0" (IPv4) or "::"; never empty

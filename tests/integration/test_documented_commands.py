@@ -314,7 +314,7 @@ def test_the_docs_commands_are_found() -> None:
         ("README.md", "pyengine-server --data-dir ./pyengine-data"),  # a ```sh block
         ("README.md", "perf/loadgen_table.py --floors --rates 0 --runs 3 --duration 8 --pin "  # inline, over lines
                       "--pyengine-arg=--server-arg=--config=perf/no_limits.toml -- --driver c"),
-        ("docs/durability.md", "pyengine-replay /var/lib/pyengine --full --check"),  # a comment after it
+        ("docs/durability.md", "pyengine-replay ./pyengine-data --full --check"),  # a comment after it
         ("docs/benchmarks.md", "tools/loadgen.py --spawn-server --spawn-fsync batch --rate 20000"),  # [--option value]
     ):
         assert any(c.where.startswith(f"{doc}:") and expected in c.name for c in COMMANDS), (expected, names)
