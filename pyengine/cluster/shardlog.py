@@ -37,7 +37,7 @@ from nats.js.client import JetStreamContext
 
 from .._ffi import ffi
 from ..log import Throttle, fields
-from ..server.dead_man import switches_body, switches_of  # the table's one encoding, kept here as there
+from ..switch_table import switches_body, switches_of
 
 __all__ = ["RECORD_SIZE", "KV_BUCKET", "SNAPSHOT_BUCKET", "Fenced", "LogMessage", "check_name", "stream_name",
            "log_subject", "lease_key", "node_key", "DIRECTORY", "ensure_stream", "append", "TermOrder", "message_of",

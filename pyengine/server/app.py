@@ -150,9 +150,13 @@ class Server:
         self.dead_man = DeadManSwitches(self._dead_man_fired)
         self.shared_switches = SharedSwitches(self.dead_man, self.hub.loop.run_callback, self._share_switches)
         # A single server with a data directory keeps its switches there: a start after a crash arms them again.
-        self.switch_file = SwitchFile(config.data_dir) if config.data_dir is not None and self.cluster is None else None
+        self.switch_file = (SwitchFile(config.data_dir, sync=config.fsync != "off")
+                            if config.data_dir is not None and self.cluster is None else None)
         self._kept_switches = self.switch_file.load() if self.switch_file is not None else {}
-        self._storing_switches = Semaphore()  # one store at a time, in the order the tables were made
+        # The newest table not written yet, and the answers waiting for it;
+        # one writer greenlet at a time (_write_switches), holding the lock while it writes.
+        self._unwritten: tuple[dict[int, float], list[Callable[[], None]]] | None = None
+        self._writing_switches = Semaphore()
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -381,9 +385,6 @@ class Server:
         if self.pauses is not None:
             self.pauses.stop()
         self.dead_man.close()
-        if self.switch_file is not None and not self.failed:  # a stop for a failure keeps them, as a crash
-            with self._storing_switches:  # after the stores on their way
-                self.switch_file.clear()
         self._listener.close()
         if self._metrics is not None:
             self._metrics.stop(timeout=1)
@@ -422,6 +423,7 @@ class Server:
         if err and not self.failed:  # the journal's last sync, at the stop, failed after the dispatcher stopped
             log.error("journal_failed", extra=fields(error=os.strerror(err), data_dir=self.config.data_dir))
             self.failed = True
+        self._forget_switches()
         if self.trace is not None:
             log_breakdown(self.trace, self.pauses)
         log.info("stopped", extra=fields(commands=st["commands"], events=st["events"]))
@@ -698,20 +700,46 @@ class Server:
             self.flush_soon()
         if self.cluster is not None:
             self.cluster.share_switches(switches, done)
-        else:
-            gevent.spawn(self._store_switches, switches, done)
+            return
+        # The data directory: only the newest table is written; the answers
+        # of the tables it replaces wait for it.
+        pending = self._unwritten
+        self._unwritten = (switches, (pending[1] if pending else []) + [done])
+        if pending is None and not self._writing_switches.locked():
+            gevent.spawn(self._write_switches)
 
-    def _store_switches(self, switches: dict[int, float], done: Callable[[], None]) -> None:
-        """Write the switches' file off the event loop (a sync takes
-        milliseconds), one table at a time, in order; then done(). One that
-        cannot be written is logged, and the switches stay armed here."""
+    def _write_switches(self) -> None:
+        """Write the newest table into the data directory, again while a
+        newer one comes, each answered once written; in a thread of its own,
+        the event loop serving during the syncs (the encoding holds the GIL:
+        some milliseconds for MAX_KEPT_SWITCHES switches). One that
+        cannot be written is a failure of the data directory, as the
+        journal's: the server stops, and the change is not answered."""
         assert self.switch_file is not None
-        with self._storing_switches:
+        with self._writing_switches:
+            while self._unwritten is not None and not self.stopping:
+                (switches, answers), self._unwritten = self._unwritten, None
+                try:
+                    self.hub.threadpool.apply(self.switch_file.store, (switches,))
+                except OSError as exc:
+                    log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path), error=str(exc)))
+                    self.failed = True
+                    gevent.spawn(self.stop)
+                    return
+                for answer in answers:
+                    answer()
+
+    def _forget_switches(self) -> None:
+        """At the end of a planned stop, which disarmed every switch: none
+        is kept for the next start. A stop for a failure (the journal's, the
+        switches' file's) keeps them, as a crash does."""
+        if self.switch_file is None or self.failed:
+            return
+        with self._writing_switches:  # after a write on its way
             try:
-                self.hub.threadpool.apply(self.switch_file.store, (switches,))
+                self.switch_file.clear()
             except OSError as exc:
-                log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path), error=str(exc)))
-        done()
+                log.error("switches_not_cleared", extra=fields(path=str(self.switch_file.path), error=str(exc)))
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
         """A new leader, or a start after a crash: arm the switches kept,

@@ -16,39 +16,21 @@ and arms them again after a crash.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import gevent
-import orjson
 
 from ..log import fields
 
-__all__ = ["DeadManSwitches", "MAX_SWITCHES_IN_A_CLUSTER", "switches_body", "switches_of"]
+__all__ = ["DeadManSwitches", "MAX_KEPT_SWITCHES"]
 
 log = logging.getLogger("pyengine.server")
 
-# A shard's armed switches go into its log as one message (up to 36 bytes
-# each: 720 KB for 20,000), which must stay under NATS's 1 MB payload.
-MAX_SWITCHES_IN_A_CLUSTER = 20_000
-
-
-def switches_body(switches: Mapping[int, float]) -> bytes:
-    """The switches' table as it is kept (a shard's log, a data directory):
-    every armed dead-man switch, account -> seconds, as JSON."""
-    return orjson.dumps({str(account): seconds for account, seconds in sorted(switches.items())})
-
-
-def switches_of(body: bytes) -> dict[int, float]:
-    """The switches a kept table holds; ValueError when it holds none."""
-    table = orjson.loads(body)
-    if not isinstance(table, dict):
-        raise ValueError("not an object")
-    switches = {int(account): seconds for account, seconds in table.items()}
-    if not all(type(s) in (int, float) and 0 < s < math.inf for s in switches.values()):
-        raise ValueError("a switch's seconds are not a positive number")
-    return switches
+# The armed switches are kept as one table (a shard's log message, a data
+# directory's file: pyengine/switch_table.py), up to 36 bytes a switch: 720
+# KB for 20,000, under NATS's 1 MB payload, and a few ms to write.
+MAX_KEPT_SWITCHES = 20_000
 
 
 class DeadManSwitches:

@@ -22,6 +22,7 @@ import orjson
 
 from .. import _args
 from .._server import FormError, read_order
+from ..switch_table import MAX_SECONDS
 
 __all__ = [
     "MAX_FRAME",
@@ -316,7 +317,7 @@ def _optional_coid(msg: dict[str, Any], req_id: Any) -> str | None:
 MMP_WINDOW_MS_MAX = 86_400_000
 """The longest market-maker protection window, in ms (a day)."""
 
-CANCEL_ALL_AFTER_MAX = 86400.0
+CANCEL_ALL_AFTER_MAX = MAX_SECONDS  # a dead-man switch's seconds at most (its one home: switch_table.py)
 """The longest a dead-man switch may be armed for (a day), in seconds."""
 
 

@@ -24,7 +24,7 @@ from .engine_thread import EngineThread
 from .limits import HostWindow, LoginChecks
 from .marketdata import MarketData
 from .order_status import order_status_reply, orders_reply
-from .dead_man import MAX_SWITCHES_IN_A_CLUSTER, DeadManSwitches
+from .dead_man import MAX_KEPT_SWITCHES, DeadManSwitches
 from .protocol import (
     Cancel,
     CancelAllAfter,
@@ -74,6 +74,9 @@ class RequestHost(Protocol):
     host_logins: HostWindow
     login_checks: LoginChecks
     dead_man: DeadManSwitches
+
+    @property
+    def keeps_switches(self) -> bool: ...
 
     def claim_orders(self, session: Session) -> int: ...
 
@@ -384,10 +387,10 @@ class Requests:
         account = self._account(session, req.req_id)
         switches = self.server.dead_man
         before = switches.in_table(account)
-        if (before is None and req.seconds and self.server.cluster is not None
-                and switches.table_size() >= MAX_SWITCHES_IN_A_CLUSTER):
-            raise RequestError("too_many_switches", f"{MAX_SWITCHES_IN_A_CLUSTER} accounts of this shard have a "
-                               "dead-man switch armed, the most a shard's log holds", req.req_id)
+        if (before is None and req.seconds and self.server.keeps_switches
+                and switches.table_size() >= MAX_KEPT_SWITCHES):
+            raise RequestError("too_many_switches", f"{MAX_KEPT_SWITCHES} accounts have a dead-man switch armed, "
+                               "the most that are kept", req.req_id)
         # Renewing the switch as it is, its everyday use (as often as a client
         # likes), is a debug line; arming, disarming or new seconds are info.
         unchanged = switches.seconds(account) == (req.seconds or None)

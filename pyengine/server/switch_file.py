@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ..log import fields
-from .dead_man import switches_body, switches_of
+from ..switch_table import switches_body, switches_of
 
 __all__ = ["SwitchFile", "FILE"]
 
@@ -31,9 +31,13 @@ log = logging.getLogger("pyengine.server")
 class SwitchFile:
     """The switches' file of one data directory."""
 
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], *, sync: bool = True) -> None:
+        """`sync` False (the journal's fsync off): written, never synced, as
+        the journal then is (a crash of the server loses nothing, one of the
+        machine may)."""
         self.dir = Path(data_dir)
         self.path = self.dir / FILE
+        self.sync = sync
         self._partial = self.dir / f"{FILE}.tmp"
 
     def load(self) -> dict[int, float]:
@@ -54,7 +58,8 @@ class SwitchFile:
         with open(self._partial, "wb") as f:
             f.write(switches_body(switches))
             f.flush()
-            os.fsync(f.fileno())
+            if self.sync:
+                os.fsync(f.fileno())
         os.replace(self._partial, self.path)
         self._sync_dir()
 
@@ -67,6 +72,8 @@ class SwitchFile:
         self._sync_dir()
 
     def _sync_dir(self) -> None:
+        if not self.sync:
+            return
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(fd)

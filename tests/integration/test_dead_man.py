@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from pyengine.client import Client, ServerError
-from pyengine.server.dead_man import switches_of
 from pyengine.server.switch_file import FILE
+from pyengine.switch_table import switches_of
 
 from .test_metrics import metrics_port, samples, scrape, value
 

@@ -1,14 +1,22 @@
 """A single server's dead-man switches in its data directory
 (pyengine/server/switch_file.py): replaced whole, read back, a store a kill
-cut short leaving the table before it, an unreadable file taken as none."""
+cut short leaving the table before it, an unreadable file taken as none;
+and the server's writes of it (Server._share_switches): the newest table
+only, none after a planned stop began, a failure to write one a failure of
+the server's."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import gevent
 import pytest
 
+from pyengine.server.app import Server
+from pyengine.server.config import ServerConfig
 from pyengine.server.switch_file import FILE, SwitchFile
 
 
@@ -38,3 +46,81 @@ def test_an_unreadable_file_is_logged_and_taken_as_no_switch(tmp_path: Path, bod
     with caplog.at_level(logging.ERROR, logger="pyengine.server"):
         assert SwitchFile(tmp_path).load() == {}
     assert [r.getMessage() for r in caplog.records] == ["switches_unreadable"]
+
+
+@pytest.mark.parametrize("body", [b'{"-3": 1}', b'{"4294967296": 1}', b'{"7": 86400.5}', b'{"7": 1e300}'])
+def test_a_file_with_an_account_or_seconds_out_of_range_is_taken_as_no_switch(tmp_path: Path, body: bytes) -> None:
+    (tmp_path / FILE).write_bytes(body)
+    assert SwitchFile(tmp_path).load() == {}
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """A server with a data directory, not started: its switches' writes are
+    run by hand (gevent.sleep), the tables written recorded."""
+    srv = Server(ServerConfig(port=0, stats_interval=0, engine_cpu=-1, data_dir=str(tmp_path / "data")))
+    assert srv.switch_file is not None
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def recording(server: Server) -> list[dict[int, float]]:
+    assert server.switch_file is not None
+    written: list[dict[int, float]] = []
+    store = server.switch_file.store
+
+    def recorded(table: dict[int, float]) -> None:
+        written.append(dict(table))
+        store(table)
+    server.switch_file.store = recorded  # type: ignore[method-assign]
+    return written
+
+
+def test_the_tables_of_changes_that_come_while_one_is_written_are_written_once_the_newest(server: Server) -> None:
+    written, answered = recording(server), []
+    server._share_switches({7: 1.0}, lambda: answered.append(1))
+    gevent.sleep(0)  # the writer takes the first table, and writes it in a thread
+    server._share_switches({7: 1.0, 8: 2.0}, lambda: answered.append(2))
+    server._share_switches({8: 2.0}, lambda: answered.append(3))
+    deadline = time.monotonic() + 30
+    while len(answered) < 3 and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    assert written == [{7: 1.0}, {8: 2.0}]  # the table between them never written
+    assert answered == [1, 2, 3]
+    assert server.switch_file is not None and server.switch_file.load() == {8: 2.0}
+
+
+def test_a_planned_stop_leaves_no_switch_a_write_on_its_way_would_put_back(server: Server) -> None:
+    written, answered = recording(server), []
+    server._share_switches({7: 1.0}, lambda: answered.append(1))  # its writer not run yet
+    server.stop()
+    gevent.sleep(0.05)
+    assert (written, answered) == ([], [])
+    assert server.switch_file is not None and not server.switch_file.path.exists()
+
+
+def test_a_table_that_cannot_be_written_stops_the_server_unanswered(server: Server,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    assert server.switch_file is not None
+    server.switch_file.path.mkdir()
+    (server.switch_file.path / "x").touch()  # a directory where the file goes: it cannot be replaced
+    answered: list[int] = []
+    with caplog.at_level(logging.ERROR, logger="pyengine.server"):
+        server._share_switches({7: 1.0}, lambda: answered.append(1))
+        server.stopped.wait(30)
+    assert server.failed and answered == []
+    assert "switches_not_stored" in [r.getMessage() for r in caplog.records]
+    assert server.switch_file.path.is_dir()  # a stop for a failure keeps what is there
+
+
+def test_a_file_a_planned_stop_cannot_remove_is_logged_and_the_stop_ends(server: Server,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    assert server.switch_file is not None
+    server.switch_file.path.mkdir()
+    (server.switch_file.path / "x").touch()
+    with caplog.at_level(logging.ERROR, logger="pyengine.server"):
+        server.stop()
+    assert server.stopped.is_set() and not server.failed
+    assert "switches_not_cleared" in [r.getMessage() for r in caplog.records]

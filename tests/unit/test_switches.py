@@ -277,7 +277,7 @@ def test_a_stopping_leader_leaves_the_logs_switches_as_they_are(leader: Any) -> 
 
 def test_a_shard_holds_at_most_so_many_switches(leader: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     server, shard, received, session = leader
-    monkeypatch.setattr("pyengine.server.requests.MAX_SWITCHES_IN_A_CLUSTER", 2)
+    monkeypatch.setattr("pyengine.server.requests.MAX_KEPT_SWITCHES", 2)
     server.dead_man.arm(8, 60)
     server.dead_man.arm(9, 60)
     arm(server, session, 1, 60)
