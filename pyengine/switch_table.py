@@ -10,10 +10,11 @@ from collections.abc import Mapping
 
 import orjson
 
+from ._args import UINT32_MAX
+
 __all__ = ["MAX_SECONDS", "switches_body", "switches_of"]
 
 MAX_SECONDS = 86400.0  # a switch's seconds at most (cancel_all_after)
-_MAX_ACCOUNT = 2**32 - 1
 
 
 def switches_body(switches: Mapping[int, float]) -> bytes:
@@ -28,7 +29,7 @@ def switches_of(body: bytes) -> dict[int, float]:
     if not isinstance(table, dict):
         raise ValueError("not an object")
     switches = {int(account): seconds for account, seconds in table.items()}
-    if not all(0 <= account <= _MAX_ACCOUNT for account in switches):
+    if not all(0 <= account <= UINT32_MAX for account in switches):
         raise ValueError("an account is not a 32-bit number")
     if not all(type(s) in (int, float) and 0 < s <= MAX_SECONDS and not math.isnan(s) for s in switches.values()):
         raise ValueError(f"a switch's seconds are not a number from 0 to {MAX_SECONDS:g}")

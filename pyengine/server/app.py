@@ -721,8 +721,9 @@ class Server:
                 (switches, answers), self._unwritten = self._unwritten, None
                 try:
                     self.hub.threadpool.apply(self.switch_file.store, (switches,))
-                except OSError as exc:
-                    log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path), error=str(exc)))
+                except Exception as exc:  # an OSError, or no memory: no later table would be written either
+                    log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path),
+                                                                  error=str(exc) or type(exc).__name__))
                     self.failed = True
                     gevent.spawn(self.stop)
                     return
@@ -731,15 +732,20 @@ class Server:
 
     def _forget_switches(self) -> None:
         """At the end of a planned stop, which disarmed every switch: none
-        is kept for the next start. A stop for a failure (the journal's, the
-        switches' file's) keeps them, as a crash does."""
-        if self.switch_file is None or self.failed:
+        is kept for the next start (a file that cannot be removed makes the
+        stop a failure). A stop for a failure (the journal's, the switches'
+        file's) keeps them, as a crash does."""
+        if self.switch_file is None:
             return
-        with self._writing_switches:  # after a write on its way
+        with self._writing_switches:  # after a write on its way, which may have failed
+            if self.failed:
+                return
             try:
                 self.switch_file.clear()
             except OSError as exc:
+                # The next start would arm them again: not a clean stop.
                 log.error("switches_not_cleared", extra=fields(path=str(self.switch_file.path), error=str(exc)))
+                self.failed = True
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
         """A new leader, or a start after a crash: arm the switches kept,

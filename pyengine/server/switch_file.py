@@ -6,7 +6,8 @@ the same outage) is what the switch is for: without the switches kept, the
 restart would leave its orders in the book for good. As a cluster's log
 does for a new leader (cluster.md, "Dead-man switches are the shard's"), the
 file holds the table of armed switches (account -> seconds), replaced whole
-and synced at every change (not at renewals, which change nothing), and a
+at every change (not at renewals, which change nothing) and synced as the
+journal is (not with fsync off; its removal at a planned stop always), and a
 start after a crash arms each again for its whole seconds. A planned stop
 disarms every switch and empties the file, as before: orders outlive a
 planned restart, as with cancel-on-disconnect.
@@ -43,7 +44,9 @@ class SwitchFile:
     def load(self) -> dict[int, float]:
         """The switches the file holds ({} when there is none): a file that
         cannot be read is logged and taken as none."""
-        self._partial.unlink(missing_ok=True)  # a store a kill cut short: the file before it stands
+        if self._partial.exists():  # a store a kill cut short: the file before it stands
+            self._partial.unlink()
+            log.info("unfinished_write_removed", extra=fields(path=str(self._partial)))
         try:
             return switches_of(self.path.read_bytes())
         except FileNotFoundError:
@@ -53,8 +56,8 @@ class SwitchFile:
             return {}
 
     def store(self, switches: dict[int, float]) -> None:
-        """Replace the file with `switches`, synced (OSError if it cannot be):
-        a crash leaves the old table or the new one."""
+        """Replace the file with `switches`, synced unless `sync` is off
+        (OSError if it cannot be): a crash leaves the old table or the new one."""
         with open(self._partial, "wb") as f:
             f.write(switches_body(switches))
             f.flush()
@@ -64,15 +67,17 @@ class SwitchFile:
         self._sync_dir()
 
     def clear(self) -> None:
-        """No switch is kept (a planned stop disarmed them all)."""
+        """No switch is kept (a planned stop disarmed them all): synced even
+        with `sync` off, as a clean stop syncs the journal, so that no crash
+        of the machine brings back the switches the stop disarmed."""
         try:
             self.path.unlink()
         except FileNotFoundError:
             return
-        self._sync_dir()
+        self._sync_dir(always=True)
 
-    def _sync_dir(self) -> None:
-        if not self.sync:
+    def _sync_dir(self, always: bool = False) -> None:
+        if not (self.sync or always):
             return
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)
         try:

@@ -8,6 +8,7 @@ the server's."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,5 +123,29 @@ def test_a_file_a_planned_stop_cannot_remove_is_logged_and_the_stop_ends(server:
     (server.switch_file.path / "x").touch()
     with caplog.at_level(logging.ERROR, logger="pyengine.server"):
         server.stop()
-    assert server.stopped.is_set() and not server.failed
+    assert server.stopped.is_set() and server.failed  # the next start would arm them again: not a clean stop
     assert "switches_not_cleared" in [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), MemoryError()])
+def test_a_write_that_fails_as_a_planned_stop_waits_for_it_keeps_the_file(server: Server, error: Exception) -> None:
+    """The stop, begun while a write was on its way, finds it failed: a stop
+    for a failure, which keeps the switches the file last held."""
+    assert server.switch_file is not None
+    server.switch_file.store({7: 1.0})
+    go = threading.Event()
+
+    def failing(table: dict[int, float]) -> None:
+        go.wait(30)
+        raise error
+    server.switch_file.store = failing  # type: ignore[method-assign]
+    answered: list[int] = []
+    server._share_switches({7: 1.0, 8: 2.0}, lambda: answered.append(1))
+    gevent.sleep(0)  # the writer is in its thread, waiting
+    stopping = gevent.spawn(server.stop)
+    gevent.sleep(0.05)
+    assert server.stopping and not server.stopped.is_set()  # the stop waits for the write
+    go.set()
+    stopping.join(30)
+    assert server.stopped.is_set() and server.failed and answered == []
+    assert SwitchFile(server.switch_file.dir).load() == {7: 1.0}
