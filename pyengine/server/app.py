@@ -199,10 +199,10 @@ class Server:
     def _recover_order_status(self, config: ServerConfig) -> None:
         """The orders' status after a start that recovered a state: from the
         data directory's snapshot and journal (recovered_status.py) when the
-        state came from them, else (a cluster's log, or no memory for the
-        journal's run) from the books alone, by order id: the order the server
-        accepted them in, as `orders` lists an account's oldest first (the
-        books give them by price level)."""
+        state came from them, else (a cluster's log, or a copy of the state
+        that cannot be made or run) from the books alone, by order id: the
+        order the server accepted them in, as `orders` lists an account's
+        oldest first (the books give them by price level)."""
         recovery = self.engine.recovery
         if recovery is not None and config.data_dir is not None:
             try:
@@ -256,7 +256,7 @@ class Server:
         if self.pauses is not None:
             self.pauses.start()  # the running server's collections: from here to stop()
         if self._kept_switches:
-            self.rearm_switches(self._kept_switches)  # those armed when it stopped without a stop: a crash
+            self.rearm_switches(self._kept_switches)  # armed when the last process ended without a stop: a crash
         log.info("listening", extra=fields(host=host, port=port,
                                           instruments=",".join(self.engine.symbols),
                                           auth=self.config.auth_required))
