@@ -500,15 +500,17 @@ async def listed_once_there(obs: ObjectStore, count: int) -> list[snapshots.Snap
     return refs
 
 
-def _refuse_chunks(monkeypatch: pytest.MonkeyPatch, refused: Callable[[int], bool]) -> list[str]:
-    """Chunk n (from 1) published into the snapshot store finds no server
-    that takes it when refused(n), as between two leaders of its stream
-    (nats-py's error then); returns the subjects of every chunk sent."""
+def _refuse_chunks(monkeypatch: pytest.MonkeyPatch, link: Link, refused: Callable[[int], bool]) -> list[str]:
+    """Chunk n (from 1) that `link` publishes into the snapshot store finds
+    no server that takes it when refused(n), as between two leaders of its
+    stream (nats-py's error then); returns the subjects of every chunk it
+    sent (not another connection's: a node of an earlier test in this
+    process may still be putting one)."""
     publish = JetStreamContext.publish
     sent: list[str] = []
 
     async def refusing(js: JetStreamContext, subject: str, *args: Any, **kwargs: Any) -> Any:
-        if subject.startswith(f"$O.{SNAPSHOT_BUCKET}.C."):
+        if js is link.js and subject.startswith(f"$O.{SNAPSHOT_BUCKET}.C."):
             sent.append(subject)
             if refused(len(sent)):
                 raise nats_client.js.errors.NoStreamResponseError
@@ -525,7 +527,7 @@ def test_a_snapshot_whose_chunk_no_server_took_is_put_again(nats: LocalNats, tmp
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
-        sent = _refuse_chunks(monkeypatch, lambda n: n == 2)
+        sent = _refuse_chunks(monkeypatch, link, lambda n: n == 2)
         with caplog.at_level(logging.WARNING, logger="pyengine.cluster"):
             assert await snapshots.store(link.snapshots, ref, data)
         assert len(sent) == 2 + 3 and sent[0] == sent[1] != sent[2]  # the put made again, on a new subject
@@ -543,7 +545,7 @@ def test_a_snapshot_no_server_takes_fails_once_patience_runs_out(nats: LocalNats
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
-        sent = _refuse_chunks(monkeypatch, lambda n: True)
+        sent = _refuse_chunks(monkeypatch, link, lambda n: True)
         with pytest.raises(nats_client.js.errors.NoStreamResponseError):
             await snapshots.store(link.snapshots, ref, b"state", patience=2.0)
         # Put again every 0.25 s (STORE_RETRY_WAIT) for 2 s at most: 9 puts at most.
@@ -557,7 +559,7 @@ def test_a_snapshot_no_longer_wanted_is_not_put_again(nats: LocalNats, monkeypat
     """As a leader's, deposed while its snapshot waits to be put again."""
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         ref = snapshots.SnapshotRef(SHARD, 7, 7, 1, "log-1")
-        sent = _refuse_chunks(monkeypatch, lambda n: True)
+        sent = _refuse_chunks(monkeypatch, link, lambda n: True)
         assert not await snapshots.store(link.snapshots, ref, b"state", still_wanted=lambda: False)
         assert len(sent) == 1
 
