@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 from gevent.event import Event
-from gevent.lock import Semaphore
 from gevent.pywsgi import WSGIServer
 from gevent.server import StreamServer
 
@@ -47,9 +46,9 @@ from .marketdata import MarketData
 from .limits import HostWindow, LoginChecks, OrderLimits
 from .dead_man import DeadManSwitches
 from .shared_switches import SharedSwitches
-from .switch_file import SwitchFile
+from .switch_file import SwitchFile, SwitchWriter
 from .requests import Requests
-from .recovered_status import rebuild_order_status
+from .recovered_status import rebuild_order_status, seed_from_books
 from .unclaimed import UnclaimedOrders
 from .session import Session
 from .settle import Settling
@@ -153,10 +152,8 @@ class Server:
         self.switch_file = (SwitchFile(config.data_dir, sync=config.fsync != "off")
                             if config.data_dir is not None and self.cluster is None else None)
         self._kept_switches = self.switch_file.load() if self.switch_file is not None else {}
-        # The newest table not written yet, and the answers waiting for it;
-        # one writer greenlet at a time (_write_switches), holding the lock while it writes.
-        self._unwritten: tuple[dict[int, float], list[Callable[[], None]]] | None = None
-        self._writing_switches = Semaphore()
+        self._switch_writer = (SwitchWriter(self.switch_file, self.hub.threadpool.apply, self._is_stopping,
+                                            self._switches_failed) if self.switch_file is not None else None)
         self.requests = Requests(self)
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
@@ -200,9 +197,7 @@ class Server:
         """The orders' status after a start that recovered a state: from the
         data directory's snapshot and journal (recovered_status.py) when the
         state came from them, else (a cluster's log, or a copy of the state
-        that cannot be made or run) from the books alone, by order id: the
-        order the server accepted them in, as `orders` lists an account's
-        oldest first (the books give them by price level)."""
+        that cannot be made or run) from the books alone."""
         recovery = self.engine.recovery
         if recovery is not None and config.data_dir is not None:
             try:
@@ -212,8 +207,7 @@ class Server:
             except (EngineError, MemoryError, OSError) as exc:  # EngineError: RecoveryError, no memory for the copy
                 log.warning("order_status_from_books", extra=fields(detail=str(exc)))
                 self.order_status = OrderStatus(keep=config.finished_orders)
-        for oid, inst, account, side, price, qty, coid in sorted(self.engine.resting_orders()):
-            self.order_status.recovered(oid, account, inst, side, price, qty, coid)
+        seed_from_books(self.order_status, self.engine.resting_orders())
 
     def start(self) -> None:
         # What exists now (modules, configuration, recovered state) lives as
@@ -701,51 +695,23 @@ class Server:
         if self.cluster is not None:
             self.cluster.share_switches(switches, done)
             return
-        # The data directory: only the newest table is written; the answers
-        # of the tables it replaces wait for it.
-        pending = self._unwritten
-        self._unwritten = (switches, (pending[1] if pending else []) + [done])
-        if pending is None and not self._writing_switches.locked():
-            gevent.spawn(self._write_switches)
+        assert self._switch_writer is not None
+        self._switch_writer.write(switches, done)
 
-    def _write_switches(self) -> None:
-        """Write the newest table into the data directory, again while a
-        newer one comes, each answered once written; in a thread of its own,
-        the event loop serving during the syncs (the encoding holds the GIL:
-        some milliseconds for MAX_KEPT_SWITCHES switches). One that
-        cannot be written is a failure of the data directory, as the
-        journal's: the server stops, and the change is not answered."""
-        assert self.switch_file is not None
-        with self._writing_switches:
-            while self._unwritten is not None and not self.stopping:
-                (switches, answers), self._unwritten = self._unwritten, None
-                try:
-                    self.hub.threadpool.apply(self.switch_file.store, (switches,))
-                except Exception as exc:  # an OSError, or no memory: no later table would be written either
-                    log.error("switches_not_stored", extra=fields(path=str(self.switch_file.path),
-                                                                  error=str(exc) or type(exc).__name__))
-                    self.failed = True
-                    gevent.spawn(self.stop)
-                    return
-                for answer in answers:
-                    answer()
+    def _is_stopping(self) -> bool:
+        return self.stopping
+
+    def _switches_failed(self) -> None:
+        """The data directory's switches could not be written: the server stops."""
+        self.failed = True
+        gevent.spawn(self.stop)
 
     def _forget_switches(self) -> None:
         """At the end of a planned stop, which disarmed every switch: none
         is kept for the next start (a file that cannot be removed makes the
-        stop a failure). A stop for a failure (the journal's, the switches'
-        file's) keeps them, as a crash does."""
-        if self.switch_file is None:
-            return
-        with self._writing_switches:  # after a write on its way, which may have failed
-            if self.failed:
-                return
-            try:
-                self.switch_file.clear()
-            except OSError as exc:
-                # The next start would arm them again: not a clean stop.
-                log.error("switches_not_cleared", extra=fields(path=str(self.switch_file.path), error=str(exc)))
-                self.failed = True
+        stop a failure's); a stop for a failure keeps them."""
+        if self._switch_writer is not None and not self._switch_writer.forget(lambda: self.failed):
+            self.failed = True
 
     def rearm_switches(self, switches: dict[int, float]) -> None:
         """A new leader, or a start after a crash: arm the switches kept,

@@ -28,9 +28,9 @@ from typing import Any
 from .._ffi import ffi, lib
 from .._server import OrderStatus
 from ..durability import Recovery, RecoveryError, journal_records, load_snapshot, new_engine
-from .engine_thread import resting_orders
+from .engine_thread import RestingOrder, resting_orders
 
-__all__ = ["rebuild_order_status"]
+__all__ = ["rebuild_order_status", "seed_from_books"]
 
 _EVENT = ffi.sizeof("struct eng_event")
 _RUN = 4096  # commands run at a time: their events, a few hundred KB, stay in the cache
@@ -48,8 +48,7 @@ def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], 
     else:
         eng = new_engine(list(specs))
     try:
-        for oid, inst, account, side, price, qty, coid in sorted(resting_orders(eng, len(specs))):
-            status.recovered(oid, account, inst, side, price, qty, coid)
+        seed_from_books(status, resting_orders(eng, len(specs)))
         count = ffi.new("size_t *")
         for block in journal_records(data_dir, recovery.snapshot_seq):
             records = ffi.from_buffer("struct jnl_record[]", block)
@@ -67,3 +66,12 @@ def rebuild_order_status(status: OrderStatus, data_dir: str | os.PathLike[str], 
                                 f"{replayed}")
     finally:
         lib.eng_destroy(eng)
+
+
+def seed_from_books(status: OrderStatus, orders: list[RestingOrder]) -> None:
+    """Put the orders resting in the books into `status` as recovered (their
+    filled quantity and time priority not known), by order id: the order the
+    server accepted them in, as ``orders`` lists an account's oldest first
+    (the books give them by price level)."""
+    for oid, inst, account, side, price, qty, coid in sorted(orders):
+        status.recovered(oid, account, inst, side, price, qty, coid)

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import gevent
+from gevent.lock import Semaphore
 
 from ..log import fields
 from ..switch_table import switches_body, switches_of
 
-__all__ = ["SwitchFile", "FILE"]
+__all__ = ["SwitchFile", "SwitchWriter", "FILE"]
 
 FILE = "SWITCHES"
 
@@ -84,3 +89,59 @@ class SwitchFile:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+class SwitchWriter:
+    """The writes of a SwitchFile for a server: only the newest table is
+    written, again while a newer one comes, each change answered once a
+    table that holds it is; one writer greenlet at a time, holding the lock
+    while it writes, the write in a thread of its own (`in_thread`: the
+    event loop serves during the syncs; the encoding holds the GIL, some
+    milliseconds for MAX_KEPT_SWITCHES switches). A table that cannot be
+    written is a failure of the data directory, as the journal's: failed()
+    is called, and the change is not answered."""
+
+    def __init__(self, file: SwitchFile, in_thread: Callable[[Callable[..., Any], tuple[Any, ...]], Any],
+                 stopping: Callable[[], bool], failed: Callable[[], None]) -> None:
+        self.file = file
+        self._in_thread = in_thread
+        self._stopping = stopping
+        self._failed = failed
+        self._unwritten: tuple[dict[int, float], list[Callable[[], None]]] | None = None  # the newest, its answers
+        self._writing = Semaphore()
+
+    def write(self, switches: dict[int, float], done: Callable[[], None]) -> None:
+        """Write `switches`, then done(), or with a newer table."""
+        pending = self._unwritten
+        self._unwritten = (switches, (pending[1] if pending else []) + [done])
+        if pending is None and not self._writing.locked():
+            gevent.spawn(self._write)
+
+    def _write(self) -> None:
+        with self._writing:
+            while self._unwritten is not None and not self._stopping():
+                (switches, answers), self._unwritten = self._unwritten, None
+                try:
+                    self._in_thread(self.file.store, (switches,))
+                except Exception as exc:  # an OSError, or no memory: no later table would be written either
+                    log.error("switches_not_stored", extra=fields(path=str(self.file.path),
+                                                                  error=str(exc) or type(exc).__name__))
+                    self._failed()
+                    return
+                for answer in answers:
+                    answer()
+
+    def forget(self, failed: Callable[[], bool]) -> bool:
+        """At the end of a planned stop, after a write on its way (which may
+        fail): no switch is kept, unless failed() (a stop for a failure keeps
+        them, as a crash does). False when the file could not be removed:
+        the next start would arm them again, so the stop is not a clean one."""
+        with self._writing:
+            if failed():
+                return True
+            try:
+                self.file.clear()
+            except OSError as exc:
+                log.error("switches_not_cleared", extra=fields(path=str(self.file.path), error=str(exc)))
+                return False
+            return True
