@@ -598,7 +598,9 @@ def test_a_new_leader_sets_aside_the_snapshots_of_the_messages_its_term_replaces
         tasks = [loop.create_task(replica._watch_directory()), loop.create_task(replica._campaign())]
         try:
             ends = time.monotonic() + 10 * ttl
-            while time.monotonic() < ends and not any(".lost/" in name for name in names):
+            # A move is a copy, then a delete: until both are done (a listing between them has both names).
+            while time.monotonic() < ends and not (any(".lost/" in name for name in names)
+                                                   and replaced.name not in names):
                 await asyncio.sleep(ttl / 4)
                 names[:] = await names_in(link.snapshots)
         finally:
