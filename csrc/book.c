@@ -21,16 +21,19 @@
 
 #include "common.h"
 
-static inline uint64_t price_hash(int s, int64_t price)
+/* Seeded: clients choose prices, and with a hash they could compute, prices
+   sharing a home would make one long probe that every level of the book
+   walks (65,536 levels in one eighth of the table took 46.6 µs an add). */
+static inline uint64_t price_hash(const struct book *b, int s, int64_t price)
 {
-    uint64_t h = ((uint64_t)price * 2 + (uint64_t)s) * 0x9E3779B97F4A7C15ull;
-    return h ^ (h >> 32); /* the index uses the low bits */
+    return eng_mix64(((uint64_t)price * 2 + (uint64_t)s) ^ b->hash_seed);
 }
 
 static uint64_t level_hash_of(const void *ctx, uint32_t handle)
 {
-    const struct level *lv = pool_at(((const struct book *)ctx)->level_pool, handle);
-    return price_hash(lv->side, lv->price);
+    const struct book *b = ctx;
+    const struct level *lv = pool_at(b->level_pool, handle);
+    return price_hash(b, lv->side, lv->price);
 }
 
 static const struct idx_ops level_ops = {level_hash_of};
@@ -47,7 +50,7 @@ static bool level_match(const void *ctx, uint32_t handle, const void *key)
     return lv->price == k->price && lv->side == k->side;
 }
 
-int book_init(struct book *b, struct pool *level_pool, uint32_t instrument)
+int book_init(struct book *b, struct pool *level_pool, uint32_t instrument, uint64_t hash_seed)
 {
     for (int s = 0; s < 2; s++) {
         b->side[s].levels = RB_ROOT_CACHED;
@@ -56,6 +59,7 @@ int book_init(struct book *b, struct pool *level_pool, uint32_t instrument)
     }
     b->level_pool = level_pool;
     b->instrument = instrument;
+    b->hash_seed = hash_seed;
     return idx_init(&b->by_price, 64);
 }
 
@@ -85,7 +89,7 @@ struct level *book_level_get(struct book *b, int s, int64_t price)
 
     if (best && best->price == price)
         return best;
-    pos = idx_find(&b->by_price, price_hash(s, price), level_match, b, &key);
+    pos = idx_find(&b->by_price, price_hash(b, s, price), level_match, b, &key);
     if (pos >= 0)
         return pool_at(b->level_pool, b->by_price.slots[pos]);
     if (idx_reserve_one(&b->by_price, &level_ops, b) != 0)
@@ -121,7 +125,7 @@ insert:
     lv->side = (uint8_t)s;
     rb_link_node(&lv->node, parent, link);
     rb_insert_color_cached(&lv->node, &side->levels, leftmost);
-    idx_insert(&b->by_price, price_hash(s, price), handle);
+    idx_insert(&b->by_price, price_hash(b, s, price), handle);
     side->nlevels++;
     return lv;
 }
@@ -149,7 +153,7 @@ void book_unlink(struct book *b, struct order *o)
         ENG_ASSERT_INTERNAL(list_empty(&lv->orders) && lv->total_qty == 0);
         rb_erase_cached(&lv->node, &side->levels);
         idx_erase_at(&b->by_price,
-                     idx_slot_of(&b->by_price, price_hash(lv->side, lv->price), lv->handle),
+                     idx_slot_of(&b->by_price, price_hash(b, lv->side, lv->price), lv->handle),
                      &level_ops, b);
         side->nlevels--;
         pool_free(b->level_pool, lv, lv->handle);
@@ -189,7 +193,7 @@ static bool verify_level(const struct book *b, const struct level *lv, int s,
     }
     {
         struct price_key key = {s, lv->price};
-        int64_t pos = idx_find(&b->by_price, price_hash(s, lv->price), level_match, b, &key);
+        int64_t pos = idx_find(&b->by_price, price_hash(b, s, lv->price), level_match, b, &key);
         if (pos < 0 || b->by_price.slots[pos] != lv->handle) {
             *why = "book: level not found by its price";
             return false;

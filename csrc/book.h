@@ -68,10 +68,11 @@ struct book {
     struct idx by_price;   /* (side, price) -> level handle, both sides */
     struct pool *level_pool;
     uint32_t instrument;
+    uint64_t hash_seed;    /* keys by_price's hash: clients cannot aim prices at one home */
 };
 
 /* Returns 0, or -1 when out of memory (nothing to destroy then). */
-int book_init(struct book *b, struct pool *level_pool, uint32_t instrument);
+int book_init(struct book *b, struct pool *level_pool, uint32_t instrument, uint64_t hash_seed);
 /* Free every order (through `order_pool`) and level, and the book's own
    memory. Can't fail. */
 void book_destroy(struct book *b, struct pool *order_pool);

@@ -13,6 +13,7 @@
 #define ENG_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -28,6 +29,22 @@
 
 #define eng_container_of(ptr, type, member) \
     ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/*
+ * MurmurHash3's 64-bit finaliser: a bijection in which every bit of `x`
+ * moves every bit of the result, the low ones an index's home included.
+ * Given a key XORed with a secret seed, it keeps clients from choosing keys
+ * that share a home (hash flooding).
+ */
+static inline uint64_t eng_mix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    x ^= x >> 33;
+    return x;
+}
 
 #define ENG_ASSERT_FAIL_(expr)                                                    \
     (fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, expr), \

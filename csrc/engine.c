@@ -11,8 +11,8 @@
  * Determinism: no event and no book depends on time, addresses or hash
  * iteration order. Sequence numbers, order ids and trade ids are plain
  * counters, so the same commands always give the same events and the same
- * books. The one random input, the client-order-id index's hash seed, decides
- * only where that index places its entries.
+ * books. The one random input, the hash seed, decides only where the
+ * indexes place their entries.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,7 +98,7 @@ struct eng *eng_create(const struct eng_config *cfg)
     e->level_events = cfg && cfg->level_events;
     e->caller_ids = cfg && cfg->caller_order_ids;
     e->hash_seed = cfg && cfg->hash_seed ? cfg->hash_seed : random_seed(e);
-    if (ids_init(&e->ids, expected, e->caller_ids ? e->hash_seed : 0) != 0)
+    if (ids_init(&e->ids, expected, e->caller_ids, e->hash_seed) != 0)
         goto fail;
     if (idx_init(&e->coids, expected) != 0) {
         ids_destroy(&e->ids);
@@ -191,7 +191,7 @@ int eng_add_instrument(struct eng *e, const struct eng_instrument_spec *spec, ui
         e->cap_inst = cap;
     }
     in = &e->inst[e->ninst];
-    if (book_init(&in->book, &e->levels, e->ninst) != 0)
+    if (book_init(&in->book, &e->levels, e->ninst, e->hash_seed) != 0)
         return ENG_NO_MEMORY;
     in->spec = *spec;
     in->band_lo = spec->min_price ? spec->min_price : 1;

@@ -25,11 +25,25 @@
  * insert into a table bigger than the cache misses), yet old residents must
  * not pile up where the counter comes round again. So ids go in runs of 16:
  * two consecutive ids to a bucket, a run to 8 consecutive buckets from a
- * first bucket that is a Fibonacci hash of the run number (the high bits of
- * run * 2^32/phi), which spreads consecutive runs evenly. The runs' windows
+ * first bucket that is a multiplicative hash of the run number (the high
+ * bits of run * a), which spreads consecutive runs evenly. The runs' windows
  * overlap, so neighbouring buckets' loads are sums over several runs and
  * even out. The key is the id's low 32 bits; the table is at most three
  * quarters full.
+ *
+ * Clients cannot choose the engine's ids, but they choose which of their
+ * orders stay open: knowing the multiplier, one could keep just those whose
+ * runs share a home and pile them into one overflow chain that every lookup
+ * there walks (with 2^32/phi, 160,000 such orders made another account's
+ * order and cancel take 24 µs instead of 0.07). So the multiplier is a
+ * secret drawn from the engine's seed, among those that spread runs nearly
+ * as evenly as 2^32/phi (Fibonacci hashing) does, and once an entry has
+ * landed further from its home than the probe limit (IDS_PROBE_LIMIT
+ * buckets, or twice the longest probe the last placing left, whichever is
+ * more) the next reservation places every entry again by the next one
+ * (ids_grow): a pile built for one multiplier is scattered by the next. Multipliers that spread evenly are alike enough
+ * that a set of runs chosen for one still bunches a little under some of
+ * the others; the limit bounds what that costs.
  *
  * Ids the caller chooses (eng_config.caller_order_ids) follow no pattern we
  * may count on: a gateway's ids can be a multiplicative sequence that a
@@ -38,8 +52,9 @@
  * bits, and the table is at most half full: random homes fill buckets
  * unevenly, and each overflow costs the lookups that pass it a cache line.
  *
- * Buckets are allocated anew and filled again when the table doubles:
- * O(log n) times in an engine's life, never per order.
+ * Buckets are allocated anew and filled again when the table doubles
+ * (O(log n) times in an engine's life) and when a probe passes the limit
+ * (once a pile outgrows it): never per order.
  */
 #ifndef ENG_IDS_H
 #define ENG_IDS_H
@@ -56,6 +71,7 @@
 
 enum {
     IDS_BUCKET_SLOTS = 7,
+    IDS_PROBE_LIMIT = 32,   /* buckets past its home, at most, before runs are placed again */
     IDS_RUN_SHARE_BITS = 1, /* two consecutive engine ids to a bucket */
     IDS_RUN_BUCKET_BITS = 3 /* a run of engine ids spans 8 buckets (16 ids) */
 };
@@ -75,16 +91,22 @@ struct ids {
     uint32_t max_probe; /* the most buckets past its home an entry went since the
                            table was made: where a lookup gives up at the latest */
     uint64_t seed;      /* 0: the engine's consecutive ids; else caller ids, keyed by it */
+    uint32_t run_mult;  /* engine ids: the multiplier placing runs */
+    uint32_t probe_limit; /* a longer max_probe makes the next reservation place
+                             every entry again (ids_grow) */
+    uint64_t draws;     /* engine ids: the secret sequence of multipliers */
 };
 
 /* Where an entry is: its bucket times 8 plus its slot. */
 typedef uint32_t ids_pos;
 
 /*
- * Allocate an empty table with room for `expected` ids: the engine's own
- * (`seed` 0) or the caller's, keyed by the nonzero `seed`. Returns 0 or -1.
+ * Allocate an empty table with room for `expected` ids: the caller's
+ * (`caller_ids`), keyed by `seed`, or the engine's own, their runs placed by
+ * multipliers drawn from `seed` (0: the first is the golden ratio's, for
+ * tests). The seed must be secret from clients. Returns 0 or -1.
  */
-int ids_init(struct ids *t, uint32_t expected, uint64_t seed);
+int ids_init(struct ids *t, uint32_t expected, bool caller_ids, uint64_t seed);
 void ids_destroy(struct ids *t);
 
 static inline size_t ids_bytes(const struct ids *t)
@@ -95,23 +117,16 @@ static inline size_t ids_bytes(const struct ids *t)
 /* The key of `id`: its low 32 bits, or a caller id's mix. */
 static inline uint32_t ids_key(const struct ids *t, uint64_t id)
 {
-    uint64_t h;
-
     if (!t->seed)
         return (uint32_t)id;
-    h = id ^ t->seed;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    return (uint32_t)(h >> 32);
+    return (uint32_t)(eng_mix64(id ^ t->seed) >> 32);
 }
 
 /*
  * The home bucket of a key: a caller id's top bits; an engine id's the
- * bucket of its pair in its run's window, which starts at a Fibonacci hash
- * of the run number (see above). Shifts in 64 bits to allow one of 32 (a
- * single bucket).
+ * bucket of its pair in its run's window, which starts at a multiplicative
+ * hash of the run number (see above). Shifts in 64 bits to allow one of 32
+ * (a single bucket).
  */
 static inline uint32_t ids_home(const struct ids *t, uint32_t key)
 {
@@ -119,7 +134,7 @@ static inline uint32_t ids_home(const struct ids *t, uint32_t key)
 
     if (t->seed)
         return (uint32_t)((uint64_t)key >> t->shift);
-    run = (key >> (IDS_RUN_SHARE_BITS + IDS_RUN_BUCKET_BITS)) * UINT32_C(2654435769);
+    run = (key >> (IDS_RUN_SHARE_BITS + IDS_RUN_BUCKET_BITS)) * t->run_mult;
     first = (uint32_t)((uint64_t)run >> t->shift);
     return (first + ((key >> IDS_RUN_SHARE_BITS) & ((1u << IDS_RUN_BUCKET_BITS) - 1))) & t->mask;
 }
@@ -130,14 +145,17 @@ static inline uint64_t ids_max_load(const struct ids *t, uint64_t buckets)
     return t->seed ? buckets * IDS_BUCKET_SLOTS / 2 : buckets * IDS_BUCKET_SLOTS * 3 / 4;
 }
 
-/* ids_reserve_one() when the table must grow. */
+/* ids_reserve_one() when the table must grow, or an entry went past the
+   probe limit. */
 int ids_grow(struct ids *t);
 
-/* Make room for one more id (may double the table). Returns 0, or -1 when
-   out of memory, in which case the table is unchanged. */
+/* Make room for one more id (may double the table, or place every entry
+   again). Returns 0, or -1 when out of memory, in which case the table is
+   unchanged. */
 static inline int ids_reserve_one(struct ids *t)
 {
-    if (ENG_LIKELY((uint64_t)t->count + 1 <= ids_max_load(t, (uint64_t)t->mask + 1)))
+    if (ENG_LIKELY((uint64_t)t->count + 1 <= ids_max_load(t, (uint64_t)t->mask + 1) &&
+                   t->max_probe <= t->probe_limit))
         return 0;
     return ids_grow(t);
 }
@@ -253,7 +271,8 @@ static inline void ids_insert(struct ids *t, uint64_t id, uint32_t handle)
    home, out of the overflow counts of the buckets it passed. */
 void ids_uncount(struct ids *t, uint32_t at, int i);
 
-/* Remove the entry at `pos` (from ids_lookup, with no insert or erase since).
+/* Remove the entry at `pos` (from ids_lookup, with no insert, erase or
+   reservation since: a reservation may place every entry again).
    Can't fail. */
 static inline void ids_erase_at(struct ids *t, ids_pos pos)
 {

@@ -279,9 +279,10 @@ struct eng_instrument_spec {
 struct eng_config {
     uint32_t expected_orders; /* sizes the order index up front; 0 = default */
     uint32_t level_events;    /* nonzero: also emit LEVEL events (market data) */
-    uint64_t hash_seed;       /* keys the client-order-id index's hash, so clients
-                                 cannot choose ids that collide; 0 = random.
-                                 Only placement depends on it, never events. */
+    uint64_t hash_seed;       /* keys the indexes' hashes (order ids, client order
+                                 ids, prices), so clients cannot choose keys that
+                                 collide; 0 = random. Only placement depends on
+                                 it, never events. */
     uint32_t caller_order_ids; /* nonzero: the caller gives each new order its id
                                   (eng_cmd.order_id), as a gateway that assigns
                                   ids does; else the engine numbers them 1, 2, ... */

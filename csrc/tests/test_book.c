@@ -14,7 +14,7 @@ static void setup(struct fixture *f)
     arena_init(&f->arena, NULL, 0, 1 << 20);
     ASSERT_EQ(pool_init(&f->orders, &f->arena, sizeof(struct order), 6), 0);
     ASSERT_EQ(pool_init(&f->levels, &f->arena, sizeof(struct level), 4), 0);
-    ASSERT_EQ(book_init(&f->book, &f->levels, 0), 0);
+    ASSERT_EQ(book_init(&f->book, &f->levels, 0, 0x5EEDull), 0);
     f->next_id = 1;
 }
 
@@ -91,6 +91,38 @@ void test_book_levels_ordered_best_first(void)
     ASSERT_EQ(n, 4);
     ASSERT_EQ(f.book.side[BOOK_BID].nlevels, 5);
     ASSERT_EQ(f.book.side[BOOK_ASK].norders, 4);
+    teardown(&f);
+}
+
+/* The longest run of occupied slots in an index: a lookup of any key homed
+   in it may walk it whole. */
+static uint32_t longest_cluster(const struct idx *t)
+{
+    uint32_t worst = 0, run = 0;
+
+    /* Twice round, for a run across the end of the table. */
+    for (uint64_t i = 0; i < 2 * ((uint64_t)t->mask + 1); i++) {
+        run = t->slots[i & t->mask] ? run + 1 : 0;
+        if (run > worst)
+            worst = run;
+    }
+    return worst;
+}
+
+void test_book_prices_sharing_low_bits_stay_spread(void)
+{
+    enum { LEVELS = 4000 };
+    struct fixture f;
+
+    /* Clients choose prices. Multiples of 2^47 agree in every low bit that
+       a multiply-and-fold hash of the price keeps (the book's first hash
+       gave them all one home: a cluster of every level), and a hash known
+       to clients could be inverted for any: the seeded mix spreads them. */
+    setup(&f);
+    for (int64_t j = 1; j <= LEVELS; j++)
+        add(&f, BOOK_BID, j << 47, 1);
+    ASSERT_EQ(f.book.by_price.count, LEVELS);
+    ASSERT_TRUE(longest_cluster(&f.book.by_price) <= 64);
     teardown(&f);
 }
 

@@ -22,7 +22,7 @@ void test_ids_dense_run_insert_erase(void)
     enum { N = 60000 };
     struct ids t;
 
-    ASSERT_EQ(ids_init(&t, 16, 0), 0);
+    ASSERT_EQ(ids_init(&t, 16, false, 0), 0);
     for (uint32_t h = 1; h <= N; h++) {
         ids_of[h] = 1000 + h; /* consecutive ids: one dense run */
         ASSERT_EQ(ids_reserve_one(&t), 0);
@@ -52,7 +52,7 @@ static void wraparound_and_stragglers(uint64_t seed)
     /* Ids that share home buckets (a table of eight, or equal in the low 32
        bits) overflow into the next buckets and leave them again in any
        order; every step keeps the overflow counts. */
-    ASSERT_EQ(ids_init(&t, seed ? 28 : 40, seed), 0); /* eight buckets */
+    ASSERT_EQ(ids_init(&t, seed ? 28 : 40, seed != 0, seed), 0); /* eight buckets */
     ASSERT_EQ(t.mask, 7);
     bool present[200] = {false};
     memset(ids_of, 0, sizeof(ids_of));
@@ -126,7 +126,7 @@ void test_ids_long_lived_residents_keep_runs_short(void)
     /* Old orders that stay, then new ids coming and going while the id
        counter laps the table many times: the new ids keep landing among the
        old residents, and lookups must stay within a bucket or two. */
-    ASSERT_EQ(ids_init(&t, 16, 0), 0);
+    ASSERT_EQ(ids_init(&t, 16, false, 0), 0);
     for (uint32_t h = 1; h <= OLD; h++) {
         ids_of[h] = h;
         ASSERT_EQ(ids_reserve_one(&t), 0);
@@ -162,7 +162,7 @@ void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
        into clusters when the engine's run placement held them (Robin Hood,
        docs/design.md): keyed by the seeded mix, lookups stay within three
        buckets. 10,000 live, each replaced in turn. */
-    ASSERT_EQ(ids_init(&t, LIVE, 7), 0);
+    ASSERT_EQ(ids_init(&t, LIVE, true, 7), 0);
     for (uint64_t k = 0; k < LIVE + CHURN; k++) {
         uint32_t h = 1 + (uint32_t)(k % LIVE);
         if (k >= LIVE)
@@ -182,6 +182,117 @@ void test_ids_caller_ids_of_a_multiplicative_sequence_stay_spread(void)
     ids_destroy(&t);
 }
 
+/*
+ * Clients cannot choose the engine's ids, but they choose which of their
+ * orders stay open: one that knows where runs land can cancel at once every
+ * order but those homed in one eighth of the table, and pile those into one
+ * overflow chain that every lookup there walks. Keeps `KEPT` ids chosen so
+ * by the golden ratio's multiplier (the one a table of seed 0 starts with,
+ * known to clients) in a table of `seed`; the longest probe left.
+ */
+static uint32_t survivors_longest_probe(uint64_t seed, uint32_t *mult)
+{
+    enum { KEPT = 20000 };
+    struct ids t, known;
+    uint32_t h = 0, probe;
+
+    ASSERT_EQ(ids_init(&t, KEPT, false, seed), 0);
+    ASSERT_EQ(ids_init(&known, KEPT, false, 0), 0);
+    ASSERT_EQ(t.mask, known.mask);
+    for (uint64_t id = 1; h < KEPT; id++) {
+        if (ids_home(&known, ids_key(&known, id)) > known.mask / 8)
+            continue; /* cancelled at once: gone from the table */
+        ids_of[++h] = id;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        ids_insert(&t, id, h);
+    }
+    ASSERT_EQ(t.mask, known.mask); /* never grown: placed again at most */
+    verify(&t);
+    probe = longest_probe(&t);
+    for (h = 1; h <= KEPT; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
+    *mult = t.run_mult;
+    ids_destroy(&known);
+    ids_destroy(&t);
+    return probe;
+}
+
+void test_ids_survivors_chosen_by_a_known_multiplier_stay_spread(void)
+{
+    uint32_t golden, mult;
+
+    /* The pile forms under the multiplier it was chosen for, and scatters:
+       past the probe limit the table takes the next one. */
+    golden = UINT32_C(2654435769);
+    ASSERT_TRUE(survivors_longest_probe(0, &mult) <= 2 * IDS_PROBE_LIMIT);
+    ASSERT_TRUE(mult != golden);
+    for (uint64_t seed = 1; seed <= 16; seed++)
+        ASSERT_TRUE(survivors_longest_probe(seed * 0x5EEDull, &mult) <= 2 * IDS_PROBE_LIMIT);
+}
+
+void test_ids_a_pile_no_multiplier_scatters_is_placed_again_once(void)
+{
+    enum { SAME = 300 }; /* 43 buckets' worth, from one home */
+    struct ids t;
+    uint32_t mult, placed_again = 0;
+
+    /* Engine ids equal in their low 32 bits share a key, so a home under
+       every multiplier: placing them again cannot help, and the limit rises
+       past what they need instead of placing them again at each
+       reservation. */
+    ASSERT_EQ(ids_init(&t, 4 * SAME, false, 0x5EEDull), 0);
+    mult = t.run_mult;
+    for (uint32_t h = 1; h <= SAME; h++) {
+        ids_of[h] = (uint64_t)h << 32 | 12345;
+        ASSERT_EQ(ids_reserve_one(&t), 0);
+        placed_again += t.run_mult != mult;
+        mult = t.run_mult;
+        ids_insert(&t, ids_of[h], h);
+    }
+    verify(&t);
+    ASSERT_TRUE(t.max_probe > IDS_PROBE_LIMIT);
+    ASSERT_EQ(placed_again, 1);
+    ASSERT_TRUE(t.probe_limit >= t.max_probe);
+    for (uint32_t h = 1; h <= SAME; h++)
+        ASSERT_EQ(ids_find(&t, ids_of[h], same, NULL), h);
+    ids_destroy(&t);
+}
+
+void test_ids_run_multipliers_are_odd_secret_and_spread_runs(void)
+{
+    uint32_t seen[64];
+
+    for (uint64_t seed = 1; seed <= 64; seed++) {
+        struct ids t;
+        uint32_t a, first[1024], gap_lo = UINT32_MAX, gap_hi = 0;
+
+        ASSERT_EQ(ids_init(&t, 1, false, seed), 0);
+        a = t.run_mult;
+        ids_destroy(&t);
+        ASSERT_TRUE(a & 1);
+        for (uint64_t k = 1; k < seed; k++)
+            ASSERT_TRUE(a != seen[k - 1]);
+        seen[seed - 1] = a;
+        /* The first buckets of 1,024 consecutive runs in a table of 2^20
+           buckets: sorted round the table, their gaps are within a small
+           factor of each other. */
+        for (uint32_t r = 0; r < 1024; r++)
+            first[r] = (r * a) >> 12;
+        for (uint32_t i = 1; i < 1024; i++) /* insertion sort */
+            for (uint32_t j = i; j > 0 && first[j - 1] > first[j]; j--) {
+                uint32_t x = first[j];
+                first[j] = first[j - 1];
+                first[j - 1] = x;
+            }
+        for (uint32_t i = 0; i < 1024; i++) {
+            uint32_t gap = i < 1023 ? first[i + 1] - first[i] : first[0] + (1u << 20) - first[1023];
+            gap_lo = gap < gap_lo ? gap : gap_lo;
+            gap_hi = gap > gap_hi ? gap : gap_hi;
+        }
+        ASSERT_TRUE(gap_lo > 0 && gap_hi <= 8 * gap_lo);
+    }
+}
+
 static void expect_corrupt(const struct ids *t, const char *expected)
 {
     const char *why = NULL;
@@ -199,7 +310,7 @@ void test_ids_erase_at_a_place_and_verify_catches_corruption(void)
     /* Engine ids equal in their low 32 bits share a key, so a home: seven
        fill it, the rest overflow into the next bucket, here across the end
        of the table (the key is one whose home is the last bucket). */
-    ASSERT_EQ(ids_init(&t, 40, 0), 0);
+    ASSERT_EQ(ids_init(&t, 40, false, 0), 0);
     while (ids_home(&t, key) != t.mask)
         key++;
     for (uint32_t h = 1; h <= SAME; h++) {
@@ -257,7 +368,7 @@ void test_ids_verify_catches_a_table_over_its_load(void)
     uint32_t h, key, home;
     int slot;
 
-    ASSERT_EQ(ids_init(&t, 40, 0x5EEDull), 0);
+    ASSERT_EQ(ids_init(&t, 40, true, 0x5EEDull), 0);
     buckets = (uint64_t)t.mask + 1;
     limit = ids_max_load(&t, buckets);
     ASSERT_TRUE(limit + 1 < sizeof(ids_of) / sizeof(ids_of[0]));
@@ -301,7 +412,7 @@ void test_ids_lookup_ends_when_every_bucket_counts_overflow(void)
     uint32_t next_handle = 1, left[8];
     uint64_t next_id = 1;
 
-    ASSERT_EQ(ids_init(&t, 1, 0), 0);
+    ASSERT_EQ(ids_init(&t, 1, false, 0), 0);
     ASSERT_EQ(t.mask, 7);
     memset(ids_of, 0, sizeof(ids_of));
     for (uint32_t b = 0; b <= t.mask; b++) {

@@ -23,6 +23,9 @@
     XX(ids, ids_erase_at_a_place_and_verify_catches_corruption) \
     XX(ids, ids_verify_catches_a_table_over_its_load) \
     XX(ids, ids_lookup_ends_when_every_bucket_counts_overflow) \
+    XX(ids, ids_survivors_chosen_by_a_known_multiplier_stay_spread) \
+    XX(ids, ids_run_multipliers_are_odd_secret_and_spread_runs) \
+    XX(ids, ids_a_pile_no_multiplier_scatters_is_placed_again_once) \
     XX(acct, acct_lists_follow_joins_and_leaves)       \
     XX(acct, acct_join_numbers_run_out_and_start_again) \
     XX(acct, acct_list_empties_and_starts_again)       \
@@ -33,6 +36,7 @@
     XX(acct, acct_cancel_all_is_book_order_under_churn) \
     XX(book, book_levels_ordered_best_first)           \
     XX(book, book_fifo_within_level)                   \
+    XX(book, book_prices_sharing_low_bits_stay_spread) \
     XX(book, book_unlink_frees_empty_level)            \
     XX(book, book_verify_catches_corruption)           \
     XX(book, book_local_checks_catch_corruption)       \
