@@ -82,10 +82,18 @@ static inline void ev_clear_coid(struct eng_event *ev)
 
 void eng__reject(struct eng *e, const struct eng_cmd *c, int err)
 {
-    uint64_t id = c->type != ENG_CMD_NEW || e->caller_ids ? c->order_id : 0;
+    /* The order it names: a cancel's or modify's target, a new order's own
+       id (caller ids) and client order id. Other commands name none, and
+       whatever their unused fields hold stays out of the event. */
+    bool targets = c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY;
+    bool names = targets || c->type == ENG_CMD_NEW;
+    uint64_t id = targets || (c->type == ENG_CMD_NEW && e->caller_ids) ? c->order_id : 0;
     struct eng_event *ev = ev_put(e, ENG_EV_REJECTED, 0, (uint8_t)err, 0, c->instrument, id, 0,
                                   0, 0, c->account);
-    ev_set_coid(ev, c->coid);
+    if (names)
+        ev_set_coid(ev, c->coid);
+    else
+        ev_clear_coid(ev);
     e->stats.rejected++;
 }
 

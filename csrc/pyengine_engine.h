@@ -219,8 +219,10 @@ struct eng_cmd {
  * An event: 96 bytes. Which fields are meaningful depends on `type`:
  *
  *   ACCEPTED  order_id side instrument price(0 = market) qty account coid
- *   REJECTED  reason(enum eng_err) order_id(target; a new order's own with
- *             caller order ids, else 0) account coid instrument
+ *   REJECTED  reason(enum eng_err) order_id(a cancel's or modify's target; a
+ *             new order's own with caller order ids; else 0) account
+ *             coid(a new order's, a cancel's or modify's; else all zero)
+ *             instrument
  *   TRADE     trade_id instrument side(aggressor) price qty order_id(taker)
  *             maker_order_id account(taker) maker_account leaves(taker)
  *             maker_leaves

@@ -895,15 +895,21 @@ static void fz_on_accepted(struct fz *fz, const struct eng_cmd *c, const struct 
 static void fz_on_rejected(struct fz *fz, const struct eng_cmd *c, const struct eng_event *ev,
                            size_t i, size_t n, const struct fz_expect *x)
 {
+    static const char no_coid[ENG_COID_LEN];
     bool market = c->order_type == ENG_MARKET;
+    /* The order it names: a cancel's or modify's target, a new order (its
+       id with caller ids); other commands name none. */
+    bool targets = c->type == ENG_CMD_CANCEL || c->type == ENG_CMD_MODIFY;
+    bool names = targets || c->type == ENG_CMD_NEW;
 
     FZ_CHECK(fz, i == 0 && n == 1, "REJECTED is not the command's only event");
     FZ_CHECK(fz, ev->reason > ENG_OK && ev->reason < ENG_ERR__COUNT, "REJECTED: bad reason");
     FZ_CHECK(fz, ev->reason != ENG_CORRUPT && ev->reason != ENG_NO_MEMORY,
              "REJECTED: corrupt or no_memory");
-    FZ_CHECK(fz, ev->order_id == (c->type == ENG_CMD_NEW && !fz->caller_ids ? 0 : c->order_id),
+    FZ_CHECK(fz, ev->order_id == (targets || (c->type == ENG_CMD_NEW && fz->caller_ids) ? c->order_id : 0),
              "REJECTED: wrong order id");
-    FZ_CHECK(fz, ev->account == c->account && memcmp(ev->coid, c->coid, ENG_COID_LEN) == 0,
+    FZ_CHECK(fz, ev->account == c->account &&
+                 memcmp(ev->coid, names ? c->coid : no_coid, ENG_COID_LEN) == 0,
              "REJECTED: wrong account/coid");
     if (c->type == ENG_CMD_NEW && ev->reason == ENG_DUPLICATE_CLIENT_ORDER_ID)
         FZ_CHECK(fz, x->duplicate_coid, "duplicate_client_order_id without a duplicate");

@@ -584,6 +584,42 @@ void test_engine_malformed_commands(void)
     eng_destroy(e);
 }
 
+void test_engine_rejects_name_no_order_for_commands_without_one(void)
+{
+    struct eng *e = make_engine();
+    const uint8_t types[] = {ENG_CMD_SET_STATE, ENG_CMD_CANCEL_ALL, ENG_CMD_SET_MMP,
+                             ENG_CMD_RESET_MMP, ENG_CMD_SET_LIMITS, ENG_CMD__COUNT};
+    static const char zero[ENG_COID_LEN];
+    size_t n;
+
+    /* Garbage in the fields these commands do not use (an unknown
+       instrument rejects each) stays out of the event. */
+    for (size_t i = 0; i < sizeof(types); i++) {
+        struct eng_cmd c = {.type = types[i], .instrument = 999, .account = 7,
+                            .order_id = 0xdeadbeef};
+        const struct eng_event *ev;
+        memcpy(c.coid, "\x01junk", 5);
+        ev = run(e, c, &n);
+        ASSERT_EQ(n, 1);
+        ASSERT_EQ(ev->type, ENG_EV_REJECTED);
+        ASSERT_EQ(ev->order_id, 0);
+        ASSERT_EQ(ev->account, 7);
+        ASSERT_TRUE(memcmp(ev->coid, zero, ENG_COID_LEN) == 0);
+    }
+    /* A cancel's target and client order id stay. */
+    {
+        struct eng_cmd c = cancel_cmd(12345, 7);
+        const struct eng_event *ev;
+        memcpy(c.coid, "mine", 4);
+        ev = run(e, c, &n);
+        ASSERT_EQ(n, 1);
+        expect_reject(ev, ENG_UNKNOWN_ORDER);
+        ASSERT_EQ(ev->order_id, 12345);
+        ASSERT_TRUE(memcmp(ev->coid, "mine", 5) == 0);
+    }
+    eng_destroy(e);
+}
+
 void test_engine_client_order_ids(void)
 {
     struct eng *e = make_engine();

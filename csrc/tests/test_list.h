@@ -53,6 +53,7 @@
     XX(engine, engine_cancel_rules)                    \
     XX(engine, engine_validation_rejects)              \
     XX(engine, engine_malformed_commands)              \
+    XX(engine, engine_rejects_name_no_order_for_commands_without_one) \
     XX(engine, engine_client_order_ids)                \
     XX(engine, engine_level_full)                      \
     XX(engine, engine_huge_qty_with_level_events)      \
