@@ -273,7 +273,7 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     const struct snap_order *orders;
     const struct snap_mmp *mmps;
     const struct eng_order_limits *limits;
-    int rc = ENG_CORRUPT;
+    int rc = ENG_CORRUPT, err;
 
     if (e->ninst != 0 || e->ids.count != 0 || e->seq != 0) {
         errno = EINVAL;
@@ -297,22 +297,24 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     orders = (const struct snap_order *)(insts + h->ninstruments);
     for (uint32_t i = 0; i < h->ninstruments; i++) {
         uint32_t id;
-        if (insts[i].state > ENG_STATE_HALTED ||
-            eng_add_instrument(e, &insts[i].spec, &id) != ENG_OK)
+        if (insts[i].state > ENG_STATE_HALTED)
             goto out;
+        if ((err = eng_add_instrument(e, &insts[i].spec, &id)) != ENG_OK)
+            goto refused;
         e->inst[id].state = (uint8_t)insts[i].state;
     }
     for (uint64_t i = 0; i < h->norders; i++) {
         const struct snap_order *o = &orders[i];
-        if (o->id == 0 || (!e->caller_ids && o->id > h->last_order_id) ||
-            eng__restore_order(e, o->instrument, o->side, o->price, o->qty, o->id, o->account,
-                               o->stp, o->flags, o->coid) != ENG_OK)
+        if (o->id == 0 || (!e->caller_ids && o->id > h->last_order_id))
             goto out;
+        if ((err = eng__restore_order(e, o->instrument, o->side, o->price, o->qty, o->id,
+                                      o->account, o->stp, o->flags, o->coid)) != ENG_OK)
+            goto refused;
     }
     mmps = (const struct snap_mmp *)(orders + h->norders);
     for (uint32_t i = 0; i < h->nmmp; i++)
-        if (restore_mmp(e, &mmps[i]) != ENG_OK)
-            goto out;
+        if ((err = restore_mmp(e, &mmps[i])) != ENG_OK)
+            goto refused;
     limits = (const struct eng_order_limits *)(mmps + h->nmmp);
     for (uint32_t i = 0; h->version == SNAP_VERSION && i < h->ninstruments; i++) {
         if (limits[i].max_qty < 0 || limits[i].max_notional < 0)
@@ -324,6 +326,11 @@ int eng_snapshot_load(struct eng *e, const char *path, uint64_t *seq)
     e->last_trade_id = h->last_trade_id;
     *seq = h->seq;
     rc = ENG_OK;
+    goto out;
+refused:
+    /* Out of memory says nothing of the file; anything else a sound file
+       could not have made. */
+    rc = err == ENG_NO_MEMORY ? ENG_NO_MEMORY : ENG_CORRUPT;
 out:
     free(buf);
     return rc;

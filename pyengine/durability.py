@@ -657,6 +657,8 @@ def _why_unusable(rc: int, errno: int) -> str:
     """Why eng_snapshot_load refused a file, in words for its reader."""
     if rc == lib.ENG_CORRUPT:
         return "damaged: its checksum, length or contents do not check out"
+    if rc == lib.ENG_NO_MEMORY:
+        return "out of memory loading it; the file may well be sound"
     if rc == lib.ENG_INVALID_ARGUMENT and errno == EINVAL:
         return "written by an engine of the other order-id mode (caller_order_ids)"
     if rc == lib.ENG_INVALID_ARGUMENT and errno:

@@ -301,6 +301,31 @@ def test_a_damaged_snapshot_falls_back_to_the_one_before(tmp_path: Path, caplog:
         load_snapshot(newest, specs())  # type: ignore[arg-type]
 
 
+def test_a_snapshot_that_runs_out_of_memory_is_not_called_damaged(tmp_path: Path, failing_realloc: Any) -> None:
+    """Out of memory while loading (the engine's instruments grow by
+    realloc, each of which fails here) says so, in a child process."""
+    data = tmp_path / "data"
+    journal(data, flow(1500, seed=6), snapshot_every=1000)
+    newest = snapshots(data)[-1][1]
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from pyengine.durability import SnapshotUnusable, load_snapshot
+        from pyengine.server.config import DEFAULT_INSTRUMENTS
+        from pyengine.server.engine_thread import instrument_spec
+
+        specs = [instrument_spec(i) for i in DEFAULT_INSTRUMENTS]
+        Path({str(failing_realloc.flag)!r}).touch()
+        try:
+            load_snapshot({str(newest)!r}, specs)
+        except SnapshotUnusable as exc:
+            print(exc)
+    """)
+    env = dict(failing_realloc.env, PYENGINE_FAIL_REALLOC_BYTES="1")
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.endswith("(out of memory loading it; the file may well be sound)\n"), proc.stdout
+
+
 @pytest.mark.parametrize("segments_left", [True, False])
 def test_no_snapshot_that_loads_without_the_journal_from_seq_1_refuses(tmp_path: Path, segments_left: bool) -> None:
     """The snapshot that replaced the journal's start cannot be loaded: the
