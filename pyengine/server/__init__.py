@@ -1,7 +1,8 @@
 """pyengine-server: a gevent TCP daemon in front of the engine thread.
 
 Modules, each importing only those listed before it: ``config`` (TOML and
-the embedded default), ``listen`` (binding a listening socket), ``httpd``
+the embedded default), ``listen`` (binding a listening socket),
+``descriptors`` (file descriptors for every connection), ``httpd``
 (the HTTP servers of the metrics and the web view), ``codes`` (the engine's codes as the protocol spells
 them), ``protocol`` (message validation, replies, the framing error), ``limits``,
 ``unclaimed``, ``commands`` (the command queue), ``engine_thread`` (the C

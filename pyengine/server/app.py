@@ -55,8 +55,9 @@ from .settle import Settling
 from .stats import stats_loop
 from .latency_trace import CollectorPauses, log_breakdown, start_trace
 from .listen import bind
-from .metrics import metrics_server, request_type
-from .webview import WebView
+from .descriptors import reserve_descriptors
+from .metrics import MAX_CONNECTIONS as METRICS_CONNECTIONS, metrics_server, request_type
+from .webview import MAX_CONNECTIONS as WEB_CONNECTIONS, WebView
 
 if TYPE_CHECKING:
     from .cluster_node import ClusterNode
@@ -97,6 +98,10 @@ class Server:
         self.rejoin_reason: str | None = None  # set when a cluster node must start again as a follower
         self._told_to_stop = False  # by a signal: it does not start again
         self._serving = False  # serve_forever has started it
+        # Before a file is opened: room for every connection it may hold.
+        reserve_descriptors(config.max_connections
+                            + (METRICS_CONNECTIONS if config.metrics_port is not None else 0)
+                            + (WEB_CONNECTIONS if config.http_port is not None else 0))
         # The port first: a port in use fails before recovery and the engine thread.
         self._listener = self._bind()
         try:

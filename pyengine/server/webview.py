@@ -28,18 +28,18 @@ from .config import ServerConfig
 from .httpd import StartResponse, http_server
 from .webfeed import WebFeed, WebFeedHost
 
-__all__ = ["STREAMS_PER_ADDRESS", "UPDATES_PER_SECOND", "WebView", "WebViewHost"]
+__all__ = ["MAX_CONNECTIONS", "STREAMS_PER_ADDRESS", "UPDATES_PER_SECOND", "WebView", "WebViewHost"]
 
 log = logging.getLogger("pyengine.server")
 
 UPDATES_PER_SECOND = 4.0  # at most, per page
 _KEEPALIVE = 15.0  # seconds without a state before a comment line tests that the page is still there
 _RETRY_MS = 2000  # how long a page's EventSource waits before connecting again
-_MAX_CONNECTIONS = 64  # pages and file requests served at once; more wait to be accepted
+MAX_CONNECTIONS = 64  # pages and file requests served at once; more wait to be accepted
 # A page's stream holds its place for as long as the page is open: pages
 # from one address may hold a quarter of them, so that one machine cannot
 # take the view from everyone else (a browser opens at most six to a host).
-STREAMS_PER_ADDRESS = _MAX_CONNECTIONS // 4
+STREAMS_PER_ADDRESS = MAX_CONNECTIONS // 4
 
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -80,7 +80,7 @@ class WebView:
         self.symbols = {symbol: i for i, symbol in enumerate(server.engine.symbols)}
         self.files = _static_files()
         self.streams: dict[str, int] = {}  # the pages' streams open, by their address
-        self.http = http_server(host, port, self.app, _MAX_CONNECTIONS, f"http port {port} on {host} is in use",
+        self.http = http_server(host, port, self.app, MAX_CONNECTIONS, f"http port {port} on {host} is in use",
                                 table="http", allowed_hosts=server.config.http_allowed_hosts,
                                 request_timeout=server.config.http_request_timeout,
                                 request_deadline=server.config.http_request_deadline)

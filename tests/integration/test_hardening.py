@@ -26,7 +26,7 @@ import pytest
 
 from pyengine.client import Client, ConnectionClosed, ServerError
 
-from .conftest import accounts_config
+from .conftest import RunningServer, accounts_config
 
 ES, NQ = "ESZ6", "NQZ6"
 
@@ -654,6 +654,34 @@ def test_a_client_machine_gone_without_a_word_is_found_and_its_orders_cancelled(
     close = [line for line in proc.stdout.splitlines() if "event=session_close" in line]
     assert len(close) == 1 and "reason=peer_unreachable" in close[0], proc.stdout
     assert re.search(r"event=cancel_on_disconnect .*orders=1", proc.stdout), proc.stdout
+
+
+def test_connections_up_to_the_limit_leave_the_journal_its_files(tmp_path: Path) -> None:
+    """A soft descriptor limit of 300 (hard 4,096) under the default 1,024
+    connections: the server raises it at start, so 400 clients held open
+    leave room for one more client and for the files the journal and a
+    snapshot open; the orders are journaled and answered."""
+    limited = ("-c", "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (300, 4096)); "
+                     "from pyengine.server.cli import main; sys.exit(main())")
+    data = tmp_path / "data"
+    server = RunningServer(["--port", "0", "--engine-cpu", "-1", "--stats-interval", "0", "--data-dir", str(data)],
+                           tmp_path / "server.log", timeout=20, launcher=limited)
+    held: list[socket.socket] = []
+    try:
+        assert any("event=descriptor_limit was=300 now=1280" in line for line in server.lines), server.tail()
+        held = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(400)]
+        with server.client(timeout=10) as c:
+            c.login(7)
+            for i in range(20):
+                ack = c.request(c.new_order(ES, "buy", 1, 450_000 + i * 25))
+                assert ack["type"] == "ack", ack
+            assert c.request(c.snapshot())["type"] == "snapshot"
+    finally:
+        for sock in held:
+            sock.close()
+        code = server.stop()
+    assert code == 0, server.tail()
+    assert len(list(data.glob("snapshot-*.snap"))) == 1
 
 
 def test_halt_and_resume(server_factory: Any, tmp_path: Any) -> None:

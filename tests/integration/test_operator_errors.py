@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -41,6 +42,21 @@ def test_port_in_use_is_one_line_before_the_engine_starts(server: Any, tmp_path:
     assert "event=cannot_start" in lines[0] and f"port {server.port} on 127.0.0.1 is in use" in lines[0]
     # Nothing was recovered or created: the port was checked first.
     assert not data_dir.exists()
+
+
+def test_a_hard_descriptor_limit_too_low_for_max_connections_is_one_line(tmp_path: Path) -> None:
+    data_dir, config = tmp_path / "data", tmp_path / "server.toml"
+    config.write_text("[server]\nmax_connections = 2000\n")
+    proc = subprocess.run([sys.executable, "-m", "pyengine.server.cli", "--engine-cpu", "-1", "--port", "0",
+                           "--data-dir", str(data_dir), "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONSAFEPATH="1"),
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 2048)))
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "event=cannot_start" in lines[0]
+    assert "2000 connections at once need 2256 file descriptors and the process may open at most 2048" in lines[0]
+    assert not data_dir.exists()  # refused before anything was opened
 
 
 def count_lines(server: Any, text: str, at_least: int, timeout: float = 10.0) -> int:
