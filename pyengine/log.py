@@ -35,26 +35,33 @@ def _value(v: object) -> str:
 
 
 class Throttle:
-    """One log line per `interval` seconds at most for each kind of failure
-    (its `key`: the exception's type, say), for a failure that may come back
-    at every turn of the event loop (a line and its traceback each time
-    would cost more than the failure); another kind is not held back by it.
-    ``allow(key)`` is None while the line is held back, else how many of
-    that kind were held back since its last line."""
+    """`lines` log lines per `interval` seconds at most for each kind of
+    failure (its `key`: the exception's type, say), for a failure that may
+    come back at every turn of the event loop (a line and its traceback each
+    time would cost more than the failure), or a request a client may send
+    as fast as it likes; another kind is not held back by it. An interval
+    begins at the first line after the last one ended. ``allow(key)`` is
+    None while the line is held back, else how many of that kind were held
+    back since its last line."""
 
-    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, interval: float = 1.0, clock: Callable[[], float] = time.monotonic, *,
+                 lines: int = 1) -> None:
         self.interval = interval
+        self.lines = lines
         self._clock = clock
-        self._kinds: dict[object, tuple[float, int]] = {}  # key -> (next line's earliest time, held back)
+        self._kinds: dict[object, tuple[float, int, int]] = {}  # key -> (interval's end, lines left, held back)
 
     def allow(self, key: object = None) -> int | None:
         now = self._clock()
-        earliest, held = self._kinds.get(key, (float("-inf"), 0))
-        if now < earliest:
-            self._kinds[key] = (earliest, held + 1)
-            return None
-        self._kinds[key] = (now + self.interval, 0)
-        return held
+        end, left, held = self._kinds.get(key, (float("-inf"), 0, 0))
+        if now >= end:
+            self._kinds[key] = (now + self.interval, self.lines - 1, 0)
+            return held
+        if left:
+            self._kinds[key] = (end, left - 1, held)
+            return 0
+        self._kinds[key] = (end, 0, held + 1)
+        return None
 
 
 class KeyValueFormatter(logging.Formatter):

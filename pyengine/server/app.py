@@ -170,6 +170,7 @@ class Server:
         self._flush_wanted = Event()
         self._turn_failures = Throttle()  # PollerEvents.turn_failed's log lines
         self._flush_failures = Throttle()  # the flusher's
+        self._refused_lines = Throttle(lines=10)  # connections refused, too many
         self._flush_scheduled = False
         self.closed_sessions = 0  # closed sessions still in `sessions`
         self._next_sid = 0
@@ -468,7 +469,9 @@ class Server:
     def _refuse(self, sock: socket.socket, peer: str) -> None:
         from .protocol import encode
 
-        log.warning("connection_refused", extra=fields(peer=peer, reason="too_many_connections"))
+        # Ten lines a second at most: a client can open connections as fast as it likes.
+        if (held := self._refused_lines.allow()) is not None:
+            log.warning("connection_refused", extra=fields(peer=peer, reason="too_many_connections", held_back=held))
         try:
             sock.sendall(encode({"type": "error", "req_id": None, "code": "too_many_connections",
                                  "message": f"the server serves at most {self.config.max_connections} connections"}))

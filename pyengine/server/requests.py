@@ -366,6 +366,17 @@ class Requests:
                                req.req_id)
         self.server.commands.add(lib.RUNNER_CTL_SNAPSHOT, session.link.tag("snapshot", req.req_id))
 
+    @staticmethod
+    def _changed(session: Session, event: str, **kv: object) -> None:
+        """A setting a session changed (its market-maker protection, its
+        dead-man switch, an instrument's trading state): an info line,
+        session.CHANGE_LINES a second at most for each kind of change a session
+        makes, with how many were held back before it (a client may make
+        them as fast as its rate allows; the journal keeps every engine
+        command)."""
+        if (held := session.change_lines.allow(event)) is not None:
+            log.info(event, extra=fields(sid=session.sid, **kv, held_back=held))
+
     def mmp(self, session: Session, req: SetMmp | ResetMmp) -> None:
         """Set or reset the account's market-maker protection: a sequenced
         command; the engine's MMP event is the reply (Dispatcher.mmp). The
@@ -376,8 +387,8 @@ class Requests:
             raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
         tag = session.link.tag("mmp", req.req_id)
         if type(req) is SetMmp:
-            log.info("set_mmp", extra=fields(sid=session.sid, account=account, symbol=req.symbol,
-                                             qty_limit=req.qty_limit, window_ms=req.window_ms))
+            self._changed(session, "set_mmp", account=account, symbol=req.symbol, qty_limit=req.qty_limit,
+                          window_ms=req.window_ms)
             self.server.commands.add(lib.ENG_CMD_SET_MMP, tag, instrument=inst, account=account,
                                      qty=req.qty_limit, price=req.window_ms * 1_000_000)
         else:
@@ -395,8 +406,10 @@ class Requests:
         # likes), is a debug line; arming, disarming or new seconds are info.
         unchanged = switches.seconds(account) == (req.seconds or None)
         deadline = switches.arm(account, req.seconds)
-        log.log(logging.DEBUG if unchanged else logging.INFO, "cancel_all_after",
-                extra=fields(sid=session.sid, account=account, seconds=req.seconds))
+        if unchanged:
+            log.debug("cancel_all_after", extra=fields(sid=session.sid, account=account, seconds=req.seconds))
+        else:
+            self._changed(session, "cancel_all_after", account=account, seconds=req.seconds)
         reply = {"type": "cancel_all_after", "req_id": req.req_id, "seconds": req.seconds,
                  "armed": deadline is not None, "deadline": deadline}
         # In a cluster, once the shard's log has the table as it is now (a new leader arms its switches
@@ -412,8 +425,8 @@ class Requests:
         if inst is None:
             raise RequestError("unknown_symbol", f"no instrument {shown(req.symbol)}", req.req_id)
         state = lib.ENG_STATE_HALTED if req.halt else lib.ENG_STATE_OPEN
-        log.info("trading_state", extra=fields(sid=session.sid, account=session.account, symbol=req.symbol,
-                                                  state="halted" if req.halt else "open"))
+        self._changed(session, "trading_state", account=session.account, symbol=req.symbol,
+                      state="halted" if req.halt else "open")
         self.server.commands.add(lib.ENG_CMD_SET_STATE, session.link.tag("trading_state", req.req_id),
                                  instrument=inst, account=session.account, qty=state)
 

@@ -31,15 +31,19 @@ import gevent
 from gevent.event import Event
 
 from .._server import OUT_SLOW, OUT_WAIT, Inbox, Intake, LatencyTrace, Ledger, Link, Poller
+from ..log import Throttle
 from .commands import CommandQueue
 from .config import ServerConfig
 from .protocol import FrameError, encode
 
-__all__ = ["Session", "SessionHost"]
+__all__ = ["CHANGE_LINES", "Session", "SessionHost"]
 
 _NOTHING = object()  # the reader was woken with nothing handed over
 _BURST = 0.001  # seconds a session's requests carried out in Python may hold the loop before it turns
 _NEXT_TURN = 1e-6  # a sleep over 0 resumes after the loop's next turn; 0 may resume before it polls
+# Log lines a second, at most, for each kind of setting a session changes
+# (its market-maker protection, its dead-man switch, a trading state).
+CHANGE_LINES = 10
 
 
 def _failure(where: str, exc: OSError) -> str:
@@ -83,6 +87,7 @@ class Session:
         self._handed: Any = _NOTHING
         self._inbox = Inbox(server.config.max_frame, FrameError)
         self.close_reason = ""
+        self.change_lines = Throttle(lines=CHANGE_LINES)  # the settings it changes (Requests._changed)
         limits = server.config.limits
         self.link = Link(sid, self, limits.rate, limits.burst, fd=self._fd, max_unsent=server.config.max_unsent)
         self._queue = server.ledger.send

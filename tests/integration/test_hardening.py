@@ -439,6 +439,36 @@ def test_refused_requests_within_the_rate_are_logged_a_line_a_second_for_each_co
         assert len(held) + sum(held) == 301
 
 
+def test_settings_changed_as_fast_as_the_rate_allows_are_logged_ten_lines_a_second(server_factory: Any) -> None:
+    server = server_factory()
+    with server.client() as c:
+        c.login(7)
+        started = time.monotonic()
+        for req_id in [c.set_mmp(ES, 100 + i, 1000) for i in range(200)]:
+            assert c.request(req_id)["type"] == "mmp"
+        took = time.monotonic() - started
+        time.sleep(1.05)  # the next is logged, with how many were held back
+        c.request(c.set_mmp(ES, 1, 1000))
+    server.wait_log(r"event=session_close ")
+    held = [int(m.group(1)) for line in server.lines if (m := re.search(r"event=set_mmp .*held_back=(\d+)", line))]
+    assert 11 <= len(held) <= 10 * (2 + math.ceil(took))
+    assert len(held) + sum(held) == 201  # each logged, or counted in a later line
+
+
+def test_refused_connections_are_logged_ten_lines_a_second(server_factory: Any) -> None:
+    server = server_factory("[server]\nmax_connections = 1\n")
+    with server.client() as holder:
+        assert holder.request(holder.ping())["type"] == "pong"
+        started = time.monotonic()
+        for _ in range(100):
+            with socket.create_connection(("127.0.0.1", server.port)) as s:
+                s.settimeout(5)
+                assert b"too_many_connections" in s.recv(4096)
+        took = time.monotonic() - started
+    refused = [line for line in server.lines if "event=connection_refused " in line]
+    assert 10 <= len(refused) <= 10 * (1 + math.ceil(took)) < 100
+
+
 def test_idle_sessions_are_closed(server_factory: Any) -> None:
     server = server_factory("[limits]\nidle_timeout = 0.5\n")
     with server.client() as idle, server.client() as busy:

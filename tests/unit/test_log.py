@@ -54,6 +54,17 @@ def test_a_throttle_lets_one_line_through_an_interval_and_counts_the_rest() -> N
     assert throttle.allow(OSError) == 1 and throttle.allow() == 2
 
 
+def test_a_throttle_of_several_lines_an_interval_counts_the_rest_on_the_next() -> None:
+    now = [100.0]
+    throttle = Throttle(1.0, clock=lambda: now[0], lines=3)
+    assert [throttle.allow("a") for _ in range(5)] == [0, 0, 0, None, None]
+    assert throttle.allow("b") == 0  # its own three
+    now[0] = 100.5
+    assert throttle.allow("a") is None
+    now[0] = 101.0
+    assert [throttle.allow("a") for _ in range(4)] == [3, 0, 0, None]
+
+
 def test_a_failing_turn_is_logged_once_a_second(caplog: pytest.LogCaptureFixture) -> None:
     """PollerEvents.turn_failed, as a turn that fails every time calls it."""
     from pyengine.server.app import Server
