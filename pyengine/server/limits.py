@@ -25,6 +25,7 @@ cannot slip past the limit while in flight.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -33,7 +34,23 @@ from gevent.threadpool import ThreadPool
 
 from .config import InstrumentConfig, LimitsConfig
 
-__all__ = ["HostWindow", "LoginChecks", "OrderLimits"]
+__all__ = ["HostWindow", "LoginChecks", "OrderLimits", "login_source"]
+
+
+def login_source(host: str) -> str:
+    """Whom a login comes from, for the per-host throttles: an IPv4 address
+    (an IPv6-mapped one too), or an IPv6 address's /64: one machine, or one
+    customer's network, holds a whole /64, and could take a new address for
+    every login."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return str(addr.ipv4_mapped)
+        return str(ipaddress.IPv6Network((addr, 64), strict=False))
+    return host
 
 
 class HostWindow:

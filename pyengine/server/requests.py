@@ -21,7 +21,7 @@ from ..log import Throttle, fields
 from .commands import CommandQueue
 from .config import ServerConfig
 from .engine_thread import EngineThread
-from .limits import HostWindow, LoginChecks
+from .limits import HostWindow, LoginChecks, login_source
 from .marketdata import MarketData
 from .order_status import order_status_reply, orders_reply
 from .dead_man import MAX_KEPT_SWITCHES, DeadManSwitches
@@ -275,7 +275,7 @@ class Requests:
         loop (this greenlet waits); an unknown account or a missing secret is
         checked against a dummy, so every failure costs the same and reads
         the same."""
-        server, host = self.server, session.peer.rpartition(":")[0]
+        server, host = self.server, login_source(session.peer.rpartition(":")[0])
         if server.login_failures.full(host):
             raise self._login_refused(session, req, "login_throttled", "failures",
                                       f"too many failed logins from {host}; try again later")

@@ -10,7 +10,7 @@ import pytest
 from pyengine.server import limits
 from pyengine.server.config import InstrumentConfig, LimitsConfig
 from pyengine._server import Link
-from pyengine.server.limits import HostWindow, LoginChecks, OrderLimits
+from pyengine.server.limits import HostWindow, LoginChecks, OrderLimits, login_source
 
 
 class Clock:
@@ -130,3 +130,17 @@ def test_order_limits_are_the_engines_pairs_and_the_intakes_count() -> None:
     instruments = (InstrumentConfig("A", max_qty=10, max_notional=1000), InstrumentConfig("B", max_notional=5))
     ol = OrderLimits(instruments, LimitsConfig(max_open_orders=2))
     assert (ol.per_instrument, ol.max_open_orders) == ([(10, 1000), (0, 5)], 2)
+
+
+def test_logins_from_one_ipv6_network_count_as_one_source() -> None:
+    assert login_source("203.0.113.7") == "203.0.113.7"
+    assert login_source("::ffff:203.0.113.7") == "203.0.113.7"
+    # Every address of a /64 is one source: its holder could draw a new one for each login.
+    assert login_source("2001:db8:1:2:aaaa::1") == login_source("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert login_source("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert login_source("::1") == "::/64"
+    assert login_source("a-unix-socket") == "a-unix-socket"  # not an address: as it is
+    window = HostWindow(2, 60.0)
+    for host in ("2001:db8::1", "2001:db8::2"):
+        window.add(login_source(host))
+    assert window.full(login_source("2001:db8::3"))
