@@ -38,7 +38,7 @@ data directory and the endpoints, which are off unless given)::
     max_open_orders = 10000      # open orders of one account, all its sessions together
     rate = 10000                 # messages a second one session may send, on average
     burst = 20000                # ... and at once (token bucket)
-    idle_timeout = 300.0         # seconds without a message before a session is closed
+    idle_timeout = 300.0         # seconds without a byte from the client before its session is closed
     keepalive = 10               # TCP keepalive: whole seconds without a byte either way before the
                                  # server probes a connection (every keepalive / 2 s; three unanswered:
                                  # the peer is gone, its session closes), and data the client leaves
@@ -52,8 +52,8 @@ data directory and the endpoints, which are off unless given)::
     symbol = "ESZ6"                  # 1 to 15 printable ASCII characters, no spaces
     tick_size = 25                   # > 0
     lot_size = 1                     # > 0
-    price_band = [100000, 1000000]   # optional; 0 < min <= max
-    market_protection = 2500         # optional, price units, >= 0
+    price_band = [100000, 1000000]   # optional; 0 < min <= max ([0, 0]: none, as left out)
+    market_protection = 2500         # optional, price units, >= 0 (0: only at the best opposite price)
     max_qty = 1000                   # optional: the largest order
     max_notional = 100000000         # optional: the largest price x qty of an order
     kind = "future"                  # or "spot"; informational
