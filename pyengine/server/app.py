@@ -173,6 +173,7 @@ class Server:
         self._refused_lines = Throttle(lines=10)  # connections refused, too many
         self._flush_scheduled = False
         self.closed_sessions = 0  # closed sessions still in `sessions`
+        self._session_sockets = 0  # client sockets of sessions, open until closed (at most max_connections)
         self._next_sid = 0
         self._greenlets: list[gevent.Greenlet[..., Any]] = []
         self.stopping = False
@@ -433,10 +434,19 @@ class Server:
 
     def _handle(self, sock: socket.socket, address: tuple[str, int]) -> None:
         peer = f"{address[0]}:{address[1]}"
-        live = sum(1 for s in self.sessions.values() if not s.closed)
-        if self.stopping or live >= self.config.max_connections:
+        # Sockets, not sessions: a closed session's socket stays open while
+        # its writer drains (5 s at most), and each holds a descriptor.
+        if self.stopping or self._session_sockets >= self.config.max_connections:
             self._refuse(sock, peer)
             return
+        self._session_sockets += 1
+        try:
+            self._serve(sock, peer)
+        finally:
+            sock.close()
+            self._session_sockets -= 1
+
+    def _serve(self, sock: socket.socket, peer: str) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # A fixed kernel send buffer: with autotuning the kernel takes
         # megabytes for a client that does not read before max_unsent counts

@@ -583,6 +583,34 @@ def test_a_read_of_requests_with_large_answers_stops_at_a_slow_reader(server_fac
     assert carried_out < k // 4, f"{carried_out} of the {k} requests of the read were carried out"
 
 
+def test_a_closed_session_holds_its_place_until_its_socket_closes(server_factory: Any) -> None:
+    """A client that asks for large answers, reads none and half-closes:
+    its session ends (its order cancelled on disconnect), but its socket,
+    a file descriptor, stays open while the writer tries to send what is
+    queued (5 s at most), and counts against max_connections until then."""
+    server = server_factory("[server]\nmax_connections = 2\n")
+    with server.client() as owner:
+        owner.login(7)
+        _rest_orders(owner, 500)
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect(("127.0.0.1", server.port))
+            s.sendall(_frame({"type": "login", "account": 7, "req_id": 0})
+                      + _frame({"type": "new_order", "req_id": 1, "symbol": ES, "side": "sell", "qty": 1,
+                                "price": 500_000})
+                      + b"".join(_frame({"type": "orders", "req_id": 2 + i}) for i in range(10)))
+            deadline = time.monotonic() + 10  # its sell rests: its session owns an order
+            while all(o["side"] == "buy" for o in owner.request(owner.orders(ES))["orders"]):
+                assert time.monotonic() < deadline
+            s.shutdown(socket.SHUT_WR)  # after its requests: about 1 MB of answers wait for it to read
+            server.wait_log(r"event=cancel_on_disconnect .*orders=1")
+            with pytest.raises(ConnectionClosed, match="too_many_connections"):
+                server.client(timeout=5).login(8)
+        server.wait_log(r"event=session_close .*reason=peer_closed")
+        with server.client(timeout=5) as c:  # its place is free again
+            assert c.login(8)["type"] == "logged_in"
+
+
 def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_factory: Any) -> None:
     # A client that pipelines a few hundred requests with large answers, and
     # reads them (max_unsent holds them all, however it keeps up): the first
