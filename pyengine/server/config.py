@@ -39,14 +39,15 @@ data directory and the endpoints, which are off unless given)::
     rate = 10000                 # messages a second one session may send, on average
     burst = 20000                # ... and at once (token bucket)
     idle_timeout = 300.0         # seconds without a byte from the client before its session is closed
+                                 # (0: never; else at least 0.1)
     keepalive = 10               # TCP keepalive: whole seconds without a byte either way before the
                                  # server probes a connection (every keepalive / 2 s; three unanswered:
                                  # the peer is gone, its session closes), and data the client leaves
                                  # unacknowledged as long closes it too; 0: off. At most 32767
     login_failures = 5           # failed logins from one host ...
-    login_window = 60.0          # ... within this many seconds lock it out until they age (> 0)
+    login_window = 60.0          # ... within this many seconds lock it out until they age (>= 0.1)
     host_logins = 20             # logins with a secret to check, from one host ...
-    host_login_window = 10.0     # ... within this many seconds; more: login_throttled (> 0)
+    host_login_window = 10.0     # ... within this many seconds; more: login_throttled (>= 0.1)
 
     [[instruments]]
     symbol = "ESZ6"                  # 1 to 15 printable ASCII characters, no spaces
@@ -180,6 +181,7 @@ MAX_CAPACITY = 1 << 31  # the largest power of two a ring's uint32 capacity hold
 MAX_EVERY = (1 << 32) - 1  # trace_latency: the C LatencyTrace's uint32
 MAX_ACCOUNT = (1 << 32) - 1  # accounts are uint32, as logins take them
 MAX_LOGIN_WORKERS = 1024  # OS threads hashing secrets: past the machine's CPUs they only queue, each with a stack
+MIN_SPAN = 0.1  # seconds: the shortest idle_timeout and login window that are not 0 (off)
 _I64 = (1 << 63) - 1  # prices, quantities and sizes the C side keeps in 64 bits
 _U64 = (1 << 64) - 1
 # The engine's symbols: 1 to 15 printable ASCII characters, no spaces (csrc/pyengine_engine.h).
@@ -658,6 +660,11 @@ def _check_limits(lim: LimitsConfig) -> None:
         if getattr(lim, limit) and not getattr(lim, window):
             raise ConfigError(f"[limits]: {window} must be more than 0 seconds when {limit} is set "
                               f"({limit} = 0 turns the limit off)")
+    # Shorter spans do nothing a client would want (a window that never
+    # throttles) or cost the server (the idle check runs every idle_timeout / 4).
+    for key in ("idle_timeout", "login_window", "host_login_window"):
+        if 0 < getattr(lim, key) < MIN_SPAN:
+            raise ConfigError(f"[limits]: {key} must be 0 or at least {MIN_SPAN} seconds, not {getattr(lim, key)}")
 
 
 def _check_accounts(accounts: tuple[AccountConfig, ...]) -> None:

@@ -219,6 +219,9 @@ SECRET = "pbkdf2_sha256$1000$" + "ab" * 16 + "$" + "cd" * 32
         ("[limits]\nlogin_window = 0\n",
          r"login_window must be more than 0 seconds when login_failures is set \(login_failures = 0 turns"),
         ("[limits]\nhost_login_window = 0\n", "host_login_window must be more than 0 seconds when host_logins is set"),
+        ("[limits]\nlogin_window = 1e-300\n", r"login_window must be 0 or at least 0.1 seconds, not 1e-300"),
+        ("[limits]\nhost_login_window = 0.05\n", r"host_login_window must be 0 or at least 0.1 seconds, not 0.05"),
+        ("[limits]\nidle_timeout = 0.001\n", r"idle_timeout must be 0 or at least 0.1 seconds, not 0.001"),
         # Addresses.
         ("[server]\nhost = ''\n",
          r"\[server\]: host must be an address or host name \(every interface: 0.0.0.0 or ::\)"),
