@@ -471,8 +471,7 @@ class Server:
             writer.join(timeout=5)
             writer.kill()
             self.poller.unwatch(session.link)  # the reader has; forget_socket refuses a watched Link
-            session.link.forget_socket()  # its number may be another connection's next
-            sock.close()
+            session.link.forget_socket()  # its number may be another connection's next (_handle closes it)
             log.info("session_close", extra=fields(sid=session.sid, peer=peer, reason=session.close_reason,
                                                    account=session.account))
 
