@@ -71,6 +71,7 @@ _NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError)
 _SET_ASIDE_WAIT = 10.0  # seconds a new leader's snapshot waits for the snapshots its term replaces to go
 _PRUNE_PATIENCE = 5.0  # seconds a prune is asked again while JetStream is not ready
 _PRUNE_RETRY_WAIT = 0.25  # seconds between its tries
+_SHORT_LOG_GRACE = 1.0  # seconds a log must look cut back, on every look, before the node starts again
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Replica:
         self._sub: JetStreamContext.PushSubscription | None = None
         self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
         self._replaced_set_aside = asyncio.Event()  # leading: the snapshots this term replaces are out of the way
+        self._short_since: float | None = None  # when the log first looked to end before `applied` (_track_stream)
         self._ready = asyncio.Event()  # leading: records or switches to append
         self._switches_wanted: dict[int, float] | None = None  # leading: the switches to append next
         self._switches_stored: list[Callable[[], None]] = []  # called once they are
@@ -255,15 +257,24 @@ class Replica:
         """The log's last message, for lag and catching up; a log that is
         no longer this node's, or ends before the messages it applied (cut
         back: restored from an older backup, or lost by a NATS server that
-        had not written it out), makes the node start again from it."""
+        had not written it out) on every look its leader answers for
+        _SHORT_LOG_GRACE seconds, makes the node start again from it. While
+        a backup of the log is restored in its place, its leader can answer
+        for a few milliseconds with a log partly restored: one look is not
+        enough. Meanwhile, a leader stores no snapshot (_store_snapshot)."""
         while True:
             try:
                 applied = self.applied  # before the question: the answer's log has every message applied by then
                 info = await self.link.js.stream_info(stream_name(self.shard))
-                if self._same_log(info):
-                    if info.state.last_seq < applied and led(info):
-                        self._lose(f"the log ends at message {info.state.last_seq}, before message {applied}, "
-                                   f"the last this node applied")
+                if self._same_log(info) and led(info):  # a replica without the leader may lack the last messages
+                    if info.state.last_seq < applied:
+                        now = time.monotonic()
+                        self._short_since = now if self._short_since is None else self._short_since
+                        if now - self._short_since >= _SHORT_LOG_GRACE:
+                            self._lose(f"the log ends at message {info.state.last_seq}, before message {applied}, "
+                                       f"the last this node applied")
+                    else:
+                        self._short_since = None
                     self.stream_seq = max(self.stream_seq, info.state.last_seq)
             except _NATS_ERRORS:
                 pass
@@ -405,6 +416,10 @@ class Replica:
     def _leading(self) -> bool:
         """Leading, and the lease not run out (role changes only once the renewal notices)."""
         return self.role == LEADING and self.lease.holding()
+
+    def _storing(self) -> bool:
+        """Leading, on a log that does not look cut back: a snapshot may be stored."""
+        return self._leading() and self._short_since is None
 
     async def _take_over(self) -> None:
         """Holding the lease: fence every older leader with a term message
@@ -602,15 +617,19 @@ class Replica:
                     await asyncio.wait_for(self._replaced_set_aside.wait(), _SET_ASIDE_WAIT)
                 except asyncio.TimeoutError:
                     pass
-            stored = self._leading() and self._replaced_set_aside.is_set() and await snapshots.store(
-                self.link.snapshots, ref, data, still_wanted=self._leading)
-            if stored and self._leading():
+            # Nor does one whose log looks cut back (_track_stream): the
+            # snapshot may cover messages lost, and a prune would purge the
+            # log up to an older snapshot of them.
+            stored = self._storing() and self._replaced_set_aside.is_set() and await snapshots.store(
+                self.link.snapshots, ref, data, still_wanted=self._storing)
+            if stored and self._storing():
                 name = ref.name
                 await self._prune()
                 log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
             else:
-                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason="no longer leading" if not
-                                                             self._leading() else "older snapshots not yet set aside"))
+                reason = ("no longer leading" if not self._leading() else "the log looks cut back"
+                          if self._short_since is not None else "older snapshots not yet set aside")
+                log.warning("snapshot_dropped", extra=fields(seq=ref.seq, reason=reason))
         except _NATS_ERRORS as exc:
             log.error("snapshot_store_failed", extra=fields(name=ref.name, error=f"{type(exc).__name__}: {exc}"))
         finally:

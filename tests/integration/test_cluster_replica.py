@@ -697,13 +697,14 @@ def test_a_snapshot_stored_is_told_stored_whatever_its_prune_meets(nats: LocalNa
     assert events[0] == "prune_retry" and events[-1] == "prune_failed" and events.count("prune_failed") == 1, events
 
 
-def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float) -> list[tuple[str, object]]:
-    """A replica that applied 3 messages looks at a log of 1 for up to
-    `seconds`; what it told its host."""
+def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float,
+                             messages: int = 1) -> list[tuple[str, object]]:
+    """A replica that applied 3 messages looks at a log of `messages` for up
+    to `seconds`; what it told its host."""
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
-        await term_messages(link.js, SHARD, 1)
+        await term_messages(link.js, SHARD, messages)
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
         replica = Replica(cluster, link, engine.runner, host, Position(3, 1, log_id=this_log), "127.0.0.1:2",
                           ("ESZ6",))
@@ -723,10 +724,66 @@ def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: flo
 def test_a_replica_whose_log_is_cut_back_starts_again(nats: LocalNats, engine: EngineThread) -> None:
     """The log ends before the messages the replica applied (restored from
     an older backup, or lost by a NATS server that had not written them
-    out): the replica sees it at its next look at the stream and stops,
-    rather than wait for its next append, or its take-over, to be fenced."""
+    out): the replica sees it at its looks at the stream and, once they
+    have told it so for a second, stops, rather than wait for its next
+    append, or its take-over, to be fenced."""
     assert tracked_on_a_shorter_log(nats, engine, 5) == [
         ("lost_leadership", "the log ends at message 1, before message 3, the last this node applied")]
+
+
+def test_a_look_answered_without_a_leader_does_not_put_off_seeing_a_log_cut_back(
+        nats: LocalNats, engine: EngineThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every other look at a log cut back is answered by a replica while the
+    stream has no leader (its leadership moving to and fro as NATS servers
+    restart): those tell nothing, and the replica still stops."""
+    stream_info = JetStreamContext.stream_info
+    looks = 0
+
+    async def leaderless_every_other_look(js: JetStreamContext, name: str, *args: Any,
+                                          **kwargs: Any) -> StreamInfo:
+        nonlocal looks
+        info = await stream_info(js, name, *args, **kwargs)
+        if name == stream_name(SHARD):
+            looks += 1
+            if looks % 2:
+                assert info.cluster is not None
+                info.cluster.leader = None
+        return info
+
+    monkeypatch.setattr(JetStreamContext, "stream_info", leaderless_every_other_look)
+    assert tracked_on_a_shorter_log(nats, engine, 5) == [
+        ("lost_leadership", "the log ends at message 1, before message 3, the last this node applied")]
+
+
+def test_a_leader_whose_log_looks_cut_back_stores_no_snapshot(nats: LocalNats, engine: EngineThread,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Until the log has looked cut back for long enough to start again, a
+    snapshot its leader takes may cover messages lost: it is not stored (a
+    prune after it would purge the log up to an older one of them)."""
+    host = Host()
+
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 1)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        replica = Replica(cluster, link, engine.runner, host, Position(3, 1, log_id=this_log), "127.0.0.1:2",
+                          ("ESZ6",))
+        await take(replica.lease, replica.address, replica.instruments)
+        replica.role = LEADING
+        replica._replaced_set_aside.set()
+        task = asyncio.get_running_loop().create_task(replica._track_stream())
+        try:
+            while replica._short_since is None:  # its first look: the log ends at message 1, before 3
+                await asyncio.sleep(0.01)
+            await replica._store_snapshot(snapshots.SnapshotRef(SHARD, 1, 3, 1, this_log), b"state")
+            assert await listed(link.snapshots) == []
+        finally:
+            task.cancel()
+            await replica.stop()
+
+    run(nats, "a2", scenario)
+    assert ("snapshot_stored", 1) in host.calls
+    dropped = [r.__dict__["kv"]["reason"] for r in caplog.records if r.getMessage() == "snapshot_dropped"]
+    assert dropped == ["the log looks cut back"]
 
 
 def test_a_shorter_log_told_by_a_replica_of_a_stream_without_a_leader_is_not_taken_for_a_cut_back(
@@ -745,6 +802,29 @@ def test_a_shorter_log_told_by_a_replica_of_a_stream_without_a_leader_is_not_tak
 
     monkeypatch.setattr(JetStreamContext, "stream_info", leaderless)
     assert tracked_on_a_shorter_log(nats, engine, 2) == []
+
+
+def test_a_log_that_looks_cut_back_once_is_not_taken_for_one(
+        nats: LocalNats, engine: EngineThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a backup of the log is restored in its place, its leader can
+    answer for a few milliseconds with a log partly restored: a log of all
+    3 messages the replica applied that looks like a log of 1 at one look
+    is not taken for one cut back."""
+    stream_info = JetStreamContext.stream_info
+    looks = 0
+
+    async def partly_restored_at_first(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+        nonlocal looks
+        info = await stream_info(js, name, *args, **kwargs)
+        if name == stream_name(SHARD):
+            looks += 1
+            if looks == 2:  # the replica's first look (the first is the scenario's, for the log's identity)
+                info.state.last_seq = 1
+        return info
+
+    monkeypatch.setattr(JetStreamContext, "stream_info", partly_restored_at_first)
+    assert tracked_on_a_shorter_log(nats, engine, 2.5, messages=3) == []
+    assert looks >= 5
 
 
 def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_log(nats: LocalNats) -> None:
