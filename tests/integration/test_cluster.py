@@ -386,8 +386,15 @@ async def restore(urls: list[str], shard: str, backup: tuple[dict[str, Any], lis
         js = nc.jetstream()
         created = (await js.stream_info(name)).created
         await js.delete_stream(name)
-        reply = json.loads((await nc.request(f"$JS.API.STREAM.RESTORE.{name}", json.dumps(
-            {"config": described["config"], "state": described["state"]}).encode(), timeout=10)).data)
+        # An error is JetStream's answer of the moment (the delete not yet known everywhere, a peer taken for
+        # offline on a busy machine), as an operator would run `nats stream restore` again: asked again.
+        for _ in range(50):
+            reply = json.loads((await nc.request(f"$JS.API.STREAM.RESTORE.{name}", json.dumps(
+                {"config": described["config"], "state": described["state"]}).encode(), timeout=10)).data)
+            if "error" not in reply:
+                break
+            await asyncio.sleep(0.2)
+        assert reply.get("deliver_subject"), reply
 
         async def send(data: bytes, timeout: float) -> None:
             # Sent again only when nothing took it: the restore's subscription, on another server, may not be
