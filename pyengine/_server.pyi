@@ -133,11 +133,13 @@ class Intake:
         instruments: dict[str, int],
         max_open: int,
         loads: Callable[[bytes], Any],
+        turn_after: float = 0.0,
     ) -> None: ...
     def take(self, link: Link, frame: bytes, /) -> None | tuple[Any] | Literal[False]:
         """None: done; (message,): Python's to carry out; False: the buffer is full, nothing done."""
-    def drain(self, link: Link, inbox: Inbox, /) -> None | tuple[Any] | Literal[False]:
-        """take() for each whole frame in inbox, until None (none left), (message,) or False."""
+    def drain(self, link: Link, inbox: Inbox, /) -> None | tuple[Any] | bool:
+        """take() for each whole frame in inbox, until None (none left), (message,), False, or True
+        (it ran turn_after seconds, having taken a frame at least, and frames are left)."""
 
 class Poller:
     """The sessions' sockets, read a loop turn at a time (csrc/binding/poller.c)."""

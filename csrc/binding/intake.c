@@ -247,16 +247,15 @@ static int intake_carry_out(srv_intake *self, srv_link *link, struct srv_order *
     return 0;
 }
 
-/* One request frame of link's session: None when it is done; (message,)
- * when the decoded message is Python's; False, having done nothing, when it
- * is a well-formed per-order request and the command buffer is full. */
-static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame)
+/* One request frame of link's session, reaching the server's C at
+ * `taken_ns` (the command's timestamp, and where a new order's latency
+ * starts): None when it is done; (message,) when the decoded message is
+ * Python's; False, having done nothing, when it is a well-formed per-order
+ * request and the command buffer is full. */
+static PyObject *intake_frame(srv_intake *self, srv_link *link, PyObject *frame, int64_t taken_ns)
 {
     PyObject *msg, *typ, *req_id;
     struct srv_order r;
-    /* The frame reaches the server's C: the command's timestamp, and where
-     * a new order's latency starts (one clock reading for both). */
-    int64_t taken_ns = srv_meters_now();
     int ok = 2, rc = 0, full = 0; /* ok 2: Python's (as srv_form_read says) */
 
     msg = PyObject_CallOneArg(self->loads, frame);
@@ -361,7 +360,7 @@ static PyObject *intake_take(srv_intake *self, PyObject *const *args, Py_ssize_t
 {
     srv_link *link = intake_link(self, args, nargs, "take takes (link, frame)");
 
-    return link ? intake_frame(self, link, args[1]) : NULL;
+    return link ? intake_frame(self, link, args[1], srv_meters_now()) : NULL;
 }
 
 PyDoc_STRVAR(intake_drain_doc,
@@ -370,12 +369,23 @@ PyDoc_STRVAR(intake_drain_doc,
              "does each, until one needs Python or waiting: None when none is left; (message,) when the\n"
              "next is Python's (it is taken: carry it out, then drain again); False when the next is a\n"
              "per-order request and the command buffer is full (it stays in the inbox: make room, then\n"
+             "drain again); True when the drain has run the Intake's turn_after seconds, having carried\n"
+             "out a frame at least, and frames are left (they stay in the inbox: let the loop turn, then\n"
              "drain again). A broken header raises the inbox's error when it is the next thing to read.\n"
              "Until it returns, the inbox's frames are its own: a drain of it or Inbox.frames() raises\n"
              "RuntimeError.");
 
+/* One session's drain stops after turn_after_ns: the frames of one read
+ * that each cost a call into Python (errors over the rate: a flood of
+ * malformed frames answers every one) would otherwise hold the loop, and
+ * every other session, for as long as they take. The clock is the frames'
+ * timestamps' (wall time): a step back ends the drain early too, as
+ * harmless as a step forward. */
 static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox *inbox)
 {
+    int64_t started = srv_meters_now(), now = started, until = started + self->turn_after_ns;
+    int first = 1;
+
     for (;;) {
         const char *body;
         size_t len;
@@ -387,9 +397,15 @@ static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox
                 return NULL;
             Py_RETURN_NONE;
         }
+        if (!first) {
+            now = srv_meters_now();
+            if (self->turn_after_ns && (now >= until || now < started))
+                Py_RETURN_TRUE; /* the frame stays in the inbox */
+        }
+        first = 0;
         if (!(frame = PyBytes_FromStringAndSize(body, (Py_ssize_t)len)))
             return NULL;
-        left = intake_frame(self, link, frame);
+        left = intake_frame(self, link, frame, now);
         Py_DECREF(frame);
         if (left == Py_False)
             return left; /* not taken */
@@ -433,20 +449,27 @@ static int intake_clear(srv_intake *self);
 
 static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"ledger", "commands", "events", "instruments", "max_open", "loads", NULL};
-    PyObject *ledger, *commands, *events, *instruments, *loads;
-    long long max_open;
+    static char *kwlist[] = {"ledger", "commands", "events", "instruments", "max_open", "loads", "turn_after", NULL};
+    PyObject *ledger = NULL, *commands = NULL, *events = NULL, *instruments = NULL, *loads = NULL;
+    long long max_open = LLONG_MIN;
+    double turn_after = 0.0;
 
     if (self->ledger) {
         PyErr_SetString(PyExc_TypeError, "an Intake is initialised once");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "$O!O!OO!LO:Intake", kwlist, &srv_ledger_type, &ledger,
+    /* Keyword-only arguments are optional ones to PyArg_Parse: all but turn_after are needed. */
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$O!O!OO!LOd:Intake", kwlist, &srv_ledger_type, &ledger,
                                      &srv_commands_type, &commands, &events, &PyDict_Type, &instruments, &max_open,
-                                     &loads))
+                                     &loads, &turn_after))
         return -1;
-    if (max_open < 0 || !PyCallable_Check(loads)) {
-        PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable");
+    if (!ledger || !commands || !events || !instruments || max_open == LLONG_MIN || !loads) {
+        PyErr_SetString(PyExc_TypeError, "Intake needs ledger, commands, events, instruments, max_open and loads");
+        return -1;
+    }
+    /* Written as !(x <= max): a NaN fails it too. */
+    if (max_open < 0 || !PyCallable_Check(loads) || turn_after < 0.0 || !(turn_after <= 60.0)) {
+        PyErr_SetString(PyExc_ValueError, "Intake: max_open >= 0, loads callable, 0 <= turn_after <= 60 (seconds)");
         return -1;
     }
     /* Made by __new__ alone, they have no tables or records to keep. */
@@ -469,6 +492,8 @@ static int intake_init(srv_intake *self, PyObject *args, PyObject *kwds)
     self->instruments = Py_NewRef(instruments);
     self->loads = Py_NewRef(loads);
     self->max_open = max_open;
+    /* Any turn_after over 0 bounds the drain, however small. */
+    self->turn_after_ns = turn_after > 0.0 && turn_after < 1e-9 ? 1 : (int64_t)(turn_after * 1e9);
     return 0;
 }
 
@@ -515,8 +540,9 @@ PyTypeObject srv_intake_type = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "pyengine._server.Intake",
     .tp_basicsize = sizeof(srv_intake),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_open, loads):\n"
-                        "request frames (see csrc/binding/intake.c)."),
+    .tp_doc = PyDoc_STR("Intake(*, ledger, commands, events, instruments, max_open, loads, turn_after=0.0):\n"
+                        "request frames (see csrc/binding/intake.c); a drain stops after turn_after seconds\n"
+                        "(0: when the frames end)."),
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)intake_init,
     .tp_dealloc = (destructor)intake_dealloc,

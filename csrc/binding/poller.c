@@ -12,9 +12,10 @@
  * of the engine thread serve every socket of the turn, and answers given
  * during the turn go out with it, without waking the event loop again.
  *
- * What may wait (a request that is Python's, a full command buffer) and
- * what ends a session (its peer closed, a read that failed, a broken frame)
- * goes to the session's reader greenlet through PollerEvents.handed, and
+ * What may wait (a request that is Python's, a full command buffer, the
+ * rest of a read whose drain has held the turn for the Intake's turn_after)
+ * and what ends a session (its peer closed, a read that failed, a broken
+ * frame) goes to the session's reader greenlet through PollerEvents.handed, and
  * its socket is watched no more until the reader watches it again. A
  * session closed meanwhile is dropped: closing woke its reader. turn()
  * never raises (an exception in a loop watcher's callback would only be

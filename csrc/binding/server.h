@@ -534,10 +534,12 @@ typedef struct {
     /* IntakeEvents, bound once */
     PyObject *on_undecodable, *on_refused, *on_rejected, *on_over_rate;
     long long max_open;
+    int64_t turn_after_ns; /* a drain stops once it has run this long (0: when the frames end) */
 } srv_intake;
 
 /* Carry out the whole frames held in `inbox` until one needs Python or
- * waiting (Intake.drain): None, (message,), False, or NULL on error. */
+ * waiting, or the drain has run turn_after_ns (Intake.drain): None,
+ * (message,), False, True, or NULL on error. */
 PyObject *srv_intake_drain(srv_intake *self, srv_link *link, srv_inbox *inbox);
 
 /* ---- module ---------------------------------------------------------------- */

@@ -50,7 +50,7 @@ from .switch_file import SwitchFile, SwitchWriter
 from .requests import Requests
 from .recovered_status import rebuild_order_status, seed_from_books
 from .unclaimed import UnclaimedOrders
-from .session import Session
+from .session import HOLD, Session
 from .settle import Settling
 from .stats import stats_loop
 from .latency_trace import CollectorPauses, log_breakdown, start_trace
@@ -163,6 +163,7 @@ class Server:
         self.intake = Intake(
             ledger=self.ledger, commands=self.commands.buffer, events=self.requests,
             instruments=self.engine.instrument_ids, max_open=self.limits.max_open_orders, loads=orjson.loads,
+            turn_after=HOLD,
         )
         self.poller = Poller(self.intake, self)
         self._poll_watcher: Any = None  # start()'s: the hub's watcher of the Poller

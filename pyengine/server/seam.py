@@ -69,7 +69,8 @@ class PollerEvents(Protocol):
         """The session's socket is watched no more: its reader greenlet
         takes `value` over and watches it again. `value` is what
         ``Intake.drain`` stopped at (``(message,)`` for Python, ``False``
-        for a full command buffer), ``None`` when the peer closed its side,
+        for a full command buffer, ``True`` when it held the loop for its
+        ``turn_after`` with frames left), ``None`` when the peer closed its side,
         or an exception to raise (a failed read, a broken frame, an
         IntakeEvents callback's)."""
 

@@ -39,7 +39,9 @@ from .protocol import FrameError, encode
 __all__ = ["CHANGE_LINES", "Session", "SessionHost"]
 
 _NOTHING = object()  # the reader was woken with nothing handed over
-_BURST = 0.001  # seconds a session's requests carried out in Python may hold the loop before it turns
+# Seconds a session's input may hold the loop before it turns: its requests
+# carried out in Python, and the Intake's drain of its frames (turn_after).
+HOLD = 0.0002
 _NEXT_TURN = 1e-6  # a sleep over 0 resumes after the loop's next turn; 0 may resume before it polls
 # Log lines a second, at most, for each kind of setting a session changes
 # (its market-maker protection, its dead-man switch, a trading state).
@@ -183,10 +185,11 @@ class Session:
 
         A read holds thousands of small requests, and an ``orders`` or a
         ``subscribe`` may answer megabytes: once the answers queued pass
-        ``max_unsent``, or it is `until` (time.monotonic()), the loop turns
-        before the next (the answers go out, a slow reader is found and
-        closed, the other sessions are served), and then holds it for
-        ``_BURST`` more at most."""
+        ``max_unsent``, or it is `until` (time.monotonic()), or the Intake's
+        drain has held the loop ``HOLD`` (True), the loop turns before the
+        next (the answers go out, a slow reader is found and closed, the
+        other sessions are served), and then holds it for ``HOLD`` more at
+        most."""
         server, link, inbox = self.server, self.link, self._inbox
         drain = server.intake.drain
         max_unsent = server.config.max_unsent
@@ -194,20 +197,24 @@ class Session:
             if left is False:  # the command buffer is full: wait for the engine thread
                 server.commands.make_room()
                 continue
-            if link.unsent > max_unsent or time.monotonic() >= until:
-                server.flush_soon()
-                gevent.sleep(_NEXT_TURN)
-                until = time.monotonic() + _BURST
-            if not self.closed:  # else closed while the loop turned (a slow reader): dropped with the rest
+            if left is True or link.unsent > max_unsent or time.monotonic() >= until:
+                self._let_the_loop_turn()
+                until = time.monotonic() + HOLD
+            if left is not True and not self.closed:  # else closed while the loop turned: dropped with the rest
                 server.request(self, left[0])
+
+    def _let_the_loop_turn(self) -> None:
+        self.server.flush_soon()
+        gevent.sleep(_NEXT_TURN)
 
     def reader(self) -> None:
         """Carries the session's input until it ends. The server's Poller
         reads the socket in the hub and carries out its frames (no greenlet
         switch, no Python per order); this greenlet takes over only for what
         the Poller hands over -- a request that is Python's, a full command
-        buffer, the end of the stream, an error to raise -- and then lets the
-        Poller have the socket again."""
+        buffer, the rest of a read that has held the loop for ``HOLD``, the
+        end of the stream, an error to raise -- and then lets the Poller have
+        the socket again."""
         poller = self.server.poller
         try:
             while not self.closed:
@@ -245,10 +252,12 @@ class Session:
         server = self.server
         if self.closed:
             return
-        until = time.monotonic() + _BURST
+        if left is True:  # the Poller's drain held the loop for HOLD: the other sessions' turn first
+            self._let_the_loop_turn()
+        until = time.monotonic() + HOLD
         if left is False:  # the command buffer is full: wait for the engine thread
             server.commands.make_room()
-        else:
+        elif left is not True:
             server.request(self, left[0])
         self._drain(until)
         server.flush_soon()

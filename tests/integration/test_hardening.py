@@ -611,6 +611,25 @@ def test_a_closed_session_holds_its_place_until_its_socket_closes(server_factory
             assert c.login(8)["type"] == "logged_in"
 
 
+def _reading_until_last(client: Client) -> tuple[threading.Thread, list[dict[str, Any]], threading.Event]:
+    """A thread, started, that reads `client`'s frames into a list until the
+    one of req_id "last"; the event is set at the first (or as it fails)."""
+    replies: list[dict[str, Any]] = []
+    first = threading.Event()
+
+    def read() -> None:
+        try:
+            while not replies or replies[-1].get("req_id") != "last":
+                replies.append(client.recv(timeout=30))
+                first.set()
+        finally:
+            first.set()
+
+    reading = threading.Thread(target=read)
+    reading.start()
+    return reading, replies, first
+
+
 def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_factory: Any) -> None:
     # A client that pipelines a few hundred requests with large answers, and
     # reads them (max_unsent holds them all, however it keeps up): the first
@@ -621,19 +640,7 @@ def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_f
         owner.login(7)
         asker.login(7)
         _rest_orders(owner, 500)
-        replies: list[dict[str, Any]] = []
-        first = threading.Event()
-
-        def read() -> None:
-            try:
-                while not replies or replies[-1].get("req_id") != "last":
-                    replies.append(asker.recv(timeout=30))
-                    first.set()
-            finally:
-                first.set()
-
-        reading = threading.Thread(target=read)
-        reading.start()
+        reading, replies, first = _reading_until_last(asker)
         asker.send_raw(b"".join(_frame({"type": "orders", "req_id": i}) for i in range(300))
                        + _frame({**_OFF_TICK, "req_id": "last"}))
         first.wait(30)
@@ -641,6 +648,27 @@ def test_the_other_sessions_are_served_between_the_requests_of_one_read(server_f
         reading.join(60)
         assert replies and replies[-1]["req_id"] == "last", replies[-1:]
         assert between < replies[-1]["seq"]
+
+
+def test_the_other_sessions_are_served_between_the_frames_of_one_read_answered_in_python(
+        server_factory: Any) -> None:
+    # 12,000 frames that are not JSON (60 KB: one read), each answered
+    # through Python, then an order: the read is carried out 0.2 ms (HOLD)
+    # at a time, and another session's order, sent once the first answer
+    # came, is carried out before the last frame is. Every frame is answered,
+    # in order.
+    server = server_factory()
+    junk = 12_000
+    with server.client() as flooder, server.client() as other:
+        flooder.login(7)
+        other.login(8)
+        reading, replies, first = _reading_until_last(flooder)
+        flooder.send_raw(b"".join([struct.pack(">I", 1) + b"x"] * junk) + _frame({**_OFF_TICK, "req_id": "last"}))
+        first.wait(30)
+        between = other.request(other.new_order(ES, "buy", 1, 400_001))["seq"]
+        reading.join(60)
+    assert len(replies) == junk + 1 and {r["code"] for r in replies[:junk]} == {"bad_json"}
+    assert replies[-1]["req_id"] == "last" and between < replies[-1]["seq"]
 
 
 _SO_ATTACH_FILTER = 26  # Linux's, in <asm-generic/socket.h>; the socket module does not name it

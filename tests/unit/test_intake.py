@@ -47,7 +47,8 @@ class World:
     session of the same account owns order 901, the session order 900."""
 
     def __init__(self, *, account: int | None = ACCOUNT, admin: bool = False, rate: float = 0, burst: int = 1,
-                 max_open: int = 3, capacity: int = 64) -> None:
+                 max_open: int = 3, capacity: int = 64, turn_after: float = 0.0) -> None:
+        self.turn_after = turn_after
         config = ServerConfig(port=0, in_capacity=64, out_capacity=64, instruments=INSTRUMENTS, stats_interval=0,
                               limits=LimitsConfig(max_open_orders=max_open, rate=rate, burst=burst))
         self.server = Server(config)
@@ -72,7 +73,8 @@ class World:
     def _intake(self, max_open: int) -> Any:
         s = self.server
         return Intake(ledger=s.ledger, commands=s.commands.buffer, events=s.requests,
-                      instruments=s.engine.instrument_ids, max_open=max_open, loads=orjson.loads)
+                      instruments=s.engine.instrument_ids, max_open=max_open, loads=orjson.loads,
+                      turn_after=self.turn_after)
 
     def _session(self, sid: int, sock: socket.socket) -> Session:
         return add_session(self.server, sock, sid)
@@ -93,6 +95,8 @@ class World:
         while (left := self.server.intake.drain(self.session.link, inbox)) is not None:
             if left is False:
                 return False
+            if left is True:  # it ran turn_after: the reader lets the loop turn, then drains on
+                continue
             assert isinstance(left, tuple)
             self.server.request(self.session, left[0])
         return True
@@ -589,6 +593,18 @@ def test_an_intake_refuses_a_ledger_or_a_command_buffer_not_initialised(worlds: 
         Intake(**dict(args, commands=CommandBuffer.__new__(CommandBuffer)))
 
 
+@pytest.mark.parametrize("needed", ["ledger", "commands", "events", "instruments", "max_open", "loads"])
+def test_an_intake_needs_every_argument_but_turn_after(worlds: list[World], needed: str) -> None:
+    w = World()
+    worlds.append(w)
+    s = w.server
+    args: dict[str, Any] = dict(ledger=s.ledger, commands=s.commands.buffer, events=s.requests, instruments={},
+                                max_open=0, loads=orjson.loads)
+    Intake(**args)
+    with pytest.raises(TypeError, match=f"Intake needs .*{needed}"):
+        Intake(**{k: v for k, v in args.items() if k != needed})
+
+
 def test_an_intake_whose_init_failed_keeps_nothing_and_may_be_initialised(worlds: list[World]) -> None:
     class Half:
         def undecodable(self, *args: Any) -> None: ...
@@ -665,12 +681,13 @@ def _framed(frames: list[bytes]) -> bytes:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(frames, min_size=1, max_size=8), st.sampled_from([None, ACCOUNT]), st.booleans(),
-       st.integers(min_value=1, max_value=64))
+       st.integers(min_value=1, max_value=64), st.sampled_from([0.0, 1e-9]))
 def test_draining_an_inbox_is_taking_its_frames_one_by_one(frames: list[bytes], account: int | None, admin: bool,
-                                                           chunk: int) -> None:
-    # The bytes arrive in chunks of `chunk`; each chunk is drained at once.
+                                                           chunk: int, turn_after: float) -> None:
+    # The bytes arrive in chunks of `chunk`; each chunk is drained at once
+    # (with a turn_after of 1 ns, a frame a drain).
     one_by_one = World(account=account, admin=admin, max_open=6)
-    drained = World(account=account, admin=admin, max_open=6)
+    drained = World(account=account, admin=admin, max_open=6, turn_after=turn_after)
     try:
         for frame in frames:
             assert one_by_one.take(frame)
@@ -702,6 +719,34 @@ def test_draining_stops_at_a_request_for_python_and_at_a_full_command_buffer(wor
     assert len(w.commands()) == 2 and inbox.held == 2 * (4 + len(cancel))
     assert w.server.intake.drain(w.session.link, inbox) is False  # still no room: still nothing taken
     assert inbox.held == 2 * (4 + len(cancel)) and len(w.session.link.pending()) == 2
+
+
+def test_a_drain_that_has_held_the_loop_for_turn_after_leaves_the_rest_for_the_next(worlds: list[World]) -> None:
+    """Frames each answered through Python (malformed ones, say) would hold
+    the loop, and every other session, as long as a read's worth of them
+    takes: a drain that has run `turn_after` returns True, the frames left
+    still in the inbox, and the next drain goes on from there. Every drain
+    carries out one frame at least."""
+    w = World(turn_after=1e-12)  # under a nanosecond: a bound still
+    worlds.append(w)
+    cancel = orjson.dumps({"type": "cancel", "order_id": 900})
+    inbox = Inbox(MAX_FRAME, FrameError)
+    inbox.feed(_framed([b"x", b"y", cancel]))
+    assert w.server.intake.drain(w.session.link, inbox) is True
+    assert [r["type"] for r in w.wire()] == ["error"] and inbox.held == len(_framed([b"y", cancel]))
+    assert w.server.intake.drain(w.session.link, inbox) is True
+    assert len(w.wire()) == 2 and not w.commands()
+    assert w.server.intake.drain(w.session.link, inbox) is None
+    assert inbox.held == 0 and len(w.commands()) == 1 and len(w.wire()) == 2
+
+
+@pytest.mark.parametrize("turn_after", [-1.0, float("nan"), float("inf"), 61.0])
+def test_an_intake_takes_a_turn_after_of_0_to_60_seconds(worlds: list[World], turn_after: float) -> None:
+    w = World()
+    worlds.append(w)
+    with pytest.raises(ValueError, match="turn_after"):
+        Intake(ledger=w.ledger, commands=w.server.commands.buffer, events=w.server.requests,
+               instruments=w.server.engine.instrument_ids, max_open=3, loads=orjson.loads, turn_after=turn_after)
 
 
 def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[World]) -> None:

@@ -95,6 +95,26 @@ def test_a_request_for_python_is_handed_over_and_the_socket_watched_again(two: S
     assert [req_id for _, req_id, _ in two.sessions[0].link.pending().values()] == [8, 9]
 
 
+def test_a_read_that_held_the_loop_is_carried_out_by_the_reader_and_the_socket_watched_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pyengine.server.app.HOLD", 1e-12)  # the Intake's drains: a frame each
+    s = Sessions(2)
+    try:
+        s.send(0, new_order(1) + new_order(2) + new_order(3))
+        s.send(1, new_order(4))
+        gevent.sleep(0.05)
+        # The Poller carried out the first and handed the rest to the reader,
+        # which carried them out a drain at a time, the loop turning between.
+        assert s.server.poller.watched == 2
+        pending = [[req_id for _, req_id, _ in x.link.pending().values()] for x in s.sessions]
+        assert pending == [[1, 2, 3], [4]]
+        s.send(0, new_order(5))
+        gevent.sleep(0.05)
+        assert [req_id for _, req_id, _ in s.sessions[0].link.pending().values()] == [1, 2, 3, 5]
+    finally:
+        s.close()
+
+
 def test_the_peer_closing_ends_the_session(two: Sessions) -> None:
     two.pairs[0][1].shutdown(socket.SHUT_WR)
     gevent.sleep(0.05)
