@@ -97,13 +97,7 @@ def run(server: ServerProcess, args: argparse.Namespace, hold: float = 0.0) -> d
     port = server.port
     assert port is not None  # started
     try:
-        ctx = mp.get_context("spawn")
-        stop = ctx.Event()
-        mine, theirs = ctx.Pipe()
-        prober = ctx.Process(target=probe, args=(port, args.interval, stop, theirs))
-        prober.start()
-        if not mine.poll(60) or mine.recv() != "ready":
-            raise SystemExit("the probe did not log in")
+        stop, mine, prober = started_probe(port, args.interval)
         time.sleep(args.baseline)
         start, last, outcomes, latencies = storm(port, args.logins)
         last = max(last, start + hold)
@@ -123,6 +117,19 @@ def run(server: ServerProcess, args: argparse.Namespace, hold: float = 0.0) -> d
         "round_trips_before": figures(before),
         "round_trips_during": figures(during),
     }
+
+
+def started_probe(port: int, interval: float) -> tuple[Any, Connection, Any]:
+    """probe() in a process of its own, logged in: (the event that stops it,
+    the end of the pipe its samples come back on, the process)."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    mine, theirs = ctx.Pipe()
+    prober = ctx.Process(target=probe, args=(port, interval, stop, theirs))
+    prober.start()
+    if not mine.poll(60) or mine.recv() != "ready":
+        raise SystemExit("the probe did not log in")
+    return stop, mine, prober
 
 
 def probe(port: int, interval: float, stop: Any, out: Connection) -> None:

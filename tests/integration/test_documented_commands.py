@@ -190,6 +190,7 @@ PASSED_ON = {
     ("perf/latency_breakdown.py", "loadgen_args"): "tools/loadgen.py",
     ("perf/compare_servers.py", "server_arg"): "pyengine-server",
     ("perf/login_storm.py", "server_args"): "pyengine-server",
+    ("perf/flood_neighbour.py", "server_args"): "pyengine-server",
 }
 _FENCE_LINE = re.compile(r"^\s*```(.*)$")
 _INLINE = re.compile(r"`([^`]+)`")

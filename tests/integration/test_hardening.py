@@ -29,6 +29,7 @@ from pyengine.client import Client, ConnectionClosed, ServerError
 from .conftest import RunningServer, accounts_config
 
 ES, NQ = "ESZ6", "NQZ6"
+ROOT = Path(__file__).resolve().parents[2]
 
 SECRETS = {7: "seven", 8: "eight", 1: "admin-pw"}
 ACCOUNTS = accounts_config(SECRETS, admins=frozenset({1}))
@@ -669,6 +670,20 @@ def test_the_other_sessions_are_served_between_the_frames_of_one_read_answered_i
         reading.join(60)
     assert len(replies) == junk + 1 and {r["code"] for r in replies[:junk]} == {"bad_json"}
     assert replies[-1]["req_id"] == "last" and between < replies[-1]["seq"]
+
+
+def test_the_flood_benchmark_reports(tmp_path: Path) -> None:
+    out = tmp_path / "flood.json"
+    proc = subprocess.run([sys.executable, "perf/flood_neighbour.py", "--seconds", "0.5", "--baseline", "0.2",
+                           "--flood-rate", "20000", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    # About 10,000 frames sent, each answered (20,000 a second: the burst, then over the rate).
+    assert result["sent"] >= 1000 and sum(result["answers"].values()) == result["sent"]
+    assert set(result["answers"]) <= {"bad_json", "rate_limited"} and "slow_reader" not in result["sessions_closed"]
+    assert result["round_trips_before"]["count"] > 0 and result["round_trips_during"]["count"] > 0
+    assert "during / before: p50" in proc.stdout
 
 
 _SO_ATTACH_FILTER = 26  # Linux's, in <asm-generic/socket.h>; the socket module does not name it
