@@ -749,6 +749,13 @@ def test_an_intake_takes_a_turn_after_of_0_to_60_seconds(worlds: list[World], tu
                instruments=w.server.engine.instrument_ids, max_open=3, loads=orjson.loads, turn_after=turn_after)
 
 
+def test_a_key_given_twice_counts_with_its_last_value(worlds: list[World]) -> None:
+    w = World()
+    worlds.append(w)
+    assert w.take(b'{"type": "cancel", "order_id": 901, "order_id": 900}')
+    assert [c["order_id"] for c in w.commands()] == [900]  # the session's own order: 901 is another session's
+
+
 def test_draining_carries_out_the_frames_before_a_broken_header(worlds: list[World]) -> None:
     w = World()
     worlds.append(w)
