@@ -122,7 +122,12 @@ class Replica:
         self._sub: JetStreamContext.PushSubscription | None = None
         self._took_lease = False  # from here on a subscription to the log is dropped: a leader has none
         self._replaced_set_aside = asyncio.Event()  # leading: the snapshots this term replaces are out of the way
-        self._short_since: float | None = None  # when the log first looked to end before `applied` (_track_stream)
+        # Message `applied` as this node applied or appended it: (term, node, last engine seq); None for one
+        # applied before it started (its snapshot's).
+        self._applied_as: tuple[int, str, int] | None = None
+        # When the log first looked to end before `applied`, and message `applied` then (_track_stream).
+        self._short_since: float | None = None
+        self._short_mark: tuple[int, tuple[int, str, int] | None] = (0, None)
         self._ready = asyncio.Event()  # leading: records or switches to append
         self._switches_wanted: dict[int, float] | None = None  # leading: the switches to append next
         self._switches_stored: list[Callable[[], None]] = []  # called once they are
@@ -251,6 +256,7 @@ class Replica:
                 except ValueError as exc:  # orjson's errors are ValueErrors too
                     log.error("switches_unreadable", extra=fields(shard=self.shard, at=m.stream_seq, error=str(exc)))
         self.applied = m.stream_seq
+        self._applied_as = (m.term, m.node, m.last_seq)
         self.stream_seq = max(self.stream_seq, m.stream_seq)
 
     async def _track_stream(self) -> None:
@@ -261,7 +267,10 @@ class Replica:
         _SHORT_LOG_GRACE seconds, makes the node start again from it. While
         a backup of the log is restored in its place, its leader can answer
         for a few milliseconds with a log partly restored: one look is not
-        enough. Meanwhile, a leader stores no snapshot (_store_snapshot)."""
+        enough. Meanwhile, a leader stores no snapshot (_store_snapshot); and
+        a log that looks whole again must still hold, at the last position
+        this node had applied then, the message it applied (a log cut back
+        and written again past it by a new leader does not)."""
         while True:
             try:
                 applied = self.applied  # before the question: the answer's log has every message applied by then
@@ -269,16 +278,36 @@ class Replica:
                 if self._same_log(info) and led(info):  # a replica without the leader may lack the last messages
                     if info.state.last_seq < applied:
                         now = time.monotonic()
-                        self._short_since = now if self._short_since is None else self._short_since
-                        if now - self._short_since >= _SHORT_LOG_GRACE:
+                        if self._short_since is None:
+                            self._short_since, self._short_mark = now, (applied, self._applied_as)
+                        elif now - self._short_since >= _SHORT_LOG_GRACE:
                             self._lose(f"the log ends at message {info.state.last_seq}, before message {applied}, "
                                        f"the last this node applied")
-                    else:
+                    elif self._short_since is not None and await self._still_holds_the_mark():
                         self._short_since = None
                     self.stream_seq = max(self.stream_seq, info.state.last_seq)
             except _NATS_ERRORS:
                 pass
             await asyncio.sleep(0.5)
+
+    async def _still_holds_the_mark(self) -> bool:
+        """Whether the log holds, at the position marked when it first looked
+        short, the message this node had applied there (True when it cannot
+        tell: a message applied before the node started). A message gone
+        or another there makes the node start again."""
+        seq, applied_as = self._short_mark
+        if applied_as is None:
+            return True
+        try:
+            raw = await self.link.js.get_msg(stream_name(self.shard), seq)
+            m = message_of(raw.seq or seq, raw.headers, raw.data or b"")
+            there: tuple[int, str, int] | None = (m.term, m.node, m.last_seq)
+        except nats.js.errors.NotFoundError:
+            there = None
+        if there != applied_as:
+            self._lose(f"the log was cut back before message {seq}, the last this node applied, and written again")
+            return False
+        return True
 
     def _same_log(self, info: StreamInfo) -> bool:
         """Whether the shard's stream is still the log this node's state is
@@ -459,6 +488,7 @@ class Replica:
                 self._lose("the lease ran out while taking over")
                 return
             self.applied = self.stream_seq = stored
+            self._applied_as = (term, self.node, self.next_seq - 1)
             self.terms.highest = term
             break
         self.role = LEADING
@@ -538,6 +568,7 @@ class Replica:
         if self.role != LEADING or not self.lease.holding():
             raise Fenced(f"the lease ran out before {then}")
         self.applied = self.stream_seq = stored
+        self._applied_as = (self.lease.term, self.node, last_seq)
 
     async def _replicate(self) -> None:
         """Records out of the runner, into the log, one message at a time
@@ -592,7 +623,7 @@ class Replica:
         node leads, for _PRUNE_PATIENCE seconds. A prune left undone fails
         nothing: the snapshot is stored, and the next one prunes."""
         deadline = time.monotonic() + _PRUNE_PATIENCE
-        while self._leading():
+        while self._storing():
             try:
                 await snapshots.prune(self.link.js, self.link.snapshots, self.shard, self.log_id)
                 return
@@ -622,9 +653,9 @@ class Replica:
             # log up to an older snapshot of them.
             stored = self._storing() and self._replaced_set_aside.is_set() and await snapshots.store(
                 self.link.snapshots, ref, data, still_wanted=self._storing)
-            if stored and self._storing():
+            if stored and self._leading():
                 name = ref.name
-                await self._prune()
+                await self._prune()  # not while the log looks cut back
                 log.info("snapshot_done", extra=fields(seq=ref.seq, seconds=round(time.monotonic() - started, 3)))
             else:
                 reason = ("no longer leading" if not self._leading() else "the log looks cut back"

@@ -193,13 +193,19 @@ async def prune(js: JetStreamContext, obs: ObjectStore, shard: str, log_id: str)
     """Keep the two newest snapshots of the log `log_id` and the log from the
     older one's position on, if the shard's stream still holds that log (a
     leader that stores a snapshot as its log is lost and made again purges
-    nothing of the new one)."""
+    nothing of the new one) up to the newer one's position (nor of a log
+    cut back before it)."""
     refs = [ref for ref in await listed(obs, shard) if ref.log_id in (log_id, "")]
     if len(refs) < 2:
         return
     keep_from = refs[-2].stream_seq + 1
-    if log_identity(await js.stream_info(stream_name(shard))) != log_id:
+    info = await js.stream_info(stream_name(shard))
+    if log_identity(info) != log_id:
         log.warning("prune_passed_over", extra=fields(shard=shard, log=log_id, reason="the log was made again"))
+        return
+    if info.state.last_seq < refs[-1].stream_seq:
+        log.warning("prune_passed_over", extra=fields(shard=shard, log=log_id,
+                                                      reason="the log ends before the newest snapshot's position"))
         return
     await js.purge_stream(stream_name(shard), seq=keep_from)
     for ref in refs[:-2]:

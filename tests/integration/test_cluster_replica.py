@@ -39,6 +39,7 @@ from pyengine.cluster.shardlog import (
     KIND_TERM,
     KV_BUCKET,
     LOG_ID,
+    LogMessage,
     RECORD_SIZE,
     RETRY_LINE_EVERY,
     SNAPSHOT_BUCKET,
@@ -697,17 +698,35 @@ def test_a_snapshot_stored_is_told_stored_whatever_its_prune_meets(nats: LocalNa
     assert events[0] == "prune_retry" and events[-1] == "prune_failed" and events.count("prune_failed") == 1, events
 
 
-def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float,
-                             messages: int = 1) -> list[tuple[str, object]]:
+def tracked_on_a_shorter_log(nats: LocalNats, engine: EngineThread, seconds: float, messages: int = 1,
+                             taken: Callable[[list[LogMessage]], list[LogMessage]] | None = None,
+                             first_look: Callable[[StreamInfo], object] | None = None) -> list[tuple[str, object]]:
     """A replica that applied 3 messages looks at a log of `messages` for up
-    to `seconds`; what it told its host."""
+    to `seconds`; what it told its host. It starts at message 3 (from a
+    snapshot), or, with `taken`, takes the messages `taken` makes of the
+    log's. `first_look` changes what its first look at the stream says."""
     host = Host()
 
     async def scenario(link: Link, cluster: ClusterConfig) -> None:
         await term_messages(link.js, SHARD, messages)
         this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
-        replica = Replica(cluster, link, engine.runner, host, Position(3, 1, log_id=this_log), "127.0.0.1:2",
-                          ("ESZ6",))
+        replica = Replica(cluster, link, engine.runner, host, Position(0 if taken else 3, 1, log_id=this_log),
+                          "127.0.0.1:2", ("ESZ6",))
+        for m in taken(await read_log(link.js, SHARD)) if taken else []:
+            replica._take(m)
+        assert replica.applied == 3
+        if first_look is not None:
+            stream_info, looked = link.js.stream_info, False
+
+            async def looking(name: str, *args: Any, **kwargs: Any) -> StreamInfo:
+                nonlocal looked
+                info = await stream_info(name, *args, **kwargs)
+                if not looked:
+                    looked = True
+                    first_look(info)
+                return info
+
+            link.js.stream_info = looking  # type: ignore[method-assign]
         task = asyncio.get_running_loop().create_task(replica._track_stream())
         try:
             ends = time.monotonic() + seconds
@@ -804,27 +823,26 @@ def test_a_shorter_log_told_by_a_replica_of_a_stream_without_a_leader_is_not_tak
     assert tracked_on_a_shorter_log(nats, engine, 2) == []
 
 
-def test_a_log_that_looks_cut_back_once_is_not_taken_for_one(
-        nats: LocalNats, engine: EngineThread, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_log_that_looks_cut_back_once_is_not_taken_for_one(nats: LocalNats, engine: EngineThread) -> None:
     """While a backup of the log is restored in its place, its leader can
     answer for a few milliseconds with a log partly restored: a log of all
     3 messages the replica applied that looks like a log of 1 at one look
     is not taken for one cut back."""
-    stream_info = JetStreamContext.stream_info
-    looks = 0
+    assert tracked_on_a_shorter_log(nats, engine, 2.5, messages=3, taken=lambda log: log,
+                                    first_look=lambda info: setattr(info.state, "last_seq", 1)) == []
 
-    async def partly_restored_at_first(js: JetStreamContext, name: str, *args: Any, **kwargs: Any) -> StreamInfo:
-        nonlocal looks
-        info = await stream_info(js, name, *args, **kwargs)
-        if name == stream_name(SHARD):
-            looks += 1
-            if looks == 2:  # the replica's first look (the first is the scenario's, for the log's identity)
-                info.state.last_seq = 1
-        return info
 
-    monkeypatch.setattr(JetStreamContext, "stream_info", partly_restored_at_first)
-    assert tracked_on_a_shorter_log(nats, engine, 2.5, messages=3) == []
-    assert looks >= 5
+def test_a_log_cut_back_and_written_again_past_the_replica_is_seen_once_it_looks_whole(
+        nats: LocalNats, engine: EngineThread) -> None:
+    """The log was cut back (the replica's first look sees it end at message
+    1) and a new leader wrote it again past message 3 before the replica's
+    next look: message 3 there is not the one the replica applied, and it
+    starts again rather than go on from another log's message 3."""
+    applied_another_3 = tracked_on_a_shorter_log(
+        nats, engine, 2.5, messages=3, taken=lambda log: [*log[:2], dataclasses.replace(log[2], node="lost")],
+        first_look=lambda info: setattr(info.state, "last_seq", 1))
+    assert applied_another_3 == [
+        ("lost_leadership", "the log was cut back before message 3, the last this node applied, and written again")]
 
 
 def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_log(nats: LocalNats) -> None:
@@ -842,6 +860,22 @@ def test_a_snapshot_stored_as_its_log_is_made_again_prunes_nothing_of_the_new_lo
         await snapshots.prune(link.js, link.snapshots, SHARD, old)
         state = (await link.js.stream_info(stream_name(SHARD))).state
         assert (state.first_seq, state.last_seq, state.messages) == (1, 3, 3)
+
+    run(nats, "a1", scenario)
+
+
+def test_a_prune_purges_nothing_of_a_log_that_ends_before_its_newest_snapshot(nats: LocalNats) -> None:
+    """The newest snapshot reaches past the log's end (the log was cut back
+    under a leader storing it): nothing of the log, nor any snapshot, goes."""
+    async def scenario(link: Link, cluster: ClusterConfig) -> None:
+        await term_messages(link.js, SHARD, 3)
+        this_log = log_identity(await link.js.stream_info(stream_name(SHARD)))
+        for seq, at in ((1, 1), (2, 2), (3, 5)):
+            await snapshots.store(link.snapshots, snapshots.SnapshotRef(SHARD, seq, at, 1, this_log), b"state")
+        await snapshots.prune(link.js, link.snapshots, SHARD, this_log)
+        state = (await link.js.stream_info(stream_name(SHARD))).state
+        assert (state.first_seq, state.last_seq) == (1, 3)
+        assert [ref.seq for ref in await listed(link.snapshots)] == [1, 2, 3]
 
     run(nats, "a1", scenario)
 
