@@ -90,8 +90,7 @@ def read_answers(sock: socket.socket, counts: Counter[str]) -> None:
 def flood(port: int, kind: str, seconds: float, rate: float) -> tuple[float, float, int, Counter[str]]:
     """Log in, then send `kind` frames for `seconds` (or until the server
     closes the connection), `rate` a second (0: as fast as they go), reading
-    every answer. Returns (start, end,
-    frames sent, answers by code)."""
+    every answer. Returns (start, end, frames sent, answers by code)."""
     sock = socket.create_connection(("127.0.0.1", port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     body = orjson.dumps({"type": "login", "req_id": 0, "account": FLOOD_ACCOUNT, "secret": SECRETS[FLOOD_ACCOUNT],
@@ -102,7 +101,7 @@ def flood(port: int, kind: str, seconds: float, rate: float) -> tuple[float, flo
     reader.start()
     deadline = time.monotonic() + 30
     while not counts["logged_in"]:
-        if time.monotonic() > deadline or reader.ident is None or not reader.is_alive():
+        if time.monotonic() > deadline or not reader.is_alive():
             raise SystemExit(f"the flooder did not log in: {dict(counts)}")
         time.sleep(0.01)
     chunk, sent = flood_chunk(kind), 0
@@ -117,7 +116,7 @@ def flood(port: int, kind: str, seconds: float, rate: float) -> tuple[float, flo
             break
         sent += _CHUNK
     end = time.monotonic()
-    answered = time.monotonic() + 30
+    answered = end + 30
     while sum(counts.values()) - 1 < sent and reader.is_alive() and time.monotonic() < answered:
         time.sleep(0.01)
     sock.close()

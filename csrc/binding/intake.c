@@ -384,7 +384,6 @@ PyDoc_STRVAR(intake_drain_doc,
 static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox *inbox)
 {
     int64_t started = srv_meters_now(), now = started, until = started + self->turn_after_ns;
-    int first = 1;
 
     for (;;) {
         const char *body;
@@ -397,12 +396,9 @@ static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox
                 return NULL;
             Py_RETURN_NONE;
         }
-        if (!first) {
-            now = srv_meters_now();
-            if (self->turn_after_ns && (now >= until || now < started))
-                Py_RETURN_TRUE; /* the frame stays in the inbox */
-        }
-        first = 0;
+        /* `now`: when the frame before was done (for the first, `started`: never past `until`). */
+        if (self->turn_after_ns && (now >= until || now < started))
+            Py_RETURN_TRUE; /* the frame stays in the inbox */
         if (!(frame = PyBytes_FromStringAndSize(body, (Py_ssize_t)len)))
             return NULL;
         left = intake_frame(self, link, frame, now);
@@ -413,6 +409,7 @@ static PyObject *intake_drain_frames(srv_intake *self, srv_link *link, srv_inbox
         if (left != Py_None)
             return left; /* (message,), or NULL: taken either way */
         Py_DECREF(left);
+        now = srv_meters_now();
     }
 }
 
